@@ -1,0 +1,248 @@
+"""Command line: ``pipeshell-filter [options]`` filters stdin; ``pipeshell-filter explain`` shows the plan.
+
+Errors in rules or options print one line and exit with status 2; bad input
+lines never stop the stream (see ``stream``).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import stat
+import sys
+from typing import List, Optional
+
+import typer
+
+from .engine import Engine
+from .fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
+from .plan import Plan, compile_plan
+from .rule import BUILTIN_RULE, RuleError, load_rule
+from .stream import DEFAULT_MAX_LINE, Diagnostics, Filter, Output, OutputClosed
+from .timeparse import NS
+
+
+class Emit(str, enum.Enum):
+    alerts = "alerts"
+    matches = "matches"
+    all = "all"
+
+
+class Join(str, enum.Enum):
+    window = "window"
+    event = "event"
+
+
+class UsageProblem(Exception):
+    """A bad rule, field map or option: one line on stderr, exit status 2."""
+
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Streaming Sigma detection filter: NDJSON events in, enriched events and alert records out.",
+)
+
+_RULE_HELP = "Sigma rule file (repeatable). Default: the built-in PipeShell rule."
+_JOIN_HELP = "window: each top-level AND term may be met by a different event in the timeframe; event: strict Sigma."
+
+
+def load_plans(rule_paths: Optional[List[str]], join: Optional[Join]) -> List[Plan]:
+    join_mode = join.value if join else None
+    try:
+        if not rule_paths:
+            return [compile_plan(load_rule(BUILTIN_RULE, builtin=True), join_mode)]
+        return [compile_plan(load_rule(path), join_mode) for path in rule_paths]
+    except RuleError as error:
+        raise UsageProblem(str(error)) from None
+
+
+def make_resolver(profile: str, field_maps: Optional[List[str]], time_field: Optional[str]) -> FieldResolver:
+    try:
+        custom = [load_profile_file(path) for path in field_maps or []]
+        return FieldResolver(custom + builtin_profiles(), profile, time_field)
+    except ProfileError as error:
+        raise UsageProblem(str(error)) from None
+
+
+@app.callback(invoke_without_command=True)
+def run(
+    ctx: typer.Context,
+    rule: Optional[List[str]] = typer.Option(None, "--rule", metavar="PATH", help=_RULE_HELP),
+    emit: Emit = typer.Option(Emit.alerts, "--emit", help="alerts: alert records only; matches: matched events "
+                              "(enriched) and alerts; all: every input line, enriched where matched, plus alerts."),
+    join: Optional[Join] = typer.Option(None, "--join", help=_JOIN_HELP + " Default: window for the built-in rule, "
+                                        "event for --rule."),
+    lateness: float = typer.Option(60.0, "--lateness", metavar="SECONDS",
+                                   help="How far behind the newest event time an event may arrive and still be on time."),
+    time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH",
+                                             help="Dotted path of the event time, overriding the detected one."),
+    inputs: Optional[List[str]] = typer.Option(None, "--input", metavar="PATH", help="Read this file instead of "
+                                               "stdin (repeatable; read in the order given)."),
+    profile: str = typer.Option("auto", "--profile", help="Event shape: auto (detected per event) or a profile name."),
+    field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
+                                                  help="Your own field-resolution table (YAML/JSON), tried first."),
+    idle: float = typer.Option(2.0, "--idle", metavar="SECONDS", help="On live input, after this long with no newer "
+                               "event time the watermark follows the wall clock (0: never)."),
+    max_line: int = typer.Option(DEFAULT_MAX_LINE, "--max-line-bytes", metavar="BYTES",
+                                 help="Longer lines are passed on uninspected."),
+    quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
+) -> None:
+    """Filter NDJSON events from stdin (or --input) to stdout."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if lateness < 0 or lateness != lateness:
+        raise UsageProblem("--lateness must be zero or more seconds")
+    if idle < 0:
+        raise UsageProblem("--idle must be zero or more seconds")
+    if max_line < 1024:
+        raise UsageProblem("--max-line-bytes must be at least 1024")
+    plans = load_plans(rule, join)
+    resolver = make_resolver(profile, field_map, time_field)
+    sources = []
+    for path in inputs or []:
+        try:
+            sources.append((path, os.open(path, os.O_RDONLY)))
+        except OSError as error:
+            raise UsageProblem(f"cannot read input {path}: {error.strerror}") from None
+
+    engine = Engine(plans, resolver, int(lateness * NS))
+    diagnostics = Diagnostics()
+    output = Output(sys.stdout.fileno())
+    stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None)
+
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        try:
+            if sources:
+                for _, fd in sources:
+                    stream_filter.run(fd, live=False, max_line=max_line)
+            else:
+                stdin = sys.stdin.fileno()
+                stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line)
+        except (_Terminated, KeyboardInterrupt):
+            pass  # flush what is pending and exit 0, as at end of input
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stream_filter.finish()
+    except OutputClosed:
+        _silence_stdout()
+        return
+    if not quiet:
+        _summary(stream_filter, engine, diagnostics)
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) -> None:
+    stats = engine.stats + engine.correlation_stats()
+    parts = [f"{stream_filter.lines} lines", f"{stats['matched']} matched", f"{stats['alerts']} alerts"]
+    names = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
+             "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time"}
+    bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())]
+    if bad:
+        parts.append("skipped: " + ", ".join(bad))
+    if stats["late"]:
+        parts.append(f"{stats['late']} late ({stats['late_dropped']} outside any open window)")
+    try:
+        sys.stderr.write("pipeshell-filter: " + "; ".join(parts) + "\n")
+    except (OSError, ValueError):
+        pass
+
+
+@app.command()
+def explain(
+    rule: Optional[List[str]] = typer.Option(None, "--rule", metavar="PATH", help=_RULE_HELP),
+    join: Optional[Join] = typer.Option(None, "--join", help=_JOIN_HELP),
+) -> None:
+    """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter."""
+    for plan in load_plans(rule, join):
+        typer.echo(describe_plan(plan))
+
+
+def describe_plan(plan: Plan) -> str:
+    rule = plan.rule
+    lines = [
+        f"rule      {rule.title}",
+        f"id        {rule.id}",
+        f"file      {'(built-in) ' if rule.builtin else ''}{rule.path}",
+        f"level     {rule.level or '-'}    tags: {', '.join(rule.tags) or '-'}",
+        f"condition {rule.condition.text}",
+        f"expanded  {plan.expression}",
+        "selections:",
+    ]
+    for selection in plan.selections:
+        lines.append(f"  {selection.name}")
+        for i, group in enumerate(selection.alternatives):
+            prefix = "    or " if i else "       "
+            lines.append(prefix + " AND ".join(_describe_matcher(m) for m in group))
+    lines.append(f"join      {plan.join}")
+    if plan.join == "window":
+        lines.append("  an alert needs, inside one window, at least one event meeting each term:")
+    else:
+        lines.append("  each event must satisfy the whole condition:")
+    for i, term in enumerate(plan.terms):
+        lines.append(f"  term {i}: {term.label}")
+    for node in plan.filters:
+        lines.append(f"  every event must also satisfy: {node}")
+    spec = plan.aggregation
+    lines.append(f"aggregate {spec if spec else '(none: every window meeting the terms alerts)'}"
+                 + ("   [count(field) counts distinct non-null values]" if spec and spec.field and
+                    spec.function == "count" else ""))
+    seconds = plan.timeframe_ns / NS
+    lines.append(f"window    [t - {seconds:g}s, t], both ends included; evaluated at each event time once the "
+                 "watermark (newest event time - lateness) passes it; an alert consumes its events")
+    literals = plan.prefilter_literals()
+    if literals:
+        lines.append("prefilter a line can only match if it contains (any case): " + ", ".join(map(repr, literals)))
+    else:
+        lines.append("prefilter off: some selection has no literal every match must contain")
+    return "\n".join(lines)
+
+
+def _describe_matcher(matcher) -> str:
+    tests = getattr(matcher, "tests", ())
+    shown = " | ".join(f"{t.kind} {t.needle!r}" for t in tests)
+    if getattr(matcher, "exists", None) is not None:
+        shown = f"exists={matcher.exists}"
+    if getattr(matcher, "accepts_null", False):
+        shown = (shown + " | " if shown else "") + "null"
+    joiner = " (all)" if getattr(matcher, "require_all", False) else ""
+    return f"{matcher.describe()}: {shown}{joiner}"
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    try:
+        app(args=argv, prog_name="pipeshell-filter", standalone_mode=False)
+    except UsageProblem as problem:
+        _fail(str(problem))
+    except typer.Abort:
+        sys.exit(130)
+    except OutputClosed:
+        _silence_stdout()
+    except Exception as error:
+        # Click's usage errors (bad option or value) carry exit_code 2 and a message;
+        # typer may vendor click, so recognise them by shape rather than by class.
+        if getattr(error, "exit_code", None) == 2 and hasattr(error, "format_message"):
+            _fail(f"{error.format_message()} (see --help)")
+        raise
+    sys.exit(0)
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"pipeshell-filter: error: {message}\n")
+    sys.exit(2)

@@ -1,0 +1,276 @@
+"""Sigma condition language: tokens -> expression tree, plus the pipe aggregation.
+
+Legacy (v1) rules write ``(1 of SERVER*) AND (1 of CLIENT*) | count(Computer) > 2``.
+Current Sigma tooling refuses upper-case operators and pipe aggregations, so the
+parser is ours.  Precedence, loosest first: ``or`` < ``and`` < ``not`` < ``x of``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Iterable, Optional, Union
+
+import attrs
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be parsed or refers to unknown selections."""
+
+
+# ---------------------------------------------------------------- tree nodes
+
+
+@attrs.frozen
+class Ref:
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@attrs.frozen
+class Not:
+    operand: "Node"
+
+    def __str__(self) -> str:
+        return f"not {_wrap(self.operand)}"
+
+
+@attrs.frozen
+class And:
+    operands: tuple
+
+    def __str__(self) -> str:
+        return " and ".join(_wrap(o) for o in self.operands)
+
+
+@attrs.frozen
+class Or:
+    operands: tuple
+
+    def __str__(self) -> str:
+        return " or ".join(_wrap(o) for o in self.operands)
+
+
+@attrs.frozen
+class OfPattern:
+    """``1 of X*`` / ``all of them`` before expansion against the detection names."""
+
+    quantifier: str  # "1" or "all"
+    pattern: str  # a glob, or "them"
+
+    def __str__(self) -> str:
+        return f"{self.quantifier} of {self.pattern}"
+
+
+Node = Union[Ref, Not, And, Or, OfPattern]
+
+
+def _wrap(node: Node) -> str:
+    return f"({node})" if isinstance(node, (And, Or)) else str(node)
+
+
+@attrs.frozen
+class Aggregation:
+    """``| function(field) [by group] op threshold`` after the search expression."""
+
+    function: str  # count, min, max, avg, sum
+    field: Optional[str]
+    group_by: Optional[str]
+    operator: str  # ==, <, <=, >, >=
+    threshold: float
+
+    def __str__(self) -> str:
+        by = f" by {self.group_by}" if self.group_by else ""
+        threshold = int(self.threshold) if float(self.threshold).is_integer() else self.threshold
+        return f"{self.function}({self.field or ''}){by} {self.operator} {threshold}"
+
+
+@attrs.frozen
+class Condition:
+    text: str
+    expression: Node
+    aggregation: Optional[Aggregation]
+
+
+# ---------------------------------------------------------------- parsing
+
+_TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
+_KEYWORDS = {"and", "or", "not", "of", "them", "all"}
+_AGGREGATION = re.compile(
+    r"""^\s*(?P<function>count|min|max|avg|sum)\s*\(\s*(?P<field>[^\s()]*)\s*\)
+        (?:\s+by\s+(?P<group>[^\s]+))?
+        \s*(?P<op>==|<=|>=|<|>)\s*(?P<threshold>-?\d+(?:\.\d+)?)\s*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _tokenize(text: str) -> list:
+    tokens, pos = [], 0
+    text = text.rstrip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match:  # only trailing whitespace is left
+            break
+        tokens.append(match.group(1))
+        pos = match.end()
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.tokens = _tokenize(text)
+        self.pos = 0
+
+    def peek(self) -> Optional[str]:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def peek_keyword(self) -> Optional[str]:
+        token = self.peek()
+        return token.lower() if token is not None and token.lower() in _KEYWORDS else None
+
+    def take(self) -> str:
+        token = self.peek()
+        if token is None:
+            raise ConditionError("condition ends too early")
+        self.pos += 1
+        return token
+
+    def parse(self) -> Node:
+        if not self.tokens:
+            raise ConditionError("condition is empty")
+        node = self.parse_or()
+        if self.peek() is not None:
+            raise ConditionError(f"unexpected {self.peek()!r} in condition")
+        return node
+
+    def parse_or(self) -> Node:
+        operands = [self.parse_and()]
+        while self.peek_keyword() == "or":
+            self.take()
+            operands.append(self.parse_and())
+        return operands[0] if len(operands) == 1 else Or(tuple(operands))
+
+    def parse_and(self) -> Node:
+        operands = [self.parse_not()]
+        while self.peek_keyword() == "and":
+            self.take()
+            operands.append(self.parse_not())
+        return operands[0] if len(operands) == 1 else And(tuple(operands))
+
+    def parse_not(self) -> Node:
+        if self.peek_keyword() == "not":
+            self.take()
+            return Not(self.parse_not())
+        return self.parse_primary()
+
+    def parse_primary(self) -> Node:
+        token = self.take()
+        if token == "(":
+            node = self.parse_or()
+            if self.peek() != ")":
+                raise ConditionError("missing ')' in condition")
+            self.take()
+            return node
+        if token == ")":
+            raise ConditionError("unexpected ')' in condition")
+        quantifier = token.lower()
+        if quantifier in ("1", "all") and (self.peek() or "").lower() == "of":
+            self.take()
+            pattern = self.take()
+            if pattern in ("(", ")") or pattern.lower() in _KEYWORDS - {"them"}:
+                raise ConditionError(f"'{quantifier} of' needs a name pattern or 'them', got {pattern!r}")
+            return OfPattern(quantifier, "them" if pattern.lower() == "them" else pattern)
+        if quantifier in _KEYWORDS:
+            raise ConditionError(f"unexpected keyword {token!r} in condition")
+        return Ref(token)
+
+
+def parse_aggregation(text: str) -> Aggregation:
+    match = _AGGREGATION.match(text)
+    if not match:
+        raise ConditionError(f"cannot parse aggregation {text.strip()!r}")
+    function = match.group("function").lower()
+    field = match.group("field") or None
+    if function != "count" and field is None:
+        raise ConditionError(f"{function}() needs a field")
+    return Aggregation(
+        function=function,
+        field=field,
+        group_by=match.group("group"),
+        operator=match.group("op"),
+        threshold=float(match.group("threshold")),
+    )
+
+
+def parse_condition(text: str) -> Condition:
+    """Parse ``expression [| aggregation]``."""
+    if not isinstance(text, str):
+        raise ConditionError("condition must be a string")
+    search, bar, aggregation_text = text.partition("|")
+    if "|" in aggregation_text:
+        raise ConditionError("only one '|' aggregation is supported")
+    aggregation = parse_aggregation(aggregation_text) if bar else None
+    return Condition(text=text, expression=_Parser(search).parse(), aggregation=aggregation)
+
+
+def expand(node: Node, names: Iterable[str]) -> Node:
+    """Replace ``x of pattern`` by And/Or over the detection names it matches.
+
+    ``them`` covers every name not starting with an underscore.  A pattern that
+    matches nothing, or a reference to an undefined name, is an error.
+    """
+    names = list(names)
+    if isinstance(node, Ref):
+        if node.name not in names:
+            raise ConditionError(f"condition refers to undefined selection {node.name!r}")
+        return node
+    if isinstance(node, Not):
+        return Not(expand(node.operand, names))
+    if isinstance(node, (And, Or)):
+        return type(node)(tuple(expand(o, names) for o in node.operands))
+    if node.pattern == "them":
+        matched = [n for n in names if not n.startswith("_")]
+    else:
+        matched = [n for n in names if fnmatch.fnmatchcase(n, node.pattern)]
+    if not matched:
+        raise ConditionError(f"'{node}' matches no selection")
+    refs = tuple(Ref(n) for n in matched)
+    if len(refs) == 1:
+        return refs[0]
+    return Or(refs) if node.quantifier == "1" else And(refs)
+
+
+def top_level_terms(node: Node) -> tuple:
+    """The operands of a top-level AND (a single term otherwise)."""
+    return node.operands if isinstance(node, And) else (node,)
+
+
+def references(node: Node) -> set:
+    """Every selection name the (expanded) tree refers to."""
+    if isinstance(node, Ref):
+        return {node.name}
+    if isinstance(node, Not):
+        return references(node.operand)
+    if isinstance(node, (And, Or)):
+        return set().union(*(references(o) for o in node.operands))
+    raise TypeError("expand() the tree first")
+
+
+def is_negative(node: Node) -> bool:
+    """True for a term that only excludes events (``not filter``)."""
+    return isinstance(node, Not)
+
+
+def evaluate(node: Node, matched: frozenset) -> bool:
+    """Truth of an expanded tree given the set of selections an event matched."""
+    if isinstance(node, Ref):
+        return node.name in matched
+    if isinstance(node, Not):
+        return not evaluate(node.operand, matched)
+    if isinstance(node, And):
+        return all(evaluate(o, matched) for o in node.operands)
+    if isinstance(node, Or):
+        return any(evaluate(o, matched) for o in node.operands)
+    raise TypeError("expand() the tree first")

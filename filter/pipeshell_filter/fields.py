@@ -1,0 +1,234 @@
+"""Field resolution: where a Sigma field name (``EventID``, ``Payload``) lives in one event.
+
+The same PowerShell event arrives in different JSON shapes depending on the
+collector.  Each shape is a *profile*: a declarative table from Sigma field
+names to candidate paths, a detector (paths that must exist), fallback roots for
+fields the table does not list, and the paths of the event time.  Profiles ship
+as YAML in ``profiles/``; ``--field-map FILE`` loads a user's own in the same format.
+
+Table format (YAML or JSON)::
+
+    name: my-collector
+    detect: [my.event_id]            # the profile applies when all these exist
+    time: ["@timestamp"]             # first present, parsable value wins
+    roots: [my.data]                 # unknown field F is looked up at my.data.F
+    fields:
+      EventID: [my.event_id]
+      ScriptBlockText:
+        - my.data.ScriptBlockText
+        - {path: my.inserts.2, event_id: [4104]}   # positional, by EventID
+
+Paths are dotted; an all-digit segment indexes a list.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import attrs
+import yaml
+
+from .matching import first_leaf
+from .timeparse import parse_time
+
+
+class ProfileError(ValueError):
+    """A field-map table that does not have the documented format."""
+
+
+MISSING = object()  # a field the event does not have (distinct from JSON null)
+
+
+def parse_path(text: str) -> tuple:
+    if not isinstance(text, str) or not text:
+        raise ProfileError(f"a path must be a non-empty string, got {text!r}")
+    return tuple(int(p) if p.isdigit() else p for p in text.split("."))
+
+
+def lookup(event, path: tuple):
+    """Follow ``path`` through dicts and lists; MISSING when any step is absent."""
+    node = event
+    for step in path:
+        if isinstance(step, int):
+            if isinstance(node, list) and -len(node) <= step < len(node):
+                node = node[step]
+                continue
+            if isinstance(node, dict) and str(step) in node:
+                node = node[str(step)]
+                continue
+            return MISSING
+        if isinstance(node, dict) and step in node:
+            node = node[step]
+        else:
+            return MISSING
+    return node
+
+
+@attrs.frozen
+class Candidate:
+    path: tuple
+    event_ids: Optional[frozenset] = None  # only for events with one of these EventIDs
+
+
+@attrs.frozen
+class Profile:
+    name: str
+    detect: tuple  # of paths
+    fields: dict  # Sigma field name -> tuple of Candidate
+    roots: tuple  # of paths
+    time: tuple  # of paths
+    source: str = "built-in"
+
+    def applies_to(self, event: dict) -> bool:
+        return all(lookup(event, path) is not MISSING for path in self.detect)
+
+
+def profile_from_table(table, source: str) -> Profile:
+    """Build a profile from its declarative table (see the module docstring)."""
+    if not isinstance(table, dict):
+        raise ProfileError(f"{source}: a field map must be a mapping")
+    unknown = set(table) - {"name", "detect", "time", "roots", "fields", "description"}
+    if unknown:
+        raise ProfileError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+    name = table.get("name")
+    if not isinstance(name, str) or not name:
+        raise ProfileError(f"{source}: 'name' must be a non-empty string")
+
+    def paths(key):
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            raise ProfileError(f"{source}: '{key}' must be a list of paths")
+        return tuple(parse_path(v) for v in value)
+
+    fields = {}
+    raw_fields = table.get("fields", {})
+    if not isinstance(raw_fields, dict):
+        raise ProfileError(f"{source}: 'fields' must map field names to lists of paths")
+    for field, candidates in raw_fields.items():
+        if isinstance(candidates, (str, dict)):
+            candidates = [candidates]
+        if not isinstance(candidates, list):
+            raise ProfileError(f"{source}: field {field!r} must list its paths")
+        compiled = []
+        for candidate in candidates:
+            if isinstance(candidate, str):
+                compiled.append(Candidate(parse_path(candidate)))
+            elif isinstance(candidate, dict) and set(candidate) <= {"path", "event_id"} and "path" in candidate:
+                ids = candidate.get("event_id")
+                if ids is not None:
+                    ids = ids if isinstance(ids, list) else [ids]
+                    ids = frozenset(str(i) for i in ids)
+                compiled.append(Candidate(parse_path(candidate["path"]), ids))
+            else:
+                raise ProfileError(f"{source}: field {field!r}: a candidate is a path or {{path, event_id}}")
+        fields[str(field)] = tuple(compiled)
+    return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source)
+
+
+def load_profile_file(path: str) -> Profile:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            table = yaml.safe_load(handle)
+    except OSError as error:
+        raise ProfileError(f"cannot read field map {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ProfileError(f"field map {path} is not valid YAML/JSON: {str(error).splitlines()[0]}") from None
+    return profile_from_table(table, path)
+
+
+_PROFILE_DIR = os.path.join(os.path.dirname(__file__), "profiles")
+
+
+def builtin_profiles() -> list:
+    """The shipped profiles, most specific first (``flat`` last: it applies to anything)."""
+    with open(os.path.join(_PROFILE_DIR, "order.txt"), encoding="utf-8") as handle:
+        names = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+    return [load_profile_file(os.path.join(_PROFILE_DIR, f"{name}.yml")) for name in names]
+
+
+class FieldResolver:
+    """Picks a profile per event and resolves Sigma field names through it."""
+
+    def __init__(self, profiles: list, fixed: Optional[str] = None, time_field: Optional[str] = None):
+        if fixed not in (None, "auto"):
+            chosen = [p for p in profiles if p.name == fixed]
+            if not chosen:
+                names = ", ".join(p.name for p in profiles)
+                raise ProfileError(f"unknown profile {fixed!r} (known: auto, {names})")
+            profiles = chosen
+        self.profiles = list(profiles)
+        self.fixed = fixed not in (None, "auto")
+        self.time_path = parse_path(time_field) if time_field else None
+
+    def profile_for(self, event: dict) -> Profile:
+        if self.fixed:
+            return self.profiles[0]
+        for profile in self.profiles:
+            if profile.applies_to(event):
+                return profile
+        return self.profiles[-1]
+
+    def view(self, event: dict) -> "EventView":
+        return EventView(event, self.profile_for(event), self)
+
+
+class EventView:
+    """One event seen through its profile; resolved fields are memoised."""
+
+    __slots__ = ("event", "profile", "resolver", "_cache")
+
+    def __init__(self, event: dict, profile: Profile, resolver: FieldResolver):
+        self.event = event
+        self.profile = profile
+        self.resolver = resolver
+        self._cache = {}
+
+    def get(self, field: str):
+        try:
+            return self._cache[field]
+        except KeyError:
+            value = self._cache[field] = self._resolve(field)
+            return value
+
+    def where(self, field: str) -> Optional[str]:
+        """The dotted path a field resolved from (for ``explain``)."""
+        for path in self._paths(field):
+            if lookup(self.event, path) is not MISSING:
+                return ".".join(str(p) for p in path)
+        return None
+
+    def _paths(self, field: str):
+        candidates = self.profile.fields.get(field)
+        if candidates is not None:
+            event_id = None
+            for candidate in candidates:
+                if candidate.event_ids is not None:
+                    if event_id is None:
+                        event_id = first_leaf(self.get("EventID")) if field != "EventID" else ""
+                    if event_id not in candidate.event_ids:
+                        continue
+                yield candidate.path
+            return
+        own = parse_path(field)
+        yield own
+        for root in self.profile.roots:
+            yield root + own
+
+    def _resolve(self, field: str):
+        for path in self._paths(field):
+            value = lookup(self.event, path)
+            if value is not MISSING:
+                return value
+        return MISSING
+
+    def time(self) -> Optional[int]:
+        """Event time in ns: ``--time-field`` if given, else the profile's time paths."""
+        paths = (self.resolver.time_path,) if self.resolver.time_path else self.profile.time
+        for path in paths:
+            value = lookup(self.event, path)
+            if value is not MISSING:
+                parsed = parse_time(value)
+                if parsed is not None:
+                    return parsed
+        return None

@@ -1,0 +1,236 @@
+"""Compiled plan: a rule's selections as matchers, its condition split into join terms.
+
+``--join event`` (strict Sigma v1): the whole condition holds on one event; such
+events feed the aggregation.  ``--join window``: each top-level AND-ed term may
+be met by a different event inside the timeframe.  A negated top-level term
+(``and not filter``) still applies to every event on its own: it excludes events
+and cannot be "met" by one.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+
+from .condition import ConditionError, Node, evaluate, expand, is_negative, references, top_level_terms
+from .fields import MISSING, EventView
+from .matching import KNOWN_MODIFIERS, LIST_MODIFIERS, compile_scalar, compile_string, leaves
+from .rule import Rule, RuleError
+
+
+@attrs.frozen
+class FieldMatcher:
+    """``field|modifiers: values`` -- values OR'ed (AND'ed with ``|all``)."""
+
+    field: str
+    modifiers: tuple
+    tests: tuple  # StringTest-like callables; empty when only null is accepted
+    require_all: bool
+    accepts_null: bool  # a null rule value: field absent or JSON null
+    exists: Optional[bool] = None  # the |exists modifier
+
+    def matches(self, view: EventView) -> bool:
+        value = view.get(self.field)
+        if self.exists is not None:
+            return (value is not MISSING) == self.exists
+        if value is MISSING or value is None:
+            return self.accepts_null and not (self.require_all and self.tests)
+        texts = list(leaves(value))
+        if self.require_all:
+            return all(any(test(t) for t in texts) for test in self.tests) and bool(self.tests)
+        return any(test(t) for test in self.tests for t in texts)
+
+    def describe(self) -> str:
+        mods = "".join(f"|{m}" for m in self.modifiers)
+        return f"{self.field}{mods}"
+
+
+@attrs.frozen
+class KeywordMatcher:
+    """A bare list of strings: any of them anywhere in the event."""
+
+    tests: tuple
+
+    def matches(self, view: EventView) -> bool:
+        return any(test(t) for t in leaves(view.event) for test in self.tests)
+
+    def describe(self) -> str:
+        return "<keywords>"
+
+
+@attrs.frozen
+class Selection:
+    """A named search identifier: alternatives (OR) of matcher groups (AND)."""
+
+    name: str
+    alternatives: tuple  # tuple of tuples of matchers
+
+    def matches(self, view: EventView) -> bool:
+        return any(all(m.matches(view) for m in group) for group in self.alternatives)
+
+    def required_literals(self) -> Optional[list]:
+        """Literals of which every matching event must contain at least one.
+
+        From each alternative, take the matcher whose shortest literal is longest
+        (the most selective one; ``EventID: 800`` loses to a long substring); None when some alternative has no usable literal (the prefilter is then
+        off for this rule).
+        """
+        needed = []
+        for group in self.alternatives:
+            best = None
+            for matcher in group:
+                lits = _matcher_literals(matcher)
+                if lits is not None and (best is None or min(map(len, lits)) > min(map(len, best))):
+                    best = lits
+            if best is None:
+                return None
+            needed.extend(best)
+        return needed
+
+
+def _matcher_literals(matcher) -> Optional[list]:
+    if isinstance(matcher, FieldMatcher):
+        if matcher.exists is not None or matcher.accepts_null or not matcher.tests:
+            return None
+    tests = matcher.tests if not getattr(matcher, "require_all", False) else matcher.tests[:1]
+    found = []
+    for test in tests:
+        lits = test.literals()
+        if lits is None:
+            return None
+        found.extend(lits)
+    return found or None
+
+
+def compile_selection(name: str, value, source: str) -> Selection:
+    where = f"rule {source}: selection {name!r}"
+    if isinstance(value, dict):
+        return Selection(name, (_compile_map(value, where),))
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return Selection(name, tuple(_compile_map(v, where) for v in value))
+    if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
+        tests = tuple(_compile_value(v, {"contains"}, where) for v in value)
+        return Selection(name, ((KeywordMatcher(tests),),))
+    if isinstance(value, (str, int)):
+        return Selection(name, ((KeywordMatcher((_compile_value(value, {"contains"}, where),)),),))
+    raise RuleError(f"{where}: must be a mapping, a list of mappings or a list of keywords")
+
+
+def _compile_value(value, modifiers: set, where: str):
+    if isinstance(value, str):
+        try:
+            return compile_string(value, modifiers)
+        except Exception as error:  # re.error for a bad |re pattern
+            raise RuleError(f"{where}: bad pattern {value!r}: {error}") from None
+    if isinstance(value, (int, float, bool)):
+        return compile_scalar(value, modifiers)
+    raise RuleError(f"{where}: unsupported value {value!r}")
+
+
+def _compile_map(mapping: dict, where: str) -> tuple:
+    if not mapping:
+        raise RuleError(f"{where}: empty mapping")
+    matchers = []
+    for key, raw in mapping.items():
+        field, *mods = str(key).split("|")
+        unknown = [m for m in mods if m not in KNOWN_MODIFIERS]
+        if unknown:
+            raise RuleError(f"{where}: unknown modifier {unknown[0]!r} on field {field!r}")
+        if not field:
+            raise RuleError(f"{where}: empty field name in {key!r}")
+        mods_set = set(mods)
+        if "exists" in mods_set:
+            if not isinstance(raw, bool):
+                raise RuleError(f"{where}: {key!r} needs true or false")
+            matchers.append(FieldMatcher(field, tuple(mods), (), False, False, raw))
+            continue
+        values = raw if isinstance(raw, list) else [raw]
+        if not values:
+            raise RuleError(f"{where}: {key!r} has an empty list of values")
+        accepts_null = any(v is None for v in values)
+        value_mods = mods_set - LIST_MODIFIERS
+        tests = tuple(_compile_value(v, value_mods, f"{where}, field {field!r}") for v in values if v is not None)
+        matchers.append(FieldMatcher(field, tuple(mods), tests, "all" in mods_set, accepts_null))
+    return tuple(matchers)
+
+
+@attrs.frozen
+class Term:
+    label: str  # as printed in alerts and explain
+    node: Node
+
+
+@attrs.frozen
+class Plan:
+    rule: Rule
+    selections: tuple  # of Selection, in rule order
+    expression: Node  # expanded condition
+    join: str  # "window" or "event"
+    terms: tuple  # positive terms an alert needs, one event each at least
+    filters: tuple  # negated top-level terms, applied per event (window join)
+    timeframe_ns: int
+
+    @property
+    def aggregation(self):
+        return self.rule.condition.aggregation
+
+    def match(self, view: EventView) -> frozenset:
+        """Names of the selections this event satisfies."""
+        return frozenset(s.name for s in self.selections if s.matches(view))
+
+    def term_mask(self, matched: frozenset) -> int:
+        """Bit i set when the event meets term i; 0 means it does not feed correlation."""
+        if any(not evaluate(f, matched) for f in self.filters):
+            return 0
+        mask = 0
+        for i, term in enumerate(self.terms):
+            if evaluate(term.node, matched):
+                mask |= 1 << i
+        return mask
+
+    @property
+    def full_mask(self) -> int:
+        return (1 << len(self.terms)) - 1
+
+    def prefilter_literals(self) -> Optional[list]:
+        """Lower-case literals at least one of which every candidate event contains.
+
+        None means "cannot prefilter": the condition can hold for an event that
+        matches no selection (``not filter``), or a selection has no literal
+        every match must contain (a regex, ``|exists``, a null value).
+        """
+        if evaluate(self.expression, frozenset()):
+            return None
+        needed = set()
+        for selection in self.selections:
+            lits = selection.required_literals()
+            if lits is None:
+                return None
+            needed.update(lit.lower() for lit in lits)
+        return sorted(needed)
+
+
+def compile_plan(rule: Rule, join: Optional[str] = None) -> Plan:
+    """Rule -> Plan.  ``join`` defaults to window for the built-in rule, event otherwise."""
+    join = join or ("window" if rule.builtin else "event")
+    if join not in ("window", "event"):
+        raise RuleError(f"unknown join mode {join!r} (use window or event)")
+    selections = tuple(compile_selection(name, value, rule.path) for name, value in rule.detection.items())
+    try:
+        expression = expand(rule.condition.expression, [s.name for s in selections])
+    except ConditionError as error:
+        raise RuleError(f"rule {rule.path}: {error}") from None
+    used = references(expression)
+    selections = tuple(s for s in selections if s.name in used)
+    if join == "window":
+        parts = top_level_terms(expression)
+        original = top_level_terms(rule.condition.expression)
+        labels = [str(o) for o in original] if len(original) == len(parts) else [str(p) for p in parts]
+        positive = tuple(Term(label, p) for label, p in zip(labels, parts) if not is_negative(p))
+        filters = tuple(p for p in parts if is_negative(p))
+        if not positive:
+            positive, filters = (Term(str(expression), expression),), ()
+    else:
+        positive, filters = (Term(str(expression), expression),), ()
+    return Plan(rule, selections, expression, join, positive, filters, rule.timeframe_ns or 0)

@@ -1,0 +1,143 @@
+"""Sigma rule files -> a validated :class:`Rule` (metadata, detection, condition).
+
+Accepts legacy v1 rules as written in the wild: upper-case ``AND``, a list as
+``logsource.category``, a pipe aggregation, ``timeframe`` inside ``detection``.
+Every problem is a :class:`RuleError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Optional
+
+import attrs
+import yaml
+
+from .condition import Condition, ConditionError, parse_condition
+from .timeparse import parse_duration
+
+BUILTIN_RULE = os.path.join(os.path.dirname(__file__), "rules", "pipeshell_named_pipes.yml")
+
+# Rules without an ``id`` get a stable one derived from the title.
+_RULE_ID_NAMESPACE = uuid.UUID("6f1d3c52-8e0a-4d43-9a51-2f6b7c0d9e11")
+
+
+class RuleError(ValueError):
+    """A rule that cannot be loaded; the message is one line and names the file."""
+
+
+@attrs.frozen
+class Rule:
+    path: str
+    id: str
+    title: str
+    level: Optional[str]
+    status: Optional[str]
+    description: Optional[str]
+    author: Optional[str]
+    tags: tuple
+    references: tuple
+    logsource: dict
+    detection: dict  # selection name -> raw YAML value (no condition/timeframe)
+    condition: Condition
+    timeframe_ns: Optional[int]
+    builtin: bool = False
+
+    @property
+    def attack_techniques(self) -> list:
+        return sorted({t.split(".", 1)[1].upper() for t in self.tags if _is_technique(t)})
+
+    @property
+    def attack_tactics(self) -> list:
+        return sorted({t.split(".", 1)[1] for t in self.tags if t.startswith("attack.") and not _is_technique(t)})
+
+
+def _is_technique(tag: str) -> bool:
+    return tag.lower().startswith("attack.t") and tag[8:9].isdigit()
+
+
+def _string_list(value, what: str, source: str) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise RuleError(f"rule {source}: '{what}' must be a string or a list of strings")
+
+
+def load_rule(path: str, builtin: bool = False) -> Rule:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise RuleError(f"cannot read rule {path}: {reason}") from None
+    return parse_rule(text, path, builtin)
+
+
+def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise RuleError(f"rule {source} is not valid YAML{where}: {problem}") from None
+    if len(documents) != 1:
+        raise RuleError(f"rule {source}: expected exactly one YAML document, found {len(documents)}")
+    data = documents[0]
+    if not isinstance(data, dict):
+        raise RuleError(f"rule {source}: the rule must be a YAML mapping")
+    title = data.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise RuleError(f"rule {source}: missing 'title'")
+    detection = data.get("detection")
+    if not isinstance(detection, dict):
+        raise RuleError(f"rule {source}: missing 'detection' mapping")
+    detection = dict(detection)
+    condition_text = detection.pop("condition", None)
+    timeframe = detection.pop("timeframe", data.get("timeframe"))
+    if condition_text is None:
+        raise RuleError(f"rule {source}: detection has no 'condition'")
+    if isinstance(condition_text, list):
+        if not condition_text or not all(isinstance(c, str) for c in condition_text):
+            raise RuleError(f"rule {source}: 'condition' list must hold strings")
+        if len(condition_text) > 1 and any("|" in c for c in condition_text):
+            raise RuleError(f"rule {source}: a list of conditions cannot use '|' aggregations")
+        condition_text = " or ".join(f"({c})" for c in condition_text) if len(condition_text) > 1 else condition_text[0]
+    if not isinstance(condition_text, str):
+        raise RuleError(f"rule {source}: 'condition' must be a string")
+    try:
+        condition = parse_condition(condition_text)
+    except ConditionError as error:
+        raise RuleError(f"rule {source}: {error}") from None
+    timeframe_ns = None
+    if timeframe is not None:
+        timeframe_ns = parse_duration(timeframe)
+        if timeframe_ns is None:
+            raise RuleError(f"rule {source}: cannot parse timeframe {timeframe!r} (use e.g. 30s, 5m, 1h, 2d)")
+    rule_id = data.get("id")
+    if rule_id is None:
+        rule_id = str(uuid.uuid5(_RULE_ID_NAMESPACE, title.strip()))
+    logsource = data.get("logsource") or {}
+    if not isinstance(logsource, dict):
+        raise RuleError(f"rule {source}: 'logsource' must be a mapping")
+    level = data.get("level")
+    return Rule(
+        path=source,
+        id=str(rule_id),
+        title=title.strip(),
+        level=str(level) if level is not None else None,
+        status=data.get("status") if isinstance(data.get("status"), str) else None,
+        description=data.get("description") if isinstance(data.get("description"), str) else None,
+        author=data.get("author") if isinstance(data.get("author"), str) else None,
+        tags=_string_list(data.get("tags"), "tags", source),
+        references=_string_list(data.get("references"), "references", source),
+        logsource=logsource,
+        detection=detection,
+        condition=condition,
+        timeframe_ns=timeframe_ns,
+        builtin=builtin,
+    )

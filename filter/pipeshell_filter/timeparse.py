@@ -1,0 +1,86 @@
+"""Event time: parse the timestamp formats Windows collectors write, to integer nanoseconds (UTC).
+
+Accepted: ISO 8601 / RFC 3339 with up to 9 fractional digits, ``T`` or a space
+between date and time, ``Z`` or an offset (``+02:00``, ``+0200``, `` +0200``);
+a time with no zone is taken as UTC.  Numbers are Unix epoch seconds
+(milli-, micro- or nanoseconds when they are too large to be seconds).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import re
+from typing import Optional
+
+_ISO = re.compile(
+    r"^\s*(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?"
+    r"\s*(?:([Zz])|([+-])(\d\d):?(\d\d))?\s*$"
+)
+
+NS = 1_000_000_000
+
+
+def parse_time(value) -> Optional[int]:
+    """Nanoseconds since the Unix epoch, or None when ``value`` is not a time."""
+    if isinstance(value, dict) and "#text" in value:
+        value = value["#text"]
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return _from_number(value)
+    if not isinstance(value, str):
+        return None
+    match = _ISO.match(value)
+    if not match:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+    try:
+        datetime.datetime(year, month, day, hour, minute, min(second, 59))
+    except ValueError:
+        return None
+    if second > 60:
+        return None
+    fraction = (match.group(7) or "")[:9]
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    if match.group(9):
+        hours, minutes = int(match.group(10)), int(match.group(11))
+        if hours > 23 or minutes > 59:
+            return None
+        offset = hours * 3600 + minutes * 60
+        seconds -= offset if match.group(9) == "+" else -offset
+    return seconds * NS + nanos
+
+
+def _from_number(number) -> Optional[int]:
+    if number != number or number in (float("inf"), float("-inf")) or number < 0:
+        return None
+    for scale in (1, 1_000, 1_000_000, 1_000_000_000):
+        if number < 1e11 * scale:
+            if isinstance(number, int):
+                return number * (NS // scale)
+            return round(number * (NS // scale))
+    return None
+
+
+def format_time(ns: int) -> str:
+    """RFC 3339 UTC, with as many fractional digits (0, 3, 6 or 9) as the value needs."""
+    seconds, nanos = divmod(ns, NS)
+    stamp = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    if nanos == 0:
+        return stamp + "Z"
+    if nanos % 1_000_000 == 0:
+        return f"{stamp}.{nanos // 1_000_000:03d}Z"
+    if nanos % 1_000 == 0:
+        return f"{stamp}.{nanos // 1_000:06d}Z"
+    return f"{stamp}.{nanos:09d}Z"
+
+
+def parse_duration(text) -> Optional[int]:
+    """Sigma ``timeframe`` (``30s``, ``5m``, ``1h``, ``2d``) in nanoseconds, or None."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text))
+    if not match:
+        return None
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return int(match.group(1)) * unit * NS
