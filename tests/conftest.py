@@ -1,0 +1,18 @@
+"""Shared test setup: hypothesis profiles and helpers to build events.
+
+HYPOTHESIS_PROFILE=ci (what .ci/run uses) bounds the run for 2-core CI machines;
+``thorough`` is for a long local soak.
+"""
+
+import os
+import sys
+
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.register_profile("thorough", max_examples=3000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
