@@ -1,0 +1,260 @@
+"""End-to-end: the CLI in a subprocess, on real collector output and on bad input."""
+
+import glob
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+
+import jsonschema
+import pytest
+
+from clitools import COMMAND, REPO, SHARED_FLUENT_BIT, alerts, ndjson, records, run_cli
+from eventgen import evtx_event, flat_event
+
+SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
+ALERT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "alert.schema.json")))
+EVENT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "enriched-event.schema.json")))
+
+ATTACK = [
+    evtx_event(0, "srv01", "server", 4104, record_id=11),
+    evtx_event(30, "cli01", "client", 800, record_id=12),
+    evtx_event(60, "cli02", "client", 4103, record_id=13),
+]
+BENIGN = [flat_event(10, "ws04", "benign", 4104), {"unrelated": True, "message": "hello"}]
+
+
+def test_example_in_quick_start_prints_one_alert():
+    result = run_cli(["--input", os.path.join(REPO, "examples", "pipeshell-sample.ndjson")])
+    assert result.returncode == 0, result.stderr
+    found = alerts(result.stdout)
+    assert len(found) == 1
+    assert found[0]["related"]["hosts"] == ["cli01.corp.example", "cli02.corp.example", "srv01.corp.example"]
+
+
+@pytest.mark.parametrize("name", ["stdout-json_lines.jsonl", "stdout-json_lines-iso8601.jsonl",
+                                  "stdout-json_lines-nodate.jsonl"])
+def test_real_fluent_bit_output_yields_the_three_host_alert(name):
+    with open(os.path.join(SHARED_FLUENT_BIT, name), "rb") as handle:
+        data = handle.read()
+    result = run_cli(["--emit", "all"], data)
+    assert result.returncode == 0, result.stderr
+    found = alerts(result.stdout)
+    assert len(found) == 1
+    alert = found[0]
+    assert alert["sigma"]["aggregation"]["values"] == ["cli01.example.test", "cli02.example.test", "srv01.example.test"]
+    assert alert["sigma"]["aggregation"]["count"] == 3
+    # Event time, not Fluent Bit's read time ("date"), drives the window.
+    assert alert["@timestamp"] == "2026-11-01T10:01:00.250Z"
+    assert {t["term"]: t["hosts"] for t in alert["sigma"]["terms"]} == {
+        "1 of SERVER*": ["srv01.example.test"], "1 of CLIENT*": ["cli01.example.test", "cli02.example.test"]}
+
+
+def test_emit_modes_and_schemas():
+    data = ndjson([BENIGN[0], *ATTACK, BENIGN[1]])
+    every = run_cli(["--emit", "all"], data)
+    out = every.stdout.splitlines()
+    inp = data.splitlines()
+    assert len(out) == len(inp) + 1
+    assert out[0] == inp[0] and out[4] == inp[4]  # unmatched lines byte for byte
+    assert out[5:] and alerts(b"\n".join(out[5:]))  # the alert fires when the flush at end of input runs
+    for line, original in zip(out[1:4], inp[1:4]):
+        enriched = json.loads(line)
+        jsonschema.validate(enriched, EVENT_SCHEMA)
+        assert {k: v for k, v in enriched.items() if k != "sigma"} == json.loads(original)
+    for alert in alerts(every.stdout):
+        jsonschema.validate(alert, ALERT_SCHEMA)
+
+    matches = records(run_cli(["--emit", "matches"], data).stdout)
+    assert [("sigma" in r, r.get("event", {}).get("kind")) for r in matches] == [
+        (True, None), (True, None), (True, None), (True, "alert")]
+    only = records(run_cli(["--emit", "alerts"], data).stdout)
+    assert len(only) == 1 and only[0]["event"]["kind"] == "alert"
+    assert only[0]["event"]["id"] == alerts(every.stdout)[0]["event"]["id"]  # deterministic id
+
+
+def test_event_join_needs_both_sides_in_one_event():
+    data = ndjson(ATTACK)
+    assert alerts(run_cli(["--join", "window"], data).stdout)
+    assert not alerts(run_cli(["--join", "event"], data).stdout)
+    both = ndjson([flat_event(t, h, "both") for t, h in ((0, "a"), (5, "b"), (9, "c"))])
+    assert len(alerts(run_cli(["--join", "event"], both).stdout)) == 1
+
+
+def test_relaxed_two_host_rule_via_rule_option(tmp_path):
+    rule = open(os.path.join(REPO, "filter", "pipeshell_filter", "rules", "pipeshell_named_pipes.yml")).read()
+    relaxed = tmp_path / "two-hosts.yml"
+    relaxed.write_text(rule.replace("count(Computer) > 2", "count(Computer) > 1"))
+    data = ndjson(ATTACK[:2])
+    assert not alerts(run_cli([], data).stdout)
+    assert not alerts(run_cli(["--rule", str(relaxed)], data).stdout)  # --rule defaults to strict event join
+    found = alerts(run_cli(["--rule", str(relaxed), "--join", "window"], data).stdout)
+    assert len(found) == 1 and found[0]["related"]["hosts"] == ["cli01", "srv01"]
+
+
+BAD_LINES = [
+    b"this is not json",
+    b"[1, 2, 3]",
+    b'"just a string"',
+    b'{"EventID": 4104, "ScriptBlockText": "\xff\xfe bad utf-8"}',
+    b"",
+    b"   ",
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a": ' * 3000 + b"1" + b"}" * 3000,
+    b'{"EventID": 4104, "Computer": "x", "ScriptBlockText": "System.IO.Pipes.NamedPipeServerStream", '
+    b'"@timestamp": "not a time"}',
+    b'{"EventID": [4104], "Computer": {"deep": ["x"]}, "ScriptBlockText": 12}',
+    b'{"EventID": null}',
+    b'{"truncated": ',
+    b"\x00\x01\x02",
+]
+
+
+def test_bad_input_never_stops_the_stream_and_nothing_is_lost():
+    big = b'{"EventID": 4104, "ScriptBlockText": "' + b"A" * (3 << 20) + b'"}'
+    lines = [*ndjson(ATTACK[:1]).splitlines(), *BAD_LINES, big, *ndjson(ATTACK[1:]).splitlines()]
+    data = b"\n".join(lines) + b"\n"
+    result = run_cli(["--emit", "all", "--max-line-bytes", str(1 << 20)], data)
+    assert result.returncode == 0
+    assert b"Traceback" not in result.stderr
+    out = result.stdout.split(b"\n")
+    assert out.pop() == b""  # every output line ends with a newline
+    # Every input line is still there, in order; bad lines byte for byte.
+    body = [line for line in out if b'"kind":"alert"' not in line]
+    assert len(body) == len(lines)
+    for original, passed in zip(lines[1:-2], body[1:-2]):
+        enriched = passed.startswith(original[:-1] + b',"sigma":{')  # matched, so enriched in place
+        assert passed == original or enriched
+    assert len(out) - len(body) == 1  # the alert
+    stderr = result.stderr.decode()
+    for expected in ("line 2: not valid JSON", "line 3: JSON list, not an object", "invalid UTF-8",
+                     "empty line", "nested too deeply", "no parsable time", "too long"):
+        assert expected in stderr, expected
+    summary = stderr.strip().splitlines()[-1]
+    assert summary.startswith("pipeshell-filter: ") and "skipped:" in summary
+
+
+def test_diagnostics_are_rate_limited():
+    data = b"garbage\n" * 5000
+    result = run_cli(["--emit", "alerts"], data)
+    assert result.returncode == 0 and result.stdout == b""
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) < 30
+    assert "5000 invalid JSON" in lines[-1]
+
+
+def test_final_line_without_newline_and_crlf():
+    data = ndjson(ATTACK).replace(b"\n", b"\r\n").rstrip(b"\r\n")
+    result = run_cli(["--emit", "all"], data)
+    assert len(alerts(result.stdout)) == 1
+    assert result.stdout.count(b"\n") == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--emit", "everything"], "--emit"),
+    (["--lateness", "-1"], "--lateness"),
+    (["--no-such-option"], "--no-such-option"),
+    (["--rule", "/nonexistent/rule.yml"], "/nonexistent/rule.yml"),
+    (["--input", "/nonexistent/events.ndjson"], "/nonexistent/events.ndjson"),
+    (["--profile", "nosuchshape"], "nosuchshape"),
+])
+def test_bad_options_exit_2_with_one_line(args, message):
+    result = run_cli(args)
+    assert result.returncode == 2
+    err = result.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("body, message", [
+    ("title: x\ndetection:\n  sel:\n    Field|sparkle: 1\n  condition: sel\n", "'sparkle'"),
+    ("title: x\ndetection:\n  sel:\n    a: 1\n  condition: sel and\n", "condition"),
+    ("title: x\ndetection: [unbalanced\n", "not valid YAML"),
+    ("title: x\ndetection:\n  sel:\n    a: 1\n  condition: other\n", "other"),
+    ("title: x\ndetection:\n  sel:\n    a: 1\n  condition: sel | count(a) >> 2\n", "aggregation"),
+    ("title: x\ndetection:\n  sel:\n    a: 1\n  condition: sel\n  timeframe: soon\n", "timeframe"),
+])
+def test_bad_rules_exit_2_naming_the_file(tmp_path, body, message):
+    path = tmp_path / "bad.yml"
+    path.write_text(body)
+    for args in (["--rule", str(path)], ["explain", "--rule", str(path)]):
+        result = run_cli(args)
+        assert result.returncode == 2
+        err = result.stderr.decode().strip()
+        assert len(err.splitlines()) == 1 and str(path) in err and message in err and "Traceback" not in err
+
+
+def test_explain_prints_the_compiled_plan():
+    result = run_cli(["explain"])
+    text = result.stdout.decode()
+    assert result.returncode == 0
+    for expected in ("term 0: 1 of SERVER*", "term 1: 1 of CLIENT*", "count(Computer) > 2", "join      window",
+                     "[t - 300s, t]", "system.io.pipes.namedpipeserverstream", "CLIENT_spowershell_modern"):
+        assert expected in text
+
+
+def test_closed_stdout_ends_quietly():
+    data = ndjson([BENIGN[0]] * 20000)
+    shell = subprocess.run(" ".join(COMMAND) + " --emit all | head -1", shell=True, input=data,
+                           capture_output=True, timeout=60)
+    assert shell.stdout.count(b"\n") == 1
+    assert b"Traceback" not in shell.stderr and b"Error" not in shell.stderr
+
+
+def _read_line(proc, timeout):
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else None
+
+
+def test_alert_is_flushed_while_input_stays_open():
+    """The alert must not sit in a buffer while the filter waits for more input."""
+    proc = subprocess.Popen(COMMAND + ["--lateness", "0", "--idle", "0"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        later = flat_event(400, "ws04", "server")  # moves the watermark past the attack
+        proc.stdin.write(ndjson(ATTACK + [later]))
+        proc.stdin.flush()
+        line = _read_line(proc, 20)
+        assert line is not None and json.loads(line)["event"]["kind"] == "alert"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_idle_input_lets_pending_alerts_out():
+    proc = subprocess.Popen(COMMAND + ["--lateness", "4", "--idle", "0.3"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(ndjson(ATTACK))
+        proc.stdin.flush()
+        started = time.monotonic()
+        line = _read_line(proc, 60)
+        assert line is not None and json.loads(line)["event"]["kind"] == "alert"
+        assert time.monotonic() - started >= 3.5  # lateness is honoured in wall time before giving up on stragglers
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_flushes_pending_alerts_and_exits_0():
+    proc = subprocess.Popen(COMMAND + ["--lateness", "600", "--idle", "0"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(ndjson(ATTACK))
+    proc.stdin.flush()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert len(alerts(out)) == 1
+    assert b"Traceback" not in err
+
+
+def test_out_of_order_file_within_lateness_gives_the_sorted_result(tmp_path):
+    events = [flat_event(t, h, k, record_id=i) for i, (t, h, k) in enumerate(
+        [(0, "srv01", "server"), (50, "cli01", "client"), (20, "cli02", "client"), (400, "a", "server"),
+         (380, "b", "client"), (390, "c", "client"), (900, "x", "benign")])]
+    shuffled = run_cli(["--lateness", "60"], ndjson(events))
+    ordered = run_cli(["--lateness", "60"], ndjson(sorted(events, key=lambda e: e["@timestamp"])))
+    ids = [a["event"]["id"] for a in alerts(shuffled.stdout)]
+    assert len(ids) == 2 and ids == [a["event"]["id"] for a in alerts(ordered.stdout)]
