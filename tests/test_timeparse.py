@@ -63,6 +63,18 @@ def test_nxlog_local_style_offset():
     assert parse_time("2021-06-03T15:00:12.481305+02:00") == calendar.timegm((2021, 6, 3, 13, 0, 12)) * NS + 481_305_000
 
 
+def test_collector_formats():
+    # Fluent Bit winevtlog TimeCreated: local time, offset after a space, whole seconds
+    assert parse_time("2021-06-03 09:06:00 -0400") == BASE * NS
+    assert parse_time("2021-06-03 13:06:00 +0000") == BASE * NS
+    # Vector / Winlogbeat: RFC 3339 UTC with 0, 3, 6 or 9 digits
+    assert parse_time("2021-06-03T13:06:00.275641300Z") == BASE * NS + 275_641_300
+    assert parse_time("2021-06-03T13:06:00.275Z") == BASE * NS + 275_000_000
+    # NXLog: ISO 8601 with the agent's offset, or the zone-less legacy form (taken as UTC)
+    assert parse_time("2021-06-03T18:51:00.000001+05:45") == BASE * NS + 1_000
+    assert parse_time("2021-06-03 13:06:00") == BASE * NS
+
+
 def test_zoneless_is_utc():
     assert parse_time("2021-06-03T13:06:00") == BASE * NS
     assert parse_time("2021-06-03 13:06:00") == BASE * NS
@@ -149,15 +161,31 @@ def test_epoch_seconds_float_microseconds_close():
     assert abs(parse_time(1622725213.093305) - 1622725213_093305000) < 1000
 
 
-@pytest.mark.xfail(
-    reason="BUG: float epoch seconds are scaled in binary floating point (round(x * 1e9)), so "
-    "1622725213.093305 becomes ...093305088 ns and prints as 13:00:13.093305088Z instead of the "
-    "microsecond value the collector wrote",
-    strict=True,
-)
 def test_epoch_seconds_float_microseconds_exact():
+    # Fluent Bit's "date" (json_date_format double): the float is read as the decimal it prints as
     assert parse_time(1622725213.093305) == 1622725213_093305000
     assert format_time(parse_time(1622725213.093305)) == "2021-06-03T13:00:13.093305Z"
+
+
+@given(st.integers(0, 4_102_444_800), st.integers(0, 999))
+def test_epoch_float_seconds_with_milliseconds_exact(seconds, millis):
+    # at most 13 significant digits: the float prints back as written
+    value = float(f"{seconds}.{millis:03d}")
+    assert parse_time(value) == seconds * NS + millis * 1_000_000
+
+
+@given(st.integers(1, 4_102_444_800), st.integers(0, 999_999))
+def test_epoch_float_seconds_is_the_decimal_it_prints_as(seconds, micros):
+    value = float(f"{seconds}.{micros:06d}")
+    text = repr(value)
+    whole, _, fraction = text.partition(".")
+    assert parse_time(value) == int(whole) * NS + int(fraction.ljust(9, "0")[:9])
+    assert abs(parse_time(value) - (seconds * NS + micros * 1000)) < 1000
+
+
+@given(st.integers(10**11, 4_102_444_800_000))
+def test_epoch_integral_float_milliseconds_exact_property(millis):
+    assert parse_time(float(millis)) == millis * 1_000_000
 
 
 def test_epoch_milliseconds():
@@ -169,11 +197,6 @@ def test_epoch_milliseconds_float_close():
     assert abs(parse_time(1622725560114.0) - (BASE * NS + 114_000_000)) < 1000
 
 
-@pytest.mark.xfail(
-    reason="BUG: an integral float in milliseconds (1622725560114.0, exactly representable) is scaled "
-    "as float(x * 1e6) beyond 2**53, giving 1622725560113999872 ns instead of 1622725560114000000",
-    strict=True,
-)
 def test_epoch_milliseconds_integral_float_exact():
     assert parse_time(1622725560114.0) == BASE * NS + 114_000_000
 

@@ -4,19 +4,23 @@ The same PowerShell event arrives in different JSON shapes depending on the
 collector.  Each shape is a *profile*: a declarative table from Sigma field
 names to candidate paths, a detector (paths that must exist), fallback roots for
 fields the table does not list, and the paths of the event time.  Profiles ship
-as YAML in ``profiles/``; ``--field-map FILE`` loads a user's own in the same format.
+as YAML in ``profiles/`` (one per collector shape, tried in the order of
+``profiles/order.txt``: the first whose detector holds wins, ``flat`` last);
+``--field-map FILE`` loads a user's own in the same format, tried first.
 
 Table format (YAML or JSON)::
 
     name: my-collector
+    description: free text           # optional
     detect: [my.event_id]            # the profile applies when all these exist
     time: ["@timestamp"]             # first present, parsable value wins
-    roots: [my.data]                 # unknown field F is looked up at my.data.F
-    fields:
-      EventID: [my.event_id]
+    roots: [my.data]                 # unknown field F: F itself, then my.data.F
+    fields:                          # a listed field is looked up only here
+      EventID: [my.event_id]         # first candidate present wins
       ScriptBlockText:
         - my.data.ScriptBlockText
         - {path: my.inserts.2, event_id: [4104]}   # positional, by EventID
+      read_time: []                  # never resolves: hidden from rules
 
 Paths are dotted; an all-digit segment indexes a list.
 """

@@ -1,9 +1,14 @@
 """Event time: parse the timestamp formats Windows collectors write, to integer nanoseconds (UTC).
 
-Accepted: ISO 8601 / RFC 3339 with up to 9 fractional digits, ``T`` or a space
-between date and time, ``Z`` or an offset (``+02:00``, ``+0200``, `` +0200``);
-a time with no zone is taken as UTC.  Numbers are Unix epoch seconds
-(milli-, micro- or nanoseconds when they are too large to be seconds).
+Accepted strings: ISO 8601 / RFC 3339 with up to 9 fractional digits (more are
+truncated), ``T`` or a space between date and time, ``Z`` or an offset
+(``+02:00``, ``+0200``, or space-separated as Fluent Bit writes it:
+``2021-06-03 15:06:00 +0200``).  A time with no zone (NXLog's
+``2021-06-03 13:06:00``) is taken as UTC: the writer's zone is unknown.
+
+Numbers are Unix epoch seconds (milli-, micro- or nanoseconds when they are too
+large to be seconds).  A float is read as the decimal it prints as, so
+``1622725213.093305`` is exactly ...093305000 ns, not its binary approximation.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import calendar
 import datetime
 import re
+from decimal import Decimal
 from typing import Optional
 
 _ISO = re.compile(
@@ -58,8 +64,8 @@ def _from_number(number) -> Optional[int]:
         return None
     for scale in (1, 1_000, 1_000_000, 1_000_000_000):
         if number < 1e11 * scale:
-            if isinstance(number, int):
-                return number * (NS // scale)
+            if isinstance(number, float):
+                number = Decimal(repr(number))  # the shortest decimal that is this float
             return round(number * (NS // scale))
     return None
 
