@@ -262,11 +262,6 @@ def test_load_rule_from_file(tmp_path):
     assert rule.builtin is False
 
 
-@pytest.mark.xfail(
-    reason="BUG: duplicate selection keys are silently accepted (PyYAML keeps the last one), so the first "
-    "'filter' of the rule is dropped without a RuleError",
-    strict=True,
-)
 def test_duplicate_selection_key_is_rule_error():
     text = textwrap.dedent(
         """\
@@ -281,7 +276,7 @@ def test_duplicate_selection_key_is_rule_error():
           condition: selection and not filter
         """
     )
-    with pytest.raises(RuleError):
+    with pytest.raises(RuleError, match=r"line 7\): duplicate key 'filter'"):
         parse_rule(text, SOURCE)
 
 

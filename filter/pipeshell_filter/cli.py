@@ -14,12 +14,15 @@ import sys
 from typing import List, Optional
 
 import typer
+import ujson
 
+from . import inputs as inputs_module
 from .engine import Engine
 from .fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
 from .plan import Plan, compile_plan
+from .prefilter import Prefilter, needle
 from .rule import BUILTIN_RULE, RuleError, load_rule
-from .stream import DEFAULT_MAX_LINE, Diagnostics, Filter, Output, OutputClosed
+from .stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
 from .timeparse import NS
 
 
@@ -32,6 +35,17 @@ class Emit(str, enum.Enum):
 class Join(str, enum.Enum):
     window = "window"
     event = "event"
+
+
+class PrefilterEngine(str, enum.Enum):
+    auto = "auto"
+    hyperscan = "hyperscan"
+    python = "python"
+
+
+class NonJson(str, enum.Enum):
+    pass_ = "pass"
+    wrap = "wrap"
 
 
 class UsageProblem(Exception):
@@ -79,8 +93,8 @@ def run(
                                    help="How far behind the newest event time an event may arrive and still be on time."),
     time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH",
                                              help="Dotted path of the event time, overriding the detected one."),
-    inputs: Optional[List[str]] = typer.Option(None, "--input", metavar="PATH", help="Read this file instead of "
-                                               "stdin (repeatable; read in the order given)."),
+    inputs: Optional[List[str]] = typer.Option(None, "--input", metavar="PATH", help="Read this file (NDJSON or "
+                                               ".evtx) or directory instead of stdin; several are merged by event time."),
     profile: str = typer.Option("auto", "--profile", help="Event shape: auto (detected per event) or a profile name."),
     field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
                                                   help="Your own field-resolution table (YAML/JSON), tried first."),
@@ -88,6 +102,18 @@ def run(
                                "event time the watermark follows the wall clock (0: never)."),
     max_line: int = typer.Option(DEFAULT_MAX_LINE, "--max-line-bytes", metavar="BYTES",
                                  help="Longer lines are passed on uninspected."),
+    no_prefilter: bool = typer.Option(False, "--no-prefilter", help="Parse every line, even those the rule's "
+                                      "literals rule out (slower; every bad line is diagnosed)."),
+    prefilter_engine: PrefilterEngine = typer.Option(PrefilterEngine.auto, "--prefilter-engine",
+                                                     help="Byte scanner: hyperscan when installed, else python."),
+    non_json: NonJson = typer.Option(NonJson.pass_, "--non-json", help="pass: lines that are not a JSON object go "
+                                     "on byte for byte; wrap: each becomes a JSON record with the raw text and the "
+                                     "reason (for Fluent Bit's stdin input)."),
+    fluentbit_time: bool = typer.Option(False, "--fluentbit-time", help="Write records as [time, {record}] with the "
+                                        "event's own time, Fluent Bit's stdin form that keeps event time."),
+    max_record: int = typer.Option(DEFAULT_MAX_RECORD, "--max-record-bytes", metavar="BYTES",
+                                   help="With --non-json wrap, no output line is longer (bigger ones are cut "
+                                   "into a pipeline_error record)."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
 ) -> None:
     """Filter NDJSON events from stdin (or --input) to stdout."""
@@ -99,34 +125,37 @@ def run(
         raise UsageProblem("--idle must be zero or more seconds")
     if max_line < 1024:
         raise UsageProblem("--max-line-bytes must be at least 1024")
+    if max_record < 4096:
+        raise UsageProblem("--max-record-bytes must be at least 4096")
     plans = load_plans(rule, join)
     resolver = make_resolver(profile, field_map, time_field)
-    sources = []
-    for path in inputs or []:
-        try:
-            sources.append((path, os.open(path, os.O_RDONLY)))
-        except OSError as error:
-            raise UsageProblem(f"cannot read input {path}: {error.strerror}") from None
+    try:
+        files = inputs_module.expand(inputs or [])
+    except inputs_module.InputError as error:
+        raise UsageProblem(str(error)) from None
+    prefilter = None if no_prefilter else build_prefilter(plans, prefilter_engine.value)
 
     engine = Engine(plans, resolver, int(lateness * NS))
     diagnostics = Diagnostics()
     output = Output(sys.stdout.fileno())
-    stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None)
+    stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
+                           non_json=non_json.value, fluentbit_time=fluentbit_time, max_record=max_record)
 
-    def terminate(signum, frame):
-        raise _Terminated()
-
-    signal.signal(signal.SIGTERM, terminate)
     try:
         try:
-            if sources:
-                for _, fd in sources:
-                    stream_filter.run(fd, live=False, max_line=max_line)
-            else:
+            if not files:
                 stdin = sys.stdin.fileno()
                 stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line)
+            elif len(files) == 1 and not inputs_module.is_evtx(files[0]):
+                with open(files[0], "rb") as handle:
+                    stream_filter.run(handle.fileno(), live=False, max_line=max_line)
+            else:
+                stream_filter.process_labelled(_file_lines(files, engine, diagnostics), max_line)
         except (_Terminated, KeyboardInterrupt):
             pass  # flush what is pending and exit 0, as at end of input
+        except inputs_module.InputError as error:
+            stream_filter.finish()
+            raise UsageProblem(str(error)) from None
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stream_filter.finish()
     except OutputClosed:
@@ -134,6 +163,37 @@ def run(
         return
     if not quiet:
         _summary(stream_filter, engine, diagnostics)
+
+
+def build_prefilter(plans: List[Plan], engine: str) -> Optional[Prefilter]:
+    """One prefilter for all rules; None when some rule cannot be prefiltered."""
+    needles = set()
+    for plan in plans:
+        found = plan.prefilter_literals(needle)
+        if found is None:
+            return None
+        needles.update(found)
+    try:
+        return Prefilter(sorted(needles), engine)
+    except ValueError as error:
+        raise UsageProblem(f"--prefilter-engine {engine}: {error}") from None
+
+
+def _file_lines(files: List[str], engine: Engine, diagnostics: Diagnostics):
+    def report(where: str, message: str) -> None:
+        diagnostics.report("bad_evtx", where, message)
+
+    if len(files) == 1:
+        return inputs_module.labelled_lines(files[0], report)
+
+    def event_time(line: bytes):
+        try:
+            event = ujson.loads(line)
+        except (ValueError, OverflowError):
+            return None
+        return engine.event_time(event) if isinstance(event, dict) else None
+
+    return inputs_module.merged(files, event_time, report)
 
 
 class _Terminated(Exception):
@@ -206,11 +266,14 @@ def describe_plan(plan: Plan) -> str:
     seconds = plan.timeframe_ns / NS
     lines.append(f"window    [t - {seconds:g}s, t], both ends included; evaluated at each event time once the "
                  "watermark (newest event time - lateness) passes it; an alert consumes its events")
-    literals = plan.prefilter_literals()
-    if literals:
-        lines.append("prefilter a line can only match if it contains (any case): " + ", ".join(map(repr, literals)))
+    needles = plan.prefilter_literals(needle)
+    if needles:
+        lines.append("prefilter a line can only match if its bytes hold (any case) one of: "
+                     + ", ".join(repr(n.decode("ascii")) for n in needles)
+                     + " -- or a JSON \\u escape / non-ASCII look-alike of their letters")
     else:
-        lines.append("prefilter off: some selection has no literal every match must contain")
+        lines.append("prefilter off: a term holds without any selection, or some selection has no literal "
+                     "every match must contain (regex, |exists, null, numbers only)")
     return "\n".join(lines)
 
 
@@ -225,9 +288,16 @@ def _describe_matcher(matcher) -> str:
     return f"{matcher.describe()}: {shown}{joiner}"
 
 
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    signal.signal(signal.SIGTERM, _terminate)  # first thing: a SIGTERM during start-up is a clean exit too
     try:
         app(args=argv, prog_name="pipeshell-filter", standalone_mode=False)
+    except _Terminated:
+        pass
     except UsageProblem as problem:
         _fail(str(problem))
     except typer.Abort:

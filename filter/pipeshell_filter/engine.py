@@ -34,6 +34,9 @@ class Outcome:
     alerts: list  # alert records that became final on this event
 
 
+_UNSET = object()
+
+
 class Engine:
     def __init__(self, plans: list, resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic):
         self.resolver = resolver
@@ -47,7 +50,7 @@ class Engine:
     def process(self, event: dict, line: int = 0) -> Outcome:
         view = self.resolver.view(event)
         matches, alerts = [], []
-        event_time = _UNSET = object()
+        event_time = _UNSET
         for state in self.rules:
             plan = state.plan
             matched = plan.match(view)
@@ -82,6 +85,28 @@ class Engine:
             if len(matches) > 1:
                 sigma["matches"] = matches
         return Outcome(sigma, alerts)
+
+    def event_time(self, event: dict) -> Optional[int]:
+        """The event's own time in ns (None when it has none we can parse)."""
+        return self.resolver.view(event).time()
+
+    def settle(self) -> list:
+        """The input paused: close the newest watermark instant now.
+
+        Normally only times strictly before the watermark are final, so an
+        alert at the newest event time would wait for a newer event.  Before
+        the stream blocks on input it settles: times at the watermark become
+        final too (with ``--lateness 0`` the alert comes out at once), and an
+        event arriving later with that same time is treated as late.
+        """
+        alerts = []
+        for state in self.rules:
+            correlator = state.correlator
+            if correlator.newest != float("-inf"):
+                alerts.extend(alert_record(state.plan, a) for a in correlator.advance(
+                    correlator.newest - self.lateness_ns + 1))
+        self.stats["alerts"] += len(alerts)
+        return alerts
 
     def idle(self, idle_seconds: float) -> list:
         """Wall-clock progress: after ``idle_seconds`` with no newer event time, the

@@ -50,20 +50,29 @@ def first_leaf(value) -> Optional[str]:
     return next(leaves(value), None)
 
 
+def fold(text: str) -> str:
+    """Caseless form of a string: full Unicode case folding, applied to both sides.
+
+    ``str.casefold`` is context-free (a final sigma folds like any sigma) and is
+    what the prefilter's soundness argument is built on (see ``prefilter``).
+    """
+    return text.casefold()
+
+
 @attrs.frozen
 class StringTest:
     """How one rule string is compared: kind in equals/contains/startswith/endswith/regex."""
 
     kind: str
-    needle: str  # lower-cased unless cased; the regex source for kind == "regex"
+    needle: str  # case-folded unless cased; the pattern source for kind == "regex"
     cased: bool
     regex: Optional[re.Pattern] = None
 
     def __call__(self, text: str) -> bool:
+        if not self.cased:
+            text = text.casefold()
         if self.regex is not None:
             return self.regex.search(text) is not None
-        if not self.cased:
-            text = text.lower()
         if self.kind == "contains":
             return self.needle in text
         if self.kind == "startswith":
@@ -73,14 +82,21 @@ class StringTest:
         return text == self.needle
 
     def literals(self) -> Optional[tuple]:
-        """Plain substrings that every matching text must contain (for a prefilter)."""
+        """Substrings one of which every matching text contains, after folding (for a prefilter)."""
         if self.kind == "regex":
             return None
-        return (self.needle,) if self.needle else None
+        return (fold(self.needle),) if self.needle else None
+
+
+class _Wildcard(str):
+    """A ``*`` or ``?`` token, distinct from an escaped (literal) one."""
+
+
+ANY, ONE = _Wildcard("*"), _Wildcard("?")
 
 
 def _split_wildcards(value: str) -> list:
-    """Split a Sigma string into literal chunks and '*' / '?' wildcards.
+    """Split a Sigma string into literal chunks (str) and ANY / ONE tokens.
 
     A backslash escapes ``*``, ``?`` and itself; any other backslash is literal
     (Windows paths are written with single backslashes).
@@ -96,10 +112,9 @@ def _split_wildcards(value: str) -> list:
             if literal:
                 parts.append("".join(literal))
                 literal = []
-            parts.append(ch if ch == "?" else "*")
-            i += 1
-            continue
-        literal.append(ch)
+            parts.append(ANY if ch == "*" else ONE)
+        else:
+            literal.append(ch)
         i += 1
     if literal:
         parts.append("".join(literal))
@@ -107,29 +122,32 @@ def _split_wildcards(value: str) -> list:
 
 
 def compile_string(value: str, modifiers: set) -> StringTest:
-    """Compile one rule string with its value modifiers."""
+    """Compile one rule string with its value modifiers.
+
+    ``|re`` patterns keep Python's ``re.IGNORECASE`` semantics on the original
+    text; everything else compares case-folded text with a case-folded needle.
+    """
     cased = "cased" in modifiers
     if "re" in modifiers:
         flags = re.DOTALL | (0 if cased else re.IGNORECASE)
-        return StringTest("regex", value, cased, re.compile(value, flags))
+        return _RegexTest("regex", value, cased, re.compile(value, flags))
     parts = _split_wildcards(value)
     if "contains" in modifiers:
-        parts = ["*", *parts, "*"]
+        parts = [ANY, *parts, ANY]
     elif "startswith" in modifiers:
-        parts = [*parts, "*"]
+        parts = [*parts, ANY]
     elif "endswith" in modifiers:
-        parts = ["*", *parts]
-    # Collapse runs of '*' so '*x*' is recognised as plain 'contains'.
+        parts = [ANY, *parts]
+    # Collapse runs of ANY so '*x*' is recognised as plain 'contains'.
     collapsed = []
     for part in parts:
-        if not (part == "*" and collapsed and collapsed[-1] == "*"):
+        if not (part is ANY and collapsed and collapsed[-1] is ANY):
             collapsed.append(part)
-    parts = collapsed
-    fold = (lambda s: s) if cased else str.lower
-    inner = [p for p in parts if p not in ("*", "?")]
-    if "?" not in parts and len(inner) <= 1:
-        needle = fold(inner[0]) if inner else ""
-        lead, trail = parts[:1] == ["*"], parts[-1:] == ["*"]
+    parts = [p if isinstance(p, _Wildcard) or cased else fold(p) for p in collapsed]
+    inner = [p for p in parts if not isinstance(p, _Wildcard)]
+    if not any(p is ONE for p in parts) and len(inner) <= 1:
+        needle = inner[0] if inner else ""
+        lead, trail = bool(parts) and parts[0] is ANY, bool(parts) and parts[-1] is ANY
         if not inner:
             kind = "contains" if parts else "equals"  # '*' matches anything
         elif lead and trail:
@@ -141,15 +159,21 @@ def compile_string(value: str, modifiers: set) -> StringTest:
         else:
             kind = "equals"
         return StringTest(kind, needle, cased)
-    pattern = "".join(".*" if p == "*" else "." if p == "?" else re.escape(p) for p in parts)
-    flags = re.DOTALL | (0 if cased else re.IGNORECASE)
-    test = StringTest("regex", pattern, cased, re.compile(rf"\A(?:{pattern})\Z", flags))
-    return _WildcardTest(test, tuple(fold(p) for p in inner))
+    pattern = "".join(".*" if p is ANY else "." if p is ONE else re.escape(p) for p in parts)
+    test = StringTest("regex", pattern, cased, re.compile(rf"\A(?:{pattern})\Z", re.DOTALL))
+    return _WildcardTest(test, tuple(inner))
+
+
+class _RegexTest(StringTest):
+    """``|re``: the pattern runs on the original text (its own case rules)."""
+
+    def __call__(self, text: str) -> bool:
+        return self.regex.search(text) is not None
 
 
 @attrs.frozen
 class _WildcardTest:
-    """A wildcard pattern; keeps its literal chunks for the prefilter."""
+    """A wildcard pattern; keeps its (folded) literal chunks for the prefilter."""
 
     test: StringTest
     chunks: tuple
@@ -168,7 +192,7 @@ class _WildcardTest:
     def literals(self) -> Optional[tuple]:
         # Every chunk must occur; the longest alone is enough for soundness.
         longest = max(self.chunks, key=len, default="")
-        return (longest,) if longest else None
+        return (fold(longest),) if longest else None
 
 
 def compile_scalar(value, modifiers: set) -> Callable[[str], bool]:

@@ -69,18 +69,19 @@ class Selection:
     def matches(self, view: EventView) -> bool:
         return any(all(m.matches(view) for m in group) for group in self.alternatives)
 
-    def required_literals(self) -> Optional[list]:
-        """Literals of which every matching event must contain at least one.
+    def required_literals(self, usable=lambda literal: literal) -> Optional[list]:
+        """Literals (folded) of which every matching event contains at least one.
 
-        From each alternative, take the matcher whose shortest literal is longest
-        (the most selective one; ``EventID: 800`` loses to a long substring); None when some alternative has no usable literal (the prefilter is then
-        off for this rule).
+        ``usable`` maps a literal to what a scanner would look for, or None when
+        it cannot use it.  From each alternative the matcher with the longest
+        shortest usable literal wins (a long substring beats ``EventID: 800``);
+        None when some alternative has no usable literal at all.
         """
         needed = []
         for group in self.alternatives:
             best = None
             for matcher in group:
-                lits = _matcher_literals(matcher)
+                lits = _matcher_literals(matcher, usable)
                 if lits is not None and (best is None or min(map(len, lits)) > min(map(len, best))):
                     best = lits
             if best is None:
@@ -89,7 +90,7 @@ class Selection:
         return needed
 
 
-def _matcher_literals(matcher) -> Optional[list]:
+def _matcher_literals(matcher, usable) -> Optional[list]:
     if isinstance(matcher, FieldMatcher):
         if matcher.exists is not None or matcher.accepts_null or not matcher.tests:
             return None
@@ -99,7 +100,11 @@ def _matcher_literals(matcher) -> Optional[list]:
         lits = test.literals()
         if lits is None:
             return None
-        found.extend(lits)
+        for literal in lits:
+            scanned = usable(literal)
+            if scanned is None:
+                return None
+            found.append(scanned)
     return found or None
 
 
@@ -193,21 +198,23 @@ class Plan:
     def full_mask(self) -> int:
         return (1 << len(self.terms)) - 1
 
-    def prefilter_literals(self) -> Optional[list]:
-        """Lower-case literals at least one of which every candidate event contains.
+    def prefilter_literals(self, usable=lambda literal: literal) -> Optional[list]:
+        """What a prefilter may look for: every event that matters holds one of these.
 
-        None means "cannot prefilter": the condition can hold for an event that
-        matches no selection (``not filter``), or a selection has no literal
-        every match must contain (a regex, ``|exists``, a null value).
+        An event matters when it satisfies a selection (it is enriched) or meets
+        a join term (it feeds correlation).  None means "cannot prefilter": some
+        term holds for an event that matches no selection (``not filter`` alone),
+        or a selection has no usable literal (a regex, ``|exists``, a null value,
+        only numbers).
         """
-        if evaluate(self.expression, frozenset()):
+        if any(evaluate(term.node, frozenset()) for term in self.terms):
             return None
         needed = set()
         for selection in self.selections:
-            lits = selection.required_literals()
+            lits = selection.required_literals(usable)
             if lits is None:
                 return None
-            needed.update(lit.lower() for lit in lits)
+            needed.update(lits)
         return sorted(needed)
 
 

@@ -67,6 +67,21 @@ def _string_list(value, what: str, source: str) -> tuple:
     raise RuleError(f"rule {source}: '{what}' must be a string or a list of strings")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice is an error: silently keeping
+    the last ``filter:`` of a rule would drop the first one from detection."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
 def load_rule(path: str, builtin: bool = False) -> Rule:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -79,7 +94,7 @@ def load_rule(path: str, builtin: bool = False) -> Rule:
 
 def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d is not None]
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

@@ -1,9 +1,12 @@
 """Bytes in, records out: block reading, per-line decisions, emit modes, diagnostics.
 
-Input is read in large blocks, split into lines, and each line is decided on
-its own: bad input is diagnosed on stderr and, in ``--emit all``, passed on
-unchanged, so nothing is lost.  Output is buffered and flushed before every
-read that could block: in a pipeline an alert must not wait for the next event.
+Input is read in large blocks cut at line boundaries.  The prefilter marks the
+few lines that can match; the others are passed on as whole byte ranges (or
+dropped) without being parsed.  Candidate lines are parsed and run through the
+engine.  Bad input is diagnosed on stderr and, in ``--emit all``, passed on
+unchanged (or wrapped into a record with ``--non-json wrap``), so nothing is
+lost.  Output is buffered and flushed before every read that could block: in a
+pipeline an alert must not wait for the next event.
 """
 
 from __future__ import annotations
@@ -13,14 +16,22 @@ import select
 import sys
 import time
 from collections import Counter
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import ujson
 
 from .engine import Engine
+from .prefilter import Prefilter
+from .timeparse import NS, parse_time
 
 BLOCK_SIZE = 1 << 20
 DEFAULT_MAX_LINE = 16 << 20
+DEFAULT_MAX_RECORD = 1_000_000
+
+# What the reader hands the filter.
+LINES = "lines"  # one or more complete lines, each ending in b"\n"
+PIECE = "piece"  # part of a line longer than the inspection limit; more follows
+PIECE_END = "piece_end"  # the last part of such a line (its newline stripped)
 
 
 class OutputClosed(Exception):
@@ -35,7 +46,7 @@ class Output:
         self.limit = limit
         self.buffer = bytearray()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data) -> None:
         self.buffer += data
         if len(self.buffer) >= self.limit:
             self.flush()
@@ -64,7 +75,8 @@ class Diagnostics:
         self.counts = Counter()
         self._last = {}
 
-    def report(self, kind: str, line: int, message: str) -> None:
+    def report(self, kind: str, where, message: str) -> None:
+        """``where`` is a line number or a ready label such as ``"file.ndjson line 3"``."""
         self.counts[kind] += 1
         count = self.counts[kind]
         now = self.clock()
@@ -72,14 +84,15 @@ class Diagnostics:
             return
         self._last[kind] = now
         suffix = f" (occurrence {count}; further ones rate-limited)" if count >= self.per_kind else ""
+        label = f"line {where}" if isinstance(where, int) else where
         try:
-            self.stream.write(f"pipeshell-filter: line {line}: {message}{suffix}\n")
+            self.stream.write(f"pipeshell-filter: {label}: {message}{suffix}\n")
             self.stream.flush()
         except (OSError, ValueError):
             pass
 
 
-def dumps(record: dict) -> bytes:
+def dumps(record) -> bytes:
     """One JSON line; UTF-8, or ASCII escapes when a string holds a lone surrogate."""
     try:
         return ujson.dumps(record, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
@@ -100,6 +113,25 @@ def enrich_line(raw: bytes, event: dict, sigma: dict) -> bytes:
     return body[:-1] + separator + b'"sigma":' + dumps(sigma) + b"}"
 
 
+def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int) -> bytes:
+    """A line that is not a usable JSON object, as a record Fluent Bit accepts.
+
+    ECS ``event.kind: pipeline_error``; the text keeps invalid UTF-8 visible as
+    ``\\xNN``; it is cut so that the record stays under ``max_record`` bytes.
+    """
+    keep = len(raw)
+    while True:
+        text = raw[:keep].decode("utf-8", "backslashreplace")
+        record = dumps({
+            "event": {"kind": "pipeline_error", "original": text},
+            "error": {"type": kind, "message": message},
+            "pipeshell": {"line": line, "bytes": len(raw), "truncated": keep < len(raw)},
+        })
+        if len(record) < max_record or keep == 0:
+            return record
+        keep = min(keep // 2, max(0, (max_record - 512) // 6))  # 6: worst JSON growth of one byte
+
+
 def _classify_decode_error(line: bytes, error: Exception) -> tuple:
     message = str(error)
     if "depth" in message.lower():
@@ -111,18 +143,34 @@ def _classify_decode_error(line: bytes, error: Exception) -> tuple:
     return "invalid_json", f"not valid JSON ({message})"
 
 
-class LineReader:
-    """Splits a file descriptor into lines, read in large blocks.
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
-    Yields ``(line, complete)``: complete lines without their newline; a line
-    longer than ``max_line`` comes out in pieces with ``complete`` False for all
-    but the last, so memory stays bounded.  ``before_block`` runs before every
-    read that may block; ``on_idle`` runs when ``idle`` seconds pass without input.
+
+def fluentbit_time(ns: int) -> bytes:
+    """Epoch seconds with nanoseconds, as Fluent Bit's ``[time, record]`` form wants."""
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    return f"{sign}{ns // NS}.{ns % NS:09d}".encode("ascii")
+
+
+class BlockReader:
+    """Cuts a file descriptor into blocks of whole lines, read in large reads.
+
+    Yields ``(kind, data)`` (see LINES / PIECE / PIECE_END).  A final line with
+    no newline gets one.  ``live`` input (a pipe) may block: before a read that
+    would, ``before_block`` runs (settle and flush output), and while nothing
+    arrives ``on_idle`` runs every ``idle`` seconds.
     """
 
-    def __init__(self, fd: int, before_block: Callable[[], None], on_idle: Optional[Callable[[], None]] = None,
-                 idle: Optional[float] = None, block_size: int = BLOCK_SIZE, max_line: int = DEFAULT_MAX_LINE):
+    def __init__(self, fd: int, live: bool, before_block: Callable[[], None],
+                 on_idle: Optional[Callable[[], None]] = None, idle: Optional[float] = None,
+                 block_size: int = BLOCK_SIZE, max_line: int = DEFAULT_MAX_LINE):
         self.fd = fd
+        self.live = live
         self.before_block = before_block
         self.on_idle = on_idle
         self.idle = idle
@@ -130,108 +178,245 @@ class LineReader:
         self.max_line = max_line
 
     def _read(self) -> bytes:
-        self.before_block()
-        if self.on_idle is not None and self.idle is not None:
-            while True:
-                ready, _, _ = select.select([self.fd], [], [], self.idle)
-                if ready:
-                    break
-                self.on_idle()
-                self.before_block()
+        if self.live and not select.select([self.fd], [], [], 0)[0]:
+            self.before_block()
+            if self.on_idle is not None and self.idle:
+                while not select.select([self.fd], [], [], self.idle)[0]:
+                    self.on_idle()
         return os.read(self.fd, self.block_size)
 
     def __iter__(self) -> Iterator[tuple]:
-        carry = b""
+        carry = []  # pieces of the unfinished last line
+        carried = 0
+        in_long_line = False
         while True:
             block = self._read()
             if not block:
                 break
+            cut = block.rfind(b"\n")
+            if cut < 0:
+                carry.append(block)
+                carried += len(block)
+                if carried > self.max_line:
+                    yield PIECE, b"".join(carry)
+                    carry, carried, in_long_line = [], 0, True
+                continue
+            head, tail = block[:cut + 1], block[cut + 1:]
+            if in_long_line:
+                first = head.index(b"\n")
+                yield PIECE_END, b"".join(carry) + head[:first]
+                head, carry, in_long_line = head[first + 1:], [], False
             if carry:
-                block = carry + block
-            lines = block.split(b"\n")
-            carry = lines.pop()
-            for line in lines:
-                yield line, True
-            if len(carry) > self.max_line:
-                yield carry, False  # a piece of an oversized line; its tail comes later
-                carry = b""
-        if carry:
-            yield carry, True
+                head = b"".join(carry) + head
+            if head:
+                yield LINES, head
+            carry, carried = ([tail], len(tail)) if tail else ([], 0)
+        if in_long_line:
+            yield PIECE_END, b"".join(carry)
+        elif carry:
+            yield LINES, b"".join(carry) + b"\n"
 
 
 class Filter:
-    """Runs the engine over a stream of lines in one emit mode."""
+    """Runs the engine over a stream of lines in one emit mode.
+
+    ``non_json``: "pass" keeps unusable lines byte for byte (Unix pipes); "wrap"
+    turns each into a JSON record (``wrap_line``) so that every output line is a
+    JSON object under ``max_record`` bytes, which Fluent Bit's stdin input needs.
+    ``fluentbit_time`` writes ``[time, record]`` so Fluent Bit keeps event time.
+    """
 
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
-                 idle: Optional[float] = None):
+                 idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
+                 fluentbit_time: bool = False, max_record: int = DEFAULT_MAX_RECORD, clock=time.time_ns):
         if emit not in ("alerts", "matches", "all"):
             raise ValueError(f"unknown emit mode {emit!r}")
+        if non_json not in ("pass", "wrap"):
+            raise ValueError(f"unknown non-JSON handling {non_json!r}")
         self.engine = engine
         self.output = output
         self.diagnostics = diagnostics
         self.emit = emit
         self.idle = idle
+        self.prefilter = prefilter
+        self.wrap = non_json == "wrap"
+        self.fluentbit_time = fluentbit_time
+        self.max_record = max_record
+        self.clock = clock
+        # Lines the prefilter rules out may still need parsing: to be checked for
+        # JSON (wrap) or to have their time written (fluentbit_time).
+        self._parse_every_line = self.wrap or fluentbit_time
         self.lines = 0
-        self._in_oversized = False
+        self.origin = None  # label for diagnostics when reading several files
+        self._long_line = None  # (first piece, line number) of a line over the inspection limit
         self._wall_idle = None  # idle seconds when live input lets the wall clock move the watermark
 
-    def write_alerts(self, alerts: list) -> None:
-        for record in alerts:
-            self.output.write(dumps(record) + b"\n")
+    # ------------------------------------------------------------ input
 
-    def process_piece(self, line: bytes, complete: bool) -> None:
-        """One line (or a piece of an oversized one) from the reader."""
-        if self._in_oversized or not complete:
-            if not self._in_oversized:
-                self.lines += 1
-                self._in_oversized = True
-                self.diagnostics.report("too_long", self.lines, "line too long to inspect; passed on unchanged")
-            if self.emit == "all":
-                self.output.write(line + (b"\n" if complete else b""))
-            if complete:
-                self._in_oversized = False
+    def process(self, kind: str, data: bytes) -> None:
+        """One item from ``BlockReader``."""
+        if kind == LINES:
+            self.process_block(data)
+        else:
+            self._process_long_piece(data, kind == PIECE_END)
+
+    def process_block(self, block: bytes) -> None:
+        """Complete lines, each ending in a newline."""
+        if self.prefilter is None:
+            self._each_line(block, 0, len(block), True)
             return
-        self.lines += 1
-        self.process_line(line, self.lines)
+        utf8 = block.isascii() or _is_utf8(block)
+        position = 0
+        for start, end in self.prefilter.spans(block):
+            self._skip(block, position, start, utf8)
+            self.lines += 1
+            self.process_line(block[start:end], self.lines)
+            position = end + 1
+        self._skip(block, position, len(block), utf8)
 
-    def process_line(self, line: bytes, number: int) -> None:
-        passthrough = self.emit == "all"
+    def _each_line(self, block: bytes, start: int, end: int, candidate: bool) -> None:
+        for line in block[start:end - 1].split(b"\n"):
+            self.lines += 1
+            self.process_line(line, self.lines, candidate)
+
+    def _skip(self, block: bytes, start: int, end: int, utf8: bool) -> None:
+        """Lines the prefilter ruled out: pass them on (or drop them) unparsed.
+
+        Only their shape is checked, cheaply, per block: a line that does not
+        start with ``{`` and end with ``}``, or holds invalid UTF-8, is parsed
+        so that it is diagnosed (and wrapped) like any other bad line.
+        """
+        if start >= end:
+            return
+        if self._parse_every_line:
+            self._each_line(block, start, end, False)
+            return
+        count = block.count(b"\n", start, end)
+        opening = block.count(b"\n{", start, end) + (block[start] == 0x7B)
+        closing = block.count(b"}\n", start, end) + block.count(b"}\r\n", start, end)
+        if utf8 and opening == count and closing == count:
+            self.lines += count
+            if self.emit == "all":
+                self.output.write(memoryview(block)[start:end])
+            return
+        for line in block[start:end - 1].split(b"\n"):
+            self.lines += 1
+            body = line.rstrip(b"\r")
+            if body[:1] == b"{" and body[-1:] == b"}" and (utf8 or _is_utf8(line)):
+                if self.emit == "all":
+                    self.output.write(line + b"\n")
+            else:
+                self.process_line(line, self.lines, False)
+
+    def _process_long_piece(self, piece: bytes, last: bool) -> None:
+        if self._long_line is None:
+            self.lines += 1
+            self._long_line = self.lines
+            self.diagnostics.report("too_long", self._where(self.lines), "line too long to inspect; passed on unchanged")
+            if self.emit == "all":
+                if self.wrap:
+                    self._write(wrap_line(piece, "too_long", "line longer than --max-line-bytes; cut",
+                                          self.lines, self.max_record), None)
+                else:
+                    self.output.write(piece)
+        elif self.emit == "all" and not self.wrap:
+            self.output.write(piece)
+        if last:
+            if self.emit == "all" and not self.wrap:
+                self.output.write(b"\n")
+            self._long_line = None
+
+    def process_line(self, line: bytes, number: int, candidate: bool = True) -> None:
+        """One line (without its newline): parse, detect, write."""
+        keep = self.emit == "all"
         if not line.strip():
-            self.diagnostics.report("empty", number, "empty line")
-            if passthrough:
-                self.output.write(line + b"\n")
+            self._unusable(line, number, "empty", "empty line", keep)
             return
         try:
             event = ujson.loads(line)
         except (ValueError, OverflowError) as error:
             kind, message = _classify_decode_error(line, error)
-            self.diagnostics.report(kind, number, message)
-            if passthrough:
-                self.output.write(line + b"\n")
+            self._unusable(line, number, kind, message, keep)
             return
         if not isinstance(event, dict):
-            self.diagnostics.report("not_object", number, f"JSON {type(event).__name__}, not an object")
-            if passthrough:
-                self.output.write(line + b"\n")
+            self._unusable(line, number, "not_object", f"JSON {type(event).__name__}, not an object", keep)
+            return
+        if not candidate:
+            if keep:
+                self._write(line, event)
             return
         before = self.engine.stats["no_time"]
         outcome = self.engine.process(event, number)
         if self.engine.stats["no_time"] != before:
-            self.diagnostics.report("no_time", number, "matched event has no parsable time; left out of correlation")
+            self.diagnostics.report("no_time", self._where(number),
+                                    "matched event has no parsable time; left out of correlation")
         if outcome.sigma is not None and self.emit != "alerts":
-            self.output.write(enrich_line(line, event, outcome.sigma) + b"\n")
-        elif passthrough:
-            self.output.write(line + b"\n")
+            self._write(enrich_line(line, event, outcome.sigma), event)
+        elif keep:
+            self._write(line, event)
         self.write_alerts(outcome.alerts)
+
+    def _unusable(self, line: bytes, number: int, kind: str, message: str, keep: bool) -> None:
+        self.diagnostics.report(kind, self._where(number), message)
+        if keep:
+            self._write(wrap_line(line, kind, message, number, self.max_record) if self.wrap else line, None)
+
+    def _where(self, number: int):
+        return self.origin or number
+
+    def process_labelled(self, labelled: Iterable[tuple], max_line: int = DEFAULT_MAX_LINE) -> None:
+        """Lines that come one by one from files (``inputs``), each with a label
+        such as ``"a.evtx record 7"`` that diagnostics show instead of a number."""
+        for label, line in labelled:
+            self.origin = label
+            if len(line) > max_line:
+                self._process_long_piece(line, True)
+                continue
+            self.lines += 1
+            candidate = self.prefilter is None or bool(self.prefilter.spans(line + b"\n"))
+            if candidate or self._parse_every_line:
+                self.process_line(line, self.lines, candidate)
+            elif self.emit == "all":
+                self.output.write(line + b"\n")
+        self.origin = None
+
+    # ------------------------------------------------------------ output
+
+    def _write(self, record: bytes, event: Optional[dict], time_ns: Optional[int] = None) -> None:
+        """One output record; ``event`` (or ``time_ns``) gives its time for ``--fluentbit-time``."""
+        if self.fluentbit_time:
+            if time_ns is None and event is not None:
+                time_ns = self.engine.event_time(event)
+            frame = b"[" + fluentbit_time(time_ns if time_ns is not None else self.clock()) + b","
+            line = frame + record + b"]"
+        else:
+            frame, line = b"", record
+        if self.wrap and len(line) > self.max_record:
+            self.diagnostics.report("too_long", self._where(self.lines), "record over --max-record-bytes; cut")
+            record = wrap_line(record, "too_long", "record over --max-record-bytes; cut", self.lines,
+                               self.max_record - len(frame) - 1)
+            line = frame + record + b"]" if frame else record
+        self.output.write(line + b"\n")
+
+    def write_alerts(self, alerts: Iterable[dict]) -> None:
+        for record in alerts:
+            self._write(dumps(record), None, parse_time(record["@timestamp"]))
+
+    # ------------------------------------------------------------ running
 
     def on_idle(self) -> None:
         if self._wall_idle is not None:
             self.write_alerts(self.engine.idle(self._wall_idle))
+        self.output.flush()
+
+    def before_block(self) -> None:
+        """About to wait for input: what is final now must be out now."""
+        self.write_alerts(self.engine.settle())
+        self.on_idle()
 
     def finish(self) -> None:
-        if self._in_oversized and self.emit == "all":
-            self.output.write(b"\n")
-            self._in_oversized = False
+        if self._long_line is not None:
+            self._process_long_piece(b"", True)
         self.write_alerts(self.engine.flush())
         self.output.flush()
 
@@ -239,11 +424,6 @@ class Filter:
         """Filter one input to its end.  ``live`` input (a pipe) lets the wall clock
         advance the watermark when no newer event arrives; a file never does."""
         self._wall_idle = self.idle if live and self.idle else None
-        on_idle = self.on_idle if self._wall_idle is not None else None
-        reader = LineReader(fd, self._before_block, on_idle, self._wall_idle, max_line=max_line)
-        for line, complete in reader:
-            self.process_piece(line, complete)
-
-    def _before_block(self) -> None:
-        self.on_idle()  # a busy stream with no new candidate events still lets alerts out
-        self.output.flush()
+        reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle, max_line=max_line)
+        for kind, data in reader:
+            self.process(kind, data)

@@ -1,0 +1,121 @@
+"""Input files: NDJSON, EVTX (through the ``evtx`` package) and directories of them.
+
+A ``.evtx`` file is read with the Rust EVTX parser's Python binding and each
+record becomes one compact JSON line, exactly what ``evtx_dump -o jsonl`` would
+pipe in (the Windows-XML-as-JSON shape).  Several inputs are merged by event
+time: each file is taken in its own order and the files are interleaved by the
+time of their events (a merge, not a sort, so memory stays small).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from typing import Callable, Iterator, List, Optional
+
+import ujson
+
+INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
+
+
+class InputError(ValueError):
+    """An input path that cannot be read (a usage error, exit status 2)."""
+
+
+def expand(paths: List[str]) -> List[str]:
+    """Paths as given, with each directory replaced by its event files (sorted, recursive)."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(path)
+                for name in names
+                if name.lower().endswith(INPUT_SUFFIXES)
+            )
+            if not found:
+                raise InputError(f"input directory {path} holds no {', '.join(INPUT_SUFFIXES)} files")
+            files.extend(found)
+        elif os.path.isfile(path) or path == "/dev/stdin":
+            if not os.access(path, os.R_OK):
+                raise InputError(f"cannot read input {path}: permission denied")
+            files.append(path)
+        else:
+            raise InputError(f"cannot read input {path}: no such file or directory")
+    return files
+
+
+def is_evtx(path: str) -> bool:
+    if path.lower().endswith(".evtx"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8) == b"ElfFile\0"
+    except OSError:
+        return False
+
+
+def evtx_lines(path: str, report: Callable[[str, str], None]) -> Iterator[bytes]:
+    """The records of an EVTX file as JSON lines; a broken record is reported and skipped."""
+    try:
+        from evtx import PyEvtxParser
+    except ImportError:
+        raise InputError(f"{path}: reading .evtx needs the 'evtx' package (pip install evtx)") from None
+    try:
+        records = iter(PyEvtxParser(path).records_json())
+    except (OSError, RuntimeError, ValueError) as error:
+        raise InputError(f"cannot read EVTX file {path}: {error}") from None
+    number = 0
+    failures = 0
+    while True:
+        number += 1
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except Exception as error:  # the parser reports a damaged record; go on with the next
+            failures += 1
+            report(f"{path} record {number}", f"damaged EVTX record skipped ({str(error).splitlines()[0][:200]})")
+            if failures > 10_000:
+                report(f"{path}", "too many damaged records; rest of the file skipped")
+                return
+            continue
+        try:
+            yield ujson.dumps(ujson.loads(record["data"]), ensure_ascii=False,
+                              escape_forward_slashes=False).encode("utf-8", "surrogatepass")
+        except (ValueError, KeyError, TypeError) as error:
+            report(f"{path} record {number}", f"EVTX record not convertible to JSON ({error})")
+
+
+def ndjson_lines(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        for line in handle:
+            yield line[:-1] if line.endswith(b"\n") else line
+
+
+def labelled_lines(path: str, report) -> Iterator[tuple]:
+    """``(label, line)`` for one file; the label names the file and the line or record."""
+    if is_evtx(path):
+        for number, line in enumerate(evtx_lines(path, report), 1):
+            yield f"{path} record {number}", line
+    else:
+        for number, line in enumerate(ndjson_lines(path), 1):
+            yield f"{path} line {number}", line
+
+
+def merged(paths: List[str], event_time: Callable[[bytes], Optional[int]], report) -> Iterator[tuple]:
+    """``(label, line)`` from all files, interleaved by event time.
+
+    A line without a readable time keeps its place after the previous line of
+    its own file (it takes that line's time as its sort key).
+    """
+    def keyed(index: int, path: str):
+        last = float("-inf")
+        for seq, (label, line) in enumerate(labelled_lines(path, report)):
+            t = event_time(line)
+            if t is not None and t > last:
+                last = t
+            yield (last, index, seq), label, line
+
+    for _, label, line in heapq.merge(*(keyed(i, p) for i, p in enumerate(paths))):
+        yield label, line
