@@ -420,10 +420,10 @@ class Filter:
         self.write_alerts(self.engine.flush())
         self.output.flush()
 
-    def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE) -> None:
+    def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE, block_size: int = BLOCK_SIZE) -> None:
         """Filter one input to its end.  ``live`` input (a pipe) lets the wall clock
         advance the watermark when no newer event arrives; a file never does."""
         self._wall_idle = self.idle if live and self.idle else None
-        reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle, max_line=max_line)
+        reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle, block_size, max_line)
         for kind, data in reader:
             self.process(kind, data)

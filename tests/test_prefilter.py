@@ -1,0 +1,222 @@
+"""The raw-byte prefilter: its needles and triggers, and the property that it never changes output."""
+
+import io
+import json
+import random
+import tempfile
+
+import pytest
+import yaml
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from eventgen import CLIENT, HOSTS, SERVER, evtx_event, flat_event
+from pipeshell_filter import prefilter as pf
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.plan import compile_plan
+from pipeshell_filter.rule import BUILTIN_RULE, load_rule, parse_rule
+from pipeshell_filter.stream import BlockReader, Diagnostics, Filter, LINES, Output, PIECE, PIECE_END
+
+ENGINES = pf.available_engines()
+PLAN = compile_plan(load_rule(BUILTIN_RULE, builtin=True))
+NEEDLES = PLAN.prefilter_literals(pf.needle)
+
+
+# ---------------------------------------------------------------- needles and triggers
+
+def test_builtin_rule_needles_are_the_two_class_names():
+    assert NEEDLES == [CLIENT.lower().encode(), SERVER.lower().encode()]
+
+
+@pytest.mark.parametrize("literal, expected", [
+    ("namedpipe", b"namedpipe"),
+    ("800", None),  # numbers have many spellings (8e2, 800.0)
+    ("-1.5e3", None),
+    ("c:\\windows\\system32\\cmd.exe", b"system32"),  # JSON doubles the backslashes
+    ('say "hello world"', b"hello world"),
+    ("a/b", b"a"),  # '/' may be written '\/'
+    ("\u00e9t\u00e9 ici", b" ici"),  # the longest verbatim ASCII run
+    ("\u00e9\u00e9", None),
+    ("", None),
+])
+def test_needle_is_a_verbatim_ascii_run(literal, expected):
+    assert pf.needle(literal) == expected
+
+
+def test_no_code_point_outside_the_bmp_folds_to_ascii():
+    # prefilter builds its table over the BMP only; this is what makes that complete
+    assert not [c for c in range(0x10000, 0x110000) if any(ch < "\x80" for ch in chr(c).casefold())]
+
+
+def test_triggers_cover_escapes_and_fold_look_alikes():
+    found = set(pf.triggers([b"ks"]))
+    assert b"\\u006b" in found and b"\\u004b" in found and b"\\u0073" in found and b"\\u0053" in found
+    assert "\u212a".encode() in found and b"\\u212a" in found  # Kelvin sign -> k
+    assert "\u017f".encode() in found and "\u00df".encode() in found  # long s -> s, sharp s -> ss
+    assert b"\\u0061" not in found  # 'a' is not in the needle
+
+
+def _plan(detection: dict):
+    return compile_plan(parse_rule(yaml.safe_dump({"title": "t", "detection": detection}), "t.yml"))
+
+
+@pytest.mark.parametrize("detection, expected", [
+    ({"sel": {"EventID": 4104}, "condition": "sel"}, None),  # only a number
+    ({"sel": {"A|contains": "xyz"}, "f": {"B": "yy"}, "condition": "sel or not f"}, None),  # 'not f' alone
+    ({"sel": {"A|re": "x+"}, "condition": "sel"}, None),
+    ({"sel": {"EventID": 4104, "A|contains": "Pipe"}, "f": {"B": "No"}, "condition": "sel and not f"},
+     [b"no", b"pipe"]),  # the filter's selection is enriched too, so its literal counts
+    ({"sel": {"A|contains": "C:\\Windows\\Temp"}, "condition": "sel"}, [b"windows"]),
+])
+def test_plan_needles(detection, expected):
+    assert _plan(detection).prefilter_literals(pf.needle) == expected
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_spans_are_the_candidate_lines(engine):
+    scanner = pf.Prefilter(NEEDLES, engine)
+    lines = [
+        b'{"a": "nothing here"}',
+        b'{"t": "x System.IO.Pipes.NAMEDPIPESERVERSTREAM y"}',
+        b'{"t": "C:\\\\Users\\\\u0073er"}',  # an escaped backslash then "u0073": harmless, but may be flagged
+        b'{"t": "\\u0053ystem.IO.Pipes.NamedPipeClientStream"}',  # escaped S
+        b'{"t": "\xc5\xbfystem"}',  # long s
+        b'{"t": "plain"}',
+    ]
+    block = b"\n".join(lines) + b"\n"
+    spans = scanner.spans(block)
+    picked = [block[s:e] for s, e in spans]
+    assert lines[1] in picked and lines[3] in picked and lines[4] in picked
+    assert lines[0] not in picked and lines[5] not in picked
+    for start, end in spans:
+        assert (start == 0 or block[start - 1:start] == b"\n") and block[end:end + 1] == b"\n"
+
+
+# ---------------------------------------------------------------- the block reader
+
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+       st.booleans(), st.integers(1, 64), st.integers(1024, 2048))
+def test_block_reader_yields_every_byte_in_whole_lines(lines, final_newline, block_size, max_line):
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    with tempfile.TemporaryFile() as handle:
+        handle.write(data)
+        handle.seek(0)
+        items = list(BlockReader(handle.fileno(), False, lambda: None, block_size=block_size, max_line=max_line))
+    joined = b"".join(d + (b"\n" if k == PIECE_END else b"") for k, d in items)
+    assert joined == (data if data.endswith(b"\n") or not data else data + b"\n")
+    assert all(k == LINES and d.endswith(b"\n") for k, d in items)
+
+
+def test_block_reader_cuts_an_oversized_line_into_pieces():
+    data = b'{"a":1}\n' + b"x" * 5000 + b"\n" + b'{"b":2}\n'
+    with tempfile.TemporaryFile() as handle:
+        handle.write(data)
+        handle.seek(0)
+        items = list(BlockReader(handle.fileno(), False, lambda: None, block_size=512, max_line=1024))
+    kinds = [k for k, _ in items]
+    assert PIECE in kinds and kinds.count(PIECE_END) == 1
+    assert b"".join(d + (b"\n" if k == PIECE_END else b"") for k, d in items) == data
+
+
+# ---------------------------------------------------------------- output never changes
+
+def _escape_some(text: str, rng: random.Random) -> str:
+    """JSON-encode a string, writing random characters as \\u escapes."""
+    out = []
+    for ch in json.dumps(text, ensure_ascii=False)[1:-1]:
+        out.append(f"\\u{ord(ch):04x}" if ch.isalnum() and rng.random() < 0.2 else ch)
+    return '"' + "".join(out) + '"'
+
+
+def _random_case(text: str, rng: random.Random) -> str:
+    return "".join(ch.upper() if rng.random() < 0.5 else ch.lower() for ch in text)
+
+
+LOOK_ALIKES = {"s": "\u017f", "k": "\u212a", "i": "\u0130", "fi": "\ufb01", "st": "\ufb06", "ss": "\u00df"}
+
+
+@st.composite
+def streams(draw):
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    lines = []
+    for _ in range(draw(st.integers(0, 25))):
+        kind = draw(st.sampled_from(["event", "event", "event", "noise", "garbage"]))
+        if kind == "garbage":
+            lines.append(draw(st.sampled_from([b"", b"not json", b"[1,2]", b'{"a":', b"\xff\xfe{}", b'"x"',
+                                               b"{}", b'{"t": "ok"} trailing}'])))
+            continue
+        if kind == "noise":
+            lines.append(json.dumps({"EventID": 1, "Computer": rng.choice(HOSTS),
+                                     "CommandLine": "cmd.exe /c echo " + "x" * rng.randint(0, 60)}).encode())
+            continue
+        seconds = draw(st.integers(0, 400))
+        role = draw(st.sampled_from(["server", "client", "benign"]))
+        event_id = draw(st.sampled_from([800, 4103, 4104]))
+        host = draw(st.sampled_from(HOSTS[:4]))
+        build = draw(st.sampled_from([flat_event, evtx_event]))
+        text = json.dumps(build(seconds, host, role, event_id), ensure_ascii=False)
+        for literal in (SERVER, CLIENT):
+            if literal in text:
+                variant = _random_case(literal, rng)
+                if rng.random() < 0.3:  # a look-alike that case-folds to the same letters
+                    plain, fancy = rng.choice(sorted(LOOK_ALIKES.items()))
+                    variant = variant.replace(plain, fancy, 1).replace(plain.upper(), fancy, 1)
+                text = text.replace(literal, variant)
+        if rng.random() < 0.4:  # re-encode every string with random \u escapes
+            event = json.loads(text)
+            text = _reencode(event, rng)
+        lines.append(text.encode("utf-8"))
+    final_newline = draw(st.booleans())
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    return data
+
+
+def _reencode(value, rng) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(_escape_some(k, rng) + ":" + _reencode(v, rng) for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_reencode(v, rng) for v in value) + "]"
+    if isinstance(value, str):
+        return _escape_some(value, rng)
+    return json.dumps(value)
+
+
+def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass", fluentbit_time=False) -> bytes:
+    rule = load_rule(BUILTIN_RULE, builtin=True)
+    plans = [compile_plan(rule)]
+    scanner = None if engine is None else pf.Prefilter(plans[0].prefilter_literals(pf.needle), engine)
+    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.seek(0)
+        stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                               Diagnostics(io.StringIO()), emit, prefilter=scanner, non_json=non_json,
+                               fluentbit_time=fluentbit_time, clock=lambda: 0)
+        stream_filter.run(source.fileno(), live=False, block_size=block_size)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read()
+
+
+@given(streams(), st.sampled_from(["alerts", "matches", "all"]), st.integers(7, 4096))
+@example(b'{"EventID":4104,"Computer":"a","@timestamp":"2021-06-03T13:00:00Z","ScriptBlockText":'
+         b'"\\u0053ystem.IO.Pipes.NamedPipeServerStream"}', "matches", 16)
+def test_prefilter_never_changes_the_output(data, emit, block_size):
+    expected = run_filter(data, emit, None, 1 << 20)
+    for engine in ENGINES:
+        assert run_filter(data, emit, engine, block_size) == expected, engine
+
+
+@given(streams(), st.integers(7, 4096))
+def test_prefilter_never_changes_the_fluent_bit_output(data, block_size):
+    expected = run_filter(data, "all", None, 1 << 20, "wrap", True)
+    for engine in ENGINES:
+        assert run_filter(data, "all", engine, block_size, "wrap", True) == expected, engine
+
+
+def test_the_property_streams_do_produce_matches_and_alerts():
+    # guard against a generator that never exercises the interesting path
+    data = b"\n".join(json.dumps(flat_event(t, h, k)).encode() for t, h, k in
+                      [(0, "srv01", "server"), (10, "cli01", "client"), (20, "cli02", "client")])
+    out = run_filter(data, "matches", "python", 64)
+    assert out.count(b'"sigma":') == 4 and out.count(b'"kind":"alert"') == 1
