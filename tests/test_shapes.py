@@ -1,0 +1,299 @@
+"""Input shapes: every collector's record resolves to the same event and the same match.
+
+Fixtures (``fixtures/shapes/*.ndjson`` + ``expected.json``) pin real-looking
+records; the renderers in ``shapes.py`` turn one logical event into every shape
+for the property tests.  Everything goes through the built-in profiles, the
+built-in rule's compiled plan and the engine.
+"""
+
+import json
+import os
+
+import pytest
+from hypothesis import given, strategies as st
+
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.fields import _PROFILE_DIR, MISSING, FieldResolver, builtin_profiles, lookup
+from pipeshell_filter.matching import first_leaf
+from pipeshell_filter.plan import compile_plan
+from pipeshell_filter.rule import BUILTIN_RULE, load_rule, parse_rule
+from pipeshell_filter.timeparse import NS, parse_time
+from shapes import CLIENT, SELECTION, SERVER, SHAPES, Logical, expected_selections, logical_events
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "shapes")
+EXPECTED = json.load(open(os.path.join(FIXTURES, "expected.json"), encoding="utf-8"))
+PROFILES = builtin_profiles()
+RESOLVER = FieldResolver(PROFILES)
+PLAN = compile_plan(load_rule(BUILTIN_RULE, builtin=True))
+
+
+def records(shape):
+    with open(os.path.join(FIXTURES, f"{shape}.ndjson"), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def _fixture_cases():
+    for shape, rows in EXPECTED.items():
+        for row, record in zip(rows, records(shape)):
+            yield pytest.param(shape, row, record, id=f"{shape}:{row['line']}")
+
+
+FIXTURE_CASES = list(_fixture_cases())
+
+
+def engine():
+    return Engine([PLAN], RESOLVER)
+
+
+def resolved(record):
+    """(profile, EventID, Computer, time ns, selections) of one record, the engine's way."""
+    view = RESOLVER.view(record)
+    return (view.profile.name, first_leaf(view.get("EventID")), first_leaf(view.get("Computer")), view.time(),
+            PLAN.match(view))
+
+
+# ------------------------------------------------------------------ profiles
+
+
+def test_every_profile_file_is_ordered_and_flat_is_last():
+    listed = [p.name for p in PROFILES]
+    files = sorted(f[:-4] for f in os.listdir(_PROFILE_DIR) if f.endswith(".yml"))
+    assert sorted(listed) == files
+    assert len(set(listed)) == len(listed)
+    assert listed[-1] == "flat" and PROFILES[-1].detect == ()
+    assert listed.index("winlogbeat-ecs") < listed.index("winlogbeat")
+
+
+def test_every_fixture_file_is_covered():
+    files = sorted(f[:-7] for f in os.listdir(FIXTURES) if f.endswith(".ndjson"))
+    assert files == sorted(EXPECTED) == sorted(SHAPES)
+    for shape in EXPECTED:
+        assert len(records(shape)) == len(EXPECTED[shape]) == 9
+
+
+# A detector may also hold for a more general profile that comes later in the order.
+GENERALISES = {"winlogbeat-ecs": {"winlogbeat"}}
+
+
+@pytest.mark.parametrize("shape, row, record", FIXTURE_CASES)
+def test_detectors_are_unambiguous(shape, row, record):
+    expected = SHAPES[shape].profile
+    holding = {p.name for p in PROFILES if p.detect and p.applies_to(record)}
+    assert holding - {expected} <= GENERALISES.get(expected, set())
+    assert RESOLVER.profile_for(record).name == expected
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.mark.parametrize("shape, row, record", FIXTURE_CASES)
+def test_fixture_record_resolves(shape, row, record):
+    view = RESOLVER.view(record)
+    assert view.profile.name == SHAPES[shape].profile
+    assert first_leaf(view.get("EventID")) == str(row["event_id"])
+    assert view.get("Computer") == row["computer"]
+    # expected.json gives microseconds; Vector's 9-digit line is truncated there
+    assert view.time() // 1000 * 1000 == parse_time(row["time_utc"])
+    present = [p for p in view.profile.time if lookup(record, p) is not MISSING]
+    assert ".".join(map(str, present[0])) == row["time_field"]
+
+
+@pytest.mark.parametrize("shape, row, record", FIXTURE_CASES)
+def test_fixture_record_matches_builtin_rule(shape, row, record):
+    outcome = engine().process(record, row["line"])
+    expected = [] if row["kind"] == "benign" else [SELECTION[row["kind"], row["event_id"]]]
+    assert (outcome.sigma["selections"] if outcome.sigma else []) == expected
+    assert outcome.alerts == []
+
+
+@pytest.mark.parametrize("shape", sorted(EXPECTED))
+def test_fixture_file_as_a_stream(shape):
+    """Each file has one server (srv01) and one client (cli01): two hosts, no alert."""
+    eng = engine()
+    alerts = [a for i, r in enumerate(records(shape), 1) for a in eng.process(r, i).alerts] + eng.flush()
+    assert alerts == []
+    assert eng.stats["matched"] == 6 and eng.stats["no_time"] == 0
+
+
+def _key_paths(value, prefix=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield prefix + (key,)
+            yield from _key_paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _key_paths(item, prefix + ("[]",))
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_renderers_only_write_keys_the_fixtures_have(shape):
+    """The renderers below stay true to the documented layouts."""
+    for event_id in (800, 4103, 4104):
+        fixture = next(r for r, row in zip(records(shape), EXPECTED[shape]) if row["event_id"] == event_id)
+        rendered = SHAPES[shape].render(Logical("h.corp.example", 1622725212 * NS, event_id, SERVER))
+        assert set(_key_paths(rendered)) <= set(_key_paths(fixture)), (shape, event_id)
+        assert resolved(rendered)[4] == {SELECTION["server", event_id]}
+
+
+# ------------------------------------------------------------------ collector read times and hosts
+
+
+def test_fluent_bit_date_is_not_the_event_time():
+    for record, row in zip(records("fluentbit-stdout"), EXPECTED["fluentbit-stdout"]):
+        assert abs(parse_time(record["date"]) - parse_time(row["time_utc"])) >= NS // 2  # read ~1 s later
+        assert RESOLVER.view(record).time() == parse_time(row["time_utc"])
+        moved = dict(record, date=record["date"] + 86400 * 365)
+        assert RESOLVER.view(moved).time() == parse_time(row["time_utc"])
+
+
+def test_fluent_bit_date_is_hidden_from_rules():
+    rule = parse_rule(
+        "title: read time\nlogsource: {product: windows}\n"
+        "detection:\n  sel:\n    date|startswith: '16'\n  any:\n    date|exists: true\n"
+        "  condition: sel or any\n",
+        "date.yml",
+    )
+    plan = compile_plan(rule)
+    record = records("fluentbit-stdout")[0]
+    assert plan.match(RESOLVER.view(record)) == frozenset()
+    # the same key on a shape that does not add it is an ordinary field
+    assert plan.match(RESOLVER.view({"EventID": 1, "date": 1622725213.5})) == {"sel", "any"}
+
+
+def test_vector_host_is_not_the_computer():
+    record = dict(records("vector-windows_event_log")[0], host="vector-agent-07")
+    assert RESOLVER.view(record).get("Computer") == "srv01.corp.example"
+
+
+def test_winlogbeat_host_name_is_not_the_computer():
+    record = records("winlogbeat-raw")[0]
+    assert record["host"]["name"] == "wec01"
+    assert RESOLVER.view(record).get("Computer") == "srv01.corp.example"
+
+
+def test_read_times_are_never_event_times():
+    """event.created (Winlogbeat), EventReceivedTime (NXLog) lose to the event's own time."""
+    for shape, key in (("winlogbeat-raw", ("event", "created")), ("nxlog", ("EventReceivedTime",))):
+        for record, row in zip(records(shape), EXPECTED[shape]):
+            assert lookup(record, key) is not MISSING
+            assert RESOLVER.view(record).time() // 1000 * 1000 == parse_time(row["time_utc"])
+
+
+# ------------------------------------------------------------------ ECS: text the module deleted
+
+
+def test_ecs_without_message_falls_back_to_parsed_command():
+    ecs = records("winlogbeat-ecs")
+    for line, selection in ((0, "SERVER_powershell_native"), (1, "SERVER_powershell_modern"),
+                            (3, "CLIENT_powershell_native"), (4, "CLIENT_spowershell_modern")):
+        record = {k: v for k, v in ecs[line].items() if k != "message"}
+        assert PLAN.match(RESOLVER.view(record)) == {selection}
+
+
+def test_ecs_payload_and_eventdata_come_from_message():
+    view = RESOLVER.view(records("winlogbeat-ecs")[1])
+    assert view.where("Payload") == "message"
+    view = RESOLVER.view(records("winlogbeat-ecs")[0])
+    assert view.where("EventData") == "message"
+    view = RESOLVER.view(records("winlogbeat-ecs")[2])
+    assert view.where("ScriptBlockText") == "powershell.file.script_block_text"
+
+
+def test_fluent_bit_positional_inserts_follow_the_event_id():
+    plain, mapped = records("fluentbit-winevtlog"), records("fluentbit-winevtlog-eventdata-map")
+    assert RESOLVER.view(plain[1]).where("Payload") == "StringInserts.2"
+    assert RESOLVER.view(plain[2]).where("ScriptBlockText") == "StringInserts.2"
+    assert RESOLVER.view(plain[2]).where("Payload") is None  # 4104's third insert is not a Payload
+    assert RESOLVER.view(plain[1]).where("ScriptBlockText") is None
+    assert RESOLVER.view(mapped[1]).where("Payload") == "EventData.Payload"
+    no_inserts = {k: v for k, v in mapped[2].items() if k != "StringInserts"}  # string_inserts false
+    assert RESOLVER.view(no_inserts).profile.name == "fluentbit-winevtlog"
+    assert PLAN.match(RESOLVER.view(no_inserts)) == {"SERVER_powershell_block"}
+
+
+# ------------------------------------------------------------------ one event, any two shapes
+
+
+def _truncate(ns, precision):
+    return ns // precision * precision
+
+
+@given(logical_events(), st.sampled_from(sorted(SHAPES)), st.sampled_from(sorted(SHAPES)))
+def test_one_event_any_two_shapes_agree(event, shape_a, shape_b):
+    """Same selections, same Computer, same time (up to the coarser shape's precision)."""
+    seen = []
+    for shape in (shape_a, shape_b):
+        spec = SHAPES[shape]
+        record = json.loads(json.dumps(spec.render(event)))  # as it arrives on the wire
+        profile, event_id, computer, time_ns, matched = resolved(record)
+        assert profile == spec.profile
+        assert event_id == str(event.event_id)
+        assert time_ns == _truncate(event.time_ns, spec.precision_ns)
+        seen.append((matched, computer, time_ns))
+    coarse = max(SHAPES[shape_a].precision_ns, SHAPES[shape_b].precision_ns)
+    (matched_a, host_a, time_a), (matched_b, host_b, time_b) = seen
+    assert matched_a == matched_b == expected_selections(event)
+    assert host_a == host_b == event.host
+    assert _truncate(time_a, coarse) == _truncate(time_b, coarse)
+
+
+# ------------------------------------------------------------------ mixed-shape streams
+
+
+def _run(stream):
+    eng = engine()
+    alerts = []
+    for line, record in enumerate(stream, 1):
+        alerts += eng.process(record, line).alerts
+    return alerts + eng.flush()
+
+
+T0 = 1622725200 * NS  # 2021-06-03T13:00:00Z
+
+
+def test_mixed_collectors_one_alert():
+    server = Logical("srv01.corp.example", T0 + 12 * NS, 4104, f"$p = New-Object {SERVER}('x')", offset_minutes=120)
+    client1 = Logical("cli01.corp.example", T0 + 65 * NS, 800, CLIENT, offset_minutes=-240)
+    client2 = Logical("cli02.corp.example", T0 + 290 * NS, 4103, CLIENT.upper())
+    noise = Logical("ws07.corp.example", T0 + 100 * NS, 4104, "Get-ChildItem")
+    stream = [SHAPES["fluentbit-stdout"].render(server), SHAPES["winlogbeat-ecs"].render(noise),
+              SHAPES["vector-windows_event_log"].render(client1), SHAPES["nxlog"].render(client2)]
+    alerts = _run(stream)
+    assert len(alerts) == 1
+    assert alerts[0]["related"]["hosts"] == ["cli01.corp.example", "cli02.corp.example", "srv01.corp.example"]
+    assert alerts[0]["sigma"]["aggregation"]["count"] == 3
+    assert [e["line"] for e in alerts[0]["sigma"]["events"]] == [1, 3, 4]
+
+
+def test_mixed_collectors_too_far_apart_no_alert():
+    server = Logical("srv01", T0, 4104, SERVER)
+    clients = [Logical("cli01", T0 + 100 * NS, 4104, CLIENT), Logical("cli02", T0 + 302 * NS, 4104, CLIENT)]
+    stream = [SHAPES["evtx"].render(server), SHAPES["winlogbeat-raw"].render(clients[0]),
+              SHAPES["fluentbit-winevtlog"].render(clients[1])]
+    assert _run(stream) == []
+
+
+@given(
+    st.permutations(sorted(SHAPES)),
+    st.lists(st.sampled_from([800, 4103, 4104]), min_size=3, max_size=3),
+    st.lists(st.integers(0, 299), min_size=2, max_size=2),
+    st.lists(st.integers(-48, 56).map(lambda q: q * 15), min_size=3, max_size=3),
+    st.booleans(),
+)
+def test_server_and_two_clients_via_three_collectors(shapes, event_ids, delays, offsets, far):
+    """A server via one collector, two clients via two others, three hosts: one alert
+    within 5 minutes, none when the second client comes more than 5 minutes after the server."""
+    hosts = ["srv01.corp.example", "cli01.corp.example", "cli02.corp.example"]
+    times = [T0, T0 + delays[0] * NS, T0 + (302 if far else delays[1]) * NS]
+    texts = [f"$s = New-Object {SERVER}('p')", f"[{CLIENT}]::new('srv01', 'p')", CLIENT.lower()]
+    stream = [
+        SHAPES[shape].render(Logical(host, t, eid, text, offset_minutes=off))
+        for shape, host, t, eid, text, off in zip(shapes[:3], hosts, times, event_ids, texts, offsets)
+    ]
+    alerts = _run(sorted(stream, key=lambda r: RESOLVER.view(r).time()))
+    if far:  # no 5-minute window holds the server and the second client
+        assert alerts == []
+    else:
+        assert len(alerts) == 1
+        assert alerts[0]["related"]["hosts"] == sorted(hosts)
+
