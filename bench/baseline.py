@@ -30,10 +30,12 @@ WINDOW_SECONDS = 300.0
 
 
 def event_seconds(system: dict):
-    """TimeCreated SystemTime as POSIX seconds, or None."""
+    """TimeCreated SystemTime ("2026-11-02T09:00:00.0695600Z", UTC) as POSIX seconds, or None."""
     try:
         stamp = system["TimeCreated"]["#attributes"]["SystemTime"]
-        return datetime.datetime.fromisoformat(stamp).timestamp()
+        whole = datetime.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
+        fraction = stamp[19:].rstrip("Zz")
+        return whole.replace(tzinfo=datetime.timezone.utc).timestamp() + (float(fraction) if fraction else 0.0)
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -504,7 +504,7 @@ def make_hosts(seed: int) -> tuple:
 class Scenario:
     def __init__(self, kind: str, events: list, alerts: int):
         self.kind = kind
-        self.events = events  # (time, template, host, values)
+        self.events = events  # (time, template kind, host, details, meets a rule selection)
         self.alerts = alerts
 
     @property
