@@ -238,15 +238,20 @@ def test_idle_input_lets_pending_alerts_out():
 
 
 def test_sigterm_flushes_pending_alerts_and_exits_0():
-    proc = subprocess.Popen(COMMAND + ["--lateness", "600", "--idle", "0"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen(COMMAND + ["--emit", "all", "--lateness", "600", "--idle", "0"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdin.write(ndjson(ATTACK))
     proc.stdin.flush()
-    time.sleep(1.0)
+    echoed = b""
+    deadline = time.monotonic() + 30
+    while echoed.count(b"\n") < len(ATTACK) and time.monotonic() < deadline:  # read, enriched and waiting
+        if select.select([proc.stdout], [], [], 1)[0]:
+            echoed += os.read(proc.stdout.fileno(), 1 << 16)
+    assert echoed.count(b'"sigma":') == len(ATTACK)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    assert len(alerts(out)) == 1
+    assert len(alerts(echoed + out)) == 1
     assert b"Traceback" not in err
 
 
@@ -258,3 +263,86 @@ def test_out_of_order_file_within_lateness_gives_the_sorted_result(tmp_path):
     ordered = run_cli(["--lateness", "60"], ndjson(sorted(events, key=lambda e: e["@timestamp"])))
     ids = [a["event"]["id"] for a in alerts(shuffled.stdout)]
     assert len(ids) == 2 and ids == [a["event"]["id"] for a in alerts(ordered.stdout)]
+
+
+@pytest.mark.parametrize("burst", [True, False])
+def test_lateness_zero_alert_comes_out_before_the_filter_blocks(burst):
+    """No newer event, no idle timer: the alert at the newest event time still comes out
+    as soon as the input pauses, whether the events arrive in one read or one by one."""
+    proc = subprocess.Popen(COMMAND + ["--lateness", "0", "--idle", "0"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if burst:
+            proc.stdin.write(ndjson(ATTACK))
+            proc.stdin.flush()
+        else:
+            for event in ATTACK:
+                proc.stdin.write(ndjson([event]))
+                proc.stdin.flush()
+                time.sleep(0.2)
+        line = _read_line(proc, 20)
+        assert line is not None, "alert held back while stdin stays open"
+        alert = json.loads(line)
+        assert alert["event"]["kind"] == "alert" and alert["sigma"]["aggregation"]["count"] == 3
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_explain_event_shows_profile_fields_and_verdicts(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(evtx_event(30, "cli01", "client", 800), indent=2))  # pretty-printed is fine
+    result = run_cli(["explain", "--event", str(path)])
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    for expected in ("profile   evtx (built-in", "\"#text\":\"800\"", "<- Event.System.EventID",
+                     "<- Event.EventData", "CLIENT_powershell_native     MATCH", "SERVER_powershell_native     no",
+                     "term 1 met: 1 of CLIENT*", "term 0 not met", "the line is a candidate"):
+        assert expected in text, expected
+    benign = tmp_path / "benign.ndjson"
+    benign.write_bytes(ndjson([flat_event(0, "ws04", "benign"), {"not": "read"}]))
+    text = run_cli(["explain", "--event", str(benign)]).stdout.decode()
+    assert "profile   flat" in text and "MATCH" not in text and "would skip parsing" in text
+
+
+@pytest.mark.parametrize("content", [b"", b"not json\n", b"[1, 2]\n"])
+def test_explain_event_rejects_a_file_without_an_object(tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    result = run_cli(["explain", "--event", str(path)])
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and b"Traceback" not in result.stderr
+
+
+def test_several_inputs_are_merged_by_event_time(tmp_path):
+    server, client1, client2 = ATTACK
+    files = {"a.ndjson": [server, flat_event(500, "ws04", "benign")],
+             "b.ndjson": [client1, "garbage"], "c.ndjson": [client2]}
+    for name, events in files.items():
+        (tmp_path / name).write_bytes(b"".join(
+            (e.encode() + b"\n") if isinstance(e, str) else ndjson([e]) for e in events))
+    together = run_cli(["--emit", "all"], ndjson(ATTACK))
+    for args in ([str(tmp_path)], [str(tmp_path / n) for n in ("c.ndjson", "b.ndjson", "a.ndjson")]):
+        merged = run_cli(["--emit", "all", *[x for p in args for x in ("--input", p)]])
+        assert merged.returncode == 0, merged.stderr
+        out = merged.stdout.splitlines()
+        # every input line once, in event-time order (garbage keeps its place after its
+        # file's previous line), plus the alert
+        assert len(out) == 5 + 1
+        passed = [line for line in out if b'"kind":"alert"' not in line]
+        assert passed[2] == b"garbage"
+        hosts = [json.loads(line).get("Computer") or json.loads(line)["Event"]["System"]["Computer"]
+                 for line in passed if line != b"garbage"]
+        assert hosts == ["srv01", "cli01", "cli02", "ws04"]
+        found = alerts(b"\n".join(line for line in out if line != b"garbage"))
+        assert [a["sigma"]["aggregation"]["values"] for a in found] == \
+            [a["sigma"]["aggregation"]["values"] for a in alerts(together.stdout)]
+        assert f"{tmp_path / 'b.ndjson'} line 2: not valid JSON" in merged.stderr.decode()
+
+
+def test_missing_input_is_a_usage_error(tmp_path):
+    result = run_cli(["--input", str(tmp_path / "nope.ndjson")])
+    assert result.returncode == 2 and b"nope.ndjson" in result.stderr and len(result.stderr.splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli(["--input", str(empty)])
+    assert result.returncode == 2 and b"holds no" in result.stderr

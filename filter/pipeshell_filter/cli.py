@@ -18,12 +18,12 @@ import ujson
 
 from . import inputs as inputs_module
 from .engine import Engine
-from .fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
-from .plan import Plan, compile_plan
+from .fields import MISSING, FieldResolver, ProfileError, builtin_profiles, load_profile_file, lookup
+from .plan import FieldMatcher, Plan, compile_plan
 from .prefilter import Prefilter, needle
 from .rule import BUILTIN_RULE, RuleError, load_rule
 from .stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
-from .timeparse import NS
+from .timeparse import NS, format_time
 
 
 class Emit(str, enum.Enum):
@@ -228,10 +228,106 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
 def explain(
     rule: Optional[List[str]] = typer.Option(None, "--rule", metavar="PATH", help=_RULE_HELP),
     join: Optional[Join] = typer.Option(None, "--join", help=_JOIN_HELP),
+    event: Optional[str] = typer.Option(None, "--event", metavar="FILE", help="Show how this one event (a JSON "
+                                        "file, the first line of an NDJSON file, or the first record of an .evtx) "
+                                        "is read and judged."),
+    profile: str = typer.Option("auto", "--profile", help="Event shape: auto or a profile name."),
+    field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
+                                                  help="Your own field-resolution table, tried first."),
+    time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH", help="Event time path."),
 ) -> None:
-    """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter."""
-    for plan in load_plans(rule, join):
-        typer.echo(describe_plan(plan))
+    """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
+    With --event, show one event's profile, resolved fields and each selection's verdict."""
+    plans = load_plans(rule, join)
+    if event is None:
+        for plan in plans:
+            typer.echo(describe_plan(plan))
+        return
+    resolver = make_resolver(profile, field_map, time_field)
+    raw, parsed = _read_one_event(event)
+    typer.echo(describe_event(plans, resolver, raw, parsed, event))
+
+
+def _read_one_event(path: str) -> tuple:
+    """(raw JSON bytes, object) of the event in ``path``: a whole-file JSON object,
+    else the first non-empty line, or an .evtx file's first record."""
+    try:
+        if inputs_module.is_evtx(path):
+            line = next(inputs_module.evtx_lines(path, lambda where, message: None), None)
+            if line is None:
+                raise UsageProblem(f"--event {path}: no readable EVTX record")
+            return line, ujson.loads(line)
+        with open(path, "rb") as handle:
+            data = handle.read(64 << 20)
+    except OSError as error:
+        raise UsageProblem(f"cannot read --event {path}: {error.strerror}") from None
+    except inputs_module.InputError as error:
+        raise UsageProblem(str(error)) from None
+    candidates = [data] + [line for line in data.split(b"\n") if line.strip()][:1]
+    for raw in candidates:
+        try:
+            parsed = ujson.loads(raw)
+        except (ValueError, OverflowError):
+            continue
+        if isinstance(parsed, dict):
+            return ujson.dumps(parsed, ensure_ascii=False).encode("utf-8", "surrogatepass"), parsed
+    raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object")
+
+
+def _show(value, width: int = 70) -> str:
+    if value is MISSING:
+        return "(missing)"
+    text = ujson.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event: dict, source: str) -> str:
+    view = resolver.view(event)
+    chosen = view.profile
+    how = "fixed by --profile" if resolver.fixed else (
+        "detected: " + ", ".join(".".join(map(str, p)) for p in chosen.detect) + " present" if chosen.detect
+        else "no other profile's paths present")
+    origin = "built-in" if chosen.source.startswith(os.path.dirname(__file__)) else chosen.source
+    lines = [f"event     {source}", f"profile   {chosen.name} ({origin}; {how})"]
+    time_paths = (resolver.time_path,) if resolver.time_path else chosen.time
+    found = next(((p, lookup(event, p)) for p in time_paths if lookup(event, p) is not MISSING), None)
+    ns = view.time()
+    if ns is not None:
+        lines.append(f"time      {format_time(ns)} (from {'.'.join(map(str, found[0]))} = {_show(found[1])})")
+    else:
+        tried = ", ".join(".".join(map(str, p)) for p in time_paths) or "(no time paths)"
+        lines.append(f"time      none parsable (tried {tried}): the event would be left out of correlation")
+    for plan in plans:
+        lines.append(f"rule      {plan.rule.title}")
+        fields = []
+        for selection in plan.selections:
+            for group in selection.alternatives:
+                fields += [m.field for m in group if isinstance(m, FieldMatcher) and m.field not in fields]
+        spec = plan.aggregation
+        for extra in (spec.field, spec.group_by) if spec else ():
+            if extra and extra not in fields:
+                fields.append(extra)
+        lines.append("fields:")
+        for field in fields:
+            where = view.where(field)
+            lines.append(f"  {field:<18} {_show(view.get(field))}" + (f"   <- {where}" if where else ""))
+        matched = plan.match(view)
+        lines.append("selections:")
+        for selection in plan.selections:
+            verdict = "MATCH" if selection.name in matched else "no"
+            lines.append(f"  {selection.name:<28} {verdict}")
+            for group in selection.alternatives:
+                parts = [f"{m.describe()} {'yes' if m.matches(view) else 'no'}" for m in group]
+                lines.append("      " + ", ".join(parts))
+        mask = plan.term_mask(matched)
+        for i, term in enumerate(plan.terms):
+            lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: {term.label}")
+        needles = plan.prefilter_literals(needle)
+        if needles:
+            scan = Prefilter(needles, "python").spans(raw + b"\n")
+            lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
+                                         "the line holds no needle: it would skip parsing"))
+    return "\n".join(lines)
 
 
 def describe_plan(plan: Plan) -> str:

@@ -301,12 +301,16 @@ class Filter:
             return
         for line in block[start:end - 1].split(b"\n"):
             self.lines += 1
-            body = line.rstrip(b"\r")
-            if body[:1] == b"{" and body[-1:] == b"}" and (utf8 or _is_utf8(line)):
-                if self.emit == "all":
-                    self.output.write(line + b"\n")
-            else:
-                self.process_line(line, self.lines, False)
+            self._pass_unparsed(line, utf8)
+
+    def _pass_unparsed(self, line: bytes, utf8: bool = False) -> None:
+        """A line that cannot match: on unchanged if it looks like an object, else diagnosed."""
+        body = line.rstrip(b"\r")
+        if body[:1] == b"{" and body[-1:] == b"}" and (utf8 or _is_utf8(line)):
+            if self.emit == "all":
+                self.output.write(line + b"\n")
+        else:
+            self.process_line(line, self.lines, False)
 
     def _process_long_piece(self, piece: bytes, last: bool) -> None:
         if self._long_line is None:
@@ -376,8 +380,8 @@ class Filter:
             candidate = self.prefilter is None or bool(self.prefilter.spans(line + b"\n"))
             if candidate or self._parse_every_line:
                 self.process_line(line, self.lines, candidate)
-            elif self.emit == "all":
-                self.output.write(line + b"\n")
+            else:
+                self._pass_unparsed(line)
         self.origin = None
 
     # ------------------------------------------------------------ output
