@@ -44,9 +44,10 @@ def test_needle_is_a_verbatim_ascii_run(literal, expected):
     assert pf.needle(literal) == expected
 
 
-def test_no_code_point_outside_the_bmp_folds_to_ascii():
-    # prefilter builds its table over the BMP only; this is what makes that complete
-    assert not [c for c in range(0x10000, 0x110000) if any(ch < "\x80" for ch in chr(c).casefold())]
+def test_the_list_of_characters_folding_to_ascii_is_complete():
+    found = [chr(c) for c in range(0x80, 0x110000)
+             if not 0xD800 <= c <= 0xDFFF and any(ch < "\x80" for ch in chr(c).casefold())]
+    assert "".join(found) == pf.FOLDS_TO_ASCII
 
 
 def test_triggers_cover_escapes_and_fold_look_alikes():
@@ -71,6 +72,47 @@ def _plan(detection: dict):
 ])
 def test_plan_needles(detection, expected):
     assert _plan(detection).prefilter_literals(pf.needle) == expected
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_suspects_are_the_lines_that_do_not_look_like_objects(engine):
+    scanner = pf.Prefilter(NEEDLES, engine)
+    lines = [b"not json", b'{"a": 1}', b"", b"[1, 2]", b'{"a":', b'{"b": 2}', b' {"c": 3}', b'{"d": 4}\r',
+             b'{"t": "System.IO.Pipes.NamedPipeServerStream"', b'{"e": 5}']
+    block = b"\n".join(lines) + b"\n"
+    candidates, suspects = scanner.scan(block, 0, len(block))
+    assert [block[s:e] for s, e in candidates] == [lines[8]]  # a candidate is never also a suspect
+    assert [block[s:e] for s, e in suspects] == [lines[i] for i in (0, 2, 3, 4, 6, 7)]
+    # a range inside a bigger block
+    offset = block.index(b"[1, 2]")
+    _, inner = scanner.scan(block, offset, len(block))
+    assert [block[s:e] for s, e in inner] == [lines[i] for i in (3, 4, 6, 7)]
+
+
+def _looks_like_object(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return line.startswith(b"{") and line.endswith(b"}")
+
+
+_LINE_BYTES = st.one_of(st.binary(max_size=12), st.text(max_size=6).map(lambda t: t.encode("utf-8", "surrogatepass")),
+                        st.sampled_from([b"{", b"}", b'"a":1', b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80",
+                                         b"\xed\xa0\x80", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf4\x90\x80\x80"]))
+
+
+@given(st.lists(st.lists(_LINE_BYTES, max_size=5).map(lambda parts: b"".join(parts).replace(b"\n", b"")),
+                min_size=1, max_size=12))
+@example([b"{\xc3\xa9}", b"{\xc3}", b"{\xa9}", b"{\xe2\x82\xac\xac}", b"{\xed\xa0\x80}", b"{\xf0\x9f\x98\x80}"])
+def test_suspects_are_exactly_the_lines_that_are_not_utf8_objects(lines):
+    block = b"\n".join(lines) + b"\n"
+    expected = [i for i, line in enumerate(lines) if not _looks_like_object(line)]
+    starts = [sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))]
+    for engine in ENGINES:
+        candidates, suspects = pf.Prefilter(NEEDLES, engine).scan(block, 0, len(block))
+        chosen = {starts.index(s) for s, _ in candidates}  # e.g. a generated 'ß': parsed anyway
+        assert [starts.index(s) for s, _ in suspects] == [i for i in expected if i not in chosen], engine
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -103,9 +145,9 @@ def test_block_reader_yields_every_byte_in_whole_lines(lines, final_newline, blo
         handle.write(data)
         handle.seek(0)
         items = list(BlockReader(handle.fileno(), False, lambda: None, block_size=block_size, max_line=max_line))
-    joined = b"".join(d + (b"\n" if k == PIECE_END else b"") for k, d in items)
+    joined = b"".join(d[s:e] + (b"\n" if k == PIECE_END else b"") for k, d, s, e in items)
     assert joined == (data if data.endswith(b"\n") or not data else data + b"\n")
-    assert all(k == LINES and d.endswith(b"\n") for k, d in items)
+    assert all(k == LINES and d[s:e].endswith(b"\n") for k, d, s, e in items)
 
 
 def test_block_reader_cuts_an_oversized_line_into_pieces():
@@ -114,9 +156,9 @@ def test_block_reader_cuts_an_oversized_line_into_pieces():
         handle.write(data)
         handle.seek(0)
         items = list(BlockReader(handle.fileno(), False, lambda: None, block_size=512, max_line=1024))
-    kinds = [k for k, _ in items]
+    kinds = [k for k, *_ in items]
     assert PIECE in kinds and kinds.count(PIECE_END) == 1
-    assert b"".join(d + (b"\n" if k == PIECE_END else b"") for k, d in items) == data
+    assert b"".join(d[s:e] + (b"\n" if k == PIECE_END else b"") for k, d, s, e in items) == data
 
 
 # ---------------------------------------------------------------- output never changes

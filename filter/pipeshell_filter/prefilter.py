@@ -24,7 +24,7 @@ matching, when the wheel is installed) and a pure-Python one built on
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Optional
+from typing import Iterable, Iterator, List, Optional
 
 try:  # the fast scanner is optional: the pure-Python one gives the same answers
     import hyperscan
@@ -45,23 +45,11 @@ def needle(literal: str) -> Optional[bytes]:
     return best.encode("ascii") if best else None
 
 
-def _folds_to_ascii_table() -> dict:
-    """Non-ASCII code point -> the ASCII characters its case folding produces.
-
-    Only the Basic Multilingual Plane has such characters (tests check this
-    against every code point)."""
-    table = {}
-    for code in range(0x80, 0x10000):
-        if 0xD800 <= code <= 0xDFFF:
-            continue
-        folded = chr(code).casefold()
-        ascii_part = {ch for ch in folded if ch < "\x80"}
-        if ascii_part:
-            table[code] = frozenset(ascii_part)
-    return table
-
-
-_FOLDS_TO_ASCII = _folds_to_ascii_table()
+# The non-ASCII characters whose full case folding contains ASCII (Unicode 14-15:
+# sharp s, dotted I, long s, the Kelvin sign, the f/s ligatures, ...).  A test
+# checks this list against every code point of the running Python.
+FOLDS_TO_ASCII = ("\u00df\u0130\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\u1e9e\u212a"
+                  "\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06")
 
 
 def triggers(needles: Iterable[bytes]) -> List[bytes]:
@@ -71,18 +59,24 @@ def triggers(needles: Iterable[bytes]) -> List[bytes]:
     for ch in chars:  # a needle character written as a JSON escape, in either case
         for variant in {ch.lower(), ch.upper()}:
             found.add(b"\\u%04x" % ord(variant))
-    for code, produced in _FOLDS_TO_ASCII.items():
-        if produced & chars:  # a character that folds into a needle character
-            found.add(b"\\u%04x" % code)
-            found.add(chr(code).encode("utf-8"))
+    for ch in FOLDS_TO_ASCII:
+        if set(ch.casefold()) & chars:  # a character that folds into a needle character
+            found.add(b"\\u%04x" % ord(ch))
+            found.add(ch.encode("utf-8"))
     return sorted(found)
 
 
-class Prefilter:
-    """Finds the candidate lines of a block of complete lines.
+_ASCII = bytes(range(0x80))
 
-    ``spans(block)`` returns sorted, disjoint ``(start, end)`` pairs, each one line
-    (``end`` at its newline or the block's end); every other line cannot match.
+
+class Prefilter:
+    """Finds, in a range of whole lines, the candidates and the suspects.
+
+    ``scan(block, start, end)`` returns two sorted lists of ``(start, end)`` line
+    spans (``end`` at the line's newline): *candidates* may match and go to the
+    full path; *suspects* cannot match but do not look like a JSON object (they
+    do not start with ``{`` or end with ``}``), so they are parsed to be
+    diagnosed.  Every other line is passed on untouched.
     """
 
     def __init__(self, needles: List[bytes], engine: str = "auto"):
@@ -98,7 +92,8 @@ class Prefilter:
         if self.engine == "hyperscan":
             self._compile_hyperscan()
         else:
-            self._escapes = re.compile(b"|".join(re.escape(t) for t in self.triggers if t.startswith(b"\\u")))
+            escapes = [t[2:] for t in self.triggers if t.startswith(b"\\u")]
+            self._escapes = re.compile(rb"\\u(?:" + b"|".join(escapes) + b")")  # a literal prefix: fast search
             self._non_ascii = [t for t in self.triggers if not t.isascii()]
 
     def describe(self) -> str:
@@ -106,61 +101,126 @@ class Prefilter:
         return f"{self.engine}; lines holding none of [{shown}] (any case, no JSON escape or " \
                f"non-ASCII look-alike of their letters) skip JSON parsing"
 
+    def spans(self, block: bytes) -> List[tuple]:
+        """The candidate lines of a block of whole lines."""
+        return self.scan(block, 0, len(block))[0]
+
+    def scan(self, block: bytes, start: int, end: int) -> tuple:
+        if start >= end:
+            return [], []
+        if self.engine == "hyperscan":
+            hits, odd = self._scan_hyperscan(block, start, end)
+        else:
+            hits, odd = self._scan_python(block, start, end)
+        if block[start] != 0x7B:  # '{': the first line's start has no newline before it
+            odd.append(start)
+        candidates = _lines_at(block, start, end, hits)
+        taken = {span[0] for span in candidates}
+        suspects = [span for span in _lines_at(block, start, end, odd) if span[0] not in taken]
+        return candidates, suspects
+
     # ------------------------------------------------------------ scanners
 
     def _compile_hyperscan(self) -> None:
-        patterns = self.needles + self.triggers
-        expressions = [b"".join(b"\\x%02x" % b for b in p) for p in patterns]
+        literal = [b"".join(b"\\x%02x" % b for b in p) for p in self.needles + self.triggers]
+        # a line that does not start with '{' / end with '}', or holds ill-formed UTF-8
+        shape = [rb"\n[^{]", rb"[^}]\n", *_ILL_FORMED_UTF8]
+        self._n_literal = len(literal)
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(expressions=expressions, ids=list(range(len(expressions))),
-                         flags=[hyperscan.HS_FLAG_CASELESS] * len(expressions))
+        self._db.compile(expressions=literal + shape, ids=list(range(len(literal) + len(shape))),
+                         flags=[hyperscan.HS_FLAG_CASELESS] * len(literal) + [0] * len(shape))
         self._scratch = hyperscan.Scratch(self._db)
 
-    def _hits(self, block: bytes) -> List[int]:
-        """Offsets (any order) at which a needle or trigger ends or starts."""
-        hits = []
-        if self.engine == "hyperscan":
-            def on_match(_id, _start, end, _flags, _context):
-                hits.append(end - 1)
+    def _scan_hyperscan(self, block: bytes, start: int, end: int) -> tuple:
+        hits, odd = [], []
+        n_literal = self._n_literal
 
-            self._db.scan(block, match_event_handler=on_match, scratch=self._scratch)
-            return hits
-        lower = block.lower()
+        def on_match(pattern, _from, to, _flags, _context):
+            (hits if pattern < n_literal else odd).append(start + to - 1)
+
+        self._db.scan(memoryview(block)[start:end], match_event_handler=on_match, scratch=self._scratch)
+        return hits, odd
+
+    def _scan_python(self, block: bytes, start: int, end: int) -> tuple:
+        lower = block[start:end].lower()
+        hits = []
         for pattern in self.needles:
             at = lower.find(pattern)
             while at >= 0:
-                hits.append(at)
-                # the rest of this line is a candidate anyway: jump to the next line
-                nl = lower.find(b"\n", at)
-                if nl < 0:
-                    break
-                at = lower.find(pattern, nl)
+                hits.append(start + at)
+                nl = lower.find(b"\n", at)  # the line is a candidate anyway: go on at the next line
+                at = lower.find(pattern, nl) if nl >= 0 else -1
         if b"\\u" in lower:
-            hits.extend(m.start() for m in self._escapes.finditer(lower))
+            hits.extend(start + m.start() for m in self._escapes.finditer(lower))
         if self._non_ascii and not lower.isascii():
+            rest = lower.translate(None, _ASCII)  # the non-ASCII bytes only: a cheap first look
             for pattern in self._non_ascii:
-                at = lower.find(pattern)
-                while at >= 0:
-                    hits.append(at)
-                    at = lower.find(pattern, at + 1)
-        return hits
+                if pattern in rest:
+                    at = lower.find(pattern)
+                    while at >= 0:
+                        hits.append(start + at)
+                        at = lower.find(pattern, at + 1)
+        odd = []
+        lines = lower.count(b"\n")
+        if lower.count(b"}\n{") != lines - 1 or not lower.endswith(b"}\n") or not _is_utf8(lower):
+            odd = [start + at for at in _odd_lines(lower)]
+        return hits, odd
 
-    def spans(self, block: bytes) -> List[tuple]:
-        hits = self._hits(block)
-        if not hits:
-            return []
-        hits.sort()
-        spans = []
-        end = -1
-        for at in hits:
-            if at < end:
-                continue
-            start = block.rfind(b"\n", 0, at) + 1
-            end = block.find(b"\n", at)
-            if end < 0:
-                end = len(block)
-            spans.append((start, end))
-        return spans
+
+def _is_utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _odd_lines(lines: bytes) -> Iterator[int]:
+    """Start offsets of the lines that do not start with '{' and end with '}', or are not UTF-8."""
+    position = 0
+    while position < len(lines):
+        nl = lines.find(b"\n", position)
+        if not (lines.startswith(b"{", position) and nl > position and lines[nl - 1] == 0x7D
+                and _is_utf8(lines[position:nl])):
+            yield position
+        position = nl + 1
+
+
+# Ill-formed UTF-8 as local patterns (Unicode table 3-7): a byte that never
+# occurs, a lead byte without its continuation bytes, a continuation byte after
+# ASCII, or more continuation bytes than the lead byte announced.
+_C = rb"[\x80-\xbf]"
+_N = rb"[^\x80-\xbf]"
+_ILL_FORMED_UTF8 = [
+    rb"[\xc0\xc1\xf5-\xff]",
+    rb"[\x00-\x7f]" + _C,
+    rb"[\xc2-\xdf](?:" + _N + b"|" + _C + _C + b")",
+    rb"\xe0(?:[^\xa0-\xbf]|[\xa0-\xbf]" + _N + b")",
+    rb"[\xe1-\xec\xee\xef](?:" + _N + b"|" + _C + _N + b")",
+    rb"\xed(?:[^\x80-\x9f]|[\x80-\x9f]" + _N + b")",
+    rb"[\xe0-\xef]" + _C + _C + _C,
+    rb"\xf0(?:[^\x90-\xbf]|[\x90-\xbf](?:" + _N + b"|" + _C + _N + b"))",
+    rb"[\xf1-\xf3](?:" + _N + b"|" + _C + b"(?:" + _N + b"|" + _C + _N + b"))",
+    rb"\xf4(?:[^\x80-\x8f]|[\x80-\x8f](?:" + _N + b"|" + _C + _N + b"))",
+    rb"[\xf0-\xf4]" + _C + _C + _C + _C,
+]
+
+
+def _lines_at(block: bytes, start: int, end: int, offsets: List[int]) -> List[tuple]:
+    """The distinct lines holding these offsets, as sorted ``(start, end)`` spans."""
+    spans = []
+    line_end = -1
+    for at in sorted(offsets):
+        if at <= line_end:
+            continue
+        line_start = max(block.rfind(b"\n", start, at) + 1, start)
+        line_end = block.find(b"\n", at, end)
+        if line_end < 0:
+            line_end = end
+        spans.append((line_start, line_end))
+    return spans
 
 
 def available_engines() -> List[str]:

@@ -47,21 +47,30 @@ class Output:
         self.buffer = bytearray()
 
     def write(self, data) -> None:
+        if len(data) >= self.limit:  # a big range of passed-on lines: no copy through the buffer
+            self.flush()
+            self._write_all(data)
+            return
         self.buffer += data
         if len(self.buffer) >= self.limit:
             self.flush()
 
+    def _write_all(self, data) -> None:
+        with memoryview(data) as whole:  # released even on error, so the buffer can be cleared
+            offset = 0
+            try:
+                while offset < len(whole):
+                    with whole[offset:] as rest:
+                        offset += os.write(self.fd, rest)
+            except (BrokenPipeError, ConnectionResetError):
+                raise OutputClosed() from None
+
     def flush(self) -> None:
-        view = memoryview(self.buffer)
-        try:
-            while view:
-                written = os.write(self.fd, view)
-                view = view[written:]
-        except (BrokenPipeError, ConnectionResetError):
-            raise OutputClosed() from None
-        finally:
-            view.release()
-        self.buffer.clear()
+        if self.buffer:
+            try:
+                self._write_all(self.buffer)
+            finally:
+                self.buffer.clear()
 
 
 class Diagnostics:
@@ -143,14 +152,6 @@ def _classify_decode_error(line: bytes, error: Exception) -> tuple:
     return "invalid_json", f"not valid JSON ({message})"
 
 
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def fluentbit_time(ns: int) -> bytes:
     """Epoch seconds with nanoseconds, as Fluent Bit's ``[time, record]`` form wants."""
     sign, ns = ("-", -ns) if ns < 0 else ("", ns)
@@ -160,7 +161,8 @@ def fluentbit_time(ns: int) -> bytes:
 class BlockReader:
     """Cuts a file descriptor into blocks of whole lines, read in large reads.
 
-    Yields ``(kind, data)`` (see LINES / PIECE / PIECE_END).  A final line with
+    Yields ``(kind, data, start, end)``: the item is ``data[start:end]`` (see
+    LINES / PIECE / PIECE_END).  A final line with
     no newline gets one.  ``live`` input (a pipe) may block: before a read that
     would, ``before_block`` runs (settle and flush output), and while nothing
     arrives ``on_idle`` runs every ``idle`` seconds.
@@ -186,6 +188,7 @@ class BlockReader:
         return os.read(self.fd, self.block_size)
 
     def __iter__(self) -> Iterator[tuple]:
+        """Whole blocks are handed on as ranges, not copied."""
         carry = []  # pieces of the unfinished last line
         carried = 0
         in_long_line = False
@@ -198,23 +201,30 @@ class BlockReader:
                 carry.append(block)
                 carried += len(block)
                 if carried > self.max_line:
-                    yield PIECE, b"".join(carry)
+                    piece = b"".join(carry)
+                    yield PIECE, piece, 0, len(piece)
                     carry, carried, in_long_line = [], 0, True
                 continue
-            head, tail = block[:cut + 1], block[cut + 1:]
-            if in_long_line:
-                first = head.index(b"\n")
-                yield PIECE_END, b"".join(carry) + head[:first]
-                head, carry, in_long_line = head[first + 1:], [], False
-            if carry:
-                head = b"".join(carry) + head
-            if head:
-                yield LINES, head
+            start = 0
+            if carry or in_long_line:
+                first = block.index(b"\n") + 1
+                head = b"".join(carry) + block[:first]
+                if in_long_line:
+                    yield PIECE_END, head, 0, len(head) - 1
+                    in_long_line = False
+                else:
+                    yield LINES, head, 0, len(head)
+                start = first
+            if start <= cut:
+                yield LINES, block, start, cut + 1
+            tail = block[cut + 1:]
             carry, carried = ([tail], len(tail)) if tail else ([], 0)
         if in_long_line:
-            yield PIECE_END, b"".join(carry)
+            piece = b"".join(carry)
+            yield PIECE_END, piece, 0, len(piece)
         elif carry:
-            yield LINES, b"".join(carry) + b"\n"
+            last = b"".join(carry) + b"\n"
+            yield LINES, last, 0, len(last)
 
 
 class Filter:
@@ -253,64 +263,45 @@ class Filter:
 
     # ------------------------------------------------------------ input
 
-    def process(self, kind: str, data: bytes) -> None:
+    def process(self, kind: str, data: bytes, start: int, end: int) -> None:
         """One item from ``BlockReader``."""
         if kind == LINES:
-            self.process_block(data)
+            self.process_block(data, start, end)
         else:
-            self._process_long_piece(data, kind == PIECE_END)
+            self._process_long_piece(data[start:end], kind == PIECE_END)
 
-    def process_block(self, block: bytes) -> None:
-        """Complete lines, each ending in a newline."""
+    def process_block(self, block: bytes, start: int = 0, end: Optional[int] = None) -> None:
+        """Whole lines, each ending in a newline: ``block[start:end]``."""
+        end = len(block) if end is None else end
         if self.prefilter is None:
-            self._each_line(block, 0, len(block), True)
+            self._each_line(block, start, end, True)
             return
-        utf8 = block.isascii() or _is_utf8(block)
-        position = 0
-        for start, end in self.prefilter.spans(block):
-            self._skip(block, position, start, utf8)
+        candidates, suspects = self.prefilter.scan(block, start, end)
+        marked = sorted([(s, e, True) for s, e in candidates] + [(s, e, False) for s, e in suspects])
+        position = start
+        for line_start, line_end, candidate in marked:
+            self._skip(block, position, line_start)
             self.lines += 1
-            self.process_line(block[start:end], self.lines)
-            position = end + 1
-        self._skip(block, position, len(block), utf8)
+            self.process_line(block[line_start:line_end], self.lines, candidate)
+            position = line_end + 1
+        self._skip(block, position, end)
 
     def _each_line(self, block: bytes, start: int, end: int, candidate: bool) -> None:
-        for line in block[start:end - 1].split(b"\n"):
-            self.lines += 1
-            self.process_line(line, self.lines, candidate)
+        if start < end:
+            for line in block[start:end - 1].split(b"\n"):
+                self.lines += 1
+                self.process_line(line, self.lines, candidate)
 
-    def _skip(self, block: bytes, start: int, end: int, utf8: bool) -> None:
-        """Lines the prefilter ruled out: pass them on (or drop them) unparsed.
-
-        Only their shape is checked, cheaply, per block: a line that does not
-        start with ``{`` and end with ``}``, or holds invalid UTF-8, is parsed
-        so that it is diagnosed (and wrapped) like any other bad line.
-        """
+    def _skip(self, block: bytes, start: int, end: int) -> None:
+        """Lines that cannot match and look like JSON objects: on untouched (or dropped)."""
         if start >= end:
             return
         if self._parse_every_line:
             self._each_line(block, start, end, False)
             return
-        count = block.count(b"\n", start, end)
-        opening = block.count(b"\n{", start, end) + (block[start] == 0x7B)
-        closing = block.count(b"}\n", start, end) + block.count(b"}\r\n", start, end)
-        if utf8 and opening == count and closing == count:
-            self.lines += count
-            if self.emit == "all":
-                self.output.write(memoryview(block)[start:end])
-            return
-        for line in block[start:end - 1].split(b"\n"):
-            self.lines += 1
-            self._pass_unparsed(line, utf8)
-
-    def _pass_unparsed(self, line: bytes, utf8: bool = False) -> None:
-        """A line that cannot match: on unchanged if it looks like an object, else diagnosed."""
-        body = line.rstrip(b"\r")
-        if body[:1] == b"{" and body[-1:] == b"}" and (utf8 or _is_utf8(line)):
-            if self.emit == "all":
-                self.output.write(line + b"\n")
-        else:
-            self.process_line(line, self.lines, False)
+        self.lines += block.count(b"\n", start, end)
+        if self.emit == "all":
+            self.output.write(memoryview(block)[start:end])
 
     def _process_long_piece(self, piece: bytes, last: bool) -> None:
         if self._long_line is None:
@@ -377,11 +368,14 @@ class Filter:
                 self._process_long_piece(line, True)
                 continue
             self.lines += 1
-            candidate = self.prefilter is None or bool(self.prefilter.spans(line + b"\n"))
-            if candidate or self._parse_every_line:
-                self.process_line(line, self.lines, candidate)
-            else:
-                self._pass_unparsed(line)
+            if self.prefilter is None:
+                self.process_line(line, self.lines)
+                continue
+            candidates, suspects = self.prefilter.scan(line + b"\n", 0, len(line) + 1)
+            if candidates or suspects or self._parse_every_line:
+                self.process_line(line, self.lines, bool(candidates))
+            elif self.emit == "all":
+                self.output.write(line + b"\n")
         self.origin = None
 
     # ------------------------------------------------------------ output
@@ -429,5 +423,5 @@ class Filter:
         advance the watermark when no newer event arrives; a file never does."""
         self._wall_idle = self.idle if live and self.idle else None
         reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle, block_size, max_line)
-        for kind, data in reader:
-            self.process(kind, data)
+        for kind, data, start, end in reader:
+            self.process(kind, data, start, end)
