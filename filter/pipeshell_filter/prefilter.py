@@ -17,13 +17,15 @@ are *triggers*: a line holding one goes to the full path.  Literals made only of
 digits and number punctuation are unusable (``800`` may be written ``8e2``).
 
 Two scanners give the same candidate lines: Hyperscan (caseless multi-literal
-matching, when the wheel is installed) and a pure-Python one built on
-``bytes.find`` over the lower-cased block.
+matching, when the wheel is installed; it releases the GIL, so blocks are
+scanned ahead on a second core) and a pure-Python one built on ``bytes.find``
+over the lower-cased block.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from typing import Iterable, Iterator, List, Optional
 
 try:  # the fast scanner is optional: the pure-Python one gives the same answers
@@ -67,6 +69,11 @@ def triggers(needles: Iterable[bytes]) -> List[bytes]:
 
 
 _ASCII = bytes(range(0x80))
+
+
+def _hex(literal: bytes) -> bytes:
+    """A literal as a Hyperscan pattern: every byte escaped."""
+    return b"".join(b"\\x%02x" % b for b in literal)
 
 
 class Prefilter:
@@ -122,23 +129,36 @@ class Prefilter:
     # ------------------------------------------------------------ scanners
 
     def _compile_hyperscan(self) -> None:
-        literal = [b"".join(b"\\x%02x" % b for b in p) for p in self.needles + self.triggers]
-        # a line that does not start with '{' / end with '}', or holds ill-formed UTF-8
-        shape = [rb"\n[^{]", rb"[^}]\n", *_ILL_FORMED_UTF8]
-        self._n_literal = len(literal)
-        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(expressions=literal + shape, ids=list(range(len(literal) + len(shape))),
-                         flags=[hyperscan.HS_FLAG_CASELESS] * len(literal) + [0] * len(shape))
-        self._scratch = hyperscan.Scratch(self._db)
+        plain = [t for t in self.triggers if not t.startswith(b"\\u")]
+        escapes = [t[2:] for t in self.triggers if t.startswith(b"\\u")]
+        # The escapes as one pattern: as separate literals they cost 3x (every "\\Users" starts like one).
+        escape = [rb"\\u(?:" + b"|".join(escapes) + b")"]
+        shape = [rb"\n[^{]", rb"[^}]\n"]  # a line that does not start with '{' / end with '}'
+        self._databases = {}
+        for ascii_only in (True, False):
+            literal = [_hex(p) for p in self.needles + ([] if ascii_only else plain)] + escape
+            odd = shape + ([] if ascii_only else _ILL_FORMED_UTF8)
+            database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            database.compile(expressions=literal + odd, ids=list(range(len(literal) + len(odd))),
+                             flags=[hyperscan.HS_FLAG_CASELESS] * len(literal) + [0] * len(odd))
+            self._databases[ascii_only] = (database, len(literal))
+        self._local = threading.local()  # Hyperscan scratch spaces, one per thread and database
 
     def _scan_hyperscan(self, block: bytes, start: int, end: int) -> tuple:
         hits, odd = [], []
-        n_literal = self._n_literal
+        # An all-ASCII block (the usual case, and cheap to tell) needs no UTF-8 or look-alike patterns.
+        ascii_only = block.isascii()
+        database, n_literal = self._databases[ascii_only]
 
         def on_match(pattern, _from, to, _flags, _context):
             (hits if pattern < n_literal else odd).append(start + to - 1)
 
-        self._db.scan(memoryview(block)[start:end], match_event_handler=on_match, scratch=self._scratch)
+        scratch = getattr(self._local, str(ascii_only), None)
+        if scratch is None:
+            scratch = hyperscan.Scratch(database)
+            setattr(self._local, str(ascii_only), scratch)
+        # Hyperscan releases the GIL while it scans
+        database.scan(memoryview(block)[start:end], match_event_handler=on_match, scratch=scratch)
         return hits, odd
 
     def _scan_python(self, block: bytes, start: int, end: int) -> tuple:

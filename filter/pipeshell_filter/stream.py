@@ -15,7 +15,9 @@ import os
 import select
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Callable, Iterable, Iterator, Optional
 
 import ujson
@@ -27,6 +29,7 @@ from .timeparse import NS, parse_time
 BLOCK_SIZE = 1 << 20
 DEFAULT_MAX_LINE = 16 << 20
 DEFAULT_MAX_RECORD = 1_000_000
+SCAN_AHEAD = 2  # blocks being scanned while the current one is processed
 
 # What the reader hands the filter.
 LINES = "lines"  # one or more complete lines, each ending in b"\n"
@@ -152,6 +155,16 @@ def _classify_decode_error(line: bytes, error: Exception) -> tuple:
     return "invalid_json", f"not valid JSON ({message})"
 
 
+def _newlines(block: bytes, start: int, end: int) -> int:
+    """``block.count(b"\\n", start, end)``, faster on a range that is most of the block:
+    count() of one byte is a plain loop, replace() finds with memchr and copies with
+    memcpy (about 2.5x faster), and the few bytes outside the range are counted apart."""
+    if end - start < len(block) // 2 or end - start < 1 << 16:
+        return block.count(b"\n", start, end)
+    outside = block.count(b"\n", 0, start) + block.count(b"\n", end)
+    return len(block) - len(block.replace(b"\n", b"")) - outside
+
+
 def fluentbit_time(ns: int) -> bytes:
     """Epoch seconds with nanoseconds, as Fluent Bit's ``[time, record]`` form wants."""
     sign, ns = ("-", -ns) if ns < 0 else ("", ns)
@@ -260,6 +273,8 @@ class Filter:
         self.origin = None  # label for diagnostics when reading several files
         self._long_line = None  # (first piece, line number) of a line over the inspection limit
         self._wall_idle = None  # idle seconds when live input lets the wall clock move the watermark
+        self._ahead = None  # thread pool scanning blocks ahead (Hyperscan releases the GIL)
+        self._pending = deque()  # (block, start, end, future scan result), oldest first
 
     # ------------------------------------------------------------ input
 
@@ -270,13 +285,14 @@ class Filter:
         else:
             self._process_long_piece(data[start:end], kind == PIECE_END)
 
-    def process_block(self, block: bytes, start: int = 0, end: Optional[int] = None) -> None:
-        """Whole lines, each ending in a newline: ``block[start:end]``."""
+    def process_block(self, block: bytes, start: int = 0, end: Optional[int] = None, scanned=None) -> None:
+        """Whole lines, each ending in a newline: ``block[start:end]``; ``scanned``
+        is the prefilter's result when it was computed ahead."""
         end = len(block) if end is None else end
         if self.prefilter is None:
             self._each_line(block, start, end, True)
             return
-        candidates, suspects = self.prefilter.scan(block, start, end)
+        candidates, suspects = scanned or self.prefilter.scan(block, start, end)
         marked = sorted([(s, e, True) for s, e in candidates] + [(s, e, False) for s, e in suspects])
         position = start
         for line_start, line_end, candidate in marked:
@@ -299,7 +315,7 @@ class Filter:
         if self._parse_every_line:
             self._each_line(block, start, end, False)
             return
-        self.lines += block.count(b"\n", start, end)
+        self.lines += _newlines(block, start, end)
         if self.emit == "all":
             self.output.write(memoryview(block)[start:end])
 
@@ -409,6 +425,7 @@ class Filter:
 
     def before_block(self) -> None:
         """About to wait for input: what is final now must be out now."""
+        self._drain()
         self.write_alerts(self.engine.settle())
         self.on_idle()
 
@@ -423,5 +440,27 @@ class Filter:
         advance the watermark when no newer event arrives; a file never does."""
         self._wall_idle = self.idle if live and self.idle else None
         reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle, block_size, max_line)
-        for kind, data, start, end in reader:
-            self.process(kind, data, start, end)
+        ahead = self.prefilter is not None and self.prefilter.engine == "hyperscan"
+        with ThreadPoolExecutor(2) if ahead else nullcontext() as pool:
+            self._ahead = pool
+            try:
+                for kind, data, start, end in reader:
+                    if kind == LINES and pool is not None:
+                        # scan the next blocks on the other core while this thread works
+                        self._pending.append((data, start, end, pool.submit(self.prefilter.scan, data, start, end)))
+                        if len(self._pending) > SCAN_AHEAD:
+                            self._drain(1)
+                    else:
+                        self._drain()
+                        self.process(kind, data, start, end)
+                self._drain()
+            finally:
+                self._pending.clear()
+                self._ahead = None
+
+    def _drain(self, count: Optional[int] = None) -> None:
+        """Finish blocks whose scan was started ahead, oldest first."""
+        while self._pending and count != 0:
+            data, start, end, future = self._pending.popleft()
+            self.process_block(data, start, end, future.result())
+            count = None if count is None else count - 1
