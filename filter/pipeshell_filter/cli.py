@@ -212,7 +212,8 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
     stats = engine.stats + engine.correlation_stats()
     parts = [f"{stream_filter.lines} lines", f"{stats['matched']} matched", f"{stats['alerts']} alert{'' if stats['alerts'] == 1 else 's'}"]
     names = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
-             "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time"}
+             "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
+             "bad_evtx": "EVTX problems"}
     bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())]
     if bad:
         parts.append("skipped: " + ", ".join(bad))

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, List, Optional
 import ujson
 
 INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
+EVTX_HEADER, EVTX_CHUNK = 4096, 65536  # file header block; chunks of 64 KiB
 
 
 class InputError(ValueError):
@@ -65,6 +66,7 @@ def evtx_lines(path: str, report: Callable[[str, str], None]) -> Iterator[bytes]
         records = iter(PyEvtxParser(path).records_json())
     except (OSError, RuntimeError, ValueError) as error:
         raise InputError(f"cannot read EVTX file {path}: {error}") from None
+    _check_complete(path, report)
     number = 0
     failures = 0
     while True:
@@ -85,6 +87,21 @@ def evtx_lines(path: str, report: Callable[[str, str], None]) -> Iterator[bytes]
                               escape_forward_slashes=False).encode("utf-8", "surrogatepass")
         except (ValueError, KeyError, TypeError) as error:
             report(f"{path} record {number}", f"EVTX record not convertible to JSON ({error})")
+
+
+def _check_complete(path: str, report) -> None:
+    """The parser silently skips a cut chunk; say so (a copy taken while Windows was writing)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(EVTX_HEADER)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return
+    chunks = int.from_bytes(header[42:44], "little") if len(header) >= 44 else 0
+    complete = max(0, size - EVTX_HEADER) // EVTX_CHUNK
+    if complete < chunks:
+        report(path, f"EVTX file truncated: {complete} of {chunks} chunks complete; "
+                     "records of the cut chunk are lost")
 
 
 def ndjson_lines(path: str) -> Iterator[bytes]:

@@ -1,0 +1,95 @@
+"""``--input FILE.evtx``: read with the real EVTX parser, exactly as if its records were piped in."""
+
+import json
+import os
+
+from evtx import PyEvtxParser
+
+from clitools import alerts, ndjson, run_cli
+from eventgen import CLIENT, SERVER, flat_event
+from evtxwriter import write_evtx
+
+PS = "Microsoft-Windows-PowerShell"
+OPERATIONAL = "Microsoft-Windows-PowerShell/Operational"
+
+
+def powershell(record_id, time, computer, kind, event_id):
+    text = {"server": f"$p = New-Object {SERVER}('x')", "client": f"$c = New-Object {CLIENT}('.', 'x')",
+            "benign": "Get-ChildItem C:\\ | Out-Null"}[kind]
+    event = {"provider": PS, "event_id": event_id, "time": time, "record_id": record_id, "channel": OPERATIONAL,
+             "computer": computer, "level": 5}
+    if event_id == 4104:
+        event["data"] = {"MessageNumber": "1", "MessageTotal": "1", "ScriptBlockText": text, "ScriptBlockId": "b",
+                         "Path": ""}
+    elif event_id == 4103:
+        event["data"] = {"ContextInfo": "Host Name = ConsoleHost", "UserData": "", "Payload": text}
+    else:  # classic event 800: unnamed data, EventID with Qualifiers
+        event.update(provider="PowerShell", channel="Windows PowerShell", qualifiers=0, level=4,
+                     data=["Get-Thing", "\tHostName=ConsoleHost\r\n", f"ParameterBinding: value=\"{text}\""])
+    return event
+
+
+ATTACK = [
+    powershell(11, "2026-11-01T10:00:00.1234567Z", "srv01.corp.example", "server", 4104),
+    powershell(12, "2026-11-01T10:00:20Z", "ws07.corp.example", "benign", 4104),
+    powershell(13, "2026-11-01T10:00:30Z", "cli01.corp.example", "client", 800),
+    powershell(14, "2026-11-01T10:01:00.5Z", "cli02.corp.example", "client", 4103),
+]
+
+
+def parser_lines(path) -> bytes:
+    """The records as evtx_dump -o jsonl would pipe them: the parser's JSON, one compact line each."""
+    return b"".join(json.dumps(json.loads(r["data"]), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                    for r in PyEvtxParser(str(path)).records_json())
+
+
+def test_evtx_file_behaves_like_its_records_piped_in(tmp_path):
+    path = tmp_path / "powershell.evtx"
+    write_evtx(str(path), ATTACK)
+    for emit in ("alerts", "matches", "all"):
+        direct = run_cli(["--emit", emit, "--input", str(path)])
+        piped = run_cli(["--emit", emit], parser_lines(path))
+        assert direct.returncode == 0, direct.stderr
+        assert direct.stdout == piped.stdout
+    found = alerts(direct.stdout)
+    assert len(found) == 1
+    assert found[0]["related"]["hosts"] == ["cli01.corp.example", "cli02.corp.example", "srv01.corp.example"]
+    assert [e["record_id"] for e in found[0]["sigma"]["events"]] == [11, 13, 14]
+
+
+def test_evtx_and_ndjson_inputs_merge_by_event_time(tmp_path):
+    evtx_dir = tmp_path / "logs"
+    evtx_dir.mkdir()
+    write_evtx(str(evtx_dir / "server.evtx"), ATTACK[:2])
+    later = flat_event(0, "x", "benign")
+    clients = [dict(flat_event(0, "cli01.corp.example", "client", 4104), **{"@timestamp": "2026-11-01T10:00:30Z"}),
+               dict(flat_event(0, "cli02.corp.example", "client", 4103), **{"@timestamp": "2026-11-01T10:01:00Z"}),
+               dict(later, **{"@timestamp": "2026-11-01T11:00:00Z"})]
+    (evtx_dir / "clients.ndjson").write_bytes(ndjson(clients))
+    result = run_cli(["--emit", "all", "--input", str(evtx_dir)])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5 + 1
+    found = alerts(result.stdout)
+    assert len(found) == 1 and found[0]["sigma"]["aggregation"]["count"] == 3
+    # the alert follows the event that moved the watermark past it: the last one
+    assert json.loads(lines[-1])["event"]["kind"] == "alert"
+
+
+def test_damaged_evtx_is_reported_not_fatal(tmp_path):
+    path = tmp_path / "cut.evtx"
+    write_evtx(str(path), ATTACK)
+    data = path.read_bytes()
+    path.write_bytes(data[:4096 + 512 + 100])  # the header and a chunk cut in the middle of its records
+    result = run_cli(["--emit", "all", "--input", str(path)])
+    assert result.returncode == 0, result.stderr
+    assert f"{path}: EVTX file truncated: 0 of 1 chunks complete".encode() in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_not_an_evtx_file_with_the_suffix_is_a_usage_error(tmp_path):
+    path = tmp_path / "fake.evtx"
+    path.write_bytes(b"this is not an event log\n")
+    result = run_cli(["--input", str(path)])
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert b"fake.evtx" in result.stderr and b"Traceback" not in result.stderr
