@@ -292,7 +292,12 @@ class Filter:
         if self.prefilter is None:
             self._each_line(block, start, end, True)
             return
-        candidates, suspects = scanned or self.prefilter.scan(block, start, end)
+        candidates, suspects, newlines = scanned or (*self.prefilter.scan(block, start, end), None)
+        if not candidates and not suspects and newlines is not None and not self._parse_every_line:
+            self.lines += newlines  # the common case: nothing in this block can match
+            if self.emit == "all":
+                self.output.write(memoryview(block)[start:end])
+            return
         marked = sorted([(s, e, True) for s, e in candidates] + [(s, e, False) for s, e in suspects])
         position = start
         for line_start, line_end, candidate in marked:
@@ -447,7 +452,7 @@ class Filter:
                 for kind, data, start, end in reader:
                     if kind == LINES and pool is not None:
                         # scan the next blocks on the other core while this thread works
-                        self._pending.append((data, start, end, pool.submit(self.prefilter.scan, data, start, end)))
+                        self._pending.append((data, start, end, pool.submit(self._scan_ahead, data, start, end)))
                         if len(self._pending) > SCAN_AHEAD:
                             self._drain(1)
                     else:
@@ -457,6 +462,10 @@ class Filter:
             finally:
                 self._pending.clear()
                 self._ahead = None
+
+    def _scan_ahead(self, block: bytes, start: int, end: int) -> tuple:
+        """Runs on a pool thread: the scan (GIL released) and the line count."""
+        return (*self.prefilter.scan(block, start, end), _newlines(block, start, end))
 
     def _drain(self, count: Optional[int] = None) -> None:
         """Finish blocks whose scan was started ahead, oldest first."""
