@@ -33,7 +33,7 @@ from typing import Optional
 import attrs
 import yaml
 
-from .matching import first_leaf
+from .matching import first_leaf, leaves
 from .rule import SAFE_LOADER
 from .timeparse import parse_time
 
@@ -181,13 +181,14 @@ class FieldResolver:
 class EventView:
     """One event seen through its profile; resolved fields are memoised."""
 
-    __slots__ = ("event", "profile", "resolver", "_cache")
+    __slots__ = ("event", "profile", "resolver", "_cache", "_leaves")
 
     def __init__(self, event: dict, profile: Profile, resolver: FieldResolver):
         self.event = event
         self.profile = profile
         self.resolver = resolver
         self._cache = {}
+        self._leaves = {}
 
     def get(self, field: str):
         try:
@@ -195,6 +196,15 @@ class EventView:
         except KeyError:
             value = self._cache[field] = self._resolve(field)
             return value
+
+    def leaves(self, field: str) -> tuple:
+        """The field's leaf strings (see ``matching.leaves``); several selections test the same field."""
+        try:
+            return self._leaves[field]
+        except KeyError:
+            value = self.get(field)
+            found = self._leaves[field] = () if value is MISSING else tuple(leaves(value))
+            return found
 
     def where(self, field: str) -> Optional[str]:
         """The dotted path a field resolved from (for ``explain``)."""

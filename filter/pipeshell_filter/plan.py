@@ -36,7 +36,7 @@ class FieldMatcher:
             return (value is not MISSING) == self.exists
         if value is MISSING or value is None:
             return self.accepts_null and not (self.require_all and self.tests)
-        texts = list(leaves(value))
+        texts = view.leaves(self.field)
         if self.require_all:
             return all(any(test(t) for t in texts) for test in self.tests) and bool(self.tests)
         return any(test(t) for test in self.tests for t in texts)
@@ -175,6 +175,8 @@ class Plan:
     terms: tuple  # positive terms an alert needs, one event each at least
     filters: tuple  # negated top-level terms, applied per event (window join)
     timeframe_ns: int
+    # term_mask per set of matched selections: a stream has only a handful of distinct sets
+    _masks: dict = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def aggregation(self):
@@ -186,12 +188,16 @@ class Plan:
 
     def term_mask(self, matched: frozenset) -> int:
         """Bit i set when the event meets term i; 0 means it does not feed correlation."""
-        if any(not evaluate(f, matched) for f in self.filters):
-            return 0
+        try:
+            return self._masks[matched]
+        except KeyError:
+            pass
         mask = 0
-        for i, term in enumerate(self.terms):
-            if evaluate(term.node, matched):
-                mask |= 1 << i
+        if all(evaluate(f, matched) for f in self.filters):
+            for i, term in enumerate(self.terms):
+                if evaluate(term.node, matched):
+                    mask |= 1 << i
+        self._masks[matched] = mask
         return mask
 
     @property
