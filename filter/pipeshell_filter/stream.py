@@ -175,8 +175,7 @@ class BlockReader:
     """Cuts a file descriptor into blocks of whole lines, read in large reads.
 
     Yields ``(kind, data, start, end)``: the item is ``data[start:end]`` (see
-    LINES / PIECE / PIECE_END).  A final line with
-    no newline gets one.  ``live`` input (a pipe) may block: before a read that
+    LINES / PIECE / PIECE_END).  A final line with no newline gets one.  ``live`` input (a pipe) may block: before a read that
     would, ``before_block`` runs (settle and flush output), and while nothing
     arrives ``on_idle`` runs every ``idle`` seconds.
     """
@@ -271,9 +270,8 @@ class Filter:
         self._parse_every_line = self.wrap or fluentbit_time
         self.lines = 0
         self.origin = None  # label for diagnostics when reading several files
-        self._long_line = None  # (first piece, line number) of a line over the inspection limit
+        self._long_line = None  # line number of the line over the inspection limit being passed on
         self._wall_idle = None  # idle seconds when live input lets the wall clock move the watermark
-        self._ahead = None  # thread pool scanning blocks ahead (Hyperscan releases the GIL)
         self._pending = deque()  # (block, start, end, future scan result), oldest first
 
     # ------------------------------------------------------------ input
@@ -293,10 +291,8 @@ class Filter:
             self._each_line(block, start, end, True)
             return
         candidates, suspects, newlines = scanned or (*self.prefilter.scan(block, start, end), None)
-        if not candidates and not suspects and newlines is not None and not self._parse_every_line:
-            self.lines += newlines  # the common case: nothing in this block can match
-            if self.emit == "all":
-                self.output.write(memoryview(block)[start:end])
+        if not candidates and not suspects:  # the common case: nothing in this block can match
+            self._skip(block, start, end, newlines)
             return
         marked = sorted([(s, e, True) for s, e in candidates] + [(s, e, False) for s, e in suspects])
         position = start
@@ -313,14 +309,15 @@ class Filter:
                 self.lines += 1
                 self.process_line(line, self.lines, candidate)
 
-    def _skip(self, block: bytes, start: int, end: int) -> None:
-        """Lines that cannot match and look like JSON objects: on untouched (or dropped)."""
+    def _skip(self, block: bytes, start: int, end: int, newlines: Optional[int] = None) -> None:
+        """Lines that cannot match and look like JSON objects: on untouched (or dropped).
+        ``newlines`` is their count when the scan already took it."""
         if start >= end:
             return
         if self._parse_every_line:
             self._each_line(block, start, end, False)
             return
-        self.lines += _newlines(block, start, end)
+        self.lines += _newlines(block, start, end) if newlines is None else newlines
         if self.emit == "all":
             self.output.write(memoryview(block)[start:end])
 
@@ -447,7 +444,6 @@ class Filter:
         reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle, block_size, max_line)
         ahead = self.prefilter is not None and self.prefilter.engine == "hyperscan"
         with ThreadPoolExecutor(2) if ahead else nullcontext() as pool:
-            self._ahead = pool
             try:
                 for kind, data, start, end in reader:
                     if kind == LINES and pool is not None:
@@ -461,7 +457,6 @@ class Filter:
                 self._drain()
             finally:
                 self._pending.clear()
-                self._ahead = None
 
     def _scan_ahead(self, block: bytes, start: int, end: int) -> tuple:
         """Runs on a pool thread: the scan (GIL released) and the line count."""
