@@ -82,8 +82,8 @@ class Prefilter:
     ``scan(block, start, end)`` returns two sorted lists of ``(start, end)`` line
     spans (``end`` at the line's newline): *candidates* may match and go to the
     full path; *suspects* cannot match but do not look like a JSON object (they
-    do not start with ``{`` or end with ``}``), so they are parsed to be
-    diagnosed.  Every other line is passed on untouched.
+    do not start with ``{`` or end with ``}``, or are not well-formed UTF-8), so
+    they are parsed to be diagnosed.  Every other line is passed on untouched.
     """
 
     def __init__(self, needles: List[bytes], engine: str = "auto"):
@@ -96,17 +96,15 @@ class Prefilter:
         self.needles = sorted({n.lower() for n in needles})
         self.triggers = triggers(self.needles)
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
+        # The escape triggers as one pattern with a literal prefix: as separate
+        # literals they cost 3x in Hyperscan (every "\\Users" starts like one).
+        tails = [t[2:] for t in self.triggers if t.startswith(b"\\u")]
+        escapes = rb"\\u(?:" + b"|".join(tails) + b")"
+        self._non_ascii = [t for t in self.triggers if not t.isascii()]
         if self.engine == "hyperscan":
-            self._compile_hyperscan()
+            self._compile_hyperscan(escapes)
         else:
-            escapes = [t[2:] for t in self.triggers if t.startswith(b"\\u")]
-            self._escapes = re.compile(rb"\\u(?:" + b"|".join(escapes) + b")")  # a literal prefix: fast search
-            self._non_ascii = [t for t in self.triggers if not t.isascii()]
-
-    def describe(self) -> str:
-        shown = ", ".join(n.decode("ascii") for n in self.needles)
-        return f"{self.engine}; lines holding none of [{shown}] (any case, no JSON escape or " \
-               f"non-ASCII look-alike of their letters) skip JSON parsing"
+            self._escapes = re.compile(escapes)
 
     def spans(self, block: bytes) -> List[tuple]:
         """The candidate lines of a block of whole lines."""
@@ -128,15 +126,11 @@ class Prefilter:
 
     # ------------------------------------------------------------ scanners
 
-    def _compile_hyperscan(self) -> None:
-        plain = [t for t in self.triggers if not t.startswith(b"\\u")]
-        escapes = [t[2:] for t in self.triggers if t.startswith(b"\\u")]
-        # The escapes as one pattern: as separate literals they cost 3x (every "\\Users" starts like one).
-        escape = [rb"\\u(?:" + b"|".join(escapes) + b")"]
+    def _compile_hyperscan(self, escapes: bytes) -> None:
         shape = [rb"\n[^{]", rb"[^}]\n"]  # a line that does not start with '{' / end with '}'
         self._databases = {}
         for ascii_only in (True, False):
-            literal = [_hex(p) for p in self.needles + ([] if ascii_only else plain)] + escape
+            literal = [_hex(p) for p in self.needles + ([] if ascii_only else self._non_ascii)] + [escapes]
             odd = shape + ([] if ascii_only else _ILL_FORMED_UTF8)
             database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             database.compile(expressions=literal + odd, ids=list(range(len(literal) + len(odd))),
