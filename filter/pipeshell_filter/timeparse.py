@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import functools
 import re
 from decimal import Decimal
 from typing import Optional
@@ -40,16 +41,13 @@ def parse_time(value) -> Optional[int]:
     match = _ISO.match(value)
     if not match:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
-    try:
-        datetime.datetime(year, month, day, hour, minute, min(second, 59))
-    except ValueError:
-        return None
-    if second > 60:
+    minute_start = _minute_start(*match.group(1, 2, 3, 4, 5))
+    second = int(match.group(6))
+    if minute_start is None or second > 60:
         return None
     fraction = (match.group(7) or "")[:9]
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
-    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    seconds = minute_start + second
     if match.group(9):
         hours, minutes = int(match.group(10)), int(match.group(11))
         if hours > 23 or minutes > 59:
@@ -57,6 +55,18 @@ def parse_time(value) -> Optional[int]:
         offset = hours * 3600 + minutes * 60
         seconds -= offset if match.group(9) == "+" else -offset
     return seconds * NS + nanos
+
+
+@functools.lru_cache(maxsize=4096)
+def _minute_start(year: str, month: str, day: str, hour: str, minute: str) -> Optional[int]:
+    """Epoch seconds of a calendar minute, None when it does not exist.  Cached:
+    a stream's events fall into few distinct minutes, and this is the costly part."""
+    fields = int(year), int(month), int(day), int(hour), int(minute)
+    try:
+        datetime.datetime(*fields)
+    except ValueError:
+        return None
+    return calendar.timegm((*fields, 0, 0, 0, 0))
 
 
 def _from_number(number) -> Optional[int]:
