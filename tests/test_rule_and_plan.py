@@ -2,8 +2,11 @@
 
 import textwrap
 
+import attrs
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeshell_filter.condition import Aggregation, Not, Or, Ref
 from pipeshell_filter.fields import FieldResolver, builtin_profiles
@@ -665,3 +668,43 @@ def test_prefilter_keywords():
 def test_prefilter_all_modifier_uses_one_value():
     plan = make_plan({"sel": {"a|contains|all": ["first", "second"]}, "condition": "sel"})
     assert plan.prefilter_literals() == ["first"]
+
+
+# ---------------------------------------------------------------- selection guards
+
+_GUARD_DETECTIONS = [
+    {"sel": {"EventID": 4104, "ScriptBlockText|contains": "pipe"}, "condition": "sel"},
+    {"sel": [{"EventID": [800, 4103]}, {"EventID": "4104", "Payload": "x"}], "condition": "sel"},
+    {"sel": {"EventID|cased": "AbC"}, "condition": "sel"},
+    {"sel": [{"EventID": 1}, {"Channel": "x"}], "condition": "sel"},  # no common field: no guard
+    {"sel": {"Channel": "Security", "EventID|contains": "41"}, "condition": "sel"},  # guard on Channel
+    {"sel": {"EventID": None}, "condition": "sel"},
+]
+
+
+@pytest.mark.parametrize("detection", _GUARD_DETECTIONS)
+@given(event_id=st.one_of(st.integers(0, 5000), st.sampled_from(["4104", "abc", "ABC", "800", " 800", "4103"]),
+                          st.builds(lambda t: {"#text": t}, st.sampled_from(["800", "4104", "AbC"])),
+                          st.lists(st.sampled_from(["800", 4104, "x"]), max_size=3), st.none()),
+       channel=st.sampled_from(["Security", "security", "x", None]),
+       text=st.sampled_from(["", "a pipe", "x"]))
+def test_selection_guard_never_changes_the_verdict(detection, event_id, channel, text):
+    plan = make_plan(detection)
+    resolver = FieldResolver(builtin_profiles())
+    event = {"ScriptBlockText": text, "Payload": text}
+    if event_id is not None:
+        event["EventID"] = event_id
+    if channel is not None:
+        event["Channel"] = channel
+    for selection in plan.selections:
+        unguarded = attrs.evolve(selection, guard=None)
+        assert selection.matches(resolver.view(event)) == unguarded.matches(resolver.view(event))
+
+
+def test_selection_guards_are_found():
+    guards = [make_plan(d).selections[0].guard for d in _GUARD_DETECTIONS]
+    assert guards[0] == ("EventID", frozenset({"4104"}))
+    assert guards[1] == ("EventID", frozenset({"800", "4103", "4104"}))
+    assert guards[2] == ("EventID", frozenset({"abc"}))
+    assert guards[3] is None and guards[5] is None
+    assert guards[4] == ("Channel", frozenset({"security"}))

@@ -33,7 +33,7 @@ from typing import Optional
 import attrs
 import yaml
 
-from .matching import first_leaf, leaves
+from .matching import first_leaf, fold, leaves
 from .rule import SAFE_LOADER
 from .timeparse import parse_time
 
@@ -181,7 +181,7 @@ class FieldResolver:
 class EventView:
     """One event seen through its profile; resolved fields are memoised."""
 
-    __slots__ = ("event", "profile", "resolver", "_cache", "_leaves")
+    __slots__ = ("event", "profile", "resolver", "_cache", "_leaves", "_folded")
 
     def __init__(self, event: dict, profile: Profile, resolver: FieldResolver):
         self.event = event
@@ -189,6 +189,7 @@ class EventView:
         self.resolver = resolver
         self._cache = {}
         self._leaves = {}
+        self._folded = {}
 
     def get(self, field: str):
         try:
@@ -204,6 +205,14 @@ class EventView:
         except KeyError:
             value = self.get(field)
             found = self._leaves[field] = () if value is MISSING else tuple(leaves(value))
+            return found
+
+    def folded(self, field: str) -> frozenset:
+        """The field's leaf strings, case-folded: what equality tests compare with."""
+        try:
+            return self._folded[field]
+        except KeyError:
+            found = self._folded[field] = frozenset(fold(text) for text in self.leaves(field))
             return found
 
     def where(self, field: str) -> Optional[str]:

@@ -15,7 +15,7 @@ import attrs
 
 from .condition import ConditionError, Node, evaluate, expand, is_negative, references, top_level_terms
 from .fields import MISSING, EventView
-from .matching import KNOWN_MODIFIERS, LIST_MODIFIERS, compile_scalar, compile_string, leaves
+from .matching import KNOWN_MODIFIERS, LIST_MODIFIERS, compile_scalar, compile_string, fold, leaves
 from .rule import Rule, RuleError
 
 
@@ -65,8 +65,13 @@ class Selection:
 
     name: str
     alternatives: tuple  # tuple of tuples of matchers
+    # (field, folded values): every alternative needs the field to equal one of them
+    # (``EventID: 4104``), so one set lookup rules out most events before any matcher runs.
+    guard: Optional[tuple] = None
 
     def matches(self, view: EventView) -> bool:
+        if self.guard is not None and self.guard[1].isdisjoint(view.folded(self.guard[0])):
+            return False
         return any(all(m.matches(view) for m in group) for group in self.alternatives)
 
     def required_literals(self, usable=lambda literal: literal) -> Optional[list]:
@@ -108,12 +113,34 @@ def _matcher_literals(matcher, usable) -> Optional[list]:
     return found or None
 
 
+def _equality_values(matcher) -> Optional[frozenset]:
+    """The folded values a field must equal for this matcher to hold, if it is a plain equality."""
+    if not isinstance(matcher, FieldMatcher) or matcher.exists is not None or matcher.accepts_null:
+        return None
+    if not matcher.tests or any(getattr(t, "kind", None) != "equals" or t.regex is not None for t in matcher.tests):
+        return None
+    return frozenset(fold(t.needle) for t in matcher.tests)
+
+
+def _guard(alternatives: tuple) -> Optional[tuple]:
+    """A field every alternative tests for equality (EventID first), with the values allowed."""
+    fields = [{m.field: _equality_values(m) for m in group if _equality_values(m) is not None}
+              for group in alternatives]
+    common = set.intersection(*(set(f) for f in fields)) if fields else set()
+    if not common:
+        return None
+    field = "EventID" if "EventID" in common else sorted(common)[0]
+    return field, frozenset().union(*(f[field] for f in fields))
+
+
 def compile_selection(name: str, value, source: str) -> Selection:
     where = f"rule {source}: selection {name!r}"
     if isinstance(value, dict):
-        return Selection(name, (_compile_map(value, where),))
+        alternatives = (_compile_map(value, where),)
+        return Selection(name, alternatives, _guard(alternatives))
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        return Selection(name, tuple(_compile_map(v, where) for v in value))
+        alternatives = tuple(_compile_map(v, where) for v in value)
+        return Selection(name, alternatives, _guard(alternatives))
     if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
         tests = tuple(_compile_value(v, {"contains"}, where) for v in value)
         return Selection(name, ((KeywordMatcher(tests),),))
