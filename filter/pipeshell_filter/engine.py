@@ -99,35 +99,33 @@ class Engine:
         final too (with ``--lateness 0`` the alert comes out at once), and an
         event arriving later with that same time is treated as late.
         """
-        alerts = []
-        for state in self.rules:
-            correlator = state.correlator
-            if correlator.newest != float("-inf"):
-                alerts.extend(alert_record(state.plan, a) for a in correlator.advance(
-                    correlator.newest - self.lateness_ns + 1))
-        self.stats["alerts"] += len(alerts)
-        return alerts
+        return self._advance(lambda state: state.correlator.newest - self.lateness_ns + 1)
 
     def idle(self, idle_seconds: float) -> list:
         """Wall-clock progress: after ``idle_seconds`` with no newer event time, the
         watermark moves on with the wall clock, so pending alerts come out."""
-        alerts = []
         now = self.clock()
-        for state in self.rules:
-            correlator = state.correlator
+
+        def watermark(state):
             waited = now - state.newest_wall - idle_seconds
-            if correlator.newest == float("-inf") or waited <= 0:
-                continue
-            watermark = correlator.newest - self.lateness_ns + int(waited * NS)
-            alerts.extend(alert_record(state.plan, a) for a in correlator.advance(watermark))
-        self.stats["alerts"] += len(alerts)
-        return alerts
+            return state.correlator.newest - self.lateness_ns + int(waited * NS) if waited > 0 else None
+
+        return self._advance(watermark)
 
     def flush(self) -> list:
         """End of input: every pending alert becomes final."""
+        return self._advance(lambda state: float("inf"))
+
+    def _advance(self, watermark_of) -> list:
+        """Move each rule's watermark to ``watermark_of(state)`` (None: leave it);
+        the alert records that became final."""
         alerts = []
         for state in self.rules:
-            alerts.extend(alert_record(state.plan, a) for a in state.correlator.flush())
+            if state.correlator.newest == float("-inf"):
+                continue  # no event yet: nothing pending
+            watermark = watermark_of(state)
+            if watermark is not None:
+                alerts.extend(alert_record(state.plan, a) for a in state.correlator.advance(watermark))
         self.stats["alerts"] += len(alerts)
         return alerts
 

@@ -117,14 +117,15 @@ def _equality_values(matcher) -> Optional[frozenset]:
     """The folded values a field must equal for this matcher to hold, if it is a plain equality."""
     if not isinstance(matcher, FieldMatcher) or matcher.exists is not None or matcher.accepts_null:
         return None
-    if not matcher.tests or any(getattr(t, "kind", None) != "equals" or t.regex is not None for t in matcher.tests):
+    if not matcher.tests or any(getattr(t, "kind", None) != "equals" for t in matcher.tests):
         return None
     return frozenset(fold(t.needle) for t in matcher.tests)
 
 
 def _guard(alternatives: tuple) -> Optional[tuple]:
     """A field every alternative tests for equality (EventID first), with the values allowed."""
-    fields = [{m.field: _equality_values(m) for m in group if _equality_values(m) is not None}
+    fields = [{field: values for field, values in ((m.field, _equality_values(m)) for m in group)
+               if values is not None}
               for group in alternatives]
     common = set.intersection(*(set(f) for f in fields)) if fields else set()
     if not common:
