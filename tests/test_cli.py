@@ -346,3 +346,49 @@ def test_missing_input_is_a_usage_error(tmp_path):
     empty.mkdir()
     result = run_cli(["--input", str(empty)])
     assert result.returncode == 2 and b"holds no" in result.stderr
+
+
+FIELD_MAP = """\
+name: my-collector
+detect: [rec.id]
+time: [rec.when]
+fields:
+  EventID: [rec.id]
+  Computer: [rec.box]
+  ScriptBlockText: [rec.text]
+"""
+
+
+def test_field_map_reads_a_shape_of_ones_own(tmp_path):
+    path = tmp_path / "mine.yml"
+    path.write_text(FIELD_MAP)
+    events = [{"rec": {"id": 4104, "box": host, "when": f"2026-11-01T10:0{i}:00Z", "text": text}}
+              for i, (host, text) in enumerate([("srv", "x System.IO.Pipes.NamedPipeServerStream"),
+                                                ("c1", "System.IO.Pipes.NamedPipeClientStream"),
+                                                ("c2", "System.IO.Pipes.NamedPipeClientStream")])]
+    result = run_cli(["--field-map", str(path)], ndjson(events))
+    assert result.returncode == 0, result.stderr
+    assert [a["related"]["hosts"] for a in alerts(result.stdout)] == [["c1", "c2", "srv"]]
+    explained = run_cli(["explain", "--field-map", str(path), "--event", str(_write(tmp_path, events[0]))])
+    assert "profile   my-collector (" + str(path) in explained.stdout.decode()
+
+
+def _write(tmp_path, event):
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    return path
+
+
+@pytest.mark.parametrize("body, message", [
+    (FIELD_MAP + "  Computer: [rec.host]\n", "duplicate key 'Computer'"),
+    ("name: x\nfields: [1, 2]\n", "'fields' must map field names"),
+    ("name: x\nbogus: 1\n", "unknown key(s) bogus"),
+    ("name: [unclosed\n", "not valid YAML"),
+])
+def test_bad_field_map_is_a_one_line_usage_error(tmp_path, body, message):
+    path = tmp_path / "bad.yml"
+    path.write_text(body)
+    result = run_cli(["--field-map", str(path)])
+    err = result.stderr.decode().strip()
+    assert result.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(path) in err and message in err, err

@@ -34,7 +34,7 @@ import attrs
 import yaml
 
 from .matching import first_leaf, fold, leaves
-from .rule import SAFE_LOADER
+from .rule import UniqueKeyLoader
 from .timeparse import parse_time
 
 
@@ -134,7 +134,7 @@ def profile_from_table(table, source: str) -> Profile:
 def load_profile_file(path: str) -> Profile:
     try:
         with open(path, encoding="utf-8") as handle:
-            table = yaml.load(handle, Loader=SAFE_LOADER)
+            table = yaml.load(handle, Loader=UniqueKeyLoader)  # a field listed twice is an error
     except OSError as error:
         raise ProfileError(f"cannot read field map {path}: {error.strerror}") from None
     except yaml.YAMLError as error:

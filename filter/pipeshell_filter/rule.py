@@ -72,7 +72,7 @@ def _string_list(value, what: str, source: str) -> tuple:
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _UniqueKeyLoader(SAFE_LOADER):
+class UniqueKeyLoader(SAFE_LOADER):
     """PyYAML's safe loader, but a key given twice is an error: silently keeping
     the last ``filter:`` of a rule would drop the first one from detection."""
 
@@ -99,7 +99,7 @@ def load_rule(path: str, builtin: bool = False) -> Rule:
 
 def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
     try:
-        documents = [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
