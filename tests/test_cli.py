@@ -98,7 +98,7 @@ BAD_LINES = [
     b"this is not json",
     b"[1, 2, 3]",
     b'"just a string"',
-    b'{"EventID": 4104, "ScriptBlockText": "\xff\xfe bad utf-8"}',
+    b'{"EventID": 4104, "ScriptBlockText": "System.IO.Pipes.NamedPipeServerStream \xff\xfe bad utf-8"}',
     b"",
     b"   ",
     b"[" * 5000 + b"]" * 5000,
@@ -134,6 +134,17 @@ def test_bad_input_never_stops_the_stream_and_nothing_is_lost():
         assert expected in stderr, expected
     summary = stderr.strip().splitlines()[-1]
     assert summary.startswith("pipeshell-filter: ") and "skipped:" in summary
+
+
+def test_content_of_a_line_that_cannot_match_is_checked_only_when_parsed():
+    # The prefilter checks the shape of a line it skips, not its JSON or UTF-8: the line is
+    # passed on byte for byte either way, and --no-prefilter diagnoses it.
+    broken = b'{"EventID": 1, "Image": "caf\xc3 \xff\xfe"}\n{"EventID": 1,, "x": 2}\n'
+    quiet = run_cli(["--emit", "all"], broken)
+    checked = run_cli(["--emit", "all", "--no-prefilter"], broken)
+    assert quiet.stdout == checked.stdout == broken
+    assert b"invalid UTF-8" not in quiet.stderr and b"not valid JSON" not in quiet.stderr
+    assert b"line 1: invalid UTF-8" in checked.stderr and b"line 2: not valid JSON" in checked.stderr
 
 
 def test_diagnostics_are_rate_limited():

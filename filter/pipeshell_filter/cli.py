@@ -18,6 +18,7 @@ import ujson
 
 from . import inputs as inputs_module
 from .engine import Engine
+from .launch import Terminated, on_sigterm, streaming
 from .fields import MISSING, FieldResolver, ProfileError, builtin_profiles, load_profile_file, lookup
 from .plan import FieldMatcher, Plan, compile_plan
 from .prefilter import Prefilter, needle
@@ -141,6 +142,7 @@ def run(
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
                            non_json=non_json.value, fluentbit_time=fluentbit_time, max_record=max_record)
 
+    streaming()
     try:
         try:
             if not files:
@@ -151,7 +153,7 @@ def run(
                     stream_filter.run(handle.fileno(), live=False, max_line=max_line)
             else:
                 stream_filter.process_labelled(_file_lines(files, engine, diagnostics), max_line)
-        except (_Terminated, KeyboardInterrupt):
+        except (Terminated, KeyboardInterrupt):
             pass  # flush what is pending and exit 0, as at end of input
         except inputs_module.InputError as error:
             stream_filter.finish()
@@ -194,10 +196,6 @@ def _file_lines(files: List[str], engine: Engine, diagnostics: Diagnostics):
         return engine.event_time(event) if isinstance(event, dict) else None
 
     return inputs_module.merged(files, event_time, report)
-
-
-class _Terminated(Exception):
-    pass
 
 
 def _silence_stdout() -> None:
@@ -385,15 +383,11 @@ def _describe_matcher(matcher) -> str:
     return f"{matcher.describe()}: {shown}{joiner}"
 
 
-def _terminate(signum, frame):
-    raise _Terminated()
-
-
 def main(argv: Optional[List[str]] = None) -> None:
-    signal.signal(signal.SIGTERM, _terminate)  # first thing: a SIGTERM during start-up is a clean exit too
+    signal.signal(signal.SIGTERM, on_sigterm)  # the console script's launch set it before the imports
     try:
         app(args=argv, prog_name="pipeshell-filter", standalone_mode=False)
-    except _Terminated:
+    except Terminated:
         pass
     except UsageProblem as problem:
         _fail(str(problem))

@@ -81,9 +81,12 @@ class Prefilter:
 
     ``scan(block, start, end)`` returns two sorted lists of ``(start, end)`` line
     spans (``end`` at the line's newline): *candidates* may match and go to the
-    full path; *suspects* cannot match but do not look like a JSON object (they
-    do not start with ``{`` or end with ``}``, or are not well-formed UTF-8), so
-    they are parsed to be diagnosed.  Every other line is passed on untouched.
+    full path; *suspects* cannot match but are not shaped like a JSON object
+    (they do not start with ``{`` or end with ``}``), so they are parsed to be
+    diagnosed.  Every other line is passed on untouched: its content (JSON
+    syntax, UTF-8) is checked only when a line is parsed, as ``--no-prefilter``
+    does for every line.  Checking UTF-8 here would cost a third of the scan,
+    on every line, for lines whose bytes are passed on as they came.
     """
 
     def __init__(self, needles: List[bytes], engine: str = "auto"):
@@ -127,32 +130,26 @@ class Prefilter:
     # ------------------------------------------------------------ scanners
 
     def _compile_hyperscan(self, escapes: bytes) -> None:
+        literal = [_hex(p) for p in self.needles + self._non_ascii] + [escapes]
         shape = [rb"\n[^{]", rb"[^}]\n"]  # a line that does not start with '{' / end with '}'
-        self._databases = {}
-        for ascii_only in (True, False):
-            literal = [_hex(p) for p in self.needles + ([] if ascii_only else self._non_ascii)] + [escapes]
-            odd = shape + ([] if ascii_only else _ILL_FORMED_UTF8)
-            database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            database.compile(expressions=literal + odd, ids=list(range(len(literal) + len(odd))),
-                             flags=[hyperscan.HS_FLAG_CASELESS] * len(literal) + [0] * len(odd))
-            self._databases[ascii_only] = (database, len(literal))
-        self._local = threading.local()  # Hyperscan scratch spaces, one per thread and database
+        self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self._database.compile(expressions=literal + shape, ids=list(range(len(literal) + len(shape))),
+                               flags=[hyperscan.HS_FLAG_CASELESS] * len(literal) + [0] * len(shape))
+        self._n_literal = len(literal)
+        self._local = threading.local()  # a Hyperscan scratch space per thread
 
     def _scan_hyperscan(self, block: bytes, start: int, end: int) -> tuple:
         hits, odd = [], []
-        # An all-ASCII block (the usual case, and cheap to tell) needs no UTF-8 or look-alike patterns.
-        ascii_only = block.isascii()
-        database, n_literal = self._databases[ascii_only]
+        n_literal = self._n_literal
 
         def on_match(pattern, _from, to, _flags, _context):
             (hits if pattern < n_literal else odd).append(start + to - 1)
 
-        scratch = getattr(self._local, str(ascii_only), None)
+        scratch = getattr(self._local, "scratch", None)
         if scratch is None:
-            scratch = hyperscan.Scratch(database)
-            setattr(self._local, str(ascii_only), scratch)
+            scratch = self._local.scratch = hyperscan.Scratch(self._database)
         # Hyperscan releases the GIL while it scans
-        database.scan(memoryview(block)[start:end], match_event_handler=on_match, scratch=scratch)
+        self._database.scan(memoryview(block)[start:end], match_event_handler=on_match, scratch=scratch)
         return hits, odd
 
     def _scan_python(self, block: bytes, start: int, end: int) -> tuple:
@@ -176,50 +173,19 @@ class Prefilter:
                         at = lower.find(pattern, at + 1)
         odd = []
         lines = lower.count(b"\n")
-        if lower.count(b"}\n{") != lines - 1 or not lower.endswith(b"}\n") or not _is_utf8(lower):
+        if lower.count(b"}\n{") != lines - 1 or not lower.endswith(b"}\n"):
             odd = [start + at for at in _odd_lines(lower)]
         return hits, odd
 
 
-def _is_utf8(data: bytes) -> bool:
-    if data.isascii():
-        return True
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _odd_lines(lines: bytes) -> Iterator[int]:
-    """Start offsets of the lines that do not start with '{' and end with '}', or are not UTF-8."""
+    """Start offsets of the lines that do not start with '{' and end with '}'."""
     position = 0
     while position < len(lines):
         nl = lines.find(b"\n", position)
-        if not (lines.startswith(b"{", position) and nl > position and lines[nl - 1] == 0x7D
-                and _is_utf8(lines[position:nl])):
+        if not (lines.startswith(b"{", position) and nl > position and lines[nl - 1] == 0x7D):
             yield position
         position = nl + 1
-
-
-# Ill-formed UTF-8 as local patterns (Unicode table 3-7): a byte that never
-# occurs, a lead byte without its continuation bytes, a continuation byte after
-# ASCII, or more continuation bytes than the lead byte announced.
-_C = rb"[\x80-\xbf]"
-_N = rb"[^\x80-\xbf]"
-_ILL_FORMED_UTF8 = [
-    rb"[\xc0\xc1\xf5-\xff]",
-    rb"[\x00-\x7f]" + _C,
-    rb"[\xc2-\xdf](?:" + _N + b"|" + _C + _C + b")",
-    rb"\xe0(?:[^\xa0-\xbf]|[\xa0-\xbf]" + _N + b")",
-    rb"[\xe1-\xec\xee\xef](?:" + _N + b"|" + _C + _N + b")",
-    rb"\xed(?:[^\x80-\x9f]|[\x80-\x9f]" + _N + b")",
-    rb"[\xe0-\xef]" + _C + _C + _C,
-    rb"\xf0(?:[^\x90-\xbf]|[\x90-\xbf](?:" + _N + b"|" + _C + _N + b"))",
-    rb"[\xf1-\xf3](?:" + _N + b"|" + _C + b"(?:" + _N + b"|" + _C + _N + b"))",
-    rb"\xf4(?:[^\x80-\x8f]|[\x80-\x8f](?:" + _N + b"|" + _C + _N + b"))",
-    rb"[\xf0-\xf4]" + _C + _C + _C + _C,
-]
 
 
 def _lines_at(block: bytes, start: int, end: int, offsets: List[int]) -> List[tuple]:

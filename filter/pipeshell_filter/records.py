@@ -8,8 +8,6 @@ of both record kinds.
 
 from __future__ import annotations
 
-import hashlib
-
 from .correlate import Alert
 from .matching import first_leaf
 from .plan import Plan
@@ -91,6 +89,8 @@ def alert_record(plan: Plan, alert: Alert) -> dict:
             aggregation["group_by"] = spec.group_by
             aggregation["group"] = alert.group
         sigma["aggregation"] = aggregation
+    import hashlib  # here, not at start-up: loading OpenSSL costs every run 5 ms, most runs alert rarely
+
     digest = hashlib.blake2b(digest_size=16)
     for part in (rule.id, repr(alert.group), str(alert.time), *(repr(_sort_key(r)) for r in refs)):
         digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
