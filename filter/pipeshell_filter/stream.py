@@ -16,7 +16,7 @@ import select
 import sys
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -29,7 +29,8 @@ from .timeparse import NS, parse_time
 BLOCK_SIZE = 1 << 20
 DEFAULT_MAX_LINE = 16 << 20
 DEFAULT_MAX_RECORD = 1_000_000
-SCAN_AHEAD = 2  # blocks being scanned while the current one is processed
+SCAN_AHEAD = 2  # reads being scanned while the current one is processed
+INLINE_SCAN = 1 << 16  # smaller items (the line joined across two reads) are scanned without a hand-off
 
 # What the reader hands the filter.
 LINES = "lines"  # one or more complete lines, each ending in b"\n"
@@ -272,7 +273,7 @@ class Filter:
         self.origin = None  # label for diagnostics when reading several files
         self._long_line = None  # line number of the line over the inspection limit being passed on
         self._wall_idle = None  # idle seconds when live input lets the wall clock move the watermark
-        self._pending = deque()  # (block, start, end, future scan result), oldest first
+        self._pending = deque()  # (block, start, end, scan result or its future), oldest first
 
     # ------------------------------------------------------------ input
 
@@ -447,9 +448,12 @@ class Filter:
             try:
                 for kind, data, start, end in reader:
                     if kind == LINES and pool is not None:
-                        # scan the next blocks on the other core while this thread works
-                        self._pending.append((data, start, end, pool.submit(self._scan_ahead, data, start, end)))
-                        if len(self._pending) > SCAN_AHEAD:
+                        # scan the next blocks on the other core while this thread works; each read
+                        # gives up to two items, the line it completes and its own whole lines
+                        small = end - start <= INLINE_SCAN
+                        scan = self._scan_ahead(data, start, end) if small else pool.submit(self._scan_ahead, data, start, end)
+                        self._pending.append((data, start, end, scan))
+                        if len(self._pending) > 2 * SCAN_AHEAD:
                             self._drain(1)
                     else:
                         self._drain()
@@ -465,6 +469,6 @@ class Filter:
     def _drain(self, count: Optional[int] = None) -> None:
         """Finish blocks whose scan was started ahead, oldest first."""
         while self._pending and count != 0:
-            data, start, end, future = self._pending.popleft()
-            self.process_block(data, start, end, future.result())
+            data, start, end, scan = self._pending.popleft()
+            self.process_block(data, start, end, scan.result() if isinstance(scan, Future) else scan)
             count = None if count is None else count - 1
