@@ -114,8 +114,11 @@ class Launcher:
     """The small process that starts, times and measures every benchmarked command."""
 
     def __init__(self):
+        # An installed package runs from cached bytecode; PYTHONDONTWRITEBYTECODE (set in some
+        # sandboxes) would make every timed run of an editable install compile its sources again.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         self.proc = subprocess.Popen([sys.executable, "-S", "-I", "-c", LAUNCHER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.floor_mb = max(self.run([["true"]])[0]["rss_kb"] for _ in range(3)) / 1024
 
     def submit(self, pipeline: list, stdin: str = None, stdout: str = None, stderr: str = None) -> None:
