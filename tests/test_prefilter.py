@@ -2,8 +2,11 @@
 
 import io
 import json
+import os
 import random
 import tempfile
+import threading
+import time
 
 import pytest
 import yaml
@@ -145,6 +148,55 @@ def test_block_reader_yields_every_byte_in_whole_lines(lines, final_newline, blo
     joined = b"".join(d[s:e] + (b"\n" if k == PIECE_END else b"") for k, d, s, e in items)
     assert joined == (data if data.endswith(b"\n") or not data else data + b"\n")
     assert all(k == LINES and d[s:e].endswith(b"\n") for k, d, s, e in items)
+
+
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+       st.lists(st.integers(1, 60), min_size=1, max_size=8), st.integers(16, 256), st.integers(0, 3))
+def test_block_reader_on_a_pipe_gathers_what_is_there_and_loses_nothing(lines, writes, block_size, busy):
+    data = b"\n".join(lines) + (b"\n" if lines else b"")
+    read_end, write_end = os.pipe()
+
+    def writer():  # uneven writes, with pauses so that the reader sometimes finds the pipe empty
+        position = 0
+        for i in range(len(data)):
+            if position >= len(data):
+                break
+            size = writes[i % len(writes)]
+            os.write(write_end, data[position:position + size])
+            position += size
+            if i % 3 == 2:
+                time.sleep(0.0005)
+        os.close(write_end)
+
+    calls = []
+
+    def before_block():  # True: the filter did work (blocks in flight) and the reader looks again
+        calls.append(len(calls) % (busy + 1) != busy)
+        return calls[-1]
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        items = list(BlockReader(read_end, True, before_block, block_size=block_size, max_line=4096))
+    finally:
+        thread.join()
+        os.close(read_end)
+    assert b"".join(d[s:e] for k, d, s, e in items) == data
+    assert all(k == LINES and d[s:e].endswith(b"\n") for k, d, s, e in items)
+    assert all(len(d) <= block_size + 4096 for k, d, s, e in items)
+
+
+def test_a_pipe_is_widened_to_hold_a_block():
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("no pipe sizes on this platform")
+    read_end, write_end = os.pipe()
+    try:
+        BlockReader(read_end, True, lambda: False, block_size=1 << 18)
+        assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) >= 1 << 18
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_block_reader_cuts_an_oversized_line_into_pieces():

@@ -172,16 +172,30 @@ def fluentbit_time(ns: int) -> bytes:
     return f"{sign}{ns // NS}.{ns % NS:09d}".encode("ascii")
 
 
+def _widen_pipe(fd: int, size: int) -> None:
+    """Let a pipe on ``fd`` hold ``size`` bytes (Linux; 64 KiB by default), so a fast writer
+    is not held back and each read can return a large block.  Not a pipe, or not allowed:
+    nothing changes."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
 class BlockReader:
     """Cuts a file descriptor into blocks of whole lines, read in large reads.
 
     Yields ``(kind, data, start, end)``: the item is ``data[start:end]`` (see
-    LINES / PIECE / PIECE_END).  A final line with no newline gets one.  ``live`` input (a pipe) may block: before a read that
-    would, ``before_block`` runs (settle and flush output), and while nothing
-    arrives ``on_idle`` runs every ``idle`` seconds.
+    LINES / PIECE / PIECE_END).  A final line with no newline gets one.  ``live``
+    input (a pipe) may block: before a read that would, ``before_block`` runs
+    until it returns False (it has settled and flushed the output; True means it
+    did other work first), and while nothing arrives ``on_idle`` runs every
+    ``idle`` seconds.
     """
 
-    def __init__(self, fd: int, live: bool, before_block: Callable[[], None],
+    def __init__(self, fd: int, live: bool, before_block: Callable[[], bool],
                  on_idle: Optional[Callable[[], None]] = None, idle: Optional[float] = None,
                  block_size: int = BLOCK_SIZE, max_line: int = DEFAULT_MAX_LINE):
         self.fd = fd
@@ -191,14 +205,33 @@ class BlockReader:
         self.idle = idle
         self.block_size = block_size
         self.max_line = max_line
+        if live:
+            _widen_pipe(fd, block_size)
 
     def _read(self) -> bytes:
-        if self.live and not select.select([self.fd], [], [], 0)[0]:
-            self.before_block()
+        while self.live and not self._ready():
+            if self.before_block():
+                continue  # it finished some work: input may have come meanwhile
             if self.on_idle is not None and self.idle:
                 while not select.select([self.fd], [], [], self.idle)[0]:
                     self.on_idle()
-        return os.read(self.fd, self.block_size)
+            break
+        data = os.read(self.fd, self.block_size)
+        if not self.live or not data or len(data) >= self.block_size // 2:
+            return data
+        # A pipe hands over what its writer has put in so far (64 KiB by default): gather what
+        # is already there into one block, as a file read would give, without waiting for more.
+        parts, size = [data], len(data)
+        while size < self.block_size // 2 and self._ready():
+            more = os.read(self.fd, self.block_size - size)
+            if not more:
+                break  # end of input: the next read says so again
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts) if len(parts) > 1 else data
+
+    def _ready(self) -> bool:
+        return bool(select.select([self.fd], [], [], 0)[0])
 
     def __iter__(self) -> Iterator[tuple]:
         """Whole blocks are handed on as ranges, not copied."""
@@ -426,11 +459,16 @@ class Filter:
             self.write_alerts(self.engine.idle(self._wall_idle))
         self.output.flush()
 
-    def before_block(self) -> None:
-        """About to wait for input: what is final now must be out now."""
-        self._drain()
+    def before_block(self) -> bool:
+        """No input is ready.  With blocks still being scanned, finish the oldest and say so
+        (True: look at the input again, rather than wait for the whole queue); else what is
+        final now goes out now, before the reader waits (False)."""
+        if self._pending:
+            self._drain(1)
+            return True
         self.write_alerts(self.engine.settle())
         self.on_idle()
+        return False
 
     def finish(self) -> None:
         if self._long_line is not None:
