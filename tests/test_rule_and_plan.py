@@ -161,7 +161,7 @@ def test_missing_condition():
     assert_one_line_rule_error(excinfo, "condition")
 
 
-@pytest.mark.parametrize("timeframe", ["5 minutes", "1M", "5", "m", "-5m", "1.5h", "5mins", "tomorrow"])
+@pytest.mark.parametrize("timeframe", ["5 minutes", "1M", "5", "m", "-5m", "1.5h", "5mins", "tomorrow", "0s", "0d"])
 def test_bad_timeframe(timeframe):
     with pytest.raises(RuleError) as excinfo:
         parse_rule(rule_text({**VALID, "timeframe": timeframe}), SOURCE)

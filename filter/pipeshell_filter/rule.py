@@ -138,6 +138,8 @@ def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
         timeframe_ns = parse_duration(timeframe)
         if timeframe_ns is None:
             raise RuleError(f"rule {source}: cannot parse timeframe {timeframe!r} (use e.g. 30s, 5m, 1h, 2d)")
+        if timeframe_ns == 0:
+            raise RuleError(f"rule {source}: timeframe {timeframe!r} is empty: a window needs a length (e.g. 30s)")
     rule_id = data.get("id")
     if rule_id is None:
         rule_id = str(uuid.uuid5(_RULE_ID_NAMESPACE, title.strip()))
