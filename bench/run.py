@@ -361,12 +361,12 @@ def timing(launcher: Launcher, path: str, filter_cmd: list, extra: list, repeat:
             for name, _, argv, stdin_path, stdout_path in commands[shift:] + commands[:shift]:
                 pipeline = argv if isinstance(argv[0], list) else [argv]
                 stages = launcher.run(pipeline, stdin_path, stdout_path)
-                # a pipeline's time is its last stage's, its CPU all stages', its RSS the last stage's
+                for stage_argv, stage in zip(pipeline, stages):  # grep -c exits 1 when it counts 0
+                    if stage["exit"] != 0 and not (stage_argv[0] == "grep" and stage["exit"] == 1):
+                        raise RuntimeError(f"{name}: {stage_argv[0]} exited with status {stage['exit']}")
+                # a pipeline's time is until its last stage ends, its CPU all stages', its RSS the last stage's
                 result = dict(stages[-1], cpu=sum(stage["cpu"] for stage in stages),
-                              exit=max(stage["exit"] for stage in stages),
                               seconds=max(stage["seconds"] for stage in stages))
-                if result["exit"] != 0 and not (name.endswith("grep") and result["exit"] == 1):
-                    raise RuntimeError(f"{name} exited with status {result['exit']}")
                 runs[name].append(result)
                 log(f"round {round_no + 1}/{repeat}  {name:<12} {result['seconds']:8.3f} s  "
                     f"(CPU {result['cpu']:7.3f} s)  {result['rss_kb'] / 1024:7.1f} MB")

@@ -3,10 +3,11 @@
 * A SIGTERM from the pipeline during start-up is a clean exit, so the handler
   is set before anything else is imported.
 * Start-up (imports, the rule, the plan, the scan database) creates many
-  long-lived objects and no garbage cycles, so the cyclic garbage collector is
+  long-lived objects and little garbage, so the cyclic garbage collector is
   paused until the stream starts: its passes would only walk the same live
-  objects again.  ``streaming()`` then freezes what start-up made, so that later
-  collections skip it, and resumes collection.
+  objects again.  ``streaming()`` then freezes what start-up made (later
+  collections skip it; the few hundred KB of import-time garbage among it stay)
+  and resumes collection.
 """
 
 from __future__ import annotations
@@ -15,27 +16,42 @@ import gc
 import signal
 import sys
 
+_paused_gc = False  # set by main(): only then does streaming() touch the collector
 
-class Terminated(Exception):
-    """SIGTERM arrived: flush what is pending and exit 0, as at end of input."""
+
+class Terminated(BaseException):
+    """SIGTERM arrived: process what was read, flush, exit 0, as at end of input.
+
+    A BaseException, so that no ``except Exception`` on the way (a rule error
+    handler, a damaged-record handler) mistakes it for a failure of its own."""
 
 
 def on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the shutdown it starts runs to its end
     raise Terminated()
 
 
 def streaming() -> None:
     """Start-up is over; what it made lives for the whole run."""
-    if not gc.isenabled():  # paused by main() below, not by someone importing the package
+    global _paused_gc
+    if _paused_gc:
+        _paused_gc = False
         gc.freeze()
         gc.enable()
 
 
 def main() -> None:
+    global _paused_gc
     signal.signal(signal.SIGTERM, on_sigterm)
     gc.disable()
+    _paused_gc = True
     try:
         from .cli import main as cli_main
-    except Terminated:
+
+        cli_main()
+    except Terminated:  # during the imports; later ones are handled by the CLI
         sys.exit(0)
-    cli_main()
+    finally:
+        if _paused_gc:  # the run ended before the stream started (an error, --help, explain)
+            _paused_gc = False
+            gc.enable()

@@ -30,7 +30,9 @@ BLOCK_SIZE = 1 << 20
 DEFAULT_MAX_LINE = 16 << 20
 DEFAULT_MAX_RECORD = 1_000_000
 SCAN_AHEAD = 2  # reads being scanned while the current one is processed
-INLINE_SCAN = 1 << 16  # smaller items (the line joined across two reads) are scanned without a hand-off
+# Items up to this size (the line joined across two reads, the little a slow pipe hands over)
+# are scanned on the reading thread: a hand-off to the pool would cost more than the scan.
+INLINE_SCAN = 1 << 16
 
 # What the reader hands the filter.
 LINES = "lines"  # one or more complete lines, each ending in b"\n"
@@ -173,13 +175,14 @@ def fluentbit_time(ns: int) -> bytes:
 
 
 def _widen_pipe(fd: int, size: int) -> None:
-    """Let a pipe on ``fd`` hold ``size`` bytes (Linux; 64 KiB by default), so a fast writer
-    is not held back and each read can return a large block.  Not a pipe, or not allowed:
-    nothing changes."""
+    """Let a pipe on ``fd`` hold at least ``size`` bytes (Linux; 64 KiB by default), so a fast
+    writer is not held back and each read can return a large block.  Not a pipe, or not
+    allowed: nothing changes."""
     try:
         import fcntl
 
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+        if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < size:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except (ImportError, AttributeError, OSError):
         pass
 
@@ -205,10 +208,16 @@ class BlockReader:
         self.idle = idle
         self.block_size = block_size
         self.max_line = max_line
+        self._eof = False
+        self._carry = []  # pieces of the unfinished last line
+        self._carried = 0
+        self._in_long_line = False  # a line over max_line is being handed on in pieces
         if live:
             _widen_pipe(fd, block_size)
 
     def _read(self) -> bytes:
+        if self._eof:
+            return b""
         while self.live and not self._ready():
             if self.before_block():
                 continue  # it finished some work: input may have come meanwhile
@@ -225,7 +234,8 @@ class BlockReader:
         while size < self.block_size // 2 and self._ready():
             more = os.read(self.fd, self.block_size - size)
             if not more:
-                break  # end of input: the next read says so again
+                self._eof = True  # a terminal reports its end (Ctrl-D) only once
+                break
             parts.append(more)
             size += len(more)
         return b"".join(parts) if len(parts) > 1 else data
@@ -235,36 +245,41 @@ class BlockReader:
 
     def __iter__(self) -> Iterator[tuple]:
         """Whole blocks are handed on as ranges, not copied."""
-        carry = []  # pieces of the unfinished last line
-        carried = 0
-        in_long_line = False
         while True:
             block = self._read()
             if not block:
                 break
             cut = block.rfind(b"\n")
             if cut < 0:
-                carry.append(block)
-                carried += len(block)
-                if carried > self.max_line:
-                    piece = b"".join(carry)
+                self._carry.append(block)
+                self._carried += len(block)
+                if self._carried > self.max_line:
+                    piece = b"".join(self._carry)
+                    self._carry, self._carried, self._in_long_line = [], 0, True
                     yield PIECE, piece, 0, len(piece)
-                    carry, carried, in_long_line = [], 0, True
                 continue
             start = 0
-            if carry or in_long_line:
+            if self._carry or self._in_long_line:
                 first = block.index(b"\n") + 1
-                head = b"".join(carry) + block[:first]
-                if in_long_line:
+                head = b"".join(self._carry) + block[:first]
+                self._carry, self._carried = [], 0
+                start = first
+                if self._in_long_line:
+                    self._in_long_line = False
                     yield PIECE_END, head, 0, len(head) - 1
-                    in_long_line = False
                 else:
                     yield LINES, head, 0, len(head)
-                start = first
+            tail = block[cut + 1:]
+            self._carry, self._carried = ([tail], len(tail)) if tail else ([], 0)
             if start <= cut:
                 yield LINES, block, start, cut + 1
-            tail = block[cut + 1:]
-            carry, carried = ([tail], len(tail)) if tail else ([], 0)
+        yield from self.rest()
+
+    def rest(self) -> Iterator[tuple]:
+        """What was read but not handed on (the unfinished last line), as at end of input;
+        also for a stop before the end (SIGTERM), so that nothing read is lost."""
+        carry, in_long_line = self._carry, self._in_long_line
+        self._carry, self._carried, self._in_long_line = [], 0, False
         if in_long_line:
             piece = b"".join(carry)
             yield PIECE_END, piece, 0, len(piece)
@@ -307,6 +322,8 @@ class Filter:
         self._long_line = None  # line number of the line over the inspection limit being passed on
         self._wall_idle = None  # idle seconds when live input lets the wall clock move the watermark
         self._pending = deque()  # (block, start, end, scan result or its future), oldest first
+        self._reader = None  # the BlockReader of the input being read
+        self.inline_scan = INLINE_SCAN
 
     # ------------------------------------------------------------ input
 
@@ -471,6 +488,12 @@ class Filter:
         return False
 
     def finish(self) -> None:
+        """End of input, or a stop before it (SIGTERM): what was read is processed, then flushed."""
+        self._drain()
+        if self._reader is not None:
+            for item in self._reader.rest():
+                self.process(*item)
+            self._reader = None
         if self._long_line is not None:
             self._process_long_piece(b"", True)
         self.write_alerts(self.engine.flush())
@@ -480,25 +503,28 @@ class Filter:
         """Filter one input to its end.  ``live`` input (a pipe) lets the wall clock
         advance the watermark when no newer event arrives; a file never does."""
         self._wall_idle = self.idle if live and self.idle else None
-        reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle, block_size, max_line)
+        reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle,
+                                            block_size, max_line)
         ahead = self.prefilter is not None and self.prefilter.engine == "hyperscan"
+        # On the way out, even by an exception (SIGTERM), the pool finishes the scans it has; what
+        # was read and not yet processed stays queued for finish().
         with ThreadPoolExecutor(2) if ahead else nullcontext() as pool:
-            try:
-                for kind, data, start, end in reader:
-                    if kind == LINES and pool is not None:
-                        # scan the next blocks on the other core while this thread works; each read
-                        # gives up to two items, the line it completes and its own whole lines
-                        small = end - start <= INLINE_SCAN
-                        scan = self._scan_ahead(data, start, end) if small else pool.submit(self._scan_ahead, data, start, end)
-                        self._pending.append((data, start, end, scan))
-                        if len(self._pending) > 2 * SCAN_AHEAD:
-                            self._drain(1)
+            for kind, data, start, end in reader:
+                if kind == LINES and pool is not None:
+                    # scan the next blocks on the other core while this thread works; each read
+                    # gives up to two items, the line it completes and its own whole lines
+                    if end - start <= self.inline_scan:
+                        scan = self._scan_ahead(data, start, end)
                     else:
-                        self._drain()
-                        self.process(kind, data, start, end)
-                self._drain()
-            finally:
-                self._pending.clear()
+                        scan = pool.submit(self._scan_ahead, data, start, end)
+                    self._pending.append((data, start, end, scan))
+                    if len(self._pending) > 2 * SCAN_AHEAD:
+                        self._drain(1)
+                else:
+                    self._drain()
+                    self.process(kind, data, start, end)
+            self._drain()
+        self._reader = None
 
     def _scan_ahead(self, block: bytes, start: int, end: int) -> tuple:
         """Runs on a pool thread: the scan (GIL released) and the line count."""
