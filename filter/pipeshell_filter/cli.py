@@ -18,8 +18,8 @@ import ujson
 
 from . import inputs as inputs_module
 from .engine import Engine
-from .launch import Terminated, on_sigterm, streaming
 from .fields import MISSING, FieldResolver, ProfileError, builtin_profiles, load_profile_file, lookup
+from .launch import Terminated, on_sigterm, streaming
 from .plan import FieldMatcher, Plan, compile_plan
 from .prefilter import Prefilter, needle
 from .rule import BUILTIN_RULE, RuleError, load_rule

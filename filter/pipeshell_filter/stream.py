@@ -527,7 +527,8 @@ class Filter:
         self._reader = None
 
     def _scan_ahead(self, block: bytes, start: int, end: int) -> tuple:
-        """Runs on a pool thread: the scan (GIL released) and the line count."""
+        """The scan (GIL released) and the line count; on a pool thread, or on the reading
+        thread for a small item."""
         return (*self.prefilter.scan(block, start, end), _newlines(block, start, end))
 
     def _drain(self, count: Optional[int] = None) -> None:
