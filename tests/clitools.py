@@ -9,22 +9,8 @@ import ujson
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _shared_fluent_bit() -> str:
-    """The captured Fluent Bit output lives in the workspace's shared folder beside the checkout
-    (``../shared``); PIPESHELL_SHARED overrides, and parent folders are searched too."""
-    candidates = [os.environ.get("PIPESHELL_SHARED", "")]
-    folder = REPO
-    while os.path.dirname(folder) != folder:
-        folder = os.path.dirname(folder)
-        candidates.append(os.path.join(folder, "shared"))
-    for shared in filter(None, candidates):
-        path = os.path.join(shared, "fixtures", "fluent-bit")
-        if os.path.isdir(path):
-            return path
-    return os.path.join(os.path.dirname(REPO), "shared", "fixtures", "fluent-bit")  # the error names this
-
-
-SHARED_FLUENT_BIT = _shared_fluent_bit()
+# Real Fluent Bit output, captured once (see the README there).
+FLUENT_BIT_CAPTURES = os.path.join(REPO, "tests", "fixtures", "fluent-bit")
 COMMAND = [sys.executable, "-m", "pipeshell_filter"]
 
 

@@ -11,7 +11,7 @@ import time
 import jsonschema
 import pytest
 
-from clitools import COMMAND, REPO, SHARED_FLUENT_BIT, alerts, ndjson, records, run_cli
+from clitools import COMMAND, FLUENT_BIT_CAPTURES, REPO, alerts, ndjson, records, run_cli
 from eventgen import evtx_event, flat_event
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
@@ -37,7 +37,7 @@ def test_example_in_quick_start_prints_one_alert():
 @pytest.mark.parametrize("name", ["stdout-json_lines.jsonl", "stdout-json_lines-iso8601.jsonl",
                                   "stdout-json_lines-nodate.jsonl"])
 def test_real_fluent_bit_output_yields_the_three_host_alert(name):
-    with open(os.path.join(SHARED_FLUENT_BIT, name), "rb") as handle:
+    with open(os.path.join(FLUENT_BIT_CAPTURES, name), "rb") as handle:
         data = handle.read()
     result = run_cli(["--emit", "all"], data)
     assert result.returncode == 0, result.stderr

@@ -21,7 +21,7 @@ from collections import namedtuple
 import pytest
 import yaml
 
-from clitools import REPO, SHARED_FLUENT_BIT, run_cli
+from clitools import FLUENT_BIT_CAPTURES, REPO, run_cli
 
 INTEGRATIONS = os.path.join(REPO, "integrations")
 README = os.path.join(INTEGRATIONS, "README.md")
@@ -678,7 +678,7 @@ def _computer(record):
 @pytest.mark.parametrize("args, where", [p for p in FLUENT_BIT_ARGS if "--fluentbit-time" in p.values[0]])
 def test_captured_fluent_bit_output_through_the_recipe(name, args, where):
     assert len(CAPTURED) == 3
-    with open(os.path.join(SHARED_FLUENT_BIT, name), "rb") as handle:
+    with open(os.path.join(FLUENT_BIT_CAPTURES, name), "rb") as handle:
         data = handle.read()
     result = run_cli(args, data)
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
