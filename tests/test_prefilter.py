@@ -126,14 +126,64 @@ def test_spans_are_the_candidate_lines(engine):
         b'{"t": "\\u0053ystem.IO.Pipes.NamedPipeClientStream"}',  # escaped S
         b'{"t": "\xc5\xbfystem"}',  # long s
         b'{"t": "plain"}',
+        b'{"t": "\\u004eamedPipeClientStream"}',  # escaped N, upper-case hex
+        b'{"t": "\\U004eamedPipeClientStream"}',  # no JSON escape: the line cannot be parsed
+        b'{"t": "C:\\\\windows\\\\user32.dll \\u0078"}',  # "\\u" of a path; x is no needle letter
     ]
     block = b"\n".join(lines) + b"\n"
     spans = scanner.spans(block)
     picked = [block[s:e] for s, e in spans]
-    assert lines[1] in picked and lines[3] in picked and lines[4] in picked
-    assert lines[0] not in picked and lines[5] not in picked
+    assert lines[1] in picked and lines[3] in picked and lines[4] in picked and lines[6] in picked
+    assert lines[0] not in picked and lines[5] not in picked and lines[7] not in picked and lines[8] not in picked
     for start, end in spans:
         assert (start == 0 or block[start - 1:start] == b"\n") and block[end:end + 1] == b"\n"
+
+
+@st.composite
+def escape_heavy_blocks(draw):
+    """Lines full of what the quick database reports and Python checks: escapes of needle
+    letters and of others, in both hex cases, and the "\\u" of Windows paths."""
+    pieces = st.sampled_from([b"\\u0053", b"\\u0073", b"\\u004E", b"\\u004e", b"\\u0041", b"\\u017F",
+                              b"\\u212a", b"\\ufb01", b"\\U0053", b"\\\\users", b"\\\\u0053", b"\\u",
+                              b"\\u00", b"x", b"ystem", b" ", b'"', b"\xc5\xbf"])
+    lines = draw(st.lists(st.lists(pieces, max_size=12).map(lambda p: b'{"t":"' + b"".join(p) + b'"}'),
+                          min_size=1, max_size=20))
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.mark.skipif("hyperscan" not in ENGINES, reason="the hyperscan wheel is not installed")
+@given(escape_heavy_blocks())
+def test_the_quick_and_the_exact_database_find_the_same_lines(block):
+    scanner = pf.Prefilter(NEEDLES, "hyperscan")
+    results = []
+    for exact_left in (0, 1):  # as the scanning thread would choose: quick, then exact
+        scanner.scan(block, 0, len(block))  # makes the thread's scratch spaces
+        scanner._local.exact_left = exact_left
+        results.append(scanner.scan(block, 0, len(block)))
+    assert results[0] == results[1] == pf.Prefilter(NEEDLES, "python").scan(block, 0, len(block))
+
+
+@pytest.mark.skipif("hyperscan" not in ENGINES, reason="the hyperscan wheel is not installed")
+def test_a_block_dense_in_backslash_u_turns_the_thread_to_the_exact_database_for_a_while():
+    scanner = pf.Prefilter(NEEDLES, "hyperscan")
+    sparse = b'{"Image":"C:\\\\Windows\\\\System32\\\\user32.dll","pad":"' + b"x" * 8000 + b'"}\n'
+    dense = b'{"Image":"C:\\\\Windows\\\\System32\\\\user32.dll"}\n' * 2000
+    scanner.scan(sparse * 20, 0, len(sparse) * 20)
+    assert scanner._local.exact_left == 0
+    scanner.scan(dense, 0, len(dense))
+    assert scanner._local.exact_left == scanner.EXACT_RUN
+    for left in range(scanner.EXACT_RUN - 1, -1, -1):
+        scanner.scan(sparse, 0, len(sparse))
+        assert scanner._local.exact_left == left
+    few = dense[:dense.index(b"\n") + 1] * 10
+    scanner.scan(few, 0, len(few))  # a few lines do not decide alone
+    assert scanner._local.exact_left == 0
+    seen = []  # each thread decides for itself
+    worker = threading.Thread(target=lambda: (scanner.scan(sparse, 0, len(sparse)), seen.append(scanner._local.exact_left)))
+    scanner.scan(dense, 0, len(dense))
+    worker.start()
+    worker.join()
+    assert seen == [0] and scanner._local.exact_left == scanner.EXACT_RUN
 
 
 # ---------------------------------------------------------------- the block reader
@@ -293,7 +343,9 @@ def _escape_some(text: str, rng: random.Random) -> str:
     """JSON-encode a string, writing random characters as \\u escapes."""
     out = []
     for ch in json.dumps(text, ensure_ascii=False)[1:-1]:
-        out.append(f"\\u{ord(ch):04x}" if ch.isalnum() and rng.random() < 0.2 else ch)
+        escape = f"\\u{ord(ch):04x}"
+        out.append((escape if rng.random() < 0.5 else "\\u" + escape[2:].upper())
+                   if ch.isalnum() and rng.random() < 0.2 else ch)
     return '"' + "".join(out) + '"'
 
 
@@ -314,8 +366,10 @@ def streams(draw):
             lines.append(draw(st.sampled_from([b"", b"not json", b"[1,2]", b'{"a":', b"\xff\xfe{}", b'"x"',
                                                b"{}", b'{"t": "ok"} trailing}'])))
             continue
-        if kind == "noise":
-            lines.append(json.dumps({"EventID": 1, "Computer": rng.choice(HOSTS),
+        if kind == "noise":  # with the "\\u" of Windows paths, which the quick scan reports
+            lines.append(json.dumps({"EventID": 7, "Computer": rng.choice(HOSTS),
+                                     "ImageLoaded": rng.choice(["C:\\Windows\\System32\\user32.dll",
+                                                                "c:\\users\\u0053\\x", "C:\\Users\\x"]),
                                      "CommandLine": "cmd.exe /c echo " + "x" * rng.randint(0, 60)}).encode())
             continue
         seconds = draw(st.integers(0, 400))

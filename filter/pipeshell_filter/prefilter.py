@@ -16,6 +16,9 @@ a non-ASCII character that case-folds to ASCII (``ſ`` -> ``s``, ``K`` Kelvin ->
 are *triggers*: a line holding one goes to the full path.  Literals made only of
 digits and number punctuation are unusable (``800`` may be written ``8e2``).
 
+A JSON escape is ``\\u`` (lower case: JSON has no ``\\U``) and four hex digits
+in either case; only escapes of a needle character or of a look-alike count.
+
 Two scanners give the same candidate lines: Hyperscan (caseless multi-literal
 matching, when the wheel is installed; it releases the GIL, so blocks are
 scanned ahead on a second core) and a pure-Python one built on ``bytes.find``
@@ -99,10 +102,11 @@ class Prefilter:
         self.needles = sorted({n.lower() for n in needles})
         self.triggers = triggers(self.needles)
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
-        # The escape triggers as one pattern with a literal prefix: as separate
-        # literals they cost 3x in Hyperscan (every "\\Users" starts like one).
         tails = [t[2:] for t in self.triggers if t.startswith(b"\\u")]
-        escapes = rb"\\u(?:" + b"|".join(tails) + b")"
+        self._escape_tails = frozenset(tails)
+        # The escape triggers as one pattern with a literal prefix (as separate
+        # literals they cost 3x in Hyperscan)
+        escapes = rb"\\u(?i:" + b"|".join(tails) + b")"
         self._non_ascii = [t for t in self.triggers if not t.isascii()]
         if self.engine == "hyperscan":
             self._compile_hyperscan(escapes)
@@ -129,27 +133,60 @@ class Prefilter:
 
     # ------------------------------------------------------------ scanners
 
+    # Two Hyperscan databases find the same lines and differ in how they find escapes.
+    # The quick one reports every "\\u" and leaves its four hex digits to Python:
+    # nearly free while "\\u" is rare, but each report is a callback (about 1 us).  The
+    # exact one spells the escapes out, which costs about a third of the whole scan
+    # whatever the input.  A thread scans with the quick one, and after a block dense
+    # in "\\u" (Windows paths like ...\\user32.dll) with the exact one for a while.
+    DENSE = 4096  # bytes per "\\u" below which the exact database is the cheaper
+    EXACT_RUN = 16  # blocks scanned with the exact database before the quick one is tried again
+    SAMPLE = 1 << 16  # a small item (one line) does not decide alone
+
     def _compile_hyperscan(self, escapes: bytes) -> None:
-        literal = [_hex(p) for p in self.needles + self._non_ascii] + [escapes]
+        literal = [_hex(p) for p in self.needles + self._non_ascii]
         shape = [rb"\n[^{]", rb"[^}]\n"]  # a line that does not start with '{' / end with '}'
-        self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._database.compile(expressions=literal + shape, ids=list(range(len(literal) + len(shape))),
-                               flags=[hyperscan.HS_FLAG_CASELESS] * len(literal) + [0] * len(shape))
-        self._n_literal = len(literal)
-        self._local = threading.local()  # a Hyperscan scratch space per thread
+
+        def database(escape: bytes):
+            expressions = literal + [escape] + shape
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(expressions=expressions, ids=list(range(len(expressions))),
+                       flags=[hyperscan.HS_FLAG_CASELESS] * len(literal) + [0] * (1 + len(shape)))
+            return db
+
+        self._quick, self._exact = database(rb"\\u"), database(escapes)
+        self._n_literal = len(literal)  # pattern ids: literals, then the escape, then the shape
+        self._local = threading.local()  # per thread: Hyperscan scratch spaces, the database in use
 
     def _scan_hyperscan(self, block: bytes, start: int, end: int) -> tuple:
-        hits, odd = [], []
+        hits, odd, escapes = [], [], []
         n_literal = self._n_literal
 
         def on_match(pattern, _from, to, _flags, _context):
-            (hits if pattern < n_literal else odd).append(start + to - 1)
+            if pattern < n_literal:
+                hits.append(start + to - 1)
+            elif pattern == n_literal:
+                escapes.append(start + to)
+            else:
+                odd.append(start + to - 1)
 
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self._database)
+        local = self._local
+        if not hasattr(local, "exact_left"):
+            local.quick = hyperscan.Scratch(self._quick)
+            local.exact = hyperscan.Scratch(self._exact)
+            local.exact_left = 0
+        exact = local.exact_left > 0
+        database, scratch = (self._exact, local.exact) if exact else (self._quick, local.quick)
         # Hyperscan releases the GIL while it scans
-        self._database.scan(memoryview(block)[start:end], match_event_handler=on_match, scratch=scratch)
+        database.scan(memoryview(block)[start:end], match_event_handler=on_match, scratch=scratch)
+        if exact:
+            local.exact_left -= 1
+            hits.extend(at - 1 for at in escapes)
+        else:  # the four bytes after "\\u" are inside the line: a line ends with a newline
+            tails = self._escape_tails
+            hits.extend(at - 1 for at in escapes if block[at:at + 4].lower() in tails)
+            if len(escapes) * self.DENSE > max(end - start, self.SAMPLE):
+                local.exact_left = self.EXACT_RUN
         return hits, odd
 
     def _scan_python(self, block: bytes, start: int, end: int) -> tuple:
@@ -162,7 +199,7 @@ class Prefilter:
                 nl = lower.find(b"\n", at)  # the line is a candidate anyway: go on at the next line
                 at = lower.find(pattern, nl) if nl >= 0 else -1
         if b"\\u" in lower:
-            hits.extend(start + m.start() for m in self._escapes.finditer(lower))
+            hits.extend(m.start() for m in self._escapes.finditer(block, start, end))
         if self._non_ascii and not lower.isascii():
             rest = lower.translate(None, _ASCII)  # the non-ASCII bytes only: a cheap first look
             for pattern in self._non_ascii:
