@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 
 import jsonschema
@@ -264,6 +265,53 @@ def test_sigterm_flushes_pending_alerts_and_exits_0():
     assert proc.returncode == 0, err
     assert len(alerts(echoed + out)) == 1
     assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8])
+def test_sigterm_mid_stream_leaves_whole_records_and_loses_nothing_read(delay):
+    """SIGTERM while the filter writes into a full pipe (a slow consumer): no record is cut
+    in two, and the output is the input read so far.  The line the feeder was still writing
+    ends the input read so far, as at end of input: it goes on as read, diagnosed."""
+    events = [flat_event(t, f"host{t % 50}", "benign", record_id=t) for t in range(20000)]
+    lines = ndjson(events).splitlines(keepends=True)
+    proc = subprocess.Popen(COMMAND + ["--emit", "all", "--idle", "0"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def feed():
+        try:
+            for at in range(0, len(lines), 500):
+                proc.stdin.write(b"".join(lines[at:at + 500]))
+                proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    out = b""
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:  # a slow reader: the filter's writes block
+        out += os.read(proc.stdout.fileno(), 4096)
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    while True:
+        more = os.read(proc.stdout.fileno(), 1 << 16)
+        if not more:
+            break
+        out += more
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and b"Traceback" not in err, err
+    feeder.join()  # the filter stopped reading and exited: the feeder's pipe broke
+    assert out.endswith(b"\n")
+    produced = out.splitlines(keepends=True)
+    assert 0 < len(produced) <= len(lines)
+    assert produced[:-1] == lines[:len(produced) - 1]  # whole lines, in order, none skipped
+    last, expected = produced[-1], lines[len(produced) - 1]
+    assert last == expected or (expected.startswith(last[:-1]) and b"not valid JSON" in err)
 
 
 def test_out_of_order_file_within_lateness_gives_the_sorted_result(tmp_path):

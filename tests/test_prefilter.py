@@ -4,6 +4,7 @@ import io
 import json
 import os
 import random
+import signal
 import tempfile
 import threading
 import time
@@ -315,8 +316,8 @@ def test_before_waiting_for_input_the_filter_finishes_one_queued_block_at_a_time
         assert stream_filter.lines == 9
 
 
-def test_a_stop_before_the_end_processes_what_was_read():
-    # SIGTERM: finish() handles the queued blocks and the unfinished last line, as at end of input
+def test_a_run_cut_short_by_an_error_still_processes_what_was_read():
+    # finish() handles the queued blocks and the unfinished last line, as at end of input
     stream_filter, sink, blocks = _filter_with_queued_blocks([[b'{"a": 1}', b'{"a": 2}'], [b'{"a": 3}']])
     with sink:
         reader = stream_filter._reader = BlockReader(0, False, lambda: False)
@@ -405,7 +406,7 @@ def _reencode(value, rng) -> str:
 
 
 def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass", fluentbit_time=False,
-               inline_scan=None) -> bytes:
+               inline_scan=None, stop=None) -> bytes:
     rule = load_rule(BUILTIN_RULE, builtin=True)
     plans = [compile_plan(rule)]
     scanner = None if engine is None else pf.Prefilter(plans[0].prefilter_literals(pf.needle), engine)
@@ -417,7 +418,7 @@ def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass",
                                fluentbit_time=fluentbit_time, clock=lambda: 0)
         if inline_scan is not None:  # 0: every block goes through the scan-ahead pool
             stream_filter.inline_scan = inline_scan
-        stream_filter.run(source.fileno(), live=False, block_size=block_size)
+        stream_filter.run(source.fileno(), live=False, block_size=block_size, stop=stop)
         stream_filter.finish()
         sink.seek(0)
         return sink.read()
@@ -445,3 +446,48 @@ def test_the_property_streams_do_produce_matches_and_alerts():
                       [(0, "srv01", "server"), (10, "cli01", "client"), (20, "cli02", "client")])
     out = run_filter(data, "matches", "python", 64)
     assert out.count(b'"sigma":') == 4 and out.count(b'"kind":"alert"') == 1
+
+
+# ---------------------------------------------------------------- a stop request (SIGTERM, Ctrl-C)
+
+class StopAfterReads:
+    """Requested once the reader has looked ``reads`` times; on a file it looks once before each read."""
+
+    def __init__(self, reads: int):
+        self.left = reads
+
+    @property
+    def requested(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+
+@given(streams(), st.sampled_from(["alerts", "matches", "all"]), st.integers(7, 512), st.integers(0, 12))
+def test_a_stop_after_some_reads_gives_the_output_of_the_input_read_so_far(data, emit, block_size, reads):
+    # nothing read is lost, nothing more is read, and the input read so far ends as a whole input would
+    expected = run_filter(data[:reads * block_size], emit, None, 1 << 20)
+    for engine in ENGINES:
+        assert run_filter(data, emit, engine, block_size, stop=StopAfterReads(reads)) == expected, engine
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_a_wait_for_input_and_what_was_read_goes_out(number):
+    read_end, write_end = os.pipe()
+    lines = [json.dumps(flat_event(t, h, k)).encode() for t, h, k in
+             [(0, "srv01", "server"), (10, "cli01", "client"), (20, "cli02", "client")]]
+    os.write(write_end, b"\n".join(lines) + b"\n" + lines[0][:10])  # and half a line: the writer is still busy
+    with tempfile.TemporaryFile() as sink, stream_module.StopRequest() as stop:
+        stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 600 * 10 ** 9),
+                               Output(sink.fileno()), Diagnostics(io.StringIO()), "all", prefilter=None)
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), number))
+        timer.start()
+        started = time.monotonic()
+        stream_filter.run(read_end, live=True, stop=stop)  # the pipe stays open: only the signal ends this
+        stream_filter.finish()
+        assert stop.requested and time.monotonic() - started < 10
+        sink.seek(0)
+        out = sink.read().split(b"\n")
+    os.close(read_end)
+    os.close(write_end)
+    assert out[3] == lines[0][:10] and out[4].count(b'"kind":"alert"') == 1 and out[5] == b""
+    assert signal.getsignal(number) is not stop.set  # the handlers are given back

@@ -23,7 +23,7 @@ from .launch import Terminated, on_sigterm, streaming
 from .plan import FieldMatcher, Plan, compile_plan
 from .prefilter import Prefilter, needle
 from .rule import BUILTIN_RULE, RuleError, load_rule
-from .stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
+from .stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed, StopRequest
 from .timeparse import NS, format_time
 
 
@@ -144,22 +144,23 @@ def run(
 
     streaming()
     try:
-        try:
-            if not files:
-                stdin = sys.stdin.fileno()
-                stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line)
-            elif len(files) == 1 and not inputs_module.is_evtx(files[0]):
-                with open(files[0], "rb") as handle:
-                    stream_filter.run(handle.fileno(), live=False, max_line=max_line)
-            else:
-                stream_filter.process_labelled(_file_lines(files, engine, diagnostics), max_line)
-        except (Terminated, KeyboardInterrupt):
-            pass  # flush what is pending and exit 0, as at end of input
-        except inputs_module.InputError as error:
+        # From here SIGTERM and Ctrl-C end the input: what was read is processed and flushed,
+        # and the exit status is 0, as at end of input.
+        with StopRequest() as stop:
+            try:
+                if not files:
+                    stdin = sys.stdin.fileno()
+                    stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line,
+                                      stop=stop)
+                elif len(files) == 1 and not inputs_module.is_evtx(files[0]):
+                    with open(files[0], "rb") as handle:
+                        stream_filter.run(handle.fileno(), live=False, max_line=max_line, stop=stop)
+                else:
+                    stream_filter.process_labelled(_file_lines(files, engine, diagnostics), max_line, stop)
+            except inputs_module.InputError as error:
+                stream_filter.finish()
+                raise UsageProblem(str(error)) from None
             stream_filter.finish()
-            raise UsageProblem(str(error)) from None
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stream_filter.finish()
     except OutputClosed:
         _silence_stdout()
         return

@@ -1,7 +1,8 @@
 """Console-script entry point: what has to happen before the heavy imports.
 
-* A SIGTERM from the pipeline during start-up is a clean exit, so the handler
-  is set before anything else is imported.
+* A SIGTERM from the pipeline during start-up is a clean exit (nothing has
+  been read yet), so the handler is set before anything else is imported.
+  Once the stream runs, ``stream.StopRequest`` owns the signal.
 * Start-up (imports, the rule, the plan, the scan database) creates many
   long-lived objects and little garbage, so the cyclic garbage collector is
   paused until the stream starts: its passes would only walk the same live
@@ -20,10 +21,10 @@ _paused_gc = False  # set by main(): only then does streaming() touch the collec
 
 
 class Terminated(BaseException):
-    """SIGTERM arrived: process what was read, flush, exit 0, as at end of input.
+    """SIGTERM arrived during start-up: exit 0.
 
     A BaseException, so that no ``except Exception`` on the way (a rule error
-    handler, a damaged-record handler) mistakes it for a failure of its own."""
+    handler) mistakes it for a failure of its own."""
 
 
 def on_sigterm(signum, frame):

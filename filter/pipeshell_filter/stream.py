@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import time
 from collections import Counter, deque
@@ -187,6 +188,42 @@ def _widen_pipe(fd: int, size: int) -> None:
         pass
 
 
+class StopRequest:
+    """A request to end the run early, as at end of input (SIGTERM from a pipeline's
+    supervisor, Ctrl-C).  The signal handler only sets ``requested``; the reader looks
+    at it between reads, and ``fd`` becomes readable so that a wait for input ends too.
+    An exception raised from the handler instead could land anywhere: between a read
+    and keeping its bytes, inside a write (a torn output line), inside a state update.
+
+    Used as a context manager, it owns the signals: ``signal.set_wakeup_fd`` writes to
+    the pipe behind ``fd``, and the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested = False
+        self.fd, self._wake = os.pipe()
+        for fd in (self.fd, self._wake):
+            os.set_blocking(fd, False)
+        self._previous = None
+
+    def set(self, *_signal_args) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        self._previous = ([(number, signal.signal(number, self.set)) for number in self.SIGNALS],
+                          signal.set_wakeup_fd(self._wake))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        handlers, wakeup = self._previous
+        signal.set_wakeup_fd(wakeup)
+        for number, handler in handlers:
+            signal.signal(number, handler)
+        os.close(self.fd)
+        os.close(self._wake)
+
+
 class BlockReader:
     """Cuts a file descriptor into blocks of whole lines, read in large reads.
 
@@ -195,14 +232,17 @@ class BlockReader:
     input (a pipe) may block: before a read that would, ``before_block`` runs
     until it returns False (it has settled and flushed the output; True means it
     did other work first), and while nothing arrives ``on_idle`` runs every
-    ``idle`` seconds.
+    ``idle`` seconds.  Once ``stop`` is requested, no more is read: what was read
+    is handed on, as at end of input.
     """
 
     def __init__(self, fd: int, live: bool, before_block: Callable[[], bool],
                  on_idle: Optional[Callable[[], None]] = None, idle: Optional[float] = None,
-                 block_size: int = BLOCK_SIZE, max_line: int = DEFAULT_MAX_LINE):
+                 block_size: int = BLOCK_SIZE, max_line: int = DEFAULT_MAX_LINE,
+                 stop: Optional[StopRequest] = None):
         self.fd = fd
         self.live = live
+        self.stop = stop
         self.before_block = before_block
         self.on_idle = on_idle
         self.idle = idle
@@ -215,23 +255,28 @@ class BlockReader:
         if live:
             _widen_pipe(fd, block_size)
 
+    def _stopped(self) -> bool:
+        return self.stop is not None and self.stop.requested
+
     def _read(self) -> bytes:
-        if self._eof:
+        if self._eof or self._stopped():
             return b""
         while self.live and not self._ready():
             if self.before_block():
                 continue  # it finished some work: input may have come meanwhile
-            if self.on_idle is not None and self.idle:
-                while not select.select([self.fd], [], [], self.idle)[0]:
-                    self.on_idle()
-            break
+            waits = [self.fd] if self.stop is None else [self.fd, self.stop.fd]
+            timeout = self.idle if self.on_idle is not None and self.idle else None
+            while not select.select(waits, [], [], timeout)[0]:
+                self.on_idle()
+            if self._stopped():
+                return b""
         data = os.read(self.fd, self.block_size)
         if not self.live or not data or len(data) >= self.block_size // 2:
             return data
         # A pipe hands over what its writer has put in so far (64 KiB by default): gather what
         # is already there into one block, as a file read would give, without waiting for more.
         parts, size = [data], len(data)
-        while size < self.block_size // 2 and self._ready():
+        while size < self.block_size // 2 and self._ready() and not self._stopped():
             more = os.read(self.fd, self.block_size - size)
             if not more:
                 self._eof = True  # a terminal reports its end (Ctrl-D) only once
@@ -277,7 +322,7 @@ class BlockReader:
 
     def rest(self) -> Iterator[tuple]:
         """What was read but not handed on (the unfinished last line), as at end of input;
-        also for a stop before the end (SIGTERM), so that nothing read is lost."""
+        also for a run that ends by an error, so that nothing read is lost."""
         carry, in_long_line = self._carry, self._in_long_line
         self._carry, self._carried, self._in_long_line = [], 0, False
         if in_long_line:
@@ -428,10 +473,13 @@ class Filter:
     def _where(self, number: int):
         return self.origin or number
 
-    def process_labelled(self, labelled: Iterable[tuple], max_line: int = DEFAULT_MAX_LINE) -> None:
+    def process_labelled(self, labelled: Iterable[tuple], max_line: int = DEFAULT_MAX_LINE,
+                         stop: Optional[StopRequest] = None) -> None:
         """Lines that come one by one from files (``inputs``), each with a label
         such as ``"a.evtx record 7"`` that diagnostics show instead of a number."""
         for label, line in labelled:
+            if stop is not None and stop.requested:
+                break
             self.origin = label
             if len(line) > max_line:
                 self._process_long_piece(line, True)
@@ -488,7 +536,8 @@ class Filter:
         return False
 
     def finish(self) -> None:
-        """End of input, or a stop before it (SIGTERM): what was read is processed, then flushed."""
+        """End of input (or of what was read before a stop or an error): what was read is
+        processed, then flushed."""
         self._drain()
         if self._reader is not None:
             for item in self._reader.rest():
@@ -499,15 +548,16 @@ class Filter:
         self.write_alerts(self.engine.flush())
         self.output.flush()
 
-    def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE, block_size: int = BLOCK_SIZE) -> None:
-        """Filter one input to its end.  ``live`` input (a pipe) lets the wall clock
-        advance the watermark when no newer event arrives; a file never does."""
+    def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE, block_size: int = BLOCK_SIZE,
+            stop: Optional[StopRequest] = None) -> None:
+        """Filter one input to its end, or until ``stop`` is requested.  ``live`` input (a pipe)
+        lets the wall clock advance the watermark when no newer event arrives; a file never does."""
         self._wall_idle = self.idle if live and self.idle else None
         reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle,
-                                            block_size, max_line)
+                                            block_size, max_line, stop)
         ahead = self.prefilter is not None and self.prefilter.engine == "hyperscan"
-        # On the way out, even by an exception (SIGTERM), the pool finishes the scans it has; what
-        # was read and not yet processed stays queued for finish().
+        # On the way out, even by an exception (the output closed), the pool finishes the scans it
+        # has; what was read and not yet processed stays queued for finish().
         with ThreadPoolExecutor(2) if ahead else nullcontext() as pool:
             for kind, data, start, end in reader:
                 if kind == LINES and pool is not None:
