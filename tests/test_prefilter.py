@@ -4,6 +4,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import tempfile
 import threading
@@ -150,6 +151,24 @@ def escape_heavy_blocks(draw):
     lines = draw(st.lists(st.lists(pieces, max_size=12).map(lambda p: b'{"t":"' + b"".join(p) + b'"}'),
                           min_size=1, max_size=20))
     return b"\n".join(lines) + b"\n"
+
+
+@given(st.lists(st.one_of(_LINE_BYTES, st.sampled_from([SERVER.encode(), b'{"t":"' + CLIENT.upper().encode() + b'"}',
+                                                         b'{"t":"\\u004eamedPipeServerStream"}', b'{"a":1}\n{"b":2}',
+                                                         b'{"a":1}\nx', b"{}"])), max_size=30))
+def test_judging_lines_in_one_batch_gives_each_line_its_own_verdict(lines):
+    for engine in ENGINES:
+        scanner = pf.Prefilter(NEEDLES, engine)
+        batch = scanner.judge(lines)
+        for line, verdict in zip(lines, batch):
+            # a line holding newlines of its own is judged by its worst part
+            parts = [scanner.judge([part])[0] for part in line.split(b"\n")] if b"\n" in line else None
+            alone = max(parts, key=[pf.SKIP, pf.SUSPECT, pf.CANDIDATE].index) if parts else None
+            if alone is None:
+                candidates, suspects = scanner.scan(line + b"\n", 0, len(line) + 1)
+                alone = pf.CANDIDATE if candidates else pf.SUSPECT if suspects else pf.SKIP
+            assert verdict == alone, (engine, line)
+        assert len(batch) == len(lines)
 
 
 @pytest.mark.skipif("hyperscan" not in ENGINES, reason="the hyperscan wheel is not installed")
@@ -438,6 +457,47 @@ def test_prefilter_never_changes_the_fluent_bit_output(data, block_size, inline_
     expected = run_filter(data, "all", None, 1 << 20, "wrap", True)
     for engine in ENGINES:
         assert run_filter(data, "all", engine, block_size, "wrap", True, inline_scan) == expected, engine
+
+
+def run_files(paths, emit: str, engine) -> bytes:
+    """The filter over --input files, in process: each file's lines judged in batches, merged by time."""
+    from pipeshell_filter.cli import _file_lines
+
+    scanner = None if engine is None else pf.Prefilter(NEEDLES, engine)
+    diagnostics = Diagnostics(io.StringIO())
+    with tempfile.TemporaryFile() as sink:
+        stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                               diagnostics, emit, prefilter=scanner, clock=lambda: 0)
+        stream_filter.process_labelled(_file_lines(paths, stream_filter, diagnostics))
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read()
+
+
+@given(st.lists(st.tuples(st.integers(0, 900), st.sampled_from(HOSTS), st.sampled_from(["server", "client", "benign"]),
+                          st.integers(0, 3)), max_size=30),
+       st.sampled_from(["alerts", "matches", "all"]))
+def test_files_merged_by_event_time_give_what_their_time_ordered_concatenation_gives(events, emit):
+    # each file in time order.  With alerts or matches only, the lines the prefilter rules out are
+    # not parsed, not even for the merge: they keep their place in their own file, so an alert's
+    # "line" (the position in the merged stream) may differ; everything else is the same.
+    files = [[] for _ in range(4)]
+    for seconds, host, kind, index in sorted(events, key=lambda e: e[0]):
+        files[index].append((seconds, json.dumps(flat_event(seconds, host, kind)).encode()))
+    timeline = sorted((seconds, index, seq, line) for index, lines in enumerate(files)
+                      for seq, (seconds, line) in enumerate(lines))
+    expected = run_filter(b"".join(line + b"\n" for *_, line in timeline), emit, None, 1 << 20)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for index, lines in enumerate(files):
+            paths.append(os.path.join(folder, f"{index}.ndjson"))
+            with open(paths[-1], "wb") as handle:
+                handle.write(b"".join(line + b"\n" for _, line in lines))
+        for engine in ENGINES + [None]:
+            found, wanted = run_files(paths, emit, engine), expected
+            if emit != "all" and engine is not None:
+                found, wanted = (re.sub(rb'"line":\d+', b'"line":0', out) for out in (found, expected))
+            assert found == wanted, engine
 
 
 def test_the_property_streams_do_produce_matches_and_alerts():

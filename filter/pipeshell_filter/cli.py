@@ -21,7 +21,7 @@ from .engine import Engine
 from .fields import MISSING, FieldResolver, ProfileError, builtin_profiles, load_profile_file, lookup
 from .launch import Terminated, on_sigterm, streaming
 from .plan import FieldMatcher, Plan, compile_plan
-from .prefilter import Prefilter, needle
+from .prefilter import CANDIDATE, Prefilter, needle
 from .rule import BUILTIN_RULE, RuleError, load_rule
 from .stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed, StopRequest
 from .timeparse import NS, format_time
@@ -156,7 +156,7 @@ def run(
                     with open(files[0], "rb") as handle:
                         stream_filter.run(handle.fileno(), live=False, max_line=max_line, stop=stop)
                 else:
-                    stream_filter.process_labelled(_file_lines(files, engine, diagnostics), max_line, stop)
+                    stream_filter.process_labelled(_file_lines(files, stream_filter, diagnostics), max_line, stop)
             except inputs_module.InputError as error:
                 stream_filter.finish()
                 raise UsageProblem(str(error)) from None
@@ -182,21 +182,28 @@ def build_prefilter(plans: List[Plan], engine: str) -> Optional[Prefilter]:
         raise UsageProblem(f"--prefilter-engine {engine}: {error}") from None
 
 
-def _file_lines(files: List[str], engine: Engine, diagnostics: Diagnostics):
+def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostics):
+    """``(label, line, verdict)`` from the files, merged by event time when several."""
     def report(where: str, message: str) -> None:
         diagnostics.report("bad_evtx", where, message)
 
-    if len(files) == 1:
-        return inputs_module.labelled_lines(files[0], report)
+    budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
+    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report), stream_filter.prefilter, budget)
+               for path in files]
+    if len(streams) == 1:
+        return streams[0]
+    timeline = stream_filter.emit == "all"  # every line goes out, in time order; else only candidates matter
 
-    def event_time(line: bytes):
+    def event_time(line: bytes, verdict: int):
+        if verdict != CANDIDATE and not timeline:
+            return None  # not parsed: it follows its file's previous line, as the stream sees it anyway
         try:
             event = ujson.loads(line)
         except (ValueError, OverflowError):
             return None
-        return engine.event_time(event) if isinstance(event, dict) else None
+        return stream_filter.engine.event_time(event) if isinstance(event, dict) else None
 
-    return inputs_module.merged(files, event_time, report)
+    return inputs_module.merged(streams, event_time)
 
 
 def _silence_stdout() -> None:

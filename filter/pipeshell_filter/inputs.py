@@ -4,16 +4,20 @@ A ``.evtx`` file is read with the Rust EVTX parser's Python binding and each
 record becomes one compact JSON line, exactly what ``evtx_dump -o jsonl`` would
 pipe in (the Windows-XML-as-JSON shape).  Several inputs are merged by event
 time: each file is taken in its own order and the files are interleaved by the
-time of their events (a merge, not a sort, so memory stays small).
+time of their events (a merge, not a sort, so memory stays small).  Each file's
+lines are judged by the prefilter in batches as they are read; only the lines it
+lets through are parsed, for the merge as for matching.
 """
 
 from __future__ import annotations
 
 import heapq
 import os
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional
 
 import ujson
+
+from .prefilter import CANDIDATE, Prefilter
 
 INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
 EVTX_HEADER, EVTX_CHUNK = 4096, 65536  # file header block; chunks of 64 KiB
@@ -120,19 +124,42 @@ def labelled_lines(path: str, report) -> Iterator[tuple]:
             yield f"{path} line {number}", line
 
 
-def merged(paths: List[str], event_time: Callable[[bytes], Optional[int]], report) -> Iterator[tuple]:
-    """``(label, line)`` from all files, interleaved by event time.
+def judged(labelled: Iterable[tuple], prefilter: Optional[Prefilter], batch_bytes: int = 1 << 20) -> Iterator[tuple]:
+    """``(label, line)`` -> ``(label, line, verdict)``, the prefilter judging about
+    ``batch_bytes`` of lines at a time (every line a candidate without a prefilter)."""
+    if prefilter is None:
+        for label, line in labelled:
+            yield label, line, CANDIDATE
+        return
+    batch, size = [], 0
+    for item in labelled:
+        batch.append(item)
+        size += len(item[1]) + 1
+        if size >= batch_bytes:
+            yield from _judge(batch, prefilter)
+            batch, size = [], 0
+    yield from _judge(batch, prefilter)
 
-    A line without a readable time keeps its place after the previous line of
-    its own file (it takes that line's time as its sort key).
+
+def _judge(batch: List[tuple], prefilter: Prefilter) -> Iterator[tuple]:
+    for (label, line), verdict in zip(batch, prefilter.judge([line for _, line in batch])):
+        yield label, line, verdict
+
+
+def merged(streams: List[Iterable[tuple]], event_time: Callable[[bytes, int], Optional[int]]) -> Iterator[tuple]:
+    """``(label, line, verdict)`` from each file's stream, interleaved by event time.
+
+    A line without a time (unreadable, or not parsed: ``event_time`` may decline a
+    line by its verdict) keeps its place after the previous line of its own file:
+    it takes that line's time as its sort key.
     """
-    def keyed(index: int, path: str):
+    def keyed(index: int, stream: Iterable[tuple]):
         last = float("-inf")
-        for seq, (label, line) in enumerate(labelled_lines(path, report)):
-            t = event_time(line)
+        for seq, (label, line, verdict) in enumerate(stream):
+            t = event_time(line, verdict)
             if t is not None and t > last:
                 last = t
-            yield (last, index, seq), label, line
+            yield (last, index, seq), label, line, verdict
 
-    for _, label, line in heapq.merge(*(keyed(i, p) for i, p in enumerate(paths))):
-        yield label, line
+    for _, label, line, verdict in heapq.merge(*(keyed(i, s) for i, s in enumerate(streams))):
+        yield label, line, verdict

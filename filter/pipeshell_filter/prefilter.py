@@ -29,12 +29,18 @@ from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Iterable, Iterator, List, Optional
 
 try:  # the fast scanner is optional: the pure-Python one gives the same answers
     import hyperscan
 except ImportError:  # pragma: no cover - depends on the platform's wheels
     hyperscan = None
+
+# A line's verdict (``Prefilter.judge``): passed on untouched, parsed as a possible
+# match, or parsed to be diagnosed (not shaped like a JSON object).
+SKIP, CANDIDATE, SUSPECT = 0, 1, 2
 
 # Characters JSON writers emit verbatim; a needle is a run of them.
 _VERBATIM = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\", "/"}
@@ -116,6 +122,21 @@ class Prefilter:
     def spans(self, block: bytes) -> List[tuple]:
         """The candidate lines of a block of whole lines."""
         return self.scan(block, 0, len(block))[0]
+
+    def judge(self, lines: List[bytes]) -> List[int]:
+        """A verdict for each of these lines (without their newlines), from one scan of
+        them all: lines that come one by one (files, EVTX records) are scanned in batches,
+        since a scan call costs more than a short line's scanning."""
+        if not lines:
+            return []
+        block = b"\n".join(lines) + b"\n"
+        starts = list(accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+        verdicts = [SKIP] * len(lines)
+        candidates, suspects = self.scan(block, 0, len(block))
+        for spans, verdict in ((suspects, SUSPECT), (candidates, CANDIDATE)):
+            for span_start, _ in spans:  # a line holding a newline of its own gets the verdict of any part
+                verdicts[bisect_right(starts, span_start) - 1] = verdict
+        return verdicts
 
     def scan(self, block: bytes, start: int, end: int) -> tuple:
         if start >= end:

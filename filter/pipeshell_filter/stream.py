@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import ujson
 
 from .engine import Engine
-from .prefilter import Prefilter
+from .prefilter import CANDIDATE, SKIP, Prefilter
 from .timeparse import NS, parse_time
 
 BLOCK_SIZE = 1 << 20
@@ -475,9 +475,10 @@ class Filter:
 
     def process_labelled(self, labelled: Iterable[tuple], max_line: int = DEFAULT_MAX_LINE,
                          stop: Optional[StopRequest] = None) -> None:
-        """Lines that come one by one from files (``inputs``), each with a label
-        such as ``"a.evtx record 7"`` that diagnostics show instead of a number."""
-        for label, line in labelled:
+        """Lines that come one by one from files (``inputs``): ``(label, line, verdict)``,
+        the label (``"a.evtx record 7"``) shown by diagnostics instead of a number, the
+        verdict the prefilter's (``inputs.judged``)."""
+        for label, line, verdict in labelled:
             if stop is not None and stop.requested:
                 break
             self.origin = label
@@ -485,12 +486,8 @@ class Filter:
                 self._process_long_piece(line, True)
                 continue
             self.lines += 1
-            if self.prefilter is None:
-                self.process_line(line, self.lines)
-                continue
-            candidates, suspects = self.prefilter.scan(line + b"\n", 0, len(line) + 1)
-            if candidates or suspects or self._parse_every_line:
-                self.process_line(line, self.lines, bool(candidates))
+            if verdict != SKIP or self._parse_every_line:
+                self.process_line(line, self.lines, verdict == CANDIDATE)
             elif self.emit == "all":
                 self.output.write(line + b"\n")
         self.origin = None
