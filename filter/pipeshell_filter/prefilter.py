@@ -165,19 +165,27 @@ class Prefilter:
     SAMPLE = 1 << 16  # a small item (one line) does not decide alone
 
     def _compile_hyperscan(self, escapes: bytes) -> None:
-        literal = [_hex(p) for p in self.needles + self._non_ascii]
-        shape = [rb"\n[^{]", rb"[^}]\n"]  # a line that does not start with '{' / end with '}'
-
-        def database(escape: bytes):
-            expressions = literal + [escape] + shape
-            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            db.compile(expressions=expressions, ids=list(range(len(expressions))),
-                       flags=[hyperscan.HS_FLAG_CASELESS] * len(literal) + [0] * (1 + len(shape)))
-            return db
-
-        self._quick, self._exact = database(rb"\\u"), database(escapes)
-        self._n_literal = len(literal)  # pattern ids: literals, then the escape, then the shape
+        self._literal = [_hex(p) for p in self.needles + self._non_ascii]
+        self._n_literal = len(self._literal)  # pattern ids: literals, then the escape, then the shape
+        self._escape_pattern = escapes
+        self._quick = self._database(rb"\\u")
+        self._exact = None  # compiled when a thread first needs it: most inputs never do
+        self._compiling = threading.Lock()
         self._local = threading.local()  # per thread: Hyperscan scratch spaces, the database in use
+
+    def _database(self, escape: bytes):
+        shape = [rb"\n[^{]", rb"[^}]\n"]  # a line that does not start with '{' / end with '}'
+        expressions = self._literal + [escape] + shape
+        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        database.compile(expressions=expressions, ids=list(range(len(expressions))),
+                         flags=[hyperscan.HS_FLAG_CASELESS] * self._n_literal + [0] * (1 + len(shape)))
+        return database
+
+    def _exact_database(self):
+        with self._compiling:
+            if self._exact is None:
+                self._exact = self._database(self._escape_pattern)
+        return self._exact
 
     def _scan_hyperscan(self, block: bytes, start: int, end: int) -> tuple:
         hits, odd, escapes = [], [], []
@@ -193,10 +201,10 @@ class Prefilter:
 
         local = self._local
         if not hasattr(local, "exact_left"):
-            local.quick = hyperscan.Scratch(self._quick)
-            local.exact = hyperscan.Scratch(self._exact)
-            local.exact_left = 0
+            local.quick, local.exact, local.exact_left = hyperscan.Scratch(self._quick), None, 0
         exact = local.exact_left > 0
+        if exact and local.exact is None:
+            local.exact = hyperscan.Scratch(self._exact_database())
         database, scratch = (self._exact, local.exact) if exact else (self._quick, local.quick)
         # Hyperscan releases the GIL while it scans
         database.scan(memoryview(block)[start:end], match_event_handler=on_match, scratch=scratch)
