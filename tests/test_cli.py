@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -370,6 +371,32 @@ def test_explain_event_rejects_a_file_without_an_object(tmp_path, content):
     path.write_bytes(content)
     result = run_cli(["explain", "--event", str(path)])
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and b"Traceback" not in result.stderr
+
+
+def test_more_inputs_than_the_hard_open_file_limit_are_a_usage_error(tmp_path):
+    for number in range(50):
+        (tmp_path / f"{number}.ndjson").write_bytes(ndjson([flat_event(number, "ws04", "benign")]))
+    limited = subprocess.run(COMMAND + ["--input", str(tmp_path)], capture_output=True, timeout=60,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40)))
+    assert limited.returncode == 2 and b"Traceback" not in limited.stderr
+    assert limited.stderr.splitlines() == [b"pipeshell-filter: error: 50 input files cannot be open at once "
+                                           b"(the open-file limit is 40); merge fewer, or raise the limit (ulimit -n)"]
+
+
+def test_merged_inputs_lift_the_soft_open_file_limit_within_the_hard_one():
+    from pipeshell_filter.inputs import allow_open
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 164:
+        pytest.skip(f"the hard open-file limit here is {hard}")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, hard))
+        allow_open(100)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (164, hard)
+        allow_open(10)  # never lowered
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (164, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_several_inputs_are_merged_by_event_time(tmp_path):

@@ -187,6 +187,8 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
     def report(where: str, message: str) -> None:
         diagnostics.report("bad_evtx", where, message)
 
+    if len(files) > 1:
+        inputs_module.allow_open(len(files))
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
     streams = [inputs_module.judged(inputs_module.labelled_lines(path, report), stream_filter.prefilter, budget)
                for path in files]

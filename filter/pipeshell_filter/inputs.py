@@ -50,6 +50,23 @@ def expand(paths: List[str]) -> List[str]:
     return files
 
 
+def allow_open(count: int) -> None:
+    """Merged inputs are all open at once: lift the soft open-file limit (often 1024) as far
+    as needed within the hard one, or say plainly that they are too many."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = count + 64  # stdio, the stop pipe, the interpreter's own
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and need > hard:
+        raise InputError(f"{count} input files cannot be open at once (the open-file limit is {hard}); "
+                         "merge fewer, or raise the limit (ulimit -n)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
 def is_evtx(path: str) -> bool:
     if path.lower().endswith(".evtx"):
         return True
@@ -109,7 +126,11 @@ def _check_complete(path: str, report) -> None:
 
 
 def ndjson_lines(path: str) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise InputError(f"cannot read input {path}: {error.strerror}") from None
+    with handle:
         for line in handle:
             yield line[:-1] if line.endswith(b"\n") else line
 
