@@ -373,6 +373,21 @@ def test_explain_event_rejects_a_file_without_an_object(tmp_path, content):
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and b"Traceback" not in result.stderr
 
 
+def test_input_dev_stdin_loses_no_byte_and_sigterm_ends_its_wait():
+    proc = subprocess.Popen(COMMAND + ["--emit", "all", "--idle", "0", "--input", "/dev/stdin"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(b'{"a":1}\n{"b":2}\n')  # the writer stays: only the signal ends the input
+    proc.stdin.flush()
+    out = b""
+    deadline = time.monotonic() + 30
+    while out.count(b"\n") < 2 and time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 1)[0]:
+            out += os.read(proc.stdout.fileno(), 1 << 16)
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and out + rest == b'{"a":1}\n{"b":2}\n', err
+
+
 def test_more_inputs_than_the_hard_open_file_limit_are_a_usage_error(tmp_path):
     for number in range(50):
         (tmp_path / f"{number}.ndjson").write_bytes(ndjson([flat_event(number, "ws04", "benign")]))

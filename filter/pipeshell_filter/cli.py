@@ -21,7 +21,7 @@ from .engine import Engine
 from .fields import MISSING, FieldResolver, ProfileError, builtin_profiles, load_profile_file, lookup
 from .launch import Terminated, on_sigterm, streaming
 from .plan import FieldMatcher, Plan, compile_plan
-from .prefilter import CANDIDATE, Prefilter, needle
+from .prefilter import Prefilter, needle
 from .rule import BUILTIN_RULE, RuleError, load_rule
 from .stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed, StopRequest
 from .timeparse import NS, format_time
@@ -153,8 +153,9 @@ def run(
                     stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line,
                                       stop=stop)
                 elif len(files) == 1 and not inputs_module.is_evtx(files[0]):
-                    with open(files[0], "rb") as handle:
-                        stream_filter.run(handle.fileno(), live=False, max_line=max_line, stop=stop)
+                    with open(files[0], "rb") as handle:  # a FIFO or /dev/stdin may block: live
+                        stream_filter.run(handle.fileno(), live=not stat.S_ISREG(os.fstat(handle.fileno()).st_mode),
+                                          max_line=max_line, stop=stop)
                 else:
                     stream_filter.process_labelled(_file_lines(files, stream_filter, diagnostics), max_line, stop)
             except inputs_module.InputError as error:
@@ -194,11 +195,10 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
                for path in files]
     if len(streams) == 1:
         return streams[0]
-    timeline = stream_filter.emit == "all"  # every line goes out, in time order; else only candidates matter
 
-    def event_time(line: bytes, verdict: int):
-        if verdict != CANDIDATE and not timeline:
-            return None  # not parsed: it follows its file's previous line, as the stream sees it anyway
+    # Every line is parsed for its merge key, whatever the verdict: keying only candidates would
+    # make the order of an out-of-order file, and so the alerts, depend on --emit and the prefilter.
+    def event_time(line: bytes, _verdict: int):
         try:
             event = ujson.loads(line)
         except (ValueError, OverflowError):

@@ -5,8 +5,7 @@ record becomes one compact JSON line, exactly what ``evtx_dump -o jsonl`` would
 pipe in (the Windows-XML-as-JSON shape).  Several inputs are merged by event
 time: each file is taken in its own order and the files are interleaved by the
 time of their events (a merge, not a sort, so memory stays small).  Each file's
-lines are judged by the prefilter in batches as they are read; only the lines it
-lets through are parsed, for the merge as for matching.
+lines are judged by the prefilter in batches as they are read, not one by one.
 """
 
 from __future__ import annotations
@@ -70,6 +69,8 @@ def allow_open(count: int) -> None:
 def is_evtx(path: str) -> bool:
     if path.lower().endswith(".evtx"):
         return True
+    if not os.path.isfile(path):  # a pipe (/dev/stdin): sniffing would eat its first bytes
+        return False
     try:
         with open(path, "rb") as handle:
             return handle.read(8) == b"ElfFile\0"

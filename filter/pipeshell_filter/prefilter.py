@@ -22,7 +22,7 @@ in either case; only escapes of a needle character or of a look-alike count.
 Two scanners give the same candidate lines: Hyperscan (caseless multi-literal
 matching, when the wheel is installed; it releases the GIL, so blocks are
 scanned ahead on a second core) and a pure-Python one built on ``bytes.find``
-over the lower-cased block.
+over the lower-cased block (and a regex over the block itself for escapes).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import ujson
 
 from .engine import Engine
+from .launch import Terminated
 from .prefilter import CANDIDATE, SKIP, Prefilter
 from .timeparse import NS, parse_time
 
@@ -194,32 +195,55 @@ class StopRequest:
     at it between reads, and ``fd`` becomes readable so that a wait for input ends too.
     An exception raised from the handler instead could land anywhere: between a read
     and keeping its bytes, inside a write (a torn output line), inside a state update.
+    A second signal is that exception (``launch.Terminated``): the way out when the
+    first cannot end the run, e.g. a consumer that stopped reading our output.
 
-    Used as a context manager, it owns the signals: ``signal.set_wakeup_fd`` writes to
-    the pipe behind ``fd``, and the previous handlers come back on exit."""
+    Used as a context manager, it owns the signals not ignored at start (a background
+    job ignores Ctrl-C): ``signal.set_wakeup_fd`` writes to the pipe behind ``fd``, and
+    the previous handlers come back on exit."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
-        self.fd, self._wake = os.pipe()
-        for fd in (self.fd, self._wake):
-            os.set_blocking(fd, False)
+        self.fd = self._wake = None
         self._previous = None
 
     def set(self, *_signal_args) -> None:
+        if self.requested:
+            raise Terminated()
         self.requested = True
 
+    def drain(self) -> None:
+        """Empty the wakeup pipe: another signal than ours may have written to it."""
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
     def __enter__(self) -> "StopRequest":
-        self._previous = ([(number, signal.signal(number, self.set)) for number in self.SIGNALS],
-                          signal.set_wakeup_fd(self._wake))
+        self.fd, self._wake = os.pipe()
+        try:
+            for fd in (self.fd, self._wake):
+                os.set_blocking(fd, False)
+            handlers = [(number, signal.getsignal(number)) for number in self.SIGNALS]
+            self._previous = ([(number, handler) for number, handler in handlers if handler is not signal.SIG_IGN],
+                              signal.set_wakeup_fd(self._wake))
+            for number, _ in self._previous[0]:
+                signal.signal(number, self.set)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        handlers, wakeup = self._previous
-        signal.set_wakeup_fd(wakeup)
-        for number, handler in handlers:
-            signal.signal(number, handler)
+        if self._previous is not None:
+            handlers, wakeup = self._previous
+            signal.set_wakeup_fd(wakeup)
+            for number, handler in handlers:
+                signal.signal(number, handler)
+            self._previous = None
         os.close(self.fd)
         os.close(self._wake)
 
@@ -266,10 +290,14 @@ class BlockReader:
                 continue  # it finished some work: input may have come meanwhile
             waits = [self.fd] if self.stop is None else [self.fd, self.stop.fd]
             timeout = self.idle if self.on_idle is not None and self.idle else None
-            while not select.select(waits, [], [], timeout)[0]:
+            while not (ready := select.select(waits, [], [], timeout)[0]):
                 self.on_idle()
             if self._stopped():
                 return b""
+            if self.stop is not None and self.stop.fd in ready:
+                self.stop.drain()  # woken by another signal: look at the input again
+                if self._stopped():  # unless ours came meanwhile (its handler ran by now)
+                    return b""
         data = os.read(self.fd, self.block_size)
         if not self.live or not data or len(data) >= self.block_size // 2:
             return data
