@@ -198,7 +198,7 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
 
     # Every line is parsed for its merge key, whatever the verdict: keying only candidates would
     # make the order of an out-of-order file, and so the alerts, depend on --emit and the prefilter.
-    def event_time(line: bytes, _verdict: int):
+    def event_time(line: bytes):
         try:
             event = ujson.loads(line)
         except (ValueError, OverflowError):

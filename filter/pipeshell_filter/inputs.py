@@ -168,17 +168,16 @@ def _judge(batch: List[tuple], prefilter: Prefilter) -> Iterator[tuple]:
         yield label, line, verdict
 
 
-def merged(streams: List[Iterable[tuple]], event_time: Callable[[bytes, int], Optional[int]]) -> Iterator[tuple]:
+def merged(streams: List[Iterable[tuple]], event_time: Callable[[bytes], Optional[int]]) -> Iterator[tuple]:
     """``(label, line, verdict)`` from each file's stream, interleaved by event time.
 
-    A line without a time (unreadable, or not parsed: ``event_time`` may decline a
-    line by its verdict) keeps its place after the previous line of its own file:
-    it takes that line's time as its sort key.
+    A line without a readable time keeps its place after the previous line of
+    its own file (it takes that line's time as its sort key).
     """
     def keyed(index: int, stream: Iterable[tuple]):
         last = float("-inf")
         for seq, (label, line, verdict) in enumerate(stream):
-            t = event_time(line, verdict)
+            t = event_time(line)
             if t is not None and t > last:
                 last = t
             yield (last, index, seq), label, line, verdict

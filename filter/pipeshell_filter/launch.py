@@ -21,7 +21,8 @@ _paused_gc = False  # set by main(): only then does streaming() touch the collec
 
 
 class Terminated(BaseException):
-    """SIGTERM arrived during start-up: exit 0.
+    """SIGTERM during start-up, or a second one while the stream runs (``stream.StopRequest``):
+    exit 0 at once.
 
     A BaseException, so that no ``except Exception`` on the way (a rule error
     handler) mistakes it for a failure of its own."""
