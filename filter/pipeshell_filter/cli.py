@@ -17,6 +17,7 @@ import typer
 import ujson
 
 from . import inputs as inputs_module
+from . import parallel
 from .engine import Engine
 from .fields import MISSING, FieldResolver, ProfileError, builtin_profiles, load_profile_file, lookup
 from .launch import Terminated, on_sigterm, streaming
@@ -115,6 +116,9 @@ def run(
     max_record: int = typer.Option(DEFAULT_MAX_RECORD, "--max-record-bytes", metavar="BYTES",
                                    help="With --non-json wrap, no output line is longer (bigger ones are cut "
                                    "into a pipeline_error record)."),
+    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="Processes that prefilter a "
+                                          "regular-file input in parallel (0: none). Default: one per CPU, up to "
+                                          f"{parallel.MAX_WORKERS}; none on a single CPU."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
 ) -> None:
     """Filter NDJSON events from stdin (or --input) to stdout."""
@@ -128,6 +132,8 @@ def run(
         raise UsageProblem("--max-line-bytes must be at least 1024")
     if max_record < 4096:
         raise UsageProblem("--max-record-bytes must be at least 4096")
+    if workers is not None and workers < 0:
+        raise UsageProblem("--workers must be zero or more")
     plans = load_plans(rule, join)
     resolver = make_resolver(profile, field_map, time_field)
     try:
@@ -140,7 +146,8 @@ def run(
     diagnostics = Diagnostics()
     output = Output(sys.stdout.fileno())
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
-                           non_json=non_json.value, fluentbit_time=fluentbit_time, max_record=max_record)
+                           non_json=non_json.value, fluentbit_time=fluentbit_time, max_record=max_record,
+                           workers=parallel.default_workers() if workers is None else workers)
 
     streaming()
     try:

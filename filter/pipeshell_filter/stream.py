@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import ujson
 
+from . import parallel
 from .engine import Engine
 from .launch import Terminated
 from .prefilter import CANDIDATE, SKIP, Prefilter
@@ -35,6 +36,8 @@ SCAN_AHEAD = 2  # reads being scanned while the current one is processed
 # Items up to this size (the line joined across two reads, the little a slow pipe hands over)
 # are scanned on the reading thread: a hand-off to the pool would cost more than the scan.
 INLINE_SCAN = 1 << 16
+# A regular file at least this big (from where reading starts) is prefiltered by worker processes.
+PARALLEL_MIN = 2 * parallel.CHUNK
 
 # What the reader hands the filter.
 LINES = "lines"  # one or more complete lines, each ending in b"\n"
@@ -372,7 +375,8 @@ class Filter:
 
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
                  idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
-                 fluentbit_time: bool = False, max_record: int = DEFAULT_MAX_RECORD, clock=time.time_ns):
+                 fluentbit_time: bool = False, max_record: int = DEFAULT_MAX_RECORD, clock=time.time_ns,
+                 workers: int = 0):
         if emit not in ("alerts", "matches", "all"):
             raise ValueError(f"unknown emit mode {emit!r}")
         if non_json not in ("pass", "wrap"):
@@ -397,6 +401,9 @@ class Filter:
         self._pending = deque()  # (block, start, end, scan result or its future), oldest first
         self._reader = None  # the BlockReader of the input being read
         self.inline_scan = INLINE_SCAN
+        self.workers = workers  # processes prefiltering a regular file (``parallel``); 0: none
+        self.parallel_min = PARALLEL_MIN
+        self.parallel_chunk = parallel.CHUNK
 
     # ------------------------------------------------------------ input
 
@@ -578,6 +585,9 @@ class Filter:
         """Filter one input to its end, or until ``stop`` is requested.  ``live`` input (a pipe)
         lets the wall clock advance the watermark when no newer event arrives; a file never does."""
         self._wall_idle = self.idle if live and self.idle else None
+        if not live and self.workers and self.prefilter is not None and not self._parse_every_line \
+                and parallel.available():
+            self._run_workers(fd, block_size, max_line, stop)
         reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle,
                                             block_size, max_line, stop)
         ahead = self.prefilter is not None and self.prefilter.engine == "hyperscan"
@@ -600,6 +610,35 @@ class Filter:
                     self.process(kind, data, start, end)
             self._drain()
         self._reader = None
+
+    def _run_workers(self, fd: int, block_size: int, max_line: int, stop: Optional[StopRequest]) -> None:
+        """The bulk of a regular file, prefiltered by worker processes (``parallel``) and handled
+        here in file order; the file offset is then left where they got to, for ``run`` to read on."""
+        start = os.lseek(fd, 0, os.SEEK_CUR)
+        size = os.fstat(fd).st_size
+        if size - start < self.parallel_min:
+            return
+        position = start
+        try:
+            with parallel.Workers(fd, start, size, self.workers, self.prefilter.scan, _newlines, block_size,
+                                  max_line, self.parallel_chunk) as workers:
+                for kind, offset, *found in workers.records():
+                    if offset != position or (stop is not None and stop.requested):
+                        break
+                    if kind == parallel.CHUNK_END:
+                        continue
+                    length, lines = found[0], found[1]
+                    if kind == parallel.MARKED or self.emit == "all":
+                        block = os.pread(fd, length, offset)
+                        if len(block) != length:  # the file shrank meanwhile
+                            break
+                        marked = found[2:] if kind == parallel.MARKED else ([], [])
+                        self.process_block(block, 0, length, (*marked, lines))
+                    else:
+                        self.lines += lines
+                    position += length
+        finally:
+            os.lseek(fd, position, os.SEEK_SET)
 
     def _scan_ahead(self, block: bytes, start: int, end: int) -> tuple:
         """The scan (GIL released) and the line count; on a pool thread, or on the reading

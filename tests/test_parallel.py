@@ -1,0 +1,232 @@
+"""Worker processes prefiltering a regular file (``parallel``) never change what the filter does.
+
+Every test compares a run with workers against the same run read sequentially
+(``workers=0``): the output bytes, the line count and the diagnostics.  Chunks are
+made tiny so that a few hundred bytes are spread over many chunks and workers.
+"""
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from eventgen import CLIENT, SERVER, flat_event
+from pipeshell_filter import parallel
+from pipeshell_filter import prefilter as pf
+from pipeshell_filter import stream as stream_module
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.plan import compile_plan
+from pipeshell_filter.rule import BUILTIN_RULE, load_rule
+from pipeshell_filter.stream import Diagnostics, Filter, Output
+from test_prefilter import streams
+
+PLAN = compile_plan(load_rule(BUILTIN_RULE, builtin=True))
+ENGINES = pf.available_engines()
+MAX_LINE = 4096
+pytestmark = pytest.mark.skipif(not parallel.available(), reason="no os.fork / os.pread here")
+
+
+def run(data: bytes, emit: str, engine: str, workers: int, block_size: int = 1 << 20, chunk: int = 256,
+        start: int = 0, stop=None, before=None):
+    """Filter ``data`` from offset ``start`` of a file; returns (output, lines, diagnostics counts).
+    ``before(path, fd)`` runs after the file is written, before the filter starts."""
+    with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.flush()
+        source.seek(start)
+        if before is not None:
+            before(source.name, source.fileno())
+        diagnostics = Diagnostics(io.StringIO())
+        stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                               diagnostics, emit, prefilter=pf.Prefilter(PLAN.prefilter_literals(pf.needle), engine),
+                               clock=lambda: 0, workers=workers)
+        stream_filter.parallel_min = 0
+        stream_filter.parallel_chunk = chunk
+        stream_filter.run(source.fileno(), live=False, block_size=block_size, max_line=MAX_LINE, stop=stop)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read(), stream_filter.lines, dict(diagnostics.counts)
+
+
+@st.composite
+def files(draw):
+    """The prefilter property's streams, with lines far over the inspection limit mixed in
+    (over ``MAX_LINE`` + a block, so that every way of reading cuts them into pieces)."""
+    data = draw(streams())
+    lines = data.split(b"\n")
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(lines)))
+        filler = draw(st.sampled_from([b"x", b"{", SERVER.encode()]))
+        lines.insert(at, b'{"long":"' + filler * (MAX_LINE // len(filler) + 700) + b'"}')
+    return b"\n".join(lines)
+
+
+@given(files(), st.sampled_from(["alerts", "matches", "all"]), st.sampled_from(ENGINES), st.integers(1, 3),
+       st.integers(16, 600), st.integers(64, 2048), st.one_of(st.just(0), st.integers(0, 1 << 16)))
+@example(b'{"a":1}\n' * 3 + b"{" + b"x" * 9000 + b"}\n" + b'{"b":2}', "all", ENGINES[0], 2, 64, 100, 0)
+def test_workers_never_change_the_output(data, emit, engine, workers, block_size, chunk, offset):
+    start = offset % (len(data) + 1)  # the file may be read from anywhere, mid-line too
+    expected = run(data, emit, engine, 0, block_size, chunk, start)
+    assert run(data, emit, engine, workers, block_size, chunk, start) == expected
+
+
+def test_workers_do_the_scanning(monkeypatch):
+    # the parallel path is taken (and not silently skipped) when a file is big enough
+    seen = []
+    real = parallel.scan_chunk
+
+    def recording(fd, first, bounds, *rest):
+        seen.append(os.getpid())
+        return real(fd, first, bounds, *rest)
+
+    monkeypatch.setattr(parallel, "scan_chunk", recording)
+    data = b"".join(b'{"n":%d}\n' % n for n in range(200))
+    out, lines, _ = run(data, "all", ENGINES[0], 2, chunk=128)
+    assert (out, lines) == (data, 200)
+    assert seen == []  # the chunks were scanned in the forked workers, not here
+
+    stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(os.open(os.devnull, os.O_WRONLY)),
+                           Diagnostics(io.StringIO()), "alerts", prefilter=pf.Prefilter([b"x"]), workers=2)
+    assert stream_filter.parallel_min == 2 * parallel.CHUNK  # small files are not worth a fork
+
+
+def _events(count: int) -> bytes:
+    kinds = ["benign"] * 5 + ["server", "client"]
+    return b"".join(b'%s\n' % __import__("json").dumps(flat_event(n, f"h{n % 4}", kinds[n % 7])).encode()
+                    for n in range(count))
+
+
+def test_a_worker_that_dies_leaves_its_chunk_to_the_parent(monkeypatch):
+    real = parallel.scan_chunk
+
+    def dying(fd, first, bounds, scan, count, block, max_line, send):
+        if bounds[0] >= 2048:  # the third chunk on: dies after one record
+            real(fd, first, bounds, scan, count, 64, max_line, lambda record: (send(record), os._exit(3)))
+        real(fd, first, bounds, scan, count, block, max_line, send)
+
+    data = _events(60)
+    expected = run(data, "matches", ENGINES[0], 0, chunk=1024)
+    monkeypatch.setattr(parallel, "scan_chunk", dying)
+    assert run(data, "matches", ENGINES[0], 2, chunk=1024) == expected
+    assert expected[0].count(b'"kind":"alert"') >= 1  # the comparison covers alerts
+
+
+def test_a_file_that_shrinks_while_workers_scan_it_is_read_as_it_is_now(monkeypatch):
+    data = _events(60)
+    cut = 1500  # inside the first chunk, mid-line
+    real = parallel.scan_chunk
+
+    def shrinking(fd, first, bounds, *rest):
+        if bounds[0] == 0:
+            os.ftruncate(fd, cut)  # before the first chunk is read; later chunks may have been read already
+        return real(fd, first, bounds, *rest)
+
+    expected = run(data[:cut], "all", ENGINES[0], 0, chunk=1024)
+    monkeypatch.setattr(parallel, "scan_chunk", shrinking)
+    for _ in range(3):
+        assert run(data, "all", ENGINES[0], 2, chunk=1024) == expected
+
+
+def test_a_file_shorter_than_its_size_said_is_read_to_its_end(monkeypatch):
+    data = _events(30)
+    real_fstat = os.fstat
+
+    class Bigger:
+        def __init__(self, result):
+            self.st_size = result.st_size + 5000
+            self.st_mode = result.st_mode
+
+    expected = run(data, "all", ENGINES[0], 0, chunk=512)
+    monkeypatch.setattr(stream_module.os, "fstat", lambda fd: Bigger(real_fstat(fd)))
+    assert run(data, "all", ENGINES[0], 2, chunk=512) == expected
+
+
+class StopAfter:
+    """A stop request that comes after ``checks`` looks at it."""
+
+    def __init__(self, checks: int):
+        self.checks = checks
+
+    @property
+    def requested(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
+@given(st.integers(0, 40), st.integers(1, 3))
+def test_a_stop_ends_the_input_at_a_line_boundary_with_nothing_lost_before_it(checks, workers):
+    data = b"".join(b'{"n":%d,"pad":"%s"}\n' % (n, b"p" * (n * 7 % 90)) for n in range(300))  # passed on as is
+    out, lines, _ = run(data, "all", ENGINES[0], workers, block_size=256, chunk=700, stop=StopAfter(checks))
+    assert data.startswith(out) and (out == b"" or out.endswith(b"\n"))
+    assert lines == out.count(b"\n")
+
+
+def test_workers_are_ended_and_reaped(monkeypatch):
+    pids = []
+
+    class Recording(parallel.Workers):
+        def __exit__(self, *exc):
+            pids.extend(self._pids)
+            super().__exit__(*exc)
+
+    monkeypatch.setattr(parallel, "Workers", Recording)
+    stop = StopAfter(2)  # leaves workers with results nobody reads
+    run(_events(200), "alerts", ENGINES[0], 2, block_size=128, chunk=512, stop=stop)
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_scan_chunk_stops_short_at_a_line_over_the_limit(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b'{"a":1}\n' + b"y" * 300 + b'\n{"b":2}\n')
+    sent = []
+    with open(path, "rb") as handle:
+        parallel.scan_chunk(handle.fileno(), 0, (0, 400), lambda *a: ([], []), stream_module._newlines,
+                            16, 100, sent.append)
+    assert sent == [(parallel.RULED_OUT, 0, 8, 1), (parallel.CHUNK_END, 8)]
+
+
+@pytest.mark.parametrize("cpus, expected", [(1, 0), (2, 2), (6, 6), (64, parallel.MAX_WORKERS)])
+def test_default_workers_follow_the_cpus_this_process_may_use(monkeypatch, cpus, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert parallel.default_workers() == expected
+
+
+def _cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "pipeshell_filter", *args], stdin=stdin, capture_output=True)
+
+
+def test_cli_workers_give_the_same_output_on_a_big_file(tmp_path):
+    rng = random.Random(5)
+    path = tmp_path / "big.ndjson"
+    body = _events(70)
+    filler = b'{"EventID":1,"Computer":"ws","Image":"C:\\\\Windows\\\\x.exe","pad":"%s"}\n' % (b"p" * 1500)
+    with open(path, "wb") as handle:
+        for _ in range(3):  # over PARALLEL_MIN: incidents at the start, middle and end
+            handle.write(body)
+            handle.write(filler * ((12 << 20) // len(filler) + rng.randint(0, 9)))
+        handle.write(body)
+    results = []
+    for workers in ("0", "2"):
+        with open(path, "rb") as stdin:
+            done = _cli("--emit", "matches", "--idle", "0", "--workers", workers, stdin=stdin)
+        assert done.returncode == 0, done.stderr
+        results.append((done.stdout, done.stderr))
+    assert results[0] == results[1]
+    assert results[0][0].count(b'"kind":"alert"') >= 3
+
+
+def test_cli_refuses_a_negative_worker_count():
+    done = _cli("--workers", "-1", stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().count("\n") == 0 and "--workers" in done.stderr.decode()
