@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -594,6 +593,8 @@ class Filter:
         ahead = self.prefilter is not None and self.prefilter.engine == "hyperscan"
         # On the way out, even by an exception (the output closed), the pool finishes the scans it
         # has; what was read and not yet processed stays queued for finish().
+        if ahead:
+            from concurrent.futures import ThreadPoolExecutor  # here: it imports logging, a start-up cost
         with ThreadPoolExecutor(2) if ahead else nullcontext() as pool:
             for kind, data, start, end in reader:
                 if kind == LINES and pool is not None:
@@ -650,5 +651,5 @@ class Filter:
         """Finish blocks whose scan was started ahead, oldest first."""
         while self._pending and count != 0:
             data, start, end, scan = self._pending.popleft()
-            self.process_block(data, start, end, scan.result() if isinstance(scan, Future) else scan)
+            self.process_block(data, start, end, scan if isinstance(scan, tuple) else scan.result())
             count = None if count is None else count - 1
