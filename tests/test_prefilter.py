@@ -222,8 +222,8 @@ def test_block_reader_yields_every_byte_in_whole_lines(lines, final_newline, blo
 
 
 @given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
-       st.lists(st.integers(1, 60), min_size=1, max_size=8), st.integers(16, 256), st.integers(0, 3))
-def test_block_reader_on_a_pipe_gathers_what_is_there_and_loses_nothing(lines, writes, block_size, busy):
+       st.lists(st.integers(1, 60), min_size=1, max_size=8), st.integers(16, 256))
+def test_block_reader_on_a_pipe_gathers_what_is_there_and_loses_nothing(lines, writes, block_size):
     data = b"\n".join(lines) + (b"\n" if lines else b"")
     read_end, write_end = os.pipe()
 
@@ -239,16 +239,10 @@ def test_block_reader_on_a_pipe_gathers_what_is_there_and_loses_nothing(lines, w
                 time.sleep(0.0005)
         os.close(write_end)
 
-    calls = []
-
-    def before_block():  # True: the filter did work (blocks in flight) and the reader looks again
-        calls.append(len(calls) % (busy + 1) != busy)
-        return calls[-1]
-
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        items = list(BlockReader(read_end, True, before_block, block_size=block_size, max_line=4096))
+        items = list(BlockReader(read_end, True, lambda: None, block_size=block_size, max_line=4096))
     finally:
         thread.join()
         os.close(read_end)
@@ -263,9 +257,9 @@ def test_a_pipe_is_widened_to_hold_a_block_and_never_narrowed():
         pytest.skip("no pipe sizes on this platform")
     read_end, write_end = os.pipe()
     try:
-        BlockReader(read_end, True, lambda: False, block_size=1 << 18)
+        BlockReader(read_end, True, lambda: None, block_size=1 << 18)
         assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) >= 1 << 18
-        BlockReader(read_end, True, lambda: False, block_size=4096)
+        BlockReader(read_end, True, lambda: None, block_size=4096)
         assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) >= 1 << 18
     finally:
         os.close(read_end)
@@ -291,7 +285,7 @@ def test_a_pipe_read_gathers_what_is_already_there_into_one_block(monkeypatch):
     lines = [b'{"n": %d}' % i for i in range(12)]
     data = b"\n".join(lines) + b"\n"
     _scripted_reads(monkeypatch, [data[i:i + 5] for i in range(0, len(data), 5)])
-    items = list(BlockReader(0, True, lambda: False, block_size=64))
+    items = list(BlockReader(0, True, lambda: None, block_size=64))
     assert b"".join(d[s:e] for k, d, s, e in items) == data
     assert max(d[s:e].count(b"\n") for k, d, s, e in items) >= 2  # 5-byte reads joined: whole lines
 
@@ -299,23 +293,9 @@ def test_a_pipe_read_gathers_what_is_already_there_into_one_block(monkeypatch):
 def test_end_of_input_met_while_gathering_is_not_read_again(monkeypatch):
     # a terminal reports Ctrl-D once: the reader must not wait for a second one
     calls = _scripted_reads(monkeypatch, [b'{"a": 1}\n', b""])
-    items = list(BlockReader(0, True, lambda: False, block_size=1024))
+    items = list(BlockReader(0, True, lambda: None, block_size=1024))
     assert [d[s:e] for k, d, s, e in items] == [b'{"a": 1}\n']
     assert len(calls) == 2
-
-
-def _filter_with_queued_blocks(lines_per_block):
-    """A filter in --emit all with whole blocks read and scanned but not yet processed."""
-    sink = tempfile.TemporaryFile()
-    scanner = pf.Prefilter(NEEDLES, ENGINES[0])
-    stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
-                           Diagnostics(io.StringIO()), "all", prefilter=scanner)
-    blocks = []
-    for lines in lines_per_block:
-        block = b"".join(line + b"\n" for line in lines)
-        stream_filter._pending.append((block, 0, len(block), stream_filter._scan_ahead(block, 0, len(block))))
-        blocks.append(block)
-    return stream_filter, sink, blocks
 
 
 def _written(stream_filter, sink) -> bytes:
@@ -324,26 +304,18 @@ def _written(stream_filter, sink) -> bytes:
     return sink.read()
 
 
-def test_before_waiting_for_input_the_filter_finishes_one_queued_block_at_a_time():
-    queued = [[b'{"a": %d}' % (i * 10 + j) for j in range(3)] for i in range(3)]
-    stream_filter, sink, blocks = _filter_with_queued_blocks(queued)
-    with sink:
-        for done in range(1, 4):
-            assert stream_filter.before_block() is True  # one block done: the reader looks again
-            assert _written(stream_filter, sink) == b"".join(blocks[:done])
-        assert stream_filter.before_block() is False  # nothing queued: settled and flushed
-        assert stream_filter.lines == 9
-
-
 def test_a_run_cut_short_by_an_error_still_processes_what_was_read():
-    # finish() handles the queued blocks and the unfinished last line, as at end of input
-    stream_filter, sink, blocks = _filter_with_queued_blocks([[b'{"a": 1}', b'{"a": 2}'], [b'{"a": 3}']])
+    # finish() handles the unfinished last line the reader holds, as at end of input
+    sink = tempfile.TemporaryFile()
+    stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                           Diagnostics(io.StringIO()), "all", prefilter=pf.Prefilter(NEEDLES, ENGINES[0]))
     with sink:
-        reader = stream_filter._reader = BlockReader(0, False, lambda: False)
+        stream_filter.process_block(b'{"a": 1}\n{"a": 2}\n')
+        reader = stream_filter._reader = BlockReader(0, False, lambda: None)
         reader._carry = [b'{"a": ', b"4}"]
         stream_filter.finish()
-        assert _written(stream_filter, sink) == b"".join(blocks) + b'{"a": 4}\n'
-        assert stream_filter.lines == 4
+        assert _written(stream_filter, sink) == b'{"a": 1}\n{"a": 2}\n{"a": 4}\n'
+        assert stream_filter.lines == 3
 
 
 def test_block_reader_cuts_an_oversized_line_into_pieces():
@@ -425,7 +397,7 @@ def _reencode(value, rng) -> str:
 
 
 def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass", fluentbit_time=False,
-               inline_scan=None, stop=None) -> bytes:
+               stop=None) -> bytes:
     rule = load_rule(BUILTIN_RULE, builtin=True)
     plans = [compile_plan(rule)]
     scanner = None if engine is None else pf.Prefilter(plans[0].prefilter_literals(pf.needle), engine)
@@ -435,28 +407,26 @@ def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass",
         stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
                                Diagnostics(io.StringIO()), emit, prefilter=scanner, non_json=non_json,
                                fluentbit_time=fluentbit_time, clock=lambda: 0)
-        if inline_scan is not None:  # 0: every block goes through the scan-ahead pool
-            stream_filter.inline_scan = inline_scan
         stream_filter.run(source.fileno(), live=False, block_size=block_size, stop=stop)
         stream_filter.finish()
         sink.seek(0)
         return sink.read()
 
 
-@given(streams(), st.sampled_from(["alerts", "matches", "all"]), st.integers(7, 4096), st.sampled_from([0, 64, 1 << 16]))
+@given(streams(), st.sampled_from(["alerts", "matches", "all"]), st.integers(7, 4096))
 @example(b'{"EventID":4104,"Computer":"a","@timestamp":"2021-06-03T13:00:00Z","ScriptBlockText":'
-         b'"\\u0053ystem.IO.Pipes.NamedPipeServerStream"}', "matches", 16, 0)
-def test_prefilter_never_changes_the_output(data, emit, block_size, inline_scan):
+         b'"\\u0053ystem.IO.Pipes.NamedPipeServerStream"}', "matches", 16)
+def test_prefilter_never_changes_the_output(data, emit, block_size):
     expected = run_filter(data, emit, None, 1 << 20)
     for engine in ENGINES:
-        assert run_filter(data, emit, engine, block_size, inline_scan=inline_scan) == expected, engine
+        assert run_filter(data, emit, engine, block_size) == expected, engine
 
 
-@given(streams(), st.integers(7, 4096), st.sampled_from([0, 64, 1 << 16]))
-def test_prefilter_never_changes_the_fluent_bit_output(data, block_size, inline_scan):
+@given(streams(), st.integers(7, 4096))
+def test_prefilter_never_changes_the_fluent_bit_output(data, block_size):
     expected = run_filter(data, "all", None, 1 << 20, "wrap", True)
     for engine in ENGINES:
-        assert run_filter(data, "all", engine, block_size, "wrap", True, inline_scan) == expected, engine
+        assert run_filter(data, "all", engine, block_size, "wrap", True) == expected, engine
 
 
 def run_files(paths, emit: str, engine) -> bytes:

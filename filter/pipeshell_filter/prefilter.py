@@ -20,8 +20,7 @@ A JSON escape is ``\\u`` (lower case: JSON has no ``\\U``) and four hex digits
 in either case; only escapes of a needle character or of a look-alike count.
 
 Two scanners give the same candidate lines: Hyperscan (caseless multi-literal
-matching, when the wheel is installed; it releases the GIL, so blocks are
-scanned ahead on a second core) and a pure-Python one built on ``bytes.find``
+matching, when the wheel is installed) and a pure-Python one built on ``bytes.find``
 over the lower-cased block (and a regex over the block itself for escapes).
 """
 

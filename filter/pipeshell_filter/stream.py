@@ -17,8 +17,7 @@ import select
 import signal
 import sys
 import time
-from collections import Counter, deque
-from contextlib import nullcontext
+from collections import Counter
 from typing import Callable, Iterable, Iterator, Optional
 
 import ujson
@@ -32,10 +31,6 @@ from .timeparse import NS, parse_time
 BLOCK_SIZE = 1 << 20
 DEFAULT_MAX_LINE = 16 << 20
 DEFAULT_MAX_RECORD = 1_000_000
-SCAN_AHEAD = 2  # reads being scanned while the current one is processed
-# Items up to this size (the line joined across two reads, the little a slow pipe hands over)
-# are scanned on the reading thread: a hand-off to the pool would cost more than the scan.
-INLINE_SCAN = 1 << 16
 # A regular file at least this big (from where reading starts) is prefiltered by worker processes.
 PARALLEL_MIN = 2 * parallel.CHUNK
 
@@ -257,13 +252,12 @@ class BlockReader:
     Yields ``(kind, data, start, end)``: the item is ``data[start:end]`` (see
     LINES / PIECE / PIECE_END).  A final line with no newline gets one.  ``live``
     input (a pipe) may block: before a read that would, ``before_block`` runs
-    until it returns False (it has settled and flushed the output; True means it
-    did other work first), and while nothing arrives ``on_idle`` runs every
+    (it settles and flushes the output), and while nothing arrives ``on_idle`` runs every
     ``idle`` seconds.  Once ``stop`` is requested, no more is read: what was read
     is handed on, as at end of input.
     """
 
-    def __init__(self, fd: int, live: bool, before_block: Callable[[], bool],
+    def __init__(self, fd: int, live: bool, before_block: Callable[[], None],
                  on_idle: Optional[Callable[[], None]] = None, idle: Optional[float] = None,
                  block_size: int = BLOCK_SIZE, max_line: int = DEFAULT_MAX_LINE,
                  stop: Optional[StopRequest] = None):
@@ -289,8 +283,7 @@ class BlockReader:
         if self._eof or self._stopped():
             return b""
         while self.live and not self._ready():
-            if self.before_block():
-                continue  # it finished some work: input may have come meanwhile
+            self.before_block()
             waits = [self.fd] if self.stop is None else [self.fd, self.stop.fd]
             timeout = self.idle if self.on_idle is not None and self.idle else None
             while not (ready := select.select(waits, [], [], timeout)[0]):
@@ -398,9 +391,7 @@ class Filter:
         self.origin = None  # label for diagnostics when reading several files
         self._long_line = None  # line number of the line over the inspection limit being passed on
         self._wall_idle = None  # idle seconds when live input lets the wall clock move the watermark
-        self._pending = deque()  # (block, start, end, scan result or its future), oldest first
         self._reader = None  # the BlockReader of the input being read
-        self.inline_scan = INLINE_SCAN
         self.workers = workers  # processes prefiltering a regular file (``parallel``); 0: none
         self.parallel_min = PARALLEL_MIN
         self.parallel_chunk = parallel.CHUNK
@@ -416,7 +407,7 @@ class Filter:
 
     def process_block(self, block: bytes, start: int = 0, end: Optional[int] = None, scanned=None) -> None:
         """Whole lines, each ending in a newline: ``block[start:end]``; ``scanned``
-        is the prefilter's result when it was computed ahead."""
+        is the prefilter's result with the line count, when a worker computed it."""
         end = len(block) if end is None else end
         if self.prefilter is None:
             self._each_line(block, start, end, True)
@@ -556,21 +547,14 @@ class Filter:
             self.write_alerts(self.engine.idle(self._wall_idle))
         self.output.flush()
 
-    def before_block(self) -> bool:
-        """No input is ready.  With blocks still being scanned, finish the oldest and say so
-        (True: look at the input again, rather than wait for the whole queue); else what is
-        final now goes out now, before the reader waits (False)."""
-        if self._pending:
-            self._drain(1)
-            return True
+    def before_block(self) -> None:
+        """No input is ready: what is final now goes out now, before the reader waits."""
         self.write_alerts(self.engine.settle())
         self.on_idle()
-        return False
 
     def finish(self) -> None:
         """End of input (or of what was read before a stop or an error): what was read is
         processed, then flushed."""
-        self._drain()
         if self._reader is not None:
             for item in self._reader.rest():
                 self.process(*item)
@@ -590,27 +574,8 @@ class Filter:
             self._run_workers(fd, block_size, max_line, stop)
         reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle,
                                             block_size, max_line, stop)
-        ahead = self.prefilter is not None and self.prefilter.engine == "hyperscan"
-        # On the way out, even by an exception (the output closed), the pool finishes the scans it
-        # has; what was read and not yet processed stays queued for finish().
-        if ahead:
-            from concurrent.futures import ThreadPoolExecutor  # here: it imports logging, a start-up cost
-        with ThreadPoolExecutor(2) if ahead else nullcontext() as pool:
-            for kind, data, start, end in reader:
-                if kind == LINES and pool is not None:
-                    # scan the next blocks on the other core while this thread works; each read
-                    # gives up to two items, the line it completes and its own whole lines
-                    if end - start <= self.inline_scan:
-                        scan = self._scan_ahead(data, start, end)
-                    else:
-                        scan = pool.submit(self._scan_ahead, data, start, end)
-                    self._pending.append((data, start, end, scan))
-                    if len(self._pending) > 2 * SCAN_AHEAD:
-                        self._drain(1)
-                else:
-                    self._drain()
-                    self.process(kind, data, start, end)
-            self._drain()
+        for item in reader:
+            self.process(*item)
         self._reader = None
 
     def _run_workers(self, fd: int, block_size: int, max_line: int, stop: Optional[StopRequest]) -> None:
@@ -641,15 +606,3 @@ class Filter:
                     position += length
         finally:
             os.lseek(fd, position, os.SEEK_SET)
-
-    def _scan_ahead(self, block: bytes, start: int, end: int) -> tuple:
-        """The scan (GIL released) and the line count; on a pool thread, or on the reading
-        thread for a small item."""
-        return (*self.prefilter.scan(block, start, end), _newlines(block, start, end))
-
-    def _drain(self, count: Optional[int] = None) -> None:
-        """Finish blocks whose scan was started ahead, oldest first."""
-        while self._pending and count != 0:
-            data, start, end, scan = self._pending.popleft()
-            self.process_block(data, start, end, scan if isinstance(scan, tuple) else scan.result())
-            count = None if count is None else count - 1
