@@ -114,14 +114,14 @@ class Workers:
         self.fd = fd
         self.start = start
         self.chunks = chunk_bounds(start, size, chunk)
-        self.count = max(1, min(workers, len(self.chunks)))
+        self.processes = max(1, min(workers, len(self.chunks)))
         self._work = (scan, count, block, max_line)
         self._pids: List[int] = []
         self._pipes: List[io.BufferedReader] = []
 
     def __enter__(self) -> "Workers":
         try:
-            for index in range(self.count):
+            for index in range(self.processes):
                 read_end, write_end = os.pipe()
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - runs in the child, which leaves by os._exit
@@ -145,7 +145,7 @@ class Workers:
                 pipe.close()
             with io.open(write_end, "wb", buffering=1 << 16) as out:
                 scan, count, block, max_line = self._work
-                for bounds in self.chunks[index::self.count]:
+                for bounds in self.chunks[index::self.processes]:
                     scan_chunk(self.fd, self.start, bounds, scan, count, block, max_line,
                                lambda record: marshal.dump(record, out))
                     out.flush()
@@ -156,7 +156,7 @@ class Workers:
     def records(self) -> Iterator[tuple]:
         """Ends after the chunk whose worker stopped short of it, or died in it."""
         for index, bounds in enumerate(self.chunks):
-            pipe = self._pipes[index % self.count]
+            pipe = self._pipes[index % self.processes]
             while True:
                 try:
                     record = marshal.load(pipe)

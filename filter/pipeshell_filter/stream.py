@@ -2,11 +2,11 @@
 
 Input is read in large blocks cut at line boundaries.  The prefilter marks the
 few lines that can match; the others are passed on as whole byte ranges (or
-dropped) without being parsed.  The bulk of a big regular file is prefiltered
-by worker processes instead (``parallel``), its results taken in file order.  Candidate lines are parsed and run through the
-engine.  Bad input is diagnosed on stderr and, in ``--emit all``, passed on
-unchanged (or wrapped into a record with ``--non-json wrap``), so nothing is
-lost.  Output is buffered and flushed before every read that could block: in a
+dropped) without being parsed; the bulk of a big regular file is prefiltered
+by worker processes instead (``parallel``), their results taken in file order.
+Candidate lines are parsed and run through the engine.  Bad input is diagnosed
+on stderr and, in ``--emit all``, passed on unchanged (or wrapped into a record
+with ``--non-json wrap``), so nothing is lost.  Output is buffered and flushed before every read that could block: in a
 pipeline an alert must not wait for the next event.
 """
 
