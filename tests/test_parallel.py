@@ -230,3 +230,31 @@ def test_cli_refuses_a_negative_worker_count():
     done = _cli("--workers", "-1", stdin=subprocess.DEVNULL)
     assert done.returncode == 2
     assert done.stderr.decode().strip().count("\n") == 0 and "--workers" in done.stderr.decode()
+
+
+def test_no_processes_to_be_had_means_the_file_is_read_as_usual(monkeypatch):
+    data = _events(40)
+    expected = run(data, "matches", ENGINES[0], 0, chunk=512)
+    forks = []
+
+    def failing_fork():
+        forks.append(1)
+        if len(forks) == 2:  # the second worker cannot be made: the first is ended, nothing is lost
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_fork()
+
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", failing_fork)
+    assert run(data, "matches", ENGINES[0], 2, chunk=512) == expected
+    assert len(forks) == 2
+
+
+def test_workers_reaped_by_the_system_are_no_error():
+    # started with SIGCHLD ignored, children are reaped as they exit: waiting for them finds none
+    data = _events(40)
+    expected = run(data, "all", ENGINES[0], 0, chunk=512)
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        assert run(data, "all", ENGINES[0], 2, chunk=512) == expected
+    finally:
+        signal.signal(signal.SIGCHLD, previous)

@@ -104,6 +104,7 @@ def scan_chunk(fd: int, first: int, bounds: Tuple[int, int], scan: Callable, cou
 class Workers:
     """Worker processes scanning the chunks of ``[start, size)`` of a regular file.
 
+    ``start()`` forks them (OSError when it cannot: the process limit, memory);
     ``records()`` yields every worker's records in file order, chunk after chunk, up
     to the first chunk a worker ended short of (or died in).  Leaving the ``with``
     block ends the workers, done or not.
@@ -112,14 +113,14 @@ class Workers:
     def __init__(self, fd: int, start: int, size: int, workers: int, scan: Callable, count: Callable,
                  block: int, max_line: int, chunk: int = CHUNK):
         self.fd = fd
-        self.start = start
+        self.first = start  # where reading starts: a line start whatever the byte before it
         self.chunks = chunk_bounds(start, size, chunk)
         self.processes = max(1, min(workers, len(self.chunks)))
         self._work = (scan, count, block, max_line)
         self._pids: List[int] = []
         self._pipes: List[io.BufferedReader] = []
 
-    def __enter__(self) -> "Workers":
+    def start(self) -> None:
         try:
             for index in range(self.processes):
                 read_end, write_end = os.pipe()
@@ -133,6 +134,8 @@ class Workers:
         except BaseException:
             self.__exit__()
             raise
+
+    def __enter__(self) -> "Workers":
         return self
 
     def _work_in_child(self, index: int, write_end: int) -> None:  # pragma: no cover - child
@@ -146,7 +149,7 @@ class Workers:
             with io.open(write_end, "wb", buffering=1 << 16) as out:
                 scan, count, block, max_line = self._work
                 for bounds in self.chunks[index::self.processes]:
-                    scan_chunk(self.fd, self.start, bounds, scan, count, block, max_line,
+                    scan_chunk(self.fd, self.first, bounds, scan, count, block, max_line,
                                lambda record: marshal.dump(record, out))
                     out.flush()
             status = 0
@@ -176,5 +179,8 @@ class Workers:
                 os.kill(pid, signal.SIGKILL)  # idle, or blocked writing results nobody reads
             except ProcessLookupError:
                 pass
-            os.waitpid(pid, 0)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:  # reaped already (SIGCHLD ignored by whoever started us)
+                pass
         self._pipes, self._pids = [], []

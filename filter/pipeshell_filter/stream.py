@@ -585,10 +585,15 @@ class Filter:
         size = os.fstat(fd).st_size
         if size - start < self.parallel_min:
             return
+        workers = parallel.Workers(fd, start, size, self.workers, self.prefilter.scan, _newlines, block_size,
+                                   max_line, self.parallel_chunk)
+        try:
+            workers.start()
+        except OSError:  # no processes to be had (the process limit): the file is read as usual
+            return
         position = start
         try:
-            with parallel.Workers(fd, start, size, self.workers, self.prefilter.scan, _newlines, block_size,
-                                  max_line, self.parallel_chunk) as workers:
+            with workers:
                 for kind, offset, *found in workers.records():
                     if offset != position or (stop is not None and stop.requested):
                         break
