@@ -399,7 +399,7 @@ def test_more_inputs_than_the_hard_open_file_limit_are_a_usage_error(tmp_path):
 
 
 def test_merged_inputs_lift_the_soft_open_file_limit_within_the_hard_one():
-    from pipeshell_filter.inputs import allow_open
+    from pipeshell_filter.io.inputs import allow_open
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 164:

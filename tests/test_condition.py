@@ -5,7 +5,7 @@ import itertools
 import pytest
 from hypothesis import given, strategies as st
 
-from pipeshell_filter.condition import (
+from pipeshell_filter.sigma.condition import (
     Aggregation,
     And,
     ConditionError,

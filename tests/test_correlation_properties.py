@@ -11,9 +11,9 @@ from eventgen import BASE, flat_event, raw_events
 from oracle import pipeshell_oracle
 from pipeshell_filter.cli import load_plans, make_resolver
 from pipeshell_filter.cli import Join
-from pipeshell_filter.correlate import Contribution, Correlator
+from pipeshell_filter.correlate.correlator import Contribution, Correlator
 from pipeshell_filter.engine import Engine
-from pipeshell_filter.timeparse import NS, parse_time
+from pipeshell_filter.events.timeparse import NS, parse_time
 
 BASE_NS = int(BASE.timestamp()) * NS
 
@@ -96,7 +96,7 @@ def test_state_is_bounded(case):
     """Property 3: nothing older than watermark - timeframe is held, and the state is
     bounded by what fits in the lateness + timeframe span, not by the input length."""
     stream, lateness, timeframe = case
-    from pipeshell_filter.condition import Aggregation
+    from pipeshell_filter.sigma.condition import Aggregation
 
     correlator = Correlator(2, timeframe * NS, Aggregation("count", "Computer", None, ">", 2), lateness * NS)
     for i, (t, mask, host) in enumerate(stream):
@@ -113,7 +113,7 @@ def test_state_is_bounded(case):
 
 def test_state_does_not_grow_with_input_length():
     """A 50x longer stream of the same density holds no more state."""
-    from pipeshell_filter.condition import Aggregation
+    from pipeshell_filter.sigma.condition import Aggregation
 
     def peak(n):
         correlator = Correlator(1, 60 * NS, Aggregation("count", "Computer", None, ">", 100), 30 * NS)
@@ -138,7 +138,7 @@ def test_every_event_join_alert_has_a_window_join_alert(events):
 @given(st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 3), st.sampled_from("abc")), max_size=80),
        st.integers(0, 100))
 def test_late_events_never_crash_and_are_counted(stream, lateness):
-    from pipeshell_filter.condition import Aggregation
+    from pipeshell_filter.sigma.condition import Aggregation
 
     correlator = Correlator(2, 300 * NS, Aggregation("count", "Computer", None, ">", 1), lateness * NS)
     late_expected = 0

@@ -5,13 +5,8 @@ import fnmatch
 import pytest
 from hypothesis import assume, example, given, strategies as st
 
-from pipeshell_filter.matching import (
-    KNOWN_MODIFIERS,
-    compile_scalar,
-    compile_string,
-    first_leaf,
-    leaves,
-)
+from pipeshell_filter.sigma.modifiers import KNOWN_MODIFIERS, compile_scalar, compile_string
+from pipeshell_filter.values import first_leaf, leaves
 
 
 def L(value):

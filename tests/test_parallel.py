@@ -18,14 +18,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eventgen import CLIENT, SERVER, flat_event
-from pipeshell_filter import parallel
-from pipeshell_filter import prefilter as pf
-from pipeshell_filter import stream as stream_module
+from pipeshell_filter.io import parallel
+from pipeshell_filter.io import prefilter as pf
+from pipeshell_filter.io import stream as stream_module
 from pipeshell_filter.engine import Engine
-from pipeshell_filter.fields import FieldResolver, builtin_profiles
-from pipeshell_filter.plan import compile_plan
-from pipeshell_filter.rule import BUILTIN_RULE, load_rule
-from pipeshell_filter.stream import Diagnostics, Filter, Output
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule
+from pipeshell_filter.io.stream import Diagnostics, Filter, Output
 from test_prefilter import streams
 
 PLAN = compile_plan(load_rule(BUILTIN_RULE, builtin=True))

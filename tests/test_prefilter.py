@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from clitools import alerts
 from eventgen import CLIENT, HOSTS, SERVER, evtx_event, flat_event
-from pipeshell_filter import prefilter as pf
+from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.engine import Engine
-from pipeshell_filter.fields import FieldResolver, builtin_profiles
-from pipeshell_filter.plan import compile_plan
-from pipeshell_filter.rule import BUILTIN_RULE, load_rule, parse_rule
-from pipeshell_filter import stream as stream_module
-from pipeshell_filter.stream import BlockReader, Diagnostics, Filter, LINES, Output, PIECE, PIECE_END
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
+from pipeshell_filter.io import stream as stream_module
+from pipeshell_filter.io.stream import BlockReader, Diagnostics, Filter, LINES, Output, PIECE, PIECE_END
 
 ENGINES = pf.available_engines()
 PLAN = compile_plan(load_rule(BUILTIN_RULE, builtin=True))
@@ -532,7 +532,7 @@ def test_a_signal_ends_a_wait_for_input_and_what_was_read_goes_out(number):
 
 
 def test_a_second_signal_ends_the_run_at_once_and_an_ignored_signal_stays_ignored():
-    from pipeshell_filter.launch import Terminated
+    from pipeshell_filter.io.signals import Terminated
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job
     try:

@@ -8,10 +8,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeshell_filter.condition import Aggregation, Not, Or, Ref
-from pipeshell_filter.fields import FieldResolver, builtin_profiles
-from pipeshell_filter.plan import FieldMatcher, KeywordMatcher, compile_plan
-from pipeshell_filter.rule import BUILTIN_RULE, RuleError, load_rule, parse_rule
+from pipeshell_filter.sigma.condition import Aggregation, Not, Or, Ref
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.sigma.compile import FieldMatcher, KeywordMatcher, compile_plan
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, RuleError, load_rule, parse_rule
 
 SERVER = "System.IO.Pipes.NamedPipeServerStream"
 CLIENT = "System.IO.Pipes.NamedPipeClientStream"

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from pipeshell_filter.engine import Engine
-from pipeshell_filter.fields import _PROFILE_DIR, MISSING, FieldResolver, builtin_profiles, lookup
-from pipeshell_filter.matching import first_leaf
-from pipeshell_filter.plan import compile_plan
-from pipeshell_filter.rule import BUILTIN_RULE, load_rule, parse_rule
-from pipeshell_filter.timeparse import NS, parse_time
+from pipeshell_filter.events.fields import _PROFILE_DIR, MISSING, FieldResolver, builtin_profiles, lookup
+from pipeshell_filter.values import first_leaf
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
+from pipeshell_filter.events.timeparse import NS, parse_time
 from shapes import CLIENT, SELECTION, SERVER, SHAPES, Logical, expected_selections, logical_events
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "shapes")

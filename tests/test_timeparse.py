@@ -6,7 +6,8 @@ import datetime
 import pytest
 from hypothesis import given, strategies as st
 
-from pipeshell_filter.timeparse import NS, format_time, parse_duration, parse_time
+from pipeshell_filter.events.timeparse import NS, format_time, parse_time
+from pipeshell_filter.sigma.rule import parse_duration
 
 UTC = datetime.timezone.utc
 # 2021-06-03T13:06:00Z

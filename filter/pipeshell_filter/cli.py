@@ -16,16 +16,17 @@ from typing import List, Optional
 import typer
 import ujson
 
-from . import inputs as inputs_module
-from . import parallel
 from .engine import Engine
-from .fields import MISSING, FieldResolver, ProfileError, builtin_profiles, load_profile_file, lookup
-from .launch import Terminated, on_sigterm, streaming
-from .plan import FieldMatcher, Plan, compile_plan
-from .prefilter import Prefilter, needle
-from .rule import BUILTIN_RULE, RuleError, load_rule
-from .stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed, StopRequest
-from .timeparse import NS, format_time
+from .events.fields import MISSING, FieldResolver, ProfileError, builtin_profiles, load_profile_file, lookup
+from .events.timeparse import NS, format_time
+from .io import inputs as inputs_module
+from .io import parallel
+from .io.prefilter import Prefilter, needle
+from .io.signals import StopRequest, Terminated, on_sigterm
+from .io.stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
+from .launch import streaming
+from .sigma.compile import FieldMatcher, Plan, compile_plan
+from .sigma.rule import BUILTIN_RULE, RuleError, load_rule
 
 
 class Emit(str, enum.Enum):

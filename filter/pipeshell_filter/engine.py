@@ -13,12 +13,12 @@ from typing import Optional
 
 import attrs
 
-from .correlate import Contribution, Correlator
-from .fields import FieldResolver
-from .matching import first_leaf, leaves
-from .plan import Plan
+from .correlate.correlator import Contribution, Correlator
+from .events.fields import FieldResolver
+from .events.timeparse import NS
 from .records import alert_record, enrichment, event_ref
-from .timeparse import NS
+from .sigma.compile import Plan
+from .values import first_leaf, leaves
 
 
 @attrs.define

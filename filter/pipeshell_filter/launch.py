@@ -2,7 +2,7 @@
 
 * A SIGTERM from the pipeline during start-up is a clean exit (nothing has
   been read yet), so the handler is set before anything else is imported.
-  Once the stream runs, ``stream.StopRequest`` owns the signal.
+  Once the stream runs, ``io.signals.StopRequest`` owns the signal.
 * Start-up (imports, the rule, the plan, the scan database) creates many
   long-lived objects and little garbage, so the cyclic garbage collector is
   paused until the stream starts: its passes would only walk the same live
@@ -17,20 +17,9 @@ import gc
 import signal
 import sys
 
+from .io.signals import Terminated, on_sigterm
+
 _paused_gc = False  # set by main(): only then does streaming() touch the collector
-
-
-class Terminated(BaseException):
-    """SIGTERM during start-up, or a second one while the stream runs (``stream.StopRequest``):
-    exit 0 at once.
-
-    A BaseException, so that no ``except Exception`` on the way (a rule error
-    handler) mistakes it for a failure of its own."""
-
-
-def on_sigterm(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the shutdown it starts runs to its end
-    raise Terminated()
 
 
 def streaming() -> None:

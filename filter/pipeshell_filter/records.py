@@ -8,10 +8,10 @@ of both record kinds.
 
 from __future__ import annotations
 
-from .correlate import Alert
-from .matching import first_leaf
-from .plan import Plan
-from .timeparse import format_time
+from .correlate.correlator import Alert
+from .events.timeparse import format_time
+from .sigma.compile import Plan
+from .values import first_leaf
 
 # Alert records list at most this many contributing events (issue: record size cap).
 MAX_EVENT_REFS = 50

@@ -13,9 +13,9 @@ from typing import Optional
 
 import attrs
 
+from ..values import MISSING, fold, leaves
 from .condition import ConditionError, Node, evaluate, expand, is_negative, references, top_level_terms
-from .fields import MISSING, EventView
-from .matching import KNOWN_MODIFIERS, LIST_MODIFIERS, compile_scalar, compile_string, fold, leaves
+from .modifiers import KNOWN_MODIFIERS, LIST_MODIFIERS, compile_scalar, compile_string
 from .rule import Rule, RuleError
 
 
@@ -30,7 +30,7 @@ class FieldMatcher:
     accepts_null: bool  # a null rule value: field absent or JSON null
     exists: Optional[bool] = None  # the |exists modifier
 
-    def matches(self, view: EventView) -> bool:
+    def matches(self, view) -> bool:
         value = view.get(self.field)
         if self.exists is not None:
             return (value is not MISSING) == self.exists
@@ -52,7 +52,7 @@ class KeywordMatcher:
 
     tests: tuple
 
-    def matches(self, view: EventView) -> bool:
+    def matches(self, view) -> bool:
         return any(test(t) for t in leaves(view.event) for test in self.tests)
 
     def describe(self) -> str:
@@ -69,7 +69,7 @@ class Selection:
     # (``EventID: 4104``), so one set lookup rules out most events before any matcher runs.
     guard: Optional[tuple] = None
 
-    def matches(self, view: EventView) -> bool:
+    def matches(self, view) -> bool:
         if self.guard is not None and self.guard[1].isdisjoint(view.folded(self.guard[0])):
             return False
         return any(all(m.matches(view) for m in group) for group in self.alternatives)
@@ -210,7 +210,7 @@ class Plan:
     def aggregation(self):
         return self.rule.condition.aggregation
 
-    def match(self, view: EventView) -> frozenset:
+    def match(self, view) -> frozenset:
         """Names of the selections this event satisfies."""
         return frozenset(s.name for s in self.selections if s.matches(view))
 

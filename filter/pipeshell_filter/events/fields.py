@@ -33,16 +33,13 @@ from typing import Optional
 import attrs
 import yaml
 
-from .matching import first_leaf, fold, leaves
-from .rule import UniqueKeyLoader
+from ..values import MISSING, first_leaf, fold, leaves
+from ..yamlfile import UniqueKeyLoader
 from .timeparse import parse_time
 
 
 class ProfileError(ValueError):
     """A field-map table that does not have the documented format."""
-
-
-MISSING = object()  # a field the event does not have (distinct from JSON null)
 
 
 def parse_path(text: str) -> tuple:

@@ -91,12 +91,3 @@ def format_time(ns: int) -> str:
     if nanos % 1_000 == 0:
         return f"{stamp}.{nanos // 1_000:06d}Z"
     return f"{stamp}.{nanos:09d}Z"
-
-
-def parse_duration(text) -> Optional[int]:
-    """Sigma ``timeframe`` (``30s``, ``5m``, ``1h``, ``2d``) in nanoseconds, or None."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text))
-    if not match:
-        return None
-    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return int(match.group(1)) * unit * NS

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import sys
 import time
 from collections import Counter
@@ -22,11 +21,11 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import ujson
 
+from ..engine import Engine
+from ..events.timeparse import NS, parse_time
 from . import parallel
-from .engine import Engine
-from .launch import Terminated
 from .prefilter import CANDIDATE, SKIP, Prefilter
-from .timeparse import NS, parse_time
+from .signals import StopRequest
 
 BLOCK_SIZE = 1 << 20
 DEFAULT_MAX_LINE = 16 << 20
@@ -185,65 +184,6 @@ def _widen_pipe(fd: int, size: int) -> None:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except (ImportError, AttributeError, OSError):
         pass
-
-
-class StopRequest:
-    """A request to end the run early, as at end of input (SIGTERM from a pipeline's
-    supervisor, Ctrl-C).  The signal handler only sets ``requested``; the reader looks
-    at it between reads, and ``fd`` becomes readable so that a wait for input ends too.
-    An exception raised from the handler instead could land anywhere: between a read
-    and keeping its bytes, inside a write (a torn output line), inside a state update.
-    A second signal is that exception (``launch.Terminated``): the way out when the
-    first cannot end the run, e.g. a consumer that stopped reading our output.
-
-    Used as a context manager, it owns the signals not ignored at start (a background
-    job ignores Ctrl-C): ``signal.set_wakeup_fd`` writes to the pipe behind ``fd``, and
-    the previous handlers come back on exit."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.requested = False
-        self.fd = self._wake = None
-        self._previous = None
-
-    def set(self, *_signal_args) -> None:
-        if self.requested:
-            raise Terminated()
-        self.requested = True
-
-    def drain(self) -> None:
-        """Empty the wakeup pipe: another signal than ours may have written to it."""
-        try:
-            while os.read(self.fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def __enter__(self) -> "StopRequest":
-        self.fd, self._wake = os.pipe()
-        try:
-            for fd in (self.fd, self._wake):
-                os.set_blocking(fd, False)
-            handlers = [(number, signal.getsignal(number)) for number in self.SIGNALS]
-            self._previous = ([(number, handler) for number, handler in handlers if handler is not signal.SIG_IGN],
-                              signal.set_wakeup_fd(self._wake))
-            for number, _ in self._previous[0]:
-                signal.signal(number, self.set)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            handlers, wakeup = self._previous
-            signal.set_wakeup_fd(wakeup)
-            for number, handler in handlers:
-                signal.signal(number, handler)
-            self._previous = None
-        os.close(self.fd)
-        os.close(self._wake)
 
 
 class BlockReader:

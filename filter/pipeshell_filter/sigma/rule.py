@@ -8,16 +8,26 @@ Every problem is a :class:`RuleError` with a one-line message naming the file.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from typing import Optional
 
 import attrs
 import yaml
 
+from ..yamlfile import UniqueKeyLoader
 from .condition import Condition, ConditionError, parse_condition
-from .timeparse import parse_duration
 
-BUILTIN_RULE = os.path.join(os.path.dirname(__file__), "rules", "pipeshell_named_pipes.yml")
+def parse_duration(text) -> Optional[int]:
+    """Sigma ``timeframe`` (``30s``, ``5m``, ``1h``, ``2d``) in nanoseconds, or None."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text))
+    if not match:
+        return None
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return int(match.group(1)) * unit * 1_000_000_000
+
+
+BUILTIN_RULE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "rules", "pipeshell_named_pipes.yml")
 
 # Rules without an ``id`` get a stable one derived from the title.
 _RULE_ID_NAMESPACE = uuid.UUID("6f1d3c52-8e0a-4d43-9a51-2f6b7c0d9e11")
@@ -65,26 +75,6 @@ def _string_list(value, what: str, source: str) -> tuple:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise RuleError(f"rule {source}: '{what}' must be a string or a list of strings")
-
-
-# libyaml's parser when PyYAML was built with it (it is in the wheels): same safe
-# constructor, a fraction of the start-up time.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class UniqueKeyLoader(SAFE_LOADER):
-    """PyYAML's safe loader, but a key given twice is an error: silently keeping
-    the last ``filter:`` of a rule would drop the first one from detection."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
 
 
 def load_rule(path: str, builtin: bool = False) -> Rule:

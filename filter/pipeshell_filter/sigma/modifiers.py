@@ -9,54 +9,17 @@ any string inside it matches.  Matching is case-insensitive unless ``|cased``.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import attrs
+
+from ..values import fold
 
 # Modifiers we understand; anything else is a rule error naming the modifier.
 VALUE_MODIFIERS = {"contains", "startswith", "endswith", "re", "cased"}
 LIST_MODIFIERS = {"all"}
 FIELD_MODIFIERS = {"exists"}
 KNOWN_MODIFIERS = VALUE_MODIFIERS | LIST_MODIFIERS | FIELD_MODIFIERS
-
-
-def leaves(value) -> Iterator[str]:
-    """Every scalar inside a JSON value, as the string a rule compares with.
-
-    An XML-as-JSON element ``{"#attributes": ..., "#text": x}`` stands for x:
-    attributes are metadata (``Qualifiers="0"`` must not match ``EventID: 0``).
-    """
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, bool):
-        yield "true" if value else "false"
-    elif isinstance(value, int):
-        yield str(value)
-    elif isinstance(value, float):
-        yield str(int(value)) if value.is_integer() else repr(value)
-    elif isinstance(value, dict):
-        if "#text" in value:
-            yield from leaves(value["#text"])
-        else:
-            for key, item in value.items():
-                if key != "#attributes":
-                    yield from leaves(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from leaves(item)
-
-
-def first_leaf(value) -> Optional[str]:
-    return next(leaves(value), None)
-
-
-def fold(text: str) -> str:
-    """Caseless form of a string: full Unicode case folding, applied to both sides.
-
-    ``str.casefold`` is context-free (a final sigma folds like any sigma) and is
-    what the prefilter's soundness argument is built on (see ``prefilter``).
-    """
-    return text.casefold()
 
 
 @attrs.frozen

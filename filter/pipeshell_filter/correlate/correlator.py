@@ -30,7 +30,7 @@ from typing import Any, Hashable, Optional
 import attrs
 from sortedcontainers import SortedDict, SortedList
 
-from .condition import Aggregation
+from ..sigma.condition import Aggregation
 
 _OPERATORS = {"==": operator.eq, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 NEVER = float("-inf")

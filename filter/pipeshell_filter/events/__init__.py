@@ -1,0 +1,1 @@
+"""Events as collectors write them: field resolution by profile, and event time."""

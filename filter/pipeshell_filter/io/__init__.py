@@ -1,0 +1,1 @@
+"""Bytes in and out: the stream, the prefilter, worker processes, input files, signals."""

@@ -1,0 +1,82 @@
+"""Signals: SIGTERM and Ctrl-C end the input as end of input does, never mid-record.
+
+``Terminated`` is the way out at once (during start-up, or a second signal);
+``StopRequest`` owns the signals while the stream runs and only sets a flag.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+class Terminated(BaseException):
+    """SIGTERM during start-up, or a second one while the stream runs (``StopRequest``):
+    exit 0 at once.
+
+    A BaseException, so that no ``except Exception`` on the way (a rule error
+    handler) mistakes it for a failure of its own."""
+
+
+def on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the shutdown it starts runs to its end
+    raise Terminated()
+
+
+class StopRequest:
+    """A request to end the run early, as at end of input (SIGTERM from a pipeline's
+    supervisor, Ctrl-C).  The signal handler only sets ``requested``; the reader looks
+    at it between reads, and ``fd`` becomes readable so that a wait for input ends too.
+    An exception raised from the handler instead could land anywhere: between a read
+    and keeping its bytes, inside a write (a torn output line), inside a state update.
+    A second signal is that exception (``Terminated``): the way out when the
+    first cannot end the run, e.g. a consumer that stopped reading our output.
+
+    Used as a context manager, it owns the signals not ignored at start (a background
+    job ignores Ctrl-C): ``signal.set_wakeup_fd`` writes to the pipe behind ``fd``, and
+    the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested = False
+        self.fd = self._wake = None
+        self._previous = None
+
+    def set(self, *_signal_args) -> None:
+        if self.requested:
+            raise Terminated()
+        self.requested = True
+
+    def drain(self) -> None:
+        """Empty the wakeup pipe: another signal than ours may have written to it."""
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def __enter__(self) -> "StopRequest":
+        self.fd, self._wake = os.pipe()
+        try:
+            for fd in (self.fd, self._wake):
+                os.set_blocking(fd, False)
+            handlers = [(number, signal.getsignal(number)) for number in self.SIGNALS]
+            self._previous = ([(number, handler) for number, handler in handlers if handler is not signal.SIG_IGN],
+                              signal.set_wakeup_fd(self._wake))
+            for number, _ in self._previous[0]:
+                signal.signal(number, self.set)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            handlers, wakeup = self._previous
+            signal.set_wakeup_fd(wakeup)
+            for number, handler in handlers:
+                signal.signal(number, handler)
+            self._previous = None
+        os.close(self.fd)
+        os.close(self._wake)

@@ -1,0 +1,1 @@
+"""The rule language: Sigma rule files, conditions, modifiers, compilation, the correlation IR."""

@@ -1,0 +1,50 @@
+"""How a JSON value compares as text: its leaf strings, and case folding.
+
+Shared by the rule language (what a rule value becomes) and by events (what a
+field value becomes), so both sides of every comparison are made the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+MISSING = object()  # a field the event does not have (distinct from JSON null)
+
+
+def leaves(value) -> Iterator[str]:
+    """Every scalar inside a JSON value, as the string a rule compares with.
+
+    An XML-as-JSON element ``{"#attributes": ..., "#text": x}`` stands for x:
+    attributes are metadata (``Qualifiers="0"`` must not match ``EventID: 0``).
+    """
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bool):
+        yield "true" if value else "false"
+    elif isinstance(value, int):
+        yield str(value)
+    elif isinstance(value, float):
+        yield str(int(value)) if value.is_integer() else repr(value)
+    elif isinstance(value, dict):
+        if "#text" in value:
+            yield from leaves(value["#text"])
+        else:
+            for key, item in value.items():
+                if key != "#attributes":
+                    yield from leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from leaves(item)
+
+
+def first_leaf(value) -> Optional[str]:
+    return next(leaves(value), None)
+
+
+def fold(text: str) -> str:
+    """Caseless form of a string: full Unicode case folding, applied to both sides.
+
+    ``str.casefold`` is context-free (a final sigma folds like any sigma) and is
+    what the prefilter's soundness argument is built on (see ``prefilter``).
+    """
+    return text.casefold()
