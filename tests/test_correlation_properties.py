@@ -11,7 +11,10 @@ from eventgen import BASE, flat_event, raw_events
 from oracle import pipeshell_oracle
 from pipeshell_filter.cli import load_plans, make_resolver
 from pipeshell_filter.cli import Join
-from pipeshell_filter.correlate.correlator import Contribution, Correlator
+from pipeshell_filter.correlate import Correlator
+from pipeshell_filter.detect import Detection
+from pipeshell_filter.sigma.condition import Aggregation
+from pipeshell_filter.sigma.correlation import from_legacy
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.timeparse import NS, parse_time
 
@@ -32,6 +35,18 @@ def run(events, lateness=0, join="window"):
         assert record["sigma"]["events_total"] == len(record["sigma"]["events"])
         alerts.append((t, frozenset(e["record_id"] for e in record["sigma"]["events"])))
     return alerts, engine
+
+
+def legacy_correlator(terms, timeframe_ns, aggregation, lateness_ns):
+    """The correlator of a legacy rule with ``terms`` window-join terms and this aggregation."""
+    spec = from_legacy("r", "r", "c", aggregation, timeframe_ns, tuple(f"t{i}" for i in range(terms)), "window")
+    return Correlator(spec, lateness_ns)
+
+
+def detection(t_ns, mask, host, i):
+    """A detection of rule "r" meeting the terms in ``mask``."""
+    terms = tuple(b for b in range(2) if mask >> b & 1)
+    return Detection("r", t_ns, host, terms, {"Computer": [host]}, {"line": i})
 
 
 def by_time(events):
@@ -96,11 +111,9 @@ def test_state_is_bounded(case):
     """Property 3: nothing older than watermark - timeframe is held, and the state is
     bounded by what fits in the lateness + timeframe span, not by the input length."""
     stream, lateness, timeframe = case
-    from pipeshell_filter.sigma.condition import Aggregation
-
-    correlator = Correlator(2, timeframe * NS, Aggregation("count", "Computer", None, ">", 2), lateness * NS)
+    correlator = legacy_correlator(2, timeframe * NS, Aggregation("count", "Computer", None, ">", 2), lateness * NS)
     for i, (t, mask, host) in enumerate(stream):
-        correlator.observe(Contribution(t * NS, mask, None, (host,), i))
+        correlator.observe(detection(t * NS, mask, host, i))
         held = correlator.held_times()
         assert all(h >= correlator.watermark - correlator.timeframe for h in held)
         span_start = correlator.watermark - correlator.timeframe
@@ -113,13 +126,11 @@ def test_state_is_bounded(case):
 
 def test_state_does_not_grow_with_input_length():
     """A 50x longer stream of the same density holds no more state."""
-    from pipeshell_filter.sigma.condition import Aggregation
-
     def peak(n):
-        correlator = Correlator(1, 60 * NS, Aggregation("count", "Computer", None, ">", 100), 30 * NS)
+        correlator = legacy_correlator(1, 60 * NS, Aggregation("count", "Computer", None, ">", 100), 30 * NS)
         worst = 0
         for i in range(n):
-            correlator.observe(Contribution(i * NS, 1, None, (f"h{i % 7}",), i))
+            correlator.observe(detection(i * NS, 1, f"h{i % 7}", i))
             worst = max(worst, correlator.state_size())
         return worst
 
@@ -138,14 +149,12 @@ def test_every_event_join_alert_has_a_window_join_alert(events):
 @given(st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 3), st.sampled_from("abc")), max_size=80),
        st.integers(0, 100))
 def test_late_events_never_crash_and_are_counted(stream, lateness):
-    from pipeshell_filter.sigma.condition import Aggregation
-
-    correlator = Correlator(2, 300 * NS, Aggregation("count", "Computer", None, ">", 1), lateness * NS)
+    correlator = legacy_correlator(2, 300 * NS, Aggregation("count", "Computer", None, ">", 1), lateness * NS)
     late_expected = 0
     for i, (t, mask, host) in enumerate(stream):
         if t * NS < correlator.watermark:
             late_expected += 1
-        correlator.observe(Contribution(t * NS, mask, None, (host,), i))
+        correlator.observe(detection(t * NS, mask, host, i))
     correlator.flush()
     assert correlator.late == late_expected
     assert 0 <= correlator.late_dropped <= correlator.late

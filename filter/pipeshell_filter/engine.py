@@ -1,157 +1,103 @@
-"""Per-event detection: resolve fields, match selections, feed each rule's correlator.
+"""Both stages in one process: detect, correlate, and the records they produce.
 
-The engine knows nothing of bytes or streams (that is ``stream``): it takes a
-parsed event and hands back the enrichment and the alert records that became
-final.  One correlator per rule; all rules see every event.
+The engine knows nothing of bytes or streams (that is ``io.stream``).  An event
+goes through the detect stage (``detect``: a Detection per rule whose
+condition it meets); each Detection enriches the event, and then either is an
+alert at once (a rule without correlation) or goes to the correlate stage
+(``correlate``), whose hits become alerts when their windows are final.
+``observe`` is the correlate stage's entry for Detection records that were
+made elsewhere (``--stage correlate``).
 """
 
 from __future__ import annotations
 
 import time as _time
 from collections import Counter
-from typing import Optional
+from typing import List, Optional
 
 import attrs
 
-from .correlate.correlator import Contribution, Correlator
+from .correlate import Correlation, Hit
+from .detect import Detection, Detector
 from .events.fields import FieldResolver
-from .events.timeparse import NS
-from .records import alert_record, enrichment, event_ref
+from .records import correlation_alert, detection_alert, enrichment, sigma_field
 from .sigma.compile import Plan
-from .values import first_leaf, leaves
-
-
-@attrs.define
-class _RuleState:
-    plan: Plan
-    correlator: Correlator
-    newest_wall: float = 0.0  # wall clock when the correlator's newest event time last rose
 
 
 @attrs.define
 class Outcome:
-    sigma: Optional[dict]  # the enrichment, None when no selection matched
+    sigma: Optional[dict]  # the enrichment, None when no rule's condition held
     alerts: list  # alert records that became final on this event
-
-
-_UNSET = object()
+    untimed: bool = False  # a detection for a correlation had no event time: left out of it
 
 
 class Engine:
-    def __init__(self, plans: list, resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic):
+    def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic):
+        self.plans = {plan.rule.id: plan for plan in plans}
+        specs = [plan.correlation for plan in plans if plan.correlation is not None]
+        self.correlation = Correlation(specs, lateness_ns, clock)
+        needed = {}
+        for spec in specs:
+            for ref in spec.rules:
+                needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + spec.needed_fields(ref.rule)))
+        self.detector = Detector(plans, resolver, needed)
         self.resolver = resolver
-        self.rules = [
-            _RuleState(p, Correlator(len(p.terms), p.timeframe_ns, p.aggregation, lateness_ns)) for p in plans
-        ]
-        self.lateness_ns = lateness_ns
-        self.clock = clock
         self.stats = Counter()
 
     def process(self, event: dict, line: int = 0) -> Outcome:
-        view = self.resolver.view(event)
-        matches, alerts = [], []
-        event_time = _UNSET
-        for state in self.rules:
-            plan = state.plan
-            matched = plan.match(view)
-            mask = plan.term_mask(matched)
-            if matched:
-                matches.append(enrichment(plan, matched, mask))
-            if not mask:
-                continue
-            if event_time is _UNSET:
-                event_time = view.time()
-            if event_time is None:
-                self.stats["no_time"] += 1
-                continue
-            contribution = Contribution(
-                time=event_time,
-                mask=mask,
-                group=_group(plan, view),
-                value=_aggregation_value(plan, view),
-                ref=event_ref(event_time, view, matched, mask, plan, line),
-            )
-            correlator = state.correlator
-            before = correlator.newest
-            alerts.extend(alert_record(plan, a) for a in correlator.observe(contribution))
-            if correlator.newest != before:
-                state.newest_wall = self.clock()
-        if matches:
-            self.stats["matched"] += 1
-        self.stats["alerts"] += len(alerts)
-        sigma = None
-        if matches:
-            sigma = dict(matches[0])
-            if len(matches) > 1:
-                sigma["matches"] = matches
-        return Outcome(sigma, alerts)
+        """The detect stage and then the correlate stage, for one parsed event."""
+        detections = self.detector.detect(event, line)
+        if not detections:
+            return Outcome(None, [])
+        self.stats["matched"] += 1
+        matches, alerts, untimed = [], [], False
+        for detection in detections:
+            matches.append(enrichment(self.plans[detection.rule], detection))
+            found, timeless = self._correlate(detection)
+            alerts += found
+            untimed |= timeless
+        return Outcome(sigma_field(matches), alerts, untimed)
+
+    def detect(self, event: dict, line: int = 0) -> List[Detection]:
+        """The detect stage alone."""
+        return self.detector.detect(event, line)
+
+    def observe(self, detection: Detection) -> Outcome:
+        """The correlate stage alone: one Detection record made by a detect stage."""
+        if detection.rule not in self.plans:
+            return Outcome(None, [])
+        alerts, untimed = self._correlate(detection)
+        return Outcome(None, alerts, untimed)
+
+    def _correlate(self, detection: Detection) -> tuple:
+        plan = self.plans[detection.rule]
+        if not self.correlation.wants(detection.rule):
+            self.stats["alerts"] += 1
+            return [detection_alert(plan, detection)], False
+        if detection.time is None:
+            self.stats["no_time"] += 1
+            return [], True
+        return self._alerts(self.correlation.observe(detection)), False
+
+    def _alerts(self, hits: List[Hit]) -> list:
+        self.stats["alerts"] += len(hits)
+        return [correlation_alert(self.plans[hit.spec.id].rule, hit) for hit in hits]
 
     def event_time(self, event: dict) -> Optional[int]:
         """The event's own time in ns (None when it has none we can parse)."""
         return self.resolver.view(event).time()
 
     def settle(self) -> list:
-        """The input paused: close the newest watermark instant now.
-
-        Normally only times strictly before the watermark are final, so an
-        alert at the newest event time would wait for a newer event.  Before
-        the stream blocks on input it settles: times at the watermark become
-        final too (with ``--lateness 0`` the alert comes out at once), and an
-        event arriving later with that same time is treated as late.
-        """
-        return self._advance(lambda state: state.correlator.newest - self.lateness_ns + 1)
+        """The input paused: what is final at the newest watermark instant goes out (``Correlation.settle``)."""
+        return self._alerts(self.correlation.settle())
 
     def idle(self, idle_seconds: float) -> list:
-        """Wall-clock progress: after ``idle_seconds`` with no newer event time, the
-        watermark moves on with the wall clock, so pending alerts come out."""
-        now = self.clock()
-
-        def watermark(state):
-            waited = now - state.newest_wall - idle_seconds
-            return state.correlator.newest - self.lateness_ns + int(waited * NS) if waited > 0 else None
-
-        return self._advance(watermark)
+        """Wall-clock progress on live input (``Correlation.idle``)."""
+        return self._alerts(self.correlation.idle(idle_seconds))
 
     def flush(self) -> list:
         """End of input: every pending alert becomes final."""
-        return self._advance(lambda state: float("inf"))
-
-    def _advance(self, watermark_of) -> list:
-        """Move each rule's watermark to ``watermark_of(state)`` (None: leave it);
-        the alert records that became final."""
-        alerts = []
-        for state in self.rules:
-            if state.correlator.newest == float("-inf"):
-                continue  # no event yet: nothing pending
-            watermark = watermark_of(state)
-            if watermark is not None:
-                alerts.extend(alert_record(state.plan, a) for a in state.correlator.advance(watermark))
-        self.stats["alerts"] += len(alerts)
-        return alerts
+        return self._alerts(self.correlation.flush())
 
     def correlation_stats(self) -> Counter:
-        totals = Counter()
-        for state in self.rules:
-            totals["late"] += state.correlator.late
-            totals["late_dropped"] += state.correlator.late_dropped
-        return totals
-
-
-def _group(plan: Plan, view):
-    spec = plan.aggregation
-    return first_leaf(view.get(spec.group_by)) if spec is not None and spec.group_by else None
-
-
-def _aggregation_value(plan: Plan, view):
-    spec = plan.aggregation
-    if spec is None or spec.field is None:
-        return None
-    value = view.get(spec.field)
-    if spec.function == "count":
-        return tuple(sorted(set(leaves(value))))
-    text = first_leaf(value)
-    try:
-        number = float(text) if text is not None else None
-    except ValueError:
-        return None
-    return number if number is not None and number == number else None
+        return Counter(self.correlation.late_counts())

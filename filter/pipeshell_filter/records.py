@@ -1,110 +1,60 @@
 """Output records: the ``sigma`` enrichment of a matched event and the alert record.
 
-Names follow the Elastic Common Schema where one exists (``event.kind``,
-``event.start``/``event.end``, ``rule.*``, ``threat.*``, ``related.hosts``);
-Sigma-specific detail sits under ``sigma``.  ``schema/`` holds the JSON Schema
-of both record kinds.
+Built from Detection records, correlation hits and rule metadata only: never
+from the event itself.  Names follow the Elastic Common Schema where one exists
+(``event.kind``, ``event.start``/``event.end``, ``rule.*``, ``threat.*``,
+``related.hosts``); Sigma-specific detail sits under ``sigma``.  ``schema/``
+holds the JSON Schema of each record kind.
 """
 
 from __future__ import annotations
 
-from .correlate.correlator import Alert
-from .events.timeparse import format_time
-from .sigma.compile import Plan
-from .values import first_leaf
+from typing import List
 
-# Alert records list at most this many contributing events (issue: record size cap).
+from .correlate import Hit
+from .detect import Detection
+from .events.timeparse import NS, format_time
+from .sigma.compile import Plan
+from .sigma.rule import Rule
+
+# Alert records list at most this many contributing events.
 MAX_EVENT_REFS = 50
 
 
-def rule_summary(plan: Plan) -> dict:
-    return {"id": plan.rule.id, "title": plan.rule.title}
+def rule_summary(rule: Rule) -> dict:
+    return {"id": rule.id, "title": rule.title}
 
 
-def enrichment(plan: Plan, matched: frozenset, mask: int) -> dict:
-    """The ``sigma`` object added to an event that satisfied at least one selection."""
+def enrichment(plan: Plan, detection: Detection) -> dict:
+    """What one rule says of an event that met its condition (a term of it, under a window join)."""
     return {
-        "rule": rule_summary(plan),
-        "selections": [s.name for s in plan.selections if s.name in matched],
-        "terms": [t.label for i, t in enumerate(plan.terms) if mask >> i & 1],
+        "rule": rule_summary(plan.rule),
+        "selections": list(detection.event.get("selections", ())),
+        "terms": [plan.terms[i].label for i in detection.terms if i < len(plan.terms)],
     }
 
 
-def event_ref(time_ns, view, matched: frozenset, mask: int, plan: Plan, line: int) -> dict:
-    """What an alert says about one contributing event."""
-    ref = {"@timestamp": format_time(time_ns), "line": line}
-    for key, field in (("event_id", "EventID"), ("host", "Computer"), ("record_id", "EventRecordID")):
-        value = _scalar(view.get(field))
-        if value is not None:
-            ref[key] = value
-    ref["selections"] = [s.name for s in plan.selections if s.name in matched]
-    ref["terms"] = [i for i in range(len(plan.terms)) if mask >> i & 1]
-    return ref
-
-
-def _scalar(value):
-    text = first_leaf(value)
-    if text is None:
-        return None
-    return int(text) if text.isdigit() and len(text) < 19 else text
+def sigma_field(matches: List[dict]) -> dict:
+    """The ``sigma`` object of an enriched event: the match itself, or ``matches`` when several rules matched."""
+    return matches[0] if len(matches) == 1 else {"matches": matches}
 
 
 def _sort_key(ref: dict) -> tuple:
-    return (ref["@timestamp"], str(ref.get("host", "")), str(ref.get("event_id", "")), str(ref.get("record_id", "")))
+    return (ref.get("@timestamp", ""), str(ref.get("host", "")), str(ref.get("event_id", "")),
+            str(ref.get("record_id", "")))
 
 
-def alert_record(plan: Plan, alert: Alert) -> dict:
-    rule = plan.rule
-    refs = sorted((c.ref for c in alert.contributions), key=_sort_key)
-    hosts = sorted({r["host"] for r in refs if "host" in r}, key=str)
-    terms = []
-    for i, term in enumerate(plan.terms):
-        met = [r for r in refs if i in r["terms"]]
-        terms.append({
-            "term": term.label,
-            "hosts": sorted({r["host"] for r in met if "host" in r}, key=str),
-            "events": len(met),
-        })
-    sigma = {
-        "join": plan.join,
-        "condition": rule.condition.text,
-        "timeframe_seconds": plan.timeframe_ns / 1e9,
-        "terms": terms,
-        "events": [{k: v for k, v in r.items() if k != "terms"} for r in refs[:MAX_EVENT_REFS]],
-        "events_total": len(refs),
-        "events_truncated": len(refs) > MAX_EVENT_REFS,
-    }
-    spec = plan.aggregation
-    if spec is not None:
-        aggregation = {
-            "function": spec.function,
-            "field": spec.field,
-            "operator": spec.operator,
-            "threshold": int(spec.threshold) if float(spec.threshold).is_integer() else spec.threshold,
-        }
-        if spec.function == "count" and spec.field:
-            aggregation["values"] = list(alert.distinct_values)
-        aggregation["count" if spec.function == "count" else "value"] = alert.aggregate
-        if spec.group_by:
-            aggregation["group_by"] = spec.group_by
-            aggregation["group"] = alert.group
-        sigma["aggregation"] = aggregation
+def _event_id(rule_id: str, group, time, refs) -> str:
     import hashlib  # here, not at start-up: loading OpenSSL costs every run 5 ms, most runs alert rarely
 
     digest = hashlib.blake2b(digest_size=16)
-    for part in (rule.id, repr(alert.group), str(alert.time), *(repr(_sort_key(r)) for r in refs)):
+    for part in (rule_id, repr(group), str(time), *(repr(_sort_key(r)) for r in refs)):
         digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
-    record = {
-        "@timestamp": format_time(alert.time),
-        "event": {
-            "kind": "alert",
-            "id": digest.hexdigest(),
-            "module": "pipeshell-filter",
-            "dataset": "sigma.alert",
-            "start": format_time(alert.window_start),
-            "end": format_time(alert.time),
-        },
-        "message": f"{rule.title}: {len(hosts)} host(s) within {plan.timeframe_ns / 1e9:g}s",
+    return digest.hexdigest()
+
+
+def _rule_fields(rule: Rule) -> dict:
+    return {
         "rule": {
             "id": rule.id,
             "name": rule.title,
@@ -118,7 +68,100 @@ def alert_record(plan: Plan, alert: Alert) -> dict:
             "tactic": {"name": rule.attack_tactics},
             "technique": {"id": rule.attack_techniques},
         },
-        "related": {"hosts": hosts},
-        "sigma": sigma,
     }
+
+
+def detection_alert(plan: Plan, detection: Detection) -> dict:
+    """The alert of a rule that needs no correlation: the event itself is the finding."""
+    rule = plan.rule
+    ref = {k: v for k, v in detection.event.items()}
+    host = ref.get("host")
+    record = {}
+    if detection.time is not None:
+        record["@timestamp"] = format_time(detection.time)
+    record["event"] = {
+        "kind": "alert",
+        "id": _event_id(rule.id, None, detection.time, [ref]),
+        "module": "pipeshell-filter",
+        "dataset": "sigma.alert",
+    }
+    if detection.time is not None:
+        record["event"]["start"] = record["event"]["end"] = record["@timestamp"]
+    record["message"] = rule.title + (f" on {host}" if host is not None else "")
+    record.update(_rule_fields(rule))
+    record["related"] = {"hosts": [host] if host is not None else []}
+    record["sigma"] = {
+        "condition": rule.condition.text,
+        "terms": [plan.terms[i].label for i in detection.terms if i < len(plan.terms)],
+        "events": [ref],
+        "events_total": 1,
+        "events_truncated": False,
+    }
+    return record
+
+
+def correlation_alert(rule: Rule, hit: Hit) -> dict:
+    """The alert of a correlation window that fired; ``rule`` carries the metadata."""
+    spec = hit.spec
+    ordered = sorted(hit.contributions, key=lambda c: _sort_key(c.detection.event))
+    refs = [c.detection.event for c in ordered]
+    hosts = sorted({r["host"] for r in refs if "host" in r}, key=str)
+    terms = []
+    for ref_spec in spec.rules:
+        met = [c.detection.event for c in ordered if ref_spec.key in c.refs]
+        terms.append({
+            "term": ref_spec.label,
+            "hosts": sorted({r["host"] for r in met if "host" in r}, key=str),
+            "events": len(met),
+        })
+    sigma = {}
+    if spec.legacy is not None:
+        sigma["join"] = spec.legacy.join
+        sigma["condition"] = spec.legacy.condition
+    else:
+        sigma["correlation"] = {"id": spec.id, "type": spec.kind, "condition": str(spec.condition),
+                                "group_by": list(spec.group_by), "field": spec.field}
+    sigma["timeframe_seconds"] = spec.timespan_ns / 1e9
+    sigma["terms"] = terms
+    sigma["events"] = refs[:MAX_EVENT_REFS]
+    sigma["events_total"] = len(refs)
+    sigma["events_truncated"] = len(refs) > MAX_EVENT_REFS
+    aggregation = spec.legacy.aggregation if spec.legacy is not None else None
+    if aggregation is not None:
+        shown = {
+            "function": aggregation.function,
+            "field": aggregation.field,
+            "operator": aggregation.operator,
+            "threshold": int(aggregation.threshold) if float(aggregation.threshold).is_integer()
+            else aggregation.threshold,
+        }
+        if aggregation.function == "count" and aggregation.field:
+            shown["values"] = list(hit.distinct_values)
+        shown["count" if aggregation.function == "count" else "value"] = hit.aggregate
+        if aggregation.group_by:
+            shown["group_by"] = aggregation.group_by
+            shown["group"] = hit.group[0]
+        sigma["aggregation"] = shown
+    elif spec.legacy is None:
+        sigma["correlation"]["value"] = hit.aggregate
+        sigma["correlation"]["group"] = dict(zip(spec.group_by, hit.group))
+        if hit.distinct_values:
+            sigma["correlation"]["values"] = list(hit.distinct_values)
+    # a legacy rule groups by at most one field, and its ids were made from that value alone
+    group = (hit.group[0] if hit.group else None) if spec.legacy is not None else hit.group
+    record = {
+        "@timestamp": format_time(hit.time),
+        "event": {
+            "kind": "alert",
+            "id": _event_id(spec.id, group, hit.time, refs),
+            "module": "pipeshell-filter",
+            "dataset": "sigma.alert",
+            "start": format_time(hit.window_start),
+            "end": format_time(hit.time),
+        },
+        "message": f"{spec.title}: {len(hosts)} host(s) within {spec.timespan_ns / NS:g}s",
+    }
+    record.update(_rule_fields(rule))
+    record["related"] = {"hosts": hosts}
+    record["sigma"] = sigma
     return record

@@ -5,8 +5,9 @@ Semantics (also in the README):
 * A window ends at an evaluation time t and covers ``[t - timeframe, t]`` (both
   ends included).  It is evaluated at each distinct event time, with all events
   of that time added first, so ties cannot change the result.
-* It fires when every join term is met by at least one event in it and the
-  aggregation over all its events holds.  Firing consumes the group's events up
+* It fires when its inputs are complete (every referenced rule or term seen,
+  where the spec asks for that) and the spec's condition holds on the
+  aggregate kept by the window's shape (``windows``).  Firing consumes the group's events up
   to t: the next alert needs new events.
 * Times are final once the watermark passes them: watermark = newest event time
   seen - lateness (and never moves back).  Times strictly before the watermark
@@ -22,81 +23,38 @@ is held, so memory follows the event rate, not the length of the input.
 
 from __future__ import annotations
 
-import math
-import operator
-from collections import Counter
-from typing import Any, Hashable, Optional
+from collections import deque
+from typing import Any, Optional
 
 import attrs
-from sortedcontainers import SortedDict, SortedList
+from sortedcontainers import SortedList
 
-from ..sigma.condition import Aggregation
+from ..sigma.correlation import CorrelationSpec
+from .windows import SHAPES, Contribution, group_of
 
-_OPERATORS = {"==": operator.eq, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 NEVER = float("-inf")
 
 
 @attrs.frozen
-class Contribution:
-    """What correlation needs of one candidate event."""
+class Hit:
+    """A window that fired."""
 
-    time: int  # event time, ns
-    mask: int  # bit i: the event meets join term i
-    group: Hashable = None  # value of the aggregation's ``by`` field
-    value: Any = None  # count(field): tuple of distinct strings; sum/min/max/avg: float or None
-    ref: Any = None  # opaque; handed back in alerts
-
-
-@attrs.frozen
-class Alert:
+    spec: CorrelationSpec
     time: int  # window end (the evaluation time)
     window_start: int
-    group: Hashable
+    group: tuple
     contributions: tuple  # the window's events, in (time, arrival) order
-    aggregate: Any  # the aggregated value that met the threshold (None: no aggregation)
-    distinct_values: tuple  # count(field): sorted distinct values
-
-
-class _Window:
-    """One group's open window with incremental aggregate state."""
-
-    __slots__ = ("events", "term_counts", "values", "numbers")
-
-    def __init__(self, n_terms: int):
-        self.events = SortedDict()  # (time, seq) -> Contribution
-        self.term_counts = [0] * n_terms
-        self.values = Counter()  # count(field): value -> events holding it
-        self.numbers = SortedList()  # sum/min/max/avg operands
-
-    def add(self, key: tuple, c: Contribution) -> None:
-        self.events[key] = c
-        self._account(c, +1)
-
-    def remove(self, key: tuple) -> None:
-        self._account(self.events.pop(key), -1)
-
-    def _account(self, c: Contribution, sign: int) -> None:
-        for i in range(len(self.term_counts)):
-            if c.mask >> i & 1:
-                self.term_counts[i] += sign
-        if isinstance(c.value, tuple):
-            for v in c.value:
-                self.values[v] += sign
-                if not self.values[v]:
-                    del self.values[v]
-        elif c.value is not None:
-            (self.numbers.add if sign > 0 else self.numbers.remove)(c.value)
+    aggregate: Any  # the value that met the condition
+    distinct_values: tuple  # value_count: sorted distinct values
 
 
 class Correlator:
-    """Feeds candidate events in arrival order and returns alerts as they become final."""
+    """One correlation: takes Detection records in arrival order, returns hits as they become final."""
 
-    def __init__(self, n_terms: int, timeframe_ns: int, aggregation: Optional[Aggregation], lateness_ns: int = 0):
-        if n_terms < 1:
-            raise ValueError("at least one join term")
-        self.n_terms = n_terms
-        self.timeframe = timeframe_ns
-        self.aggregation = aggregation
+    def __init__(self, spec: CorrelationSpec, lateness_ns: int = 0):
+        self.spec = spec
+        self.shape = SHAPES[spec.kind]
+        self.timeframe = spec.timespan_ns
         self.lateness = lateness_ns
         self.watermark = NEVER
         self.newest = NEVER
@@ -104,14 +62,29 @@ class Correlator:
         self.late_dropped = 0  # ... of which could not join any open window
         self._seq = 0
         self._pending = SortedList()  # (evaluation time, seq, Contribution), all >= watermark
-        self._windows = {}  # group -> _Window
+        self._windows = {}  # group -> Window
         self._held = SortedList()  # (time, seq, group) of every windowed event, for eviction
         self._consumed = {}  # group -> time of its last alert
+        self._consumed_order = deque()  # (time, group) in alert order, which is time order
 
     # ------------------------------------------------------------ input
 
-    def observe(self, c: Contribution) -> list:
-        """Take one candidate event; return the alerts that became final."""
+    def contribution(self, detection) -> Optional[Contribution]:
+        """What this correlation keeps of a detection; None when it feeds none of its inputs
+        or has no time."""
+        if detection.time is None:
+            return None
+        refs = tuple(ref.key for ref in self.spec.rules if ref.hit(detection.rule, detection.terms))
+        if not refs:
+            return None
+        return Contribution(detection.time, refs, group_of(self.spec, detection),
+                            self.shape.value_of(self.spec, detection), detection)
+
+    def observe(self, detection) -> list:
+        """Take one detection; return the hits that became final."""
+        c = self.contribution(detection)
+        if c is None:
+            return []
         self._seq += 1
         if c.time < self.watermark:
             self.late += 1
@@ -131,26 +104,25 @@ class Correlator:
         if watermark <= self.watermark:
             return []
         self.watermark = watermark
-        alerts = []
+        hits = []
         pending = self._pending
         while pending and pending[0][0] < watermark:
             t = pending[0][0]
-            touched = []
+            touched = {}
             while pending and pending[0][0] == t:
                 _, seq, c = pending.pop(0)
                 window = self._windows.get(c.group)
                 if window is None:
-                    window = self._windows[c.group] = _Window(self.n_terms)
+                    window = self._windows[c.group] = self.shape(self.spec)
                 window.add((c.time, seq), c)
                 self._held.add((c.time, seq, c.group))
-                if c.group not in touched:
-                    touched.append(c.group)
+                touched[c.group] = True
             for group in sorted(touched, key=repr):
-                alert = self._evaluate(group, t)
-                if alert is not None:
-                    alerts.append(alert)
+                hit = self._evaluate(group, t)
+                if hit is not None:
+                    hits.append(hit)
         self._evict(watermark - self.timeframe)
-        return alerts
+        return hits
 
     def flush(self) -> list:
         """End of input: everything pending becomes final."""
@@ -158,48 +130,25 @@ class Correlator:
 
     # ------------------------------------------------------------ windows
 
-    def _evaluate(self, group, t: int) -> Optional[Alert]:
+    def _evaluate(self, group, t: int) -> Optional[Hit]:
         window = self._windows[group]
         start = t - self.timeframe
         while window.events and window.events.peekitem(0)[0][0] < start:
             (time, seq), _ = window.events.peekitem(0)
             window.remove((time, seq))
             self._held.remove((time, seq, group))
-        if not all(window.term_counts):
+        if not window.complete():
             return None
-        aggregate = self._aggregate(window)
-        spec = self.aggregation
-        if spec is not None and (aggregate is None or not _OPERATORS[spec.operator](aggregate, spec.threshold)):
+        aggregate = window.aggregate()
+        if not self.spec.condition.holds(aggregate):
             return None
-        alert = Alert(
-            time=t,
-            window_start=start,
-            group=group,
-            contributions=tuple(window.events.values()),
-            aggregate=aggregate,
-            distinct_values=tuple(sorted(window.values)),
-        )
+        hit = Hit(self.spec, t, start, group, tuple(window.events.values()), aggregate, window.distinct())
         for time, seq in window.events:
             self._held.remove((time, seq, group))
         del self._windows[group]
         self._consumed[group] = t
-        return alert
-
-    def _aggregate(self, window: _Window):
-        spec = self.aggregation
-        if spec is None:
-            return None
-        if spec.function == "count":
-            return len(window.values) if spec.field else len(window.events)
-        numbers = window.numbers
-        if not numbers:
-            return None
-        if spec.function == "min":
-            return numbers[0]
-        if spec.function == "max":
-            return numbers[-1]
-        total = math.fsum(numbers)
-        return total if spec.function == "sum" else total / len(numbers)
+        self._consumed_order.append((t, group))
+        return hit
 
     def _evict(self, horizon) -> None:
         """Drop everything older than ``horizon``: no future window can reach it."""
@@ -210,8 +159,11 @@ class Correlator:
             window.remove((time, seq))
             if not window.events:
                 del self._windows[group]
-        for group in [g for g, t in self._consumed.items() if t < horizon]:
-            del self._consumed[group]
+        order = self._consumed_order
+        while order and order[0][0] < horizon:
+            t, group = order.popleft()
+            if self._consumed.get(group) == t:
+                del self._consumed[group]
 
     # ------------------------------------------------------------ introspection
 

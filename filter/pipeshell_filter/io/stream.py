@@ -420,9 +420,8 @@ class Filter:
             if keep:
                 self._write(line, event)
             return
-        before = self.engine.stats["no_time"]
         outcome = self.engine.process(event, number)
-        if self.engine.stats["no_time"] != before:
+        if outcome.untimed:
             self.diagnostics.report("no_time", self._where(number),
                                     "matched event has no parsable time; left out of correlation")
         if outcome.sigma is not None and self.emit != "alerts":
@@ -478,7 +477,7 @@ class Filter:
 
     def write_alerts(self, alerts: Iterable[dict]) -> None:
         for record in alerts:
-            self._write(dumps(record), None, parse_time(record["@timestamp"]))
+            self._write(dumps(record), None, parse_time(record.get("@timestamp")))
 
     # ------------------------------------------------------------ running
 

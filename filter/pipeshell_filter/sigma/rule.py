@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from typing import Optional
 
 import attrs
@@ -28,10 +27,6 @@ def parse_duration(text) -> Optional[int]:
 
 
 BUILTIN_RULE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "rules", "pipeshell_named_pipes.yml")
-
-# Rules without an ``id`` get a stable one derived from the title.
-_RULE_ID_NAMESPACE = uuid.UUID("6f1d3c52-8e0a-4d43-9a51-2f6b7c0d9e11")
-
 
 class RuleError(ValueError):
     """A rule that cannot be loaded; the message is one line and names the file."""
@@ -130,9 +125,8 @@ def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
             raise RuleError(f"rule {source}: cannot parse timeframe {timeframe!r} (use e.g. 30s, 5m, 1h, 2d)")
         if timeframe_ns == 0:
             raise RuleError(f"rule {source}: timeframe {timeframe!r} is empty: a window needs a length (e.g. 30s)")
-    rule_id = data.get("id")
-    if rule_id is None:
-        rule_id = str(uuid.uuid5(_RULE_ID_NAMESPACE, title.strip()))
+    rule_id = next((str(v).strip() for v in (data.get("id"), data.get("name")) if v is not None and str(v).strip()),
+                   title.strip())
     logsource = data.get("logsource") or {}
     if not isinstance(logsource, dict):
         raise RuleError(f"rule {source}: 'logsource' must be a mapping")

@@ -1,0 +1,266 @@
+"""Window state, one shape per correlation kind: the one place to add a kind.
+
+A window holds one group's events between ``t - timespan`` and ``t``.  Events
+come and go one at a time, and each shape keeps its aggregate up to date as
+they do (a count, a Counter of values, an exact running sum, a sorted list),
+so evaluating a window never walks its events.  State is plain data: the
+events themselves, keyed by ``(time, arrival)``, and what was counted of them.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import Counter
+from fractions import Fraction
+from typing import Any, Optional
+
+import attrs
+from sortedcontainers import SortedDict, SortedList
+
+from ..sigma.correlation import CorrelationSpec
+
+
+@attrs.frozen
+class Contribution:
+    """What correlation keeps of one Detection."""
+
+    time: int  # event time, ns
+    refs: tuple  # keys (``RuleRef.key``) of the inputs the detection feeds
+    group: tuple  # the values of the group-by fields
+    value: Any  # what the detection adds to the aggregate (see ``Window.value_of``)
+    detection: Any  # the Detection, handed back in alerts
+
+
+class Window:
+    """Base shape: the events, and how many of them feed each input."""
+
+    __slots__ = ("spec", "events", "seen")
+
+    def __init__(self, spec: CorrelationSpec):
+        self.spec = spec
+        self.events = SortedDict()  # (time, seq) -> Contribution
+        self.seen = Counter()  # input key -> events feeding it
+
+    @staticmethod
+    def value_of(spec: CorrelationSpec, detection) -> Any:
+        """What one detection adds to the aggregate; None when it adds nothing."""
+        return None
+
+    def add(self, key: tuple, c: Contribution) -> None:
+        self.events[key] = c
+        self.seen.update(c.refs)
+        self._account(c, +1)
+
+    def remove(self, key: tuple) -> None:
+        c = self.events.pop(key)
+        self.seen.subtract(c.refs)
+        for ref in c.refs:
+            if not self.seen[ref]:
+                del self.seen[ref]
+        self._account(c, -1)
+
+    def _account(self, c: Contribution, sign: int) -> None:
+        pass
+
+    def complete(self) -> bool:
+        """Every input occurred, where the spec asks for that."""
+        return not self.spec.require_each or len(self.seen) == len(self.spec.rules)
+
+    def aggregate(self):
+        raise NotImplementedError
+
+    def distinct(self) -> tuple:
+        """Distinct values, for kinds that count them (shown in the alert)."""
+        return ()
+
+
+def _leaves(spec: CorrelationSpec, detection) -> list:
+    return detection.fields.get(spec.field_for(spec.field, detection.rule)) or []
+
+
+def _number(spec: CorrelationSpec, detection) -> Optional[float]:
+    """The field's first value as a finite number; None when it has none."""
+    values = _leaves(spec, detection)
+    try:
+        number = float(values[0]) if values else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+class EventCount(Window):
+    __slots__ = ()
+
+    def aggregate(self):
+        return len(self.events)
+
+
+class ValueCount(Window):
+    """Distinct values by reference count: a value leaves when its last event does."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.values = Counter()
+
+    @staticmethod
+    def value_of(spec, detection):
+        return tuple(sorted(set(_leaves(spec, detection))))
+
+    def _account(self, c, sign):
+        for value in c.value:
+            self.values[value] += sign
+            if not self.values[value]:
+                del self.values[value]
+
+    def aggregate(self):
+        return len(self.values) if self.spec.field else len(self.events)
+
+    def distinct(self):
+        return tuple(sorted(self.values))
+
+
+class Temporal(Window):
+    __slots__ = ()
+
+    def aggregate(self):
+        return len(self.seen)
+
+
+class TemporalOrdered(Window):
+    """How many inputs, in the spec's order, occur at non-decreasing times."""
+
+    __slots__ = ("times",)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.times = {}  # input key -> SortedList of event times
+
+    def _account(self, c, sign):
+        for ref in c.refs:
+            times = self.times.setdefault(ref, SortedList())
+            (times.add if sign > 0 else times.remove)(c.time)
+
+    def aggregate(self):
+        at, done = -math.inf, 0
+        for ref in self.spec.rules:  # greedy: the earliest occurrence after the previous one
+            times = self.times.get(ref.key)
+            i = bisect_left(times, at) if times else 0
+            if not times or i == len(times):
+                break
+            at, done = times[i], done + 1
+        return done
+
+
+class ValueSum(Window):
+    """An exact running sum (binary fractions), so removal never drifts."""
+
+    __slots__ = ("total", "count")
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.total, self.count = Fraction(0), 0
+
+    value_of = staticmethod(_number)
+
+    def _account(self, c, sign):
+        if c.value is not None:
+            self.total += sign * Fraction(c.value)
+            self.count += sign
+
+    def aggregate(self):
+        return float(self.total) if self.count else None
+
+
+class ValueAvg(ValueSum):
+    __slots__ = ()
+
+    def aggregate(self):
+        return float(self.total / self.count) if self.count else None
+
+
+class ValueExtreme(Window):
+    __slots__ = ("numbers",)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.numbers = SortedList()
+
+    value_of = staticmethod(_number)
+
+    def _account(self, c, sign):
+        if c.value is not None:
+            (self.numbers.add if sign > 0 else self.numbers.remove)(c.value)
+
+
+class ValueMin(ValueExtreme):
+    __slots__ = ()
+
+    def aggregate(self):
+        return self.numbers[0] if self.numbers else None
+
+
+class ValueMax(ValueExtreme):
+    __slots__ = ()
+
+    def aggregate(self):
+        return self.numbers[-1] if self.numbers else None
+
+
+class ValuePercentile(Window):
+    """The rarest value's share of the events that hold one, in percent."""
+
+    __slots__ = ("values", "counts", "held")
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.values = Counter()  # value -> events holding it
+        self.counts = SortedList()  # the Counter's counts, so the least is at hand
+        self.held = 0  # events holding a value
+
+    @staticmethod
+    def value_of(spec, detection):
+        values = _leaves(spec, detection)
+        return values[0] if values else None
+
+    def _account(self, c, sign):
+        if c.value is None:
+            return
+        before = self.values[c.value]
+        if before:
+            self.counts.remove(before)
+        after = before + sign
+        self.held += sign
+        if after:
+            self.values[c.value] = after
+            self.counts.add(after)
+        else:
+            del self.values[c.value]
+
+    def aggregate(self):
+        return 100.0 * self.counts[0] / self.held if self.held else None
+
+
+SHAPES = {
+    "event_count": EventCount,
+    "value_count": ValueCount,
+    "temporal": Temporal,
+    "temporal_ordered": TemporalOrdered,
+    "value_sum": ValueSum,
+    "value_avg": ValueAvg,
+    "value_percentile": ValuePercentile,
+    "value_min": ValueMin,
+    "value_max": ValueMax,
+}
+
+
+def group_of(spec: CorrelationSpec, detection) -> tuple:
+    """The group key: the first value of each group-by field (None where absent)."""
+    key = []
+    for name in spec.group_by:
+        values = detection.fields.get(spec.field_for(name, detection.rule))
+        key.append(values[0] if values else None)
+    return tuple(key)
+

@@ -1,0 +1,121 @@
+"""The detect stage, stateless: one event in, a ``Detection`` per rule whose condition it meets.
+
+A Detection is all that later stages need of the event: the rule's stable id,
+the event time, where it came from, which terms of the condition it met, the
+values of the fields correlations group or aggregate by, and a short
+reference to the event for the alert.  It is plain data with a versioned wire
+form (one NDJSON line, ``schema/detection.schema.json``), so correlation can
+run in another process, or after a restart, from the records alone.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import attrs
+
+from .events.fields import FieldResolver
+from .events.timeparse import format_time
+from .sigma.compile import Plan
+from .values import MISSING, first_leaf, leaves
+
+WIRE_TYPE = "sigma.detection"
+WIRE_VERSION = 1
+
+
+class WireError(ValueError):
+    """A record that is not a Detection of a version this build reads; the message is one line."""
+
+
+@attrs.frozen
+class Detection:
+    rule: str  # the rule's stable id
+    time: Optional[int]  # event time, ns since the epoch; None when the event has none we can parse
+    source: Optional[str]  # the host the event came from
+    terms: tuple  # indices of the condition terms the event met ((0,) for the whole condition)
+    fields: Dict[str, list] = attrs.field(factory=dict)  # field -> its leaf strings, for correlation
+    event: Dict[str, object] = attrs.field(factory=dict)  # reference: @timestamp, line, event_id, host, ...
+
+    def to_wire(self) -> dict:
+        return {"type": WIRE_TYPE, "version": WIRE_VERSION, "rule": self.rule, "time": self.time,
+                "source": self.source, "terms": list(self.terms), "fields": self.fields, "event": self.event}
+
+    @classmethod
+    def from_wire(cls, record) -> "Detection":
+        if not isinstance(record, dict) or record.get("type") != WIRE_TYPE:
+            raise WireError(f"not a {WIRE_TYPE} record")
+        if record.get("version") != WIRE_VERSION:
+            raise WireError(f"{WIRE_TYPE} version {record.get('version')!r} (this build reads {WIRE_VERSION})")
+        rule, time, source = record.get("rule"), record.get("time"), record.get("source")
+        terms, fields, event = record.get("terms"), record.get("fields", {}), record.get("event", {})
+        if not isinstance(rule, str) or not rule:
+            raise WireError("'rule' must be a non-empty string")
+        if time is not None and (not isinstance(time, int) or isinstance(time, bool)):
+            raise WireError("'time' must be integer nanoseconds or null")
+        if source is not None and not isinstance(source, str):
+            raise WireError("'source' must be a string or null")
+        if not isinstance(terms, list) or not terms or \
+                not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in terms):
+            raise WireError("'terms' must be a non-empty list of term indices")
+        if not isinstance(fields, dict) or not all(
+                isinstance(v, list) and all(isinstance(s, str) for s in v) for v in fields.values()):
+            raise WireError("'fields' must map field names to lists of strings")
+        if not isinstance(event, dict):
+            raise WireError("'event' must be an object")
+        return cls(rule, time, source, tuple(terms), fields, event)
+
+
+def _scalar(value):
+    """A reference value: an integer when it is one (EventID, record id), else its text."""
+    text = first_leaf(value)
+    if text is None:
+        return None
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else text
+
+
+class Detector:
+    """Runs every compiled rule's condition on an event.
+
+    ``needed`` names, per rule id, the fields its correlations group or
+    aggregate by; their values travel in the Detection.
+    """
+
+    def __init__(self, plans: List[Plan], resolver: FieldResolver, needed: Optional[Dict[str, tuple]] = None):
+        self.plans = list(plans)
+        self.resolver = resolver
+        self.needed = needed or {}
+
+    def detect(self, event: dict, line: int = 0) -> List[Detection]:
+        return self.detect_view(self.resolver.view(event), line)
+
+    def detect_view(self, view, line: int = 0) -> List[Detection]:
+        found = []
+        time = host = MISSING
+        for plan in self.plans:
+            matched = plan.match(view)
+            mask = plan.term_mask(matched)
+            if not mask:
+                continue
+            if time is MISSING:
+                time = view.time()
+                host = first_leaf(view.get("Computer"))
+            fields = {}
+            for field in self.needed.get(plan.rule.id, ()):
+                value = view.get(field)
+                if value is not MISSING and value is not None:
+                    fields[field] = list(leaves(value))
+            found.append(Detection(plan.rule.id, time, host, tuple(i for i in range(len(plan.terms)) if mask >> i & 1),
+                                   fields, _reference(view, time, line, plan, matched)))
+        return found
+
+
+def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozenset) -> dict:
+    """What an alert says about one contributing event."""
+    ref = {"@timestamp": format_time(time)} if time is not None else {}
+    ref["line"] = line
+    for key, field in (("event_id", "EventID"), ("host", "Computer"), ("record_id", "EventRecordID")):
+        value = _scalar(view.get(field))
+        if value is not None:
+            ref[key] = value
+    ref["selections"] = [s.name for s in plan.selections if s.name in matched]
+    return ref

@@ -1,0 +1,140 @@
+"""Correlation IR: what a correlation asks of a stream of Detection records.
+
+Every way a rule can correlate events has one typed shape, ``CorrelationSpec``:
+the seven kinds of Sigma v2 correlation documents, and the legacy pipe
+aggregation (``... | count(Computer) > 2`` with ``timeframe``), which
+``from_legacy`` compiles to it.  The correlate stage runs specs; it never sees
+rule syntax.  To add a kind: name it in ``KINDS`` here, give it a window shape
+in ``correlate/windows.py``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Optional
+
+import attrs
+
+from .condition import Aggregation
+
+# kind -> what the condition is compared with, per group and window
+KINDS = {
+    "event_count": "the number of events",
+    "value_count": "the number of distinct values of the field",
+    "temporal": "the number of referenced rules seen",
+    "temporal_ordered": "the number of referenced rules seen in their order",
+    "value_sum": "the sum of the field",
+    "value_avg": "the mean of the field",
+    "value_percentile": "the share in percent of the window's events holding the field's rarest value",
+    # legacy v1 aggregations that v2 has no kind for
+    "value_min": "the least value of the field",
+    "value_max": "the greatest value of the field",
+}
+
+OPERATORS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
+             "eq": operator.eq, "neq": operator.ne}
+_LEGACY_OPERATORS = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "==": "eq", "!=": "neq"}
+_LEGACY_KINDS = {"sum": "value_sum", "avg": "value_avg", "min": "value_min", "max": "value_max"}
+
+
+@attrs.frozen
+class Threshold:
+    """A condition on the aggregate: every bound holds (a range is two bounds)."""
+
+    bounds: tuple  # ((operator name, number), ...)
+
+    def holds(self, value) -> bool:
+        return value is not None and all(OPERATORS[name](value, number) for name, number in self.bounds)
+
+    def __str__(self) -> str:
+        return " and ".join(f"{name} {_number(number)}" for name, number in self.bounds) or "always"
+
+
+def _number(value):
+    return int(value) if float(value).is_integer() else value
+
+
+@attrs.frozen
+class RuleRef:
+    """A rule whose detections feed a correlation (one term of it, for a legacy window join)."""
+
+    rule: str  # the detection rule's stable id
+    term: Optional[int] = None  # legacy window join: the condition term; None: the whole condition
+    label: str = ""  # how alerts and ``explain`` name it
+
+    @property
+    def key(self) -> tuple:
+        """Plain data naming this input in window state and snapshots."""
+        return (self.rule, self.term)
+
+    def hit(self, rule: str, terms: tuple) -> bool:
+        return rule == self.rule and (self.term is None or self.term in terms)
+
+
+@attrs.frozen
+class LegacyForm:
+    """How a v1 rule wrote its correlation, kept for the alert record it has always had."""
+
+    join: str  # "window" or "event"
+    condition: str  # the rule's condition text
+    aggregation: Optional[Aggregation]
+
+
+@attrs.frozen
+class CorrelationSpec:
+    id: str
+    title: str
+    kind: str
+    rules: tuple  # of RuleRef
+    timespan_ns: int
+    condition: Threshold
+    group_by: tuple = ()  # field (or alias) names; the group is their values
+    field: Optional[str] = None  # the aggregated field (value_* kinds)
+    aliases: tuple = ()  # ((alias, ((rule id, field), ...)), ...)
+    generate: bool = False  # the referenced rules also alert on their own
+    require_each: bool = False  # every referenced rule must occur in the window
+    legacy: Optional[LegacyForm] = None
+
+    def __attrs_post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown correlation kind {self.kind!r}")
+        if not self.rules:
+            raise ValueError("a correlation refers to at least one rule")
+
+    def field_for(self, name: str, rule: str) -> str:
+        """The event field behind ``name`` in the detections of ``rule`` (aliases resolved)."""
+        for alias, mapping in self.aliases:
+            if alias == name:
+                return dict(mapping).get(rule, name)
+        return name
+
+    def needed_fields(self, rule: str) -> tuple:
+        """Event fields the detections of ``rule`` must carry for this correlation."""
+        names = self.group_by + ((self.field,) if self.field else ())
+        return tuple(dict.fromkeys(self.field_for(name, rule) for name in names))
+
+
+def from_legacy(rule_id: str, title: str, condition: str, aggregation: Optional[Aggregation],
+                timeframe_ns: Optional[int], term_labels: tuple, join: str) -> Optional[CorrelationSpec]:
+    """A v1 rule's correlation, or None for a rule that alerts on single events.
+
+    An aggregation becomes its kind (``count()`` event_count, ``count(f)``
+    value_count, ``sum``/``avg``/``min``/``max`` value_*); a window join of
+    several terms without one becomes temporal.  Under a window join each term
+    is its own input and all must occur in the window (``require_each``).
+    """
+    refs = tuple(RuleRef(rule_id, i, label) for i, label in enumerate(term_labels))
+    form = LegacyForm(join, condition, aggregation)
+    if aggregation is None:
+        if join != "window" or len(refs) < 2 or not timeframe_ns:
+            return None
+        return CorrelationSpec(rule_id, title, "temporal", refs, timeframe_ns,
+                               Threshold((("gte", len(refs)),)), require_each=True, legacy=form)
+    if aggregation.function == "count":
+        kind = "value_count" if aggregation.field else "event_count"
+    else:
+        kind = _LEGACY_KINDS[aggregation.function]
+    threshold = Threshold(((_LEGACY_OPERATORS[aggregation.operator], aggregation.threshold),))
+    group_by = (aggregation.group_by,) if aggregation.group_by else ()
+    return CorrelationSpec(rule_id, title, kind, refs, timeframe_ns or 0, threshold, group_by,
+                           aggregation.field, require_each=True, legacy=form)

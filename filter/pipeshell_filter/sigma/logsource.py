@@ -1,0 +1,589 @@
+"""Which events a Sigma rule's ``logsource`` covers.
+
+Why: a rule's detection is written for the events of one log source, and is
+often meaningless elsewhere.  Matched against every event, an AWS rule with
+``errorCode: null`` fires on each Windows event (none has an errorCode).  This
+module turns a rule's ``logsource`` (product / category / service) into a
+:class:`LogsourceCheck` that says whether an event can belong to it, from what
+the event tells about itself (:class:`EventFacts`: product, channel, EventID)
+and the package's own table (``logsources.yml``, facts from SigmaHQ's
+``tests/thor.yml``).
+
+Semantics:
+
+* Names compare case-insensitively.  ``product``, ``category`` and ``service``
+  may each be a string or a list of strings; a list means any of them.  Other
+  keys (``definition``, custom ones) are ignored.
+* product: the event's product must be one of the rule's.  An event that does
+  not name its product gets the one the table gives its channel (every channel
+  of a Windows service is ``windows``); otherwise its product is unknown.
+* service: the event's channel must be one of the service's channels.
+* category: the event must fit one of the category's alternatives: its EventID
+  is in the alternative's EventIDs and, when the alternative names a service,
+  its channel is one of that service's channels.  With both category and
+  service, both must hold.
+* A fact the check needs that the event does not tell (None) is decided by the
+  policy ``unknown``: ``"match"`` takes it as satisfied (check only what the
+  event tells), ``"skip"`` as not satisfied.  Known facts are always checked,
+  so an event that tells product, channel and EventID gets the same verdict
+  under both policies.
+* A category or service the table does not map for a product it knows
+  (``windows``; in the SigmaHQ rule set: categories file_access and file_rename,
+  ETW-only sources without a channel, and service microsoft-servicebus-client,
+  which thor.yml calls servicebus-client: 16 rules) falls back to the product alone: any
+  Windows event may apply, and the detection decides.  Only the event's facts
+  are subject to the policy, never the table's gaps.  The same holds for any
+  category or service of a product the table does not know (aws, linux, ...).
+* A rule without a product takes a category or service from the table when the
+  table lists it (``antivirus``: thor.yml maps it with no product condition).
+  One the table does not list (proxy, webserver, dns, firewall, ...) is taken
+  as the logsource of no product the table knows: such a rule does not apply to
+  Windows events, and applies to events of other or unknown products (the
+  product fact, when unknown, under the policy).
+* A logsource with none of product, category, service constrains nothing:
+  :func:`compile_logsource` returns None and the rule applies to every event.
+
+Cost: :meth:`LogsourceCheck.verdict` and :meth:`LogsourceCheck.applies` run
+per event per candidate rule.  Everything is casefolded and turned into
+frozensets at compile time; :class:`EventFacts` folds its values once, so one
+facts object serves every rule an event is checked against.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Optional
+
+import attrs
+import yaml
+
+from .rule import RuleError
+
+TABLE_PATH = os.path.join(os.path.dirname(__file__), "logsources.yml")
+
+POLICIES = ("match", "skip")
+
+_KEYS = ("product", "category", "service")
+
+
+def _event_id_text(value) -> Optional[str]:
+    """The EventID as canonical text: ``4104``, ``"4104"`` and ``" 04104"`` all give ``"4104"``."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.isdigit():
+        text = str(int(text))
+    return text or None
+
+
+def _folded(value) -> Optional[str]:
+    if value is None:
+        return None
+    text = str(value).casefold()
+    return text or None
+
+
+@attrs.frozen
+class EventFacts:
+    """What an event tells about its own logsource; None = cannot tell."""
+
+    product: Optional[str] = None
+    channel: Optional[str] = None
+    event_id: Optional[str] = None  # the EventID as text, e.g. "4104"
+    # (product, channel, EventID) casefolded/canonical, computed once per event.
+    _key: tuple = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "_key", (_folded(self.product), _folded(self.channel), _event_id_text(self.event_id)))
+
+
+def _skips(unknown: str) -> bool:
+    if unknown == "match":
+        return False
+    if unknown == "skip":
+        return True
+    raise ValueError(f"unknown-fact policy must be 'match' or 'skip', not {unknown!r}")
+
+
+# --------------------------------------------------------------------------- the table
+
+
+class LogsourceTable:
+    """Products -> categories (EventID/service alternatives) and services (channels)."""
+
+    def __init__(self, data, source: str = "<logsource table>"):
+        def bad(what: str):
+            return ValueError(f"logsource table {source}: {what}")
+
+        if not isinstance(data, dict):
+            raise bad("must be a mapping of products")
+        self._categories: dict = {}  # product -> category -> ((event_ids, service|None), ...)
+        self._services: dict = {}  # product -> service -> (channel display names, ...)
+        self._channel_product: dict = {}  # casefolded channel -> product
+        self._product_names: dict = {}  # casefolded product -> name as written
+        for product, body in data.items():
+            if not isinstance(product, str) or not isinstance(body, dict):
+                raise bad(f"product {product!r} must map to {{categories, services}}")
+            key = product.casefold()
+            self._product_names[key] = product
+            services = {}
+            for service, channels in (body.get("services") or {}).items():
+                if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+                    raise bad(f"{product} service {service!r} must list channel names")
+                services[str(service).casefold()] = tuple(channels)
+                for channel in channels:
+                    owner = self._channel_product.setdefault(channel.casefold(), key)
+                    if owner != key:
+                        raise bad(f"channel {channel!r} is listed under {owner} and {product}")
+            categories = {}
+            for category, alternatives in (body.get("categories") or {}).items():
+                if not isinstance(alternatives, list) or not alternatives:
+                    raise bad(f"{product} category {category!r} must list alternatives")
+                parsed = []
+                for alternative in alternatives:
+                    if not isinstance(alternative, dict) or not isinstance(alternative.get("event_ids"), list):
+                        raise bad(f"{product} category {category!r}: an alternative needs event_ids")
+                    ids = frozenset(_event_id_text(e) for e in alternative["event_ids"])
+                    if not ids or None in ids:
+                        raise bad(f"{product} category {category!r}: empty EventID")
+                    service = _folded(alternative.get("service"))
+                    if service is not None and service not in services:
+                        raise bad(f"{product} category {category!r}: unknown service {alternative['service']!r}")
+                    parsed.append((ids, service))
+                categories[str(category).casefold()] = tuple(parsed)
+            self._categories[key] = categories
+            self._services[key] = services
+
+    @classmethod
+    def load(cls, path: str) -> "LogsourceTable":
+        with open(path, encoding="utf-8") as handle:
+            return cls(yaml.safe_load(handle), path)
+
+    @classmethod
+    def builtin(cls) -> "LogsourceTable":
+        """The table shipped with the package (loaded once per process)."""
+        return _builtin_table()
+
+    @property
+    def products(self) -> frozenset:
+        """The products the table knows, casefolded."""
+        return frozenset(self._categories)
+
+    def product_of_channel(self, channel: str) -> Optional[str]:
+        """The product whose service lists ``channel`` (e.g. ``Security`` -> ``windows``), or None."""
+        if not channel:
+            return None
+        key = self._channel_product.get(channel.casefold())
+        return self._product_names[key] if key is not None else None
+
+    def knows(self, product: str, category: Optional[str] = None, service: Optional[str] = None) -> bool:
+        """Whether the table maps ``product`` and (when given) its ``category`` and ``service``."""
+        key = _folded(product)
+        if key not in self._categories:
+            return False
+        if category is not None and category.casefold() not in self._categories[key]:
+            return False
+        return service is None or service.casefold() in self._services[key]
+
+    def alternatives(self, product: str, category: str) -> Optional[tuple]:
+        """``((event_ids, service or None), ...)`` of a category, or None when not mapped."""
+        return self._categories.get(_folded(product), {}).get(category.casefold())
+
+    def channels(self, product: str, service: str) -> Optional[tuple]:
+        """The channels of a service (as written in the table), or None when not mapped."""
+        return self._services.get(_folded(product), {}).get(service.casefold())
+
+    def categories(self, product: str) -> list:
+        return sorted(self._categories.get(_folded(product), {}))
+
+    def services(self, product: str) -> list:
+        return sorted(self._services.get(_folded(product), {}))
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_table() -> LogsourceTable:
+    return LogsourceTable.load(TABLE_PATH)
+
+
+# --------------------------------------------------------------------------- compiled checks
+
+
+@attrs.frozen
+class _Spec:
+    """One way for an event to belong to the logsource: every set given must hold (None = any)."""
+
+    products: Optional[frozenset] = None  # casefolded
+    not_products: frozenset = frozenset()
+    event_ids: Optional[frozenset] = None
+    channels: Optional[frozenset] = None  # casefolded
+    channel_names: tuple = ()  # the same channels as written, for messages
+
+    def constrains_product(self) -> bool:
+        return self.products is not None or bool(self.not_products)
+
+    def covers(self, other: "_Spec") -> bool:
+        return (_superset(self.products, other.products) and self.not_products <= other.not_products
+                and _superset(self.event_ids, other.event_ids) and _superset(self.channels, other.channels))
+
+
+def _superset(mine: Optional[frozenset], theirs: Optional[frozenset]) -> bool:
+    return mine is None or (theirs is not None and mine >= theirs)
+
+
+def _meet(mine: Optional[frozenset], theirs: Optional[frozenset]) -> Optional[frozenset]:
+    if mine is None:
+        return theirs
+    if theirs is None:
+        return mine
+    return mine & theirs
+
+
+def _combine(a: _Spec, b: _Spec) -> Optional[_Spec]:
+    """Both specs at once, or None when no event can satisfy both."""
+    products = _meet(a.products, b.products)
+    not_products = a.not_products | b.not_products
+    if products is not None:
+        products -= not_products
+    event_ids = _meet(a.event_ids, b.event_ids)
+    channels = _meet(a.channels, b.channels)
+    if any(s is not None and not s for s in (products, event_ids, channels)):
+        return None
+    names = tuple(n for n in dict.fromkeys(a.channel_names + b.channel_names)
+                  if channels is not None and n.casefold() in channels)
+    return _Spec(products, not_products, event_ids, channels, names)
+
+
+def _simplify(specs: list) -> tuple:
+    # Alternatives that differ only in their EventIDs merge (ps_module + ps_script: 4103/4104 on the
+    # PowerShell channels); then any spec another one covers goes.
+    merged: dict = {}
+    for spec in specs:
+        key = (spec.products, spec.not_products, spec.channels)
+        if key in merged:
+            old = merged[key]
+            ids = None if old.event_ids is None or spec.event_ids is None else old.event_ids | spec.event_ids
+            merged[key] = attrs.evolve(old, event_ids=ids)
+        else:
+            merged[key] = spec
+    unique = list(merged.values())
+    return tuple(s for i, s in enumerate(unique)
+                 if not any(j != i and o.covers(s) and (o != s or j < i) for j, o in enumerate(unique)))
+
+
+def _sorted_ids(ids) -> list:
+    return sorted(ids, key=lambda e: (0, int(e)) if e.isdigit() else (1, e))
+
+
+def _or(values) -> str:
+    values = list(values)
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " or " + values[-1]
+
+
+def _need(spec: _Spec, names: dict) -> str:
+    parts = []
+    if spec.products is not None:
+        parts.append("product " + _or(sorted(names.get(p, p) for p in spec.products)))
+    elif spec.not_products:
+        parts.append("a product other than " + _or(sorted(names.get(p, p) for p in spec.not_products)))
+    if spec.event_ids is not None:
+        parts.append("EventID " + _or(_sorted_ids(spec.event_ids)))
+    if spec.channels is not None:
+        parts.append("channel " + _or(spec.channel_names))
+    return ", ".join(parts) or "any event"
+
+
+def _text(values: tuple) -> str:
+    return values[0] if len(values) == 1 else "[" + ", ".join(values) + "]"
+
+
+class LogsourceCheck:
+    """One rule's logsource, compiled against a table: which events it applies to."""
+
+    __slots__ = ("_subjects", "_notes", "_specs", "_needs", "_channel_product", "_product_names",
+                 "_channels", "_event_ids", "_describe")
+
+    def __init__(self, fields: dict, specs: tuple, notes: tuple, table: LogsourceTable):
+        # fields: key -> tuple of names as written.  The subject of a message is the most specific part.
+        self._subjects = {key: f"{key} {_text(fields[key])}" for key in _KEYS if key in fields}
+        self._notes = notes
+        self._specs = specs
+        self._product_names = dict(table._product_names)
+        self._needs = tuple(_need(s, self._product_names) for s in specs)
+        self._channel_product = table._channel_product
+        self._channels = self._union(s.channels for s in specs)
+        self._event_ids = self._union(s.event_ids for s in specs)
+        logsource = ", ".join(self._subjects.values())
+        if not specs:
+            covers = "no event (its parts exclude each other)"
+        else:
+            covers = " | ".join(self._needs)
+        self._describe = f"{logsource} -> {covers}" + "".join(f" ({n})" for n in notes)
+
+    @staticmethod
+    def _union(sets) -> Optional[frozenset]:
+        total = frozenset()
+        for s in sets:
+            if s is None:
+                return None
+            total |= s
+        return total
+
+    @property
+    def channels(self) -> Optional[frozenset]:
+        """Every channel (casefolded) an applicable event can have, or None when any channel may do.
+
+        An event whose channel is known and not in this set never applies, under either policy;
+        one without a channel is decided by the policy.
+        """
+        return self._channels
+
+    @property
+    def event_ids(self) -> Optional[frozenset]:
+        """Every EventID (text) an applicable event can have, or None when unconstrained (as ``channels``)."""
+        return self._event_ids
+
+    def describe(self) -> str:
+        """One line for ``explain``: the logsource and the events it covers."""
+        return self._describe
+
+    def __repr__(self) -> str:
+        return f"<LogsourceCheck {self._describe}>"
+
+    def _facts(self, facts: EventFacts):
+        product, channel, event_id = facts._key
+        inferred = False
+        if product is None and channel is not None:
+            product = self._channel_product.get(channel)
+            inferred = product is not None
+        return product, inferred, channel, event_id
+
+    def applies(self, facts: EventFacts, unknown: str = "match") -> bool:
+        """``verdict(facts, unknown)[0]`` without building the reason."""
+        skip = _skips(unknown)
+        product, _, channel, event_id = self._facts(facts)
+        for spec in self._specs:
+            if spec.products is not None or spec.not_products:
+                if product is None:
+                    if skip:
+                        continue
+                elif product in spec.not_products or (spec.products is not None and product not in spec.products):
+                    continue
+            if spec.event_ids is not None:
+                if event_id is None:
+                    if skip:
+                        continue
+                elif event_id not in spec.event_ids:
+                    continue
+            if spec.channels is not None:
+                if channel is None:
+                    if skip:
+                        continue
+                elif channel not in spec.channels:
+                    continue
+            return True
+        return False
+
+    def verdict(self, facts: EventFacts, unknown: str = "match") -> tuple:
+        """(applies?, one-line reason for ``explain``)."""
+        skip = _skips(unknown)
+        product, inferred, channel, event_id = self._facts(facts)
+        failures = []  # (spec index, fact that failed)
+        for index, spec in enumerate(self._specs):
+            assumed = []
+            failed = None
+            if spec.constrains_product():
+                if product is None:
+                    if skip:
+                        failed = "product"
+                    else:
+                        assumed.append("product")
+                elif product in spec.not_products or (spec.products is not None and product not in spec.products):
+                    failed = "product"
+            if failed is None and spec.event_ids is not None:
+                if event_id is None:
+                    if skip:
+                        failed = "EventID"
+                    else:
+                        assumed.append("EventID")
+                elif event_id not in spec.event_ids:
+                    failed = "EventID"
+            if failed is None and spec.channels is not None:
+                if channel is None:
+                    if skip:
+                        failed = "channel"
+                    else:
+                        assumed.append("channel")
+                elif channel not in spec.channels:
+                    failed = "channel"
+            if failed is None:
+                reason = f"{self._subject()} applies: event fits {self._needs[index]}"
+                if assumed:
+                    reason += f" ({_or(assumed)} unknown, taken as matching)"
+                return True, reason + "".join(f" ({n})" for n in self._notes)
+            failures.append((index, failed))
+        if not failures:
+            return False, f"{self._subject()} covers no event: its parts exclude each other"
+        have = {
+            "product": (self._product_names.get(product, product) + (" (from its channel)" if inferred else ""))
+            if product is not None else None,
+            "EventID": event_id,
+            "channel": facts.channel if channel is not None else None,
+        }
+        kinds = {kind for _, kind in failures}
+        if len(kinds) == 1:
+            kind = kinds.pop()
+            if have[kind] is None:
+                tail = f"event's {kind} is unknown (policy skip)"
+            elif kind == "product":
+                tail = f"event is {have[kind]}"
+            else:
+                tail = f"event has {have[kind]}"
+            wanted = self._fact_need([self._specs[index] for index, _ in failures], kind)
+            return False, f"{self._subject(kind)} needs {wanted}, {tail}"
+        event = ", ".join(f"{kind} {value if value is not None else 'unknown'}" for kind, value in have.items())
+        needs = " | ".join(self._needs[index] for index, _ in failures)
+        return False, f"{self._subject()} needs {needs}; event has {event}"
+
+    def _subject(self, kind: Optional[str] = None) -> str:
+        if kind == "product" and list(self._subjects) == ["product"]:
+            return "logsource"
+        for key in ("category", "service", "product"):
+            if key in self._subjects:
+                return self._subjects[key]
+        return "logsource"
+
+    def _fact_need(self, specs: list, kind: str) -> str:
+        """What the failing specs want of one fact, merged: ``EventID 800, 4103 or 4104``."""
+        names = self._product_names
+        if kind == "product":
+            wants = []
+            included = {p for s in specs if s.products is not None for p in s.products}
+            excluded = {p for s in specs if s.products is None for p in s.not_products}
+            if included:
+                wants.append("product " + _or(sorted(names.get(p, p) for p in included)))
+            if excluded:
+                wants.append("a product other than " + _or(sorted(names.get(p, p) for p in excluded)))
+            return " or ".join(wants)
+        if kind == "EventID":
+            return "EventID " + _or(_sorted_ids({e for s in specs for e in s.event_ids}))
+        return "channel " + _or(list(dict.fromkeys(n for s in specs for n in s.channel_names)))
+
+
+# --------------------------------------------------------------------------- compilation
+
+
+def _names(logsource: dict, key: str, source: str) -> tuple:
+    value = logsource.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        values = [value]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        values = value
+    else:
+        raise RuleError(f"rule {source}: logsource '{key}' must be a string or a list of strings")
+    return tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+
+
+def compile_logsource(logsource: dict, table: LogsourceTable, source: str) -> Optional[LogsourceCheck]:
+    """The check for one rule's ``logsource``, or None when it constrains nothing.
+
+    ``source`` names the rule file in errors; a malformed logsource raises :class:`RuleError`.
+    """
+    if logsource is None:
+        return None
+    if not isinstance(logsource, dict):
+        raise RuleError(f"rule {source}: 'logsource' must be a mapping")
+    fields = {key: _names(logsource, key, source) for key in _KEYS}
+    fields = {key: names for key, names in fields.items() if names}
+    if not fields:
+        return None
+    products = [p.casefold() for p in fields.get("product", ())]
+    categories = fields.get("category", ())
+    services = fields.get("service", ())
+    notes = []
+    specs = []
+    if products:
+        for product in dict.fromkeys(products):
+            base = _Spec(products=frozenset([product]))
+            if product not in table.products:
+                specs.append(base)
+                continue
+            category_specs = [_Spec()]
+            if categories:
+                found = _category_specs(table, product, categories)
+                if found is None:
+                    missing = [c for c in categories if not table.knows(product, category=c)]
+                    notes.append(f"{product} category {_or(missing)} not in the logsource table: product only")
+                else:
+                    category_specs = found
+            service_spec = _Spec()
+            if services:
+                found = _service_spec(table, product, services)
+                if found is None:
+                    missing = [s for s in services if not table.knows(product, service=s)]
+                    notes.append(f"{product} service {_or(missing)} not in the logsource table: product only")
+                else:
+                    service_spec = found
+            for category_spec in category_specs:
+                both = _combine(category_spec, service_spec)
+                both = both and _combine(base, both)
+                if both is not None:
+                    specs.append(both)
+    else:
+        everywhere = table.products
+        category_specs = [_Spec()]
+        if categories:
+            category_specs = []
+            for category in categories:
+                listed = [p for p in sorted(everywhere) if table.knows(p, category=category)]
+                if not listed:
+                    category_specs.append(_Spec(not_products=everywhere))
+                for product in listed:
+                    category_specs.extend(_category_specs(table, product, (category,)))
+        service_specs = [_Spec()]
+        if services:
+            service_specs = []
+            for service in services:
+                listed = [p for p in sorted(everywhere) if table.knows(p, service=service)]
+                if not listed:
+                    service_specs.append(_Spec(not_products=everywhere))
+                for product in listed:
+                    service_specs.append(_service_spec(table, product, (service,)))
+        for category_spec in category_specs:
+            for service_spec in service_specs:
+                both = _combine(category_spec, service_spec)
+                if both is not None:
+                    specs.append(both)
+    return LogsourceCheck(fields, _simplify(specs), tuple(notes), table)
+
+
+def _channel_spec(channels: tuple) -> _Spec:
+    return _Spec(channels=frozenset(c.casefold() for c in channels), channel_names=channels)
+
+
+def _category_specs(table: LogsourceTable, product: str, categories) -> Optional[list]:
+    """One spec per alternative of the categories, or None when one of them is not mapped."""
+    specs = []
+    for category in categories:
+        alternatives = table.alternatives(product, category)
+        if alternatives is None:
+            return None
+        for event_ids, service in alternatives:
+            spec = _Spec(event_ids=event_ids)
+            if service is not None:
+                spec = _combine(spec, _channel_spec(table.channels(product, service)))
+            specs.append(spec)
+    return specs
+
+
+def _service_spec(table: LogsourceTable, product: str, services) -> Optional[_Spec]:
+    """The channels of any of the services, or None when one of them is not mapped."""
+    channels = []
+    for service in services:
+        found = table.channels(product, service)
+        if found is None:
+            return None
+        channels.extend(found)
+    return _channel_spec(tuple(dict.fromkeys(channels)))
