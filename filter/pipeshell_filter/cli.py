@@ -26,7 +26,7 @@ from .io.signals import StopRequest, Terminated, on_sigterm
 from .io.stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
 from .launch import streaming
 from .sigma.compile import FieldMatcher, Plan, compile_plan
-from .sigma.rule import BUILTIN_RULE, RuleError, load_rule
+from .sigma.rule import BUILTIN_RULE, RuleError, load_rule, load_rules, rule_files
 
 
 class Emit(str, enum.Enum):
@@ -38,6 +38,12 @@ class Emit(str, enum.Enum):
 class Join(str, enum.Enum):
     window = "window"
     event = "event"
+
+
+class Stage(str, enum.Enum):
+    all = "all"
+    match = "match"
+    correlate = "correlate"
 
 
 class PrefilterEngine(str, enum.Enum):
@@ -62,18 +68,50 @@ app = typer.Typer(
     help="Streaming Sigma detection filter: NDJSON events in, enriched events and alert records out.",
 )
 
-_RULE_HELP = "Sigma rule file (repeatable). Default: the built-in PipeShell rule."
+_RULE_HELP = ("Sigma rule file or directory of them (repeatable); a file may hold several rules, one per YAML "
+              "document. Default: the built-in PipeShell rule.")
 _JOIN_HELP = "window: each top-level AND term may be met by a different event in the timeframe; event: strict Sigma."
 
 
-def load_plans(rule_paths: Optional[List[str]], join: Optional[Join]) -> List[Plan]:
+def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bool = False,
+               report=None) -> List[Plan]:
+    """The compiled rules.  A rule that fails to load is a usage error, except in a directory
+    (unless ``strict``): there it is reported by name, in one line, and skipped."""
     join_mode = join.value if join else None
-    try:
-        if not rule_paths:
+    if not rule_paths:
+        try:
             return [compile_plan(load_rule(BUILTIN_RULE, builtin=True), join_mode)]
-        return [compile_plan(load_rule(path), join_mode) for path in rule_paths]
-    except RuleError as error:
-        raise UsageProblem(str(error)) from None
+        except RuleError as error:
+            raise UsageProblem(str(error)) from None
+    plans, seen = [], {}
+    for path in rule_paths:
+        directory = os.path.isdir(path)
+        files = rule_files(path)
+        if directory and not files:
+            raise UsageProblem(f"rule directory {path} holds no .yml or .yaml files")
+        for file in files:
+            for rule in load_rules(file):
+                try:
+                    if isinstance(rule, RuleError):
+                        raise rule
+                    if rule.id in seen:
+                        raise RuleError(f"rule {rule.path}: its id {rule.id} is already the id of {seen[rule.id]}")
+                    plans.append(compile_plan(rule, join_mode))
+                    seen[rule.id] = rule.path
+                except RuleError as error:
+                    if strict or not directory:
+                        raise UsageProblem(str(error)) from None
+                    (report or _skipped)(str(error))
+    if not plans:
+        raise UsageProblem("no rule could be loaded from " + ", ".join(rule_paths))
+    return plans
+
+
+def _skipped(message: str) -> None:
+    try:
+        sys.stderr.write(f"pipeshell-filter: skipped: {message}\n")
+    except (OSError, ValueError):
+        pass
 
 
 def make_resolver(profile: str, field_maps: Optional[List[str]], time_field: Optional[str]) -> FieldResolver:
@@ -120,6 +158,11 @@ def run(
     workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="Processes that prefilter a "
                                           "regular-file input in parallel (0: none). Default: one per CPU, up to "
                                           f"{parallel.MAX_WORKERS}; none on a single CPU."),
+    stage: Stage = typer.Option(Stage.all, "--stage", help="all: detect and correlate; match: detect only, writing "
+                                "Detection records (schema/detection.schema.json); correlate: read Detection "
+                                "records and write alerts. Both stages need the same --rule."),
+    strict: bool = typer.Option(False, "--strict", help="A rule in a --rule directory that fails to load is an "
+                                "error (by default it is reported and skipped)."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
 ) -> None:
     """Filter NDJSON events from stdin (or --input) to stdout."""
@@ -135,20 +178,21 @@ def run(
         raise UsageProblem("--max-record-bytes must be at least 4096")
     if workers is not None and workers < 0:
         raise UsageProblem("--workers must be zero or more")
-    plans = load_plans(rule, join)
+    plans = load_plans(rule, join, strict)
     resolver = make_resolver(profile, field_map, time_field)
     try:
         files = inputs_module.expand(inputs or [])
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
-    prefilter = None if no_prefilter else build_prefilter(plans, prefilter_engine.value)
+    # The correlate stage reads Detection records: every line is one.
+    prefilter = None if no_prefilter or stage is Stage.correlate else build_prefilter(plans, prefilter_engine.value)
 
     engine = Engine(plans, resolver, int(lateness * NS))
     diagnostics = Diagnostics()
     output = Output(sys.stdout.fileno())
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
                            non_json=non_json.value, fluentbit_time=fluentbit_time, max_record=max_record,
-                           workers=parallel.default_workers() if workers is None else workers)
+                           workers=parallel.default_workers() if workers is None else workers, stage=stage.value)
 
     streaming()
     try:

@@ -58,9 +58,13 @@ class Engine:
             untimed |= timeless
         return Outcome(sigma_field(matches), alerts, untimed)
 
-    def detect(self, event: dict, line: int = 0) -> List[Detection]:
-        """The detect stage alone."""
-        return self.detector.detect(event, line)
+    def match(self, event: dict, line: int = 0) -> tuple:
+        """The detect stage alone: the enrichment and the Detection records (``--stage match``)."""
+        detections = self.detector.detect(event, line)
+        if not detections:
+            return None, []
+        self.stats["matched"] += 1
+        return sigma_field([enrichment(self.plans[d.rule], d) for d in detections]), detections
 
     def observe(self, detection: Detection) -> Outcome:
         """The correlate stage alone: one Detection record made by a detect stage."""

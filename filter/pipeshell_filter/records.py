@@ -92,7 +92,8 @@ def detection_alert(plan: Plan, detection: Detection) -> dict:
     record["related"] = {"hosts": [host] if host is not None else []}
     record["sigma"] = {
         "condition": rule.condition.text,
-        "terms": [plan.terms[i].label for i in detection.terms if i < len(plan.terms)],
+        "terms": [{"term": plan.terms[i].label, "hosts": [host] if host is not None else [], "events": 1}
+                  for i in detection.terms if i < len(plan.terms)],
         "events": [ref],
         "events_total": 1,
         "events_truncated": False,

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import ujson
 
+from ..detect import Detection, WireError
 from ..engine import Engine
 from ..events.timeparse import NS, parse_time
 from . import parallel
@@ -32,6 +33,9 @@ DEFAULT_MAX_LINE = 16 << 20
 DEFAULT_MAX_RECORD = 1_000_000
 # A regular file at least this big (from where reading starts) is prefiltered by worker processes.
 PARALLEL_MIN = 2 * parallel.CHUNK
+
+# What runs: both stages, detection only (Detection records out), correlation only (Detection records in).
+STAGES = ("all", "match", "correlate")
 
 # What the reader hands the filter.
 LINES = "lines"  # one or more complete lines, each ending in b"\n"
@@ -309,12 +313,15 @@ class Filter:
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
                  idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
                  fluentbit_time: bool = False, max_record: int = DEFAULT_MAX_RECORD, clock=time.time_ns,
-                 workers: int = 0):
+                 workers: int = 0, stage: str = "all"):
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
         if emit not in ("alerts", "matches", "all"):
             raise ValueError(f"unknown emit mode {emit!r}")
         if non_json not in ("pass", "wrap"):
             raise ValueError(f"unknown non-JSON handling {non_json!r}")
         self.engine = engine
+        self.stage = stage
         self.output = output
         self.diagnostics = diagnostics
         self.emit = emit
@@ -420,6 +427,18 @@ class Filter:
             if keep:
                 self._write(line, event)
             return
+        if self.stage == "correlate":
+            self._correlate_line(line, event, number)
+            return
+        if self.stage == "match":
+            sigma, detections = self.engine.match(event, number)
+            if sigma is not None and self.emit != "alerts":
+                self._write(enrich_line(line, event, sigma), event)
+            elif keep:
+                self._write(line, event)
+            for detection in detections:
+                self._write(dumps(detection.to_wire()), None, detection.time)
+            return
         outcome = self.engine.process(event, number)
         if outcome.untimed:
             self.diagnostics.report("no_time", self._where(number),
@@ -428,6 +447,19 @@ class Filter:
             self._write(enrich_line(line, event, outcome.sigma), event)
         elif keep:
             self._write(line, event)
+        self.write_alerts(outcome.alerts)
+
+    def _correlate_line(self, line: bytes, event: dict, number: int) -> None:
+        """``--stage correlate``: a line is a Detection record from a match stage."""
+        try:
+            detection = Detection.from_wire(event)
+        except WireError as error:
+            self._unusable(line, number, "not_detection", f"not a Detection record: {error}", False)
+            return
+        outcome = self.engine.observe(detection)
+        if outcome.untimed:
+            self.diagnostics.report("no_time", self._where(number),
+                                    "detection has no event time; left out of correlation")
         self.write_alerts(outcome.alerts)
 
     def _unusable(self, line: bytes, number: int, kind: str, message: str, keep: bool) -> None:

@@ -46,7 +46,10 @@ Semantics:
 Cost: :meth:`LogsourceCheck.verdict` and :meth:`LogsourceCheck.applies` run
 per event per candidate rule.  Everything is casefolded and turned into
 frozensets at compile time; :class:`EventFacts` folds its values once, so one
-facts object serves every rule an event is checked against.
+facts object serves every rule an event is checked against.  ``applies`` is a
+few set lookups; ``verdict`` also remembers its answers per (facts, policy),
+since a stream repeats a small number of channel/EventID pairs and the reason
+text is the costly part.
 """
 
 from __future__ import annotations
@@ -71,8 +74,11 @@ def _event_id_text(value) -> Optional[str]:
     """The EventID as canonical text: ``4104``, ``"4104"`` and ``" 04104"`` all give ``"4104"``."""
     if value is None:
         return None
-    text = str(value).strip()
-    if text.isdigit():
+    text = value if value.__class__ is str else str(value)
+    if text.isascii() and text.isdigit() and text[0] != "0":
+        return text
+    text = text.strip()
+    if text.isascii() and text.isdigit():
         text = str(int(text))
     return text or None
 
@@ -300,14 +306,21 @@ def _text(values: tuple) -> str:
 class LogsourceCheck:
     """One rule's logsource, compiled against a table: which events it applies to."""
 
-    __slots__ = ("_subjects", "_notes", "_specs", "_needs", "_channel_product", "_product_names",
-                 "_channels", "_event_ids", "_describe")
+    __slots__ = ("_subjects", "_notes", "_specs", "_rows", "_needs", "_channel_product", "_product_names",
+                 "_channels", "_event_ids", "_describe", "_verdicts")
+
+    # verdict() remembers this many (facts, policy) answers per rule: events repeat a few channel/EventID pairs.
+    _VERDICT_CACHE = 512
 
     def __init__(self, fields: dict, specs: tuple, notes: tuple, table: LogsourceTable):
         # fields: key -> tuple of names as written.  The subject of a message is the most specific part.
         self._subjects = {key: f"{key} {_text(fields[key])}" for key in _KEYS if key in fields}
         self._notes = notes
         self._specs = specs
+        # Per spec: (products or None, excluded products or None, EventIDs or None, channels or None).
+        self._rows = tuple((s.products, None if s.products is not None or not s.not_products else s.not_products,
+                            s.event_ids, s.channels) for s in specs)
+        self._verdicts = {}
         self._product_names = dict(table._product_names)
         self._needs = tuple(_need(s, self._product_names) for s in specs)
         self._channel_product = table._channel_product
@@ -359,34 +372,56 @@ class LogsourceCheck:
         return product, inferred, channel, event_id
 
     def applies(self, facts: EventFacts, unknown: str = "match") -> bool:
-        """``verdict(facts, unknown)[0]`` without building the reason."""
-        skip = _skips(unknown)
-        product, _, channel, event_id = self._facts(facts)
-        for spec in self._specs:
-            if spec.products is not None or spec.not_products:
+        """``verdict(facts, unknown)[0]`` without the reason."""
+        if unknown == "match":
+            skip = False
+        elif unknown == "skip":
+            skip = True
+        else:
+            _skips(unknown)
+        product, channel, event_id = facts._key
+        if product is None and channel is not None:
+            product = self._channel_product.get(channel)
+        for products, excluded, event_ids, channels in self._rows:
+            if products is not None:
                 if product is None:
                     if skip:
                         continue
-                elif product in spec.not_products or (spec.products is not None and product not in spec.products):
+                elif product not in products:
                     continue
-            if spec.event_ids is not None:
+            elif excluded is not None:
+                if product is None:
+                    if skip:
+                        continue
+                elif product in excluded:
+                    continue
+            if event_ids is not None:
                 if event_id is None:
                     if skip:
                         continue
-                elif event_id not in spec.event_ids:
+                elif event_id not in event_ids:
                     continue
-            if spec.channels is not None:
+            if channels is not None:
                 if channel is None:
                     if skip:
                         continue
-                elif channel not in spec.channels:
+                elif channel not in channels:
                     continue
             return True
         return False
 
     def verdict(self, facts: EventFacts, unknown: str = "match") -> tuple:
         """(applies?, one-line reason for ``explain``)."""
-        skip = _skips(unknown)
+        key = (facts._key, facts.channel, unknown)
+        found = self._verdicts.get(key)
+        if found is None:
+            found = self._verdict(facts, _skips(unknown))
+            if len(self._verdicts) >= self._VERDICT_CACHE:
+                self._verdicts.clear()
+            self._verdicts[key] = found
+        return found
+
+    def _verdict(self, facts: EventFacts, skip: bool) -> tuple:
         product, inferred, channel, event_id = self._facts(facts)
         failures = []  # (spec index, fact that failed)
         for index, spec in enumerate(self._specs):

@@ -72,27 +72,81 @@ def _string_list(value, what: str, source: str) -> tuple:
     raise RuleError(f"rule {source}: '{what}' must be a string or a list of strings")
 
 
-def load_rule(path: str, builtin: bool = False) -> Rule:
+RULE_SUFFIXES = (".yml", ".yaml")
+# A rule file larger than this is refused (``--rule /dev/zero`` must not eat the memory).
+MAX_RULE_BYTES = 16 << 20
+
+
+def read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read(MAX_RULE_BYTES + 1)
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise RuleError(f"cannot read rule {path}: {reason}") from None
-    return parse_rule(text, path, builtin)
 
 
-def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
+def load_rule(path: str, builtin: bool = False) -> Rule:
+    """The one rule in a file (``load_rules`` for files holding several)."""
+    return parse_rule(read_text(path), path, builtin)
+
+
+def load_rules(path: str) -> list:
+    """Every rule in one file, one per YAML document: a ``Rule``, or the ``RuleError``
+    that document gave (a file that cannot be read or parsed is one RuleError)."""
     try:
-        documents = [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
+        return parse_rules(read_text(path), path)
+    except RuleError as error:
+        return [error]
+
+
+def rule_files(path: str) -> list:
+    """A directory's rule files (``*.yml``, ``*.yaml``, recursively, sorted); a file is itself."""
+    if not os.path.isdir(path):
+        return [path]
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(path)
+                  for name in names if name.lower().endswith(RULE_SUFFIXES))
+
+
+def _documents(text: str, source: str) -> list:
+    if len(text) > MAX_RULE_BYTES:
+        raise RuleError(f"rule {source} is larger than {MAX_RULE_BYTES >> 20} MiB")
+    try:
+        return [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise RuleError(f"rule {source} is not valid YAML{where}: {problem}") from None
+
+
+def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
+    documents = _documents(text, source)
     if len(documents) != 1:
         raise RuleError(f"rule {source}: expected exactly one YAML document, found {len(documents)}")
-    data = documents[0]
+    return rule_from_document(documents[0], source, builtin)
+
+
+def parse_rules(text: str, source: str) -> list:
+    """A file of one or more rules, one per YAML document: each a ``Rule`` or its ``RuleError``."""
+    documents = _documents(text, source)
+    if not documents:
+        raise RuleError(f"rule {source} holds no YAML document")
+    rules = []
+    for number, document in enumerate(documents, 1):
+        where = source if len(documents) == 1 else f"{source} (document {number})"
+        try:
+            if isinstance(document, dict) and "action" in document:
+                raise RuleError(f"rule {where}: 'action: {document['action']}' documents are not supported yet")
+            if isinstance(document, dict) and "correlation" in document:
+                raise RuleError(f"rule {where}: correlation documents are not supported yet")
+            rules.append(rule_from_document(document, where))
+        except RuleError as error:
+            rules.append(error)
+    return rules
+
+
+def rule_from_document(data, source: str, builtin: bool = False) -> Rule:
     if not isinstance(data, dict):
         raise RuleError(f"rule {source}: the rule must be a YAML mapping")
     title = data.get("title")

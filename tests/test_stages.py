@@ -1,0 +1,227 @@
+"""The two stages: Detection records, single-event rules, enrichment per condition, rule sets.
+
+The central property: detecting, writing the Detection records as NDJSON and
+correlating them in a second process gives byte-identical alerts to one
+process doing both.
+"""
+
+import json
+import os
+import subprocess
+
+import jsonschema
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from clitools import COMMAND, REPO, alerts, ndjson, records, run_cli
+from eventgen import evtx_event, flat_event, raw_events
+from pipeshell_filter.cli import load_plans, make_resolver
+from pipeshell_filter.detect import Detection, WireError
+from pipeshell_filter.engine import Engine
+
+SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
+DETECTION_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "detection.schema.json")))
+ALERT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "alert.schema.json")))
+EVENT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "enriched-event.schema.json")))
+
+SINGLE = """title: Script block with Invoke-Pipe
+id: single-4104
+logsource: {product: windows, category: ps_script}
+detection:
+  selection:
+    EventID: 4104
+    ScriptBlockText|contains: NamedPipe
+  filter:
+    ScriptBlockText|contains: benign-marker
+  condition: selection and not filter
+level: high
+"""
+
+BY_HOST = """title: Three pipe events on one host
+id: count-by-host
+detection:
+  sel:
+    ScriptBlockText|contains: NamedPipe
+  condition: sel | count() by Computer >= 3
+  timeframe: 2m
+"""
+
+
+def enriched_events(stdout):
+    return [r for r in records(stdout) if "sigma" in r and r.get("event", {}).get("kind") != "alert"]
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+# ---------------------------------------------------------------- the wire format
+
+
+def test_detection_records_validate_and_round_trip():
+    engine = Engine(load_plans(None, None), make_resolver("auto", None, None))
+    _, detections = engine.match(evtx_event(5, "srv01", "server", 4104, record_id=3), 7)
+    assert len(detections) == 1
+    wire = json.loads(json.dumps(detections[0].to_wire()))
+    jsonschema.validate(wire, DETECTION_SCHEMA)
+    assert Detection.from_wire(wire) == detections[0]
+    assert wire["terms"] == [0] and wire["fields"] == {"Computer": ["srv01"]} and wire["event"]["line"] == 7
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"type": "other"}, "not a sigma.detection"),
+    ({"type": "sigma.detection", "version": 2}, "version 2"),
+    ({"type": "sigma.detection", "version": 1, "rule": "", "time": 1, "terms": [0]}, "rule"),
+    ({"type": "sigma.detection", "version": 1, "rule": "r", "time": 1.5, "terms": [0]}, "time"),
+    ({"type": "sigma.detection", "version": 1, "rule": "r", "time": 1, "terms": []}, "terms"),
+    ({"type": "sigma.detection", "version": 1, "rule": "r", "time": 1, "terms": [0], "fields": {"a": "x"}}, "fields"),
+])
+def test_a_record_that_is_not_a_detection_is_refused_in_one_line(record, message):
+    with pytest.raises(WireError, match=message) as error:
+        Detection.from_wire(record)
+    assert "\n" not in str(error.value)
+
+
+def test_correlate_stage_diagnoses_lines_that_are_not_detections_and_goes_on(tmp_path):
+    match = run_cli(["--stage", "match", "--lateness", "0"], ndjson([
+        evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),
+        evtx_event(60, "cli02", "client", 4103, 3)]))
+    assert match.returncode == 0, match.stderr
+    assert not alerts(match.stdout)
+    lines = match.stdout.splitlines()
+    assert len(lines) == 3
+    polluted = b"\n".join([lines[0], b'{"type": "sigma.detection", "version": 9}', b"garbage", *lines[1:]]) + b"\n"
+    result = run_cli(["--stage", "correlate"], polluted)
+    assert result.returncode == 0, result.stderr
+    assert len(alerts(result.stdout)) == 1
+    assert b"version 9" in result.stderr and b"Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- two processes = one
+
+
+def _stream_bytes(events):
+    return ndjson(flat_event(seconds, host, kind, event_id, record_id=ident)
+                  for seconds, host, kind, event_id, ident in events)
+
+
+@settings(max_examples=25, deadline=None)
+@given(raw_events(max_size=30), st.sampled_from(["builtin", "single", "by_host"]),
+       st.sampled_from([0, 30, 400]))
+def test_two_processes_give_byte_identical_alerts(tmp_path_factory, events, rules, lateness):
+    """Detect in one process, correlate the Detection lines in another: the same alert bytes
+    as one process running both stages, for random streams and rules."""
+    tmp = tmp_path_factory.mktemp("rules")
+    rule_args = {"builtin": [], "single": ["--rule", write(tmp, "single.yml", SINGLE)],
+                 "by_host": ["--rule", write(tmp, "by.yml", BY_HOST), "--rule", write(tmp, "s.yml", SINGLE)]}[rules]
+    common = rule_args + ["--lateness", str(lateness), "--quiet"]
+    data = _stream_bytes(events)
+    whole = run_cli(common, data)
+    matched = run_cli(common + ["--stage", "match"], data)
+    correlated = run_cli(common + ["--stage", "correlate"], matched.stdout)
+    for result in (whole, matched, correlated):
+        assert result.returncode == 0, result.stderr
+    for line in matched.stdout.splitlines():
+        jsonschema.validate(json.loads(line), DETECTION_SCHEMA)
+    assert correlated.stdout == whole.stdout
+
+
+# ---------------------------------------------------------------- single-event rules
+
+
+def test_a_rule_without_correlation_alerts_on_each_event_at_once_even_without_time(tmp_path):
+    rule = write(tmp_path, "single.yml", SINGLE)
+    timeless = flat_event(0, "cli01", "client", 4104)
+    del timeless["@timestamp"]
+    same_time = [flat_event(0, "srv01", "server", 4104, record_id=1), flat_event(0, "cli02", "client", 4104, record_id=2)]
+    result = run_cli(["--rule", rule, "--lateness", "60"], ndjson(same_time + [timeless]))
+    assert result.returncode == 0, result.stderr
+    found = alerts(result.stdout)
+    assert len(found) == 3  # one per event, not one for "2 hosts within 0s"
+    for alert in found:
+        jsonschema.validate(alert, ALERT_SCHEMA)
+        assert alert["sigma"]["events_total"] == 1 and "join" not in alert["sigma"]
+    assert [a["related"]["hosts"] for a in found] == [["srv01"], ["cli02"], ["cli01"]]
+    assert "@timestamp" not in found[2] and found[0]["@timestamp"] == found[0]["event"]["start"]
+    assert b"no event time" not in result.stderr
+
+
+def test_a_single_event_alert_is_written_before_the_next_line_is_read(tmp_path):
+    """Never held for the watermark: the alert is out while the input is still open."""
+    rule = write(tmp_path, "single.yml", SINGLE)
+    process = subprocess.Popen(COMMAND + ["--rule", rule, "--lateness", "3600", "--idle", "0"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(ndjson([flat_event(0, "srv01", "server", 4104)]))
+        process.stdin.flush()
+        line = process.stdout.readline()  # blocks until the alert is written: the input is still open
+        assert json.loads(line)["event"]["kind"] == "alert"
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+
+
+# ---------------------------------------------------------------- enrichment per condition
+
+
+def test_enrichment_only_where_the_condition_holds(tmp_path):
+    rule = write(tmp_path, "single.yml", SINGLE)
+    filtered = flat_event(0, "srv01", "server", 4104)
+    filtered["ScriptBlockText"] += " benign-marker"
+    events = [filtered, flat_event(1, "cli01", "client", 4104)]
+    result = run_cli(["--rule", rule, "--emit", "all"], ndjson(events))
+    out = records(result.stdout)
+    assert "sigma" not in out[0]  # met `filter` too: `selection and not filter` is false
+    assert out[1]["sigma"] == {"rule": {"id": "single-4104", "title": "Script block with Invoke-Pipe"},
+                               "selections": ["selection"], "terms": ["selection and not filter"]}
+    jsonschema.validate(out[1], EVENT_SCHEMA)
+
+
+def test_several_rules_are_listed_once_each(tmp_path):
+    rules = ["--rule", write(tmp_path, "a.yml", SINGLE), "--rule", write(tmp_path, "b.yml", BY_HOST)]
+    result = run_cli(rules + ["--emit", "matches"], ndjson([flat_event(0, "srv01", "server", 4104)]))
+    enriched = enriched_events(result.stdout)
+    assert len(enriched) == 1
+    sigma = enriched[0]["sigma"]
+    assert set(sigma) == {"matches"}
+    assert [m["rule"]["id"] for m in sigma["matches"]] == ["single-4104", "count-by-host"]
+    jsonschema.validate(enriched[0], EVENT_SCHEMA)
+
+
+def test_group_by_rule_alerts_per_host(tmp_path):
+    rule = write(tmp_path, "by.yml", BY_HOST)
+    events = [flat_event(i, host, "server", 4104, record_id=i) for i, host in
+              enumerate(["srv01", "cli01", "srv01", "cli01", "srv01"])]
+    result = run_cli(["--rule", rule, "--lateness", "0"], ndjson(events))
+    found = alerts(result.stdout)
+    assert [(a["sigma"]["aggregation"]["group"], a["sigma"]["aggregation"]["count"]) for a in found] == [("srv01", 3)]
+
+
+# ---------------------------------------------------------------- rule sets
+
+
+def test_rule_directories_and_multi_document_files(tmp_path):
+    rules = tmp_path / "rules"
+    (rules / "sub").mkdir(parents=True)
+    (rules / "sub" / "both.yaml").write_text(SINGLE + "---\n" + BY_HOST)
+    (rules / "broken.yml").write_text("title: broken\ndetection: {sel: {a: 1}, condition: nosuch}\n")
+    (rules / "notes.txt").write_text("not a rule")
+    result = run_cli(["--rule", str(rules), "--emit", "matches"], ndjson([flat_event(0, "srv01", "server", 4104)]))
+    assert result.returncode == 0, result.stderr
+    skipped = [line for line in result.stderr.splitlines() if b"skipped" in line]
+    assert len(skipped) == 1 and b"broken.yml" in skipped[0] and b"nosuch" in skipped[0]
+    enriched = enriched_events(result.stdout)
+    assert [m["rule"]["id"] for m in enriched[0]["sigma"]["matches"]] == ["single-4104", "count-by-host"]
+    strict = run_cli(["--rule", str(rules), "--strict"], b"")
+    assert strict.returncode == 2 and strict.stderr.count(b"\n") == 1 and b"broken.yml" in strict.stderr
+
+
+def test_a_named_rule_file_that_fails_is_an_error_and_duplicate_ids_are_refused(tmp_path):
+    bad = write(tmp_path, "bad.yml", "title: x\ndetection: {condition: sel}\n")
+    result = run_cli(["--rule", bad], b"")
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1
+    first, second = write(tmp_path, "a.yml", SINGLE), write(tmp_path, "b.yml", SINGLE)
+    result = run_cli(["--rule", first, "--rule", second], b"")
+    assert result.returncode == 2 and b"already the id of" in result.stderr
