@@ -21,6 +21,7 @@ from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
+from pipeshell_filter.cli import build_prefilter
 from pipeshell_filter.io import stream as stream_module
 from pipeshell_filter.io.stream import BlockReader, Diagnostics, Filter, LINES, Output, PIECE, PIECE_END
 
@@ -396,17 +397,37 @@ def _reencode(value, rng) -> str:
     return json.dumps(value)
 
 
+# A rule set over the streams' vocabulary: each rule has its own literals, so the index
+# from literal to rules decides which rules a candidate line is tried against.
+RULE_SET = [
+    {"title": "server block", "id": "server-block", "detection": {
+        "s": {"EventID": 4104, "ScriptBlockText|contains": "NamedPipeServerStream"}, "condition": "s"}},
+    {"title": "client anywhere", "id": "client-any", "detection": {
+        "k": ["NamedPipeClientStream"], "condition": "k"}},
+    {"title": "benign listing", "id": "benign", "detection": {
+        "b": {"ScriptBlockText|contains|all": ["get-childitem", "out-null"]}, "condition": "b"}},
+    {"title": "pipes on one host", "id": "by-host", "timeframe": "2m", "detection": {
+        "p": {"ScriptBlockText|contains": ["pipes.namedpipe"]}, "condition": "p | count() by Computer > 1"}},
+]
+
+
 def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass", fluentbit_time=False,
-               stop=None) -> bytes:
-    rule = load_rule(BUILTIN_RULE, builtin=True)
-    plans = [compile_plan(rule)]
-    scanner = None if engine is None else pf.Prefilter(plans[0].prefilter_literals(pf.needle), engine)
+               stop=None, rule_set=False) -> bytes:
+    if rule_set:
+        plans = [compile_plan(parse_rule(yaml.safe_dump(rule), f"{rule['id']}.yml")) for rule in RULE_SET]
+        plans.insert(1, compile_plan(load_rule(BUILTIN_RULE, builtin=True)))
+        scanner, index = (None, None) if engine is None else build_prefilter(plans, engine)
+        assert engine is None or index is not None
+    else:
+        plans = [compile_plan(load_rule(BUILTIN_RULE, builtin=True))]
+        scanner = None if engine is None else pf.Prefilter(plans[0].prefilter_literals(pf.needle), engine)
+        index = None
     with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
         source.write(data)
         source.seek(0)
         stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
                                Diagnostics(io.StringIO()), emit, prefilter=scanner, non_json=non_json,
-                               fluentbit_time=fluentbit_time, clock=lambda: 0)
+                               fluentbit_time=fluentbit_time, clock=lambda: 0, index=index)
         stream_filter.run(source.fileno(), live=False, block_size=block_size, stop=stop)
         stream_filter.finish()
         sink.seek(0)
@@ -420,6 +441,26 @@ def test_prefilter_never_changes_the_output(data, emit, block_size):
     expected = run_filter(data, emit, None, 1 << 20)
     for engine in ENGINES:
         assert run_filter(data, emit, engine, block_size) == expected, engine
+
+
+@given(streams(), st.sampled_from(["alerts", "matches", "all"]), st.integers(7, 4096))
+def test_a_rule_set_routed_by_the_literal_index_gives_the_output_of_every_rule_on_every_line(data, emit, block_size):
+    expected = run_filter(data, emit, None, 1 << 20, rule_set=True)
+    for engine in ENGINES:
+        assert run_filter(data, emit, engine, block_size, rule_set=True) == expected, engine
+
+
+def test_the_literal_index_names_the_rules_whose_literals_a_line_holds():
+    for engine in ENGINES:
+        index = pf.RuleIndex({0: [b"alpha"], 1: [b"beta", b"gamma"], 2: [b"alpha"]}, engine)
+        assert index.rules_for(b'{"x": "ALPHA and Gamma"}') == {0, 1, 2}
+        assert index.rules_for(b'{"x": "beta"}') == {1}
+        assert index.rules_for(b'{"x": "nothing"}') == frozenset()
+        assert index.rules_for(b'{"x": "\\u0062eta"}') is None  # an escaped needle letter: every rule
+        assert index.rules_for('{"x": "gamma \u212a"}'.encode()) == {1}  # Kelvin folds to k: in no needle
+    for engine in ENGINES:
+        index = pf.RuleIndex({0: [b"best"], 1: [b"gamma"]}, engine)
+        assert index.rules_for('{"x": "be\u017ft"}'.encode()) is None  # long s folds to s: maybe "best"
 
 
 @given(streams(), st.integers(7, 4096))

@@ -21,7 +21,7 @@ from .events.fields import MISSING, FieldResolver, ProfileError, builtin_profile
 from .events.timeparse import NS, format_time
 from .io import inputs as inputs_module
 from .io import parallel
-from .io.prefilter import Prefilter, needle
+from .io.prefilter import Prefilter, RuleIndex, needle
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .io.stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
 from .launch import streaming
@@ -185,14 +185,16 @@ def run(
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
     # The correlate stage reads Detection records: every line is one.
-    prefilter = None if no_prefilter or stage is Stage.correlate else build_prefilter(plans, prefilter_engine.value)
+    prefilter, index = (None, None) if no_prefilter or stage is Stage.correlate else \
+        build_prefilter(plans, prefilter_engine.value)
 
     engine = Engine(plans, resolver, int(lateness * NS))
     diagnostics = Diagnostics()
     output = Output(sys.stdout.fileno())
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
                            non_json=non_json.value, fluentbit_time=fluentbit_time, max_record=max_record,
-                           workers=parallel.default_workers() if workers is None else workers, stage=stage.value)
+                           workers=parallel.default_workers() if workers is None else workers, stage=stage.value,
+                           index=index)
 
     streaming()
     try:
@@ -221,16 +223,18 @@ def run(
         _summary(stream_filter, engine, diagnostics)
 
 
-def build_prefilter(plans: List[Plan], engine: str) -> Optional[Prefilter]:
-    """One prefilter for all rules; None when some rule cannot be prefiltered."""
-    needles = set()
-    for plan in plans:
+def build_prefilter(plans: List[Plan], engine: str) -> tuple:
+    """One prefilter for all rules, and with several rules the index from literal to rules;
+    (None, None) when some rule cannot be prefiltered."""
+    needles_of = {}
+    for position, plan in enumerate(plans):
         found = plan.prefilter_literals(needle)
         if found is None:
-            return None
-        needles.update(found)
+            return None, None
+        needles_of[position] = found
     try:
-        return Prefilter(sorted(needles), engine)
+        prefilter = Prefilter(sorted({n for found in needles_of.values() for n in found}), engine)
+        return prefilter, RuleIndex(needles_of, engine) if len(plans) > 1 else None
     except ValueError as error:
         raise UsageProblem(f"--prefilter-engine {engine}: {error}") from None
 

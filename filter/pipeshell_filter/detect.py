@@ -85,13 +85,15 @@ class Detector:
         self.resolver = resolver
         self.needed = needed or {}
 
-    def detect(self, event: dict, line: int = 0) -> List[Detection]:
-        return self.detect_view(self.resolver.view(event), line)
+    def detect(self, event: dict, line: int = 0, only=None) -> List[Detection]:
+        """``only``: positions of the rules to try (the others cannot match), None for every rule."""
+        return self.detect_view(self.resolver.view(event), line, only)
 
-    def detect_view(self, view, line: int = 0) -> List[Detection]:
+    def detect_view(self, view, line: int = 0, only=None) -> List[Detection]:
         found = []
         time = host = MISSING
-        for plan in self.plans:
+        plans = self.plans if only is None else [self.plans[i] for i in sorted(only)]
+        for plan in plans:
             matched = plan.match(view)
             mask = plan.term_mask(matched)
             if not mask:

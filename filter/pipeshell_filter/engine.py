@@ -44,9 +44,10 @@ class Engine:
         self.resolver = resolver
         self.stats = Counter()
 
-    def process(self, event: dict, line: int = 0) -> Outcome:
-        """The detect stage and then the correlate stage, for one parsed event."""
-        detections = self.detector.detect(event, line)
+    def process(self, event: dict, line: int = 0, only=None) -> Outcome:
+        """The detect stage and then the correlate stage, for one parsed event; ``only``: the
+        positions of the rules that can match it (the prefilter's ``RuleIndex``), None for all."""
+        detections = self.detector.detect(event, line, only)
         if not detections:
             return Outcome(None, [])
         self.stats["matched"] += 1
@@ -58,9 +59,9 @@ class Engine:
             untimed |= timeless
         return Outcome(sigma_field(matches), alerts, untimed)
 
-    def match(self, event: dict, line: int = 0) -> tuple:
+    def match(self, event: dict, line: int = 0, only=None) -> tuple:
         """The detect stage alone: the enrichment and the Detection records (``--stage match``)."""
-        detections = self.detector.detect(event, line)
+        detections = self.detector.detect(event, line, only)
         if not detections:
             return None, []
         self.stats["matched"] += 1

@@ -268,6 +268,78 @@ def _lines_at(block: bytes, start: int, end: int, offsets: List[int]) -> List[tu
     return spans
 
 
+class RuleIndex:
+    """Which rules a candidate line can match: literal -> rules, from one scan of the line.
+
+    The block scan (``Prefilter``) only says that some rule's literal is in a
+    line.  For a rule set, evaluating every rule on that line would cost far
+    more than the scan; this index says which rules' literals it holds, under
+    the same soundness argument: a line holding a trigger (a JSON escape of a
+    needle letter, a look-alike) goes to every rule, since its decoded text may
+    hold any needle.  Rules that were given no needles are never in the index:
+    the caller evaluates them on every candidate line.
+    """
+
+    def __init__(self, needles_of: dict, engine: str = "auto"):
+        by_needle = {}
+        for rule, needles in needles_of.items():
+            for found in needles:
+                by_needle.setdefault(found.lower(), set()).add(rule)
+        if not by_needle:
+            raise ValueError("a rule index needs needles")
+        self.needles = sorted(by_needle)
+        self.rules = [frozenset(by_needle[n]) for n in self.needles]
+        self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
+        tails = sorted({t[2:] for t in triggers(self.needles) if t.startswith(b"\\u")})
+        self._escapes = rb"\\u(?i:" + b"|".join(tails) + b")"
+        self._non_ascii = [t for t in triggers(self.needles) if not t.isascii()]
+        if self.engine == "hyperscan":
+            expressions = [_hex(n) for n in self.needles] + [self._escapes] + [_hex(t) for t in self._non_ascii]
+            self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            self._database.compile(expressions=expressions, ids=list(range(len(expressions))),
+                                   flags=[hyperscan.HS_FLAG_CASELESS] * len(self.needles)
+                                   + [0] * (1 + len(self._non_ascii)))
+            self._local = threading.local()
+        else:
+            self._escape_re = re.compile(self._escapes)
+
+    def rules_for(self, line: bytes) -> Optional[frozenset]:
+        """The rules whose literals this line holds; None: every rule (a trigger was found)."""
+        if self.engine == "hyperscan":
+            return self._hyperscan(line)
+        lower = line.lower()
+        if (b"\\u" in lower and self._escape_re.search(line)) or \
+                (not lower.isascii() and any(t in lower for t in self._non_ascii)):
+            return None
+        found = set()
+        for needle, rules in zip(self.needles, self.rules):
+            if needle in lower:
+                found |= rules
+        return frozenset(found)
+
+    def _hyperscan(self, line: bytes) -> Optional[frozenset]:
+        hits = set()
+        count = len(self.needles)
+
+        def on_match(pattern, _from, _to, _flags, _context):
+            hits.add(pattern)
+            return pattern >= count  # a trigger: every rule, stop scanning
+
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._database)
+        try:
+            self._database.scan(line, match_event_handler=on_match, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            return None
+        if any(h >= count for h in hits):
+            return None
+        found = set()
+        for h in hits:
+            found |= self.rules[h]
+        return frozenset(found)
+
+
 def available_engines() -> List[str]:
     return (["hyperscan"] if hyperscan is not None else []) + ["python"]
 

@@ -25,7 +25,7 @@ from ..detect import Detection, WireError
 from ..engine import Engine
 from ..events.timeparse import NS, parse_time
 from . import parallel
-from .prefilter import CANDIDATE, SKIP, Prefilter
+from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex
 from .signals import StopRequest
 
 BLOCK_SIZE = 1 << 20
@@ -313,7 +313,7 @@ class Filter:
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
                  idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
                  fluentbit_time: bool = False, max_record: int = DEFAULT_MAX_RECORD, clock=time.time_ns,
-                 workers: int = 0, stage: str = "all"):
+                 workers: int = 0, stage: str = "all", index: Optional[RuleIndex] = None):
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}")
         if emit not in ("alerts", "matches", "all"):
@@ -327,6 +327,7 @@ class Filter:
         self.emit = emit
         self.idle = idle
         self.prefilter = prefilter
+        self.index = index  # which rules a candidate line can match (a rule set)
         self.wrap = non_json == "wrap"
         self.fluentbit_time = fluentbit_time
         self.max_record = max_record
@@ -430,8 +431,9 @@ class Filter:
         if self.stage == "correlate":
             self._correlate_line(line, event, number)
             return
+        only = self.index.rules_for(line) if self.index is not None else None
         if self.stage == "match":
-            sigma, detections = self.engine.match(event, number)
+            sigma, detections = self.engine.match(event, number, only)
             if sigma is not None and self.emit != "alerts":
                 self._write(enrich_line(line, event, sigma), event)
             elif keep:
@@ -439,7 +441,7 @@ class Filter:
             for detection in detections:
                 self._write(dumps(detection.to_wire()), None, detection.time)
             return
-        outcome = self.engine.process(event, number)
+        outcome = self.engine.process(event, number, only)
         if outcome.untimed:
             self.diagnostics.report("no_time", self._where(number),
                                     "matched event has no parsable time; left out of correlation")
