@@ -1,6 +1,6 @@
 """SigmaHQ reference data for tests: thor.yml's logsource mapping and the regression cases.
 
-Reads the shared SigmaHQ checkout (``$SIGMAHQ_DIR``, default /work/shared/sigma/sigmahq)
+Reads the shared SigmaHQ checkout (``$SIGMAHQ_DIR``, default ``../shared/sigma/sigmahq`` beside the repository)
 without using pipeshell_filter, so that tests can hold the package's logsource layer
 against an independent reading of SigmaHQ's own files.  Callers skip when
 :func:`available` is false.
@@ -16,7 +16,9 @@ from typing import Iterator, Optional
 
 import yaml
 
-SIGMAHQ = os.environ.get("SIGMAHQ_DIR", "/work/shared/sigma/sigmahq")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIGMAHQ = os.environ.get("SIGMAHQ_DIR", os.path.join(os.path.dirname(REPO), "shared", "sigma", "sigmahq"))
+RULE_DIRS = sorted(glob.glob(os.path.join(SIGMAHQ, "rules*")))
 THOR = os.path.join(SIGMAHQ, "tests", "thor.yml")
 EVENT_LOG_PREFIX = "WinEventLog:"
 

@@ -46,6 +46,11 @@ class Stage(str, enum.Enum):
     correlate = "correlate"
 
 
+class UnknownLogsource(str, enum.Enum):
+    match = "match"
+    skip = "skip"
+
+
 class PrefilterEngine(str, enum.Enum):
     auto = "auto"
     hyperscan = "hyperscan"
@@ -161,6 +166,9 @@ def run(
     stage: Stage = typer.Option(Stage.all, "--stage", help="all: detect and correlate; match: detect only, writing "
                                 "Detection records (schema/detection.schema.json); correlate: read Detection "
                                 "records and write alerts. Both stages need the same --rule."),
+    logsource_unknown: UnknownLogsource = typer.Option(
+        UnknownLogsource.match, "--logsource-unknown", help="An event that does not tell what a rule's logsource "
+        "asks (no channel, no product): match: the rule applies as far as the event tells; skip: it does not."),
     strict: bool = typer.Option(False, "--strict", help="A rule in a --rule directory that fails to load is an "
                                 "error (by default it is reported and skipped)."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
@@ -186,9 +194,9 @@ def run(
         raise UsageProblem(str(error)) from None
     # The correlate stage reads Detection records: every line is one.
     prefilter, index = (None, None) if no_prefilter or stage is Stage.correlate else \
-        build_prefilter(plans, prefilter_engine.value)
+        build_prefilter(plans, prefilter_engine.value, logsource_unknown.value)
 
-    engine = Engine(plans, resolver, int(lateness * NS))
+    engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value)
     diagnostics = Diagnostics()
     output = Output(sys.stdout.fileno())
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
@@ -223,12 +231,23 @@ def run(
         _summary(stream_filter, engine, diagnostics)
 
 
-def build_prefilter(plans: List[Plan], engine: str) -> tuple:
+def rule_needles(plan: Plan, unknown_logsource: str = "match") -> Optional[list]:
+    """What the prefilter looks for on behalf of one rule: its literals, else (when events
+    must tell their channel, ``--logsource-unknown skip``) the names of its logsource's
+    channels; None when neither can be had."""
+    found = plan.prefilter_literals(needle)
+    if found is None and unknown_logsource == "skip" and plan.logsource is not None and plan.logsource.channels:
+        channels = [needle(channel) for channel in plan.logsource.channels]
+        found = None if None in channels else sorted(set(channels))
+    return found
+
+
+def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "match") -> tuple:
     """One prefilter for all rules, and with several rules the index from literal to rules;
     (None, None) when some rule cannot be prefiltered."""
     needles_of = {}
     for position, plan in enumerate(plans):
-        found = plan.prefilter_literals(needle)
+        found = rule_needles(plan, unknown_logsource)
         if found is None:
             return None, None
         needles_of[position] = found

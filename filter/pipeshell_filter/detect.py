@@ -17,6 +17,7 @@ import attrs
 from .events.fields import FieldResolver
 from .events.timeparse import format_time
 from .sigma.compile import Plan
+from .sigma.logsource import EventFacts
 from .values import MISSING, first_leaf, leaves
 
 WIRE_TYPE = "sigma.detection"
@@ -80,10 +81,12 @@ class Detector:
     aggregate by; their values travel in the Detection.
     """
 
-    def __init__(self, plans: List[Plan], resolver: FieldResolver, needed: Optional[Dict[str, tuple]] = None):
+    def __init__(self, plans: List[Plan], resolver: FieldResolver, needed: Optional[Dict[str, tuple]] = None,
+                 unknown_logsource: str = "match"):
         self.plans = list(plans)
         self.resolver = resolver
         self.needed = needed or {}
+        self.unknown_logsource = unknown_logsource
 
     def detect(self, event: dict, line: int = 0, only=None) -> List[Detection]:
         """``only``: positions of the rules to try (the others cannot match), None for every rule."""
@@ -93,7 +96,13 @@ class Detector:
         found = []
         time = host = MISSING
         plans = self.plans if only is None else [self.plans[i] for i in sorted(only)]
+        facts = None
         for plan in plans:
+            if plan.logsource is not None:
+                if facts is None:
+                    facts = event_facts(view)
+                if not plan.logsource.applies(facts, self.unknown_logsource):
+                    continue
             matched = plan.match(view)
             mask = plan.term_mask(matched)
             if not mask:
@@ -109,6 +118,11 @@ class Detector:
             found.append(Detection(plan.rule.id, time, host, tuple(i for i in range(len(plan.terms)) if mask >> i & 1),
                                    fields, _reference(view, time, line, plan, matched)))
         return found
+
+
+def event_facts(view) -> EventFacts:
+    """What an event tells of its own log source: its profile's product, its channel, its EventID."""
+    return EventFacts(view.profile.product, first_leaf(view.get("Channel")), first_leaf(view.get("EventID")))
 
 
 def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozenset) -> dict:

@@ -32,7 +32,8 @@ class Outcome:
 
 
 class Engine:
-    def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic):
+    def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
+                 unknown_logsource: str = "match"):
         self.plans = {plan.rule.id: plan for plan in plans}
         specs = [plan.correlation for plan in plans if plan.correlation is not None]
         self.correlation = Correlation(specs, lateness_ns, clock)
@@ -40,7 +41,7 @@ class Engine:
         for spec in specs:
             for ref in spec.rules:
                 needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + spec.needed_fields(ref.rule)))
-        self.detector = Detector(plans, resolver, needed)
+        self.detector = Detector(plans, resolver, needed, unknown_logsource)
         self.resolver = resolver
         self.stats = Counter()
 

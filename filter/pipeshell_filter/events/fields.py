@@ -13,6 +13,7 @@ Table format (YAML or JSON)::
     name: my-collector
     description: free text           # optional
     detect: [my.event_id]            # the profile applies when all these exist
+    product: windows                 # optional: the logsource product of its events
     time: ["@timestamp"]             # first present, parsable value wins
     roots: [my.data]                 # unknown field F: F itself, then my.data.F
     fields:                          # a listed field is looked up only here
@@ -81,6 +82,7 @@ class Profile:
     roots: tuple  # of paths
     time: tuple  # of paths
     source: str = "built-in"
+    product: Optional[str] = None  # the logsource product of every event of this shape (windows)
 
     def applies_to(self, event: dict) -> bool:
         return all(lookup(event, path) is not MISSING for path in self.detect)
@@ -90,7 +92,7 @@ def profile_from_table(table, source: str) -> Profile:
     """Build a profile from its declarative table (see the module docstring)."""
     if not isinstance(table, dict):
         raise ProfileError(f"{source}: a field map must be a mapping")
-    unknown = set(table) - {"name", "detect", "time", "roots", "fields", "description"}
+    unknown = set(table) - {"name", "detect", "time", "roots", "fields", "description", "product"}
     if unknown:
         raise ProfileError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
     name = table.get("name")
@@ -125,7 +127,10 @@ def profile_from_table(table, source: str) -> Profile:
             else:
                 raise ProfileError(f"{source}: field {field!r}: a candidate is a path or {{path, event_id}}")
         fields[str(field)] = tuple(compiled)
-    return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source)
+    product = table.get("product")
+    if product is not None and (not isinstance(product, str) or not product):
+        raise ProfileError(f"{source}: 'product' must be a non-empty string")
+    return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source, product)
 
 
 def load_profile_file(path: str) -> Profile:

@@ -16,6 +16,7 @@ import attrs
 from ..values import MISSING, fold, leaves
 from .condition import ConditionError, Node, evaluate, expand, is_negative, references, top_level_terms
 from .correlation import CorrelationSpec, from_legacy
+from .logsource import LogsourceCheck, LogsourceTable, compile_logsource
 from .modifiers import KNOWN_MODIFIERS, LIST_MODIFIERS, compile_scalar, compile_string
 from .rule import Rule, RuleError
 
@@ -205,6 +206,7 @@ class Plan:
     filters: tuple  # negated top-level terms, applied per event (window join)
     timeframe_ns: int
     correlation: Optional[CorrelationSpec]  # None: the rule alerts on each event that meets its condition
+    logsource: Optional[LogsourceCheck]  # None: the rule applies to every event
     # term_mask per set of matched selections: a stream has only a handful of distinct sets
     _masks: dict = attrs.field(factory=dict, eq=False, repr=False)
 
@@ -278,4 +280,5 @@ def compile_plan(rule: Rule, join: Optional[str] = None) -> Plan:
         positive, filters = (Term(str(expression), expression),), ()
     spec = from_legacy(rule.id, rule.title, rule.condition.text, rule.condition.aggregation, rule.timeframe_ns,
                        tuple(term.label for term in positive), join)
-    return Plan(rule, selections, expression, join, positive, filters, rule.timeframe_ns or 0, spec)
+    logsource = compile_logsource(rule.logsource, LogsourceTable.builtin(), rule.path)
+    return Plan(rule, selections, expression, join, positive, filters, rule.timeframe_ns or 0, spec, logsource)
