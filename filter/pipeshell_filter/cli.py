@@ -17,15 +17,16 @@ import typer
 import ujson
 
 from .engine import Engine
-from .events.fields import MISSING, FieldResolver, ProfileError, builtin_profiles, load_profile_file, lookup
-from .events.timeparse import NS, format_time
+from .startup import streaming
+from .events.fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
+from .events.timeparse import NS
 from .io import inputs as inputs_module
 from .io import parallel
-from .io.prefilter import Prefilter, RuleIndex, needle
+from .io.prefilter import Prefilter, RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .io.stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
-from .launch import streaming
-from .sigma.compile import FieldMatcher, Plan, compile_plan
+from .explain import describe_event, describe_plan, rule_needles
+from .sigma.compile import Plan, compile_plan
 from .sigma.rule import BUILTIN_RULE, RuleError, load_rule, load_rules, rule_files
 
 
@@ -231,17 +232,6 @@ def run(
         _summary(stream_filter, engine, diagnostics)
 
 
-def rule_needles(plan: Plan, unknown_logsource: str = "match") -> Optional[list]:
-    """What the prefilter looks for on behalf of one rule: its literals, else (when events
-    must tell their channel, ``--logsource-unknown skip``) the names of its logsource's
-    channels; None when neither can be had."""
-    found = plan.prefilter_literals(needle)
-    if found is None and unknown_logsource == "skip" and plan.logsource is not None and plan.logsource.channels:
-        channels = [needle(channel) for channel in plan.logsource.channels]
-        found = None if None in channels else sorted(set(channels))
-    return found
-
-
 def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "match") -> tuple:
     """One prefilter for all rules, and with several rules the index from literal to rules;
     (None, None) when some rule cannot be prefiltered."""
@@ -319,17 +309,19 @@ def explain(
     field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
                                                   help="Your own field-resolution table, tried first."),
     time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH", help="Event time path."),
+    logsource_unknown: UnknownLogsource = typer.Option(UnknownLogsource.match, "--logsource-unknown",
+                                                       help="As for filtering: match or skip."),
 ) -> None:
     """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
     With --event, show one event's profile, resolved fields and each selection's verdict."""
     plans = load_plans(rule, join)
     if event is None:
         for plan in plans:
-            typer.echo(describe_plan(plan))
+            typer.echo(describe_plan(plan, logsource_unknown.value))
         return
     resolver = make_resolver(profile, field_map, time_field)
     raw, parsed = _read_one_event(event)
-    typer.echo(describe_event(plans, resolver, raw, parsed, event))
+    typer.echo(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
 
 
 def _read_one_event(path: str) -> tuple:
@@ -356,116 +348,6 @@ def _read_one_event(path: str) -> tuple:
         if isinstance(parsed, dict):
             return ujson.dumps(parsed, ensure_ascii=False).encode("utf-8", "surrogatepass"), parsed
     raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object")
-
-
-def _show(value, width: int = 70) -> str:
-    if value is MISSING:
-        return "(missing)"
-    text = ujson.dumps(value, ensure_ascii=False)
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
-def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event: dict, source: str) -> str:
-    view = resolver.view(event)
-    chosen = view.profile
-    how = "fixed by --profile" if resolver.fixed else (
-        "detected: " + ", ".join(".".join(map(str, p)) for p in chosen.detect) + " present" if chosen.detect
-        else "no other profile's paths present")
-    origin = "built-in" if chosen.source.startswith(os.path.dirname(__file__)) else chosen.source
-    lines = [f"event     {source}", f"profile   {chosen.name} ({origin}; {how})"]
-    time_paths = (resolver.time_path,) if resolver.time_path else chosen.time
-    found = next(((p, lookup(event, p)) for p in time_paths if lookup(event, p) is not MISSING), None)
-    ns = view.time()
-    if ns is not None:
-        lines.append(f"time      {format_time(ns)} (from {'.'.join(map(str, found[0]))} = {_show(found[1])})")
-    else:
-        tried = ", ".join(".".join(map(str, p)) for p in time_paths) or "(no time paths)"
-        lines.append(f"time      none parsable (tried {tried}): the event would be left out of correlation")
-    for plan in plans:
-        lines.append(f"rule      {plan.rule.title}")
-        fields = []
-        for selection in plan.selections:
-            for group in selection.alternatives:
-                fields += [m.field for m in group if isinstance(m, FieldMatcher) and m.field not in fields]
-        spec = plan.aggregation
-        for extra in (spec.field, spec.group_by) if spec else ():
-            if extra and extra not in fields:
-                fields.append(extra)
-        lines.append("fields:")
-        for field in fields:
-            where = view.where(field)
-            lines.append(f"  {field:<18} {_show(view.get(field))}" + (f"   <- {where}" if where else ""))
-        matched = plan.match(view)
-        lines.append("selections:")
-        for selection in plan.selections:
-            verdict = "MATCH" if selection.name in matched else "no"
-            lines.append(f"  {selection.name:<28} {verdict}")
-            for group in selection.alternatives:
-                parts = [f"{m.describe()} {'yes' if m.matches(view) else 'no'}" for m in group]
-                lines.append("      " + ", ".join(parts))
-        mask = plan.term_mask(matched)
-        for i, term in enumerate(plan.terms):
-            lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: {term.label}")
-        needles = plan.prefilter_literals(needle)
-        if needles:
-            scan = Prefilter(needles, "python").spans(raw + b"\n")
-            lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
-                                         "the line holds no needle: it would skip parsing"))
-    return "\n".join(lines)
-
-
-def describe_plan(plan: Plan) -> str:
-    rule = plan.rule
-    lines = [
-        f"rule      {rule.title}",
-        f"id        {rule.id}",
-        f"file      {'(built-in) ' if rule.builtin else ''}{rule.path}",
-        f"level     {rule.level or '-'}    tags: {', '.join(rule.tags) or '-'}",
-        f"condition {rule.condition.text}",
-        f"expanded  {plan.expression}",
-        "selections:",
-    ]
-    for selection in plan.selections:
-        lines.append(f"  {selection.name}")
-        for i, group in enumerate(selection.alternatives):
-            prefix = "    or " if i else "       "
-            lines.append(prefix + " AND ".join(_describe_matcher(m) for m in group))
-    lines.append(f"join      {plan.join}")
-    if plan.join == "window":
-        lines.append("  an alert needs, inside one window, at least one event meeting each term:")
-    else:
-        lines.append("  each event must satisfy the whole condition:")
-    for i, term in enumerate(plan.terms):
-        lines.append(f"  term {i}: {term.label}")
-    for node in plan.filters:
-        lines.append(f"  every event must also satisfy: {node}")
-    spec = plan.aggregation
-    lines.append(f"aggregate {spec if spec else '(none: every window meeting the terms alerts)'}"
-                 + ("   [count(field) counts distinct non-null values]" if spec and spec.field and
-                    spec.function == "count" else ""))
-    seconds = plan.timeframe_ns / NS
-    lines.append(f"window    [t - {seconds:g}s, t], both ends included; evaluated at each event time once the "
-                 "watermark (newest event time - lateness) passes it; an alert consumes its events")
-    needles = plan.prefilter_literals(needle)
-    if needles:
-        lines.append("prefilter a line can only match if its bytes hold (any case) one of: "
-                     + ", ".join(repr(n.decode("ascii")) for n in needles)
-                     + " -- or a JSON \\u escape / non-ASCII look-alike of their letters")
-    else:
-        lines.append("prefilter off: a term holds without any selection, or some selection has no literal "
-                     "every match must contain (regex, |exists, null, numbers only)")
-    return "\n".join(lines)
-
-
-def _describe_matcher(matcher) -> str:
-    tests = getattr(matcher, "tests", ())
-    shown = " | ".join(f"{t.kind} {t.needle!r}" for t in tests)
-    if getattr(matcher, "exists", None) is not None:
-        shown = f"exists={matcher.exists}"
-    if getattr(matcher, "accepts_null", False):
-        shown = (shown + " | " if shown else "") + "null"
-    joiner = " (all)" if getattr(matcher, "require_all", False) else ""
-    return f"{matcher.describe()}: {shown}{joiner}"
 
 
 def main(argv: Optional[List[str]] = None) -> None:

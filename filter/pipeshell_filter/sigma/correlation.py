@@ -101,6 +101,9 @@ class CorrelationSpec:
         if not self.rules:
             raise ValueError("a correlation refers to at least one rule")
 
+    def kind_meaning(self) -> str:
+        return KINDS[self.kind]
+
     def field_for(self, name: str, rule: str) -> str:
         """The event field behind ``name`` in the detections of ``rule`` (aliases resolved)."""
         for alias, mapping in self.aliases:
