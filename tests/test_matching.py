@@ -602,3 +602,30 @@ def test_plain_and_wildcard_case_folding_agree_on_unicode():
 def test_case_insensitive_match_of_text_containing_the_exact_value(value, modifiers, text):
     assert compile_string(value, modifiers | {"cased"})(text)  # the exact characters are there
     assert compile_string(value, modifiers)(text)
+
+
+# ---------------------------------------------------------------- values tested together
+
+_PIECES = st.sampled_from(["a", "B", "ß", "ss", "*", "?", "\\*", "x.y", "İ", "ǰ", " ", "\n"])
+_VALUE = st.lists(_PIECES, max_size=5).map("".join)
+
+
+@given(st.lists(st.tuples(_VALUE, st.sampled_from([(), ("contains",), ("startswith",), ("endswith",),
+                                                    ("cased",), ("contains", "cased"), ("re",)])),
+                min_size=1, max_size=6),
+       st.lists(st.lists(_PIECES, max_size=8).map("".join), max_size=4))
+def test_values_tested_together_agree_with_each_value_on_its_own(values, texts):
+    """AnyOf (one set, one tuple, one regex) is the OR of the values' own tests."""
+    from pipeshell_filter.sigma.compile import AnyOf
+    from pipeshell_filter.values import fold
+
+    tests = []
+    for value, modifiers in values:
+        try:
+            tests.append(compile_string(value, set(modifiers)))
+        except Exception:  # an |re value that is no regular expression
+            continue
+    if not tests:
+        return
+    expected = any(test(text) for test in tests for text in texts)
+    assert AnyOf(tuple(tests)).holds(frozenset(fold(t) for t in texts), tuple(texts)) == expected

@@ -233,19 +233,24 @@ def run(
 
 
 def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "match") -> tuple:
-    """One prefilter for all rules, and with several rules the index from literal to rules;
-    (None, None) when some rule cannot be prefiltered."""
-    needles_of = {}
+    """The block prefilter and, with several rules, the index from literal to rules.
+
+    A rule with no needles (``rule_needles``) turns the block prefilter off, since
+    any line may match it, but not the index: the rules that have needles are
+    still tried only on lines holding one, and those without on every line."""
+    needles_of, unrouted = {}, set()
     for position, plan in enumerate(plans):
         found = rule_needles(plan, unknown_logsource)
         if found is None:
-            return None, None
-        needles_of[position] = found
+            unrouted.add(position)
+        else:
+            needles_of[position] = found
     try:
-        prefilter = Prefilter(sorted({n for found in needles_of.values() for n in found}), engine)
-        return prefilter, RuleIndex(needles_of, engine) if len(plans) > 1 else None
+        prefilter = None if unrouted else Prefilter(sorted({n for f in needles_of.values() for n in f}), engine)
+        index = RuleIndex(needles_of, engine, unrouted) if len(plans) > 1 and needles_of else None
     except ValueError as error:
         raise UsageProblem(f"--prefilter-engine {engine}: {error}") from None
+    return prefilter, index
 
 
 def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostics):

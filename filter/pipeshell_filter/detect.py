@@ -87,6 +87,18 @@ class Detector:
         self.resolver = resolver
         self.needed = needed or {}
         self.unknown_logsource = unknown_logsource
+        # Routing by EventID: the rules whose logsource admits an event with this EventID.
+        # Rules without logsource, or not limited to some EventIDs, are in every entry.
+        self._everywhere = frozenset(i for i, p in enumerate(self.plans)
+                                     if p.logsource is None or p.logsource.event_ids is None)
+        by_event_id = {}
+        for i, plan in enumerate(self.plans):
+            if i not in self._everywhere:
+                for event_id in plan.logsource.event_ids:
+                    by_event_id.setdefault(event_id, set()).add(i)
+        self._by_event_id = {event_id: frozenset(found) | self._everywhere for event_id, found in by_event_id.items()}
+        self._all = frozenset(range(len(self.plans)))
+        self._routed = bool(by_event_id)
 
     def detect(self, event: dict, line: int = 0, only=None) -> List[Detection]:
         """``only``: positions of the rules to try (the others cannot match), None for every rule."""
@@ -95,8 +107,13 @@ class Detector:
     def detect_view(self, view, line: int = 0, only=None) -> List[Detection]:
         found = []
         time = host = MISSING
-        plans = self.plans if only is None else [self.plans[i] for i in sorted(only)]
         facts = None
+        if self._routed:
+            facts = event_facts(view)
+            # an event that does not tell its EventID may still apply under the policy: every rule
+            routed = self._by_event_id.get(facts.event_id, self._everywhere) if facts.event_id else self._all
+            only = routed if only is None else routed & only
+        plans = self.plans if only is None else [self.plans[i] for i in sorted(only)]
         for plan in plans:
             if plan.logsource is not None:
                 if facts is None:

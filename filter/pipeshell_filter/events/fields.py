@@ -183,7 +183,7 @@ class FieldResolver:
 class EventView:
     """One event seen through its profile; resolved fields are memoised."""
 
-    __slots__ = ("event", "profile", "resolver", "_cache", "_leaves", "_folded")
+    __slots__ = ("event", "profile", "resolver", "_cache", "_leaves", "_folded", "_everything", "_everything_folded")
 
     def __init__(self, event: dict, profile: Profile, resolver: FieldResolver):
         self.event = event
@@ -192,6 +192,7 @@ class EventView:
         self._cache = {}
         self._leaves = {}
         self._folded = {}
+        self._everything = self._everything_folded = None
 
     def get(self, field: str):
         try:
@@ -216,6 +217,17 @@ class EventView:
         except KeyError:
             found = self._folded[field] = frozenset(fold(text) for text in self.leaves(field))
             return found
+
+    def everything(self) -> tuple:
+        """Every leaf string of the whole event (keyword searches look at all of them)."""
+        if self._everything is None:
+            self._everything = tuple(leaves(self.event))
+        return self._everything
+
+    def everything_folded(self) -> frozenset:
+        if self._everything_folded is None:
+            self._everything_folded = frozenset(fold(text) for text in self.everything())
+        return self._everything_folded
 
     def where(self, field: str) -> Optional[str]:
         """The dotted path a field resolved from (for ``explain``)."""

@@ -276,11 +276,12 @@ class RuleIndex:
     more than the scan; this index says which rules' literals it holds, under
     the same soundness argument: a line holding a trigger (a JSON escape of a
     needle letter, a look-alike) goes to every rule, since its decoded text may
-    hold any needle.  Rules that were given no needles are never in the index:
-    the caller evaluates them on every candidate line.
+    hold any needle.  Rules ``always`` tried (they have no needles) are in
+    every answer.
     """
 
-    def __init__(self, needles_of: dict, engine: str = "auto"):
+    def __init__(self, needles_of: dict, engine: str = "auto", always=()):
+        self.always = frozenset(always)
         by_needle = {}
         for rule, needles in needles_of.items():
             for found in needles:
@@ -311,7 +312,7 @@ class RuleIndex:
         if (b"\\u" in lower and self._escape_re.search(line)) or \
                 (not lower.isascii() and any(t in lower for t in self._non_ascii)):
             return None
-        found = set()
+        found = set(self.always)
         for needle, rules in zip(self.needles, self.rules):
             if needle in lower:
                 found |= rules
@@ -334,7 +335,7 @@ class RuleIndex:
             return None
         if any(h >= count for h in hits):
             return None
-        found = set()
+        found = set(self.always)
         for h in hits:
             found |= self.rules[h]
         return frozenset(found)

@@ -152,6 +152,10 @@ class _WildcardTest:
     def needle(self) -> str:
         return self.test.needle
 
+    @property
+    def cased(self) -> bool:
+        return self.test.cased
+
     def literals(self) -> Optional[tuple]:
         # Every chunk must occur; the longest alone is enough for soundness.
         longest = max(self.chunks, key=len, default="")
