@@ -32,3 +32,130 @@ def pipeshell_oracle(events, timeframe=300, threshold=2, join="window"):
             alerts.append((t, frozenset(c[4] for c in window)))
             consumed = t
     return alerts
+
+
+# ---------------------------------------------------------------- correlation kinds
+
+from fractions import Fraction as _Fraction
+import math as _math
+
+_OPS = {
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+    "eq": lambda a, b: a == b,
+    "neq": lambda a, b: a != b,
+}
+
+
+def _feeds(ref, rule, terms):
+    """Does a detection of ``rule`` meeting ``terms`` feed ``ref`` (a rule id or (rule id, term))?"""
+    ref_rule, ref_term = (ref, None) if isinstance(ref, str) else ref
+    return rule == ref_rule and (ref_term is None or ref_term in terms)
+
+
+def _first(fields, name):
+    values = fields.get(name) if name is not None else None
+    return values[0] if values else None
+
+
+def _finite(text):
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return None
+    return number if _math.isfinite(number) else None
+
+
+def _longest_ordered_prefix(rules, window):
+    """The largest k such that events feeding rules[0], ..., rules[k-1] exist in the window
+    at non-decreasing times; found by trying every choice of times, longest first."""
+    for k in range(len(rules), 0, -1):
+        choices = [sorted({d["time"] for d in window if _feeds(ref, d["rule"], d["terms"])})
+                   for ref in rules[:k]]
+
+        def exists(i, at):
+            return i == k or any(t >= at and exists(i + 1, t) for t in choices[i])
+
+        if exists(0, float("-inf")):
+            return k
+    return 0
+
+
+def _aggregate(kind, rules, field, window):
+    if kind == "event_count":
+        return len(window)
+    if kind == "value_count":
+        if field is None:
+            return len(window)
+        return len({v for d in window for v in (d["fields"].get(field) or [])})
+    if kind == "temporal":
+        return sum(1 for ref in rules if any(_feeds(ref, d["rule"], d["terms"]) for d in window))
+    if kind == "temporal_ordered":
+        return _longest_ordered_prefix(rules, window)
+    if kind == "value_percentile":
+        values = [v for v in (_first(d["fields"], field) for d in window) if v is not None]
+        if not values:
+            return None
+        return 100.0 * min(values.count(v) for v in set(values)) / len(values)
+    numbers = [n for n in (_finite(_first(d["fields"], field)) for d in window) if n is not None]
+    if not numbers:
+        return None
+    if kind == "value_sum":
+        return _math.fsum(numbers)  # correctly rounded: the float nearest the exact sum
+    if kind == "value_avg":
+        return float(sum(map(_Fraction, numbers)) / len(numbers))
+    if kind == "value_min":
+        return min(numbers)
+    if kind == "value_max":
+        return max(numbers)
+    raise ValueError(f"oracle does not know kind {kind!r}")
+
+
+def correlation_oracle(kind, rules, timespan, bounds, group_by, field, require_each, detections):
+    """A brute-force reference for one correlation, written independently of the filter
+    (it imports nothing from ``pipeshell_filter``; everything comes in as plain data).
+
+    kind: a correlation kind name; rules: the referenced inputs, each a rule id or a
+    (rule id, term) pair (term None: any terms); timespan: window length; bounds:
+    [(op, number)] that must all hold; group_by: field names; field: the aggregated
+    field or None; require_each: every referenced input must occur in the window;
+    detections: (time, rule, fields, ident) or (time, rule, fields, ident, terms),
+    fields mapping a name to a list of strings, terms defaulting to (0,).
+
+    Candidates are the detections with a time that feed some referenced input.  Each
+    group (the first value of each group-by field, None where absent) is taken on its
+    own: at each distinct time t of its candidates, in increasing order, the window is
+    every candidate of the group with time in [t - timespan, t] and after the group's
+    last alert; it fires when it is complete (if required) and every bound holds on the
+    kind's aggregate, and firing consumes the group's candidates up to t.
+
+    Returns [(t, group, frozenset(idents), aggregate)] sorted by (t, repr(group)).
+    """
+    candidates = []
+    for record in detections:
+        time, rule, fields, ident = record[:4]
+        terms = tuple(record[4]) if len(record) > 4 else (0,)
+        if time is None or not any(_feeds(ref, rule, terms) for ref in rules):
+            continue
+        group = tuple(_first(fields, name) for name in group_by)
+        candidates.append({"time": time, "rule": rule, "terms": terms, "fields": fields,
+                           "ident": ident, "group": group})
+
+    alerts = []
+    for group in {c["group"] for c in candidates}:
+        mine = [c for c in candidates if c["group"] == group]
+        consumed = float("-inf")
+        for t in sorted({c["time"] for c in mine}):
+            window = [c for c in mine if consumed < c["time"] and t - timespan <= c["time"] <= t]
+            if require_each and not all(any(_feeds(ref, c["rule"], c["terms"]) for c in window)
+                                        for ref in rules):
+                continue
+            value = _aggregate(kind, rules, field, window)
+            if value is None or not all(_OPS[op](value, number) for op, number in bounds):
+                continue
+            alerts.append((t, group, frozenset(c["ident"] for c in window), value))
+            consumed = t
+    alerts.sort(key=lambda a: (a[0], repr(a[1])))
+    return alerts

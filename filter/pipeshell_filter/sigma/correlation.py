@@ -100,6 +100,8 @@ class CorrelationSpec:
             raise ValueError(f"unknown correlation kind {self.kind!r}")
         if not self.rules:
             raise ValueError("a correlation refers to at least one rule")
+        if len({ref.key for ref in self.rules}) != len(self.rules):
+            raise ValueError("a correlation refers to the same rule more than once")
 
     def kind_meaning(self) -> str:
         return KINDS[self.kind]

@@ -1,0 +1,278 @@
+"""Every correlation kind of the correlate stage against the brute-force oracle.
+
+Specs of each kind in ``KINDS`` are generated with small pools of rules, group-by
+values, field values and times, so that ties, repeated values, window edges and
+consume-on-fire come up often; the ``Correlator``'s hits must equal those of
+``oracle.correlation_oracle``, which knows nothing of the package.  Then: within the
+lateness bound, arrival order does not change the hits; and a few hand-computed cases.
+"""
+
+import itertools
+
+import pytest
+from hypothesis import given, strategies as st
+
+from oracle import correlation_oracle
+from pipeshell_filter.correlate import Correlator
+from pipeshell_filter.detect import Detection
+from pipeshell_filter.sigma.correlation import KINDS, CorrelationSpec, RuleRef, Threshold
+
+ALL_KINDS = sorted(KINDS)
+COUNT_KINDS = {"event_count", "value_count", "temporal", "temporal_ordered"}
+
+# referenced inputs: whole rules, and terms of rule "r" (one detection may feed several)
+REF_POOL = [("a", None), ("b", None), ("c", None), ("r", None), ("r", 0), ("r", 1)]
+DETECTION_RULES = ["a", "b", "c", "r", "z"]  # "z" is referenced by nothing
+FIELD_POOLS = {
+    "User": ["alice", "bob"],
+    "Host": ["h1", "h2", "h3"],
+    "Val": ["2", "1", "x", "2.5", "-1", "0.1", "10", "nan", "inf", ""],
+}
+GROUP_FIELDS = ["User", "Host", "Val"]
+NUMERIC_KINDS = {"value_sum", "value_avg", "value_min", "value_max"}
+
+
+def fields_for(kind):
+    """The aggregated field: mostly one that can aggregate; sometimes one that cannot, or none."""
+    if kind in NUMERIC_KINDS:
+        return st.sampled_from(["Val", "Val", "Val", "Val", "Host", None])
+    return st.sampled_from(["Val", "Host", "User", "Val", "Host", "User", None])
+OPS = ["gt", "gte", "lt", "lte", "eq", "neq"]
+
+
+# ------------------------------------------------------------------ strategies
+
+def numbers_for(kind):
+    if kind in COUNT_KINDS:
+        return st.integers(0, 5)
+    if kind == "value_percentile":
+        return st.one_of(st.sampled_from([0, 20, 25, 100 / 3, 50, 200 / 3, 75, 100]), st.integers(0, 100))
+    return st.one_of(st.sampled_from([-1, 0, 0.1, 1, 2, 2.5, 3, 4.5, 10, 12.5]), st.integers(-2, 14))
+
+
+def specs(kind):
+    """A spec of this kind as plain data: 1-3 inputs, 0-2 group-by fields, and no bound
+    (always), one, or two (a range, or anything with ``neq``)."""
+    bound = st.tuples(st.sampled_from(OPS), numbers_for(kind))
+    return st.fixed_dictionaries({
+        "kind": st.just(kind),
+        "rules": st.lists(st.sampled_from(REF_POOL), min_size=1, max_size=3, unique=True),
+        "timespan": st.integers(0, 8),
+        "bounds": st.lists(bound, max_size=2).map(tuple),
+        "group_by": st.lists(st.sampled_from(GROUP_FIELDS), max_size=2, unique=True).map(tuple),
+        "field": fields_for(kind),
+        "require_each": st.booleans(),
+    })
+
+
+SPECS = {kind: specs(kind) for kind in KINDS}
+
+
+def _field_options(pool):
+    """A field's possible leaf lists: empty, one value, two (in either order, or repeated)."""
+    return [[]] + [[v] for v in pool] + [[v, w] for v in pool[:3] for w in pool[:3]]
+
+
+ABSENT = None
+# every combination, prebuilt, so a detection's fields cost one draw (the first: no fields at all)
+FIELD_MAPS = st.sampled_from([
+    {name: values for name, values in zip(FIELD_POOLS, lists) if values is not ABSENT}
+    for lists in itertools.product(*([ABSENT] + _field_options(pool) for pool in FIELD_POOLS.values()))])
+TIMES = st.sampled_from(list(range(13)) + [None])  # small times: ties and window edges
+R_TERMS = [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
+RULE_TERMS = st.sampled_from([(rule, (0,)) for rule in DETECTION_RULES if rule != "r"]
+                             + [("r", terms) for terms in R_TERMS])
+
+
+def detection_records(max_size=22):
+    """(time, rule, fields, ident, terms); ident is the position, so idents are unique."""
+    return st.lists(st.tuples(TIMES, RULE_TERMS, FIELD_MAPS), min_size=3, max_size=max_size).map(
+        lambda rows: [(time, rule, fields, i, terms) for i, (time, (rule, terms), fields) in enumerate(rows)])
+
+
+RECORDS = detection_records()
+
+
+# ------------------------------------------------------------------ running both
+
+def build_spec(s):
+    return CorrelationSpec(
+        id="c", title="c", kind=s["kind"], rules=tuple(RuleRef(rule, term) for rule, term in s["rules"]),
+        timespan_ns=s["timespan"], condition=Threshold(s["bounds"]), group_by=s["group_by"],
+        field=s["field"], require_each=s["require_each"])
+
+
+def to_detection(record):
+    time, rule, fields, ident, terms = record
+    return Detection(rule, time, None, terms, fields, {"ident": ident})
+
+
+def run_correlator(s, records, lateness=0):
+    correlator = Correlator(build_spec(s), lateness_ns=lateness)
+    hits = []
+    for record in records:
+        hits += correlator.observe(to_detection(record))
+    hits += correlator.flush()
+    for hit in hits:  # what every hit promises, beyond what the oracle returns
+        assert hit.window_start == hit.time - s["timespan"]
+        assert all(hit.window_start <= c.detection.time <= hit.time for c in hit.contributions)
+        if s["kind"] == "value_count" and s["field"] is not None:
+            assert list(hit.distinct_values) == sorted(
+                {v for c in hit.contributions for v in c.detection.fields.get(s["field"]) or []})
+    return [(h.time, h.group, frozenset(c.detection.event["ident"] for c in h.contributions), h.aggregate)
+            for h in hits], correlator
+
+
+def run_oracle(s, records):
+    return correlation_oracle(s["kind"], s["rules"], s["timespan"], s["bounds"], s["group_by"],
+                              s["field"], s["require_each"], records)
+
+
+def by_time(records):
+    return sorted((r for r in records if r[0] is not None), key=lambda r: r[0]) + \
+        [r for r in records if r[0] is None]
+
+
+# ------------------------------------------------------------------ properties
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@given(data=st.data())
+def test_kind_agrees_with_oracle(kind, data):
+    """Sorted stream, lateness 0: the hits are exactly the oracle's, in the same order."""
+    s = data.draw(SPECS[kind], label="spec")
+    records = data.draw(RECORDS, label="detections")
+    hits, _ = run_correlator(s, by_time(records))
+    assert hits == run_oracle(s, records)
+
+
+LATENESS = st.integers(0, 10)
+
+
+@st.composite
+def shuffled_within_lateness(draw, records):
+    """An arrival order in which no detection is more than ``lateness`` behind the newest
+    time seen before it: arrival key = time + a delay in [0, lateness]."""
+    lateness = draw(LATENESS)
+    delays = draw(st.lists(st.integers(0, lateness), min_size=len(records), max_size=len(records)))
+    timed = [i for i, r in enumerate(records) if r[0] is not None]
+    order = sorted(timed, key=lambda i: (records[i][0] + delays[i], i))
+    untimed = [r for r in records if r[0] is None]
+    # detections without a time are ignored wherever they arrive
+    stream = [records[i] for i in order]
+    for r in untimed:
+        stream.insert(draw(st.integers(0, len(stream))), r)
+    return stream, lateness
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@given(data=st.data())
+def test_order_independence_within_lateness(kind, data):
+    """No detection more than ``lateness`` behind the newest seen before it: the hits are
+    those of the sorted stream (and so the oracle's), and nothing counts as late."""
+    s = data.draw(SPECS[kind], label="spec")
+    records = data.draw(RECORDS, label="detections")
+    stream, lateness = data.draw(shuffled_within_lateness(records), label="arrival")
+    newest = float("-inf")
+    for r in stream:  # the generator's promise, checked
+        if r[0] is not None:
+            assert r[0] >= newest - lateness
+            newest = max(newest, r[0])
+    shuffled, correlator = run_correlator(s, stream, lateness)
+    ordered, _ = run_correlator(s, by_time(records), lateness)
+    assert correlator.late == 0
+    assert shuffled == ordered == run_oracle(s, records)
+
+
+# ------------------------------------------------------------------ hand-computed cases
+
+def case(kind, rules, timespan, bounds, records, group_by=(), field=None, require_each=False):
+    s = {"kind": kind, "rules": [(r, None) if isinstance(r, str) else r for r in rules],
+         "timespan": timespan, "bounds": tuple(bounds), "group_by": tuple(group_by), "field": field,
+         "require_each": require_each}
+    full = [(t, rule, fields, i, (0,)) for i, (t, rule, fields) in enumerate(records)]
+    hits, _ = run_correlator(s, by_time(full))
+    assert hits == run_oracle(s, full)  # the oracle agrees on every hand-computed case too
+    return hits
+
+
+def test_temporal_ordered_rejects_reversed_order():
+    reversed_ = case("temporal_ordered", ["a", "b"], 10, [("gte", 2)], [(1, "b", {}), (2, "a", {})])
+    assert reversed_ == []
+    in_order = case("temporal_ordered", ["a", "b"], 10, [("gte", 2)], [(1, "a", {}), (2, "b", {})])
+    assert in_order == [(2, (), frozenset({0, 1}), 2)]
+    # the same time counts as in order (non-decreasing times)
+    tied = case("temporal_ordered", ["a", "b"], 10, [("gte", 2)], [(3, "b", {}), (3, "a", {})])
+    assert tied == [(3, (), frozenset({0, 1}), 2)]
+
+
+def test_value_avg_over_three_numbers():
+    hits = case("value_avg", ["a"], 10, [("eq", 3)],
+                [(0, "a", {"Val": ["1"]}), (1, "a", {"Val": ["2"]}), (2, "a", {"Val": ["6", "100"]})],
+                field="Val")
+    assert hits == [(2, (), frozenset({0, 1, 2}), 3.0)]  # (1 + 2 + 6) / 3; only first values count
+
+
+def test_value_avg_ignores_non_numbers():
+    hits = case("value_avg", ["a"], 10, [("eq", 1.5)],
+                [(0, "a", {"Val": ["1"]}), (0, "a", {"Val": ["x"]}), (0, "a", {"Val": ["nan"]}),
+                 (0, "a", {}), (0, "a", {"Val": ["2"]})], field="Val")
+    assert hits == [(0, (), frozenset(range(5)), 1.5)]
+
+
+def test_value_percentile_picks_the_rarest_value():
+    hits = case("value_percentile", ["a"], 10, [("lte", 30)],
+                [(0, "a", {"Host": ["x"]}), (1, "a", {"Host": ["x"]}), (2, "a", {"Host": ["y"]}),
+                 (3, "a", {"Host": ["x"]}), (3, "a", {})], field="Host")
+    # t=0,1: only x (100%); t=2: y is 1 of 3 (33.3%); t=3: y is 1 of the 4 holding a value
+    assert hits == [(3, (), frozenset(range(5)), 25.0)]
+
+
+def test_range_condition_rejects_too_many():
+    hits = case("event_count", ["a"], 5, [("gt", 1), ("lt", 3)],
+                [(0, "a", {}), (0, "a", {}), (0, "a", {}), (10, "a", {}), (11, "a", {})])
+    assert hits == [(11, (), frozenset({3, 4}), 2)]  # three at t=0 is outside the range
+
+
+def test_consume_on_fire():
+    hits = case("event_count", ["a"], 10, [("gte", 2)],
+                [(0, "a", {}), (1, "a", {}), (2, "a", {}), (3, "a", {})])
+    assert hits == [(1, (), frozenset({0, 1}), 2), (3, (), frozenset({2, 3}), 2)]
+
+
+def test_consume_is_per_group():
+    hits = case("event_count", ["a"], 10, [("gte", 2)],
+                [(0, "a", {"User": ["bob"]}), (1, "a", {"User": ["alice"]}), (2, "a", {"User": ["alice"]}),
+                 (3, "a", {"User": ["bob"]}), (3, "a", {"User": ["alice"]})], group_by=["User"])
+    assert hits == [(2, ("alice",), frozenset({1, 2}), 2), (3, ("bob",), frozenset({0, 3}), 2)]
+
+
+def test_require_each_and_window_edges():
+    # a at 0 and b at 5: in one window only when timespan >= 5 (both ends included)
+    records = [(0, "a", {}), (5, "b", {})]
+    assert case("temporal", ["a", "b"], 4, [("gte", 2)], records) == []
+    assert case("temporal", ["a", "b"], 5, [("gte", 2)], records) == [(5, (), frozenset({0, 1}), 2)]
+    assert case("event_count", ["a", "b"], 5, [("gte", 1)], [(0, "a", {})], require_each=True) == []
+
+
+def test_group_is_evaluated_only_at_its_own_times():
+    # alice's window at t=3 would hold one event (fewer than 2), but t=3 is bob's time, not
+    # hers: a group's windows end at its own event times, so other groups cannot make it fire
+    hits = case("event_count", ["a"], 2, [("lt", 2)],
+                [(0, "a", {"User": ["alice"]}), (0, "a", {"User": ["alice"]}), (2, "a", {"User": ["alice"]}),
+                 (3, "a", {"User": ["bob"]})], group_by=["User"])
+    assert hits == [(3, ("bob",), frozenset({3}), 1)]
+
+
+def test_one_detection_feeds_several_terms():
+    # legacy window join: terms 0 and 1 of rule "r"; one detection meeting both completes it
+    s = {"kind": "temporal", "rules": [("r", 0), ("r", 1)], "timespan": 0, "bounds": (("gte", 2),),
+         "group_by": (), "field": None, "require_each": True}
+    records = [(5, "r", {}, 0, (1,)), (7, "r", {}, 1, (0, 1)), (9, "r", {}, 2, (0,))]
+    hits, _ = run_correlator(s, records)
+    assert hits == run_oracle(s, records) == [(7, (), frozenset({1}), 2)]
+
+
+def test_a_spec_naming_the_same_input_twice_is_refused():
+    """It could never be complete under require_each (the window counts distinct inputs)."""
+    with pytest.raises(ValueError, match="more than once"):
+        case("event_count", ["a", "a"], 3, [("gte", 1)], [(0, "a", {})], require_each=True)
