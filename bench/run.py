@@ -336,7 +336,22 @@ def correctness(launcher: Launcher, path: str, meta: dict, filter_cmd: list, ext
     return checks, details
 
 
-def timing(launcher: Launcher, path: str, filter_cmd: list, extra: list, repeat: int, modes: tuple) -> dict:
+def compare_command(ref: str, out_dir: str) -> list:
+    """The filter as it was at git ``ref`` (a worktree under ``out_dir``), run with this Python:
+    the same machine and the same run, so that a change is measured side by side."""
+    sha = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", ref], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    tree = os.path.join(out_dir, f"ref-{sha}")
+    if not os.path.isdir(tree):
+        subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", tree, sha], check=True,
+                       capture_output=True)
+    source = os.path.join(tree, "filter")
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {source!r}); "
+            "from pipeshell_filter.launch import main; main()"]
+
+
+def timing(launcher: Launcher, path: str, filter_cmd: list, extra: list, repeat: int, modes: tuple,
+           compare: tuple = ()) -> dict:
     scratch = tempfile.mkdtemp(prefix="pipeshell-bench-")
     commands = [
         ("cat", "cat FILE > /dev/null", ["cat", path], None, None),
@@ -346,6 +361,9 @@ def timing(launcher: Launcher, path: str, filter_cmd: list, extra: list, repeat:
          os.path.join(scratch, "baseline.out")),
     ] + [(f"emit {m}", f"pipeshell-filter --emit {m}{' ' + ' '.join(extra) if extra else ''} < FILE > /dev/null",
           filter_cmd + ["--emit", m] + extra, path, None) for m in modes]
+    for label, command in compare:  # an earlier version, in the same rounds
+        commands += [(f"{label} emit {m}", f"pipeshell-filter@{label} --emit {m} < FILE > /dev/null",
+                      command + ["--emit", m] + extra, path, None) for m in modes]
     # A pipeline hands the filter a pipe, not a file: the same work, fed by a writer on the same cores.
     commands += [
         ("pipe grep", "cat FILE | grep -F -i -c namedpipeserverstream", [["cat", path], commands[1][2][:-1]], None,
@@ -456,6 +474,13 @@ def goals(results: dict, memory: list) -> list:
         goal("emit all <= 1.5 x (cat + emit alerts)", med["emit all"] <= bound,
              f"{med['emit all']:.3f} s vs 1.5 x ({med['cat']:.3f} + {med['emit alerts']:.3f}) = {bound:.3f} s; "
              f"CPU time {cpu['emit all']:.3f} s vs {cpu_bound:.3f} s")
+    for name in med:  # rows of an earlier version (--compare): this one must cost no more
+        ref, _, mode = name.partition(" emit ")
+        if mode and not name.startswith("pipe") and f"emit {mode}" in med:
+            key = f"emit {mode}"
+            goal(f"emit {mode} no slower than at {ref} (within 5 %)", med[key] <= 1.05 * med[name],
+                 f"{med[key]:.3f} s vs {med[name]:.3f} s ({med[key] / med[name]:.2f}x; {paired(key, name)}; "
+                 f"CPU time {cpu[key] / cpu[name]:.2f}x)")
     for name, r in results.items():
         if name.startswith(("emit ", "pipe emit ")):
             goal(f"{name}: peak RSS < {RSS_LIMIT_MB:g} MB", r["rss_mb"] < RSS_LIMIT_MB, f"{r['rss_mb']:.1f} MB")
@@ -486,6 +511,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-timing", action="store_true", help="skip corpus, correctness and timing (with --memory)")
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON ('-': stdout)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a performance goal fails too")
+    parser.add_argument("--compare", metavar="REF", action="append", default=[],
+                        help="also time the filter as it was at this git commit, in the same rounds (repeatable)")
     args = parser.parse_args(argv)
     modes = tuple(m for m in args.modes.split(",") if m)
     if any(m not in MODES for m in modes) or args.repeat < 1:
@@ -509,7 +536,8 @@ def report_all(args, modes: tuple, launcher: Launcher) -> int:
         report["corpus"] = {"path": os.path.relpath(path, REPO), **meta}
         checks, details = correctness(launcher, path, meta, filter_cmd, extra)
         report["correctness"] = {"checks": checks, "details": details}
-        results = timing(launcher, path, filter_cmd, extra, args.repeat, modes)
+        compare = [(ref, compare_command(ref, args.out)) for ref in args.compare]
+        results = timing(launcher, path, filter_cmd, extra, args.repeat, modes, compare)
         report["timing"] = results
     if args.memory:
         sizes = [int(s) for s in args.memory_events.split(",") if s]
