@@ -427,30 +427,20 @@ class LogsourceCheck:
         for index, spec in enumerate(self._specs):
             assumed = []
             failed = None
-            if spec.constrains_product():
-                if product is None:
-                    if skip:
-                        failed = "product"
-                    else:
-                        assumed.append("product")
-                elif product in spec.not_products or (spec.products is not None and product not in spec.products):
-                    failed = "product"
-            if failed is None and spec.event_ids is not None:
-                if event_id is None:
-                    if skip:
-                        failed = "EventID"
-                    else:
-                        assumed.append("EventID")
-                elif event_id not in spec.event_ids:
-                    failed = "EventID"
-            if failed is None and spec.channels is not None:
-                if channel is None:
-                    if skip:
-                        failed = "channel"
-                    else:
-                        assumed.append("channel")
-                elif channel not in spec.channels:
-                    failed = "channel"
+            asked = (
+                ("product", spec.constrains_product(), product, lambda: product not in spec.not_products and (
+                    spec.products is None or product in spec.products)),
+                ("EventID", spec.event_ids is not None, event_id, lambda: event_id in spec.event_ids),
+                ("channel", spec.channels is not None, channel, lambda: channel in spec.channels),
+            )
+            for name, constrained, known, fits in asked:
+                if not constrained:
+                    continue
+                if known is None and not skip:
+                    assumed.append(name)
+                elif known is None or not fits():
+                    failed = name
+                    break
             if failed is None:
                 reason = f"{self._subject()} applies: event fits {self._needs[index]}"
                 if assumed:
