@@ -63,6 +63,11 @@ class NonJson(str, enum.Enum):
     wrap = "wrap"
 
 
+# Options in seconds stay below this (ten years): a bigger one is a mistake, and inf or nan would
+# break the arithmetic of the watermark.
+MAX_SECONDS = 10 * 365 * 86400
+
+
 class UsageProblem(Exception):
     """A bad rule, field map or option: one line on stderr, exit status 2."""
 
@@ -140,6 +145,9 @@ def run(
                                    help="How far behind the newest event time an event may arrive and still be on time."),
     time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH",
                                              help="Dotted path of the event time, overriding the detected one."),
+    max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="How far a source's events may "
+                                   "run ahead of the others (or of the wall clock, on live input) before they are "
+                                   "suspect: they never move the watermark when the input pauses."),
     inputs: Optional[List[str]] = typer.Option(None, "--input", metavar="PATH", help="Read this file (NDJSON or "
                                                ".evtx) or directory instead of stdin; several are merged by event time."),
     profile: str = typer.Option("auto", "--profile", help="Event shape: auto (detected per event) or a profile name."),
@@ -177,10 +185,12 @@ def run(
     """Filter NDJSON events from stdin (or --input) to stdout."""
     if ctx.invoked_subcommand is not None:
         return
-    if lateness < 0 or lateness != lateness:
-        raise UsageProblem("--lateness must be zero or more seconds")
-    if idle < 0:
-        raise UsageProblem("--idle must be zero or more seconds")
+    if not 0 <= lateness <= MAX_SECONDS:
+        raise UsageProblem(f"--lateness must be between 0 and {MAX_SECONDS} seconds")
+    if not 0 <= idle <= MAX_SECONDS:
+        raise UsageProblem(f"--idle must be between 0 and {MAX_SECONDS} seconds")
+    if not 0 <= max_skew <= MAX_SECONDS:
+        raise UsageProblem(f"--max-skew must be between 0 and {MAX_SECONDS} seconds")
     if max_line < 1024:
         raise UsageProblem("--max-line-bytes must be at least 1024")
     if max_record < 4096:
@@ -197,7 +207,8 @@ def run(
     prefilter, index = (None, None) if no_prefilter or stage is Stage.correlate else \
         build_prefilter(plans, prefilter_engine.value, logsource_unknown.value)
 
-    engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value)
+    engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
+                    max_skew_ns=int(max_skew * NS))
     diagnostics = Diagnostics()
     output = Output(sys.stdout.fileno())
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,

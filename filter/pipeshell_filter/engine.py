@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import attrs
 
-from .correlate import Correlation, Hit
+from .correlate import DEFAULT_MAX_SKEW, Correlation, Hit
 from .detect import Detection, Detector
 from .events.fields import FieldResolver
 from .records import correlation_alert, detection_alert, enrichment, sigma_field
@@ -33,10 +33,10 @@ class Outcome:
 
 class Engine:
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
-                 unknown_logsource: str = "match"):
+                 unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW):
         self.plans = {plan.rule.id: plan for plan in plans}
         specs = [plan.correlation for plan in plans if plan.correlation is not None]
-        self.correlation = Correlation(specs, lateness_ns, clock)
+        self.correlation = Correlation(specs, lateness_ns, clock, max_skew_ns)
         needed = {}
         for spec in specs:
             for ref in spec.rules:
@@ -104,6 +104,10 @@ class Engine:
     def flush(self) -> list:
         """End of input: every pending alert becomes final."""
         return self._alerts(self.correlation.flush())
+
+    def skew_reports(self) -> List[str]:
+        """Sources newly seen with a wrong clock, one line each (``Correlation.skew_reports``)."""
+        return self.correlation.skew_reports()
 
     def correlation_stats(self) -> Counter:
         return Counter(self.correlation.late_counts())

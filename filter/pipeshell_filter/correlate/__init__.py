@@ -14,24 +14,27 @@ from collections import defaultdict
 from typing import Callable, Iterable, List
 
 from ..sigma.correlation import CorrelationSpec
-from .correlator import Correlator, Hit
+from .correlator import DEFAULT_MAX_SKEW, Correlator, Hit
 
 NS = 1_000_000_000
 
-__all__ = ["Correlation", "Correlator", "Hit"]
+__all__ = ["DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit"]
 
 
 class Correlation:
     def __init__(self, specs: Iterable[CorrelationSpec], lateness_ns: int = 0,
-                 clock: Callable[[], float] = _time.monotonic):
+                 clock: Callable[[], float] = _time.monotonic, max_skew_ns: int = DEFAULT_MAX_SKEW,
+                 wall: Callable[[], int] = _time.time_ns):
         self.lateness_ns = lateness_ns
         self.clock = clock
-        self.correlators = [Correlator(spec, lateness_ns) for spec in specs]
+        self.wall = wall
+        self.correlators = [Correlator(spec, lateness_ns, max_skew_ns) for spec in specs]
+        self._behind_reported = set()
         self._by_rule = defaultdict(list)  # rule id -> correlators that refer to it
         for correlator in self.correlators:
             for rule in dict.fromkeys(ref.rule for ref in correlator.spec.rules):
                 self._by_rule[rule].append(correlator)
-        self._newest_wall = {id(c): 0.0 for c in self.correlators}  # wall clock when its newest time last rose
+        self._newest_wall = {id(c): 0.0 for c in self.correlators}  # wall clock when an event time last rose
 
     def wants(self, rule: str) -> bool:
         """Some correlation refers to this rule."""
@@ -40,9 +43,9 @@ class Correlation:
     def observe(self, detection) -> List[Hit]:
         hits = []
         for correlator in self._by_rule.get(detection.rule, ()):
-            before = correlator.newest
+            before = correlator.clocks.newest, correlator.newest
             hits.extend(correlator.observe(detection))
-            if correlator.newest != before:
+            if (correlator.clocks.newest, correlator.newest) != before:
                 self._newest_wall[id(correlator)] = self.clock()
         return hits
 
@@ -53,18 +56,27 @@ class Correlation:
         at the newest event time would wait for a newer event.  Before the
         stream blocks on input it settles: times at the watermark become final
         too (with ``--lateness 0`` the alert comes out at once), and an event
-        arriving later with that same time is treated as late.
+        arriving later with that same time is treated as late.  The newest time
+        taken is the newest that is not suspect (``SourceClocks.trusted_newest``):
+        a source far ahead of the others does not count.
         """
-        return self._advance(lambda c: c.newest - self.lateness_ns + 1)
+        wall = self.wall()
+        return self._advance(lambda c: c.clocks.trusted_newest(wall) - self.lateness_ns + 1)
 
     def idle(self, idle_seconds: float) -> List[Hit]:
         """Wall-clock progress: after ``idle_seconds`` with no newer event time, the
         watermark moves on with the wall clock, so pending alerts come out."""
         now = self.clock()
 
+        wall = self.wall()
+
         def watermark(c):
             waited = now - self._newest_wall[id(c)] - idle_seconds
-            return c.newest - self.lateness_ns + int(waited * NS) if waited > 0 else None
+            if waited <= 0:
+                return None
+            # from the newest time that is not suspect: a source far ahead of the others, or of the
+            # wall clock, must not carry the watermark past the others' windows
+            return c.clocks.trusted_newest(wall) - self.lateness_ns + int(waited * NS)
 
         return self._advance(watermark)
 
@@ -75,12 +87,27 @@ class Correlation:
     def _advance(self, watermark_of) -> List[Hit]:
         hits = []
         for correlator in self.correlators:
-            if correlator.newest == float("-inf"):
+            if not len(correlator.clocks):
                 continue  # no event yet: nothing pending
             watermark = watermark_of(correlator)
             if watermark is not None:
                 hits.extend(correlator.advance(watermark))
         return hits
+
+    def skew_reports(self) -> List[str]:
+        """One line per source newly seen to run ahead of the others (its events wait), or behind
+        them (its events arrive too late to count); each source is reported once."""
+        lines = []
+        for correlator in self.correlators:
+            for source, ahead in correlator.clocks.ahead():
+                lines.append(f"source {source!r} is {ahead / NS:g} s ahead of the other sources: its events "
+                             f"wait for the others (rule {correlator.spec.title})")
+            for source, count in correlator.late_sources.items():
+                if (id(correlator), source) not in self._behind_reported and len(self._behind_reported) < 100_000:
+                    self._behind_reported.add((id(correlator), source))
+                    lines.append(f"source {source!r} is behind the other sources: {count} of its events came "
+                                 f"too late to count (rule {correlator.spec.title})")
+        return lines
 
     def late_counts(self) -> dict:
         return {"late": sum(c.late for c in self.correlators),

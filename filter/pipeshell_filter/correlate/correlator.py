@@ -9,8 +9,9 @@ Semantics (also in the README):
   where the spec asks for that) and the spec's condition holds on the
   aggregate kept by the window's shape (``windows``).  Firing consumes the group's events up
   to t: the next alert needs new events.
-* Times are final once the watermark passes them: watermark = newest event time
-  seen - lateness (and never moves back).  Times strictly before the watermark
+* Times are final once the watermark passes them: watermark = the newest event
+  time two sources vouch for (``clock``: one wrong clock cannot move it) -
+  lateness, and it never moves back.  Times strictly before the watermark
   are evaluated; an event at exactly the watermark is still on time.
 * An event older than the watermark is *late*.  It never reopens an evaluated
   window.  If it is not older than watermark - timeframe and not in a consumed
@@ -30,7 +31,10 @@ import attrs
 from sortedcontainers import SortedList
 
 from ..sigma.correlation import CorrelationSpec
+from .clock import SourceClocks
 from .windows import SHAPES, Contribution, group_of
+
+DEFAULT_MAX_SKEW = 300 * 1_000_000_000
 
 NEVER = float("-inf")
 
@@ -51,13 +55,14 @@ class Hit:
 class Correlator:
     """One correlation: takes Detection records in arrival order, returns hits as they become final."""
 
-    def __init__(self, spec: CorrelationSpec, lateness_ns: int = 0):
+    def __init__(self, spec: CorrelationSpec, lateness_ns: int = 0, max_skew_ns: int = DEFAULT_MAX_SKEW):
         self.spec = spec
         self.shape = SHAPES[spec.kind]
         self.timeframe = spec.timespan_ns
         self.lateness = lateness_ns
         self.watermark = NEVER
-        self.newest = NEVER
+        self.clocks = SourceClocks(max_skew_ns)
+        self.late_sources = {}  # source -> late events dropped from correlation (reported once each)
         self.late = 0  # events that arrived behind the watermark
         self.late_dropped = 0  # ... of which could not join any open window
         self._seq = 0
@@ -90,14 +95,20 @@ class Correlator:
             self.late += 1
             if c.time < self.watermark - self.timeframe or c.time <= self._consumed.get(c.group, NEVER):
                 self.late_dropped += 1
+                if len(self.late_sources) < 10_000 or detection.source in self.late_sources:
+                    self.late_sources[detection.source] = self.late_sources.get(detection.source, 0) + 1
             else:
                 self._pending.add((self.watermark, self._seq, c))
             return []
         self._pending.add((c.time, self._seq, c))
-        if c.time > self.newest:
-            self.newest = c.time
-            return self.advance(self.newest - self.lateness)
+        if self.clocks.see(detection.source, c.time):
+            return self.advance(self.clocks.reference - self.lateness)
         return []
+
+    @property
+    def newest(self):
+        """The stream's time: the newest event time two sources vouch for."""
+        return self.clocks.reference
 
     def advance(self, watermark) -> list:
         """Move the watermark forward (never back); evaluate every time before it."""

@@ -518,7 +518,12 @@ class Filter:
     def on_idle(self) -> None:
         if self._wall_idle is not None:
             self.write_alerts(self.engine.idle(self._wall_idle))
+        self.report_skew()
         self.output.flush()
+
+    def report_skew(self) -> None:
+        for message in self.engine.skew_reports():
+            self.diagnostics.report("skewed_source", "clock", message)
 
     def before_block(self) -> None:
         """No input is ready: what is final now goes out now, before the reader waits."""
@@ -534,6 +539,7 @@ class Filter:
             self._reader = None
         if self._long_line is not None:
             self._process_long_piece(b"", True)
+        self.report_skew()  # before the flush, which makes every source's events final
         self.write_alerts(self.engine.flush())
         self.output.flush()
 

@@ -1,0 +1,93 @@
+"""Event-time progress per source, so that one wrong clock cannot move the stream's time.
+
+A single event dated 2099, or a host whose clock runs an hour ahead, used to
+push the watermark (newest time - lateness) past every other host's events:
+they all became late, and no alert could fire.  Here each source (the host a
+Detection came from) has its own newest time, and the stream's time is the
+newest one that **two sources vouch for**: the second-newest source time.
+One source ahead of the others cannot move it, not even the first source
+seen; one source behind cannot hold it back, since it is not the
+second-newest unless it is all there is besides one other.
+
+When the input pauses on a live pipe, the newest time that is not suspect
+becomes final too: no more than ``max_skew`` past the vouched-for time, and
+not in the future of the wall clock by more than that (with one source, the
+wall clock is the only check there is).
+
+State is bounded: only the ``cap`` sources with the newest times are kept;
+the vouched-for time depends on the top two alone.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Optional
+
+from sortedcontainers import SortedList
+
+NEVER = float("-inf")
+
+
+class SourceClocks:
+    def __init__(self, max_skew_ns: int, cap: int = 10_000):
+        self.max_skew = max_skew_ns
+        self.cap = cap
+        self._newest = {}  # source -> newest event time
+        self._ranked = SortedList()  # (newest time, repr(source), source)
+        self.reported = set()  # sources already reported as skewed
+
+    def see(self, source: Hashable, time: int) -> bool:
+        """Take an event time of ``source``; True when the vouched-for time rose."""
+        before = self.reference
+        old = self._newest.get(source)
+        if old is not None and old >= time:
+            return False
+        if old is not None:
+            self._ranked.remove((old, repr(source), source))
+        self._newest[source] = time
+        self._ranked.add((time, repr(source), source))
+        if len(self._ranked) > self.cap:  # the oldest sources cannot be among the top two
+            _, _, gone = self._ranked.pop(0)
+            del self._newest[gone]
+        return self.reference > before
+
+    @property
+    def reference(self):
+        """The newest time at least two sources have reached (NEVER before there are two)."""
+        ranked = self._ranked
+        return ranked[-2][0] if len(ranked) > 1 else NEVER
+
+    @property
+    def newest(self):
+        """The newest time of any source (suspect ones included)."""
+        return self._ranked[-1][0] if self._ranked else NEVER
+
+    def trusted_newest(self, wall_ns: Optional[int] = None):
+        """The newest source time that is no more than ``max_skew`` past the vouched-for time,
+        and not in the future of ``wall_ns`` (the wall clock, on live input) by more than that."""
+        limit = self.reference + self.max_skew if len(self._ranked) > 1 else float("inf")
+        if wall_ns is not None:
+            limit = min(limit, wall_ns + self.max_skew)
+        ranked = self._ranked
+        at = ranked.bisect_right((limit, "\U0010ffff"))
+        return ranked[at - 1][0] if at else NEVER
+
+    def ahead(self) -> list:
+        """(source, how far ahead in ns) of the sources more than ``max_skew`` past the vouched-for
+        time, not yet reported; they are reported once."""
+        if len(self._ranked) < 2:
+            return []
+        limit = self.reference + self.max_skew
+        found = []
+        for time, _, source in reversed(self._ranked):
+            if time <= limit:
+                break
+            if source not in self.reported:
+                self.reported.add(source)
+                found.append((source, time - self.reference))
+        return found
+
+    def newest_of(self, source: Hashable):
+        return self._newest.get(source, NEVER)
+
+    def __len__(self) -> int:
+        return len(self._ranked)

@@ -1,0 +1,79 @@
+"""One source with a wrong clock never blinds the filter to the others (per-source event time)."""
+
+import subprocess
+import time
+
+from hypothesis import given, strategies as st
+
+from clitools import COMMAND, alerts, ndjson, run_cli
+from eventgen import BASE, evtx_event, flat_event
+from test_correlation_properties import run, shuffled_within_lateness
+
+INCIDENT = [evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),
+            evtx_event(60, "cli02", "client", 4103, 3)]
+YEAR_2099 = (2099 - BASE.year) * 365 * 86400
+
+
+@st.composite
+def wrong_clock(draw):
+    """Events of one extra host whose clock is wrong: far ahead, far behind, or both, by more
+    than the window, the lateness and the tolerated skew together, so that they cannot take part
+    in the others' windows (where events of a right clock legitimately could)."""
+    far = 300 + 400 + 300 + 1
+    events = []
+    for i in range(draw(st.integers(1, 12))):
+        direction = draw(st.sampled_from([1, -1]))
+        offset = draw(st.integers(far, 10 * far)) if draw(st.booleans()) else draw(st.integers(far, YEAR_2099))
+        seconds = (900 + offset) if direction > 0 else -offset
+        kind = draw(st.sampled_from(["server", "client", "both"]))
+        events.append((seconds, "skewed", kind, draw(st.sampled_from([800, 4103, 4104])), 1000 + i))
+    return events
+
+
+@given(shuffled_within_lateness(), wrong_clock(), st.data())
+def test_a_wrong_clock_never_removes_an_alert_of_the_other_hosts(case, skewed, data):
+    stream, lateness = case
+    base, _ = run(stream, lateness)
+    merged = list(stream)
+    for event in skewed:  # anywhere in the stream, in any order
+        merged.insert(data.draw(st.integers(0, len(merged))), event)
+    extended, _ = run(merged, lateness)
+    others = [a for a in extended if not any(i >= 1000 for i in a[1])]
+    assert set(base) <= set(others), (base, others)
+
+
+def test_one_event_dated_2099_before_an_incident_does_not_blind_the_filter():
+    future = flat_event(YEAR_2099, "broken", "server", 4104)
+    result = run_cli(["--lateness", "60"], ndjson([future] + INCIDENT))
+    assert result.returncode == 0, result.stderr
+    found = alerts(result.stdout)
+    assert len(found) == 1 and found[0]["related"]["hosts"] == ["cli01", "cli02", "srv01"]
+    assert b"'broken'" in result.stderr and b"ahead of the other sources" in result.stderr
+
+
+def test_a_host_an_hour_ahead_and_one_an_hour_behind_do_not_blind_the_filter():
+    ahead = [flat_event(3600 + s, "fast", "client", 4104) for s in (0, 20, 40)]
+    behind = [flat_event(-3600 + s, "slow", "server", 4104) for s in (0, 20, 40, 80)]
+    stream = [ahead[0], INCIDENT[0], behind[0], ahead[1], INCIDENT[1], behind[1], ahead[2], INCIDENT[2], behind[2]]
+    result = run_cli(["--lateness", "60"], ndjson(stream))
+    found = alerts(result.stdout)
+    assert [a["related"]["hosts"] for a in found] == [["cli01", "cli02", "srv01"]]
+    assert b"'slow' is behind" in result.stderr
+
+
+def test_alerts_of_correct_hosts_come_out_within_lateness_and_idle_despite_a_skewed_host():
+    """Live input: the skewed host keeps sending; the incident's alert still comes out about
+    lateness + idle seconds after its last event."""
+    process = subprocess.Popen(COMMAND + ["--lateness", "2", "--idle", "1"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(ndjson([flat_event(YEAR_2099, "broken", "server", 4104)] + INCIDENT))
+        process.stdin.flush()
+        started = time.monotonic()
+        line = process.stdout.readline()  # the input stays open
+        waited = time.monotonic() - started
+        assert b'"kind":"alert"' in line
+        assert waited < 2 + 1 + 3, waited  # lateness + idle, and slack for a loaded machine
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
