@@ -389,22 +389,41 @@ def test_contains_equals_star_wrapped(pattern, text):
 # ---------------------------------------------------------------- re
 
 
-def test_re_modifier_searches_unanchored_case_insensitive():
+def test_re_modifier_searches_unanchored_case_sensitive():
+    # Sigma v2.1: |re is case-sensitive unless |re|i (it used to ignore case by default)
     t = compile_string(r"New-Object\s+-TypeName\s+\$\w+", {"re"})
     assert t.kind == "regex"
-    assert t("$pipe = new-object   -typename $pipeType -ArgumentList x")
+    assert t("$pipe = New-Object   -TypeName $pipeType -ArgumentList x")
+    assert not t("$pipe = new-object   -typename $pipeType -ArgumentList x")
     assert not t("New-Object -ArgumentList")
 
 
+@pytest.mark.parametrize("flag", ["i", "ignorecase"])
+def test_re_i_ignores_case(flag):
+    t = compile_string(r"New-Object\s+-TypeName\s+\$\w+", {"re", flag})
+    assert t("$pipe = new-object   -typename $pipeType -ArgumentList x")
+    assert not t.cased
+
+
 def test_re_modifier_wildcards_are_regex_syntax():
-    t = compile_string("a.c", {"re"})
+    t = compile_string("a.c", {"re", "i"})
     assert t("xxABCxx")
+    assert not compile_string("a.c", {"re"})("xxABCxx")
     assert not compile_string("a*c", {"re"})("xyz")
     assert compile_string("^a*c$", {"re"})("c")
 
 
-def test_re_modifier_dot_matches_newline():
-    assert compile_string("begin.*end", {"re"})("begin\nend")
+@pytest.mark.parametrize("flag", ["s", "dotall"])
+def test_re_modifier_dot_matches_newline_only_with_s(flag):
+    # Sigma v2.1: '.' does not match a newline unless |re|s (it used to by default)
+    assert not compile_string("begin.*end", {"re"})("begin\nend")
+    assert compile_string("begin.*end", {"re", flag})("begin\nend")
+
+
+@pytest.mark.parametrize("flag", ["m", "multiline"])
+def test_re_modifier_multiline(flag):
+    assert not compile_string("^b$", {"re"})("a\nb\nc")
+    assert compile_string("^b$", {"re", flag})("a\nb\nc")
 
 
 def test_re_modifier_cased():
@@ -413,15 +432,25 @@ def test_re_modifier_cased():
     assert not t("xabcx")
 
 
+def test_re_cased_and_i_contradict():
+    from pipeshell_filter.sigma.modifiers import PatternError
+
+    with pytest.raises(PatternError):
+        compile_string("ABC", {"re", "cased", "i"})
+
+
 def test_re_has_no_literals():
     assert compile_string("NamedPipeServerStream", {"re"}).literals() is None
 
 
-def test_bad_regex_raises():
-    import re
+@pytest.mark.parametrize("pattern", ["(unclosed", r"(a)\1", "(?=a)b", "(?<=a)b", "(?!a)b", "a++", r"a\Z"])
+def test_bad_regex_raises(pattern):
+    # RE2 runs |re in linear time: no backreferences or lookaround, and the error is one line
+    from pipeshell_filter.sigma.modifiers import PatternError
 
-    with pytest.raises(re.error):
-        compile_string("(unclosed", {"re"})
+    with pytest.raises(PatternError) as excinfo:
+        compile_string(pattern, {"re"})
+    assert "\n" not in str(excinfo.value) and str(excinfo.value)
 
 
 # ---------------------------------------------------------------- scalars
@@ -448,7 +477,8 @@ def test_compile_scalar_with_contains():
 
 
 def test_known_modifiers():
-    assert KNOWN_MODIFIERS == {"contains", "startswith", "endswith", "re", "cased", "all", "exists"}
+    assert KNOWN_MODIFIERS == {"contains", "startswith", "endswith", "re", "cased", "all", "exists",
+                               "i", "ignorecase", "m", "multiline", "s", "dotall"}
 
 
 # ---------------------------------------------------------------- literals

@@ -515,7 +515,10 @@ def test_the_merge_of_an_out_of_order_file_does_not_depend_on_emit_or_the_prefil
     paths = [str(tmp_path / "a.ndjson"), str(tmp_path / "b.ndjson")]
     found = {(emit, engine): alerts(run_files(paths, emit, engine))
              for emit in ("alerts", "matches", "all") for engine in ENGINES + [None]}
-    assert all(found_alerts == [] for found_alerts in found.values()), found
+    # The same answer in every mode.  (Since the watermark follows the time two sources vouch for,
+    # cli03's lone 400 no longer makes the server event at 0 too late to join the clients' window.)
+    assert len({json.dumps(a, sort_keys=True) for a in found.values()}) == 1, found
+    assert [a["related"]["hosts"] for a in found[("alerts", None)]] == [["cli01", "cli02", "srv01"]]
 
 
 def test_the_property_streams_do_produce_matches_and_alerts():

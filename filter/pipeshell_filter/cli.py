@@ -24,6 +24,7 @@ from .io import inputs as inputs_module
 from .io import parallel
 from .io.prefilter import Prefilter, RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
+from .correlate.state import StateError, StateFile
 from .io.stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
 from .explain import describe_event, describe_plan, rule_needles
 from .sigma.compile import Plan, compile_plan
@@ -181,6 +182,14 @@ def run(
     strict: bool = typer.Option(False, "--strict", help="A rule in a --rule directory that fails to load is an "
                                 "error (by default it is reported and skipped)."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
+    state: Optional[str] = typer.Option(None, "--state", metavar="FILE", help="Keep the correlation state in "
+                                        "this file across restarts: restored at start, saved every "
+                                        "--state-interval, on SIGTERM/Ctrl-C and at end of input, which becomes "
+                                        "a pause (windows stay open for the next run); events are taken once."),
+    state_interval: float = typer.Option(10.0, "--state-interval", metavar="SECONDS",
+                                         help="With --state, snapshot this often (0: only at the end)."),
+    state_reset: bool = typer.Option(False, "--state-reset", help="With --state, discard the saved state "
+                                     "(one this build cannot use, or on purpose) and start afresh."),
 ) -> None:
     """Filter NDJSON events from stdin (or --input) to stdout."""
     if ctx.invoked_subcommand is not None:
@@ -216,6 +225,11 @@ def run(
                            workers=parallel.default_workers() if workers is None else workers, stage=stage.value,
                            index=index)
 
+    if state is not None:
+        resume_state(stream_filter, state, state_interval, state_reset)
+    elif state_reset:
+        raise UsageProblem("--state-reset needs --state")
+
     streaming()
     try:
         # From here SIGTERM and Ctrl-C end the input: what was read is processed and flushed,
@@ -241,6 +255,30 @@ def run(
         return
     if not quiet:
         _summary(stream_filter, engine, diagnostics)
+
+
+def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool) -> None:
+    """``--state``: snapshots to ``path``; the state saved there taken back (unless ``reset``).
+    A file this build cannot use is a usage error; a correlation whose rule is gone or changed
+    loses its saved state, in one line on stderr."""
+    if not 0 <= interval <= MAX_SECONDS:
+        raise UsageProblem(f"--state-interval must be between 0 and {MAX_SECONDS} seconds")
+    state_file = StateFile(path, interval)
+    stream_filter.keep_state(state_file)
+    if reset:
+        state_file.discard()
+        return
+    try:
+        saved = state_file.load()
+        messages = stream_filter.resume(saved) if saved is not None else []
+    except StateError as error:
+        text = str(error) if str(error).startswith("state file") else f"state file {path}: {error}"
+        raise UsageProblem(f"{text}; --state-reset discards it") from None
+    for message in messages:
+        try:
+            sys.stderr.write(f"pipeshell-filter: state file {path}: {message}\n")
+        except (OSError, ValueError):
+            pass
 
 
 def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "match") -> tuple:
@@ -299,15 +337,24 @@ def _silence_stdout() -> None:
 
 def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) -> None:
     stats = engine.stats + engine.correlation_stats()
-    parts = [f"{stream_filter.lines} lines", f"{stats['matched']} matched", f"{stats['alerts']} alert{'' if stats['alerts'] == 1 else 's'}"]
+    parts = [f"{stream_filter.lines - stream_filter.lines_start} lines", f"{stats['matched']} matched", f"{stats['alerts']} alert{'' if stats['alerts'] == 1 else 's'}"]
     names = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
              "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
              "bad_evtx": "EVTX problems"}
-    bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())]
+    bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
+           if kind not in ("skewed_source", "state_cap", "bom")]
     if bad:
         parts.append("skipped: " + ", ".join(bad))
     if stats["late"]:
         parts.append(f"{stats['late']} late ({stats['late_dropped']} outside any open window)")
+    if engine.duplicates():
+        parts.append(f"{engine.duplicates()} sent again (taken once)")
+    if diagnostics.counts["bom"]:
+        parts.append(f"{diagnostics.counts['bom']} byte order mark(s) ignored")
+    if diagnostics.counts["skewed_source"]:
+        parts.append(f"{diagnostics.counts['skewed_source']} source(s) with a wrong clock")
+    if stats["shed"]:
+        parts.append(f"{stats['shed']} dropped from correlation at the state cap")
     try:
         sys.stderr.write("pipeshell-filter: " + "; ".join(parts) + "\n")
     except (OSError, ValueError):

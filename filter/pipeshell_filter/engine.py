@@ -18,6 +18,7 @@ from typing import List, Optional
 import attrs
 
 from .correlate import DEFAULT_MAX_SKEW, Correlation, Hit
+from .correlate.state import MAX_ALERTED, identity
 from .detect import Detection, Detector
 from .events.fields import FieldResolver
 from .records import correlation_alert, detection_alert, enrichment, sigma_field
@@ -32,6 +33,8 @@ class Outcome:
 
 
 class Engine:
+    _alerted = None  # ``keep_state``: identities of the recent single-event alerts' events, oldest first
+
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
                  unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW):
         self.plans = {plan.rule.id: plan for plan in plans}
@@ -78,6 +81,8 @@ class Engine:
     def _correlate(self, detection: Detection) -> tuple:
         plan = self.plans[detection.rule]
         if not self.correlation.wants(detection.rule):
+            if self._alerted is not None and not self._first_alert(detection):
+                return [], False
             self.stats["alerts"] += 1
             return [detection_alert(plan, detection)], False
         if detection.time is None:
@@ -105,9 +110,49 @@ class Engine:
         """End of input: every pending alert becomes final."""
         return self._alerts(self.correlation.flush())
 
-    def skew_reports(self) -> List[str]:
+    # ------------------------------------------------------------ state across restarts (``correlate.state``)
+
+    def keep_state(self) -> None:
+        """``--state``: each event is taken once (a replay after a restart alerts no more), and the
+        state can be saved (``snapshot``) and taken back (``restore``)."""
+        self.correlation.take_once()
+        if self._alerted is None:
+            self._alerted = {}
+
+    def _first_alert(self, detection: Detection) -> bool:
+        """A single-event alert: False when the same event alerted already (among the last
+        ``MAX_ALERTED``)."""
+        key = identity(detection)
+        if key in self._alerted:
+            self.stats["duplicates"] += 1
+            return False
+        self._alerted[key] = None
+        if len(self._alerted) > MAX_ALERTED:
+            del self._alerted[next(iter(self._alerted))]
+        return True
+
+    def duplicates(self) -> int:
+        """Events dropped because the same one was taken already (``keep_state``)."""
+        return self.stats["duplicates"] + self.correlation.duplicates()
+
+    def snapshot(self) -> dict:
+        return {"correlations": self.correlation.snapshot(), "alerted": list(self._alerted or ())}
+
+    def restore(self, saved: dict) -> List[str]:
+        """Take back a ``snapshot``; one-line messages about what had to be discarded."""
+        messages = self.correlation.restore(saved.get("correlations", {}))
+        if self._alerted is not None:
+            self._alerted = dict.fromkeys(saved.get("alerted", ())[-MAX_ALERTED:])
+        return messages
+
+    def pause(self) -> list:
+        """End of input that is a pause (``--state``): the alerts a flush gives now, while the
+        windows stay open for the next run (``Correlation.pause``)."""
+        return self._alerts(self.correlation.pause())
+
+    def skew_reports(self, final: bool = False) -> List[str]:
         """Sources newly seen with a wrong clock, one line each (``Correlation.skew_reports``)."""
-        return self.correlation.skew_reports()
+        return self.correlation.skew_reports(final)
 
     def correlation_stats(self) -> Counter:
         return Counter(self.correlation.late_counts())

@@ -17,8 +17,23 @@ from .events.timeparse import NS, format_time
 from .sigma.compile import Plan
 from .sigma.rule import Rule
 
-# Alert records list at most this many contributing events.
+# Alert records list at most this many contributing events, and at most this many entries in any
+# other list (hosts, values), with totals beside; strings taken from events are cut at MAX_TEXT.
 MAX_EVENT_REFS = 50
+MAX_LIST = 100
+MAX_TEXT = 256
+
+
+def _clip(value, limit: int = MAX_TEXT):
+    return value[:limit] + "\u2026" if isinstance(value, str) and len(value) > limit else value
+
+
+def _capped(values: list, limit: int = MAX_LIST) -> list:
+    return [_clip(v) for v in values[:limit]]
+
+
+def _ref(ref: dict) -> dict:
+    return {key: _clip(value) if key != "selections" else value for key, value in ref.items()}
 
 
 def rule_summary(rule: Rule) -> dict:
@@ -74,7 +89,7 @@ def _rule_fields(rule: Rule) -> dict:
 def detection_alert(plan: Plan, detection: Detection) -> dict:
     """The alert of a rule that needs no correlation: the event itself is the finding."""
     rule = plan.rule
-    ref = {k: v for k, v in detection.event.items()}
+    ref = _ref(detection.event)
     host = ref.get("host")
     record = {}
     if detection.time is not None:
@@ -110,11 +125,11 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
     terms = []
     for ref_spec in spec.rules:
         met = [c.detection.event for c in ordered if ref_spec.key in c.refs]
-        terms.append({
-            "term": ref_spec.label,
-            "hosts": sorted({r["host"] for r in met if "host" in r}, key=str),
-            "events": len(met),
-        })
+        term_hosts = sorted({r["host"] for r in met if "host" in r}, key=str)
+        term = {"term": ref_spec.label, "hosts": _capped(term_hosts), "events": len(met)}
+        if len(term_hosts) > MAX_LIST:
+            term["hosts_total"] = len(term_hosts)
+        terms.append(term)
     sigma = {}
     if spec.legacy is not None:
         sigma["join"] = spec.legacy.join
@@ -124,7 +139,7 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
                                 "group_by": list(spec.group_by), "field": spec.field}
     sigma["timeframe_seconds"] = spec.timespan_ns / 1e9
     sigma["terms"] = terms
-    sigma["events"] = refs[:MAX_EVENT_REFS]
+    sigma["events"] = [_ref(r) for r in refs[:MAX_EVENT_REFS]]
     sigma["events_total"] = len(refs)
     sigma["events_truncated"] = len(refs) > MAX_EVENT_REFS
     aggregation = spec.legacy.aggregation if spec.legacy is not None else None
@@ -137,7 +152,9 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
             else aggregation.threshold,
         }
         if aggregation.function == "count" and aggregation.field:
-            shown["values"] = list(hit.distinct_values)
+            shown["values"] = _capped(list(hit.distinct_values))
+            if len(hit.distinct_values) > MAX_LIST:
+                shown["values_total"] = len(hit.distinct_values)
         shown["count" if aggregation.function == "count" else "value"] = hit.aggregate
         if aggregation.group_by:
             shown["group_by"] = aggregation.group_by
@@ -147,7 +164,9 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
         sigma["correlation"]["value"] = hit.aggregate
         sigma["correlation"]["group"] = dict(zip(spec.group_by, hit.group))
         if hit.distinct_values:
-            sigma["correlation"]["values"] = list(hit.distinct_values)
+            sigma["correlation"]["values"] = _capped(list(hit.distinct_values))
+            if len(hit.distinct_values) > MAX_LIST:
+                sigma["correlation"]["values_total"] = len(hit.distinct_values)
     # a legacy rule groups by at most one field, and its ids were made from that value alone
     group = (hit.group[0] if hit.group else None) if spec.legacy is not None else hit.group
     record = {
@@ -163,6 +182,26 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
         "message": f"{spec.title}: {len(hosts)} host(s) within {spec.timespan_ns / NS:g}s",
     }
     record.update(_rule_fields(rule))
-    record["related"] = {"hosts": hosts}
+    record["related"] = {"hosts": _capped(hosts)}
+    if len(hosts) > MAX_LIST:
+        sigma["hosts_total"] = len(hosts)
     record["sigma"] = sigma
     return record
+
+
+def shrink(record: dict) -> dict:
+    """A smaller form of an alert record that is too big for its output: every list cut to a few
+    entries and every string to a few dozen characters, ``sigma.truncated`` set.  Still an alert
+    (``event.kind``, ids, times and the rule stay), so routing on it never fails."""
+    def cut(value, depth=0):
+        if isinstance(value, str):
+            return _clip(value, 64)
+        if isinstance(value, list):
+            return [cut(v, depth + 1) for v in value[:3]]
+        if isinstance(value, dict):
+            return {k: cut(v, depth + 1) for k, v in list(value.items())[:32]}
+        return value
+
+    smaller = cut(record)
+    smaller.setdefault("sigma", {})["truncated"] = True
+    return smaller

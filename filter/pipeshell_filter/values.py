@@ -12,29 +12,31 @@ MISSING = object()  # a field the event does not have (distinct from JSON null)
 
 
 def leaves(value) -> Iterator[str]:
-    """Every scalar inside a JSON value, as the string a rule compares with.
+    """Every scalar inside a JSON value, as the string a rule compares with, in document order.
 
     An XML-as-JSON element ``{"#attributes": ..., "#text": x}`` stands for x:
     attributes are metadata (``Qualifiers="0"`` must not match ``EventID: 0``).
+    Walked with a stack of its own, not by recursion: the JSON parser accepts
+    nesting a thousand deep, deeper than Python's recursion allows.
     """
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, bool):
-        yield "true" if value else "false"
-    elif isinstance(value, int):
-        yield str(value)
-    elif isinstance(value, float):
-        yield str(int(value)) if value.is_integer() else repr(value)
-    elif isinstance(value, dict):
-        if "#text" in value:
-            yield from leaves(value["#text"])
-        else:
-            for key, item in value.items():
-                if key != "#attributes":
-                    yield from leaves(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from leaves(item)
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, bool):
+            yield "true" if value else "false"
+        elif isinstance(value, int):
+            yield str(value)
+        elif isinstance(value, float):
+            yield str(int(value)) if value.is_integer() else repr(value)
+        elif isinstance(value, dict):
+            if "#text" in value:
+                stack.append(value["#text"])
+            else:
+                stack.extend(item for key, item in reversed(value.items()) if key != "#attributes")
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
 
 
 def first_leaf(value) -> Optional[str]:

@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Callable, Iterable, List
 
 from ..sigma.correlation import CorrelationSpec
+from . import state as _state
 from .correlator import DEFAULT_MAX_SKEW, Correlator, Hit
 
 NS = 1_000_000_000
@@ -30,6 +31,7 @@ class Correlation:
         self.wall = wall
         self.correlators = [Correlator(spec, lateness_ns, max_skew_ns) for spec in specs]
         self._behind_reported = set()
+        self._shed_reported = set()
         self._by_rule = defaultdict(list)  # rule id -> correlators that refer to it
         for correlator in self.correlators:
             for rule in dict.fromkeys(ref.rule for ref in correlator.spec.rules):
@@ -84,6 +86,50 @@ class Correlation:
         """End of input: every pending window becomes final."""
         return self._advance(lambda c: float("inf"))
 
+    # ------------------------------------------------------------ state across restarts (``state``)
+
+    def take_once(self) -> None:
+        """Each event is taken once: a Detection the same as one taken (``state.identity``) is
+        dropped, so an upstream that re-sends after a restart cannot make an alert twice."""
+        for correlator in self.correlators:
+            if correlator.seen is None:
+                correlator.seen = _state.Seen()
+
+    def duplicates(self) -> int:
+        return sum(c.duplicates for c in self.correlators)
+
+    def snapshot(self) -> dict:
+        """Every correlation's state as plain data, keyed by its stable id."""
+        return {c.spec.id: _state.capture(c) for c in self.correlators}
+
+    def restore(self, saved: dict) -> List[str]:
+        """Take back a ``snapshot``; the state of a correlation that is no longer in the rule set,
+        or whose definition changed, is discarded: the one-line message says so."""
+        by_id = {c.spec.id: c for c in self.correlators}
+        discarded = []
+        for spec_id, data in saved.items():
+            correlator = by_id.get(spec_id)
+            if correlator is None or not _state.same_spec(correlator, data):
+                discarded.append(spec_id)
+                continue
+            _state.restore(correlator, data)
+            self._newest_wall[id(correlator)] = self.clock()
+        if not discarded:
+            return []
+        named = ", ".join(repr(spec_id) for spec_id in discarded[:5]) + (", ..." if len(discarded) > 5 else "")
+        return [f"discarded the saved state of {len(discarded)} correlation(s) no longer in the rule set "
+                f"or changed: {named}"]
+
+    def pause(self) -> List[Hit]:
+        """End of input that is a pause (``--state``): the hits a flush finds now, while the
+        windows stay open and the watermark where it was, the episodes of those hits consumed
+        (``state.pause``)."""
+        hits = []
+        for correlator in self.correlators:
+            if len(correlator.clocks):
+                hits.extend(_state.pause(correlator))
+        return hits
+
     def _advance(self, watermark_of) -> List[Hit]:
         hits = []
         for correlator in self.correlators:
@@ -94,21 +140,29 @@ class Correlation:
                 hits.extend(correlator.advance(watermark))
         return hits
 
-    def skew_reports(self) -> List[str]:
-        """One line per source newly seen to run ahead of the others (its events wait), or behind
-        them (its events arrive too late to count); each source is reported once."""
+    def skew_reports(self, final: bool = False) -> List[tuple]:
+        """(kind, line): one per source newly seen to run ahead of the others (its events wait), or
+        behind them (its events arrive too late to count), each reported once; and one per
+        correlation that reached its state cap."""
         lines = []
+        now = self.clock()
         for correlator in self.correlators:
-            for source, ahead in correlator.clocks.ahead():
-                lines.append(f"source {source!r} is {ahead / NS:g} s ahead of the other sources: its events "
-                             f"wait for the others (rule {correlator.spec.title})")
+            title = correlator.spec.title
+            for source, ahead in correlator.clocks.ahead(now, final):
+                lines.append(("skewed_source", f"source {source!r} is {ahead / NS:g} s ahead of the other sources: "
+                              f"its events wait for the others (rule {title})"))
             for source, count in correlator.late_sources.items():
                 if (id(correlator), source) not in self._behind_reported and len(self._behind_reported) < 100_000:
                     self._behind_reported.add((id(correlator), source))
-                    lines.append(f"source {source!r} is behind the other sources: {count} of its events came "
-                                 f"too late to count (rule {correlator.spec.title})")
+                    lines.append(("skewed_source", f"source {source!r} is behind the other sources: {count} of its "
+                                  f"events came too late to count (rule {title})"))
+            if correlator.shed and id(correlator) not in self._shed_reported:
+                self._shed_reported.add(id(correlator))
+                lines.append(("state_cap", f"rule {title}: more than {correlator.max_held} events held for "
+                              "correlation; the oldest are dropped from it (a flood?)"))
         return lines
 
     def late_counts(self) -> dict:
         return {"late": sum(c.late for c in self.correlators),
-                "late_dropped": sum(c.late_dropped for c in self.correlators)}
+                "late_dropped": sum(c.late_dropped for c in self.correlators),
+                "shed": sum(c.shed for c in self.correlators)}

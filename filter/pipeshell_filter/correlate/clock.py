@@ -34,6 +34,7 @@ class SourceClocks:
         self._newest = {}  # source -> newest event time
         self._ranked = SortedList()  # (newest time, repr(source), source)
         self.reported = set()  # sources already reported as skewed
+        self._suspect = {}  # source -> wall clock when it was first seen far ahead
 
     def see(self, source: Hashable, time: int) -> bool:
         """Take an event time of ``source``; True when the vouched-for time rose."""
@@ -71,20 +72,42 @@ class SourceClocks:
         at = ranked.bisect_right((limit, "\U0010ffff"))
         return ranked[at - 1][0] if at else NEVER
 
-    def ahead(self) -> list:
+    def ahead(self, now: float, final: bool = False, patience: float = 5.0) -> list:
         """(source, how far ahead in ns) of the sources more than ``max_skew`` past the vouched-for
-        time, not yet reported; they are reported once."""
+        time for ``patience`` seconds of wall clock (``now``), or at the end (``final``); each is
+        reported once.  The first host to send after a quiet spell is ahead until a second one
+        follows: that is no wrong clock."""
         if len(self._ranked) < 2:
             return []
         limit = self.reference + self.max_skew
-        found = []
+        found, still = [], {}
         for time, _, source in reversed(self._ranked):
             if time <= limit:
                 break
-            if source not in self.reported:
+            if source in self.reported:
+                continue
+            since = self._suspect.get(source, now)
+            if final or now - since >= patience:
                 self.reported.add(source)
                 found.append((source, time - self.reference))
+            else:
+                still[source] = since
+        self._suspect = still
         return found
+
+    def saved(self) -> list:
+        """Each source's newest time, as plain data (``state``)."""
+        return [[source, time] for time, _, source in self._ranked]
+
+    def restore(self, saved: list) -> None:
+        """Put back what ``saved`` gave (``state``), replacing what is known."""
+        newest = {}
+        for source, time in saved:
+            if not (source is None or isinstance(source, str)) or not isinstance(time, int):
+                raise ValueError(f"not a source clock: {source!r}, {time!r}")
+            newest[source] = time
+        self._newest = newest
+        self._ranked = SortedList((time, repr(source), source) for source, time in newest.items())
 
     def newest_of(self, source: Hashable):
         return self._newest.get(source, NEVER)

@@ -35,6 +35,10 @@ from .clock import SourceClocks
 from .windows import SHAPES, Contribution, group_of
 
 DEFAULT_MAX_SKEW = 300 * 1_000_000_000
+# At most this many events are held per correlation (pending and in windows), and as many consumed
+# episodes remembered: a flood of distinct hosts must not take the memory.  Past it, the oldest are
+# dropped from correlation first, and counted (``shed``).
+MAX_HELD = 100_000
 
 NEVER = float("-inf")
 
@@ -52,10 +56,25 @@ class Hit:
     distinct_values: tuple  # value_count: sorted distinct values
 
 
+def _give_back_memory() -> None:
+    """Return freed heap to the system (glibc keeps it otherwise, and the resident size would stay
+    at a flood's peak); elsewhere nothing happens."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Correlator:
     """One correlation: takes Detection records in arrival order, returns hits as they become final."""
 
-    def __init__(self, spec: CorrelationSpec, lateness_ns: int = 0, max_skew_ns: int = DEFAULT_MAX_SKEW):
+    seen = None  # ``state.Seen`` when each event is taken once (``--state``): the identities taken
+    duplicates = 0  # events dropped because one the same was taken (``seen``)
+
+    def __init__(self, spec: CorrelationSpec, lateness_ns: int = 0, max_skew_ns: int = DEFAULT_MAX_SKEW,
+                 max_held: int = MAX_HELD):
         self.spec = spec
         self.shape = SHAPES[spec.kind]
         self.timeframe = spec.timespan_ns
@@ -63,6 +82,9 @@ class Correlator:
         self.watermark = NEVER
         self.clocks = SourceClocks(max_skew_ns)
         self.late_sources = {}  # source -> late events dropped from correlation (reported once each)
+        self.max_held = max_held
+        self.shed = 0  # events dropped early because the state was at its cap
+        self._peak = 0  # most events held since memory was last given back
         self.late = 0  # events that arrived behind the watermark
         self.late_dropped = 0  # ... of which could not join any open window
         self._seq = 0
@@ -90,6 +112,12 @@ class Correlator:
         c = self.contribution(detection)
         if c is None:
             return []
+        if self.seen is not None:
+            key = self.seen.key(detection)
+            if key in self.seen:  # sent again (an upstream that re-sends after a restart)
+                self.duplicates += 1
+                return []
+            self.seen.add(key, c.time)
         self._seq += 1
         if c.time < self.watermark:
             self.late += 1
@@ -100,7 +128,14 @@ class Correlator:
             else:
                 self._pending.add((self.watermark, self._seq, c))
             return []
+        if c.time <= self._consumed.get(c.group, NEVER):
+            # on time yet in a consumed episode: only right after a pause (``state.pause``), whose
+            # final flush alerted on the episode
+            return self.advance(self.clocks.reference - self.lateness) \
+                if self.clocks.see(detection.source, c.time) else []
         self._pending.add((c.time, self._seq, c))
+        if len(self._pending) + len(self._held) > self.max_held:
+            self._shed()
         if self.clocks.see(detection.source, c.time):
             return self.advance(self.clocks.reference - self.lateness)
         return []
@@ -159,7 +194,24 @@ class Correlator:
         del self._windows[group]
         self._consumed[group] = t
         self._consumed_order.append((t, group))
+        if len(self._consumed_order) > self.max_held:  # the oldest episode is forgotten first
+            old_t, old_group = self._consumed_order.popleft()
+            if self._consumed.get(old_group) == old_t:
+                del self._consumed[old_group]
         return hit
+
+    def _shed(self) -> None:
+        """Over the cap: drop the oldest event held, in a window if any (its window forgets it
+        as if it had slid past), else the oldest pending one."""
+        self.shed += 1
+        if self._held:
+            time, seq, group = self._held.pop(0)
+            window = self._windows[group]
+            window.remove((time, seq))
+            if not window.events:
+                del self._windows[group]
+        else:
+            self._pending.pop(0)
 
     def _evict(self, horizon) -> None:
         """Drop everything older than ``horizon``: no future window can reach it."""
@@ -175,6 +227,13 @@ class Correlator:
             t, group = order.popleft()
             if self._consumed.get(group) == t:
                 del self._consumed[group]
+        if self.seen is not None:
+            self.seen.evict(horizon)
+        size = len(self._held) + len(self._pending)
+        self._peak = max(self._peak, size)
+        if self._peak >= 10_000 and size < self._peak // 4:  # a flood has passed: give the memory back
+            self._peak = size
+            _give_back_memory()
 
     # ------------------------------------------------------------ introspection
 

@@ -26,6 +26,10 @@ _ISO = re.compile(
 )
 
 NS = 1_000_000_000
+# Times a record can carry: years 1 to 9999, as RFC 3339 writes them.  A time that leaves this range
+# once its zone is applied (0001-01-01T00:00:00+01:00) is no time.
+EARLIEST = -62135596800 * NS  # 0001-01-01T00:00:00Z
+LATEST = 253402300800 * NS - 1  # 9999-12-31T23:59:59.999999999Z
 
 
 def parse_time(value) -> Optional[int]:
@@ -54,7 +58,8 @@ def parse_time(value) -> Optional[int]:
             return None
         offset = hours * 3600 + minutes * 60
         seconds -= offset if match.group(9) == "+" else -offset
-    return seconds * NS + nanos
+    ns = seconds * NS + nanos
+    return ns if EARLIEST <= ns <= LATEST else None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -81,9 +86,13 @@ def _from_number(number) -> Optional[int]:
 
 
 def format_time(ns: int) -> str:
-    """RFC 3339 UTC, with as many fractional digits (0, 3, 6 or 9) as the value needs."""
-    seconds, nanos = divmod(ns, NS)
-    stamp = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    """RFC 3339 UTC, with as many fractional digits (0, 3, 6 or 9) as the value needs.
+
+    Total: a time outside years 1-9999 (a window start a long timeframe before an
+    early event) is written as the nearest one inside."""
+    seconds, nanos = divmod(min(max(ns, EARLIEST), LATEST), NS)
+    t = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
+    stamp = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
     if nanos == 0:
         return stamp + "Z"
     if nanos % 1_000_000 == 0:

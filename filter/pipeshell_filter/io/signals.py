@@ -18,6 +18,17 @@ class Terminated(BaseException):
     handler) mistakes it for a failure of its own."""
 
 
+class _Writing:
+    """Whether an output record is being written: a second signal then lets it finish (a torn
+    record would break the reader's last line) and ends the run right after; a third does not wait."""
+
+    depth = 0
+    exit_pending = False
+
+
+WRITING = _Writing()
+
+
 def on_sigterm(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the shutdown it starts runs to its end
     raise Terminated()
@@ -30,7 +41,9 @@ class StopRequest:
     An exception raised from the handler instead could land anywhere: between a read
     and keeping its bytes, inside a write (a torn output line), inside a state update.
     A second signal is that exception (``Terminated``): the way out when the
-    first cannot end the run, e.g. a consumer that stopped reading our output.
+    first cannot end the run, e.g. a consumer that stopped reading our output;
+    one that comes while a record is being written ends the run once that record
+    is whole (``WRITING``), and a third ends it at once.
 
     Used as a context manager, it owns the signals not ignored at start (a background
     job ignores Ctrl-C): ``signal.set_wakeup_fd`` writes to the pipe behind ``fd``, and
@@ -45,6 +58,9 @@ class StopRequest:
 
     def set(self, *_signal_args) -> None:
         if self.requested:
+            if WRITING.depth and not WRITING.exit_pending:
+                WRITING.exit_pending = True  # the record being written is finished first
+                return
             raise Terminated()
         self.requested = True
 

@@ -21,14 +21,17 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import ujson
 
+from ..correlate.state import encode as encode_state
 from ..detect import Detection, WireError
 from ..engine import Engine
+from ..records import shrink
 from ..events.timeparse import NS, parse_time
 from . import parallel
 from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex
-from .signals import StopRequest
+from .signals import WRITING, StopRequest, Terminated
 
 BLOCK_SIZE = 1 << 20
+BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE = 16 << 20
 DEFAULT_MAX_RECORD = 1_000_000
 # A regular file at least this big (from where reading starts) is prefiltered by worker processes.
@@ -65,14 +68,20 @@ class Output:
             self.flush()
 
     def _write_all(self, data) -> None:
-        with memoryview(data) as whole:  # released even on error, so the buffer can be cleared
-            offset = 0
-            try:
-                while offset < len(whole):
-                    with whole[offset:] as rest:
-                        offset += os.write(self.fd, rest)
-            except (BrokenPipeError, ConnectionResetError):
-                raise OutputClosed() from None
+        WRITING.depth += 1  # a second SIGTERM now waits for the record to be whole (``signals``)
+        try:
+            with memoryview(data) as whole:  # released even on error, so the buffer can be cleared
+                offset = 0
+                try:
+                    while offset < len(whole):
+                        with whole[offset:] as rest:
+                            offset += os.write(self.fd, rest)
+                except (BrokenPipeError, ConnectionResetError):
+                    raise OutputClosed() from None
+        finally:
+            WRITING.depth -= 1
+        if WRITING.exit_pending and not WRITING.depth:
+            raise Terminated()
 
     def flush(self) -> None:
         if self.buffer:
@@ -308,7 +317,12 @@ class Filter:
     turns each into a JSON record (``wrap_line``) so that every output line is a
     JSON object under ``max_record`` bytes, which Fluent Bit's stdin input needs.
     ``fluentbit_time`` writes ``[time, record]`` so Fluent Bit keeps event time.
+    ``keep_state`` (``--state``) snapshots the correlation state now and then and at the end.
     """
+
+    state = None  # ``correlate.state.StateFile`` with ``--state``
+    lines_start = 0  # the line counter taken back from a state file
+    _state_diagnostics = None
 
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
                  idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
@@ -415,8 +429,12 @@ class Filter:
         if not line.strip():
             self._unusable(line, number, "empty", "empty line", keep)
             return
+        text = line
+        if line.startswith(BOM):  # an editor's or a Windows tool's byte order mark (files joined with cat)
+            self.diagnostics.report("bom", self._where(number), "UTF-8 byte order mark before the line; ignored")
+            text = line[len(BOM):]
         try:
-            event = ujson.loads(line)
+            event = ujson.loads(text)
         except (ValueError, OverflowError) as error:
             kind, message = _classify_decode_error(line, error)
             self._unusable(line, number, kind, message, keep)
@@ -480,6 +498,8 @@ class Filter:
         for label, line, verdict in labelled:
             if stop is not None and stop.requested:
                 break
+            if self.state is not None and self.state.due():
+                self.save_state()
             self.origin = label
             if len(line) > max_line:
                 self._process_long_piece(line, True)
@@ -511,7 +531,10 @@ class Filter:
 
     def write_alerts(self, alerts: Iterable[dict]) -> None:
         for record in alerts:
-            self._write(dumps(record), None, parse_time(record.get("@timestamp")))
+            encoded = dumps(record)
+            if self.wrap and len(encoded) > self.max_record - 64:  # an alert stays an alert: made smaller
+                encoded = dumps(shrink(record))
+            self._write(encoded, None, parse_time(record.get("@timestamp")))
 
     # ------------------------------------------------------------ running
 
@@ -520,10 +543,12 @@ class Filter:
             self.write_alerts(self.engine.idle(self._wall_idle))
         self.report_skew()
         self.output.flush()
+        if self.state is not None and self.state.due():
+            self.save_state()
 
-    def report_skew(self) -> None:
-        for message in self.engine.skew_reports():
-            self.diagnostics.report("skewed_source", "clock", message)
+    def report_skew(self, final: bool = False) -> None:
+        for kind, message in self.engine.skew_reports(final):
+            self.diagnostics.report(kind, "correlation", message)
 
     def before_block(self) -> None:
         """No input is ready: what is final now goes out now, before the reader waits."""
@@ -539,8 +564,13 @@ class Filter:
             self._reader = None
         if self._long_line is not None:
             self._process_long_piece(b"", True)
-        self.report_skew()  # before the flush, which makes every source's events final
-        self.write_alerts(self.engine.flush())
+        self.report_skew(final=True)  # before the flush, which makes every source's events final
+        if self.state is not None:
+            # end of input is a pause: the flush's alerts go out, the windows stay open in the state
+            self.write_alerts(self.engine.pause())
+            self.save_state()
+        else:
+            self.write_alerts(self.engine.flush())
         self.output.flush()
 
     def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE, block_size: int = BLOCK_SIZE,
@@ -551,10 +581,15 @@ class Filter:
         if not live and self.workers and self.prefilter is not None and not self._parse_every_line \
                 and parallel.available():
             self._run_workers(fd, block_size, max_line, stop)
-        reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, self._wall_idle,
+        wait = self._wall_idle
+        if live and self.state is not None and self.state.interval:  # snapshots go on while input waits
+            wait = min(wait or self.state.interval, self.state.interval)
+        reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, wait,
                                             block_size, max_line, stop)
         for item in reader:
             self.process(*item)
+            if self.state is not None and self.state.due():
+                self.save_state()
         self._reader = None
 
     def _run_workers(self, fd: int, block_size: int, max_line: int, stop: Optional[StopRequest]) -> None:
@@ -588,5 +623,32 @@ class Filter:
                     else:
                         self.lines += lines
                     position += length
+                    if self.state is not None and self.state.due():
+                        self.save_state()
         finally:
             os.lseek(fd, position, os.SEEK_SET)
+
+    # ------------------------------------------------------------ state across restarts (``--state``)
+
+    def keep_state(self, state_file) -> None:
+        """Snapshot the correlation state to ``state_file`` (``correlate.state.StateFile``) every
+        interval, and at the end, which becomes a pause (``Engine.pause``); events are taken once."""
+        self.state = state_file
+        self.engine.keep_state()
+        self._state_diagnostics = Diagnostics(self.diagnostics.stream, clock=self.diagnostics.clock)
+
+    def resume(self, saved: dict) -> list:
+        """Take back a saved state (``StateFile.load``): the correlations' and the line counter, so
+        that alert records name the lines as one uninterrupted run would.  Returns one-line
+        messages about state that had to be discarded."""
+        messages = self.engine.restore(saved)
+        self.lines = self.lines_start = saved["lines"]
+        return messages
+
+    def save_state(self) -> None:
+        """One snapshot.  The output goes first: an alert the state counts as made is out.  A file
+        that cannot be written is a diagnostic, and the stream goes on."""
+        self.output.flush()
+        error = self.state.save(lambda: encode_state({"lines": self.lines, **self.engine.snapshot()}))
+        if error is not None:
+            self._state_diagnostics.report("state", f"state file {self.state.path}", f"{error}; the stream goes on")

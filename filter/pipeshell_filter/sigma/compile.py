@@ -9,7 +9,6 @@ and cannot be "met" by one.
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
 import attrs
@@ -18,22 +17,29 @@ from ..values import MISSING, fold, leaves
 from .condition import ConditionError, Node, evaluate, expand, is_negative, references, top_level_terms
 from .correlation import CorrelationSpec, from_legacy
 from .logsource import LogsourceCheck, LogsourceTable, compile_logsource
-from .modifiers import KNOWN_MODIFIERS, LIST_MODIFIERS, _RegexTest, compile_scalar, compile_string
-from .rule import Rule, RuleError
+from .modifiers import (KNOWN_MODIFIERS, LIST_MODIFIERS, RE_FLAGS, PatternError, _RegexTest, compile_re2, compile_scalar,
+                        compile_string, encode, escape)
+from .rule import Rule, RuleError, shown
 
 
 class AnyOf:
     """A list of values tested at once on case-folded text: one set lookup for the
-    equalities, one ``startswith``/``endswith`` call with a tuple, one regular
-    expression for every ``contains`` and wildcard pattern.  A rule set's matcher
-    often lists dozens of values; testing them one by one, each folding the text
-    again, was most of the cost of a rule set.  Cased and ``|re`` values are
-    tested one by one on the original text."""
+    equalities, one ``startswith``/``endswith`` call with a tuple, one RE2 search
+    (linear in the text) for every ``contains`` and wildcard value.  A rule set's
+    matcher often lists dozens of values; testing them one by one, each folding the
+    text again, was most of the cost of a rule set.  Cased and ``|re`` values are
+    tested one by one on the original text, and so are the values of a group RE2
+    cannot take at once (too large: it is compiled in pieces first)."""
 
-    __slots__ = ("equals", "starts", "ends", "pattern", "rest")
+    __slots__ = ("equals", "starts", "ends", "needles", "searches", "rest")
+
+    # A few contains needles are quicker with ``in`` than with a pattern.
+    FEW = 2
+    # Values per RE2 pattern: RE2 refuses a program larger than its memory budget (8 MiB).
+    CHUNK_CHARS = 1 << 16
 
     def __init__(self, tests: tuple):
-        equals, starts, ends, patterns, rest = set(), [], [], [], []
+        equals, starts, ends, needles, patterns, rest = set(), [], [], [], [], []
         for test in tests:
             kind = getattr(test, "kind", None)
             if getattr(test, "cased", True) or isinstance(test, _RegexTest) or kind is None:
@@ -45,24 +51,60 @@ class AnyOf:
             elif kind == "endswith":
                 ends.append(test.needle)
             elif kind == "contains":
-                patterns.append(re.escape(test.needle))
-            else:  # a wildcard pattern: its own anchored expression, on folded text
-                patterns.append(test.test.regex.pattern)
+                needles.append(test)
+            else:  # a wildcard value: its own anchored pattern, on folded text
+                patterns.append(test)
+        if len(needles) <= self.FEW and not patterns:
+            self.needles = tuple(t.needle for t in needles) or None
+            searches = []
+        else:
+            self.needles = None
+            searches = self._searches(needles + patterns, rest)
         self.equals = frozenset(equals)
         self.starts = tuple(starts) or None
         self.ends = tuple(ends) or None
-        self.pattern = re.compile("|".join(patterns), re.DOTALL).search if patterns else None
+        self.searches = tuple(searches) or None
         self.rest = tuple(rest)
+
+    @classmethod
+    def _searches(cls, tests: list, rest: list) -> list:
+        """One RE2 search per group of values; a group RE2 refuses is tried in halves, then one by one."""
+        searches, group, size = [], [], 0
+        sources = [escape(t.needle) if t.kind == "contains" else t.needle for t in tests]
+        groups = []
+        for test, source in zip(tests, sources):
+            if group and size + len(source) > cls.CHUNK_CHARS:
+                groups.append(group)
+                group, size = [], 0
+            group.append((test, source))
+            size += len(source) + 1
+        if group:
+            groups.append(group)
+        while groups:
+            group = groups.pop()
+            try:
+                searches.append(compile_re2("|".join(source for _, source in group)))
+            except PatternError:
+                if len(group) == 1:
+                    rest.append(group[0][0])  # its own test (``in`` for contains)
+                else:
+                    groups += [group[:len(group) // 2], group[len(group) // 2:]]
+        return searches
 
     def holds(self, folded: frozenset, texts: tuple) -> bool:
         if self.equals and not self.equals.isdisjoint(folded):
             return True
-        starts, ends, pattern = self.starts, self.ends, self.pattern
-        if starts or ends or pattern:
+        starts, ends, needles, searches = self.starts, self.ends, self.needles, self.searches
+        if starts or ends or needles or searches:
             for text in folded:
-                if (starts and text.startswith(starts)) or (ends and text.endswith(ends)) or \
-                        (pattern and pattern(text)):
+                if (starts and text.startswith(starts)) or (ends and text.endswith(ends)):
                     return True
+                if needles and any(needle in text for needle in needles):
+                    return True
+                if searches:
+                    encoded = encode(text)
+                    if any(search(encoded) is not None for search in searches):
+                        return True
         return any(test(text) for test in self.rest for text in texts)
 
 
@@ -192,7 +234,7 @@ def _guard(alternatives: tuple) -> Optional[tuple]:
 
 
 def compile_selection(name: str, value, source: str) -> Selection:
-    where = f"rule {source}: selection {name!r}"
+    where = f"rule {source}: selection {shown(name)}"
     if isinstance(value, dict):
         alternatives = (_compile_map(value, where),)
         return Selection(name, alternatives, _guard(alternatives))
@@ -208,14 +250,14 @@ def compile_selection(name: str, value, source: str) -> Selection:
 
 
 def _compile_value(value, modifiers: set, where: str):
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, str):
             return compile_string(value, modifiers)
-        except Exception as error:  # re.error for a bad |re pattern
-            raise RuleError(f"{where}: bad pattern {value!r}: {error}") from None
-    if isinstance(value, (int, float, bool)):
-        return compile_scalar(value, modifiers)
-    raise RuleError(f"{where}: unsupported value {value!r}")
+        if isinstance(value, (int, float, bool)):
+            return compile_scalar(value, modifiers)
+    except PatternError as error:  # RE2 cannot run it: a backreference, a lookaround, a syntax error
+        raise RuleError(f"{where}: bad pattern {shown(value)}: {error}") from None
+    raise RuleError(f"{where}: unsupported value {shown(value)}")
 
 
 def _compile_map(mapping: dict, where: str) -> tuple:
@@ -226,21 +268,24 @@ def _compile_map(mapping: dict, where: str) -> tuple:
         field, *mods = str(key).split("|")
         unknown = [m for m in mods if m not in KNOWN_MODIFIERS]
         if unknown:
-            raise RuleError(f"{where}: unknown modifier {unknown[0]!r} on field {field!r}")
+            raise RuleError(f"{where}: unknown modifier {shown(unknown[0])} on field {shown(field)}")
         if not field:
-            raise RuleError(f"{where}: empty field name in {key!r}")
+            raise RuleError(f"{where}: empty field name in {shown(key)}")
         mods_set = set(mods)
+        flags = sorted(mods_set & set(RE_FLAGS))
+        if flags and "re" not in mods_set:
+            raise RuleError(f"{where}: modifier {flags[0]!r} on field {shown(field)} only applies to |re")
         if "exists" in mods_set:
             if not isinstance(raw, bool):
-                raise RuleError(f"{where}: {key!r} needs true or false")
+                raise RuleError(f"{where}: {shown(key)} needs true or false")
             matchers.append(FieldMatcher(field, tuple(mods), (), False, False, raw))
             continue
         values = raw if isinstance(raw, list) else [raw]
         if not values:
-            raise RuleError(f"{where}: {key!r} has an empty list of values")
+            raise RuleError(f"{where}: {shown(key)} has an empty list of values")
         accepts_null = any(v is None for v in values)
         value_mods = mods_set - LIST_MODIFIERS
-        tests = tuple(_compile_value(v, value_mods, f"{where}, field {field!r}") for v in values if v is not None)
+        tests = tuple(_compile_value(v, value_mods, f"{where}, field {shown(field)}") for v in values if v is not None)
         matchers.append(FieldMatcher(field, tuple(mods), tests, "all" in mods_set, accepts_null))
     return tuple(matchers)
 

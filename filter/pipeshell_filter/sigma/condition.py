@@ -96,6 +96,20 @@ class Condition:
 
 # ---------------------------------------------------------------- parsing
 
+# Parentheses and ``not`` nest at most this deep: the parser and every walk of the tree recurse.
+MAX_DEPTH = 100
+# ``1 of x*`` / ``all of them`` expand to at most this many references in all, after at
+# most this many tests of a name against a pattern.
+MAX_TERMS = 100_000
+MAX_NAME_TESTS = 1_000_000
+
+
+def _short(text: str) -> str:
+    """A piece of the condition as quoted in an error message (one short line)."""
+    text = repr(text[:61])
+    return text if len(text) <= 63 else text[:58] + "...'"
+
+
 _TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
 _KEYWORDS = {"and", "or", "not", "of", "them", "all"}
 _AGGREGATION = re.compile(
@@ -122,6 +136,12 @@ class _Parser:
     def __init__(self, text: str):
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.depth = 0
+
+    def deeper(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ConditionError(f"condition nests deeper than {MAX_DEPTH} levels of parentheses and 'not'")
 
     def peek(self) -> Optional[str]:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -142,7 +162,7 @@ class _Parser:
             raise ConditionError("condition is empty")
         node = self.parse_or()
         if self.peek() is not None:
-            raise ConditionError(f"unexpected {self.peek()!r} in condition")
+            raise ConditionError(f"unexpected {_short(self.peek())} in condition")
         return node
 
     def parse_or(self) -> Node:
@@ -162,16 +182,21 @@ class _Parser:
     def parse_not(self) -> Node:
         if self.peek_keyword() == "not":
             self.take()
-            return Not(self.parse_not())
+            self.deeper()
+            node = Not(self.parse_not())
+            self.depth -= 1
+            return node
         return self.parse_primary()
 
     def parse_primary(self) -> Node:
         token = self.take()
         if token == "(":
+            self.deeper()
             node = self.parse_or()
             if self.peek() != ")":
                 raise ConditionError("missing ')' in condition")
             self.take()
+            self.depth -= 1
             return node
         if token == ")":
             raise ConditionError("unexpected ')' in condition")
@@ -180,17 +205,19 @@ class _Parser:
             self.take()
             pattern = self.take()
             if pattern in ("(", ")") or pattern.lower() in _KEYWORDS - {"them"}:
-                raise ConditionError(f"'{quantifier} of' needs a name pattern or 'them', got {pattern!r}")
+                raise ConditionError(f"'{quantifier} of' needs a name pattern or 'them', got {_short(pattern)}")
             return OfPattern(quantifier, "them" if pattern.lower() == "them" else pattern)
         if quantifier in _KEYWORDS:
-            raise ConditionError(f"unexpected keyword {token!r} in condition")
+            raise ConditionError(f"unexpected keyword {_short(token)} in condition")
         return Ref(token)
 
 
 def parse_aggregation(text: str) -> Aggregation:
-    match = _AGGREGATION.match(text)
+    # Runs of whitespace as one space: the pattern's neighbouring \s* then cannot backtrack
+    # over a long run (quadratic time on 'count(   ...   x').
+    match = _AGGREGATION.match(" ".join(text.split()))
     if not match:
-        raise ConditionError(f"cannot parse aggregation {text.strip()!r}")
+        raise ConditionError(f"cannot parse aggregation {_short(text.strip())}")
     function = match.group("function").lower()
     field = match.group("field") or None
     if function != "count" and field is None:
@@ -219,27 +246,47 @@ def expand(node: Node, names: Iterable[str]) -> Node:
     """Replace ``x of pattern`` by And/Or over the detection names it matches.
 
     ``them`` covers every name not starting with an underscore.  A pattern that
-    matches nothing, or a reference to an undefined name, is an error.
+    matches nothing, or a reference to an undefined name, is an error; so is a
+    condition that expands to more than ``MAX_TERMS`` references.
     """
     names = list(names)
+    return _expand(node, names, set(names), {}, [MAX_TERMS, MAX_NAME_TESTS])
+
+
+def _expand(node: Node, names: list, known: set, patterns: dict, left: list) -> Node:
     if isinstance(node, Ref):
-        if node.name not in names:
-            raise ConditionError(f"condition refers to undefined selection {node.name!r}")
+        if node.name not in known:
+            raise ConditionError(f"condition refers to undefined selection {_short(node.name)}")
+        _spend(left, 1)
         return node
     if isinstance(node, Not):
-        return Not(expand(node.operand, names))
+        return Not(_expand(node.operand, names, known, patterns, left))
     if isinstance(node, (And, Or)):
-        return type(node)(tuple(expand(o, names) for o in node.operands))
-    if node.pattern == "them":
-        matched = [n for n in names if not n.startswith("_")]
-    else:
-        matched = [n for n in names if fnmatch.fnmatchcase(n, node.pattern)]
+        return type(node)(tuple(_expand(o, names, known, patterns, left) for o in node.operands))
+    matched = patterns.get(node.pattern)
+    if matched is None:
+        if node.pattern == "them":
+            matched = [n for n in names if not n.startswith("_")]
+        else:
+            left[1] -= len(names)
+            if left[1] < 0:
+                raise ConditionError(f"condition has too many distinct 'x of' patterns for {len(names)} selections")
+            matched = [n for n in names if fnmatch.fnmatchcase(n, node.pattern)]
+        patterns[node.pattern] = matched
     if not matched:
-        raise ConditionError(f"'{node}' matches no selection")
+        pattern = node.pattern if len(node.pattern) <= 60 else node.pattern[:57] + "..."
+        raise ConditionError(f"'{node.quantifier} of {pattern}' matches no selection")
+    _spend(left, len(matched))
     refs = tuple(Ref(n) for n in matched)
     if len(refs) == 1:
         return refs[0]
     return Or(refs) if node.quantifier == "1" else And(refs)
+
+
+def _spend(left: list, count: int) -> None:
+    left[0] -= count
+    if left[0] < 0:
+        raise ConditionError(f"condition expands to more than {MAX_TERMS:,} selection references")
 
 
 def top_level_terms(node: Node) -> tuple:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 from typing import Optional
 
 import attrs
@@ -20,11 +21,16 @@ from .condition import Condition, ConditionError, parse_condition
 def parse_duration(text) -> Optional[int]:
     """Sigma ``timeframe`` (``30s``, ``5m``, ``1h``, ``2d``) in nanoseconds, or None."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text))
-    if not match:
+    if not match or len(match.group(1)) > _MAX_DURATION_DIGITS:
         return None
     unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     return int(match.group(1)) * unit * 1_000_000_000
 
+
+# More digits than any timeframe needs, fewer than Python's int() refuses (4,300).
+_MAX_DURATION_DIGITS = 100
+# A window longer than this is refused: its start would leave the calendar (year 1) at the first alert.
+MAX_TIMEFRAME_DAYS = 3650
 
 BUILTIN_RULE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "rules", "pipeshell_named_pipes.yml")
 
@@ -75,6 +81,58 @@ def _string_list(value, what: str, source: str) -> tuple:
 RULE_SUFFIXES = (".yml", ".yaml")
 # A rule file larger than this is refused (``--rule /dev/zero`` must not eat the memory).
 MAX_RULE_BYTES = 16 << 20
+# YAML aliases share one object among all the places that name it, so a small file can stand
+# for a huge tree ("billion laughs").  Its size as the rule uses it -- every alias expanded -- is
+# capped: values and keys per rule and per file, their text per file, and the nesting.
+MAX_RULE_NODES = 100_000
+MAX_FILE_NODES = 1_000_000
+MAX_FILE_CHARS = MAX_RULE_BYTES
+MAX_NESTING = 32
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 2, 60, 60
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
+
+
+def shown(value) -> str:
+    """A value as quoted in a one-line error message: short however large the value is."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+class _Budget:
+    """What is left of a file's allowance of nodes and characters (aliases expanded)."""
+
+    def __init__(self):
+        self.nodes, self.chars = MAX_FILE_NODES, MAX_FILE_CHARS
+
+
+def check_size(document, source: str, budget: Optional[_Budget] = None) -> None:
+    """Refuse a document too large or too deep once its aliases are expanded.
+
+    Walks the tree as every later step would, iteratively and stopping at the first
+    limit passed, so the walk itself costs at most the allowance."""
+    budget = budget or _Budget()
+    nodes, stack = 0, [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        budget.nodes -= 1
+        if nodes > MAX_RULE_NODES or budget.nodes < 0:
+            limit = (f"{MAX_RULE_NODES:,} per rule" if nodes > MAX_RULE_NODES else f"{MAX_FILE_NODES:,} per file")
+            raise RuleError(f"rule {source} has more than {limit} values and keys (YAML aliases count each time "
+                            "they are used)")
+        if isinstance(value, str):
+            budget.chars -= len(value)
+            if budget.chars < 0:
+                raise RuleError(f"rule {source} holds more than {MAX_FILE_CHARS >> 20} MiB of text "
+                                "(YAML aliases count each time they are used)")
+        elif isinstance(value, (dict, list, tuple, set)):
+            if depth >= MAX_NESTING:
+                raise RuleError(f"rule {source} nests deeper than {MAX_NESTING} levels")
+            items = value.items() if isinstance(value, dict) else ((item,) for item in value)
+            for pair in items:
+                stack.extend((item, depth + 1) for item in pair)
 
 
 def read_text(path: str) -> str:
@@ -117,13 +175,18 @@ def _documents(text: str, source: str) -> list:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise RuleError(f"rule {source} is not valid YAML{where}: {problem}") from None
+        raise RuleError(f"rule {source} is not valid YAML{where}: {' '.join(str(problem).split())}") from None
+    except (ValueError, OverflowError, RecursionError) as error:
+        # a scalar YAML resolves but Python cannot build: an integer of 5,000 digits, 2001-13-45
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise RuleError(f"rule {source} is not valid YAML: {reason[:200]}") from None
 
 
 def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
     documents = _documents(text, source)
     if len(documents) != 1:
         raise RuleError(f"rule {source}: expected exactly one YAML document, found {len(documents)}")
+    check_size(documents[0], source)
     return rule_from_document(documents[0], source, builtin)
 
 
@@ -132,12 +195,15 @@ def parse_rules(text: str, source: str) -> list:
     documents = _documents(text, source)
     if not documents:
         raise RuleError(f"rule {source} holds no YAML document")
-    rules = []
+    rules, budget = [], _Budget()
     for number, document in enumerate(documents, 1):
         where = source if len(documents) == 1 else f"{source} (document {number})"
         try:
+            if budget.nodes <= 0 or budget.chars < 0:
+                raise RuleError(f"rule {where}: skipped, the file is over its size limit (see the errors above)")
+            check_size(document, where, budget)
             if isinstance(document, dict) and "action" in document:
-                raise RuleError(f"rule {where}: 'action: {document['action']}' documents are not supported yet")
+                raise RuleError(f"rule {where}: 'action: {shown(document['action'])}' documents are not supported yet")
             if isinstance(document, dict) and "correlation" in document:
                 raise RuleError(f"rule {where}: correlation documents are not supported yet")
             rules.append(rule_from_document(document, where))
@@ -175,10 +241,14 @@ def rule_from_document(data, source: str, builtin: bool = False) -> Rule:
     timeframe_ns = None
     if timeframe is not None:
         timeframe_ns = parse_duration(timeframe)
+        if timeframe_ns is None and isinstance(timeframe, str) and re.fullmatch(r"\s*\d+\s*[smhd]\s*", timeframe):
+            timeframe_ns = MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000 + 1  # too many digits: too long
         if timeframe_ns is None:
-            raise RuleError(f"rule {source}: cannot parse timeframe {timeframe!r} (use e.g. 30s, 5m, 1h, 2d)")
+            raise RuleError(f"rule {source}: cannot parse timeframe {shown(timeframe)} (use e.g. 30s, 5m, 1h, 2d)")
         if timeframe_ns == 0:
-            raise RuleError(f"rule {source}: timeframe {timeframe!r} is empty: a window needs a length (e.g. 30s)")
+            raise RuleError(f"rule {source}: timeframe {shown(timeframe)} is empty: a window needs a length (e.g. 30s)")
+        if timeframe_ns > MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000:
+            raise RuleError(f"rule {source}: timeframe {shown(timeframe)} is longer than {MAX_TIMEFRAME_DAYS} days")
     rule_id = next((str(v).strip() for v in (data.get("id"), data.get("name")) if v is not None and str(v).strip()),
                    title.strip())
     logsource = data.get("logsource") or {}

@@ -1,0 +1,96 @@
+"""Memory under a flood: N distinct hosts in one window, then the window passes.
+
+    python bench/flood.py --hosts 1000000
+
+Writes N PipeShell client events (4104, each from its own host, all inside one
+5-minute window, no server: the window can never fire) into the filter through a
+pipe, then ten minutes of ordinary events so that the window passes, then one
+real incident.  Samples the filter's resident memory (``/proc/PID/status``) while
+it runs and reports the peak during the flood, the resident memory after the
+window passed, the alert count (1 expected) and the largest output line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from eventgen import flat_event  # noqa: E402  the test suite's event builder
+
+FILTER = [sys.executable, "-m", "pipeshell_filter", "--emit", "alerts", "--idle", "0", "--lateness", "60"]
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=1_000_000)
+    args = parser.parse_args()
+    process = subprocess.Popen(FILTER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    samples = {"flood": 0.0, "after": 0.0}
+    phase = ["flood"]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples[phase[0]] = max(samples[phase[0]], rss_mb(process.pid))
+            time.sleep(0.05)
+
+    output = []
+    reader = threading.Thread(target=lambda: output.append(process.stdout.read()))
+    sampler = threading.Thread(target=sample)
+    reader.start()
+    sampler.start()
+    started = time.monotonic()
+    batch = []
+    for i in range(args.hosts):  # all within 250 s: one window
+        batch.append(json.dumps(flat_event(i * 250 / args.hosts, f"flood{i:07d}", "client", 4104)))
+        if len(batch) == 10_000:
+            process.stdin.write(("\n".join(batch) + "\n").encode())
+            batch = []
+    process.stdin.write(("\n".join(batch) + "\n").encode() if batch else b"")
+    flood_seconds = time.monotonic() - started
+    phase[0] = "after"
+    later = [flat_event(900 + s, "ws04", "benign", 4104) for s in range(0, 600, 5)]
+    incident = [flat_event(1800, "srv01", "server", 4104), flat_event(1830, "cli01", "client", 800),
+                flat_event(1860, "cli02", "client", 4103), flat_event(2500, "ws04", "benign", 4104)]
+    process.stdin.write("".join(json.dumps(e) + "\n" for e in later + incident).encode())
+    process.stdin.flush()
+    time.sleep(1.0)
+    settled = rss_mb(process.pid)
+    process.stdin.close()
+    reader.join()
+    done.set()
+    sampler.join()
+    process.wait()
+    lines = output[0].splitlines()
+    result = {
+        "hosts": args.hosts,
+        "peak_rss_mb_during_flood": round(samples["flood"], 1),
+        "rss_mb_after_window_passed": round(settled, 1),
+        "alerts": sum(1 for line in lines if b'"kind":"alert"' in line),
+        "largest_output_line_bytes": max((len(line) for line in lines), default=0),
+        "flood_write_seconds": round(flood_seconds, 1),
+        "stderr": process.stderr.read().decode(errors="replace").strip().splitlines()[-3:],
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Correlation state across restarts: a versioned snapshot file (``--state FILE``).
+
+A pipeline restarts its filter on every reload (Vector, Fluent Bit) and
+supervisors kill it; without a snapshot the restarted filter forgets every open
+window, and an incident cut in two by the restart never alerts.
+
+What a snapshot holds, per correlation (keyed by its stable ``spec.id``, with
+the spec's own definition so that a changed rule is recognised): the
+watermark, the arrival counter, each source's newest time, the events pending
+and in windows (as Detection wire records; each window's aggregate is rebuilt
+by adding its events again, never stored), the consumed episodes, and the
+identities of the events taken (so a replay after a restart is not taken
+twice).  The stream adds its line counter, the engine the identities of its
+recent single-event alerts.  One JSON document, integer nanoseconds exact,
+written atomically (temp file in the same directory, fsync, rename, fsync of
+the directory).
+
+End of input with ``--state`` is a pause (``pause``): the state from before the
+final flush is kept (windows open, watermark as it was), the flush's alerts are
+written, and the episodes they consumed are marked consumed, so a next run on
+the rest of the stream goes on as if it had never stopped, without alerting
+on those episodes again.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time as _time
+from collections import deque
+from typing import Optional
+
+import ujson
+from sortedcontainers import SortedList
+
+from ..detect import Detection, WireError
+
+FORMAT = "pipeshell-filter.state"
+VERSION = 1
+
+NEVER = float("-inf")
+
+# Single-event alerts whose events are remembered, so that a replay does not alert again.
+MAX_ALERTED = 10_000
+
+
+class StateError(ValueError):
+    """A state file this build cannot use; the message is one line."""
+
+
+# ------------------------------------------------------------ the same event
+
+
+def identity(detection: Detection) -> str:
+    """What makes two Detection records the same event: everything but the input line number
+    (which starts at 1 again in a new process): rule, event time, host, terms met, the field
+    values correlations use, and the event reference (@timestamp, EventID, host, EventRecordID,
+    selections).  96 bits of BLAKE2b over its canonical JSON."""
+    import hashlib  # here: OpenSSL costs every start 5 ms, and only --state needs it
+
+    event = detection.event
+    if "line" in event:
+        event = {key: value for key, value in event.items() if key != "line"}
+    text = ujson.dumps([detection.rule, detection.time, detection.source, list(detection.terms),
+                        detection.fields, event], sort_keys=True, ensure_ascii=True)
+    return hashlib.blake2b(text.encode("ascii"), digest_size=12).hexdigest()
+
+
+class Seen:
+    """The identities of the events a correlation took, by event time; those older than the
+    correlation's horizon (watermark - timeframe) are forgotten, since such an event, sent
+    again, is late and left out anyway."""
+
+    __slots__ = ("keys", "order")
+
+    key = staticmethod(identity)
+
+    def __init__(self):
+        self.keys = set()
+        self.order = SortedList()  # (event time, identity)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, key: str, time: int) -> None:
+        self.keys.add(key)
+        self.order.add((time, key))
+
+    def evict(self, horizon) -> None:
+        order = self.order
+        while order and order[0][0] < horizon:
+            self.keys.discard(order.pop(0)[1])
+
+
+# ------------------------------------------------------------ one correlation
+
+
+def describe(spec) -> dict:
+    """What a correlation's windows depend on, as plain data: a saved state is used only by a
+    correlation whose description is the same (titles and other metadata may change)."""
+    return ujson.loads(ujson.dumps({
+        "kind": spec.kind,
+        "inputs": [list(ref.key) for ref in spec.rules],
+        "timespan_ns": spec.timespan_ns,
+        "condition": [list(bound) for bound in spec.condition.bounds],
+        "group_by": list(spec.group_by),
+        "field": spec.field,
+        "aliases": [[alias, [list(pair) for pair in mapping]] for alias, mapping in spec.aliases],
+        "require_each": spec.require_each,
+    }))
+
+
+def _time_out(value):
+    if value == NEVER:
+        return None
+    return "inf" if value == float("inf") else value
+
+
+def _time_in(value):
+    if value is None:
+        return NEVER
+    if value == "inf":
+        return float("inf")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    return value
+
+
+def capture(correlator) -> dict:
+    """The correlator's state as plain data (JSON-ready)."""
+    windows = correlator._windows
+    held = [[seq, windows[group].events[(time, seq)].detection.to_wire()]
+            for time, seq, group in correlator._held]
+    consumed = sorted(((t, list(group)) for group, t in correlator._consumed.items()),
+                      key=lambda item: (item[0], repr(item[1])))
+    return {
+        "spec": describe(correlator.spec),
+        "watermark": _time_out(correlator.watermark),
+        "seq": correlator._seq,
+        "clocks": correlator.clocks.saved(),
+        "pending": [[_time_out(t), seq, c.detection.to_wire()] for t, seq, c in correlator._pending],
+        "windows": held,
+        "consumed": [[t, group] for t, group in consumed],
+        "seen": None if correlator.seen is None else [[t, key] for t, key in correlator.seen.order],
+    }
+
+
+def same_spec(correlator, data) -> bool:
+    return isinstance(data, dict) and data.get("spec") == describe(correlator.spec)
+
+
+def restore(correlator, data: dict) -> None:
+    """Put a captured state into ``correlator`` (of the same spec), replacing what it holds.
+    Counters (late events, duplicates) are this run's and stay as they are."""
+    try:
+        _restore(correlator, data)
+    except (KeyError, TypeError, ValueError, IndexError, WireError) as error:
+        raise StateError(f"the state of correlation {correlator.spec.id!r} is damaged "
+                         f"({type(error).__name__}: {error})".replace("\n", " ")) from None
+
+
+def _contribution(correlator, wire):
+    c = correlator.contribution(Detection.from_wire(wire))
+    if c is None:
+        raise ValueError("an event the correlation does not take")
+    return c
+
+
+def _restore(correlator, data: dict) -> None:
+    watermark = _time_in(data["watermark"])
+    seq = data["seq"]
+    if not isinstance(seq, int):
+        raise ValueError("'seq' is not an integer")
+    pending = SortedList()
+    for t, number, wire in data["pending"]:
+        pending.add((_time_in(t), number, _contribution(correlator, wire)))
+    windows, held = {}, SortedList()
+    for number, wire in data["windows"]:
+        c = _contribution(correlator, wire)
+        window = windows.get(c.group)
+        if window is None:
+            window = windows[c.group] = correlator.shape(correlator.spec)
+        window.add((c.time, number), c)
+        held.add((c.time, number, c.group))
+    consumed, order = {}, deque()
+    for t, group in data["consumed"]:
+        group = tuple(group)
+        consumed[group] = _time_in(t)
+        order.append((consumed[group], group))
+    seen = None
+    if data.get("seen") is not None and correlator.seen is not None:
+        seen = type(correlator.seen)()
+        for t, key in data["seen"]:
+            seen.add(key, _time_in(t))
+    correlator.clocks.restore(data["clocks"])
+    correlator.watermark = watermark
+    correlator._seq = seq
+    correlator._pending = pending
+    correlator._windows = windows
+    correlator._held = held
+    correlator._consumed = consumed
+    correlator._consumed_order = order
+    if correlator.seen is not None:
+        correlator.seen = seen if seen is not None else type(correlator.seen)()
+
+
+def pause(correlator) -> list:
+    """End of input with ``--state``: the hits of a final flush, while the correlator keeps the
+    state from before it (windows open, watermark as it was), with each episode a hit
+    consumed marked consumed: its events leave, and an event of its group up to the hit's time
+    is not taken again."""
+    before = capture(correlator)
+    hits = correlator.flush()
+    restore(correlator, before)
+    for hit in hits:
+        _consume(correlator, hit.group, hit.time)
+    return hits
+
+
+def _consume(correlator, group, t) -> None:
+    window = correlator._windows.pop(group, None)
+    if window is not None:
+        for time, seq in window.events:
+            correlator._held.remove((time, seq, group))
+    pending = correlator._pending
+    for entry in [entry for entry in pending if entry[0] <= t and entry[2].group == group]:
+        pending.remove(entry)
+    if t > correlator._consumed.get(group, NEVER):
+        correlator._consumed[group] = t
+        correlator._consumed_order.append((t, group))
+
+
+# ------------------------------------------------------------ the file
+
+
+def encode(document: dict) -> bytes:
+    """The snapshot file's bytes: ``{"format", "version", "lines", "correlations", "alerted"}``."""
+    return ujson.dumps({"format": FORMAT, "version": VERSION, **document}, ensure_ascii=True).encode("ascii")
+
+
+def decode(data: bytes, where: str) -> dict:
+    """A snapshot file's document; ``StateError`` (one line, naming ``where``) when this build
+    cannot use it."""
+    try:
+        document = ujson.loads(data)
+    except (ValueError, OverflowError):
+        document = None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise StateError(f"{where}: not a pipeshell-filter state file")
+    if document.get("version") != VERSION:
+        raise StateError(f"{where}: state format version {document.get('version')!r} (this build reads {VERSION})")
+    lines, correlations, alerted = document.get("lines"), document.get("correlations"), document.get("alerted", [])
+    if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0 or not isinstance(correlations, dict) \
+            or not isinstance(alerted, list) or not all(isinstance(key, str) for key in alerted):
+        raise StateError(f"{where}: damaged state file (lines, correlations or alerted)")
+    return document
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` by ``data`` all at once: a reader (or a restart after a crash) finds the
+    old file or the new one, never a part.  Temp file beside it, fsync, rename, fsync the
+    directory."""
+    temp = path + ".tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        try:
+            with memoryview(data) as view:
+                offset = 0
+                while offset < len(view):
+                    offset += os.write(fd, view[offset:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    try:
+        directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(directory)
+    except OSError:  # some file systems cannot sync a directory
+        pass
+    finally:
+        os.close(directory)
+
+
+class StateFile:
+    """Where the snapshots go and when: every ``interval`` seconds (0: only at the end),
+    skipped when nothing changed since the last one."""
+
+    def __init__(self, path: str, interval: float = 10.0, clock=_time.monotonic):
+        self.path = path
+        self.interval = interval
+        self.clock = clock
+        self.next_due = clock() + interval if interval else float("inf")
+        self.last_size = None  # bytes of the last snapshot written
+        self._last = None  # digest of the last snapshot written
+
+    def load(self) -> Optional[dict]:
+        """The saved document; None when there is no file yet."""
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            raise StateError(f"state file {self.path}: cannot read it: {error.strerror or error}") from None
+        return decode(data, f"state file {self.path}")
+
+    def discard(self) -> None:
+        """``--state-reset``: forget what the file holds (a snapshot later writes a new one)."""
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def due(self) -> bool:
+        return self.clock() >= self.next_due
+
+    def save(self, make) -> Optional[str]:
+        """Write the snapshot ``make()`` encodes; the reason, in a few words, when it could not be
+        written.  A snapshot as big as a flood makes it (about 0.5 s for 100,000 events held) is
+        taken at most every 20 times as long as it took, so it never costs more than 5 %."""
+        started = self.clock()
+        enabled = gc.isenabled()
+        gc.disable()  # many small new objects, none of them garbage: the collector would only walk them
+        try:
+            data = make()
+        except (TypeError, ValueError, OverflowError) as error:  # never expected; never the stream's end
+            self.next_due = self.clock() + self.interval if self.interval else float("inf")
+            return f"cannot encode it: {error}"
+        finally:
+            if enabled:
+                gc.enable()
+        import hashlib
+
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        try:
+            if digest != self._last:  # the same as the last one (nothing happened): not again
+                write_atomic(self.path, data)
+                self._last = digest
+                self.last_size = len(data)
+        except OSError as error:
+            return f"cannot write it: {error.strerror or error}"
+        finally:
+            now = self.clock()
+            self.next_due = now + max(self.interval, 20 * (now - started)) if self.interval else float("inf")
+        return None

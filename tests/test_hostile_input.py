@@ -1,0 +1,208 @@
+"""Input written by an attacker: no line crashes the filter, loses an event or grows without bound.
+
+Each case the issue "Never crash, never go blind, never forget" found is a test here;
+the fuzz property at the end sends streams of hostile lines through every mode.
+"""
+
+import io
+import json
+import tempfile
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from clitools import alerts, ndjson, records, run_cli
+from eventgen import CLIENT, SERVER, evtx_event, flat_event
+from pipeshell_filter.cli import build_prefilter, load_plans, make_resolver
+from pipeshell_filter.correlate import Correlator
+from pipeshell_filter.detect import Detection
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.io.stream import Diagnostics, Filter, Output
+from pipeshell_filter.records import MAX_LIST
+from pipeshell_filter.sigma.correlation import CorrelationSpec, RuleRef, Threshold
+
+INCIDENT = [flat_event(0, "srv01", "server", 4104, 1), flat_event(30, "cli01", "client", 800, 2),
+            flat_event(60, "cli02", "client", 4103, 3)]
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+                                   "0001-01-01T00:00:00Z"])
+def test_a_time_at_the_edge_of_the_calendar_is_no_crash(stamp):
+    event = flat_event(0, "srv01", "server", 4104)
+    event["@timestamp"] = stamp
+    result = run_cli(["--emit", "all", "--lateness", "0"], ndjson([event] + INCIDENT))
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert len(records(result.stdout)) == 5  # every line, and the incident's alert
+
+
+def test_a_long_timeframe_before_an_early_event_is_no_crash(tmp_path):
+    rule = tmp_path / "long.yml"
+    rule.write_text("title: long\ndetection:\n  sel: {ScriptBlockText|contains: NamedPipe}\n"
+                    "  condition: sel | count() > 1\n  timeframe: 3650d\n")
+    early = [flat_event(0, "a", "server", 4104), flat_event(1, "b", "client", 4104)]
+    for event in early:
+        event["@timestamp"] = "0002-01-01T00:00:00Z"
+    result = run_cli(["--rule", str(rule), "--lateness", "0"], ndjson(early))
+    assert result.returncode == 0, result.stderr
+    assert alerts(result.stdout)[0]["event"]["start"] == "0001-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u00b9\u00b2", "\u0663", "12\u00b3"])
+def test_unicode_digits_in_host_or_record_id_are_no_crash(value):
+    events = [dict(e, Computer=value + e["Computer"], EventRecordID=value) for e in INCIDENT]
+    result = run_cli(["--lateness", "0"], ndjson(events))
+    assert result.returncode == 0, result.stderr
+    assert alerts(result.stdout)[0]["sigma"]["events"][0]["record_id"] == value
+
+
+@pytest.mark.parametrize("depth", [980, 1000, 1023])
+def test_json_nested_a_thousand_deep_inside_a_matched_field_is_no_crash(depth):
+    event = flat_event(0, "srv01", "server", 4104)
+    event["EventData"] = "[" * depth + json.dumps(SERVER) + "]" * depth
+    line = json.dumps(event).replace(json.dumps(event["EventData"]), event["EventData"]).encode()
+    rule_all = ["--rule", _keyword_rule()]
+    for args in ([], rule_all):
+        result = run_cli(args + ["--emit", "all"], line + b"\n")
+        assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+        assert result.stdout.count(b"\n") >= 1
+
+
+def _keyword_rule():
+    path = tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False)
+    path.write("title: keywords\ndetection:\n  k: [namedpipeserverstream]\n  condition: k\n")
+    path.close()
+    return path.name
+
+
+@pytest.mark.parametrize("option, value", [("--lateness", "inf"), ("--lateness", "1e300"), ("--idle", "nan"),
+                                           ("--idle", "inf"), ("--max-skew", "-1")])
+def test_an_absurd_time_option_is_one_line_and_exit_2(option, value):
+    result = run_cli([option, value], b"")
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1, result.stderr
+
+
+def test_a_flood_of_hosts_gives_an_alert_of_bounded_size_that_stays_an_alert_when_wrapped(tmp_path):
+    """Thousands of hosts in one window: the host lists are cut, with totals; with --non-json wrap
+    and a small record cap the alert is made smaller, never turned into a pipeline_error."""
+    rule = tmp_path / "many.yml"
+    rule.write_text("title: many hosts\ndetection:\n  sel: {ScriptBlockText|contains: NamedPipe}\n"
+                    "  condition: sel | count(Computer) > 3000\n  timeframe: 5m\n")
+    clients = [flat_event(i / 100, f"host{i:05d}-" + "x" * 300, "client", 4104, i) for i in range(3000)]
+    stream = ndjson([flat_event(0, "srv01", "server", 4104, 99999)] + clients)
+    rule_args = ["--rule", str(rule), "--lateness", "0"]
+    result = run_cli(rule_args, stream)
+    alert = alerts(result.stdout)[0]
+    assert len(alert["related"]["hosts"]) == MAX_LIST and alert["sigma"]["hosts_total"] == 3001
+    assert alert["sigma"]["aggregation"]["values_total"] == 3001
+    assert all(len(h) <= 257 for h in alert["related"]["hosts"])
+    assert max(len(line) for line in result.stdout.splitlines()) < 200_000
+    wrapped = run_cli(rule_args + ["--non-json", "wrap", "--max-record-bytes", "4096"], stream)
+    found = alerts(wrapped.stdout)
+    assert len(found) == 1 and found[0]["sigma"]["truncated"] is True
+    assert max(len(line) for line in wrapped.stdout.splitlines()) < 4096
+
+
+def test_correlation_state_has_a_cap_and_sheds_the_oldest_first():
+    spec = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gt", 10**9),)),
+                           field="Computer")
+    correlator = Correlator(spec, 0, max_held=500)
+    for i in range(5000):  # one window, never firing, every host new
+        correlator.observe(Detection("r", i * 10**7, f"h{i}", (0,), {"Computer": [f"h{i}"]}, {"line": i}))
+        assert correlator.state_size() <= 500 + 1
+    assert correlator.shed == 5000 - 500
+    assert min(correlator.held_times()) == (5000 - 500) * 10**7  # the newest were kept
+
+
+# ---------------------------------------------------------------- the fuzz suite
+
+HOSTILE = st.one_of(
+    st.binary(max_size=60),
+    st.sampled_from([b"", b"\xef\xbb\xbf{}", b"{\"EventID\": NaN}", b"{\"EventID\": 1e400}", b"{\"a\": \"\\ud800\"}",
+                     b"[" * 2000 + b"]" * 2000, b"{" + b"\"a\":{" * 1100 + b"}" * 1101, b"{\"a\":1,,}", b"null",
+                     b"{\"@timestamp\": \"0001-01-01T00:00:00+01:00\", \"ScriptBlockText\": \"" + SERVER.encode() + b"\"}",
+                     b"{\"Computer\": \"\\u00b2\", \"EventID\": 4104, \"ScriptBlockText\": \"" + CLIENT.encode() + b"\"}",
+                     b"\x00" * 20, b"{}" * 50, b"\t", b"\r"]),
+    st.builds(lambda e: json.dumps(e).encode(), st.builds(flat_event, st.integers(-10**6, 10**6),
+                                                          st.sampled_from(["a", "b", "c", "\u00b2"]),
+                                                          st.sampled_from(["server", "client", "both", "benign"]))),
+    st.builds(lambda e: json.dumps(e).encode(), st.builds(evtx_event, st.integers(0, 900), st.sampled_from(["a", "b"]),
+                                                          st.sampled_from(["server", "client"]))),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(HOSTILE, max_size=20), st.sampled_from(["alerts", "matches", "all"]), st.sampled_from(["pass", "wrap"]),
+       st.booleans(), st.booleans(), st.sampled_from(["all", "match"]), st.integers(7, 300))
+def test_hostile_streams_through_every_mode(lines, emit, non_json, fluentbit_time, prefilter, stage, block):
+    """Exit normally, account for every line, and pass the lines no rule matched on unchanged."""
+    data = b"".join(line.replace(b"\n", b" ") + b"\n" for line in lines)
+    plans = load_plans(None, None)
+    scanner = build_prefilter(plans, "auto")[0] if prefilter else None
+    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.seek(0)
+        stream_filter = Filter(Engine(plans, make_resolver("auto", None, None), 0), Output(sink.fileno()),
+                               Diagnostics(io.StringIO()), emit, prefilter=scanner, non_json=non_json,
+                               fluentbit_time=fluentbit_time, clock=lambda: 0, stage=stage)
+        stream_filter.run(source.fileno(), live=False, block_size=block)
+        stream_filter.finish()
+        sink.seek(0)
+        out = sink.read()
+    assert stream_filter.lines == len(lines)
+    if emit == "all" and non_json == "pass" and not fluentbit_time:
+        kept = [line for line in out.split(b"\n")[:-1]
+                if b'"kind":"alert"' not in line and not line.startswith(b'{"type":"sigma.detection"')]
+        assert len(kept) == len(lines)
+        for original, written in zip(lines, kept):
+            original = original.replace(b"\n", b" ")
+            assert written == original or written.startswith(original.rstrip()[:-1])  # enriched in place
+    if non_json == "wrap":
+        for line in out.split(b"\n")[:-1]:
+            json.loads(line)  # Fluent Bit's input takes every line
+
+
+# ---------------------------------------------------------------- the small ones
+
+
+def test_a_byte_order_mark_before_a_line_is_tolerated_and_diagnosed():
+    data = b"\xef\xbb\xbf" + ndjson(INCIDENT)
+    result = run_cli(["--emit", "all", "--lateness", "0"], data)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(b"\xef\xbb\xbf{") and b'"sigma"' in lines[0]  # parsed, matched, bytes kept
+    assert sum(b'"kind":"alert"' in line for line in lines) == 1
+    assert b"byte order mark" in result.stderr and b"invalid JSON" not in result.stderr
+
+
+def test_a_second_signal_during_a_write_lets_the_record_finish():
+    """The second SIGTERM ends the run, but never in the middle of a record."""
+    import signal as signal_module
+
+    from pipeshell_filter.io import signals
+    from pipeshell_filter.io.stream import Output
+
+    read_end, write_end = __import__("os").pipe()
+    stop = signals.StopRequest()
+    stop.requested = True  # the first signal came already
+    output = Output(write_end, limit=1)
+    record = b'{"event": {"kind": "alert"}}\n'
+    original_write = __import__("os").write
+    calls = []
+
+    def slow_write(fd, data):  # the second signal arrives while the record is half written
+        calls.append(len(data))
+        if len(calls) == 1:
+            stop.set(signal_module.SIGTERM, None)
+            return original_write(fd, bytes(data[:5]))
+        return original_write(fd, data)
+
+    import pipeshell_filter.io.stream as stream_module
+    stream_module.os.write, saved = slow_write, stream_module.os.write
+    try:
+        with pytest.raises(signals.Terminated):
+            output.write(record)
+    finally:
+        stream_module.os.write = saved
+        signals.WRITING.exit_pending = False
+    __import__("os").close(write_end)
+    assert __import__("os").read(read_end, 1000) == record  # whole, then the run ended

@@ -1,0 +1,330 @@
+"""State across restarts (``--state``): a stop at any point, a restore and the rest of the stream
+give the alerts of one uninterrupted run; events sent again never alert twice.
+
+In process, the stream is cut at any line, by end of input or by a stop request, the state goes
+through a real file, and a fresh Engine and Filter take it back.  Then the real CLI: SIGTERM and
+kill -9 mid-incident, files it cannot use, a path it cannot write.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+from hypothesis import event, given, strategies as st
+
+from clitools import COMMAND, alerts, ndjson, run_cli
+from eventgen import BASE, flat_event, raw_events
+from test_stages import BY_HOST, SINGLE
+from pipeshell_filter.correlate import state as state_module
+from pipeshell_filter.correlate.state import FORMAT, VERSION, StateFile
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.events.timeparse import NS
+from pipeshell_filter.io.stream import Diagnostics, Filter, Output
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
+
+# the built-in rule (window join), a count() by Computer rule and a single-event rule
+PLANS = [compile_plan(load_rule(BUILTIN_RULE, builtin=True)), compile_plan(parse_rule(BY_HOST, "by.yml")),
+         compile_plan(parse_rule(SINGLE, "single.yml"))]
+RESOLVER = FieldResolver(builtin_profiles())
+BASE_NS = int(BASE.timestamp()) * NS
+
+
+class StopAfterReads:
+    """A stop request (as SIGTERM makes one) that comes once the reader has looked ``reads`` times;
+    on a file it looks once before each read."""
+
+    def __init__(self, reads: int):
+        self.left = reads
+
+    @property
+    def requested(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+
+def lines_of(events):
+    return [json.dumps(flat_event(seconds, host, kind, event_id, record_id=ident)).encode() + b"\n"
+            for seconds, host, kind, event_id, ident in events]
+
+
+def new_filter(sink, lateness, emit, state_path=None):
+    stream_filter = Filter(Engine(PLANS, RESOLVER, lateness * NS), Output(sink.fileno()),
+                           Diagnostics(io.StringIO()), emit, clock=lambda: 0)
+    if state_path is not None:
+        state_file = StateFile(state_path, 0)
+        stream_filter.keep_state(state_file)
+        saved = state_file.load()
+        if saved is not None:
+            assert stream_filter.resume(saved) == []
+    return stream_filter
+
+
+def feed(stream_filter, data: bytes, stop_at=None) -> int:
+    """Run the filter on ``data`` (a file); ``stop_at``: a stop request after that many bytes, else
+    end of input.  Returns how many alerts the end (the flush, or the pause's flush) wrote."""
+    with tempfile.TemporaryFile() as source:
+        source.write(data)
+        source.seek(0)
+        if stop_at is None:
+            stream_filter.run(source.fileno(), live=False)
+        else:  # one read of exactly the first part, then the stop
+            stream_filter.run(source.fileno(), live=False, block_size=max(stop_at, 1),
+                              stop=StopAfterReads(1 if stop_at else 0))
+        before = stream_filter.engine.stats["alerts"]
+        stream_filter.finish()
+        return stream_filter.engine.stats["alerts"] - before
+
+
+def run_once(data: bytes, lateness: int, emit: str, state_path=None, stop_at=None, whole=None) -> tuple:
+    """A fresh process, as it were: (output, alerts written at the end)."""
+    with tempfile.TemporaryFile() as sink:
+        stream_filter = new_filter(sink, lateness, emit, state_path)
+        at_end = feed(stream_filter, whole if stop_at is not None else data, stop_at)
+        sink.seek(0)
+        return sink.read(), at_end
+
+
+def run_paused(parts, lateness, emit, state_path) -> bytes:
+    """One Filter that pauses (end of input with --state) between the parts and goes on."""
+    with tempfile.TemporaryFile() as sink:
+        stream_filter = new_filter(sink, lateness, emit, state_path)
+        for part in parts:
+            feed(stream_filter, part)
+        sink.seek(0)
+        return sink.read()
+
+
+def alert_records(output: bytes):
+    return [json.loads(line) for line in output.splitlines() if b'"kind":"alert"' in line]
+
+
+def without_lines(records):
+    for record in records:
+        for ref in record["sigma"]["events"]:
+            ref.pop("line", None)
+    return records
+
+
+def assert_no_event_alerts_twice(records):
+    """Consume-on-fire: per rule and group, no event is in two alerts."""
+    taken = {}
+    for record in records:
+        key = (record["rule"]["id"], json.dumps(record["sigma"].get("aggregation", {}).get("group")))
+        ids = [ref["record_id"] for ref in record["sigma"]["events"]]
+        assert not taken.setdefault(key, set()) & set(ids), (key, ids)
+        taken[key].update(ids)
+
+
+@st.composite
+def cut_streams(draw):
+    events = draw(raw_events(max_size=30))
+    cuts = sorted(draw(st.lists(st.integers(0, len(events)), min_size=1, max_size=2)))
+    return events, cuts
+
+
+@given(cut_streams(), st.sampled_from([0, 30, 400]), st.sampled_from(["alerts", "all"]),
+       st.sampled_from(["end", "stop"]))
+def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_factory, case, lateness, emit, how):
+    events, cuts = case
+    lines = lines_of(events)
+    folder = tmp_path_factory.mktemp("state")
+    data = b"".join(lines)
+    whole, _ = run_once(data, lateness, emit, str(folder / "whole.json"))
+    assert whole == run_once(data, lateness, emit)[0]  # --state changes nothing in one run
+    path = str(folder / "state.json")
+    outputs, paused_with_alerts = [], False
+    bounds = [0] + cuts + [len(lines)]
+    for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        part = b"".join(lines[start:end])
+        last = i == len(bounds) - 2
+        if how == "stop" and not last:  # the rest is still there: a stop request ends the run
+            output, at_end = run_once(None, lateness, emit, path, len(part), part + b"".join(lines[end:]))
+        else:
+            output, at_end = run_once(part, lateness, emit, path)
+        outputs.append(output)
+        paused_with_alerts |= bool(at_end) and not last
+        saved = json.load(open(path))
+        assert saved["format"] == FORMAT and saved["version"] == VERSION and saved["lines"] == end
+        assert not os.path.exists(path + ".tmp")
+    event(f"a pause alerted: {paused_with_alerts}; alerts: {bool(alert_records(whole))}")
+    if not paused_with_alerts:
+        # nothing was final at a pause: the restarts are invisible, byte for byte (line numbers too)
+        assert b"".join(outputs) == whole
+    else:
+        # a pause's flush alerted on some episodes early: they stay consumed after the restore
+        parts = [b"".join(lines[start:end]) for start, end in zip(bounds, bounds[1:])]
+        assert b"".join(outputs) == run_paused(parts, lateness, emit, str(folder / "paused.json"))
+    assert_no_event_alerts_twice(alert_records(b"".join(outputs)))
+
+
+@given(cut_streams(), st.sampled_from([0, 30, 400]), st.integers(1, 10))
+def test_events_sent_again_after_a_restore_never_alert_twice(tmp_path_factory, case, lateness, again):
+    events, cuts = case
+    cut = cuts[0]
+    lines = lines_of(events)
+    folder = tmp_path_factory.mktemp("state")
+    path = str(folder / "state.json")
+    first, _ = run_once(b"".join(lines[:cut]), lateness, "alerts", path)
+    saved = open(path, "rb").read()
+    rest, _ = run_once(b"".join(lines[cut:]), lateness, "alerts", path)
+    open(path, "wb").write(saved)
+    replayed, _ = run_once(b"".join(lines[max(0, cut - again):]), lateness, "alerts", path)
+    assert without_lines(alert_records(replayed)) == without_lines(alert_records(rest))
+    assert_no_event_alerts_twice(alert_records(first + replayed))
+
+
+@given(raw_events(max_size=30), st.sampled_from([0, 30, 400]))
+def test_a_snapshot_taken_back_is_the_same_snapshot(events, lateness):
+    engine = Engine(PLANS, RESOLVER, lateness * NS)
+    engine.keep_state()
+    for line in lines_of(events):
+        engine.process(json.loads(line))
+    saved = json.loads(state_module.encode(engine.snapshot()))
+    again = Engine(PLANS, RESOLVER, lateness * NS)
+    again.keep_state()
+    assert again.restore(saved) == []
+    assert json.loads(state_module.encode(again.snapshot())) == saved
+
+
+def test_a_pause_that_alerts_consumes_the_episode_and_the_windows_stay_open(tmp_path):
+    path = str(tmp_path / "state.json")
+    builtin = PLANS[0].rule.id
+
+    def built_in_alerts(output):
+        return [record for record in alert_records(output) if record["rule"]["id"] == builtin]
+
+    incident = lines_of([(0, "srv01", "server", 4104, 1), (10, "cli01", "client", 800, 2),
+                         (20, "cli02", "client", 4103, 3)])
+    first, _ = run_once(b"".join(incident), 400, "alerts", path)
+    assert len(built_in_alerts(first)) == 1  # the pause's flush: the alert comes out now
+    saved = json.load(open(path))
+    # the watermark from before the flush: the time two hosts vouch for (10 s) - lateness
+    assert saved["correlations"][builtin]["watermark"] == BASE_NS + (10 - 400) * NS
+    # the episode is consumed: more of it never alerts again (uninterrupted: one alert at 30 s)
+    more = lines_of([(30, "cli03", "client", 4104, 4), (40, "ws04", "client", 4103, 5)])
+    second, _ = run_once(b"".join(more), 400, "alerts", path)
+    assert built_in_alerts(second) == []
+    # the windows stay open: those two clients and a new server make a new episode
+    later = lines_of([(310, "srv01", "server", 4103, 6)])
+    third, _ = run_once(b"".join(later), 400, "alerts", path)
+    assert [[e["record_id"] for e in a["sigma"]["events"]] for a in built_in_alerts(third)] == [[4, 5, 6]]
+    assert [e["line"] for e in built_in_alerts(third)[0]["sigma"]["events"]] == [4, 5, 6]
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+INCIDENT = [flat_event(0, "srv01", "server", 4104, record_id=1), flat_event(30, "cli01", "client", 800, record_id=2),
+            flat_event(60, "cli02", "client", 4103, record_id=3)]
+ARGS = ["--lateness", "0", "--idle", "0", "--quiet"]
+
+
+def start(state_path, *extra):
+    return subprocess.Popen(COMMAND + ARGS + ["--emit", "all", "--state", state_path, *extra],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def send_and_see(process, events):
+    """Write events and wait until the filter passed them on: it has read them."""
+    process.stdin.write(ndjson(events))
+    process.stdin.flush()
+    for _ in events:
+        assert process.stdout.readline()
+
+
+def test_sigterm_mid_incident_then_a_restart_on_the_rest_gives_the_alert(tmp_path):
+    path = str(tmp_path / "state.json")
+    whole = run_cli(ARGS, ndjson(INCIDENT))
+    assert len(alerts(whole.stdout)) == 1
+    process = start(path)
+    try:
+        send_and_see(process, INCIDENT[:2])
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert alerts(out) == [] and json.load(open(path))["lines"] == 2
+    rest = run_cli(ARGS + ["--state", path], ndjson(INCIDENT[2:]))
+    assert rest.returncode == 0, rest.stderr
+    assert rest.stdout == whole.stdout  # byte for byte: the lines 1-3 it names too
+    without = run_cli(ARGS, ndjson(INCIDENT[2:]))
+    assert alerts(without.stdout) == []  # what a restart without --state gives
+
+
+def test_kill_9_loses_nothing_older_than_the_interval(tmp_path):
+    path = str(tmp_path / "state.json")
+    process = start(path, "--state-interval", "0.2")
+    try:
+        send_and_see(process, INCIDENT[:2])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the snapshot made while the filter waits for input
+            if os.path.exists(path) and json.load(open(path))["lines"] == 2:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert json.load(open(path))["lines"] == 2
+    rest = run_cli(ARGS + ["--state", path], ndjson(INCIDENT[2:]))
+    assert rest.returncode == 0, rest.stderr
+    assert [e["record_id"] for e in alerts(rest.stdout)[0]["sigma"]["events"]] == [1, 2, 3]
+
+
+def test_a_replay_of_the_whole_input_after_a_restart_does_not_alert_again(tmp_path):
+    path = str(tmp_path / "state.json")
+    first = run_cli(ARGS + ["--state", path], ndjson(INCIDENT))
+    assert len(alerts(first.stdout)) == 1
+    again = run_cli(["--lateness", "0", "--idle", "0", "--state", path], ndjson(INCIDENT))
+    assert again.returncode == 0 and alerts(again.stdout) == []
+    assert b"3 sent again (taken once)" in again.stderr
+
+
+@pytest.mark.parametrize("content", [b"garbage", b'{"format": "other"}',
+                                     json.dumps({"format": FORMAT, "version": 99}).encode(),
+                                     json.dumps({"format": FORMAT, "version": VERSION, "lines": -1,
+                                                 "correlations": {}}).encode()])
+def test_a_state_file_it_cannot_use_is_refused_in_one_line_and_reset_discards_it(tmp_path, content):
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    refused = run_cli(ARGS + ["--state", str(path)], ndjson(INCIDENT))
+    assert refused.returncode == 2 and refused.stdout == b""
+    assert refused.stderr.count(b"\n") == 1 and b"--state-reset" in refused.stderr, refused.stderr
+    assert path.read_bytes() == content  # left as it was
+    reset = run_cli(ARGS + ["--state", str(path), "--state-reset"], ndjson(INCIDENT))
+    assert reset.returncode == 0 and len(alerts(reset.stdout)) == 1
+    assert json.loads(path.read_bytes())["lines"] == 3
+
+
+def test_a_changed_rule_set_discards_that_state_in_one_line(tmp_path):
+    path = str(tmp_path / "state.json")
+    run_cli(ARGS + ["--state", path], ndjson(INCIDENT[:2]))
+    joined = run_cli(ARGS + ["--state", path, "--join", "event"], b"")  # the same rule, another correlation
+    assert joined.returncode == 0
+    assert joined.stderr.count(b"\n") == 1 and b"discarded the saved state of 1 correlation" in joined.stderr
+    rule = tmp_path / "by.yml"
+    rule.write_text(BY_HOST)
+    other = run_cli(ARGS + ["--state", path, "--rule", str(rule)], b"")  # the rule is gone
+    assert other.returncode == 0
+    assert other.stderr.count(b"\n") == 1 and b"discarded the saved state of 1 correlation" in other.stderr
+
+
+def test_a_state_file_that_cannot_be_written_is_a_diagnostic_and_the_stream_goes_on(tmp_path):
+    path = str(tmp_path / "missing-directory" / "state.json")
+    result = run_cli(ARGS + ["--state", path], ndjson(INCIDENT))
+    assert result.returncode == 0 and len(alerts(result.stdout)) == 1
+    assert result.stderr.count(b"\n") == 1 and b"cannot write" in result.stderr and b"goes on" in result.stderr
+
+
+def test_state_options_are_checked(tmp_path):
+    assert run_cli(["--state-reset"], b"").returncode == 2
+    result = run_cli(["--state", str(tmp_path / "state.json"), "--state-interval", "-1"], b"")
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1
