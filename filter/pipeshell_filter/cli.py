@@ -245,7 +245,8 @@ def run(
                         stream_filter.run(handle.fileno(), live=not stat.S_ISREG(os.fstat(handle.fileno()).st_mode),
                                           max_line=max_line, stop=stop)
                 else:
-                    stream_filter.process_labelled(_file_lines(files, stream_filter, diagnostics), max_line, stop)
+                    stream_filter.process_labelled(_file_lines(files, stream_filter, diagnostics, max_line), max_line,
+                                                   stop)
             except inputs_module.InputError as error:
                 stream_filter.finish()
                 raise UsageProblem(str(error)) from None
@@ -302,7 +303,7 @@ def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "ma
     return prefilter, index
 
 
-def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostics):
+def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostics, max_line: int = DEFAULT_MAX_LINE):
     """``(label, line, verdict)`` from the files, merged by event time when several."""
     def report(where: str, message: str) -> None:
         diagnostics.report("bad_evtx", where, message)
@@ -310,14 +311,16 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
     if len(files) > 1:
         inputs_module.allow_open(len(files))
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
-    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report), stream_filter.prefilter, budget)
-               for path in files]
+    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line), stream_filter.prefilter,
+                                    budget) for path in files]
     if len(streams) == 1:
         return streams[0]
 
     # Every line is parsed for its merge key, whatever the verdict: keying only candidates would
     # make the order of an out-of-order file, and so the alerts, depend on --emit and the prefilter.
-    def event_time(line: bytes):
+    def event_time(line):
+        if isinstance(line, inputs_module.LongLine):
+            return None
         try:
             event = ujson.loads(line)
         except (ValueError, OverflowError):

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator, List, Optional
 
 import ujson
 
-from .prefilter import CANDIDATE, Prefilter
+from .prefilter import CANDIDATE, SKIP, Prefilter
 
 INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
 EVTX_HEADER, EVTX_CHUNK = 4096, 65536  # file header block; chunks of 64 KiB
@@ -126,23 +126,68 @@ def _check_complete(path: str, report) -> None:
                      "records of the cut chunk are lost")
 
 
-def ndjson_lines(path: str) -> Iterator[bytes]:
+class LongLine:
+    """A line longer than the inspection limit: kept in a temporary file, never whole in memory
+    (merged inputs hold a line while the others catch up, and a line may be a gigabyte)."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, start: bytes, handle):
+        import tempfile
+
+        self.file = tempfile.TemporaryFile()
+        self.file.write(start)
+        self.size = len(start)
+        while True:  # the rest of the line, up to and without its newline
+            chunk = handle.readline(self.CHUNK)
+            if not chunk:
+                break
+            ended = chunk.endswith(b"\n")
+            self.file.write(chunk[:-1] if ended else chunk)
+            self.size += len(chunk) - ended
+            if ended:
+                break
+
+    def __len__(self) -> int:
+        return self.size
+
+    def pieces(self) -> Iterator[bytes]:
+        """The line in pieces of at most CHUNK bytes; the file is gone afterwards."""
+        with self.file:
+            self.file.seek(0)
+            while True:
+                piece = self.file.read(self.CHUNK)
+                if not piece:
+                    return
+                yield piece
+
+
+def ndjson_lines(path: str, max_line: int = 16 << 20) -> Iterator:
+    """The lines of an NDJSON file (without newlines); one over ``max_line`` bytes as a LongLine."""
     try:
         handle = open(path, "rb")
     except OSError as error:
         raise InputError(f"cannot read input {path}: {error.strerror}") from None
     with handle:
-        for line in handle:
-            yield line[:-1] if line.endswith(b"\n") else line
+        while True:
+            line = handle.readline(max_line + 1)
+            if not line:
+                return
+            if line.endswith(b"\n"):
+                yield line[:-1]
+            elif len(line) <= max_line:  # the last line, without a newline
+                yield line
+            else:
+                yield LongLine(line, handle)
 
 
-def labelled_lines(path: str, report) -> Iterator[tuple]:
+def labelled_lines(path: str, report, max_line: int = 16 << 20) -> Iterator[tuple]:
     """``(label, line)`` for one file; the label names the file and the line or record."""
     if is_evtx(path):
         for number, line in enumerate(evtx_lines(path, report), 1):
             yield f"{path} record {number}", line
     else:
-        for number, line in enumerate(ndjson_lines(path), 1):
+        for number, line in enumerate(ndjson_lines(path, max_line), 1):
             yield f"{path} line {number}", line
 
 
@@ -164,8 +209,10 @@ def judged(labelled: Iterable[tuple], prefilter: Optional[Prefilter], batch_byte
 
 
 def _judge(batch: List[tuple], prefilter: Prefilter) -> Iterator[tuple]:
-    for (label, line), verdict in zip(batch, prefilter.judge([line for _, line in batch])):
-        yield label, line, verdict
+    lines = [line for _, line in batch if not isinstance(line, LongLine)]  # a long line is not inspected
+    verdicts = iter(prefilter.judge(lines))
+    for label, line in batch:
+        yield label, line, SKIP if isinstance(line, LongLine) else next(verdicts)
 
 
 def merged(streams: List[Iterable[tuple]], event_time: Callable[[bytes], Optional[int]]) -> Iterator[tuple]:

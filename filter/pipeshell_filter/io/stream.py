@@ -27,6 +27,7 @@ from ..engine import Engine
 from ..records import shrink
 from ..events.timeparse import NS, parse_time
 from . import parallel
+from .inputs import LongLine
 from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex
 from .signals import WRITING, StopRequest, Terminated
 
@@ -501,6 +502,14 @@ class Filter:
             if self.state is not None and self.state.due():
                 self.save_state()
             self.origin = label
+            if isinstance(line, LongLine):  # passed on in pieces, never whole in memory
+                pieces = line.pieces()
+                piece = next(pieces, b"")
+                for following in pieces:
+                    self._process_long_piece(piece, False)
+                    piece = following
+                self._process_long_piece(piece, True)
+                continue
             if len(line) > max_line:
                 self._process_long_piece(line, True)
                 continue
