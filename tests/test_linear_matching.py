@@ -117,14 +117,16 @@ def regexes(draw, depth=0):
     parts = []
     for _ in range(count):
         if depth < 2 and draw(st.integers(0, 4)) == 0:
+            # a group is not repeated: nested repetition would make the (backtracking) reference exponential
             first = draw(regexes(depth + 1))
             second = draw(regexes(depth + 1))
-            atom = (f"({first[0]}|{second[0]})", f"({first[1]}|{second[1]})")
+            quantifier = draw(st.sampled_from(["", "?"]))
+            atom = (f"({first[0]}|{second[0]}){quantifier}", f"({first[1]}|{second[1]}){quantifier}")
         else:
             atom = draw(st.sampled_from(atoms))
-        if atom[0] not in ("^", "$"):
-            quantifier = draw(st.sampled_from(["", "", "*", "+", "?", "{1,2}"]))
-            atom = (atom[0] + quantifier, atom[1] + quantifier)
+            if atom[0] not in ("^", "$"):
+                quantifier = draw(st.sampled_from(["", "", "*", "+", "?", "{1,2}"]))
+                atom = (atom[0] + quantifier, atom[1] + quantifier)
         parts.append(atom)
     return "".join(p[0] for p in parts), "".join(p[1] for p in parts)
 

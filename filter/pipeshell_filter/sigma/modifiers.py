@@ -65,7 +65,8 @@ def compile_re2(pattern: str):
         reason = error.args[0] if error.args else "rejected"
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
-        raise PatternError(" ".join(str(reason).split()) or "rejected") from None
+        reason = " ".join(str(reason).split()) or "rejected"  # RE2 quotes the offending part: keep it short
+        raise PatternError(reason if len(reason) <= 100 else reason[:97] + "...") from None
 
 
 def _short_literal(literal: str) -> Optional[tuple]:

@@ -1,0 +1,289 @@
+"""Hostile rule files never crash the loader: each is one line of RuleError, quickly, in bounded memory.
+
+Each case below crashed (RecursionError, ValueError, a Hyperscan error), hung (minutes of
+backtracking) or ate gigabytes (a billion-laughs alias) before the loader capped it.  The
+fuzz test at the end feeds mutated and random rule texts through parse_rule + compile_plan
+and allows no exception but RuleError.
+"""
+
+import os
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from clitools import alerts, ndjson, run_cli
+from pipeshell_filter.io import prefilter as pf
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, RuleError, load_rules, parse_rule, parse_rules
+
+SOURCE = "hostile.yml"
+
+
+def rule_text(detection_lines, extra=""):
+    return "title: hostile\nlogsource: {product: windows}\n" + extra + "detection:\n" + \
+        "".join(f"  {line}\n" for line in detection_lines)
+
+
+def load(text: str):
+    """parse_rule + compile_plan, as the CLI does for one rule file."""
+    return compile_plan(parse_rule(text, SOURCE))
+
+
+def assert_rule_error(text: str, *needles, seconds: float = 5.0):
+    start = time.perf_counter()
+    with pytest.raises(RuleError) as excinfo:
+        load(text)
+    message = str(excinfo.value)
+    assert time.perf_counter() - start < seconds
+    assert "\n" not in message and "\r" not in message, message
+    assert SOURCE in message and len(message) < 400, message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message
+
+
+# ---------------------------------------------------------------- conditions
+
+
+def test_deeply_nested_parentheses():
+    condition = "(" * 250 + "sel" + ")" * 250
+    assert_rule_error(rule_text(["sel: {a: x}", f"condition: '{condition}'"]), "deeper than 100")
+
+
+def test_thousands_of_nots():
+    assert_rule_error(rule_text(["sel: {a: x}", "condition: " + "not " * 2000 + "sel"]), "deeper than 100")
+
+
+def test_nesting_up_to_the_limit_loads_and_matches():
+    condition = "not (" * 50 + "sel" + ")" * 50  # 100 levels: 50 parentheses, 50 nots
+    plan = load(rule_text(["sel: {a: x}", f"condition: '{condition}'"]))
+    assert str(plan.expression).count("not") == 50
+    assert plan.term_mask(frozenset(["sel"])) == 1 and plan.term_mask(frozenset()) == 0
+
+
+def test_a_condition_expanding_to_too_many_references():
+    names = [f"s{i}: {{a: x}}" for i in range(1000)]
+    assert_rule_error(rule_text(names + ["condition: " + " and ".join(["1 of them"] * 200)]),
+                      "more than 100,000 selection references")
+
+
+def test_aggregation_with_a_long_run_of_spaces_is_refused_quickly():
+    # 'count(' + spaces + 'x' took quadratic time in the aggregation pattern
+    assert_rule_error(rule_text(["sel: {a: x}", "condition: 'sel | count(" + " " * 1_000_000 + "x'"]),
+                      "cannot parse aggregation", seconds=2.0)
+
+
+# ---------------------------------------------------------------- values
+
+
+def test_a_long_contains_value_loads_and_its_prefilter_literal_is_a_prefix():
+    value = "".join(chr(ord("a") + i % 26) for i in range(8000))
+    plan = load(rule_text([f"sel: {{Payload|contains: '{value}'}}", "condition: sel"]))
+    literals = plan.prefilter_literals(pf.needle)
+    assert literals and all(len(n) <= 256 and value.encode().find(n) >= 0 for n in literals)
+    for engine in pf.available_engines():  # Hyperscan refuses a literal of 4,000 bytes
+        scanner = pf.Prefilter(literals, engine)
+        line = ('{"Payload": "x %s y"}\n' % value.upper()).encode()
+        assert scanner.spans(line) == [(0, len(line) - 1)]
+        pf.RuleIndex({"r": literals}, engine)
+    for value_form in (value, "*" + value + "*?", value + "|" + value):
+        load(rule_text([f"sel: {{Payload|contains: '{value_form}'}}", "condition: sel"]))
+
+
+def test_a_long_contains_value_runs_end_to_end(tmp_path):
+    value = "".join(chr(ord("a") + i % 26) for i in range(8000))
+    (tmp_path / "long.yml").write_text(rule_text([f"sel: {{Payload|contains: '{value}'}}", "condition: sel"]))
+    events = ndjson([{"EventID": 4103, "Payload": "x " + value.upper() + " y", "@timestamp": "2021-01-01T00:00:00Z"},
+                     {"EventID": 4103, "Payload": value[:-1], "@timestamp": "2021-01-01T00:00:01Z"}])
+    for engine in pf.available_engines():
+        result = run_cli(["--rule", str(tmp_path / "long.yml"), "--prefilter-engine", engine], events)
+        assert result.returncode == 0, result.stderr
+        assert len(alerts(result.stdout)) == 1, result.stdout[:200]
+
+
+def test_a_regex_re2_cannot_run_names_file_selection_and_reason():
+    message = assert_rule_error(rule_text(["sel: {CommandLine|re: '(a)\\1'}", "condition: sel"]),
+                                "'sel'", "CommandLine", "bad pattern")
+    assert "escape" in message
+    assert_rule_error(rule_text(["sel: {CommandLine|re: '(?<=a)b'}", "condition: sel"]), "'sel'", "bad pattern")
+
+
+def test_re_sub_modifiers_need_re():
+    assert_rule_error(rule_text(["sel: {CommandLine|contains|i: x}", "condition: sel"]), "only applies to |re")
+    load(rule_text(["sel: {CommandLine|re|i|m|s: '^x.y$'}", "condition: sel"]))
+
+
+# ---------------------------------------------------------------- timeframe
+
+
+@pytest.mark.parametrize("timeframe, needle", [
+    ("9" * 5000 + "s", "longer than 3650 days"),
+    ("800000d", "longer than 3650 days"),
+    ("3651d", "longer than 3650 days"),
+    ("9" * 5000, "not valid YAML"),  # an integer YAML cannot build
+], ids=["5000-digits-s", "800000d", "3651d", "5000-digit-int"])
+def test_timeframe_too_long(timeframe, needle):
+    assert_rule_error(rule_text(["sel: {a: x}", "condition: sel | count() > 1", f"timeframe: {timeframe}"]), needle)
+
+
+def test_timeframe_at_the_limit_loads():
+    assert load(rule_text(["sel: {a: x}", "condition: sel | count() > 1", "timeframe: 3650d"])).timeframe_ns == \
+        3650 * 86400 * 10**9
+
+
+# ---------------------------------------------------------------- YAML
+
+
+def billion_laughs(levels: int, where: str) -> str:
+    lines = ["title: laughs", 'lol: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    top = f"*a{levels - 1}"
+    lines.append("detection:")
+    lines.append(f"  sel: {{Payload|contains: {top}}}" if where == "value" else "  sel: {Payload: x}")
+    lines.append("  condition: sel")
+    if where == "level":
+        lines.append(f"level: {top}")
+    if where == "timeframe":
+        lines.append(f"timeframe: {top}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("where", ["value", "level", "timeframe"])
+def test_billion_laughs(where):
+    # 10^9 'lol's behind a 1 KB file: refused while walking the first 100,000
+    assert_rule_error(billion_laughs(9, where), "YAML aliases", seconds=2.0)
+
+
+def test_billion_laughs_in_a_multi_document_file_stops_at_the_file_budget():
+    small = billion_laughs(5, "value").replace("title: laughs", "title: laughs {n}")  # 10^5 / 10 per document
+    text = "---\n".join(small.replace("{n}", str(n)) for n in range(40))
+    start = time.perf_counter()
+    results = parse_rules(text, SOURCE)
+    assert time.perf_counter() - start < 5.0
+    assert all(isinstance(r, RuleError) for r in results)
+    assert all("\n" not in str(r) for r in results)
+
+
+def test_aliases_within_bounds_are_fine():
+    text = ("title: shared\nvalues: &v [one, two, three]\ndetection:\n  a: {Payload|contains: *v}\n"
+            "  b: {CommandLine|contains: *v}\n  condition: a or b\n")
+    assert len(load(text).selections) == 2
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("title: t\nx: " + "1" * 5000 + "\ndetection: {sel: {a: 1}, condition: sel}\n", "not valid YAML"),
+    ("title: t\nx: 2001-13-45\ndetection: {sel: {a: 1}, condition: sel}\n", "not valid YAML"),
+    ("title: t\nx: " + "[" * 40 + "]" * 40 + "\ndetection: {sel: {a: 1}, condition: sel}\n", "deeper than"),
+    ("title: t\ndetection: {sel: {a: " + "[" * 40 + "1" + "]" * 40 + "}, condition: sel}\n", "deeper than"),
+], ids=["5000-digit-int", "month-13", "deep-list", "deep-value"])
+def test_yaml_python_cannot_build_or_too_deep(text, needle):
+    assert_rule_error(text, needle)
+
+
+def test_dev_zero_is_one_line(tmp_path):
+    assert os.path.exists("/dev/zero")
+    [error] = load_rules("/dev/zero")
+    assert isinstance(error, RuleError) and "\n" not in str(error) and "larger than 16 MiB" in str(error)
+    result = run_cli(["--rule", "/dev/zero"])
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr[:300]
+    assert b"Traceback" not in result.stderr
+
+
+def test_a_hostile_rule_in_a_directory_is_skipped_in_one_line(tmp_path):
+    (tmp_path / "good.yml").write_text(rule_text(["sel: {Payload|contains: x}", "condition: sel"]))
+    (tmp_path / "nots.yml").write_text(rule_text(["sel: {a: x}", "condition: " + "not " * 2000 + "sel"]))
+    (tmp_path / "laughs.yml").write_text(billion_laughs(9, "value"))
+    result = run_cli(["--rule", str(tmp_path)], b"")
+    assert result.returncode == 0, result.stderr
+    skipped = result.stderr.decode().splitlines()
+    assert len([line for line in skipped if "skipped" in line]) == 2, skipped
+    assert "Traceback" not in result.stderr.decode()
+
+
+# ---------------------------------------------------------------- fuzz
+
+with open(BUILTIN_RULE, encoding="utf-8") as _handle:
+    _BUILTIN_TEXT = _handle.read()
+
+# Mostly well-formed pieces, so that many generated rules load and reach the matchers.
+_MODIFIER = st.sampled_from(["contains", "startswith", "endswith", "re", "cased", "all", "exists", "i", "m", "s",
+                             "ignorecase", "dotall", "windash", "", "contains"])
+_WORD = st.sampled_from(["sel", "filter", "SERVER_x", "CLIENT_y", "them", "1", "all", "of", "and", "or", "not",
+                         "AND", "(", ")", "|", "count()", ">", "2", "by", "x*", "*", "_u"])
+_SCALAR = st.one_of(
+    st.text(st.sampled_from("ab*?\\()[]{}+.^$|'\"ß İ\n:#&!-"), max_size=20),
+    st.integers(-10**30, 10**30), st.booleans(), st.none(), st.floats(allow_nan=True),
+    st.builds(lambda c, n: c * n, st.sampled_from(["a", "*", "(", "\\", "a*", "ab?"]), st.integers(0, 9000)),
+    st.sampled_from(["(a)\\1", "(?=x)", "(a+)+$", "[", "\\Z", "(?i)x", "800000d", "9" * 5000 + "s", "5m", "0s"]))
+
+
+def _quoted(value) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''").replace("\n", " ") + "'"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _rare(draw, unusual, usual):
+    """Mostly ``usual``: hypothesis draws the bounds of a range often, so the rare branch sits inside it."""
+    return draw(unusual) if draw(st.integers(0, 9)) == 4 else draw(usual)
+
+
+@st.composite
+def _conditions(draw, names, depth=0):
+    if depth > 3 or draw(st.integers(0, 2)) == 0:
+        return _rare(draw, st.sampled_from(["1 of sel*", "all of them", "undefined", "not " + names[0]]),
+                     st.sampled_from(names))
+    op = draw(st.sampled_from([" and ", " or ", " AND "]))
+    parts = draw(st.lists(_conditions(names, depth + 1), min_size=1, max_size=3))
+    text = op.join(parts)
+    return draw(st.sampled_from([text, text, f"({text})", f"not ({text})"]))
+
+
+@st.composite
+def _generated_rules(draw):
+    logsource = _rare(draw, st.sampled_from(["{}", "[1]", "x", "{category: [a, [b]]}"]),
+                      st.just("{product: windows}"))
+    lines = ["title: fuzz", f"logsource: {logsource}", "detection:"]
+    names = draw(st.lists(st.sampled_from(["sel", "filter", "sel2", "_u"]), min_size=1, max_size=3, unique=True))
+    for name in names:
+        lines.append(f"  {name}:")
+        for field in draw(st.lists(st.sampled_from(["a", "Payload", "CommandLine"]), min_size=1, max_size=3,
+                                   unique=True)):
+            field = _rare(draw, st.sampled_from(["", "a|", "|"]), st.just(field))
+            modifiers = "".join("|" + m for m in draw(st.lists(_MODIFIER, max_size=2)))
+            values = _rare(draw, st.lists(_SCALAR, max_size=4), st.lists(_SCALAR, min_size=1, max_size=4))
+            shown = _quoted(values[0]) if len(values) == 1 else "[" + ", ".join(map(_quoted, values)) + "]"
+            lines.append(f"    '{field}{modifiers}': {shown}")
+    condition = _rare(draw, st.lists(_WORD, max_size=12).map(" ".join), _conditions(names))
+    condition = _rare(draw, st.just("(" * 120 + condition + ")" * 120), st.just(condition))
+    aggregation = _rare(draw, st.sampled_from([" | count() > 1", " | count(x) by y >= 2", " | max() < 3",
+                                               " | sum(q) = 1"]), st.just(""))
+    lines.append(f"  condition: {_quoted(condition + aggregation)}")
+    timeframe = _rare(draw, _SCALAR, st.sampled_from([None, None, "5m", "3650d"]))
+    if timeframe is not None:
+        lines.append(f"  timeframe: {_quoted(timeframe)}")
+    return "\n".join(lines) + "\n"
+
+
+@st.composite
+def _mutated_rules(draw):
+    """The built-in rule with a few bytes replaced, inserted or deleted."""
+    text = _BUILTIN_TEXT
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(text)))
+        piece = draw(st.sampled_from(["*", "(", ")", "|re", "|contains", " not", "&a ", "*a", "[", "]", "{", "\n",
+                                      "  ", ":", "'", "!!int ", "? ", "---\n", "\t", "9" * 5000, "|i", ""]))
+        cut = draw(st.integers(0, 3))
+        text = text[:at] + piece + text[at + cut:]
+    return text
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
+@given(st.one_of(_generated_rules(), _mutated_rules(), st.text(max_size=200)))
+def test_fuzzed_rules_raise_only_rule_errors(text):
+    try:
+        load(text)
+    except RuleError as error:
+        assert "\n" not in str(error) and len(str(error)) < 1000, str(error)[:300]
