@@ -19,6 +19,7 @@ from hypothesis import event, given, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, run_cli
 from eventgen import BASE, flat_event, raw_events
+from test_prefilter import StopAfterReads  # a stop request that comes after some reads
 from test_stages import BY_HOST, SINGLE
 from pipeshell_filter.correlate import state as state_module
 from pipeshell_filter.correlate.state import FORMAT, VERSION, StateFile
@@ -34,19 +35,6 @@ PLANS = [compile_plan(load_rule(BUILTIN_RULE, builtin=True)), compile_plan(parse
          compile_plan(parse_rule(SINGLE, "single.yml"))]
 RESOLVER = FieldResolver(builtin_profiles())
 BASE_NS = int(BASE.timestamp()) * NS
-
-
-class StopAfterReads:
-    """A stop request (as SIGTERM makes one) that comes once the reader has looked ``reads`` times;
-    on a file it looks once before each read."""
-
-    def __init__(self, reads: int):
-        self.left = reads
-
-    @property
-    def requested(self) -> bool:
-        self.left -= 1
-        return self.left < 0
 
 
 def lines_of(events):
