@@ -4,10 +4,11 @@
 
 Writes N PipeShell client events (4104, each from its own host, all inside one
 5-minute window, no server: the window can never fire) into the filter through a
-pipe, then ten minutes of ordinary events so that the window passes, then one
-real incident.  Samples the filter's resident memory (``/proc/PID/status``) while
-it runs and reports the peak during the flood, the resident memory after the
-window passed, the alert count (1 expected) and the largest output line.
+pipe, then ten minutes of ordinary events, then one real incident, whose alert
+means the flood's window has passed.  Samples the filter's resident memory
+(``/proc/PID/status``) while it runs and reports the peak during the flood, the
+resident memory once the incident alerted, the alert count (1 expected) and the
+largest output line.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from eventgen import flat_event  # noqa: E402  the test suite's event builder
 
-FILTER = [sys.executable, "-m", "pipeshell_filter", "--emit", "alerts", "--idle", "0", "--lateness", "60"]
+FILTER = [sys.executable, "-m", "pipeshell_filter", "--emit", "alerts", "--idle", "0", "--lateness", "0"]
 
 
 def rss_mb(pid: int) -> float:
@@ -52,7 +53,15 @@ def main() -> int:
             time.sleep(0.05)
 
     output = []
-    reader = threading.Thread(target=lambda: output.append(process.stdout.read()))
+    alerted = threading.Event()
+
+    def read():
+        for line in process.stdout:
+            output.append(line)
+            if b'"kind":"alert"' in line:
+                alerted.set()
+
+    reader = threading.Thread(target=read)
     sampler = threading.Thread(target=sample)
     reader.start()
     sampler.start()
@@ -71,14 +80,15 @@ def main() -> int:
                 flat_event(1860, "cli02", "client", 4103), flat_event(2500, "ws04", "benign", 4104)]
     process.stdin.write("".join(json.dumps(e) + "\n" for e in later + incident).encode())
     process.stdin.flush()
-    time.sleep(1.0)
+    alerted.wait(600)  # the incident's alert: the flood's window has long passed by then
+    time.sleep(0.5)
     settled = rss_mb(process.pid)
     process.stdin.close()
     reader.join()
     done.set()
     sampler.join()
     process.wait()
-    lines = output[0].splitlines()
+    lines = [line.rstrip(b"\n") for line in output]
     result = {
         "hosts": args.hosts,
         "peak_rss_mb_during_flood": round(samples["flood"], 1),

@@ -14,8 +14,10 @@ becomes final too: no more than ``max_skew`` past the vouched-for time, and
 not in the future of the wall clock by more than that (with one source, the
 wall clock is the only check there is).
 
-State is bounded: only the ``cap`` sources with the newest times are kept;
-the vouched-for time depends on the top two alone.
+State is bounded: only the ``cap`` sources with the newest times are kept,
+and none further behind the vouched-for time than ``horizon`` (skew, window
+and lateness: it can no longer matter); the vouched-for time depends on the
+top two alone.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ NEVER = float("-inf")
 
 
 class SourceClocks:
-    def __init__(self, max_skew_ns: int, cap: int = 10_000):
+    def __init__(self, max_skew_ns: int, cap: int = 10_000, horizon_ns: float = float("inf")):
         self.max_skew = max_skew_ns
         self.cap = cap
+        self.horizon = horizon_ns  # a source this far behind the vouched-for time is forgotten
         self._newest = {}  # source -> newest event time
         self._ranked = SortedList()  # (newest time, repr(source), source)
         self.reported = set()  # sources already reported as skewed
@@ -49,7 +52,11 @@ class SourceClocks:
         if len(self._ranked) > self.cap:  # the oldest sources cannot be among the top two
             _, _, gone = self._ranked.pop(0)
             del self._newest[gone]
-        return self.reference > before
+        reference = self.reference
+        while len(self._ranked) > 2 and self._ranked[0][0] < reference - self.horizon:
+            _, _, gone = self._ranked.pop(0)  # it can matter again only by sending: then it is back
+            del self._newest[gone]
+        return reference > before
 
     @property
     def reference(self):

@@ -80,7 +80,7 @@ class Correlator:
         self.timeframe = spec.timespan_ns
         self.lateness = lateness_ns
         self.watermark = NEVER
-        self.clocks = SourceClocks(max_skew_ns)
+        self.clocks = SourceClocks(max_skew_ns, horizon_ns=max_skew_ns + spec.timespan_ns + lateness_ns)
         self.late_sources = {}  # source -> late events dropped from correlation (reported once each)
         self.max_held = max_held
         self.shed = 0  # events dropped early because the state was at its cap
