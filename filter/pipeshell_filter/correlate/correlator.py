@@ -59,6 +59,9 @@ class Hit:
 def _give_back_memory() -> None:
     """Return freed heap to the system (glibc keeps it otherwise, and the resident size would stay
     at a flood's peak); elsewhere nothing happens."""
+    import gc
+
+    gc.collect()  # a flood leaves cyclic garbage too (and this happens once per flood, not per event)
     try:
         import ctypes
 
