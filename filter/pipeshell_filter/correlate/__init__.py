@@ -15,7 +15,7 @@ from typing import Callable, Iterable, List
 
 from ..sigma.correlation import CorrelationSpec
 from . import state as _state
-from .correlator import DEFAULT_MAX_SKEW, Correlator, Hit
+from .correlator import DEFAULT_MAX_SKEW, Correlator, Hit, give_back_memory
 
 NS = 1_000_000_000
 
@@ -42,6 +42,14 @@ class Correlation:
         """Some correlation refers to this rule."""
         return rule in self._by_rule
 
+    def _after_flood(self) -> None:
+        """A correlation's state shrank from a flood: return the memory, now that no frame of
+        the correlator holds on to any of it."""
+        if any(c.flood_gone for c in self.correlators):
+            for c in self.correlators:
+                c.flood_gone = False
+            give_back_memory()
+
     def observe(self, detection) -> List[Hit]:
         hits = []
         for correlator in self._by_rule.get(detection.rule, ()):
@@ -49,6 +57,8 @@ class Correlation:
             hits.extend(correlator.observe(detection))
             if (correlator.clocks.newest, correlator.newest) != before:
                 self._newest_wall[id(correlator)] = self.clock()
+            if correlator.flood_gone:
+                self._after_flood()
         return hits
 
     def settle(self) -> List[Hit]:
@@ -138,6 +148,7 @@ class Correlation:
             watermark = watermark_of(correlator)
             if watermark is not None:
                 hits.extend(correlator.advance(watermark))
+        self._after_flood()
         return hits
 
     def skew_reports(self, final: bool = False) -> List[tuple]:

@@ -56,7 +56,7 @@ class Hit:
     distinct_values: tuple  # value_count: sorted distinct values
 
 
-def _give_back_memory() -> None:
+def give_back_memory() -> None:
     """Return freed heap to the system (glibc keeps it otherwise, and the resident size would stay
     at a flood's peak); elsewhere nothing happens."""
     import gc
@@ -88,6 +88,7 @@ class Correlator:
         self.max_held = max_held
         self.shed = 0  # events dropped early because the state was at its cap
         self._peak = 0  # most events held since memory was last given back
+        self.flood_gone = False  # the state shrank from a flood: ``give_back_memory`` is due
         self.late = 0  # events that arrived behind the watermark
         self.late_dropped = 0  # ... of which could not join any open window
         self._seq = 0
@@ -234,9 +235,9 @@ class Correlator:
             self.seen.evict(horizon)
         size = len(self._held) + len(self._pending)
         self._peak = max(self._peak, size)
-        if self._peak >= 10_000 and size < self._peak // 4:  # a flood has passed: give the memory back
+        if self._peak >= 10_000 and size < self._peak // 4:  # a flood has passed: its memory can go back
             self._peak = size
-            _give_back_memory()
+            self.flood_gone = True  # done by the caller, once nothing here refers to the flood any more
 
     # ------------------------------------------------------------ introspection
 
