@@ -51,17 +51,13 @@ class Engine:
     def process(self, event: dict, line: int = 0, only=None) -> Outcome:
         """The detect stage and then the correlate stage, for one parsed event; ``only``: the
         positions of the rules that can match it (the prefilter's ``RuleIndex``), None for all."""
-        detections = self.detector.detect(event, line, only)
-        if not detections:
-            return Outcome(None, [])
-        self.stats["matched"] += 1
-        matches, alerts, untimed = [], [], False
+        sigma, detections = self.match(event, line, only)
+        alerts, untimed = [], False
         for detection in detections:
-            matches.append(enrichment(self.plans[detection.rule], detection))
             found, timeless = self._correlate(detection)
             alerts += found
             untimed |= timeless
-        return Outcome(sigma_field(matches), alerts, untimed)
+        return Outcome(sigma, alerts, untimed)
 
     def match(self, event: dict, line: int = 0, only=None) -> tuple:
         """The detect stage alone: the enrichment and the Detection records (``--stage match``)."""

@@ -13,11 +13,10 @@ import time as _time
 from collections import defaultdict
 from typing import Callable, Iterable, List
 
+from ..events.timeparse import NS
 from ..sigma.correlation import CorrelationSpec
 from . import state as _state
 from .correlator import DEFAULT_MAX_SKEW, Correlator, Hit, give_back_memory
-
-NS = 1_000_000_000
 
 __all__ = ["DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit"]
 
