@@ -7,6 +7,7 @@ HYPOTHESIS_PROFILE=ci (what .ci/run uses) bounds the run for 2-core CI machines;
 import os
 import sys
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -16,3 +17,14 @@ settings.register_profile("dev", max_examples=60, deadline=None)
 settings.register_profile("thorough", max_examples=3000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(scope="session")
+def sigmahq_run():
+    """One filter run over every SigmaHQ regression .evtx with the whole public rule set loaded
+    (``sigmahq.run_rule_set``), shared by the tests that read it: the files are processed once."""
+    import sigmahq
+
+    if not sigmahq.available():
+        pytest.skip("the shared SigmaHQ checkout is absent")
+    return sigmahq.run_rule_set()

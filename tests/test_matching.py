@@ -477,8 +477,11 @@ def test_compile_scalar_with_contains():
 
 
 def test_known_modifiers():
+    # every modifier of the Sigma v2.1 appendix
     assert KNOWN_MODIFIERS == {"contains", "startswith", "endswith", "re", "cased", "all", "exists",
-                               "i", "ignorecase", "m", "multiline", "s", "dotall"}
+                               "i", "ignorecase", "m", "multiline", "s", "dotall", "windash", "base64",
+                               "base64offset", "utf16", "utf16le", "utf16be", "wide", "lt", "lte", "gt", "gte",
+                               "neq", "minute", "hour", "day", "week", "month", "year", "cidr", "expand", "fieldref"}
 
 
 # ---------------------------------------------------------------- literals

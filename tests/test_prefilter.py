@@ -40,14 +40,14 @@ def test_builtin_rule_needles_are_the_two_class_names():
     ("namedpipe", b"namedpipe"),
     ("800", None),  # numbers have many spellings (8e2, 800.0)
     ("-1.5e3", None),
-    ("c:\\windows\\system32\\cmd.exe", b"system32"),  # JSON doubles the backslashes
-    ('say "hello world"', b"hello world"),
-    ("a/b", b"a"),  # '/' may be written '\/'
+    ("c:\\windows\\system32\\cmd.exe", b"c:\\\\windows\\\\system32\\\\cmd.exe"),  # JSON doubles backslashes
+    ('say "hello world"', b'say \\"hello world\\"'),  # and escapes quotes
+    ("a/bc", b"bc"),  # '/' may be written '\/'
     ("\u00e9t\u00e9 ici", b" ici"),  # the longest verbatim ASCII run
     ("\u00e9\u00e9", None),
     ("", None),
 ])
-def test_needle_is_a_verbatim_ascii_run(literal, expected):
+def test_needle_is_the_longest_run_json_spells_one_way(literal, expected):
     assert pf.needle(literal) == expected
 
 
@@ -74,8 +74,10 @@ def _plan(detection: dict):
     ({"sel": {"A|contains": "xyz"}, "f": {"B": "yy"}, "condition": "sel or not f"}, None),  # 'not f' alone
     ({"sel": {"A|re": "x+"}, "condition": "sel"}, None),
     ({"sel": {"EventID": 4104, "A|contains": "Pipe"}, "f": {"B": "No"}, "condition": "sel and not f"},
-     [b"no", b"pipe"]),  # the filter's selection is enriched too, so its literal counts
-    ({"sel": {"A|contains": "C:\\Windows\\Temp"}, "condition": "sel"}, [b"windows"]),
+     [b"pipe"]),  # an event that meets only the filter does not matter
+    ({"sel": {"A|contains": "C:\\Windows\\Temp"}, "condition": "sel"}, [b"c:\\\\windows\\\\temp"]),
+    ({"a": {"A|contains": "Invoke-Thing"}, "b": {"B|endswith": "\\x.exe"}, "condition": "a and b"},
+     [b"invoke-thing"]),  # one side of an AND is enough: the side with the longer literals
 ])
 def test_plan_needles(detection, expected):
     assert _plan(detection).prefilter_literals(pf.needle) == expected

@@ -6,7 +6,6 @@ reading of SigmaHQ's own mapping (``tests/thor.yml``, see ``sigmahq.py``).
 """
 
 import glob
-import json
 import os
 from collections import Counter
 
@@ -14,32 +13,17 @@ import pytest
 import yaml
 
 import sigmahq
-from clitools import run_cli
 
 pytestmark = pytest.mark.skipif(not sigmahq.available(), reason="the shared SigmaHQ checkout is absent")
 
 
 @pytest.fixture(scope="module")
-def matched():
-    """Every (rule id, EventID, channel) the filter matched across the regression evtx files."""
-    evtx = sorted({case[2] for case in sigmahq.regression_cases()})
-    assert len(evtx) >= 50
-    args = [arg for directory in sigmahq.RULE_DIRS for arg in ("--rule", directory)]
-    for path in evtx:
-        args += ["--input", path]
-    result = run_cli(args + ["--emit", "matches", "--quiet"], timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    found = []
-    for line in result.stdout.splitlines():
-        record = json.loads(line)
-        if record.get("event", {}).get("kind") == "alert":
-            continue
-        system = record["Event"]["System"]
-        event_id = system["EventID"]["#text"] if isinstance(system["EventID"], dict) else system["EventID"]
-        sigma = record["sigma"]
-        for match in sigma.get("matches", [sigma]):
-            found.append((match["rule"]["id"], str(event_id), system.get("Channel", "")))
-    return found, result.stderr
+def matched(sigmahq_run):
+    """Every (rule id, EventID, channel) the filter matched across the regression evtx files,
+    from the one CLI run the session shares (``conftest.sigmahq_run``)."""
+    assert sigmahq_run.returncode == 0, sigmahq_run.stderr[-2000:]
+    assert len({case[2] for case in sigmahq.regression_cases()}) >= 50
+    return sigmahq_run.matched, sigmahq_run.stderr
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +33,7 @@ def logsources():
     for directory in sigmahq.RULE_DIRS:
         for path in glob.glob(os.path.join(directory, "**", "*.yml"), recursive=True):
             with open(path, encoding="utf-8") as handle:
-                for document in yaml.safe_load_all(handle):
+                for document in yaml.load_all(handle, Loader=sigmahq.SAFE_LOADER):
                     if isinstance(document, dict) and "id" in document:
                         found[str(document["id"])] = document.get("logsource") or {}
     return found

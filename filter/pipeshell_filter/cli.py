@@ -22,13 +22,16 @@ from .events.fields import FieldResolver, ProfileError, builtin_profiles, load_p
 from .events.timeparse import NS
 from .io import inputs as inputs_module
 from .io import parallel
-from .io.prefilter import Prefilter, RuleIndex
+from .io.prefilter import Prefilter, RuleIndex, needle
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
 from .io.stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
-from .explain import describe_event, describe_plan, rule_needles
+from .explain import describe_event, describe_rule_set, rule_needles
+from .sigma import literals
 from .sigma.compile import Plan, compile_plan
-from .sigma.rule import BUILTIN_RULE, RuleError, load_rule, load_rules, rule_files
+from .sigma.collection import resolve
+from .sigma.placeholders import PlaceholderError, load_placeholders
+from .sigma.rule import BUILTIN_RULE, CorrelationRule, RuleError, load_rule, load_rules, rule_files
 
 
 class Emit(str, enum.Enum):
@@ -86,16 +89,17 @@ _JOIN_HELP = "window: each top-level AND term may be met by a different event in
 
 
 def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bool = False,
-               report=None) -> List[Plan]:
-    """The compiled rules.  A rule that fails to load is a usage error, except in a directory
-    (unless ``strict``): there it is reported by name, in one line, and skipped."""
+               report=None, placeholders: Optional[dict] = None) -> List[Plan]:
+    """The compiled rules (a ``RuleSet``: with the correlation documents, resolved once every
+    file is read).  A rule that fails to load is a usage error, except in a directory (unless
+    ``strict``): there it is reported by name, in one line, and skipped."""
     join_mode = join.value if join else None
     if not rule_paths:
         try:
-            return [compile_plan(load_rule(BUILTIN_RULE, builtin=True), join_mode)]
+            return [compile_plan(load_rule(BUILTIN_RULE, builtin=True), join_mode, placeholders=placeholders)]
         except RuleError as error:
             raise UsageProblem(str(error)) from None
-    plans, seen = [], {}
+    plans, seen, documents = [], {}, {}  # documents: correlation -> whether it came from a directory
     for path in rule_paths:
         directory = os.path.isdir(path)
         files = rule_files(path)
@@ -108,15 +112,39 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
                         raise rule
                     if rule.id in seen:
                         raise RuleError(f"rule {rule.path}: its id {rule.id} is already the id of {seen[rule.id]}")
-                    plans.append(compile_plan(rule, join_mode))
+                    if isinstance(rule, CorrelationRule):
+                        documents[rule] = directory
+                    else:
+                        plans.append(compile_plan(rule, join_mode, placeholders=placeholders))
                     seen[rule.id] = rule.path
                 except RuleError as error:
                     if strict or not directory:
                         raise UsageProblem(str(error)) from None
                     (report or _skipped)(str(error))
+
+    def unresolved(document, error):
+        if strict or not documents[document]:
+            raise UsageProblem(str(error)) from None
+        (report or _skipped)(str(error))
+
+    rule_set = resolve(plans, list(documents), unresolved)
     if not plans:
         raise UsageProblem("no rule could be loaded from " + ", ".join(rule_paths))
-    return plans
+    return rule_set
+
+
+def read_placeholders(path: Optional[str]) -> Optional[dict]:
+    """``--placeholders FILE``: the values of the rules' ``|expand`` placeholders (None without it)."""
+    if path is None:
+        return None
+    try:
+        return load_placeholders(path)
+    except PlaceholderError as error:
+        raise UsageProblem(str(error)) from None
+
+
+_PLACEHOLDERS_HELP = ("YAML mapping of placeholder name to a string or a list of strings: the values of "
+                      "|expand placeholders (%name%) in the rules. Without it a rule using |expand is not loaded.")
 
 
 def _skipped(message: str) -> None:
@@ -181,6 +209,7 @@ def run(
         "asks (no channel, no product): match: the rule applies as far as the event tells; skip: it does not."),
     strict: bool = typer.Option(False, "--strict", help="A rule in a --rule directory that fails to load is an "
                                 "error (by default it is reported and skipped)."),
+    placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
     state: Optional[str] = typer.Option(None, "--state", metavar="FILE", help="Keep the correlation state in "
                                         "this file across restarts: restored at start, saved every "
@@ -206,7 +235,7 @@ def run(
         raise UsageProblem("--max-record-bytes must be at least 4096")
     if workers is not None and workers < 0:
         raise UsageProblem("--workers must be zero or more")
-    plans = load_plans(rule, join, strict)
+    plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
     try:
         files = inputs_module.expand(inputs or [])
@@ -283,24 +312,38 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
 
 
 def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "match") -> tuple:
-    """The block prefilter and, with several rules, the index from literal to rules.
+    """The block prefilter and, with several rules, the index from literals to rules.
 
-    A rule with no needles (``rule_needles``) turns the block prefilter off, since
-    any line may match it, but not the index: the rules that have needles are
-    still tried only on lines holding one, and those without on every line."""
-    needles_of, unrouted = {}, set()
+    Each rule's requirement is its literal formula (``sigma.literals``); failing that,
+    under ``--logsource-unknown skip``, its channels' names (``rule_needles``).  A rule
+    with neither turns the block prefilter off, since any line may match it, but not
+    the index: the other rules are still tried only on lines that satisfy their
+    formula, and those without on every line their log source routes to them."""
+    usable = _indexed_needle if len(plans) > 1 else needle
+    formulas, unrouted = {}, set()
     for position, plan in enumerate(plans):
-        found = rule_needles(plan, unknown_logsource)
-        if found is None:
+        formula = literals.of_plan(plan, usable)
+        if formula is None:
+            found = rule_needles(plan, unknown_logsource)
+            formula = literals.either(found) if found else None
+        if formula is None:
             unrouted.add(position)
         else:
-            needles_of[position] = found
+            formulas[position] = formula
     try:
-        prefilter = None if unrouted else Prefilter(sorted({n for f in needles_of.values() for n in f}), engine)
-        index = RuleIndex(needles_of, engine, unrouted) if len(plans) > 1 and needles_of else None
+        needles = sorted(set().union(*(literals.cover(f) for f in formulas.values())))
+        prefilter = None if unrouted or not needles else Prefilter(needles, engine)
+        index = RuleIndex(formulas, engine, unrouted) if len(plans) > 1 and formulas else None
     except ValueError as error:
         raise UsageProblem(f"--prefilter-engine {engine}: {error}") from None
     return prefilter, index
+
+
+def _indexed_needle(literal: str):
+    """A rule set's index looks for needles of three bytes or more: shorter ones are in nearly
+    every line, and each costs the scanner a report at nearly every byte."""
+    found = needle(literal)
+    return found if found is not None and len(found) >= 3 else None
 
 
 def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostics, max_line: int = DEFAULT_MAX_LINE):
@@ -375,15 +418,15 @@ def explain(
     field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
                                                   help="Your own field-resolution table, tried first."),
     time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH", help="Event time path."),
+    placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
     logsource_unknown: UnknownLogsource = typer.Option(UnknownLogsource.match, "--logsource-unknown",
                                                        help="As for filtering: match or skip."),
 ) -> None:
     """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
     With --event, show one event's profile, resolved fields and each selection's verdict."""
-    plans = load_plans(rule, join)
+    plans = load_plans(rule, join, placeholders=read_placeholders(placeholders))
     if event is None:
-        for plan in plans:
-            typer.echo(describe_plan(plan, logsource_unknown.value))
+        typer.echo(describe_rule_set(plans, logsource_unknown.value))
         return
     resolver = make_resolver(profile, field_map, time_field)
     raw, parsed = _read_one_event(event)

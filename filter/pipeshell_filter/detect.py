@@ -17,6 +17,7 @@ import attrs
 from .events.fields import FieldResolver
 from .events.timeparse import format_time
 from .sigma.compile import Plan
+from .sigma.literals import required_values
 from .sigma.logsource import EventFacts
 from .values import MISSING, first_leaf, leaves
 
@@ -87,41 +88,45 @@ class Detector:
         self.resolver = resolver
         self.needed = needed or {}
         self.unknown_logsource = unknown_logsource
-        # Routing by EventID: the rules whose logsource admits an event with this EventID.
-        # Rules without logsource, or not limited to some EventIDs, are in every entry.
-        self._everywhere = frozenset(i for i, p in enumerate(self.plans)
-                                     if p.logsource is None or p.logsource.event_ids is None)
-        by_event_id = {}
-        for i, plan in enumerate(self.plans):
-            if i not in self._everywhere:
-                for event_id in plan.logsource.event_ids:
-                    by_event_id.setdefault(event_id, set()).add(i)
-        self._by_event_id = {event_id: frozenset(found) | self._everywhere for event_id, found in by_event_id.items()}
-        self._all = frozenset(range(len(self.plans)))
-        self._routed = bool(by_event_id)
+        # Routing: the rules an event can matter to, from what it tells of its log source and
+        # its EventID, worked out once per distinct answer (a stream has a few dozen).
+        self._wanted_ids = [required_values(plan) for plan in self.plans]
+        self._routes = {}
+
+    MAX_ROUTES = 4096  # distinct (log source, EventID) answers remembered; hostile input may invent more
+
+    def _route(self, view) -> tuple:
+        facts = event_facts(view)
+        event_ids = view.folded("EventID")
+        key = (facts._key, event_ids)
+        found = self._routes.get(key)
+        if found is None:
+            if len(self._routes) >= self.MAX_ROUTES:
+                self._routes.clear()
+            found = frozenset(
+                i for i, plan in enumerate(self.plans)
+                if (plan.logsource is None or plan.logsource.applies(facts, self.unknown_logsource))
+                and (self._wanted_ids[i] is None or not self._wanted_ids[i].isdisjoint(event_ids)))
+            if sum(map(len, event_ids)) <= 64:  # a real EventID, not a hostile megabyte to remember
+                self._routes[key] = found
+        return found
 
     def detect(self, event: dict, line: int = 0, only=None) -> List[Detection]:
         """``only``: positions of the rules to try (the others cannot match), None for every rule."""
         return self.detect_view(self.resolver.view(event), line, only)
 
     def detect_view(self, view, line: int = 0, only=None) -> List[Detection]:
+        """``only``: the rules to try (the others cannot match), None for every rule, or a
+        function from the rules routed to this event to those of them to try."""
         found = []
         time = host = MISSING
-        facts = None
-        if self._routed:
-            facts = event_facts(view)
-            # an event that does not tell its EventID may still apply under the policy: every rule
-            routed = self._by_event_id.get(facts.event_id, self._everywhere) if facts.event_id else self._all
-            only = routed if only is None else routed & only
-        plans = self.plans if only is None else [self.plans[i] for i in sorted(only)]
-        for plan in plans:
-            if plan.logsource is not None:
-                if facts is None:
-                    facts = event_facts(view)
-                if not plan.logsource.applies(facts, self.unknown_logsource):
-                    continue
-            matched = plan.match(view)
-            mask = plan.term_mask(matched)
+        routed = self._route(view)
+        if callable(only):
+            only = only(routed)
+        chosen = routed if only is None else routed & only
+        for position in sorted(chosen):
+            plan = self.plans[position]
+            mask, matched = plan.judge(view)
             if not mask:
                 continue
             if time is MISSING:

@@ -38,12 +38,18 @@ class Engine:
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
                  unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW):
         self.plans = {plan.rule.id: plan for plan in plans}
-        specs = [plan.correlation for plan in plans if plan.correlation is not None]
+        # a rule set (``sigma.collection.RuleSet``) brings its correlation documents, and the rules
+        # that feed them without ``generate`` and so do not alert on their own (``quiet``)
+        documents = getattr(plans, "correlations", ())
+        self.quiet = getattr(plans, "quiet", frozenset())
+        self.meta = {**{plan.rule.id: plan.rule for plan in plans}, **{d.spec.id: d.rule for d in documents}}
+        specs = [plan.correlation for plan in plans if plan.correlation is not None] + [d.spec for d in documents]
         self.correlation = Correlation(specs, lateness_ns, clock, max_skew_ns)
         needed = {}
         for spec in specs:
-            for ref in spec.rules:
-                needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + spec.needed_fields(ref.rule)))
+            for ref in spec.inputs:
+                if not ref.chained:
+                    needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + spec.needed_fields(ref.rule)))
         self.detector = Detector(plans, resolver, needed, unknown_logsource)
         self.resolver = resolver
         self.stats = Counter()
@@ -76,19 +82,23 @@ class Engine:
 
     def _correlate(self, detection: Detection) -> tuple:
         plan = self.plans[detection.rule]
-        if not self.correlation.wants(detection.rule):
-            if self._alerted is not None and not self._first_alert(detection):
-                return [], False
+        alerts = []
+        # a rule alerts on its own unless it is a correlation, or feeds one without ``generate``
+        if plan.correlation is None and detection.rule not in self.quiet and \
+                (self._alerted is None or self._first_alert(detection)):
             self.stats["alerts"] += 1
-            return [detection_alert(plan, detection)], False
+            alerts.append(detection_alert(plan, detection))
+        if not self.correlation.wants(detection.rule):
+            return alerts, False
         if detection.time is None:
             self.stats["no_time"] += 1
-            return [], True
-        return self._alerts(self.correlation.observe(detection)), False
+            return alerts, True
+        return alerts + self._alerts(self.correlation.observe(detection)), False
 
     def _alerts(self, hits: List[Hit]) -> list:
+        hits = [hit for hit in hits if hit.spec.id not in self.quiet]  # an inner correlation's, without generate
         self.stats["alerts"] += len(hits)
-        return [correlation_alert(self.plans[hit.spec.id].rule, hit) for hit in hits]
+        return [correlation_alert(self.meta[hit.spec.id], hit) for hit in hits]
 
     def event_time(self, event: dict) -> Optional[int]:
         """The event's own time in ns (None when it has none we can parse)."""

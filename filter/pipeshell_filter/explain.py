@@ -83,8 +83,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         for i, term in enumerate(plan.terms):
             lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: {term.label}")
         if mask:
-            lines.append("outcome   " + ("a Detection for the correlation (see explain without --event)"
-                                         if plan.correlation is not None else "an alert, at once"))
+            lines.append("outcome   " + _outcome(plans, plan))
         needles = plan.prefilter_literals(needle)
         if needles:
             scan = Prefilter(needles, "python").spans(raw + b"\n")
@@ -93,7 +92,63 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
     return "\n".join(lines)
 
 
-def describe_plan(plan: Plan, unknown_logsource: str = "match") -> str:
+def _outcome(plans, plan: Plan) -> str:
+    """What a Detection of ``plan`` leads to, in a rule set that may hold correlation documents."""
+    feeds = [c.rule.title for c in getattr(plans, "correlations", ()) if plan.rule.id in c.spec.chained
+             or any(ref.rule == plan.rule.id and not ref.chained for ref in c.spec.rules)]
+    named = "; feeds correlation " + ", ".join(repr(title) for title in feeds) if feeds else ""
+    if plan.correlation is not None:
+        return "a Detection for the correlation (see explain without --event)" + named
+    if plan.rule.id in getattr(plans, "quiet", ()):
+        return "no alert of its own (generate: false)" + named + " (see explain without --event)"
+    return "an alert, at once" + named
+
+
+def describe_rule_set(plans, unknown_logsource: str = "match") -> str:
+    """Every compiled rule (``describe_plan``), then every correlation document (``describe_correlation``)."""
+    quiet = getattr(plans, "quiet", frozenset())
+    blocks = [describe_plan(plan, unknown_logsource, plan.rule.id in quiet) for plan in plans]
+    blocks += [describe_correlation(c, c.spec.id in quiet) for c in getattr(plans, "correlations", ())]
+    return "\n".join(blocks)
+
+
+def describe_correlation(correlation, quiet: bool = False) -> str:
+    """A Sigma v2 correlation document as resolved against the rule set (``sigma.collection``):
+    kind, referenced rules, group-by, timespan, condition, generate."""
+    rule, spec = correlation.rule, correlation.spec
+    lines = [
+        f"correlation {rule.title}",
+        f"id        {rule.id}" + (f"   name: {rule.name}" if rule.name else ""),
+        f"file      {rule.path}",
+        f"level     {rule.level or '-'}    tags: {', '.join(rule.tags) or '-'}",
+        f"type      {spec.kind}: fires when {spec.kind_meaning()} is {spec.condition}",
+        "rules" + (" (in this order)" if spec.kind == "temporal_ordered" else ""),
+    ]
+    for target in correlation.targets:
+        what = ("a correlation: each of its alerts is one event here, at the time of its last event, with its "
+                "group values") if target.correlation is not None else "a rule: each event it matches"
+        shown_id = "" if target.written == target.id else f" = {target.id}"
+        lines.append(f"  {target.written}{shown_id} ({target.title!r}): {what}")
+    if spec.group_by:
+        lines.append("group-by  " + ", ".join(spec.group_by) + "   (one window per distinct combination of values; "
+                     "an event without a field is in the group of its absence)")
+    else:
+        lines.append("group-by  (none: one window for all events)")
+    for alias, mapping in spec.aliases:
+        lines.append(f"  alias {alias}: " + ", ".join(f"{field} in {rule_id}" for rule_id, field in mapping))
+    if spec.field:
+        lines.append(f"field     {spec.field}")
+    lines.append(f"window    [t - {spec.timespan_ns / NS:g}s, t], both ends included; evaluated at each event time "
+                 "once the watermark (newest event time - lateness) passes it; an alert consumes its events")
+    lines.append("generate  " + ("true: the referenced rules also alert on their own" if spec.generate else
+                                 "false: the referenced rules do not alert on their own (their matches still "
+                                 "enrich events)"))
+    if quiet:
+        lines.append("alerts    none of its own: it feeds another correlation without generate")
+    return "\n".join(lines)
+
+
+def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = False) -> str:
     """A compiled rule: selections, condition, logsource, correlation, prefilter."""
     rule = plan.rule
     lines = [
@@ -121,7 +176,9 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match") -> str:
         lines.append(f"  every event must also satisfy: {node}")
     lines.append("logsource " + (plan.logsource.describe() if plan.logsource is not None else "(any event)"))
     correlation = plan.correlation
-    if correlation is None:
+    if correlation is None and quiet:
+        lines.append("alerts    none of its own: its matches feed a correlation without generate")
+    elif correlation is None:
         lines.append("alerts    on each event that meets the condition, at once (no correlation, no watermark)")
     else:
         spec = plan.aggregation
@@ -132,6 +189,11 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match") -> str:
         lines.append(f"correlate {correlation.kind} of {correlation.field or 'events'} per {group}, "
                      f"fires when {correlation.kind_meaning()} is {correlation.condition}"
                      + ("; every term must occur" if correlation.require_each and len(correlation.rules) > 1 else ""))
+        if correlation.absent:
+            lines.append("near      no event meeting " + ", ".join(ref.label[len("not "):] for ref in correlation.absent)
+                         + " may be in the window")
+        if quiet:
+            lines.append("alerts    none of its own: it feeds another correlation without generate")
         seconds = correlation.timespan_ns / NS
         lines.append(f"window    [t - {seconds:g}s, t], both ends included; evaluated at each event time once the "
                      "watermark (newest event time - lateness) passes it; an alert consumes its events")

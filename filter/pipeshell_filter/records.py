@@ -125,6 +125,8 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
     terms = []
     for ref_spec in spec.rules:
         met = [c.detection.event for c in ordered if ref_spec.key in c.refs]
+        if not met:  # a v2 correlation may fire without every rule it refers to (gte 2 of 3)
+            continue
         term_hosts = sorted({r["host"] for r in met if "host" in r}, key=str)
         term = {"term": ref_spec.label, "hosts": _capped(term_hosts), "events": len(met)}
         if len(term_hosts) > MAX_LIST:
@@ -135,6 +137,7 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
         sigma["join"] = spec.legacy.join
         sigma["condition"] = spec.legacy.condition
     else:
+        sigma["condition"] = f"{spec.kind}({', '.join(ref.label for ref in spec.rules)}): {spec.condition}"
         sigma["correlation"] = {"id": spec.id, "type": spec.kind, "condition": str(spec.condition),
                                 "group_by": list(spec.group_by), "field": spec.field}
     sigma["timeframe_seconds"] = spec.timespan_ns / 1e9

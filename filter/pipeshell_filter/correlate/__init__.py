@@ -5,6 +5,13 @@ consume-on-fire), each with its window shape (``windows``).  ``Correlation``
 routes each detection to the correlations that refer to its rule and moves
 their watermarks: on each event, before the input blocks (``settle``), with
 the wall clock on live input (``idle``) and at the end (``flush``).
+
+Correlations of correlations (``RuleRef.chained``): each hit of an inner
+correlation is one detection for the outer ones (``alert_detection``): at the
+time of its last event, with the inner group values as its fields.  The
+correlators run inner first, and an outer one's watermark follows its inner
+ones' (``Correlator.advance``).  Every hit is returned, inner ones too; which
+become alerts is the engine's business (``generate``).
 """
 
 from __future__ import annotations
@@ -13,12 +20,49 @@ import time as _time
 from collections import defaultdict
 from typing import Callable, Iterable, List
 
+from ..detect import Detection
 from ..events.timeparse import NS
 from ..sigma.correlation import CorrelationSpec
 from . import state as _state
-from .correlator import DEFAULT_MAX_SKEW, Correlator, Hit, give_back_memory
+from .correlator import DEFAULT_MAX_SKEW, NEVER, Correlator, Hit, give_back_memory
 
-__all__ = ["DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit"]
+__all__ = ["DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit", "alert_detection"]
+
+
+def alert_detection(hit: Hit) -> Detection:
+    """An inner correlation's hit as a detection for the correlations chained to it: rule = the
+    inner correlation's id, time = the time of its last event, fields = its group values
+    (under its group-by names), the event reference = that of its last event."""
+    last = hit.contributions[-1]  # in (time, arrival) order
+    fields = {name: [value] for name, value in zip(hit.spec.group_by, hit.group) if value is not None}
+    return Detection(hit.spec.id, last.time, None, (0,), fields, dict(last.detection.event))
+
+
+def _inner_first(specs: list) -> list:
+    """The specs ordered so that every correlation comes after those whose alerts it takes."""
+    by_id = {spec.id: spec for spec in specs}
+    order, placed, visiting = [], set(), set()
+    for first in specs:
+        stack = [(first, False)]
+        while stack:
+            spec, ready = stack.pop()
+            if spec.id in placed:
+                continue
+            if ready:
+                visiting.discard(spec.id)
+                placed.add(spec.id)
+                order.append(spec)
+                continue
+            if spec.id in visiting:
+                raise ValueError(f"correlations refer to each other in a cycle through {spec.id!r}")
+            visiting.add(spec.id)
+            stack.append((spec, True))
+            for inner in spec.chained:
+                if inner not in by_id:
+                    raise ValueError(f"correlation {spec.id!r} is chained to {inner!r}, which is not loaded")
+                if inner not in placed:
+                    stack.append((by_id[inner], False))
+    return order
 
 
 class Correlation:
@@ -28,13 +72,17 @@ class Correlation:
         self.lateness_ns = lateness_ns
         self.clock = clock
         self.wall = wall
-        self.correlators = [Correlator(spec, lateness_ns, max_skew_ns) for spec in specs]
+        self.correlators = [Correlator(spec, lateness_ns, max_skew_ns) for spec in _inner_first(list(specs))]
         self._behind_reported = set()
         self._shed_reported = set()
-        self._by_rule = defaultdict(list)  # rule id -> correlators that refer to it
+        self._by_rule = defaultdict(list)  # rule id -> correlators that refer to it (inner first)
+        by_id = {c.spec.id: c for c in self.correlators}
         for correlator in self.correlators:
-            for rule in dict.fromkeys(ref.rule for ref in correlator.spec.rules):
+            for rule in dict.fromkeys(ref.rule for ref in correlator.spec.inputs if not ref.chained):
                 self._by_rule[rule].append(correlator)
+            correlator.upstream = tuple(by_id[inner] for inner in correlator.spec.chained)
+        self._chained = [c for c in self.correlators if c.upstream]
+        self._route = {}  # rule id -> what a detection of it runs through, with chains: see ``observe``
         self._newest_wall = {id(c): 0.0 for c in self.correlators}  # wall clock when an event time last rose
 
     def wants(self, rule: str) -> bool:
@@ -50,15 +98,43 @@ class Correlation:
             give_back_memory()
 
     def observe(self, detection) -> List[Hit]:
-        hits = []
-        for correlator in self._by_rule.get(detection.rule, ()):
-            before = correlator.clocks.newest, correlator.newest
-            hits.extend(correlator.observe(detection))
-            if (correlator.clocks.newest, correlator.newest) != before:
-                self._newest_wall[id(correlator)] = self.clock()
+        hits, made = [], {}
+        takers = self._by_rule.get(detection.rule, ())
+        for correlator in self._routed(detection.rule, takers):
+            if correlator.upstream:
+                self._feed(correlator, made)
+            found = []
+            if not correlator.upstream or correlator in takers:
+                before = correlator.clocks.newest, correlator.newest
+                found = correlator.observe(detection)
+                if (correlator.clocks.newest, correlator.newest) != before:
+                    self._newest_wall[id(correlator)] = self.clock()
+            if correlator.upstream:  # its inner correlations may have moved on
+                found += correlator.advance(NEVER)
+            if found:
+                made[correlator.spec.id] = found
+                hits.extend(found)
             if correlator.flood_gone:
                 self._after_flood()
         return hits
+
+    def _routed(self, rule: str, takers) -> list:
+        """The correlators a detection of ``rule`` goes through, inner first: those that take
+        it, and every chained one (an inner one may fire)."""
+        if not self._chained:
+            return takers
+        route = self._route.get(rule)
+        if route is None:
+            wanted = set(map(id, takers)) | set(map(id, self._chained))
+            route = self._route[rule] = [c for c in self.correlators if id(c) in wanted]
+        return route
+
+    @staticmethod
+    def _feed(correlator: Correlator, made: dict) -> None:
+        """Give a chained correlator the hits its inner correlations just made."""
+        for inner in correlator.upstream:
+            for hit in made.get(inner.spec.id, ()):
+                correlator.observe(alert_detection(hit), clocked=False)
 
     def settle(self) -> List[Hit]:
         """The input paused: close the newest watermark instant now.
@@ -93,7 +169,7 @@ class Correlation:
 
     def flush(self) -> List[Hit]:
         """End of input: every pending window becomes final."""
-        return self._advance(lambda c: float("inf"))
+        return self._advance(None, final=True)
 
     # ------------------------------------------------------------ state across restarts (``state``)
 
@@ -133,20 +209,34 @@ class Correlation:
         """End of input that is a pause (``--state``): the hits a flush finds now, while the
         windows stay open and the watermark where it was, the episodes of those hits consumed
         (``state.pause``)."""
-        hits = []
-        for correlator in self.correlators:
-            if len(correlator.clocks):
-                hits.extend(_state.pause(correlator))
+        hits, made = [], {}
+        for correlator in self.correlators:  # inner first: their hits feed the outer ones
+            self._feed(correlator, made)
+            if len(correlator.clocks) or correlator.upstream:
+                found = _state.pause(correlator)
+                made[correlator.spec.id] = found
+                hits.extend(found)
         return hits
 
-    def _advance(self, watermark_of) -> List[Hit]:
-        hits = []
-        for correlator in self.correlators:
-            if not len(correlator.clocks):
+    def _advance(self, watermark_of, final: bool = False) -> List[Hit]:
+        hits, made = [], {}
+        for correlator in self.correlators:  # inner first: their hits feed the outer ones
+            self._feed(correlator, made)
+            if not len(correlator.clocks) and not correlator.upstream:
                 continue  # no event yet: nothing pending
-            watermark = watermark_of(correlator)
-            if watermark is not None:
-                hits.extend(correlator.advance(watermark))
+            if final:
+                found = correlator.flush()
+            else:
+                # a chained correlator follows its inner ones (and its own sources, if it has any)
+                watermark = watermark_of(correlator) if len(correlator.clocks) else None
+                if watermark is None:
+                    if not correlator.upstream:
+                        continue
+                    watermark = NEVER
+                found = correlator.advance(watermark)
+            if found:
+                made[correlator.spec.id] = found
+                hits.extend(found)
         self._after_flood()
         return hits
 

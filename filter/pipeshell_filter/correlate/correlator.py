@@ -97,6 +97,11 @@ class Correlator:
         self._held = SortedList()  # (time, seq, group) of every windowed event, for eviction
         self._consumed = {}  # group -> time of its last alert
         self._consumed_order = deque()  # (time, group) in alert order, which is time order
+        # chaining (``Correlation``): the correlators whose alerts feed this one, whether it also
+        # takes rule detections, and the watermark its own sources ask for
+        self.upstream = ()
+        self.own_inputs = any(not ref.chained for ref in spec.inputs)
+        self.wanted = NEVER
 
     # ------------------------------------------------------------ input
 
@@ -105,14 +110,16 @@ class Correlator:
         or has no time."""
         if detection.time is None:
             return None
-        refs = tuple(ref.key for ref in self.spec.rules if ref.hit(detection.rule, detection.terms))
+        refs = tuple(ref.key for ref in self.spec.inputs if ref.hit(detection.rule, detection.terms))
         if not refs:
             return None
         return Contribution(detection.time, refs, group_of(self.spec, detection),
                             self.shape.value_of(self.spec, detection), detection)
 
-    def observe(self, detection) -> list:
-        """Take one detection; return the hits that became final."""
+    def observe(self, detection, clocked: bool = True) -> list:
+        """Take one detection; return the hits that became final.  ``clocked=False``: an alert
+        of a correlation this one is chained to (``upstream``), which moves no source clock
+        (the watermark follows the upstream correlations', see ``advance``)."""
         c = self.contribution(detection)
         if c is None:
             return []
@@ -136,11 +143,11 @@ class Correlator:
             # on time yet in a consumed episode: only right after a pause (``state.pause``), whose
             # final flush alerted on the episode
             return self.advance(self.clocks.reference - self.lateness) \
-                if self.clocks.see(detection.source, c.time) else []
+                if clocked and self.clocks.see(detection.source, c.time) else []
         self._pending.add((c.time, self._seq, c))
         if len(self._pending) + len(self._held) > self.max_held:
             self._shed()
-        if self.clocks.see(detection.source, c.time):
+        if clocked and self.clocks.see(detection.source, c.time):
             return self.advance(self.clocks.reference - self.lateness)
         return []
 
@@ -150,7 +157,19 @@ class Correlator:
         return self.clocks.reference
 
     def advance(self, watermark) -> list:
-        """Move the watermark forward (never back); evaluate every time before it."""
+        """Move the watermark forward (never back); evaluate every time before it.
+
+        A correlation chained to others (``upstream``) is no further on than they are: its
+        watermark is the least of theirs, and of ``watermark`` (the one its own sources give)
+        when it also takes rule detections (``own_inputs``).  An upstream hit is final when
+        made, at a time not before the upstream watermark, so it is on time here."""
+        if self.upstream:
+            self.wanted = max(self.wanted, watermark)
+            watermark = min([self.wanted if self.own_inputs else float("inf")]
+                            + [u.watermark for u in self.upstream])
+        return self._advance(watermark)
+
+    def _advance(self, watermark) -> list:
         if watermark <= self.watermark:
             return []
         self.watermark = watermark
@@ -175,8 +194,8 @@ class Correlator:
         return hits
 
     def flush(self) -> list:
-        """End of input: everything pending becomes final."""
-        return self.advance(float("inf"))
+        """End of input: everything pending becomes final (whatever the upstream watermarks)."""
+        return self._advance(float("inf"))
 
     # ------------------------------------------------------------ windows
 

@@ -101,7 +101,7 @@ class Seen:
 def describe(spec) -> dict:
     """What a correlation's windows depend on, as plain data: a saved state is used only by a
     correlation whose description is the same (titles and other metadata may change)."""
-    return ujson.loads(ujson.dumps({
+    described = {
         "kind": spec.kind,
         "inputs": [list(ref.key) for ref in spec.rules],
         "timespan_ns": spec.timespan_ns,
@@ -110,7 +110,13 @@ def describe(spec) -> dict:
         "field": spec.field,
         "aliases": [[alias, [list(pair) for pair in mapping]] for alias, mapping in spec.aliases],
         "require_each": spec.require_each,
-    }))
+    }
+    # only where used, so that the states saved for other correlations stay valid
+    if spec.absent:
+        described["absent"] = [list(ref.key) for ref in spec.absent]
+    if spec.chained:
+        described["chained"] = list(spec.chained)
+    return ujson.loads(ujson.dumps(described))
 
 
 def _time_out(value):

@@ -64,7 +64,10 @@ class Window:
         pass
 
     def complete(self) -> bool:
-        """Every input occurred, where the spec asks for that."""
+        """Every input occurred, where the spec asks for that, and no input the spec wants
+        absent (a legacy ``near``'s ``and not x``) did."""
+        if self.spec.absent and any(ref.key in self.seen for ref in self.spec.absent):
+            return False
         return not self.spec.require_each or len(self.seen) == len(self.spec.rules)
 
     def aggregate(self):

@@ -15,7 +15,7 @@ Table format (YAML or JSON)::
     detect: [my.event_id]            # the profile applies when all these exist
     product: windows                 # optional: the logsource product of its events
     time: ["@timestamp"]             # first present, parsable value wins
-    roots: [my.data]                 # unknown field F: F itself, then my.data.F
+    roots: [my.data, my.extra.*]     # unknown field F: F itself, then my.data.F, my.extra.<any>.F
     fields:                          # a listed field is looked up only here
       EventID: [my.event_id]         # first candidate present wins
       ScriptBlockText:
@@ -23,7 +23,27 @@ Table format (YAML or JSON)::
         - {path: my.inserts.2, event_id: [4104]}   # positional, by EventID
       read_time: []                  # never resolves: hidden from rules
 
-Paths are dotted; an all-digit segment indexes a list.
+Paths are dotted; a segment of ASCII digits (``0``, ``12``; not ``01``) indexes a list.
+In ``roots`` only, a ``*`` segment stands for every child of the object there
+(``Event.UserData.*``: the one element UserData wraps its fields in, whatever its
+name); elsewhere it is a plain key.
+
+A field the table does not list is looked up as itself, then under each root.  If
+that finds nothing, two fallbacks apply, in this order:
+
+* A name with spaces is also reachable by the same name without them: Defender
+  writes ``<Data Name="Threat Name">``, rules ask for ``ThreatName``.  Only keys
+  of the event's top level and of its roots count, and an exact name always wins.
+* :data:`ALIASES`, the field-name rewrites of SigmaHQ's own regression runner
+  (``tests/thor.yml`` ``fieldmappings``): in a Security 4688 event ``Image`` is
+  ``NewProcessName``, in a Defender detection ``Signature`` is ``ThreatName``.
+  They hold in every profile, for the EventIDs and channels thor.yml gives them
+  (an event that tells no channel is taken at its EventID), and only where the
+  field itself is absent.
+
+Per profile, each field's lookup plan is worked out once (its parsed path, its
+candidates, its aliases); per event, the root objects and the index of names with
+spaces are found once, on first need, and each resolved field is memoised.
 """
 
 from __future__ import annotations
@@ -43,10 +63,57 @@ class ProfileError(ValueError):
     """A field-map table that does not have the documented format."""
 
 
+ANY = "*"  # a ``roots`` path segment: every child of the object there (see the module docstring)
+
+
+def _index(segment: str) -> bool:
+    """A segment that indexes a list: ASCII digits in canonical form ('²' and '٣' are names,
+    and so is '01': list index 1 is written '1', and a key '01' must stay reachable)."""
+    return segment.isascii() and segment.isdigit() and (segment == "0" or segment[0] != "0")
+
+
 def parse_path(text: str) -> tuple:
     if not isinstance(text, str) or not text:
         raise ProfileError(f"a path must be a non-empty string, got {text!r}")
-    return tuple(int(p) if p.isdigit() else p for p in text.split("."))
+    return tuple(int(p) if _index(p) else p for p in text.split("."))
+
+
+# SigmaHQ's regression runner rewrites these field names for the logsources thor.yml gives
+# them (``fieldmappings`` in tests/thor.yml): (field, field it is in that event, EventIDs,
+# channels).  Each is a fact about the Windows event, whatever the collector's shape.
+_DEFENDER_DETECTIONS = ("1006", "1007", "1008", "1009", "1010", "1011", "1012", "1017", "1018", "1019",
+                        "1115", "1116")
+_DEFENDER = ("Microsoft-Windows-Windows Defender/Operational",)
+ALIASES = (
+    ("Image", "NewProcessName", ("4688",), ("Security",)),  # process_creation_2
+    ("ParentImage", "ParentProcessName", ("4688",), ("Security",)),
+    ("Signature", "ThreatName", _DEFENDER_DETECTIONS, _DEFENDER),  # windows-defender-antivirus-mapping
+    ("Filename", "Path", _DEFENDER_DETECTIONS, _DEFENDER),
+)
+
+
+@attrs.frozen
+class Alias:
+    """Where a field is absent, look up ``target`` instead, in events with one of these
+    EventIDs and (when the event tells its channel) one of these channels (casefolded)."""
+
+    target: str
+    event_ids: frozenset
+    channels: frozenset
+
+
+def _compile_aliases(table) -> dict:
+    aliases = {}
+    for field, target, event_ids, channels in table:
+        alias = Alias(target, frozenset(event_ids), frozenset(c.casefold() for c in channels))
+        aliases[field] = aliases.get(field, ()) + (alias,)
+    targets = {a.target for group in aliases.values() for a in group}
+    if targets & set(aliases):  # one step only: an alias never leads to another
+        raise ProfileError(f"an alias target is itself aliased: {sorted(targets & set(aliases))}")
+    return aliases
+
+
+_ALIASES = _compile_aliases(ALIASES)
 
 
 def lookup(event, path: tuple):
@@ -75,17 +142,40 @@ class Candidate:
 
 
 @attrs.frozen
+class Plan:
+    """How one field is looked up in events of one profile, worked out once."""
+
+    candidates: Optional[tuple]  # the profile lists the field: only these (Candidate)
+    own: Optional[tuple]  # else: the field's own path, from the top and under each root
+    bare: bool  # a one-segment name: the names-without-spaces index may hold it
+    aliases: tuple  # of Alias, tried when all the above find nothing
+
+
+@attrs.frozen
 class Profile:
     name: str
     detect: tuple  # of paths
     fields: dict  # Sigma field name -> tuple of Candidate
-    roots: tuple  # of paths
+    roots: tuple  # of paths (a segment may be ANY)
     time: tuple  # of paths
     source: str = "built-in"
     product: Optional[str] = None  # the logsource product of every event of this shape (windows)
+    _plans: dict = attrs.field(factory=dict, eq=False, repr=False)  # field -> Plan, filled on first use
 
     def applies_to(self, event: dict) -> bool:
         return all(lookup(event, path) is not MISSING for path in self.detect)
+
+    def plan(self, field: str) -> Plan:
+        try:
+            return self._plans[field]
+        except KeyError:
+            pass
+        candidates = self.fields.get(field)
+        own = None if candidates is not None else parse_path(field)
+        plan = Plan(candidates, own, own is not None and len(own) == 1,
+                    _ALIASES.get(field, ()))
+        self._plans[field] = plan
+        return plan
 
 
 def profile_from_table(table, source: str) -> Profile:
@@ -183,7 +273,8 @@ class FieldResolver:
 class EventView:
     """One event seen through its profile; resolved fields are memoised."""
 
-    __slots__ = ("event", "profile", "resolver", "_cache", "_leaves", "_folded", "_everything", "_everything_folded")
+    __slots__ = ("event", "profile", "resolver", "_cache", "_leaves", "_folded", "_everything", "_everything_folded",
+                 "_roots", "_spaced")
 
     def __init__(self, event: dict, profile: Profile, resolver: FieldResolver):
         self.event = event
@@ -193,12 +284,14 @@ class EventView:
         self._leaves = {}
         self._folded = {}
         self._everything = self._everything_folded = None
+        self._roots = self._spaced = None
 
     def get(self, field: str):
         try:
             return self._cache[field]
         except KeyError:
-            value = self._cache[field] = self._resolve(field)
+            found = self._locate(field, True)
+            value = self._cache[field] = MISSING if found is None else found[1]
             return value
 
     def leaves(self, field: str) -> tuple:
@@ -231,34 +324,73 @@ class EventView:
 
     def where(self, field: str) -> Optional[str]:
         """The dotted path a field resolved from (for ``explain``)."""
-        for path in self._paths(field):
-            if lookup(self.event, path) is not MISSING:
-                return ".".join(str(p) for p in path)
-        return None
+        found = self._locate(field, True)
+        return None if found is None else ".".join(str(p) for p in found[0])
 
-    def _paths(self, field: str):
-        candidates = self.profile.fields.get(field)
-        if candidates is not None:
+    def _locate(self, field: str, aliased: bool):
+        """``(path, value)`` of a field in this event, or None (see the module docstring)."""
+        plan = self.profile.plan(field)
+        if plan.candidates is not None:
             event_id = None
-            for candidate in candidates:
+            for candidate in plan.candidates:
                 if candidate.event_ids is not None:
                     if event_id is None:
                         event_id = first_leaf(self.get("EventID")) if field != "EventID" else ""
                     if event_id not in candidate.event_ids:
                         continue
-                yield candidate.path
-            return
-        own = parse_path(field)
-        yield own
-        for root in self.profile.roots:
-            yield root + own
-
-    def _resolve(self, field: str):
-        for path in self._paths(field):
-            value = lookup(self.event, path)
+                value = lookup(self.event, candidate.path)
+                if value is not MISSING:
+                    return candidate.path, value
+        else:
+            own = plan.own
+            value = lookup(self.event, own)
             if value is not MISSING:
-                return value
-        return MISSING
+                return own, value
+            for path, node in self._root_nodes():
+                value = lookup(node, own)
+                if value is not MISSING:
+                    return path + own, value
+            if plan.bare:
+                found = self._spaced_names().get(field)
+                if found is not None:
+                    return found
+        if aliased and plan.aliases:
+            event_id = first_leaf(self.get("EventID"))
+            channel = None
+            for alias in plan.aliases:
+                if event_id not in alias.event_ids:
+                    continue
+                if channel is None:
+                    channel = first_leaf(self.get("Channel"))
+                    channel = "" if channel is None else channel.casefold()
+                if channel and channel not in alias.channels:
+                    continue
+                found = self._locate(alias.target, False)
+                if found is not None:
+                    return found
+        return None
+
+    def _root_nodes(self) -> list:
+        """``(path, node)`` of each of the profile's roots present in this event, ``*`` expanded."""
+        if self._roots is None:
+            nodes = []
+            for root in self.profile.roots:
+                nodes.extend(_expand(self.event, root))
+            self._roots = nodes
+        return self._roots
+
+    def _spaced_names(self) -> dict:
+        """Name without spaces -> ``(path, value)`` for every key with a space at the top level
+        or in a root object; the first in lookup order wins."""
+        if self._spaced is None:
+            spaced = {}
+            for path, node in [((), self.event)] + self._root_nodes():
+                if isinstance(node, dict):
+                    for key, value in node.items():
+                        if " " in key:
+                            spaced.setdefault(key.replace(" ", ""), (path + (key,), value))
+            self._spaced = spaced
+        return self._spaced
 
     def time(self) -> Optional[int]:
         """Event time in ns: ``--time-field`` if given, else the profile's time paths."""
@@ -270,3 +402,20 @@ class EventView:
                 if parsed is not None:
                     return parsed
         return None
+
+
+def _expand(node, root: tuple, prefix: tuple = ()) -> list:
+    """``(concrete path, node)`` for each place ``root`` reaches from ``node``, an ``ANY`` segment
+    taking every child of the object there (but its ``#attributes``, which are metadata)."""
+    if ANY not in root:
+        found = lookup(node, root)
+        return [] if found is MISSING else [(prefix + root, found)]
+    at = root.index(ANY)
+    parent = lookup(node, root[:at])
+    if not isinstance(parent, dict):
+        return []
+    places = []
+    for key, child in parent.items():
+        if key != "#attributes":
+            places.extend(_expand(child, root[at + 1:], prefix + root[:at] + (key,)))
+    return places

@@ -7,8 +7,10 @@ folding, see ``matching.fold``).  A line that holds none of them, in any case,
 cannot match any selection and never reaches the JSON parser.
 
 Why this is sound.  A matching event has a string whose case-folded form holds a
-literal L.  ``needle(L)`` is a run of L made of printable ASCII that JSON writes
-verbatim (no ``"``, ``\\`` or ``/``), so the folded string holds the needle too.
+literal L.  ``needle(L)`` is a run of L made of printable ASCII other than ``/``,
+in the one spelling JSON has for each of its characters besides a ``\\u``
+escape: itself, or ``\\\\`` for a backslash and ``\\"`` for a quote (``/`` may be
+written ``\\/`` too, so runs stop there).  So the raw line holds the needle.
 Each character of the needle comes from a character of the decoded string that
 is either the same ASCII letter in some case (found by a caseless byte scan), or
 a non-ASCII character that case-folds to ASCII (``ſ`` -> ``s``, ``K`` Kelvin ->
@@ -32,6 +34,8 @@ from bisect import bisect_right
 from itertools import accumulate
 from typing import Iterable, Iterator, List, Optional
 
+from ..sigma import literals
+
 try:  # the fast scanner is optional: the pure-Python one gives the same answers
     import hyperscan
 except ImportError:  # pragma: no cover - depends on the platform's wheels
@@ -41,18 +45,26 @@ except ImportError:  # pragma: no cover - depends on the platform's wheels
 # match, or parsed to be diagnosed (not shaped like a JSON object).
 SKIP, CANDIDATE, SUSPECT = 0, 1, 2
 
-# Characters JSON writers emit verbatim; a needle is a run of them.
-_VERBATIM = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\", "/"}
 _NUMBER_CHARS = frozenset("0123456789.+-e")
 
 
 def needle(literal: str) -> Optional[bytes]:
-    """What to look for in raw bytes for one folded literal; None when unusable."""
+    """What to look for in raw bytes for one folded literal; None when unusable.
+    ``C:\\Windows\\cmd.exe`` is looked for as ``c:\\\\windows\\\\cmd.exe``: the whole
+    path, not one of its parts, since most lines hold a ``windows``."""
     if not literal or set(literal) <= _NUMBER_CHARS:
         return None
-    runs = re.split("[^" + re.escape("".join(sorted(_VERBATIM))) + "]+", literal)
+    runs = [_json_spelling(run) for run in _NOT_SPELLED_ONE_WAY.split(literal)]
     best = max(runs, key=len)
     return best.encode("ascii") if best else None
+
+
+# Characters with a second spelling in JSON besides \\u (``/`` or ``\\/``), or none in ASCII.
+_NOT_SPELLED_ONE_WAY = re.compile(r"[^\x20-\x7e]+|/+")
+
+
+def _json_spelling(run: str) -> str:
+    return run.replace("\\", "\\\\").replace('"', '\\"')
 
 
 # The non-ASCII characters whose full case folding contains ASCII (Unicode 14-15:
@@ -269,61 +281,79 @@ def _lines_at(block: bytes, start: int, end: int, offsets: List[int]) -> List[tu
 
 
 class RuleIndex:
-    """Which rules a candidate line can match: literal -> rules, from one scan of the line.
+    """Which rules a candidate line can matter to, from one scan of the line.
 
-    The block scan (``Prefilter``) only says that some rule's literal is in a
-    line.  For a rule set, evaluating every rule on that line would cost far
-    more than the scan; this index says which rules' literals it holds, under
-    the same soundness argument: a line holding a trigger (a JSON escape of a
-    needle letter, a look-alike) goes to every rule, since its decoded text may
-    hold any needle.  Rules ``always`` tried (they have no needles) are in
-    every answer.
+    Each rule comes with a formula over literals (``sigma.literals``) that every
+    event meeting one of its terms satisfies.  One scan finds which literals the
+    line holds; the rules indexed under those (by their formula's ``cover``)
+    have their whole formula checked against the same finds, so that
+    ``selection_img and selection_cli`` needs a literal of each.  (Hyperscan's
+    own logical combinations give the same answer, but evaluating thousands of
+    them cost a millisecond a line.)  The soundness argument is the block scan's
+    (``Prefilter``): a line holding a trigger (a JSON escape of a needle letter,
+    a look-alike) goes to every rule, since its decoded text may hold any
+    literal.  Rules ``always`` tried (no requirement) are in every answer.
     """
 
-    def __init__(self, needles_of: dict, engine: str = "auto", always=()):
-        self.always = frozenset(always)
-        by_needle = {}
-        for rule, needles in needles_of.items():
-            for found in needles:
-                by_needle.setdefault(found.lower(), set()).add(rule)
-        if not by_needle:
+    def __init__(self, formulas: dict, engine: str = "auto", always=()):
+        formulas = {rule: literals.either(f) if isinstance(f, list) else f for rule, f in formulas.items()}
+        self.always = frozenset(always) | frozenset(rule for rule, f in formulas.items() if f is None)
+        kept = {rule: f for rule, f in formulas.items() if f is not None}
+        self.needles = sorted({found.lower() for f in kept.values() for found in literals.leaves(f)})
+        if not self.needles:
             raise ValueError("a rule index needs needles")
-        self.needles = sorted(by_needle)
-        self.rules = [frozenset(by_needle[n]) for n in self.needles]
+        ids = {found: i for i, found in enumerate(self.needles)}
+        self._formulas = {rule: _renamed(f, ids) for rule, f in kept.items()}
+        by_literal = [set() for _ in self.needles]
+        for rule, formula in kept.items():
+            for found in literals.cover(formula):
+                by_literal[ids[found.lower()]].add(rule)
+        self._by_literal = [frozenset(rules) for rules in by_literal]
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
-        tails = sorted({t[2:] for t in triggers(self.needles) if t.startswith(b"\\u")})
+        found = triggers(self.needles)
+        tails = sorted({t[2:] for t in found if t.startswith(b"\\u")})
         self._escapes = rb"\\u(?i:" + b"|".join(tails) + b")"
-        self._non_ascii = [t for t in triggers(self.needles) if not t.isascii()]
+        self._non_ascii = [t for t in found if not t.isascii()]
         if self.engine == "hyperscan":
             expressions = [_hex(n) for n in self.needles] + [self._escapes] + [_hex(t) for t in self._non_ascii]
             self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             self._database.compile(expressions=expressions, ids=list(range(len(expressions))),
-                                   flags=[hyperscan.HS_FLAG_CASELESS] * len(self.needles)
-                                   + [0] * (1 + len(self._non_ascii)))
+                                   flags=[hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH]
+                                   * len(self.needles) + [hyperscan.HS_FLAG_SINGLEMATCH]
+                                   * (1 + len(self._non_ascii)))
             self._local = threading.local()
         else:
             self._escape_re = re.compile(self._escapes)
 
-    def rules_for(self, line: bytes) -> Optional[frozenset]:
-        """The rules whose literals this line holds; None: every rule (a trigger was found)."""
-        if self.engine == "hyperscan":
-            return self._hyperscan(line)
+    def rules_for(self, line: bytes, among: Optional[frozenset] = None) -> Optional[frozenset]:
+        """The rules this line may matter to (of ``among``, when given: the rules its log
+        source routes it to); None: every rule (a trigger was found)."""
+        present = self._hyperscan(line) if self.engine == "hyperscan" else self._python(line)
+        if present is None:
+            return among
+        found = set(self.always if among is None else self.always & among)
+        formulas, by_literal = self._formulas, self._by_literal
+        for at in present:
+            for rule in by_literal[at]:
+                if rule not in found and (among is None or rule in among):
+                    formula = formulas[rule]
+                    if formula is None or _holds(formula, present):
+                        found.add(rule)
+        return frozenset(found)
+
+    def _python(self, line: bytes) -> Optional[set]:
         lower = line.lower()
         if (b"\\u" in lower and self._escape_re.search(line)) or \
                 (not lower.isascii() and any(t in lower for t in self._non_ascii)):
             return None
-        found = set(self.always)
-        for needle, rules in zip(self.needles, self.rules):
-            if needle in lower:
-                found |= rules
-        return frozenset(found)
+        return {at for at, found in enumerate(self.needles) if found in lower}
 
-    def _hyperscan(self, line: bytes) -> Optional[frozenset]:
-        hits = set()
+    def _hyperscan(self, line: bytes) -> Optional[set]:
+        present = set()
         count = len(self.needles)
 
         def on_match(pattern, _from, _to, _flags, _context):
-            hits.add(pattern)
+            present.add(pattern)
             return pattern >= count  # a trigger: every rule, stop scanning
 
         scratch = getattr(self._local, "scratch", None)
@@ -333,12 +363,29 @@ class RuleIndex:
             self._database.scan(line, match_event_handler=on_match, scratch=scratch)
         except hyperscan.ScanTerminated:
             return None
-        if any(h >= count for h in hits):
-            return None
-        found = set(self.always)
-        for h in hits:
-            found |= self.rules[h]
-        return frozenset(found)
+        return present
+
+
+def _renamed(formula, ids: dict, top: bool = True):
+    """A formula in the form ``_holds`` reads: literals replaced by their positions in the
+    index, the literals of each AND / OR gathered in one set, so that a rule's check is a
+    set operation or two.  None for a rule indexed under all its literals with nothing more
+    to check (a literal, or an OR of literals: any find means it holds)."""
+    if not isinstance(formula, tuple):
+        return None if top else (literals.OR, frozenset((ids[formula.lower()],)), ())
+    op, parts = formula
+    found = frozenset(ids[part.lower()] for part in parts if not isinstance(part, tuple))
+    nested = tuple(_renamed(part, ids, False) for part in parts if isinstance(part, tuple))
+    if top and op == literals.OR and not nested:
+        return None
+    return op, found, nested
+
+
+def _holds(formula: tuple, present: set) -> bool:
+    op, found, nested = formula
+    if op == literals.AND:
+        return found <= present and all(_holds(part, present) for part in nested)
+    return not found.isdisjoint(present) or any(_holds(part, present) for part in nested)
 
 
 def available_engines() -> List[str]:

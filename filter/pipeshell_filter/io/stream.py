@@ -450,7 +450,8 @@ class Filter:
         if self.stage == "correlate":
             self._correlate_line(line, event, number)
             return
-        only = self.index.rules_for(line) if self.index is not None else None
+        # the index is asked about the rules the event's log source routes it to, once known
+        only = None if self.index is None else lambda routed: self.index.rules_for(line, routed)
         if self.stage == "match":
             sigma, detections = self.engine.match(event, number, only)
             if sigma is not None and self.emit != "alerts":

@@ -16,9 +16,10 @@ import attrs
 from ..values import MISSING, fold, leaves
 from .condition import ConditionError, Node, evaluate, expand, is_negative, references, top_level_terms
 from .correlation import CorrelationSpec, from_legacy
+from . import literals
 from .logsource import LogsourceCheck, LogsourceTable, compile_logsource
-from .modifiers import (KNOWN_MODIFIERS, LIST_MODIFIERS, RE_FLAGS, PatternError, _RegexTest, compile_re2, compile_scalar,
-                        compile_string, encode, escape)
+from .modifiers import (AnyVariant, ModifierError, ModifierSpec, PatternError, _RegexTest, compile_re2, compile_value,
+                        encode, escape)
 from .rule import Rule, RuleError, shown
 
 
@@ -141,6 +142,67 @@ class FieldMatcher:
 
 
 @attrs.frozen
+class FieldRef:
+    """One ``|fieldref`` value: the name of the other field, and how the two values compare."""
+
+    mode: str  # equals, contains, startswith, endswith: how this field's value holds the other's
+    needle: str  # the other field
+    cased: bool
+
+    @property
+    def kind(self) -> str:
+        return "fieldref" if self.mode == "equals" else f"fieldref {self.mode}"
+
+    def holds(self, view, texts: tuple, folded: frozenset) -> Optional[bool]:
+        """Whether a value of the field and one of the other compare; None when the other is absent."""
+        other = view.get(self.needle)
+        if other is MISSING or other is None:
+            return None
+        mine, theirs = (texts, view.leaves(self.needle)) if self.cased else (folded, view.folded(self.needle))
+        if self.mode == "equals":
+            return not set(mine).isdisjoint(theirs)
+        if self.mode == "contains":
+            return any(b in a for a in mine for b in theirs)
+        if self.mode == "startswith":
+            return any(a.startswith(b) for a in mine for b in theirs)
+        return any(a.endswith(b) for a in mine for b in theirs)
+
+    def literals(self) -> Optional[tuple]:
+        return None  # the other field's value is only known per event
+
+
+@attrs.frozen
+class FieldRefMatcher:
+    """``field|fieldref: other`` -- compares two fields of the same event (Sigma v2 ``fieldref``);
+    OR-ed over the values (AND-ed with ``|all``).  With ``|neq`` the field must differ from every
+    other field named.  An absent or null field on either side compares with nothing: no match."""
+
+    field: str
+    modifiers: tuple
+    tests: tuple  # of FieldRef
+    require_all: bool
+    negate: bool
+
+    def matches(self, view) -> bool:
+        value = view.get(self.field)
+        if value is MISSING or value is None:
+            return False
+        texts, folded = view.leaves(self.field), view.folded(self.field)
+        for ref in self.tests:
+            held = ref.holds(view, texts, folded)
+            verdict = held is not None and held != self.negate
+            if verdict and not self.require_all:
+                return True
+            if not verdict and self.require_all:
+                return False
+        return self.require_all
+
+    def describe(self) -> str:
+        mods = "".join(f"|{m}" for m in self.modifiers)
+        return f"{self.field}{mods}"
+
+
+@attrs.frozen
 class KeywordMatcher:
     """A bare list of strings: any of them anywhere in the event."""
 
@@ -159,6 +221,14 @@ class KeywordMatcher:
 
 
 @attrs.frozen
+class KeywordKeyMatcher(KeywordMatcher):
+    """Keywords written as a key without a field (``'|all': [...]``) inside a mapping, AND-ed with
+    its other keys.  ``field`` is empty: the code that looks at a mapping's fields skips it."""
+
+    field = ""
+
+
+@attrs.frozen
 class Selection:
     """A named search identifier: alternatives (OR) of matcher groups (AND)."""
 
@@ -172,44 +242,6 @@ class Selection:
         if self.guard is not None and self.guard[1].isdisjoint(view.folded(self.guard[0])):
             return False
         return any(all(m.matches(view) for m in group) for group in self.alternatives)
-
-    def required_literals(self, usable=lambda literal: literal) -> Optional[list]:
-        """Literals (folded) of which every matching event contains at least one.
-
-        ``usable`` maps a literal to what a scanner would look for, or None when
-        it cannot use it.  From each alternative the matcher with the longest
-        shortest usable literal wins (a long substring beats ``EventID: 800``);
-        None when some alternative has no usable literal at all.
-        """
-        needed = []
-        for group in self.alternatives:
-            best = None
-            for matcher in group:
-                lits = _matcher_literals(matcher, usable)
-                if lits is not None and (best is None or min(map(len, lits)) > min(map(len, best))):
-                    best = lits
-            if best is None:
-                return None
-            needed.extend(best)
-        return needed
-
-
-def _matcher_literals(matcher, usable) -> Optional[list]:
-    if isinstance(matcher, FieldMatcher):
-        if matcher.exists is not None or matcher.accepts_null or not matcher.tests:
-            return None
-    tests = matcher.tests if not getattr(matcher, "require_all", False) else matcher.tests[:1]
-    found = []
-    for test in tests:
-        lits = test.literals()
-        if lits is None:
-            return None
-        for literal in lits:
-            scanned = usable(literal)
-            if scanned is None:
-                return None
-            found.append(scanned)
-    return found or None
 
 
 def _equality_values(matcher) -> Optional[frozenset]:
@@ -233,49 +265,60 @@ def _guard(alternatives: tuple) -> Optional[tuple]:
     return field, frozenset().union(*(f[field] for f in fields))
 
 
-def compile_selection(name: str, value, source: str) -> Selection:
+def compile_selection(name: str, value, source: str, placeholders: Optional[dict] = None) -> Selection:
+    """One search identifier -> a Selection.  ``placeholders`` fills ``|expand`` values (None: no file)."""
     where = f"rule {source}: selection {shown(name)}"
     if isinstance(value, dict):
-        alternatives = (_compile_map(value, where),)
+        alternatives = (_compile_map(value, where, placeholders),)
         return Selection(name, alternatives, _guard(alternatives))
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        alternatives = tuple(_compile_map(v, where) for v in value)
+        alternatives = tuple(_compile_map(v, where, placeholders) for v in value)
         return Selection(name, alternatives, _guard(alternatives))
     if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
-        tests = tuple(_compile_value(v, {"contains"}, where) for v in value)
+        tests = _spelled_out(_compile_value(v, _KEYWORDS, where) for v in value)
         return Selection(name, ((KeywordMatcher(tests),),))
     if isinstance(value, (str, int)):
-        return Selection(name, ((KeywordMatcher((_compile_value(value, {"contains"}, where),)),),))
+        return Selection(name, ((KeywordMatcher(_spelled_out([_compile_value(value, _KEYWORDS, where)])),),))
     raise RuleError(f"{where}: must be a mapping, a list of mappings or a list of keywords")
 
 
-def _compile_value(value, modifiers: set, where: str):
-    try:
-        if isinstance(value, str):
-            return compile_string(value, modifiers)
-        if isinstance(value, (int, float, bool)):
-            return compile_scalar(value, modifiers)
-    except PatternError as error:  # RE2 cannot run it: a backreference, a lookaround, a syntax error
-        raise RuleError(f"{where}: bad pattern {shown(value)}: {error}") from None
+_KEYWORDS = ModifierSpec.parse((), keyword=True)  # a bare keyword: contained anywhere in the event
+
+
+def _spelled_out(tests) -> tuple:
+    """OR-ed tests with each value that stands for several (AnyVariant) replaced by them: AnyOf then
+    tests a placeholder's hundred names with one set lookup, not one by one."""
+    out = []
+    for test in tests:
+        out += test.alternatives if isinstance(test, AnyVariant) else [test]
+    return tuple(out)
+
+
+def _compile_value(value, spec: ModifierSpec, where: str, placeholders: Optional[dict] = None):
+    if isinstance(value, (str, int, float)):  # bool is an int
+        try:
+            return compile_value(value, spec, placeholders)
+        except PatternError as error:  # RE2 cannot run it: a backreference, a lookaround, a syntax error
+            raise RuleError(f"{where}: bad pattern {shown(value)}: {error}") from None
+        except ModifierError as error:
+            raise RuleError(f"{where}: value {shown(value)}: {error}") from None
     raise RuleError(f"{where}: unsupported value {shown(value)}")
 
 
-def _compile_map(mapping: dict, where: str) -> tuple:
+def _compile_map(mapping: dict, where: str, placeholders: Optional[dict] = None) -> tuple:
     if not mapping:
         raise RuleError(f"{where}: empty mapping")
     matchers = []
     for key, raw in mapping.items():
         field, *mods = str(key).split("|")
-        unknown = [m for m in mods if m not in KNOWN_MODIFIERS]
-        if unknown:
-            raise RuleError(f"{where}: unknown modifier {shown(unknown[0])} on field {shown(field)}")
-        if not field:
+        if not field and not mods:
             raise RuleError(f"{where}: empty field name in {shown(key)}")
-        mods_set = set(mods)
-        flags = sorted(mods_set & set(RE_FLAGS))
-        if flags and "re" not in mods_set:
-            raise RuleError(f"{where}: modifier {flags[0]!r} on field {shown(field)} only applies to |re")
-        if "exists" in mods_set:
+        at = f"{where}, field {shown(field)}" if field else f"{where}, keywords {shown(key)}"
+        try:
+            spec = ModifierSpec.parse(mods, keyword=not field)  # no field: '|all': [keywords]
+        except ModifierError as error:
+            raise RuleError(f"{at}: {error}") from None
+        if spec.kind == "exists":
             if not isinstance(raw, bool):
                 raise RuleError(f"{where}: {shown(key)} needs true or false")
             matchers.append(FieldMatcher(field, tuple(mods), (), False, False, raw))
@@ -284,10 +327,46 @@ def _compile_map(mapping: dict, where: str) -> tuple:
         if not values:
             raise RuleError(f"{where}: {shown(key)} has an empty list of values")
         accepts_null = any(v is None for v in values)
-        value_mods = mods_set - LIST_MODIFIERS
-        tests = tuple(_compile_value(v, value_mods, f"{where}, field {shown(field)}") for v in values if v is not None)
-        matchers.append(FieldMatcher(field, tuple(mods), tests, "all" in mods_set, accepts_null))
+        if accepts_null and (spec.neq or spec.kind == "fieldref" or not field):
+            what = "keywords" if not field else "|neq" if spec.neq else "|fieldref"
+            raise RuleError(f"{at}: null cannot be one of the values of {what} (test it in a selection of its own)")
+        if spec.kind == "fieldref":
+            matchers.append(_fieldref_matcher(field, tuple(mods), values, spec, at))
+            continue
+        tests = tuple(_compile_value(v, spec, at, placeholders) for v in values if v is not None)
+        if not field:  # keywords: each must occur with |all, any of them otherwise
+            groups = [(t,) for t in tests] if spec.all else [tests]
+            matchers += [KeywordKeyMatcher(_spelled_out(group)) for group in groups]
+        elif spec.neq:  # the field differs from every value
+            matchers.append(FieldMatcher(field, tuple(mods), tests, True, False))
+        else:
+            matchers.append(FieldMatcher(field, tuple(mods), tests if spec.all else _spelled_out(tests), spec.all,
+                                         accepts_null))
     return tuple(matchers)
+
+
+def _fieldref_matcher(field: str, mods: tuple, values: list, spec: ModifierSpec, at: str) -> FieldRefMatcher:
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise RuleError(f"{at}: |fieldref needs the name of another field, not {shown(value)}")
+    refs = tuple(FieldRef(spec.mode, value, spec.cased) for value in values)
+    return FieldRefMatcher(field, mods, refs, spec.all or spec.neq, spec.neq)
+
+
+class _LazySelections:
+    """``name in lazy``: whether the event satisfies that selection, each tried once, on demand."""
+
+    __slots__ = ("selections", "view", "known")
+
+    def __init__(self, selections: dict, view):
+        self.selections, self.view, self.known = selections, view, {}
+
+    def __contains__(self, name: str) -> bool:
+        found = self.known.get(name)
+        if found is None:
+            selection = self.selections.get(name)
+            found = self.known[name] = selection is not None and selection.matches(self.view)
+        return found
 
 
 @attrs.frozen
@@ -309,6 +388,7 @@ class Plan:
     logsource: Optional[LogsourceCheck]  # None: the rule applies to every event
     # term_mask per set of matched selections: a stream has only a handful of distinct sets
     _masks: dict = attrs.field(factory=dict, eq=False, repr=False)
+    _selection_index: dict = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def aggregation(self):
@@ -317,6 +397,30 @@ class Plan:
     def match(self, view) -> frozenset:
         """Names of the selections this event satisfies."""
         return frozenset(s.name for s in self.selections if s.matches(view))
+
+    def judge(self, view) -> tuple:
+        """``(term mask, selections matched)`` for one event.
+
+        Selections are tried only as far as the condition needs them (``a and b``
+        stops at a failing ``a``), which is all the work for the events that do not
+        matter; the full set of matched selections, which an alert's reference
+        lists, is worked out only when the mask is not 0."""
+        lazy = _LazySelections(self._by_name, view)
+        mask = 0
+        if all(evaluate(f, lazy) for f in self.filters):
+            for i, term in enumerate(self.terms):
+                if evaluate(term.node, lazy):
+                    mask |= 1 << i
+        if not mask:
+            return 0, frozenset()
+        return mask, frozenset(s.name for s in self.selections if s.name in lazy)
+
+    @property
+    def _by_name(self) -> dict:
+        found = self._selection_index
+        if not found:
+            found.update((s.name, s) for s in self.selections)
+        return found
 
     def term_mask(self, matched: frozenset) -> int:
         """Bit i set when the event meets term i; 0 means it does not feed correlation."""
@@ -337,31 +441,21 @@ class Plan:
         return (1 << len(self.terms)) - 1
 
     def prefilter_literals(self, usable=lambda literal: literal) -> Optional[list]:
-        """What a prefilter may look for: every event that matters holds one of these.
+        """What a one-pass prefilter may look for: every event meeting one of the plan's
+        terms holds one of these (the cover of its literal formula, ``sigma.literals``).
+        None means "cannot prefilter": a term can hold without any literal (``not
+        filter`` alone, a regex, ``|exists``, a null value, only numbers)."""
+        found = literals.cover(literals.of_plan(self, usable))
+        return None if found is None else sorted(found)
 
-        An event matters when it satisfies a selection (it is enriched) or meets
-        a join term (it feeds correlation).  None means "cannot prefilter": some
-        term holds for an event that matches no selection (``not filter`` alone),
-        or a selection has no usable literal (a regex, ``|exists``, a null value,
-        only numbers).
-        """
-        if any(evaluate(term.node, frozenset()) for term in self.terms):
-            return None
-        needed = set()
-        for selection in self.selections:
-            lits = selection.required_literals(usable)
-            if lits is None:
-                return None
-            needed.update(lits)
-        return sorted(needed)
-
-
-def compile_plan(rule: Rule, join: Optional[str] = None) -> Plan:
-    """Rule -> Plan.  ``join`` defaults to window for the built-in rule, event otherwise."""
-    join = join or ("window" if rule.builtin else "event")
+def compile_plan(rule: Rule, join: Optional[str] = None, placeholders: Optional[dict] = None) -> Plan:
+    """Rule -> Plan.  ``join`` defaults to window for the built-in rule, event otherwise.
+    ``placeholders`` (name -> values) fills ``|expand`` values; without it such a rule is an error."""
+    join = "window" if rule.near is not None else join or ("window" if rule.builtin else "event")  # near: its terms
     if join not in ("window", "event"):
         raise RuleError(f"unknown join mode {join!r} (use window or event)")
-    selections = tuple(compile_selection(name, value, rule.path) for name, value in rule.detection.items())
+    selections = tuple(compile_selection(name, value, rule.path, placeholders)
+                       for name, value in rule.detection.items())
     try:
         expression = expand(rule.condition.expression, [s.name for s in selections])
     except ConditionError as error:
@@ -379,6 +473,6 @@ def compile_plan(rule: Rule, join: Optional[str] = None) -> Plan:
     else:
         positive, filters = (Term(str(expression), expression),), ()
     spec = from_legacy(rule.id, rule.title, rule.condition.text, rule.condition.aggregation, rule.timeframe_ns,
-                       tuple(term.label for term in positive), join)
+                       tuple(term.label for term in positive), join, rule.near)
     logsource = compile_logsource(rule.logsource, LogsourceTable.builtin(), rule.path)
     return Plan(rule, selections, expression, join, positive, filters, rule.timeframe_ns or 0, spec, logsource)

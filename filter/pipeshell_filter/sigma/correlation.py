@@ -31,6 +31,12 @@ KINDS = {
     "value_max": "the greatest value of the field",
 }
 
+# the kinds a Sigma v2 correlation document may name (``type``)
+DOCUMENT_KINDS = ("event_count", "value_count", "temporal", "temporal_ordered", "value_sum", "value_avg",
+                  "value_percentile")
+# kinds whose condition compares a field's values (``condition.field``)
+FIELD_KINDS = ("value_count", "value_sum", "value_avg", "value_percentile")
+
 OPERATORS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
              "eq": operator.eq, "neq": operator.ne}
 _LEGACY_OPERATORS = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "==": "eq", "!=": "neq"}
@@ -58,9 +64,10 @@ def _number(value):
 class RuleRef:
     """A rule whose detections feed a correlation (one term of it, for a legacy window join)."""
 
-    rule: str  # the detection rule's stable id
+    rule: str  # the detection rule's stable id (a correlation's id when ``chained``)
     term: Optional[int] = None  # legacy window join: the condition term; None: the whole condition
     label: str = ""  # how alerts and ``explain`` name it
+    chained: bool = False  # the input is another correlation's alerts, not a rule's detections
 
     @property
     def key(self) -> tuple:
@@ -94,14 +101,27 @@ class CorrelationSpec:
     generate: bool = False  # the referenced rules also alert on their own
     require_each: bool = False  # every referenced rule must occur in the window
     legacy: Optional[LegacyForm] = None
+    # inputs that must *not* occur in a window that fires (the ``and not x`` of a legacy ``near``)
+    absent: tuple = ()  # of RuleRef
 
     def __attrs_post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown correlation kind {self.kind!r}")
         if not self.rules:
             raise ValueError("a correlation refers to at least one rule")
-        if len({ref.key for ref in self.rules}) != len(self.rules):
+        keys = [ref.key for ref in self.rules + self.absent]
+        if len(set(keys)) != len(keys):
             raise ValueError("a correlation refers to the same rule more than once")
+
+    @property
+    def inputs(self) -> tuple:
+        """Every input whose detections the correlation takes: ``rules`` and ``absent``."""
+        return self.rules + self.absent
+
+    @property
+    def chained(self) -> tuple:
+        """The ids of the correlations whose alerts feed this one."""
+        return tuple(dict.fromkeys(ref.rule for ref in self.rules if ref.chained))
 
     def kind_meaning(self) -> str:
         return KINDS[self.kind]
@@ -120,16 +140,29 @@ class CorrelationSpec:
 
 
 def from_legacy(rule_id: str, title: str, condition: str, aggregation: Optional[Aggregation],
-                timeframe_ns: Optional[int], term_labels: tuple, join: str) -> Optional[CorrelationSpec]:
+                timeframe_ns: Optional[int], term_labels: tuple, join: str,
+                near: Optional[tuple] = None) -> Optional[CorrelationSpec]:
     """A v1 rule's correlation, or None for a rule that alerts on single events.
 
     An aggregation becomes its kind (``count()`` event_count, ``count(f)``
     value_count, ``sum``/``avg``/``min``/``max`` value_*); a window join of
     several terms without one becomes temporal.  Under a window join each term
     is its own input and all must occur in the window (``require_each``).
+
+    ``near`` (``search | near a and not b``, read by ``rule.near_condition``):
+    one flag per term, True for a term that must not occur.  It becomes a
+    temporal correlation over the terms: the search expression and every
+    ``near`` term in one window, and no event of a negated term in it.
     """
-    refs = tuple(RuleRef(rule_id, i, label) for i, label in enumerate(term_labels))
     form = LegacyForm(join, condition, aggregation)
+    if near is not None:
+        present = tuple(RuleRef(rule_id, i, label) for i, (label, negated)
+                        in enumerate(zip(term_labels, near)) if not negated)
+        absent = tuple(RuleRef(rule_id, i, "not " + label) for i, (label, negated)
+                       in enumerate(zip(term_labels, near)) if negated)
+        return CorrelationSpec(rule_id, title, "temporal", present, timeframe_ns or 0,
+                               Threshold((("gte", len(present)),)), require_each=True, legacy=form, absent=absent)
+    refs = tuple(RuleRef(rule_id, i, label) for i, label in enumerate(term_labels))
     if aggregation is None:
         if join != "window" or len(refs) < 2 or not timeframe_ns:
             return None

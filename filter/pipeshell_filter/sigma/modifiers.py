@@ -9,24 +9,56 @@ Every pattern runs on RE2 (the ``google-re2`` package), whose matching time is
 linear in the text: a wildcard value or an ``|re`` written to backtrack (``*a*b*c``
 against a long field, ``(a+)+$``) costs one pass like any other.  Plain values
 (equals, contains, startswith, endswith) need no pattern at all.
+
+A key's modifiers are checked once (:meth:`ModifierSpec.parse`): an unknown one, or
+two that contradict each other, is an error naming them.  The encoding modifiers
+rewrite the value at compile time (``encodings``), the typed ones read the event
+text as a number, a date or an address (``typed``), ``|expand`` fills placeholders
+(``placeholders``).  Every test has ``literals()``: folded substrings one of which
+every text it matches contains (the prefilter's soundness rests on it), or None.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Optional
 
 import attrs
 import re2
 
 from ..values import fold
+from .encodings import BASE64, BOM, DASHES, UTF16, base64_offsets, base64_plain, to_bytes, utf16
+from .placeholders import PlaceholderError, expand
+from .typed import COMPARISONS, DATE_PARTS, DatePartTest, NetworkTest, NumberTest, rule_network, rule_number
 
-# Modifiers we understand; anything else is a rule error naming the modifier.
-VALUE_MODIFIERS = {"contains", "startswith", "endswith", "re", "cased"}
+MATCH_MODES = ("contains", "startswith", "endswith")
 # Sigma v2.1 sub-modifiers of |re, each under its short and its long name, as an RE2 flag.
 RE_FLAGS = {"i": "i", "ignorecase": "i", "m": "m", "multiline": "m", "s": "s", "dotall": "s"}
+TRANSFORMS = ("windash",) + UTF16 + BASE64  # rewrite the value, in the order written
 LIST_MODIFIERS = {"all"}
 FIELD_MODIFIERS = {"exists"}
+# The modifier that decides what kind of test a value becomes (a string comparison when none).
+TYPE_MODIFIERS = ("re", "cidr", "fieldref", "exists") + tuple(COMPARISONS) + DATE_PARTS
+VALUE_MODIFIERS = set(MATCH_MODES) | {"re", "cased", "neq", "expand", "cidr", "fieldref"} | set(TRANSFORMS) \
+    | set(COMPARISONS) | set(DATE_PARTS)
+# Modifiers we understand; anything else is a rule error naming the modifier.
 KNOWN_MODIFIERS = VALUE_MODIFIERS | set(RE_FLAGS) | LIST_MODIFIERS | FIELD_MODIFIERS
+
+# What may go with each kind of test (besides |all, which only joins a list of values).
+_ALLOWED = {
+    "string": set(MATCH_MODES) | {"cased", "neq", "expand"} | set(TRANSFORMS),
+    "re": set(RE_FLAGS) | {"cased", "neq", "expand"},
+    "cidr": {"neq", "expand"},
+    "fieldref": set(MATCH_MODES) | {"cased", "neq"},
+    "number": set(),  # lt/lte/gt/gte: one of them, and nothing else
+    "date": {"neq"},  # |hour: 3, |hour|neq: 3 (and |hour|gte: 22, a type modifier pair)
+    "exists": set(),
+}
+# What a keyword key (no field: ``'|all':``) may ask for: the values are searched in the whole event.
+_KEYWORD_KINDS = ("string", "re")
+
+# How many variants one value may stand for once windash dashes are spelled out for an encoding.
+MAX_VARIANTS = 1000
 
 # A prefilter literal is at most this long (a prefix of the folded value: a text holding
 # the whole value holds its prefix).  Hyperscan refuses a literal of 4,000 bytes and more.
@@ -35,6 +67,11 @@ MAX_LITERAL = 256
 
 class PatternError(ValueError):
     """A value RE2 cannot run (backreference, lookaround, syntax error, too large); one line."""
+
+
+class ModifierError(ValueError):
+    """Modifiers that cannot be applied (unknown, contradictory, a value of the wrong type); one line
+    naming the modifier.  The caller adds the rule, selection and field."""
 
 
 def _options() -> "re2.Options":
@@ -120,13 +157,14 @@ class _RegexTest:
 
 @attrs.frozen
 class _WildcardTest:
-    """A value with ``*`` / ``?``: an anchored RE2 pattern over the (folded unless cased) text.
-    Keeps its (folded) literal chunks for the prefilter."""
+    """A value with ``*`` / ``?`` (or |windash dashes): an anchored RE2 pattern over the (folded
+    unless cased) text.  Keeps its (folded) literal chunks for the prefilter."""
 
     needle: str  # the RE2 pattern
     cased: bool
     chunks: tuple
     search: Callable = attrs.field(eq=False, repr=False)
+    dashes: bool = False  # holds a |windash dash, which matches any of DASHES
 
     kind = "wildcard"
 
@@ -136,19 +174,74 @@ class _WildcardTest:
         return self.search(encode(text)) is not None
 
     def literals(self) -> Optional[tuple]:
-        # Every chunk must occur; the longest alone is enough for soundness.
-        return _short_literal(fold(max(self.chunks, key=len, default="")))
+        # Every chunk must occur; the longest alone is enough for soundness.  With no chunk at all
+        # a windash value still holds one of the dashes.
+        longest = fold(max(self.chunks, key=len, default=""))
+        if not longest and self.dashes:
+            return tuple(DASHES)
+        return _short_literal(longest)
+
+
+@attrs.frozen
+class AnyVariant:
+    """One rule value that stands for several (base64offset's three forms, the windash variants
+    of an encoded value, a placeholder's list): it matches when one of them does."""
+
+    alternatives: tuple
+    kind = "any of"
+    cased = True  # each alternative is tested on its own terms, on the original text
+
+    @property
+    def needle(self) -> tuple:
+        return tuple(t.needle for t in self.alternatives)
+
+    def __call__(self, text: str) -> bool:
+        return any(test(text) for test in self.alternatives)
+
+    def literals(self) -> Optional[tuple]:
+        found = []
+        for test in self.alternatives:
+            lits = test.literals()
+            if lits is None:
+                return None
+            found.extend(lits)
+        return tuple(dict.fromkeys(found)) or None
+
+
+@attrs.frozen
+class Negated:
+    """``|neq``: the value's test, negated.  A text that does not match the value matches, so
+    there is no literal to look for."""
+
+    test: object
+    cased = True  # the inner test folds if it has to
+
+    @property
+    def kind(self) -> str:
+        return "not " + self.test.kind
+
+    @property
+    def needle(self):
+        return self.test.needle
+
+    def __call__(self, text: str) -> bool:
+        return not self.test(text)
+
+    def literals(self) -> Optional[tuple]:
+        return None
 
 
 class _Wildcard(str):
-    """A ``*`` or ``?`` token, distinct from an escaped (literal) one."""
+    """A ``*`` or ``?`` token (or a |windash dash), distinct from an escaped (literal) one."""
 
 
-ANY, ONE = _Wildcard("*"), _Wildcard("?")
+ANY, ONE, DASH = _Wildcard("*"), _Wildcard("?"), _Wildcard("-")
+_DASH_CLASS = "[" + "".join("\\" + d if d in "-/" else d for d in DASHES) + "]"
 
 
-def _split_wildcards(value: str) -> list:
-    """Split a Sigma string into literal chunks (str) and ANY / ONE tokens.
+def _split_wildcards(value: str, windash: bool = False) -> list:
+    """Split a Sigma string into literal chunks (str) and ANY / ONE tokens (and DASH tokens
+    for |windash).
 
     A backslash escapes ``*``, ``?`` and itself; any other backslash is literal
     (Windows paths are written with single backslashes).
@@ -160,11 +253,11 @@ def _split_wildcards(value: str) -> list:
             literal.append(value[i + 1])
             i += 2
             continue
-        if ch in "*?":
+        if ch in "*?" or (windash and ch in DASHES):
             if literal:
                 parts.append("".join(literal))
                 literal = []
-            parts.append(ANY if ch == "*" else ONE)
+            parts.append(ANY if ch == "*" else ONE if ch == "?" else DASH)
         else:
             literal.append(ch)
         i += 1
@@ -179,8 +272,15 @@ def re_flags(modifiers) -> str:
     return "".join(f for f in "ims" if f in flags)
 
 
+def _regex(value: str, flags: str, cased: bool) -> _RegexTest:
+    if cased and "i" in flags:
+        raise PatternError("|cased and |i contradict each other")
+    return _RegexTest(value, flags, compile_re2(f"(?{flags}){value}" if flags else value))
+
+
 def compile_string(value: str, modifiers: set):
-    """Compile one rule string with its value modifiers.
+    """Compile one rule string with its value modifiers (match mode, ``cased``, ``re`` and its
+    flags, ``windash``; the others go through :func:`compile_value`).
 
     ``|re`` patterns run on the original text, case-sensitive unless ``|re|i``
     (``|cased`` changes nothing there); everything else compares case-folded
@@ -189,16 +289,19 @@ def compile_string(value: str, modifiers: set):
     """
     cased = "cased" in modifiers
     if "re" in modifiers:
-        flags = re_flags(modifiers)
-        if cased and "i" in flags:
-            raise PatternError("|cased and |i contradict each other")
-        return _RegexTest(value, flags, compile_re2(f"(?{flags}){value}" if flags else value))
-    parts = _split_wildcards(value)
-    if "contains" in modifiers:
+        return _regex(value, re_flags(modifiers), cased)
+    mode = next((m for m in MATCH_MODES if m in modifiers), "equals")
+    return _compile_parts(_split_wildcards(value, "windash" in modifiers), mode, cased)
+
+
+def _compile_parts(parts: list, mode: str, cased: bool):
+    """Literal chunks and tokens under a match mode -> a plain StringTest when no pattern is
+    needed, else an anchored RE2 pattern."""
+    if mode == "contains":
         parts = [ANY, *parts, ANY]
-    elif "startswith" in modifiers:
+    elif mode == "startswith":
         parts = [*parts, ANY]
-    elif "endswith" in modifiers:
+    elif mode == "endswith":
         parts = [ANY, *parts]
     # Collapse runs of ANY so '*x*' is recognised as plain 'contains'.
     collapsed = []
@@ -207,7 +310,7 @@ def compile_string(value: str, modifiers: set):
             collapsed.append(part)
     parts = [p if isinstance(p, _Wildcard) or cased else fold(p) for p in collapsed]
     inner = [p for p in parts if not isinstance(p, _Wildcard)]
-    if not any(p is ONE for p in parts) and len(inner) <= 1:
+    if not any(p is ONE or p is DASH for p in parts) and len(inner) <= 1:
         needle = inner[0] if inner else ""
         lead, trail = bool(parts) and parts[0] is ANY, bool(parts) and parts[-1] is ANY
         if not inner:
@@ -222,27 +325,221 @@ def compile_string(value: str, modifiers: set):
             kind = "equals"
         return StringTest(kind, needle, cased)
     pattern = wildcard_pattern(parts)
-    return _WildcardTest(pattern, cased, tuple(inner), compile_re2(pattern))
+    return _WildcardTest(pattern, cased, tuple(inner), compile_re2(pattern), any(p is DASH for p in parts))
 
 
 def wildcard_pattern(parts: list) -> str:
-    """ANY / ONE / literal parts as one anchored RE2 pattern: ``.`` is any character, newline too.
-    Leading and trailing ANY are left out (RE2 searches unanchored): they cost nothing then."""
-    body = [".*" if p is ANY else "." if p is ONE else escape(p) for p in parts]
+    """ANY / ONE / DASH / literal parts as one anchored RE2 pattern: ``.`` is any character, newline
+    too.  Leading and trailing ANY are left out (RE2 searches unanchored): they cost nothing then."""
+    body = [".*" if p is ANY else "." if p is ONE else _DASH_CLASS if p is DASH else escape(p) for p in parts]
     head = 1 if parts and parts[0] is ANY else 0
     tail = 1 if len(parts) > head and parts[-1] is ANY else 0
     middle = "".join(body[head:len(body) - tail])
     return "(?s:" + ("" if head else r"\A") + middle + ("" if tail else r"\z") + ")"
 
 
+def _scalar_text(value) -> str:
+    """A number or bool as the text a leaf holds (see ``values.leaves``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _escaped(text: str) -> str:
+    """``text`` as a Sigma string that matches it literally (no wildcards)."""
+    return text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+
+
 def compile_scalar(value, modifiers: set):
     """A rule value that is a number or bool compares with the leaf's text form."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float) and value.is_integer():
-        text = str(int(value))
-    else:
-        text = str(value)
+    text = _scalar_text(value)
     if "re" in modifiers:  # the number's text is the pattern
         return compile_string(text, modifiers)
-    return compile_string(text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?"), modifiers)
+    return compile_string(_escaped(text), modifiers)
+
+
+# ---------------------------------------------------------------- modifier chains
+
+
+@attrs.frozen
+class ModifierSpec:
+    """A key's modifiers, checked: what kind of test its values become, and how."""
+
+    names: tuple  # as written
+    kind: str  # string, re, cidr, number, date, fieldref, exists
+    mode: str = "equals"  # or a MATCH_MODES entry
+    cased: bool = False
+    flags: str = ""  # |re's RE2 flags
+    transforms: tuple = ()  # TRANSFORMS entries, in the order written
+    compare: Optional[str] = None  # lt lte gt gte
+    date_part: Optional[str] = None
+    neq: bool = False
+    expand: bool = False
+    all: bool = False
+
+    @classmethod
+    def parse(cls, names, keyword: bool = False) -> "ModifierSpec":
+        """ModifierError for an unknown modifier or a combination that means nothing.  ``keyword``:
+        a key without a field (``'|all':``), whose values are searched in the whole event."""
+        names = tuple(names)
+        unknown = [m for m in names if m not in KNOWN_MODIFIERS]
+        if unknown:
+            raise ModifierError(f"unknown modifier {unknown[0]!r}"[:120])
+        used = set(names)
+        flags = [m for m in names if m in RE_FLAGS]
+        if flags and "re" not in used:
+            raise ModifierError(f"modifier {flags[0]!r} only applies to |re")
+        # At most one type modifier, except that a date part may take one comparison (|hour|gte).
+        types = list(dict.fromkeys(m for m in names if m in TYPE_MODIFIERS))
+        parts = [m for m in types if m in DATE_PARTS]
+        compares = [m for m in types if m in COMPARISONS]
+        others = [m for m in types if m not in parts and m not in compares]
+        if (others and len(types) > 1) or len(parts) > 1 or len(compares) > 1:
+            raise ModifierError(f"|{types[0]} and |{types[1]} contradict each other")
+        kind = others[0] if others else "date" if parts else "number" if compares else "string"
+        extra = [m for m in names if m not in TYPE_MODIFIERS and m not in LIST_MODIFIERS and m not in _ALLOWED[kind]]
+        if extra:
+            raise ModifierError(f"|{extra[0]} does not apply to " + (f"|{types[0]} values" if types else "this value"))
+        modes = list(dict.fromkeys(m for m in names if m in MATCH_MODES))
+        if len(modes) > 1:
+            raise ModifierError(f"|{modes[0]} and |{modes[1]} contradict each other")
+        if "neq" in used and compares:
+            raise ModifierError(f"|{compares[0]} and |neq contradict each other")
+        if "cased" in used and "i" in re_flags(names):
+            raise ModifierError("|cased and |i contradict each other")
+        if keyword:
+            if kind not in _KEYWORD_KINDS or "neq" in used:
+                raise ModifierError(f"|{types[0] if kind not in _KEYWORD_KINDS else 'neq'} needs a field name")
+            if modes and modes[0] != "contains":
+                raise ModifierError(f"|{modes[0]} needs a field name (keywords are searched anywhere in the event)")
+        mode = modes[0] if modes else ("contains" if keyword and kind == "string" else "equals")
+        return cls(names, kind, mode, "cased" in used, re_flags(names), tuple(m for m in names if m in TRANSFORMS),
+                   compares[0] if compares else None, parts[0] if parts else None, "neq" in used, "expand" in used,
+                   "all" in used)
+
+
+def compile_value(value, spec: ModifierSpec, placeholders=None):
+    """One rule value (str, number or bool) under its key's modifiers -> a test.
+
+    Raises ModifierError (wrong value for the modifiers, a placeholder that cannot be filled)
+    or PatternError (a pattern RE2 cannot run).  ``placeholders``: name -> values, from
+    ``--placeholders``; None when there is no such file.
+    """
+    raws = [value]
+    if spec.expand:
+        try:  # a number has no placeholder, but the rule still needs the file
+            filled = expand(value if isinstance(value, str) else "", placeholders)
+        except PlaceholderError as error:
+            raise ModifierError(str(error)) from None
+        if isinstance(value, str):
+            raws = filled
+    tests = [_compile_one(raw, spec) for raw in raws]
+    test = tests[0] if len(tests) == 1 else AnyVariant(tuple(tests))
+    return Negated(test) if spec.neq else test
+
+
+def _compile_one(value, spec: ModifierSpec):
+    if spec.kind == "cidr":
+        try:
+            network = rule_network(value)
+        except ValueError as error:
+            raise ModifierError(str(error)) from None
+        return NetworkTest(str(network), network)
+    if spec.kind in ("number", "date"):
+        number = rule_number(value)
+        name = spec.date_part or spec.compare
+        if number is None:
+            raise ModifierError(f"|{name} needs a number, not {str(value)[:40]!r}")
+        if spec.kind == "number":
+            return NumberTest(spec.compare, number)
+        return DatePartTest(spec.date_part, spec.compare or "eq", number)
+    text = value if isinstance(value, str) else _scalar_text(value)
+    if spec.kind == "re":
+        return _regex(text, spec.flags, spec.cased)
+    return _compile_text(text if isinstance(value, str) else _escaped(text), spec)
+
+
+def _compile_text(value: str, spec: ModifierSpec):
+    """A Sigma string through its transforms (in the order written), then its match mode.
+
+    A value goes through the transforms as variants of parts (literal chunks and wildcard
+    tokens).  Windash marks its dashes as DASH tokens, one RE2 character class each, unless an
+    encoding follows: then each combination of dashes is spelled out, since the encoding
+    changes what a dash looks like.  Base64 output is compared case-sensitively: its letters'
+    case carries the encoded bits.
+    """
+    variants = [tuple(_split_wildcards(value))]
+    byte_chars = encoded = False
+    for name in spec.transforms:
+        if name == "windash":
+            variants = [_mark_dashes(v) for v in variants]
+            continue
+        variants = [spelled for v in variants for spelled in _spell_dashes(v)]
+        if len(variants) > MAX_VARIANTS:
+            raise ModifierError(f"|windash|{name} gives more than {MAX_VARIANTS} variants of this value")
+        if name in UTF16:
+            variants = [_utf16_parts(v, name) for v in variants]
+            byte_chars = True
+            continue
+        if any(isinstance(p, _Wildcard) for v in variants for p in v):
+            raise ModifierError(f"|{name} cannot encode the wildcards * and ? (write them as \\* and \\?)")
+        forms = []
+        for v in variants:
+            data = to_bytes("".join(v), byte_chars)
+            try:
+                forms += base64_offsets(data) if name == "base64offset" else [base64_plain(data)]
+            except ValueError as error:
+                raise ModifierError(str(error)) from None
+        variants = [(form,) for form in dict.fromkeys(forms)]
+        byte_chars, encoded = False, True
+    tests = [_compile_parts(list(v), spec.mode, spec.cased or encoded) for v in dict.fromkeys(variants)]
+    return tests[0] if len(tests) == 1 else AnyVariant(tuple(tests))
+
+
+def _mark_dashes(parts: tuple) -> tuple:
+    out = []
+    for part in parts:
+        out += [part] if isinstance(part, _Wildcard) else _split_on_dashes(part)
+    return tuple(p for p in out if isinstance(p, _Wildcard) or p)
+
+
+def _split_on_dashes(text: str) -> list:
+    """``text`` as literal chunks and DASH tokens."""
+    out, start = [], 0
+    for i, ch in enumerate(text):
+        if ch in DASHES:
+            out += [text[start:i], DASH]
+            start = i + 1
+    out.append(text[start:])
+    return out
+
+
+def _spell_dashes(parts: tuple) -> list:
+    """The variants of ``parts`` with each DASH token replaced by one dash, adjacent chunks joined."""
+    slots = [DASHES if p is DASH else (p,) for p in parts]
+    count = 1
+    for slot in slots:
+        count *= len(slot)
+        if count > MAX_VARIANTS:
+            raise ModifierError(f"|windash gives more than {MAX_VARIANTS} variants of this value")
+    return [_joined(choice) for choice in itertools.product(*slots)]
+
+
+def _joined(parts) -> tuple:
+    out = []
+    for part in parts:
+        if not isinstance(part, _Wildcard) and out and not isinstance(out[-1], _Wildcard):
+            out[-1] += part
+        elif part != "" or isinstance(part, _Wildcard):
+            out.append(part)
+    return tuple(out)
+
+
+def _utf16_parts(parts: tuple, name: str) -> tuple:
+    """Each literal chunk in UTF-16 (wildcards stay wildcards); |utf16's byte order mark in front."""
+    out = [p if isinstance(p, _Wildcard) else utf16(p, "utf16le" if name == "utf16" else name) for p in parts]
+    if name == "utf16":
+        out.insert(0, BOM)
+    return _joined(out)

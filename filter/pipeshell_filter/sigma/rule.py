@@ -1,8 +1,11 @@
-"""Sigma rule files -> a validated :class:`Rule` (metadata, detection, condition).
+"""Sigma rule files -> a validated :class:`Rule` (metadata, detection, condition)
+or :class:`CorrelationRule` (a Sigma v2 correlation document, references unresolved).
 
 Accepts legacy v1 rules as written in the wild: upper-case ``AND``, a list as
-``logsource.category``, a pipe aggregation, ``timeframe`` inside ``detection``.
-Every problem is a :class:`RuleError` with a one-line message naming the file.
+``logsource.category``, a pipe aggregation, ``| near``, ``timeframe`` inside
+``detection``, and the v1 rule collections: ``action: global`` / ``reset`` /
+``repeat`` documents.  Every problem is a :class:`RuleError` with a one-line
+message naming the file.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import attrs
 import yaml
 
 from ..yamlfile import UniqueKeyLoader
-from .condition import Condition, ConditionError, parse_condition
+from .condition import And, Condition, ConditionError, Not, parse_condition, top_level_terms
+from .correlation import DOCUMENT_KINDS, FIELD_KINDS, OPERATORS
 
 def parse_duration(text) -> Optional[int]:
     """Sigma ``timeframe`` (``30s``, ``5m``, ``1h``, ``2d``) in nanoseconds, or None."""
@@ -54,14 +58,59 @@ class Rule:
     condition: Condition
     timeframe_ns: Optional[int]
     builtin: bool = False
+    name: Optional[str] = None  # the ``name`` a correlation document may refer to it by
+    # legacy ``search | near a and not b``: the condition is the AND of its terms (the search
+    # expression first), and this says, per term, whether it is negated (must not occur)
+    near: Optional[tuple] = None
 
     @property
     def attack_techniques(self) -> list:
-        return sorted({t.split(".", 1)[1].upper() for t in self.tags if _is_technique(t)})
+        return _techniques(self.tags)
 
     @property
     def attack_tactics(self) -> list:
-        return sorted({t.split(".", 1)[1] for t in self.tags if t.startswith("attack.") and not _is_technique(t)})
+        return _tactics(self.tags)
+
+
+@attrs.frozen
+class CorrelationRule:
+    """A Sigma v2 correlation document as written; ``collection`` resolves its references
+    against the rule set into a ``CorrelationSpec``."""
+
+    path: str
+    id: str
+    title: str
+    level: Optional[str]
+    status: Optional[str]
+    description: Optional[str]
+    author: Optional[str]
+    tags: tuple
+    references: tuple
+    name: Optional[str]
+    kind: str  # the document's ``type``
+    rules: tuple  # the referenced rules as written: ids or names
+    group_by: tuple
+    timespan_ns: int
+    condition: tuple  # ((operator, number), ...); empty: all referenced rules (temporal kinds only)
+    field: Optional[str]
+    aliases: tuple  # ((alias, ((reference as written, field), ...)), ...)
+    generate: bool
+
+    @property
+    def attack_techniques(self) -> list:
+        return _techniques(self.tags)
+
+    @property
+    def attack_tactics(self) -> list:
+        return _tactics(self.tags)
+
+
+def _techniques(tags: tuple) -> list:
+    return sorted({t.split(".", 1)[1].upper() for t in tags if _is_technique(t)})
+
+
+def _tactics(tags: tuple) -> list:
+    return sorted({t.split(".", 1)[1] for t in tags if t.startswith("attack.") and not _is_technique(t)})
 
 
 def _is_technique(tag: str) -> bool:
@@ -150,8 +199,8 @@ def load_rule(path: str, builtin: bool = False) -> Rule:
 
 
 def load_rules(path: str) -> list:
-    """Every rule in one file, one per YAML document: a ``Rule``, or the ``RuleError``
-    that document gave (a file that cannot be read or parsed is one RuleError)."""
+    """Every rule in one file, one per YAML document: a ``Rule``, a ``CorrelationRule``, or the
+    ``RuleError`` that document gave (a file that cannot be read or parsed is one RuleError)."""
     try:
         return parse_rules(read_text(path), path)
     except RuleError as error:
@@ -191,11 +240,20 @@ def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
 
 
 def parse_rules(text: str, source: str) -> list:
-    """A file of one or more rules, one per YAML document: each a ``Rule`` or its ``RuleError``."""
+    """A file of one or more rules, one per YAML document: each a ``Rule``, a
+    ``CorrelationRule`` or its ``RuleError``.
+
+    Sigma v1 rule collections: a document with ``action: global`` is no rule; its content is
+    merged into every rule document after it (several accumulate), ``action: reset`` forgets
+    it, and ``action: repeat`` is the previous rule document with this one's content merged
+    in.  Merging is recursive for mappings; otherwise the global content wins over the
+    document's, and the repeat document's over the previous rule's (as sigmac did).
+    """
     documents = _documents(text, source)
     if not documents:
         raise RuleError(f"rule {source} holds no YAML document")
     rules, budget = [], _Budget()
+    shared, previous = {}, None  # the accumulated global content; the last rule document
     for number, document in enumerate(documents, 1):
         where = source if len(documents) == 1 else f"{source} (document {number})"
         try:
@@ -203,21 +261,59 @@ def parse_rules(text: str, source: str) -> list:
                 raise RuleError(f"rule {where}: skipped, the file is over its size limit (see the errors above)")
             check_size(document, where, budget)
             if isinstance(document, dict) and "action" in document:
-                raise RuleError(f"rule {where}: 'action: {shown(document['action'])}' documents are not supported yet")
-            if isinstance(document, dict) and "correlation" in document:
-                raise RuleError(f"rule {where}: correlation documents are not supported yet")
-            rules.append(rule_from_document(document, where))
+                action = document["action"]
+                content = {key: value for key, value in document.items() if key != "action"}
+                if action == "global":
+                    shared = merged(shared, content)
+                    continue
+                if action == "reset":
+                    shared = {}
+                    continue
+                if action != "repeat":
+                    raise RuleError(f"rule {where}: unknown 'action: {shown(action)}' (Sigma v1 collections know "
+                                    "global, reset and repeat)")
+                if previous is None:
+                    raise RuleError(f"rule {where}: 'action: repeat' needs a rule document before it")
+                document = merged(previous, content)
+                check_size(document, where, budget)
+            elif shared and isinstance(document, dict):
+                document = merged(document, shared)
+                check_size(document, where, budget)
+            previous = document if isinstance(document, dict) else None
+            rules.append(rule_or_correlation(document, where))
         except RuleError as error:
             rules.append(error)
+    if not rules:
+        raise RuleError(f"rule {source} holds only 'action' documents, no rule")
     return rules
+
+
+def merged(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` merged in, recursively for mappings (``update`` wins
+    otherwise); neither is changed."""
+    result = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def rule_or_correlation(data, source: str):
+    """A rule document, or a correlation document (one with a ``correlation`` section)."""
+    if isinstance(data, dict) and "correlation" in data:
+        if "detection" in data:
+            raise RuleError(f"rule {source}: a document is a rule ('detection') or a correlation "
+                            "('correlation'), not both")
+        return correlation_from_document(data, source)
+    return rule_from_document(data, source)
 
 
 def rule_from_document(data, source: str, builtin: bool = False) -> Rule:
     if not isinstance(data, dict):
         raise RuleError(f"rule {source}: the rule must be a YAML mapping")
-    title = data.get("title")
-    if not isinstance(title, str) or not title.strip():
-        raise RuleError(f"rule {source}: missing 'title'")
+    meta = _metadata(data, source)
     detection = data.get("detection")
     if not isinstance(detection, dict):
         raise RuleError(f"rule {source}: missing 'detection' mapping")
@@ -235,39 +331,203 @@ def rule_from_document(data, source: str, builtin: bool = False) -> Rule:
     if not isinstance(condition_text, str):
         raise RuleError(f"rule {source}: 'condition' must be a string")
     try:
-        condition = parse_condition(condition_text)
+        condition, near = near_condition(condition_text)
+        if condition is None:
+            condition = parse_condition(condition_text)
     except ConditionError as error:
         raise RuleError(f"rule {source}: {error}") from None
-    timeframe_ns = None
-    if timeframe is not None:
-        timeframe_ns = parse_duration(timeframe)
-        if timeframe_ns is None and isinstance(timeframe, str) and re.fullmatch(r"\s*\d+\s*[smhd]\s*", timeframe):
-            timeframe_ns = MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000 + 1  # too many digits: too long
-        if timeframe_ns is None:
-            raise RuleError(f"rule {source}: cannot parse timeframe {shown(timeframe)} (use e.g. 30s, 5m, 1h, 2d)")
-        if timeframe_ns == 0:
-            raise RuleError(f"rule {source}: timeframe {shown(timeframe)} is empty: a window needs a length (e.g. 30s)")
-        if timeframe_ns > MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000:
-            raise RuleError(f"rule {source}: timeframe {shown(timeframe)} is longer than {MAX_TIMEFRAME_DAYS} days")
-    rule_id = next((str(v).strip() for v in (data.get("id"), data.get("name")) if v is not None and str(v).strip()),
-                   title.strip())
+    timeframe_ns = None if timeframe is None else _duration(timeframe, "timeframe", source)
+    if near is not None and timeframe_ns is None:
+        raise RuleError(f"rule {source}: '| near' needs a 'timeframe' (the window its terms must occur in)")
     logsource = data.get("logsource") or {}
     if not isinstance(logsource, dict):
         raise RuleError(f"rule {source}: 'logsource' must be a mapping")
-    level = data.get("level")
     return Rule(
         path=source,
-        id=str(rule_id),
-        title=title.strip(),
-        level=str(level) if level is not None else None,
-        status=data.get("status") if isinstance(data.get("status"), str) else None,
-        description=data.get("description") if isinstance(data.get("description"), str) else None,
-        author=data.get("author") if isinstance(data.get("author"), str) else None,
-        tags=_string_list(data.get("tags"), "tags", source),
-        references=_string_list(data.get("references"), "references", source),
         logsource=logsource,
         detection=detection,
         condition=condition,
         timeframe_ns=timeframe_ns,
         builtin=builtin,
+        near=near,
+        **meta,
     )
+
+
+def _metadata(data: dict, source: str) -> dict:
+    """What rule and correlation documents share: title, stable id, name, level, tags, ..."""
+    title = data.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise RuleError(f"rule {source}: missing 'title'")
+    rule_id = next((str(v).strip() for v in (data.get("id"), data.get("name")) if v is not None and str(v).strip()),
+                   title.strip())
+    name = data.get("name")
+    if name is not None and (not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip()):
+        raise RuleError(f"rule {source}: 'name' must be a non-empty string")
+    level = data.get("level")
+    return {
+        "id": str(rule_id),
+        "title": title.strip(),
+        "name": str(name).strip() if name is not None else None,
+        "level": str(level) if level is not None else None,
+        "status": data.get("status") if isinstance(data.get("status"), str) else None,
+        "description": data.get("description") if isinstance(data.get("description"), str) else None,
+        "author": data.get("author") if isinstance(data.get("author"), str) else None,
+        "tags": _string_list(data.get("tags"), "tags", source),
+        "references": _string_list(data.get("references"), "references", source),
+    }
+
+
+def _duration(value, what: str, source: str) -> int:
+    """A ``timeframe`` / ``timespan`` in nanoseconds; a RuleError when it is not one we can use."""
+    ns = parse_duration(value)
+    if ns is None and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[smhd]\s*", value):
+        ns = MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000 + 1  # too many digits: too long
+    if ns is None:
+        raise RuleError(f"rule {source}: cannot parse {what} {shown(value)} (use e.g. 30s, 5m, 1h, 2d)")
+    if ns == 0:
+        raise RuleError(f"rule {source}: {what} {shown(value)} is empty: a window needs a length (e.g. 30s)")
+    if ns > MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000:
+        raise RuleError(f"rule {source}: {what} {shown(value)} is longer than {MAX_TIMEFRAME_DAYS} days")
+    return ns
+
+
+_NEAR = re.compile(r"\s*near\s", re.IGNORECASE)
+
+
+def near_condition(text: str) -> tuple:
+    """``search | near a [and b | and not c] ...`` (Sigma v1): (Condition, negated flags), or
+    (None, None) when the condition has no ``| near``.
+
+    The Condition's expression is the AND of the terms: the search expression first, then
+    each ``near`` term (a negated one without its ``not``); the flags say which are negated.
+    """
+    search, bar, rest = text.partition("|")
+    if not bar or not _NEAR.match(rest + " "):
+        return None, None
+    if "|" in rest:
+        raise ConditionError("only one '|' expression is supported")
+    primary = parse_condition(search).expression
+    if isinstance(primary, Not):
+        raise ConditionError("the search expression before '| near' cannot be a negation alone")
+    operands = top_level_terms(parse_condition(_NEAR.sub("", rest + " ", count=1)).expression)
+    terms, negated = [primary], [False]
+    for operand in operands:
+        is_not = isinstance(operand, Not)
+        term = operand.operand if is_not else operand
+        if isinstance(term, Not):
+            raise ConditionError(f"'| near' term {str(operand)!r} is a double negation")
+        terms.append(term)
+        negated.append(is_not)
+    return Condition(text=text, expression=And(tuple(terms)), aggregation=None), tuple(negated)
+
+
+_CORRELATION_KEYS = ("type", "rules", "group-by", "timespan", "condition", "aliases", "generate")
+
+
+def correlation_from_document(data: dict, source: str) -> CorrelationRule:
+    """A Sigma v2 correlation document, checked as far as it can be alone (its references are
+    resolved against the rule set by ``collection``)."""
+    meta = _metadata(data, source)
+    section = data["correlation"]
+    if not isinstance(section, dict):
+        raise RuleError(f"rule {source}: 'correlation' must be a mapping")
+    unknown = [key for key in section if key not in _CORRELATION_KEYS]
+    if unknown:
+        raise RuleError(f"rule {source}: unknown key {shown(unknown[0])} in 'correlation' (known: "
+                        f"{', '.join(_CORRELATION_KEYS)})")
+    kind = section.get("type")
+    if kind not in DOCUMENT_KINDS:
+        raise RuleError(f"rule {source}: correlation 'type' {shown(kind)} is not one of {', '.join(DOCUMENT_KINDS)}")
+    rules = _names(section.get("rules"), "rules", source)
+    if not rules:
+        raise RuleError(f"rule {source}: correlation 'rules' must name at least one rule (by id or name)")
+    group_by = _names(section.get("group-by"), "group-by", source)
+    if "timespan" not in section:
+        raise RuleError(f"rule {source}: correlation has no 'timespan' (e.g. 5m)")
+    timespan_ns = _duration(section["timespan"], "timespan", source)
+    bounds, field = _correlation_condition(section.get("condition"), kind, source)
+    generate = _generate(data, section, source)
+    aliases = _aliases(section.get("aliases"), source)
+    return CorrelationRule(path=source, kind=kind, rules=rules, group_by=group_by, timespan_ns=timespan_ns,
+                           condition=bounds, field=field, aliases=aliases, generate=generate, **meta)
+
+
+def _names(value, what: str, source: str) -> tuple:
+    """A list of names (a single string is a list of one); no name twice."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                              and str(v).strip() for v in items):
+        raise RuleError(f"rule {source}: correlation '{what}' must be a list of names")
+    names = tuple(str(v).strip() for v in items)
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise RuleError(f"rule {source}: correlation '{what}' names {shown(twice)} twice")
+    return names
+
+
+def _correlation_condition(condition, kind: str, source: str) -> tuple:
+    """((operator, number), ...) and the field, from ``condition: {gte: 10, lte: 20, field: x}``."""
+    temporal = kind in ("temporal", "temporal_ordered")
+    if condition is None:
+        if not temporal:
+            raise RuleError(f"rule {source}: a {kind} correlation needs a 'condition' (e.g. gte: 10)")
+        return (), None
+    if not isinstance(condition, dict):
+        raise RuleError(f"rule {source}: correlation 'condition' must be a mapping (e.g. gte: 10)")
+    bounds, field = [], condition.get("field")
+    for key, number in condition.items():
+        if key == "field":
+            continue
+        if key not in OPERATORS:
+            raise RuleError(f"rule {source}: unknown operator {shown(key)} in correlation condition (use "
+                            f"{', '.join(OPERATORS)}, or field)")
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or number != number \
+                or number in (float("inf"), float("-inf")):
+            raise RuleError(f"rule {source}: correlation condition {key}: {shown(number)} is not a number")
+        bounds.append((key, number))
+    if not bounds and not temporal:
+        raise RuleError(f"rule {source}: correlation condition has no operator (use {', '.join(OPERATORS)})")
+    if isinstance(field, list) and len(field) == 1:
+        field = field[0]
+    if kind in FIELD_KINDS:
+        if isinstance(field, list):
+            raise RuleError(f"rule {source}: a {kind} over several fields is not supported (one 'field')")
+        if not isinstance(field, str) or not field.strip():
+            raise RuleError(f"rule {source}: a {kind} correlation needs 'field' in its condition")
+        field = field.strip()
+    elif field is not None:
+        raise RuleError(f"rule {source}: a {kind} correlation takes no 'field' in its condition")
+    return tuple(bounds), field
+
+
+def _generate(data: dict, section: dict, source: str) -> bool:
+    """``generate`` (the correlation section's, or the document's as the JSON schema has it)."""
+    values = {place: where["generate"] for place, where in (("section", section), ("document", data))
+              if "generate" in where}
+    for value in values.values():
+        if not isinstance(value, bool):
+            raise RuleError(f"rule {source}: 'generate' must be true or false")
+    if len(set(values.values())) > 1:
+        raise RuleError(f"rule {source}: 'generate' is given twice, differently")
+    return next(iter(values.values()), False)
+
+
+def _aliases(value, source: str) -> tuple:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(m, dict) and m for m in value.values()):
+        raise RuleError(f"rule {source}: correlation 'aliases' must map each alias to a mapping of "
+                        "rule name -> field")
+    aliases = []
+    for alias, mapping in value.items():
+        pairs = []
+        for rule, field in mapping.items():
+            if not isinstance(field, str) or not field.strip() or isinstance(rule, bool):
+                raise RuleError(f"rule {source}: alias {shown(alias)}: the field for {shown(rule)} must be a "
+                                "field name")
+            pairs.append((str(rule).strip(), field.strip()))
+        aliases.append((str(alias), tuple(pairs)))
+    return tuple(aliases)

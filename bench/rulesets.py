@@ -1,0 +1,95 @@
+"""Throughput with a rule set loaded: the built-in rule, SigmaHQ's Windows rules, and all of SigmaHQ.
+
+    python bench/rulesets.py --events 20000 --repeat 3
+
+On the bench corpus (``corpus.py``, cached in ``bench/out``), each rule set runs round-robin in
+the same rounds, twice per round: once on an empty input (start-up: imports, loading and
+compiling the rules, building the literal index) and once on the corpus.  Events/s is the
+corpus's events over the difference of the two medians, so loading does not count against the
+stream; peak RSS is the filter's own (``wait4``).  SigmaHQ's rules come from
+``../shared/sigma/sigmahq`` (``$SIGMAHQ_DIR``).  The issue's goal is 50,000 events/s with
+every Windows rule loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIGMAHQ = os.environ.get("SIGMAHQ_DIR", os.path.join(HERE, "..", "..", "shared", "sigma", "sigmahq"))
+
+
+def rule_sets() -> dict:
+    windows = sorted(glob.glob(os.path.join(SIGMAHQ, "rules*", "windows")))
+    every = sorted(glob.glob(os.path.join(SIGMAHQ, "rules*")))
+    return {"built-in rule": [],
+            "SigmaHQ Windows rules": [arg for path in windows for arg in ("--rule", path)],
+            "SigmaHQ, every rule": [arg for path in every for arg in ("--rule", path)]}
+
+
+def run(args: list, source: str) -> tuple:
+    """(wall seconds, CPU seconds, peak RSS in MB, stdout lines) of one filter run."""
+    with open(source, "rb") as stdin:
+        started = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "pipeshell_filter", "--idle", "0", "--quiet", *args],
+                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        out = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"rulesets: {' '.join(args[:4])}... exited with status {status >> 8}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.count(b"\n")
+
+
+def corpus(events: int) -> str:
+    path = os.path.join(HERE, "out", f"rulesets-{events}.ndjson")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        subprocess.run([sys.executable, os.path.join(HERE, "corpus.py"), "--events", str(events), "--seed", "1",
+                        "-o", path], check=True)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    options = parser.parse_args()
+    if not os.path.isdir(SIGMAHQ):
+        print(f"rulesets: no SigmaHQ checkout at {SIGMAHQ} (set SIGMAHQ_DIR)", file=sys.stderr)
+        return 2
+    source, empty = corpus(options.events), os.devnull
+    sets = rule_sets()
+    results = {name: {"start": [], "full": [], "cpu": [], "rss": [], "alerts": 0} for name in sets}
+    for round_number in range(options.repeat):
+        names = list(sets)
+        names = names[round_number % len(names):] + names[:round_number % len(names)]
+        for name in names:
+            start = run(sets[name], empty)
+            full = run(sets[name], source)
+            found = results[name]
+            found["start"].append(start[0])
+            found["full"].append(full[0])
+            found["cpu"].append(full[1] - start[1])
+            found["rss"].append(full[2])
+            found["alerts"] = full[3]
+    print(f"{options.events:,} events, {options.repeat} rounds, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'rule set':24} {'start-up s':>10} {'stream s':>9} {'events/s':>10} {'CPU ev/s':>9} {'peak MB':>8} "
+          f"{'alerts':>7}")
+    for name, found in results.items():
+        start, full = statistics.median(found["start"]), statistics.median(found["full"])
+        stream = max(full - start, 1e-6)
+        cpu = max(statistics.median(found["cpu"]), 1e-6)
+        print(f"{name:24} {start:10.2f} {stream:9.2f} {options.events / stream:10,.0f} "
+              f"{options.events / cpu:9,.0f} {max(found['rss']):8.0f} {found['alerts']:7,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""A rule set: the rules and the Sigma v2 correlation documents loaded together.
+
+A correlation document refers to rules by ``id`` or ``name``, in any file of the
+set, and to other correlations (a chain).  ``resolve`` runs once every file is
+read: it turns each document into a ``CorrelationSpec`` whose inputs are stable
+rule ids, and works out which rules alert on their own.
+
+* A reference is an ``id`` first, else a ``name``; a name two rules share is
+  ambiguous.  An unknown or ambiguous reference, a reference to a correlation
+  that could not be loaded, or a cycle of correlations, is a ``RuleError``
+  naming it (the caller reports it like any rule that fails to load).
+* A referenced rule that is itself a correlation (a v2 document, or a v1 rule
+  with a pipe aggregation or ``near``) feeds its **alerts** to the referring
+  correlation (``RuleRef.chained``): each alert is one input event there, at
+  the time of the alert's last event, carrying the inner correlation's group
+  values under its group-by names.  So every group-by field (and the value
+  field) of the outer correlation must be one the inner groups by.
+* ``generate`` (default false, as the specification has it): the referenced
+  rules do not alert on their own; their matches still enrich events and feed
+  the correlation.  A rule referenced by several correlations alerts on its own
+  when one of them says ``generate: true``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+import attrs
+
+from .compile import Plan
+from .correlation import CorrelationSpec, RuleRef, Threshold
+from .rule import CorrelationRule, RuleError, shown
+
+
+@attrs.frozen
+class Target:
+    """What one reference of a correlation document resolved to."""
+
+    written: str  # the reference as written (an id or a name)
+    id: str  # the stable id it resolved to
+    title: str
+    correlation: Optional[CorrelationSpec]  # the referenced rule's own correlation; None: a plain rule
+
+
+@attrs.frozen
+class CorrelationPlan:
+    """A resolved correlation document: its metadata (``rule``, for alerts), its spec, and what
+    each reference resolved to (for ``explain``)."""
+
+    rule: CorrelationRule
+    spec: CorrelationSpec
+    targets: tuple  # of Target, in the order written
+
+
+class RuleSet(list):
+    """The compiled rules, a list of ``Plan`` as ever, with what the correlation documents
+    loaded with them add: ``correlations`` (``CorrelationPlan``, inner ones first) and
+    ``quiet``, the ids of rules (and correlations) that feed a correlation without
+    ``generate`` and so do not alert on their own."""
+
+    def __init__(self, plans: Iterable[Plan] = (), correlations: Iterable[CorrelationPlan] = (),
+                 quiet: Iterable[str] = ()):
+        super().__init__(plans)
+        self.correlations = list(correlations)
+        self.quiet = frozenset(quiet)
+
+
+def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, RuleError], None]) -> RuleSet:
+    """Resolve ``documents`` (``CorrelationRule``) against ``plans`` and each other.
+
+    A document that cannot be resolved is handed to ``on_error`` (which may raise) and left
+    out; so, in turn, is every document that refers to it."""
+    by_id = {plan.rule.id: plan for plan in plans}
+    by_id.update((document.id, document) for document in documents)
+    by_name = {}
+    for entry in list(plans) + list(documents):
+        name = entry.rule.name if isinstance(entry, Plan) else entry.name
+        if name is not None:
+            by_name.setdefault(name, []).append(entry)
+    done, failed, order = {}, {}, []
+
+    def lookup(document: CorrelationRule, written: str):
+        if written in by_id:
+            return by_id[written]
+        found = by_name.get(written, ())
+        if len(found) > 1:
+            where = ", ".join(entry.rule.path if isinstance(entry, Plan) else entry.path for entry in found[:3])
+            raise RuleError(f"rule {document.path}: the name {shown(written)} is ambiguous: several rules have it "
+                            f"({where})")
+        if not found:
+            raise RuleError(f"rule {document.path}: refers to unknown rule {shown(written)} (no loaded rule has "
+                            "this id or name)")
+        return found[0]
+
+    def visit(document: CorrelationRule, path: tuple) -> Optional[CorrelationPlan]:
+        if document.id in done:
+            return done[document.id]
+        if document.id in failed:
+            return None
+        try:
+            if document.id in path:
+                cycle = " -> ".join(shown(i) for i in path[path.index(document.id):] + (document.id,))
+                raise RuleError(f"rule {document.path}: correlations refer to each other in a cycle: {cycle}")
+            targets = []
+            for written in document.rules:
+                entry = lookup(document, written)
+                if isinstance(entry, Plan):
+                    targets.append(Target(written, entry.rule.id, entry.rule.title, entry.correlation))
+                    continue
+                inner = visit(entry, path + (document.id,))
+                if inner is None:
+                    if document.id in failed:  # a cycle through this document: reported once, for it
+                        return None
+                    raise RuleError(f"rule {document.path}: refers to correlation {shown(written)}, which could "
+                                    "not be loaded")
+                targets.append(Target(written, inner.spec.id, inner.rule.title, inner.spec))
+            plan = CorrelationPlan(document, _spec(document, tuple(targets), lambda w: lookup(document, w)),
+                                   tuple(targets))
+        except RuleError as error:
+            failed[document.id] = error
+            on_error(document, error)
+            return None
+        done[document.id] = plan
+        order.append(plan)
+        return plan
+
+    for document in documents:
+        visit(document, ())
+    referenced, generated = set(), set()
+    for plan in order:
+        ids = {target.id for target in plan.targets}
+        (generated if plan.rule.generate else referenced).update(ids)
+    return RuleSet(plans, order, referenced - generated)
+
+
+def _spec(document: CorrelationRule, targets: tuple, lookup) -> CorrelationSpec:
+    """The ``CorrelationSpec`` of a document whose references resolved to ``targets``."""
+    where = f"rule {document.path}"
+    ids = [target.id for target in targets]
+    twice = next((t for i, t in enumerate(targets) if t.id in ids[:i]), None)
+    if twice is not None:
+        raise RuleError(f"{where}: {shown(twice.written)} refers to rule {shown(twice.id)} a second time")
+    aliases = []
+    for alias, mapping in document.aliases:
+        pairs = []
+        for written, field in mapping:
+            entry = lookup(written)
+            rule_id = entry.rule.id if isinstance(entry, Plan) else entry.id
+            if rule_id not in ids:
+                raise RuleError(f"{where}: alias {shown(alias)} names rule {shown(written)}, which the correlation "
+                                "does not refer to")
+            pairs.append((rule_id, field))
+        aliases.append((alias, tuple(pairs)))
+    bounds = document.condition or (("gte", len(targets)),)  # temporal kinds: every referenced rule
+    try:
+        spec = CorrelationSpec(
+            id=document.id, title=document.title, kind=document.kind,
+            rules=tuple(RuleRef(t.id, None, t.written, chained=t.correlation is not None) for t in targets),
+            timespan_ns=document.timespan_ns, condition=Threshold(tuple(bounds)), group_by=document.group_by,
+            field=document.field, aliases=tuple(aliases), generate=document.generate)
+    except ValueError as error:
+        raise RuleError(f"{where}: {error}") from None
+    for target in targets:
+        inner = target.correlation
+        if inner is None:
+            continue
+        names = spec.group_by + ((spec.field,) if spec.field else ())
+        for name in names:
+            if spec.field_for(name, target.id) not in inner.group_by:
+                grouped = ", ".join(inner.group_by) or "nothing"
+                raise RuleError(f"{where}: {shown(name)} is not among the group-by fields of the correlation "
+                                f"{shown(target.written)} it refers to ({grouped}): its alerts carry only those")
+    return spec

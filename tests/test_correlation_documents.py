@@ -1,0 +1,591 @@
+"""Sigma v2 correlation documents, ``action`` rule collections and the legacy ``near``.
+
+Loading: every example of the specification (its schema test files and the examples
+in its text) loads, with references resolved by id and by name across files and
+documents; bad documents are one-line errors (skipped in a directory, exit 2 with
+``--strict`` or alone).  Running: each kind, on NDJSON events through the engine, gives
+the alerts of the independent oracle (``tests/oracle.py``); aliases are the same as
+renaming the field in the events; a chained correlation is the oracle applied twice
+(the inner alerts as the outer's events); ``near`` agrees with a brute force written
+here.  ``generate`` decides whether the referenced rules alert on their own.
+"""
+
+import datetime
+import functools
+import glob
+import json
+import os
+import re
+import tempfile
+
+import jsonschema
+import pytest
+import yaml
+from hypothesis import given, settings, strategies as st
+
+from clitools import REPO, alerts, ndjson, run_cli
+from oracle import correlation_oracle
+from pipeshell_filter.cli import UsageProblem, load_plans, make_resolver
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.timeparse import NS, parse_time
+from pipeshell_filter.sigma.rule import CorrelationRule, Rule, RuleError, parse_rules
+
+SHARED = os.path.join(os.path.dirname(REPO), "shared", "sigma")
+SPEC = os.path.join(SHARED, "spec")
+SIGMAHQ = os.path.join(SHARED, "sigmahq")
+ALERT_SCHEMA = json.load(open(os.path.join(REPO, "filter", "pipeshell_filter", "schema", "alert.schema.json")))
+RESOLVER = make_resolver("auto", None, None)
+BASE = 1_600_000_000  # event times: BASE + seconds
+
+
+def iso(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(BASE + seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ns(seconds: int) -> int:
+    return (BASE + seconds) * NS
+
+
+def write(directory, name: str, text: str) -> str:
+    path = os.path.join(str(directory), name)
+    with open(path, "w") as handle:
+        handle.write(text)
+    return path
+
+
+def stub_rule(reference: str, event_id: int = 1) -> str:
+    """A base rule that a reference (an id or a name) resolves to."""
+    key = "id" if re.fullmatch(r"[0-9a-f-]{36}", reference) else "name"
+    return yaml.safe_dump({"title": f"stub {reference}", key: reference,
+                           "detection": {"sel": {"EventID": event_id}, "condition": "sel"}})
+
+
+# ------------------------------------------------------------------ loading: the specification's examples
+
+SCHEMA_EXAMPLES = sorted(glob.glob(os.path.join(SPEC, "tests", "schema", "correlation", "*.yml")))
+
+
+def spec_text_examples():
+    """The YAML blocks of the specification text that hold a correlation (each with the other
+    documents of its block)."""
+    text = open(os.path.join(SPEC, "specification", "sigma-correlation-rules-specification.md")).read()
+    # (the fragment that only shows how ``rules`` are written has no ``type``: not a document)
+    return [block for block in re.findall(r"```ya?ml\n(.*?)```", text, re.S)
+            if "correlation:" in block and "type:" in block]
+
+
+def test_the_specification_has_what_this_file_tests():
+    assert len(SCHEMA_EXAMPLES) == 8
+    assert len(spec_text_examples()) >= 9
+
+
+@pytest.mark.parametrize("path", SCHEMA_EXAMPLES, ids=os.path.basename)
+def test_every_schema_example_loads(tmp_path, path):
+    [document] = parse_rules(open(path).read(), path)
+    assert isinstance(document, CorrelationRule), document
+    data = yaml.safe_load(open(path))
+    assert document.kind == data["correlation"]["type"]
+    assert list(document.group_by) == data["correlation"]["group-by"]
+    # its references resolve once rules with those ids or names are loaded with it
+    write(tmp_path, "example.yml", open(path).read())
+    write(tmp_path, "stubs.yml", "---\n".join(stub_rule(r, i) for i, r in enumerate(document.rules, 1)))
+    rule_set = load_plans([str(tmp_path)], None, strict=True)
+    [correlation] = rule_set.correlations
+    assert [t.written for t in correlation.targets] == list(document.rules)
+    assert correlation.spec.timespan_ns == document.timespan_ns
+    assert set(rule_set.quiet) == {p.rule.id for p in rule_set}  # generate false: the rules do not alert alone
+
+
+@pytest.mark.parametrize("index", range(len(spec_text_examples())))
+def test_every_example_in_the_specification_text_loads(tmp_path, index):
+    """The text's fragments leave out the (mandatory) title; each gets one here, and rules it
+    refers to that the block does not define get a stub."""
+    documents = [d for d in yaml.safe_load_all(spec_text_examples()[index]) if d]
+    for number, document in enumerate(documents):
+        document.setdefault("title", f"fragment {number}")
+    defined = {str(d.get(k)) for d in documents for k in ("id", "name") if d.get(k)}
+    wanted = [r for d in documents if "correlation" in d for r in d["correlation"]["rules"] if r not in defined]
+    write(tmp_path, "block.yml", yaml.safe_dump_all(documents))
+    if wanted:
+        write(tmp_path, "stubs.yml", "---\n".join(stub_rule(r, i) for i, r in enumerate(wanted, 1)))
+    rule_set = load_plans([str(tmp_path)], None, strict=True)
+    assert len(rule_set.correlations) == sum(1 for d in documents if "correlation" in d)
+
+
+def test_the_complete_example_chains_by_name(tmp_path):
+    """The specification's closing example: four documents in one file, references by name,
+    a temporal_ordered correlation over an event_count one."""
+    [block] = [b for b in spec_text_examples() if "Multiple failed logons" in b]
+    rule_set = load_plans([write(tmp_path, "brute.yml", block)], None)
+    inner, outer = rule_set.correlations  # inner first
+    assert [inner.rule.name, outer.rule.name] == ["multiple_failed_login", None]
+    assert [ref.chained for ref in outer.spec.rules] == [True, False]
+    assert outer.spec.rules[0].rule == inner.spec.id == "a8418a5a-5fc4-46b5-b23b-6c73beb19d41"
+    assert rule_set.quiet == {inner.spec.id, "53ba33fd-3a50-4468-a5ef-c583635cfa92",
+                              "4d0a2c83-c62c-4ed4-b475-c7e23a9269b8"}
+
+
+def sigmahq_documents(pattern):
+    for path in glob.glob(os.path.join(SIGMAHQ, "rules*", "**", "*.yml"), recursive=True):
+        text = open(path, encoding="utf-8").read()
+        if re.search(pattern, text, re.M):
+            yield path, text
+
+
+def test_sigmahq_correlations_action_documents_and_near_rules_load():
+    """Whatever SigmaHQ's copy holds of the three (this copy: none of any) parses; a correlation
+    loads together with the rest of the public rule set it refers to."""
+    found = 0
+    for path, text in sigmahq_documents(r"^(correlation:|action:)|\|\s*near\s"):
+        found += 1
+        results = parse_rules(text, path)
+        assert not any(isinstance(r, RuleError) and ("correlation" in str(r) or "action" in str(r)
+                                                   or "near" in str(r)) for r in results), results
+    assert found >= 0
+
+
+# ------------------------------------------------------------------ loading: errors
+
+FAILED = """title: Failed login
+name: failed_login
+detection: {sel: {EventID: 4625}, condition: sel}
+"""
+
+
+def correlation_doc(**section):
+    body = {"type": "event_count", "rules": ["failed_login"], "group-by": ["User"], "timespan": "5m",
+            "condition": {"gte": 3}}
+    body.update(section)
+    return yaml.safe_dump({"title": "many failures", "id": "many", "correlation": body})
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"rules": ["nobody"]}, "unknown rule 'nobody'"),
+    ({"type": "count"}, "'type'"),
+    ({"condition": {"more": 3}}, "unknown operator 'more'"),
+    ({"condition": {"gte": "three"}}, "not a number"),
+    ({"condition": {"gte": True}}, "not a number"),
+    ({"condition": {}}, "no operator"),
+    ({"type": "value_count"}, "needs 'field'"),
+    ({"type": "value_sum", "condition": {"gt": 1, "field": ["a", "b"]}}, "several fields"),
+    ({"condition": {"gte": 1, "field": "x"}}, "takes no 'field'"),
+    ({"timespan": "soon"}, "timespan"),
+    ({"timespan": None}, "timespan"),
+    ({"groupby": ["User"]}, "unknown key 'groupby'"),
+    ({"rules": ["failed_login", "failed_login"]}, "twice"),
+    ({"rules": []}, "at least one rule"),
+    ({"aliases": {"ip": {"someone_else": "x"}}}, "unknown rule 'someone_else'"),
+    ({"aliases": {"ip": {"failed_login": 5}}}, "field name"),
+    ({"generate": "yes"}, "'generate'"),
+])
+def test_bad_correlation_is_one_line_naming_it(tmp_path, section, message):
+    rules = write(tmp_path, "base.yml", FAILED)
+    bad = write(tmp_path, "bad.yml", correlation_doc(**section))
+    with pytest.raises(UsageProblem) as excinfo:
+        load_plans([rules, bad], None)
+    text = str(excinfo.value)
+    assert message in text and bad in text and "\n" not in text
+
+
+def test_unknown_reference_in_a_directory_is_skipped_and_strict_exits_2(tmp_path):
+    write(tmp_path, "base.yml", FAILED)
+    write(tmp_path, "good.yml", correlation_doc())
+    write(tmp_path, "bad.yml", correlation_doc(rules=["missing_rule"]).replace("id: many", "id: bad"))
+    write(tmp_path, "worse.yml", yaml.safe_dump({"title": "on the bad one", "correlation": {
+        "type": "event_count", "rules": ["bad"], "timespan": "1h", "condition": {"gte": 2}}}))
+    result = run_cli(["--rule", str(tmp_path)], b"")
+    assert result.returncode == 0, result.stderr
+    skipped = [line for line in result.stderr.decode().splitlines() if "skipped:" in line]
+    assert len(skipped) == 2
+    assert "bad.yml" in skipped[0] and "unknown rule 'missing_rule'" in skipped[0]
+    assert "worse.yml" in skipped[1] and "refers to correlation 'bad', which could not be loaded" in skipped[1]
+    strict = run_cli(["--rule", str(tmp_path), "--strict"], b"")
+    assert strict.returncode == 2
+    assert len(strict.stderr.splitlines()) == 1 and b"missing_rule" in strict.stderr and b"Traceback" not in strict.stderr
+
+
+def test_cycles_ambiguous_names_and_chains_on_ungrouped_fields_are_errors(tmp_path):
+    def one(name, rules, group_by=("User",)):
+        return yaml.safe_dump({"title": name, "name": name, "correlation": {
+            "type": "event_count", "rules": list(rules), "group-by": list(group_by), "timespan": "1m",
+            "condition": {"gte": 1}}})
+    cycle = write(tmp_path, "cycle.yml", one("x", ["y"]) + "---\n" + one("y", ["x"]))
+    with pytest.raises(UsageProblem, match="cycle"):
+        load_plans([write(tmp_path, "base.yml", FAILED), cycle], None)
+    twice = write(tmp_path, "twice.yml", "---\n".join(
+        FAILED.replace("name: failed_login", f"id: {i}\nname: failed_login") for i in ("r1", "r2")))
+    with pytest.raises(UsageProblem, match="ambiguous"):
+        load_plans([twice, write(tmp_path, "c.yml", correlation_doc())], None)
+    chain = write(tmp_path, "chain.yml", one("inner", ["failed_login"], ["User"]) + "---\n"
+                  + one("outer", ["inner"], ["Computer"]))
+    with pytest.raises(UsageProblem, match="'Computer' is not among the group-by fields"):
+        load_plans([write(tmp_path, "base.yml", FAILED), chain], None)
+
+
+def test_a_document_cannot_be_both_rule_and_correlation():
+    [error] = parse_rules(yaml.safe_dump({"title": "t", "detection": {"s": {"a": 1}, "condition": "s"},
+                                          "correlation": {"type": "temporal"}}), "x.yml")
+    assert isinstance(error, RuleError) and "not both" in str(error)
+
+
+# ------------------------------------------------------------------ action: global / reset / repeat
+
+COLLECTION = """action: global
+title: Shared title
+tags: [attack.t1059]
+detection:
+  filter: {User: admin}
+  condition: selection and not filter
+---
+id: one
+logsource: {product: windows}
+detection:
+  selection: {EventID: 1}
+---
+action: repeat
+id: two
+detection:
+  selection: {EventID: 2}
+---
+id: three
+title: Its own title
+detection:
+  selection: {EventID: 3}
+---
+action: reset
+---
+id: four
+title: Alone
+detection:
+  selection: {EventID: 4}
+  condition: selection
+"""
+
+
+def test_action_global_reset_and_repeat():
+    rules = parse_rules(COLLECTION, "c.yml")
+    assert all(isinstance(r, Rule) for r in rules), rules
+    one, two, three, four = rules
+    assert [r.id for r in rules] == ["one", "two", "three", "four"]
+    assert one.title == two.title == "Shared title" and one.tags == ("attack.t1059",)
+    assert one.condition.text == "selection and not filter" and set(one.detection) == {"filter", "selection"}
+    assert two.detection["selection"] == {"EventID": 2} and two.logsource == {"product": "windows"}  # repeat
+    assert three.title == "Shared title"  # the global content wins, as sigmac merged it
+    assert four.title == "Alone" and four.tags == () and set(four.detection) == {"selection"}  # reset
+    assert one.path == "c.yml (document 2)"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("action: repeat\nid: x\n", "needs a rule document before it"),
+    ("action: merge\ntitle: x\n", "unknown 'action: 'merge''"),
+    ("action: global\ntitle: x\n", "only 'action' documents"),
+])
+def test_bad_action_documents(text, message):
+    try:
+        results = parse_rules(text, "a.yml")
+    except RuleError as error:
+        results = [error]
+    assert any(isinstance(r, RuleError) and message in str(r) for r in results), results
+
+
+def test_action_global_over_a_correlation_document(tmp_path):
+    text = (FAILED + "---\naction: global\ncorrelation:\n  timespan: 10m\n  group-by: [User]\n---\n"
+            + yaml.safe_dump({"title": "c", "correlation": {"type": "event_count", "rules": ["failed_login"],
+                                                           "condition": {"gte": 2}}}))
+    rule_set = load_plans([write(tmp_path, "g.yml", text)], None)
+    [correlation] = rule_set.correlations
+    assert correlation.spec.group_by == ("User",) and correlation.spec.timespan_ns == 600 * NS
+
+
+# ------------------------------------------------------------------ running every kind against the oracle
+
+BASE_RULES = "---\n".join(yaml.safe_dump({"title": f"rule {name}", "id": name, "name": f"n_{name}",
+                                          "detection": {"sel": {"EventID": eid}, "condition": "sel"}})
+                          for name, eid in (("a", 1), ("b", 2), ("c", 3)))
+RULE_OF = {1: "a", 2: "b", 3: "c"}
+
+
+@functools.lru_cache(maxsize=None)
+def rule_set_of(*documents: str):
+    directory = tempfile.mkdtemp(prefix="corrdocs-")
+    paths = [write(directory, f"d{i}.yml", text) for i, text in enumerate(documents)]
+    return load_plans(paths, None, strict=True)
+
+
+def run_engine(rule_set, events, lateness: int = 0):
+    engine = Engine(rule_set, RESOLVER, lateness * NS)
+    found = []
+    for line, event in enumerate(events, 1):
+        found += engine.process(event, line).alerts
+    return found + engine.flush()
+
+
+def event(seconds, event_id, user=None, value=None, host="h1", **more):
+    record = {"@timestamp": iso(seconds), "EventID": event_id, "Computer": host, **more}
+    if user is not None:
+        record["User"] = user
+    if value is not None:
+        record["Val"] = value
+    return record
+
+
+def detections_of(events, fields=("User", "Val")):
+    """The oracle's view: (time, rule, fields, ident = input line) per event a base rule matches."""
+    return [(parse_time(e["@timestamp"]) // NS - BASE, RULE_OF[e["EventID"]],
+             {f: [str(e[f])] for f in fields if f in e}, line)
+            for line, e in enumerate(events, 1) if e["EventID"] in RULE_OF]
+
+
+def seen_alerts(found, correlation_id, group_by):
+    """(time ns, group, lines of its events, value) of the alerts of one correlation."""
+    shown = []
+    for alert in found:
+        jsonschema.validate(alert, ALERT_SCHEMA)
+        if alert["rule"]["id"] != correlation_id:
+            continue
+        group = alert["sigma"]["correlation"]["group"]
+        shown.append((parse_time(alert["@timestamp"]), tuple(group[name] for name in group_by),
+                      frozenset(ref["line"] for ref in alert["sigma"]["events"]),
+                      alert["sigma"]["correlation"]["value"]))
+    return shown
+
+
+def expected(kind, refs, timespan, bounds, group_by, field, detections):
+    hits = correlation_oracle(kind, refs, ns(timespan) - ns(0), bounds, group_by, field, False,
+                              [(ns(t), rule, fields, ident) for t, rule, fields, ident in detections])
+    return [(t, group, idents, value) for t, group, idents, value in hits]
+
+
+KIND_NUMBERS = {"event_count": st.integers(0, 5), "value_count": st.integers(0, 4), "temporal": st.integers(0, 3),
+                "temporal_ordered": st.integers(0, 3), "value_sum": st.sampled_from([-1, 0, 1.5, 3, 4, 7]),
+                "value_avg": st.sampled_from([0, 1, 1.5, 2, 2.5]), "value_percentile": st.sampled_from([0, 25, 50, 100])}
+OPERATORS = ["gt", "gte", "lt", "lte", "eq", "neq"]
+EVENTS = st.lists(st.tuples(st.integers(0, 12), st.sampled_from([1, 2, 3, 4]), st.sampled_from([None, "alice", "bob"]),
+                            st.sampled_from([None, "1", "2", "2.5", "-1", "x"]), st.sampled_from(["h1", "h2"])),
+                  min_size=1, max_size=14)
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_NUMBERS))
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_each_kind_agrees_with_the_oracle(kind, data):
+    refs = data.draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True), label="rules")
+    bounds = data.draw(st.dictionaries(st.sampled_from(OPERATORS), KIND_NUMBERS[kind], max_size=2), label="bounds")
+    if not bounds and kind not in ("temporal", "temporal_ordered"):
+        bounds = {"gte": 1}
+    group_by = data.draw(st.sampled_from([[], ["User"]]), label="group_by")
+    timespan = data.draw(st.integers(1, 6), label="timespan")
+    field = "Val" if kind in ("value_sum", "value_avg", "value_percentile") else \
+        ("User" if kind == "value_count" else None)
+    condition = dict(bounds, **({"field": field} if field else {}))
+    section = {"type": kind, "rules": [f"n_{r}" if i % 2 else r for i, r in enumerate(refs)],
+               "group-by": group_by, "timespan": f"{timespan}s"}
+    if condition:
+        section["condition"] = condition
+    document = yaml.safe_dump({"title": "under test", "id": "k", "correlation": section})
+    rows = sorted(data.draw(EVENTS, label="events"), key=lambda r: r[0])
+    events = [event(t, eid, user, value, host) for t, eid, user, value, host in rows]
+    found = run_engine(rule_set_of(BASE_RULES, document), events)
+    if not bounds:  # temporal kinds without a condition: every referenced rule
+        bounds = {"gte": len(refs)}
+    want = expected(kind, refs, timespan, sorted(bounds.items()), group_by, field, detections_of(events))
+    assert seen_alerts(found, "k", group_by) == want
+    # the referenced rules do not alert on their own; the others do, on each event
+    alone = [e["EventID"] for e in events if RULE_OF.get(e["EventID"]) not in (None, *refs)]
+    assert len(found) - len(want) == len(alone)
+
+
+def test_every_operator_and_a_range(tmp_path):
+    """event_count by User, 1 to 3 events per 10 s window, written as ranges and single bounds."""
+    events = [event(t, 1, "alice") for t in (0, 1, 2, 3)] + [event(30, 1, "bob")]
+    every = [0, 1, 2, 3, 30]
+    for condition, fired in [({"gte": 2, "lte": 3}, [1, 3]), ({"gt": 3}, [3]), ({"lt": 2}, every), ({"eq": 4}, [3]),
+                             ({"neq": 1}, [1, 3]), ({"lte": 1}, every), ({"gt": 1, "lt": 3}, [1, 3])]:
+        document = yaml.safe_dump({"title": "r", "id": "r", "correlation": {
+            "type": "event_count", "rules": ["a"], "group-by": ["User"], "timespan": "10s", "condition": condition}})
+        found = run_engine(rule_set_of(BASE_RULES, document), events)
+        assert [parse_time(a["@timestamp"]) for a in found] == [ns(t) for t in fired], condition
+
+
+# ------------------------------------------------------------------ aliases, generate, chains
+
+def alias_document(timespan, kind):
+    return yaml.safe_dump({"title": "aliased", "id": "al", "correlation": {
+        "type": kind, "rules": ["n_a", "b"], "group-by": ["ip"], "timespan": f"{timespan}s",
+        "aliases": {"ip": {"n_a": "Destination", "b": "Source"}}}})
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 10), st.sampled_from([1, 2]), st.sampled_from([None, "10.0.0.1", "10.0.0.2"]),
+                               st.sampled_from([None, "10.0.0.1", "10.0.0.2"])), min_size=1, max_size=12),
+       timespan=st.integers(1, 5), kind=st.sampled_from(["temporal", "temporal_ordered"]))
+def test_aliases_are_the_same_as_renaming_the_field_in_the_events(rows, timespan, kind):
+    rows = sorted(rows, key=lambda r: r[0])
+    events = [event(t, eid, Source=src, Destination=dst) for t, eid, src, dst in rows]
+    for e in events:  # a field that is absent is absent (not null)
+        for key in ("Source", "Destination"):
+            if e[key] is None:
+                del e[key]
+    found = run_engine(rule_set_of(BASE_RULES, alias_document(timespan, kind)), events)
+    renamed = [(ns(t), RULE_OF[e["EventID"]], {"ip": [e[{1: "Destination", 2: "Source"}[e["EventID"]]]]}
+                if {1: "Destination", 2: "Source"}[e["EventID"]] in e else {}, line)
+               for line, (e, (t, *_)) in enumerate(zip(events, rows), 1)]
+    want = correlation_oracle(kind, ["a", "b"], ns(timespan) - ns(0), [("gte", 2)], ["ip"], None, False, renamed)
+    assert seen_alerts(found, "al", ["ip"]) == want
+
+
+def chain_documents(inner_gte, inner_span, outer_kind, outer_span, generate=False):
+    inner = {"title": "inner", "id": "inner", "name": "many_a", "correlation": {
+        "type": "event_count", "rules": ["a"], "group-by": ["User"], "timespan": f"{inner_span}s",
+        "condition": {"gte": inner_gte}}}
+    outer = {"title": "outer", "id": "outer", "correlation": {
+        "type": outer_kind, "rules": ["many_a", "b"], "group-by": ["User"], "timespan": f"{outer_span}s",
+        "generate": generate}}
+    return yaml.safe_dump(outer) + "---\n" + yaml.safe_dump(inner)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 14), st.sampled_from([1, 1, 2, 3]), st.sampled_from(["alice", "bob", None]),
+                               st.sampled_from(["h1", "h2", "h3"])), min_size=1, max_size=16),
+       inner_gte=st.integers(1, 3), inner_span=st.integers(1, 5), outer_span=st.integers(1, 6),
+       outer_kind=st.sampled_from(["temporal", "temporal_ordered"]), lateness=st.integers(0, 3))
+def test_a_chain_is_the_oracle_applied_twice(rows, inner_gte, inner_span, outer_kind, outer_span, lateness):
+    """Inner alerts (event_count of rule a by User) are the outer correlation's events, at the time
+    of their last event with their group values; the outer's alerts are the oracle's over them and
+    rule b's events.  Only the outer alerts (generate false)."""
+    rows = sorted(rows, key=lambda r: r[0])
+    events = [event(t, eid, user, host=host) for t, eid, user, host in rows]
+    found = run_engine(rule_set_of(BASE_RULES, chain_documents(inner_gte, inner_span, outer_kind, outer_span)),
+                       events, lateness)
+    detections = detections_of(events, ("User",))
+    times = {ident: t for t, _, _, ident in detections}
+    inner = correlation_oracle("event_count", ["a"], ns(inner_span) - ns(0), [("gte", inner_gte)], ["User"], None,
+                               False, [(ns(t), r, f, i) for t, r, f, i in detections])
+    fed = [(ns(t), r, f, i) for t, r, f, i in detections if r == "b"]
+    for _, group, idents, _ in inner:
+        last = max(idents, key=lambda i: (times[i], i))
+        fed.append((ns(times[last]), "inner", {"User": [group[0]]} if group[0] is not None else {}, last))
+    want = correlation_oracle(outer_kind, ["inner", "b"], ns(outer_span) - ns(0), [("gte", 2)], ["User"], None,
+                              False, sorted(fed, key=lambda d: (d[0], d[3])))
+    assert seen_alerts(found, "outer", ["User"]) == [(t, g, i, v) for t, g, i, v in want]
+    assert {a["rule"]["id"] for a in found} <= {"outer", "c"}  # c: referenced by nothing
+
+
+def test_generate_true_lets_the_referenced_rules_alert_on_their_own():
+    events = [event(0, 1, "alice"), event(1, 1, "alice"), event(2, 2, "alice"), event(3, 3, "alice")]
+    quiet = run_engine(rule_set_of(BASE_RULES, chain_documents(2, 5, "temporal", 5)), events)
+    assert sorted(a["rule"]["id"] for a in quiet) == ["c", "outer"]  # c: referenced by nothing
+    loud = run_engine(rule_set_of(BASE_RULES, chain_documents(2, 5, "temporal", 5, generate=True)), events)
+    # the inner correlation and rule b alert too; rule a feeds only the inner one (no generate there)
+    assert sorted(a["rule"]["id"] for a in loud) == ["b", "c", "inner", "outer"]
+    for alert in loud:
+        jsonschema.validate(alert, ALERT_SCHEMA)
+
+
+def test_chain_through_the_cli_in_one_process_and_in_two_stages(tmp_path):
+    rules = write(tmp_path, "rules.yml", BASE_RULES + "---\n" + chain_documents(2, 5, "temporal_ordered", 10))
+    events = [event(0, 1, "alice", host="h1"), event(1, 1, "alice", host="h2"), event(4, 2, "alice", host="h3"),
+              event(5, 1, "bob", host="h1"), event(20, 2, "bob", host="h2")]
+    one = run_cli(["--rule", rules, "--emit", "matches"], ndjson(events))
+    assert one.returncode == 0, one.stderr
+    [alert] = alerts(one.stdout)
+    assert alert["rule"]["id"] == "outer" and alert["sigma"]["correlation"]["group"] == {"User": "alice"}
+    assert [t["term"] for t in alert["sigma"]["terms"]] == ["many_a", "b"]
+    matched = [json.loads(line) for line in one.stdout.splitlines() if b'"sigma"' in line and b'"alert"' not in line]
+    assert len(matched) == 5  # generate false keeps the enrichment of the rules' matches
+    detections = run_cli(["--rule", rules, "--stage", "match"], ndjson(events))
+    two = run_cli(["--rule", rules, "--stage", "correlate"], detections.stdout)
+    assert alerts(two.stdout) == [alert]
+
+
+def test_chain_state_survives_a_restart(tmp_path):
+    rules = write(tmp_path, "rules.yml", BASE_RULES + "---\n" + chain_documents(2, 5, "temporal_ordered", 30))
+    events = [event(0, 1, "alice", host="h1"), event(1, 1, "alice", host="h2"), event(3, 3, None, host="h3"),
+              event(20, 2, "alice", host="h3"), event(21, 3, None, host="h1")]
+    whole = alerts(run_cli(["--rule", rules], ndjson(events)).stdout)
+    assert [a["rule"]["id"] for a in whole] == ["c", "c", "outer"]
+    state = str(tmp_path / "state.json")
+    first = alerts(run_cli(["--rule", rules, "--state", state, "--lateness", "0"], ndjson(events[:3])).stdout)
+    second = alerts(run_cli(["--rule", rules, "--state", state, "--lateness", "0"], ndjson(events[3:])).stdout)
+    assert [a["event"]["id"] for a in first + second] == [a["event"]["id"] for a in whole]
+
+
+# ------------------------------------------------------------------ legacy near
+
+NEAR_RULE = """title: Near
+id: near
+detection:
+  primary: {EventID: 1}
+  second: {EventID: 2}
+  third: {EventID: 3}
+  excluded: {EventID: 4}
+  timeframe: %ds
+  condition: primary | near %s
+"""
+
+
+def near_oracle(rows, timespan, present, absent):
+    """Brute force: at each distinct time t, in order, the window is every event in [t - timespan, t]
+    after the last alert; it fires when it holds an event of every present term and none of an
+    absent one; firing consumes up to t.  rows: (time, event_id, line)."""
+    terms = {0: {1}, **{i: {eid} for i, eid in present.items()}, **{i: {eid} for i, eid in absent.items()}}
+    wanted = [0] + sorted(present)
+    candidates = [(t, eid, line) for t, eid, line in rows if any(eid in ids for ids in terms.values())]
+    fired, consumed = [], float("-inf")
+    for t in sorted({c[0] for c in candidates}):
+        window = [c for c in candidates if consumed < c[0] and t - timespan <= c[0] <= t]
+        met = {i for i, ids in terms.items() for c in window if c[1] in ids}
+        if all(i in met for i in wanted) and not any(i in met for i in absent):
+            fired.append((t, frozenset(c[2] for c in window)))
+            consumed = t
+    return fired
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 20), st.sampled_from([1, 2, 3, 4, 5])), min_size=1, max_size=16),
+       timespan=st.integers(1, 6), terms=st.sampled_from(["second", "second and third", "second and not excluded",
+                                                          "not excluded", "third and not excluded and second"]))
+def test_near_is_a_temporal_correlation_over_its_terms(rows, timespan, terms):
+    rows = sorted(rows, key=lambda r: r[0])
+    events = [event(t, eid) for t, eid in rows]
+    found = run_engine(rule_set_of(NEAR_RULE % (timespan, terms)), events)
+    parts = [p.strip() for p in terms.split(" and ")]
+    ids = {"second": 2, "third": 3, "excluded": 4}
+    present = {i: ids[p] for i, p in enumerate(parts, 1) if not p.startswith("not ")}
+    absent = {i: ids[p[4:]] for i, p in enumerate(parts, 1) if p.startswith("not ")}
+    want = near_oracle([(t, eid, line) for line, (t, eid) in enumerate(rows, 1)], timespan, present, absent)
+    got = []
+    for alert in found:
+        jsonschema.validate(alert, ALERT_SCHEMA)
+        assert alert["sigma"]["join"] == "window" and "| near" in alert["sigma"]["condition"]
+        got.append((parse_time(alert["@timestamp"]) // NS - BASE, frozenset(r["line"] for r in alert["sigma"]["events"])))
+    assert got == want
+
+
+def test_near_needs_a_timeframe_and_plain_terms():
+    for condition, message in [("a | near b", "needs a 'timeframe'"), ("not a | near b", "negation alone"),
+                               ("a | near not not b", "double negation"), ("a | near b | count() > 1", "one '|'")]:
+        text = yaml.safe_dump({"title": "t", "detection": {"a": {"x": 1}, "b": {"y": 1}, "condition": condition}})
+        with pytest.raises(RuleError, match=re.escape(message)):
+            [rule] = parse_rules(text, "n.yml")
+            if isinstance(rule, RuleError):
+                raise rule
+
+
+# ------------------------------------------------------------------ explain
+
+def test_explain_shows_the_correlation_plan(tmp_path):
+    rules = write(tmp_path, "rules.yml", BASE_RULES + "---\n" + chain_documents(2, 5, "temporal_ordered", 10)
+                  + "---\n" + alias_document(7, "temporal"))
+    result = run_cli(["explain", "--rule", rules])
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    for expected_text in ("correlation outer", "type      temporal_ordered: fires when the number of referenced rules "
+                          "seen in their order is gte 2", "rules (in this order)",
+                          "many_a = inner ('inner'): a correlation", "b ('rule b'): a rule",
+                          "group-by  User", "[t - 10s, t]", "type      event_count: fires when the number of events is "
+                          "gte 2", "alias ip: Source in b, Destination in a", "generate  false",
+                          "alerts    none of its own: its matches feed a correlation without generate"):
+        assert expected_text in text, expected_text
+    near = run_cli(["explain", "--rule", write(tmp_path, "near.yml", NEAR_RULE % (5, "second and not excluded"))])
+    assert "near      no event meeting excluded may be in the window" in near.stdout.decode()

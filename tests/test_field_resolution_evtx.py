@@ -1,0 +1,278 @@
+"""Field resolution for Windows events as SigmaHQ's regression runner sees them.
+
+* UserData wraps its fields in one element named by the provider
+  (``Event.UserData.EventXML.Address``): they are reachable by their own name, as EventData's.
+* Names with spaces (Defender's ``Threat Name``) are also reachable without them (``ThreatName``).
+* thor.yml's ``fieldmappings`` (``Image`` is ``NewProcessName`` in Security 4688, ``Signature``
+  is ``ThreatName`` in a Defender detection) hold where the event lacks the field.
+* Path segments index lists only when they are ASCII digits (``parse_path``).
+"""
+
+import json
+
+import pytest
+from hypothesis import assume, example, given, strategies as st
+
+import sigmahq
+from clitools import records, run_cli
+from evtxwriter import write_evtx
+from pipeshell_filter.detect import Detector
+from pipeshell_filter.events.fields import (ALIASES, MISSING, FieldResolver, builtin_profiles, lookup,
+                                            parse_path, profile_from_table)
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import parse_rule
+
+RESOLVER = FieldResolver(builtin_profiles())
+SECURITY = "Security"
+SYSMON = "Microsoft-Windows-Sysmon/Operational"
+DEFENDER = "Microsoft-Windows-Windows Defender/Operational"
+LSM = "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"
+
+
+def evtx_event(event_id, channel, data=None, user_data=None, provider="P"):
+    """A record as the ``evtx`` package renders it (``evtx_dump -o jsonl``)."""
+    event = {"#attributes": {"xmlns": "http://schemas.microsoft.com/win/2004/08/events/event"},
+             "System": {"Provider": {"#attributes": {"Name": provider}}, "EventID": event_id,
+                        "TimeCreated": {"#attributes": {"SystemTime": "2026-04-17T04:14:33.653414Z"}},
+                        "EventRecordID": 7, "Channel": channel, "Computer": "ws01.corp.example"}}
+    if data is not None:
+        event["EventData"] = data
+    if user_data is not None:
+        event["UserData"] = user_data
+    return {"Event": event}
+
+
+def matches(rule_text: str, event: dict) -> bool:
+    """Whether the rule (its logsource too) matches the event, as the detect stage decides."""
+    plan = compile_plan(parse_rule(rule_text, "test.yml"))
+    return bool(Detector([plan], RESOLVER).detect(event))
+
+
+# ------------------------------------------------------------------ UserData
+
+
+RDP_LOGON = evtx_event(21, LSM, user_data={"EventXML": {
+    "#attributes": {"xmlns": "Event_NS"}, "User": "CORP\\admin", "SessionID": 2, "Address": "16777216"}},
+    provider="Microsoft-Windows-TerminalServices-LocalSessionManager")
+LOG_CLEARED = evtx_event(1102, SECURITY, user_data={
+    "LogFileCleared_attributes": {"xmlns": "http://manifests.microsoft.com/win/2004/08/windows/eventlog"},
+    "LogFileCleared": {"SubjectUserSid": "S-1-5-21-1", "SubjectUserName": "admin",
+                       "SubjectDomainName": "CORP", "SubjectLogonId": "0x1d9a7"}},
+    provider="Microsoft-Windows-Eventlog")  # evtx_dump --separate-json-attributes
+
+
+def test_userdata_fields_are_reachable_by_name():
+    view = RESOLVER.view(RDP_LOGON)
+    assert view.profile.name == "evtx"
+    assert view.get("Address") == "16777216"
+    assert view.get("SessionID") == 2
+    assert view.where("User") == "Event.UserData.EventXML.User"
+    assert view.get("xmlns") is MISSING  # attributes are metadata, not fields
+    view = RESOLVER.view(LOG_CLEARED)  # the element beside its separated attributes
+    assert view.get("SubjectUserName") == "admin"
+    assert view.where("SubjectLogonId") == "Event.UserData.LogFileCleared.SubjectLogonId"
+
+
+def test_userdata_fields_match_a_rule():
+    rule = ("title: RDP from ngrok\nlogsource: {product: windows, service: terminalservices-localsessionmanager}\n"
+            "detection:\n  selection:\n    EventID: 21\n    Address|contains: '16777216'\n  condition: selection\n")
+    assert matches(rule, RDP_LOGON)
+    other = json.loads(json.dumps(RDP_LOGON))
+    other["Event"]["UserData"]["EventXML"]["Address"] = "10.0.0.5"
+    assert not matches(rule, other)
+
+
+def test_eventdata_and_system_come_before_userdata():
+    event = evtx_event(4624, SECURITY, data={"User": "from-eventdata"},
+                       user_data={"X": {"User": "from-userdata", "Computer": "not-the-host"}})
+    view = RESOLVER.view(event)
+    assert view.get("User") == "from-eventdata"
+    assert view.get("Computer") == "ws01.corp.example"
+
+
+def test_userdata_that_is_not_an_element_is_harmless():
+    for user_data in (None, "text", [1, 2], {}, {"Only": "a string"}):
+        view = RESOLVER.view(evtx_event(1, SYSMON, data={"Image": "a.exe"}, user_data=user_data))
+        assert view.get("Image") == "a.exe"
+        assert view.get("Nothing") is MISSING
+
+
+# ------------------------------------------------------------------ names with spaces
+
+WORD = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x2FF, blacklist_characters=". #\"\\"),
+               min_size=1, max_size=6)
+SPACED = st.lists(WORD, min_size=2, max_size=4)
+
+
+def _shapes(data: dict) -> list:
+    """The same named data in each Windows shape whose profile has roots."""
+    return [
+        evtx_event(1116, DEFENDER, data=dict(data)),
+        {"winlog": {"event_id": 1116, "channel": DEFENDER, "event_data": dict(data)}, "@timestamp": "2026-04-17"},
+        {"event_id": 1116, "computer": "ws01", "channel": DEFENDER, "event_data": dict(data)},
+        dict({"EventID": 1116, "Channel": DEFENDER}, **data),
+        {"EventID": 1116, "Channel": DEFENDER, "EventData": dict(data)},
+    ]
+
+
+@given(SPACED, st.text(max_size=20), st.dictionaries(WORD, st.text(max_size=5), max_size=4))
+@example(["1", "0"], "", {})  # "10" is also a list index: still the name of "1 0"
+def test_a_name_with_spaces_is_reachable_both_ways(words, value, others):
+    name, squeezed = " ".join(words), "".join(words)
+    assume(squeezed not in others and name not in others)
+    assume(squeezed not in {"EventID", "Channel", "Computer", "EventRecordID", "Provider_Name", "EventData"})
+    for event in _shapes(dict(others, **{name: value})):
+        view = RESOLVER.view(event)
+        assert view.get(name) == value, view.profile.name
+        assert view.get(squeezed) == value, view.profile.name
+        assert view.where(squeezed).endswith(name)
+
+
+@given(SPACED, st.text(max_size=5), st.text(max_size=5))
+def test_the_exact_name_wins(words, spaced_value, exact_value):
+    name, squeezed = " ".join(words), "".join(words)
+    assume(squeezed not in {"EventID", "Channel", "Computer", "EventRecordID", "Provider_Name", "EventData"})
+    for event in _shapes({name: spaced_value, squeezed: exact_value}):
+        assert RESOLVER.view(event).get(squeezed) == exact_value
+
+
+def test_spaces_are_not_squeezed_from_paths_or_deeper_objects():
+    event = evtx_event(1116, DEFENDER, data={"Outer": {"Threat Name": "x"}})
+    view = RESOLVER.view(event)
+    assert view.get("ThreatName") is MISSING  # only keys of the top level and of the roots
+    assert view.get("Outer.Threat Name") == "x"
+    assert view.get("Outer.ThreatName") is MISSING
+
+
+# ------------------------------------------------------------------ thor.yml's field mappings
+
+
+def test_aliases_are_thor_yml_fieldmappings():
+    if not sigmahq.available():
+        pytest.skip("the shared SigmaHQ checkout is absent")
+    thor = sigmahq.load_thor()
+    expected = set()
+    for entry in thor.values():
+        for field, target in (entry.get("fieldmappings") or {}).items():
+            rewrite = entry.get("rewrite", {})
+            channels = {source[len(sigmahq.EVENT_LOG_PREFIX):] for other in thor.values()
+                        if other.get("service") == rewrite.get("service") and "sources" in other
+                        for source in other["sources"]}
+            expected.add((field, target, frozenset(sigmahq.thor_event_ids(entry)), frozenset(channels)))
+    assert expected and {(f, t, frozenset(i), frozenset(c)) for f, t, i, c in ALIASES} == expected
+
+
+NEW_PROCESS = evtx_event(4688, SECURITY, data={"NewProcessName": "C:\\Windows\\System32\\certutil.exe",
+                                               "ParentProcessName": "C:\\Windows\\System32\\cmd.exe",
+                                               "CommandLine": "certutil -encode a b"})
+DETECTION = evtx_event(1116, DEFENDER, data={"Threat Name": "Virus:DOS/EICAR_Test_File",
+                                             "Source Name": "Real-Time Protection",
+                                             "Path": "file:_C:\\Users\\Public\\x.php"})
+
+
+def test_process_creation_fields_in_security_4688():
+    view = RESOLVER.view(NEW_PROCESS)
+    assert view.get("Image") == "C:\\Windows\\System32\\certutil.exe"
+    assert view.where("ParentImage") == "Event.EventData.ParentProcessName"
+    rule = ("title: certutil\nlogsource: {category: process_creation, product: windows}\n"
+            "detection:\n  selection:\n    Image|endswith: '\\certutil.exe'\n    ParentImage|endswith: '\\cmd.exe'\n"
+            "  condition: selection\n")
+    assert matches(rule, NEW_PROCESS)
+
+
+def test_defender_fields_in_a_detection():
+    view = RESOLVER.view(DETECTION)
+    assert view.get("Signature") == "Virus:DOS/EICAR_Test_File"
+    assert view.where("Signature") == "Event.EventData.Threat Name"
+    assert view.get("Filename") == "file:_C:\\Users\\Public\\x.php"
+    rule = ("title: av\nlogsource: {category: antivirus}\n"
+            "detection:\n  selection:\n    Signature|contains: EICAR\n    Filename|endswith: '.php'\n"
+            "  condition: selection\n")
+    assert matches(rule, DETECTION)
+
+
+def test_aliases_hold_only_for_their_events():
+    data = {"NewProcessName": "a.exe", "ParentProcessName": "b.exe", "Threat Name": "t", "Path": "p"}
+    for event_id, channel in ((4689, SECURITY), (4688, SYSMON), (1, SYSMON), (5007, DEFENDER), (1116, SECURITY)):
+        view = RESOLVER.view(evtx_event(event_id, channel, data=data))
+        assert [view.get(f) for f in ("Image", "ParentImage", "Signature", "Filename")] == [MISSING] * 4
+
+
+def test_aliases_never_hide_the_field_itself():
+    sysmon_style = evtx_event(4688, SECURITY, data={"Image": "own.exe", "NewProcessName": "new.exe"})
+    assert RESOLVER.view(sysmon_style).get("Image") == "own.exe"
+    image_load = evtx_event(7, SYSMON, data={"Signature": "Microsoft Windows", "ImageLoaded": "x.dll"})
+    assert RESOLVER.view(image_load).get("Signature") == "Microsoft Windows"
+
+
+def test_aliases_in_other_shapes_and_without_a_channel():
+    winlogbeat = {"winlog": {"event_id": 4688, "channel": "security",
+                             "event_data": {"NewProcessName": "C:\\x.exe"}}, "@timestamp": "2026-04-17"}
+    assert RESOLVER.view(winlogbeat).get("Image") == "C:\\x.exe"  # channel names compare caselessly
+    flat = {"EventID": 4688, "NewProcessName": "C:\\x.exe"}  # a flat record that tells no channel
+    assert RESOLVER.view(flat).get("Image") == "C:\\x.exe"
+
+
+def test_defender_detection_from_an_evtx_file(tmp_path):
+    """End to end: a real .evtx whose data names have spaces, rules asking without them."""
+    path = tmp_path / "defender.evtx"
+    data = {"Product Name": "Microsoft Defender Antivirus", "Threat Name": "Tool:Win32/EICAR_Test_File",
+            "Source Name": "Real-Time Protection", "Process Name": "C:\\Users\\x\\RedSun.exe",
+            "Path": "file:_C:\\Users\\x\\AppData\\Local\\Temp\\RS-{1}\\TieringEngineService.exe"}
+    write_evtx(str(path), [{"provider": "Microsoft-Windows-Windows Defender", "event_id": 1119, "channel": DEFENDER,
+                            "time": "2026-04-17T04:14:33Z", "record_id": 542, "data": data},
+                           {"provider": "Microsoft-Windows-Windows Defender", "event_id": 1116, "channel": DEFENDER,
+                            "time": "2026-04-17T04:14:34Z", "record_id": 543, "data": data}])
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "windefend.yml").write_text(
+        "title: windefend\nid: 11111111-1111-4111-8111-111111111111\n"
+        "logsource: {product: windows, service: windefend}\n"
+        "detection:\n  selection:\n    EventID: 1119\n    SourceName: Real-Time Protection\n"
+        "    ThreatName|endswith: EICAR_Test_File\n    ProcessName|endswith: '\\RedSun.exe'\n  condition: selection\n")
+    (rules / "antivirus.yml").write_text(
+        "title: antivirus\nid: 22222222-2222-4222-8222-222222222222\nlogsource: {category: antivirus}\n"
+        "detection:\n  selection:\n    Signature|contains: EICAR\n    Filename|endswith: TieringEngineService.exe\n"
+        "  condition: selection\n")
+    result = run_cli(["--rule", str(rules), "--input", str(path), "--emit", "matches"])
+    assert result.returncode == 0, result.stderr
+    matched = {(r["Event"]["System"]["EventID"], r["sigma"]["rule"]["title"])
+               for r in records(result.stdout) if "Event" in r}
+    assert matched == {(1119, "windefend"), (1116, "antivirus")}  # antivirus: 1116 is a detection, 1119 not
+    explained = run_cli(["explain", "--rule", str(rules / "windefend.yml"), "--event", str(path)])
+    assert explained.returncode == 0, explained.stderr
+    assert b"<- Event.EventData.Threat Name" in explained.stdout
+
+
+# ------------------------------------------------------------------ paths
+
+
+def test_only_ascii_digits_index_lists():
+    assert parse_path("a.0.12") == ("a", 0, 12)
+    assert parse_path("a.\u00b2") == ("a", "\u00b2")  # '²'.isdigit() is true, int('²') raises
+    assert parse_path("a.\u0663") == ("a", "\u0663")  # Arabic-Indic three: a name, not list index 3
+    assert parse_path("a.01") == ("a", "01")  # not canonical: a key
+    assert lookup({"a": ["x", "y", "z", "w"]}, parse_path("a.\u0663")) is MISSING
+    assert lookup({"a": {"\u00b2": 1, "01": 2}}, parse_path("a.\u00b2")) == 1
+    assert lookup({"a": {"\u00b2": 1, "01": 2}}, parse_path("a.01")) == 2
+    assert RESOLVER.view({"EventID": 1, "\u00b2": "sq"}).get("\u00b2") == "sq"
+
+
+@given(st.lists(st.text(st.characters(blacklist_characters="."), max_size=4), min_size=1, max_size=5),
+       st.integers())
+def test_any_dotted_name_is_a_path_to_its_keys(segments, value):
+    text = ".".join(segments)
+    assume(text)
+    nested = value
+    for segment in reversed(segments):
+        nested = {segment: nested}
+    assert lookup(nested, parse_path(text)) == value
+
+
+def test_lookup_plans_are_worked_out_once_per_profile():
+    profile = RESOLVER.profile_for(NEW_PROCESS)
+    assert profile.plan("Image") is profile.plan("Image")
+    assert profile.plan("EventID").candidates is not None
+    custom = profile_from_table({"name": "c", "roots": ["data.*"]}, "c.yml")
+    view = FieldResolver([custom]).view({"data": {"A": {"Threat Name": 1}, "#attributes": {"k": 2}}})
+    assert view.get("ThreatName") == 1 and view.get("k") is MISSING

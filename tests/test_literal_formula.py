@@ -1,0 +1,94 @@
+"""A rule's literal formula (``sigma.literals``) and the rule-set index built on it are sound:
+whenever a rule's condition holds on an event, the index names that rule for the event's raw
+line, however the line's JSON was written (escaped slashes, ``\\u`` escapes, raw UTF-8)."""
+
+import json
+
+import hypothesis.strategies as st
+import ujson
+import yaml
+from hypothesis import example, given
+
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.io import prefilter as pf
+from pipeshell_filter.sigma import literals
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import parse_rule
+
+ENGINES = pf.available_engines()
+RESOLVER = FieldResolver(builtin_profiles())
+FIELDS = ["A", "B"]
+# Text made of what makes needles hard: JSON's escaped characters, slashes, case, look-alikes.
+TEXT = st.text(alphabet="abAB\\\"/ -.\u017f\u212a\u00e9", min_size=0, max_size=6)
+KINDS = ["", "|contains", "|startswith", "|endswith", "|contains|all", "|windash|contains"]
+
+
+@st.composite
+def conditions(draw, names, depth=0):
+    if depth >= 2 or draw(st.booleans()):
+        return draw(st.sampled_from(names))
+    op = draw(st.sampled_from(["and", "or", "not"]))
+    if op == "not":
+        return f"not {draw(conditions(names, depth + 1))}"
+    return f"({draw(conditions(names, depth + 1))} {op} {draw(conditions(names, depth + 1))})"
+
+
+@st.composite
+def rules(draw):
+    detection = {}
+    for name in ("s1", "s2", "s3"):
+        field = draw(st.sampled_from(FIELDS))
+        values = draw(st.lists(TEXT.filter(lambda t: t.strip("*?")), min_size=1, max_size=3))
+        detection[name] = {field + draw(st.sampled_from(KINDS)): values}
+    detection["condition"] = draw(conditions(["s1", "s2", "s3"]))
+    text = yaml.safe_dump({"title": "t", "id": "r", "detection": detection})
+    return compile_plan(parse_rule(text, "r.yml"))
+
+
+def spellings(event: dict) -> list:
+    """The same event as different JSON writers put it."""
+    return [json.dumps(event).encode(), json.dumps(event, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+            ujson.dumps(event).encode(), ujson.dumps(event, escape_forward_slashes=False).encode()]
+
+
+@given(rules(), st.fixed_dictionaries({f: TEXT for f in FIELDS}))
+@example(compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": "r", "detection": {
+    "s1": {"A|contains": "a/\\b"}, "condition": "s1"}}), "r.yml")), {"A": "xa/\\by", "B": ""})
+@example(compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": "r", "detection": {
+    "s1": {"A|contains": "ab\\ba"}, "condition": "s1"}}), "r.yml")), {"A": "ab\\ba", "B": ""})
+def test_a_rule_whose_condition_holds_is_named_by_the_index(plan, event):
+    mask, _ = plan.judge(RESOLVER.view(event))
+    formula = literals.of_plan(plan, pf.needle)
+    if not mask or formula is None:
+        return
+    for line in spellings(event):
+        for engine in ENGINES:
+            index = pf.RuleIndex({0: formula, 1: [b"zzzz"]}, engine)
+            found = index.rules_for(line)
+            assert found is None or 0 in found, (line, formula, engine)
+        cover = literals.cover(formula)
+        scanner = pf.Prefilter(sorted(cover), ENGINES[0])
+        assert scanner.spans(line + b"\n"), (line, cover)
+
+
+def test_an_and_needs_a_literal_of_each_side():
+    plan = compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": "r", "detection": {
+        "img": {"Image|endswith": "\\whoami.exe"}, "cli": {"CommandLine|contains": "/priv"},
+        "filter": {"ParentImage|endswith": "\\cmd.exe"}, "condition": "img and cli and not filter"}}), "r.yml"))
+    formula = literals.of_plan(plan, pf.needle)
+    assert formula == (literals.AND, (b"\\\\whoami.exe", b"priv"))  # the filter asks for nothing
+    for engine in ENGINES:
+        index = pf.RuleIndex({0: formula, 1: [b"zzzz"]}, engine)
+        assert index.rules_for(rb'{"Image": "C:\\whoami.exe", "CommandLine": "whoami /priv"}') == {0}
+        assert index.rules_for(rb'{"Image": "C:\\whoami.exe", "CommandLine": "whoami /all"}') == frozenset()
+        assert index.rules_for(rb'{"Image": "C:\\x.exe", "CommandLine": "whoami /priv"}') == frozenset()
+
+
+def test_an_event_id_guard_routes_before_any_rule_is_tried():
+    plan = compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": "r", "detection": {
+        "a": {"EventID": 4104, "X": "y"}, "b": {"EventID": [800, 4103]}, "f": {"EventID": 1},
+        "condition": "(a or b) and not f"}}), "r.yml"))
+    assert literals.required_values(plan) == {"4104", "800", "4103"}
+    either = compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": "r", "detection": {
+        "a": {"EventID": 4104}, "k": ["word"], "condition": "a or k"}}), "r.yml"))
+    assert literals.required_values(either) is None  # a keyword alone may match any EventID

@@ -1,0 +1,651 @@
+"""Sigma v2.1 value modifiers: windash, the encodings, numeric and date comparisons, cidr, neq,
+expand, fieldref and ``'|all':`` keywords.
+
+Each modifier has hand-written cases from the specification's own examples and a hypothesis
+property against a reference written here, from the standard library, independently of the
+package (base64offset from encodings of the value with varied neighbours, cidr from
+``ipaddress``, windash by spelling out the variants...).  The last property holds every test's
+``literals()`` to what the prefilter assumes: a text the test matches contains one of them.
+"""
+
+import base64
+import datetime
+import ipaddress
+import itertools
+import re
+import string
+from fractions import Fraction
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from clitools import ndjson, records, run_cli
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.sigma.compile import compile_plan, compile_selection
+from pipeshell_filter.sigma.encodings import base64_offsets
+from pipeshell_filter.sigma.modifiers import KNOWN_MODIFIERS, ModifierError, ModifierSpec, PatternError, compile_value
+from pipeshell_filter.sigma.placeholders import PlaceholderError, load_placeholders
+from pipeshell_filter.sigma.rule import RuleError, parse_rule
+
+SOURCE = "/rules/v21.yml"
+DASHES = "-/\u2013\u2014\u2015"
+FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def compiled(value, *modifiers, placeholders=None):
+    return compile_value(value, ModifierSpec.parse(modifiers), placeholders)
+
+
+def rule_error(detection, placeholders=None) -> str:
+    text = yaml.safe_dump({"title": "t", "detection": detection}, sort_keys=False)
+    with pytest.raises(RuleError) as excinfo:
+        compile_plan(parse_rule(text, SOURCE), placeholders=placeholders)
+    message = str(excinfo.value)
+    assert "\n" not in message and SOURCE in message, message
+    return message
+
+
+RESOLVER = FieldResolver(builtin_profiles())
+
+
+def selects(selection, event, placeholders=None) -> bool:
+    return compile_selection("sel", selection, SOURCE, placeholders).matches(RESOLVER.view(event))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# ---------------------------------------------------------------- windash
+
+
+def test_windash_matches_every_dash_for_each_dash():
+    test = compiled(" -enc ", "contains", "windash")
+    for dash in DASHES:
+        assert test(f"powershell {dash}enc AAAA")
+        assert test(f"POWERSHELL {dash}ENC AAAA")
+    assert not test("powershell enc AAAA")
+    assert not test("powershell _enc AAAA")
+    both = compiled("-a -b", "windash")
+    assert both("/a \u2015b") and both("\u2013a -b") and not both("-a b")
+
+
+def test_windash_with_slash_in_the_value_and_endswith():
+    assert compiled("/s", "endswith", "windash")("regsvr32 \u2014s")
+    assert compiled("/s", "endswith", "windash")("regsvr32 -S")
+    assert not compiled("/s", "endswith")("regsvr32 -s")
+
+
+def test_windash_literals_are_a_part_every_variant_holds():
+    assert compiled(" -enc ", "contains", "windash").literals() == ("enc ",)  # the longest dash-free part
+    assert set(compiled("-", "contains", "windash").literals()) == set(DASHES)
+
+
+def _windash_reference(value, mode, text):
+    """Spell out every variant, then compare as Sigma does (caseless)."""
+    slots = [DASHES if ch in DASHES else ch for ch in value]
+    folded = text.casefold()
+    for chars in itertools.product(*slots):
+        variant = "".join(chars).casefold()
+        if {"contains": variant in folded, "startswith": folded.startswith(variant),
+                "endswith": folded.endswith(variant), "equals": folded == variant}[mode]:
+            return True
+    return False
+
+
+_WINDASH_VALUE = st.text("aB-/\u2013\u2014\u2015 ", max_size=6)
+
+
+@st.composite
+def _windash_case(draw):
+    value = draw(_WINDASH_VALUE)
+    mode = draw(st.sampled_from(["contains", "startswith", "endswith", "equals"]))
+    if draw(st.booleans()):  # a variant of the value, case changed, inside filler
+        body = "".join(draw(st.sampled_from(DASHES)) if ch in DASHES else
+                       draw(st.sampled_from([ch.lower(), ch.upper()])) for ch in value)
+        text = draw(st.text("ab-/ ", max_size=3)) + body + draw(st.text("ab-/ ", max_size=3))
+    else:
+        text = draw(st.text("aAbB-/\u2013\u2014\u2015 x", max_size=10))
+    return value, mode, text
+
+
+@FAST
+@given(_windash_case())
+def test_windash_agrees_with_spelled_out_variants(case):
+    value, mode, text = case
+    modifiers = ("windash",) if mode == "equals" else (mode, "windash")
+    assert compiled(value, *modifiers)(text) == _windash_reference(value, mode, text)
+
+
+# ---------------------------------------------------------------- utf16 / wide
+
+
+def test_utf16_examples_of_the_specification():
+    def byte_text(hexes):
+        return bytes.fromhex(hexes).decode("latin-1")
+
+    assert compiled("cmd", "utf16le")(byte_text("63 00 6d 00 64 00"))
+    assert compiled("cmd", "wide")(byte_text("63 00 6d 00 64 00"))
+    assert compiled("cmd", "utf16be")(byte_text("00 63 00 6d 00 64"))
+    assert compiled("cmd", "utf16")(byte_text("FF FE 63 00 6d 00 64 00"))
+    assert not compiled("cmd", "utf16")(byte_text("63 00 6d 00 64 00"))
+    assert not compiled("cmd", "utf16le")("cmd")
+
+
+def test_wide_keeps_wildcards():
+    test = compiled("c*d", "wide")
+    assert test("c\x00m\x00d\x00".replace("m\x00", "xyz"))
+    assert test("c\x00m\x00d\x00")
+
+
+@FAST
+@given(st.text(string.ascii_letters + " ./", min_size=1, max_size=8), st.text("aB\x00 ", max_size=4),
+       st.text("aB\x00 ", max_size=4), st.sampled_from(["utf16le", "utf16be", "utf16", "wide"]), st.booleans())
+def test_utf16_agrees_with_the_codec(value, before, after, name, embed):
+    codec = {"utf16le": "utf-16-le", "wide": "utf-16-le", "utf16be": "utf-16-be", "utf16": "utf-16-le"}[name]
+    encoded = value.encode(codec)
+    if name == "utf16":
+        encoded = b"\xff\xfe" + encoded
+    expected_text = encoded.decode("latin-1")
+    text = before + (expected_text.upper() if embed else "") + after
+    assert compiled(value, name, "contains")(text) == (expected_text.casefold() in text.casefold())
+
+
+# ---------------------------------------------------------------- base64 / base64offset
+
+
+def test_base64offset_forms_of_a_sigmahq_value():
+    # The three forms SigmaHQ's rules listed by hand before the modifier existed.
+    assert set(base64_offsets(b"::FromBase64String")) == {
+        "OjpGcm9tQmFzZTY0U3RyaW5n", "o6RnJvbUJhc2U2NFN0cmluZ", "6OkZyb21CYXNlNjRTdHJpbm"}
+    test = compiled("::FromBase64String", "base64offset", "contains")
+    for prefix in (b"", b"a", b"ab", b"abc"):
+        assert test("powershell -enc " + b64(prefix + b"[Convert]::FromBase64String($x)"))
+
+
+def test_base64_is_compared_exactly_and_needs_no_wildcards():
+    test = compiled("http://", "base64", "contains")
+    assert test.needle == b64(b"http://")
+    assert test("x " + b64(b"http://") + " y")
+    assert not test("x " + b64(b"http://").lower() + " y")  # base64's letter case carries bits
+    with pytest.raises(ModifierError, match="wildcards"):
+        compiled("http*", "base64")
+    with pytest.raises(ModifierError, match="at least 2 bytes"):
+        compiled("a", "base64offset", "contains")
+
+
+def test_wide_base64offset_finds_powershell_encoded_commands():
+    test = compiled("Invoke-Expression", "wide", "base64offset", "contains")
+    for prefix in ("", "x", "xy", "$a = 1; "):
+        script = prefix + "Invoke-Expression (New-Object Net.WebClient)"
+        assert test("powershell.exe -EncodedCommand " + b64(script.encode("utf-16-le")))
+    assert not test("powershell.exe -EncodedCommand " + b64("Get-Date".encode("utf-16-le")))
+
+
+def _static_forms(data: bytes) -> set:
+    """Reference base64offset: for each shift, the characters of the encoding that stay the same
+    whatever the neighbouring bytes (all bits 0, then all bits 1)."""
+    forms = set()
+    for shift in range(3):
+        after = 3 + -(shift + len(data)) % 3  # whole groups: no padding character, which would not vary
+        low = b64(b"\x00" * shift + data + b"\x00" * after)
+        high = b64(b"\xff" * shift + data + b"\xff" * after)
+        static = [i for i in range(len(low)) if low[i] == high[i]]
+        assert static == list(range(static[0], static[-1] + 1))  # one run
+        forms.add(low[static[0]:static[-1] + 1])
+    return forms
+
+
+_PLAIN = "".join(ch for ch in string.printable if ch not in "*?\\") + "\u00e9\u20ac"  # no wildcard syntax
+
+
+@FAST
+@given(st.binary(min_size=2, max_size=12))
+def test_base64offset_forms_are_the_static_parts_of_every_encoding(data):
+    assert set(base64_offsets(data)) == _static_forms(data)
+
+
+@FAST
+@given(st.text(_PLAIN, min_size=2, max_size=10), st.binary(max_size=5),
+       st.binary(max_size=5), st.sampled_from([(), ("wide",), ("utf16be",)]))
+def test_base64offset_finds_the_value_in_any_encoded_text(value, before, after, encoding):
+    data = value.encode("utf-16-le" if encoding == ("wide",) else "utf-16-be" if encoding else "utf-8")
+    assert compiled(value, *encoding, "base64offset", "contains")(b64(before + data + after))
+
+
+@FAST
+@given(st.text("ab", min_size=1, max_size=6), st.binary(max_size=8))
+def test_base64_agrees_with_the_stdlib(value, noise):
+    text = b64(noise) + b64(value.encode())
+    assert compiled(value, "base64", "contains")(text) == (b64(value.encode()) in text)
+    assert compiled(value, "base64")(b64(value.encode()))
+
+
+# ---------------------------------------------------------------- lt / lte / gt / gte
+
+
+def test_numeric_comparisons():
+    assert compiled(10, "gt")("11") and not compiled(10, "gt")("10") and compiled(10, "gte")("10")
+    assert compiled(10, "lt")("-3.5") and compiled(10, "lte")("1e1") and not compiled(10, "lt")("1e1")
+    assert compiled("0.5", "lt")(" 0.25 ")
+    for text in ("abc", "", "0x10", "NaN", "inf", "1_000", "10 apples", "true"):
+        assert not compiled(0, "gt")(text) and not compiled(0, "lt")(text), text
+    assert compiled(2**70, "lt")(str(2**70 + 1)) is False and compiled(2**70, "gt")(str(2**70 + 1))
+    with pytest.raises(ModifierError, match="needs a number"):
+        compiled("ten", "gt")
+    with pytest.raises(ModifierError):
+        compiled(True, "gt")
+
+
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+@FAST
+@given(st.one_of(st.integers(-10**20, 10**20).map(str), st.decimals(allow_nan=False, allow_infinity=False,
+                                                                    places=3).map(str),
+                 st.floats(allow_nan=False, allow_infinity=False).map(repr), st.text("0123456789.-+eE x", max_size=6)),
+       st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False)),
+       st.sampled_from(["lt", "lte", "gt", "gte"]))
+def test_numeric_comparisons_agree_with_fractions(text, bound, modifier):
+    if _NUMBER_TEXT.fullmatch(text):
+        number, limit = Fraction(text.strip()), Fraction(repr(bound) if isinstance(bound, float) else bound)
+        expected = {"lt": number < limit, "lte": number <= limit, "gt": number > limit,
+                    "gte": number >= limit}[modifier]
+    else:
+        expected = False
+    assert compiled(bound, modifier)(text) == expected
+
+
+# ---------------------------------------------------------------- neq
+
+
+def test_neq_is_the_field_differing_from_every_value():
+    assert selects({"User|neq": "SYSTEM"}, {"User": "bob"})
+    assert not selects({"User|neq": "SYSTEM"}, {"User": "system"})  # caseless like any value
+    assert not selects({"User|neq": ["a", "b"]}, {"User": "b"})
+    assert selects({"User|neq": ["a", "b"]}, {"User": "c"})
+    assert not selects({"User|neq": "a"}, {"Other": "x"})  # an absent field differs from nothing
+    assert not selects({"User|neq": "a"}, {"User": None})
+    assert selects({"EventID|neq": 4624}, {"EventID": 4625})
+    assert not selects({"EventID|neq": 4624}, {"EventID": "4624"})
+    assert selects({"Image|neq|endswith": "\\cmd.exe"}, {"Image": "C:\\x\\powershell.exe"})
+    assert not selects({"Image|neq|endswith": "\\cmd.exe"}, {"Image": "C:\\x\\CMD.EXE"})
+
+
+@FAST
+@given(st.lists(st.text("aAb", max_size=2), min_size=1, max_size=3), st.text("aAb", max_size=2))
+def test_neq_is_the_complement_of_equality(values, field_value):
+    assert selects({"F|neq": values}, {"F": field_value}) == all(field_value.casefold() != v.casefold()
+                                                                 for v in values)
+
+
+# ---------------------------------------------------------------- date parts
+
+
+def test_date_parts_read_the_date_as_written():
+    text = "2024-12-30T23:59:58.1234567Z"
+    assert compiled(23, "hour")(text) and compiled(59, "minute")(text) and compiled(30, "day")(text)
+    assert compiled(12, "month")(text) and compiled(2024, "year")(text)
+    assert compiled(1, "week")(text)  # ISO week 1 of 2025
+    assert compiled(23, "hour")("2024-12-30 23:00:00+05:00")  # the zone is not applied
+    assert not compiled(0, "hour")("2024-12-30")  # no time: no hour
+    assert compiled(30, "day")("2024-12-30")
+    assert compiled(22, "hour", "gte")("2024-01-01T22:10:00Z") and not compiled(22, "hour", "gte")("2024-01-01T21:10")
+    assert compiled(3, "hour", "neq")("2024-01-01T04:00:00")
+    for text in ("yesterday", "2024-13-01T00:00", "2024-02-30", "1700000000", "2024-01-01T25:00", "2024-01-01x"):
+        assert not compiled(1, "month")(text) and not compiled(2, "month")(text), text
+
+
+@FAST
+@given(st.datetimes(min_value=datetime.datetime(1900, 1, 1), max_value=datetime.datetime(2200, 1, 1)),
+       st.sampled_from(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S+02:00"]),
+       st.sampled_from(["minute", "hour", "day", "week", "month", "year"]), st.integers(0, 60))
+def test_date_parts_agree_with_datetime(moment, layout, part, bound):
+    text = moment.strftime(layout)
+    value = {"minute": moment.minute, "hour": moment.hour, "day": moment.day, "week": moment.isocalendar()[1],
+             "month": moment.month, "year": moment.year}[part]
+    assert compiled(value, part)(text)
+    assert compiled(bound, part)(text) == (value == bound)
+    assert compiled(bound, part, "lt")(text) == (value < bound)
+
+
+# ---------------------------------------------------------------- cidr
+
+
+def test_cidr_example_of_the_specification():
+    test = compiled("10.0.0.0/8", "cidr")
+    assert test("10.1.2.3") and test(" 10.255.255.255 ") and not test("11.0.0.1") and not test("10.0.0.1:443")
+    assert test("::ffff:10.1.2.3")  # an IPv4-mapped address is its IPv4 address
+    v6 = compiled("fe80::/10", "cidr")
+    assert v6("fe80::1") and v6("FE80::abcd%eth0") and not v6("10.1.2.3") and not v6("2001:db8::1")
+    with pytest.raises(ModifierError, match="not an IP network"):
+        compiled("10.0.0.1/8", "cidr")
+    with pytest.raises(ModifierError):
+        compiled("10.0.0.0/33", "cidr")
+
+
+@st.composite
+def _address(draw):
+    if draw(st.booleans()):
+        return ipaddress.IPv4Address(draw(st.integers(0, 2**32 - 1)))
+    return ipaddress.IPv6Address(draw(st.integers(0, 2**128 - 1)))
+
+
+@st.composite
+def _network(draw):
+    address = draw(_address())
+    return ipaddress.ip_network(f"{address}/{draw(st.integers(0, address.max_prefixlen))}", strict=False)
+
+
+@FAST
+@given(_network(), st.one_of(_address().map(str), _address().map(lambda a: f"::ffff:{a}" if a.version == 4 else str(a)),
+                             st.text("0123456789.:abcdef/", max_size=12)))
+def test_cidr_agrees_with_ipaddress(network, text):
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        expected = False
+    else:
+        if address.version == 6 and address.ipv4_mapped is not None and network.version == 4:
+            address = address.ipv4_mapped
+        expected = address.version == network.version and address in network
+    assert compiled(str(network), "cidr")(text) == expected
+
+
+def test_cidr_in_a_rule_ors_the_networks():
+    selection = {"DestinationIp|cidr": ["127.0.0.0/8", "10.0.0.0/8", "::1/128"]}
+    assert selects(selection, {"DestinationIp": "10.9.9.9"}) and selects(selection, {"DestinationIp": "::1"})
+    assert not selects(selection, {"DestinationIp": "8.8.8.8"})
+    assert not selects(selection, {"DestinationIp": "localhost"})
+
+
+# ---------------------------------------------------------------- expand
+
+
+PLACEHOLDERS = {"Workstations": ("WS-*", "LAPTOP1"), "Admins": ("root",), "none": ()}
+
+
+def test_expand_fills_placeholders_from_the_file():
+    assert selects({"ComputerName|expand": "%Workstations%"}, {"ComputerName": "ws-0042"}, PLACEHOLDERS)
+    assert selects({"ComputerName|expand": "%Workstations%"}, {"ComputerName": "laptop1"}, PLACEHOLDERS)
+    assert not selects({"ComputerName|expand": "%Workstations%"}, {"ComputerName": "srv1"}, PLACEHOLDERS)
+    assert selects({"User|expand|contains": "\\\\%Admins%"}, {"User": "x\\ROOT y"}, PLACEHOLDERS)  # \\ then %Admins%
+    assert compiled("\\%Admins%", "expand", placeholders=PLACEHOLDERS)("%Admins%")  # \% is a plain percent sign
+    assert not selects({"User|expand": "%none%"}, {"User": "x"}, PLACEHOLDERS)
+    # the specification's example: \%plain%name% is '%plain' then the placeholder
+    test = compiled("\\%plain%Admins%", "expand", placeholders=PLACEHOLDERS)
+    assert test("%plainroot") and not test("\\%plainroot")
+    assert compiled("100%", "expand", "contains", placeholders={})("it is 100% done")
+    assert compiled("%20-%", "expand", placeholders={"20-": ("x",)})("x")
+
+
+def test_expand_errors_name_the_placeholder_or_the_option():
+    message = rule_error({"sel": {"ComputerName|expand": "%Workstations%"}, "condition": "sel"})
+    assert "needs --placeholders FILE" in message and "ComputerName" in message
+    message = rule_error({"sel": {"ComputerName|expand": "%Servers%"}, "condition": "sel"}, PLACEHOLDERS)
+    assert "%Servers%" in message and "not defined" in message
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(["a", "b_1", "C-2"]), st.lists(st.text("xyZ", max_size=3), max_size=3),
+                       min_size=1), st.text("pq", max_size=2), st.data(), st.text("pq", max_size=2),
+       st.text("pqxyZ", max_size=7))
+def test_expand_agrees_with_substitution(table, before, data, after, text):
+    name = data.draw(st.sampled_from(sorted(table)))
+    placeholders = {key: tuple(values) for key, values in table.items()}
+    test = compiled(f"{before}%{name}%{after}", "expand", placeholders=placeholders)
+    expected = any(text.casefold() == f"{before}{v}{after}".casefold() for v in table[name])
+    assert test(text) == expected
+
+
+def test_placeholders_file(tmp_path):
+    path = tmp_path / "placeholders.yml"
+    path.write_text("Workstations: ['WS-*', 'LAPTOP1']\n'%Admins%': root\nports: [80, 443]\n")
+    assert load_placeholders(str(path)) == {"Workstations": ("WS-*", "LAPTOP1"), "Admins": ("root",),
+                                            "ports": ("80", "443")}
+    for text in ("[a, b]\n", "a: {b: c}\n", "'bad name': x\n", "a: x\na: y\n", "a: [\n"):
+        path.write_text(text)
+        with pytest.raises(PlaceholderError):
+            load_placeholders(str(path))
+    with pytest.raises(PlaceholderError, match="cannot read"):
+        load_placeholders(str(tmp_path / "absent.yml"))
+
+
+# ---------------------------------------------------------------- fieldref
+
+
+def test_fieldref_compares_two_fields_of_the_event():
+    assert selects({"TargetFilename|fieldref": "Image"}, {"TargetFilename": "C:\\a.exe", "Image": "c:\\A.EXE"})
+    assert not selects({"TargetFilename|fieldref": "Image"}, {"TargetFilename": "C:\\a.exe", "Image": "C:\\b.exe"})
+    assert not selects({"TargetFilename|fieldref": "Image"}, {"TargetFilename": "C:\\a.exe"})
+    assert not selects({"TargetFilename|fieldref": "Image"}, {"Image": "C:\\a.exe"})
+    assert selects({"User|fieldref|neq": "ParentUser"}, {"User": "a", "ParentUser": "b"})
+    assert not selects({"User|fieldref|neq": "ParentUser"}, {"User": "a", "ParentUser": "A"})
+    assert not selects({"User|fieldref|neq": "ParentUser"}, {"User": "a"})
+    assert selects({"CommandLine|fieldref|contains": "Image"},
+                   {"CommandLine": "\"C:\\x.exe\" -a", "Image": "C:\\X.exe"})
+    assert selects({"CommandLine|fieldref|startswith": "Image"}, {"CommandLine": "C:\\x.exe -a", "Image": "C:\\x.exe"})
+    assert not selects({"A|fieldref|cased": "B"}, {"A": "x", "B": "X"})
+    assert selects({"A|fieldref": ["B", "C"]}, {"A": "x", "B": "y", "C": "x"})
+    assert not selects({"A|fieldref|all": ["B", "C"]}, {"A": "x", "B": "y", "C": "x"})
+
+
+@FAST
+@given(st.text("aAb*", max_size=3), st.text("aAb*", max_size=3),
+       st.sampled_from(["equals", "contains", "startswith", "endswith"]), st.booleans())
+def test_fieldref_agrees_with_string_operations(mine, theirs, mode, negate):
+    key = "A|fieldref" + ("" if mode == "equals" else "|" + mode) + ("|neq" if negate else "")
+    a, b = mine.casefold(), theirs.casefold()
+    held = {"equals": a == b, "contains": b in a, "startswith": a.startswith(b), "endswith": a.endswith(b)}[mode]
+    assert selects({key: "B"}, {"A": mine, "B": theirs}) == (held != negate)
+
+
+# ---------------------------------------------------------------- '|all': keywords
+
+
+def test_all_keywords_of_the_specification():
+    selection = {"|all": ["OabVirtualDirectory", " -ExternalUrl "]}
+    assert selects(selection, {"Payload": "Set-OabVirtualDirectory -ExternalUrl 'http://x'"})
+    assert selects(selection, {"a": "set-oabvirtualdirectory", "b": {"c": "x -externalurl y"}})
+    assert not selects(selection, {"Payload": "Set-OabVirtualDirectory -InternalUrl x"})
+
+
+def test_all_keywords_beside_fields_and_in_sigmahq_shapes():
+    selection = {"EventID": 1, "|all": ["grep", "password"]}
+    assert selects(selection, {"EventID": 1, "cmd": "grep -r password /etc"})
+    assert not selects(selection, {"EventID": 2, "cmd": "grep -r password /etc"})
+    assert selects({"|all|windash": ["truncate", " -s"]}, {"cmd": "truncate /s 0 x"})
+    assert selects({"|contains": "x"}, {"a": "yxy"})
+
+
+def test_keyword_keys_refuse_modifiers_that_need_a_field():
+    for key in ("|startswith", "|neq", "|cidr", "|gt", "|fieldref", "|exists"):
+        message = rule_error({"sel": {key: "x" if key != "|exists" else True}, "condition": "sel"})
+        assert "needs a field name" in message or "exists" in message, message
+
+
+# ---------------------------------------------------------------- rule errors
+
+
+@pytest.mark.parametrize("key, value, needles", [
+    ("a|frobnicate", "x", ["unknown modifier", "frobnicate", "'a'"]),
+    ("a|startswith|endswith", "x", ["startswith", "endswith", "contradict"]),
+    ("a|re|contains", "x", ["contains", "|re"]),
+    ("a|cidr|contains", "10.0.0.0/8", ["contains", "cidr"]),
+    ("a|lt|gt", 3, ["lt", "gt", "contradict"]),
+    ("a|gt|neq", 3, ["gt", "neq"]),
+    ("a|hour|day", 3, ["hour", "day"]),
+    ("a|re|cased|i", "x", ["cased", "|i"]),
+    ("a|contains|i", "x", ["only applies to |re"]),
+    ("a|re", "(a)\\1", ["bad pattern"]),
+    ("a|base64", "a*", ["|base64", "wildcards"]),
+    ("a|base64offset|contains", "a", ["base64offset", "2 bytes"]),
+    ("a|cidr", "10.0.0.300/8", ["cidr", "not an IP network"]),
+    ("a|gte", "ten", ["gte", "needs a number"]),
+    ("a|fieldref", 3, ["fieldref", "name of another field"]),
+    ("a|neq", [None, "x"], ["null", "neq"]),
+    ("a|exists|contains", True, ["contains", "exists"]),
+])
+def test_modifier_errors_are_one_line_naming_field_and_modifier(key, value, needles):
+    message = rule_error({"sel": {key: value}, "condition": "sel"})
+    for needle in needles:
+        assert needle in message, (needle, message)
+    assert "'sel'" in message
+
+
+def test_every_known_modifier_has_a_use():
+    used = {"windash", "utf16le", "utf16be", "utf16", "wide", "base64", "base64offset", "lt", "lte", "gt", "gte",
+            "neq", "minute", "hour", "day", "week", "month", "year", "cidr", "expand", "fieldref", "contains",
+            "startswith", "endswith", "re", "cased", "all", "exists", "i", "ignorecase", "m", "multiline", "s",
+            "dotall"}
+    assert used == KNOWN_MODIFIERS
+
+
+# ---------------------------------------------------------------- literals: what the prefilter relies on
+
+
+_CHAINS = [
+    ("contains",), ("startswith",), ("endswith",), (), ("cased", "contains"),
+    ("contains", "windash"), ("windash",), ("endswith", "windash"), ("windash", "cased"),
+    ("base64",), ("base64", "contains"), ("base64offset", "contains"), ("wide", "base64offset", "contains"),
+    ("utf16", "base64offset", "contains"), ("utf16be", "base64", "contains"), ("wide", "contains"),
+    ("utf16le",), ("windash", "base64offset", "contains"), ("windash", "wide", "contains"),
+    ("expand", "contains"), ("expand", "windash"), ("neq",), ("neq", "contains"),
+    ("re",), ("re", "i"), ("cidr",), ("gt",), ("lte",), ("hour",), ("month", "gte"),
+]
+_LITERAL_PLACEHOLDERS = {"p": ("x-1", "Yy", "z*z")}
+
+
+def _instance(draw, value, chain):
+    """A text the chain should match (for the text-valued chains), else a random one."""
+    if any(m in chain for m in ("neq", "re", "cidr", "gt", "lte", "hour", "month")) or "*" in value or "?" in value:
+        return draw(st.text("aB-/\u2013 xYz0.1:T", max_size=14))
+    if "expand" in chain:
+        value = value.replace("%p%", draw(st.sampled_from(["x-1", "Yy", "zqqz"])))
+    if "windash" in chain:
+        value = "".join(draw(st.sampled_from(DASHES)) if ch in DASHES else ch for ch in value)
+    body = value
+    for name in chain:
+        if name in ("wide", "utf16le", "utf16be", "utf16"):
+            data = body.encode("utf-16-be" if name == "utf16be" else "utf-16-le")
+            body = (("\xff\xfe" if name == "utf16" else "") + data.decode("latin-1"))
+        elif name in ("base64", "base64offset"):
+            data = body.encode("latin-1") if any(n in chain for n in ("wide", "utf16le", "utf16be", "utf16")) \
+                else body.encode()
+            prefix = draw(st.binary(max_size=3)) if name == "base64offset" else b""
+            body = b64(prefix + data + (draw(st.binary(max_size=3)) if name == "base64offset" else b""))
+    if not any(m in chain for m in ("base64", "base64offset", "cased")):
+        body = "".join(draw(st.sampled_from([ch.lower(), ch.upper()])) for ch in body)
+    if "contains" in chain or "base64offset" in chain:
+        return draw(st.text("ab ", max_size=3)) + body + draw(st.text("ab ", max_size=3))
+    if "startswith" in chain:
+        return body + draw(st.text("ab ", max_size=3))
+    if "endswith" in chain:
+        return draw(st.text("ab ", max_size=3)) + body
+    return body
+
+
+@st.composite
+def _literal_case(draw):
+    chain = draw(st.sampled_from(_CHAINS))
+    if "cidr" in chain:
+        value = draw(st.sampled_from(["10.0.0.0/8", "::/0", "1.2.3.4"]))
+    elif any(m in chain for m in ("gt", "lte", "hour", "month")):
+        value = draw(st.integers(0, 12))
+    else:
+        value = draw(st.text("aB-/\u2013 xYz\u00df\u0130*?", min_size=2, max_size=6))
+        if "expand" in chain:
+            value = draw(st.sampled_from(["", "q", "a-"])) + "%p%" + draw(st.sampled_from(["", "-r"]))
+        if any(m in chain for m in ("base64", "base64offset")):
+            value = value.replace("*", "").replace("?", "") + "ab"
+    return chain, value, _instance(draw, value, chain)
+
+
+@FAST
+@given(_literal_case())
+def test_a_matched_text_holds_one_of_the_literals(case):
+    chain, value, text = case
+    try:
+        test = compiled(value, *chain, placeholders=_LITERAL_PLACEHOLDERS)
+    except (ModifierError, PatternError):  # e.g. a regex RE2 refuses
+        assume(False)
+    if "*" not in str(value) and "?" not in str(value) and not any(
+            m in chain for m in ("neq", "re", "cidr", "gt", "lte", "hour", "month")):
+        assert test(text), (chain, value, text)  # the instance was built to match
+    lits = test.literals()
+    if test(text) and lits is not None:
+        assert lits and any(literal in text.casefold() for literal in lits), (chain, value, text, lits)
+    for literal in lits or ():
+        assert literal == literal.casefold()
+
+
+def test_typed_and_negated_tests_have_no_literal():
+    for chain, value in ((("cidr",), "10.0.0.0/8"), (("gt",), 3), (("hour",), 3), (("neq",), "x"), (("re",), "x")):
+        assert compiled(value, *chain).literals() is None
+
+
+# ---------------------------------------------------------------- the command line
+
+
+RULE_WITH_PLACEHOLDER = """title: admin logon
+id: 11111111-2222-3333-4444-555555555555
+logsource: {product: windows}
+detection:
+    sel:
+        User|expand: '%Admins%'
+    condition: sel
+"""
+
+
+def test_cli_placeholders_option(tmp_path):
+    rule = tmp_path / "rules" / "admin.yml"
+    rule.parent.mkdir()
+    rule.write_text(RULE_WITH_PLACEHOLDER)
+    (tmp_path / "rules" / "other.yml").write_text(RULE_WITH_PLACEHOLDER.replace("1111", "9999")
+                                                  .replace("User|expand: '%Admins%'", "User: bob"))
+    table = tmp_path / "placeholders.yml"
+    table.write_text("Admins: [root, 'adm-*']\n")
+    events = ndjson([{"User": "ADM-eve"}, {"User": "mallory"}, {"User": "root"}])
+    result = run_cli(["--rule", str(rule), "--placeholders", str(table), "--emit", "matches", "--quiet"], events)
+    assert result.returncode == 0, result.stderr
+    assert [r["User"] for r in records(result.stdout) if "User" in r] == ["ADM-eve", "root"]
+
+    result = run_cli(["--rule", str(rule)], events)  # a rule file of its own: a usage error
+    assert result.returncode == 2 and b"needs --placeholders FILE" in result.stderr
+    result = run_cli(["--rule", str(rule.parent), "--quiet"], events)  # in a directory: skipped in one line
+    assert result.returncode == 0, result.stderr
+    skipped = [line for line in result.stderr.splitlines() if b"skipped" in line]
+    assert len(skipped) == 1 and b"admin.yml" in skipped[0] and b"--placeholders" in skipped[0]
+
+    table.write_text("Servers: [x]\n")
+    result = run_cli(["--rule", str(rule), "--placeholders", str(table)], events)
+    assert result.returncode == 2 and b"%Admins%" in result.stderr
+    result = run_cli(["--rule", str(rule), "--placeholders", str(tmp_path / "absent.yml")], events)
+    assert result.returncode == 2 and b"placeholders" in result.stderr
+
+
+# ---------------------------------------------------------------- hostile chains
+
+
+_ANY_VALUE = st.one_of(st.text("ab-/*?\\%\u2013 1.:", max_size=8), st.integers(-10**20, 10**20), st.booleans(),
+                       st.none(), st.floats(), st.just("10.0.0.0/8"), st.just("%p%"), st.just("-" * 40))
+
+
+@FAST
+@given(st.lists(st.sampled_from(sorted(KNOWN_MODIFIERS) + ["bogus", ""]), max_size=4), st.sampled_from(["F", ""]),
+       st.one_of(_ANY_VALUE, st.lists(_ANY_VALUE, max_size=3)), st.sampled_from([None, {"p": ("x", "y-*")}]),
+       st.lists(st.text("ab-/1.:T\ud800 ", max_size=12), min_size=1, max_size=3))
+def test_any_modifier_chain_is_a_rule_error_or_a_working_selection(modifiers, field, value, placeholders, texts):
+    key = field + "".join("|" + m for m in modifiers)
+    if not key:
+        return
+    text = yaml.safe_dump({"title": "t", "detection": {"sel": {key: value}, "condition": "sel"}})
+    try:
+        plan = compile_plan(parse_rule(text, SOURCE), placeholders=placeholders)
+    except RuleError as error:
+        assert "\n" not in str(error) and len(str(error)) < 1000, str(error)
+        return
+    for leaf in texts:
+        plan.match(RESOLVER.view({"F": leaf, "G": [leaf, 3]}))
