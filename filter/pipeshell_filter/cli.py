@@ -11,6 +11,7 @@ import os
 import signal
 import stat
 import sys
+import time
 from typing import List, Optional
 
 import typer
@@ -19,7 +20,7 @@ import ujson
 from .engine import Engine
 from .startup import streaming
 from .events.fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
-from .events.timeparse import NS
+from .events.timeparse import NS, format_time
 from .io import inputs as inputs_module
 from .io import parallel
 from .io.prefilter import Prefilter, RuleIndex, needle
@@ -219,6 +220,9 @@ def run(
                                          help="With --state, snapshot this often (0: only at the end)."),
     state_reset: bool = typer.Option(False, "--state-reset", help="With --state, discard the saved state "
                                      "(one this build cannot use, or on purpose) and start afresh."),
+    stats_interval: float = typer.Option(0.0, "--stats-interval", metavar="SECONDS", help="Write a stats record "
+                                         "(event.kind metric: lines, matches, alerts, diagnostics, sources with a "
+                                         "wrong clock, events held) this often, and at the end (0: never)."),
 ) -> None:
     """Filter NDJSON events from stdin (or --input) to stdout."""
     if ctx.invoked_subcommand is not None:
@@ -235,6 +239,8 @@ def run(
         raise UsageProblem("--max-record-bytes must be at least 4096")
     if workers is not None and workers < 0:
         raise UsageProblem("--workers must be zero or more")
+    if not 0 <= stats_interval <= MAX_SECONDS:
+        raise UsageProblem(f"--stats-interval must be between 0 and {MAX_SECONDS} seconds")
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
     try:
@@ -254,6 +260,8 @@ def run(
                            workers=parallel.default_workers() if workers is None else workers, stage=stage.value,
                            index=index)
 
+    if stats_interval:
+        stream_filter.keep_stats(stats_interval, lambda: stats_record(stream_filter, engine, diagnostics))
     if state is not None:
         resume_state(stream_filter, state, state_interval, state_reset)
     elif state_reset:
@@ -379,6 +387,23 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
+
+
+def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) -> dict:
+    """The ``--stats-interval`` record: what the summary line says at exit, while running, for a
+    pipeline to route (``event.kind: metric``); sources with a wrong clock by name."""
+    stats = engine.stats + engine.correlation_stats()
+    skewed = engine.skewed_sources()
+    return {"@timestamp": format_time(time.time_ns()),
+            "event": {"kind": "metric", "module": "pipeshell-filter", "dataset": "pipeshell.stats"},
+            "pipeshell": {"lines": stream_filter.lines - stream_filter.lines_start,
+                          "matched": stats["matched"], "alerts": stats["alerts"],
+                          "late": stats["late"], "late_dropped": stats["late_dropped"], "shed": stats["shed"],
+                          "duplicates": engine.duplicates(), "held": engine.held(),
+                          "diagnostics": dict(sorted(diagnostics.counts.items())),
+                          "skewed_sources": [{"source": source, "clock": how}
+                                             for source, how in sorted(skewed.items(), key=str)[:100]],
+                          "skewed_sources_total": len(skewed)}}
 
 
 def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) -> None:

@@ -160,5 +160,11 @@ class Engine:
         """Sources newly seen with a wrong clock, one line each (``Correlation.skew_reports``)."""
         return self.correlation.skew_reports(final)
 
+    def skewed_sources(self) -> dict:
+        return self.correlation.skewed_sources()
+
+    def held(self) -> int:
+        return self.correlation.held()
+
     def correlation_stats(self) -> Counter:
         return Counter(self.correlation.late_counts())

@@ -7,11 +7,13 @@ from typing import List, Optional
 
 import ujson
 
+from .correlate import alert_detection
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
 from .events.timeparse import NS, format_time
 from .io.prefilter import Prefilter, needle
 from .sigma.compile import FieldMatcher, Plan
+from .sigma.correlation import OPERATORS
 
 
 def rule_needles(plan: Plan, unknown_logsource: str = "match") -> Optional[list]:
@@ -223,3 +225,283 @@ def _describe_matcher(matcher) -> str:
         shown = (shown + " | " if shown else "") + "null"
     joiner = " (all)" if getattr(matcher, "require_all", False) else ""
     return f"{matcher.describe()}: {shown}{joiner}"
+
+
+# ------------------------------------------------------------ explain --events: why a window did (not) fire
+
+_SYMBOLS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "==", "neq": "!="}
+_MEASURES = {"event_count": "count", "value_count": "count({})", "temporal": "rules seen",
+             "temporal_ordered": "rules seen in order", "value_sum": "sum({})", "value_avg": "avg({})",
+             "value_min": "min({})", "value_max": "max({})", "value_percentile": "rarest share % of {}"}
+MAX_LISTED = 100  # events listed per correlation; the rest are counted
+
+
+def _needs(condition) -> str:
+    return " and ".join(f"{_SYMBOLS[name]} {number:g}" for name, number in condition.bounds) or "(always)"
+
+
+def _span(ns: int) -> str:
+    seconds = ns / NS
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _measure(spec) -> str:
+    """What the condition is compared with, in a word or two: ``count(Computer)``, ``sum(bytes)``."""
+    text = _MEASURES[spec.kind]
+    if spec.legacy is not None and spec.kind in ("temporal", "temporal_ordered"):
+        text = text.replace("rules", "terms")
+    return text.format(spec.field) if spec.field else text.replace("({})", "").replace(" of {}", "")
+
+
+def _value(value) -> str:
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _group(spec, group: tuple) -> str:
+    if not spec.group_by:
+        return "(one group)"
+    return ", ".join(f"{name}={'(absent)' if value is None else value}" for name, value in zip(spec.group_by, group))
+
+
+def _lines(numbers) -> str:
+    numbers = sorted(set(numbers))
+    shown = ", ".join(map(str, numbers[:20]))
+    return shown + (f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
+
+
+def _shortfall(condition, aggregate) -> float:
+    """How far an aggregate is from meeting the condition (0: it meets it)."""
+    if aggregate is None:
+        return float("inf")
+    return sum(abs(aggregate - number) or 1.0 for name, number in condition.bounds
+               if not OPERATORS[name](aggregate, number))
+
+
+class _Fed:
+    """One input of one correlation: an event (or an inner correlation's alert) and what became of it."""
+
+    __slots__ = ("line", "time", "host", "group", "refs", "status", "taken", "dropped")
+
+    def __init__(self, line, time, host, group, refs, status, taken=True, dropped=False):
+        self.line, self.time, self.host, self.group, self.refs = line, time, host, group, refs
+        self.status, self.taken, self.dropped = status, taken, dropped
+
+
+class CorrelationTrace:
+    """Runs events through a real ``Engine`` (detect, then correlate, as the filter does on a
+    file: no settling, a flush at the end) and records, per correlation, what fed it, which
+    windows fired, and each other group's best window (``Correlator.watch``, read-only)."""
+
+    def __init__(self, engine, unit: str = "line"):
+        self.engine = engine
+        self.unit = unit
+        self.correlators = list(engine.correlation.correlators)
+        self.fed = {id(c): [] for c in self.correlators}
+        self.fired = {id(c): [] for c in self.correlators}
+        self.best = {id(c): {} for c in self.correlators}  # group -> (rank, t, window_of)
+        self.outside = {id(c): {} for c in self.correlators}  # input key -> lines met out of its logsource
+        self.untimed = {id(c): [] for c in self.correlators}
+        self.events = self.unusable = 0
+        self._titles = {plan.rule.id: plan.rule.title for plan in engine.plans.values()}
+        self._titles.update((c.spec.id, c.spec.title) for c in self.correlators)
+        for correlator in self.correlators:
+            correlator.watch = self._watch
+
+    # ---------------------------------------------------------------- running
+
+    def feed(self, number: int, line: bytes) -> None:
+        try:
+            event = ujson.loads(line)
+        except (ValueError, OverflowError):
+            event = None
+        if not isinstance(event, dict):
+            self.unusable += 1
+            return
+        self.events += 1
+        engine = self.engine
+        _, detections = engine.match(event, number)
+        self._out_of_logsource(event, number, {d.rule for d in detections})
+        for detection in detections:
+            takers = [(c, c.contribution(detection)) for c in self.correlators
+                      if any(ref.hit(detection.rule, detection.terms) for ref in c.spec.inputs)]
+            if detection.time is None:
+                for correlator, _ in takers:
+                    self.untimed[id(correlator)].append(number)
+                engine.observe(detection)
+                continue
+            before = [(c.late, c.late_dropped, c.watermark, c.duplicates) for c, _ in takers]
+            engine.observe(detection)
+            for (correlator, c), (late, dropped, watermark, duplicates) in zip(takers, before):
+                self.fed[id(correlator)].append(self._judged(correlator, c, number, detection.source, late, dropped,
+                                                             watermark, duplicates))
+
+    def finish(self) -> None:
+        self.engine.flush()
+        for correlator in self.correlators:
+            correlator.watch = None
+
+    def _judged(self, correlator, c, number, host, late, dropped, watermark, duplicates) -> _Fed:
+        entry = _Fed(number, c.time, host, c.group, c.refs, "on time")
+        if correlator.duplicates != duplicates:
+            entry.status, entry.taken = "taken already (the same event): left out", False
+        elif correlator.late_dropped != dropped:
+            behind = (watermark - c.time) / NS
+            entry.taken, entry.dropped = False, True
+            if c.time < watermark - correlator.timeframe:
+                entry.status = (f"late: {behind:g}s behind the watermark {format_time(watermark)}, older than "
+                                f"watermark - {_span(correlator.timeframe)}: left out of correlation")
+            else:
+                entry.status = (f"late: {behind:g}s behind the watermark {format_time(watermark)}, inside a window "
+                                "that already fired: left out of correlation")
+        elif correlator.late != late:
+            entry.status = (f"late: {(watermark - c.time) / NS:g}s behind the watermark {format_time(watermark)}; "
+                            "joined the windows still open")
+        return entry
+
+    def _out_of_logsource(self, event: dict, number: int, matched: set) -> None:
+        """Events that meet a correlated rule's condition but not its logsource: the detector
+        never tries the rule on them."""
+        view = None
+        for plan in self.engine.plans.values():
+            if plan.rule.id in matched or plan.logsource is None or not self.engine.correlation.wants(plan.rule.id):
+                continue
+            if view is None:
+                view = self.engine.resolver.view(event)
+                facts = event_facts(view)
+            if plan.logsource.applies(facts, self.engine.detector.unknown_logsource):
+                continue
+            mask, _ = plan.judge(view)
+            if not mask:
+                continue
+            terms = tuple(i for i in range(len(plan.terms)) if mask >> i & 1)
+            for correlator in self.correlators:
+                for ref in correlator.spec.inputs:
+                    if ref.hit(plan.rule.id, terms):
+                        self.outside[id(correlator)].setdefault(ref.key, []).append(number)
+
+    def _watch(self, correlator, group, t, hit) -> None:
+        if hit is not None:
+            self.fired[id(correlator)].append(hit)
+            for outer in self.correlators:  # an inner correlation's alert is one event of the outer ones
+                c = outer.contribution(alert_detection(hit)) if correlator in outer.upstream else None
+                if c is not None:
+                    self.fed[id(outer)].append(_Fed(c.detection.event.get("line"), c.time, None, c.group, c.refs,
+                                                    f"the alert of {correlator.spec.title!r} (its last event)"))
+            return
+        window = correlator.window_of(group)
+        if window is None:
+            return
+        events, seen, complete, aggregate = window
+        spec = correlator.spec
+        rank = (0, 0, _shortfall(spec.condition, aggregate)) if complete else \
+            (1, -len(seen), _shortfall(spec.condition, aggregate))
+        best = self.best[id(correlator)]
+        if group not in best or rank < best[group][0]:
+            best[group] = (rank, t, window)
+
+    # ---------------------------------------------------------------- report
+
+    def report(self) -> str:
+        blocks = [f"events    {self.events} read" + (f", {self.unusable} not a JSON object (skipped)"
+                                                      if self.unusable else "")
+                  + f"; lateness {self.engine.correlation.lateness_ns / NS:g}s; the end of input "
+                  "makes every window final"]
+        if not self.correlators:
+            blocks.append("no correlation in the rule set: every rule alerts on single events")
+        blocks += [self._describe(c) for c in self.correlators]
+        return "\n".join(blocks)
+
+    def _label(self, spec, key) -> str:
+        for ref in spec.inputs:
+            if ref.key == key:
+                if ref.term is not None:
+                    return f"term {ref.label}"
+                kind = "correlation" if ref.chained else "rule"
+                return f"{kind} {ref.label or ref.rule}" + (
+                    f" ({self._titles[ref.rule]!r})" if self._titles.get(ref.rule, ref.label) != ref.label else "")
+        return str(key)
+
+    def _describe(self, correlator) -> str:
+        spec, key = correlator.spec, id(correlator)
+        fed, fired, best = self.fed[key], self.fired[key], self.best[key]
+        per = ("per " + ", ".join(spec.group_by)) if spec.group_by else "one group"
+        lines = [f"correlation {spec.title}",
+                 f"  fires when {_measure(spec)} {_needs(spec.condition)} within {_span(spec.timespan_ns)}, {per}"
+                 + ("; every input must occur" if spec.require_each and len(spec.rules) > 1 else "")]
+        for ref in spec.inputs:
+            taken = [f.line for f in fed if ref.key in f.refs]
+            text = f"  input {self._label(spec, ref.key)}: "
+            text += f"{len(taken)} event(s) ({self.unit}s {_lines(taken)})" if taken else "met by no event"
+            outside = self.outside[key].get(ref.key)
+            if outside:
+                text += f"; {len(outside)} event(s) met it out of its logsource ({self.unit}s {_lines(outside)})"
+            lines.append(text + (" (must be absent)" if ref in spec.absent else ""))
+        if self.untimed[key]:
+            lines.append(f"  no parsable event time: {self.unit}s {_lines(self.untimed[key])} (left out)")
+        if not fed:
+            lines.append("  did not fire: no event fed it")
+            return "\n".join(lines)
+        lines.append(f"  events ({len(fed)}):")
+        for entry in fed[:MAX_LISTED]:
+            host = f"  host {entry.host}" if entry.host else ""
+            group = f"  {_group(spec, entry.group)}" if spec.group_by else ""
+            met = ", ".join(self._label(spec, k) for k in entry.refs)
+            lines.append(f"    {self.unit} {entry.line}  {format_time(entry.time)}{host}{group}  {met}: {entry.status}")
+        if len(fed) > MAX_LISTED:
+            lines.append(f"    ... and {len(fed) - MAX_LISTED} more")
+        for hit in fired:
+            consumed = [c.detection.event.get("line") for c in hit.contributions]
+            hosts = sorted({c.detection.source for c in hit.contributions if c.detection.source})
+            text = (f"  FIRED at {format_time(hit.time)}  {_group(spec, hit.group)}: {_measure(spec)} "
+                    f"{_value(hit.aggregate)} {_needs(spec.condition)} within [{format_time(hit.window_start)}, "
+                    f"{format_time(hit.time)}]; consumed {self.unit}s {_lines(consumed)}")
+            if hosts:
+                text += "; hosts " + ", ".join(hosts)
+            if hit.distinct_values and list(hit.distinct_values) != hosts:
+                text += "; values " + ", ".join(map(str, hit.distinct_values))
+            lines.append(text)
+        groups = list(dict.fromkeys(f.group for f in fed))
+        done = {hit.group for hit in fired}
+        for group in groups:
+            if group in done:
+                continue
+            lines.append(f"  did not fire  {_group(spec, group)}: " + self._why_not(correlator, group))
+        if not fired:
+            lines.append("  no window fired")
+        return "\n".join(lines)
+
+    def _why_not(self, correlator, group) -> str:
+        spec, key = correlator.spec, id(correlator)
+        mine = [f for f in self.fed[key] if f.group == group]
+        dropped = [f.line for f in mine if f.dropped]
+        late = f"; {self.unit}s {_lines(dropped)} came too late behind the watermark (left out)" if dropped else ""
+        found = self.best[key].get(group)
+        if found is None:
+            if dropped:
+                return f"every event came too late behind the watermark ({self.unit}s {_lines(dropped)})"
+            return "no window was evaluated"
+        _, t, (events, seen, complete, aggregate) = found
+        text = (f"best {_measure(spec)} {_value(aggregate)} of needed {_needs(spec.condition)} within "
+                f"{_span(spec.timespan_ns)}, events at {self.unit}s "
+                f"{_lines(c.detection.event.get('line') for c in events)} (window ending {format_time(t)}): ")
+        if complete:
+            return text + "condition not met within the timespan" + late
+        reasons = []
+        present = [ref for ref in spec.absent if ref.key in seen]
+        if present:
+            reasons.append("an input that must be absent occurred in the window: "
+                           + ", ".join(self._label(spec, ref.key) for ref in present))
+        met = {k for f in mine if f.taken for k in f.refs}
+        for ref in spec.rules:
+            if ref.key in seen:
+                continue
+            if ref.key in met:
+                reasons.append(f"{self._label(spec, ref.key)} not met within the same window")
+            else:
+                reasons.append(f"{self._label(spec, ref.key)} never met" + ("" if not spec.group_by else
+                                                                            " in this group"))
+        return text + "; ".join(reasons or ["incomplete"]) + late
+

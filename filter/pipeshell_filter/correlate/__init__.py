@@ -75,6 +75,7 @@ class Correlation:
         self.correlators = [Correlator(spec, lateness_ns, max_skew_ns) for spec in _inner_first(list(specs))]
         self._behind_reported = set()
         self._shed_reported = set()
+        self._skewed = {}  # source -> "ahead" / "behind", as reported (for the stats record)
         self._by_rule = defaultdict(list)  # rule id -> correlators that refer to it (inner first)
         by_id = {c.spec.id: c for c in self.correlators}
         for correlator in self.correlators:
@@ -249,11 +250,13 @@ class Correlation:
         for correlator in self.correlators:
             title = correlator.spec.title
             for source, ahead in correlator.clocks.ahead(now, final):
+                self._note_skewed(source, "ahead")
                 lines.append(("skewed_source", f"source {source!r} is {ahead / NS:g} s ahead of the other sources: "
                               f"its events wait for the others (rule {title})"))
             for source, count in correlator.late_sources.items():
                 if (id(correlator), source) not in self._behind_reported and len(self._behind_reported) < 100_000:
                     self._behind_reported.add((id(correlator), source))
+                    self._note_skewed(source, "behind")
                     lines.append(("skewed_source", f"source {source!r} is behind the other sources: {count} of its "
                                   f"events came too late to count (rule {title})"))
             if correlator.shed and id(correlator) not in self._shed_reported:
@@ -261,6 +264,20 @@ class Correlation:
                 lines.append(("state_cap", f"rule {title}: more than {correlator.max_held} events held for "
                               "correlation; the oldest are dropped from it (a flood?)"))
         return lines
+
+    MAX_SKEWED = 1000  # sources remembered by name for the stats record
+
+    def _note_skewed(self, source, how: str) -> None:
+        if source in self._skewed or len(self._skewed) < self.MAX_SKEWED:
+            self._skewed[source] = how
+
+    def skewed_sources(self) -> dict:
+        """Source -> "ahead" or "behind": every source reported with a wrong clock so far."""
+        return dict(self._skewed)
+
+    def held(self) -> int:
+        """Events held in open windows or waiting for the watermark, over every correlation."""
+        return sum(correlator.held_count() for correlator in self.correlators)
 
     def late_counts(self) -> dict:
         return {"late": sum(c.late for c in self.correlators),

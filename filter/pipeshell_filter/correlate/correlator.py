@@ -74,6 +74,9 @@ class Correlator:
     """One correlation: takes Detection records in arrival order, returns hits as they become final."""
 
     seen = None  # ``state.Seen`` when each event is taken once (``--state``): the identities taken
+    # ``explain --events``: called after each evaluation with (correlator, group, t, the Hit or None);
+    # it may read (``window_of``), never change anything
+    watch = None
     duplicates = 0  # events dropped because one the same was taken (``seen``)
 
     def __init__(self, spec: CorrelationSpec, lateness_ns: int = 0, max_skew_ns: int = DEFAULT_MAX_SKEW,
@@ -102,6 +105,10 @@ class Correlator:
         self.upstream = ()
         self.own_inputs = any(not ref.chained for ref in spec.inputs)
         self.wanted = NEVER
+
+    def held_count(self) -> int:
+        """Events in open windows or still waiting for the watermark."""
+        return len(self._held) + len(self._pending)
 
     # ------------------------------------------------------------ input
 
@@ -190,6 +197,8 @@ class Correlator:
                 hit = self._evaluate(group, t)
                 if hit is not None:
                     hits.append(hit)
+                if self.watch is not None:
+                    self.watch(self, group, t, hit)
         self._evict(watermark - self.timeframe)
         return hits
 
@@ -263,6 +272,14 @@ class Correlator:
     def held_times(self) -> list:
         """Event times of everything held (pending and windowed); for tests and stats."""
         return [c.time for _, _, c in self._pending] + [t for t, _, _ in self._held]
+
+    def window_of(self, group) -> Optional[tuple]:
+        """Read-only, for ``explain``: ``(contributions in (time, arrival) order, input keys seen,
+        complete, aggregate)`` of a group's open window; None when it has none."""
+        window = self._windows.get(group)
+        if window is None:
+            return None
+        return tuple(window.events.values()), frozenset(window.seen), window.complete(), window.aggregate()
 
     def state_size(self) -> int:
         return len(self._pending) + len(self._held) + len(self._consumed)

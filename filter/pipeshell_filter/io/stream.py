@@ -552,9 +552,31 @@ class Filter:
         if self._wall_idle is not None:
             self.write_alerts(self.engine.idle(self._wall_idle))
         self.report_skew()
+        self.write_stats()
         self.output.flush()
         if self.state is not None and self.state.due():
             self.save_state()
+
+    # ------------------------------------------------------------ stats records (``--stats-interval``)
+
+    _stats = None  # (interval in seconds, function making the record, monotonic clock)
+    _stats_next = None
+
+    def keep_stats(self, interval: float, make_record, clock=time.monotonic) -> None:
+        """Write ``make_record()`` as an output record every ``interval`` seconds of wall time
+        (checked between blocks and while input waits), and once at the end."""
+        self._stats = (interval, make_record, clock)
+        self._stats_next = clock() + interval
+
+    def write_stats(self, final: bool = False) -> None:
+        if self._stats is None:
+            return
+        interval, make_record, clock = self._stats
+        now = clock()
+        if final or now >= self._stats_next:
+            self._stats_next = now + interval
+            self.report_skew()  # the record names the sources reported so far
+            self._write(dumps(make_record()), None)
 
     def report_skew(self, final: bool = False) -> None:
         for kind, message in self.engine.skew_reports(final):
@@ -581,6 +603,7 @@ class Filter:
             self.save_state()
         else:
             self.write_alerts(self.engine.flush())
+        self.write_stats(final=True)  # after the last alerts, which it counts
         self.output.flush()
 
     def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE, block_size: int = BLOCK_SIZE,
@@ -592,14 +615,17 @@ class Filter:
                 and parallel.available():
             self._run_workers(fd, block_size, max_line, stop)
         wait = self._wall_idle
-        if live and self.state is not None and self.state.interval:  # snapshots go on while input waits
-            wait = min(wait or self.state.interval, self.state.interval)
+        for every in (self.state.interval if self.state is not None else 0, self._stats and self._stats[0]):
+            if live and every:  # snapshots and stats records go on while input waits
+                wait = min(wait or every, every)
         reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, wait,
                                             block_size, max_line, stop)
         for item in reader:
             self.process(*item)
             if self.state is not None and self.state.due():
                 self.save_state()
+            if self._stats is not None:
+                self.write_stats()
         self._reader = None
 
     def _run_workers(self, fd: int, block_size: int, max_line: int, stop: Optional[StopRequest]) -> None:

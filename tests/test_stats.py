@@ -1,0 +1,69 @@
+"""``--stats-interval``: a periodic stats record a pipeline can route, naming sources with a wrong clock."""
+
+import json
+import subprocess
+import time
+
+from clitools import COMMAND, alerts, ndjson, run_cli
+from eventgen import evtx_event, flat_event
+from test_clock_defence import INCIDENT, YEAR_2099
+
+
+def stats_records(stdout: bytes) -> list:
+    found = []
+    for line in stdout.splitlines():
+        record = json.loads(line)
+        if record.get("event", {}).get("kind") == "metric":
+            found.append(record)
+    return found
+
+
+def test_no_stats_record_unless_asked():
+    result = run_cli([], ndjson(INCIDENT))
+    assert result.returncode == 0 and stats_records(result.stdout) == []
+
+
+def test_the_last_stats_record_counts_the_whole_run_after_its_last_alert():
+    benign = [evtx_event(10, "cli03", "benign", 4104, 9)]
+    result = run_cli(["--stats-interval", "3600", "--emit", "all"], ndjson(INCIDENT + benign))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    last = json.loads(lines[-1])
+    assert last["event"]["dataset"] == "pipeshell.stats"
+    stats = last["pipeshell"]
+    assert (stats["lines"], stats["matched"], stats["alerts"]) == (4, 3, 1)
+    assert stats["held"] == 0 and stats["skewed_sources"] == [] and stats["diagnostics"] == {}
+    assert len(alerts(result.stdout)) == 1 and len(lines) == 4 + 1 + 1  # every line, the alert, the stats
+
+
+def test_diagnostics_and_a_skewed_source_are_in_the_stats_record():
+    future = flat_event(YEAR_2099, "broken", "server", 4104)
+    result = run_cli(["--stats-interval", "3600"], ndjson([future] + INCIDENT) + b"not json\n")
+    stats = stats_records(result.stdout)[-1]["pipeshell"]
+    assert stats["diagnostics"] == {"invalid_json": 1, "skewed_source": 1}
+    assert stats["skewed_sources"] == [{"source": "broken", "clock": "ahead"}]
+    assert stats["skewed_sources_total"] == 1
+
+
+def test_live_input_gets_stats_records_while_it_waits():
+    process = subprocess.Popen(COMMAND + ["--stats-interval", "0.3", "--lateness", "2", "--idle", "1"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(ndjson([flat_event(YEAR_2099, "broken", "server", 4104)] + INCIDENT))
+        process.stdin.flush()
+        seen, deadline = [], time.monotonic() + 20
+        while time.monotonic() < deadline:  # the input stays open: records come from the idle timer
+            record = json.loads(process.stdout.readline())
+            seen.append(record["event"]["kind"])
+            if record["event"]["kind"] == "metric" and record["pipeshell"]["skewed_sources"] and "alert" in seen:
+                break
+        assert "alert" in seen and seen[-1] == "metric", seen
+        assert record["pipeshell"]["skewed_sources"] == [{"source": "broken", "clock": "ahead"}]
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+
+
+def test_a_bad_interval_is_a_usage_error():
+    result = run_cli(["--stats-interval", "-1"], b"")
+    assert result.returncode == 2 and b"--stats-interval" in result.stderr and b"Traceback" not in result.stderr
