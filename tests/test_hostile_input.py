@@ -237,3 +237,25 @@ def test_merged_inputs_never_hold_a_long_line_in_memory(tmp_path):
     assert len([w for w in written if w.startswith(b'{"blob"')]) == 1
     assert len(next(w for w in written if w.startswith(b'{"blob"'))) == (64 << 20) + 12
     assert sum(b'"kind":"alert"' in w for w in written) == 1
+
+
+def test_after_a_flood_the_tables_that_held_it_are_copied_at_their_present_size():
+    """A dict never shrinks its table: once a flood's window has passed, the correlation copies
+    its tables afresh so that their memory can go back (``Correlator.compact``)."""
+    import sys
+
+    from pipeshell_filter.correlate import Correlation
+
+    spec = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gt", 10**9),)),
+                           field="Computer")
+    correlation = Correlation([spec], 0)
+    for i in range(20_000):  # one window, never firing, every host new
+        correlation.observe(Detection("r", i * 10**6, f"h{i}", (0,), {"Computer": [f"h{i}"]}, {"line": i}))
+    correlator = correlation.correlators[0]
+    flooded = sum(sys.getsizeof(w.values) for w in correlator._windows.values())
+    for i in range(100):  # ordinary events every 10 s, so the window never empties: the flood passes
+        t = 20 * 10**9 + i * 10 * 10**9
+        correlation.observe(Detection("r", t, f"late{i % 3}", (0,), {"Computer": [f"late{i % 3}"]}, {"line": i}))
+    after = sum(sys.getsizeof(w.values) for w in correlator._windows.values())
+    assert correlator.held_count() < 100
+    assert flooded > 100_000 and after < 10_000, (flooded, after)

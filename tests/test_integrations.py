@@ -155,9 +155,33 @@ def fluent_bit_problems(config):
                     if name not in known[kind]:
                         problems.append(f"{where}: plugin {name!r} is not in options.json")
                         continue
+                    plugin = dict(plugin)
+                    processors = plugin.pop("processors", None)
                     problems += [f"{where}.{p}" for p in unknown_options(plugin, known[kind][name], True)]
+                    problems += _processor_problems(processors, known, f"{where}.processors")
         else:
             problems.append(f"{key}: unknown top-level section")
+    return problems
+
+
+def _processor_problems(processors, known, where):
+    """Processors (YAML only) per signal; a log processor here is a filter plugin used as one."""
+    if processors is None:
+        return []
+    if not isinstance(processors, dict):
+        return [f"{where} (not a mapping)"]
+    problems = []
+    for signal, chain in processors.items():
+        if signal != "logs":
+            problems.append(f"{where}.{signal}: unknown signal")
+            continue
+        for index, processor in enumerate(chain or []):
+            name = str(processor.get("name", "")).lower() if isinstance(processor, dict) else None
+            if name not in known["processors"]:
+                problems.append(f"{where}.logs[{index}]: processor {name!r} is not in options.json")
+                continue
+            problems += [f"{where}.logs[{index}].{p}"
+                         for p in unknown_options(processor, known["filters"][name], True)]
     return problems
 
 
@@ -181,6 +205,9 @@ def test_every_used_component_type_names_its_documentation():
             for section, plugins in (config.get("pipeline") or {}).items():
                 for plugin in plugins:
                     assert sources["fluent-bit"][section].get(plugin["name"]), (rel, plugin["name"])
+                    for processor in (plugin.get("processors") or {}).get("logs", []):
+                        assert sources["fluent-bit"]["processors"], (rel, processor["name"])
+                        assert sources["fluent-bit"]["filters"].get(processor["name"]), (rel, processor["name"])
 
 
 GOOD_VECTOR = {
@@ -195,7 +222,8 @@ GOOD_FLUENT_BIT = {
     "service": {"Flush": 1, "parsers_file": "p.yaml"},
     "pipeline": {"inputs": [{"name": "stdin", "Buffer_Size": "1M"}],
                  "filters": [{"name": "rewrite_tag", "match": "*", "rule": "$a ^b$ c false"}],
-                 "outputs": [{"name": "file", "match": "c", "path": "/tmp"}]},
+                 "outputs": [{"name": "file", "match": "c", "path": "/tmp",
+                              "processors": {"logs": [{"name": "grep", "regex": "$a ^b$"}]}}]},
     "parsers": [{"name": "j", "format": "json", "time_key": "t"}],
 }
 
@@ -238,6 +266,9 @@ def test_vector_checker_rejects_unknown_keys(path, value, expected):
     (("pipeline", "outputs", 0, "Json_Date_Key"), "date", "pipeline.outputs[0].json_date_key"),
     (("pipeline", "outputs", 0, "Format"), "plain", None),
     (("pipeline", "processors"), [], "pipeline.processors"),
+    (("pipeline", "outputs", 0, "processors", "logs", 0, "regexp"), "$a b", "processors.logs[0].regexp"),
+    (("pipeline", "outputs", 0, "processors", "logs", 0, "name"), "rewrite_tag", "'rewrite_tag' is not in"),
+    (("pipeline", "outputs", 0, "processors", "metric"), [], "processors.metric: unknown signal"),
     (("service", "flushh"), 1, "service.flushh"),
     (("parsers", 0, "time_keys"), "t", "parsers[0].time_keys"),
     (("multiline_parsers",), [], "multiline_parsers"),
@@ -776,6 +807,19 @@ def _lookup(record, path):
     return record
 
 
+def _grep_keeps(plugin, record):
+    """A grep filter or processor: does the record go on?"""
+    assert plugin["name"] == "grep", plugin
+    keep = True
+    for option, wanted in (("regex", True), ("exclude", False)):
+        if option in plugin:
+            key, regex = plugin[option].split(None, 1)
+            value = _lookup(record, record_accessor("$" + key.lstrip("$")))
+            hit = isinstance(value, str) and re.search(regex, value) is not None
+            keep = keep and hit == wanted
+    return keep
+
+
 def fluent_bit_destinations(config, record, tag):
     """Output files a record reaches: rewrite_tag and grep filters applied in order, a re-emitted
     record starting again at the first filter (the regexes are simple enough for Python re)."""
@@ -799,17 +843,13 @@ def fluent_bit_destinations(config, record, tag):
                         alive = keep.lower() in ("true", "on")
                         break
             elif plugin["name"] == "grep":
-                for option, wanted in (("regex", True), ("exclude", False)):
-                    if option in plugin:
-                        key, regex = plugin[option].split(None, 1)
-                        value = _lookup(record, record_accessor("$" + key.lstrip("$")))
-                        hit = isinstance(value, str) and re.search(regex, value) is not None
-                        alive = alive and hit == wanted
+                alive = alive and _grep_keeps(plugin, record)
             if not alive:
                 break
         if alive:
             for output in config["pipeline"]["outputs"]:
-                if fnmatch.fnmatchcase(tag, output["match"]):
+                processors = (output.get("processors") or {}).get("logs", [])
+                if fnmatch.fnmatchcase(tag, output["match"]) and all(_grep_keeps(p, record) for p in processors):
                     reached.add(output["file"])
     assert not pending, "re-tagging loop"
     return reached
@@ -838,8 +878,12 @@ def test_route_conditions_are_the_documented_single_field(produced):
             test = vrl_condition(transform["route"]["alert"]["source"])
             assert [test(r) for r in produced["alert"]] == [True] * len(produced["alert"])
     for rel in ("fluent-bit/ship.yaml", "fluent-bit/exec.yaml"):
-        rules = [p["rule"] for p in load(rel)["pipeline"]["filters"] if p["name"] == "rewrite_tag"]
-        assert rules == ["$event['kind'] ^alert$ alerts false"], rel
+        pipeline = load(rel)["pipeline"]
+        # no rewrite_tag: its emitter lost the alert at end of input (test_fluentbit_real.py)
+        assert not pipeline.get("filters"), rel
+        chosen = {output["file"]: output["processors"]["logs"] for output in pipeline["outputs"]}
+        assert chosen == {"alerts.ndjson": [{"name": "grep", "regex": "$event['kind'] ^alert$"}],
+                          "events.ndjson": [{"name": "grep", "exclude": "$event['kind'] ^alert$"}]}, rel
 
 
 def test_exec_parser_takes_the_alert_time(produced):

@@ -27,7 +27,7 @@ from .io.prefilter import Prefilter, RuleIndex, needle
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
 from .io.stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
-from .explain import describe_event, describe_rule_set, rule_needles
+from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
 from .sigma import literals
 from .sigma.compile import Plan, compile_plan
 from .sigma.collection import resolve
@@ -446,16 +446,50 @@ def explain(
     placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
     logsource_unknown: UnknownLogsource = typer.Option(UnknownLogsource.match, "--logsource-unknown",
                                                        help="As for filtering: match or skip."),
+    events: Optional[str] = typer.Option(None, "--events", metavar="FILE", help="Run this NDJSON (or .evtx) file "
+                                         "through the filter's engine and show, per correlation, the events that "
+                                         "fed it, the windows that fired, and why the other groups did not."),
+    lateness: float = typer.Option(60.0, "--lateness", metavar="SECONDS", help="With --events: as for filtering."),
+    max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="With --events: as for filtering."),
 ) -> None:
     """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
-    With --event, show one event's profile, resolved fields and each selection's verdict."""
+    With --event, show one event's profile, resolved fields and each selection's verdict; with
+    --events, why each correlation's windows did or did not fire on a file of events."""
+    if event is not None and events is not None:
+        raise UsageProblem("give --event (one event's verdicts) or --events (a stream's correlations), not both")
     plans = load_plans(rule, join, placeholders=read_placeholders(placeholders))
-    if event is None:
+    if event is None and events is None:
         typer.echo(describe_rule_set(plans, logsource_unknown.value))
         return
     resolver = make_resolver(profile, field_map, time_field)
+    if events is not None:
+        for name, value in (("--lateness", lateness), ("--max-skew", max_skew)):
+            if not 0 <= value <= MAX_SECONDS:
+                raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
+        engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
+                        max_skew_ns=int(max_skew * NS))
+        typer.echo(_trace_events(engine, events))
+        return
     raw, parsed = _read_one_event(event)
     typer.echo(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
+
+
+def _trace_events(engine: Engine, path: str) -> str:
+    """``explain --events``: the file's events through ``engine`` as the filter runs a file
+    (``explain.CorrelationTrace``)."""
+    trace = CorrelationTrace(engine, "record" if inputs_module.is_evtx(path) else "line")
+    try:
+        for number, (_, line) in enumerate(inputs_module.labelled_lines(path, lambda where, message: None), 1):
+            if isinstance(line, inputs_module.LongLine):
+                trace.unusable += 1
+                continue
+            trace.feed(number, line)
+    except OSError as error:
+        raise UsageProblem(f"cannot read --events {path}: {error.strerror}") from None
+    except inputs_module.InputError as error:
+        raise UsageProblem(str(error)) from None
+    trace.finish()
+    return trace.report()
 
 
 def _read_one_event(path: str) -> tuple:

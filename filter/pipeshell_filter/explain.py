@@ -266,10 +266,16 @@ def _group(spec, group: tuple) -> str:
     return ", ".join(f"{name}={'(absent)' if value is None else value}" for name, value in zip(spec.group_by, group))
 
 
-def _lines(numbers) -> str:
-    numbers = sorted(set(numbers))
+def _lines(numbers, unit: str = "line") -> str:
+    """``line 3`` or ``lines 3, 7``: the input lines (or .evtx records) of some events."""
+    numbers = sorted(set(n for n in numbers if n is not None))
     shown = ", ".join(map(str, numbers[:20]))
-    return shown + (f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
+    return unit + ("s " if len(numbers) > 1 else " ") + shown + (
+        f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
+
+
+def _events(count: int) -> str:
+    return f"{count} event" + ("" if count == 1 else "s")
 
 
 def _shortfall(condition, aggregate) -> float:
@@ -313,8 +319,9 @@ class CorrelationTrace:
     # ---------------------------------------------------------------- running
 
     def feed(self, number: int, line: bytes) -> None:
+        """One input line (without its newline): as the filter takes it, and what became of it."""
         try:
-            event = ujson.loads(line)
+            event = ujson.loads(line[3:] if line.startswith(b"\xef\xbb\xbf") else line)  # a BOM, as the filter
         except (ValueError, OverflowError):
             event = None
         if not isinstance(event, dict):
@@ -385,22 +392,23 @@ class CorrelationTrace:
     def _watch(self, correlator, group, t, hit) -> None:
         if hit is not None:
             self.fired[id(correlator)].append(hit)
+            self.best[id(correlator)].pop(group, None)  # what counts now is what comes after the alert
             for outer in self.correlators:  # an inner correlation's alert is one event of the outer ones
                 c = outer.contribution(alert_detection(hit)) if correlator in outer.upstream else None
                 if c is not None:
                     self.fed[id(outer)].append(_Fed(c.detection.event.get("line"), c.time, None, c.group, c.refs,
                                                     f"the alert of {correlator.spec.title!r} (its last event)"))
             return
-        window = correlator.window_of(group)
+        window = correlator.window_of(group, events=False)
         if window is None:
             return
-        events, seen, complete, aggregate = window
+        _, seen, complete, aggregate = window
         spec = correlator.spec
         rank = (0, 0, _shortfall(spec.condition, aggregate)) if complete else \
             (1, -len(seen), _shortfall(spec.condition, aggregate))
         best = self.best[id(correlator)]
-        if group not in best or rank < best[group][0]:
-            best[group] = (rank, t, window)
+        if group not in best or rank < best[group][0]:  # the first of the best: its events only then
+            best[group] = (rank, t, correlator.window_of(group))
 
     # ---------------------------------------------------------------- report
 
@@ -414,14 +422,16 @@ class CorrelationTrace:
         blocks += [self._describe(c) for c in self.correlators]
         return "\n".join(blocks)
 
-    def _label(self, spec, key) -> str:
+    def _label(self, spec, key, short: bool = False) -> str:
+        """How an input is named: ``term '1 of SERVER*'``, ``rule failed_login ('Failed login')``."""
         for ref in spec.inputs:
-            if ref.key == key:
-                if ref.term is not None:
-                    return f"term {ref.label}"
-                kind = "correlation" if ref.chained else "rule"
-                return f"{kind} {ref.label or ref.rule}" + (
-                    f" ({self._titles[ref.rule]!r})" if self._titles.get(ref.rule, ref.label) != ref.label else "")
+            if ref.key != key:
+                continue
+            if ref.term is not None:
+                return f"term {ref.label[len('not '):] if ref in spec.absent else ref.label!r}"
+            title = self._titles.get(ref.rule, ref.label)
+            named = f"{'correlation' if ref.chained else 'rule'} {ref.label or ref.rule}"
+            return named if short or title == ref.label else f"{named} ({title!r})"
         return str(key)
 
     def _describe(self, correlator) -> str:
@@ -434,13 +444,13 @@ class CorrelationTrace:
         for ref in spec.inputs:
             taken = [f.line for f in fed if ref.key in f.refs]
             text = f"  input {self._label(spec, ref.key)}: "
-            text += f"{len(taken)} event(s) ({self.unit}s {_lines(taken)})" if taken else "met by no event"
+            text += f"{_events(len(taken))} ({_lines(taken, self.unit)})" if taken else "met by no event"
             outside = self.outside[key].get(ref.key)
             if outside:
-                text += f"; {len(outside)} event(s) met it out of its logsource ({self.unit}s {_lines(outside)})"
+                text += f"; {_events(len(outside))} met it out of its logsource ({_lines(outside, self.unit)})"
             lines.append(text + (" (must be absent)" if ref in spec.absent else ""))
         if self.untimed[key]:
-            lines.append(f"  no parsable event time: {self.unit}s {_lines(self.untimed[key])} (left out)")
+            lines.append(f"  no parsable event time: {_lines(self.untimed[key], self.unit)} (left out)")
         if not fed:
             lines.append("  did not fire: no event fed it")
             return "\n".join(lines)
@@ -448,16 +458,16 @@ class CorrelationTrace:
         for entry in fed[:MAX_LISTED]:
             host = f"  host {entry.host}" if entry.host else ""
             group = f"  {_group(spec, entry.group)}" if spec.group_by else ""
-            met = ", ".join(self._label(spec, k) for k in entry.refs)
+            met = ", ".join(self._label(spec, k, True) for k in entry.refs)
             lines.append(f"    {self.unit} {entry.line}  {format_time(entry.time)}{host}{group}  {met}: {entry.status}")
         if len(fed) > MAX_LISTED:
             lines.append(f"    ... and {len(fed) - MAX_LISTED} more")
         for hit in fired:
             consumed = [c.detection.event.get("line") for c in hit.contributions]
             hosts = sorted({c.detection.source for c in hit.contributions if c.detection.source})
-            text = (f"  FIRED at {format_time(hit.time)}  {_group(spec, hit.group)}: {_measure(spec)} "
+            text = (f"  fired at {format_time(hit.time)}  {_group(spec, hit.group)}: {_measure(spec)} "
                     f"{_value(hit.aggregate)} {_needs(spec.condition)} within [{format_time(hit.window_start)}, "
-                    f"{format_time(hit.time)}]; consumed {self.unit}s {_lines(consumed)}")
+                    f"{format_time(hit.time)}]; consumed {_lines(consumed, self.unit)}")
             if hosts:
                 text += "; hosts " + ", ".join(hosts)
             if hit.distinct_values and list(hit.distinct_values) != hosts:
@@ -466,42 +476,44 @@ class CorrelationTrace:
         groups = list(dict.fromkeys(f.group for f in fed))
         done = {hit.group for hit in fired}
         for group in groups:
-            if group in done:
-                continue
-            lines.append(f"  did not fire  {_group(spec, group)}: " + self._why_not(correlator, group))
+            if group not in done:
+                lines.append(f"  did not fire  {_group(spec, group)}: " + self._why_not(correlator, group))
+            elif group in best:
+                lines.append(f"  then did not fire again  {_group(spec, group)}: " + self._why_not(correlator, group))
         if not fired:
             lines.append("  no window fired")
         return "\n".join(lines)
 
     def _why_not(self, correlator, group) -> str:
         spec, key = correlator.spec, id(correlator)
-        mine = [f for f in self.fed[key] if f.group == group]
+        last = max((hit.time for hit in self.fired[key] if hit.group == group), default=None)
+        mine = [f for f in self.fed[key] if f.group == group and (last is None or f.time > last)]
         dropped = [f.line for f in mine if f.dropped]
-        late = f"; {self.unit}s {_lines(dropped)} came too late behind the watermark (left out)" if dropped else ""
+        late = f"; {_lines(dropped, self.unit)} came too late behind the watermark (left out)" if dropped else ""
         found = self.best[key].get(group)
         if found is None:
             if dropped:
-                return f"every event came too late behind the watermark ({self.unit}s {_lines(dropped)})"
+                return f"every event came too late behind the watermark ({_lines(dropped, self.unit)})"
             return "no window was evaluated"
         _, t, (events, seen, complete, aggregate) = found
         text = (f"best {_measure(spec)} {_value(aggregate)} of needed {_needs(spec.condition)} within "
-                f"{_span(spec.timespan_ns)}, events at {self.unit}s "
-                f"{_lines(c.detection.event.get('line') for c in events)} (window ending {format_time(t)}): ")
-        if complete:
-            return text + "condition not met within the timespan" + late
-        reasons = []
+                f"{_span(spec.timespan_ns)}, events at "
+                f"{_lines((c.detection.event.get('line') for c in events), self.unit)} "
+                f"(window ending {format_time(t)}): ")
+        reasons = [] if not complete else ["condition not met within the timespan"]
         present = [ref for ref in spec.absent if ref.key in seen]
         if present:
             reasons.append("an input that must be absent occurred in the window: "
                            + ", ".join(self._label(spec, ref.key) for ref in present))
         met = {k for f in mine if f.taken for k in f.refs}
-        for ref in spec.rules:
-            if ref.key in seen:
-                continue
-            if ref.key in met:
-                reasons.append(f"{self._label(spec, ref.key)} not met within the same window")
-            else:
-                reasons.append(f"{self._label(spec, ref.key)} never met" + ("" if not spec.group_by else
-                                                                            " in this group"))
+        if not complete or spec.kind in ("temporal", "temporal_ordered"):  # which inputs the window lacked
+            for ref in spec.rules:
+                if ref.key in seen:
+                    continue
+                if ref.key in met:
+                    reasons.append(f"{self._label(spec, ref.key)} not met within the same window")
+                else:
+                    reasons.append(f"{self._label(spec, ref.key)} never met"
+                                   + (" in this group" if spec.group_by else ""))
         return text + "; ".join(reasons or ["incomplete"]) + late
 

@@ -95,6 +95,8 @@ class Correlation:
         the correlator holds on to any of it."""
         if any(c.flood_gone for c in self.correlators):
             for c in self.correlators:
+                if c.flood_gone:
+                    c.compact()
                 c.flood_gone = False
             give_back_memory()
 

@@ -39,6 +39,10 @@ class SourceClocks:
         self.reported = set()  # sources already reported as skewed
         self._suspect = {}  # source -> wall clock when it was first seen far ahead
 
+    def compact(self) -> None:
+        """After a flood: copy the per-source tables afresh (a dict never shrinks its table)."""
+        self._newest, self._suspect, self.reported = dict(self._newest), dict(self._suspect), set(self.reported)
+
     def see(self, source: Hashable, time: int) -> bool:
         """Take an event time of ``source``; True when the vouched-for time rose."""
         before = self.reference

@@ -106,6 +106,15 @@ class Correlator:
         self.own_inputs = any(not ref.chained for ref in spec.inputs)
         self.wanted = NEVER
 
+    def compact(self) -> None:
+        """After a flood (``flood_gone``): the tables that held it are copied afresh, at their
+        present size, so that ``give_back_memory`` can return what they held."""
+        self._windows, self._consumed = dict(self._windows), dict(self._consumed)
+        self.late_sources = dict(self.late_sources)
+        for window in self._windows.values():
+            window.compact()
+        self.clocks.compact()
+
     def held_count(self) -> int:
         """Events in open windows or still waiting for the watermark."""
         return len(self._held) + len(self._pending)
@@ -273,13 +282,15 @@ class Correlator:
         """Event times of everything held (pending and windowed); for tests and stats."""
         return [c.time for _, _, c in self._pending] + [t for t, _, _ in self._held]
 
-    def window_of(self, group) -> Optional[tuple]:
-        """Read-only, for ``explain``: ``(contributions in (time, arrival) order, input keys seen,
-        complete, aggregate)`` of a group's open window; None when it has none."""
+    def window_of(self, group, events: bool = True) -> Optional[tuple]:
+        """Read-only, for ``explain``: ``(contributions in (time, arrival) order or None without
+        ``events``, input keys seen, complete, aggregate)`` of a group's open window; None when it
+        has none."""
         window = self._windows.get(group)
         if window is None:
             return None
-        return tuple(window.events.values()), frozenset(window.seen), window.complete(), window.aggregate()
+        held = tuple(window.events.values()) if events else None
+        return held, frozenset(window.seen), window.complete(), window.aggregate()
 
     def state_size(self) -> int:
         return len(self._pending) + len(self._held) + len(self._consumed)

@@ -42,6 +42,14 @@ class Window:
         self.events = SortedDict()  # (time, seq) -> Contribution
         self.seen = Counter()  # input key -> events feeding it
 
+    def compact(self) -> None:
+        """After a flood: a dict's table keeps the size it had at its largest, so each dict of
+        this window is copied afresh (``Correlator.compact``)."""
+        for name in (slot for cls in type(self).__mro__ for slot in getattr(cls, "__slots__", ())):
+            value = getattr(self, name, None)
+            if type(value) in (dict, Counter, SortedDict):
+                setattr(self, name, type(value)(value))
+
     @staticmethod
     def value_of(spec: CorrelationSpec, detection) -> Any:
         """What one detection adds to the aggregate; None when it adds nothing."""

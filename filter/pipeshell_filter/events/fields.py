@@ -270,6 +270,9 @@ class FieldResolver:
         return EventView(event, self.profile_for(event), self)
 
 
+_UNSET = object()  # not looked up yet (MISSING is a cached answer: the event has no such field)
+
+
 class EventView:
     """One event seen through its profile; resolved fields are memoised."""
 
@@ -286,30 +289,29 @@ class EventView:
         self._everything = self._everything_folded = None
         self._roots = self._spaced = None
 
+    # The caches are read with ``dict.get``: the first look-up of each field of each event
+    # raised KeyError before, which cost more than the look-up.
     def get(self, field: str):
-        try:
-            return self._cache[field]
-        except KeyError:
+        value = self._cache.get(field, _UNSET)
+        if value is _UNSET:
             found = self._locate(field, True)
             value = self._cache[field] = MISSING if found is None else found[1]
-            return value
+        return value
 
     def leaves(self, field: str) -> tuple:
         """The field's leaf strings (see ``matching.leaves``); several selections test the same field."""
-        try:
-            return self._leaves[field]
-        except KeyError:
+        found = self._leaves.get(field)
+        if found is None:
             value = self.get(field)
             found = self._leaves[field] = () if value is MISSING else tuple(leaves(value))
-            return found
+        return found
 
     def folded(self, field: str) -> frozenset:
         """The field's leaf strings, case-folded: what equality tests compare with."""
-        try:
-            return self._folded[field]
-        except KeyError:
-            found = self._folded[field] = frozenset(fold(text) for text in self.leaves(field))
-            return found
+        found = self._folded.get(field)
+        if found is None:
+            found = self._folded[field] = frozenset(map(fold, self.leaves(field)))
+        return found
 
     def everything(self) -> tuple:
         """Every leaf string of the whole event (keyword searches look at all of them)."""

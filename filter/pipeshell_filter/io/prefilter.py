@@ -331,15 +331,16 @@ class RuleIndex:
         present = self._hyperscan(line) if self.engine == "hyperscan" else self._python(line)
         if present is None:
             return among
-        found = set(self.always if among is None else self.always & among)
-        formulas, by_literal = self._formulas, self._by_literal
-        for at in present:
-            for rule in by_literal[at]:
-                if rule not in found and (among is None or rule in among):
-                    formula = formulas[rule]
-                    if formula is None or _holds(formula, present):
-                        found.add(rule)
-        return frozenset(found)
+        always = self.always if among is None else self.always & among
+        by_literal = self._by_literal
+        # the rules indexed under the finds, gathered by set operations rather than rule by rule
+        indexed = set().union(*[by_literal[at] for at in present])
+        if among is not None:
+            indexed &= among
+        indexed -= always
+        formulas = self._formulas
+        found = [rule for rule in indexed if formulas[rule] is None or _holds(formulas[rule], present)]
+        return always.union(found)
 
     def _python(self, line: bytes) -> Optional[set]:
         lower = line.lower()
@@ -384,8 +385,18 @@ def _renamed(formula, ids: dict, top: bool = True):
 def _holds(formula: tuple, present: set) -> bool:
     op, found, nested = formula
     if op == literals.AND:
-        return found <= present and all(_holds(part, present) for part in nested)
-    return not found.isdisjoint(present) or any(_holds(part, present) for part in nested)
+        if not found <= present:
+            return False
+        for part in nested:
+            if not _holds(part, present):
+                return False
+        return True
+    if not found.isdisjoint(present):
+        return True
+    for part in nested:
+        if _holds(part, present):
+            return True
+    return False
 
 
 def available_engines() -> List[str]:

@@ -171,6 +171,110 @@ def _classify_decode_error(line: bytes, error: Exception) -> tuple:
     return "invalid_json", f"not valid JSON ({message})"
 
 
+# What Fluent Bit cannot take although ujson reads it (observed on 5.1.1): NaN and Infinity (the
+# whole read is dropped; -Infinity becomes 0), a number beyond a double (1e400 comes out as ``inf``,
+# which is not JSON), an integer beyond 64 bits (made a rounded float), a lone surrogate (escaped
+# or as raw bytes: made U+FFFD or removed).  ``_MAYBE_UNPORTABLE`` is a necessary condition on the
+# bytes, cheap enough for every output line in the wrap path; ``_unportable`` decides on the value.
+_VALUE_START = rb"[:,\[][ \t\r\n]*-?"
+_UNPORTABLE_PATTERNS = [
+    _VALUE_START + rb"(?:NaN|Infinity)",
+    _VALUE_START + rb"[0-9.]*[eE]\+?[0-9]{3}",
+    _VALUE_START + rb"[0-9]{20}",  # also every integer part a double cannot hold (309 digits)
+    rb"\\u[dD][89a-fA-F]",
+    rb"\xed[\xa0-\xbf]",
+]
+_INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # msgpack's integers
+_INFINITY = float("inf")
+
+
+def _compile_unportable():
+    try:
+        import hyperscan
+    except ImportError:  # pragma: no cover - depends on the platform's wheels
+        hyperscan = None
+    if hyperscan is not None:
+        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        database.compile(expressions=_UNPORTABLE_PATTERNS, ids=list(range(len(_UNPORTABLE_PATTERNS))),
+                         flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(_UNPORTABLE_PATTERNS))
+        scratch = hyperscan.Scratch(database)
+
+        def stop(*_):
+            return True
+
+        def maybe(data) -> bool:
+            try:
+                database.scan(data, match_event_handler=stop, scratch=scratch)
+            except hyperscan.ScanTerminated:
+                return True
+            return False
+        return maybe
+    import re
+    return re.compile(b"|".join(_UNPORTABLE_PATTERNS)).search
+
+
+_MAYBE_UNPORTABLE = None
+
+
+def _unportable(value) -> Optional[str]:
+    """Why Fluent Bit could not take this parsed JSON value as it is, or None."""
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            stack.extend(value)
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+        elif kind is str:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "lone surrogate in a string"
+        elif kind is float:
+            if value != value or value in (_INFINITY, -_INFINITY):
+                return "NaN, Infinity or a number beyond a double"
+        elif kind is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            return "integer beyond 64 bits"
+    return None
+
+
+def unportable_record(record: bytes) -> Optional[str]:
+    """Why Fluent Bit could not take this output record (JSON bytes) as it is, or None."""
+    global _MAYBE_UNPORTABLE
+    if _MAYBE_UNPORTABLE is None:
+        _MAYBE_UNPORTABLE = _compile_unportable()
+    if not _MAYBE_UNPORTABLE(record):
+        return None
+    try:
+        return _unportable(ujson.loads(record))
+    except (ValueError, OverflowError):
+        return None
+
+
+def portable(value):
+    """``value`` with what Fluent Bit cannot take made text: NaN, Infinity, out-of-range numbers
+    as their JSON spelling, lone surrogates as ``\\udXXX``.  For records that must stay what they
+    are (alerts)."""
+    kind = type(value)
+    if kind is dict:
+        return {portable(k): portable(v) for k, v in value.items()}
+    if kind is list:
+        return [portable(v) for v in value]
+    if kind is str:
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("ascii")
+    if kind is float and (value != value or value in (_INFINITY, -_INFINITY)):
+        return ujson.dumps(value)
+    if kind is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        return str(value)
+    return value
+
+
 def _newlines(block: bytes, start: int, end: int) -> int:
     """``block.count(b"\\n", start, end)``, faster on a range that is most of the block:
     count() of one byte is a plain loop, replace() finds with memchr and copies with
@@ -440,6 +544,8 @@ class Filter:
             kind, message = _classify_decode_error(line, error)
             self._unusable(line, number, kind, message, keep)
             return
+        if self.wrap:  # Fluent Bit takes no byte order mark before a record: written without it
+            line = text
         if not isinstance(event, dict):
             self._unusable(line, number, "not_object", f"JSON {type(event).__name__}, not an object", keep)
             return
@@ -525,6 +631,12 @@ class Filter:
 
     def _write(self, record: bytes, event: Optional[dict], time_ns: Optional[int] = None) -> None:
         """One output record; ``event`` (or ``time_ns``) gives its time for ``--fluentbit-time``."""
+        if self.wrap:
+            problem = unportable_record(record)
+            if problem is not None:  # the record as it would have gone out, kept as text
+                self.diagnostics.report("unportable", self._where(self.lines),
+                                        f"{problem}; written as a pipeline_error record")
+                record = wrap_line(record, "unportable", problem, self.lines, self.max_record - 64)
         if self.fluentbit_time:
             if time_ns is None and event is not None:
                 time_ns = self.engine.event_time(event)
@@ -542,6 +654,8 @@ class Filter:
     def write_alerts(self, alerts: Iterable[dict]) -> None:
         for record in alerts:
             encoded = dumps(record)
+            if self.wrap and unportable_record(encoded) is not None:  # an alert stays an alert: made portable
+                encoded = dumps(portable(record))
             if self.wrap and len(encoded) > self.max_record - 64:  # an alert stays an alert: made smaller
                 encoded = dumps(shrink(record))
             self._write(encoded, None, parse_time(record.get("@timestamp")))

@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Optional
 
 import attrs
+import re2
 
 from ..values import MISSING, fold, leaves
-from .condition import ConditionError, Node, evaluate, expand, is_negative, references, top_level_terms
+from .condition import (And, ConditionError, Node, Not, Or, Ref, evaluate, expand, is_negative, references,
+                        top_level_terms)
 from .correlation import CorrelationSpec, from_legacy
 from . import literals
 from .logsource import LogsourceCheck, LogsourceTable, compile_logsource
@@ -23,16 +25,58 @@ from .modifiers import (AnyVariant, ModifierError, ModifierSpec, PatternError, _
 from .rule import Rule, RuleError, shown
 
 
+def _found(search):
+    """``search`` (from ``compile_re2``) as a test of whether it finds anything in encoded text,
+    calling RE2's own ``Match`` where the binding has it: the wrapper's generator and match
+    object cost more than the search of a short text."""
+    regexp = getattr(getattr(search, "__self__", None), "_regexp", None)
+    match, anchor = getattr(regexp, "Match", None), getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    if match is None or anchor is None:
+        return lambda data: search(data) is not None
+    return lambda data: match(anchor, data, 0, len(data))[0][0] >= 0
+
+
+def _needs_non_ascii(test) -> bool:
+    """Whether every folded text this (caseless) test holds on has a non-ASCII character:
+    its needle, or one of the chunks a wildcard value must contain, has one."""
+    chunks = getattr(test, "chunks", None)
+    if chunks is not None:
+        return any(not chunk.isascii() for chunk in chunks)
+    return not test.needle.isascii()
+
+
+def _regex_groups(tests: list) -> tuple:
+    """``|re`` values of one matcher as few RE2 searches: ``(?flags:p1)|(?flags:p2)`` holds where
+    one of them does (each pattern is a whole regex on its own, so its group closes it; flags
+    stay inside it).  A group RE2 refuses is searched one by one."""
+    by_flags = {}
+    for test in tests:
+        by_flags.setdefault(test.flags, []).append(test)
+    found = []
+    for flags, group in by_flags.items():
+        if len(group) > 1:
+            try:
+                found.append(_found(compile_re2("|".join(f"(?{flags}:{t.needle})" for t in group))))
+                continue
+            except PatternError:
+                pass
+        found += [_found(t.search) for t in group]
+    return tuple(found)
+
+
 class AnyOf:
     """A list of values tested at once on case-folded text: one set lookup for the
     equalities, one ``startswith``/``endswith`` call with a tuple, one RE2 search
     (linear in the text) for every ``contains`` and wildcard value.  A rule set's
     matcher often lists dozens of values; testing them one by one, each folding the
-    text again, was most of the cost of a rule set.  Cased and ``|re`` values are
-    tested one by one on the original text, and so are the values of a group RE2
-    cannot take at once (too large: it is compiled in pieces first)."""
+    text again, was most of the cost of a rule set.  Cased values are tested one by
+    one on the original text, and so are the values of a group RE2 cannot take at
+    once (too large: it is compiled in pieces first); ``|re`` values with the same
+    flags are one search.  Values that all need a non-ASCII character (emoji,
+    look-alike letters) are not looked for in ASCII text."""
 
-    __slots__ = ("equals", "starts", "ends", "needles", "searches", "rest")
+    __slots__ = ("equals", "starts", "ends", "needles", "searches", "rest", "uses_texts", "_found", "_regexes",
+                 "_non_ascii")
 
     # A few contains needles are quicker with ``in`` than with a pattern.
     FEW = 2
@@ -41,6 +85,7 @@ class AnyOf:
 
     def __init__(self, tests: tuple):
         equals, starts, ends, needles, patterns, rest = set(), [], [], [], [], []
+        starts_tests, ends_tests = [], []
         for test in tests:
             kind = getattr(test, "kind", None)
             if getattr(test, "cased", True) or isinstance(test, _RegexTest) or kind is None:
@@ -49,12 +94,16 @@ class AnyOf:
                 equals.add(test.needle)
             elif kind == "startswith":
                 starts.append(test.needle)
+                starts_tests.append(test)
             elif kind == "endswith":
                 ends.append(test.needle)
+                ends_tests.append(test)
             elif kind == "contains":
                 needles.append(test)
             else:  # a wildcard value: its own anchored pattern, on folded text
                 patterns.append(test)
+        tested = starts_tests + ends_tests + needles + patterns
+        self._non_ascii = bool(tested) and all(_needs_non_ascii(t) for t in tested)
         if len(needles) <= self.FEW and not patterns:
             self.needles = tuple(t.needle for t in needles) or None
             searches = []
@@ -65,7 +114,10 @@ class AnyOf:
         self.starts = tuple(starts) or None
         self.ends = tuple(ends) or None
         self.searches = tuple(searches) or None
-        self.rest = tuple(rest)
+        self._found = tuple(_found(search) for search in searches) or None
+        self._regexes = _regex_groups([t for t in rest if isinstance(t, _RegexTest)]) or None
+        self.rest = tuple(t for t in rest if not isinstance(t, _RegexTest))
+        self.uses_texts = bool(self.rest or self._regexes)  # else ``holds`` reads the folded leaves only
 
     @classmethod
     def _searches(cls, tests: list, rest: list) -> list:
@@ -95,18 +147,37 @@ class AnyOf:
     def holds(self, folded: frozenset, texts: tuple) -> bool:
         if self.equals and not self.equals.isdisjoint(folded):
             return True
-        starts, ends, needles, searches = self.starts, self.ends, self.needles, self.searches
-        if starts or ends or needles or searches:
+        starts, ends, needles, found = self.starts, self.ends, self.needles, self._found
+        if starts or ends or needles or found:
+            non_ascii = self._non_ascii
             for text in folded:
-                if (starts and text.startswith(starts)) or (ends and text.endswith(ends)):
+                if non_ascii and text.isascii():
+                    continue
+                if starts and text.startswith(starts):
                     return True
-                if needles and any(needle in text for needle in needles):
+                if ends and text.endswith(ends):
                     return True
-                if searches:
-                    encoded = encode(text)
-                    if any(search(encoded) is not None for search in searches):
+                if needles:
+                    for needle in needles:
+                        if needle in text:
+                            return True
+                if found:
+                    data = encode(text)
+                    for search in found:
+                        if search(data):
+                            return True
+        regexes = self._regexes
+        if regexes:
+            for text in texts:
+                data = encode(text)
+                for search in regexes:
+                    if search(data):
                         return True
-        return any(test(text) for test in self.rest for text in texts)
+        for test in self.rest:
+            for text in texts:
+                if test(text):
+                    return True
+        return False
 
 
 @attrs.frozen
@@ -121,20 +192,29 @@ class FieldMatcher:
     exists: Optional[bool] = None  # the |exists modifier
     any_of: AnyOf = attrs.field(default=None, eq=False, repr=False)
 
+    # Neither |exists, |all, |neq nor a null value: an absent or null field has no leaves, on
+    # which AnyOf never holds, so the field's folded leaves are all there is to look up.
+    plain: bool = attrs.field(init=False, default=False, eq=False, repr=False)
+
     def __attrs_post_init__(self):
         if self.any_of is None and not self.require_all:
             object.__setattr__(self, "any_of", AnyOf(self.tests))
+        object.__setattr__(self, "plain", self.exists is None and not self.require_all and not self.accepts_null)
 
     def matches(self, view) -> bool:
-        value = view.get(self.field)
+        field = self.field
+        if self.plain:
+            any_of = self.any_of
+            return any_of.holds(view.folded(field), view.leaves(field) if any_of.uses_texts else ())
+        value = view.get(field)
         if self.exists is not None:
             return (value is not MISSING) == self.exists
         if value is MISSING or value is None:
             return self.accepts_null and not (self.require_all and self.tests)
-        texts = view.leaves(self.field)
         if self.require_all:
+            texts = view.leaves(field)
             return all(any(test(t) for t in texts) for test in self.tests) and bool(self.tests)
-        return self.any_of.holds(view.folded(self.field), texts)
+        return self.any_of.holds(view.folded(field), view.leaves(field))
 
     def describe(self) -> str:
         mods = "".join(f"|{m}" for m in self.modifiers)
@@ -237,11 +317,41 @@ class Selection:
     # (field, folded values): every alternative needs the field to equal one of them
     # (``EventID: 4104``), so one set lookup rules out most events before any matcher runs.
     guard: Optional[tuple] = None
+    # ``matches`` as one function over the matchers' bound methods: a rule set judges
+    # hundreds of thousands of selections, and generator expressions cost more than the tests.
+    test: object = attrs.field(init=False, default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "test", _selection_test(self.alternatives, self.guard))
 
     def matches(self, view) -> bool:
-        if self.guard is not None and self.guard[1].isdisjoint(view.folded(self.guard[0])):
+        return self.test(view)
+
+
+def _selection_test(alternatives: tuple, guard: Optional[tuple]):
+    """A function of the view: the guard, then whether all matchers of one alternative hold."""
+    groups = tuple(tuple(m.matches for m in group) for group in alternatives)
+    if len(groups) == 1 and len(groups[0]) == 1:
+        only = groups[0][0]
+    else:
+        only = None
+
+        def any_group(view) -> bool:
+            for group in groups:
+                for test in group:
+                    if not test(view):
+                        break
+                else:
+                    return True
             return False
-        return any(all(m.matches(view) for m in group) for group in self.alternatives)
+    inner = only or any_group
+    if guard is None:
+        return inner
+    field, values = guard
+
+    def guarded(view) -> bool:
+        return not values.isdisjoint(view.folded(field)) and inner(view)
+    return guarded
 
 
 def _equality_values(matcher) -> Optional[frozenset]:
@@ -353,20 +463,65 @@ def _fieldref_matcher(field: str, mods: tuple, values: list, spec: ModifierSpec,
     return FieldRefMatcher(field, mods, refs, spec.all or spec.neq, spec.neq)
 
 
-class _LazySelections:
-    """``name in lazy``: whether the event satisfies that selection, each tried once, on demand."""
+def _never(view) -> bool:
+    return False
 
-    __slots__ = ("selections", "view", "known")
 
-    def __init__(self, selections: dict, view):
-        self.selections, self.view, self.known = selections, view, {}
+def _condition_test(node: Node, selections: dict):
+    """An expanded condition tree as a function of the view, selections tried on demand
+    (``a and b`` stops at a failing ``a``); a name without a selection never holds."""
+    if isinstance(node, Ref):
+        selection = selections.get(node.name)
+        return _never if selection is None else selection.test
+    if isinstance(node, Not):
+        inner = _condition_test(node.operand, selections)
+        return lambda view: not inner(view)
+    if isinstance(node, (And, Or)):
+        parts = tuple(_condition_test(o, selections) for o in node.operands)
+        if len(parts) == 1:
+            return parts[0]
+        if isinstance(node, And):
+            if len(parts) == 2:
+                first, second = parts
+                return lambda view: first(view) and second(view)
 
-    def __contains__(self, name: str) -> bool:
-        found = self.known.get(name)
-        if found is None:
-            selection = self.selections.get(name)
-            found = self.known[name] = selection is not None and selection.matches(self.view)
+            def every(view) -> bool:
+                for part in parts:
+                    if not part(view):
+                        return False
+                return True
+            return every
+        if len(parts) == 2:
+            first, second = parts
+            return lambda view: first(view) or second(view)
+
+        def some(view) -> bool:
+            for part in parts:
+                if part(view):
+                    return True
+            return False
+        return some
+    raise TypeError("expand() the tree first")
+
+
+def _mask_test(filters: tuple, terms: list, selections: dict):
+    """A function of the view giving the term mask: 0 when a filter fails, else bit i per term i met."""
+    checks = tuple(_condition_test(f, selections) for f in filters)
+    tests = tuple(_condition_test(t, selections) for t in terms)
+    if not checks and len(tests) == 1:
+        only = tests[0]
+        return lambda view: 1 if only(view) else 0
+
+    def mask(view) -> int:
+        for check in checks:
+            if not check(view):
+                return 0
+        found = 0
+        for i, test in enumerate(tests):
+            if test(view):
+                found |= 1 << i
         return found
+    return mask
 
 
 @attrs.frozen
@@ -389,6 +544,7 @@ class Plan:
     # term_mask per set of matched selections: a stream has only a handful of distinct sets
     _masks: dict = attrs.field(factory=dict, eq=False, repr=False)
     _selection_index: dict = attrs.field(factory=dict, eq=False, repr=False)
+    _compiled: dict = attrs.field(factory=dict, eq=False, repr=False)  # "judge": the condition as a function
 
     @property
     def aggregation(self):
@@ -405,15 +561,20 @@ class Plan:
         stops at a failing ``a``), which is all the work for the events that do not
         matter; the full set of matched selections, which an alert's reference
         lists, is worked out only when the mask is not 0."""
-        lazy = _LazySelections(self._by_name, view)
-        mask = 0
-        if all(evaluate(f, lazy) for f in self.filters):
-            for i, term in enumerate(self.terms):
-                if evaluate(term.node, lazy):
-                    mask |= 1 << i
+        mask = self._judge(view)
         if not mask:
             return 0, frozenset()
-        return mask, frozenset(s.name for s in self.selections if s.name in lazy)
+        return mask, frozenset(s.name for s in self.selections if s.matches(view))
+
+    @property
+    def _judge(self):
+        """The condition compiled once into nested functions of the view (``_condition_test``).
+        A selection named twice in the condition may be tried twice: it is pure, and most
+        conditions name each once, so a per-event memo would cost more than it saves."""
+        found = self._compiled.get("judge")
+        if found is None:
+            found = self._compiled["judge"] = _mask_test(self.filters, [t.node for t in self.terms], self._by_name)
+        return found
 
     @property
     def _by_name(self) -> dict:

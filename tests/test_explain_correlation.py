@@ -1,0 +1,149 @@
+"""``explain --events``: a stream through the real engine, and per correlation why its windows did or did not fire."""
+
+import os
+
+import yaml
+
+from clitools import REPO, alerts, ndjson, run_cli
+from eventgen import flat_event, iso
+
+SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
+
+FAILED = """title: Failed login
+name: failed_login
+logsource: {product: windows, service: security}
+detection: {sel: {EventID: 4625}, condition: sel}
+"""
+MANY = yaml.safe_dump({"title": "many failures", "id": "many", "correlation": {
+    "type": "event_count", "rules": ["failed_login"], "group-by": ["User"], "timespan": "5m",
+    "condition": {"gte": 3}}})
+
+
+def failure(seconds, user, host, channel="Security"):
+    return {"EventID": 4625, "Channel": channel, "Computer": host, "User": user, "@timestamp": iso(seconds)}
+
+
+def rules(tmp_path):
+    (tmp_path / "failed.yml").write_text(FAILED)
+    (tmp_path / "many.yml").write_text(MANY)
+    return ["--rule", str(tmp_path / "failed.yml"), "--rule", str(tmp_path / "many.yml")]
+
+
+def explain_events(tmp_path, events, *args):
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(events))
+    result = run_cli(["explain", "--events", str(path), *args])
+    assert result.returncode == 0, result.stderr
+    assert not result.stderr
+    return result.stdout.decode()
+
+
+def filtered(tmp_path, events, *args):
+    """The alerts the filter itself writes for the same stream, read from a file as explain reads it."""
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(events))
+    result = run_cli(["--input", str(path), "--quiet", *args])
+    assert result.returncode == 0, result.stderr
+    return alerts(result.stdout)
+
+
+def test_builtin_rule_on_the_example_reports_the_window_that_fired_and_its_hosts():
+    result = run_cli(["explain", "--events", SAMPLE])
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert text.startswith("events    89 read; lateness 60s")
+    assert "correlation PipeShell exfiltration over named pipes\n" in text
+    assert "  fires when count(Computer) > 2 within 5m, one group; every input must occur\n" in text
+    assert "  input term '1 of SERVER*': 1 event (line 30)\n" in text
+    assert "  input term '1 of CLIENT*': 2 events (lines 42, 49)\n" in text
+    assert "    line 30  2026-11-02T09:03:21.114281Z  host srv01.corp.example  term '1 of SERVER*': on time\n" in text
+    [fired] = [line for line in text.splitlines() if line.startswith("  fired at ")]
+    # the same alert the filter writes on the same file
+    [alert] = alerts(run_cli(["--input", SAMPLE, "--quiet"]).stdout)
+    assert fired.startswith(f"  fired at {alert['@timestamp']}  (one group): count(Computer) 3 > 2 within ")
+    assert "consumed lines 30, 42, 49" in fired
+    assert fired.endswith("hosts cli01.corp.example, cli02.corp.example, srv01.corp.example")
+    assert "did not fire" not in text and "no window fired" not in text
+    assert run_cli(["explain", "--events", SAMPLE]).stdout.decode() == text  # deterministic
+
+
+def test_event_count_one_event_short_reports_the_best_count_and_the_unmet_condition(tmp_path):
+    events = [failure(0, "alice", "dc1"), failure(30, "bob", "dc1"), failure(60, "alice", "dc2"),
+              failure(400, "alice", "dc1")]
+    text = explain_events(tmp_path, events, *rules(tmp_path))
+    assert text == (
+        "events    4 read; lateness 60s; the end of input makes every window final\n"
+        "correlation many failures\n"
+        "  fires when count >= 3 within 5m, per User\n"
+        "  input rule failed_login ('Failed login'): 4 events (lines 1, 2, 3, 4)\n"
+        "  events (4):\n"
+        "    line 1  2021-06-03T13:00:00Z  host dc1  User=alice  rule failed_login: on time\n"
+        "    line 2  2021-06-03T13:00:30Z  host dc1  User=bob  rule failed_login: on time\n"
+        "    line 3  2021-06-03T13:01:00Z  host dc2  User=alice  rule failed_login: on time\n"
+        "    line 4  2021-06-03T13:06:40Z  host dc1  User=alice  rule failed_login: on time\n"
+        "  did not fire  User=alice: best count 2 of needed >= 3 within 5m, events at lines 1, 3 (window ending "
+        "2021-06-03T13:01:00Z): condition not met within the timespan\n"
+        "  did not fire  User=bob: best count 1 of needed >= 3 within 5m, events at line 2 (window ending "
+        "2021-06-03T13:00:30Z): condition not met within the timespan\n"
+        "  no window fired\n")
+    assert filtered(tmp_path, events, *rules(tmp_path)) == []
+    # one more in the window and it fires, as the filter says too
+    events.insert(3, failure(90, "alice", "dc1"))
+    text = explain_events(tmp_path, events, *rules(tmp_path))
+    assert "  fired at 2021-06-03T13:01:30Z  User=alice: count 3 >= 3 within [2021-06-03T12:56:30Z, " \
+           "2021-06-03T13:01:30Z]; consumed lines 1, 3, 4; hosts dc1, dc2\n" in text
+    assert "then did not fire again  User=alice: best count 1 of needed >= 3" in text
+    [alert] = filtered(tmp_path, events, *rules(tmp_path))
+    assert alert["@timestamp"] == "2021-06-03T13:01:30Z"
+
+
+def test_late_event_left_out_is_named_as_the_reason(tmp_path):
+    events = [failure(0, "alice", "dc1"), failure(10, "alice", "dc2"), failure(400, "bob", "dc1"),
+              failure(410, "bob", "dc2"), failure(20, "alice", "dc3")]
+    text = explain_events(tmp_path, events, *rules(tmp_path), "--lateness", "0")
+    assert ("    line 5  2021-06-03T13:00:20Z  host dc3  User=alice  rule failed_login: late: 380s behind the "
+            "watermark 2021-06-03T13:06:40Z, older than watermark - 5m: left out of correlation\n") in text
+    assert ("  did not fire  User=alice: best count 2 of needed >= 3 within 5m, events at lines 1, 2 (window ending "
+            "2021-06-03T13:00:10Z): condition not met within the timespan; line 5 came too late behind the "
+            "watermark (left out)\n") in text
+    assert filtered(tmp_path, events, *rules(tmp_path), "--lateness", "0") == []
+    # in time order the same events fire: it was the lateness
+    ordered = sorted(events, key=lambda e: e["@timestamp"])
+    assert len(filtered(tmp_path, ordered, *rules(tmp_path), "--lateness", "0")) == 1
+    assert "  fired at 2021-06-03T13:00:20Z  User=alice" in explain_events(tmp_path, ordered, *rules(tmp_path),
+                                                                           "--lateness", "0")
+
+
+def test_late_event_that_joins_an_open_window(tmp_path):
+    events = [failure(0, "alice", "dc1"), failure(10, "alice", "dc2"), failure(100, "bob", "dc1"),
+              failure(110, "bob", "dc2"), failure(20, "alice", "dc3")]
+    text = explain_events(tmp_path, events, *rules(tmp_path), "--lateness", "0")
+    assert ("line 5  2021-06-03T13:00:20Z  host dc3  User=alice  rule failed_login: late: 80s behind the watermark "
+            "2021-06-03T13:01:40Z; joined the windows still open\n") in text
+    assert "  fired at 2021-06-03T13:01:40Z  User=alice: count 3 >= 3" in text
+    [alert] = filtered(tmp_path, events, *rules(tmp_path), "--lateness", "0")
+    assert alert["@timestamp"] == "2021-06-03T13:01:40Z"
+
+
+def test_a_term_never_met_and_events_out_of_logsource(tmp_path):
+    clients = [flat_event(0, "cli01", "client"), flat_event(30, "cli02", "client"), flat_event(60, "cli03", "client")]
+    text = explain_events(tmp_path, clients)
+    assert "  input term '1 of SERVER*': met by no event\n" in text
+    assert ("  did not fire  (one group): best count(Computer) 3 of needed > 2 within 5m, events at lines 1, 2, 3 "
+            "(window ending 2021-06-03T13:01:00Z): term '1 of SERVER*' never met\n") in text
+    events = [failure(0, "alice", "dc1"), failure(10, "alice", "dc1", "System"), failure(20, "alice", "dc2")]
+    text = explain_events(tmp_path, events, *rules(tmp_path))
+    assert ("  input rule failed_login ('Failed login'): 2 events (lines 1, 3); 1 event met it out of its "
+            "logsource (line 2)\n") in text
+    assert "best count 2 of needed >= 3" in text
+
+
+def test_no_event_feeds_it_and_usage_errors(tmp_path):
+    text = explain_events(tmp_path, [flat_event(0, "ws04", "benign"), {"no": "time"}])
+    assert "  did not fire: no event fed it\n" in text and text.startswith("events    2 read")
+    path = tmp_path / "events.ndjson"
+    both = run_cli(["explain", "--event", str(path), "--events", str(path)])
+    assert both.returncode == 2 and b"not both" in both.stderr
+    missing = run_cli(["explain", "--events", str(tmp_path / "nope.ndjson")])
+    assert missing.returncode == 2 and b"nope.ndjson" in missing.stderr
+    assert run_cli(["explain", "--events", str(path), "--lateness", "-1"]).returncode == 2

@@ -1,0 +1,408 @@
+"""The Fluent Bit recipes run with the real Fluent Bit (5.1.1, ``../shared/tools/fluent-bit/``): every
+alert and every line the filter writes reaches the shipper's files, at end of input, when the filter
+or Fluent Bit gets SIGTERM mid-stream, and when the input holds lines Fluent Bit would choke on.
+
+The recipe files are used as they are, except that the output directory is a temporary one and the
+state file is a fresh one; the filter gets exactly the arguments written in the recipe.  Without the
+binary the Fluent Bit tests are skipped; the last tests check the filter's side alone.
+"""
+
+import datetime
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import yaml
+
+import eventgen
+from clitools import COMMAND, REPO, run_cli
+
+FLUENT_BIT = os.path.join(REPO, "..", "shared", "tools", "fluent-bit", "fluent-bit")
+HAVE_FLUENT_BIT = os.path.isfile(FLUENT_BIT) and os.access(FLUENT_BIT, os.X_OK)
+needs_fluent_bit = pytest.mark.skipif(not HAVE_FLUENT_BIT, reason=f"no Fluent Bit binary at {FLUENT_BIT}")
+
+RECIPES = os.path.join(REPO, "integrations", "fluent-bit")
+SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
+SAMPLE_HOSTS = ["cli01.corp.example", "cli02.corp.example", "srv01.corp.example"]
+WAIT = 30  # seconds any one step may take on a loaded 2-core machine
+
+# Lines Fluent Bit 5.1.1 cannot take as they are (NaN: the whole read dropped; -Infinity: 0;
+# 1e400: "inf", not JSON; lone surrogates: U+FFFD or removed; > 64-bit integers: a rounded float),
+# and one that is not JSON at all (the whole read dropped).
+HOSTILE = [
+    b'{"EventID": NaN, "Computer": "h1"}',
+    b'{"EventID": 1e400, "Computer": "h2"}',
+    b'{"EventID": [1, -Infinity], "Computer": "h3"}',
+    b'{"EventID": 4104, "Computer": "\\ud800"}',
+    b'{"EventID": 4104, "Computer": "\xed\xa0\x80"}',
+    b'{"EventRecordID": 123456789012345678901234567890}',
+    b'{"EventID": 4104, "ScriptBlockText": "not closed"',
+]
+
+
+def ship_args():
+    """The filter's arguments in the command line written at the top of ship.yaml."""
+    with open(os.path.join(RECIPES, "ship.yaml"), encoding="utf-8") as handle:
+        text = handle.read()
+    (line,) = re.findall(r"\|\s*pipeshell-filter\s+([^|\n]+?)\s*\|\s*fluent-bit -c ship\.yaml", text)
+    return line.split()
+
+
+def recipe(name, tmp_path):
+    """The recipe with its files written under tmp_path/out: (config path, output dir)."""
+    with open(os.path.join(RECIPES, name), encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    out = tmp_path / "out"
+    for output in config["pipeline"]["outputs"]:
+        assert output["path"] == "/var/log/pipeshell", output  # the only thing changed
+        output["path"] = str(out)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return str(path), out
+
+
+def filter_command(tmp_path, state=True):
+    """The recipe's filter command; ``state=False``: without its --state (as issue 15 ran it)."""
+    args = ship_args()
+    at = args.index("--state")
+    if state:
+        args[at + 1] = str(tmp_path / "state.json")
+    else:
+        del args[at:at + 2]
+    return COMMAND + args
+
+
+def read_output(out, name):
+    """The records of one output file; each line must be strict JSON (no NaN, no inf) and hold
+    no U+FFFD (what Fluent Bit makes of a lone surrogate)."""
+    path = out / name
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    assert b"\\ufffd" not in data.lower() and "\ufffd".encode() not in data
+    found = []
+    for line in data.splitlines():
+        found.append(json.loads(line.decode("utf-8"),
+                                parse_constant=lambda constant: pytest.fail(f"{constant} in {name}: {line[:200]}")))
+    return found
+
+
+def is_alert(record):
+    return isinstance(record.get("event"), dict) and record["event"].get("kind") == "alert"
+
+
+def without_sigma(record):
+    return {k: v for k, v in record.items() if k != "sigma"}
+
+
+def sample_lines():
+    with open(SAMPLE, "rb") as handle:
+        return handle.read().splitlines()
+
+
+def recent_incident():
+    """A 3-host incident a minute ago among benign lines: its window is still open, so on live input
+    the alert is written only when the filter stops (end of input or SIGTERM)."""
+    now = (datetime.datetime.now(datetime.timezone.utc) - eventgen.BASE).total_seconds()
+    start = now - 60
+    events = [eventgen.flat_event(start + i * 0.1, "ws04", "benign", record_id=i) for i in range(300)]
+    events.insert(40, eventgen.flat_event(start + 4, "srv01", "server"))
+    events.insert(150, eventgen.evtx_event(start + 15, "cli01", "client", 4103))
+    events.insert(260, eventgen.flat_event(start + 26, "cli02", "client", 800))
+    return [json.dumps(event).encode() for event in events]
+
+
+class Chain:
+    """pipeshell-filter | fluent-bit, or with ``relay`` the test passing the bytes between them (to
+    know exactly what the filter had written when Fluent Bit is stopped)."""
+
+    def __init__(self, tmp_path, config, relay=False, state=True):
+        self.log = open(tmp_path / "stderr.log", "wb")
+        self.filter = subprocess.Popen(filter_command(tmp_path, state), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=self.log)
+        self.fluent_bit = subprocess.Popen([FLUENT_BIT, "-c", config],
+                                           stdin=subprocess.PIPE if relay else self.filter.stdout,
+                                           stdout=subprocess.DEVNULL, stderr=self.log)
+        self.forwarded = bytearray()
+        self.relay = None
+        if relay:
+            self.alert_forwarded = threading.Event()
+            self.relay = threading.Thread(target=self._relay, daemon=True)
+            self.relay.start()
+        else:
+            self.filter.stdout.close()  # Fluent Bit holds the read end
+
+    def _relay(self):
+        source, sink = self.filter.stdout.fileno(), self.fluent_bit.stdin.fileno()
+        while not self.alert_forwarded.is_set():
+            data = os.read(source, 1 << 16)
+            if not data:
+                break
+            os.write(sink, data)
+            self.forwarded += data
+            if b'"kind":"alert"' in data:
+                self.fluent_bit.send_signal(signal.SIGTERM)  # right after the alert went into its pipe
+                self.alert_forwarded.set()
+
+    def write(self, data):
+        self.filter.stdin.write(data)
+        self.filter.stdin.flush()
+
+    def close_input(self):
+        self.filter.stdin.close()
+
+    def wait(self):
+        codes = (self.filter.wait(WAIT), self.fluent_bit.wait(WAIT))
+        if self.relay is not None:
+            self.relay.join(WAIT)
+            self.filter.stdout.close()
+            self.fluent_bit.stdin.close()
+        self.log.close()
+        return codes
+
+    def kill(self):
+        for process in (self.filter, self.fluent_bit):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if not self.log.closed:
+            self.log.close()
+
+
+@pytest.fixture
+def chains():
+    started = []
+    yield lambda *args, **kwargs: started.append(Chain(*args, **kwargs)) or started[-1]
+    for chain in started:
+        chain.kill()
+
+
+def wait_for_lines(out, name, count):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        path = out / name
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{name}: fewer than {count} lines after {WAIT}s")
+
+
+def stderr_of(tmp_path):
+    return (tmp_path / "stderr.log").read_bytes().decode(errors="replace")[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# ship.yaml: end of input, SIGTERM
+
+
+@needs_fluent_bit
+@pytest.mark.parametrize("state", [True, False], ids=["recipe", "no-state"])
+def test_replay_at_end_of_input_delivers_the_alert_and_every_line(tmp_path, chains, state):
+    """`cat incident.ndjson | pipeshell-filter ... | fluent-bit -c ship.yaml`: the alert is written just
+    before end of input. With rewrite_tag it was lost in most runs (a race: 3 runs each here)."""
+    lines = sample_lines()
+    for run in range(3):
+        where = tmp_path / str(run)
+        where.mkdir()
+        config, out = recipe("ship.yaml", where)
+        chain = chains(where, config, state=state)
+        chain.write(b"\n".join(lines) + b"\n")
+        chain.close_input()
+        assert chain.wait() == (0, 0), stderr_of(where)
+        alerts = read_output(out, "alerts.ndjson")
+        assert len(alerts) == 1 and is_alert(alerts[0]), (run, stderr_of(where))
+        assert alerts[0]["related"]["hosts"] == SAMPLE_HOSTS
+        events = read_output(out, "events.ndjson")
+        assert [without_sigma(e) for e in events] == [json.loads(line) for line in lines]
+        assert sum("sigma" in e for e in events) == 3
+
+
+@needs_fluent_bit
+def test_recent_incident_alert_written_at_end_of_input_arrives(tmp_path, chains):
+    config, out = recipe("ship.yaml", tmp_path)
+    lines = recent_incident()
+    chain = chains(tmp_path, config)
+    chain.write(b"\n".join(lines) + b"\n")
+    time.sleep(0.5)  # live input, the window still open: nothing to alert yet
+    chain.close_input()
+    assert chain.wait() == (0, 0), stderr_of(tmp_path)
+    alerts = read_output(out, "alerts.ndjson")
+    assert len(alerts) == 1 and sorted(alerts[0]["related"]["hosts"]) == ["cli01", "cli02", "srv01"]
+    assert len(read_output(out, "events.ndjson")) == len(lines)
+
+
+@needs_fluent_bit
+def test_sigterm_to_the_filter_mid_stream_delivers_the_alert_and_every_line(tmp_path, chains):
+    """The input stays open; SIGTERM to the filter makes it write the pending alert and exit, and
+    Fluent Bit, at end of its input, writes it out before it exits."""
+    config, out = recipe("ship.yaml", tmp_path)
+    lines = recent_incident()
+    chain = chains(tmp_path, config)
+    chain.write(b"\n".join(lines) + b"\n")
+    wait_for_lines(out, "events.ndjson", len(lines))
+    assert not (out / "alerts.ndjson").exists()  # the window is open: no alert before the stop
+    chain.filter.send_signal(signal.SIGTERM)
+    assert chain.wait() == (0, 0), stderr_of(tmp_path)
+    alerts = read_output(out, "alerts.ndjson")
+    assert len(alerts) == 1 and sorted(alerts[0]["related"]["hosts"]) == ["cli01", "cli02", "srv01"]
+    assert len(read_output(out, "events.ndjson")) == len(lines)
+
+
+@needs_fluent_bit
+def test_sigterm_to_the_whole_chain_at_once_delivers_the_alert_and_every_line(tmp_path, chains):
+    """What systemd does on stop (KillMode=control-group): SIGTERM to every process at the same time.
+    The filter writes its pending alert within milliseconds; Fluent Bit still reads its input then."""
+    config, out = recipe("ship.yaml", tmp_path)
+    lines = recent_incident()
+    chain = chains(tmp_path, config)
+    chain.write(b"\n".join(lines) + b"\n")
+    wait_for_lines(out, "events.ndjson", len(lines))
+    chain.fluent_bit.send_signal(signal.SIGTERM)
+    chain.filter.send_signal(signal.SIGTERM)
+    assert chain.wait() == (0, 0), stderr_of(tmp_path)
+    alerts = read_output(out, "alerts.ndjson")
+    assert len(alerts) == 1 and sorted(alerts[0]["related"]["hosts"]) == ["cli01", "cli02", "srv01"]
+    assert len(read_output(out, "events.ndjson")) == len(lines)
+
+
+@needs_fluent_bit
+def test_sigterm_to_fluent_bit_right_after_the_alert_delivers_what_the_filter_wrote(tmp_path, chains):
+    """A chain being stopped: SIGTERM to the filter, which writes the pending alert, and SIGTERM to
+    Fluent Bit the moment the alert's bytes are in its pipe (the test passes the bytes on, so it knows
+    what the filter had written). The alert and every line written before it arrive; with
+    rewrite_tag the alert was lost."""
+    config, out = recipe("ship.yaml", tmp_path)
+    lines = recent_incident()
+    chain = chains(tmp_path, config, relay=True)
+    chain.write(b"\n".join(lines) + b"\n")
+    wait_for_lines(out, "events.ndjson", len(lines))
+    chain.filter.send_signal(signal.SIGTERM)
+    assert chain.alert_forwarded.wait(WAIT), stderr_of(tmp_path)
+    assert chain.wait() == (0, 0), stderr_of(tmp_path)
+    written = [record for _, record in (json.loads(line) for line in bytes(chain.forwarded).splitlines())]
+    assert sum(map(is_alert, written)) == 1 and len(written) == len(lines) + 1
+    alerts = read_output(out, "alerts.ndjson")
+    assert len(alerts) == 1 and sorted(alerts[0]["related"]["hosts"]) == ["cli01", "cli02", "srv01"]
+    assert read_output(out, "events.ndjson") == [r for r in written if not is_alert(r)]
+
+
+@needs_fluent_bit
+def test_exec_recipe_delivers_the_alert_and_every_line_when_the_command_ends(tmp_path):
+    """exec.yaml with its command reading a finished file (`cat` for `tail -F`): Fluent Bit exits with
+    the command (exit_after_oneshot) and writes the alert made at its end."""
+    with open(os.path.join(RECIPES, "exec.yaml"), encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    source = tmp_path / "powershell.ndjson"
+    lines = sample_lines()
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    (command,) = [i["command"] for i in config["pipeline"]["inputs"]]
+    written = "tail -F /var/log/windows/powershell.ndjson | pipeshell-filter "
+    assert command.startswith(written)
+    args = command[len(written):].replace("/var/lib/pipeshell-filter/exec.state.json", str(tmp_path / "state"))
+    config["pipeline"]["inputs"][0]["command"] = \
+        f"cat {shlex.quote(str(source))} | {' '.join(map(shlex.quote, COMMAND))} {args}"
+    config["service"]["parsers_file"] = os.path.join(RECIPES, config["service"]["parsers_file"])
+    out = tmp_path / "out"
+    for output in config["pipeline"]["outputs"]:
+        assert output["path"] == "/var/log/pipeshell"
+        output["path"] = str(out)
+    path = tmp_path / "exec.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    result = subprocess.run([FLUENT_BIT, "-c", str(path)], capture_output=True, timeout=WAIT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    alerts = read_output(out, "alerts.ndjson")
+    assert len(alerts) == 1 and alerts[0]["related"]["hosts"] == SAMPLE_HOSTS
+    events = read_output(out, "events.ndjson")
+    assert [without_sigma(e) for e in events] == [json.loads(line) for line in lines]
+
+
+# ---------------------------------------------------------------------------------------------
+# lines Fluent Bit chokes on
+
+
+@needs_fluent_bit
+def test_hostile_lines_in_one_read_lose_nothing(tmp_path, chains):
+    """Hostile lines in the middle of the incident, all in one write: before, NaN made Fluent Bit drop
+    the whole read, 1e400 came out as inf and a lone surrogate as U+FFFD."""
+    config, out = recipe("ship.yaml", tmp_path)
+    lines = sample_lines()
+    middle = len(lines) // 2
+    data = lines[:middle] + HOSTILE + lines[middle:]
+    chain = chains(tmp_path, config)
+    chain.write(b"\n".join(data) + b"\n")
+    chain.close_input()
+    assert chain.wait() == (0, 0), stderr_of(tmp_path)
+    alerts = read_output(out, "alerts.ndjson")
+    assert len(alerts) == 1 and alerts[0]["related"]["hosts"] == SAMPLE_HOSTS
+    events = read_output(out, "events.ndjson")
+    assert len(events) == len(data)
+    errors = events[middle:middle + len(HOSTILE)]
+    for line, record in zip(HOSTILE, errors):
+        assert record["event"] == {"kind": "pipeline_error", "original": line.decode("utf-8", "backslashreplace")}
+    assert [r["error"]["type"] for r in errors] == ["unportable"] * 6 + ["invalid_json"]
+    assert [without_sigma(e) for e in events[:middle] + events[middle + len(HOSTILE):]] == \
+        [json.loads(line) for line in lines]
+
+
+# ---------------------------------------------------------------------------------------------
+# the filter's side alone (no Fluent Bit needed)
+
+
+def strict(line):
+    """Parse as Fluent Bit would need it: no NaN/Infinity, no number beyond a double or 64 bits,
+    no lone surrogate."""
+    value = json.loads(line.decode("utf-8"), parse_constant=lambda name: pytest.fail(f"{name}: {line[:200]}"))
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            item.encode("utf-8")  # raises on a lone surrogate
+        elif isinstance(item, float):
+            assert item == item and abs(item) != float("inf"), line[:200]
+        elif isinstance(item, int) and not isinstance(item, bool):
+            assert -(1 << 63) <= item < 1 << 64, line[:200]
+    return value
+
+
+@pytest.mark.parametrize("args", [["--emit", "all", "--non-json", "wrap"],
+                                  ["--emit", "all", "--non-json", "wrap", "--fluentbit-time"]])
+def test_wrap_output_is_always_portable_and_keeps_the_original(args):
+    fine = [b'{"a": "\\ud83d\\ude00", "b": 1e300, "c": "x: NaN 1e400 \\\\ud800", "d": 18446744073709551615}']
+    result = run_cli(args, b"\n".join(HOSTILE + fine) + b"\n")
+    assert result.returncode == 0 and b"Traceback" not in result.stderr
+    out = [strict(line) for line in result.stdout.splitlines()]
+    if "--fluentbit-time" in args:
+        out = [record for _, record in out]
+    assert len(out) == len(HOSTILE) + len(fine)
+    for line, record in zip(HOSTILE, out):
+        assert record["event"]["original"] == line.decode("utf-8", "backslashreplace")
+    assert out[-1] == json.loads(fine[0])  # suspicious-looking, yet portable: unchanged
+
+
+def test_an_incident_with_a_lone_surrogate_still_alerts_and_the_alert_stays_an_alert():
+    lines = [line.replace(b"cli01.corp.example", b"cli01\\ud800") for line in sample_lines()]
+    result = run_cli(["--emit", "all", "--non-json", "wrap"], b"\n".join(lines) + b"\n")
+    assert result.returncode == 0
+    out = [strict(line) for line in result.stdout.splitlines()]
+    alerts = [r for r in out if is_alert(r)]
+    assert len(alerts) == 1 and alerts[0]["related"]["hosts"][0] == "cli01\\ud800"
+    changed = [r for r in out if r.get("event", {}).get("kind") == "pipeline_error"]
+    assert changed and all(r["error"]["type"] == "unportable" for r in changed)
+    assert len(out) == len(lines) + 1
+
+
+def test_pass_mode_is_untouched():
+    """Without --non-json wrap the filter passes every line byte for byte, hostile or not."""
+    result = run_cli(["--emit", "all"], b"\n".join(HOSTILE) + b"\n")
+    assert result.stdout == b"\n".join(HOSTILE) + b"\n"
