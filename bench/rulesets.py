@@ -6,7 +6,8 @@ On the bench corpus (``corpus.py``, cached in ``bench/out``), each rule set runs
 the same rounds, twice per round: once on an empty input (start-up: imports, loading and
 compiling the rules, building the literal index) and once on the corpus.  Events/s is the
 corpus's events over the difference of the two medians, so loading does not count against the
-stream; peak RSS is the filter's own (``wait4``).  SigmaHQ's rules come from
+stream; peak RSS is the filter's own (``wait4``).  ``--compare DIR`` adds rows for the filter
+package in DIR (a copy of ``filter/`` as it was), timed in the same rounds.  SigmaHQ's rules come from
 ``../shared/sigma/sigmahq`` (``$SIGMAHQ_DIR``).  The issue's goal is 50,000 events/s with
 every Windows rule loaded.
 """
@@ -33,11 +34,21 @@ def rule_sets() -> dict:
             "SigmaHQ, every rule": [arg for path in every for arg in ("--rule", path)]}
 
 
-def run(args: list, source: str) -> tuple:
+FILTER = [sys.executable, "-m", "pipeshell_filter"]
+
+
+def source_filter(path: str) -> list:
+    """The filter whose package sits in ``path`` (a copy of ``filter/``, say as it was before a
+    change), run with this Python: timed in the same rounds, since the machine is noisy."""
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.abspath(path)!r}); "
+            "from pipeshell_filter.launch import main; main()"]
+
+
+def run(args: list, source: str, command: list = FILTER) -> tuple:
     """(wall seconds, CPU seconds, peak RSS in MB, stdout lines) of one filter run."""
     with open(source, "rb") as stdin:
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "pipeshell_filter", "--idle", "0", "--quiet", *args],
+        child = subprocess.Popen([*command, "--idle", "0", "--quiet", *args],
                                  stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         out = child.stdout.read()
         _, status, usage = os.wait4(child.pid, 0)
@@ -60,34 +71,46 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--compare", metavar="DIR", action="append", default=[],
+                        help="also time the filter package in DIR (e.g. a copy of filter/ before a change)")
     options = parser.parse_args()
     if not os.path.isdir(SIGMAHQ):
         print(f"rulesets: no SigmaHQ checkout at {SIGMAHQ} (set SIGMAHQ_DIR)", file=sys.stderr)
         return 2
     source, empty = corpus(options.events), os.devnull
-    sets = rule_sets()
-    results = {name: {"start": [], "full": [], "cpu": [], "rss": [], "alerts": 0} for name in sets}
+    sets = {name: (args, FILTER) for name, args in rule_sets().items()}
+    for path in options.compare:
+        label = os.path.basename(os.path.normpath(os.path.dirname(os.path.abspath(path)))) or path
+        sets.update({f"{name} @{label}": (args, source_filter(path))
+                     for name, (args, command) in list(sets.items()) if command is FILTER and args})
+    results = {name: {"start": [], "full": [], "cpu": [], "rss": [], "alerts": set()} for name in sets}
     for round_number in range(options.repeat):
         names = list(sets)
         names = names[round_number % len(names):] + names[:round_number % len(names)]
         for name in names:
-            start = run(sets[name], empty)
-            full = run(sets[name], source)
+            args, command = sets[name]
+            start = run(args, empty, command)
+            full = run(args, source, command)
             found = results[name]
             found["start"].append(start[0])
             found["full"].append(full[0])
             found["cpu"].append(full[1] - start[1])
             found["rss"].append(full[2])
-            found["alerts"] = full[3]
+            found["alerts"].add(full[3])  # every round must find the same: a speed-up may not change them
     print(f"{options.events:,} events, {options.repeat} rounds, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'rule set':24} {'start-up s':>10} {'stream s':>9} {'events/s':>10} {'CPU ev/s':>9} {'peak MB':>8} "
+    width = max(24, *map(len, results))
+    print(f"{'rule set':{width}} {'start-up s':>10} {'stream s':>9} {'events/s':>10} {'CPU ev/s':>9} {'peak MB':>8} "
           f"{'alerts':>7}")
     for name, found in results.items():
         start, full = statistics.median(found["start"]), statistics.median(found["full"])
         stream = max(full - start, 1e-6)
         cpu = max(statistics.median(found["cpu"]), 1e-6)
-        print(f"{name:24} {start:10.2f} {stream:9.2f} {options.events / stream:10,.0f} "
-              f"{options.events / cpu:9,.0f} {max(found['rss']):8.0f} {found['alerts']:7,}")
+        alerts = "/".join(f"{count:,}" for count in sorted(found["alerts"]))
+        print(f"{name:{width}} {start:10.2f} {stream:9.2f} {options.events / stream:10,.0f} "
+              f"{options.events / cpu:9,.0f} {max(found['rss']):8.0f} {alerts:>7}")
+    if any(len(found["alerts"]) > 1 for found in results.values()):
+        print("rulesets: the rounds disagree on the alerts (shown a/b)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,19 +8,25 @@ binary the Fluent Bit tests are skipped; the last tests check the filter's side 
 """
 
 import datetime
+import importlib.util
 import json
 import os
 import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
+import ujson
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 import eventgen
+from pipeshell_filter.io import stream
 from clitools import COMMAND, REPO, run_cli
 
 FLUENT_BIT = os.path.join(REPO, "..", "shared", "tools", "fluent-bit", "fluent-bit")
@@ -223,6 +229,33 @@ def test_replay_at_end_of_input_delivers_the_alert_and_every_line(tmp_path, chai
         assert sum("sigma" in e for e in events) == 3
 
 
+def incidents(count, benign_between=400):
+    """``count`` 3-host incidents half an hour apart, benign lines between: ``count`` alerts."""
+    events = []
+    for k in range(count):
+        start = k * 1800
+        events += [eventgen.flat_event(start + i, "ws04", "benign", record_id=i) for i in range(benign_between)]
+        events += [eventgen.flat_event(start + benign_between + 1, f"srv{k}", "server"),
+                   eventgen.evtx_event(start + benign_between + 20, f"cli{k}a", "client", 4103),
+                   eventgen.flat_event(start + benign_between + 40, f"cli{k}b", "client", 800)]
+    return [json.dumps(event).encode() for event in events]
+
+
+@needs_fluent_bit
+def test_several_alerts_in_a_longer_replay_all_arrive(tmp_path, chains):
+    """Issue 15 saw 4 of 5 alerts arrive from a long stream, the last one lost."""
+    config, out = recipe("ship.yaml", tmp_path)
+    lines = incidents(5)
+    chain = chains(tmp_path, config)
+    chain.write(b"\n".join(lines) + b"\n")
+    chain.close_input()
+    assert chain.wait() == (0, 0), stderr_of(tmp_path)
+    alerts = read_output(out, "alerts.ndjson")
+    assert sorted(sorted(a["related"]["hosts"]) for a in alerts) == \
+        [[f"cli{k}a", f"cli{k}b", f"srv{k}"] for k in range(5)]
+    assert len(read_output(out, "events.ndjson")) == len(lines)
+
+
 @needs_fluent_bit
 def test_recent_incident_alert_written_at_end_of_input_arrives(tmp_path, chains):
     config, out = recipe("ship.yaml", tmp_path)
@@ -406,3 +439,54 @@ def test_pass_mode_is_untouched():
     """Without --non-json wrap the filter passes every line byte for byte, hostile or not."""
     result = run_cli(["--emit", "all"], b"\n".join(HOSTILE) + b"\n")
     assert result.stdout == b"\n".join(HOSTILE) + b"\n"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers(-(1 << 70), 1 << 70)
+    | st.sampled_from([1 << 64, (1 << 64) - 1, -(1 << 63), -(1 << 63) - 1, 10 ** 308, 1e308, -1e-320])
+    | st.text(st.characters(blacklist_categories=()), max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=12)
+
+
+_SCANNERS = {}
+
+
+def scanner(kind):
+    """The byte scan of ``stream``, built with Hyperscan or (as without its wheels) with ``re``."""
+    if kind not in _SCANNERS:
+        if kind == "hyperscan":
+            if importlib.util.find_spec("hyperscan") is None:
+                pytest.skip("hyperscan is not installed")
+            _SCANNERS[kind] = stream._compile_unportable()
+        else:
+            saved = sys.modules.get("hyperscan")
+            sys.modules["hyperscan"] = None  # import fails
+            try:
+                _SCANNERS[kind] = stream._compile_unportable()
+            finally:
+                if saved is None:
+                    del sys.modules["hyperscan"]
+                else:
+                    sys.modules["hyperscan"] = saved
+    return _SCANNERS[kind]
+
+
+@pytest.mark.parametrize("kind", ["hyperscan", "re"])
+@given(value=st.dictionaries(st.text(max_size=3), JSON_VALUES, max_size=4),
+       ascii_only=st.booleans(), spaced=st.booleans())
+def test_the_byte_scan_never_misses_what_fluent_bit_cannot_take(kind, value, ascii_only, spaced):
+    """``unportable_record`` says a record is fine exactly when a strict parser takes it (the byte
+    scan is only a necessary condition, so it must never miss), with either scanner."""
+    text = ujson.dumps(value, ensure_ascii=ascii_only, indent=2 if spaced else 0)
+    record = text.encode("utf-8", "surrogatepass")  # a lone surrogate as raw bytes, as ujson reads them
+    try:
+        strict(record.decode("utf-8").encode())
+        fine = True
+    except (UnicodeDecodeError, UnicodeEncodeError, AssertionError, ValueError, pytest.fail.Exception):
+        fine = False
+    saved, stream._MAYBE_UNPORTABLE = stream._MAYBE_UNPORTABLE, scanner(kind)
+    try:
+        assert (stream.unportable_record(record) is None) == fine, record[:300]
+    finally:
+        stream._MAYBE_UNPORTABLE = saved

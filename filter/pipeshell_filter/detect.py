@@ -92,22 +92,26 @@ class Detector:
         # its EventID, worked out once per distinct answer (a stream has a few dozen).
         self._wanted_ids = [required_values(plan) for plan in self.plans]
         self._routes = {}
+        self._tests = [plan.matters for plan in self.plans]
 
     MAX_ROUTES = 4096  # distinct (log source, EventID) answers remembered; hostile input may invent more
 
     def _route(self, view) -> tuple:
-        facts = event_facts(view)
+        # Keyed by what the facts are made of, as the event has them: the facts themselves
+        # (EventFacts, its casefolded key) are built only for an answer not worked out yet.
+        channel, event_id = view.leaves("Channel"), view.leaves("EventID")
         event_ids = view.folded("EventID")
-        key = (facts._key, event_ids)
+        key = (view.profile.product, channel[0] if channel else None, event_id[0] if event_id else None, event_ids)
         found = self._routes.get(key)
         if found is None:
+            facts = event_facts(view)
             if len(self._routes) >= self.MAX_ROUTES:
                 self._routes.clear()
             found = frozenset(
                 i for i, plan in enumerate(self.plans)
                 if (plan.logsource is None or plan.logsource.applies(facts, self.unknown_logsource))
                 and (self._wanted_ids[i] is None or not self._wanted_ids[i].isdisjoint(event_ids)))
-            if sum(map(len, event_ids)) <= 64:  # a real EventID, not a hostile megabyte to remember
+            if sum(map(len, event_ids)) <= 64 and len(key[1] or "") <= 256:  # not a hostile megabyte to remember
                 self._routes[key] = found
         return found
 
@@ -124,11 +128,12 @@ class Detector:
         if callable(only):
             only = only(routed)
         chosen = routed if only is None else routed & only
+        tests = self._tests
         for position in sorted(chosen):
+            if not tests[position](view):  # most rules tried fail: their term mask, nothing more
+                continue
             plan = self.plans[position]
             mask, matched = plan.judge(view)
-            if not mask:
-                continue
             if time is MISSING:
                 time = view.time()
                 host = first_leaf(view.get("Computer"))

@@ -277,7 +277,7 @@ class EventView:
     """One event seen through its profile; resolved fields are memoised."""
 
     __slots__ = ("event", "profile", "resolver", "_cache", "_leaves", "_folded", "_everything", "_everything_folded",
-                 "_roots", "_spaced")
+                 "_roots", "_spaced", "_keyed")
 
     def __init__(self, event: dict, profile: Profile, resolver: FieldResolver):
         self.event = event
@@ -287,7 +287,7 @@ class EventView:
         self._leaves = {}
         self._folded = {}
         self._everything = self._everything_folded = None
-        self._roots = self._spaced = None
+        self._roots = self._spaced = self._keyed = None
 
     # The caches are read with ``dict.get``: the first look-up of each field of each event
     # raised KeyError before, which cost more than the look-up.
@@ -343,6 +343,14 @@ class EventView:
                 value = lookup(self.event, candidate.path)
                 if value is not MISSING:
                     return candidate.path, value
+        elif plan.bare and isinstance(plan.own[0], str):  # one key of an object, not a list index
+            where = self._keys().get(field)
+            if where is not None:
+                path, node = where
+                return path + plan.own, node[field]
+            found = self._spaced_names().get(field)
+            if found is not None:
+                return found
         else:
             own = plan.own
             value = lookup(self.event, own)
@@ -380,6 +388,18 @@ class EventView:
                 nodes.extend(_expand(self.event, root))
             self._roots = nodes
         return self._roots
+
+    def _keys(self) -> dict:
+        """Key -> ``(path, object)`` of the first object holding it, in lookup order (the top
+        level, then each root): a one-segment field is then one dict look-up, not a walk of
+        every root.  Built by ``dict.fromkeys``, later objects first, so earlier ones win."""
+        if self._keyed is None:
+            places = [((), self.event)] + [(path, node) for path, node in self._root_nodes() if isinstance(node, dict)]
+            keyed = {}
+            for place in reversed(places):
+                keyed.update(dict.fromkeys(place[1], place))
+            self._keyed = keyed
+        return self._keyed
 
     def _spaced_names(self) -> dict:
         """Name without spaces -> ``(path, value)`` for every key with a space at the top level

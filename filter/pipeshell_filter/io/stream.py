@@ -181,6 +181,7 @@ _UNPORTABLE_PATTERNS = [
     _VALUE_START + rb"(?:NaN|Infinity)",
     _VALUE_START + rb"[0-9.]*[eE]\+?[0-9]{3}",
     _VALUE_START + rb"[0-9]{20}",  # also every integer part a double cannot hold (309 digits)
+    rb"[:,\[][ \t\r\n]*-[0-9]{19}",  # below -2**63
     rb"\\u[dD][89a-fA-F]",
     rb"\xed[\xa0-\xbf]",
 ]
@@ -655,7 +656,8 @@ class Filter:
         for record in alerts:
             encoded = dumps(record)
             if self.wrap and unportable_record(encoded) is not None:  # an alert stays an alert: made portable
-                encoded = dumps(portable(record))
+                record = portable(record)
+                encoded = dumps(record)
             if self.wrap and len(encoded) > self.max_record - 64:  # an alert stays an alert: made smaller
                 encoded = dumps(shrink(record))
             self._write(encoded, None, parse_time(record.get("@timestamp")))

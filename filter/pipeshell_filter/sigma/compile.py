@@ -75,8 +75,8 @@ class AnyOf:
     flags are one search.  Values that all need a non-ASCII character (emoji,
     look-alike letters) are not looked for in ASCII text."""
 
-    __slots__ = ("equals", "starts", "ends", "needles", "searches", "rest", "uses_texts", "_found", "_regexes",
-                 "_non_ascii")
+    __slots__ = ("equals", "starts", "ends", "needles", "searches", "rest", "uses_texts", "only_equals", "_found",
+                 "_regexes", "_non_ascii")
 
     # A few contains needles are quicker with ``in`` than with a pattern.
     FEW = 2
@@ -118,6 +118,7 @@ class AnyOf:
         self._regexes = _regex_groups([t for t in rest if isinstance(t, _RegexTest)]) or None
         self.rest = tuple(t for t in rest if not isinstance(t, _RegexTest))
         self.uses_texts = bool(self.rest or self._regexes)  # else ``holds`` reads the folded leaves only
+        self.only_equals = not (self.uses_texts or self.starts or self.ends or self.needles or self._found)
 
     @classmethod
     def _searches(cls, tests: list, rest: list) -> list:
@@ -195,11 +196,27 @@ class FieldMatcher:
     # Neither |exists, |all, |neq nor a null value: an absent or null field has no leaves, on
     # which AnyOf never holds, so the field's folded leaves are all there is to look up.
     plain: bool = attrs.field(init=False, default=False, eq=False, repr=False)
+    test: object = attrs.field(init=False, default=None, eq=False, repr=False)  # ``matches``, specialised
 
     def __attrs_post_init__(self):
         if self.any_of is None and not self.require_all:
             object.__setattr__(self, "any_of", AnyOf(self.tests))
         object.__setattr__(self, "plain", self.exists is None and not self.require_all and not self.accepts_null)
+        object.__setattr__(self, "test", self._test())
+
+    def _test(self):
+        """``matches`` as one function: a plain list of caseless equalities (``EventID: 1``,
+        ``OriginalFileName: [...]``) is one set test on the field's folded leaves."""
+        if not self.plain:
+            return self.matches
+        field, any_of = self.field, self.any_of
+        if any_of.only_equals:
+            equals = any_of.equals
+            return lambda view: not equals.isdisjoint(view.folded(field))
+        holds = any_of.holds
+        if any_of.uses_texts:
+            return lambda view: holds(view.folded(field), view.leaves(field))
+        return lambda view: holds(view.folded(field), ())
 
     def matches(self, view) -> bool:
         field = self.field
@@ -330,7 +347,7 @@ class Selection:
 
 def _selection_test(alternatives: tuple, guard: Optional[tuple]):
     """A function of the view: the guard, then whether all matchers of one alternative hold."""
-    groups = tuple(tuple(m.matches for m in group) for group in alternatives)
+    groups = tuple(tuple(getattr(m, "test", None) or m.matches for m in group) for group in alternatives)
     if len(groups) == 1 and len(groups[0]) == 1:
         only = groups[0][0]
     else:
@@ -544,7 +561,7 @@ class Plan:
     # term_mask per set of matched selections: a stream has only a handful of distinct sets
     _masks: dict = attrs.field(factory=dict, eq=False, repr=False)
     _selection_index: dict = attrs.field(factory=dict, eq=False, repr=False)
-    _compiled: dict = attrs.field(factory=dict, eq=False, repr=False)  # "judge": the condition as a function
+    _compiled: dict = attrs.field(factory=dict, eq=False, repr=False)  # the condition as functions of the view
 
     @property
     def aggregation(self):
@@ -561,16 +578,28 @@ class Plan:
         stops at a failing ``a``), which is all the work for the events that do not
         matter; the full set of matched selections, which an alert's reference
         lists, is worked out only when the mask is not 0."""
-        mask = self._judge(view)
+        mask = self.mask_test(view)
         if not mask:
             return 0, frozenset()
         return mask, frozenset(s.name for s in self.selections if s.matches(view))
 
     @property
-    def _judge(self):
-        """The condition compiled once into nested functions of the view (``_condition_test``).
-        A selection named twice in the condition may be tried twice: it is pure, and most
-        conditions name each once, so a per-event memo would cost more than it saves."""
+    def matters(self):
+        """A function of the view, true when the event meets a term (``mask_test`` but for a
+        single term without filters, where it is the term's own test: one call less)."""
+        found = self._compiled.get("matters")
+        if found is None:
+            single = not self.filters and len(self.terms) == 1
+            found = self._compiled["matters"] = \
+                _condition_test(self.terms[0].node, self._by_name) if single else self.mask_test
+        return found
+
+    @property
+    def mask_test(self):
+        """The term mask of a view (``judge`` without the selections): the condition compiled
+        once into nested functions of the view (``_condition_test``).  A selection named twice
+        in the condition may be tried twice: it is pure, and most conditions name each once,
+        so a per-event memo would cost more than it saves."""
         found = self._compiled.get("judge")
         if found is None:
             found = self._compiled["judge"] = _mask_test(self.filters, [t.node for t in self.terms], self._by_name)

@@ -43,7 +43,9 @@ class RuleError(ValueError):
 
 
 @attrs.frozen
-class Rule:
+class RuleMetadata:
+    """What an alert says about the rule behind it: shared by detection rules and correlations."""
+
     path: str
     id: str
     title: str
@@ -53,15 +55,6 @@ class Rule:
     author: Optional[str]
     tags: tuple
     references: tuple
-    logsource: dict
-    detection: dict  # selection name -> raw YAML value (no condition/timeframe)
-    condition: Condition
-    timeframe_ns: Optional[int]
-    builtin: bool = False
-    name: Optional[str] = None  # the ``name`` a correlation document may refer to it by
-    # legacy ``search | near a and not b``: the condition is the AND of its terms (the search
-    # expression first), and this says, per term, whether it is negated (must not occur)
-    near: Optional[tuple] = None
 
     @property
     def attack_techniques(self) -> list:
@@ -73,19 +66,23 @@ class Rule:
 
 
 @attrs.frozen
-class CorrelationRule:
+class Rule(RuleMetadata):
+    logsource: dict
+    detection: dict  # selection name -> raw YAML value (no condition/timeframe)
+    condition: Condition
+    timeframe_ns: Optional[int]
+    builtin: bool = False
+    name: Optional[str] = None  # the ``name`` a correlation document may refer to it by
+    # legacy ``search | near a and not b``: the condition is the AND of its terms (the search
+    # expression first), and this says, per term, whether it is negated (must not occur)
+    near: Optional[tuple] = None
+
+
+@attrs.frozen
+class CorrelationRule(RuleMetadata):
     """A Sigma v2 correlation document as written; ``collection`` resolves its references
     against the rule set into a ``CorrelationSpec``."""
 
-    path: str
-    id: str
-    title: str
-    level: Optional[str]
-    status: Optional[str]
-    description: Optional[str]
-    author: Optional[str]
-    tags: tuple
-    references: tuple
     name: Optional[str]
     kind: str  # the document's ``type``
     rules: tuple  # the referenced rules as written: ids or names
@@ -95,14 +92,6 @@ class CorrelationRule:
     field: Optional[str]
     aliases: tuple  # ((alias, ((reference as written, field), ...)), ...)
     generate: bool
-
-    @property
-    def attack_techniques(self) -> list:
-        return _techniques(self.tags)
-
-    @property
-    def attack_tactics(self) -> list:
-        return _tactics(self.tags)
 
 
 def _techniques(tags: tuple) -> list:
