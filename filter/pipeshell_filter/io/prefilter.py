@@ -295,11 +295,11 @@ class RuleIndex:
     literal.  Rules ``always`` tried (no requirement) are in every answer.
 
     A route (the rules an event's log source and EventID leave it, ``among``) seen
-    often gets a scan database of its own, holding only its rules' literals (with
-    the same pattern ids and the same triggers): a Sysmon network event needs a few
+    often gets a scan database of its own, holding only its rules' literals (under
+    the same pattern ids) and their triggers: a Sysmon network event needs a few
     hundred of the rule set's sixteen thousand literals, and both the scan and its
-    reports cost by the literal.  The answer is the same: the other literals only
-    ever bring in rules the route leaves out.
+    reports cost by the literal.  It is as sound: the other literals, and their
+    triggers, only ever bring in rules the route leaves out.
     """
 
     ROUTE_AFTER = 256  # lines of one route scanned with the shared database before it gets its own
@@ -389,8 +389,13 @@ class RuleIndex:
                 routes[among] = found + 1
             return self._database
         wanted = set().union(*[self._leaf_ids[rule] for rule in among if rule in self._leaf_ids])
-        found = routes[among] = self._compile(sorted(wanted), route=True) \
-            if len(wanted) <= self.ROUTE_SHARE * len(self.needles) else None
+        found = None
+        if len(wanted) <= self.ROUTE_SHARE * len(self.needles):
+            try:
+                found = self._compile(sorted(wanted), route=True)
+            except hyperscan.error:  # the shared database, which holds these literals, is never wrong
+                pass
+        routes[among] = found
         return found or self._database
 
     def _hyperscan(self, line: bytes, among: Optional[frozenset] = None) -> Optional[set]:

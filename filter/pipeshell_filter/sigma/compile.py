@@ -213,6 +213,9 @@ class FieldMatcher:
         if any_of.only_equals:
             equals = any_of.equals
             return lambda view: not equals.isdisjoint(view.folded(field))
+        single = _one_kind(field, any_of)
+        if single is not None:
+            return single
         holds = any_of.holds
         if any_of.uses_texts:
             return lambda view: holds(view.folded(field), view.leaves(field))
@@ -236,6 +239,58 @@ class FieldMatcher:
     def describe(self) -> str:
         mods = "".join(f"|{m}" for m in self.modifiers)
         return f"{self.field}{mods}"
+
+
+def _one_kind(field: str, any_of: AnyOf):
+    """``AnyOf.holds`` on one field, for values all of one kind (most matchers of a rule set:
+    ``Image|endswith``, ``CommandLine|re``), without the tests of the kinds it has not got;
+    None for the other matchers."""
+    kinds = [name for name in ("equals", "starts", "ends", "needles", "_found", "_regexes", "rest")
+             if getattr(any_of, name)]
+    if len(kinds) != 1 or any_of._non_ascii:
+        return None
+    kind, values = kinds[0], getattr(any_of, kinds[0])
+    if kind == "_regexes":  # on the original text: the folded leaves are not needed
+        def regex(view) -> bool:
+            for text in view.leaves(field):
+                data = encode(text)
+                for search in values:
+                    if search(data):
+                        return True
+            return False
+        return regex
+    if kind == "starts":
+        def starts(view) -> bool:
+            for text in view.folded(field):
+                if text.startswith(values):
+                    return True
+            return False
+        return starts
+    if kind == "ends":
+        def ends(view) -> bool:
+            for text in view.folded(field):
+                if text.endswith(values):
+                    return True
+            return False
+        return ends
+    if kind == "needles":
+        def contains(view) -> bool:
+            for text in view.folded(field):
+                for needle in values:
+                    if needle in text:
+                        return True
+            return False
+        return contains
+    if kind == "_found":
+        def search(view) -> bool:
+            for text in view.folded(field):
+                data = encode(text)
+                for found in values:
+                    if found(data):
+                        return True
+            return False
+        return search
+    return None
 
 
 @attrs.frozen
