@@ -376,7 +376,12 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
             event = ujson.loads(line)
         except (ValueError, OverflowError):
             return None
-        return stream_filter.engine.event_time(event) if isinstance(event, dict) else None
+        if not isinstance(event, dict):
+            return None
+        if stream_filter.stage == "correlate":  # Detection records from several agents: their own time
+            found = event.get("time")
+            return found if type(found) is int else None
+        return stream_filter.engine.event_time(event)
 
     return inputs_module.merged(streams, event_time)
 
