@@ -106,7 +106,9 @@ def main() -> int:
         stream = max(full - start, 1e-6)
         cpu = max(statistics.median(found["cpu"]), 1e-6)
         alerts = "/".join(f"{count:,}" for count in sorted(found["alerts"]))
-        print(f"{name:{width}} {start:10.2f} {stream:9.2f} {options.events / stream:10,.0f} "
+        # a stream shorter than a tenth of start-up is within start-up's own spread: no figure
+        rate = f"{options.events / stream:10,.0f}" if stream > 0.1 * start else f"{'(< noise)':>10}"
+        print(f"{name:{width}} {start:10.2f} {stream:9.2f} {rate} "
               f"{options.events / cpu:9,.0f} {max(found['rss']):8.0f} {alerts:>7}")
     if any(len(found["alerts"]) > 1 for found in results.values()):
         print("rulesets: the rounds disagree on the alerts (shown a/b)", file=sys.stderr)

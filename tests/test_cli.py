@@ -1,6 +1,5 @@
 """End-to-end: the CLI in a subprocess, on real collector output and on bad input."""
 
-import glob
 import json
 import os
 import resource

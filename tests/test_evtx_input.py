@@ -1,7 +1,6 @@
 """``--input FILE.evtx``: read with the real EVTX parser, exactly as if its records were piped in."""
 
 import json
-import os
 
 from evtx import PyEvtxParser
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from eventgen import CLIENT, SERVER, flat_event
+from eventgen import SERVER, flat_event
 from pipeshell_filter.io import parallel
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import stream as stream_module

@@ -14,7 +14,7 @@ from typing import Optional
 import attrs
 import re2
 
-from ..values import MISSING, fold, leaves
+from ..values import MISSING, fold
 from .condition import (And, ConditionError, Node, Not, Or, Ref, evaluate, expand, is_negative, references,
                         top_level_terms)
 from .correlation import CorrelationSpec, from_legacy

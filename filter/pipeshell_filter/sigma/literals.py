@@ -17,7 +17,7 @@ holds when all matchers of one alternative hold; ``not`` gives no requirement.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 from .condition import And, Not, Or, Ref
 
@@ -52,18 +52,6 @@ def _joined(op: str, parts: list):
     if not unique:
         return None
     return unique[0] if len(unique) == 1 else (op, tuple(unique))
-
-
-def holds(formula: Formula, has: Callable[[bytes], bool]) -> bool:
-    """The formula's truth when ``has(literal)`` says which literals are present."""
-    if formula is None:
-        return True
-    if not isinstance(formula, tuple):
-        return has(formula)
-    op, parts = formula
-    if op == AND:
-        return all(holds(part, has) for part in parts)
-    return any(holds(part, has) for part in parts)
 
 
 def leaves(formula: Formula) -> set:
