@@ -3,7 +3,7 @@
 import fnmatch
 
 import pytest
-from hypothesis import assume, example, given, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 
 from pipeshell_filter.sigma.modifiers import KNOWN_MODIFIERS, compile_scalar, compile_string
 from pipeshell_filter.values import first_leaf, leaves
@@ -439,8 +439,12 @@ def test_re_cased_and_i_contradict():
         compile_string("ABC", {"re", "cased", "i"})
 
 
-def test_re_has_no_literals():
-    assert compile_string("NamedPipeServerStream", {"re"}).literals() is None
+def test_re_literals_are_the_longest_run_every_match_holds():
+    assert compile_string("NamedPipeServerStream", {"re"}).literals() == ("namedpipeserverstream",)
+    assert compile_string("Invoke-Obfuscation.*-Join", {"re"}).literals() == ("invoke-obfuscation",)
+    assert compile_string("(Server|Client)Stream", {"re"}).literals() == ("stream",)
+    assert compile_string("a?bcd|efgh", {"re"}).literals() is None  # no run in every alternative
+    assert compile_string("ab\\z", {"re"}).literals() is None  # RE2-only syntax: nothing assumed
 
 
 @pytest.mark.parametrize("pattern", ["(unclosed", r"(a)\1", "(?=a)b", "(?<=a)b", "(?!a)b", "a++", r"a\Z"])
@@ -662,3 +666,19 @@ def test_values_tested_together_agree_with_each_value_on_its_own(values, texts):
         return
     expected = any(test(text) for test in tests for text in texts)
     assert AnyOf(tuple(tests)).holds(frozenset(fold(t) for t in texts), tuple(texts)) == expected
+
+
+# Patterns built from the pieces that decide what every match must hold: literal runs, classes,
+# alternatives, optional and repeated groups, anchors, case flags.
+_PIECES = st.sampled_from(["ab", "Cd", "x.y", "\\.", "[ab]", "(ab|cd)", "(abc)+", "(ab)?", "a*", "b{1,2}", "^", "$",
+                           "\\b", "(?i:ab)", ".", "\\d", "k", "s"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, min_size=1, max_size=6), st.sampled_from(["", "i"]),
+       st.text(alphabet="abcdxyABCDXY.-0 \u212a\u017f", max_size=30))
+def test_every_text_a_regex_matches_holds_its_literal(pieces, flags, text):
+    test = compile_string("".join(pieces), {"re", *flags})
+    found = test.literals()
+    if found is not None and test(text):
+        assert any(literal in text.casefold() for literal in found), (pieces, flags, text, found)

@@ -631,17 +631,20 @@ def test_prefilter_none_for_not_filter():
     assert plan.prefilter_literals() is None
 
 
-def test_prefilter_none_with_re_selection():
+def test_prefilter_with_re_selection_uses_the_run_every_match_holds():
     plan = make_plan(
         {"sel": {"ScriptBlockText|re": "Named.*Stream"}, "other": {"Payload|contains": SERVER}, "condition": "sel or other"}
     )
-    assert plan.prefilter_literals() is None
-    assert make_plan({"sel": {"a|re": "x+"}, "condition": "sel"}).prefilter_literals() is None
+    assert plan.prefilter_literals() == ["stream", SERVER.lower()]  # the longer of "Named" and "Stream"
+    assert make_plan({"sel": {"a|re": "x+"}, "condition": "sel"}).prefilter_literals() is None  # too short
+    assert make_plan({"sel": {"a|re": "(abc|def)"}, "condition": "sel"}).prefilter_literals() is None
 
 
-def test_prefilter_re_beside_a_literal_matcher_uses_the_literal():
-    # every match of this selection must still contain '4104'
+def test_prefilter_re_beside_a_literal_matcher_takes_the_longer_requirement():
+    # every match holds '4104' and 'Stream': one of them is enough, the longer one
     plan = make_plan({"sel": {"EventID": 4104, "ScriptBlockText|re": "Named.*Stream"}, "condition": "sel"})
+    assert plan.prefilter_literals() == ["stream"]
+    plan = make_plan({"sel": {"EventID": 4104, "ScriptBlockText|re": "[a-z]+"}, "condition": "sel"})
     assert plan.prefilter_literals() == ["4104"]
 
 

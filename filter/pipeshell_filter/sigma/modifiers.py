@@ -28,6 +28,7 @@ import re2
 
 from ..values import fold
 from .encodings import BASE64, BOM, DASHES, UTF16, base64_offsets, base64_plain, to_bytes, utf16
+from .regex_literals import required_runs
 from .placeholders import PlaceholderError, expand
 from .typed import COMPARISONS, DATE_PARTS, DatePartTest, NetworkTest, NumberTest, rule_network, rule_number
 
@@ -152,7 +153,10 @@ class _RegexTest:
         return self.search(encode(text)) is not None
 
     def literals(self) -> Optional[tuple]:
-        return None
+        """The longest run of plain text every match holds (``regex_literals``), when it is
+        three characters or more: a shorter one is in nearly every event anyway."""
+        best = max(required_runs(self.needle), key=len, default="")
+        return _short_literal(fold(best)) if len(best) >= 3 else None
 
 
 @attrs.frozen
