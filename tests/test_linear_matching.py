@@ -14,7 +14,7 @@ import time
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from pipeshell_filter.sigma.compile import AnyOf
+from pipeshell_filter.sigma.matchers import AnyOf
 from pipeshell_filter.sigma.modifiers import compile_string
 
 # Case-folding troublemakers: ß -> ss, İ -> i̇ (two characters), ſ -> s, K (Kelvin) -> k.

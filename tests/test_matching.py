@@ -653,7 +653,7 @@ _VALUE = st.lists(_PIECES, max_size=5).map("".join)
        st.lists(st.lists(_PIECES, max_size=8).map("".join), max_size=4))
 def test_values_tested_together_agree_with_each_value_on_its_own(values, texts):
     """AnyOf (one set, one tuple, one regex) is the OR of the values' own tests."""
-    from pipeshell_filter.sigma.compile import AnyOf
+    from pipeshell_filter.sigma.matchers import AnyOf
     from pipeshell_filter.values import fold
 
     tests = []

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from pipeshell_filter.sigma.condition import Aggregation, Not, Or, Ref
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
-from pipeshell_filter.sigma.compile import FieldMatcher, KeywordMatcher, compile_plan
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.matchers import FieldMatcher, KeywordMatcher
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, RuleError, load_rule, parse_rule
 
 SERVER = "System.IO.Pipes.NamedPipeServerStream"

@@ -12,7 +12,8 @@ from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
 from .events.timeparse import NS, format_time
 from .io.prefilter import Prefilter, needle
-from .sigma.compile import FieldMatcher, Plan
+from .sigma.compile import Plan
+from .sigma.matchers import FieldMatcher
 from .sigma.correlation import OPERATORS
 
 
