@@ -134,6 +134,8 @@ class Detector:
                 continue
             plan = self.plans[position]
             mask, matched = plan.judge(view)
+            if not mask:  # cannot be, ``matters`` held: the two read the same condition
+                continue
             if time is MISSING:
                 time = view.time()
                 host = first_leaf(view.get("Computer"))

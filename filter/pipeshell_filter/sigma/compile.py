@@ -271,16 +271,13 @@ class Plan:
         return frozenset(s.name for s in self.selections if s.matches(view))
 
     def judge(self, view) -> tuple:
-        """``(term mask, selections matched)`` for one event.
-
-        Selections are tried only as far as the condition needs them (``a and b``
-        stops at a failing ``a``), which is all the work for the events that do not
-        matter; the full set of matched selections, which an alert's reference
-        lists, is worked out only when the mask is not 0."""
-        mask = self.mask_test(view)
-        if not mask:
-            return 0, frozenset()
-        return mask, frozenset(s.name for s in self.selections if s.matches(view))
+        """``(term mask, selections matched)`` for one event that ``matters``: every selection
+        tried once (an alert's reference lists them), the mask read from the set (``term_mask``,
+        cached per set).  The detect stage asks ``matters`` first, which tries selections only
+        as far as the condition needs them: that is all the work for the events that do not
+        matter."""
+        matched = frozenset(s.name for s in self.selections if s.matches(view))
+        return self.term_mask(matched), matched
 
     @property
     def matters(self):
