@@ -15,7 +15,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -26,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import eventgen
+from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import stream
 from clitools import COMMAND, REPO, run_cli
 
@@ -460,20 +460,9 @@ _SCANNERS = {}
 def scanner(kind):
     """The byte scan of ``stream``, built with Hyperscan or (as without its wheels) with ``re``."""
     if kind not in _SCANNERS:
-        if kind == "hyperscan":
-            if importlib.util.find_spec("hyperscan") is None:
-                pytest.skip("hyperscan is not installed")
-            _SCANNERS[kind] = stream._compile_unportable()
-        else:
-            saved = sys.modules.get("hyperscan")
-            sys.modules["hyperscan"] = None  # import fails
-            try:
-                _SCANNERS[kind] = stream._compile_unportable()
-            finally:
-                if saved is None:
-                    del sys.modules["hyperscan"]
-                else:
-                    sys.modules["hyperscan"] = saved
+        if kind == "hyperscan" and importlib.util.find_spec("hyperscan") is None:
+            pytest.skip("hyperscan is not installed")
+        _SCANNERS[kind] = pf.any_of(stream._UNPORTABLE_PATTERNS, "hyperscan" if kind == "hyperscan" else "python")
     return _SCANNERS[kind]
 
 

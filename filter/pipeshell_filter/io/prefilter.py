@@ -32,7 +32,7 @@ import re
 import threading
 from bisect import bisect_right
 from itertools import accumulate
-from typing import Iterable, Iterator, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional
 
 from ..sigma import literals
 
@@ -88,6 +88,15 @@ def triggers(needles: Iterable[bytes]) -> List[bytes]:
     return sorted(found)
 
 
+def trigger_patterns(needles: Iterable[bytes]) -> tuple:
+    """``(escape tails, escape pattern, non-ASCII triggers)`` of these needles: the four hex
+    digits of each ``\\u`` trigger, all of them as one pattern with a literal prefix (as
+    separate literals they cost 3x in Hyperscan), and the look-alikes as raw bytes."""
+    found = triggers(needles)
+    tails = sorted({t[2:] for t in found if t.startswith(b"\\u")})
+    return tails, rb"\\u(?i:" + b"|".join(tails) + b")", [t for t in found if not t.isascii()]
+
+
 _ASCII = bytes(range(0x80))
 
 
@@ -117,14 +126,9 @@ class Prefilter:
         if engine == "hyperscan" and hyperscan is None:
             raise ValueError("the hyperscan package is not installed")
         self.needles = sorted({n.lower() for n in needles})
-        self.triggers = triggers(self.needles)
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
-        tails = [t[2:] for t in self.triggers if t.startswith(b"\\u")]
+        tails, escapes, self._non_ascii = trigger_patterns(self.needles)
         self._escape_tails = frozenset(tails)
-        # The escape triggers as one pattern with a literal prefix (as separate
-        # literals they cost 3x in Hyperscan)
-        escapes = rb"\\u(?i:" + b"|".join(tails) + b")"
-        self._non_ascii = [t for t in self.triggers if not t.isascii()]
         if self.engine == "hyperscan":
             self._compile_hyperscan(escapes)
         else:
@@ -321,10 +325,7 @@ class RuleIndex:
                 by_literal[ids[found.lower()]].add(rule)
         self._by_literal = [frozenset(rules) for rules in by_literal]
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
-        found = triggers(self.needles)
-        tails = sorted({t[2:] for t in found if t.startswith(b"\\u")})
-        self._escapes = rb"\\u(?i:" + b"|".join(tails) + b")"
-        self._non_ascii = [t for t in found if not t.isascii()]
+        _, self._escapes, self._non_ascii = trigger_patterns(self.needles)
         if self.engine == "hyperscan":
             self._leaf_ids = {rule: frozenset(ids[found.lower()] for found in literals.leaves(f))
                               for rule, f in kept.items()}
@@ -450,6 +451,32 @@ def _holds(formula: tuple, present: set) -> bool:
         if _holds(part, present):
             return True
     return False
+
+
+def any_of(patterns: List[bytes], engine: str = "auto") -> Callable[[bytes], bool]:
+    """A test of whether any of these patterns occurs in a byte string: one Hyperscan scan that
+    stops at the first match, else (``engine="python"``, or no wheel) one ``re`` search over
+    their alternation."""
+    if hyperscan is None or engine == "python":
+        return lambda data, search=re.compile(b"|".join(patterns)).search: search(data) is not None
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(expressions=patterns, ids=list(range(len(patterns))),
+                     flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(patterns))
+    local = threading.local()
+
+    def stop(*_):
+        return True
+
+    def found(data) -> bool:
+        scratch = getattr(local, "scratch", None)
+        if scratch is None:
+            scratch = local.scratch = hyperscan.Scratch(database)
+        try:
+            database.scan(data, match_event_handler=stop, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            return True
+        return False
+    return found
 
 
 def available_engines() -> List[str]:

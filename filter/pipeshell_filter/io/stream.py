@@ -28,7 +28,7 @@ from ..records import shrink
 from ..events.timeparse import NS, parse_time
 from . import parallel
 from .inputs import LongLine
-from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex
+from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex, any_of
 from .signals import WRITING, StopRequest, Terminated
 
 BLOCK_SIZE = 1 << 20
@@ -189,32 +189,23 @@ _INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # msgpack's integers
 _INFINITY = float("inf")
 
 
-def _compile_unportable():
-    try:
-        import hyperscan
-    except ImportError:  # pragma: no cover - depends on the platform's wheels
-        hyperscan = None
-    if hyperscan is not None:
-        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        database.compile(expressions=_UNPORTABLE_PATTERNS, ids=list(range(len(_UNPORTABLE_PATTERNS))),
-                         flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(_UNPORTABLE_PATTERNS))
-        scratch = hyperscan.Scratch(database)
-
-        def stop(*_):
-            return True
-
-        def maybe(data) -> bool:
-            try:
-                database.scan(data, match_event_handler=stop, scratch=scratch)
-            except hyperscan.ScanTerminated:
-                return True
-            return False
-        return maybe
-    import re
-    return re.compile(b"|".join(_UNPORTABLE_PATTERNS)).search
+_MAYBE_UNPORTABLE = None  # ``prefilter.any_of`` over the patterns, built on first use
 
 
-_MAYBE_UNPORTABLE = None
+def _problem(value) -> Optional[str]:
+    """Why Fluent Bit could not take this JSON scalar as it is, or None."""
+    kind = type(value)
+    if kind is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "lone surrogate in a string"
+    elif kind is float:
+        if value != value or value in (_INFINITY, -_INFINITY):
+            return "NaN, Infinity or a number beyond a double"
+    elif kind is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        return "integer beyond 64 bits"
+    return None
 
 
 def _unportable(value) -> Optional[str]:
@@ -228,16 +219,10 @@ def _unportable(value) -> Optional[str]:
             stack.extend(value.values())
         elif kind is list:
             stack.extend(value)
-        elif kind is str:
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return "lone surrogate in a string"
-        elif kind is float:
-            if value != value or value in (_INFINITY, -_INFINITY):
-                return "NaN, Infinity or a number beyond a double"
-        elif kind is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-            return "integer beyond 64 bits"
+        else:
+            problem = _problem(value)
+            if problem is not None:
+                return problem
     return None
 
 
@@ -245,7 +230,7 @@ def unportable_record(record: bytes) -> Optional[str]:
     """Why Fluent Bit could not take this output record (JSON bytes) as it is, or None."""
     global _MAYBE_UNPORTABLE
     if _MAYBE_UNPORTABLE is None:
-        _MAYBE_UNPORTABLE = _compile_unportable()
+        _MAYBE_UNPORTABLE = any_of(_UNPORTABLE_PATTERNS)
     if not _MAYBE_UNPORTABLE(record):
         return None
     try:
@@ -263,17 +248,11 @@ def portable(value):
         return {portable(k): portable(v) for k, v in value.items()}
     if kind is list:
         return [portable(v) for v in value]
+    if _problem(value) is None:
+        return value
     if kind is str:
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("ascii")
-    if kind is float and (value != value or value in (_INFINITY, -_INFINITY)):
-        return ujson.dumps(value)
-    if kind is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-        return str(value)
-    return value
+        return value.encode("utf-8", "backslashreplace").decode("ascii")
+    return ujson.dumps(value) if kind is float else str(value)
 
 
 def _newlines(block: bytes, start: int, end: int) -> int:
