@@ -65,15 +65,24 @@ def stub_rule(reference: str, event_id: int = 1) -> str:
 SCHEMA_EXAMPLES = sorted(glob.glob(os.path.join(SPEC, "tests", "schema", "correlation", "*.yml")))
 
 
+# The specification comes from the shared checkout beside the repository (CI has it); without it
+# these tests are skipped, as the SigmaHQ ones are.
+needs_spec = pytest.mark.skipif(not os.path.isdir(SPEC), reason="the shared Sigma specification is absent")
+
+
 def spec_text_examples():
     """The YAML blocks of the specification text that hold a correlation (each with the other
-    documents of its block)."""
-    text = open(os.path.join(SPEC, "specification", "sigma-correlation-rules-specification.md")).read()
+    documents of its block); none without the shared specification."""
+    path = os.path.join(SPEC, "specification", "sigma-correlation-rules-specification.md")
+    if not os.path.isfile(path):
+        return []
+    text = open(path).read()
     # (the fragment that only shows how ``rules`` are written has no ``type``: not a document)
     return [block for block in re.findall(r"```ya?ml\n(.*?)```", text, re.S)
             if "correlation:" in block and "type:" in block]
 
 
+@needs_spec
 def test_the_specification_has_what_this_file_tests():
     assert len(SCHEMA_EXAMPLES) == 8
     assert len(spec_text_examples()) >= 9
@@ -141,7 +150,8 @@ def test_sigmahq_correlations_action_documents_and_near_rules_load():
         results = parse_rules(text, path)
         assert not any(isinstance(r, RuleError) and ("correlation" in str(r) or "action" in str(r)
                                                    or "near" in str(r)) for r in results), results
-    assert found >= 0
+    if not found:
+        pytest.skip("this SigmaHQ copy holds no correlation, action or near document")
 
 
 # ------------------------------------------------------------------ loading: errors
