@@ -121,6 +121,7 @@ def test_every_example_in_the_specification_text_loads(tmp_path, index):
     assert len(rule_set.correlations) == sum(1 for d in documents if "correlation" in d)
 
 
+@needs_spec
 def test_the_complete_example_chains_by_name(tmp_path):
     """The specification's closing example: four documents in one file, references by name,
     a temporal_ordered correlation over an event_count one."""
