@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import os
 import signal
+import socket
 import stat
 import sys
 import time
@@ -22,7 +23,8 @@ from .startup import streaming
 from .events.fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
 from .events.timeparse import NS, format_time
 from .io import inputs as inputs_module
-from .io import parallel
+from .io import fleet, parallel
+from .io.bus import BusError
 from .io.prefilter import Prefilter, RuleIndex, needle
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
@@ -220,6 +222,29 @@ def run(
                                          help="With --state, snapshot this often (0: only at the end)."),
     state_reset: bool = typer.Option(False, "--state-reset", help="With --state, discard the saved state "
                                      "(one this build cannot use, or on purpose) and start afresh."),
+    heartbeat: float = typer.Option(5.0, "--heartbeat", metavar="SECONDS", help="With --stage match: write a "
+                                    "heartbeat record (the agent's time) each time the input's event time moved "
+                                    "this far, and this often while live input waits, so that a correlate stage "
+                                    "fed by many agents moves on when nothing matches (0: none)."),
+    agent: Optional[str] = typer.Option(None, "--agent", metavar="NAME", help="With --stage match: this "
+                                        "agent's name in heartbeats (default: the host name). Each match "
+                                        "process feeding one correlate stage needs its own."),
+    agent_idle: float = typer.Option(60.0, "--agent-idle", metavar="SECONDS", help="With --stage correlate: "
+                                     "an agent that sent nothing for this long no longer holds the fleet's "
+                                     "time back."),
+    agents: int = typer.Option(0, "--agents", metavar="N", help="With --stage correlate: the fleet's time "
+                               "stays still until N agents have reported (or --agent-idle seconds passed), so "
+                               "that agents starting late (a backfill) do not find their events late."),
+    nats: Optional[str] = typer.Option(None, "--nats", metavar="URL", help="The fleet bus, NATS JetStream "
+                                       "(needs nats-py): --stage match publishes its Detection and heartbeat "
+                                       "records there instead of stdout; --stage correlate reads its partition "
+                                       "from there (with --state) and also publishes its alerts."),
+    nats_prefix: str = typer.Option("pipeshell", "--nats-prefix", metavar="NAME",
+                                    help="Subject prefix on the bus: NAME.records.<partition>, NAME.alerts."),
+    partitions: int = typer.Option(1, "--partitions", metavar="N", help="With --stage match --nats: how many "
+                                   "correlate processes share the rules that group by fields."),
+    partition: int = typer.Option(0, "--partition", metavar="P", help="With --stage correlate --nats: the "
+                                  "partition this process owns (0 also owns every rule that cannot be split)."),
     stats_interval: float = typer.Option(0.0, "--stats-interval", metavar="SECONDS", help="Write a stats record "
                                          "(event.kind metric: lines, matches, alerts, diagnostics, sources with a "
                                          "wrong clock, events held) this often, and at the end (0: never)."),
@@ -239,6 +264,13 @@ def run(
         raise UsageProblem("--max-record-bytes must be at least 4096")
     if workers is not None and workers < 0:
         raise UsageProblem("--workers must be zero or more")
+    for name, value in (("--heartbeat", heartbeat), ("--agent-idle", agent_idle)):
+        if not 0 <= value <= MAX_SECONDS:
+            raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
+    if not 0 <= agents <= 100_000:
+        raise UsageProblem("--agents must be between 0 and 100000")
+    if agent is not None and not agent.strip():
+        raise UsageProblem("--agent must not be empty")
     if not 0 <= stats_interval <= MAX_SECONDS:
         raise UsageProblem(f"--stats-interval must be between 0 and {MAX_SECONDS} seconds")
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
@@ -252,7 +284,7 @@ def run(
         build_prefilter(plans, prefilter_engine.value, logsource_unknown.value)
 
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
-                    max_skew_ns=int(max_skew * NS))
+                    max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents)
     diagnostics = Diagnostics()
     output = Output(sys.stdout.fileno())
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
@@ -260,6 +292,15 @@ def run(
                            workers=parallel.default_workers() if workers is None else workers, stage=stage.value,
                            index=index)
 
+    bus = None
+    if nats is not None:
+        bus = open_fleet_bus(nats, nats_prefix, stage, state, partitions, partition, bool(files))
+        if stage is Stage.match:
+            stream_filter.publisher = fleet.Publisher(bus, nats_prefix, partitions, engine.correlation.partition_key)
+        else:
+            stream_filter.alert_sink = fleet.AlertPublisher(bus, nats_prefix)
+    if stage is Stage.match and heartbeat:
+        stream_filter.send_heartbeats(agent or socket.gethostname(), heartbeat, int(max_skew * NS))
     if stats_interval:
         stream_filter.keep_stats(stats_interval, lambda: stats_record(stream_filter, engine, diagnostics))
     if state is not None:
@@ -273,7 +314,10 @@ def run(
         # and the exit status is 0, as at end of input.
         with StopRequest() as stop:
             try:
-                if not files:
+                if bus is not None and stage is Stage.correlate:
+                    start = None if stream_filter.bus_seq is None else stream_filter.bus_seq + 1
+                    fleet.consume(stream_filter, bus, nats_prefix, partition, stop, start)
+                elif not files:
                     stdin = sys.stdin.fileno()
                     stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line,
                                       stop=stop)
@@ -287,12 +331,42 @@ def run(
             except inputs_module.InputError as error:
                 stream_filter.finish()
                 raise UsageProblem(str(error)) from None
-            stream_filter.finish()
+            except BusError as error:
+                raise UsageProblem(str(error)) from None
+            try:
+                stream_filter.finish()
+            except BusError as error:
+                raise UsageProblem(str(error)) from None
+            finally:
+                if bus is not None:
+                    bus.close()
     except OutputClosed:
         _silence_stdout()
         return
     if not quiet:
         _summary(stream_filter, engine, diagnostics)
+
+
+def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], partitions: int, partition: int,
+                   files: bool):
+    """``--nats``: the checks, and the connection with both streams in place."""
+    if stage is Stage.all:
+        raise UsageProblem("--nats needs --stage match or --stage correlate")
+    if stage is Stage.correlate and state is None:
+        raise UsageProblem("--stage correlate --nats needs --state FILE: a message is acknowledged once the "
+                           "saved state includes it")
+    if stage is Stage.correlate and files:
+        raise UsageProblem("--stage correlate reads either --nats or --input, not both")
+    if not 1 <= partitions <= 1024:
+        raise UsageProblem("--partitions must be between 1 and 1024")
+    if not 0 <= partition < 1024:
+        raise UsageProblem("--partition must be between 0 and 1023")
+    if not prefix or any(c in prefix for c in " *>\t") or prefix.startswith(".") or prefix.endswith("."):
+        raise UsageProblem(f"--nats-prefix {prefix!r} is not a NATS subject prefix")
+    try:
+        return fleet.open_bus(url, prefix, f"pipeshell-filter {stage.value}")
+    except BusError as error:
+        raise UsageProblem(str(error)) from None
 
 
 def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool) -> None:

@@ -6,6 +6,10 @@ values of the fields correlations group or aggregate by, and a short
 reference to the event for the alert.  It is plain data with a versioned wire
 form (one NDJSON line, ``schema/detection.schema.json``), so correlation can
 run in another process, or after a restart, from the records alone.
+
+A detect stage that runs on one agent of many also says how far its input has
+got (``Heartbeat`` records, made by ``correlate.agents.Progress``), so that a
+correlate stage fed by many agents can move its time on when nothing matches.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from .sigma.logsource import EventFacts
 from .values import MISSING, first_leaf, leaves
 
 WIRE_TYPE = "sigma.detection"
+HEARTBEAT_TYPE = "sigma.heartbeat"
 WIRE_VERSION = 1
 
 
@@ -65,6 +70,43 @@ class Detection:
         if not isinstance(event, dict):
             raise WireError("'event' must be an object")
         return cls(rule, time, source, tuple(terms), fields, event)
+
+
+@attrs.frozen
+class Heartbeat:
+    """An agent's progress: every event it reads from now on is no older than ``time`` minus the
+    lateness (the same promise the watermark relies on within one stream).  ``idle``: live input
+    that has brought nothing new for a while; the agent's time says nothing of the stream's then."""
+
+    agent: str
+    time: int  # the newest event time the agent has read, ns since the epoch
+    idle: bool = False
+
+    def to_wire(self) -> dict:
+        record = {"type": HEARTBEAT_TYPE, "version": WIRE_VERSION, "agent": self.agent, "time": self.time}
+        if self.idle:
+            record["idle"] = True
+        return record
+
+    @classmethod
+    def from_wire(cls, record) -> "Heartbeat":
+        if record.get("version") != WIRE_VERSION:
+            raise WireError(f"{HEARTBEAT_TYPE} version {record.get('version')!r} (this build reads {WIRE_VERSION})")
+        agent, time, idle = record.get("agent"), record.get("time"), record.get("idle", False)
+        if not isinstance(agent, str) or not agent:
+            raise WireError("'agent' must be a non-empty string")
+        if not isinstance(time, int) or isinstance(time, bool):
+            raise WireError("'time' must be integer nanoseconds")
+        if not isinstance(idle, bool):
+            raise WireError("'idle' must be true or false")
+        return cls(agent, time, idle)
+
+
+def from_wire(record):
+    """A Detection or a Heartbeat, by the record's ``type``."""
+    if isinstance(record, dict) and record.get("type") == HEARTBEAT_TYPE:
+        return Heartbeat.from_wire(record)
+    return Detection.from_wire(record)
 
 
 def _scalar(value):

@@ -17,9 +17,9 @@ from typing import List, Optional
 
 import attrs
 
-from .correlate import DEFAULT_MAX_SKEW, Correlation, Hit
+from .correlate import DEFAULT_AGENT_IDLE, DEFAULT_MAX_SKEW, Correlation, Hit
 from .correlate.state import MAX_ALERTED, identity
-from .detect import Detection, Detector
+from .detect import Detection, Detector, Heartbeat
 from .events.fields import FieldResolver
 from .records import correlation_alert, detection_alert, enrichment, sigma_field
 from .sigma.compile import Plan
@@ -36,7 +36,8 @@ class Engine:
     _alerted = None  # ``keep_state``: identities of the recent single-event alerts' events, oldest first
 
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
-                 unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW):
+                 unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW,
+                 agent_idle: float = DEFAULT_AGENT_IDLE, agents: int = 0):
         self.plans = {plan.rule.id: plan for plan in plans}
         # a rule set (``sigma.collection.RuleSet``) brings its correlation documents, and the rules
         # that feed them without ``generate`` and so do not alert on their own (``quiet``)
@@ -52,6 +53,8 @@ class Engine:
                     needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + spec.needed_fields(ref.rule)))
         self.detector = Detector(plans, resolver, needed, unknown_logsource)
         self.resolver = resolver
+        self.agent_idle = agent_idle
+        self.expected_agents = agents
         self.stats = Counter()
 
     def process(self, event: dict, line: int = 0, only=None) -> Outcome:
@@ -79,6 +82,12 @@ class Engine:
             return Outcome(None, [])
         alerts, untimed = self._correlate(detection)
         return Outcome(None, alerts, untimed)
+
+    def progress(self, heartbeat: Heartbeat) -> list:
+        """The correlate stage alone: an agent's heartbeat moves the fleet's time (``correlate.agents``)."""
+        self.stats["heartbeats"] += 1
+        self.correlation.follow_agents(self.agent_idle, self.expected_agents)
+        return self._alerts(self.correlation.progress(heartbeat.agent, heartbeat.time, heartbeat.idle))
 
     def _correlate(self, detection: Detection) -> tuple:
         plan = self.plans[detection.rule]
@@ -142,11 +151,17 @@ class Engine:
         return self.stats["duplicates"] + self.correlation.duplicates()
 
     def snapshot(self) -> dict:
-        return {"correlations": self.correlation.snapshot(), "alerted": list(self._alerted or ())}
+        saved = {"correlations": self.correlation.snapshot(), "alerted": list(self._alerted or ())}
+        if self.correlation.agents is not None:
+            saved["agents"] = self.correlation.agents.saved()
+        return saved
 
     def restore(self, saved: dict) -> List[str]:
         """Take back a ``snapshot``; one-line messages about what had to be discarded."""
         messages = self.correlation.restore(saved.get("correlations", {}))
+        if saved.get("agents"):
+            self.correlation.follow_agents(self.agent_idle, self.expected_agents)
+            self.correlation.agents.restore(saved["agents"])
         if self._alerted is not None:
             self._alerted = dict.fromkeys(saved.get("alerted", ())[-MAX_ALERTED:])
         return messages

@@ -6,6 +6,10 @@ routes each detection to the correlations that refer to its rule and moves
 their watermarks: on each event, before the input blocks (``settle``), with
 the wall clock on live input (``idle``) and at the end (``flush``).
 
+Fed by many agents (``--stage correlate`` with heartbeats), the correlations'
+time is the fleet's (``agents``): the least time of the agents still sending,
+instead of the detections' own sources.
+
 Correlations of correlations (``RuleRef.chained``): each hit of an inner
 correlation is one detection for the outer ones (``alert_detection``): at the
 time of its last event, with the inner group values as its fields.  The
@@ -18,15 +22,20 @@ from __future__ import annotations
 
 import time as _time
 from collections import defaultdict
-from typing import Callable, Iterable, List
+from typing import Callable, Iterable, List, Optional
 
 from ..detect import Detection
 from ..events.timeparse import NS
 from ..sigma.correlation import CorrelationSpec
 from . import state as _state
+from .agents import AgentClocks
 from .correlator import DEFAULT_MAX_SKEW, NEVER, Correlator, Hit, give_back_memory
+from .windows import group_of
 
-__all__ = ["DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit", "alert_detection"]
+# Seconds after which an agent that sent nothing counts as gone (``--agent-idle``).
+DEFAULT_AGENT_IDLE = 60.0
+
+__all__ = ["DEFAULT_AGENT_IDLE", "DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit", "alert_detection"]
 
 
 def alert_detection(hit: Hit) -> Detection:
@@ -70,6 +79,8 @@ class Correlation:
                  clock: Callable[[], float] = _time.monotonic, max_skew_ns: int = DEFAULT_MAX_SKEW,
                  wall: Callable[[], int] = _time.time_ns):
         self.lateness_ns = lateness_ns
+        self.max_skew_ns = max_skew_ns
+        self.agents = None  # ``AgentClocks`` once an agent reported its progress (``progress``)
         self.clock = clock
         self.wall = wall
         self.correlators = [Correlator(spec, lateness_ns, max_skew_ns) for spec in _inner_first(list(specs))]
@@ -83,8 +94,25 @@ class Correlation:
                 self._by_rule[rule].append(correlator)
             correlator.upstream = tuple(by_id[inner] for inner in correlator.spec.chained)
         self._chained = [c for c in self.correlators if c.upstream]
+        self._feeds_outer = {inner.spec.id for c in self._chained for inner in c.upstream}
         self._route = {}  # rule id -> what a detection of it runs through, with chains: see ``observe``
         self._newest_wall = {id(c): 0.0 for c in self.correlators}  # wall clock when an event time last rose
+
+    def partition_key(self, detection) -> Optional[tuple]:
+        """What a detection can be partitioned by across correlate processes: the group key of
+        the one correlation that takes its rule, when that correlation groups by fields and is
+        chained to no other (in either direction); None when one process must own it (no
+        group-by, several correlations, chains).  A rule no correlation takes: its rule id and
+        source (its alerts are its own, any process can make them)."""
+        takers = self._by_rule.get(detection.rule)
+        if not takers:
+            return (detection.rule, detection.source)
+        if len(takers) != 1:
+            return None
+        spec = takers[0].spec
+        if not spec.group_by or spec.chained or spec.id in self._feeds_outer:
+            return None
+        return group_of(spec, detection)
 
     def wants(self, rule: str) -> bool:
         """Some correlation refers to this rule."""
@@ -139,6 +167,40 @@ class Correlation:
             for hit in made.get(inner.spec.id, ()):
                 correlator.observe(alert_detection(hit), clocked=False)
 
+    # ------------------------------------------------------------ the fleet's time (``agents``)
+
+    def follow_agents(self, idle: float, expected: int = 0) -> None:
+        """From now on the watermark follows the agents' reports (``progress``), not the sources
+        of the detections; an agent silent for ``idle`` seconds drops out; the time stays still
+        until ``expected`` agents reported (or ``idle`` seconds passed)."""
+        if self.agents is None:
+            self.agents = AgentClocks(self.max_skew_ns, idle, self.clock, expected)
+            for correlator in self.correlators:
+                correlator.driven = True
+
+    def progress(self, agent: str, time: int, idle: bool = False) -> List[Hit]:
+        """An agent's heartbeat: the hits that became final as the fleet's time moved."""
+        if self.agents is None:
+            self.follow_agents(DEFAULT_AGENT_IDLE)
+        if not self.agents.see(agent, time, idle):
+            return []
+        return self._follow(self.agents.frontier())
+
+    def _follow(self, frontier) -> List[Hit]:
+        if frontier <= self._frontier:
+            return []
+        self._frontier = frontier
+        now = self.clock()
+        for correlator in self.correlators:
+            self._newest_wall[id(correlator)] = now
+        return self._advance(lambda c: frontier - self.lateness_ns)
+
+    _frontier = NEVER  # the fleet's time as last followed
+
+    def _newest(self, c: Correlator, wall: int):
+        """The newest time that is not suspect: the fleet's, or that of the correlation's sources."""
+        return self.agents.frontier() if self.agents is not None else c.clocks.trusted_newest(wall)
+
     def settle(self) -> List[Hit]:
         """The input paused: close the newest watermark instant now.
 
@@ -151,14 +213,17 @@ class Correlation:
         a source far ahead of the others does not count.
         """
         wall = self.wall()
-        return self._advance(lambda c: c.clocks.trusted_newest(wall) - self.lateness_ns + 1)
+        return self._advance(lambda c: self._newest(c, wall) - self.lateness_ns + 1)
 
     def idle(self, idle_seconds: float) -> List[Hit]:
         """Wall-clock progress: after ``idle_seconds`` with no newer event time, the
         watermark moves on with the wall clock, so pending alerts come out."""
         now = self.clock()
-
         wall = self.wall()
+        if self.agents is not None:  # agents that went silent drop out: the fleet's time may move
+            hits = self._follow(self.agents.frontier())
+            if hits:
+                return hits
 
         def watermark(c):
             waited = now - self._newest_wall[id(c)] - idle_seconds
@@ -166,7 +231,7 @@ class Correlation:
                 return None
             # from the newest time that is not suspect: a source far ahead of the others, or of the
             # wall clock, must not carry the watermark past the others' windows
-            return c.clocks.trusted_newest(wall) - self.lateness_ns + int(waited * NS)
+            return self._newest(c, wall) - self.lateness_ns + int(waited * NS)
 
         return self._advance(watermark)
 

@@ -78,6 +78,7 @@ class Correlator:
     # it may read (``window_of``), never change anything
     watch = None
     duplicates = 0  # events dropped because one the same was taken (``seen``)
+    driven = False  # the watermark is moved from outside only (the fleet's time, ``agents``)
 
     def __init__(self, spec: CorrelationSpec, lateness_ns: int = 0, max_skew_ns: int = DEFAULT_MAX_SKEW,
                  max_held: int = MAX_HELD):
@@ -159,11 +160,11 @@ class Correlator:
             # on time yet in a consumed episode: only right after a pause (``state.pause``), whose
             # final flush alerted on the episode
             return self.advance(self.clocks.reference - self.lateness) \
-                if clocked and self.clocks.see(detection.source, c.time) else []
+                if clocked and self.clocks.see(detection.source, c.time) and not self.driven else []
         self._pending.add((c.time, self._seq, c))
         if len(self._pending) + len(self._held) > self.max_held:
             self._shed()
-        if clocked and self.clocks.see(detection.source, c.time):
+        if clocked and self.clocks.see(detection.source, c.time) and not self.driven:
             return self.advance(self.clocks.reference - self.lateness)
         return []
 

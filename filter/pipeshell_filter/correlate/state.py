@@ -243,7 +243,8 @@ def _consume(correlator, group, t) -> None:
 
 
 def encode(document: dict) -> bytes:
-    """The snapshot file's bytes: ``{"format", "version", "lines", "correlations", "alerted"}``."""
+    """The snapshot file's bytes: ``{"format", "version", "lines", "correlations", "alerted"}``, and
+    ``agents`` (the fleet's clocks) in a correlate stage fed by agents."""
     return ujson.dumps({"format": FORMAT, "version": VERSION, **document}, ensure_ascii=True).encode("ascii")
 
 
@@ -262,6 +263,12 @@ def decode(data: bytes, where: str) -> dict:
     if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0 or not isinstance(correlations, dict) \
             or not isinstance(alerted, list) or not all(isinstance(key, str) for key in alerted):
         raise StateError(f"{where}: damaged state file (lines, correlations or alerted)")
+    agents = document.get("agents", [])
+    if not isinstance(agents, list) or not all(
+            isinstance(a, list) and len(a) == 2 and isinstance(a[0], str) and type(a[1]) is int for a in agents):
+        raise StateError(f"{where}: damaged state file (agents)")
+    if "bus_seq" in document and (type(document["bus_seq"]) is not int or document["bus_seq"] < 0):
+        raise StateError(f"{where}: damaged state file (bus_seq)")
     return document
 
 

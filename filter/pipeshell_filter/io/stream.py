@@ -22,7 +22,8 @@ from typing import Callable, Iterable, Iterator, Optional
 import ujson
 
 from ..correlate.state import encode as encode_state
-from ..detect import Detection, WireError
+from ..correlate.agents import Progress
+from ..detect import Heartbeat, WireError, from_wire
 from ..engine import Engine
 from ..records import shrink
 from ..events.timeparse import NS, parse_time
@@ -406,6 +407,14 @@ class Filter:
     """
 
     state = None  # ``correlate.state.StateFile`` with ``--state``
+    progress = None  # ``detect.Progress``: a match stage's heartbeats (``--heartbeat``)
+    _live = False  # the input being read is a pipe
+    # the fleet bus (``fleet``): where a match stage's records go instead of the output; what else
+    # takes each alert; what follows each snapshot (the acknowledgement); the bus position it includes
+    publisher = None
+    alert_sink = None
+    after_save = None
+    bus_seq = None
     lines_start = 0  # the line counter taken back from a state file
     _state_diagnostics = None
 
@@ -486,9 +495,33 @@ class Filter:
         if self._parse_every_line:
             self._each_line(block, start, end, False)
             return
+        if self.progress is not None:
+            self._sample_time(block, start, end)
         self.lines += _newlines(block, start, end) if newlines is None else newlines
         if self.emit == "all":
             self.output.write(memoryview(block)[start:end])
+
+    def _sample_time(self, block: bytes, start: int, end: int) -> None:
+        """Lines the prefilter skipped are not parsed, yet they carry the agent's time: the last
+        one of the run is (one parse per block: the agent's time lags by at most a block)."""
+        first = block.rfind(b"\n", start, end - 1) + 1
+        try:
+            event = ujson.loads(block[max(first, start):end - 1])
+        except (ValueError, OverflowError):
+            return
+        if isinstance(event, dict):
+            self._seen_time(self.engine.event_time(event))
+
+    def _seen_time(self, time_ns: Optional[int]) -> None:
+        beat = self.progress.see(time_ns)
+        if beat is not None:
+            self._write_heartbeat(beat)
+
+    def _write_heartbeat(self, beat: Heartbeat) -> None:
+        if self.publisher is not None:
+            self.publisher.heartbeat(beat, dumps(beat.to_wire()))
+        else:
+            self._write(dumps(beat.to_wire()), None, beat.time)
 
     def _process_long_piece(self, piece: bytes, last: bool) -> None:
         if self._long_line is None:
@@ -532,6 +565,8 @@ class Filter:
         if not candidate:
             if keep:
                 self._write(line, event)
+            if self.progress is not None:
+                self._seen_time(self.engine.event_time(event))
             return
         if self.stage == "correlate":
             self._correlate_line(line, event, number)
@@ -545,7 +580,12 @@ class Filter:
             elif keep:
                 self._write(line, event)
             for detection in detections:
-                self._write(dumps(detection.to_wire()), None, detection.time)
+                if self.publisher is not None:
+                    self.publisher.detection(detection, dumps(detection.to_wire()))
+                else:
+                    self._write(dumps(detection.to_wire()), None, detection.time)
+            if self.progress is not None:  # after the detections: a heartbeat vouches for them
+                self._seen_time(detections[0].time if detections else self.engine.event_time(event))
             return
         outcome = self.engine.process(event, number, only)
         if outcome.untimed:
@@ -558,11 +598,14 @@ class Filter:
         self.write_alerts(outcome.alerts)
 
     def _correlate_line(self, line: bytes, event: dict, number: int) -> None:
-        """``--stage correlate``: a line is a Detection record from a match stage."""
+        """``--stage correlate``: a line is a Detection or a heartbeat record from a match stage."""
         try:
-            detection = Detection.from_wire(event)
+            detection = from_wire(event)
         except WireError as error:
             self._unusable(line, number, "not_detection", f"not a Detection record: {error}", False)
+            return
+        if isinstance(detection, Heartbeat):
+            self.write_alerts(self.engine.progress(detection))
             return
         outcome = self.engine.observe(detection)
         if outcome.untimed:
@@ -640,10 +683,16 @@ class Filter:
             if self.wrap and len(encoded) > self.max_record - 64:  # an alert stays an alert: made smaller
                 encoded = dumps(shrink(record))
             self._write(encoded, None, parse_time(record.get("@timestamp")))
+            if self.alert_sink is not None:
+                self.alert_sink(record, encoded)
 
     # ------------------------------------------------------------ running
 
     def on_idle(self) -> None:
+        if self.progress is not None and self._live:
+            beat = self.progress.quiet()
+            if beat is not None:
+                self._write_heartbeat(beat)
         if self._wall_idle is not None:
             self.write_alerts(self.engine.idle(self._wall_idle))
         self.report_skew()
@@ -656,6 +705,13 @@ class Filter:
 
     _stats = None  # (interval in seconds, function making the record, monotonic clock)
     _stats_next = None
+
+    def send_heartbeats(self, agent: str, every: float, max_skew_ns: int) -> None:
+        """``--stage match`` on one agent of many: say how far the input has got (``detect.Progress``),
+        so that the correlate stage's time moves when nothing matches."""
+        if self.stage != "match":
+            raise ValueError("heartbeats come from a match stage")
+        self.progress = Progress(agent, every, max_skew_ns)
 
     def keep_stats(self, interval: float, make_record, clock=time.monotonic) -> None:
         """Write ``make_record()`` as an output record every ``interval`` seconds of wall time
@@ -680,6 +736,8 @@ class Filter:
     def before_block(self) -> None:
         """No input is ready: what is final now goes out now, before the reader waits."""
         self.write_alerts(self.engine.settle())
+        if self.publisher is not None:
+            self.publisher.flush()
         self.on_idle()
 
     def finish(self) -> None:
@@ -691,6 +749,10 @@ class Filter:
             self._reader = None
         if self._long_line is not None:
             self._process_long_piece(b"", True)
+        if self.progress is not None:
+            beat = self.progress.last()
+            if beat is not None:
+                self._write_heartbeat(beat)
         self.report_skew(final=True)  # before the flush, which makes every source's events final
         if self.state is not None:
             # end of input is a pause: the flush's alerts go out, the windows stay open in the state
@@ -699,18 +761,21 @@ class Filter:
         else:
             self.write_alerts(self.engine.flush())
         self.write_stats(final=True)  # after the last alerts, which it counts
+        if self.publisher is not None:
+            self.publisher.flush()
         self.output.flush()
 
     def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE, block_size: int = BLOCK_SIZE,
             stop: Optional[StopRequest] = None) -> None:
         """Filter one input to its end, or until ``stop`` is requested.  ``live`` input (a pipe)
         lets the wall clock advance the watermark when no newer event arrives; a file never does."""
-        self._wall_idle = self.idle if live and self.idle else None
+        self.begin(live)
         if not live and self.workers and self.prefilter is not None and not self._parse_every_line \
                 and parallel.available():
             self._run_workers(fd, block_size, max_line, stop)
         wait = self._wall_idle
-        for every in (self.state.interval if self.state is not None else 0, self._stats and self._stats[0]):
+        for every in (self.state.interval if self.state is not None else 0, self._stats and self._stats[0],
+                      self.progress and self.progress.every):
             if live and every:  # snapshots and stats records go on while input waits
                 wait = min(wait or every, every)
         reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, wait,
@@ -722,6 +787,14 @@ class Filter:
             if self._stats is not None:
                 self.write_stats()
         self._reader = None
+
+    def begin(self, live: bool) -> None:
+        """The input is about to be read: ``live`` (a pipe, the bus) lets the wall clock move the
+        watermark when no newer event arrives, and bounds the time an agent believes."""
+        self._wall_idle = self.idle if live and self.idle else None
+        self._live = live
+        if self.progress is not None and live:  # believe no host clock far in the future of this one
+            self.progress.wall = self.clock
 
     def _run_workers(self, fd: int, block_size: int, max_line: int, stop: Optional[StopRequest]) -> None:
         """The bulk of a regular file, prefiltered by worker processes (``parallel``) and handled
@@ -745,7 +818,7 @@ class Filter:
                     if kind == parallel.CHUNK_END:
                         continue
                     length, lines = found[0], found[1]
-                    if kind == parallel.MARKED or self.emit == "all":
+                    if kind == parallel.MARKED or self.emit == "all" or self.progress is not None:
                         block = os.pread(fd, length, offset)
                         if len(block) != length:  # the file shrank meanwhile
                             break
@@ -774,12 +847,16 @@ class Filter:
         messages about state that had to be discarded."""
         messages = self.engine.restore(saved)
         self.lines = self.lines_start = saved["lines"]
+        self.bus_seq = saved.get("bus_seq")
         return messages
 
     def save_state(self) -> None:
         """One snapshot.  The output goes first: an alert the state counts as made is out.  A file
         that cannot be written is a diagnostic, and the stream goes on."""
         self.output.flush()
-        error = self.state.save(lambda: encode_state({"lines": self.lines, **self.engine.snapshot()}))
+        position = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
+        error = self.state.save(lambda: encode_state({"lines": self.lines, **position, **self.engine.snapshot()}))
         if error is not None:
             self._state_diagnostics.report("state", f"state file {self.state.path}", f"{error}; the stream goes on")
+        elif self.after_save is not None:
+            self.after_save()

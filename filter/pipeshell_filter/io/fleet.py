@@ -1,0 +1,144 @@
+"""Match on every agent, correlate once: the stages' records over the fleet bus (``bus``, NATS JetStream).
+
+Subjects, in one stream (``STREAM``):
+
+* ``<prefix>.records.<p>``: Detection and heartbeat records for partition ``p``.  A
+  Detection goes to the partition of its group key (``Correlation.partition_key``:
+  rules whose one correlation groups by fields spread over the partitions; the
+  rest belong to partition 0).  A heartbeat goes to every partition: each
+  correlate process needs every agent's time.
+* ``<prefix>.alerts`` (stream ``ALERT_STREAM``): the correlate processes' alerts,
+  each with its deterministic ``event.id`` as the message id, so that a
+  correlator that replays from its last snapshot and makes an alert again does
+  not deliver it twice (the stream's duplicate window drops it).
+
+A match process publishes in batches (``Publisher``), each record with an id
+made from its bytes: a re-send of the same record (a restarted agent that
+reads the same lines again) is stored once.  A correlate process
+(``consume``) reads its partition through a durable pull consumer and
+acknowledges only after a snapshot of its state (``--state``) that includes
+the message is on disk; on restart it asks the bus for the messages after the
+last one its snapshot includes, in stream order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from typing import Callable, Optional
+
+from .bus import Bus
+
+STREAM = "PIPESHELL"
+ALERT_STREAM = "PIPESHELL_ALERTS"
+BATCH = 512  # records a match process publishes at once
+UNACKED = 50_000  # a correlate process snapshots (and acknowledges) at least this often, in messages
+
+
+def record_subject(prefix: str, partition: int) -> str:
+    return f"{prefix}.records.{partition}"
+
+
+def alert_subject(prefix: str) -> str:
+    return f"{prefix}.alerts"
+
+
+def open_bus(url: str, prefix: str, name: str) -> Bus:
+    """Connect, and make sure both streams exist (file storage, a two-hour duplicate window)."""
+    bus = Bus(url, name=name)
+    bus.ensure_stream(STREAM, [f"{prefix}.records.*"])
+    bus.ensure_stream(ALERT_STREAM, [alert_subject(prefix)])
+    return bus
+
+
+def partition_of(key: Optional[tuple], partitions: int) -> int:
+    """The same partition for the same key in every process (not Python's hash, which is salted)."""
+    if key is None or partitions == 1:
+        return 0
+    return zlib.crc32(repr(key).encode("utf-8", "surrogatepass")) % partitions
+
+
+def _record_id(payload: bytes) -> str:
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
+class Publisher:
+    """``--stage match --nats``: Detection and heartbeat records to the bus, in batches, each
+    acknowledged by the server before ``flush`` returns."""
+
+    def __init__(self, bus: Bus, prefix: str, partitions: int, partition_key: Callable):
+        self.bus = bus
+        self.prefix = prefix
+        self.partitions = partitions
+        self.partition_key = partition_key  # Detection -> key or None (``Correlation.partition_key``)
+        self._pending = []
+        self.published = 0
+
+    def detection(self, detection, payload: bytes) -> None:
+        partition = partition_of(self.partition_key(detection), self.partitions)
+        self._add(record_subject(self.prefix, partition), payload, _record_id(payload))
+
+    def heartbeat(self, beat, payload: bytes) -> None:
+        # an idle heartbeat repeats the same time on purpose (the agent is alive): its id must differ
+        suffix = f":{time.time_ns()}" if beat.idle else ""
+        for partition in range(self.partitions):
+            self._add(record_subject(self.prefix, partition), payload,
+                      f"{_record_id(payload)}:{partition}{suffix}")
+
+    def _add(self, subject: str, payload: bytes, msg_id: str) -> None:
+        self._pending.append((subject, payload, msg_id))
+        if len(self._pending) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.bus.publish_many(pending)
+            self.published += len(pending)
+
+
+class AlertPublisher:
+    """``--stage correlate --nats``: every alert also to the alert subject, under its ``event.id``."""
+
+    def __init__(self, bus: Bus, prefix: str):
+        self.bus = bus
+        self.subject = alert_subject(prefix)
+
+    def __call__(self, record: dict, payload: bytes) -> None:
+        event_id = record.get("event", {}).get("id") or _record_id(payload)
+        self.bus.publish(self.subject, payload, event_id)
+
+
+def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_seq: Optional[int],
+            batch: int = 1024, wait: float = 0.5) -> None:
+    """``--stage correlate --nats``: the partition's records through the filter until ``stop``.
+
+    Each message is one record.  After every snapshot the last message it includes is
+    acknowledged (cumulatively); the snapshot records that message's stream sequence
+    (``Filter.bus_seq``), from which a restart carries on."""
+    consumer = bus.consumer(STREAM, f"correlate-{partition}", record_subject(prefix, partition), start_seq)
+    last = [None, None]  # the last message taken, the last one acknowledged
+
+    def acknowledge() -> None:
+        if last[0] is not None and last[0] is not last[1]:
+            consumer.ack(last[0])
+            last[1] = last[0]
+
+    stream_filter.after_save = acknowledge
+    stream_filter.begin(live=True)
+    taken = 0
+    while not stop.requested:
+        messages = consumer.fetch(batch, wait)
+        if not messages:
+            stream_filter.before_block()  # what is final goes out; snapshots and stats when due
+            continue
+        for message in messages:
+            stream_filter.lines += 1
+            stream_filter.process_line(message.data, stream_filter.lines)
+            stream_filter.bus_seq = message.seq
+            last[0] = message
+        taken += len(messages)
+        if stream_filter.state.due() or taken >= UNACKED:
+            taken = 0
+            stream_filter.save_state()

@@ -1,0 +1,170 @@
+"""The fleet's time (``correlate.agents``): each agent's heartbeats, the least agent time, and the
+agents that must not hold it back (silent, idle, far behind)."""
+
+import json
+import subprocess
+
+from hypothesis import given, settings, strategies as st
+
+from clitools import COMMAND, alerts, ndjson, run_cli
+from eventgen import flat_event
+from pipeshell_filter.correlate.agents import AgentClocks, Progress
+from pipeshell_filter.detect import Heartbeat, WireError, from_wire
+
+S = 10**9
+SKEW = 300 * S
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_fleet_time_is_the_least_time_of_the_active_agents():
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock)
+    agents.see("a", 100 * S)
+    agents.see("b", 50 * S)
+    agents.see("c", 120 * S)
+    assert agents.frontier() == 50 * S
+    agents.see("b", 110 * S)
+    assert agents.frontier() == 100 * S
+
+
+def test_an_agent_ahead_cannot_move_the_fleet_time_and_one_far_behind_is_left_out_and_named():
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock)
+    agents.see("a", 1000 * S)
+    agents.see("b", 1010 * S)
+    agents.see("future", 10**6 * S)  # a clock far ahead
+    assert agents.frontier() == 1000 * S
+    agents.see("stuck", 10 * S)  # 990 s behind the time two agents vouch for
+    assert agents.frontier() == 10 * S  # waited for: it may be catching up on a backlog
+    assert agents.lagging() == []
+    clock.now = 30
+    agents.see("stuck", 500 * S)  # catching up
+    agents.see("a", 1000 * S)
+    agents.see("b", 1010 * S)
+    agents.see("future", 10**6 * S)
+    assert agents.frontier() == 500 * S
+    clock.now = 61  # still far behind after the idle time: a wrong clock, or stuck; left out
+    agents.see("stuck", 510 * S)
+    assert agents.frontier() == 1000 * S
+    assert [name for name, _ in agents.lagging()] == ["stuck"]
+    assert agents.lagging() == []  # once
+    agents.see("stuck", 990 * S)  # back within max_skew: it holds the time again
+    assert agents.frontier() == 990 * S
+
+
+def test_a_silent_agent_drops_out_after_the_idle_timeout_and_an_idle_one_at_once():
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock)
+    agents.see("a", 100 * S)
+    agents.see("b", 50 * S)
+    clock.now = 30
+    agents.see("a", 140 * S)
+    assert agents.frontier() == 50 * S
+    clock.now = 61  # b silent for 61 s
+    assert agents.frontier() == 140 * S
+    agents.see("b", 60 * S)  # b is back: it holds the time again (the watermark never moves back)
+    assert agents.frontier() == 60 * S
+    agents.see("b", 60 * S, idle=True)  # live input with nothing new: b says so
+    assert agents.frontier() == 140 * S
+    clock.now = 200  # every agent silent: what they sent is all there is
+    assert agents.frontier() == 140 * S
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 10**4), st.booleans()), max_size=40))
+def test_the_fleet_time_is_never_beyond_an_active_agent_that_is_not_far_behind(reports):
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock)
+    for name, seconds, idle in reports:
+        agents.see(name, seconds * S, idle)
+        frontier = agents.frontier()
+        times = {a: agents._time[a] for a in agents.active()}
+        if times:
+            ranked = sorted(times.values(), reverse=True)
+            vouched = ranked[1] if len(ranked) > 1 else ranked[0]
+            assert all(frontier <= t for t in times.values() if t >= vouched - SKEW)
+            assert frontier in times.values()
+
+
+def test_progress_beats_every_so_often_in_event_time_and_says_the_last_time_at_the_end():
+    progress = Progress("a", 10, SKEW)
+    beats = [progress.see(t * S) for t in (0, 3, 9, 10, 25, 24, 31)]
+    assert [b.time // S for b in beats if b] == [0, 10, 25]
+    assert progress.last() == Heartbeat("a", 31 * S)
+    assert progress.last() is None
+
+
+def test_progress_believes_no_time_far_in_the_future_of_the_wall_clock_on_live_input():
+    progress = Progress("a", 10, SKEW, wall=lambda: 1000 * S)
+    assert progress.see(1200 * S).time == 1200 * S
+    assert progress.see(2000 * S) is None  # 1000 s ahead of the wall clock
+    assert progress.newest == 1200 * S
+
+
+def test_heartbeat_records_round_trip_and_bad_ones_are_one_line_errors():
+    beat = Heartbeat("agent-7", 123, idle=True)
+    assert from_wire(json.loads(json.dumps(beat.to_wire()))) == beat
+    for bad in ({"agent": "", "time": 1}, {"agent": "a", "time": "1"}, {"agent": "a", "time": 1, "idle": 1},
+                {"agent": "a", "time": 1, "version": 2}):
+        record = {"type": "sigma.heartbeat", "version": 1, **bad}
+        try:
+            from_wire(record)
+        except WireError as error:
+            assert "\n" not in str(error)
+        else:
+            raise AssertionError(f"accepted {record}")
+
+
+def _incident(offset=0):
+    return [flat_event(offset + 0, "srv01", "server", 4104, record_id=1),
+            flat_event(offset + 10, "cli01", "client", 4104, record_id=2),
+            flat_event(offset + 20, "cli02", "client", 4104, record_id=3)]
+
+
+def test_a_live_correlate_stage_alerts_when_the_agents_heartbeats_pass_the_window_not_at_the_end():
+    """Two agents; the incident's hosts on both; later events that match nothing move each
+    agent's time through its heartbeats, and the alert comes out while the input is still open."""
+    parts = []
+    for agent, hosts in (("agent-a", {"srv01"}), ("agent-b", {"cli01", "cli02"})):
+        events = [e for e in _incident() if e["Computer"] in hosts]
+        events += [flat_event(s, next(iter(hosts)), "benign", 4104, record_id=100 + s) for s in (200, 400, 500)]
+        matched = run_cli(["--stage", "match", "--agent", agent, "--lateness", "60"], ndjson(events))
+        assert matched.returncode == 0, matched.stderr
+        parts.append(matched.stdout.splitlines())
+    merged = [line for pair in zip(*parts) for line in pair] + parts[0][len(parts[1]):] + parts[1][len(parts[0]):]
+    process = subprocess.Popen(COMMAND + ["--stage", "correlate", "--lateness", "60", "--idle", "0"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(b"\n".join(merged) + b"\n")
+        process.stdin.flush()
+        line = process.stdout.readline()  # blocks until the alert: the input is still open
+        alert = json.loads(line)
+        assert alert["event"]["kind"] == "alert"
+        assert alert["related"]["hosts"] == ["cli01", "cli02", "srv01"]
+    finally:
+        process.stdin.close()
+        rest = process.stdout.read()
+        process.wait(timeout=30)
+    assert not alerts(rest)  # and not again at the end
+
+
+def test_without_heartbeats_the_same_input_waits_for_the_end():
+    events = _incident() + [flat_event(s, "srv01", "benign", 4104, record_id=100 + s) for s in (200, 400)]
+    matched = run_cli(["--stage", "match", "--heartbeat", "0"], ndjson(events))
+    assert b"sigma.heartbeat" not in matched.stdout
+    correlated = run_cli(["--stage", "correlate"], matched.stdout)
+    assert len(alerts(correlated.stdout)) == 1
+
+
+def test_bad_heartbeat_options_are_usage_errors():
+    for args in (["--heartbeat", "-1"], ["--agent-idle", "nan"], ["--agent", " "]):
+        result = run_cli(["--stage", "match", *args], b"")
+        assert result.returncode == 2 and b"Traceback" not in result.stderr, args
+        assert len(result.stderr.strip().splitlines()) == 1
