@@ -1,0 +1,859 @@
+"""The fleet bus: Detection and heartbeat records from ``--stage match`` processes to ``--stage correlate``
+processes over NATS JetStream.
+
+A synchronous facade.  The filter is a blocking read loop, nats-py is an asyncio client: one daemon
+thread runs an event loop with the connection on it, and every public method hands that loop a coroutine
+and waits for its result with a bound, so a caller never sees asyncio and the thread never keeps the
+interpreter alive.
+
+Delivery is at least once, and every repeat is made harmless:
+
+* a publish is retried until the server's PubAck comes back (timeouts, a server restarting, a dropped
+  connection), for as long as it takes.  Each carries a ``Nats-Msg-Id``; the stream's duplicate window
+  drops a second copy, so a retry whose first attempt did arrive stores nothing new, and an alert made
+  again by a correlator replaying from its snapshot (same deterministic id) is not delivered twice;
+* a correlator acknowledges a message only once the correlation state that includes it is on disk.  The
+  durable pull consumer acknowledges cumulatively (AckPolicy.ALL), so one ack per saved state suffices;
+* on restart the correlator passes the stream sequence after the last one its saved state includes
+  (``start_seq``); the durable consumer is then made anew from exactly there, and the replay comes in
+  stream order at once instead of as ack-timeout redeliveries mixed in behind newer messages.
+
+The consumer also keeps the order and the no-gap promise while the connection comes and goes.  A message
+delivered just as a connection dropped never arrives; with cumulative acks a later ack would silently
+cover it.  Every delivery carries the consumer's delivery sequence, which goes up by exactly one each
+time (redeliveries included), so a jump shows a lost delivery, as does a server whose consumer state a
+crash rolled back: the consumer is then made anew from its ack floor and what the caller has already
+been given is skipped (redeliveries after ack_wait are skipped the same way).  One process reads a
+durable at a time: a second reader of the same durable looks like lost deliveries to the first.
+
+nats-py is optional (``pip install 'pipeshell-filter[nats]'``): it is imported on first use, so the
+filter runs without it when no bus is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import concurrent.futures
+import logging
+import re
+import threading
+import time
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import attrs
+
+INSTALL_HINT = "the NATS bus needs nats-py: pip install 'pipeshell-filter[nats]'"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+# One attempt of a request (a publish, an ack, a JetStream API call) waits this long for its answer
+# before it is sent again.  A request sent just before the server went away is answered by nobody, so
+# this also bounds how late a retry comes once the server is back.
+ATTEMPT_TIMEOUT = 2.0
+# Between retries: from the first to the last, doubling.
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 0.5
+# Setting up (ensure_stream, consumer) waits at most this long for a server that stopped answering.
+SETUP_TIMEOUT = 30.0
+# The client's own reconnect rhythm, and how soon it notices a silent (half-open) connection.
+RECONNECT_WAIT = 0.5
+PING_INTERVAL = 10
+# A consumer idle this long checks that its durable still exists (deleted by an operator, lost with a
+# server's store): pull requests to a missing consumer only time out.
+IDLE_CHECK = 10.0
+# JetStream API error codes that say it is not enabled (server, account): no retry helps.
+JETSTREAM_OFF = (10039, 10076)
+# close() and the thread it stops are bounded by these.
+CLOSE_TIMEOUT = 3.0
+JOIN_TIMEOUT = 3.0
+# At most this many redeliveries are kept to acknowledge through after a reset (``Consumer._ack``).
+STAND_IN_CAP = 4096
+# publish_many keeps at most this many publishes waiting for their PubAck (below nats-py's own limit,
+# 4000 by default, at which its publish_async would wait).
+PUBLISH_WINDOW = 2000
+
+
+class BusError(Exception):
+    """One-line message for the user (no traceback is ever shown)."""
+
+
+class _Final(BusError):
+    """A BusError that no retry cures: the bus was closed, the stream is gone."""
+
+
+def _nats():
+    """nats-py, imported on first use: the filter itself must import and run without it."""
+    import nats
+    import nats.errors
+    import nats.js.api
+    import nats.js.errors
+
+    return nats
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"(//)[^/@,]*@", r"\1***@", url)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong, in a few words for a one-line message."""
+    description = getattr(exc, "description", None)
+    if description and description != "None":
+        return _one_line(description)
+    if hasattr(exc, "err_code"):  # a JetStream API error without a description
+        code = getattr(exc, "code", None)
+        return "JetStream unavailable" if code in (None, 503) else f"JetStream API error {code}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer in time"
+    text = _one_line(str(exc))
+    if text.startswith("nats: "):
+        text = text[len("nats: "):]
+    return text or type(exc).__name__
+
+
+@attrs.frozen
+class Message:
+    """One record from the bus, with its stream sequence (what a correlator saves, to restart after)."""
+
+    subject: str
+    data: bytes
+    seq: int
+    # The nats-py message, to acknowledge it; and which incarnation of the durable delivered it.
+    _raw: object = attrs.field(eq=False, repr=False)
+    _gen: int = attrs.field(default=0, eq=False, repr=False)
+
+
+class Bus:
+    """A connection to a NATS server (or cluster: comma-separated URLs) with JetStream.
+
+    Connects in the constructor (BusError after ``connect_timeout``); from then on it reconnects for
+    ever, so a restarting server is ridden out by publish, fetch and ack, which wait and retry."""
+
+    def __init__(self, url: str, *, name: str = "pipeshell-filter", connect_timeout: float = 10.0,
+                 setup_timeout: float = SETUP_TIMEOUT):
+        try:
+            self._mod = _nats()
+        except ImportError:
+            raise BusError(INSTALL_HINT) from None
+        self.url = _redact(url)  # for messages: a password in the URL is not shown
+        self.name = name
+        self.connect_timeout = max(0.1, float(connect_timeout))
+        self.setup_timeout = max(0.1, float(setup_timeout))
+        self._servers = [part.strip() for part in url.split(",") if part.strip()]
+        if not self._servers:
+            raise BusError(f"no NATS server URL given ({url!r})")
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._inflight: set = set()
+        self._last_error: Optional[BaseException] = None
+        self._generation = 0  # goes up each time a new client replaces one that closed for good
+        self._nc: Any = None
+        self._js: Any = None
+        _quiet_client_logging()
+
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._on_loop_error)
+        self._thread = threading.Thread(target=self._run_loop, name="pipeshell-filter-nats", daemon=True)
+        self._thread.start()
+        try:
+            self._call(self._connect(), timeout=self.connect_timeout + CLOSE_TIMEOUT)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    # --- the event-loop thread ------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+            # Stopped by close(): let whatever is left see its cancellation, then release the loop.
+            tasks = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                self._loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+        except BaseException:  # noqa: B036 - nothing may escape a daemon thread onto stderr
+            pass
+        finally:
+            try:
+                self._loop.close()
+            except BaseException:  # noqa: B036
+                pass
+
+    def _on_loop_error(self, loop, context) -> None:
+        # Unretrieved task errors, transport hiccups: remembered for messages, never printed.
+        exc = context.get("exception")
+        if exc is not None:
+            self._last_error = exc
+
+    def _call(self, coro, timeout: Optional[float] = None):
+        """Run ``coro`` on the loop and wait for its result: at most ``timeout`` seconds, or until
+        it ends or close() cancels it.  Every failure comes out as a BusError."""
+        if self._closed:
+            coro.close()
+            raise BusError("the NATS bus is closed")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        self._inflight.add(fut)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            # Short waits, so that a signal handler in the calling thread runs promptly.
+            while not fut.done():
+                wait = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+                if wait <= 0:
+                    fut.cancel()
+                    raise BusError(f"NATS at {self.url} did not answer within {timeout:g} s")
+                concurrent.futures.wait([fut], timeout=wait)
+            return fut.result()
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):
+            raise BusError("the NATS bus was closed") from None
+        except BusError:
+            raise
+        except Exception as exc:  # a client bug or an error not foreseen: still one line for the user
+            raise BusError(f"NATS bus error: {_cause(exc)}") from None
+        except BaseException:  # KeyboardInterrupt, Terminated: the caller's way out; stop the work
+            fut.cancel()
+            raise
+        finally:
+            self._inflight.discard(fut)
+
+    # --- connection -----------------------------------------------------------------------------
+
+    def _connect_options(self) -> dict:
+        async def on_error(exc):
+            self._last_error = exc
+
+        async def on_event():
+            return None
+
+        return dict(
+            servers=self._servers, name=self.name,
+            connect_timeout=min(2.0, self.connect_timeout),
+            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
+            ping_interval=PING_INTERVAL, max_outstanding_pings=2,
+            error_cb=on_error, disconnected_cb=on_event, reconnected_cb=on_event, closed_cb=on_event,
+        )
+
+    async def _connect(self) -> None:
+        # Loop-bound objects are made on the loop (Python 3.9 binds them at construction).
+        self._closing = asyncio.Event()
+        self._replace_lock = asyncio.Lock()
+        nc = self._mod.NATS()
+        try:
+            # With reconnects unlimited, connect() itself retries until the server answers.
+            await asyncio.wait_for(nc.connect(**self._connect_options()), self.connect_timeout)
+        except Exception as exc:
+            await _discard(nc)
+            cause = self._last_error if isinstance(exc, asyncio.TimeoutError) and self._last_error else exc
+            raise BusError(f"cannot connect to NATS at {self.url} within {self.connect_timeout:g} s: "
+                           f"{_cause(cause)}") from None
+        self._nc = nc
+        self._js = nc.jetstream(timeout=ATTEMPT_TIMEOUT)
+
+    async def _live(self):
+        """The client, replaced by a new one if the old one closed for good (a server's -ERR makes
+        nats-py give up even with unlimited reconnects).  Consumers notice by the generation."""
+        nc = self._nc
+        if not nc.is_closed or self._closing.is_set():
+            return nc
+        async with self._replace_lock:
+            if self._nc is nc and not self._closing.is_set():
+                new = self._mod.NATS()
+                try:
+                    await asyncio.wait_for(new.connect(**self._connect_options()), ATTEMPT_TIMEOUT)
+                except Exception as exc:
+                    self._last_error = exc
+                    await _discard(new)
+                    return nc
+                self._nc, self._js = new, new.jetstream(timeout=ATTEMPT_TIMEOUT)
+                self._generation += 1
+        return self._nc
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, cut short by close(); True when the bus is closing."""
+        try:
+            await asyncio.wait_for(self._closing.wait(), max(0.0, seconds))
+        except asyncio.TimeoutError:
+            pass
+        return self._closing.is_set()
+
+    def _transient(self, exc: BaseException) -> bool:
+        """An error that waiting and trying again can cure: no answer, server or JetStream restarting,
+        connection down.  Anything else (a bad subject, a payload too big, a config the server refuses)
+        is final."""
+        errors, js_errors = self._mod.errors, self._mod.js.errors
+        if isinstance(exc, js_errors.APIError):
+            if exc.err_code in JETSTREAM_OFF:
+                return False
+            return exc.code is None or exc.code in (408, 409) or exc.code >= 500
+        return isinstance(exc, (
+            asyncio.TimeoutError, errors.TimeoutError, errors.NoRespondersError,
+            js_errors.NoStreamResponseError, js_errors.TooManyStalledMsgsError,
+            errors.ConnectionClosedError, errors.ConnectionReconnectingError, errors.ConnectionDrainingError,
+            errors.OutboundBufferLimitError, errors.StaleConnectionError, errors.FlushTimeoutError,
+            errors.UnexpectedEOF, ConnectionError, OSError,
+        ))
+
+    def _jetstream_off(self, nc, exc: BaseException) -> bool:
+        """Nobody answers the JetStream API and the server said at connect that it has none."""
+        # (nats-py's JetStream manager reports no responders as a 503 without a code.)
+        no_answer = (self._mod.errors.NoRespondersError, self._mod.js.errors.NoStreamResponseError,
+                     self._mod.js.errors.ServiceUnavailableError)
+        info = getattr(nc, "_server_info", None)
+        return isinstance(exc, no_answer) and isinstance(info, dict) and bool(info) and not info.get("jetstream")
+
+    async def _retry(self, attempt: Callable, what: str, timeout: Optional[float] = None):
+        """``await attempt(js)`` until it succeeds.  Transient errors are retried with a short backoff,
+        and nothing is sent while the connection is down (nats-py would buffer it and its answer would
+        only time out); other errors are final.  ``timeout`` None: until close()."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = BACKOFF_FIRST
+        last: Optional[BaseException] = None
+        while True:
+            if self._closing.is_set():
+                raise _Final(f"{what}: the NATS bus was closed")
+            nc = await self._live()
+            if nc.is_connected:
+                try:
+                    return await attempt(self._js)
+                except BusError:
+                    raise
+                except Exception as exc:
+                    if not self._transient(exc):
+                        raise BusError(f"{what}: {_cause(exc)}") from None
+                    if timeout is not None and self._jetstream_off(nc, exc):
+                        raise _Final(f"{what}: NATS at {self.url} has no JetStream "
+                                     f"(nats-server must run with -js)") from None
+                    last = exc
+            if deadline is not None and time.monotonic() >= deadline:
+                cause = _cause(last) if last is not None else "not connected"
+                raise BusError(f"{what}: NATS at {self.url} did not answer within {timeout:g} s ({cause})")
+            if await self._pause(delay):
+                raise _Final(f"{what}: the NATS bus was closed")
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    # --- streams and publishing -----------------------------------------------------------------
+
+    def ensure_stream(self, stream: str, subjects: list, duplicate_window: float = 7200.0) -> None:
+        """Create the stream (file storage, limits retention) or bring an existing one up to date:
+        its subjects then include ``subjects`` and its duplicate window is ``duplicate_window`` seconds.
+        Other settings an operator gave it (limits, replicas) are kept."""
+        self._call(self._ensure_stream(stream, list(subjects), float(duplicate_window)),
+                   timeout=self.setup_timeout + CLOSE_TIMEOUT)
+
+    async def _ensure_stream(self, stream: str, subjects: List[str], window: float) -> None:
+        api, js_errors = self._mod.js.api, self._mod.js.errors
+        what = f"stream {stream}"
+
+        async def info(js):
+            try:
+                return await js.stream_info(stream)
+            except js_errors.NotFoundError:
+                return None
+
+        async def create(js):
+            config = api.StreamConfig(name=stream, subjects=subjects, storage=api.StorageType.FILE,
+                                      retention=api.RetentionPolicy.LIMITS, duplicate_window=window)
+            try:
+                await js.add_stream(config)
+                return True
+            except js_errors.BadRequestError as exc:
+                if exc.err_code == 10058:  # created meanwhile by another process: update it instead
+                    return False
+                raise
+
+        for _ in range(3):
+            current = await self._retry(info, what, self.setup_timeout)
+            if current is None:
+                if await self._retry(create, what, self.setup_timeout):
+                    return
+                continue
+            config = current.config
+            retention = getattr(config.retention, "value", config.retention)
+            if retention not in (None, "limits"):
+                raise BusError(f"stream {stream} exists with {retention} retention; the bus needs limits "
+                               f"retention (acknowledged records must stay for replay)")
+            have = list(config.subjects or [])
+            missing = [s for s in subjects if s not in have]
+            if not missing and abs((config.duplicate_window or 0) - window) < 1e-6:
+                return
+            updated = config.evolve(subjects=have + missing, duplicate_window=window)
+
+            async def update(js, updated=updated):
+                await js.update_stream(updated)
+
+            await self._retry(update, what, self.setup_timeout)
+            return
+        raise BusError(f"stream {stream}: could neither find nor create it")
+
+    def publish(self, subject: str, payload: bytes, msg_id: str) -> int:
+        """Publish one record and wait for the server to have stored it; its stream sequence.  Retried
+        until stored (the message id makes that harmless) or until close() (BusError)."""
+        return self._call(self._publish(subject, bytes(payload), msg_id))
+
+    async def _publish(self, subject: str, payload: bytes, msg_id: str) -> int:
+        async def attempt(js):
+            ack = await js.publish(subject, payload, timeout=ATTEMPT_TIMEOUT, headers={MSG_ID_HEADER: msg_id})
+            return ack.seq
+
+        return await self._retry(attempt, f"publish to {subject}")
+
+    def publish_many(self, items: Sequence[Tuple[str, bytes, str]]) -> None:
+        """Publish ``(subject, payload, msg_id)`` records with many in flight at once, and return when
+        the server has stored every one.  Those that fail are sent again, in their order, until stored
+        or until close() (BusError)."""
+        items = [(subject, bytes(payload), msg_id) for subject, payload, msg_id in items]
+        if items:
+            self._call(self._publish_many(items))
+
+    async def _publish_many(self, items: List[Tuple[str, bytes, str]]) -> None:
+        todo = list(range(len(items)))
+        delay = BACKOFF_FIRST
+        while todo:
+            if self._closing.is_set():
+                raise BusError(f"publish of {len(todo)} records: the NATS bus was closed")
+            nc = await self._live()
+            if nc.is_connected:
+                before = len(todo)
+                todo = await self._publish_round(items, todo)
+                if len(todo) < before:
+                    delay = BACKOFF_FIRST
+            if todo:
+                if await self._pause(delay):
+                    raise BusError(f"publish of {len(todo)} records: the NATS bus was closed")
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _publish_round(self, items, todo: List[int]) -> List[int]:
+        """Send every record of ``todo`` once, then collect the PubAcks; the indexes left to retry."""
+        js, nc = self._js, self._nc
+        sent: List[Tuple[int, asyncio.Future]] = []
+        failed: List[int] = []
+        unanswered: set = set()
+        try:
+            for position, index in enumerate(todo):
+                if len(unanswered) >= PUBLISH_WINDOW:
+                    # The window is full: wait for answers, and give the rest up for this round when
+                    # none come (the connection is probably down).
+                    done, unanswered = await asyncio.wait(unanswered, timeout=ATTEMPT_TIMEOUT,
+                                                          return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        failed.extend(todo[position:])
+                        break
+                if not nc.is_connected or self._closing.is_set():
+                    failed.extend(todo[position:])
+                    break
+                subject, payload, msg_id = items[index]
+                try:
+                    # Our window is below nats-py's own, so this never waits for a slot, and it does
+                    # not yield to the loop: the client's flusher then writes many records at once.
+                    fut = await js.publish_async(subject, payload, headers={MSG_ID_HEADER: msg_id})
+                except Exception as exc:
+                    if not self._transient(exc):
+                        raise BusError(f"publish to {subject}: {_cause(exc)}") from None
+                    self._last_error = exc
+                    failed.extend(todo[position:])
+                    break
+                sent.append((index, fut))
+                unanswered.add(fut)
+            # Wait for the answers for as long as they keep coming.
+            while unanswered and not self._closing.is_set():
+                done, unanswered = await asyncio.wait(unanswered, timeout=ATTEMPT_TIMEOUT,
+                                                      return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break
+            for index, fut in sent:
+                if not fut.done() or fut.cancelled():
+                    failed.append(index)
+                    continue
+                exc = fut.exception()
+                if exc is None:
+                    continue
+                if not self._transient(exc):
+                    raise BusError(f"publish to {items[index][0]}: {_cause(exc)}") from None
+                self._last_error = exc
+                failed.append(index)
+        finally:
+            for _, fut in sent:
+                if not fut.done():
+                    fut.cancel()  # frees its slot in nats-py; the record is sent again next round
+        failed.sort()
+        return failed
+
+    # --- consuming ------------------------------------------------------------------------------
+
+    def consumer(self, stream: str, durable: str, filter_subject: str, start_seq: Optional[int] = None,
+                 ack_wait: float = 30.0, max_ack_pending: int = 100_000) -> "Consumer":
+        """A durable pull consumer of ``filter_subject`` in ``stream``, acknowledged cumulatively.
+
+        ``start_seq`` None: carry on after the durable's ack floor (from the stream's start when the
+        durable is new).  ``start_seq`` given: deliver from exactly that stream sequence, whatever the
+        durable had acknowledged (the caller's saved state is the authority)."""
+        if start_seq is not None and start_seq < 1:
+            raise BusError(f"consumer {durable}: start sequence must be at least 1, not {start_seq}")
+        consumer = Consumer(self, stream, durable, filter_subject, float(ack_wait), int(max_ack_pending))
+        self._call(consumer._open(start_seq), timeout=self.setup_timeout + CLOSE_TIMEOUT)
+        return consumer
+
+    # --- closing --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection and stop the thread, within a few seconds even when the server is
+        gone.  A publish, fetch or ack waiting in another thread ends with BusError.  Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._thread.is_alive():
+            try:
+                self._loop.call_soon_threadsafe(self._closing.set)
+            except (RuntimeError, AttributeError):  # loop already stopped, or never connected
+                pass
+            for fut in list(self._inflight):
+                fut.cancel()
+            if self._nc is not None:
+                fut = None
+                try:
+                    fut = asyncio.run_coroutine_threadsafe(_discard(self._nc), self._loop)
+                    fut.result(CLOSE_TIMEOUT)
+                except Exception:  # a close that cannot finish in time is abandoned with the thread
+                    if fut is not None:
+                        fut.cancel()
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._closed = True
+        try:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        except RuntimeError:  # already closed
+            pass
+        if threading.current_thread() is not self._thread:
+            self._thread.join(JOIN_TIMEOUT)
+
+    def __enter__(self) -> "Bus":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class Consumer:
+    """Reads one durable pull consumer: records in stream order, each given once, none skipped.
+
+    Made by ``Bus.consumer``.  Not for use by more than one thread at a time."""
+
+    def __init__(self, bus: Bus, stream: str, durable: str, filter_subject: str, ack_wait: float,
+                 max_ack_pending: int):
+        self.bus = bus
+        self.stream = stream
+        self.durable = durable
+        self.filter_subject = filter_subject
+        self.ack_wait = ack_wait
+        self.max_ack_pending = max_ack_pending
+        self._sub: Any = None
+        self._sub_generation = -1  # the bus client generation the subscription lives on
+        self._gen = 0  # incarnation of the durable (each reset makes a new one)
+        self._dseq = 0  # last delivery sequence seen from the current incarnation
+        self._last_seq = 0  # last stream sequence handed to the caller
+        self._acked_seq = 0  # stream sequence the server confirmed as acknowledged (and all before)
+        self._needs_reset = False
+        self._idle_since: Optional[float] = None
+        self._pending = 0
+        # After a reset: (seq, ack subject) of redeliveries the caller already has, to ack through the
+        # new incarnation when the caller acks a message delivered by an older one.
+        self._stand_ins: List[Tuple[int, str]] = []
+        self._stand_in_limit = 0
+
+    # --- setting the durable up -----------------------------------------------------------------
+
+    def _config(self, start_seq: Optional[int]):
+        api = self.bus._mod.js.api
+        config = api.ConsumerConfig(
+            name=self.durable, durable_name=self.durable, filter_subject=self.filter_subject,
+            ack_policy=api.AckPolicy.ALL, ack_wait=self.ack_wait, max_ack_pending=self.max_ack_pending,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+        if start_seq is not None and start_seq > 1:
+            config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start_seq
+        return config
+
+    def _what(self) -> str:
+        return f"consumer {self.durable} on stream {self.stream}"
+
+    async def _info(self, timeout: Optional[float]):
+        """The durable's info, or None when it does not exist (BusError when the stream is gone)."""
+        js_errors = self.bus._mod.js.errors
+
+        async def attempt(js):
+            try:
+                return await js.consumer_info(self.stream, self.durable)
+            except js_errors.NotFoundError as exc:
+                if exc.err_code == 10059:
+                    raise _Final(f"stream {self.stream} does not exist on NATS at {self.bus.url}") from None
+                return None
+
+        return await self.bus._retry(attempt, self._what(), timeout)
+
+    async def _recreate(self, start_seq: int, timeout: Optional[float]) -> None:
+        """Delete the durable and make it anew delivering from ``start_seq``; bind to it."""
+        js_errors = self.bus._mod.js.errors
+        config = self._config(start_seq)
+
+        async def attempt(js):
+            try:
+                await js.delete_consumer(self.stream, self.durable)
+            except js_errors.NotFoundError as exc:
+                if exc.err_code == 10059:
+                    raise _Final(f"stream {self.stream} does not exist on NATS at {self.bus.url}") from None
+            await js.add_consumer(self.stream, config=config)
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        await self.bus._retry(attempt, self._what(), timeout)
+        self._gen += 1
+        self._dseq = 0
+        await self._bind(None if deadline is None else max(0.1, deadline - time.monotonic()))
+
+    async def _bind(self, timeout: Optional[float]) -> None:
+        """A fresh subscription (new inbox) for the durable: anything still queued for the old one
+        belongs to an earlier incarnation and is dropped with it."""
+        old, self._sub = self._sub, None
+        if old is not None:
+            try:
+                await old.unsubscribe()
+            except Exception:
+                pass
+
+        async def attempt(js):
+            return await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+
+        self._sub = await self.bus._retry(attempt, self._what(), timeout)
+        self._sub_generation = self.bus._generation
+
+    async def _open(self, start_seq: Optional[int]) -> None:
+        timeout = self.bus.setup_timeout
+        if start_seq is not None:
+            self._last_seq = self._acked_seq = start_seq - 1
+            await self._recreate(start_seq, timeout)
+            return
+        info = await self._info(timeout)
+        if info is None:
+            await self._recreate(1, timeout)
+            return
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        self._last_seq = self._acked_seq = floor
+        if info.num_ack_pending or not self._same_config(info.config):
+            # Deliveries nobody acknowledged (a reader that stopped): made anew from the ack floor they
+            # come at once and in order, instead of after ack_wait behind newer messages.  A changed
+            # filter or ack setting takes effect the same way, keeping the position.
+            await self._recreate(floor + 1, timeout)
+            return
+        self._gen += 1
+        self._dseq = info.delivered.consumer_seq if info.delivered else 0
+        await self._bind(timeout)
+
+    def _same_config(self, config) -> bool:
+        api = self.bus._mod.js.api
+        ack_policy = getattr(config.ack_policy, "value", config.ack_policy)
+        return (config.filter_subject == self.filter_subject and ack_policy == api.AckPolicy.ALL.value
+                and abs((config.ack_wait or 0) - self.ack_wait) < 1e-3
+                and config.max_ack_pending == self.max_ack_pending)
+
+    async def _reset(self, timeout: float) -> None:
+        """Make the durable anew from its ack floor after a lost delivery; what the caller already
+        has is then skipped as it comes again."""
+        deadline = time.monotonic() + timeout
+        info = await self._info(timeout)
+        floor = self._acked_seq
+        if info is not None and info.ack_floor:
+            floor = max(floor, info.ack_floor.stream_seq)
+        await self._recreate(floor + 1, max(0.1, deadline - time.monotonic()))
+        self._stand_ins = []
+        self._stand_in_limit = self._last_seq
+        self._needs_reset = False
+        self._idle_since = None
+
+    # --- fetching -------------------------------------------------------------------------------
+
+    def fetch(self, batch: int = 256, timeout: float = 1.0) -> List[Message]:
+        """Up to ``batch`` new records, [] when none came within ``timeout`` seconds, or while the
+        server is unreachable (this then waits about ``timeout`` and carries on once it is back)."""
+        batch = max(1, int(batch))
+        timeout = max(0.01, float(timeout))
+        # The bound is a last resort: the steps inside keep to ``timeout``, give or take one attempt each.
+        return self.bus._call(self._fetch(batch, timeout), timeout=timeout + 30.0)
+
+    async def _fetch(self, batch: int, timeout: float) -> List[Message]:
+        bus = self.bus
+        errors = bus._mod.errors
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if bus._closing.is_set():
+                raise _Final(f"{self._what()}: the NATS bus was closed")
+            if remaining <= 0:
+                return []
+            nc = await bus._live()
+            if not nc.is_connected:
+                await bus._pause(min(remaining, 0.1))
+                continue
+            if self._needs_reset or self._sub is None or self._sub_generation != bus._generation:
+                if await self._try(self._reset(max(remaining, ATTEMPT_TIMEOUT))) is _FAILED:
+                    await bus._pause(min(remaining, 0.2))
+                continue
+            if self._idle_since is not None and time.monotonic() - self._idle_since > IDLE_CHECK:
+                self._idle_since = time.monotonic()
+                if await self._try(self._info(ATTEMPT_TIMEOUT)) is None:
+                    self._needs_reset = True  # the durable is gone: make it again
+                    continue
+            try:
+                raws = await self._sub.fetch(batch, timeout=max(0.01, remaining))
+            except (asyncio.TimeoutError, errors.TimeoutError):
+                raws = []
+            except Exception as exc:
+                if not bus._transient(exc):
+                    raise BusError(f"{self._what()}: {_cause(exc)}") from None
+                bus._last_error = exc
+                if isinstance(exc, bus._mod.js.errors.ServiceUnavailableError):
+                    # Nobody answered the pull: JetStream restarting, or the durable is gone.  Look.
+                    self._idle_since = time.monotonic() - IDLE_CHECK - 1
+                await bus._pause(min(deadline - time.monotonic(), 0.1))
+                continue
+            out = self._accept(raws)
+            if out:
+                self._idle_since = None
+                return out
+            if self._idle_since is None:
+                self._idle_since = time.monotonic()
+
+    async def _try(self, coro):
+        """A setup step inside fetch: its result, or _FAILED on a transient failure (the fetch loop
+        carries on and tries again later).  Final errors go through."""
+        try:
+            return await coro
+        except _Final:
+            raise
+        except BusError as exc:
+            self.bus._last_error = exc
+            return _FAILED
+
+    def _accept(self, raws) -> List[Message]:
+        """The new records among the deliveries, in order; a gap in delivery sequence flags a reset."""
+        out: List[Message] = []
+        for raw in raws:
+            try:
+                meta = raw.metadata
+                dseq, seq = meta.sequence.consumer, meta.sequence.stream
+            except Exception:
+                continue  # not a JetStream delivery
+            if dseq != self._dseq + 1:
+                # A delivery went missing (connection dropped mid-flight, server state rolled back):
+                # later ones cannot be handed out, or a later ack would cover the missing one.
+                self._needs_reset = True
+                break
+            self._dseq = dseq
+            if seq <= self._last_seq:
+                # The caller has it already (a redelivery, or the replay after a reset).
+                if self._acked_seq < seq <= self._stand_in_limit:
+                    self._stand_ins.append((seq, raw.reply))
+                    if len(self._stand_ins) > STAND_IN_CAP:
+                        # Every other one, the newest kept: an ack then lands a little lower at worst.
+                        self._stand_ins = self._stand_ins[::-2][::-1]
+                continue
+            self._last_seq = seq
+            out.append(Message(raw.subject, raw.data, seq, raw, self._gen))
+        return out
+
+    # --- acknowledging --------------------------------------------------------------------------
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge ``message`` and every record before it; returns once the server confirmed.
+        Retried on transient errors until confirmed or until close() (BusError).  An ack the server
+        can no longer take (its consumer state rolled back in a crash) is dropped: the ack floor stays
+        lower, which can only mean more replay, never less."""
+        self.bus._call(self._ack(message))
+
+    async def _ack(self, message: Message) -> None:
+        if message.seq <= self._acked_seq:
+            return  # covered by a later ack already
+        reply, seq = getattr(message._raw, "reply", None), message.seq
+        if message._gen != self._gen:
+            # Delivered by an earlier incarnation of the durable, whose ack subjects the new one does
+            # not know: ack the newest redelivery of it or of an earlier record instead.  With none
+            # yet, the ack floor stays where it is, which only means more replay (never less).
+            at = bisect.bisect_right([s for s, _ in self._stand_ins], seq)
+            if at == 0:
+                return
+            seq, reply = self._stand_ins[at - 1]
+        if not reply:
+            raise BusError(f"ack of {self.stream} #{seq}: not a message from this consumer")
+        errors, js_errors = self.bus._mod.errors, self.bus._mod.js.errors
+
+        async def attempt(js):
+            # What nats-py's ack_sync does, but through the bus's current client: the one that received
+            # the message may have been replaced since.
+            try:
+                await self.bus._nc.request(reply, b"", timeout=ATTEMPT_TIMEOUT)
+                return True
+            except (asyncio.TimeoutError, errors.NoRespondersError):  # nats-py's TimeoutError included
+                pass
+            # No answer.  The server also stays silent on an ack of a delivery it does not know: one
+            # past its consumer's delivered pointer, which a crash (SIGKILL) can roll back.  Look.
+            try:
+                info = await js.consumer_info(self.stream, self.durable)
+            except js_errors.NotFoundError:
+                info = None
+            if info is not None and info.ack_floor and info.ack_floor.stream_seq >= seq:
+                return True
+            if info is None or info.delivered is None or info.delivered.stream_seq < seq:
+                # This ack cannot land.  Leave the floor where it is (more replay, never less) and
+                # make the durable anew at the next fetch.
+                self._needs_reset = True
+                return False
+            raise errors.TimeoutError  # a slow server: send it again
+
+        if not await self.bus._retry(attempt, f"ack of {self.stream} #{seq}"):
+            return
+        self._acked_seq = max(self._acked_seq, seq)
+        if self._stand_ins:
+            self._stand_ins = [(s, r) for s, r in self._stand_ins if s > self._acked_seq]
+
+    # --- stats ----------------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Records in the stream not yet delivered to this consumer (the last known count when the
+        server does not answer right now)."""
+        try:
+            info = self.bus._call(self._info(ATTEMPT_TIMEOUT), timeout=ATTEMPT_TIMEOUT + 2)
+        except BusError:
+            return self._pending
+        if info is not None and info.num_pending is not None:
+            self._pending = int(info.num_pending)
+        return self._pending
+
+
+_FAILED = object()
+
+
+async def _discard(nc) -> None:
+    """Close a client, bounded: a client that is reconnecting can take its time otherwise."""
+    try:
+        await asyncio.wait_for(nc.close(), CLOSE_TIMEOUT - 0.5)
+    except BaseException:  # noqa: B036 - closing is best effort; cancellation included
+        pass
+
+
+_logging_quieted = False
+
+
+def _quiet_client_logging() -> None:
+    """nats-py logs some errors with a traceback; the bus reports its errors as BusError instead."""
+    global _logging_quieted
+    if not _logging_quieted:
+        logger = logging.getLogger("nats")
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+        _logging_quieted = True
