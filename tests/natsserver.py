@@ -10,6 +10,7 @@ restart finds its streams and durable consumers again, as a restarted production
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -23,6 +24,15 @@ import pytest
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
+
+_started: "set[NatsServer]" = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A test run that ends abnormally must not leave servers behind."""
+    for server in list(_started):
+        server.kill()
 
 
 def server_binary() -> Optional[str]:
@@ -108,6 +118,7 @@ class NatsServer:
             )
         finally:
             log.close()
+        _started.add(self)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -137,14 +148,17 @@ class NatsServer:
         try:
             self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            self.kill()
+            pass
+        self.kill()
 
     def kill(self) -> None:
         """SIGKILL: the process dies at once, with no shutdown work (what a crash looks like)."""
         if self.proc is None or self.proc.poll() is not None:
+            _started.discard(self)
             return
         self.proc.kill()
         self.proc.wait(STOP_TIMEOUT)
+        _started.discard(self)
 
     def restart(self) -> "NatsServer":
         self.stop()

@@ -23,8 +23,7 @@ from .startup import streaming
 from .events.fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
 from .events.timeparse import NS, format_time
 from .io import inputs as inputs_module
-from .io import fleet, parallel
-from .io.bus import BusError
+from .io import parallel
 from .io.prefilter import Prefilter, RuleIndex, needle
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
@@ -292,9 +291,12 @@ def run(
                            workers=parallel.default_workers() if workers is None else workers, stage=stage.value,
                            index=index)
 
-    bus = None
+    bus, bus_errors = None, ()  # the bus (asyncio, threads) is imported only when asked for: 45 ms
     if nats is not None:
-        bus = open_fleet_bus(nats, nats_prefix, stage, state, partitions, partition, bool(files))
+        from .io import fleet
+        from .io.bus import BusError
+
+        bus, bus_errors = open_fleet_bus(nats, nats_prefix, stage, state, partitions, partition, bool(files)), BusError
         if stage is Stage.match:
             stream_filter.publisher = fleet.Publisher(bus, nats_prefix, partitions, engine.correlation.partition_key)
         else:
@@ -331,11 +333,11 @@ def run(
             except inputs_module.InputError as error:
                 stream_filter.finish()
                 raise UsageProblem(str(error)) from None
-            except BusError as error:
+            except bus_errors as error:
                 raise UsageProblem(str(error)) from None
             try:
                 stream_filter.finish()
-            except BusError as error:
+            except bus_errors as error:
                 raise UsageProblem(str(error)) from None
             finally:
                 if bus is not None:
@@ -363,6 +365,9 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], pa
         raise UsageProblem("--partition must be between 0 and 1023")
     if not prefix or any(c in prefix for c in " *>\t") or prefix.startswith(".") or prefix.endswith("."):
         raise UsageProblem(f"--nats-prefix {prefix!r} is not a NATS subject prefix")
+    from .io import fleet
+    from .io.bus import BusError
+
     try:
         return fleet.open_bus(url, prefix, f"pipeshell-filter {stage.value}")
     except BusError as error:
