@@ -203,3 +203,69 @@ def test_the_correlate_stage_on_the_bus_needs_a_state_file_and_a_reachable_serve
     assert len(unreachable.stderr.strip().splitlines()) == 1
     both = run_cli(["--nats", "nats://127.0.0.1:1"])
     assert both.returncode == 2 and b"--stage" in both.stderr
+
+
+# ---------------------------------------------------------------- partitions
+
+BY_HOST = """title: Three pipe events on one host
+id: count-by-host
+detection:
+  sel:
+    ScriptBlockText|contains: NamedPipe
+  condition: sel | count() by Computer >= 3
+  timeframe: 2m
+"""
+
+ANYWHERE = """title: Five pipe events anywhere
+id: count-anywhere
+detection:
+  sel:
+    ScriptBlockText|contains: NamedPipe
+  condition: sel | count() >= 5
+  timeframe: 2m
+"""
+
+
+def test_rules_that_group_by_fields_are_split_over_partitions_and_the_rest_has_one_owner(tmp_path):
+    """Two agents publish to 2 partitions; two correlators, one per partition.  The group-by rule's
+    groups spread over both, the rule without group-by is partition 0's alone; together they make
+    exactly the alerts of one process."""
+    from eventgen import flat_event
+    from clitools import ndjson
+
+    rules = []
+    for name, text in (("by.yml", BY_HOST), ("anywhere.yml", ANYWHERE)):
+        (tmp_path / name).write_text(text)
+        rules += ["--rule", str(tmp_path / name)]
+    hosts = [f"host{i:02d}" for i in range(16)]
+    events = []
+    for i, host in enumerate(hosts):  # an even host: three events; the odd one after it: two, 10 s later
+        start = i * 200 if i % 2 == 0 else (i - 1) * 200 + 30
+        for seconds in ((start, start + 10, start + 20) if i % 2 == 0 else (start, start + 10)):
+            events.append(flat_event(seconds, host, "server", 4104, record_id=len(events)))
+    events.sort(key=lambda e: e["@timestamp"])
+    expected = alerts(run_cli(rules + LATENESS + ["--quiet"], ndjson(events)).stdout)
+    assert {a["rule"]["id"] for a in expected} == {"count-by-host", "count-anywhere"}
+    with NatsServer(tmp_path / "nats") as server:
+        correlators = [subprocess.Popen(
+            COMMAND + rules + LATENESS + ["--stage", "correlate", "--nats", server.url, "--partition", str(p),
+                                          "--state", str(tmp_path / f"state{p}.json"), "--state-interval", "0.2",
+                                          "--idle", "1", "--agent-idle", "3", "--agents", "2", "--quiet"],
+            stdout=open(tmp_path / f"out{p}.ndjson", "wb"), stderr=subprocess.PIPE) for p in (0, 1)]
+        try:
+            for agent in (0, 1):
+                mine = [e for e in events if hosts.index(e["Computer"]) % 2 == agent]
+                result = run_cli(rules + LATENESS + ["--stage", "match", "--nats", server.url, "--partitions", "2",
+                                                     "--agent", f"agent{agent}", "--quiet"], ndjson(mine))
+                assert result.returncode == 0, result.stderr
+            found = bus_alerts(server.url, len(expected))
+        finally:
+            for process in correlators:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=WAIT)
+    check(found, expected)
+    by_partition = [alerts((tmp_path / f"out{p}.ndjson").read_bytes()) for p in (0, 1)]
+    assert all(a["rule"]["id"] == "count-by-host" for a in by_partition[1]) and by_partition[1]
+    assert any(a["rule"]["id"] == "count-by-host" for a in by_partition[0])
+    assert sum(a["rule"]["id"] == "count-anywhere" for a in by_partition[0]) == \
+        sum(a["rule"]["id"] == "count-anywhere" for a in expected)
