@@ -109,7 +109,8 @@ def _walk(mapping, allowed, fold_case, prefix):
     if not isinstance(mapping, dict):
         return [".".join(prefix) + " (not a mapping)"]
     for key, value in mapping.items():
-        path = prefix + (str(key).lower() if fold_case else str(key),)
+        # a flat dotted key (Fluent Bit's "scheduler.base") names the same option as the nested form
+        path = prefix + tuple((str(key).lower() if fold_case else str(key)).split("."))
         if isinstance(value, dict) and _has_children(path, allowed):
             bad += _walk(value, allowed, fold_case, path)
         elif not any(_segments_match(p, path) for p in allowed):
@@ -491,9 +492,32 @@ def is_alert(record):
     return isinstance(record.get("event"), dict) and record["event"].get("kind") == "alert"
 
 
+def stage_of(args):
+    return args[args.index("--stage") + 1] if "--stage" in args else "all"
+
+
+def wire_records(out):
+    """The Detection and heartbeat records of a match stage's output (records, times dropped)."""
+    return [record for _, record in out if str(record.get("type", "")).startswith("sigma.")]
+
+
+def correlated(records, tmp_path):
+    """What a correlate stage makes of a match stage's records: its alerts."""
+    data = b"".join(json.dumps(record).encode() + b"\n" for record in records)
+    state = tmp_path / f"correlate-{len(list(tmp_path.iterdir()))}.json"  # a fresh one each time
+    result = run_cli(["--stage", "correlate", "--state", str(state)], data)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
+    return [record for _, record in parse_output(result.stdout, False)]
+
+
 @pytest.mark.parametrize("args, where", _by_args(RECIPES))
 def test_every_command_line_runs_on_the_incident(args, where, tmp_path):
+    """Each command line on the incident: one alert (a match stage's records, correlated, give it;
+    a correlate stage gets the records a match stage made of the incident)."""
     data = b"\n".join(incident_lines()) + b"\n"
+    if stage_of(args) == "correlate":
+        matched = run_cli(["--stage", "match"], data)
+        data = b"".join(line + b"\n" for line in matched.stdout.splitlines())
     if "--state" in args:  # the recipe's state file, here in a fresh place of its own
         args = list(args)
         args[args.index("--state") + 1] = str(tmp_path / "state.json")
@@ -502,16 +526,25 @@ def test_every_command_line_runs_on_the_incident(args, where, tmp_path):
     assert b"Traceback" not in result.stderr
     out = parse_output(result.stdout, "--fluentbit-time" in args)
     found = [record for _, record in out if is_alert(record)]
+    if stage_of(args) == "match":
+        assert not found, where
+        records = wire_records(out)
+        assert sum(r["type"] == "sigma.detection" for r in records) == 3, where
+        found = [record for record in correlated(records, tmp_path) if is_alert(record)]
     assert len(found) == 1, where
     assert found[0]["related"]["hosts"] == SAMPLE_HOSTS
     if emit_mode(args) == "all":
-        assert len(out) - len(found) == len(incident_lines())
+        body = [r for _, r in out if not is_alert(r) and not str(r.get("type", "")).startswith("sigma.")]
+        assert len(body) == len(incident_lines())
 
 
 # ---------------------------------------------------------------------------------------------
 # (d) what Fluent Bit needs from the filter (NOTES rules 1-4, 8-10, 13)
 
-FLUENT_BIT_RECIPES = [r for r in RECIPES if is_fluent_bit(r)]
+# The fleet recipes' stages have tests of their own below: a match stage's records are not alerts,
+# and a correlate stage reads records, not events, and writes to a file.
+FLUENT_BIT_RECIPES = [r for r in RECIPES if is_fluent_bit(r) and "--stage" not in r.args]
+FLEET_AGENT = [r for r in RECIPES if is_fluent_bit(r) and stage_of(r.args) == "match"]
 
 
 def test_recipe_flags_fit_the_tool():
@@ -553,7 +586,7 @@ def test_fluent_bit_buffers_hold_the_largest_record():
                 for key in ("buffer_size", "buf_size"):  # stdin, exec (rules 3, 10, 13)
                     if key in plugin:
                         limits[f"{rel} {key}"] = fluent_bit_size(plugin[key])
-    assert len(limits) == 2
+    assert len(limits) >= 2
     for where, limit in limits.items():
         assert max(caps) + 1 < limit, where  # the line and its newline
 
@@ -662,6 +695,31 @@ def test_fluent_bit_recipe_output_on_messy_input(args, where):
         assert abs(found[0][0] - _epoch(found[0][1]["@timestamp"])) < 1e-3
 
 
+def test_the_fleet_agent_line_fits_fluent_bit_and_accounts_for_every_line(tmp_path):
+    """fleet-agent.yaml's match stage on messy input: every output line is what Fluent Bit's stdin
+    takes, under the cap; every input line comes out once, in order; the records it forwards give
+    the incident's alert once correlated."""
+    assert FLEET_AGENT
+    for recipe in FLEET_AGENT:
+        args = recipe.args
+        assert "--fluentbit-time" in args and args[args.index("--non-json") + 1] == "wrap", recipe
+        cap = record_cap(args)
+        lines, kinds = messy_input(cap)
+        result = run_cli(args, b"\n".join(lines) + b"\n")
+        assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
+        out = parse_output(result.stdout, True)
+        assert all(len(line) <= cap for line in result.stdout.split(b"\n"))
+        body = [record for _, record in out if not str(record.get("type", "")).startswith("sigma.")]
+        assert len(body) == len(lines)
+        for line, kind, record in zip(lines, kinds, body):
+            error = record.get("event", {}).get("kind") == "pipeline_error"
+            assert error == (kind is not None), (line[:80], record)
+            if kind is not None:
+                assert record["error"]["type"] == kind
+        found = [record for record in correlated(wire_records(out), tmp_path) if is_alert(record)]
+        assert [a["related"]["hosts"] for a in found] == [SAMPLE_HOSTS]
+
+
 def near_cap_line(cap, kind):
     """A valid event a few bytes under the cap; a matching one grows by its sigma object."""
     text = {"server": "$p = New-Object System.IO.Pipes.NamedPipeServerStream('x') # ", "benign": "Get-Date # "}[kind]
@@ -736,6 +794,7 @@ def _produced_records():
     data = b"\n".join(incident_lines()) + b"\nnot json\n"
     result = run_cli(["--emit", "all", "--non-json", "wrap"], data)
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
+    assert result.stdout, (len(records), result.stderr.decode(errors="replace")[-500:])
     return [record for _, record in parse_output(result.stdout, False)]
 
 
