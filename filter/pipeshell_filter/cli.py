@@ -234,6 +234,10 @@ def run(
     agents: int = typer.Option(0, "--agents", metavar="N", help="With --stage correlate: the fleet's time "
                                "stays still until N agents have reported (or --agent-idle seconds passed), so "
                                "that agents starting late (a backfill) do not find their events late."),
+    early_alerts: bool = typer.Option(False, "--early-alerts", help="A correlation whose condition can only "
+                                      "stay true as events are added (count, distinct values or rules with > or "
+                                      ">=) alerts on the event that completes its window, not when the watermark "
+                                      "passes it (lateness + idle later)."),
     nats: Optional[str] = typer.Option(None, "--nats", metavar="URL", help="The fleet bus, NATS JetStream "
                                        "(needs nats-py): --stage match publishes its Detection and heartbeat "
                                        "records there instead of stdout; --stage correlate reads its partition "
@@ -283,7 +287,7 @@ def run(
         build_prefilter(plans, prefilter_engine.value, logsource_unknown.value)
 
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
-                    max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents)
+                    max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts)
     diagnostics = Diagnostics()
     output = Output(sys.stdout.fileno())
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
@@ -556,6 +560,38 @@ def explain(
         return
     raw, parsed = _read_one_event(event)
     typer.echo(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
+
+
+@app.command("run")
+def run_unit(
+    collect: Optional[str] = typer.Option(None, "--collect", metavar="CMD", help="The collector: a command line "
+                                          "(split into words as a shell would; no shell runs it) whose stdout "
+                                          "feeds the filter. Without it, this command's stdin does."),
+    ship: Optional[str] = typer.Option(None, "--ship", metavar="CMD", help="The shipper: a command line that "
+                                       "reads the filter's output on its stdin. Without it, the filter writes to "
+                                       "this command's stdout."),
+    grace: float = typer.Option(30.0, "--grace", metavar="SECONDS", help="Once the chain is stopping (a signal, "
+                                "or a member that ended), how long the members have to drain and exit before "
+                                "they are killed."),
+    options: Optional[List[str]] = typer.Argument(None, metavar="-- [FILTER OPTIONS]...",
+                                                  help="The filter's options, after --."),
+) -> None:
+    """Run collector | filter | shipper as one unit that lives and dies as one. A member that ends
+    on its own stops the others (exit 1, one line naming it); SIGTERM, SIGINT or SIGHUP stop the
+    collector first, so that what it read drains through the filter and the shipper in order
+    (exit 0); whatever is left after --grace seconds is killed."""
+    from . import supervise
+
+    if not 0 < grace <= MAX_SECONDS:
+        raise UsageProblem(f"--grace must be more than 0 and at most {MAX_SECONDS} seconds")
+    try:
+        collector = [supervise.Member(supervise.parse_command("--collect", collect))] if collect is not None else []
+        shipper = [supervise.Member(supervise.parse_command("--ship", ship))] if ship is not None else []
+    except supervise.CommandError as error:
+        raise UsageProblem(str(error)) from None
+    member = supervise.filter_member(options or [])
+    streaming()
+    sys.exit(supervise.supervise(collector + [member] + shipper, grace, usage_member=member))
 
 
 def _trace_events(engine: Engine, path: str) -> str:

@@ -37,7 +37,7 @@ class Engine:
 
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
                  unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW,
-                 agent_idle: float = DEFAULT_AGENT_IDLE, agents: int = 0):
+                 agent_idle: float = DEFAULT_AGENT_IDLE, agents: int = 0, early: bool = False):
         self.plans = {plan.rule.id: plan for plan in plans}
         # a rule set (``sigma.collection.RuleSet``) brings its correlation documents, and the rules
         # that feed them without ``generate`` and so do not alert on their own (``quiet``)
@@ -46,6 +46,8 @@ class Engine:
         self.meta = {**{plan.rule.id: plan.rule for plan in plans}, **{d.spec.id: d.rule for d in documents}}
         specs = [plan.correlation for plan in plans if plan.correlation is not None] + [d.spec for d in documents]
         self.correlation = Correlation(specs, lateness_ns, clock, max_skew_ns)
+        if early:
+            self.correlation.alert_early()
         needed = {}
         for spec in specs:
             for ref in spec.inputs:

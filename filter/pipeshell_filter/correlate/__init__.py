@@ -167,6 +167,12 @@ class Correlation:
             for hit in made.get(inner.spec.id, ()):
                 correlator.observe(alert_detection(hit), clocked=False)
 
+    def alert_early(self) -> None:
+        """Every correlation whose condition is monotone alerts on the event that completes a
+        window, not when the watermark passes it (``Correlator.early``)."""
+        for correlator in self.correlators:
+            correlator.early = correlator.spec.monotone
+
     # ------------------------------------------------------------ the fleet's time (``agents``)
 
     def follow_agents(self, idle: float, expected: int = 0) -> None:

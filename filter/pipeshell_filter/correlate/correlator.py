@@ -18,6 +18,13 @@ Semantics (also in the README):
   episode, it joins the windows still open: it is evaluated at the watermark.
   Otherwise it is dropped from correlation (it is still counted and passed on).
 
+* Early alerts (``early``, for a monotone condition: a count or number of
+  distinct values or inputs with lower bounds only): when an on-time event
+  arrives, the window ending at its time, over every event that has arrived,
+  is evaluated at once; if it holds, it fires then, without waiting for the
+  watermark (more events could only keep it holding), and consumes as above.
+  On a time-sorted stream these are the watermark's alerts, sooner.
+
 State is bounded: after each advance nothing older than watermark - timeframe
 is held, so memory follows the event rate, not the length of the input.
 """
@@ -39,6 +46,9 @@ DEFAULT_MAX_SKEW = 300 * 1_000_000_000
 # episodes remembered: a flood of distinct hosts must not take the memory.  Past it, the oldest are
 # dropped from correlation first, and counted (``shed``).
 MAX_HELD = 100_000
+# An early evaluation gathers at most this many events; past it (a flood), the window waits for the
+# watermark as any other, so that the cost per event stays bounded.
+EARLY_MAX = 256
 
 NEVER = float("-inf")
 
@@ -79,6 +89,7 @@ class Correlator:
     watch = None
     duplicates = 0  # events dropped because one the same was taken (``seen``)
     driven = False  # the watermark is moved from outside only (the fleet's time, ``agents``)
+    early = False  # alert on the event that completes a window (a monotone condition, ``--early-alerts``)
 
     def __init__(self, spec: CorrelationSpec, lateness_ns: int = 0, max_skew_ns: int = DEFAULT_MAX_SKEW,
                  max_held: int = MAX_HELD):
@@ -101,6 +112,7 @@ class Correlator:
         self._held = SortedList()  # (time, seq, group) of every windowed event, for eviction
         self._consumed = {}  # group -> time of its last alert
         self._consumed_order = deque()  # (time, group) in alert order, which is time order
+        self._early_used = SortedList()  # ``early``: (time, seq) of the events in alerts, while windows reach them
         # chaining (``Correlation``): the correlators whose alerts feed this one, whether it also
         # takes rule detections, and the watermark its own sources ask for
         self.upstream = ()
@@ -164,9 +176,14 @@ class Correlator:
         self._pending.add((c.time, self._seq, c))
         if len(self._pending) + len(self._held) > self.max_held:
             self._shed()
+        hits = []
         if clocked and self.clocks.see(detection.source, c.time) and not self.driven:
-            return self.advance(self.clocks.reference - self.lateness)
-        return []
+            hits = self.advance(self.clocks.reference - self.lateness)
+        if self.early and c.time > self._consumed.get(c.group, NEVER):
+            hit = self._early(c)
+            if hit is not None:
+                hits.append(hit)
+        return hits
 
     @property
     def newest(self):
@@ -233,13 +250,58 @@ class Correlator:
         hit = Hit(self.spec, t, start, group, tuple(window.events.values()), aggregate, window.distinct())
         for time, seq in window.events:
             self._held.remove((time, seq, group))
+        if self.early:  # an episode already alerted early is not alerted again; this one is taken
+            if any(key in self._early_used for key in window.events):
+                hit = None
+            else:
+                self._early_used.update(window.events)
         del self._windows[group]
+        self._mark_consumed(group, t)
+        return hit
+
+    def _mark_consumed(self, group, t: int) -> None:
         self._consumed[group] = t
         self._consumed_order.append((t, group))
         if len(self._consumed_order) > self.max_held:  # the oldest episode is forgotten first
             old_t, old_group = self._consumed_order.popleft()
             if self._consumed.get(old_group) == old_t:
                 del self._consumed[old_group]
+
+    def _early(self, c: Contribution) -> Optional[Hit]:
+        """``early``: a window of ``c``'s group that ``c`` can complete (ending at its time, or at
+        a newer event of the group already here, within the timeframe), over the events that have
+        arrived (in the open window, or waiting for the watermark) and are in no alert yet, holds
+        now: the first such window is an alert.  Nothing is consumed here: the watermark still
+        evaluates every window as without ``early``, and keeps to itself the alerts that share an
+        event with one made early (``_evaluate``), so an alert never comes twice, and an episode
+        that this could not see (its events arrived out of order) still alerts."""
+        tf, group, used = self.timeframe, c.group, self._early_used
+        pending = self._pending
+        low, high = pending.bisect_left((c.time - tf,)), pending.bisect_right((c.time + tf, float("inf")))
+        window = self._windows.get(group)
+        if high - low + (len(window.events) if window is not None else 0) > EARLY_MAX:
+            return None
+        items = [(key, item) for key, item in window.events.items() if key[0] >= c.time - tf and key not in used] \
+            if window is not None else []
+        items += [((item.time, seq), item) for _, seq, item in pending.islice(low, high)
+                  if item.group == group and item.time >= c.time - tf and (item.time, seq) not in used]
+        items.sort(key=lambda pair: pair[0])
+        trial, added, dropped = self.shape(self.spec), 0, 0
+        for t in sorted({key[0] for key, _ in items if key[0] >= c.time}):
+            while added < len(items) and items[added][0][0] <= t:
+                trial.add(*items[added])
+                added += 1
+            while items[dropped][0][0] < t - tf:
+                trial.remove(items[dropped][0])
+                dropped += 1
+            if trial.complete() and self.spec.condition.holds(trial.aggregate()):
+                break
+        else:
+            return None
+        used.update(trial.events)
+        hit = Hit(self.spec, t, t - tf, group, tuple(trial.events.values()), trial.aggregate(), trial.distinct())
+        if self.watch is not None:
+            self.watch(self, group, t, hit)
         return hit
 
     def _shed(self) -> None:
@@ -269,6 +331,9 @@ class Correlator:
             t, group = order.popleft()
             if self._consumed.get(group) == t:
                 del self._consumed[group]
+        used = self._early_used
+        while used and used[0][0] < horizon:
+            used.pop(0)
         if self.seen is not None:
             self.seen.evict(horizon)
         size = len(self._held) + len(self._pending)

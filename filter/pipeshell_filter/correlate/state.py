@@ -151,6 +151,7 @@ def capture(correlator) -> dict:
         "windows": held,
         "consumed": [[t, group] for t, group in consumed],
         "seen": None if correlator.seen is None else [[t, key] for t, key in correlator.seen.order],
+        "early_used": [[time, seq] for time, seq in correlator._early_used],
     }
 
 
@@ -191,6 +192,11 @@ def _restore(correlator, data: dict) -> None:
             window = windows[c.group] = correlator.shape(correlator.spec)
         window.add((c.time, number), c)
         held.add((c.time, number, c.group))
+    early_used = SortedList()
+    for time, number in data.get("early_used", ()):
+        if type(time) is not int or type(number) is not int:
+            raise ValueError("'early_used' holds a non-integer")
+        early_used.add((time, number))
     consumed, order = {}, deque()
     for t, group in data["consumed"]:
         group = tuple(group)
@@ -209,6 +215,7 @@ def _restore(correlator, data: dict) -> None:
     correlator._held = held
     correlator._consumed = consumed
     correlator._consumed_order = order
+    correlator._early_used = early_used
     if correlator.seen is not None:
         correlator.seen = seen if seen is not None else type(correlator.seen)()
 

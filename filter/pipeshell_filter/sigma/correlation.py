@@ -55,6 +55,11 @@ class Threshold:
     def __str__(self) -> str:
         return " and ".join(f"{name} {_number(number)}" for name, number in self.bounds) or "always"
 
+    @property
+    def lower_bounds_only(self) -> bool:
+        """Once it holds, more of what is counted keeps it holding."""
+        return all(name in ("gt", "gte") for name, _ in self.bounds)
+
 
 def _number(value):
     return int(value) if float(value).is_integer() else value
@@ -112,6 +117,14 @@ class CorrelationSpec:
         keys = [ref.key for ref in self.rules + self.absent]
         if len(set(keys)) != len(keys):
             raise ValueError("a correlation refers to the same rule more than once")
+
+    @property
+    def monotone(self) -> bool:
+        """More events in a window can only keep its condition holding: a count or a number of
+        distinct values or inputs with lower bounds only, and no input that must be absent.
+        Such a window can alert on the event that completes it (``--early-alerts``)."""
+        return self.kind in ("event_count", "value_count", "temporal", "temporal_ordered") \
+            and self.condition.lower_bounds_only and not self.absent
 
     @property
     def inputs(self) -> tuple:

@@ -1,0 +1,159 @@
+"""Early alerts (``--early-alerts``): a window whose condition is monotone fires on the event that
+completes it, instead of when the watermark passes it.
+
+Related to the watermark's alerts on the same stream:
+
+* time-sorted, no two events of a stream at the same time: the same alerts, each out on the event
+  that completed it (nothing left for the end of input);
+* time-sorted with ties: the same episodes (rule and window end), contributions aside (events
+  with the window's end time that arrive after it fired are in the watermark's alert, not in it);
+* disorder within the lateness: every watermark alert has an early alert of the same rule whose
+  window overlaps it, and no alert comes out twice.
+"""
+
+import json
+
+from hypothesis import given, settings, strategies as st
+
+from eventgen import flat_event, raw_events
+from pipeshell_filter.cli import load_plans, make_resolver
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.timeparse import parse_time
+from test_stages import BY_HOST, SINGLE, write
+
+TEMPORAL = """title: server then client
+name: server_then_client
+correlation:
+  type: temporal_ordered
+  rules: [pipe_server, pipe_client]
+  timespan: 3m
+---
+title: server
+name: pipe_server
+detection:
+  sel: {ScriptBlockText|contains: NamedPipeServerStream}
+  condition: sel
+---
+title: client
+name: pipe_client
+detection:
+  sel: {ScriptBlockText|contains: NamedPipeClientStream}
+  condition: sel
+"""
+
+
+def plans_for(rules, tmp):
+    paths = {"builtin": None, "by_host": [write(tmp, "by.yml", BY_HOST), write(tmp, "s.yml", SINGLE)],
+             "temporal": [write(tmp, "t.yml", TEMPORAL)]}[rules]
+    return load_plans(paths, None)
+
+
+def run(plans, events, lateness, early):
+    engine = Engine(plans, make_resolver("auto", None, None), lateness * 10**9, early=early)
+    during = []
+    for line, (seconds, host, kind, event_id, ident) in enumerate(events, 1):
+        during += engine.process(flat_event(seconds, host, kind, event_id, record_id=ident), line).alerts
+    return during, engine.flush()
+
+
+def key(alert):
+    return json.dumps(alert, sort_keys=True)
+
+
+def episode(alert):
+    return alert["rule"]["id"], alert["@timestamp"]
+
+
+RULES = st.sampled_from(["builtin", "by_host", "temporal"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(raw_events(max_size=40), RULES, st.sampled_from([0, 30, 400]))
+def test_on_a_sorted_stream_without_ties_early_alerts_are_the_watermark_alerts_sooner(tmp_path_factory, events,
+                                                                                    rules, lateness):
+    seen, distinct = set(), []
+    for event in sorted(events):
+        if event[0] not in seen:
+            seen.add(event[0])
+            distinct.append(event)
+    plans = plans_for(rules, tmp_path_factory.mktemp("rules"))
+    early_during, early_end = run(plans, distinct, lateness, True)
+    late_during, late_end = run(plans, distinct, lateness, False)
+    assert sorted(map(key, early_during + early_end)) == sorted(map(key, late_during + late_end))
+    monotone_at_end = [a for a in early_end if a["sigma"].get("events_total", 1) > 1 or "join" in a["sigma"]]
+    assert not monotone_at_end  # every window alert came out on the event that completed it
+
+
+@settings(max_examples=80, deadline=None)
+@given(raw_events(max_size=40), RULES, st.sampled_from([0, 30, 400]))
+def test_on_a_sorted_stream_with_ties_the_episodes_are_the_same(tmp_path_factory, events, rules, lateness):
+    plans = plans_for(rules, tmp_path_factory.mktemp("rules"))
+    early = sum(run(plans, sorted(events), lateness, True), [])
+    late = sum(run(plans, sorted(events), lateness, False), [])
+    assert sorted(map(episode, early)) == sorted(map(episode, late))
+
+
+def within_lateness(events, lateness):
+    kept, newest = [], None
+    for event in events:
+        if newest is None or event[0] >= newest - lateness:
+            kept.append(event)
+            newest = event[0] if newest is None else max(newest, event[0])
+    return kept
+
+
+@settings(max_examples=120, deadline=None)
+@given(raw_events(max_size=40), RULES, st.sampled_from([30, 400]))
+def test_under_disorder_within_the_lateness_every_watermark_alert_has_an_early_one(tmp_path_factory, events,
+                                                                                  rules, lateness):
+    events = within_lateness(events, lateness)
+    plans = plans_for(rules, tmp_path_factory.mktemp("rules"))
+    early = sum(run(plans, events, lateness, True), [])
+    late = sum(run(plans, events, lateness, False), [])
+    ids = [a["event"]["id"] for a in early]
+    assert len(ids) == len(set(ids))  # nothing twice
+    for alert in late:
+        rule, end, start = alert["rule"]["id"], parse_time(alert["event"]["end"]), parse_time(alert["event"]["start"])
+        assert any(a["rule"]["id"] == rule and parse_time(a["event"]["start"]) <= end
+                   and start <= parse_time(a["event"]["end"]) for a in early), alert["@timestamp"]
+
+
+def test_a_non_monotone_condition_waits_for_the_watermark(tmp_path):
+    rule = write(tmp_path, "few.yml", """title: few pipe events
+id: few
+detection:
+  sel: {ScriptBlockText|contains: NamedPipe}
+  condition: sel | count() < 3
+  timeframe: 1m
+""")
+    from pipeshell_filter.sigma.correlation import CorrelationSpec  # noqa: F401
+    plans = load_plans([rule], None)
+    assert not plans[0].correlation.monotone
+    during, end = run(plans, [(0, "srv01", "server", 4104, 1), (200, "srv01", "benign", 4104, 2)], 0, True)
+    assert not during and len(end) == 1  # under 3 in its minute: known only once the minute is over
+
+
+def test_early_alerts_on_a_live_pipe_come_before_the_input_ends_and_survive_a_restart(tmp_path):
+    """Through the CLI: with --early-alerts and an hour of lateness the alert is out as soon as the
+    third host's event is written; a restart from the state file does not alert it again."""
+    import subprocess
+
+    from clitools import COMMAND, alerts, ndjson, run_cli
+
+    incident = [flat_event(0, "srv01", "server", 4104, 1), flat_event(10, "cli01", "client", 4104, 2),
+                flat_event(20, "cli02", "client", 4104, 3)]
+    state = str(tmp_path / "state.json")
+    args = ["--early-alerts", "--lateness", "3600", "--idle", "0", "--state", state]
+    process = subprocess.Popen(COMMAND + args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(ndjson(incident))
+        process.stdin.flush()
+        alert = json.loads(process.stdout.readline())  # before the input ends
+        assert alert["related"]["hosts"] == ["cli01", "cli02", "srv01"]
+    finally:
+        process.stdin.close()
+        rest = process.stdout.read()
+        process.wait(timeout=30)
+    assert not alerts(rest)
+    again = run_cli(args, ndjson(incident + [flat_event(30, "cli03", "client", 4104, 4)]))
+    assert again.returncode == 0 and not alerts(again.stdout)  # the episode was alerted, the replay is taken once
