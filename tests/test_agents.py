@@ -168,3 +168,21 @@ def test_bad_heartbeat_options_are_usage_errors():
         result = run_cli(["--stage", "match", *args], b"")
         assert result.returncode == 2 and b"Traceback" not in result.stderr, args
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def flat_time(seconds):
+    from eventgen import iso
+    from pipeshell_filter.events.timeparse import parse_time
+    return parse_time(iso(seconds))
+
+
+def test_an_agent_reading_input_files_beats_on_lines_that_match_nothing(tmp_path):
+    """The skipped lines still move the agent's time: one line in every 64 KiB is parsed for it
+    (a 445 KB file: 7 heartbeats at least), whether the file is read in blocks or line by line."""
+    path = tmp_path / "quiet.ndjson"
+    path.write_bytes(ndjson(flat_event(s, "ws01", "benign", 4104, record_id=s) for s in range(0, 3000)))
+    for args in (["--input", str(path)], ["--input", str(path), "--input", str(path)]):
+        result = run_cli(["--stage", "match", "--heartbeat", "60", *args])
+        beats = [json.loads(line) for line in result.stdout.splitlines()]
+        assert result.returncode == 0 and beats and all(b["type"] == "sigma.heartbeat" for b in beats)
+        assert len(beats) >= 7 and beats[0]["time"] == flat_time(0) and beats[-1]["time"] >= flat_time(2800)

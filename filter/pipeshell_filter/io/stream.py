@@ -396,6 +396,11 @@ class BlockReader:
             yield LINES, last, 0, len(last)
 
 
+# Lines read one by one (``--input``) that the prefilter skips: one in this many is parsed for the
+# agent's time (``--heartbeat``), as the last line of each skipped block is on a stream.
+SAMPLE_EVERY = 256
+
+
 class Filter:
     """Runs the engine over a stream of lines in one emit mode.
 
@@ -501,12 +506,22 @@ class Filter:
         if self.emit == "all":
             self.output.write(memoryview(block)[start:end])
 
-    def _sample_time(self, block: bytes, start: int, end: int) -> None:
-        """Lines the prefilter skipped are not parsed, yet they carry the agent's time: the last
-        one of the run is (one parse per block: the agent's time lags by at most a block)."""
-        first = block.rfind(b"\n", start, end - 1) + 1
+    def _sample_time(self, block: bytes, start: int, end: int, every: int = 1 << 16) -> None:
+        """Lines the prefilter skipped are not parsed, yet they carry the agent's time: one line
+        in every ``every`` bytes is (the agent's time lags by at most that much input), and the
+        first line the agent reads (its correlators hear of it at once)."""
+        if self.progress.newest is None and start < end:
+            self._sample_line(block[start:block.find(b"\n", start, end)])
+        while start < end:
+            stop = block.rfind(b"\n", start, min(end, start + every)) if end - start > every else end - 1
+            if stop < start:  # one line longer than ``every``
+                stop = block.find(b"\n", start, end)
+            self._sample_line(block[max(block.rfind(b"\n", start, stop) + 1, start):stop])
+            start = stop + 1
+
+    def _sample_line(self, line: bytes) -> None:
         try:
-            event = ujson.loads(block[max(first, start):end - 1])
+            event = ujson.loads(line)
         except (ValueError, OverflowError):
             return
         if isinstance(event, dict):
@@ -646,8 +661,11 @@ class Filter:
             self.lines += 1
             if verdict != SKIP or self._parse_every_line:
                 self.process_line(line, self.lines, verdict == CANDIDATE)
-            elif self.emit == "all":
+                continue
+            if self.emit == "all":
                 self.output.write(line + b"\n")
+            if self.progress is not None and (self.lines % SAMPLE_EVERY == 0 or self.progress.newest is None):
+                self._sample_line(line)  # the agent's time, from its first line and now and then
         self.origin = None
 
     # ------------------------------------------------------------ output
