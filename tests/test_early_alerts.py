@@ -19,7 +19,7 @@ from eventgen import flat_event, raw_events
 from pipeshell_filter.cli import load_plans, make_resolver
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.timeparse import parse_time
-from test_stages import BY_HOST, SINGLE, write
+from test_stages import BY_HOST, SINGLE, within_lateness, write
 
 TEMPORAL = """title: server then client
 name: server_then_client
@@ -91,15 +91,6 @@ def test_on_a_sorted_stream_with_ties_the_episodes_are_the_same(tmp_path_factory
     early = sum(run(plans, sorted(events), lateness, True), [])
     late = sum(run(plans, sorted(events), lateness, False), [])
     assert sorted(map(episode, early)) == sorted(map(episode, late))
-
-
-def within_lateness(events, lateness):
-    kept, newest = [], None
-    for event in events:
-        if newest is None or event[0] >= newest - lateness:
-            kept.append(event)
-            newest = event[0] if newest is None else max(newest, event[0])
-    return kept
 
 
 @settings(max_examples=120, deadline=None)
