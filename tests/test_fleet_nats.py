@@ -22,6 +22,8 @@ import pytest
 
 from clitools import COMMAND, REPO, alerts, run_cli
 from natsserver import NatsServer, needs_nats
+from test_fleet_shards import comparable
+from test_stages import BY_HOST
 
 sys.path.insert(0, os.path.join(REPO, "bench"))
 import corpus  # noqa: E402  the bench corpus generator
@@ -59,17 +61,6 @@ def shares(lines):
     for line in lines:
         out[zlib.crc32(host_of(line)) % AGENTS].append(line)
     return out
-
-
-def comparable(alert: dict) -> dict:
-    """An alert without what depends on line numbering (each agent counts its own lines)."""
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("line", "id")}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-    return strip(alert)
 
 
 def bus_alerts(url: str, want: int, timeout: float = WAIT) -> list:
@@ -206,15 +197,6 @@ def test_the_correlate_stage_on_the_bus_needs_a_state_file_and_a_reachable_serve
 
 
 # ---------------------------------------------------------------- partitions
-
-BY_HOST = """title: Three pipe events on one host
-id: count-by-host
-detection:
-  sel:
-    ScriptBlockText|contains: NamedPipe
-  condition: sel | count() by Computer >= 3
-  timeframe: 2m
-"""
 
 ANYWHERE = """title: Five pipe events anywhere
 id: count-anywhere

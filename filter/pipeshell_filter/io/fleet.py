@@ -19,16 +19,25 @@ reads the same lines again) is stored once.  A correlate process
 acknowledges only after a snapshot of its state (``--state``) that includes
 the message is on disk; on restart it asks the bus for the messages after the
 last one its snapshot includes, in stream order.
+
+A shipper may publish the match stage's records instead (integrations/README.md,
+"Agents publish with the shipper's own NATS output"): Vector's ``nats`` sink sends
+one record per message, as ``Publisher`` does; Fluent Bit's ``nats`` output one
+JSON array of ``[time, {record}]`` pairs per flush.  ``consume`` takes both.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import zlib
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
+
+import ujson
 
 from .bus import Bus
+from .stream import dumps
 
 STREAM = "PIPESHELL"
 ALERT_STREAM = "PIPESHELL_ALERTS"
@@ -63,28 +72,13 @@ def _record_id(payload: bytes) -> str:
     return hashlib.blake2b(payload, digest_size=16).hexdigest()
 
 
-class Publisher:
-    """``--stage match --nats``: Detection and heartbeat records to the bus, in batches, each
-    acknowledged by the server before ``flush`` returns."""
+class _Batched:
+    """Publishes in batches of ``BATCH``; ``flush`` returns once the server stored every one."""
 
-    def __init__(self, bus: Bus, prefix: str, partitions: int, partition_key: Callable):
+    def __init__(self, bus: Bus):
         self.bus = bus
-        self.prefix = prefix
-        self.partitions = partitions
-        self.partition_key = partition_key  # Detection -> key or None (``Correlation.partition_key``)
         self._pending = []
         self.published = 0
-
-    def detection(self, detection, payload: bytes) -> None:
-        partition = partition_of(self.partition_key(detection), self.partitions)
-        self._add(record_subject(self.prefix, partition), payload, _record_id(payload))
-
-    def heartbeat(self, beat, payload: bytes) -> None:
-        # an idle heartbeat repeats the same time on purpose (the agent is alive): its id must differ
-        suffix = f":{time.time_ns()}" if beat.idle else ""
-        for partition in range(self.partitions):
-            self._add(record_subject(self.prefix, partition), payload,
-                      f"{_record_id(payload)}:{partition}{suffix}")
 
     def _add(self, subject: str, payload: bytes, msg_id: str) -> None:
         self._pending.append((subject, payload, msg_id))
@@ -98,25 +92,51 @@ class Publisher:
             self.published += len(pending)
 
 
-class AlertPublisher:
-    """``--stage correlate --nats``: every alert also to the alert subject, under its ``event.id``."""
+class Publisher(_Batched):
+    """``--stage match --nats``: Detection and heartbeat records to the bus."""
+
+    def __init__(self, bus: Bus, prefix: str, partitions: int, partition_key: Callable):
+        super().__init__(bus)
+        self.prefix = prefix
+        self.partitions = partitions
+        self.partition_key = partition_key  # Detection -> key or None (``Correlation.partition_key``)
+
+    def detection(self, detection, payload: bytes) -> None:
+        partition = partition_of(self.partition_key(detection), self.partitions)
+        self._add(record_subject(self.prefix, partition), payload, _record_id(payload))
+
+    def heartbeat(self, beat, payload: bytes) -> None:
+        # an idle heartbeat repeats the same time on purpose (the agent is alive): its id must differ
+        suffix = f":{time.time_ns()}" if beat.idle else ""
+        for partition in range(self.partitions):
+            self._add(record_subject(self.prefix, partition), payload,
+                      f"{_record_id(payload)}:{partition}{suffix}")
+
+
+class AlertPublisher(_Batched):
+    """``--stage correlate --nats``: every alert also to the alert subject, under its ``event.id``.
+    ``flush`` comes before every snapshot (and whenever the input waits), so that no record is
+    acknowledged before the alerts it made are stored."""
 
     def __init__(self, bus: Bus, prefix: str):
-        self.bus = bus
+        super().__init__(bus)
         self.subject = alert_subject(prefix)
 
     def __call__(self, record: dict, payload: bytes) -> None:
-        event_id = record.get("event", {}).get("id") or _record_id(payload)
-        self.bus.publish(self.subject, payload, event_id)
+        self._add(self.subject, payload, record.get("event", {}).get("id") or _record_id(payload))
 
 
 def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_seq: Optional[int],
             batch: int = 1024, wait: float = 0.5) -> None:
     """``--stage correlate --nats``: the partition's records through the filter until ``stop``.
 
-    Each message is one record.  After every snapshot the last message it includes is
-    acknowledged (cumulatively); the snapshot records that message's stream sequence
-    (``Filter.bus_seq``), from which a restart carries on."""
+    A message is one record (``Publisher``; Vector's ``nats`` sink with the json codec) or
+    Fluent Bit's array of ``[time, {record}]`` pairs; each record is processed as one input
+    line.  An array of another shape is diagnosed, as a bad line is, and skipped; anything
+    else goes to the filter as a line, which diagnoses and skips what is not a record.
+    After every snapshot the last message it includes is acknowledged (cumulatively); the
+    snapshot records that message's stream sequence (``Filter.bus_seq``), from which a
+    restart carries on: the position is per message, whatever it holds."""
     consumer = bus.consumer(STREAM, f"correlate-{partition}", record_subject(prefix, partition), start_seq)
     last = [None, None]  # the last message taken, the last one acknowledged
 
@@ -124,6 +144,20 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
         if last[0] is not None and last[0] is not last[1]:
             consumer.ack(last[0])
             last[1] = last[0]
+
+    def take(message) -> None:
+        records, problem = _fluent_bit_records(message.data) if _ARRAY.match(message.data) else (None, None)
+        if records is None:
+            stream_filter.lines += 1
+            if problem is None:  # one record, or what the filter diagnoses as a bad line
+                stream_filter.process_line(message.data, stream_filter.lines)
+            else:
+                stream_filter.diagnostics.report("not_object", stream_filter.lines,
+                                                 f"bus message {message.seq}: {problem}; skipped")
+            return
+        for record in records:
+            stream_filter.lines += 1
+            stream_filter.process_line(record, stream_filter.lines)
 
     stream_filter.after_save = acknowledge
     stream_filter.begin(live=True)
@@ -134,11 +168,43 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
             stream_filter.before_block()  # what is final goes out; snapshots and stats when due
             continue
         for message in messages:
-            stream_filter.lines += 1
-            stream_filter.process_line(message.data, stream_filter.lines)
+            take(message)
             stream_filter.bus_seq = message.seq
             last[0] = message
         taken += len(messages)
         if stream_filter.state.due() or taken >= UNACKED:
             taken = 0
             stream_filter.save_state()
+
+
+# A shipper's framing (``consume``): Fluent Bit's nats output sends an array per flush.
+_ARRAY = re.compile(rb"\s*\[")
+
+
+def _is_time(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fluent_bit_records(data: bytes) -> Tuple[Optional[List[bytes]], Optional[str]]:
+    """The records of a message in Fluent Bit's ``nats`` framing: (records, None); or
+    (None, why not) for a JSON array of another shape; or (None, None) when it does not parse,
+    left to the filter to diagnose as it does a bad line (invalid, too deep, bad UTF-8).
+
+    out_nats (plugins/out_nats/nats.c) publishes each flush as one JSON array whose elements
+    are ``[time, {record}]``: the time a float, the record with the chunk's tag added under
+    ``"tag"`` (the correlate stage reads only its own fields).  The ``[[time, {metadata}],
+    {record}]`` element of Fluent Bit's internal event format is taken too, should a later
+    version pass it through."""
+    try:
+        value = ujson.loads(data)
+    except (ValueError, OverflowError):
+        return None, None
+    records = []
+    for element in value if isinstance(value, list) else (None,):
+        head = element[0] if isinstance(element, list) and len(element) == 2 else None
+        if isinstance(head, list) and len(head) == 2 and isinstance(head[1], dict):
+            head = head[0]
+        if not _is_time(head) or not isinstance(element[1], dict):
+            return None, "a JSON array that is not Fluent Bit's nats framing [[time, {record}], ...]"
+        records.append(dumps(element[1]))
+    return records, None

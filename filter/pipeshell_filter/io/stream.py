@@ -415,7 +415,8 @@ class Filter:
     progress = None  # ``detect.Progress``: a match stage's heartbeats (``--heartbeat``)
     _live = False  # the input being read is a pipe
     # the fleet bus (``fleet``): where a match stage's records go instead of the output; what else
-    # takes each alert; what follows each snapshot (the acknowledgement); the bus position it includes
+    # takes each alert (both with ``flush``); what follows each snapshot (the acknowledgement); the bus
+    # position it includes
     publisher = None
     alert_sink = None
     after_save = None
@@ -754,8 +755,9 @@ class Filter:
     def before_block(self) -> None:
         """No input is ready: what is final now goes out now, before the reader waits."""
         self.write_alerts(self.engine.settle())
-        if self.publisher is not None:
-            self.publisher.flush()
+        for sink in (self.publisher, self.alert_sink):
+            if sink is not None:
+                sink.flush()
         self.on_idle()
 
     def finish(self) -> None:
@@ -779,8 +781,9 @@ class Filter:
         else:
             self.write_alerts(self.engine.flush())
         self.write_stats(final=True)  # after the last alerts, which it counts
-        if self.publisher is not None:
-            self.publisher.flush()
+        for sink in (self.publisher, self.alert_sink):
+            if sink is not None:
+                sink.flush()
         self.output.flush()
 
     def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE, block_size: int = BLOCK_SIZE,
@@ -872,6 +875,8 @@ class Filter:
         """One snapshot.  The output goes first: an alert the state counts as made is out.  A file
         that cannot be written is a diagnostic, and the stream goes on."""
         self.output.flush()
+        if self.alert_sink is not None:  # the alerts on the bus before the records that made them are acknowledged
+            self.alert_sink.flush()
         position = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
         error = self.state.save(lambda: encode_state({"lines": self.lines, **position, **self.engine.snapshot()}))
         if error is not None:
