@@ -554,6 +554,7 @@ class Consumer:
         self.ack_wait = ack_wait
         self.max_ack_pending = max_ack_pending
         self._sub: Any = None
+        self._caught_up = False  # the last fetch took all there was: the next waits for one message
         self._sub_generation = -1  # the bus client generation the subscription lives on
         self._gen = 0  # incarnation of the durable (each reset makes a new one)
         self._dseq = 0  # last delivery sequence seen from the current incarnation
@@ -709,8 +710,12 @@ class Consumer:
                 if await self._try(self._info(ATTEMPT_TIMEOUT)) is None:
                     self._needs_reset = True  # the durable is gone: make it again
                     continue
+            # Caught up, the wait is for one message: nats-py's fetch, once a message came, waits on
+            # for the whole batch until ``timeout``, which would hold the first record back by that
+            # much.  The next fetch takes what has come meanwhile, without waiting.
+            want = 1 if self._caught_up else batch
             try:
-                raws = await self._sub.fetch(batch, timeout=max(0.01, remaining))
+                raws = await self._sub.fetch(want, timeout=max(0.01, remaining))
             except (asyncio.TimeoutError, errors.TimeoutError):
                 raws = []
             except Exception as exc:
@@ -723,6 +728,7 @@ class Consumer:
                 await bus._pause(min(deadline - time.monotonic(), 0.1))
                 continue
             out = self._accept(raws)
+            self._caught_up = len(raws) < want
             if out:
                 self._idle_since = None
                 return out

@@ -175,6 +175,8 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
         if stream_filter.state.due() or taken >= UNACKED:
             taken = 0
             stream_filter.save_state()
+        if len(messages) < batch:  # caught up: the alerts out now, as before a pipe is waited on
+            stream_filter.before_block()
 
 
 # A shipper's framing (``consume``): Fluent Bit's nats output sends an array per flush.
