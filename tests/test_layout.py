@@ -17,6 +17,7 @@ LAYERS = [
     ("engine",),
     ("io",),
     ("explain",),
+    ("supervise",),  # pipeshell-filter run: imported by cli, imports nothing of the package
     ("cli",),
     ("launch",),
     ("__main__",),

@@ -571,15 +571,15 @@ def run_unit(
                                        "reads the filter's output on its stdin. Without it, the filter writes to "
                                        "this command's stdout."),
     grace: float = typer.Option(30.0, "--grace", metavar="SECONDS", help="Once the chain is stopping (a signal, "
-                                "or a member that ended), how long the members have to drain and exit before "
-                                "they are killed."),
+                                "or a member that ended), how long the members have to drain and exit; then the "
+                                "first one still running is killed, and each later one 5 s after the one before."),
     options: Optional[List[str]] = typer.Argument(None, metavar="-- [FILTER OPTIONS]...",
                                                   help="The filter's options, after --."),
 ) -> None:
     """Run collector | filter | shipper as one unit that lives and dies as one. A member that ends
     on its own stops the others (exit 1, one line naming it); SIGTERM, SIGINT or SIGHUP stop the
     collector first, so that what it read drains through the filter and the shipper in order
-    (exit 0); whatever is left after --grace seconds is killed."""
+    (exit 0); what is left after --grace seconds is killed, from the front."""
     from . import supervise
 
     if not 0 < grace <= MAX_SECONDS:

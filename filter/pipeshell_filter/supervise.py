@@ -1,0 +1,456 @@
+"""``pipeshell-filter run``: collector | filter | shipper as one unit that lives and dies as one.
+
+A shell pipe has no owner: when the filter dies the collector runs on, reads new lines into a
+dead pipe and moves its stored position past them, and the shell does not return.  Here one
+process starts the members as a pipe chain (each one's stdout the next one's stdin) and:
+
+* **A member that ends on its own** (any status, or killed), not because the member before it
+  ended, is a failure: one line on stderr naming it and how it ended, the chain is stopped,
+  exit status 1.
+* **SIGTERM, SIGINT or SIGHUP** stop the chain **from the front**: only the first member gets
+  SIGTERM.  Each later member sees end of input once the one before it is gone, so what the
+  collector handed on drains through the filter (which saves its ``--state`` at end of input)
+  and the shipper flushes last.  Exit status 0 when every member then ended cleanly.
+* **A failure stops the chain the same way.**  Members downstream of the dead one already have
+  end of input; those upstream of it end when the front is stopped.  A member sent SIGTERM in
+  the middle of the chain would drop what is still in its pipe (the filter stops reading), so
+  nobody but the front is signalled.
+* ``grace`` seconds after the stop began, the first member still running gets SIGKILL (its
+  whole process group), and so on down the chain every ``DRAIN`` seconds: the members after a
+  killed one still see end of input, so the filter still saves its state.  A second stop signal
+  sends SIGTERM to every member left, a third SIGKILL.
+* **Nothing outlives the unit.**  Each member leads its own session, so a terminal's Ctrl-C
+  reaches the supervisor alone (which then stops the chain in order) and a member's own
+  children can be found: when a member ends, whatever is left of its process group is killed
+  (it could hold the pipe open, and the next member would never see end of input).  On Linux a
+  member gets SIGTERM if the supervisor itself dies (``PR_SET_PDEATHSIG``).  A member that
+  leaves its session (a daemon) escapes this; systemd's cgroup does not let it escape.
+* Exit status 0 also when the first member ends with status 0 and every later one follows,
+  in order, with 0: a finished replay.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import List, Optional, Sequence
+
+DEFAULT_GRACE = 30.0
+SETTLE = 0.25  # seconds to wait for the ends one end brings about, before judging it
+DRAIN = 5.0  # seconds each member gets after the one before it was killed at the end of the grace
+PREFIX = "pipeshell-filter run"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+_NAME_LIMIT = 160  # characters of a member's command line in a report
+
+
+class CommandError(ValueError):
+    """A member's command line that cannot be run: empty, badly quoted, no such program."""
+
+
+def parse_command(option: str, text: str) -> List[str]:
+    """``text`` split as a shell splits words (no shell runs it); the program must exist now,
+    so that a typo is a usage error before anything starts rather than a restart loop."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as error:
+        raise CommandError(f"{option} {text!r}: {error}") from None
+    if not argv:
+        raise CommandError(f"{option} is empty")
+    program = argv[0]
+    if os.sep in program:
+        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+            raise CommandError(f"{option}: {program} is not an executable file")
+    elif shutil.which(program) is None:
+        raise CommandError(f"{option}: {program} is not found on PATH")
+    return argv
+
+
+class Member:
+    """One process of the chain: its command, and once it ended its wait status."""
+
+    def __init__(self, argv: Sequence[str], name: Optional[str] = None):
+        self.argv = list(argv)
+        name = name if name is not None else shlex.join(self.argv)
+        self.name = name if len(name) <= _NAME_LIMIT else name[:_NAME_LIMIT - 3] + "..."
+        self.number = 0  # 1-based position, set by the supervisor
+        self.process: Optional[subprocess.Popen] = None
+        self.status: Optional[int] = None  # os.waitpid status
+        self.terminated = False  # the supervisor sent it SIGTERM
+        self.killed = False  # the supervisor sent it SIGKILL
+        self.by_end_of_input: Optional[bool] = None  # ended cleanly because the member before it ended
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.status is None
+
+    @property
+    def ended(self) -> bool:
+        """Exited, or never started (its start failed): either way its pipe ends are closed."""
+        return not self.running
+
+    def clean(self) -> bool:
+        """Exit status 0; or, after the SIGTERM the supervisor sent, death by it or status 143
+        (what ``tail``, ``sleep`` or a shell do on a stop request)."""
+        if self.status is None:
+            return False
+        if os.WIFEXITED(self.status):
+            return os.WEXITSTATUS(self.status) == 0 or (self.terminated and os.WEXITSTATUS(self.status) == 143)
+        return os.WIFSIGNALED(self.status) and os.WTERMSIG(self.status) == signal.SIGTERM and self.terminated
+
+    def how(self) -> str:
+        if self.status is None:
+            return "did not start"
+        if os.WIFSIGNALED(self.status):
+            number = os.WTERMSIG(self.status)
+            try:
+                return f"killed by {signal.Signals(number).name}"
+            except ValueError:
+                return f"killed by signal {number}"
+        return f"exited with status {os.WEXITSTATUS(self.status)}"
+
+    def label(self) -> str:
+        return f"member {self.number} ({self.name})"
+
+
+def filter_member(options: Sequence[str]) -> Member:
+    """The filter: this same program with ``options``, run by this interpreter (whatever name the
+    unit was started by), named in reports as the user would type it."""
+    return Member([sys.executable, "-m", "pipeshell_filter", *options], shlex.join(["pipeshell-filter", *options]))
+
+
+def _report(message: str) -> None:
+    try:
+        sys.stderr.write(f"{PREFIX}: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _signal_group(pid: int, number: int) -> None:
+    """``number`` to the process group ``pid`` leads; none left (or not ours) is fine."""
+    try:
+        os.killpg(pid, number)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _die_with(parent: int):
+    """A ``preexec_fn``: the member gets SIGTERM when the supervisor dies (Linux), and does not
+    start at all if it already has."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            prctl.restype = ctypes.c_int
+            prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4  # as the kernel reads them
+        except (OSError, AttributeError):
+            prctl = None
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+class Supervisor:
+    """Runs ``members`` as a pipe chain until every one of them has ended; ``run()`` is the unit's
+    exit status.  ``usage_member``: the member whose exit status 2 means a usage error it has
+    already reported (the filter): the unit then exits 2 too, which systemd's
+    ``RestartPreventExitStatus=2`` can tell from a crash."""
+
+    def __init__(self, members: Sequence[Member], grace: float = DEFAULT_GRACE,
+                 usage_member: Optional[Member] = None):
+        if not members:
+            raise ValueError("a chain needs at least one member")
+        self.members = list(members)
+        for number, member in enumerate(self.members, 1):
+            member.number = number
+        self.grace = grace
+        self.usage_member = usage_member
+        self.cause: Optional[Member] = None  # the member whose end was a failure
+        self.failed = False  # a failure without a member to blame (an escalation, an unclean stop)
+        self.level = 0  # 0 running; 1 stopping from the front; 2 SIGTERM to all; 3 SIGKILL to all
+        self.deadline: Optional[float] = None
+        self._front_killed = False
+        self._requests: List[int] = []
+        self._wake = None
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _on_stop(self, number, frame) -> None:
+        self._requests.append(number)  # handled by the loop: nothing else is safe here
+
+    @staticmethod
+    def _on_child(number, frame) -> None:
+        pass  # the wakeup fd is what matters
+
+    def _install(self):
+        """Owns the stop signals (not those ignored at start: a background job's SIGINT) and
+        SIGCHLD, all waking the loop through a pipe; returns what to restore."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        self._wake = (read_end, write_end)
+        previous = [(number, signal.getsignal(number)) for number in STOP_SIGNALS + (signal.SIGCHLD,)]
+        for number, handler in previous:
+            if number == signal.SIGCHLD:
+                signal.signal(number, self._on_child)
+            elif handler is not signal.SIG_IGN:
+                signal.signal(number, self._on_stop)
+        return previous, signal.set_wakeup_fd(write_end)
+
+    def _restore(self, saved) -> None:
+        previous, wakeup = saved
+        signal.set_wakeup_fd(wakeup)
+        for number, handler in previous:
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        for fd in self._wake:
+            os.close(fd)
+        self._wake = None
+
+    # -- the chain -----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Each member in its own session, its stdout the next one's stdin; the first reads the
+        unit's stdin, the last writes the unit's stdout.  The supervisor keeps no pipe end, so a
+        member's end of input is exactly the end of the member before it."""
+        feed = None  # read end for the next member; None: the unit's stdin
+        for member in self.members:
+            last = member is self.members[-1]
+            read_end, write_end = (None, None) if last else os.pipe()
+            try:
+                member.process = subprocess.Popen(member.argv, stdin=feed, stdout=write_end, start_new_session=True,
+                                                  preexec_fn=_die_with(os.getpid()))
+            except (OSError, subprocess.SubprocessError) as error:
+                reason = getattr(error, "strerror", None) or str(error)
+                _report(f"{member.label()} cannot start: {reason}; stopping the chain")
+                self.cause = member
+                if read_end is not None:
+                    os.close(read_end)
+                break
+            finally:
+                for fd in (feed, write_end):
+                    if fd is not None:
+                        os.close(fd)
+            feed = read_end
+        if self.cause is not None:
+            self._stop(1)
+
+    def _signal(self, member: Member, number: int) -> None:
+        if not member.running:
+            return
+        if number == signal.SIGKILL:
+            member.killed = True
+            _signal_group(member.process.pid, number)
+        else:
+            member.terminated = member.terminated or number == signal.SIGTERM
+            try:
+                member.process.send_signal(number)
+            except ProcessLookupError:
+                pass
+
+    def _stop(self, level: int) -> None:
+        """Raise the stop to ``level``: 1 SIGTERM to the first member only, 2 SIGTERM to every
+        member left, 3 SIGKILL to every member left."""
+        if level <= self.level:
+            return
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.grace
+        if self.level < 1:
+            self._signal(self.members[0], signal.SIGTERM)
+        if level >= 2 > self.level:
+            for member in self.members:
+                if not member.terminated:
+                    self._signal(member, signal.SIGTERM)
+        if level >= 3:
+            for member in self.members:
+                if member.running:
+                    self.failed = True
+                    self._signal(member, signal.SIGKILL)
+        self.level = level
+
+    def _input_ended(self, member: Member) -> bool:
+        """The member before it has ended (the first member's input, the unit's stdin, may end
+        at any time), and not by SIGPIPE: that one met a closed pipe, so ``member`` ended first."""
+        if member.number == 1:
+            return True
+        before = self.members[member.number - 2]
+        return before.ended and not (before.status is not None and os.WIFSIGNALED(before.status)
+                                     and os.WTERMSIG(before.status) == signal.SIGPIPE)
+
+    def _collect(self) -> List[Member]:
+        """The members that ended since the last look, reaped, in chain order.
+
+        Polled downstream first: a member seen ended then has every member upstream of it that
+        ended before it seen ended too, so "ended before the members upstream of it" is never
+        an artefact of the polling order.  Each is looked at as a zombie first: its pid, and so
+        its process group id, cannot be reused yet, so what is left in its group is killed
+        safely (it could hold the pipe open) before the pid is released."""
+        found = []
+        for member in reversed(self.members):
+            if not member.running:
+                continue
+            pid = member.process.pid
+            try:
+                ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                ended = True
+            if ended is None:
+                continue
+            _signal_group(pid, signal.SIGKILL)
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                status = 255 << 8
+            member.status = status
+            member.process.returncode = os.waitstatus_to_exitcode(status)
+            found.append(member)
+        for member in found:  # judged now: later ends must not make an early one look in order
+            member.by_end_of_input = member.clean() and self._input_ended(member)
+        return found[::-1]
+
+    def _cause_among(self, ended: List[Member]) -> Optional[Member]:
+        """Which of the members that ended together ended first, on its own.  One end brings
+        others: the members downstream see end of input and exit cleanly, the one upstream
+        meets a closed pipe (killed by SIGPIPE, or an exit of its own).  So the cause is the
+        first, in chain order, that neither ended by end of input nor follows a member
+        downstream of it that did not; None when all ended by end of input."""
+        candidates = [member for member in ended if not member.by_end_of_input]
+        for member in candidates:
+            below = self.members[member.number] if member.number < len(self.members) else None
+            if below is None or below.running or below.by_end_of_input:
+                return member
+        return candidates[0] if candidates else None
+
+    def _settle(self, ended: List[Member]) -> List[Member]:
+        """The ends that come just after ``ended``, collected for up to ``SETTLE`` seconds, so
+        that the report names the member that ended first and a clean end is not taken for one
+        out of order: a member's output closes before its process has ended (Python closes
+        stdout while it finalises), so the next member may end on that end of input first.
+        A clean end counts as by end of input when the member before it ends meanwhile, by end
+        of input too."""
+        found = []
+        deadline = time.monotonic() + SETTLE
+        while True:
+            found += self._collect()
+            for member in sorted(ended + found, key=lambda member: member.number):
+                before = self.members[member.number - 2] if member.number > 1 else None
+                if not member.by_end_of_input and member.clean() and before is not None and before.ended:
+                    member.by_end_of_input = bool(before.by_end_of_input)
+            if all(member.by_end_of_input for member in ended + found) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        found.sort(key=lambda member: member.number)
+        return found
+
+    def _reap(self) -> None:
+        ended = self._collect()
+        if not ended:
+            return
+        if self.level == 0:
+            if not all(member.clean() for member in ended):
+                # A failure whatever came first: the front is stopped at once, since whatever the
+                # collector reads from now on can only be lost, and it stores its position past it.
+                self._stop(1)
+            ended = sorted(ended + self._settle(ended), key=lambda member: member.number)
+            if all(member.by_end_of_input for member in ended):
+                return  # end of input reached them through the chain: a finished replay so far
+            self._stop(1)
+            self.cause = self._cause_among(ended) or ended[0]
+            _report(f"{self.cause.label()} {self.cause.how()}; stopping the chain")
+            return
+        if self.cause is None:  # a stop that was asked for: each member must end cleanly, in order
+            for member in ended:
+                if not member.by_end_of_input and not member.killed and not (member.terminated and member.clean()):
+                    self.failed = True
+                    early = "" if all(other.ended for other in self.members[:member.number - 1]) else \
+                        " before the members upstream of it"
+                    _report(f"{member.label()} {member.how()}{early} while the chain stopped")
+
+    def _handle_requests(self) -> None:
+        while self._requests:
+            number = self._requests.pop(0)
+            if self.level >= 3:
+                continue
+            if self.level >= 1:
+                name = signal.Signals(number).name
+                _report(f"{name} again: {'SIGTERM' if self.level == 1 else 'SIGKILL'} to every member")
+            self._stop(self.level + 1)
+
+    def _wait(self) -> None:
+        timeout = 1.0  # a safety net: SIGCHLD wakes the loop through the pipe
+        if self.deadline is not None and self.level < 3:
+            timeout = max(0.0, min(timeout, self.deadline - time.monotonic()))
+        try:
+            select.select([self._wake[0]], [], [], timeout)
+        except InterruptedError:
+            pass
+        try:
+            while os.read(self._wake[0], 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _loop(self) -> None:
+        self._start()
+        while True:
+            self._reap()
+            self._handle_requests()
+            if not any(member.running for member in self.members):
+                return
+            if self.deadline is not None and self.level < 3 and time.monotonic() >= self.deadline:
+                self._kill_front()
+            self._wait()
+
+    def _kill_front(self) -> None:
+        """The grace is over: SIGKILL to the first member still running only.  The ones after it
+        then see end of input (the filter saves its state, the shipper flushes) and get
+        ``DRAIN`` seconds more each before the same happens to them."""
+        member = next(member for member in self.members if member.running)
+        waited = f"{self.grace:g} s after the stop began" if not self._front_killed else \
+            f"{min(DRAIN, self.grace):g} s after the member before it"
+        _report(f"{member.label()} still running {waited}: SIGKILL")
+        self._front_killed = True
+        self.failed = True
+        self._signal(member, signal.SIGKILL)
+        self.deadline = time.monotonic() + min(DRAIN, self.grace)
+
+    def run(self) -> int:
+        """Start the chain, supervise it until every member has ended; the exit status."""
+        saved = self._install()
+        try:
+            self._loop()
+        except Exception as error:  # a bug here must not leave the chain running, nor a traceback
+            _report(f"internal error: {type(error).__name__}: {error}; killing the chain")
+            self.failed = True
+        finally:
+            for member in self.members:
+                if member.running:
+                    _signal_group(member.process.pid, signal.SIGKILL)
+                    try:
+                        member.status = os.waitpid(member.process.pid, 0)[1]
+                        member.process.returncode = os.waitstatus_to_exitcode(member.status)
+                    except ChildProcessError:
+                        pass
+            self._restore(saved)
+        if self.cause is not None:
+            usage = self.cause is self.usage_member and self.cause.status is not None and \
+                os.WIFEXITED(self.cause.status) and os.WEXITSTATUS(self.cause.status) == 2
+            return 2 if usage else 1
+        return 1 if self.failed else 0
+
+
+def supervise(members: Sequence[Member], grace: float = DEFAULT_GRACE, usage_member: Optional[Member] = None) -> int:
+    return Supervisor(members, grace, usage_member).run()
