@@ -186,3 +186,26 @@ def test_an_agent_reading_input_files_beats_on_lines_that_match_nothing(tmp_path
         beats = [json.loads(line) for line in result.stdout.splitlines()]
         assert result.returncode == 0 and beats and all(b["type"] == "sigma.heartbeat" for b in beats)
         assert len(beats) >= 7 and beats[0]["time"] == flat_time(0) and beats[-1]["time"] >= flat_time(2800)
+
+
+def test_an_agent_left_out_for_lagging_is_named_on_stderr(tmp_path):
+    """Two agents in step, a third an hour behind for longer than --agent-idle: named once."""
+    from pipeshell_filter.detect import Heartbeat as Beat
+
+    def beat(agent, seconds):
+        return json.dumps(Beat(agent, flat_time(seconds)).to_wire()).encode() + b"\n"
+
+    process = subprocess.Popen(COMMAND + ["--stage", "correlate", "--agent-idle", "1", "--idle", "0"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(beat("a", 4000) + beat("b", 4000) + beat("slow", 400))
+    process.stdin.flush()
+    import time as _t
+    for step in range(1, 4):  # the slow one keeps sending, still an hour behind
+        _t.sleep(0.8)
+        process.stdin.write(beat("a", 4000 + step) + beat("b", 4000 + step) + beat("slow", 400 + step))
+        process.stdin.flush()
+    process.stdin.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=30) == 0
+    named = [line for line in err.decode().splitlines() if "agent 'slow'" in line]
+    assert len(named) == 1 and "behind the other agents" in named[0], err.decode()

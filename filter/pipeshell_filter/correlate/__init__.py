@@ -320,6 +320,10 @@ class Correlation:
         correlation that reached its state cap."""
         lines = []
         now = self.clock()
+        for agent, lag in self.agents.lagging() if self.agents is not None else ():
+            self._note_skewed(agent, "behind")
+            lines.append(("skewed_source", f"agent {agent!r} is {lag / NS:g} s behind the other agents: left out "
+                          "of the fleet's time (a wrong clock or a stuck pipeline); its events arrive late"))
         for correlator in self.correlators:
             title = correlator.spec.title
             for source, ahead in correlator.clocks.ahead(now, final):
