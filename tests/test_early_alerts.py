@@ -148,3 +148,15 @@ def test_early_alerts_on_a_live_pipe_come_before_the_input_ends_and_survive_a_re
     assert not alerts(rest)
     again = run_cli(args, ndjson(incident + [flat_event(30, "cli03", "client", 4104, 4)]))
     assert again.returncode == 0 and not alerts(again.stdout)  # the episode was alerted, the replay is taken once
+
+
+def test_events_at_the_end_time_of_an_early_alert_that_arrive_after_it_are_in_its_episode(tmp_path):
+    """server at 0; client at 1 fires early at 1; another client and a server at 1 come after: the
+    watermark would have taken them in the same episode, so they make no second alert."""
+    plans = plans_for("temporal", tmp_path)
+    events = [(0, "srv01", "server", 4104, 27), (1, "srv01", "client", 4104, 26), (1, "srv01", "client", 4104, 33),
+              (1, "srv01", "server", 4104, 0)]
+    early = sum(run(plans, events, 30, True), [])
+    late = sum(run(plans, events, 30, False), [])
+    assert [episode(a) for a in early] == [episode(a) for a in late] == [("server_then_client",
+                                                                         "2021-06-03T13:00:01Z")]

@@ -113,6 +113,8 @@ class Correlator:
         self._consumed = {}  # group -> time of its last alert
         self._consumed_order = deque()  # (time, group) in alert order, which is time order
         self._early_used = SortedList()  # ``early``: (time, seq) of the events in alerts, while windows reach them
+        self._early_done = {}  # ``early``: group -> end of its latest early alert (its events up to there are taken)
+        self._early_order = deque()  # (end, group) of the early alerts, to forget them once no window reaches them
         # chaining (``Correlation``): the correlators whose alerts feed this one, whether it also
         # takes rule detections, and the watermark its own sources ask for
         self.upstream = ()
@@ -179,7 +181,7 @@ class Correlator:
         hits = []
         if clocked and self.clocks.see(detection.source, c.time) and not self.driven:
             hits = self.advance(self.clocks.reference - self.lateness)
-        if self.early and c.time > self._consumed.get(c.group, NEVER):
+        if self.early and c.time > max(self._consumed.get(c.group, NEVER), self._early_done.get(c.group, NEVER)):
             hit = self._early(c)
             if hit is not None:
                 hits.append(hit)
@@ -276,15 +278,17 @@ class Correlator:
         event with one made early (``_evaluate``), so an alert never comes twice, and an episode
         that this could not see (its events arrived out of order) still alerts."""
         tf, group, used = self.timeframe, c.group, self._early_used
+        done = self._early_done.get(group, NEVER)  # an early alert took the group's events up to here
         pending = self._pending
         low, high = pending.bisect_left((c.time - tf,)), pending.bisect_right((c.time + tf, float("inf")))
         window = self._windows.get(group)
         if high - low + (len(window.events) if window is not None else 0) > EARLY_MAX:
             return None
-        items = [(key, item) for key, item in window.events.items() if key[0] >= c.time - tf and key not in used] \
+        since = max(c.time - tf, done + 1)
+        items = [(key, item) for key, item in window.events.items() if key[0] >= since and key not in used] \
             if window is not None else []
         items += [((item.time, seq), item) for _, seq, item in pending.islice(low, high)
-                  if item.group == group and item.time >= c.time - tf and (item.time, seq) not in used]
+                  if item.group == group and item.time >= since and (item.time, seq) not in used]
         items.sort(key=lambda pair: pair[0])
         trial, added, dropped = self.shape(self.spec), 0, 0
         for t in sorted({key[0] for key, _ in items if key[0] >= c.time}):
@@ -299,6 +303,8 @@ class Correlator:
         else:
             return None
         used.update(trial.events)
+        self._early_done[group] = t
+        self._early_order.append((t, group))
         hit = Hit(self.spec, t, t - tf, group, tuple(trial.events.values()), trial.aggregate(), trial.distinct())
         if self.watch is not None:
             self.watch(self, group, t, hit)
@@ -331,9 +337,13 @@ class Correlator:
             t, group = order.popleft()
             if self._consumed.get(group) == t:
                 del self._consumed[group]
-        used = self._early_used
+        used, order = self._early_used, self._early_order
         while used and used[0][0] < horizon:
             used.pop(0)
+        while order and order[0][0] < horizon:
+            t, group = order.popleft()
+            if self._early_done.get(group) == t:
+                del self._early_done[group]
         if self.seen is not None:
             self.seen.evict(horizon)
         size = len(self._held) + len(self._pending)

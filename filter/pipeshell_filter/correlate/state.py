@@ -152,6 +152,8 @@ def capture(correlator) -> dict:
         "consumed": [[t, group] for t, group in consumed],
         "seen": None if correlator.seen is None else [[t, key] for t, key in correlator.seen.order],
         "early_used": [[time, seq] for time, seq in correlator._early_used],
+        "early_done": [[t, list(group)] for t, group in correlator._early_order
+                       if correlator._early_done.get(group) == t],
     }
 
 
@@ -216,6 +218,12 @@ def _restore(correlator, data: dict) -> None:
     correlator._consumed = consumed
     correlator._consumed_order = order
     correlator._early_used = early_used
+    correlator._early_done, correlator._early_order = {}, deque()
+    for t, group in data.get("early_done", ()):
+        if type(t) is not int:
+            raise ValueError("'early_done' holds a non-integer time")
+        correlator._early_done[tuple(group)] = t
+        correlator._early_order.append((t, tuple(group)))
     if correlator.seen is not None:
         correlator.seen = seen if seen is not None else type(correlator.seen)()
 
