@@ -63,6 +63,7 @@ OUT_DIR = os.path.join(HERE, "out")
 sys.path.insert(0, HERE)
 
 import corpus  # noqa: E402  (bench/corpus.py)
+from run import cpu_model  # noqa: E402  (bench/run.py)
 
 PREFIX = "pipeshell"  # the filter's default --nats-prefix
 SECOND = 1_000_000_000
@@ -936,12 +937,7 @@ def latency_single(options, share_lines: list, tmp: str) -> dict:
 
 
 def environment() -> dict:
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), None)
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         from importlib.metadata import version
         nats_py = version("nats-py")

@@ -57,6 +57,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import yaml  # noqa: E402
 
+from run import cpu_model  # noqa: E402  (bench/run.py)
 import fleet  # noqa: E402  (bench/fleet.py: corpus cache, live events, feeder)
 from fleet import Feeder, background, client_event, ensure_corpus, server_event  # noqa: E402
 import test_fluentbit_real as fbt  # noqa: E402
@@ -499,12 +500,7 @@ def live_run(name, options, shares, tmp, early=True, samples=None):
 
 
 def environment() -> dict:
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), None)
-    except OSError:
-        pass
+    cpu = cpu_model()
     version = subprocess.run([FLUENT_BIT, "--version"], capture_output=True, text=True).stdout.splitlines()
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),

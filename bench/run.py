@@ -256,6 +256,15 @@ def ensure_corpus(events: int, seed: int, out_dir: str) -> tuple:
         return path, json.load(handle)
 
 
+def cpu_model():
+    """The CPU's model name (Linux), for the environment line of every benchmark."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
 def environment(filter_cmd: list) -> dict:
     def first_line(argv):
         try:
@@ -263,12 +272,7 @@ def environment(filter_cmd: list) -> dict:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return None
 
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), None)
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
