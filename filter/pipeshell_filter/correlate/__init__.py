@@ -203,9 +203,13 @@ class Correlation:
 
     _frontier = NEVER  # the fleet's time as last followed
 
-    def _newest(self, c: Correlator, wall: int):
-        """The newest time that is not suspect: the fleet's, or that of the correlation's sources."""
-        return self.agents.frontier() if self.agents is not None else c.clocks.trusted_newest(wall)
+    def _newest(self, wall: int):
+        """Correlator -> the newest time that is not suspect: the fleet's (worked out once), or
+        that of the correlation's own sources."""
+        if self.agents is not None:
+            fleet = self.agents.frontier()
+            return lambda c: fleet
+        return lambda c: c.clocks.trusted_newest(wall)
 
     def settle(self) -> List[Hit]:
         """The input paused: close the newest watermark instant now.
@@ -218,16 +222,16 @@ class Correlation:
         taken is the newest that is not suspect (``SourceClocks.trusted_newest``):
         a source far ahead of the others does not count.
         """
-        wall = self.wall()
-        return self._advance(lambda c: self._newest(c, wall) - self.lateness_ns + 1)
+        newest = self._newest(self.wall())
+        return self._advance(lambda c: newest(c) - self.lateness_ns + 1)
 
     def idle(self, idle_seconds: float) -> List[Hit]:
         """Wall-clock progress: after ``idle_seconds`` with no newer event time, the
         watermark moves on with the wall clock, so pending alerts come out."""
         now = self.clock()
-        wall = self.wall()
+        newest = self._newest(self.wall())
         if self.agents is not None:  # agents that went silent drop out: the fleet's time may move
-            hits = self._follow(self.agents.frontier())
+            hits = self._follow(newest(None))
             if hits:
                 return hits
 
@@ -237,7 +241,7 @@ class Correlation:
                 return None
             # from the newest time that is not suspect: a source far ahead of the others, or of the
             # wall clock, must not carry the watermark past the others' windows
-            return self._newest(c, wall) - self.lateness_ns + int(waited * NS)
+            return newest(c) - self.lateness_ns + int(waited * NS)
 
         return self._advance(watermark)
 

@@ -77,9 +77,6 @@ class AgentClocks:
             self._idle.discard(gone)
         return old is None or old <= self.last
 
-    def __len__(self) -> int:
-        return len(self._time)
-
     def active(self) -> List[str]:
         """The agents heard from within ``idle`` seconds, and not idle by their own word."""
         since = self.clock() - self.idle
@@ -125,9 +122,7 @@ class AgentClocks:
     def restore(self, saved: list) -> None:
         """Take back ``saved`` (``state``): each agent counts as just heard from."""
         now = self.clock()
-        for agent, time in saved:
-            if not isinstance(agent, str) or not isinstance(time, int) or isinstance(time, bool):
-                raise ValueError(f"not an agent clock: {agent!r}, {time!r}")
+        for agent, time in saved:  # checked by ``state.decode``
             self._time[agent] = time
             self._heard[agent] = now
 

@@ -20,10 +20,13 @@ Semantics (also in the README):
 
 * Early alerts (``early``, for a monotone condition: a count or number of
   distinct values or inputs with lower bounds only): when an on-time event
-  arrives, the window ending at its time, over every event that has arrived,
-  is evaluated at once; if it holds, it fires then, without waiting for the
-  watermark (more events could only keep it holding), and consumes as above.
-  On a time-sorted stream these are the watermark's alerts, sooner.
+  arrives, the window ending at its time (or at a newer event of its group
+  already here), over every event that has arrived since the group's last
+  early alert, is evaluated at once; if it holds, it fires then, without
+  waiting for the watermark (more events could only keep it holding).  The
+  watermark still evaluates and consumes as above, and keeps back an alert
+  that shares an event with an early one.  On a time-sorted stream these are
+  the watermark's alerts, sooner.
 
 State is bounded: after each advance nothing older than watermark - timeframe
 is held, so memory follows the event rate, not the length of the input.
@@ -112,7 +115,7 @@ class Correlator:
         self._held = SortedList()  # (time, seq, group) of every windowed event, for eviction
         self._consumed = {}  # group -> time of its last alert
         self._consumed_order = deque()  # (time, group) in alert order, which is time order
-        self._early_used = SortedList()  # ``early``: (time, seq) of the events in alerts, while windows reach them
+        self._early_used = SortedList()  # ``early``: (time, seq) of the events in early alerts, while windows reach them
         self._early_done = {}  # ``early``: group -> end of its latest early alert (its events up to there are taken)
         self._early_order = deque()  # (end, group) of the early alerts, to forget them once no window reaches them
         # chaining (``Correlation``): the correlators whose alerts feed this one, whether it also
@@ -252,11 +255,8 @@ class Correlator:
         hit = Hit(self.spec, t, start, group, tuple(window.events.values()), aggregate, window.distinct())
         for time, seq in window.events:
             self._held.remove((time, seq, group))
-        if self.early:  # an episode already alerted early is not alerted again; this one is taken
-            if any(key in self._early_used for key in window.events):
-                hit = None
-            else:
-                self._early_used.update(window.events)
+        if self.early and any(key in self._early_used for key in window.events):
+            hit = None  # an episode already alerted early is not alerted again
         del self._windows[group]
         self._mark_consumed(group, t)
         return hit
@@ -272,12 +272,12 @@ class Correlator:
     def _early(self, c: Contribution) -> Optional[Hit]:
         """``early``: a window of ``c``'s group that ``c`` can complete (ending at its time, or at
         a newer event of the group already here, within the timeframe), over the events that have
-        arrived (in the open window, or waiting for the watermark) and are in no alert yet, holds
-        now: the first such window is an alert.  Nothing is consumed here: the watermark still
+        arrived (in the open window, or waiting for the watermark) and are after the group's last
+        early alert, holds now: the first such window is an alert.  Nothing is consumed here: the watermark still
         evaluates every window as without ``early``, and keeps to itself the alerts that share an
         event with one made early (``_evaluate``), so an alert never comes twice, and an episode
         that this could not see (its events arrived out of order) still alerts."""
-        tf, group, used = self.timeframe, c.group, self._early_used
+        tf, group = self.timeframe, c.group
         done = self._early_done.get(group, NEVER)  # an early alert took the group's events up to here
         pending = self._pending
         low, high = pending.bisect_left((c.time - tf,)), pending.bisect_right((c.time + tf, float("inf")))
@@ -285,10 +285,10 @@ class Correlator:
         if high - low + (len(window.events) if window is not None else 0) > EARLY_MAX:
             return None
         since = max(c.time - tf, done + 1)
-        items = [(key, item) for key, item in window.events.items() if key[0] >= since and key not in used] \
+        items = [(key, item) for key, item in window.events.items() if key[0] >= since] \
             if window is not None else []
         items += [((item.time, seq), item) for _, seq, item in pending.islice(low, high)
-                  if item.group == group and item.time >= since and (item.time, seq) not in used]
+                  if item.group == group and item.time >= since]
         items.sort(key=lambda pair: pair[0])
         trial, added, dropped = self.shape(self.spec), 0, 0
         for t in sorted({key[0] for key, _ in items if key[0] >= c.time}):
@@ -298,14 +298,15 @@ class Correlator:
             while items[dropped][0][0] < t - tf:
                 trial.remove(items[dropped][0])
                 dropped += 1
-            if trial.complete() and self.spec.condition.holds(trial.aggregate()):
+            aggregate = trial.aggregate() if trial.complete() else None
+            if aggregate is not None and self.spec.condition.holds(aggregate):
                 break
         else:
             return None
-        used.update(trial.events)
+        self._early_used.update(trial.events)
         self._early_done[group] = t
         self._early_order.append((t, group))
-        hit = Hit(self.spec, t, t - tf, group, tuple(trial.events.values()), trial.aggregate(), trial.distinct())
+        hit = Hit(self.spec, t, t - tf, group, tuple(trial.events.values()), aggregate, trial.distinct())
         if self.watch is not None:
             self.watch(self, group, t, hit)
         return hit

@@ -36,6 +36,7 @@ from typing import Callable, List, Optional, Tuple
 
 import ujson
 
+from ..detect import Heartbeat
 from .bus import Bus
 from .stream import dumps
 
@@ -101,13 +102,14 @@ class Publisher(_Batched):
         self.partitions = partitions
         self.partition_key = partition_key  # Detection -> key or None (``Correlation.partition_key``)
 
-    def detection(self, detection, payload: bytes) -> None:
-        partition = partition_of(self.partition_key(detection), self.partitions)
-        self._add(record_subject(self.prefix, partition), payload, _record_id(payload))
-
-    def heartbeat(self, beat, payload: bytes) -> None:
+    def send(self, record, payload: bytes) -> None:
+        """A Detection to its partition; a Heartbeat to every partition."""
+        if not isinstance(record, Heartbeat):
+            partition = partition_of(self.partition_key(record), self.partitions)
+            self._add(record_subject(self.prefix, partition), payload, _record_id(payload))
+            return
         # an idle heartbeat repeats the same time on purpose (the agent is alive): its id must differ
-        suffix = f":{time.time_ns()}" if beat.idle else ""
+        suffix = f":{time.time_ns()}" if record.idle else ""
         for partition in range(self.partitions):
             self._add(record_subject(self.prefix, partition), payload,
                       f"{_record_id(payload)}:{partition}{suffix}")

@@ -412,7 +412,7 @@ class Filter:
     """
 
     state = None  # ``correlate.state.StateFile`` with ``--state``
-    progress = None  # ``detect.Progress``: a match stage's heartbeats (``--heartbeat``)
+    progress = None  # ``correlate.agents.Progress``: a match stage's heartbeats (``--heartbeat``)
     _live = False  # the input being read is a pipe
     # the fleet bus (``fleet``): where a match stage's records go instead of the output; what else
     # takes each alert (both with ``flush``); what follows each snapshot (the acknowledgement); the bus
@@ -529,15 +529,18 @@ class Filter:
             self._seen_time(self.engine.event_time(event))
 
     def _seen_time(self, time_ns: Optional[int]) -> None:
-        beat = self.progress.see(time_ns)
-        if beat is not None:
-            self._write_heartbeat(beat)
+        self._send(self.progress.see(time_ns))
 
-    def _write_heartbeat(self, beat: Heartbeat) -> None:
+    def _send(self, record) -> None:
+        """A match stage's Detection or Heartbeat record (None: nothing): to the fleet bus when
+        there is one, else to the output."""
+        if record is None:
+            return
+        payload = dumps(record.to_wire())
         if self.publisher is not None:
-            self.publisher.heartbeat(beat, dumps(beat.to_wire()))
+            self.publisher.send(record, payload)
         else:
-            self._write(dumps(beat.to_wire()), None, beat.time)
+            self._write(payload, None, record.time)
 
     def _process_long_piece(self, piece: bytes, last: bool) -> None:
         if self._long_line is None:
@@ -596,10 +599,7 @@ class Filter:
             elif keep:
                 self._write(line, event)
             for detection in detections:
-                if self.publisher is not None:
-                    self.publisher.detection(detection, dumps(detection.to_wire()))
-                else:
-                    self._write(dumps(detection.to_wire()), None, detection.time)
+                self._send(detection)
             if self.progress is not None:  # after the detections: a heartbeat vouches for them
                 self._seen_time(detections[0].time if detections else self.engine.event_time(event))
             return
@@ -709,9 +709,7 @@ class Filter:
 
     def on_idle(self) -> None:
         if self.progress is not None and self._live:
-            beat = self.progress.quiet()
-            if beat is not None:
-                self._write_heartbeat(beat)
+            self._send(self.progress.quiet())
         if self._wall_idle is not None:
             self.write_alerts(self.engine.idle(self._wall_idle))
         self.report_skew()
@@ -726,7 +724,7 @@ class Filter:
     _stats_next = None
 
     def send_heartbeats(self, agent: str, every: float, max_skew_ns: int) -> None:
-        """``--stage match`` on one agent of many: say how far the input has got (``detect.Progress``),
+        """``--stage match`` on one agent of many: say how far the input has got (``agents.Progress``),
         so that the correlate stage's time moves when nothing matches."""
         if self.stage != "match":
             raise ValueError("heartbeats come from a match stage")
@@ -755,9 +753,7 @@ class Filter:
     def before_block(self) -> None:
         """No input is ready: what is final now goes out now, before the reader waits."""
         self.write_alerts(self.engine.settle())
-        for sink in (self.publisher, self.alert_sink):
-            if sink is not None:
-                sink.flush()
+        self._flush_sinks()
         self.on_idle()
 
     def finish(self) -> None:
@@ -770,9 +766,7 @@ class Filter:
         if self._long_line is not None:
             self._process_long_piece(b"", True)
         if self.progress is not None:
-            beat = self.progress.last()
-            if beat is not None:
-                self._write_heartbeat(beat)
+            self._send(self.progress.last())
         self.report_skew(final=True)  # before the flush, which makes every source's events final
         if self.state is not None:
             # end of input is a pause: the flush's alerts go out, the windows stay open in the state
@@ -781,10 +775,14 @@ class Filter:
         else:
             self.write_alerts(self.engine.flush())
         self.write_stats(final=True)  # after the last alerts, which it counts
+        self._flush_sinks()
+        self.output.flush()
+
+    def _flush_sinks(self) -> None:
+        """What waits for the fleet bus goes now (``fleet``: stored by the server on return)."""
         for sink in (self.publisher, self.alert_sink):
             if sink is not None:
                 sink.flush()
-        self.output.flush()
 
     def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE, block_size: int = BLOCK_SIZE,
             stop: Optional[StopRequest] = None) -> None:
