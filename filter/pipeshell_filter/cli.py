@@ -255,27 +255,19 @@ def run(
     """Filter NDJSON events from stdin (or --input) to stdout."""
     if ctx.invoked_subcommand is not None:
         return
-    if not 0 <= lateness <= MAX_SECONDS:
-        raise UsageProblem(f"--lateness must be between 0 and {MAX_SECONDS} seconds")
-    if not 0 <= idle <= MAX_SECONDS:
-        raise UsageProblem(f"--idle must be between 0 and {MAX_SECONDS} seconds")
-    if not 0 <= max_skew <= MAX_SECONDS:
-        raise UsageProblem(f"--max-skew must be between 0 and {MAX_SECONDS} seconds")
+    check_seconds(("--lateness", lateness), ("--idle", idle), ("--max-skew", max_skew))
     if max_line < 1024:
         raise UsageProblem("--max-line-bytes must be at least 1024")
     if max_record < 4096:
         raise UsageProblem("--max-record-bytes must be at least 4096")
     if workers is not None and workers < 0:
         raise UsageProblem("--workers must be zero or more")
-    for name, value in (("--heartbeat", heartbeat), ("--agent-idle", agent_idle)):
-        if not 0 <= value <= MAX_SECONDS:
-            raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
+    check_seconds(("--heartbeat", heartbeat), ("--agent-idle", agent_idle))
     if not 0 <= agents <= 100_000:
         raise UsageProblem("--agents must be between 0 and 100000")
     if agent is not None and not agent.strip():
         raise UsageProblem("--agent must not be empty")
-    if not 0 <= stats_interval <= MAX_SECONDS:
-        raise UsageProblem(f"--stats-interval must be between 0 and {MAX_SECONDS} seconds")
+    check_seconds(("--stats-interval", stats_interval))
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
     try:
@@ -353,6 +345,13 @@ def run(
         _summary(stream_filter, engine, diagnostics)
 
 
+def check_seconds(*options: tuple) -> None:
+    """Each ``(option name, value)``: a number of seconds from 0 to ``MAX_SECONDS`` (NaN is none)."""
+    for name, value in options:
+        if not 0 <= value <= MAX_SECONDS:
+            raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
+
+
 def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], partitions: int, partition: int,
                    files: bool):
     """``--nats``: the checks, and the connection with both streams in place."""
@@ -382,8 +381,7 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
     """``--state``: snapshots to ``path``; the state saved there taken back (unless ``reset``).
     A file this build cannot use is a usage error; a correlation whose rule is gone or changed
     loses its saved state, in one line on stderr."""
-    if not 0 <= interval <= MAX_SECONDS:
-        raise UsageProblem(f"--state-interval must be between 0 and {MAX_SECONDS} seconds")
+    check_seconds(("--state-interval", interval))
     state_file = StateFile(path, interval)
     stream_filter.keep_state(state_file)
     if reset:
@@ -551,9 +549,7 @@ def explain(
         return
     resolver = make_resolver(profile, field_map, time_field)
     if events is not None:
-        for name, value in (("--lateness", lateness), ("--max-skew", max_skew)):
-            if not 0 <= value <= MAX_SECONDS:
-                raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
+        check_seconds(("--lateness", lateness), ("--max-skew", max_skew))
         engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
                         max_skew_ns=int(max_skew * NS))
         typer.echo(_trace_events(engine, events))
