@@ -484,3 +484,26 @@ def test_the_byte_scan_never_misses_what_fluent_bit_cannot_take(kind, value, asc
         assert (stream.unportable_record(record) is None) == fine, record[:300]
     finally:
         stream._MAYBE_UNPORTABLE = saved
+
+
+_ENDS = {}
+
+
+@pytest.mark.parametrize("kind", ["hyperscan", "re"])
+@given(values=st.lists(st.dictionaries(st.text(max_size=3), JSON_VALUES, max_size=4), max_size=6),
+       ascii_only=st.booleans())
+def test_one_scan_of_a_block_marks_every_line_the_line_scan_would(kind, values, ascii_only):
+    """The Fluent Bit modes scan a whole block of lines once (``ends_of``): each line the per-line
+    scan flags must hold the end of a match, with either engine, so that it is looked at closely."""
+    scan = scanner(kind)
+    if kind not in _ENDS:
+        _ENDS[kind] = pf.ends_of(stream._UNPORTABLE_PATTERNS, "hyperscan" if kind == "hyperscan" else "python")
+    lines = [ujson.dumps(v, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass") for v in values]
+    block = b"".join(line + b"\n" for line in lines)
+    ends = _ENDS[kind](block)
+    assert ends == sorted(ends)
+    position = 0
+    for line in lines:
+        marked = any(position < end <= position + len(line) for end in ends)
+        assert marked or not scan(line), line[:200]
+        position += len(line) + 1

@@ -113,7 +113,7 @@ class Engine:
 
     def event_time(self, event: dict) -> Optional[int]:
         """The event's own time in ns (None when it has none we can parse)."""
-        return self.resolver.view(event).time()
+        return self.resolver.time(event)
 
     def settle(self) -> list:
         """The input paused: what is final at the newest watermark instant goes out (``Correlation.settle``)."""

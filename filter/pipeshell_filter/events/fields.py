@@ -269,6 +269,18 @@ class FieldResolver:
     def view(self, event: dict) -> "EventView":
         return EventView(event, self.profile_for(event), self)
 
+    def time(self, event: dict, profile: Optional[Profile] = None) -> Optional[int]:
+        """Event time in ns: ``--time-field`` if given, else the time paths of the event's profile.
+        Needs no ``EventView``: the Fluent Bit modes ask it of every line."""
+        paths = (self.time_path,) if self.time_path else (profile or self.profile_for(event)).time
+        for path in paths:
+            value = lookup(event, path)
+            if value is not MISSING:
+                parsed = parse_time(value)
+                if parsed is not None:
+                    return parsed
+        return None
+
 
 _UNSET = object()  # not looked up yet (MISSING is a cached answer: the event has no such field)
 
@@ -415,15 +427,8 @@ class EventView:
         return self._spaced
 
     def time(self) -> Optional[int]:
-        """Event time in ns: ``--time-field`` if given, else the profile's time paths."""
-        paths = (self.resolver.time_path,) if self.resolver.time_path else self.profile.time
-        for path in paths:
-            value = lookup(self.event, path)
-            if value is not MISSING:
-                parsed = parse_time(value)
-                if parsed is not None:
-                    return parsed
-        return None
+        """Event time in ns (``FieldResolver.time``)."""
+        return self.resolver.time(self.event, self.profile)
 
 
 def _expand(node, root: tuple, prefix: tuple = ()) -> list:

@@ -479,6 +479,30 @@ def any_of(patterns: List[bytes], engine: str = "auto") -> Callable[[bytes], boo
     return found
 
 
+def ends_of(patterns: List[bytes], engine: str = "auto") -> Callable[[bytes], List[int]]:
+    """Where any of these patterns ends in a byte string (offsets just past each match, sorted,
+    maybe repeated): one Hyperscan scan reporting every match, else (``engine="python"``, or no
+    wheel) ``re`` over their alternation, which finds at least the match ends of each place Hyperscan
+    does (enough to mark the lines that hold one)."""
+    if hyperscan is None or engine == "python":
+        search = re.compile(b"|".join(patterns))
+        return lambda data: [match.end() for match in search.finditer(data)]
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(expressions=patterns, ids=list(range(len(patterns))), flags=[0] * len(patterns))
+    local = threading.local()
+
+    def ends(data) -> List[int]:
+        scratch = getattr(local, "scratch", None)
+        if scratch is None:
+            scratch = local.scratch = hyperscan.Scratch(database)
+        found = []
+        database.scan(data, match_event_handler=lambda _id, _start, end, _flags, _context: found.append(end),
+                      scratch=scratch)
+        found.sort()
+        return found
+    return ends
+
+
 def available_engines() -> List[str]:
     return (["hyperscan"] if hyperscan is not None else []) + ["python"]
 

@@ -29,7 +29,7 @@ from ..records import shrink
 from ..events.timeparse import NS, parse_time
 from . import parallel
 from .inputs import LongLine
-from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex, any_of
+from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex, any_of, ends_of
 from .signals import WRITING, StopRequest, Terminated
 
 BLOCK_SIZE = 1 << 20
@@ -191,6 +191,14 @@ _INFINITY = float("inf")
 
 
 _MAYBE_UNPORTABLE = None  # ``prefilter.any_of`` over the patterns, built on first use
+_UNPORTABLE_ENDS = None  # ``prefilter.ends_of`` over them: where in a block they may be
+
+
+def _maybe_unportable_ends(data: bytes) -> list:
+    global _UNPORTABLE_ENDS
+    if _UNPORTABLE_ENDS is None:
+        _UNPORTABLE_ENDS = ends_of(_UNPORTABLE_PATTERNS)
+    return _UNPORTABLE_ENDS(data)
 
 
 def _problem(value) -> Optional[str]:
@@ -499,13 +507,60 @@ class Filter:
         if start >= end:
             return
         if self._parse_every_line:
-            self._each_line(block, start, end, False)
+            if self.emit == "all" and self.progress is None:
+                self._pass_framed(block, start, end)
+            else:
+                self._each_line(block, start, end, False)
             return
         if self.progress is not None:
             self._sample_time(block, start, end)
         self.lines += _newlines(block, start, end) if newlines is None else newlines
         if self.emit == "all":
             self.output.write(memoryview(block)[start:end])
+
+    def _pass_framed(self, block: bytes, start: int, end: int) -> None:
+        """Lines that cannot match, in the Fluent Bit modes: each is still parsed, since Fluent Bit
+        needs a JSON object (``wrap``) and the record's own time (``fluentbit_time``), but with no
+        more work than that.  What could make a line come out otherwise (not starting with ``{``,
+        not a JSON object, over ``--max-record-bytes``, or bytes that may be unportable, found by
+        one scan of the whole range) sends it down ``process_line``, so the output is the same
+        byte for byte."""
+        chunk = block[start:end]
+        risky = iter(_maybe_unportable_ends(chunk) if self.wrap else ())
+        next_risk = next(risky, len(chunk) + 1)
+        out = []
+        loads, clock, time_of = ujson.loads, self.clock, self.engine.event_time
+        framed, wrap, limit = self.fluentbit_time, self.wrap, self.max_record
+        position = 0
+        for line in chunk[:-1].split(b"\n"):
+            self.lines += 1
+            line_start, position = position, position + len(line) + 1
+            while next_risk <= line_start:  # a match ending at a line's start ended on the line before
+                next_risk = next(risky, len(chunk) + 1)
+            record = None
+            if next_risk >= position and line[:1] == b"{":
+                try:
+                    event = loads(line)
+                except (ValueError, OverflowError):
+                    event = None
+                if event is not None:
+                    record = line
+                    if framed:
+                        when = time_of(event)
+                        record = b"[" + fluentbit_time(when if when is not None else clock()) + b"," + line + b"]"
+                    if wrap and len(record) > limit:
+                        record = None
+            if record is not None:
+                out.append(record)
+                continue
+            if out:
+                out.append(b"")
+                self.output.write(b"\n".join(out))
+                out = []
+            self.process_line(line, self.lines, False)
+        if out:
+            out.append(b"")
+            self.output.write(b"\n".join(out))
 
     def _sample_time(self, block: bytes, start: int, end: int, every: int = 1 << 16) -> None:
         """Lines the prefilter skipped are not parsed, yet they carry the agent's time: one line
