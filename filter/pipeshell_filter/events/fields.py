@@ -120,6 +120,11 @@ def lookup(event, path: tuple):
     """Follow ``path`` through dicts and lists; MISSING when any step is absent."""
     node = event
     for step in path:
+        if type(node) is dict and type(step) is str:  # nearly every step: a key of a parsed object
+            node = node.get(step, MISSING)
+            if node is MISSING:
+                return MISSING
+            continue
         if isinstance(step, int):
             if isinstance(node, list) and -len(node) <= step < len(node):
                 node = node[step]
@@ -163,7 +168,10 @@ class Profile:
     _plans: dict = attrs.field(factory=dict, eq=False, repr=False)  # field -> Plan, filled on first use
 
     def applies_to(self, event: dict) -> bool:
-        return all(lookup(event, path) is not MISSING for path in self.detect)
+        for path in self.detect:
+            if lookup(event, path) is MISSING:
+                return False
+        return True
 
     def plan(self, field: str) -> Plan:
         try:

@@ -34,31 +34,30 @@ LATEST = 253402300800 * NS - 1  # 9999-12-31T23:59:59.999999999Z
 
 def parse_time(value) -> Optional[int]:
     """Nanoseconds since the Unix epoch, or None when ``value`` is not a time."""
-    if isinstance(value, dict) and "#text" in value:
-        value = value["#text"]
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return _from_number(value)
-    if not isinstance(value, str):
-        return None
+    if type(value) is not str:  # strings first: they are nearly every call
+        if isinstance(value, dict) and "#text" in value:
+            return parse_time(value["#text"])
+        if isinstance(value, bool) or value is None:
+            return None
+        if isinstance(value, (int, float)):
+            return _from_number(value)
+        if not isinstance(value, str):
+            return None
     match = _ISO.match(value)
-    if not match:
+    if match is None:
         return None
-    minute_start = _minute_start(*match.group(1, 2, 3, 4, 5))
-    second = int(match.group(6))
+    year, month, day, hour, minute, second, fraction, _, sign, zone_hours, zone_minutes = match.groups()
+    minute_start = _minute_start(year, month, day, hour, minute)
+    second = int(second)
     if minute_start is None or second > 60:
         return None
-    fraction = (match.group(7) or "")[:9]
-    nanos = int(fraction.ljust(9, "0")) if fraction else 0
     seconds = minute_start + second
-    if match.group(9):
-        hours, minutes = int(match.group(10)), int(match.group(11))
+    if sign:
+        hours, minutes = int(zone_hours), int(zone_minutes)
         if hours > 23 or minutes > 59:
             return None
-        offset = hours * 3600 + minutes * 60
-        seconds -= offset if match.group(9) == "+" else -offset
-    ns = seconds * NS + nanos
+        seconds -= (hours * 3600 + minutes * 60) * (1 if sign == "+" else -1)
+    ns = seconds * NS + (int(fraction[:9].ljust(9, "0")) if fraction else 0)
     return ns if EARLIEST <= ns <= LATEST else None
 
 

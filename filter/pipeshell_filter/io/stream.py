@@ -276,8 +276,9 @@ def _newlines(block: bytes, start: int, end: int) -> int:
 
 def fluentbit_time(ns: int) -> bytes:
     """Epoch seconds with nanoseconds, as Fluent Bit's ``[time, record]`` form wants."""
-    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
-    return f"{sign}{ns // NS}.{ns % NS:09d}".encode("ascii")
+    if ns < 0:
+        return b"-" + fluentbit_time(-ns)
+    return b"%d.%09d" % divmod(ns, NS)
 
 
 def _widen_pipe(fd: int, size: int) -> None:
