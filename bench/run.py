@@ -354,8 +354,14 @@ def compare_command(ref: str, out_dir: str) -> list:
             "from pipeshell_filter.launch import main; main()"]
 
 
+# The Fluent Bit modes (``--fluent-bit``): ``--emit all`` with what the recipes add, each timed beside plain
+# ``--emit all`` (issue 15: at least 80 % of its events/s).
+FLUENT_BIT_MODES = {"all wrap": ["--non-json", "wrap"], "all fluentbit-time": ["--fluentbit-time"],
+                    "all wrap fluentbit-time": ["--non-json", "wrap", "--fluentbit-time"]}
+
+
 def timing(launcher: Launcher, path: str, filter_cmd: list, extra: list, repeat: int, modes: tuple,
-           compare: tuple = ()) -> dict:
+           compare: tuple = (), fluent_bit: bool = False) -> dict:
     scratch = tempfile.mkdtemp(prefix="pipeshell-bench-")
     commands = [
         ("cat", "cat FILE > /dev/null", ["cat", path], None, None),
@@ -363,11 +369,15 @@ def timing(launcher: Launcher, path: str, filter_cmd: list, extra: list, repeat:
          None, os.path.join(scratch, "grep.out")),
         ("baseline", "python bench/baseline.py < FILE", [sys.executable, os.path.join(HERE, "baseline.py")], path,
          os.path.join(scratch, "baseline.out")),
-    ] + [(f"emit {m}", f"pipeshell-filter --emit {m}{' ' + ' '.join(extra) if extra else ''} < FILE > /dev/null",
-          filter_cmd + ["--emit", m] + extra, path, None) for m in modes]
+    ]
+    options = {m: ["--emit", m] for m in modes}
+    if fluent_bit:
+        options.update({m: ["--emit", "all"] + more for m, more in FLUENT_BIT_MODES.items()})
+    commands += [(f"emit {m}", f"pipeshell-filter {' '.join(o + extra)} < FILE > /dev/null",
+                  filter_cmd + o + extra, path, None) for m, o in options.items()]
     for label, command in compare:  # an earlier version, in the same rounds
-        commands += [(f"{label} emit {m}", f"pipeshell-filter@{label} --emit {m} < FILE > /dev/null",
-                      command + ["--emit", m] + extra, path, None) for m in modes]
+        commands += [(f"{label} emit {m}", f"pipeshell-filter@{label} {' '.join(o)} < FILE > /dev/null",
+                      command + o + extra, path, None) for m, o in options.items()]
     # A pipeline hands the filter a pipe, not a file: the same work, fed by a writer on the same cores.
     commands += [
         ("pipe grep", "cat FILE | grep -F -i -c namedpipeserverstream", [["cat", path], commands[1][2][:-1]], None,
@@ -478,6 +488,12 @@ def goals(results: dict, memory: list) -> list:
         goal("emit all <= 1.5 x (cat + emit alerts)", med["emit all"] <= bound,
              f"{med['emit all']:.3f} s vs 1.5 x ({med['cat']:.3f} + {med['emit alerts']:.3f}) = {bound:.3f} s; "
              f"CPU time {cpu['emit all']:.3f} s vs {cpu_bound:.3f} s")
+    for mode in FLUENT_BIT_MODES:
+        key = f"emit {mode}"
+        if key in med and "emit all" in med:
+            goal(f"{key}: at least 80 % of emit all's events/s (issue 15)", med[key] <= 1.25 * med["emit all"],
+                 f"{med['emit all'] / med[key]:.0%} ({med[key]:.3f} s vs {med['emit all']:.3f} s; "
+                 f"{paired(key, 'emit all')}; CPU time {cpu[key] / cpu['emit all']:.2f}x)")
     for name in med:  # rows of an earlier version (--compare): this one must cost no more
         ref, _, mode = name.partition(" emit ")
         if mode and not name.startswith("pipe") and f"emit {mode}" in med:
@@ -509,6 +525,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(HERE, "out"), help="corpus cache directory (default bench/out)")
     parser.add_argument("--filter-cmd", help="how to start the filter (default: the pipeshell-filter script of "
                         "this Python's environment)")
+    parser.add_argument("--fluent-bit", action="store_true", help="also time --emit all with --non-json wrap, "
+                        "--fluentbit-time and both (the Fluent Bit recipes' options)")
     parser.add_argument("--memory", action="store_true", help="also run the streamed memory check")
     parser.add_argument("--memory-events", default="400000,4000000", help="stream sizes for --memory")
     parser.add_argument("--memory-emit", default="alerts", choices=MODES)
@@ -541,7 +559,7 @@ def report_all(args, modes: tuple, launcher: Launcher) -> int:
         checks, details = correctness(launcher, path, meta, filter_cmd, extra)
         report["correctness"] = {"checks": checks, "details": details}
         compare = [(ref, compare_command(ref, args.out)) for ref in args.compare]
-        results = timing(launcher, path, filter_cmd, extra, args.repeat, modes, compare)
+        results = timing(launcher, path, filter_cmd, extra, args.repeat, modes, compare, args.fluent_bit)
         report["timing"] = results
     if args.memory:
         sizes = [int(s) for s in args.memory_events.split(",") if s]
@@ -583,7 +601,7 @@ def report_all(args, modes: tuple, launcher: Launcher) -> int:
         for c in checks:
             print(f"- {'PASS' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}")
         print()
-    print("Goals (issue 4):")
+    print("Goals (issue 4; issue 15 with --fluent-bit):")
     for g in goal_list:
         print(f"- {'PASS' if g['ok'] else 'FAIL'} {g['goal']}: {g['detail']}")
     if args.json:
