@@ -3,7 +3,7 @@
 the real Fluent Bit").
 
     python bench/recipes.py                       # ~5 minutes on 2 cores
-    python bench/recipes.py --quick               # without the ~60 s latency run without --early-alerts
+    python bench/recipes.py --quick               # skip the ~60 s latency run without --early-alerts
 
 Recipes (integrations/fluent-bit/), each run as the tests run it (tests/test_fluentbit_real.py,
 tests/test_supervise.py, tests/test_fleet_forward_real.py: their helpers are imported, so output
@@ -29,8 +29,8 @@ paths, db and state files are adapted exactly as there, the filter options are t
 3. Latency, live: background corpus lines at --rate lines/s with the current time, then incidents
    (server on A, client on B, after --pause the client on C that completes it); the time from writing
    C's line to its alert appearing in alerts.ndjson (polled every 10 ms), median of --samples.  With
-   the recipe's options plus ``--early-alerts``; then the replay recipe once without it (the alert
-   waits for --lateness 60 + --idle 2: about a minute; skipped with --quick).
+   the recipe's options as written (``--early-alerts`` among them); then the replay recipe once without
+   it (the alert waits for --lateness 60 + --idle 2: about a minute; skipped with --quick).
 """
 
 from __future__ import annotations
@@ -218,15 +218,15 @@ def wait_all(procs, timeout):
 # --------------------------------------------------------------------------- recipe set-ups
 
 
-def replay_setup(tmp, live=False, early=False, with_filter=True, state=True):
+EARLY = "--early-alerts"  # in every recipe as written; ``early=False`` below takes it out
+
+
+def replay_setup(tmp, live=False, early=True, with_filter=True, state=True):
     config, out = fbt.recipe("ship.yaml", tmp)
-    args = fbt.filter_command(tmp, state)
-    if early:
-        args = args + ["--early-alerts"]
-    return config, Path(out), args
+    return config, Path(out), fbt.filter_command(tmp, state, early)
 
 
-def exec_config(tmp, source, with_filter=True, live=False, early=False):
+def exec_config(tmp, source, with_filter=True, live=False, early=True):
     """exec.yaml as tests/test_fluentbit_real.py adapts it; the command reads ``source``."""
     with open(os.path.join(fbt.RECIPES, "exec.yaml"), encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
@@ -234,8 +234,9 @@ def exec_config(tmp, source, with_filter=True, live=False, early=False):
     written = "tail -F /var/log/windows/powershell.ndjson | pipeshell-filter "
     assert command.startswith(written), command
     args = command[len(written):].replace("/var/lib/pipeshell-filter/exec.state.json", str(tmp / "exec.state.json"))
-    if early:
-        args += " --early-alerts"
+    assert EARLY in args.split(), args
+    if not early:
+        args = " ".join(a for a in args.split() if a != EARLY)
     reader = f"tail -F {shlex.quote(str(source))}" if live else f"cat {shlex.quote(str(source))}"
     config["pipeline"]["inputs"][0]["command"] = \
         f"{reader} | {' '.join(map(shlex.quote, FILTER))} {args}" if with_filter else reader
@@ -249,12 +250,13 @@ def exec_config(tmp, source, with_filter=True, live=False, early=False):
     return str(path), out, config["pipeline"]["inputs"][0]["command"]
 
 
-def chain_setup(tmp, early=False):
+def chain_setup(tmp, early=True):
     """tests/test_supervise.py's RealUnit: collect-tail.yaml on tmp/logs/*.ndjson, the README unit's
     filter options (state in tmp), ship.yaml writing tmp/out."""
     real = sup.RealUnit(tmp, lambda path, argv: None)
-    if early:
-        real.argv = real.argv + ["--early-alerts"]
+    assert EARLY in real.argv, real.argv
+    if not early:
+        real.argv = [a for a in real.argv if a != EARLY]
     return real
 
 
@@ -416,7 +418,7 @@ def live_run(name, options, shares, tmp, early=True, samples=None):
     """Start the recipe on live input, feed it, time ``samples`` incidents; {latencies, ...}."""
     samples = options.samples if samples is None else samples
     group = Group(tmp)
-    label = f"{name} live{' --early-alerts' if early else ''}"
+    label = f"{name} live{'' if early else ' without --early-alerts'}"
     feeder = sink = None
     result = {"early": early, "latencies": [], "missing": 0}
     try:
@@ -443,8 +445,9 @@ def live_run(name, options, shares, tmp, early=True, samples=None):
             note(label, shlex.join(real.argv) + "   # lines appended to $TMP/logs/powershell.ndjson", tmp)
         elif name == "fleet":
             port, env, agent_yaml, correlate = fleet_setup(tmp)
-            if early:
-                correlate = correlate + ["--early-alerts"]
+            assert EARLY in correlate, correlate
+            if not early:
+                correlate = [a for a in correlate if a != EARLY]
             aggregator = start_aggregator(group, tmp, port, env, correlate)
             agent = fwd.agent_command("agent-a")
             procs = pipeline(group, [agent, [FLUENT_BIT, "-c", agent_yaml]], stdin=subprocess.PIPE, env=env)
@@ -539,7 +542,7 @@ def rows_of(report: dict) -> list:
         cells = []
         for live in report["latency"].get(name, []):
             values = live["latencies"]
-            what = "recipe options + --early-alerts" if live["early"] else "recipe options as written"
+            what = "recipe as written" if live["early"] else "recipe without --early-alerts"
             if values:
                 text = f"{statistics.median(values):.2f} s (median of {len(values)}"
                 text += f", {min(values):.2f}–{max(values):.2f})" if len(values) > 1 else ")"
@@ -613,12 +616,12 @@ def main() -> int:
         for name in names:
             tmp = base / f"{name}-live"
             tmp.mkdir()
-            log(f"latency {name}, --early-alerts ...")
+            log(f"latency {name}, the recipe as written ...")
             report["latency"][name] = [live_run(name, options, [shares], tmp)]
         if not options.quick and "replay" in names:
             tmp = base / "replay-live-late"
             tmp.mkdir()
-            log("latency replay, the recipe's options as written (no --early-alerts): about a minute ...")
+            log("latency replay, without --early-alerts (the alert waits for the watermark): about a minute ...")
             report["latency"]["replay"].append(live_run("replay", options, [shares], tmp, early=False, samples=1))
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -73,9 +73,13 @@ def recipe(name, tmp_path):
     return str(path), out
 
 
-def filter_command(tmp_path, state=True):
-    """The recipe's filter command; ``state=False``: without its --state (as issue 15 ran it)."""
+def filter_command(tmp_path, state=True, early=True):
+    """The recipe's filter command; ``state=False``: without its --state (as issue 15 ran it);
+    ``early=False``: without --early-alerts, so that the alert waits for the watermark (a rule whose
+    condition is not monotone always does): on live input it is written only when the filter stops."""
     args = ship_args()
+    if not early:
+        args.remove("--early-alerts")
     at = args.index("--state")
     if state:
         args[at + 1] = str(tmp_path / "state.json")
@@ -114,7 +118,8 @@ def sample_lines():
 
 def recent_incident():
     """A 3-host incident a minute ago among benign lines: its window is still open, so on live input
-    the alert is written only when the filter stops (end of input or SIGTERM)."""
+    the alert is written at once with --early-alerts (the recipe), else only when the filter stops
+    (end of input or SIGTERM)."""
     now = (datetime.datetime.now(datetime.timezone.utc) - eventgen.BASE).total_seconds()
     start = now - 60
     events = [eventgen.flat_event(start + i * 0.1, "ws04", "benign", record_id=i) for i in range(300)]
@@ -128,9 +133,9 @@ class Chain:
     """pipeshell-filter | fluent-bit, or with ``relay`` the test passing the bytes between them (to
     know exactly what the filter had written when Fluent Bit is stopped)."""
 
-    def __init__(self, tmp_path, config, relay=False, state=True):
+    def __init__(self, tmp_path, config, relay=False, state=True, early=True):
         self.log = open(tmp_path / "stderr.log", "wb")
-        self.filter = subprocess.Popen(filter_command(tmp_path, state), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.filter = subprocess.Popen(filter_command(tmp_path, state, early), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=self.log)
         self.fluent_bit = subprocess.Popen([FLUENT_BIT, "-c", config],
                                            stdin=subprocess.PIPE if relay else self.filter.stdout,
@@ -267,42 +272,57 @@ def test_several_alerts_in_a_longer_replay_all_arrive(tmp_path, chains):
     assert len(read_output(out, "events.ndjson")) == len(lines)
 
 
+EARLY = pytest.mark.parametrize("early", [True, False], ids=["as-written", "at-the-watermark"])
+
+
+def before_the_stop(out, lines, early):
+    """Live input, the window still open: with --early-alerts (the recipe as written) the alert is in
+    alerts.ndjson before any stop, in seconds; without it there is none yet."""
+    wait_for_lines(out, "events.ndjson", len(lines))
+    if early:
+        wait_for_lines(out, "alerts.ndjson", 1)
+    else:
+        assert not (out / "alerts.ndjson").exists()
+
+
 @needs_fluent_bit
-def test_recent_incident_alert_written_at_end_of_input_arrives(tmp_path, chains):
+@EARLY
+def test_recent_incident_alert_written_at_end_of_input_arrives(tmp_path, chains, early):
     config, out = recipe("ship.yaml", tmp_path)
     lines = recent_incident()
-    chain = chains(tmp_path, config)
+    chain = chains(tmp_path, config, early=early)
     chain.write(b"\n".join(lines) + b"\n")
-    time.sleep(0.5)  # live input, the window still open: nothing to alert yet
+    before_the_stop(out, lines, early)
     chain.close_input()
     assert chain.wait() == (0, 0), stderr_of(tmp_path)
     assert_incident_delivered(out, lines)
 
 
 @needs_fluent_bit
-def test_sigterm_to_the_filter_mid_stream_delivers_the_alert_and_every_line(tmp_path, chains):
-    """The input stays open; SIGTERM to the filter makes it write the pending alert and exit, and
-    Fluent Bit, at end of its input, writes it out before it exits."""
+@EARLY
+def test_sigterm_to_the_filter_mid_stream_delivers_the_alert_and_every_line(tmp_path, chains, early):
+    """The input stays open; SIGTERM to the filter makes it write the pending alert (if not written
+    yet) and exit, and Fluent Bit, at end of its input, writes it out before it exits."""
     config, out = recipe("ship.yaml", tmp_path)
     lines = recent_incident()
-    chain = chains(tmp_path, config)
+    chain = chains(tmp_path, config, early=early)
     chain.write(b"\n".join(lines) + b"\n")
-    wait_for_lines(out, "events.ndjson", len(lines))
-    assert not (out / "alerts.ndjson").exists()  # the window is open: no alert before the stop
+    before_the_stop(out, lines, early)
     chain.filter.send_signal(signal.SIGTERM)
     assert chain.wait() == (0, 0), stderr_of(tmp_path)
     assert_incident_delivered(out, lines)
 
 
 @needs_fluent_bit
-def test_sigterm_to_the_whole_chain_at_once_delivers_the_alert_and_every_line(tmp_path, chains):
+@EARLY
+def test_sigterm_to_the_whole_chain_at_once_delivers_the_alert_and_every_line(tmp_path, chains, early):
     """What systemd does on stop (KillMode=control-group): SIGTERM to every process at the same time.
     The filter writes its pending alert within milliseconds; Fluent Bit still reads its input then."""
     config, out = recipe("ship.yaml", tmp_path)
     lines = recent_incident()
-    chain = chains(tmp_path, config)
+    chain = chains(tmp_path, config, early=early)
     chain.write(b"\n".join(lines) + b"\n")
-    wait_for_lines(out, "events.ndjson", len(lines))
+    before_the_stop(out, lines, early)
     chain.fluent_bit.send_signal(signal.SIGTERM)
     chain.filter.send_signal(signal.SIGTERM)
     assert chain.wait() == (0, 0), stderr_of(tmp_path)
@@ -314,10 +334,10 @@ def test_sigterm_to_fluent_bit_right_after_the_alert_delivers_what_the_filter_wr
     """A chain being stopped: SIGTERM to the filter, which writes the pending alert, and SIGTERM to
     Fluent Bit the moment the alert's bytes are in its pipe (the test passes the bytes on, so it knows
     what the filter had written). The alert and every line written before it arrive; with
-    rewrite_tag the alert was lost."""
+    rewrite_tag the alert was lost.  Without --early-alerts: the alert must be the one a stop writes."""
     config, out = recipe("ship.yaml", tmp_path)
     lines = recent_incident()
-    chain = chains(tmp_path, config, relay=True)
+    chain = chains(tmp_path, config, relay=True, early=False)
     chain.write(b"\n".join(lines) + b"\n")
     wait_for_lines(out, "events.ndjson", len(lines))
     chain.filter.send_signal(signal.SIGTERM)
