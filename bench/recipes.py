@@ -228,26 +228,8 @@ def replay_setup(tmp, live=False, early=True, with_filter=True, state=True):
 
 def exec_config(tmp, source, with_filter=True, live=False, early=True):
     """exec.yaml as tests/test_fluentbit_real.py adapts it; the command reads ``source``."""
-    with open(os.path.join(fbt.RECIPES, "exec.yaml"), encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
-    (command,) = [i["command"] for i in config["pipeline"]["inputs"]]
-    written = "tail -F /var/log/windows/powershell.ndjson | pipeshell-filter "
-    assert command.startswith(written), command
-    args = command[len(written):].replace("/var/lib/pipeshell-filter/exec.state.json", str(tmp / "exec.state.json"))
-    assert EARLY in args.split(), args
-    if not early:
-        args = " ".join(a for a in args.split() if a != EARLY)
     reader = f"tail -F {shlex.quote(str(source))}" if live else f"cat {shlex.quote(str(source))}"
-    config["pipeline"]["inputs"][0]["command"] = \
-        f"{reader} | {' '.join(map(shlex.quote, FILTER))} {args}" if with_filter else reader
-    config["service"]["parsers_file"] = os.path.join(fbt.RECIPES, config["service"]["parsers_file"])
-    out = tmp / "out"
-    for output in config["pipeline"]["outputs"]:
-        assert output["path"] == "/var/log/pipeshell"
-        output["path"] = str(out)
-    path = tmp / "exec.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return str(path), out, config["pipeline"]["inputs"][0]["command"]
+    return fbt.exec_recipe(tmp, reader, early, with_filter)
 
 
 def chain_setup(tmp, early=True):

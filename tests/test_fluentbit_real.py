@@ -350,21 +350,22 @@ def test_sigterm_to_fluent_bit_right_after_the_alert_delivers_what_the_filter_wr
     assert read_output(out, "events.ndjson") == [r for r in written if not is_alert(r)]
 
 
-@needs_fluent_bit
-def test_exec_recipe_delivers_the_alert_and_every_line_when_the_command_ends(tmp_path):
-    """exec.yaml with its command reading a finished file (`cat` for `tail -F`): Fluent Bit exits with
-    the command (exit_after_oneshot) and writes the alert made at its end."""
+def exec_recipe(tmp_path, reader, early=True, with_filter=True):
+    """exec.yaml with its command reading through ``reader`` (``cat FILE`` for a finished file,
+    ``tail -F FILE`` live) instead of ``tail -F /var/log/...``, its state file and output directory
+    in tmp_path; ``early=False`` without --early-alerts; ``with_filter=False``: the reader alone (the
+    benchmark's passthrough).  (config path, output dir, command)."""
     with open(os.path.join(RECIPES, "exec.yaml"), encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
-    source = tmp_path / "powershell.ndjson"
-    lines = sample_lines()
-    source.write_bytes(b"\n".join(lines) + b"\n")
     (command,) = [i["command"] for i in config["pipeline"]["inputs"]]
     written = "tail -F /var/log/windows/powershell.ndjson | pipeshell-filter "
-    assert command.startswith(written)
-    args = command[len(written):].replace("/var/lib/pipeshell-filter/exec.state.json", str(tmp_path / "state"))
+    assert command.startswith(written), command
+    args = command[len(written):].replace("/var/lib/pipeshell-filter/exec.state.json", str(tmp_path / "state.json"))
+    assert "--early-alerts" in args.split() and "--state" in args.split(), args
+    if not early:
+        args = " ".join(a for a in args.split() if a != "--early-alerts")
     config["pipeline"]["inputs"][0]["command"] = \
-        f"cat {shlex.quote(str(source))} | {' '.join(map(shlex.quote, COMMAND))} {args}"
+        f"{reader} | {' '.join(map(shlex.quote, COMMAND))} {args}" if with_filter else reader
     config["service"]["parsers_file"] = os.path.join(RECIPES, config["service"]["parsers_file"])
     out = tmp_path / "out"
     for output in config["pipeline"]["outputs"]:
@@ -372,12 +373,64 @@ def test_exec_recipe_delivers_the_alert_and_every_line_when_the_command_ends(tmp
         output["path"] = str(out)
     path = tmp_path / "exec.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    result = subprocess.run([FLUENT_BIT, "-c", str(path)], capture_output=True, timeout=WAIT)
+    return str(path), out, config["pipeline"]["inputs"][0]["command"]
+
+
+@needs_fluent_bit
+def test_exec_recipe_delivers_the_alert_and_every_line_when_the_command_ends(tmp_path):
+    """exec.yaml with its command reading a finished file (`cat` for `tail -F`): Fluent Bit exits with
+    the command (exit_after_oneshot) and writes the alert made at its end."""
+    source = tmp_path / "powershell.ndjson"
+    lines = sample_lines()
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    path, out, _ = exec_recipe(tmp_path, f"cat {shlex.quote(str(source))}")
+    result = subprocess.run([FLUENT_BIT, "-c", path], capture_output=True, timeout=WAIT)
     assert result.returncode == 0, result.stderr[-3000:]
     alerts = read_output(out, "alerts.ndjson")
     assert len(alerts) == 1 and alerts[0]["related"]["hosts"] == SAMPLE_HOSTS
     events = read_output(out, "events.ndjson")
     assert [without_sigma(e) for e in events] == [json.loads(line) for line in lines]
+
+
+@needs_fluent_bit
+@EARLY
+def test_exec_recipe_stopped_by_sigterm_and_started_again_delivers_the_alert(tmp_path, early):
+    """Fluent Bit's exec input stops reading its command at its own SIGTERM and signals it: what the
+    filter wrote then is lost.  As written, the alert is out before the stop (--early-alerts); without
+    that, the open window stays in the state (--on-stop keep) and the next run, started as a supervisor
+    would, makes the alert once its watermark passes it, with the hosts of before the stop."""
+    source = tmp_path / "powershell.ndjson"
+    source.write_bytes(b"")
+    path, out, _ = exec_recipe(tmp_path, f"tail -F {shlex.quote(str(source))}", early)
+    lines = recent_incident()
+    first = subprocess.Popen([FLUENT_BIT, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1)  # tail -F is reading
+        with open(source, "ab") as handle:
+            handle.write(b"\n".join(lines) + b"\n")
+        before_the_stop(out, lines, early)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(WAIT) == 0
+    finally:
+        first.kill()
+    assert len(read_output(out, "alerts.ndjson")) == (1 if early else 0)
+    assert (tmp_path / "state.json").exists()
+    later = (datetime.datetime.now(datetime.timezone.utc) - eventgen.BASE).total_seconds() + 100
+    second = subprocess.Popen([FLUENT_BIT, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1)
+        with open(source, "ab") as handle:  # later events from two hosts move the watermark past the incident
+            handle.write(b"".join(json.dumps(eventgen.flat_event(later, host, "server")).encode() + b"\n"
+                                  for host in ("ws05", "ws06")))
+        wait_for_lines(out, "alerts.ndjson", 1)
+        time.sleep(1)  # nothing more comes
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(WAIT) == 0
+    finally:
+        second.kill()
+    alerts = read_output(out, "alerts.ndjson")
+    assert len(alerts) == 1 and {"cli01", "cli02", "srv01"} <= set(alerts[0]["related"]["hosts"]), alerts
+    assert len(read_output(out, "events.ndjson")) >= len(lines) + 2  # tail -F reads its last 10 lines again
 
 
 # ---------------------------------------------------------------------------------------------

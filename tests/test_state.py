@@ -54,9 +54,10 @@ def new_filter(sink, lateness, emit, state_path=None):
     return stream_filter
 
 
-def feed(stream_filter, data: bytes, stop_at=None) -> int:
+def feed(stream_filter, data: bytes, stop_at=None, keep_open=False) -> int:
     """Run the filter on ``data`` (a file); ``stop_at``: a stop request after that many bytes, else
-    end of input.  Returns how many alerts the end (the flush, or the pause's flush) wrote."""
+    end of input; ``keep_open``: the stop leaves the windows open (``--on-stop keep``).  Returns how
+    many alerts the end (the flush, or the pause's flush) wrote."""
     with tempfile.TemporaryFile() as source:
         source.write(data)
         source.seek(0)
@@ -66,15 +67,16 @@ def feed(stream_filter, data: bytes, stop_at=None) -> int:
             stream_filter.run(source.fileno(), live=False, block_size=max(stop_at, 1),
                               stop=StopAfterReads(1 if stop_at else 0))
         before = stream_filter.engine.stats["alerts"]
-        stream_filter.finish()
+        stream_filter.finish(keep_open=keep_open)
         return stream_filter.engine.stats["alerts"] - before
 
 
-def run_once(data: bytes, lateness: int, emit: str, state_path=None, stop_at=None, whole=None) -> tuple:
+def run_once(data: bytes, lateness: int, emit: str, state_path=None, stop_at=None, whole=None,
+             keep_open=False) -> tuple:
     """A fresh process, as it were: (output, alerts written at the end)."""
     with tempfile.TemporaryFile() as sink:
         stream_filter = new_filter(sink, lateness, emit, state_path)
-        at_end = feed(stream_filter, whole if stop_at is not None else data, stop_at)
+        at_end = feed(stream_filter, whole if stop_at is not None else data, stop_at, keep_open)
         sink.seek(0)
         return sink.read(), at_end
 
@@ -118,8 +120,10 @@ def cut_streams(draw):
 
 
 @given(cut_streams(), st.sampled_from([0, 30, 400]), st.sampled_from(["alerts", "all"]),
-       st.sampled_from(["end", "stop"]))
+       st.sampled_from(["end", "stop", "stop-keep"]))
 def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_factory, case, lateness, emit, how):
+    """``stop-keep``: the stop leaves the windows open (``--on-stop keep``), so the restarts are
+    invisible whatever was pending, byte for byte."""
     events, cuts = case
     lines = lines_of(events)
     folder = tmp_path_factory.mktemp("state")
@@ -132,8 +136,9 @@ def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_fa
     for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
         part = b"".join(lines[start:end])
         last = i == len(bounds) - 2
-        if how == "stop" and not last:  # the rest is still there: a stop request ends the run
-            output, at_end = run_once(None, lateness, emit, path, len(part), part + b"".join(lines[end:]))
+        if how != "end" and not last:  # the rest is still there: a stop request ends the run
+            output, at_end = run_once(None, lateness, emit, path, len(part), part + b"".join(lines[end:]),
+                                      keep_open=how == "stop-keep")
         else:
             output, at_end = run_once(part, lateness, emit, path)
         outputs.append(output)
@@ -142,6 +147,8 @@ def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_fa
         assert saved["format"] == FORMAT and saved["version"] == VERSION and saved["lines"] == end
         assert not os.path.exists(path + ".tmp")
     event(f"a pause alerted: {paused_with_alerts}; alerts: {bool(alert_records(whole))}")
+    if how == "stop-keep":
+        assert not paused_with_alerts
     if not paused_with_alerts:
         # nothing was final at a pause: the restarts are invisible, byte for byte (line numbers too)
         assert b"".join(outputs) == whole
@@ -316,3 +323,50 @@ def test_state_options_are_checked(tmp_path):
     assert run_cli(["--state-reset"], b"").returncode == 2
     result = run_cli(["--state", str(tmp_path / "state.json"), "--state-interval", "-1"], b"")
     assert result.returncode == 2 and result.stderr.count(b"\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the stop's alerts count as made only once the reader took them
+
+
+def _stop_run(state_path, lines, take_the_stop):
+    """One run with --state on ``lines`` (end of input: the stop), its stdout a pipe read by the
+    test: every line the run passes on is read; the stop's alert only when ``take_the_stop``,
+    else the reader closes the pipe with the alert still in it (Fluent Bit's exec input at its stop)."""
+    process = subprocess.Popen(COMMAND + ["--emit", "all", "--state", str(state_path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(b"".join(lines))
+    process.stdin.close()
+    taken = bytearray()
+    while taken.count(b"\n") < len(lines):  # the events, each passed on: read a byte at a time, so that
+        taken += os.read(process.stdout.fileno(), 1)  # nothing after them leaves the pipe
+    if take_the_stop:
+        taken += process.stdout.read()
+    else:
+        time.sleep(0.3)  # the alert is written into the pipe, and left there
+        process.stdout.close()
+    assert process.wait(30) == 0
+    return bytes(taken), process.stderr.read().decode()
+
+
+@pytest.mark.parametrize("take_the_stop", [True, False], ids=["taken", "left-in-the-pipe"])
+def test_the_stops_alert_left_in_the_pipe_is_made_again_by_the_next_run(tmp_path, take_the_stop):
+    state_path = tmp_path / "state.json"
+    incident = [flat_event(10, "srv01", "server"), flat_event(20, "cli01", "client"),
+                flat_event(30, "cli02", "client")] + [flat_event(40 + i, "ws04", "benign") for i in range(5)]
+    first, stderr = _stop_run(state_path, ndjson(incident).splitlines(keepends=True), take_the_stop)
+    assert len(alerts(first)) == (1 if take_the_stop else 0)
+    assert ("kept in the state" in stderr) != take_the_stop, stderr
+    later = run_cli(["--emit", "all", "--state", str(state_path)], ndjson([flat_event(4000, "ws04", "benign")]))
+    assert later.returncode == 0, later.stderr
+    again = alerts(later.stdout)
+    if take_the_stop:
+        assert again == []  # made once, taken once
+    else:
+        assert len(again) == 1 and sorted(again[0]["related"]["hosts"]) == ["cli01", "cli02", "srv01"]
+
+
+def test_on_stop_keep_needs_a_state_file():
+    result = run_cli(["--on-stop", "keep"])
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == ["pipeshell-filter: error: --on-stop keep needs --state"]

@@ -58,6 +58,11 @@ class UnknownLogsource(str, enum.Enum):
     skip = "skip"
 
 
+class OnStop(str, enum.Enum):
+    flush = "flush"
+    keep = "keep"
+
+
 class PrefilterEngine(str, enum.Enum):
     auto = "auto"
     hyperscan = "hyperscan"
@@ -221,6 +226,11 @@ def run(
                                          help="With --state, snapshot this often (0: only at the end)."),
     state_reset: bool = typer.Option(False, "--state-reset", help="With --state, discard the saved state "
                                      "(one this build cannot use, or on purpose) and start afresh."),
+    on_stop: OnStop = typer.Option(OnStop.flush, "--on-stop", help="With --state, what SIGTERM/Ctrl-C does with "
+                                   "windows still open: flush: their alerts are written now, as at end of input; "
+                                   "keep: they stay in the state and the next run alerts when its watermark passes "
+                                   "them, as one run would have (for a shipper that stops reading when it is "
+                                   "stopped: Fluent Bit's exec input)."),
     heartbeat: float = typer.Option(5.0, "--heartbeat", metavar="SECONDS", help="With --stage match: write a "
                                     "heartbeat record (the agent's time) each time the input's event time moved "
                                     "this far, and this often while live input waits, so that a correlate stage "
@@ -303,8 +313,8 @@ def run(
         stream_filter.keep_stats(stats_interval, lambda: stats_record(stream_filter, engine, diagnostics))
     if state is not None:
         resume_state(stream_filter, state, state_interval, state_reset)
-    elif state_reset:
-        raise UsageProblem("--state-reset needs --state")
+    elif state_reset or on_stop is OnStop.keep:
+        raise UsageProblem(f"{'--state-reset' if state_reset else '--on-stop keep'} needs --state")
 
     streaming()
     try:
@@ -332,7 +342,7 @@ def run(
             except bus_errors as error:
                 raise UsageProblem(str(error)) from None
             try:
-                stream_filter.finish()
+                stream_filter.finish(keep_open=stop.requested and on_stop is OnStop.keep)
             except bus_errors as error:
                 raise UsageProblem(str(error)) from None
             finally:

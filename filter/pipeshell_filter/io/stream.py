@@ -42,6 +42,9 @@ PARALLEL_MIN = 2 * parallel.CHUNK
 # What runs: both stages, detection only (Detection records out), correlation only (Detection records in).
 STAGES = ("all", "match", "correlate")
 
+# Seconds the stop of a run with --state waits for the reader of its output to take the stop's alerts.
+TAKE_WAIT = 2.0
+
 # What the reader hands the filter.
 LINES = "lines"  # one or more complete lines, each ending in b"\n"
 PIECE = "piece"  # part of a line longer than the inspection limit; more follows
@@ -91,6 +94,28 @@ class Output:
                 self._write_all(self.buffer)
             finally:
                 self.buffer.clear()
+
+    def taken(self, wait: float) -> bool:
+        """Whether the reader took what was written.  Only a pipe can say (Linux: the bytes it
+        still holds): True once it is empty, False when its reader closes it first or ``wait``
+        seconds pass.  Anything else (a file, a terminal) holds what was written: True."""
+        self.flush()
+        try:
+            import fcntl
+            import stat
+            import termios
+
+            if not stat.S_ISFIFO(os.fstat(self.fd).st_mode):
+                return True
+            watch = select.poll()
+            watch.register(self.fd, select.POLLERR)
+            deadline = time.monotonic() + wait
+            while int.from_bytes(fcntl.ioctl(self.fd, termios.FIONREAD, bytes(4)), sys.byteorder, signed=True) > 0:
+                if watch.poll(20) or time.monotonic() > deadline:  # POLLERR: no reader any more
+                    return False
+            return True
+        except (ImportError, AttributeError, OSError):  # not Linux, or no such ioctl on this pipe
+            return True
 
 
 class Diagnostics:
@@ -812,9 +837,10 @@ class Filter:
         self._flush_sinks()
         self.on_idle()
 
-    def finish(self) -> None:
+    def finish(self, keep_open: bool = False) -> None:
         """End of input (or of what was read before a stop or an error): what was read is
-        processed, then flushed."""
+        processed, then flushed; with ``keep_open`` (``--on-stop keep``, a stop signal) the windows
+        still open are not flushed but left in the state, for the next run to go on with."""
         if self._reader is not None:
             for item in self._reader.rest():
                 self.process(*item)
@@ -824,10 +850,11 @@ class Filter:
         if self.progress is not None:
             self._send(self.progress.last())
         self.report_skew(final=True)  # before the flush, which makes every source's events final
-        if self.state is not None:
-            # end of input is a pause: the flush's alerts go out, the windows stay open in the state
-            self.write_alerts(self.engine.pause())
+        if self.state is not None and keep_open:
             self.save_state()
+        elif self.state is not None:
+            # end of input is a pause: the flush's alerts go out, the windows stay open in the state
+            self._pause()
         else:
             self.write_alerts(self.engine.flush())
         self.write_stats(final=True)  # after the last alerts, which it counts
@@ -925,14 +952,39 @@ class Filter:
         self.bus_seq = saved.get("bus_seq")
         return messages
 
-    def save_state(self) -> None:
-        """One snapshot.  The output goes first: an alert the state counts as made is out.  A file
-        that cannot be written is a diagnostic, and the stream goes on."""
-        self.output.flush()
+    def _pause(self) -> None:
+        """The stop of a run with ``--state``: the alerts the flush gives go out, and the state counts
+        them as made only once the reader of the output took them.  A shipper that stops reading at
+        its own stop (Fluent Bit's ``exec`` input does) leaves them in the pipe: the state saved is
+        then the one from before the flush, and the next run makes them again (at least once)."""
+        before = self._state_payload()
+        alerts = self.engine.pause()
+        try:
+            self.write_alerts(alerts)
+            taken = not alerts or self.output.taken(TAKE_WAIT)
+        except OutputClosed:
+            self.save_state(before)
+            raise
+        self.save_state(None if taken else before)
+        if not taken:
+            self._state_diagnostics.report("state", "output", f"{len(alerts)} alert(s) of the stop not taken by "
+                                           "the reader; kept in the state, to be made again by the next run")
+
+    def _state_payload(self) -> bytes:
+        position = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
+        return encode_state({"lines": self.lines, **position, **self.engine.snapshot()})
+
+    def save_state(self, payload: Optional[bytes] = None) -> None:
+        """One snapshot (``payload``: one made earlier).  The output goes first: an alert the state
+        counts as made is out.  A file that cannot be written is a diagnostic, and the stream goes on."""
+        try:
+            self.output.flush()
+        except OutputClosed:
+            if payload is None:
+                raise
         if self.alert_sink is not None:  # the alerts on the bus before the records that made them are acknowledged
             self.alert_sink.flush()
-        position = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
-        error = self.state.save(lambda: encode_state({"lines": self.lines, **position, **self.engine.snapshot()}))
+        error = self.state.save(self._state_payload if payload is None else lambda: payload)
         if error is not None:
             self._state_diagnostics.report("state", f"state file {self.state.path}", f"{error}; the stream goes on")
         elif self.after_save is not None:
