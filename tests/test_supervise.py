@@ -364,8 +364,9 @@ def unit_recipe():
 
 
 def test_the_readme_unit_runs_the_recipe_filter_options():
-    """The unit's filter options are exactly those of ship.yaml's command line (which the other
-    tests run), and its collector and shipper are the two recipe files."""
+    """The unit's filter options are exactly those of collect-tail.yaml's command line: ship.yaml's
+    (which the other tests run) after --line-field log (the collector forwards raw lines); its
+    collector and shipper are the two recipe files."""
     words = unit_recipe()
     assert words[:2] == ["/usr/local/bin/pipeshell-filter", "run"]
     at = words.index("--")
@@ -373,7 +374,11 @@ def test_the_readme_unit_runs_the_recipe_filter_options():
     assert options == {"--collect": "fluent-bit -c /etc/pipeshell/collect-tail.yaml",
                        "--ship": "fluent-bit -c /etc/pipeshell/ship.yaml"}
     filter_options = words[at + 1:]
-    recipe_options = ship_args()
+    with open(os.path.join(RECIPES, "collect-tail.yaml"), encoding="utf-8") as handle:
+        (written,) = re.findall(r"collect-tail\.yaml \| pipeshell-filter ([^|\n]+?) \| fluent-bit -c ship\.yaml",
+                                handle.read())
+    recipe_options = written.split()
+    assert recipe_options == ["--line-field", "log"] + ship_args()
     state = recipe_options.index("--state")
     assert filter_options[:state] + filter_options[state + 2:] == recipe_options[:state] + recipe_options[state + 2:]
     text = open(README, encoding="utf-8").read()
@@ -395,7 +400,6 @@ class RealUnit:
         (tmp_path / "logs").mkdir()
         tail["path"] = str(tmp_path / "logs" / "*.ndjson")
         tail["db"] = str(tmp_path / "tail.db")
-        config["service"]["parsers_file"] = os.path.join(RECIPES, config["service"]["parsers_file"])
         self.collect = tmp_path / "collect-tail.yaml"
         self.collect.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         self.ship, self.out = recipe("ship.yaml", tmp_path)
@@ -456,6 +460,11 @@ def events_without_additions(out):
     return [{k: v for k, v in record.items() if k not in ("date", "sigma")} for record in records]
 
 
+# The hostile lines of the ship recipe's tests, and one nested 200,000 deep, which crashed the
+# collector with SIGSEGV when it parsed lines itself (issue 15).
+CHAIN_HOSTILE = HOSTILE + [b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"]
+
+
 @needs_fluent_bit
 @pytest.mark.parametrize("victim", [1, 2, 3], ids=["collector", "filter", "shipper"])
 def test_real_chain_member_killed_restart_loses_nothing_settled(tmp_path, units, victim):
@@ -484,8 +493,8 @@ def test_real_chain_member_killed_restart_loses_nothing_settled(tmp_path, units,
 
     real.append(lines[40:60])  # while the unit is down
     real.start()
-    real.append(lines[60:] + HOSTILE)
-    wait_for_lines(real.out, "events.ndjson", len(lines) + len(HOSTILE))
+    real.append(lines[60:] + CHAIN_HOSTILE)
+    wait_for_lines(real.out, "events.ndjson", len(lines) + len(CHAIN_HOSTILE))
     tail = [b'{"tail": %d}' % i for i in range(5)]
     pids = real.members()
     real.append(tail)
@@ -496,22 +505,22 @@ def test_real_chain_member_killed_restart_loses_nothing_settled(tmp_path, units,
     assert not any(map(exists, pids.values()))
 
     events = events_without_additions(real.out)
-    if len(events) < len(lines) + len(HOSTILE) + len(tail):  # read after the stop began: left for the next start
+    if len(events) < len(lines) + len(CHAIN_HOSTILE) + len(tail):  # read after the stop began: left for the next start
         real.start()
-        wait_for_lines(real.out, "events.ndjson", len(lines) + len(HOSTILE) + len(tail))
+        wait_for_lines(real.out, "events.ndjson", len(lines) + len(CHAIN_HOSTILE) + len(tail))
         real.unit.process.send_signal(signal.SIGTERM)
         assert real.unit.wait() == 0, real.unit.stderr()
         events = events_without_additions(real.out)
     assert events[:89] == [json.loads(line) for line in lines]
-    assert events[89 + len(HOSTILE):] == [json.loads(line) for line in tail]
-    # The collector survived the hostile lines, one record each, but not all as written: what its
-    # parser refuses comes as {"log": line}, the rest as Fluent Bit re-encodes it.
-    hostile = events[89:89 + len(HOSTILE)]
-    assert [record.get("log") for record in hostile] == \
-        [line.decode() for line in HOSTILE[:3]] + [None] * 3 + [HOSTILE[6].decode()]
-    assert hostile[3] == {"EventID": 4104, "Computer": "\ufffd"}  # "\ud800"
-    assert hostile[4] == {"EventID": 4104, "Computer": "\ue0ed\ue0a0\ue080"}  # its raw bytes, ED A0 80
-    assert hostile[5]["EventRecordID"] == pytest.approx(123456789012345678901234567890)  # now a float
+    assert events[89 + len(CHAIN_HOSTILE):] == [json.loads(line) for line in tail]
+    # The collector survived the hostile lines and forwarded each as written (it parses nothing): the
+    # filter made each a pipeline_error record holding the line, but for the raw surrogate bytes
+    # (ED A0 80), which the collector's tail input turns into private-use characters.
+    hostile = events[89:89 + len(CHAIN_HOSTILE)]
+    raw_surrogate = CHAIN_HOSTILE.index(b'{"EventID": 4104, "Computer": "\xed\xa0\x80"}')
+    assert hostile.pop(raw_surrogate) == {"EventID": 4104, "Computer": "\ue0ed\ue0a0\ue080"}
+    assert [(record["event"]["kind"], record["event"]["original"]) for record in hostile] == \
+        [("pipeline_error", line.decode()) for i, line in enumerate(CHAIN_HOSTILE) if i != raw_surrogate]
     alerts = read_output(real.out, "alerts.ndjson")
     assert len(alerts) == 1 and sorted(alerts[0]["related"]["hosts"]) == \
         ["cli01.corp.example", "cli02.corp.example", "srv01.corp.example"]

@@ -202,6 +202,11 @@ def run(
                                      "reason (for Fluent Bit's stdin input)."),
     fluentbit_time: bool = typer.Option(False, "--fluentbit-time", help="Write records as [time, {record}] with the "
                                         "event's own time, Fluent Bit's stdin form that keeps event time."),
+    line_field: Optional[str] = typer.Option(None, "--line-field", metavar="FIELD", help="Each input line is a "
+                                             "JSON object holding the event's own line, as text, in this field (a "
+                                             "collector forwarding raw lines: Fluent Bit's tail input without a "
+                                             "parser writes {\"log\": \"<line>\"}): that line is read instead. A "
+                                             "line without it is read as it is."),
     max_record: int = typer.Option(DEFAULT_MAX_RECORD, "--max-record-bytes", metavar="BYTES",
                                    help="With --non-json wrap, no output line is longer (bigger ones are cut "
                                    "into a pipeline_error record)."),
@@ -294,8 +299,10 @@ def run(
     output = Output(sys.stdout.fileno())
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
                            non_json=non_json.value, fluentbit_time=fluentbit_time, max_record=max_record,
-                           workers=parallel.default_workers() if workers is None else workers, stage=stage.value,
+                           workers=(parallel.default_workers() if workers is None else workers) if line_field is None
+                           else 0, stage=stage.value,
                            index=index)
+    stream_filter.line_field = line_field
 
     bus, bus_errors = None, ()  # the bus (asyncio, threads) is imported only when asked for: 45 ms
     if nats is not None:

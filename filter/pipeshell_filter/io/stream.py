@@ -299,6 +299,22 @@ def _newlines(block: bytes, start: int, end: int) -> int:
     return len(block) - len(block.replace(b"\n", b"")) - outside
 
 
+def unwrap_lines(block: bytes, start: int, end: int, field: str) -> bytes:
+    """Whole lines ``block[start:end]`` a collector forwarded raw, each a JSON object holding the
+    line as text in ``field`` (``--line-field``): those lines, each ending in a newline.  A line that
+    is not such an object (or whose text holds a newline, which a line cannot) stays as it is."""
+    lines = []
+    for line in block[start:end - 1].split(b"\n"):
+        try:
+            record = ujson.loads(line)
+        except (ValueError, OverflowError):
+            record = None
+        text = record.get(field) if type(record) is dict else None
+        lines.append(text.encode("utf-8", "surrogatepass") if type(text) is str and "\n" not in text else line)
+    lines.append(b"")
+    return b"\n".join(lines)
+
+
 def fluentbit_time(ns: int) -> bytes:
     """Epoch seconds with nanoseconds, as Fluent Bit's ``[time, record]`` form wants."""
     if ns < 0:
@@ -494,9 +510,13 @@ class Filter:
 
     # ------------------------------------------------------------ input
 
+    line_field = None  # ``--line-field``: the input lines wrap the event's own line, in this field
+
     def process(self, kind: str, data: bytes, start: int, end: int) -> None:
         """One item from ``BlockReader``."""
         if kind == LINES:
+            if self.line_field is not None:
+                data, start, end = unwrap_lines(data, start, end, self.line_field), 0, None
             self.process_block(data, start, end)
         else:
             self._process_long_piece(data[start:end], kind == PIECE_END)
@@ -740,6 +760,8 @@ class Filter:
             if len(line) > max_line:
                 self._process_long_piece(line, True)
                 continue
+            if self.line_field is not None:
+                line, verdict = unwrap_lines(line + b"\n", 0, len(line) + 1, self.line_field)[:-1], CANDIDATE
             self.lines += 1
             if verdict != SKIP or self._parse_every_line:
                 self.process_line(line, self.lines, verdict == CANDIDATE)
