@@ -426,7 +426,7 @@ RULE_SET = [
 
 
 def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass", fluentbit_time=False,
-               stop=None, rule_set=False, max_record=1_000_000) -> bytes:
+               stop=None, rule_set=False, max_record=1_000_000, line_field=None) -> bytes:
     if rule_set:
         plans = [compile_plan(parse_rule(yaml.safe_dump(rule), f"{rule['id']}.yml")) for rule in RULE_SET]
         plans.insert(1, compile_plan(load_rule(BUILTIN_RULE, builtin=True)))
@@ -443,6 +443,7 @@ def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass",
                                Diagnostics(io.StringIO()), emit, prefilter=scanner, non_json=non_json,
                                fluentbit_time=fluentbit_time, clock=lambda: 0, index=index,
                                max_record=max_record)
+        stream_filter.line_field = line_field
         stream_filter.run(source.fileno(), live=False, block_size=block_size, stop=stop)
         stream_filter.finish()
         sink.seek(0)
@@ -486,6 +487,30 @@ def test_prefilter_never_changes_the_fluent_bit_output(data, block_size, mode, m
     expected = run_filter(data, "all", None, 1 << 20, *mode, max_record=max_record)
     for engine in ENGINES:
         assert run_filter(data, "all", engine, block_size, *mode, max_record=max_record) == expected, engine
+
+
+def forwarded_raw(data: bytes) -> bytes:
+    """Each line as a collector forwarding raw lines writes it: {"date": ..., "log": "<the line>"}
+    (a line that is not UTF-8 text stays as it is: Fluent Bit would change it)."""
+    lines, final = [], data.endswith(b"\n")
+    for line in (data[:-1] if final else data).split(b"\n"):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            lines.append(line)
+            continue
+        lines.append(json.dumps({"date": 1796169934.5, "log": text}, ensure_ascii=False).encode())
+    return b"\n".join(lines) + (b"\n" if final else b"") if data else data
+
+
+@given(streams(), st.integers(7, 4096), st.sampled_from(["alerts", "all"]),
+       st.sampled_from([("pass", False), ("wrap", True)]))
+def test_lines_forwarded_raw_give_the_output_of_the_lines_themselves(data, block_size, emit, mode):
+    """``--line-field log``: the filter reads the line inside each record, so a collector that
+    forwards raw lines changes nothing."""
+    expected = run_filter(data, emit, None, 1 << 20, *mode)
+    for engine in ENGINES:
+        assert run_filter(forwarded_raw(data), emit, engine, block_size, *mode, line_field="log") == expected
 
 
 def run_files(paths, emit: str, engine) -> bytes:
