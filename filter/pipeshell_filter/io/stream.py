@@ -976,9 +976,10 @@ class Filter:
 
     def _pause(self) -> None:
         """The stop of a run with ``--state``: the alerts the flush gives go out, and the state counts
-        them as made only once the reader of the output took them.  A shipper that stops reading at
-        its own stop (Fluent Bit's ``exec`` input does) leaves them in the pipe: the state saved is
-        then the one from before the flush, and the next run makes them again (at least once)."""
+        them as made only once the reader of the output took them.  A shipper that died, or stopped
+        reading, leaves them in the pipe: the state saved is then the one from before the flush, and
+        the next run makes them again (at least once).  One that reads them and drops them at its own
+        stop (Fluent Bit's ``exec`` input) cannot be told apart: ``--on-stop keep`` is for it."""
         before = self._state_payload()
         alerts = self.engine.pause()
         try:
