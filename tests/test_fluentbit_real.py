@@ -392,6 +392,33 @@ def test_exec_recipe_delivers_the_alert_and_every_line_when_the_command_ends(tmp
     assert [without_sigma(e) for e in events] == [json.loads(line) for line in lines]
 
 
+def commands_of(tmp_path):
+    """The processes whose command line names tmp_path: exec's command and the filter, which Fluent
+    Bit starts outside its process group, so that they may outlive it."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if entry.isdigit() and str(tmp_path).encode() in handle.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def end_commands_of(tmp_path):
+    """After Fluent Bit exited: its command ends by itself (the filter saving its state on the way
+    out, as a supervisor that waits for the whole unit lets it); what is left after WAIT is killed."""
+    deadline = time.monotonic() + WAIT
+    while commands_of(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in commands_of(tmp_path):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 @needs_fluent_bit
 @EARLY
 def test_exec_recipe_stopped_by_sigterm_and_started_again_delivers_the_alert(tmp_path, early):
@@ -403,7 +430,8 @@ def test_exec_recipe_stopped_by_sigterm_and_started_again_delivers_the_alert(tmp
     source.write_bytes(b"")
     path, out, _ = exec_recipe(tmp_path, f"tail -F {shlex.quote(str(source))}", early)
     lines = recent_incident()
-    first = subprocess.Popen([FLUENT_BIT, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = open(tmp_path / "fluent-bit.log", "wb")  # Fluent Bit's and the filter's stderr
+    first = subprocess.Popen([FLUENT_BIT, "-c", path], stdout=subprocess.DEVNULL, stderr=log)
     try:
         time.sleep(1)  # tail -F is reading
         with open(source, "ab") as handle:
@@ -413,21 +441,27 @@ def test_exec_recipe_stopped_by_sigterm_and_started_again_delivers_the_alert(tmp
         assert first.wait(WAIT) == 0
     finally:
         first.kill()
+        end_commands_of(tmp_path)
     assert len(read_output(out, "alerts.ndjson")) == (1 if early else 0)
     assert (tmp_path / "state.json").exists()
     later = (datetime.datetime.now(datetime.timezone.utc) - eventgen.BASE).total_seconds() + 100
-    second = subprocess.Popen([FLUENT_BIT, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    second = subprocess.Popen([FLUENT_BIT, "-c", path], stdout=subprocess.DEVNULL, stderr=log)
     try:
         time.sleep(1)
         with open(source, "ab") as handle:  # later events from two hosts move the watermark past the incident
             handle.write(b"".join(json.dumps(eventgen.flat_event(later, host, "server")).encode() + b"\n"
                                   for host in ("ws05", "ws06")))
-        wait_for_lines(out, "alerts.ndjson", 1)
+        try:
+            wait_for_lines(out, "alerts.ndjson", 1)
+        except pytest.fail.Exception:
+            pytest.fail(f"no alert after the restart; stderr: {(tmp_path / 'fluent-bit.log').read_bytes()[-3000:]}")
         time.sleep(1)  # nothing more comes
         second.send_signal(signal.SIGTERM)
         assert second.wait(WAIT) == 0
     finally:
         second.kill()
+        end_commands_of(tmp_path)
+    log.close()
     alerts = read_output(out, "alerts.ndjson")
     assert len(alerts) == 1 and {"cli01", "cli02", "srv01"} <= set(alerts[0]["related"]["hosts"]), alerts
     assert len(read_output(out, "events.ndjson")) >= len(lines) + 2  # tail -F reads its last 10 lines again
