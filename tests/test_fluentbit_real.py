@@ -65,6 +65,7 @@ def recipe(name, tmp_path):
     with open(os.path.join(RECIPES, name), encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     out = tmp_path / "out"
+    out.mkdir(exist_ok=True)  # as the README says: the two outputs creating it at once race (ship.yaml)
     for output in config["pipeline"]["outputs"]:
         assert output["path"] == "/var/log/pipeshell", output  # the only thing changed
         output["path"] = str(out)
@@ -236,10 +237,6 @@ def test_replay_at_end_of_input_delivers_the_alert_and_every_line(tmp_path, chai
         alerts = read_output(out, "alerts.ndjson")
         assert len(alerts) == 1 and is_alert(alerts[0]), (run, stderr_of(where))
         assert alerts[0]["related"]["hosts"] == SAMPLE_HOSTS
-        if not (out / "events.ndjson").exists():
-            # Seen once in about 80 runs, on a loaded machine: Fluent Bit exits 0 with the alert written
-            # and no events.ndjson at all. Not understood yet (issue 15): reported, not passed over.
-            pytest.xfail(f"run {run}: Fluent Bit wrote the alert but no events.ndjson (known, rare)")
         events = read_output(out, "events.ndjson")
         assert [without_sigma(e) for e in events] == [json.loads(line) for line in lines]
         assert sum("sigma" in e for e in events) == 3
@@ -368,6 +365,7 @@ def exec_recipe(tmp_path, reader, early=True, with_filter=True):
         f"{reader} | {' '.join(map(shlex.quote, COMMAND))} {args}" if with_filter else reader
     config["service"]["parsers_file"] = os.path.join(RECIPES, config["service"]["parsers_file"])
     out = tmp_path / "out"
+    out.mkdir(exist_ok=True)  # as the README says (ship.yaml)
     for output in config["pipeline"]["outputs"]:
         assert output["path"] == "/var/log/pipeshell"
         output["path"] = str(out)
