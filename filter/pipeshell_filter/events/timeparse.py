@@ -36,7 +36,7 @@ def parse_time(value) -> Optional[int]:
     """Nanoseconds since the Unix epoch, or None when ``value`` is not a time."""
     if type(value) is not str:  # strings first: they are nearly every call
         if isinstance(value, dict) and "#text" in value:
-            return parse_time(value["#text"])
+            value = value["#text"]  # one level: an event's nesting never becomes recursion here
         if isinstance(value, bool) or value is None:
             return None
         if isinstance(value, (int, float)):

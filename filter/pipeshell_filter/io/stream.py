@@ -299,20 +299,21 @@ def _newlines(block: bytes, start: int, end: int) -> int:
     return len(block) - len(block.replace(b"\n", b"")) - outside
 
 
+def unwrap_line(line: bytes, field: str) -> bytes:
+    """The line a collector forwarded raw, as a JSON object holding it as text in ``field``
+    (``--line-field``).  A line that is not such an object (or whose text holds a newline, which a
+    line cannot) stays as it is."""
+    try:
+        record = ujson.loads(line)
+    except (ValueError, OverflowError):
+        return line
+    text = record.get(field) if type(record) is dict else None
+    return text.encode("utf-8", "surrogatepass") if type(text) is str and "\n" not in text else line
+
+
 def unwrap_lines(block: bytes, start: int, end: int, field: str) -> bytes:
-    """Whole lines ``block[start:end]`` a collector forwarded raw, each a JSON object holding the
-    line as text in ``field`` (``--line-field``): those lines, each ending in a newline.  A line that
-    is not such an object (or whose text holds a newline, which a line cannot) stays as it is."""
-    lines = []
-    for line in block[start:end - 1].split(b"\n"):
-        try:
-            record = ujson.loads(line)
-        except (ValueError, OverflowError):
-            record = None
-        text = record.get(field) if type(record) is dict else None
-        lines.append(text.encode("utf-8", "surrogatepass") if type(text) is str and "\n" not in text else line)
-    lines.append(b"")
-    return b"\n".join(lines)
+    """``unwrap_line`` of each whole line of ``block[start:end]``, each ending in a newline."""
+    return b"".join(unwrap_line(line, field) + b"\n" for line in block[start:end - 1].split(b"\n"))
 
 
 def fluentbit_time(ns: int) -> bytes:
@@ -761,7 +762,7 @@ class Filter:
                 self._process_long_piece(line, True)
                 continue
             if self.line_field is not None:
-                line, verdict = unwrap_lines(line + b"\n", 0, len(line) + 1, self.line_field)[:-1], CANDIDATE
+                line, verdict = unwrap_line(line, self.line_field), CANDIDATE
             self.lines += 1
             if verdict != SKIP or self._parse_every_line:
                 self.process_line(line, self.lines, verdict == CANDIDATE)
