@@ -259,3 +259,36 @@ def test_after_a_flood_the_tables_that_held_it_are_copied_at_their_present_size(
     after = sum(sys.getsizeof(w.values) for w in correlator._windows.values())
     assert correlator.held_count() < 100
     assert flooded > 100_000 and after < 10_000, (flooded, after)
+
+
+def test_a_passing_flood_gives_memory_back_at_each_quarter_and_once_more_between_blocks(monkeypatch):
+    """A flood's memory goes back as its state shrinks, at each quarter of its peak down to
+    almost nothing, and once more when the stream is between blocks: what its last objects
+    freed meanwhile would stay pinned in Python's free lists (``Correlation.release_memory``)."""
+    import pipeshell_filter.correlate as correlate
+
+    given_back = []
+    monkeypatch.setattr(correlate, "give_back_memory", lambda: given_back.append(1))
+    spec = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gt", 10**9),)),
+                           field="Computer")
+    plans = load_plans(None, None)
+    engine = Engine(plans, make_resolver("auto", None, None), 0)
+    correlation = engine.correlation = correlate.Correlation([spec], 0)
+    for i in range(40_000):  # one window, never firing, every host new
+        correlation.observe(Detection("r", i * 10**6, f"h{i}", (0,), {"Computer": [f"h{i}"]}, {"line": i}))
+    assert not given_back and not correlation.release_due
+    held = []
+    for i in range(90):  # the flood leaves the window a little at a time
+        t = 300 * 10**9 + i * 5 * 10**8
+        correlation.observe(Detection("r", t, f"late{i % 3}", (0,), {"Computer": [f"late{i % 3}"]}, {"line": i}))
+        held.append((correlation.correlators[0].held_count(), len(given_back)))
+    releases = [count for (count, n), (_, before) in zip(held, [(0, 0)] + held) if n > before]
+    assert len(releases) >= 3 and releases[-1] < 100, releases  # 40,000 -> under 10,000 -> ... -> under 100
+    assert correlation.release_due
+    with tempfile.TemporaryFile() as sink:
+        stream_filter = Filter(engine, Output(sink.fileno()), Diagnostics(io.StringIO()), "all", clock=lambda: 0)
+        stream_filter.before_block()  # the reader is about to wait
+        assert len(given_back) == len(releases) + 1 and not correlation.release_due
+        stream_filter.before_block()
+        stream_filter.process_block(b'{"a": 1}\n')
+        assert len(given_back) == len(releases) + 1

@@ -115,6 +115,10 @@ class Engine:
         """The event's own time in ns (None when it has none we can parse)."""
         return self.resolver.time(event)
 
+    def release_memory(self) -> None:
+        """Between blocks: memory a passed flood left behind goes back (``Correlation.release_memory``)."""
+        self.correlation.release_memory()
+
     def settle(self) -> list:
         """The input paused: what is final at the newest watermark instant goes out (``Correlation.settle``)."""
         return self._alerts(self.correlation.settle())

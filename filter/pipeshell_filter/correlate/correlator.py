@@ -34,6 +34,7 @@ is held, so memory follows the event rate, not the length of the input.
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from typing import Any, Optional
 
@@ -54,6 +55,10 @@ MAX_HELD = 100_000
 EARLY_MAX = 256
 
 NEVER = float("-inf")
+# Events held that make a flood, whose memory is given back as it passes (``give_back_memory``),
+# and what may be left of one when it is given back the last time.
+FLOOD = 10_000
+FLOOD_LEFT = 100
 
 
 @attrs.frozen
@@ -70,17 +75,22 @@ class Hit:
 
 
 def give_back_memory() -> None:
-    """Return freed heap to the system (glibc keeps it otherwise, and the resident size would stay
-    at a flood's peak); elsewhere nothing happens."""
-    import gc
+    """Return freed memory to the system: a full collection empties Python's free lists (whose
+    entries each pin an object arena) and ``malloc_trim`` glibc's heap (which keeps what is freed
+    otherwise); without them the resident size stays near a flood's peak.  Elsewhere than glibc
+    only the collection happens."""
+    gc.collect()
+    if _trim[0] is None:
+        try:  # once, here: importing ctypes costs every run's start-up 6 ms, and most never flood
+            import ctypes
 
-    gc.collect()  # a flood leaves cyclic garbage too (and this happens once per flood, not per event)
-    try:
-        import ctypes
+            _trim[0] = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _trim[0] = lambda pad: 0
+    _trim[0](0)
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+
+_trim = [None]  # glibc's ``malloc_trim``, found on the first flood
 
 
 class Correlator:
@@ -106,6 +116,7 @@ class Correlator:
         self.max_held = max_held
         self.shed = 0  # events dropped early because the state was at its cap
         self._peak = 0  # most events held since memory was last given back
+        self._flooded = False  # a flood's state is shrinking: memory goes back at each quarter
         self.flood_gone = False  # the state shrank from a flood: ``give_back_memory`` is due
         self.late = 0  # events that arrived behind the watermark
         self.late_dropped = 0  # ... of which could not join any open window
@@ -349,9 +360,14 @@ class Correlator:
             self.seen.evict(horizon)
         size = len(self._held) + len(self._pending)
         self._peak = max(self._peak, size)
-        if self._peak >= 10_000 and size < self._peak // 4:  # a flood has passed: its memory can go back
+        self._flooded = self._flooded or self._peak >= FLOOD
+        if self._flooded and size < self._peak // 4:  # a flood is passing: its memory can go back
             self._peak = size
             self.flood_gone = True  # done by the caller, once nothing here refers to the flood any more
+            # again at each quarter on the way down, the last once almost nothing of it is left:
+            # whatever the flood's last events free after a release stays pinned in Python's free
+            # lists and arenas until the next full collection, which a large heap rarely gets
+            self._flooded = size >= FLOOD_LEFT
 
     # ------------------------------------------------------------ introspection
 

@@ -515,6 +515,7 @@ class Filter:
 
     def process(self, kind: str, data: bytes, start: int, end: int) -> None:
         """One item from ``BlockReader``."""
+        self.engine.release_memory()
         if kind == LINES:
             if self.line_field is not None:
                 data, start, end = unwrap_lines(data, start, end, self.line_field), 0, None
@@ -859,6 +860,7 @@ class Filter:
         self.write_alerts(self.engine.settle())
         self._flush_sinks()
         self.on_idle()
+        self.engine.release_memory()
 
     def finish(self, keep_open: bool = False) -> None:
         """End of input (or of what was read before a stop or an error): what was read is
