@@ -74,23 +74,28 @@ class Hit:
     distinct_values: tuple  # value_count: sorted distinct values
 
 
+def _find_malloc_trim():
+    """glibc's ``malloc_trim``, or None elsewhere.  Found at start-up (ctypes costs it 4 ms): found
+    when a flood has passed, the import's own objects would fill the holes the flood left and
+    keep its arenas from going back."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
+
+
 def give_back_memory() -> None:
     """Return freed memory to the system: a full collection empties Python's free lists (whose
     entries each pin an object arena) and ``malloc_trim`` glibc's heap (which keeps what is freed
-    otherwise); without them the resident size stays near a flood's peak.  Elsewhere than glibc
-    only the collection happens."""
+    otherwise); without them the resident size stays near a flood's peak."""
     gc.collect()
-    if _trim[0] is None:
-        try:  # once, here: importing ctypes costs every run's start-up 6 ms, and most never flood
-            import ctypes
-
-            _trim[0] = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _trim[0] = lambda pad: 0
-    _trim[0](0)
-
-
-_trim = [None]  # glibc's ``malloc_trim``, found on the first flood
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 class Correlator:
