@@ -17,7 +17,7 @@ from pipeshell_filter.cli import build_prefilter, load_plans, make_resolver
 from pipeshell_filter.correlate import Correlator
 from pipeshell_filter.detect import Detection
 from pipeshell_filter.engine import Engine
-from pipeshell_filter.io.stream import Diagnostics, Filter, Output
+from pipeshell_filter.io.stream import LINES, Diagnostics, Filter, Output
 from pipeshell_filter.records import MAX_LIST
 from pipeshell_filter.sigma.correlation import CorrelationSpec, RuleRef, Threshold
 
@@ -289,6 +289,9 @@ def test_a_passing_flood_gives_memory_back_at_each_quarter_and_once_more_between
         stream_filter = Filter(engine, Output(sink.fileno()), Diagnostics(io.StringIO()), "all", clock=lambda: 0)
         stream_filter.before_block()  # the reader is about to wait
         assert len(given_back) == len(releases) + 1 and not correlation.release_due
-        stream_filter.before_block()
-        stream_filter.process_block(b'{"a": 1}\n')
+        stream_filter.before_block()  # once only
+        stream_filter.process(LINES, b'{"a": 1}\n', 0, 9)
         assert len(given_back) == len(releases) + 1
+        correlation.release_due = True  # a release in the middle of the last block: at the next one
+        stream_filter.process(LINES, b'{"a": 1}\n', 0, 9)
+        assert len(given_back) == len(releases) + 2 and not correlation.release_due
