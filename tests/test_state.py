@@ -9,6 +9,7 @@ kill -9 mid-incident, files it cannot use, a path it cannot write.
 import io
 import json
 import os
+import threading
 import signal
 import subprocess
 import tempfile
@@ -370,3 +371,36 @@ def test_on_stop_keep_needs_a_state_file():
     result = run_cli(["--on-stop", "keep"])
     assert result.returncode == 2
     assert result.stderr.decode().splitlines() == ["pipeshell-filter: error: --on-stop keep needs --state"]
+
+
+@pytest.mark.parametrize("output", ["file", "pipe"])
+def test_the_state_before_the_stops_flush_is_made_only_where_the_reader_can_leave_the_alerts(tmp_path, output):
+    """A snapshot at the cap of held events takes seconds: the stop makes the one from before its
+    flush only when the flush can alert and the output is a pipe, whose reader can go away with
+    the alerts still in it (``Filter._pause``)."""
+    incident = lines_of([(10, "srv01", "server", 4104, 1), (20, "cli01", "client", 4104, 2),
+                         (30, "cli02", "client", 4104, 3)])
+    with tempfile.TemporaryFile() as sink:
+        reader, writer = os.pipe()
+        stream_filter = new_filter(sink, 60, "alerts", str(tmp_path / "state.json"))
+        if output == "pipe":
+            stream_filter.output = Output(writer)
+        snapshots = []
+        real = stream_filter.engine.snapshot
+        stream_filter.engine.snapshot = lambda: snapshots.append(1) or real()
+        with tempfile.TemporaryFile() as source:
+            source.write(b"".join(incident))
+            source.seek(0)
+            stream_filter.run(source.fileno(), live=False)
+        assert stream_filter.engine.held() > 0
+        taken = bytearray()
+        drain = threading.Thread(target=lambda: taken.extend(os.read(reader, 1 << 20)))
+        drain.start()
+        stream_filter.finish()
+        os.close(writer)
+        drain.join(10)
+        os.close(reader)
+        sink.seek(0)
+        written = bytes(taken) if output == "pipe" else sink.read()
+    assert any(sorted(a["related"]["hosts"]) == ["cli01", "cli02", "srv01"] for a in alerts(written))  # the stop's
+    assert len(snapshots) == (2 if output == "pipe" else 1)
