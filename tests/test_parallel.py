@@ -6,6 +6,7 @@ made tiny so that a few hundred bytes are spread over many chunks and workers.
 """
 
 import io
+import json
 import os
 import random
 import signal
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.skipif(not parallel.available(), reason="no os.fork / o
 
 
 def run(data: bytes, emit: str, engine: str, workers: int, block_size: int = 1 << 20, chunk: int = 256,
-        start: int = 0, stop=None, before=None):
+        start: int = 0, stop=None, before=None, non_json: str = "pass", fluentbit_time: bool = False):
     """Filter ``data`` from offset ``start`` of a file; returns (output, lines, diagnostics counts).
     ``before(path, fd)`` runs after the file is written, before the filter starts."""
     with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
@@ -47,7 +48,7 @@ def run(data: bytes, emit: str, engine: str, workers: int, block_size: int = 1 <
         diagnostics = Diagnostics(io.StringIO())
         stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
                                diagnostics, emit, prefilter=pf.Prefilter(PLAN.prefilter_literals(pf.needle), engine),
-                               clock=lambda: 0, workers=workers)
+                               clock=lambda: 0, workers=workers, non_json=non_json, fluentbit_time=fluentbit_time)
         stream_filter.parallel_min = 0
         stream_filter.parallel_chunk = chunk
         stream_filter.run(source.fileno(), live=False, block_size=block_size, max_line=MAX_LINE, stop=stop)
@@ -76,6 +77,42 @@ def test_workers_never_change_the_output(data, emit, engine, workers, block_size
     start = offset % (len(data) + 1)  # the file may be read from anywhere, mid-line too
     expected = run(data, emit, engine, 0, block_size, chunk, start)
     assert run(data, emit, engine, workers, block_size, chunk, start) == expected
+
+
+@given(files(), st.sampled_from(["alerts", "all"]), st.sampled_from([("wrap", False), ("pass", True), ("wrap", True)]),
+       st.integers(1, 3), st.integers(16, 600), st.integers(64, 2048))
+def test_workers_never_change_the_fluent_bit_output(data, emit, mode, workers, block_size, chunk):
+    """In the Fluent Bit modes the workers also vouch for what they rule out (``Filter.judged``)."""
+    expected = run(data, emit, ENGINES[0], 0, block_size, chunk, 0, None, None, *mode)
+    assert run(data, emit, ENGINES[0], workers, block_size, chunk, 0, None, None, *mode) == expected
+
+
+def test_workers_vouch_for_clean_blocks_in_the_fluent_bit_modes(monkeypatch):
+    """What a worker vouches for, the parent writes as it is or framed, without looking at its lines."""
+    data = b"".join(json.dumps(flat_event(i, "ws04", "benign", 4104)).encode() + b"\n" for i in range(400))
+    monkeypatch.setattr(Filter, "_pass_framed", lambda *args: pytest.fail("the parent looked at a clean block"))
+    for mode in (("wrap", False), ("pass", True), ("wrap", True)):
+        output, lines, _ = run(data, "all", ENGINES[0], 2, 4096, 8192, 0, None, None, *mode)
+        assert lines == 400 and output.count(b"\n") == 400
+        assert output == data if mode == ("wrap", False) else output.startswith(b"[1622725200.000000000,{")
+
+
+def test_frames_that_no_longer_fit_their_block_leave_it_to_be_read_again():
+    """A worker's frames are for the block as it read it; rewritten since (another line count),
+    the parent reads the block afresh."""
+    data = b"".join(json.dumps(flat_event(i, "ws04", "benign", 4104)).encode() + b"\n" for i in range(3))
+    expected, _, _ = run(data, "all", ENGINES[0], 0, fluentbit_time=True)
+    with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.flush()
+        stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                               Diagnostics(io.StringIO()), "all", prefilter=pf.Prefilter(PLAN.prefilter_literals(pf.needle)),
+                               clock=lambda: 0, fluentbit_time=True)
+        assert stream_module.frame(data, b"[1.000000000,") is None
+        assert stream_filter._take_block(source.fileno(), parallel.RULED_OUT, 0, [len(data), 1, b"[1.000000000,"])
+        stream_filter.finish()
+        sink.seek(0)
+        assert sink.read() == expected and stream_filter.lines == 3
 
 
 def test_workers_do_the_scanning(monkeypatch):

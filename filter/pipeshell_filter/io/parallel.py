@@ -26,9 +26,11 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 CHUNK = 16 << 20  # a worker's unit of work: big enough that a chunk's set-up is noise
 MAX_WORKERS = 8
+PIPE_SIZE = 1 << 20  # Linux's most for anyone: a chunk's records, frames' starts included (``judge``)
 
 # Records a worker sends, in file order within each of its chunks (all offsets absolute):
-RULED_OUT = 0  # (RULED_OUT, offset, bytes, lines): a block of whole lines the prefilter rules out
+RULED_OUT = 0  # (RULED_OUT, offset, bytes, lines[, judged]): a block of whole lines the prefilter rules
+               # out; ``judged`` when there is a ``judge``: what it said of the block
 MARKED = 1  # (MARKED, offset, bytes, lines, candidates, suspects): a block with lines to parse (spans
             # as ``Prefilter.scan`` gives them, from the block's start)
 CHUNK_END = 2  # (CHUNK_END, offset): the worker's work on this chunk ends here
@@ -45,6 +47,19 @@ def default_workers() -> int:
 
 def available() -> bool:
     return hasattr(os, "fork") and hasattr(os, "pread")
+
+
+def widen_pipe(fd: int, size: int) -> None:
+    """Let a pipe on ``fd`` hold at least ``size`` bytes (Linux; 64 KiB by default), so a fast
+    writer is not held back and each read can return a large block.  Not a pipe, or not
+    allowed: nothing changes."""
+    try:
+        import fcntl
+
+        if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < size:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (ImportError, AttributeError, OSError):
+        pass
 
 
 def chunk_bounds(start: int, size: int, chunk: int) -> List[Tuple[int, int]]:
@@ -72,10 +87,11 @@ def line_start(fd: int, offset: int, first: int, limit: int) -> Optional[int]:
 
 
 def scan_chunk(fd: int, first: int, bounds: Tuple[int, int], scan: Callable, count: Callable,
-               block: int, max_line: int, send: Callable) -> None:
+               block: int, max_line: int, send: Callable, judge: Optional[Callable] = None) -> None:
     """The lines that start inside ``bounds``, a record per block read; ends early (a ``CHUNK_END``
     short of the chunk) at a line longer than ``max_line`` or where the file ends sooner than
-    it did when the chunks were laid out."""
+    it did when the chunks were laid out.  ``judge(block, lines)``, when given, is asked about each
+    ruled-out block (the Fluent Bit modes: what the block becomes, ``Filter.judged``)."""
     begin = line_start(fd, bounds[0], first, max_line)
     end = line_start(fd, bounds[1], first, max_line) if begin is not None else None
     if begin is None or end is None:
@@ -94,6 +110,8 @@ def scan_chunk(fd: int, first: int, bounds: Tuple[int, int], scan: Callable, cou
         lines = count(data, 0, cut + 1)
         if candidates or suspects:
             send((MARKED, position, cut + 1, lines, candidates, suspects))
+        elif judge is not None:
+            send((RULED_OUT, position, cut + 1, lines, judge(data[:cut + 1] if cut + 1 < len(data) else data, lines)))
         else:
             send((RULED_OUT, position, cut + 1, lines))
         position += cut + 1
@@ -111,12 +129,12 @@ class Workers:
     """
 
     def __init__(self, fd: int, start: int, size: int, workers: int, scan: Callable, count: Callable,
-                 block: int, max_line: int, chunk: int = CHUNK):
+                 block: int, max_line: int, chunk: int = CHUNK, judge: Optional[Callable] = None):
         self.fd = fd
         self.first = start  # where reading starts: a line start whatever the byte before it
         self.chunks = chunk_bounds(start, size, chunk)
         self.processes = max(1, min(workers, len(self.chunks)))
-        self._work = (scan, count, block, max_line)
+        self._work = (scan, count, block, max_line, judge)
         self._pids: List[int] = []
         self._pipes: List[io.BufferedReader] = []
 
@@ -124,6 +142,7 @@ class Workers:
         try:
             for index in range(self.processes):
                 read_end, write_end = os.pipe()
+                widen_pipe(read_end, PIPE_SIZE)  # a worker runs ahead of the parent by this much
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - runs in the child, which leaves by os._exit
                     os.close(read_end)
@@ -147,10 +166,10 @@ class Workers:
             for pipe in self._pipes:
                 pipe.close()
             with io.open(write_end, "wb", buffering=1 << 16) as out:
-                scan, count, block, max_line = self._work
+                scan, count, block, max_line, judge = self._work
                 for bounds in self.chunks[index::self.processes]:
                     scan_chunk(self.fd, self.first, bounds, scan, count, block, max_line,
-                               lambda record: marshal.dump(record, out))
+                               lambda record: marshal.dump(record, out), judge)
                     out.flush()
             status = 0
         finally:

@@ -43,6 +43,9 @@ PARALLEL_MIN = 2 * parallel.CHUNK
 # What runs: both stages, detection only (Detection records out), correlation only (Detection records in).
 STAGES = ("all", "match", "correlate")
 
+# A range of lines the skimmer does not vouch for is halved down to this many lines, then parsed line by line.
+SKIM_LEAST = 32
+
 # Seconds the stop of a run with --state waits for the reader of its output to take the stop's alerts.
 TAKE_WAIT = 2.0
 
@@ -211,11 +214,14 @@ def _classify_decode_error(line: bytes, error: Exception) -> tuple:
 # or as raw bytes: made U+FFFD or removed).  ``_MAYBE_UNPORTABLE`` is a necessary condition on the
 # bytes, cheap enough for every output line in the wrap path; ``_unportable`` decides on the value.
 _VALUE_START = rb"[:,\[][ \t\r\n]*-?"
-_UNPORTABLE_PATTERNS = [
-    _VALUE_START + rb"(?:NaN|Infinity)",
+_BIG_NUMBERS = [
     _VALUE_START + rb"[0-9.]*[eE]\+?[0-9]{3}",
     _VALUE_START + rb"[0-9]{20}",  # also every integer part a double cannot hold (309 digits)
     rb"[:,\[][ \t\r\n]*-[0-9]{19}",  # below -2**63
+]
+_UNPORTABLE_PATTERNS = [
+    _VALUE_START + rb"(?:NaN|Infinity)",
+    *_BIG_NUMBERS,
     rb"\\u[dD][89a-fA-F]",
     rb"\xed[\xa0-\xbf]",
 ]
@@ -324,24 +330,25 @@ def unwrap_lines(block: bytes, start: int, end: int, field: str) -> bytes:
     return b"".join(unwrap_line(line, field) + b"\n" for line in block[start:end - 1].split(b"\n"))
 
 
+def frame(chunk: bytes, starts: bytes) -> Optional[bytes]:
+    """The whole lines of ``chunk`` as ``[time, record]`` records: ``starts`` (``Filter.judged``)
+    gives each line's ``[<time>,``; all in a few calls, none per line.  None when they do not pair
+    up (a file rewritten between a worker's read and the parent's)."""
+    lines = chunk[:-1].split(b"\n")
+    starts = starts.split(b"\0")
+    if len(starts) != len(lines):
+        return None
+    parts = [b"]\n"] * (3 * len(lines))
+    parts[0::3] = starts
+    parts[1::3] = lines
+    return b"".join(parts)
+
+
 def fluentbit_time(ns: int) -> bytes:
     """Epoch seconds with nanoseconds, as Fluent Bit's ``[time, record]`` form wants."""
     if ns < 0:
         return b"-" + fluentbit_time(-ns)
     return b"%d.%09d" % divmod(ns, NS)
-
-
-def _widen_pipe(fd: int, size: int) -> None:
-    """Let a pipe on ``fd`` hold at least ``size`` bytes (Linux; 64 KiB by default), so a fast
-    writer is not held back and each read can return a large block.  Not a pipe, or not
-    allowed: nothing changes."""
-    try:
-        import fcntl
-
-        if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < size:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
-    except (ImportError, AttributeError, OSError):
-        pass
 
 
 class BlockReader:
@@ -372,7 +379,7 @@ class BlockReader:
         self._carried = 0
         self._in_long_line = False  # a line over max_line is being handed on in pieces
         if live:
-            _widen_pipe(fd, block_size)
+            parallel.widen_pipe(fd, block_size)
 
     def _stopped(self) -> bool:
         return self.stop is not None and self.stop.requested
@@ -506,8 +513,17 @@ class Filter:
         self.max_record = max_record
         self.clock = clock
         # Lines the prefilter rules out may still need parsing: to be checked for
-        # JSON (wrap) or to have their time written (fluentbit_time).
+        # JSON (wrap) or to have their time written (fluentbit_time); whole blocks of them are
+        # vouched for by the skimmer when it can (``skim``), else one by one.
         self._parse_every_line = self.wrap or fluentbit_time
+        self._skimmer = None
+        if self._parse_every_line:
+            from .skim import Skimmer  # msgspec: only the Fluent Bit modes need it
+            # what else it must refuse: in wrap, numbers Fluent Bit cannot take (msgspec checks the
+            # syntax of those it skips, not their size; it refuses NaN, Infinity and a lone surrogate
+            # escape, and Python's UTF-8 decoder an encoded surrogate)
+            self._skimmer = Skimmer(engine.resolver, fluentbit_time and emit == "all", _BIG_NUMBERS if self.wrap else (),
+                                    max_record - 64 if self.wrap else None)  # 64: room for the frame
         self.lines = 0
         self.origin = None  # label for diagnostics when reading several files
         self._long_line = None  # line number of the line over the inspection limit being passed on
@@ -520,6 +536,7 @@ class Filter:
     # ------------------------------------------------------------ input
 
     line_field = None  # ``--line-field``: the input lines wrap the event's own line, in this field
+    max_line = DEFAULT_MAX_LINE  # ``--max-line-bytes``, as ``run`` or ``process_labelled`` was given it
 
     def process(self, kind: str, data: bytes, start: int, end: int) -> None:
         """One item from ``BlockReader``."""
@@ -563,8 +580,8 @@ class Filter:
         if start >= end:
             return
         if self._parse_every_line:
-            if self.emit == "all" and self.progress is None:
-                self._pass_framed(block, start, end)
+            if self.progress is None:
+                self._pass_framed(block, start, end, newlines)
             else:
                 self._each_line(block, start, end, False)
             return
@@ -574,13 +591,51 @@ class Filter:
         if self.emit == "all":
             self.output.write(memoryview(block)[start:end])
 
-    def _pass_framed(self, block: bytes, start: int, end: int) -> None:
-        """Lines that cannot match, in the Fluent Bit modes: each is still parsed, since Fluent Bit
-        needs a JSON object (``wrap``) and the record's own time (``fluentbit_time``), but with no
-        more work than that.  What could make a line come out otherwise (not starting with ``{``,
-        not a JSON object, over ``--max-record-bytes``, or bytes that may be unportable, found by
-        one scan of the whole range) sends it down ``process_line``, so the output is the same
-        byte for byte."""
+    def _pass_framed(self, block: bytes, start: int, end: int, lines: Optional[int] = None) -> None:
+        """Lines that cannot match, in the Fluent Bit modes, which need each to be a JSON object
+        (``wrap``) and the record's own time (``fluentbit_time``).  A range the skimmer vouches for
+        goes out in one piece; one it does not is halved, and a short one is parsed line by line."""
+        lines = _newlines(block, start, end) if lines is None else lines
+        out = self.vouched(block[start:end], lines)
+        if out is not None:
+            self.lines += lines
+            if self.emit == "all":
+                self.output.write(out)
+        elif lines > SKIM_LEAST:
+            middle = block.find(b"\n", (start + end) // 2, end - 1)
+            if middle < 0:
+                middle = block.rfind(b"\n", start, (start + end) // 2)
+            self._pass_framed(block, start, middle + 1)
+            self._pass_framed(block, middle + 1, end)
+        elif self.emit == "all":
+            self._pass_lines(block, start, end)
+        else:
+            self._each_line(block, start, end, False)
+
+    def vouched(self, chunk: bytes, lines: int) -> Optional[bytes]:
+        """What ``chunk``, ``lines`` whole lines the prefilter ruled out, becomes in the Fluent Bit
+        modes when the skimmer vouches for every line: itself (``wrap``; or nothing is written), or
+        its lines each framed with its time; None when it does not."""
+        judged = self.judged(chunk, lines)
+        return None if judged is None else chunk if judged is True else frame(chunk, judged)
+
+    def judged(self, chunk: bytes, lines: int):
+        """The skimmer's verdict on ``chunk`` (asked by a worker too, ``parallel.scan_chunk``): None
+        when it does not vouch for every line; True when the lines go out as they are (or not at
+        all); else the frames' starts ``[<time>,``, one per line, joined by NUL (for ``frame``)."""
+        times = self._skimmer.vouch(chunk, lines)
+        if times is None:
+            return None
+        if not self.fluentbit_time or self.emit != "all":
+            return True
+        clock = self.clock
+        return b"\0".join([b"[" + fluentbit_time(clock() if when is None else when) + b"," for when in times])
+
+    def _pass_lines(self, block: bytes, start: int, end: int) -> None:
+        """Lines that cannot match, one by one: each is parsed, with no more work than that.  What
+        could make a line come out otherwise (not starting with ``{``, not a JSON object, over
+        ``--max-record-bytes``, or bytes that may be unportable, found by one scan of the whole
+        range) sends it down ``process_line``, so the output is the same byte for byte."""
         chunk = block[start:end]
         risky = iter(_maybe_unportable_ends(chunk) if self.wrap else ())
         next_risk = next(risky, len(chunk) + 1)
@@ -659,8 +714,8 @@ class Filter:
             self._long_line = self.lines
             self.diagnostics.report("too_long", self._where(self.lines), "line too long to inspect; passed on unchanged")
             if self.emit == "all":
-                if self.wrap:
-                    self._write(wrap_line(piece, "too_long", "line longer than --max-line-bytes; cut",
+                if self.wrap:  # its first --max-line-bytes: the same wherever the reads that cut it began
+                    self._write(wrap_line(piece[:self.max_line], "too_long", "line longer than --max-line-bytes; cut",
                                           self.lines, self.max_record), None)
                 else:
                     self.output.write(piece)
@@ -753,6 +808,7 @@ class Filter:
         """Lines that come one by one from files (``inputs``): ``(label, line, verdict)``,
         the label (``"a.evtx record 7"``) shown by diagnostics instead of a number, the
         verdict the prefilter's (``inputs.judged``)."""
+        self.max_line = max_line
         for label, line, verdict in labelled:
             if stop is not None and stop.requested:
                 break
@@ -905,8 +961,9 @@ class Filter:
         """Filter one input to its end, or until ``stop`` is requested.  ``live`` input (a pipe)
         lets the wall clock advance the watermark when no newer event arrives; a file never does."""
         self.begin(live)
-        if not live and self.workers and self.prefilter is not None and not self._parse_every_line \
-                and parallel.available():
+        self.max_line = max_line
+        if not live and self.workers and self.prefilter is not None and parallel.available() \
+                and (not self._parse_every_line or self.progress is None):
             self._run_workers(fd, block_size, max_line, stop)
         wait = self._wall_idle
         for every in (self.state.interval if self.state is not None else 0, self._stats and self._stats[0],
@@ -939,7 +996,7 @@ class Filter:
         if size - start < self.parallel_min:
             return
         workers = parallel.Workers(fd, start, size, self.workers, self.prefilter.scan, _newlines, block_size,
-                                   max_line, self.parallel_chunk)
+                                   max_line, self.parallel_chunk, self.judged if self._parse_every_line else None)
         try:
             workers.start()
         except OSError:  # no processes to be had (the process limit): the file is read as usual
@@ -952,20 +1009,35 @@ class Filter:
                         break
                     if kind == parallel.CHUNK_END:
                         continue
-                    length, lines = found[0], found[1]
-                    if kind == parallel.MARKED or self.emit == "all" or self.progress is not None:
-                        block = os.pread(fd, length, offset)
-                        if len(block) != length:  # the file shrank meanwhile
-                            break
-                        marked = found[2:] if kind == parallel.MARKED else ([], [])
-                        self.process_block(block, 0, length, (*marked, lines))
-                    else:
-                        self.lines += lines
-                    position += length
+                    if not self._take_block(fd, kind, offset, found):
+                        break
+                    position += found[0]
                     if self.state is not None and self.state.due():
                         self.save_state()
         finally:
             os.lseek(fd, position, os.SEEK_SET)
+
+    def _take_block(self, fd: int, kind: int, offset: int, found: list) -> bool:
+        """A worker's record of one block (``parallel``): what the parent does with the block; False
+        when the file shrank under it."""
+        length, lines = found[0], found[1]
+        judged = found[2] if kind == parallel.RULED_OUT and len(found) > 2 else None
+        unread = judged is not None or not self._parse_every_line and self.progress is None
+        if kind == parallel.RULED_OUT and self.emit != "all" and unread:
+            self.lines += lines  # nothing to write, nothing to look at
+            return True
+        block = os.pread(fd, length, offset)
+        if len(block) != length:
+            return False
+        framed = None if judged is None else block if judged is True else frame(block, judged)
+        if framed is not None:  # vouched for by the worker's skimmer: as it is, or framed
+            self.lines += lines
+            self.output.write(framed)
+        elif judged is not None:  # a worker's frames that do not fit the block now: it was rewritten
+            self.process_block(block, 0, length)
+        else:
+            self.process_block(block, 0, length, (*(found[2:] if kind == parallel.MARKED else ([], [])), lines))
+        return True
 
     # ------------------------------------------------------------ state across restarts (``--state``)
 

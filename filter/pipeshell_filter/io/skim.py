@@ -1,0 +1,211 @@
+"""Vouching for a block of lines in the Fluent Bit modes without parsing each line.
+
+With ``--non-json wrap`` or ``--fluentbit-time``, a line the prefilter rules out
+still has to be known for a JSON object (Fluent Bit's stdin drops a whole read
+around one that is not) and, framed, needs its own time.  Parsing every line
+with ujson for that costs ten times what passing the block on does.  Here one
+``msgspec`` call decodes a whole block against a schema made of the profiles'
+detect and time paths: every other value is validated and skipped, never built.
+
+A block is vouched for, and each of its lines is then what parsing it with
+ujson would have found (a JSON object, with the same time), only when:
+
+1. every line starts with ``{`` and ends with ``}``, nothing around;
+2. the block is valid UTF-8 (msgspec does not check the bytes of a string it
+   skips; ujson does);
+3. msgspec reads exactly one value per line.  Values can span lines in its
+   ``decode_lines``, but not here: a string cannot hold a raw newline, so a
+   line's last ``}`` closes an object, and inside an unclosed value the next
+   line's first ``{`` would be a syntax error.  Each line holds at least one
+   value, so as many values as lines means one each, the whole line;
+4. everything msgspec accepts, ujson accepts (``tests/test_skim.py`` checks it
+   against ujson): msgspec is strict RFC 8259; and no line nests 1024 deep,
+   ujson's limit (msgspec's is Python's recursion limit up to 3.11, 1000 by
+   default; else every line's opening brackets are counted).
+
+The time is then read from the decoded paths alone, through the same
+``FieldResolver.time``: it sees a copy of the event holding just those paths,
+so the profile it picks and the time it finds are those of the whole event.
+A block that is not vouched for is left to the caller, line by line.
+"""
+
+from __future__ import annotations
+
+import sys
+from operator import attrgetter
+from typing import Any, Optional
+
+import msgspec
+
+from ..events.fields import FieldResolver, lookup
+from ..events.timeparse import parse_time
+from ..values import MISSING
+from .prefilter import any_of
+
+_RAW = msgspec.Raw
+_UNSET = msgspec.UNSET
+
+
+class _Node:
+    """One key of the paths' trie: whether a time path ends here (its value is needed), whether a
+    detect path does (only its presence), the keys below; ``name``: its field in the schema,
+    ``raw``: kept as raw JSON (a value needed, or only present) rather than gone into."""
+
+    def __init__(self):
+        self.time = False
+        self.detect = False
+        self.children = {}
+        self.name = None
+        self.raw = False
+
+
+def _trie(time_paths, detect_paths) -> Optional[_Node]:
+    root = _Node()
+    for paths, flag in ((detect_paths, "detect"), (time_paths, "time")):
+        for path in paths:
+            if not path or any(type(step) is not str for step in path):
+                return None  # a list index: not a shape a schema of objects can follow
+            node = root
+            for step in path:
+                node = node.children.setdefault(step, _Node())
+            setattr(node, flag, True)
+    return root
+
+
+def _schema(node: _Node, counter: list):
+    """The Struct type of an object at ``node``: its keys as optional fields, the rest skipped."""
+    fields = []
+    for index, (key, child) in enumerate(node.children.items()):
+        child.name = f"f{index}"
+        child.raw = child.time or not child.children
+        kind = Any if child.time else _RAW if child.raw else _schema(child, counter)
+        fields.append((child.name, kind, _UNSET))
+    counter[0] += 1
+    rename = {child.name: key for key, child in node.children.items()}
+    # gc=False: these hold no cycles, and leaving them out of the collector's sight is 20 % of a decode
+    return msgspec.defstruct(f"Skim{counter[0]}", fields, rename=rename, gc=False)
+
+
+def _step(root: _Node, path: tuple) -> tuple:
+    """How to follow ``path`` in a decoded item: the fields down to where the schema stops (one
+    ``attrgetter``; UNSET has no fields, so a path cut short raises AttributeError), and the rest
+    of the path below a time path's end, in the value decoded there."""
+    names, node = [], root
+    for depth, step in enumerate(path):
+        node = node.children[step]
+        names.append(node.name)
+        if node.raw:
+            break
+    return attrgetter(".".join(names)), tuple(path[depth + 1:])
+
+
+def _time_finder(resolver: FieldResolver, root: _Node):
+    """``resolver.time`` over a decoded item: the first profile whose detect paths are all there
+    (or the last; or the one ``--field-profile`` fixes), then its first time path whose value
+    parses.  ``--time-field``: that path alone."""
+    if resolver.time_path is not None:
+        plans = [((), (_step(root, resolver.time_path),))]
+    else:
+        profiles = resolver.profiles[:1] if resolver.fixed else resolver.profiles
+        plans = [(() if resolver.fixed else tuple(_step(root, path) for path in profile.detect),
+                  tuple(_step(root, path) for path in profile.time)) for profile in profiles]
+        plans[-1] = ((), plans[-1][1])  # the last profile applies when none before it does
+
+    def time(item) -> Optional[int]:  # _follow written out: this runs for every line
+        for detect, times in plans:
+            for chain, rest in detect:
+                try:
+                    value = chain(item)
+                except AttributeError:
+                    break
+                if value is _UNSET or rest and lookup(value, rest) is MISSING:
+                    break
+            else:
+                for chain, rest in times:
+                    try:
+                        value = chain(item)
+                    except AttributeError:
+                        continue
+                    if value is _UNSET or rest and (value := lookup(value, rest)) is MISSING:
+                        continue
+                    parsed = parse_time(value)
+                    if parsed is not None:
+                        return parsed
+                return None
+        return None  # pragma: no cover - the last plan always applies
+
+    return time
+
+
+_NOT_OPENING = bytes(byte for byte in range(256) if byte not in b"[{\n")
+UJSON_DEPTH = 1024  # ujson refuses a value nested this deep
+
+
+def _nesting_bounded() -> bool:
+    """Whether msgspec stops short of ujson's depth limit by itself: up to Python 3.11 its limit
+    is the recursion limit (later ones have a C recursion limit of their own, 1500 and more)."""
+    return sys.version_info < (3, 12) and sys.getrecursionlimit() <= UJSON_DEPTH
+
+
+def _shallow(block: bytes) -> bool:
+    """Whether each line has fewer opening brackets than ujson's depth limit, so nests less deep."""
+    kept = block.translate(None, _NOT_OPENING)
+    return len(kept) < UJSON_DEPTH or max(map(len, kept.split(b"\n"))) < UJSON_DEPTH
+
+
+class Skimmer:
+    """``vouch(block, lines)``: the times of a block's lines, or None when it is not vouched for.
+
+    ``need_time``: False when only the lines' being JSON objects matters (times come back None).
+    ``refuse``: byte patterns that keep a block from being vouched for (what the caller must see
+    line by line, such as numbers Fluent Bit cannot take); ``longest``: a line this long or longer
+    does too."""
+
+    def __init__(self, resolver: FieldResolver, need_time: bool, refuse=(), longest: Optional[int] = None):
+        time_paths = [resolver.time_path] if resolver.time_path else \
+            [path for profile in resolver.profiles for path in profile.time]
+        detect_paths = [] if resolver.time_path or resolver.fixed else \
+            [path for profile in resolver.profiles for path in profile.detect]
+        trie = _trie(time_paths, detect_paths) if need_time else _Node()
+        self.available = trie is not None
+        if trie is None:
+            trie = _Node()
+        self._decode = msgspec.json.Decoder(_schema(trie, [0])).decode_lines
+        self._time = _time_finder(resolver, trie) if need_time and self.available else None
+        # a line that does not start with "{" or does not end with "}"
+        self._refused = any_of([rb"\n[^{]", rb"[^}]\n", *refuse])
+        self._longest = longest
+        self._window = None if longest is None else max(1, longest // 2)
+
+    def vouch(self, block: bytes, lines: int) -> Optional[list]:
+        """``block``: ``lines`` whole lines, each ending in a newline.  Their event times in ns (None
+        where a line has none) when every line is vouched for (see the module docstring), else None."""
+        if not self.available or not lines or block[:1] != b"{" or self._refused(block):
+            return None
+        if self._window is not None and not self._short_lines(block):
+            return None
+        if not _nesting_bounded() and not _shallow(block):
+            return None
+        if not block.isascii():
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        try:
+            decoded = self._decode(block)
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        if len(decoded) != lines:
+            return None
+        if self._time is None:
+            return [None] * lines
+        return list(map(self._time, decoded))
+
+    def _short_lines(self, block: bytes) -> bool:
+        """Whether every line is shorter than ``longest``.  Quick when each is shorter than half of it:
+        a line of ``2 * window - 1`` bytes or more holds a whole window-aligned stretch, so a newline
+        in each such stretch means none is that long; else each line is measured."""
+        window = self._window
+        if all(block.find(b"\n", at, at + window) >= 0 for at in range(0, len(block) - window + 1, window)):
+            return True
+        return max(map(len, block.split(b"\n"))) < self._longest

@@ -1,0 +1,208 @@
+"""The skimmer (``io.skim``) vouches for a block only when each line is what ujson finds in it.
+
+The property: whatever the block, a vouched one is all JSON objects that ujson reads, each
+with the time ``FieldResolver.time`` finds in the parsed event (and, for ``--non-json wrap``,
+nothing Fluent Bit cannot take and no line over the limit).  The blocks mix every collector
+shape with lines crafted against each clause of the soundness argument: several values on a
+line, a value spread over lines, bytes msgspec skips without checking, nesting about
+ujson's depth limit, duplicate keys, numbers out of range.  A check the other way keeps the
+quick way in use: a block of clean lines is vouched for.
+"""
+
+import json
+import random
+
+import pytest
+import ujson
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from pipeshell_filter.events import timeparse
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.events.timeparse import parse_time
+from pipeshell_filter.io import skim, stream
+from pipeshell_filter.io.skim import Skimmer
+from shapes import NS, SERVER, SHAPES, T_MAX, T_MIN, Logical, logical_events
+
+LONGEST = 600  # a small --max-record-bytes, so that some lines are over it
+RESOLVERS = {
+    "auto": lambda: FieldResolver(builtin_profiles()),
+    "fixed": lambda: FieldResolver(builtin_profiles(), fixed="flat"),
+    "time-field": lambda: FieldResolver(builtin_profiles(), time_field="meta.when"),
+}
+
+# Lines against each clause of the module docstring's argument (``io/skim.py``).
+CRAFTED = [
+    b'{"a":1} {"b":2}', b'{"a":1}{"b":2}', b'{"a":[1,', b'{"x":2}]}', b'{"a":[{"x":1}', b',{"y":2}]}',
+    b'{"a":1} ', b' {"a":1}', b'{"a":1}\r', b'{}', b'{"a":"x\ty"}', b'{"a":"\x01"}', b'{"a":01}',
+    b'{"a":1.}', b'{"a":-}', b'{"s":"\xff"}', b'{"\xc3":1}', b'{"s":"\xc0\xaf"}', b'{"s":"\xf4\x90\x80\x80"}',
+    b'{"s":"\xed\xa0\x80"}', b'{"s":"\\ud800"}', b'{"s":"\\uDE00\\uD83D"}', b'{"s":"\\uD83D\\uDE00"}',
+    b'{"n":NaN}', b'{"n":-Infinity}', b'{"n":1e400}', b'{"n":1E+308}', b'{"n":123456789012345678901}',
+    b'{"n":-9223372036854775809}', b'{"n":18446744073709551615}', b'{"n":[1e999]}',
+    b'{"d":' + b"[" * 1023 + b"]" * 1023 + b"}", b'{"d":' + b"[" * 1030 + b"]" * 1030 + b"}",
+    b'{"d":' + b"[" * 990 + b"]" * 990 + b"}", b'{"d":' + b'{"a":' * 1030 + b"1" + b"}" * 1030 + b"}",
+    b'{"Event":{"System":{}},"Event":"x"}', b'{"Event":"x","Event":{"System":{}}}',
+    b'{"@timestamp":"2021-06-03T13:00:00Z","@timestamp":"2021-06-03T14:00:00Z"}',
+    b'{"@timestamp":1622725200.5}', b'{"@timestamp":1622725200123}', b'{"@timestamp":true}',
+    b'{"@timestamp":null}', b'{"TimeCreated":{"SystemTime":"2021-06-03T13:00:00.5Z"}}',
+    b'{"TimeCreated":{"#text":"2021-06-03T13:00:00Z"}}', b'{"TimeCreated":["2021-06-03T13:00:00Z"]}',
+    b'{"Event":{"System":{"TimeCreated":{"#attributes":{"SystemTime":"2021-06-03T13:00:00.1234567Z"}}}}}',
+    b'{"Event":{"System":{"TimeCreated":{"#attributes":"x"}}}}', b'{"Event":{"System":[]}}',
+    b'{"Event":{"System":{"TimeCreated_attributes":{"SystemTime":"2021-06-03T13:00:00Z"}}}}',
+    b'{"Event":{"System":null},"@timestamp":"2021-06-03T13:00:00Z"}',
+    b'{"meta":{"when":"2021-06-03T13:00:00Z"}}', b'{"meta":{"when":{"#text":"2021-06-03T13:00:00.5Z"}}}',
+    b'{"meta":"2021-06-03T13:00:00Z"}', b'{"EventID":4104,"Computer":"a","TimeCreated":"2021-06-03 15:06:00 +0200",'
+    b'"ProviderName":"p","EventRecordID":1}', b'{"@timestamp":"2021-06-03T13:00:00.\xd9\xa3Z"}',
+    b'{"@times\\u0074amp":"2021-06-03T13:00:00Z"}', b'{"long":"' + b"x" * LONGEST + b'"}',
+    b'\xef\xbb\xbf{"a":1}', b'[1,2]', b'"x"', b'', b'{"a":', b'{"a":1}}',
+]
+
+
+def shaped_line(event, shape: str) -> bytes:
+    return json.dumps(SHAPES[shape].render(event), ensure_ascii=False).encode()
+
+
+@st.composite
+def blocks(draw, crafted: bool = True):
+    lines = []
+    for _ in range(draw(st.integers(1, 12))):
+        if crafted and draw(st.integers(0, 3)) == 0:
+            lines.append(draw(st.sampled_from(CRAFTED)))
+        else:
+            lines.append(shaped_line(draw(logical_events()), draw(st.sampled_from(sorted(SHAPES)))))
+    return b"\n".join(lines) + b"\n", len(lines)
+
+
+def skimmers():
+    for name, make in RESOLVERS.items():
+        resolver = make()
+        for wrap in (False, True):
+            yield name, resolver, wrap, Skimmer(resolver, True, stream._BIG_NUMBERS if wrap else (),
+                                                LONGEST if wrap else None)
+        yield name, resolver, False, Skimmer(resolver, False)
+
+
+SKIMMERS = list(skimmers())
+
+
+def check_vouched(block: bytes, lines: int):
+    """Every skimmer's verdict on the block is sound; returns how many vouched for it."""
+    vouched = 0
+    for name, resolver, wrap, skimmer in SKIMMERS:
+        times = skimmer.vouch(block, lines)
+        if times is None:
+            continue
+        vouched += 1
+        parts = block[:-1].split(b"\n")
+        assert len(times) == len(parts) == lines
+        for line, time in zip(parts, times):
+            event = ujson.loads(line)  # raises if ujson does not read it
+            assert type(event) is dict, (name, line)
+            if skimmer._time is not None:
+                assert time == resolver.time(event), (name, line)
+            if wrap:
+                assert stream.unportable_record(line) is None, (name, line)
+                assert len(line) < LONGEST, (name, line)
+    return vouched
+
+
+@given(blocks())
+@settings(max_examples=300)
+@example((b'{"a":[1,\n{"x":2}]}\n{} {}\n', 3))
+@example((b'{"a":[{"x":1}\n,{"y":2}]}\n{} {}\n', 3))
+def test_a_vouched_block_is_what_ujson_finds_line_by_line(block):
+    check_vouched(*block)
+
+
+def some_events(count: int, seed: int) -> list:
+    rng = random.Random(seed)
+    return [Logical(rng.choice(["srv01", "ws-7.corp.example"]), rng.randrange(T_MIN, T_MAX),
+                    rng.choice([800, 4103, 4104]), rng.choice(["x", SERVER, "ünï"]), rng.randrange(-720, 840, 15),
+                    rng.randrange(0, 3600 * NS), rng.randrange(1, 2**32)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("line", CRAFTED)
+def test_each_crafted_line_alone_and_among_clean_ones(line):
+    clean = [shaped_line(event, shape) for event, shape in zip(some_events(2, len(line)), ["evtx", "nxlog"])]
+    for block, lines in ((line + b"\n", 1), (b"\n".join([clean[0], line, clean[1]]) + b"\n", 3)):
+        check_vouched(block, lines)
+
+
+@given(blocks(crafted=False))
+@settings(max_examples=50)
+def test_a_block_of_clean_lines_is_vouched_for(block):
+    """Lines as collectors write them are vouched for: the quick way is the way taken."""
+    data, lines = block
+    for name, _, wrap, skimmer in SKIMMERS:
+        if not wrap or max(map(len, data.split(b"\n"))) < LONGEST:
+            assert skimmer.vouch(data, lines) is not None, name
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_nesting_at_ujsons_limit_is_never_vouched_for(monkeypatch, bounded):
+    """Whether msgspec's own limit (Python's recursion limit up to 3.11) or the count of brackets
+    keeps it out, a line nested as deep as ujson refuses is not vouched for; one just short is."""
+    monkeypatch.setattr(skim, "_nesting_bounded", lambda: bounded)
+    if bounded and not (skim.sys.version_info < (3, 12) and skim.sys.getrecursionlimit() <= 1024):
+        pytest.skip("msgspec's limit is not the recursion limit here")
+    skimmer = Skimmer(FieldResolver(builtin_profiles()), True)
+    for depth in (1023, 1024, 5000):
+        line = b'{"d":' + b"[" * depth + b"]" * depth + b"}"
+        assert skimmer.vouch(line + b"\n", 1) is None
+    shallow = b'{"d":' + b"[" * 500 + b"]" * 500 + b"}"
+    assert skimmer.vouch(shallow + b"\n", 1) == [None]
+
+
+def test_a_list_index_in_a_time_path_leaves_every_block_to_the_line_by_line_way(tmp_path):
+    skimmer = Skimmer(FieldResolver(builtin_profiles(), time_field="times.0"), True)
+    assert not skimmer.available and skimmer.vouch(b'{"times":["2021-06-03T13:00:00Z"]}\n', 1) is None
+    assert Skimmer(FieldResolver(builtin_profiles(), time_field="times.0"), False).available
+
+
+# ---------------------------------------------------------------- the time's short cut
+
+digits = st.text("0123456789", min_size=1, max_size=12)
+
+
+@st.composite
+def collector_times(draw):
+    """Times of the short cut's form and near it: any digits in each field, other digits than ASCII,
+    an offset, a lower-case z, no fraction."""
+    year, month, day = draw(st.sampled_from(["2026", "0001", "9999", "1969", "0000"])), \
+        draw(st.sampled_from(["01", "02", "12", "13", "00"])), draw(st.sampled_from(["01", "28", "29", "31", "32"]))
+    hour, minute, second = draw(st.sampled_from(["00", "23", "24"])), draw(st.sampled_from(["00", "59", "60"])), \
+        draw(st.sampled_from(["00", "59", "60", "61"]))
+    fraction = draw(st.one_of(digits, st.just(""), st.just("\u0663\u0661"), st.just("1 ")))
+    zone = draw(st.sampled_from(["Z", "Z", "z", "+01:00", " Z"]))
+    text = f"{year}-{month}-{day}T{hour}:{minute}:{second}" + ("." + fraction if fraction else "") + zone
+    return draw(st.sampled_from([text, " " + text, text.replace("T", " ")]))
+
+
+@given(st.lists(collector_times(), min_size=1, max_size=6))
+def test_the_short_cut_gives_the_full_parse(times):
+    """The table of seconds is filled by some strings and read by others of the same second."""
+    timeparse._SECONDS.clear()
+    for text in times + times:
+        assert parse_time(text) == timeparse._parse(text), text
+
+
+def test_the_table_of_seconds_stays_bounded(monkeypatch):
+    monkeypatch.setattr(timeparse, "_SECONDS_KEPT", 3)
+    timeparse._SECONDS.clear()
+    for second in range(10):
+        text = f"2026-11-02T08:00:{second:02d}.5Z"
+        assert parse_time(text) == timeparse._parse(text)
+        assert len(timeparse._SECONDS) <= 3
+
+
+def test_the_skimmer_finds_the_times_collectors_write():
+    rng = random.Random(7)
+    events = some_events(20, 7)
+    resolver = FieldResolver(builtin_profiles())
+    skimmer = Skimmer(resolver, True)
+    for shape in sorted(SHAPES):
+        lines = [shaped_line(event, shape) for event in events]
+        rng.shuffle(lines)
+        times = skimmer.vouch(b"\n".join(lines) + b"\n", len(lines))
+        assert times == [resolver.time(ujson.loads(line)) for line in lines], shape
+        assert None not in times, shape
