@@ -21,7 +21,7 @@ from pipeshell_filter.events import timeparse
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.events.timeparse import parse_time
 from pipeshell_filter.io import skim, stream
-from pipeshell_filter.io.skim import Skimmer
+from pipeshell_filter.io.skim import LineField, Skimmer
 from shapes import NS, SERVER, SHAPES, T_MAX, T_MIN, Logical, logical_events
 
 LONGEST = 600  # a small --max-record-bytes, so that some lines are over it
@@ -206,3 +206,39 @@ def test_the_skimmer_finds_the_times_collectors_write():
         times = skimmer.vouch(b"\n".join(lines) + b"\n", len(lines))
         assert times == [resolver.time(ujson.loads(line)) for line in lines], shape
         assert None not in times, shape
+
+
+# ---------------------------------------------------------------- --line-field, a block at once
+
+@st.composite
+def forwarded_blocks(draw):
+    """Lines as a collector forwarding raw lines writes them ({"date": ..., "log": "<line>"}), and
+    records whose field is missing, twice, not text, or text with a newline; crafted lines too."""
+    lines = []
+    for _ in range(draw(st.integers(1, 10))):
+        kind = draw(st.sampled_from(["forwarded", "forwarded", "odd", "crafted"]))
+        inner = draw(st.sampled_from(CRAFTED)).decode("utf-8", "replace")
+        if kind == "forwarded":
+            lines.append(json.dumps({"date": 1796169934.5, "log": inner}, ensure_ascii=draw(st.booleans())).encode())
+        elif kind == "odd":
+            lines.append(draw(st.sampled_from([
+                b'{"date":1}', b'{"log":7}', b'{"log":{"a":"b"}}', b'{"log":"a\\nb"}', b'{"log":"x","log":"y"}',
+                b'{"log":"\\ud800"}', b'{"log":"\\u00e9\\/"}', b'{"log":null}', b'{"log":"' + b"x" * 700 + b'"}'])))
+        else:
+            lines.append(draw(st.sampled_from(CRAFTED)))
+    return b"\n".join(lines) + b"\n", len(lines)
+
+
+@given(forwarded_blocks())
+@settings(max_examples=200)
+def test_a_block_unwrapped_at_once_is_each_line_unwrapped(block):
+    data, lines = block
+    unwrapped = LineField("log").unwrap(data, lines)
+    assert unwrapped is None or unwrapped == stream.unwrap_lines(data, 0, len(data), "log")
+
+
+def test_forwarded_lines_are_unwrapped_a_block_at_once():
+    lines = [json.dumps({"date": 1.5, "log": shaped_line(event, "evtx").decode()}).encode()
+             for event in some_events(30, 3)]
+    data = b"\n".join(lines) + b"\n"
+    assert LineField("log").unwrap(data, 30) == stream.unwrap_lines(data, 0, len(data), "log")

@@ -153,34 +153,21 @@ def _shallow(block: bytes) -> bool:
     return len(kept) < UJSON_DEPTH or max(map(len, kept.split(b"\n"))) < UJSON_DEPTH
 
 
-class Skimmer:
-    """``vouch(block, lines)``: the times of a block's lines, or None when it is not vouched for.
+class ObjectLines:
+    """``decode(block, lines)``: a block of whole lines decoded against ``schema`` (a Struct type),
+    one item per line, when every line is a JSON object ujson reads (the module docstring's
+    argument); else None.  ``refuse``: byte patterns that keep a block out too (what the caller must
+    see line by line); ``longest``: so does a line this long or longer."""
 
-    ``need_time``: False when only the lines' being JSON objects matters (times come back None).
-    ``refuse``: byte patterns that keep a block from being vouched for (what the caller must see
-    line by line, such as numbers Fluent Bit cannot take); ``longest``: a line this long or longer
-    does too."""
-
-    def __init__(self, resolver: FieldResolver, need_time: bool, refuse=(), longest: Optional[int] = None):
-        time_paths = [resolver.time_path] if resolver.time_path else \
-            [path for profile in resolver.profiles for path in profile.time]
-        detect_paths = [] if resolver.time_path or resolver.fixed else \
-            [path for profile in resolver.profiles for path in profile.detect]
-        trie = _trie(time_paths, detect_paths) if need_time else _Node()
-        self.available = trie is not None
-        if trie is None:
-            trie = _Node()
-        self._decode = msgspec.json.Decoder(_schema(trie, [0])).decode_lines
-        self._time = _time_finder(resolver, trie) if need_time and self.available else None
+    def __init__(self, schema, refuse=(), longest: Optional[int] = None):
+        self._decode = msgspec.json.Decoder(schema).decode_lines
         # a line that does not start with "{" or does not end with "}"
         self._refused = any_of([rb"\n[^{]", rb"[^}]\n", *refuse])
         self._longest = longest
         self._window = None if longest is None else max(1, longest // 2)
 
-    def vouch(self, block: bytes, lines: int) -> Optional[list]:
-        """``block``: ``lines`` whole lines, each ending in a newline.  Their event times in ns (None
-        where a line has none) when every line is vouched for (see the module docstring), else None."""
-        if not self.available or not lines or block[:1] != b"{" or self._refused(block):
+    def decode(self, block: bytes, lines: int) -> Optional[list]:
+        if not lines or block[:1] != b"{" or self._refused(block):
             return None
         if self._window is not None and not self._short_lines(block):
             return None
@@ -195,11 +182,7 @@ class Skimmer:
             decoded = self._decode(block)
         except (msgspec.DecodeError, RecursionError):
             return None
-        if len(decoded) != lines:
-            return None
-        if self._time is None:
-            return [None] * lines
-        return list(map(self._time, decoded))
+        return decoded if len(decoded) == lines else None
 
     def _short_lines(self, block: bytes) -> bool:
         """Whether every line is shorter than ``longest``.  Quick when each is shorter than half of it:
@@ -209,3 +192,54 @@ class Skimmer:
         if all(block.find(b"\n", at, at + window) >= 0 for at in range(0, len(block) - window + 1, window)):
             return True
         return max(map(len, block.split(b"\n"))) < self._longest
+
+
+class Skimmer:
+    """``vouch(block, lines)``: the times of a block's lines, or None when it is not vouched for.
+
+    ``need_time``: False when only the lines' being JSON objects matters (times come back None).
+    ``refuse``, ``longest``: as ``ObjectLines`` takes them (numbers Fluent Bit cannot take, the
+    record size limit)."""
+
+    def __init__(self, resolver: FieldResolver, need_time: bool, refuse=(), longest: Optional[int] = None):
+        time_paths = [resolver.time_path] if resolver.time_path else \
+            [path for profile in resolver.profiles for path in profile.time]
+        detect_paths = [] if resolver.time_path or resolver.fixed else \
+            [path for profile in resolver.profiles for path in profile.detect]
+        trie = _trie(time_paths, detect_paths) if need_time else _Node()
+        self.available = trie is not None
+        if trie is None:
+            trie = _Node()
+        self._objects = ObjectLines(_schema(trie, [0]), refuse, longest)
+        self._time = _time_finder(resolver, trie) if need_time and self.available else None
+
+    def vouch(self, block: bytes, lines: int) -> Optional[list]:
+        """``block``: ``lines`` whole lines, each ending in a newline.  Their event times in ns (None
+        where a line has none) when every line is vouched for (see the module docstring), else None."""
+        decoded = self._objects.decode(block, lines) if self.available else None
+        if decoded is None:
+            return None
+        if self._time is None:
+            return [None] * lines
+        return list(map(self._time, decoded))
+
+
+class LineField:
+    """``--line-field``: ``unwrap(block, lines)`` is each line's text held in ``field``, as
+    ``stream.unwrap_line`` gives it, for a whole block at once; None when the block is not all
+    JSON objects ujson reads (then each line is unwrapped alone)."""
+
+    def __init__(self, field: str):
+        self._objects = ObjectLines(msgspec.defstruct("LineField", [("f0", Any, _UNSET)], rename={"f0": field},
+                                                      gc=False))
+
+    def unwrap(self, block: bytes, lines: int) -> Optional[bytes]:
+        decoded = self._objects.decode(block, lines)
+        if decoded is None:
+            return None
+        out = []
+        for item, line in zip(decoded, block[:-1].split(b"\n")):
+            text = item.f0
+            out.append(text.encode("utf-8", "surrogatepass") if type(text) is str and "\n" not in text else line)
+        out.append(b"")
+        return b"\n".join(out)

@@ -535,7 +535,19 @@ class Filter:
 
     # ------------------------------------------------------------ input
 
-    line_field = None  # ``--line-field``: the input lines wrap the event's own line, in this field
+    _line_field = None  # ``--line-field``: the input lines wrap the event's own line, in this field
+    _unwrapper = None  # ``skim.LineField`` for it: whole blocks unwrapped at once
+
+    @property
+    def line_field(self) -> Optional[str]:
+        return self._line_field
+
+    @line_field.setter
+    def line_field(self, field: Optional[str]) -> None:
+        self._line_field = field
+        if field is not None:
+            from .skim import LineField
+            self._unwrapper = LineField(field)
     max_line = DEFAULT_MAX_LINE  # ``--max-line-bytes``, as ``run`` or ``process_labelled`` was given it
 
     def process(self, kind: str, data: bytes, start: int, end: int) -> None:
@@ -543,10 +555,16 @@ class Filter:
         self.engine.release_memory()
         if kind == LINES:
             if self.line_field is not None:
-                data, start, end = unwrap_lines(data, start, end, self.line_field), 0, None
+                data, start, end = self._unwrap_lines(data, start, end), 0, None
             self.process_block(data, start, end)
         else:
             self._process_long_piece(data[start:end], kind == PIECE_END)
+
+    def _unwrap_lines(self, block: bytes, start: int, end: int) -> bytes:
+        """``unwrap_lines``, for a whole block at once when every line is a JSON object (``skim``)."""
+        chunk = block[start:end]
+        return self._unwrapper.unwrap(chunk, _newlines(chunk, 0, len(chunk))) \
+            or unwrap_lines(block, start, end, self.line_field)
 
     def process_block(self, block: bytes, start: int = 0, end: Optional[int] = None, scanned=None) -> None:
         """Whole lines, each ending in a newline: ``block[start:end]``; ``scanned``
