@@ -426,7 +426,7 @@ RULE_SET = [
 
 
 def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass", fluentbit_time=False,
-               stop=None, rule_set=False, max_record=1_000_000, line_field=None) -> bytes:
+               stop=None, rule_set=False, max_record=1_000_000, line_field=None, heartbeat=None) -> bytes:
     if rule_set:
         plans = [compile_plan(parse_rule(yaml.safe_dump(rule), f"{rule['id']}.yml")) for rule in RULE_SET]
         plans.insert(1, compile_plan(load_rule(BUILTIN_RULE, builtin=True)))
@@ -442,8 +442,10 @@ def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass",
         stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
                                Diagnostics(io.StringIO()), emit, prefilter=scanner, non_json=non_json,
                                fluentbit_time=fluentbit_time, clock=lambda: 0, index=index,
-                               max_record=max_record)
+                               max_record=max_record, stage="all" if heartbeat is None else "match")
         stream_filter.line_field = line_field
+        if heartbeat is not None:
+            stream_filter.send_heartbeats("agent-a", heartbeat, 0)
         stream_filter.run(source.fileno(), live=False, block_size=block_size, stop=stop)
         stream_filter.finish()
         sink.seek(0)
@@ -487,6 +489,24 @@ def test_prefilter_never_changes_the_fluent_bit_output(data, block_size, mode, m
     expected = run_filter(data, "all", None, 1 << 20, *mode, max_record=max_record)
     for engine in ENGINES:
         assert run_filter(data, "all", engine, block_size, *mode, max_record=max_record) == expected, engine
+
+
+@given(streams(), st.integers(7, 4096), st.sampled_from(["alerts", "all"]),
+       st.sampled_from([("wrap", True), ("wrap", False), ("pass", True)]), st.sampled_from([0.5, 30.0]))
+def test_prefilter_never_changes_a_match_stages_fluent_bit_output_and_heartbeats(data, block_size, emit, mode,
+                                                                                    every):
+    """A match stage on one agent (``--heartbeat``) in the Fluent Bit modes: every line's time is read, so
+    its heartbeats come after the same lines as when each line is parsed."""
+    expected = run_filter(data, emit, None, 1 << 20, *mode, heartbeat=every)
+    for engine in ENGINES:
+        assert run_filter(data, emit, engine, block_size, *mode, heartbeat=every) == expected, engine
+
+
+def test_a_match_stages_heartbeats_in_the_fluent_bit_modes_follow_the_lines_that_made_them_due():
+    data = b"".join(json.dumps(flat_event(i, "ws04", "benign", 4104)).encode() + b"\n" for i in range(100))
+    out = run_filter(data, "all", ENGINES[0], 1 << 20, "wrap", True, heartbeat=30.0).splitlines()
+    beats = [n for n, line in enumerate(out) if b'"type":"sigma.heartbeat"' in line]
+    assert len(out) == 100 + len(beats) and beats == [1, 32, 63, 94, 104]  # after seconds 0, 30, 60, 90; the end
 
 
 def forwarded_raw(data: bytes) -> bytes:

@@ -518,12 +518,7 @@ class Filter:
         self._parse_every_line = self.wrap or fluentbit_time
         self._skimmer = None
         if self._parse_every_line:
-            from .skim import Skimmer  # msgspec: only the Fluent Bit modes need it
-            # what else it must refuse: in wrap, numbers Fluent Bit cannot take (msgspec checks the
-            # syntax of those it skips, not their size; it refuses NaN, Infinity and a lone surrogate
-            # escape, and Python's UTF-8 decoder an encoded surrogate)
-            self._skimmer = Skimmer(engine.resolver, fluentbit_time and emit == "all", _BIG_NUMBERS if self.wrap else (),
-                                    max_record - 64 if self.wrap else None)  # 64: room for the frame
+            self._skimmer = self._make_skimmer(fluentbit_time and emit == "all")
         self.lines = 0
         self.origin = None  # label for diagnostics when reading several files
         self._long_line = None  # line number of the line over the inspection limit being passed on
@@ -532,6 +527,14 @@ class Filter:
         self.workers = workers  # processes prefiltering a regular file (``parallel``); 0: none
         self.parallel_min = PARALLEL_MIN
         self.parallel_chunk = parallel.CHUNK
+
+    def _make_skimmer(self, need_time: bool):
+        from .skim import Skimmer  # msgspec: only the Fluent Bit modes need it
+        # what else it must refuse: in wrap, numbers Fluent Bit cannot take (msgspec checks the syntax
+        # of those it skips, not their size; it refuses NaN, Infinity and a lone surrogate escape, and
+        # Python's UTF-8 decoder an encoded surrogate); 64: room for the frame
+        return Skimmer(self.engine.resolver, need_time, _BIG_NUMBERS if self.wrap else (),
+                       self.max_record - 64 if self.wrap else None)
 
     # ------------------------------------------------------------ input
 
@@ -598,10 +601,7 @@ class Filter:
         if start >= end:
             return
         if self._parse_every_line:
-            if self.progress is None:
-                self._pass_framed(block, start, end, newlines)
-            else:
-                self._each_line(block, start, end, False)
+            self._pass_framed(block, start, end, newlines)
             return
         if self.progress is not None:
             self._sample_time(block, start, end)
@@ -614,21 +614,44 @@ class Filter:
         (``wrap``) and the record's own time (``fluentbit_time``).  A range the skimmer vouches for
         goes out in one piece; one it does not is halved, and a short one is parsed line by line."""
         lines = _newlines(block, start, end) if lines is None else lines
-        out = self.vouched(block[start:end], lines)
-        if out is not None:
-            self.lines += lines
-            if self.emit == "all":
-                self.output.write(out)
-        elif lines > SKIM_LEAST:
+        if self.progress is not None:  # the match stage's heartbeats go between the lines
+            times = self._skimmer.vouch(block[start:end], lines)
+            if times is not None:
+                self._pass_timed(block[start:end], times)
+                return
+        else:
+            out = self.vouched(block[start:end], lines)
+            if out is not None:
+                self.lines += lines
+                if self.emit == "all":
+                    self.output.write(out)
+                return
+        if lines > SKIM_LEAST:
             middle = block.find(b"\n", (start + end) // 2, end - 1)
             if middle < 0:
                 middle = block.rfind(b"\n", start, (start + end) // 2)
             self._pass_framed(block, start, middle + 1)
             self._pass_framed(block, middle + 1, end)
-        elif self.emit == "all":
+        elif self.emit == "all" and self.progress is None:
             self._pass_lines(block, start, end)
         else:
             self._each_line(block, start, end, False)
+
+    def _pass_timed(self, chunk: bytes, times: list) -> None:
+        """Vouched-for lines whose times the agent's progress hears of, each heartbeat it sends
+        written after the line that made it due, as ``process_line`` would."""
+        lines = chunk[:-1].split(b"\n")
+        begin = 0
+        for index, when in enumerate(times):
+            beat = self.progress.see(when)
+            if beat is not None or index == len(times) - 1:
+                self.lines += index + 1 - begin
+                if self.emit == "all":
+                    piece = b"\n".join(lines[begin:index + 1]) + b"\n"
+                    self.output.write(frame(piece, self._starts(times[begin:index + 1]))
+                                      if self.fluentbit_time else piece)
+                self._send(beat)
+                begin = index + 1
 
     def vouched(self, chunk: bytes, lines: int) -> Optional[bytes]:
         """What ``chunk``, ``lines`` whole lines the prefilter ruled out, becomes in the Fluent Bit
@@ -646,6 +669,10 @@ class Filter:
             return None
         if not self.fluentbit_time or self.emit != "all":
             return True
+        return self._starts(times)
+
+    def _starts(self, times: list) -> bytes:
+        """Each time's frame start ``[<time>,`` (the clock's for a line without one), joined by NUL."""
         clock = self.clock
         return b"\0".join([b"[" + fluentbit_time(clock() if when is None else when) + b"," for when in times])
 
@@ -916,6 +943,8 @@ class Filter:
         if self.stage != "match":
             raise ValueError("heartbeats come from a match stage")
         self.progress = Progress(agent, every, max_skew_ns)
+        if self._skimmer is not None:  # the lines' times are needed now, whatever is written
+            self._skimmer = self._make_skimmer(True)
 
     def keep_stats(self, interval: float, make_record, clock=time.monotonic) -> None:
         """Write ``make_record()`` as an output record every ``interval`` seconds of wall time
