@@ -674,7 +674,8 @@ class Filter:
     def _starts(self, times: list) -> bytes:
         """Each time's frame start ``[<time>,`` (the clock's for a line without one), joined by NUL."""
         clock = self.clock
-        return b"\0".join([b"[" + fluentbit_time(clock() if when is None else when) + b"," for when in times])
+        return b"\0".join([b"[%d.%09d," % divmod(when, NS) if when is not None and when >= 0  # nearly all
+                            else b"[" + fluentbit_time(clock() if when is None else when) + b"," for when in times])
 
     def _pass_lines(self, block: bytes, start: int, end: int) -> None:
         """Lines that cannot match, one by one: each is parsed, with no more work than that.  What
