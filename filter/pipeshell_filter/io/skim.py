@@ -23,10 +23,12 @@ ujson would have found (a JSON object, with the same time), only when:
    ujson's limit (msgspec's is Python's recursion limit up to 3.11, 1000 by
    default; else every line's opening brackets are counted).
 
-The time is then read from the decoded paths alone, through the same
-``FieldResolver.time``: it sees a copy of the event holding just those paths,
-so the profile it picks and the time it finds are those of the whole event.
-A block that is not vouched for is left to the caller, line by line.
+The time is then read from the decoded paths alone, as ``FieldResolver.time``
+reads it from the parsed event: the first profile whose detect paths are all
+there, then its first time path whose value parses (a test compares the two on
+every collector shape).  A block that is not vouched for is left to the caller,
+line by line.  ``LineField`` uses the same checks for ``--line-field``: the text
+each forwarded record holds, for a whole block at once.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ _UNSET = msgspec.UNSET
 class _Node:
     """One key of the paths' trie: whether a time path ends here (its value is needed), whether a
     detect path does (only its presence), the keys below; ``name``: its field in the schema,
-    ``raw``: kept as raw JSON (a value needed, or only present) rather than gone into."""
+    ``raw``: the schema ends here (the value decoded for a time path, else kept raw, unread)."""
 
     def __init__(self):
         self.time = False
