@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eventgen import SERVER, flat_event
@@ -81,6 +81,7 @@ def test_workers_never_change_the_output(data, emit, engine, workers, block_size
 
 @given(files(), st.sampled_from(["alerts", "all"]), st.sampled_from([("wrap", False), ("pass", True), ("wrap", True)]),
        st.integers(1, 3), st.integers(16, 600), st.integers(64, 2048))
+@settings(max_examples=50)  # forks workers twice per example
 def test_workers_never_change_the_fluent_bit_output(data, emit, mode, workers, block_size, chunk):
     """In the Fluent Bit modes the workers also vouch for what they rule out (``Filter.judged``)."""
     expected = run(data, emit, ENGINES[0], 0, block_size, chunk, 0, None, None, *mode)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import yaml
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from clitools import alerts
@@ -493,6 +493,7 @@ def test_prefilter_never_changes_the_fluent_bit_output(data, block_size, mode, m
 
 @given(streams(), st.integers(7, 4096), st.sampled_from(["alerts", "all"]),
        st.sampled_from([("wrap", True), ("wrap", False), ("pass", True)]), st.sampled_from([0.5, 30.0]))
+@settings(max_examples=50)  # three runs of the filter each; the Fluent Bit property above covers more streams
 def test_prefilter_never_changes_a_match_stages_fluent_bit_output_and_heartbeats(data, block_size, emit, mode,
                                                                                     every):
     """A match stage on one agent (``--heartbeat``) in the Fluent Bit modes: every line's time is read, so

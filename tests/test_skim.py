@@ -107,7 +107,6 @@ def check_vouched(block: bytes, lines: int):
 
 
 @given(blocks())
-@settings(max_examples=300)
 @example((b'{"a":[1,\n{"x":2}]}\n{} {}\n', 3))
 @example((b'{"a":[{"x":1}\n,{"y":2}]}\n{} {}\n', 3))
 def test_a_vouched_block_is_what_ujson_finds_line_by_line(block):
