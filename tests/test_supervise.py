@@ -524,3 +524,33 @@ def test_real_chain_member_killed_restart_loses_nothing_settled(tmp_path, units,
     alerts = read_output(real.out, "alerts.ndjson")
     assert len(alerts) == 1 and sorted(alerts[0]["related"]["hosts"]) == \
         ["cli01.corp.example", "cli02.corp.example", "srv01.corp.example"]
+
+
+def test_a_clean_end_seen_before_the_failure_above_it_ended_by_end_of_input(monkeypatch):
+    """The failing member's output closes before its process is seen ended (Python closes stdout as
+    it finalises): the shipper's clean end, seen first, is still by end of input, and the report
+    names the member that failed (this order made the report name the shipper, now and then)."""
+    from pipeshell_filter import supervise as module
+
+    members = [module.Member(["produce"]), module.Member(["fail"]), module.Member(["cat"])]
+    unit = module.Supervisor(members)
+    for pid, member in enumerate(members, 1000):
+        member.process = type("Process", (), {"pid": pid, "returncode": None})()
+    ends = [[(members[2], 0)], [(members[1], 3 << 8), (members[0], 0)]]
+
+    def collect():
+        found = ends.pop(0) if ends else []
+        for member, status in found:
+            member.status = status
+        for member, _ in found:
+            member.by_end_of_input = member.clean() and unit._input_ended(member)
+        return [member for member, _ in sorted(found, key=lambda end: end[0].number)]
+
+    reports = []
+    monkeypatch.setattr(unit, "_collect", collect)
+    monkeypatch.setattr(unit, "_stop", lambda level: None)
+    monkeypatch.setattr(module, "_report", reports.append)
+    monkeypatch.setattr(module, "SETTLE", 0.05)
+    unit._reap()
+    assert unit.cause is members[1]
+    assert reports == ["member 2 (fail) exited with status 3; stopping the chain"]

@@ -339,8 +339,9 @@ class Supervisor:
         that the report names the member that ended first and a clean end is not taken for one
         out of order: a member's output closes before its process has ended (Python closes
         stdout while it finalises), so the next member may end on that end of input first.
-        A clean end counts as by end of input when the member before it ends meanwhile, by end
-        of input too."""
+        A clean end counts as by end of input when the member before it ends meanwhile, as when
+        both are seen ended at once (``_input_ended``): however that one ended, its output closed
+        first."""
         found = []
         deadline = time.monotonic() + SETTLE
         while True:
@@ -348,7 +349,7 @@ class Supervisor:
             for member in sorted(ended + found, key=lambda member: member.number):
                 before = self.members[member.number - 2] if member.number > 1 else None
                 if not member.by_end_of_input and member.clean() and before is not None and before.ended:
-                    member.by_end_of_input = bool(before.by_end_of_input)
+                    member.by_end_of_input = self._input_ended(member)
             if all(member.by_end_of_input for member in ended + found) or time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
