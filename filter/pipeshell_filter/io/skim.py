@@ -49,13 +49,12 @@ _UNSET = msgspec.UNSET
 
 
 class _Node:
-    """One key of the paths' trie: whether a time path ends here (its value is needed), whether a
-    detect path does (only its presence), the keys below; ``name``: its field in the schema,
+    """One key of the paths' trie: whether a time path ends here (its value is needed; where only a
+    detect path ends, only its presence is), the keys below; ``name``: its field in the schema,
     ``raw``: the schema ends here (the value decoded for a time path, else kept raw, unread)."""
 
     def __init__(self):
         self.time = False
-        self.detect = False
         self.children = {}
         self.name = None
         self.raw = False
@@ -63,29 +62,28 @@ class _Node:
 
 def _trie(time_paths, detect_paths) -> Optional[_Node]:
     root = _Node()
-    for paths, flag in ((detect_paths, "detect"), (time_paths, "time")):
+    for paths, time in ((detect_paths, False), (time_paths, True)):
         for path in paths:
             if not path or any(type(step) is not str for step in path):
                 return None  # a list index: not a shape a schema of objects can follow
             node = root
             for step in path:
                 node = node.children.setdefault(step, _Node())
-            setattr(node, flag, True)
+            node.time = node.time or time
     return root
 
 
-def _schema(node: _Node, counter: list):
+def _schema(node: _Node):
     """The Struct type of an object at ``node``: its keys as optional fields, the rest skipped."""
     fields = []
     for index, (key, child) in enumerate(node.children.items()):
         child.name = f"f{index}"
         child.raw = child.time or not child.children
-        kind = Any if child.time else _RAW if child.raw else _schema(child, counter)
+        kind = Any if child.time else _RAW if child.raw else _schema(child)
         fields.append((child.name, kind, _UNSET))
-    counter[0] += 1
     rename = {child.name: key for key, child in node.children.items()}
     # gc=False: these hold no cycles, and leaving them out of the collector's sight is 20 % of a decode
-    return msgspec.defstruct(f"Skim{counter[0]}", fields, rename=rename, gc=False)
+    return msgspec.defstruct("Skim", fields, rename=rename, gc=False)
 
 
 def _step(root: _Node, path: tuple) -> tuple:
@@ -113,7 +111,7 @@ def _time_finder(resolver: FieldResolver, root: _Node):
                   tuple(_step(root, path) for path in profile.time)) for profile in profiles]
         plans[-1] = ((), plans[-1][1])  # the last profile applies when none before it does
 
-    def time(item) -> Optional[int]:  # _follow written out: this runs for every line
+    def time(item) -> Optional[int]:  # each step written out here: this runs for every line
         for detect, times in plans:
             for chain, rest in detect:
                 try:
@@ -212,7 +210,7 @@ class Skimmer:
         self.available = trie is not None
         if trie is None:
             trie = _Node()
-        self._objects = ObjectLines(_schema(trie, [0]), refuse, longest)
+        self._objects = ObjectLines(_schema(trie), refuse, longest)
         self._time = _time_finder(resolver, trie) if need_time and self.available else None
 
     def vouch(self, block: bytes, lines: int) -> Optional[list]:
