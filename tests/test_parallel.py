@@ -107,10 +107,11 @@ def test_frames_that_no_longer_fit_their_block_leave_it_to_be_read_again():
         source.write(data)
         source.flush()
         stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
-                               Diagnostics(io.StringIO()), "all", prefilter=pf.Prefilter(PLAN.prefilter_literals(pf.needle)),
+                               Diagnostics(io.StringIO()), "all",
+                               prefilter=pf.Prefilter(PLAN.prefilter_literals(pf.needle)),
                                clock=lambda: 0, fluentbit_time=True)
-        assert stream_module.frame(data, b"[1.000000000,") is None
-        assert stream_filter._take_block(source.fileno(), parallel.RULED_OUT, 0, [len(data), 1, b"[1.000000000,"])
+        assert stream_module.frame(data[:-1].split(b"\n"), [b"[1.000000000,"]) is None
+        assert stream_filter._take_block(source.fileno(), parallel.RULED_OUT, 0, [len(data), 1, [b"[1.000000000,"]])
         stream_filter.finish()
         sink.seek(0)
         assert sink.read() == expected and stream_filter.lines == 3

@@ -330,12 +330,10 @@ def unwrap_lines(block: bytes, start: int, end: int, field: str) -> bytes:
     return b"".join(unwrap_line(line, field) + b"\n" for line in block[start:end - 1].split(b"\n"))
 
 
-def frame(chunk: bytes, starts: bytes) -> Optional[bytes]:
-    """The whole lines of ``chunk`` as ``[time, record]`` records: ``starts`` (``Filter.judged``)
+def frame(lines: list, starts: list) -> Optional[bytes]:
+    """``lines`` (without their newlines) as ``[time, record]`` records: ``starts`` (``Filter.judged``)
     gives each line's ``[<time>,``; all in a few calls, none per line.  None when they do not pair
     up (a file rewritten between a worker's read and the parent's)."""
-    lines = chunk[:-1].split(b"\n")
-    starts = starts.split(b"\0")
     if len(starts) != len(lines):
         return None
     parts = [b"]\n"] * (3 * len(lines))
@@ -538,6 +536,7 @@ class Filter:
 
     # ------------------------------------------------------------ input
 
+    max_line = DEFAULT_MAX_LINE  # ``--max-line-bytes``, as ``run`` or ``process_labelled`` was given it
     _line_field = None  # ``--line-field``: the input lines wrap the event's own line, in this field
     _unwrapper = None  # ``skim.LineField`` for it: whole blocks unwrapped at once
 
@@ -551,7 +550,6 @@ class Filter:
         if field is not None:
             from .skim import LineField
             self._unwrapper = LineField(field)
-    max_line = DEFAULT_MAX_LINE  # ``--max-line-bytes``, as ``run`` or ``process_labelled`` was given it
 
     def process(self, kind: str, data: bytes, start: int, end: int) -> None:
         """One item from ``BlockReader``."""
@@ -647,9 +645,9 @@ class Filter:
             if beat is not None or index == len(times) - 1:
                 self.lines += index + 1 - begin
                 if self.emit == "all":
-                    piece = b"\n".join(lines[begin:index + 1]) + b"\n"
-                    self.output.write(frame(piece, self._starts(times[begin:index + 1]))
-                                      if self.fluentbit_time else piece)
+                    piece = lines[begin:index + 1]
+                    self.output.write(frame(piece, self._starts(times[begin:index + 1])) if self.fluentbit_time
+                                      else b"\n".join(piece) + b"\n")
                 self._send(beat)
                 begin = index + 1
 
@@ -658,12 +656,12 @@ class Filter:
         modes when the skimmer vouches for every line: itself (``wrap``; or nothing is written), or
         its lines each framed with its time; None when it does not."""
         judged = self.judged(chunk, lines)
-        return None if judged is None else chunk if judged is True else frame(chunk, judged)
+        return None if judged is None else chunk if judged is True else frame(chunk[:-1].split(b"\n"), judged)
 
     def judged(self, chunk: bytes, lines: int):
         """The skimmer's verdict on ``chunk`` (asked by a worker too, ``parallel.scan_chunk``): None
         when it does not vouch for every line; True when the lines go out as they are (or not at
-        all); else the frames' starts ``[<time>,``, one per line, joined by NUL (for ``frame``)."""
+        all); else the frames' starts ``[<time>,``, one per line (for ``frame``)."""
         times = self._skimmer.vouch(chunk, lines)
         if times is None:
             return None
@@ -671,11 +669,11 @@ class Filter:
             return True
         return self._starts(times)
 
-    def _starts(self, times: list) -> bytes:
-        """Each time's frame start ``[<time>,`` (the clock's for a line without one), joined by NUL."""
+    def _starts(self, times: list) -> list:
+        """Each time's frame start ``[<time>,`` (the clock's for a line without one)."""
         clock = self.clock
-        return b"\0".join([b"[%d.%09d," % divmod(when, NS) if when is not None and when >= 0  # nearly all
-                            else b"[" + fluentbit_time(clock() if when is None else when) + b"," for when in times])
+        return [b"[%d.%09d," % divmod(when, NS) if when is not None and when >= 0  # nearly all
+                else b"[" + fluentbit_time(clock() if when is None else when) + b"," for when in times]
 
     def _pass_lines(self, block: bytes, start: int, end: int) -> None:
         """Lines that cannot match, one by one: each is parsed, with no more work than that.  What
@@ -1077,7 +1075,7 @@ class Filter:
         block = os.pread(fd, length, offset)
         if len(block) != length:
             return False
-        framed = None if judged is None else block if judged is True else frame(block, judged)
+        framed = None if judged is None else block if judged is True else frame(block[:-1].split(b"\n"), judged)
         if framed is not None:  # vouched for by the worker's skimmer: as it is, or framed
             self.lines += lines
             self.output.write(framed)
