@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 import pytest
+import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -22,12 +23,13 @@ from eventgen import SERVER, flat_event
 from pipeshell_filter.io import parallel
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import stream as stream_module
+from pipeshell_filter.cli import build_prefilter
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.sigma.compile import compile_plan
-from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
 from pipeshell_filter.io.stream import Diagnostics, Filter, Output
-from test_prefilter import streams
+from test_prefilter import RULE_SET, streams
 
 PLAN = compile_plan(load_rule(BUILTIN_RULE, builtin=True))
 ENGINES = pf.available_engines()
@@ -98,6 +100,59 @@ def test_workers_vouch_for_clean_blocks_in_the_fluent_bit_modes(monkeypatch):
         assert output == data if mode == ("wrap", False) else output.startswith(b"[1622725200.000000000,{")
 
 
+# A rule set with a rule that holds no usable literal (an EventID alone): no block prefilter, so the
+# detecting workers parse every line; without it, they parse the candidates of the scan.
+LITERAL_FREE = {"title": "any 800", "id": "eid-800", "detection": {"e": {"EventID": 800}, "condition": "e"}}
+
+
+def run_rules(data: bytes, emit: str, workers: int, block_size: int, chunk: int, rules: list) -> tuple:
+    """``run`` for a rule set: the index names the rules a line can match."""
+    plans = [compile_plan(parse_rule(yaml.safe_dump(rule), f"{rule['id']}.yml")) for rule in rules] + [PLAN]
+    scanner, index = build_prefilter(plans, ENGINES[0])
+    assert (scanner is None) == (LITERAL_FREE in rules) and index is not None
+    with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.flush()
+        source.seek(0)
+        diagnostics = Diagnostics(io.StringIO())
+        stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                               diagnostics, emit, prefilter=scanner, index=index, clock=lambda: 0, workers=workers)
+        stream_filter.parallel_min = 0
+        stream_filter.parallel_chunk = chunk
+        stream_filter.run(source.fileno(), live=False, block_size=block_size, max_line=MAX_LINE)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read(), stream_filter.lines, dict(diagnostics.counts), dict(stream_filter.engine.stats)
+
+
+@given(files(), st.sampled_from(["alerts", "matches", "all"]), st.integers(1, 3), st.integers(16, 600),
+       st.integers(64, 2048), st.booleans())
+@settings(max_examples=60)  # forks workers twice per example
+def test_workers_that_match_a_rule_set_never_change_the_output(data, emit, workers, block_size, chunk, literal_free):
+    """The workers parse and match; the parent correlates and writes, in file order: the same
+    output, line count, diagnostics and counts (matched, alerts) as one process."""
+    rules = RULE_SET + [LITERAL_FREE] if literal_free else RULE_SET
+    expected = run_rules(data, emit, 0, block_size, chunk, rules)
+    assert run_rules(data, emit, workers, block_size, chunk, rules) == expected
+
+
+def test_workers_match_the_lines_and_the_parent_only_correlates(monkeypatch):
+    """Candidates are parsed and matched in the workers: the parent's engine matches nothing itself."""
+    matched_here = []
+    real = Engine.match
+
+    def recording(self, *args):
+        matched_here.append(os.getpid())
+        return real(self, *args)
+
+    data = _events(300)
+    expected = run_rules(data, "all", 0, 1024, 4096, RULE_SET + [LITERAL_FREE])
+    assert expected[3]["matched"] > 100 and expected[0].count(b'"kind":"alert"') >= 1
+    monkeypatch.setattr(Engine, "match", recording)
+    assert run_rules(data, "all", 2, 1024, 4096, RULE_SET + [LITERAL_FREE]) == expected
+    assert matched_here == []  # the forked workers' calls were recorded in their own copies
+
+
 def test_frames_that_no_longer_fit_their_block_leave_it_to_be_read_again():
     """A worker's frames are for the block as it read it; rewritten since (another line count),
     the parent reads the block afresh."""
@@ -146,10 +201,10 @@ def _events(count: int) -> bytes:
 def test_a_worker_that_dies_leaves_its_chunk_to_the_parent(monkeypatch):
     real = parallel.scan_chunk
 
-    def dying(fd, first, bounds, scan, count, block, max_line, send):
+    def dying(fd, first, bounds, scan, count, block, max_line, send, *rest):
         if bounds[0] >= 2048:  # the third chunk on: dies after one record
-            real(fd, first, bounds, scan, count, 64, max_line, lambda record: (send(record), os._exit(3)))
-        real(fd, first, bounds, scan, count, block, max_line, send)
+            real(fd, first, bounds, scan, count, 64, max_line, lambda record: (send(record), os._exit(3)), *rest)
+        real(fd, first, bounds, scan, count, block, max_line, send, *rest)
 
     data = _events(60)
     expected = run(data, "matches", ENGINES[0], 0, chunk=1024)

@@ -63,12 +63,21 @@ class Engine:
         """The detect stage and then the correlate stage, for one parsed event; ``only``: the
         positions of the rules that can match it (the prefilter's ``RuleIndex``), None for all."""
         sigma, detections = self.match(event, line, only)
+        return Outcome(sigma, *self._correlate_all(detections))
+
+    def take(self, detections: List[Detection]) -> Outcome:
+        """The correlate half of ``process``, for the Detections another process's ``match`` made
+        of one event (``io.parallel``'s detecting workers): the event counts as matched here."""
+        self.stats["matched"] += 1
+        return Outcome(None, *self._correlate_all(detections))
+
+    def _correlate_all(self, detections: List[Detection]) -> tuple:
         alerts, untimed = [], False
         for detection in detections:
             found, timeless = self._correlate(detection)
             alerts += found
             untimed |= timeless
-        return Outcome(sigma, alerts, untimed)
+        return alerts, untimed
 
     def match(self, event: dict, line: int = 0, only=None) -> tuple:
         """The detect stage alone: the enrichment and the Detection records (``--stage match``)."""

@@ -1,4 +1,4 @@
-"""Prefiltering a regular file in worker processes, chunk by chunk.
+"""Prefiltering and matching a regular file in worker processes, chunk by chunk.
 
 Scanning is CPU-bound and almost every line is ruled out by it, so on a file the
 scan is what parallelism should spread.  Threads do not: on the bench corpus a
@@ -7,6 +7,11 @@ the GIL) as it took off the wall clock.  Processes scale: a file can be read at
 any offset by anyone (``os.pread``), so forked workers each scan every W-th chunk
 and send back, per block, only what the parent needs: how many lines and bytes
 were ruled out, and where the candidate and suspect lines are.
+
+Matching is stateless too, so in ``--stage all``'s plain modes the workers also
+parse and match the candidates (every line, with a rule set that no scan can rule
+out) and send the enriched lines and their Detections; the parent keeps what has
+state, correlation and the output's order, as a ``--stage correlate`` would.
 
 The parent takes the results in file order and re-reads just the blocks that hold
 candidates (and, for ``--emit all``, the bytes it passes on).  Every result says
@@ -25,6 +30,7 @@ import signal
 from typing import Callable, Iterator, List, Optional, Tuple
 
 CHUNK = 16 << 20  # a worker's unit of work: big enough that a chunk's set-up is noise
+PARSE_CHUNK = 1 << 20  # ... when it parses every line: a few hundred milliseconds of work
 MAX_WORKERS = 8
 PIPE_SIZE = 1 << 20  # Linux's most for anyone: a chunk's records, frames' starts included (``judge``)
 
@@ -34,6 +40,8 @@ RULED_OUT = 0  # (RULED_OUT, offset, bytes, lines[, judged]): a block of whole l
 MARKED = 1  # (MARKED, offset, bytes, lines, candidates, suspects): a block with lines to parse (spans
             # as ``Prefilter.scan`` gives them, from the block's start)
 CHUNK_END = 2  # (CHUNK_END, offset): the worker's work on this chunk ends here
+DETECTED = 3  # (DETECTED, offset, bytes, lines, marked): a block whose candidates the worker also parsed and
+              # matched (``detect``): ``marked`` as ``detect`` gives it
 
 
 def default_workers() -> int:
@@ -86,12 +94,16 @@ def line_start(fd: int, offset: int, first: int, limit: int) -> Optional[int]:
     return None
 
 
-def scan_chunk(fd: int, first: int, bounds: Tuple[int, int], scan: Callable, count: Callable,
-               block: int, max_line: int, send: Callable, judge: Optional[Callable] = None) -> None:
+def scan_chunk(fd: int, first: int, bounds: Tuple[int, int], scan: Optional[Callable], count: Callable,
+               block: int, max_line: int, send: Callable, judge: Optional[Callable] = None,
+               detect: Optional[Callable] = None) -> None:
     """The lines that start inside ``bounds``, a record per block read; ends early (a ``CHUNK_END``
     short of the chunk) at a line longer than ``max_line`` or where the file ends sooner than
     it did when the chunks were laid out.  ``judge(block, lines)``, when given, is asked about each
-    ruled-out block (the Fluent Bit modes: what the block becomes, ``Filter.judged``)."""
+    ruled-out block (the Fluent Bit modes: what the block becomes, ``Filter.judged``).
+    ``detect(block, end, candidates, suspects)``, when given, parses and matches the candidates
+    here (every line when there is no ``scan``, as with a rule set some rule of which holds no
+    literal) and says what the parent is to do with each marked line (``Filter.detected``)."""
     begin = line_start(fd, bounds[0], first, max_line)
     end = line_start(fd, bounds[1], first, max_line) if begin is not None else None
     if begin is None or end is None:
@@ -106,9 +118,11 @@ def scan_chunk(fd: int, first: int, bounds: Tuple[int, int], scan: Callable, cou
                 size = min(size * 4, max_line + 1)
                 continue
             break  # the file shrank, or the line is too long to inspect
-        candidates, suspects = scan(data, 0, cut + 1)
+        candidates, suspects = scan(data, 0, cut + 1) if scan is not None else (None, [])
         lines = count(data, 0, cut + 1)
-        if candidates or suspects:
+        if detect is not None and (candidates is None or candidates or suspects):
+            send((DETECTED, position, cut + 1, lines, detect(data, cut + 1, candidates, suspects)))
+        elif candidates or suspects:
             send((MARKED, position, cut + 1, lines, candidates, suspects))
         elif judge is not None:
             send((RULED_OUT, position, cut + 1, lines, judge(data[:cut + 1] if cut + 1 < len(data) else data, lines)))
@@ -129,12 +143,13 @@ class Workers:
     """
 
     def __init__(self, fd: int, start: int, size: int, workers: int, scan: Callable, count: Callable,
-                 block: int, max_line: int, chunk: int = CHUNK, judge: Optional[Callable] = None):
+                 block: int, max_line: int, chunk: int = CHUNK, judge: Optional[Callable] = None,
+                 detect: Optional[Callable] = None):
         self.fd = fd
         self.first = start  # where reading starts: a line start whatever the byte before it
         self.chunks = chunk_bounds(start, size, chunk)
         self.processes = max(1, min(workers, len(self.chunks)))
-        self._work = (scan, count, block, max_line, judge)
+        self._work = (scan, count, block, max_line, judge, detect)
         self._pids: List[int] = []
         self._pipes: List[io.BufferedReader] = []
 
@@ -166,10 +181,10 @@ class Workers:
             for pipe in self._pipes:
                 pipe.close()
             with io.open(write_end, "wb", buffering=1 << 16) as out:
-                scan, count, block, max_line, judge = self._work
+                scan, count, block, max_line, judge, detect = self._work
                 for bounds in self.chunks[index::self.processes]:
                     scan_chunk(self.fd, self.first, bounds, scan, count, block, max_line,
-                               lambda record: marshal.dump(record, out), judge)
+                               lambda record: marshal.dump(record, out), judge, detect)
                     out.flush()
             status = 0
         finally:

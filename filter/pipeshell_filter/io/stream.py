@@ -24,7 +24,7 @@ import ujson
 
 from ..correlate.state import encode as encode_state
 from ..correlate.agents import Progress
-from ..detect import Heartbeat, WireError, from_wire
+from ..detect import Detection, Heartbeat, WireError, from_wire
 from ..engine import Engine
 from ..records import shrink
 from ..events.timeparse import NS, parse_time
@@ -1008,8 +1008,8 @@ class Filter:
         lets the wall clock advance the watermark when no newer event arrives; a file never does."""
         self.begin(live)
         self.max_line = max_line
-        if not live and self.workers and self.prefilter is not None and parallel.available() \
-                and (not self._parse_every_line or self.progress is None):
+        if not live and self.workers and parallel.available() and (self._detecting or self.prefilter is not None and (
+                not self._parse_every_line or self.progress is None)):
             self._run_workers(fd, block_size, max_line, stop)
         wait = self._wall_idle
         for every in (self.state.interval if self.state is not None else 0, self._stats and self._stats[0],
@@ -1039,10 +1039,16 @@ class Filter:
         here in file order; the file offset is then left where they got to, for ``run`` to read on."""
         start = os.lseek(fd, 0, os.SEEK_CUR)
         size = os.fstat(fd).st_size
-        if size - start < self.parallel_min:
+        chunk, least = self.parallel_chunk, self.parallel_min
+        if self.prefilter is None:  # every line parsed and matched: a thousand times a scan's work per byte
+            chunk = min(chunk, parallel.PARSE_CHUNK)
+            least = min(least, 2 * chunk)
+        if size - start < least:
             return
-        workers = parallel.Workers(fd, start, size, self.workers, self.prefilter.scan, _newlines, block_size,
-                                   max_line, self.parallel_chunk, self.judged if self._parse_every_line else None)
+        workers = parallel.Workers(fd, start, size, self.workers, self.prefilter and self.prefilter.scan, _newlines,
+                                   block_size, max_line, chunk,
+                                   self.judged if self._parse_every_line else None,
+                                   self.detected if self._detecting else None)
         try:
             workers.start()
         except OSError:  # no processes to be had (the process limit): the file is read as usual
@@ -1063,10 +1069,96 @@ class Filter:
         finally:
             os.lseek(fd, position, os.SEEK_SET)
 
+    @property
+    def _detecting(self) -> bool:
+        """Whether workers parse and match the candidate lines too (``detected``): in the plain
+        modes of ``--stage all``, where what the parent does with a match is write the line the
+        worker enriched, correlate its Detections and write the alerts."""
+        return self.stage == "all" and not self._parse_every_line and self.progress is None
+
+    def detected(self, block: bytes, end: int, candidates: Optional[list], suspects: list) -> list:
+        """A detecting worker's part of ``process_line`` for the candidate lines of ``block[:end]``
+        (every line when ``candidates`` is None): ``[(index, start, end, outcome)]`` for the lines
+        the parent has to act on, in order, ``index`` counted from the block's first line.  The
+        outcome of a line that matched is the line enriched (None under ``--emit alerts``) and its
+        Detections as tuples; True or False, for a line the parent parses itself (as a candidate
+        or not), one to be diagnosed: diagnostics come from one process, in order."""
+        marked = []
+        if candidates is None:
+            position = 0
+            for index, line in enumerate(block[:end - 1].split(b"\n")):
+                outcome = self._match_here(line)
+                if outcome is not None:
+                    marked.append((index, position, position + len(line), outcome))
+                position += len(line) + 1
+            return marked
+        index = position = 0
+        for start, stop, candidate in sorted([(s, e, True) for s, e in candidates] +
+                                             [(s, e, False) for s, e in suspects]):
+            index += block.count(b"\n", position, start)
+            position = start
+            outcome = self._match_here(block[start:stop]) if candidate else False
+            if outcome is not None:
+                marked.append((index, start, stop, outcome))
+        return marked
+
+    def _match_here(self, line: bytes):
+        """``detected``'s outcome for one candidate line; None: it parsed and matched nothing."""
+        if not line.strip() or line.startswith(BOM):
+            return True
+        try:
+            event = ujson.loads(line)
+        except (ValueError, OverflowError):
+            return True
+        if not isinstance(event, dict):
+            return True
+        only = None if self.index is None else lambda routed: self.index.rules_for(line, routed)
+        sigma, detections = self.engine.match(event, 0, only)
+        if not detections:
+            return None
+        return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,
+                [(d.rule, d.time, d.source, d.terms, d.fields, d.event) for d in detections])
+
+    def _take_detected(self, fd: int, offset: int, length: int, lines: int, marked: list) -> bool:
+        """A detecting worker's record of one block: its lines in order, the marked ones as
+        ``detected`` says; False when the file shrank under it."""
+        block = None
+        if self.emit == "all" or any(outcome.__class__ is bool for *_, outcome in marked):
+            block = os.pread(fd, length, offset)
+            if len(block) != length:
+                return False
+        first, position = self.lines, 0
+        for index, start, stop, outcome in marked:
+            if self.emit == "all":
+                self.output.write(memoryview(block)[position:start])
+            self.lines = first + index + 1
+            position = stop + 1
+            if outcome.__class__ is bool:
+                self.process_line(block[start:stop], self.lines, outcome)
+                continue
+            enriched, found = outcome
+            detections = []
+            for rule, time_ns, source, terms, fields, reference in found:
+                reference["line"] = self.lines
+                detections.append(Detection(rule, time_ns, source, terms, fields, reference))
+            result = self.engine.take(detections)
+            if result.untimed:
+                self.diagnostics.report("no_time", self._where(self.lines),
+                                        "matched event has no parsable time; left out of correlation")
+            if enriched is not None:
+                self._write(enriched, None)
+            self.write_alerts(result.alerts)
+        if self.emit == "all":
+            self.output.write(memoryview(block)[position:length])
+        self.lines = first + lines
+        return True
+
     def _take_block(self, fd: int, kind: int, offset: int, found: list) -> bool:
         """A worker's record of one block (``parallel``): what the parent does with the block; False
         when the file shrank under it."""
         length, lines = found[0], found[1]
+        if kind == parallel.DETECTED:
+            return self._take_detected(fd, offset, length, lines, found[2])
         judged = found[2] if kind == parallel.RULED_OUT and len(found) > 2 else None
         unread = judged is not None or not self._parse_every_line and self.progress is None
         if kind == parallel.RULED_OUT and self.emit != "all" and unread:
