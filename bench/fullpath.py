@@ -25,7 +25,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from rulesets import FILTER, run, source_filter  # noqa: E402
+from rulesets import rounds, run, source_filter  # noqa: E402
 
 NEEDLE = b'"System":{"PipeShellBench":"System.IO.Pipes.NamedPipeClientStream",'
 PARSE_LOOP = [sys.executable, "-c", "import sys, ujson\nfor line in sys.stdin.buffer: ujson.loads(line)\n"
@@ -78,16 +78,7 @@ def main() -> int:
         label = os.path.basename(os.path.normpath(os.path.dirname(os.path.abspath(path)))) or path
         rows[f"--workers 0 @{label}"] = lambda where, command=source_filter(path): run(["--workers", "0"], where,
                                                                                       command)
-    found = {name: {"start": [], "full": [], "cpu": [], "alerts": set()} for name in rows}
-    for round_number in range(options.repeat):
-        names = list(rows)
-        names = names[round_number % len(names):] + names[:round_number % len(names)]
-        for name in names:
-            start, full = rows[name](os.devnull), rows[name](source)
-            found[name]["start"].append(start[0])
-            found[name]["full"].append(full[0])
-            found[name]["cpu"].append(full[1] - start[1])
-            found[name]["alerts"].add(full[3])
+    found = rounds(rows, source, options.repeat)
     print(f"{options.events:,} events, every line a candidate, {options.repeat} rounds, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'command':34} {'start-up s':>10} {'stream s':>9} {'events/s':>10} {'CPU ev/s':>9} {'alerts':>10}")
@@ -95,8 +86,8 @@ def main() -> int:
         start, full = statistics.median(times["start"]), statistics.median(times["full"])
         stream, cpu = max(full - start, 1e-6), max(statistics.median(times["cpu"]), 1e-6)
         lines = "/".join(f"{count:,}" for count in sorted(times["alerts"]))
-        print(f"{name:34} {start:10.2f} {stream:9.2f} {options.events / stream:10,.0f} {options.events / cpu:9,.0f} "
-              f"{lines:>10}")
+        rate = f"{options.events / stream:10,.0f}" if stream > 0.1 * start else f"{'(< noise)':>10}"
+        print(f"{name:34} {start:10.2f} {stream:9.2f} {rate} {options.events / cpu:9,.0f} {lines:>10}")
     if any(len(times["alerts"]) > 1 for times in found.values()):
         print("fullpath: the rounds disagree on the output (shown a/b)", file=sys.stderr)
         return 1

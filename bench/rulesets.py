@@ -58,6 +58,26 @@ def run(args: list, source: str, command: list = FILTER) -> tuple:
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.count(b"\n")
 
 
+def rounds(rows: dict, source: str, repeat: int) -> dict:
+    """Each row (name -> a function of the input path giving ``run``'s tuple) on an empty input
+    (start-up) and on ``source``, round-robin over ``repeat`` rounds, each round starting one row
+    further on: name -> lists of start-up and full wall seconds, CPU seconds of the stream,
+    peak RSS, and the set of output line counts (every round must give the same)."""
+    results = {name: {"start": [], "full": [], "cpu": [], "rss": [], "alerts": set()} for name in rows}
+    for round_number in range(repeat):
+        names = list(rows)
+        names = names[round_number % len(names):] + names[:round_number % len(names)]
+        for name in names:
+            start, full = rows[name](os.devnull), rows[name](source)
+            found = results[name]
+            found["start"].append(start[0])
+            found["full"].append(full[0])
+            found["cpu"].append(full[1] - start[1])
+            found["rss"].append(full[2])
+            found["alerts"].add(full[3])  # a speed-up may not change them
+    return results
+
+
 def corpus(events: int) -> str:
     path = os.path.join(HERE, "out", f"rulesets-{events}.ndjson")
     if not os.path.exists(path):
@@ -77,26 +97,14 @@ def main() -> int:
     if not os.path.isdir(SIGMAHQ):
         print(f"rulesets: no SigmaHQ checkout at {SIGMAHQ} (set SIGMAHQ_DIR)", file=sys.stderr)
         return 2
-    source, empty = corpus(options.events), os.devnull
+    source = corpus(options.events)
     sets = {name: (args, FILTER) for name, args in rule_sets().items()}
     for path in options.compare:
         label = os.path.basename(os.path.normpath(os.path.dirname(os.path.abspath(path)))) or path
         sets.update({f"{name} @{label}": (args, source_filter(path))
                      for name, (args, command) in list(sets.items()) if command is FILTER and args})
-    results = {name: {"start": [], "full": [], "cpu": [], "rss": [], "alerts": set()} for name in sets}
-    for round_number in range(options.repeat):
-        names = list(sets)
-        names = names[round_number % len(names):] + names[:round_number % len(names)]
-        for name in names:
-            args, command = sets[name]
-            start = run(args, empty, command)
-            full = run(args, source, command)
-            found = results[name]
-            found["start"].append(start[0])
-            found["full"].append(full[0])
-            found["cpu"].append(full[1] - start[1])
-            found["rss"].append(full[2])
-            found["alerts"].add(full[3])  # every round must find the same: a speed-up may not change them
+    results = rounds({name: (lambda path, args=args, command=command: run(args, path, command))
+                      for name, (args, command) in sets.items()}, source, options.repeat)
     print(f"{options.events:,} events, {options.repeat} rounds, load average {os.getloadavg()[0]:.1f}")
     width = max(24, *map(len, results))
     print(f"{'rule set':{width}} {'start-up s':>10} {'stream s':>9} {'events/s':>10} {'CPU ev/s':>9} {'peak MB':>8} "

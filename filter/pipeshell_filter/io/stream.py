@@ -1104,7 +1104,7 @@ class Filter:
 
     def _match_here(self, line: bytes):
         """``detected``'s outcome for one candidate line; None: it parsed and matched nothing."""
-        if not line.strip() or line.startswith(BOM):
+        if not line or line.isspace() or line.startswith(BOM):  # ``process_line``'s empty line, unstripped
             return True
         try:
             event = ujson.loads(line)
