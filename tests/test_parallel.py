@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import pytest
 import yaml
@@ -136,6 +138,115 @@ def test_workers_that_match_a_rule_set_never_change_the_output(data, emit, worke
     assert run_rules(data, emit, workers, block_size, chunk, rules) == expected
 
 
+def run_piped(data: bytes, emit: str, workers: int, block_size: int, rules: list, pause=None) -> tuple:
+    """``run_rules`` fed by a pipe.  The whole input is in the pipe before the filter starts, so
+    every read finds a full block, as from a fast writer, and the output does not depend on when
+    input paused (a pause settles the watermark).  ``pause(write, output)``, when given, writes
+    the input itself from another thread instead (``output()``: what the filter wrote so far)."""
+    plans = [compile_plan(parse_rule(yaml.safe_dump(rule), f"{rule['id']}.yml")) for rule in rules] + [PLAN]
+    scanner, index = build_prefilter(plans, ENGINES[0])
+    read_end, write_end = os.pipe()
+    parallel.widen_pipe(read_end, parallel.PIPE_SIZE)
+    pipe = os.fdopen(write_end, "wb", buffering=0)
+    with tempfile.NamedTemporaryFile() as sink:
+        if pause is None:
+            assert len(data) <= parallel.PIPE_SIZE
+            pipe.write(data)
+            pipe.close()
+            writer = None
+        else:
+            def write():
+                with pipe:
+                    pause(pipe.write, lambda: open(sink.name, "rb").read())
+            writer = threading.Thread(target=write)
+            writer.start()
+        try:
+            diagnostics = Diagnostics(io.StringIO())
+            stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                                   diagnostics, emit, prefilter=scanner, index=index, clock=lambda: 0,
+                                   workers=workers)
+            stream_filter.run(read_end, live=True, block_size=block_size, max_line=MAX_LINE)
+            stream_filter.finish()
+            sink.seek(0)
+            return sink.read(), stream_filter.lines, dict(diagnostics.counts), dict(stream_filter.engine.stats)
+        finally:
+            if writer is not None:
+                writer.join()
+            os.close(read_end)
+
+
+@given(files(), st.sampled_from(["alerts", "matches", "all"]), st.integers(1, 3), st.integers(64, 2048))
+@settings(max_examples=40)  # forks workers per example
+def test_workers_that_match_a_pipe_never_change_the_output(data, emit, workers, block_size):
+    """A pipe's blocks, matched by workers as they come (``parallel.BlockWorkers``), give the output
+    of one process: the same bytes, line count, diagnostics and counts, lines far over the
+    inspection limit included (their pieces wait for every block handed out before them)."""
+    rules = RULE_SET + [LITERAL_FREE]
+    expected = run_piped(data, emit, 0, block_size, rules)
+    assert run_piped(data, emit, workers, block_size, rules) == expected
+
+
+def test_block_workers_give_results_in_order_and_share_the_bytes():
+    """Blocks go to the least loaded worker (a reader's blocks alternate big and small), and
+    results come back in the order the blocks were handed out, whatever the worker."""
+    workers = parallel.BlockWorkers(2, lambda block, end, candidates, suspects: [(0, 0, end, block[:3])])
+    workers.start()
+    try:
+        blocks = [b"a\n" * 500, b"b\n", b"c\n" * 400, b"d\n" * 3, b"e\n" * 2]
+        for block in blocks:
+            workers.hand(block)
+        assert [worker for worker, _ in workers.pending] == [0, 1, 1, 1, 1]
+        assert [workers.take() for _ in blocks] == [(block, block.count(b"\n"), [(0, 0, len(block), block[:3])])
+                                                    for block in blocks]
+    finally:
+        workers.close()
+
+
+def test_blocks_held_by_pipe_workers_are_written_before_the_filter_waits_for_input():
+    """When the input pauses, what the workers hold is taken and written before the reader waits:
+    an alert does not wait for the next line."""
+    first = _events(6)  # one block, whose last line alone alerts (a single-event rule)
+    seen = []
+
+    def pause(write, output):
+        write(first)
+        deadline = time.monotonic() + 20
+        while b'"kind":"alert"' not in output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.append(output())
+        write(_events(3))
+
+    out, lines, _, _ = run_piped(b"", "alerts", 2, 1 << 16, RULE_SET + [LITERAL_FREE], pause)
+    assert b'"kind":"alert"' in seen[0] and lines == 9
+    assert out.startswith(seen[0])
+
+
+def test_a_pipe_worker_that_dies_leaves_its_block_and_the_rest_to_the_filter(monkeypatch):
+    real = parallel.BlockWorkers._serve
+    served = [0]
+
+    def dying(self, read_end, write_end):
+        if served[0] == 0:  # the first worker forked dies on its second block
+            original = self.detect
+            blocks = [0]
+
+            def detect(*args):
+                blocks[0] += 1
+                if blocks[0] == 2:
+                    os._exit(3)
+                return original(*args)
+            self.detect = detect
+        served[0] += 1
+        real(self, read_end, write_end)
+
+    data = _events(300)
+    rules = RULE_SET + [LITERAL_FREE]
+    expected = run_piped(data, "all", 0, 1024, rules)
+    monkeypatch.setattr(parallel.BlockWorkers, "_serve", dying)
+    assert run_piped(data, "all", 2, 1024, rules) == expected
+    assert expected[3]["matched"] > 100
+
+
 def test_workers_match_the_lines_and_the_parent_only_correlates(monkeypatch):
     """Candidates are parsed and matched in the workers: the parent's engine matches nothing itself."""
     matched_here = []
@@ -150,6 +261,7 @@ def test_workers_match_the_lines_and_the_parent_only_correlates(monkeypatch):
     assert expected[3]["matched"] > 100 and expected[0].count(b'"kind":"alert"') >= 1
     monkeypatch.setattr(Engine, "match", recording)
     assert run_rules(data, "all", 2, 1024, 4096, RULE_SET + [LITERAL_FREE]) == expected
+    assert run_piped(data, "all", 2, 1024, RULE_SET + [LITERAL_FREE]) == expected
     assert matched_here == []  # the forked workers' calls were recorded in their own copies
 
 

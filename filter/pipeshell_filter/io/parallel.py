@@ -26,7 +26,9 @@ from __future__ import annotations
 import io
 import marshal
 import os
+import select
 import signal
+from collections import deque
 from typing import Callable, Iterator, List, Optional, Tuple
 
 CHUNK = 16 << 20  # a worker's unit of work: big enough that a chunk's set-up is noise
@@ -175,9 +177,7 @@ class Workers:
     def _work_in_child(self, index: int, write_end: int) -> None:  # pragma: no cover - child
         status = 1
         try:
-            signal.set_wakeup_fd(-1)  # the parent's stop pipe is the parent's
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which ends us
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _become_worker()
             for pipe in self._pipes:
                 pipe.close()
             with io.open(write_end, "wb", buffering=1 << 16) as out:
@@ -218,3 +218,155 @@ class Workers:
             except ChildProcessError:  # reaped already (SIGCHLD ignored by whoever started us)
                 pass
         self._pipes, self._pids = [], []
+
+
+def _become_worker() -> None:  # pragma: no cover - runs in a forked child
+    signal.set_wakeup_fd(-1)  # the parent's stop pipe is the parent's
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which ends us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class BlockWorkers:
+    """Worker processes matching the blocks a parent reads itself (a pipe, which only it can read).
+
+    ``hand(block)`` gives a block of whole lines to the least loaded worker; ``take()`` returns
+    ``(block, lines, marked)`` for the oldest block handed out (``marked`` as ``detect(block, end,
+    None, [])`` gives it: ``Filter.detected``), or ``(block, None, None)`` when its worker died,
+    for the parent to read the block itself.  A worker holds up to ``DEPTH`` blocks, so it has the
+    next one at hand when it finishes one.  The parent never blocks on one pipe: it writes blocks
+    and reads results as each pipe allows (``_pump``), so a worker waiting to write a large
+    result and a parent waiting to write the next block cannot wait on each other.
+    ``close()`` ends the workers; the blocks not taken stay in ``pending``.
+    """
+
+    DEPTH = 2
+
+    def __init__(self, workers: int, detect: Callable):
+        self.processes = workers
+        self.detect = detect
+        self.pending = deque()  # (worker, block) handed out, oldest first
+        self._load = [0] * workers  # bytes handed to each worker and not taken yet
+        self._pids: List[int] = []
+        self._inputs: List[int] = []  # the parent's ends, non-blocking
+        self._outputs: List[int] = []
+        self._unsent: List[bytearray] = []  # per worker: blocks written in part or not yet
+        self._received: List[bytearray] = []  # per worker: results read in part
+        self._dead = set()
+
+    def start(self) -> None:
+        try:
+            for _ in range(self.processes):
+                down, up = os.pipe(), os.pipe()
+                for read_end in (down[0], up[0]):
+                    widen_pipe(read_end, PIPE_SIZE)
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - runs in the child, which leaves by os._exit
+                    self._serve(down[0], up[1])
+                os.close(down[0])
+                os.close(up[1])
+                self._pids.append(pid)
+                for fd in (down[1], up[0]):
+                    os.set_blocking(fd, False)
+                self._inputs.append(down[1])
+                self._outputs.append(up[0])
+                self._unsent.append(bytearray())
+                self._received.append(bytearray())
+        except BaseException:
+            self.close()
+            raise
+
+    def _serve(self, read_end: int, write_end: int) -> None:  # pragma: no cover - child
+        status = 1
+        try:
+            _become_worker()
+            # Nothing else the parent had open stays open here: a pipe's write end held by a worker
+            # would keep its reader (the parent itself, for its input) from ever seeing its end.
+            low, high = sorted((read_end, write_end))
+            os.closerange(3, low)
+            os.closerange(low + 1, high)
+            os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
+            with io.open(read_end, "rb", buffering=1 << 16) as blocks, io.open(write_end, "wb") as out:
+                while True:
+                    try:
+                        block = marshal.load(blocks)
+                    except EOFError:  # the parent closed our input, or died
+                        break
+                    result = marshal.dumps((block.count(b"\n"), self.detect(block, len(block), None, [])))
+                    out.write(len(result).to_bytes(8, "little") + result)
+                    out.flush()
+            status = 0
+        finally:
+            os._exit(status)
+
+    @property
+    def full(self) -> bool:
+        """Every worker holds ``DEPTH`` blocks: ``take()`` before the next ``hand()``."""
+        return len(self.pending) >= self.DEPTH * len(self._pids)
+
+    def hand(self, block: bytes) -> None:
+        """To the worker with the fewest bytes in hand: a reader's blocks differ in size (a line
+        that straddled two reads comes alone), so taking turns would load one worker only."""
+        worker = min(range(len(self._pids)), key=self._load.__getitem__)
+        self._load[worker] += len(block)
+        self.pending.append((worker, block))
+        if worker not in self._dead:
+            self._unsent[worker] += marshal.dumps(block)
+        self._pump(wait=False)
+
+    def take(self) -> tuple:
+        worker, block = self.pending.popleft()
+        self._load[worker] -= len(block)
+        while True:
+            received = self._received[worker]
+            if len(received) >= 8:
+                size = int.from_bytes(received[:8], "little")
+                if len(received) >= 8 + size:
+                    lines, marked = marshal.loads(received[8:8 + size])
+                    del received[:8 + size]
+                    return block, lines, marked
+            if worker in self._dead:  # it died with the block
+                return block, None, None
+            self._pump(wait=True)
+
+    def _pump(self, wait: bool) -> None:
+        """Read what the workers wrote and write what they wait for, as far as the pipes allow;
+        ``wait``: until one of them is ready."""
+        live = [at for at in range(len(self._pids)) if at not in self._dead]
+        readers = [self._outputs[at] for at in live]
+        writers = [self._inputs[at] for at in live if self._unsent[at]]
+        if not readers:
+            return
+        readable, writable, _ = select.select(readers, writers, [], None if wait else 0)
+        for at in live:
+            if self._outputs[at] in readable:
+                try:
+                    data = os.read(self._outputs[at], 1 << 20)
+                except BlockingIOError:
+                    data = None
+                except OSError:
+                    data = b""
+                if data == b"":
+                    self._dead.add(at)
+                elif data:
+                    self._received[at] += data
+            if self._inputs[at] in writable and at not in self._dead:
+                try:
+                    del self._unsent[at][:os.write(self._inputs[at], self._unsent[at])]
+                except BlockingIOError:
+                    pass
+                except OSError:  # the worker is gone: its output's end says so too
+                    self._unsent[at].clear()
+
+    def close(self) -> None:
+        for fd in self._inputs + self._outputs:
+            os.close(fd)
+        for pid in self._pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self._pids, self._inputs, self._outputs = [], [], []

@@ -554,12 +554,45 @@ class Filter:
     def process(self, kind: str, data: bytes, start: int, end: int) -> None:
         """One item from ``BlockReader``."""
         self.engine.release_memory()
+        if kind == LINES and self._block_workers is not None:
+            if self._block_workers.full:
+                self._take_handed()
+            if self._block_workers is not None:
+                self._block_workers.hand(data[start:end])
+                return
+        self.drain()
         if kind == LINES:
             if self.line_field is not None:
                 data, start, end = self._unwrap_lines(data, start, end), 0, None
             self.process_block(data, start, end)
         else:
             self._process_long_piece(data[start:end], kind == PIECE_END)
+
+    _block_workers = None  # ``parallel.BlockWorkers`` matching the blocks of a pipe (``run``)
+    _handed = ()  # (worker, block) they held when they were closed, for the filter to read itself
+
+    def drain(self) -> None:
+        """Take every block handed to the workers, in order: before anything else is written
+        (a long line's piece, an idle tick's alerts, the end), and before state is saved."""
+        while self._block_workers is not None and self._block_workers.pending:
+            self._take_handed()
+        while self._handed:
+            _, block = self._handed.popleft()
+            self.process_block(block, 0, len(block))
+
+    def _take_handed(self) -> None:
+        block, lines, marked = self._block_workers.take()
+        if marked is None:  # its worker died: the filter reads on alone, from this block
+            self._end_block_workers()
+            self.process_block(block, 0, len(block))
+            return
+        self._take_detected(block, lines, marked)
+
+    def _end_block_workers(self) -> None:
+        workers, self._block_workers = self._block_workers, None
+        if workers is not None:
+            self._handed = workers.pending
+            workers.close()
 
     def _unwrap_lines(self, block: bytes, start: int, end: int) -> bytes:
         """``unwrap_lines``, for a whole block at once when every line is a JSON object (``skim``)."""
@@ -967,6 +1000,7 @@ class Filter:
 
     def before_block(self) -> None:
         """No input is ready: what is final now goes out now, before the reader waits."""
+        self.drain()
         self.write_alerts(self.engine.settle())
         self._flush_sinks()
         self.on_idle()
@@ -980,6 +1014,8 @@ class Filter:
             for item in self._reader.rest():
                 self.process(*item)
             self._reader = None
+        self.drain()
+        self._end_block_workers()
         if self._long_line is not None:
             self._process_long_piece(b"", True)
         if self.progress is not None:
@@ -1018,13 +1054,31 @@ class Filter:
                 wait = min(wait or every, every)
         reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, wait,
                                             block_size, max_line, stop)
-        for item in reader:
-            self.process(*item)
-            if self.state is not None and self.state.due():
-                self.save_state()
-            if self._stats is not None:
-                self.write_stats()
+        if live and self.workers and self.prefilter is None and self._detecting and parallel.available():
+            self._start_block_workers()
+        try:
+            for item in reader:
+                self.process(*item)
+                if self.state is not None and self.state.due():
+                    self.drain()  # a snapshot covers every line read before it, as without workers
+                    self.save_state()
+                if self._stats is not None:
+                    self.write_stats()
+        except BaseException:
+            self._end_block_workers()  # what they held is read by ``finish``, as what the reader held
+            raise
         self._reader = None
+
+    def _start_block_workers(self) -> None:
+        """A pipe whose every line is parsed (a rule set no scan can rule lines out for): workers
+        match its blocks as they come (``parallel.BlockWorkers``), the filter writes and correlates
+        in order.  Without processes to be had, the filter reads alone."""
+        workers = parallel.BlockWorkers(self.workers, self.detected)
+        try:
+            workers.start()
+        except OSError:
+            return
+        self._block_workers = workers
 
     def begin(self, live: bool) -> None:
         """The input is about to be read: ``live`` (a pipe, the bus) lets the wall clock move the
@@ -1119,14 +1173,9 @@ class Filter:
         return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,
                 [(d.rule, d.time, d.source, d.terms, d.fields, d.event) for d in detections])
 
-    def _take_detected(self, fd: int, offset: int, length: int, lines: int, marked: list) -> bool:
-        """A detecting worker's record of one block: its lines in order, the marked ones as
-        ``detected`` says; False when the file shrank under it."""
-        block = None
-        if self.emit == "all" or any(outcome.__class__ is bool for *_, outcome in marked):
-            block = os.pread(fd, length, offset)
-            if len(block) != length:
-                return False
+    def _take_detected(self, block: Optional[bytes], lines: int, marked: list) -> None:
+        """A detecting worker's result for one block: its lines in order, the marked ones as
+        ``detected`` says.  ``block`` may be None when it is not needed (``_needs_block``)."""
         first, position = self.lines, 0
         for index, start, stop, outcome in marked:
             if self.emit == "all":
@@ -1149,16 +1198,22 @@ class Filter:
                 self._write(enriched, None)
             self.write_alerts(result.alerts)
         if self.emit == "all":
-            self.output.write(memoryview(block)[position:length])
+            self.output.write(memoryview(block)[position:])
         self.lines = first + lines
-        return True
+
+    def _needs_block(self, marked: list) -> bool:
+        return self.emit == "all" or any(outcome.__class__ is bool for *_, outcome in marked)
 
     def _take_block(self, fd: int, kind: int, offset: int, found: list) -> bool:
         """A worker's record of one block (``parallel``): what the parent does with the block; False
         when the file shrank under it."""
         length, lines = found[0], found[1]
         if kind == parallel.DETECTED:
-            return self._take_detected(fd, offset, length, lines, found[2])
+            block = os.pread(fd, length, offset) if self._needs_block(found[2]) else None
+            if block is not None and len(block) != length:
+                return False
+            self._take_detected(block, lines, found[2])
+            return True
         judged = found[2] if kind == parallel.RULED_OUT and len(found) > 2 else None
         unread = judged is not None or not self._parse_every_line and self.progress is None
         if kind == parallel.RULED_OUT and self.emit != "all" and unread:
