@@ -285,6 +285,10 @@ class BlockWorkers:
             os.closerange(3, low)
             os.closerange(low + 1, high)
             os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
+            nowhere = os.open(os.devnull, os.O_RDWR)  # nor the filter's input and output: a stdout a worker
+            os.dup2(nowhere, 0)                        # held would keep the shipper from its end after ours
+            os.dup2(nowhere, 1)
+            os.close(nowhere)
             with io.open(read_end, "rb", buffering=1 << 16) as blocks, io.open(write_end, "wb") as out:
                 while True:
                     try:
