@@ -177,9 +177,9 @@ class Workers:
     def _work_in_child(self, index: int, write_end: int) -> None:  # pragma: no cover - child
         status = 1
         try:
-            _become_worker()
             for pipe in self._pipes:
                 pipe.close()
+            _become_worker((self.fd, write_end))
             with io.open(write_end, "wb", buffering=1 << 16) as out:
                 scan, count, block, max_line, judge, detect = self._work
                 for bounds in self.chunks[index::self.processes]:
@@ -220,10 +220,24 @@ class Workers:
         self._pipes, self._pids = [], []
 
 
-def _become_worker() -> None:  # pragma: no cover - runs in a forked child
+def _become_worker(keep: tuple) -> None:  # pragma: no cover - runs in a forked child
+    """A forked worker's set-up: its signals, and none of the parent's descriptors but ``keep``
+    and stderr.  A pipe's write end a worker held would keep its reader (the filter itself, for
+    its input) from ever seeing its end, and a stdout it held would keep the shipper from the
+    filter's end after the filter ended; stdin and stdout, unless kept, become /dev/null."""
     signal.set_wakeup_fd(-1)  # the parent's stop pipe is the parent's
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which ends us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    low = 3
+    for fd in sorted(fd for fd in set(keep) if fd >= low):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+    nowhere = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        if fd not in keep:
+            os.dup2(nowhere, fd)
+    os.close(nowhere)
 
 
 class BlockWorkers:
@@ -278,17 +292,7 @@ class BlockWorkers:
     def _serve(self, read_end: int, write_end: int) -> None:  # pragma: no cover - child
         status = 1
         try:
-            _become_worker()
-            # Nothing else the parent had open stays open here: a pipe's write end held by a worker
-            # would keep its reader (the parent itself, for its input) from ever seeing its end.
-            low, high = sorted((read_end, write_end))
-            os.closerange(3, low)
-            os.closerange(low + 1, high)
-            os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
-            nowhere = os.open(os.devnull, os.O_RDWR)  # nor the filter's input and output: a stdout a worker
-            os.dup2(nowhere, 0)                        # held would keep the shipper from its end after ours
-            os.dup2(nowhere, 1)
-            os.close(nowhere)
+            _become_worker((read_end, write_end))
             with io.open(read_end, "rb", buffering=1 << 16) as blocks, io.open(write_end, "wb") as out:
                 while True:
                     try:

@@ -833,8 +833,7 @@ class Filter:
         if self.stage == "correlate":
             self._correlate_line(line, event, number)
             return
-        # the index is asked about the rules the event's log source routes it to, once known
-        only = None if self.index is None else lambda routed: self.index.rules_for(line, routed)
+        only = self._only(line)
         if self.stage == "match":
             sigma, detections = self.engine.match(event, number, only)
             if sigma is not None and self.emit != "alerts":
@@ -855,6 +854,11 @@ class Filter:
         elif keep:
             self._write(line, event)
         self.write_alerts(outcome.alerts)
+
+    def _only(self, line: bytes):
+        """The ``only`` of ``Engine.match`` for a line: with a rule set, the index is asked about
+        the rules the event's log source routes it to, once they are known."""
+        return None if self.index is None else lambda routed: self.index.rules_for(line, routed)
 
     def _correlate_line(self, line: bytes, event: dict, number: int) -> None:
         """``--stage correlate``: a line is a Detection or a heartbeat record from a match stage."""
@@ -1166,8 +1170,7 @@ class Filter:
             return True
         if not isinstance(event, dict):
             return True
-        only = None if self.index is None else lambda routed: self.index.rules_for(line, routed)
-        sigma, detections = self.engine.match(event, 0, only)
+        sigma, detections = self.engine.match(event, 0, self._only(line))
         if not detections:
             return None
         return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,
