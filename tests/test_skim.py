@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pipeshell_filter.events import timeparse
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.events.timeparse import parse_time
-from pipeshell_filter.io import skim, stream
+from pipeshell_filter.io import frames, skim, stream
 from pipeshell_filter.io.skim import LineField, Skimmer
 from shapes import NS, SERVER, SHAPES, T_MAX, T_MIN, Logical, logical_events
 
@@ -101,6 +101,8 @@ def check_vouched(block: bytes, lines: int):
             assert type(event) is dict, (name, line)
             if skimmer._time is not None:
                 assert time == resolver.time(event), (name, line)
+        if skimmer._time is not None:  # the frame starts, made from the values without the numbers
+            assert skimmer.starts(block, lines) == [None if time is None else frames.start(time) for time in times]
             if wrap:
                 assert stream.unportable_record(line) is None, (name, line)
                 assert len(line) < LONGEST, (name, line)
@@ -186,6 +188,36 @@ def test_the_short_cut_gives_the_full_parse(times):
         assert parse_time(text) == timeparse._parse(text), text
 
 
+@given(st.lists(collector_times(), min_size=1, max_size=6))
+def test_a_frame_start_is_the_parsed_times_text(times):
+    """``frames.frame_start`` keeps each second's text as ``parse_time`` keeps the second: filled by
+    some strings (before 1970 never), read by others of the same second."""
+    timeparse._SECONDS.clear()
+    frames._SECONDS_TEXT.clear()
+    for text in times + times:
+        ns = timeparse._parse(text)
+        assert frames.frame_start(text) == (None if ns is None else frames.start(ns)), text
+
+
+@pytest.mark.parametrize("value", [None, 0, -1.5, 1e20, "", "Z", {"#text": "2026-11-02T08:00:00.5Z"},
+                                   "1969-12-31T23:59:59.25Z", "1970-01-01T00:00:00.000000000001Z"])
+def test_a_frame_start_of_other_values(value):
+    frames._SECONDS_TEXT.clear()
+    for _ in range(2):
+        ns = parse_time(value)
+        assert frames.frame_start(value) == (None if ns is None else frames.start(ns))
+    assert frames.frame_start("1969-12-31T23:59:59.25Z") == b"[-0.750000000,"
+
+
+def test_the_table_of_seconds_text_stays_bounded(monkeypatch):
+    monkeypatch.setattr(frames, "_SECONDS_KEPT", 3)
+    frames._SECONDS_TEXT.clear()
+    for second in range(10):
+        text = f"2026-11-02T08:00:{second:02d}.5Z"
+        assert frames.frame_start(text) == frames.start(parse_time(text))
+        assert len(frames._SECONDS_TEXT) <= 3
+
+
 def test_the_table_of_seconds_stays_bounded(monkeypatch):
     monkeypatch.setattr(timeparse, "_SECONDS_KEPT", 3)
     timeparse._SECONDS.clear()
@@ -206,6 +238,7 @@ def test_the_skimmer_finds_the_times_collectors_write():
         times = skimmer.vouch(b"\n".join(lines) + b"\n", len(lines))
         assert times == [resolver.time(ujson.loads(line)) for line in lines], shape
         assert None not in times, shape
+        assert skimmer.starts(b"\n".join(lines) + b"\n", len(lines)) == list(map(frames.start, times)), shape
 
 
 # ---------------------------------------------------------------- --line-field, a block at once

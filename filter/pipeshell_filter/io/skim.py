@@ -42,6 +42,7 @@ import msgspec
 from ..events.fields import FieldResolver, lookup
 from ..events.timeparse import parse_time
 from ..values import MISSING
+from .frames import frame_start
 from .prefilter import any_of
 
 _RAW = msgspec.Raw
@@ -99,10 +100,12 @@ def _step(root: _Node, path: tuple) -> tuple:
     return attrgetter(".".join(names)), tuple(path[depth + 1:])
 
 
-def _time_finder(resolver: FieldResolver, root: _Node):
+def _time_finder(resolver: FieldResolver, root: _Node, convert=parse_time):
     """``resolver.time`` over a decoded item: the first profile whose detect paths are all there
     (or the last; or the one ``--field-profile`` fixes), then its first time path whose value
-    parses.  ``--time-field``: that path alone."""
+    parses.  ``--time-field``: that path alone.  What it returns is ``convert`` of that value
+    (``parse_time``: its nanoseconds; ``frames.frame_start``: its frame start), which is None
+    where the value is no time."""
     if resolver.time_path is not None:
         plans = [((), (_step(root, resolver.time_path),))]
     else:
@@ -128,7 +131,7 @@ def _time_finder(resolver: FieldResolver, root: _Node):
                         continue
                     if value is _UNSET or rest and (value := lookup(value, rest)) is MISSING:
                         continue
-                    parsed = parse_time(value)
+                    parsed = convert(value)
                     if parsed is not None:
                         return parsed
                 return None
@@ -211,17 +214,28 @@ class Skimmer:
         if trie is None:
             trie = _Node()
         self._objects = ObjectLines(_schema(trie), refuse, longest)
-        self._time = _time_finder(resolver, trie) if need_time and self.available else None
+        self._time = self._start = None
+        if need_time and self.available:
+            self._time = _time_finder(resolver, trie)
+            self._start = _time_finder(resolver, trie, frame_start)
 
     def vouch(self, block: bytes, lines: int) -> Optional[list]:
         """``block``: ``lines`` whole lines, each ending in a newline.  Their event times in ns (None
         where a line has none) when every line is vouched for (see the module docstring), else None."""
+        return self._each(block, lines, self._time)
+
+    def starts(self, block: bytes, lines: int) -> Optional[list]:
+        """As ``vouch``, but each line's frame start ``[<time>,`` (``frames.frame_start``) instead of
+        its time: what ``--fluentbit-time`` writes, without the number in between."""
+        return self._each(block, lines, self._start)
+
+    def _each(self, block: bytes, lines: int, find) -> Optional[list]:
         decoded = self._objects.decode(block, lines) if self.available else None
         if decoded is None:
             return None
-        if self._time is None:
+        if find is None:
             return [None] * lines
-        return list(map(self._time, decoded))
+        return list(map(find, decoded))
 
 
 class LineField:

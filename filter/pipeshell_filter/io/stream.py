@@ -27,8 +27,9 @@ from ..correlate.agents import Progress
 from ..detect import Detection, Heartbeat, WireError, from_wire
 from ..engine import Engine
 from ..records import shrink
-from ..events.timeparse import NS, parse_time
+from ..events.timeparse import parse_time
 from . import parallel
+from .frames import frame, start as frame_start
 from .inputs import LongLine
 from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex, any_of, ends_of
 from .signals import WRITING, StopRequest, Terminated
@@ -328,25 +329,6 @@ def unwrap_line(line: bytes, field: str) -> bytes:
 def unwrap_lines(block: bytes, start: int, end: int, field: str) -> bytes:
     """``unwrap_line`` of each whole line of ``block[start:end]``, each ending in a newline."""
     return b"".join(unwrap_line(line, field) + b"\n" for line in block[start:end - 1].split(b"\n"))
-
-
-def frame(lines: list, starts: list) -> Optional[bytes]:
-    """``lines`` (without their newlines) as ``[time, record]`` records: ``starts`` (``Filter.judged``)
-    gives each line's ``[<time>,``; all in a few calls, none per line.  None when they do not pair
-    up (a file rewritten between a worker's read and the parent's)."""
-    if len(starts) != len(lines):
-        return None
-    parts = [b"]\n"] * (3 * len(lines))
-    parts[0::3] = starts
-    parts[1::3] = lines
-    return b"".join(parts)
-
-
-def fluentbit_time(ns: int) -> bytes:
-    """Epoch seconds with nanoseconds, as Fluent Bit's ``[time, record]`` form wants."""
-    if ns < 0:
-        return b"-" + fluentbit_time(-ns)
-    return b"%d.%09d" % divmod(ns, NS)
 
 
 class BlockReader:
@@ -695,18 +677,18 @@ class Filter:
         """The skimmer's verdict on ``chunk`` (asked by a worker too, ``parallel.scan_chunk``): None
         when it does not vouch for every line; True when the lines go out as they are (or not at
         all); else the frames' starts ``[<time>,``, one per line (for ``frame``)."""
-        times = self._skimmer.vouch(chunk, lines)
-        if times is None:
-            return None
         if not self.fluentbit_time or self.emit != "all":
-            return True
-        return self._starts(times)
+            return None if self._skimmer.vouch(chunk, lines) is None else True
+        starts = self._skimmer.starts(chunk, lines)
+        if starts is not None and None in starts:  # lines without a time: the clock's
+            clock = self.clock
+            starts = [frame_start(clock()) if start is None else start for start in starts]
+        return starts
 
     def _starts(self, times: list) -> list:
         """Each time's frame start ``[<time>,`` (the clock's for a line without one)."""
         clock = self.clock
-        return [b"[%d.%09d," % divmod(when, NS) if when is not None and when >= 0  # nearly all
-                else b"[" + fluentbit_time(clock() if when is None else when) + b"," for when in times]
+        return [frame_start(clock() if when is None else when) for when in times]
 
     def _pass_lines(self, block: bytes, start: int, end: int) -> None:
         """Lines that cannot match, one by one: each is parsed, with no more work than that.  What
@@ -735,7 +717,7 @@ class Filter:
                     record = line
                     if framed:
                         when = time_of(event)
-                        record = b"[" + fluentbit_time(when if when is not None else clock()) + b"," + line + b"]"
+                        record = frame_start(when if when is not None else clock()) + line + b"]"
                     if wrap and len(record) > limit:
                         record = None
             if record is not None:
@@ -932,15 +914,15 @@ class Filter:
         if self.fluentbit_time:
             if time_ns is None and event is not None:
                 time_ns = self.engine.event_time(event)
-            frame = b"[" + fluentbit_time(time_ns if time_ns is not None else self.clock()) + b","
-            line = frame + record + b"]"
+            start = frame_start(time_ns if time_ns is not None else self.clock())
+            line = start + record + b"]"
         else:
-            frame, line = b"", record
+            start, line = b"", record
         if self.wrap and len(line) > self.max_record:
             self.diagnostics.report("too_long", self._where(self.lines), "record over --max-record-bytes; cut")
             record = wrap_line(record, "too_long", "record over --max-record-bytes; cut", self.lines,
-                               self.max_record - len(frame) - 1)
-            line = frame + record + b"]" if frame else record
+                               self.max_record - len(start) - 1)
+            line = start + record + b"]" if start else record
         self.output.write(line + b"\n")
 
     def write_alerts(self, alerts: Iterable[dict]) -> None:

@@ -1,0 +1,66 @@
+"""Fluent Bit's ``[time, record]`` line form (``--fluentbit-time``): the time's text and the frames.
+
+Fluent Bit's stdin input takes ``[<epoch seconds>.<nanoseconds>, {record}]`` as a record with that
+time.  A line's frame start ``[<time>,`` is made from the time value the event holds
+(``frame_start``) for whole blocks of lines, so the common form is made without a number: the
+text of a value's second, which ``parse_time`` caches by its first 20 characters, is cached the
+same way here, and the fraction's digits are its nanoseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..events.timeparse import NS, parse_time
+
+# "YYYY-MM-DDThh:mm:ss." -> b"[<its epoch seconds>.", for times of the form every Windows collector
+# writes (``2026-11-02T08:00:00.2715820Z``) on or after 1970 (before, the fraction's text is not the
+# nanoseconds' text); filled when such a time is first parsed.
+_SECONDS_TEXT: dict = {}
+_SECONDS_KEPT = 1 << 16
+
+
+def fluentbit_time(ns: int) -> bytes:
+    """Epoch seconds with nanoseconds, as Fluent Bit's ``[time, record]`` form wants."""
+    if ns < 0:
+        return b"-" + fluentbit_time(-ns)
+    return b"%d.%09d" % divmod(ns, NS)
+
+
+def start(ns: int) -> bytes:
+    """The frame start ``[<time>,`` of a record at ``ns``."""
+    return b"[" + fluentbit_time(ns) + b","
+
+
+def frame_start(value) -> Optional[bytes]:
+    """``start(parse_time(value))``, or None when ``value`` is not a time.  For the Windows form
+    (date, time, a fraction of digits, ``Z``) the first 20 characters decide the seconds, as in
+    ``parse_time``'s short cut; the fraction's first nine digits, padded, are the nanoseconds."""
+    if value.__class__ is str and value[-1:] == "Z" and value[19:20] == ".":
+        fraction = value[20:-1]
+        if fraction.isdigit() and fraction.isascii():
+            seconds = _SECONDS_TEXT.get(value[:20])
+            if seconds is not None:
+                return seconds + fraction[:9].ljust(9, "0").encode() + b","
+            ns = parse_time(value)
+            if ns is None:
+                return None
+            if ns >= 0:
+                if len(_SECONDS_TEXT) >= _SECONDS_KEPT:
+                    _SECONDS_TEXT.clear()
+                _SECONDS_TEXT[value[:20]] = b"[%d." % (ns // NS)
+            return start(ns)
+    ns = parse_time(value)
+    return None if ns is None else start(ns)
+
+
+def frame(lines: list, starts: list) -> Optional[bytes]:
+    """``lines`` (without their newlines) as ``[time, record]`` records: ``starts`` gives each
+    line's ``[<time>,``; all in a few calls, none per line.  None when they do not pair up (a file
+    rewritten between a worker's read and the parent's)."""
+    if len(starts) != len(lines):
+        return None
+    parts = [b"]\n"] * (3 * len(lines))
+    parts[0::3] = starts
+    parts[1::3] = lines
+    return b"".join(parts)
