@@ -11,6 +11,7 @@ quick way in use: a block of clean lines is vouched for.
 
 import json
 import random
+import re
 
 import pytest
 import ujson
@@ -78,7 +79,7 @@ def skimmers():
     for name, make in RESOLVERS.items():
         resolver = make()
         for wrap in (False, True):
-            yield name, resolver, wrap, Skimmer(resolver, True, stream._BIG_NUMBERS if wrap else (),
+            yield name, resolver, wrap, Skimmer(resolver, True, stream._BIG_NUMBER_GROUPS if wrap else (),
                                                 LONGEST if wrap else None)
         yield name, resolver, False, Skimmer(resolver, False)
 
@@ -186,6 +187,16 @@ def test_the_short_cut_gives_the_full_parse(times):
     timeparse._SECONDS.clear()
     for text in times + times:
         assert parse_time(text) == timeparse._parse(text), text
+
+
+@given(st.binary().map(lambda raw: bytes(b":,[ -0123456789.eE+x\n"[byte % 21] for byte in raw)))
+@example(b"[1e400]")
+@example(b':-12345678901234567890')
+def test_the_big_number_groups_are_the_big_numbers(text):
+    """The skimmer scans a group of patterns for each character a value comes after; together they
+    find what the class does."""
+    in_groups = any(re.search(p, text) for group in stream._BIG_NUMBER_GROUPS for p in group)
+    assert in_groups == any(re.search(p, text) for p in stream._BIG_NUMBERS)
 
 
 @given(st.lists(collector_times(), min_size=1, max_size=6))

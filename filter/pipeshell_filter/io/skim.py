@@ -159,18 +159,19 @@ def _shallow(block: bytes) -> bool:
 class ObjectLines:
     """``decode(block, lines)``: a block of whole lines decoded against ``schema`` (a Struct type),
     one item per line, when every line is a JSON object ujson reads (the module docstring's
-    argument); else None.  ``refuse``: byte patterns that keep a block out too (what the caller must
-    see line by line); ``longest``: so does a line this long or longer."""
+    argument); else None.  ``refuse``: groups of byte patterns that keep a block out too (what the
+    caller must see line by line), each group one scan (Hyperscan can be quicker on patterns apart);
+    ``longest``: so does a line this long or longer."""
 
     def __init__(self, schema, refuse=(), longest: Optional[int] = None):
         self._decode = msgspec.json.Decoder(schema).decode_lines
-        # a line that does not start with "{" or does not end with "}"
-        self._refused = any_of([rb"\n[^{]", rb"[^}]\n", *refuse])
+        # a line that does not start with "{" or does not end with "}", then each group
+        self._refused = [any_of([rb"\n[^{]", rb"[^}]\n"])] + [any_of(list(group)) for group in refuse]
         self._longest = longest
         self._window = None if longest is None else max(1, longest // 2)
 
     def decode(self, block: bytes, lines: int) -> Optional[list]:
-        if not lines or block[:1] != b"{" or self._refused(block):
+        if not lines or block[:1] != b"{" or any(refused(block) for refused in self._refused):
             return None
         if self._window is not None and not self._short_lines(block):
             return None

@@ -214,14 +214,20 @@ def _classify_decode_error(line: bytes, error: Exception) -> tuple:
 # which is not JSON), an integer beyond 64 bits (made a rounded float), a lone surrogate (escaped
 # or as raw bytes: made U+FFFD or removed).  ``_MAYBE_UNPORTABLE`` is a necessary condition on the
 # bytes, cheap enough for every output line in the wrap path; ``_unportable`` decides on the value.
-_VALUE_START = rb"[:,\[][ \t\r\n]*-?"
-_BIG_NUMBERS = [
-    _VALUE_START + rb"[0-9.]*[eE]\+?[0-9]{3}",
-    _VALUE_START + rb"[0-9]{20}",  # also every integer part a double cannot hold (309 digits)
-    rb"[:,\[][ \t\r\n]*-[0-9]{19}",  # below -2**63
+_VALUE_AFTER = (b":", b",", rb"\[")  # what a value comes after in an object or an array
+_SPACE = rb"[ \t\r\n]*"
+_VALUE_START = rb"[:,\[]" + _SPACE
+_BIG_NUMBER_TAILS = [
+    rb"-?[0-9.]*[eE]\+?[0-9]{3}",
+    rb"-?[0-9]{20}",  # also every integer part a double cannot hold (309 digits)
+    rb"-[0-9]{19}",  # below -2**63
 ]
+# The same, a group for each character a value comes after: Hyperscan scans the three groups one
+# after the other in 0.9 us a 1.5 KB line, and all of them with the class in 1.6 us.
+_BIG_NUMBER_GROUPS = [[after + _SPACE + tail for tail in _BIG_NUMBER_TAILS] for after in _VALUE_AFTER]
+_BIG_NUMBERS = [_VALUE_START + tail for tail in _BIG_NUMBER_TAILS]
 _UNPORTABLE_PATTERNS = [
-    _VALUE_START + rb"(?:NaN|Infinity)",
+    _VALUE_START + rb"-?(?:NaN|Infinity)",
     *_BIG_NUMBERS,
     rb"\\u[dD][89a-fA-F]",
     rb"\xed[\xa0-\xbf]",
@@ -513,7 +519,7 @@ class Filter:
         # what else it must refuse: in wrap, numbers Fluent Bit cannot take (msgspec checks the syntax
         # of those it skips, not their size; it refuses NaN, Infinity and a lone surrogate escape, and
         # Python's UTF-8 decoder an encoded surrogate); 64: room for the frame
-        return Skimmer(self.engine.resolver, need_time, _BIG_NUMBERS if self.wrap else (),
+        return Skimmer(self.engine.resolver, need_time, _BIG_NUMBER_GROUPS if self.wrap else (),
                        self.max_record - 64 if self.wrap else None)
 
     # ------------------------------------------------------------ input
