@@ -12,6 +12,7 @@ quick way in use: a block of clean lines is vouched for.
 import json
 import random
 import re
+import time
 
 import pytest
 import ujson
@@ -218,6 +219,76 @@ def test_a_frame_start_of_other_values(value):
         ns = parse_time(value)
         assert frames.frame_start(value) == (None if ns is None else frames.start(ns))
     assert frames.frame_start("1969-12-31T23:59:59.25Z") == b"[-0.750000000,"
+
+
+@st.composite
+def time_columns(draw):
+    """A block's column of times: mostly of one length in the Windows form (a fraction of 1 to 9
+    digits), with what keeps a column from it: another length, a newline, a non-ASCII digit, a year
+    before 1970 or a day that does not exist, a value that is not a string."""
+    digits = draw(st.integers(1, 9))
+    seconds = st.integers(-3 * 86400, 2 * 86400).map(lambda s: s + 1_790_000_000 * draw(st.sampled_from([0, 1])))
+
+    def windows(second, fraction):
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{stamp}.{fraction:0{digits}d}Z"
+
+    values = draw(st.lists(st.builds(windows, seconds, st.integers(0, 10 ** digits - 1)), min_size=1, max_size=12))
+    if draw(st.booleans()):
+        odd = st.sampled_from(["2026-11-02T08:00:00.5Z", "2026-02-30T08:00:00." + "1" * digits + "Z",
+                               "2026-11-02T08:00:0\n." + "1" * digits + "Z", "2026-11-02T08:00:00.\u0661" +
+                               "1" * (digits - 1) + "Z", "٢٠٢٦-11-02T08:00:00." + "1" * digits + "Z", 7, None])
+        values.insert(draw(st.integers(0, len(values))), draw(odd))
+    return values
+
+
+@given(time_columns())
+@example(["1969-12-31T23:59:59.25Z", "1970-01-01T00:00:00.25Z"])
+def test_a_column_of_frame_starts_is_each_values_frame_start(values):
+    """``frames.frame_starts`` gives what ``frame_start`` gives value by value, or leaves the column
+    to it (None); a column all of the Windows form, on or after 1970, is never left."""
+    frames._SECONDS_TEXT.clear()
+    timeparse._SECONDS.clear()
+    starts = frames.frame_starts(values)
+    expected = [frames.frame_start(value) for value in values]
+    assert starts is None or starts == expected
+    same_length = len({len(value) if type(value) is str else -1 for value in values}) == 1
+    plain = all(type(v) is str and v.isascii() and v[:4].isdigit() and v[:4] >= "1970" and "\n" not in v
+                and parse_time(v) is not None for v in values)
+    if same_length and plain:
+        assert starts == expected
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_a_block_of_one_shape_has_its_starts_made_by_column(shape):
+    """Every collector shape: the starts of a block of one shape are those found item by item, and
+    the column (``skim._column_finder``) finds the values, for a mixed block too when it can."""
+    events = some_events(30, 11)
+    skimmer = Skimmer(FieldResolver(builtin_profiles()), True)
+    lines = [shaped_line(event, shape) for event in events]
+    for block_lines in (lines, lines + [shaped_line(events[0], other) for other in sorted(SHAPES)]):
+        block = b"\n".join(block_lines) + b"\n"
+        decoded = skimmer._objects.decode(block, len(block_lines))
+        by_item = list(map(skimmer._start, decoded))
+        assert skimmer.starts(block, len(block_lines)) == by_item
+        values = skimmer._column(decoded)
+        if values is not None:
+            assert [frames.frame_start(value) for value in values] == by_item
+
+
+def test_a_profile_that_applies_to_some_items_leaves_the_column_to_them():
+    """Event.System on every line but one, which has an Event without it, and an "@timestamp" (a
+    later profile's time) on every line: the column must not take the later profile for all."""
+    lines = [b'{"Event":{"System":{"TimeCreated":{"#attributes":{"SystemTime":"2026-11-02T08:00:0%d.5Z"}}}},'
+             b'"@timestamp":"2026-11-02T09:00:00.5Z"}' % second for second in range(5)]
+    skimmer = Skimmer(FieldResolver(builtin_profiles()), True)
+    resolver = FieldResolver(builtin_profiles())
+    for odd in (b'{"Event":{"Other":1},"@timestamp":"2026-11-02T09:00:00.5Z"}',  # the first profile's
+                b'{"@timestamp":"2026-11-02T09:00:00.5Z"}'):  # marker missing in one item only
+        mixed = lines[:2] + [odd] + lines[2:]
+        block = b"\n".join(mixed) + b"\n"
+        assert skimmer.starts(block, len(mixed)) == [frames.start(resolver.time(ujson.loads(line))) for line in mixed]
+        assert skimmer._column(skimmer._objects.decode(block, len(mixed))) is None
 
 
 def test_the_table_of_seconds_text_stays_bounded(monkeypatch):

@@ -42,7 +42,7 @@ import msgspec
 from ..events.fields import FieldResolver, lookup
 from ..events.timeparse import parse_time
 from ..values import MISSING
-from .frames import frame_start
+from .frames import frame_start, frame_starts
 from .prefilter import any_of
 
 _RAW = msgspec.Raw
@@ -100,19 +100,25 @@ def _step(root: _Node, path: tuple) -> tuple:
     return attrgetter(".".join(names)), tuple(path[depth + 1:])
 
 
-def _time_finder(resolver: FieldResolver, root: _Node, convert=parse_time):
+def _plans(resolver: FieldResolver) -> list:
+    """``resolver.time``'s way, as paths: ``(detect paths, time paths)`` for each profile in the order
+    tried (the last one's detect paths left out: it applies when none before it does)."""
+    if resolver.time_path is not None:
+        return [((), (resolver.time_path,))]
+    profiles = resolver.profiles[:1] if resolver.fixed else resolver.profiles
+    plans = [(() if resolver.fixed else tuple(profile.detect), tuple(profile.time)) for profile in profiles]
+    plans[-1] = ((), plans[-1][1])
+    return plans
+
+
+def _time_finder(plans: list, root: _Node, convert=parse_time):
     """``resolver.time`` over a decoded item: the first profile whose detect paths are all there
     (or the last; or the one ``--field-profile`` fixes), then its first time path whose value
     parses.  ``--time-field``: that path alone.  What it returns is ``convert`` of that value
     (``parse_time``: its nanoseconds; ``frames.frame_start``: its frame start), which is None
     where the value is no time."""
-    if resolver.time_path is not None:
-        plans = [((), (_step(root, resolver.time_path),))]
-    else:
-        profiles = resolver.profiles[:1] if resolver.fixed else resolver.profiles
-        plans = [(() if resolver.fixed else tuple(_step(root, path) for path in profile.detect),
-                  tuple(_step(root, path) for path in profile.time)) for profile in profiles]
-        plans[-1] = ((), plans[-1][1])  # the last profile applies when none before it does
+    plans = [(tuple(_step(root, path) for path in detect), tuple(_step(root, path) for path in times))
+             for detect, times in plans]
 
     def time(item) -> Optional[int]:  # each step written out here: this runs for every line
         for detect, times in plans:
@@ -138,6 +144,42 @@ def _time_finder(resolver: FieldResolver, root: _Node, convert=parse_time):
         return None  # pragma: no cover - the last plan always applies
 
     return time
+
+
+def _column_finder(plans: list, root: _Node):
+    """The values at the first time path of the profile every item of a block has, for the whole
+    block in a few C-level steps (``map`` over the items): the common case, a collector's block of
+    one shape.  ``values(items)`` is None when that is not so (shapes mixed, a path cut short, no
+    value): the caller then goes item by item.  A profile applies to no item when the first key
+    of one of its detect paths is missing in every item, and to every item when each of its detect
+    paths has a value in every item (an attribute missing on the way raises AttributeError)."""
+    steps = []
+    for detect, times in plans:
+        chains = [_step(root, path) for path in detect]
+        first = _step(root, times[0]) if times else None
+        if first is None or first[1] or any(rest for _, rest in chains):
+            steps.append(None)  # a path below a value decoded whole: item by item
+        else:
+            marker = attrgetter(root.children[detect[0][0]].name) if detect else None
+            steps.append((marker, [chain for chain, _ in chains], first[0]))
+
+    def values(items: list) -> Optional[list]:
+        for step in steps:
+            if step is None:
+                return None
+            marker, detect, time = step
+            try:
+                if marker is not None and list(map(marker, items)).count(_UNSET) == len(items):
+                    continue  # this profile applies to none of them
+                if any(_UNSET in list(map(chain, items)) for chain in detect):
+                    return None  # to some of them
+                found = list(map(time, items))
+            except AttributeError:
+                return None
+            return None if _UNSET in found else found
+        return None  # pragma: no cover - the last plan always applies
+
+    return values
 
 
 _NOT_OPENING = bytes(byte for byte in range(256) if byte not in b"[{\n")
@@ -215,10 +257,12 @@ class Skimmer:
         if trie is None:
             trie = _Node()
         self._objects = ObjectLines(_schema(trie), refuse, longest)
-        self._time = self._start = None
+        self._time = self._start = self._column = None
         if need_time and self.available:
-            self._time = _time_finder(resolver, trie)
-            self._start = _time_finder(resolver, trie, frame_start)
+            plans = _plans(resolver)
+            self._time = _time_finder(plans, trie)
+            self._start = _time_finder(plans, trie, frame_start)
+            self._column = _column_finder(plans, trie)
 
     def vouch(self, block: bytes, lines: int) -> Optional[list]:
         """``block``: ``lines`` whole lines, each ending in a newline.  Their event times in ns (None
@@ -227,15 +271,21 @@ class Skimmer:
 
     def starts(self, block: bytes, lines: int) -> Optional[list]:
         """As ``vouch``, but each line's frame start ``[<time>,`` (``frames.frame_start``) instead of
-        its time: what ``--fluentbit-time`` writes, without the number in between."""
-        return self._each(block, lines, self._start)
+        its time: what ``--fluentbit-time`` writes, without the number in between.  A block of one
+        shape and one form of time has them made a column at a time (``frames.frame_starts``)."""
+        return self._each(block, lines, self._start, self._column)
 
-    def _each(self, block: bytes, lines: int, find) -> Optional[list]:
+    def _each(self, block: bytes, lines: int, find, column=None) -> Optional[list]:
         decoded = self._objects.decode(block, lines) if self.available else None
         if decoded is None:
             return None
         if find is None:
             return [None] * lines
+        if column is not None:
+            values = column(decoded)
+            starts = None if values is None else frame_starts(values)
+            if starts is not None:
+                return starts
         return list(map(find, decoded))
 
 
