@@ -12,7 +12,7 @@ quick way in use: a block of clean lines is vouched for.
 import json
 import random
 import re
-import time
+from time import gmtime, strftime
 
 import pytest
 import ujson
@@ -104,7 +104,7 @@ def check_vouched(block: bytes, lines: int):
             if skimmer._time is not None:
                 assert time == resolver.time(event), (name, line)
         if skimmer._time is not None:  # the frame starts, made from the values without the numbers
-            assert skimmer.starts(block, lines) == [None if time is None else frames.start(time) for time in times]
+            assert skimmer.starts(block, lines) == [None if time is None else frames.start_at(time) for time in times]
             if wrap:
                 assert stream.unportable_record(line) is None, (name, line)
                 assert len(line) < LONGEST, (name, line)
@@ -202,13 +202,13 @@ def test_the_big_number_groups_are_the_big_numbers(text):
 
 @given(st.lists(collector_times(), min_size=1, max_size=6))
 def test_a_frame_start_is_the_parsed_times_text(times):
-    """``frames.frame_start`` keeps each second's text as ``parse_time`` keeps the second: filled by
+    """``frames.start_of`` keeps each second's text as ``parse_time`` keeps the second: filled by
     some strings (before 1970 never), read by others of the same second."""
     timeparse._SECONDS.clear()
     frames._SECONDS_TEXT.clear()
     for text in times + times:
         ns = timeparse._parse(text)
-        assert frames.frame_start(text) == (None if ns is None else frames.start(ns)), text
+        assert frames.start_of(text) == (None if ns is None else frames.start_at(ns)), text
 
 
 @pytest.mark.parametrize("value", [None, 0, -1.5, 1e20, "", "Z", {"#text": "2026-11-02T08:00:00.5Z"},
@@ -217,8 +217,8 @@ def test_a_frame_start_of_other_values(value):
     frames._SECONDS_TEXT.clear()
     for _ in range(2):
         ns = parse_time(value)
-        assert frames.frame_start(value) == (None if ns is None else frames.start(ns))
-    assert frames.frame_start("1969-12-31T23:59:59.25Z") == b"[-0.750000000,"
+        assert frames.start_of(value) == (None if ns is None else frames.start_at(ns))
+    assert frames.start_of("1969-12-31T23:59:59.25Z") == b"[-0.750000000,"
 
 
 @st.composite
@@ -230,7 +230,7 @@ def time_columns(draw):
     seconds = st.integers(-3 * 86400, 2 * 86400).map(lambda s: s + 1_790_000_000 * draw(st.sampled_from([0, 1])))
 
     def windows(second, fraction):
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        stamp = strftime("%Y-%m-%dT%H:%M:%S", gmtime(second))
         return f"{stamp}.{fraction:0{digits}d}Z"
 
     values = draw(st.lists(st.builds(windows, seconds, st.integers(0, 10 ** digits - 1)), min_size=1, max_size=12))
@@ -245,12 +245,12 @@ def time_columns(draw):
 @given(time_columns())
 @example(["1969-12-31T23:59:59.25Z", "1970-01-01T00:00:00.25Z"])
 def test_a_column_of_frame_starts_is_each_values_frame_start(values):
-    """``frames.frame_starts`` gives what ``frame_start`` gives value by value, or leaves the column
+    """``frames.starts_of`` gives what ``start_of`` gives value by value, or leaves the column
     to it (None); a column all of the Windows form, on or after 1970, is never left."""
     frames._SECONDS_TEXT.clear()
     timeparse._SECONDS.clear()
-    starts = frames.frame_starts(values)
-    expected = [frames.frame_start(value) for value in values]
+    starts = frames.starts_of(values)
+    expected = [frames.start_of(value) for value in values]
     assert starts is None or starts == expected
     same_length = len({len(value) if type(value) is str else -1 for value in values}) == 1
     plain = all(type(v) is str and v.isascii() and v[:4].isdigit() and v[:4] >= "1970" and "\n" not in v
@@ -273,7 +273,7 @@ def test_a_block_of_one_shape_has_its_starts_made_by_column(shape):
         assert skimmer.starts(block, len(block_lines)) == by_item
         values = skimmer._column(decoded)
         if values is not None:
-            assert [frames.frame_start(value) for value in values] == by_item
+            assert [frames.start_of(value) for value in values] == by_item
 
 
 def test_a_profile_that_applies_to_some_items_leaves_the_column_to_them():
@@ -287,7 +287,7 @@ def test_a_profile_that_applies_to_some_items_leaves_the_column_to_them():
                 b'{"@timestamp":"2026-11-02T09:00:00.5Z"}'):  # marker missing in one item only
         mixed = lines[:2] + [odd] + lines[2:]
         block = b"\n".join(mixed) + b"\n"
-        assert skimmer.starts(block, len(mixed)) == [frames.start(resolver.time(ujson.loads(line))) for line in mixed]
+        assert skimmer.starts(block, len(mixed)) == [frames.start_at(resolver.time(ujson.loads(line))) for line in mixed]
         assert skimmer._column(skimmer._objects.decode(block, len(mixed))) is None
 
 
@@ -296,7 +296,7 @@ def test_the_table_of_seconds_text_stays_bounded(monkeypatch):
     frames._SECONDS_TEXT.clear()
     for second in range(10):
         text = f"2026-11-02T08:00:{second:02d}.5Z"
-        assert frames.frame_start(text) == frames.start(parse_time(text))
+        assert frames.start_of(text) == frames.start_at(parse_time(text))
         assert len(frames._SECONDS_TEXT) <= 3
 
 
@@ -320,7 +320,7 @@ def test_the_skimmer_finds_the_times_collectors_write():
         times = skimmer.vouch(b"\n".join(lines) + b"\n", len(lines))
         assert times == [resolver.time(ujson.loads(line)) for line in lines], shape
         assert None not in times, shape
-        assert skimmer.starts(b"\n".join(lines) + b"\n", len(lines)) == list(map(frames.start, times)), shape
+        assert skimmer.starts(b"\n".join(lines) + b"\n", len(lines)) == list(map(frames.start_at, times)), shape
 
 
 # ---------------------------------------------------------------- --line-field, a block at once

@@ -2,9 +2,9 @@
 
 Fluent Bit's stdin input takes ``[<epoch seconds>.<nanoseconds>, {record}]`` as a record with that
 time.  A line's frame start ``[<time>,`` is made from the time value the event holds
-(``frame_start``) for whole blocks of lines, so the common form is made without a number: the
-text of a value's second, which ``parse_time`` caches by its first 20 characters, is cached the
-same way here, and the fraction's digits are its nanoseconds.
+(``start_of``), or from a whole block's column of them at once (``starts_of``), so the common
+form needs no number: the text of a value's second, which ``parse_time`` caches by its first 20
+characters, is cached the same way here, and the fraction's digits are its nanoseconds.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ def fluentbit_time(ns: int) -> bytes:
     return b"%d.%09d" % divmod(ns, NS)
 
 
-def start(ns: int) -> bytes:
+def start_at(ns: int) -> bytes:
     """The frame start ``[<time>,`` of a record at ``ns``."""
     return b"[" + fluentbit_time(ns) + b","
 
 
-def frame_start(value) -> Optional[bytes]:
-    """``start(parse_time(value))``, or None when ``value`` is not a time.  For the Windows form
+def start_of(value) -> Optional[bytes]:
+    """``start_at(parse_time(value))``, or None when ``value`` is not a time.  For the Windows form
     (date, time, a fraction of digits, ``Z``) the first 20 characters decide the seconds, as in
     ``parse_time``'s short cut; the fraction's first nine digits, padded, are the nanoseconds."""
     if value.__class__ is str and value[-1:] == "Z" and value[19:20] == ".":
@@ -51,17 +51,17 @@ def frame_start(value) -> Optional[bytes]:
                 if len(_SECONDS_TEXT) >= _SECONDS_KEPT:
                     _SECONDS_TEXT.clear()
                 _SECONDS_TEXT[value[:20]] = b"[%d." % (ns // NS)
-            return start(ns)
+            return start_at(ns)
     ns = parse_time(value)
-    return None if ns is None else start(ns)
+    return None if ns is None else start_at(ns)
 
 
 _FIRST_20 = itemgetter(slice(0, 20))
 _FRACTION = itemgetter(slice(20, -1))
 
 
-def frame_starts(values: list) -> Optional[list]:
-    """``frame_start`` of each value, for a block's column of times (``skim``) of the Windows form
+def starts_of(values: list) -> Optional[list]:
+    """``start_of`` of each value, for a block's column of times (``skim``) of the Windows form
     with one number of fraction digits (up to nine), in C-level steps over the whole column: the
     checks are on the values joined, every (length + 1)-th byte.  None when the column is not of
     that form, or one of its values is not a time on or after 1970 (each is then asked alone)."""
@@ -83,12 +83,12 @@ def frame_starts(values: list) -> Optional[list]:
         return None
     known = _SECONDS_TEXT.get
     seconds = list(map(known, map(_FIRST_20, values)))
-    if None in seconds:  # a second met for the first time: parsed once, as frame_start would
+    if None in seconds:  # a second met for the first time: parsed once, as start_of would
         for index, text in enumerate(seconds):
             if text is None:
                 second = values[index][:20]
                 if second not in _SECONDS_TEXT:
-                    frame_start(values[index])
+                    start_of(values[index])
                 seconds[index] = known(second)
         if None in seconds:
             return None

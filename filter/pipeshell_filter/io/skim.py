@@ -42,7 +42,7 @@ import msgspec
 from ..events.fields import FieldResolver, lookup
 from ..events.timeparse import parse_time
 from ..values import MISSING
-from .frames import frame_start, frame_starts
+from .frames import start_of, starts_of
 from .prefilter import any_of
 
 _RAW = msgspec.Raw
@@ -115,7 +115,7 @@ def _time_finder(plans: list, root: _Node, convert=parse_time):
     """``resolver.time`` over a decoded item: the first profile whose detect paths are all there
     (or the last; or the one ``--field-profile`` fixes), then its first time path whose value
     parses.  ``--time-field``: that path alone.  What it returns is ``convert`` of that value
-    (``parse_time``: its nanoseconds; ``frames.frame_start``: its frame start), which is None
+    (``parse_time``: its nanoseconds; ``frames.start_of``: its frame start), which is None
     where the value is no time."""
     plans = [(tuple(_step(root, path) for path in detect), tuple(_step(root, path) for path in times))
              for detect, times in plans]
@@ -261,7 +261,7 @@ class Skimmer:
         if need_time and self.available:
             plans = _plans(resolver)
             self._time = _time_finder(plans, trie)
-            self._start = _time_finder(plans, trie, frame_start)
+            self._start = _time_finder(plans, trie, start_of)
             self._column = _column_finder(plans, trie)
 
     def vouch(self, block: bytes, lines: int) -> Optional[list]:
@@ -270,9 +270,9 @@ class Skimmer:
         return self._each(block, lines, self._time)
 
     def starts(self, block: bytes, lines: int) -> Optional[list]:
-        """As ``vouch``, but each line's frame start ``[<time>,`` (``frames.frame_start``) instead of
+        """As ``vouch``, but each line's frame start ``[<time>,`` (``frames.start_of``) instead of
         its time: what ``--fluentbit-time`` writes, without the number in between.  A block of one
-        shape and one form of time has them made a column at a time (``frames.frame_starts``)."""
+        shape and one form of time has them made a column at a time (``frames.starts_of``)."""
         return self._each(block, lines, self._start, self._column)
 
     def _each(self, block: bytes, lines: int, find, column=None) -> Optional[list]:
@@ -283,7 +283,7 @@ class Skimmer:
             return [None] * lines
         if column is not None:
             values = column(decoded)
-            starts = None if values is None else frame_starts(values)
+            starts = None if values is None else starts_of(values)
             if starts is not None:
                 return starts
         return list(map(find, decoded))

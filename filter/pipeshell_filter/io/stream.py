@@ -29,7 +29,7 @@ from ..engine import Engine
 from ..records import shrink
 from ..events.timeparse import parse_time
 from . import parallel
-from .frames import frame, start as frame_start
+from .frames import frame, start_at
 from .inputs import LongLine
 from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex, any_of, ends_of
 from .signals import WRITING, StopRequest, Terminated
@@ -688,13 +688,13 @@ class Filter:
         starts = self._skimmer.starts(chunk, lines)
         if starts is not None and None in starts:  # lines without a time: the clock's
             clock = self.clock
-            starts = [frame_start(clock()) if start is None else start for start in starts]
+            starts = [start_at(clock()) if start is None else start for start in starts]
         return starts
 
     def _starts(self, times: list) -> list:
         """Each time's frame start ``[<time>,`` (the clock's for a line without one)."""
         clock = self.clock
-        return [frame_start(clock() if when is None else when) for when in times]
+        return [start_at(clock() if when is None else when) for when in times]
 
     def _pass_lines(self, block: bytes, start: int, end: int) -> None:
         """Lines that cannot match, one by one: each is parsed, with no more work than that.  What
@@ -723,7 +723,7 @@ class Filter:
                     record = line
                     if framed:
                         when = time_of(event)
-                        record = frame_start(when if when is not None else clock()) + line + b"]"
+                        record = start_at(when if when is not None else clock()) + line + b"]"
                     if wrap and len(record) > limit:
                         record = None
             if record is not None:
@@ -920,7 +920,7 @@ class Filter:
         if self.fluentbit_time:
             if time_ns is None and event is not None:
                 time_ns = self.engine.event_time(event)
-            start = frame_start(time_ns if time_ns is not None else self.clock())
+            start = start_at(time_ns if time_ns is not None else self.clock())
             line = start + record + b"]"
         else:
             start, line = b"", record
