@@ -548,6 +548,10 @@ def markdown(rows) -> str:
 
 
 def main() -> int:
+    # An installed filter starts from cached bytecode; with PYTHONDONTWRITEBYTECODE (set in some
+    # sandboxes) an editable install would compile its changed modules again at every start, in
+    # every timed run (bench/run.py does the same for its commands).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     parser = argparse.ArgumentParser(description="Every Fluent Bit recipe on the real Fluent Bit: delivery, "
                                                  "latency, time against passthrough.")
     parser.add_argument("--events", type=int, default=100_000, help="corpus slice (bench corpus, seed --seed)")
