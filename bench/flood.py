@@ -40,6 +40,7 @@ def rss_mb(pid: int) -> float:
 
 
 def main() -> int:
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the filter starts from cached bytecode, as installed
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=1, help="floods one after the other (RSS after each)")
