@@ -337,6 +337,16 @@ def unwrap_lines(block: bytes, start: int, end: int, field: str) -> bytes:
     return b"".join(unwrap_line(line, field) + b"\n" for line in block[start:end - 1].split(b"\n"))
 
 
+def _as_judged(chunk: bytes, judged) -> Optional[bytes]:
+    """What ``chunk`` becomes by ``Filter.judged``'s verdict on it: itself (True), its lines framed
+    (the frames' starts), or None (not vouched for, or starts that do not pair up with its lines)."""
+    if judged is None:
+        return None
+    if judged is True:
+        return chunk
+    return frame(chunk[:-1].split(b"\n"), judged)
+
+
 class BlockReader:
     """Cuts a file descriptor into blocks of whole lines, read in large reads.
 
@@ -676,8 +686,7 @@ class Filter:
         """What ``chunk``, ``lines`` whole lines the prefilter ruled out, becomes in the Fluent Bit
         modes when the skimmer vouches for every line: itself (``wrap``; or nothing is written), or
         its lines each framed with its time; None when it does not."""
-        judged = self.judged(chunk, lines)
-        return None if judged is None else chunk if judged is True else frame(chunk[:-1].split(b"\n"), judged)
+        return _as_judged(chunk, self.judged(chunk, lines))
 
     def judged(self, chunk: bytes, lines: int):
         """The skimmer's verdict on ``chunk`` (asked by a worker too, ``parallel.scan_chunk``): None
@@ -1213,7 +1222,7 @@ class Filter:
         block = os.pread(fd, length, offset)
         if len(block) != length:
             return False
-        framed = None if judged is None else block if judged is True else frame(block[:-1].split(b"\n"), judged)
+        framed = _as_judged(block, judged)
         if framed is not None:  # vouched for by the worker's skimmer: as it is, or framed
             self.lines += lines
             self.output.write(framed)
