@@ -19,6 +19,7 @@ from eventgen import CLIENT, HOSTS, SERVER, evtx_event, flat_event
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.sigma import literals
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
 from pipeshell_filter.cli import build_prefilter
@@ -479,6 +480,56 @@ def test_the_literal_index_names_the_rules_whose_literals_a_line_holds():
     for engine in ENGINES:
         index = pf.RuleIndex({0: [b"best"], 1: [b"gamma"]}, engine)
         assert index.rules_for('{"x": "be\u017ft"}'.encode()) is None  # long s folds to s: maybe "best"
+
+
+WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"epsilon", b"zeta"]
+FORMULAS = st.recursive(st.sampled_from(WORDS), lambda inner: st.tuples(
+    st.sampled_from([literals.AND, literals.OR]), st.lists(inner, min_size=1, max_size=3).map(tuple)), max_leaves=6)
+
+
+def _words_line(words: list) -> bytes:
+    return b'{"x": "%s"}' % b" ".join(words)
+
+
+LINE_WORDS = st.lists(st.sampled_from(WORDS + [b"\\u0061", b"other"]), max_size=6)
+
+
+def _holds_on(formula, text: bytes) -> bool:
+    if not isinstance(formula, tuple):
+        return formula in text
+    parts = [_holds_on(part, text) for part in formula[1]]
+    return all(parts) if formula[0] == literals.AND else any(parts)
+
+
+@pytest.mark.skipif("hyperscan" not in ENGINES, reason="route plans are made by the Hyperscan engine")
+@given(st.dictionaries(st.integers(0, 7), FORMULAS, min_size=1, max_size=8), st.data(),
+       st.lists(LINE_WORDS, min_size=1, max_size=6), st.lists(LINE_WORDS, min_size=1, max_size=12))
+def test_a_route_planned_from_its_first_lines_names_every_rule_that_can_matter(formulas, data, sample, lines):
+    """A route's plan takes the literals all of its first lines held as present and indexes each
+    rule under the part of its formula they held least often: it names every rule whose formula
+    holds on the decoded line, every rule the shared database names on a line without an
+    escape, and exactly those on a line that holds every literal all of the first lines held."""
+    among = data.draw(st.frozensets(st.sampled_from(sorted(formulas) + [8])))
+    shared = pf.RuleIndex(formulas, "hyperscan", always=[8])
+    shared.MAX_ROUTES = 0  # never sampled: the shared database and the whole formulas
+    routed = pf.RuleIndex(formulas, "hyperscan", always=[8])
+    routed.ROUTE_AFTER = len(sample)
+    for words in sample:
+        assert routed.rules_for(_words_line(words), among) == shared.rules_for(_words_line(words), among)
+    assert isinstance(routed._routes[among], pf._Route)
+    escaped = any(b"a" in needle for needle in shared.needles)  # \\u0061 is then a trigger
+    clean = [set(words) for words in sample if not (escaped and b"\\u0061" in words)]
+    everywhere = set.intersection(*clean) & set(shared.needles) if clean else set()
+    for words in lines:
+        line = _words_line(words)
+        text = json.loads(line)["x"].lower().encode()
+        found, expected = routed.rules_for(line, among), shared.rules_for(line, among)
+        truth = {rule for rule in among if rule == 8 or _holds_on(formulas[rule], text)}
+        assert truth <= found <= among, (line, truth, found)
+        if b"\\u0061" not in words:
+            assert expected <= found, (line, expected, found)
+            if everywhere <= set(words):
+                assert found == expected, (line, expected, found)
 
 
 @given(streams(), st.integers(7, 4096), st.sampled_from([("wrap", True), ("wrap", False), ("pass", True)]),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import threading
 from bisect import bisect_right
+from collections import Counter
 from itertools import accumulate
 from typing import Callable, Iterable, Iterator, List, Optional
 
@@ -299,16 +300,19 @@ class RuleIndex:
     literal.  Rules ``always`` tried (no requirement) are in every answer.
 
     A route (the rules an event's log source and EventID leave it, ``among``) seen
-    often gets a scan database of its own, holding only its rules' literals (under
-    the same pattern ids) and their triggers: a Sysmon network event needs a few
-    hundred of the rule set's sixteen thousand literals, and both the scan and its
-    reports cost by the literal.  It is as sound: the other literals, and their
-    triggers, only ever bring in rules the route leaves out.
+    often gets a plan of its own (``_Route``), made from what its first lines held:
+    its rules' formulas with the literals every one of those lines held taken as
+    present (in a Sysmon process creation, ``sysmon``, ``commandline`` and thirty
+    more, most of them key names), each rule indexed under the part of its formula
+    those lines held least often, and a scan database of the literals that are left
+    (under the same pattern ids) and of their triggers.  Both the scan and its
+    reports cost by the literal.  It is as sound: a literal taken as present only
+    ever brings in more rules, and the other literals, and their triggers, only ever
+    bring in rules the route leaves out.
     """
 
-    ROUTE_AFTER = 256  # lines of one route scanned with the shared database before it gets its own
-    ROUTE_SHARE = 0.25  # ... unless it needs more than this share of the literals (little to gain)
-    MAX_ROUTES = 64  # routes counted (hostile input may invent more: those keep the shared database)
+    ROUTE_AFTER = 256  # lines of one route scanned with the shared database before it gets its own plan
+    MAX_ROUTES = 64  # routes sampled (hostile input may invent more: those keep the shared database)
 
     def __init__(self, formulas: dict, engine: str = "auto", always=()):
         formulas = {rule: literals.either(f) if isinstance(f, list) else f for rule, f in formulas.items()}
@@ -318,18 +322,14 @@ class RuleIndex:
         if not self.needles:
             raise ValueError("a rule index needs needles")
         ids = {found: i for i, found in enumerate(self.needles)}
-        self._formulas = {rule: _renamed(f, ids) for rule, f in kept.items()}
-        by_literal = [set() for _ in self.needles]
-        for rule, formula in kept.items():
-            for found in literals.cover(formula):
-                by_literal[ids[found.lower()]].add(rule)
-        self._by_literal = [frozenset(rules) for rules in by_literal]
+        self._numbered = {rule: _numbered(f, ids) for rule, f in kept.items()}  # literals as their ids
+        self._formulas = {rule: _renamed(f) for rule, f in self._numbered.items()}
+        longest = lambda cover: (-min(len(self.needles[at]) for at in cover), len(cover))  # as literals.cover
+        self._by_literal = _indexed(self._numbered, len(self.needles), lambda f: _cheapest_cover(f, longest))
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
         _, self._escapes, self._non_ascii = trigger_patterns(self.needles)
         if self.engine == "hyperscan":
-            self._leaf_ids = {rule: frozenset(ids[found.lower()] for found in literals.leaves(f))
-                              for rule, f in kept.items()}
-            self._routes = {}  # among -> lines seen so far (int), its database, or None: the shared one
+            self._routes = {}  # among -> its _Sample so far, its _Route, or _SHARED
             self._database = self._compile(range(len(self.needles)))
             self._local = threading.local()
         else:
@@ -338,7 +338,15 @@ class RuleIndex:
     def rules_for(self, line: bytes, among: Optional[frozenset] = None) -> Optional[frozenset]:
         """The rules this line may matter to (of ``among``, when given: the rules its log
         source routes it to); None: every rule (a trigger was found)."""
-        present = self._hyperscan(line, among) if self.engine == "hyperscan" else self._python(line)
+        if self.engine == "python":
+            present = self._python(line)
+        else:
+            route = self._routes.get(among) if among.__class__ is frozenset else None
+            if route.__class__ is _Route:
+                return route.rules_for(self._scan(line, route.database) if route.database else set(), among)
+            present = self._scan(line, self._database)
+            if route is not _SHARED and among.__class__ is frozenset:
+                self._sampled(among, route, present)
         if present is None:
             return among
         always = self.always if among is None else self.always & among
@@ -363,43 +371,68 @@ class RuleIndex:
         """A database of these literals (their ids as pattern ids) and their triggers (ids from
         ``len(self.needles)`` on).  The shared database spells the escapes as one pattern; a
         route's spells each as a caseless literal (``\\u00e9`` in any case, a few more lines
-        sent to every rule), which Hyperscan compiles ten times faster beside few literals."""
+        sent to every rule), which Hyperscan compiles ten times faster beside few literals, and
+        with nothing but literals, its literal compiler takes it (a quarter faster again)."""
         count = len(self.needles)
         literal_ids = list(literal_ids)
         caseless, exact = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH, hyperscan.HS_FLAG_SINGLEMATCH
         if route:
             found = triggers([self.needles[i] for i in literal_ids])
-            escapes = [_hex(t) for t in found if t.startswith(b"\\u")]
-            marks = [(e, caseless) for e in escapes] + [(_hex(t), exact) for t in found if not t.isascii()]
+            marks = [(t, caseless if t.isascii() else exact) for t in found]
+            expressions = [self.needles[i] for i in literal_ids] + [m for m, _ in marks]
         else:
             marks = [(self._escapes, exact)] + [(_hex(t), exact) for t in self._non_ascii]
-        expressions = [_hex(self.needles[i]) for i in literal_ids] + [m for m, _ in marks]
+            expressions = [_hex(self.needles[i]) for i in literal_ids] + [m for m, _ in marks]
         database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         database.compile(expressions=expressions, ids=literal_ids + list(range(count, count + len(marks))),
-                         flags=[caseless] * len(literal_ids) + [flag for _, flag in marks])
+                         flags=[caseless] * len(literal_ids) + [flag for _, flag in marks], literal=route)
         return database
 
-    def _database_for(self, among: Optional[frozenset]):
-        """The database to scan a line of this route with (see the class docstring)."""
-        routes = self._routes
-        found = routes.get(among, 0) if isinstance(among, frozenset) else None
-        if found.__class__ is not int:
-            return found or self._database
-        if found < self.ROUTE_AFTER:
-            if found or len(routes) < self.MAX_ROUTES:
-                routes[among] = found + 1
-            return self._database
-        wanted = set().union(*[self._leaf_ids[rule] for rule in among if rule in self._leaf_ids])
-        found = None
-        if len(wanted) <= self.ROUTE_SHARE * len(self.needles):
-            try:
-                found = self._compile(sorted(wanted), route=True)
-            except hyperscan.error:  # the shared database, which holds these literals, is never wrong
-                pass
-        routes[among] = found
-        return found or self._database
+    def _sampled(self, among: frozenset, sample, present: Optional[set]) -> None:
+        """Count one line of a route scanned with the shared database; at ``ROUTE_AFTER`` lines
+        the route gets its plan."""
+        if sample is None:
+            if len(self._routes) >= self.MAX_ROUTES:
+                return
+            sample = self._routes[among] = _Sample()
+        sample.lines += 1
+        if present is not None:
+            sample.clean += 1
+            sample.counts.update(present)
+        if sample.lines >= self.ROUTE_AFTER:
+            self._routes[among] = self._plan_route(among, sample)
 
-    def _hyperscan(self, line: bytes, among: Optional[frozenset] = None) -> Optional[set]:
+    def _plan_route(self, among: frozenset, sample: "_Sample"):
+        """A route's ``_Route`` from its sample (see the class docstring); ``_SHARED`` when
+        Hyperscan cannot compile its database."""
+        every = {at for at, seen in sample.counts.items() if seen == sample.clean} if sample.clean else set()
+        share = {at: seen / sample.clean for at, seen in sample.counts.items()}
+        needles = self.needles
+
+        def cost(cover: set) -> tuple:  # lines expected to hold one of them; then the old choice
+            return sum(share.get(at, 0.0) for at in cover), -min(len(needles[at]) for at in cover), len(cover)
+
+        always, numbered = set(self.always & among), {}
+        for rule in among:
+            formula = self._numbered.get(rule)
+            if formula is None or rule in always:
+                continue
+            formula = _assuming(formula, every)
+            if formula is None:  # holds on every line of the route as far as literals tell
+                always.add(rule)
+            else:
+                numbered[rule] = formula
+        scanned = sorted(set().union(*map(literals.leaves, numbered.values())))
+        try:
+            database = self._compile(scanned, route=True) if scanned else None
+        except hyperscan.error:  # the shared database, which holds these literals, is never wrong
+            return _SHARED
+        by_literal = _indexed(numbered, len(needles), lambda f: _cheapest_cover(f, cost))
+        return _Route(database, frozenset(always), {at: by_literal[at] for at in scanned},
+                      {rule: _renamed(f) for rule, f in numbered.items()})
+
+    def _scan(self, line: bytes, database) -> Optional[set]:
+        """The ids of the literals ``database`` finds in the line; None at a trigger."""
         present = set()
         count = len(self.needles)
 
@@ -407,7 +440,6 @@ class RuleIndex:
             present.add(pattern)
             return pattern >= count  # a trigger: every rule, stop scanning
 
-        database = self._database_for(among)
         scratches = getattr(self._local, "scratches", None)
         if scratches is None:
             scratches = self._local.scratches = {}
@@ -421,16 +453,82 @@ class RuleIndex:
         return present
 
 
-def _renamed(formula, ids: dict, top: bool = True):
-    """A formula in the form ``_holds`` reads: literals replaced by their positions in the
-    index, the literals of each AND / OR gathered in one set, so that a rule's check is a
-    set operation or two.  None for a rule indexed under all its literals with nothing more
-    to check (a literal, or an OR of literals: any find means it holds)."""
+class _Sample:
+    """A route's lines so far: how many, how many without a trigger, and how many of those held
+    each literal."""
+
+    __slots__ = ("lines", "clean", "counts")
+
+    def __init__(self):
+        self.lines = self.clean = 0
+        self.counts = Counter()
+
+
+_SHARED = "shared"  # a route that keeps the shared database (its own would not compile)
+
+
+class _Route:
+    """A frequent route's plan (``RuleIndex``): its scan database (None: nothing left to scan),
+    the rules it always tries, its literals' rules, and its rules' formulas as ``_holds`` reads
+    them, the literals taken as present gone from all four."""
+
+    __slots__ = ("database", "always", "by_literal", "formulas")
+
+    def __init__(self, database, always: frozenset, by_literal: dict, formulas: dict):
+        self.database, self.always, self.by_literal, self.formulas = database, always, by_literal, formulas
+
+    def rules_for(self, present: Optional[set], among: frozenset) -> frozenset:
+        if present is None:
+            return among
+        by_literal, formulas = self.by_literal, self.formulas
+        indexed = set().union(*[by_literal[at] for at in present])
+        return self.always.union([rule for rule in indexed if formulas[rule] is None or _holds(formulas[rule], present)])
+
+
+def _numbered(formula, ids: dict):
+    """A formula over needles with each literal replaced by its id in the index."""
     if not isinstance(formula, tuple):
-        return None if top else (literals.OR, frozenset((ids[formula.lower()],)), ())
+        return ids[formula.lower()]
+    return formula[0], tuple(_numbered(part, ids) for part in formula[1])
+
+
+def _assuming(formula, present: set):
+    """The formula with these literals taken as present: None when it then always holds."""
+    if not isinstance(formula, tuple):
+        return None if formula in present else formula
     op, parts = formula
-    found = frozenset(ids[part.lower()] for part in parts if not isinstance(part, tuple))
-    nested = tuple(_renamed(part, ids, False) for part in parts if isinstance(part, tuple))
+    parts = [_assuming(part, present) for part in parts]
+    return literals.both(parts) if op == literals.AND else literals.either(parts)
+
+
+def _cheapest_cover(formula, cost) -> set:
+    """``literals.cover`` with an AND keeping the part of least ``cost``."""
+    if not isinstance(formula, tuple):
+        return {formula}
+    op, parts = formula
+    covers = [_cheapest_cover(part, cost) for part in parts]
+    return set().union(*covers) if op == literals.OR else min(covers, key=cost)
+
+
+def _indexed(formulas: dict, count: int, cover) -> list:
+    """Literal id -> the rules indexed under it: those whose ``cover`` holds it."""
+    by_literal = [set() for _ in range(count)]
+    for rule, formula in formulas.items():
+        for at in cover(formula):
+            by_literal[at].add(rule)
+    return [frozenset(rules) for rules in by_literal]
+
+
+def _renamed(formula, top: bool = True):
+    """A formula (over literal ids) in the form ``_holds`` reads: the literals of each AND / OR
+    gathered in one set, so that a rule's check is a set operation or two.  None for a rule
+    indexed under all its literals with nothing more to check (a literal, or an OR of
+    literals: any find means it holds)."""
+    if not isinstance(formula, tuple):
+        return None if top else (literals.OR, frozenset((formula,)), ())
+    op, parts = formula
+    found = frozenset(part for part in parts if not isinstance(part, tuple))
+    nested = tuple(_renamed(part, False) for part in parts if isinstance(part, tuple))
     if top and op == literals.OR and not nested:
         return None
     return op, found, nested
