@@ -325,7 +325,8 @@ class RuleIndex:
         self._numbered = {rule: _numbered(f, ids) for rule, f in kept.items()}  # literals as their ids
         self._formulas = {rule: _renamed(f) for rule, f in self._numbered.items()}
         longest = lambda cover: (-min(len(self.needles[at]) for at in cover), len(cover))  # as literals.cover
-        self._by_literal = _indexed(self._numbered, len(self.needles), lambda f: _cheapest_cover(f, longest))
+        indexed = _indexed(self._numbered, lambda f: _cheapest_cover(f, longest))
+        self._by_literal = [indexed.get(at, _NONE) for at in range(len(self.needles))]
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
         _, self._escapes, self._non_ascii = trigger_patterns(self.needles)
         if self.engine == "hyperscan":
@@ -427,8 +428,8 @@ class RuleIndex:
             database = self._compile(scanned, route=True) if scanned else None
         except hyperscan.error:  # the shared database, which holds these literals, is never wrong
             return _SHARED
-        by_literal = _indexed(numbered, len(needles), lambda f: _cheapest_cover(f, cost))
-        return _Route(database, frozenset(always), {at: by_literal[at] for at in scanned},
+        by_literal = _indexed(numbered, lambda f: _cheapest_cover(f, cost))
+        return _Route(database, frozenset(always), {at: by_literal.get(at, _NONE) for at in scanned},
                       {rule: _renamed(f) for rule, f in numbered.items()})
 
     def _scan(self, line: bytes, database) -> Optional[set]:
@@ -510,13 +511,16 @@ def _cheapest_cover(formula, cost) -> set:
     return set().union(*covers) if op == literals.OR else min(covers, key=cost)
 
 
-def _indexed(formulas: dict, count: int, cover) -> list:
+def _indexed(formulas: dict, cover) -> dict:
     """Literal id -> the rules indexed under it: those whose ``cover`` holds it."""
-    by_literal = [set() for _ in range(count)]
+    by_literal = {}
     for rule, formula in formulas.items():
         for at in cover(formula):
-            by_literal[at].add(rule)
-    return [frozenset(rules) for rules in by_literal]
+            by_literal.setdefault(at, set()).add(rule)
+    return {at: frozenset(rules) for at, rules in by_literal.items()}
+
+
+_NONE = frozenset()
 
 
 def _renamed(formula, top: bool = True):
