@@ -82,6 +82,40 @@ def test_userdata_fields_match_a_rule():
     assert not matches(rule, other)
 
 
+NAMES = st.sampled_from(["A", "B", "C", "D"])  # no alias, no space: found where they are or nowhere
+OBJECT = st.dictionaries(NAMES, st.one_of(st.text(max_size=3), st.integers(), st.none()), max_size=3)
+
+
+def _first_place(event: dict, field: str):
+    """The value a field resolves to in the evtx shape, by the module docstring: the top level,
+    then each root in order (System, EventData, UserData, then each element UserData wraps)."""
+    places, inner = [event], event.get("Event")
+    if isinstance(inner, dict):
+        places += [inner[key] for key in ("System", "EventData", "UserData") if isinstance(inner.get(key), dict)]
+        wrapped = inner.get("UserData")
+        if isinstance(wrapped, dict):
+            places += [child for key, child in wrapped.items() if key != "#attributes" and isinstance(child, dict)]
+    for place in places:
+        if field in place:
+            return place[field]
+    return MISSING
+
+
+@given(OBJECT, OBJECT, OBJECT, st.dictionaries(st.sampled_from(["X", "Y", "#attributes", "A"]),
+                                               st.one_of(OBJECT, st.text(max_size=2)), max_size=3), NAMES)
+def test_a_field_resolves_to_the_first_object_holding_it(top, system, data, user_data, field):
+    event = {**top, "Event": {"System": {**system, "Provider": {"#attributes": {"Name": "P"}}},
+                              "EventData": data, "UserData": user_data}}
+    view = RESOLVER.view(event)
+    assert view.profile.name == "evtx"
+    expected = _first_place(event, field)
+    assert view.get(field) == expected if expected is not MISSING else view.get(field) is MISSING
+    where = view.where(field)
+    assert (where is None) == (expected is MISSING)
+    if where is not None:
+        assert lookup(event, parse_path(where)) == expected
+
+
 def test_eventdata_and_system_come_before_userdata():
     event = evtx_event(4624, SECURITY, data={"User": "from-eventdata"},
                        user_data={"X": {"User": "from-userdata", "Computer": "not-the-host"}})

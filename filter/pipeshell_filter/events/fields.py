@@ -154,6 +154,11 @@ class Plan:
     own: Optional[tuple]  # else: the field's own path, from the top and under each root
     bare: bool  # a one-segment name: the names-without-spaces index may hold it
     aliases: tuple  # of Alias, tried when all the above find nothing
+    # not listed, one key of an object (not a list index): a key of the top level or of a root
+    keyed: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "keyed", self.candidates is None and self.bare and isinstance(self.own[0], str))
 
 
 @attrs.frozen
@@ -297,7 +302,7 @@ class EventView:
     """One event seen through its profile; resolved fields are memoised."""
 
     __slots__ = ("event", "profile", "resolver", "_cache", "_leaves", "_folded", "_everything", "_everything_folded",
-                 "_roots", "_spaced", "_keyed")
+                 "_roots", "_spaced", "_places", "_flat")
 
     def __init__(self, event: dict, profile: Profile, resolver: FieldResolver):
         self.event = event
@@ -307,15 +312,22 @@ class EventView:
         self._leaves = {}
         self._folded = {}
         self._everything = self._everything_folded = None
-        self._roots = self._spaced = self._keyed = None
+        self._roots = self._spaced = self._places = self._flat = None
 
     # The caches are read with ``dict.get``: the first look-up of each field of each event
     # raised KeyError before, which cost more than the look-up.
     def get(self, field: str):
         value = self._cache.get(field, _UNSET)
         if value is _UNSET:
-            found = self._locate(field, True)
-            value = self._cache[field] = MISSING if found is None else found[1]
+            if self.profile.plan(field).keyed:  # most fields: one key of the top level or of a root
+                flat = self._flat
+                if flat is None:
+                    flat = self._flat = self._flattened()
+                value = flat.get(field, _UNSET)
+            if value is _UNSET:
+                found = self._locate(field, True)
+                value = MISSING if found is None else found[1]
+            self._cache[field] = value
         return value
 
     def leaves(self, field: str) -> tuple:
@@ -323,14 +335,20 @@ class EventView:
         found = self._leaves.get(field)
         if found is None:
             value = self.get(field)
-            found = self._leaves[field] = () if value is MISSING else tuple(leaves(value))
+            if value.__class__ is str:  # most fields: one string, no walk
+                found = (value,)
+            else:
+                found = () if value is MISSING else tuple(leaves(value))
+            self._leaves[field] = found
         return found
 
     def folded(self, field: str) -> frozenset:
         """The field's leaf strings, case-folded: what equality tests compare with."""
         found = self._folded.get(field)
         if found is None:
-            found = self._folded[field] = frozenset(map(fold, self.leaves(field)))
+            texts = self.leaves(field)
+            found = self._folded[field] = \
+                frozenset((texts[0].casefold(),)) if len(texts) == 1 else frozenset(map(fold, texts))
         return found
 
     def everything(self) -> tuple:
@@ -363,11 +381,10 @@ class EventView:
                 value = lookup(self.event, candidate.path)
                 if value is not MISSING:
                     return candidate.path, value
-        elif plan.bare and isinstance(plan.own[0], str):  # one key of an object, not a list index
-            where = self._keys().get(field)
-            if where is not None:
-                path, node = where
-                return path + plan.own, node[field]
+        elif plan.keyed:
+            for path, node in self._objects():
+                if field in node:
+                    return path + plan.own, node[field]
             found = self._spaced_names().get(field)
             if found is not None:
                 return found
@@ -409,17 +426,20 @@ class EventView:
             self._roots = nodes
         return self._roots
 
-    def _keys(self) -> dict:
-        """Key -> ``(path, object)`` of the first object holding it, in lookup order (the top
-        level, then each root): a one-segment field is then one dict look-up, not a walk of
-        every root.  Built by ``dict.fromkeys``, later objects first, so earlier ones win."""
-        if self._keyed is None:
-            places = [((), self.event)] + [(path, node) for path, node in self._root_nodes() if isinstance(node, dict)]
-            keyed = {}
-            for place in reversed(places):
-                keyed.update(dict.fromkeys(place[1], place))
-            self._keyed = keyed
-        return self._keyed
+    def _objects(self) -> list:
+        """``(path, object)`` of the top level and of each root that is an object, in lookup order."""
+        if self._places is None:
+            self._places = [((), self.event)] + [place for place in self._root_nodes() if isinstance(place[1], dict)]
+        return self._places
+
+    def _flattened(self) -> dict:
+        """Key -> value of the first object of ``_objects`` holding it: a one-segment field is then
+        one dict look-up, not a walk of every root.  Merged by ``dict.update``, later objects
+        first, so earlier ones win."""
+        flat = {}
+        for _, node in reversed(self._objects()):
+            flat.update(node)
+        return flat
 
     def _spaced_names(self) -> dict:
         """Name without spaces -> ``(path, value)`` for every key with a space at the top level
@@ -427,7 +447,7 @@ class EventView:
         if self._spaced is None:
             spaced = {}
             for path, node in [((), self.event)] + self._root_nodes():
-                if isinstance(node, dict):
+                if isinstance(node, dict) and " " in "/".join(node):  # most objects have none: one C call
                     for key, value in node.items():
                         if " " in key:
                             spaced.setdefault(key.replace(" ", ""), (path + (key,), value))
