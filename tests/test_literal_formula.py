@@ -18,8 +18,11 @@ from pipeshell_filter.sigma.rule import parse_rule
 ENGINES = pf.available_engines()
 RESOLVER = FieldResolver(builtin_profiles())
 FIELDS = ["A", "B"]
-# Text made of what makes needles hard: JSON's escaped characters, slashes, case, look-alikes.
-TEXT = st.text(alphabet="abAB\\\"/ -.\u017f\u212a\u00e9", min_size=0, max_size=6)
+# Text made of what makes needles hard: JSON's escaped characters, slashes, case, look-alikes,
+# caseless characters beyond ASCII (one beyond the BMP), one that is part of another's folding
+# (U+02BC, of U+0149), and dotted digits.
+TEXT = st.text(alphabet="abAB\\\"/ -.1\u017f\u212a\u00e9\u00c9\u2014\U0001f600\u02bc\u0149\u00a0", min_size=0,
+               max_size=6)
 KINDS = ["", "|contains", "|startswith", "|endswith", "|contains|all", "|windash|contains"]
 
 

@@ -47,6 +47,13 @@ def test_builtin_rule_needles_are_the_two_class_names():
     ("\u00e9t\u00e9 ici", b" ici"),  # the longest verbatim ASCII run
     ("\u00e9\u00e9", None),
     ("", None),
+    ("\u02e3", "\u02e3".encode()),  # caseless beyond ASCII: its UTF-8 bytes
+    ("a\u2014b/c", "a\u2014b".encode()),
+    ("\U0001f600 x", "\U0001f600 x".encode()),
+    ("\u00e9t\u2014", "t\u2014".encode()),  # e-acute has a capital: the run stops there
+    ("\u0149", None),  # n-apostrophe has case
+    ("127.0.0.1", b"127.0.0.1"),  # no number's text holds two dots
+    ("1.5", None),
 ])
 def test_needle_is_the_longest_run_json_spells_one_way(literal, expected):
     assert pf.needle(literal) == expected
@@ -56,6 +63,26 @@ def test_the_list_of_characters_folding_to_ascii_is_complete():
     found = [chr(c) for c in range(0x80, 0x110000)
              if not 0xD800 <= c <= 0xDFFF and any(ch < "\x80" for ch in chr(c).casefold())]
     assert "".join(found) == pf.FOLDS_TO_ASCII
+
+
+def test_caseless_characters_are_folded_into_by_no_other_character():
+    parts = {}
+    for code in range(0x110000):
+        if not 0xD800 <= code <= 0xDFFF:
+            ch = chr(code)
+            for part in set(ch.casefold()) - {ch}:
+                parts.setdefault(part, ch)
+    without_case = sorted(p for p in parts if p.upper() == p == p.lower() and not p.isascii())
+    assert "".join(without_case) == pf.FOLD_PARTS_WITHOUT_CASE
+    for code in range(0x80, 0x110000):
+        if pf.caseless(chr(code)):
+            assert chr(code) not in parts, (hex(code), parts.get(chr(code)))
+            assert chr(code).casefold() == chr(code)
+
+
+def test_triggers_of_characters_beyond_ascii_are_their_escapes():
+    found = set(pf.triggers(["a\u2014\U0001f600".encode()]))
+    assert b"\\u2014" in found and b"\\ud83d" in found and b"\\u0061" in found and b"\\u0041" in found
 
 
 def test_triggers_cover_escapes_and_fold_look_alikes():

@@ -446,10 +446,11 @@ def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "ma
 
 
 def _indexed_needle(literal: str):
-    """A rule set's index looks for needles of three bytes or more: shorter ones are in nearly
-    every line, and each costs the scanner a report at nearly every byte."""
+    """A rule set's index looks for needles of three bytes or more, or with a character beyond
+    ASCII (``—``, two UTF-8 bytes for ``®``): shorter ASCII ones are in nearly every line, and
+    each costs the scanner a report at nearly every byte."""
     found = needle(literal)
-    return found if found is not None and len(found) >= 3 else None
+    return found if found is not None and (len(found) >= 3 or not found.isascii()) else None
 
 
 def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostics, max_line: int = DEFAULT_MAX_LINE):

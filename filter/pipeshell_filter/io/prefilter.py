@@ -7,16 +7,20 @@ folding, see ``matching.fold``).  A line that holds none of them, in any case,
 cannot match any selection and never reaches the JSON parser.
 
 Why this is sound.  A matching event has a string whose case-folded form holds a
-literal L.  ``needle(L)`` is a run of L made of printable ASCII other than ``/``,
-in the one spelling JSON has for each of its characters besides a ``\\u``
-escape: itself, or ``\\\\`` for a backslash and ``\\"`` for a quote (``/`` may be
-written ``\\/`` too, so runs stop there).  So the raw line holds the needle.
-Each character of the needle comes from a character of the decoded string that
-is either the same ASCII letter in some case (found by a caseless byte scan), or
-a non-ASCII character that case-folds to ASCII (``ſ`` -> ``s``, ``K`` Kelvin ->
-``k``, ``ﬁ`` -> ``fi``), or a JSON ``\\uXXXX`` escape of either.  The last two
-are *triggers*: a line holding one goes to the full path.  Literals made only of
-digits and number punctuation are unusable (``800`` may be written ``8e2``).
+literal L.  ``needle(L)`` is a run of L made of printable ASCII other than ``/``
+and of *caseless* non-ASCII characters (no other character folds to anything
+holding them: ``—``, ``ˣ``, emoji; ``é`` is not one, ``É`` folds to it), in the
+one spelling JSON has for each of its characters besides a ``\\u`` escape:
+itself (UTF-8 beyond ASCII), or ``\\\\`` for a backslash and ``\\"`` for a quote
+(``/`` may be written ``\\/`` too, so runs stop there).  So the raw line holds the
+needle.  Each character of the needle comes from a character of the decoded
+string that is either the same character (an ASCII letter in some case, found
+by a caseless byte scan), or a non-ASCII character that case-folds to ASCII
+(``ſ`` -> ``s``, ``K`` Kelvin -> ``k``, ``ﬁ`` -> ``fi``), or a JSON ``\\uXXXX``
+escape of either (of its first surrogate beyond the BMP).  The last two are
+*triggers*: a line holding one goes to the full path.  Literals made only of
+digits and number punctuation are unusable (``800`` may be written ``8e2``),
+unless no number's text can hold them (``127.0.0.1``: two dots).
 
 A JSON escape is ``\\u`` (lower case: JSON has no ``\\U``) and four hex digits
 in either case; only escapes of a needle character or of a look-alike count.
@@ -53,15 +57,38 @@ def needle(literal: str) -> Optional[bytes]:
     """What to look for in raw bytes for one folded literal; None when unusable.
     ``C:\\Windows\\cmd.exe`` is looked for as ``c:\\\\windows\\\\cmd.exe``: the whole
     path, not one of its parts, since most lines hold a ``windows``."""
-    if not literal or set(literal) <= _NUMBER_CHARS:
+    if not literal or (set(literal) <= _NUMBER_CHARS and literal.count(".") < 2):
         return None
-    runs = [_json_spelling(run) for run in _NOT_SPELLED_ONE_WAY.split(literal)]
-    best = max(runs, key=len)
-    return best.encode("ascii") if best else None
+    runs, run = [], []
+    for ch in literal:
+        if _one_way(ch):
+            run.append(ch)
+        elif run:
+            runs.append("".join(run))
+            run = []
+    runs.append("".join(run))
+    best = max((_json_spelling(run).encode("utf-8") for run in runs), key=len)
+    return best or None
 
 
-# Characters with a second spelling in JSON besides \\u (``/`` or ``\\/``), or none in ASCII.
-_NOT_SPELLED_ONE_WAY = re.compile(r"[^\x20-\x7e]+|/+")
+def _one_way(ch: str) -> bool:
+    """Whether JSON spells the character one way besides a ``\\u`` escape, and only it folds to it."""
+    if ch < "\x80":
+        return "\x20" <= ch <= "\x7e" and ch != "/"
+    return caseless(ch)
+
+
+def caseless(ch: str) -> bool:
+    """A non-ASCII character that has no case and that no other character folds into: a folded
+    text holds it only where the text itself did.  (Not a surrogate: JSON has none raw.)"""
+    return ch.casefold() == ch == ch.upper() == ch.lower() and ch not in FOLD_PARTS_WITHOUT_CASE \
+        and not "\ud800" <= ch <= "\udfff"
+
+
+# Characters with no case of their own that are part of another character's case folding
+# (``ŉ`` folds to ``ʼn``; ``ǰ`` to ``j`` and a combining caron).  A test checks this list
+# against every code point of the running Python.
+FOLD_PARTS_WITHOUT_CASE = "\u02bc\u02be\u0300\u0301\u0307\u0308\u030a\u030c\u0313\u0331\u0342"
 
 
 def _json_spelling(run: str) -> str:
@@ -77,16 +104,23 @@ FOLDS_TO_ASCII = ("\u00df\u0130\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\
 
 def triggers(needles: Iterable[bytes]) -> List[bytes]:
     """Byte strings (lower case) that send a line to the full path for these needles."""
-    chars = {chr(b) for n in needles for b in n}
+    chars = {ch for n in needles for ch in n.decode("utf-8")}
     found = set()
     for ch in chars:  # a needle character written as a JSON escape, in either case
         for variant in {ch.lower(), ch.upper()}:
-            found.add(b"\\u%04x" % ord(variant))
+            found.add(_escape(variant))
     for ch in FOLDS_TO_ASCII:
         if set(ch.casefold()) & chars:  # a character that folds into a needle character
             found.add(b"\\u%04x" % ord(ch))
             found.add(ch.encode("utf-8"))
     return sorted(found)
+
+
+def _escape(ch: str) -> bytes:
+    """A character's JSON escape, lower-case hex; beyond the BMP, that of its first surrogate
+    (every escape of it starts so)."""
+    code = ord(ch)
+    return b"\\u%04x" % (code if code < 0x10000 else 0xD800 + ((code - 0x10000) >> 10))
 
 
 def trigger_patterns(needles: Iterable[bytes]) -> tuple:
