@@ -138,6 +138,22 @@ def test_workers_that_match_a_rule_set_never_change_the_output(data, emit, worke
     assert run_rules(data, emit, workers, block_size, chunk, rules) == expected
 
 
+@given(files(), st.sampled_from(["alerts", "all"]), st.integers(2, 3), st.integers(64, 2048), st.booleans())
+@settings(max_examples=25)  # forks workers per example
+def test_workers_that_share_route_plans_never_change_the_output(data, emit, workers, chunk, literal_free):
+    """Route plans made after a few lines (so that the corpus's routes get them) and shared by the
+    workers through the run's directory, which is gone afterwards: the same output as one process
+    that plans nothing."""
+    rules = RULE_SET + [LITERAL_FREE] if literal_free else RULE_SET
+    expected = run_rules(data, emit, 0, 256, chunk, rules)
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as scratch:
+        patch.setattr(pf.RuleIndex, "ROUTE_AFTER", 3)
+        patch.setattr(pf.RuleIndex, "POLL", 1)
+        patch.setattr(tempfile, "tempdir", scratch)
+        assert run_rules(data, emit, workers, 256, chunk, rules) == expected
+        assert os.listdir(scratch) == []
+
+
 def run_piped(data: bytes, emit: str, workers: int, block_size: int, rules: list, pause=None) -> tuple:
     """``run_rules`` fed by a pipe.  The whole input is in the pipe before the filter starts, so
     every read finds a full block, as from a fast writer, and the output does not depend on when

@@ -559,6 +559,47 @@ def test_a_route_planned_from_its_first_lines_names_every_rule_that_can_matter(f
                 assert found == expected, (line, expected, found)
 
 
+SHARED_FORMULAS = {0: [b"alpha"], 1: (literals.AND, (b"beta", b"gamma")), 2: [b"delta", b"zeta"]}
+SHARED_LINES = [_words_line(words) for words in ([b"alpha", b"beta"], [b"beta", b"gamma"], [b"beta", b"delta"],
+                                                  [b"zeta"], [b"other"], [b"\\u0061lpha"], [b"beta", b"gamma", b"zeta"])]
+
+
+@pytest.mark.skipif("hyperscan" not in ENGINES, reason="route plans are made by the Hyperscan engine")
+def test_a_route_plan_is_made_once_and_read_by_the_other_processes_of_a_run(tmp_path, monkeypatch):
+    among = frozenset({0, 1, 2})
+    first, second = (pf.RuleIndex(SHARED_FORMULAS, "hyperscan") for _ in range(2))
+    for index in (first, second):
+        index.ROUTE_AFTER = 2
+        index.share_plans(str(tmp_path))
+    for line in SHARED_LINES[:2]:
+        first.rules_for(line, among)
+    assert isinstance(first._routes[among], pf._Route)
+    monkeypatch.setattr(second, "_compile", lambda *_: pytest.fail("the plan was made again"))
+    for line in SHARED_LINES[:2]:
+        second.rules_for(line, among)
+    assert isinstance(second._routes[among], pf._Route)
+    for line in SHARED_LINES:
+        assert second.rules_for(line, among) == first.rules_for(line, among)
+
+
+@pytest.mark.skipif("hyperscan" not in ENGINES, reason="route plans are made by the Hyperscan engine")
+def test_while_another_process_makes_a_plan_the_shared_database_answers_then_one_of_its_own(tmp_path):
+    among = frozenset({0, 1, 2})
+    index = pf.RuleIndex(SHARED_FORMULAS, "hyperscan")
+    unplanned = pf.RuleIndex(SHARED_FORMULAS, "hyperscan")
+    unplanned.MAX_ROUTES = 0
+    index.ROUTE_AFTER, index.POLL, index.WAIT = 2, 2, 6
+    index.share_plans(str(tmp_path))
+    open(pf.plan_path(str(tmp_path), among) + ".lock", "w").close()  # another process is making it
+    lines = SHARED_LINES * 2
+    for seen, line in enumerate(lines[:7], 1):
+        assert index.rules_for(line, among) == unplanned.rules_for(line, among)
+        assert isinstance(index._routes[among], pf._Sample), seen
+    index.rules_for(lines[7], among)  # ROUTE_AFTER + WAIT lines: the other process may have died
+    assert isinstance(index._routes[among], pf._Route)
+    assert os.path.exists(pf.plan_path(str(tmp_path), among))  # and the others may read it now
+
+
 @given(streams(), st.integers(7, 4096), st.sampled_from([("wrap", True), ("wrap", False), ("pass", True)]),
        st.sampled_from([1_000_000, 600]))
 def test_prefilter_never_changes_the_fluent_bit_output(data, block_size, mode, max_record):

@@ -32,6 +32,8 @@ over the lower-cased block (and a regex over the block itself for escapes).
 
 from __future__ import annotations
 
+import marshal
+import os
 import re
 import threading
 from bisect import bisect_right
@@ -40,6 +42,11 @@ from itertools import accumulate
 from typing import Callable, Iterable, Iterator, List, Optional
 
 from ..sigma import literals
+
+try:  # CPython's own BLAKE2, without loading OpenSSL (as ``records``)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import blake2b
 
 try:  # the fast scanner is optional: the pure-Python one gives the same answers
     import hyperscan
@@ -425,7 +432,8 @@ class RuleIndex:
 
     def _sampled(self, among: frozenset, sample, present: Optional[set]) -> None:
         """Count one line of a route scanned with the shared database; at ``ROUTE_AFTER`` lines
-        the route gets its plan."""
+        the route gets its plan (or, while another process is making it, every ``POLL`` lines
+        after, a look for it)."""
         if sample is None:
             if len(self._routes) >= self.MAX_ROUTES:
                 return
@@ -434,8 +442,44 @@ class RuleIndex:
         if present is not None:
             sample.clean += 1
             sample.counts.update(present)
-        if sample.lines >= self.ROUTE_AFTER:
-            self._routes[among] = self._plan_route(among, sample)
+        if sample.lines >= self.ROUTE_AFTER and (sample.lines - self.ROUTE_AFTER) % self.POLL == 0:
+            self._routes[among] = self._shared_plan(among, sample) if self._plans_dir else \
+                self._plan_route(among, sample)
+
+    # Route plans shared by the processes of one run (``share_plans``): a process that finds
+    # another making a plan scans with the shared database meanwhile, and makes its own only
+    # if none has come after WAIT lines (the other process may have died).
+    POLL = 64
+    WAIT = 1 << 14
+
+    def share_plans(self, directory: Optional[str]) -> None:
+        """Route plans are written to, and read from, this directory (a private one, made for
+        one run's worker processes, which sample the same stream): each route is planned and
+        compiled once, not in every worker.  None: each process plans its own."""
+        self._plans_dir = directory
+
+    _plans_dir = None
+
+    def _shared_plan(self, among: frozenset, sample: "_Sample"):
+        """The route's plan from the shared directory, else made here and written there, else
+        (another process is making it) the sample, to go on with."""
+        if sample.path is None:
+            sample.path = plan_path(self._plans_dir, among)
+        path = sample.path
+        found = _read_plan(path)
+        if found is not None:
+            return found
+        try:
+            os.close(os.open(path + ".lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            if sample.lines < self.ROUTE_AFTER + self.WAIT:
+                return sample
+        except OSError:  # the directory is gone (the run is ending): plan alone
+            pass
+        plan = self._plan_route(among, sample)
+        if plan.__class__ is _Route:
+            _write_plan(path, plan)
+        return plan
 
     def _plan_route(self, among: frozenset, sample: "_Sample"):
         """A route's ``_Route`` from its sample (see the class docstring); ``_SHARED`` when
@@ -490,13 +534,14 @@ class RuleIndex:
 
 class _Sample:
     """A route's lines so far: how many, how many without a trigger, and how many of those held
-    each literal."""
+    each literal; and the file its plan is shared in."""
 
-    __slots__ = ("lines", "clean", "counts")
+    __slots__ = ("lines", "clean", "counts", "path")
 
     def __init__(self):
         self.lines = self.clean = 0
         self.counts = Counter()
+        self.path = None  # where the route's plan is shared (``RuleIndex.share_plans``)
 
 
 _SHARED = "shared"  # a route that keeps the shared database (its own would not compile)
@@ -518,6 +563,33 @@ class _Route:
         by_literal, formulas = self.by_literal, self.formulas
         indexed = set().union(*[by_literal[at] for at in present])
         return self.always.union([rule for rule in indexed if formulas[rule] is None or _holds(formulas[rule], present)])
+
+
+def plan_path(directory: str, among: frozenset) -> str:
+    """The file a route's shared plan is written to: named by the route's rules."""
+    return os.path.join(directory, blake2b(marshal.dumps(sorted(among)), digest_size=16).hexdigest())
+
+
+def _write_plan(path: str, plan: _Route) -> None:
+    """A route's plan, its database serialised by Hyperscan, into ``path`` (whole or not at all)."""
+    data = marshal.dumps((hyperscan.dumpb(plan.database) if plan.database else None, plan.always,
+                          plan.by_literal, plan.formulas))
+    try:
+        with open(f"{path}.{os.getpid()}", "wb") as out:
+            out.write(data)
+        os.replace(f"{path}.{os.getpid()}", path)
+    except OSError:  # the directory is gone: the others plan their own
+        pass
+
+
+def _read_plan(path: str) -> Optional[_Route]:
+    try:
+        with open(path, "rb") as source:
+            database, always, by_literal, formulas = marshal.loads(source.read())
+        return _Route(hyperscan.loadb(database, hyperscan.HS_MODE_BLOCK) if database else None, always, by_literal,
+                      formulas)
+    except (OSError, ValueError, EOFError, TypeError, hyperscan.error):  # not there (yet)
+        return None
 
 
 def _numbered(formula, ids: dict):

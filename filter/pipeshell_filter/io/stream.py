@@ -12,10 +12,13 @@ pipeline an alert must not wait for the next event.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import shutil
 import stat
 import sys
+import tempfile
 import time
 from collections import Counter
 from typing import Callable, Iterable, Iterator, Optional
@@ -1043,6 +1046,31 @@ class Filter:
             stop: Optional[StopRequest] = None) -> None:
         """Filter one input to its end, or until ``stop`` is requested.  ``live`` input (a pipe)
         lets the wall clock advance the watermark when no newer event arrives; a file never does."""
+        with self._plans_shared():
+            self._run(fd, live, max_line, block_size, stop)
+
+    @contextlib.contextmanager
+    def _plans_shared(self):
+        """With a rule set and worker processes, the rule index's route plans (a Hyperscan database
+        each, a tenth of a second to compile for a process creation's six thousand literals) are
+        made once and shared through a private directory for the run (``RuleIndex.share_plans``)."""
+        directory = None
+        if self.index is not None and self.workers and parallel.available():
+            try:
+                directory = tempfile.mkdtemp(prefix="pipeshell-filter-plans-")
+            except OSError:  # no temporary directory: each worker plans its own
+                pass
+        if directory is None:
+            yield
+            return
+        self.index.share_plans(directory)
+        try:
+            yield
+        finally:
+            self.index.share_plans(None)
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _run(self, fd: int, live: bool, max_line: int, block_size: int, stop: Optional[StopRequest]) -> None:
         self.begin(live)
         self.max_line = max_line
         if not live and self.workers and parallel.available() and (self._detecting or self.prefilter is not None and (
