@@ -293,6 +293,18 @@ def test_format_matches_datetime_isoformat(ns):
     assert fraction == "" or (fraction[0] == "." and len(fraction) - 1 in (3, 6, 9))
 
 
+@given(_SANE_NS, st.lists(st.integers(-2 * NS, 2 * NS), max_size=8))
+def test_format_time_of_neighbouring_times_in_any_order(base, offsets):
+    """Times in the same second reuse its text: each is still its own (round trip, and its
+    fraction's digits)."""
+    for ns in [base + offset for offset in offsets]:
+        if _SANE_NS_RANGE[0] <= ns <= _SANE_NS_RANGE[1]:
+            assert parse_time(format_time(ns)) == ns
+
+
+_SANE_NS_RANGE = (-30_610_224_000 * NS, 253_402_300_800 * NS - 1)
+
+
 # ---------------------------------------------------------------- parse_duration
 
 

@@ -110,14 +110,21 @@ def _from_number(number) -> Optional[int]:
     return None
 
 
+_last_second = (None, "")  # (seconds, their text) of the last time formatted
+
+
 def format_time(ns: int) -> str:
     """RFC 3339 UTC, with as many fractional digits (0, 3, 6 or 9) as the value needs.
 
     Total: a time outside years 1-9999 (a window start a long timeframe before an
     early event) is written as the nearest one inside."""
+    global _last_second
     seconds, nanos = divmod(min(max(ns, EARLIEST), LATEST), NS)
-    t = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
-    stamp = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+    last, stamp = _last_second
+    if seconds != last:  # neighbouring events, and an event's detections, share their second
+        t = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
+        stamp = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        _last_second = seconds, stamp
     if nanos == 0:
         return stamp + "Z"
     if nanos % 1_000_000 == 0:
