@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import ujson
 import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.sigma import literals
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
+from pipeshell_filter.values import leaves
 from pipeshell_filter.cli import build_prefilter
 from pipeshell_filter.io import stream as stream_module
 from pipeshell_filter.io.stream import BlockReader, Diagnostics, Filter, LINES, Output, PIECE, PIECE_END
@@ -54,9 +56,32 @@ def test_builtin_rule_needles_are_the_two_class_names():
     ("\u0149", None),  # n-apostrophe has case
     ("127.0.0.1", b"127.0.0.1"),  # no number's text holds two dots
     ("1.5", None),
+    ("inf", None),  # 1e400 is read as a float too large, whose text is "inf"
+    ("-in", None),
+    ("nf", None),
+    ("info", b"info"),
+    ("nan", b"nan"),  # only NaN is read as nan, and NaN holds it
 ])
 def test_needle_is_the_longest_run_json_spells_one_way(literal, expected):
     assert pf.needle(literal) == expected
+
+
+NUMBER_SPELLINGS = st.one_of(
+    st.sampled_from(["1e400", "-1e400", "NaN", "Infinity", "-Infinity", "8e2", "800.0", "-0.0", "1E5", "2.5e-7"]),
+    st.integers(-10**30, 10**30).map(str), st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.tuples(st.integers(-9, 9), st.integers(-400, 400)).map(lambda t: f"{t[0]}e{t[1]}"))
+
+
+@given(NUMBER_SPELLINGS, st.data())
+def test_a_needle_of_a_number_s_text_is_in_the_number_as_written(spelling, data):
+    """A number's value compares as its text (``1e400`` as ``inf``, ``8e2`` as ``800``): every
+    part of that text has no needle, or one the line holds as the number is written."""
+    value = ujson.loads(f'{{"x": {spelling}}}')["x"]
+    text = next(leaves(value)).casefold()
+    start = data.draw(st.integers(0, len(text) - 1))
+    literal = text[start:data.draw(st.integers(start + 1, len(text)))]
+    found = pf.needle(literal)
+    assert found is None or found in spelling.lower().encode(), (spelling, literal, found)
 
 
 def test_the_list_of_characters_folding_to_ascii_is_complete():

@@ -20,7 +20,8 @@ by a caseless byte scan), or a non-ASCII character that case-folds to ASCII
 escape of either (of its first surrogate beyond the BMP).  The last two are
 *triggers*: a line holding one goes to the full path.  Literals made only of
 digits and number punctuation are unusable (``800`` may be written ``8e2``),
-unless no number's text can hold them (``127.0.0.1``: two dots).
+unless no number's text can hold them (``127.0.0.1``: two dots); so is any part
+of ``-inf``, the text of a number too large for a float (``1e400``).
 
 A JSON escape is ``\\u`` (lower case: JSON has no ``\\U``) and four hex digits
 in either case; only escapes of a needle character or of a look-alike count.
@@ -64,7 +65,7 @@ def needle(literal: str) -> Optional[bytes]:
     """What to look for in raw bytes for one folded literal; None when unusable.
     ``C:\\Windows\\cmd.exe`` is looked for as ``c:\\\\windows\\\\cmd.exe``: the whole
     path, not one of its parts, since most lines hold a ``windows``."""
-    if not literal or (set(literal) <= _NUMBER_CHARS and literal.count(".") < 2):
+    if not literal or (set(literal) <= _NUMBER_CHARS and literal.count(".") < 2) or literal in "-inf":
         return None
     runs, run = [], []
     for ch in literal:
