@@ -154,6 +154,24 @@ def test_workers_that_share_route_plans_never_change_the_output(data, emit, work
         assert os.listdir(scratch) == []
 
 
+def test_the_plans_left_by_a_killed_run_are_removed_by_the_next(tmp_path, monkeypatch):
+    """A run killed before it removed its shared-plans directory: the next run with workers
+    removes it, and leaves those of runs still alive."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f"{stream_module.PLANS_PREFIX}{gone}-abc"
+    alive = tmp_path / f"{stream_module.PLANS_PREFIX}{os.getpid()}-def"
+    for directory in (stale, alive):
+        directory.mkdir()
+        (directory / "plan").write_bytes(b"x" * 100)
+    data = b"".join(json.dumps(flat_event(1622725200 + i, f"h{i % 3}", "benign")).encode() + b"\n"
+                    for i in range(200))
+    run_rules(data, "all", 2, 256, 1024, RULE_SET)
+    assert not stale.exists() and alive.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
+
+
 def run_piped(data: bytes, emit: str, workers: int, block_size: int, rules: list, pause=None) -> tuple:
     """``run_rules`` fed by a pipe.  The whole input is in the pipe before the filter starts, so
     every read finds a full block, as from a fast writer, and the output does not depend on when

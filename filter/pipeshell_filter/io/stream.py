@@ -313,6 +313,25 @@ def portable(value):
     return ujson.dumps(value) if kind is float else str(value)
 
 
+PLANS_PREFIX = "pipeshell-filter-plans-"  # then the run's process id (``Filter._plans_shared``)
+
+
+def _remove_stale_plans() -> None:
+    """The shared-plans directories of runs that were killed before they could remove theirs
+    (a few megabytes each): those whose process is gone."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if not name.startswith(PLANS_PREFIX):
+            continue
+        pid = name[len(PLANS_PREFIX):].split("-", 1)[0]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except (ValueError, OSError):  # not ours to judge, or alive under another user
+            pass
+
+
 def _newlines(block: bytes, start: int, end: int) -> int:
     """``block.count(b"\\n", start, end)``, faster on a range that is most of the block:
     count() of one byte is a plain loop, replace() finds with memchr and copies with
@@ -1057,7 +1076,8 @@ class Filter:
         directory = None
         if self.index is not None and self.workers and parallel.available():
             try:
-                directory = tempfile.mkdtemp(prefix="pipeshell-filter-plans-")
+                _remove_stale_plans()
+                directory = tempfile.mkdtemp(prefix=f"{PLANS_PREFIX}{os.getpid()}-")
             except OSError:  # no temporary directory: each worker plans its own
                 pass
         if directory is None:
