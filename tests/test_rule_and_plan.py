@@ -75,8 +75,8 @@ def test_builtin_rule_metadata(builtin):
     assert builtin.status == "experimental"
     assert builtin.author == "mdecrevoisier"
     assert builtin.tags == ("attack.execution", "attack.t1059.001", "attack.exfiltration")
-    assert builtin.attack_techniques == ["T1059.001"]
-    assert builtin.attack_tactics == ["execution", "exfiltration"]
+    assert builtin.attack_techniques == ("T1059.001",)
+    assert builtin.attack_tactics == ("execution", "exfiltration")
     assert builtin.logsource["category"] == ["ps_module", "ps_classic_script", "ps_script"]
     assert len(builtin.references) == 7
 

@@ -65,10 +65,9 @@ def _sort_key(ref: dict) -> tuple:
 
 
 def _event_id(rule_id: str, group, time, refs) -> str:
-    digest = blake2b(digest_size=16)
-    for part in (rule_id, repr(group), str(time), *(repr(_sort_key(r)) for r in refs)):
-        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
-    return digest.hexdigest()
+    """A digest of each part followed by a NUL, hashed in one go."""
+    parts = (rule_id, repr(group), str(time), *(repr(_sort_key(r)) for r in refs), "")
+    return blake2b("\0".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _rule_fields(rule: Rule) -> dict:
@@ -83,8 +82,8 @@ def _rule_fields(rule: Rule) -> dict:
         },
         "threat": {
             "framework": "MITRE ATT&CK",
-            "tactic": {"name": rule.attack_tactics},
-            "technique": {"id": rule.attack_techniques},
+            "tactic": {"name": list(rule.attack_tactics)},
+            "technique": {"id": list(rule.attack_techniques)},
         },
     }
 

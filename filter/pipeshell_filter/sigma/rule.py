@@ -10,6 +10,7 @@ message naming the file.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import reprlib
@@ -56,13 +57,15 @@ class RuleMetadata:
     tags: tuple
     references: tuple
 
-    @property
-    def attack_techniques(self) -> list:
-        return _techniques(self.tags)
+    # Worked out once per rule (every alert of a rule set carries them): tuples, so that no
+    # record can change what the next one gets.
+    @functools.cached_property
+    def attack_techniques(self) -> tuple:
+        return tuple(_techniques(self.tags))
 
-    @property
-    def attack_tactics(self) -> list:
-        return _tactics(self.tags)
+    @functools.cached_property
+    def attack_tactics(self) -> tuple:
+        return tuple(_tactics(self.tags))
 
 
 @attrs.frozen
