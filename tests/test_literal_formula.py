@@ -23,7 +23,13 @@ FIELDS = ["A", "B"]
 # (U+02BC, of U+0149), and dotted digits.
 TEXT = st.text(alphabet="abAB\\\"/ -.1\u017f\u212a\u00e9\u00c9\u2014\U0001f600\u02bc\u0149\u00a0", min_size=0,
                max_size=6)
-KINDS = ["", "|contains", "|startswith", "|endswith", "|contains|all", "|windash|contains"]
+KINDS = ["", "|contains", "|startswith", "|endswith", "|contains|all", "|windash|contains", "|cased",
+         "|endswith|cased"]
+# Rule values that start or end the text of a JSON value written without quotes (true, 1e400 as
+# inf, NaN as nan, 2.5 as itself): a needle next to a quote would miss them.
+UNQUOTED_PARTS = st.sampled_from(["true", "rue", "tr", "false", "alse", "inf", "nan", "na", "2.5", ".5a", "a1"])
+# Event values: strings, and what JSON writes without quotes.
+VALUES = st.one_of(TEXT, st.booleans(), st.integers(-100, 100), st.sampled_from([2.5, -0.5, 1e300, 1e20]))
 
 
 @st.composite
@@ -41,7 +47,8 @@ def rules(draw):
     detection = {}
     for name in ("s1", "s2", "s3"):
         field = draw(st.sampled_from(FIELDS))
-        values = draw(st.lists(TEXT.filter(lambda t: t.strip("*?")), min_size=1, max_size=3))
+        values = draw(st.lists(st.one_of(TEXT.filter(lambda t: t.strip("*?")), UNQUOTED_PARTS), min_size=1,
+                               max_size=3))
         detection[name] = {field + draw(st.sampled_from(KINDS)): values}
     detection["condition"] = draw(conditions(["s1", "s2", "s3"]))
     text = yaml.safe_dump({"title": "t", "id": "r", "detection": detection})
@@ -54,7 +61,7 @@ def spellings(event: dict) -> list:
             ujson.dumps(event).encode(), ujson.dumps(event, escape_forward_slashes=False).encode()]
 
 
-@given(rules(), st.fixed_dictionaries({f: TEXT for f in FIELDS}))
+@given(rules(), st.fixed_dictionaries({f: VALUES for f in FIELDS}))
 @example(compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": "r", "detection": {
     "s1": {"A|contains": "a/\\b"}, "condition": "s1"}}), "r.yml")), {"A": "xa/\\by", "B": ""})
 @example(compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": "r", "detection": {
@@ -79,7 +86,7 @@ def test_an_and_needs_a_literal_of_each_side():
         "img": {"Image|endswith": "\\whoami.exe"}, "cli": {"CommandLine|contains": "/priv"},
         "filter": {"ParentImage|endswith": "\\cmd.exe"}, "condition": "img and cli and not filter"}}), "r.yml"))
     formula = literals.of_plan(plan, pf.needle)
-    assert formula == (literals.AND, (b"\\\\whoami.exe", b"priv"))  # the filter asks for nothing
+    assert formula == (literals.AND, (b"\\\\whoami.exe\"", b"priv"))  # the filter asks for nothing; an end: "
     for engine in ENGINES:
         index = pf.RuleIndex({0: formula, 1: [b"zzzz"]}, engine)
         assert index.rules_for(rb'{"Image": "C:\\whoami.exe", "CommandLine": "whoami /priv"}') == {0}

@@ -131,6 +131,16 @@ def _plan(detection: dict):
     ({"sel": {"A|contains": "C:\\Windows\\Temp"}, "condition": "sel"}, [b"c:\\\\windows\\\\temp"]),
     ({"a": {"A|contains": "Invoke-Thing"}, "b": {"B|endswith": "\\x.exe"}, "condition": "a and b"},
      [b"invoke-thing"]),  # one side of an AND is enough: the side with the longer literals
+    # a whole value that ends (starts) the text is looked for with the string's quote
+    ({"sel": {"A|endswith": "\\Whoami.exe"}, "condition": "sel"}, [b'\\\\whoami.exe"']),
+    ({"sel": {"A|startswith": "Power"}, "condition": "sel"}, [b'"power']),
+    ({"sel": {"A": "c:/x.exe"}, "condition": "sel"}, [b'x.exe"']),  # the run that reaches the end
+    ({"sel": {"A": "a\\b/c\"d"}, "condition": "sel"}, [b'"a\\\\b']),
+    ({"sel": {"A|endswith": "rue"}, "condition": "sel"}, [b"rue"]),  # true's text ends so, unquoted
+    ({"sel": {"A": "nan"}, "condition": "sel"}, [b"nan"]),
+    ({"sel": {"A|endswith": "x*.exe"}, "condition": "sel"}, [b".exe"]),  # a wildcard: its longest chunk
+    ({"sel": {"A|contains": "cmd.exe"}, "condition": "sel"}, [b"cmd.exe"]),
+    ({"sel": {"A|endswith": "a" * 300}, "condition": "sel"}, [b"a" * 256]),  # cut short: not its end
 ])
 def test_plan_needles(detection, expected):
     assert _plan(detection).prefilter_literals(pf.needle) == expected

@@ -64,19 +64,41 @@ _NUMBER_CHARS = frozenset("0123456789.+-e")
 def needle(literal: str) -> Optional[bytes]:
     """What to look for in raw bytes for one folded literal; None when unusable.
     ``C:\\Windows\\cmd.exe`` is looked for as ``c:\\\\windows\\\\cmd.exe``: the whole
-    path, not one of its parts, since most lines hold a ``windows``."""
+    path, not one of its parts, since most lines hold a ``windows``.  A literal that ends (starts)
+    the text it matches in (``sigma.literals.Anchored``) is looked for with the JSON string's
+    closing (opening) quote when its last (first) run reaches its end (start): ``cmd.exe"``."""
     if not literal or (set(literal) <= _NUMBER_CHARS and literal.count(".") < 2) or literal in "-inf":
         return None
-    runs, run = [], []
-    for ch in literal:
+    runs, run, begin = [], [], 0
+    for at, ch in enumerate(literal):
         if _one_way(ch):
+            if not run:
+                begin = at
             run.append(ch)
         elif run:
-            runs.append("".join(run))
+            runs.append((begin, "".join(run)))
             run = []
-    runs.append("".join(run))
-    best = max((_json_spelling(run).encode("utf-8") for run in runs), key=len)
-    return best or None
+    if run:
+        runs.append((begin, "".join(run)))
+    start = getattr(literal, "start", False) and _string_only(literal, str.startswith)
+    end = getattr(literal, "end", False) and _string_only(literal, str.endswith)
+    found = []
+    for begin, run in runs:
+        spelled = _json_spelling(run).encode("utf-8")
+        found.append((b'"' if start and begin == 0 else b"") + spelled +
+                     (b'"' if end and begin + len(run) == len(literal) else b""))
+    return max(found, key=len, default=None)
+
+
+# The texts of JSON values that are not strings, as a rule compares them (no quotes around them
+# in the line): true, false, and numbers (digits and number punctuation, nan, inf).
+_UNQUOTED = ("true", "false", "nan", "inf", "-inf")
+
+
+def _string_only(literal: str, holds) -> bool:
+    """Whether only a JSON string's text can start (end) with ``literal`` (``holds``):
+    the text of a boolean or a number cannot."""
+    return not set(literal) <= _NUMBER_CHARS and not any(holds(text, literal) for text in _UNQUOTED)
 
 
 def _one_way(ch: str) -> bool:

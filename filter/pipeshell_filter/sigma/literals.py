@@ -76,6 +76,29 @@ def cover(formula: Formula) -> Optional[set]:
     return max(covers, key=lambda found: (min(map(len, found)), -len(found)))
 
 
+class Anchored(str):
+    """A literal that is the whole start (``start``) or end (``end``) of a text it matches in: an
+    ``|endswith``, ``|startswith`` or plain value, whole.  A scanner may look for it next to the
+    quote of the JSON string that holds it (``io.prefilter.needle``)."""
+
+    def __new__(cls, text: str, start: bool, end: bool):
+        literal = super().__new__(cls, text)
+        literal.start, literal.end = start, end
+        return literal
+
+
+_ANCHORS = {"equals": (True, True), "startswith": (True, False), "endswith": (False, True)}
+
+
+def _anchored(test, found: tuple) -> tuple:
+    """``found`` (a test's literals) as ``Anchored`` when the test is a plain, starts- or ends-with
+    comparison of its whole value, which is its one literal."""
+    anchors = _ANCHORS.get(getattr(test, "kind", None))
+    if anchors is None or len(found) != 1 or found[0] != test.needle.casefold():
+        return found
+    return (Anchored(found[0], *anchors),)
+
+
 def of_matcher(matcher, usable):
     """A matcher's values (OR'ed, or AND'ed with ``|all``), each needing one of its literals."""
     tests = getattr(matcher, "tests", ())
@@ -87,7 +110,7 @@ def of_matcher(matcher, usable):
         if found is None:
             each.append(None)
             continue
-        scanned = [usable(literal) for literal in found]
+        scanned = [usable(literal) for literal in _anchored(test, found)]
         each.append(None if None in scanned else either(scanned))
     return both(each) if getattr(matcher, "require_all", False) else either(each)
 
