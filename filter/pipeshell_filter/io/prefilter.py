@@ -585,7 +585,8 @@ class _Route:
             return among
         by_literal, formulas = self.by_literal, self.formulas
         indexed = set().union(*[by_literal[at] for at in present])
-        return self.always.union([rule for rule in indexed if formulas[rule] is None or _holds(formulas[rule], present)])
+        return self.always.union([rule for rule in indexed
+                                  if formulas[rule] is None or _holds(formulas[rule], present)])
 
 
 def plan_path(directory: str, among: frozenset) -> str:
@@ -606,6 +607,7 @@ def _write_plan(path: str, plan: _Route) -> None:
 
 
 def _read_plan(path: str) -> Optional[_Route]:
+    """The plan ``_write_plan`` wrote to ``path``; None while there is none (or it cannot be read)."""
     try:
         with open(path, "rb") as source:
             database, always, by_literal, formulas = marshal.loads(source.read())
