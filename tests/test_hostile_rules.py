@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clitools import alerts, ndjson, run_cli
 from pipeshell_filter.io import prefilter as pf
+from pipeshell_filter.io import rule_index as ri
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, RuleError, load_rules, parse_rule, parse_rules
 
@@ -86,7 +87,7 @@ def test_a_long_contains_value_loads_and_its_prefilter_literal_is_a_prefix():
         scanner = pf.Prefilter(literals, engine)
         line = ('{"Payload": "x %s y"}\n' % value.upper()).encode()
         assert scanner.spans(line) == [(0, len(line) - 1)]
-        pf.RuleIndex({"r": literals}, engine)
+        ri.RuleIndex({"r": literals}, engine)
     for value_form in (value, "*" + value + "*?", value + "|" + value):
         load(rule_text([f"sel: {{Payload|contains: '{value_form}'}}", "condition: sel"]))
 

@@ -11,6 +11,7 @@ from hypothesis import example, given
 
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.io import prefilter as pf
+from pipeshell_filter.io import rule_index as ri
 from pipeshell_filter.sigma import literals
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import parse_rule
@@ -73,7 +74,7 @@ def test_a_rule_whose_condition_holds_is_named_by_the_index(plan, event):
         return
     for line in spellings(event):
         for engine in ENGINES:
-            index = pf.RuleIndex({0: formula, 1: [b"zzzz"]}, engine)
+            index = ri.RuleIndex({0: formula, 1: [b"zzzz"]}, engine)
             found = index.rules_for(line)
             assert found is None or 0 in found, (line, formula, engine)
         cover = literals.cover(formula)
@@ -88,7 +89,7 @@ def test_an_and_needs_a_literal_of_each_side():
     formula = literals.of_plan(plan, pf.needle)
     assert formula == (literals.AND, (b"\\\\whoami.exe\"", b"priv"))  # the filter asks for nothing; an end: "
     for engine in ENGINES:
-        index = pf.RuleIndex({0: formula, 1: [b"zzzz"]}, engine)
+        index = ri.RuleIndex({0: formula, 1: [b"zzzz"]}, engine)
         assert index.rules_for(rb'{"Image": "C:\\whoami.exe", "CommandLine": "whoami /priv"}') == {0}
         assert index.rules_for(rb'{"Image": "C:\\whoami.exe", "CommandLine": "whoami /all"}') == frozenset()
         assert index.rules_for(rb'{"Image": "C:\\x.exe", "CommandLine": "whoami /priv"}') == frozenset()

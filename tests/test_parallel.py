@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from eventgen import SERVER, flat_event
 from pipeshell_filter.io import parallel
 from pipeshell_filter.io import prefilter as pf
+from pipeshell_filter.io import rule_index as ri
 from pipeshell_filter.io import stream as stream_module
 from pipeshell_filter.cli import build_prefilter
 from pipeshell_filter.engine import Engine
@@ -147,8 +148,8 @@ def test_workers_that_share_route_plans_never_change_the_output(data, emit, work
     rules = RULE_SET + [LITERAL_FREE] if literal_free else RULE_SET
     expected = run_rules(data, emit, 0, 256, chunk, rules)
     with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as scratch:
-        patch.setattr(pf.RuleIndex, "ROUTE_AFTER", 3)
-        patch.setattr(pf.RuleIndex, "POLL", 1)
+        patch.setattr(ri.RuleIndex, "ROUTE_AFTER", 3)
+        patch.setattr(ri.RuleIndex, "POLL", 1)
         patch.setattr(tempfile, "tempdir", scratch)
         assert run_rules(data, emit, workers, 256, chunk, rules) == expected
         assert os.listdir(scratch) == []

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from clitools import alerts
 from eventgen import CLIENT, HOSTS, SERVER, evtx_event, flat_event
 from pipeshell_filter.io import prefilter as pf
+from pipeshell_filter.io import rule_index as ri
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.sigma import literals
@@ -533,14 +534,14 @@ def test_a_rule_set_routed_by_the_literal_index_gives_the_output_of_every_rule_o
 
 def test_the_literal_index_names_the_rules_whose_literals_a_line_holds():
     for engine in ENGINES:
-        index = pf.RuleIndex({0: [b"alpha"], 1: [b"beta", b"gamma"], 2: [b"alpha"]}, engine)
+        index = ri.RuleIndex({0: [b"alpha"], 1: [b"beta", b"gamma"], 2: [b"alpha"]}, engine)
         assert index.rules_for(b'{"x": "ALPHA and Gamma"}') == {0, 1, 2}
         assert index.rules_for(b'{"x": "beta"}') == {1}
         assert index.rules_for(b'{"x": "nothing"}') == frozenset()
         assert index.rules_for(b'{"x": "\\u0062eta"}') is None  # an escaped needle letter: every rule
         assert index.rules_for('{"x": "gamma \u212a"}'.encode()) == {1}  # Kelvin folds to k: in no needle
     for engine in ENGINES:
-        index = pf.RuleIndex({0: [b"best"], 1: [b"gamma"]}, engine)
+        index = ri.RuleIndex({0: [b"best"], 1: [b"gamma"]}, engine)
         assert index.rules_for('{"x": "be\u017ft"}'.encode()) is None  # long s folds to s: maybe "best"
 
 
@@ -572,13 +573,13 @@ def test_a_route_planned_from_its_first_lines_names_every_rule_that_can_matter(f
     holds on the decoded line, every rule the shared database names on a line without an
     escape, and exactly those on a line that holds every literal all of the first lines held."""
     among = data.draw(st.frozensets(st.sampled_from(sorted(formulas) + [8])))
-    shared = pf.RuleIndex(formulas, "hyperscan", always=[8])
+    shared = ri.RuleIndex(formulas, "hyperscan", always=[8])
     shared.MAX_ROUTES = 0  # never sampled: the shared database and the whole formulas
-    routed = pf.RuleIndex(formulas, "hyperscan", always=[8])
+    routed = ri.RuleIndex(formulas, "hyperscan", always=[8])
     routed.ROUTE_AFTER = len(sample)
     for words in sample:
         assert routed.rules_for(_words_line(words), among) == shared.rules_for(_words_line(words), among)
-    assert isinstance(routed._routes[among], pf._Route)
+    assert isinstance(routed._routes[among], ri._Route)
     escaped = any(b"a" in needle for needle in shared.needles)  # \\u0061 is then a trigger
     clean = [set(words) for words in sample if not (escaped and b"\\u0061" in words)]
     everywhere = set.intersection(*clean) & set(shared.needles) if clean else set()
@@ -602,17 +603,17 @@ SHARED_LINES = [_words_line(words) for words in ([b"alpha", b"beta"], [b"beta", 
 @pytest.mark.skipif("hyperscan" not in ENGINES, reason="route plans are made by the Hyperscan engine")
 def test_a_route_plan_is_made_once_and_read_by_the_other_processes_of_a_run(tmp_path, monkeypatch):
     among = frozenset({0, 1, 2})
-    first, second = (pf.RuleIndex(SHARED_FORMULAS, "hyperscan") for _ in range(2))
+    first, second = (ri.RuleIndex(SHARED_FORMULAS, "hyperscan") for _ in range(2))
     for index in (first, second):
         index.ROUTE_AFTER = 2
         index.share_plans(str(tmp_path))
     for line in SHARED_LINES[:2]:
         first.rules_for(line, among)
-    assert isinstance(first._routes[among], pf._Route)
+    assert isinstance(first._routes[among], ri._Route)
     monkeypatch.setattr(second, "_compile", lambda *_: pytest.fail("the plan was made again"))
     for line in SHARED_LINES[:2]:
         second.rules_for(line, among)
-    assert isinstance(second._routes[among], pf._Route)
+    assert isinstance(second._routes[among], ri._Route)
     for line in SHARED_LINES:
         assert second.rules_for(line, among) == first.rules_for(line, among)
 
@@ -620,19 +621,19 @@ def test_a_route_plan_is_made_once_and_read_by_the_other_processes_of_a_run(tmp_
 @pytest.mark.skipif("hyperscan" not in ENGINES, reason="route plans are made by the Hyperscan engine")
 def test_while_another_process_makes_a_plan_the_shared_database_answers_then_one_of_its_own(tmp_path):
     among = frozenset({0, 1, 2})
-    index = pf.RuleIndex(SHARED_FORMULAS, "hyperscan")
-    unplanned = pf.RuleIndex(SHARED_FORMULAS, "hyperscan")
+    index = ri.RuleIndex(SHARED_FORMULAS, "hyperscan")
+    unplanned = ri.RuleIndex(SHARED_FORMULAS, "hyperscan")
     unplanned.MAX_ROUTES = 0
     index.ROUTE_AFTER, index.POLL, index.WAIT = 2, 2, 6
     index.share_plans(str(tmp_path))
-    open(pf.plan_path(str(tmp_path), among) + ".lock", "w").close()  # another process is making it
+    open(ri.plan_path(str(tmp_path), among) + ".lock", "w").close()  # another process is making it
     lines = SHARED_LINES * 2
     for seen, line in enumerate(lines[:7], 1):
         assert index.rules_for(line, among) == unplanned.rules_for(line, among)
-        assert isinstance(index._routes[among], pf._Sample), seen
+        assert isinstance(index._routes[among], ri._Sample), seen
     index.rules_for(lines[7], among)  # ROUTE_AFTER + WAIT lines: the other process may have died
-    assert isinstance(index._routes[among], pf._Route)
-    assert os.path.exists(pf.plan_path(str(tmp_path), among))  # and the others may read it now
+    assert isinstance(index._routes[among], ri._Route)
+    assert os.path.exists(ri.plan_path(str(tmp_path), among))  # and the others may read it now
 
 
 @given(streams(), st.integers(7, 4096), st.sampled_from([("wrap", True), ("wrap", False), ("pass", True)]),

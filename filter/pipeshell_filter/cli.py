@@ -24,7 +24,8 @@ from .events.fields import FieldResolver, ProfileError, builtin_profiles, load_p
 from .events.timeparse import NS, format_time
 from .io import inputs as inputs_module
 from .io import parallel
-from .io.prefilter import Prefilter, RuleIndex, needle
+from .io.prefilter import Prefilter, needle
+from .io.rule_index import RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
 from .io.stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed

@@ -61,7 +61,7 @@ class Engine:
 
     def process(self, event: dict, line: int = 0, only=None) -> Outcome:
         """The detect stage and then the correlate stage, for one parsed event; ``only``: the
-        positions of the rules that can match it (the prefilter's ``RuleIndex``), None for all."""
+        positions of the rules that can match it (``io.rule_index.RuleIndex``), None for all."""
         sigma, detections = self.match(event, line, only)
         return Outcome(sigma, *self._correlate_all(detections))
 

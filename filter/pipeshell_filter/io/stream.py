@@ -34,7 +34,8 @@ from ..events.timeparse import parse_time
 from . import parallel
 from .frames import frame, start_at
 from .inputs import LongLine
-from .prefilter import CANDIDATE, SKIP, Prefilter, RuleIndex, any_of, ends_of
+from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
+from .rule_index import RuleIndex
 from .signals import WRITING, StopRequest, Terminated
 
 BLOCK_SIZE = 1 << 20

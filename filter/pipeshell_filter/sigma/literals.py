@@ -6,7 +6,7 @@ a hundred rule evaluations per Sysmon event.  The condition says more than that:
 ``selection_img and selection_cli`` needs a literal of each, and ``not filter``
 needs nothing.  So each rule gets a formula of AND/OR over literals that every
 event meeting one of its terms satisfies; a scanner evaluates all the formulas
-over a line at once (``io.prefilter.RuleIndex``).
+over a line at once (``io.rule_index.RuleIndex``).
 
 A formula is ``None`` (no requirement: any line may matter), a literal (the
 bytes a scanner looks for, from ``usable``; any value but a tuple), or
