@@ -161,8 +161,8 @@ def test_the_plans_left_by_a_killed_run_are_removed_by_the_next(tmp_path, monkey
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    stale = tmp_path / f"{stream_module.PLANS_PREFIX}{gone}-abc"
-    alive = tmp_path / f"{stream_module.PLANS_PREFIX}{os.getpid()}-def"
+    stale = tmp_path / f"{ri.PLANS_PREFIX}{gone}-abc"
+    alive = tmp_path / f"{ri.PLANS_PREFIX}{os.getpid()}-def"
     for directory in (stale, alive):
         directory.mkdir()
         (directory / "plan").write_bytes(b"x" * 100)

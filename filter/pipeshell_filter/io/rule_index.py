@@ -11,9 +11,12 @@ and the worker processes of one run share those plans through a directory.
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import re
+import shutil
+import tempfile
 import threading
 from collections import Counter
 from typing import Optional
@@ -161,6 +164,25 @@ class RuleIndex:
 
     _plans_dir = None
 
+    @contextlib.contextmanager
+    def plans_shared(self):
+        """``share_plans`` through a private directory for as long as the block runs (a run whose
+        worker processes are forked inside it), removed after; the directories of runs killed
+        before they could remove theirs go first.  Without a temporary directory, each process
+        plans its own."""
+        try:
+            _remove_stale_plans()
+            directory = tempfile.mkdtemp(prefix=f"{PLANS_PREFIX}{os.getpid()}-")
+        except OSError:
+            yield
+            return
+        self.share_plans(directory)
+        try:
+            yield
+        finally:
+            self.share_plans(None)
+            shutil.rmtree(directory, ignore_errors=True)
+
     def _shared_plan(self, among: frozenset, sample: "_Sample"):
         """The route's plan from the shared directory, else made here and written there, else
         (another process is making it) the sample, to go on with."""
@@ -265,6 +287,25 @@ class _Route:
         indexed = set().union(*[by_literal[at] for at in present])
         return self.always.union([rule for rule in indexed
                                   if formulas[rule] is None or _holds(formulas[rule], present)])
+
+
+PLANS_PREFIX = "pipeshell-filter-plans-"  # then the run's process id (``RuleIndex.plans_shared``)
+
+
+def _remove_stale_plans() -> None:
+    """The shared-plans directories of runs that were killed before they could remove theirs
+    (a few megabytes each): those whose process is gone."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if not name.startswith(PLANS_PREFIX):
+            continue
+        pid = name[len(PLANS_PREFIX):].split("-", 1)[0]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except (ValueError, OSError):  # not ours to judge, or alive under another user
+            pass
 
 
 def plan_path(directory: str, among: frozenset) -> str:

@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import shutil
 import stat
 import sys
-import tempfile
 import time
 from collections import Counter
 from typing import Callable, Iterable, Iterator, Optional
@@ -312,25 +310,6 @@ def portable(value):
     if kind is str:
         return value.encode("utf-8", "backslashreplace").decode("ascii")
     return ujson.dumps(value) if kind is float else str(value)
-
-
-PLANS_PREFIX = "pipeshell-filter-plans-"  # then the run's process id (``Filter._plans_shared``)
-
-
-def _remove_stale_plans() -> None:
-    """The shared-plans directories of runs that were killed before they could remove theirs
-    (a few megabytes each): those whose process is gone."""
-    root = tempfile.gettempdir()
-    for name in os.listdir(root):
-        if not name.startswith(PLANS_PREFIX):
-            continue
-        pid = name[len(PLANS_PREFIX):].split("-", 1)[0]
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-        except (ValueError, OSError):  # not ours to judge, or alive under another user
-            pass
 
 
 def _newlines(block: bytes, start: int, end: int) -> int:
@@ -1066,30 +1045,11 @@ class Filter:
             stop: Optional[StopRequest] = None) -> None:
         """Filter one input to its end, or until ``stop`` is requested.  ``live`` input (a pipe)
         lets the wall clock advance the watermark when no newer event arrives; a file never does."""
-        with self._plans_shared():
+        # With a rule set and worker processes, the index's route plans are made once for the run
+        # and shared by the workers (``RuleIndex.plans_shared``).
+        sharing = self.index is not None and self.workers and parallel.available()
+        with self.index.plans_shared() if sharing else contextlib.nullcontext():
             self._run(fd, live, max_line, block_size, stop)
-
-    @contextlib.contextmanager
-    def _plans_shared(self):
-        """With a rule set and worker processes, the rule index's route plans (a Hyperscan database
-        each, a tenth of a second to compile for a process creation's six thousand literals) are
-        made once and shared through a private directory for the run (``RuleIndex.share_plans``)."""
-        directory = None
-        if self.index is not None and self.workers and parallel.available():
-            try:
-                _remove_stale_plans()
-                directory = tempfile.mkdtemp(prefix=f"{PLANS_PREFIX}{os.getpid()}-")
-            except OSError:  # no temporary directory: each worker plans its own
-                pass
-        if directory is None:
-            yield
-            return
-        self.index.share_plans(directory)
-        try:
-            yield
-        finally:
-            self.index.share_plans(None)
-            shutil.rmtree(directory, ignore_errors=True)
 
     def _run(self, fd: int, live: bool, max_line: int, block_size: int, stop: Optional[StopRequest]) -> None:
         self.begin(live)
