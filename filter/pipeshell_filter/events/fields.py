@@ -320,10 +320,7 @@ class EventView:
         value = self._cache.get(field, _UNSET)
         if value is _UNSET:
             if self.profile.plan(field).keyed:  # most fields: one key of the top level or of a root
-                flat = self._flat
-                if flat is None:
-                    flat = self._flat = self._flattened()
-                value = flat.get(field, _UNSET)
+                value = self._flattened().get(field, _UNSET)
             if value is _UNSET:
                 found = self._locate(field, True)
                 value = MISSING if found is None else found[1]
@@ -382,9 +379,10 @@ class EventView:
                 if value is not MISSING:
                     return candidate.path, value
         elif plan.keyed:
-            for path, node in self._objects():
-                if field in node:
-                    return path + plan.own, node[field]
+            if field in self._flattened():  # then the first object holding it names the path
+                for path, node in self._objects():
+                    if field in node:
+                        return path + plan.own, node[field]
             found = self._spaced_names().get(field)
             if found is not None:
                 return found
@@ -435,11 +433,13 @@ class EventView:
     def _flattened(self) -> dict:
         """Key -> value of the first object of ``_objects`` holding it: a one-segment field is then
         one dict look-up, not a walk of every root.  Merged by ``dict.update``, later objects
-        first, so earlier ones win."""
-        flat = {}
-        for _, node in reversed(self._objects()):
-            flat.update(node)
-        return flat
+        first, so earlier ones win; made once per event."""
+        if self._flat is None:
+            flat = {}
+            for _, node in reversed(self._objects()):
+                flat.update(node)
+            self._flat = flat
+        return self._flat
 
     def _spaced_names(self) -> dict:
         """Name without spaces -> ``(path, value)`` for every key with a space at the top level
