@@ -116,6 +116,23 @@ def test_a_field_resolves_to_the_first_object_holding_it(top, system, data, user
         assert lookup(event, parse_path(where)) == expected
 
 
+KEY = st.sampled_from(["a", "b", "0", "1", "*", "#attributes"])
+NODE = st.recursive(st.one_of(st.none(), st.integers(0, 3), st.text(max_size=2)),
+                    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(KEY, inner, max_size=3)),
+                    max_leaves=12)
+
+
+@given(NODE, st.lists(st.lists(KEY, min_size=1, max_size=4).map(".".join), min_size=1, max_size=4))
+@example({"a": None, "b": [{"a": 1}, "x"], "*": {"0": 2}}, ["a", "b.0.a", "b.1", "*.0", "a.b"])
+def test_root_places_are_where_each_root_reaches(event, roots):
+    """The view's walk to its profile's roots (keys of objects inline) finds, in order, what the
+    general expansion of each root finds: list indexes, ``*`` and absent steps included."""
+    from pipeshell_filter.events.fields import _expand
+    profile = profile_from_table({"name": "t", "detect": [], "time": [], "roots": roots, "fields": {}}, "test")
+    view = FieldResolver([profile]).view(event if isinstance(event, dict) else {"x": event})
+    assert view._root_nodes() == [place for root in profile.roots for place in _expand(view.event, root)]
+
+
 def test_eventdata_and_system_come_before_userdata():
     event = evtx_event(4624, SECURITY, data={"User": "from-eventdata"},
                        user_data={"X": {"User": "from-userdata", "Computer": "not-the-host"}})

@@ -156,9 +156,13 @@ class Plan:
     aliases: tuple  # of Alias, tried when all the above find nothing
     # not listed, one key of an object (not a list index): a key of the top level or of a root
     keyed: bool = attrs.field(init=False, default=False)
+    # listed with one path for every event (``EventID: [Event.System.EventID]``): that path
+    only: Optional[tuple] = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self):
         object.__setattr__(self, "keyed", self.candidates is None and self.bare and isinstance(self.own[0], str))
+        if self.candidates is not None and len(self.candidates) == 1 and self.candidates[0].event_ids is None:
+            object.__setattr__(self, "only", self.candidates[0].path)
 
 
 @attrs.frozen
@@ -319,8 +323,13 @@ class EventView:
     def get(self, field: str):
         value = self._cache.get(field, _UNSET)
         if value is _UNSET:
-            if self.profile.plan(field).keyed:  # most fields: one key of the top level or of a root
+            plan = self.profile.plan(field)
+            if plan.keyed:  # most fields: one key of the top level or of a root
                 value = self._flattened().get(field, _UNSET)
+            elif plan.only is not None:  # else ``_locate`` finds it absent, and tries the aliases
+                value = lookup(self.event, plan.only)
+                if value is MISSING:
+                    value = _UNSET
             if value is _UNSET:
                 found = self._locate(field, True)
                 value = MISSING if found is None else found[1]
@@ -418,9 +427,19 @@ class EventView:
     def _root_nodes(self) -> list:
         """``(path, node)`` of each of the profile's roots present in this event, ``*`` expanded."""
         if self._roots is None:
-            nodes = []
+            event, nodes = self.event, []
             for root in self.profile.roots:
-                nodes.extend(_expand(self.event, root))
+                node = event
+                for step in root:  # keys of objects, inline; anything else as ``_expand`` finds it
+                    if node.__class__ is dict and step.__class__ is str and step != ANY:
+                        node = node.get(step, MISSING)
+                        if node is MISSING:
+                            break
+                    else:
+                        nodes.extend(_expand(event, root))
+                        break
+                else:
+                    nodes.append((root, node))
             self._roots = nodes
         return self._roots
 
