@@ -49,14 +49,17 @@ class RuleIndex:
     its rules' formulas with the literals every one of those lines held taken as
     present (in a Sysmon process creation, ``sysmon``, ``commandline`` and thirty
     more, most of them key names), each rule indexed under the part of its formula
-    those lines held least often, and a scan database of the literals that are left
-    (under the same pattern ids) and of their triggers.  Both the scan and its
+    those lines held least often, the literals that only narrow (no rule is indexed
+    under them) and that those lines held at all often taken as present as well, and
+    a scan database of the literals that are left (under the same pattern ids) and of
+    their triggers.  Both the scan and its
     reports cost by the literal.  It is as sound: a literal taken as present only
     ever brings in more rules, and the other literals, and their triggers, only ever
     bring in rules the route leaves out.
     """
 
     ROUTE_AFTER = 256  # lines of one route scanned with the shared database before it gets its own plan
+    NARROWING_SHARE = 0.01  # of a route's first lines: a literal only narrowing, held that often, is not scanned
     MAX_ROUTES = 64  # routes sampled (hostile input may invent more: those keep the shared database)
 
     def __init__(self, formulas: dict, engine: str = "auto", always=()):
@@ -224,14 +227,20 @@ class RuleIndex:
                 always.add(rule)
             else:
                 numbered[rule] = formula
+        by_literal = _indexed(numbered, lambda f: _cheapest_cover(f, cost))
+        # A literal no rule is indexed under only narrows a rule found by another; one that many
+        # lines hold narrows little and costs a report on each of them: taken as present too.
+        narrowing = set().union(*map(literals.leaves, numbered.values())) - set(by_literal)
+        common = {at for at in narrowing if share.get(at, 0.0) >= self.NARROWING_SHARE}
+        numbered = {rule: _assuming(formula, common) for rule, formula in numbered.items()}
         scanned = sorted(set().union(*map(literals.leaves, numbered.values())))
         try:
             database = self._compile(scanned, route=True) if scanned else None
         except hyperscan.error:  # the shared database, which holds these literals, is never wrong
             return _SHARED
-        by_literal = _indexed(numbered, lambda f: _cheapest_cover(f, cost))
         return _Route(database, frozenset(always), {at: by_literal.get(at, _NONE) for at in scanned},
                       {rule: _renamed(f) for rule, f in numbered.items()})
+
 
     def _scan(self, line: bytes, database) -> Optional[set]:
         """The ids of the literals ``database`` finds in the line; None at a trigger."""
