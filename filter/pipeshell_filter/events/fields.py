@@ -465,11 +465,12 @@ class EventView:
         or in a root object; the first in lookup order wins."""
         if self._spaced is None:
             spaced = {}
-            for path, node in [((), self.event)] + self._root_nodes():
-                if isinstance(node, dict) and " " in "/".join(node):  # most objects have none: one C call
-                    for key, value in node.items():
-                        if " " in key:
-                            spaced.setdefault(key.replace(" ", ""), (path + (key,), value))
+            if " " in "/".join(self._flattened()):  # most events have none: one C call on every key
+                for path, node in self._objects():
+                    if " " in "/".join(node):
+                        for key, value in node.items():
+                            if " " in key:
+                                spaced.setdefault(key.replace(" ", ""), (path + (key,), value))
             self._spaced = spaced
         return self._spaced
 
