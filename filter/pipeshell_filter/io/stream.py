@@ -950,7 +950,7 @@ class Filter:
                 encoded = dumps(record)
             if self.wrap and len(encoded) > self.max_record - 64:  # an alert stays an alert: made smaller
                 encoded = dumps(shrink(record))
-            self._write(encoded, None, parse_time(record.get("@timestamp")))
+            self._write(encoded, None, parse_time(record.get("@timestamp")) if self.fluentbit_time else None)
             if self.alert_sink is not None:
                 self.alert_sink(record, encoded)
 
