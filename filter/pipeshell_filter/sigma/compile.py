@@ -44,9 +44,20 @@ class Selection:
         return self.test(view)
 
 
+def _forward(items: list, item) -> None:
+    """Move ``item`` one place towards the front of ``items``: the order in which the parts of
+    an AND or an OR are tried, which is free (every test is pure), learns which part decides
+    most often (a filter that holds on most events, a matcher that fails on most)."""
+    for at in range(1, len(items)):
+        if items[at] is item:
+            items[at - 1], items[at] = item, items[at - 1]
+            return
+
+
 def _selection_test(alternatives: tuple, guard: Optional[tuple]):
-    """A function of the view: the guard, then whether all matchers of one alternative hold."""
-    groups = tuple(tuple(getattr(m, "test", None) or m.matches for m in group) for group in alternatives)
+    """A function of the view: the guard, then whether all matchers of one alternative hold
+    (alternatives and matchers tried in the order that decides soonest, ``_forward``)."""
+    groups = [[getattr(m, "test", None) or m.matches for m in group] for group in alternatives]
     if len(groups) == 1 and len(groups[0]) == 1:
         only = groups[0][0]
     else:
@@ -56,8 +67,12 @@ def _selection_test(alternatives: tuple, guard: Optional[tuple]):
             for group in groups:
                 for test in group:
                     if not test(view):
+                        if test is not group[0]:
+                            _forward(group, test)
                         break
                 else:
+                    if group is not groups[0]:
+                        _forward(groups, group)
                     return True
             return False
     inner = only or any_group
@@ -193,27 +208,24 @@ def _condition_test(node: Node, selections: dict):
         inner = _condition_test(node.operand, selections)
         return lambda view: not inner(view)
     if isinstance(node, (And, Or)):
-        parts = tuple(_condition_test(o, selections) for o in node.operands)
+        parts = [_condition_test(o, selections) for o in node.operands]
         if len(parts) == 1:
             return parts[0]
         if isinstance(node, And):
-            if len(parts) == 2:
-                first, second = parts
-                return lambda view: first(view) and second(view)
-
             def every(view) -> bool:
                 for part in parts:
                     if not part(view):
+                        if part is not parts[0]:
+                            _forward(parts, part)
                         return False
                 return True
             return every
-        if len(parts) == 2:
-            first, second = parts
-            return lambda view: first(view) or second(view)
 
         def some(view) -> bool:
             for part in parts:
                 if part(view):
+                    if part is not parts[0]:
+                        _forward(parts, part)
                     return True
             return False
         return some
