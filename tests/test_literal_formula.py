@@ -103,3 +103,47 @@ def test_an_event_id_guard_routes_before_any_rule_is_tried():
     either = compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": "r", "detection": {
         "a": {"EventID": 4104}, "k": ["word"], "condition": "a or k"}}), "r.yml"))
     assert literals.required_values(either) is None  # a keyword alone may match any EventID
+
+
+ROUTED_RULES = [
+    {"logsource": {"product": "windows", "category": "process_creation"}, "detection": {"s": {"Image": "x"}}},
+    {"logsource": {"product": "windows", "service": "security"}, "detection": {"s": {"EventID": [4624, "4625"]}}},
+    {"logsource": {"product": "windows", "category": "ps_script"}, "detection": {"s": {"EventID": 4104, "X": 1}}},
+    {"detection": {"s": {"EventID": ["true", 1.5]}}},
+    {"logsource": {"product": "aws"}, "detection": {"s": {"eventName": "x"}}},
+]
+CHANNELS = st.sampled_from(["Security", "security", "Microsoft-Windows-Sysmon/Operational",
+                            "Microsoft-Windows-PowerShell/Operational", "Other", ""])
+EVENT_IDS = st.one_of(st.sampled_from([1, 4624, 4625, 4104, 0, -1, 2 ** 70]), st.sampled_from(["1", "4625", "ABC", ""]),
+                      st.booleans(), st.sampled_from([1.0, 1.5, 4624.0]), st.none(),
+                      st.lists(st.sampled_from([1, "4104", True]), max_size=2),
+                      st.fixed_dictionaries({"#text": st.sampled_from([4624, "1"]), "#attributes": st.just({"Q": 0})}))
+
+
+@given(st.lists(st.tuples(st.one_of(CHANNELS, st.none(), st.lists(CHANNELS, max_size=2)), EVENT_IDS,
+                          st.booleans(), st.booleans()), min_size=1, max_size=30))
+@example([("Security", 1, True, True), ("Security", True, True, True), ("Security", 1.0, True, True),
+          ("Security", "1", True, True)])
+def test_an_event_is_routed_to_the_rules_its_log_source_and_event_id_allow(stream):
+    """Whatever shape its channel and EventID have (a number, a text, a boolean, a list, an XML
+    element, absent), and however often the route was asked for before, an event goes to the
+    rules whose log source applies to its facts and whose required EventIDs it has."""
+    from pipeshell_filter.detect import Detector, event_facts
+    plans = [compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": f"r{i}", "condition": "s", **rule,
+                                                     "detection": {**rule["detection"], "condition": "s"}}), "r.yml"))
+             for i, rule in enumerate(ROUTED_RULES)]
+    resolver = FieldResolver(builtin_profiles())
+    detector = Detector(plans, resolver)
+    for channel, event_id, has_channel, has_id in stream:
+        event = {"Image": "x"}
+        if has_channel:
+            event["Channel"] = channel
+        if has_id:
+            event["EventID"] = event_id
+        view = resolver.view(event)
+        facts, event_ids = event_facts(view), view.folded("EventID")
+        wanted = [literals.required_values(plan) for plan in plans]
+        expected = {i for i, plan in enumerate(plans)
+                    if (plan.logsource is None or plan.logsource.applies(facts, "match"))
+                    and (wanted[i] is None or not wanted[i].isdisjoint(event_ids))}
+        assert detector._route(resolver.view(event)) == expected, event

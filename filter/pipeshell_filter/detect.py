@@ -141,12 +141,18 @@ class Detector:
     def _route(self, view) -> tuple:
         # Keyed by what the facts are made of, as the event has them: the facts themselves
         # (EventFacts, its casefolded key) are built only for an answer not worked out yet.
-        channel, event_id = view.leaves("Channel"), view.leaves("EventID")
-        event_ids = view.folded("EventID")
-        key = (view.profile.product, channel[0] if channel else None, event_id[0] if event_id else None, event_ids)
+        # Most events have a text channel and a number or a text EventID: those two values,
+        # which are then their own leaves, are the key; any other shape is keyed by its leaves.
+        channel, event_id = view.get("Channel"), view.get("EventID")
+        if channel.__class__ is str and (event_id.__class__ is int or event_id.__class__ is str):
+            key = (view.profile.product, channel, event_id)
+        else:
+            channel, event_id = view.leaves("Channel"), view.leaves("EventID")
+            key = (view.profile.product, channel[0] if channel else None, event_id[0] if event_id else None,
+                   view.folded("EventID"))
         found = self._routes.get(key)
         if found is None:
-            facts = event_facts(view)
+            facts, event_ids = event_facts(view), view.folded("EventID")
             if len(self._routes) >= self.MAX_ROUTES:
                 self._routes.clear()
             found = frozenset(
