@@ -612,11 +612,12 @@ class Filter:
             self._skip(block, start, end, newlines)
             return
         marked = sorted([(s, e, True) for s, e in candidates] + [(s, e, False) for s, e in suspects])
-        position = start
+        position, process_line = start, self.process_line
         for line_start, line_end, candidate in marked:
-            self._skip(block, position, line_start)
+            if position < line_start:
+                self._skip(block, position, line_start)
             self.lines += 1
-            self.process_line(block[line_start:line_end], self.lines, candidate)
+            process_line(block[line_start:line_end], self.lines, candidate)
             position = line_end + 1
         self._skip(block, position, end)
 
@@ -805,7 +806,7 @@ class Filter:
     def process_line(self, line: bytes, number: int, candidate: bool = True) -> None:
         """One line (without its newline): parse, detect, write."""
         keep = self.emit == "all"
-        if not line.strip():
+        if not line or line.isspace():  # ``not line.strip()``, without copying the line
             self._unusable(line, number, "empty", "empty line", keep)
             return
         text = line
