@@ -642,59 +642,6 @@ def test_a_route_plan_is_made_once_and_read_by_the_other_processes_of_a_run(tmp_
         assert second.rules_for(line, among) == first.rules_for(line, among)
 
 
-def _planned_behind(monkeypatch=None, compile=None):
-    """An index that compiles its route plans on a thread, past the plan of one route; the
-    thread held (by ``compile``, in place of Hyperscan's) until the caller lets it go."""
-    index = ri.RuleIndex(SHARED_FORMULAS, "hyperscan")
-    index.ROUTE_AFTER, index.compile_behind = 2, True
-    if compile is not None:
-        monkeypatch.setattr(index, "_compile", compile)
-    for line in SHARED_LINES[:2]:
-        index.rules_for(line, frozenset({0, 1, 2}))
-    return index
-
-
-@pytest.mark.skipif("hyperscan" not in ENGINES, reason="route plans are made by the Hyperscan engine")
-def test_a_plan_compiled_behind_answers_as_the_shared_database_until_it_is_done(monkeypatch):
-    among = frozenset({0, 1, 2})
-    planned, unplanned = (ri.RuleIndex(SHARED_FORMULAS, "hyperscan") for _ in range(2))
-    planned.ROUTE_AFTER, unplanned.MAX_ROUTES = 2, 0
-    for line in SHARED_LINES[:2]:
-        planned.rules_for(line, among)
-    go = threading.Event()
-    index = _planned_behind(monkeypatch, lambda *args, **kw: go.wait(10) and planned._compile(*args, **kw))
-    pending = index._routes[among]
-    assert isinstance(pending, ri._Pending) and pending.thread.is_alive()
-    for line in SHARED_LINES:
-        assert index.rules_for(line, among) == unplanned.rules_for(line, among)
-    assert index._routes[among] is pending  # neither sampled on nor planned again
-    go.set()
-    pending.thread.join()
-    for line in SHARED_LINES:
-        assert index.rules_for(line, among) == planned.rules_for(line, among)
-    assert isinstance(index._routes[among], ri._Route) and index._routes[among].database is not None
-
-
-@pytest.mark.skipif("hyperscan" not in ENGINES, reason="route plans are made by the Hyperscan engine")
-def test_a_plan_whose_thread_left_no_database_is_compiled_in_place_or_kept_shared(monkeypatch):
-    """A fork leaves the child without the compiling thread: the plan is then compiled where it is
-    needed.  A database Hyperscan cannot compile (on the thread, then here) leaves the route to
-    the shared one."""
-    among = frozenset({0, 1, 2})
-    index = _planned_behind(monkeypatch, lambda *args, **kw: None)
-    index._routes[among].thread.join()
-    monkeypatch.undo()
-    index.rules_for(SHARED_LINES[0], among)
-    assert isinstance(index._routes[among], ri._Route) and index._routes[among].database is not None
-
-    def refused(*args, **kw):
-        raise ri.hyperscan.error("too large")
-    index = _planned_behind(monkeypatch, refused)
-    index._routes[among].thread.join()
-    index.rules_for(SHARED_LINES[0], among)
-    assert index._routes[among] is ri._SHARED
-
-
 @pytest.mark.skipif("hyperscan" not in ENGINES, reason="route plans are made by the Hyperscan engine")
 def test_while_another_process_makes_a_plan_the_shared_database_answers_then_one_of_its_own(tmp_path):
     among = frozenset({0, 1, 2})

@@ -91,12 +91,10 @@ class RuleIndex:
             present = self._python(line)
         else:
             route = self._routes.get(among) if among.__class__ is frozenset else None
-            if route.__class__ is _Pending and not route.thread.is_alive():
-                route = self._routes[among] = self._finished(route)
             if route.__class__ is _Route:
                 return route.rules_for(self._scan(line, route.database) if route.database else set(), among)
             present = self._scan(line, self._database)
-            if (route is None or route.__class__ is _Sample) and among.__class__ is frozenset:
+            if route is not _SHARED and among.__class__ is frozenset:
                 self._sampled(among, route, present)
         if present is None:
             return among
@@ -209,11 +207,6 @@ class RuleIndex:
             _write_plan(path, plan)
         return plan
 
-    # A process alone on the machine (no worker processes) has a core to spare: a route's
-    # database is compiled on a thread (Hyperscan's compiler lets go of the GIL; the largest
-    # take a fifth of a second), and the shared database answers until it is done.
-    compile_behind = False
-
     def _plan_route(self, among: frozenset, sample: "_Sample"):
         """A route's ``_Route`` from its sample (see the class docstring); ``_SHARED`` when
         Hyperscan cannot compile its database."""
@@ -241,30 +234,12 @@ class RuleIndex:
         common = {at for at in narrowing if share.get(at, 0.0) >= self.NARROWING_SHARE}
         numbered = {rule: _assuming(formula, common) for rule, formula in numbered.items()}
         scanned = sorted(set().union(*map(literals.leaves, numbered.values())))
-        plan = _Route(None, frozenset(always), {at: by_literal.get(at, _NONE) for at in scanned},
-                      {rule: _renamed(f) for rule, f in numbered.items()})
-        if not scanned:
-            return plan
-        if self.compile_behind and self._plans_dir is None:
-            return _Pending(self._compile, plan, scanned)
-        return self._with_database(plan, scanned)
-
-    def _with_database(self, plan: "_Route", scanned: list):
-        """``plan`` with its scan database; ``_SHARED`` when Hyperscan cannot compile it (the
-        shared database, which holds the same literals, is never wrong)."""
         try:
-            plan.database = self._compile(scanned, route=True)
-        except hyperscan.error:
+            database = self._compile(scanned, route=True) if scanned else None
+        except hyperscan.error:  # the shared database, which holds these literals, is never wrong
             return _SHARED
-        return plan
-
-    def _finished(self, pending: "_Pending"):
-        """The plan of a ``_Pending`` whose thread has ended, compiled here if the thread left no
-        database (it failed, or a fork left the child without it)."""
-        if pending.database is None:
-            return self._with_database(pending.plan, pending.scanned)
-        pending.plan.database = pending.database
-        return pending.plan
+        return _Route(database, frozenset(always), {at: by_literal.get(at, _NONE) for at in scanned},
+                      {rule: _renamed(f) for rule, f in numbered.items()})
 
 
     def _scan(self, line: bytes, database) -> Optional[set]:
@@ -302,24 +277,6 @@ class _Sample:
 
 
 _SHARED = "shared"  # a route that keeps the shared database (its own would not compile)
-
-
-class _Pending:
-    """A route's plan whose scan database a thread is compiling (``RuleIndex.compile_behind``)."""
-
-    __slots__ = ("plan", "scanned", "database", "thread")
-
-    def __init__(self, compile, plan: "_Route", scanned: list):
-        self.plan, self.scanned, self.database = plan, scanned, None
-        self.thread = threading.Thread(target=self._compile, args=(compile,), name="pipeshell-filter plan",
-                                       daemon=True)
-        self.thread.start()
-
-    def _compile(self, compile) -> None:
-        try:
-            self.database = compile(self.scanned, route=True)
-        except hyperscan.error:  # no database: ``RuleIndex._finished`` tries once more, then keeps the shared one
-            pass
 
 
 class _Route:

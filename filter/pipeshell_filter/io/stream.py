@@ -1049,8 +1049,6 @@ class Filter:
         # With a rule set and worker processes, the index's route plans are made once for the run
         # and shared by the workers (``RuleIndex.plans_shared``).
         sharing = self.index is not None and self.workers and parallel.available()
-        if self.index is not None:
-            self.index.compile_behind = not sharing  # alone: a core to spare (``RuleIndex``)
         with self.index.plans_shared() if sharing else contextlib.nullcontext():
             self._run(fd, live, max_line, block_size, stop)
 
