@@ -52,10 +52,9 @@ class RuleIndex:
     those lines held least often, the literals that only narrow (no rule is indexed
     under them) and that those lines held at all often taken as present as well, and
     a scan database of the literals that are left (under the same pattern ids) and of
-    their triggers.  Both the scan and its
-    reports cost by the literal.  It is as sound: a literal taken as present only
-    ever brings in more rules, and the other literals, and their triggers, only ever
-    bring in rules the route leaves out.
+    their triggers.  Both the scan and its reports cost by the literal.  It is as
+    sound: a literal taken as present only ever brings in more rules, and the other
+    literals, and their triggers, only ever bring in rules the route leaves out.
     """
 
     ROUTE_AFTER = 256  # lines of one route scanned with the shared database before it gets its own plan
@@ -240,7 +239,6 @@ class RuleIndex:
             return _SHARED
         return _Route(database, frozenset(always), {at: by_literal.get(at, _NONE) for at in scanned},
                       {rule: _renamed(f) for rule, f in numbered.items()})
-
 
     def _scan(self, line: bytes, database) -> Optional[set]:
         """The ids of the literals ``database`` finds in the line; None at a trigger."""
