@@ -5,6 +5,7 @@ import itertools
 import pytest
 from hypothesis import given, strategies as st
 
+from pipeshell_filter.sigma.compile import _condition_test, _selection_test
 from pipeshell_filter.sigma.condition import (
     Aggregation,
     And,
@@ -566,7 +567,6 @@ def test_a_compiled_condition_agrees_with_the_tree_on_every_event_of_a_stream(tr
     """The compiled condition tries the parts of an AND or an OR in an order it learns from the
     events before (``_forward``): that order may change from one event to the next, the verdict
     never does."""
-    from pipeshell_filter.sigma.compile import _condition_test
     test = _condition_test(tree, {name: _Named(name) for name in ["a", "b", "c", "android", "notes", "order"]})
     for matched in stream:
         assert test(matched) == _py(tree, matched)
@@ -575,7 +575,6 @@ def test_a_compiled_condition_agrees_with_the_tree_on_every_event_of_a_stream(tr
 @given(st.lists(st.lists(_names, min_size=1, max_size=4), min_size=1, max_size=4),
        st.lists(st.frozensets(_names), min_size=1, max_size=40))
 def test_a_compiled_selection_holds_when_every_matcher_of_one_alternative_does(alternatives, stream):
-    from pipeshell_filter.sigma.compile import _selection_test
     test = _selection_test(tuple(tuple(_Named(name) for name in group) for group in alternatives), None)
     for matched in stream:
         assert test(matched) == any(all(name in matched for name in group) for group in alternatives)

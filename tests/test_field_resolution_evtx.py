@@ -17,7 +17,7 @@ import sigmahq
 from clitools import records, run_cli
 from evtxwriter import write_evtx
 from pipeshell_filter.detect import Detector
-from pipeshell_filter.events.fields import (ALIASES, MISSING, FieldResolver, builtin_profiles, lookup,
+from pipeshell_filter.events.fields import (ALIASES, MISSING, FieldResolver, _expand, builtin_profiles, lookup,
                                             parse_path, profile_from_table)
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import parse_rule
@@ -127,7 +127,6 @@ NODE = st.recursive(st.one_of(st.none(), st.integers(0, 3), st.text(max_size=2))
 def test_root_places_are_where_each_root_reaches(event, roots):
     """The view's walk to its profile's roots (keys of objects inline) finds, in order, what the
     general expansion of each root finds: list indexes, ``*`` and absent steps included."""
-    from pipeshell_filter.events.fields import _expand
     profile = profile_from_table({"name": "t", "detect": [], "time": [], "roots": roots, "fields": {}}, "test")
     view = FieldResolver([profile]).view(event if isinstance(event, dict) else {"x": event})
     assert view._root_nodes() == [place for root in profile.roots for place in _expand(view.event, root)]

@@ -9,6 +9,7 @@ import ujson
 import yaml
 from hypothesis import example, given
 
+from pipeshell_filter.detect import Detector, event_facts
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import rule_index as ri
@@ -128,7 +129,6 @@ def test_an_event_is_routed_to_the_rules_its_log_source_and_event_id_allow(strea
     """Whatever shape its channel and EventID have (a number, a text, a boolean, a list, an XML
     element, absent), and however often the route was asked for before, an event goes to the
     rules whose log source applies to its facts and whose required EventIDs it has."""
-    from pipeshell_filter.detect import Detector, event_facts
     plans = [compile_plan(parse_rule(yaml.safe_dump({"title": "t", "id": f"r{i}", "condition": "s", **rule,
                                                      "detection": {**rule["detection"], "condition": "s"}}), "r.yml"))
              for i, rule in enumerate(ROUTED_RULES)]
