@@ -290,6 +290,8 @@ class _Route:
     def rules_for(self, present: Optional[set], among: frozenset) -> frozenset:
         if present is None:
             return among
+        if not present:  # four lines in ten: nothing found, nothing to gather
+            return self.always
         by_literal, formulas = self.by_literal, self.formulas
         indexed = set().union(*[by_literal[at] for at in present])
         return self.always.union([rule for rule in indexed
