@@ -10,10 +10,16 @@ The pattern is read with the standard library's own regex parser: only what it
 reads as a sequence of literal characters, outside any alternative, optional
 part or character class, counts (a group repeated at least once gives its own
 runs).  What it cannot read (RE2-only syntax such as ``\\z`` or ``\\x{...}``)
-gives no run, which only means the rule is tried more often.
+gives no run, which only means the rule is tried more often.  Where the two read
+the same text differently the pattern gives no run either: RE2's POSIX classes
+(``[[:digit:]]``), which Python reads as a class ending at the first ``]`` and
+a literal ``]`` after it, a run no match holds.
 """
 
 from __future__ import annotations
+
+import re
+import warnings
 
 try:  # Python 3.11+: the parser moved inside the re package
     from re import _parser as _sre_parse
@@ -24,12 +30,18 @@ _LITERAL = _sre_parse.LITERAL
 _SUBPATTERN = _sre_parse.SUBPATTERN
 _REPEATS = (_sre_parse.MAX_REPEAT, _sre_parse.MIN_REPEAT)
 _AT = _sre_parse.AT  # ^, $, \b: take no character, so a run goes on across them
+# RE2's POSIX classes, written anywhere (an escaped bracket only makes this say so when not needed)
+_POSIX_CLASS = re.compile(r"\[:\^?[a-z]+:\]")
 
 
 def required_runs(pattern: str) -> list:
     """Runs of literal text (as written, not folded) that every match of ``pattern`` holds."""
+    if _POSIX_CLASS.search(pattern):
+        return []
     try:
-        parsed = _sre_parse.parse(pattern)
+        with warnings.catch_warnings():  # "possible nested set" and the like: not the user's concern
+            warnings.simplefilter("ignore")
+            parsed = _sre_parse.parse(pattern)
     except Exception:  # noqa: BLE001 - any pattern the stdlib cannot read simply gives nothing
         return []
     runs, current = [], []
