@@ -9,9 +9,11 @@ ujson's depth limit, duplicate keys, numbers out of range.  A check the other wa
 quick way in use: a block of clean lines is vouched for.
 """
 
+import contextlib
 import json
 import random
 import re
+import sys
 from time import gmtime, strftime
 
 import pytest
@@ -42,6 +44,8 @@ CRAFTED = [
     b'{"\\udfff":1}', b'{"s":"\\uD83D\\uDE00"}',
     b'{"n":NaN}', b'{"n":-Infinity}', b'{"n":1e400}', b'{"n":1E+308}', b'{"n":123456789012345678901}',
     b'{"n":-9223372036854775809}', b'{"n":18446744073709551615}', b'{"n":[1e999]}',
+    b'{"n":' + b"7" * 4301 + b"}", b'{"n":[-' + b"7" * 5000 + b"]}", b'{"n":' + b"7" * 4300 + b"}",
+    b'{"n":' + b"7" * 5000 + b".5}", b'{"s":"' + b"7" * 600 + b'"}', b'{"n":' + b"7" * 511 + b"}",
     b'{"d":' + b"[" * 1023 + b"]" * 1023 + b"}", b'{"d":' + b"[" * 1030 + b"]" * 1030 + b"}",
     b'{"d":' + b"[" * 990 + b"]" * 990 + b"}", b'{"d":' + b'{"a":' * 1030 + b"1" + b"}" * 1030 + b"}",
     b'{"Event":{"System":{}},"Event":"x"}', b'{"Event":"x","Event":{"System":{}}}',
@@ -155,6 +159,31 @@ def test_nesting_at_ujsons_limit_is_never_vouched_for(monkeypatch, bounded):
         assert skimmer.vouch(line + b"\n", 1) is None
     shallow = b'{"d":' + b"[" * 500 + b"]" * 500 + b"}"
     assert skimmer.vouch(shallow + b"\n", 1) == [None]
+
+
+@pytest.mark.parametrize("limit", [640, 4300])
+def test_an_integer_longer_than_python_converts_is_never_vouched_for(limit):
+    """ujson refuses an integer of more digits than ``sys.get_int_max_str_digits`` (never under 640);
+    msgspec skips it unread.  Such a line is left to the line-by-line way, whatever the limit."""
+    if not hasattr(skim.sys, "set_int_max_str_digits"):
+        pytest.skip("no integer digit limit before Python 3.11")
+    skimmer = Skimmer(FieldResolver(builtin_profiles()), True)
+    for digits in (limit + 1, limit + 100, 20_000):
+        line = b'{"n":' + b"1" * digits + b"}"
+        with _digit_limit(limit), pytest.raises(ValueError):
+            ujson.loads(line)
+        assert skimmer.vouch(line + b"\n", 1) is None
+    assert skimmer.vouch(b'{"n":' + b"1" * (skim.DIGIT_RUN - 1) + b"}\n", 1) == [None]
+
+
+@contextlib.contextmanager
+def _digit_limit(limit: int):
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(limit)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(before)
 
 
 def test_a_list_index_in_a_time_path_leaves_every_block_to_the_line_by_line_way(tmp_path):

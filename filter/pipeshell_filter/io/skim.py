@@ -19,9 +19,12 @@ ujson would have found (a JSON object, with the same time), only when:
    line's first ``{`` would be a syntax error.  Each line holds at least one
    value, so as many values as lines means one each, the whole line;
 4. everything msgspec accepts, ujson accepts (``tests/test_skim.py`` checks it
-   against ujson): msgspec is strict RFC 8259; and no line nests 1024 deep,
+   against ujson): msgspec is strict RFC 8259; no line nests 1024 deep,
    ujson's limit (msgspec's is Python's recursion limit up to 3.11, 1000 by
-   default; else every line's opening brackets are counted).
+   default; else every line's opening brackets are counted); and the block
+   holds no run of ``DIGIT_RUN`` digits: ujson refuses an integer of more
+   digits than Python converts (``sys.get_int_max_str_digits``: 4300 by
+   default, never under 640), which msgspec skips unread.
 
 The time is then read from the decoded paths alone, as ``FieldResolver.time``
 reads it from the parsed event: the first profile whose detect paths are all
@@ -183,6 +186,9 @@ def _column_finder(plans: list, root: _Node):
 
 
 _NOT_OPENING = bytes(byte for byte in range(256) if byte not in b"[{\n")
+# A run of digits this long keeps a block out: under Python's least integer digit limit (640), and
+# long enough to be rare in logs and cheap to look for beside the line-shape patterns.
+DIGIT_RUN = 512
 UJSON_DEPTH = 1024  # ujson refuses a value nested this deep
 
 
@@ -207,8 +213,9 @@ class ObjectLines:
 
     def __init__(self, schema, refuse=(), longest: Optional[int] = None):
         self._decode = msgspec.json.Decoder(schema).decode_lines
-        # a line that does not start with "{" or does not end with "}", then each group
-        self._refused = [any_of([rb"\n[^{]", rb"[^}]\n"])] + [any_of(list(group)) for group in refuse]
+        # a line that does not start with "{" or does not end with "}", or a long run of digits; then each group
+        self._refused = [any_of([rb"\n[^{]", rb"[^}]\n", rb"[0-9]{%d}" % DIGIT_RUN])] + \
+            [any_of(list(group)) for group in refuse]
         self._longest = longest
         self._window = None if longest is None else max(1, longest // 2)
 
