@@ -521,6 +521,50 @@ def test_chain_state_survives_a_restart(tmp_path):
     assert [a["event"]["id"] for a in first + second] == [a["event"]["id"] for a in whole]
 
 
+
+def two_level(inner_span, outer_kind, outer_refs, outer_span, outer_condition=None, generate=False):
+    inner = {"title": "inner", "id": "inner", "name": "many_a", "correlation": {
+        "type": "event_count", "rules": ["a"], "group-by": ["User"], "timespan": f"{inner_span}s",
+        "condition": {"gte": 2}}}
+    outer = {"title": "outer", "id": "outer", "correlation": {
+        "type": outer_kind, "rules": outer_refs, "group-by": ["User"], "timespan": f"{outer_span}s",
+        "generate": generate, **({"condition": outer_condition} if outer_condition else {})}}
+    return yaml.safe_dump(inner) + "---\n" + yaml.safe_dump(outer)
+
+
+def test_an_inner_alert_of_a_window_a_late_event_joined_is_on_time_in_the_outer_one(tmp_path):
+    """u's second event comes late and joins u's open window, evaluated at the watermark (95 s):
+    the inner alert is an event of the outer correlation at that time, which the outer one has
+    not passed, not at its last event's (50 s), which it has."""
+    rules = write(tmp_path, "rules.yml", BASE_RULES + "---\n" + two_level(60, "event_count", ["many_a"], 10,
+                                                                        {"gte": 1}, generate=True))
+    events = [event(50, 1, "u", host="h1"), event(100, 1, "x", host="h1"), event(100, 1, "y", host="h2"),
+              event(45, 1, "u", host="h3"), event(110, 1, "x", host="h1"), event(110, 1, "y", host="h2")]
+    done = run_cli(["--rule", rules, "--lateness", "5"], ndjson(events))
+    assert done.returncode == 0, done.stderr
+    found = alerts(done.stdout)
+    by_rule = {rule: sorted(a["sigma"]["correlation"]["group"]["User"] for a in found if a["rule"]["id"] == rule)
+               for rule in ("inner", "outer")}
+    assert by_rule == {"inner": ["u", "x", "y"], "outer": ["u", "x", "y"]}
+    [late_u] = [a for a in found if a["rule"]["id"] == "outer" and a["sigma"]["correlation"]["group"]["User"] == "u"]
+    assert parse_time(late_u["@timestamp"]) == ns(95)
+
+
+def test_a_chain_that_also_takes_rule_events_resumes_where_it_stopped(tmp_path):
+    """The outer correlation takes rule b's events too, so its watermark also follows its own
+    sources: that is saved, and after a restart b's event at 70 s is as late as in one run."""
+    rules = write(tmp_path, "rules.yml", BASE_RULES + "---\n" + two_level(10, "temporal", ["many_a", "b"], 20))
+    first = [event(100, 2, "x", host="h1"), event(100, 2, "x", host="h2"), event(50, 1, "y", host="h1"),
+             event(50, 1, "z", host="h2")]
+    second = [event(80, 1, "w", host="h1"), event(80, 1, "w", host="h2"), event(100, 1, "v", host="h1"),
+              event(100, 1, "v", host="h2"), event(70, 2, "w", host="h3")]
+    whole = run_cli(["--rule", rules, "--lateness", "5"], ndjson(first + second))
+    state = str(tmp_path / "state.json")
+    split = [run_cli(["--rule", rules, "--lateness", "5", "--state", state], ndjson(part)) for part in (first, second)]
+    assert [a["event"]["id"] for a in alerts(whole.stdout)] == \
+        [a["event"]["id"] for part in split for a in alerts(part.stdout)]
+    assert b"1 late" in whole.stderr and b"1 late" in split[1].stderr
+
 # ------------------------------------------------------------------ legacy near
 
 NEAR_RULE = """title: Near

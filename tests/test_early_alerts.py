@@ -42,9 +42,22 @@ detection:
 """
 
 
+# A correlation of a correlation: every server-then-client episode is an event of the outer one,
+# whose early alert comes from the inner one's early alert.
+CHAIN = TEMPORAL + """---
+title: pipe episodes
+name: pipe_episodes
+correlation:
+  type: event_count
+  rules: [server_then_client]
+  timespan: 10m
+  condition: {gte: 1}
+"""
+
+
 def plans_for(rules, tmp):
     paths = {"builtin": None, "by_host": [write(tmp, "by.yml", BY_HOST), write(tmp, "s.yml", SINGLE)],
-             "temporal": [write(tmp, "t.yml", TEMPORAL)]}[rules]
+             "temporal": [write(tmp, "t.yml", TEMPORAL)], "chain": [write(tmp, "c.yml", CHAIN)]}[rules]
     return load_plans(paths, None)
 
 
@@ -64,7 +77,7 @@ def episode(alert):
     return alert["rule"]["id"], alert["@timestamp"]
 
 
-RULES = st.sampled_from(["builtin", "by_host", "temporal"])
+RULES = st.sampled_from(["builtin", "by_host", "temporal", "chain"])
 
 
 @settings(max_examples=80, deadline=None)

@@ -11,8 +11,8 @@ time is the fleet's (``agents``): the least time of the agents still sending,
 instead of the detections' own sources.
 
 Correlations of correlations (``RuleRef.chained``): each hit of an inner
-correlation is one detection for the outer ones (``alert_detection``): at the
-time of its last event, with the inner group values as its fields.  The
+correlation is one detection for the outer ones (``alert_detection``): at its
+window end, with the inner group values as its fields.  The
 correlators run inner first, and an outer one's watermark follows its inner
 ones' (``Correlator.advance``).  Every hit is returned, inner ones too; which
 become alerts is the engine's business (``generate``).
@@ -40,11 +40,13 @@ __all__ = ["DEFAULT_AGENT_IDLE", "DEFAULT_MAX_SKEW", "Correlation", "Correlator"
 
 def alert_detection(hit: Hit) -> Detection:
     """An inner correlation's hit as a detection for the correlations chained to it: rule = the
-    inner correlation's id, time = the time of its last event, fields = its group values
-    (under its group-by names), the event reference = that of its last event."""
+    inner correlation's id, time = its window end (the time of its last event, but for a window a
+    late event joined: the watermark it was evaluated at, which the outer one has not passed, so
+    the hit is on time there), fields = its group values (under its group-by names), the event
+    reference = that of its last event."""
     last = hit.contributions[-1]  # in (time, arrival) order
     fields = {name: [value] for name, value in zip(hit.spec.group_by, hit.group) if value is not None}
-    return Detection(hit.spec.id, last.time, None, (0,), fields, dict(last.detection.event))
+    return Detection(hit.spec.id, hit.time, None, (0,), fields, dict(last.detection.event))
 
 
 def _inner_first(specs: list) -> list:
@@ -145,12 +147,10 @@ class Correlation:
         hits, made = [], {}
         takers = self._by_rule.get(detection.rule, ())
         for correlator in self._routed(detection.rule, takers):
-            if correlator.upstream:
-                self._feed(correlator, made)
-            found = []
+            found = self._feed(correlator, made) if correlator.upstream else []
             if not correlator.upstream or correlator in takers:
                 before = correlator.clocks.newest, correlator.newest
-                found = correlator.observe(detection)
+                found += correlator.observe(detection)
                 if (correlator.clocks.newest, correlator.newest) != before:
                     self._newest_wall[id(correlator)] = self.clock()
             if correlator.upstream:  # its inner correlations may have moved on
@@ -174,11 +174,14 @@ class Correlation:
         return route
 
     @staticmethod
-    def _feed(correlator: Correlator, made: dict) -> None:
-        """Give a chained correlator the hits its inner correlations just made."""
+    def _feed(correlator: Correlator, made: dict) -> List[Hit]:
+        """Give a chained correlator the hits its inner correlations just made; its own hits that
+        this made (early alerts, ``Correlator.early``)."""
+        found = []
         for inner in correlator.upstream:
             for hit in made.get(inner.spec.id, ()):
-                correlator.observe(alert_detection(hit), clocked=False)
+                found += correlator.observe(alert_detection(hit), clocked=False)
+        return found
 
     def alert_early(self) -> None:
         """Every correlation whose condition is monotone alerts on the event that completes a
@@ -302,9 +305,10 @@ class Correlation:
         (``state.pause``)."""
         hits, made = [], {}
         for correlator in self.correlators:  # inner first: their hits feed the outer ones
-            self._feed(correlator, made)
+            found = self._feed(correlator, made)
             if len(correlator.clocks) or correlator.upstream:
-                found = _state.pause(correlator)
+                found += _state.pause(correlator)
+            if found:
                 made[correlator.spec.id] = found
                 hits.extend(found)
         return hits
@@ -312,11 +316,11 @@ class Correlation:
     def _advance(self, watermark_of, final: bool = False) -> List[Hit]:
         hits, made = [], {}
         for correlator in self.correlators:  # inner first: their hits feed the outer ones
-            self._feed(correlator, made)
+            found = self._feed(correlator, made)
             if not len(correlator.clocks) and not correlator.upstream:
                 continue  # no event yet: nothing pending
             if final:
-                found = correlator.flush()
+                found += correlator.flush()
             else:
                 # a chained correlator follows its inner ones (and its own sources, if it has any)
                 watermark = watermark_of(correlator) if len(correlator.clocks) else None
@@ -324,7 +328,7 @@ class Correlation:
                     if not correlator.upstream:
                         continue
                     watermark = NEVER
-                found = correlator.advance(watermark)
+                found += correlator.advance(watermark)
             if found:
                 made[correlator.spec.id] = found
                 hits.extend(found)

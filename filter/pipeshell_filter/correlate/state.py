@@ -145,6 +145,7 @@ def capture(correlator) -> dict:
     return {
         "spec": describe(correlator.spec),
         "watermark": _time_out(correlator.watermark),
+        "wanted": _time_out(correlator.wanted),
         "seq": correlator._seq,
         "clocks": correlator.clocks.saved(),
         "pending": [[_time_out(t), seq, c.detection.to_wire()] for t, seq, c in correlator._pending],
@@ -211,6 +212,7 @@ def _restore(correlator, data: dict) -> None:
             seen.add(key, _time_in(t))
     correlator.clocks.restore(data["clocks"])
     correlator.watermark = watermark
+    correlator.wanted = _time_in(data.get("wanted"))  # a chained one's own sources' (absent: none yet)
     correlator._seq = seq
     correlator._pending = pending
     correlator._windows = windows
