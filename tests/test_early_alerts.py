@@ -66,7 +66,19 @@ def run(plans, events, lateness, early):
     during = []
     for line, (seconds, host, kind, event_id, ident) in enumerate(events, 1):
         during += engine.process(flat_event(seconds, host, kind, event_id, record_id=ident), line).alerts
+        for correlator in engine.correlation.correlators:
+            check_waiting(correlator)
     return during, engine.flush()
+
+
+def check_waiting(correlator):
+    """Each group's index of the events waiting for the watermark holds its entries of the
+    correlator's ``_pending``, in the same order."""
+    groups = {}
+    for entry in correlator._pending:
+        groups.setdefault(entry[2].group, []).append(entry)
+    indexed = {group: waiting.entries[waiting.start:] for group, waiting in correlator._waiting.items()}
+    assert indexed == groups
 
 
 def key(alert):
@@ -130,7 +142,6 @@ detection:
   condition: sel | count() < 3
   timeframe: 1m
 """)
-    from pipeshell_filter.sigma.correlation import CorrelationSpec  # noqa: F401
     plans = load_plans([rule], None)
     assert not plans[0].correlation.monotone
     during, end = run(plans, [(0, "srv01", "server", 4104, 1), (200, "srv01", "benign", 4104, 2)], 0, True)
@@ -173,3 +184,19 @@ def test_events_at_the_end_time_of_an_early_alert_that_arrive_after_it_are_in_it
     late = sum(run(plans, events, 30, False), [])
     assert [episode(a) for a in early] == [episode(a) for a in late] == [("server_then_client",
                                                                          "2021-06-03T13:00:01Z")]
+
+
+def test_a_busy_correlation_still_alerts_early_on_a_quiet_group(tmp_path):
+    """Hundreds of other hosts' events waiting for the watermark (a busy correlation, a long
+    lateness) do not hold back the early alert of a host whose window the next event completes:
+    an early evaluation reads its own group's events."""
+    plans = plans_for("by_host", tmp_path)
+    busy = [(i // 100, f"busy{i}", "server", 4104, i) for i in range(600)]  # one event each, 600 hosts
+    quiet = [(10, "srv01", "server", 4104, 1001), (11, "srv01", "client", 4104, 1002),
+             (12, "srv01", "server", 4104, 1003)]
+    engine = Engine(plans, make_resolver("auto", None, None), 60 * 10**9, early=True)
+    for line, (seconds, host, kind, event_id, ident) in enumerate(busy + quiet[:-1], 1):
+        engine.process(flat_event(seconds, host, kind, event_id, record_id=ident), line)
+    last = quiet[-1]
+    alerts = engine.process(flat_event(last[0], last[1], last[2], last[3], record_id=last[4]), 999).alerts
+    assert [a["sigma"]["events_total"] for a in alerts if a["rule"]["id"] == "count-by-host"] == [3]

@@ -35,6 +35,7 @@ is held, so memory follows the event rate, not the length of the input.
 from __future__ import annotations
 
 import gc
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from typing import Any, Optional
 
@@ -50,8 +51,8 @@ DEFAULT_MAX_SKEW = 300 * 1_000_000_000
 # episodes remembered: a flood of distinct hosts must not take the memory.  Past it, the oldest are
 # dropped from correlation first, and counted (``shed``).
 MAX_HELD = 100_000
-# An early evaluation gathers at most this many events; past it (a flood), the window waits for the
-# watermark as any other, so that the cost per event stays bounded.
+# An early evaluation gathers at most this many events of its group; past it (a flood of the group),
+# the window waits for the watermark as any other, so that the cost per event stays bounded.
 EARLY_MAX = 256
 
 NEVER = float("-inf")
@@ -72,6 +73,35 @@ class Hit:
     contributions: tuple  # the window's events, in (time, arrival) order
     aggregate: Any  # the value that met the condition
     distinct_values: tuple  # value_count: sorted distinct values
+
+
+class _Waiting:
+    """One group's entries of ``Correlator._pending`` (``(evaluation time, seq, contribution)``, in
+    the same order), so that an early evaluation reads its own group's, however busy the others.
+    Entries leave from the front, as the watermark passes them: a start index moves, and the list
+    is cut when half of it is gone."""
+
+    __slots__ = ("entries", "start")
+
+    def __init__(self):
+        self.entries, self.start = [], 0
+
+    def __len__(self) -> int:
+        return len(self.entries) - self.start
+
+    def add(self, entry) -> None:
+        insort(self.entries, entry, self.start)  # at the end, but for an event out of order
+
+    def drop_first(self, count: int = 1) -> None:
+        self.start += count
+        if self.start * 2 >= len(self.entries):
+            del self.entries[:self.start]
+            self.start = 0
+
+    def between(self, low, high) -> list:
+        """The entries whose evaluation time is in ``[low, high]``."""
+        entries = self.entries
+        return entries[bisect_left(entries, (low,), self.start):bisect_right(entries, (high, float("inf")), self.start)]
 
 
 def _find_malloc_trim():
@@ -127,6 +157,7 @@ class Correlator:
         self.late_dropped = 0  # ... of which could not join any open window
         self._seq = 0
         self._pending = SortedList()  # (evaluation time, seq, Contribution), all >= watermark
+        self._waiting = {}  # group -> its entries of ``_pending`` (``_Waiting``), for early alerts
         self._windows = {}  # group -> Window
         self._held = SortedList()  # (time, seq, group) of every windowed event, for eviction
         self._consumed = {}  # group -> time of its last alert
@@ -144,6 +175,7 @@ class Correlator:
         """After a flood (``flood_gone``): the tables that held it are copied afresh, at their
         present size, so that ``give_back_memory`` can return what they held."""
         self._windows, self._consumed = dict(self._windows), dict(self._consumed)
+        self._waiting = dict(self._waiting)
         self.late_sources = dict(self.late_sources)
         for window in self._windows.values():
             window.compact()
@@ -187,14 +219,14 @@ class Correlator:
                 if len(self.late_sources) < 10_000 or detection.source in self.late_sources:
                     self.late_sources[detection.source] = self.late_sources.get(detection.source, 0) + 1
             else:
-                self._pending.add((self.watermark, self._seq, c))
+                self._wait((self.watermark, self._seq, c))
             return []
         if c.time <= self._consumed.get(c.group, NEVER):
             # on time yet in a consumed episode: only right after a pause (``state.pause``), whose
             # final flush alerted on the episode
             return self.advance(self.clocks.reference - self.lateness) \
                 if clocked and self.clocks.see(detection.source, c.time) and not self.driven else []
-        self._pending.add((c.time, self._seq, c))
+        self._wait((c.time, self._seq, c))
         if len(self._pending) + len(self._held) > self.max_held:
             self._shed()
         hits = []
@@ -205,6 +237,33 @@ class Correlator:
             if hit is not None:
                 hits.append(hit)
         return hits
+
+    def _wait(self, entry) -> None:
+        """An event waits for the watermark (``entry``: evaluation time, seq, contribution)."""
+        self._pending.add(entry)
+        waiting = self._waiting.get(entry[2].group)
+        if waiting is None:
+            waiting = self._waiting[entry[2].group] = _Waiting()
+        waiting.add(entry)
+
+    def _pop_waiting(self):
+        """The first entry of ``_pending``, taken out (the first of its group's too)."""
+        entry = self._pending.pop(0)
+        group = entry[2].group
+        waiting = self._waiting[group]
+        waiting.drop_first()
+        if not len(waiting):
+            del self._waiting[group]
+        return entry
+
+    def index_waiting(self) -> None:
+        """``_waiting`` made afresh from ``_pending`` (after it was set or changed wholesale: ``state``)."""
+        self._waiting = {}
+        for entry in self._pending:
+            waiting = self._waiting.get(entry[2].group)
+            if waiting is None:
+                waiting = self._waiting[entry[2].group] = _Waiting()
+            waiting.entries.append(entry)  # already in order
 
     @property
     def newest(self):
@@ -234,7 +293,7 @@ class Correlator:
             t = pending[0][0]
             touched = {}
             while pending and pending[0][0] == t:
-                _, seq, c = pending.pop(0)
+                _, seq, c = self._pop_waiting()
                 window = self._windows.get(c.group)
                 if window is None:
                     window = self._windows[c.group] = self.shape(self.spec)
@@ -295,16 +354,15 @@ class Correlator:
         that this could not see (its events arrived out of order) still alerts."""
         tf, group = self.timeframe, c.group
         done = self._early_done.get(group, NEVER)  # an early alert took the group's events up to here
-        pending = self._pending
-        low, high = pending.bisect_left((c.time - tf,)), pending.bisect_right((c.time + tf, float("inf")))
+        waiting = self._waiting.get(group)
+        waiting = waiting.between(c.time - tf, c.time + tf) if waiting is not None else []
         window = self._windows.get(group)
-        if high - low + (len(window.events) if window is not None else 0) > EARLY_MAX:
+        if len(waiting) + (len(window.events) if window is not None else 0) > EARLY_MAX:
             return None
         since = max(c.time - tf, done + 1)
         items = [(key, item) for key, item in window.events.items() if key[0] >= since] \
             if window is not None else []
-        items += [((item.time, seq), item) for _, seq, item in pending.islice(low, high)
-                  if item.group == group and item.time >= since]
+        items += [((item.time, seq), item) for _, seq, item in waiting if item.time >= since]
         items.sort(key=lambda pair: pair[0])
         trial, added, dropped = self.shape(self.spec), 0, 0
         for t in sorted({key[0] for key, _ in items if key[0] >= c.time}):
@@ -338,7 +396,7 @@ class Correlator:
             if not window.events:
                 del self._windows[group]
         else:
-            self._pending.pop(0)
+            self._pop_waiting()
 
     def _evict(self, horizon) -> None:
         """Drop everything older than ``horizon``: no future window can reach it."""

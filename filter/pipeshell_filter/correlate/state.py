@@ -215,6 +215,7 @@ def _restore(correlator, data: dict) -> None:
     correlator.wanted = _time_in(data.get("wanted"))  # a chained one's own sources' (absent: none yet)
     correlator._seq = seq
     correlator._pending = pending
+    correlator.index_waiting()
     correlator._windows = windows
     correlator._held = held
     correlator._consumed = consumed
@@ -251,6 +252,7 @@ def _consume(correlator, group, t) -> None:
     pending = correlator._pending
     for entry in [entry for entry in pending if entry[0] <= t and entry[2].group == group]:
         pending.remove(entry)
+    correlator.index_waiting()
     if t > correlator._consumed.get(group, NEVER):
         correlator._consumed[group] = t
         correlator._consumed_order.append((t, group))
