@@ -281,6 +281,18 @@ def test_neq_is_the_complement_of_equality(values, field_value):
                                                                  for v in values)
 
 
+@FAST
+@given(st.lists(st.text("aAb", max_size=2), min_size=1, max_size=3),
+       st.lists(st.text("aAb", max_size=2), max_size=3), st.booleans())
+def test_neq_on_a_list_is_the_complement_of_equality_on_the_list(values, leaves, nested):
+    """A field holding several strings matches a value when one of them does; so ``|neq`` holds
+    when none of them matches any value (an empty list: none does)."""
+    field_value = {"x": leaves} if nested else leaves
+    equal = selects({"F": values}, {"F": field_value})
+    assert equal == any(leaf.casefold() == v.casefold() for leaf in leaves for v in values)
+    assert selects({"F|neq": values}, {"F": field_value}) == (not equal)
+
+
 # ---------------------------------------------------------------- date parts
 
 

@@ -178,8 +178,8 @@ def _compile_map(mapping: dict, where: str, placeholders: Optional[dict] = None)
         if not field:  # keywords: each must occur with |all, any of them otherwise
             groups = [(t,) for t in tests] if spec.all else [tests]
             matchers += [KeywordKeyMatcher(_spelled_out(group)) for group in groups]
-        elif spec.neq:  # the field differs from every value
-            matchers.append(FieldMatcher(field, tuple(mods), tests, True, False))
+        elif spec.neq:  # no leaf of the field matches any value
+            matchers.append(FieldMatcher(field, tuple(mods), tests, True, False, neq=True))
         else:
             matchers.append(FieldMatcher(field, tuple(mods), tests if spec.all else _spelled_out(tests), spec.all,
                                          accepts_null))

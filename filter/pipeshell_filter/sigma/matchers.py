@@ -185,6 +185,8 @@ class FieldMatcher:
     accepts_null: bool  # a null rule value: field absent or JSON null
     exists: Optional[bool] = None  # the |exists modifier
     any_of: AnyOf = attrs.field(default=None, eq=False, repr=False)
+    # |neq: ``tests`` are the values negated, each to hold on every leaf (none of them matches a value)
+    neq: bool = attrs.field(default=False, kw_only=True)
 
     # Neither |exists, |all, |neq nor a null value: an absent or null field has no leaves, on
     # which AnyOf never holds, so the field's folded leaves are all there is to look up.
@@ -224,6 +226,9 @@ class FieldMatcher:
             return (value is not MISSING) == self.exists
         if value is MISSING or value is None:
             return self.accepts_null and not (self.require_all and self.tests)
+        if self.neq:
+            texts = view.leaves(field)
+            return all(test(t) for test in self.tests for t in texts)
         if self.require_all:
             texts = view.leaves(field)
             return all(any(test(t) for t in texts) for test in self.tests) and bool(self.tests)
