@@ -661,3 +661,30 @@ def test_any_modifier_chain_is_a_rule_error_or_a_working_selection(modifiers, fi
         return
     for leaf in texts:
         plan.match(RESOLVER.view({"F": leaf, "G": [leaf, 3]}))
+
+
+# ---------------------------------------------------------------- |re's $ as PCRE reads it
+
+
+_RE_PARTS = st.sampled_from(["a", "b", ".", "$", "^", "[ab]", "[$]", r"\$", "[^]a]", "a*", "(?:a|b$)", "b?"])
+
+
+@FAST
+@given(st.lists(_RE_PARTS, min_size=1, max_size=5).map("".join), st.text("ab$\n", max_size=6),
+       st.sampled_from(["", "i", "m", "s"]))
+def test_re_dollar_is_pcres(pattern, text, flags):
+    """Sigma's regexes are PCRE: without ``m`` a ``$`` holds at the end or before a final newline
+    (RE2's only at the end).  Python's ``re`` reads these patterns as PCRE does."""
+    expected = re.search(f"(?{flags}){pattern}" if flags else pattern, text) is not None
+    assert compiled(pattern, "re", *flags)(text) == expected, (pattern, text, flags)
+
+
+def test_re_dollar_before_a_final_newline():
+    assert compiled("mimikatz$", "re")("invoke mimikatz\n")
+    assert not compiled("mimikatz$", "re")("invoke mimikatz\nx")
+    assert compiled(r"cost\$", "re")("cost$5") and not compiled("[$]$", "re")("x")
+    assert compiled("[[:alpha:]$]x$", "re")("$x\n")  # a $ in a class with a POSIX class: a character
+    assert compiled("a$", "re", "m")("a\nb") and compiled("(?m)a$", "re")("a\nb")  # multiline: as RE2 reads it
+    # several values of one matcher are one search: the same reading
+    assert selects({"F|re": ["mimikatz$", "lsass$"]}, {"F": "dump lsass\n"})
+    assert not selects({"F|re": ["mimikatz$", "lsass$"]}, {"F": "dump lsass\nx"})

@@ -15,7 +15,7 @@ import attrs
 import re2
 
 from ..values import MISSING
-from .modifiers import PatternError, _RegexTest, compile_re2, encode, escape
+from .modifiers import PatternError, _RegexTest, compile_re2, encode, escape, pcre_dollar
 
 
 def _found(search):
@@ -49,7 +49,8 @@ def _regex_groups(tests: list) -> tuple:
     for flags, group in by_flags.items():
         if len(group) > 1:
             try:
-                found.append(_found(compile_re2("|".join(f"(?{flags}:{t.needle})" for t in group))))
+                found.append(_found(compile_re2("|".join(f"(?{flags}:{pcre_dollar(t.needle, t.flags)})"
+                                                        for t in group))))
                 continue
             except PatternError:
                 pass

@@ -21,6 +21,7 @@ every text it matches contains (the prefilter's soundness rests on it), or None.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Callable, Optional
 
 import attrs
@@ -276,10 +277,44 @@ def re_flags(modifiers) -> str:
     return "".join(f for f in "ims" if f in flags)
 
 
+_MULTILINE_FLAG = re.compile(r"\(\?[a-zA-Z]*m")  # an inline (?m), (?im), (?m:...): leave its $ alone
+
+
+def pcre_dollar(pattern: str, flags: str) -> str:
+    """``pattern`` with each ``$`` as PCRE (Sigma's flavour) reads it without ``m``: at the end, or
+    before a final newline.  RE2's ``$`` is the end only, so it becomes ``(?:\\n?\\z)``: the same
+    answer to whether the text holds a match, except for a ``$`` followed by a newline in the
+    pattern, which PCRE alone can match.  An escaped ``\\$`` and one in a class are characters."""
+    if "$" not in pattern or "m" in flags or _MULTILINE_FLAG.search(pattern):
+        return pattern
+    out, at, end = [], 0, len(pattern)
+    while at < end:
+        char = pattern[at]
+        if char == "\\":  # an escape: the next character with it
+            out.append(pattern[at:at + 2])
+            at += 2
+        elif char == "[":  # a class, whole: a ``]`` first (after ``^``) is in it, so is ``[:name:]``
+            close = at + 1 + (pattern[at + 1:at + 2] == "^")
+            close += pattern[close:close + 1] == "]"
+            while close < end and pattern[close] != "]":
+                if pattern[close] == "\\":
+                    close += 1
+                elif pattern.startswith("[:", close) and pattern.find(":]", close + 2) > 0:
+                    close = pattern.find(":]", close + 2) + 1
+                close += 1
+            out.append(pattern[at:close + 1])
+            at = close + 1
+        else:
+            out.append("(?:\\n?\\z)" if char == "$" else char)
+            at += 1
+    return "".join(out)
+
+
 def _regex(value: str, flags: str, cased: bool) -> _RegexTest:
     if cased and "i" in flags:
         raise PatternError("|cased and |i contradict each other")
-    return _RegexTest(value, flags, compile_re2(f"(?{flags}){value}" if flags else value))
+    pattern = pcre_dollar(value, flags)
+    return _RegexTest(value, flags, compile_re2(f"(?{flags}){pattern}" if flags else pattern))
 
 
 def compile_string(value: str, modifiers: set):
