@@ -38,6 +38,7 @@ def pipeshell_oracle(events, timeframe=300, threshold=2, join="window"):
 
 from fractions import Fraction as _Fraction
 import math as _math
+import re as _re
 
 _OPS = {
     "gt": lambda a, b: a > b,
@@ -60,11 +61,13 @@ def _first(fields, name):
     return values[0] if values else None
 
 
+_NUMBER = _re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")  # as events write one
+
+
 def _finite(text):
-    try:
-        number = float(text)
-    except (TypeError, ValueError):
+    if not isinstance(text, str) or not _NUMBER.fullmatch(text):
         return None
+    number = float(text)
     return number if _math.isfinite(number) else None
 
 

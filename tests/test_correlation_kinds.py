@@ -26,7 +26,7 @@ DETECTION_RULES = ["a", "b", "c", "r", "z"]  # "z" is referenced by nothing
 FIELD_POOLS = {
     "User": ["alice", "bob"],
     "Host": ["h1", "h2", "h3"],
-    "Val": ["2", "1", "x", "2.5", "-1", "0.1", "10", "nan", "inf", ""],
+    "Val": ["2", "1", "x", "2.5", "-1", "0.1", "10", "nan", "inf", "", "1_000", "\u0661\u0662", " 3 ", "1e400"],
 }
 GROUP_FIELDS = ["User", "Host", "Val"]
 NUMERIC_KINDS = {"value_sum", "value_avg", "value_min", "value_max"}

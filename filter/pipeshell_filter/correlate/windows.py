@@ -19,6 +19,7 @@ import attrs
 from sortedcontainers import SortedDict, SortedList
 
 from ..sigma.correlation import CorrelationSpec
+from ..sigma.typed import parse_number
 
 
 @attrs.frozen
@@ -91,13 +92,15 @@ def _leaves(spec: CorrelationSpec, detection) -> list:
 
 
 def _number(spec: CorrelationSpec, detection) -> Optional[float]:
-    """The field's first value as a finite number; None when it has none."""
+    """The field's first value as a finite number, written as events write one (``parse_number``:
+    ASCII digits, a sign, a point, an exponent; not ``1_000`` or other scripts' digits, which
+    ``float`` would read, nor what ``|gte`` would not); None when it has none."""
     values = _leaves(spec, detection)
-    try:
-        number = float(values[0]) if values else None
-    except ValueError:
+    number = parse_number(values[0]) if values else None
+    if number is None:
         return None
-    return number if number is not None and math.isfinite(number) else None
+    number = float(number)
+    return number if math.isfinite(number) else None
 
 
 class EventCount(Window):
