@@ -85,6 +85,36 @@ def test_a_record_that_is_not_a_detection_is_refused_in_one_line(record, message
     assert "\n" not in str(error.value)
 
 
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
+                     lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=2), inner, max_size=2),
+                     max_leaves=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["@timestamp", "host", "event_id", "record_id", "line", "selections", "other"]), _JSON,
+       st.integers(0, 2))
+def test_a_detection_with_any_event_reference_is_refused_or_alerts(key, value, which):
+    """Whatever a record puts in its event reference, it is refused in one line or taken and the
+    alerts it makes are built: the correlate stage never stops on it."""
+    plans = load_plans(None, None)
+    engine = Engine(plans, make_resolver("auto", None, None), 0)
+    events = [evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),
+              evtx_event(60, "cli02", "client", 4103, 3)]
+    wires = [json.loads(json.dumps(d.to_wire())) for line, e in enumerate(events, 1) for d in engine.match(e, line)[1]]
+    wires[which]["event"][key] = value
+    correlate = Engine(plans, make_resolver("auto", None, None), 0)
+    taken = []
+    for wire in wires:
+        try:
+            taken.append(Detection.from_wire(wire))
+        except WireError as error:
+            assert "\n" not in str(error)
+    made = [alert for detection in taken for alert in correlate.observe(detection).alerts] + correlate.flush()
+    for alert in made:
+        json.dumps(alert)
+    assert len(made) == (len(taken) == 3)  # the incident, when every record was taken
+
+
 def test_correlate_stage_diagnoses_lines_that_are_not_detections_and_goes_on(tmp_path):
     match = run_cli(["--stage", "match", "--lateness", "0"], ndjson([
         evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),

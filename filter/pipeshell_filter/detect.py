@@ -69,7 +69,21 @@ class Detection:
             raise WireError("'fields' must map field names to lists of strings")
         if not isinstance(event, dict):
             raise WireError("'event' must be an object")
+        _check_reference(event)
         return cls(rule, time, source, tuple(terms), fields, event)
+
+
+def _check_reference(event: dict) -> None:
+    """The event reference (``_reference``) as alerts read it: they sort and group by these keys."""
+    for key in ("@timestamp", "host", "event_id", "record_id"):
+        value = event.get(key, "")  # absent: fine; present: not null
+        if type(value) not in (str, int) or key == "@timestamp" and type(value) is not str:
+            raise WireError(f"'event.{key}' must be {'a string' if key == '@timestamp' else 'a string or an integer'}")
+    line, selections = event.get("line", 0), event.get("selections", [])
+    if type(line) is not int:
+        raise WireError("'event.line' must be an integer")
+    if not isinstance(selections, list) or not all(isinstance(name, str) for name in selections):
+        raise WireError("'event.selections' must be a list of strings")
 
 
 @attrs.frozen
