@@ -404,3 +404,23 @@ def test_the_state_before_the_stops_flush_is_made_only_where_the_reader_can_leav
         written = bytes(taken) if output == "pipe" else sink.read()
     assert any(sorted(a["related"]["hosts"]) == ["cli01", "cli02", "srv01"] for a in alerts(written))  # the stop's
     assert len(snapshots) == (2 if output == "pipe" else 1)
+
+
+@pytest.mark.parametrize("key, change", [
+    ("seen", lambda seen: [[None, seen[0][1]]] + seen[1:]),  # a time that must be one, null
+    ("consumed", lambda consumed: [[None, []]]),
+    ("seq", lambda seq: [seq]),
+    ("pending", lambda pending: [[1, 2, {"type": "sigma.detection"}]]),
+    ("windows", lambda windows: [[None, None]]),
+    ("early_done", lambda done: [[None, ["x"]]]),
+])
+def test_a_damaged_correlation_state_is_refused_in_one_line(tmp_path, key, change):
+    path = tmp_path / "state.json"
+    assert run_cli(ARGS + ["--state", str(path)], ndjson(INCIDENT[:2])).returncode == 0
+    document = json.loads(path.read_bytes())
+    [saved] = document["correlations"].values()
+    saved[key] = change(saved.get(key) or [])
+    path.write_text(json.dumps(document))
+    refused = run_cli(ARGS + ["--state", str(path)], ndjson(INCIDENT[2:]))
+    assert refused.returncode == 2 and b"Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.count(b"\n") == 1 and b"damaged" in refused.stderr, refused.stderr

@@ -125,6 +125,13 @@ def _time_out(value):
     return "inf" if value == float("inf") else value
 
 
+def _event_time(value) -> int:
+    """A time that must be one (an event's, an alert's): never null."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    return value
+
+
 def _time_in(value):
     if value is None:
         return NEVER
@@ -203,13 +210,13 @@ def _restore(correlator, data: dict) -> None:
     consumed, order = {}, deque()
     for t, group in data["consumed"]:
         group = tuple(group)
-        consumed[group] = _time_in(t)
+        consumed[group] = _event_time(t)
         order.append((consumed[group], group))
     seen = None
     if data.get("seen") is not None and correlator.seen is not None:
         seen = type(correlator.seen)()
         for t, key in data["seen"]:
-            seen.add(key, _time_in(t))
+            seen.add(key, _event_time(t))
     correlator.clocks.restore(data["clocks"])
     correlator.watermark = watermark
     correlator.wanted = _time_in(data.get("wanted"))  # a chained one's own sources' (absent: none yet)
