@@ -492,3 +492,26 @@ def test_bad_field_map_is_a_one_line_usage_error(tmp_path, body, message):
     err = result.stderr.decode().strip()
     assert result.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert str(path) in err and message in err, err
+
+
+@pytest.mark.parametrize("option, content", [
+    ("--field-map", b"EventID: \xff\n"),  # not UTF-8
+    ("--field-map", None),  # /dev/zero: endless
+    ("--state", None),  # /dev/zero: not a file the state can be kept in (nor replaced, nor removed)
+    ("--state", "fifo"),
+])
+def test_a_file_argument_it_cannot_use_is_refused_in_one_line(tmp_path, option, content):
+    if content is None:
+        path = "/dev/zero"
+    elif content == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    else:
+        path = str(tmp_path / "map.yml")
+        open(path, "wb").write(content)
+    # --state-reset too, on the fifo only: a build that removed the file must not take /dev/zero with it
+    for extra in ([], ["--state-reset"]) if content == "fifo" else ([],):
+        result = run_cli([option, path, *extra], b"", timeout=30)
+        assert result.returncode == 2 and b"Traceback" not in result.stderr, result.stderr
+        assert result.stderr.count(b"\n") == 1 and path.encode() in result.stderr, result.stderr
+    assert os.path.exists(path)

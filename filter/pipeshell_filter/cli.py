@@ -400,6 +400,8 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
     A file this build cannot use is a usage error; a correlation whose rule is gone or changed
     loses its saved state, in one line on stderr."""
     check_seconds(("--state-interval", interval))
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero, a pipe: never read, replaced or removed
+        raise UsageProblem(f"--state {path}: not a regular file")
     state_file = StateFile(path, interval)
     stream_filter.keep_state(state_file)
     if reset:

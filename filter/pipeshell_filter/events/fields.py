@@ -240,12 +240,21 @@ def profile_from_table(table, source: str) -> Profile:
     return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source, product)
 
 
+MAX_FIELD_MAP_BYTES = 16 << 20  # as a rule file
+
+
 def load_profile_file(path: str) -> Profile:
     try:
-        with open(path, encoding="utf-8") as handle:
-            table = yaml.load(handle, Loader=UniqueKeyLoader)  # a field listed twice is an error
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FIELD_MAP_BYTES + 1)  # bounded: /dev/zero is a path too
     except OSError as error:
         raise ProfileError(f"cannot read field map {path}: {error.strerror}") from None
+    if len(data) > MAX_FIELD_MAP_BYTES:
+        raise ProfileError(f"field map {path} is larger than {MAX_FIELD_MAP_BYTES >> 20} MiB")
+    try:
+        table = yaml.load(data.decode("utf-8"), Loader=UniqueKeyLoader)  # a field listed twice is an error
+    except UnicodeDecodeError as error:
+        raise ProfileError(f"field map {path} is not UTF-8 (byte {error.start})") from None
     except yaml.YAMLError as error:
         raise ProfileError(f"field map {path} is not valid YAML/JSON: {str(error).splitlines()[0]}") from None
     return profile_from_table(table, path)
