@@ -515,3 +515,17 @@ def test_a_file_argument_it_cannot_use_is_refused_in_one_line(tmp_path, option, 
         assert result.returncode == 2 and b"Traceback" not in result.stderr, result.stderr
         assert result.stderr.count(b"\n") == 1 and path.encode() in result.stderr, result.stderr
     assert os.path.exists(path)
+
+
+@pytest.mark.parametrize("how", ["stdout closed", "stdin closed", "disk full"])
+def test_closed_or_failing_standard_streams_are_one_line_errors(how):
+    sample = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
+    with open(sample, "rb") as source, open("/dev/full", "wb") as full:
+        result = subprocess.run(COMMAND + ["--emit", "all"], stdin=None if how == "stdin closed" else source,
+                                stdout=full if how == "disk full" else subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: os.close({"stdout closed": 1, "stdin closed": 0}.get(how, 99))
+                                if how != "disk full" else None, timeout=60)
+    assert result.returncode == (1 if how == "disk full" else 2), result.stderr
+    assert b"Traceback" not in result.stderr and result.stderr.count(b"\n") == 1, result.stderr
+    assert {"disk full": b"No space left", "stdout closed": b"standard output is closed",
+            "stdin closed": b"standard input is closed"}[how] in result.stderr

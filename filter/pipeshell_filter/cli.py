@@ -297,6 +297,8 @@ def run(
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
                     max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts)
     diagnostics = Diagnostics()
+    if sys.stdout is None:  # started with stdout closed (``>&-``)
+        raise UsageProblem("standard output is closed")
     output = Output(sys.stdout.fileno())
     stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
                            non_json=non_json.value, fluentbit_time=fluentbit_time, max_record=max_record,
@@ -334,6 +336,8 @@ def run(
                     start = None if stream_filter.bus_seq is None else stream_filter.bus_seq + 1
                     fleet.consume(stream_filter, bus, nats_prefix, partition, stop, start)
                 elif not files:
+                    if sys.stdin is None:  # started with stdin closed (``<&-``)
+                        raise UsageProblem("standard input is closed")
                     stdin = sys.stdin.fileno()
                     stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line,
                                       stop=stop)
@@ -356,8 +360,8 @@ def run(
             finally:
                 if bus is not None:
                     bus.close()
-    except OutputClosed:
-        _silence_stdout()
+    except OutputClosed as closed:
+        _output_closed(closed)
         return
     if not quiet:
         _summary(stream_filter, engine, diagnostics)
@@ -665,8 +669,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         _fail(str(problem))
     except typer.Abort:
         sys.exit(130)
-    except OutputClosed:
-        _silence_stdout()
+    except OutputClosed as closed:
+        _output_closed(closed)
     except Exception as error:
         # Click's usage errors (bad option or value) carry exit_code 2 and a message;
         # typer may vendor click, so recognise them by shape rather than by class.
@@ -674,6 +678,15 @@ def main(argv: Optional[List[str]] = None) -> None:
             _fail(f"{error.format_message()} (see --help)")
         raise
     sys.exit(0)
+
+
+def _output_closed(closed: OutputClosed) -> None:
+    """The output's reader went away: stop quietly, as ``grep`` under ``head`` does; writing failed
+    (a full disk): one line, exit status 1."""
+    _silence_stdout()
+    if closed.reason:
+        sys.stderr.write(f"pipeshell-filter: error: cannot write the output: {closed.reason}\n")
+        sys.exit(1)
 
 
 def _fail(message: str) -> None:

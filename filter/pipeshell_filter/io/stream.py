@@ -59,7 +59,12 @@ PIECE_END = "piece_end"  # the last part of such a line (its newline stripped)
 
 
 class OutputClosed(Exception):
-    """The reader of our stdout went away (``| head -1``)."""
+    """The reader of our stdout went away (``| head -1``); or, with a ``reason``, writing to it
+    failed (a full disk): the run stops as for a reader gone, but says so and fails."""
+
+    def __init__(self, reason: Optional[str] = None):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Output:
@@ -90,6 +95,8 @@ class Output:
                             offset += os.write(self.fd, rest)
                 except (BrokenPipeError, ConnectionResetError):
                     raise OutputClosed() from None
+                except OSError as error:
+                    raise OutputClosed(error.strerror or str(error)) from None
         finally:
             WRITING.depth -= 1
         if WRITING.exit_pending and not WRITING.depth:
