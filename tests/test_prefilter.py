@@ -288,6 +288,31 @@ def test_block_reader_yields_every_byte_in_whole_lines(lines, final_newline, blo
     assert all(k == LINES and d[s:e].endswith(b"\n") for k, d, s, e in items)
 
 
+@given(st.lists(st.binary(max_size=80).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+       st.integers(1, 128), st.integers(1, 60))
+def test_every_line_longer_than_the_limit_is_a_long_line_whatever_the_reads(lines, block_size, max_line):
+    """``--max-line-bytes``: a line longer than it goes on as a long line (in pieces, the last
+    ``PIECE_END``), whether the reads cut it or one read holds it whole; every other line in
+    ``LINES``; nothing lost."""
+    data = b"".join(line + b"\n" for line in lines)
+    with tempfile.TemporaryFile() as handle:
+        handle.write(data)
+        handle.seek(0)
+        items = list(BlockReader(handle.fileno(), False, lambda: None, block_size=block_size, max_line=max_line))
+    assert b"".join(d[s:e] + (b"\n" if k == PIECE_END else b"") for k, d, s, e in items) == data
+    short, long, piece = [], [], b""
+    for kind, d, s, e in items:
+        if kind == LINES:
+            short += d[s:e].split(b"\n")[:-1]
+        else:
+            piece += d[s:e]
+            if kind == PIECE_END:
+                long.append(piece)
+                piece = b""
+    assert short == [line for line in lines if len(line) <= max_line]
+    assert long == [line for line in lines if len(line) > max_line]
+
+
 @given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
        st.lists(st.integers(1, 60), min_size=1, max_size=8), st.integers(16, 256))
 def test_block_reader_on_a_pipe_gathers_what_is_there_and_loses_nothing(lines, writes, block_size):

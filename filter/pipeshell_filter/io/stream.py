@@ -447,12 +447,34 @@ class BlockReader:
                     self._in_long_line = False
                     yield PIECE_END, head, 0, len(head) - 1
                 else:
-                    yield LINES, head, 0, len(head)
+                    yield from self._lines(head, 0, len(head))
             tail = block[cut + 1:]
             self._carry, self._carried = ([tail], len(tail)) if tail else ([], 0)
             if start <= cut:
-                yield LINES, block, start, cut + 1
+                yield from self._lines(block, start, cut + 1)
         yield from self.rest()
+
+    def _lines(self, block: bytes, start: int, end: int) -> Iterator[tuple]:
+        """``block[start:end]``, whole lines, as ``LINES``; but a line longer than ``max_line``, which
+        one read holds whole when the limit is under the block size (or the line began in the read
+        before), goes on as a long line does, in one ``PIECE_END``."""
+        limit = self.max_line
+        window = (limit + 2) // 2  # a line of 2 * window - 1 bytes or more holds a whole aligned window
+        if end - start <= limit or all(block.find(b"\n", at, at + window) >= 0
+                                       for at in range(start, end - window + 1, window)):
+            yield LINES, block, start, end
+            return
+        run = at = start
+        while at < end:
+            newline = block.find(b"\n", at, end)  # every range ends with one
+            if newline - at > limit:
+                if run < at:
+                    yield LINES, block, run, at
+                yield PIECE_END, block, at, newline
+                run = newline + 1
+            at = newline + 1
+        if run < end:
+            yield LINES, block, run, end
 
     def rest(self) -> Iterator[tuple]:
         """What was read but not handed on (the unfinished last line), as at end of input;
@@ -464,7 +486,7 @@ class BlockReader:
             yield PIECE_END, piece, 0, len(piece)
         elif carry:
             last = b"".join(carry) + b"\n"
-            yield LINES, last, 0, len(last)
+            yield from self._lines(last, 0, len(last))
 
 
 # Lines read one by one (``--input``) that the prefilter skips: one in this many is parsed for the
@@ -1062,8 +1084,9 @@ class Filter:
     def _run(self, fd: int, live: bool, max_line: int, block_size: int, stop: Optional[StopRequest]) -> None:
         self.begin(live)
         self.max_line = max_line
-        if not live and self.workers and parallel.available() and (self._detecting or self.prefilter is not None and (
-                not self._parse_every_line or self.progress is None)):
+        # (a --max-line-bytes under the block size: lines that long are found as the blocks are read, here)
+        if not live and self.workers and parallel.available() and max_line >= block_size and (
+                self._detecting or self.prefilter is not None and (not self._parse_every_line or self.progress is None)):
             self._run_workers(fd, block_size, max_line, stop)
         wait = self._wall_idle
         for every in (self.state.interval if self.state is not None else 0, self._stats and self._stats[0],
