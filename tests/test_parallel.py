@@ -93,6 +93,22 @@ def test_workers_never_change_the_fluent_bit_output(data, emit, mode, workers, b
     assert run(data, emit, ENGINES[0], workers, block_size, chunk, 0, None, None, *mode) == expected
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=40), st.sampled_from(["alerts", "all"]), st.integers(1, 3),
+       st.integers(256, 4096))
+def test_lines_over_the_limit_but_under_a_block_are_long_lines_with_workers_too(kinds, emit, workers, chunk):
+    """--max-line-bytes under the read block: a worker that reads such a line whole stops before it
+    and the filter reads on, so the output is one process's: the line passed on uninspected."""
+    events = [json.dumps(flat_event(i, "ws04", "server" if kind == 1 else "benign", 4104)).encode() for i, kind in
+              enumerate(kinds)]
+    lines = [event[:-1] + b', "pad": "' + b"x" * 5000 + b'"}' if kind >= 2 else event
+             for event, kind in zip(events, kinds)]
+    data = b"\n".join(lines) + b"\n"
+    expected = run(data, emit, ENGINES[0], 0, 1 << 16, chunk)
+    assert expected[2].get("too_long", 0) == sum(kind >= 2 for kind in kinds)
+    assert run(data, emit, ENGINES[0], workers, 1 << 16, chunk) == expected
+
+
 def test_workers_vouch_for_clean_blocks_in_the_fluent_bit_modes(monkeypatch):
     """What a worker vouches for, the parent writes as it is or framed, without looking at its lines."""
     data = b"".join(json.dumps(flat_event(i, "ws04", "benign", 4104)).encode() + b"\n" for i in range(400))

@@ -96,6 +96,25 @@ def line_start(fd: int, offset: int, first: int, limit: int) -> Optional[int]:
     return None
 
 
+def first_long_line(data: bytes, start: int, end: int, limit: int) -> Optional[int]:
+    """Where the first line of ``data[start:end]`` (whole lines) longer than ``limit`` starts; None
+    when there is none.  Quick when there is none: a line of ``2 * window - 1`` bytes or more holds a
+    whole aligned window, so a newline in each window clears them all; else line by line."""
+    window = (limit + 2) // 2
+    if end - start <= limit or all(data.find(b"\n", at, at + window) >= 0
+                                   for at in range(start, end - window + 1, window)):
+        return None
+    at = start
+    while at < end:
+        newline = data.find(b"\n", at, end)
+        if newline < 0:
+            newline = end
+        if newline - at > limit:
+            return at
+        at = newline + 1
+    return None
+
+
 def scan_chunk(fd: int, first: int, bounds: Tuple[int, int], scan: Optional[Callable], count: Callable,
                block: int, max_line: int, send: Callable, judge: Optional[Callable] = None,
                detect: Optional[Callable] = None) -> None:
@@ -120,6 +139,11 @@ def scan_chunk(fd: int, first: int, bounds: Tuple[int, int], scan: Optional[Call
                 size = min(size * 4, max_line + 1)
                 continue
             break  # the file shrank, or the line is too long to inspect
+        long_at = first_long_line(data, 0, cut + 1, max_line) if max_line <= cut else None
+        if long_at == 0:
+            break  # a line too long to inspect, whole in this read: the parent reads on from it
+        if long_at is not None:
+            cut = long_at - 1  # the lines before it, then the parent reads on from it
         candidates, suspects = scan(data, 0, cut + 1) if scan is not None else (None, [])
         lines = count(data, 0, cut + 1)
         if detect is not None and (candidates is None or candidates or suspects):
@@ -132,6 +156,8 @@ def scan_chunk(fd: int, first: int, bounds: Tuple[int, int], scan: Optional[Call
             send((RULED_OUT, position, cut + 1, lines))
         position += cut + 1
         size = block
+        if long_at is not None:
+            break
     send((CHUNK_END, position))
 
 

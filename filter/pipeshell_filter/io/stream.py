@@ -458,16 +458,14 @@ class BlockReader:
         """``block[start:end]``, whole lines, as ``LINES``; but a line longer than ``max_line``, which
         one read holds whole when the limit is under the block size (or the line began in the read
         before), goes on as a long line does, in one ``PIECE_END``."""
-        limit = self.max_line
-        window = (limit + 2) // 2  # a line of 2 * window - 1 bytes or more holds a whole aligned window
-        if end - start <= limit or all(block.find(b"\n", at, at + window) >= 0
-                                       for at in range(start, end - window + 1, window)):
+        at = parallel.first_long_line(block, start, end, self.max_line)
+        if at is None:
             yield LINES, block, start, end
             return
-        run = at = start
-        while at < end:
+        run = start
+        while at < end:  # line by line from the first long one
             newline = block.find(b"\n", at, end)  # every range ends with one
-            if newline - at > limit:
+            if newline - at > self.max_line:
                 if run < at:
                     yield LINES, block, run, at
                 yield PIECE_END, block, at, newline
@@ -1084,9 +1082,8 @@ class Filter:
     def _run(self, fd: int, live: bool, max_line: int, block_size: int, stop: Optional[StopRequest]) -> None:
         self.begin(live)
         self.max_line = max_line
-        # (a --max-line-bytes under the block size: lines that long are found as the blocks are read, here)
-        if not live and self.workers and parallel.available() and max_line >= block_size and (
-                self._detecting or self.prefilter is not None and (not self._parse_every_line or self.progress is None)):
+        if not live and self.workers and parallel.available() and (self._detecting or self.prefilter is not None and (
+                not self._parse_every_line or self.progress is None)):
             self._run_workers(fd, block_size, max_line, stop)
         wait = self._wall_idle
         for every in (self.state.interval if self.state is not None else 0, self._stats and self._stats[0],
