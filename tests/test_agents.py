@@ -59,6 +59,21 @@ def test_an_agent_ahead_cannot_move_the_fleet_time_and_one_far_behind_is_left_ou
     assert agents.frontier() == 990 * S
 
 
+def test_an_agent_left_out_counts_again_when_the_agents_ahead_fall_quiet():
+    """Left out while two agents vouched for a time far ahead; once one of them says it is idle,
+    the time two agents vouch for is the left-out agent's own, and it holds the fleet's time."""
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock)
+    for now in (0, 30, 61):
+        clock.now = now
+        for name, seconds in (("a", 3000), ("b", 3000), ("c", 1000)):
+            agents.see(name, seconds * S)
+        agents.frontier()
+    assert agents.frontier() == 3000 * S and [name for name, _ in agents.lagging()] == ["c"]
+    agents.see("b", 3000 * S, idle=True)
+    assert agents.frontier() == 1000 * S
+
+
 def test_a_silent_agent_drops_out_after_the_idle_timeout_and_an_idle_one_at_once():
     clock = Clock()
     agents = AgentClocks(SKEW, idle=60, clock=clock)
@@ -91,6 +106,96 @@ def test_the_fleet_time_is_never_beyond_an_active_agent_that_is_not_far_behind(r
             vouched = ranked[1] if len(ranked) > 1 else ranked[0]
             assert all(frontier <= t for t in times.values() if t >= vouched - SKEW)
             assert frontier in times.values()
+
+
+class AgentsModel:
+    """What ``AgentClocks`` promises, worked out from scratch at every call (a pass over every
+    agent): the reference the kept-up-to-date lists are checked against."""
+
+    def __init__(self, skew, idle, clock, expected, max_agents):
+        self.skew, self.idle, self.clock, self.expected, self.max_agents = skew, idle, clock, expected, max_agents
+        self.started = clock()
+        self.time, self.heard, self.idle_set = {}, {}, set()
+        self.since, self.behind, self.reported = {}, {}, set()
+        self.last = float("-inf")
+
+    def see(self, agent, time, idle):
+        old = self.time.get(agent)
+        if old is None or time > old:
+            self.time[agent] = time
+            self.idle_set.discard(agent)
+        if idle and agent not in self.idle_set:
+            self.idle_set.add(agent)
+            old = float("-inf")
+        self.heard.pop(agent, None)
+        self.heard[agent] = self.clock()
+        if len(self.heard) > self.max_agents:
+            gone = next(iter(self.heard))
+            del self.heard[gone], self.time[gone]
+            self.idle_set.discard(gone)
+        return old is None or old <= self.last
+
+    def active(self):
+        now = self.clock()
+        return {a for a, heard in self.heard.items() if heard >= now - self.idle and a not in self.idle_set}
+
+    def frontier(self):
+        now = self.clock()
+        if not self.time or (len(self.time) < self.expected and now - self.started < self.idle):
+            return float("-inf")
+        active = self.active()
+        if not active:
+            self.since = {}
+            self.last = max(self.time.values())
+            return self.last
+        ranked = sorted(self.time[a] for a in active)
+        vouched = ranked[-2] if len(ranked) > 1 else ranked[-1]
+        behind = {a for a in active if self.time[a] < vouched - self.skew}
+        self.since = {a: self.since.get(a, now) for a in behind}
+        out = {a for a in behind if now - self.since[a] >= self.idle}
+        self.behind.update((a, vouched - self.time[a]) for a in out if a not in self.reported)
+        self.last = min(self.time[a] for a in active - out)
+        return self.last
+
+    def lagging(self):
+        found, self.behind = set(self.behind), {}
+        self.reported |= found
+        return found
+
+
+REPORT = st.tuples(st.just("see"), st.sampled_from("abcde"), st.integers(0, 30).map(lambda t: t * 100),
+                   st.sampled_from([False, False, False, True]))
+OPERATIONS = st.lists(st.one_of(REPORT, REPORT, st.just(("frontier",)), st.just(("again",)),
+                                st.tuples(st.just("tick"), st.sampled_from([0, 1, 20, 45, 59, 60, 61, 200])),
+                                st.just(("lagging",))), min_size=10, max_size=120)
+
+
+@settings(max_examples=400, deadline=None)
+@given(OPERATIONS, st.sampled_from([0, 3]), st.sampled_from([4, 100]), st.sampled_from([0, 300, 900]))
+def test_the_agents_kept_in_order_agree_with_working_it_all_out_at_every_call(operations, expected, most, skew):
+    """Every report, the fleet's time and the agents named as lagging, as the docstring's rules
+    give them worked out from every agent at every call (silent, idle, far behind, waited for,
+    left out, back within reach, forgotten past the most agents remembered)."""
+    from unittest import mock
+    clock = Clock()
+    with mock.patch("pipeshell_filter.correlate.agents.MAX_AGENTS", most):
+        agents = AgentClocks(skew * S, idle=60, clock=clock, expected=expected)
+        model = AgentsModel(skew * S, 60, clock, expected, most)
+        for operation in operations:
+            if operation[0] == "see":
+                _, name, seconds, idle = operation
+                assert agents.see(name, seconds * S, idle) == model.see(name, seconds * S, idle)
+            elif operation[0] == "again":  # every agent says its time again (a live fleet that waits)
+                for name in sorted(model.time):
+                    assert agents.see(name, model.time[name]) == model.see(name, model.time[name], False)
+            elif operation[0] == "tick":
+                clock.now += operation[1]
+            elif operation[0] == "frontier":
+                assert agents.frontier() == model.frontier()
+                assert set(agents.active()) == model.active()
+            else:
+                assert {name for name, _ in agents.lagging()} == model.lagging()
+        assert agents.frontier() == model.frontier()
 
 
 def test_progress_beats_every_so_often_in_event_time_and_says_the_last_time_at_the_end():

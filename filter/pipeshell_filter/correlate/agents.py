@@ -35,7 +35,10 @@ input).
 from __future__ import annotations
 
 import time as _time
+from collections import OrderedDict
 from typing import Callable, Dict, List, Optional
+
+from sortedcontainers import SortedList
 
 from ..detect import Heartbeat
 
@@ -44,6 +47,21 @@ MAX_AGENTS = 100_000  # agents remembered; past it, the one silent longest is fo
 
 
 class AgentClocks:
+    """The least time of the agents, kept up to date report by report.
+
+    With thousands of agents a report must not cost a pass over all of them (a
+    fleet that starts, or a flood of agent names, would take time quadratic in
+    their number), so the agents are kept in sorted lists by time and a report
+    or a ``frontier`` costs a logarithm, plus the agents whose standing changed:
+
+    * ``_in``: the active agents (heard within ``idle`` seconds, not idle) that
+      count, the least of them being the fleet's time;
+    * ``_out``: active agents left out for lagging longer than ``idle``;
+    * ``_waiting``: agents of ``_in`` behind the line (the newest time two agents
+      vouch for, less ``max_skew``) since when they were first seen there, oldest
+      first; ``_waiting_times`` the same agents by time.
+    """
+
     def __init__(self, max_skew_ns: int, idle: float, clock: Callable[[], float] = _time.monotonic,
                  expected: int = 0):
         self.max_skew = max_skew_ns
@@ -52,10 +70,18 @@ class AgentClocks:
         self.expected = expected
         self._started = clock()
         self._time: Dict[str, int] = {}  # agent -> newest time it reported
-        self._heard: Dict[str, float] = {}  # agent -> wall clock of its last record, least recent first
+        self._heard: "OrderedDict[str, float]" = OrderedDict()  # agent -> wall clock of its last record
+        self._live: "OrderedDict[str, float]" = OrderedDict()  # the same, for those heard within ``idle``
         self._idle = set()  # agents whose last report said their input is idle
+        self._everyone = SortedList()  # (time, agent) of every agent remembered
+        self._in = SortedList()
+        self._out = SortedList()
+        self._left_out = set()  # the agents of ``_out``
+        self._waiting: "OrderedDict[str, float]" = OrderedDict()
+        self._waiting_times = SortedList()
+        self._changed = set()  # agents reported since the last ``frontier``
+        self._line = None  # the line as last worked out
         self._behind: Dict[str, int] = {}  # agents left out for lagging, and by how much (ns), not yet reported
-        self._lagging_since: Dict[str, float] = {}  # agent -> wall clock since when it is far behind
         self._reported = set()
         self.last = NEVER  # the frontier as last worked out
 
@@ -63,50 +89,121 @@ class AgentClocks:
         """Take an agent's report; True when the fleet's time may have moved (the agent was at
         or behind it, is new, or became idle): only then is it worth working out again."""
         old = self._time.get(agent)
-        if old is None or time > old:
+        newer = old is None or time > old
+        self._leave(agent, waiting=idle or (agent in self._idle and not newer))  # idle: no longer active
+        if newer:
+            if old is not None:
+                self._everyone.remove((old, agent))
+            self._everyone.add((time, agent))
             self._time[agent] = time
             self._idle.discard(agent)
         if idle and agent not in self._idle:
             self._idle.add(agent)
             old = NEVER
-        self._heard.pop(agent, None)
-        self._heard[agent] = self.clock()
+        now = self.clock()
+        for heard in (self._heard, self._live):
+            heard[agent] = now
+            heard.move_to_end(agent)
+        if agent not in self._idle:
+            self._join(agent)
         if len(self._heard) > MAX_AGENTS:
-            gone = next(iter(self._heard))
-            del self._heard[gone], self._time[gone]
+            gone, _ = self._heard.popitem(last=False)
+            self._leave(gone, waiting=True)
+            self._live.pop(gone, None)
+            self._everyone.remove((self._time.pop(gone), gone))
             self._idle.discard(gone)
         return old is None or old <= self.last
 
+    def _join(self, agent: str) -> None:
+        """``agent`` is active again, with its time: among those that count, unless it was left
+        out and is still far behind (``frontier`` decides)."""
+        self._changed.add(agent)
+        if agent in self._left_out:
+            self._out.add((self._time[agent], agent))
+        else:
+            self._in.add((self._time[agent], agent))
+            if agent in self._waiting:
+                self._waiting_times.add((self._time[agent], agent))
+
+    def _leave(self, agent: str, waiting: bool = False) -> None:
+        """Take ``agent`` out of the sorted lists: before its time changes, keeping its standing
+        among the waiting and the left out, or (``waiting=True``) as it stops being active."""
+        time = self._time.get(agent)
+        if time is None or agent not in self._live or agent in self._idle:
+            return
+        if agent in self._left_out:
+            self._out.remove((time, agent))
+            if waiting:
+                self._left_out.discard(agent)
+        else:
+            self._in.remove((time, agent))
+            if agent in self._waiting:
+                self._waiting_times.remove((time, agent))
+                if waiting:
+                    del self._waiting[agent]
+
     def active(self) -> List[str]:
-        """The agents heard from within ``idle`` seconds, and not idle by their own word."""
+        """The agents heard within ``idle`` seconds, and not idle by their own word."""
         since = self.clock() - self.idle
-        return [agent for agent, heard in self._heard.items() if heard >= since and agent not in self._idle]
+        return [agent for _, agent in self._in + self._out if self._live.get(agent, since - 1) >= since]
+
+    def _forget_silent(self) -> None:
+        since = self.clock() - self.idle
+        while self._live:
+            agent, heard = next(iter(self._live.items()))
+            if heard >= since:
+                break
+            self._leave(agent, waiting=True)
+            del self._live[agent]
 
     def frontier(self):
         """The fleet's time: the least time of the active agents that are not far behind; when
-        every agent is quiet, the newest time any reached (what they sent is all there is)."""
+        every agent is quiet, the newest time any reached (what they sent is all there is).
+
+        An agent is far behind when its time is more than ``max_skew`` behind the newest time
+        two agents vouch for (the line); it is waited for ``idle`` seconds of wall clock (a
+        backlog being caught up), then left out (a wrong clock, a stuck pipeline) and named."""
         if not self._time or (len(self._time) < self.expected and self.clock() - self._started < self.idle):
             return NEVER
-        active = self.active()
-        if not active:
-            self.last = max(self._time.values())
+        self._forget_silent()
+        if not self._in and not self._out:
+            self._changed.clear()
+            self.last = self._everyone[-1][0]
             return self.last
-        times = sorted((self._time[agent] for agent in active), reverse=True)
-        vouched = times[1] if len(times) > 1 else times[0]
-        now, since, lagging = self.clock(), self._lagging_since, {}
-        for agent in active:
-            lag = vouched - self._time[agent]
-            if lag <= self.max_skew:
-                continue
-            lagging[agent] = since.get(agent, now)
-            if now - lagging[agent] >= self.idle:  # not a backlog being caught up: left out
-                if agent not in self._reported:
-                    self._behind[agent] = lag
-            else:
-                vouched = min(vouched, self._time[agent] + self.max_skew)  # still waited for
-        self._lagging_since = lagging
-        floor = vouched - self.max_skew
-        self.last = min(t for t in times if t >= floor)
+        top = sorted(self._in[-2:] + self._out[-2:])
+        line = top[-2][0] - self.max_skew if len(top) > 1 else top[-1][0] - self.max_skew
+        now = self.clock()
+        for time, agent in list(self._out.irange((line,))):  # no longer behind: counts again
+            self._out.remove((time, agent))
+            self._left_out.discard(agent)
+            self._in.add((time, agent))
+        for time, agent in list(self._waiting_times.irange((line,))):  # caught up
+            self._waiting_times.remove((time, agent))
+            del self._waiting[agent]
+        newly = self._changed
+        if self._line is not None and line > self._line:
+            newly = newly | {agent for _, agent in self._in.irange((self._line,), (line,), (True, False))}
+        for agent in newly:
+            time = self._time.get(agent)
+            if (time is not None and time < line and agent not in self._waiting and agent not in self._left_out
+                    and (time, agent) in self._in):
+                self._waiting[agent] = now
+                self._waiting_times.add((time, agent))
+        self._changed = set()
+        self._line = line
+        while self._waiting:
+            agent, since = next(iter(self._waiting.items()))
+            if now - since < self.idle:
+                break
+            del self._waiting[agent]
+            time = self._time[agent]
+            self._waiting_times.remove((time, agent))
+            self._in.remove((time, agent))
+            self._out.add((time, agent))
+            self._left_out.add(agent)
+            if agent not in self._reported:
+                self._behind[agent] = top[-2][0] - time if len(top) > 1 else top[-1][0] - time
+        self.last = self._in[0][0]
         return self.last
 
     def lagging(self) -> List[tuple]:
@@ -121,10 +218,8 @@ class AgentClocks:
 
     def restore(self, saved: list) -> None:
         """Take back ``saved`` (``state``): each agent counts as just heard from."""
-        now = self.clock()
         for agent, time in saved:  # checked by ``state.decode``
-            self._time[agent] = time
-            self._heard[agent] = now
+            self.see(agent, time)
 
 
 class Progress:
