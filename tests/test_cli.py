@@ -171,6 +171,9 @@ def test_final_line_without_newline_and_crlf():
     (["--rule", "/nonexistent/rule.yml"], "/nonexistent/rule.yml"),
     (["--input", "/nonexistent/events.ndjson"], "/nonexistent/events.ndjson"),
     (["--profile", "nosuchshape"], "nosuchshape"),
+    (["--partitions", "0"], "--partitions"),  # the fleet's options, checked without --nats too
+    (["--partition", "-1"], "--partition"),
+    (["--state-interval", "-5"], "--state-interval"),
 ])
 def test_bad_options_exit_2_with_one_line(args, message):
     result = run_cli(args)
@@ -186,6 +189,9 @@ def test_bad_options_exit_2_with_one_line(args, message):
     ("title: x\ndetection:\n  sel:\n    a: 1\n  condition: other\n", "other"),
     ("title: x\ndetection:\n  sel:\n    a: 1\n  condition: sel | count(a) >> 2\n", "aggregation"),
     ("title: x\ndetection:\n  sel:\n    a: 1\n  condition: sel\n  timeframe: soon\n", "timeframe"),
+    ("title: x\ndetection:\n  1:\n    a: 1\n  sel:\n    b: 1\n  condition: 1 of them\n", "selection name 1"),
+    ("title: x\ndetection:\n  yes:\n    a: 1\n  condition: all of *\n", "selection name True"),
+    ("title: x\ndetection:\n  ~:\n    a: 1\n  condition: all of *\n", "selection name None"),
 ])
 def test_bad_rules_exit_2_naming_the_file(tmp_path, body, message):
     path = tmp_path / "bad.yml"
@@ -446,6 +452,25 @@ def test_missing_input_is_a_usage_error(tmp_path):
     empty.mkdir()
     result = run_cli(["--input", str(empty)])
     assert result.returncode == 2 and b"holds no" in result.stderr
+    result = run_cli(["--input", "/dev/null"])  # a device: neither read for ever nor called missing
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        b"pipeshell-filter: error: cannot read input /dev/null: not a file, a directory or a named pipe"]
+
+
+def test_a_named_pipe_is_read_as_input(tmp_path):
+    """``mkfifo`` then ``--input`` (a collector writing into it): read like stdin, to its end."""
+    fifo = tmp_path / "events.pipe"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(COMMAND + ["--emit", "all", "--input", str(fifo)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    with open(fifo, "wb") as writer:
+        writer.write(ndjson(ATTACK) + b"garbage\n")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    lines = [line for line in out.splitlines() if b'"kind":"alert"' not in line]
+    assert [json.loads(line)["Event"]["System"]["Computer"] for line in lines[:3]] == ["srv01", "cli01", "cli02"]
+    assert lines[3:] == [b"garbage"]
+    assert out.count(b"\"kind\":\"alert\"") == 1 and b"line 4: not valid JSON" in err
 
 
 FIELD_MAP = """\

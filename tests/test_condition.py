@@ -76,6 +76,12 @@ def test_x_of_them_in_any_case(quant, of, them):
     assert expr(f"{quant} {of} {them}") == OfPattern(quant.lower(), "them")
 
 
+@pytest.mark.parametrize("text", ["any of sel*", "ANY OF sel*", "Any of sel*"])
+def test_any_of_is_one_of_as_pysigma_reads_it(text):
+    assert expr(text) == OfPattern("1", "sel*")
+    assert expanded(text, ["sel1", "sel2", "filter"]) == Or((Ref("sel1"), Ref("sel2")))
+
+
 @pytest.mark.parametrize(
     "name",
     ["android", "notes", "oracle", "order", "andy", "nothing", "often", "allow", "theme", "ORacle", "NOTES", "Android"],
@@ -191,6 +197,15 @@ def test_one_of_them_excludes_underscore_names():
     names = ["sel", "_internal", "filter", "_x"]
     assert expanded("1 of them", names) == Or((Ref("sel"), Ref("filter")))
     assert expanded("all of them", names) == And((Ref("sel"), Ref("filter")))
+
+
+def test_a_pattern_skips_underscore_names_like_them():
+    """'1/all of pattern' is 'them' restricted to the names that match (the spec); pySigma reads
+    it so too: a helper selection `_selection_x` is not pulled into `all of *selection*`."""
+    names = ["selection_img", "selection_cli", "_selection_helper"]
+    assert expanded("all of *selection*", names) == And((Ref("selection_img"), Ref("selection_cli")))
+    assert expanded("1 of *", names) == Or((Ref("selection_img"), Ref("selection_cli")))
+    assert expanded("1 of _sel*", names) == Ref("_selection_helper")
 
 
 def test_explicit_pattern_may_select_underscore_names():

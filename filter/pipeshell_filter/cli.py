@@ -283,7 +283,11 @@ def run(
         raise UsageProblem("--agents must be between 0 and 100000")
     if agent is not None and not agent.strip():
         raise UsageProblem("--agent must not be empty")
-    check_seconds(("--stats-interval", stats_interval))
+    check_seconds(("--stats-interval", stats_interval), ("--state-interval", state_interval))
+    if not 1 <= partitions <= 1024:  # checked when unused too: a typo is told at once, not when --nats is added
+        raise UsageProblem("--partitions must be between 1 and 1024")
+    if not 0 <= partition < 1024:
+        raise UsageProblem("--partition must be between 0 and 1023")
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
     try:
@@ -384,10 +388,6 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], pa
                            "saved state includes it")
     if stage is Stage.correlate and files:
         raise UsageProblem("--stage correlate reads either --nats or --input, not both")
-    if not 1 <= partitions <= 1024:
-        raise UsageProblem("--partitions must be between 1 and 1024")
-    if not 0 <= partition < 1024:
-        raise UsageProblem("--partition must be between 0 and 1023")
     if not prefix or any(c in prefix for c in " *>\t") or prefix.startswith(".") or prefix.endswith("."):
         raise UsageProblem(f"--nats-prefix {prefix!r} is not a NATS subject prefix")
     from .io import fleet
@@ -403,7 +403,6 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
     """``--state``: snapshots to ``path``; the state saved there taken back (unless ``reset``).
     A file this build cannot use is a usage error; a correlation whose rule is gone or changed
     loses its saved state, in one line on stderr."""
-    check_seconds(("--state-interval", interval))
     if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero, a pipe: never read, replaced or removed
         raise UsageProblem(f"--state {path}: not a regular file")
     state_file = StateFile(path, interval)

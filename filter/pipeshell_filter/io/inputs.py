@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import stat
 from typing import Callable, Iterable, Iterator, List, Optional
 
 import ujson
@@ -40,13 +41,22 @@ def expand(paths: List[str]) -> List[str]:
             if not found:
                 raise InputError(f"input directory {path} holds no {', '.join(INPUT_SUFFIXES)} files")
             files.extend(found)
-        elif os.path.isfile(path) or path == "/dev/stdin":
+        elif os.path.isfile(path) or path == "/dev/stdin" or _is_pipe(path):
             if not os.access(path, os.R_OK):
                 raise InputError(f"cannot read input {path}: permission denied")
             files.append(path)
+        elif os.path.exists(path):
+            raise InputError(f"cannot read input {path}: not a file, a directory or a named pipe")
         else:
             raise InputError(f"cannot read input {path}: no such file or directory")
     return files
+
+
+def _is_pipe(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def allow_open(count: int) -> None:

@@ -201,6 +201,8 @@ class _Parser:
         if token == ")":
             raise ConditionError("unexpected ')' in condition")
         quantifier = token.lower()
+        if quantifier == "any" and (self.peek() or "").lower() == "of":  # pySigma's grammar: same as '1 of'
+            quantifier = "1"
         if quantifier in ("1", "all") and (self.peek() or "").lower() == "of":
             self.take()
             pattern = self.take()
@@ -271,7 +273,8 @@ def _expand(node: Node, names: list, known: set, patterns: dict, left: list) -> 
             left[1] -= len(names)
             if left[1] < 0:
                 raise ConditionError(f"condition has too many distinct 'x of' patterns for {len(names)} selections")
-            matched = [n for n in names if fnmatch.fnmatchcase(n, node.pattern)]
+            hidden = not node.pattern.startswith("_")  # '_' names only for a pattern that asks for them
+            matched = [n for n in names if fnmatch.fnmatchcase(n, node.pattern) and not (hidden and n.startswith("_"))]
         patterns[node.pattern] = matched
     if not matched:
         pattern = node.pattern if len(node.pattern) <= 60 else node.pattern[:57] + "..."

@@ -314,6 +314,9 @@ def rule_from_document(data, source: str, builtin: bool = False) -> Rule:
     timeframe = detection.pop("timeframe", data.get("timeframe"))
     if condition_text is None:
         raise RuleError(f"rule {source}: detection has no 'condition'")
+    for name in detection:  # YAML reads `1:`, `yes:`, `~:` as a number, a boolean, null
+        if not isinstance(name, str):
+            raise RuleError(f"rule {source}: selection name {name!r} is not text; quote it")
     if isinstance(condition_text, list):
         if not condition_text or not all(isinstance(c, str) for c in condition_text):
             raise RuleError(f"rule {source}: 'condition' list must hold strings")
