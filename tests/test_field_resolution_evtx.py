@@ -194,6 +194,23 @@ def test_spaces_are_not_squeezed_from_paths_or_deeper_objects():
     assert view.get("Outer.ThreatName") is MISSING
 
 
+@given(st.lists(st.text("abcXYZ_-é", min_size=1, max_size=4), min_size=2, max_size=4), st.text(max_size=5),
+       st.text(max_size=5))
+def test_a_dotted_field_is_found_in_a_flattened_event_too(segments, flat_value, nested_value):
+    """Flattened ECS (Vector's, Elastic's NDJSON) writes `{"process.name": ...}` where a nested event
+    has `{"process": {"name": ...}}`: a rule's `process.name` finds either, the nested one first."""
+    field = ".".join(segments)
+    assume(segments[0] not in {"EventID", "Channel", "Computer", "winlog", "event_id", "Event", "System"})
+    nested = nested_value
+    for segment in reversed(segments):
+        nested = {segment: nested}
+    flat = RESOLVER.view({field: flat_value})
+    assert flat.get(field) == flat_value and flat.where(field) == field
+    assert RESOLVER.view(dict(nested, **{field: flat_value})).get(field) == nested_value
+    rooted = RESOLVER.view({"EventID": 1, "EventData": {field: flat_value}})
+    assert rooted.get(field) == flat_value
+
+
 # ------------------------------------------------------------------ thor.yml's field mappings
 
 

@@ -413,6 +413,10 @@ class EventView:
                 value = lookup(node, own)
                 if value is not MISSING:
                     return path + own, value
+            if len(own) > 1 and field in self._flattened():  # flattened ECS: {"process.name": ...}
+                for path, node in self._objects():
+                    if field in node:
+                        return path + (field,), node[field]
             if plan.bare:
                 found = self._spaced_names().get(field)
                 if found is not None:
