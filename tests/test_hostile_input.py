@@ -239,6 +239,27 @@ def test_merged_inputs_never_hold_a_long_line_in_memory(tmp_path):
     assert sum(b'"kind":"alert"' in w for w in written) == 1
 
 
+@pytest.mark.parametrize("how", ["file", "file one process", "pipe"])
+def test_a_line_over_the_limit_in_wrap_mode_is_one_record_with_its_whole_length(tmp_path, how):
+    """--non-json wrap: the record of a line over --max-line-bytes keeps its first --max-line-bytes
+    and says how long the line was (5 MB here), however the reads cut it."""
+    path = tmp_path / "big.ndjson"
+    line = b'{"x": "' + b"y" * 5_000_000 + b'"}'
+    path.write_bytes(b'{"a": 1}\n' + line + b'\n{"b": 2}\n')
+    args = ["--emit", "all", "--non-json", "wrap", "--max-line-bytes", "1024"]
+    if how == "pipe":
+        result = run_cli(args, path.read_bytes())
+    else:
+        result = run_cli(args + ["--input", str(path)] + (["--workers", "0"] if "one" in how else []))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(text) for text in result.stdout.splitlines()]
+    assert records[0] == {"a": 1} and records[2] == {"b": 2} and len(records) == 3
+    wrapped = records[1]
+    assert wrapped["pipeshell"] == {"line": 2, "bytes": len(line), "truncated": True}
+    assert wrapped["event"]["original"].encode() == line[:1024] and wrapped["error"]["type"] == "too_long"
+    assert b"line 2: line too long to inspect; wrapped, cut" in result.stderr
+
+
 def test_after_a_flood_the_tables_that_held_it_are_copied_at_their_present_size():
     """A dict never shrinks its table: once a flood's window has passed, the correlation copies
     its tables afresh so that their memory can go back (``Correlator.compact``)."""

@@ -188,19 +188,21 @@ def enrich_line(raw: bytes, event: dict, sigma: dict) -> bytes:
     return body[:-1] + separator + b'"sigma":' + dumps(sigma) + b"}"
 
 
-def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int) -> bytes:
+def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int, size: Optional[int] = None) -> bytes:
     """A line that is not a usable JSON object, as a record Fluent Bit accepts.
 
     ECS ``event.kind: pipeline_error``; the text keeps invalid UTF-8 visible as
     ``\\xNN``; it is cut so that the record stays under ``max_record`` bytes.
+    ``size``: the whole line's length, when ``raw`` is only its start.
     """
+    size = len(raw) if size is None else size
     keep = len(raw)
     while True:
         text = raw[:keep].decode("utf-8", "backslashreplace")
         record = dumps({
             "event": {"kind": "pipeline_error", "original": text},
             "error": {"type": kind, "message": message},
-            "pipeshell": {"line": line, "bytes": len(raw), "truncated": keep < len(raw)},
+            "pipeshell": {"line": line, "bytes": size, "truncated": keep < size},
         })
         if len(record) < max_record or keep == 0:
             return record
@@ -547,6 +549,7 @@ class Filter:
         self.lines = 0
         self.origin = None  # label for diagnostics when reading several files
         self._long_line = None  # line number of the line over the inspection limit being passed on
+        self._long_head, self._long_size = [], 0  # wrap: its first --max-line-bytes, and its length so far
         self._wall_idle = None  # idle seconds when live input lets the wall clock move the watermark
         self._reader = None  # the BlockReader of the input being read
         self.workers = workers  # processes prefiltering a regular file (``parallel``); 0: none
@@ -813,22 +816,27 @@ class Filter:
             self._write(payload, None, record.time)
 
     def _process_long_piece(self, piece: bytes, last: bool) -> None:
+        """A line over ``--max-line-bytes``, piece by piece: passed on as it comes, or (wrap) kept
+        as its first ``--max-line-bytes`` and its length, for one record at its end."""
         if self._long_line is None:
             self.lines += 1
-            self._long_line = self.lines
-            self.diagnostics.report("too_long", self._where(self.lines), "line too long to inspect; passed on unchanged")
-            if self.emit == "all":
-                if self.wrap:  # its first --max-line-bytes: the same wherever the reads that cut it began
-                    self._write(wrap_line(piece[:self.max_line], "too_long", "line longer than --max-line-bytes; cut",
-                                          self.lines, self.max_record), None)
-                else:
-                    self.output.write(piece)
-        elif self.emit == "all" and not self.wrap:
+            self._long_line, self._long_head, self._long_size = self.lines, [], 0
+            self.diagnostics.report("too_long", self._where(self.lines), "line too long to inspect; " +
+                                    ("wrapped, cut" if self.wrap and self.emit == "all" else "passed on unchanged"))
+        if self.emit == "all" and self.wrap:
+            kept = sum(map(len, self._long_head))
+            if kept < self.max_line:  # the same first bytes wherever the reads that cut it began
+                self._long_head.append(piece[:self.max_line - kept])
+            self._long_size += len(piece)
+        elif self.emit == "all":
             self.output.write(piece)
         if last:
-            if self.emit == "all" and not self.wrap:
+            if self.emit == "all" and self.wrap:
+                self._write(wrap_line(b"".join(self._long_head), "too_long", "line longer than --max-line-bytes; cut",
+                                      self._long_line, self.max_record, self._long_size), None)
+            elif self.emit == "all":
                 self.output.write(b"\n")
-            self._long_line = None
+            self._long_line, self._long_head = None, []
 
     def process_line(self, line: bytes, number: int, candidate: bool = True) -> None:
         """One line (without its newline): parse, detect, write."""
