@@ -174,6 +174,9 @@ def test_final_line_without_newline_and_crlf():
     (["--partitions", "0"], "--partitions"),  # the fleet's options, checked without --nats too
     (["--partition", "-1"], "--partition"),
     (["--state-interval", "-5"], "--state-interval"),
+    (["--max-line-bytes", "99999999999999999999"], "--max-line-bytes"),  # was a traceback with two --input
+    (["--max-record-bytes", str(1 << 63)], "--max-record-bytes"),
+    (["--workers", "100000"], "--workers"),
 ])
 def test_bad_options_exit_2_with_one_line(args, message):
     result = run_cli(args)
@@ -455,6 +458,20 @@ def test_missing_input_is_a_usage_error(tmp_path):
     result = run_cli(["--input", "/dev/null"])  # a device: neither read for ever nor called missing
     assert result.returncode == 2 and result.stderr.splitlines() == [
         b"pipeshell-filter: error: cannot read input /dev/null: not a file, a directory or a named pipe"]
+
+
+def test_a_named_pipe_in_a_rule_directory_is_skipped_not_waited_on(tmp_path):
+    """A rule directory is read file by file; a named pipe there would block start-up for ever."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "good.yml").write_text("title: x\nid: 1\nlogsource: {}\ndetection:\n  sel:\n    a: 1\n"
+                                    "  condition: sel\n")
+    os.mkfifo(rules / "pipe.yml")
+    result = run_cli(["--rule", str(rules), "--emit", "matches"], b'{"a": 1}\n')
+    assert result.returncode == 0 and b'"kind":"alert"' in result.stdout  # the good rule ran
+    assert f"skipped: rule {rules / 'pipe.yml'}: not a regular file" in result.stderr.decode()
+    strict = run_cli(["--rule", str(rules), "--strict"], b"")
+    assert strict.returncode == 2 and len(strict.stderr.splitlines()) == 1
 
 
 def test_a_named_pipe_is_read_as_input(tmp_path):

@@ -7,6 +7,7 @@ state file is a fresh one; the filter gets exactly the arguments written in the 
 binary the Fluent Bit tests are skipped; the last tests check the filter's side alone.
 """
 
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -48,7 +49,15 @@ HOSTILE = [
     b'{"EventID": 4104, "Computer": "\\ud800"}',
     b'{"EventID": 4104, "Computer": "\xed\xa0\x80"}',
     b'{"EventRecordID": 123456789012345678901234567890}',
+    b'{"EventID": 4104, "Data": ' + b'[' * 63 + b'1' + b']' * 63 + b'}',  # 64 deep: dropped, and the read's rest
     b'{"EventID": 4104, "ScriptBlockText": "not closed"',
+]
+# Events whose time Fluent Bit cannot take in a frame (before 1970, from 2106 on: the record, or the
+# read's rest, dropped): framed with the clock, passed on as they are.
+ODD_TIMES = [
+    b'{"EventID": 4104, "Computer": "h8", "@timestamp": "1601-01-01T00:00:00Z"}',
+    b'{"EventID": 4104, "Computer": "h9", "@timestamp": "2200-01-01T00:00:00.5Z"}',
+    b'{"EventID": 4104, "Computer": "h10", "@timestamp": "2106-02-07T06:28:13.999999999Z"}',
 ]
 
 
@@ -476,7 +485,7 @@ def test_hostile_lines_in_one_read_lose_nothing(tmp_path, chains):
     config, out = recipe("ship.yaml", tmp_path)
     lines = sample_lines()
     middle = len(lines) // 2
-    data = lines[:middle] + HOSTILE + lines[middle:]
+    data = lines[:middle] + HOSTILE + ODD_TIMES + lines[middle:]
     chain = chains(tmp_path, config)
     chain.write(b"\n".join(data) + b"\n")
     chain.close_input()
@@ -488,9 +497,9 @@ def test_hostile_lines_in_one_read_lose_nothing(tmp_path, chains):
     errors = events[middle:middle + len(HOSTILE)]
     for line, record in zip(HOSTILE, errors):
         assert record["event"] == {"kind": "pipeline_error", "original": line.decode("utf-8", "backslashreplace")}
-    assert [r["error"]["type"] for r in errors] == ["unportable"] * 6 + ["invalid_json"]
+    assert [r["error"]["type"] for r in errors] == ["unportable"] * 7 + ["invalid_json"]
     assert [without_sigma(e) for e in events[:middle] + events[middle + len(HOSTILE):]] == \
-        [json.loads(line) for line in lines]
+        [json.loads(line) for line in lines[:middle] + ODD_TIMES + lines[middle:]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,14 +510,13 @@ def strict(line):
     """Parse as Fluent Bit would need it: no NaN/Infinity, no number beyond a double or 64 bits,
     no lone surrogate."""
     value = json.loads(line.decode("utf-8"), parse_constant=lambda name: pytest.fail(f"{name}: {line[:200]}"))
-    stack = [value]
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            assert depth < 64 + isinstance(value, list), line[:200]  # a [time, record] frame adds one
+            stack.extend((inner, depth + 1) for inner in (list(item) + list(item.values()) if
+                                                          isinstance(item, dict) else item))
         elif isinstance(item, str):
             item.encode("utf-8")  # raises on a lone surrogate
         elif isinstance(item, float):
@@ -516,6 +524,29 @@ def strict(line):
         elif isinstance(item, int) and not isinstance(item, bool):
             assert -(1 << 63) <= item < 1 << 64, line[:200]
     return value
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_time_fluent_bit_cannot_frame_is_framed_with_the_clock(tmp_path, workers):
+    """Before 1970 or from 2106-02-07T06:28:14Z on: framed with the clock, whether the line was
+    vouched for in a block (skim) or parsed (--no-prefilter); the record itself unchanged."""
+    lines = sample_lines()
+    data = lines[:3] + ODD_TIMES * 200 + lines[3:]
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(b"\n".join(data) + b"\n")
+    outputs = []
+    for extra in ([], ["--no-prefilter"]):
+        started = time.time()
+        result = run_cli(["--emit", "all", "--non-json", "wrap", "--fluentbit-time", "--input", str(path),
+                          "--workers", workers] + extra)
+        finished = time.time()
+        assert result.returncode == 0, result.stderr
+        framed = [strict(line) for line in result.stdout.splitlines()]
+        odd = [(stamp, record) for stamp, record in framed if record.get("Computer") in ("h8", "h9", "h10")]
+        assert len(odd) == 600 and all(started - 1 <= stamp <= finished + 1 for stamp, _ in odd)
+        assert [record for _, record in odd] == [json.loads(line) for line in ODD_TIMES * 200]
+        outputs.append([record for _, record in framed])
+    assert outputs[0] == outputs[1]
 
 
 @pytest.mark.parametrize("args", [["--emit", "all", "--non-json", "wrap"],
@@ -563,52 +594,70 @@ _SCANNERS = {}
 
 
 def scanner(kind):
-    """The byte scan of ``stream``, built with Hyperscan or (as without its wheels) with ``re``."""
+    """The byte scans of ``stream`` (``_MAYBE_UNPORTABLE``, ``_UNPORTABLE_ENDS``), built with Hyperscan
+    or (as without its wheels) with ``re``."""
     if kind not in _SCANNERS:
         if kind == "hyperscan" and importlib.util.find_spec("hyperscan") is None:
             pytest.skip("hyperscan is not installed")
-        _SCANNERS[kind] = pf.any_of(stream._UNPORTABLE_PATTERNS, "hyperscan" if kind == "hyperscan" else "python")
+        engine = "hyperscan" if kind == "hyperscan" else "python"
+        groups = (stream._UNPORTABLE_PATTERNS, [stream._DEEP])
+        _SCANNERS[kind] = (tuple(pf.any_of(group, engine) for group in groups),
+                           tuple(pf.ends_of(group, engine) for group in groups))
     return _SCANNERS[kind]
+
+
+@contextlib.contextmanager
+def scanning_with(kind):
+    saved = stream._MAYBE_UNPORTABLE, stream._UNPORTABLE_ENDS
+    stream._MAYBE_UNPORTABLE, stream._UNPORTABLE_ENDS = scanner(kind)
+    try:
+        yield
+    finally:
+        stream._MAYBE_UNPORTABLE, stream._UNPORTABLE_ENDS = saved
+
+
+def nested(value, depth, spaced=False):
+    """``value`` inside ``depth`` containers, lists and objects by turns (Fluent Bit's limit: 63)."""
+    for level in range(depth):
+        value = [value] if level % 2 else {"k" + " " * spaced: value}
+    return value
 
 
 @pytest.mark.parametrize("kind", ["hyperscan", "re"])
 @given(value=st.dictionaries(st.text(max_size=3), JSON_VALUES, max_size=4),
-       ascii_only=st.booleans(), spaced=st.booleans())
-def test_the_byte_scan_never_misses_what_fluent_bit_cannot_take(kind, value, ascii_only, spaced):
+       ascii_only=st.booleans(), spaced=st.booleans(), depth=st.sampled_from([0, 0, 10, 61, 62, 63, 64, 70]))
+def test_the_byte_scan_never_misses_what_fluent_bit_cannot_take(kind, value, ascii_only, spaced, depth):
     """``unportable_record`` says a record is fine exactly when a strict parser takes it (the byte
     scan is only a necessary condition, so it must never miss), with either scanner."""
-    text = ujson.dumps(value, ensure_ascii=ascii_only, indent=2 if spaced else 0)
+    value = dict(value, deep=nested(value, depth, spaced)) if depth else value
+    # spaced: as a record on one line can be (a newline is only ever between records)
+    text = ujson.dumps(value, ensure_ascii=ascii_only, indent=2 if spaced else 0).replace("\n", " ")
     record = text.encode("utf-8", "surrogatepass")  # a lone surrogate as raw bytes, as ujson reads them
     try:
         strict(record.decode("utf-8").encode())
         fine = True
     except (UnicodeDecodeError, UnicodeEncodeError, AssertionError, ValueError, pytest.fail.Exception):
         fine = False
-    saved, stream._MAYBE_UNPORTABLE = stream._MAYBE_UNPORTABLE, scanner(kind)
-    try:
+    with scanning_with(kind):
         assert (stream.unportable_record(record) is None) == fine, record[:300]
-    finally:
-        stream._MAYBE_UNPORTABLE = saved
-
-
-_ENDS = {}
 
 
 @pytest.mark.parametrize("kind", ["hyperscan", "re"])
-@given(values=st.lists(st.dictionaries(st.text(max_size=3), JSON_VALUES, max_size=4), max_size=6),
+@given(values=st.lists(st.tuples(st.dictionaries(st.text(max_size=3), JSON_VALUES, max_size=4),
+                                 st.sampled_from([0, 0, 0, 62, 63, 64])), max_size=6),
        ascii_only=st.booleans())
 def test_one_scan_of_a_block_marks_every_line_the_line_scan_would(kind, values, ascii_only):
     """The Fluent Bit modes scan a whole block of lines once (``ends_of``): each line the per-line
     scan flags must hold the end of a match, with either engine, so that it is looked at closely."""
-    scan = scanner(kind)
-    if kind not in _ENDS:
-        _ENDS[kind] = pf.ends_of(stream._UNPORTABLE_PATTERNS, "hyperscan" if kind == "hyperscan" else "python")
-    lines = [ujson.dumps(v, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass") for v in values]
+    (maybe, deep), _ = scanner(kind)
+    lines = [ujson.dumps(nested(v, depth), ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+             for v, depth in values]
     block = b"".join(line + b"\n" for line in lines)
-    ends = _ENDS[kind](block)
+    with scanning_with(kind):
+        ends = stream._maybe_unportable_ends(block)
     assert ends == sorted(ends)
     position = 0
     for line in lines:
         marked = any(position < end <= position + len(line) for end in ends)
-        assert marked or not scan(line), line[:200]
+        assert marked or not (maybe(line) or deep(line)), line[:200]
         position += len(line) + 1

@@ -237,17 +237,34 @@ def test_a_frame_start_is_the_parsed_times_text(times):
     frames._SECONDS_TEXT.clear()
     for text in times + times:
         ns = timeparse._parse(text)
-        assert frames.start_of(text) == (None if ns is None else frames.start_at(ns)), text
+        assert frames.start_of(text) == (None if ns is None else expected_start(ns)), text
+
+
+def expected_start(ns):
+    """A time Fluent Bit can take in a frame (1970 to 2106-02-07T06:28:13Z) gives its frame start; any
+    other, ``OUT_OF_RANGE`` (the caller frames it with the clock)."""
+    return frames.start_at(ns) if 0 <= ns < 4_294_967_293 * 10**9 else frames.OUT_OF_RANGE
 
 
 @pytest.mark.parametrize("value", [None, 0, -1.5, 1e20, "", "Z", {"#text": "2026-11-02T08:00:00.5Z"},
-                                   "1969-12-31T23:59:59.25Z", "1970-01-01T00:00:00.000000000001Z"])
+                                   "1969-12-31T23:59:59.25Z", "1970-01-01T00:00:00.000000000001Z",
+                                   "2106-02-07T06:28:12.999999999Z", "2106-02-07T06:28:13Z", "9999-12-31T23:59:59Z"])
 def test_a_frame_start_of_other_values(value):
     frames._SECONDS_TEXT.clear()
     for _ in range(2):
         ns = parse_time(value)
-        assert frames.start_of(value) == (None if ns is None else frames.start_at(ns))
-    assert frames.start_of("1969-12-31T23:59:59.25Z") == b"[-0.750000000,"
+        assert frames.start_of(value) == (None if ns is None else expected_start(ns))
+    assert frames.start_of("1969-12-31T23:59:59.25Z") == frames.OUT_OF_RANGE
+    assert frames.start_of("2106-02-07T06:28:12.5Z") == b"[4294967292.500000000,"
+
+
+@given(st.integers(-(1 << 70), 1 << 70))
+def test_every_frame_has_a_time_fluent_bit_takes(ns):
+    """``start_or_clock``: the event's own time when Fluent Bit takes it, else the clock's."""
+    start = frames.start_or_clock(ns, lambda: 1_700_000_000 * 10**9)
+    seconds = float(start[1:-1])
+    assert 0 <= seconds < 4294967294 and start == frames.start_at(ns if 0 <= ns < 4294967293 * 10**9 else
+                                                                  1_700_000_000 * 10**9)
 
 
 @st.composite

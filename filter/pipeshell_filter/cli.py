@@ -114,7 +114,10 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
         if directory and not files:
             raise UsageProblem(f"rule directory {path} holds no .yml or .yaml files")
         for file in files:
-            for rule in load_rules(file):
+            # in a directory, a named pipe or a device is never opened: it could wait for ever
+            rules = load_rules(file) if not directory or os.path.isfile(file) else \
+                [RuleError(f"rule {file}: not a regular file")]
+            for rule in rules:
                 try:
                     if isinstance(rule, RuleError):
                         raise rule
@@ -272,12 +275,12 @@ def run(
     if ctx.invoked_subcommand is not None:
         return
     check_seconds(("--lateness", lateness), ("--idle", idle), ("--max-skew", max_skew))
-    if max_line < 1024:
-        raise UsageProblem("--max-line-bytes must be at least 1024")
-    if max_record < 4096:
-        raise UsageProblem("--max-record-bytes must be at least 4096")
-    if workers is not None and workers < 0:
-        raise UsageProblem("--workers must be zero or more")
+    if not 1024 <= max_line <= MAX_BYTES_OPTION:
+        raise UsageProblem(f"--max-line-bytes must be between 1024 and {MAX_BYTES_OPTION} (1 GiB)")
+    if not 4096 <= max_record <= MAX_BYTES_OPTION:
+        raise UsageProblem(f"--max-record-bytes must be between 4096 and {MAX_BYTES_OPTION} (1 GiB)")
+    if workers is not None and not 0 <= workers <= MAX_WORKERS_OPTION:
+        raise UsageProblem(f"--workers must be between 0 and {MAX_WORKERS_OPTION}")
     check_seconds(("--heartbeat", heartbeat), ("--agent-idle", agent_idle))
     if not 0 <= agents <= 100_000:
         raise UsageProblem("--agents must be between 0 and 100000")
@@ -369,6 +372,10 @@ def run(
         return
     if not quiet:
         _summary(stream_filter, engine, diagnostics)
+
+
+MAX_BYTES_OPTION = 1 << 30  # --max-line-bytes, --max-record-bytes: a line is held whole up to it
+MAX_WORKERS_OPTION = 256  # --workers: processes forked at once
 
 
 def check_seconds(*options: tuple) -> None:

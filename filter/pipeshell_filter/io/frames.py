@@ -22,6 +22,22 @@ _SECONDS_TEXT: dict = {}
 _SECONDS_KEPT = 1 << 16
 
 
+# Fluent Bit 5.1.1's stdin reads a frame's time as a double of unsigned 32-bit seconds: a time before
+# 1970, or from 2106-02-07T06:28:14Z on, made it drop the record, or every record left in that read
+# (measured on the real binary).  Such an event is framed with the clock, as one without a time.
+END_NS = 4_294_967_293 * NS
+OUT_OF_RANGE = b""  # ``start_of`` of a time Fluent Bit cannot take: not None, so no later path is tried
+
+
+def in_range(ns: int) -> bool:
+    return 0 <= ns < END_NS
+
+
+def start_or_clock(ns: Optional[int], clock) -> bytes:
+    """The frame start of a record at ``ns``, or at ``clock()`` when it has no time Fluent Bit takes."""
+    return start_at(ns if ns is not None and 0 <= ns < END_NS else clock())
+
+
 def fluentbit_time(ns: int) -> bytes:
     """Epoch seconds with nanoseconds, as Fluent Bit's ``[time, record]`` form wants."""
     if ns < 0:
@@ -35,7 +51,8 @@ def start_at(ns: int) -> bytes:
 
 
 def start_of(value) -> Optional[bytes]:
-    """``start_at(parse_time(value))``, or None when ``value`` is not a time.  For the Windows form
+    """``start_at(parse_time(value))``, or None when ``value`` is not a time (``OUT_OF_RANGE`` when
+    Fluent Bit cannot take it: the clock's, for the caller to make).  For the Windows form
     (date, time, a fraction of digits, ``Z``) the first 20 characters decide the seconds, as in
     ``parse_time``'s short cut; the fraction's first nine digits, padded, are the nanoseconds."""
     if value.__class__ is str and value[-1:] == "Z" and value[19:20] == ".":
@@ -47,13 +64,16 @@ def start_of(value) -> Optional[bytes]:
             ns = parse_time(value)
             if ns is None:
                 return None
-            if ns >= 0:
-                if len(_SECONDS_TEXT) >= _SECONDS_KEPT:
-                    _SECONDS_TEXT.clear()
-                _SECONDS_TEXT[value[:20]] = b"[%d." % (ns // NS)
+            if not 0 <= ns < END_NS:
+                return OUT_OF_RANGE
+            if len(_SECONDS_TEXT) >= _SECONDS_KEPT:
+                _SECONDS_TEXT.clear()
+            _SECONDS_TEXT[value[:20]] = b"[%d." % (ns // NS)
             return start_at(ns)
     ns = parse_time(value)
-    return None if ns is None else start_at(ns)
+    if ns is None:
+        return None
+    return start_at(ns) if 0 <= ns < END_NS else OUT_OF_RANGE
 
 
 _FIRST_20 = itemgetter(slice(0, 20))
@@ -64,7 +84,7 @@ def starts_of(values: list) -> Optional[list]:
     """``start_of`` of each value, for a block's column of times (``skim``) of the Windows form
     with one number of fraction digits (up to nine), in C-level steps over the whole column: the
     checks are on the values joined, every (length + 1)-th byte.  None when the column is not of
-    that form, or one of its values is not a time on or after 1970 (each is then asked alone)."""
+    that form, or one of its values is not a time Fluent Bit takes (each is then asked alone)."""
     first = values[0]
     if first.__class__ is not str or not 22 <= len(first) <= 30:
         return None

@@ -19,6 +19,7 @@ import stat
 import sys
 import time
 from collections import Counter
+from itertools import repeat
 from typing import Callable, Iterable, Iterator, Optional
 
 import ujson
@@ -30,7 +31,7 @@ from ..engine import Engine
 from ..records import shrink
 from ..events.timeparse import parse_time
 from . import parallel
-from .frames import frame, start_at
+from .frames import frame, start_at, start_or_clock
 from .inputs import LongLine
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
@@ -237,6 +238,11 @@ _BIG_NUMBER_TAILS = [
 # after the other in 0.9 us a 1.5 KB line, and all of them with the class in 1.6 us.
 _BIG_NUMBER_GROUPS = [[after + _SPACE + tail for tail in _BIG_NUMBER_TAILS] for after in _VALUE_AFTER]
 _BIG_NUMBERS = [_VALUE_START + tail for tail in _BIG_NUMBER_TAILS]
+# A record nested 64 deep (its own object counted; 63 went through) made Fluent Bit 5.1.1's stdin drop
+# it and every record left in that read.  It holds 64 opening brackets on its line, which ``_DEEP``
+# finds, for ``_unportable`` to measure the depth.
+FLUENT_BIT_DEPTH = 64
+_DEEP = rb"[\[{](?:[^\[{\n]*[\[{]){%d}" % (FLUENT_BIT_DEPTH - 1)
 _UNPORTABLE_PATTERNS = [
     _VALUE_START + rb"-?(?:NaN|Infinity)",
     *_BIG_NUMBERS,
@@ -247,15 +253,21 @@ _INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # msgpack's integers
 _INFINITY = float("inf")
 
 
-_MAYBE_UNPORTABLE = None  # ``prefilter.any_of`` over the patterns, built on first use
-_UNPORTABLE_ENDS = None  # ``prefilter.ends_of`` over them: where in a block they may be
+_MAYBE_UNPORTABLE = None  # ``prefilter.any_of`` over the patterns, then over ``_DEEP``, built on first use
+_UNPORTABLE_ENDS = None  # ``prefilter.ends_of`` over each: where in a block they may be
+
+
+def _scanners():
+    global _MAYBE_UNPORTABLE, _UNPORTABLE_ENDS
+    if _MAYBE_UNPORTABLE is None:  # _DEEP apart: with the others it makes their one scan slower than two
+        _MAYBE_UNPORTABLE = (any_of(_UNPORTABLE_PATTERNS), any_of([_DEEP]))
+        _UNPORTABLE_ENDS = (ends_of(_UNPORTABLE_PATTERNS), ends_of([_DEEP]))
+    return _MAYBE_UNPORTABLE, _UNPORTABLE_ENDS
 
 
 def _maybe_unportable_ends(data: bytes) -> list:
-    global _UNPORTABLE_ENDS
-    if _UNPORTABLE_ENDS is None:
-        _UNPORTABLE_ENDS = ends_of(_UNPORTABLE_PATTERNS)
-    return _UNPORTABLE_ENDS(data)
+    (_, deep), (ends, deep_ends) = _scanners()
+    return sorted(ends(data) + deep_ends(data)) if deep(data) else ends(data)
 
 
 def _problem(value) -> Optional[str]:
@@ -275,16 +287,19 @@ def _problem(value) -> Optional[str]:
 
 
 def _unportable(value) -> Optional[str]:
-    """Why Fluent Bit could not take this parsed JSON value as it is, or None."""
-    stack = [value]
+    """Why Fluent Bit could not take this parsed JSON value (a record) as it is, or None."""
+    stack = [(value, 1)]
     while stack:
-        value = stack.pop()
+        value, depth = stack.pop()
         kind = type(value)
-        if kind is dict:
-            stack.extend(value)
-            stack.extend(value.values())
-        elif kind is list:
-            stack.extend(value)
+        if kind is dict or kind is list:
+            if depth >= FLUENT_BIT_DEPTH:
+                return f"nested {FLUENT_BIT_DEPTH} deep or more"
+            depth += 1
+            if kind is dict:
+                stack.extend(zip(value, repeat(depth)))
+                value = value.values()
+            stack.extend(zip(value, repeat(depth)))
         else:
             problem = _problem(value)
             if problem is not None:
@@ -294,10 +309,8 @@ def _unportable(value) -> Optional[str]:
 
 def unportable_record(record: bytes) -> Optional[str]:
     """Why Fluent Bit could not take this output record (JSON bytes) as it is, or None."""
-    global _MAYBE_UNPORTABLE
-    if _MAYBE_UNPORTABLE is None:
-        _MAYBE_UNPORTABLE = any_of(_UNPORTABLE_PATTERNS)
-    if not _MAYBE_UNPORTABLE(record):
+    (maybe, deep), _ = _scanners()
+    if not maybe(record) and not deep(record):
         return None
     try:
         return _unportable(ujson.loads(record))
@@ -560,8 +573,8 @@ class Filter:
         from .skim import Skimmer  # msgspec: only the Fluent Bit modes need it
         # what else it must refuse: in wrap, numbers Fluent Bit cannot take (msgspec checks the syntax
         # of those it skips, not their size; it refuses NaN, Infinity and a lone surrogate escape, and
-        # Python's UTF-8 decoder an encoded surrogate); 64: room for the frame
-        return Skimmer(self.engine.resolver, need_time, _BIG_NUMBER_GROUPS if self.wrap else (),
+        # Python's UTF-8 decoder an encoded surrogate), lines that may nest too deep; 64: room for the frame
+        return Skimmer(self.engine.resolver, need_time, _BIG_NUMBER_GROUPS + [[_DEEP]] if self.wrap else (),
                        self.max_record - 64 if self.wrap else None)
 
     # ------------------------------------------------------------ input
@@ -728,15 +741,15 @@ class Filter:
         if not self.fluentbit_time or self.emit != "all":
             return None if self._skimmer.vouch(chunk, lines) is None else True
         starts = self._skimmer.starts(chunk, lines)
-        if starts is not None and None in starts:  # lines without a time: the clock's
+        if starts is not None and (None in starts or b"" in starts):  # no time Fluent Bit takes: the clock's
             clock = self.clock
-            starts = [start_at(clock()) if start is None else start for start in starts]
+            starts = [start or start_at(clock()) for start in starts]
         return starts
 
     def _starts(self, times: list) -> list:
         """Each time's frame start ``[<time>,`` (the clock's for a line without one)."""
         clock = self.clock
-        return [start_at(clock() if when is None else when) for when in times]
+        return [start_or_clock(when, clock) for when in times]
 
     def _pass_lines(self, block: bytes, start: int, end: int) -> None:
         """Lines that cannot match, one by one: each is parsed, with no more work than that.  What
@@ -765,7 +778,7 @@ class Filter:
                     record = line
                     if framed:
                         when = time_of(event)
-                        record = start_at(when if when is not None else clock()) + line + b"]"
+                        record = start_or_clock(when, clock) + line + b"]"
                     if wrap and len(record) > limit:
                         record = None
             if record is not None:
@@ -967,7 +980,7 @@ class Filter:
         if self.fluentbit_time:
             if time_ns is None and event is not None:
                 time_ns = self.engine.event_time(event)
-            start = start_at(time_ns if time_ns is not None else self.clock())
+            start = start_or_clock(time_ns, self.clock)
             line = start + record + b"]"
         else:
             start, line = b"", record
