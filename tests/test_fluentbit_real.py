@@ -602,7 +602,7 @@ def scanner(kind):
         engine = "hyperscan" if kind == "hyperscan" else "python"
         groups = (stream._UNPORTABLE_PATTERNS, [stream._DEEP])
         _SCANNERS[kind] = (tuple(pf.any_of(group, engine) for group in groups),
-                           tuple(pf.ends_of(group, engine) for group in groups))
+                           pf.ends_of(stream._UNPORTABLE_PATTERNS, engine))
     return _SCANNERS[kind]
 
 

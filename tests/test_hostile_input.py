@@ -239,6 +239,44 @@ def test_merged_inputs_never_hold_a_long_line_in_memory(tmp_path):
     assert sum(b'"kind":"alert"' in w for w in written) == 1
 
 
+def peak_rss_kb(command: list, data: bytes, tmp_path) -> tuple:
+    """(exit status, stdout, stderr, peak RSS in KB) of ``command`` fed ``data``, in a child of its own."""
+    import subprocess
+    import sys
+    (tmp_path / "in").write_bytes(data)
+    measure = ("import resource, subprocess, sys\n"
+               "with open(sys.argv[1], 'rb') as i, open(sys.argv[2], 'wb') as o, open(sys.argv[3], 'wb') as e:\n"
+               "    code = subprocess.run(sys.argv[4:], stdin=i, stdout=o, stderr=e).returncode\n"
+               "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    done = subprocess.run([sys.executable, "-c", measure] + [str(tmp_path / n) for n in ("in", "out", "err")] +
+                          command, capture_output=True, text=True, timeout=300)
+    code, peak = map(int, done.stdout.split())
+    return code, (tmp_path / "out").read_bytes(), (tmp_path / "err").read_bytes(), peak
+
+
+DENSE = (b'{"EventID": 4104, "ScriptBlockText": "NamedPipeServerStream", "x": [' + b"[]," * (4 << 20) + b'[]]}')
+
+
+@pytest.mark.parametrize("args", [["--emit", "all"], ["--emit", "all", "--no-prefilter"],
+                                  ["--emit", "all", "--non-json", "wrap", "--fluentbit-time"]])
+def test_a_long_line_of_small_values_is_not_parsed(args, tmp_path):
+    """12 MiB of empty lists on one line: parsed, 450 MB of Python objects (1.4 GB in wrap mode);
+    now a line of 1 MiB or more with over a million values goes on unparsed, diagnosed too_complex."""
+    from clitools import COMMAND
+    data = b'{"a": 1}\n' + DENSE + b'\n{"b": 2}\n'
+    code, out, err, peak_kb = peak_rss_kb(COMMAND + args, data, tmp_path)
+    assert code == 0 and peak_kb < 160 * 1024, (peak_kb, err[-300:])
+    lines = out.splitlines()
+    assert len(lines) == 3 and b"Traceback" not in err
+    if "wrap" in args:
+        record = json.loads(lines[1])[1]
+        assert record["error"]["type"] == "too_complex" and record["pipeshell"]["bytes"] == len(DENSE)
+    else:
+        assert lines == data.splitlines()
+    if "--no-prefilter" in args or "wrap" in args:  # parsed: diagnosed (the prefilter passes it unread)
+        assert b"line 2: more than 1,000,000 JSON values" in err and b"1 too_complex" in err
+
+
 @pytest.mark.parametrize("how", ["file", "file one process", "pipe"])
 def test_a_line_over_the_limit_in_wrap_mode_is_one_record_with_its_whole_length(tmp_path, how):
     """--non-json wrap: the record of a line over --max-line-bytes keeps its first --max-line-bytes

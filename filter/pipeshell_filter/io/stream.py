@@ -197,7 +197,7 @@ def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int, s
     ``size``: the whole line's length, when ``raw`` is only its start.
     """
     size = len(raw) if size is None else size
-    keep = len(raw)
+    keep = min(len(raw), max_record)  # a record is longer than the text it keeps
     while True:
         text = raw[:keep].decode("utf-8", "backslashreplace")
         record = dumps({
@@ -210,8 +210,25 @@ def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int, s
         keep = min(keep // 2, max(0, (max_record - 512) // 6))  # 6: worst JSON growth of one byte
 
 
+# A long line of small values would take far more memory parsed than as text (a list is 56 bytes in
+# Python, ``[],`` 3 on the line: 16 MiB of them took 450 MB, and 1.4 GB in wrap mode).  Such a line
+# is not parsed: it goes on as a line that cannot be read, diagnosed ``too_complex``.
+DENSE_FROM = 1 << 20  # bytes: shorter lines are always parsed
+MAX_VALUES = 1_000_000  # commas and opening brackets in a longer line (inside strings too: an upper bound)
+_TOO_COMPLEX = f"more than {MAX_VALUES:,} JSON values on a line of {DENSE_FROM >> 20} MiB or more; not parsed"
+
+
+def load_event(text: bytes):
+    """``ujson.loads`` of an input line, unless it is too dense to parse in bounded memory (ValueError)."""
+    if len(text) >= DENSE_FROM and text.count(b",") + text.count(b"[") + text.count(b"{") > MAX_VALUES:
+        raise ValueError(_TOO_COMPLEX)
+    return ujson.loads(text)
+
+
 def _classify_decode_error(line: bytes, error: Exception) -> tuple:
     message = str(error)
+    if message == _TOO_COMPLEX:
+        return "too_complex", message
     if "depth" in message.lower():
         return "too_deep", "JSON nested too deeply"
     try:
@@ -261,13 +278,21 @@ def _scanners():
     global _MAYBE_UNPORTABLE, _UNPORTABLE_ENDS
     if _MAYBE_UNPORTABLE is None:  # _DEEP apart: with the others it makes their one scan slower than two
         _MAYBE_UNPORTABLE = (any_of(_UNPORTABLE_PATTERNS), any_of([_DEEP]))
-        _UNPORTABLE_ENDS = (ends_of(_UNPORTABLE_PATTERNS), ends_of([_DEEP]))
+        _UNPORTABLE_ENDS = ends_of(_UNPORTABLE_PATTERNS)
     return _MAYBE_UNPORTABLE, _UNPORTABLE_ENDS
 
 
 def _maybe_unportable_ends(data: bytes) -> list:
-    (_, deep), (ends, deep_ends) = _scanners()
-    return sorted(ends(data) + deep_ends(data)) if deep(data) else ends(data)
+    (_, deep), ends = _scanners()
+    found = ends(data)
+    if deep(data):  # each line with 64 opening brackets: its end (``_DEEP`` ends at every bracket past 63)
+        position = 0
+        for line in data.split(b"\n"):
+            position += len(line) + 1
+            if deep(line):
+                found.append(position - 1)
+        found.sort()
+    return found
 
 
 def _problem(value) -> Optional[str]:
@@ -349,7 +374,7 @@ def unwrap_line(line: bytes, field: str) -> bytes:
     (``--line-field``).  A line that is not such an object (or whose text holds a newline, which a
     line cannot) stays as it is."""
     try:
-        record = ujson.loads(line)
+        record = load_event(line)
     except (ValueError, OverflowError):
         return line
     text = record.get(field) if type(record) is dict else None
@@ -575,7 +600,7 @@ class Filter:
         # of those it skips, not their size; it refuses NaN, Infinity and a lone surrogate escape, and
         # Python's UTF-8 decoder an encoded surrogate), lines that may nest too deep; 64: room for the frame
         return Skimmer(self.engine.resolver, need_time, _BIG_NUMBER_GROUPS + [[_DEEP]] if self.wrap else (),
-                       self.max_record - 64 if self.wrap else None)
+                       min(self.max_record - 64, DENSE_FROM) if self.wrap else DENSE_FROM)  # long: parsed alone
 
     # ------------------------------------------------------------ input
 
@@ -760,7 +785,7 @@ class Filter:
         risky = iter(_maybe_unportable_ends(chunk) if self.wrap else ())
         next_risk = next(risky, len(chunk) + 1)
         out = []
-        loads, clock, time_of = ujson.loads, self.clock, self.engine.event_time
+        loads, clock, time_of = load_event, self.clock, self.engine.event_time
         framed, wrap, limit = self.fluentbit_time, self.wrap, self.max_record
         position = 0
         for line in chunk[:-1].split(b"\n"):
@@ -808,7 +833,7 @@ class Filter:
 
     def _sample_line(self, line: bytes) -> None:
         try:
-            event = ujson.loads(line)
+            event = load_event(line)
         except (ValueError, OverflowError):
             return
         if isinstance(event, dict):
@@ -862,7 +887,7 @@ class Filter:
             self.diagnostics.report("bom", self._where(number), "UTF-8 byte order mark before the line; ignored")
             text = line[len(BOM):]
         try:
-            event = ujson.loads(text)
+            event = load_event(text)
         except (ValueError, OverflowError) as error:
             kind, message = _classify_decode_error(line, error)
             self._unusable(line, number, kind, message, keep)
@@ -1220,7 +1245,7 @@ class Filter:
         if not line or line.isspace() or line.startswith(BOM):  # ``process_line``'s empty line, unstripped
             return True
         try:
-            event = ujson.loads(line)
+            event = load_event(line)
         except (ValueError, OverflowError):
             return True
         if not isinstance(event, dict):
