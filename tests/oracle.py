@@ -38,6 +38,7 @@ def pipeshell_oracle(events, timeframe=300, threshold=2, join="window"):
 
 from fractions import Fraction as _Fraction
 import math as _math
+import sys as _sys
 import re as _re
 
 _OPS = {
@@ -62,6 +63,10 @@ def _first(fields, name):
 
 
 _NUMBER = _re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")  # as events write one
+
+
+def _largest(exact):
+    return _sys.float_info.max if exact > 0 else -_sys.float_info.max
 
 
 def _finite(text):
@@ -106,9 +111,14 @@ def _aggregate(kind, rules, field, window):
     if not numbers:
         return None
     if kind == "value_sum":
-        return _math.fsum(numbers)  # correctly rounded: the float nearest the exact sum
+        try:
+            return _math.fsum(numbers)  # correctly rounded: the float nearest the exact sum
+        except OverflowError:  # on the way, or the sum itself beyond a double: then the largest, signed
+            total = sum(map(_Fraction, numbers))
+            return _largest(total) if abs(total) > _Fraction(_sys.float_info.max) else float(total)
     if kind == "value_avg":
-        return float(sum(map(_Fraction, numbers)) / len(numbers))
+        mean = sum(map(_Fraction, numbers)) / len(numbers)
+        return _largest(mean) if abs(mean) > _Fraction(_sys.float_info.max) else float(mean)
     if kind == "value_min":
         return min(numbers)
     if kind == "value_max":

@@ -8,6 +8,7 @@ lateness bound, arrival order does not change the hits; and a few hand-computed 
 """
 
 import itertools
+import sys
 
 import pytest
 from hypothesis import given, strategies as st
@@ -26,7 +27,8 @@ DETECTION_RULES = ["a", "b", "c", "r", "z"]  # "z" is referenced by nothing
 FIELD_POOLS = {
     "User": ["alice", "bob"],
     "Host": ["h1", "h2", "h3"],
-    "Val": ["2", "1", "x", "2.5", "-1", "0.1", "10", "nan", "inf", "", "1_000", "\u0661\u0662", " 3 ", "1e400"],
+    "Val": ["2", "1", "x", "2.5", "-1", "0.1", "10", "nan", "inf", "", "1_000", "\u0661\u0662", " 3 ", "1e400",
+            "1e308", "-1.7e308", "1.7976931348623157e308"],  # sums beyond a double: the largest, signed
 }
 GROUP_FIELDS = ["User", "Host", "Val"]
 NUMERIC_KINDS = {"value_sum", "value_avg", "value_min", "value_max"}
@@ -210,6 +212,18 @@ def test_value_avg_over_three_numbers():
                 [(0, "a", {"Val": ["1"]}), (1, "a", {"Val": ["2"]}), (2, "a", {"Val": ["6", "100"]})],
                 field="Val")
     assert hits == [(2, (), frozenset({0, 1, 2}), 3.0)]  # (1 + 2 + 6) / 3; only first values count
+
+
+def test_a_sum_beyond_a_double_is_the_largest_double_and_never_raises():
+    """Two events of -1e308 bytes: the exact sum is -2e308, which ``float`` refuses (OverflowError, the
+    stream stopped, and a saved state crashed every restart); the aggregate is the largest, signed."""
+    big = sys.float_info.max
+    hits = case("value_sum", ["a"], 10, [("lt", -1.5e308)], [(0, "a", {"Val": ["-1e308"]}), (1, "a", {"Val": ["-1e308"]})],
+                field="Val")
+    assert hits == [(1, (), frozenset({0, 1}), -big)]
+    assert case("value_avg", ["a"], 10, [("lt", 1.2e308)], [(0, "a", {"Val": ["1.7e308"]}), (1, "a", {"Val": ["1.7e308"]}),
+                                                           (2, "a", {"Val": ["-1.7e308"]})], field="Val") == \
+        [(2, (), frozenset({0, 1, 2}), 1.7e308 / 3)]  # through a sum beyond a double, exact
 
 
 def test_value_avg_ignores_non_numbers():

@@ -10,6 +10,7 @@ events themselves, keyed by ``(time, arrival)``, and what was counted of them.
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left
 from collections import Counter
 from fractions import Fraction
@@ -185,14 +186,23 @@ class ValueSum(Window):
             self.count += sign
 
     def aggregate(self):
-        return float(self.total) if self.count else None
+        return _as_float(self.total) if self.count else None
 
 
 class ValueAvg(ValueSum):
     __slots__ = ()
 
     def aggregate(self):
-        return float(self.total / self.count) if self.count else None
+        return _as_float(self.total / self.count) if self.count else None
+
+
+def _as_float(exact: Fraction) -> float:
+    """The nearest double; past the largest (a sum of numbers near 1e308), the largest, with its
+    sign: an aggregate is compared and written as a finite JSON number, never raises."""
+    try:
+        return float(exact)
+    except OverflowError:
+        return sys.float_info.max if exact > 0 else -sys.float_info.max
 
 
 class ValueExtreme(Window):
