@@ -113,6 +113,22 @@ def test_correlation_state_has_a_cap_and_sheds_the_oldest_first():
     assert min(correlator.held_times()) == (5000 - 500) * 10**7  # the newest were kept
 
 
+def test_late_events_joining_an_open_window_are_under_the_cap_too():
+    """Two hosts set the watermark at 1000 s; 5,000 events at 970 s (late, yet within the open window)
+    from a third: they wait at the watermark, and the cap holds for them as for events on time (they
+    went past it: 1.2 GB for 300,000 through the CLI)."""
+    spec = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gt", 10**9),)),
+                           field="User")
+    correlator = Correlator(spec, 0, max_held=500)
+    for host in ("h1", "h2"):
+        correlator.observe(Detection("r", 1000 * 10**9, host, (0,), {"User": [host]}, {"line": 0}))
+    assert correlator.watermark == 1000 * 10**9
+    for i in range(5000):
+        correlator.observe(Detection("r", 970 * 10**9, "h3", (0,), {"User": [f"u{i}"]}, {"line": i}))
+        assert correlator.state_size() <= 500 + 1
+    assert correlator.late == 5000 and correlator.shed == 5000 + 2 - 500
+
+
 # ---------------------------------------------------------------- the fuzz suite
 
 HOSTILE = st.one_of(

@@ -220,6 +220,8 @@ class Correlator:
                     self.late_sources[detection.source] = self.late_sources.get(detection.source, 0) + 1
             else:
                 self._wait((self.watermark, self._seq, c))
+                if len(self._pending) + len(self._held) > self.max_held:  # a flood of late events too
+                    self._shed()
             return []
         if c.time <= self._consumed.get(c.group, NEVER):
             # on time yet in a consumed episode: only right after a pause (``state.pause``), whose
