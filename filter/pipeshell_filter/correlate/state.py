@@ -246,23 +246,32 @@ def pause(correlator) -> list:
     before = capture(correlator)
     hits = correlator.flush()
     restore(correlator, before)
+    consumed = {}  # group -> the time of its last hit
     for hit in hits:
-        _consume(correlator, hit.group, hit.time)
+        consumed[hit.group] = max(hit.time, consumed.get(hit.group, NEVER))
+    _consume(correlator, consumed)
     return hits
 
 
-def _consume(correlator, group, t) -> None:
-    window = correlator._windows.pop(group, None)
-    if window is not None:
-        for time, seq in window.events:
-            correlator._held.remove((time, seq, group))
+def _consume(correlator, consumed: dict) -> None:
+    """Each group's episode up to its time in ``consumed`` leaves: its window, and its events still
+    waiting for the watermark.  All groups in one pass over what waits (one pass per hit made a
+    pause with many alerts quadratic: 10,000 took 200 s)."""
+    for group in consumed:
+        window = correlator._windows.pop(group, None)
+        if window is not None:
+            for time, seq in window.events:
+                correlator._held.remove((time, seq, group))
     pending = correlator._pending
-    for entry in [entry for entry in pending if entry[0] <= t and entry[2].group == group]:
+    gone = [entry for entry in pending if entry[0] <= consumed.get(entry[2].group, NEVER)]
+    for entry in gone:
         pending.remove(entry)
-    correlator.index_waiting()
-    if t > correlator._consumed.get(group, NEVER):
-        correlator._consumed[group] = t
-        correlator._consumed_order.append((t, group))
+    if gone:
+        correlator.index_waiting()
+    for group, t in sorted(consumed.items(), key=lambda item: item[1]):
+        if t > correlator._consumed.get(group, NEVER):
+            correlator._consumed[group] = t
+            correlator._consumed_order.append((t, group))
 
 
 # ------------------------------------------------------------ the file
