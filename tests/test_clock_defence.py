@@ -7,6 +7,7 @@ from hypothesis import given, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, run_cli
 from eventgen import BASE, evtx_event, flat_event
+from pipeshell_filter.correlate.clock import NEVER, SourceClocks
 from test_correlation_properties import run, shuffled_within_lateness
 
 INCIDENT = [evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),
@@ -77,3 +78,21 @@ def test_alerts_of_correct_hosts_come_out_within_lateness_and_idle_despite_a_ske
     finally:
         process.stdin.close()
         process.wait(timeout=30)
+
+
+@given(st.lists(st.tuples(st.sampled_from("aab"), st.integers(0, 50)), max_size=40))
+def test_the_time_is_what_two_sources_vouch_for_or_two_events_of_the_only_one(reports):
+    """The second-newest source time; while there is one source, the second-newest of its event
+    times (one stray date cannot move it, and one host's stream still moves the time)."""
+    clocks, seen = SourceClocks(300), {}
+    for source, time in reports:
+        before = clocks.reference
+        rose = clocks.see(source, time)
+        seen.setdefault(source, []).append(time)
+        if len(seen) > 1:
+            expected = sorted(max(times) for times in seen.values())[-2]
+        else:
+            times = sorted(next(iter(seen.values())))
+            expected = times[-2] if len(times) > 1 else NEVER
+        assert clocks.reference == expected
+        assert rose == (clocks.reference > before)

@@ -7,7 +7,10 @@ Detection came from) has its own newest time, and the stream's time is the
 newest one that **two sources vouch for**: the second-newest source time.
 One source ahead of the others cannot move it, not even the first source
 seen; one source behind cannot hold it back, since it is not the
-second-newest unless it is all there is besides one other.
+second-newest unless it is all there is besides one other.  While there is
+one source only (one host's log), two of its events vouch: the stream's time
+is the second-newest of its event times, so that a single stray date cannot
+move it, and one host's stream is not held whole until its end.
 
 When the input pauses on a live pipe, the newest time that is not suspect
 becomes final too: no more than ``max_skew`` past the vouched-for time, and
@@ -38,6 +41,7 @@ class SourceClocks:
         self._ranked = SortedList()  # (newest time, repr(source), source)
         self.reported = set()  # sources already reported as skewed
         self._suspect = {}  # source -> wall clock when it was first seen far ahead
+        self._second = NEVER  # with one source: the second-newest of its event times
 
     def compact(self) -> None:
         """After a flood: copy the per-source tables afresh (a dict never shrinks its table)."""
@@ -47,8 +51,10 @@ class SourceClocks:
         """Take an event time of ``source``; True when the vouched-for time rose."""
         before = self.reference
         old = self._newest.get(source)
+        if old is not None and len(self._ranked) == 1:  # the only source: its events vouch for each other
+            self._second = max(self._second, min(old, time))
         if old is not None and old >= time:
-            return False
+            return self.reference > before
         if old is not None:
             self._ranked.remove((old, repr(source), source))
         self._newest[source] = time
@@ -64,9 +70,10 @@ class SourceClocks:
 
     @property
     def reference(self):
-        """The newest time at least two sources have reached (NEVER before there are two)."""
+        """The newest time at least two sources have reached; with one source, that two of its
+        events have (NEVER before there are two)."""
         ranked = self._ranked
-        return ranked[-2][0] if len(ranked) > 1 else NEVER
+        return ranked[-2][0] if len(ranked) > 1 else self._second if ranked else NEVER
 
     @property
     def newest(self):
@@ -119,6 +126,7 @@ class SourceClocks:
             newest[source] = time
         self._newest = newest
         self._ranked = SortedList((time, repr(source), source) for source, time in newest.items())
+        self._second = NEVER
 
     def newest_of(self, source: Hashable):
         return self._newest.get(source, NEVER)
