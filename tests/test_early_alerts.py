@@ -172,6 +172,9 @@ def test_early_alerts_on_a_live_pipe_come_before_the_input_ends_and_survive_a_re
     assert not alerts(rest)
     again = run_cli(args, ndjson(incident + [flat_event(30, "cli03", "client", 4104, 4)]))
     assert again.returncode == 0 and not alerts(again.stdout)  # the episode was alerted, the replay is taken once
+    without = [a for a in args if a != "--early-alerts"]  # restarted without the option: still alerted once
+    later = run_cli(without, ndjson([flat_event(40, "cli04", "client", 4104, 5)]))
+    assert later.returncode == 0 and not alerts(later.stdout)
 
 
 def test_events_at_the_end_time_of_an_early_alert_that_arrive_after_it_are_in_its_episode(tmp_path):

@@ -332,8 +332,8 @@ class Correlator:
         hit = Hit(self.spec, t, start, group, tuple(window.events.values()), aggregate, window.distinct())
         for time, seq in window.events:
             self._held.remove((time, seq, group))
-        if self.early and any(key in self._early_used for key in window.events):
-            hit = None  # an episode already alerted early is not alerted again
+        if self._early_used and any(key in self._early_used for key in window.events):
+            hit = None  # an episode already alerted early (in this run, or one before: --state) is not again
         del self._windows[group]
         self._mark_consumed(group, t)
         return hit
