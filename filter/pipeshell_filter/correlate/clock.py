@@ -8,9 +8,10 @@ newest one that **two sources vouch for**: the second-newest source time.
 One source ahead of the others cannot move it, not even the first source
 seen; one source behind cannot hold it back, since it is not the
 second-newest unless it is all there is besides one other.  While there is
-one source only (one host's log), two of its events vouch: the stream's time
-is the second-newest of its event times, so that a single stray date cannot
-move it, and one host's stream is not held whole until its end.
+one source only (one host's log) no time is vouched for; what two of its
+events reached (``one_source_time``) is taken only when its windows would
+otherwise hold too many events (``Correlator``): the first source seen may
+yet be a wrong clock that the next one contradicts.
 
 When the input pauses on a live pipe, the newest time that is not suspect
 becomes final too: no more than ``max_skew`` past the vouched-for time, and
@@ -70,10 +71,14 @@ class SourceClocks:
 
     @property
     def reference(self):
-        """The newest time at least two sources have reached; with one source, that two of its
-        events have (NEVER before there are two)."""
+        """The newest time at least two sources have reached (NEVER before there are two)."""
         ranked = self._ranked
-        return ranked[-2][0] if len(ranked) > 1 else self._second if ranked else NEVER
+        return ranked[-2][0] if len(ranked) > 1 else NEVER
+
+    @property
+    def one_source_time(self):
+        """With one source only: the newest time two of its events reached (else NEVER)."""
+        return self._second if len(self._ranked) == 1 else NEVER
 
     @property
     def newest(self):

@@ -51,6 +51,11 @@ DEFAULT_MAX_SKEW = 300 * 1_000_000_000
 # episodes remembered: a flood of distinct hosts must not take the memory.  Past it, the oldest are
 # dropped from correlation first, and counted (``shed``).
 MAX_HELD = 100_000
+# With one source so far, this many events may wait before what two of its events reached is taken as
+# the stream's time (``SourceClocks.one_source_time``): one host's log is then evaluated as it goes, not
+# held to its end (and past ``MAX_HELD`` shed unevaluated), while a first source whose clock is wrong
+# cannot move the time before a second one comes, unless it sends this many events alone.
+ONE_SOURCE_HELD = 10_000
 # An early evaluation gathers at most this many events of its group; past it (a flood of the group),
 # the window waits for the watermark as any other, so that the cost per event stays bounded.
 EARLY_MAX = 256
@@ -229,11 +234,15 @@ class Correlator:
             return self.advance(self.clocks.reference - self.lateness) \
                 if clocked and self.clocks.see(detection.source, c.time) and not self.driven else []
         self._wait((c.time, self._seq, c))
-        if len(self._pending) + len(self._held) > self.max_held:
-            self._shed()
         hits = []
+        held = len(self._pending) + len(self._held)
+        if held > ONE_SOURCE_HELD and clocked and not self.driven and self.clocks.one_source_time != NEVER:
+            hits = self.advance(self.clocks.one_source_time - self.lateness)  # one host's log: see ``clock``
+            held = len(self._pending) + len(self._held)
+        if held > self.max_held:
+            self._shed()
         if clocked and self.clocks.see(detection.source, c.time) and not self.driven:
-            hits = self.advance(self.clocks.reference - self.lateness)
+            hits += self.advance(self.clocks.reference - self.lateness)
         if self.early and c.time > max(self._consumed.get(c.group, NEVER), self._early_done.get(c.group, NEVER)):
             hit = self._early(c)
             if hit is not None:
