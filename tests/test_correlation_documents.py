@@ -233,6 +233,18 @@ def test_cycles_ambiguous_names_and_chains_on_ungrouped_fields_are_errors(tmp_pa
         load_plans([write(tmp_path, "base.yml", FAILED), chain], None)
 
 
+def test_a_reference_means_an_id_or_a_name_before_another_rules_title(tmp_path):
+    """A rule with neither id nor name is known by its title; a reference that is another rule's
+    name finds that rule, not the one whose title happens to read the same."""
+    titled = "title: failed_login\ndetection: {sel: {EventID: 4624}, condition: sel}\n"
+    named = FAILED.replace("name: failed_login", "id: 11111111-1111-4111-8111-111111111111\nname: failed_login")
+    rule_set = load_plans([write(tmp_path, "rules.yml", titled + "---\n" + named + "---\n" + correlation_doc())],
+                          None, strict=True)
+    assert [ref.rule for ref in rule_set.correlations[0].spec.inputs] == ["11111111-1111-4111-8111-111111111111"]
+    alone = load_plans([write(tmp_path, "alone.yml", titled + "---\n" + correlation_doc())], None, strict=True)
+    assert [ref.rule for ref in alone.correlations[0].spec.inputs] == ["failed_login"]  # the title, when alone
+
+
 def test_a_document_cannot_be_both_rule_and_correlation():
     [error] = parse_rules(yaml.safe_dump({"title": "t", "detection": {"s": {"a": 1}, "condition": "s"},
                                           "correlation": {"type": "temporal"}}), "x.yml")
@@ -338,6 +350,14 @@ def event(seconds, event_id, user=None, value=None, host="h1", **more):
     if value is not None:
         record["Val"] = value
     return record
+
+
+def test_an_alerts_events_are_in_time_order_whatever_their_texts():
+    """``...00.5Z`` sorts before ``...00Z`` as text: the alert listed the half second first."""
+    texts = ["2026-01-05T10:00:00Z", "2026-01-05T10:00:00.5Z", "2026-01-05T10:00:01Z", "2026-01-05T10:00:01.25+00:00"]
+    events = [dict(event(0, 4625, user="amy"), **{"@timestamp": text}) for text in texts]
+    (alert,) = run_engine(rule_set_of(FAILED, correlation_doc(condition={"gte": 4})), events)
+    assert [ref["line"] for ref in alert["sigma"]["events"]] == [1, 2, 3, 4]
 
 
 def detections_of(events, fields=("User", "Val")):

@@ -147,3 +147,38 @@ def test_no_event_feeds_it_and_usage_errors(tmp_path):
     missing = run_cli(["explain", "--events", str(tmp_path / "nope.ndjson")])
     assert missing.returncode == 2 and b"nope.ndjson" in missing.stderr
     assert run_cli(["explain", "--events", str(path), "--lateness", "-1"]).returncode == 2
+
+
+BURST = """title: Failed burst
+id: 11111111-1111-4111-8111-111111111111
+name: failed_burst
+logsource: {product: windows, service: security}
+detection:
+  selection: {EventID: 4625}
+  timeframe: 10m
+  condition: selection | count() by User > 2
+---
+title: Success login
+name: successful_login
+logsource: {product: windows, service: security}
+detection: {selection: {EventID: 4624}, condition: selection}
+---
+""" + yaml.safe_dump({"title": "burst then success", "id": "chain", "correlation": {
+    "type": "temporal_ordered", "rules": ["failed_burst", "successful_login"], "group-by": ["User"],
+    "timespan": "10m"}})
+
+
+def test_a_chained_legacy_rule_feeds_its_alerts_and_hosts_as_the_filter_does(tmp_path):
+    """A v2 correlation over a v1 aggregation rule takes that rule's alerts, not its matches (as
+    the engine routes them); the window that fired lists the hosts its alert lists."""
+    (tmp_path / "rules.yml").write_text(BURST)
+    events = [failure(0, "bob", "h1"), failure(30, "amy", "h1"), failure(60, "bob", "h2"), failure(120, "bob", "h1"),
+              dict(failure(180, "bob", "h3"), EventID=4624), dict(failure(300, "amy", "h1"), EventID=4624)]
+    args = ["--rule", str(tmp_path / "rules.yml")]
+    text = explain_events(tmp_path, events, *args)
+    outer = text[text.index("correlation burst then success"):]
+    assert "input correlation failed_burst ('Failed burst'): 1 event (line 4)" in outer
+    assert "correlation failed_burst ('Failed burst') never met in this group" in outer  # amy: no burst
+    (alert,) = [a for a in filtered(tmp_path, events, *args) if a["rule"]["id"] == "chain"]
+    assert alert["related"]["hosts"] == ["h1", "h3"]
+    assert "consumed lines 4, 5; hosts h1, h3" in outer

@@ -329,6 +329,21 @@ def test_condition_list_is_or_of_parts():
 # ---------------------------------------------------------------- join modes
 
 
+@pytest.mark.parametrize("condition", ["a and b", "a and not b"])
+def test_a_window_join_without_a_window_is_the_event_join(resolver, condition):
+    """--join window splits a condition into terms that events in one timeframe may meet apart;
+    without a timeframe or an aggregation there is no window, and an event meeting one term alone
+    alerted (``a and b`` read as ``a or b``)."""
+    plan = make_plan({"a": {"EventID": 4625}, "b": {"User": "bob"}, "condition": condition}, "window")
+    assert len(plan.terms) == 1 and plan.correlation is None  # one term (its filters apply per event too)
+    bob, amy = {"EventID": 4625, "User": "bob"}, {"EventID": 4625, "User": "amy"}
+    assert (plan.judge(resolver.view(bob))[0] == plan.full_mask) == (condition == "a and b")
+    assert (plan.judge(resolver.view(amy))[0] == plan.full_mask) == (condition == "a and not b")
+    windowed = make_plan({"a": {"EventID": 4625}, "b": {"User": "bob"}, "condition": "a and b", "timeframe": "5m"},
+                         "window")
+    assert windowed.join == "window" and windowed.correlation is not None  # a window: two terms to join
+
+
 def test_builtin_defaults_to_window_join_with_two_labelled_terms(plan):
     assert plan.join == "window"
     assert [t.label for t in plan.terms] == ["1 of SERVER*", "1 of CLIENT*"]

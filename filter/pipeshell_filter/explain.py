@@ -333,8 +333,9 @@ class CorrelationTrace:
         _, detections = engine.match(event, number)
         self._out_of_logsource(event, number, {d.rule for d in detections})
         for detection in detections:
-            takers = [(c, c.contribution(detection)) for c in self.correlators
-                      if any(ref.hit(detection.rule, detection.terms) for ref in c.spec.inputs)]
+            takers = [(c, c.contribution(detection)) for c in self.correlators  # as ``Correlation`` routes it:
+                      if any(ref.hit(detection.rule, detection.terms) and not ref.chained  # a chained input
+                             for ref in c.spec.inputs)]  # takes the inner correlation's alerts, not its rule's events
             if detection.time is None:
                 for correlator, _ in takers:
                     self.untimed[id(correlator)].append(number)
@@ -387,7 +388,7 @@ class CorrelationTrace:
             terms = tuple(i for i in range(len(plan.terms)) if mask >> i & 1)
             for correlator in self.correlators:
                 for ref in correlator.spec.inputs:
-                    if ref.hit(plan.rule.id, terms):
+                    if ref.hit(plan.rule.id, terms) and not ref.chained:
                         self.outside[id(correlator)].setdefault(ref.key, []).append(number)
 
     def _watch(self, correlator, group, t, hit) -> None:
@@ -465,7 +466,8 @@ class CorrelationTrace:
             lines.append(f"    ... and {len(fed) - MAX_LISTED} more")
         for hit in fired:
             consumed = [c.detection.event.get("line") for c in hit.contributions]
-            hosts = sorted({c.detection.source for c in hit.contributions if c.detection.source})
+            hosts = sorted({c.detection.event["host"] for c in hit.contributions if "host" in c.detection.event},
+                           key=str)  # as the alert lists them (``records.correlation_alert``): an inner alert's too
             text = (f"  fired at {format_time(hit.time)}  {_group(spec, hit.group)}: {_measure(spec)} "
                     f"{_value(hit.aggregate)} {_needs(spec.condition)} within [{format_time(hit.window_start)}, "
                     f"{format_time(hit.time)}]; consumed {_lines(consumed, self.unit)}")

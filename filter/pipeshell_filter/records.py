@@ -121,7 +121,8 @@ def detection_alert(plan: Plan, detection: Detection) -> dict:
 def correlation_alert(rule: Rule, hit: Hit) -> dict:
     """The alert of a correlation window that fired; ``rule`` carries the metadata."""
     spec = hit.spec
-    ordered = sorted(hit.contributions, key=lambda c: _sort_key(c.detection.event))
+    # in time order (their texts do not sort so: ``...00.5Z`` before ``...00Z``), then as the key says
+    ordered = sorted(hit.contributions, key=lambda c: (c.time, _sort_key(c.detection.event)))
     refs = [c.detection.event for c in ordered]
     hosts = sorted({r["host"] for r in refs if "host" in r}, key=str)
     terms = []

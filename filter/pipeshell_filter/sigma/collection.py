@@ -70,19 +70,20 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
 
     A document that cannot be resolved is handed to ``on_error`` (which may raise) and left
     out; so, in turn, is every document that refers to it."""
-    by_id = {plan.rule.id: plan for plan in plans}
-    by_id.update((document.id, document) for document in documents)
-    by_name = {}
+    by_id, by_title, by_name = {}, {}, {}
     for entry in list(plans) + list(documents):
-        name = entry.rule.name if isinstance(entry, Plan) else entry.name
-        if name is not None:
-            by_name.setdefault(name, []).append(entry)
+        rule = entry.rule if isinstance(entry, Plan) else entry
+        # a rule with neither id nor name has its title as id (``rule._metadata``): a reference finds
+        # it by that only when no rule has the text as its id or name, which is what references mean
+        (by_title if rule.name is None and rule.id == rule.title else by_id)[rule.id] = entry
+        if rule.name is not None:
+            by_name.setdefault(rule.name, []).append(entry)
     done, failed, order = {}, {}, []
 
     def lookup(document: CorrelationRule, written: str):
         if written in by_id:
             return by_id[written]
-        found = by_name.get(written, ())
+        found = by_name.get(written, ()) or ([by_title[written]] if written in by_title else ())
         if len(found) > 1:
             where = ", ".join(entry.rule.path if isinstance(entry, Plan) else entry.path for entry in found[:3])
             raise RuleError(f"rule {document.path}: the name {shown(written)} is ambiguous: several rules have it "

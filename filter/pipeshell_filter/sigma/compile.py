@@ -372,5 +372,9 @@ def compile_plan(rule: Rule, join: Optional[str] = None, placeholders: Optional[
         positive, filters = (Term(str(expression), expression),), ()
     spec = from_legacy(rule.id, rule.title, rule.condition.text, rule.condition.aggregation, rule.timeframe_ns,
                        tuple(term.label for term in positive), join, rule.near)
+    if spec is None and join == "window" and len(positive) > 1:
+        # no window to join the terms in (no timeframe, no aggregation): each event meets the whole
+        # condition or nothing, as under the event join (a term alone alerted, ``a and b`` was ``a or b``)
+        join, positive, filters = "event", (Term(str(expression), expression),), ()
     logsource = compile_logsource(rule.logsource, LogsourceTable.builtin(), rule.path)
     return Plan(rule, selections, expression, join, positive, filters, rule.timeframe_ns or 0, spec, logsource)
