@@ -190,7 +190,8 @@ def test_the_correlate_stage_on_the_bus_needs_a_state_file_and_a_reachable_serve
     no_state = run_cli(["--stage", "correlate", "--nats", "nats://127.0.0.1:1"])
     assert no_state.returncode == 2 and b"--state" in no_state.stderr
     unreachable = run_cli(["--stage", "match", "--nats", "nats://127.0.0.1:1"], timeout=60)
-    assert unreachable.returncode == 2 and b"Traceback" not in unreachable.stderr
+    # a server down is no usage error: status 1, so that a supervisor restarts the agent (2: it would not)
+    assert unreachable.returncode == 1 and b"Traceback" not in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
     both = run_cli(["--nats", "nats://127.0.0.1:1"])
     assert both.returncode == 2 and b"--stage" in both.stderr
@@ -251,3 +252,117 @@ def test_rules_that_group_by_fields_are_split_over_partitions_and_the_rest_has_o
     assert any(a["rule"]["id"] == "count-by-host" for a in by_partition[0])
     assert sum(a["rule"]["id"] == "count-anywhere" for a in by_partition[0]) == \
         sum(a["rule"]["id"] == "count-anywhere" for a in expected)
+
+
+# ---------------------------------------------------------------- fleets side by side, restarts, stops
+
+SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
+
+
+def test_each_prefix_has_its_own_streams():
+    from pipeshell_filter.io.fleet import ALERT_STREAM, STREAM, stream_names
+    assert stream_names("pipeshell") == (STREAM, ALERT_STREAM) == ("PIPESHELL", "PIPESHELL_ALERTS")
+    names = [stream_names(p)[0] for p in ("pipeshell", "fleetb", "fleet-b", "fleet_b", "a.b", "a_b", "Fleet", "fleet")]
+    assert len(set(names)) == len(names)
+    assert all(name.replace("_", "").replace("-", "").isalnum() and name.isupper() for name in names)
+
+
+def wait_for_alerts(path, count, process):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline and len(alerts(path.read_bytes())) < count and process.poll() is None:
+        time.sleep(0.2)
+    return alerts(path.read_bytes())
+
+
+def test_two_fleets_on_one_server_keep_to_their_own_records(tmp_path):
+    """Two prefixes, a correlator each on partition 0: one durable ``correlate-0`` per fleet, so
+    each reads its own records (one consumer name for both: each took the other's messages)."""
+    sample = open(SAMPLE, "rb").read()
+    with NatsServer(tmp_path / "nats") as server:
+        fleets = {prefix: tmp_path / f"{prefix}.ndjson" for prefix in ("pipeshell", "fleetb")}
+        running = {prefix: correlator(server.url, tmp_path / f"{prefix}.json", out, ["--nats-prefix", prefix,
+                                                                                  "--agents", "1"])
+                   for prefix, out in fleets.items()}
+        try:
+            for prefix in fleets:
+                sent = run_cli(["--stage", "match", "--nats", server.url, "--nats-prefix", prefix, "--agent", "a1",
+                                "--quiet", *LATENESS], sample, timeout=WAIT)
+                assert sent.returncode == 0, sent.stderr
+            found = {prefix: wait_for_alerts(out, 1, running[prefix]) for prefix, out in fleets.items()}
+        finally:
+            for process in running.values():
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=WAIT)
+    for prefix, process in running.items():
+        assert process.returncode == 0, process.stderr.read()
+        assert len(found[prefix]) == 1 and len(alerts(fleets[prefix].read_bytes())) == 1, prefix
+
+
+def test_a_stream_made_anew_is_read_from_its_start_and_said_so(tmp_path):
+    """The state says message 8 was taken; the server's store is lost: the new stream's messages
+    1..8 are not those, and are read (they were skipped silently)."""
+    sample = open(SAMPLE, "rb").read()
+    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
+
+    def publish(url, day=b"2026-11-02"):  # the next day's incident after the restart: no replay of the first
+        sent = run_cli(["--stage", "match", "--nats", url, "--agent", "a1", "--quiet", *LATENESS],
+                       sample.replace(b"2026-11-02", day), timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+
+    with NatsServer(tmp_path / "first") as server:
+        first = correlator(server.url, state, out, ["--agents", "1"])
+        publish(server.url)
+        assert len(wait_for_alerts(out, 1, first)) == 1
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=WAIT) == 0
+    assert json.loads(state.read_text())["bus_seq"] > 0
+    with NatsServer(tmp_path / "second") as server:  # another store: the streams are new
+        again = correlator(server.url, state, out, ["--agents", "1"])
+        time.sleep(1.0)  # its streams made before the agent sends
+        publish(server.url, b"2026-11-03")
+        found = wait_for_alerts(out, 2, again)
+        again.send_signal(signal.SIGTERM)
+        err = again.communicate(timeout=WAIT)[1].decode()
+    assert len(found) == 2, err
+    assert "past the last message of stream PIPESHELL (0): the stream was made anew" in err
+
+
+def test_a_stop_while_the_server_is_down_ends_the_correlator_at_once(tmp_path):
+    """Its state is saved on the way out; the acknowledgement is not worth waiting for (a restart
+    reads on from the state's position), so SIGTERM is not held up by a server that is down."""
+    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        process = correlator(server.url, state, out, ["--agents", "1"])
+        sent = run_cli(["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet", *LATENESS],
+                       open(SAMPLE, "rb").read(), timeout=WAIT)
+        assert sent.returncode == 0 and len(wait_for_alerts(out, 1, process)) == 1
+        server.stop()
+        time.sleep(0.5)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=WAIT) == 0, process.stderr.read()
+        assert time.monotonic() - started < 8
+    assert state.exists()
+
+
+def test_a_stop_while_the_server_is_down_gives_up_an_agents_records_after_a_grace(tmp_path):
+    """An agent whose records cannot be stored: SIGTERM, then STOP_GRACE seconds, then one line and
+    status 1 (it waited for ever, with nothing said)."""
+    from pipeshell_filter.io.bus import STOP_GRACE
+    with NatsServer(tmp_path / "nats") as server:
+        agent = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet",
+                                            *LATENESS], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+        time.sleep(1.0)  # connected, streams made
+        server.stop()
+        agent.stdin.write(open(SAMPLE, "rb").read())  # detections to publish, with nobody to take them
+        agent.stdin.flush()
+        time.sleep(1.0)
+        started = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        code = agent.wait(timeout=WAIT)
+        waited = time.monotonic() - started
+        err = agent.stderr.read().decode()
+        agent.stdin.close()
+    assert code == 1 and STOP_GRACE - 1 < waited < STOP_GRACE + 10, (code, waited, err)
+    assert len(err.strip().splitlines()) == 1 and "of the stop request; given up" in err

@@ -260,6 +260,27 @@ def test_a_second_signal_terminates_every_member_a_third_kills(tmp_path, units, 
                                    "pipeshell-filter run: SIGTERM again: SIGKILL to every member"]
 
 
+def test_after_a_failure_the_first_stop_signal_from_outside_is_no_second_one(tmp_path, units, member):
+    """A member fails: the chain stops in order.  A ``systemctl stop`` now (one SIGTERM) must not
+    count as the second signal that sends SIGTERM to every member; a second one does."""
+    out = tmp_path / "out.txt"
+    unit = chain(units, tmp_path, [member("produce", "a", 10, "ignore-term"), member("relay", "b"),
+                                   member("consume", "c", out)], grace=60)
+    wait_until(lambda: len(lines_of(out)) == 10, "the lines arrived")
+    os.kill(unit.pid_of("b"), signal.SIGKILL)
+    wait_until(lambda: any("stopping the chain" in r for r in unit.reports()), "the failure was seen")
+    unit.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert unit.process.poll() is None and "TERM" not in lines_of(out)  # the ordered stop goes on
+    assert unit.reports() == ["pipeshell-filter run: member 2 (relay b) killed by SIGKILL; stopping the chain"]
+    unit.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: len(unit.reports()) == 2, "the second signal was taken")
+    unit.process.send_signal(signal.SIGTERM)
+    assert unit.wait(10) == 1
+    assert unit.reports()[1:] == ["pipeshell-filter run: SIGTERM again: SIGTERM to every member",
+                                  "pipeshell-filter run: SIGTERM again: SIGKILL to every member"]
+
+
 def test_what_a_member_leaves_behind_is_killed_with_it(tmp_path, units, member):
     """A member's child holding the pipe open would keep the next member waiting for end of input
     (and outlive the unit): the member's process group goes with it."""

@@ -84,6 +84,11 @@ class UsageProblem(Exception):
     """A bad rule, field map or option: one line on stderr, exit status 2."""
 
 
+class BusProblem(Exception):
+    """The fleet bus cannot be reached or used (a server down, a stream deleted): one line on stderr,
+    exit status 1, so that a supervisor restarts the process (status 2 means: do not)."""
+
+
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -338,6 +343,8 @@ def run(
         # From here SIGTERM and Ctrl-C end the input: what was read is processed and flushed,
         # and the exit status is 0, as at end of input.
         with StopRequest() as stop:
+            if bus is not None:
+                bus.stopping = lambda: stop.requested
             try:
                 if bus is not None and stage is Stage.correlate:
                     start = None if stream_filter.bus_seq is None else stream_filter.bus_seq + 1
@@ -359,11 +366,11 @@ def run(
                 stream_filter.finish()
                 raise UsageProblem(str(error)) from None
             except bus_errors as error:
-                raise UsageProblem(str(error)) from None
+                raise BusProblem(str(error)) from None
             try:
                 stream_filter.finish(keep_open=stop.requested and on_stop is OnStop.keep)
             except bus_errors as error:
-                raise UsageProblem(str(error)) from None
+                raise BusProblem(str(error)) from None
             finally:
                 if bus is not None:
                     bus.close()
@@ -403,7 +410,7 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], pa
     try:
         return fleet.open_bus(url, prefix, f"pipeshell-filter {stage.value}")
     except BusError as error:
-        raise UsageProblem(str(error)) from None
+        raise BusProblem(str(error)) from None
 
 
 def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool) -> None:
@@ -673,6 +680,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         pass
     except UsageProblem as problem:
         _fail(str(problem))
+    except BusProblem as problem:
+        sys.stderr.write(f"pipeshell-filter: error: {problem}\n")
+        sys.exit(1)
     except typer.Abort:
         sys.exit(130)
     except OutputClosed as closed:

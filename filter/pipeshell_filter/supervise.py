@@ -182,6 +182,7 @@ class Supervisor:
         self.cause: Optional[Member] = None  # the member whose end was a failure
         self.failed = False  # a failure without a member to blame (an escalation, an unclean stop)
         self.level = 0  # 0 running; 1 stopping from the front; 2 SIGTERM to all; 3 SIGKILL to all
+        self._asked = 0  # stop signals from outside
         self.deadline: Optional[float] = None
         self._front_killed = False
         self._requests: List[int] = []
@@ -383,8 +384,11 @@ class Supervisor:
     def _handle_requests(self) -> None:
         while self._requests:
             number = self._requests.pop(0)
+            self._asked += 1
             if self.level >= 3:
                 continue
+            if self._asked == 1 and self.level >= 1:  # already stopping in order (a member failed): the
+                continue  # first stop asked from outside asks for that; the second one escalates
             if self.level >= 1:
                 name = signal.Signals(number).name
                 _report(f"{name} again: {'SIGTERM' if self.level == 1 else 'SIGKILL'} to every member")

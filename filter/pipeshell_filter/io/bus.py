@@ -65,6 +65,9 @@ IDLE_CHECK = 10.0
 JETSTREAM_OFF = (10039, 10076)
 # close() and the thread it stops are bounded by these.
 CLOSE_TIMEOUT = 3.0
+# Once the process is asked to stop (``Bus.stopping``), a publish or an ack waits at most this long more
+# for a server that does not answer, then fails (BusError): a SIGTERM is not held up for ever.
+STOP_GRACE = 10.0
 JOIN_TIMEOUT = 3.0
 # At most this many redeliveries are kept to acknowledge through after a reset (``Consumer._ack``).
 STAND_IN_CAP = 4096
@@ -151,6 +154,7 @@ class Bus:
         self._inflight: set = set()
         self._last_error: Optional[BaseException] = None
         self._generation = 0  # goes up each time a new client replaces one that closed for good
+        self.stopping: Callable[[], bool] = lambda: False  # the process was asked to stop (``STOP_GRACE``)
         self._nc: Any = None
         self._js: Any = None
         _quiet_client_logging()
@@ -306,16 +310,18 @@ class Bus:
         info = getattr(nc, "_server_info", None)
         return isinstance(exc, no_answer) and isinstance(info, dict) and bool(info) and not info.get("jetstream")
 
-    async def _retry(self, attempt: Callable, what: str, timeout: Optional[float] = None):
+    async def _retry(self, attempt: Callable, what: str, timeout: Optional[float] = None, grace: float = STOP_GRACE):
         """``await attempt(js)`` until it succeeds.  Transient errors are retried with a short backoff,
         and nothing is sent while the connection is down (nats-py would buffer it and its answer would
         only time out); other errors are final.  ``timeout`` None: until close()."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = BACKOFF_FIRST
         last: Optional[BaseException] = None
+        stop_seen: List[float] = []
         while True:
             if self._closing.is_set():
                 raise _Final(f"{what}: the NATS bus was closed")
+            self._check_stop(stop_seen, what, grace)
             nc = await self._live()
             if nc.is_connected:
                 try:
@@ -390,6 +396,15 @@ class Bus:
             return
         raise BusError(f"stream {stream}: could neither find nor create it")
 
+    def last_seq(self, stream: str) -> int:
+        """The stream's last sequence number (0 when it is empty)."""
+        async def info(js):
+            return await js.stream_info(stream)
+
+        found = self._call(self._retry(info, f"stream {stream}", self.setup_timeout),
+                           timeout=self.setup_timeout + CLOSE_TIMEOUT)
+        return found.state.last_seq or 0
+
     def publish(self, subject: str, payload: bytes, msg_id: str) -> int:
         """Publish one record and wait for the server to have stored it; its stream sequence.  Retried
         until stored (the message id makes that harmless) or until close() (BusError)."""
@@ -410,12 +425,23 @@ class Bus:
         if items:
             self._call(self._publish_many(items))
 
+    def _check_stop(self, stop_seen: List[float], what: str, grace: float = STOP_GRACE) -> None:
+        """A retry loop's turn: once the process is asked to stop, ``grace`` seconds more."""
+        if self.stopping():
+            if not stop_seen:
+                stop_seen.append(time.monotonic())
+            if time.monotonic() - stop_seen[0] >= grace:
+                raise _Final(f"{what}: NATS at {self.url} did not answer within {grace:g} s of the stop "
+                             "request; given up")
+
     async def _publish_many(self, items: List[Tuple[str, bytes, str]]) -> None:
         todo = list(range(len(items)))
         delay = BACKOFF_FIRST
+        stop_seen: List[float] = []
         while todo:
             if self._closing.is_set():
                 raise BusError(f"publish of {len(todo)} records: the NATS bus was closed")
+            self._check_stop(stop_seen, f"publish of {len(todo)} records")
             nc = await self._live()
             if nc.is_connected:
                 before = len(todo)
@@ -821,7 +847,8 @@ class Consumer:
                 return False
             raise errors.TimeoutError  # a slow server: send it again
 
-        if not await self.bus._retry(attempt, f"ack of {self.stream} #{seq}"):
+        # stopping: not waited for (the caller's state holds its position; an ack only spares a replay)
+        if not await self.bus._retry(attempt, f"ack of {self.stream} #{seq}", grace=0):
             return
         self._acked_seq = max(self._acked_seq, seq)
         if self._stand_ins:

@@ -1,13 +1,13 @@
 """Match on every agent, correlate once: the stages' records over the fleet bus (``bus``, NATS JetStream).
 
-Subjects, in one stream (``STREAM``):
+Subjects, in one stream per prefix (``stream_names``):
 
 * ``<prefix>.records.<p>``: Detection and heartbeat records for partition ``p``.  A
   Detection goes to the partition of its group key (``Correlation.partition_key``:
   rules whose one correlation groups by fields spread over the partitions; the
   rest belong to partition 0).  A heartbeat goes to every partition: each
   correlate process needs every agent's time.
-* ``<prefix>.alerts`` (stream ``ALERT_STREAM``): the correlate processes' alerts,
+* ``<prefix>.alerts`` (the second stream): the correlate processes' alerts,
   each with its deterministic ``event.id`` as the message id, so that a
   correlator that replays from its last snapshot and makes an alert again does
   not deliver it twice (the stream's duplicate window drops it).
@@ -37,10 +37,10 @@ from typing import Callable, List, Optional, Tuple
 import ujson
 
 from ..detect import Heartbeat
-from .bus import Bus
+from .bus import Bus, BusError
 from .stream import dumps
 
-STREAM = "PIPESHELL"
+STREAM = "PIPESHELL"  # the streams of the default prefix (``stream_names``)
 ALERT_STREAM = "PIPESHELL_ALERTS"
 BATCH = 512  # records a match process publishes at once
 UNACKED = 50_000  # a correlate process snapshots (and acknowledges) at least this often, in messages
@@ -54,11 +54,24 @@ def alert_subject(prefix: str) -> str:
     return f"{prefix}.alerts"
 
 
+def stream_names(prefix: str) -> Tuple[str, str]:
+    """The records' and the alerts' streams of one prefix: ``PIPESHELL`` and ``PIPESHELL_ALERTS`` for
+    ``pipeshell``.  Each fleet (prefix) has its own, so that the durable consumers ``correlate-<p>``
+    of two fleets on one server are not one (each took the other's messages).  A prefix that is not
+    lower-case letters, digits, ``-`` and ``_`` also gets a digest of itself (``a.b`` and ``a_b``,
+    ``Fleet`` and ``fleet`` are distinct subjects)."""
+    name = prefix.upper()
+    if not re.fullmatch(r"[a-z0-9_-]+", prefix):
+        name = re.sub(r"[^A-Z0-9_-]", "_", name) + "_" + format(zlib.crc32(prefix.encode("utf-8")), "08X")
+    return name, name + "_ALERTS"
+
+
 def open_bus(url: str, prefix: str, name: str) -> Bus:
     """Connect, and make sure both streams exist (file storage, a two-hour duplicate window)."""
     bus = Bus(url, name=name)
-    bus.ensure_stream(STREAM, [f"{prefix}.records.*"])
-    bus.ensure_stream(ALERT_STREAM, [alert_subject(prefix)])
+    records, alerts = stream_names(prefix)
+    bus.ensure_stream(records, [f"{prefix}.records.*"])
+    bus.ensure_stream(alerts, [alert_subject(prefix)])
     return bus
 
 
@@ -139,12 +152,28 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     After every snapshot the last message it includes is acknowledged (cumulatively); the
     snapshot records that message's stream sequence (``Filter.bus_seq``), from which a
     restart carries on: the position is per message, whatever it holds."""
-    consumer = bus.consumer(STREAM, f"correlate-{partition}", record_subject(prefix, partition), start_seq)
+    stream = stream_names(prefix)[0]
+    last_seq = bus.last_seq(stream) if start_seq is not None else None
+    if start_seq is not None and start_seq - 1 > last_seq:
+        # the saved position is past the end: the stream was made anew (its store lost, deleted and
+        # created again), and its messages are not those the state took; from its first message
+        stream_filter.diagnostics.note(f"the state's position on the bus (message {start_seq - 1}) is past the "
+                                       f"last message of stream {stream} ({last_seq}): the stream was made "
+                                       "anew; reading it from its first message")
+        start_seq = 1
+    consumer = bus.consumer(stream, f"correlate-{partition}", record_subject(prefix, partition), start_seq)
     last = [None, None]  # the last message taken, the last one acknowledged
 
     def acknowledge() -> None:
+        if stop.requested:  # stopping: a restart reads on from the snapshot's position (``bus_seq``)
+            return  # whatever the ack floor, so the ack is not worth waiting for a silent server
         if last[0] is not None and last[0] is not last[1]:
-            consumer.ack(last[0])
+            try:
+                consumer.ack(last[0])
+            except BusError:
+                if stop.requested:  # asked to stop while the ack waited for a silent server
+                    return
+                raise
             last[1] = last[0]
 
     def take(message) -> None:

@@ -168,6 +168,15 @@ class Diagnostics:
             pass
 
 
+    def note(self, message: str) -> None:
+        """One line about the run, not about a line of input: neither counted nor rate-limited."""
+        try:
+            self.stream.write(f"pipeshell-filter: {message}\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 def dumps(record) -> bytes:
     """One JSON line; UTF-8, or ASCII escapes when a string holds a lone surrogate."""
     try:
