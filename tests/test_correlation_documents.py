@@ -245,6 +245,16 @@ def test_a_reference_means_an_id_or_a_name_before_another_rules_title(tmp_path):
     assert [ref.rule for ref in alone.correlations[0].spec.inputs] == ["failed_login"]  # the title, when alone
 
 
+def test_a_uuid_reference_in_another_letter_case_finds_its_rule(tmp_path):
+    """Rule ids are UUIDs, which compare whatever their letter case (pySigma reads them as UUIDs)."""
+    upper = FAILED.replace("name: failed_login", "id: AAAAAAAA-AAAA-4AAA-8AAA-AAAAAAAAAAAA")
+    rule_set = load_plans([write(tmp_path, "r.yml", upper + "---\n" + correlation_doc(
+        rules=["aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"]))], None, strict=True)
+    assert [ref.rule for ref in rule_set.correlations[0].spec.inputs] == ["AAAAAAAA-AAAA-4AAA-8AAA-AAAAAAAAAAAA"]
+    with pytest.raises(UsageProblem, match="unknown rule"):  # a name is still compared as written
+        load_plans([write(tmp_path, "n.yml", FAILED + "---\n" + correlation_doc(rules=["Failed_Login"]))], None)
+
+
 def test_a_document_cannot_be_both_rule_and_correlation():
     [error] = parse_rules(yaml.safe_dump({"title": "t", "detection": {"s": {"a": 1}, "condition": "s"},
                                           "correlation": {"type": "temporal"}}), "x.yml")

@@ -23,6 +23,7 @@ rule ids, and works out which rules alert on their own.
 
 from __future__ import annotations
 
+import uuid
 from typing import Callable, Iterable, Optional
 
 import attrs
@@ -65,6 +66,14 @@ class RuleSet(list):
         self.quiet = frozenset(quiet)
 
 
+def _uuid(text: str) -> Optional[str]:
+    """``text`` as a canonical UUID when it is one (any letter case, with or without braces), else None."""
+    try:
+        return str(uuid.UUID(text)) if isinstance(text, str) and len(text) >= 32 else None
+    except ValueError:
+        return None
+
+
 def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, RuleError], None]) -> RuleSet:
     """Resolve ``documents`` (``CorrelationRule``) against ``plans`` and each other.
 
@@ -78,11 +87,14 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
         (by_title if rule.name is None and rule.id == rule.title else by_id)[rule.id] = entry
         if rule.name is not None:
             by_name.setdefault(rule.name, []).append(entry)
+    by_uuid = {key: entry for key, entry in ((_uuid(rule_id), entry) for rule_id, entry in by_id.items()) if key}
     done, failed, order = {}, {}, []
 
     def lookup(document: CorrelationRule, written: str):
         if written in by_id:
             return by_id[written]
+        if _uuid(written) in by_uuid:  # a UUID in other letter case, as pySigma compares them
+            return by_uuid[_uuid(written)]
         found = by_name.get(written, ()) or ([by_title[written]] if written in by_title else ())
         if len(found) > 1:
             where = ", ".join(entry.rule.path if isinstance(entry, Plan) else entry.path for entry in found[:3])
