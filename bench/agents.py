@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import compare_command  # noqa: E402
+from run import compare_command, timed_run  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 START = 1_700_000_000 * 10**9
@@ -42,13 +40,7 @@ def write_heartbeats(path: str, agents: int, beats: int) -> int:
 
 
 def run_once(command: list, path: str) -> float:
-    started = time.monotonic()
-    result = subprocess.run(command + ["--stage", "correlate", "--input", path, "--agent-idle", "600"],
-                            capture_output=True)
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed: {result.stderr.decode(errors='replace').strip()}")
-    return seconds
+    return timed_run(command + ["--stage", "correlate", "--input", path, "--agent-idle", "600"])
 
 
 def main() -> int:

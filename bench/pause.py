@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import compare_command  # noqa: E402
+from run import compare_command, timed_run  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 FILTER = [sys.executable, "-m", "pipeshell_filter"]
@@ -62,13 +60,7 @@ def write_burst(path: str, users: int) -> None:
 def run_once(command: list, rules: str, path: str, state: bool) -> float:
     with tempfile.TemporaryDirectory() as scratch:
         extra = ["--state", os.path.join(scratch, "state.json")] if state else []
-        started = time.monotonic()
-        result = subprocess.run(command + ["--rule", rules, "--input", path, "--emit", "alerts"] + extra,
-                                capture_output=True)
-        seconds = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed: {result.stderr.decode(errors='replace').strip()}")
-    return seconds
+        return timed_run(command + ["--rule", rules, "--input", path, "--emit", "alerts"] + extra)
 
 
 def main() -> int:

@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -338,6 +339,16 @@ def correctness(launcher: Launcher, path: str, meta: dict, filter_cmd: list, ext
     details["grep"] = grep_count
     details["baseline"] = base_result
     return checks, details
+
+
+def timed_run(argv: list) -> float:
+    """Wall seconds of one run of ``argv``, its output read and dropped; SystemExit when it fails."""
+    started = time.monotonic()
+    result = subprocess.run(argv, capture_output=True)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {result.stderr.decode(errors='replace').strip()}")
+    return seconds
 
 
 def compare_command(ref: str, out_dir: str) -> list:
