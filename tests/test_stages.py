@@ -288,3 +288,28 @@ def test_a_named_rule_file_that_fails_is_an_error_and_duplicate_ids_are_refused(
     first, second = write(tmp_path, "a.yml", SINGLE), write(tmp_path, "b.yml", SINGLE)
     result = run_cli(["--rule", first, "--rule", second], b"")
     assert result.returncode == 2 and b"already the id of" in result.stderr
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["one", "two", "both"]), st.integers(0, 3), st.sampled_from(["h1", "h2"])),
+                min_size=1, max_size=12),
+       st.integers(0, 3))
+def test_alerts_the_filter_tells_apart_never_share_an_id(events, padding):
+    """``event.id`` is the message id on the fleet bus, which keeps one message per id: two alerts
+    of events that differ in their selections (a list condition: either) had the same one and the
+    bus dropped the second.  And it does not depend on the line number (a replay from elsewhere)."""
+    import tempfile
+    rule = ("title: either\nid: either\ndetection:\n  a: {X: one}\n  b: {X: two}\n  both: {X: both}\n"
+            "  condition: [a, b, both]\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as handle:
+        handle.write(rule)
+    lines = [json.dumps({"X": x, "Computer": host, "@timestamp": f"2026-01-01T00:00:0{second}Z"})
+             for x, second, host in events]
+    first = run_cli(["--rule", handle.name, "--emit", "alerts"], ("\n".join(lines) + "\n").encode())
+    shifted = run_cli(["--rule", handle.name, "--emit", "alerts"],
+                      ("\n".join(['{"other": 1}'] * padding + lines) + "\n").encode())
+    os.unlink(handle.name)
+    found = alerts(first.stdout)
+    distinct = {(x, second, host) for x, second, host in events}
+    assert len(found) == len(events) and len({a["event"]["id"] for a in found}) == len(distinct)
+    assert [a["event"]["id"] for a in alerts(shifted.stdout)] == [a["event"]["id"] for a in found]

@@ -65,8 +65,12 @@ def _sort_key(ref: dict) -> tuple:
 
 
 def _event_id(rule_id: str, group, time, refs) -> str:
-    """A digest of each part followed by a NUL, hashed in one go."""
-    parts = (rule_id, repr(group), str(time), *(repr(_sort_key(r)) for r in refs), "")
+    """A digest of each part followed by a NUL, hashed in one go.  Each event is its whole reference
+    but the input line (which starts again at 1 in a new process): what ``state.identity`` calls the
+    same event, selections included, so that two alerts the filter tells apart never share an id
+    (a bus keeps one message per id); in any order of the events, so that a replay makes the same."""
+    events = sorted(repr(sorted((key, repr(value)) for key, value in r.items() if key != "line")) for r in refs)
+    parts = (rule_id, repr(group), str(time), *events, "")
     return blake2b("\0".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
