@@ -549,6 +549,24 @@ def test_a_time_fluent_bit_cannot_frame_is_framed_with_the_clock(tmp_path, worke
     assert outputs[0] == outputs[1]
 
 
+@pytest.mark.parametrize("extra", [[], ["--no-prefilter"], ["--max-line-bytes", "1024"]])
+def test_fluentbit_time_alone_frames_every_line_as_time_and_object(extra):
+    """Without --non-json wrap too: a line that is not a JSON object (or is over --max-line-bytes, or
+    has a byte order mark) cannot be framed as [time, {record}] as it is; it was framed raw
+    ([t,not json], not JSON: Fluent Bit drops the read).  It is a pipeline_error record."""
+    lines = [b"not json", b"[1, 2]", b"\xff\xfe bad", b"", b"\xef\xbb\xbf{\"a\": 1}",
+             b'{"b": "' + b"x" * 3000 + b'"}', b'{"c": 3}']
+    result = run_cli(["--emit", "all", "--fluentbit-time", *extra], b"\n".join(lines) + b"\n")
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(out) == len(lines)
+    assert all(isinstance(t, float) and isinstance(record, dict) for t, record in out)
+    kinds = [record.get("error", {}).get("type") for _, record in out]
+    assert kinds[:4] == ["invalid_json", "not_object", "invalid_utf8", "empty"]
+    assert out[4][1] == {"a": 1} and out[6][1] == {"c": 3}
+    assert kinds[5] == ("too_long" if extra[:1] == ["--max-line-bytes"] else None)
+
+
 @pytest.mark.parametrize("args", [["--emit", "all", "--non-json", "wrap"],
                                   ["--emit", "all", "--non-json", "wrap", "--fluentbit-time"]])
 def test_wrap_output_is_always_portable_and_keeps_the_original(args):

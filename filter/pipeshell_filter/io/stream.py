@@ -583,6 +583,9 @@ class Filter:
         self.prefilter = prefilter
         self.index = index  # which rules a candidate line can match (a rule set)
         self.wrap = non_json == "wrap"
+        # a line that is not a JSON object (or is over --max-line-bytes) as a pipeline_error record: with
+        # wrap, and with --fluentbit-time too, which cannot frame it as [time, {record}] otherwise
+        self.wrap_unusable = self.wrap or fluentbit_time
         self.fluentbit_time = fluentbit_time
         self.max_record = max_record
         self.clock = clock
@@ -869,8 +872,9 @@ class Filter:
             self.lines += 1
             self._long_line, self._long_head, self._long_size = self.lines, [], 0
             self.diagnostics.report("too_long", self._where(self.lines), "line too long to inspect; " +
-                                    ("wrapped, cut" if self.wrap and self.emit == "all" else "passed on unchanged"))
-        if self.emit == "all" and self.wrap:
+                                    ("wrapped, cut" if self.wrap_unusable and self.emit == "all" else
+                                     "passed on unchanged"))
+        if self.emit == "all" and self.wrap_unusable:
             kept = sum(map(len, self._long_head))
             if kept < self.max_line:  # the same first bytes wherever the reads that cut it began
                 self._long_head.append(piece[:self.max_line - kept])
@@ -878,7 +882,7 @@ class Filter:
         elif self.emit == "all":
             self.output.write(piece)
         if last:
-            if self.emit == "all" and self.wrap:
+            if self.emit == "all" and self.wrap_unusable:
                 self._write(wrap_line(b"".join(self._long_head), "too_long", "line longer than --max-line-bytes; cut",
                                       self._long_line, self.max_record, self._long_size), None)
             elif self.emit == "all":
@@ -901,7 +905,7 @@ class Filter:
             kind, message = _classify_decode_error(line, error)
             self._unusable(line, number, kind, message, keep)
             return
-        if self.wrap:  # Fluent Bit takes no byte order mark before a record: written without it
+        if self.wrap_unusable:  # Fluent Bit takes no byte order mark before a record: written without it
             line = text
         if not isinstance(event, dict):
             self._unusable(line, number, "not_object", f"JSON {type(event).__name__}, not an object", keep)
@@ -961,7 +965,8 @@ class Filter:
     def _unusable(self, line: bytes, number: int, kind: str, message: str, keep: bool) -> None:
         self.diagnostics.report(kind, self._where(number), message)
         if keep:
-            self._write(wrap_line(line, kind, message, number, self.max_record) if self.wrap else line, None)
+            self._write(wrap_line(line, kind, message, number, self.max_record) if self.wrap_unusable else line,
+                        None)
 
     def _where(self, number: int):
         return self.origin or number
