@@ -366,3 +366,34 @@ def test_a_stop_while_the_server_is_down_gives_up_an_agents_records_after_a_grac
         agent.stdin.close()
     assert code == 1 and STOP_GRACE - 1 < waited < STOP_GRACE + 10, (code, waited, err)
     assert len(err.strip().splitlines()) == 1 and "of the stop request; given up" in err
+
+
+def test_a_fleet_made_when_prefixes_shared_one_stream_goes_on_there(tmp_path):
+    """Before each prefix had its own streams, a `--nats-prefix fleetb` fleet's subjects went into
+    PIPESHELL and PIPESHELL_ALERTS; the server refuses a second stream on them, so the fleet goes on
+    in those, its correlator under a durable of its own (not the default fleet's correlate-0)."""
+    from pipeshell_filter.io.bus import Bus
+    sample = open(SAMPLE, "rb").read()
+    out = tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        with Bus(server.url, name="old layout") as bus:  # as the earlier version left it
+            bus.ensure_stream("PIPESHELL", ["pipeshell.records.*", "fleetb.records.*"])
+            bus.ensure_stream("PIPESHELL_ALERTS", ["pipeshell.alerts", "fleetb.alerts"])
+        process = correlator(server.url, tmp_path / "state.json", out, ["--nats-prefix", "fleetb", "--agents", "1"])
+        try:
+            sent = run_cli(["--stage", "match", "--nats", server.url, "--nats-prefix", "fleetb", "--agent", "a1",
+                            "--quiet", *LATENESS], sample, timeout=WAIT)
+            assert sent.returncode == 0, sent.stderr
+            found = wait_for_alerts(out, 1, process)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=WAIT)
+        assert process.returncode == 0, process.stderr.read()
+        assert len(found) == 1
+        with Bus(server.url, name="reader") as bus:
+            assert bus.stream_holding("fleetb.records.0") == "PIPESHELL"
+            assert bus.stream_holding("fleetb.alerts") == "PIPESHELL_ALERTS"
+            names = bus._call(bus._js.streams_info())  # no FLEETB stream was tried, or made
+            assert sorted(info.config.name for info in names) == ["PIPESHELL", "PIPESHELL_ALERTS"]
+            consumers = bus._call(bus._js.consumers_info("PIPESHELL"))
+            assert [info.name for info in consumers] == ["FLEETB-correlate-0"]

@@ -396,6 +396,19 @@ class Bus:
             return
         raise BusError(f"stream {stream}: could neither find nor create it")
 
+    def stream_holding(self, subject: str) -> Optional[str]:
+        """The name of the stream whose subjects take ``subject`` (wildcards allowed), or None."""
+        not_found = self._mod.js.errors.NotFoundError
+
+        async def find(js):
+            try:
+                return await js.find_stream_name_by_subject(subject)
+            except not_found:
+                return None
+
+        return self._call(self._retry(find, f"the stream of {subject}", self.setup_timeout),
+                          timeout=self.setup_timeout + CLOSE_TIMEOUT)
+
     def last_seq(self, stream: str) -> int:
         """The stream's last sequence number (0 when it is empty)."""
         async def info(js):

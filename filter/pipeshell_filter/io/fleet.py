@@ -67,12 +67,27 @@ def stream_names(prefix: str) -> Tuple[str, str]:
 
 
 def open_bus(url: str, prefix: str, name: str) -> Bus:
-    """Connect, and make sure both streams exist (file storage, a two-hour duplicate window)."""
+    """Connect, and make sure both streams exist (file storage, a two-hour duplicate window).
+
+    A stream that already takes the prefix's subjects is kept: before each prefix had its own, every
+    prefix's subjects went into ``PIPESHELL`` and ``PIPESHELL_ALERTS``, and a fleet made so goes on
+    there (a second stream on the same subjects is refused by the server).  ``bus.fleet_streams``:
+    the two names in use."""
     bus = Bus(url, name=name)
-    records, alerts = stream_names(prefix)
-    bus.ensure_stream(records, [f"{prefix}.records.*"])
-    bus.ensure_stream(alerts, [alert_subject(prefix)])
+    names = []
+    for own, subject in zip(stream_names(prefix), (f"{prefix}.records.*", alert_subject(prefix))):
+        stream = bus.stream_holding(subject) or own
+        bus.ensure_stream(stream, [subject])
+        names.append(stream)
+    bus.fleet_streams = tuple(names)
     return bus
+
+
+def durable_name(prefix: str, partition: int, stream: str) -> str:
+    """``correlate-<p>``; on a stream that is not the prefix's own (one shared by prefixes, from
+    before they had their own), with the prefix's stream name in front, so that fleets differ."""
+    base = f"correlate-{partition}"
+    return base if stream == stream_names(prefix)[0] else f"{stream_names(prefix)[0]}-{base}"
 
 
 def partition_of(key: Optional[tuple], partitions: int) -> int:
@@ -152,7 +167,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     After every snapshot the last message it includes is acknowledged (cumulatively); the
     snapshot records that message's stream sequence (``Filter.bus_seq``), from which a
     restart carries on: the position is per message, whatever it holds."""
-    stream = stream_names(prefix)[0]
+    stream = getattr(bus, "fleet_streams", stream_names(prefix))[0]
     last_seq = bus.last_seq(stream) if start_seq is not None else None
     if start_seq is not None and start_seq - 1 > last_seq:
         # the saved position is past the end: the stream was made anew (its store lost, deleted and
@@ -161,7 +176,8 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
                                        f"last message of stream {stream} ({last_seq}): the stream was made "
                                        "anew; reading it from its first message")
         start_seq = 1
-    consumer = bus.consumer(stream, f"correlate-{partition}", record_subject(prefix, partition), start_seq)
+    consumer = bus.consumer(stream, durable_name(prefix, partition, stream), record_subject(prefix, partition),
+                            start_seq)
     last = [None, None]  # the last message taken, the last one acknowledged
 
     def acknowledge() -> None:
