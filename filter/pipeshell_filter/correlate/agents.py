@@ -171,7 +171,8 @@ class AgentClocks:
             self.last = self._everyone[-1][0]
             return self.last
         top = sorted(self._in[-2:] + self._out[-2:])
-        line = top[-2][0] - self.max_skew if len(top) > 1 else top[-1][0] - self.max_skew
+        vouched = top[-2][0] if len(top) > 1 else top[-1][0]  # the newest time two agents vouch for
+        line = vouched - self.max_skew
         now = self.clock()
         for time, agent in list(self._out.irange((line,))):  # no longer behind: counts again
             self._out.remove((time, agent))
@@ -202,7 +203,7 @@ class AgentClocks:
             self._out.add((time, agent))
             self._left_out.add(agent)
             if agent not in self._reported:
-                self._behind[agent] = top[-2][0] - time if len(top) > 1 else top[-1][0] - time
+                self._behind[agent] = vouched - time
         self.last = self._in[0][0]
         return self.last
 

@@ -55,7 +55,7 @@ class SourceClocks:
         if old is not None and len(self._ranked) == 1:  # the only source: its events vouch for each other
             self._second = max(self._second, min(old, time))
         if old is not None and old >= time:
-            return self.reference > before
+            return False
         if old is not None:
             self._ranked.remove((old, repr(source), source))
         self._newest[source] = time

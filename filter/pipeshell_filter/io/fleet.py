@@ -86,8 +86,8 @@ def open_bus(url: str, prefix: str, name: str) -> Bus:
 def durable_name(prefix: str, partition: int, stream: str) -> str:
     """``correlate-<p>``; on a stream that is not the prefix's own (one shared by prefixes, from
     before they had their own), with the prefix's stream name in front, so that fleets differ."""
-    base = f"correlate-{partition}"
-    return base if stream == stream_names(prefix)[0] else f"{stream_names(prefix)[0]}-{base}"
+    base, own = f"correlate-{partition}", stream_names(prefix)[0]
+    return base if stream == own else f"{own}-{base}"
 
 
 def partition_of(key: Optional[tuple], partitions: int) -> int:

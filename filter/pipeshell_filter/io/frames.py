@@ -30,12 +30,13 @@ OUT_OF_RANGE = b""  # ``start_of`` of a time Fluent Bit cannot take: not None, s
 
 
 def in_range(ns: int) -> bool:
+    """A time Fluent Bit takes in a frame."""
     return 0 <= ns < END_NS
 
 
 def start_or_clock(ns: Optional[int], clock) -> bytes:
     """The frame start of a record at ``ns``, or at ``clock()`` when it has no time Fluent Bit takes."""
-    return start_at(ns if ns is not None and 0 <= ns < END_NS else clock())
+    return start_at(ns if ns is not None and in_range(ns) else clock())
 
 
 def fluentbit_time(ns: int) -> bytes:
@@ -64,7 +65,7 @@ def start_of(value) -> Optional[bytes]:
             ns = parse_time(value)
             if ns is None:
                 return None
-            if not 0 <= ns < END_NS:
+            if not in_range(ns):
                 return OUT_OF_RANGE
             if len(_SECONDS_TEXT) >= _SECONDS_KEPT:
                 _SECONDS_TEXT.clear()
@@ -73,7 +74,7 @@ def start_of(value) -> Optional[bytes]:
     ns = parse_time(value)
     if ns is None:
         return None
-    return start_at(ns) if 0 <= ns < END_NS else OUT_OF_RANGE
+    return start_at(ns) if in_range(ns) else OUT_OF_RANGE
 
 
 _FIRST_20 = itemgetter(slice(0, 20))

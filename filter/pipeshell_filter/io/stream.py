@@ -161,12 +161,7 @@ class Diagnostics:
         self._last[kind] = now
         suffix = f" (occurrence {count}; further ones rate-limited)" if count >= self.per_kind else ""
         label = f"line {where}" if isinstance(where, int) else where
-        try:
-            self.stream.write(f"pipeshell-filter: {label}: {message}{suffix}\n")
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass
-
+        self.note(f"{label}: {message}{suffix}")
 
     def note(self, message: str) -> None:
         """One line about the run, not about a line of input: neither counted nor rate-limited."""
@@ -599,7 +594,7 @@ class Filter:
         self.lines = 0
         self.origin = None  # label for diagnostics when reading several files
         self._long_line = None  # line number of the line over the inspection limit being passed on
-        self._long_head, self._long_size = [], 0  # wrap: its first --max-line-bytes, and its length so far
+        self._long_head, self._long_size = b"", 0  # wrap: its first --max-line-bytes, and its length so far
         self._wall_idle = None  # idle seconds when live input lets the wall clock move the watermark
         self._reader = None  # the BlockReader of the input being read
         self.workers = workers  # processes prefiltering a regular file (``parallel``); 0: none
@@ -870,24 +865,23 @@ class Filter:
         as its first ``--max-line-bytes`` and its length, for one record at its end."""
         if self._long_line is None:
             self.lines += 1
-            self._long_line, self._long_head, self._long_size = self.lines, [], 0
+            self._long_line, self._long_head, self._long_size = self.lines, b"", 0
             self.diagnostics.report("too_long", self._where(self.lines), "line too long to inspect; " +
                                     ("wrapped, cut" if self.wrap_unusable and self.emit == "all" else
                                      "passed on unchanged"))
         if self.emit == "all" and self.wrap_unusable:
-            kept = sum(map(len, self._long_head))
-            if kept < self.max_line:  # the same first bytes wherever the reads that cut it began
-                self._long_head.append(piece[:self.max_line - kept])
+            if len(self._long_head) < self.max_line:  # the same first bytes wherever the reads cut it
+                self._long_head += piece[:self.max_line - len(self._long_head)]
             self._long_size += len(piece)
         elif self.emit == "all":
             self.output.write(piece)
         if last:
             if self.emit == "all" and self.wrap_unusable:
-                self._write(wrap_line(b"".join(self._long_head), "too_long", "line longer than --max-line-bytes; cut",
+                self._write(wrap_line(self._long_head, "too_long", "line longer than --max-line-bytes; cut",
                                       self._long_line, self.max_record, self._long_size), None)
             elif self.emit == "all":
                 self.output.write(b"\n")
-            self._long_line, self._long_head = None, []
+            self._long_line, self._long_head = None, b""
 
     def process_line(self, line: bytes, number: int, candidate: bool = True) -> None:
         """One line (without its newline): parse, detect, write."""

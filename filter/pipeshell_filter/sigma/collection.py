@@ -93,8 +93,9 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
     def lookup(document: CorrelationRule, written: str):
         if written in by_id:
             return by_id[written]
-        if _uuid(written) in by_uuid:  # a UUID in other letter case, as pySigma compares them
-            return by_uuid[_uuid(written)]
+        canonical = _uuid(written)
+        if canonical in by_uuid:  # a UUID in other letter case, as pySigma compares them
+            return by_uuid[canonical]
         found = by_name.get(written, ()) or ([by_title[written]] if written in by_title else ())
         if len(found) > 1:
             where = ", ".join(entry.rule.path if isinstance(entry, Plan) else entry.path for entry in found[:3])
