@@ -92,6 +92,25 @@ def test_a_silent_agent_drops_out_after_the_idle_timeout_and_an_idle_one_at_once
     assert agents.frontier() == 140 * S
 
 
+def test_when_every_agent_is_quiet_one_agent_far_ahead_does_not_carry_the_fleet_time():
+    """A clock in the future (or one forged heartbeat) on one agent: once the whole fleet is quiet
+    its time counts only ``max_skew`` past the newest time two agents vouch for."""
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock)
+    for name, seconds in (("a", 1000), ("b", 1010), ("c", 1020)):
+        agents.see(name, seconds * S)
+    agents.see("a", 10**9 * S)  # 2001 -> a far future
+    assert agents.frontier() == 1010 * S
+    for name in "abc":
+        agents.see(name, agents._time[name], idle=True)
+    assert agents.frontier() == 1020 * S + SKEW
+    clock.now = 200  # every agent silent
+    assert agents.frontier() == 1020 * S + SKEW
+    lone = AgentClocks(SKEW, idle=60, clock=clock)
+    lone.see("a", 10**9 * S, idle=True)
+    assert lone.frontier() == 10**9 * S  # one agent: its own time is all there is (bounded on the agent)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 10**4), st.booleans()), max_size=40))
 def test_the_fleet_time_is_never_beyond_an_active_agent_that_is_not_far_behind(reports):
@@ -146,7 +165,8 @@ class AgentsModel:
         active = self.active()
         if not active:
             self.since = {}
-            self.last = max(self.time.values())
+            ranked = sorted(self.time.values())
+            self.last = ranked[-1] if len(ranked) == 1 else min(ranked[-1], ranked[-2] + self.skew)
             return self.last
         ranked = sorted(self.time[a] for a in active)
         vouched = ranked[-2] if len(ranked) > 1 else ranked[-1]

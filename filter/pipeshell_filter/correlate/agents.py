@@ -158,7 +158,9 @@ class AgentClocks:
 
     def frontier(self):
         """The fleet's time: the least time of the active agents that are not far behind; when
-        every agent is quiet, the newest time any reached (what they sent is all there is).
+        every agent is quiet, the newest time any reached (what they sent is all there is), but
+        no further than ``max_skew`` past the newest time two agents vouch for: one agent with a
+        clock in the future (or one forged heartbeat) must not carry the fleet's time there.
 
         An agent is far behind when its time is more than ``max_skew`` behind the newest time
         two agents vouch for (the line); it is waited for ``idle`` seconds of wall clock (a
@@ -166,9 +168,11 @@ class AgentClocks:
         if not self._time or (len(self._time) < self.expected and self.clock() - self._started < self.idle):
             return NEVER
         self._forget_silent()
-        if not self._in and not self._out:
+        if not self._in and not self._out:  # one agent's time counts only so far past two agents'
             self._changed.clear()
             self.last = self._everyone[-1][0]
+            if len(self._everyone) > 1:
+                self.last = min(self.last, self._everyone[-2][0] + self.max_skew)
             return self.last
         top = sorted(self._in[-2:] + self._out[-2:])
         vouched = top[-2][0] if len(top) > 1 else top[-1][0]  # the newest time two agents vouch for
