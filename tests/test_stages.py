@@ -130,6 +130,16 @@ def test_correlate_stage_diagnoses_lines_that_are_not_detections_and_goes_on(tmp
     assert b"version 9" in result.stderr and b"Traceback" not in result.stderr
 
 
+def test_a_detection_of_a_rule_the_correlate_stage_has_not_loaded_is_diagnosed_not_dropped_in_silence(tmp_path):
+    single = write(tmp_path, "single.yml", SINGLE)
+    match = run_cli(["--rule", single, "--stage", "match"], ndjson([flat_event(0, "srv01", "server", 4104, 1)]))
+    assert match.returncode == 0 and b'"single-4104"' in match.stdout, match.stderr
+    result = run_cli(["--stage", "correlate"], match.stdout)  # the built-in rule only
+    assert result.returncode == 0 and not alerts(result.stdout)
+    assert b"'single-4104', which is not loaded here" in result.stderr and b"Traceback" not in result.stderr
+    assert b"skipped: 1 unknown_rule" in result.stderr
+
+
 # ---------------------------------------------------------------- two processes = one
 
 

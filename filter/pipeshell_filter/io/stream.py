@@ -950,6 +950,11 @@ class Filter:
         if isinstance(detection, Heartbeat):
             self.write_alerts(self.engine.progress(detection))
             return
+        if detection.rule not in self.engine.plans:  # the stages' --rule differ: say so, never drop in silence
+            self.diagnostics.report("unknown_rule", self._where(number),
+                                    f"Detection of rule {detection.rule[:80]!r}, which is not loaded here "
+                                    "(both stages need the same --rule); dropped")
+            return
         outcome = self.engine.observe(detection)
         if outcome.untimed:
             self.diagnostics.report("no_time", self._where(number),
