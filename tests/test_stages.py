@@ -10,13 +10,14 @@ import os
 import subprocess
 
 import jsonschema
+import ujson
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from clitools import COMMAND, REPO, alerts, ndjson, records, run_cli
 from eventgen import evtx_event, flat_event, raw_events
 from pipeshell_filter.cli import load_plans, make_resolver
-from pipeshell_filter.detect import Detection, WireError
+from pipeshell_filter.detect import LONGEST_VALUE, Detection, WireError, kept
 from pipeshell_filter.engine import Engine
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
@@ -138,6 +139,53 @@ def test_a_detection_of_a_rule_the_correlate_stage_has_not_loaded_is_diagnosed_n
     assert result.returncode == 0 and not alerts(result.stdout)
     assert b"'single-4104', which is not loaded here" in result.stderr and b"Traceback" not in result.stderr
     assert b"skipped: 1 unknown_rule" in result.stderr
+
+
+SPRAY = """title: Password spray
+id: spray
+detection:
+  sel:
+    EventID: 4625
+  condition: sel | count(TargetUserName) by Computer > 2
+  timeframe: 5m
+"""
+
+
+def _unframed(stdout: bytes) -> bytes:
+    """The match stage's records out of Fluent Bit's ``[time, record]`` frames, as a shipper hands them on."""
+    return b"".join(ujson.dumps(json.loads(line)[1]).encode() + b"\n" for line in stdout.splitlines())
+
+
+@pytest.mark.parametrize("user, host, year", [
+    ("admin\ud800", "dc01", 2026),  # a lone surrogate: Fluent Bit would have made it U+FFFD
+    ("admin", "dc01", 3000),  # event time beyond 64 bits of ns: no Fluent Bit number holds it
+    ("admin", "dc01" + "x" * 1_500_000, 2026),  # a value over --max-record-bytes
+])
+def test_detection_records_in_the_fluent_bit_modes_stay_detections_and_alert_as_one_process(tmp_path, user, host,
+                                                                                           year):
+    """An attacker who writes the user name, the clock or the host name must not turn the agent's
+    Detection records into pipeline_error records (which go to the events' file) and so evade
+    correlation across the fleet."""
+    rule = write(tmp_path, "spray.yml", SPRAY)
+    events = b"".join(json.dumps({"EventID": 4625, "Computer": host, "TargetUserName": f"{user}{i}",
+                                  "@timestamp": f"{year}-11-02T10:00:0{i}Z"}).encode() + b"\n" for i in range(3))
+    whole = run_cli(["--rule", rule, "--quiet"], events)
+    matched = run_cli(["--rule", rule, "--stage", "match", "--emit", "all", "--non-json", "wrap", "--fluentbit-time"],
+                      events)
+    assert matched.returncode == 0 and b"Traceback" not in matched.stderr
+    wire = [record for record in records(_unframed(matched.stdout)) if record.get("type") == "sigma.detection"]
+    assert len(wire) == 3 and all(len(json.dumps(record)) < 10_000 for record in wire)
+    for record in wire:
+        jsonschema.validate(record, DETECTION_SCHEMA)
+    correlated = run_cli(["--rule", rule, "--stage", "correlate", "--quiet"], _unframed(matched.stdout))
+    assert len(alerts(whole.stdout)) == len(alerts(correlated.stdout)) == 1, correlated.stderr
+
+
+def test_a_long_value_is_carried_as_its_head_and_a_digest_that_tells_values_apart():
+    assert kept("x" * LONGEST_VALUE) == "x" * LONGEST_VALUE
+    long, other = "y" * (LONGEST_VALUE + 1), "y" * LONGEST_VALUE + "z"
+    assert kept(long) == kept("y" * (LONGEST_VALUE + 1)) and kept(long) != kept(other)
+    assert len(kept("z" * 10**6)) < 1200 and kept("\ud800" * 5000) != kept("\udc00" * 5000)
 
 
 # ---------------------------------------------------------------- two processes = one

@@ -14,6 +14,7 @@ correlate stage fed by many agents can move its time on when nothing matches.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Dict, List, Optional
 
 import attrs
@@ -28,10 +29,35 @@ from .values import MISSING, first_leaf, leaves
 WIRE_TYPE = "sigma.detection"
 HEARTBEAT_TYPE = "sigma.heartbeat"
 WIRE_VERSION = 1
+LONGEST_VALUE = 4096  # characters of one value a Detection carries whole (``kept``)
 
 
 class WireError(ValueError):
     """A record that is not a Detection of a version this build reads; the message is one line."""
+
+
+def kept(text):
+    """A value as a Detection carries it: whole, or over ``LONGEST_VALUE`` characters its head and a
+    digest of the whole.  Equal values stay equal and different ones different (what grouping and
+    counting read), while a record stays small enough for every transport: Fluent Bit's record
+    cap, NATS's 1 MB message, the correlate stage's windows."""
+    if text.__class__ is not str or len(text) <= LONGEST_VALUE:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{text[:1024]}...[{len(text)} characters, sha256 {digest}]"
+
+
+def _wire_time(value, required: bool):
+    """A wire record's time: integer ns, or (beyond 64 bits, which a Fluent Bit record cannot hold
+    as a number) the same integer written as decimal digits; None when absent and allowed."""
+    if value is None and not required:
+        return None
+    if value.__class__ is str and value[1 if value[:1] == "-" else 0:].isdigit() and value.isascii() \
+            and len(value) <= 40:
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WireError("'time' must be integer nanoseconds" + ("" if required else " or null"))
+    return value
 
 
 @attrs.frozen
@@ -57,8 +83,7 @@ class Detection:
         terms, fields, event = record.get("terms"), record.get("fields", {}), record.get("event", {})
         if not isinstance(rule, str) or not rule:
             raise WireError("'rule' must be a non-empty string")
-        if time is not None and (not isinstance(time, int) or isinstance(time, bool)):
-            raise WireError("'time' must be integer nanoseconds or null")
+        time = _wire_time(time, required=False)
         if source is not None and not isinstance(source, str):
             raise WireError("'source' must be a string or null")
         if not isinstance(terms, list) or not terms or \
@@ -109,8 +134,7 @@ class Heartbeat:
         agent, time, idle = record.get("agent"), record.get("time"), record.get("idle", False)
         if not isinstance(agent, str) or not agent:
             raise WireError("'agent' must be a non-empty string")
-        if not isinstance(time, int) or isinstance(time, bool):
-            raise WireError("'time' must be integer nanoseconds")
+        time = _wire_time(time, required=True)
         if not isinstance(idle, bool):
             raise WireError("'idle' must be true or false")
         return cls(agent, time, idle)
@@ -200,12 +224,12 @@ class Detector:
                 continue
             if time is MISSING:
                 time = view.time()
-                host = first_leaf(view.get("Computer"))
+                host = kept(first_leaf(view.get("Computer")))
             fields = {}
             for field in self.needed.get(plan.rule.id, ()):
                 value = view.get(field)
                 if value is not MISSING and value is not None:
-                    fields[field] = list(leaves(value))
+                    fields[field] = [kept(leaf) for leaf in leaves(value)]
             found.append(Detection(plan.rule.id, time, host, tuple(i for i in range(len(plan.terms)) if mask >> i & 1),
                                    fields, _reference(view, time, line, plan, matched)))
         return found
@@ -223,6 +247,6 @@ def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozen
     for key, field in (("event_id", "EventID"), ("host", "Computer"), ("record_id", "EventRecordID")):
         value = _scalar(view.get(field))
         if value is not None:
-            ref[key] = value
+            ref[key] = kept(value)
     ref["selections"] = [s.name for s in plan.selections if s.name in matched]
     return ref

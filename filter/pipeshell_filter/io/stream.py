@@ -854,7 +854,10 @@ class Filter:
         there is one, else to the output."""
         if record is None:
             return
-        payload = dumps(record.to_wire())
+        wire = record.to_wire()
+        payload = dumps(wire)
+        if self.wrap and unportable_record(payload) is not None:  # a Detection stays one: made portable
+            payload = dumps(portable(wire))
         if self.publisher is not None:
             self.publisher.send(record, payload)
         else:
