@@ -524,7 +524,9 @@ def _write(tmp_path, event):
 @pytest.mark.parametrize("body, message", [
     (FIELD_MAP + "  Computer: [rec.host]\n", "duplicate key 'Computer'"),
     ("name: x\nfields: [1, 2]\n", "'fields' must map field names"),
-    ("name: x\nbogus: 1\n", "unknown key(s) bogus"),
+    ("name: x\nbogus: 1\n", "unknown key(s) 'bogus'"),
+    ("name: x\n1: y\nnull: z\n2021-01-01: w\n", "unknown key(s) 1, None, datetime.date(2021, 1, 1)"),
+    ("name: x\nfields:\n  1: [a]\n", "field name '1' must be a non-empty string"),
     ("name: [unclosed\n", "not valid YAML"),
 ])
 def test_bad_field_map_is_a_one_line_usage_error(tmp_path, body, message):
@@ -571,3 +573,15 @@ def test_closed_or_failing_standard_streams_are_one_line_errors(how):
     assert b"Traceback" not in result.stderr and result.stderr.count(b"\n") == 1, result.stderr
     assert {"disk full": b"No space left", "stdout closed": b"standard output is closed",
             "stdin closed": b"standard input is closed"}[how] in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rule", "/nonexistent", "explain"], "--rule before 'explain' would be ignored: give the options after the subcommand"),
+    (["--emit", "all", "--quiet", "run", "--collect", "true"], "--emit, --quiet before 'run' would be ignored: give the options after '--'"),
+])
+def test_filter_options_before_a_subcommand_are_refused_not_ignored(args, message):
+    """Ignored, they made ``run`` filter with the defaults (every event dropped from the chain with
+    --emit alerts) and ``explain`` show the built-in rule instead of the one asked for."""
+    result = run_cli(args)
+    err = result.stderr.decode().strip()
+    assert result.returncode == 2 and err == f"pipeshell-filter: error: {message}" and not result.stdout

@@ -278,6 +278,7 @@ def run(
 ) -> None:
     """Filter NDJSON events from stdin (or --input) to stdout."""
     if ctx.invoked_subcommand is not None:
+        _no_options_before(ctx)
         return
     check_seconds(("--lateness", lateness), ("--idle", idle), ("--max-skew", max_skew))
     if not 1024 <= max_line <= MAX_BYTES_OPTION:
@@ -383,6 +384,17 @@ def run(
 
 MAX_BYTES_OPTION = 1 << 30  # --max-line-bytes, --max-record-bytes: a line is held whole up to it
 MAX_WORKERS_OPTION = 256  # --workers: processes forked at once
+
+
+def _no_options_before(ctx: typer.Context) -> None:
+    """The filter's options written before a subcommand would be ignored (``run`` would filter with
+    the defaults, ``explain`` show another rule): a usage error that says where they go."""
+    given = [param.opts[0] for param in ctx.command.params
+             if getattr(ctx.get_parameter_source(param.name), "name", "DEFAULT") != "DEFAULT"]
+    if given:
+        where = "after '--'" if ctx.invoked_subcommand == "run" else "after the subcommand"
+        raise UsageProblem(f"{', '.join(given)} before '{ctx.invoked_subcommand}' would be ignored: "
+                           f"give the options {where}")
 
 
 def check_seconds(*options: tuple) -> None:

@@ -201,7 +201,7 @@ def profile_from_table(table, source: str) -> Profile:
         raise ProfileError(f"{source}: a field map must be a mapping")
     unknown = set(table) - {"name", "detect", "time", "roots", "fields", "description", "product"}
     if unknown:
-        raise ProfileError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise ProfileError(f"{source}: unknown key(s) {', '.join(sorted(map(repr, unknown)))[:200]}")
     name = table.get("name")
     if not isinstance(name, str) or not name:
         raise ProfileError(f"{source}: 'name' must be a non-empty string")
@@ -217,6 +217,8 @@ def profile_from_table(table, source: str) -> Profile:
     if not isinstance(raw_fields, dict):
         raise ProfileError(f"{source}: 'fields' must map field names to lists of paths")
     for field, candidates in raw_fields.items():
+        if not isinstance(field, str) or not field:
+            raise ProfileError(f"{source}: field name {str(field)[:80]!r} must be a non-empty string")
         if isinstance(candidates, (str, dict)):
             candidates = [candidates]
         if not isinstance(candidates, list):
