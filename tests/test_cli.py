@@ -585,3 +585,14 @@ def test_filter_options_before_a_subcommand_are_refused_not_ignored(args, messag
     result = run_cli(args)
     err = result.stderr.decode().strip()
     assert result.returncode == 2 and err == f"pipeshell-filter: error: {message}" and not result.stdout
+
+
+def test_with_stderr_closed_the_stream_goes_on_and_exit_statuses_hold():
+    """``2>&-``: no ``sys.stderr``; the first diagnostic used to end the run with status 1 and no output."""
+    def closed_stderr(args, data=b""):
+        return subprocess.run(COMMAND + args, input=data, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              close_fds=True, preexec_fn=lambda: os.close(2), timeout=60)
+    lines = b'bad\n{"a": 1}\n' + ndjson([evtx_event(0, "srv01", "benign", 4104, 1)])
+    passed = closed_stderr(["--emit", "all"], lines)
+    assert passed.returncode == 0 and passed.stdout == lines
+    assert closed_stderr(["--lateness", "nan"]).returncode == 2

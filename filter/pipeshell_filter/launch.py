@@ -7,10 +7,15 @@
   long-lived objects and little garbage, so the cyclic garbage collector is
   paused until the stream starts (``startup``): its passes would only walk the
   same live objects again.
+* Started with stderr closed (``2>&-``), Python has no ``sys.stderr``: the
+  first diagnostic would end the run.  Descriptor 2 is then opened on
+  /dev/null, so diagnostics go nowhere and the stream goes on (and no file the
+  filter opens later takes descriptor 2 for another's writes).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -18,8 +23,21 @@ from . import startup
 from .io.signals import Terminated, on_sigterm
 
 
+def _stderr_somewhere() -> None:
+    if sys.stderr is None:
+        try:
+            os.fstat(2)
+        except OSError:
+            descriptor = os.open(os.devnull, os.O_WRONLY)
+            if descriptor != 2:
+                os.dup2(descriptor, 2)
+                os.close(descriptor)
+        sys.stderr = open(2, "w", closefd=False)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
+    _stderr_somewhere()
     startup.pause()
     try:
         from .cli import main as cli_main
