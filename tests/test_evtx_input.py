@@ -1,12 +1,18 @@
 """``--input FILE.evtx``: read with the real EVTX parser, exactly as if its records were piped in."""
 
 import json
+import os
+import signal
+import subprocess
+import time
 
+import pytest
 from evtx import PyEvtxParser
 
-from clitools import alerts, ndjson, run_cli
+from clitools import COMMAND, alerts, ndjson, run_cli
 from eventgen import CLIENT, SERVER, flat_event
 from evtxwriter import write_evtx
+from sigmahq import SIGMAHQ
 
 PS = "Microsoft-Windows-PowerShell"
 OPERATIONAL = "Microsoft-Windows-PowerShell/Operational"
@@ -92,3 +98,66 @@ def test_not_an_evtx_file_with_the_suffix_is_a_usage_error(tmp_path):
     result = run_cli(["--input", str(path)])
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert b"fake.evtx" in result.stderr and b"Traceback" not in result.stderr
+
+
+def _many(count):
+    return [powershell(100 + i, f"2026-11-01T10:{i // 60 % 60:02d}:{i % 60:02d}Z", f"h{i % 7}.corp", "benign", 4104)
+            for i in range(count)]
+
+
+def test_every_record_a_damaged_chunk_loses_is_reported(tmp_path):
+    """A zeroed chunk was skipped in silence, and a bad record that ends its chunk's reading lost the
+    rest of the chunk as 'one damaged record': each chunk's header numbers its records."""
+    good = tmp_path / "good.evtx"
+    write_evtx(str(good), _many(300))
+    data = good.read_bytes()
+    header, chunk = 4096, 65536
+    assert len(data) >= header + 3 * chunk
+    zeroed = bytearray(data)
+    zeroed[header + 2 * chunk:header + 3 * chunk] = bytes(chunk)
+    bad_record = bytearray(data)
+    bad_record[header + 512 + 4:header + 512 + 8] = (0xFFFFFFF0).to_bytes(4, "little")  # the first record's size
+    whole = run_cli(["--emit", "all", "--input", str(good)])
+    for name, damaged, message in (("zeroed", zeroed, b"chunk 3: not an EVTX chunk (damaged or zeroed)"),
+                                   ("record", bad_record, b"chunk 1: damaged EVTX record skipped")):
+        path = tmp_path / f"{name}.evtx"
+        path.write_bytes(bytes(damaged))
+        result = run_cli(["--emit", "all", "--input", str(path)])
+        lost = len(whole.stdout.splitlines()) - len(result.stdout.splitlines())
+        assert result.returncode == 0 and lost > 1, result.stderr
+        assert message in result.stderr and b"Traceback" not in result.stderr
+        if name == "record":
+            assert f"chunk 1: {lost} of its {lost} records could not be read".encode() in result.stderr
+
+
+def test_a_chunk_the_parser_is_stuck_on_is_given_up_and_the_file_goes_on(tmp_path):
+    """One changed byte in a real SigmaHQ regression file made the Rust parser spin for ever inside
+    the filter (SIGTERM could not stop it): chunks are parsed in a child process that is killed."""
+    from pipeshell_filter.io.evtx_chunks import ChunkReader, evtx_records
+    source = os.path.join(SIGMAHQ, "regression_data", "rules", "windows", "builtin", "security",
+                          "win_security_susp_scheduled_task_delete_or_disable",
+                          "7595ba94-cf3b-4471-aa03-4f6baa9e5fad.evtx")
+    if not os.path.exists(source):
+        pytest.skip("the shared SigmaHQ regression data is not here")
+    spinning = bytearray(open(source, "rb").read())
+    spinning[5770] = 1
+    stuck, good = tmp_path / "stuck.evtx", tmp_path / "good.evtx"
+    stuck.write_bytes(bytes(spinning))
+    write_evtx(str(good), ATTACK)
+    reports = []
+    reader = ChunkReader(stuck=1.0)
+    try:
+        started = time.monotonic()
+        assert list(evtx_records(str(stuck), lambda where, message: reports.append((where, message)), reader)) == []
+        assert time.monotonic() - started < 30
+        assert reports == [(f"{stuck} chunk 1", "the EVTX parser was stuck on this chunk (no answer in 1 s); "
+                                                 "stopped after 0 records, the rest of the chunk is lost")]
+        assert len(list(evtx_records(str(good), lambda *_: None, reader))) == len(ATTACK)  # a new child
+    finally:
+        reader.close()
+    process = subprocess.Popen(COMMAND + ["--input", str(stuck), "--input", str(good)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=15)  # stopped in time, not spinning on
+    assert process.returncode == 0 and b"Traceback" not in err

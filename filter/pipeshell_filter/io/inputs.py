@@ -15,12 +15,11 @@ import os
 import stat
 from typing import Callable, Iterable, Iterator, List, Optional
 
-import ujson
 
+from .evtx_chunks import EVTX_CHUNK, EVTX_HEADER, evtx_records
 from .prefilter import CANDIDATE, SKIP, Prefilter
 
 INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
-EVTX_HEADER, EVTX_CHUNK = 4096, 65536  # file header block; chunks of 64 KiB
 
 
 class InputError(ValueError):
@@ -89,36 +88,21 @@ def is_evtx(path: str) -> bool:
 
 
 def evtx_lines(path: str, report: Callable[[str, str], None]) -> Iterator[bytes]:
-    """The records of an EVTX file as JSON lines; a broken record is reported and skipped."""
+    """The records of an EVTX file as JSON lines, parsed chunk by chunk in a child process that
+    is killed when the parser is stuck (``evtx_chunks``); every record lost is reported."""
     try:
         from evtx import PyEvtxParser
     except ImportError:
         raise InputError(f"{path}: reading .evtx needs the 'evtx' package (pip install evtx)") from None
     try:
-        records = iter(PyEvtxParser(path).records_json())
+        PyEvtxParser(path)  # the file header, read here: a file that is no EVTX is a usage error
     except (OSError, RuntimeError, ValueError) as error:
         raise InputError(f"cannot read EVTX file {path}: {error}") from None
     _check_complete(path, report)
-    number = 0
-    failures = 0
-    while True:
-        number += 1
-        try:
-            record = next(records)
-        except StopIteration:
-            return
-        except Exception as error:  # the parser reports a damaged record; go on with the next
-            failures += 1
-            report(f"{path} record {number}", f"damaged EVTX record skipped ({str(error).splitlines()[0][:200]})")
-            if failures > 10_000:
-                report(f"{path}", "too many damaged records; rest of the file skipped")
-                return
-            continue
-        try:
-            yield ujson.dumps(ujson.loads(record["data"]), ensure_ascii=False,
-                              escape_forward_slashes=False).encode("utf-8", "surrogatepass")
-        except (ValueError, KeyError, TypeError) as error:
-            report(f"{path} record {number}", f"EVTX record not convertible to JSON ({error})")
+    try:
+        yield from evtx_records(path, report)
+    except OSError as error:  # the file went away or became unreadable while being read
+        report(path, f"EVTX file no longer readable ({error.strerror or error}); rest of the file skipped")
 
 
 def _check_complete(path: str, report) -> None:

@@ -1,0 +1,195 @@
+"""EVTX files read chunk by chunk in a child process that can be killed.
+
+The Rust parser (``evtx``) runs inside the interpreter: on some damaged chunks
+it spins for ever, holding the interpreter, so that neither the other inputs
+nor SIGTERM get a turn.  Here each 64 KiB chunk (its templates and strings are
+its own) is handed to a child process as a file of its own (the file header,
+saying one chunk, and the chunk); the filter waits for the chunk's records with
+a time limit, and kills and replaces the child when it is stuck: that chunk's
+records are reported lost, and the file goes on with the next chunk.
+
+Reading chunk by chunk also says what a damaged file lost: each chunk's header
+numbers its first and last record, so records the parser skipped in silence
+(a zeroed chunk, a bad record that ends its chunk) are counted.
+
+Run as ``python -m pipeshell_filter.io.evtx_chunks``, it is the child: one
+request per line on stdin (``[path, chunk index]`` as JSON), and per request
+``R`` (a record's JSON line), ``D`` (a damaged record) and one final ``E``
+messages on stdout, each a tag, a 4-byte length and the bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import Callable, Iterator, List, Optional, Tuple
+
+import ujson
+
+EVTX_HEADER, EVTX_CHUNK = 4096, 65536  # file header block; chunks of 64 KiB
+CHUNK_MAGIC = b"ElfChnk\0"
+STUCK = 10.0  # seconds without a word from the child on one chunk: it is stuck (a chunk takes milliseconds)
+MOST_RECORDS = 65536 // 24  # a chunk's header claiming more records than fit is not believed
+
+
+def chunk_count(path: str) -> Tuple[int, int]:
+    """(chunks the header says were written, whole chunks the file holds)."""
+    with open(path, "rb") as handle:
+        header = handle.read(EVTX_HEADER)
+        size = os.fstat(handle.fileno()).st_size
+    said = int.from_bytes(header[42:44], "little") if len(header) >= 44 else 0
+    return said, max(0, size - EVTX_HEADER) // EVTX_CHUNK
+
+
+# ------------------------------------------------------------------ the child
+
+
+def _one_chunk_file(path: str, index: int) -> Optional[bytes]:
+    with open(path, "rb") as handle:
+        header = bytearray(handle.read(EVTX_HEADER))
+        handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
+        chunk = handle.read(EVTX_CHUNK)
+    if len(chunk) < EVTX_CHUNK:
+        return None
+    header[42:44] = (1).to_bytes(2, "little")  # one chunk follows
+    return bytes(header) + chunk
+
+
+def _send(out, tag: bytes, data: bytes) -> None:
+    out.write(tag + len(data).to_bytes(4, "little") + data)
+
+
+def _serve() -> None:  # pragma: no cover - runs in the child; tested through ChunkReader
+    from evtx import PyEvtxParser
+    out = sys.stdout.buffer
+    for request in sys.stdin.buffer:
+        path, index = ujson.loads(request)
+        try:
+            data = _one_chunk_file(path, index)
+            records = iter(PyEvtxParser(io.BytesIO(data), number_of_threads=1).records_json()) if data else iter(())
+        except Exception as error:  # the parser refuses the chunk whole
+            _send(out, b"D", str(error).splitlines()[0][:200].encode("utf-8", "replace") if str(error) else b"?")
+            records = iter(())
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                break
+            except Exception as error:  # a damaged record; the parser goes on with the next
+                _send(out, b"D", (str(error).splitlines() or ["?"])[0][:200].encode("utf-8", "replace"))
+                continue
+            try:
+                line = ujson.dumps(ujson.loads(record["data"]), ensure_ascii=False, escape_forward_slashes=False)
+                _send(out, b"R", line.encode("utf-8", "surrogatepass"))
+            except (ValueError, KeyError, TypeError) as error:
+                _send(out, b"D", f"not convertible to JSON ({error})"[:200].encode("utf-8", "replace"))
+        _send(out, b"E", b"")
+        out.flush()
+
+
+# ------------------------------------------------------------------ the filter's side
+
+
+class ChunkReader:
+    """The child process, started on first use and replaced when it is stuck or dies."""
+
+    def __init__(self, stuck: float = STUCK):
+        self.stuck = stuck
+        self._child: Optional[subprocess.Popen] = None
+
+    def _start(self) -> subprocess.Popen:
+        if self._child is None:
+            self._child = subprocess.Popen([sys.executable, "-m", "pipeshell_filter.io.evtx_chunks"],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        return self._child
+
+    def close(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+            child.wait()
+            child.stdin.close()
+            child.stdout.close()
+
+    def chunk(self, path: str, index: int) -> Tuple[List[bytes], List[str], bool]:
+        """The chunk's records and damaged-record messages; False when the child was stuck or died
+        before it finished (then killed: the next chunk gets a new one)."""
+        child = self._start()
+        try:
+            child.stdin.write(ujson.dumps([path, index]).encode() + b"\n")
+            child.stdin.flush()
+        except OSError:
+            self.close()
+            return [], [], False
+        records, damaged = [], []
+        stream = child.stdout
+        while True:
+            head = self._read(stream, 5)
+            body = self._read(stream, int.from_bytes(head[1:], "little")) if head is not None else None
+            if head is None or body is None:
+                self.close()
+                return records, damaged, False
+            tag = head[:1]
+            if tag == b"E":
+                return records, damaged, True
+            if tag == b"R":
+                records.append(body)
+            else:
+                damaged.append(body.decode("utf-8", "replace"))
+
+    def _read(self, stream, size: int) -> Optional[bytes]:
+        """``size`` bytes, or None when the child says nothing for ``stuck`` seconds or is gone."""
+        data = b""
+        deadline = time.monotonic() + self.stuck
+        descriptor = stream.fileno()
+        while len(data) < size:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([descriptor], [], [], left)[0]:
+                return None
+            piece = os.read(descriptor, size - len(data))
+            if not piece:
+                return None
+            data += piece
+            deadline = time.monotonic() + self.stuck
+        return data
+
+
+_READER = ChunkReader()
+
+
+def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional[ChunkReader] = None) -> Iterator[bytes]:
+    """The records of an EVTX file as JSON lines, chunk by chunk; every record lost is reported:
+    damaged ones by the parser's word, and a chunk that yielded fewer than its header numbers."""
+    reader = reader or _READER
+    said, whole = chunk_count(path)
+    with open(path, "rb") as handle:
+        for index in range(whole):
+            handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
+            head = handle.read(24)
+            where = f"{path} chunk {index + 1}"
+            if head[:8] != CHUNK_MAGIC:
+                if index < said:  # written, yet not a chunk: zeroed or overwritten
+                    report(where, "not an EVTX chunk (damaged or zeroed); its records are lost")
+                continue  # past what the header says: space not used yet
+            first, last = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
+            expected = last - first + 1 if 0 <= last - first < MOST_RECORDS else None
+            records, damaged, finished = reader.chunk(path, index)
+            for message in damaged[:10]:
+                report(where, f"damaged EVTX record skipped ({message})")
+            if not finished:
+                report(where, f"the EVTX parser was stuck on this chunk (no answer in {reader.stuck:g} s); "
+                              f"stopped after {len(records)} records, the rest of the chunk is lost")
+            elif expected is not None and len(records) + len(damaged) < expected:
+                report(where, f"{expected - len(records)} of its {expected} records could not be read")
+            yield from records
+
+
+if __name__ == "__main__":  # pragma: no cover
+    try:
+        _serve()
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
