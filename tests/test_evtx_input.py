@@ -161,3 +161,28 @@ def test_a_chunk_the_parser_is_stuck_on_is_given_up_and_the_file_goes_on(tmp_pat
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=15)  # stopped in time, not spinning on
     assert process.returncode == 0 and b"Traceback" not in err
+
+
+def test_a_directory_is_read_through_links_each_file_once_and_a_bad_entry_is_one_line(tmp_path):
+    """A link to a file of the same tree read it twice (count correlations inflated); a linked
+    directory was never read; a directory whose one file could not be opened gave a traceback."""
+    tree = tmp_path / "logs"
+    (tree / "sub").mkdir(parents=True)
+    write_evtx(str(tree / "sub" / "attack.evtx"), ATTACK)
+    (tree / "current.evtx").symlink_to(tree / "sub" / "attack.evtx")
+    (tree / "sub" / "up").symlink_to(tree)  # a loop
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "more.ndjson").write_bytes(ndjson([flat_event(0, "ws01", "benign")]))
+    (tree / "linked").symlink_to(elsewhere)
+    result = run_cli(["--emit", "all", "--input", str(tree)])
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if b'"alert"' not in line]
+    assert len(lines) == len(ATTACK) + 1 and len(alerts(result.stdout)) == 1
+    assert alerts(result.stdout)[0]["sigma"]["events_total"] == 3
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.ndjson").symlink_to(tmp_path / "nowhere")
+    result = run_cli(["--input", str(broken)])
+    assert result.returncode == 2 and result.stderr.decode().splitlines() == [
+        f"pipeshell-filter: error: cannot read input {broken / 'x.ndjson'}: no such file or directory"]

@@ -357,7 +357,11 @@ def run(
                     stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line,
                                       stop=stop)
                 elif len(files) == 1 and not inputs_module.is_evtx(files[0]):
-                    with open(files[0], "rb") as handle:  # a FIFO or /dev/stdin may block: live
+                    try:
+                        handle = open(files[0], "rb")  # a FIFO or /dev/stdin may block: live
+                    except OSError as error:
+                        raise inputs_module.InputError(f"cannot read input {files[0]}: {error.strerror}") from None
+                    with handle:
                         stream_filter.run(handle.fileno(), live=not stat.S_ISREG(os.fstat(handle.fileno()).st_mode),
                                           max_line=max_line, stop=stop)
                 else:

@@ -27,28 +27,45 @@ class InputError(ValueError):
 
 
 def expand(paths: List[str]) -> List[str]:
-    """Paths as given, with each directory replaced by its event files (sorted, recursive)."""
-    files = []
+    """Paths as given, with each directory replaced by its event files (sorted, recursive, through
+    symbolic links); a file reached twice (a link to another file of the tree) is read once."""
+    files, seen = [], set()
     for path in paths:
-        if os.path.isdir(path):
-            found = sorted(
-                os.path.join(root, name)
-                for root, _, names in os.walk(path)
-                for name in names
-                if name.lower().endswith(INPUT_SUFFIXES)
-            )
-            if not found:
-                raise InputError(f"input directory {path} holds no {', '.join(INPUT_SUFFIXES)} files")
-            files.extend(found)
-        elif os.path.isfile(path) or path == "/dev/stdin" or _is_pipe(path):
-            if not os.access(path, os.R_OK):
-                raise InputError(f"cannot read input {path}: permission denied")
-            files.append(path)
-        elif os.path.exists(path):
-            raise InputError(f"cannot read input {path}: not a file, a directory or a named pipe")
-        else:
-            raise InputError(f"cannot read input {path}: no such file or directory")
+        found = _walk(path) if os.path.isdir(path) else [path]
+        for name in found:
+            _check_readable(name)
+            real = os.path.realpath(name)
+            if real not in seen or name == "/dev/stdin":
+                seen.add(real)
+                files.append(name)
     return files
+
+
+def _walk(top: str) -> List[str]:
+    def refuse(error: OSError):
+        raise InputError(f"cannot read input directory {error.filename}: {error.strerror}")
+
+    found, visited = [], set()
+    for root, dirs, names in os.walk(top, onerror=refuse, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # a link back up the tree
+            dirs[:] = []
+            continue
+        visited.add(real)
+        found.extend(os.path.join(root, name) for name in names if name.lower().endswith(INPUT_SUFFIXES))
+    if not found:
+        raise InputError(f"input directory {top} holds no {', '.join(INPUT_SUFFIXES)} files")
+    return sorted(found)
+
+
+def _check_readable(path: str) -> None:
+    if os.path.isfile(path) or path == "/dev/stdin" or _is_pipe(path):
+        if not os.access(path, os.R_OK):
+            raise InputError(f"cannot read input {path}: permission denied")
+    elif os.path.exists(path):
+        raise InputError(f"cannot read input {path}: not a file, a directory or a named pipe")
+    else:
+        raise InputError(f"cannot read input {path}: no such file or directory")
 
 
 def _is_pipe(path: str) -> bool:
