@@ -67,3 +67,18 @@ def test_live_input_gets_stats_records_while_it_waits():
 def test_a_bad_interval_is_a_usage_error():
     result = run_cli(["--stats-interval", "-1"], b"")
     assert result.returncode == 2 and b"--stats-interval" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_in_wrap_mode_a_big_stats_record_stays_a_metric_and_is_no_input_problem():
+    """Ten sources an hour behind with 500-character names: the record went over
+    --max-record-bytes, was cut into a pipeline_error record and counted as a too-long input line."""
+    events = [{"@timestamp": f"2024-01-01T01:00:0{i}Z", "EventID": 4104, "Computer": f"base{i % 3}",
+               "ScriptBlockText": "System.IO.Pipes.NamedPipeServerStream"} for i in range(4)]
+    events += [{"@timestamp": f"2024-01-01T00:00:0{i}Z", "EventID": 4104, "Computer": f"h{i}" + "x" * 500,
+                "ScriptBlockText": "System.IO.Pipes.NamedPipeServerStream"} for i in range(10)]
+    result = run_cli(["--emit", "all", "--non-json", "wrap", "--max-record-bytes", "4096", "--stats-interval", "3600"],
+                     ndjson(events))
+    assert result.returncode == 0 and b"too long" not in result.stderr, result.stderr
+    (record,) = stats_records(result.stdout)
+    assert record["pipeshell"]["skewed_sources_total"] == 10 and record["pipeshell"]["diagnostics"].get("too_long") is None
+    assert all(len(line) <= 4096 for line in result.stdout.splitlines())

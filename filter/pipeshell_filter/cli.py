@@ -541,7 +541,7 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
                           "late": stats["late"], "late_dropped": stats["late_dropped"], "shed": stats["shed"],
                           "duplicates": engine.duplicates(), "held": engine.held(),
                           "diagnostics": dict(sorted(diagnostics.counts.items())),
-                          "skewed_sources": [{"source": source, "clock": how}
+                          "skewed_sources": [{"source": str(source)[:256], "clock": how}
                                              for source, how in sorted(skewed.items(), key=str)[:100]],
                           "skewed_sources_total": len(skewed)}}
 

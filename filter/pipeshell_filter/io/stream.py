@@ -1085,7 +1085,11 @@ class Filter:
         if final or now >= self._stats_next:
             self._stats_next = now + interval
             self.report_skew()  # the record names the sources reported so far
-            self._write(dumps(make_record()), None)
+            record = make_record()
+            encoded = dumps(record)
+            if self.wrap and len(encoded) > self.max_record - 64:  # the metric stays one: made smaller
+                encoded = dumps(shrink(record))
+            self._write(encoded, None)
 
     def report_skew(self, final: bool = False) -> None:
         for kind, message in self.engine.skew_reports(final):
