@@ -65,7 +65,7 @@ def agent_command(agent):
 def correlate_command(tmp_path):
     """The correlate stage of fleet-aggregator.yaml's command line, its state file in tmp_path."""
     args = recipe_command(AGGREGATOR_RECIPE,
-                          r"fluent-bit -c fleet-aggregator\.yaml\s*\|\s*pipeshell-filter\s+([^|>\n]+?)\s*>>")
+                          r"pipeshell-filter run --collect 'fluent-bit -c fleet-aggregator\.yaml' --\s+([^|>\n]+?)\s*>>")
     assert args[:2] == ["--stage", "correlate"]
     at = args.index("--state")
     args[at + 1] = str(tmp_path / "correlate.state.json")
@@ -483,3 +483,47 @@ def test_sigterm_to_the_aggregator_right_after_it_acknowledged_delivers_what_it_
             spy.close()
             fleet.kill()
     assert any(in_flight), in_flight
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+@needs_fluent_bit
+def test_the_aggregator_unit_stops_when_its_correlate_stage_dies(tmp_path):
+    """Under a shell pipe the aggregator's Fluent Bit ran on after the correlate stage died, taking
+    the agents' records into a dead pipe for good; as the recipe's one ``run`` unit it is stopped,
+    and the unit exits 1 for its service manager to restart."""
+    port = free_port()
+    env = dict(os.environ, PIPESHELL_AGGREGATOR_LISTEN="127.0.0.1", PIPESHELL_AGGREGATOR_PORT=str(port))
+    correlate = correlate_command(tmp_path)
+    unit = subprocess.Popen(COMMAND + ["run", "--collect", f"{FLUENT_BIT} -c {AGGREGATOR_RECIPE}", "--"]
+                            + correlate[len(COMMAND):], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            assert unit.poll() is None and time.monotonic() < deadline, unit.stderr.read() if unit.poll() else ""
+            members = _children(unit.pid)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                if len(members) == 2:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        fluent_bit, filter_process = sorted(members, key=lambda pid: b"fluent-bit" not in
+                                            open(f"/proc/{pid}/cmdline", "rb").read())
+        os.kill(filter_process, signal.SIGKILL)
+        assert unit.wait(WAIT) == 1
+        assert b"member 2" in unit.stderr.read()
+        with pytest.raises(OSError):  # nobody takes the agents' records any more: they keep them
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        assert not os.path.exists(f"/proc/{fluent_bit}") or open(f"/proc/{fluent_bit}/stat").read().split()[2] == "Z"
+    finally:
+        if unit.poll() is None:
+            unit.kill()
+            unit.wait()

@@ -337,6 +337,8 @@ def filter_invocations(text):
                 args.append(token)
             after = rest[len(args):]
             following = after[1] if len(after) > 1 and after[0] == "|" else None
+            if args[:1] == ["run"]:  # the supervised unit: the filter's own options follow "--"
+                args = args[args.index("--") + 1:] if "--" in args else []
             found.append((tuple(args), following))
         elif FILTER in word and re.search(r"\s", word):
             found += filter_invocations(word)
