@@ -300,3 +300,19 @@ def test_fuzzed_rules_raise_only_rule_errors(text):
         load(text)
     except RuleError as error:
         assert "\n" not in str(error) and len(str(error)) < 1000, str(error)[:300]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("title: a\nid: a\nname: a\nlogsource: {product: windows}\ndetection: {sel: {EventID: 1}, condition: sel}\n"
+     "---\ntitle: c\ncorrelation: {type: event_count, rules: [a], timespan: 1m, group-by: [User], condition: {lt: "
+     + "1" + "0" * 400 + "}}\n", "correlation condition lt: 100000000"),
+    ("title: l\nlogsource: {product: windows}\ndetection:\n  sel: {EventID: 1}\n  condition: sel | count() by User < 1"
+     + "0" * 400 + "\ntimeframe: 1m\n", "aggregation threshold 10000"),
+])
+def test_a_threshold_past_a_double_is_refused_in_one_line(tmp_path, text, needle):
+    """It loaded, then crashed at the first alert (v2) or wrote "threshold": Infinity, not JSON (legacy)."""
+    path = tmp_path / "huge.yml"
+    path.write_text(text)
+    result = run_cli(["--rule", str(path)], b'{"EventID": 1, "User": "u", "@timestamp": "2024-01-01T00:00:00Z"}\n')
+    err = result.stderr.decode()
+    assert result.returncode == 2 and len(err.splitlines()) == 1 and needle in err and "beyond 1e300" in err, err

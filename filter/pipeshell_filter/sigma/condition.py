@@ -71,6 +71,9 @@ def _wrap(node: Node) -> str:
     return f"({node})" if isinstance(node, (And, Or)) else str(node)
 
 
+MOST_THRESHOLD = 1e300  # the largest aggregation threshold taken, legacy or v2
+
+
 @attrs.frozen
 class Aggregation:
     """``| function(field) [by group] op threshold`` after the search expression."""
@@ -224,12 +227,15 @@ def parse_aggregation(text: str) -> Aggregation:
     field = match.group("field") or None
     if function != "count" and field is None:
         raise ConditionError(f"{function}() needs a field")
+    threshold = float(match.group("threshold"))
+    if abs(threshold) > MOST_THRESHOLD:  # a double would make it infinite, and alerts invalid JSON
+        raise ConditionError(f"aggregation threshold {match.group('threshold')[:40]} is beyond 1e300")
     return Aggregation(
         function=function,
         field=field,
         group_by=match.group("group"),
         operator=match.group("op"),
-        threshold=float(match.group("threshold")),
+        threshold=threshold,
     )
 
 

@@ -20,7 +20,7 @@ import attrs
 import yaml
 
 from ..yamlfile import UniqueKeyLoader
-from .condition import And, Condition, ConditionError, Not, parse_condition, top_level_terms
+from .condition import MOST_THRESHOLD, And, Condition, ConditionError, Not, parse_condition, top_level_terms
 from .correlation import DOCUMENT_KINDS, FIELD_KINDS, OPERATORS
 
 def parse_duration(text) -> Optional[int]:
@@ -482,6 +482,8 @@ def _correlation_condition(condition, kind: str, source: str) -> tuple:
         if isinstance(number, bool) or not isinstance(number, (int, float)) or number != number \
                 or number in (float("inf"), float("-inf")):
             raise RuleError(f"rule {source}: correlation condition {key}: {shown(number)} is not a number")
+        if abs(number) > MOST_THRESHOLD:  # past a double, comparisons and alerts lose the number
+            raise RuleError(f"rule {source}: correlation condition {key}: {shown(number)[:40]} is beyond 1e300")
         bounds.append((key, number))
     if not bounds and not temporal:
         raise RuleError(f"rule {source}: correlation condition has no operator (use {', '.join(OPERATORS)})")
