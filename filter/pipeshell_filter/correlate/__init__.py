@@ -186,8 +186,8 @@ class Correlation:
     def alert_early(self) -> None:
         """Every correlation whose condition is monotone alerts on the event that completes a
         window, not when the watermark passes it (``Correlator.early``)."""
-        for correlator in self.correlators:
-            correlator.early = correlator.spec.monotone
+        for correlator in self.correlators:  # inner first; one chained to a late one waits as it does
+            correlator.early = correlator.spec.monotone and all(inner.early for inner in correlator.upstream)
 
     # ------------------------------------------------------------ the fleet's time (``agents``)
 

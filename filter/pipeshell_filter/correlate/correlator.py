@@ -285,14 +285,23 @@ class Correlator:
         """Move the watermark forward (never back); evaluate every time before it.
 
         A correlation chained to others (``upstream``) is no further on than they are: its
-        watermark is the least of theirs, and of ``watermark`` (the one its own sources give)
-        when it also takes rule detections (``own_inputs``).  An upstream hit is final when
+        watermark is the least of theirs (of those that had an event: the first event of one
+        that had none, if on time, is not behind our own sources' time), and of ``watermark``
+        (the one its own sources give) when it also takes rule detections (``own_inputs``).  An upstream hit is final when
         made, at a time not before the upstream watermark, so it is on time here."""
         if self.upstream:
             self.wanted = max(self.wanted, watermark)
-            watermark = min([self.wanted if self.own_inputs else float("inf")]
-                            + [u.watermark for u in self.upstream])
+            bounds = [u.watermark for u in self.upstream if u.heard()]  # one that never had an event
+            if self.own_inputs:  # holds nothing back: its first, on time, is not before our own time
+                bounds.append(self.wanted)
+            if not bounds:
+                return []
+            watermark = min(bounds)
         return self._advance(watermark)
+
+    def heard(self) -> bool:
+        """Whether any event reached this correlation, or one it is chained to."""
+        return len(self.clocks) > 0 or any(u.heard() for u in self.upstream)
 
     def _advance(self, watermark) -> list:
         if watermark <= self.watermark:
