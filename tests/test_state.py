@@ -146,7 +146,7 @@ def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_fa
         paused_with_alerts |= bool(at_end) and not last
         saved = json.load(open(path))
         assert saved["format"] == FORMAT and saved["version"] == VERSION and saved["lines"] == end
-        assert not os.path.exists(path + ".tmp")
+        assert not [name for name in os.listdir(os.path.dirname(path)) if name.endswith(".tmp")]
     event(f"a pause alerted: {paused_with_alerts}; alerts: {bool(alert_records(whole))}")
     if how == "stop-keep":
         assert not paused_with_alerts
@@ -424,3 +424,21 @@ def test_a_damaged_correlation_state_is_refused_in_one_line(tmp_path, key, chang
     refused = run_cli(ARGS + ["--state", str(path)], ndjson(INCIDENT[2:]))
     assert refused.returncode == 2 and b"Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.count(b"\n") == 1 and b"damaged" in refused.stderr, refused.stderr
+
+
+def test_the_state_is_saved_through_a_link_and_never_through_a_link_left_as_its_temp_file(tmp_path):
+    """A link at FILE.tmp made the filter overwrite what it pointed to (and two filters shared the
+    temp name and renamed each other's away); a state path that is a link (a state kept on a
+    mounted volume) was replaced by a plain file and its target never written again."""
+    from pipeshell_filter.correlate.state import write_atomic
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "state.json.tmp").symlink_to(victim)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (tmp_path / "link.json").symlink_to(volume / "state.json")
+    write_atomic(str(tmp_path / "state.json"), b"{}")
+    write_atomic(str(tmp_path / "link.json"), b'{"a": 1}')
+    assert victim.read_text() == "keep me" and (tmp_path / "state.json").read_bytes() == b"{}"
+    assert (tmp_path / "link.json").is_symlink() and (volume / "state.json").read_bytes() == b'{"a": 1}'
+    assert oct((volume / "state.json").stat().st_mode & 0o777) == "0o600"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 import time as _time
 from collections import deque
 from typing import Optional
@@ -310,9 +311,12 @@ def decode(data: bytes, where: str) -> dict:
 def write_atomic(path: str, data: bytes) -> None:
     """Replace ``path`` by ``data`` all at once: a reader (or a restart after a crash) finds the
     old file or the new one, never a part.  Temp file beside it, fsync, rename, fsync the
-    directory."""
-    temp = path + ".tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    directory.  The temp file is new and ours alone (``mkstemp``: never a link someone left
+    there, never another writer's); a ``path`` that is a symbolic link has its target replaced
+    (a state kept on a mounted volume stays there)."""
+    path = os.path.realpath(path)
+    fd, temp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                dir=os.path.dirname(path))  # O_EXCL, mode 0600
     try:
         try:
             with memoryview(data) as view:
