@@ -413,6 +413,9 @@ def test_the_state_before_the_stops_flush_is_made_only_where_the_reader_can_leav
     ("pending", lambda pending: [[1, 2, {"type": "sigma.detection"}]]),
     ("windows", lambda windows: [[None, None]]),
     ("early_done", lambda done: [[None, ["x"]]]),
+    # these passed the restore and crashed the stream at the next event of the same time, every restart
+    ("pending", lambda pending: [[pending[0][0], "x", pending[0][2]]] + pending[1:]),
+    ("seen", lambda seen: [[seen[0][0], 5]] + seen[1:]),
 ])
 def test_a_damaged_correlation_state_is_refused_in_one_line(tmp_path, key, change):
     path = tmp_path / "state.json"

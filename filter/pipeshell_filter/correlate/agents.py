@@ -112,7 +112,7 @@ class AgentClocks:
             self._live.pop(gone, None)
             self._everyone.remove((self._time.pop(gone), gone))
             self._idle.discard(gone)
-        return old is None or old <= self.last
+        return old is None or old <= self.last or self.last == NEVER  # NEVER: not worked out (a restore)
 
     def _join(self, agent: str) -> None:
         """``agent`` is active again, with its time: among those that count, unless it was left

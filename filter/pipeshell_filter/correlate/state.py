@@ -187,6 +187,12 @@ def _contribution(correlator, wire):
     return c
 
 
+def _number(value) -> int:
+    if type(value) is not int:
+        raise ValueError("an event's number is not an integer")
+    return value
+
+
 def _restore(correlator, data: dict) -> None:
     watermark = _time_in(data["watermark"])
     seq = data["seq"]
@@ -194,9 +200,10 @@ def _restore(correlator, data: dict) -> None:
         raise ValueError("'seq' is not an integer")
     pending = SortedList()
     for t, number, wire in data["pending"]:
-        pending.add((_time_in(t), number, _contribution(correlator, wire)))
+        pending.add((_time_in(t), _number(number), _contribution(correlator, wire)))
     windows, held = {}, SortedList()
     for number, wire in data["windows"]:
+        number = _number(number)  # sorted beside the others: a string among them failed mid-stream
         c = _contribution(correlator, wire)
         window = windows.get(c.group)
         if window is None:
@@ -217,6 +224,8 @@ def _restore(correlator, data: dict) -> None:
     if data.get("seen") is not None and correlator.seen is not None:
         seen = type(correlator.seen)()
         for t, key in data["seen"]:
+            if type(key) is not str:
+                raise ValueError("'seen' holds an identity that is not a string")
             seen.add(key, _event_time(t))
     correlator.clocks.restore(data["clocks"])
     correlator.watermark = watermark
