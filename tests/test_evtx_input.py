@@ -186,3 +186,22 @@ def test_a_directory_is_read_through_links_each_file_once_and_a_bad_entry_is_one
     result = run_cli(["--input", str(broken)])
     assert result.returncode == 2 and result.stderr.decode().splitlines() == [
         f"pipeshell-filter: error: cannot read input {broken / 'x.ndjson'}: no such file or directory"]
+
+
+@pytest.mark.parametrize("wrap", ["bom", "line-field"])
+def test_merged_files_are_ordered_by_the_line_the_filter_reads(tmp_path, wrap):
+    """The merge keyed each line by its raw bytes: a byte order mark, or a collector's --line-field
+    wrapper, left it without a time, so it came first and the real episode arrived 'late' (no alert)."""
+    def line(seconds, host, kind):
+        text = json.dumps(flat_event(seconds, host, kind))
+        if wrap == "bom":
+            return "\ufeff" + text
+        return json.dumps({"log": text})
+    files = {"1.ndjson": [line(600, "a", "server")], "2.ndjson": [line(600, "c", "client")],
+             "3.ndjson": [line(0, "b", "client"), line(30, "d", "client"), line(60, "e", "server")]}
+    for name, lines in files.items():
+        (tmp_path / name).write_text("".join(text + "\n" for text in lines), encoding="utf-8")
+    args = ["--lateness", "0", "--input", str(tmp_path)] + (["--line-field", "log"] if wrap == "line-field" else [])
+    result = run_cli(args)
+    assert result.returncode == 0 and b" late" not in result.stderr, result.stderr
+    assert [sorted(a["related"]["hosts"]) for a in alerts(result.stdout)] == [["b", "d", "e"]]

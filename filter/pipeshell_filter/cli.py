@@ -28,7 +28,7 @@ from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
-from .io.stream import DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed
+from .io.stream import BOM, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed, unwrap_line
 from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
 from .sigma import literals
 from .sigma.compile import Plan, compile_plan
@@ -504,9 +504,13 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
 
     # Every line is parsed for its merge key, whatever the verdict: keying only candidates would
     # make the order of an out-of-order file, and so the alerts, depend on --emit and the prefilter.
-    def event_time(line):
+    def event_time(line):  # of the line the filter will read: unwrapped (--line-field), no byte order mark
         if isinstance(line, inputs_module.LongLine):
             return None
+        if stream_filter.line_field is not None:
+            line = unwrap_line(line, stream_filter.line_field)
+        if line.startswith(BOM):
+            line = line[len(BOM):]
         try:
             event = ujson.loads(line)
         except (ValueError, OverflowError):
