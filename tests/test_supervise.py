@@ -215,6 +215,19 @@ def test_the_last_member_ending_first_is_a_failure_even_with_status_0(tmp_path, 
     assert unit.reports() == ["pipeshell-filter run: member 3 (true) exited with status 0; stopping the chain"]
 
 
+def test_a_shipper_gone_with_status_0_is_named_not_the_filter_that_met_its_closed_pipe(tmp_path):
+    """The filter exits quietly with 0 on a closed output (``| head``), which read as an end of input
+    for the shipper: the filter was blamed.  In the chain it ends by SIGPIPE, as programs do there."""
+    with open(SAMPLE, "rb") as handle:
+        sample = handle.read()
+    for _ in range(2):
+        unit = subprocess.run(COMMAND + ["run", "--collect", "sh -c 'cat; sleep 3'", "--ship", "true", "--",
+                                         "--emit", "all"], input=sample * 20, capture_output=True, timeout=60)
+        assert unit.returncode == 1
+        assert unit.stderr.decode().splitlines() == [
+            "pipeshell-filter run: member 3 (true) exited with status 0; stopping the chain"]
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_stop_signal_stops_the_front_and_everything_written_drains(tmp_path, units, member, stop):
     """The producer wrote its lines and waits; the consumer has not read them yet (it sleeps).

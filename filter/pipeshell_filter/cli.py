@@ -28,6 +28,7 @@ from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
+from .supervise import SUPERVISED
 from .io.stream import BOM, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed, unwrap_line
 from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
 from .sigma import literals
@@ -723,6 +724,9 @@ def _output_closed(closed: OutputClosed) -> None:
     if closed.reason:
         sys.stderr.write(f"pipeshell-filter: error: cannot write the output: {closed.reason}\n")
         sys.exit(1)
+    if os.environ.get(SUPERVISED) == "1":  # in ``run``'s chain: end as a broken pipe ends a program,
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # so that the member after it is named the cause
+        os.kill(os.getpid(), signal.SIGPIPE)
 
 
 def _fail(message: str) -> None:

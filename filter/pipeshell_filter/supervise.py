@@ -45,6 +45,9 @@ DEFAULT_GRACE = 30.0
 SETTLE = 0.25  # seconds to wait for the ends one end brings about, before judging it
 DRAIN = 5.0  # seconds each member gets after the one before it was killed at the end of the grace
 PREFIX = "pipeshell-filter run"
+# Set for the members: the filter then ends by SIGPIPE when its reader went away (a program's usual
+# end there, which ``_input_ended`` reads), not with the quiet status 0 it gives under ``| head``.
+SUPERVISED = "PIPESHELL_FILTER_SUPERVISED"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
 _NAME_LIMIT = 160  # characters of a member's command line in a report
@@ -233,7 +236,8 @@ class Supervisor:
             read_end, write_end = (None, None) if last else os.pipe()
             try:
                 member.process = subprocess.Popen(member.argv, stdin=feed, stdout=write_end, start_new_session=True,
-                                                  preexec_fn=_die_with(os.getpid()))
+                                                  preexec_fn=_die_with(os.getpid()),
+                                                  env=dict(os.environ, **{SUPERVISED: "1"}))
             except (OSError, subprocess.SubprocessError) as error:
                 reason = getattr(error, "strerror", None) or str(error)
                 _report(f"{member.label()} cannot start: {reason}; stopping the chain")
