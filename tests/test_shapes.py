@@ -18,6 +18,7 @@ from pipeshell_filter.values import first_leaf
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
 from pipeshell_filter.events.timeparse import NS, parse_time
+from clitools import records as output_records, run_cli
 from shapes import CLIENT, SELECTION, SERVER, SHAPES, Logical, expected_selections, logical_events
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "shapes")
@@ -297,3 +298,31 @@ def test_server_and_two_clients_via_three_collectors(shapes, event_ids, delays, 
         assert len(alerts) == 1
         assert alerts[0]["related"]["hosts"] == sorted(hosts)
 
+
+
+DATA_RULE = """title: classic Data
+id: classic-data
+logsource: {product: windows, service: powershell-classic}
+detection:
+  sel:
+    EventID: 800
+    Data|contains: Compress-Archive
+  condition: sel
+"""
+
+
+def test_a_rule_on_the_classic_events_data_field_matches_in_every_shape(tmp_path):
+    """SigmaHQ's classic PowerShell rules read the unnamed data as ``Data`` (25 uses): it resolved in
+    the evtx shape only, so such a rule never matched what Winlogbeat, Vector, Fluent Bit or NXLog
+    sent."""
+    rule = tmp_path / "data.yml"
+    rule.write_text(DATA_RULE)
+    event = Logical(host="h1.corp", time_ns=1622725212 * NS, event_id=800, record_id=7,
+                    text="Compress-Archive -Path C:\\Users\\x -DestinationPath $env:TEMP\\a.zip")
+    lines = b"".join(json.dumps(shape.render(event)).encode() + b"\n" for shape in SHAPES.values())
+    result = run_cli(["--rule", str(rule), "--emit", "matches"], lines)
+    assert result.returncode == 0, result.stderr
+    matched = [record for record in output_records(result.stdout) if record.get("event", {}).get("kind") != "alert"]
+    assert len(matched) == len(SHAPES), [name for name, shape in SHAPES.items()
+                                         if json.loads(json.dumps(shape.render(event))) not in
+                                         [{k: v for k, v in m.items() if k != "sigma"} for m in matched]]
