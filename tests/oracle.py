@@ -36,6 +36,7 @@ def pipeshell_oracle(events, timeframe=300, threshold=2, join="window"):
 
 # ---------------------------------------------------------------- correlation kinds
 
+from decimal import Decimal as _Decimal
 from fractions import Fraction as _Fraction
 import math as _math
 import sys as _sys
@@ -110,15 +111,11 @@ def _aggregate(kind, rules, field, window):
     numbers = [n for n in (_finite(_first(d["fields"], field)) for d in window) if n is not None]
     if not numbers:
         return None
-    if kind == "value_sum":
-        try:
-            return _math.fsum(numbers)  # correctly rounded: the float nearest the exact sum
-        except OverflowError:  # on the way, or the sum itself beyond a double: then the largest, signed
-            total = sum(map(_Fraction, numbers))
-            return _largest(total) if abs(total) > _Fraction(_sys.float_info.max) else float(total)
-    if kind == "value_avg":
-        mean = sum(map(_Fraction, numbers)) / len(numbers)
-        return _largest(mean) if abs(mean) > _Fraction(_sys.float_info.max) else float(mean)
+    if kind in ("value_sum", "value_avg"):  # exact, of the numbers as written in decimal; then the nearest double
+        texts = [t for t in (_first(d["fields"], field) for d in window) if _finite(t) is not None]
+        total = sum(_Fraction(_Decimal(t)) for t in texts)
+        value = total if kind == "value_sum" else total / len(texts)
+        return _largest(value) if abs(value) > _Fraction(_sys.float_info.max) else float(value)
     if kind == "value_min":
         return min(numbers)
     if kind == "value_max":

@@ -290,3 +290,11 @@ def test_a_spec_naming_the_same_input_twice_is_refused():
     """It could never be complete under require_each (the window counts distinct inputs)."""
     with pytest.raises(ValueError, match="more than once"):
         case("event_count", ["a", "a"], 3, [("gte", 1)], [(0, "a", {})], require_each=True)
+
+
+def test_sums_and_means_are_exact_on_the_numbers_as_written_in_decimal():
+    """0.1 + 0.2 summed as doubles is 0.30000000000000004, which a rule's 0.3 (gte and lte) missed."""
+    tenths = [(0, "a", {"Val": ["0.1"]}), (1, "a", {"Val": ["0.2"]})]
+    assert case("value_sum", ["a"], 10, [("gte", 0.3), ("lte", 0.3)], tenths, field="Val") == \
+        [(1, (), frozenset({0, 1}), 0.3)]
+    assert case("value_avg", ["a"], 10, [("eq", 0.15)], tenths, field="Val") == [(1, (), frozenset({0, 1}), 0.15)]

@@ -169,8 +169,19 @@ class TemporalOrdered(Window):
         return done
 
 
+def _exact_number(spec: CorrelationSpec, detection) -> Optional[Fraction]:
+    """``_number``, exactly as the event writes it in decimal (``0.1`` is a tenth, not the double
+    nearest it), so that ``0.1 + 0.2`` sums to the ``0.3`` a rule writes."""
+    values = _leaves(spec, detection)
+    number = parse_number(values[0]) if values else None
+    if number is None or not math.isfinite(float(number)):
+        return None
+    return Fraction(number)
+
+
 class ValueSum(Window):
-    """An exact running sum (binary fractions), so removal never drifts."""
+    """An exact running sum (of the numbers as written, in decimal), so removal never drifts; the
+    aggregate is the double nearest it."""
 
     __slots__ = ("total", "count")
 
@@ -178,11 +189,11 @@ class ValueSum(Window):
         super().__init__(spec)
         self.total, self.count = Fraction(0), 0
 
-    value_of = staticmethod(_number)
+    value_of = staticmethod(_exact_number)
 
     def _account(self, c, sign):
         if c.value is not None:
-            self.total += sign * Fraction(c.value)
+            self.total += sign * c.value
             self.count += sign
 
     def aggregate(self):
