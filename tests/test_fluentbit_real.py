@@ -568,7 +568,9 @@ def test_fluentbit_time_alone_frames_every_line_as_time_and_object(extra):
 
 
 @pytest.mark.parametrize("args", [["--emit", "all", "--non-json", "wrap"],
-                                  ["--emit", "all", "--non-json", "wrap", "--fluentbit-time"]])
+                                  ["--emit", "all", "--non-json", "wrap", "--fluentbit-time"],
+                                  ["--emit", "all", "--fluentbit-time"],  # alone: NaN, 1e400, ... were framed raw
+                                  ["--emit", "all", "--fluentbit-time", "--no-prefilter"]])
 def test_wrap_output_is_always_portable_and_keeps_the_original(args):
     fine = [b'{"a": "\\ud83d\\ude00", "b": 1e300, "c": "x: NaN 1e400 \\\\ud800", "d": 18446744073709551615}']
     result = run_cli(args, b"\n".join(HOSTILE + fine) + b"\n")

@@ -603,10 +603,11 @@ class Filter:
 
     def _make_skimmer(self, need_time: bool):
         from .skim import Skimmer  # msgspec: only the Fluent Bit modes need it
-        # what else it must refuse: in wrap, numbers Fluent Bit cannot take (msgspec checks the syntax
-        # of those it skips, not their size; it refuses NaN, Infinity and a lone surrogate escape, and
-        # Python's UTF-8 decoder an encoded surrogate), lines that may nest too deep; 64: room for the frame
-        return Skimmer(self.engine.resolver, need_time, _BIG_NUMBER_GROUPS + [[_DEEP]] if self.wrap else (),
+        # what else it must refuse: in both modes, numbers Fluent Bit cannot take (msgspec checks the
+        # syntax of those it skips, not their size; it refuses NaN, Infinity and a lone surrogate escape,
+        # and Python's UTF-8 decoder an encoded surrogate), lines that may nest too deep; 64: room for
+        # the frame
+        return Skimmer(self.engine.resolver, need_time, _BIG_NUMBER_GROUPS + [[_DEEP]] if self.wrap_unusable else (),
                        min(self.max_record - 64, DENSE_FROM) if self.wrap else DENSE_FROM)  # long: parsed alone
 
     # ------------------------------------------------------------ input
@@ -789,7 +790,7 @@ class Filter:
         ``--max-record-bytes``, or bytes that may be unportable, found by one scan of the whole
         range) sends it down ``process_line``, so the output is the same byte for byte."""
         chunk = block[start:end]
-        risky = iter(_maybe_unportable_ends(chunk) if self.wrap else ())
+        risky = iter(_maybe_unportable_ends(chunk) if self.wrap_unusable else ())
         next_risk = next(risky, len(chunk) + 1)
         out = []
         loads, clock, time_of = load_event, self.clock, self.engine.event_time
@@ -856,7 +857,7 @@ class Filter:
             return
         wire = record.to_wire()
         payload = dumps(wire)
-        if self.wrap and unportable_record(payload) is not None:  # a Detection stays one: made portable
+        if self.wrap_unusable and unportable_record(payload) is not None:  # a Detection stays one: made portable
             payload = dumps(portable(wire))
         if self.publisher is not None:
             self.publisher.send(record, payload)
@@ -1012,7 +1013,7 @@ class Filter:
 
     def _write(self, record: bytes, event: Optional[dict], time_ns: Optional[int] = None) -> None:
         """One output record; ``event`` (or ``time_ns``) gives its time for ``--fluentbit-time``."""
-        if self.wrap:
+        if self.wrap_unusable:  # --fluentbit-time alone too: Fluent Bit would drop the whole read
             problem = unportable_record(record)
             if problem is not None:  # the record as it would have gone out, kept as text
                 self.diagnostics.report("unportable", self._where(self.lines),
@@ -1035,7 +1036,7 @@ class Filter:
     def write_alerts(self, alerts: Iterable[dict]) -> None:
         for record in alerts:
             encoded = dumps(record)
-            if self.wrap and unportable_record(encoded) is not None:  # an alert stays an alert: made portable
+            if self.wrap_unusable and unportable_record(encoded) is not None:  # an alert stays one: made portable
                 record = portable(record)
                 encoded = dumps(record)
             if self.wrap and len(encoded) > self.max_record - 64:  # an alert stays an alert: made smaller
