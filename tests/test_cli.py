@@ -596,3 +596,17 @@ def test_with_stderr_closed_the_stream_goes_on_and_exit_statuses_hold():
     passed = closed_stderr(["--emit", "all"], lines)
     assert passed.returncode == 0 and passed.stdout == lines
     assert closed_stderr(["--lateness", "nan"]).returncode == 2
+
+
+@pytest.mark.parametrize("args", [["--time-field="], ["--time-field=."], ["--time-field=a..b"], ["--state="]])
+def test_an_empty_path_option_is_a_usage_error(args):
+    """--time-field '' was ignored (and '.' left every event without a time); --state '' never saved."""
+    result = run_cli(args)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["explain"], ["--help"]])
+def test_explain_or_help_to_a_full_output_is_one_line(args):
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(COMMAND + args, stdout=full, stderr=subprocess.PIPE, timeout=60)
+    assert result.returncode == 1 and result.stderr == b"pipeshell-filter: error: No space left on device\n"

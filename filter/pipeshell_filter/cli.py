@@ -7,6 +7,7 @@ lines never stop the stream (see ``stream``).
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import signal
 import socket
@@ -172,6 +173,8 @@ def _skipped(message: str) -> None:
 
 
 def make_resolver(profile: str, field_maps: Optional[List[str]], time_field: Optional[str]) -> FieldResolver:
+    if time_field is not None and (not time_field or "" in time_field.split(".")):
+        raise UsageProblem(f"--time-field {time_field!r}: a dotted path of field names (e.g. event.created)")
     try:
         custom = [load_profile_file(path) for path in field_maps or []]
         return FieldResolver(custom + builtin_profiles(), profile, time_field)
@@ -335,6 +338,8 @@ def run(
         stream_filter.send_heartbeats(agent or socket.gethostname(), heartbeat, int(max_skew * NS))
     if stats_interval:
         stream_filter.keep_stats(stats_interval, lambda: stats_record(stream_filter, engine, diagnostics))
+    if state == "":
+        raise UsageProblem("--state needs a file name")
     if state is not None:
         resume_state(stream_filter, state, state_interval, state_reset)
     elif state_reset or on_stop is OnStop.keep:
@@ -708,6 +713,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(130)
     except OutputClosed as closed:
         _output_closed(closed)
+    except OSError as error:  # explain's or --help's text to a closed or full output
+        if error.errno == errno.EPIPE:
+            _output_closed(OutputClosed(None))
+            sys.exit(0)
+        _silence_stdout()
+        where = f" ({error.filename})" if error.filename else ""
+        sys.stderr.write(f"pipeshell-filter: error: {error.strerror or error}{where}\n")
+        sys.exit(1)
     except Exception as error:
         # Click's usage errors (bad option or value) carry exit_code 2 and a message;
         # typer may vendor click, so recognise them by shape rather than by class.
