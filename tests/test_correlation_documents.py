@@ -732,3 +732,48 @@ def test_early_alerts_through_a_chain_wait_for_an_inner_correlation_that_alerts_
     early = alerts(run_cli(["--rule", str(rules), "--early-alerts"], events).stdout)
     assert [[e["line"] for e in a["sigma"]["events"]] for a in plain] == [[1, 2]]
     assert [[e["line"] for e in a["sigma"]["events"]] for a in early] == [[1, 2]]
+
+
+OVERLAPPING = """title: Failed logon
+name: failed_logon
+detection: {sel: {EventID: 4625}, condition: sel}
+---
+title: Failed logon of an admin
+name: failed_admin_logon
+detection: {sel: {EventID: 4625, User|startswith: adm}, condition: sel}
+---
+title: Two failed logons
+id: two-failed
+correlation: {type: event_count, rules: [failed_logon, failed_admin_logon], group-by: [User], timespan: 5m,
+              condition: {gte: 2}}
+---
+title: Bytes
+id: bytes-sum
+correlation: {type: value_sum, rules: [failed_logon, failed_admin_logon], timespan: 5m,
+              condition: {field: bytes, gt: 1000}}
+---
+title: Both rules
+id: both-rules
+correlation: {type: temporal, rules: [failed_logon, failed_admin_logon], timespan: 5m}
+"""
+
+
+@pytest.mark.parametrize("stages", ["one process", "match | correlate"])
+def test_one_event_that_meets_several_referenced_rules_counts_once(tmp_path, stages):
+    """It was counted once per rule: one failed logon of an admin made 'two failed logons' and a
+    sum of 1,200 bytes out of 600.  The rules seen (temporal) are still both."""
+    rules = str(tmp_path / "rules.yml")
+    open(rules, "w").write(OVERLAPPING)
+    logon = {"@timestamp": "2024-01-01T00:00:00Z", "EventID": 4625, "User": "admin1", "Computer": "dc1", "bytes": 600}
+
+    def run(events):
+        if stages == "one process":
+            return alerts(run_cli(["--rule", rules], ndjson(events)).stdout)
+        matched = run_cli(["--rule", rules, "--stage", "match"], ndjson(events))
+        return alerts(run_cli(["--rule", rules, "--stage", "correlate"], matched.stdout).stdout)
+
+    assert [a["rule"]["id"] for a in run([logon])] == ["both-rules"]
+    found = {a["rule"]["id"]: a for a in run([logon, dict(logon, **{"@timestamp": "2024-01-01T00:00:01Z"})])}
+    assert set(found) == {"two-failed", "bytes-sum", "both-rules"}
+    assert found["bytes-sum"]["sigma"]["correlation"]["value"] == 1200
+    assert [e["line"] for e in found["two-failed"]["sigma"]["events"]] == [1, 2]

@@ -133,6 +133,12 @@ def give_back_memory() -> None:
         _malloc_trim(0)
 
 
+def _same_event(reference: dict) -> tuple:
+    """What tells one event from another in a Detection's reference (its input line, record id,
+    EventID, host), whichever rule it met."""
+    return (reference.get("line"), reference.get("record_id"), reference.get("event_id"), reference.get("host"))
+
+
 class Correlator:
     """One correlation: takes Detection records in arrival order, returns hits as they become final."""
 
@@ -175,6 +181,9 @@ class Correlator:
         self.upstream = ()
         self.own_inputs = any(not ref.chained for ref in spec.inputs)
         self.wanted = NEVER
+        # one event that meets several of the rules: counted once, unless the rules seen are counted
+        self._counts_rules = spec.kind in ("temporal", "temporal_ordered")
+        self._last_event = None  # (event, group, value) of the last detection taken
 
     def compact(self) -> None:
         """After a flood (``flood_gone``): the tables that held it are copied afresh, at their
@@ -210,6 +219,11 @@ class Correlator:
         c = self.contribution(detection)
         if c is None:
             return []
+        if not self._counts_rules and clocked and detection.event.get("line"):  # one event's detections
+            event = (c.time, detection.source, _same_event(detection.event))  # come one after the other
+            if self._last_event == (event, c.group, c.value):
+                return []  # the same event, met by another of the rules: it counts once
+            self._last_event = (event, c.group, c.value)
         if self.seen is not None:
             key = self.seen.key(detection)
             if key in self.seen:  # sent again (an upstream that re-sends after a restart)
