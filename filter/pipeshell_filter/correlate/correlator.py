@@ -219,17 +219,17 @@ class Correlator:
         c = self.contribution(detection)
         if c is None:
             return []
-        if not self._counts_rules and clocked and detection.event.get("line"):  # one event's detections
-            event = (c.time, detection.source, _same_event(detection.event))  # come one after the other
-            if self._last_event == (event, c.group, c.value):
-                return []  # the same event, met by another of the rules: it counts once
-            self._last_event = (event, c.group, c.value)
         if self.seen is not None:
             key = self.seen.key(detection)
             if key in self.seen:  # sent again (an upstream that re-sends after a restart)
                 self.duplicates += 1
                 return []
             self.seen.add(key, c.time)
+        if not self._counts_rules and clocked and detection.event.get("line"):  # one event's detections
+            event = (c.time, detection.source, _same_event(detection.event))  # come one after the other
+            if self._last_event == (event, c.group, c.value):
+                return []  # the same event, met by another of the rules: it counts once
+            self._last_event = (event, c.group, c.value)
         self._seq += 1
         if c.time < self.watermark:
             self.late += 1
