@@ -13,6 +13,7 @@ import math
 import sys
 from bisect import bisect_left
 from collections import Counter
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Optional
 
@@ -92,16 +93,19 @@ def _leaves(spec: CorrelationSpec, detection) -> list:
     return detection.fields.get(spec.field_for(spec.field, detection.rule)) or []
 
 
-def _number(spec: CorrelationSpec, detection) -> Optional[float]:
-    """The field's first value as a finite number, written as events write one (``parse_number``:
-    ASCII digits, a sign, a point, an exponent; not ``1_000`` or other scripts' digits, which
-    ``float`` would read, nor what ``|gte`` would not); None when it has none."""
+def _written_number(spec: CorrelationSpec, detection) -> Optional[Decimal]:
+    """The field's first value as a number within a double's range, exactly as events write one
+    (``parse_number``: ASCII digits, a sign, a point, an exponent; not ``1_000`` or other scripts'
+    digits, which ``float`` would read, nor what ``|gte`` would not); None when it has none."""
     values = _leaves(spec, detection)
     number = parse_number(values[0]) if values else None
-    if number is None:
-        return None
-    number = float(number)
-    return number if math.isfinite(number) else None
+    return number if number is not None and math.isfinite(float(number)) else None
+
+
+def _number(spec: CorrelationSpec, detection) -> Optional[float]:
+    """``_written_number`` as the double nearest it."""
+    number = _written_number(spec, detection)
+    return None if number is None else float(number)
 
 
 class EventCount(Window):
@@ -170,13 +174,10 @@ class TemporalOrdered(Window):
 
 
 def _exact_number(spec: CorrelationSpec, detection) -> Optional[Fraction]:
-    """``_number``, exactly as the event writes it in decimal (``0.1`` is a tenth, not the double
-    nearest it), so that ``0.1 + 0.2`` sums to the ``0.3`` a rule writes."""
-    values = _leaves(spec, detection)
-    number = parse_number(values[0]) if values else None
-    if number is None or not math.isfinite(float(number)):
-        return None
-    return Fraction(number)
+    """``_written_number`` exactly (``0.1`` is a tenth, not the double nearest it), so that
+    ``0.1 + 0.2`` sums to the ``0.3`` a rule writes."""
+    number = _written_number(spec, detection)
+    return None if number is None else Fraction(number)
 
 
 class ValueSum(Window):

@@ -16,7 +16,7 @@ import stat
 from typing import Callable, Iterable, Iterator, List, Optional
 
 
-from .evtx_chunks import EVTX_CHUNK, EVTX_HEADER, evtx_records
+from .evtx_chunks import evtx_records
 from .prefilter import CANDIDATE, SKIP, Prefilter
 
 INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
@@ -115,26 +115,10 @@ def evtx_lines(path: str, report: Callable[[str, str], None]) -> Iterator[bytes]
         PyEvtxParser(path)  # the file header, read here: a file that is no EVTX is a usage error
     except (OSError, RuntimeError, ValueError) as error:
         raise InputError(f"cannot read EVTX file {path}: {error}") from None
-    _check_complete(path, report)
     try:
         yield from evtx_records(path, report)
     except OSError as error:  # the file went away or became unreadable while being read
         report(path, f"EVTX file no longer readable ({error.strerror or error}); rest of the file skipped")
-
-
-def _check_complete(path: str, report) -> None:
-    """The parser silently skips a cut chunk; say so (a copy taken while Windows was writing)."""
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(EVTX_HEADER)
-            size = os.fstat(handle.fileno()).st_size
-    except OSError:
-        return
-    chunks = int.from_bytes(header[42:44], "little") if len(header) >= 44 else 0
-    complete = max(0, size - EVTX_HEADER) // EVTX_CHUNK
-    if complete < chunks:
-        report(path, f"EVTX file truncated: {complete} of {chunks} chunks complete; "
-                     "records of the cut chunk are lost")
 
 
 class LongLine:

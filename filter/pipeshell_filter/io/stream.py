@@ -855,10 +855,7 @@ class Filter:
         there is one, else to the output."""
         if record is None:
             return
-        wire = record.to_wire()
-        payload = dumps(wire)
-        if self.wrap_unusable and unportable_record(payload) is not None:  # a Detection stays one: made portable
-            payload = dumps(portable(wire))
+        _, payload = self._own(record.to_wire())
         if self.publisher is not None:
             self.publisher.send(record, payload)
         else:
@@ -1033,12 +1030,19 @@ class Filter:
             line = start + record + b"]" if start else record
         self.output.write(line + b"\n")
 
+    def _own(self, record: dict) -> tuple:
+        """A record of the filter's own (an alert, a Detection, a heartbeat) and its JSON: in the
+        Fluent Bit modes, what Fluent Bit cannot take is made text (``portable``), so that the
+        record stays what it is rather than becoming a pipeline_error record."""
+        encoded = dumps(record)
+        if self.wrap_unusable and unportable_record(encoded) is not None:
+            record = portable(record)
+            encoded = dumps(record)
+        return record, encoded
+
     def write_alerts(self, alerts: Iterable[dict]) -> None:
         for record in alerts:
-            encoded = dumps(record)
-            if self.wrap_unusable and unportable_record(encoded) is not None:  # an alert stays one: made portable
-                record = portable(record)
-                encoded = dumps(record)
+            record, encoded = self._own(record)
             if self.wrap and len(encoded) > self.max_record - 64:  # an alert stays an alert: made smaller
                 encoded = dumps(shrink(record))
             self._write(encoded, None, parse_time(record.get("@timestamp")) if self.fluentbit_time else None)
