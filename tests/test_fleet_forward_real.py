@@ -527,3 +527,124 @@ def test_the_aggregator_unit_stops_when_its_correlate_stage_dies(tmp_path):
         if unit.poll() is None:
             unit.kill()
             unit.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# each agent's chain as one unit: integrations/README.md's `run` line for the fleet agent
+
+def agent_unit_recipe():
+    """The agent unit of integrations/README.md: (collector recipe, shipper recipe, filter options)."""
+    with open(os.path.join(RECIPES, "..", "README.md"), encoding="utf-8") as handle:
+        (line,) = re.findall(r"`(pipeshell-filter run --collect 'fluent-bit -c fluent-bit/collect-tail\.yaml'"
+                             r" --ship 'fluent-bit -c fluent-bit/fleet-agent\.yaml' -- [^`]+)`", handle.read())
+    words = shlex.split(line)
+    at = words.index("--")
+    return words[at + 1:]
+
+
+class AgentUnit:
+    """One agent's chain as the README's unit: collect-tail.yaml tailing DIR/logs/*.ndjson (its db in
+    DIR) | the match stage | fleet-agent.yaml (its event file in DIR), under ``pipeshell-filter run``."""
+
+    def __init__(self, fleet, agent):
+        self.fleet, self.agent = fleet, agent
+        self.dir = fleet.tmp_path / f"unit-{agent}"
+        (self.dir / "logs").mkdir(parents=True)
+        with open(os.path.join(RECIPES, "collect-tail.yaml"), encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+        (tail,) = config["pipeline"]["inputs"]
+        tail["path"], tail["db"] = str(self.dir / "logs" / "*.ndjson"), str(self.dir / "tail.db")
+        collect = self.dir / "collect-tail.yaml"
+        collect.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        self.collect = str(collect)
+        self.ship = agent_config(self.dir, "out")
+        self.events = self.dir / "out" / "events.ndjson"
+        self.argv = COMMAND + ["run", "--collect", f"{FLUENT_BIT} -c {self.collect}",
+                               "--ship", f"{FLUENT_BIT} -c {self.ship}", "--"] + agent_unit_recipe() + ["--agent", agent]
+        self.process = None
+
+    def start(self):
+        self.err = open(self.dir / "unit.err", "ab")
+        self.process = subprocess.Popen(self.argv, env=self.fleet.agent_env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=self.err)
+        self.fleet.processes.append(self.process)
+
+    def append(self, lines):
+        with open(self.dir / "logs" / "powershell.ndjson", "ab") as handle:
+            handle.write(b"".join(line + b"\n" for line in lines))
+
+    def wait_events(self, count):
+        deadline = time.monotonic() + WAIT
+        while not (self.events.exists() and self.events.read_bytes().count(b"\n") >= count):
+            assert self.process.poll() is None and time.monotonic() < deadline, self.stderr()
+            time.sleep(0.05)
+
+    def members(self):
+        """pid of each member by position: 1 the collector, 2 the match stage, 3 the shipper."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            found = {}
+            for pid in _children(self.process.pid):
+                try:
+                    command = open(f"/proc/{pid}/cmdline", "rb").read()
+                except OSError:
+                    continue
+                found[1 if self.collect.encode() in command else 3 if self.ship.encode() in command else 2] = pid
+            if len(found) == 3:
+                return found
+            assert time.monotonic() < deadline, (found, self.stderr())
+            time.sleep(0.05)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(WAIT + 30)
+
+    def stderr(self):
+        self.err.flush()
+        return (self.dir / "unit.err").read_bytes().decode(errors="replace")[-3000:]
+
+
+def test_the_agent_unit_runs_the_agent_recipe_filter_options():
+    """The README's agent unit gives its match stage the options of fleet-agent.yaml's command line."""
+    assert agent_unit_recipe() == agent_command("x")[len(COMMAND):-2]
+
+
+@needs_fluent_bit
+def test_agent_units_with_a_match_stage_killed_and_restarted_deliver_every_line_and_the_alert(fleet, expected_alerts):
+    """Each agent's chain as the README's ``run`` unit, tailing a growing file. agent-b's match stage
+    is killed once its first 20 lines are in its event file: the unit exits 1 naming it and leaves no
+    member behind (the collector must not read on into a dead pipe, moving its stored position past
+    lines nobody matched). The rest is written while it is down; restarted on the same db, the unit
+    reads it. Stopped with SIGTERM, both units exit 0: every line is in its agent's event file once,
+    in order, and the correlate stage alerts as one process does on the whole sample."""
+    split = split_sample()
+    fleet.start_aggregator()
+    units = {agent: AgentUnit(fleet, agent) for agent in split}
+    for agent, unit in units.items():
+        unit.append(split[agent][:20])
+        unit.start()
+    a, b = units["agent-a"], units["agent-b"]
+    b.wait_events(20)
+    members = b.members()
+    os.kill(members[2], signal.SIGKILL)
+    assert b.process.wait(WAIT) == 1
+    assert re.search(r"^pipeshell-filter run: member 2 \(.*\) killed by SIGKILL; stopping the chain$", b.stderr(),
+                     re.MULTILINE), b.stderr()
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in members.values())
+
+    b.append(split["agent-b"][20:])  # while its unit is down
+    a.append(split["agent-a"][20:])
+    b.start()
+    for agent, unit in units.items():
+        unit.wait_events(len(split[agent]))
+    time.sleep(1)  # the last heartbeats and detections on their way (flush 0.2 s)
+    for unit in units.values():
+        assert unit.stop() == 0, unit.stderr()
+    for agent, unit in units.items():
+        events = [without_sigma(record) for record in read_output(unit.dir / "out", "events.ndjson")]
+        assert events == [json.loads(line) for line in split[agent]], agent
+    received = fleet.received()
+    assert {r["agent"] for r in received if r["type"] == "sigma.heartbeat"} == set(split)
+    assert sum(r["type"] == "sigma.detection" for r in received) == 3
+    assert fleet.stop_aggregator() == (0, 0), fleet.stderr()
+    assert_the_alert(fleet, expected_alerts)
