@@ -100,6 +100,34 @@ def test_not_an_evtx_file_with_the_suffix_is_a_usage_error(tmp_path):
     assert b"fake.evtx" in result.stderr and b"Traceback" not in result.stderr
 
 
+def test_an_unreadable_evtx_file_in_a_directory_is_reported_and_the_others_read(tmp_path):
+    """Named, a file that is no EVTX is a usage error; found in a directory (here one cut inside
+    its 4096-byte header, and one that only has the suffix) it is reported and skipped: the
+    directory's other files are read as before."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_evtx(str(logs / "server.evtx"), ATTACK)
+    whole = (logs / "server.evtx").read_bytes()
+    (logs / "cut.evtx").write_bytes(whole[:1000])
+    (logs / "fake.evtx").write_bytes(b"this is not an event log\n")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "server.evtx").write_bytes(whole)
+    expected = run_cli(["--emit", "all", "--input", str(alone)])
+    assert expected.returncode == 0 and len(alerts(expected.stdout)) == 1, expected.stderr
+    result = run_cli(["--emit", "all", "--input", str(logs)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected.stdout
+    reports = result.stderr.decode().splitlines()
+    assert [line for line in reports if "file skipped" in line] == [line for line in reports if "evtx" in line]
+    assert len([line for line in reports if "file skipped" in line]) == 2, reports
+    assert any(f"{logs / 'cut.evtx'}: not a readable EVTX file (" in line for line in reports), reports
+    assert any(f"{logs / 'fake.evtx'}: not a readable EVTX file (" in line for line in reports), reports
+    assert b"Traceback" not in result.stderr
+    named = run_cli(["--emit", "all", "--input", str(logs / "server.evtx"), "--input", str(logs / "cut.evtx")])
+    assert named.returncode == 2 and len(named.stderr.splitlines()) == 1 and b"cut.evtx" in named.stderr
+
+
 def _many(count):
     return [powershell(100 + i, f"2026-11-01T10:{i // 60 % 60:02d}:{i % 60:02d}Z", f"h{i % 7}.corp", "benign", 4104)
             for i in range(count)]

@@ -304,7 +304,7 @@ def run(
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
     try:
-        files = inputs_module.expand(inputs or [])
+        files, walked = inputs_module.expand(inputs or [])
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
     # The correlate stage reads Detection records: every line is one.
@@ -371,8 +371,8 @@ def run(
                         stream_filter.run(handle.fileno(), live=not stat.S_ISREG(os.fstat(handle.fileno()).st_mode),
                                           max_line=max_line, stop=stop)
                 else:
-                    stream_filter.process_labelled(_file_lines(files, stream_filter, diagnostics, max_line), max_line,
-                                                   stop)
+                    stream_filter.process_labelled(_file_lines(files, stream_filter, diagnostics, max_line, walked),
+                                                   max_line, stop)
             except inputs_module.InputError as error:
                 stream_filter.finish()
                 raise UsageProblem(str(error)) from None
@@ -495,16 +495,18 @@ def _indexed_needle(literal: str):
     return found if found is not None and (len(found) >= 3 or not found.isascii()) else None
 
 
-def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostics, max_line: int = DEFAULT_MAX_LINE):
-    """``(label, line, verdict)`` from the files, merged by event time when several."""
+def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostics, max_line: int = DEFAULT_MAX_LINE,
+                walked: frozenset = frozenset()):
+    """``(label, line, verdict)`` from the files, merged by event time when several; ``walked``: those
+    only a directory named."""
     def report(where: str, message: str) -> None:
         diagnostics.report("bad_evtx", where, message)
 
     if len(files) > 1:
         inputs_module.allow_open(len(files))
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
-    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line), stream_filter.prefilter,
-                                    budget) for path in files]
+    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked),
+                                    stream_filter.prefilter, budget) for path in files]
     if len(streams) == 1:
         return streams[0]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import os
 import stat
-from typing import Callable, Iterable, Iterator, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
 
 from .evtx_chunks import evtx_records
@@ -26,10 +26,12 @@ class InputError(ValueError):
     """An input path that cannot be read (a usage error, exit status 2)."""
 
 
-def expand(paths: List[str]) -> List[str]:
+def expand(paths: List[str]) -> Tuple[List[str], Set[str]]:
     """Paths as given, with each directory replaced by its event files (sorted, recursive, through
-    symbolic links); a file reached twice (a link to another file of the tree) is read once."""
-    files, seen = [], set()
+    symbolic links); a file reached twice (a link to another file of the tree) is read once.  Also
+    the files only a directory named: one of them that is no EVTX file is skipped, not refused."""
+    files, seen, walked = [], set(), set()
+    named = {os.path.realpath(path) for path in paths if not os.path.isdir(path)}
     for path in paths:
         found = _walk(path) if os.path.isdir(path) else [path]
         for name in found:
@@ -38,7 +40,9 @@ def expand(paths: List[str]) -> List[str]:
             if real not in seen or name == "/dev/stdin":
                 seen.add(real)
                 files.append(name)
-    return files
+                if real not in named:
+                    walked.add(name)
+    return files, walked
 
 
 def _walk(top: str) -> List[str]:
@@ -104,9 +108,10 @@ def is_evtx(path: str) -> bool:
         return False
 
 
-def evtx_lines(path: str, report: Callable[[str, str], None]) -> Iterator[bytes]:
+def evtx_lines(path: str, report: Callable[[str, str], None], named: bool = True) -> Iterator[bytes]:
     """The records of an EVTX file as JSON lines, parsed chunk by chunk in a child process that
-    is killed when the parser is stuck (``evtx_chunks``); every record lost is reported."""
+    is killed when the parser is stuck (``evtx_chunks``); every record lost is reported.  A file
+    whose header is unreadable is a usage error when ``named``, else reported and skipped."""
     try:
         from evtx import PyEvtxParser
     except ImportError:
@@ -114,7 +119,10 @@ def evtx_lines(path: str, report: Callable[[str, str], None]) -> Iterator[bytes]
     try:
         PyEvtxParser(path)  # the file header, read here: a file that is no EVTX is a usage error
     except (OSError, RuntimeError, ValueError) as error:
-        raise InputError(f"cannot read EVTX file {path}: {error}") from None
+        if named:
+            raise InputError(f"cannot read EVTX file {path}: {error}") from None
+        report(path, f"not a readable EVTX file ({_first_line(error)}); file skipped")
+        return
     try:
         yield from evtx_records(path, report)
     except OSError as error:  # the file went away or became unreadable while being read
@@ -176,10 +184,16 @@ def ndjson_lines(path: str, max_line: int = 16 << 20) -> Iterator:
                 yield LongLine(line, handle)
 
 
-def labelled_lines(path: str, report, max_line: int = 16 << 20) -> Iterator[tuple]:
-    """``(label, line)`` for one file; the label names the file and the line or record."""
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = True) -> Iterator[tuple]:
+    """``(label, line)`` for one file; the label names the file and the line or record.  ``named``:
+    the file was named, not found in a directory (see ``evtx_lines``)."""
     if is_evtx(path):
-        for number, line in enumerate(evtx_lines(path, report), 1):
+        for number, line in enumerate(evtx_lines(path, report, named), 1):
             yield f"{path} record {number}", line
     else:
         for number, line in enumerate(ndjson_lines(path, max_line), 1):
