@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -183,12 +184,87 @@ def test_a_chunk_the_parser_is_stuck_on_is_given_up_and_the_file_goes_on(tmp_pat
         assert len(list(evtx_records(str(good), lambda *_: None, reader))) == len(ATTACK)  # a new child
     finally:
         reader.close()
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _spinning_file(tmp_path):
+    source = os.path.join(SIGMAHQ, "regression_data", "rules", "windows", "builtin", "security",
+                          "win_security_susp_scheduled_task_delete_or_disable",
+                          "7595ba94-cf3b-4471-aa03-4f6baa9e5fad.evtx")
+    if not os.path.exists(source):
+        pytest.skip("the shared SigmaHQ regression data is not here")
+    spinning = bytearray(open(source, "rb").read())
+    spinning[5770] = 1
+    path = tmp_path / "stuck.evtx"
+    path.write_bytes(bytes(spinning))
+    return path
+
+
+def _wait_for_child(pid):
+    deadline = time.monotonic() + 15
+    while not _children(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (child,) = _children(pid)
+    return child
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["filter", "process-group"])
+def test_sigterm_while_the_parser_spins_stops_at_once_and_says_nothing_of_a_stuck_parser(tmp_path, whole_group):
+    """SIGTERM waited for the stuck parser's 10 s; sent to the whole group, it killed the child and
+    the filter then blamed a stuck parser ("no answer in 10 s") after 0.1 s."""
+    stuck = _spinning_file(tmp_path)
+    good = tmp_path / "good.evtx"
+    write_evtx(str(good), ATTACK)
     process = subprocess.Popen(COMMAND + ["--input", str(stuck), "--input", str(good)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    time.sleep(2)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=15)  # stopped in time, not spinning on
+                               stderr=subprocess.PIPE, start_new_session=True)
+    child = _wait_for_child(process.pid)
+    time.sleep(0.5)  # the child is on the spinning chunk
+    started = time.monotonic()
+    if whole_group:
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=15)
+    assert time.monotonic() - started < 3
     assert process.returncode == 0 and b"Traceback" not in err
+    assert b"stuck" not in err and b"EVTX" not in err, err
+    assert not os.path.exists(f"/proc/{child}")
+
+
+def test_the_parser_child_dies_with_the_filter_and_a_dead_child_is_named_dead(tmp_path):
+    """The filter killed (SIGKILL) while its child spins on a chunk: the child dies too, not left
+    spinning for ever. A child killed from outside is reported as dead, not as stuck."""
+    from pipeshell_filter.io.evtx_chunks import ChunkReader, evtx_records
+    stuck = _spinning_file(tmp_path)
+    process = subprocess.Popen(COMMAND + ["--input", str(stuck)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = _wait_for_child(process.pid)
+    time.sleep(0.5)
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}") and open(f"/proc/{child}/stat").read().split()[2] != "Z":
+        assert time.monotonic() < deadline, "the parser's child outlived the filter"
+        time.sleep(0.05)
+
+    reports = []
+    reader = ChunkReader(stuck=60.0)
+    killer = threading.Thread(target=lambda: (time.sleep(1), os.kill(reader._child.pid, signal.SIGKILL)))
+    killer.start()
+    try:
+        assert list(evtx_records(str(stuck), lambda where, message: reports.append((where, message)), reader)) == []
+    finally:
+        killer.join()
+        reader.close()
+    assert reports == [(f"{stuck} chunk 1", "the EVTX parser died on this chunk (killed by SIGKILL); "
+                                             "stopped after 0 records, the rest of the chunk is lost")]
 
 
 def test_a_directory_is_read_through_links_each_file_once_and_a_bad_entry_is_one_line(tmp_path):

@@ -371,7 +371,7 @@ def run(
                         stream_filter.run(handle.fileno(), live=not stat.S_ISREG(os.fstat(handle.fileno()).st_mode),
                                           max_line=max_line, stop=stop)
                 else:
-                    stream_filter.process_labelled(_file_lines(files, stream_filter, diagnostics, max_line, walked),
+                    stream_filter.process_labelled(_file_lines(files, stream_filter, diagnostics, max_line, walked, stop),
                                                    max_line, stop)
             except inputs_module.InputError as error:
                 stream_filter.finish()
@@ -496,16 +496,16 @@ def _indexed_needle(literal: str):
 
 
 def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostics, max_line: int = DEFAULT_MAX_LINE,
-                walked: frozenset = frozenset()):
+                walked: frozenset = frozenset(), stop=None):
     """``(label, line, verdict)`` from the files, merged by event time when several; ``walked``: those
-    only a directory named."""
+    only a directory named; ``stop``: the run's StopRequest (an EVTX file's reading heeds it)."""
     def report(where: str, message: str) -> None:
         diagnostics.report("bad_evtx", where, message)
 
     if len(files) > 1:
         inputs_module.allow_open(len(files))
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
-    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked),
+    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked, stop),
                                     stream_filter.prefilter, budget) for path in files]
     if len(streams) == 1:
         return streams[0]

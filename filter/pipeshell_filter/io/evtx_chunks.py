@@ -15,7 +15,10 @@ numbers its first and last record, so records the parser skipped in silence
 Run as ``python -m pipeshell_filter.io.evtx_chunks``, it is the child: one
 request per line on stdin (``[path, chunk index]`` as JSON), and per request
 ``R`` (a record's JSON line), ``D`` (a damaged record) and one final ``E``
-messages on stdout, each a tag, a 4-byte length and the bytes.
+messages on stdout, each a tag, a 4-byte length and the bytes.  The child
+ignores SIGTERM and Ctrl-C (sent to the whole process group, they are the
+filter's to handle: it stops reading at once, and kills the child) and dies
+with the filter, which may not outlive a chunk the child spins on.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import io
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +67,19 @@ def _send(out, tag: bytes, data: bytes) -> None:
     out.write(tag + len(data).to_bytes(4, "little") + data)
 
 
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass  # elsewhere the child ends when its stdin does, unless stuck
+    if os.getppid() != parent:  # the filter died before the line above
+        os._exit(1)
+
+
 def _serve() -> None:  # pragma: no cover - runs in the child; tested through ChunkReader
     from evtx import PyEvtxParser
     out = sys.stdout.buffer
@@ -99,72 +116,87 @@ class ChunkReader:
 
     def __init__(self, stuck: float = STUCK):
         self.stuck = stuck
+        self.died: Optional[int] = None  # the exit status of the last child killed
         self._child: Optional[subprocess.Popen] = None
 
     def _start(self) -> subprocess.Popen:
         if self._child is None:
-            self._child = subprocess.Popen([sys.executable, "-m", "pipeshell_filter.io.evtx_chunks"],
+            self._child = subprocess.Popen([sys.executable, "-m", "pipeshell_filter.io.evtx_chunks", str(os.getpid())],
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         return self._child
 
-    def close(self) -> None:
+    def close(self) -> Optional[int]:
+        """Kill the child; its exit status (negative: the signal), or None when there was none."""
         child, self._child = self._child, None
-        if child is not None:
-            child.kill()
-            child.wait()
-            child.stdin.close()
-            child.stdout.close()
+        if child is None:
+            return None
+        child.kill()
+        status = child.wait()
+        child.stdin.close()
+        child.stdout.close()
+        return status
 
-    def chunk(self, path: str, index: int) -> Tuple[List[bytes], List[str], bool]:
-        """The chunk's records and damaged-record messages; False when the child was stuck or died
-        before it finished (then killed: the next chunk gets a new one)."""
+    def chunk(self, path: str, index: int, stop=None) -> Tuple[List[bytes], List[str], str]:
+        """The chunk's records and damaged-record messages, and how it ended: "done"; "stuck" or "died"
+        (the child killed: the next chunk gets a new one, ``self.died`` its status); "stopped", when
+        ``stop`` (a ``signals.StopRequest``) was requested meanwhile."""
         child = self._start()
         try:
             child.stdin.write(ujson.dumps([path, index]).encode() + b"\n")
             child.stdin.flush()
         except OSError:
-            self.close()
-            return [], [], False
+            self.died = self.close()
+            return [], [], "died"
         records, damaged = [], []
         stream = child.stdout
         while True:
-            head = self._read(stream, 5)
-            body = self._read(stream, int.from_bytes(head[1:], "little")) if head is not None else None
-            if head is None or body is None:
-                self.close()
-                return records, damaged, False
+            head, why = self._read(stream, 5, stop)
+            if head is not None:
+                body, why = self._read(stream, int.from_bytes(head[1:], "little"), stop)
+            if why is not None:
+                self.died = self.close()
+                return records, damaged, why
             tag = head[:1]
             if tag == b"E":
-                return records, damaged, True
+                return records, damaged, "done"
             if tag == b"R":
                 records.append(body)
             else:
                 damaged.append(body.decode("utf-8", "replace"))
 
-    def _read(self, stream, size: int) -> Optional[bytes]:
-        """``size`` bytes, or None when the child says nothing for ``stuck`` seconds or is gone."""
+    def _read(self, stream, size: int, stop) -> Tuple[Optional[bytes], Optional[str]]:
+        """``size`` bytes; or None and why not: the child said nothing for ``stuck`` seconds, is
+        gone, or ``stop`` was requested."""
         data = b""
         deadline = time.monotonic() + self.stuck
         descriptor = stream.fileno()
+        watched = [descriptor] if stop is None else [descriptor, stop.fd]
         while len(data) < size:
+            if stop is not None and stop.requested:
+                return None, "stopped"
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([descriptor], [], [], left)[0]:
-                return None
+            ready = select.select(watched, [], [], left)[0] if left > 0 else []
+            if stop is not None and stop.fd in ready:
+                stop.drain()
+                continue
+            if not ready:
+                return None, "stuck"
             piece = os.read(descriptor, size - len(data))
             if not piece:
-                return None
+                return None, "died"
             data += piece
             deadline = time.monotonic() + self.stuck
-        return data
+        return data, None
 
 
 _READER = ChunkReader()
 
 
-def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional[ChunkReader] = None) -> Iterator[bytes]:
+def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional[ChunkReader] = None,
+                 stop=None) -> Iterator[bytes]:
     """The records of an EVTX file as JSON lines, chunk by chunk; every record lost is reported:
     a cut last chunk, damaged ones by the parser's word, and a chunk that yielded fewer than its
-    header numbers."""
+    header numbers.  ``stop`` (a ``signals.StopRequest``) requested: the file ends there."""
     reader = reader or _READER
     said, whole = chunk_count(path)
     if whole < said:  # the parser skips a cut chunk in silence (a copy taken while Windows was writing)
@@ -180,18 +212,34 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
                 continue  # past what the header says: space not used yet
             first, last = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
             expected = last - first + 1 if 0 <= last - first < MOST_RECORDS else None
-            records, damaged, finished = reader.chunk(path, index)
+            records, damaged, ended = reader.chunk(path, index, stop)
             for message in damaged[:10]:
                 report(where, f"damaged EVTX record skipped ({message})")
-            if not finished:
-                report(where, f"the EVTX parser was stuck on this chunk (no answer in {reader.stuck:g} s); "
-                              f"stopped after {len(records)} records, the rest of the chunk is lost")
+            if ended == "stopped":  # the run is stopping: what was read goes on, nothing more is read
+                yield from records
+                return
+            if ended != "done":
+                why = f"was stuck on this chunk (no answer in {reader.stuck:g} s)" if ended == "stuck" else \
+                    f"died on this chunk ({_status(reader.died)})"
+                report(where, f"the EVTX parser {why}; stopped after {len(records)} records, the rest of the chunk "
+                              "is lost")
             elif expected is not None and len(records) + len(damaged) < expected:
                 report(where, f"{expected - len(records)} of its {expected} records could not be read")
             yield from records
 
 
+def _status(status: Optional[int]) -> str:
+    if status is not None and status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
+
+
 if __name__ == "__main__":  # pragma: no cover
+    if len(sys.argv) > 1:
+        _die_with_parent(int(sys.argv[1]))
     try:
         _serve()
     except (BrokenPipeError, KeyboardInterrupt):

@@ -108,10 +108,11 @@ def is_evtx(path: str) -> bool:
         return False
 
 
-def evtx_lines(path: str, report: Callable[[str, str], None], named: bool = True) -> Iterator[bytes]:
+def evtx_lines(path: str, report: Callable[[str, str], None], named: bool = True, stop=None) -> Iterator[bytes]:
     """The records of an EVTX file as JSON lines, parsed chunk by chunk in a child process that
     is killed when the parser is stuck (``evtx_chunks``); every record lost is reported.  A file
-    whose header is unreadable is a usage error when ``named``, else reported and skipped."""
+    whose header is unreadable is a usage error when ``named``, else reported and skipped.  ``stop``
+    (a ``signals.StopRequest``) requested: the file ends at once, even inside a chunk."""
     try:
         from evtx import PyEvtxParser
     except ImportError:
@@ -124,7 +125,7 @@ def evtx_lines(path: str, report: Callable[[str, str], None], named: bool = True
         report(path, f"not a readable EVTX file ({_first_line(error)}); file skipped")
         return
     try:
-        yield from evtx_records(path, report)
+        yield from evtx_records(path, report, stop=stop)
     except OSError as error:  # the file went away or became unreadable while being read
         report(path, f"EVTX file no longer readable ({error.strerror or error}); rest of the file skipped")
 
@@ -189,11 +190,11 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = True) -> Iterator[tuple]:
+def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = True, stop=None) -> Iterator[tuple]:
     """``(label, line)`` for one file; the label names the file and the line or record.  ``named``:
     the file was named, not found in a directory (see ``evtx_lines``)."""
     if is_evtx(path):
-        for number, line in enumerate(evtx_lines(path, report, named), 1):
+        for number, line in enumerate(evtx_lines(path, report, named, stop), 1):
             yield f"{path} record {number}", line
     else:
         for number, line in enumerate(ndjson_lines(path, max_line), 1):
