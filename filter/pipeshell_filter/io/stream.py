@@ -1030,21 +1030,23 @@ class Filter:
             line = start + record + b"]" if start else record
         self.output.write(line + b"\n")
 
-    def _own(self, record: dict) -> tuple:
-        """A record of the filter's own (an alert, a Detection, a heartbeat) and its JSON: in the
-        Fluent Bit modes, what Fluent Bit cannot take is made text (``portable``), so that the
-        record stays what it is rather than becoming a pipeline_error record."""
+    def _own(self, record: dict, shrinkable: bool = False) -> tuple:
+        """A record of the filter's own (an alert, a Detection, a heartbeat, a metric) and its JSON:
+        in the Fluent Bit modes, what Fluent Bit cannot take is made text (``portable``) and, when
+        ``shrinkable`` (an alert, a metric), one too long is made smaller (``shrink``), so that the
+        record stays what it is rather than becoming a pipeline_error record.  A Detection is never
+        shrunk: cut, it would mislead the correlate stage; its values are bounded (``detect.kept``)."""
         encoded = dumps(record)
         if self.wrap_unusable and unportable_record(encoded) is not None:
             record = portable(record)
             encoded = dumps(record)
+        if shrinkable and self.wrap and len(encoded) > self.max_record - 64:
+            encoded = dumps(shrink(record))
         return record, encoded
 
     def write_alerts(self, alerts: Iterable[dict]) -> None:
         for record in alerts:
-            record, encoded = self._own(record)
-            if self.wrap and len(encoded) > self.max_record - 64:  # an alert stays an alert: made smaller
-                encoded = dumps(shrink(record))
+            record, encoded = self._own(record, shrinkable=True)
             self._write(encoded, None, parse_time(record.get("@timestamp")) if self.fluentbit_time else None)
             if self.alert_sink is not None:
                 self.alert_sink(record, encoded)
@@ -1090,11 +1092,7 @@ class Filter:
         if final or now >= self._stats_next:
             self._stats_next = now + interval
             self.report_skew()  # the record names the sources reported so far
-            record = make_record()
-            encoded = dumps(record)
-            if self.wrap and len(encoded) > self.max_record - 64:  # the metric stays one: made smaller
-                encoded = dumps(shrink(record))
-            self._write(encoded, None)
+            self._write(self._own(make_record(), shrinkable=True)[1], None)
 
     def report_skew(self, final: bool = False) -> None:
         for kind, message in self.engine.skew_reports(final):
