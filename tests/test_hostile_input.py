@@ -129,6 +129,37 @@ def test_late_events_joining_an_open_window_are_under_the_cap_too():
     assert correlator.late == 5000 and correlator.shed == 5000 + 2 - 500
 
 
+
+FLOOD_SPEC = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gte", 3),)),
+                             field="Computer")
+YEAR_2099 = 4_070_908_800 * 10**9
+
+
+def _value_count_hits(stream, max_held=200):
+    correlator = Correlator(FLOOD_SPEC, 0, max_held=max_held)
+    hits = []
+    for line, (time, host) in enumerate(stream):
+        hits += correlator.observe(Detection("r", time, host, (0,), {"Computer": [host]}, {"line": line + 1}))
+    hits += correlator.flush()
+    return [(hit.time, hit.group, hit.distinct_values) for hit in hits], correlator
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1200), st.sampled_from(["a", "b", "c", "d"])), min_size=2, max_size=60),
+       st.integers(250, 600), st.integers(0, 60), st.sampled_from([YEAR_2099, 10**15 * 10**9]))
+def test_a_flood_from_a_clock_in_the_future_is_shed_before_the_other_hosts_windows(legit, flood, at, future):
+    """One host (forged, or its clock set to 2099) sends more events than the cap while the others
+    run: every alert of the others still fires, as without it. Its events were kept and the others'
+    windows shed, oldest first, so that the rule went blind for the rest of the run."""
+    legit = sorted((t * 10**9, host) for t, host in legit)
+    at = min(at, len(legit))
+    flooded = legit[:at] + [(future + i, "evil") for i in range(flood)] + legit[at:]
+    expected, _ = _value_count_hits(legit)
+    found, correlator = _value_count_hits(flooded)
+    assert [hit for hit in found if hit[0] < future] == expected
+    assert correlator.shed >= flood - 200 if correlator.watermark != float("-inf") else True
+
+
 # ---------------------------------------------------------------- the fuzz suite
 
 HOSTILE = st.one_of(

@@ -253,9 +253,10 @@ class Correlator:
         if held > ONE_SOURCE_HELD and clocked and not self.driven and self.clocks.one_source_time != NEVER:
             hits = self.advance(self.clocks.one_source_time - self.lateness)  # one host's log: see ``clock``
             held = len(self._pending) + len(self._held)
+        rose = clocked and self.clocks.see(detection.source, c.time)  # before shedding: who is ahead
         if held > self.max_held:
             self._shed()
-        if clocked and self.clocks.see(detection.source, c.time) and not self.driven:
+        if rose and not self.driven:
             hits += self.advance(self.clocks.reference - self.lateness)
         if self.early and c.time > max(self._consumed.get(c.group, NEVER), self._early_done.get(c.group, NEVER)):
             hit = self._early(c)
@@ -270,6 +271,15 @@ class Correlator:
         if waiting is None:
             waiting = self._waiting[entry[2].group] = _Waiting()
         waiting.add(entry)
+
+    def _drop_newest_waiting(self) -> None:
+        """The last entry of ``_pending`` taken out, and of its group's (the newest of both)."""
+        entry = self._pending.pop(-1)
+        group = entry[2].group
+        waiting = self._waiting[group]
+        waiting.entries.pop()
+        if not len(waiting):
+            del self._waiting[group]
 
     def _pop_waiting(self):
         """The first entry of ``_pending``, taken out (the first of its group's too)."""
@@ -420,10 +430,15 @@ class Correlator:
         return hit
 
     def _shed(self) -> None:
-        """Over the cap: drop the oldest event held, in a window if any (its window forgets it
-        as if it had slid past), else the oldest pending one."""
+        """Over the cap: drop the newest event waiting when it is dated more than ``max_skew``
+        past the stream's time (a clock in the future, or forged: a flood of it must not push
+        the other hosts' windows out, blinding the rule); else the oldest event held, in a window
+        if any (its window forgets it as if it had slid past), else the oldest pending one."""
         self.shed += 1
-        if self._held:
+        pending, now = self._pending, max(self.watermark + self.lateness, self.clocks.reference)
+        if pending and now != NEVER and pending[-1][0] > now + self.clocks.max_skew:
+            self._drop_newest_waiting()
+        elif self._held:
             time, seq, group = self._held.pop(0)
             window = self._windows[group]
             window.remove((time, seq))
