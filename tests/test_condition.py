@@ -188,9 +188,15 @@ def test_x_of_pattern_with_single_match_is_the_reference():
     assert expanded("all of sel*", ["sel", "filter"]) == Ref("sel")
 
 
-def test_x_of_pattern_is_case_sensitive_glob():
+def test_x_of_pattern_is_case_sensitive_with_star_the_only_wildcard():
+    """The specification's patterns have ``*`` wildcards only: ``?`` and ``[`` stand for themselves
+    (a glob took ``sel?`` for any one character, pulling in ``selA``)."""
     assert expanded("1 of Sel*", ["Sel1", "sel2"]) == Ref("Sel1")
-    assert expanded("1 of sel?", ["sel1", "sel22"]) == Ref("sel1")
+    assert expanded("1 of sel?", ["sel?", "sel1", "selA"]) == Ref("sel?")
+    assert expanded("1 of sel[ab]*", ["sela", "sel[ab]x"]) == Ref("sel[ab]x")
+    assert expanded("all of a.*", ["a.1", "ab"]) == Ref("a.1")
+    with pytest.raises(ConditionError):
+        expanded("1 of sel?", ["sel1", "sel22"])
 
 
 def test_one_of_them_excludes_underscore_names():

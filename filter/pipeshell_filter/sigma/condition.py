@@ -7,7 +7,6 @@ parser is ours.  Precedence, loosest first: ``or`` < ``and`` < ``not`` < ``x of`
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from typing import Iterable, Optional, Union
 
@@ -250,6 +249,12 @@ def parse_condition(text: str) -> Condition:
     return Condition(text=text, expression=_Parser(search).parse(), aggregation=aggregation)
 
 
+def _name_pattern(pattern: str) -> "re.Pattern":
+    """An ``x of`` pattern: ``*`` is the only wildcard (the specification's), so a name's ``?``
+    or ``[`` stands for itself."""
+    return re.compile(".*".join(map(re.escape, pattern.split("*"))), re.DOTALL)
+
+
 def expand(node: Node, names: Iterable[str]) -> Node:
     """Replace ``x of pattern`` by And/Or over the detection names it matches.
 
@@ -280,7 +285,8 @@ def _expand(node: Node, names: list, known: set, patterns: dict, left: list) -> 
             if left[1] < 0:
                 raise ConditionError(f"condition has too many distinct 'x of' patterns for {len(names)} selections")
             hidden = not node.pattern.startswith("_")  # '_' names only for a pattern that asks for them
-            matched = [n for n in names if fnmatch.fnmatchcase(n, node.pattern) and not (hidden and n.startswith("_"))]
+            wanted = _name_pattern(node.pattern)
+            matched = [n for n in names if wanted.fullmatch(n) and not (hidden and n.startswith("_"))]
         patterns[node.pattern] = matched
     if not matched:
         pattern = node.pattern if len(node.pattern) <= 60 else node.pattern[:57] + "..."
