@@ -412,6 +412,37 @@ def test_expand_agrees_with_substitution(table, before, data, after, text):
     assert test(text) == expected
 
 
+def _sigma_regex(text):
+    """The reference: a Sigma string as a regex (a backslash escapes *, ? and itself, else is literal)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1:i + 2] in ("*", "?", "\\"):
+            out.append(re.escape(text[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if text[i] == "*" else "." if text[i] == "?" else re.escape(text[i]))
+        i += 1
+    return "".join(out)
+
+
+@FAST
+@given(st.text("a\\*?", max_size=4), st.text("a\\*?", max_size=4), st.text("a\\*?", max_size=4),
+       st.text("a\\*?", max_size=6))
+def test_a_placeholder_value_is_a_sigma_value_of_its_own(before, value, after, text):
+    """Each piece keeps its own escapes: a value ending in a backslash (``CORP\\``) does not escape the
+    rule's ``*`` after it (it did: ``CORP\\alice`` was missed and the text ``CORP*`` matched)."""
+    before = before.rstrip("\\") + ("\\\\" if before.endswith("\\") else "")  # the rule's text: no bare \ before %
+    test = compiled(f"{before}%v%{after}", "expand", "cased", placeholders={"v": (value,)})
+    expected = re.fullmatch(_sigma_regex(before) + _sigma_regex(value) + _sigma_regex(after), text, re.DOTALL)
+    assert test(text) == bool(expected)
+
+
+def test_a_placeholder_value_ending_in_a_backslash_leaves_the_next_wildcard_one():
+    test = compiled("%Dom%*", "expand", placeholders={"Dom": ("CORP\\",)})
+    assert test("CORP\\alice") and test("corp\\") and not test("CORP*") and not test("CORPalice")
+    assert not compiled("%Dom%x", "expand", placeholders={"Dom": ("CORP\\",)})("CORPx")
+
+
 def test_placeholders_file(tmp_path):
     path = tmp_path / "placeholders.yml"
     path.write_text("Workstations: ['WS-*', 'LAPTOP1']\n'%Admins%': root\nports: [80, 443]\n")

@@ -278,6 +278,14 @@ def _split_wildcards(value: str, windash: bool = False) -> list:
     return parts
 
 
+def _written_out(value: str) -> str:
+    """A Sigma string with every literal backslash, ``*`` and ``?`` escaped: the same value, safe
+    to join with other Sigma text (``CORP\\`` then ``*`` stays a backslash and a wildcard)."""
+    return "".join("*" if part is ANY else "?" if part is ONE else
+                   part.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+                   for part in _split_wildcards(value))
+
+
 def re_flags(modifiers) -> str:
     """The RE2 flags an ``|re`` value's sub-modifiers ask for, in a fixed order."""
     flags = {RE_FLAGS[m] for m in modifiers if m in RE_FLAGS}
@@ -476,7 +484,8 @@ def compile_value(value, spec: ModifierSpec, placeholders=None):
     raws = [value]
     if spec.expand:
         try:  # a number has no placeholder, but the rule still needs the file
-            filled = expand(value if isinstance(value, str) else "", placeholders)
+            filled = expand(value if isinstance(value, str) else "", placeholders,
+                            _written_out if spec.kind == "string" else None)
         except PlaceholderError as error:
             raise ModifierError(str(error)) from None
         if isinstance(value, str):

@@ -10,7 +10,7 @@ OR-ed.  ``\\%`` writes a plain percent sign.
 from __future__ import annotations
 
 import string
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import yaml
 
@@ -65,8 +65,11 @@ def placeholders_from(loaded, where: str = "placeholders") -> dict:
     return table
 
 
-def expand(value: str, placeholders: Optional[Mapping]) -> list:
-    """The values ``value`` stands for once its placeholders are filled (one when it has none)."""
+def expand(value: str, placeholders: Optional[Mapping], quote: Optional[Callable[[str], str]] = None) -> list:
+    """The values ``value`` stands for once its placeholders are filled (one when it has none).
+    ``quote``: how a placeholder's value is written into the rule's text (each value is a Sigma
+    value of its own: written out with its escapes, a trailing backslash must not escape the
+    rule's next wildcard)."""
     if placeholders is None:
         raise PlaceholderError("|expand needs --placeholders FILE")
     pieces = [""]  # text, then alternately a placeholder's values and text
@@ -83,7 +86,7 @@ def expand(value: str, placeholders: Optional[Mapping]) -> list:
             name = value[i + 1:end]
             if name not in placeholders:
                 raise PlaceholderError(f"placeholder %{name}% is not defined in the placeholders file")
-            pieces += [placeholders[name], ""]
+            pieces += [placeholders[name] if quote is None else tuple(map(quote, placeholders[name])), ""]
             i = end + 1
         else:
             pieces[-1] += ch
