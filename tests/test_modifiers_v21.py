@@ -697,7 +697,8 @@ def test_any_modifier_chain_is_a_rule_error_or_a_working_selection(modifiers, fi
 # ---------------------------------------------------------------- |re's $ as PCRE reads it
 
 
-_RE_PARTS = st.sampled_from(["a", "b", ".", "$", "^", "[ab]", "[$]", r"\$", "[^]a]", "a*", "(?:a|b$)", "b?"])
+_RE_PARTS = st.sampled_from(["a", "b", ".", "$", "^", "[ab]", "[$]", r"\$", "[^]a]", "a*", "(?:a|b$)", "b?", "m",
+                             r"\(?", r"\)", "[(?m]", "(?m:a$)", "(?-m:b$)", "(?i:a$)", "(?s:.$)"])
 
 
 @FAST
@@ -716,6 +717,12 @@ def test_re_dollar_before_a_final_newline():
     assert compiled(r"cost\$", "re")("cost$5") and not compiled("[$]$", "re")("x")
     assert compiled("[[:alpha:]$]x$", "re")("$x\n")  # a $ in a class with a POSIX class: a character
     assert compiled("a$", "re", "m")("a\nb") and compiled("(?m)a$", "re")("a\nb")  # multiline: as RE2 reads it
+    # an escaped paren made optional before a word with an m is no (?m (it turned the reading off)
+    assert compiled(r"Invoke\(?Command$", "re")("InvokeCommand\n")
+    assert compiled("[(?m]x$", "re")("mx\n")
+    # (?m) holds to the end of its group; (?m:...) inside its own
+    assert compiled("(a(?m)b$)\nc$", "re")("ab\nc\n") and compiled("(?m:a$)\nb$", "re")("a\nb\n")
+    assert not compiled("((?m)a)$", "re")("a\nb") and compiled("((?m)a)$", "re")("a\n")  # its group ended
     # several values of one matcher are one search: the same reading
     assert selects({"F|re": ["mimikatz$", "lsass$"]}, {"F": "dump lsass\n"})
     assert not selects({"F|re": ["mimikatz$", "lsass$"]}, {"F": "dump lsass\nx"})

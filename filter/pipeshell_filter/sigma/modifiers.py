@@ -292,17 +292,19 @@ def re_flags(modifiers) -> str:
     return "".join(f for f in "ims" if f in flags)
 
 
-_MULTILINE_FLAG = re.compile(r"\(\?[a-zA-Z]*m")  # an inline (?m), (?im), (?m:...): leave its $ alone
+_FLAG_GROUP = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])")  # (?m) (?i-m) (?m:...) and the like
 
 
 def pcre_dollar(pattern: str, flags: str) -> str:
     """``pattern`` with each ``$`` as PCRE (Sigma's flavour) reads it without ``m``: at the end, or
     before a final newline.  RE2's ``$`` is the end only, so it becomes ``(?:\\n?\\z)``: the same
     answer to whether the text holds a match, except for a ``$`` followed by a newline in the
-    pattern, which PCRE alone can match.  An escaped ``\\$`` and one in a class are characters."""
-    if "$" not in pattern or "m" in flags or _MULTILINE_FLAG.search(pattern):
+    pattern, which PCRE alone can match.  An escaped ``\\$`` and one in a class are characters; a
+    ``$`` where an inline ``m`` is in force (``(?m)`` to its group's end, ``(?m:...)``) is left."""
+    if "$" not in pattern:
         return pattern
     out, at, end = [], 0, len(pattern)
+    multiline = ["m" in flags]  # per open group: whether m is in force
     while at < end:
         char = pattern[at]
         if char == "\\":  # an escape: the next character with it
@@ -319,8 +321,25 @@ def pcre_dollar(pattern: str, flags: str) -> str:
                 close += 1
             out.append(pattern[at:close + 1])
             at = close + 1
+        elif char == "(":
+            group = _FLAG_GROUP.match(pattern, at)
+            state = multiline[-1]
+            if group is not None:
+                state = True if "m" in group.group(1) else False if "m" in (group.group(2) or "") else state
+                if group.group(3) == ")":  # (?m): for the rest of the group it is in
+                    multiline[-1] = state
+                else:
+                    multiline.append(state)
+                out.append(group.group(0))
+                at = group.end()
+            else:
+                multiline.append(state)
+                out.append(char)
+                at += 1
         else:
-            out.append("(?:\\n?\\z)" if char == "$" else char)
+            if char == ")" and len(multiline) > 1:
+                multiline.pop()
+            out.append("(?:\\n?\\z)" if char == "$" and not multiline[-1] else char)
             at += 1
     return "".join(out)
 
