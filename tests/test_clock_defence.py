@@ -98,3 +98,38 @@ def test_the_time_is_what_two_sources_vouch_for_and_two_events_of_the_only_one_a
             assert clocks.reference == NEVER
             assert clocks.one_source_time == (times[-2] if len(times) > 1 else NEVER)
         assert rose == (clocks.reference > before)
+
+
+def test_one_line_ahead_then_a_pause_on_a_pipe_does_not_make_the_others_late():
+    """A replay on a pipe whose first line is one host's event dated 57 minutes ahead, then a
+    pause: the one source's time was trusted at the pause (a replay of the past has no wall clock
+    to check it against), and the incident after it was all late: 0 alerts, 1 from the file."""
+    ahead = ndjson([flat_event(3400, "srv09", "server", 4104)])
+    process = subprocess.Popen(COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(ahead)
+    process.stdin.flush()
+    time.sleep(1.5)  # the filter has read the line and waits: it settles
+    out, err = process.communicate(ndjson(INCIDENT), timeout=30)
+    assert process.returncode == 0
+    assert [a["related"]["hosts"] for a in alerts(out)] == [["cli01", "cli02", "srv01"]], err
+    assert alerts(run_cli([], ahead + ndjson(INCIDENT)).stdout) == alerts(out)
+
+
+def test_one_host_alone_on_a_live_pipe_still_alerts_while_the_input_stays_open(tmp_path):
+    """With one source only, two of its events vouch for its time: a single host's live stream
+    (one domain controller's log) alerts after lateness + idle, not at the end of input."""
+    rule = tmp_path / "count.yml"
+    rule.write_text("title: many script blocks\nlogsource: {product: windows}\ndetection:\n"
+                    "  sel: {EventID: 4104}\n  condition: sel | count() >= 3\n  timeframe: 1m\n")
+    process = subprocess.Popen(COMMAND + ["--rule", str(rule), "--lateness", "1", "--idle", "1"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(ndjson([flat_event(t, "dc01", "benign", 4104) for t in (0, 1, 2, 3)]))
+        process.stdin.flush()
+        started = time.monotonic()
+        line = process.stdout.readline()  # the input stays open
+        assert b'"kind":"alert"' in line
+        assert time.monotonic() - started < 1 + 1 + 1 + 3  # the last event's second, lateness, idle, slack
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)

@@ -15,8 +15,8 @@ yet be a wrong clock that the next one contradicts.
 
 When the input pauses on a live pipe, the newest time that is not suspect
 becomes final too: no more than ``max_skew`` past the vouched-for time, and
-not in the future of the wall clock by more than that (with one source, the
-wall clock is the only check there is).
+not in the future of the wall clock by more than that (with one source, what
+two of its events reached, within the wall clock's bound).
 
 State is bounded: only the ``cap`` sources with the newest times are kept,
 and none further behind the vouched-for time than ``horizon`` (skew, window
@@ -87,10 +87,14 @@ class SourceClocks:
 
     def trusted_newest(self, wall_ns: Optional[int] = None):
         """The newest source time that is no more than ``max_skew`` past the vouched-for time,
-        and not in the future of ``wall_ns`` (the wall clock, on live input) by more than that."""
-        limit = self.reference + self.max_skew if len(self._ranked) > 1 else float("inf")
-        if wall_ns is not None:
-            limit = min(limit, wall_ns + self.max_skew)
+        and not in the future of ``wall_ns`` (the wall clock, on live input) by more than that.
+        With one source, what two of its events reached (``one_source_time``): a single line
+        dated an hour ahead, first on a pipe that then paused, made every other host's events
+        late (a replay of the past has no wall clock to check it against)."""
+        limit = wall_ns + self.max_skew if wall_ns is not None else float("inf")
+        if len(self._ranked) == 1:
+            return self._second if self._second <= limit else NEVER
+        limit = min(limit, self.reference + self.max_skew)
         ranked = self._ranked
         at = ranked.bisect_right((limit, "\U0010ffff"))
         return ranked[at - 1][0] if at else NEVER
