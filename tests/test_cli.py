@@ -381,6 +381,35 @@ def test_explain_event_rejects_a_file_without_an_object(tmp_path, content):
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and b"Traceback" not in result.stderr
 
 
+def test_explain_event_reads_the_event_as_the_filter_does(tmp_path):
+    """A byte order mark the filter ignores made explain refuse the event; a deep object was called
+    no object; a value's / was shown as \\/; and a rule whose logsource does not apply still ended
+    in 'an alert, at once', where the filter never tries it."""
+    event = flat_event(30, "cli01", "client", 4104)
+    event["Payload"] = "cmd /c whoami"
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(event).encode() + b"\n")
+    result = run_cli(["explain", "--event", str(path)])
+    assert result.returncode == 0, result.stderr
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}\n")
+    result = run_cli(["explain", "--event", str(deep)])
+    assert result.returncode == 2 and result.stderr.decode().splitlines() == [
+        f"pipeshell-filter: error: --event {deep}: neither the file nor its first line is a JSON object "
+        "(JSON nested too deeply)"]
+    rule = tmp_path / "security.yml"
+    rule.write_text("title: whoami in security\nlogsource: {product: windows, service: security}\n"
+                    "detection:\n  sel: {Payload|contains: /c whoami}\n  condition: sel\n")
+    sysmon = tmp_path / "sysmon.json"
+    sysmon.write_text(json.dumps({"EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational",
+                                  "Computer": "ws01", "Payload": "cmd /c whoami"}))
+    text = run_cli(["explain", "--rule", str(rule), "--event", str(sysmon)]).stdout.decode()
+    assert "logsource does not apply" in text and "sel                          MATCH" in text
+    assert "outcome   none: the rule is not tried on this event" in text and "at once" not in text
+    assert '"cmd /c whoami"' in text and "\\/" not in text
+    assert run_cli(["--rule", str(rule), "--input", str(sysmon), "--emit", "matches"]).stdout == b""
+
+
 def test_input_dev_stdin_loses_no_byte_and_sigterm_ends_its_wait():
     proc = subprocess.Popen(COMMAND + ["--emit", "all", "--idle", "0", "--input", "/dev/stdin"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

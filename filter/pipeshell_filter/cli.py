@@ -30,7 +30,8 @@ from .io.rule_index import RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
 from .supervise import SUPERVISED
-from .io.stream import BOM, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed, unwrap_line
+from .io.stream import (BOM, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
+                        decode_problem, load_event, unwrap_line)
 from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
 from .sigma import literals
 from .sigma.compile import Plan, compile_plan
@@ -689,15 +690,20 @@ def _read_one_event(path: str) -> tuple:
         raise UsageProblem(f"cannot read --event {path}: {error.strerror}") from None
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
+    if data.startswith(BOM):  # as the filter reads a line: the byte order mark is no part of it
+        data = data[len(BOM):]
     candidates = [data] + [line for line in data.split(b"\n") if line.strip()][:1]
+    why = ""
     for raw in candidates:
         try:
-            parsed = ujson.loads(raw)
-        except (ValueError, OverflowError):
+            parsed = load_event(raw)
+        except (ValueError, OverflowError) as error:
+            kind, message = decode_problem(raw, error)
+            why = why or ("" if kind == "invalid_json" else f" ({message})")  # deep, dense, not UTF-8: said
             continue
         if isinstance(parsed, dict):
             return ujson.dumps(parsed, ensure_ascii=False).encode("utf-8", "surrogatepass"), parsed
-    raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object")
+    raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object{why}")
 
 
 def main(argv: Optional[List[str]] = None) -> None:

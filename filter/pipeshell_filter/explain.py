@@ -31,7 +31,7 @@ def rule_needles(plan: Plan, unknown_logsource: str = "match") -> Optional[list]
 def _show(value, width: int = 70) -> str:
     if value is MISSING:
         return "(missing)"
-    text = ujson.dumps(value, ensure_ascii=False)
+    text = ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)  # the value as the event has it
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
@@ -74,6 +74,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         for field in fields:
             where = view.where(field)
             lines.append(f"  {field:<18} {_show(view.get(field))}" + (f"   <- {where}" if where else ""))
+        applies = plan.logsource is None or plan.logsource.verdict(facts, unknown_logsource)[0]
         matched = plan.match(view)
         lines.append("selections:")
         for selection in plan.selections:
@@ -85,8 +86,10 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         mask = plan.term_mask(matched)
         for i, term in enumerate(plan.terms):
             lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: {term.label}")
-        if mask:
+        if mask and applies:
             lines.append("outcome   " + _outcome(plans, plan))
+        elif mask:
+            lines.append("outcome   none: the rule is not tried on this event (its logsource does not apply)")
         needles = plan.prefilter_literals(needle)
         if needles:
             scan = Prefilter(needles, "python").spans(raw + b"\n")

@@ -229,7 +229,7 @@ def load_event(text: bytes):
     return ujson.loads(text)
 
 
-def _classify_decode_error(line: bytes, error: Exception) -> tuple:
+def decode_problem(line: bytes, error: Exception) -> tuple:
     message = str(error)
     if message == _TOO_COMPLEX:
         return "too_complex", message
@@ -897,7 +897,7 @@ class Filter:
         try:
             event = load_event(text)
         except (ValueError, OverflowError) as error:
-            kind, message = _classify_decode_error(line, error)
+            kind, message = decode_problem(line, error)
             self._unusable(line, number, kind, message, keep)
             return
         if self.wrap_unusable:  # Fluent Bit takes no byte order mark before a record: written without it
