@@ -310,6 +310,61 @@ def test_action_global_reset_and_repeat():
     assert one.path == "c.yml (document 2)"
 
 
+SHARED_ID = """action: global
+title: WannaCry
+id: 4d9e1f2a-0000-4000-8000-000000000001
+detection:
+  condition: selection
+---
+logsource: {product: windows, service: security}
+detection:
+  selection: {EventID: 4688}
+---
+logsource: {product: windows, service: sysmon}
+detection:
+  selection: {EventID: 1}
+---
+action: repeat
+detection:
+  selection: {EventID: 11}
+---
+id: own
+detection:
+  selection: {EventID: 12}
+---
+action: reset
+---
+title: Alone
+detection:
+  selection: {EventID: 13}
+  condition: selection
+---
+title: Alone
+detection:
+  selection: {EventID: 14}
+  condition: selection
+"""
+
+
+def test_a_collections_rules_sharing_the_global_id_or_title_each_get_one(tmp_path):
+    """The v1 style: the global document holds the title, often the id, that every rule document
+    then shares; every rule after the first was refused as a duplicate id (exit 2; in a directory,
+    skipped: detections lost). Each gets the shared id with its document's number, unless it sets
+    its own."""
+    rules = parse_rules(SHARED_ID, "w.yml")
+    shared = "4d9e1f2a-0000-4000-8000-000000000001"
+    # the global content wins over the document's (as sigmac merged): its id too
+    # two documents of one title and no id are two rules as well
+    assert [r.id for r in rules] == [shared, f"{shared}#3", f"{shared}#4", f"{shared}#5", "Alone", "Alone#8"]
+    assert [r.title for r in rules] == ["WannaCry"] * 4 + ["Alone"] * 2
+    without_id = SHARED_ID.replace(f"id: {shared}\n", "")
+    assert [r.id for r in parse_rules(without_id, "w.yml")][:4] == ["WannaCry", "WannaCry#3", "WannaCry#4", "own"]
+    assert len(list(load_plans([write(tmp_path, "w.yml", SHARED_ID)], None))) == 6
+    twice = "id: mine\n" + SHARED_ID.rsplit("---", 1)[1].lstrip("\n")  # an id written twice: still refused
+    with pytest.raises(UsageProblem, match="is already the id of"):
+        load_plans([write(tmp_path, "twice.yml", twice + "---\n" + twice)], None)
+
+
 @pytest.mark.parametrize("text, message", [
     ("action: repeat\nid: x\n", "needs a rule document before it"),
     ("action: merge\ntitle: x\n", "unknown 'action: 'merge''"),

@@ -246,15 +246,17 @@ def parse_rules(text: str, source: str) -> list:
         raise RuleError(f"rule {source} holds no YAML document")
     rules, budget = [], _Budget()
     shared, previous = {}, None  # the accumulated global content; the last rule document
+    used = {}  # the stable ids of this file's rules so far -> the id they were numbered from
     for number, document in enumerate(documents, 1):
         where = source if len(documents) == 1 else f"{source} (document {number})"
         try:
             if budget.nodes <= 0 or budget.chars < 0:
                 raise RuleError(f"rule {where}: skipped, the file is over its size limit (see the errors above)")
             check_size(document, where, budget)
+            own = document  # what the document itself says, before any merge
             if isinstance(document, dict) and "action" in document:
                 action = document["action"]
-                content = {key: value for key, value in document.items() if key != "action"}
+                content = own = {key: value for key, value in document.items() if key != "action"}
                 if action == "global":
                     shared = merged(shared, content)
                     continue
@@ -271,6 +273,7 @@ def parse_rules(text: str, source: str) -> list:
             elif shared and isinstance(document, dict):
                 document = merged(document, shared)
                 check_size(document, where, budget)
+            document = _own_id(document, own, used, number)
             previous = document if isinstance(document, dict) else None
             rules.append(rule_or_correlation(document, where))
         except RuleError as error:
@@ -278,6 +281,25 @@ def parse_rules(text: str, source: str) -> list:
     if not rules:
         raise RuleError(f"rule {source} holds only 'action' documents, no rule")
     return rules
+
+
+def _own_id(document, own, used: dict, number: int):
+    """A collection's rule documents share the global document's title and often its id: one whose
+    id would repeat an earlier rule's, not by writing it itself, gets ``<id>#<document number>``
+    (else every rule after the first was refused as a duplicate, or skipped in a directory)."""
+    if not isinstance(document, dict):
+        return document
+    stable = next((str(v).strip() for v in (document.get("id"), document.get("name"), document.get("title"))
+                   if v is not None and str(v).strip()), None)
+    base = stable
+    written = next((str(v).strip() for v in (own.get("id"), own.get("name")) if v is not None), None) \
+        if isinstance(own, dict) else None
+    if stable in used and written != stable:  # not the document's own doing: a copy of the global's
+        base = used[stable]  # a repeat of a rule given a number: the number is not inherited
+        stable = f"{base}#{number}"
+        document = dict(document, id=stable)
+    used[stable] = base
+    return document
 
 
 def merged(base: dict, update: dict) -> dict:
