@@ -717,6 +717,15 @@ def test_near_needs_a_timeframe_and_plain_terms():
                 raise rule
 
 
+def test_a_legacy_aggregation_needs_a_timeframe():
+    """Without one it counted the events of one instant only (a 0-second window), in silence."""
+    rule = {"title": "t", "detection": {"sel": {"EventID": 4625}, "condition": "sel | count() by IpAddress > 2"}}
+    [error] = parse_rules(yaml.safe_dump(rule), "a.yml")
+    assert isinstance(error, RuleError) and "needs a 'timeframe'" in str(error) and "count" in str(error)
+    [loaded] = parse_rules(yaml.safe_dump(dict(rule, timeframe="1d")), "a.yml")
+    assert loaded.timeframe_ns == 86400 * NS
+
+
 # ------------------------------------------------------------------ explain
 
 def test_explain_shows_the_correlation_plan(tmp_path):

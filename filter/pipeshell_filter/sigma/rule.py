@@ -356,6 +356,9 @@ def rule_from_document(data, source: str, builtin: bool = False) -> Rule:
     timeframe_ns = None if timeframe is None else _duration(timeframe, "timeframe", source)
     if near is not None and timeframe_ns is None:
         raise RuleError(f"rule {source}: '| near' needs a 'timeframe' (the window its terms must occur in)")
+    if condition.aggregation is not None and timeframe_ns is None:  # it counted one instant only
+        raise RuleError(f"rule {source}: an aggregation ('| {condition.aggregation.function}(...)') needs a "
+                        "'timeframe': a stream has no search range to count over")
     logsource = data.get("logsource") or {}
     if not isinstance(logsource, dict):
         raise RuleError(f"rule {source}: 'logsource' must be a mapping")
