@@ -557,6 +557,8 @@ def _write(tmp_path, event):
     ("name: x\n1: y\nnull: z\n2021-01-01: w\n", "unknown key(s) 1, None, datetime.date(2021, 1, 1)"),
     ("name: x\nfields:\n  1: [a]\n", "field name '1' must be a non-empty string"),
     ("name: [unclosed\n", "not valid YAML"),
+    ("name: x\nfields:\n  Computer: [2001-13-45]\n", "not valid YAML/JSON: month must be in 1..12"),
+    ("name: x\nfields:\n  Computer: [" + "7" * 5001 + "]\n", "not valid YAML/JSON: Exceeds the limit"),
 ])
 def test_bad_field_map_is_a_one_line_usage_error(tmp_path, body, message):
     path = tmp_path / "bad.yml"

@@ -316,3 +316,52 @@ def test_a_threshold_past_a_double_is_refused_in_one_line(tmp_path, text, needle
     result = run_cli(["--rule", str(path)], b'{"EventID": 1, "User": "u", "@timestamp": "2024-01-01T00:00:00Z"}\n')
     err = result.stderr.decode()
     assert result.returncode == 2 and len(err.splitlines()) == 1 and needle in err and "beyond 1e300" in err, err
+
+
+COUNT_RULE = """title: three logon failures
+logsource: {product: windows, service: security}
+detection:
+  sel: {EventID: 4625}
+  condition: sel | count() > 2
+timeframe: 1d
+"""
+
+
+def _failures():
+    return ndjson([{"EventID": 4625, "Channel": "Security", "Computer": "dc01",
+                    "@timestamp": f"2026-11-01T10:00:0{i}Z"} for i in range(4)])
+
+
+def test_a_rule_or_input_tree_1200_directories_deep_is_read_not_a_traceback(tmp_path):
+    """os.walk recursed: a tree 1,200 deep gave a RecursionError traceback, exit 1."""
+    deep = leaf = tmp_path / "deep"
+    deep.mkdir()
+    for _ in range(1200):  # one by one: makedirs recurses too
+        leaf = leaf / "a"
+        leaf.mkdir()
+    (leaf / "count.yml").write_text(COUNT_RULE)
+    (leaf / "events.ndjson").write_bytes(_failures())
+    try:
+        result = run_cli(["--rule", str(deep), "--input", str(deep)])
+    finally:  # removed here, bottom up: pytest's own clean-up (shutil.rmtree) recurses too
+        for name in ("count.yml", "events.ndjson"):
+            (leaf / name).unlink()
+        while leaf != tmp_path:
+            leaf.rmdir()
+            leaf = leaf.parent
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr[-300:]
+    assert len(alerts(result.stdout)) == 1
+
+
+def test_a_linked_directory_of_a_rule_tree_is_read_as_an_input_tree_is(tmp_path):
+    """A symbolic link to a directory in a --rule tree was skipped in silence (--input follows them)."""
+    real = tmp_path / "shared-rules"
+    real.mkdir()
+    (real / "count.yml").write_text(COUNT_RULE)
+    tree = tmp_path / "rules"
+    tree.mkdir()
+    (tree / "linked").symlink_to(real)
+    (tree / "loop").symlink_to(tree)  # a link back up: read once
+    result = run_cli(["--rule", str(tree)], _failures())
+    assert result.returncode == 0, result.stderr
+    assert len(alerts(result.stdout)) == 1

@@ -9,7 +9,7 @@ PACKAGE = os.path.join(REPO, "filter", "pipeshell_filter")
 
 # Lowest first: a module may import from its own layer's module and from lower layers only.
 LAYERS = [
-    ("values", "yamlfile", "startup"),
+    ("values", "yamlfile", "dirwalk", "startup"),
     ("sigma", "events"),  # the rule language; events as collectors write them (neither imports the other)
     ("detect",),
     ("correlate",),

@@ -448,7 +448,8 @@ def test_placeholders_file(tmp_path):
     path.write_text("Workstations: ['WS-*', 'LAPTOP1']\n'%Admins%': root\nports: [80, 443]\n")
     assert load_placeholders(str(path)) == {"Workstations": ("WS-*", "LAPTOP1"), "Admins": ("root",),
                                             "ports": ("80", "443")}
-    for text in ("[a, b]\n", "a: {b: c}\n", "'bad name': x\n", "a: x\na: y\n", "a: [\n"):
+    for text in ("[a, b]\n", "a: {b: c}\n", "'bad name': x\n", "a: x\na: y\n", "a: [\n", "a: 2001-13-45\n",
+                 "a: " + "7" * 5001 + "\n"):  # the last two: a ValueError of the YAML scalar escaped as a traceback
         path.write_text(text)
         with pytest.raises(PlaceholderError):
             load_placeholders(str(path))

@@ -118,7 +118,10 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
     plans, seen, documents = [], {}, {}  # documents: correlation -> whether it came from a directory
     for path in rule_paths:
         directory = os.path.isdir(path)
-        files = rule_files(path)
+        try:
+            files = rule_files(path)
+        except RuleError as error:
+            raise UsageProblem(str(error)) from None
         if directory and not files:
             raise UsageProblem(f"rule directory {path} holds no .yml or .yaml files")
         for file in files:

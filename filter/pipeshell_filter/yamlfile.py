@@ -22,3 +22,26 @@ class UniqueKeyLoader(SAFE_LOADER):
                         None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep)
+
+
+class YamlProblem(ValueError):
+    """Why a text is not YAML the filter can read, in one line (``str``)."""
+
+
+def load_yaml(text, every: bool = False):
+    """The YAML document of ``text`` (``every``: the list of its documents, empty ones left out),
+    or YamlProblem: its syntax, a key given twice, or a scalar YAML resolves but Python cannot
+    build (an integer of 5,000 digits, the date 2001-13-45), which would otherwise escape as a
+    traceback."""
+    try:
+        if every:
+            return [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or (str(error).splitlines() or [type(error).__name__])[0]
+        raise YamlProblem(f"{where}: {' '.join(str(problem).split())}"[:240]) from None
+    except (ValueError, OverflowError, RecursionError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise YamlProblem(f": {reason[:200]}") from None

@@ -52,10 +52,9 @@ import os
 from typing import Optional
 
 import attrs
-import yaml
 
 from ..values import MISSING, first_leaf, fold, leaves
-from ..yamlfile import UniqueKeyLoader
+from ..yamlfile import YamlProblem, load_yaml
 from .timeparse import parse_time
 
 
@@ -254,11 +253,11 @@ def load_profile_file(path: str) -> Profile:
     if len(data) > MAX_FIELD_MAP_BYTES:
         raise ProfileError(f"field map {path} is larger than {MAX_FIELD_MAP_BYTES >> 20} MiB")
     try:
-        table = yaml.load(data.decode("utf-8"), Loader=UniqueKeyLoader)  # a field listed twice is an error
+        table = load_yaml(data.decode("utf-8"))  # a field listed twice is an error
     except UnicodeDecodeError as error:
         raise ProfileError(f"field map {path} is not UTF-8 (byte {error.start})") from None
-    except yaml.YAMLError as error:
-        raise ProfileError(f"field map {path} is not valid YAML/JSON: {str(error).splitlines()[0]}") from None
+    except YamlProblem as problem:
+        raise ProfileError(f"field map {path} is not valid YAML/JSON{problem}") from None
     return profile_from_table(table, path)
 
 

@@ -16,6 +16,7 @@ import stat
 from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
 
+from ..dirwalk import files_under
 from .evtx_chunks import evtx_records
 from .prefilter import CANDIDATE, SKIP, Prefilter
 
@@ -46,20 +47,13 @@ def expand(paths: List[str]) -> Tuple[List[str], Set[str]]:
 
 
 def _walk(top: str) -> List[str]:
-    def refuse(error: OSError):
-        raise InputError(f"cannot read input directory {error.filename}: {error.strerror}")
-
-    found, visited = [], set()
-    for root, dirs, names in os.walk(top, onerror=refuse, followlinks=True):
-        real = os.path.realpath(root)
-        if real in visited:  # a link back up the tree
-            dirs[:] = []
-            continue
-        visited.add(real)
-        found.extend(os.path.join(root, name) for name in names if name.lower().endswith(INPUT_SUFFIXES))
+    try:
+        found = files_under(top, INPUT_SUFFIXES)
+    except OSError as error:
+        raise InputError(f"cannot read input directory {error.filename}: {error.strerror}") from None
     if not found:
         raise InputError(f"input directory {top} holds no {', '.join(INPUT_SUFFIXES)} files")
-    return sorted(found)
+    return found
 
 
 def _check_readable(path: str) -> None:

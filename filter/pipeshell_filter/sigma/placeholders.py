@@ -12,9 +12,8 @@ from __future__ import annotations
 import string
 from typing import Callable, Mapping, Optional
 
-import yaml
 
-from ..yamlfile import UniqueKeyLoader
+from ..yamlfile import YamlProblem, load_yaml
 
 # A placeholder name: what SigmaHQ's rules use (``%DC-MACHINE-NAME%``, ``%dc_ip_addresses%``).
 # Anything else between two percent signs is plain text (``100%`` or URL escapes like ``%20``).
@@ -38,10 +37,9 @@ def load_placeholders(path: str) -> dict:
     if len(data) > MAX_FILE_BYTES:
         raise PlaceholderError(f"placeholders file {path} is larger than {MAX_FILE_BYTES >> 20} MiB")
     try:
-        loaded = yaml.load(data, Loader=UniqueKeyLoader)
-    except yaml.YAMLError as error:
-        raise PlaceholderError(f"placeholders file {path} is not valid YAML: {' '.join(str(error).split())[:200]}") \
-            from None
+        loaded = load_yaml(data)
+    except YamlProblem as problem:
+        raise PlaceholderError(f"placeholders file {path} is not valid YAML{problem}") from None
     return placeholders_from(loaded, f"placeholders file {path}")
 
 

@@ -17,9 +17,9 @@ import reprlib
 from typing import Optional
 
 import attrs
-import yaml
 
-from ..yamlfile import UniqueKeyLoader
+from ..dirwalk import files_under
+from ..yamlfile import YamlProblem, load_yaml
 from .condition import MOST_THRESHOLD, And, Condition, ConditionError, Not, parse_condition, top_level_terms
 from .correlation import DOCUMENT_KINDS, FIELD_KINDS, OPERATORS
 
@@ -200,27 +200,24 @@ def load_rules(path: str) -> list:
 
 
 def rule_files(path: str) -> list:
-    """A directory's rule files (``*.yml``, ``*.yaml``, recursively, sorted); a file is itself."""
+    """A directory's rule files (``*.yml``, ``*.yaml``, recursively through links, sorted); a file
+    is itself.  A directory of the tree that cannot be read is a RuleError (its rules were left out
+    in silence)."""
     if not os.path.isdir(path):
         return [path]
-    return sorted(os.path.join(root, name) for root, _, names in os.walk(path)
-                  for name in names if name.lower().endswith(RULE_SUFFIXES))
+    try:
+        return files_under(path, RULE_SUFFIXES)
+    except OSError as error:
+        raise RuleError(f"cannot read rule directory {error.filename}: {error.strerror}") from None
 
 
 def _documents(text: str, source: str) -> list:
     if len(text) > MAX_RULE_BYTES:
         raise RuleError(f"rule {source} is larger than {MAX_RULE_BYTES >> 20} MiB")
     try:
-        return [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise RuleError(f"rule {source} is not valid YAML{where}: {' '.join(str(problem).split())}") from None
-    except (ValueError, OverflowError, RecursionError) as error:
-        # a scalar YAML resolves but Python cannot build: an integer of 5,000 digits, 2001-13-45
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise RuleError(f"rule {source} is not valid YAML: {reason[:200]}") from None
+        return load_yaml(text, every=True)
+    except YamlProblem as problem:
+        raise RuleError(f"rule {source} is not valid YAML{problem}") from None
 
 
 def parse_rule(text: str, source: str, builtin: bool = False) -> Rule:
