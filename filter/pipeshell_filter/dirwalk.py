@@ -18,10 +18,10 @@ def files_under(top: str, suffixes: Tuple[str, ...]) -> List[str]:
     found, visited, waiting = [], set(), [top]
     while waiting:
         directory = waiting.pop()
-        real = os.path.realpath(directory)
-        if real in visited:
+        status = os.stat(directory)  # the directory itself, however reached (realpath costs the depth)
+        if (status.st_dev, status.st_ino) in visited:
             continue
-        visited.add(real)
+        visited.add((status.st_dev, status.st_ino))
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.is_dir():  # through a link too
