@@ -189,6 +189,33 @@ def test_a_snapshot_taken_back_is_the_same_snapshot(events, lateness):
     assert json.loads(state_module.encode(again.snapshot())) == saved
 
 
+@given(raw_events(max_size=30), st.sampled_from([0, 30, 400]))
+def test_a_pause_leaves_the_state_a_trip_through_the_saved_form_leaves(events, lateness):
+    """``pause`` keeps the correlator's own objects across its flush (the saved form's trip made a
+    pause with 100,000 events held take 6.8 s): the same hits, and the same state after, as a pause
+    that captures the state, flushes and restores it."""
+    engines = []
+    for _ in range(2):
+        engine = Engine(PLANS, RESOLVER, lateness * NS)
+        engine.keep_state()
+        for line in lines_of(events):
+            engine.process(json.loads(line))
+        engines.append(engine)
+    kept, tripped = (engine.correlation.correlators for engine in engines)
+    for mine, theirs in zip(kept, tripped):
+        hits = state_module.pause(mine)
+        before = state_module.capture(theirs)
+        expected = theirs.flush()
+        state_module.restore(theirs, before)
+        consumed = {}
+        for hit in expected:
+            consumed[hit.group] = max(hit.time, consumed.get(hit.group, float("-inf")))
+        state_module._consume(theirs, consumed)
+        assert [(h.time, h.group, len(h.contributions)) for h in hits] == \
+            [(h.time, h.group, len(h.contributions)) for h in expected]
+        assert state_module.capture(mine) == state_module.capture(theirs)
+
+
 def test_a_pause_that_alerts_consumes_the_episode_and_the_windows_stay_open(tmp_path):
     path = str(tmp_path / "state.json")
     builtin = PLANS[0].rule.id

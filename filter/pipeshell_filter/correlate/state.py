@@ -248,14 +248,44 @@ def _restore(correlator, data: dict) -> None:
         correlator.seen = seen if seen is not None else type(correlator.seen)()
 
 
+def _kept(correlator) -> tuple:
+    """What ``restore`` puts back, as the correlator's own objects (a flush changes no source
+    clock): ``pause`` keeps this, not the saved form, whose trip through the wire format made a
+    pause with 100,000 events held take 6.8 s of the run's 8.3."""
+    windows, seen = correlator._windows, correlator.seen
+    held = [(seq, windows[group].events[(time, seq)]) for time, seq, group in correlator._held]
+    return (correlator.watermark, correlator.wanted, correlator._seq, list(correlator._pending), held,
+            dict(correlator._consumed), deque(correlator._consumed_order), list(correlator._early_used),
+            dict(correlator._early_done), deque(correlator._early_order),
+            None if seen is None else (set(seen.keys), list(seen.order)))
+
+
+def _put_back(correlator, kept: tuple) -> None:
+    (correlator.watermark, correlator.wanted, correlator._seq, pending, held, correlator._consumed,
+     correlator._consumed_order, early_used, correlator._early_done, correlator._early_order, seen) = kept
+    correlator._pending = SortedList(pending)
+    correlator.index_waiting()
+    windows, order = {}, []
+    for number, c in held:
+        window = windows.get(c.group)
+        if window is None:
+            window = windows[c.group] = correlator.shape(correlator.spec)
+        window.add((c.time, number), c)
+        order.append((c.time, number, c.group))
+    correlator._windows, correlator._held = windows, SortedList(order)
+    correlator._early_used = SortedList(early_used)
+    if seen is not None:
+        correlator.seen.keys, correlator.seen.order = seen[0], SortedList(seen[1])
+
+
 def pause(correlator) -> list:
     """End of input with ``--state``: the hits of a final flush, while the correlator keeps the
     state from before it (windows open, watermark as it was), with each episode a hit
     consumed marked consumed: its events leave, and an event of its group up to the hit's time
     is not taken again."""
-    before = capture(correlator)
+    before = _kept(correlator)
     hits = correlator.flush()
-    restore(correlator, before)
+    _put_back(correlator, before)
     consumed = {}  # group -> the time of its last hit
     for hit in hits:
         consumed[hit.group] = max(hit.time, consumed.get(hit.group, NEVER))
