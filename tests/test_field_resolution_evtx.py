@@ -343,3 +343,74 @@ def test_lookup_plans_are_worked_out_once_per_profile():
     custom = profile_from_table({"name": "c", "roots": ["data.*"]}, "c.yml")
     view = FieldResolver([custom]).view({"data": {"A": {"Threat Name": 1}, "#attributes": {"k": 2}}})
     assert view.get("ThreatName") == 1 and view.get("k") is MISSING
+
+
+# ------------------------------------------------------------------ fields a shape names its own way
+
+CLEARED_RULES = {  # SigmaHQ's two rules on event 104, their detections as written there
+    "medium": "  selection: {EventID: 104, Provider_Name: Microsoft-Windows-Eventlog}\n"
+              "  filter_main_covered:\n    Channel: [Microsoft-Windows-Sysmon/Operational, Security, System]\n"
+              "  condition: selection and not 1 of filter_main_*\n",
+    "high": "  selection:\n    EventID: 104\n    Provider_Name: Microsoft-Windows-Eventlog\n"
+            "    Channel: [Microsoft-Windows-Sysmon/Operational, Security, System]\n  condition: selection\n"}
+
+
+def _cleared_rule(level):
+    return f"title: log cleared {level}\nlogsource: {{product: windows, service: system}}\ndetection:\n" \
+           + CLEARED_RULES[level]
+
+
+def _cleared(log, shape):
+    data = {"SubjectUserName": "admin", "SubjectDomainName": "CORP", "Channel": log, "BackupPath": ""}
+    if shape == "evtx":
+        return evtx_event(104, "System", user_data={"LogFileCleared": data}, provider="Microsoft-Windows-Eventlog")
+    return {"@timestamp": "2026-04-17T04:14:33.653Z",  # Winlogbeat: UserData's element, its children
+            "winlog": {"event_id": "104", "channel": "System", "computer_name": "ws01.corp.example",
+                       "provider_name": "Microsoft-Windows-Eventlog", "record_id": 7,
+                       "user_data": dict(data, xml_name="LogFileCleared")}}
+
+
+@pytest.mark.parametrize("shape", ["evtx", "winlogbeat"])
+def test_a_rules_channel_in_event_104_is_the_log_cleared_and_the_event_still_routes_as_system(shape):
+    """Event 104 (System log) says which log was cleared in its own Channel datum; SigmaHQ's rules
+    read that. The rule field Channel was the System log: the medium rule could never fire and the
+    high one fired on every clear. The logsource (service: system) still routes by the event's log."""
+    for log, medium, high in [("Microsoft-Windows-TaskScheduler/Operational", True, False), ("Security", False, True),
+                              ("System", False, True)]:
+        event = _cleared(log, shape)
+        assert RESOLVER.view(event).get("Channel") == log and RESOLVER.view(event).log_channel() == "System"
+        assert matches(_cleared_rule("medium"), event) is medium, (log, "medium")
+        assert matches(_cleared_rule("high"), event) is high, (log, "high")
+    other = _cleared("Security", shape)  # another event of the System log: Channel is its log
+    if shape == "evtx":
+        other["Event"]["System"]["EventID"] = 7045
+    else:
+        other["winlog"]["event_id"] = "7045"
+    assert RESOLVER.view(other).get("Channel") == "System"
+
+
+def test_vector_level_and_keywords_are_the_rules_level_and_keywords():
+    """Vector writes the level as a name and a number (level, level_value) and the keywords as hex
+    text: unmapped, Level never found level (keys are case-sensitive) and SigmaHQ's rules on them missed."""
+    event = {"event_id": 42, "computer": "dc01", "channel": "System", "provider_name": "Microsoft-Windows-Kerberos-Key-Distribution-Center",
+             "timestamp": "2026-04-17T04:14:33.653Z", "level": "Error", "level_value": 2,
+             "keywords": "0x8010000000000000", "record_id": 9, "event_data": {"AccountName": "svc"}}
+    view = RESOLVER.view(event)
+    assert view.profile.name == "vector" and view.get("Level") == 2 and view.get("Keywords") == "0x8010000000000000"
+    rule = ("title: kdc rc4\nlogsource: {product: windows, service: system}\ndetection:\n"
+            "  selection: {EventID: 42, Level: 2, Keywords: '0x8010000000000000'}\n  condition: selection\n")
+    assert matches(rule, event)
+
+
+def test_nxlog_source_name_is_the_events_datum_not_the_provider():
+    """NXLog's own SourceName is the provider; Defender's datum is "Source Name", a key of its own:
+    the exact key won, so SigmaHQ's SourceName rules (AMSI, RedSun) missed in NXLog's shape only."""
+    event = {"EventTime": "2026-04-17T06:14:33.653+02:00", "Hostname": "ws01", "EventID": 1116,
+             "SourceName": "Microsoft-Windows-Windows Defender", "Channel": DEFENDER,
+             "Source Name": "AMSI", "Threat Name": "Trojan:PowerShell/Mal"}
+    view = RESOLVER.view(event)
+    assert view.profile.name == "nxlog"
+    assert view.get("SourceName") == "AMSI" and view.get("Provider_Name") == "Microsoft-Windows-Windows Defender"
+    rule = ("title: amsi\nlogsource: {product: windows, service: windefend}\ndetection:\n"
+            "  selection: {EventID: 1116, SourceName: AMSI}\n  condition: selection\n")
+    assert matches(rule, event)

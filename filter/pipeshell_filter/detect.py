@@ -181,11 +181,11 @@ class Detector:
         # (EventFacts, its casefolded key) are built only for an answer not worked out yet.
         # Most events have a text channel and a number or a text EventID: those two values,
         # which are then their own leaves, are the key; any other shape is keyed by its leaves.
-        channel, event_id = view.get("Channel"), view.get("EventID")
+        channel, event_id = view.log_channel(), view.get("EventID")
         if channel.__class__ is str and (event_id.__class__ is int or event_id.__class__ is str):
             key = (view.profile.product, channel, event_id)
         else:
-            channel, event_id = view.leaves("Channel"), view.leaves("EventID")
+            channel, event_id = () if channel is MISSING else tuple(leaves(channel)), view.leaves("EventID")
             key = (view.profile.product, channel[0] if channel else None, event_id[0] if event_id else None,
                    view.folded("EventID"))
         found = self._routes.get(key)
@@ -237,7 +237,7 @@ class Detector:
 
 def event_facts(view) -> EventFacts:
     """What an event tells of its own log source: its profile's product, its channel, its EventID."""
-    return EventFacts(view.profile.product, first_leaf(view.get("Channel")), first_leaf(view.get("EventID")))
+    return EventFacts(view.profile.product, first_leaf(view.log_channel()), first_leaf(view.get("EventID")))
 
 
 def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozenset) -> dict:

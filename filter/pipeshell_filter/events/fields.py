@@ -15,6 +15,8 @@ Table format (YAML or JSON)::
     detect: [my.event_id]            # the profile applies when all these exist
     product: windows                 # optional: the logsource product of its events
     time: ["@timestamp"]             # first present, parsable value wins
+    channel: [my.channel]            # optional: the log the event is in, for routing (else the field
+                                     # Channel): a rule's Channel may mean another (event 104's cleared log)
     roots: [my.data, my.extra.*]     # unknown field F: F itself, then my.data.F, my.extra.<any>.F
     fields:                          # a listed field is looked up only here
       EventID: [my.event_id]         # first candidate present wins
@@ -173,6 +175,7 @@ class Profile:
     time: tuple  # of paths
     source: str = "built-in"
     product: Optional[str] = None  # the logsource product of every event of this shape (windows)
+    channel: tuple = ()  # of paths: the event's own log (routing); none: the field Channel
     _plans: dict = attrs.field(factory=dict, eq=False, repr=False)  # field -> Plan, filled on first use
 
     def applies_to(self, event: dict) -> bool:
@@ -198,7 +201,7 @@ def profile_from_table(table, source: str) -> Profile:
     """Build a profile from its declarative table (see the module docstring)."""
     if not isinstance(table, dict):
         raise ProfileError(f"{source}: a field map must be a mapping")
-    unknown = set(table) - {"name", "detect", "time", "roots", "fields", "description", "product"}
+    unknown = set(table) - {"name", "detect", "time", "roots", "fields", "description", "product", "channel"}
     if unknown:
         raise ProfileError(f"{source}: unknown key(s) {', '.join(sorted(map(repr, unknown)))[:200]}")
     name = table.get("name")
@@ -238,7 +241,7 @@ def profile_from_table(table, source: str) -> Profile:
     product = table.get("product")
     if product is not None and (not isinstance(product, str) or not product):
         raise ProfileError(f"{source}: 'product' must be a non-empty string")
-    return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source, product)
+    return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source, product, paths("channel"))
 
 
 MAX_FIELD_MAP_BYTES = 16 << 20  # as a rule file
@@ -316,7 +319,7 @@ class EventView:
     """One event seen through its profile; resolved fields are memoised."""
 
     __slots__ = ("event", "profile", "resolver", "_cache", "_leaves", "_folded", "_everything", "_everything_folded",
-                 "_roots", "_spaced", "_places", "_flat")
+                 "_roots", "_spaced", "_places", "_flat", "_channel")
 
     def __init__(self, event: dict, profile: Profile, resolver: FieldResolver):
         self.event = event
@@ -327,6 +330,22 @@ class EventView:
         self._folded = {}
         self._everything = self._everything_folded = None
         self._roots = self._spaced = self._places = self._flat = None
+        self._channel = _UNSET
+
+    def log_channel(self):
+        """The log the event is in (``Security``), for routing: the profile's ``channel`` paths, else
+        the field Channel.  Not always the rule field Channel: in event 104 that is the log cleared."""
+        value = self._channel
+        if value is _UNSET:
+            value = MISSING
+            for path in self.profile.channel:
+                value = lookup(self.event, path)
+                if value is not MISSING:
+                    break
+            if not self.profile.channel:
+                value = self.get("Channel")
+            self._channel = value
+        return value
 
     # The caches are read with ``dict.get``: the first look-up of each field of each event
     # raised KeyError before, which cost more than the look-up.
@@ -429,7 +448,7 @@ class EventView:
                 if event_id not in alias.event_ids:
                     continue
                 if channel is None:
-                    channel = first_leaf(self.get("Channel"))
+                    channel = first_leaf(self.log_channel())
                     channel = "" if channel is None else channel.casefold()
                 if channel and channel not in alias.channels:
                     continue
