@@ -515,3 +515,44 @@ def test_workers_reaped_by_the_system_are_no_error():
         assert run(data, "all", ENGINES[0], 2, chunk=512) == expected
     finally:
         signal.signal(signal.SIGCHLD, previous)
+
+
+@given(st.lists(st.sampled_from(["event", "server", "forged", "escaped", "decoy"]), min_size=1, max_size=120),
+       st.integers(1, 3), st.integers(64, 1024), st.booleans())
+@settings(max_examples=25)  # forks workers per example
+def test_workers_of_a_match_stage_never_pass_on_a_line_of_its_own_record_type(kinds, workers, chunk, rule_set):
+    """A match stage's scanning workers pass on the lines the block prefilter rules out as the block
+    holds them: a line carrying a Detection's "type" must be a candidate, which the parent wraps,
+    as one process does."""
+    texts = {"forged": b'{"type":"sigma.detection","rule":"r","time":1}',
+             "escaped": b'{"type":"sigma\\u002eheartbeat","agent":"a","time":1}',
+             "decoy": b'{"type":"sigma.detections"}'}
+    lines = [texts[kind] if kind in texts else
+             json.dumps(flat_event(i, "ws04", "server" if kind == "server" else "benign", 4104)).encode()
+             for i, kind in enumerate(kinds)]
+    data = b"\n".join(lines) + b"\n"
+    rules = RULE_SET + [LITERAL_FREE] if rule_set else []  # with LITERAL_FREE no block prefilter: no workers
+    plans = [compile_plan(parse_rule(yaml.safe_dump(rule), f"{rule['id']}.yml")) for rule in rules] + [PLAN]
+
+    def run_match(processes):
+        scanner, index = build_prefilter(plans, ENGINES[0], also=stream_module.OWN_TYPES)
+        with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
+            source.write(data)
+            source.flush()
+            source.seek(0)
+            stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                                   Diagnostics(io.StringIO()), "all", prefilter=scanner, index=index,
+                                   clock=lambda: 0, workers=processes, stage="match")
+            stream_filter.parallel_min = 0
+            stream_filter.parallel_chunk = chunk
+            stream_filter.run(source.fileno(), live=False, block_size=256, max_line=MAX_LINE)
+            stream_filter.finish()
+            sink.seek(0)
+            return sink.read()
+
+    expected = run_match(0)
+    assert run_match(workers) == expected
+    passed = expected.splitlines()
+    assert not any(line in passed for line in (texts["forged"], texts["escaped"]))
+    assert sum(line == texts["decoy"] for line in passed) == kinds.count("decoy")
+    assert sum(b'"impersonation"' in line for line in passed) == kinds.count("forged") + kinds.count("escaped")

@@ -371,3 +371,54 @@ def test_alerts_the_filter_tells_apart_never_share_an_id(events, padding):
     distinct = {(x, second, host) for x, second, host in events}
     assert len(found) == len(events) and len({a["event"]["id"] for a in found}) == len(distinct)
     assert [a["event"]["id"] for a in alerts(shifted.stdout)] == [a["event"]["id"] for a in found]
+
+
+# ---------------------------------------------------------------- records of the filter's own kind in the input
+
+def _own_typed(stdout: bytes) -> list:
+    """The output records whose top-level "type" a fleet agent's shipper routes on (each line's
+    record, unframed: ``[time, record]`` in the Fluent Bit modes)."""
+    found = []
+    for line in stdout.splitlines():
+        value = json.loads(line)
+        record = value[1] if isinstance(value, list) else value
+        if record.get("type") in ("sigma.detection", "sigma.heartbeat"):
+            found.append(record)
+    return found
+
+
+FORGED = [b'{"type":"sigma.detection","version":1,"rule":"55d5b9c0-ae28-59e1-b4ff-9a7278c173db","time":1,'
+          b'"source":"forged","terms":[0],"fields":{},"event":{"line":1}}',
+          b'{"type":"sigma\\u002eheartbeat","version":1,"agent":"a","time":4102444800000000000}',
+          b'{"type":"x","type":"sigma.heartbeat","agent":"a","time":4102444800000000000}',
+          b'{"\\u0074ype":"sigma.detection"}',
+          b'{"type":"note\\nsigma.detection"}']
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-prefilter"], ["--prefilter-engine", "python"],
+                                  ["--non-json", "wrap", "--fluentbit-time"],
+                                  ["--non-json", "wrap", "--fluentbit-time", "--no-prefilter"]])
+def test_a_match_stage_never_passes_on_an_input_line_its_shipper_would_take_for_its_own_record(tmp_path, mode):
+    """An input line that is a Detection or heartbeat record (a log line an attacker wrote) went
+    through the match stage byte for byte, and the agent's shipper, routing on "type", forwarded it
+    to the correlate stage: a forged Detection, or a heartbeat from the year 2100. Each is now a
+    pipeline_error record holding the line, in any mode; its look-alikes pass on as they are."""
+    sample = open(os.path.join(REPO, "examples", "pipeshell-sample.ndjson"), "rb").read().splitlines()
+    decoys = [b'{"type":"sigma.detections"}', b'{"kind":"sigma.detection"}']
+    lines = sample[:20] + FORGED + decoys + sample[20:]
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    alone = run_cli(["--stage", "match", "--heartbeat", "0", "--emit", "all"] + mode,
+                    b"\n".join(sample) + b"\n")
+    result = run_cli(["--stage", "match", "--heartbeat", "0", "--emit", "all", "--input", str(path)] + mode)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == len(lines) + 3  # every line, and the sample's 3 Detections
+    own = _own_typed(result.stdout)
+    assert [(r["rule"], r["time"], r["source"]) for r in own] == \
+        [(r["rule"], r["time"], r["source"]) for r in _own_typed(alone.stdout)] and len(own) == 3
+    errors = [json.loads(line) for line in result.stdout.splitlines() if b'"impersonation"' in line]
+    errors = [e[1] if isinstance(e, list) else e for e in errors]
+    assert [e["event"]["original"].encode() for e in errors] == FORGED
+    assert result.stderr.count(b"impersonation") == 1  # the summary's count; each line diagnosed
+    for decoy in decoys:
+        assert decoy in result.stdout

@@ -30,7 +30,7 @@ from .io.rule_index import RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
 from .supervise import SUPERVISED
-from .io.stream import (BOM, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
+from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
                         decode_problem, load_event, unwrap_line)
 from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
 from .sigma import literals
@@ -313,7 +313,8 @@ def run(
         raise UsageProblem(str(error)) from None
     # The correlate stage reads Detection records: every line is one.
     prefilter, index = (None, None) if no_prefilter or stage is Stage.correlate else \
-        build_prefilter(plans, prefilter_engine.value, logsource_unknown.value)
+        build_prefilter(plans, prefilter_engine.value, logsource_unknown.value,
+                        OWN_TYPES if stage is Stage.match else ())
 
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
                     max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts)
@@ -463,8 +464,9 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
             pass
 
 
-def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "match") -> tuple:
-    """The block prefilter and, with several rules, the index from literals to rules.
+def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "match", also=()) -> tuple:
+    """The block prefilter and, with several rules, the index from literals to rules; ``also``:
+    texts that make a line a candidate too (a match stage checks lines naming its own records).
 
     Each rule's requirement is its literal formula (``sigma.literals``); failing that,
     under ``--logsource-unknown skip``, its channels' names (``rule_needles``).  A rule
@@ -484,6 +486,7 @@ def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "ma
             formulas[position] = formula
     try:
         needles = sorted(set().union(*(literals.cover(f) for f in formulas.values())))
+        needles = sorted(set(needles) | {needle(text) for text in also}) if needles else needles
         prefilter = None if unrouted or not needles else Prefilter(needles, engine)
         index = RuleIndex(formulas, engine, unrouted) if len(plans) > 1 and formulas else None
     except ValueError as error:

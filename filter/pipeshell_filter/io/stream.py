@@ -13,6 +13,7 @@ pipeline an alert must not wait for the next event.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import stat
@@ -26,7 +27,7 @@ import ujson
 
 from ..correlate.state import encode as encode_state
 from ..correlate.agents import Progress
-from ..detect import Detection, Heartbeat, WireError, from_wire
+from ..detect import HEARTBEAT_TYPE, WIRE_TYPE, Detection, Heartbeat, WireError, from_wire
 from ..engine import Engine
 from ..records import shrink
 from ..events.timeparse import parse_time
@@ -220,6 +221,33 @@ def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int, s
 DENSE_FROM = 1 << 20  # bytes: shorter lines are always parsed
 MAX_VALUES = 1_000_000  # commas and opening brackets in a longer line (inside strings too: an upper bound)
 _TOO_COMPLEX = f"more than {MAX_VALUES:,} JSON values on a line of {DENSE_FROM >> 20} MiB or more; not parsed"
+
+
+# The records a match stage writes, by their "type": a shipper routes them to the correlate stage
+# on it (fleet-agent.yaml's grep, Vector's route), so an input line must not carry it.
+OWN_TYPES = (WIRE_TYPE, HEARTBEAT_TYPE)
+OWN_TYPES_SET = frozenset(OWN_TYPES)
+
+
+def impersonates(text: bytes) -> bool:
+    """Whether an input line names a record type of a match stage's own in a top-level "type" (any
+    of them, if the key is given twice; decoded, however escaped): passed on, its shipper would
+    take it for a Detection or a heartbeat and forward it to the correlate stage."""
+    if b"sigma" not in text and b"\\u" not in text:  # neither written out nor escaped
+        return False
+    top = []
+
+    def pairs(items):
+        top.append(items)  # the last object built is the outermost
+        return None
+
+    try:
+        json.loads(text, object_pairs_hook=pairs)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return True  # not readable here, though the JSON parser took it: not passed on as it is
+    # a line of the value that is one (the shipper's regex ^...$ holds at each line of a text)
+    return bool(top) and any(key == "type" and isinstance(value, str) and not OWN_TYPES_SET.isdisjoint(value.split("\n"))
+                             for key, value in top[-1])
 
 
 def load_event(text: bytes):
@@ -904,6 +932,11 @@ class Filter:
             line = text
         if not isinstance(event, dict):
             self._unusable(line, number, "not_object", f"JSON {type(event).__name__}, not an object", keep)
+            return
+        if self.stage == "match" and impersonates(text):  # wrapped in any mode: never passed on as it is
+            message = "a record type of the filter's own (sigma.detection, sigma.heartbeat) in the input; wrapped"
+            self.diagnostics.report("impersonation", self._where(number), message)
+            self._write(wrap_line(line, "impersonation", message, number, self.max_record), None)
             return
         if not candidate:
             if keep:
