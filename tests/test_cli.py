@@ -641,3 +641,23 @@ def test_explain_or_help_to_a_full_output_is_one_line(args):
     with open("/dev/full", "wb") as full:
         result = subprocess.run(COMMAND + args, stdout=full, stderr=subprocess.PIPE, timeout=60)
     assert result.returncode == 1 and result.stderr == b"pipeshell-filter: error: No space left on device\n"
+
+
+def test_host_names_that_look_like_numbers_stay_text_and_apart(tmp_path):
+    """Hosts "007" and "7" were both the integer 7 in alerts: one host in related.hosts and in the
+    message, one event.id for two alerts (a NATS subscriber then drops the second as a duplicate),
+    and an integer where the schema says a host name. A record id "0042" stays text too."""
+    rule = tmp_path / "hit.yml"
+    rule.write_text("title: hit rule\ndetection:\n  sel: {x: hit}\n  condition: sel\n")
+    lines = [{"x": "hit", "@timestamp": "2026-01-01T00:00:00Z", "Computer": host, "EventRecordID": record}
+             for host, record in (("007", "0042"), ("7", "42"))]
+    found = alerts(run_cli(["--rule", str(rule)], ndjson(lines)).stdout)
+    assert [a["related"]["hosts"] for a in found] == [["007"], ["7"]]
+    assert found[0]["event"]["id"] != found[1]["event"]["id"]
+    assert [a["sigma"]["events"][0]["record_id"] for a in found] == ["0042", 42]
+    for alert in found:
+        jsonschema.validate(alert, ALERT_SCHEMA)
+    clients = [flat_event(30 * i, host, "client", 4104) for i, host in enumerate(("7", "12"), 1)]
+    [alert] = alerts(run_cli([], ndjson([flat_event(0, "007", "server", 4104)] + clients)).stdout)
+    assert alert["related"]["hosts"] == ["007", "12", "7"] and "3 host(s)" in alert["message"]
+    jsonschema.validate(alert, ALERT_SCHEMA)

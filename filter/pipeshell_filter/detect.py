@@ -147,12 +147,15 @@ def from_wire(record):
     return Detection.from_wire(record)
 
 
-def _scalar(value):
-    """A reference value: an integer when it is one (EventID, record id), else its text."""
+def _scalar(value, number: bool = True):
+    """A reference value: an integer when it writes one exactly (an EventID, a record id: not
+    "0042", which stays text), else its text; a host is always its text (hosts "007" and "7" are
+    two hosts, and were one)."""
     text = first_leaf(value)
-    if text is None:
-        return None
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else text
+    if text is None or not number:
+        return text
+    canonical = text.isascii() and text.isdigit() and len(text) < 19 and (text == "0" or text[0] != "0")
+    return int(text) if canonical else text
 
 
 class Detector:
@@ -245,7 +248,7 @@ def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozen
     ref = {"@timestamp": format_time(time)} if time is not None else {}
     ref["line"] = line
     for key, field in (("event_id", "EventID"), ("host", "Computer"), ("record_id", "EventRecordID")):
-        value = _scalar(view.get(field))
+        value = _scalar(view.get(field), key != "host")
         if value is not None:
             ref[key] = kept(value)
     ref["selections"] = [s.name for s in plan.selections if s.name in matched]
