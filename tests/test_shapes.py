@@ -62,7 +62,7 @@ def test_every_profile_file_is_ordered_and_flat_is_last():
     assert sorted(listed) == files
     assert len(set(listed)) == len(listed)
     assert listed[-1] == "flat" and PROFILES[-1].detect == ()
-    assert listed.index("winlogbeat-ecs") < listed.index("winlogbeat")
+    assert listed.index("winlogbeat-ecs") < listed.index("winlogbeat-modules") < listed.index("winlogbeat")
 
 
 def test_every_fixture_file_is_covered():
@@ -73,7 +73,8 @@ def test_every_fixture_file_is_covered():
 
 
 # A detector may also hold for a more general profile that comes later in the order.
-GENERALISES = {"winlogbeat-ecs": {"winlogbeat"}}
+# (The PowerShell module sets event.module too: winlogbeat-modules holds for its records.)
+GENERALISES = {"winlogbeat-ecs": {"winlogbeat-modules", "winlogbeat"}}
 
 
 @pytest.mark.parametrize("shape, row, record", FIXTURE_CASES)
