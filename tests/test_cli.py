@@ -661,3 +661,13 @@ def test_host_names_that_look_like_numbers_stay_text_and_apart(tmp_path):
     [alert] = alerts(run_cli([], ndjson([flat_event(0, "007", "server", 4104)] + clients)).stdout)
     assert alert["related"]["hosts"] == ["007", "12", "7"] and "3 host(s)" in alert["message"]
     jsonschema.validate(alert, ALERT_SCHEMA)
+
+
+def test_single_event_alerts_of_hosts_apart_after_256_characters_have_ids_apart(tmp_path):
+    """The id was hashed from the reference as the alert shows it, cut at 256 characters."""
+    rule = tmp_path / "hit.yml"
+    rule.write_text("title: hit rule\ndetection:\n  sel: {x: hit}\n  condition: sel\n")
+    lines = [{"x": "hit", "@timestamp": "2026-01-01T00:00:00Z", "Computer": "A" * 300 + end} for end in "12"]
+    found = alerts(run_cli(["--rule", str(rule)], ndjson(lines)).stdout)
+    assert len(found) == 2 and found[0]["event"]["id"] != found[1]["event"]["id"]
+    assert found[0]["related"]["hosts"] == found[1]["related"]["hosts"]  # as shown: the same, cut

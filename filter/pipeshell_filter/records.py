@@ -102,7 +102,8 @@ def detection_alert(plan: Plan, detection: Detection) -> dict:
         record["@timestamp"] = format_time(detection.time)
     record["event"] = {
         "kind": "alert",
-        "id": _event_id(rule.id, None, detection.time, [ref]),
+        "id": _event_id(rule.id, None, detection.time, [detection.event]),  # whole: clipped, hosts told apart
+                                                                                # after 256 characters were one
         "module": "pipeshell-filter",
         "dataset": "sigma.alert",
     }
