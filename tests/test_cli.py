@@ -671,3 +671,13 @@ def test_single_event_alerts_of_hosts_apart_after_256_characters_have_ids_apart(
     found = alerts(run_cli(["--rule", str(rule)], ndjson(lines)).stdout)
     assert len(found) == 2 and found[0]["event"]["id"] != found[1]["event"]["id"]
     assert found[0]["related"]["hosts"] == found[1]["related"]["hosts"]  # as shown: the same, cut
+
+
+def test_an_alerts_threat_fields_follow_the_attack_tags_by_kind(tmp_path):
+    rule = tmp_path / "tagged.yml"
+    rule.write_text("title: tagged\ntags: [attack.credential-access, attack.s0002, attack.g0069, attack.t1059.1]\n"
+                    "detection:\n  sel: {x: hit}\n  condition: sel\n")
+    [alert] = alerts(run_cli(["--rule", str(rule)], ndjson([{"x": "hit", "@timestamp": "2026-01-01T00:00:00Z"}])).stdout)
+    assert alert["threat"] == {"framework": "MITRE ATT&CK", "tactic": {"name": ["credential-access"]},
+                               "technique": {"id": []}, "group": {"id": ["G0069"]}, "software": {"id": ["S0002"]}}
+    jsonschema.validate(alert, ALERT_SCHEMA)

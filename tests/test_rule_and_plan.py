@@ -728,3 +728,19 @@ def test_selection_guards_are_found():
     assert guards[2] == ("EventID", frozenset({"abc"}))
     assert guards[3] is None and guards[5] is None
     assert guards[4] == ("Channel", frozenset({"security"}))
+
+
+def test_attack_tags_are_read_by_kind_as_ecs_threat_fields():
+    """Group and software tags (attack.g0069, attack.s0002: 128 in SigmaHQ) went into the tactic
+    names, and attack.t1059.1 became a technique id the schema refuses."""
+    rule = parse_rule(textwrap.dedent("""\
+        title: t
+        tags: [attack.credential-access, attack.lateral-movement, attack.s0002, attack.g0069, attack.t1059.1,
+               attack.t1003.001, attack.T1021, cve.2021-1234, detection.threat-hunting]
+        detection:
+          sel: {x: 1}
+          condition: sel
+        """), "t.yml")
+    assert rule.attack_tactics == ("credential-access", "lateral-movement")
+    assert rule.attack_techniques == ("T1003.001", "T1021")
+    assert rule.attack_groups == ("G0069",) and rule.attack_software == ("S0002",)

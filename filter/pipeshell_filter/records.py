@@ -84,12 +84,19 @@ def _rule_fields(rule: Rule) -> dict:
             "author": rule.author,
             "reference": list(rule.references),
         },
-        "threat": {
-            "framework": "MITRE ATT&CK",
-            "tactic": {"name": list(rule.attack_tactics)},
-            "technique": {"id": list(rule.attack_techniques)},
-        },
+        "threat": _threat(rule),
     }
+
+
+def _threat(rule: Rule) -> dict:
+    """ECS ``threat.*`` from the rule's ATT&CK tags; groups and software only when tagged."""
+    threat = {"framework": "MITRE ATT&CK", "tactic": {"name": list(rule.attack_tactics)},
+              "technique": {"id": list(rule.attack_techniques)}}
+    if rule.attack_groups:
+        threat["group"] = {"id": list(rule.attack_groups)}
+    if rule.attack_software:
+        threat["software"] = {"id": list(rule.attack_software)}
+    return threat
 
 
 def detection_alert(plan: Plan, detection: Detection) -> dict:

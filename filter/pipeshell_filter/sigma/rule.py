@@ -61,11 +61,19 @@ class RuleMetadata:
     # record can change what the next one gets.
     @functools.cached_property
     def attack_techniques(self) -> tuple:
-        return tuple(_techniques(self.tags))
+        return tuple(_attack(self.tags, "technique"))
 
     @functools.cached_property
     def attack_tactics(self) -> tuple:
-        return tuple(_tactics(self.tags))
+        return tuple(_attack(self.tags, "tactic"))
+
+    @functools.cached_property
+    def attack_groups(self) -> tuple:
+        return tuple(_attack(self.tags, "group"))
+
+    @functools.cached_property
+    def attack_software(self) -> tuple:
+        return tuple(_attack(self.tags, "software"))
 
 
 @attrs.frozen
@@ -97,16 +105,18 @@ class CorrelationRule(RuleMetadata):
     generate: bool
 
 
-def _techniques(tags: tuple) -> list:
-    return sorted({t.split(".", 1)[1].upper() for t in tags if _is_technique(t)})
+# ATT&CK in Sigma's tags (the specification's tags appendix): a tactic by its name (attack.execution),
+# a technique (attack.t1059.001), a group (attack.g0069) or a software (attack.s0002) by its id.
+_ATTACK = {kind: re.compile(pattern, re.IGNORECASE) for kind, pattern in (
+    ("tactic", r"attack\.([a-z]+(?:-[a-z]+)*)"), ("technique", r"attack\.(t\d{4}(?:\.\d{3})?)"),
+    ("group", r"attack\.(g\d{4})"), ("software", r"attack\.(s\d{4})"))}
 
 
-def _tactics(tags: tuple) -> list:
-    return sorted({t.split(".", 1)[1] for t in tags if t.startswith("attack.") and not _is_technique(t)})
-
-
-def _is_technique(tag: str) -> bool:
-    return tag.lower().startswith("attack.t") and tag[8:9].isdigit()
+def _attack(tags: tuple, kind: str) -> list:
+    """The ATT&CK names or ids of one kind among the tags (ids upper-cased, as ATT&CK writes them);
+    a tag of another form (attack.t1059.1) is none of them."""
+    found = {m.group(1) for m in map(_ATTACK[kind].fullmatch, tags) if m}
+    return sorted(found if kind == "tactic" else {f.upper() for f in found})
 
 
 def _string_list(value, what: str, source: str) -> tuple:
