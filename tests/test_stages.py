@@ -125,10 +125,12 @@ def test_correlate_stage_diagnoses_lines_that_are_not_detections_and_goes_on(tmp
     lines = match.stdout.splitlines()
     assert sum(b'"sigma.detection"' in line for line in lines) == 3
     polluted = b"\n".join([lines[0], b'{"type": "sigma.detection", "version": 9}', b"garbage", *lines[1:]]) + b"\n"
-    result = run_cli(["--stage", "correlate"], polluted)
-    assert result.returncode == 0, result.stderr
-    assert len(alerts(result.stdout)) == 1
-    assert b"version 9" in result.stderr and b"Traceback" not in result.stderr
+    polluted += b"[1]\n\n" + b"x" * 3000 + b"\n"
+    for emit in ("alerts", "matches", "all"):  # --emit all passed the lines that were no JSON object on
+        result = run_cli(["--stage", "correlate", "--emit", emit, "--max-line-bytes", "2048"], polluted)
+        assert result.returncode == 0, result.stderr
+        assert len(alerts(result.stdout)) == 1 and len(result.stdout.splitlines()) == 1, result.stdout[-300:]
+        assert b"version 9" in result.stderr and b"Traceback" not in result.stderr
 
 
 def test_a_detection_of_a_rule_the_correlate_stage_has_not_loaded_is_diagnosed_not_dropped_in_silence(tmp_path):

@@ -322,7 +322,10 @@ def run(
     if sys.stdout is None:  # started with stdout closed (``>&-``)
         raise UsageProblem("standard output is closed")
     output = Output(sys.stdout.fileno())
-    stream_filter = Filter(engine, output, diagnostics, emit.value, idle or None, prefilter=prefilter,
+    # the correlate stage writes alerts only: its input lines (Detection records, or lines that are
+    # none, which are diagnosed) are never passed on, whatever --emit says
+    shown = "alerts" if stage is Stage.correlate else emit.value
+    stream_filter = Filter(engine, output, diagnostics, shown, idle or None, prefilter=prefilter,
                            non_json=non_json.value, fluentbit_time=fluentbit_time, max_record=max_record,
                            workers=(parallel.default_workers() if workers is None else workers) if line_field is None
                            else 0, stage=stage.value,
