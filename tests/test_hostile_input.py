@@ -9,6 +9,7 @@ import json
 import tempfile
 
 import pytest
+import ujson
 from hypothesis import given, settings, strategies as st
 
 from clitools import alerts, ndjson, records, run_cli
@@ -17,7 +18,7 @@ from pipeshell_filter.cli import build_prefilter, load_plans, make_resolver
 from pipeshell_filter.correlate import Correlator
 from pipeshell_filter.detect import Detection
 from pipeshell_filter.engine import Engine
-from pipeshell_filter.io.stream import LINES, Diagnostics, Filter, Output
+from pipeshell_filter.io.stream import LINES, Diagnostics, Filter, Output, enrich_line
 from pipeshell_filter.records import MAX_LIST
 from pipeshell_filter.sigma.correlation import CorrelationSpec, RuleRef, Threshold
 
@@ -391,3 +392,46 @@ def test_a_passing_flood_gives_memory_back_at_each_quarter_and_once_more_between
         correlation.release_due = True  # a release in the middle of the last block: at the next one
         stream_filter.process(LINES, b'{"a": 1}\n', 0, 9)
         assert len(given_back) == len(releases) + 2 and not correlation.release_due
+
+
+# ---------------------------------------------------------------- an event that has a "sigma" key already
+
+_MEMBER_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from(["1.50", "1e400", "-0"]),
+                                        st.text(alphabet='a"\\}{],/é\u2028', max_size=5)),
+                              lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                      st.dictionaries(st.sampled_from(["a", "sigma", "}"]), inner,
+                                                                      max_size=2)),
+                              max_leaves=6)
+
+
+def _member_text(key, value, escape_key, blank):
+    def text(v):
+        if isinstance(v, str) and v in ("1.50", "1e400", "-0"):
+            return v  # a number as written
+        if isinstance(v, list):
+            return "[" + f",{blank}".join(map(text, v)) + "]"
+        if isinstance(v, dict):
+            return "{" + ",".join(json.dumps(k) + ":" + text(x) for k, x in v.items()) + "}"
+        return json.dumps(v, ensure_ascii=False)
+    name = "".join(f"\\u{ord(c):04x}" for c in key) if escape_key else key
+    return f'"{name}"{blank}:{blank}{text(value)}'
+
+
+@given(st.lists(st.tuples(st.sampled_from(["x", "sigma", "n", "sigmas"]), _MEMBER_VALUES, st.booleans()), max_size=5),
+       st.sampled_from(["", " ", "\t", "  \r\n "]))
+def test_an_events_own_sigma_members_are_cut_out_and_every_other_byte_kept(members, blank):
+    """An event that already had a "sigma" key was re-serialised whole: numbers rewritten (1.50,
+    and 1e400 as Infinity, which is no JSON), escapes and duplicate keys changed."""
+    pieces = [_member_text(key, value, escaped, blank) for key, value, escaped in members]
+    line = ("{" + blank + f"{blank},{blank}".join(pieces) + blank + "}").encode()
+    event = ujson.loads(line)
+    enriched = enrich_line(line, event, {"mine": True})
+    kept = [piece.encode() for (key, _, _), piece in zip(members, pieces) if key != "sigma"]
+    at = 0
+    for piece in kept:  # every other member, byte for byte, in order
+        found = enriched.find(piece, at)
+        assert found >= 0, (piece, enriched)
+        at = found + len(piece)
+    pairs = json.loads(enriched.replace(b"1e400", b"1"), object_pairs_hook=lambda items: items)
+    assert [key for key, _ in pairs] == [key for key, _, _ in members if key != "sigma"] + ["sigma"]
+    assert pairs[-1][1] == [("mine", True)]

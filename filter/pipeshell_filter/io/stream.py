@@ -184,14 +184,83 @@ def dumps(record) -> bytes:
 def enrich_line(raw: bytes, event: dict, sigma: dict) -> bytes:
     """The original line with ``"sigma": {...}`` spliced in before its closing brace.
 
-    Splicing keeps every original byte (number formats, key order, escapes); an
-    event that already has a ``sigma`` key is re-serialised with it replaced.
+    Splicing keeps every original byte (number formats, key order, escapes).  An event
+    that already has a ``sigma`` key loses that member (each, if given twice), cut out of
+    the line, and nothing else: re-serialised, its numbers and escapes changed, and a
+    1e400 became Infinity, which is no JSON.
     """
     body = raw.rstrip()
-    if "sigma" in event or not body.endswith(b"}"):
+    if "sigma" in event:
+        body = _without_member(body, "sigma")
+    if not body.endswith(b"}"):  # not reached for a line the JSON parser took: a safe way out
         return dumps({**event, "sigma": sigma})
-    separator = b"," if event else b""
+    separator = b"," if body[1:-1].strip() else b""
     return body[:-1] + separator + b'"sigma":' + dumps(sigma) + b"}"
+
+
+_BLANK = b" \t\r\n"
+
+
+def _without_member(body: bytes, name: str) -> bytes:
+    """A JSON object's text without its top-level members named ``name`` (however escaped),
+    every other byte as it was.  ``body`` is an object the JSON parser took."""
+    spans, at, end = [], 1, len(body) - 1  # (start, stop) of each member, its comma included
+    while at < end:
+        start = at
+        while at < end and body[at] in _BLANK:
+            at += 1
+        if at >= end:
+            break
+        key_end = _string_end(body, at)
+        key = json.loads(body[at:key_end])
+        at = _value_end(body, body.index(b":", key_end) + 1)
+        while at < end and body[at] in _BLANK:
+            at += 1
+        if at < end and body[at:at + 1] == b",":
+            at += 1
+        spans.append((start, at, key == name))
+    kept = [body[start:stop] for start, stop, drop in spans if not drop]
+    text = b"".join(kept).rstrip(_BLANK)
+    if text.endswith(b","):  # the last member was dropped: its comma goes with it
+        text = text[:-1]
+    return body[:1] + text + body[end:]
+
+
+def _string_end(text: bytes, at: int) -> int:
+    """The index after the JSON string starting at ``at``."""
+    at += 1
+    while True:
+        quote = text.index(b'"', at)
+        backslashes = quote - at - len(text[at:quote].rstrip(b"\\"))
+        if backslashes % 2 == 0:
+            return quote + 1
+        at = quote + 1
+
+
+def _value_end(text: bytes, at: int) -> int:
+    """The index after the JSON value at or after ``at`` (blanks first)."""
+    while text[at] in _BLANK:
+        at += 1
+    first = text[at:at + 1]
+    if first == b'"':
+        return _string_end(text, at)
+    if first not in (b"{", b"["):
+        while at < len(text) and text[at:at + 1] not in (b",", b"}", b"]") and text[at] not in _BLANK:
+            at += 1
+        return at
+    depth = 0
+    while True:
+        char = text[at:at + 1]
+        if char == b'"':
+            at = _string_end(text, at)
+            continue
+        if char in (b"{", b"["):
+            depth += 1
+        elif char in (b"}", b"]"):
+            depth -= 1
+            if depth == 0:
+                return at + 1
+        at += 1
 
 
 def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int, size: Optional[int] = None) -> bytes:
