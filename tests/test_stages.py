@@ -160,6 +160,7 @@ def _unframed(stdout: bytes) -> bytes:
 
 @pytest.mark.parametrize("user, host, year", [
     ("admin\ud800", "dc01", 2026),  # a lone surrogate: Fluent Bit would have made it U+FFFD
+    ("admin", "dc01\ud800", 2026),  # ... in the host, which the alert's id is made of
     ("admin", "dc01", 3000),  # event time beyond 64 bits of ns: no Fluent Bit number holds it
     ("admin", "dc01" + "x" * 1_500_000, 2026),  # a value over --max-record-bytes
 ])
@@ -181,6 +182,11 @@ def test_detection_records_in_the_fluent_bit_modes_stay_detections_and_alert_as_
         jsonschema.validate(record, DETECTION_SCHEMA)
     correlated = run_cli(["--rule", rule, "--stage", "correlate", "--quiet"], _unframed(matched.stdout))
     assert len(alerts(whole.stdout)) == len(alerts(correlated.stdout)) == 1, correlated.stderr
+    # in the same mode one process makes the alert the two stages make, its id too (with a lone
+    # surrogate the one process hashed the surrogate, the correlate stage the text it became)
+    one = run_cli(["--rule", rule, "--quiet", "--non-json", "wrap"], events)
+    two = run_cli(["--rule", rule, "--stage", "correlate", "--quiet", "--non-json", "wrap"], _unframed(matched.stdout))
+    assert alerts(one.stdout) == alerts(two.stdout)
 
 
 def test_a_long_value_is_carried_as_its_head_and_a_digest_that_tells_values_apart():

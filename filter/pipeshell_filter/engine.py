@@ -58,6 +58,10 @@ class Engine:
         self.agent_idle = agent_idle
         self.expected_agents = agents
         self.stats = Counter()
+        # Detection -> the Detection the correlate stage would read of it after the wire, when a
+        # mode rewrites it on the way (``io.stream``'s Fluent Bit modes): one process correlates the
+        # same values as two, so that alerts and their ids are the same either way
+        self.carried = None
 
     def process(self, event: dict, line: int = 0, only=None) -> Outcome:
         """The detect stage and then the correlate stage, for one parsed event; ``only``: the
@@ -74,6 +78,8 @@ class Engine:
     def _correlate_all(self, detections: List[Detection]) -> tuple:
         alerts, untimed = [], False
         for detection in detections:
+            if self.carried is not None:
+                detection = self.carried(detection)
             found, timeless = self._correlate(detection)
             alerts += found
             untimed |= timeless

@@ -444,6 +444,15 @@ def unportable_record(record: bytes) -> Optional[str]:
         return None
 
 
+def _as_carried(detection: Detection) -> Detection:
+    """A Detection as the Fluent Bit modes carry it between two stages: what Fluent Bit cannot
+    take made text (``portable``), and read back."""
+    wire = detection.to_wire()
+    if unportable_record(dumps(wire)) is None:
+        return detection
+    return from_wire(portable(wire))
+
+
 def portable(value):
     """``value`` with what Fluent Bit cannot take made text: NaN, Infinity, out-of-range numbers
     as their JSON spelling, lone surrogates as ``\\udXXX``.  For records that must stay what they
@@ -678,6 +687,8 @@ class Filter:
         # a line that is not a JSON object (or is over --max-line-bytes) as a pipeline_error record: with
         # wrap, and with --fluentbit-time too, which cannot frame it as [time, {record}] otherwise
         self.wrap_unusable = self.wrap or fluentbit_time
+        if self.wrap_unusable and stage == "all":  # as a match stage would write them (``_own``)
+            engine.carried = _as_carried
         self.fluentbit_time = fluentbit_time
         self.max_record = max_record
         self.clock = clock
