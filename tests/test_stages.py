@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from clitools import COMMAND, REPO, alerts, ndjson, records, run_cli
 from eventgen import evtx_event, flat_event, raw_events
 from pipeshell_filter.cli import load_plans, make_resolver
-from pipeshell_filter.detect import LONGEST_VALUE, Detection, WireError, kept
+from pipeshell_filter.detect import LONGEST_VALUE, MOST_VALUES, Detection, WireError, kept, kept_values
 from pipeshell_filter.engine import Engine
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
@@ -193,7 +193,29 @@ def test_a_long_value_is_carried_as_its_head_and_a_digest_that_tells_values_apar
     assert kept("x" * LONGEST_VALUE) == "x" * LONGEST_VALUE
     long, other = "y" * (LONGEST_VALUE + 1), "y" * LONGEST_VALUE + "z"
     assert kept(long) == kept("y" * (LONGEST_VALUE + 1)) and kept(long) != kept(other)
-    assert len(kept("z" * 10**6)) < 1200 and kept("\ud800" * 5000) != kept("\udc00" * 5000)
+    assert len(kept("z" * 10**6)) < 400 and kept("\ud800" * 5000) != kept("\udc00" * 5000)
+    many = [f"v{i}" for i in range(MOST_VALUES + 50)]
+    assert kept_values(many[:MOST_VALUES]) == many[:MOST_VALUES]
+    assert len(kept_values(many)) == MOST_VALUES and kept_values(many)[:-1] == many[:MOST_VALUES - 1]
+    assert kept_values(many) == kept_values(list(many)) and kept_values(many) != kept_values(many[:-1] + ["w"])
+
+
+@pytest.mark.parametrize("case", ["host", "list"])
+def test_a_detection_of_a_hostile_event_fits_the_record_cap_and_stays_one(tmp_path, case):
+    """A host name of 4,000 CJK characters (36 KB as a Detection, over a 16,000-byte cap) and a
+    Computer list of 260 values of 4,095 characters (166 KB) made pipeline_error records, which
+    the correlate stage never sees: the alert was lost."""
+    host, cap = ("srv-" + "\u6f22" * 4000, "16000") if case == "host" else (["x" * 4095 + str(i) for i in range(260)],
+                                                                         "1000000")
+    events = [flat_event(0, "srv01", "server", 4104), flat_event(30, "cli01", "client", 4104),
+              flat_event(60, "cli02", "client", 4104)]
+    events[0]["Computer"] = host
+    data = ndjson(events)
+    matched = run_cli(["--stage", "match", "--heartbeat", "0", "--non-json", "wrap", "--max-record-bytes", cap], data)
+    assert matched.returncode == 0 and b"pipeline_error" not in matched.stdout, matched.stdout[:300]
+    assert max(len(line) for line in matched.stdout.splitlines()) < int(cap)
+    correlated = run_cli(["--stage", "correlate"], matched.stdout)
+    assert alerts(correlated.stdout) == alerts(run_cli([], data).stdout) and len(alerts(correlated.stdout)) == 1
 
 
 # ---------------------------------------------------------------- two processes = one

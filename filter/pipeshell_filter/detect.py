@@ -29,7 +29,12 @@ from .values import MISSING, first_leaf, leaves
 WIRE_TYPE = "sigma.detection"
 HEARTBEAT_TYPE = "sigma.heartbeat"
 WIRE_VERSION = 1
-LONGEST_VALUE = 4096  # characters of one value a Detection carries whole (``kept``)
+# A Detection stays small enough for every transport, however an attacker writes the event: at
+# most this many characters of one value whole (``kept``; a host name has 253, an alert shows 256),
+# and this many values of one field (a list).  With both, a Detection of three fields of a list
+# each is under 1.2 MB of JSON in the worst case and far less in any real one.
+LONGEST_VALUE = 1024
+MOST_VALUES = 100
 
 
 class WireError(ValueError):
@@ -44,7 +49,17 @@ def kept(text):
     if text.__class__ is not str or len(text) <= LONGEST_VALUE:
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{text[:1024]}...[{len(text)} characters, sha256 {digest}]"
+    return f"{text[:256]}...[{len(text)} characters, sha256 {digest}]"
+
+
+def kept_values(texts: list) -> list:
+    """A field's values as a Detection carries them: each ``kept``, and past ``MOST_VALUES`` the
+    rest as one digest of them all (equal lists stay equal, different ones different)."""
+    if len(texts) <= MOST_VALUES:
+        return [kept(text) for text in texts]
+    rest = hashlib.sha256("\0".join(texts[MOST_VALUES - 1:]).encode("utf-8", "surrogatepass")).hexdigest()
+    return [kept(text) for text in texts[:MOST_VALUES - 1]] + \
+        [f"...[{len(texts) - MOST_VALUES + 1} more values, sha256 {rest}]"]
 
 
 def _wire_time(value, required: bool):
@@ -232,7 +247,7 @@ class Detector:
             for field in self.needed.get(plan.rule.id, ()):
                 value = view.get(field)
                 if value is not MISSING and value is not None:
-                    fields[field] = [kept(leaf) for leaf in leaves(value)]
+                    fields[field] = kept_values(list(leaves(value)))
             found.append(Detection(plan.rule.id, time, host, tuple(i for i in range(len(plan.terms)) if mask >> i & 1),
                                    fields, _reference(view, time, line, plan, matched)))
         return found
