@@ -327,3 +327,16 @@ def test_a_rule_on_the_classic_events_data_field_matches_in_every_shape(tmp_path
     assert len(matched) == len(SHAPES), [name for name, shape in SHAPES.items()
                                          if json.loads(json.dumps(shape.render(event))) not in
                                          [{k: v for k, v in m.items() if k != "sigma"} for m in matched]]
+
+
+def test_fluent_bit_events_rendered_as_xml_are_said_to_be_unread():
+    """Fluent Bit's winevtlog with Render_Event_As_XML writes the whole event as one XML text in
+    System (with Message and StringInserts): it fell to the flat profile, every rule missed, and
+    nothing was said."""
+    event = {"System": "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
+                       "<EventID>4104</EventID><Computer>srv01</Computer></System><EventData>"
+                       "<Data Name='ScriptBlockText'>System.IO.Pipes.NamedPipeServerStream</Data></EventData></Event>",
+             "Message": "Creating Scriptblock text", "StringInserts": ["1", "1", "x"]}
+    result = run_cli(["--emit", "all"], (json.dumps(event) + "\n").encode())
+    assert result.returncode == 0 and json.loads(result.stdout) == event
+    assert b"Render_Event_As_XML" in result.stderr and b"1 xml_event" in result.stderr
