@@ -28,3 +28,12 @@ def alerts(stdout: bytes):
 
 def ndjson(events) -> bytes:
     return b"".join(ujson.dumps(e, ensure_ascii=False).encode() + b"\n" for e in events)
+
+
+def children(pid: int) -> list:
+    """The pids of a process's children (Linux ``/proc``); none when it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []

@@ -10,7 +10,7 @@ import time
 import pytest
 from evtx import PyEvtxParser
 
-from clitools import COMMAND, alerts, ndjson, run_cli
+from clitools import COMMAND, alerts, children, ndjson, run_cli
 from eventgen import CLIENT, SERVER, flat_event
 from evtxwriter import write_evtx
 from sigmahq import SIGMAHQ
@@ -159,10 +159,7 @@ def test_every_record_a_damaged_chunk_loses_is_reported(tmp_path):
             assert f"chunk 1: {lost} of its {lost} records could not be read".encode() in result.stderr
 
 
-def test_a_chunk_the_parser_is_stuck_on_is_given_up_and_the_file_goes_on(tmp_path):
-    """One changed byte in a real SigmaHQ regression file made the Rust parser spin for ever inside
-    the filter (SIGTERM could not stop it): chunks are parsed in a child process that is killed."""
-    from pipeshell_filter.io.evtx_chunks import ChunkReader, evtx_records
+def _spinning_file(tmp_path):
     source = os.path.join(SIGMAHQ, "regression_data", "rules", "windows", "builtin", "security",
                           "win_security_susp_scheduled_task_delete_or_disable",
                           "7595ba94-cf3b-4471-aa03-4f6baa9e5fad.evtx")
@@ -170,8 +167,16 @@ def test_a_chunk_the_parser_is_stuck_on_is_given_up_and_the_file_goes_on(tmp_pat
         pytest.skip("the shared SigmaHQ regression data is not here")
     spinning = bytearray(open(source, "rb").read())
     spinning[5770] = 1
-    stuck, good = tmp_path / "stuck.evtx", tmp_path / "good.evtx"
-    stuck.write_bytes(bytes(spinning))
+    path = tmp_path / "stuck.evtx"
+    path.write_bytes(bytes(spinning))
+    return path
+
+
+def test_a_chunk_the_parser_is_stuck_on_is_given_up_and_the_file_goes_on(tmp_path):
+    """One changed byte in a real SigmaHQ regression file made the Rust parser spin for ever inside
+    the filter (SIGTERM could not stop it): chunks are parsed in a child process that is killed."""
+    from pipeshell_filter.io.evtx_chunks import ChunkReader, evtx_records
+    stuck, good = _spinning_file(tmp_path), tmp_path / "good.evtx"
     write_evtx(str(good), ATTACK)
     reports = []
     reader = ChunkReader(stuck=1.0)
@@ -186,33 +191,12 @@ def test_a_chunk_the_parser_is_stuck_on_is_given_up_and_the_file_goes_on(tmp_pat
         reader.close()
 
 
-def _children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(child) for child in handle.read().split()]
-    except OSError:
-        return []
-
-
-def _spinning_file(tmp_path):
-    source = os.path.join(SIGMAHQ, "regression_data", "rules", "windows", "builtin", "security",
-                          "win_security_susp_scheduled_task_delete_or_disable",
-                          "7595ba94-cf3b-4471-aa03-4f6baa9e5fad.evtx")
-    if not os.path.exists(source):
-        pytest.skip("the shared SigmaHQ regression data is not here")
-    spinning = bytearray(open(source, "rb").read())
-    spinning[5770] = 1
-    path = tmp_path / "stuck.evtx"
-    path.write_bytes(bytes(spinning))
-    return path
-
-
 def _wait_for_child(pid):
     deadline = time.monotonic() + 15
-    while not _children(pid):
+    while not children(pid):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    (child,) = _children(pid)
+    (child,) = children(pid)
     return child
 
 

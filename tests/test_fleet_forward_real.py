@@ -25,7 +25,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from clitools import COMMAND
+from clitools import COMMAND, children
 from test_fleet_shards import comparable
 from test_fluentbit_real import (FLUENT_BIT, RECIPES, SAMPLE, SAMPLE_HOSTS, WAIT, is_alert, needs_fluent_bit,
                                  read_output, sample_lines, without_sigma)
@@ -485,14 +485,6 @@ def test_sigterm_to_the_aggregator_right_after_it_acknowledged_delivers_what_it_
     assert any(in_flight), in_flight
 
 
-def _children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(child) for child in handle.read().split()]
-    except OSError:
-        return []
-
-
 @needs_fluent_bit
 def test_the_aggregator_unit_stops_when_its_correlate_stage_dies(tmp_path):
     """Under a shell pipe the aggregator's Fluent Bit ran on after the correlate stage died, taking
@@ -507,7 +499,7 @@ def test_the_aggregator_unit_stops_when_its_correlate_stage_dies(tmp_path):
         deadline = time.monotonic() + WAIT
         while True:
             assert unit.poll() is None and time.monotonic() < deadline, unit.stderr.read() if unit.poll() else ""
-            members = _children(unit.pid)
+            members = children(unit.pid)
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 if len(members) == 2:
@@ -584,7 +576,7 @@ class AgentUnit:
         deadline = time.monotonic() + WAIT
         while True:
             found = {}
-            for pid in _children(self.process.pid):
+            for pid in children(self.process.pid):
                 try:
                     command = open(f"/proc/{pid}/cmdline", "rb").read()
                 except OSError:
