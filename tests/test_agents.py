@@ -133,7 +133,9 @@ def test_the_fleet_time_is_never_beyond_an_active_agent_that_is_not_far_behind(r
             ranked = sorted(times.values(), reverse=True)
             vouched = ranked[1] if len(ranked) > 1 else ranked[0]
             assert all(frontier <= t for t in times.values() if t >= vouched - SKEW)
-            assert frontier in times.values()
+            everyone = sorted(agents._time.values())
+            cap = everyone[-2] + SKEW if len(everyone) > 1 else float("inf")  # one agent's time, unvouched
+            assert frontier in {min(t, cap) for t in times.values()}
 
 
 class AgentsModel:
@@ -146,10 +148,25 @@ class AgentsModel:
         self.time, self.heard, self.idle_set = {}, {}, set()
         self.since, self.behind, self.reported = {}, {}, set()
         self.last = float("-inf")
+        self.wall = None
+
+    def limit(self, agent):
+        if self.wall is not None:
+            return self.wall() + self.skew
+        others = [time for name, time in self.time.items() if name != agent]
+        return max(others) + self.skew if others else float("inf")
+
+    def bound_by(self, wall):
+        self.wall = wall
+        for agent in [a for a, time in self.time.items() if time > wall() + self.skew]:
+            del self.time[agent], self.heard[agent]
+            self.idle_set.discard(agent)
 
     def see(self, agent, time, idle):
+        if self.wall is not None and time > self.wall() + self.skew:
+            return False
         old = self.time.get(agent)
-        if old is None or time > old:
+        if old is None or time > old or (time < old and old > self.limit(agent)):
             self.time[agent] = time
             self.idle_set.discard(agent)
         if idle and agent not in self.idle_set:
@@ -184,6 +201,8 @@ class AgentsModel:
         out = {a for a in behind if now - self.since[a] >= self.idle}
         self.behind.update((a, vouched - self.time[a]) for a in out if a not in self.reported)
         self.last = min(self.time[a] for a in active - out)
+        if self.wall is None and len(self.time) > 1:
+            self.last = min(self.last, sorted(self.time.values())[-2] + self.skew)
         return self.last
 
     def lagging(self):
@@ -196,7 +215,7 @@ REPORT = st.tuples(st.just("see"), st.sampled_from("abcde"), st.integers(0, 30).
                    st.sampled_from([False, False, False, True]))
 OPERATIONS = st.lists(st.one_of(REPORT, REPORT, st.just(("frontier",)), st.just(("again",)),
                                 st.tuples(st.just("tick"), st.sampled_from([0, 1, 20, 45, 59, 60, 61, 200])),
-                                st.just(("lagging",))), min_size=10, max_size=120)
+                                st.just(("lagging",)), st.just(("live",))), min_size=10, max_size=120)
 
 
 @settings(max_examples=400, deadline=None)
@@ -204,14 +223,23 @@ OPERATIONS = st.lists(st.one_of(REPORT, REPORT, st.just(("frontier",)), st.just(
 def test_the_agents_kept_in_order_agree_with_working_it_all_out_at_every_call(operations, expected, most, skew):
     """Every report, the fleet's time and the agents named as lagging, as the docstring's rules
     give them worked out from every agent at every call (silent, idle, far behind, waited for,
-    left out, back within reach, forgotten past the most agents remembered)."""
+    left out, back within reach, forgotten past the most agents remembered, a time far past the
+    others' given way, a time past the wall clock not believed once the input is live)."""
     from unittest import mock
     clock = Clock()
+
+    def wall():  # reports go up to 3000 s: some are past it
+        return int((1500 + clock.now) * S)
+
     with mock.patch("pipeshell_filter.correlate.agents.MAX_AGENTS", most):
         agents = AgentClocks(skew * S, idle=60, clock=clock, expected=expected)
         model = AgentsModel(skew * S, 60, clock, expected, most)
         for operation in operations:
-            if operation[0] == "see":
+            if operation[0] == "live":
+                if model.wall is None:
+                    agents.bound_by(wall)
+                    model.bound_by(wall)
+            elif operation[0] == "see":
                 _, name, seconds, idle = operation
                 assert agents.see(name, seconds * S, idle) == model.see(name, seconds * S, idle)
             elif operation[0] == "again":  # every agent says its time again (a live fleet that waits)
@@ -225,6 +253,76 @@ def test_the_agents_kept_in_order_agree_with_working_it_all_out_at_every_call(op
             else:
                 assert {name for name, _ in agents.lagging()} == model.lagging()
         assert agents.frontier() == model.frontier()
+
+
+FORGED = st.tuples(st.integers(0, 200), st.sampled_from(["a", "b", "c", "evil"]), st.integers(1, 10**9),
+                   st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPERATIONS, st.lists(FORGED, max_size=8), st.sampled_from([0, 300, 900]))
+def test_on_live_input_a_heartbeat_dated_past_the_wall_clock_changes_nothing(operations, forged, skew):
+    """Forged heartbeats (a real agent's name or a new one, idle or not, anywhere in the stream),
+    dated past the wall clock by more than max_skew: the fleet's time, the agents named and the
+    state saved are those of the same stream without them (one under a real name stopped every
+    later alert: the real agent's next reports were never newer)."""
+    clock = Clock()
+
+    def wall():
+        return int((1500 + clock.now) * S)
+
+    plain = AgentClocks(skew * S, idle=60, clock=clock, wall=wall)
+    attacked = AgentClocks(skew * S, idle=60, clock=clock, wall=wall)
+    named = set()
+    for step, operation in enumerate(operations):
+        for at, name, past, idle in forged:
+            if at == step:
+                assert not attacked.see(name, wall() + skew * S + past, idle)
+                named.add(name)
+        if operation[0] == "see":
+            _, name, seconds, idle = operation
+            assert plain.see(name, seconds * S, idle) == attacked.see(name, seconds * S, idle)
+        elif operation[0] == "again":
+            for name, time in plain.saved():
+                plain.see(name, time)
+                attacked.see(name, time)
+        elif operation[0] == "tick":
+            clock.now += operation[1]
+        elif operation[0] == "frontier":
+            assert plain.frontier() == attacked.frontier()
+        elif operation[0] == "lagging":
+            assert plain.lagging() == attacked.lagging()
+    assert plain.frontier() == attacked.frontier() and plain.saved() == attacked.saved()
+    assert {name for name, _ in attacked.ahead()} >= named and attacked.ahead() == []
+
+
+def test_a_future_agent_time_restored_from_the_state_is_forgotten_once_the_input_is_live():
+    """A state saved by a run that took a forged heartbeat: the agent's restored time is past the
+    wall clock, so it is dropped when the input turns out live, and the agent's next report counts."""
+    agents = AgentClocks(SKEW, idle=60, clock=Clock())
+    agents.restore([["a1", 4102444800 * S], ["a2", 1000 * S]])
+    agents.bound_by(lambda: 2000 * S)
+    assert agents.saved() == [["a2", 1000 * S]]
+    assert [name for name, _ in agents.ahead()] == ["a1"]
+    agents.see("a1", 1100 * S)
+    assert agents.frontier() == 1000 * S and agents.saved() == [["a2", 1000 * S], ["a1", 1100 * S]]
+
+
+def test_without_a_wall_clock_an_agent_far_past_every_other_gives_way_to_its_next_report():
+    """A file of records: nothing to check a first forged heartbeat against; once other agents
+    show it is far ahead, the fleet's time goes no further than max_skew past theirs, and the
+    agent's next (real, older) report replaces it."""
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock)
+    agents.see("a1", 1000 * S)
+    agents.see("a2", 1010 * S)
+    agents.see("a1", 4102444800 * S)  # forged under a real name
+    agents.see("a2", 1020 * S, idle=True)
+    assert agents.frontier() == 1020 * S + SKEW  # a1 alone is active: not carried to 2100
+    agents.see("a1", 1030 * S)  # the real a1 again: older, but its time was vouched for by nobody
+    assert agents.frontier() == 1030 * S
+    agents.see("a1", 1025 * S)  # within reach of the others: an older report changes nothing
+    assert agents.saved() == [["a1", 1030 * S], ["a2", 1020 * S]]
 
 
 def test_progress_beats_every_so_often_in_event_time_and_says_the_last_time_at_the_end():

@@ -327,6 +327,37 @@ def test_a_stream_made_anew_is_read_from_its_start_and_said_so(tmp_path):
     assert "past the last message of stream PIPESHELL (0): the stream was made anew" in err
 
 
+def test_a_forged_heartbeat_under_a_real_agents_name_does_not_stop_its_later_alerts(tmp_path):
+    """One heartbeat dated 2100 under the name of the real agent a1, between two of its incidents:
+    it is not believed (the bus is live input: the wall clock bounds an agent's time), so the second
+    incident still alerts and the state never holds that time (it stopped every later alert)."""
+    from pipeshell_filter.io.bus import Bus
+    sample = open(SAMPLE, "rb").read()
+    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
+    forged = b'{"type":"sigma.heartbeat","version":1,"agent":"a1","time":4102444800000000000}'
+
+    def publish(day):
+        sent = run_cli(["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet", *LATENESS],
+                       sample.replace(b"2026-11-02", day), timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+
+    with NatsServer(tmp_path / "nats") as server:
+        process = correlator(server.url, state, out, ["--agents", "1"])
+        try:
+            publish(b"2026-11-02")
+            assert len(wait_for_alerts(out, 1, process)) == 1
+            with Bus(server.url, name="forger") as bus:
+                bus.publish("pipeshell.records.0", forged, "forged")
+            publish(b"2026-11-04")
+            found = wait_for_alerts(out, 2, process)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            err = process.communicate(timeout=WAIT)[1].decode()
+    assert process.returncode == 0 and len(found) == 2, err
+    assert all(time < 4102444800 * 10**9 for _, time in json.loads(state.read_text())["agents"])
+    assert "agent 'a1' said its time was" in err and "not believed" in err
+
+
 def test_a_stop_while_the_server_is_down_ends_the_correlator_at_once(tmp_path):
     """Its state is saved on the way out; the acknowledgement is not worth waiting for (a restart
     reads on from the state's position), so SIGTERM is not held up by a server that is down."""

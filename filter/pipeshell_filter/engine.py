@@ -134,6 +134,10 @@ class Engine:
         """Between blocks: memory a passed flood left behind goes back (``Correlation.release_memory``)."""
         self.correlation.release_memory()
 
+    def live(self) -> None:
+        """The input is live: the wall clock bounds the agents' times (``Correlation.live``)."""
+        self.correlation.live()
+
     def settle(self) -> list:
         """The input paused: what is final at the newest watermark instant goes out (``Correlation.settle``)."""
         return self._alerts(self.correlation.settle())

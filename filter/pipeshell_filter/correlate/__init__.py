@@ -196,9 +196,18 @@ class Correlation:
         of the detections; an agent silent for ``idle`` seconds drops out; the time stays still
         until ``expected`` agents reported (or ``idle`` seconds passed)."""
         if self.agents is None:
-            self.agents = AgentClocks(self.max_skew_ns, idle, self.clock, expected)
+            self.agents = AgentClocks(self.max_skew_ns, idle, self.clock, expected, self._agents_wall)
             for correlator in self.correlators:
                 correlator.driven = True
+
+    _agents_wall = None  # the wall clock that bounds the agents' times (``live``)
+
+    def live(self) -> None:
+        """The input is live: an agent's time is believed only up to the wall clock plus ``max_skew``
+        (``AgentClocks.bound_by``), those restored from the state too."""
+        self._agents_wall = self.wall
+        if self.agents is not None:
+            self.agents.bound_by(self.wall)
 
     def progress(self, agent: str, time: int, idle: bool = False) -> List[Hit]:
         """An agent's heartbeat: the hits that became final as the fleet's time moved."""
@@ -341,6 +350,10 @@ class Correlation:
         correlation that reached its state cap."""
         lines = []
         now = self.clock()
+        for agent, ahead in self.agents.ahead() if self.agents is not None else ():
+            self._note_skewed(agent, "ahead")
+            lines.append(("skewed_source", f"agent {agent!r} said its time was {ahead / NS:g} s past the wall clock: "
+                          "not believed (a wrong clock or a forged heartbeat)"))
         for agent, lag in self.agents.lagging() if self.agents is not None else ():
             self._note_skewed(agent, "behind")
             lines.append(("skewed_source", f"agent {agent!r} is {lag / NS:g} s behind the other agents: left out "

@@ -23,7 +23,15 @@ Two things must not hold the fleet's time back for ever:
   arrive late and are counted as such).  An agent catching up on a backlog
   moves faster than that, and is waited for.
 
-An agent ahead of the others cannot move the minimum.  An agent not heard from
+An agent ahead of the others cannot move the minimum, and no agent's time
+counts more than ``max_skew`` past what something else vouches for, so that one
+forged heartbeat, even under a real agent's name, cannot carry the fleet's time
+into the future (every later event would be late): on live input a report
+dated past the wall clock by more than that is not believed at all (as an
+agent's own ``Progress`` does), and without a wall clock to check against, the
+fleet's time goes no further than ``max_skew`` past the second newest agent
+time, and an agent time that far ahead of every other is replaced by the
+agent's next report, older or not.  An agent not heard from
 yet cannot hold it back either, so when agents may start at different times
 (a backfill, a correlator that starts first) the number to wait for is given
 (``expected``): the fleet's time stays still until that many have reported,
@@ -63,11 +71,12 @@ class AgentClocks:
     """
 
     def __init__(self, max_skew_ns: int, idle: float, clock: Callable[[], float] = _time.monotonic,
-                 expected: int = 0):
+                 expected: int = 0, wall: Optional[Callable[[], int]] = None):
         self.max_skew = max_skew_ns
         self.idle = idle
         self.clock = clock
         self.expected = expected
+        self.wall = wall  # on live input: the wall clock in ns (``bound_by``)
         self._started = clock()
         self._time: Dict[str, int] = {}  # agent -> newest time it reported
         self._heard: "OrderedDict[str, float]" = OrderedDict()  # agent -> wall clock of its last record
@@ -83,13 +92,22 @@ class AgentClocks:
         self._line = None  # the line as last worked out
         self._behind: Dict[str, int] = {}  # agents left out for lagging, and by how much (ns), not yet reported
         self._reported = set()
+        self._ahead: Dict[str, int] = {}  # agents whose time was not believed, and by how much (ns) past the wall
+        self._ahead_reported = set()
         self.last = NEVER  # the frontier as last worked out
 
     def see(self, agent: str, time: int, idle: bool = False) -> bool:
         """Take an agent's report; True when the fleet's time may have moved (the agent was at
         or behind it, is new, or became idle): only then is it worth working out again."""
+        if self.wall is not None:
+            past = time - self.wall() - self.max_skew
+            if past > 0:  # a clock in the future, or a forged report: as if never sent
+                if agent not in self._ahead_reported and len(self._ahead_reported) < MAX_AGENTS:
+                    self._ahead.setdefault(agent, past + self.max_skew)
+                return False
         old = self._time.get(agent)
-        newer = old is None or time > old
+        # an agent time nothing vouches for (taken when nothing could check it) gives way to its next report
+        newer = old is None or time > old or (time < old and old > self._limit(agent))
         self._leave(agent, waiting=idle or (agent in self._idle and not newer))  # idle: no longer active
         if newer:
             if old is not None:
@@ -107,12 +125,36 @@ class AgentClocks:
         if agent not in self._idle:
             self._join(agent)
         if len(self._heard) > MAX_AGENTS:
-            gone, _ = self._heard.popitem(last=False)
-            self._leave(gone, waiting=True)
-            self._live.pop(gone, None)
-            self._everyone.remove((self._time.pop(gone), gone))
-            self._idle.discard(gone)
+            self._forget(next(iter(self._heard)))
         return old is None or old <= self.last or self.last == NEVER  # NEVER: not worked out (a restore)
+
+    def _forget(self, agent: str) -> None:
+        self._leave(agent, waiting=True)
+        del self._heard[agent]
+        self._live.pop(agent, None)
+        self._everyone.remove((self._time.pop(agent), agent))
+        self._idle.discard(agent)
+        self._changed.discard(agent)
+
+    def _limit(self, agent: str):
+        """The newest time ``agent`` may count for: ``max_skew`` past the wall clock (live input), or
+        past the newest time of another agent; without either, no limit."""
+        if self.wall is not None:
+            return self.wall() + self.max_skew
+        top = self._everyone[-2:]
+        others = [time for time, name in top if name != agent]
+        return others[-1] + self.max_skew if others else float("inf")
+
+    def bound_by(self, wall: Callable[[], int]) -> None:
+        """Live input from now on: no report past ``wall()`` by more than ``max_skew`` is believed,
+        and an agent time restored from the state that is (a forged heartbeat a run took before
+        this check) is forgotten: the agent's next report gives its time."""
+        self.wall = wall
+        limit = wall() + self.max_skew
+        for time, agent in list(self._everyone.irange((limit, "\U0010ffff"))):
+            if time > limit:
+                self._forget(agent)
+                self._ahead.setdefault(agent, time - limit + self.max_skew)
 
     def _join(self, agent: str) -> None:
         """``agent`` is active again, with its time: among those that count, unless it was left
@@ -158,9 +200,10 @@ class AgentClocks:
 
     def frontier(self):
         """The fleet's time: the least time of the active agents that are not far behind; when
-        every agent is quiet, the newest time any reached (what they sent is all there is), but
-        no further than ``max_skew`` past the newest time two agents vouch for: one agent with a
-        clock in the future (or one forged heartbeat) must not carry the fleet's time there.
+        every agent is quiet, the newest time any reached (what they sent is all there is).
+        Either way no further than ``max_skew`` past the newest time two agents vouch for (on
+        live input, when some agents are active, the wall clock vouches instead: ``see``): one
+        agent with a clock in the future (or one forged heartbeat) must not carry it there.
 
         An agent is far behind when its time is more than ``max_skew`` behind the newest time
         two agents vouch for (the line); it is waited for ``idle`` seconds of wall clock (a
@@ -209,6 +252,8 @@ class AgentClocks:
             if agent not in self._reported:
                 self._behind[agent] = vouched - time
         self.last = self._in[0][0]
+        if self.wall is None and len(self._everyone) > 1:  # one agent's time, as when all are quiet
+            self.last = min(self.last, self._everyone[-2][0] + self.max_skew)
         return self.last
 
     def lagging(self) -> List[tuple]:
@@ -216,6 +261,14 @@ class AgentClocks:
         found = list(self._behind.items())
         self._reported.update(self._behind)
         self._behind = {}
+        return found
+
+    def ahead(self) -> List[tuple]:
+        """(agent, how far past the wall clock in ns) of the agents newly found with a time not
+        believed (``bound_by``); each reported once."""
+        found = list(self._ahead.items())
+        self._ahead_reported.update(self._ahead)
+        self._ahead = {}
         return found
 
     def saved(self) -> list:

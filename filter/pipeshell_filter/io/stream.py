@@ -1315,6 +1315,8 @@ class Filter:
         self._live = live
         if self.progress is not None and live:  # believe no host clock far in the future of this one
             self.progress.wall = self.clock
+        if live and self.stage == "correlate":  # nor an agent's that says so (a forged heartbeat)
+            self.engine.live()
 
     def _run_workers(self, fd: int, block_size: int, max_line: int, stop: Optional[StopRequest]) -> None:
         """The bulk of a regular file, prefiltered by worker processes (``parallel``) and handled
