@@ -282,6 +282,28 @@ def test_lost_deliveries_are_recovered_in_order(bus):
 
 
 @needs_nats
+def test_messages_the_stream_discarded_before_they_were_read_are_told(nats_server):
+    """A stream with limits drops its oldest messages; a consumer behind them skips them in silence
+    (the server says nothing): the gap below the stream's first sequence is told, once."""
+    with Bus(nats_server.url) as bus:
+        bus._call(bus._js.add_stream(name=STREAM, subjects=[f"{DET}.>", f"{HB}.>"], max_msgs=5))
+        bus.publish_many(records("a", 20))  # sequences 1..20: 16..20 kept
+        consumer = bus.consumer(STREAM, "corr", f"{DET}.>")
+        got = drain(consumer, 5)
+        assert numbers(got) == list(range(15, 20)) and consumer.discarded() == [(1, 15)]
+        consumer.ack(got[-1])
+        bus.publish_many(records("a", 2, start=20) + [(f"{HB}.a", b"{}", "hb")])  # 21, 22; 23 another subject
+        assert numbers(drain(consumer, 2)) == [20, 21] and consumer.discarded() == []
+        bus.publish_many(records("a", 10, start=22))  # 24..33: 29..33 kept
+        assert numbers(drain(consumer, 5)) == list(range(27, 32)) and consumer.discarded() == [(23, 28)]
+        bus.publish(f"{HB}.a", b"{}", "hb2")
+        bus.publish(f"{DET}.a", b'{"n":32}', "a-32")  # after another subject's message: nothing discarded
+        assert numbers(drain(consumer, 1)) == [32] and consumer.discarded() == []
+        again = bus.consumer(STREAM, "corr", f"{DET}.>", start_seq=3)  # a saved position before them
+        assert numbers(drain(again, 4)) == [29, 30, 31, 32] and again.discarded() == [(3, 30)]
+
+
+@needs_nats
 def test_close_ends_a_blocked_publish_and_does_not_hang(nats_server):
     bus = Bus(nats_server.url)
     bus.ensure_stream(STREAM, [f"{DET}.>"])

@@ -358,6 +358,29 @@ def test_a_forged_heartbeat_under_a_real_agents_name_does_not_stop_its_later_ale
     assert "agent 'a1' said its time was" in err and "not believed" in err
 
 
+def test_records_the_stream_discarded_before_the_correlator_read_them_are_told_and_counted(tmp_path):
+    """A records stream whose limits keep 4 messages: the correlator skipped the rest in silence."""
+    from pipeshell_filter.io.bus import Bus
+    with NatsServer(tmp_path / "nats") as server:
+        with Bus(server.url, name="operator") as bus:  # limits an operator gave the stream: kept
+            bus._call(bus._js.add_stream(name="PIPESHELL", subjects=["pipeshell.records.*"], max_msgs=4))
+        sent = run_cli(["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet", *LATENESS],
+                       open(SAMPLE, "rb").read(), timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+        with Bus(server.url, name="reader") as bus:
+            last = bus.last_seq("PIPESHELL")
+        process = subprocess.Popen(COMMAND + ["--stage", "correlate", "--nats", server.url, "--state",
+                                              str(tmp_path / "state.json"), *LATENESS],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(2.0)
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=WAIT)[1].decode()
+    assert process.returncode == 0, err
+    assert f"messages 1-{last - 4} of stream PIPESHELL were discarded by the stream's limits before they were read" \
+        in err
+    assert f"; {last - 4} bus message(s) discarded by the stream's limits unread" in err
+
+
 def test_a_stop_while_the_server_is_down_ends_the_correlator_at_once(tmp_path):
     """Its state is saved on the way out; the acknowledgement is not worth waiting for (a restart
     reads on from the state's position), so SIGTERM is not held up by a server that is down."""

@@ -575,7 +575,7 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
              "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
              "bad_evtx": "EVTX problems"}
     bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
-           if kind not in ("skewed_source", "state_cap", "bom")]
+           if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded")]
     if bad:
         parts.append("skipped: " + ", ".join(bad))
     if stats["late"]:
@@ -588,6 +588,8 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
         parts.append(f"{diagnostics.counts['skewed_source']} source(s) with a wrong clock")
     if stats["shed"]:
         parts.append(f"{stats['shed']} dropped from correlation at the state cap")
+    if diagnostics.counts["bus_discarded"]:
+        parts.append(f"{diagnostics.counts['bus_discarded']} bus message(s) discarded by the stream's limits unread")
     try:
         sys.stderr.write("pipeshell-filter: " + "; ".join(parts) + "\n")
     except (OSError, ValueError):

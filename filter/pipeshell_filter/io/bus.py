@@ -606,6 +606,7 @@ class Consumer:
         # new incarnation when the caller acks a message delivered by an older one.
         self._stand_ins: List[Tuple[int, str]] = []
         self._stand_in_limit = 0
+        self._discarded: List[Tuple[int, int]] = []  # stream sequences gone before they were delivered
 
     # --- setting the durable up -----------------------------------------------------------------
 
@@ -766,13 +767,33 @@ class Consumer:
                     self._idle_since = time.monotonic() - IDLE_CHECK - 1
                 await bus._pause(min(deadline - time.monotonic(), 0.1))
                 continue
+            before = self._last_seq
             out = self._accept(raws)
             self._caught_up = len(raws) < want
             if out:
                 self._idle_since = None
+                if out[0].seq > before + 1:
+                    await self._look_for_discards(before + 1, out[0].seq)
                 return out
             if self._idle_since is None:
                 self._idle_since = time.monotonic()
+
+    async def _look_for_discards(self, first_unseen: int, delivered: int) -> None:
+        """Messages ``first_unseen`` .. ``delivered - 1`` did not come: other subjects, or gone before
+        they were read (the stream's limits drop the oldest first, and the consumer skips them
+        without a word).  Those below the stream's first sequence now are the second kind (some
+        may be other subjects')."""
+        async def attempt(js):
+            return (await js.stream_info(self.stream)).state.first_seq
+
+        first = await self._try(self.bus._retry(attempt, f"stream {self.stream}", ATTEMPT_TIMEOUT))
+        if first is not _FAILED and first and first > first_unseen:
+            self._discarded.append((first_unseen, min(first, delivered) - 1))
+
+    def discarded(self) -> List[Tuple[int, int]]:
+        """The ranges of stream sequences found gone before they were read since the last call."""
+        found, self._discarded = self._discarded, []
+        return found
 
     async def _try(self, coro):
         """A setup step inside fetch: its result, or _FAILED on a transient failure (the fetch loop

@@ -211,6 +211,11 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     taken = 0
     while not stop.requested:
         messages = consumer.fetch(batch, wait)
+        for low, high in consumer.discarded():
+            stream_filter.diagnostics.counts["bus_discarded"] += high - low + 1
+            which = f"message {low}" if low == high else f"messages {low}-{high}"
+            stream_filter.diagnostics.note(f"{which} of stream {stream} {'was' if low == high else 'were'} discarded "
+                                           "by the stream's limits before they were read")
         if not messages:
             stream_filter.before_block()  # what is final goes out; snapshots and stats when due
             continue
