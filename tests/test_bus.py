@@ -304,6 +304,28 @@ def test_messages_the_stream_discarded_before_they_were_read_are_told(nats_serve
 
 
 @needs_nats
+def test_a_refusal_that_waiting_cannot_cure_is_final_at_once(nats_server):
+    """A stream full with discard new, a deleted stream: the server answers, and answers no; such
+    refusals were retried for ever in silence (every 5xx counted as a server restarting)."""
+    with Bus(nats_server.url) as bus:
+        bus._call(bus._js.add_stream(name=STREAM, subjects=[f"{DET}.>"], max_msgs=3, discard="new"))
+        started = time.monotonic()
+        with pytest.raises(BusError, match="maximum messages exceeded"):
+            bus.publish_many(records("a", 5))
+        with pytest.raises(BusError, match="maximum messages exceeded"):
+            bus.publish(f"{DET}.a", b"x", "one-more")
+        assert time.monotonic() - started < busmod.ATTEMPT_TIMEOUT + 3
+        bus._call(bus._js.delete_stream(STREAM))
+        started = time.monotonic()
+        for publish in (lambda: bus.publish_many(records("b", 2)), lambda: bus.publish(f"{DET}.b", b"x", "b")):
+            with pytest.raises(BusError, match=f"publish to {DET}.b: no stream on NATS at .* takes this subject"):
+                publish()
+        assert time.monotonic() - started < 2 * busmod.ATTEMPT_TIMEOUT + 3
+        bus.ensure_stream(STREAM, [f"{DET}.>"])  # made again: the bus goes on
+        assert bus.publish(f"{DET}.b", b"x", "b") == 1
+
+
+@needs_nats
 def test_close_ends_a_blocked_publish_and_does_not_hang(nats_server):
     bus = Bus(nats_server.url)
     bus.ensure_stream(STREAM, [f"{DET}.>"])

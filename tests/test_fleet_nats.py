@@ -381,6 +381,51 @@ def test_records_the_stream_discarded_before_the_correlator_read_them_are_told_a
     assert f"; {last - 4} bus message(s) discarded by the stream's limits unread" in err
 
 
+def test_a_full_alert_stream_ends_the_correlator_in_one_line(tmp_path):
+    """The alert stream at its limits with discard new: the server refuses every alert (it froze,
+    retrying for ever in silence); now one line, status 1, so that a supervisor sees it."""
+    from pipeshell_filter.io.bus import Bus
+    with NatsServer(tmp_path / "nats") as server:
+        with Bus(server.url, name="operator") as bus:
+            bus._call(bus._js.add_stream(name="PIPESHELL_ALERTS", subjects=["pipeshell.alerts"], max_msgs=1,
+                                         discard="new"))
+            bus.publish("pipeshell.alerts", b"{}", "filler")
+        process = correlator(server.url, tmp_path / "state.json", tmp_path / "alerts.ndjson", ["--agents", "1"])
+        sent = run_cli(["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet", *LATENESS],
+                       open(SAMPLE, "rb").read(), timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+        try:
+            code = process.wait(timeout=WAIT)
+        finally:
+            process.kill()
+        err = process.stderr.read().decode()
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "publish to pipeshell.alerts: maximum messages exceeded" in err
+
+
+def test_an_agent_whose_stream_was_deleted_ends_in_one_line(tmp_path):
+    """The records stream deleted under a running agent (or lost with the server's store): no stream
+    answers its publishes, and it waited for ever in silence after its end of input."""
+    from pipeshell_filter.io.bus import Bus
+    with NatsServer(tmp_path / "nats") as server:
+        agent = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet",
+                                            *LATENESS], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+        time.sleep(1.0)  # connected, streams made
+        with Bus(server.url, name="operator") as bus:
+            bus._call(bus._js.delete_stream("PIPESHELL"))
+        agent.stdin.write(open(SAMPLE, "rb").read())
+        agent.stdin.close()
+        started = time.monotonic()
+        try:
+            code = agent.wait(timeout=WAIT)
+        finally:
+            agent.kill()
+        err = agent.stderr.read().decode()
+    assert code == 1 and time.monotonic() - started < 15 and len(err.strip().splitlines()) == 1, err
+    assert "no stream on NATS at" in err and "takes this subject any more" in err
+
+
 def test_a_stop_while_the_server_is_down_ends_the_correlator_at_once(tmp_path):
     """Its state is saved on the way out; the acknowledgement is not worth waiting for (a restart
     reads on from the state's position), so SIGTERM is not held up by a server that is down."""
@@ -419,7 +464,8 @@ def test_a_stop_while_the_server_is_down_gives_up_an_agents_records_after_a_grac
         err = agent.stderr.read().decode()
         agent.stdin.close()
     assert code == 1 and STOP_GRACE - 1 < waited < STOP_GRACE + 10, (code, waited, err)
-    assert len(err.strip().splitlines()) == 1 and "of the stop request; given up" in err
+    assert len(err.strip().splitlines()) == 1 and f"given up {STOP_GRACE:g} s after the stop request (NATS at" in err
+    assert "could not be reached" in err  # the server is down: it was not that it did not answer
 
 
 def test_a_fleet_made_when_prefixes_shared_one_stream_goes_on_there(tmp_path):

@@ -63,6 +63,10 @@ PING_INTERVAL = 10
 IDLE_CHECK = 10.0
 # JetStream API error codes that say it is not enabled (server, account): no retry helps.
 JETSTREAM_OFF = (10039, 10076)
+# The JetStream API errors with a code that waiting can cure: the system, a stream or a consumer not
+# available for now (incomplete results, no leader, not assigned, a raft hiccup, offline).  Every other
+# coded refusal is final: a stream gone or full, a configuration refused, limits reached.
+JETSTREAM_BUSY = (10004, 10007, 10008, 10009, 10041, 10118, 10119)
 # close() and the thread it stops are bounded by these.
 CLOSE_TIMEOUT = 3.0
 # Once the process is asked to stop (``Bus.stopping``), a publish or an ack waits at most this long more
@@ -154,6 +158,7 @@ class Bus:
         self._inflight: set = set()
         self._last_error: Optional[BaseException] = None
         self._generation = 0  # goes up each time a new client replaces one that closed for good
+        self._streamless: dict = {}  # subject -> when the API first said no stream takes it (``_check_stream_of``)
         self.stopping: Callable[[], bool] = lambda: False  # the process was asked to stop (``STOP_GRACE``)
         self._nc: Any = None
         self._js: Any = None
@@ -291,8 +296,8 @@ class Bus:
         is final."""
         errors, js_errors = self._mod.errors, self._mod.js.errors
         if isinstance(exc, js_errors.APIError):
-            if exc.err_code in JETSTREAM_OFF:
-                return False
+            if exc.err_code is not None:  # the server's own verdict (a 503 "maximum messages exceeded" is final)
+                return exc.err_code in JETSTREAM_BUSY
             return exc.code is None or exc.code in (408, 409) or exc.code >= 500
         return isinstance(exc, (
             asyncio.TimeoutError, errors.TimeoutError, errors.NoRespondersError,
@@ -301,6 +306,15 @@ class Bus:
             errors.OutboundBufferLimitError, errors.StaleConnectionError, errors.FlushTimeoutError,
             errors.UnexpectedEOF, ConnectionError, OSError,
         ))
+
+    def _why(self, last: Optional[BaseException]) -> str:
+        """Why requests kept failing, ``last`` being the latest transient error (None: no connection):
+        the server could not be reached, did not answer, or answered that it cannot for now."""
+        if last is None:
+            return f"NATS at {self.url} could not be reached"
+        if isinstance(last, (asyncio.TimeoutError, self._mod.errors.TimeoutError)):
+            return f"NATS at {self.url} did not answer"
+        return f"NATS at {self.url}: {_cause(last)}"
 
     def _jetstream_off(self, nc, exc: BaseException) -> bool:
         """Nobody answers the JetStream API and the server said at connect that it has none."""
@@ -321,9 +335,11 @@ class Bus:
         while True:
             if self._closing.is_set():
                 raise _Final(f"{what}: the NATS bus was closed")
-            self._check_stop(stop_seen, what, grace)
+            self._check_stop(stop_seen, what, grace, last)
             nc = await self._live()
-            if nc.is_connected:
+            if not nc.is_connected:
+                last = None
+            else:
                 try:
                     return await attempt(self._js)
                 except BusError:
@@ -336,8 +352,7 @@ class Bus:
                                      f"(nats-server must run with -js)") from None
                     last = exc
             if deadline is not None and time.monotonic() >= deadline:
-                cause = _cause(last) if last is not None else "not connected"
-                raise BusError(f"{what}: NATS at {self.url} did not answer within {timeout:g} s ({cause})")
+                raise BusError(f"{what}: not done within {timeout:g} s ({self._why(last)})")
             if await self._pause(delay):
                 raise _Final(f"{what}: the NATS bus was closed")
             delay = min(delay * 2, BACKOFF_MAX)
@@ -425,10 +440,32 @@ class Bus:
 
     async def _publish(self, subject: str, payload: bytes, msg_id: str) -> int:
         async def attempt(js):
-            ack = await js.publish(subject, payload, timeout=ATTEMPT_TIMEOUT, headers={MSG_ID_HEADER: msg_id})
+            try:
+                ack = await js.publish(subject, payload, timeout=ATTEMPT_TIMEOUT, headers={MSG_ID_HEADER: msg_id})
+            except self._mod.js.errors.NoStreamResponseError:
+                await self._check_stream_of(subject)
+                raise
+            self._streamless.pop(subject, None)
             return ack.seq
 
         return await self._retry(attempt, f"publish to {subject}")
+
+    async def _check_stream_of(self, subject: str) -> None:
+        """No stream answered a publish to ``subject``: _Final when the JetStream API, asked twice
+        ``ATTEMPT_TIMEOUT`` apart or more, says that no stream takes it (deleted, or lost with the
+        server's store: retrying would wait for ever); nothing when it does not answer (JetStream
+        starting up) or a stream does take it."""
+        try:
+            await self._js.find_stream_name_by_subject(subject)
+        except self._mod.js.errors.NotFoundError:
+            first = self._streamless.setdefault(subject, time.monotonic())
+            if time.monotonic() - first >= ATTEMPT_TIMEOUT:
+                raise _Final(f"publish to {subject}: no stream on NATS at {self.url} takes this subject any "
+                             "more (deleted, or lost with the server's store)") from None
+            return
+        except Exception:
+            return
+        self._streamless.pop(subject, None)
 
     def publish_many(self, items: Sequence[Tuple[str, bytes, str]]) -> None:
         """Publish ``(subject, payload, msg_id)`` records with many in flight at once, and return when
@@ -438,27 +475,34 @@ class Bus:
         if items:
             self._call(self._publish_many(items))
 
-    def _check_stop(self, stop_seen: List[float], what: str, grace: float = STOP_GRACE) -> None:
-        """A retry loop's turn: once the process is asked to stop, ``grace`` seconds more."""
+    def _check_stop(self, stop_seen: List[float], what: str, grace: float = STOP_GRACE,
+                    last: Optional[BaseException] = None) -> None:
+        """A retry loop's turn: once the process is asked to stop, ``grace`` seconds more.  ``last``:
+        the latest transient error (None: not connected), for the message."""
         if self.stopping():
             if not stop_seen:
                 stop_seen.append(time.monotonic())
             if time.monotonic() - stop_seen[0] >= grace:
-                raise _Final(f"{what}: NATS at {self.url} did not answer within {grace:g} s of the stop "
-                             "request; given up")
+                raise _Final(f"{what}: given up {grace:g} s after the stop request ({self._why(last)})")
 
     async def _publish_many(self, items: List[Tuple[str, bytes, str]]) -> None:
         todo = list(range(len(items)))
         delay = BACKOFF_FIRST
         stop_seen: List[float] = []
+        last: Optional[BaseException] = None
         while todo:
             if self._closing.is_set():
                 raise BusError(f"publish of {len(todo)} records: the NATS bus was closed")
-            self._check_stop(stop_seen, f"publish of {len(todo)} records")
+            self._check_stop(stop_seen, f"publish of {len(todo)} records", last=last)
             nc = await self._live()
+            last = None
             if nc.is_connected:
                 before = len(todo)
-                todo = await self._publish_round(items, todo)
+                todo, last, streamless = await self._publish_round(items, todo)
+                if todo and isinstance(last, asyncio.TimeoutError) and nc.is_connected:
+                    todo, last = await self._probe(items, todo, streamless)
+                for subject in streamless:
+                    await self._check_stream_of(subject)
                 if len(todo) < before:
                     delay = BACKOFF_FIRST
             if todo:
@@ -466,12 +510,32 @@ class Bus:
                     raise BusError(f"publish of {len(todo)} records: the NATS bus was closed")
                 delay = min(delay * 2, BACKOFF_MAX)
 
-    async def _publish_round(self, items, todo: List[int]) -> List[int]:
-        """Send every record of ``todo`` once, then collect the PubAcks; the indexes left to retry."""
+    async def _probe(self, items, todo: List[int], streamless: set) -> tuple:
+        """Records left unanswered: the first sent again and waited for alone.  nats-py drops the
+        server's error replies to publish_async (the reply handler raises instead of failing the
+        future), so a refusal (a stream full with discard new) looks like silence there."""
+        subject, payload, msg_id = items[todo[0]]
+        try:
+            await self._js.publish(subject, payload, timeout=ATTEMPT_TIMEOUT, headers={MSG_ID_HEADER: msg_id})
+        except self._mod.js.errors.NoStreamResponseError as exc:
+            streamless.add(subject)
+            return todo, exc
+        except Exception as exc:
+            if not self._transient(exc):
+                raise BusError(f"publish to {subject}: {_cause(exc)}") from None
+            return todo, exc
+        self._streamless.pop(subject, None)
+        return todo[1:], None
+
+    async def _publish_round(self, items, todo: List[int]) -> tuple:
+        """Send every record of ``todo`` once, then collect the PubAcks: the indexes left to retry, the
+        last error (None when the connection went), and the subjects no stream answered."""
         js, nc = self._js, self._nc
         sent: List[Tuple[int, asyncio.Future]] = []
         failed: List[int] = []
         unanswered: set = set()
+        last: Optional[BaseException] = asyncio.TimeoutError()
+        streamless: set = set()
         try:
             for position, index in enumerate(todo):
                 if len(unanswered) >= PUBLISH_WINDOW:
@@ -484,6 +548,7 @@ class Bus:
                         break
                 if not nc.is_connected or self._closing.is_set():
                     failed.extend(todo[position:])
+                    last = None
                     break
                 subject, payload, msg_id = items[index]
                 try:
@@ -493,7 +558,7 @@ class Bus:
                 except Exception as exc:
                     if not self._transient(exc):
                         raise BusError(f"publish to {subject}: {_cause(exc)}") from None
-                    self._last_error = exc
+                    self._last_error = last = exc
                     failed.extend(todo[position:])
                     break
                 sent.append((index, fut))
@@ -510,17 +575,20 @@ class Bus:
                     continue
                 exc = fut.exception()
                 if exc is None:
+                    self._streamless.pop(items[index][0], None)
                     continue
                 if not self._transient(exc):
                     raise BusError(f"publish to {items[index][0]}: {_cause(exc)}") from None
-                self._last_error = exc
+                if isinstance(exc, self._mod.js.errors.NoStreamResponseError):
+                    streamless.add(items[index][0])
+                self._last_error = last = exc
                 failed.append(index)
         finally:
             for _, fut in sent:
                 if not fut.done():
                     fut.cancel()  # frees its slot in nats-py; the record is sent again next round
         failed.sort()
-        return failed
+        return failed, last, streamless
 
     # --- consuming ------------------------------------------------------------------------------
 
