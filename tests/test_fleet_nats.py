@@ -426,6 +426,37 @@ def test_an_agent_whose_stream_was_deleted_ends_in_one_line(tmp_path):
     assert "no stream on NATS at" in err and "takes this subject any more" in err
 
 
+def test_a_stream_of_an_earlier_setup_whose_subjects_overlap_is_one_line_at_once(tmp_path):
+    """PIPESHELL made by hand with pipeshell.>: the server refuses to add pipeshell.records.* to it,
+    for good (it was retried for 30 s, then called an unanswered request)."""
+    from pipeshell_filter.io.bus import Bus
+    with NatsServer(tmp_path / "nats") as server:
+        with Bus(server.url, name="operator") as bus:
+            bus.ensure_stream("PIPESHELL", ["pipeshell.>"])
+        started = time.monotonic()
+        result = run_cli(["--stage", "match", "--nats", server.url, "--quiet"], b"", timeout=WAIT)
+        took = time.monotonic() - started
+    err = result.stderr.decode()
+    assert result.returncode == 1 and took < 8 and len(err.strip().splitlines()) == 1, (took, err)
+    assert "stream PIPESHELL: adding pipeshell.records.* to its subjects pipeshell.>" in err and "overlaps" in err
+
+
+def test_a_stop_while_the_bus_is_being_set_up_is_said(tmp_path):
+    """SIGTERM before the run's stop handling is in place (a server that accepted the connection but
+    says nothing): a line on stderr, then out as any stop at start-up (nothing was said)."""
+    import socket
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)
+        process = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", f"nats://127.0.0.1:{silent.getsockname()[1]}"],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(2.0)
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=WAIT)[1].decode()
+    assert process.returncode == 0 and err == \
+        "pipeshell-filter: stopped while connecting to the NATS bus and setting up its streams\n"
+
+
 def test_a_stop_while_the_server_is_down_ends_the_correlator_at_once(tmp_path):
     """Its state is saved on the way out; the acknowledgement is not worth waiting for (a restart
     reads on from the state's position), so SIGTERM is not held up by a server that is down."""

@@ -441,6 +441,9 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], pa
         return fleet.open_bus(url, prefix, f"pipeshell-filter {stage.value}")
     except BusError as error:
         raise BusProblem(str(error)) from None
+    except Terminated:  # before the stream's stop handling: said, then out at once as at any start-up
+        sys.stderr.write("pipeshell-filter: stopped while connecting to the NATS bus and setting up its streams\n")
+        raise
 
 
 def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool) -> None:

@@ -407,7 +407,9 @@ class Bus:
             async def update(js, updated=updated):
                 await js.update_stream(updated)
 
-            await self._retry(update, what, self.setup_timeout)
+            # refused for good (a subject of another setup overlaps): one line at once, not 30 s of retries
+            await self._retry(update, f"stream {stream}: adding {', '.join(missing)} to its subjects "
+                                      f"{', '.join(have)}" if missing else what, self.setup_timeout)
             return
         raise BusError(f"stream {stream}: could neither find nor create it")
 
