@@ -451,6 +451,64 @@ def test_no_server_is_a_one_line_error_within_connect_timeout():
     assert not any(t.name == "pipeshell-filter-nats" and t.is_alive() for t in threading.enumerate())
 
 
+class PlaintextServer:
+    """A socket that answers as a NATS server without TLS (``tls_required`` false, credentials asked
+    for), keeps what each client sends, and refuses what it does not understand as nats-server does."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.got = b""
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            with client:
+                client.settimeout(2)
+                client.sendall(b'INFO {"server_id":"fake","version":"2.10.0","proto":1,"headers":true,'
+                               b'"max_payload":1048576,"jetstream":true,"auth_required":true,'
+                               b'"tls_required":false}\r\n')
+                try:
+                    self.got += client.recv(65536)
+                    client.sendall(b"-ERR 'Unknown Protocol Operation'\r\n")
+                except OSError:
+                    pass
+
+    def close(self):
+        import socket
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
+
+
+@needs_client
+def test_a_tls_url_never_sends_credentials_in_the_clear():
+    """tls:// to a server that does not offer TLS: nats-py went on in plaintext (it upgrades only
+    when the server asks), CONNECT with the password included; now the connection is TLS or none."""
+    server = PlaintextServer()
+    try:
+        started = time.monotonic()
+        with pytest.raises(BusError) as caught:
+            Bus(f"tls://alice:s3cret@127.0.0.1:{server.port}", connect_timeout=5)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert server.got and b"CONNECT" not in server.got and b"s3cret" not in server.got
+    message = str(caught.value)
+    assert "TLS failed" in message and "s3cret" not in message and took < 3, (message, took)
+
+
 @needs_nats
 def test_no_traceback_reaches_stderr(nats_server, tmp_path):
     """A whole session with a server restart, in a child process: nothing on stderr."""

@@ -37,8 +37,10 @@ import bisect
 import concurrent.futures
 import logging
 import re
+import ssl
 import threading
 import time
+import urllib.parse
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import attrs
@@ -232,9 +234,28 @@ class Bus:
 
     # --- connection -----------------------------------------------------------------------------
 
+    def _client(self):
+        """A nats-py client.  nats-py upgrades to TLS only when the server's INFO asks for it, so a
+        tls:// URL would send the credentials in the clear to a server that does not: with such a
+        URL, every connection is upgraded before anything is sent, or fails."""
+        if not any(server.lower().startswith("tls://") for server in self._servers):
+            return self._mod.NATS()
+        if not hasattr(self._mod.NATS, "_process_info"):  # a nats-py this cannot make insist on TLS
+            raise BusError("tls:// needs nats-py 2.x as this build knows it; refused rather than risk plaintext")
+
+        class TLSRequired(self._mod.NATS):
+            async def _process_info(self, info, initial_connection=False):
+                if initial_connection and getattr(self._current_server.uri, "scheme", "") == "tls":
+                    info["tls_required"] = True
+                return await super()._process_info(info, initial_connection)
+
+        return TLSRequired()
+
     def _connect_options(self) -> dict:
         async def on_error(exc):
             self._last_error = exc
+            if isinstance(exc, ssl.SSLError) and hasattr(self, "_no_tls"):
+                self._no_tls.set()
 
         async def on_event():
             return None
@@ -251,15 +272,27 @@ class Bus:
         # Loop-bound objects are made on the loop (Python 3.9 binds them at construction).
         self._closing = asyncio.Event()
         self._replace_lock = asyncio.Lock()
-        nc = self._mod.NATS()
+        self._no_tls = asyncio.Event()
+        nc = self._client()
+        # With reconnects unlimited, connect() itself retries until the server answers.
+        connecting = asyncio.ensure_future(nc.connect(**self._connect_options()))
+        refused = asyncio.ensure_future(self._no_tls.wait())
         try:
-            # With reconnects unlimited, connect() itself retries until the server answers.
-            await asyncio.wait_for(nc.connect(**self._connect_options()), self.connect_timeout)
+            await asyncio.wait({connecting, refused}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not connecting.done():
+                connecting.cancel()
+                raise (self._last_error if refused.done() else asyncio.TimeoutError())
+            connecting.result()
         except Exception as exc:
             await _discard(nc)
             cause = self._last_error if isinstance(exc, asyncio.TimeoutError) and self._last_error else exc
+            if isinstance(cause, ssl.SSLError):  # no retry makes a server speak TLS
+                raise BusError(f"cannot connect to NATS at {self.url}: TLS failed ({_cause(cause)}); "
+                               "credentials were not sent") from None
             raise BusError(f"cannot connect to NATS at {self.url} within {self.connect_timeout:g} s: "
                            f"{_cause(cause)}") from None
+        finally:
+            refused.cancel()
         self._nc = nc
         self._js = nc.jetstream(timeout=ATTEMPT_TIMEOUT)
 
@@ -271,7 +304,7 @@ class Bus:
             return nc
         async with self._replace_lock:
             if self._nc is nc and not self._closing.is_set():
-                new = self._mod.NATS()
+                new = self._client()
                 try:
                     await asyncio.wait_for(new.connect(**self._connect_options()), ATTEMPT_TIMEOUT)
                 except Exception as exc:
@@ -990,7 +1023,8 @@ def _quiet_client_logging() -> None:
     """nats-py logs some errors with a traceback; the bus reports its errors as BusError instead."""
     global _logging_quieted
     if not _logging_quieted:
-        logger = logging.getLogger("nats")
-        logger.addHandler(logging.NullHandler())
-        logger.propagate = False
+        for name in ("nats", "asyncio"):  # asyncio's: warnings from a failed TLS handshake
+            logger = logging.getLogger(name)
+            logger.addHandler(logging.NullHandler())
+            logger.propagate = False
         _logging_quieted = True
