@@ -416,6 +416,19 @@ def test_missing_stream_is_a_one_line_error(bus):
     assert "NO_SUCH_STREAM" in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_server_urls_are_checked_before_any_connection():
+    assert busmod.check_servers(" nats://a:4222, tls://u:p@b ,127.0.0.1:4333,[::1]:4222") == \
+        ["nats://a:4222", "tls://u:p@b", "nats://127.0.0.1:4333", "nats://[::1]:4222"]
+    for bad, why in (("", "no NATS server URL"), (",", "no NATS server URL"), ("nats://a,,nats://b", "empty URL"),
+                     ("nats://127.0.0.1:99999", "out of range"), ("nats://[::1", "IPv6"),
+                     ("nats://127.0.0.1:abc", "integer"), ("http://h:4222", "nats:// or tls://"),
+                     ("ws://h:4222", "nats:// or tls://"), ("nats://u:secret@:4222", "no host"),
+                     ("nats://h:0", "port 0"), ("nats://h:4222/path", "no path")):
+        with pytest.raises(ValueError, match=why) as caught:
+            busmod.check_servers(bad)
+        assert "secret" not in str(caught.value)
+
+
 def test_missing_nats_py_gives_the_install_hint(monkeypatch):
     def no_nats():
         raise ImportError("No module named 'nats'")

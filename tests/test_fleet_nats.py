@@ -195,6 +195,10 @@ def test_the_correlate_stage_on_the_bus_needs_a_state_file_and_a_reachable_serve
     assert len(unreachable.stderr.strip().splitlines()) == 1
     both = run_cli(["--nats", "nats://127.0.0.1:1"])
     assert both.returncode == 2 and b"--stage" in both.stderr
+    for url in ("", "nats://127.0.0.1:99999", "http://127.0.0.1:4222"):  # exit 1 after a wait, misleading
+        bad = run_cli(["--stage", "match", "--nats", url], b"", timeout=60)
+        assert bad.returncode == 2 and bad.stderr.startswith(b"pipeshell-filter: error: --nats: "), url
+        assert len(bad.stderr.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------- partitions

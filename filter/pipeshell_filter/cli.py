@@ -435,8 +435,12 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], pa
     if not prefix or any(c in prefix for c in " *>\t") or prefix.startswith(".") or prefix.endswith("."):
         raise UsageProblem(f"--nats-prefix {prefix!r} is not a NATS subject prefix")
     from .io import fleet
-    from .io.bus import BusError
+    from .io.bus import BusError, check_servers
 
+    try:
+        check_servers(url)
+    except ValueError as error:
+        raise UsageProblem(f"--nats: {error}") from None
     try:
         return fleet.open_bus(url, prefix, f"pipeshell-filter {stage.value}")
     except BusError as error:

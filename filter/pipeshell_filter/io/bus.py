@@ -100,6 +100,36 @@ def _nats():
     return nats
 
 
+def check_servers(url: str) -> List[str]:
+    """The server URLs of ``--nats`` (comma-separated), each checked: ValueError with the reason for
+    one that no connection could come of (a bad scheme, host or port), which nats-py told only after
+    a wait, and misleadingly.  ``host:port`` alone means nats://."""
+    parts = [part.strip() for part in url.split(",")]
+    if not any(parts):
+        raise ValueError("no NATS server URL given")
+    servers = []
+    for part in parts:
+        if not part:
+            raise ValueError("an empty URL in the list")
+        text = part if "://" in part else f"nats://{part}"
+        shown = _redact(text)
+        try:
+            found = urllib.parse.urlsplit(text)
+            port = found.port
+        except ValueError as error:  # an unclosed [, a port that is no number or out of range
+            raise ValueError(f"{shown}: {error}") from None
+        if found.scheme.lower() not in ("nats", "tls"):
+            raise ValueError(f"{shown}: the scheme must be nats:// or tls://, not {found.scheme}://")
+        if not found.hostname:
+            raise ValueError(f"{shown}: no host")
+        if port == 0:
+            raise ValueError(f"{shown}: port 0")
+        if found.path not in ("", "/") or found.query or found.fragment:
+            raise ValueError(f"{shown}: a server URL has no path, query or fragment")
+        servers.append(text)
+    return servers
+
+
 def _redact(url: str) -> str:
     return re.sub(r"(//)[^/@,]*@", r"\1***@", url)
 
@@ -152,9 +182,10 @@ class Bus:
         self.name = name
         self.connect_timeout = max(0.1, float(connect_timeout))
         self.setup_timeout = max(0.1, float(setup_timeout))
-        self._servers = [part.strip() for part in url.split(",") if part.strip()]
-        if not self._servers:
-            raise BusError(f"no NATS server URL given ({url!r})")
+        try:
+            self._servers = check_servers(url)
+        except ValueError as error:
+            raise BusError(str(error)) from None
         self._closed = False
         self._close_lock = threading.Lock()
         self._inflight: set = set()
