@@ -326,6 +326,29 @@ def test_a_refusal_that_waiting_cannot_cure_is_final_at_once(nats_server):
 
 
 @needs_nats
+def test_a_server_that_stays_unreachable_is_said_and_so_is_its_return(nats_server):
+    """Waited for in silence for ever, by an agent's publish and a correlator's fetch alike; now a
+    line after a while, again every so often, and one when it is back (times shortened here)."""
+    said = []
+    with Bus(nats_server.url, unreachable_first=0.6, unreachable_every=1.0) as bus:
+        bus.report = said.append
+        bus.ensure_stream(STREAM, [f"{DET}.>"])
+        consumer = bus.consumer(STREAM, "corr", f"{DET}.>")
+        nats_server.stop()
+        started = time.monotonic()
+        while time.monotonic() - started < 2.9:
+            assert consumer.fetch(timeout=0.3) == []
+        assert 2 <= len(said) <= 3 and all("unreachable since" in line and "still trying" in line for line in said)
+        assert said[0].startswith(f"NATS at {nats_server.url} unreachable since 20")
+        nats_server.start()
+        bus.publish(f"{DET}.a", b"{}", "back")  # waits for the reconnection
+        assert len(drain(consumer, 1)) == 1
+        assert said[-1].startswith(f"NATS at {nats_server.url} reachable again after ")
+        count = len(said)
+        assert consumer.fetch(timeout=0.3) == [] and len(said) == count  # said once
+
+
+@needs_nats
 def test_close_ends_a_blocked_publish_and_does_not_hang(nats_server):
     bus = Bus(nats_server.url)
     bus.ensure_stream(STREAM, [f"{DET}.>"])

@@ -338,6 +338,7 @@ def run(
         from .io.bus import BusError
 
         bus, bus_errors = open_fleet_bus(nats, nats_prefix, stage, state, partitions, partition, bool(files)), BusError
+        bus.report = diagnostics.note  # a server that stays unreachable is said, not waited for in silence
         if stage is Stage.match:
             stream_filter.publisher = fleet.Publisher(bus, nats_prefix, partitions, engine.correlation.partition_key)
         else:

@@ -69,6 +69,9 @@ JETSTREAM_OFF = (10039, 10076)
 # available for now (incomplete results, no leader, not assigned, a raft hiccup, offline).  Every other
 # coded refusal is final: a stream gone or full, a configuration refused, limits reached.
 JETSTREAM_BUSY = (10004, 10007, 10008, 10009, 10041, 10118, 10119)
+# A server unreachable this long is said (``Bus.report``), then again every so often while it stays so.
+UNREACHABLE_FIRST = 10.0
+UNREACHABLE_EVERY = 60.0
 # close() and the thread it stops are bounded by these.
 CLOSE_TIMEOUT = 3.0
 # Once the process is asked to stop (``Bus.stopping``), a publish or an ack waits at most this long more
@@ -173,7 +176,8 @@ class Bus:
     ever, so a restarting server is ridden out by publish, fetch and ack, which wait and retry."""
 
     def __init__(self, url: str, *, name: str = "pipeshell-filter", connect_timeout: float = 10.0,
-                 setup_timeout: float = SETUP_TIMEOUT):
+                 setup_timeout: float = SETUP_TIMEOUT, unreachable_first: float = UNREACHABLE_FIRST,
+                 unreachable_every: float = UNREACHABLE_EVERY):
         try:
             self._mod = _nats()
         except ImportError:
@@ -193,6 +197,12 @@ class Bus:
         self._generation = 0  # goes up each time a new client replaces one that closed for good
         self._streamless: dict = {}  # subject -> when the API first said no stream takes it (``_check_stream_of``)
         self.stopping: Callable[[], bool] = lambda: False  # the process was asked to stop (``STOP_GRACE``)
+        # One line for the user, from the calling thread, while a call waits for a server that stays
+        # unreachable (``UNREACHABLE_FIRST``, then every ``UNREACHABLE_EVERY``) and once it is back.
+        self.report: Callable[[str], None] = lambda message: None
+        self.unreachable_first, self.unreachable_every = unreachable_first, unreachable_every
+        self._down_since: Optional[Tuple[float, float]] = None  # (monotonic, wall) the connection went
+        self._told: Optional[Tuple[float, float]] = None  # the outage said, and when it is said next
         self._nc: Any = None
         self._js: Any = None
         _quiet_client_logging()
@@ -245,6 +255,7 @@ class Bus:
         try:
             # Short waits, so that a signal handler in the calling thread runs promptly.
             while not fut.done():
+                self._tell_reachability()
                 wait = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
                 if wait <= 0:
                     fut.cancel()
@@ -262,6 +273,24 @@ class Bus:
             raise
         finally:
             self._inflight.discard(fut)
+
+    def _tell_reachability(self) -> None:
+        """A server unreachable for a while is said (it was waited for in silence), and so is its return."""
+        down, told = self._down_since, self._told
+        if down is None:
+            if told is not None:
+                self._told = None
+                self.report(f"NATS at {self.url} reachable again after {time.monotonic() - told[0]:.0f} s")
+            return
+        since, wall = down
+        if told is not None and told[0] != since:
+            told = None  # another outage
+        elapsed = time.monotonic() - since
+        due = told[1] if told is not None else self.unreachable_first
+        if elapsed >= due:
+            self._told = (since, elapsed + self.unreachable_every)
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
+            self.report(f"NATS at {self.url} unreachable since {when} ({elapsed:.0f} s); still trying")
 
     # --- connection -----------------------------------------------------------------------------
 
@@ -291,12 +320,19 @@ class Bus:
         async def on_event():
             return None
 
+        async def on_disconnected():
+            if self._down_since is None and not self._closing.is_set():
+                self._down_since = (time.monotonic(), time.time())
+
+        async def on_reconnected():
+            self._down_since = None
+
         return dict(
             servers=self._servers, name=self.name,
             connect_timeout=min(2.0, self.connect_timeout),
             allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT,
             ping_interval=PING_INTERVAL, max_outstanding_pings=2,
-            error_cb=on_error, disconnected_cb=on_event, reconnected_cb=on_event, closed_cb=on_event,
+            error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected, closed_cb=on_event,
         )
 
     async def _connect(self) -> None:
@@ -344,6 +380,7 @@ class Bus:
                     return nc
                 self._nc, self._js = new, new.jetstream(timeout=ATTEMPT_TIMEOUT)
                 self._generation += 1
+                self._down_since = None
         return self._nc
 
     async def _pause(self, seconds: float) -> bool:
