@@ -452,7 +452,8 @@ def test_a_stop_while_the_bus_is_being_set_up_is_said(tmp_path):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(5)
-        process = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", f"nats://127.0.0.1:{silent.getsockname()[1]}"],
+        url = f"nats://127.0.0.1:{silent.getsockname()[1]}"
+        process = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", url],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(2.0)
         process.send_signal(signal.SIGTERM)

@@ -345,7 +345,8 @@ class Bus:
         connecting = asyncio.ensure_future(nc.connect(**self._connect_options()))
         refused = asyncio.ensure_future(self._no_tls.wait())
         try:
-            await asyncio.wait({connecting, refused}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({connecting, refused}, timeout=self.connect_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
             if not connecting.done():
                 connecting.cancel()
                 raise (self._last_error if refused.done() else asyncio.TimeoutError())
