@@ -70,6 +70,8 @@ def test_detection_records_validate_and_round_trip():
     jsonschema.validate(wire, DETECTION_SCHEMA)
     assert Detection.from_wire(wire) == detections[0]
     assert wire["terms"] == [0] and wire["fields"] == {"Computer": ["srv01"]} and wire["event"]["line"] == 7
+    older = dict(wire, event=dict(wire["event"], host=7))  # an older build's agent wrote a numeric host so
+    assert Detection.from_wire(older).event["host"] == "7"
 
 
 @pytest.mark.parametrize("record, message", [

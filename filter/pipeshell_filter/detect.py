@@ -110,6 +110,8 @@ class Detection:
         if not isinstance(event, dict):
             raise WireError("'event' must be an object")
         _check_reference(event)
+        if type(event.get("host")) is int:  # an agent of an older build wrote a numeric host so
+            event = dict(event, host=str(event["host"]))  # (hosts are text: alerts and their schema)
         return cls(rule, time, source, tuple(terms), fields, event)
 
 
