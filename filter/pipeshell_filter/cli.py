@@ -380,8 +380,8 @@ def run(
                         stream_filter.run(handle.fileno(), live=not stat.S_ISREG(os.fstat(handle.fileno()).st_mode),
                                           max_line=max_line, stop=stop)
                 else:
-                    stream_filter.process_labelled(_file_lines(files, stream_filter, diagnostics, max_line, walked, stop),
-                                                   max_line, stop)
+                    lines = _file_lines(files, stream_filter, diagnostics, max_line, walked, stop)
+                    stream_filter.process_labelled(lines, max_line, stop)
             except inputs_module.InputError as error:
                 stream_filter.finish()
                 raise UsageProblem(str(error)) from None

@@ -193,6 +193,19 @@ def _number(value) -> int:
     return value
 
 
+def _windows_of(correlator, held) -> tuple:
+    """The open windows made again of the events they hold (``(number, Contribution)``, each
+    aggregate rebuilt by adding its events), and the index of those events for eviction."""
+    windows, order = {}, []
+    for number, c in held:
+        window = windows.get(c.group)
+        if window is None:
+            window = windows[c.group] = correlator.shape(correlator.spec)
+        window.add((c.time, number), c)
+        order.append((c.time, number, c.group))
+    return windows, SortedList(order)
+
+
 def _restore(correlator, data: dict) -> None:
     watermark = _time_in(data["watermark"])
     seq = data["seq"]
@@ -201,15 +214,9 @@ def _restore(correlator, data: dict) -> None:
     pending = SortedList()
     for t, number, wire in data["pending"]:
         pending.add((_time_in(t), _number(number), _contribution(correlator, wire)))
-    windows, held = {}, SortedList()
-    for number, wire in data["windows"]:
-        number = _number(number)  # sorted beside the others: a string among them failed mid-stream
-        c = _contribution(correlator, wire)
-        window = windows.get(c.group)
-        if window is None:
-            window = windows[c.group] = correlator.shape(correlator.spec)
-        window.add((c.time, number), c)
-        held.add((c.time, number, c.group))
+    # an event's number is sorted beside the others: a string among them failed mid-stream
+    windows, held = _windows_of(correlator, ((_number(number), _contribution(correlator, wire))
+                                             for number, wire in data["windows"]))
     early_used = SortedList()
     for time, number in data.get("early_used", ()):
         if type(time) is not int or type(number) is not int:
@@ -265,14 +272,7 @@ def _put_back(correlator, kept: tuple) -> None:
      correlator._consumed_order, early_used, correlator._early_done, correlator._early_order, seen) = kept
     correlator._pending = SortedList(pending)
     correlator.index_waiting()
-    windows, order = {}, []
-    for number, c in held:
-        window = windows.get(c.group)
-        if window is None:
-            window = windows[c.group] = correlator.shape(correlator.spec)
-        window.add((c.time, number), c)
-        order.append((c.time, number, c.group))
-    correlator._windows, correlator._held = windows, SortedList(order)
+    correlator._windows, correlator._held = _windows_of(correlator, held)
     correlator._early_used = SortedList(early_used)
     if seen is not None:
         correlator.seen.keys, correlator.seen.order = seen[0], SortedList(seen[1])

@@ -300,8 +300,7 @@ XML_EVENT = ("the event is an XML text in System (Fluent Bit winevtlog's Render_
 
 # The records a match stage writes, by their "type": a shipper routes them to the correlate stage
 # on it (fleet-agent.yaml's grep, Vector's route), so an input line must not carry it.
-OWN_TYPES = (WIRE_TYPE, HEARTBEAT_TYPE)
-OWN_TYPES_SET = frozenset(OWN_TYPES)
+OWN_TYPES = frozenset((WIRE_TYPE, HEARTBEAT_TYPE))
 
 
 def impersonates(text: bytes) -> bool:
@@ -321,7 +320,7 @@ def impersonates(text: bytes) -> bool:
     except (ValueError, RecursionError, UnicodeDecodeError):
         return True  # not readable here, though the JSON parser took it: not passed on as it is
     # a line of the value that is one (the shipper's regex ^...$ holds at each line of a text)
-    return bool(top) and any(key == "type" and isinstance(value, str) and not OWN_TYPES_SET.isdisjoint(value.split("\n"))
+    return bool(top) and any(key == "type" and isinstance(value, str) and not OWN_TYPES.isdisjoint(value.split("\n"))
                              for key, value in top[-1])
 
 
@@ -450,13 +449,21 @@ def unportable_record(record: bytes) -> Optional[str]:
         return None
 
 
+def portable_form(record: dict) -> tuple:
+    """``record`` and its JSON as the Fluent Bit modes write it: what Fluent Bit cannot take made
+    text (``portable``); the record itself when it can take all of it."""
+    encoded = dumps(record)
+    if unportable_record(encoded) is None:
+        return record, encoded
+    record = portable(record)
+    return record, dumps(record)
+
+
 def _as_carried(detection: Detection) -> Detection:
-    """A Detection as the Fluent Bit modes carry it between two stages: what Fluent Bit cannot
-    take made text (``portable``), and read back."""
+    """A Detection as the Fluent Bit modes carry it between two stages (``portable_form``), read back."""
     wire = detection.to_wire()
-    if unportable_record(dumps(wire)) is None:
-        return detection
-    return from_wire(portable(wire))
+    carried, _ = portable_form(wire)
+    return detection if carried is wire else from_wire(carried)
 
 
 def portable(value):
@@ -1157,10 +1164,7 @@ class Filter:
         ``shrinkable`` (an alert, a metric), one too long is made smaller (``shrink``), so that the
         record stays what it is rather than becoming a pipeline_error record.  A Detection is never
         shrunk: cut, it would mislead the correlate stage; its values are bounded (``detect.kept``)."""
-        encoded = dumps(record)
-        if self.wrap_unusable and unportable_record(encoded) is not None:
-            record = portable(record)
-            encoded = dumps(record)
+        record, encoded = portable_form(record) if self.wrap_unusable else (record, dumps(record))
         if shrinkable and self.wrap and len(encoded) > self.max_record - 64:
             encoded = dumps(shrink(record))
         return record, encoded
