@@ -340,3 +340,51 @@ def test_fluent_bit_events_rendered_as_xml_are_said_to_be_unread():
     result = run_cli(["--emit", "all"], (json.dumps(event) + "\n").encode())
     assert result.returncode == 0 and json.loads(result.stdout) == event
     assert b"Render_Event_As_XML" in result.stderr and b"1 xml_event" in result.stderr
+
+
+_CERTUTIL_RULE = """
+title: certutil download
+id: 3c1f7a52-6a0e-4d7e-9a51-0f2d1c3b4a10
+logsource: {product: windows, category: process_creation}
+detection:
+  selection: {Image|endswith: '\\\\certutil.exe', CommandLine|contains: urlcache}
+  condition: selection
+"""
+_CLASSIC_RULE = """
+title: classic data
+id: 8f0e7c1b-2d3a-4b5c-9e6f-7a8b9c0d1e2f
+logsource: {product: windows, service: powershell-classic}
+detection:
+  selection: {Data|contains: 'Get-Date'}
+  condition: selection
+"""
+
+
+def test_fluent_bit_events_without_the_event_data_map_are_said_to_miss_named_fields(tmp_path):
+    """Fluent Bit's winevtlog without Event_Data_As_Map writes event data only by position
+    (StringInserts): a rule on Image never matched, and nothing said why.  The diagnostic names the
+    fields the event's own rules read; an event whose data have no names (PowerShell 800) and an
+    event with the map are not reported."""
+    (tmp_path / "certutil.yml").write_text(_CERTUTIL_RULE)
+    (tmp_path / "classic.yml").write_text(_CLASSIC_RULE)
+    base = {"ProviderName": "Microsoft-Windows-Sysmon", "EventID": 1, "TimeCreated": "2026-12-03 10:00:00 +0000",
+            "EventRecordID": 5, "Channel": "Microsoft-Windows-Sysmon/Operational", "Computer": "ws1",
+            "Message": "Process Create", "StringInserts": ["-", "2026", "{x}", 42, "C:\\Windows\\certutil.exe",
+                                                           "certutil -urlcache -f http://x/a a"]}
+    mapped = dict(base, EventData={"Image": "C:\\Windows\\certutil.exe", "CommandLine": "certutil -urlcache -f x a"})
+    classic = {"ProviderName": "PowerShell", "EventID": 800, "TimeCreated": "2026-12-03 10:00:01 +0000",
+               "EventRecordID": 6, "Channel": "Windows PowerShell", "Computer": "ws1", "Message": "m",
+               "StringInserts": ["Get-Date", "ctx", "details"]}
+    lines = [base, mapped, classic]
+    rules = ["--rule", str(tmp_path)]
+    result = run_cli(["--emit", "all", *rules], "".join(json.dumps(e) + "\n" for e in lines).encode())
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.decode().splitlines() if "Event_Data_As_Map" in line]
+    assert len(said) == 1 and said[0].startswith("pipeshell-filter: line 1: ") and "CommandLine, Image" in said[0]
+    assert b"1 no_event_data_map" in result.stderr
+    events = [e for e in map(json.loads, result.stdout.splitlines()) if e.get("event", {}).get("kind") != "alert"]
+    assert events[0] == base  # passed on as it came
+    assert [e["sigma"]["rule"]["title"] for e in events[1:]] == ["certutil download", "classic data"]
+    # the built-in rule reads only fields StringInserts holds by position: nothing to say
+    quiet = run_cli(["--emit", "all"], (json.dumps(base) + "\n").encode())
+    assert quiet.returncode == 0 and b"Event_Data_As_Map" not in quiet.stderr

@@ -192,6 +192,7 @@ class Detector:
         # its EventID, worked out once per distinct answer (a stream has a few dozen).
         self._wanted_ids = [required_values(plan) for plan in self.plans]
         self._routes = {}
+        self._route_fields = {}
         self._tests = [plan.matters for plan in self.plans]
 
     MAX_ROUTES = 4096  # distinct (log source, EventID) answers remembered; hostile input may invent more
@@ -219,6 +220,21 @@ class Detector:
                 and (self._wanted_ids[i] is None or not self._wanted_ids[i].isdisjoint(event_ids)))
             if sum(map(len, event_ids)) <= 64 and len(key[1] or "") <= 256:  # not a hostile megabyte to remember
                 self._routes[key] = found
+        return found
+
+    def fields_expected(self, view) -> frozenset:
+        """The fields read by the rules routed to this event that were written for its kind of
+        event (their condition or their log source names EventIDs): fields its data should have.
+        Rules for any event of a log (a product, a channel) read fields many of its events lack."""
+        routed = self._route(view)
+        found = self._route_fields.get(routed)
+        if found is None:
+            if len(self._route_fields) >= self.MAX_ROUTES:
+                self._route_fields.clear()
+            plans, wanted = self.plans, self._wanted_ids
+            found = self._route_fields[routed] = frozenset().union(*(
+                plans[i].fields_read for i in routed
+                if wanted[i] is not None or plans[i].logsource is not None and plans[i].logsource.event_ids is not None))
         return found
 
     def detect(self, event: dict, line: int = 0, only=None) -> List[Detection]:

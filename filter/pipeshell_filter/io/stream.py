@@ -30,6 +30,7 @@ from ..correlate.agents import Progress
 from ..detect import HEARTBEAT_TYPE, WIRE_TYPE, Detection, Heartbeat, WireError, from_wire
 from ..engine import Engine
 from ..records import shrink
+from ..values import MISSING
 from ..events.timeparse import parse_time
 from . import parallel
 from .frames import frame, start_at, start_or_clock
@@ -297,6 +298,9 @@ _TOO_COMPLEX = f"more than {MAX_VALUES:,} JSON values on a line of {DENSE_FROM >
 XML_EVENT = ("the event is an XML text in System (Fluent Bit winevtlog's Render_Event_As_XML): its "
              "fields are not read; set Render_Event_As_XML off and Event_Data_As_Map on")
 
+
+NO_EVENT_DATA_MAP = ("a Fluent Bit winevtlog event with its data only in StringInserts (by position): its rules' "
+                     "fields {} cannot be read; set Event_Data_As_Map on")
 
 # The records a match stage writes, by their "type": a shipper routes them to the correlate stage
 # on it (fleet-agent.yaml's grep, Vector's route), so an input line must not carry it.
@@ -1042,6 +1046,8 @@ class Filter:
             return
         if event.get("System").__class__ is str:  # Fluent Bit's winevtlog with Render_Event_As_XML
             self.diagnostics.report("xml_event", self._where(number), XML_EVENT)
+        elif "StringInserts" in event and "EventData" not in event:
+            self._check_event_data_map(event, number)
         only = self._only(line)
         if self.stage == "match":
             sigma, detections = self.engine.match(event, number, only)
@@ -1063,6 +1069,23 @@ class Filter:
         elif keep:
             self._write(line, event)
         self.write_alerts(outcome.alerts)
+
+    def _check_event_data_map(self, event: dict, number: int) -> None:
+        """Fluent Bit's winevtlog without ``Event_Data_As_Map`` writes an event's data only as the
+        positional ``StringInserts``: the fields its rules name (``Image``) are missing, and every rule
+        on them misses in silence.  Said for an event lacking a field that the rules written for its
+        kind of event read (``Detector.fields_expected``): events whose data have no names (PowerShell's
+        800) get no map either way, and their rules read ``Data``, which is ``StringInserts``."""
+        inserts = event["StringInserts"]
+        if inserts.__class__ is not list or not inserts or "ProviderName" not in event:
+            return
+        view = self.engine.resolver.view(event)
+        if view.profile.name != "fluentbit-winevtlog":
+            return
+        unread = sorted(f for f in self.engine.detector.fields_expected(view) if view.get(f) is MISSING)
+        if unread:
+            shown = ", ".join(unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
+            self.diagnostics.report("no_event_data_map", self._where(number), NO_EVENT_DATA_MAP.format(shown))
 
     def _only(self, line: bytes):
         """The ``only`` of ``Engine.match`` for a line: with a rule set, the index is asked about

@@ -338,6 +338,19 @@ class Plan:
     def full_mask(self) -> int:
         return (1 << len(self.terms)) - 1
 
+    @property
+    def fields_read(self) -> frozenset:
+        """The event fields the selections name (a ``|fieldref``'s other field too): what a
+        collector's shape must carry for the rule to see the event as written."""
+        found = set()
+        for selection in self.selections:
+            for group in selection.alternatives:
+                for matcher in group:
+                    found.add(getattr(matcher, "field", ""))
+                    found.update(t.needle for t in matcher.tests if isinstance(matcher, FieldRefMatcher))
+        found.discard("")
+        return frozenset(found)
+
     def prefilter_literals(self, usable=lambda literal: literal) -> Optional[list]:
         """What a one-pass prefilter may look for: every event meeting one of the plan's
         terms holds one of these (the cover of its literal formula, ``sigma.literals``).
