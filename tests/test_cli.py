@@ -373,6 +373,24 @@ def test_explain_event_shows_profile_fields_and_verdicts(tmp_path):
     assert "profile   flat" in text and "MATCH" not in text and "would skip parsing" in text
 
 
+@pytest.mark.parametrize("surrogate", [b"\\ud800", b"\xed\xa0\x80"])
+def test_explain_shows_a_lone_surrogate_as_its_escape(tmp_path, surrogate):
+    """A host name holding a lone surrogate (escaped, or its raw bytes, both of which the filter
+    reads and alerts on) made explain --event and --events end in a UnicodeEncodeError traceback,
+    exit 1, with no report at all."""
+    event = evtx_event(30, "cli01", "client", 800)
+    line = json.dumps(event).encode().replace(b"cli01", b"cli01" + surrogate)
+    one = tmp_path / "one.json"
+    one.write_bytes(line + b"\n")
+    stream = tmp_path / "stream.ndjson"
+    stream.write_bytes(ndjson(ATTACK[:1]) + line + b"\n" + ndjson(ATTACK[2:]))
+    for args in (["explain", "--event", str(one)], ["explain", "--events", str(stream)]):
+        result = run_cli(args)
+        assert result.returncode == 0 and result.stderr == b"", (args, result.stderr)
+        assert b"cli01\\ud800" in result.stdout, args
+    assert b"fired at" in result.stdout
+
+
 @pytest.mark.parametrize("content", [b"", b"not json\n", b"[1, 2]\n"])
 def test_explain_event_rejects_a_file_without_an_object(tmp_path, content):
     path = tmp_path / "bad.json"

@@ -631,17 +631,28 @@ def explain(
         raise UsageProblem("give --event (one event's verdicts) or --events (a stream's correlations), not both")
     plans = load_plans(rule, join, placeholders=read_placeholders(placeholders))
     if event is None and events is None:
-        typer.echo(describe_rule_set(plans, logsource_unknown.value))
+        _print(describe_rule_set(plans, logsource_unknown.value))
         return
     resolver = make_resolver(profile, field_map, time_field)
     if events is not None:
         check_seconds(("--lateness", lateness), ("--max-skew", max_skew))
         engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
                         max_skew_ns=int(max_skew * NS))
-        typer.echo(_trace_events(engine, events))
+        _print(_trace_events(engine, events))
         return
     raw, parsed = _read_one_event(event)
-    typer.echo(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
+    _print(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
+
+
+def _print(text: str) -> None:
+    """``explain``'s report on stdout.  It quotes the event's own text, which may hold a lone
+    surrogate (a ``\\ud800`` escape, or its bytes, which the filter reads and passes on): written
+    as its escape, as stderr writes one, instead of failing the whole report in a traceback."""
+    if sys.stdout is None:  # started with stdout closed (``>&-``)
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
+    sys.stdout.buffer.flush()
 
 
 @app.command("run")
