@@ -194,6 +194,18 @@ def test_configs_use_only_documented_options(rel):
     assert PROBLEMS[tool_of(rel)](load(rel)) == []
 
 
+def test_no_vector_recipe_namespaces_logs_with_a_disk_buffer():
+    """Vector's docs (schema.log_namespace, and its log namespace guide) say log namespacing does
+    not work when disk buffers are used (vectordotdev/vector#18574); both Vector fleet agents had
+    the two together."""
+    for rel in CONFIGS:
+        config = load(rel)
+        if tool_of(rel) != "vector" or not (config.get("schema") or {}).get("log_namespace"):
+            continue
+        for name, sink in (config.get("sinks") or {}).items():
+            assert (sink.get("buffer") or {}).get("type", "memory") != "disk", (rel, name)
+
+
 def test_every_used_component_type_names_its_documentation():
     sources = OPTIONS["sources"]
     for rel in CONFIGS:
