@@ -654,6 +654,14 @@ def test_an_empty_path_option_is_a_usage_error(args):
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and b"Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args", [["explain"], ["explain", "--event", os.path.join(REPO, "examples",
+                                                                     "pipeshell-sample.ndjson")]])
+def test_explain_to_a_closed_output_is_a_usage_error(args):
+    """``explain >&-`` printed nothing and exited 0, where the filter refuses a closed output."""
+    result = subprocess.run(COMMAND + args, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1), timeout=60)
+    assert result.returncode == 2 and result.stderr == b"pipeshell-filter: error: standard output is closed\n"
+
+
 @pytest.mark.parametrize("args", [["explain"], ["--help"]])
 def test_explain_or_help_to_a_full_output_is_one_line(args):
     with open("/dev/full", "wb") as full:

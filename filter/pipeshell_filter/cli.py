@@ -648,8 +648,8 @@ def _print(text: str) -> None:
     """``explain``'s report on stdout.  It quotes the event's own text, which may hold a lone
     surrogate (a ``\\ud800`` escape, or its bytes, which the filter reads and passes on): written
     as its escape, as stderr writes one, instead of failing the whole report in a traceback."""
-    if sys.stdout is None:  # started with stdout closed (``>&-``)
-        return
+    if sys.stdout is None:  # started with stdout closed (``>&-``): refused, as the filter refuses it
+        raise UsageProblem("standard output is closed")
     sys.stdout.flush()
     sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
     sys.stdout.buffer.flush()
