@@ -654,6 +654,15 @@ def test_an_empty_path_option_is_a_usage_error(args):
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and b"Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args", [["--lateness", "-1"], ["--max-skew", "nan"], ["--field-map", "/nonexistent"],
+                                  ["--time-field", "a..b"], ["--profile", "nosuch"]])
+def test_explain_refuses_a_bad_option_it_would_not_use(args):
+    """Without --event or --events these options were never read: a wrong value, or a field map that
+    does not exist, printed the plan and exit status 0."""
+    result = run_cli(["explain", *args])
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and not result.stdout, result.stderr
+
+
 @pytest.mark.parametrize("args", [["explain"], ["explain", "--event", os.path.join(REPO, "examples",
                                                                      "pipeshell-sample.ndjson")]])
 def test_explain_to_a_closed_output_is_a_usage_error(args):

@@ -629,13 +629,14 @@ def explain(
     --events, why each correlation's windows did or did not fire on a file of events."""
     if event is not None and events is not None:
         raise UsageProblem("give --event (one event's verdicts) or --events (a stream's correlations), not both")
+    # every option is checked, whether or not this run uses it: a wrong one is said, not ignored
+    check_seconds(("--lateness", lateness), ("--max-skew", max_skew))
     plans = load_plans(rule, join, placeholders=read_placeholders(placeholders))
+    resolver = make_resolver(profile, field_map, time_field)
     if event is None and events is None:
         _print(describe_rule_set(plans, logsource_unknown.value))
         return
-    resolver = make_resolver(profile, field_map, time_field)
     if events is not None:
-        check_seconds(("--lateness", lateness), ("--max-skew", max_skew))
         engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
                         max_skew_ns=int(max_skew * NS))
         _print(_trace_events(engine, events))
