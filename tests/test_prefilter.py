@@ -857,3 +857,24 @@ def test_a_second_signal_ends_the_run_at_once_and_an_ignored_signal_stays_ignore
                 stop.set()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_declared_hyperscan_scans_a_memoryview():
+    """pyproject.toml asked for hyperscan>=0.7 on every Python: 0.7.x (the last releases with Python 3.9
+    wheels) raise TypeError on the memoryview the prefilter scans, and on 3.9 pip built the newest from
+    source, which failed the install. From 0.8 on, and never on 3.9, where the Python scanner runs."""
+    packaging = pytest.importorskip("packaging.requirements")
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "pyproject.toml"), "rb") as handle:
+        declared = tomllib.load(handle)["project"]["dependencies"]
+    wanted = [packaging.Requirement(d) for d in declared if d.startswith("hyperscan")]
+    linux = {"sys_platform": "linux", "platform_machine": "x86_64"}
+    for version, allowed in (("3.9", False), ("3.10", True), ("3.13", True)):
+        environment = {**linux, "python_version": version}
+        applies = [r for r in wanted if r.marker is None or r.marker.evaluate(environment)]
+        assert bool(applies) == allowed, version
+        assert all(not r.specifier.contains("0.7.30") and r.specifier.contains("0.8.0") for r in applies)
+    if pf.hyperscan is not None:  # the installed one does scan a memoryview
+        prefilter = pf.Prefilter([b"pipe"], "hyperscan")
+        block = b'{"a": "x"}\n{"b": "PIPE"}\n'
+        assert prefilter.scan(block, 0, len(block))[0]
