@@ -716,3 +716,16 @@ def test_an_alerts_threat_fields_follow_the_attack_tags_by_kind(tmp_path):
     assert alert["threat"] == {"framework": "MITRE ATT&CK", "tactic": {"name": ["credential-access"]},
                                "technique": {"id": []}, "group": {"id": ["G0069"]}, "software": {"id": ["S0002"]}}
     jsonschema.validate(alert, ALERT_SCHEMA)
+
+
+def test_an_input_path_that_cannot_be_reached_is_said_with_the_systems_reason(tmp_path):
+    """``--input file/x`` (a file on the way) or a path under a directory that cannot be searched
+    was called "no such file or directory": the reason the system gives is said instead."""
+    (tmp_path / "plain").write_text("{}\n")
+    result = run_cli(["--input", str(tmp_path / "plain" / "x")], b"")
+    assert result.returncode == 2 and result.stderr.decode().strip() == \
+        f"pipeshell-filter: error: cannot read input {tmp_path / 'plain' / 'x'}: not a directory"
+    missing = run_cli(["--input", str(tmp_path / "none")], b"")
+    assert missing.returncode == 2 and missing.stderr.decode().strip().endswith(": no such file or directory")
+    device = run_cli(["--input", "/dev/null"], b"")
+    assert device.returncode == 2 and b"not a file, a directory or a named pipe" in device.stderr

@@ -57,20 +57,15 @@ def _walk(top: str) -> List[str]:
 
 
 def _check_readable(path: str) -> None:
-    if os.path.isfile(path) or path == "/dev/stdin" or _is_pipe(path):
-        if not os.access(path, os.R_OK):
-            raise InputError(f"cannot read input {path}: permission denied")
-    elif os.path.exists(path):
-        raise InputError(f"cannot read input {path}: not a file, a directory or a named pipe")
-    else:
-        raise InputError(f"cannot read input {path}: no such file or directory")
-
-
-def _is_pipe(path: str) -> bool:
-    try:
-        return stat.S_ISFIFO(os.stat(path).st_mode)
-    except OSError:
-        return False
+    if path != "/dev/stdin":
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as error:  # the system's own reason: missing, or a directory on the way not searchable
+            raise InputError(f"cannot read input {path}: {(error.strerror or str(error)).lower()}") from None
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise InputError(f"cannot read input {path}: not a file, a directory or a named pipe")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read input {path}: permission denied")
 
 
 def allow_open(count: int) -> None:
