@@ -786,6 +786,47 @@ def test_a_chained_correlation_is_not_held_back_by_an_inner_one_that_never_had_a
         process.wait()
 
 
+def test_a_chain_is_not_held_back_by_an_inner_correlation_whose_rules_went_quiet():
+    """The specification's own shape: a burst of failed logons (inner), a successful one, then hours of
+    successful logons and no failed one.  The inner correlation's time stayed at its last event, so the
+    outer one, whose time is the least of its inner ones', held every later logon: its alert waited for
+    the end of input, and past the state cap the episode's events were shed and the alert lost."""
+    engine = Engine(rule_set_of(BASE_RULES, chain_documents(3, 10, "temporal_ordered", 20)), RESOLVER, 60 * NS)
+    episode = [event(0, 1, "amy", host="h1"), event(1, 1, "amy", host="h2"), event(2, 1, "amy", host="h1"),
+               event(3, 2, "amy", host="h1")]
+    during = []
+    for line, record in enumerate(episode + [event(10 + i, 2, f"u{i % 7}", host=f"h{i % 2 + 1}")
+                                             for i in range(400)], 1):
+        during += engine.process(record, line).alerts
+        outer = next(c for c in engine.correlation.correlators if c.spec.id == "outer")
+        assert outer.held_count() <= 2 * (60 + 20 + 2)  # what the lateness and the window reach, not all
+    assert [(a["rule"]["id"], a["sigma"]["correlation"]["group"]) for a in during] == [("outer", {"User": "amy"})]
+    assert not engine.flush()
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 30), st.sampled_from([1, 1, 2, 3]), st.sampled_from(["alice", "bob"]),
+                               st.sampled_from(["h1", "h2", "h3"])), min_size=1, max_size=20),
+       inner_gte=st.integers(1, 3), inner_span=st.integers(1, 5), outer_span=st.integers(1, 6),
+       outer_kind=st.sampled_from(["temporal", "temporal_ordered"]), lateness=st.integers(0, 5))
+def test_a_chain_alerts_as_its_own_rules_time_passes(rows, inner_gte, inner_span, outer_kind, outer_span, lateness):
+    """On a time-sorted stream that ends with two hosts' events of the outer correlation's own rule,
+    later than every other event by more than the lateness, every alert is out before the end of
+    input, and they are the alerts of the same stream without that tail (nothing lost, nothing more)."""
+    rows = sorted(rows, key=lambda r: r[0])
+    events = [event(t, eid, user, host=host) for t, eid, user, host in rows]
+    documents = rule_set_of(BASE_RULES, chain_documents(inner_gte, inner_span, outer_kind, outer_span))
+    whole = seen_alerts(run_engine(documents, events, lateness), "outer", ["User"])
+    tail = [event(40 + lateness, 2, "zed", host="h1"), event(40 + lateness, 2, "zed", host="h2")]
+    engine = Engine(documents, RESOLVER, lateness * NS)
+    during = []
+    for line, record in enumerate(events + tail, 1):
+        during += engine.process(record, line).alerts
+    at_end = engine.flush()
+    assert not seen_alerts(at_end, "outer", ["User"])
+    assert seen_alerts(during, "outer", ["User"]) == whole
+
+
 def test_early_alerts_through_a_chain_wait_for_an_inner_correlation_that_alerts_at_the_watermark(tmp_path):
     """The outer (monotone) fired early before the inner's (eq: not monotone) alert for t=0 existed,
     and the right alert was then held back: on a time-sorted stream early alerts must be the same."""

@@ -97,8 +97,47 @@ class Correlation:
             correlator.upstream = tuple(by_id[inner] for inner in correlator.spec.chained)
         self._chained = [c for c in self.correlators if c.upstream]
         self._feeds_outer = {inner.spec.id for c in self._chained for inner in c.upstream}
+        self._pushed_by = self._pushers()
+        self._push_route = [c for c in self.correlators if c.upstream or id(c) in self._pushed_by]
         self._route = {}  # rule id -> what a detection of it runs through, with chains: see ``observe``
         self._newest_wall = {id(c): 0.0 for c in self.correlators}  # wall clock when an event time last rose
+
+    def _pushers(self) -> dict:
+        """id(correlator) -> the chained correlators that also take rule detections and depend on
+        it, directly or through others: their own sources' time moves it on (``_push``)."""
+        pushed_by = {}
+        for outer in self._chained:
+            if not outer.own_inputs:
+                continue
+            stack = list(outer.upstream)
+            while stack:
+                inner = stack.pop()
+                if outer not in pushed_by.setdefault(id(inner), []):
+                    pushed_by[id(inner)].append(outer)
+                    stack.extend(inner.upstream)
+        return pushed_by
+
+    def _push(self) -> List[Hit]:
+        """An inner correlation whose rules went quiet kept its watermark, and the outer one,
+        whose time is the least of its inner ones', held every detection of its own rules from
+        then on (a replay of hours of successful logons after one burst of failed ones: to the
+        state cap, which then shed the episode's events, and its alert was lost).  All come from
+        one stream: a detection that arrives behind the time an outer correlation's own sources
+        vouch for, less the lateness, is late there whichever rule it meets.  So each inner
+        correlation that had an event is moved on to that time (``wanted``) of the outer ones
+        that depend on it; their hits feed the outer ones as ever."""
+        if not self._pushed_by:
+            return []
+        hits, made = [], {}
+        for correlator in self._push_route:  # inner first: their hits feed the outer ones
+            found = self._feed(correlator, made)
+            floor = max((outer.wanted for outer in self._pushed_by.get(id(correlator), ())), default=NEVER)
+            if correlator.upstream or (floor > correlator.watermark and correlator.heard()):
+                found += correlator.advance(floor)
+            if found:
+                made[correlator.spec.id] = found
+                hits.extend(found)
+        return hits
 
     def partition_key(self, detection) -> Optional[tuple]:
         """What a detection can be partitioned by across correlate processes: the group key of
@@ -160,7 +199,7 @@ class Correlation:
                 hits.extend(found)
             if correlator.flood_gone:
                 self._after_flood()
-        return hits
+        return hits + self._push()
 
     def _routed(self, rule: str, takers) -> list:
         """The correlators a detection of ``rule`` goes through, inner first: those that take
@@ -341,6 +380,8 @@ class Correlation:
             if found:
                 made[correlator.spec.id] = found
                 hits.extend(found)
+        if not final:
+            hits += self._push()
         self._after_flood()
         return hits
 
