@@ -804,6 +804,23 @@ def test_a_chain_is_not_held_back_by_an_inner_correlation_whose_rules_went_quiet
     assert not engine.flush()
 
 
+def test_a_chain_of_two_inner_correlations_is_not_held_back_by_the_quiet_one():
+    """An outer correlation over two inner ones only: the one whose rule went quiet held the outer's
+    time, so its alert waited for the end of input (and every alert of the other inner one with it)."""
+    documents = yaml.safe_dump({"title": "both", "id": "both", "correlation": {
+        "type": "temporal", "rules": ["ia", "ib"], "group-by": ["User"], "timespan": "20s"}})
+    for name, rule in (("ia", "a"), ("ib", "b")):
+        documents += "---\n" + yaml.safe_dump({"title": name, "id": name, "correlation": {
+            "type": "event_count", "rules": [rule], "group-by": ["User"], "timespan": "10s", "condition": {"gte": 1}}})
+    engine = Engine(rule_set_of(BASE_RULES, documents), RESOLVER, 10 * NS)
+    during = []
+    for line, record in enumerate([event(0, 1, "amy", host="h1"), event(1, 2, "amy", host="h2")]
+                                  + [event(100 * i, 2, f"u{i}", host=f"h{i % 2 + 1}") for i in range(1, 5)], 1):
+        during += engine.process(record, line).alerts
+    assert [(a["rule"]["id"], a["sigma"]["correlation"]["group"]) for a in during] == [("both", {"User": "amy"})]
+    assert not engine.flush()
+
+
 @settings(max_examples=60, deadline=None)
 @given(rows=st.lists(st.tuples(st.integers(0, 30), st.sampled_from([1, 1, 2, 3]), st.sampled_from(["alice", "bob"]),
                                st.sampled_from(["h1", "h2", "h3"])), min_size=1, max_size=20),

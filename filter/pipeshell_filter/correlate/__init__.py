@@ -103,12 +103,10 @@ class Correlation:
         self._newest_wall = {id(c): 0.0 for c in self.correlators}  # wall clock when an event time last rose
 
     def _pushers(self) -> dict:
-        """id(correlator) -> the chained correlators that also take rule detections and depend on
-        it, directly or through others: their own sources' time moves it on (``_push``)."""
+        """id(correlator) -> the chained correlators that depend on it, directly or through
+        others: their time moves it on (``_push``)."""
         pushed_by = {}
         for outer in self._chained:
-            if not outer.own_inputs:
-                continue
             stack = list(outer.upstream)
             while stack:
                 inner = stack.pop()
@@ -119,19 +117,21 @@ class Correlation:
 
     def _push(self) -> List[Hit]:
         """An inner correlation whose rules went quiet kept its watermark, and the outer one,
-        whose time is the least of its inner ones', held every detection of its own rules from
-        then on (a replay of hours of successful logons after one burst of failed ones: to the
-        state cap, which then shed the episode's events, and its alert was lost).  All come from
-        one stream: a detection that arrives behind the time an outer correlation's own sources
-        vouch for, less the lateness, is late there whichever rule it meets.  So each inner
-        correlation that had an event is moved on to that time (``wanted``) of the outer ones
-        that depend on it; their hits feed the outer ones as ever."""
+        whose time is the least of its inner ones', held every detection of its own rules (or
+        alert of its other inner ones) from then on: a replay of hours of successful logons after
+        one burst of failed ones was held to the state cap, which then shed the episode's events,
+        and its alert was lost.  All come from one stream: a detection that arrives behind the
+        time an outer correlation's own sources vouch for, or an inner one's watermark, is late
+        whichever rule it meets.  So each inner correlation that had an event is moved on to the
+        newest of those times (``wanted``, the inner watermarks) among the outer ones that depend
+        on it; their hits feed the outer ones as ever."""
         if not self._pushed_by:
             return []
         hits, made = [], {}
         for correlator in self._push_route:  # inner first: their hits feed the outer ones
             found = self._feed(correlator, made)
-            floor = max((outer.wanted for outer in self._pushed_by.get(id(correlator), ())), default=NEVER)
+            floor = max((max([outer.wanted] + [u.watermark for u in outer.upstream if u.heard()])
+                         for outer in self._pushed_by.get(id(correlator), ())), default=NEVER)
             if correlator.upstream or (floor > correlator.watermark and correlator.heard()):
                 found += correlator.advance(floor)
             if found:
