@@ -203,3 +203,34 @@ def test_a_busy_correlation_still_alerts_early_on_a_quiet_group(tmp_path):
     last = quiet[-1]
     alerts = engine.process(flat_event(last[0], last[1], last[2], last[3], record_id=last[4]), 999).alerts
     assert [a["sigma"]["events_total"] for a in alerts if a["rule"]["id"] == "count-by-host"] == [3]
+
+
+THREE_RULES = "---\n".join(f"title: rule {name}\nname: rule_{name}\ndetection: {{sel: {{{name}: x}}, condition: sel}}\n"
+                           for name in "abc")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans(), st.sampled_from(["h1", "h2"])),
+                min_size=1, max_size=25),
+       st.sampled_from(["temporal", "temporal_ordered"]), st.permutations(["rule_a", "rule_b", "rule_c"]),
+       st.integers(1, 8), st.sampled_from([0, 5, 400]))
+def test_an_event_that_meets_several_rules_is_whole_in_its_early_alert(tmp_path_factory, rows, kind, order, span,
+                                                                       lateness):
+    """One event meeting several rules of a temporal correlation is one detection per rule; the first
+    completed the window and alerted early without the others (the watermark's alert had them all):
+    on a time-sorted stream without ties the early alerts are still exactly the watermark's."""
+    directory = tmp_path_factory.mktemp("rules")
+    rules = write(directory, "r.yml", THREE_RULES + "---\n" + f"title: ordered\nid: ordered\ncorrelation: {{type: "
+                  f"{kind}, rules: [{', '.join(order)}], group-by: [Computer], timespan: {span}s}}\n")
+    plans = load_plans([rules], None)
+    events = [dict({name: "x" for name, met in zip("abc", row[:3]) if met}, Computer=row[3],
+                   **{"@timestamp": f"2024-01-01T00:{i // 60:02d}:{i % 60:02d}Z"}) for i, row in enumerate(rows)]
+
+    def alerts_of(early):
+        engine = Engine(plans, make_resolver("auto", None, None), lateness * 10**9, early=early)
+        during = [a for line, e in enumerate(events, 1) for a in engine.process(e, line).alerts]
+        return during, engine.flush()
+
+    early_during, early_end = alerts_of(True)
+    assert not early_end
+    assert sorted(map(key, early_during)) == sorted(map(key, sum(alerts_of(False), [])))

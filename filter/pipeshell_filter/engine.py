@@ -76,13 +76,17 @@ class Engine:
         return Outcome(None, *self._correlate_all(detections))
 
     def _correlate_all(self, detections: List[Detection]) -> tuple:
+        """One event's detections; an early alert waits for all of them (``Correlation.end_event``)."""
         alerts, untimed = [], False
+        several = len(detections) > 1
         for detection in detections:
             if self.carried is not None:
                 detection = self.carried(detection)
-            found, timeless = self._correlate(detection)
+            found, timeless = self._correlate(detection, several)
             alerts += found
             untimed |= timeless
+        if several:
+            alerts += self._alerts(self.correlation.end_event())
         return alerts, untimed
 
     def match(self, event: dict, line: int = 0, only=None) -> tuple:
@@ -106,7 +110,7 @@ class Engine:
         self.correlation.follow_agents(self.agent_idle, self.expected_agents)
         return self._alerts(self.correlation.progress(heartbeat.agent, heartbeat.time, heartbeat.idle))
 
-    def _correlate(self, detection: Detection) -> tuple:
+    def _correlate(self, detection: Detection, defer_early: bool = False) -> tuple:
         plan = self.plans[detection.rule]
         alerts = []
         # a rule alerts on its own unless it is a correlation, or feeds one without ``generate``
@@ -119,7 +123,7 @@ class Engine:
         if detection.time is None:
             self.stats["no_time"] += 1
             return alerts, True
-        return alerts + self._alerts(self.correlation.observe(detection)), False
+        return alerts + self._alerts(self.correlation.observe(detection, defer_early)), False
 
     def _alerts(self, hits: List[Hit]) -> list:
         hits = [hit for hit in hits if hit.spec.id not in self.quiet]  # an inner correlation's, without generate

@@ -182,14 +182,19 @@ class Correlation:
             self.release_due = False
             give_back_memory()
 
-    def observe(self, detection) -> List[Hit]:
+    _deferred = False  # a correlator has early evaluations waiting for the end of an event (``end_event``)
+
+    def observe(self, detection, defer_early: bool = False) -> List[Hit]:
+        """Take one detection; ``defer_early``: more detections of the same event follow, and the
+        early alerts it may complete wait for them (``end_event``)."""
         hits, made = [], {}
         takers = self._by_rule.get(detection.rule, ())
         for correlator in self._routed(detection.rule, takers):
             found = self._feed(correlator, made) if correlator.upstream else []
             if not correlator.upstream or correlator in takers:
                 before = correlator.clocks.newest, correlator.newest
-                found += correlator.observe(detection)
+                found += correlator.observe(detection, defer=defer_early)
+                self._deferred = self._deferred or bool(correlator._early_due)
                 if (correlator.clocks.newest, correlator.newest) != before:
                     self._newest_wall[id(correlator)] = self.clock()
             if correlator.upstream:  # its inner correlations may have moved on
@@ -200,6 +205,20 @@ class Correlation:
             if correlator.flood_gone:
                 self._after_flood()
         return hits + self._push()
+
+    def end_event(self) -> List[Hit]:
+        """Every detection of an event was taken: the early evaluations it deferred (inner first,
+        their hits fed to the correlations chained to them)."""
+        if not self._deferred:
+            return []
+        self._deferred = False
+        hits, made = [], {}
+        for correlator in self.correlators:
+            found = self._feed(correlator, made) + correlator.early_due()
+            if found:
+                made[correlator.spec.id] = found
+                hits.extend(found)
+        return hits
 
     def _routed(self, rule: str, takers) -> list:
         """The correlators a detection of ``rule`` goes through, inner first: those that take

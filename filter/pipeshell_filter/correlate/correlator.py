@@ -184,6 +184,7 @@ class Correlator:
         # one event that meets several of the rules: counted once, unless the rules seen are counted
         self._counts_rules = spec.kind in ("temporal", "temporal_ordered")
         self._last_event = None  # (event, group, value) of the last detection taken
+        self._early_due = []  # ``early``: contributions whose early evaluation waits for their event's other detections
 
     def compact(self) -> None:
         """After a flood (``flood_gone``): the tables that held it are copied afresh, at their
@@ -212,10 +213,11 @@ class Correlator:
         return Contribution(detection.time, refs, group_of(self.spec, detection),
                             self.shape.value_of(self.spec, detection), detection)
 
-    def observe(self, detection, clocked: bool = True) -> list:
+    def observe(self, detection, clocked: bool = True, defer: bool = False) -> list:
         """Take one detection; return the hits that became final.  ``clocked=False``: an alert
         of a correlation this one is chained to (``upstream``), which moves no source clock
-        (the watermark follows the upstream correlations', see ``advance``)."""
+        (the watermark follows the upstream correlations', see ``advance``).  ``defer``: more
+        detections of the same event follow, so its early evaluation waits for them (``early_due``)."""
         c = self.contribution(detection)
         if c is None:
             return []
@@ -259,9 +261,25 @@ class Correlator:
         if rose and not self.driven:
             hits += self.advance(self.clocks.reference - self.lateness)
         if self.early and c.time > max(self._consumed.get(c.group, NEVER), self._early_done.get(c.group, NEVER)):
-            hit = self._early(c)
-            if hit is not None:
-                hits.append(hit)
+            if defer:
+                self._early_due.append(c)
+            else:
+                hit = self._early(c)
+                if hit is not None:
+                    hits.append(hit)
+        return hits
+
+    def early_due(self) -> list:
+        """The early evaluations that waited for the rest of their event (``observe(defer=True)``).
+        An event meeting several rules of a temporal correlation is one detection per rule: the
+        first could complete a window, which then alerted without the event's other rules."""
+        due, self._early_due = self._early_due, []
+        hits = []
+        for c in due:
+            if c.time > max(self._consumed.get(c.group, NEVER), self._early_done.get(c.group, NEVER)):
+                hit = self._early(c)
+                if hit is not None:
+                    hits.append(hit)
         return hits
 
     def _wait(self, entry) -> None:
