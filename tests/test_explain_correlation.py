@@ -182,3 +182,16 @@ def test_a_chained_legacy_rule_feeds_its_alerts_and_hosts_as_the_filter_does(tmp
     (alert,) = [a for a in filtered(tmp_path, events, *args) if a["rule"]["id"] == "chain"]
     assert alert["related"]["hosts"] == ["h1", "h3"]
     assert "consumed lines 4, 5; hosts h1, h3" in outer
+
+
+def test_a_host_or_group_value_cannot_write_lines_of_the_report(tmp_path):
+    """A host or user name from the events holding a newline (or U+2028) printed raw: an event could
+    write lines that read as the report's own ("  fired at ...").  They are written as escapes: the
+    report has the same lines, in the same places, as with plain names."""
+    hostile = "h\n  fired at 2026-01-01T00:00:00Z (one group): faked\u2028\x85"
+    plain, forged = ([failure(s, user, host) for s in (0, 10, 20)]
+                     for user, host in (("u", "h"), (hostile, hostile)))
+    shown, quoted = (explain_events(tmp_path, events, *rules(tmp_path)) for events in (plain, forged))
+    assert len(quoted.splitlines()) == len(shown.splitlines()) and [line.startswith("  fired at ") for line in quoted.splitlines()].count(True) == 1
+    assert "host h\\u000a  fired at 2026-01-01T00:00:00Z (one group): faked\\u2028\\u0085  " in quoted
+    assert "User=h\\u000a  fired at" in quoted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import List, Optional
 
 import ujson
@@ -31,7 +32,7 @@ def rule_needles(plan: Plan, unknown_logsource: str = "match") -> Optional[list]
 def _show(value, width: int = 70) -> str:
     if value is MISSING:
         return "(missing)"
-    text = ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)  # the value as the event has it
+    text = _plain(ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False))  # as the event has it
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
@@ -267,7 +268,18 @@ def _value(value) -> str:
 def _group(spec, group: tuple) -> str:
     if not spec.group_by:
         return "(one group)"
-    return ", ".join(f"{name}={'(absent)' if value is None else value}" for name, value in zip(spec.group_by, group))
+    return ", ".join(f"{name}={'(absent)' if value is None else _plain(value)}"
+                     for name, value in zip(spec.group_by, group))
+
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _plain(value) -> str:
+    """A value from an event (a host, a group value) as one piece of one line of the report: a
+    newline in a host name would otherwise start a line that looks like the report's own."""
+    return _CONTROL.sub(lambda found: f"\\u{ord(found.group()):04x}", str(value))
 
 
 def _lines(numbers, unit: str = "line") -> str:
@@ -461,7 +473,7 @@ class CorrelationTrace:
             return "\n".join(lines)
         lines.append(f"  events ({len(fed)}):")
         for entry in fed[:MAX_LISTED]:
-            host = f"  host {entry.host}" if entry.host else ""
+            host = f"  host {_plain(entry.host)}" if entry.host else ""
             group = f"  {_group(spec, entry.group)}" if spec.group_by else ""
             met = ", ".join(self._label(spec, k, True) for k in entry.refs)
             lines.append(f"    {self.unit} {entry.line}  {format_time(entry.time)}{host}{group}  {met}: {entry.status}")
@@ -475,9 +487,9 @@ class CorrelationTrace:
                     f"{_value(hit.aggregate)} {_needs(spec.condition)} within [{format_time(hit.window_start)}, "
                     f"{format_time(hit.time)}]; consumed {_lines(consumed, self.unit)}")
             if hosts:
-                text += "; hosts " + ", ".join(hosts)
+                text += "; hosts " + ", ".join(map(_plain, hosts))
             if hit.distinct_values and list(hit.distinct_values) != hosts:
-                text += "; values " + ", ".join(map(str, hit.distinct_values))
+                text += "; values " + ", ".join(map(_plain, hit.distinct_values))
             lines.append(text)
         groups = list(dict.fromkeys(f.group for f in fed))
         done = {hit.group for hit in fired}
