@@ -7,8 +7,11 @@ from hypothesis import given, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, run_cli
 from eventgen import BASE, evtx_event, flat_event
+from pipeshell_filter.cli import Join, load_plans, make_resolver
 from pipeshell_filter.correlate.clock import NEVER, SourceClocks
-from test_correlation_properties import run, shuffled_within_lateness
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.timeparse import NS
+from test_correlation_properties import BASE_NS, run, shuffled_within_lateness
 
 INCIDENT = [evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),
             evtx_event(60, "cli02", "client", 4103, 3)]
@@ -43,9 +46,11 @@ def test_a_wrong_clock_never_removes_an_alert_of_the_other_hosts(case, skewed, d
     assert set(base) <= set(others), (base, others)
 
 
-def test_one_event_dated_2099_before_an_incident_does_not_blind_the_filter():
+def test_one_event_dated_2099_before_an_incident_does_not_blind_the_filter(tmp_path):
+    """A file: no wall clock to check times against (a pipe: ``..._dated_2099_on_a_pipe_...``)."""
     future = flat_event(YEAR_2099, "broken", "server", 4104)
-    result = run_cli(["--lateness", "60"], ndjson([future] + INCIDENT))
+    (tmp_path / "in.ndjson").write_bytes(ndjson([future] + INCIDENT))
+    result = run_cli(["--lateness", "60", "--input", str(tmp_path / "in.ndjson")])
     assert result.returncode == 0, result.stderr
     found = alerts(result.stdout)
     assert len(found) == 1 and found[0]["related"]["hosts"] == ["cli01", "cli02", "srv01"]
@@ -133,3 +138,69 @@ def test_one_host_alone_on_a_live_pipe_still_alerts_while_the_input_stays_open(t
     finally:
         process.stdin.close()
         process.wait(timeout=30)
+
+
+def run_live(events, lateness, wall_ns):
+    """``run`` on live input whose wall clock reads ``wall_ns`` (``Engine.live``)."""
+    engine = Engine(load_plans(None, Join("window")), make_resolver("auto", None, None), lateness * NS)
+    engine.correlation.wall = lambda: wall_ns
+    engine.live()
+    records = []
+    for seconds, host, kind, event_id, ident in events:
+        records += engine.process(flat_event(seconds, host, kind, event_id, record_id=ident)).alerts
+    records += engine.flush()
+    return [frozenset(e["record_id"] for e in r["sigma"]["events"]) for r in records], engine
+
+
+@st.composite
+def future_sources(draw):
+    """Events of two or more hosts (two hosts of one broken time server, or forged lines under
+    several names) dated more than ``--max-skew`` past the wall clock, which reads the end of the
+    stream's span (900 s)."""
+    hosts = draw(st.integers(2, 4))
+    events = []
+    for i in range(draw(st.integers(hosts, 12))):
+        offset = draw(st.integers(300 + 1, YEAR_2099)) if draw(st.booleans()) else draw(st.integers(301, 3000))
+        kind = draw(st.sampled_from(["server", "client", "both"]))
+        events.append((900 + offset, f"future{i % hosts}", kind, draw(st.sampled_from([800, 4103, 4104])), 1000 + i))
+    return events
+
+
+@given(shuffled_within_lateness(), future_sources(), st.data())
+def test_on_live_input_sources_dated_past_the_wall_clock_never_remove_an_alert_of_the_others(case, future, data):
+    """Two lines dated 2099 under two host names were two sources vouching for 2099: every later
+    event was late, no alert for the rest of the run (and with --state, of the next ones)."""
+    stream, lateness = case
+    wall = BASE_NS + 900 * NS
+    base, _ = run_live(stream, lateness, wall)
+    merged = list(stream)
+    for event in future:  # anywhere in the stream, in any order
+        merged.insert(data.draw(st.integers(0, len(merged))), event)
+    extended, engine = run_live(merged, lateness, wall)
+    others = [a for a in extended if not any(i >= 1000 for i in a)]
+    assert set(base) <= set(others), (base, others)
+    assert engine.correlation_stats()["late"] == 0
+
+
+def test_two_hosts_dated_2099_on_a_pipe_do_not_blind_the_filter(tmp_path):
+    future = [flat_event(YEAR_2099, "evil1", "server", 4104, 100),
+              flat_event(YEAR_2099 + 1, "evil2", "server", 4104, 101)]
+    path = str(tmp_path / "state.json")
+    result = run_cli(["--lateness", "60", "--state", path], ndjson(future + INCIDENT))  # stdin: a pipe
+    assert result.returncode == 0, result.stderr
+    assert [a["related"]["hosts"] for a in alerts(result.stdout)] == [["cli01", "cli02", "srv01"]]
+    assert b"'evil1' is dated" in result.stderr and b"past the wall clock" in result.stderr
+    later = [flat_event(600 + s, h, k, e, 10 + i) for i, (s, h, k, e) in
+             enumerate([(0, "srv02", "server", 4104), (30, "cli03", "client", 800), (60, "cli04", "client", 4103)])]
+    again = run_cli(["--lateness", "60", "--state", path], ndjson(later))  # the state kept nothing of 2099
+    assert [a["related"]["hosts"] for a in alerts(again.stdout)] == [["cli03", "cli04", "srv02"]], again.stderr
+
+
+def test_an_incident_whose_hosts_are_all_past_the_wall_clock_still_alerts_at_the_end_of_input(tmp_path):
+    """Not one source believed, so no source clock at all: the end of input (and a pause) passed over the
+    correlation, as one that had no event yet, and its events were lost."""
+    future = [flat_event(YEAR_2099 + s, h, k, e, i) for i, (s, h, k, e) in
+              enumerate([(0, "srv01", "server", 4104), (30, "cli01", "client", 800), (60, "cli02", "client", 4103)])]
+    for extra in ([], ["--state", str(tmp_path / "state.json")]):
+        result = run_cli(["--lateness", "60"] + extra, ndjson(future))  # stdin: a pipe
+        assert [a["related"]["hosts"] for a in alerts(result.stdout)] == [["cli01", "cli02", "srv01"]], result.stderr

@@ -200,7 +200,8 @@ def run(
                                              help="Dotted path of the event time, overriding the detected one."),
     max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="How far a source's events may "
                                    "run ahead of the others (or of the wall clock, on live input) before they are "
-                                   "suspect: they never move the watermark when the input pauses."),
+                                   "suspect: they never move the watermark when the input pauses; on live input, "
+                                   "one that far past the wall clock never moves it."),
     inputs: Optional[List[str]] = typer.Option(None, "--input", metavar="PATH", help="Read this file (NDJSON or "
                                                ".evtx) or directory instead of stdin; several are merged by event time."),
     profile: str = typer.Option("auto", "--profile", help="Event shape: auto (detected per event) or a profile name."),

@@ -261,11 +261,14 @@ class Correlation:
     _agents_wall = None  # the wall clock that bounds the agents' times (``live``)
 
     def live(self) -> None:
-        """The input is live: an agent's time is believed only up to the wall clock plus ``max_skew``
-        (``AgentClocks.bound_by``), those restored from the state too."""
+        """The input is live: an agent's time, and a source's, is believed only up to the wall clock
+        plus ``max_skew`` (``AgentClocks.bound_by``, ``SourceClocks.bound_by``), those restored from
+        the state too."""
         self._agents_wall = self.wall
         if self.agents is not None:
             self.agents.bound_by(self.wall)
+        for correlator in self.correlators:
+            correlator.clocks.bound_by(self.wall)
 
     def progress(self, agent: str, time: int, idle: bool = False) -> List[Hit]:
         """An agent's heartbeat: the hits that became final as the fleet's time moved."""
@@ -373,7 +376,7 @@ class Correlation:
         hits, made = [], {}
         for correlator in self.correlators:  # inner first: their hits feed the outer ones
             found = self._feed(correlator, made)
-            if len(correlator.clocks) or correlator.upstream:
+            if len(correlator.clocks) or correlator.upstream or correlator.held_count():
                 found += _state.pause(correlator)
             if found:
                 made[correlator.spec.id] = found
@@ -384,9 +387,11 @@ class Correlation:
         hits, made = [], {}
         for correlator in self.correlators:  # inner first: their hits feed the outer ones
             found = self._feed(correlator, made)
-            if not len(correlator.clocks) and not correlator.upstream:
+            if final and correlator.held_count():  # (events of sources past the wall clock only: no clock)
+                found += correlator.flush()
+            elif not len(correlator.clocks) and not correlator.upstream:
                 continue  # no event yet: nothing pending
-            if final:
+            elif final:
                 found += correlator.flush()
             else:
                 # a chained correlator follows its inner ones (and its own sources, if it has any)
@@ -420,6 +425,10 @@ class Correlation:
                           "of the fleet's time (a wrong clock or a stuck pipeline); its events arrive late"))
         for correlator in self.correlators:
             title = correlator.spec.title
+            for source, ahead in correlator.clocks.future():
+                self._note_skewed(source, "ahead")
+                lines.append(("skewed_source", f"source {source!r} is dated {ahead / NS:g} s past the wall clock: "
+                              f"not believed, its events wait (a wrong clock or a forged line; rule {title})"))
             for source, ahead in correlator.clocks.ahead(now, final):
                 self._note_skewed(source, "ahead")
                 lines.append(("skewed_source", f"source {source!r} is {ahead / NS:g} s ahead of the other sources: "

@@ -18,6 +18,12 @@ becomes final too: no more than ``max_skew`` past the vouched-for time, and
 not in the future of the wall clock by more than that (with one source, what
 two of its events reached, within the wall clock's bound).
 
+Two sources can be wrong together (two hosts of one broken time server, or two
+forged lines under two host names): on live input (``bound_by``) a time more
+than ``max_skew`` past the wall clock moves no source's clock at all, so it
+cannot vouch (two such lines dated 2099 made every later event late, the state
+keeping it).
+
 State is bounded: only the ``cap`` sources with the newest times are kept,
 and none further behind the vouched-for time than ``horizon`` (skew, window
 and lateness: it can no longer matter); the vouched-for time depends on the
@@ -43,13 +49,21 @@ class SourceClocks:
         self.reported = set()  # sources already reported as skewed
         self._suspect = {}  # source -> wall clock when it was first seen far ahead
         self._second = NEVER  # with one source: the second-newest of its event times
+        self.wall = None  # on live input: the wall clock in ns (``bound_by``)
+        self._future = {}  # sources whose time was not believed -> how far past the wall clock (ns)
 
     def compact(self) -> None:
         """After a flood: copy the per-source tables afresh (a dict never shrinks its table)."""
         self._newest, self._suspect, self.reported = dict(self._newest), dict(self._suspect), set(self.reported)
+        self._future = dict(self._future)
 
     def see(self, source: Hashable, time: int) -> bool:
         """Take an event time of ``source``; True when the vouched-for time rose."""
+        if self.wall is not None and time > self.wall() + self.max_skew:
+            # named once, and not every name of a flood of them
+            if source not in self.reported and len(self.reported) + len(self._future) < self.cap:
+                self._future.setdefault(source, time - self.wall())
+            return False  # a clock in the future, or a forged line: as if it had no time
         before = self.reference
         old = self._newest.get(source)
         if old is not None and len(self._ranked) == 1:  # the only source: its events vouch for each other
@@ -99,6 +113,28 @@ class SourceClocks:
         at = ranked.bisect_right((limit, "\U0010ffff"))
         return ranked[at - 1][0] if at else NEVER
 
+    def bound_by(self, wall) -> None:
+        """Live input from now on: no time past ``wall()`` (ns) by more than ``max_skew`` moves a
+        source's clock, and one restored from the state that is (taken before this check) is
+        forgotten: the source's next event gives its time."""
+        self.wall = wall
+        limit = wall() + self.max_skew
+        while self._ranked and self._ranked[-1][0] > limit:
+            time, _, source = self._ranked.pop(-1)
+            del self._newest[source]
+            if source not in self.reported and len(self.reported) + len(self._future) < self.cap:
+                self._future.setdefault(source, time - limit + self.max_skew)
+        if len(self._ranked) != 1:
+            self._second = NEVER
+
+    def future(self) -> list:
+        """(source, how far past the wall clock in ns) of the sources newly found with a time not
+        believed (``bound_by``); each reported once."""
+        found = list(self._future.items())
+        self.reported.update(self._future)
+        self._future = {}
+        return found
+
     def ahead(self, now: float, final: bool = False, patience: float = 5.0) -> list:
         """(source, how far ahead in ns) of the sources more than ``max_skew`` past the vouched-for
         time for ``patience`` seconds of wall clock (``now``), or at the end (``final``); each is
@@ -136,6 +172,8 @@ class SourceClocks:
         self._newest = newest
         self._ranked = SortedList((time, repr(source), source) for source, time in newest.items())
         self._second = NEVER
+        if self.wall is not None:
+            self.bound_by(self.wall)
 
     def newest_of(self, source: Hashable):
         return self._newest.get(source, NEVER)

@@ -1342,7 +1342,7 @@ class Filter:
         self._live = live
         if self.progress is not None and live:  # believe no host clock far in the future of this one
             self.progress.wall = self.clock
-        if live and self.stage == "correlate":  # nor an agent's that says so (a forged heartbeat)
+        if live and self.stage != "match":  # nor an agent's or a source's that says so (a forged heartbeat, a line)
             self.engine.live()
 
     def _run_workers(self, fd: int, block_size: int, max_line: int, stop: Optional[StopRequest]) -> None:
