@@ -342,7 +342,7 @@ class Correlation:
         dropped, so an upstream that re-sends after a restart cannot make an alert twice."""
         for correlator in self.correlators:
             if correlator.seen is None:
-                correlator.seen = _state.Seen()
+                correlator.seen = _state.Seen(2 * correlator.max_held)  # what is held, and consumed episodes
 
     def duplicates(self) -> int:
         return sum(c.duplicates for c in self.correlators)

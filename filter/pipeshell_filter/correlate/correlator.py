@@ -455,15 +455,19 @@ class Correlator:
         self.shed += 1
         pending, now = self._pending, max(self.watermark + self.lateness, self.clocks.reference)
         if pending and now != NEVER and pending[-1][0] > now + self.clocks.max_skew:
+            gone = pending[-1][2]
             self._drop_newest_waiting()
         elif self._held:
             time, seq, group = self._held.pop(0)
             window = self._windows[group]
+            gone = window.events[(time, seq)]
             window.remove((time, seq))
             if not window.events:
                 del self._windows[group]
         else:
-            self._pop_waiting()
+            gone = self._pop_waiting()[2]
+        if self.seen is not None:  # no longer held: its identity goes too (``state.Seen``)
+            self.seen.discard(self.seen.key(gone.detection), gone.time)
 
     def _evict(self, horizon) -> None:
         """Drop everything older than ``horizon``: no future window can reach it."""

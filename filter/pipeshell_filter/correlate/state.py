@@ -70,15 +70,18 @@ def identity(detection: Detection) -> str:
 class Seen:
     """The identities of the events a correlation took, by event time; those older than the
     correlation's horizon (watermark - timeframe) are forgotten, since such an event, sent
-    again, is late and left out anyway."""
+    again, is late and left out anyway.  So is the identity of an event shed at the state cap,
+    and past ``cap`` identities the oldest: a flood of a million events in one window kept a
+    million (495 MB resident for 400,000, against 216 MB without ``--state``)."""
 
-    __slots__ = ("keys", "order")
+    __slots__ = ("keys", "order", "cap")
 
     key = staticmethod(identity)
 
-    def __init__(self):
+    def __init__(self, cap: int = 200_000):
         self.keys = set()
         self.order = SortedList()  # (event time, identity)
+        self.cap = cap
 
     def __contains__(self, key: str) -> bool:
         return key in self.keys
@@ -89,6 +92,14 @@ class Seen:
     def add(self, key: str, time: int) -> None:
         self.keys.add(key)
         self.order.add((time, key))
+        if len(self.keys) > self.cap:
+            self.keys.discard(self.order.pop(0)[1])
+
+    def discard(self, key: str, time: int) -> None:
+        """An event no longer held (shed at the state cap): sent again, it is taken as a new one."""
+        if key in self.keys:
+            self.keys.discard(key)
+            self.order.discard((time, key))
 
     def evict(self, horizon) -> None:
         order = self.order
@@ -229,7 +240,7 @@ def _restore(correlator, data: dict) -> None:
         order.append((consumed[group], group))
     seen = None
     if data.get("seen") is not None and correlator.seen is not None:
-        seen = type(correlator.seen)()
+        seen = type(correlator.seen)(correlator.seen.cap)
         for t, key in data["seen"]:
             if type(key) is not str:
                 raise ValueError("'seen' holds an identity that is not a string")
@@ -252,7 +263,7 @@ def _restore(correlator, data: dict) -> None:
         correlator._early_done[tuple(group)] = t
         correlator._early_order.append((t, tuple(group)))
     if correlator.seen is not None:
-        correlator.seen = seen if seen is not None else type(correlator.seen)()
+        correlator.seen = seen if seen is not None else type(correlator.seen)(correlator.seen.cap)
 
 
 def _kept(correlator) -> tuple:
