@@ -459,6 +459,7 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
     if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero, a pipe: never read, replaced or removed
         raise UsageProblem(f"--state {path}: not a regular file")
     state_file = StateFile(path, interval)
+    state_file.remove_leftovers()
     stream_filter.keep_state(state_file)
     if reset:
         state_file.discard()

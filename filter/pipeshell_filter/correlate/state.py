@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 import tempfile
 import time as _time
 from collections import deque
@@ -395,6 +396,9 @@ def write_atomic(path: str, data: bytes) -> None:
         os.close(directory)
 
 
+_TEMP_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")  # ``tempfile.mkstemp``'s random names
+
+
 class StateFile:
     """Where the snapshots go and when: every ``interval`` seconds (0: only at the end),
     skipped when nothing changed since the last one."""
@@ -417,6 +421,25 @@ class StateFile:
         except OSError as error:
             raise StateError(f"state file {self.path}: cannot read it: {error.strerror or error}") from None
         return decode(data, f"state file {self.path}")
+
+    def remove_leftovers(self) -> None:
+        """The temp files a run killed while writing a snapshot left beside the file (kill -9, the
+        OOM killer during a flood's snapshot): each is up to a whole snapshot, and a restart loop
+        filled the disk with them.  Only names ``write_atomic`` makes for this file, regular files."""
+        folder, base = os.path.split(os.path.realpath(self.path))
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+        for name in names:
+            middle = name[len(base) + 1:-4]
+            if name.startswith(base + ".") and name.endswith(".tmp") and len(middle) == 8 \
+                    and set(middle) <= _TEMP_LETTERS:
+                try:
+                    if stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode):
+                        os.unlink(os.path.join(folder, name))
+                except OSError:
+                    pass
 
     def discard(self) -> None:
         """``--state-reset``: forget what the file holds (a snapshot later writes a new one)."""
