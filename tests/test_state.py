@@ -494,3 +494,39 @@ def test_a_snapshot_cut_by_kill_9_leaves_no_temp_file_behind_the_next_start(tmp_
     rest = run_cli(ARGS + ["--state", str(path)], ndjson(INCIDENT[2:]))
     assert rest.returncode == 0 and len(alerts(rest.stdout)) == 1, rest.stderr
     assert sorted(os.listdir(folder)) == sorted(others + ["state.json"])
+
+
+TWO_TERMS = """title: two terms
+id: 5a0d3c3e-2f41-4c59-9d0e-3b7f6a1c2d4e
+logsource: {{product: windows}}
+detection:
+  server: {{EventID: 4104}}
+  client: {{EventID: 800}}
+  timeframe: 5m
+  condition: {}
+"""
+
+
+def test_a_legacy_rule_whose_terms_changed_places_discards_its_state_and_an_older_state_still_fits(tmp_path):
+    """A legacy window join numbers its terms in its condition's order, and the saved state held only
+    those numbers: after ``server and client`` became ``client and server`` a saved server event
+    counted as a client one (a client event then alerted with no server in the window).  The terms'
+    labels are in the state now; a state written before them is read as before."""
+    path, rule = str(tmp_path / "state.json"), tmp_path / "two.yml"
+    args = ARGS + ["--join", "window", "--rule", str(rule), "--state", path]
+    rule.write_text(TWO_TERMS.format("server and client"))
+    first = run_cli(args, ndjson(INCIDENT[:1]))  # the server event, held
+    assert first.returncode == 0 and alerts(first.stdout) == []
+    saved = json.loads(open(path, "rb").read())
+    rule.write_text(TWO_TERMS.format("client and server"))
+    swapped = run_cli(args, ndjson([flat_event(40, "cli02", "client", 4104, record_id=9)]))  # a second server
+    assert swapped.returncode == 0 and alerts(swapped.stdout) == []
+    assert b"discarded the saved state of 1 correlation" in swapped.stderr
+    # the same state as an older build wrote it (no labels), the rule unchanged: taken back
+    for correlation in saved["correlations"].values():
+        del correlation["spec"]["labels"]
+    open(path, "w").write(json.dumps(saved))
+    rule.write_text(TWO_TERMS.format("server and client"))
+    older = run_cli(args, ndjson(INCIDENT[1:2]))  # the client event completes it
+    assert older.returncode == 0 and b"discarded" not in older.stderr
+    assert [e["record_id"] for e in alerts(older.stdout)[0]["sigma"]["events"]] == [1, 2]

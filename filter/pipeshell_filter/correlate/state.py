@@ -129,6 +129,9 @@ def describe(spec) -> dict:
         described["absent"] = [list(ref.key) for ref in spec.absent]
     if spec.chained:
         described["chained"] = list(spec.chained)
+    labels = [ref.label for ref in spec.rules + spec.absent if ref.term is not None]
+    if labels:  # a legacy rule's terms are numbered in its condition's order: which term is which
+        described["labels"] = labels
     return ujson.loads(ujson.dumps(described))
 
 
@@ -179,7 +182,12 @@ def capture(correlator) -> dict:
 
 
 def same_spec(correlator, data) -> bool:
-    return isinstance(data, dict) and data.get("spec") == describe(correlator.spec)
+    if not isinstance(data, dict):
+        return False
+    saved, now = data.get("spec"), describe(correlator.spec)
+    if isinstance(saved, dict) and "labels" not in saved:  # saved by a build that did not write them
+        now.pop("labels", None)
+    return saved == now
 
 
 def restore(correlator, data: dict) -> None:
