@@ -493,7 +493,7 @@ def test_a_snapshot_cut_by_kill_9_leaves_no_temp_file_behind_the_next_start(tmp_
         (folder / name).write_text("not ours")
     rest = run_cli(ARGS + ["--state", str(path)], ndjson(INCIDENT[2:]))
     assert rest.returncode == 0 and len(alerts(rest.stdout)) == 1, rest.stderr
-    assert sorted(os.listdir(folder)) == sorted(others + ["state.json"])
+    assert sorted(os.listdir(folder)) == sorted(others + ["state.json", "state.json.lock"])
 
 
 TWO_TERMS = """title: two terms
@@ -530,3 +530,34 @@ def test_a_legacy_rule_whose_terms_changed_places_discards_its_state_and_an_olde
     older = run_cli(args, ndjson(INCIDENT[1:2]))  # the client event completes it
     assert older.returncode == 0 and b"discarded" not in older.stderr
     assert [e["record_id"] for e in alerts(older.stdout)[0]["sigma"]["events"]] == [1, 2]
+
+
+def test_a_second_process_on_the_same_state_file_waits_for_the_first_and_goes_on_from_its_state(tmp_path):
+    """Two filters on one state file each wrote their own windows over the other's, the last one
+    winning in silence (a reload that starts the new filter before the old one has gone): the second
+    now waits for the first to end, says so, then takes its state back.  A signal ends the wait."""
+    path = str(tmp_path / "state.json")
+    whole = run_cli(ARGS, ndjson(INCIDENT))
+    first = start(path)
+    try:
+        send_and_see(first, INCIDENT[:2])
+        second = start(path)
+        second.stdin.write(ndjson(INCIDENT[2:]))
+        second.stdin.close()
+        line = second.stderr.readline()  # said before it waits
+        assert line.startswith(b"pipeshell-filter: state file ") and b"in use by another" in line
+        time.sleep(0.5)
+        assert second.poll() is None  # still waiting: the first holds the file
+        third = start(path)
+        assert b"in use by another" in third.stderr.readline()
+        third.send_signal(signal.SIGTERM)  # ends its wait, and leaves the state alone
+        assert third.wait(timeout=30) == 0
+        first.stdin.close()  # end of input: a pause, the state written, the first ends
+        assert first.wait(timeout=30) == 0
+        out = second.stdout.read()
+        second.wait(timeout=60)
+    finally:
+        for process in (first, second, third):
+            process.kill()
+    assert second.returncode == 0
+    assert alerts(out) == alerts(whole.stdout)  # the incident the first saw half of, whole

@@ -24,6 +24,7 @@ on those episodes again.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
 import stat
@@ -429,6 +430,29 @@ class StateFile:
         except OSError as error:
             raise StateError(f"state file {self.path}: cannot read it: {error.strerror or error}") from None
         return decode(data, f"state file {self.path}")
+
+    _lock = None  # the open lock file, held while the process lives
+
+    def take(self, say) -> None:
+        """One process per state file: two would each write their own windows over the other's,
+        the last one winning in silence.  A second one waits for the first to end (a reload that
+        starts the new filter before the old one has gone), said once through ``say``; a signal
+        ends the wait as it ends start-up.  The lock is ``flock`` on ``FILE.lock`` beside the
+        file (of its target, through a link), left there; where it cannot be made (a directory
+        not writable), no lock, and the snapshot says what is wrong."""
+        try:
+            fd = os.open(os.path.realpath(self.path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"state file {self.path}: in use by another pipeshell-filter; waiting for it to end")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks
+            os.close(fd)
+            return
+        self._lock = fd
 
     def remove_leftovers(self) -> None:
         """The temp files a run killed while writing a snapshot left beside the file (kill -9, the
