@@ -561,3 +561,24 @@ def test_a_second_process_on_the_same_state_file_waits_for_the_first_and_goes_on
             process.kill()
     assert second.returncode == 0
     assert alerts(out) == alerts(whole.stdout)  # the incident the first saw half of, whole
+
+
+def test_a_state_file_reset_cannot_remove_is_a_usage_error(tmp_path, monkeypatch):
+    """``--state-reset`` on a file it cannot remove (a read-only file system) said nothing and went on:
+    the file stayed, and the next run took the old state back.  Now one line and exit 2."""
+    from pipeshell_filter.cli import UsageProblem, resume_state
+    path = tmp_path / "state.json"
+    assert run_cli(ARGS + ["--state", str(path)], ndjson(INCIDENT[:2])).returncode == 0
+    kept = path.read_bytes()
+
+    def read_only(target, *args, **kwargs):
+        raise OSError(30, "Read-only file system", target)
+
+    with open(os.devnull, "wb") as sink:
+        monkeypatch.setattr(state_module.os, "unlink", read_only)
+        with pytest.raises(UsageProblem, match=r"state\.json: --state-reset cannot remove it: Read-only file system$"):
+            resume_state(new_filter(sink, 0, "alerts"), str(path), 0, True)
+    assert path.read_bytes() == kept
+    monkeypatch.undo()
+    reset = run_cli(ARGS + ["--state", str(path), "--state-reset"], ndjson(INCIDENT[2:]))  # removable: removed
+    assert reset.returncode == 0 and alerts(reset.stdout) == [] and json.loads(path.read_bytes())["lines"] == 1

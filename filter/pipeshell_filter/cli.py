@@ -463,12 +463,17 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
     state_file.remove_leftovers()  # the one process of this file: a temp file found is a dead run's
     stream_filter.keep_state(state_file)
     if reset:
-        state_file.discard()
+        try:
+            state_file.discard()
+        except StateError as error:
+            state_file.release()
+            raise UsageProblem(str(error)) from None
         return
     try:
         saved = state_file.load()
         messages = stream_filter.resume(saved) if saved is not None else []
     except StateError as error:
+        state_file.release()
         text = str(error) if str(error).startswith("state file") else f"state file {path}: {error}"
         raise UsageProblem(f"{text}; --state-reset discards it") from None
     for message in messages:

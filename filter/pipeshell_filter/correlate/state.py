@@ -454,6 +454,12 @@ class StateFile:
             return
         self._lock = fd
 
+    def release(self) -> None:
+        """Let the next process have the file (``take``): a run that ends by refusing it."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
     def remove_leftovers(self) -> None:
         """The temp files a run killed while writing a snapshot left beside the file (kill -9, the
         OOM killer during a flood's snapshot): each is up to a whole snapshot, and a restart loop
@@ -474,11 +480,16 @@ class StateFile:
                     pass
 
     def discard(self) -> None:
-        """``--state-reset``: forget what the file holds (a snapshot later writes a new one)."""
+        """``--state-reset``: forget what the file holds (a snapshot later writes a new one).  A file
+        that cannot be removed (a read-only file system) is a StateError: left there, the next run
+        would take it back."""
         try:
             os.unlink(self.path)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
+        except OSError as error:
+            raise StateError(f"state file {self.path}: --state-reset cannot remove it: "
+                             f"{error.strerror or error}") from None
 
     def due(self) -> bool:
         return self.clock() >= self.next_due
