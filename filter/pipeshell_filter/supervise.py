@@ -22,9 +22,12 @@ process starts the members as a pipe chain (each one's stdout the next one's std
 * **Nothing outlives the unit.**  Each member leads its own session, so a terminal's Ctrl-C
   reaches the supervisor alone (which then stops the chain in order) and a member's own
   children can be found: when a member ends, whatever is left of its process group is killed
-  (it could hold the pipe open, and the next member would never see end of input).  On Linux a
-  member gets SIGTERM if the supervisor itself dies (``PR_SET_PDEATHSIG``).  A member that
-  leaves its session (a daemon) escapes this; systemd's cgroup does not let it escape.
+  (it could hold the pipe open, and the next member would never see end of input).  On Linux the
+  first member gets SIGTERM if the supervisor itself dies (``PR_SET_PDEATHSIG``), and the others
+  end as in a stop, by end of input in order: a SIGTERM to every member at once would drop what
+  is in the pipes after the collector stored its position past it.  A first member that ignores
+  SIGTERM, or leaves a child holding its output open, then keeps the chain running, and a member
+  that leaves its session (a daemon) escapes; systemd's cgroup does not let them escape.
 * Exit status 0 also when the first member ends with status 0 and every later one follows,
   in order, with 0: a finished replay.
 """
@@ -144,11 +147,11 @@ def _signal_group(pid: int, number: int) -> None:
         pass
 
 
-def _die_with(parent: int):
-    """A ``preexec_fn``: the member gets SIGTERM when the supervisor dies (Linux), and does not
-    start at all if it already has."""
+def _die_with(parent: int, front: bool):
+    """A ``preexec_fn``: the member does not start at all if the supervisor has already died; the
+    ``front`` member gets SIGTERM when it dies (Linux), the later ones get end of input then."""
     prctl = None
-    if sys.platform.startswith("linux"):
+    if front and sys.platform.startswith("linux"):
         try:
             import ctypes
 
@@ -236,7 +239,7 @@ class Supervisor:
             read_end, write_end = (None, None) if last else os.pipe()
             try:
                 member.process = subprocess.Popen(member.argv, stdin=feed, stdout=write_end, start_new_session=True,
-                                                  preexec_fn=_die_with(os.getpid()),
+                                                  preexec_fn=_die_with(os.getpid(), member is self.members[0]),
                                                   env=dict(os.environ, **{SUPERVISED: "1"}))
             except (OSError, subprocess.SubprocessError) as error:
                 reason = getattr(error, "strerror", None) or str(error)
