@@ -262,14 +262,17 @@ def send_and_see(process, events):
         assert process.stdout.readline()
 
 
-def test_sigterm_mid_incident_then_a_restart_on_the_rest_gives_the_alert(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=lambda number: number.name)
+def test_sigterm_mid_incident_then_a_restart_on_the_rest_gives_the_alert(tmp_path, stop):
+    """SIGHUP (a hang-up, or what ``run`` itself takes as a stop) too: killed by it, the filter
+    saved no state, and the restart never alerted."""
     path = str(tmp_path / "state.json")
     whole = run_cli(ARGS, ndjson(INCIDENT))
     assert len(alerts(whole.stdout)) == 1
     process = start(path)
     try:
         send_and_see(process, INCIDENT[:2])
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         out, err = process.communicate(timeout=30)
     finally:
         process.kill()

@@ -68,7 +68,7 @@ def _send(out, tag: bytes, data: bytes) -> None:
 
 
 def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
-    for number in (signal.SIGTERM, signal.SIGINT):
+    for number in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGINT)):
         signal.signal(number, signal.SIG_IGN)
     try:
         import ctypes

@@ -253,6 +253,7 @@ def _become_worker(keep: tuple) -> None:  # pragma: no cover - runs in a forked 
     filter's end after the filter ended; stdin and stdout, unless kept, become /dev/null."""
     signal.set_wakeup_fd(-1)  # the parent's stop pipe is the parent's
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which ends us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a hang-up too (it reaches the whole process group)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     low = 3
     for fd in sorted(fd for fd in set(keep) if fd >= low):

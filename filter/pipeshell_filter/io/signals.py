@@ -1,4 +1,4 @@
-"""Signals: SIGTERM and Ctrl-C end the input as end of input does, never mid-record.
+"""Signals: SIGTERM, SIGHUP and Ctrl-C end the input as end of input does, never mid-record.
 
 ``Terminated`` is the way out at once (during start-up, or a second signal);
 ``StopRequest`` owns the signals while the stream runs and only sets a flag.
@@ -40,6 +40,8 @@ class StopRequest:
     at it between reads, and ``fd`` becomes readable so that a wait for input ends too.
     An exception raised from the handler instead could land anywhere: between a read
     and keeping its bytes, inside a write (a torn output line), inside a state update.
+    SIGHUP (a terminal or a session that went away) is one such request: killed by it, the
+    filter lost its pending alerts and the state since its last snapshot.
     A second signal is that exception (``Terminated``): the way out when the
     first cannot end the run, e.g. a consumer that stopped reading our output;
     one that comes while a record is being written ends the run once that record
@@ -49,7 +51,7 @@ class StopRequest:
     job ignores Ctrl-C): ``signal.set_wakeup_fd`` writes to the pipe behind ``fd``, and
     the previous handlers come back on exit."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self):
         self.requested = False
