@@ -644,3 +644,18 @@ def test_a_clean_end_seen_before_the_failure_above_it_ended_by_end_of_input(monk
     unit._reap()
     assert unit.cause is members[1]
     assert reports == ["member 2 (fail) exited with status 3; stopping the chain"]
+
+
+@pytest.mark.parametrize("script, reason", [(b"echo no interpreter line\n", "Exec format error"),
+                                            (b"#!/no/such/interpreter\necho x\n", "No such file or directory")])
+def test_a_member_the_system_cannot_run_is_exit_2_as_a_missing_one_is(tmp_path, script, reason):
+    """A program that exists but cannot be run (no ``#!`` line, an interpreter that is not there) ended
+    the unit with status 1, which systemd restarts until its start limit; like a missing program, it
+    will not run at the next start either: one line and status 2."""
+    program = tmp_path / "collector"
+    program.write_bytes(script)
+    program.chmod(0o755)
+    result = run_cli(["run", "--collect", str(program)], b"", timeout=WAIT)
+    assert result.returncode == 2
+    (line,) = result.stderr.decode().splitlines()
+    assert line == f"pipeshell-filter run: member 1 ({program}) cannot start: {reason}; stopping the chain"

@@ -34,6 +34,7 @@ process starts the members as a pipe chain (each one's stdout the next one's std
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import shlex
@@ -147,6 +148,10 @@ def _signal_group(pid: int, number: int) -> None:
         pass
 
 
+_CANNOT_RUN = frozenset((errno.ENOENT, errno.ENOEXEC, errno.EACCES, errno.ENOTDIR, errno.ELOOP, errno.EISDIR,
+                         errno.ENAMETOOLONG))
+
+
 def _die_with(parent: int, front: bool):
     """A ``preexec_fn``: the member does not start at all if the supervisor has already died; the
     ``front`` member gets SIGTERM when it dies (Linux), the later ones get end of input then."""
@@ -245,6 +250,9 @@ class Supervisor:
                 reason = getattr(error, "strerror", None) or str(error)
                 _report(f"{member.label()} cannot start: {reason}; stopping the chain")
                 self.cause = member
+                # a program that cannot be run (no interpreter, not a program, no permission) will not
+                # run at the next start either: a usage error (exit 2), which systemd does not restart
+                self.unrunnable = getattr(error, "errno", None) in _CANNOT_RUN
                 if read_end is not None:
                     os.close(read_end)
                 break
@@ -460,8 +468,10 @@ class Supervisor:
         if self.cause is not None:
             usage = self.cause is self.usage_member and self.cause.status is not None and \
                 os.WIFEXITED(self.cause.status) and os.WEXITSTATUS(self.cause.status) == 2
-            return 2 if usage else 1
+            return 2 if usage or self.unrunnable else 1
         return 1 if self.failed else 0
+
+    unrunnable = False  # a member could not be started, and never will be (``_start``)
 
 
 def supervise(members: Sequence[Member], grace: float = DEFAULT_GRACE, usage_member: Optional[Member] = None) -> int:
