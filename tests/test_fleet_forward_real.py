@@ -524,14 +524,15 @@ def test_the_aggregator_unit_stops_when_its_correlate_stage_dies(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # each agent's chain as one unit: integrations/README.md's `run` line for the fleet agent
 
-def agent_unit_recipe():
-    """The agent unit of integrations/README.md: (collector recipe, shipper recipe, filter options)."""
+def agent_unit_recipe(unit: bool = False):
+    """The agent unit of integrations/README.md: the filter options after ``--``; ``unit``: the
+    ``run`` options before ``--collect`` instead (its ``--grace``)."""
     with open(os.path.join(RECIPES, "..", "README.md"), encoding="utf-8") as handle:
-        (line,) = re.findall(r"`(pipeshell-filter run --collect 'fluent-bit -c fluent-bit/collect-tail\.yaml'"
-                             r" --ship 'fluent-bit -c fluent-bit/fleet-agent\.yaml' -- [^`]+)`", handle.read())
+        (line,) = re.findall(r"`(pipeshell-filter run (?:--grace \S+ )?--collect 'fluent-bit -c fluent-bit/"
+                             r"collect-tail\.yaml' --ship 'fluent-bit -c fluent-bit/fleet-agent\.yaml' -- [^`]+)`",
+                             handle.read())
     words = shlex.split(line)
-    at = words.index("--")
-    return words[at + 1:]
+    return words[2:words.index("--collect")] if unit else words[words.index("--") + 1:]
 
 
 class AgentUnit:
@@ -551,8 +552,8 @@ class AgentUnit:
         self.collect = str(collect)
         self.ship = agent_config(self.dir, "out")
         self.events = self.dir / "out" / "events.ndjson"
-        self.argv = COMMAND + ["run", "--collect", f"{FLUENT_BIT} -c {self.collect}",
-                               "--ship", f"{FLUENT_BIT} -c {self.ship}", "--"] + agent_unit_recipe() + ["--agent", agent]
+        self.argv = COMMAND + ["run", *agent_unit_recipe(unit=True), "--collect", f"{FLUENT_BIT} -c {self.collect}",
+                               "--ship", f"{FLUENT_BIT} -c {self.ship}", "--", *agent_unit_recipe(), "--agent", agent]
         self.process = None
 
     def start(self):
@@ -599,6 +600,13 @@ class AgentUnit:
 def test_the_agent_unit_runs_the_agent_recipe_filter_options():
     """The README's agent unit gives its match stage the options of fleet-agent.yaml's command line."""
     assert agent_unit_recipe() == agent_command("x")[len(COMMAND):-2]
+    # its --grace leaves the shipper its own grace (for a down aggregator) after the front drained
+    (option, seconds) = agent_unit_recipe(unit=True)
+    with open(os.path.join(RECIPES, "fleet-agent.yaml"), encoding="utf-8") as handle:
+        shipper_grace = yaml.safe_load(handle)["service"]["grace"]
+    with open(os.path.join(RECIPES, "collect-tail.yaml"), encoding="utf-8") as handle:
+        collector_grace = yaml.safe_load(handle)["service"]["grace"]
+    assert option == "--grace" and float(seconds) >= shipper_grace + collector_grace + 5
 
 
 @needs_fluent_bit
