@@ -451,6 +451,9 @@ def test_two_pipes_is_error(text):
         "median(x) > 2",
         "near sel",
         "count(Computer) > 1e3",
+        "count() by Computer,User > 2",
+        "count(User,Image) > 2",
+        "count(User) by Computer, > 2",
     ],
 )
 def test_garbage_after_pipe_is_error(agg):

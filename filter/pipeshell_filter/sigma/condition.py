@@ -226,6 +226,10 @@ def parse_aggregation(text: str) -> Aggregation:
     field = match.group("field") or None
     if function != "count" and field is None:
         raise ConditionError(f"{function}() needs a field")
+    for name in (field, match.group("group")):  # 'by Computer,User' grouped every event under one absent field
+        if name is not None and "," in name:
+            raise ConditionError(f"an aggregation takes one field, not {_short(name)} (several: a correlation "
+                                 "document's group-by)")
     threshold = float(match.group("threshold"))
     if abs(threshold) > MOST_THRESHOLD:  # a double would make it infinite, and alerts invalid JSON
         raise ConditionError(f"aggregation threshold {match.group('threshold')[:40]} is beyond 1e300")
