@@ -326,6 +326,22 @@ def test_condition_list_is_or_of_parts():
     assert plan.expression == Or((Ref("a"), Ref("b")))
 
 
+@pytest.mark.parametrize("parts", [["a and (b", "c)"], ["a) or (b", "c"], ["a", "(b", "c)"]])
+def test_each_condition_of_a_list_is_parsed_on_its_own(parts):
+    """Joined as text, one condition's '(' closed in the next: ['a and (b', 'c)'] loaded as
+    '(a and b) or c' and alerted on c alone."""
+    detection = {"a": {"x": 1}, "b": {"y": 2}, "c": {"z": 3}, "condition": parts}
+    with pytest.raises(RuleError) as excinfo:
+        make_plan(detection)
+    assert_one_line_rule_error(excinfo, f"condition {2 if parts[0] == 'a' else 1} of the list:")
+
+
+def test_a_condition_of_a_list_nests_as_deep_as_one_alone():
+    deep = "(" * 100 + "a" + ")" * 100
+    assert make_plan({"a": {"x": 1}, "condition": deep}).expression == Ref("a")
+    assert make_plan({"a": {"x": 1}, "b": {"y": 2}, "condition": [deep, "b"]}).expression == Or((Ref("a"), Ref("b")))
+
+
 # ---------------------------------------------------------------- join modes
 
 

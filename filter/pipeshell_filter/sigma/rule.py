@@ -20,7 +20,8 @@ import attrs
 
 from ..dirwalk import files_under
 from ..yamlfile import YamlProblem, load_yaml
-from .condition import MOST_THRESHOLD, And, Condition, ConditionError, Not, parse_condition, top_level_terms
+from .condition import (MOST_THRESHOLD, And, Condition, ConditionError, Not, Or, parse_condition,
+                        top_level_terms)
 from .correlation import DOCUMENT_KINDS, FIELD_KINDS, OPERATORS
 
 def parse_duration(text) -> Optional[int]:
@@ -351,11 +352,14 @@ def rule_from_document(data, source: str, builtin: bool = False) -> Rule:
             raise RuleError(f"rule {source}: 'condition' list must hold strings")
         if len(condition_text) > 1 and any("|" in c for c in condition_text):
             raise RuleError(f"rule {source}: a list of conditions cannot use '|' aggregations")
-        condition_text = " or ".join(f"({c})" for c in condition_text) if len(condition_text) > 1 else condition_text[0]
-    if not isinstance(condition_text, str):
+        condition_text = condition_text if len(condition_text) > 1 else condition_text[0]
+    if not isinstance(condition_text, (str, list)):
         raise RuleError(f"rule {source}: 'condition' must be a string")
     try:
-        condition, near = near_condition(condition_text)
+        if isinstance(condition_text, list):
+            condition, near = condition_list(condition_text), None
+        else:
+            condition, near = near_condition(condition_text)
         if condition is None:
             condition = parse_condition(condition_text)
     except ConditionError as error:
@@ -417,6 +421,18 @@ def _duration(value, what: str, source: str) -> int:
     if ns > MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000:
         raise RuleError(f"rule {source}: {what} {shown(value)} is longer than {MAX_TIMEFRAME_DAYS} days")
     return ns
+
+
+def condition_list(texts: list) -> Condition:
+    """A list of conditions: each parsed on its own, then OR-ed (a condition's parentheses cannot
+    pair with the next one's, as they did when the texts were joined: ``['a and (b', 'c)']``)."""
+    parts = []
+    for number, text in enumerate(texts, 1):
+        try:
+            parts.append(parse_condition(text).expression)
+        except ConditionError as error:
+            raise ConditionError(f"condition {number} of the list: {error}") from None
+    return Condition(text=" or ".join(f"({t})" for t in texts), expression=Or(tuple(parts)), aggregation=None)
 
 
 _NEAR = re.compile(r"\s*near\s", re.IGNORECASE)
