@@ -105,8 +105,10 @@ def build_spec(s):
 
 
 def to_detection(record):
+    """From one of three hosts: with a single source no time is vouched for (``clock``), so the
+    watermark never moved before ``flush`` and the streaming evaluation went untested."""
     time, rule, fields, ident, terms = record
-    return Detection(rule, time, None, terms, fields, {"ident": ident})
+    return Detection(rule, time, f"h{ident % 3}", terms, fields, {"ident": ident})
 
 
 def run_correlator(s, records, lateness=0):
