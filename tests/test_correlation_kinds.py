@@ -187,6 +187,24 @@ def test_order_independence_within_lateness(kind, data):
     assert shuffled == ordered == run_oracle(s, records)
 
 
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@given(data=st.data())
+def test_late_detections_never_join_an_episode_already_alerted(kind, data):
+    """Any arrival order, late detections included: a group's alert takes none of the detections
+    up to the time of its previous alert (firing consumes them, and a late one in a consumed
+    episode is dropped, not evaluated at the watermark), and a group's alerts come in time order."""
+    s = data.draw(SPECS[kind], label="spec")
+    records = data.draw(RECORDS, label="detections")
+    stream = data.draw(st.permutations(records), label="arrival")
+    hits, _ = run_correlator(s, stream, data.draw(LATENESS, label="lateness"))
+    time_of = {r[3]: r[0] for r in records}
+    last = {}
+    for t, group, idents, _ in hits:
+        previous = last.get(group, float("-inf"))
+        assert t > previous and all(time_of[i] > previous for i in idents), (t, group, previous)
+        last[group] = t
+
+
 # ------------------------------------------------------------------ hand-computed cases
 
 def case(kind, rules, timespan, bounds, records, group_by=(), field=None, require_each=False):
