@@ -43,8 +43,8 @@ def lines_of(events):
             for seconds, host, kind, event_id, ident in events]
 
 
-def new_filter(sink, lateness, emit, state_path=None):
-    stream_filter = Filter(Engine(PLANS, RESOLVER, lateness * NS), Output(sink.fileno()),
+def new_filter(sink, lateness, emit, state_path=None, early=False):
+    stream_filter = Filter(Engine(PLANS, RESOLVER, lateness * NS, early=early), Output(sink.fileno()),
                            Diagnostics(io.StringIO()), emit, clock=lambda: 0)
     if state_path is not None:
         state_file = StateFile(state_path, 0)
@@ -73,19 +73,19 @@ def feed(stream_filter, data: bytes, stop_at=None, keep_open=False) -> int:
 
 
 def run_once(data: bytes, lateness: int, emit: str, state_path=None, stop_at=None, whole=None,
-             keep_open=False) -> tuple:
+             keep_open=False, early=False) -> tuple:
     """A fresh process, as it were: (output, alerts written at the end)."""
     with tempfile.TemporaryFile() as sink:
-        stream_filter = new_filter(sink, lateness, emit, state_path)
+        stream_filter = new_filter(sink, lateness, emit, state_path, early)
         at_end = feed(stream_filter, whole if stop_at is not None else data, stop_at, keep_open)
         sink.seek(0)
         return sink.read(), at_end
 
 
-def run_paused(parts, lateness, emit, state_path) -> bytes:
+def run_paused(parts, lateness, emit, state_path, early=False) -> bytes:
     """One Filter that pauses (end of input with --state) between the parts and goes on."""
     with tempfile.TemporaryFile() as sink:
-        stream_filter = new_filter(sink, lateness, emit, state_path)
+        stream_filter = new_filter(sink, lateness, emit, state_path, early)
         for part in parts:
             feed(stream_filter, part)
         sink.seek(0)
@@ -121,16 +121,18 @@ def cut_streams(draw):
 
 
 @given(cut_streams(), st.sampled_from([0, 30, 400]), st.sampled_from(["alerts", "all"]),
-       st.sampled_from(["end", "stop", "stop-keep"]))
-def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_factory, case, lateness, emit, how):
+       st.sampled_from(["end", "stop", "stop-keep"]), st.booleans())
+def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_factory, case, lateness, emit, how,
+                                                                      early):
     """``stop-keep``: the stop leaves the windows open (``--on-stop keep``), so the restarts are
-    invisible whatever was pending, byte for byte."""
+    invisible whatever was pending, byte for byte.  ``early`` (``--early-alerts``): the events of an
+    episode alerted early stay taken across a restart (not restoring them went unnoticed)."""
     events, cuts = case
     lines = lines_of(events)
     folder = tmp_path_factory.mktemp("state")
     data = b"".join(lines)
-    whole, _ = run_once(data, lateness, emit, str(folder / "whole.json"))
-    assert whole == run_once(data, lateness, emit)[0]  # --state changes nothing in one run
+    whole, _ = run_once(data, lateness, emit, str(folder / "whole.json"), early=early)
+    assert whole == run_once(data, lateness, emit, early=early)[0]  # --state changes nothing in one run
     path = str(folder / "state.json")
     outputs, paused_with_alerts = [], False
     bounds = [0] + cuts + [len(lines)]
@@ -139,9 +141,9 @@ def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_fa
         last = i == len(bounds) - 2
         if how != "end" and not last:  # the rest is still there: a stop request ends the run
             output, at_end = run_once(None, lateness, emit, path, len(part), part + b"".join(lines[end:]),
-                                      keep_open=how == "stop-keep")
+                                      keep_open=how == "stop-keep", early=early)
         else:
-            output, at_end = run_once(part, lateness, emit, path)
+            output, at_end = run_once(part, lateness, emit, path, early=early)
         outputs.append(output)
         paused_with_alerts |= bool(at_end) and not last
         saved = json.load(open(path))
@@ -156,7 +158,7 @@ def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_fa
     else:
         # a pause's flush alerted on some episodes early: they stay consumed after the restore
         parts = [b"".join(lines[start:end]) for start, end in zip(bounds, bounds[1:])]
-        assert b"".join(outputs) == run_paused(parts, lateness, emit, str(folder / "paused.json"))
+        assert b"".join(outputs) == run_paused(parts, lateness, emit, str(folder / "paused.json"), early)
     assert_no_event_alerts_twice(alert_records(b"".join(outputs)))
 
 
