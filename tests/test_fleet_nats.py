@@ -376,9 +376,19 @@ def test_records_the_stream_discarded_before_the_correlator_read_them_are_told_a
         process = subprocess.Popen(COMMAND + ["--stage", "correlate", "--nats", server.url, "--state",
                                               str(tmp_path / "state.json"), *LATENESS],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(2.0)
+        # stopped once it has read past the gap (a fixed 2 s was not enough on a busy machine: the
+        # stop came while it was connecting, and nothing had been read)
+        said = []
+        reader = threading.Thread(target=lambda: said.extend(process.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + WAIT
+        while not any(b"before they were read" in line for line in said) and time.monotonic() < deadline \
+                and process.poll() is None:
+            time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
-        err = process.communicate(timeout=WAIT)[1].decode()
+        process.wait(timeout=WAIT)
+        reader.join(timeout=WAIT)
+        err = b"".join(said).decode()
     assert process.returncode == 0, err
     assert f"messages 1-{last - 4} of stream PIPESHELL were discarded by the stream's limits before they were read" \
         in err
