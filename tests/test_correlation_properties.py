@@ -176,3 +176,23 @@ def test_late_events_never_crash_and_are_counted(stream, lateness):
     correlator.flush()
     assert correlator.late == late_expected
     assert 0 <= correlator.late_dropped <= correlator.late
+
+
+@given(st.lists(st.one_of(st.tuples(st.just("see"), st.integers(0, 600), st.integers(1, 3), st.sampled_from("abc")),
+                          st.tuples(st.just("advance"), st.integers(-100, 700))), max_size=60),
+       st.integers(0, 60), st.integers(0, 120))
+def test_the_watermark_never_moves_back_and_what_it_returns_is_before_it(steps, lateness, timeframe):
+    """Whatever calls it, in any order (events, and the idle pause's or the fleet's ``advance`` to a
+    time that can be behind the sources' own): the watermark never moves back, so a window it has
+    evaluated is never reopened; every hit returned is at a time before the watermark."""
+    correlator = legacy_correlator(2, timeframe * NS, Aggregation("count", "Computer", None, ">", 1), lateness * NS)
+    before = correlator.watermark
+    for i, step in enumerate(steps):
+        if step[0] == "see":
+            _, t, mask, host = step
+            hits = correlator.observe(detection(t * NS, mask, host, i))
+        else:
+            hits = correlator.advance(step[1] * NS)
+        assert correlator.watermark >= before
+        assert all(hit.time < correlator.watermark for hit in hits)
+        before = correlator.watermark
