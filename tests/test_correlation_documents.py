@@ -34,7 +34,6 @@ from pipeshell_filter.sigma.rule import CorrelationRule, Rule, RuleError, parse_
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "sigma")
 SPEC = os.path.join(SHARED, "spec")
-SIGMAHQ = os.path.join(SHARED, "sigmahq")
 ALERT_SCHEMA = json.load(open(os.path.join(REPO, "filter", "pipeshell_filter", "schema", "alert.schema.json")))
 RESOLVER = make_resolver("auto", None, None)
 BASE = 1_600_000_000  # event times: BASE + seconds
@@ -68,7 +67,7 @@ SCHEMA_EXAMPLES = sorted(glob.glob(os.path.join(SPEC, "tests", "schema", "correl
 
 
 # The specification comes from the shared checkout beside the repository (CI has it); without it
-# these tests are skipped, as the SigmaHQ ones are.
+# these tests are skipped.
 needs_spec = pytest.mark.skipif(not os.path.isdir(SPEC), reason="the shared Sigma specification is absent")
 
 
@@ -135,26 +134,6 @@ def test_the_complete_example_chains_by_name(tmp_path):
     assert outer.spec.rules[0].rule == inner.spec.id == "a8418a5a-5fc4-46b5-b23b-6c73beb19d41"
     assert rule_set.quiet == {inner.spec.id, "53ba33fd-3a50-4468-a5ef-c583635cfa92",
                               "4d0a2c83-c62c-4ed4-b475-c7e23a9269b8"}
-
-
-def sigmahq_documents(pattern):
-    for path in glob.glob(os.path.join(SIGMAHQ, "rules*", "**", "*.yml"), recursive=True):
-        text = open(path, encoding="utf-8").read()
-        if re.search(pattern, text, re.M):
-            yield path, text
-
-
-def test_sigmahq_correlations_action_documents_and_near_rules_load():
-    """Whatever SigmaHQ's copy holds of the three (this copy: none of any) parses; a correlation
-    loads together with the rest of the public rule set it refers to."""
-    found = 0
-    for path, text in sigmahq_documents(r"^(correlation:|action:)|\|\s*near\s"):
-        found += 1
-        results = parse_rules(text, path)
-        assert not any(isinstance(r, RuleError) and ("correlation" in str(r) or "action" in str(r)
-                                                   or "near" in str(r)) for r in results), results
-    if not found:
-        pytest.skip("this SigmaHQ copy holds no correlation, action or near document")
 
 
 # ------------------------------------------------------------------ loading: errors
