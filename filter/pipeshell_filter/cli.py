@@ -459,7 +459,8 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
     if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero, a pipe: never read, replaced or removed
         raise UsageProblem(f"--state {path}: not a regular file")
     state_file = StateFile(path, interval)
-    state_file.take(_say)
+    say = stream_filter.diagnostics.note
+    state_file.take(say)
     state_file.remove_leftovers()  # the one process of this file: a temp file found is a dead run's
     stream_filter.keep_state(state_file)
     if reset:
@@ -477,16 +478,7 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
         text = str(error) if str(error).startswith("state file") else f"state file {path}: {error}"
         raise UsageProblem(f"{text}; --state-reset discards it") from None
     for message in messages:
-        _say(f"state file {path}: {message}")
-
-
-def _say(message: str) -> None:
-    """One line on stderr about the run, before the stream's diagnostics exist."""
-    try:
-        sys.stderr.write(f"pipeshell-filter: {message}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+        say(f"state file {path}: {message}")
 
 
 def build_prefilter(plans: List[Plan], engine: str, unknown_logsource: str = "match", also=()) -> tuple:
