@@ -177,6 +177,7 @@ def test_final_line_without_newline_and_crlf():
     (["--max-line-bytes", "99999999999999999999"], "--max-line-bytes"),  # was a traceback with two --input
     (["--max-record-bytes", str(1 << 63)], "--max-record-bytes"),
     (["--workers", "100000"], "--workers"),
+    (["--line-field", ""], "--line-field"),  # an unset variable in a unit file: was read as the key ""
 ])
 def test_bad_options_exit_2_with_one_line(args, message):
     result = run_cli(args)

@@ -301,6 +301,8 @@ def run(
         raise UsageProblem("--agents must be between 0 and 100000")
     if agent is not None and not agent.strip():
         raise UsageProblem("--agent must not be empty")
+    if line_field == "":  # an unset variable in a unit's command line, not the key "" of any collector
+        raise UsageProblem("--line-field must not be empty")
     check_seconds(("--stats-interval", stats_interval), ("--state-interval", state_interval))
     if not 1 <= partitions <= 1024:  # checked when unused too: a typo is told at once, not when --nats is added
         raise UsageProblem("--partitions must be between 1 and 1024")
