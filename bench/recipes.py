@@ -16,7 +16,7 @@ paths, db and state files are adapted exactly as there, the filter options are t
   ship.yaml" -- <the README unit's options>``, the tail input reading DIR/logs/*.ndjson
 * fleet:   ``cat FILE | pipeshell-filter --stage match ... | fluent-bit -c fleet-agent.yaml`` (one agent)
   forwarding to ``fluent-bit -c fleet-aggregator.yaml | pipeshell-filter --stage correlate ... >
-  alerts.ndjson``
+  alerts.ndjson`` (the options of the recipe's ``pipeshell-filter run`` unit, as a plain pipe)
 
 1. Delivery (every filtered run): a slice of the bench corpus (--events, 2 incidents per 100,000);
    lines in events.ndjson against input lines, alerts in alerts.ndjson against those
@@ -254,8 +254,10 @@ def fleet_setup(tmp):
     env = dict(os.environ, PIPESHELL_AGGREGATOR_HOST="127.0.0.1", PIPESHELL_AGGREGATOR_LISTEN="127.0.0.1",
                PIPESHELL_AGGREGATOR_PORT=str(port))
     agent_yaml = fwd.agent_config(tmp, "agent-a")
-    args = fwd.recipe_command(fwd.AGGREGATOR_RECIPE,
-                              r"fluent-bit -c fleet-aggregator\.yaml\s*\|\s*pipeshell-filter\s+([^|>\n]+?)\s*>>")
+    # the recipe runs the aggregator as one unit (``pipeshell-filter run --collect 'fluent-bit -c
+    # fleet-aggregator.yaml' -- OPTIONS``); here its correlate stage, with those options, reads a pipe
+    args = fwd.recipe_command(fwd.AGGREGATOR_RECIPE, r"pipeshell-filter run --collect 'fluent-bit -c "
+                              r"fleet-aggregator\.yaml' --\s+([^|>\n]+?)\s*>>")
     args[args.index("--state") + 1] = str(tmp / "correlate.state.json")
     return port, env, agent_yaml, FILTER + args
 

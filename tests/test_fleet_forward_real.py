@@ -18,6 +18,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from clitools import COMMAND, children
+from clitools import COMMAND, REPO, children
 from test_fleet_shards import comparable
 from test_fluentbit_real import (FLUENT_BIT, RECIPES, SAMPLE, SAMPLE_HOSTS, WAIT, is_alert, needs_fluent_bit,
                                  read_output, sample_lines, without_sigma)
@@ -607,6 +608,18 @@ def test_the_agent_unit_runs_the_agent_recipe_filter_options():
     with open(os.path.join(RECIPES, "collect-tail.yaml"), encoding="utf-8") as handle:
         collector_grace = yaml.safe_load(handle)["service"]["grace"]
     assert option == "--grace" and float(seconds) >= shipper_grace + collector_grace + 5
+
+
+def test_the_recipes_benchmark_gives_the_aggregator_the_recipe_options(tmp_path):
+    """bench/recipes.py times the fleet recipe with the correlate options of fleet-aggregator.yaml's
+    command line.  It looked for them in a shell pipe the recipe no longer has (it is a ``run`` unit
+    now), and the whole benchmark stopped at the fleet recipe with a ValueError."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import recipes
+
+    correlate = recipes.fleet_setup(tmp_path)[3]
+    assert correlate[:len(recipes.FILTER)] == recipes.FILTER
+    assert correlate[len(recipes.FILTER):] == correlate_command(tmp_path)[len(COMMAND):-3]
 
 
 @needs_fluent_bit
