@@ -225,16 +225,20 @@ class Detector:
     def fields_expected(self, view) -> frozenset:
         """The fields read by the rules routed to this event that were written for its kind of
         event (their condition or their log source names EventIDs): fields its data should have.
-        Rules for any event of a log (a product, a channel) read fields many of its events lack."""
-        routed = self._route(view)
-        found = self._route_fields.get(routed)
+        Rules for any event of a log (a product, a channel) read fields many of its events lack;
+        so do a rule's selections for other EventIDs (the built-in rule's ``Payload``, 4103's,
+        in a 4104)."""
+        routed, event_ids = self._route(view), view.folded("EventID")
+        found = self._route_fields.get((routed, event_ids))
         if found is None:
             if len(self._route_fields) >= self.MAX_ROUTES:
                 self._route_fields.clear()
             plans, wanted = self.plans, self._wanted_ids
-            found = self._route_fields[routed] = frozenset().union(*(
-                plans[i].fields_read for i in routed
+            found = frozenset().union(*(
+                plans[i].fields_read_by(event_ids) for i in routed
                 if wanted[i] is not None or plans[i].logsource is not None and plans[i].logsource.event_ids is not None))
+            if sum(map(len, event_ids)) <= 64:  # as ``_route``: no hostile megabyte of EventID kept as a key
+                self._route_fields[routed, event_ids] = found
         return found
 
     def detect(self, event: dict, line: int = 0, only=None) -> List[Detection]:
