@@ -228,7 +228,7 @@ def run(
     max_record: int = typer.Option(DEFAULT_MAX_RECORD, "--max-record-bytes", metavar="BYTES",
                                    help="With --non-json wrap, no output line is longer (bigger ones are cut "
                                    "into a pipeline_error record)."),
-    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="Processes that prefilter a "
+    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="Processes that prefilter and match a "
                                           "regular-file input in parallel (0: none). Default: one per CPU, up to "
                                           f"{parallel.MAX_WORKERS}; none on a single CPU."),
     stage: Stage = typer.Option(Stage.all, "--stage", help="all: detect and correlate; match: detect only, writing "
@@ -243,17 +243,18 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
     state: Optional[str] = typer.Option(None, "--state", metavar="FILE", help="Keep the correlation state in "
                                         "this file across restarts: restored at start, saved every "
-                                        "--state-interval, on SIGTERM/Ctrl-C and at end of input, which becomes "
-                                        "a pause (windows stay open for the next run); events are taken once."),
+                                        "--state-interval, on SIGTERM, SIGHUP or Ctrl-C and at end of input, which "
+                                        "becomes a pause (windows stay open for the next run); events are taken once."),
     state_interval: float = typer.Option(10.0, "--state-interval", metavar="SECONDS",
-                                         help="With --state, snapshot this often (0: only at the end)."),
+                                         help="With --state, snapshot this often (0: only on a signal and at "
+                                         "the end)."),
     state_reset: bool = typer.Option(False, "--state-reset", help="With --state, discard the saved state "
                                      "(one this build cannot use, or on purpose) and start afresh."),
-    on_stop: OnStop = typer.Option(OnStop.flush, "--on-stop", help="With --state, what SIGTERM/Ctrl-C does with "
-                                   "windows still open: flush: their alerts are written now, as at end of input; "
-                                   "keep: they stay in the state and the next run alerts when its watermark passes "
-                                   "them, as one run would have (for a shipper that stops reading when it is "
-                                   "stopped: Fluent Bit's exec input)."),
+    on_stop: OnStop = typer.Option(OnStop.flush, "--on-stop", help="With --state, what SIGTERM, SIGHUP or Ctrl-C "
+                                   "does with windows still open: flush: their alerts are written now, as at end "
+                                   "of input; keep: they stay in the state and the next run alerts when its "
+                                   "watermark passes them, as one run would have (for a shipper that stops reading "
+                                   "when it is stopped: Fluent Bit's exec input)."),
     heartbeat: float = typer.Option(5.0, "--heartbeat", metavar="SECONDS", help="With --stage match: write a "
                                     "heartbeat record (the agent's time) each time the input's event time moved "
                                     "this far, and this often while live input waits, so that a correlate stage "
