@@ -526,6 +526,12 @@ def test_keyword_keys_refuse_modifiers_that_need_a_field():
     ("a|re", "(a)\\1", ["bad pattern"]),
     ("a|base64", "a*", ["|base64", "wildcards"]),
     ("a|base64offset|contains", "a", ["base64offset", "2 bytes"]),
+    # windash after an encoding has no dash of the text left to rewrite (it crashed spelling an en dash
+    # into UTF-16 bytes for base64)
+    ("a|wide|windash|base64offset|contains", "a-enc", ["windash", "before |wide"]),
+    ("a|utf16be|windash|contains", "a-enc", ["windash", "before |utf16be"]),
+    ("a|base64|windash", "a-enc", ["windash", "before |base64"]),
+    ("a|windash|wide|windash|base64", "/", ["windash", "before |wide"]),
     ("a|cidr", "10.0.0.300/8", ["cidr", "not an IP network"]),
     ("a|gte", "ten", ["gte", "needs a number"]),
     ("a|fieldref", 3, ["fieldref", "name of another field"]),

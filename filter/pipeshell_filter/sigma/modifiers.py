@@ -482,6 +482,9 @@ class ModifierSpec:
             raise ModifierError(f"|{compares[0]} and |neq contradict each other")
         if "cased" in used and "i" in re_flags(names):
             raise ModifierError("|cased and |i contradict each other")
+        encoding = next((m for at, m in enumerate(names) if m in UTF16 + BASE64 and "windash" in names[at + 1:]), None)
+        if encoding:  # its dashes are characters of the text: after an encoding there are none to find
+            raise ModifierError(f"|windash must come before |{encoding} (it rewrites the text, not its encoding)")
         if keyword:
             if kind not in _KEYWORD_KINDS or "neq" in used:
                 raise ModifierError(f"|{types[0] if kind not in _KEYWORD_KINDS else 'neq'} needs a field name")
