@@ -293,6 +293,28 @@ def test_neq_on_a_list_is_the_complement_of_equality_on_the_list(values, leaves,
     assert selects({"F|neq": values}, {"F": field_value}) == (not equal)
 
 
+
+@FAST
+@given(st.lists(st.text("aAb", min_size=1, max_size=2), min_size=1, max_size=3),
+       st.one_of(st.text("aAb", max_size=3), st.lists(st.text("aAb", max_size=2), max_size=3)),
+       st.sampled_from(["", "|contains"]))
+def test_neq_all_is_the_negation_of_all(values, field_value, mode):
+    """``|neq`` negates what the key would say without it; with ``|all`` that is "not every value
+    matches" (pySigma: NOT of the AND), not "no value matches" as ``|all`` was once ignored."""
+    every = selects({f"F{mode}|all": values}, {"F": field_value})
+    assert selects({f"F{mode}|neq|all": values}, {"F": field_value}) == (not every)
+    assert not selects({f"F{mode}|neq|all": values}, {"F": None})
+    assert not selects({f"F{mode}|neq|all": values}, {"G": field_value})
+
+
+def test_neq_all_on_a_command_line():
+    selection = {"CommandLine|neq|contains|all": [" -a", " -b"]}
+    assert selects(selection, {"CommandLine": "tool -a"})  # it does not hold both
+    assert not selects(selection, {"CommandLine": "tool -A -b"})
+    assert not selects({"A|fieldref|neq|all": ["B", "C"]}, {"A": "x", "B": "X", "C": "x"})
+    assert selects({"A|fieldref|neq|all": ["B", "C"]}, {"A": "x", "B": "x", "C": "y"})
+    assert not selects({"A|fieldref|neq": ["B", "C"]}, {"A": "x", "B": "x", "C": "y"})
+
 # ---------------------------------------------------------------- date parts
 
 

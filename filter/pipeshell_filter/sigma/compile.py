@@ -178,8 +178,8 @@ def _compile_map(mapping: dict, where: str, placeholders: Optional[dict] = None)
         if not field:  # keywords: each must occur with |all, any of them otherwise
             groups = [(t,) for t in tests] if spec.all else [tests]
             matchers += [KeywordKeyMatcher(_spelled_out(group)) for group in groups]
-        elif spec.neq:  # no leaf of the field matches any value
-            matchers.append(FieldMatcher(field, tuple(mods), tests, True, False, neq=True))
+        elif spec.neq:  # no leaf of the field matches any value (|all: not every value is matched)
+            matchers.append(FieldMatcher(field, tuple(mods), tests, not spec.all, False, neq=True))
         else:
             matchers.append(FieldMatcher(field, tuple(mods), tests if spec.all else _spelled_out(tests), spec.all,
                                          accepts_null))
@@ -191,7 +191,8 @@ def _fieldref_matcher(field: str, mods: tuple, values: list, spec: ModifierSpec,
         if not isinstance(value, str) or not value:
             raise RuleError(f"{at}: |fieldref needs the name of another field, not {shown(value)}")
     refs = tuple(FieldRef(spec.mode, value, spec.cased) for value in values)
-    return FieldRefMatcher(field, mods, refs, spec.all or spec.neq, spec.neq)
+    # |neq differs from every field named; |neq|all negates |all: it differs from one of them at least
+    return FieldRefMatcher(field, mods, refs, spec.all != spec.neq, spec.neq)
 
 
 def _never(view) -> bool:

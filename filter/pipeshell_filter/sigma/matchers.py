@@ -186,7 +186,8 @@ class FieldMatcher:
     accepts_null: bool  # a null rule value: field absent or JSON null
     exists: Optional[bool] = None  # the |exists modifier
     any_of: AnyOf = attrs.field(default=None, eq=False, repr=False)
-    # |neq: ``tests`` are the values negated, each to hold on every leaf (none of them matches a value)
+    # |neq: ``tests`` are the values negated, to hold on every leaf: each of them (require_all: no value
+    # matches), or one of them (|neq|all, the negation of |all: some value matches no leaf)
     neq: bool = attrs.field(default=False, kw_only=True)
 
     # Neither |exists, |all, |neq nor a null value: an absent or null field has no leaves, on
@@ -195,9 +196,10 @@ class FieldMatcher:
     test: object = attrs.field(init=False, default=None, eq=False, repr=False)  # ``matches``, specialised
 
     def __attrs_post_init__(self):
-        if self.any_of is None and not self.require_all:
+        if self.any_of is None and not self.require_all and not self.neq:
             object.__setattr__(self, "any_of", AnyOf(self.tests))
-        object.__setattr__(self, "plain", self.exists is None and not self.require_all and not self.accepts_null)
+        object.__setattr__(self, "plain", self.exists is None and not self.require_all and not self.accepts_null
+                           and not self.neq)
         object.__setattr__(self, "test", self._test())
 
     def _test(self):
@@ -229,7 +231,9 @@ class FieldMatcher:
             return self.accepts_null and not (self.require_all and self.tests)
         if self.neq:
             texts = view.leaves(field)
-            return all(test(t) for test in self.tests for t in texts)
+            if self.require_all:
+                return all(test(t) for test in self.tests for t in texts)
+            return any(all(test(t) for t in texts) for test in self.tests)
         if self.require_all:
             texts = view.leaves(field)
             return all(any(test(t) for t in texts) for test in self.tests) and bool(self.tests)
