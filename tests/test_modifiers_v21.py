@@ -744,6 +744,10 @@ def test_re_dollar_before_a_final_newline():
     assert compiled("mimikatz$", "re")("invoke mimikatz\n")
     assert not compiled("mimikatz$", "re")("invoke mimikatz\nx")
     assert compiled(r"cost\$", "re")("cost$5") and not compiled("[$]$", "re")("x")
+    # quoted text is characters, a $ in it too (it was rewritten into the quote: never matched)
+    assert compiled(r"\Qcost$5\E", "re")("the cost$5") and not compiled(r"\Qcost$5\E", "re")("the cost")
+    assert compiled(r"\Qa$", "re")("a$") and compiled(r"\Qa\E$", "re")("a\n")
+    assert selects({"F|re": [r"\Qx$\E", "y$"]}, {"F": "x$z"})
     assert compiled("[[:alpha:]$]x$", "re")("$x\n")  # a $ in a class with a POSIX class: a character
     assert compiled("a$", "re", "m")("a\nb") and compiled("(?m)a$", "re")("a\nb")  # multiline: as RE2 reads it
     # an escaped paren made optional before a word with an m is no (?m (it turned the reading off)

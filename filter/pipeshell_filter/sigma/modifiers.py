@@ -299,15 +299,21 @@ def pcre_dollar(pattern: str, flags: str) -> str:
     """``pattern`` with each ``$`` as PCRE (Sigma's flavour) reads it without ``m``: at the end, or
     before a final newline.  RE2's ``$`` is the end only, so it becomes ``(?:\\n?\\z)``: the same
     answer to whether the text holds a match, except for a ``$`` followed by a newline in the
-    pattern, which PCRE alone can match.  An escaped ``\\$`` and one in a class are characters; a
-    ``$`` where an inline ``m`` is in force (``(?m)`` to its group's end, ``(?m:...)``) is left."""
+    pattern, which PCRE alone can match.  An escaped ``\\$``, one in a class and one quoted
+    (``\\Q$\\E``) are characters; a ``$`` where an inline ``m`` is in force (``(?m)`` to its group's
+    end, ``(?m:...)``) is left."""
     if "$" not in pattern:
         return pattern
     out, at, end = [], 0, len(pattern)
     multiline = ["m" in flags]  # per open group: whether m is in force
     while at < end:
         char = pattern[at]
-        if char == "\\":  # an escape: the next character with it
+        if pattern.startswith("\\Q", at):  # quoted text up to \E (or the end): every $ in it a character
+            close = pattern.find("\\E", at + 2)
+            close = end if close < 0 else close + 2
+            out.append(pattern[at:close])
+            at = close
+        elif char == "\\":  # an escape: the next character with it
             out.append(pattern[at:at + 2])
             at += 2
         elif char == "[":  # a class, whole: a ``]`` first (after ``^``) is in it, so is ``[:name:]``
