@@ -748,6 +748,10 @@ def test_re_dollar_before_a_final_newline():
     assert compiled(r"\Qcost$5\E", "re")("the cost$5") and not compiled(r"\Qcost$5\E", "re")("the cost")
     assert compiled(r"\Qa$", "re")("a$") and compiled(r"\Qa\E$", "re")("a\n")
     assert selects({"F|re": [r"\Qx$\E", "y$"]}, {"F": "x$z"})
+    # a quote left open runs to the end of its pattern, not into the next value's (one search of all three
+    # was the text "x)|(?:a)|(?:\Qy" between two groups)
+    assert selects({"F|re": [r"\Qx", "a", r"\Qy\E"]}, {"F": "a"})
+    assert selects({"F|re": [r"\Qx", "a", r"\Qy\E"]}, {"F": "x"})
     assert compiled("[[:alpha:]$]x$", "re")("$x\n")  # a $ in a class with a POSIX class: a character
     assert compiled("a$", "re", "m")("a\nb") and compiled("(?m)a$", "re")("a\nb")  # multiline: as RE2 reads it
     # an escaped paren made optional before a word with an m is no (?m (it turned the reading off)

@@ -41,11 +41,16 @@ def _needs_non_ascii(test) -> bool:
 def _regex_groups(tests: list) -> tuple:
     """``|re`` values of one matcher as few RE2 searches: ``(?flags:p1)|(?flags:p2)`` holds where
     one of them does (each pattern is a whole regex on its own, so its group closes it; flags
-    stay inside it).  A group RE2 refuses is searched one by one."""
+    stay inside it).  A group RE2 refuses is searched one by one, and so is a pattern with a
+    ``\\Q``: its quote may run on past its group, to a ``\\E`` of a later pattern, and the whole still
+    be a regex (of other text)."""
     by_flags = {}
-    for test in tests:
-        by_flags.setdefault(test.flags, []).append(test)
     found = []
+    for test in tests:
+        if "\\Q" in test.needle:
+            found.append(_found(test.search))
+        else:
+            by_flags.setdefault(test.flags, []).append(test)
     for flags, group in by_flags.items():
         if len(group) > 1:
             try:
