@@ -6,9 +6,11 @@ import signal
 import subprocess
 import threading
 import time
+import zlib
 
 import pytest
 from evtx import PyEvtxParser
+from hypothesis import given, settings, strategies as st
 
 from clitools import COMMAND, alerts, children, ndjson, run_cli
 from eventgen import CLIENT, SERVER, flat_event
@@ -293,3 +295,60 @@ def test_merged_files_are_ordered_by_the_line_the_filter_reads(tmp_path, wrap):
     result = run_cli(args)
     assert result.returncode == 0 and b" late" not in result.stderr, result.stderr
     assert [sorted(a["related"]["hosts"]) for a in alerts(result.stdout)] == [["b", "d", "e"]]
+
+
+def _wrapped(data: bytes, newest: int) -> bytes:
+    """``data`` as Windows leaves a full log that wrapped around: its ``newest`` last chunks were
+    written over the oldest ones, at the start of the file (the header names the oldest chunk)."""
+    header, size = 4096, 65536
+    chunks = [data[header + i * size:header + (i + 1) * size] for i in range((len(data) - header) // size)]
+    rotated = chunks[-newest:] + chunks[:-newest]
+    head = bytearray(data[:header])
+    head[8:24] = newest.to_bytes(8, "little") + (newest - 1).to_bytes(8, "little")  # oldest, current chunk
+    head[124:128] = zlib.crc32(bytes(head[:120])).to_bytes(4, "little")
+    return bytes(head) + b"".join(rotated)
+
+
+def test_a_log_that_wrapped_around_is_read_oldest_chunk_first(tmp_path):
+    """A full log reuses its oldest chunk: the newest records came first in the file, and were read
+    first, so a correlation's watermark jumped to them and the episode in the older chunks was late
+    (no alert, its hosts blamed for a wrong clock)."""
+    events = ATTACK + _many(400)[4:] + [powershell(600, "2026-11-01T13:00:00Z", "srv09.corp", "server", 4104),
+                                        powershell(601, "2026-11-01T13:00:10Z", "cli09.corp", "client", 4104),
+                                        powershell(602, "2026-11-01T13:00:20Z", "cli08.corp", "client", 4104)]
+    events.sort(key=lambda event: event["record_id"])
+    ordered, wrapped = tmp_path / "ordered.evtx", tmp_path / "wrapped.evtx"
+    write_evtx(str(ordered), events)
+    wrapped.write_bytes(_wrapped(ordered.read_bytes(), 2))
+    expected = run_cli(["--emit", "all", "--input", str(ordered)])
+    assert len(alerts(expected.stdout)) == 2, expected.stderr
+    result = run_cli(["--emit", "all", "--input", str(wrapped)])
+    assert result.returncode == 0 and b"late" not in result.stderr, result.stderr
+    assert result.stdout == expected.stdout
+
+
+@settings(max_examples=25)
+@given(count=st.integers(1, 500), newest=st.integers(0, 8), damaged=st.one_of(st.none(), st.integers(0, 8)))
+def test_the_chunks_of_any_wrapped_log_are_read_in_record_order(tmp_path_factory, count, newest, damaged):
+    """Whatever chunk a full log wrapped at, and with one chunk zeroed, the records come out in the
+    order they were written, the zeroed chunk's reported, and no other lost."""
+    from pipeshell_filter.io.evtx_chunks import evtx_records
+    folder = tmp_path_factory.mktemp("wrapped")
+    ordered, wrapped = folder / "ordered.evtx", folder / "wrapped.evtx"
+    write_evtx(str(ordered), _many(count))
+    data = ordered.read_bytes()
+    chunks = (len(data) - 4096) // 65536
+    data = bytearray(_wrapped(data, newest % chunks) if newest % chunks else data)
+    if damaged is not None:
+        damaged %= chunks
+        data[4096 + damaged * 65536:4096 + (damaged + 1) * 65536] = bytes(65536)
+    wrapped.write_bytes(bytes(data))
+    reports = []
+    ids = [json.loads(line)["Event"]["System"]["EventRecordID"]
+           for line in evtx_records(str(wrapped), lambda where, message: reports.append((where, message)))]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    if damaged is None:
+        assert ids == list(range(100, 100 + count)) and reports == []
+    else:
+        assert reports == [(f"{wrapped} chunk {damaged + 1}", "not an EVTX chunk (damaged or zeroed); its records "
+                                                               "are lost")]

@@ -201,31 +201,36 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
     said, whole = chunk_count(path)
     if whole < said:  # the parser skips a cut chunk in silence (a copy taken while Windows was writing)
         report(path, f"EVTX file truncated: {whole} of {said} chunks complete; records of the cut chunk are lost")
+    chunks = []  # (first record number, index, last record number) of each chunk
     with open(path, "rb") as handle:
         for index in range(whole):
             handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
             head = handle.read(24)
-            where = f"{path} chunk {index + 1}"
             if head[:8] != CHUNK_MAGIC:
                 if index < said:  # written, yet not a chunk: zeroed or overwritten
-                    report(where, "not an EVTX chunk (damaged or zeroed); its records are lost")
+                    report(f"{path} chunk {index + 1}", "not an EVTX chunk (damaged or zeroed); its records are lost")
                 continue  # past what the header says: space not used yet
-            first, last = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
-            expected = last - first + 1 if 0 <= last - first < MOST_RECORDS else None
-            records, damaged, ended = reader.chunk(path, index, stop)
-            for message in damaged[:10]:
-                report(where, f"damaged EVTX record skipped ({message})")
-            if ended == "stopped":  # the run is stopping: what was read goes on, nothing more is read
-                yield from records
-                return
-            if ended != "done":
-                why = f"was stuck on this chunk (no answer in {reader.stuck:g} s)" if ended == "stuck" else \
-                    f"died on this chunk ({_status(reader.died)})"
-                report(where, f"the EVTX parser {why}; stopped after {len(records)} records, the rest of the chunk "
-                              "is lost")
-            elif expected is not None and len(records) + len(damaged) < expected:
-                report(where, f"{expected - len(records)} of its {expected} records could not be read")
+            chunks.append((int.from_bytes(head[8:16], "little"), index, int.from_bytes(head[16:24], "little")))
+    # A full log wraps around: Windows overwrites its oldest chunk, so the newest records may come
+    # first in the file.  Read in file order, a correlation's watermark jumped to the newest events
+    # and every older chunk's events were late.  The chunks are read in the order of their records.
+    for first, index, last in sorted(chunks):
+        where = f"{path} chunk {index + 1}"
+        expected = last - first + 1 if 0 <= last - first < MOST_RECORDS else None
+        records, damaged, ended = reader.chunk(path, index, stop)
+        for message in damaged[:10]:
+            report(where, f"damaged EVTX record skipped ({message})")
+        if ended == "stopped":  # the run is stopping: what was read goes on, nothing more is read
             yield from records
+            return
+        if ended != "done":
+            why = f"was stuck on this chunk (no answer in {reader.stuck:g} s)" if ended == "stuck" else \
+                f"died on this chunk ({_status(reader.died)})"
+            report(where, f"the EVTX parser {why}; stopped after {len(records)} records, the rest of the chunk "
+                          "is lost")
+        elif expected is not None and len(records) + len(damaged) < expected:
+            report(where, f"{expected - len(records)} of its {expected} records could not be read")
+        yield from records
 
 
 def _status(status: Optional[int]) -> str:
