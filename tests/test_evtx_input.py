@@ -91,8 +91,15 @@ def test_damaged_evtx_is_reported_not_fatal(tmp_path):
     path.write_bytes(data[:4096 + 512 + 100])  # the header and a chunk cut in the middle of its records
     result = run_cli(["--emit", "all", "--input", str(path)])
     assert result.returncode == 0, result.stderr
-    assert f"{path}: EVTX file truncated: 0 of 1 chunks complete".encode() in result.stderr
+    assert f"{path}: EVTX file truncated: 0 of 1 chunks complete; the records of the missing chunk are lost".encode() \
+        in result.stderr
     assert b"Traceback" not in result.stderr
+    write_evtx(str(path), _many(300))  # 8 chunks, cut inside the second: 7 lost, not "the cut chunk"
+    path.write_bytes(path.read_bytes()[:4096 + 65536 + 30000])
+    result = run_cli(["--emit", "all", "--input", str(path)])
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert f"{path}: EVTX file truncated: 1 of 8 chunks complete; the records of the 7 missing chunks are " \
+           "lost".encode() in result.stderr, result.stderr
 
 
 def test_not_an_evtx_file_with_the_suffix_is_a_usage_error(tmp_path):

@@ -200,7 +200,9 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
     reader = reader or _READER
     said, whole = chunk_count(path)
     if whole < said:  # the parser skips a cut chunk in silence (a copy taken while Windows was writing)
-        report(path, f"EVTX file truncated: {whole} of {said} chunks complete; records of the cut chunk are lost")
+        missing = said - whole
+        report(path, f"EVTX file truncated: {whole} of {said} chunks complete; the records of the "
+                     f"{'missing chunk' if missing == 1 else f'{missing} missing chunks'} are lost")
     chunks = []  # (first record number, index, last record number) of each chunk
     with open(path, "rb") as handle:
         for index in range(whole):
