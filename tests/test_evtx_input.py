@@ -168,6 +168,25 @@ def test_every_record_a_damaged_chunk_loses_is_reported(tmp_path):
             assert f"chunk 1: {lost} of its {lost} records could not be read".encode() in result.stderr
 
 
+
+def test_every_damaged_record_of_a_chunk_is_counted(tmp_path):
+    """Only the first 10 damaged records of a chunk were reported: a chunk of 41 bad records said 10
+    and counted 10 problems, the other 31 lost without a word."""
+    path = tmp_path / "damaged.evtx"
+    write_evtx(str(path), _many(300))
+    data = bytearray(path.read_bytes())
+    chunk, offset, bad = 4096, 512, 0
+    while data[chunk + offset:chunk + offset + 4] == b"**\0\0":  # each record of chunk 1: its BinXML broken
+        data[chunk + offset + 24] = 0x77
+        offset += int.from_bytes(data[chunk + offset + 4:chunk + offset + 8], "little")
+        bad += 1
+    path.write_bytes(bytes(data))
+    assert bad > 10
+    result = run_cli(["--emit", "all", "--input", str(path)])
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 300 - bad, result.stderr
+    assert f"skipped: {bad} EVTX problems".encode() in result.stderr, result.stderr
+    assert b"further ones rate-limited" in result.stderr and b"Traceback" not in result.stderr
+
 def _spinning_file(tmp_path):
     source = os.path.join(SIGMAHQ, "regression_data", "rules", "windows", "builtin", "security",
                           "win_security_susp_scheduled_task_delete_or_disable",

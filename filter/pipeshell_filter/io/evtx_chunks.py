@@ -220,7 +220,7 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
         where = f"{path} chunk {index + 1}"
         expected = last - first + 1 if 0 <= last - first < MOST_RECORDS else None
         records, damaged, ended = reader.chunk(path, index, stop)
-        for message in damaged[:10]:
+        for message in damaged:  # each counted; the diagnostics limit how many are shown
             report(where, f"damaged EVTX record skipped ({message})")
         if ended == "stopped":  # the run is stopping: what was read goes on, nothing more is read
             yield from records
