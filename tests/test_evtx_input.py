@@ -378,3 +378,20 @@ def test_the_chunks_of_any_wrapped_log_are_read_in_record_order(tmp_path_factory
     else:
         assert reports == [(f"{wrapped} chunk {damaged + 1}", "not an EVTX chunk (damaged or zeroed); its records "
                                                                "are lost")]
+
+
+def test_an_evtx_file_whose_name_is_not_utf8_is_read(tmp_path):
+    """The parser was given the path: a file name that is no UTF-8 (a Windows share mounted with its
+    code page) was 'No such file or directory', a usage error when named, skipped in a directory."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    name = os.path.join(os.fsencode(logs), b"Sicherheit-\xe4nderungen.evtx")
+    write_evtx(os.fsdecode(name), ATTACK)
+    write_evtx(str(tmp_path / "same.evtx"), ATTACK)
+    expected = run_cli(["--emit", "all"], parser_lines(tmp_path / "same.evtx"))
+    assert len(alerts(expected.stdout)) == 1
+    for given in (os.fsdecode(name), str(logs)):
+        result = subprocess.run([os.fsencode(part) for part in COMMAND + ["--emit", "all", "--input", given]],
+                                capture_output=True, timeout=60)
+        assert result.returncode == 0 and b"EVTX" not in result.stderr, result.stderr
+        assert result.stdout == expected.stdout

@@ -106,12 +106,14 @@ def evtx_lines(path: str, report: Callable[[str, str], None], named: bool = True
         from evtx import PyEvtxParser
     except ImportError:
         raise InputError(f"{path}: reading .evtx needs the 'evtx' package (pip install evtx)") from None
-    try:
-        PyEvtxParser(path)  # the file header, read here: a file that is no EVTX is a usage error
+    try:  # the file header, read here: a file that is no EVTX is a usage error.  Opened by Python: given
+        with open(path, "rb") as handle:  # the path, the parser could not open a name that is no UTF-8
+            PyEvtxParser(handle)
     except (OSError, RuntimeError, ValueError) as error:
+        why = error.strerror.lower() if isinstance(error, OSError) and error.strerror else _first_line(error)
         if named:
-            raise InputError(f"cannot read EVTX file {path}: {error}") from None
-        report(path, f"not a readable EVTX file ({_first_line(error)}); file skipped")
+            raise InputError(f"cannot read EVTX file {path}: {why}") from None
+        report(path, f"not a readable EVTX file ({why}); file skipped")
         return
     try:
         yield from evtx_records(path, report, stop=stop)
