@@ -395,3 +395,18 @@ def test_an_evtx_file_whose_name_is_not_utf8_is_read(tmp_path):
                                 capture_output=True, timeout=60)
         assert result.returncode == 0 and b"EVTX" not in result.stderr, result.stderr
         assert result.stdout == expected.stdout
+
+
+def test_a_file_hard_linked_into_the_tree_is_read_once(tmp_path):
+    """Files were told apart by their real path: a hard link (a snapshot taken with cp -al) read
+    the same records twice, and the correlation counted each event twice."""
+    tree = tmp_path / "logs"
+    (tree / "daily.1").mkdir(parents=True)
+    write_evtx(str(tree / "Security.evtx"), ATTACK)
+    os.link(tree / "Security.evtx", tree / "daily.1" / "Security.evtx")
+    alone = run_cli(["--emit", "all", "--input", str(tree / "Security.evtx")])
+    for given in ([str(tree)], [str(tree / "daily.1" / "Security.evtx"), str(tree)]):
+        result = run_cli(["--emit", "all"] + [option for path in given for option in ("--input", path)])
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == alone.stdout
+        assert alerts(result.stdout)[0]["sigma"]["events_total"] == 3

@@ -29,21 +29,32 @@ class InputError(ValueError):
 
 def expand(paths: List[str]) -> Tuple[List[str], Set[str]]:
     """Paths as given, with each directory replaced by its event files (sorted, recursive, through
-    symbolic links); a file reached twice (a link to another file of the tree) is read once.  Also
-    the files only a directory named: one of them that is no EVTX file is skipped, not refused."""
+    symbolic links); a file reached twice (a symbolic or hard link to another file of the tree) is
+    read once.  Also the files only a directory named: one of them that is no EVTX file is skipped,
+    not refused."""
     files, seen, walked = [], set(), set()
-    named = {os.path.realpath(path) for path in paths if not os.path.isdir(path)}
+    named = {_identity(path) for path in paths if not os.path.isdir(path)}
     for path in paths:
         found = _walk(path) if os.path.isdir(path) else [path]
         for name in found:
             _check_readable(name)
-            real = os.path.realpath(name)
-            if real not in seen or name == "/dev/stdin":
-                seen.add(real)
+            identity = _identity(name)
+            if identity not in seen or name == "/dev/stdin":
+                seen.add(identity)
                 files.append(name)
-                if real not in named:
+                if identity not in named:
                     walked.add(name)
     return files, walked
+
+
+def _identity(path: str):
+    """The file itself, however it is named: a hard link, as a symbolic one, is the same file (read
+    twice, its events counted twice by a correlation)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return status.st_dev, status.st_ino
 
 
 def _walk(top: str) -> List[str]:
