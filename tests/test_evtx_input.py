@@ -410,3 +410,19 @@ def test_a_file_hard_linked_into_the_tree_is_read_once(tmp_path):
         assert result.returncode == 0, result.stderr
         assert result.stdout == alone.stdout
         assert alerts(result.stdout)[0]["sigma"]["events_total"] == 3
+
+
+def test_explain_events_says_a_damaged_evtx_file_lost_records(tmp_path):
+    """explain --events on a file with a zeroed chunk said '259 read' and nothing of the 41 records
+    lost: the answer to 'why did this correlation not fire' left out the likeliest reason."""
+    path = tmp_path / "zeroed.evtx"
+    write_evtx(str(path), _many(300))
+    data = bytearray(path.read_bytes())
+    data[4096 + 65536:4096 + 2 * 65536] = bytes(65536)
+    path.write_bytes(bytes(data))
+    result = run_cli(["explain", "--events", str(path)])
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.decode().splitlines()[0]
+    assert first.startswith("events    259 read, records lost to 1 EVTX problem (--input says which); "), first
+    write_evtx(str(path), _many(300))
+    assert run_cli(["explain", "--events", str(path)]).stdout.decode().startswith("events    300 read; lateness")

@@ -701,8 +701,12 @@ def _trace_events(engine: Engine, path: str) -> str:
     """``explain --events``: the file's events through ``engine`` as the filter runs a file
     (``explain.CorrelationTrace``)."""
     trace = CorrelationTrace(engine, "record" if inputs_module.is_evtx(path) else "line")
+
+    def lost(where: str, message: str) -> None:  # a damaged EVTX file: why a correlation may not fire
+        trace.lost += 1
+
     try:
-        for number, (_, line) in enumerate(inputs_module.labelled_lines(path, lambda where, message: None), 1):
+        for number, (_, line) in enumerate(inputs_module.labelled_lines(path, lost), 1):
             if isinstance(line, inputs_module.LongLine):
                 trace.unusable += 1
                 continue

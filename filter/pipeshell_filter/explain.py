@@ -326,7 +326,7 @@ class CorrelationTrace:
         self.best = {id(c): {} for c in self.correlators}  # group -> (rank, t, window_of)
         self.outside = {id(c): {} for c in self.correlators}  # input key -> lines met out of its logsource
         self.untimed = {id(c): [] for c in self.correlators}
-        self.events = self.unusable = 0
+        self.events = self.unusable = self.lost = 0  # lost: EVTX problems that cost records
         self._titles = {plan.rule.id: plan.rule.title for plan in engine.plans.values()}
         self._titles.update((c.spec.id, c.spec.title) for c in self.correlators)
         for correlator in self.correlators:
@@ -432,6 +432,8 @@ class CorrelationTrace:
     def report(self) -> str:
         blocks = [f"events    {self.events} read" + (f", {self.unusable} not a JSON object (skipped)"
                                                       if self.unusable else "")
+                  + (f", records lost to {self.lost} EVTX problem{'' if self.lost == 1 else 's'} (--input says "
+                     "which)" if self.lost else "")
                   + f"; lateness {self.engine.correlation.lateness_ns / NS:g}s; the end of input "
                   "makes every window final"]
         if not self.correlators:
