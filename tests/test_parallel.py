@@ -237,6 +237,39 @@ def test_workers_that_match_a_pipe_never_change_the_output(data, emit, workers, 
     assert run_piped(data, emit, workers, block_size, rules) == expected
 
 
+# Fluent Bit winevtlog events with their data by position only (no Event_Data_As_Map): a rule set with
+# a rule on their named fields says so of each (no_event_data_map), whether the event matched or not.
+UNMAPPED_RULES = [
+    {"title": "certutil", "id": "certutil", "logsource": {"product": "windows", "category": "process_creation"},
+     "detection": {"s": {"EventID": 1, "Image|endswith": "\\certutil.exe"}, "condition": "s"}},
+    {"title": "on ws1", "id": "on-ws1", "detection": {"s": {"EventID": 1, "Computer": "ws1"}, "condition": "s"}},
+]
+
+
+def _winevtlog(number: int, host: str, mapped: bool) -> bytes:
+    event = {"ProviderName": "Microsoft-Windows-Sysmon", "EventID": 1, "Computer": host, "EventRecordID": number,
+             "TimeCreated": "2026-12-03 10:00:%02d +0000" % (number % 60),
+             "Channel": "Microsoft-Windows-Sysmon/Operational",
+             "StringInserts": ["-", "2026", "{x}", 42, "C:\\Windows\\certutil.exe", "certutil -urlcache"]}
+    if mapped:
+        event["EventData"] = {"Image": "C:\\Windows\\certutil.exe", "CommandLine": "certutil -urlcache"}
+    return json.dumps(event).encode() + b"\n"
+
+
+@given(st.lists(st.tuples(st.sampled_from(["ws1", "ws2"]), st.booleans()), min_size=1, max_size=60),
+       st.sampled_from(["alerts", "all"]), st.integers(1, 3), st.integers(64, 2048), st.booleans())
+@settings(max_examples=25)  # forks workers per example
+def test_workers_say_what_one_process_says_of_events_without_their_data_map(events, emit, workers, size, piped):
+    """A detecting worker matched such a line and the parent, which says it, never saw it when nothing
+    matched: with workers (a rule set on a pipe by default) nothing was ever said of them."""
+    data = b"".join(_winevtlog(number, host, mapped) for number, (host, mapped) in enumerate(events))
+    rules = UNMAPPED_RULES + [LITERAL_FREE]
+    expected = run_piped(data, emit, 0, size, rules) if piped else run_rules(data, emit, 0, size, size, rules)
+    assert expected[2].get("no_event_data_map", 0) == sum(not mapped for _, mapped in events)
+    got = run_piped(data, emit, workers, size, rules) if piped else run_rules(data, emit, workers, size, size, rules)
+    assert got == expected
+
+
 def test_block_workers_give_results_in_order_and_share_the_bytes():
     """Blocks go to the least loaded worker (a reader's blocks alternate big and small), and
     results come back in the order the blocks were handed out, whatever the worker."""

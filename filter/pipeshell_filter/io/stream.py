@@ -1046,8 +1046,8 @@ class Filter:
             return
         if event.get("System").__class__ is str:  # Fluent Bit's winevtlog with Render_Event_As_XML
             self.diagnostics.report("xml_event", self._where(number), XML_EVENT)
-        elif "StringInserts" in event and "EventData" not in event:
-            self._check_event_data_map(event, number)
+        else:
+            self._say_event_data_map(self._event_data_map_problem(event), number)
         only = self._only(line)
         if self.stage == "match":
             sigma, detections = self.engine.match(event, number, only)
@@ -1070,22 +1070,30 @@ class Filter:
             self._write(line, event)
         self.write_alerts(outcome.alerts)
 
-    def _check_event_data_map(self, event: dict, number: int) -> None:
+    def _event_data_map_problem(self, event: dict) -> Optional[str]:
         """Fluent Bit's winevtlog without ``Event_Data_As_Map`` writes an event's data only as the
         positional ``StringInserts``: the fields its rules name (``Image``) are missing, and every rule
-        on them misses in silence.  Said for an event lacking a field that the rules written for its
-        kind of event read (``Detector.fields_expected``): events whose data have no names (PowerShell's
-        800) get no map either way, and their rules read ``Data``, which is ``StringInserts``."""
+        on them misses in silence.  What to say of an event lacking a field that the rules written for
+        its kind of event read (``Detector.fields_expected``), or None: events whose data have no names
+        (PowerShell's 800) get no map either way, and their rules read ``Data``, which is ``StringInserts``.
+        A detecting worker asks it too: the parent never sees a line that matched nothing."""
+        if "StringInserts" not in event or "EventData" in event:
+            return None
         inserts = event["StringInserts"]
         if inserts.__class__ is not list or not inserts or "ProviderName" not in event:
-            return
+            return None
         view = self.engine.resolver.view(event)
         if view.profile.name != "fluentbit-winevtlog":
-            return
+            return None
         unread = sorted(f for f in self.engine.detector.fields_expected(view) if view.get(f) is MISSING)
-        if unread:
-            shown = ", ".join(unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
-            self.diagnostics.report("no_event_data_map", self._where(number), NO_EVENT_DATA_MAP.format(shown))
+        if not unread:
+            return None
+        shown = ", ".join(unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
+        return NO_EVENT_DATA_MAP.format(shown)
+
+    def _say_event_data_map(self, problem: Optional[str], number: int) -> None:
+        if problem is not None:
+            self.diagnostics.report("no_event_data_map", self._where(number), problem)
 
     def _only(self, line: bytes):
         """The ``only`` of ``Engine.match`` for a line: with a rule set, the index is asked about
@@ -1391,9 +1399,10 @@ class Filter:
         """A detecting worker's part of ``process_line`` for the candidate lines of ``block[:end]``
         (every line when ``candidates`` is None): ``[(index, start, end, outcome)]`` for the lines
         the parent has to act on, in order, ``index`` counted from the block's first line.  The
-        outcome of a line that matched is the line enriched (None under ``--emit alerts``) and its
-        Detections as tuples; True or False, for a line the parent parses itself (as a candidate
-        or not), one to be diagnosed: diagnostics come from one process, in order."""
+        outcome of a line that matched is the line enriched (None under ``--emit alerts``), its
+        Detections as tuples and what the parent says of it (``_event_data_map_problem``); that alone
+        (a str) for a line that matched nothing; True or False, for a line the parent parses itself
+        (as a candidate or not), one to be diagnosed: diagnostics come from one process, in order."""
         marked = []
         if candidates is None:
             position = 0
@@ -1423,17 +1432,21 @@ class Filter:
             return True
         if not isinstance(event, dict) or event.get("System").__class__ is str:  # diagnosed by the parent
             return True
+        problem = self._event_data_map_problem(event)
         sigma, detections = self.engine.match(event, 0, self._only(line))
         if not detections:
-            return None
+            return problem
         return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,
-                [(d.rule, d.time, d.source, d.terms, d.fields, d.event) for d in detections])
+                [(d.rule, d.time, d.source, d.terms, d.fields, d.event) for d in detections], problem)
 
     def _take_detected(self, block: Optional[bytes], lines: int, marked: list) -> None:
         """A detecting worker's result for one block: its lines in order, the marked ones as
         ``detected`` says.  ``block`` may be None when it is not needed (``_needs_block``)."""
         first, position = self.lines, 0
         for index, start, stop, outcome in marked:
+            if outcome.__class__ is str:  # matched nothing, but is said something of: passed on with the rest
+                self._say_event_data_map(outcome, first + index + 1)
+                continue
             if self.emit == "all":
                 self.output.write(memoryview(block)[position:start])
             self.lines = first + index + 1
@@ -1441,7 +1454,8 @@ class Filter:
             if outcome.__class__ is bool:
                 self.process_line(block[start:stop], self.lines, outcome)
                 continue
-            enriched, found = outcome
+            enriched, found, problem = outcome
+            self._say_event_data_map(problem, first + index + 1)
             detections = []
             for rule, time_ns, source, terms, fields, reference in found:
                 reference["line"] = self.lines
