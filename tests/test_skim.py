@@ -10,6 +10,7 @@ quick way in use: a block of clean lines is vouched for.
 """
 
 import contextlib
+import io
 import json
 import random
 import re
@@ -21,6 +22,7 @@ import ujson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from pipeshell_filter.engine import Engine
 from pipeshell_filter.events import timeparse
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.events.timeparse import parse_time
@@ -404,6 +406,19 @@ def test_a_block_unwrapped_at_once_is_each_line_unwrapped(block):
     data, lines = block
     unwrapped = LineField("log").unwrap(data, lines)
     assert unwrapped is None or unwrapped == stream.unwrap_lines(data, 0, len(data), "log")
+
+
+def test_a_forwarded_line_too_dense_to_parse_is_not_unwrapped_in_a_block_either():
+    """``unwrap_line`` leaves a line of 1 MiB or more with more values than ``load_event`` parses as it
+    is; the block's one decode unwrapped it, so the same input came out otherwise read as merged files."""
+    commas = max(stream.MAX_VALUES, stream.DENSE_FROM) + 1
+    dense = json.dumps({"log": '{"EventID": 7, "x": "' + "," * commas + '"}'}).encode()
+    data = b'{"log": "{}"}\n' + dense + b"\n"
+    stream_filter = stream.Filter(Engine([], FieldResolver(builtin_profiles())), stream.Output(1),
+                                  stream.Diagnostics(io.StringIO()))
+    stream_filter.line_field = "log"
+    assert stream_filter._unwrap_lines(data, 0, len(data)) == stream.unwrap_lines(data, 0, len(data), "log") == \
+        b"{}\n" + dense + b"\n"
 
 
 def test_forwarded_lines_are_unwrapped_a_block_at_once():

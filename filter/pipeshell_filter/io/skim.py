@@ -299,11 +299,12 @@ class Skimmer:
 class LineField:
     """``--line-field``: ``unwrap(block, lines)`` is each line's text held in ``field``, as
     ``stream.unwrap_line`` gives it, for a whole block at once; None when the block is not all
-    JSON objects ujson reads (then each line is unwrapped alone)."""
+    JSON objects ujson reads (then each line is unwrapped alone).  ``longest``: a block with a line
+    this long or longer is left to ``unwrap_line`` too, which may refuse it (``stream.load_event``)."""
 
-    def __init__(self, field: str):
+    def __init__(self, field: str, longest: Optional[int] = None):
         self._objects = ObjectLines(msgspec.defstruct("LineField", [("f0", Any, _UNSET)], rename={"f0": field},
-                                                      gc=False))
+                                                      gc=False), longest=longest)
 
     def unwrap(self, block: bytes, lines: int) -> Optional[bytes]:
         decoded = self._objects.decode(block, lines)

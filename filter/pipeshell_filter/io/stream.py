@@ -750,7 +750,7 @@ class Filter:
         self._line_field = field
         if field is not None:
             from .skim import LineField
-            self._unwrapper = LineField(field)
+            self._unwrapper = LineField(field, DENSE_FROM)  # longer: maybe too dense for ``load_event``
 
     def process(self, kind: str, data: bytes, start: int, end: int) -> None:
         """One item from ``BlockReader``."""
