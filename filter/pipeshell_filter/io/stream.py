@@ -1046,7 +1046,7 @@ class Filter:
             return
         if event.get("System").__class__ is str:  # Fluent Bit's winevtlog with Render_Event_As_XML
             self.diagnostics.report("xml_event", self._where(number), XML_EVENT)
-        else:
+        elif "StringInserts" in event and "EventData" not in event:  # no call on every other event's way
             self._say_event_data_map(self._event_data_map_problem(event), number)
         only = self._only(line)
         if self.stage == "match":
@@ -1432,7 +1432,7 @@ class Filter:
             return True
         if not isinstance(event, dict) or event.get("System").__class__ is str:  # diagnosed by the parent
             return True
-        problem = self._event_data_map_problem(event)
+        problem = self._event_data_map_problem(event) if "StringInserts" in event else None
         sigma, detections = self.engine.match(event, 0, self._only(line))
         if not detections:
             return problem
