@@ -339,20 +339,15 @@ class Plan:
     def full_mask(self) -> int:
         return (1 << len(self.terms)) - 1
 
-    @property
-    def fields_read(self) -> frozenset:
-        """The event fields the selections name (a ``|fieldref``'s other field too): what a
-        collector's shape must carry for the rule to see the event as written."""
-        return self.fields_read_by(None)
-
-    def fields_read_by(self, event_ids: Optional[frozenset]) -> frozenset:
-        """``fields_read`` of the selections an event with these (folded) EventIDs can meet: one
-        whose guard wants other EventIDs (``EventID: 4103`` and ``Payload``) names no field of
-        this event.  None: every selection."""
+    def fields_read_by(self, event_ids: frozenset) -> frozenset:
+        """The event fields named (a ``|fieldref``'s other field too) by the selections an event
+        with these (folded) EventIDs can meet: what a collector's shape must carry for the rule to
+        see the event as written.  A selection whose guard wants other EventIDs (``EventID: 4103``
+        and ``Payload``) names no field of this event."""
         found = set()
         for selection in self.selections:
             guard = selection.guard
-            if event_ids is not None and guard is not None and guard[0] == "EventID" and guard[1].isdisjoint(event_ids):
+            if guard is not None and guard[0] == "EventID" and guard[1].isdisjoint(event_ids):
                 continue
             for group in selection.alternatives:
                 for matcher in group:

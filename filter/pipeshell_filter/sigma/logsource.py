@@ -65,8 +65,6 @@ from .rule import RuleError
 
 TABLE_PATH = os.path.join(os.path.dirname(__file__), "logsources.yml")
 
-POLICIES = ("match", "skip")
-
 _KEYS = ("product", "category", "service")
 
 

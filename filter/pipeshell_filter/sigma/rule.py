@@ -53,7 +53,6 @@ class RuleMetadata:
     title: str
     level: Optional[str]
     status: Optional[str]
-    description: Optional[str]
     author: Optional[str]
     tags: tuple
     references: tuple
@@ -402,7 +401,6 @@ def _metadata(data: dict, source: str) -> dict:
         "name": str(name).strip() if name is not None else None,
         "level": str(level) if level is not None else None,
         "status": data.get("status") if isinstance(data.get("status"), str) else None,
-        "description": data.get("description") if isinstance(data.get("description"), str) else None,
         "author": data.get("author") if isinstance(data.get("author"), str) else None,
         "tags": _string_list(data.get("tags"), "tags", source),
         "references": _string_list(data.get("references"), "references", source),
