@@ -175,8 +175,5 @@ class SourceClocks:
         if self.wall is not None:
             self.bound_by(self.wall)
 
-    def newest_of(self, source: Hashable):
-        return self._newest.get(source, NEVER)
-
     def __len__(self) -> int:
         return len(self._ranked)

@@ -417,7 +417,6 @@ class StateFile:
         self.interval = interval
         self.clock = clock
         self.next_due = clock() + interval if interval else float("inf")
-        self.last_size = None  # bytes of the last snapshot written
         self._last = None  # digest of the last snapshot written
 
     def load(self) -> Optional[dict]:
@@ -516,7 +515,6 @@ class StateFile:
             if digest != self._last:  # the same as the last one (nothing happened): not again
                 write_atomic(self.path, data)
                 self._last = digest
-                self.last_size = len(data)
         except OSError as error:
             return f"cannot write it: {error.strerror or error}"
         finally:
