@@ -63,8 +63,6 @@ PING_INTERVAL = 10
 # A consumer idle this long checks that its durable still exists (deleted by an operator, lost with a
 # server's store): pull requests to a missing consumer only time out.
 IDLE_CHECK = 10.0
-# JetStream API error codes that say it is not enabled (server, account): no retry helps.
-JETSTREAM_OFF = (10039, 10076)
 # The JetStream API errors with a code that waiting can cure: the system, a stream or a consumer not
 # available for now (incomplete results, no leader, not assigned, a raft hiccup, offline).  Every other
 # coded refusal is final: a stream gone or full, a configuration refused, limits reached.
