@@ -341,7 +341,7 @@ def run(
         from .io import fleet
         from .io.bus import BusError
 
-        bus, bus_errors = open_fleet_bus(nats, nats_prefix, stage, state, partitions, partition, bool(files)), BusError
+        bus, bus_errors = open_fleet_bus(nats, nats_prefix, stage, state, bool(files)), BusError
         bus.report = diagnostics.note  # a server that stays unreachable is said, not waited for in silence
         if stage is Stage.match:
             stream_filter.publisher = fleet.Publisher(bus, nats_prefix, partitions, engine.correlation.partition_key)
@@ -427,8 +427,7 @@ def check_seconds(*options: tuple) -> None:
             raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
 
 
-def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], partitions: int, partition: int,
-                   files: bool):
+def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], files: bool):
     """``--nats``: the checks, and the connection with both streams in place."""
     if stage is Stage.all:
         raise UsageProblem("--nats needs --stage match or --stage correlate")
