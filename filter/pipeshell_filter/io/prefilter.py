@@ -3,7 +3,7 @@
 Almost no event in a fleet's stream is PowerShell named-pipe activity, so the
 cost that matters is the cost of rejecting a line.  The compiled plan names, for
 every selection, literals one of which each match must contain (after case
-folding, see ``matching.fold``).  A line that holds none of them, in any case,
+folding, see ``values.fold``).  A line that holds none of them, in any case,
 cannot match any selection and never reaches the JSON parser.
 
 Why this is sound.  A matching event has a string whose case-folded form holds a

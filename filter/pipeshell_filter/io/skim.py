@@ -116,7 +116,7 @@ def _plans(resolver: FieldResolver) -> list:
 
 def _time_finder(plans: list, root: _Node, convert=parse_time):
     """``resolver.time`` over a decoded item: the first profile whose detect paths are all there
-    (or the last; or the one ``--field-profile`` fixes), then its first time path whose value
+    (or the last; or the one ``--profile`` fixes), then its first time path whose value
     parses.  ``--time-field``: that path alone.  What it returns is ``convert`` of that value
     (``parse_time``: its nanoseconds; ``frames.start_of``: its frame start), which is None
     where the value is no time."""

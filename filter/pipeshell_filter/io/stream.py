@@ -1226,7 +1226,7 @@ class Filter:
     _stats_next = None
 
     def send_heartbeats(self, agent: str, every: float, max_skew_ns: int) -> None:
-        """``--stage match`` on one agent of many: say how far the input has got (``agents.Progress``),
+        """``--stage match`` on one agent of many: say how far the input has got (``correlate.agents.Progress``),
         so that the correlate stage's time moves when nothing matches."""
         if self.stage != "match":
             raise ValueError("heartbeats come from a match stage")
