@@ -506,7 +506,7 @@ class Correlator:
     # ------------------------------------------------------------ introspection
 
     def held_times(self) -> list:
-        """Event times of everything held (pending and windowed); for tests and stats."""
+        """Event times of everything held (pending and windowed); for tests."""
         return [c.time for _, _, c in self._pending] + [t for t, _, _ in self._held]
 
     def window_of(self, group, events: bool = True) -> Optional[tuple]:
