@@ -1,7 +1,8 @@
-"""Command line: ``pipeshell-filter [options]`` filters stdin; ``pipeshell-filter explain`` shows the plan.
+"""Command line: ``pipeshell-filter [options]`` filters stdin; ``pipeshell-filter explain`` shows the plan;
+``pipeshell-filter run`` supervises collector | filter | shipper (``supervise``).
 
 Errors in rules or options print one line and exit with status 2; bad input
-lines never stop the stream (see ``stream``).
+lines never stop the stream (see ``io.stream``).
 """
 
 from __future__ import annotations
