@@ -66,7 +66,7 @@ def _sort_key(ref: dict) -> tuple:
 
 def _event_id(rule_id: str, group, time, refs) -> str:
     """A digest of each part followed by a NUL, hashed in one go.  Each event is its whole reference
-    but the input line (which starts again at 1 in a new process): what ``state.identity`` calls the
+    but the input line (which starts again at 1 in a new process): what ``correlate.state.identity`` calls the
     same event, selections included, so that two alerts the filter tells apart never share an id
     (a bus keeps one message per id); in any order of the events, so that a replay makes the same."""
     events = sorted(repr(sorted((key, repr(value)) for key, value in r.items() if key != "line")) for r in refs)

@@ -47,6 +47,6 @@ def fold(text: str) -> str:
     """Caseless form of a string: full Unicode case folding, applied to both sides.
 
     ``str.casefold`` is context-free (a final sigma folds like any sigma) and is
-    what the prefilter's soundness argument is built on (see ``prefilter``).
+    what the prefilter's soundness argument is built on (see ``io.prefilter``).
     """
     return text.casefold()

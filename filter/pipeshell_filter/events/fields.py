@@ -366,7 +366,7 @@ class EventView:
         return value
 
     def leaves(self, field: str) -> tuple:
-        """The field's leaf strings (see ``matching.leaves``); several selections test the same field."""
+        """The field's leaf strings (see ``values.leaves``); several selections test the same field."""
         found = self._leaves.get(field)
         if found is None:
             value = self.get(field)
