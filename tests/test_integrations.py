@@ -808,7 +808,7 @@ def _produced_records():
     data = b"\n".join(incident_lines()) + b"\nnot json\n"
     result = run_cli(["--emit", "all", "--non-json", "wrap"], data)
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
-    assert result.stdout, (len(records), result.stderr.decode(errors="replace")[-500:])
+    assert result.stdout, result.stderr.decode(errors="replace")[-500:]
     return [record for _, record in parse_output(result.stdout, False)]
 
 
