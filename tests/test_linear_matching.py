@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 from pipeshell_filter.sigma.matchers import AnyOf
-from pipeshell_filter.sigma.modifiers import compile_string
+from rulevalues import compile_string
 
 # Case-folding troublemakers: ß -> ss, İ -> i̇ (two characters), ſ -> s, K (Kelvin) -> k.
 _CHARS = ["a", "A", "b", "S", "s", "k", "K", "\u212a", "\u00df", "\u0130", "i", "\u017f", "-", ".", " ", "\n", "\u00e9"]

@@ -5,7 +5,8 @@ import fnmatch
 import pytest
 from hypothesis import assume, example, given, settings, strategies as st
 
-from pipeshell_filter.sigma.modifiers import KNOWN_MODIFIERS, compile_scalar, compile_string
+from pipeshell_filter.sigma.modifiers import KNOWN_MODIFIERS
+from rulevalues import compile_scalar, compile_string
 from pipeshell_filter.values import first_leaf, leaves
 
 
@@ -433,9 +434,9 @@ def test_re_modifier_cased():
 
 
 def test_re_cased_and_i_contradict():
-    from pipeshell_filter.sigma.modifiers import PatternError
+    from pipeshell_filter.sigma.modifiers import ModifierError
 
-    with pytest.raises(PatternError):
+    with pytest.raises(ModifierError, match="contradict"):
         compile_string("ABC", {"re", "cased", "i"})
 
 

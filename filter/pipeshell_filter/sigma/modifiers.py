@@ -249,9 +249,8 @@ ANY, ONE, DASH = _Wildcard("*"), _Wildcard("?"), _Wildcard("-")
 _DASH_CLASS = "[" + "".join("\\" + d if d in "-/" else d for d in DASHES) + "]"
 
 
-def _split_wildcards(value: str, windash: bool = False) -> list:
-    """Split a Sigma string into literal chunks (str) and ANY / ONE tokens (and DASH tokens
-    for |windash).
+def _split_wildcards(value: str) -> list:
+    """Split a Sigma string into literal chunks (str) and ANY / ONE tokens.
 
     A backslash escapes ``*``, ``?`` and itself; any other backslash is literal
     (Windows paths are written with single backslashes).
@@ -263,11 +262,11 @@ def _split_wildcards(value: str, windash: bool = False) -> list:
             literal.append(value[i + 1])
             i += 2
             continue
-        if ch in "*?" or (windash and ch in DASHES):
+        if ch in "*?":
             if literal:
                 parts.append("".join(literal))
                 literal = []
-            parts.append(ANY if ch == "*" else ONE if ch == "?" else DASH)
+            parts.append(ANY if ch == "*" else ONE)
         else:
             literal.append(ch)
         i += 1
@@ -357,22 +356,6 @@ def _regex(value: str, flags: str, cased: bool) -> _RegexTest:
     return _RegexTest(value, flags, compile_re2(f"(?{flags}){pattern}" if flags else pattern))
 
 
-def compile_string(value: str, modifiers: set):
-    """Compile one rule string with its value modifiers (match mode, ``cased``, ``re`` and its
-    flags, ``windash``; the others go through :func:`compile_value`).
-
-    ``|re`` patterns run on the original text, case-sensitive unless ``|re|i``
-    (``|cased`` changes nothing there); everything else compares case-folded
-    text with a case-folded needle.  Raises :class:`PatternError` for a pattern
-    RE2 cannot run.
-    """
-    cased = "cased" in modifiers
-    if "re" in modifiers:
-        return _regex(value, re_flags(modifiers), cased)
-    mode = next((m for m in MATCH_MODES if m in modifiers), "equals")
-    return _compile_parts(_split_wildcards(value, "windash" in modifiers), mode, cased)
-
-
 def _compile_parts(parts: list, mode: str, cased: bool):
     """Literal chunks and tokens under a match mode -> a plain StringTest when no pattern is
     needed, else an anchored RE2 pattern."""
@@ -429,14 +412,6 @@ def _scalar_text(value) -> str:
 def _escaped(text: str) -> str:
     """``text`` as a Sigma string that matches it literally (no wildcards)."""
     return text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
-
-
-def compile_scalar(value, modifiers: set):
-    """A rule value that is a number or bool compares with the leaf's text form."""
-    text = _scalar_text(value)
-    if "re" in modifiers:  # the number's text is the pattern
-        return compile_string(text, modifiers)
-    return compile_string(_escaped(text), modifiers)
 
 
 # ---------------------------------------------------------------- modifier chains
