@@ -417,6 +417,51 @@ def test_a_full_alert_stream_ends_the_correlator_in_one_line(tmp_path):
     assert "publish to pipeshell.alerts: maximum messages exceeded" in err
 
 
+MANY_USERS = """title: logon
+id: logon-base
+name: logon_base
+logsource: {product: test}
+detection:
+  sel:
+    Action: login
+  condition: sel
+---
+title: many users on one host
+id: many-users
+correlation:
+  type: value_count
+  rules: [logon_base]
+  group-by: [Target]
+  timespan: 5m
+  condition: {field: User, gte: 2}
+"""
+
+
+def test_a_detection_of_hostile_lists_fits_a_message_and_is_correlated(tmp_path):
+    """Two fields of 100 values of 1,020 control characters each (six bytes escaped): a Detection of
+    1.24 MB, over the server's 1 MB max_payload; the agent's publish was refused and it stopped
+    ("maximum payload exceeded", exit 1), so one crafted line took the agent out of the fleet."""
+    (tmp_path / "users.yml").write_text(MANY_USERS)
+    rules = ["--rule", str(tmp_path / "users.yml")]
+    hostile = ["\x01" * 1020 + f"{i:03d}" for i in range(100)]
+    data = json.dumps({"@timestamp": "2026-11-02T09:00:00Z", "Action": "login", "Computer": "srv01",
+                       "Target": hostile, "User": hostile}).encode() + b"\n"
+    expected = alerts(run_cli(rules + ["--quiet"], data).stdout)
+    assert len(expected) == 1
+    out = tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        process = correlator(server.url, tmp_path / "state.json", out, rules + ["--agents", "1"])
+        try:
+            sent = run_cli(rules + ["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet"], data,
+                           timeout=WAIT)
+            assert sent.returncode == 0, sent.stderr
+            found = wait_for_alerts(out, 1, process)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=WAIT)
+    assert [comparable(a) for a in found] == [comparable(a) for a in expected], process.stderr.read()
+
+
 def test_an_agent_whose_stream_was_deleted_ends_in_one_line(tmp_path):
     """The records stream deleted under a running agent (or lost with the server's store): no stream
     answers its publishes, and it waited for ever in silence after its end of input."""

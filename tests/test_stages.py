@@ -17,7 +17,8 @@ from hypothesis import given, settings, strategies as st
 from clitools import COMMAND, REPO, alerts, ndjson, records, run_cli
 from eventgen import evtx_event, flat_event, raw_events
 from pipeshell_filter.cli import load_plans, make_resolver
-from pipeshell_filter.detect import LONGEST_VALUE, MOST_VALUES, Detection, WireError, kept, kept_values
+from pipeshell_filter.detect import FIELD_BYTES, LONGEST_VALUE, MOST_VALUES, Detection, WireError, kept, \
+    kept_values
 from pipeshell_filter.engine import Engine
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
@@ -200,6 +201,29 @@ def test_a_long_value_is_carried_as_its_head_and_a_digest_that_tells_values_apar
     assert kept_values(many[:MOST_VALUES]) == many[:MOST_VALUES]
     assert len(kept_values(many)) == MOST_VALUES and kept_values(many)[:-1] == many[:MOST_VALUES - 1]
     assert kept_values(many) == kept_values(list(many)) and kept_values(many) != kept_values(many[:-1] + ["w"])
+
+
+_VALUE_TEXT = st.text(st.sampled_from(["\x01", "\"", "a", "\u6f22", "\U0001f600", "\ud800"]), max_size=1100)
+_ESCAPES = st.builds(lambda c, n, i: c * n + str(i), st.sampled_from(["\x01", "\U0001f600", "\ud800"]),
+                     st.integers(900, 1020), st.integers(0, 999))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.lists(_VALUE_TEXT, max_size=130), st.lists(_ESCAPES, min_size=30, max_size=130)),
+       st.integers(0, 129), st.sampled_from(["\x02", "b"]))
+def test_a_fields_values_stay_within_their_bytes_whatever_their_escapes(texts, where, other):
+    """100 values of 1,024 control characters were 600 KB of JSON (each six bytes escaped): two
+    such fields made a Detection over NATS's 1 MB message, refused, and the agent stopped.  The
+    values' JSON stays within ``FIELD_BYTES``, the first value is always kept (group-by reads it),
+    equal lists give equal values and different lists different ones."""
+    values = kept_values(texts)
+    assert len(ujson.dumps(values, ensure_ascii=True)) <= FIELD_BYTES
+    assert values == kept_values(list(texts)) and (not texts or values[0] == kept(texts[0]))
+    changed = list(texts)
+    if changed:
+        changed[where % len(changed)] += other
+        assert kept_values(changed) != values
+    assert kept_values(texts + [other]) != values
 
 
 @pytest.mark.parametrize("case", ["host", "list"])
