@@ -462,6 +462,42 @@ def test_a_detection_of_hostile_lists_fits_a_message_and_is_correlated(tmp_path)
     assert [comparable(a) for a in found] == [comparable(a) for a in expected], process.stderr.read()
 
 
+MANY_LOGONS = MANY_USERS.replace("type: value_count", "type: event_count").replace(
+    "condition: {field: User, gte: 2}", "condition: {gte: 100}").replace("timespan: 5m", "timespan: 1h")
+
+
+def test_an_alert_over_the_servers_max_payload_goes_to_the_bus_in_its_smaller_form(tmp_path):
+    """100 host names of a lone surrogate and 300 emoji each (the alert is then ASCII-escaped, 12
+    bytes an emoji; the host list is in it twice, and its events' references): a 1.07 MB alert.  Its publish was
+    refused ("maximum payload exceeded"), the correlator stopped with exit 1, and each restart made
+    the alert again from its state and stopped again: no more alerts of its partition."""
+    (tmp_path / "logons.yml").write_text(MANY_LOGONS)
+    rules = ["--rule", str(tmp_path / "logons.yml")]
+    events = [{"@timestamp": f"2026-11-02T09:{i // 60:02d}:{i % 60:02d}Z", "Action": "login", "Target": "t",
+               "Computer": f"\ud800{i:03d}" + "\U0001f600" * 300, "EventID": "\U0001f600" * 300,
+               "EventRecordID": "\U0001f600" * 300} for i in range(120)]
+    events.append({"@timestamp": "2026-11-02T11:00:00Z", "Action": "other"})  # the agent's time past the window
+    data = b"".join(json.dumps(event).encode() + b"\n" for event in events)
+    whole = run_cli(rules + ["--quiet"], data).stdout
+    expected = alerts(whole)
+    assert len(expected) == 1 and len(whole) > 1 << 20
+    out = tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        process = correlator(server.url, tmp_path / "state.json", out, rules + ["--agents", "1"])
+        try:
+            sent = run_cli(rules + ["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet"], data,
+                           timeout=WAIT)
+            assert sent.returncode == 0, sent.stderr
+            found = bus_alerts(server.url, 1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=WAIT)
+    assert process.returncode == 0, process.stderr.read()
+    assert [comparable(a) for a in alerts(out.read_bytes())] == [comparable(a) for a in expected]  # whole
+    assert len(found) == 1 and found[0]["event"]["id"] == expected[0]["event"]["id"]
+    assert found[0]["sigma"]["truncated"] is True and found[0]["rule"]["id"] == "many-users"
+
+
 def test_an_agent_whose_stream_was_deleted_ends_in_one_line(tmp_path):
     """The records stream deleted under a running agent (or lost with the server's store): no stream
     answers its publishes, and it waited for ever in silence after its end of input."""

@@ -535,6 +535,12 @@ class Bus:
                            timeout=self.setup_timeout + CLOSE_TIMEOUT)
         return found.state.last_seq or 0
 
+    def max_payload(self) -> int:
+        """The largest message the server takes (its ``max_payload``, headers included; 1 MB by
+        default).  One over it is refused for good: the client raises, or the server drops the
+        connection."""
+        return int(getattr(self._nc, "max_payload", 0) or 1 << 20)
+
     def publish(self, subject: str, payload: bytes, msg_id: str) -> int:
         """Publish one record and wait for the server to have stored it; its stream sequence.  Retried
         until stored (the message id makes that harmless) or until close() (BusError)."""

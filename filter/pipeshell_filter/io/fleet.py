@@ -37,6 +37,7 @@ from typing import Callable, List, Optional, Tuple
 import ujson
 
 from ..detect import Heartbeat
+from ..records import shrink
 from .bus import Bus, BusError
 from .stream import dumps
 
@@ -44,6 +45,7 @@ STREAM = "PIPESHELL"  # the streams of the default prefix (``stream_names``)
 ALERT_STREAM = "PIPESHELL_ALERTS"
 BATCH = 512  # records a match process publishes at once
 UNACKED = 50_000  # a correlate process snapshots (and acknowledges) at least this often, in messages
+HEADROOM = 4096  # of the server's max_payload, for a message's headers (its id)
 
 
 def record_subject(prefix: str, partition: int) -> str:
@@ -153,7 +155,13 @@ class AlertPublisher(_Batched):
         self.subject = alert_subject(prefix)
 
     def __call__(self, record: dict, payload: bytes) -> None:
-        self._add(self.subject, payload, record.get("event", {}).get("id") or _record_id(payload))
+        """An alert over the server's ``max_payload`` goes in its smaller form (``sigma.truncated``,
+        its ``event.id`` kept): refused, it stopped the correlator, and every restart made it again
+        from the state (100 host names of emoji, each list of them twice in the alert, were 1.07 MB)."""
+        msg_id = record.get("event", {}).get("id") or _record_id(payload)
+        if len(payload) > self.bus.max_payload() - HEADROOM:
+            payload = dumps(shrink(record))
+        self._add(self.subject, payload, msg_id)
 
 
 def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_seq: Optional[int],
