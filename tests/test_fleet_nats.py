@@ -20,7 +20,7 @@ import zlib
 
 import pytest
 
-from clitools import COMMAND, REPO, alerts, run_cli
+from clitools import COMMAND, REPO, alerts, ndjson, run_cli
 from natsserver import NatsServer, needs_nats
 from test_fleet_shards import comparable
 from test_stages import BY_HOST
@@ -496,6 +496,54 @@ def test_an_alert_over_the_servers_max_payload_goes_to_the_bus_in_its_smaller_fo
     assert [comparable(a) for a in alerts(out.read_bytes())] == [comparable(a) for a in expected]  # whole
     assert len(found) == 1 and found[0]["event"]["id"] == expected[0]["event"]["id"]
     assert found[0]["sigma"]["truncated"] is True and found[0]["rule"]["id"] == "many-users"
+
+
+def stream_records(url, subject="pipeshell.records.0"):
+    """(stream sequence, record) of every message on ``subject``, in stream order."""
+    from pipeshell_filter.io.bus import Bus
+    found = []
+    with Bus(url, name="test reader") as bus:
+        consumer = bus.consumer("PIPESHELL", f"reader-{time.monotonic_ns()}", subject, 1)
+        while True:
+            messages = consumer.fetch(256, 1.0)
+            if not messages:
+                return found
+            found += [(message.seq, json.loads(message.data)) for message in messages]
+
+
+def test_an_agent_says_it_is_idle_while_it_waits_and_never_after_records_came(tmp_path):
+    """On the bus an agent's idle heartbeats sat in its batch until its next input: the fleet never
+    heard it was idle (it held the fleet's time back until --agent-idle).  And one was made after a
+    flush the bus held up (a server restart), when records had come meanwhile: stored before them,
+    it let the fleet's time pass them (the first agent back moved it on), and they came late."""
+    from eventgen import flat_event
+    from pipeshell_filter.io.bus import Bus
+    with NatsServer(tmp_path / "nats") as server:
+        agent = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", server.url, "--agent", "a0", "--heartbeat", "1",
+                                            "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+        try:
+            agent.stdin.write(ndjson([flat_event(0, "srv01", "server")]))
+            agent.stdin.flush()
+            time.sleep(3.5)
+            with Bus(server.url, name="test") as bus:
+                before = bus.last_seq("PIPESHELL")
+            server.stop()
+            agent.stdin.write(ndjson([flat_event(10, "srv01", "server")]))  # read while the server is down
+            agent.stdin.flush()
+            time.sleep(3.0)
+            server.start()
+            time.sleep(3.0)
+        finally:
+            agent.stdin.close()
+            agent.wait(timeout=WAIT)
+        found = stream_records(server.url)
+    assert agent.returncode == 0, agent.stderr.read()
+    said = [record for seq, record in found if seq <= before]
+    assert sum(bool(record.get("idle")) for record in said) >= 2, said  # said while it waited
+    after = [record for seq, record in found if seq > before]
+    held = next(i for i, record in enumerate(after) if record["time"] > said[0]["time"])
+    assert not any(record.get("idle") for record in after[:held]), after  # none of a time before what it held
 
 
 def test_an_agent_whose_stream_was_deleted_ends_in_one_line(tmp_path):

@@ -583,6 +583,19 @@ class Bus:
         if items:
             self._call(self._publish_many(items))
 
+    def publish_once(self, items: Sequence[Tuple[str, bytes, str]]) -> bool:
+        """Publish ``(subject, payload, msg_id)`` records with one attempt each, now or never: False
+        when the server is not connected or did not store every one in time (none is sent again).
+        What the server refuses for good is a BusError, as for ``publish_many``."""
+        items = [(subject, bytes(payload), msg_id) for subject, payload, msg_id in items]
+        return bool(items) and self._call(self._publish_once(items))
+
+    async def _publish_once(self, items: List[Tuple[str, bytes, str]]) -> bool:
+        if self._closing.is_set() or not self._nc.is_connected:
+            return False
+        left, _, _ = await self._publish_round(items, list(range(len(items))))
+        return not left
+
     def _check_stop(self, stop_seen: List[float], what: str, grace: float = STOP_GRACE,
                     last: Optional[BaseException] = None) -> None:
         """A retry loop's turn: once the process is asked to stop, ``grace`` seconds more.  ``last``:

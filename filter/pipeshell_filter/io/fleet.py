@@ -138,11 +138,23 @@ class Publisher(_Batched):
             partition = partition_of(self.partition_key(record), self.partitions)
             self._add(record_subject(self.prefix, partition), payload, _record_id(payload))
             return
+        for item in self._beats(record, payload):
+            self._add(*item)
+
+    def _beats(self, record: Heartbeat, payload: bytes) -> list:
         # an idle heartbeat repeats the same time on purpose (the agent is alive): its id must differ
         suffix = f":{time.time_ns()}" if record.idle else ""
-        for partition in range(self.partitions):
-            self._add(record_subject(self.prefix, partition), payload,
-                      f"{_record_id(payload)}:{partition}{suffix}")
+        return [(record_subject(self.prefix, partition), payload, f"{_record_id(payload)}:{partition}{suffix}")
+                for partition in range(self.partitions)]
+
+    def send_idle(self, record: Heartbeat, payload: bytes) -> None:
+        """An idle heartbeat: published now, behind every record before it, or dropped (the server
+        down, records still waiting).  It says the agent has nothing newer now: stored later, it
+        would say so of a time when records may have come since (the agent then holds them)."""
+        if self._pending:
+            self.flush()
+            return
+        self.bus.publish_once(self._beats(record, payload))
 
 
 class AlertPublisher(_Batched):

@@ -1210,8 +1210,26 @@ class Filter:
     # ------------------------------------------------------------ running
 
     def on_idle(self) -> None:
+        """The input has waited a while with nothing (the reader's call): the agent is idle, and
+        says so now (``_idle_beat``); then what is due while waiting (``_waiting``)."""
         if self.progress is not None and self._live:
-            self._send(self.progress.quiet())
+            self._idle_beat()
+        self._waiting()
+
+    def _idle_beat(self) -> None:
+        """An idle heartbeat, only when the input was seen waiting: made after a flush that was held
+        up (a bus down), it said the agent was idle when records had come meanwhile, and the fleet's
+        time went past them.  On the bus it goes at once or never (``Publisher.send_idle``): it sat
+        in the batch until the next input, so the fleet never heard the agent was idle."""
+        beat = self.progress.quiet()
+        if beat is None:
+            return
+        if self.publisher is None:
+            self._send(beat)
+        else:
+            self.publisher.send_idle(beat, self._own(beat.to_wire())[1])
+
+    def _waiting(self) -> None:
         if self._wall_idle is not None:
             self.write_alerts(self.engine.idle(self._wall_idle))
         self.report_skew()
@@ -1259,7 +1277,7 @@ class Filter:
         self.drain()
         self.write_alerts(self.engine.settle())
         self._flush_sinks()
-        self.on_idle()
+        self._waiting()
         self.engine.release_memory()
 
     def finish(self, keep_open: bool = False) -> None:
