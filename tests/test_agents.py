@@ -111,6 +111,27 @@ def test_when_every_agent_is_quiet_one_agent_far_ahead_does_not_carry_the_fleet_
     assert lone.frontier() == 10**9 * S  # one agent: its own time is all there is (bounded on the agent)
 
 
+def test_a_bus_outage_is_no_agents_silence_and_an_idle_agent_counts_again_after_it():
+    """Five minutes of an unreachable bus: both agents were silent past --agent-idle, so the first
+    report after it (a at 400) was the fleet's time, and b's records from its idle time on, held
+    through the outage, came late.  b said it was idle before; it may have read records since."""
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock)
+    agents.see("a", 100 * S)
+    agents.see("b", 90 * S, idle=True)
+    assert agents.frontier() == 100 * S
+    clock.now += 300
+    agents.input_back(300)
+    agents.see("a", 400 * S)
+    assert agents.frontier() == 90 * S and set(agents.active()) == {"a", "b"}
+    agents.see("b", 95 * S)  # what it held
+    assert agents.frontier() == 95 * S
+    agents.see("b", 95 * S, idle=True)  # idle anew, now: a's time, no further than max_skew past b's
+    assert agents.frontier() == 395 * S
+    clock.now += 61  # a real silence still counts
+    assert agents.active() == []
+
+
 def test_after_a_restore_the_agents_known_move_the_fleet_time_again():
     """Restored agents counted as seen with the time 'never' worked out: their next reports said
     the time could not have moved, so it never did (a backlog after a restart piled up to the cap)."""
@@ -180,6 +201,14 @@ class AgentsModel:
             self.idle_set.discard(gone)
         return old is None or old <= self.last or self.last == float("-inf")
 
+    def input_back(self, away):
+        """The input was away: every agent heard, waiting since and the start that much later; none
+        idle any more (it may have read records it holds)."""
+        self.heard = {agent: heard + away for agent, heard in self.heard.items()}
+        self.since = {agent: since + away for agent, since in self.since.items()}
+        self.started += away
+        self.idle_set.clear()
+
     def active(self):
         now = self.clock()
         return {a for a, heard in self.heard.items() if heard >= now - self.idle and a not in self.idle_set}
@@ -213,8 +242,9 @@ class AgentsModel:
 
 REPORT = st.tuples(st.just("see"), st.sampled_from("abcde"), st.integers(0, 30).map(lambda t: t * 100),
                    st.sampled_from([False, False, False, True]))
+TICKS = st.sampled_from([0, 1, 20, 45, 59, 60, 61, 200])
 OPERATIONS = st.lists(st.one_of(REPORT, REPORT, st.just(("frontier",)), st.just(("again",)),
-                                st.tuples(st.just("tick"), st.sampled_from([0, 1, 20, 45, 59, 60, 61, 200])),
+                                st.tuples(st.just("tick"), TICKS), st.tuples(st.just("away"), TICKS),
                                 st.just(("lagging",)), st.just(("live",))), min_size=10, max_size=120)
 
 
@@ -247,6 +277,10 @@ def test_the_agents_kept_in_order_agree_with_working_it_all_out_at_every_call(op
                     assert agents.see(name, model.time[name]) == model.see(name, model.time[name], False)
             elif operation[0] == "tick":
                 clock.now += operation[1]
+            elif operation[0] == "away":  # the bus unreachable that long, then back
+                clock.now += operation[1]
+                agents.input_back(operation[1])
+                model.input_back(operation[1])
             elif operation[0] == "frontier":
                 assert agents.frontier() == model.frontier()
                 assert set(agents.active()) == model.active()
@@ -286,8 +320,11 @@ def test_on_live_input_a_heartbeat_dated_past_the_wall_clock_changes_nothing(ope
             for name, time in plain.saved():
                 plain.see(name, time)
                 attacked.see(name, time)
-        elif operation[0] == "tick":
+        elif operation[0] in ("tick", "away"):
             clock.now += operation[1]
+            if operation[0] == "away":
+                plain.input_back(operation[1])
+                attacked.input_back(operation[1])
         elif operation[0] == "frontier":
             assert plain.frontier() == attacked.frontier()
         elif operation[0] == "lagging":

@@ -142,6 +142,11 @@ class Engine:
         """The input is live: the wall clock bounds the agents' times (``Correlation.live``)."""
         self.correlation.live()
 
+    def input_back(self, away: float) -> None:
+        """The input was away ``away`` seconds (the fleet bus unreachable) and is back: that time
+        was no agent's silence and no pause of the events (``Correlation.input_back``)."""
+        self.correlation.input_back(away)
+
     def settle(self) -> list:
         """The input paused: what is final at the newest watermark instant goes out (``Correlation.settle``)."""
         return self._alerts(self.correlation.settle())

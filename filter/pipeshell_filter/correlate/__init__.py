@@ -278,6 +278,16 @@ class Correlation:
             return []
         return self._follow(self.agents.frontier())
 
+    def input_back(self, away: float) -> None:
+        """The input was away ``away`` seconds and is back: that wall-clock time moves nothing.  No
+        record could arrive, so no agent was silent and no source idle: counted as such, a bus outage
+        longer than lateness + idle moved the watermark on, and the records the agents held through
+        it came late, their windows closed (alerts lost, their hosts named as clocks behind)."""
+        for correlator in self.correlators:
+            self._newest_wall[id(correlator)] += away
+        if self.agents is not None:
+            self.agents.input_back(away)
+
     def _follow(self, frontier) -> List[Hit]:
         if frontier <= self._frontier:
             return []

@@ -128,6 +128,23 @@ class AgentClocks:
             self._forget(next(iter(self._heard)))
         return old is None or old <= self.last or self.last == NEVER  # NEVER: not worked out (a restore)
 
+    def input_back(self, away: float) -> None:
+        """The correlate stage's input was away ``away`` seconds: no agent could be heard, so that
+        time is no agent's silence (every agent counts as heard that much later, in the same order),
+        nor time spent behind.  And an agent that said it was idle may have read records since, which
+        it holds until the bus is back: it counts with its time again until it says so anew (within a
+        heartbeat), or the first agent back carried the fleet's time past the records the others held."""
+        for heard in (self._heard, self._live):
+            for agent in heard:
+                heard[agent] += away
+        self._started += away
+        for agent in self._waiting:
+            self._waiting[agent] += away
+        for agent in list(self._idle):
+            self._idle.discard(agent)
+            if agent in self._live:
+                self._join(agent)
+
     def _forget(self, agent: str) -> None:
         self._leave(agent, waiting=True)
         del self._heard[agent]

@@ -796,6 +796,9 @@ class Consumer:
         self._stand_ins: List[Tuple[int, str]] = []
         self._stand_in_limit = 0
         self._discarded: List[Tuple[int, int]] = []  # stream sequences gone before they were delivered
+        # The last fetch had no answer: the connection was down, or the server could not serve the pull
+        # (``fetch``).  A fetch that waited in vain on a working connection is not away.
+        self.away = False
 
     # --- setting the durable up -----------------------------------------------------------------
 
@@ -920,6 +923,7 @@ class Consumer:
         bus = self.bus
         errors = bus._mod.errors
         deadline = time.monotonic() + timeout
+        self.away = True  # until the server answers the pull
         while True:
             remaining = deadline - time.monotonic()
             if bus._closing.is_set():
@@ -945,8 +949,10 @@ class Consumer:
             want = 1 if self._caught_up else batch
             try:
                 raws = await self._sub.fetch(want, timeout=max(0.01, remaining))
+                self.away = False
             except (asyncio.TimeoutError, errors.TimeoutError):
                 raws = []
+                self.away = not nc.is_connected
             except Exception as exc:
                 if not bus._transient(exc):
                     raise BusError(f"{self._what()}: {_cause(exc)}") from None

@@ -229,6 +229,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     stream_filter.after_save = acknowledge
     stream_filter.begin(live=True)
     taken = 0
+    away = None  # since when the bus has not answered
     while not stop.requested:
         messages = consumer.fetch(batch, wait)
         for low, high in consumer.discarded():
@@ -236,6 +237,13 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
             which = f"message {low}" if low == high else f"messages {low}-{high}"
             stream_filter.diagnostics.note(f"{which} of stream {stream} {'was' if low == high else 'were'} discarded "
                                            "by the stream's limits before they were read")
+        if not messages and consumer.away:
+            # nothing could come: the wall clock moves no time (the agents hold their records meanwhile)
+            away = time.monotonic() if away is None else away
+            continue
+        if away is not None:
+            stream_filter.engine.input_back(time.monotonic() - away)
+            away = None
         if not messages:
             stream_filter.before_block()  # what is final goes out; snapshots and stats when due
             continue
