@@ -678,6 +678,43 @@ def test_a_stop_while_the_server_is_down_ends_the_correlator_at_once(tmp_path):
     assert state.exists()
 
 
+def test_a_stop_while_the_server_is_down_with_alerts_of_the_stop_waits_then_keeps_them_for_the_next_run(tmp_path):
+    """The stop's flush alerts on an open window while the server is down: the alert cannot reach the
+    bus, so the state that counts it as made is not saved (the README said the state is saved and the
+    run ends at once): 10 s, one line, exit status 1, and the next run makes the alert for the bus."""
+    import datetime
+
+    def line():
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return json.dumps({"EventID": 4104, "Computer": "v", "@timestamp": now, "ScriptBlockText": "NamedPipe"}) + "\n"
+
+    (tmp_path / "by.yml").write_text(QUICK_BY_HOST)
+    rules = ["--rule", str(tmp_path / "by.yml"), "--lateness", "5"]  # the window open at the stop
+    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        process = correlator(server.url, state, out, rules + ["--agents", "1"])
+        sent = run_cli(rules + ["--stage", "match", "--nats", server.url, "--agent", "a0", "--quiet"],
+                       "".join(line() for _ in range(3)).encode(), timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+        time.sleep(2.0)
+        server.stop()
+        time.sleep(0.5)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=WAIT)
+        took, err = time.monotonic() - started, process.stderr.read().decode()
+        assert code == 1 and 9 < took < 20 and "given up 10 s after the stop request" in err, (took, err)
+        assert len(alerts(out.read_bytes())) == 1
+        server.start()
+        again = correlator(server.url, state, out, rules + ["--agents", "1"])
+        try:
+            found = bus_alerts(server.url, 1)
+        finally:
+            again.send_signal(signal.SIGTERM)
+            again.wait(timeout=WAIT)
+    assert len(found) == 1 and found[0]["related"]["hosts"] == ["v"]
+
+
 def test_a_stop_while_the_server_is_down_gives_up_an_agents_records_after_a_grace(tmp_path):
     """An agent whose records cannot be stored: SIGTERM, then STOP_GRACE seconds, then one line and
     status 1 (it waited for ever, with nothing said)."""
