@@ -519,9 +519,9 @@ def test_an_agent_says_it_is_idle_while_it_waits_and_never_after_records_came(tm
     from eventgen import flat_event
     from pipeshell_filter.io.bus import Bus
     with NatsServer(tmp_path / "nats") as server:
-        agent = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", server.url, "--agent", "a0", "--heartbeat", "1",
-                                            "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE)
+        agent = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", server.url, "--agent", "a0",
+                                            "--heartbeat", "1", "--quiet"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             agent.stdin.write(ndjson([flat_event(0, "srv01", "server")]))
             agent.stdin.flush()
@@ -558,7 +558,8 @@ def test_a_server_down_longer_than_lateness_and_idle_loses_no_alert(tmp_path):
 
     def line(host, text):
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return json.dumps({"EventID": 4104, "Computer": host, "@timestamp": now, "ScriptBlockText": text}).encode() + b"\n"
+        event = {"EventID": 4104, "Computer": host, "@timestamp": now, "ScriptBlockText": text}
+        return json.dumps(event).encode() + b"\n"
 
     (tmp_path / "by.yml").write_text(QUICK_BY_HOST)
     rules = ["--rule", str(tmp_path / "by.yml"), "--lateness", "2", "--idle", "1"]
