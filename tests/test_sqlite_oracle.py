@@ -15,8 +15,9 @@ backend's SQLite limitations (ASCII-only NOCASE/LIKE; ``|cidr`` as string prefix
 weeks from Monday 0; JSON null is NULL, so ``|exists`` misses a null field; booleans also
 equal to 1/0; ``|cased`` lost under ``|windash``) and the choices the README states (base64
 forms compared cased; ``|neq`` never holds on an absent or null field; numbers and addresses
-read with surrounding whitespace trimmed).  The fixture is rebuilt outside the tests (it needs
-pySigma); no package beyond the standard library is needed here.
+read with surrounding whitespace trimmed).  The fixture was made once, by a harness kept outside
+the repository (it needs pySigma and its SQLite backend); no package beyond the standard library
+is needed here.
 """
 
 import json
