@@ -76,6 +76,37 @@ def test_emit_modes_and_schemas():
     assert only[0]["event"]["id"] == alerts(every.stdout)[0]["event"]["id"]  # deterministic id
 
 
+@pytest.mark.parametrize("lead", [b"\xef\xbb\xbf", b"  "])
+def test_a_matched_event_with_its_own_sigma_after_a_byte_order_mark_or_blanks_is_enriched(lead):
+    """Cutting the event's own ``sigma`` out read the bytes before its brace as a key: a traceback
+    that ended the stream (exit 1, every later line lost)."""
+    own = {**ATTACK[0], "sigma": {"from": "elsewhere"}}
+    data = ndjson(BENIGN[:1]) + lead + ndjson([own]) + ndjson(BENIGN[1:])
+    result = run_cli(["--emit", "all"], data)
+    assert result.returncode == 0, result.stderr
+    out, inp = result.stdout.splitlines(), data.splitlines()
+    assert len(out) == 3 and out[0] == inp[0] and out[2] == inp[2]
+    assert out[1].startswith(lead)
+    enriched = json.loads(out[1][len(lead):])
+    jsonschema.validate(enriched, EVENT_SCHEMA)
+    assert {k: v for k, v in enriched.items() if k != "sigma"} == ATTACK[0]
+    assert enriched["sigma"]["terms"] == ["1 of SERVER*"]
+
+
+def test_an_empty_object_after_a_byte_order_mark_or_blanks_is_enriched_as_json(tmp_path):
+    """The comma before the spliced ``sigma`` was decided from the line's second byte on, not the
+    object's: `` {}`` came out as `` {,"sigma":...}``, which is no JSON."""
+    rule = tmp_path / "absent.yml"
+    rule.write_text("title: absent\nid: absent\ndetection:\n  sel: {Foo: null}\n  condition: sel\n")
+    result = run_cli(["--rule", str(rule), "--emit", "matches", "--quiet"], b' {}\n\xef\xbb\xbf{}\n{ }\n')
+    assert result.returncode == 0, result.stderr
+    enriched = [line for line in result.stdout.splitlines() if b'"alert"' not in line]
+    assert [line[:6] for line in enriched] == [b' {"sig', b'\xef\xbb\xbf{"s', b'{ "sig']
+    for line in enriched:
+        assert json.loads(line.lstrip(b"\xef\xbb\xbf ")) == {"sigma": {"rule": {"id": "absent", "title": "absent"},
+                                                                       "selections": ["sel"], "terms": ["sel"]}}
+
+
 def test_event_join_needs_both_sides_in_one_event():
     data = ndjson(ATTACK)
     assert alerts(run_cli(["--join", "window"], data).stdout)

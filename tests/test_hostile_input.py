@@ -418,14 +418,17 @@ def _member_text(key, value, escape_key, blank):
 
 
 @given(st.lists(st.tuples(st.sampled_from(["x", "sigma", "n", "sigmas"]), _MEMBER_VALUES, st.booleans()), max_size=5),
-       st.sampled_from(["", " ", "\t", "  \r\n "]))
-def test_an_events_own_sigma_members_are_cut_out_and_every_other_byte_kept(members, blank):
+       st.sampled_from(["", " ", "\t", "  \r\n "]), st.sampled_from([b"", b" ", b"\xef\xbb\xbf", b"\xef\xbb\xbf\t"]))
+def test_an_events_own_sigma_members_are_cut_out_and_every_other_byte_kept(members, blank, lead):
     """An event that already had a "sigma" key was re-serialised whole: numbers rewritten (1.50,
-    and 1e400 as Infinity, which is no JSON), escapes and duplicate keys changed."""
+    and 1e400 as Infinity, which is no JSON), escapes and duplicate keys changed.  A line with a
+    byte order mark or blanks before its brace made the cut read them as a key: a traceback."""
     pieces = [_member_text(key, value, escaped, blank) for key, value, escaped in members]
-    line = ("{" + blank + f"{blank},{blank}".join(pieces) + blank + "}").encode()
-    event = ujson.loads(line)
+    line = lead + ("{" + blank + f"{blank},{blank}".join(pieces) + blank + "}").encode()
+    event = ujson.loads(line[3:] if line.startswith(b"\xef\xbb\xbf") else line)
     enriched = enrich_line(line, event, {"mine": True})
+    assert enriched.startswith(lead)
+    enriched = enriched[len(lead):]
     kept = [piece.encode() for (key, _, _), piece in zip(members, pieces) if key != "sigma"]
     at = 0
     for piece in kept:  # every other member, byte for byte, in order

@@ -191,11 +191,12 @@ def enrich_line(raw: bytes, event: dict, sigma: dict) -> bytes:
     1e400 became Infinity, which is no JSON.
     """
     body = raw.rstrip()
-    if "sigma" in event:
-        body = _without_member(body, "sigma")
-    if not body.endswith(b"}"):  # not reached for a line the JSON parser took: a safe way out
+    start = body.find(b"{")  # the object's brace: a byte order mark or blanks may come before it
+    if start < 0 or not body.endswith(b"}"):  # not reached for a line the JSON parser took: a safe way out
         return dumps({**event, "sigma": sigma})
-    separator = b"," if body[1:-1].strip() else b""
+    if "sigma" in event:
+        body = body[:start] + _without_member(body[start:], "sigma")
+    separator = b"," if body[start + 1:-1].strip() else b""
     return body[:-1] + separator + b'"sigma":' + dumps(sigma) + b"}"
 
 
