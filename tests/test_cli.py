@@ -93,6 +93,17 @@ def test_a_matched_event_with_its_own_sigma_after_a_byte_order_mark_or_blanks_is
     assert enriched["sigma"]["terms"] == ["1 of SERVER*"]
 
 
+def test_an_input_event_that_calls_itself_an_alert_is_enriched_as_its_schema_says():
+    """The README says an input line may hold ``event.kind: alert`` and is passed on as it is;
+    the enriched-event schema said no enriched event ever did, and refused the filter's output."""
+    forged = {**ATTACK[0], "event": {"kind": "alert"}}
+    result = run_cli(["--emit", "matches", "--quiet"], ndjson([forged]))
+    assert result.returncode == 0, result.stderr
+    (enriched,) = records(result.stdout)
+    assert {k: v for k, v in enriched.items() if k != "sigma"} == forged
+    jsonschema.validate(enriched, EVENT_SCHEMA)
+
+
 def test_an_empty_object_after_a_byte_order_mark_or_blanks_is_enriched_as_json(tmp_path):
     """The comma before the spliced ``sigma`` was decided from the line's second byte on, not the
     object's: `` {}`` came out as `` {,"sigma":...}``, which is no JSON."""
