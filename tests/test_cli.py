@@ -751,6 +751,18 @@ def test_single_event_alerts_of_hosts_apart_after_256_characters_have_ids_apart(
     assert found[0]["related"]["hosts"] == found[1]["related"]["hosts"]  # as shown: the same, cut
 
 
+def test_a_windows_hosts_alike_in_their_first_256_characters_are_listed_once_with_the_total():
+    """``related.hosts`` listed each host as cut at 256 characters: three hosts apart only after
+    that were one name three times, against the schema's unique list."""
+    events = [{"@timestamp": f"2026-01-01T00:00:0{i}Z", "EventID": 4104, "Computer": "h" * 256 + end,
+               "ScriptBlockText": f"System.IO.Pipes.NamedPipe{kind}Stream"}
+              for i, (end, kind) in enumerate([("", "Server"), ("a", "Client"), ("b", "Client")])]
+    [alert] = alerts(run_cli([], ndjson(events)).stdout)
+    jsonschema.validate(alert, ALERT_SCHEMA)
+    assert alert["related"]["hosts"] == ["h" * 256, "h" * 256 + "\u2026"]
+    assert alert["sigma"]["hosts_total"] == 3 and "3 host(s)" in alert["message"]
+
+
 def test_an_alerts_threat_fields_follow_the_attack_tags_by_kind(tmp_path):
     rule = tmp_path / "tagged.yml"
     rule.write_text("title: tagged\ntags: [attack.credential-access, attack.s0002, attack.g0069, attack.t1059.1]\n"

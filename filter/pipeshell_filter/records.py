@@ -200,8 +200,11 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
         "message": f"{spec.title}: {len(hosts)} host(s) within {spec.timespan_ns / NS:g}s",
     }
     record.update(_rule_fields(rule))
-    record["related"] = {"hosts": _capped(hosts)}
-    if len(hosts) > MAX_LIST:
+    # names apart only after MAX_TEXT characters are one name as cut: listed once (ECS's list is of
+    # distinct values), and the total says how many there were
+    shown = list(dict.fromkeys(_capped(hosts)))
+    record["related"] = {"hosts": shown}
+    if len(shown) < len(hosts):
         sigma["hosts_total"] = len(hosts)
     record["sigma"] = sigma
     return record
