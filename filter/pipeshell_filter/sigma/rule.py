@@ -107,7 +107,8 @@ class CorrelationRule(RuleMetadata):
 
 # ATT&CK in Sigma's tags (the specification's tags appendix): a tactic by its name (attack.execution),
 # a technique (attack.t1059.001), a group (attack.g0069) or a software (attack.s0002) by its id.
-_ATTACK = {kind: re.compile(pattern, re.IGNORECASE) for kind, pattern in (
+# ASCII only: ATT&CK ids are written in 0-9 (``\d`` would take any script's digits, against the schema).
+_ATTACK = {kind: re.compile(pattern, re.IGNORECASE | re.ASCII) for kind, pattern in (
     ("tactic", r"attack\.([a-z]+(?:-[a-z]+)*)"), ("technique", r"attack\.(t\d{4}(?:\.\d{3})?)"),
     ("group", r"attack\.(g\d{4})"), ("software", r"attack\.(s\d{4})"))}
 
