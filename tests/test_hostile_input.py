@@ -6,13 +6,15 @@ the fuzz property at the end sends streams of hostile lines through every mode.
 
 import io
 import json
+import os
 import tempfile
 
+import jsonschema
 import pytest
 import ujson
 from hypothesis import given, settings, strategies as st
 
-from clitools import alerts, ndjson, records, run_cli
+from clitools import REPO, alerts, ndjson, records, run_cli
 from eventgen import CLIENT, SERVER, evtx_event, flat_event
 from pipeshell_filter.cli import build_prefilter, load_plans, make_resolver
 from pipeshell_filter.correlate import Correlation, Correlator
@@ -101,6 +103,23 @@ def test_a_flood_of_hosts_gives_an_alert_of_bounded_size_that_stays_an_alert_whe
     found = alerts(wrapped.stdout)
     assert len(found) == 1 and found[0]["sigma"]["truncated"] is True
     assert max(len(line) for line in wrapped.stdout.splitlines()) < 4096
+
+
+def test_an_alert_made_smaller_lists_hosts_alike_in_their_first_64_characters_once(tmp_path):
+    """``shrink`` cut every host to 64 characters: fully qualified names alike that far became one
+    name three times in related.hosts, which the alert schema says holds unique values."""
+    schema = json.load(open(os.path.join(REPO, "filter", "pipeshell_filter", "schema", "alert.schema.json")))
+    rule = tmp_path / "many.yml"
+    rule.write_text("title: many hosts\ndetection:\n  sel: {x: hit}\n  condition: sel | count(Computer) > 30\n"
+                    "  timeframe: 5m\n")
+    events = [{"@timestamp": f"2020-01-01T00:00:{i:02d}Z", "x": "hit", "Computer": "host-" + "x" * 70 + str(i)}
+              for i in range(40)]
+    result = run_cli(["--rule", str(rule), "--lateness", "0", "--non-json", "wrap", "--max-record-bytes", "4096"],
+                     ndjson(events))
+    [alert] = alerts(result.stdout)
+    assert alert["sigma"]["truncated"] is True
+    jsonschema.validate(alert, schema)
+    assert alert["related"]["hosts"] == ["host-" + "x" * 59 + "\u2026"] and alert["sigma"]["hosts_total"] == 31
 
 
 def test_correlation_state_has_a_cap_and_sheds_the_oldest_first():

@@ -224,5 +224,13 @@ def shrink(record: dict) -> dict:
         return value
 
     smaller = cut(record)
-    smaller.setdefault("sigma", {})["truncated"] = True
+    sigma = smaller.setdefault("sigma", {})
+    sigma["truncated"] = True
+    hosts = record.get("related", {}).get("hosts")
+    if isinstance(hosts, list) and isinstance(smaller.get("related"), dict):
+        # names alike in their first 64 characters are one as cut: listed once, and how many there were
+        shown = smaller["related"]["hosts"] = list(dict.fromkeys(smaller["related"]["hosts"]))
+        total = record.get("sigma", {}).get("hosts_total", len(hosts))
+        if len(shown) < total:
+            sigma["hosts_total"] = total
     return smaller
