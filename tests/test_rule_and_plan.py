@@ -766,7 +766,7 @@ def test_attack_ids_are_ascii_digits_as_the_alert_schema_says():
     """``\\d`` took any Unicode digit: attack.t\u0661\u0662\u0663\u0664 became the technique id
     ``T\u0661\u0662\u0663\u0664``, which the alert schema's ``^T[0-9]{4}`` refuses."""
     arabic = "\u0661\u0662\u0663\u0664"
-    rule = parse_rule(f"title: t\ntags: [attack.t{arabic}, attack.g{arabic}, attack.s{arabic}, attack.t1021.{arabic[:3]}, "
-                      "attack.execution]\ndetection:\n  sel: {x: 1}\n  condition: sel\n", "t.yml")
+    tags = f"attack.t{arabic}, attack.g{arabic}, attack.s{arabic}, attack.t1021.{arabic[:3]}, attack.execution"
+    rule = parse_rule(f"title: t\ntags: [{tags}]\ndetection:\n  sel: {{x: 1}}\n  condition: sel\n", "t.yml")
     assert rule.attack_techniques == rule.attack_groups == rule.attack_software == ()
     assert rule.attack_tactics == ("execution",)
