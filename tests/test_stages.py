@@ -134,6 +134,10 @@ def test_correlate_stage_diagnoses_lines_that_are_not_detections_and_goes_on(tmp
         assert result.returncode == 0, result.stderr
         assert len(alerts(result.stdout)) == 1 and len(result.stdout.splitlines()) == 1, result.stdout[-300:]
         assert b"version 9" in result.stderr and b"Traceback" not in result.stderr
+        heartbeats = sum(b'"sigma.heartbeat"' in line for line in lines)
+        # its summary counts records, not matched events (it said "0 matched" of three Detections)
+        assert f"{len(polluted.splitlines())} lines (3 detections, {heartbeats} heartbeats); 1 alert".encode() \
+            in result.stderr, result.stderr
 
 
 def test_a_detection_of_a_rule_the_correlate_stage_has_not_loaded_is_diagnosed_not_dropped_in_silence(tmp_path):

@@ -99,6 +99,7 @@ class Engine:
 
     def observe(self, detection: Detection) -> Outcome:
         """The correlate stage alone: one Detection record made by a detect stage."""
+        self.stats["detections"] += 1
         if detection.rule not in self.plans:
             return Outcome(None, [])
         alerts, untimed = self._correlate(detection)
