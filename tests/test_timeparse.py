@@ -2,6 +2,7 @@
 
 import calendar
 import datetime
+import time
 
 import pytest
 from hypothesis import given, strategies as st
@@ -137,6 +138,30 @@ def test_xml_text_element():
 )
 def test_invalid_strings_are_none(text):
     assert parse_time(text) is None
+
+
+@pytest.mark.parametrize("text", [
+    "2021-06-03T13:06:00" + " " * 100_000 + "x",
+    "2021-06-03T13:06:00.5" + " " * 100_000 + "+02:0x",
+    " " * 100_000 + "2021-06-03T13:06:00" + " " * 100_000 + "x",
+])
+def test_long_whitespace_is_linear(text):
+    """A time field padded with a long run of spaces that does not end the text took quadratic time
+    (100,000 spaces: about 30 s, with --fluentbit-time on every line); now a few milliseconds."""
+    start = time.monotonic()
+    assert parse_time(text) is None
+    assert time.monotonic() - start < 2
+
+
+_SPACES = st.text(" \t\n\r\u3000\x85", max_size=3)
+
+
+@given(st.datetimes(min_value=datetime.datetime(1, 1, 2), max_value=datetime.datetime(9999, 12, 30)),
+       _SPACES, _SPACES, st.text(" \t", max_size=3))
+def test_surrounding_and_inner_whitespace(dt, before, after, inner):
+    """Whitespace around a time, and between it and its zone, is ignored, whatever Unicode calls space."""
+    text = f"{before}{dt.isoformat()}{inner}+01:00{after}"
+    assert parse_time(text) == ns_of(dt.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=1))))
 
 
 @pytest.mark.parametrize("value", [None, True, False, [], {}, {"#attributes": {"SystemTime": "x"}}, object()])
