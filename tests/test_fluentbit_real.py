@@ -384,6 +384,38 @@ def exec_recipe(tmp_path, reader, early=True, with_filter=True):
 
 
 @needs_fluent_bit
+def test_exec_parser_record_time_of_each_timestamp_form(tmp_path):
+    """The record time exec.yaml's parser (``pipeshell_json``) takes from ``@timestamp``, as the
+    README says: an alert's form and Winlogbeat's keep their time; an offset with no fraction loses
+    its zone, a space or lowercase ``t`` gives midnight (Fluent Bit 5.1.1's ``%L%z``)."""
+    forms = {
+        "2026-11-01T10:00:00Z": "2026-11-01T10:00:00.000000Z",  # an alert without a fraction
+        "2026-11-01T10:00:00.123Z": "2026-11-01T10:00:00.123000Z",  # Winlogbeat
+        "2026-11-01T10:00:00.123456789Z": "2026-11-01T10:00:00.123456Z",
+        "2026-11-01T12:00:00.5+02:00": "2026-11-01T10:00:00.500000Z",
+        "2026-11-01T12:00:00.5+0200": "2026-11-01T10:00:00.500000Z",
+        "2026-11-01T12:00:00+02:00": "2026-11-01T12:00:00.000000Z",  # two hours off
+        "2026-11-01 10:00:00.5Z": "2026-11-01T00:00:00.000000Z",
+        "2026-11-01t10:00:00.5Z": "2026-11-01T00:00:00.000000Z",
+    }
+    events = tmp_path / "in.ndjson"
+    events.write_text("".join(json.dumps({"n": n, "@timestamp": t}) + "\n" for n, t in enumerate(forms)))
+    config = {
+        "service": {"flush": 0.2, "log_level": "warn", "parsers_file": os.path.join(RECIPES, "parsers.yaml")},
+        "pipeline": {
+            "inputs": [{"name": "exec", "tag": "events", "command": f"cat {shlex.quote(str(events))}",
+                        "oneshot": True, "threaded": True, "exit_after_oneshot": True, "parser": "pipeshell_json"}],
+            "outputs": [{"name": "stdout", "match": "*", "format": "json_lines", "json_date_format": "iso8601"}],
+        },
+    }
+    path = tmp_path / "times.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    result = subprocess.run([FLUENT_BIT, "-c", str(path)], capture_output=True, timeout=WAIT, text=True)
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert {r["@timestamp"]: r["date"] for r in records} == forms
+
+
+@needs_fluent_bit
 def test_exec_recipe_delivers_the_alert_and_every_line_when_the_command_ends(tmp_path):
     """exec.yaml with its command reading a finished file (`cat` for `tail -F`): Fluent Bit exits with
     the command (exit_after_oneshot) and writes the alert made at its end."""
