@@ -2,10 +2,16 @@
 
 import os
 
+import ujson
 import yaml
+from hypothesis import given, settings, strategies as st
 
 from clitools import REPO, alerts, ndjson, run_cli
 from eventgen import flat_event, iso
+from pipeshell_filter.cli import load_plans, make_resolver
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.timeparse import NS
+from pipeshell_filter.explain import CorrelationTrace
 
 SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
 
@@ -195,3 +201,42 @@ def test_a_host_or_group_value_cannot_write_lines_of_the_report(tmp_path):
     assert len(quoted.splitlines()) == len(shown.splitlines()) and [line.startswith("  fired at ") for line in quoted.splitlines()].count(True) == 1
     assert "host h\\u000a  fired at 2026-01-01T00:00:00Z (one group): faked\\u2028\\u0085  " in quoted
     assert "User=h\\u000a  fired at" in quoted
+
+
+TWO_RULES = FAILED + """---
+title: Failed login again
+name: failed_again
+logsource: {product: windows, service: security}
+detection: {sel: {EventID: 4625}, condition: sel}
+---
+""" + yaml.safe_dump({"title": "failures", "id": "both", "correlation": {
+    "type": "event_count", "rules": ["failed_login", "failed_again"], "group-by": ["User"], "timespan": "20s",
+    "condition": {"gte": 3}}})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 120), st.sampled_from(["dc1", "dc2"]), st.sampled_from(["amy", "bob"])),
+                min_size=2, max_size=25), st.sampled_from([0, 5, 30]))
+def test_an_event_two_rules_feed_has_one_verdict_and_the_engines_late_counts(tmp_path_factory, rows, lateness):
+    """An event meeting both rules of an event_count is one event to the correlator: taken, or
+    late, once.  Its second detection was listed "on time" even when the event came late and was
+    left out.  Each line has one verdict, and the lines listed late are the engine's late count."""
+    path = tmp_path_factory.mktemp("two") / "rules.yml"
+    path.write_text(TWO_RULES)
+    events = [failure(seconds, user, host) for seconds, host, user in rows]
+    plans = load_plans([str(path)], None)
+    trace = CorrelationTrace(Engine(plans, make_resolver("auto", None, None), lateness * NS))
+    engine = Engine(plans, make_resolver("auto", None, None), lateness * NS)
+    for number, event in enumerate(events, 1):
+        trace.feed(number, ujson.dumps(event).encode())
+        engine.process(event, number)
+    trace.finish()
+    engine.flush()
+    [fed] = trace.fed.values()
+    verdicts = {}
+    for entry in fed:
+        verdicts.setdefault(entry.line, set()).add(entry.status.split(":")[0])
+    assert all(len(found - {"the same event as for another rule just above"}) == 1 for found in verdicts.values())
+    late = [line for line, found in verdicts.items() if "late" in found]
+    assert len(late) == engine.correlation_stats()["late"]
+    assert all("on time" not in found for line, found in verdicts.items() if line in late)
