@@ -240,3 +240,18 @@ def test_an_event_two_rules_feed_has_one_verdict_and_the_engines_late_counts(tmp
     late = [line for line, found in verdicts.items() if "late" in found]
     assert len(late) == engine.correlation_stats()["late"]
     assert all("on time" not in found for line, found in verdicts.items() if line in late)
+
+
+def test_a_line_too_dense_for_the_filter_to_parse_feeds_no_window(tmp_path):
+    """A line of over 1 MiB with over a million values the filter does not parse (``too_complex``);
+    explain parsed it, and showed a window fire on it that the filter never alerted on."""
+    events = [failure(0, "alice", "dc1"), failure(10, "alice", "dc2")]
+    dense = ndjson([failure(20, "alice", "dc3")])[:-2] + b', "pad": [' + b",".join([b"0"] * 1_100_000) + b"]}\n"
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(events) + dense)
+    result = run_cli(["explain", "--events", str(path), *rules(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert text.startswith("events    2 read, 1 not read (not a JSON object, or too long or dense to parse: skipped)")
+    assert "  no window fired\n" in text and "fired at" not in text
+    assert alerts(run_cli(["--input", str(path), "--quiet", *rules(tmp_path)]).stdout) == []

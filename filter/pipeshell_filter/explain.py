@@ -13,6 +13,7 @@ from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
 from .events.timeparse import NS, format_time
 from .io.prefilter import Prefilter, needle
+from .io.stream import load_event
 from .sigma.compile import Plan
 from .sigma.matchers import FieldMatcher
 from .sigma.correlation import OPERATORS
@@ -336,8 +337,8 @@ class CorrelationTrace:
 
     def feed(self, number: int, line: bytes) -> None:
         """One input line (without its newline): as the filter takes it, and what became of it."""
-        try:
-            event = ujson.loads(line[3:] if line.startswith(b"\xef\xbb\xbf") else line)  # a BOM, as the filter
+        try:  # as the filter parses it: without a BOM, and a line too dense to parse is left out
+            event = load_event(line[3:] if line.startswith(b"\xef\xbb\xbf") else line)
         except (ValueError, OverflowError):
             event = None
         if not isinstance(event, dict):
@@ -431,8 +432,8 @@ class CorrelationTrace:
     # ---------------------------------------------------------------- report
 
     def report(self) -> str:
-        blocks = [f"events    {self.events} read" + (f", {self.unusable} not a JSON object (skipped)"
-                                                      if self.unusable else "")
+        skipped = f", {self.unusable} not read (not a JSON object, or too long or dense to parse: skipped)"
+        blocks = [f"events    {self.events} read" + (skipped if self.unusable else "")
                   + (f", records lost to {self.lost} EVTX problem{'' if self.lost == 1 else 's'} (--input says "
                      "which)" if self.lost else "")
                   + f"; lateness {self.engine.correlation.lateness_ns / NS:g}s; the end of input "
