@@ -255,3 +255,37 @@ def test_a_line_too_dense_for_the_filter_to_parse_feeds_no_window(tmp_path):
     assert text.startswith("events    2 read, 1 not read (not a JSON object, or too long or dense to parse: skipped)")
     assert "  no window fired\n" in text and "fired at" not in text
     assert alerts(run_cli(["--input", str(path), "--quiet", *rules(tmp_path)]).stdout) == []
+
+
+def fired_and_alerted(rule_path, events, lateness):
+    """(what explain says alerted, what the engine alerted): (title, time) of each, sorted."""
+    plans = load_plans([str(rule_path)], None)
+    trace = CorrelationTrace(Engine(plans, make_resolver("auto", None, None), lateness * NS))
+    engine = Engine(plans, make_resolver("auto", None, None), lateness * NS)
+    written = []
+    for number, event in enumerate(events, 1):
+        trace.feed(number, ujson.dumps(event).encode())
+        written += engine.process(event, number).alerts
+    trace.finish()
+    written += engine.flush()
+    said, title = [], None
+    for line in trace.report().splitlines():
+        title = line[len("correlation "):] if line.startswith("correlation ") else title
+        if line.startswith("  fired at ") and not line.endswith("; no alert (not generated)"):
+            said.append((title, line.split()[2]))
+    alerted = [(a["rule"]["name"], a["@timestamp"]) for a in written if "timeframe_seconds" in a.get("sigma", {})]
+    return sorted(said), sorted(alerted)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.sampled_from(["h1", "h2"]), st.sampled_from(["amy", "bob"]),
+                          st.sampled_from([4625, 4625, 4624])), min_size=2, max_size=25), st.sampled_from([0, 60]))
+def test_a_window_of_a_correlation_without_generate_is_not_shown_as_an_alert(tmp_path_factory, rows, lateness):
+    """An aggregation that feeds a correlation without ``generate`` writes no alert of its own;
+    explain showed its windows "fired at" as any other's.  It says they make no alert, and the
+    windows it shows fired otherwise are the engine's alerts."""
+    path = tmp_path_factory.mktemp("quiet") / "rules.yml"
+    path.write_text(BURST)
+    events = [dict(failure(seconds, user, host), EventID=event_id) for seconds, host, user, event_id in rows]
+    said, alerted = fired_and_alerted(path, events, lateness)
+    assert said == alerted

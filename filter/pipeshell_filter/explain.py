@@ -462,6 +462,11 @@ class CorrelationTrace:
         lines = [f"correlation {spec.title}",
                  f"  fires when {_measure(spec)} {_needs(spec.condition)} within {_span(spec.timespan_ns)}, {per}"
                  + ("; every input must occur" if spec.require_each and len(spec.rules) > 1 else "")]
+        quiet = spec.id in self.engine.quiet  # as ``Engine._alerts``: its hits are events of the outer ones only
+        if quiet:
+            outer = ", ".join(repr(o.spec.title) for o in self.correlators if correlator in o.upstream)
+            lines.append(f"  no alert of its own: a window that fires is an event of {outer or 'another correlation'}"
+                         " (referenced without generate)")
         for ref in spec.inputs:
             taken = [f.line for f in fed if ref.key in f.refs]
             text = f"  input {self._label(spec, ref.key)}: "
@@ -494,7 +499,7 @@ class CorrelationTrace:
                 text += "; hosts " + ", ".join(map(_plain, hosts))
             if hit.distinct_values and list(hit.distinct_values) != hosts:
                 text += "; values " + ", ".join(map(_plain, hit.distinct_values))
-            lines.append(text)
+            lines.append(text + ("; no alert (not generated)" if quiet else ""))
         groups = list(dict.fromkeys(f.group for f in fed))
         done = {hit.group for hit in fired}
         for group in groups:
