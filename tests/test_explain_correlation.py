@@ -289,3 +289,37 @@ def test_a_window_of_a_correlation_without_generate_is_not_shown_as_an_alert(tmp
     events = [dict(failure(seconds, user, host), EventID=event_id) for seconds, host, user, event_id in rows]
     said, alerted = fired_and_alerted(path, events, lateness)
     assert said == alerted
+
+
+EITHER = FAILED + """---
+title: Success login
+name: successful_login
+logsource: {product: windows, service: security}
+detection: {sel: {EventID: 4624}, condition: sel}
+---
+""" + yaml.safe_dump({"title": "failure and success", "id": "pair", "correlation": {
+    "type": "temporal", "rules": ["failed_login", "successful_login"], "group-by": ["User"], "timespan": "1m"}})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.sampled_from(["h1", "h2"]), st.sampled_from(["amy", "bob"]),
+                          st.sampled_from([4625, 4624])), min_size=2, max_size=20), st.sampled_from([0, 20]))
+def test_an_input_said_never_met_in_a_group_was_met_by_none_of_its_events(tmp_path_factory, rows, lateness):
+    """"never met in this group" was said of an input that an event of the group did meet, but
+    too late to count (it is "met only too late") or before the group's last alert (it is "not
+    met ... after its last alert")."""
+    path = tmp_path_factory.mktemp("pair") / "rules.yml"
+    path.write_text(EITHER)
+    events = [dict(failure(seconds, user, host), EventID=event_id) for seconds, host, user, event_id in rows]
+    trace = CorrelationTrace(Engine(load_plans([str(path)], None), make_resolver("auto", None, None), lateness * NS))
+    for number, event in enumerate(events, 1):
+        trace.feed(number, ujson.dumps(event).encode())
+    trace.finish()
+    [correlator] = trace.correlators
+    for line in trace.report().splitlines():
+        for start in ("  did not fire  User=", "  then did not fire again  User="):
+            if line.startswith(start):
+                user = line[len(start):].split(":")[0]
+                for ref in correlator.spec.rules:
+                    if f"{trace._label(correlator.spec, ref.key)} never met" in line:
+                        assert not [f for f in trace.fed[id(correlator)] if f.group == (user,) and ref.key in f.refs]

@@ -537,10 +537,14 @@ class CorrelationTrace:
             for ref in spec.rules:
                 if ref.key in seen:
                     continue
+                late_only = [f.line for f in mine if f.dropped and ref.key in f.refs]
                 if ref.key in met:
                     reasons.append(f"{self._label(spec, ref.key)} not met within the same window")
+                elif late_only:  # met, but by events the correlation left out
+                    reasons.append(f"{self._label(spec, ref.key)} met only too late ({_lines(late_only, self.unit)})")
                 else:
-                    reasons.append(f"{self._label(spec, ref.key)} never met"
-                                   + (" in this group" if spec.group_by else ""))
+                    where = " in this group" if spec.group_by else ""
+                    reasons.append(f"{self._label(spec, ref.key)} " + (f"never met{where}" if last is None else
+                                                                       f"not met{where} after its last alert"))
         return text + "; ".join(reasons or ["incomplete"]) + late
 
