@@ -449,17 +449,26 @@ def test_a_detection_of_hostile_lists_fits_a_message_and_is_correlated(tmp_path)
     expected = alerts(run_cli(rules + ["--quiet"], data).stdout)
     assert len(expected) == 1
     out = tmp_path / "alerts.ndjson"
+    found, process = _one_agent_one_correlator(tmp_path, rules, data,
+                                               lambda url, process: wait_for_alerts(out, 1, process))
+    assert [comparable(a) for a in found] == [comparable(a) for a in expected], process.stderr.read()
+
+
+def _one_agent_one_correlator(tmp_path, rules, data, collect):
+    """``data`` through one agent and one correlator (its alerts to tmp_path/alerts.ndjson) on a
+    real server: what ``collect(server_url)`` gathered, and the correlator, stopped."""
     with NatsServer(tmp_path / "nats") as server:
-        process = correlator(server.url, tmp_path / "state.json", out, rules + ["--agents", "1"])
+        process = correlator(server.url, tmp_path / "state.json", tmp_path / "alerts.ndjson",
+                             rules + ["--agents", "1"])
         try:
             sent = run_cli(rules + ["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet"], data,
                            timeout=WAIT)
             assert sent.returncode == 0, sent.stderr
-            found = wait_for_alerts(out, 1, process)
+            found = collect(server.url, process)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=WAIT)
-    assert [comparable(a) for a in found] == [comparable(a) for a in expected], process.stderr.read()
+    return found, process
 
 
 MANY_LOGONS = MANY_USERS.replace("type: value_count", "type: event_count").replace(
@@ -482,16 +491,7 @@ def test_an_alert_over_the_servers_max_payload_goes_to_the_bus_in_its_smaller_fo
     expected = alerts(whole)
     assert len(expected) == 1 and len(whole) > 1 << 20
     out = tmp_path / "alerts.ndjson"
-    with NatsServer(tmp_path / "nats") as server:
-        process = correlator(server.url, tmp_path / "state.json", out, rules + ["--agents", "1"])
-        try:
-            sent = run_cli(rules + ["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet"], data,
-                           timeout=WAIT)
-            assert sent.returncode == 0, sent.stderr
-            found = bus_alerts(server.url, 1)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=WAIT)
+    found, process = _one_agent_one_correlator(tmp_path, rules, data, lambda url, process: bus_alerts(url, 1))
     assert process.returncode == 0, process.stderr.read()
     assert [comparable(a) for a in alerts(out.read_bytes())] == [comparable(a) for a in expected]  # whole
     assert len(found) == 1 and found[0]["event"]["id"] == expected[0]["event"]["id"]
