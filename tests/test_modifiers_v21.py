@@ -28,6 +28,7 @@ from pipeshell_filter.sigma.encodings import base64_offsets
 from pipeshell_filter.sigma.modifiers import KNOWN_MODIFIERS, ModifierError, ModifierSpec, PatternError, compile_value
 from pipeshell_filter.sigma.placeholders import PlaceholderError, load_placeholders
 from pipeshell_filter.sigma.rule import RuleError, parse_rule
+from pipeshell_filter.sigma.typed import PART_RANGES
 
 SOURCE = "/rules/v21.yml"
 DASHES = "-/\u2013\u2014\u2015"
@@ -341,7 +342,12 @@ def test_date_parts_agree_with_datetime(moment, layout, part, bound):
     value = {"minute": moment.minute, "hour": moment.hour, "day": moment.day, "week": moment.isocalendar()[1],
              "month": moment.month, "year": moment.year}[part]
     assert compiled(value, part)(text)
-    assert compiled(bound, part)(text) == (value == bound)
+    low, high = PART_RANGES.get(part, (bound, bound))
+    if low <= bound <= high:
+        assert compiled(bound, part)(text) == (value == bound)
+    else:  # a part it can never be: a rule error, not a test that never holds
+        with pytest.raises(ModifierError, match=f"{part} takes a whole number from {low} to {high}"):
+            compiled(bound, part)
     assert compiled(bound, part, "lt")(text) == (value < bound)
 
 
@@ -556,6 +562,10 @@ def test_keyword_keys_refuse_modifiers_that_need_a_field():
     ("a|windash|wide|windash|base64", "/", ["windash", "before |wide"]),
     ("a|cidr", "10.0.0.300/8", ["cidr", "not an IP network"]),
     ("a|gte", "ten", ["gte", "needs a number"]),
+    # a part it can never be loaded and never matched
+    ("a|hour", 14.5, ["|hour takes a whole number from 0 to 23", "14.5"]),
+    ("a|month", 13, ["|month takes a whole number from 1 to 12"]),
+    ("a|year", "2026.5", ["|year takes a whole number"]),
     ("a|fieldref", 3, ["fieldref", "name of another field"]),
     ("a|neq", [None, "x"], ["null", "neq"]),
     ("a|exists|contains", True, ["contains", "exists"]),

@@ -31,7 +31,8 @@ from ..values import fold
 from .encodings import BASE64, BOM, DASHES, UTF16, base64_offsets, base64_plain, to_bytes, utf16
 from .regex_literals import required_runs
 from .placeholders import PlaceholderError, expand
-from .typed import COMPARISONS, DATE_PARTS, DatePartTest, NetworkTest, NumberTest, rule_network, rule_number
+from .typed import (COMPARISONS, DATE_PARTS, PART_RANGES, DatePartTest, NetworkTest, NumberTest, rule_network,
+                    rule_number)
 
 MATCH_MODES = ("contains", "startswith", "endswith")
 # Sigma v2.1 sub-modifiers of |re, each under its short and its long name, as an RE2 flag.
@@ -512,6 +513,10 @@ def _compile_one(value, spec: ModifierSpec):
             raise ModifierError(f"|{name} needs a number, not {str(value)[:40]!r}")
         if spec.kind == "number":
             return NumberTest(spec.compare, number)
+        low, high = PART_RANGES.get(spec.date_part, (number, number))
+        if spec.compare is None and (number != number.to_integral_value() or not low <= number <= high):
+            raise ModifierError(f"|{name} takes a whole number" + (f" from {low} to {high}" if spec.date_part in
+                                PART_RANGES else "") + f", not {str(value)[:40]!r}")
         return DatePartTest(spec.date_part, spec.compare or "eq", number)
     text = value if isinstance(value, str) else _scalar_text(value)
     if spec.kind == "re":

@@ -21,6 +21,9 @@ import re2
 COMPARISONS = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
 _SHOWN_OP = {"eq": "==", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 DATE_PARTS = ("minute", "hour", "day", "week", "month", "year")
+# What a part can be (the specification's ranges; ``week`` is the ISO week, up to 53): a value outside,
+# or not whole, compared for equality can never match, so the rule says so at load.
+PART_RANGES = {"minute": (0, 59), "hour": (0, 23), "day": (1, 31), "week": (1, 53), "month": (1, 12)}
 
 # A number as events write one: decimal digits, a sign, a point, an exponent.  Decimal reads the
 # rest exactly (no float rounding of long integers) but would also take "NaN", "Infinity" and
