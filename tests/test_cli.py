@@ -784,3 +784,16 @@ def test_an_input_path_that_cannot_be_reached_is_said_with_the_systems_reason(tm
     assert missing.returncode == 2 and missing.stderr.decode().strip().endswith(": no such file or directory")
     device = run_cli(["--input", "/dev/null"], b"")
     assert device.returncode == 2 and b"not a file, a directory or a named pipe" in device.stderr
+
+
+@pytest.mark.parametrize("args", [["--input", "-"], ["explain", "--events", "-"], ["explain", "--event", "-"]])
+def test_a_dash_is_standard_input(args):
+    """``-`` reads standard input, as for every Unix tool (it was 'no such file or directory')."""
+    with open(os.path.join(REPO, "examples", "pipeshell-sample.ndjson"), "rb") as handle:
+        sample = handle.read()
+    result = run_cli(args, sample)
+    assert result.returncode == 0, result.stderr
+    expected = run_cli(args[:-2] + [args[-2], "/dev/stdin"], sample)
+    assert result.stdout == expected.stdout and result.stdout
+    if args[0] == "--input":
+        assert len(alerts(result.stdout)) == 1

@@ -645,6 +645,7 @@ def explain(
         raise UsageProblem("give --event (one event's verdicts) or --events (a stream's correlations), not both")
     # every option is checked, whether or not this run uses it: a wrong one is said, not ignored
     check_seconds(("--lateness", lateness), ("--max-skew", max_skew))
+    event, events = (inputs_module.STDIN if path == "-" else path for path in (event, events))  # as for --input
     plans = load_plans(rule, join, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
     if event is None and events is None:

@@ -27,11 +27,15 @@ class InputError(ValueError):
     """An input path that cannot be read (a usage error, exit status 2)."""
 
 
+STDIN = "/dev/stdin"
+
+
 def expand(paths: List[str]) -> Tuple[List[str], Set[str]]:
     """Paths as given, with each directory replaced by its event files (sorted, recursive, through
     symbolic links); a file reached twice (a symbolic or hard link to another file of the tree) is
     read once.  Also the files only a directory named: one of them that is no EVTX file is skipped,
-    not refused."""
+    not refused.  ``-`` is standard input, as for every Unix tool."""
+    paths = [STDIN if path == "-" else path for path in paths]
     files, seen, walked = [], set(), set()
     named = {_identity(path) for path in paths if not os.path.isdir(path)}
     for path in paths:
