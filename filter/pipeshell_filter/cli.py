@@ -204,7 +204,8 @@ def run(
                                    "suspect: they never move the watermark when the input pauses; on live input, "
                                    "one that far past the wall clock never moves it."),
     inputs: Optional[List[str]] = typer.Option(None, "--input", metavar="PATH", help="Read this file (NDJSON or "
-                                               ".evtx) or directory instead of stdin; several are merged by event time."),
+                                               ".evtx) or directory instead of stdin (-: stdin too); several are "
+                                               "merged by event time."),
     profile: str = typer.Option("auto", "--profile", help="Event shape: auto (detected per event) or a profile name."),
     field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
                                                   help="Your own field-resolution table (YAML/JSON), tried first."),
