@@ -43,7 +43,7 @@ def expand(paths: List[str]) -> Tuple[List[str], Set[str]]:
         for name in found:
             _check_readable(name)
             identity = _identity(name)
-            if identity not in seen or name == "/dev/stdin":
+            if identity not in seen or name == STDIN:
                 seen.add(identity)
                 files.append(name)
                 if identity not in named:
@@ -72,7 +72,7 @@ def _walk(top: str) -> List[str]:
 
 
 def _check_readable(path: str) -> None:
-    if path != "/dev/stdin":
+    if path != STDIN:
         try:
             mode = os.stat(path).st_mode
         except OSError as error:  # the system's own reason: missing, or a directory on the way not searchable

@@ -1047,7 +1047,7 @@ class Filter:
             return
         if event.get("System").__class__ is str:  # Fluent Bit's winevtlog with Render_Event_As_XML
             self.diagnostics.report("xml_event", self._where(number), XML_EVENT)
-        elif "StringInserts" in event and "EventData" not in event:  # no call on every other event's way
+        elif "StringInserts" in event:  # no call on every other event's way (the worker's guard too)
             self._say_event_data_map(self._event_data_map_problem(event), number)
         only = self._only(line)
         if self.stage == "match":
