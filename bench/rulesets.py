@@ -65,9 +65,10 @@ def run(args: list, source: str, command: list = FILTER) -> tuple:
 def rounds(rows: dict, source: str, repeat: int) -> dict:
     """Each row (name -> a function of the input path giving ``run``'s tuple) on an empty input
     (start-up) and on ``source``, round-robin over ``repeat`` rounds, each round starting one row
-    further on: name -> lists of start-up and full wall seconds, CPU seconds of the stream,
-    peak RSS, and the set of output line counts (every round must give the same)."""
-    results = {name: {"start": [], "full": [], "cpu": [], "rss": [], "alerts": set()} for name in rows}
+    further on: name -> lists of start-up and full wall seconds, CPU seconds of the stream and
+    of start-up, peak RSS, and the set of output line counts (every round must give the same)."""
+    results = {name: {"start": [], "full": [], "cpu": [], "start_cpu": [], "rss": [], "alerts": set()}
+               for name in rows}
     for round_number in range(repeat):
         names = list(rows)
         names = names[round_number % len(names):] + names[:round_number % len(names)]
@@ -77,6 +78,7 @@ def rounds(rows: dict, source: str, repeat: int) -> dict:
             found["start"].append(start[0])
             found["full"].append(full[0])
             found["cpu"].append(full[1] - start[1])
+            found["start_cpu"].append(start[1])
             found["rss"].append(full[2])
             found["alerts"].add(full[3])  # a speed-up may not change them
     return results
@@ -117,12 +119,12 @@ def main() -> int:
     for name, found in results.items():
         start, full = statistics.median(found["start"]), statistics.median(found["full"])
         stream = max(full - start, 1e-6)
-        cpu = max(statistics.median(found["cpu"]), 1e-6)
+        cpu, start_cpu = max(statistics.median(found["cpu"]), 1e-6), statistics.median(found["start_cpu"])
         alerts = "/".join(f"{count:,}" for count in sorted(found["alerts"]))
         # a stream shorter than a tenth of start-up is within start-up's own spread: no figure
         rate = f"{options.events / stream:10,.0f}" if stream > 0.1 * start else f"{'(< noise)':>10}"
-        print(f"{name:{width}} {start:10.2f} {stream:9.2f} {rate} "
-              f"{options.events / cpu:9,.0f} {max(found['rss']):8.0f} {alerts:>7}")
+        cpu_rate = f"{options.events / cpu:9,.0f}" if cpu > 0.1 * start_cpu else f"{'(< noise)':>9}"
+        print(f"{name:{width}} {start:10.2f} {stream:9.2f} {rate} {cpu_rate} {max(found['rss']):8.0f} {alerts:>7}")
     if any(len(found["alerts"]) > 1 for found in results.values()):
         print("rulesets: the rounds disagree on the alerts (shown a/b)", file=sys.stderr)
         return 1
