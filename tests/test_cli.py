@@ -238,6 +238,7 @@ def test_bad_options_exit_2_with_one_line(args, message):
     ("title: x\ndetection:\n  1:\n    a: 1\n  sel:\n    b: 1\n  condition: 1 of them\n", "selection name 1"),
     ("title: x\ndetection:\n  yes:\n    a: 1\n  condition: all of *\n", "selection name True"),
     ("title: x\ndetection:\n  ~:\n    a: 1\n  condition: all of *\n", "selection name None"),
+    ("title: x\ndetection:\n  sel:\n    a|re: null\n  condition: sel\n", "null cannot be a value of |re"),
 ])
 def test_bad_rules_exit_2_naming_the_file(tmp_path, body, message):
     path = tmp_path / "bad.yml"

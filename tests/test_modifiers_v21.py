@@ -568,6 +568,19 @@ def test_keyword_keys_refuse_modifiers_that_need_a_field():
     ("a|year", "2026.5", ["|year takes a whole number"]),
     ("a|fieldref", 3, ["fieldref", "name of another field"]),
     ("a|neq", [None, "x"], ["null", "neq"]),
+    # null is a field's absence, no value a modifier applies to: these loaded as a plain null check (pySigma
+    # refuses each), so ``|re: null`` matched every event without the field
+    ("a|re", None, ["null", "|re", "'a': null"]),
+    ("a|re|i", ["x", None], ["null", "|re"]),
+    ("a|cidr", None, ["null", "|cidr"]),
+    ("a|gt", None, ["null", "|gt"]),
+    ("a|hour", None, ["null", "|hour"]),
+    ("a|contains", ["x", None], ["null", "|contains"]),
+    ("a|startswith|all", ["x", None], ["null", "|startswith"]),
+    ("a|cased", None, ["null", "|cased"]),
+    ("a|windash", None, ["null", "|windash"]),
+    ("a|base64offset|contains", None, ["null", "|base64offset"]),
+    ("a|expand", None, ["null", "|expand"]),
     ("a|exists|contains", True, ["contains", "exists"]),
 ])
 def test_modifier_errors_are_one_line_naming_field_and_modifier(key, value, needles):
@@ -575,6 +588,11 @@ def test_modifier_errors_are_one_line_naming_field_and_modifier(key, value, need
     for needle in needles:
         assert needle in message, (needle, message)
     assert "'sel'" in message
+
+
+def test_null_under_all_alone_still_loads():
+    """|all is the one modifier a null value takes (pySigma too): all of the values, null among them."""
+    assert selects({"a|all": None}, {"b": "x"}) and not selects({"a|all": None}, {"a": "x"})
 
 
 def test_every_known_modifier_has_a_use():

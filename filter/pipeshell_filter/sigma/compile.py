@@ -168,9 +168,14 @@ def _compile_map(mapping: dict, where: str, placeholders: Optional[dict] = None)
         if not values:
             raise RuleError(f"{where}: {shown(key)} has an empty list of values")
         accepts_null = any(v is None for v in values)
-        if accepts_null and (spec.neq or spec.kind == "fieldref" or not field):
-            what = "keywords" if not field else "|neq" if spec.neq else "|fieldref"
-            raise RuleError(f"{at}: null cannot be one of the values of {what} (test it in a selection of its own)")
+        # null is a field's absence: no modifier but |all applies to it (pySigma refuses them too), and
+        # taken as a plain null check, ``|re: null`` or ``|gt: null`` would match every event without the field.
+        modifier = next((m for m in mods if m != "all"), None)
+        if accepts_null and (modifier is not None or not field):
+            if not field:
+                raise RuleError(f"{at}: null cannot be one of the keywords")
+            raise RuleError(f"{at}: null cannot be a value of |{modifier} (a field absent or null is tested "
+                            f"without modifiers, in a selection of its own: {shown(field)}: null)")
         if spec.kind == "fieldref":
             matchers.append(_fieldref_matcher(field, tuple(mods), values, spec, at))
             continue
