@@ -593,6 +593,9 @@ def test_modifier_errors_are_one_line_naming_field_and_modifier(key, value, need
 def test_null_under_all_alone_still_loads():
     """|all is the one modifier a null value takes (pySigma too): all of the values, null among them."""
     assert selects({"a|all": None}, {"b": "x"}) and not selects({"a|all": None}, {"a": "x"})
+    # x and null at once: no field is both (it matched a field holding x, the null left out)
+    assert not selects({"a|all": ["x", None]}, {"a": "x"}) and not selects({"a|all": ["x", None]}, {})
+    assert not selects({"a|all": ["x", None]}, {"a": ["x", None]})
 
 
 def test_every_known_modifier_has_a_use():

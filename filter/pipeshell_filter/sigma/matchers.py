@@ -239,9 +239,10 @@ class FieldMatcher:
             if self.require_all:
                 return all(test(t) for test in self.tests for t in texts)
             return any(all(test(t) for t in texts) for test in self.tests)
-        if self.require_all:
+        if self.require_all:  # a null among the values (absent or null) cannot hold on a field that has a value
             texts = view.leaves(field)
-            return all(any(test(t) for t in texts) for test in self.tests) and bool(self.tests)
+            return all(any(test(t) for t in texts) for test in self.tests) and bool(self.tests) \
+                and not self.accepts_null
         return self.any_of.holds(view.folded(field), view.leaves(field))
 
     def describe(self) -> str:
