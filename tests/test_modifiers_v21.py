@@ -590,6 +590,24 @@ def test_modifier_errors_are_one_line_naming_field_and_modifier(key, value, need
     assert "'sel'" in message
 
 
+@pytest.mark.parametrize("selection", [{"a": float("nan")}, {"a": [1, float("inf")]}, ["x", float("-inf")],
+                                       {"a|contains": float("nan")}])
+def test_yaml_nan_and_inf_are_not_values(selection):
+    """YAML's .nan and .inf compared as the text "nan" / "inf" (pySigma refuses them: not a number)."""
+    message = rule_error({"sel": selection, "condition": "sel"})
+    assert "is not a number" in message and "quoted" in message
+
+
+def test_float_values_compare_as_pysigma_renders_them():
+    """pySigma keeps a YAML float that is whole as an int (``1.0`` is 1, rendered "1"), any other as
+    the float's shortest text; an event's JSON number reads the same way (``values.leaves``)."""
+    assert selects({"a": 1.0}, {"a": "1"}) and selects({"a": 1.0}, {"a": 1}) and selects({"a": 1.0}, {"a": 1.0})
+    assert not selects({"a": 1.0}, {"a": "1.0"})
+    assert selects({"a": 1.5}, {"a": "1.5"}) and selects({"a": 1.5}, {"a": 1.50})
+    assert not selects({"a": 1.5}, {"a": "1"})
+    assert selects({"a": 1e20}, {"a": "100000000000000000000"}) and selects({"a": 1e-05}, {"a": "1e-05"})
+
+
 def test_null_under_all_alone_still_loads():
     """|all is the one modifier a null value takes (pySigma too): all of the values, null among them."""
     assert selects({"a|all": None}, {"b": "x"}) and not selects({"a|all": None}, {"a": "x"})

@@ -9,6 +9,7 @@ and cannot be "met" by one.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import attrs
@@ -136,6 +137,8 @@ def _spelled_out(tests) -> tuple:
 
 
 def _compile_value(value, spec: ModifierSpec, where: str, placeholders: Optional[dict] = None):
+    if isinstance(value, float) and not math.isfinite(value):  # YAML's .nan, .inf: no event writes one
+        raise RuleError(f"{where}: value {shown(value)} is not a number (write it quoted to mean the text)")
     if isinstance(value, (str, int, float)):  # bool is an int
         try:
             return compile_value(value, spec, placeholders)
