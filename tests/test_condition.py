@@ -401,6 +401,13 @@ def test_aggregation_decimal_and_negative_threshold():
     assert parse_aggregation("min(x) > -3").threshold == -3.0
 
 
+@pytest.mark.parametrize("threshold", ["\u0663", "\uff13", "1\u0660", "2.\u0665"])
+def test_aggregation_threshold_takes_ascii_digits_only(threshold):
+    """float() reads any script's digits: ``count() > \u0663`` loaded as > 3."""
+    with pytest.raises(ConditionError, match="cannot parse aggregation"):
+        parse_condition(f"sel | count() > {threshold}")
+
+
 def test_aggregation_whitespace_tolerance():
     agg = parse_aggregation("  count(  Computer  )   >   2  ")
     assert agg == Aggregation("count", "Computer", None, ">", 2.0)

@@ -352,3 +352,136 @@ def test_parse_duration_invalid(text):
 def test_parse_duration_property(n, unit):
     suffix, factor = unit
     assert parse_duration(f"{n}{suffix}") == n * factor * NS
+
+
+# ---------------------------------------------------------------- digits and leap seconds, against a reference
+
+# Decimal digits of other scripts: Python's \d and int() take them, RFC 3339 and Sigma do not.
+_OTHER_DIGITS = ("\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669",  # Arabic-Indic
+                 "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19",  # full-width
+                 "\u0966\u0967\u0968\u0969\u096a\u096b\u096c\u096d\u096e\u096f",  # Devanagari
+                 "".join(chr(0x1D7CE + i) for i in range(10)))  # mathematical bold
+
+
+def _month_days(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _day_number(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a valid date, counted by hand (no datetime, no calendar)."""
+    before = year - 1
+    days = 365 * before + before // 4 - before // 100 + before // 400
+    days += sum(_month_days(year, m) for m in range(1, month)) + day - 1
+    return days - 719162  # the count for 1970-01-01
+
+
+def _next_day(year: int, month: int, day: int) -> tuple:
+    if day < _month_days(year, month):
+        return year, month, day + 1
+    return (year + 1, 1, 1) if month == 12 else (year, month + 1, 1)
+
+
+def _previous_day(year: int, month: int, day: int) -> tuple:
+    if day > 1:
+        return year, month, day - 1
+    year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+    return year, month, _month_days(year, month)
+
+
+def reference_time(year, month, day, hour, minute, second, fraction, offset_minutes):
+    """Nanoseconds of a time written as these numbers (offset: east of UTC, in minutes; None: no zone),
+    or None when RFC 3339 says it is no time: a field out of range, or a second 60 anywhere but the
+    leap second at 23:59:60 UTC on the last day of a month."""
+    if not (1 <= month <= 12 and 1 <= day <= _month_days(year, month) and hour <= 23 and minute <= 59
+            and second <= 60):
+        return None
+    offset = offset_minutes or 0
+    if second == 60:
+        utc_minute = hour * 60 + minute - offset  # of the local day; may spill into a neighbour
+        date = (year, month, day)
+        if utc_minute < 0:
+            date, utc_minute = _previous_day(*date), utc_minute + 1440
+        elif utc_minute >= 1440:
+            date, utc_minute = _next_day(*date), utc_minute - 1440
+        if utc_minute != 1439 or date[2] != _month_days(date[0], date[1]):
+            return None
+    seconds = _day_number(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset * 60
+    ns = seconds * NS + int((fraction + "0" * 9)[:9])
+    first, last = _day_number(1, 1, 1) * 86400 * NS, _day_number(9999, 12, 31) * 86400 * NS + 86400 * NS - 1
+    return ns if first <= ns <= last else None
+
+
+_ZONES = st.one_of(st.none(), st.sampled_from(["Z", "z"]),
+                   st.tuples(st.sampled_from("+-"), st.one_of(st.integers(0, 25), st.just(0)),
+                             st.sampled_from([0, 30, 45, 59, 60]), st.booleans()))
+
+
+@given(year=st.one_of(st.integers(1, 9999), st.sampled_from([1, 1970, 2016, 9999])),
+       month=st.one_of(st.integers(0, 13), st.just(12)),
+       day=st.one_of(st.integers(0, 32), st.sampled_from([28, 30, 31])),
+       hour=st.one_of(st.integers(0, 25), st.sampled_from([0, 23])),
+       minute=st.one_of(st.integers(0, 61), st.sampled_from([0, 59])),
+       second=st.one_of(st.integers(0, 61), st.just(60)),
+       fraction=st.one_of(st.none(), st.text("0123456789", min_size=1, max_size=12)),
+       separators=st.tuples(st.sampled_from("Tt "), st.sampled_from(".,"), st.sampled_from(["", " "])),
+       zone=_ZONES,
+       swap=st.one_of(st.none(), st.tuples(st.sampled_from(_OTHER_DIGITS), st.integers(0, 40))))
+def test_parse_time_agrees_with_reference(year, month, day, hour, minute, second, fraction, separators, zone, swap):
+    """Any time text built from numbers (in range or not, a second 60 anywhere, any zone) parses to what
+    ``reference_time`` computes; with one digit of another script in it, to None."""
+    sep, point, space = separators
+    text = f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:{minute:02d}:{second:02d}"
+    text += "" if fraction is None else point + fraction
+    offset = None
+    if isinstance(zone, str):
+        text += space + zone
+    elif zone is not None:
+        sign, hours, minutes, colon = zone
+        text += f"{space}{sign}{hours:02d}{':' if colon else ''}{minutes:02d}"
+        offset = None if hours > 23 or minutes > 59 else (hours * 60 + minutes) * (1 if sign == "+" else -1)
+        if offset is None:
+            assert parse_time(text) is None
+            return
+    if swap is not None:
+        digits, which = swap
+        at = [i for i, ch in enumerate(text) if "0" <= ch <= "9"]
+        at = at[which % len(at)]
+        text = text[:at] + digits[int(text[at])] + text[at + 1:]
+        assert parse_time(text) is None, text
+        return
+    assert parse_time(text) == reference_time(year, month, day, hour, minute, second, fraction or "", offset), text
+
+
+@pytest.mark.parametrize("text, utc", [
+    ("2016-12-31T23:59:60Z", (2017, 1, 1, 0, 0, 0)),  # the last leap second inserted
+    ("2015-06-30T23:59:60.5Z", (2015, 7, 1, 0, 0, 0)),
+    ("2017-01-01T01:59:60+02:00", (2017, 1, 1, 0, 0, 0)),  # the same one, in a zone east
+    ("2016-12-31T18:59:60-0500", (2017, 1, 1, 0, 0, 0)),
+    ("2024-02-29T23:59:60Z", (2024, 3, 1, 0, 0, 0)),  # any month's end: ITU-R TF.460 allows it
+])
+def test_leap_second_at_the_end_of_a_utc_month(text, utc):
+    """A leap second reads as the instant it ends, the first of the next month (no 60th second in UTC ns)."""
+    fraction = 500_000_000 if ".5" in text else 0
+    assert parse_time(text) == calendar.timegm((*utc, 0, 0, 0)) * NS + fraction
+
+
+@pytest.mark.parametrize("text", [
+    "2024-01-01T12:34:60Z",  # was 12:35:00: a 60th second at any minute
+    "2024-01-01T12:34:60.5Z",  # the short cut for fraction-and-Z times too
+    "2016-12-31T23:59:60+02:00",  # 21:59:60 UTC
+    "2016-12-30T23:59:60Z",  # not a month's last day
+    "2016-12-31T23:58:60Z",
+    "2024-01-01T12:00:0\u0663Z",  # Arabic-Indic 3
+    "\uff12\uff10\uff12\uff14-01-01T12:00:03Z",  # full-width year
+    "2024-01-01T12:00:03.\u0661Z",  # in the fraction
+    "2024-01-01T12:00:03+0\u0662:00",  # in the zone
+])
+def test_no_time_for_a_misplaced_leap_second_or_other_digits(text):
+    assert parse_time(text) is None
+
+
+@pytest.mark.parametrize("text", ["\u0665m", "\uff15m", "1\u0660s", "\u0968h"])
+def test_parse_duration_takes_ascii_digits_only(text):
+    assert parse_duration(text) is None

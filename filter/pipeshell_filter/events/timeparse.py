@@ -22,9 +22,10 @@ from typing import Optional
 
 # Matched against the stripped text: a ``\s*`` on either side of the optional zone made a run of
 # spaces not followed by the end cost quadratic time (60,000 of them in a time field: 15 s).
+# ASCII: RFC 3339's digits are 0-9 (``\d`` alone takes any script's, and int() reads them: ``١``, ``３``).
 _ISO = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?"
-    r"\s*(?:([Zz])|([+-])(\d\d):?(\d\d))?"
+    r"\s*(?:([Zz])|([+-])(\d\d):?(\d\d))?", re.ASCII
 )
 
 NS = 1_000_000_000
@@ -86,7 +87,17 @@ def _parse(value) -> Optional[int]:
             return None
         seconds -= (hours * 3600 + minutes * 60) * (1 if sign == "+" else -1)
     ns = seconds * NS + (int(fraction[:9].ljust(9, "0")) if fraction else 0)
-    return ns if EARLIEST <= ns <= LATEST else None
+    if not EARLIEST <= ns <= LATEST or (second == 60 and not _after_leap_second(seconds)):
+        return None
+    return ns
+
+
+def _after_leap_second(seconds: int) -> bool:
+    """Whether ``seconds`` (UTC epoch seconds of the instant a ``:60`` second ends) can follow a leap
+    second: a leap second is inserted as 23:59:60 UTC on the last day of a month (ITU-R TF.460), so it
+    ends at midnight starting a month.  ``12:34:60`` is no time."""
+    days, rest = divmod(seconds, 86400)
+    return rest == 0 and (datetime.date(1970, 1, 1) + datetime.timedelta(days=days)).day == 1
 
 
 @functools.lru_cache(maxsize=4096)

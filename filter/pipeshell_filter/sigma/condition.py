@@ -118,7 +118,7 @@ _AGGREGATION = re.compile(
     r"""^\s*(?P<function>count|min|max|avg|sum)\s*\(\s*(?P<field>[^\s()]*)\s*\)
         (?:\s+by\s+(?P<group>[^\s]+))?
         \s*(?P<op>==|<=|>=|<|>)\s*(?P<threshold>-?\d+(?:\.\d+)?)\s*$""",
-    re.IGNORECASE | re.VERBOSE,
+    re.IGNORECASE | re.VERBOSE | re.ASCII,  # a threshold's digits are 0-9: float() reads any script's
 )
 
 

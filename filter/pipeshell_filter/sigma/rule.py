@@ -26,7 +26,7 @@ from .correlation import DOCUMENT_KINDS, FIELD_KINDS, OPERATORS
 
 def parse_duration(text) -> Optional[int]:
     """Sigma ``timeframe`` (``30s``, ``5m``, ``1h``, ``2d``) in nanoseconds, or None."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text))
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text), re.ASCII)  # 0-9 only: int() reads any script's
     if not match or len(match.group(1)) > _MAX_DURATION_DIGITS:
         return None
     unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
@@ -411,7 +411,7 @@ def _metadata(data: dict, source: str) -> dict:
 def _duration(value, what: str, source: str) -> int:
     """A ``timeframe`` / ``timespan`` in nanoseconds; a RuleError when it is not one we can use."""
     ns = parse_duration(value)
-    if ns is None and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[smhd]\s*", value):
+    if ns is None and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[smhd]\s*", value, re.ASCII):
         ns = MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000 + 1  # too many digits: too long
     if ns is None:
         raise RuleError(f"rule {source}: cannot parse {what} {shown(value)} (use e.g. 30s, 5m, 1h, 2d)")
