@@ -329,7 +329,10 @@ def test_date_parts_read_the_date_as_written():
     assert compiled(30, "day")("2024-12-30")
     assert compiled(22, "hour", "gte")("2024-01-01T22:10:00Z") and not compiled(22, "hour", "gte")("2024-01-01T21:10")
     assert compiled(3, "hour", "neq")("2024-01-01T04:00:00")
-    for text in ("yesterday", "2024-13-01T00:00", "2024-02-30", "1700000000", "2024-01-01T25:00", "2024-01-01x"):
+    assert compiled(23, "hour")("2016-12-31T23:59:60Z") and compiled(1, "hour")("2024-01-01T01:00+02")
+    # a second or a zone out of range is no time either (they were read past: 10:00:99 was hour 10)
+    for text in ("yesterday", "2024-13-01T00:00", "2024-02-30", "1700000000", "2024-01-01T25:00", "2024-01-01x",
+                 "2024-01-01T01:00:99Z", "2024-01-01T01:00:61", "2024-01-01T01:00:00+24:00", "2024-01-01T01:00+0199"):
         assert not compiled(1, "month")(text) and not compiled(2, "month")(text), text
 
 

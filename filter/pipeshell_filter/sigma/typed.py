@@ -80,7 +80,8 @@ class NumberTest:
 # ISO 8601 as logs write it: a date, then optionally a time (T or blank) with seconds, a fraction and
 # a zone.  The zone is read past, not applied: Sigma's date parts take the date as written.
 _DATE_TIME = re2.compile(
-    rb"\s*(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::\d{2}(?:[.,]\d+)?)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?\s*")
+    rb"\s*(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?)?"
+    rb"(?:[Zz]|[+-](\d{2})(?::?(\d{2}))?)?\s*")
 
 
 def date_part(text: str, part: str) -> Optional[int]:
@@ -89,13 +90,15 @@ def date_part(text: str, part: str) -> Optional[int]:
     match = _DATE_TIME.fullmatch(text.encode("utf-8", "surrogatepass"))
     if match is None:
         return None
-    year, month, day, hour, minute = match.groups()
+    year, month, day, hour, minute, second, zone_hours, zone_minutes = match.groups()
     try:
         date = datetime.date(int(year), int(month), int(day))
     except ValueError:
         return None
-    if hour is not None and (int(hour) > 23 or int(minute) > 59):
-        return None  # not a time: the text is not a date either
+    if hour is not None and (int(hour) > 23 or int(minute) > 59 or int(second or 0) > 60):
+        return None  # not a time: the text is not a date either (60: a leap second, wherever the zone puts it)
+    if zone_hours is not None and (int(zone_hours) > 23 or int(zone_minutes or 0) > 59):
+        return None  # nor is a zone that is none
     if part in ("hour", "minute"):
         return None if hour is None else int(hour) if part == "hour" else int(minute)
     if part == "week":
