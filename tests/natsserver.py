@@ -84,7 +84,7 @@ def _accepts(port: int) -> bool:
 class NatsServer:
     """One nats-server process with JetStream storing under ``store_dir``."""
 
-    def __init__(self, store_dir, port: Optional[int] = None, jetstream: bool = True):
+    def __init__(self, store_dir, port: Optional[int] = None, jetstream: bool = True, config: str = ""):
         binary = server_binary()
         if binary is None:
             pytest.skip(skip_reason() or "nats-server binary not found")
@@ -94,6 +94,7 @@ class NatsServer:
         self.port = port or free_port()
         self.log_path = os.path.join(self.store_dir, "nats-server.log")
         self.jetstream = jetstream
+        self.config = config  # the text of a configuration file (``max_payload: 4096``), or none
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -112,6 +113,11 @@ class NatsServer:
         log = open(self.log_path, "ab")
         try:
             js = ["-js", "-sd", self.store_dir] if self.jetstream else []
+            if self.config:
+                path = os.path.join(self.store_dir, "server.conf")
+                with open(path, "w") as handle:
+                    handle.write(self.config)
+                js += ["-c", path]
             self.proc = subprocess.Popen(
                 [self.binary, *js, "-a", "127.0.0.1", "-p", str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

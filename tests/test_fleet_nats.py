@@ -21,6 +21,7 @@ import zlib
 import pytest
 
 from clitools import COMMAND, REPO, alerts, ndjson, run_cli
+from clitools import records as json_lines
 from natsserver import NatsServer, needs_nats
 from test_fleet_shards import comparable
 from test_stages import BY_HOST
@@ -471,6 +472,39 @@ def _one_agent_one_correlator(tmp_path, rules, data, collect):
     return found, process
 
 
+def test_an_agent_on_a_server_with_a_small_max_payload_goes_on_and_its_detections_are_correlated(tmp_path):
+    """A server whose max_payload (4 KiB here) is under one Detection (a list of 50 long user names,
+    5.6 KB): the agent's publish was refused and it stopped (exit 1, "maximum payload exceeded"),
+    none of its events passed on.  Now the Detection goes with its values cut short (equal values
+    equal, different ones different), said and counted; every event is passed on."""
+    (tmp_path / "users.yml").write_text(MANY_USERS)
+    rules = ["--rule", str(tmp_path / "users.yml")]
+    events = [{"@timestamp": f"2026-11-02T09:00:0{i}Z", "Action": "login", "Computer": "srv01", "Target": "t",
+               "User": [f"{'u' * 100}{j}-{i}" for j in range(50)]} for i in range(3)]
+    events.append({"@timestamp": "2026-11-02T09:10:00Z", "Action": "other"})  # the agent's time past the window
+    data = ndjson(events)
+    expected = alerts(run_cli(rules + ["--quiet"], data).stdout)
+    assert len(expected) == 3  # 50 user names each: every event makes one
+    out = tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats", config="max_payload: 4096\n") as server:
+        process = correlator(server.url, tmp_path / "state.json", out, rules + ["--agents", "1"])
+        try:
+            sent = run_cli(rules + ["--stage", "match", "--emit", "all", "--nats", server.url, "--agent", "a1"], data,
+                           timeout=WAIT)
+            found = wait_for_alerts(out, len(expected), process)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=WAIT)
+    err = sent.stderr.decode()
+    assert sent.returncode == 0, err
+    passed = [{k: v for k, v in record.items() if k != "sigma"} for record in json_lines(sent.stdout)]
+    assert passed == events  # every event passed on (the matched ones enriched)
+    assert err.count("over the NATS server's max_payload (4096 bytes): published with its values cut short") == 3
+    assert "3 Detection(s) over the NATS server's max_payload published with their values cut short" in err
+    assert [(a["rule"]["id"], a["@timestamp"]) for a in found] == [(a["rule"]["id"], a["@timestamp"]) for a in expected]
+    assert process.returncode == 0, process.stderr.read()
+
+
 MANY_LOGONS = MANY_USERS.replace("type: value_count", "type: event_count").replace(
     "condition: {field: User, gte: 2}", "condition: {gte: 100}").replace("timespan: 5m", "timespan: 1h")
 
@@ -758,7 +792,7 @@ def test_a_fleet_made_when_prefixes_shared_one_stream_goes_on_there(tmp_path):
             sent = run_cli(["--stage", "match", "--nats", server.url, "--nats-prefix", "fleetb", "--agent", "a1",
                             "--quiet", *LATENESS], sample, timeout=WAIT)
             assert sent.returncode == 0, sent.stderr
-            found = wait_for_alerts(out, 1, process)
+            found = wait_for_alerts(out, len(expected), process)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=WAIT)

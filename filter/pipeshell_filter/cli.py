@@ -346,9 +346,10 @@ def run(
         bus, bus_errors = open_fleet_bus(nats, nats_prefix, stage, state, bool(files)), BusError
         bus.report = diagnostics.note  # a server that stays unreachable is said, not waited for in silence
         if stage is Stage.match:
-            stream_filter.publisher = fleet.Publisher(bus, nats_prefix, partitions, engine.correlation.partition_key)
+            stream_filter.publisher = fleet.Publisher(bus, nats_prefix, partitions, engine.correlation.partition_key,
+                                                      diagnostics.report)
         else:
-            stream_filter.alert_sink = fleet.AlertPublisher(bus, nats_prefix)
+            stream_filter.alert_sink = fleet.AlertPublisher(bus, nats_prefix, diagnostics.report)
     if stage is Stage.match and heartbeat:
         stream_filter.send_heartbeats(agent or socket.gethostname(), heartbeat, int(max_skew * NS))
     if stats_interval:
@@ -598,7 +599,7 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
              "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
              "bad_evtx": "EVTX problems"}
     bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
-           if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded")]
+           if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded", "bus_shrunk", "bus_too_big")]
     if bad:
         parts.append("skipped: " + ", ".join(bad))
     if stats["late"]:
@@ -613,6 +614,12 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
         parts.append(f"{stats['shed']} dropped from correlation at the state cap")
     if diagnostics.counts["bus_discarded"]:
         parts.append(f"{diagnostics.counts['bus_discarded']} bus message(s) discarded by the stream's limits unread")
+    if diagnostics.counts["bus_shrunk"]:
+        parts.append(f"{diagnostics.counts['bus_shrunk']} Detection(s) over the NATS server's max_payload "
+                     "published with their values cut short")
+    if diagnostics.counts["bus_too_big"]:
+        parts.append(f"{diagnostics.counts['bus_too_big']} record(s) over the NATS server's max_payload "
+                     "not published")
     try:
         sys.stderr.write("pipeshell-filter: " + "; ".join(parts) + "\n")
     except (OSError, ValueError):

@@ -47,34 +47,57 @@ class WireError(ValueError):
     """A record that is not a Detection of a version this build reads; the message is one line."""
 
 
-def kept(text):
-    """A value as a Detection carries it: whole, or over ``LONGEST_VALUE`` characters its head and a
+def kept(text, longest: int = LONGEST_VALUE):
+    """A value as a Detection carries it: whole, or over ``longest`` characters its head and a
     digest of the whole.  Equal values stay equal and different ones different (what grouping and
     counting read), while a record stays small enough for every transport: Fluent Bit's record
     cap, NATS's 1 MB message, the correlate stage's windows."""
-    if text.__class__ is not str or len(text) <= LONGEST_VALUE:
+    if text.__class__ is not str or len(text) <= longest:
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{text[:256]}...[{len(text)} characters, sha256 {digest}]"
+    return f"{text[:longest // 4]}...[{len(text)} characters, sha256 {digest}]"
 
 
-def kept_values(texts: list) -> list:
+def kept_values(texts: list, field_bytes: int = FIELD_BYTES, longest: int = LONGEST_VALUE) -> list:
     """A field's values as a Detection carries them: each ``kept``; past ``MOST_VALUES``, or past
-    ``FIELD_BYTES`` of JSON (the first value always whole: what group-by reads), the rest as one
+    ``field_bytes`` of JSON (the first value always whole: what group-by reads), the rest as one
     digest of them all (equal lists stay equal, different ones different)."""
-    values = [kept(text) for text in texts[:MOST_VALUES]]
+    values = [kept(text, longest) for text in texts[:MOST_VALUES]]
     cut = MOST_VALUES - 1 if len(texts) > MOST_VALUES else None
-    if sum(len(value) for value in values) * _WORST_BYTES > FIELD_BYTES:  # a long or escape-heavy list
+    if sum(len(value) for value in values) * _WORST_BYTES > field_bytes:  # a long or escape-heavy list
         size = 0
         for position, value in enumerate(values):
             size += len(ujson.dumps(value, ensure_ascii=True)) + 1
-            if size > FIELD_BYTES - 128 and position:  # room for the digest of the rest
+            if size > field_bytes - 128 and position:  # room for the digest of the rest
                 cut = min(position, MOST_VALUES - 1)
                 break
     if cut is None:
         return values
     rest = hashlib.sha256("\0".join(texts[cut:]).encode("utf-8", "surrogatepass")).hexdigest()
     return values[:cut] + [f"...[{len(texts) - cut} more values, sha256 {rest}]"]
+
+
+# Ever smaller forms of a Detection for a transport whose messages are smaller than the one its values
+# are bounded for (``smaller``): (JSON bytes of one field's values, characters of one value whole).
+SMALLER_FORMS = ((FIELD_BYTES // 8, LONGEST_VALUE), (4096, 256), (1024, 64))
+
+
+def smaller(record: dict, fits) -> Optional[dict]:
+    """A Detection's wire record with its values kept to fewer bytes, the first form that ``fits``
+    (a NATS server whose ``max_payload`` is under 1 MB), or None when none does.  Kept as the values
+    always are (``kept_values``): equal values stay equal and different ones different, so grouping
+    and counting read the same (only a value cut here and whole in another Detection counts as two).
+    Not ``records.shrink``, the alerts' smaller form: it cuts values to their head, making different
+    values one, and the rule id and condition terms with them."""
+    event = record.get("event") or {}
+    for field_bytes, longest in SMALLER_FORMS:
+        fields = {name: kept_values(values, field_bytes, longest) for name, values in record["fields"].items()}
+        reference = {key: kept(value, longest) if key in ("host", "event_id", "record_id") else value
+                     for key, value in event.items()}
+        candidate = dict(record, source=kept(record.get("source"), longest), fields=fields, event=reference)
+        if fits(candidate):
+            return candidate
+    return None
 
 
 def _wire_time(value, required: bool):

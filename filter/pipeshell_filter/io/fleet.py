@@ -36,7 +36,7 @@ from typing import Callable, List, Optional, Tuple
 
 import ujson
 
-from ..detect import Heartbeat
+from ..detect import Heartbeat, smaller
 from ..records import shrink
 from .bus import Bus, BusError
 from .stream import dumps
@@ -45,7 +45,8 @@ STREAM = "PIPESHELL"  # the streams of the default prefix (``stream_names``)
 ALERT_STREAM = "PIPESHELL_ALERTS"
 BATCH = 512  # records a match process publishes at once
 UNACKED = 50_000  # a correlate process snapshots (and acknowledges) at least this often, in messages
-HEADROOM = 4096  # of the server's max_payload, for a message's headers (its id)
+# A message's headers besides its id: ``NATS/1.0``, the header's name, the line ends (``_Batched.fits``).
+HEADER_BYTES = 64
 
 
 def record_subject(prefix: str, partition: int) -> str:
@@ -106,10 +107,16 @@ def _record_id(payload: bytes) -> str:
 class _Batched:
     """Publishes in batches of ``BATCH``; ``flush`` returns once the server stored every one."""
 
-    def __init__(self, bus: Bus):
+    def __init__(self, bus: Bus, report: Optional[Callable] = None):
         self.bus = bus
         self._pending = []
         self.published = 0
+        self.report = report or (lambda kind, where, message: None)  # ``Diagnostics.report``
+
+    def fits(self, payload: bytes, msg_id: str) -> bool:
+        """The message is within the server's ``max_payload``, which counts the headers too (the
+        server closes the connection on one over it; the client refuses one whose payload alone is)."""
+        return len(payload) + len(msg_id.encode("utf-8")) + HEADER_BYTES <= self.bus.max_payload()
 
     def _add(self, subject: str, payload: bytes, msg_id: str) -> None:
         self._pending.append((subject, payload, msg_id))
@@ -126,8 +133,9 @@ class _Batched:
 class Publisher(_Batched):
     """``--stage match --nats``: Detection and heartbeat records to the bus."""
 
-    def __init__(self, bus: Bus, prefix: str, partitions: int, partition_key: Callable):
-        super().__init__(bus)
+    def __init__(self, bus: Bus, prefix: str, partitions: int, partition_key: Callable,
+                 report: Optional[Callable] = None):
+        super().__init__(bus, report)
         self.prefix = prefix
         self.partitions = partitions
         self.partition_key = partition_key  # Detection -> key or None (``Correlation.partition_key``)
@@ -136,10 +144,33 @@ class Publisher(_Batched):
         """A Detection to its partition; a Heartbeat to every partition."""
         if not isinstance(record, Heartbeat):
             partition = partition_of(self.partition_key(record), self.partitions)
-            self._add(record_subject(self.prefix, partition), payload, _record_id(payload))
+            msg_id = _record_id(payload)
+            if not self.fits(payload, msg_id):
+                payload = self._smaller(record, payload)
+                if payload is None:
+                    return
+                msg_id = _record_id(payload)
+            self._add(record_subject(self.prefix, partition), payload, msg_id)
             return
         for item in self._beats(record, payload):
             self._add(*item)
+
+    def _smaller(self, record, payload: bytes) -> Optional[bytes]:
+        """A Detection over the server's ``max_payload`` (set under its 1 MB default) in a smaller form
+        (``detect.smaller``), or None when even that is over it: said and counted either way.  It was
+        refused, and the agent stopped (exit 1), its events not passed on."""
+        where, rule = record.event.get("line", "?"), record.rule
+        limit = self.bus.max_payload()
+        found = smaller(ujson.loads(payload), lambda wire: self.fits(dumps(wire), _record_id(dumps(wire))))
+        if found is None:
+            self.report("bus_too_big", where, f"Detection of rule {rule!r} ({len(payload)} bytes) is over the NATS "
+                        f"server's max_payload ({limit} bytes) even with its values cut short: not published")
+            return None
+        smaller_payload = dumps(found)
+        self.report("bus_shrunk", where, f"Detection of rule {rule!r} ({len(payload)} bytes) is over the NATS "
+                    f"server's max_payload ({limit} bytes): published with its values cut short "
+                    f"({len(smaller_payload)} bytes; equal values stay equal)")
+        return smaller_payload
 
     def _beats(self, record: Heartbeat, payload: bytes) -> list:
         # an idle heartbeat repeats the same time on purpose (the agent is alive): its id must differ
@@ -162,17 +193,24 @@ class AlertPublisher(_Batched):
     ``flush`` comes before every snapshot (and whenever the input waits), so that no record is
     acknowledged before the alerts it made are stored."""
 
-    def __init__(self, bus: Bus, prefix: str):
-        super().__init__(bus)
+    def __init__(self, bus: Bus, prefix: str, report: Optional[Callable] = None):
+        super().__init__(bus, report)
         self.subject = alert_subject(prefix)
 
     def __call__(self, record: dict, payload: bytes) -> None:
         """An alert over the server's ``max_payload`` goes in its smaller form (``sigma.truncated``,
         its ``event.id`` kept): refused, it stopped the correlator, and every restart made it again
-        from the state (100 host names of emoji, each list of them twice in the alert, were 1.07 MB)."""
+        from the state (100 host names of emoji, each list of them twice in the alert, were 1.07 MB).
+        One still over it (a server's ``max_payload`` set very low) is said and counted, and left to
+        stdout: refused, it stopped the correlator the same way."""
         msg_id = record.get("event", {}).get("id") or _record_id(payload)
-        if len(payload) > self.bus.max_payload() - HEADROOM:
+        if not self.fits(payload, msg_id):
             payload = dumps(shrink(record))
+            if not self.fits(payload, msg_id):
+                self.report("bus_too_big", "correlation", f"alert {msg_id} of rule "
+                            f"{record.get('rule', {}).get('id')!r} is over the NATS server's max_payload "
+                            f"({self.bus.max_payload()} bytes) even in its smaller form: on stdout only")
+                return
         self._add(self.subject, payload, msg_id)
 
 
