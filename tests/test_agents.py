@@ -478,3 +478,85 @@ def test_an_agent_left_out_for_lagging_is_named_on_stderr(tmp_path):
     assert process.wait(timeout=30) == 0
     named = [line for line in err.decode().splitlines() if "agent 'slow'" in line]
     assert len(named) == 1 and "behind the other agents" in named[0], err.decode()
+
+
+NEWS_OPERATIONS = st.lists(st.one_of(st.tuples(st.just("see"), st.sampled_from("abcd"), st.booleans()),
+                                     st.tuples(st.just("tick"), st.sampled_from([0, 1, 30, 59, 60, 61, 200])),
+                                     st.tuples(st.just("away"), st.sampled_from([1, 100])),
+                                     st.just(("news",)), st.just(("frontier",))), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(NEWS_OPERATIONS, st.sampled_from([0, 2, 5]))
+def test_an_agent_gone_silent_is_told_once_and_so_is_its_return_and_the_end_of_the_wait_for_agents(operations,
+                                                                                                expected):
+    """An agent that sent nothing for ``idle`` seconds stopped holding the fleet's time back in silence,
+    and so did the wait for ``--agents N`` end: each is news once, an agent's return after its silence
+    too (silent again later: news again), and an outage of the input is no agent's silence."""
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock, expected=expected)
+    heard, told, started, told_expected = {}, set(), 0.0, False
+    queued = []
+
+    def notice_silence():
+        for name in sorted(heard, key=heard.get):
+            if heard[name] < clock.now - 60 and name not in told:
+                told.add(name)
+                queued.append(("silent", name))
+
+    for operation in operations:
+        if operation[0] == "see":
+            _, name, idle = operation
+            agents.see(name, 1000 * S, idle)
+            if name in told:
+                told.discard(name)
+                queued.append(("back", name))
+            heard.pop(name, None)  # the order heard in, as ties are told
+            heard[name] = clock.now
+        elif operation[0] == "tick":
+            clock.now += operation[1]
+        elif operation[0] == "away":
+            clock.now += operation[1]
+            agents.input_back(operation[1])
+            heard = {name: time + operation[1] for name, time in heard.items()}
+            started += operation[1]
+        elif operation[0] == "frontier":
+            if heard and not (len(heard) < expected and clock.now - started < 60):
+                notice_silence()
+            agents.frontier()
+        else:
+            notice_silence()
+            if expected and not told_expected and len(heard) < expected and clock.now - started >= 60:
+                told_expected = True
+                queued.append(("expected", len(heard)))
+            news = agents.news()
+            assert [(what, name) for what, name, _ in news] == queued
+            assert all(seconds >= 60 for what, _, seconds in news if what in ("silent", "back"))
+            queued = []
+
+
+def test_an_agent_gone_silent_and_the_end_of_the_wait_for_agents_are_said_on_stderr(tmp_path):
+    """Two agents of --agents 3 report, then one stops: both were dropped in silence."""
+    from pipeshell_filter.detect import Heartbeat as Beat
+
+    def beat(agent, seconds):
+        return json.dumps(Beat(agent, flat_time(seconds)).to_wire()).encode() + b"\n"
+
+    process = subprocess.Popen(COMMAND + ["--stage", "correlate", "--agent-idle", "1", "--agents", "3"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(beat("a", 100) + beat("b", 100))
+    process.stdin.flush()
+    import time as _t
+    for step in range(1, 6):  # b says nothing more
+        _t.sleep(0.5)
+        process.stdin.write(beat("a", 100 + step))
+        process.stdin.flush()
+    process.stdin.write(beat("b", 106))
+    process.stdin.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=30) == 0
+    lines = err.splitlines()
+    assert len([line for line in lines if "agent 'b' sent nothing for" in line]) == 1, err
+    assert len([line for line in lines if "agent 'b' heard again after" in line]) == 1, err
+    assert len([line for line in lines if "only 2 of the 3 agents of --agents reported" in line]) == 1, err
+    assert not [line for line in lines if "agent 'a'" in line], err

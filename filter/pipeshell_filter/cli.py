@@ -599,7 +599,8 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
              "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
              "bad_evtx": "EVTX problems"}
     bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
-           if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded", "bus_shrunk", "bus_too_big")]
+           if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded", "bus_shrunk", "bus_too_big",
+                        "agent_silent")]
     if bad:
         parts.append("skipped: " + ", ".join(bad))
     if stats["late"]:

@@ -429,6 +429,17 @@ class Correlation:
             self._note_skewed(agent, "ahead")
             lines.append(("skewed_source", f"agent {agent!r} said its time was {ahead / NS:g} s past the wall clock: "
                           "not believed (a wrong clock or a forged heartbeat)"))
+        for what, agent, value in self.agents.news() if self.agents is not None else ():
+            if what == "silent":
+                lines.append(("agent_silent", f"agent {agent!r} sent nothing for {value:.0f} s (--agent-idle): it no "
+                              "longer holds the fleet's time back (stopped, or its link did); its events, should it "
+                              "come back behind the others, arrive late"))
+            elif what == "back":
+                lines.append(("agent_silent", f"agent {agent!r} heard again after {value:.0f} s of silence"))
+            else:
+                lines.append(("agent_silent", f"only {agent} of the {value} agents of --agents reported within "
+                              f"--agent-idle ({self.agents.idle:g} s): the fleet's time moves on without the others "
+                              "(their events, should they come behind it, arrive late)"))
         for agent, lag in self.agents.lagging() if self.agents is not None else ():
             self._note_skewed(agent, "behind")
             lines.append(("skewed_source", f"agent {agent!r} is {lag / NS:g} s behind the other agents: left out "

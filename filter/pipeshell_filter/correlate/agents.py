@@ -95,6 +95,11 @@ class AgentClocks:
         self._ahead: Dict[str, int] = {}  # agents whose time was not believed, and by how much (ns) past the wall
         self._ahead_reported = set()
         self.last = NEVER  # the frontier as last worked out
+        # what the user is told once each (``news``): agents gone silent and when they were last heard,
+        # those heard again after that and how long they were silent, and the wait for ``expected``
+        self._silent: Dict[str, float] = {}
+        self._news: List[tuple] = []
+        self._expected_told = False
 
     def see(self, agent: str, time: int, idle: bool = False) -> bool:
         """Take an agent's report; True when the fleet's time may have moved (the agent was at
@@ -119,6 +124,8 @@ class AgentClocks:
             self._idle.add(agent)
             old = NEVER
         now = self.clock()
+        if agent in self._silent:
+            self._news.append(("back", agent, now - self._silent.pop(agent)))
         for heard in (self._heard, self._live):
             heard[agent] = now
             heard.move_to_end(agent)
@@ -152,6 +159,7 @@ class AgentClocks:
         self._everyone.remove((self._time.pop(agent), agent))
         self._idle.discard(agent)
         self._changed.discard(agent)
+        self._silent.pop(agent, None)
 
     def _limit(self, agent: str):
         """The newest time ``agent`` may count for: ``max_skew`` past the wall clock (live input), or
@@ -214,6 +222,8 @@ class AgentClocks:
                 break
             self._leave(agent, waiting=True)
             del self._live[agent]
+            self._silent[agent] = heard
+            self._news.append(("silent", agent, self.clock() - heard))
 
     def frontier(self):
         """The fleet's time: the least time of the active agents that are not far behind; when
@@ -272,6 +282,19 @@ class AgentClocks:
         if self.wall is None and len(self._everyone) > 1:  # one agent's time, as when all are quiet
             self.last = min(self.last, self._everyone[-2][0] + self.max_skew)
         return self.last
+
+    def news(self) -> List[tuple]:
+        """What to tell the user, once each, since the last call: ("silent", agent, seconds) for an agent
+        that sent nothing for ``idle`` seconds (it no longer holds the fleet's time back), ("back",
+        agent, seconds) for one heard again after that, and ("expected", agents heard, ``expected``)
+        when the wait for ``expected`` agents ended with fewer.  Each was dropped in silence."""
+        self._forget_silent()
+        if (self.expected and not self._expected_told and len(self._time) < self.expected
+                and self.clock() - self._started >= self.idle):
+            self._expected_told = True
+            self._news.append(("expected", len(self._time), self.expected))
+        found, self._news = self._news, []
+        return found
 
     def lagging(self) -> List[tuple]:
         """(agent, how far behind in ns) of the agents newly seen far behind; each reported once."""
