@@ -259,6 +259,32 @@ def test_rules_that_group_by_fields_are_split_over_partitions_and_the_rest_has_o
         sum(a["rule"]["id"] == "count-anywhere" for a in expected)
 
 
+def test_agents_and_correlators_that_disagree_on_partitions_are_told(tmp_path):
+    """Agents with --partitions 2 and 3 split a host's detections between correlators; a correlator of
+    partition 2 gets nothing from an agent with --partitions 2.  Both went unsaid; now each heartbeat
+    says its agent's count, and the correlators say the mismatch in one line each."""
+    sample = open(SAMPLE, "rb").read()
+    with NatsServer(tmp_path / "nats") as server:
+        first = correlator(server.url, tmp_path / "state0.json", tmp_path / "out0.ndjson", ["--partition", "0"])
+        try:
+            for agent, count in (("a1", "2"), ("a2", "3")):
+                sent = run_cli(["--stage", "match", "--nats", server.url, "--partitions", count, "--agent", agent,
+                                "--quiet", *LATENESS], sample, timeout=WAIT)
+                assert sent.returncode == 0, sent.stderr
+            late = correlator(server.url, tmp_path / "state3.json", tmp_path / "out3.ndjson", ["--partition", "3"])
+            time.sleep(3)
+        finally:
+            for process in (first, late):
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=WAIT)
+    said = first.stderr.read().decode()
+    assert said.count("agents disagree on --partitions: agent 'a2' publishes to 3 partitions, agent 'a1' to 2") == 1
+    assert len([line for line in said.splitlines() if "--partitions" in line]) == 1, said
+    said = late.stderr.read().decode()  # partition 0's last heartbeat is a2's
+    assert said.count("agent 'a2' publishes to 3 partition(s) (--partitions 3), and this correlator reads "
+                      "partition 3") == 1, said
+
+
 # ---------------------------------------------------------------- fleets side by side, restarts, stops
 
 SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")

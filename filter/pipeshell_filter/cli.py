@@ -600,7 +600,7 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
              "bad_evtx": "EVTX problems"}
     bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
            if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded", "bus_shrunk", "bus_too_big",
-                        "agent_silent")]
+                        "agent_silent", "partitions")]
     if bad:
         parts.append("skipped: " + ", ".join(bad))
     if stats["late"]:

@@ -526,6 +526,19 @@ class Bus:
         return self._call(self._retry(find, f"the stream of {subject}", self.setup_timeout),
                           timeout=self.setup_timeout + CLOSE_TIMEOUT)
 
+    def last_message(self, stream: str, subject: str) -> Optional[bytes]:
+        """The data of the last message on ``subject`` in ``stream``; None when there is none."""
+        js_errors = self._mod.js.errors
+
+        async def get(js):
+            try:
+                return (await js.get_last_msg(stream, subject)).data
+            except js_errors.NotFoundError:
+                return None
+
+        return self._call(self._retry(get, f"stream {stream}", self.setup_timeout),
+                          timeout=self.setup_timeout + CLOSE_TIMEOUT)
+
     def last_seq(self, stream: str) -> int:
         """The stream's last sequence number (0 when it is empty)."""
         async def info(js):

@@ -175,6 +175,8 @@ class Publisher(_Batched):
     def _beats(self, record: Heartbeat, payload: bytes) -> list:
         # an idle heartbeat repeats the same time on purpose (the agent is alive): its id must differ
         suffix = f":{time.time_ns()}" if record.idle else ""
+        # the agent's --partitions, for the correlators to check (``PartitionCheck``)
+        payload = payload.rstrip()[:-1] + b',"partitions":%d}' % self.partitions
         return [(record_subject(self.prefix, partition), payload, f"{_record_id(payload)}:{partition}{suffix}")
                 for partition in range(self.partitions)]
 
@@ -214,6 +216,51 @@ class AlertPublisher(_Batched):
         self._add(self.subject, payload, msg_id)
 
 
+class PartitionCheck:
+    """Agents and correlators that disagree on ``--partitions`` split a group's detections between
+    correlators, or send some to a partition nobody reads: alerts lost in silence.  Every heartbeat
+    on the bus says its agent's ``--partitions``; a correlator says, once per agent and count, when
+    agents disagree, and at start-up when its partition is past the count of the last heartbeat of
+    partition 0 (which every agent's heartbeats reach)."""
+
+    MOST = 10_000  # agents remembered
+
+    def __init__(self, partition: int, report: Callable[[str], None]):
+        self.partition = partition
+        self.report = report
+        self.counts: dict = {}  # agent -> its --partitions, as last said
+
+    def at_start(self, bus: Bus, stream: str, prefix: str) -> None:
+        if self.partition:
+            self.see(bus.last_message(stream, record_subject(prefix, 0)) or b"", start=True)
+
+    def see(self, data: bytes, start: bool = False) -> None:
+        if b'"partitions"' not in data or b"sigma.heartbeat" not in data:
+            return
+        try:
+            record = ujson.loads(data)
+            agent, count = record["agent"], record["partitions"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if not isinstance(count, int) or not isinstance(agent, str) or self.counts.get(agent) == count:
+            return
+        if self.partition >= count:
+            self.report(f"agent {agent!r} publishes to {count} partition(s) (--partitions {count}), and this "
+                        f"correlator reads partition {self.partition}: none of that agent's detections "
+                        f"come here; give every agent --partitions "
+                        f"{self.partition + 1} or more, and run one correlator per partition")
+        if start:
+            return
+        if len(self.counts) < self.MOST or agent in self.counts:
+            self.counts[agent] = count
+        other = next((name for name, theirs in self.counts.items() if theirs != count), None)
+        if other is not None:  # looked for only when an agent's count is new: rare
+            theirs = self.counts[other]
+            self.report(f"agents disagree on --partitions: agent {agent!r} publishes to {count} partitions, "
+                        f"agent {other!r} to {theirs}: a group's detections are split between correlators and "
+                        "its alerts lost or wrong; give every agent the same --partitions")
+
+
 def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_seq: Optional[int],
             batch: int = 1024, wait: float = 0.5) -> None:
     """``--stage correlate --nats``: the partition's records through the filter until ``stop``.
@@ -237,6 +284,8 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     consumer = bus.consumer(stream, durable_name(prefix, partition, stream), record_subject(prefix, partition),
                             start_seq)
     last = [None, None]  # the last message taken, the last one acknowledged
+    check = PartitionCheck(partition, lambda message: stream_filter.diagnostics.report("partitions", "bus", message))
+    check.at_start(bus, stream, prefix)
 
     def acknowledge() -> None:
         if stop.requested:  # stopping: a restart reads on from the snapshot's position (``bus_seq``)
@@ -251,6 +300,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
             last[1] = last[0]
 
     def take(message) -> None:
+        check.see(message.data)
         records, problem = _fluent_bit_records(message.data) if _ARRAY.match(message.data) else (None, None)
         if records is None:
             stream_filter.lines += 1
