@@ -818,7 +818,7 @@ def test_a_fleet_made_when_prefixes_shared_one_stream_goes_on_there(tmp_path):
             sent = run_cli(["--stage", "match", "--nats", server.url, "--nats-prefix", "fleetb", "--agent", "a1",
                             "--quiet", *LATENESS], sample, timeout=WAIT)
             assert sent.returncode == 0, sent.stderr
-            found = wait_for_alerts(out, len(expected), process)
+            found = wait_for_alerts(out, 1, process)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=WAIT)
