@@ -78,3 +78,14 @@ def test_no_import_cycles():
 
     cycles = [m for m in graph if reaches(m, m, set())]
     assert not cycles, cycles
+
+
+def test_explain_reads_only_the_public_surface_of_what_it_explains():
+    """``explain`` read the correlator's private ``_seq``: a rename there would break explain --events
+    at run time only.  Its own attributes aside (``self._x``), it reads what the stages publish."""
+    tree = ast.parse(open(os.path.join(PACKAGE, "explain.py"), encoding="utf-8").read())
+    private = sorted({(node.lineno, ast.unparse(node)) for node in ast.walk(tree)
+                      if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                      and not node.attr.startswith("__")
+                      and not (isinstance(node.value, ast.Name) and node.value.id == "self")})
+    assert not private, private

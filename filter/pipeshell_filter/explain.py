@@ -357,7 +357,7 @@ class CorrelationTrace:
                     self.untimed[id(correlator)].append(number)
                 engine.observe(detection)
                 continue
-            before = [(c.late, c.late_dropped, c.watermark, c.duplicates, c._seq) for c, _ in takers]
+            before = [(c.late, c.late_dropped, c.watermark, c.duplicates, c.arrivals) for c, _ in takers]
             engine.observe(detection)
             for (correlator, c), counts in zip(takers, before):
                 self.fed[id(correlator)].append(self._judged(correlator, c, number, detection.source, *counts))
@@ -367,11 +367,11 @@ class CorrelationTrace:
         for correlator in self.correlators:
             correlator.watch = None
 
-    def _judged(self, correlator, c, number, host, late, dropped, watermark, duplicates, seq) -> _Fed:
+    def _judged(self, correlator, c, number, host, late, dropped, watermark, duplicates, arrivals) -> _Fed:
         entry = _Fed(number, c.time, host, c.group, c.refs, "on time")
         if correlator.duplicates != duplicates:
             entry.status, entry.taken = "taken already (the same event): left out", False
-        elif correlator._seq == seq:  # the correlator took none of it: the event met another of its rules
+        elif correlator.arrivals == arrivals:  # the correlator took none of it: the event met another of its rules
             entry.status, entry.taken = "the same event as for another rule just above: counted once", False
         elif correlator.late_dropped != dropped:
             behind = (watermark - c.time) / NS

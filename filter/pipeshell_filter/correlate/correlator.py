@@ -505,6 +505,14 @@ class Correlator:
 
     # ------------------------------------------------------------ introspection
 
+    @property
+    def arrivals(self) -> int:
+        """A running count of the detections this correlation took (late ones too; not one dropped
+        as sent again, ``duplicates``, nor one that is the same event as the detection just before,
+        met by another of its rules).  Read-only, for ``explain``, which tells by it whether the
+        correlation took an event it was fed, or counted it once already."""
+        return self._seq
+
     def held_times(self) -> list:
         """Event times of everything held (pending and windowed); for tests."""
         return [c.time for _, _, c in self._pending] + [t for t, _, _ in self._held]
