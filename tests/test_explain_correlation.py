@@ -2,7 +2,6 @@
 
 import os
 
-import ujson
 import yaml
 from hypothesis import given, settings, strategies as st
 
@@ -51,6 +50,15 @@ def filtered(tmp_path, events, *args):
     result = run_cli(["--input", str(path), "--quiet", *args])
     assert result.returncode == 0, result.stderr
     return alerts(result.stdout)
+
+
+def traced(directory, plans, events, lateness, **options) -> CorrelationTrace:
+    """``explain --events`` in process: the events, as a file in ``directory``, through the filter."""
+    path = directory / "events.ndjson"
+    path.write_bytes(ndjson(events))
+    trace = CorrelationTrace(Engine(plans, make_resolver("auto", None, None), lateness * NS))
+    trace.read(str(path), **options)
+    return trace
 
 
 def test_builtin_rule_on_the_example_reports_the_window_that_fired_and_its_hosts():
@@ -225,12 +233,10 @@ def test_an_event_two_rules_feed_has_one_verdict_and_the_engines_late_counts(tmp
     path.write_text(TWO_RULES)
     events = [failure(seconds, user, host) for seconds, host, user in rows]
     plans = load_plans([str(path)], None)
-    trace = CorrelationTrace(Engine(plans, make_resolver("auto", None, None), lateness * NS))
+    trace = traced(path.parent, plans, events, lateness)
     engine = Engine(plans, make_resolver("auto", None, None), lateness * NS)
     for number, event in enumerate(events, 1):
-        trace.feed(number, ujson.dumps(event).encode())
         engine.process(event, number)
-    trace.finish()
     engine.flush()
     [fed] = trace.fed.values()
     verdicts = {}
@@ -260,13 +266,11 @@ def test_a_line_too_dense_for_the_filter_to_parse_feeds_no_window(tmp_path):
 def fired_and_alerted(rule_path, events, lateness):
     """(what explain says alerted, what the engine alerted): (title, time) of each, sorted."""
     plans = load_plans([str(rule_path)], None)
-    trace = CorrelationTrace(Engine(plans, make_resolver("auto", None, None), lateness * NS))
+    trace = traced(rule_path.parent, plans, events, lateness)
     engine = Engine(plans, make_resolver("auto", None, None), lateness * NS)
     written = []
     for number, event in enumerate(events, 1):
-        trace.feed(number, ujson.dumps(event).encode())
         written += engine.process(event, number).alerts
-    trace.finish()
     written += engine.flush()
     said, title = [], None
     for line in trace.report().splitlines():
@@ -311,10 +315,7 @@ def test_an_input_said_never_met_in_a_group_was_met_by_none_of_its_events(tmp_pa
     path = tmp_path_factory.mktemp("pair") / "rules.yml"
     path.write_text(EITHER)
     events = [dict(failure(seconds, user, host), EventID=event_id) for seconds, host, user, event_id in rows]
-    trace = CorrelationTrace(Engine(load_plans([str(path)], None), make_resolver("auto", None, None), lateness * NS))
-    for number, event in enumerate(events, 1):
-        trace.feed(number, ujson.dumps(event).encode())
-    trace.finish()
+    trace = traced(path.parent, load_plans([str(path)], None), events, lateness)
     [correlator] = trace.correlators
     for line in trace.report().splitlines():
         for start in ("  did not fire  User=", "  then did not fire again  User="):
@@ -323,3 +324,98 @@ def test_an_input_said_never_met_in_a_group_was_met_by_none_of_its_events(tmp_pa
                 for ref in correlator.spec.rules:
                     if f"{trace._label(correlator.spec, ref.key)} never met" in line:
                         assert not [f for f in trace.fed[id(correlator)] if f.group == (user,) and ref.key in f.refs]
+
+
+KINDS = FAILED + """---
+title: Success login
+name: successful_login
+logsource: {product: windows, service: security}
+detection: {sel: {EventID: 4624}, condition: sel}
+---
+""" + "---\n".join(yaml.safe_dump({"title": title, "id": title, "correlation": dict(
+    {"rules": ["failed_login", "successful_login"], "group-by": ["User"], "timespan": "1m"}, **body)})
+    for title, body in (("count", {"type": "event_count", "rules": ["failed_login"], "condition": {"gte": 3}}),
+                        ("pair", {"type": "temporal"}),
+                        ("order", {"type": "temporal_ordered"}),
+                        ("hosts", {"type": "value_count", "condition": {"field": "Computer", "gte": 2}})))
+
+
+def said_fired(text: str) -> list:
+    """(correlation, window end, lines consumed) of each window an explain --events report says fired."""
+    fired, title = [], None
+    for line in text.splitlines():
+        title = line[len("correlation "):] if line.startswith("correlation ") else title
+        if line.startswith("  fired at "):
+            consumed = line.split("; consumed ")[1].split(";")[0].split(" ", 1)[1]
+            fired.append((title, line.split()[2], tuple(sorted(map(int, consumed.split(", "))))))
+    return sorted(fired)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 240), st.sampled_from(["h1", "h2", "h3"]), st.sampled_from(["amy", "bob"]),
+                          st.sampled_from([4625, 4625, 4624]), st.sampled_from(["plain", "plain", "long", "wrapped"])),
+                min_size=2, max_size=30),
+       st.booleans(), st.sampled_from(["0", "30"]), st.sampled_from([None, "1024"]), st.sampled_from([None, "log"]))
+def test_explain_says_fired_the_windows_the_filter_alerts_on_with_the_same_options(tmp_path_factory, rows, early,
+                                                                                   lateness, max_line, line_field):
+    """explain --events took neither --early-alerts, --max-line-bytes nor --line-field, and read
+    lines itself: on out-of-order streams the windows it said fired were not the filter's alerts
+    (early alerts fire sooner, on other events; a line the filter leaves uninspected, or reads
+    unwrapped, fed explain's windows).  With the same options, what it says fired is exactly what
+    the filter (the real command) alerts on: the same correlations, window ends and events."""
+    directory = tmp_path_factory.mktemp("kinds")
+    (directory / "rules.yml").write_text(KINDS)
+    lines = []
+    for seconds, host, user, event_id, form in rows:
+        event = dict(failure(seconds, user, host), EventID=event_id)
+        if form == "long":
+            event["pad"] = "x" * 1100
+        line = ndjson([event])
+        lines.append(ndjson([{"log": line[:-1].decode()}]) if form == "wrapped" else line)
+    path = directory / "events.ndjson"
+    path.write_bytes(b"".join(lines))
+    options = ["--rule", str(directory / "rules.yml"), "--lateness", lateness] + (["--early-alerts"] if early else []) \
+        + (["--max-line-bytes", max_line] if max_line else []) + (["--line-field", line_field] if line_field else [])
+    written = run_cli(["--input", str(path), "--quiet", "--workers", "0", *options])
+    assert written.returncode == 0, written.stderr
+    alerted = sorted((a["rule"]["name"], a["@timestamp"], tuple(sorted(e["line"] for e in a["sigma"]["events"])))
+                     for a in alerts(written.stdout) if "timeframe_seconds" in a["sigma"])
+    explained = run_cli(["explain", "--events", str(path), *options])
+    assert explained.returncode == 0, explained.stderr
+    assert said_fired(explained.stdout.decode()) == alerted
+
+
+def test_early_alerts_the_window_the_filter_fires_and_the_one_it_keeps_back(tmp_path):
+    """With --early-alerts the filter fires on the event that completes a window (line 4, out of
+    order, completes 13:00:00-13:04:10 at once), and the watermark's later window over lines 1, 4, 5
+    is kept back as it shares events with that alert; explain had no such option and showed the
+    watermark's window fire instead."""
+    events = [failure(0, "amy", "h1"), failure(250, "amy", "h1"), failure(500, "amy", "h1"),
+              failure(150, "amy", "h1"), failure(200, "amy", "h1")]
+    args = [*rules(tmp_path), "--lateness", "100", "--early-alerts"]
+    text = explain_events(tmp_path, events, *args)
+    assert "; early alerts (a window whose condition can only stay true alerts on the event that completes it);" \
+        in text.splitlines()[0]
+    assert said_fired(text) == [("many failures", "2021-06-03T13:04:10Z", (1, 2, 4))]
+    assert "  kept back at 2021-06-03T13:03:20Z  User=amy: the window met the condition, but holds events of an " \
+           "early alert above (an episode alerts once): consumed, no alert\n" in text
+    [alert] = filtered(tmp_path, events, *args)
+    assert (alert["@timestamp"], [e["line"] for e in alert["sigma"]["events"]]) == ("2021-06-03T13:04:10Z", [1, 4, 2])
+    assert said_fired(explain_events(tmp_path, events, *rules(tmp_path), "--lateness", "100")) == \
+        [("many failures", "2021-06-03T13:03:20Z", (1, 4, 5))]
+
+
+def test_explain_reads_lines_as_the_filter_does_with_max_line_bytes_and_line_field(tmp_path):
+    """A line over --max-line-bytes is passed on uninspected by the filter, and with --line-field the
+    filter reads the line a collector wrapped: explain took neither option and read every line as
+    it was."""
+    events = [failure(0, "amy", "h1"), dict(failure(10, "amy", "h2"), pad="x" * 1100), failure(20, "amy", "h3")]
+    text = explain_events(tmp_path, events, *rules(tmp_path), "--max-line-bytes", "1024")
+    assert text.startswith("events    2 read, 1 not read (") and "  no window fired\n" in text
+    assert filtered(tmp_path, events, *rules(tmp_path), "--max-line-bytes", "1024") == []
+    assert said_fired(explain_events(tmp_path, events, *rules(tmp_path)))[0][2] == (1, 2, 3)
+    wrapped = [{"log": ndjson([event])[:-1].decode()} for event in events]
+    text = explain_events(tmp_path, wrapped, *rules(tmp_path), "--line-field", "log")
+    assert said_fired(text) == [("many failures", "2021-06-03T13:00:20Z", (1, 2, 3))]
+    assert len(filtered(tmp_path, wrapped, *rules(tmp_path), "--line-field", "log")) == 1
+    assert run_cli(["explain", "--events", str(tmp_path / "events.ndjson"), "--line-field", ""]).returncode == 2

@@ -293,8 +293,7 @@ def run(
         _no_options_before(ctx)
         return
     check_seconds(("--lateness", lateness), ("--idle", idle), ("--max-skew", max_skew))
-    if not 1024 <= max_line <= MAX_BYTES_OPTION:
-        raise UsageProblem(f"--max-line-bytes must be between 1024 and {MAX_BYTES_OPTION} (1 GiB)")
+    check_line_options(max_line, line_field)
     if not 4096 <= max_record <= MAX_BYTES_OPTION:
         raise UsageProblem(f"--max-record-bytes must be between 4096 and {MAX_BYTES_OPTION} (1 GiB)")
     if workers is not None and not 0 <= workers <= MAX_WORKERS_OPTION:
@@ -304,8 +303,6 @@ def run(
         raise UsageProblem("--agents must be between 0 and 100000")
     if agent is not None and not agent.strip():
         raise UsageProblem("--agent must not be empty")
-    if line_field == "":  # an unset variable in a unit's command line, not the key "" of any collector
-        raise UsageProblem("--line-field must not be empty")
     check_seconds(("--stats-interval", stats_interval), ("--state-interval", state_interval))
     if not 1 <= partitions <= 1024:  # checked when unused too: a typo is told at once, not when --nats is added
         raise UsageProblem("--partitions must be between 1 and 1024")
@@ -428,6 +425,14 @@ def check_seconds(*options: tuple) -> None:
     for name, value in options:
         if not 0 <= value <= MAX_SECONDS:
             raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
+
+
+def check_line_options(max_line: int, line_field: Optional[str]) -> None:
+    """``--max-line-bytes`` and ``--line-field``, for the filter and for ``explain --events``."""
+    if not 1024 <= max_line <= MAX_BYTES_OPTION:
+        raise UsageProblem(f"--max-line-bytes must be between 1024 and {MAX_BYTES_OPTION} (1 GiB)")
+    if line_field == "":  # an unset variable in a unit's command line, not the key "" of any collector
+        raise UsageProblem("--line-field must not be empty")
 
 
 def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], files: bool):
@@ -646,6 +651,11 @@ def explain(
                                          "fed it, the windows that fired, and why the other groups did not."),
     lateness: float = typer.Option(60.0, "--lateness", metavar="SECONDS", help="With --events: as for filtering."),
     max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="With --events: as for filtering."),
+    early_alerts: bool = typer.Option(False, "--early-alerts", help="With --events: as for filtering."),
+    max_line: int = typer.Option(DEFAULT_MAX_LINE, "--max-line-bytes", metavar="BYTES",
+                                 help="With --events: as for filtering (longer lines are not read)."),
+    line_field: Optional[str] = typer.Option(None, "--line-field", metavar="FIELD",
+                                             help="With --events: as for filtering."),
 ) -> None:
     """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
     With --event, show one event's profile, resolved fields and each selection's verdict; with
@@ -654,6 +664,7 @@ def explain(
         raise UsageProblem("give --event (one event's verdicts) or --events (a stream's correlations), not both")
     # every option is checked, whether or not this run uses it: a wrong one is said, not ignored
     check_seconds(("--lateness", lateness), ("--max-skew", max_skew))
+    check_line_options(max_line, line_field)
     event, events = (inputs_module.STDIN if path == "-" else path for path in (event, events))  # as for --input
     plans = load_plans(rule, join, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
@@ -662,8 +673,8 @@ def explain(
         return
     if events is not None:
         engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
-                        max_skew_ns=int(max_skew * NS))
-        _print(_trace_events(engine, events))
+                        max_skew_ns=int(max_skew * NS), early=early_alerts)
+        _print(_trace_events(engine, events, max_line, line_field))
         return
     raw, parsed = _read_one_event(event)
     _print(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
@@ -712,25 +723,17 @@ def run_unit(
     sys.exit(supervise.supervise(collector + [member] + shipper, grace, usage_member=member))
 
 
-def _trace_events(engine: Engine, path: str) -> str:
-    """``explain --events``: the file's events through ``engine`` as the filter runs a file
-    (``explain.CorrelationTrace``)."""
+def _trace_events(engine: Engine, path: str, max_line: int = DEFAULT_MAX_LINE,
+                  line_field: Optional[str] = None) -> str:
+    """``explain --events``: the file's events through the filter with ``engine``, as the filter runs a
+    file (``explain.CorrelationTrace``)."""
     trace = CorrelationTrace(engine, "record" if inputs_module.is_evtx(path) else "line")
-
-    def lost(where: str, message: str) -> None:  # a damaged EVTX file: why a correlation may not fire
-        trace.lost += 1
-
     try:
-        for number, (_, line) in enumerate(inputs_module.labelled_lines(path, lost), 1):
-            if isinstance(line, inputs_module.LongLine):
-                trace.unusable += 1
-                continue
-            trace.feed(number, line)
+        trace.read(path, max_line, line_field)
     except OSError as error:
         raise UsageProblem(f"cannot read --events {path}: {error.strerror}") from None
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
-    trace.finish()
     return trace.report()
 
 

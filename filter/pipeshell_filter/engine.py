@@ -34,6 +34,10 @@ class Outcome:
 
 class Engine:
     _alerted = None  # ``keep_state``: identities of the recent single-event alerts' events, oldest first
+    # ``explain --events`` (``explain.CorrelationTrace``): told of each event ``process`` matched (``matched``)
+    # and of each of its detections once the correlate stage took it (``taken``), so that it explains what
+    # the filter's own run did; it reads, never changes anything
+    trace = None
 
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
                  unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW,
@@ -67,6 +71,8 @@ class Engine:
         """The detect stage and then the correlate stage, for one parsed event; ``only``: the
         positions of the rules that can match it (``io.rule_index.RuleIndex``), None for all."""
         sigma, detections = self.match(event, line, only)
+        if self.trace is not None:
+            self.trace.matched(event, line, detections)
         return Outcome(sigma, *self._correlate_all(detections))
 
     def take(self, detections: List[Detection]) -> Outcome:
@@ -83,6 +89,8 @@ class Engine:
             if self.carried is not None:
                 detection = self.carried(detection)
             found, timeless = self._correlate(detection, several)
+            if self.trace is not None:
+                self.trace.taken(detection)
             alerts += found
             untimed |= timeless
         if several:

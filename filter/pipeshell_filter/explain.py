@@ -12,8 +12,9 @@ from .correlate import alert_detection
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
 from .events.timeparse import NS, format_time
+from .io import inputs
 from .io.prefilter import Prefilter, needle
-from .io.stream import load_event
+from .io.stream import DEFAULT_MAX_LINE, Diagnostics, Filter, Output
 from .sigma.compile import Plan
 from .sigma.matchers import FieldMatcher
 from .sigma.correlation import OPERATORS
@@ -314,9 +315,11 @@ class _Fed:
 
 
 class CorrelationTrace:
-    """Runs events through a real ``Engine`` (detect, then correlate, as the filter does on a
-    file: no settling, a flush at the end) and records, per correlation, what fed it, which
-    windows fired, and each other group's best window (``Correlator.watch``, read-only)."""
+    """Runs a file of events through the filter itself (``io.stream.Filter`` over a real ``Engine``,
+    its output thrown away: detect, then correlate, as the filter does on a file: no settling, a
+    flush at the end) and records, per correlation, what fed it, which windows fired, and each other
+    group's best window (``Correlator.watch``, read-only).  The engine tells it of each event and
+    detection (``Engine.trace``), so that what it reports is what the filter did with the same options."""
 
     def __init__(self, engine, unit: str = "line"):
         self.engine = engine
@@ -327,45 +330,73 @@ class CorrelationTrace:
         self.best = {id(c): {} for c in self.correlators}  # group -> (rank, t, window_of)
         self.outside = {id(c): {} for c in self.correlators}  # input key -> lines met out of its logsource
         self.untimed = {id(c): [] for c in self.correlators}
+        self.alerted = {id(c): set() for c in self.correlators}  # ids of the contributions its alerts took
+        self.kept_back = {id(c): [] for c in self.correlators}  # (t, group) of windows an early alert kept back
         self.events = self.unusable = self.lost = 0  # lost: EVTX problems that cost records
         self._titles = {plan.rule.id: plan.rule.title for plan in engine.plans.values()}
         self._titles.update((c.spec.id, c.spec.title) for c in self.correlators)
+        self._number = None  # the line of the event being taken
+        self._before = {}  # id(correlator) -> its counts before the detection being taken (``_counts``)
+        engine.trace = self
         for correlator in self.correlators:
             correlator.watch = self._watch
 
     # ---------------------------------------------------------------- running
 
-    def feed(self, number: int, line: bytes) -> None:
-        """One input line (without its newline): as the filter takes it, and what became of it."""
-        try:  # as the filter parses it: without a BOM, and a line too dense to parse is left out
-            event = load_event(line[3:] if line.startswith(b"\xef\xbb\xbf") else line)
-        except (ValueError, OverflowError):
-            event = None
-        if not isinstance(event, dict):
-            self.unusable += 1
-            return
-        self.events += 1
-        engine = self.engine
-        _, detections = engine.match(event, number)
-        self._out_of_logsource(event, number, {d.rule for d in detections})
-        for detection in detections:
-            takers = [(c, c.contribution(detection)) for c in self.correlators  # as ``Correlation`` routes it:
-                      if any(ref.hit(detection.rule, detection.terms) and not ref.chained  # a chained input
-                             for ref in c.spec.inputs)]  # takes the inner correlation's alerts, not its rule's events
-            if detection.time is None:
-                for correlator, _ in takers:
-                    self.untimed[id(correlator)].append(number)
-                engine.observe(detection)
-                continue
-            before = [(c.late, c.late_dropped, c.watermark, c.duplicates, c.arrivals) for c, _ in takers]
-            engine.observe(detection)
-            for (correlator, c), counts in zip(takers, before):
-                self.fed[id(correlator)].append(self._judged(correlator, c, number, detection.source, *counts))
+    def read(self, path: str, max_line: int = DEFAULT_MAX_LINE, line_field: Optional[str] = None) -> None:
+        """The whole file through a ``Filter``, as ``--input path`` reads it (``--max-line-bytes``,
+        ``--line-field``), but never live: a pipe is read to its end as a file is, and the end makes
+        every window final.  No prefilter: every line is parsed (the prefilter rules out only lines no
+        rule can match, so the alerts are the same), and workers would match out of sight."""
+        with open(os.devnull, "w") as quiet:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                stream_filter = Filter(self.engine, Output(devnull), Diagnostics(quiet), "alerts", None, workers=0)
+                stream_filter.line_field = line_field
+                if inputs.is_evtx(path):
+                    records = inputs.labelled_lines(path, self._lost, max_line)
+                    stream_filter.process_labelled(inputs.judged(records, None), max_line)
+                else:
+                    with open(path, "rb") as handle:
+                        stream_filter.run(handle.fileno(), live=False, max_line=max_line)
+                stream_filter.finish()
+            finally:
+                os.close(devnull)
+                self.engine.trace = None
+                for correlator in self.correlators:
+                    correlator.watch = None
+        self.unusable = stream_filter.lines - self.events
 
-    def finish(self) -> None:
-        self.engine.flush()
-        for correlator in self.correlators:
-            correlator.watch = None
+    def _lost(self, where: str, message: str) -> None:  # a damaged EVTX file: why a correlation may not fire
+        self.lost += 1
+
+    @staticmethod
+    def _counts(correlator) -> tuple:
+        return (correlator.late, correlator.late_dropped, correlator.watermark, correlator.duplicates,
+                correlator.arrivals)
+
+    def matched(self, event: dict, number: int, detections: list) -> None:
+        """``Engine.trace``: a parsed event, with its detections, before they are correlated."""
+        self.events += 1
+        self._number = number
+        self._out_of_logsource(event, number, {d.rule for d in detections})
+        if detections:
+            self._before = {id(c): self._counts(c) for c in self.correlators}
+
+    def taken(self, detection) -> None:
+        """``Engine.trace``: the correlate stage took one detection of the event: what became of it."""
+        number = self._number
+        takers = [(c, c.contribution(detection)) for c in self.correlators  # as ``Correlation`` routes it:
+                  if any(ref.hit(detection.rule, detection.terms) and not ref.chained  # a chained input
+                         for ref in c.spec.inputs)]  # takes the inner correlation's alerts, not its rule's events
+        if detection.time is None:
+            for correlator, _ in takers:
+                self.untimed[id(correlator)].append(number)
+            return
+        for correlator, c in takers:
+            counts = self._before[id(correlator)]
+            self.fed[id(correlator)].append(self._judged(correlator, c, number, detection.source, *counts))
+        self._before = {id(c): self._counts(c) for c in self.correlators}
 
     def _judged(self, correlator, c, number, host, late, dropped, watermark, duplicates, arrivals) -> _Fed:
         entry = _Fed(number, c.time, host, c.group, c.refs, "on time")
@@ -411,6 +442,7 @@ class CorrelationTrace:
     def _watch(self, correlator, group, t, hit) -> None:
         if hit is not None:
             self.fired[id(correlator)].append(hit)
+            self.alerted[id(correlator)].update(map(id, hit.contributions))
             self.best[id(correlator)].pop(group, None)  # what counts now is what comes after the alert
             for outer in self.correlators:  # an inner correlation's alert is one event of the outer ones
                 c = outer.contribution(alert_detection(hit)) if correlator in outer.upstream else None
@@ -419,8 +451,12 @@ class CorrelationTrace:
                                                     f"the alert of {correlator.spec.title!r} (its last event)"))
             return
         window = correlator.window_of(group, events=False)
-        if window is None:
+        if window is None:  # it met the condition, but shared an event with an early alert: consumed, no alert
+            self.kept_back[id(correlator)].append((t, group))
             return
+        alerted = self.alerted[id(correlator)]
+        if alerted and any(id(c) in alerted for c in correlator.window_of(group)[0]):
+            return  # it holds events an early alert took: it can never alert, it is no "best" window
         _, seen, complete, aggregate = window
         spec = correlator.spec
         rank = (0, 0, _shortfall(spec.condition, aggregate)) if complete else \
@@ -436,8 +472,10 @@ class CorrelationTrace:
         blocks = [f"events    {self.events} read" + (skipped if self.unusable else "")
                   + (f", records lost to {self.lost} EVTX problem{'' if self.lost == 1 else 's'} (--input says "
                      "which)" if self.lost else "")
-                  + f"; lateness {self.engine.correlation.lateness_ns / NS:g}s; the end of input "
-                  "makes every window final"]
+                  + f"; lateness {self.engine.correlation.lateness_ns / NS:g}s"
+                  + ("; early alerts (a window whose condition can only stay true alerts on the event that "
+                     "completes it)" if any(c.early for c in self.correlators) else "")
+                  + "; the end of input makes every window final"]
         if not self.correlators:
             blocks.append("no correlation in the rule set: every rule alerts on single events")
         blocks += [self._describe(c) for c in self.correlators]
@@ -500,6 +538,9 @@ class CorrelationTrace:
             if hit.distinct_values and list(hit.distinct_values) != hosts:
                 text += "; values " + ", ".join(map(_plain, hit.distinct_values))
             lines.append(text + ("; no alert (not generated)" if quiet else ""))
+        for t, group in self.kept_back[key]:
+            lines.append(f"  kept back at {format_time(t)}  {_group(spec, group)}: the window met the condition, "
+                         "but holds events of an early alert above (an episode alerts once): consumed, no alert")
         groups = list(dict.fromkeys(f.group for f in fed))
         done = {hit.group for hit in fired}
         for group in groups:
