@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -91,15 +92,89 @@ def test_damaged_evtx_is_reported_not_fatal(tmp_path):
     path.write_bytes(data[:4096 + 512 + 100])  # the header and a chunk cut in the middle of its records
     result = run_cli(["--emit", "all", "--input", str(path)])
     assert result.returncode == 0, result.stderr
-    assert f"{path}: EVTX file truncated: 0 of 1 chunks complete; the records of the missing chunk are lost".encode() \
-        in result.stderr
+    assert f"{path} chunk 1: the file ends inside this chunk, after 612 of its 65536 bytes; 4 of its 4 records are " \
+           "lost".encode() in result.stderr, result.stderr
     assert b"Traceback" not in result.stderr
-    write_evtx(str(path), _many(300))  # 8 chunks, cut inside the second: 7 lost, not "the cut chunk"
+    write_evtx(str(path), _many(300))  # 8 chunks, cut inside the second: 6 lost, and the cut one's tail
+    whole = len(run_cli(["--emit", "all", "--input", str(path)]).stdout.splitlines())
     path.write_bytes(path.read_bytes()[:4096 + 65536 + 30000])
     result = run_cli(["--emit", "all", "--input", str(path)])
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
-    assert f"{path}: EVTX file truncated: 1 of 8 chunks complete; the records of the 7 missing chunks are " \
-           "lost".encode() in result.stderr, result.stderr
+    lost = whole - len(result.stdout.splitlines())
+    after = 300 - 2 * 41  # chunks of 41 records
+    assert f"{path}: EVTX file truncated: 1 of 8 chunks complete, the file ends inside chunk 2; the records of the " \
+           f"6 missing chunks ({after} records) are lost".encode() in result.stderr, result.stderr
+    assert f"{path} chunk 2: the file ends inside this chunk, after 30000 of its 65536 bytes; {lost - after} of its " \
+           "41 records are lost".encode() in result.stderr, result.stderr
+
+
+def _record_ends(data: bytes) -> list:
+    """The file offsets where the records end, walking each chunk by the records' sizes."""
+    ends = []
+    for base in range(4096, len(data) - 65536 + 1, 65536):
+        offset = 512
+        while data[base + offset:base + offset + 4] == b"**\0\0":
+            size = int.from_bytes(data[base + offset + 4:base + offset + 8], "little")
+            ends.append(base + offset + size)
+            offset += size
+    return ends
+
+
+def _lost_said(reports) -> int:
+    pattern = re.compile(r"(\d+) of its \d+ records are lost|its (\d+) records are lost|\((\d+) records\) are lost")
+    counts = [pattern.search(message) for _, message in reports]
+    assert all(reports) and len(counts) == len(reports), reports
+    return sum(int(next(group for group in found.groups() if group)) for found in counts if found)
+
+
+_NETEXEC = os.path.join(SIGMAHQ, "regression_data", "rules", "windows", "file", "file_event",
+                        "file_event_win_hktl_netexec_file_indicators", "efc21479-9e83-41da-8cf1-122e06ba8db3.evtx")
+
+
+@settings(max_examples=40, deadline=None)
+@given(source=st.sampled_from(["written"] + (["windows"] if os.path.exists(_NETEXEC) else [])),
+       where=st.floats(0, 1, exclude_max=True))
+def test_a_file_cut_anywhere_keeps_every_record_it_holds_whole_and_counts_the_rest(tmp_path_factory, source, where):
+    """A file cut inside a chunk (a copy interrupted, a full disk) lost all that chunk's records,
+    though most were there whole; and a log in use, its header saying fewer chunks than it held,
+    lost the cut chunk without a word.  Cut anywhere, the records read are exactly the whole
+    file's records that end before the cut, as the parser reads them from the whole file, and the
+    records said lost are all the others."""
+    from pipeshell_filter.io.evtx_chunks import evtx_records
+    folder = tmp_path_factory.mktemp("cut")
+    whole_path, cut_path = folder / "whole.evtx", folder / "cut.evtx"
+    if source == "windows":  # written by Windows: a string table, templates
+        whole_path.write_bytes(open(_NETEXEC, "rb").read())
+    else:
+        write_evtx(str(whole_path), _many(300))
+    data = whole_path.read_bytes()
+    whole = list(evtx_records(str(whole_path), lambda *_: pytest.fail("the whole file reported a loss")))
+    ends = _record_ends(data)
+    assert len(ends) == len(whole)
+    cut = 4096 + int(where * (len(data) - 4096))
+    cut_path.write_bytes(data[:cut])
+    reports = []
+    read = list(evtx_records(str(cut_path), lambda where, message: reports.append((where, message))))
+    assert read == [line for line, end in zip(whole, ends) if end <= cut]
+    if cut >= 4096 + 40:  # the first chunk's header numbers its records; before it, how many is not known
+        assert _lost_said(reports) == len(whole) - len(read), reports
+    else:
+        assert reports and "are lost" in reports[0][1], reports
+
+
+def test_a_damaged_chunk_count_in_the_header_is_not_believed(tmp_path):
+    """The header's chunk count, damaged, was taken at its word: a file cut inside its second chunk
+    was said to have lost the records of 65533 chunks."""
+    path = tmp_path / "cut.evtx"
+    write_evtx(str(path), _many(300))
+    data = bytearray(path.read_bytes()[:4096 + 65536 + 30000])
+    data[42:44] = (65535).to_bytes(2, "little")  # the header's checksum no longer holds
+    path.write_bytes(bytes(data))
+    result = run_cli(["--emit", "all", "--input", str(path)])
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert b"missing chunks" not in result.stderr and b"65535" not in result.stderr, result.stderr
+    assert f"{path} chunk 2: the file ends inside this chunk, after 30000 of its 65536 bytes".encode() \
+        in result.stderr, result.stderr
 
 
 def test_not_an_evtx_file_with_the_suffix_is_a_usage_error(tmp_path):

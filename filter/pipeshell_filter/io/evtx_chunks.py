@@ -10,7 +10,9 @@ records are reported lost, and the file goes on with the next chunk.
 
 Reading chunk by chunk also says what a damaged file lost: each chunk's header
 numbers its first and last record, so records the parser skipped in silence
-(a zeroed chunk, a bad record that ends its chunk) are counted.
+(a zeroed chunk, a bad record that ends its chunk) are counted.  A file cut
+inside a chunk (a copy interrupted, a full disk), which the parser skips whole,
+gives the child that chunk's records wholly present and zeros after them.
 
 Run as ``python -m pipeshell_filter.io.evtx_chunks``, it is the child: one
 request per line on stdin (``[path, chunk index]`` as JSON), and per request
@@ -30,23 +32,65 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import ujson
 
 EVTX_HEADER, EVTX_CHUNK = 4096, 65536  # file header block; chunks of 64 KiB
+CHUNK_HEADER = 512  # a chunk's header and its string and template tables; its records follow
 CHUNK_MAGIC = b"ElfChnk\0"
 STUCK = 10.0  # seconds without a word from the child on one chunk: it is stuck (a chunk takes milliseconds)
 MOST_RECORDS = 65536 // 24  # a chunk's header claiming more records than fit is not believed
 
 
-def chunk_count(path: str) -> Tuple[int, int]:
-    """(chunks the header says were written, whole chunks the file holds)."""
-    with open(path, "rb") as handle:
-        header = handle.read(EVTX_HEADER)
-        size = os.fstat(handle.fileno()).st_size
-    said = int.from_bytes(header[42:44], "little") if len(header) >= 44 else 0
-    return said, max(0, size - EVTX_HEADER) // EVTX_CHUNK
+class Layout:
+    """What the file's bytes hold: its whole chunks, the part of a chunk it ends inside, and the
+    chunk count of its header when that can be believed (its checksum holds: a damaged count
+    named thousands of missing chunks).  Windows updates the header lazily: a log in use says
+    fewer chunks than it holds, so more chunks than it says are read, and fewer are a loss."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as handle:
+            header = handle.read(EVTX_HEADER)
+            size = os.fstat(handle.fileno()).st_size
+        self.whole, self.tail = max(0, size - EVTX_HEADER) // EVTX_CHUNK, max(0, size - EVTX_HEADER) % EVTX_CHUNK
+        believed = len(header) >= 128 and zlib.crc32(header[:120]) == int.from_bytes(header[124:128], "little")
+        self.said = int.from_bytes(header[42:44], "little") if believed else None
+        # a log closed cleanly (not dirty), not wrapped: its chunks are in record order, the next record id holds
+        self.next_id = int.from_bytes(header[24:32], "little") if believed and not header[120] & 1 and \
+            header[8:16] == bytes(8) else None
+
+    def after(self, path: str) -> Optional[int]:
+        """How many records the header says followed the last chunk the file holds, when it can say."""
+        if self.next_id is None or not self.whole + (self.tail > 0):
+            return None
+        with open(path, "rb") as handle:
+            handle.seek(EVTX_HEADER + (self.whole + (self.tail > 0) - 1) * EVTX_CHUNK)
+            head = handle.read(40)
+        if len(head) < 40 or head[:8] != CHUNK_MAGIC:
+            return None
+        count = self.next_id - 1 - int.from_bytes(head[32:40], "little")
+        return count if 0 < count <= (self.said or 0) * MOST_RECORDS else None
+
+
+def complete_end(chunk: bytes) -> int:
+    """Where the records wholly present in a chunk the file ends inside end: each record is
+    walked by its size and checked by its magic and the copy of its size at its end, as far as
+    the parser reads a whole chunk (its free space offset, its last record)."""
+    free = int.from_bytes(chunk[48:52], "little")
+    limit = min(len(chunk), free if CHUNK_HEADER < free <= EVTX_CHUNK else EVTX_CHUNK)
+    last = chunk[32:40]
+    end = CHUNK_HEADER
+    while end + 28 <= limit and chunk[end:end + 4] == b"**\0\0":
+        size = chunk[end + 4:end + 8]
+        length = int.from_bytes(size, "little")
+        if length < 28 or end + length > len(chunk) or chunk[end + length - 4:end + length] != size:
+            break
+        end += length
+        if chunk[end - length + 8:end - length + 16] == last:  # the parser stops after the chunk's last record
+            break
+    return end
 
 
 # ------------------------------------------------------------------ the child
@@ -57,8 +101,10 @@ def _one_chunk_file(path: str, index: int) -> Optional[bytes]:
         header = bytearray(handle.read(EVTX_HEADER))
         handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
         chunk = handle.read(EVTX_CHUNK)
-    if len(chunk) < EVTX_CHUNK:
-        return None
+    if len(chunk) < EVTX_CHUNK:  # the file ends inside this chunk: its records wholly present, the rest zero
+        if len(chunk) < CHUNK_HEADER or chunk[:8] != CHUNK_MAGIC:
+            return None
+        chunk = chunk[:complete_end(chunk)].ljust(EVTX_CHUNK, b"\0")
     header[42:44] = (1).to_bytes(2, "little")  # one chunk follows
     return bytes(header) + chunk
 
@@ -198,18 +244,31 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
     a cut last chunk, damaged ones by the parser's word, and a chunk that yielded fewer than its
     header numbers.  ``stop`` (a ``signals.StopRequest``) requested: the file ends there."""
     reader = reader or _READER
-    said, whole = chunk_count(path)
-    if whole < said:  # the parser skips a cut chunk in silence (a copy taken while Windows was writing)
-        missing = said - whole
-        report(path, f"EVTX file truncated: {whole} of {said} chunks complete; the records of the "
-                     f"{'missing chunk' if missing == 1 else f'{missing} missing chunks'} are lost")
+    layout = Layout(path)
+    whole, said = layout.whole, layout.said
+    present = whole + (layout.tail > 0)  # chunks the file holds, whole or not
+    if said is not None and present < said:  # the parser skips missing chunks in silence
+        missing = said - present
+        ends = f", the file ends inside chunk {present}" if layout.tail else ""
+        after = layout.after(path)
+        report(path, f"EVTX file truncated: {whole} of {said} chunks complete{ends}; the records of the "
+                     f"{'missing chunk' if missing == 1 else f'{missing} missing chunks'}"
+                     f"{f' ({after} records)' if after else ''} are lost")
     chunks = []  # (first record number, index, last record number) of each chunk
     with open(path, "rb") as handle:
-        for index in range(whole):
+        for index in range(present):
             handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
             head = handle.read(24)
-            if head[:8] != CHUNK_MAGIC:
-                if index < said:  # written, yet not a chunk: zeroed or overwritten
+            if head[:8] != CHUNK_MAGIC or (index == whole and layout.tail < CHUNK_HEADER):
+                if index == whole and not head.strip(b"\0"):
+                    continue  # the file ends inside space not used yet
+                if index == whole and CHUNK_MAGIC.startswith(head[:8]):  # a copy cut inside a chunk's header
+                    first, last = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
+                    which = f"its {last - first + 1} records" if len(head) == 24 and 0 <= last - first < MOST_RECORDS \
+                        else "its records"
+                    report(f"{path} chunk {index + 1}", f"the file ends inside this chunk's header, after "
+                                                        f"{layout.tail} bytes; {which} are lost")
+                elif said is None or index < said:  # written, yet not a chunk: zeroed or overwritten
                     report(f"{path} chunk {index + 1}", "not an EVTX chunk (damaged or zeroed); its records are lost")
                 continue  # past what the header says: space not used yet
             chunks.append((int.from_bytes(head[8:16], "little"), index, int.from_bytes(head[16:24], "little")))
@@ -230,6 +289,12 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
                 f"died on this chunk ({_status(reader.died)})"
             report(where, f"the EVTX parser {why}; stopped after {len(records)} records, the rest of the chunk "
                           "is lost")
+        elif index == whole:  # the file ends inside this chunk: its records wholly present were read
+            lost = f"{expected - len(records)} of its {expected} records are" if expected is not None else \
+                f"its records after the {len(records)} read are"
+            if expected is None or len(records) < expected:
+                report(where, f"the file ends inside this chunk, after {layout.tail} of its {EVTX_CHUNK} bytes; "
+                              f"{lost} lost")
         elif expected is not None and len(records) + len(damaged) < expected:
             report(where, f"{expected - len(records)} of its {expected} records could not be read")
         yield from records
