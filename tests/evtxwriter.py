@@ -33,7 +33,8 @@ Each event is a dict::
      "data": {"MessageNumber": "1", "ScriptBlockText": "..."}}
 
 ``data`` is either a mapping (``<Data Name="k">v</Data>``) or a list of
-unnamed ``<Data>`` values.  Values may be ``str``, ``int`` (written as Int64),
+unnamed ``<Data>`` values (a ``(name, value)`` pair in it is a named one: a
+name may then be given twice, as some Windows events do).  Values may be ``str``, ``int`` (written as Int64),
 ``Typed(INT32, 1)`` etc., or ``None``/``""`` (empty element).  ``time`` is an
 ISO-8601 string (``Z`` or ``+hh:mm``, up to 9 fraction digits, kept to 100 ns),
 a ``datetime`` (naive means UTC) or an ``int`` of nanoseconds since the Unix
@@ -176,7 +177,7 @@ def _event_tree(ev, record_id, ticks):
     if isinstance(data, dict):
         data_elems = [("Data", [("Name", k)], v) for k, v in data.items()]
     else:
-        data_elems = [("Data", (), v) for v in data]
+        data_elems = [("Data", [("Name", v[0])], v[1]) if isinstance(v, tuple) else ("Data", (), v) for v in data]
     system = [
         ("Provider", [("Name", ev["provider"]), ("Guid", ev.get("provider_guid"))]),
         ("EventID", [("Qualifiers", _opt(UINT16, ev.get("qualifiers")))],

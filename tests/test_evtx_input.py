@@ -66,6 +66,20 @@ def test_evtx_file_behaves_like_its_records_piped_in(tmp_path):
     assert [e["record_id"] for e in found[0]["sigma"]["events"]] == [11, 13, 14]
 
 
+def test_a_data_name_given_twice_keeps_all_its_values_as_when_piped(tmp_path):
+    """The parser's JSON of each record was parsed and written again: of a <Data Name> an event
+    gives twice, only the last value was passed on, where evtx_dump's lines piped in keep them all."""
+    path = tmp_path / "groups.evtx"
+    event = dict(ATTACK[0], data=[("Group", "Administrators"), ("Group", "Users"), ("ScriptBlockText", "x"),
+                                  ("Group", "Guests")])
+    write_evtx(str(path), [event])
+    piped = b"".join(r["data"].encode() + b"\n" for r in PyEvtxParser(str(path), indent=False).records_json())
+    assert piped.count(b'"Group":') == 3
+    direct = run_cli(["--emit", "all", "--input", str(path)])
+    assert direct.returncode == 0, direct.stderr
+    assert direct.stdout == run_cli(["--emit", "all"], piped).stdout == piped
+
+
 def test_evtx_and_ndjson_inputs_merge_by_event_time(tmp_path):
     evtx_dir = tmp_path / "logs"
     evtx_dir.mkdir()

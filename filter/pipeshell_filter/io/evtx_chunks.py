@@ -126,6 +126,18 @@ def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the chi
         os._exit(1)
 
 
+def _parser(PyEvtxParser, data: bytes):
+    """The parser of one chunk's file, and whether it writes each record as one compact line, as
+    ``evtx_dump -o jsonl`` does: a name an event gives twice (``<Data Name="Group">`` repeated)
+    is kept twice, as when evtx_dump's lines are piped in; parsed and written again, all but its
+    last value were lost from the events passed on.  An evtx package without the option: its
+    indented JSON is written again, compact."""
+    try:
+        return PyEvtxParser(io.BytesIO(data), number_of_threads=1, indent=False), True
+    except TypeError:
+        return PyEvtxParser(io.BytesIO(data), number_of_threads=1), False
+
+
 def _serve() -> None:  # pragma: no cover - runs in the child; tested through ChunkReader
     from evtx import PyEvtxParser
     out = sys.stdout.buffer
@@ -133,7 +145,8 @@ def _serve() -> None:  # pragma: no cover - runs in the child; tested through Ch
         path, index = ujson.loads(request)
         try:
             data = _one_chunk_file(path, index)
-            records = iter(PyEvtxParser(io.BytesIO(data), number_of_threads=1).records_json()) if data else iter(())
+            parser, compact = _parser(PyEvtxParser, data) if data else (None, True)
+            records = iter(parser.records_json()) if data else iter(())
         except Exception as error:  # the parser refuses the chunk whole
             _send(out, b"D", str(error).splitlines()[0][:200].encode("utf-8", "replace") if str(error) else b"?")
             records = iter(())
@@ -146,7 +159,9 @@ def _serve() -> None:  # pragma: no cover - runs in the child; tested through Ch
                 _send(out, b"D", (str(error).splitlines() or ["?"])[0][:200].encode("utf-8", "replace"))
                 continue
             try:
-                line = ujson.dumps(ujson.loads(record["data"]), ensure_ascii=False, escape_forward_slashes=False)
+                text = record["data"]
+                event = ujson.loads(text)  # what the filter cannot read is reported here, with its chunk
+                line = text if compact else ujson.dumps(event, ensure_ascii=False, escape_forward_slashes=False)
                 _send(out, b"R", line.encode("utf-8", "surrogatepass"))
             except (ValueError, KeyError, TypeError) as error:
                 _send(out, b"D", f"not convertible to JSON ({error})"[:200].encode("utf-8", "replace"))
