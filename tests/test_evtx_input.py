@@ -258,6 +258,24 @@ def test_every_record_a_damaged_chunk_loses_is_reported(tmp_path):
 
 
 
+def test_a_zeroed_chunk_of_a_log_in_use_is_reported_though_its_header_names_fewer_chunks(tmp_path):
+    """Windows updates a log's header lazily: one in use (dirty) names fewer chunks than it holds
+    (a real System.evtx: 3 of 15).  A zeroed chunk past that count, though chunks follow it, was
+    skipped without a word."""
+    path = tmp_path / "dirty.evtx"
+    write_evtx(str(path), _many(300))
+    data = bytearray(path.read_bytes())
+    data[42:44] = (2).to_bytes(2, "little")  # the header says 2 chunks of the 8
+    data[120] = 1  # dirty
+    data[124:128] = zlib.crc32(bytes(data[:120])).to_bytes(4, "little")
+    data[4096 + 4 * 65536:4096 + 5 * 65536] = bytes(65536)
+    path.write_bytes(bytes(data))
+    reports = []
+    from pipeshell_filter.io.evtx_chunks import evtx_records
+    assert len(list(evtx_records(str(path), lambda where, message: reports.append((where, message))))) == 300 - 41
+    assert reports == [(f"{path} chunk 5", "not an EVTX chunk (damaged or zeroed); its records are lost")]
+
+
 def test_every_damaged_record_of_a_chunk_is_counted(tmp_path):
     """Only the first 10 damaged records of a chunk were reported: a chunk of 41 bad records said 10
     and counted 10 problems, the other 31 lost without a word."""

@@ -271,22 +271,27 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
                      f"{f' ({after} records)' if after else ''} are lost")
     chunks = []  # (first record number, index, last record number) of each chunk
     with open(path, "rb") as handle:
+        heads = []
         for index in range(present):
             handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
-            head = handle.read(24)
-            if head[:8] != CHUNK_MAGIC or (index == whole and layout.tail < CHUNK_HEADER):
-                if index == whole and not head.strip(b"\0"):
-                    continue  # the file ends inside space not used yet
-                if index == whole and CHUNK_MAGIC.startswith(head[:8]):  # a copy cut inside a chunk's header
-                    first, last = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
-                    which = f"its {last - first + 1} records" if len(head) == 24 and 0 <= last - first < MOST_RECORDS \
-                        else "its records"
-                    report(f"{path} chunk {index + 1}", f"the file ends inside this chunk's header, after "
-                                                        f"{layout.tail} bytes; {which} are lost")
-                elif said is None or index < said:  # written, yet not a chunk: zeroed or overwritten
-                    report(f"{path} chunk {index + 1}", "not an EVTX chunk (damaged or zeroed); its records are lost")
-                continue  # past what the header says: space not used yet
-            chunks.append((int.from_bytes(head[8:16], "little"), index, int.from_bytes(head[16:24], "little")))
+            heads.append(handle.read(24))
+    # a chunk before the last one used was written: not a chunk, it is a loss, whatever the header says
+    # (a log in use, its header updated lazily, names fewer chunks than it holds)
+    used = max((index for index, head in enumerate(heads) if head[:8] == CHUNK_MAGIC), default=-1)
+    for index, head in enumerate(heads):
+        if head[:8] != CHUNK_MAGIC or (index == whole and layout.tail < CHUNK_HEADER):
+            if index == whole and not head.strip(b"\0"):
+                continue  # the file ends inside space not used yet
+            if index == whole and CHUNK_MAGIC.startswith(head[:8]):  # a copy cut inside a chunk's header
+                first, last = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
+                which = f"its {last - first + 1} records" if len(head) == 24 and 0 <= last - first < MOST_RECORDS \
+                    else "its records"
+                report(f"{path} chunk {index + 1}", f"the file ends inside this chunk's header, after "
+                                                    f"{layout.tail} bytes; {which} are lost")
+            elif index < used or (said is not None and index < said):  # written, yet not a chunk
+                report(f"{path} chunk {index + 1}", "not an EVTX chunk (damaged or zeroed); its records are lost")
+            continue  # past the last chunk used: space not used yet
+        chunks.append((int.from_bytes(head[8:16], "little"), index, int.from_bytes(head[16:24], "little")))
     # A full log wraps around: Windows overwrites its oldest chunk, so the newest records may come
     # first in the file.  Read in file order, a correlation's watermark jumped to the newest events
     # and every older chunk's events were late.  The chunks are read in the order of their records.
