@@ -531,6 +531,31 @@ def test_an_agent_on_a_server_with_a_small_max_payload_goes_on_and_its_detection
     assert process.returncode == 0, process.stderr.read()
 
 
+def test_an_agent_name_too_long_for_the_servers_max_payload_is_a_usage_error_at_start(tmp_path):
+    """A heartbeat carries the agent's name whole: with a long --agent on a server whose max_payload is
+    1 KiB, the first heartbeat was refused and the agent stopped (exit 1, "maximum payload exceeded")
+    with none of its events passed on, again at each restart.  Now it is told at start (exit 2), and a
+    name that fits goes on as before, its heartbeats on the bus."""
+    from eventgen import flat_event
+    data = ndjson([flat_event(i, "srv01", "server") for i in range(3)])
+    with NatsServer(tmp_path / "nats", config="max_payload: 1024\n") as server:
+        def agent(name, partitions):
+            return run_cli(["--stage", "match", "--nats", server.url, "--agent", name, "--emit", "all",
+                            "--partitions", str(partitions)], data, timeout=WAIT)
+
+        refused = agent("a" * 2000, 1)
+        err = refused.stderr.decode()
+        assert refused.returncode == 2 and err.count("\n") == 1, err
+        assert "--agent: this agent's heartbeats (its name is 2000 bytes)" in err
+        assert "over the NATS server's max_payload (1024 bytes)" in err and refused.stdout == b""
+        assert agent("é" * 450, 2).returncode == 2  # 900 bytes in UTF-8
+        fits = agent("b" * 700, 12)
+        assert fits.returncode == 0, fits.stderr
+        assert len(json_lines(fits.stdout)) == 3  # its events passed on
+        beats = [record for _, record in stream_records(server.url, "pipeshell.records.11")]
+    assert beats and {beat["agent"] for beat in beats} == {"b" * 700}
+
+
 MANY_LOGONS = MANY_USERS.replace("type: value_count", "type: event_count").replace(
     "condition: {field: User, gte: 2}", "condition: {gte: 100}").replace("timespan: 5m", "timespan: 1h")
 

@@ -349,6 +349,8 @@ def run(
             stream_filter.alert_sink = fleet.AlertPublisher(bus, nats_prefix, diagnostics.report)
     if stage is Stage.match and heartbeat:
         stream_filter.send_heartbeats(agent or socket.gethostname(), heartbeat, int(max_skew * NS))
+        if bus is not None:
+            _check_heartbeat_size(stream_filter, bus)
     if stats_interval:
         stream_filter.keep_stats(stats_interval, lambda: stats_record(stream_filter, engine, diagnostics))
     if state == "":
@@ -460,6 +462,21 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], fi
     except Terminated:  # before the stream's stop handling: said, then out at once as at any start-up
         sys.stderr.write("pipeshell-filter: stopped while connecting to the NATS bus and setting up its streams\n")
         raise
+
+
+def _check_heartbeat_size(stream_filter: Filter, bus) -> None:
+    """An agent whose heartbeats the server cannot take (a long --agent, a small max_payload) is told at
+    start, as a usage error: its first heartbeat was refused, and it stopped (exit 1) with none of its
+    events passed on, again at every restart by its supervisor."""
+    from .detect import Heartbeat
+
+    name = stream_filter.progress.agent
+    beat = Heartbeat(name, -(1 << 63), idle=True)  # the longest: the widest time, idle
+    size = stream_filter.publisher.heartbeat_over(beat, stream_filter._own(beat.to_wire())[1])
+    if size is not None:
+        raise UsageProblem(f"--agent: this agent's heartbeats (its name is {len(name.encode('utf-8', 'replace'))} "
+                           f"bytes) are messages of up to {size} bytes, over the NATS server's max_payload "
+                           f"({bus.max_payload()} bytes); give it a shorter name")
 
 
 def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool) -> None:

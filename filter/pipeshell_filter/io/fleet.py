@@ -172,6 +172,15 @@ class Publisher(_Batched):
                     f"({len(smaller_payload)} bytes; equal values stay equal)")
         return smaller_payload
 
+    def heartbeat_over(self, record: Heartbeat, payload: bytes) -> Optional[int]:
+        """The size of the largest message the heartbeat ``record`` (``payload``) makes, when it is over
+        the server's ``max_payload``; else None.  Refused, a heartbeat stopped the agent (exit 1, none
+        of its events passed on) at its first one, and again at every restart: the agent's name is the
+        one part of it with no bound (``--agent``)."""
+        sizes = [len(payload) + len(msg_id.encode("utf-8")) + HEADER_BYTES
+                 for _, payload, msg_id in self._beats(record, payload) if not self.fits(payload, msg_id)]
+        return max(sizes) if sizes else None
+
     def _beats(self, record: Heartbeat, payload: bytes) -> list:
         # an idle heartbeat repeats the same time on purpose (the agent is alive): its id must differ
         suffix = f":{time.time_ns()}" if record.idle else ""
