@@ -691,6 +691,65 @@ def test_a_server_down_longer_than_lateness_and_idle_loses_no_alert(tmp_path):
     assert "late" not in err and "behind" not in err, err
 
 
+def test_a_hung_server_is_no_agents_silence(tmp_path):
+    """A server that stops answering (SIGSTOP, here for 6 s) keeps the connection up until the client's
+    pings fail, 20-30 s on.  Meanwhile each pull that waited in vain passed for agents with nothing to
+    say: they were taken for silent (--agent-idle 2) and the wall clock for the fleet's time (--idle),
+    so the two events agent a0 read and held through the hang came late, and the alert was lost."""
+    import datetime
+
+    def line(host, text):
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {"EventID": 4104, "Computer": host, "@timestamp": now, "ScriptBlockText": text}
+        return json.dumps(event).encode() + b"\n"
+
+    (tmp_path / "by.yml").write_text(QUICK_BY_HOST)
+    rules = ["--rule", str(tmp_path / "by.yml"), "--lateness", "1", "--idle", "1"]
+    out = tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        correlate = subprocess.Popen(COMMAND + rules + ["--stage", "correlate", "--nats", server.url, "--state",
+                                                        str(tmp_path / "state.json"), "--state-interval", "0.2",
+                                                        "--agent-idle", "2", "--agents", "2"],
+                                     stdout=open(out, "wb"), stderr=subprocess.PIPE)
+        fleet = [subprocess.Popen(COMMAND + rules + ["--stage", "match", "--nats", server.url, "--agent", f"a{i}",
+                                                     "--heartbeat", "1", "--quiet"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) for i in (0, 1)]
+
+        def write(agent, host, text="$p = New-Object System.IO.Pipes.NamedPipeServerStream('x')"):
+            agent.stdin.write(line(host, text))
+            agent.stdin.flush()
+
+        def tick(seconds):
+            for _ in range(seconds):
+                for agent in fleet:
+                    write(agent, "quiet", "Get-ChildItem")
+                time.sleep(1)
+
+        try:
+            tick(3)
+            write(fleet[0], "victim")
+            time.sleep(1)
+            server.pause()
+            try:
+                for _ in range(2):  # read and held by a0 while the server hangs
+                    write(fleet[0], "victim")
+                    time.sleep(1)
+                time.sleep(4)
+            finally:
+                server.resume()
+            tick(4)
+            for agent in fleet:
+                agent.stdin.close()
+                assert agent.wait(timeout=WAIT) == 0
+            found = wait_for_alerts(out, 1, correlate)
+        finally:
+            correlate.send_signal(signal.SIGTERM)
+            correlate.wait(timeout=WAIT)
+    err = correlate.stderr.read().decode()
+    assert [a["related"]["hosts"] for a in found] == [["victim"]], err
+    assert "late" not in err.replace("arrive late", ""), err
+
+
 def test_an_agent_whose_stream_was_deleted_ends_in_one_line(tmp_path):
     """The records stream deleted under a running agent (or lost with the server's store): no stream
     answers its publishes, and it waited for ever in silence after its end of input."""

@@ -965,7 +965,7 @@ class Consumer:
                 self.away = False
             except (asyncio.TimeoutError, errors.TimeoutError):
                 raws = []
-                self.away = not nc.is_connected
+                self.away = not nc.is_connected or not await self._answers()
             except Exception as exc:
                 if not bus._transient(exc):
                     raise BusError(f"{self._what()}: {_cause(exc)}") from None
@@ -985,6 +985,18 @@ class Consumer:
                 return out
             if self._idle_since is None:
                 self._idle_since = time.monotonic()
+
+    async def _answers(self) -> bool:
+        """JetStream answers a request.  A hung server (stopped, overloaded, a half-open link) keeps the
+        connection up until the client's own pings fail, 20-30 s on: a pull that waited in vain on it
+        passed for agents with nothing to say, and the fleet's time moved on without their records.
+        (A request the consumer needs anyway, its info: a user's permissions allow it; not nats-py's
+        flush, as a PONG for a flush that timed out stops its reader.)"""
+        try:
+            await self.bus._js.consumer_info(self.stream, self.durable)
+            return True
+        except Exception as exc:
+            return not self.bus._transient(exc)  # a refusal is an answer
 
     async def _look_for_discards(self, first_unseen: int, delivered: int) -> None:
         """Messages ``first_unseen`` .. ``delivered - 1`` did not come: other subjects, or gone before

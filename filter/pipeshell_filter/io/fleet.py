@@ -328,6 +328,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     taken = 0
     away = None  # since when the bus has not answered
     while not stop.requested:
+        asked = time.monotonic()
         messages = consumer.fetch(batch, wait)
         for low, high in consumer.discarded():
             stream_filter.diagnostics.counts["bus_discarded"] += high - low + 1
@@ -336,7 +337,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
                                            "by the stream's limits before they were read")
         if not messages and consumer.away:
             # nothing could come: the wall clock moves no time (the agents hold their records meanwhile)
-            away = time.monotonic() if away is None else away
+            away = asked if away is None else away  # from the pull that found it so
             continue
         if away is not None:
             stream_filter.engine.input_back(time.monotonic() - away)
