@@ -163,6 +163,72 @@ def test_kill_9_of_the_correlator_mid_stream_loses_no_alert_and_delivers_none_tw
     check(found, expected)
 
 
+MANY_PIPES = BY_HOST.replace("timeframe: 2m", "timeframe: 1m")
+
+
+def many_pipes_shares(seed: int, count: int = 1500) -> list:
+    """Each agent's lines (its own four hosts), half a second apart in all, a quarter of them PipeShell:
+    about a hundred alerts of MANY_PIPES."""
+    import random
+    draw = random.Random(seed)
+    parts = [[] for _ in range(AGENTS)]
+    for number in range(count):
+        agent = draw.randrange(AGENTS)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_780_000_000 + number // 2))
+        event = {"@timestamp": stamp + (".500Z" if number % 2 else "Z"), "EventID": 4104, "n": number,
+                 "Computer": f"h{agent}-{draw.randrange(4)}",
+                 "ScriptBlockText": "NamedPipe" if draw.random() < 0.25 else "Get-ChildItem"}
+        parts[agent].append(json.dumps(event).encode() + b"\n")
+    return parts
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kills_at_random_points_of_the_correlator_and_an_agent_give_one_processs_alerts_once(tmp_path, seed):
+    """The correlator killed (SIGKILL) at seeded random points, each time started again on its state,
+    and one agent restarted under its name mid-stream, reading its last three pieces of input again
+    (its records sent again at other line numbers, so under other message ids): the alerts on the bus
+    are those of one process over the whole input, each once, the records sent again taken once."""
+    import random
+    (tmp_path / "pipes.yml").write_text(MANY_PIPES)
+    rules = ["--rule", str(tmp_path / "pipes.yml")]
+    parts = many_pipes_shares(seed)
+    merged = sorted((line for part in parts for line in part), key=lambda line: json.loads(line)["n"])
+    expected = alerts(run_cli(rules + LATENESS + ["--quiet"], b"".join(merged)).stdout)
+    assert len(expected) > 50
+    draw, pieces = random.Random(seed), 20
+    kills, again = sorted(draw.sample(range(1, pieces), 4)), draw.randrange(5, pieces)
+    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        running = [correlator(server.url, state, out, rules)]
+        fleet = [subprocess.Popen(COMMAND + rules + LATENESS + ["--stage", "match", "--nats", server.url, "--agent",
+                                                                f"agent{i}", "--quiet"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for i in range(AGENTS)]
+
+        def disturb(step):
+            if step in kills:
+                time.sleep(draw.random() * 0.3)
+                running[0].kill()
+                running[0].wait(timeout=WAIT)
+                running[0] = correlator(server.url, state, out, rules)
+            if step == again:  # its last three pieces again, at other line numbers: other message ids
+                old = fleet[0]
+                old.stdin.close()
+                assert old.wait(timeout=WAIT) == 0
+                fleet[0] = subprocess.Popen(old.args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE)
+                size = -(-len(parts[0]) // pieces)
+                fleet[0].stdin.write(b"".join(parts[0][(step - 2) * size:(step + 1) * size]))
+
+        try:
+            feed(fleet, parts, pieces=pieces, pause=0.1, during=disturb)
+            found = bus_alerts(server.url, len(expected))
+        finally:
+            running[0].send_signal(signal.SIGTERM)
+            running[0].wait(timeout=WAIT)
+    check(found, expected)
+
+
 def test_a_server_restart_mid_stream_loses_no_alert_and_delivers_none_twice(tmp_path, thinned):
     lines, expected = thinned
     with NatsServer(tmp_path / "nats") as server:
