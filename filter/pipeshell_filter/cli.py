@@ -472,7 +472,7 @@ def _check_heartbeat_size(stream_filter: Filter, bus) -> None:
 
     name = stream_filter.progress.agent
     beat = Heartbeat(name, -(1 << 63), idle=True)  # the longest: the widest time, idle
-    size = stream_filter.publisher.heartbeat_over(beat, stream_filter._own(beat.to_wire())[1])
+    size = stream_filter.publisher.heartbeat_over(beat, stream_filter.own_form(beat.to_wire())[1])
     if size is not None:
         raise UsageProblem(f"--agent: this agent's heartbeats (its name is {len(name.encode('utf-8', 'replace'))} "
                            f"bytes) are messages of up to {size} bytes, over the NATS server's max_payload "

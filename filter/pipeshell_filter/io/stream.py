@@ -705,7 +705,7 @@ class Filter:
         # a line that is not a JSON object (or is over --max-line-bytes) as a pipeline_error record: with
         # wrap, and with --fluentbit-time too, which cannot frame it as [time, {record}] otherwise
         self.wrap_unusable = self.wrap or fluentbit_time
-        if self.wrap_unusable and stage == "all":  # as a match stage would write them (``_own``)
+        if self.wrap_unusable and stage == "all":  # as a match stage would write them (``own_form``)
             engine.carried = _as_carried
         self.fluentbit_time = fluentbit_time
         self.max_record = max_record
@@ -981,7 +981,7 @@ class Filter:
         there is one, else to the output."""
         if record is None:
             return
-        _, payload = self._own(record.to_wire())
+        _, payload = self.own_form(record.to_wire())
         if self.publisher is not None:
             self.publisher.send(record, payload)
         else:
@@ -1190,7 +1190,7 @@ class Filter:
             line = start + record + b"]" if start else record
         self.output.write(line + b"\n")
 
-    def _own(self, record: dict, shrinkable: bool = False) -> tuple:
+    def own_form(self, record: dict, shrinkable: bool = False) -> tuple:
         """A record of the filter's own (an alert, a Detection, a heartbeat, a metric) and its JSON:
         in the Fluent Bit modes, what Fluent Bit cannot take is made text (``portable``) and, when
         ``shrinkable`` (an alert, a metric), one too long is made smaller (``shrink``), so that the
@@ -1203,7 +1203,7 @@ class Filter:
 
     def write_alerts(self, alerts: Iterable[dict]) -> None:
         for record in alerts:
-            record, encoded = self._own(record, shrinkable=True)
+            record, encoded = self.own_form(record, shrinkable=True)
             self._write(encoded, None, parse_time(record.get("@timestamp")) if self.fluentbit_time else None)
             if self.alert_sink is not None:
                 self.alert_sink(record, encoded)
@@ -1228,7 +1228,7 @@ class Filter:
         if self.publisher is None:
             self._send(beat)
         else:
-            self.publisher.send_idle(beat, self._own(beat.to_wire())[1])
+            self.publisher.send_idle(beat, self.own_form(beat.to_wire())[1])
 
     def _waiting(self) -> None:
         if self._wall_idle is not None:
@@ -1267,7 +1267,7 @@ class Filter:
         if final or now >= self._stats_next:
             self._stats_next = now + interval
             self.report_skew()  # the record names the sources reported so far
-            self._write(self._own(make_record(), shrinkable=True)[1], None)
+            self._write(self.own_form(make_record(), shrinkable=True)[1], None)
 
     def report_skew(self, final: bool = False) -> None:
         for kind, message in self.engine.skew_reports(final):
