@@ -241,6 +241,20 @@ def test_a_byte_order_mark_before_a_line_is_tolerated_and_diagnosed():
     assert b"byte order mark" in result.stderr and b"invalid JSON" not in result.stderr
 
 
+@pytest.mark.parametrize("body,kind,stage", [(b"{bad", "invalid_json", "all"), (b"[1,2]", "not_object", "all"),
+                                             (b'"text"', "not_object", "all"),
+                                             (b'{"type": "sigma.detection"}', "impersonation", "match")])
+def test_a_pipeline_error_keeps_the_line_as_read_byte_order_mark_included(body, kind, stage):
+    """Whatever made the line unusable, ``original`` is the line as it was read (it kept the mark
+    for text that is not JSON, and dropped it for a JSON value that is not an object)."""
+    line = b"\xef\xbb\xbf" + body
+    result = run_cli(["--emit", "all", "--non-json", "wrap", "--stage", stage], line + b"\n")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["error"]["type"] == kind
+    assert record["event"]["original"].encode() == line and record["pipeshell"]["bytes"] == len(line)
+
+
 def test_a_second_signal_during_a_write_lets_the_record_finish():
     """The second SIGTERM ends the run, but never in the middle of a record."""
     import signal as signal_module

@@ -1026,8 +1026,8 @@ class Filter:
             kind, message = decode_problem(line, error)
             self._unusable(line, number, kind, message, keep)
             return
-        if self.wrap_unusable:  # Fluent Bit takes no byte order mark before a record: written without it
-            line = text
+        # A pipeline_error record's ``original`` is the line as read, byte order mark included (as for
+        # a line that is not JSON); an object goes on without it in wrap mode: Fluent Bit takes none.
         if not isinstance(event, dict):
             self._unusable(line, number, "not_object", f"JSON {type(event).__name__}, not an object", keep)
             return
@@ -1036,6 +1036,8 @@ class Filter:
             self.diagnostics.report("impersonation", self._where(number), message)
             self._write(wrap_line(line, "impersonation", message, number, self.max_record), None)
             return
+        if self.wrap_unusable:
+            line = text
         if not candidate:
             if keep:
                 self._write(line, event)
