@@ -255,6 +255,24 @@ def test_a_pipeline_error_keeps_the_line_as_read_byte_order_mark_included(body, 
     assert record["event"]["original"].encode() == line and record["pipeshell"]["bytes"] == len(line)
 
 
+@pytest.mark.parametrize("args", [["--non-json", "wrap"], ["--fluentbit-time"], ["--emit", "all", "--non-json", "wrap"],
+                                  ["--stage", "match", "--non-json", "wrap"]])
+def test_a_lone_surrogate_beside_other_non_ascii_text_in_a_matched_value_is_no_crash(args):
+    """``portable`` made such a value ASCII text and could not: a host ``\u6f22\ud800`` in a
+    matched event ended the filter with a traceback in every Fluent Bit mode."""
+    events = [dict(e) for e in INCIDENT]
+    events[0]["Computer"] = "\u6f22\ud800srv"
+    data = b"".join(json.dumps(event).encode() + b"\n" for event in events)  # the surrogate as an escape
+    result = run_cli(args + ["--lateness", "0"], data)
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr[-600:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    if "--fluentbit-time" in args:  # [time, record]
+        lines = [line[1] for line in lines]
+    if "match" not in args:
+        [alert] = [line for line in lines if line.get("event", {}).get("kind") == "alert"]
+        assert "\u6f22\\ud800srv" in alert["related"]["hosts"]
+
+
 def test_a_second_signal_during_a_write_lets_the_record_finish():
     """The second SIGTERM ends the run, but never in the middle of a record."""
     import signal as signal_module

@@ -483,7 +483,7 @@ def portable(value):
     if _problem(value) is None:
         return value
     if kind is str:
-        return value.encode("utf-8", "backslashreplace").decode("ascii")
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")  # other characters as they are
     return ujson.dumps(value) if kind is float else str(value)
 
 
