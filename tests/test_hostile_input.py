@@ -133,6 +133,31 @@ def test_correlation_state_has_a_cap_and_sheds_the_oldest_first():
     assert min(correlator.held_times()) == (5000 - 500) * 10**7  # the newest were kept
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["now", "ahead", "late"])), min_size=1, max_size=400),
+       st.integers(5, 60), st.booleans())
+def test_events_shed_or_evaluated_are_not_kept_by_the_early_alert_index(steps, cap, live):
+    """Each group's index of its waiting events (``_Waiting``) kept the entries that left from its front
+    until half of them had gone: a flood dated in the future, none of it believed and shed from the
+    front at the cap, held up to twice the cap's events (324 MB against 216 for the same flood at
+    present).  Whatever arrives, the index refers to exactly the events waiting."""
+    spec = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gt", 10**9),)),
+                           field="User", group_by=("Group",))
+    correlator = Correlator(spec, 0, max_held=cap)
+    wall = 10_000 * 10**9
+    if live:
+        correlator.clocks.wall = lambda: wall
+    at = 1000
+    for i, (group, when) in enumerate(steps):
+        at += 1
+        seconds = {"now": at, "ahead": 10**9 + i, "late": at - 200}[when]
+        correlator.observe(Detection("r", seconds * 10**9, f"h{i % 7}" if when != "ahead" else f"f{i}", (0,),
+                                     {"User": [f"u{i}"], "Group": [str(group)]}, {"line": i}))
+        indexed = sorted(e[1] for w in correlator._waiting.values() for e in w.entries if e is not None)
+        assert indexed == sorted(e[1] for e in correlator._pending)
+        assert correlator.state_size() <= cap + 1
+
+
 def test_late_events_joining_an_open_window_are_under_the_cap_too():
     """Two hosts set the watermark at 1000 s; 5,000 events at 970 s (late, yet within the open window)
     from a third: they wait at the watermark, and the cap holds for them as for events on time (they
