@@ -587,3 +587,34 @@ def test_a_state_file_reset_cannot_remove_is_a_usage_error(tmp_path, monkeypatch
     monkeypatch.undo()
     reset = run_cli(ARGS + ["--state", str(path), "--state-reset"], ndjson(INCIDENT[2:]))  # removable: removed
     assert reset.returncode == 0 and alerts(reset.stdout) == [] and json.loads(path.read_bytes())["lines"] == 1
+
+
+def _incident_events(alerts_found):
+    """The events of the alerts dated now (not those of the clocks in the future), without line numbers."""
+    return [[{k: v for k, v in e.items() if k != "line"} for e in a["sigma"]["events"]]
+            for a in alerts_found if a["@timestamp"].startswith("2021")]
+
+
+@pytest.mark.parametrize("future", [
+    [(3e9, "evil1", "client", 4104), (3e9 + 1, "evil2", "client", 4104)],  # moved the time
+    [(3e9, "evil1", "server", 4104), (3e9 + 30, "evil2", "client", 800), (3e9 + 60, "evil3", "client", 4103),
+     (3e9 + 900, "evil4", "benign", 4104)],  # and alerted: an episode consumed in the future
+])
+def test_a_saved_watermark_in_the_future_is_not_believed_on_live_input(tmp_path, future):
+    """A state saved by a run on a file (or an older build) that believed two clocks in the future held
+    a watermark there; restored on live input, every later event was late: 0 alerts for the incident,
+    and for every run after it.  It is not believed now (one line says so), and the run alerts as
+    one without the state."""
+    path, state = tmp_path / "future.ndjson", str(tmp_path / "state.json")
+    path.write_bytes(ndjson(flat_event(*event) for event in future))
+    first = run_cli(["--state", state, "--input", str(path), "--lateness", "0"])
+    assert first.returncode == 0, first.stderr
+    for offset in (0, 3600):  # and the run after it, from the state this one saved
+        incident = ndjson([flat_event(offset + seconds, *rest) for seconds, *rest in
+                           [(0, "srv01", "server", 4104), (30, "cli01", "client", 800),
+                            (60, "cli02", "client", 4103), (700, "ws04", "benign", 4104)]])
+        expected = _incident_events(alerts(run_cli(["--lateness", "0"], incident).stdout))
+        live = run_cli(["--state", state, "--lateness", "0"], incident)
+        assert live.returncode == 0, live.stderr
+        assert len(expected) == 1 and _incident_events(alerts(live.stdout)) == expected
+        assert (b"saved state's time is more than --max-skew past the wall clock" in live.stderr) == (offset == 0)

@@ -147,9 +147,10 @@ class Engine:
         """Between blocks: memory a passed flood left behind goes back (``Correlation.release_memory``)."""
         self.correlation.release_memory()
 
-    def live(self) -> None:
-        """The input is live: the wall clock bounds the agents' times (``Correlation.live``)."""
-        self.correlation.live()
+    def live(self) -> List[str]:
+        """The input is live: the wall clock bounds the agents' times and the restored watermarks
+        (``Correlation.live``); the titles of the correlations whose watermark was not believed."""
+        return self.correlation.live()
 
     def input_back(self, away: float) -> None:
         """The input was away ``away`` seconds (the fleet bus unreachable) and is back: that time

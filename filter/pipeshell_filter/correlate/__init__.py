@@ -260,15 +260,17 @@ class Correlation:
 
     _agents_wall = None  # the wall clock that bounds the agents' times (``live``)
 
-    def live(self) -> None:
+    def live(self) -> List[str]:
         """The input is live: an agent's time, and a source's, is believed only up to the wall clock
         plus ``max_skew`` (``AgentClocks.bound_by``, ``SourceClocks.bound_by``), those restored from
-        the state too."""
+        the state too, and so is a restored watermark (``Correlator.forget_future``): the titles of
+        the correlations whose watermark was not believed."""
         self._agents_wall = self.wall
         if self.agents is not None:
             self.agents.bound_by(self.wall)
         for correlator in self.correlators:
             correlator.clocks.bound_by(self.wall)
+        return [c.spec.title for c in self.correlators if c.forget_future(self.wall() + self.max_skew_ns)]
 
     def progress(self, agent: str, time: int, idle: bool = False) -> List[Hit]:
         """An agent's heartbeat: the hits that became final as the fleet's time moved."""

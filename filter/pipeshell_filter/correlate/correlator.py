@@ -345,6 +345,29 @@ class Correlator:
             watermark = min(bounds)
         return self._advance(watermark)
 
+    def forget_future(self, limit: int) -> bool:
+        """Live input (``Correlation.live``): a watermark past ``limit`` (the wall clock plus
+        ``max_skew``) came from a state saved by a run that believed clocks in the future (a file,
+        an older build), and made every later event late: no alert for the rest of the run, nor of
+        the runs after it.  It goes back to what the believed sources vouch for; the events in
+        windows past it wait again, and episodes consumed past it are forgotten.  True if it was."""
+        if self.watermark <= limit and self.wanted <= limit:
+            return False
+        reference = self.clocks.reference
+        self.watermark = min(self.watermark, reference - self.lateness if reference != NEVER else NEVER)
+        self.wanted = min(self.wanted, self.watermark)
+        for time, seq, group in list(self._held.irange((self.watermark, float("inf")))):
+            window = self._windows[group]
+            c = window.events[(time, seq)]
+            window.remove((time, seq))
+            if not window.events:
+                del self._windows[group]
+            self._held.remove((time, seq, group))
+            self._wait((time, seq, c))
+        self._consumed = {group: t for group, t in self._consumed.items() if t < self.watermark}
+        self._consumed_order = deque(item for item in self._consumed_order if item[0] < self.watermark)
+        return True
+
     def heard(self) -> bool:
         """Whether any event reached this correlation, or one it is chained to."""
         return len(self.clocks) > 0 or any(u.heard() for u in self.upstream)

@@ -1372,7 +1372,10 @@ class Filter:
         if self.progress is not None and live:  # believe no host clock far in the future of this one
             self.progress.wall = self.clock
         if live and self.stage != "match":  # nor an agent's or a source's that says so (a forged heartbeat, a line)
-            self.engine.live()
+            for title in self.engine.live():
+                self.diagnostics.note(f"correlation {title}: the saved state's time is more than --max-skew past "
+                                      "the wall clock (saved from a file or by an older build): not believed, it "
+                                      "goes on from the time of the sources believed")
 
     def _run_workers(self, fd: int, block_size: int, max_line: int, stop: Optional[StopRequest]) -> None:
         """The bulk of a regular file, prefiltered by worker processes (``parallel``) and handled
