@@ -248,6 +248,55 @@ def test_a_detection_of_a_hostile_event_fits_the_record_cap_and_stays_one(tmp_pa
     assert alerts(correlated.stdout) == alerts(run_cli([], data).stdout) and len(alerts(correlated.stdout)) == 1
 
 
+@pytest.mark.parametrize("case", ["host", "list"])
+def test_a_detection_over_a_small_record_cap_is_shortened_and_still_alerts(case):
+    """A host name of 1,000 CJK characters (kept whole: 3 KB, twice in the record) made a Detection
+    over a 4,096-byte cap, cut into a pipeline_error record: the correlate stage never saw it and the
+    incident did not alert.  Its long values are now written shorter, and the split run alerts as
+    the one process does with the same options."""
+    host = "srv-" + "\u6f22" * 1000 if case == "host" else ["x" * 300 + str(i) for i in range(40)]
+    events = [flat_event(0, "srv01", "server", 4104), flat_event(30, "cli01", "client", 4104),
+              flat_event(60, "cli02", "client", 4104)]
+    events[0]["Computer"] = host
+    data = ndjson(events)
+    options = ["--non-json", "wrap", "--max-record-bytes", "4096"]
+    matched = run_cli(["--stage", "match", "--heartbeat", "0"] + options, data)
+    assert matched.returncode == 0 and b"pipeline_error" not in matched.stdout, matched.stdout[:300]
+    assert b"cut short" in matched.stderr and max(len(line) for line in matched.stdout.splitlines()) < 4096
+    correlated = run_cli(["--stage", "correlate"] + options, matched.stdout)
+    whole = alerts(run_cli(options, data).stdout)
+    assert alerts(correlated.stdout) == whole and len(whole) == 1
+
+
+_WIRE_VALUE = st.one_of(_VALUE_TEXT, _ESCAPES)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_WIRE_VALUE, st.dictionaries(st.sampled_from(["Computer", "User", "Image"]),
+                                    st.lists(_WIRE_VALUE, min_size=1, max_size=120), max_size=3),
+       st.integers(4096 - 64, 40_000), st.sampled_from(["\x02", "b"]))
+def test_a_fitted_detection_fits_reads_back_and_tells_values_apart(host, fields, limit, other):
+    """``fitted`` (``detect.smaller`` in the Fluent Bit modes): within the limit (or None), a valid
+    Detection, equal records alike, and a record whose value differs stays different (what grouping
+    and counting read)."""
+    from pipeshell_filter.io.stream import fitted
+    kept_fields = {name: kept_values(values) for name, values in fields.items()}
+    detection = Detection("r", 10**18, kept(host), (0,), kept_fields, {"line": 1, "host": kept(host), "selections": []})
+    found = fitted(detection.to_wire(), limit)
+    if found is None:
+        return
+    record, encoded = found
+    assert len(encoded) <= limit and ujson.loads(encoded) == record
+    read = Detection.from_wire(record)
+    jsonschema.validate(record, DETECTION_SCHEMA)
+    assert fitted(Detection.from_wire(detection.to_wire()).to_wire(), limit) == found
+    changed = Detection("r", 10**18, kept(host + other), (0,), kept_fields, {"line": 1, "host": kept(host + other),
+                                                                           "selections": []})
+    again = fitted(changed.to_wire(), limit)
+    if again is not None:
+        assert Detection.from_wire(again[0]).source != read.source
+
+
 # ---------------------------------------------------------------- two processes = one
 
 

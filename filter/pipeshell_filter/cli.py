@@ -622,7 +622,7 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
              "bad_evtx": "EVTX problems"}
     bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
            if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded", "bus_shrunk", "bus_too_big",
-                        "agent_silent", "partitions")]
+                           "detection_shortened", "agent_silent", "partitions")]
     if bad:
         parts.append("skipped: " + ", ".join(bad))
     if stats["late"]:
@@ -640,6 +640,9 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
     if diagnostics.counts["bus_shrunk"]:
         parts.append(f"{diagnostics.counts['bus_shrunk']} Detection(s) over the NATS server's max_payload "
                      "published with their values cut short")
+    if diagnostics.counts["detection_shortened"]:
+        parts.append(f"{diagnostics.counts['detection_shortened']} Detection(s) over --max-record-bytes written "
+                     "with their values cut short")
     if diagnostics.counts["bus_too_big"]:
         parts.append(f"{diagnostics.counts['bus_too_big']} record(s) over the NATS server's max_payload "
                      "not published")

@@ -79,12 +79,13 @@ def kept_values(texts: list, field_bytes: int = FIELD_BYTES, longest: int = LONG
 
 # Ever smaller forms of a Detection for a transport whose messages are smaller than the one its values
 # are bounded for (``smaller``): (JSON bytes of one field's values, characters of one value whole).
-SMALLER_FORMS = ((FIELD_BYTES // 8, LONGEST_VALUE), (4096, 256), (1024, 64))
+SMALLER_FORMS = ((FIELD_BYTES // 8, LONGEST_VALUE), (4096, 256), (1024, 64), (256, 16))
 
 
 def smaller(record: dict, fits) -> Optional[dict]:
     """A Detection's wire record with its values kept to fewer bytes, the first form that ``fits``
-    (a NATS server whose ``max_payload`` is under 1 MB), or None when none does.  Kept as the values
+    (a NATS server whose ``max_payload`` is under 1 MB, a small ``--max-record-bytes``), or None
+    when none does.  Kept as the values
     always are (``kept_values``): equal values stay equal and different ones different, so grouping
     and counting read the same (only a value cut here and whole in another Detection counts as two).
     Not ``records.shrink``, the alerts' smaller form: it cuts values to their head, making different

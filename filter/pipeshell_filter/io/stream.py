@@ -13,6 +13,7 @@ pipeline an alert must not wait for the next event.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -27,7 +28,7 @@ import ujson
 
 from ..correlate.state import encode as encode_state
 from ..correlate.agents import Progress
-from ..detect import HEARTBEAT_TYPE, WIRE_TYPE, Detection, Heartbeat, WireError, from_wire
+from ..detect import HEARTBEAT_TYPE, WIRE_TYPE, Detection, Heartbeat, WireError, from_wire, smaller
 from ..engine import Engine
 from ..records import shrink
 from ..values import MISSING
@@ -464,11 +465,25 @@ def portable_form(record: dict) -> tuple:
     return record, dumps(record)
 
 
-def _as_carried(detection: Detection) -> Detection:
-    """A Detection as the Fluent Bit modes carry it between two stages (``portable_form``), read back."""
+def _as_carried(detection: Detection, limit: Optional[int] = None) -> Detection:
+    """A Detection as the Fluent Bit modes carry it between two stages (``portable_form``; over
+    ``limit`` bytes, in its smaller form, as ``Filter._send`` writes it), read back."""
     wire = detection.to_wire()
-    carried, _ = portable_form(wire)
+    carried, encoded = portable_form(wire)
+    if limit is not None and len(encoded) > limit:
+        carried = fitted(wire, limit)
+        if carried is not None:
+            return from_wire(carried[0])
     return detection if carried is wire else from_wire(carried)
+
+
+def fitted(wire: dict, limit: int) -> Optional[tuple]:
+    """A Detection's wire record over ``limit`` bytes in the Fluent Bit modes (a small
+    ``--max-record-bytes``) in its smaller form (``detect.smaller``), and its JSON; None when none
+    fits.  Cut into a pipeline_error record, it was lost to the correlate stage (a host name of
+    1,000 CJK characters, twice in the record, made one over a 4,096-byte cap: no alert)."""
+    found = smaller(wire, lambda candidate: len(portable_form(candidate)[1]) <= limit)
+    return None if found is None else portable_form(found)
 
 
 def portable(value):
@@ -706,7 +721,7 @@ class Filter:
         # wrap, and with --fluentbit-time too, which cannot frame it as [time, {record}] otherwise
         self.wrap_unusable = self.wrap or fluentbit_time
         if self.wrap_unusable and stage == "all":  # as a match stage would write them (``own_form``)
-            engine.carried = _as_carried
+            engine.carried = functools.partial(_as_carried, limit=max_record - 64 if self.wrap else None)
         self.fluentbit_time = fluentbit_time
         self.max_record = max_record
         self.clock = clock
@@ -981,11 +996,19 @@ class Filter:
         there is one, else to the output."""
         if record is None:
             return
-        _, payload = self.own_form(record.to_wire())
-        if self.publisher is not None:
+        wire = record.to_wire()
+        _, payload = self.own_form(wire)
+        if self.publisher is not None:  # the bus has a cap of its own (``fleet.Publisher``)
             self.publisher.send(record, payload)
-        else:
-            self._write(payload, None, record.time)
+            return
+        if self.wrap and len(payload) > self.max_record - 64 and record.__class__ is Detection:
+            found = fitted(wire, self.max_record - 64)
+            if found is not None:  # else cut into a pipeline_error record, as any record over the cap
+                self.diagnostics.report("detection_shortened", self._where(self.lines),
+                                        f"Detection of rule {record.rule!r} over --max-record-bytes: written with "
+                                        "its long values cut short (equal values stay equal)")
+                payload = found[1]
+        self._write(payload, None, record.time)
 
     def _process_long_piece(self, piece: bytes, last: bool) -> None:
         """A line over ``--max-line-bytes``, piece by piece: passed on as it comes, or (wrap) kept
