@@ -699,7 +699,8 @@ def test_an_empty_path_option_is_a_usage_error(args):
 
 
 @pytest.mark.parametrize("args", [["--lateness", "-1"], ["--max-skew", "nan"], ["--field-map", "/nonexistent"],
-                                  ["--time-field", "a..b"], ["--profile", "nosuch"]])
+                                  ["--time-field", "a..b"], ["--profile", "nosuch"], ["--agents", "-1"],
+                                  ["--agent-idle", "nan"], ["--stage", "match"]])
 def test_explain_refuses_a_bad_option_it_would_not_use(args):
     """Without --event or --events these options were never read: a wrong value, or a field map that
     does not exist, printed the plan and exit status 0."""

@@ -2,12 +2,14 @@
 
 import os
 
+import ujson
 import yaml
 from hypothesis import given, settings, strategies as st
 
 from clitools import REPO, alerts, ndjson, run_cli
 from eventgen import flat_event, iso
 from pipeshell_filter.cli import load_plans, make_resolver
+from pipeshell_filter.detect import WIRE_TYPE
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.timeparse import NS
 from pipeshell_filter.explain import CorrelationTrace
@@ -419,3 +421,88 @@ def test_explain_reads_lines_as_the_filter_does_with_max_line_bytes_and_line_fie
     assert said_fired(text) == [("many failures", "2021-06-03T13:00:20Z", (1, 2, 3))]
     assert len(filtered(tmp_path, wrapped, *rules(tmp_path), "--line-field", "log")) == 1
     assert run_cli(["explain", "--events", str(tmp_path / "events.ndjson"), "--line-field", ""]).returncode == 2
+
+
+CHAINED = KINDS + "---\n" + yaml.safe_dump({"title": "count then success", "id": "chain", "correlation": {
+    "type": "temporal_ordered", "rules": ["count", "successful_login"], "group-by": ["User"], "timespan": "2m",
+    "generate": True}})
+
+
+def fired_windows(text: str) -> list:
+    """(correlation, window end, group) of each window an explain --events report says alerted."""
+    fired, title = [], None
+    for line in text.splitlines():
+        title = line[len("correlation "):] if line.startswith("correlation ") else title
+        if line.startswith("  fired at ") and not line.endswith("; no alert (not generated)"):
+            time, rest = line[len("  fired at "):].split("  ", 1)
+            fired.append((title, time, rest.split(": ", 1)[0]))
+    return sorted(fired)
+
+
+def alerted_windows(stdout: bytes) -> list:
+    """(correlation, window end, group) of each correlation alert the filter wrote."""
+    found = []
+    for alert in alerts(stdout):
+        correlation = alert["sigma"].get("correlation")
+        if correlation is not None:
+            group = ", ".join(f"{name}={value}" for name, value in correlation["group"].items()) or "(one group)"
+            found.append((alert["rule"]["name"], alert["@timestamp"], group))
+    return sorted(found)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 240), st.sampled_from(["h1", "h2", "h3"]), st.sampled_from(["amy", "bob"]),
+                          st.sampled_from([4625, 4625, 4624]), st.sampled_from(["a", "a", "b"])),
+                min_size=2, max_size=20),
+       st.sampled_from(["0", "30"]), st.booleans(), st.sampled_from(["0", "5", "60"]), st.sampled_from(["0", "2"]),
+       st.booleans())
+def test_explain_stage_correlate_says_fired_the_windows_the_correlate_stage_alerts_on(
+        tmp_path_factory, rows, lateness, early, heartbeat, agents, ordered):
+    """explain --events read a match stage's Detection records as events: no rule met them, and it
+    said "did not fire: no event fed it" of a file on which --stage correlate alerts.  With --stage
+    correlate it reads them as that stage does (Detections observed, heartbeats moving the agents'
+    time): the windows it says fired are the correlate stage's alerts.  The match stage here is one or
+    two agents, each writing its own records one after the other, as a backfill sends them.  Explain
+    on the original events says fired what one process alerts on, which is what the two stages alert
+    on where the README says they agree: one agent, without heartbeats or on a stream in time order."""
+    directory = tmp_path_factory.mktemp("stages")
+    (directory / "rules.yml").write_text(CHAINED)
+    options = ["--rule", str(directory / "rules.yml"), "--lateness", lateness] + (["--early-alerts"] if early else [])
+    rows = sorted(rows, key=lambda row: row[0]) if ordered else rows
+    events = [dict(failure(seconds, user, host), EventID=event_id) for seconds, host, user, event_id, _ in rows]
+    (directory / "events.ndjson").write_bytes(ndjson(events))
+    records = b""
+    for agent in ("a", "b"):
+        mine = [event for event, row in zip(events, rows) if row[4] == agent]
+        (directory / f"{agent}.ndjson").write_bytes(ndjson(mine))
+        matched = run_cli(["--input", str(directory / f"{agent}.ndjson"), "--quiet", "--stage", "match", "--workers",
+                           "0", "--heartbeat", heartbeat, "--agent", agent, *options])
+        assert matched.returncode == 0, matched.stderr
+        records += matched.stdout
+    path = directory / "detections.ndjson"
+    path.write_bytes(records)
+    correlate_options = [*options, "--agents", agents]
+    correlated = run_cli(["--input", str(path), "--quiet", "--stage", "correlate", *correlate_options])
+    assert correlated.returncode == 0, correlated.stderr
+    explained = run_cli(["explain", "--events", str(path), "--stage", "correlate", *correlate_options])
+    assert explained.returncode == 0, explained.stderr
+    text = explained.stdout.decode()
+    assert fired_windows(text) == alerted_windows(correlated.stdout)
+    # each window's events, named by the input lines of their Detection records: those the alert lists
+    named = {number: tuple(record["event"][key] for key in ("line", "host", "@timestamp"))
+             for number, record in enumerate(map(ujson.loads, records.splitlines()), 1) if record["type"] == WIRE_TYPE}
+    listed = [(title, time, sorted(named[number] for number in lines)) for title, time, lines in said_fired(text)]
+    assert sorted(listed) == sorted((a["rule"]["name"], a["@timestamp"], sorted(tuple(e[key] for key in (
+        "line", "host", "@timestamp")) for e in a["sigma"]["events"])) for a in alerts(correlated.stdout)
+        if "correlation" in a["sigma"])
+    assert text.startswith(f"detections {records.count(b'sigma.detection')} read")
+    # the same file without --stage correlate: read as events, which none of them is, and said so
+    unstaged = run_cli(["explain", "--events", str(path), *options]).stdout.decode()
+    assert fired_windows(unstaged) == [] and (not records or "--stage correlate" in unstaged.splitlines()[1])
+    # the original events, through stage all, as the filter runs them: what it alerts on
+    whole = run_cli(["--input", str(directory / "events.ndjson"), "--quiet", "--workers", "0", *options])
+    assert whole.returncode == 0, whole.stderr
+    said = fired_windows(run_cli(["explain", "--events", str(directory / "events.ndjson"), *options]).stdout.decode())
+    assert said == alerted_windows(whole.stdout)
+    if all(row[4] == "a" for row in rows) and (heartbeat == "0" or ordered):
+        assert said == fired_windows(text)

@@ -58,6 +58,11 @@ class Stage(str, enum.Enum):
     correlate = "correlate"
 
 
+class ExplainStage(str, enum.Enum):  # explain --events: a match stage alone correlates nothing
+    all = "all"
+    correlate = "correlate"
+
+
 class UnknownLogsource(str, enum.Enum):
     match = "match"
     skip = "skip"
@@ -299,8 +304,7 @@ def run(
     if workers is not None and not 0 <= workers <= MAX_WORKERS_OPTION:
         raise UsageProblem(f"--workers must be between 0 and {MAX_WORKERS_OPTION}")
     check_seconds(("--heartbeat", heartbeat), ("--agent-idle", agent_idle))
-    if not 0 <= agents <= 100_000:
-        raise UsageProblem("--agents must be between 0 and 100000")
+    check_agents(agents)
     if agent is not None and not agent.strip():
         raise UsageProblem("--agent must not be empty")
     check_seconds(("--stats-interval", stats_interval), ("--state-interval", state_interval))
@@ -427,6 +431,12 @@ def check_seconds(*options: tuple) -> None:
     for name, value in options:
         if not 0 <= value <= MAX_SECONDS:
             raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
+
+
+def check_agents(agents: int) -> None:
+    """``--agents``, for the correlate stage and for ``explain --events --stage correlate``."""
+    if not 0 <= agents <= 100_000:
+        raise UsageProblem("--agents must be between 0 and 100000")
 
 
 def check_line_options(max_line: int, line_field: Optional[str]) -> None:
@@ -669,9 +679,16 @@ def explain(
     events: Optional[str] = typer.Option(None, "--events", metavar="FILE", help="Run this NDJSON (or .evtx) file "
                                          "through the filter's engine and show, per correlation, the events that "
                                          "fed it, the windows that fired, and why the other groups did not."),
+    stage: ExplainStage = typer.Option(ExplainStage.all, "--stage", help="With --events: all: the file holds "
+                                       "events, read as the filter reads them; correlate: it holds a match stage's "
+                                       "Detection and heartbeat records (what --stage match writes, or a "
+                                       "correlator reads from NATS), read as --stage correlate reads them."),
     lateness: float = typer.Option(60.0, "--lateness", metavar="SECONDS", help="With --events: as for filtering."),
     max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="With --events: as for filtering."),
     early_alerts: bool = typer.Option(False, "--early-alerts", help="With --events: as for filtering."),
+    agent_idle: float = typer.Option(60.0, "--agent-idle", metavar="SECONDS",
+                                     help="With --events --stage correlate: as for filtering."),
+    agents: int = typer.Option(0, "--agents", metavar="N", help="With --events --stage correlate: as for filtering."),
     max_line: int = typer.Option(DEFAULT_MAX_LINE, "--max-line-bytes", metavar="BYTES",
                                  help="With --events: as for filtering (longer lines are not read)."),
     line_field: Optional[str] = typer.Option(None, "--line-field", metavar="FIELD",
@@ -679,11 +696,13 @@ def explain(
 ) -> None:
     """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
     With --event, show one event's profile, resolved fields and each selection's verdict; with
-    --events, why each correlation's windows did or did not fire on a file of events."""
+    --events, why each correlation's windows did or did not fire on a file of events (with --stage
+    correlate, on a file of Detection records)."""
     if event is not None and events is not None:
         raise UsageProblem("give --event (one event's verdicts) or --events (a stream's correlations), not both")
     # every option is checked, whether or not this run uses it: a wrong one is said, not ignored
-    check_seconds(("--lateness", lateness), ("--max-skew", max_skew))
+    check_seconds(("--lateness", lateness), ("--max-skew", max_skew), ("--agent-idle", agent_idle))
+    check_agents(agents)
     check_line_options(max_line, line_field)
     event, events = (inputs_module.STDIN if path == "-" else path for path in (event, events))  # as for --input
     plans = load_plans(rule, join, placeholders=read_placeholders(placeholders))
@@ -693,8 +712,8 @@ def explain(
         return
     if events is not None:
         engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
-                        max_skew_ns=int(max_skew * NS), early=early_alerts)
-        _print(_trace_events(engine, events, max_line, line_field))
+                        max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts)
+        _print(_trace_events(engine, events, max_line, line_field, stage.value))
         return
     raw, parsed = _read_one_event(event)
     _print(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
@@ -744,10 +763,11 @@ def run_unit(
 
 
 def _trace_events(engine: Engine, path: str, max_line: int = DEFAULT_MAX_LINE,
-                  line_field: Optional[str] = None) -> str:
-    """``explain --events``: the file's events through the filter with ``engine``, as the filter runs a
-    file (``explain.CorrelationTrace``)."""
-    trace = CorrelationTrace(engine, "record" if inputs_module.is_evtx(path) else "line")
+                  line_field: Optional[str] = None, stage: str = "all") -> str:
+    """``explain --events``: the file's events (or, ``stage`` correlate, a match stage's records)
+    through the filter with ``engine``, as the filter runs a file (``explain.CorrelationTrace``)."""
+    unit = "record" if stage == "all" and inputs_module.is_evtx(path) else "line"
+    trace = CorrelationTrace(engine, unit, stage)
     try:
         trace.read(path, max_line, line_field)
     except OSError as error:

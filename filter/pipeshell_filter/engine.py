@@ -35,8 +35,9 @@ class Outcome:
 class Engine:
     _alerted = None  # ``keep_state``: identities of the recent single-event alerts' events, oldest first
     # ``explain --events`` (``explain.CorrelationTrace``): told of each event ``process`` matched (``matched``)
-    # and of each of its detections once the correlate stage took it (``taken``), so that it explains what
-    # the filter's own run did; it reads, never changes anything
+    # and of each of its detections once the correlate stage took it (``taken``); with ``--stage correlate``,
+    # of each Detection record before and after ``observe`` takes it (``received``, ``taken``) and of each
+    # heartbeat (``heard``); so that it explains what the filter's own run did; it reads, never changes anything
     trace = None
 
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
@@ -105,17 +106,24 @@ class Engine:
         self.stats["matched"] += 1
         return sigma_field([enrichment(self.plans[d.rule], d) for d in detections]), detections
 
-    def observe(self, detection: Detection) -> Outcome:
-        """The correlate stage alone: one Detection record made by a detect stage."""
+    def observe(self, detection: Detection, line: int = 0) -> Outcome:
+        """The correlate stage alone: one Detection record made by a detect stage (``line``: the
+        record's own line of input)."""
         self.stats["detections"] += 1
         if detection.rule not in self.plans:
             return Outcome(None, [])
+        if self.trace is not None:
+            self.trace.received(detection, line)
         alerts, untimed = self._correlate(detection)
+        if self.trace is not None:
+            self.trace.taken(detection)
         return Outcome(None, alerts, untimed)
 
     def progress(self, heartbeat: Heartbeat) -> list:
         """The correlate stage alone: an agent's heartbeat moves the fleet's time (``correlate.agents``)."""
         self.stats["heartbeats"] += 1
+        if self.trace is not None:
+            self.trace.heard(heartbeat)
         self.correlation.follow_agents(self.agent_idle, self.expected_agents)
         return self._alerts(self.correlation.progress(heartbeat.agent, heartbeat.time, heartbeat.idle))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from typing import List, Optional
 
 import ujson
@@ -14,7 +15,7 @@ from .events.fields import MISSING, FieldResolver, lookup
 from .events.timeparse import NS, format_time
 from .io import inputs
 from .io.prefilter import Prefilter, needle
-from .io.stream import DEFAULT_MAX_LINE, Diagnostics, Filter, Output
+from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output
 from .sigma.compile import Plan
 from .sigma.matchers import FieldMatcher
 from .sigma.correlation import OPERATORS
@@ -305,13 +306,20 @@ def _shortfall(condition, aggregate) -> float:
 
 
 class _Fed:
-    """One input of one correlation: an event (or an inner correlation's alert) and what became of it."""
+    """One input of one correlation: an event (or an inner correlation's alert) and what became of it;
+    ``event_line``: with ``--stage correlate``, the line its Detection names (of the match stage's input)."""
 
-    __slots__ = ("line", "time", "host", "group", "refs", "status", "taken", "dropped")
+    __slots__ = ("line", "time", "host", "group", "refs", "status", "taken", "dropped", "event_line")
 
-    def __init__(self, line, time, host, group, refs, status, taken=True, dropped=False):
+    def __init__(self, line, time, host, group, refs, status, taken=True, dropped=False, event_line=None):
         self.line, self.time, self.host, self.group, self.refs = line, time, host, group, refs
-        self.status, self.taken, self.dropped = status, taken, dropped
+        self.status, self.taken, self.dropped, self.event_line = status, taken, dropped, event_line
+
+
+def _reference(event: dict) -> tuple:
+    """What tells one event from another in a Detection's reference (that of an inner correlation's
+    alert is a copy of its last event's)."""
+    return tuple(str(event.get(key)) for key in ("line", "record_id", "event_id", "host", "@timestamp"))
 
 
 class CorrelationTrace:
@@ -319,11 +327,21 @@ class CorrelationTrace:
     its output thrown away: detect, then correlate, as the filter does on a file: no settling, a
     flush at the end) and records, per correlation, what fed it, which windows fired, and each other
     group's best window (``Correlator.watch``, read-only).  The engine tells it of each event and
-    detection (``Engine.trace``), so that what it reports is what the filter did with the same options."""
+    detection (``Engine.trace``), so that what it reports is what the filter did with the same options.
+    ``stage`` "correlate": the file holds a match stage's records (Detections and heartbeats), read as
+    ``--stage correlate`` reads them (``Engine.observe``, ``Engine.progress``); an event is then named
+    by the input line of its Detection record (the line the record gives, ``event.line``, is of its
+    match stage's input: several agents' lines meet)."""
 
-    def __init__(self, engine, unit: str = "line"):
+    def __init__(self, engine, unit: str = "line", stage: str = "all"):
+        if stage not in ("all", "correlate"):
+            raise ValueError(f"explain runs stage all or correlate, not {stage!r}")
         self.engine = engine
         self.unit = unit
+        self.stage = stage
+        self.heartbeats = self.wire = 0  # wire: a match stage's records read as events (stage all)
+        self.agents = {}  # agent -> its heartbeats (stage correlate)
+        self.skipped = Counter()  # the filter's diagnostics, by kind: lines it did not take, and why
         self.correlators = list(engine.correlation.correlators)
         self.fed = {id(c): [] for c in self.correlators}
         self.fired = {id(c): [] for c in self.correlators}
@@ -336,6 +354,9 @@ class CorrelationTrace:
         self._titles = {plan.rule.id: plan.rule.title for plan in engine.plans.values()}
         self._titles.update((c.spec.id, c.spec.title) for c in self.correlators)
         self._number = None  # the line of the event being taken
+        self._event_line = None  # stage correlate: the line the Detection being taken names
+        self._records = {}  # stage correlate: id(Detection) -> (it, its input line)
+        self._by_event = {}  # stage correlate: ``_reference`` of a Detection's event -> its first input line
         self._before = {}  # id(correlator) -> its counts before the detection being taken (``_counts``)
         engine.trace = self
         for correlator in self.correlators:
@@ -350,8 +371,10 @@ class CorrelationTrace:
         rule can match, so the alerts are the same), and workers would match out of sight."""
         with open(os.devnull, "w") as quiet:
             devnull = os.open(os.devnull, os.O_WRONLY)
+            diagnostics = Diagnostics(quiet)
             try:
-                stream_filter = Filter(self.engine, Output(devnull), Diagnostics(quiet), "alerts", None, workers=0)
+                stream_filter = Filter(self.engine, Output(devnull), diagnostics, "alerts", None, workers=0,
+                                       stage=self.stage)
                 stream_filter.line_field = line_field
                 if inputs.is_evtx(path):
                     records = inputs.labelled_lines(path, self._lost, max_line)
@@ -365,7 +388,10 @@ class CorrelationTrace:
                 self.engine.trace = None
                 for correlator in self.correlators:
                     correlator.watch = None
-        self.unusable = stream_filter.lines - self.events
+        self.skipped = diagnostics.counts
+        taken = self.events + self.heartbeats + self.skipped["not_detection"] + self.skipped["unknown_rule"] \
+            if self.stage == "correlate" else self.events
+        self.unusable = stream_filter.lines - taken
 
     def _lost(self, where: str, message: str) -> None:  # a damaged EVTX file: why a correlation may not fire
         self.lost += 1
@@ -379,9 +405,26 @@ class CorrelationTrace:
         """``Engine.trace``: a parsed event, with its detections, before they are correlated."""
         self.events += 1
         self._number = number
+        kind = event.get("type")
+        if kind.__class__ is str and kind in OWN_TYPES:  # a match stage's output, read as an event
+            self.wire += 1
         self._out_of_logsource(event, number, {d.rule for d in detections})
         if detections:
             self._before = {id(c): self._counts(c) for c in self.correlators}
+
+    def received(self, detection, number: int) -> None:
+        """``Engine.trace``, ``--stage correlate``: a Detection record (on input line ``number``),
+        before the correlate stage takes it."""
+        self.events += 1
+        self._number, self._event_line = number, detection.event.get("line")
+        self._records[id(detection)] = (detection, number)
+        self._by_event.setdefault(_reference(detection.event), number)
+        self._before = {id(c): self._counts(c) for c in self.correlators}
+
+    def heard(self, heartbeat) -> None:
+        """``Engine.trace``, ``--stage correlate``: an agent's heartbeat."""
+        self.heartbeats += 1
+        self.agents[heartbeat.agent] = self.agents.get(heartbeat.agent, 0) + 1
 
     def taken(self, detection) -> None:
         """``Engine.trace``: the correlate stage took one detection of the event: what became of it."""
@@ -399,7 +442,7 @@ class CorrelationTrace:
         self._before = {id(c): self._counts(c) for c in self.correlators}
 
     def _judged(self, correlator, c, number, host, late, dropped, watermark, duplicates, arrivals) -> _Fed:
-        entry = _Fed(number, c.time, host, c.group, c.refs, "on time")
+        entry = _Fed(number, c.time, host, c.group, c.refs, "on time", event_line=self._event_line)
         if correlator.duplicates != duplicates:
             entry.status, entry.taken = "taken already (the same event): left out", False
         elif correlator.arrivals == arrivals:  # the correlator took none of it: the event met another of its rules
@@ -447,8 +490,10 @@ class CorrelationTrace:
             for outer in self.correlators:  # an inner correlation's alert is one event of the outer ones
                 c = outer.contribution(alert_detection(hit)) if correlator in outer.upstream else None
                 if c is not None:
-                    self.fed[id(outer)].append(_Fed(c.detection.event.get("line"), c.time, None, c.group, c.refs,
-                                                    f"the alert of {correlator.spec.title!r} (its last event)"))
+                    named = c.detection.event.get("line") if self.stage == "correlate" else None
+                    self.fed[id(outer)].append(_Fed(self._line_of(c.detection), c.time, None, c.group, c.refs,
+                                                    f"the alert of {correlator.spec.title!r} (its last event)",
+                                                    event_line=named))
             return
         window = correlator.window_of(group, events=False)
         if window is None:  # it met the condition, but shared an event with an early alert: consumed, no alert
@@ -469,17 +514,53 @@ class CorrelationTrace:
 
     def report(self) -> str:
         skipped = f", {self.unusable} not read (not a JSON object, or too long or dense to parse: skipped)"
-        blocks = [f"events    {self.events} read" + (skipped if self.unusable else "")
+        head = f"events    {self.events} read" if self.stage == "all" else self._records_read()
+        blocks = [head + (skipped if self.unusable else "")
                   + (f", records lost to {self.lost} EVTX problem{'' if self.lost == 1 else 's'} (--input says "
                      "which)" if self.lost else "")
                   + f"; lateness {self.engine.correlation.lateness_ns / NS:g}s"
                   + ("; early alerts (a window whose condition can only stay true alerts on the event that "
                      "completes it)" if any(c.early for c in self.correlators) else "")
+                  + ("; the correlations' time follows the agents' heartbeats (the least time of the agents still "
+                     "sending), not the detections' own sources" if self.heartbeats else "")
                   + "; the end of input makes every window final"]
+        if self.wire:
+            blocks.append(f"note      {self.wire} of them {'is' if self.wire == 1 else 'are'} a match stage's "
+                          "records (Detection, heartbeat), read here as events: explain what a correlate stage "
+                          "does with them with --stage correlate")
+        if self.stage == "correlate" and not self.events and self.skipped["not_detection"]:
+            blocks.append("note      no Detection record in the file: explain a file of events without "
+                          "--stage correlate")
         if not self.correlators:
             blocks.append("no correlation in the rule set: every rule alerts on single events")
         blocks += [self._describe(c) for c in self.correlators]
         return "\n".join(blocks)
+
+    def _records_read(self) -> str:
+        """``--stage correlate``: what the file held, as the filter took it."""
+        text = f"detections {self.events} read"
+        if self.heartbeats:
+            names = sorted(self.agents, key=str)
+            shown = ", ".join(map(_plain, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            text += (f", {self.heartbeats} heartbeat{'' if self.heartbeats == 1 else 's'} from "
+                     f"{len(names)} agent{'' if len(names) == 1 else 's'} ({shown})")
+        other, unknown = self.skipped["not_detection"], self.skipped["unknown_rule"]
+        if other:
+            text += f", {other} not a Detection or heartbeat record (skipped)"
+        if unknown:
+            text += (f", {unknown} Detection{'' if unknown == 1 else 's'} of rules not loaded here (dropped: both "
+                     "stages need the same --rule)")
+        return text
+
+    def _line_of(self, detection):
+        """How the report names the event of a detection: its line of input; with --stage correlate,
+        its Detection record's (an inner correlation's alert: that of its last event)."""
+        if self.stage == "all":
+            return detection.event.get("line")
+        found = self._records.get(id(detection))
+        if found is not None and found[0] is detection:
+            return found[1]
+        return self._by_event.get(_reference(detection.event), detection.event.get("line"))
 
     def _label(self, spec, key, short: bool = False) -> str:
         """How an input is named: ``term '1 of SERVER*'``, ``rule failed_login ('Failed login')``."""
@@ -516,18 +597,20 @@ class CorrelationTrace:
         if self.untimed[key]:
             lines.append(f"  no parsable event time: {_lines(self.untimed[key], self.unit)} (left out)")
         if not fed:
-            lines.append("  did not fire: no event fed it")
+            lines.append(f"  did not fire: no {'event' if self.stage == 'all' else 'Detection'} fed it")
             return "\n".join(lines)
         lines.append(f"  events ({len(fed)}):")
         for entry in fed[:MAX_LISTED]:
             host = f"  host {_plain(entry.host)}" if entry.host else ""
             group = f"  {_group(spec, entry.group)}" if spec.group_by else ""
             met = ", ".join(self._label(spec, k, True) for k in entry.refs)
-            lines.append(f"    {self.unit} {entry.line}  {format_time(entry.time)}{host}{group}  {met}: {entry.status}")
+            named = f" (event line {entry.event_line})" if entry.event_line is not None else ""
+            lines.append(f"    {self.unit} {entry.line}{named}  {format_time(entry.time)}{host}{group}  {met}: "
+                         f"{entry.status}")
         if len(fed) > MAX_LISTED:
             lines.append(f"    ... and {len(fed) - MAX_LISTED} more")
         for hit in fired:
-            consumed = [c.detection.event.get("line") for c in hit.contributions]
+            consumed = [self._line_of(c.detection) for c in hit.contributions]
             hosts = sorted({c.detection.event["host"] for c in hit.contributions if "host" in c.detection.event},
                            key=str)  # as the alert lists them (``records.correlation_alert``): an inner alert's too
             text = (f"  fired at {format_time(hit.time)}  {_group(spec, hit.group)}: {_measure(spec)} "
@@ -566,7 +649,7 @@ class CorrelationTrace:
         _, t, (events, seen, complete, aggregate) = found
         text = (f"best {_measure(spec)} {_value(aggregate)} of needed {_needs(spec.condition)} within "
                 f"{_span(spec.timespan_ns)}, events at "
-                f"{_lines((c.detection.event.get('line') for c in events), self.unit)} "
+                f"{_lines((self._line_of(c.detection) for c in events), self.unit)} "
                 f"(window ending {format_time(t)}): ")
         reasons = [] if not complete else ["condition not met within the timespan"]
         present = [ref for ref in spec.absent if ref.key in seen]

@@ -1141,7 +1141,7 @@ class Filter:
                                     f"Detection of rule {detection.rule[:80]!r}, which is not loaded here "
                                     "(both stages need the same --rule); dropped")
             return
-        outcome = self.engine.observe(detection)
+        outcome = self.engine.observe(detection, number)
         if outcome.untimed:
             self.diagnostics.report("no_time", self._where(number),
                                     "detection has no event time; left out of correlation")
