@@ -8,7 +8,8 @@ process starts the members as a pipe chain (each one's stdout the next one's std
   ended, is a failure: one line on stderr naming it and how it ended, the chain is stopped,
   exit status 1.
 * **SIGTERM, SIGINT or SIGHUP** stop the chain **from the front**: only the first member gets
-  SIGTERM.  Each later member sees end of input once the one before it is gone, so what the
+  SIGTERM.  The members run with SIGHUP ignored (``_die_with``), so a SIGHUP sent to every process
+  of the unit is the unit's alone.  Each later member sees end of input once the one before it is gone, so what the
   collector handed on drains through the filter (which saves its ``--state`` at end of input)
   and the shipper flushes last.  Exit status 0 when every member then ended cleanly.
 * **A failure stops the chain the same way.**  Members downstream of the dead one already have
@@ -154,7 +155,13 @@ _CANNOT_RUN = frozenset((errno.ENOENT, errno.ENOEXEC, errno.EACCES, errno.ENOTDI
 
 def _die_with(parent: int, front: bool):
     """A ``preexec_fn``: the member does not start at all if the supervisor has already died; the
-    ``front`` member gets SIGTERM when it dies (Linux), the later ones get end of input then."""
+    ``front`` member gets SIGTERM when it dies (Linux), the later ones get end of input then.
+
+    SIGHUP is ignored in the member, as under ``nohup``: it has no terminal that could hang up, so a
+    SIGHUP can only come from a signal to every process of the unit (``systemctl kill -s HUP``), and
+    the unit's own SIGHUP stops the chain in order.  Fluent Bit ignores it anyway (without hot
+    reload), while the filter stopped reading at once and the lines in its pipe, whose position
+    the collector had stored, were lost."""
     prctl = None
     if front and sys.platform.startswith("linux"):
         try:
@@ -167,6 +174,7 @@ def _die_with(parent: int, front: bool):
             prctl = None
 
     def preexec() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # kept across exec, and the filter leaves it so
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:
