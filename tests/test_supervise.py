@@ -402,6 +402,50 @@ def test_run_usage_errors_are_one_line_and_exit_2(args, message):
     assert line.startswith("pipeshell-filter: error: ") and message in line
 
 
+BAD_CONFIGURATIONS = [
+    ("pipeline:\n  inputs: [\n", "invalid YAML in file"),
+    ("pipeline:\n  inputs:\n    - name: no_such_plugin\n  outputs:\n    - name: stdout\n      match: '*'\n",
+     "section 'no_such_plugin' tried to instance a plugin name that doesn't exist"),
+    ("pipeline:\n  inputs:\n    - name: stdin\n      bufer_size: 4M\n  outputs:\n    - name: stdout\n      match: '*'\n",
+     "stdin: unknown configuration property 'bufer_size'"),
+    (None, "could not open configuration file"),
+]
+
+
+@needs_fluent_bit
+@pytest.mark.parametrize("option", ["--collect", "--ship"])
+@pytest.mark.parametrize("text, message", BAD_CONFIGURATIONS, ids=["yaml", "plugin", "property", "missing"])
+def test_a_fluent_bit_configuration_it_refuses_is_one_line_and_exit_2(tmp_path, option, text, message):
+    """Fluent Bit exits 1 at once on a configuration it cannot read: the unit exited 1, which systemd
+    restarts every RestartSec for ever.  Its own check (--dry-run) now runs first: one line with
+    Fluent Bit's first error, exit 2 (RestartPreventExitStatus=2), and nothing is started."""
+    config = tmp_path / "bad.yaml"
+    if text is not None:
+        config.write_text(text)
+    other = "--ship" if option == "--collect" else "--collect"
+    started = tmp_path / "started"
+    result = run_cli(["run", option, f"{FLUENT_BIT} -c {config}", other, f"touch {started}", "--", "--emit", "all"],
+                     timeout=WAIT)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.decode().splitlines()
+    assert line.startswith(f"pipeshell-filter: error: {option}: {FLUENT_BIT} -c {config} refuses its configuration "
+                           "(fluent-bit --dry-run): ") and message in line, line
+    assert not started.exists()
+
+
+@needs_fluent_bit
+def test_a_value_fluent_bit_refuses_only_at_its_start_is_a_failure_exit_1(tmp_path):
+    """What --dry-run does not check (a plugin refusing a value as it starts): Fluent Bit exits 255
+    after about a second, and the unit exits 1 naming it, as for any failure (the README says so)."""
+    config = tmp_path / "late.yaml"
+    config.write_text("pipeline:\n  inputs:\n    - name: stdin\n      buffer_size: lots\n"
+                      "  outputs:\n    - name: stdout\n      match: '*'\n")
+    result = run_cli(["run", "--collect", f"{FLUENT_BIT} -c {config}", "--", "--emit", "all"], timeout=WAIT)
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines()[-1] == (f"pipeshell-filter run: member 1 ({FLUENT_BIT} -c {config}) "
+                                                       "exited with status 255; stopping the chain")
+
+
 def test_a_filter_usage_error_stops_the_unit_with_status_2():
     """The filter's own one-line error, and the unit's exit status 2, which systemd can be told not
     to restart on (RestartPreventExitStatus=2)."""

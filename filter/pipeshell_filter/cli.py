@@ -755,6 +755,9 @@ def run_unit(
     try:
         collector = [supervise.Member(supervise.parse_command("--collect", collect))] if collect is not None else []
         shipper = [supervise.Member(supervise.parse_command("--ship", ship))] if ship is not None else []
+        for option, members in (("--collect", collector), ("--ship", shipper)):
+            for member in members:
+                supervise.check_configuration(option, member.argv)
     except supervise.CommandError as error:
         raise UsageProblem(str(error)) from None
     member = supervise.filter_member(options or [])

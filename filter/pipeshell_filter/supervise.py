@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import shlex
 import shutil
@@ -78,6 +79,34 @@ def parse_command(option: str, text: str) -> List[str]:
     elif shutil.which(program) is None:
         raise CommandError(f"{option}: {program} is not found on PATH")
     return argv
+
+
+FLUENT_BIT_PROGRAMS = ("fluent-bit", "td-agent-bit")
+DRY_RUN_TIMEOUT = 30.0  # seconds; a check that takes longer is given up, and the start will tell
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+_LOG_PREFIX = re.compile(r"^(\[[^]]*\] )?\[\s*error\] ")
+
+
+def check_configuration(option: str, argv: Sequence[str], timeout: float = DRY_RUN_TIMEOUT) -> None:
+    """A Fluent Bit member's configuration checked by Fluent Bit itself (``--dry-run``) before
+    anything starts.  A YAML error, an unknown plugin or property, a missing file: Fluent Bit exits
+    1 at once, the unit exited 1, and systemd restarted it every few seconds for ever; now it is one
+    line and a usage error (exit 2).  Values a plugin refuses only when it starts (a missing ``db``
+    directory) pass this check: the member then fails at its start, exit 1, like any failure."""
+    name = os.path.basename(argv[0]).lower()
+    if (name[:-4] if name.endswith(".exe") else name) not in FLUENT_BIT_PROGRAMS:
+        return
+    try:
+        result = subprocess.run([argv[0], "--dry-run", *argv[1:]], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return  # no verdict: the start itself will tell
+    if result.returncode <= 0:  # accepted, or the check itself crashed: no verdict on the file
+        return
+    errors = [_LOG_PREFIX.sub("", line).strip() for line in
+              _COLOURS.sub("", result.stdout.decode("utf-8", "replace")).splitlines() if _LOG_PREFIX.match(line)]
+    if errors:
+        raise CommandError(f"{option}: {shlex.join(argv)} refuses its configuration ({name} --dry-run): {errors[0]}")
 
 
 class Member:
