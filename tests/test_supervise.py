@@ -714,6 +714,29 @@ def test_real_chain_sighup_to_every_process_stops_it_in_order_and_loses_none(tmp
     assert [record["n"] for record in events_without_additions(real.out)] == [-1] + written
 
 
+@needs_fluent_bit
+def test_real_chain_a_collector_whose_reader_died_is_killed_after_the_drain_not_the_grace(tmp_path, units):
+    """A rule that does not load: the filter exits 2 at once, with the collector already holding
+    more than a pipe's worth of the file.  Fluent Bit's file output opens /dev/stdout read-write, so
+    it never meets a broken pipe: its SIGTERM shutdown blocked on the full pipe, past its own grace,
+    until the unit killed it 30 s (--grace) later.  Nothing it writes can arrive once its reader is
+    gone: it gets the 5 s drain, and the unit exits 2 naming the filter."""
+    real = RealUnit(tmp_path, units)
+    real.append([b'{"n": %d, "pad": "%s"}' % (i, b"x" * 300) for i in range(3000)])  # about 1 MB
+    rule = tmp_path / "bad.yml"
+    rule.write_text("title: x\ndetection: [\n")
+    real.argv += ["--rule", str(rule)]
+    real.start()
+    started = time.monotonic()
+    assert real.unit.wait(60) == 2, real.unit.stderr()
+    assert time.monotonic() - started < 20  # the drain (5 s), not the grace (30 s)
+    first, second = real.unit.reports()
+    assert re.fullmatch(r"pipeshell-filter run: member 2 \(pipeshell-filter .*\) exited with status 2; stopping the "
+                        r"chain", first)
+    assert re.fullmatch(r"pipeshell-filter run: member 1 \(.*collect-tail\.yaml\) still running 5 s after its "
+                        r"reader, member 2, ended: SIGKILL", second)
+
+
 def test_a_clean_end_seen_before_the_failure_above_it_ended_by_end_of_input(monkeypatch):
     """The failing member's output closes before its process is seen ended (Python closes stdout as
     it finalises): the shipper's clean end, seen first, is still by end of input, and the report

@@ -18,8 +18,9 @@ process starts the members as a pipe chain (each one's stdout the next one's std
   nobody but the front is signalled.
 * ``grace`` seconds after the stop began, the first member still running gets SIGKILL (its
   whole process group), and so on down the chain every ``DRAIN`` seconds: the members after a
-  killed one still see end of input, so the filter still saves its state.  A second stop signal
-  sends SIGTERM to every member left, a third SIGKILL.
+  killed one still see end of input, so the filter still saves its state.  A member whose reader
+  has ended gets ``DRAIN`` seconds, not the rest of the grace (``_no_reader``).  A second stop
+  signal sends SIGTERM to every member left, a third SIGKILL.
 * **Nothing outlives the unit.**  Each member leads its own session, so a terminal's Ctrl-C
   reaches the supervisor alone (which then stops the chain in order) and a member's own
   children can be found: when a member ends, whatever is left of its process group is killed
@@ -233,6 +234,8 @@ class Supervisor:
         self._asked = 0  # stop signals from outside
         self.deadline: Optional[float] = None
         self._front_killed = False
+        self._orphan: Optional[Member] = None  # the first member left, once its reader ended (``_no_reader``)
+        self._orphan_cut = False  # and the grace was cut short for it
         self._requests: List[int] = []
         self._wake = None
 
@@ -467,9 +470,29 @@ class Supervisor:
             self._handle_requests()
             if not any(member.running for member in self.members):
                 return
+            self._no_reader()
             if self.deadline is not None and self.level < 3 and time.monotonic() >= self.deadline:
                 self._kill_front()
             self._wait()
+
+    def _no_reader(self) -> None:
+        """The first member still running, in a stop, whose reader (the member after it) has ended:
+        nothing it writes can arrive, so it gets ``DRAIN`` seconds from then, not the rest of the
+        grace.  Fluent Bit never learns that its reader is gone: its file output opens /dev/stdout
+        read-write (5.1.1), so it reads its own pipe, never meets a broken pipe, and its shutdown
+        blocks on the full pipe past its own grace.  A filter that died at start with the collector
+        holding more than a pipe's worth made the unit wait the whole ``--grace`` (30 s)."""
+        if not 1 <= self.level < 3:
+            return
+        member = next((member for member in self.members if member.running), None)
+        if member is None or member is self._orphan or member.number == len(self.members) or \
+                self.members[member.number].running:
+            return
+        self._orphan = member
+        deadline = time.monotonic() + min(DRAIN, self.grace)
+        if self.deadline is None or deadline < self.deadline:
+            self.deadline = deadline
+            self._orphan_cut = True
 
     def _kill_front(self) -> None:
         """The grace is over: SIGKILL to the first member still running only.  The ones after it
@@ -478,6 +501,8 @@ class Supervisor:
         member = next(member for member in self.members if member.running)
         waited = f"{self.grace:g} s after the stop began" if not self._front_killed else \
             f"{min(DRAIN, self.grace):g} s after the member before it"
+        if member is self._orphan and self._orphan_cut and not self._front_killed:
+            waited = f"{min(DRAIN, self.grace):g} s after its reader, member {member.number + 1}, ended"
         _report(f"{member.label()} still running {waited}: SIGKILL")
         self._front_killed = True
         self.failed = True
