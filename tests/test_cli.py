@@ -259,6 +259,18 @@ def test_explain_prints_the_compiled_plan():
         assert expected in text
 
 
+def test_explain_shows_a_non_ascii_literal(tmp_path):
+    """A rule whose prefilter literal is not ASCII (SigmaHQ's rules hold en dashes and accented words)
+    made ``explain`` end in a UnicodeDecodeError traceback, exit 1: ``explain --rule`` on SigmaHQ's
+    ``rules/`` printed nothing at all."""
+    rule = tmp_path / "accent.yml"
+    rule.write_text("title: x\nlogsource: {product: windows}\ndetection:\n  sel:\n"
+                    "    CommandLine|contains: 'caf\u00e9 \u2013enc'\n  condition: sel\n", encoding="utf-8")
+    result = run_cli(["explain", "--rule", str(rule)])
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert "caf\u00e9 \u2013enc" in result.stdout.decode("utf-8")
+
+
 def test_closed_stdout_ends_quietly():
     data = ndjson([BENIGN[0]] * 20000)
     shell = subprocess.run(" ".join(COMMAND) + " --emit all | head -1", shell=True, input=data,

@@ -32,6 +32,12 @@ def rule_needles(plan: Plan, unknown_logsource: str = "match") -> Optional[list]
     return found
 
 
+def _needles_text(needles: list) -> str:
+    """The prefilter's needles as text: the UTF-8 bytes a line must hold, so a rule's non-ASCII literal
+    (SigmaHQ writes en dashes, accents, CJK) shows as its characters; it was a UnicodeDecodeError."""
+    return ", ".join(repr(n.decode("utf-8", "backslashreplace")) for n in needles)
+
+
 def _show(value, width: int = 70) -> str:
     if value is MISSING:
         return "(missing)"
@@ -210,10 +216,10 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
     needles = rule_needles(plan, unknown_logsource)
     if needles and plan.prefilter_literals(needle) is None:
         lines.append("prefilter the rule has no literal: tried on lines holding its channels' names (any case): "
-                     + ", ".join(repr(n.decode("ascii")) for n in needles))
+                     + _needles_text(needles))
     elif needles:
         lines.append("prefilter a line can only match if its bytes hold (any case) one of: "
-                     + ", ".join(repr(n.decode("ascii")) for n in needles)
+                     + _needles_text(needles)
                      + " -- or a JSON \\u escape / non-ASCII look-alike of their letters")
     else:
         lines.append("prefilter off: a term holds without any selection, or some selection has no literal "
