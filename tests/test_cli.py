@@ -228,6 +228,22 @@ def test_bad_options_exit_2_with_one_line(args, message):
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--stage", "correlate", "--partition", "1"], "--partition needs --stage correlate --nats"),
+    (["--stage", "match", "--partitions", "2"], "--partitions needs --stage match --nats"),
+    (["--partition", "0"], "--partition needs"),
+    (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--partition", "1"], "--partition needs"),
+    (["--stage", "correlate", "--nats-prefix", "fleetb"], "--nats-prefix needs --nats"),
+])
+def test_partitions_without_the_bus_are_a_usage_error(args, message):
+    """A correlator given --partition 1 without --nats correlated every record it read, and an
+    agent's --partitions 2 split nothing: both ran, exit 0, with no word that the option did nothing."""
+    result = run_cli(args, ndjson(ATTACK))
+    assert result.returncode == 2 and result.stdout == b""
+    err = result.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
 @pytest.mark.parametrize("body, message", [
     ("title: x\ndetection:\n  sel:\n    Field|sparkle: 1\n  condition: sel\n", "'sparkle'"),
     ("title: x\ndetection:\n  sel:\n    a: 1\n  condition: sel and\n", "condition"),

@@ -312,6 +312,7 @@ def run(
         raise UsageProblem("--partitions must be between 1 and 1024")
     if not 0 <= partition < 1024:
         raise UsageProblem("--partition must be between 0 and 1023")
+    _no_unused_partitions(ctx, nats, stage)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
     try:
@@ -424,6 +425,21 @@ def _no_options_before(ctx: typer.Context) -> None:
         where = "after '--'" if ctx.invoked_subcommand == "run" else "after the subcommand"
         raise UsageProblem(f"{', '.join(given)} before '{ctx.invoked_subcommand}' would be ignored: "
                            f"give the options {where}")
+
+
+def _no_unused_partitions(ctx: typer.Context, nats: Optional[str], stage: Stage) -> None:
+    """Partitions exist on the bus only: a correlator given ``--partition 1`` without ``--nats``
+    correlated every record it read, and an agent's ``--partitions 2`` split nothing, both in
+    silence.  Given where they mean nothing, they are a usage error, as ``--on-stop keep`` is
+    without ``--state``."""
+    for option, name, needed in (("--partitions", "partitions", Stage.match),
+                                 ("--partition", "partition", Stage.correlate),
+                                 ("--nats-prefix", "nats_prefix", None)):
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") == "DEFAULT":
+            continue
+        if nats is None or (needed is not None and stage is not needed):
+            where = f"--stage {needed.value} --nats" if needed is not None else "--nats"
+            raise UsageProblem(f"{option} needs {where}: it applies to the fleet bus only")
 
 
 def check_seconds(*options: tuple) -> None:
