@@ -287,6 +287,13 @@ def test_explain_shows_a_non_ascii_literal(tmp_path):
     assert "caf\u00e9 \u2013enc" in result.stdout.decode("utf-8")
 
 
+def test_help_names_what_profile_takes():
+    """--help showed ``--profile <str>``, a type where the README's usage line has ``auto|NAME``."""
+    for args in (["--help"], ["explain", "--help"]):
+        text = run_cli(args).stdout.decode()
+        assert "--profile auto|NAME" in text and "<str>" not in text, args
+
+
 def test_closed_stdout_ends_quietly():
     data = ndjson([BENIGN[0]] * 20000)
     shell = subprocess.run(" ".join(COMMAND) + " --emit all | head -1", shell=True, input=data,

@@ -211,7 +211,8 @@ def run(
     inputs: Optional[List[str]] = typer.Option(None, "--input", metavar="PATH", help="Read this file (NDJSON or "
                                                ".evtx) or directory instead of stdin (-: stdin too); several are "
                                                "merged by event time."),
-    profile: str = typer.Option("auto", "--profile", help="Event shape: auto (detected per event) or a profile name."),
+    profile: str = typer.Option("auto", "--profile", metavar="auto|NAME",
+                                help="Event shape: auto (detected per event) or a profile name."),
     field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
                                                   help="Your own field-resolution table (YAML/JSON), tried first."),
     idle: float = typer.Option(2.0, "--idle", metavar="SECONDS", help="On live input, after this long with no newer "
@@ -685,7 +686,7 @@ def explain(
     event: Optional[str] = typer.Option(None, "--event", metavar="FILE", help="Show how this one event (a JSON "
                                         "file, the first line of an NDJSON file, or the first record of an .evtx) "
                                         "is read and judged."),
-    profile: str = typer.Option("auto", "--profile", help="Event shape: auto or a profile name."),
+    profile: str = typer.Option("auto", "--profile", metavar="auto|NAME", help="Event shape: auto or a profile name."),
     field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
                                                   help="Your own field-resolution table, tried first."),
     time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH", help="Event time path."),
