@@ -51,6 +51,12 @@ DEFAULT_MAX_SKEW = 300 * 1_000_000_000
 # episodes remembered: a flood of distinct hosts must not take the memory.  Past it, the oldest are
 # dropped from correlation first, and counted (``shed``).
 MAX_HELD = 100_000
+# At the cap, events dated more than ``max_skew`` past the stream's time go first, newest first, once
+# more than this share of the cap (1/64) waits so: a flood from a clock in the future, which must not
+# push the other hosts' windows out.  Fewer are the first events of an episode after a quiet spell (its
+# first host alone, none yet to vouch for its time), which a flood held at the cap shed in its place:
+# the incident after a flood of 150,000 hosts never alerted.
+FUTURE_SHARE = 64
 # With one source so far, this many events may wait before what two of its events reached is taken as
 # the stream's time (``SourceClocks.one_source_time``): one host's log is then evaluated as it goes, not
 # held to its end (and past ``MAX_HELD`` shed unevaluated), while a first source whose clock is wrong
@@ -476,12 +482,15 @@ class Correlator:
 
     def _shed(self) -> None:
         """Over the cap: drop the newest event waiting when it is dated more than ``max_skew``
-        past the stream's time (a clock in the future, or forged: a flood of it must not push
-        the other hosts' windows out, blinding the rule); else the oldest event held, in a window
-        if any (its window forgets it as if it had slid past), else the oldest pending one."""
+        past the stream's time and more than a share of the cap is (a clock in the future, or
+        forged: a flood of it must not push the other hosts' windows out, blinding the rule,
+        ``FUTURE_SHARE``); else the oldest event held, in a window if any (its window forgets it
+        as if it had slid past), else the oldest pending one."""
         self.shed += 1
         pending, now = self._pending, max(self.watermark + self.lateness, self.clocks.reference)
-        if pending and now != NEVER and pending[-1][0] > now + self.clocks.max_skew:
+        ahead = now + self.clocks.max_skew if now != NEVER else NEVER
+        if pending and ahead != NEVER and pending[-1][0] > ahead and \
+                len(pending) - pending.bisect_right((ahead, float("inf"))) > self.max_held // FUTURE_SHARE:
             gone = pending[-1][2]
             self._drop_newest_waiting()
         elif self._held:
