@@ -37,9 +37,12 @@ LATEST = 253402300800 * NS - 1  # 9999-12-31T23:59:59.999999999Z
 
 # "YYYY-MM-DDThh:mm:ss." -> its epoch seconds, for times of the form every Windows collector writes
 # (``2026-11-02T08:00:00.2715820Z``): filled by the full parse, read by the short cut in
-# ``parse_time``.  An event stream moves through few distinct seconds at a time.
+# ``parse_time``.  An event stream moves through few distinct seconds at a time: the last few
+# are enough (96 % of the bench corpus's times).  Few on purpose: each entry is two small objects
+# that live on, and made during a flood, each pins the 1 MB arena it sits in after the flood's
+# memory is given back (65,536 of them kept 156 MB resident after a 90,000-host flood, 56 MB now).
 _SECONDS: dict = {}
-_SECONDS_KEPT = 1 << 16
+_SECONDS_KEPT = 8
 
 
 def parse_time(value) -> Optional[int]:

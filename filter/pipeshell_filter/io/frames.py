@@ -17,9 +17,10 @@ from ..events.timeparse import NS, parse_time
 
 # "YYYY-MM-DDThh:mm:ss." -> b"[<its epoch seconds>.", for times of the form every Windows collector
 # writes (``2026-11-02T08:00:00.2715820Z``) on or after 1970 (before, the fraction's text is not the
-# nanoseconds' text); filled when such a time is first parsed.
+# nanoseconds' text); filled when such a time is first parsed.  The last few only, as for
+# ``timeparse._SECONDS``: entries made during a flood pin its memory's arenas after it is gone.
 _SECONDS_TEXT: dict = {}
-_SECONDS_KEPT = 1 << 16
+_SECONDS_KEPT = 8
 
 
 # Fluent Bit 5.1.1's stdin reads a frame's time as a double of unsigned 32-bit seconds: a time before
