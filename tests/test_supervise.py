@@ -7,6 +7,7 @@ a zombie.  Then the real Fluent Bit chain (collect-tail.yaml | filter | ship.yam
 killed -9 in turn and the unit restarted on the same files.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -216,6 +217,10 @@ def test_the_last_member_ending_first_is_a_failure_even_with_status_0(tmp_path, 
     assert unit.reports() == ["pipeshell-filter run: member 3 (true) exited with status 0; stopping the chain"]
 
 
+# The filter's summary when a stop ends it before anything came (the members before it start once it is ready).
+SUMMARY_OF_NOTHING = "pipeshell-filter: 0 lines; 0 matched; 0 alerts"
+
+
 def test_a_shipper_gone_with_status_0_is_named_not_the_filter_that_met_its_closed_pipe(tmp_path):
     """The filter exits quietly with 0 on a closed output (``| head``), which read as an end of input
     for the shipper: the filter was blamed.  In the chain it ends by SIGPIPE, as programs do there."""
@@ -225,7 +230,8 @@ def test_a_shipper_gone_with_status_0_is_named_not_the_filter_that_met_its_close
         unit = subprocess.run(COMMAND + ["run", "--collect", "sh -c 'cat; sleep 3'", "--ship", "true", "--",
                                          "--emit", "all"], input=sample * 20, capture_output=True, timeout=60)
         assert unit.returncode == 1
-        assert unit.stderr.decode().splitlines() == [
+        # the filter, started before the collector, says what it read when the stop ends it
+        assert [line for line in unit.stderr.decode().splitlines() if line != SUMMARY_OF_NOTHING] == [
             "pipeshell-filter run: member 3 (true) exited with status 0; stopping the chain"]
 
 
@@ -406,7 +412,8 @@ BAD_CONFIGURATIONS = [
     ("pipeline:\n  inputs: [\n", "invalid YAML in file"),
     ("pipeline:\n  inputs:\n    - name: no_such_plugin\n  outputs:\n    - name: stdout\n      match: '*'\n",
      "section 'no_such_plugin' tried to instance a plugin name that doesn't exist"),
-    ("pipeline:\n  inputs:\n    - name: stdin\n      bufer_size: 4M\n  outputs:\n    - name: stdout\n      match: '*'\n",
+    ("pipeline:\n  inputs:\n    - name: stdin\n      bufer_size: 4M\n"
+     "  outputs:\n    - name: stdout\n      match: '*'\n",
      "stdin: unknown configuration property 'bufer_size'"),
     (None, "could not open configuration file"),
 ]
@@ -456,6 +463,46 @@ def test_a_filter_usage_error_stops_the_unit_with_status_2():
     assert lines[1] == ("pipeshell-filter run: member 2 (pipeshell-filter --emit bogus) exited with status 2; "
                         "stopping the chain")
     assert b"Traceback" not in result.stderr
+
+
+def test_the_collector_starts_only_once_the_filter_is_ready_and_not_at_all_if_it_fails(tmp_path):
+    """The collector started with the filter and stored its position past what it read while the
+    filter failed as it started (a rule that did not load): 89 lines lost for good.  It now starts
+    once the filter is ready; a filter that fails first leaves it unstarted, its lines unread."""
+    mark = tmp_path / "collector-started"
+    collect = f"sh -c 'touch {mark}; cat {SAMPLE}'"
+    failed = run_cli(["run", "--collect", collect, "--", "--rule", str(tmp_path / "missing.yml")], timeout=WAIT)
+    assert failed.returncode == 2 and not mark.exists(), failed.stderr
+    started = run_cli(["run", "--collect", collect, "--", "--emit", "alerts"], timeout=WAIT)
+    assert started.returncode == 0 and mark.exists(), started.stderr
+    assert len([line for line in started.stdout.splitlines() if b'"kind":"alert"' in line]) == 1
+
+
+def test_a_stop_while_the_filter_waits_for_its_state_leaves_the_collector_unstarted(tmp_path):
+    """A second unit on the same --state: its filter waits for the first one's lock.  Its collector ran
+    meanwhile, reading into a full pipe (and sharing the first's Fluent Bit db), and a SIGTERM took
+    the whole grace.  It now starts only once the filter holds the state; a stop before that ends the
+    unit at once, the collector never started."""
+    import fcntl
+    mark = tmp_path / "collector-started"
+    state = tmp_path / "state.json"
+    with open(f"{state}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as the first unit's filter holds it
+        unit = subprocess.Popen(COMMAND + ["run", "--grace", "20", "--collect", f"sh -c 'touch {mark}; exec sleep 60'",
+                                           "--", "--state", str(state)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            time.sleep(3)  # the filter is up and waiting for the lock
+            assert not mark.exists()
+            started = time.monotonic()
+            unit.send_signal(signal.SIGTERM)
+            assert unit.wait(timeout=WAIT) == 0, unit.stderr.read()
+            assert time.monotonic() - started < 10  # not the grace
+        finally:
+            if unit.poll() is None:
+                unit.kill()
+                unit.wait()
+    assert not mark.exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,13 +676,10 @@ def test_real_chain_member_killed_restart_loses_nothing_settled(tmp_path, units,
         ["cli01.corp.example", "cli02.corp.example", "srv01.corp.example"]
 
 
-@needs_fluent_bit
-def test_real_chain_supervisor_killed_while_lines_are_written_loses_none(tmp_path, units):
-    """kill -9 of the unit itself with a line appended every 2 ms: the collector gets SIGTERM, the
-    filter and the shipper drain after it; the restart on the same db and state delivers the rest.
-    Every line arrives once.  With SIGTERM to all three at once the filter stopped reading with lines
-    in its pipe that the collector had stored its position past: 14-53 lines lost in 3 of 3 runs."""
-    real = RealUnit(tmp_path, units)
+@contextlib.contextmanager
+def lines_written_steadily(real):
+    """The unit started on one line (``{"n": -1}``), then a line appended every 2 ms until the block
+    ends, starting 1.5 s before it: yields the numbers written so far."""
     real.append([b'{"n": -1}'])
     real.start()
     wait_for_lines(real.out, "events.ndjson", 1)
@@ -651,15 +695,26 @@ def test_real_chain_supervisor_killed_while_lines_are_written_loses_none(tmp_pat
     writer.start()
     try:
         time.sleep(1.5)
+        yield written
+    finally:
+        stop.set()
+        writer.join()
+
+
+@needs_fluent_bit
+def test_real_chain_supervisor_killed_while_lines_are_written_loses_none(tmp_path, units):
+    """kill -9 of the unit itself with a line appended every 2 ms: the collector gets SIGTERM, the
+    filter and the shipper drain after it; the restart on the same db and state delivers the rest.
+    Every line arrives once.  With SIGTERM to all three at once the filter stopped reading with lines
+    in its pipe that the collector had stored its position past: 14-53 lines lost in 3 of 3 runs."""
+    real = RealUnit(tmp_path, units)
+    with lines_written_steadily(real) as written:
         pids = real.members()
         real.unit.process.kill()
         real.unit.wait()
         wait_until(lambda: not any(map(alive, pids.values())), "the members ended after their supervisor")
         real.start()
         time.sleep(1)
-    finally:
-        stop.set()
-        writer.join()
     deadline = time.monotonic() + 10  # the restart reads what is left at once: lost lines never come
     while len(lines_of(real.out / "events.ndjson")) < len(written) + 1 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -683,30 +738,13 @@ def test_real_chain_sighup_to_every_process_stops_it_in_order_and_loses_none(tmp
     over (Fluent Bit 5.1.1 keeps one pending stop signal: the SIGHUP replaced the SIGTERM; see
     integrations/README.md)."""
     real = RealUnit(tmp_path, units)
-    real.append([b'{"n": -1}'])
-    real.start()
-    wait_for_lines(real.out, "events.ndjson", 1)
-    written, stop = [], threading.Event()
-
-    def write():
-        while not stop.is_set():
-            real.append([b'{"n": %d, "pad": "%s"}' % (len(written), b"x" * 200)])
-            written.append(len(written))
-            time.sleep(0.002)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
-        time.sleep(1.5)
+    with lines_written_steadily(real) as written:
         pids = real.members()
         for pid in list(pids.values()) + [real.unit.process.pid]:
             os.kill(pid, signal.SIGHUP)
         assert real.unit.wait() == 0, real.unit.stderr()
         assert real.unit.reports() == []
         assert not any(map(exists, pids.values()))
-    finally:
-        stop.set()
-        writer.join()
     real.start()
     wait_for_lines(real.out, "events.ndjson", len(written) + 1)
     real.unit.process.send_signal(signal.SIGTERM)
@@ -715,23 +753,51 @@ def test_real_chain_sighup_to_every_process_stops_it_in_order_and_loses_none(tmp
 
 
 @needs_fluent_bit
-def test_real_chain_a_collector_whose_reader_died_is_killed_after_the_drain_not_the_grace(tmp_path, units):
-    """A rule that does not load: the filter exits 2 at once, with the collector already holding
-    more than a pipe's worth of the file.  Fluent Bit's file output opens /dev/stdout read-write, so
-    it never meets a broken pipe: its SIGTERM shutdown blocked on the full pipe, past its own grace,
-    until the unit killed it 30 s (--grace) later.  Nothing it writes can arrive once its reader is
-    gone: it gets the 5 s drain, and the unit exits 2 naming the filter."""
+def test_real_chain_a_filter_that_fails_at_start_leaves_the_file_unread_for_the_next_start(tmp_path, units):
+    """A rule that does not load: the filter exits 2 at once.  The collector, started with it, read
+    the file (its position stored in its db past every line) into a pipe nobody read: after the fix
+    and a restart, none of those lines came.  It now starts only once the filter is ready: the unit
+    exits 2 naming the filter alone, and the restart with the rule fixed delivers every line."""
     real = RealUnit(tmp_path, units)
-    real.append([b'{"n": %d, "pad": "%s"}' % (i, b"x" * 300) for i in range(3000)])  # about 1 MB
-    rule = tmp_path / "bad.yml"
+    lines = [b'{"n": %d, "pad": "%s"}' % (i, b"x" * 300) for i in range(3000)]  # about 1 MB
+    real.append(lines)
+    rule = tmp_path / "rule.yml"
     rule.write_text("title: x\ndetection: [\n")
+    options = list(real.argv)
     real.argv += ["--rule", str(rule)]
     real.start()
-    started = time.monotonic()
     assert real.unit.wait(60) == 2, real.unit.stderr()
+    (report,) = real.unit.reports()
+    assert re.fullmatch(r"pipeshell-filter run: member 2 \(pipeshell-filter .*\) exited with status 2; stopping the "
+                        r"chain", report)
+    real.argv = options  # the rule fixed: the built-in one
+    real.start()
+    wait_for_lines(real.out, "events.ndjson", len(lines))
+    real.unit.process.send_signal(signal.SIGTERM)
+    assert real.unit.wait() == 0, real.unit.stderr()
+    assert [record["n"] for record in events_without_additions(real.out)] == list(range(len(lines)))
+
+
+@needs_fluent_bit
+def test_real_chain_a_collector_whose_reader_died_is_killed_after_the_drain_not_the_grace(tmp_path, units):
+    """The filter killed while the collector holds more than a pipe's worth of the file.  Fluent Bit's
+    file output opens /dev/stdout read-write, so it never meets a broken pipe: its SIGTERM shutdown
+    blocked on the full pipe, past its own grace, until the unit killed it 30 s (--grace) later.
+    Nothing it writes can arrive once its reader is gone: it gets the 5 s drain."""
+    real = RealUnit(tmp_path, units)
+    real.append([b'{"n": -1}'])
+    real.start()
+    wait_for_lines(real.out, "events.ndjson", 1)
+    pids = real.members()
+    os.kill(pids[2], signal.SIGSTOP)  # the filter reads no more: the collector fills the pipe (1 MiB, widened)
+    real.append([b'{"n": %d, "pad": "%s"}' % (i, b"x" * 300) for i in range(12_000)])  # about 4 MB
+    time.sleep(3)
+    os.kill(pids[2], signal.SIGKILL)
+    started = time.monotonic()
+    assert real.unit.wait(60) == 1, real.unit.stderr()
     assert time.monotonic() - started < 20  # the drain (5 s), not the grace (30 s)
     first, second = real.unit.reports()
-    assert re.fullmatch(r"pipeshell-filter run: member 2 \(pipeshell-filter .*\) exited with status 2; stopping the "
+    assert re.fullmatch(r"pipeshell-filter run: member 2 \(pipeshell-filter .*\) killed by SIGKILL; stopping the "
                         r"chain", first)
     assert re.fullmatch(r"pipeshell-filter run: member 1 \(.*collect-tail\.yaml\) still running 5 s after its "
                         r"reader, member 2, ended: SIGKILL", second)
@@ -778,5 +844,5 @@ def test_a_member_the_system_cannot_run_is_exit_2_as_a_missing_one_is(tmp_path, 
     program.chmod(0o755)
     result = run_cli(["run", "--collect", str(program)], b"", timeout=WAIT)
     assert result.returncode == 2
-    (line,) = result.stderr.decode().splitlines()
+    (line,) = [line for line in result.stderr.decode().splitlines() if line != SUMMARY_OF_NOTHING]
     assert line == f"pipeshell-filter run: member 1 ({program}) cannot start: {reason}; stopping the chain"

@@ -30,7 +30,7 @@ from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
-from .supervise import SUPERVISED
+from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
                         decode_problem, load_event, unwrap_line)
 from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
@@ -367,6 +367,7 @@ def run(
         raise UsageProblem(f"{'--state-reset' if state_reset else '--on-stop keep'} needs --state")
 
     streaming()
+    tell_ready()  # in ``run``'s chain, the collector starts now: a failure above lost what it read meanwhile
     try:
         # From here SIGTERM and Ctrl-C end the input: what was read is processed and flushed,
         # and the exit status is 0, as at end of input.

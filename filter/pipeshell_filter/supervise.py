@@ -4,6 +4,9 @@ A shell pipe has no owner: when the filter dies the collector runs on, reads new
 dead pipe and moves its stored position past them, and the shell does not return.  Here one
 process starts the members as a pipe chain (each one's stdout the next one's stdin) and:
 
+* **The filter starts before the collector**: the members before it start once it is ready
+  (``tell_ready``), so a filter that fails as it starts loses nothing the collector would
+  have read and stored its position past.
 * **A member that ends on its own** (any status, or killed), not because the member before it
   ended, is a failure: one line on stderr naming it and how it ended, the chain is stopped,
   exit status 1.
@@ -55,6 +58,8 @@ PREFIX = "pipeshell-filter run"
 # Set for the members: the filter then ends by SIGPIPE when its reader went away (a program's usual
 # end there, which ``_input_ended`` reads), not with the quiet status 0 it gives under ``| head``.
 SUPERVISED = "PIPESHELL_FILTER_SUPERVISED"
+# Set for the filter member: the file descriptor on which it says it is ready (``tell_ready``).
+READY_FD = "PIPESHELL_FILTER_READY_FD"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
 _NAME_LIMIT = 160  # characters of a member's command line in a report
@@ -163,6 +168,27 @@ def filter_member(options: Sequence[str]) -> Member:
     return Member([sys.executable, "-m", "pipeshell_filter", *options], shlex.join(["pipeshell-filter", *options]))
 
 
+def _has_ended(member: Member) -> bool:
+    """The member's process has ended; left to be reaped (``Supervisor._collect``)."""
+    try:
+        return os.waitid(os.P_PID, member.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def tell_ready() -> None:
+    """The filter, in ``run``'s chain: its rules, state and bus are in place and it is about to
+    read, so the members before it may start now (``Supervisor._start``).  Nothing outside a chain."""
+    fd = os.environ.pop(READY_FD, None)  # not for its own children
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), b"1")
+        os.close(int(fd))
+    except (ValueError, OSError):
+        pass
+
+
 def _report(message: str) -> None:
     try:
         sys.stderr.write(f"{PREFIX}: {message}\n")
@@ -238,6 +264,9 @@ class Supervisor:
         self._orphan_cut = False  # and the grace was cut short for it
         self._requests: List[int] = []
         self._wake = None
+        self.first = 0  # the first member started: the front, which a stop signals
+        self._ready = None  # the pipe on which the filter says it is ready (``_start``)
+        self._held = None  # the filter's input, when the members before it never started
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -277,32 +306,88 @@ class Supervisor:
     def _start(self) -> None:
         """Each member in its own session, its stdout the next one's stdin; the first reads the
         unit's stdin, the last writes the unit's stdout.  The supervisor keeps no pipe end, so a
-        member's end of input is exactly the end of the member before it."""
-        feed = None  # read end for the next member; None: the unit's stdin
-        for member in self.members:
-            last = member is self.members[-1]
-            read_end, write_end = (None, None) if last else os.pipe()
-            try:
-                member.process = subprocess.Popen(member.argv, stdin=feed, stdout=write_end, start_new_session=True,
-                                                  preexec_fn=_die_with(os.getpid(), member is self.members[0]),
-                                                  env=dict(os.environ, **{SUPERVISED: "1"}))
-            except (OSError, subprocess.SubprocessError) as error:
-                reason = getattr(error, "strerror", None) or str(error)
-                _report(f"{member.label()} cannot start: {reason}; stopping the chain")
-                self.cause = member
-                # a program that cannot be run (no interpreter, not a program, no permission) will not
-                # run at the next start either: a usage error (exit 2), which systemd does not restart
-                self.unrunnable = getattr(error, "errno", None) in _CANNOT_RUN
-                if read_end is not None:
-                    os.close(read_end)
-                break
-            finally:
-                for fd in (feed, write_end):
-                    if fd is not None:
-                        os.close(fd)
-            feed = read_end
+        member's end of input is exactly the end of the member before it.
+
+        The filter (``usage_member``) and the members after it start first, and those before it
+        (the collector) only once the filter says it is ready (``tell_ready``): a filter that
+        failed as it started (a rule that does not load, a state file it refuses, a bus it cannot
+        reach) lost every line the collector had read meanwhile, its position stored past them.
+        If the filter ends first, or a stop is asked meanwhile, the members before it never start."""
+        count = len(self.members)
+        pipes = [os.pipe() for _ in range(count - 1)]
+        unused = {fd for pipe in pipes for fd in pipe}
+        gate = self.members.index(self.usage_member) if self.usage_member in self.members[1:] else 0
+        try:
+            for index in list(range(gate, count)) + list(range(gate)):
+                if index == 0 and gate and not self._await_ready():
+                    # The members before the filter never start.  Its input stays open: its end of
+                    # input would make the end of a member after it look like one in order; it ends
+                    # by the stop that follows (``first``: it is the front now).
+                    self.first, self._held = gate, pipes[gate - 1][1]
+                    unused.discard(self._held)
+                    break
+                if not self._start_member(index, pipes, unused, ready=index == gate and gate > 0):
+                    break
+        finally:
+            for fd in unused:  # what no member took: its reader sees end of input, its writer a closed pipe
+                os.close(fd)
         if self.cause is not None:
             self._stop(1)
+
+    def _start_member(self, index: int, pipes: list, unused: set, ready: bool) -> bool:
+        """Start member ``index`` on its pipes; False (``cause`` set) when it cannot start."""
+        member = self.members[index]
+        stdin = pipes[index - 1][0] if index else None
+        stdout = pipes[index][1] if index < len(pipes) else None
+        env = dict(os.environ, **{SUPERVISED: "1"})
+        pass_fds = ()
+        if ready:
+            self._ready = os.pipe()
+            env[READY_FD], pass_fds = str(self._ready[1]), (self._ready[1],)
+        try:
+            member.process = subprocess.Popen(member.argv, stdin=stdin, stdout=stdout, start_new_session=True,
+                                              preexec_fn=_die_with(os.getpid(), member is self.members[0]),
+                                              env=env, pass_fds=pass_fds)
+        except (OSError, subprocess.SubprocessError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            _report(f"{member.label()} cannot start: {reason}; stopping the chain")
+            self.cause = member
+            # a program that cannot be run (no interpreter, not a program, no permission) will not
+            # run at the next start either: a usage error (exit 2), which systemd does not restart
+            self.unrunnable = getattr(error, "errno", None) in _CANNOT_RUN
+            if ready:
+                for fd in self._ready:
+                    os.close(fd)
+                self._ready = None
+            return False
+        finally:
+            if ready and self._ready is not None:
+                os.close(self._ready[1])  # the filter holds it: its end, ready or not, is seen
+        for fd in (stdin, stdout):
+            if fd is not None:
+                os.close(fd)
+                unused.discard(fd)
+        return True
+
+    def _await_ready(self) -> bool:
+        """Whether the filter said it is ready before it, or a member after it, ended, and before
+        a stop was asked (those are then the loop's to handle)."""
+        ready, self._ready = self._ready[0], None
+        try:
+            while not self._requests:
+                found, _, _ = select.select([ready, self._wake[0]], [], [], 1.0)
+                if ready in found:
+                    return os.read(ready, 1) == b"1"  # nothing: the filter ended first
+                try:
+                    while os.read(self._wake[0], 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                if any(member.running and _has_ended(member) for member in self.members):
+                    return False
+            return False
+        finally:
+            os.close(ready)
 
     def _signal(self, member: Member, number: int) -> None:
         if not member.running:
@@ -325,7 +410,7 @@ class Supervisor:
         if self.deadline is None:
             self.deadline = time.monotonic() + self.grace
         if self.level < 1:
-            self._signal(self.members[0], signal.SIGTERM)
+            self._signal(self.members[self.first], signal.SIGTERM)
         if level >= 2 > self.level:
             for member in self.members:
                 if not member.terminated:
@@ -526,6 +611,8 @@ class Supervisor:
                         member.process.returncode = os.waitstatus_to_exitcode(member.status)
                     except ChildProcessError:
                         pass
+            if self._held is not None:
+                os.close(self._held)
             self._restore(saved)
         if self.cause is not None:
             usage = self.cause is self.usage_member and self.cause.status is not None and \
