@@ -700,59 +700,77 @@ def test_an_agent_says_it_is_idle_while_it_waits_and_never_after_records_came(tm
 QUICK_BY_HOST = BY_HOST.replace("timeframe: 2m", "timeframe: 10s")
 
 
+class LiveFleet:
+    """Two agents (a0, a1) fed lines timed now, and a correlator with --state, on ``server``: what the
+    tests of a bus that goes away (down, hung) while agents hold what they read run."""
+
+    def __init__(self, tmp_path, server, lateness: str, agent_idle: str):
+        (tmp_path / "by.yml").write_text(QUICK_BY_HOST)
+        rules = ["--rule", str(tmp_path / "by.yml"), "--lateness", lateness, "--idle", "1"]
+        self.out = tmp_path / "alerts.ndjson"
+        self.correlate = subprocess.Popen(
+            COMMAND + rules + ["--stage", "correlate", "--nats", server.url, "--state", str(tmp_path / "state.json"),
+                               "--state-interval", "0.2", "--agent-idle", agent_idle, "--agents", "2"],
+            stdout=open(self.out, "wb"), stderr=subprocess.PIPE)
+        self.agents = [subprocess.Popen(COMMAND + rules + ["--stage", "match", "--nats", server.url, "--agent", f"a{i}",
+                                                           "--heartbeat", "1", "--quiet"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) for i in (0, 1)]
+
+    def write(self, agent: int, host: str, text="$p = New-Object System.IO.Pipes.NamedPipeServerStream('x')"):
+        import datetime
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {"EventID": 4104, "Computer": host, "@timestamp": now, "ScriptBlockText": text}
+        self.agents[agent].stdin.write(json.dumps(event).encode() + b"\n")
+        self.agents[agent].stdin.flush()
+
+    def tick(self, seconds: int) -> None:
+        """A quiet line from every agent each second."""
+        for _ in range(seconds):
+            for agent in range(len(self.agents)):
+                self.write(agent, "quiet", "Get-ChildItem")
+            time.sleep(1)
+
+    def alerts(self) -> list:
+        """End of the agents' input, then the alerts the correlator made (it is stopped after)."""
+        try:
+            for agent in self.agents:
+                agent.stdin.close()
+                assert agent.wait(timeout=WAIT) == 0
+            return wait_for_alerts(self.out, 1, self.correlate)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.correlate.poll() is None:
+            self.correlate.send_signal(signal.SIGTERM)
+            self.correlate.wait(timeout=WAIT)
+
+    def stderr(self) -> str:
+        return self.correlate.stderr.read().decode()
+
+
 def test_a_server_down_longer_than_lateness_and_idle_loses_no_alert(tmp_path):
     """16 s without the server (lateness 2, idle 1, agent-idle 3): the correlator took the silence for
     idle agents and the wall clock for the fleet's time, so the two events agent a0 read meanwhile
     (and held) came after their window had closed: the alert was lost, the host named as a clock
     behind.  The bus's silence is no agent's."""
-    import datetime
-
-    def line(host, text):
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        event = {"EventID": 4104, "Computer": host, "@timestamp": now, "ScriptBlockText": text}
-        return json.dumps(event).encode() + b"\n"
-
-    (tmp_path / "by.yml").write_text(QUICK_BY_HOST)
-    rules = ["--rule", str(tmp_path / "by.yml"), "--lateness", "2", "--idle", "1"]
-    out = tmp_path / "alerts.ndjson"
     with NatsServer(tmp_path / "nats") as server:
-        correlate = subprocess.Popen(COMMAND + rules + ["--stage", "correlate", "--nats", server.url, "--state",
-                                                        str(tmp_path / "state.json"), "--state-interval", "0.2",
-                                                        "--agent-idle", "3", "--agents", "2"],
-                                     stdout=open(out, "wb"), stderr=subprocess.PIPE)
-        fleet = [subprocess.Popen(COMMAND + rules + ["--stage", "match", "--nats", server.url, "--agent", f"a{i}",
-                                                     "--heartbeat", "1", "--quiet"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) for i in (0, 1)]
-
-        def write(agent, host, text="$p = New-Object System.IO.Pipes.NamedPipeServerStream('x')"):
-            agent.stdin.write(line(host, text))
-            agent.stdin.flush()
-
-        def tick(seconds):
-            for _ in range(seconds):
-                for agent in fleet:
-                    write(agent, "quiet", "Get-ChildItem")
-                time.sleep(1)
-
+        fleet = LiveFleet(tmp_path, server, lateness="2", agent_idle="3")
         try:
-            tick(3)
-            write(fleet[0], "victim")
+            fleet.tick(3)
+            fleet.write(0, "victim")
             time.sleep(1)
             server.stop()
             for _ in range(2):  # read and held by a0 while the server is down
-                write(fleet[0], "victim")
+                fleet.write(0, "victim")
                 time.sleep(1)
             time.sleep(14)
             server.start()
-            tick(8)
-            for agent in fleet:
-                agent.stdin.close()
-                assert agent.wait(timeout=WAIT) == 0
-            found = wait_for_alerts(out, 1, correlate)
+            fleet.tick(8)
+            found = fleet.alerts()
         finally:
-            correlate.send_signal(signal.SIGTERM)
-            correlate.wait(timeout=WAIT)
-    err = correlate.stderr.read().decode()
+            fleet.stop()
+    err = fleet.stderr()
     assert [a["related"]["hosts"] for a in found] == [["victim"]], err
     assert "late" not in err and "behind" not in err, err
 
@@ -762,56 +780,25 @@ def test_a_hung_server_is_no_agents_silence(tmp_path):
     pings fail, 20-30 s on.  Meanwhile each pull that waited in vain passed for agents with nothing to
     say: they were taken for silent (--agent-idle 2) and the wall clock for the fleet's time (--idle),
     so the two events agent a0 read and held through the hang came late, and the alert was lost."""
-    import datetime
-
-    def line(host, text):
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        event = {"EventID": 4104, "Computer": host, "@timestamp": now, "ScriptBlockText": text}
-        return json.dumps(event).encode() + b"\n"
-
-    (tmp_path / "by.yml").write_text(QUICK_BY_HOST)
-    rules = ["--rule", str(tmp_path / "by.yml"), "--lateness", "1", "--idle", "1"]
-    out = tmp_path / "alerts.ndjson"
     with NatsServer(tmp_path / "nats") as server:
-        correlate = subprocess.Popen(COMMAND + rules + ["--stage", "correlate", "--nats", server.url, "--state",
-                                                        str(tmp_path / "state.json"), "--state-interval", "0.2",
-                                                        "--agent-idle", "2", "--agents", "2"],
-                                     stdout=open(out, "wb"), stderr=subprocess.PIPE)
-        fleet = [subprocess.Popen(COMMAND + rules + ["--stage", "match", "--nats", server.url, "--agent", f"a{i}",
-                                                     "--heartbeat", "1", "--quiet"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) for i in (0, 1)]
-
-        def write(agent, host, text="$p = New-Object System.IO.Pipes.NamedPipeServerStream('x')"):
-            agent.stdin.write(line(host, text))
-            agent.stdin.flush()
-
-        def tick(seconds):
-            for _ in range(seconds):
-                for agent in fleet:
-                    write(agent, "quiet", "Get-ChildItem")
-                time.sleep(1)
-
+        fleet = LiveFleet(tmp_path, server, lateness="1", agent_idle="2")
         try:
-            tick(3)
-            write(fleet[0], "victim")
+            fleet.tick(3)
+            fleet.write(0, "victim")
             time.sleep(1)
             server.pause()
             try:
                 for _ in range(2):  # read and held by a0 while the server hangs
-                    write(fleet[0], "victim")
+                    fleet.write(0, "victim")
                     time.sleep(1)
                 time.sleep(4)
             finally:
                 server.resume()
-            tick(4)
-            for agent in fleet:
-                agent.stdin.close()
-                assert agent.wait(timeout=WAIT) == 0
-            found = wait_for_alerts(out, 1, correlate)
+            fleet.tick(4)
+            found = fleet.alerts()
         finally:
-            correlate.send_signal(signal.SIGTERM)
-            correlate.wait(timeout=WAIT)
-    err = correlate.stderr.read().decode()
+            fleet.stop()
+    err = fleet.stderr()
     assert [a["related"]["hosts"] for a in found] == [["victim"]], err
     assert "late" not in err.replace("arrive late", ""), err
 
