@@ -80,7 +80,8 @@ def main() -> int:
         phase[0] = "flood"
         batch = []
         for i in range(args.hosts):  # all within 250 s: one window
-            batch.append(json.dumps(flat_event(base + args.ahead + i * 250 / args.hosts, f"flood{r}-{i:07d}", "client", 4104)))
+            event = flat_event(base + args.ahead + i * 250 / args.hosts, f"flood{r}-{i:07d}", "client", 4104)
+            batch.append(json.dumps(event))
             if len(batch) == 10_000:
                 process.stdin.write(("\n".join(batch) + "\n").encode())
                 batch = []
