@@ -497,8 +497,8 @@ def test_an_evtx_file_whose_name_is_not_utf8_is_read(tmp_path):
     write_evtx(str(tmp_path / "same.evtx"), ATTACK)
     expected = run_cli(["--emit", "all"], parser_lines(tmp_path / "same.evtx"))
     assert len(alerts(expected.stdout)) == 1
-    for given in (os.fsdecode(name), str(logs)):
-        result = subprocess.run([os.fsencode(part) for part in COMMAND + ["--emit", "all", "--input", given]],
+    for named in (os.fsdecode(name), str(logs)):
+        result = subprocess.run([os.fsencode(part) for part in COMMAND + ["--emit", "all", "--input", named]],
                                 capture_output=True, timeout=60)
         assert result.returncode == 0 and b"EVTX" not in result.stderr, result.stderr
         assert result.stdout == expected.stdout
@@ -512,8 +512,8 @@ def test_a_file_hard_linked_into_the_tree_is_read_once(tmp_path):
     write_evtx(str(tree / "Security.evtx"), ATTACK)
     os.link(tree / "Security.evtx", tree / "daily.1" / "Security.evtx")
     alone = run_cli(["--emit", "all", "--input", str(tree / "Security.evtx")])
-    for given in ([str(tree)], [str(tree / "daily.1" / "Security.evtx"), str(tree)]):
-        result = run_cli(["--emit", "all"] + [option for path in given for option in ("--input", path)])
+    for named in ([str(tree)], [str(tree / "daily.1" / "Security.evtx"), str(tree)]):
+        result = run_cli(["--emit", "all"] + [option for path in named for option in ("--input", path)])
         assert result.returncode == 0, result.stderr
         assert result.stdout == alone.stdout
         assert alerts(result.stdout)[0]["sigma"]["events_total"] == 3
