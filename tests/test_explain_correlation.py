@@ -353,7 +353,7 @@ def said_fired(text: str) -> list:
     return sorted(fired)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 240), st.sampled_from(["h1", "h2", "h3"]), st.sampled_from(["amy", "bob"]),
                           st.sampled_from([4625, 4625, 4624]), st.sampled_from(["plain", "plain", "long", "wrapped"])),
                 min_size=2, max_size=30),
@@ -450,7 +450,7 @@ def alerted_windows(stdout: bytes) -> list:
     return sorted(found)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 240), st.sampled_from(["h1", "h2", "h3"]), st.sampled_from(["amy", "bob"]),
                           st.sampled_from([4625, 4625, 4624]), st.sampled_from(["a", "a", "b"])),
                 min_size=2, max_size=20),

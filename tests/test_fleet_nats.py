@@ -182,7 +182,7 @@ def many_pipes_shares(seed: int, count: int = 1500) -> list:
     return parts
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1])
 def test_kills_at_random_points_of_the_correlator_and_an_agent_give_one_processs_alerts_once(tmp_path, seed):
     """The correlator killed (SIGKILL) at seeded random points, each time started again on its state,
     and one agent restarted under its name mid-stream, reading its last three pieces of input again
