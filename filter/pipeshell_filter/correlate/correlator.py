@@ -363,13 +363,8 @@ class Correlator:
         self.watermark = min(self.watermark, reference - self.lateness if reference != NEVER else NEVER)
         self.wanted = min(self.wanted, self.watermark)
         for time, seq, group in list(self._held.irange((self.watermark, float("inf")))):
-            window = self._windows[group]
-            c = window.events[(time, seq)]
-            window.remove((time, seq))
-            if not window.events:
-                del self._windows[group]
             self._held.remove((time, seq, group))
-            self._wait((time, seq, c))
+            self._wait((time, seq, self._out_of_window(time, seq, group)))
         self._consumed = {group: t for group, t in self._consumed.items() if t < self.watermark}
         self._consumed_order = deque(item for item in self._consumed_order if item[0] < self.watermark)
         return True
@@ -494,26 +489,27 @@ class Correlator:
             gone = pending[-1][2]
             self._drop_newest_waiting()
         elif self._held:
-            time, seq, group = self._held.pop(0)
-            window = self._windows[group]
-            gone = window.events[(time, seq)]
-            window.remove((time, seq))
-            if not window.events:
-                del self._windows[group]
+            gone = self._out_of_window(*self._held.pop(0))
         else:
             gone = self._pop_waiting()[2]
         if self.seen is not None:  # no longer held: its identity goes too (``state.Seen``)
             self.seen.discard(self.seen.key(gone.detection), gone.time)
 
+    def _out_of_window(self, time, seq, group) -> Contribution:
+        """An event held (taken out of ``_held`` by the caller) taken out of its group's window, the
+        window with it when it was the last; the event."""
+        window = self._windows[group]
+        gone = window.events[(time, seq)]
+        window.remove((time, seq))
+        if not window.events:
+            del self._windows[group]
+        return gone
+
     def _evict(self, horizon) -> None:
         """Drop everything older than ``horizon``: no future window can reach it."""
         held = self._held
         while held and held[0][0] < horizon:
-            time, seq, group = held.pop(0)
-            window = self._windows[group]
-            window.remove((time, seq))
-            if not window.events:
-                del self._windows[group]
+            self._out_of_window(*held.pop(0))
         order = self._consumed_order
         while order and order[0][0] < horizon:
             t, group = order.popleft()
