@@ -297,6 +297,17 @@ def test_a_fitted_detection_fits_reads_back_and_tells_values_apart(host, fields,
         assert Detection.from_wire(again[0]).source != read.source
 
 
+def test_a_detection_no_smaller_form_fits_is_carried_whole_in_one_process():
+    """``--stage all`` with wrap carries a Detection as a match stage writes it; one that no smaller
+    form brings under the cap (80 long fields) is written whole (and cut) there: carried whole, not
+    read back from nothing (``from_wire(None)``: a WireError that stopped the filter)."""
+    from pipeshell_filter.io.stream import _as_carried, fitted
+    fields = {f"F{i}": ["v" * 300 + str(i)] for i in range(80)}
+    detection = Detection("r", 10**18, "h", (0,), fields, {"line": 1, "host": "h", "selections": []})
+    assert fitted(detection.to_wire(), 4096 - 64) is None
+    assert _as_carried(detection, 4096 - 64).to_wire() == detection.to_wire()
+
+
 # ---------------------------------------------------------------- two processes = one
 
 

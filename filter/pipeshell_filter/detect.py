@@ -82,11 +82,11 @@ def kept_values(texts: list, field_bytes: int = FIELD_BYTES, longest: int = LONG
 SMALLER_FORMS = ((FIELD_BYTES // 8, LONGEST_VALUE), (4096, 256), (1024, 64), (256, 16))
 
 
-def smaller(record: dict, fits) -> Optional[dict]:
-    """A Detection's wire record with its values kept to fewer bytes, the first form that ``fits``
-    (a NATS server whose ``max_payload`` is under 1 MB, a small ``--max-record-bytes``), or None
-    when none does.  Kept as the values
-    always are (``kept_values``): equal values stay equal and different ones different, so grouping
+def smaller(record: dict, fitting):
+    """A Detection's wire record with its values kept to fewer bytes, in the first form that fits
+    (a NATS server whose ``max_payload`` is under 1 MB, a small ``--max-record-bytes``): what
+    ``fitting`` gives for it (its encoding; ``fitting`` gives None for a form that does not fit), or
+    None when none does.  Each form is encoded once, by ``fitting``.  Kept as the values always are (``kept_values``): equal values stay equal and different ones different, so grouping
     and counting read the same (only a value cut here and whole in another Detection counts as two).
     Not ``records.shrink``, the alerts' smaller form: it cuts values to their head, making different
     values one, and the rule id and condition terms with them."""
@@ -96,8 +96,9 @@ def smaller(record: dict, fits) -> Optional[dict]:
         reference = {key: kept(value, longest) if key in ("host", "event_id", "record_id") else value
                      for key, value in event.items()}
         candidate = dict(record, source=kept(record.get("source"), longest), fields=fields, event=reference)
-        if fits(candidate):
-            return candidate
+        found = fitting(candidate)
+        if found is not None:
+            return found
     return None
 
 

@@ -113,10 +113,15 @@ class _Batched:
         self.published = 0
         self.report = report or (lambda kind, where, message: None)  # ``Diagnostics.report``
 
+    @staticmethod
+    def size(payload: bytes, msg_id: str) -> int:
+        """A message's size as the server's ``max_payload`` counts it: the headers too."""
+        return len(payload) + len(msg_id.encode("utf-8")) + HEADER_BYTES
+
     def fits(self, payload: bytes, msg_id: str) -> bool:
-        """The message is within the server's ``max_payload``, which counts the headers too (the
-        server closes the connection on one over it; the client refuses one whose payload alone is)."""
-        return len(payload) + len(msg_id.encode("utf-8")) + HEADER_BYTES <= self.bus.max_payload()
+        """The message is within the server's ``max_payload`` (the server closes the connection on
+        one over it; the client refuses one whose payload alone is)."""
+        return self.size(payload, msg_id) <= self.bus.max_payload()
 
     def _add(self, subject: str, payload: bytes, msg_id: str) -> None:
         self._pending.append((subject, payload, msg_id))
@@ -161,12 +166,15 @@ class Publisher(_Batched):
         refused, and the agent stopped (exit 1), its events not passed on."""
         where, rule = record.event.get("line", "?"), record.rule
         limit = self.bus.max_payload()
-        found = smaller(ujson.loads(payload), lambda wire: self.fits(dumps(wire), _record_id(dumps(wire))))
-        if found is None:
+        def fitting(wire: dict) -> Optional[bytes]:
+            encoded = dumps(wire)
+            return encoded if self.fits(encoded, _record_id(encoded)) else None
+
+        smaller_payload = smaller(ujson.loads(payload), fitting)
+        if smaller_payload is None:
             self.report("bus_too_big", where, f"Detection of rule {rule!r} ({len(payload)} bytes) is over the NATS "
                         f"server's max_payload ({limit} bytes) even with its values cut short: not published")
             return None
-        smaller_payload = dumps(found)
         self.report("bus_shrunk", where, f"Detection of rule {rule!r} ({len(payload)} bytes) is over the NATS "
                     f"server's max_payload ({limit} bytes): published with its values cut short "
                     f"({len(smaller_payload)} bytes; equal values stay equal)")
@@ -177,7 +185,7 @@ class Publisher(_Batched):
         the server's ``max_payload``; else None.  Refused, a heartbeat stopped the agent (exit 1, none
         of its events passed on) at its first one, and again at every restart: the agent's name is the
         one part of it with no bound (``--agent``)."""
-        sizes = [len(payload) + len(msg_id.encode("utf-8")) + HEADER_BYTES
+        sizes = [self.size(payload, msg_id)
                  for _, payload, msg_id in self._beats(record, payload) if not self.fits(payload, msg_id)]
         return max(sizes) if sizes else None
 

@@ -471,9 +471,9 @@ def _as_carried(detection: Detection, limit: Optional[int] = None) -> Detection:
     wire = detection.to_wire()
     carried, encoded = portable_form(wire)
     if limit is not None and len(encoded) > limit:
-        carried = fitted(wire, limit)
-        if carried is not None:
-            return from_wire(carried[0])
+        found = fitted(wire, limit)
+        if found is not None:  # else written whole, and cut: carried as it is, as before
+            return from_wire(found[0])
     return detection if carried is wire else from_wire(carried)
 
 
@@ -482,8 +482,11 @@ def fitted(wire: dict, limit: int) -> Optional[tuple]:
     ``--max-record-bytes``) in its smaller form (``detect.smaller``), and its JSON; None when none
     fits.  Cut into a pipeline_error record, it was lost to the correlate stage (a host name of
     1,000 CJK characters, twice in the record, made one over a 4,096-byte cap: no alert)."""
-    found = smaller(wire, lambda candidate: len(portable_form(candidate)[1]) <= limit)
-    return None if found is None else portable_form(found)
+    def fitting(candidate: dict) -> Optional[tuple]:
+        form = portable_form(candidate)
+        return form if len(form[1]) <= limit else None
+
+    return smaller(wire, fitting)
 
 
 def portable(value):
