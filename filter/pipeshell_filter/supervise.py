@@ -265,7 +265,7 @@ class Supervisor:
         self._requests: List[int] = []
         self._wake = None
         self.first = 0  # the first member started: the front, which a stop signals
-        self._ready = None  # the pipe on which the filter says it is ready (``_start``)
+        self._ready = None  # the read end of the pipe on which the filter says it is ready (``_start``)
         self._held = None  # the filter's input, when the members before it never started
 
     # -- signals -------------------------------------------------------------------------------
@@ -340,14 +340,13 @@ class Supervisor:
         stdin = pipes[index - 1][0] if index else None
         stdout = pipes[index][1] if index < len(pipes) else None
         env = dict(os.environ, **{SUPERVISED: "1"})
-        pass_fds = ()
-        if ready:
-            self._ready = os.pipe()
-            env[READY_FD], pass_fds = str(self._ready[1]), (self._ready[1],)
+        ready_pipe = os.pipe() if ready else None
+        if ready_pipe is not None:
+            env[READY_FD] = str(ready_pipe[1])
         try:
             member.process = subprocess.Popen(member.argv, stdin=stdin, stdout=stdout, start_new_session=True,
                                               preexec_fn=_die_with(os.getpid(), member is self.members[0]),
-                                              env=env, pass_fds=pass_fds)
+                                              env=env, pass_fds=ready_pipe[1:] if ready_pipe else ())
         except (OSError, subprocess.SubprocessError) as error:
             reason = getattr(error, "strerror", None) or str(error)
             _report(f"{member.label()} cannot start: {reason}; stopping the chain")
@@ -355,14 +354,14 @@ class Supervisor:
             # a program that cannot be run (no interpreter, not a program, no permission) will not
             # run at the next start either: a usage error (exit 2), which systemd does not restart
             self.unrunnable = getattr(error, "errno", None) in _CANNOT_RUN
-            if ready:
-                for fd in self._ready:
-                    os.close(fd)
-                self._ready = None
+            if ready_pipe is not None:
+                os.close(ready_pipe[0])
             return False
         finally:
-            if ready and self._ready is not None:
-                os.close(self._ready[1])  # the filter holds it: its end, ready or not, is seen
+            if ready_pipe is not None:
+                os.close(ready_pipe[1])  # the filter holds it: its end, ready or not, is seen
+        if ready_pipe is not None:
+            self._ready = ready_pipe[0]
         for fd in (stdin, stdout):
             if fd is not None:
                 os.close(fd)
@@ -372,17 +371,13 @@ class Supervisor:
     def _await_ready(self) -> bool:
         """Whether the filter said it is ready before it, or a member after it, ended, and before
         a stop was asked (those are then the loop's to handle)."""
-        ready, self._ready = self._ready[0], None
+        ready, self._ready = self._ready, None
         try:
             while not self._requests:
                 found, _, _ = select.select([ready, self._wake[0]], [], [], 1.0)
                 if ready in found:
                     return os.read(ready, 1) == b"1"  # nothing: the filter ended first
-                try:
-                    while os.read(self._wake[0], 512):
-                        pass
-                except BlockingIOError:
-                    pass
+                self._drain_wake()
                 if any(member.running and _has_ended(member) for member in self.members):
                     return False
             return False
@@ -444,11 +439,7 @@ class Supervisor:
             if not member.running:
                 continue
             pid = member.process.pid
-            try:
-                ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                ended = True
-            if ended is None:
+            if not _has_ended(member):
                 continue
             _signal_group(pid, signal.SIGKILL)
             try:
@@ -542,6 +533,10 @@ class Supervisor:
             select.select([self._wake[0]], [], [], timeout)
         except InterruptedError:
             pass
+        self._drain_wake()
+
+    def _drain_wake(self) -> None:
+        """Empty the wake-up pipe (signals and SIGCHLD write to it): the loop has looked."""
         try:
             while os.read(self._wake[0], 512):
                 pass
