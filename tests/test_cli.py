@@ -234,14 +234,48 @@ def test_bad_options_exit_2_with_one_line(args, message):
     (["--partition", "0"], "--partition needs"),
     (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--partition", "1"], "--partition needs"),
     (["--stage", "correlate", "--nats-prefix", "fleetb"], "--nats-prefix needs --nats"),
+    (["--state-interval", "1"], "--state-interval needs --state"),
+    (["--state-reset"], "--state-reset needs --state"),
+    (["--on-stop", "keep"], "--on-stop needs --state"),
+    (["--on-stop", "flush"], "--on-stop needs --state"),  # the default, but given: it does nothing either
+    (["--heartbeat", "5"], "--heartbeat needs --stage match"),
+    (["--stage", "correlate", "--heartbeat", "0"], "--heartbeat needs --stage match"),
+    (["--agent", "a1"], "--agent needs --stage match and a --heartbeat other than 0"),
+    (["--stage", "match", "--heartbeat", "0", "--agent", "a1"], "--agent needs --stage match and a --heartbeat"),
+    (["--agents", "2"], "--agents needs --stage correlate"),
+    (["--stage", "match", "--agent-idle", "30"], "--agent-idle needs --stage correlate"),
+    (["--max-record-bytes", "4096"], "--max-record-bytes needs --non-json wrap or --fluentbit-time"),
+    (["--stage", "correlate", "--non-json", "pass", "--max-record-bytes", "8192"], "--max-record-bytes needs"),
 ])
-def test_partitions_without_the_bus_are_a_usage_error(args, message):
-    """A correlator given --partition 1 without --nats correlated every record it read, and an
-    agent's --partitions 2 split nothing: both ran, exit 0, with no word that the option did nothing."""
+def test_an_option_that_would_do_nothing_is_a_usage_error(args, message):
+    """Given where it does nothing, an option ran in silence, exit 0: a correlator's --partition 1
+    without --nats correlated every record it read, --state-interval without --state saved nothing,
+    --agents on an agent waited for none, --max-record-bytes without wrap cut nothing.  Nothing is read."""
     result = run_cli(args, ndjson(ATTACK))
     assert result.returncode == 2 and result.stdout == b""
     err = result.stderr.decode().strip()
-    assert len(err.splitlines()) == 1 and message in err, err
+    assert len(err.splitlines()) == 1 and message in err and "would do nothing" in err, err
+
+
+@pytest.mark.parametrize("args", [
+    ["--stage", "match", "--heartbeat", "5", "--agent", "a1", "--emit", "all"],
+    ["--stage", "correlate", "--agents", "1", "--agent-idle", "60"],
+    ["--non-json", "wrap", "--max-record-bytes", "4096"],
+    ["--fluentbit-time", "--max-record-bytes", "4096"],  # its pipeline_error records are cut to it
+    ["--state", "STATE", "--state-interval", "1", "--state-reset", "--on-stop", "keep"],
+])
+def test_an_option_given_where_it_acts_is_accepted(tmp_path, args):
+    args = [str(tmp_path / "state.json") if arg == "STATE" else arg for arg in args]
+    result = run_cli(args, ndjson(ATTACK))
+    assert result.returncode == 0, result.stderr
+    assert "--stage" in args or result.stdout.count(b'"kind":"alert"') == 1  # [time, {alert}] too
+
+
+def test_the_options_that_act_only_with_another_still_show_their_defaults_in_help():
+    text = " ".join(run_cli(["--help"]).stdout.decode().split())
+    for default in ("snapshot this often (0: only on a signal and at the end). [default: 10.0]",
+                    "[default: 60.0]", "[default: 1000000]", "[default: flush]"):
+        assert default in text, default
 
 
 @pytest.mark.parametrize("body, message", [
@@ -701,6 +735,28 @@ def test_closed_or_failing_standard_streams_are_one_line_errors(how):
     assert b"Traceback" not in result.stderr and result.stderr.count(b"\n") == 1, result.stderr
     assert {"disk full": b"No space left", "stdout closed": b"standard output is closed",
             "stdin closed": b"standard input is closed"}[how] in result.stderr
+
+
+def test_standard_input_open_for_writing_only_is_a_usage_error(tmp_path):
+    """``pipeshell-filter 0>FILE`` failed at its first read: 'Bad file descriptor', exit status 1."""
+    with open(tmp_path / "out", "wb") as write_only:
+        result = subprocess.run(COMMAND, stdin=write_only, capture_output=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr == b"pipeshell-filter: error: standard input is open for writing only\n"
+
+
+def test_an_empty_input_directory_or_a_device_is_refused_and_a_named_pipe_is_read(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for path in (tmp_path / "empty", "/dev/null"):
+        result = run_cli(["--input", str(path)], timeout=30)
+        assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and str(path).encode() in result.stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(COMMAND + ["--input", str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with open(fifo, "wb") as writer:
+        writer.write(ndjson(ATTACK))
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and len(alerts(out)) == 1, err
 
 
 @pytest.mark.parametrize("args, message", [

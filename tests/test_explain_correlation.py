@@ -476,7 +476,7 @@ def test_explain_stage_correlate_says_fired_the_windows_the_correlate_stage_aler
         mine = [event for event, row in zip(events, rows) if row[4] == agent]
         (directory / f"{agent}.ndjson").write_bytes(ndjson(mine))
         matched = run_cli(["--input", str(directory / f"{agent}.ndjson"), "--quiet", "--stage", "match", "--workers",
-                           "0", "--heartbeat", heartbeat, "--agent", agent, *options])
+                           "0", "--heartbeat", heartbeat, *(["--agent", agent] if heartbeat != "0" else []), *options])
         assert matched.returncode == 0, matched.stderr
         records += matched.stdout
     path = directory / "detections.ndjson"

@@ -524,6 +524,15 @@ def correlated(records, tmp_path):
     return [record for _, record in parse_output(result.stdout, False)]
 
 
+def own_state(args, tmp_path):
+    """The recipe's command line with its state file, if any, in a fresh place of its own (the recipe's
+    directory, /var/lib/pipeshell-filter, is not there: a usage error)."""
+    args = list(args)
+    if "--state" in args:
+        args[args.index("--state") + 1] = str(tmp_path / "state.json")
+    return args
+
+
 @pytest.mark.parametrize("args, where", _by_args(RECIPES))
 def test_every_command_line_runs_on_the_incident(args, where, tmp_path):
     """Each command line on the incident: one alert (a match stage's records, correlated, give it;
@@ -532,9 +541,7 @@ def test_every_command_line_runs_on_the_incident(args, where, tmp_path):
     if stage_of(args) == "correlate":
         matched = run_cli(["--stage", "match"], data)
         data = b"".join(line + b"\n" for line in matched.stdout.splitlines())
-    if "--state" in args:  # the recipe's state file, here in a fresh place of its own
-        args = list(args)
-        args[args.index("--state") + 1] = str(tmp_path / "state.json")
+    args = own_state(args, tmp_path)
     result = run_cli(args, data)
     assert result.returncode == 0, (where, result.stderr.decode(errors="replace")[-2000:])
     assert b"Traceback" not in result.stderr
@@ -657,11 +664,11 @@ FLUENT_BIT_ARGS = _by_args(FLUENT_BIT_RECIPES)
 
 
 @pytest.mark.parametrize("args, where", FLUENT_BIT_ARGS)
-def test_fluent_bit_recipe_output_on_messy_input(args, where):
+def test_fluent_bit_recipe_output_on_messy_input(args, where, tmp_path):
     cap = record_cap(args)
     lines, kinds = messy_input(cap)
     started = time.time()
-    result = run_cli(args, b"\n".join(lines) + b"\n")
+    result = run_cli(own_state(args, tmp_path), b"\n".join(lines) + b"\n")
     finished = time.time()
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     assert b"Traceback" not in result.stderr
@@ -747,12 +754,12 @@ def near_cap_line(cap, kind):
 
 @pytest.mark.parametrize("args, kind", [pytest.param(p.values[0], kind, id=f"{p.id}-{kind}")
                                         for p in FLUENT_BIT_ARGS for kind in ("benign", "server")])
-def test_line_just_under_the_cap_stays_under_it(args, kind):
+def test_line_just_under_the_cap_stays_under_it(args, kind, tmp_path):
     """With --fluentbit-time the [time, ...] wrapper, and on a match the sigma object, make the
     record longer than the line: it must still not pass the cap (it may be wrapped as too_long)."""
     cap = record_cap(args)
     line = near_cap_line(cap, kind)
-    result = run_cli(args, line + b"\n")
+    result = run_cli(own_state(args, tmp_path), line + b"\n")
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     out = parse_output(result.stdout, "--fluentbit-time" in args)
     assert len(out) == 1
@@ -782,11 +789,11 @@ def _computer(record):
 
 @pytest.mark.parametrize("name", CAPTURED)
 @pytest.mark.parametrize("args, where", [p for p in FLUENT_BIT_ARGS if "--fluentbit-time" in p.values[0]])
-def test_captured_fluent_bit_output_through_the_recipe(name, args, where):
+def test_captured_fluent_bit_output_through_the_recipe(name, args, where, tmp_path):
     assert len(CAPTURED) == 3
     with open(os.path.join(FLUENT_BIT_CAPTURES, name), "rb") as handle:
         data = handle.read()
-    result = run_cli(args, data)
+    result = run_cli(own_state(args, tmp_path), data)
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     out = parse_output(result.stdout, True)
     found = [(stamp, record) for stamp, record in out if is_alert(record)]

@@ -9,6 +9,7 @@ kill -9 mid-incident, files it cannot use, a path it cannot write.
 import io
 import json
 import os
+import shutil
 import threading
 import signal
 import subprocess
@@ -345,11 +346,56 @@ def test_a_changed_rule_set_discards_that_state_in_one_line(tmp_path):
     assert other.stderr.count(b"\n") == 1 and b"discarded the saved state of 1 correlation" in other.stderr
 
 
-def test_a_state_file_that_cannot_be_written_is_a_diagnostic_and_the_stream_goes_on(tmp_path):
-    path = str(tmp_path / "missing-directory" / "state.json")
-    result = run_cli(ARGS + ["--state", path], ndjson(INCIDENT))
-    assert result.returncode == 0 and len(alerts(result.stdout)) == 1
-    assert result.stderr.count(b"\n") == 1 and b"cannot write" in result.stderr and b"goes on" in result.stderr
+@pytest.mark.parametrize("where", ["missing", "a file", "read-only"])
+def test_a_state_file_where_it_cannot_be_written_is_a_usage_error_at_start(tmp_path, where):
+    """In a directory that did not exist (or could not be written) the run went on without a state,
+    exit 0: each snapshot failed in one line on stderr, and the restart had lost every window."""
+    top = tempfile.mkdtemp(prefix="pipeshell-state-")  # not under tmp_path: another user reaches it
+    try:
+        os.chmod(top, 0o755)
+        folder = os.path.join(top, "folder")
+        if where == "a file":
+            open(folder, "w").close()
+        elif where == "read-only":
+            os.mkdir(folder, 0o555)
+        path = os.path.join(folder, "state.json")
+        as_other_user = []
+        if where == "read-only" and os.geteuid() == 0:  # root writes anywhere: another user tries it
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root, without setpriv to run as another user")
+            as_other_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        result = subprocess.run(as_other_user + COMMAND + ARGS + ["--state", path], input=ndjson(INCIDENT),
+                                capture_output=True, timeout=60)
+        assert result.returncode == 2 and result.stdout == b"", result.stderr
+        reason = {"missing": "No such file or directory", "a file": "is not a directory",
+                  "read-only": "cannot write in the directory"}[where]
+        assert result.stderr.decode().splitlines() == [f"pipeshell-filter: error: --state {path}: "
+                                                        + (f"{reason} {folder}" if where == "read-only" else
+                                                           f"{folder}{':' if where == 'missing' else ''} {reason}")]
+    finally:
+        os.chmod(top, 0o700)
+        if os.path.isdir(os.path.join(top, "folder")):
+            os.chmod(os.path.join(top, "folder"), 0o700)
+        shutil.rmtree(top)
+
+
+def test_a_state_file_that_cannot_be_written_later_is_a_diagnostic_and_the_stream_goes_on(tmp_path):
+    """Once started, a snapshot that fails (the directory gone, a full disk) is one line, not the end."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    process = start(str(folder / "state.json"))
+    try:
+        process.stdin.write(ndjson(INCIDENT[:1]))
+        process.stdin.flush()
+        assert process.stdout.readline()  # read: the state was taken at start
+        for name in os.listdir(folder):
+            os.unlink(folder / name)
+        folder.rmdir()
+        out, err = process.communicate(ndjson(INCIDENT[1:]), timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and len(alerts(out)) == 1, err
+    assert err.count(b"\n") == 1 and b"cannot write" in err and b"goes on" in err, err
 
 
 def test_state_options_are_checked(tmp_path):
@@ -402,7 +448,8 @@ def test_the_stops_alert_left_in_the_pipe_is_made_again_by_the_next_run(tmp_path
 def test_on_stop_keep_needs_a_state_file():
     result = run_cli(["--on-stop", "keep"])
     assert result.returncode == 2
-    assert result.stderr.decode().splitlines() == ["pipeshell-filter: error: --on-stop keep needs --state"]
+    assert result.stderr.decode().splitlines() == ["pipeshell-filter: error: --on-stop needs --state: "
+                                                   "here it would do nothing"]
 
 
 @pytest.mark.parametrize("output", ["file", "pipe"])

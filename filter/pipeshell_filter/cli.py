@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import fcntl
 import os
 import signal
 import socket
@@ -235,7 +236,8 @@ def run(
                                              "line without it is read as it is."),
     max_record: int = typer.Option(DEFAULT_MAX_RECORD, "--max-record-bytes", metavar="BYTES",
                                    help="With --non-json wrap, no output line is longer (bigger ones are cut "
-                                   "into a pipeline_error record)."),
+                                   "into a pipeline_error record); with --fluentbit-time alone, no pipeline_error "
+                                   "record is."),
     workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="Processes that prefilter and match a "
                                           "regular-file input in parallel (0: none). Default: one per CPU, up to "
                                           f"{parallel.MAX_WORKERS}; none on a single CPU."),
@@ -313,13 +315,16 @@ def run(
         raise UsageProblem("--partitions must be between 1 and 1024")
     if not 0 <= partition < 1024:
         raise UsageProblem("--partition must be between 0 and 1023")
-    _no_unused_partitions(ctx, nats, stage)
+    _no_option_without_effect(ctx, stage, nats, state, heartbeat, non_json is NonJson.wrap or fluentbit_time)
+    check_state_path(state)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
     try:
         files, walked = inputs_module.expand(inputs or [])
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
+    if not files and not (nats is not None and stage is Stage.correlate):
+        check_stdin()
     # The correlate stage reads Detection records: every line is one.
     prefilter, index = (None, None) if no_prefilter or stage is Stage.correlate else \
         build_prefilter(plans, prefilter_engine.value, logsource_unknown.value,
@@ -359,12 +364,8 @@ def run(
             _check_heartbeat_size(stream_filter, bus)
     if stats_interval:
         stream_filter.keep_stats(stats_interval, lambda: stats_record(stream_filter, engine, diagnostics))
-    if state == "":
-        raise UsageProblem("--state needs a file name")
     if state is not None:
         resume_state(stream_filter, state, state_interval, state_reset)
-    elif state_reset or on_stop is OnStop.keep:
-        raise UsageProblem(f"{'--state-reset' if state_reset else '--on-stop keep'} needs --state")
 
     streaming()
     tell_ready()  # in ``run``'s chain, the collector starts now: a failure above lost what it read meanwhile
@@ -379,8 +380,6 @@ def run(
                     start = None if stream_filter.bus_seq is None else stream_filter.bus_seq + 1
                     fleet.consume(stream_filter, bus, nats_prefix, partition, stop, start)
                 elif not files:
-                    if sys.stdin is None:  # started with stdin closed (``<&-``)
-                        raise UsageProblem("standard input is closed")
                     stdin = sys.stdin.fileno()
                     stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line,
                                       stop=stop)
@@ -421,27 +420,61 @@ MAX_WORKERS_OPTION = 256  # --workers: processes forked at once
 def _no_options_before(ctx: typer.Context) -> None:
     """The filter's options written before a subcommand would be ignored (``run`` would filter with
     the defaults, ``explain`` show another rule): a usage error that says where they go."""
-    given = [param.opts[0] for param in ctx.command.params
-             if getattr(ctx.get_parameter_source(param.name), "name", "DEFAULT") != "DEFAULT"]
+    given = [param.opts[0] for param in ctx.command.params if _given(ctx, param.name)]
     if given:
         where = "after '--'" if ctx.invoked_subcommand == "run" else "after the subcommand"
         raise UsageProblem(f"{', '.join(given)} before '{ctx.invoked_subcommand}' would be ignored: "
                            f"give the options {where}")
 
 
-def _no_unused_partitions(ctx: typer.Context, nats: Optional[str], stage: Stage) -> None:
-    """Partitions exist on the bus only: a correlator given ``--partition 1`` without ``--nats``
-    correlated every record it read, and an agent's ``--partitions 2`` split nothing, both in
-    silence.  Given where they mean nothing, they are a usage error, as ``--on-stop keep`` is
-    without ``--state``."""
-    for option, name, needed in (("--partitions", "partitions", Stage.match),
-                                 ("--partition", "partition", Stage.correlate),
-                                 ("--nats-prefix", "nats_prefix", None)):
-        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") == "DEFAULT":
-            continue
-        if nats is None or (needed is not None and stage is not needed):
-            where = f"--stage {needed.value} --nats" if needed is not None else "--nats"
-            raise UsageProblem(f"{option} needs {where}: it applies to the fleet bus only")
+def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[str], state: Optional[str],
+                              heartbeat: float, wrapped: bool) -> None:
+    """An option given where it does nothing is a usage error, not ignored in silence: a correlator
+    given ``--partition 1`` without ``--nats`` correlated every record it read, ``--state-interval``
+    without ``--state`` saved nothing, ``--agents`` on a match stage waited for no one.  Left at its
+    default, an option is never refused (``wrapped``: the output has records cut to a size)."""
+    needs = {  # parameter -> what it needs, and whether this run has it
+        "partitions": ("--stage match --nats", nats is not None and stage is Stage.match),
+        "partition": ("--stage correlate --nats", nats is not None and stage is Stage.correlate),
+        "nats_prefix": ("--nats", nats is not None),
+        "state_interval": ("--state", state is not None),
+        "state_reset": ("--state", state is not None),
+        "on_stop": ("--state", state is not None),
+        "heartbeat": ("--stage match", stage is Stage.match),
+        "agent": ("--stage match and a --heartbeat other than 0", stage is Stage.match and heartbeat > 0),
+        "agent_idle": ("--stage correlate", stage is Stage.correlate),
+        "agents": ("--stage correlate", stage is Stage.correlate),
+        "max_record": ("--non-json wrap or --fluentbit-time", wrapped),
+    }
+    for param in ctx.command.params:
+        if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):
+            raise UsageProblem(f"{param.opts[0]} needs {needs[param.name][0]}: here it would do nothing")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """The option ``name`` was given by the user, not left at its default."""
+    return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+
+
+def check_state_path(path: Optional[str]) -> None:
+    """``--state``: a file that can be saved, checked at start, before the bus or any input.  In a
+    directory that did not exist or could not be written, the run went on without a state: each
+    snapshot failed (one line on stderr), and a restart lost every window, exit status 0."""
+    if path is None:
+        return
+    if path == "":
+        raise UsageProblem("--state needs a file name")
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero, a pipe: never read, replaced or removed
+        raise UsageProblem(f"--state {path}: not a regular file")
+    folder = os.path.dirname(os.path.realpath(path))  # where the snapshots are written (``write_atomic``)
+    try:
+        directory = stat.S_ISDIR(os.stat(folder).st_mode)
+    except OSError as error:  # missing, or a directory on the way not searchable
+        raise UsageProblem(f"--state {path}: {folder}: {error.strerror}") from None
+    if not directory:
+        raise UsageProblem(f"--state {path}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageProblem(f"--state {path}: cannot write in the directory {folder}")
 
 
 def check_seconds(*options: tuple) -> None:
@@ -463,6 +496,16 @@ def check_line_options(max_line: int, line_field: Optional[str]) -> None:
         raise UsageProblem(f"--max-line-bytes must be between 1024 and {MAX_BYTES_OPTION} (1 GiB)")
     if line_field == "":  # an unset variable in a unit's command line, not the key "" of any collector
         raise UsageProblem("--line-field must not be empty")
+
+
+def check_stdin() -> None:
+    """Standard input, when the filter reads it, is one it can read: said at start, in one line.  Open
+    for writing only (``0>FILE``), the first read failed with 'Bad file descriptor' and exit status 1.
+    (A directory never gets here: the interpreter refuses it before any of this code runs.)"""
+    if sys.stdin is None:  # started with stdin closed (``<&-``)
+        raise UsageProblem("standard input is closed")
+    if fcntl.fcntl(sys.stdin.fileno(), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+        raise UsageProblem("standard input is open for writing only")
 
 
 def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], files: bool):
@@ -510,9 +553,7 @@ def _check_heartbeat_size(stream_filter: Filter, bus) -> None:
 def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool) -> None:
     """``--state``: snapshots to ``path``; the state saved there taken back (unless ``reset``).
     A file this build cannot use is a usage error; a correlation whose rule is gone or changed
-    loses its saved state, in one line on stderr."""
-    if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero, a pipe: never read, replaced or removed
-        raise UsageProblem(f"--state {path}: not a regular file")
+    loses its saved state, in one line on stderr (the path is checked first: ``check_state_path``)."""
     state_file = StateFile(path, interval)
     say = stream_filter.diagnostics.note
     state_file.take(say)
