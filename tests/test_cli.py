@@ -759,6 +759,37 @@ def test_an_empty_input_directory_or_a_device_is_refused_and_a_named_pipe_is_rea
     assert process.returncode == 0 and len(alerts(out)) == 1, err
 
 
+CORRELATED_RULES = """title: A pipe event
+id: pipe-event
+name: pipe_event
+detection:
+  sel:
+    ScriptBlockText|contains: NamedPipe
+  condition: sel
+---
+title: Pipe events on one host
+correlation:
+  type: event_count
+  rules: [pipe_event]
+  group-by: [Computer]
+  timespan: 2m
+  condition: {gte: 3}
+"""
+
+
+def test_the_summary_line_says_how_many_rules_were_loaded(tmp_path):
+    """It said how many lines, matches and alerts, not with how many rules: a rule directory that
+    loaded fewer than meant was told only by the skipped rules' own lines, lost among diagnostics."""
+    (tmp_path / "rules.yml").write_text(CORRELATED_RULES)
+    (tmp_path / "broken.yml").write_text("title: x\ndetection:\n  sel:\n    a: 1\n  condition: other\n")
+    for args, stage, expected in ((["--emit", "all"], [], "1 rule; 3 lines; "),
+                                  (["--rule", str(tmp_path)], [], "2 rules; 3 lines; "),
+                                  (["--rule", str(tmp_path)], ["--stage", "correlate"], "2 rules; 0 lines (")):
+        result = run_cli(args + stage, ndjson(ATTACK) if not stage else b"")
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.decode().splitlines()[-1].startswith("pipeshell-filter: " + expected), result.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--rule", "/nonexistent", "explain"], "--rule before 'explain' would be ignored: give the options after the subcommand"),
     (["--emit", "all", "--quiet", "run", "--collect", "true"], "--emit, --quiet before 'run' would be ignored: give the options after '--'"),

@@ -218,7 +218,7 @@ def test_the_last_member_ending_first_is_a_failure_even_with_status_0(tmp_path, 
 
 
 # The filter's summary when a stop ends it before anything came (the members before it start once it is ready).
-SUMMARY_OF_NOTHING = "pipeshell-filter: 0 lines; 0 matched; 0 alerts"
+SUMMARY_OF_NOTHING = "pipeshell-filter: 1 rule; 0 lines; 0 matched; 0 alerts"
 
 
 def test_a_shipper_gone_with_status_0_is_named_not_the_filter_that_met_its_closed_pipe(tmp_path):

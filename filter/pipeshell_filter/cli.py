@@ -681,10 +681,12 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
 def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) -> None:
     stats = engine.stats + engine.correlation_stats()
     lines = stream_filter.lines - stream_filter.lines_start
+    rules = len(engine.meta)  # the rules loaded, correlation documents too (not those a directory skipped)
+    parts = [f"{rules} rule{'' if rules == 1 else 's'}"]
     if stream_filter.stage == "correlate":  # its lines are records: no event is matched here
-        parts = [f"{lines} lines ({stats['detections']} detections, {stats['heartbeats']} heartbeats)"]
+        parts.append(f"{lines} lines ({stats['detections']} detections, {stats['heartbeats']} heartbeats)")
     else:
-        parts = [f"{lines} lines", f"{stats['matched']} matched"]
+        parts += [f"{lines} lines", f"{stats['matched']} matched"]
     parts.append(f"{stats['alerts']} alert{'' if stats['alerts'] == 1 else 's'}")
     names = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
              "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
