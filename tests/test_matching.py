@@ -5,7 +5,7 @@ import fnmatch
 import pytest
 from hypothesis import assume, example, given, settings, strategies as st
 
-from pipeshell_filter.sigma.modifiers import KNOWN_MODIFIERS
+from pipeshell_filter.sigma.modifiers import KNOWN_MODIFIERS, ModifierError
 from rulevalues import compile_scalar, compile_string
 from pipeshell_filter.values import first_leaf, leaves
 
@@ -477,8 +477,10 @@ def test_compile_scalar_float_and_bool():
     assert not compile_scalar(True, set())("1")
 
 
-def test_compile_scalar_with_contains():
-    assert compile_scalar(80, {"contains"})("4800x")
+def test_compile_scalar_with_contains_is_refused():
+    """A YAML number under |contains was searched as its text, which YAML may have rewritten (0755 as 493)."""
+    with pytest.raises(ModifierError, match=r"\|contains applies to text, not to the number 80"):
+        compile_scalar(80, {"contains"})
 
 
 def test_known_modifiers():

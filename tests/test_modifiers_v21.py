@@ -230,7 +230,7 @@ def test_base64_agrees_with_the_stdlib(value, noise):
 def test_numeric_comparisons():
     assert compiled(10, "gt")("11") and not compiled(10, "gt")("10") and compiled(10, "gte")("10")
     assert compiled(10, "lt")("-3.5") and compiled(10, "lte")("1e1") and not compiled(10, "lt")("1e1")
-    assert compiled("0.5", "lt")(" 0.25 ")
+    assert compiled(0.5, "lt")(" 0.25 ")
     for text in ("abc", "", "0x10", "NaN", "inf", "1_000", "10 apples", "true"):
         assert not compiled(0, "gt")(text) and not compiled(0, "lt")(text), text
     assert compiled(2**70, "lt")(str(2**70 + 1)) is False and compiled(2**70, "gt")(str(2**70 + 1))
@@ -568,7 +568,7 @@ def test_keyword_keys_refuse_modifiers_that_need_a_field():
     # a part it can never be loaded and never matched
     ("a|hour", 14.5, ["|hour takes a whole number from 0 to 23", "14.5"]),
     ("a|month", 13, ["|month takes a whole number from 1 to 12"]),
-    ("a|year", "2026.5", ["|year takes a whole number"]),
+    ("a|year", 2026.5, ["|year takes a whole number"]),
     ("a|fieldref", 3, ["fieldref", "name of another field"]),
     ("a|neq", [None, "x"], ["null", "neq"]),
     # null is a field's absence, no value a modifier applies to: these loaded as a plain null check (pySigma
@@ -591,6 +591,69 @@ def test_modifier_errors_are_one_line_naming_field_and_modifier(key, value, need
     for needle in needles:
         assert needle in message, (needle, message)
     assert "'sel'" in message
+
+
+@pytest.mark.parametrize("key, written, needles", [
+    # YAML turns unquoted digits into a number first: under |contains, 0755 was searched as "493"
+    ("a|contains", "12", ["|contains applies to text", "number 12", "quote"]),
+    ("a|contains", "0755", ["|contains applies to text", "number 493"]),
+    ("a|startswith", "[1.10, x]", ["|startswith applies to text", "number 1.1"]),
+    ("a|endswith", "yes", ["|endswith applies to text", "boolean true"]),
+    ("a|re", "12", ["|re applies to text"]),  # pySigma keeps it, as a pattern that is a number
+    ("a|re|i", "1.5", ["|re applies to text"]),
+    ("a|windash", "12", ["|windash applies to text"]),
+    ("a|base64offset|contains", "123", ["applies to text"]),
+    ("a|cased", "12", ["|cased applies to text"]),
+    ("a|neq|contains", "12", ["|contains applies to text"]),
+    ("|contains", "12", ["|contains applies to text"]),
+    ("a|expand", "12", ["|expand applies to text"]),
+    # a comparison takes a number as YAML writes one, not the text '12' (pySigma refuses it too)
+    ("a|gt", "'12'", ["|gt compares numbers", "write 12 unquoted", "'12'"]),
+    ("a|lte", "[1, ' 2 ']", ["|lte compares numbers", "write 2 unquoted"]),
+    ("a|hour", "'3'", ["|hour compares numbers"]),
+    ("a|month|gte", "'10'", ["|month compares numbers"]),
+    ("a|gt", "12abc", ["|gt needs a number, not '12abc'"]),
+    ("a|lt", "true", ["|lt needs a number, not true"]),
+    ("a|gte", "'0x10'", ["|gte needs a number"]),
+])
+def test_a_value_of_the_wrong_type_for_its_modifier_is_a_rule_error(key, written, needles):
+    text = f"title: t\ndetection:\n  sel:\n    '{key}': {written}\n  condition: sel\n"
+    with pytest.raises(RuleError) as excinfo:
+        compile_plan(parse_rule(text, SOURCE))
+    message = str(excinfo.value)
+    for needle in needles:
+        assert needle in message, (needle, message)
+    assert "'sel'" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("selection, needles", [
+    ({"a": []}, ["'a' has an empty list of values"]),
+    ({"a|neq": []}, ["'a|neq' has an empty list of values"]),
+    ({"a|fieldref|neq": []}, ["'a|fieldref|neq' has an empty list of values"]),
+    ({"a|contains|all": []}, ["'a|contains|all' has an empty list of values"]),
+    ({"a|cidr": []}, ["'a|cidr' has an empty list of values"]),
+    ({"a|gt": []}, ["'a|gt' has an empty list of values"]),
+    ({"|all": []}, ["'|all' has an empty list of values"]),
+    ({"a|exists": []}, ["needs true or false"]),
+    ([], ["an empty list (of keywords or of mappings)"]),
+    ({"x": "y", "a|re": []}, ["'a|re' has an empty list of values"]),
+])
+def test_an_empty_list_of_values_is_a_rule_error(selection, needles):
+    """pySigma keeps each of these with no value at all, which reads as never (an empty or), always (an
+    empty and, |neq of nothing) or as its backend pleases: refused, naming the key."""
+    message = rule_error({"sel": selection, "condition": "sel"})
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_numbers_keep_their_meaning_where_no_modifier_reads_them_as_text():
+    """Equality, |neq, |all and keywords compare a number by its text (EventID: 4688), as pySigma does."""
+    assert selects({"a": 12}, {"a": "12"}) and selects({"a": 12}, {"a": 12})
+    assert selects({"a|neq": 12}, {"a": "13"}) and not selects({"a|neq": 12}, {"a": 12})
+    assert selects({"a|all": [12]}, {"a": ["12", "x"]})
+    assert selects(["4688"], {"a": "id 4688"}) and selects([4688], {"a": "id 4688"})
+    assert selects({"|all": [12, "x"]}, {"a": "x 12"})
+    assert selects({"a|gt": 12}, {"a": "13"}) and selects({"a|gte": 1.5}, {"a": 1.5})
 
 
 @pytest.mark.parametrize("selection", [{"a": float("nan")}, {"a": [1, float("inf")]}, ["x", float("-inf")],

@@ -121,6 +121,8 @@ def compile_selection(name: str, value, source: str, placeholders: Optional[dict
         return Selection(name, ((KeywordMatcher(tests),),))
     if isinstance(value, (str, int)):
         return Selection(name, ((KeywordMatcher(_spelled_out([_compile_value(value, _KEYWORDS, where)])),),))
+    if value == []:  # pySigma keeps it, with no value: whether that holds always or never is anyone's guess
+        raise RuleError(f"{where}: an empty list (of keywords or of mappings)")
     raise RuleError(f"{where}: must be a mapping, a list of mappings or a list of keywords")
 
 

@@ -46,6 +46,9 @@ VALUE_MODIFIERS = set(MATCH_MODES) | {"re", "cased", "neq", "expand", "cidr", "f
     | set(COMPARISONS) | set(DATE_PARTS)
 # Modifiers we understand; anything else is a rule error naming the modifier.
 KNOWN_MODIFIERS = VALUE_MODIFIERS | set(RE_FLAGS) | LIST_MODIFIERS | FIELD_MODIFIERS
+# Modifiers that read the value as text: a YAML number or bool under them is a rule error (as in pySigma),
+# since YAML has rewritten it before any rule sees it (0755 is 493, 1.10 is 1.1, yes is true).
+TEXT_MODIFIERS = set(MATCH_MODES) | {"re", "cased", "expand"} | set(TRANSFORMS) | set(RE_FLAGS)
 
 # What may go with each kind of test (besides |all, which only joins a list of values).
 _ALLOWED = {
@@ -485,18 +488,32 @@ def compile_value(value, spec: ModifierSpec, placeholders=None):
     or PatternError (a pattern RE2 cannot run).  ``placeholders``: name -> values, from
     ``--placeholders``; None when there is no such file.
     """
+    _check_type(value, spec)
     raws = [value]
-    if spec.expand:
-        try:  # a number has no placeholder, but the rule still needs the file
-            filled = expand(value if isinstance(value, str) else "", placeholders,
-                            _written_out if spec.kind == "string" else None)
+    if spec.expand:  # its value is text (``_check_type``)
+        try:
+            raws = expand(value, placeholders, _written_out if spec.kind == "string" else None)
         except PlaceholderError as error:
             raise ModifierError(str(error)) from None
-        if isinstance(value, str):
-            raws = filled
     tests = [_compile_one(raw, spec) for raw in raws]
     test = tests[0] if len(tests) == 1 else AnyVariant(tuple(tests))
     return Negated(test) if spec.neq else test
+
+
+def _check_type(value, spec: ModifierSpec) -> None:
+    """A value of the type its modifiers compare: text for the string ones, a number for lt..gte and
+    the date parts (pySigma refuses the others too).  Equality, ``|neq`` and keywords without
+    modifiers compare a number by its text, as ``EventID: 4688`` does."""
+    if isinstance(value, str):
+        if spec.kind in ("number", "date") and rule_number(value) is not None:
+            raise ModifierError(f"|{spec.date_part or spec.compare} compares numbers: write {value.strip()[:40]} "
+                                f"unquoted, not as the text {value[:40]!r}")
+        return
+    text = next((m for m in spec.names if m in TEXT_MODIFIERS), None)
+    if text is not None:
+        shown = _scalar_text(value)[:40]
+        raise ModifierError(f"|{text} applies to text, not to the {'boolean' if isinstance(value, bool) else 'number'}"
+                            f" {shown}: quote the value (YAML reads 0755 as 493, yes as true)")
 
 
 def _compile_one(value, spec: ModifierSpec):
@@ -510,7 +527,8 @@ def _compile_one(value, spec: ModifierSpec):
         number = rule_number(value)
         name = spec.date_part or spec.compare
         if number is None:
-            raise ModifierError(f"|{name} needs a number, not {str(value)[:40]!r}")
+            shown = _scalar_text(value) if isinstance(value, bool) else repr(str(value)[:40])
+            raise ModifierError(f"|{name} needs a number, not {shown}")
         if spec.kind == "number":
             return NumberTest(spec.compare, number)
         low, high = PART_RANGES.get(spec.date_part, (number, number))
