@@ -414,3 +414,53 @@ def test_nxlog_source_name_is_the_events_datum_not_the_provider():
     rule = ("title: amsi\nlogsource: {product: windows, service: windefend}\ndetection:\n"
             "  selection: {EventID: 1116, SourceName: AMSI}\n  condition: selection\n")
     assert matches(rule, event)
+
+
+# ------------------------------------------------------------------ keywords and XML attributes
+
+
+def _keyword_rule(*keywords) -> str:
+    listed = "".join(f"\n        - '{k}'" for k in keywords)
+    return f"title: k\nlogsource: {{product: windows}}\ndetection:\n    keywords:{listed}\n    condition: keywords\n"
+
+
+def _provider_shapes(provider: str, qualifiers: str) -> list:
+    """One event's provider and EventID qualifiers as each collector writes them."""
+    evtx = evtx_event(7045, "System", data={"ServiceName": "svc"}, provider=provider)
+    evtx["Event"]["System"]["EventID"] = {"#attributes": {"Qualifiers": qualifiers}, "#text": 7045}
+    separate = evtx_event(7045, "System", data={"ServiceName": "svc"}, provider=provider)
+    separate["Event"]["System"]["Provider_attributes"] = separate["Event"]["System"].pop("Provider")["#attributes"]
+    separate["Event"]["System"]["EventID_attributes"] = {"Qualifiers": qualifiers}
+    separate["Event"]["System"]["Event_attributes"] = separate["Event"].pop("#attributes")
+    winlogbeat = {"winlog": {"event_id": 7045, "channel": "System", "provider_name": provider,
+                             "event_data": {"ServiceName": "svc", "Qualifiers": qualifiers}},
+                  "@timestamp": "2026-04-17T04:14:33Z"}
+    return [evtx, separate, winlogbeat]
+
+
+@pytest.mark.parametrize("shape", range(3))
+def test_a_keyword_finds_the_xml_attributes_in_every_shape(shape):
+    """A keyword searches the event's text: a value the XML holds as an attribute (Provider Name, the
+    EventID's Qualifiers) too.  Under ``#attributes`` it was skipped, where Winlogbeat's
+    ``provider_name`` and evtx_dump's ``Provider_attributes`` were searched: the same event met a
+    keyword rule or not by its collector's shape."""
+    event = _provider_shapes("Service Control Manager", "16384")[shape]
+    assert matches(_keyword_rule("control manager"), event)
+    assert matches(_keyword_rule("16384"), event)
+    assert not matches(_keyword_rule("nothing of it"), event)
+
+
+def test_a_keyword_does_not_find_a_namespace_declaration():
+    """xmlns is XML syntax, the same URL on every Windows event: a keyword like 'schemas.microsoft.com'
+    would hold on all of them."""
+    for event in _provider_shapes("P", "0")[:2] + [RDP_LOGON, LOG_CLEARED]:
+        assert not matches(_keyword_rule("schemas.microsoft.com"), event)
+        assert not matches(_keyword_rule("manifests.microsoft.com"), event)
+        assert not matches(_keyword_rule("Event_NS"), event)
+
+
+def test_a_field_value_still_leaves_the_attributes_out():
+    """A field is its element's text: EventID: 0 must not match Qualifiers="0"."""
+    event = _provider_shapes("P", "0")[0]
+    rule = "title: f\nlogsource: {product: windows}\ndetection:\n    sel:\n        EventID: %s\n    condition: sel\n"
+    assert matches(rule % 7045, event) and not matches(rule % 0, event)

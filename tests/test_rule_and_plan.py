@@ -618,9 +618,14 @@ def test_keyword_list_matches_anywhere(resolver):
     assert matched(plan, resolver, {"a": "Get-Date", "b": 4104}) == frozenset()
 
 
-def test_keywords_ignore_xml_attributes(resolver):
+def test_keywords_see_xml_attributes_but_not_namespaces(resolver):
+    """A keyword searches the event's text, an attribute's value too (as where a collector writes it as a
+    plain key); a field is its element's text alone, and xmlns is syntax."""
     plan = make_plan({"keywords": ["secret"], "condition": "keywords"})
-    assert matched(plan, resolver, {"x": {"#attributes": {"Name": "secret"}, "#text": "ok"}}) == frozenset()
+    assert matched(plan, resolver, {"x": {"#attributes": {"Name": "secret"}, "#text": "ok"}}) == {"keywords"}
+    assert matched(plan, resolver, {"x": {"#attributes": {"xmlns": "secret", "xmlns:s": "secret"}}}) == frozenset()
+    field = make_plan({"sel": {"x": "secret"}, "condition": "sel"})
+    assert matched(field, resolver, {"x": {"#attributes": {"Name": "secret"}, "#text": "ok"}}) == frozenset()
 
 
 def test_single_keyword_string(resolver):

@@ -39,6 +39,43 @@ def leaves(value) -> Iterator[str]:
             stack.extend(reversed(value))
 
 
+def _attributes(key: str) -> bool:
+    """An XML element's attributes as XML-as-JSON writes them: ``#attributes``, or ``Name_attributes``
+    beside the element (evtx_dump's separate-attributes variant)."""
+    return key == "#attributes" or key.endswith("_attributes")
+
+
+def _declaration(key) -> bool:
+    """An XML namespace declaration: the XML's syntax, the same URL on every Windows event."""
+    return key == "xmlns" or key.startswith("xmlns:")
+
+
+def event_texts(event) -> Iterator[str]:
+    """Every scalar of a whole event, as a keyword search reads it: ``leaves``, with the XML attributes'
+    values too (a Provider Name, an EventID's Qualifiers, a TimeCreated SystemTime).  They are text of
+    the event, and keywords must not depend on the collector's shape: Winlogbeat writes the provider as
+    ``winlog.provider_name`` and evtx_dump's other variant as ``Provider_attributes``, plain keys that
+    were searched already.  Namespace declarations (``xmlns``) are left out: syntax, not the event's."""
+    stack = [event]
+    while stack:
+        value = stack.pop()
+        if value.__class__ is str:
+            yield value
+        elif isinstance(value, dict):
+            if "attributes" in "\0".join(value):  # an XML element's: one C call on the keys rules out the others
+                for key, item in reversed(value.items()):
+                    if _attributes(key) and isinstance(item, dict):
+                        stack.extend(inner for name, inner in reversed(item.items()) if not _declaration(name))
+                    else:
+                        stack.append(item)
+            else:
+                stack.extend(reversed(value.values()))
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
+        elif value is not None:
+            yield next(leaves(value))
+
+
 def first_leaf(value) -> Optional[str]:
     return next(leaves(value), None)
 

@@ -55,7 +55,7 @@ from typing import Optional
 
 import attrs
 
-from ..values import MISSING, first_leaf, fold, leaves
+from ..values import MISSING, event_texts, first_leaf, fold, leaves
 from ..yamlfile import YamlProblem, load_yaml
 from .timeparse import parse_time
 
@@ -387,9 +387,10 @@ class EventView:
         return found
 
     def everything(self) -> tuple:
-        """Every leaf string of the whole event (keyword searches look at all of them)."""
+        """Every leaf string of the whole event, its XML attributes' too (``values.event_texts``): keyword
+        searches look at all of them."""
         if self._everything is None:
-            self._everything = tuple(leaves(self.event))
+            self._everything = tuple(event_texts(self.event))
         return self._everything
 
     def everything_folded(self) -> frozenset:
