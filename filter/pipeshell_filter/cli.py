@@ -33,7 +33,7 @@ from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
 from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
-                        decode_problem, load_event, unwrap_line)
+                        decode_problem, every_value, load_event, unwrap_line)
 from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
 from .sigma import literals
 from .sigma.compile import Plan, compile_plan
@@ -849,7 +849,7 @@ def _read_one_event(path: str) -> tuple:
             line = next(inputs_module.evtx_lines(path, lambda where, message: None), None)
             if line is None:
                 raise UsageProblem(f"--event {path}: no readable EVTX record")
-            return line, ujson.loads(line)
+            return line, every_value(line, ujson.loads(line))  # a key given twice: all its values
         with open(path, "rb") as handle:
             data = handle.read(64 << 20)
     except OSError as error:
@@ -868,6 +868,7 @@ def _read_one_event(path: str) -> tuple:
             why = why or ("" if kind == "invalid_json" else f" ({message})")  # deep, dense, not UTF-8: said
             continue
         if isinstance(parsed, dict):
+            parsed = every_value(raw, parsed)  # as the filter matches it: a key given twice holds all its values
             return ujson.dumps(parsed, ensure_ascii=False).encode("utf-8", "surrogatepass"), parsed
     raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object{why}")
 

@@ -337,6 +337,42 @@ def load_event(text: bytes):
     return ujson.loads(text)
 
 
+def every_value(text: bytes, event: dict) -> dict:
+    """``event`` (``load_event`` of ``text``) with each key an object gives twice holding all its values,
+    in order, as a list would: EVTX's ``<Data Name="Group">`` repeated comes as the key repeated (evtx,
+    evtx_dump), of which ujson keeps the last value alone, so ``Group: Administrators`` missed the event.
+
+    Most lines have no key twice, which costs ujson's writing of the event to see: a member dropped
+    takes at least its key's two quotes with it, and nothing else makes the written event hold fewer
+    quotes than the line (a ``\\u0022`` escape becomes one more, so they are counted).  Only then is
+    the line parsed again, keeping every member."""
+    try:
+        written = ujson.dumps(event)  # ASCII: quicker, and its escapes write no quote
+    except (OverflowError, UnicodeEncodeError, ValueError):  # NaN, infinity, a lone surrogate: look
+        written = ""
+    if written and written.count('"') - text.count(b"\\u0022") >= text.count(b'"'):
+        return event
+    try:
+        merged = json.loads(text, object_pairs_hook=_merged_members)
+    except (ValueError, RecursionError):
+        return event
+    return merged if isinstance(merged, dict) else event
+
+
+def _merged_members(pairs: list) -> dict:
+    """An object's members, a key given twice (or more) holding the list of its values."""
+    merged = dict(pairs)
+    if len(merged) == len(pairs):
+        return merged
+    merged = {}
+    for key, value in pairs:
+        if key in merged:
+            merged[key].append(value)
+        else:
+            merged[key] = [value]
+    return {key: values[0] if len(values) == 1 else values for key, values in merged.items()}
+
+
 def decode_problem(line: bytes, error: Exception) -> tuple:
     message = str(error)
     if message == _TOO_COMPLEX:
@@ -1078,6 +1114,7 @@ class Filter:
         elif "StringInserts" in event:  # no call on every other event's way (the worker's guard too)
             self._say_event_data_map(self._event_data_map_problem(event), number)
         only = self._only(line)
+        event = every_value(text, event)
         if self.stage == "match":
             sigma, detections = self.engine.match(event, number, only)
             if sigma is not None and self.emit != "alerts":
@@ -1483,7 +1520,7 @@ class Filter:
         if not isinstance(event, dict) or event.get("System").__class__ is str:  # diagnosed by the parent
             return True
         problem = self._event_data_map_problem(event) if "StringInserts" in event else None
-        sigma, detections = self.engine.match(event, 0, self._only(line))
+        sigma, detections = self.engine.match(every_value(line, event), 0, self._only(line))
         if not detections:
             return problem
         return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,
