@@ -345,6 +345,7 @@ def run(
                            else 0, stage=stage.value,
                            index=index)
     stream_filter.line_field = line_field
+    stream_filter.repeated_keys = any(inputs_module.is_evtx(path) for path in files)
 
     bus, bus_errors = None, ()  # the bus (asyncio, threads) is imported only when asked for: 45 ms
     if nats is not None:
@@ -868,7 +869,6 @@ def _read_one_event(path: str) -> tuple:
             why = why or ("" if kind == "invalid_json" else f" ({message})")  # deep, dense, not UTF-8: said
             continue
         if isinstance(parsed, dict):
-            parsed = every_value(raw, parsed)  # as the filter matches it: a key given twice holds all its values
             return ujson.dumps(parsed, ensure_ascii=False).encode("utf-8", "surrogatepass"), parsed
     raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object{why}")
 

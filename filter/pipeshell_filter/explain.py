@@ -382,6 +382,7 @@ class CorrelationTrace:
                 stream_filter = Filter(self.engine, Output(devnull), diagnostics, "alerts", None, workers=0,
                                        stage=self.stage)
                 stream_filter.line_field = line_field
+                stream_filter.repeated_keys = inputs.is_evtx(path)
                 if inputs.is_evtx(path):
                     records = inputs.labelled_lines(path, self._lost, max_line)
                     stream_filter.process_labelled(inputs.judged(records, None), max_line)

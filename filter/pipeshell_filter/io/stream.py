@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import select
 import stat
 import sys
@@ -341,22 +342,53 @@ def every_value(text: bytes, event: dict) -> dict:
     """``event`` (``load_event`` of ``text``) with each key an object gives twice holding all its values,
     in order, as a list would: EVTX's ``<Data Name="Group">`` repeated comes as the key repeated (evtx,
     evtx_dump), of which ujson keeps the last value alone, so ``Group: Administrators`` missed the event.
-
-    Most lines have no key twice, which costs ujson's writing of the event to see: a member dropped
-    takes at least its key's two quotes with it, and nothing else makes the written event hold fewer
-    quotes than the line (a ``\\u0022`` escape becomes one more, so they are counted).  Only then is
-    the line parsed again, keeping every member."""
-    try:
-        written = ujson.dumps(event)  # ASCII: quicker, and its escapes write no quote
-    except (OverflowError, UnicodeEncodeError, ValueError):  # NaN, infinity, a lone surrogate: look
-        written = ""
-    if written and written.count('"') - text.count(b"\\u0022") >= text.count(b'"'):
+    Only then (``_may_repeat``) is the line parsed again, keeping every member."""
+    if not _may_repeat(text, event):
         return event
     try:
         merged = json.loads(text, object_pairs_hook=_merged_members)
     except (ValueError, RecursionError):
         return event
     return merged if isinstance(merged, dict) else event
+
+
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')  # the end of every key, and of a string holding ``":``
+
+
+def _may_repeat(text: bytes, event: dict) -> bool:
+    """Whether an XML-derived event's ``EventData`` or ``UserData`` may give a key twice: EVTX repeats
+    Data names there and nowhere else, and collectors that write a map (Winlogbeat, NXLog, Fluent Bit)
+    cannot repeat one.  Each key ends in ``":`` (blanks allowed), so a key given twice makes the line hold
+    more of them from the first ``"EventData":`` (or ``"UserData":``) on than the objects there hold keys; a string
+    holding ``":``, or an object after them, only sends the line to the parse that keeps every member.
+    A search and a scan of the line's end in C; the objects are walked only when the scan finds more
+    (writing the whole event to compare its quotes cost 7-14 us a line)."""
+    inner = event.get("Event")
+    if inner.__class__ is not dict:
+        return False
+    start, keys, parts = len(text), 0, []
+    for name in ("EventData", "UserData"):
+        part = inner.get(name)
+        if part.__class__ is dict:
+            found = text.find(b'"' + name.encode() + b'"')
+            start = min(start, found if found >= 0 else 0)
+            keys += len(part) + 1  # and its own name's
+            parts.append(part)
+    ends = len(_KEY_END.findall(text, start)) if parts else 0
+    return ends > keys and ends > keys + sum(_keys_within(part) for part in parts)
+
+
+def _keys_within(value) -> int:
+    """How many keys the objects inside ``value`` (an object's values, lists' items) hold, its own not."""
+    count, stack = 0, list(value.values())
+    while stack:
+        item = stack.pop()
+        if item.__class__ is dict:
+            count += len(item)
+            stack.extend(item.values())
+        elif item.__class__ is list:
+            stack.extend(item)
+    return count
 
 
 def _merged_members(pairs: list) -> dict:
@@ -795,6 +827,9 @@ class Filter:
     max_line = DEFAULT_MAX_LINE  # ``--max-line-bytes``, as ``run`` or ``process_labelled`` was given it
     _line_field = None  # ``--line-field``: the input lines wrap the event's own line, in this field
     _unwrapper = None  # ``skim.LineField`` for it: whole blocks unwrapped at once
+    # An .evtx input's records may give a Data name twice: matched on each value (``every_value``).  Not
+    # looked for in NDJSON lines, written by collectors as maps: the scan would cost 2-6 us a line.
+    repeated_keys = False
 
     @property
     def line_field(self) -> Optional[str]:
@@ -1114,7 +1149,8 @@ class Filter:
         elif "StringInserts" in event:  # no call on every other event's way (the worker's guard too)
             self._say_event_data_map(self._event_data_map_problem(event), number)
         only = self._only(line)
-        event = every_value(text, event)
+        if self.repeated_keys:
+            event = every_value(text, event)
         if self.stage == "match":
             sigma, detections = self.engine.match(event, number, only)
             if sigma is not None and self.emit != "alerts":
@@ -1520,7 +1556,9 @@ class Filter:
         if not isinstance(event, dict) or event.get("System").__class__ is str:  # diagnosed by the parent
             return True
         problem = self._event_data_map_problem(event) if "StringInserts" in event else None
-        sigma, detections = self.engine.match(every_value(line, event), 0, self._only(line))
+        if self.repeated_keys:
+            event = every_value(line, event)
+        sigma, detections = self.engine.match(event, 0, self._only(line))
         if not detections:
             return problem
         return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,
