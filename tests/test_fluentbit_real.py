@@ -30,7 +30,8 @@ from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import stream
 from clitools import COMMAND, REPO, run_cli
 
-FLUENT_BIT = os.path.join(REPO, "..", "shared", "tools", "fluent-bit", "fluent-bit")
+# $FLUENT_BIT, for a checkout that has no ../shared beside it (a git worktree elsewhere)
+FLUENT_BIT = os.environ.get("FLUENT_BIT") or os.path.join(REPO, "..", "shared", "tools", "fluent-bit", "fluent-bit")
 HAVE_FLUENT_BIT = os.path.isfile(FLUENT_BIT) and os.access(FLUENT_BIT, os.X_OK)
 needs_fluent_bit = pytest.mark.skipif(not HAVE_FLUENT_BIT, reason=f"no Fluent Bit binary at {FLUENT_BIT}")
 
