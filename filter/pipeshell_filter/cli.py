@@ -815,8 +815,10 @@ def run_unit(
     if not 0 < grace <= MAX_SECONDS:
         raise UsageProblem(f"--grace must be more than 0 and at most {MAX_SECONDS} seconds")
     try:
-        collector = [supervise.Member(supervise.parse_command("--collect", collect))] if collect is not None else []
-        shipper = [supervise.Member(supervise.parse_command("--ship", ship))] if ship is not None else []
+        collector = [supervise.Member(supervise.parse_command("--collect", collect), role="collector")] \
+            if collect is not None else []
+        shipper = [supervise.Member(supervise.parse_command("--ship", ship), role="shipper")] \
+            if ship is not None else []
         for option, members in (("--collect", collector), ("--ship", shipper)):
             for member in members:
                 supervise.check_configuration(option, member.argv)

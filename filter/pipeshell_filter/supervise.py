@@ -11,10 +11,11 @@ process starts the members as a pipe chain (each one's stdout the next one's std
   ended, is a failure: one line on stderr naming it and how it ended, the chain is stopped,
   exit status 1.
 * **SIGTERM, SIGINT or SIGHUP** stop the chain **from the front**: only the first member gets
-  SIGTERM.  The members run with SIGHUP ignored (``_die_with``), so a SIGHUP sent to every process
-  of the unit is the unit's alone.  Each later member sees end of input once the one before it is gone, so what the
-  collector handed on drains through the filter (which saves its ``--state`` at end of input)
-  and the shipper flushes last.  Exit status 0 when every member then ended cleanly.
+  SIGTERM.  The members run with SIGINT and SIGHUP blocked (``_die_with``), so one sent to every
+  process of the unit is the unit's alone.  Each later member sees end of input once the one before
+  it is gone, so what the collector handed on drains through the filter (which saves its
+  ``--state`` at end of input) and the shipper flushes last.  Exit status 0 when every member then
+  ended cleanly.  SIGTSTP (Ctrl-Z) is said on stderr and stops nothing (``_install``).
 * **A failure stops the chain the same way.**  Members downstream of the dead one already have
   end of input; those upstream of it end when the front is stopped.  A member sent SIGTERM in
   the middle of the chain would drop what is still in its pipe (the filter stops reading), so
@@ -35,6 +36,8 @@ process starts the members as a pipe chain (each one's stdout the next one's std
   that leaves its session (a daemon) escapes; systemd's cgroup does not let them escape.
 * Exit status 0 also when the first member ends with status 0 and every later one follows,
   in order, with 0: a finished replay.
+* **Each member's stderr line comes out on the unit's behind its role** (``collector: ``,
+  ``filter: ``, ``shipper: ``), whole and byte for byte (``Logs``).
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ SUPERVISED = "PIPESHELL_FILTER_SUPERVISED"
 # Set for the filter member: the file descriptor on which it says it is ready (``tell_ready``).
 READY_FD = "PIPESHELL_FILTER_READY_FD"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Blocked in the members: sent to every process of the unit, they are the unit's alone (``_die_with``).
+UNIT_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+LINE_HELD = 1 << 20  # bytes of a member's unfinished stderr line held back (``Logs``); past that it is written
+LOGS_DRAIN = 1.0  # seconds to read what the members left in their stderr once the last one ended
 _PR_SET_PDEATHSIG = 1
 _NAME_LIMIT = 160  # characters of a member's command line in a report
 
@@ -118,8 +125,9 @@ def check_configuration(option: str, argv: Sequence[str], timeout: float = DRY_R
 class Member:
     """One process of the chain: its command, and once it ended its wait status."""
 
-    def __init__(self, argv: Sequence[str], name: Optional[str] = None):
+    def __init__(self, argv: Sequence[str], name: Optional[str] = None, role: Optional[str] = None):
         self.argv = list(argv)
+        self.role = role  # in front of each line it writes on stderr (``Logs``); else "member N"
         name = name if name is not None else shlex.join(self.argv)
         self.name = name if len(name) <= _NAME_LIMIT else name[:_NAME_LIMIT - 3] + "..."
         self.number = 0  # 1-based position, set by the supervisor
@@ -165,7 +173,8 @@ class Member:
 def filter_member(options: Sequence[str]) -> Member:
     """The filter: this same program with ``options``, run by this interpreter (whatever name the
     unit was started by), named in reports as the user would type it."""
-    return Member([sys.executable, "-m", "pipeshell_filter", *options], shlex.join(["pipeshell-filter", *options]))
+    return Member([sys.executable, "-m", "pipeshell_filter", *options], shlex.join(["pipeshell-filter", *options]),
+                  "filter")
 
 
 def _has_ended(member: Member) -> bool:
@@ -189,12 +198,113 @@ def tell_ready() -> None:
         pass
 
 
-def _report(message: str) -> None:
-    try:
-        sys.stderr.write(f"{PREFIX}: {message}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+class _Source:
+    """One member's stderr pipe, or (``fd`` None) the supervisor's own reports; what is not written yet."""
+
+    def __init__(self, fd: Optional[int], prefix: str):
+        self.fd = fd
+        self.prefix = prefix.encode("utf-8", "backslashreplace") + b": "
+        self.pending = bytearray()
+        self.ended = False  # its pipe reached its end: an unfinished last line gets its newline
+
+
+class Logs:
+    """The members' stderr, each line written to the unit's own with the member's role in front
+    (``filter: ``): in the unit's journal the three wrote alike.  A line is written whole, its bytes
+    as they came (not decoded: invalid UTF-8 stays as it is), and an unfinished last line gets its
+    newline when its member ends.  A line longer than ``LINE_HELD`` is written as it comes (so what is
+    held is bounded), and the other lines wait for its end: none is cut."""
+
+    def __init__(self, out: int = 2):
+        self.out = out
+        self.sources = [_Source(None, PREFIX)]
+        self.owner: Optional[_Source] = None  # the source whose line is written in part
+        self.line_held = LINE_HELD
+
+    def add(self, fd: int, role: str) -> None:
+        os.set_blocking(fd, False)
+        self.sources.append(_Source(fd, role))
+
+    def fds(self) -> List[int]:
+        return [source.fd for source in self.sources if source.fd is not None]
+
+    def note(self, message: str) -> None:
+        """One line of the supervisor's own, after what the members wrote before it."""
+        readable, _, _ = select.select(self.fds(), [], [], 0)
+        for fd in readable:
+            self.read(fd)
+        self.sources[0].pending += message.encode("utf-8", "backslashreplace") + b"\n"
+        self._write()
+
+    def read(self, fd: int) -> None:
+        """What the member wrote on ``fd`` (readable), written out as far as its lines are whole."""
+        source = next(source for source in self.sources if source.fd == fd)
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            source.pending += data
+        else:
+            self._end(source)
+        self._write()
+
+    def close(self) -> None:
+        """Every pipe closed (a member's child that left its session may hold one open), every
+        unfinished line written."""
+        for source in self.sources[1:]:
+            self._end(source)
+        self._write()
+
+    @staticmethod
+    def _end(source: _Source) -> None:
+        if source.fd is not None:
+            os.close(source.fd)
+            source.fd = None
+        source.ended = True
+
+    def _write(self) -> None:
+        """The line written in part first; then, unless it is still unfinished, each one's whole lines."""
+        if self.owner is not None:
+            self._write_from(self.owner)
+        for source in self.sources:
+            if self.owner is not None:
+                return
+            self._write_from(source)
+
+    def _write_from(self, source: _Source) -> None:
+        data = source.pending
+        head = b""
+        if self.owner is source:  # the rest of its line has no prefix
+            end = data.find(b"\n") + 1
+            if not end:
+                self._put(bytes(data) + (b"\n" if source.ended else b""))
+                data.clear()
+                self.owner = None if source.ended else source
+                return
+            head = bytes(data[:end])
+            del data[:end]
+            self.owner = None
+        cut = data.rfind(b"\n") + 1
+        body = b"".join(source.prefix + line + b"\n" for line in data[:cut].split(b"\n")[:-1])
+        del data[:cut]
+        if data and (source.ended or len(data) > self.line_held):
+            body += source.prefix + bytes(data) + (b"\n" if source.ended else b"")
+            data.clear()
+            self.owner = None if source.ended else source
+        self._put(head + body)
+
+    def _put(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.out, view):]
+            except BlockingIOError:  # the unit's stderr was left non-blocking
+                select.select([], [self.out], [], 1.0)
+            except OSError:  # closed, or nobody reads it: the lines go nowhere, as a member's own would
+                return
 
 
 def _signal_group(pid: int, number: int) -> None:
@@ -213,11 +323,14 @@ def _die_with(parent: int, front: bool):
     """A ``preexec_fn``: the member does not start at all if the supervisor has already died; the
     ``front`` member gets SIGTERM when it dies (Linux), the later ones get end of input then.
 
-    SIGHUP is ignored in the member, as under ``nohup``: it has no terminal that could hang up, so a
-    SIGHUP can only come from a signal to every process of the unit (``systemctl kill -s HUP``), and
-    the unit's own SIGHUP stops the chain in order.  Fluent Bit ignores it anyway (without hot
-    reload), while the filter stopped reading at once and the lines in its pipe, whose position
-    the collector had stored, were lost."""
+    SIGINT and SIGHUP are blocked in the member (``UNIT_SIGNALS``), and ignored, as in a background
+    job under ``nohup``: it has no terminal of its own, so they can only come from a signal to
+    every process of the unit (``systemctl kill -s INT``), and the unit's own one stops the chain
+    in order.  Blocked, since ignored is not enough: Fluent Bit sets its own handlers and stops on
+    SIGINT as on SIGTERM, the shipper before the filter had drained (the lines after it lost), and
+    a SIGHUP just after the unit's SIGTERM replaced that SIGTERM in the collector, which ran on
+    until the grace was over.  The filter stopped reading on either, and the lines in its pipe,
+    whose position the collector had stored, were lost."""
     prctl = None
     if front and sys.platform.startswith("linux"):
         try:
@@ -230,7 +343,10 @@ def _die_with(parent: int, front: bool):
             prctl = None
 
     def preexec() -> None:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # kept across exec, and the filter leaves it so
+        for number in UNIT_SIGNALS:  # both kept across exec; the filter leaves an ignored signal so
+            signal.signal(number, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, UNIT_SIGNALS)
+        signal.signal(signal.SIGTTOU, signal.SIG_DFL)  # ignored by the supervisor (``_install``)
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:
@@ -263,33 +379,53 @@ class Supervisor:
         self._orphan: Optional[Member] = None  # the first member left, once its reader ended (``_no_reader``)
         self._orphan_cut = False  # and the grace was cut short for it
         self._requests: List[int] = []
+        self._suspends = 0  # SIGTSTP received, not said yet
         self._wake = None
         self.first = 0  # the first member started: the front, which a stop signals
         self._ready = None  # the read end of the pipe on which the filter says it is ready (``_start``)
         self._held = None  # the filter's input, when the members before it never started
+        self.logs = Logs()
 
     # -- signals -------------------------------------------------------------------------------
 
     def _on_stop(self, number, frame) -> None:
         self._requests.append(number)  # handled by the loop: nothing else is safe here
 
+    def _on_suspend(self, number, frame) -> None:
+        self._suspends += 1
+
+    def _say_held_on(self) -> None:
+        if self._suspends:
+            self._suspends = 0
+            self.logs.note("SIGTSTP (Ctrl-Z) ignored: the chain runs on; SIGTERM or Ctrl-C stops it")
+
     @staticmethod
     def _on_child(number, frame) -> None:
         pass  # the wakeup fd is what matters
 
     def _install(self):
-        """Owns the stop signals (not those ignored at start: a background job's SIGINT) and
-        SIGCHLD, all waking the loop through a pipe; returns what to restore."""
+        """Owns the stop signals and SIGTSTP (not those ignored at start: a background job's SIGINT)
+        and SIGCHLD, all waking the loop through a pipe; ignores SIGTTOU; returns what to restore.
+
+        Job control does not stop the unit: the members are in sessions of their own, so a
+        terminal's Ctrl-Z (SIGTSTP) stopped the supervisor alone, and the chain ran on with nobody
+        to stop it in order when a member died.  Ctrl-Z is now said on stderr and the unit runs on.
+        SIGTTOU, which stops a background job that writes to its terminal (``stty tostop``), is
+        ignored: the supervisor writes the members' stderr (``Logs``), and stopped it would leave
+        them to block on it."""
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         os.set_blocking(write_end, False)
         self._wake = (read_end, write_end)
-        previous = [(number, signal.getsignal(number)) for number in STOP_SIGNALS + (signal.SIGCHLD,)]
+        previous = [(number, signal.getsignal(number))
+                    for number in STOP_SIGNALS + (signal.SIGTSTP, signal.SIGTTOU, signal.SIGCHLD)]
         for number, handler in previous:
             if number == signal.SIGCHLD:
                 signal.signal(number, self._on_child)
+            elif number == signal.SIGTTOU:
+                signal.signal(number, signal.SIG_IGN)
             elif handler is not signal.SIG_IGN:
-                signal.signal(number, self._on_stop)
+                signal.signal(number, self._on_suspend if number == signal.SIGTSTP else self._on_stop)
         return previous, signal.set_wakeup_fd(write_end)
 
     def _restore(self, saved) -> None:
@@ -343,13 +479,16 @@ class Supervisor:
         ready_pipe = os.pipe() if ready else None
         if ready_pipe is not None:
             env[READY_FD] = str(ready_pipe[1])
+        log_read, log_write = os.pipe()
         try:
-            member.process = subprocess.Popen(member.argv, stdin=stdin, stdout=stdout, start_new_session=True,
+            member.process = subprocess.Popen(member.argv, stdin=stdin, stdout=stdout, stderr=log_write,
+                                              start_new_session=True,
                                               preexec_fn=_die_with(os.getpid(), member is self.members[0]),
                                               env=env, pass_fds=ready_pipe[1:] if ready_pipe else ())
         except (OSError, subprocess.SubprocessError) as error:
+            os.close(log_read)
             reason = getattr(error, "strerror", None) or str(error)
-            _report(f"{member.label()} cannot start: {reason}; stopping the chain")
+            self.logs.note(f"{member.label()} cannot start: {reason}; stopping the chain")
             self.cause = member
             # a program that cannot be run (no interpreter, not a program, no permission) will not
             # run at the next start either: a usage error (exit 2), which systemd does not restart
@@ -358,8 +497,10 @@ class Supervisor:
                 os.close(ready_pipe[0])
             return False
         finally:
+            os.close(log_write)
             if ready_pipe is not None:
                 os.close(ready_pipe[1])  # the filter holds it: its end, ready or not, is seen
+        self.logs.add(log_read, member.role or f"member {member.number}")
         if ready_pipe is not None:
             self._ready = ready_pipe[0]
         for fd in (stdin, stdout):
@@ -374,10 +515,12 @@ class Supervisor:
         ready, self._ready = self._ready, None
         try:
             while not self._requests:
-                found, _, _ = select.select([ready, self._wake[0]], [], [], 1.0)
+                found, _, _ = select.select([ready, self._wake[0]] + self.logs.fds(), [], [], 1.0)
                 if ready in found:
                     return os.read(ready, 1) == b"1"  # nothing: the filter ended first
+                self._read_logs(found)
                 self._drain_wake()
+                self._say_held_on()
                 if any(member.running and _has_ended(member) for member in self.members):
                     return False
             return False
@@ -502,7 +645,7 @@ class Supervisor:
                 return  # end of input reached them through the chain: a finished replay so far
             self._stop(1)
             self.cause = self._cause_among(ended) or ended[0]
-            _report(f"{self.cause.label()} {self.cause.how()}; stopping the chain")
+            self.logs.note(f"{self.cause.label()} {self.cause.how()}; stopping the chain")
             return
         if self.cause is None:  # a stop that was asked for: each member must end cleanly, in order
             for member in ended:
@@ -510,9 +653,10 @@ class Supervisor:
                     self.failed = True
                     early = "" if all(other.ended for other in self.members[:member.number - 1]) else \
                         " before the members upstream of it"
-                    _report(f"{member.label()} {member.how()}{early} while the chain stopped")
+                    self.logs.note(f"{member.label()} {member.how()}{early} while the chain stopped")
 
     def _handle_requests(self) -> None:
+        self._say_held_on()
         while self._requests:
             number = self._requests.pop(0)
             self._asked += 1
@@ -522,7 +666,7 @@ class Supervisor:
                 continue  # first stop asked from outside asks for that; the second one escalates
             if self.level >= 1:
                 name = signal.Signals(number).name
-                _report(f"{name} again: {'SIGTERM' if self.level == 1 else 'SIGKILL'} to every member")
+                self.logs.note(f"{name} again: {'SIGTERM' if self.level == 1 else 'SIGKILL'} to every member")
             self._stop(self.level + 1)
 
     def _wait(self) -> None:
@@ -530,10 +674,27 @@ class Supervisor:
         if self.deadline is not None and self.level < 3:
             timeout = max(0.0, min(timeout, self.deadline - time.monotonic()))
         try:
-            select.select([self._wake[0]], [], [], timeout)
+            found, _, _ = select.select([self._wake[0]] + self.logs.fds(), [], [], timeout)
         except InterruptedError:
-            pass
+            found = []
+        self._read_logs(found)
         self._drain_wake()
+
+    def _read_logs(self, found: List[int]) -> None:
+        for fd in found:
+            if fd in self.logs.fds():
+                self.logs.read(fd)
+
+    def _drain_logs(self) -> None:
+        """What the members wrote on stderr until their ends, read until the pipes' ends (for up to
+        ``LOGS_DRAIN`` seconds: a member's child that left its session may hold one open)."""
+        deadline = time.monotonic() + LOGS_DRAIN
+        while self.logs.fds() and time.monotonic() < deadline:
+            try:
+                found, _, _ = select.select(self.logs.fds(), [], [], max(0.0, deadline - time.monotonic()))
+            except InterruptedError:
+                continue
+            self._read_logs(found)
 
     def _drain_wake(self) -> None:
         """Empty the wake-up pipe (signals and SIGCHLD write to it): the loop has looked."""
@@ -549,6 +710,7 @@ class Supervisor:
             self._reap()
             self._handle_requests()
             if not any(member.running for member in self.members):
+                self._drain_logs()
                 return
             self._no_reader()
             if self.deadline is not None and self.level < 3 and time.monotonic() >= self.deadline:
@@ -583,7 +745,7 @@ class Supervisor:
             f"{min(DRAIN, self.grace):g} s after the member before it"
         if member is self._orphan and self._orphan_cut and not self._front_killed:
             waited = f"{min(DRAIN, self.grace):g} s after its reader, member {member.number + 1}, ended"
-        _report(f"{member.label()} still running {waited}: SIGKILL")
+        self.logs.note(f"{member.label()} still running {waited}: SIGKILL")
         self._front_killed = True
         self.failed = True
         self._signal(member, signal.SIGKILL)
@@ -595,7 +757,7 @@ class Supervisor:
         try:
             self._loop()
         except Exception as error:  # a bug here must not leave the chain running, nor a traceback
-            _report(f"internal error: {type(error).__name__}: {error}; killing the chain")
+            self.logs.note(f"internal error: {type(error).__name__}: {error}; killing the chain")
             self.failed = True
         finally:
             for member in self.members:
@@ -608,6 +770,7 @@ class Supervisor:
                         pass
             if self._held is not None:
                 os.close(self._held)
+            self.logs.close()
             self._restore(saved)
         if self.cause is not None:
             usage = self.cause is self.usage_member and self.cause.status is not None and \
