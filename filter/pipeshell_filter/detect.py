@@ -102,16 +102,32 @@ def smaller(record: dict, fitting):
     return None
 
 
+def _shown(value) -> str:
+    """A record's value in a diagnostic: a scalar's repr, cut; a list or an object by its kind.  Its
+    whole repr made a line as long as the record, and a list nested a thousand deep, which the
+    parser takes, raised RecursionError and stopped the correlate stage."""
+    if isinstance(value, (list, dict)):
+        return "a list" if isinstance(value, list) else "an object"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+MOST_DIGITS = 10 ** 40  # a wire time has fewer digits than this, as a number or as a string
+
+
 def _wire_time(value, required: bool):
     """A wire record's time: integer ns, or (beyond 64 bits, which a Fluent Bit record cannot hold
     as a number) the same integer written as decimal digits; None when absent and allowed."""
     if value is None and not required:
         return None
-    if value.__class__ is str and value[1 if value[:1] == "-" else 0:].isdigit() and value.isascii() \
-            and len(value) <= 40:
+    digits = value[1 if value[:1] == "-" else 0:] if value.__class__ is str else None
+    if digits is not None and digits.isdigit() and digits.isascii() and len(digits) <= 40:  # as the schema says
         return int(value)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise WireError("'time' must be integer nanoseconds" + ("" if required else " or null"))
+    if not isinstance(value, int) or isinstance(value, bool) or not -MOST_DIGITS < value < MOST_DIGITS:
+        # as many digits as the string form takes: a time of 400 digits, dated past the wall clock,
+        # made the correlate stage's report of it (seconds, a float) raise OverflowError and stop
+        raise WireError("'time' must be integer nanoseconds of at most 40 digits"
+                        + ("" if required else " or null"))
     return value
 
 
@@ -133,7 +149,7 @@ class Detection:
         if not isinstance(record, dict) or record.get("type") != WIRE_TYPE:
             raise WireError(f"not a {WIRE_TYPE} record")
         if record.get("version") != WIRE_VERSION:
-            raise WireError(f"{WIRE_TYPE} version {record.get('version')!r} (this build reads {WIRE_VERSION})")
+            raise WireError(f"{WIRE_TYPE} version {_shown(record.get('version'))} (this build reads {WIRE_VERSION})")
         rule, time, source = record.get("rule"), record.get("time"), record.get("source")
         terms, fields, event = record.get("terms"), record.get("fields", {}), record.get("event", {})
         if not isinstance(rule, str) or not rule:
@@ -150,9 +166,26 @@ class Detection:
         if not isinstance(event, dict):
             raise WireError("'event' must be an object")
         _check_reference(event)
+        missing = [key for key in WIRE_KEYS if key not in record] + \
+            [f"event.{key}" for key in ("line", "selections") if key not in event]
+        if missing:  # each is written, null if need be: a record without one is not a match stage's whole
+            raise WireError(f"no {', '.join(repr(key) for key in missing)}")  # (an alert of it broke its schema)
+        # Held as a writer bounds it (``kept``), whoever wrote it: a compromised agent's megabyte host
+        # or field values, or reference keys of its own, were held with every event of a window (up to
+        # the state cap: 150 records of 1 MB values took 580 MB), echoed into alerts and made a record sent
+        # again another event.  A record this build wrote reads back unchanged.
+        event = {key: kept(value) for key, value in event.items() if key in REFERENCE_KEYS}
         if type(event.get("host")) is int:  # an agent of an older build wrote a numeric host so
-            event = dict(event, host=str(event["host"]))  # (hosts are text: alerts and their schema)
-        return cls(rule, time, source, tuple(terms), fields, event)
+            event["host"] = str(event["host"])  # (hosts are text: alerts and their schema)
+        fields = {name: values if len(values) <= MOST_VALUES and all(len(v) <= LONGEST_VALUE for v in values)
+                  else kept_values(values) for name, values in fields.items()}
+        return cls(rule, time, kept(source), tuple(terms), fields, event)
+
+
+# The keys of a Detection record, every one written (``Detection.to_wire``); of its event reference
+# (``_reference``), which a reader keeps only.
+WIRE_KEYS = ("type", "version", "rule", "time", "source", "terms", "fields", "event")
+REFERENCE_KEYS = frozenset(("@timestamp", "line", "event_id", "host", "record_id", "selections"))
 
 
 def _check_reference(event: dict) -> None:
@@ -187,14 +220,15 @@ class Heartbeat:
     @classmethod
     def from_wire(cls, record) -> "Heartbeat":
         if record.get("version") != WIRE_VERSION:
-            raise WireError(f"{HEARTBEAT_TYPE} version {record.get('version')!r} (this build reads {WIRE_VERSION})")
+            raise WireError(f"{HEARTBEAT_TYPE} version {_shown(record.get('version'))} "
+                            f"(this build reads {WIRE_VERSION})")
         agent, time, idle = record.get("agent"), record.get("time"), record.get("idle", False)
         if not isinstance(agent, str) or not agent:
             raise WireError("'agent' must be a non-empty string")
         time = _wire_time(time, required=True)
         if not isinstance(idle, bool):
             raise WireError("'idle' must be true or false")
-        return cls(agent, time, idle)
+        return cls(kept(agent), time, idle)  # a megabyte name, in the agents' table and on stderr: bounded
 
 
 def from_wire(record):

@@ -19,7 +19,7 @@ import attrs
 
 from .correlate import DEFAULT_AGENT_IDLE, DEFAULT_MAX_SKEW, Correlation, Hit
 from .correlate.state import MAX_ALERTED, identity
-from .detect import Detection, Detector, Heartbeat
+from .detect import Detection, Detector, Heartbeat, WireError
 from .events.fields import FieldResolver
 from .records import correlation_alert, detection_alert, enrichment, sigma_field
 from .sigma.compile import Plan
@@ -105,6 +105,31 @@ class Engine:
             return None, []
         self.stats["matched"] += 1
         return sigma_field([enrichment(self.plans[d.rule], d) for d in detections]), detections
+
+    def received(self, detection: Detection) -> Detection:
+        """What the correlate stage keeps of a Detection record of a loaded rule: the fields its
+        correlations read, the terms and selections the rule has (in order, once each), as its
+        detect stage writes them (a record it wrote is kept whole).  A record from elsewhere may
+        carry a hundred thousand fields or terms, each held with the event in its windows, and a
+        term or selection the rule has not would name one that is not there in alerts, or make a
+        record sent again another event.  WireError when it meets no term of the rule."""
+        plan = self.plans[detection.rule]
+        needed = self.detector.needed.get(detection.rule, ())
+        terms = tuple(sorted({t for t in detection.terms if t < len(plan.terms)}))
+        if not terms:
+            raise WireError(f"'terms' names no term of rule {detection.rule[:80]!r} "
+                            f"(it has {len(plan.terms)}: 0 to {len(plan.terms) - 1})")
+        selections = detection.event.get("selections", [])
+        named = {s.name for s in plan.selections}
+        event = detection.event
+        if not all(name in named for name in selections) or len(set(selections)) < len(selections):
+            event = dict(event, selections=list(dict.fromkeys(name for name in selections if name in named)))
+        fields = detection.fields
+        if any(name not in needed for name in fields):
+            fields = {name: values for name, values in fields.items() if name in needed}
+        if terms == detection.terms and fields is detection.fields and event is detection.event:
+            return detection
+        return attrs.evolve(detection, terms=terms, fields=fields, event=event)
 
     def observe(self, detection: Detection, line: int = 0) -> Outcome:
         """The correlate stage alone: one Detection record made by a detect stage (``line``: the

@@ -1092,7 +1092,7 @@ class Filter:
             self._long_line, self._long_head, self._long_size = self.lines, b"", 0
             self.diagnostics.report("too_long", self._where(self.lines), "line too long to inspect; " +
                                     ("wrapped, cut" if self.wrap_unusable and self.emit == "all" else
-                                     "passed on unchanged"))
+                                     "passed on unchanged" if self.emit == "all" else "skipped"))
         if self.emit == "all" and self.wrap_unusable:
             if len(self._long_head) < self.max_line:  # the same first bytes wherever the reads cut it
                 self._long_head += piece[:self.max_line - len(self._long_head)]
@@ -1216,6 +1216,11 @@ class Filter:
             self.diagnostics.report("unknown_rule", self._where(number),
                                     f"Detection of rule {detection.rule[:80]!r}, which is not loaded here "
                                     "(both stages need the same --rule); dropped")
+            return
+        try:
+            detection = self.engine.received(detection)
+        except WireError as error:
+            self._unusable(line, number, "not_detection", f"not a Detection record: {error}", False)
             return
         outcome = self.engine.observe(detection, number)
         if outcome.untimed:
