@@ -159,13 +159,34 @@ def test_a_key_of_its_own_in_the_event_reference_never_reaches_an_alert(rules):
     jsonschema.validate(found[0], ALERT_SCHEMA)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("line", -5, b"'event.line' must be an integer, 0 or more"),
+    ("@timestamp", "garbage", b"'event.@timestamp' is not the record's 'time'"),
+    ("@timestamp", "2021-06-03T13:00:01Z", b"'event.@timestamp' is not the record's 'time'"),
+])
+def test_a_reference_an_alert_could_not_carry_is_one_line_and_skipped(rules, key, value, message):
+    """Taken, each made an alert against its schema (``line`` >= 0, ``@timestamp`` RFC 3339)."""
+    wires = wire_lines(rules, GENUINE)
+    forged = json.loads(json.dumps(wires[0]))
+    forged["event"][key] = value
+    forged["event"]["record_id"] = 99
+    result = run_cli(["--stage", "correlate", "--rule", rules],
+                     b"".join(encode(w) + b"\n" for w in [forged] + wires))
+    assert result.returncode == 0 and message in result.stderr, result.stderr
+    assert b"skipped: 1 not_detection" in result.stderr
+    found = genuine_alerts(result.stdout)
+    assert len(found) == 1 and found[0]["sigma"]["events_total"] == 3
+    jsonschema.validate(found[0], ALERT_SCHEMA)
+
+
 def test_a_detection_sent_again_with_keys_of_its_own_is_taken_once_with_state(tmp_path):
     """With --state an event sent again counts once (README, "State across restarts"): a copy that
     carries a key, a field or a repeated term of its own is the same event, and was counted again."""
     rule = tmp_path / "count.yml"
     rule.write_text(COUNT)
-    first, second = wire_lines(str(rule), [flat_event(0, "dc01", "server", 4104, 1),
-                                           flat_event(20, "dc02", "server", 4104, 2)])
+    first, second, third = wire_lines(str(rule), [flat_event(0, "dc01", "server", 4104, 1),
+                                                  flat_event(20, "dc02", "server", 4104, 2),
+                                                  flat_event(40, "dc02", "server", 4104, 3)])
     copies = [dict(first, tag="pipeshell.records.0"),  # Fluent Bit's nats output adds its tag
               dict(first, event=dict(first["event"], line=17, note="again")),
               dict(first, fields={"Computer": ["dc01"]}, terms=[0, 0])]
@@ -175,7 +196,6 @@ def test_a_detection_sent_again_with_keys_of_its_own_is_taken_once_with_state(tm
         assert result.returncode == 0, result.stderr
         assert not alerts(result.stdout), (copy, result.stderr)
         assert b"1 sent again (taken once)" in result.stderr
-    third = dict(second, time=second["time"] + 1, event=dict(second["event"], record_id=3))
     result = run_cli(["--stage", "correlate", "--rule", str(rule), "--state", str(tmp_path / "three.json")],
                      b"".join(encode(r) + b"\n" for r in (first, second, third)))
     assert len(alerts(result.stdout)) == 1

@@ -195,8 +195,8 @@ def _check_reference(event: dict) -> None:
         if type(value) not in (str, int) or key == "@timestamp" and type(value) is not str:
             raise WireError(f"'event.{key}' must be {'a string' if key == '@timestamp' else 'a string or an integer'}")
     line, selections = event.get("line", 0), event.get("selections", [])
-    if type(line) is not int:
-        raise WireError("'event.line' must be an integer")
+    if type(line) is not int or line < 0:  # (a negative one went into alerts against their schema)
+        raise WireError("'event.line' must be an integer, 0 or more")
     if not isinstance(selections, list) or not all(isinstance(name, str) for name in selections):
         raise WireError("'event.selections' must be a list of strings")
 

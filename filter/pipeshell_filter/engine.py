@@ -21,6 +21,7 @@ from .correlate import DEFAULT_AGENT_IDLE, DEFAULT_MAX_SKEW, Correlation, Hit
 from .correlate.state import MAX_ALERTED, identity
 from .detect import Detection, Detector, Heartbeat, WireError
 from .events.fields import FieldResolver
+from .events.timeparse import format_time
 from .records import correlation_alert, detection_alert, enrichment, sigma_field
 from .sigma.compile import Plan
 
@@ -112,7 +113,13 @@ class Engine:
         detect stage writes them (a record it wrote is kept whole).  A record from elsewhere may
         carry a hundred thousand fields or terms, each held with the event in its windows, and a
         term or selection the rule has not would name one that is not there in alerts, or make a
-        record sent again another event.  WireError when it meets no term of the rule."""
+        record sent again another event.  WireError when it meets no term of the rule, or its
+        reference's ``@timestamp`` is not its time as a detect stage writes it (any other text went
+        into alerts, against their schema).  Not for a correlation's own saved state, whose chained
+        events carry their last event's reference at the window's time."""
+        stamp = detection.event.get("@timestamp")
+        if stamp is not None and (detection.time is None or stamp != format_time(detection.time)):
+            raise WireError("'event.@timestamp' is not the record's 'time' as RFC 3339")
         plan = self.plans[detection.rule]
         needed = self.detector.needed.get(detection.rule, ())
         terms = tuple(sorted({t for t in detection.terms if t < len(plan.terms)}))
