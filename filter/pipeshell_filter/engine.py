@@ -192,6 +192,10 @@ class Engine:
         (``Correlation.live``); the titles of the correlations whose watermark was not believed."""
         return self.correlation.live()
 
+    def listen_by(self, clock) -> None:
+        """The clock of the agents' silence and of ``--idle`` (``Correlation.listen_by``)."""
+        self.correlation.listen_by(clock)
+
     def input_back(self, away: float) -> None:
         """The input was away ``away`` seconds (the fleet bus unreachable) and is back: that time
         was no agent's silence and no pause of the events (``Correlation.input_back``)."""

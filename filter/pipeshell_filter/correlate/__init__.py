@@ -280,6 +280,13 @@ class Correlation:
             return []
         return self._follow(self.agents.frontier())
 
+    def listen_by(self, clock: Callable[[], float]) -> None:
+        """From now on the agents' silence and ``--idle`` are measured by ``clock`` (the fleet bus's:
+        only the time in which a record could have come counts); it goes on from the current one."""
+        self.clock = clock
+        if self.agents is not None:
+            self.agents.clock = clock
+
     def input_back(self, away: float) -> None:
         """The input was away ``away`` seconds and is back: that wall-clock time moves nothing.  No
         record could arrive, so no agent was silent and no source idle: counted as such, a bus outage

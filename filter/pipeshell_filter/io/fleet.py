@@ -278,6 +278,32 @@ class PartitionCheck:
                         "its alerts lost or wrong; give every agent the same --partitions")
 
 
+class ListeningClock:
+    """The correlator's clock for the agents' silence (``--agent-idle``) and for ``--idle``: monotonic
+    time that stands still outside ``Consumer.fetch``.  Only in a fetch can a record come; the time
+    spent on what was fetched, and above all waiting for an ack or an alert's publish (a server slow or
+    gone for a moment), is no agent's silence: counted as such, every agent was declared silent after
+    a wait longer than ``--agent-idle``, the fleet's time moved on without them, and the records that
+    had piled up meanwhile came late.  Starts at the monotonic time, so times taken before go on."""
+
+    def __init__(self):
+        self._deaf = 0.0  # seconds spent outside a fetch
+        self._since: Optional[float] = None  # when the current stretch outside a fetch began
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        return now - self._deaf - (now - self._since if self._since is not None else 0.0)
+
+    def listen(self) -> None:
+        if self._since is not None:
+            self._deaf += time.monotonic() - self._since
+            self._since = None
+
+    def deaf(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+
 def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_seq: Optional[int],
             batch: int = 1024, wait: float = 0.5) -> None:
     """``--stage correlate --nats``: the partition's records through the filter until ``stop``.
@@ -333,11 +359,15 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
 
     stream_filter.after_save = acknowledge
     stream_filter.begin(live=True)
+    clock = ListeningClock()
+    stream_filter.engine.listen_by(clock)
     taken = 0
     away = None  # since when the bus has not answered
     while not stop.requested:
-        asked = time.monotonic()
+        clock.listen()
+        asked = clock()
         messages = consumer.fetch(batch, wait)
+        clock.deaf()
         for low, high in consumer.discarded():
             stream_filter.diagnostics.counts["bus_discarded"] += high - low + 1
             which = f"message {low}" if low == high else f"messages {low}-{high}"
@@ -348,7 +378,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
             away = asked if away is None else away  # from the pull that found it so
             continue
         if away is not None:
-            stream_filter.engine.input_back(time.monotonic() - away)
+            stream_filter.engine.input_back(clock() - away)
             away = None
         if not messages:
             stream_filter.before_block()  # what is final goes out; snapshots and stats when due
