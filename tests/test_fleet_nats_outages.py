@@ -6,6 +6,7 @@ import datetime
 import json
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -55,6 +56,14 @@ class Fleet:
         process.out = out
         self.correlators.append(process)
         return process
+
+    def active(self, process) -> None:
+        """Ticks until ``process`` has saved a state: it reads its partition."""
+        state = self.tmp / (process.out.stem + ".json")
+        deadline = time.monotonic() + WAIT
+        while not state.exists():
+            assert time.monotonic() < deadline and process.poll() is None, "the correlator did not start"
+            self.tick(1)
 
     def write(self, agent: int, host: str, text: str = None) -> None:
         self.agents[agent].stdin.write(event_line(host) if text is None else event_line(host, text))
@@ -107,3 +116,83 @@ def test_a_correlator_held_up_by_the_server_does_not_count_the_wait_as_the_agent
     err = correlate.stderr.read().decode()
     assert hosts(correlate) == [["first"], ["second"]], err
     assert "sent nothing" not in err, err
+
+
+def test_publishes_in_flight_when_the_server_is_killed_are_sent_again_as_soon_as_it_is_back(tmp_path, monkeypatch):
+    """Records published to a server that hangs, then is killed and restarted: their PubAcks never come,
+    and they waited the whole ATTEMPT_TIMEOUT (here made 30 s) after the restart before they were sent
+    again.  Now they are sent again once the client is connected anew, and each is stored once."""
+    from pipeshell_filter.io import bus as bus_module
+    monkeypatch.setattr(bus_module, "ATTEMPT_TIMEOUT", 30.0)
+    with NatsServer(tmp_path / "nats") as server, bus_module.Bus(server.url, name="agent") as bus:
+        bus.ensure_stream("T", ["t.>"])
+        server.pause()
+        publishing = threading.Thread(target=bus.publish_many,
+                                      args=([("t.x", b"%d" % i, f"id{i}") for i in range(100)],), daemon=True)
+        publishing.start()
+        time.sleep(1.0)  # sent, unanswered
+        server.kill()
+        server.start()
+        publishing.join(20.0)
+        assert not publishing.is_alive(), "the publishes still wait for the PubAcks of the killed server"
+        assert bus.last_seq("T") == 100
+
+
+def test_an_agent_is_not_taken_for_silent_while_it_reconnects_after_a_server_restart(tmp_path):
+    """SIGKILL and restart of the server: the agents reconnect and send what they read meanwhile a
+    moment after the correlator is back; with a short --agent-idle (2 s) that moment was their silence,
+    and the fleet's time moved on without them.  No Detection is lost."""
+    with NatsServer(tmp_path / "nats") as server:
+        fleet = Fleet(tmp_path, server.url)
+        try:
+            correlate = fleet.correlator(server.url, extra=["--agent-idle", "2"])
+            fleet.tick(3)
+            for restart in range(3):
+                fleet.write(0, f"victim{restart}")
+                server.kill()
+                fleet.write(0, f"victim{restart}")
+                time.sleep(0.5)
+                server.start()
+                fleet.write(0, f"victim{restart}")
+                fleet.tick(4)
+            fleet.tick(12)  # the windows (10 s) close
+            assert wait_until(lambda: len(hosts(correlate)) == 3), hosts(correlate)
+        finally:
+            fleet.stop()
+    err = correlate.stderr.read().decode()
+    assert sorted(hosts(correlate)) == [["victim0"], ["victim1"], ["victim2"]], err
+    assert "sent nothing" not in err and "late" not in err.replace("arrive late", ""), err
+
+
+@pytest.mark.parametrize("role", ["correlator", "agent"])
+def test_a_hung_server_is_said_long_before_the_clients_pings_fail(tmp_path, role):
+    """SIGSTOP: the connection stays up, and a hung server was said only once the client's pings failed
+    (20-30 s on), then unreachable_first later.  Now the first request left unanswered starts the
+    count, and the line says what it is; its end is said too."""
+    from pipeshell_filter.io.bus import Bus
+    said = []
+    with NatsServer(tmp_path / "nats") as server, Bus(server.url, name=role, unreachable_first=1.0) as bus:
+        bus.report = said.append
+        bus.ensure_stream("T", ["t.>"])
+        consumer = bus.consumer("T", "reader", "t.>")
+        server.pause()
+        started = time.monotonic()
+        try:
+            if role == "agent":
+                publishing = threading.Thread(target=bus.publish_many, args=([("t.x", b"1", "one")],), daemon=True)
+                publishing.start()
+                assert wait_until(lambda: said, timeout=15.0), "nothing said within 15 s"
+            else:
+                while not said and time.monotonic() - started < 15.0:
+                    consumer.fetch(1, 0.5)
+                assert said, "nothing said within 15 s"
+        finally:
+            server.resume()
+        assert "not answering since" in said[0] and "hung or overloaded" in said[0], said
+        if role == "agent":
+            publishing.join(WAIT)
+            assert wait_until(lambda: len(said) > 1, timeout=5.0)
+        else:
+            assert wait_until(lambda: consumer.fetch(1, 0.5) is not None and len(said) > 1, timeout=WAIT)
+        assert said[-1].startswith(f"NATS at {server.url} answering again after"), said
+

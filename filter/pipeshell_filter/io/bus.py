@@ -52,6 +52,8 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 # before it is sent again.  A request sent just before the server went away is answered by nobody, so
 # this also bounds how late a retry comes once the server is back.
 ATTEMPT_TIMEOUT = 2.0
+# Publishes waiting for their PubAck look this often whether the connection they went on was lost.
+LINK_CHECK = 0.05
 # Between retries: from the first to the last, doubling.
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 0.5
@@ -200,9 +202,14 @@ class Bus:
         self.report: Callable[[str], None] = lambda message: None
         self.unreachable_first, self.unreachable_every = unreachable_first, unreachable_every
         self._down_since: Optional[Tuple[float, float]] = None  # (monotonic, wall) the connection went
-        self._told: Optional[Tuple[float, float]] = None  # the outage said, and when it is said next
+        # (monotonic, wall) of the first request that went unanswered on a connection still up (a hung or
+        # overloaded server: the connection stays up until the client's pings fail, 20-30 s on)
+        self._silent_since: Optional[Tuple[float, float]] = None
+        # the outage said (its start), when it is said next, and whether it was said unreachable
+        self._told: Optional[Tuple[float, float, bool]] = None
         self._nc: Any = None
         self._js: Any = None
+        self._disconnects = 0  # connections lost so far: what was sent on one gets no answer on the next
         _quiet_client_logging()
 
         self._loop = asyncio.new_event_loop()
@@ -259,6 +266,7 @@ class Bus:
                     fut.cancel()
                     raise BusError(f"NATS at {self.url} did not answer within {timeout:g} s")
                 concurrent.futures.wait([fut], timeout=wait)
+            self._tell_reachability()  # a return is said by the call that waited for it
             return fut.result()
         except (concurrent.futures.CancelledError, asyncio.CancelledError):
             raise BusError("the NATS bus was closed") from None
@@ -273,12 +281,15 @@ class Bus:
             self._inflight.discard(fut)
 
     def _tell_reachability(self) -> None:
-        """A server unreachable for a while is said (it was waited for in silence), and so is its return."""
-        down, told = self._down_since, self._told
+        """A server unreachable, or connected but not answering, for a while is said (it was waited for
+        in silence, and a hung server only once the client's pings failed, 30-40 s on), and so is its
+        return."""
+        down, told = self._down_since or self._silent_since, self._told
         if down is None:
             if told is not None:
                 self._told = None
-                self.report(f"NATS at {self.url} reachable again after {time.monotonic() - told[0]:.0f} s")
+                self.report(f"NATS at {self.url} {'reachable' if told[2] else 'answering'} again after "
+                            f"{time.monotonic() - told[0]:.0f} s")
             return
         since, wall = down
         if told is not None and told[0] != since:
@@ -286,9 +297,22 @@ class Bus:
         elapsed = time.monotonic() - since
         due = told[1] if told is not None else self.unreachable_first
         if elapsed >= due:
-            self._told = (since, elapsed + self.unreachable_every)
+            unreachable = self._down_since is not None
+            self._told = (since, elapsed + self.unreachable_every, unreachable)
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
-            self.report(f"NATS at {self.url} unreachable since {when} ({elapsed:.0f} s); still trying")
+            if unreachable:
+                self.report(f"NATS at {self.url} unreachable since {when} ({elapsed:.0f} s); still trying")
+            else:
+                self.report(f"NATS at {self.url} not answering since {when} ({elapsed:.0f} s), the connection "
+                            "up: a hung or overloaded server; still trying")
+
+    def _unanswered(self, since: float) -> None:
+        """A request sent at ``since`` (monotonic) got no answer on a connection that is up."""
+        if self._silent_since is None and self._nc is not None and self._nc.is_connected:
+            self._silent_since = (since, time.time() - (time.monotonic() - since))
+
+    def _answered(self) -> None:
+        self._silent_since = None
 
     # --- connection -----------------------------------------------------------------------------
 
@@ -319,11 +343,14 @@ class Bus:
             return None
 
         async def on_disconnected():
+            self._disconnects += 1
             if self._down_since is None and not self._closing.is_set():
-                self._down_since = (time.monotonic(), time.time())
+                # a server that stopped answering first, then dropped: one outage, from its start
+                self._down_since = self._silent_since or (time.monotonic(), time.time())
+            self._silent_since = None
 
         async def on_reconnected():
-            self._down_since = None
+            self._down_since = self._silent_since = None
 
         return dict(
             servers=self._servers, name=self.name,
@@ -440,11 +467,16 @@ class Bus:
             if not nc.is_connected:
                 last = None
             else:
+                sent = time.monotonic()
                 try:
-                    return await attempt(self._js)
+                    found = await attempt(self._js)
+                    self._answered()
+                    return found
                 except BusError:
                     raise
                 except Exception as exc:
+                    if isinstance(exc, (asyncio.TimeoutError, self._mod.errors.TimeoutError)):
+                        self._unanswered(sent)
                     if not self._transient(exc):
                         raise BusError(f"{what}: {_cause(exc)}") from None
                     if timeout is not None and self._jetstream_off(nc, exc):
@@ -631,7 +663,7 @@ class Bus:
             nc = await self._live()
             last = None
             if nc.is_connected:
-                before = len(todo)
+                before, sent = len(todo), time.monotonic()
                 todo, last, streamless = await self._publish_round(items, todo)
                 if todo and isinstance(last, asyncio.TimeoutError) and nc.is_connected:
                     todo, last = await self._probe(items, todo, streamless)
@@ -639,6 +671,9 @@ class Bus:
                     await self._check_stream_of(subject)
                 if len(todo) < before:
                     delay = BACKOFF_FIRST
+                    self._answered()
+                elif isinstance(last, asyncio.TimeoutError):
+                    self._unanswered(sent)
             if todo:
                 if await self._pause(delay):
                     raise BusError(f"publish of {len(todo)} records: the NATS bus was closed")
@@ -697,11 +732,16 @@ class Bus:
                     break
                 sent.append((index, fut))
                 unanswered.add(fut)
-            # Wait for the answers for as long as they keep coming.
-            while unanswered and not self._closing.is_set():
-                done, unanswered = await asyncio.wait(unanswered, timeout=ATTEMPT_TIMEOUT,
+            # Wait for the answers for as long as they keep coming, and no longer than the connection they
+            # were sent on: the PubAcks of a server that was killed never come, and a restarted one is
+            # sent the records again at once (it drops the copies it stored) instead of ATTEMPT_TIMEOUT on.
+            link, quiet = self._disconnects, 0.0
+            while unanswered and not self._closing.is_set() and quiet < ATTEMPT_TIMEOUT:
+                done, unanswered = await asyncio.wait(unanswered, timeout=LINK_CHECK,
                                                       return_when=asyncio.FIRST_COMPLETED)
-                if not done:
+                quiet = 0.0 if done else quiet + LINK_CHECK
+                if self._disconnects != link:
+                    last = None
                     break
             for index, fut in sent:
                 if not fut.done() or fut.cancelled():
@@ -960,12 +1000,13 @@ class Consumer:
             # for the whole batch until ``timeout``, which would hold the first record back by that
             # much.  The next fetch takes what has come meanwhile, without waiting.
             want = 1 if self._caught_up else batch
+            sent = time.monotonic()
             try:
                 raws = await self._sub.fetch(want, timeout=max(0.01, remaining))
                 self.away = False
             except (asyncio.TimeoutError, errors.TimeoutError):
                 raws = []
-                self.away = not nc.is_connected or not await self._answers()
+                self.away = not nc.is_connected or not await self._answers(sent)
             except Exception as exc:
                 if not bus._transient(exc):
                     raise BusError(f"{self._what()}: {_cause(exc)}") from None
@@ -975,6 +1016,8 @@ class Consumer:
                     self._idle_since = time.monotonic() - IDLE_CHECK - 1
                 await bus._pause(min(deadline - time.monotonic(), 0.1))
                 continue
+            if not self.away:
+                bus._answered()
             before = self._last_seq
             out = self._accept(raws)
             self._caught_up = len(raws) < want
@@ -986,7 +1029,7 @@ class Consumer:
             if self._idle_since is None:
                 self._idle_since = time.monotonic()
 
-    async def _answers(self) -> bool:
+    async def _answers(self, sent: float) -> bool:
         """JetStream answers a request.  A hung server (stopped, overloaded, a half-open link) keeps the
         connection up until the client's own pings fail, 20-30 s on: a pull that waited in vain on it
         passed for agents with nothing to say, and the fleet's time moved on without their records.
@@ -996,7 +1039,10 @@ class Consumer:
             await self.bus._js.consumer_info(self.stream, self.durable)
             return True
         except Exception as exc:
-            return not self.bus._transient(exc)  # a refusal is an answer
+            if self.bus._transient(exc):
+                self.bus._unanswered(sent)  # from the pull that waited in vain
+                return False
+            return True  # a refusal is an answer
 
     async def _look_for_discards(self, first_unseen: int, delivered: int) -> None:
         """Messages ``first_unseen`` .. ``delivered - 1`` did not come: other subjects, or gone before

@@ -38,13 +38,16 @@ import ujson
 
 from ..detect import Heartbeat, smaller
 from ..records import shrink
-from .bus import Bus, BusError
+from .bus import ATTEMPT_TIMEOUT, RECONNECT_WAIT, Bus, BusError
 from .stream import dumps
 
 STREAM = "PIPESHELL"  # the streams of the default prefix (``stream_names``)
 ALERT_STREAM = "PIPESHELL_ALERTS"
 BATCH = 512  # records a match process publishes at once
 UNACKED = 50_000  # a correlate process snapshots (and acknowledges) at least this often, in messages
+# After the bus was away, the agents get this much more before their silence counts: each reconnects on
+# its own rhythm, maybe a reconnect wait after the correlator, and its first attempt may go unanswered.
+AGENTS_BACK = RECONNECT_WAIT + ATTEMPT_TIMEOUT
 # A message's headers besides its id: ``NATS/1.0``, the header's name, the line ends (``_Batched.fits``).
 HEADER_BYTES = 64
 
@@ -378,7 +381,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
             away = asked if away is None else away  # from the pull that found it so
             continue
         if away is not None:
-            stream_filter.engine.input_back(clock() - away)
+            stream_filter.engine.input_back(clock() - away + AGENTS_BACK)
             away = None
         if not messages:
             stream_filter.before_block()  # what is final goes out; snapshots and stats when due
