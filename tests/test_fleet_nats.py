@@ -965,6 +965,7 @@ def test_a_fleet_made_when_prefixes_shared_one_stream_goes_on_there(tmp_path):
             assert bus.stream_holding("fleetb.records.0") == "PIPESHELL"
             assert bus.stream_holding("fleetb.alerts") == "PIPESHELL_ALERTS"
             names = bus._call(bus._js.streams_info())  # no FLEETB stream was tried, or made
-            assert sorted(info.config.name for info in names) == ["PIPESHELL", "PIPESHELL_ALERTS"]
+            assert sorted(info.config.name for info in names) == \
+                ["KV_PIPESHELL_CORRELATORS", "PIPESHELL", "PIPESHELL_ALERTS"]  # the leases' bucket
             consumers = bus._call(bus._js.consumers_info("PIPESHELL"))
             assert [info.name for info in consumers] == ["FLEETB-correlate-0"]

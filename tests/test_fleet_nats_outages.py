@@ -196,3 +196,90 @@ def test_a_hung_server_is_said_long_before_the_clients_pings_fail(tmp_path, role
             assert wait_until(lambda: consumer.fetch(1, 0.5) is not None and len(said) > 1, timeout=WAIT)
         assert said[-1].startswith(f"NATS at {server.url} answering again after"), said
 
+
+def test_a_second_correlator_of_a_partition_stands_by_and_takes_over_when_the_first_ends(tmp_path):
+    """Two correlators started on partition 0 both read its durable and both alerted (double alerts,
+    the second's start even made the durable anew under the first).  The second now stands by, says
+    so in one line, and takes over once the first has ended; each alert is made once."""
+    with NatsServer(tmp_path / "nats") as server:
+        fleet = Fleet(tmp_path, server.url)
+        try:
+            first = fleet.correlator(server.url, "first")
+            fleet.active(first)
+            second = fleet.correlator(server.url, "second")
+            fleet.tick(3)
+            for _ in range(3):
+                fleet.write(0, "victim")
+            fleet.tick(14)  # the window (10 s) closes
+            assert wait_until(lambda: hosts(first) or hosts(second)), "no alert"
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=WAIT) == 0, first.stderr.read()
+            fleet.tick(2)
+            for _ in range(3):
+                fleet.write(1, "later")
+            fleet.tick(14)
+            assert wait_until(lambda: hosts(second)), "the standby did not take over"
+        finally:
+            fleet.stop()
+    err = second.stderr.read().decode()
+    assert hosts(first) == [["victim"]] and hosts(second) == [["later"]], err
+    assert "partition 0 is held by another correlator" in err, err
+
+
+def test_a_standby_takes_over_from_a_killed_correlator_once_its_lease_lapses(tmp_path):
+    """kill -9 of the active correlator: nobody deletes its key, which lapses LEASE seconds after its
+    last renewal; the standby then reads on from the durable's acknowledged position."""
+    from pipeshell_filter.io.fleet import PartitionLease
+    with NatsServer(tmp_path / "nats") as server:
+        fleet = Fleet(tmp_path, server.url)
+        try:
+            first = fleet.correlator(server.url, "first")
+            fleet.active(first)
+            second = fleet.correlator(server.url, "second")
+            fleet.tick(2)
+            first.kill()
+            first.wait(timeout=WAIT)
+            for _ in range(3):
+                fleet.write(1, "victim")
+            fleet.tick(int(PartitionLease.LEASE) + 14)  # the lease lapses, the window (10 s) closes
+            assert wait_until(lambda: hosts(second)), "the standby did not take over"
+        finally:
+            fleet.stop()
+    err = second.stderr.read().decode()
+    assert hosts(second) == [["victim"]], err
+    assert "standing by" in err and "partition 0: taken over" in err, err
+
+
+def test_a_correlator_cut_off_past_its_lease_while_a_standby_took_over_stops_in_one_line(tmp_path):
+    """The active correlator's link held past the lease (a relay): the standby takes over, and the first,
+    once it can talk again, finds its lease gone and stops (exit 1) instead of alerting beside it."""
+    from pipeshell_filter.io.fleet import PartitionLease
+    with NatsServer(tmp_path / "nats") as server:
+        relay = HoldingRelay(server.port)
+        fleet = Fleet(tmp_path, server.url)
+        try:
+            first = fleet.correlator(relay.url, "first")
+            fleet.active(first)
+            second = fleet.correlator(server.url, "second")
+            fleet.tick(2)
+            relay.hold_on(b"$KV", PartitionLease.LEASE + 8)
+            assert relay.held.wait(WAIT)
+            assert wait_until(lambda: "taken over" in open_text(second), timeout=WAIT)
+            assert first.wait(timeout=WAIT) == 1
+        finally:
+            fleet.stop()
+            relay.close()
+    err = first.stderr.read().decode()
+    assert "its lease lapsed" in err and "took it over; this one stops" in err, err
+    assert len(err.strip().splitlines()) <= 3, err  # perhaps a line on the wait, then the reason
+
+
+def open_text(process) -> str:
+    """What ``process`` wrote on stderr so far, without waiting for more."""
+    import fcntl
+    import os
+    fd = process.stderr.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    chunk = process.stderr.read() or b""
+    process.seen = getattr(process, "seen", b"") + chunk
+    return process.seen.decode()

@@ -379,7 +379,7 @@ def run(
             try:
                 if bus is not None and stage is Stage.correlate:
                     start = None if stream_filter.bus_seq is None else stream_filter.bus_seq + 1
-                    fleet.consume(stream_filter, bus, nats_prefix, partition, stop, start)
+                    fleet.consume(stream_filter, bus, nats_prefix, partition, stop, start, state)
                 elif not files:
                     stdin = sys.stdin.fileno()
                     stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line,
@@ -406,6 +406,8 @@ def run(
                 raise BusProblem(str(error)) from None
             finally:
                 if bus is not None:
+                    if getattr(bus, "partition_lease", None) is not None:
+                        bus.partition_lease.release()  # after the last alerts: a standby goes on from here
                     bus.close()
     except OutputClosed as closed:
         _output_closed(closed)

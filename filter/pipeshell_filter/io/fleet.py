@@ -29,7 +29,9 @@ JSON array of ``[time, {record}]`` pairs per flush.  ``consume`` takes both.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import socket
 import time
 import zlib
 from typing import Callable, List, Optional, Tuple
@@ -281,6 +283,134 @@ class PartitionCheck:
                         "its alerts lost or wrong; give every agent the same --partitions")
 
 
+class PartitionLease:
+    """One correlator per partition.  Two read one durable by turns, each its share of the records (its
+    own alerts, or double ones after the resets that the missing deliveries set off), and the second's
+    start made the durable anew under the first.  So a correlator holds a key (``correlate-<p>``) in a
+    JetStream key-value bucket (``<stream>_CORRELATORS``, the server's own compare-and-set) whose values
+    expire ``LEASE`` seconds after they were written, and renews it; a second one stands by, said once,
+    until the key is free: the first ended (it deletes the key), or stopped renewing (killed, cut off)
+    for ``LEASE`` seconds.  The key says who holds it; one held by this host's process of the same
+    state file is free at once: this process holds the state's file lock, so that one has ended."""
+
+    LEASE = 15.0
+    RENEW = 3.0  # seconds between renewals
+    STANDBY_POLL = 1.0
+
+    def __init__(self, bus: Bus, stream: str, key: str, partition: int, state_path: str):
+        self.bus, self.key, self.partition = bus, key, partition
+        self.bucket = f"{stream}_CORRELATORS"
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "state": os.path.realpath(state_path)}
+        self.value = ujson.dumps(self.owner).encode()
+        self.revision: Optional[int] = None
+        self._renewed = 0.0
+        self._kv = self._kv_js = None
+
+    async def _bucket(self, js):
+        if self._kv_js is not js:
+            errors = self.bus._mod.js.errors
+            try:
+                self._kv = await js.key_value(self.bucket)
+            except errors.BucketNotFoundError:
+                self._kv = await js.create_key_value(bucket=self.bucket, history=1, ttl=self.LEASE)
+            self._kv_js = js
+        return self._kv
+
+    def _run(self, what: str, step, timeout: float):
+        """``step(kv)`` through the bus's retries, for at most ``timeout`` seconds (BusError)."""
+        async def attempt(js):
+            return await step(await self._bucket(js))
+
+        return self.bus._call(self.bus._retry(attempt, f"the lease of partition {self.partition} ({what})",
+                                              timeout), timeout=timeout + 5)
+
+    async def _claim(self, kv) -> Optional[dict]:
+        """Take the key if it is free, or ours; else the holder's value."""
+        errors = self.bus._mod.js.errors
+        try:
+            self.revision = await kv.create(self.key, self.value)
+            return None
+        except errors.KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await kv.get(self.key)
+        except errors.KeyNotFoundError:  # expired or deleted meanwhile: try again
+            return {}
+        try:
+            holder = ujson.loads(entry.value or b"{}")
+        except ValueError:
+            holder = {}
+        mine = holder.get("host") == self.owner["host"] and holder.get("state") == self.owner["state"]
+        if mine:  # this host's earlier process of the same state file: it has ended (``State.take``)
+            try:
+                self.revision = await kv.update(self.key, self.value, last=entry.revision)
+                return None
+            except errors.KeyWrongLastSequenceError:
+                return {}
+        return holder if isinstance(holder, dict) else {}
+
+    def take(self, stop, say: Callable[[str], None]) -> bool:
+        """Hold the partition, standing by while another correlator does; False when stopped first."""
+        told = False
+        while not stop.requested:
+            holder = self._run("taking it", self._claim, self.bus.setup_timeout)
+            if holder is None:
+                self._renewed = time.monotonic()
+                if told:
+                    say(f"partition {self.partition}: taken over, the other correlator gone")
+                return True
+            if not told and holder:
+                say(f"partition {self.partition} is held by another correlator (pid {holder.get('pid')} on "
+                    f"{holder.get('host')}, state {holder.get('state')}): standing by until it ends or "
+                    f"stops renewing its lease for {self.LEASE:g} s")
+                told = True
+            time.sleep(self.STANDBY_POLL)
+        return False
+
+    def renew(self) -> None:
+        """Every ``RENEW`` seconds.  A lease that lapsed and was taken by another correlator ends this
+        one (BusError), before it alerts again: the other reads on from the durable's acknowledged
+        position.  One that lapsed with nobody taking it is taken again."""
+        if time.monotonic() - self._renewed < self.RENEW:
+            return
+        errors = self.bus._mod.js.errors
+
+        async def renew(kv):
+            try:
+                self.revision = await kv.update(self.key, self.value, last=self.revision)
+                return None
+            except errors.KeyWrongLastSequenceError:
+                return await self._claim(kv)
+
+        try:
+            holder = self._run("renewing it", renew, ATTEMPT_TIMEOUT)  # the loop is not held up long
+        except BusError:
+            if not self.bus._nc.is_connected or self.bus._silent_since is not None:
+                return  # nobody can take it from a server that does not answer: tried again next turn
+            raise
+        if holder is not None:
+            raise BusError(f"partition {self.partition}: its lease lapsed (not renewed for {self.LEASE:g} s) and "
+                           f"another correlator (pid {holder.get('pid')} on {holder.get('host')}) took it over; "
+                           "this one stops")
+        self._renewed = time.monotonic()
+
+    def release(self) -> None:
+        """At the end: a standby takes over at once instead of ``LEASE`` seconds on.  Best effort, and
+        not waited for from a server that is down or does not answer (the key lapses by itself)."""
+        nc = self.bus._nc
+        if self.revision is None or nc is None or not nc.is_connected or self.bus._silent_since is not None:
+            return
+
+        async def delete(kv):
+            await kv.delete(self.key, last=self.revision)
+
+        try:
+            self._run("releasing it", delete, ATTEMPT_TIMEOUT)
+        except BusError:
+            pass
+        self.revision = None
+
+
 class ListeningClock:
     """The correlator's clock for the agents' silence (``--agent-idle``) and for ``--idle``: monotonic
     time that stands still outside ``Consumer.fetch``.  Only in a fetch can a record come; the time
@@ -308,7 +438,7 @@ class ListeningClock:
 
 
 def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_seq: Optional[int],
-            batch: int = 1024, wait: float = 0.5) -> None:
+            state_path: str, batch: int = 1024, wait: float = 0.5) -> None:
     """``--stage correlate --nats``: the partition's records through the filter until ``stop``.
 
     A message is one record (``Publisher``; Vector's ``nats`` sink with the json codec) or
@@ -319,6 +449,10 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     snapshot records that message's stream sequence (``Filter.bus_seq``), from which a
     restart carries on: the position is per message, whatever it holds."""
     stream = getattr(bus, "fleet_streams", stream_names(prefix))[0]
+    durable = durable_name(prefix, partition, stream)
+    lease = bus.partition_lease = PartitionLease(bus, stream, durable, partition, state_path)
+    if not lease.take(stop, stream_filter.diagnostics.note):
+        return
     last_seq = bus.last_seq(stream) if start_seq is not None else None
     if start_seq is not None and start_seq - 1 > last_seq:
         # the saved position is past the end: the stream was made anew (its store lost, deleted and
@@ -327,8 +461,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
                                        f"last message of stream {stream} ({last_seq}): the stream was made "
                                        "anew; reading it from its first message")
         start_seq = 1
-    consumer = bus.consumer(stream, durable_name(prefix, partition, stream), record_subject(prefix, partition),
-                            start_seq)
+    consumer = bus.consumer(stream, durable, record_subject(prefix, partition), start_seq)
     last = [None, None]  # the last message taken, the last one acknowledged
     check = PartitionCheck(partition, lambda message: stream_filter.diagnostics.report("partitions", "bus", message))
     check.at_start(bus, stream, prefix)
@@ -367,6 +500,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     taken = 0
     away = None  # since when the bus has not answered
     while not stop.requested:
+        lease.renew()
         clock.listen()
         asked = clock()
         messages = consumer.fetch(batch, wait)
