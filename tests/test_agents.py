@@ -4,6 +4,7 @@ agents that must not hold it back (silent, idle, far behind)."""
 import json
 import subprocess
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, run_cli
@@ -560,3 +561,30 @@ def test_an_agent_gone_silent_and_the_end_of_the_wait_for_agents_are_said_on_std
     assert len([line for line in lines if "agent 'b' heard again after" in line]) == 1, err
     assert len([line for line in lines if "only 2 of the 3 agents of --agents reported" in line]) == 1, err
     assert not [line for line in lines if "agent 'a'" in line], err
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 100)), max_size=30))
+def test_the_correlators_clock_of_silence_moves_only_while_it_listens(stretches):
+    """``fleet.ListeningClock``: the time spent outside a fetch (a blocked ack or publish, the work on
+    what came) is no agent's silence: an agent heard before is silent only after ``idle`` seconds of
+    listening, however long the correlator was deaf in between."""
+    from pipeshell_filter.io import fleet
+    now = Clock()
+    real = fleet.time.monotonic
+    fleet.time.monotonic = now
+    try:
+        clock = fleet.ListeningClock()
+        agents = AgentClocks(SKEW, idle=60, clock=clock)
+        agents.see("a", 100 * S)
+        listened = 0.0
+        for listening, seconds in stretches:
+            before = clock()
+            (clock.listen if listening else clock.deaf)()
+            now.now += seconds
+            assert clock() == pytest.approx(before + (seconds if listening else 0.0))
+            listened += seconds if listening else 0.0
+            if abs(listened - 60) > 1e-6:  # not on the edge, where rounding decides
+                assert agents.active() == (["a"] if listened < 60 else []), (listened, stretches)
+    finally:
+        fleet.time.monotonic = real
