@@ -368,10 +368,11 @@ class PartitionLease:
         return False
 
     def renew(self) -> None:
-        """Every ``RENEW`` seconds.  A lease that lapsed and was taken by another correlator ends this
-        one (BusError), before it alerts again: the other reads on from the durable's acknowledged
-        position.  One that lapsed with nobody taking it is taken again."""
-        if time.monotonic() - self._renewed < self.RENEW:
+        """Every ``RENEW`` seconds, while the server answers (nobody can take the key from one that does
+        not, and the loop is not held up trying).  A lease that lapsed and was taken by another
+        correlator ends this one (BusError) at its next turn: the other reads on from the durable's
+        acknowledged position.  One that lapsed with nobody taking it is taken again."""
+        if time.monotonic() - self._renewed < self.RENEW or not self._answering():
             return
         errors = self.bus._mod.js.errors
 
@@ -383,10 +384,10 @@ class PartitionLease:
                 return await self._claim(kv)
 
         try:
-            holder = self._run("renewing it", renew, ATTEMPT_TIMEOUT)  # the loop is not held up long
+            holder = self._run("renewing it", renew, ATTEMPT_TIMEOUT)
         except BusError:
-            if not self.bus._nc.is_connected or self.bus._silent_since is not None:
-                return  # nobody can take it from a server that does not answer: tried again next turn
+            if not self._answering():
+                return  # went away meanwhile: tried again once it is back
             raise
         if holder is not None:
             raise BusError(f"partition {self.partition}: its lease lapsed (not renewed for {self.LEASE:g} s) and "
@@ -394,11 +395,14 @@ class PartitionLease:
                            "this one stops")
         self._renewed = time.monotonic()
 
+    def _answering(self) -> bool:
+        nc = self.bus._nc
+        return nc is not None and nc.is_connected and self.bus._silent_since is None
+
     def release(self) -> None:
         """At the end: a standby takes over at once instead of ``LEASE`` seconds on.  Best effort, and
         not waited for from a server that is down or does not answer (the key lapses by itself)."""
-        nc = self.bus._nc
-        if self.revision is None or nc is None or not nc.is_connected or self.bus._silent_since is not None:
+        if self.revision is None or not self._answering():
             return
 
         async def delete(kv):
