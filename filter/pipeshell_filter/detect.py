@@ -150,6 +150,14 @@ class Detection:
             raise WireError(f"not a {WIRE_TYPE} record")
         if record.get("version") != WIRE_VERSION:
             raise WireError(f"{WIRE_TYPE} version {_shown(record.get('version'))} (this build reads {WIRE_VERSION})")
+        return cls.from_fields(record)
+
+    @classmethod
+    def from_fields(cls, record: dict) -> "Detection":
+        """A Detection from its fields alone, each checked (a state file keeps its events without
+        the wire record's type and version: the file has its own)."""
+        if not isinstance(record, dict):
+            raise WireError("a detection must be an object")
         rule, time, source = record.get("rule"), record.get("time"), record.get("source")
         terms, fields, event = record.get("terms"), record.get("fields", {}), record.get("event", {})
         if not isinstance(rule, str) or not rule:
@@ -166,7 +174,7 @@ class Detection:
         if not isinstance(event, dict):
             raise WireError("'event' must be an object")
         _check_reference(event)
-        missing = [key for key in WIRE_KEYS if key not in record] + \
+        missing = [key for key in FIELD_KEYS if key not in record] + \
             [f"event.{key}" for key in ("line", "selections") if key not in event]
         if missing:  # each is written, null if need be: a record without one is not a match stage's whole
             raise WireError(f"no {', '.join(repr(key) for key in missing)}")  # (an alert of it broke its schema)
@@ -182,9 +190,9 @@ class Detection:
         return cls(rule, time, kept(source), tuple(terms), fields, event)
 
 
-# The keys of a Detection record, every one written (``Detection.to_wire``); of its event reference
-# (``_reference``), which a reader keeps only.
-WIRE_KEYS = ("type", "version", "rule", "time", "source", "terms", "fields", "event")
+# The keys of a Detection's fields, every one written (``Detection.to_wire``, the state file); of its
+# event reference (``_reference``), which a reader keeps only.
+FIELD_KEYS = ("rule", "time", "source", "terms", "fields", "event")
 REFERENCE_KEYS = frozenset(("@timestamp", "line", "event_id", "host", "record_id", "selections"))
 
 

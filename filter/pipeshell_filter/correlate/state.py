@@ -7,13 +7,15 @@ window, and an incident cut in two by the restart never alerts.
 What a snapshot holds, per correlation (keyed by its stable ``spec.id``, with
 the spec's own definition so that a changed rule is recognised): the
 watermark, the arrival counter, each source's newest time, the events pending
-and in windows (as Detection wire records; each window's aggregate is rebuilt
-by adding its events again, never stored), the consumed episodes, and the
-identities of the events taken (so a replay after a restart is not taken
-twice).  The stream adds its line counter, the engine the identities of its
-recent single-event alerts.  One JSON document, integer nanoseconds exact,
-written atomically (temp file in the same directory, fsync, rename, fsync of
-the directory).
+and in windows (each a Detection's fields: its wire record less the type and
+version, which the file has once; each window's aggregate is rebuilt by adding
+its events again, never stored), the consumed episodes, and the identities of
+the events taken (so a replay after a restart is not taken twice).  The stream
+adds its line counter, the engine the identities of its recent single-event
+alerts.  One JSON document, integer nanoseconds exact, written and read by
+msgspec (no dict made per event to write it; keys shared when read), written
+atomically (temp file in the same directory, fsync, rename, fsync of the
+directory).
 
 End of input with ``--state`` is a pause (``pause``): the state from before the
 final flush is kept (windows open, watermark as it was), the flush's alerts are
@@ -24,6 +26,7 @@ on those episodes again.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import os
@@ -33,13 +36,14 @@ import time as _time
 from collections import deque
 from typing import Optional
 
+import msgspec
 import ujson
 from sortedcontainers import SortedList
 
 from ..detect import Detection, WireError
 
 FORMAT = "pipeshell-filter.state"
-VERSION = 1
+VERSION = 2  # 2: events kept as their fields alone, without a wire record's type and version
 
 NEVER = float("-inf")
 
@@ -103,6 +107,17 @@ class Seen:
             self.keys.discard(key)
             self.order.discard((time, key))
 
+    def restore(self, pairs: list) -> None:
+        """Take back saved ``(event time, identity)`` pairs all at once (one sort, not one insertion
+        each), keeping the newest ``cap``."""
+        for time, key in pairs:
+            if type(key) is not str:
+                raise ValueError("'seen' holds an identity that is not a string")
+            _event_time(time)
+        order = sorted((time, key) for time, key in pairs)[-self.cap:]
+        self.keys = {key for _, key in order}
+        self.order = SortedList(order)
+
     def evict(self, horizon) -> None:
         order = self.order
         while order and order[0][0] < horizon:
@@ -160,10 +175,10 @@ def _time_in(value):
 
 
 def capture(correlator) -> dict:
-    """The correlator's state as plain data (JSON-ready)."""
+    """The correlator's state for ``encode``: plain data, but for its events, the Detection objects
+    themselves (encoded as they are, none copied into a dict of its own)."""
     windows = correlator._windows
-    held = [[seq, windows[group].events[(time, seq)].detection.to_wire()]
-            for time, seq, group in correlator._held]
+    held = [(seq, windows[group].events[(time, seq)].detection) for time, seq, group in correlator._held]
     consumed = sorted(((t, list(group)) for group, t in correlator._consumed.items()),
                       key=lambda item: (item[0], repr(item[1])))
     return {
@@ -172,7 +187,7 @@ def capture(correlator) -> dict:
         "wanted": _time_out(correlator.wanted),
         "seq": correlator._seq,
         "clocks": correlator.clocks.saved(),
-        "pending": [[_time_out(t), seq, c.detection.to_wire()] for t, seq, c in correlator._pending],
+        "pending": [(_time_out(t), seq, c.detection) for t, seq, c in correlator._pending],
         "windows": held,
         "consumed": [[t, group] for t, group in consumed],
         "seen": None if correlator.seen is None else [[t, key] for t, key in correlator.seen.order],
@@ -201,8 +216,8 @@ def restore(correlator, data: dict) -> None:
                          f"({type(error).__name__}: {error})".replace("\n", " ")) from None
 
 
-def _contribution(correlator, wire):
-    c = correlator.contribution(Detection.from_wire(wire))
+def _contribution(correlator, saved):
+    c = correlator.contribution(Detection.from_fields(saved))
     if c is None:
         raise ValueError("an event the correlation does not take")
     return c
@@ -251,10 +266,7 @@ def _restore(correlator, data: dict) -> None:
     seen = None
     if data.get("seen") is not None and correlator.seen is not None:
         seen = type(correlator.seen)(correlator.seen.cap)
-        for t, key in data["seen"]:
-            if type(key) is not str:
-                raise ValueError("'seen' holds an identity that is not a string")
-            seen.add(key, _event_time(t))
+        seen.restore(data["seen"])
     correlator.clocks.restore(data["clocks"])
     correlator.watermark = watermark
     correlator.wanted = _time_in(data.get("wanted"))  # a chained one's own sources' (absent: none yet)
@@ -340,16 +352,24 @@ def _consume(correlator, consumed: dict) -> None:
 
 def encode(document: dict) -> bytes:
     """The snapshot file's bytes: ``{"format", "version", "lines", "correlations", "alerted"}``, and
-    ``agents`` (the fleet's clocks) in a correlate stage fed by agents."""
-    return ujson.dumps({"format": FORMAT, "version": VERSION, **document}, ensure_ascii=True).encode("ascii")
+    ``agents`` (the fleet's clocks) in a correlate stage fed by agents.  msgspec writes the events
+    held (Detection objects) as they are: no dict made for each (3 times faster than ujson over
+    the wire records, and no second copy of the state)."""
+    try:
+        return _ENCODER.encode({"format": FORMAT, "version": VERSION, **document})
+    except msgspec.EncodeError as error:
+        raise ValueError(str(error)) from None
+
+
+_ENCODER = msgspec.json.Encoder()
 
 
 def decode(data: bytes, where: str) -> dict:
     """A snapshot file's document; ``StateError`` (one line, naming ``where``) when this build
     cannot use it."""
     try:
-        document = ujson.loads(data)
-    except (ValueError, OverflowError):
+        document = msgspec.json.decode(data)  # strict JSON, UTF-8 checked; dict keys shared, not one each
+    except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
         document = None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise StateError(f"{where}: not a pipeshell-filter state file")
@@ -366,6 +386,19 @@ def decode(data: bytes, where: str) -> dict:
     if "bus_seq" in document and (type(document["bus_seq"]) is not int or document["bus_seq"] < 0):
         raise StateError(f"{where}: damaged state file (bus_seq)")
     return document
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Reading or writing a state makes millions of small objects, none of them garbage: the cyclic
+    collector would only walk them again and again (it took 1.5 s of a 4 s restore of 100,000 events)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -498,16 +531,12 @@ class StateFile:
         written.  A snapshot as big as a flood makes it (about 0.5 s for 100,000 events held) is
         taken at most every 20 times as long as it took, so it never costs more than 5 %."""
         started = self.clock()
-        enabled = gc.isenabled()
-        gc.disable()  # many small new objects, none of them garbage: the collector would only walk them
         try:
-            data = make()
+            with collector_paused():
+                data = make()
         except (TypeError, ValueError, OverflowError) as error:  # never expected; never the stream's end
             self.next_due = self.clock() + self.interval if self.interval else float("inf")
             return f"cannot encode it: {error}"
-        finally:
-            if enabled:
-                gc.enable()
         import hashlib
 
         digest = hashlib.blake2b(data, digest_size=16).digest()
