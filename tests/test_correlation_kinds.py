@@ -149,6 +149,26 @@ def test_kind_agrees_with_oracle(kind, data):
     assert hits == run_oracle(s, records)
 
 
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@given(data=st.data())
+def test_a_window_filled_at_once_is_the_window_added_to_one_by_one(kind, data):
+    """``Window.fill`` (a state taken back, a pause's windows put back) keeps what ``add`` keeps,
+    event by event: the events, what each input saw, and the kind's own aggregate state."""
+    s = data.draw(SPECS[kind], label="spec")
+    correlator = Correlator(build_spec(s))
+    found = [correlator.contribution(to_detection(record)) for record in data.draw(RECORDS, label="detections")]
+    items = [((c.time, n), c) for n, c in enumerate(found) if c is not None]
+    one_by_one, at_once = correlator.shape(correlator.spec), correlator.shape(correlator.spec)
+    for key, c in items:
+        one_by_one.add(key, c)
+    at_once.fill(items)
+    slots = {slot for cls in type(at_once).__mro__ for slot in getattr(cls, "__slots__", ())}
+    assert {slot: getattr(at_once, slot) for slot in slots} == {slot: getattr(one_by_one, slot) for slot in slots}
+    assert list(at_once.events) == list(one_by_one.events)
+    if items:
+        assert at_once.aggregate() == one_by_one.aggregate() and at_once.complete() == one_by_one.complete()
+
+
 LATENESS = st.integers(0, 10)
 
 

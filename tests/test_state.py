@@ -572,6 +572,9 @@ def test_the_state_before_the_stops_flush_is_made_only_where_the_reader_can_leav
     ("windows", lambda windows: [[1, "not an object"]]),
     ("pending", lambda pending: [[pending[0][0], 2, ["not", "an", "object"]]]),
     ("pending", lambda pending: [[pending[0][0], 2, dict(pending[0][2], terms=[-1])]]),
+    # an event number twice, or past the counter: restored, then a crash when it left its window
+    ("pending", lambda pending: pending + pending[:1]),
+    ("seq", lambda seq: 0),
 ])
 def test_a_damaged_correlation_state_is_refused_in_one_line(tmp_path, key, change):
     path = tmp_path / "state.json"

@@ -232,13 +232,14 @@ def _number(value) -> int:
 def _windows_of(correlator, held) -> tuple:
     """The open windows made again of the events they hold (``(number, Contribution)``, each
     aggregate rebuilt by adding its events), and the index of those events for eviction."""
-    windows, order = {}, []
+    grouped, order = {}, []
     for number, c in held:
-        window = windows.get(c.group)
-        if window is None:
-            window = windows[c.group] = correlator.shape(correlator.spec)
-        window.add((c.time, number), c)
+        grouped.setdefault(c.group, []).append(((c.time, number), c))
         order.append((c.time, number, c.group))
+    windows = {}
+    for group, events in grouped.items():
+        window = windows[group] = correlator.shape(correlator.spec)
+        window.fill(events)
     return windows, SortedList(order)
 
 
@@ -253,6 +254,10 @@ def _restore(correlator, data: dict) -> None:
     # an event's number is sorted beside the others: a string among them failed mid-stream
     windows, held = _windows_of(correlator, ((_number(number), _contribution(correlator, wire))
                                              for number, wire in data["windows"]))
+    numbers = [number for _, number, _ in pending] + [number for _, number, _ in held]
+    if len(set(numbers)) != len(numbers) or any(number > seq for number in numbers):
+        # an event in twice passed the restore and crashed the stream when it left its window, every restart
+        raise ValueError("an event's number is there twice, or past 'seq'")
     early_used = SortedList()
     for time, number in data.get("early_used", ()):
         if type(time) is not int or type(number) is not int:

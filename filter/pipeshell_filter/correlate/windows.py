@@ -63,6 +63,14 @@ class Window:
         self.seen.update(c.refs)
         self._account(c, +1)
 
+    def fill(self, items: list) -> None:
+        """``add`` for many ``(key, Contribution)`` at once (a state taken back, or put back after a
+        pause's flush): the events sorted once, not inserted one by one."""
+        self.events.update(items)
+        self.seen.update(ref for _, c in items for ref in c.refs)
+        for _, c in items:
+            self._account(c, +1)
+
     def remove(self, key: tuple) -> None:
         c = self.events.pop(key)
         self.seen.subtract(c.refs)
