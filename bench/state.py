@@ -13,7 +13,8 @@ benign lines go in every 5 ms for ``--stream`` seconds, each timed from its writ
 stdout.  The first snapshot is due then, so the slowest line is held back by about as long as a
 snapshot takes: that is the stall.  Measured:
 
-* restore: time to the probe's line, less that of the same run without ``--state``;
+* restore: the time ``resume_state`` takes (reading the file and taking the state back), timed
+  inside the filter by a wrapper the command line starts it with;
 * RSS after restore (``VmRSS`` at the probe's line) and peak RSS of the run (``VmHWM``, the
   snapshot's own memory included);
 * stall: the slowest line's latency (the median's beside it);
@@ -38,7 +39,31 @@ from eventgen import flat_event  # noqa: E402  the test suite's event builder
 from run import compare_command  # noqa: E402
 
 OUT = os.path.join(HERE, "out")
-FILTER = [sys.executable, "-m", "pipeshell_filter"]
+# the filter of the source tree SOURCE, with the start-up's restore (``cli.resume_state``) timed on stderr
+TIMED = """import sys, time
+sys.path.insert(0, {source!r})
+import pipeshell_filter.cli as cli
+resume = cli.resume_state
+def timed(*args):
+    started = time.perf_counter()
+    try:
+        return resume(*args)
+    finally:
+        sys.stderr.write(f"bench: restore {{time.perf_counter() - started:.6f}}\\n")
+cli.resume_state = timed
+from pipeshell_filter.launch import main
+main()
+"""
+
+
+def timed_filter(source: str) -> list:
+    return [sys.executable, "-c", TIMED.format(source=os.path.abspath(source))]
+
+
+def source_of(ref: str) -> str:
+    """The ``filter`` directory of git ``ref``'s tree (``run.compare_command`` makes it)."""
+    command = compare_command(ref, OUT)
+    return re.search(r"sys.path.insert\(0, '([^']+)'\)", command[-1]).group(1)
 OPTIONS = ["--idle", "0", "--lateness", "0"]
 RECORD = re.compile(rb'"EventRecordID": (\d+)')
 
@@ -111,8 +136,11 @@ def live_run(command: list, state: str | None, seconds: float) -> dict:
     reader.join()
     process.wait()
     result["stop"] = time.monotonic() - closed
+    errors = process.stderr.read().decode(errors="replace")
     if process.returncode != 0:
-        raise SystemExit(f"the filter failed: {process.stderr.read().decode(errors='replace').strip()}")
+        raise SystemExit(f"the filter failed: {errors.strip()}")
+    found = re.search(r"bench: restore ([0-9.]+)", errors)
+    result["restore"] = float(found.group(1)) if found else 0.0
     latencies = sorted(arrived[n] - sent[n] for n in range(1, number) if n in arrived)
     if state and len(latencies) != number - 1:
         raise SystemExit(f"{number - 1 - len(latencies)} of {number - 1} lines never came back")
@@ -133,19 +161,17 @@ def main() -> int:
     flood = os.path.join(OUT, f"state-flood-{args.hosts}.ndjson")
     if not os.path.exists(flood):
         write_flood(flood, args.hosts)
-    versions = [("this", FILTER)] + [(ref, compare_command(ref, OUT)) for ref in args.compare]
+    versions = [("this", timed_filter(os.path.join(HERE, "..", "filter")))] + [
+        (ref, timed_filter(source_of(ref))) for ref in args.compare]
     built, runs = {}, {label: [] for label, _ in versions}
     for label, command in versions:
         path = os.path.join(OUT, f"state-{label.replace('/', '_')}.json")
         built[label] = (build_state(command, flood, path), path, os.path.getsize(path))
     for r in range(args.rounds):  # round-robin, each round starting with another version
         for label, command in versions[r % len(versions):] + versions[:r % len(versions)]:
-            plain = live_run(command, None, 0)
             with open(built[label][1], "rb") as saved, open(built[label][1] + ".run", "wb") as copy:
                 copy.write(saved.read())  # each run starts from the flood's state, not the last run's
-            run = live_run(command, built[label][1] + ".run", args.stream)
-            run["restore"] = run["ready"] - plain["ready"]
-            runs[label].append(run)
+            runs[label].append(live_run(command, built[label][1] + ".run", args.stream))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
           f"{args.hosts:,} hosts, medians of {args.rounds} round(s)\n")
     print("| version | flood with --state | state file | restore | RSS after restore | snapshot stall "

@@ -30,7 +30,7 @@ from .io import parallel
 from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
-from .correlate.state import StateError, StateFile, collector_paused
+from .correlate.state import StateError, StateFile
 from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
                         decode_problem, every_value, load_event, unwrap_line)
@@ -570,10 +570,8 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
             raise UsageProblem(str(error)) from None
         return
     try:
-        with collector_paused():
-            saved = state_file.load()
-            messages = stream_filter.resume(saved) if saved is not None else []
-            del saved  # gone before the collector runs again: its first pass would walk them too
+        saved = state_file.load()  # the collector rests until the stream starts (``startup``)
+        messages = stream_filter.resume(saved) if saved is not None else []
     except StateError as error:
         state_file.release()
         text = str(error) if str(error).startswith("state file") else f"state file {path}: {error}"

@@ -395,8 +395,8 @@ def decode(data: bytes, where: str) -> dict:
 
 @contextlib.contextmanager
 def collector_paused():
-    """Reading or writing a state makes millions of small objects, none of them garbage: the cyclic
-    collector would only walk them again and again (it took 1.5 s of a 4 s restore of 100,000 events)."""
+    """A snapshot makes many small objects, none of them garbage: the cyclic collector would only
+    walk them (a restore needs no such pause: start-up has the collector paused, ``startup``)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
