@@ -44,6 +44,9 @@ from ..detect import Detection, WireError
 
 FORMAT = "pipeshell-filter.state"
 VERSION = 2  # 2: events kept as their fields alone, without a wire record's type and version
+# Versions read: 1's events are whole wire records, whose type and version ``Detection.from_fields``
+# passes over, so an upgrade keeps its windows.
+READABLE = (1, VERSION)
 
 NEVER = float("-inf")
 
@@ -378,8 +381,9 @@ def decode(data: bytes, where: str) -> dict:
         document = None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise StateError(f"{where}: not a pipeshell-filter state file")
-    if document.get("version") != VERSION:
-        raise StateError(f"{where}: state format version {document.get('version')!r} (this build reads {VERSION})")
+    if document.get("version") not in READABLE or type(document.get("version")) is not int:
+        raise StateError(f"{where}: state format version {str(document.get('version'))[:40]!r} (this build reads "
+                         f"{' and '.join(map(str, READABLE))})")
     lines, correlations, alerted = document.get("lines"), document.get("correlations"), document.get("alerted", [])
     if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0 or not isinstance(correlations, dict) \
             or not isinstance(alerted, list) or not all(isinstance(key, str) for key in alerted):
