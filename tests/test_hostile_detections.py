@@ -173,7 +173,7 @@ def test_a_reference_an_alert_could_not_carry_is_one_line_and_skipped(rules, key
     result = run_cli(["--stage", "correlate", "--rule", rules],
                      b"".join(encode(w) + b"\n" for w in [forged] + wires))
     assert result.returncode == 0 and message in result.stderr, result.stderr
-    assert b"skipped: 1 not_detection" in result.stderr
+    assert b"skipped: 1 not a Detection record" in result.stderr
     found = genuine_alerts(result.stdout)
     assert len(found) == 1 and found[0]["sigma"]["events_total"] == 3
     jsonschema.validate(found[0], ALERT_SCHEMA)
@@ -211,7 +211,7 @@ def test_a_version_of_any_shape_is_one_short_line(value, message, kind):
     result = run_cli(["--stage", "correlate"], line)
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr[-300:]
     assert message in result.stderr and max(map(len, result.stderr.splitlines())) < 300
-    assert b"skipped: 1 not_detection" in result.stderr
+    assert b"skipped: 1 not a Detection record" in result.stderr
 
 
 @pytest.mark.parametrize("record", [

@@ -693,7 +693,8 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
     parts.append(f"{stats['alerts']} alert{'' if stats['alerts'] == 1 else 's'}")
     names = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
              "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
-             "bad_evtx": "EVTX problems"}
+             "bad_evtx": "EVTX problems", "not_detection": "not a Detection record",
+             "unknown_rule": "of a rule not loaded"}
     bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
            if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded", "bus_shrunk", "bus_too_big",
                            "detection_shortened", "agent_silent", "partitions")]
