@@ -376,9 +376,9 @@ RULE_OF = {1: "a", 2: "b", 3: "c"}
 
 @functools.lru_cache(maxsize=None)
 def rule_set_of(*documents: str):
-    directory = tempfile.mkdtemp(prefix="corrdocs-")
-    paths = [write(directory, f"d{i}.yml", text) for i, text in enumerate(documents)]
-    return load_plans(paths, None, strict=True)
+    with tempfile.TemporaryDirectory(prefix="corrdocs-") as directory:
+        paths = [write(directory, f"d{i}.yml", text) for i, text in enumerate(documents)]
+        return load_plans(paths, None, strict=True)
 
 
 def run_engine(rule_set, events, lateness: int = 0):
