@@ -4,8 +4,11 @@ HYPOTHESIS_PROFILE=ci (what .ci/run uses) bounds the run for 2-core CI machines;
 ``thorough`` is for a long local soak.
 """
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -17,6 +20,12 @@ settings.register_profile("dev", max_examples=60, deadline=None)
 settings.register_profile("thorough", max_examples=3000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# The filters the tests run keep their compiled Hyperscan databases in a directory of this run
+# (``io.database_cache``), not in the user's ~/.cache; pytest-xdist's workers inherit it.
+if "PIPESHELL_FILTER_CACHE" not in os.environ:
+    os.environ["PIPESHELL_FILTER_CACHE"] = tempfile.mkdtemp(prefix="pipeshell-filter-cache-")
+    atexit.register(shutil.rmtree, os.environ["PIPESHELL_FILTER_CACHE"], True)
 
 
 @pytest.fixture(scope="session")

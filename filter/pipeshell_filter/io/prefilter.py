@@ -39,6 +39,8 @@ from bisect import bisect_right
 from itertools import accumulate
 from typing import Callable, Iterable, Iterator, List, Optional
 
+from . import database_cache
+
 
 try:  # the fast scanner is optional: the pure-Python one gives the same answers
     import hyperscan
@@ -247,10 +249,8 @@ class Prefilter:
     def _database(self, escape: bytes):
         shape = [rb"\n[^{]", rb"[^}]\n"]  # a line that does not start with '{' / end with '}'
         expressions = self._literal + [escape] + shape
-        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        database.compile(expressions=expressions, ids=list(range(len(expressions))),
-                         flags=[hyperscan.HS_FLAG_CASELESS] * self._n_literal + [0] * (1 + len(shape)))
-        return database
+        return database_cache.compiled(expressions, list(range(len(expressions))),
+                                       [hyperscan.HS_FLAG_CASELESS] * self._n_literal + [0] * (1 + len(shape)))
 
     def _exact_database(self):
         with self._compiling:

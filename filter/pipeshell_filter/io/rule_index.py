@@ -22,6 +22,7 @@ from collections import Counter
 from typing import Optional
 
 from ..sigma import literals
+from . import database_cache
 from .prefilter import hex_literal, hyperscan, trigger_patterns, triggers
 
 try:  # CPython's own BLAKE2, without loading OpenSSL (as ``records``)
@@ -131,10 +132,8 @@ class RuleIndex:
         else:
             marks = [(self._escapes, exact)] + [(hex_literal(t), exact) for t in self._non_ascii]
             expressions = [hex_literal(self.needles[i]) for i in literal_ids] + [m for m, _ in marks]
-        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        database.compile(expressions=expressions, ids=literal_ids + list(range(count, count + len(marks))),
-                         flags=[caseless] * len(literal_ids) + [flag for _, flag in marks], literal=route)
-        return database
+        return database_cache.compiled(expressions, literal_ids + list(range(count, count + len(marks))),
+                                       [caseless] * len(literal_ids) + [flag for _, flag in marks], literal=route)
 
     def _sampled(self, among: frozenset, sample, present: Optional[set]) -> None:
         """Count one line of a route scanned with the shared database; at ``ROUTE_AFTER`` lines

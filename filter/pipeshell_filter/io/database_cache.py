@@ -1,0 +1,142 @@
+"""Hyperscan databases kept across runs, so that a restart does not compile them again.
+
+With SigmaHQ's Windows rules loaded, the rule index's shared database (20,000 literals) takes
+about a second to compile at start-up, and each frequent route's own (``rule_index._Route``,
+up to 9,000 literals) a few tenths more while the first events stream; loaded from a file, each
+takes a few milliseconds.  A pipeline restarts its filter often (a collector's ``exec`` input, a
+unit restarted, a host booted), with the same rules.
+
+A database is filed under a digest of everything its compilation read (the expressions, their
+ids and flags, the mode, the Hyperscan release): a file is only ever the database those inputs
+give.  Each file holds a digest of its own content, checked before Hyperscan reads it, and the
+directory is used only when it is this user's and nobody else may write to it: a database put
+there by someone else could make rules miss.  Anything unusable (no home, a read-only disk, a
+database for another CPU) means compiling, as without the cache.
+
+The directory is ``$PIPESHELL_FILTER_CACHE``, else ``$XDG_CACHE_HOME/pipeshell-filter``, else
+``~/.cache/pipeshell-filter``; ``PIPESHELL_FILTER_CACHE=`` (empty) turns the cache off.  It holds
+at most ``MAX_FILES`` databases (a few megabytes each), the least recently used going first.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import stat
+import time
+from typing import List, Optional
+
+try:  # CPython's own BLAKE2, without loading OpenSSL (as ``records``)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import blake2b
+
+try:
+    import hyperscan
+    from importlib.metadata import version as _version
+    _RELEASE = _version("hyperscan")
+except Exception:  # pragma: no cover - no wheel: nothing is compiled, nothing to keep
+    hyperscan = _RELEASE = None
+
+MIN_EXPRESSIONS = 256  # fewer compile in a few milliseconds: not worth a file
+MAX_FILES = 64
+SUFFIX = ".hsdb"
+_DIGEST = 32
+
+
+def compiled(expressions: List[bytes], ids: List[int], flags: List[int], literal: bool = False):
+    """A block-mode database of these expressions (``hyperscan.Database.compile``'s arguments),
+    from the cache when it holds it, else compiled (and then kept there).  Raises
+    ``hyperscan.error`` as compiling does."""
+    directory = cache_directory() if len(expressions) >= MIN_EXPRESSIONS else None
+    path = None
+    if directory is not None:
+        key = blake2b(marshal.dumps((_RELEASE, hyperscan.HS_MODE_BLOCK, literal, list(expressions), list(ids),
+                                     list(flags))), digest_size=20).hexdigest()
+        path = os.path.join(directory, key + SUFFIX)
+        found = _read(path)
+        if found is not None:
+            return found
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(expressions=expressions, ids=ids, flags=flags, literal=literal)
+    if path is not None:
+        _write(path, hyperscan.dumpb(database))
+    return database
+
+
+def cache_directory() -> Optional[str]:
+    """The cache's directory, made if missing; None when off or not safe to use."""
+    chosen = os.environ.get("PIPESHELL_FILTER_CACHE")
+    if chosen is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        if not os.path.isabs(base):  # no home (``~`` left as it is), or a relative XDG path: the spec ignores it
+            return None
+        chosen = os.path.join(base, "pipeshell-filter")
+    if not chosen:
+        return None
+    try:
+        os.makedirs(chosen, mode=0o700, exist_ok=True)
+        found = os.stat(chosen, follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o022:
+        return None
+    return chosen
+
+
+def _read(path: str):
+    """The database filed at ``path``; None when there is none or it is not whole."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        with os.fdopen(descriptor, "rb") as source:
+            data = source.read()
+    except OSError:
+        return None
+    digest, payload = data[:_DIGEST], data[_DIGEST:]
+    if len(digest) != _DIGEST or blake2b(payload, digest_size=_DIGEST).digest() != digest:
+        return None
+    try:
+        database = hyperscan.loadb(payload, hyperscan.HS_MODE_BLOCK)
+    except hyperscan.error:  # another CPU's, another library's: compiled again, and refiled
+        return None
+    try:
+        os.utime(path)  # recently used: kept longest
+    except OSError:
+        pass
+    return database
+
+
+def _write(path: str, payload: bytes) -> None:
+    """File a database (whole or not at all), then drop the least recently used beyond ``MAX_FILES``."""
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(blake2b(payload, digest_size=_DIGEST).digest() + payload)
+        os.replace(partial, path)
+    except OSError:  # a full or read-only disk: the database was compiled, nothing is lost
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass
+        return
+    _evict(os.path.dirname(path))
+
+
+def _evict(directory: str) -> None:
+    """Beyond ``MAX_FILES`` databases, the least recently used go; so do the partial files of
+    runs killed while writing (an hour old)."""
+    try:
+        names = os.listdir(directory)
+        partial = [os.path.join(directory, name) for name in names if name.endswith(".partial")]
+        for path in partial:
+            if os.path.getmtime(path) < time.time() - 3600:
+                os.unlink(path)
+        paths = sorted((os.path.join(directory, name) for name in names if name.endswith(SUFFIX)),
+                       key=os.path.getmtime)
+        for path in paths[:max(0, len(paths) - MAX_FILES)]:
+            os.unlink(path)
+    except OSError:  # another run evicting at the same time
+        pass

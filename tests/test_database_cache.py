@@ -1,0 +1,159 @@
+"""Compiled Hyperscan databases kept across runs (``io.database_cache``): a database loaded from
+the cache answers as the one compiled; a file that is not whole, or a directory others may write
+to, is never read; the cache stays bounded; and a filter run gives the same output with it or
+without it, cold or warm."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pipeshell_filter.io import database_cache
+
+hyperscan = pytest.importorskip("hyperscan")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CASELESS = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    directory = tmp_path / "cache"
+    monkeypatch.setenv("PIPESHELL_FILTER_CACHE", str(directory))
+    monkeypatch.setattr(database_cache, "MIN_EXPRESSIONS", 1)
+    return directory
+
+
+class Compiles:
+    """Counts the databases compiled (not loaded) by ``database_cache``."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        real = hyperscan.Database
+
+        def counting(*args, **kwargs):
+            self.count += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(database_cache.hyperscan, "Database", counting)
+
+
+def found(database, data: bytes) -> set:
+    hits = set()
+    database.scan(data, match_event_handler=lambda pattern, *_: hits.add(pattern), scratch=hyperscan.Scratch(database))
+    return hits
+
+
+def build(literals):
+    return database_cache.compiled(literals, list(range(len(literals))), [CASELESS] * len(literals), literal=True)
+
+
+LITERALS = st.lists(st.binary(min_size=1, max_size=6).filter(lambda b: b"\0" not in b), min_size=1, max_size=30,
+                    unique_by=bytes.lower)  # a needle is JSON text: never a NUL byte
+
+
+@settings(max_examples=40)
+@given(literals=LITERALS, lines=st.lists(st.binary(max_size=40), max_size=10))
+def test_a_database_from_the_cache_answers_as_the_one_compiled(tmp_path_factory, literals, lines):
+    directory = tmp_path_factory.mktemp("cache")
+    os.environ["PIPESHELL_FILTER_CACHE"] = str(directory)
+    database_cache.MIN_EXPRESSIONS, before = 1, database_cache.MIN_EXPRESSIONS
+    try:
+        first, second = build(literals), build(literals)
+        assert len(os.listdir(directory)) == 1
+        text = b"\n".join(lines + literals[:2])
+        assert found(first, text) == found(second, text) == {
+            i for i, literal in enumerate(literals) if literal.lower() in text.lower()}
+    finally:
+        database_cache.MIN_EXPRESSIONS = before
+        del os.environ["PIPESHELL_FILTER_CACHE"]
+
+
+def test_the_second_build_is_loaded_not_compiled(cache, monkeypatch):
+    compiles = Compiles(monkeypatch)
+    build([b"mimikatz", b"rundll32"])
+    build([b"mimikatz", b"rundll32"])
+    assert compiles.count == 1
+    build([b"mimikatz", b"certutil"])  # other literals: another database
+    assert compiles.count == 2 and len(list(cache.iterdir())) == 2
+
+
+def test_a_file_that_is_not_whole_is_compiled_again_and_refiled(cache, monkeypatch):
+    compiles = Compiles(monkeypatch)
+    build([b"mimikatz"])
+    [path] = cache.iterdir()
+    data = path.read_bytes()
+    for damaged in (data[:len(data) // 2], data[:-1] + bytes([data[-1] ^ 1]), b""):
+        path.write_bytes(damaged)
+        assert found(build([b"mimikatz"]), b"run MIMIKATZ now") == {0}
+    assert compiles.count == 4 and path.read_bytes() == data
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any mode")
+def test_a_read_only_cache_costs_nothing_but_the_compile(cache, monkeypatch):
+    cache.mkdir(mode=0o500)
+    assert found(build([b"mimikatz"]), b"mimikatz") == {0}
+    assert list(cache.iterdir()) == []
+
+
+def test_a_directory_others_may_write_to_is_never_used(cache, monkeypatch):
+    cache.mkdir()
+    os.chmod(cache, 0o777)
+    compiles = Compiles(monkeypatch)
+    build([b"mimikatz"])
+    build([b"mimikatz"])
+    assert compiles.count == 2 and list(cache.iterdir()) == []
+    assert database_cache.cache_directory() is None
+
+
+def test_an_empty_setting_turns_the_cache_off(monkeypatch):
+    monkeypatch.setenv("PIPESHELL_FILTER_CACHE", "")
+    assert database_cache.cache_directory() is None
+
+
+def test_without_a_home_there_is_no_cache(monkeypatch):
+    monkeypatch.delenv("PIPESHELL_FILTER_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")
+    assert database_cache.cache_directory() is None
+
+
+def test_small_databases_are_not_filed(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPESHELL_FILTER_CACHE", str(tmp_path / "cache"))
+    build([b"mimikatz"] * 1)
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+
+
+def test_the_cache_keeps_the_most_recently_used(cache, monkeypatch):
+    monkeypatch.setattr(database_cache, "MAX_FILES", 3)
+    sets = [[b"first"], [b"second"], [b"third"], [b"fourth"]]
+    for number, literals in enumerate(sets):
+        build(literals)
+        for path in cache.iterdir():  # mtimes a second apart: the order is not left to the clock's grain
+            if path.stat().st_mtime_ns > 10 ** 9 * 1000:
+                os.utime(path, (1000 + number, 1000 + number))
+    compiles = Compiles(monkeypatch)
+    build([b"second"]), build([b"third"]), build([b"fourth"])
+    assert compiles.count == 0  # the first went
+    build([b"first"])
+    assert compiles.count == 1 and len(list(cache.iterdir())) == 3
+
+
+def test_a_filter_run_gives_the_same_output_cold_warm_and_without_the_cache(tmp_path):
+    rules = os.path.join(HERE, "..", "..", "shared", "sigma", "sigmahq", "rules", "windows", "process_creation")
+    if not os.path.isdir(rules):
+        pytest.skip("the shared SigmaHQ checkout is absent")
+    events = tmp_path / "events.ndjson"
+    subprocess.run([sys.executable, os.path.join(HERE, "..", "bench", "corpus.py"), "--events", "3000", "--seed", "3",
+                    "-o", str(events)], check=True, capture_output=True)
+    outputs = []
+    for setting in (str(tmp_path / "cache"), str(tmp_path / "cache"), ""):
+        with open(events, "rb") as stdin:
+            run = subprocess.run([sys.executable, "-m", "pipeshell_filter", "--rule", rules, "--quiet", "--idle", "0",
+                                  "--workers", "0", "--emit", "matches"], stdin=stdin, capture_output=True,
+                                 env={**os.environ, "PIPESHELL_FILTER_CACHE": setting}, timeout=300)
+        assert run.returncode == 0, run.stderr[-500:]
+        outputs.append(run.stdout)
+    assert outputs[0] == outputs[1] == outputs[2] and outputs[0].count(b"\n") >= 3
+    assert sum(name.endswith(database_cache.SUFFIX) for name in os.listdir(tmp_path / "cache")) >= 2
