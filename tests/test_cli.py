@@ -244,6 +244,7 @@ def test_bad_options_exit_2_with_one_line(args, message):
     (["--stage", "match", "--heartbeat", "0", "--agent", "a1"], "--agent needs --stage match and a --heartbeat"),
     (["--agents", "2"], "--agents needs --stage correlate"),
     (["--stage", "match", "--agent-idle", "30"], "--agent-idle needs --stage correlate"),
+    (["--stage", "match", "--early-alerts"], "--early-alerts needs --stage all or --stage correlate"),
     (["--max-record-bytes", "4096"], "--max-record-bytes needs --non-json wrap or --fluentbit-time"),
     (["--stage", "correlate", "--non-json", "pass", "--max-record-bytes", "8192"], "--max-record-bytes needs"),
 ])
@@ -263,12 +264,47 @@ def test_an_option_that_would_do_nothing_is_a_usage_error(args, message):
     ["--non-json", "wrap", "--max-record-bytes", "4096"],
     ["--fluentbit-time", "--max-record-bytes", "4096"],  # its pipeline_error records are cut to it
     ["--state", "STATE", "--state-interval", "1", "--state-reset", "--on-stop", "keep"],
+    ["--stage", "correlate", "--early-alerts"],
+    ["--early-alerts", "--idle", "5"],  # a pipe: live
+    ["--idle", "5", "--input", "/dev/stdin"],  # the pipe named
 ])
 def test_an_option_given_where_it_acts_is_accepted(tmp_path, args):
     args = [str(tmp_path / "state.json") if arg == "STATE" else arg for arg in args]
     result = run_cli(args, ndjson(ATTACK))
     assert result.returncode == 0, result.stderr
     assert "--stage" in args or result.stdout.count(b'"kind":"alert"') == 1  # [time, {alert}] too
+
+
+SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
+
+
+@pytest.mark.parametrize("args", [[], ["--input", SAMPLE], ["--input", "-"], ["--input", SAMPLE, "--input", "-"],
+                                  ["run", "--"]])
+def test_idle_where_no_input_is_live_is_a_usage_error(args):
+    """``--idle`` moves the watermark by the wall clock while live input waits; a regular file (``<
+    FILE`` too) never waits, and several inputs are merged as files: it ran, exit 0, doing nothing.
+    In ``run`` without a collector the filter reads the unit's stdin, here the file."""
+    with open(SAMPLE, "rb") as stdin:
+        result = subprocess.run(COMMAND + args + ["--idle", "5"], stdin=stdin, capture_output=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == b""
+    err = result.stderr.decode().splitlines()
+    said = ("pipeshell-filter: error: --idle needs live input (a pipe or terminal as the only input, or --stage "
+            "correlate --nats): here it would do nothing")
+    if args[:1] == ["run"]:  # the filter's line behind its role, then the unit's
+        assert err[0] == "filter: " + said and err[1].endswith("exited with status 2; stopping the chain"), err
+    else:
+        assert err == [said]
+
+
+@pytest.mark.parametrize("args", [["--idle", "0"], ["--idle", "0", "--input", SAMPLE],
+                                  ["run", "--collect", f"cat {SAMPLE}", "--", "--idle", "5"]])
+def test_idle_is_taken_where_it_acts_and_idle_0_everywhere(args):
+    """``--idle 0`` (never) is what a file gets anyway: taken, so that one command line (the
+    benchmarks' ``--idle 0 < FILE``) serves a file and a pipe.  In ``run`` the collector's pipe is live."""
+    with open(SAMPLE, "rb") as stdin:
+        result = subprocess.run(COMMAND + args + ["--quiet"], stdin=stdin, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(alerts(result.stdout)) == 1
 
 
 def test_the_options_that_act_only_with_another_still_show_their_defaults_in_help():
@@ -828,6 +864,29 @@ def test_explain_refuses_a_bad_option_it_would_not_use(args):
     does not exist, printed the plan and exit status 0."""
     result = run_cli(["explain", *args])
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and not result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("given, needs", [
+    (["--lateness", "5"], "--events"), (["--max-skew", "5"], "--events"), (["--early-alerts"], "--events"),
+    (["--max-line-bytes", "5000"], "--events"), (["--line-field", "log"], "--events"),
+    (["--stage", "correlate"], "--events"), (["--stage", "all"], "--events"),
+    (["--agents", "2"], "--events --stage correlate"), (["--agent-idle", "5"], "--events --stage correlate"),
+])
+@pytest.mark.parametrize("mode", ["plan", "event", "events"])
+def test_explain_options_for_a_stream_without_it_are_usage_errors(given, needs, mode):
+    """The options that run a stream (``--events``) printed the plan or one event's verdicts as if
+    they had been heeded, exit 0; ``--agents`` and ``--agent-idle`` act only on a correlate stage's
+    records.  Given where they act, they are taken."""
+    where = {"plan": [], "event": ["--event", SAMPLE], "events": ["--events", SAMPLE]}[mode]
+    result = run_cli(["explain", *where, *given])
+    if mode == "events" and needs == "--events":
+        assert result.returncode == 0 and result.stdout.startswith((b"events ", b"detections ")), result.stderr
+        return
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr.decode() == f"pipeshell-filter: error: {given[0]} needs {needs}: here it would do nothing\n"
+    if needs != "--events":
+        taken = run_cli(["explain", "--events", SAMPLE, "--stage", "correlate", *given])
+        assert taken.returncode == 0 and taken.stdout.startswith(b"detections "), taken.stderr
 
 
 @pytest.mark.parametrize("args", [["explain"], ["explain", "--event", os.path.join(REPO, "examples",

@@ -467,7 +467,8 @@ def test_explain_stage_correlate_says_fired_the_windows_the_correlate_stage_aler
     on where the README says they agree: one agent, without heartbeats or on a stream in time order."""
     directory = tmp_path_factory.mktemp("stages")
     (directory / "rules.yml").write_text(CHAINED)
-    options = ["--rule", str(directory / "rules.yml"), "--lateness", lateness] + (["--early-alerts"] if early else [])
+    matching = ["--rule", str(directory / "rules.yml"), "--lateness", lateness]
+    options = matching + (["--early-alerts"] if early else [])  # not the match stage's: it has no correlation
     rows = sorted(rows, key=lambda row: row[0]) if ordered else rows
     events = [dict(failure(seconds, user, host), EventID=event_id) for seconds, host, user, event_id, _ in rows]
     (directory / "events.ndjson").write_bytes(ndjson(events))
@@ -476,7 +477,7 @@ def test_explain_stage_correlate_says_fired_the_windows_the_correlate_stage_aler
         mine = [event for event, row in zip(events, rows) if row[4] == agent]
         (directory / f"{agent}.ndjson").write_bytes(ndjson(mine))
         matched = run_cli(["--input", str(directory / f"{agent}.ndjson"), "--quiet", "--stage", "match", "--workers",
-                           "0", "--heartbeat", heartbeat, *(["--agent", agent] if heartbeat != "0" else []), *options])
+                           "0", "--heartbeat", heartbeat, *(["--agent", agent] if heartbeat != "0" else []), *matching])
         assert matched.returncode == 0, matched.stderr
         records += matched.stdout
     path = directory / "detections.ndjson"

@@ -325,6 +325,9 @@ def run(
         raise UsageProblem(str(error)) from None
     if not files and not (nats is not None and stage is Stage.correlate):
         check_stdin()
+    if idle and _given(ctx, "idle") and not _reads_live(files, nats, stage):
+        raise UsageProblem("--idle needs live input (a pipe or terminal as the only input, or --stage correlate "
+                           "--nats): here it would do nothing")
     # The correlate stage reads Detection records: every line is one.
     prefilter, index = (None, None) if no_prefilter or stage is Stage.correlate else \
         build_prefilter(plans, prefilter_engine.value, logsource_unknown.value,
@@ -434,8 +437,9 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
                               heartbeat: float, wrapped: bool) -> None:
     """An option given where it does nothing is a usage error, not ignored in silence: a correlator
     given ``--partition 1`` without ``--nats`` correlated every record it read, ``--state-interval``
-    without ``--state`` saved nothing, ``--agents`` on a match stage waited for no one.  Left at its
-    default, an option is never refused (``wrapped``: the output has records cut to a size)."""
+    without ``--state`` saved nothing, ``--agents`` on a match stage waited for no one, and
+    ``--early-alerts`` there hastened no correlation.  Left at its default, an option is never
+    refused (``wrapped``: the output has records cut to a size)."""
     needs = {  # parameter -> what it needs, and whether this run has it
         "partitions": ("--stage match --nats", nats is not None and stage is Stage.match),
         "partition": ("--stage correlate --nats", nats is not None and stage is Stage.correlate),
@@ -447,11 +451,29 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
         "agent": ("--stage match and a --heartbeat other than 0", stage is Stage.match and heartbeat > 0),
         "agent_idle": ("--stage correlate", stage is Stage.correlate),
         "agents": ("--stage correlate", stage is Stage.correlate),
+        "early_alerts": ("--stage all or --stage correlate", stage is not Stage.match),
         "max_record": ("--non-json wrap or --fluentbit-time", wrapped),
     }
     for param in ctx.command.params:
         if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):
             raise UsageProblem(f"{param.opts[0]} needs {needs[param.name][0]}: here it would do nothing")
+
+
+def _reads_live(files: List[str], nats: Optional[str], stage: Stage) -> bool:
+    """The run reads live input, as the reading in ``run`` decides it: the bus, or standard input or
+    one NDJSON ``--input`` that is no regular file (a pipe, a terminal).  Several files (merged) and
+    an .evtx are read as files, whatever they are.  A path that cannot be looked at counts as live:
+    its reading says what is wrong.  Only there does ``--idle`` act; ``--idle 0`` (never) is what a
+    file gets anyway, so it is taken everywhere: one command line (a benchmark's) serves both."""
+    if nats is not None and stage is Stage.correlate:
+        return True
+    if len(files) > 1 or files and inputs_module.is_evtx(files[0]):
+        return False
+    try:
+        mode = os.stat(files[0]).st_mode if files else os.fstat(sys.stdin.fileno()).st_mode
+    except OSError:
+        return True
+    return not stat.S_ISREG(mode)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -729,6 +751,7 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
 
 @app.command()
 def explain(
+    ctx: typer.Context,
     rule: Optional[List[str]] = typer.Option(None, "--rule", metavar="PATH", help=_RULE_HELP),
     join: Optional[Join] = typer.Option(None, "--join", help=_JOIN_HELP),
     event: Optional[str] = typer.Option(None, "--event", metavar="FILE", help="Show how this one event (a JSON "
@@ -769,6 +792,7 @@ def explain(
     check_seconds(("--lateness", lateness), ("--max-skew", max_skew), ("--agent-idle", agent_idle))
     check_agents(agents)
     check_line_options(max_line, line_field)
+    _no_trace_option_without_events(ctx, events, stage)
     event, events = (inputs_module.STDIN if path == "-" else path for path in (event, events))  # as for --input
     plans = load_plans(rule, join, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
@@ -782,6 +806,18 @@ def explain(
         return
     raw, parsed = _read_one_event(event)
     _print(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
+
+
+def _no_trace_option_without_events(ctx: typer.Context, events: Optional[str], stage: ExplainStage) -> None:
+    """``explain``'s options for running a stream (``--events``): without it, the plan or one event's
+    verdicts were printed as if ``--lateness`` or ``--early-alerts`` had been heeded, exit 0."""
+    streamed = ("--events", events is not None)
+    correlating = ("--events --stage correlate", events is not None and stage is ExplainStage.correlate)
+    needs = {"lateness": streamed, "max_skew": streamed, "early_alerts": streamed, "max_line": streamed,
+             "line_field": streamed, "stage": streamed, "agent_idle": correlating, "agents": correlating}
+    for param in ctx.command.params:
+        if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):
+            raise UsageProblem(f"{param.opts[0]} needs {needs[param.name][0]}: here it would do nothing")
 
 
 def _print(text: str) -> None:
