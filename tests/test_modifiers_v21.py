@@ -596,7 +596,7 @@ def test_modifier_errors_are_one_line_naming_field_and_modifier(key, value, need
 @pytest.mark.parametrize("key, written, needles", [
     # YAML turns unquoted digits into a number first: under |contains, 0755 was searched as "493"
     ("a|contains", "12", ["|contains applies to text", "number 12", "quote"]),
-    ("a|contains", "0755", ["|contains applies to text", "number 493"]),
+    ("a|contains", "0755", ["|contains applies to text", "number 0755", "quote"]),  # as written, not 493
     ("a|startswith", "[1.10, x]", ["|startswith applies to text", "number 1.1"]),
     ("a|endswith", "yes", ["|endswith applies to text", "boolean true"]),
     ("a|re", "12", ["|re applies to text"]),  # pySigma keeps it, as a pattern that is a number

@@ -1,4 +1,5 @@
-"""YAML as rules and field maps are read: PyYAML's safe loader, with duplicate keys refused."""
+"""YAML as rules and field maps are read: PyYAML's safe loader, with duplicate keys refused (and, in
+rules, the text of numbers YAML 1.1 rewrites kept)."""
 
 from __future__ import annotations
 
@@ -24,19 +25,75 @@ class UniqueKeyLoader(SAFE_LOADER):
         return super().construct_mapping(node, deep)
 
 
+class WrittenInt(int):
+    """A plain YAML integer not written as the decimal text it compares by (``0755``, ``0x1F``, ``1_000``,
+    ``1:30``, ``+5``): the int YAML 1.1 reads (493, 31, 1000, 90, 5), with the text as written in
+    ``written``.  A rule compares it as that text (``sigma.modifiers``): an event's ``"0755"`` is what
+    ``FileMode: 0755`` means, never 493.  Everywhere else it is the int."""
+
+    written: str
+
+
+class WrittenFloat(float):
+    """``WrittenInt``'s float: ``1.10``, ``1.0``, ``+1.5``, ``1_000.5`` (``written``), read as 1.1, 1.0, ..."""
+
+    written: str
+
+
+def _compared_text(number) -> str:
+    """The text a number compares by, as ``values.leaves`` writes one (this layer cannot import it)."""
+    if isinstance(number, float):
+        return str(int(number)) if number.is_integer() else repr(number)
+    return str(number)
+
+
+def _keeping_text(construct, kind):
+    """``construct`` (the safe loader's for ints or floats), keeping the text of a plain scalar whose
+    value does not compare by it (``values.leaves``); a canonical one (4104, -5, 1.5) is the number alone,
+    as before, and so is a quoted one with an explicit tag (``!!int '0755'``)."""
+    def construct_number(loader, node):
+        number = construct(loader, node)
+        if node.style or _compared_text(number) == node.value:  # the C parser's plain style is ''
+            return number
+        kept = kind(number)
+        kept.written = node.value
+        return kept
+    return construct_number
+
+
+class RuleLoader(UniqueKeyLoader):
+    """``UniqueKeyLoader`` keeping the text of numbers written in a form YAML rewrites (``WrittenInt``)."""
+
+
+_SAFE = yaml.constructor.SafeConstructor
+RuleLoader.add_constructor("tag:yaml.org,2002:int", _keeping_text(_SAFE.construct_yaml_int, WrittenInt))
+RuleLoader.add_constructor("tag:yaml.org,2002:float", _keeping_text(_SAFE.construct_yaml_float, WrittenFloat))
+
+# What a plain scalar's text resolves to, as the loaders read it.
+_RESOLVER = yaml.resolver.Resolver()
+
+
+def plain_is_number(text: str) -> bool:
+    """Whether YAML reads ``text``, written unquoted, as a number (``12``, ``0755``, not ``09`` or ``1e3``)."""
+    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+    return tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
 class YamlProblem(ValueError):
     """Why a text is not YAML the filter can read, in one line (``str``)."""
 
 
-def load_yaml(text, every: bool = False):
-    """The YAML document of ``text`` (``every``: the list of its documents, empty ones left out),
+def load_yaml(text, every: bool = False, written_numbers: bool = False):
+    """The YAML document of ``text`` (``every``: the list of its documents, empty ones left out;
+    ``written_numbers``: numbers YAML rewrites keep their text, ``WrittenInt``),
     or YamlProblem: its syntax, a key given twice, or a scalar YAML resolves but Python cannot
     build (an integer of 5,000 digits, the date 2001-13-45), which would otherwise escape as a
     traceback."""
+    loader = RuleLoader if written_numbers else UniqueKeyLoader
     try:
         if every:
-            return [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
-        return yaml.load(text, Loader=UniqueKeyLoader)
+            return [d for d in yaml.load_all(text, Loader=loader) if d is not None]
+        return yaml.load(text, Loader=loader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

@@ -29,10 +29,11 @@ import re2
 
 from ..values import fold
 from .encodings import BASE64, BOM, DASHES, UTF16, base64_offsets, base64_plain, to_bytes, utf16
+from ..yamlfile import plain_is_number
 from .regex_literals import required_runs
 from .placeholders import PlaceholderError, expand
-from .typed import (COMPARISONS, DATE_PARTS, PART_RANGES, DatePartTest, NetworkTest, NumberTest, rule_network,
-                    rule_number)
+from .typed import (COMPARISONS, DATE_PARTS, PART_RANGES, DatePartTest, NetworkTest, NumberTest, parse_number,
+                    rule_network, rule_number)
 
 MATCH_MODES = ("contains", "startswith", "endswith")
 # Sigma v2.1 sub-modifiers of |re, each under its short and its long name, as an RE2 flag.
@@ -413,6 +414,12 @@ def _scalar_text(value) -> str:
     return str(value)
 
 
+def _written(value) -> Optional[str]:
+    """The text of a plain YAML number written in a form YAML rewrites (``0755``, ``0x1F``, ``1.10``),
+    which the rule compares instead of YAML's number; None for any other value (``yamlfile.WrittenInt``)."""
+    return getattr(value, "written", None)
+
+
 def _escaped(text: str) -> str:
     """``text`` as a Sigma string that matches it literally (no wildcards)."""
     return text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
@@ -503,15 +510,18 @@ def compile_value(value, spec: ModifierSpec, placeholders=None):
 def _check_type(value, spec: ModifierSpec) -> None:
     """A value of the type its modifiers compare: text for the string ones, a number for lt..gte and
     the date parts (pySigma refuses the others too).  Equality, ``|neq`` and keywords without
-    modifiers compare a number by its text, as ``EventID: 4688`` does."""
+    modifiers compare a number by its text, as ``EventID: 4688`` does.  A quoted number is refused where
+    unquoted it would read as one: ``'12'``, but not ``09`` or ``1e3``, plain text to YAML 1.1."""
     if isinstance(value, str):
-        if spec.kind in ("number", "date") and rule_number(value) is not None:
+        if spec.kind in ("number", "date") and rule_number(value) is not None and plain_is_number(value.strip()):
             raise ModifierError(f"|{spec.date_part or spec.compare} compares numbers: write {value.strip()[:40]} "
                                 f"unquoted, not as the text {value[:40]!r}")
         return
+    if spec.kind in ("number", "date") and _written(value) is not None:
+        return  # read from its text (``_compile_one``)
     text = next((m for m in spec.names if m in TEXT_MODIFIERS), None)
     if text is not None:
-        shown = _scalar_text(value)[:40]
+        shown = (_written(value) or _scalar_text(value))[:40]
         raise ModifierError(f"|{text} applies to text, not to the {'boolean' if isinstance(value, bool) else 'number'}"
                             f" {shown}: quote the value (YAML reads 0755 as 493, yes as true)")
 
@@ -523,9 +533,13 @@ def _compile_one(value, spec: ModifierSpec):
         except ValueError as error:
             raise ModifierError(str(error)) from None
         return NetworkTest(str(network), network)
+    written = _written(value)
     if spec.kind in ("number", "date"):
-        number = rule_number(value)
         name = spec.date_part or spec.compare
+        number = rule_number(value) if written is None else parse_number(written)
+        if number is None and written is not None:
+            raise ModifierError(f"|{name} reads numbers in decimal, as it reads the event's text: {written[:40]} is "
+                                f"not one (YAML 1.1 makes it {_scalar_text(value)[:40]}); write the number meant")
         if number is None:
             shown = _scalar_text(value) if isinstance(value, bool) else repr(str(value)[:40])
             raise ModifierError(f"|{name} needs a number, not {shown}")
@@ -534,9 +548,9 @@ def _compile_one(value, spec: ModifierSpec):
         low, high = PART_RANGES.get(spec.date_part, (number, number))
         if spec.compare is None and (number != number.to_integral_value() or not low <= number <= high):
             raise ModifierError(f"|{name} takes a whole number" + (f" from {low} to {high}" if spec.date_part in
-                                PART_RANGES else "") + f", not {str(value)[:40]!r}")
+                                PART_RANGES else "") + f", not {(written or str(value))[:40]!r}")
         return DatePartTest(spec.date_part, spec.compare or "eq", number)
-    text = value if isinstance(value, str) else _scalar_text(value)
+    text = value if isinstance(value, str) else written or _scalar_text(value)
     if spec.kind == "re":
         return _regex(text, spec.flags, spec.cased)
     return _compile_text(text if isinstance(value, str) else _escaped(text), spec)

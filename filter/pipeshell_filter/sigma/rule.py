@@ -147,8 +147,9 @@ _SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
 
 
 def shown(value) -> str:
-    """A value as quoted in a one-line error message: short however large the value is."""
-    text = _SHOWN.repr(value)
+    """A value as quoted in a one-line error message: short however large the value is; a number
+    YAML rewrote as its author wrote it (``0755``, not 493: ``yamlfile.WrittenInt``)."""
+    text = getattr(value, "written", None) or _SHOWN.repr(value)
     return text if len(text) <= 100 else text[:97] + "..."
 
 
@@ -226,7 +227,7 @@ def _documents(text: str, source: str) -> list:
     if len(text) > MAX_RULE_BYTES:
         raise RuleError(f"rule {source} is larger than {MAX_RULE_BYTES >> 20} MiB")
     try:
-        return load_yaml(text, every=True)
+        return load_yaml(text, every=True, written_numbers=True)  # detection values compare as written
     except YamlProblem as problem:
         raise RuleError(f"rule {source} is not valid YAML{problem}") from None
 
@@ -531,7 +532,7 @@ def _correlation_condition(condition, kind: str, source: str) -> tuple:
             raise RuleError(f"rule {source}: correlation condition {key}: {shown(number)} is not a number")
         if abs(number) > MOST_THRESHOLD:  # past a double, comparisons and alerts lose the number
             raise RuleError(f"rule {source}: correlation condition {key}: {shown(number)[:40]} is beyond 1e300")
-        bounds.append((key, number))
+        bounds.append((key, int(number) if isinstance(number, int) else float(number)))  # not WrittenInt
     if not bounds and not temporal:
         raise RuleError(f"rule {source}: correlation condition has no operator (use {', '.join(OPERATORS)})")
     if isinstance(field, list) and len(field) == 1:
