@@ -186,3 +186,49 @@ def test_a_data_name_given_twice_matches_on_each_value(tmp_path):
     assert [r for r in records(run_cli(["--rule", str(rule), "--emit", "matches"], piped).stdout) if "sigma" in r]
     rule.write_text(_RULE % ("Group: Administrators", "sel"))
     assert not [r for r in records(run_cli(["--rule", str(rule), "--emit", "matches"], piped).stdout) if "sigma" in r]
+
+
+_GROUPED = """title: member added
+id: 11111111-0000-4000-8000-000000000001
+name: member_added
+logsource: {product: windows, service: security}
+detection:
+  sel:
+    EventID: 4732
+  condition: sel
+---
+title: twice to a group
+id: 11111111-0000-4000-8000-000000000002
+correlation:
+  type: %s
+  rules: [member_added]
+  group-by: [Group]
+  timespan: 5m
+  condition: %s
+"""
+
+
+def test_a_data_name_given_twice_groups_a_correlation_by_its_first_value(tmp_path):
+    """The documented choice: a key given twice is a list of its values for correlations too, so group-by
+    takes the first (a record of Administrators then Users is in the Administrators group, though
+    ``Group: Users`` selects it) and value_count counts each value."""
+    path = tmp_path / "groups.evtx"
+
+    def record(number, groups):
+        return {"provider": "Microsoft-Windows-Security-Auditing", "event_id": 4732, "record_id": number,
+                "time": f"2026-11-01T10:00:0{number}Z", "channel": "Security", "computer": "dc01", "level": 0,
+                "data": [("Group", group) for group in groups] + [("Member", "x")]}
+    write_evtx(str(path), [record(1, ["Administrators", "Users"]), record(2, ["Users", "Administrators"]),
+                           record(3, ["Administrators", "Guests"])])
+    rule = tmp_path / "rule.yml"
+    rule.write_text(_GROUPED % ("event_count", "{gte: 2}"))
+    result = run_cli(["--rule", str(rule), "--input", str(path)])
+    assert result.returncode == 0, result.stderr
+    found = [r["sigma"]["correlation"] for r in records(result.stdout) if "correlation" in r.get("sigma", {})]
+    assert [(c["group"], c["value"]) for c in found] == [({"Group": "Administrators"}, 2)]
+    rule.write_text(_GROUPED % ("value_count", "{gte: 2, field: Group}"))
+    found = [r["sigma"]["correlation"] for r in records(run_cli(["--rule", str(rule), "--input", str(path)]).stdout)
+             if "correlation" in r.get("sigma", {})]
+    assert [(c["group"], c["values"]) for c in found] == [  # each event alone is 2 values (an alert consumes them)
+        ({"Group": "Administrators"}, ["Administrators", "Users"]), ({"Group": "Users"}, ["Administrators", "Users"]),
+        ({"Group": "Administrators"}, ["Administrators", "Guests"])]
