@@ -1,11 +1,13 @@
 """A rule value YAML 1.1 reads as a number from a form it rewrites (``0755`` is 493, ``0x1F`` 31, ``1_000``
-1000, ``1:30`` 90, ``+5`` 5, ``1.10`` 1.1) is compared as the text its author wrote: ``FileMode: 0755``
-matched an event's ``"493"``, never its ``"0755"``.  A number written as the text it compares by
+1000, ``1:30`` 90, ``+5`` 5) is compared as the text its author wrote: ``FileMode: 0755`` matched an
+event's ``"493"``, never its ``"0755"``.  A decimal written with a point (``1.0``, ``1.10``) matches
+its text as written and its number (``1``, ``1.1``).  A number written as the text it compares by
 (``EventID: 4104``, ``-5``, ``1.5``) is compared as before.  Under lt..gte and the date parts the
 written text is read as an event's text is (decimal), and a form that reads as no decimal number is
 a rule error."""
 
 import math
+import re
 
 import pytest
 import yaml
@@ -58,6 +60,9 @@ def test_a_number_matches_the_text_its_author_wrote(text):
     as_yaml_reads = first_leaf(value)
     if as_yaml_reads == text:  # written as it compares: as before, the JSON number too
         assert selects("F", text, {"F": value})
+    elif re.fullmatch(r"-?(?:0|[1-9][0-9]*)\.[0-9]+", text):  # 1.0, 1.10: the text as written, or the number
+        assert selects("F", text, {"F": as_yaml_reads}) and selects("F", text, {"F": value})
+        assert not selects("F|neq", text, {"F": value}) and not selects("F|neq", text, {"F": text})
     else:  # a form YAML rewrites: its number's text is another value
         assert not selects("F", text, {"F": as_yaml_reads}) and not selects("F", text, {"F": value})
         assert selects("F|neq", text, {"F": as_yaml_reads}) and not selects("F|neq", text, {"F": text})
@@ -90,7 +95,8 @@ def test_file_mode_0755_matches_an_events_0755_through_the_cli(tmp_path):
 @pytest.mark.parametrize("written, event, expected", [
     ("0x1F", "0x1f", True), ("0x1F", "31", False), ("1_000", "1_000", True), ("1_000", "1000", False),
     ("1:30", "1:30", True), ("1:30", "90", False), ("+5", "+5", True), ("+5", "5", False),
-    ("1.10", "1.10", True), ("1.10", "1.1", False), ("1.0", "1.0", True), ("0b101", "0b101", True),
+    ("1.10", "1.10", True), ("1.10", "1.1", True), ("1.0", "1.0", True), ("1.0", 1.0, True), ("1.0", "1", True),
+    ("1.10", "1.100", False), ("01.5", "1.5", False), ("0b101", "0b101", True),
     ("-0", "-0", True), ("[0755, 0x10]", "0x10", True), ("[0755, 0x10]", "16", False),
 ])
 def test_forms_yaml_rewrites(written, event, expected):

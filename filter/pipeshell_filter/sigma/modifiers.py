@@ -414,6 +414,10 @@ def _scalar_text(value) -> str:
     return str(value)
 
 
+# A float written in plain decimal notation: its author may mean the text (``"1.10"``) or the number.
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+
+
 def _written(value) -> Optional[str]:
     """The text of a plain YAML number written in a form YAML rewrites (``0755``, ``0x1F``, ``1.10``),
     which the rule compares instead of YAML's number; None for any other value (``yamlfile.WrittenInt``)."""
@@ -497,6 +501,8 @@ def compile_value(value, spec: ModifierSpec, placeholders=None):
     """
     _check_type(value, spec)
     raws = [value]
+    if spec.kind == "string" and _DECIMAL.fullmatch(_written(value) or ""):
+        raws = [value, float(value)]  # ``1.0``: an event's text "1.0", or the number 1.0 (whose text is "1")
     if spec.expand:  # its value is text (``_check_type``)
         try:
             raws = expand(value, placeholders, _written_out if spec.kind == "string" else None)
