@@ -156,3 +156,20 @@ def test_outside_detection_a_rewritten_number_is_the_number_yaml_reads():
     written = yamlfile.load_yaml("a: 0x1F", written_numbers=True)["a"]
     assert isinstance(written, yamlfile.WrittenInt) and written == 31 and written.written == "0x1F"
     assert type(yamlfile.load_yaml("a: 0x1F")["a"]) is int  # field maps and placeholders: as before
+
+
+def test_ids_and_names_are_kept_as_written(tmp_path):
+    """A rule ``id: 0x10`` or ``name: 0755`` is that text, not YAML's 16 or 493: a correlation names
+    it as written, and its alerts carry it."""
+    (tmp_path / "r.yml").write_text("title: r\nid: 0x10\nname: 0755\nlogsource: {product: linux}\n"
+                                    "detection:\n  sel: {F: x}\n  condition: sel\n---\n"
+                                    "title: c\nid: 0o17\ncorrelation:\n  type: event_count\n  rules: [0755]\n"
+                                    "  group-by: [H]\n  timespan: 5m\n  condition: {gte: 2}\n")
+    [rule, correlation] = parse_rules((tmp_path / "r.yml").read_text(), SOURCE)
+    assert (rule.id, rule.name, correlation.id, correlation.rules) == ("0x10", "0755", "0o17", ("0755",))
+    result = run_cli(["--rule", str(tmp_path / "r.yml")],
+                     b'{"F": "x", "H": "a", "@timestamp": "2026-01-01T00:00:00Z"}\n'
+                     b'{"F": "x", "H": "a", "@timestamp": "2026-01-01T00:00:01Z"}\n')
+    assert result.returncode == 0, result.stderr
+    [alert] = alerts(result.stdout)
+    assert alert["rule"]["id"] == alert["sigma"]["correlation"]["id"] == "0o17"

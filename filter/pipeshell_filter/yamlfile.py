@@ -61,6 +61,12 @@ def _keeping_text(construct, kind):
     return construct_number
 
 
+def written(value) -> str:
+    """A scalar's text as its author wrote it: a ``WrittenInt``'s own text (an id ``0x10`` stays
+    ``0x10``, not 16), any other value's ``str``."""
+    return getattr(value, "written", None) or str(value)
+
+
 class RuleLoader(UniqueKeyLoader):
     """``UniqueKeyLoader`` keeping the text of numbers written in a form YAML rewrites (``WrittenInt``)."""
 

@@ -19,7 +19,7 @@ from typing import Optional
 import attrs
 
 from ..dirwalk import files_under
-from ..yamlfile import YamlProblem, load_yaml
+from ..yamlfile import YamlProblem, load_yaml, written as written_text
 from .condition import (MOST_THRESHOLD, And, Condition, ConditionError, Not, Or, parse_condition,
                         top_level_terms)
 from .correlation import DOCUMENT_KINDS, FIELD_KINDS, OPERATORS
@@ -298,10 +298,10 @@ def _own_id(document, own, used: dict, number: int):
     (else every rule after the first was refused as a duplicate, or skipped in a directory)."""
     if not isinstance(document, dict):
         return document
-    stable = next((str(v).strip() for v in (document.get("id"), document.get("name"), document.get("title"))
+    stable = next((written_text(v).strip() for v in (document.get("id"), document.get("name"), document.get("title"))
                    if v is not None and str(v).strip()), None)
     base = stable
-    written = next((str(v).strip() for v in (own.get("id"), own.get("name")) if v is not None), None) \
+    written = next((written_text(v).strip() for v in (own.get("id"), own.get("name")) if v is not None), None) \
         if isinstance(own, dict) else None
     if stable in used and written != stable:  # not the document's own doing: a copy of the global's
         base = used[stable]  # a repeat of a rule given a number: the number is not inherited
@@ -391,7 +391,8 @@ def _metadata(data: dict, source: str) -> dict:
     title = data.get("title")
     if not isinstance(title, str) or not title.strip():
         raise RuleError(f"rule {source}: missing 'title'")
-    rule_id = next((str(v).strip() for v in (data.get("id"), data.get("name")) if v is not None and str(v).strip()),
+    rule_id = next((written_text(v).strip() for v in (data.get("id"), data.get("name"))
+                    if v is not None and str(v).strip()),
                    title.strip())
     name = data.get("name")
     if name is not None and (not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip()):
@@ -400,7 +401,7 @@ def _metadata(data: dict, source: str) -> dict:
     return {
         "id": str(rule_id),
         "title": title.strip(),
-        "name": str(name).strip() if name is not None else None,
+        "name": written_text(name).strip() if name is not None else None,
         "level": str(level) if level is not None else None,
         "status": data.get("status") if isinstance(data.get("status"), str) else None,
         "author": data.get("author") if isinstance(data.get("author"), str) else None,
@@ -504,7 +505,7 @@ def _names(value, what: str, source: str) -> tuple:
     if not isinstance(items, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool)
                                               and str(v).strip() for v in items):
         raise RuleError(f"rule {source}: correlation '{what}' must be a list of names")
-    names = tuple(str(v).strip() for v in items)
+    names = tuple(written_text(v).strip() for v in items)
     twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if twice is not None:
         raise RuleError(f"rule {source}: correlation '{what}' names {shown(twice)} twice")
