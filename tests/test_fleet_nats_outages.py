@@ -6,6 +6,7 @@ import datetime
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -47,10 +48,10 @@ class Fleet:
                        for i in range(agents)]
         self.correlators = []
 
-    def correlator(self, url: str, name: str = "c", extra=()):
+    def correlator(self, url: str, name: str = "c", extra=(), command=COMMAND):
         out = self.tmp / f"{name}.ndjson"
         process = subprocess.Popen(
-            COMMAND + self.rules + ["--stage", "correlate", "--nats", url, "--state", str(self.tmp / f"{name}.json"),
+            command + self.rules + ["--stage", "correlate", "--nats", url, "--state", str(self.tmp / f"{name}.json"),
                                     "--state-interval", "0.2", "--agents", str(len(self.agents)), *extra],
             stdout=open(out, "wb"), stderr=subprocess.PIPE)
         process.out = out
@@ -272,6 +273,56 @@ def test_a_correlator_cut_off_past_its_lease_while_a_standby_took_over_stops_in_
     err = first.stderr.read().decode()
     assert "its lease lapsed" in err and "took it over; this one stops" in err, err
     assert len(err.strip().splitlines()) <= 3, err  # perhaps a line on the wait, then the reason
+
+
+# The correlator held up (a pause of the process: swapped out, a VM migrated, SIGSTOP) for longer than its
+# lease, right after a fetch that brought a record of host "victim".
+STALLED_AFTER_FETCH = [sys.executable, "-c", """
+import time
+from pipeshell_filter.io import bus, fleet
+fetch = bus.Consumer.fetch
+
+def stalled(self, *args, **kwargs):
+    messages = fetch(self, *args, **kwargs)
+    if not stalled.done and any(b"victim" in message.data for message in messages):
+        stalled.done = True
+        time.sleep(fleet.PartitionLease.LEASE + 6)
+    return messages
+
+stalled.done = False
+bus.Consumer.fetch = stalled
+from pipeshell_filter.launch import main
+main()
+"""]
+ONE_PIPE_EVENT = QUICK_BY_HOST.replace(">= 3", ">= 1")
+
+
+def test_a_correlator_held_up_past_its_lease_after_a_fetch_leaves_what_it_fetched_to_the_one_that_took_over(
+        tmp_path):
+    """The first correlator fetched a record, then stood still past its lease while the standby took over:
+    it went on with the record it had fetched (an alert beside the standby's, an ack from under it).  Now
+    it says in one line that it lost the lease, and stops without using or acknowledging the record,
+    which the standby gets and alerts on, once."""
+    with NatsServer(tmp_path / "nats") as server:
+        fleet = Fleet(tmp_path, server.url)
+        (tmp_path / "by.yml").write_text(ONE_PIPE_EVENT)  # one event is an alert, made at once
+        try:
+            first = fleet.correlator(server.url, "first", ["--early-alerts"], STALLED_AFTER_FETCH)
+            fleet.active(first)
+            second = fleet.correlator(server.url, "second", ["--early-alerts"])
+            fleet.tick(2)
+            fleet.write(0, "victim")
+            assert wait_until(lambda: "taken over" in open_text(second), timeout=WAIT)
+            assert first.wait(timeout=WAIT) == 1
+            fleet.tick(2)
+            assert wait_until(lambda: hosts(second)), "the standby did not alert"
+        finally:
+            fleet.stop()
+    err = open_text(first)
+    assert hosts(first) == [] and hosts(second) == [["victim"]], (err, open_text(second))
+    assert "its lease lapsed" in err and "took it over; this one stops" in err, err
+    assert "leaves what it fetched and had not used to it, unacknowledged" in err, err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def open_text(process) -> str:

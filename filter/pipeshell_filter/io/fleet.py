@@ -283,6 +283,10 @@ class PartitionCheck:
                         "its alerts lost or wrong; give every agent the same --partitions")
 
 
+class LeaseLost(BusError):
+    """Another correlator took this one's partition over (``PartitionLease``)."""
+
+
 class PartitionLease:
     """One correlator per partition.  Two read one durable by turns, each its share of the records (its
     own alerts, or double ones after the resets that the missing deliveries set off), and the second's
@@ -291,10 +295,17 @@ class PartitionLease:
     expire ``LEASE`` seconds after they were written, and renews it; a second one stands by, said once,
     until the key is free: the first ended (it deletes the key), or stopped renewing (killed, cut off)
     for ``LEASE`` seconds.  The key says who holds it; one held by this host's process of the same
-    state file is free at once: this process holds the state's file lock, so that one has ended."""
+    state file is free at once: this process holds the state's file lock, so that one has ended.
+
+    A fetched record is used, and acknowledged, only while the key is certainly still this one's
+    (``held``): a correlator held up past its lease (a stall, renewals the server did not answer) went
+    on with the batch it had fetched beside the one that took over, and acknowledged it from under it."""
 
     LEASE = 15.0
     RENEW = 3.0  # seconds between renewals
+    # Seconds after a write of the key was sent that it certainly still holds (the server counts its
+    # ``LEASE`` from when it stored the write, later): one renewal's margin, for the two clocks.
+    SURE = LEASE - RENEW
     STANDBY_POLL = 1.0
 
     def __init__(self, bus: Bus, stream: str, key: str, partition: int, state_path: str):
@@ -303,7 +314,8 @@ class PartitionLease:
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "state": os.path.realpath(state_path)}
         self.value = ujson.dumps(self.owner).encode()
         self.revision: Optional[int] = None
-        self._renewed = 0.0
+        self._renewed = 0.0  # when the last write of the key went through
+        self._written = 0.0  # when it was sent (``SURE``)
         self._kv = self._kv_js = None
 
     async def _bucket(self, js):
@@ -353,9 +365,10 @@ class PartitionLease:
         """Hold the partition, standing by while another correlator does; False when stopped first."""
         told = False
         while not stop.requested:
+            sent = time.monotonic()
             holder = self._run("taking it", self._claim, self.bus.setup_timeout)
             if holder is None:
-                self._renewed = time.monotonic()
+                self._renewed, self._written = time.monotonic(), sent
                 if told:
                     say(f"partition {self.partition}: taken over, the other correlator gone")
                 return True
@@ -370,10 +383,38 @@ class PartitionLease:
     def renew(self) -> None:
         """Every ``RENEW`` seconds, while the server answers (nobody can take the key from one that does
         not, and the loop is not held up trying).  A lease that lapsed and was taken by another
-        correlator ends this one (BusError) at its next turn: the other reads on from the durable's
+        correlator ends this one (``LeaseLost``) at its next turn: the other reads on from the durable's
         acknowledged position.  One that lapsed with nobody taking it is taken again."""
         if time.monotonic() - self._renewed < self.RENEW or not self._answering():
             return
+        try:
+            self._renew()
+        except LeaseLost:
+            raise
+        except BusError:
+            if not self._answering():
+                return  # went away meanwhile: tried again once it is back
+            raise
+
+    def held(self, stop) -> bool:
+        """Before a fetched record is used or acknowledged: True once the key is certainly this
+        correlator's, renewed first when ``SURE`` seconds have passed since its last write was sent,
+        waiting for a server that does not answer as long as it takes (the bus says so).  Taken by
+        another meanwhile: ``LeaseLost``, the record neither used nor acknowledged, so that the other
+        gets it.  False when stopped first."""
+        while time.monotonic() - self._written >= self.SURE:
+            if stop.requested:
+                return False
+            try:
+                self._renew()
+            except LeaseLost:
+                raise
+            except BusError:
+                if self._answering() or self.bus._closed:
+                    raise  # refused by a server that answers, or the bus closed: no wait cures it
+        return True
+
+    def _renew(self) -> None:
         errors = self.bus._mod.js.errors
 
         async def renew(kv):
@@ -383,17 +424,13 @@ class PartitionLease:
             except errors.KeyWrongLastSequenceError:
                 return await self._claim(kv)
 
-        try:
-            holder = self._run("renewing it", renew, ATTEMPT_TIMEOUT)
-        except BusError:
-            if not self._answering():
-                return  # went away meanwhile: tried again once it is back
-            raise
+        sent = time.monotonic()
+        holder = self._run("renewing it", renew, ATTEMPT_TIMEOUT)
         if holder is not None:
-            raise BusError(f"partition {self.partition}: its lease lapsed (not renewed for {self.LEASE:g} s) and "
-                           f"another correlator (pid {holder.get('pid')} on {holder.get('host')}) took it over; "
-                           "this one stops")
-        self._renewed = time.monotonic()
+            raise LeaseLost(f"partition {self.partition}: its lease lapsed (not renewed for {self.LEASE:g} s) and "
+                            f"another correlator (pid {holder.get('pid')} on {holder.get('host')}) took it over; "
+                            "this one stops, and leaves what it fetched and had not used to it, unacknowledged")
+        self._renewed, self._written = time.monotonic(), sent
 
     def _answering(self) -> bool:
         nc = self.bus._nc
@@ -473,7 +510,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     def acknowledge() -> None:
         if stop.requested:  # stopping: a restart reads on from the snapshot's position (``bus_seq``)
             return  # whatever the ack floor, so the ack is not worth waiting for a silent server
-        if last[0] is not None and last[0] is not last[1]:
+        if last[0] is not None and last[0] is not last[1] and lease.held(stop):
             try:
                 consumer.ack(last[0])
             except BusError:
@@ -525,10 +562,12 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
             stream_filter.before_block()  # what is final goes out; snapshots and stats when due
             continue
         for message in messages:
+            if not lease.held(stop):
+                break  # stopping: the rest is left unacknowledged, for whoever reads on
             take(message)
             stream_filter.bus_seq = message.seq
             last[0] = message
-        taken += len(messages)
+            taken += 1
         if stream_filter.state.due() or taken >= UNACKED:
             taken = 0
             stream_filter.save_state()
