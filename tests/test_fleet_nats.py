@@ -22,6 +22,7 @@ import pytest
 
 from clitools import COMMAND, REPO, alerts, ndjson, run_cli
 from clitools import records as json_lines
+from fleettools import QUICK_BY_HOST, SAMPLE, WAIT, Fleet, bus_alerts, wait_for_alerts
 from natsserver import NatsServer, needs_nats
 from test_fleet_shards import comparable
 from test_stages import BY_HOST
@@ -32,7 +33,6 @@ import corpus  # noqa: E402  the bench corpus generator
 pytestmark = needs_nats
 AGENTS = 3
 LATENESS = ["--lateness", "5"]
-WAIT = 60
 
 
 @pytest.fixture(scope="module")
@@ -62,26 +62,6 @@ def shares(lines):
     for line in lines:
         out[zlib.crc32(host_of(line)) % AGENTS].append(line)
     return out
-
-
-def bus_alerts(url: str, want: int, timeout: float = WAIT) -> list:
-    """Every alert on the alert subject, read from the start; waits until ``want`` arrived, then
-    one more second for any duplicate."""
-    from pipeshell_filter.io.bus import Bus
-    from pipeshell_filter.io.fleet import ALERT_STREAM, alert_subject
-
-    found = []
-    with Bus(url, name="test reader") as bus:
-        bus.ensure_stream(ALERT_STREAM, [alert_subject("pipeshell")])
-        consumer = bus.consumer(ALERT_STREAM, f"reader-{time.monotonic_ns()}", alert_subject("pipeshell"), 1)
-        deadline, settle = time.monotonic() + timeout, None
-        while time.monotonic() < (settle or deadline):
-            for message in consumer.fetch(64, 0.5):
-                found.append(json.loads(message.data))
-                consumer.ack(message)
-            if len(found) >= want and settle is None:
-                settle = time.monotonic() + 1.0
-    return found
 
 
 def correlator(url, state, out, extra=()):
@@ -353,22 +333,12 @@ def test_agents_and_correlators_that_disagree_on_partitions_are_told(tmp_path):
 
 # ---------------------------------------------------------------- fleets side by side, restarts, stops
 
-SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
-
-
 def test_each_prefix_has_its_own_streams():
     from pipeshell_filter.io.fleet import ALERT_STREAM, STREAM, stream_names
     assert stream_names("pipeshell") == (STREAM, ALERT_STREAM) == ("PIPESHELL", "PIPESHELL_ALERTS")
     names = [stream_names(p)[0] for p in ("pipeshell", "fleetb", "fleet-b", "fleet_b", "a.b", "a_b", "Fleet", "fleet")]
     assert len(set(names)) == len(names)
     assert all(name.replace("_", "").replace("-", "").isalnum() and name.isupper() for name in names)
-
-
-def wait_for_alerts(path, count, process):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline and len(alerts(path.read_bytes())) < count and process.poll() is None:
-        time.sleep(0.2)
-    return alerts(path.read_bytes())
 
 
 def test_two_fleets_on_one_server_keep_to_their_own_records(tmp_path):
@@ -697,66 +667,15 @@ def test_an_agent_says_it_is_idle_while_it_waits_and_never_after_records_came(tm
     assert not any(record.get("idle") for record in after[:held]), after  # none of a time before what it held
 
 
-QUICK_BY_HOST = BY_HOST.replace("timeframe: 2m", "timeframe: 10s")
-
-
-class LiveFleet:
-    """Two agents (a0, a1) fed lines timed now, and a correlator with --state, on ``server``: what the
-    tests of a bus that goes away (down, hung) while agents hold what they read run."""
-
-    def __init__(self, tmp_path, server, lateness: str, agent_idle: str):
-        (tmp_path / "by.yml").write_text(QUICK_BY_HOST)
-        rules = ["--rule", str(tmp_path / "by.yml"), "--lateness", lateness, "--idle", "1"]
-        self.out = tmp_path / "alerts.ndjson"
-        self.correlate = subprocess.Popen(
-            COMMAND + rules + ["--stage", "correlate", "--nats", server.url, "--state", str(tmp_path / "state.json"),
-                               "--state-interval", "0.2", "--agent-idle", agent_idle, "--agents", "2"],
-            stdout=open(self.out, "wb"), stderr=subprocess.PIPE)
-        self.agents = [subprocess.Popen(COMMAND + rules + ["--stage", "match", "--nats", server.url, "--agent", f"a{i}",
-                                                           "--heartbeat", "1", "--quiet"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) for i in (0, 1)]
-
-    def write(self, agent: int, host: str, text="$p = New-Object System.IO.Pipes.NamedPipeServerStream('x')"):
-        import datetime
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        event = {"EventID": 4104, "Computer": host, "@timestamp": now, "ScriptBlockText": text}
-        self.agents[agent].stdin.write(json.dumps(event).encode() + b"\n")
-        self.agents[agent].stdin.flush()
-
-    def tick(self, seconds: int) -> None:
-        """A quiet line from every agent each second."""
-        for _ in range(seconds):
-            for agent in range(len(self.agents)):
-                self.write(agent, "quiet", "Get-ChildItem")
-            time.sleep(1)
-
-    def alerts(self) -> list:
-        """End of the agents' input, then the alerts the correlator made (it is stopped after)."""
-        try:
-            for agent in self.agents:
-                agent.stdin.close()
-                assert agent.wait(timeout=WAIT) == 0
-            return wait_for_alerts(self.out, 1, self.correlate)
-        finally:
-            self.stop()
-
-    def stop(self) -> None:
-        if self.correlate.poll() is None:
-            self.correlate.send_signal(signal.SIGTERM)
-            self.correlate.wait(timeout=WAIT)
-
-    def stderr(self) -> str:
-        return self.correlate.stderr.read().decode()
-
-
 def test_a_server_down_longer_than_lateness_and_idle_loses_no_alert(tmp_path):
     """16 s without the server (lateness 2, idle 1, agent-idle 3): the correlator took the silence for
     idle agents and the wall clock for the fleet's time, so the two events agent a0 read meanwhile
     (and held) came after their window had closed: the alert was lost, the host named as a clock
     behind.  The bus's silence is no agent's."""
     with NatsServer(tmp_path / "nats") as server:
-        fleet = LiveFleet(tmp_path, server, lateness="2", agent_idle="3")
+        fleet = Fleet(tmp_path, server.url, lateness="2")
         try:
+            correlate = fleet.correlator(server.url, extra=["--agent-idle", "3"])
             fleet.tick(3)
             fleet.write(0, "victim")
             time.sleep(1)
@@ -767,10 +686,10 @@ def test_a_server_down_longer_than_lateness_and_idle_loses_no_alert(tmp_path):
             time.sleep(14)
             server.start()
             fleet.tick(8)
-            found = fleet.alerts()
+            found = fleet.end(correlate)
         finally:
             fleet.stop()
-    err = fleet.stderr()
+    err = correlate.stderr.read().decode()
     assert [a["related"]["hosts"] for a in found] == [["victim"]], err
     assert "late" not in err and "behind" not in err, err
 
@@ -781,8 +700,9 @@ def test_a_hung_server_is_no_agents_silence(tmp_path):
     say: they were taken for silent (--agent-idle 2) and the wall clock for the fleet's time (--idle),
     so the two events agent a0 read and held through the hang came late, and the alert was lost."""
     with NatsServer(tmp_path / "nats") as server:
-        fleet = LiveFleet(tmp_path, server, lateness="1", agent_idle="2")
+        fleet = Fleet(tmp_path, server.url, lateness="1")
         try:
+            correlate = fleet.correlator(server.url, extra=["--agent-idle", "2"])
             fleet.tick(3)
             fleet.write(0, "victim")
             time.sleep(1)
@@ -795,10 +715,10 @@ def test_a_hung_server_is_no_agents_silence(tmp_path):
             finally:
                 server.resume()
             fleet.tick(4)
-            found = fleet.alerts()
+            found = fleet.end(correlate)
         finally:
             fleet.stop()
-    err = fleet.stderr()
+    err = correlate.stderr.read().decode()
     assert [a["related"]["hosts"] for a in found] == [["victim"]], err
     assert "late" not in err.replace("arrive late", ""), err
 

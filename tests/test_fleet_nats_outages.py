@@ -2,93 +2,18 @@
 with the real ``nats-server`` (``natsserver``): what the correlator counts as the agents' silence,
 how soon an agent's publishes go on after a crash, what is said, and who alerts."""
 
-import datetime
-import json
 import signal
-import subprocess
 import sys
 import threading
 import time
 
 import pytest
 
-from clitools import COMMAND, alerts
+from fleettools import QUICK_BY_HOST, WAIT, Fleet, hosts, open_text, wait_until
 from natsproxy import HoldingRelay
 from natsserver import NatsServer, needs_nats
-from test_fleet_nats import QUICK_BY_HOST, WAIT
 
 pytestmark = needs_nats
-
-
-def event_line(host: str, text: str = "$p = New-Object System.IO.Pipes.NamedPipeServerStream('x')") -> bytes:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return json.dumps({"EventID": 4104, "Computer": host, "@timestamp": now, "ScriptBlockText": text}).encode() + b"\n"
-
-
-def wait_until(condition, timeout: float = WAIT, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(step)
-    return condition()
-
-
-class Fleet:
-    """Agents a0, a1 (``--heartbeat 1``) straight to the server; correlators at ``url`` (a relay)."""
-
-    def __init__(self, tmp_path, server_url: str, agents: int = 2):
-        (tmp_path / "by.yml").write_text(QUICK_BY_HOST)
-        self.tmp = tmp_path
-        self.rules = ["--rule", str(tmp_path / "by.yml"), "--lateness", "2", "--idle", "1"]
-        self.agents = [subprocess.Popen(COMMAND + self.rules + ["--stage", "match", "--nats", server_url, "--agent",
-                                                                f"a{i}", "--heartbeat", "1", "--quiet"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                       for i in range(agents)]
-        self.correlators = []
-
-    def correlator(self, url: str, name: str = "c", extra=(), command=COMMAND):
-        out = self.tmp / f"{name}.ndjson"
-        process = subprocess.Popen(
-            command + self.rules + ["--stage", "correlate", "--nats", url, "--state", str(self.tmp / f"{name}.json"),
-                                    "--state-interval", "0.2", "--agents", str(len(self.agents)), *extra],
-            stdout=open(out, "wb"), stderr=subprocess.PIPE)
-        process.out = out
-        self.correlators.append(process)
-        return process
-
-    def active(self, process) -> None:
-        """Ticks until ``process`` has saved a state: it reads its partition."""
-        state = self.tmp / (process.out.stem + ".json")
-        deadline = time.monotonic() + WAIT
-        while not state.exists():
-            assert time.monotonic() < deadline and process.poll() is None, "the correlator did not start"
-            self.tick(1)
-
-    def write(self, agent: int, host: str, text: str = None) -> None:
-        self.agents[agent].stdin.write(event_line(host) if text is None else event_line(host, text))
-        self.agents[agent].stdin.flush()
-
-    def tick(self, seconds: int) -> None:
-        for _ in range(seconds):
-            for agent in range(len(self.agents)):
-                self.write(agent, "quiet", "Get-ChildItem")
-            time.sleep(1)
-
-    def stop(self) -> None:
-        for agent in self.agents:
-            if agent.poll() is None:
-                agent.stdin.close()
-                agent.wait(timeout=WAIT)
-        for process in self.correlators:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=WAIT)
-
-
-def hosts(process) -> list:
-    return [a["related"]["hosts"] for a in alerts(process.out.read_bytes())]
 
 
 @pytest.mark.parametrize("held", [b"pipeshell.alerts", b"$JS.ACK"], ids=["alert publish", "ack"])
@@ -323,14 +248,3 @@ def test_a_correlator_held_up_past_its_lease_after_a_fetch_leaves_what_it_fetche
     assert "its lease lapsed" in err and "took it over; this one stops" in err, err
     assert "leaves what it fetched and had not used to it, unacknowledged" in err, err
     assert len(err.strip().splitlines()) == 1, err
-
-
-def open_text(process) -> str:
-    """What ``process`` wrote on stderr so far, without waiting for more."""
-    import fcntl
-    import os
-    fd = process.stderr.fileno()
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-    chunk = process.stderr.read() or b""
-    process.seen = getattr(process, "seen", b"") + chunk
-    return process.seen.decode()

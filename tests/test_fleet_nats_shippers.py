@@ -19,7 +19,6 @@ skipped while the stream goes on.
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -27,12 +26,12 @@ import time
 
 import pytest
 
-from clitools import COMMAND, REPO, alerts, run_cli
+from clitools import COMMAND, alerts, run_cli
+from fleettools import SAMPLE, bus_alerts
 from natsserver import NatsServer, needs_nats
-from test_fleet_nats import bus_alerts, comparable
+from test_fleet_shards import comparable
 
 pytestmark = needs_nats
-SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
 SUBJECT = "pipeshell.records.0"  # the recipes' subject: one partition
 # The incident's three hosts on both agents (srv01 on one, cli01 and cli02 on the other).
 AGENT_HOSTS = {"a": ["srv01.corp.example", "ws03.corp.example"],
