@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import termios
 import time
 
 from clitools import COMMAND, REPO, alerts
@@ -49,6 +50,21 @@ def open_text(process) -> str:
     chunk = process.stderr.read() or b""
     process.seen = getattr(process, "seen", b"") + chunk
     return process.seen.decode()
+
+
+def unread(pipe) -> int:
+    """Bytes written to ``pipe`` (a child's stdin) that the child has not read yet (Linux: FIONREAD)."""
+    return int.from_bytes(fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0" * 4), "little")
+
+
+def streams_made(url: str, prefix: str = "pipeshell") -> bool:
+    """Both of the prefix's streams exist: a process of the fleet has connected and set them up."""
+    from pipeshell_filter.io.bus import Bus
+    from pipeshell_filter.io.fleet import alert_subject
+
+    with Bus(url, name="test looker") as bus:
+        return bus.stream_holding(f"{prefix}.records.0") is not None and \
+            bus.stream_holding(alert_subject(prefix)) is not None
 
 
 def bus_alerts(url: str, want: int, timeout: float = WAIT) -> list:

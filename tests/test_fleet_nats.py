@@ -22,7 +22,7 @@ import pytest
 
 from clitools import COMMAND, REPO, alerts, ndjson, run_cli
 from clitools import records as json_lines
-from fleettools import QUICK_BY_HOST, SAMPLE, WAIT, Fleet, bus_alerts, wait_for_alerts
+from fleettools import QUICK_BY_HOST, SAMPLE, WAIT, Fleet, bus_alerts, streams_made, unread, wait_for_alerts, wait_until
 from natsserver import NatsServer, needs_nats
 from test_fleet_shards import comparable
 from test_stages import BY_HOST
@@ -731,7 +731,7 @@ def test_an_agent_whose_stream_was_deleted_ends_in_one_line(tmp_path):
         agent = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet",
                                             *LATENESS], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
-        time.sleep(1.0)  # connected, streams made
+        assert wait_until(lambda: streams_made(server.url) or agent.poll() is not None) and agent.poll() is None
         with Bus(server.url, name="operator") as bus:
             bus._call(bus._js.delete_stream("PIPESHELL"))
         agent.stdin.write(open(SAMPLE, "rb").read())
@@ -841,11 +841,14 @@ def test_a_stop_while_the_server_is_down_gives_up_an_agents_records_after_a_grac
         agent = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet",
                                             *LATENESS], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
-        time.sleep(1.0)  # connected, streams made
+        # connected, streams made (a fixed second was too short on a loaded machine: the agent was still
+        # connecting when the server stopped, and had given up before it was written to)
+        assert wait_until(lambda: streams_made(server.url) or agent.poll() is not None) and agent.poll() is None
         server.stop()
         agent.stdin.write(open(SAMPLE, "rb").read())  # detections to publish, with nobody to take them
         agent.stdin.flush()
-        time.sleep(1.0)
+        # read: a stop now ends the input after those lines (before, they would not be read at all)
+        assert wait_until(lambda: unread(agent.stdin) == 0, step=0.05)
         started = time.monotonic()
         agent.send_signal(signal.SIGTERM)
         code = agent.wait(timeout=WAIT)
