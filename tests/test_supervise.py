@@ -36,6 +36,7 @@ README = os.path.join(REPO, "integrations", "README.md")
 #   relay NAME: stdin to stdout, line by line
 #   consume NAME OUT [DELAY]: stdin to OUT (after DELAY seconds); "EOF" at end of input, "TERM" on SIGTERM
 #   fail NAME CODE: exit with CODE once its input ends
+#   tell NAME OUT: consume, saying "NAME: end of input" on stderr before it writes "EOF"
 #   spawn NAME: a relay that leaves a child (sleep) in its process group, holding the pipe open
 MEMBER = r'''
 import os, signal, subprocess, sys, time
@@ -79,6 +80,15 @@ elif role == "consume":
 elif role == "fail":
     sys.stdin.read()
     sys.exit(int(args[0]))
+elif role == "tell":
+    out = open(args[0], "a")
+    for line in sys.stdin:
+        out.write(line)
+        out.flush()
+    sys.stderr.write(f"{name}: end of input\n")
+    sys.stderr.flush()
+    out.write("EOF\n")
+    out.flush()
 '''
 
 # A unit of arbitrary members: the supervisor of the package, in a process of its own.
@@ -425,6 +435,34 @@ def test_a_killed_supervisor_stops_the_front_only_and_the_rest_drains(tmp_path, 
     unit.wait()
     wait_until(lambda: not any(map(alive, pids)), "the members ended with their supervisor")
     assert lines_of(out) == [f"line {i}" for i in range(10)] + ["EOF"]  # not "TERM": the shipper drained
+
+
+def children_of(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return list(map(int, handle.read().split()))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_a_killed_supervisor_leaves_the_members_stderr_read_to_their_end(tmp_path, units, member):
+    """kill -9 of the supervisor while the chain drains: the members' stderr pipes had no reader any
+    more, so the last member's line at its end of input killed it (BrokenPipeError) before it wrote
+    "EOF", and the line was lost.  The supervisor's heir now reads them: the line comes behind the
+    member's name after one that says the supervisor died, the member ends cleanly, and nothing of
+    the unit (the heir included) is left once the members ended."""
+    out = tmp_path / "out.txt"
+    unit = chain(units, tmp_path, [member("produce", "a", 10, "wait"), member("relay", "b"),
+                                   member("tell", "c", out)])
+    wait_until(lambda: len(lines_of(out)) == 10, "the lines arrived")
+    pids = [unit.pid_of(name) for name in "abc"]
+    everyone = children_of(unit.process.pid)
+    assert set(pids) <= set(everyone)
+    unit.process.kill()
+    unit.wait()
+    wait_until(lambda: not any(map(alive, everyone)), "the members and the heir ended after their supervisor")
+    assert lines_of(out) == [f"line {i}" for i in range(10)] + ["EOF"]
+    assert unit.stderr().splitlines() == [
+        "pipeshell-filter run: the supervisor died: the chain stops from its front by itself; what its members "
+        "still write follows", "member 3: c: end of input"]
 
 
 # ---------------------------------------------------------------------------------------------

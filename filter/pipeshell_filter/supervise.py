@@ -31,7 +31,9 @@ process starts the members as a pipe chain (each one's stdout the next one's std
   (it could hold the pipe open, and the next member would never see end of input).  On Linux the
   first member gets SIGTERM if the supervisor itself dies (``PR_SET_PDEATHSIG``), and the others
   end as in a stop, by end of input in order: a SIGTERM to every member at once would drop what
-  is in the pipes after the collector stored its position past it.  A first member that ignores
+  is in the pipes after the collector stored its position past it.  Their stderr is then read by
+  the supervisor's heir (``_start_heir``), so what they say as they end is kept and none of them
+  meets a broken pipe on it.  A first member that ignores
   SIGTERM, or leaves a child holding its output open, then keeps the chain running, and a member
   that leaves its session (a daemon) escapes; systemd's cgroup does not let them escape.
 * Exit status 0 also when the first member ends with status 0 and every later one follows,
@@ -175,6 +177,57 @@ def filter_member(options: Sequence[str]) -> Member:
     unit was started by), named in reports as the user would type it."""
     return Member([sys.executable, "-m", "pipeshell_filter", *options], shlex.join(["pipeshell-filter", *options]),
                   "filter")
+
+
+def _start_heir(logs: Sequence[tuple]) -> Optional[tuple]:
+    """A process that reads the members' stderr (``logs``: read end and role) if the supervisor
+    dies; ``(pid, fd)``: one byte written on ``fd`` sends it away, the supervisor having read them
+    itself.  Without it, a kill -9 of the supervisor left those pipes without a reader while the
+    members drained: the next line a member wrote on stderr killed it (SIGPIPE, or a Python
+    program's BrokenPipeError) before it had finished, and what they said was lost.
+
+    It waits in a session of its own (a ``kill -9`` of the unit's process group leaves it, as it
+    leaves the members), ignoring the stop signals and job control: it ends when the members'
+    pipes end.  The supervisor starts no thread, so the fork (as ``_die_with``) is safe."""
+    life_read, life_write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(life_read)
+        os.close(life_write)
+        return None
+    if pid:
+        os.close(life_read)
+        return pid, life_write
+    try:
+        _be_heir(life_read, logs)
+    finally:
+        os._exit(0)
+
+
+def _be_heir(life: int, logs: Sequence[tuple]) -> None:
+    os.setsid()
+    signal.set_wakeup_fd(-1)
+    for number in STOP_SIGNALS + (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(number, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    keep = sorted({2, life} | {fd for fd, _ in logs})  # no end of the chain's pipes, nor of the logs' write ends
+    for low, high in zip([2] + keep, keep + [os.sysconf("SC_OPEN_MAX")]):
+        os.closerange(low + 1, high)
+    if os.read(life, 1):  # the supervisor ended and read the pipes to their ends
+        return
+    heir = Logs()
+    for fd, role in logs:
+        heir.add(fd, role)
+    heir.note("the supervisor died: the chain stops from its front by itself; what its members still write follows")
+    while heir.fds():
+        found, _, _ = select.select(heir.fds(), [], [])
+        for fd in found:
+            heir.read(fd)
+    heir.close()
 
 
 def _has_ended(member: Member) -> bool:
@@ -385,6 +438,8 @@ class Supervisor:
         self._ready = None  # the read end of the pipe on which the filter says it is ready (``_start``)
         self._held = None  # the filter's input, when the members before it never started
         self.logs = Logs()
+        self._log_pipes: List[Optional[tuple]] = []  # each member's stderr pipe, until it started (``_start``)
+        self._heir: Optional[tuple] = None  # (pid, fd) of the process that reads them if the supervisor dies
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -450,6 +505,9 @@ class Supervisor:
         reach) lost every line the collector had read meanwhile, its position stored past them.
         If the filter ends first, or a stop is asked meanwhile, the members before it never start."""
         count = len(self.members)
+        self._log_pipes = [os.pipe() for _ in range(count)]
+        self._heir = _start_heir([(pipe[0], member.role or f"member {member.number}")
+                                  for pipe, member in zip(self._log_pipes, self.members)])
         pipes = [os.pipe() for _ in range(count - 1)]
         unused = {fd for pipe in pipes for fd in pipe}
         gate = self.members.index(self.usage_member) if self.usage_member in self.members[1:] else 0
@@ -467,6 +525,11 @@ class Supervisor:
         finally:
             for fd in unused:  # what no member took: its reader sees end of input, its writer a closed pipe
                 os.close(fd)
+            for pipe in self._log_pipes:  # those of the members that never started
+                if pipe is not None:
+                    os.close(pipe[0])
+                    os.close(pipe[1])
+            self._log_pipes = []
         if self.cause is not None:
             self._stop(1)
 
@@ -479,7 +542,7 @@ class Supervisor:
         ready_pipe = os.pipe() if ready else None
         if ready_pipe is not None:
             env[READY_FD] = str(ready_pipe[1])
-        log_read, log_write = os.pipe()
+        (log_read, log_write), self._log_pipes[index] = self._log_pipes[index], None
         try:
             member.process = subprocess.Popen(member.argv, stdin=stdin, stdout=stdout, stderr=log_write,
                                               start_new_session=True,
@@ -771,12 +834,29 @@ class Supervisor:
             if self._held is not None:
                 os.close(self._held)
             self.logs.close()
+            self._dismiss_heir()
             self._restore(saved)
         if self.cause is not None:
             usage = self.cause is self.usage_member and self.cause.status is not None and \
                 os.WIFEXITED(self.cause.status) and os.WEXITSTATUS(self.cause.status) == 2
             return 2 if usage or self.unrunnable else 1
         return 1 if self.failed else 0
+
+    def _dismiss_heir(self) -> None:
+        """The members' stderr was read to its end here: the heir has nothing to take over."""
+        if self._heir is None:
+            return
+        pid, fd = self._heir
+        self._heir = None
+        try:
+            os.write(fd, b".")
+        except OSError:
+            pass
+        os.close(fd)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
     unrunnable = False  # a member could not be started, and never will be (``_start``)
 
