@@ -21,7 +21,7 @@ import time
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from clitools import COMMAND, REPO, run_cli
@@ -37,6 +37,8 @@ README = os.path.join(REPO, "integrations", "README.md")
 #   consume NAME OUT [DELAY]: stdin to OUT (after DELAY seconds); "EOF" at end of input, "TERM" on SIGTERM
 #   fail NAME CODE: exit with CODE once its input ends
 #   tell NAME OUT: consume, saying "NAME: end of input" on stderr before it writes "EOF"
+#   mumble NAME SIZE: SIZE bytes on stderr without a newline, then wait; " end" and its newline on SIGTERM
+#   chatter NAME COUNT: COUNT lines on stderr, then relay
 #   spawn NAME: a relay that leaves a child (sleep) in its process group, holding the pipe open
 MEMBER = r'''
 import os, signal, subprocess, sys, time
@@ -80,6 +82,25 @@ elif role == "consume":
 elif role == "fail":
     sys.stdin.read()
     sys.exit(int(args[0]))
+elif role == "mumble":
+    def term(*_):
+        sys.stderr.write(" end\n")
+        sys.stderr.flush()
+        os._exit(0)
+    signal.signal(signal.SIGTERM, term)
+    sys.stderr.write("x" * int(args[0]))
+    sys.stderr.flush()
+    open(os.path.join(here, name + ".done"), "w").close()
+    while True:
+        time.sleep(60)
+elif role == "chatter":
+    for i in range(int(args[0])):
+        sys.stderr.write(f"chatter {i} " + "y" * 100 + "\n")
+    sys.stderr.flush()
+    open(os.path.join(here, name + ".done"), "w").close()
+    for line in sys.stdin:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 elif role == "tell":
     out = open(args[0], "a")
     for line in sys.stdin:
@@ -519,6 +540,75 @@ def test_each_members_stderr_line_arrives_whole_with_its_role_in_front(steps):
         got[name].append(line[len(name) + 2:])
     for name, data in written.items():
         assert got[name] == ((data[:-1] if data.endswith(b"\n") else data).split(b"\n") if data else []), name
+
+
+@given(steps=LOG_STEPS)
+def test_what_waits_behind_an_unfinished_line_is_bounded_and_the_line_is_cut_not_lost(steps):
+    """As above, with at most 32 bytes held behind a line written in part (4 bytes held back): what
+    is held never passes that, whatever is written, and every byte still comes out once, in order; a
+    cut line's rest comes as a line of its own, marked as continued.  Before, a member's unfinished
+    long line held every other line back, without bound."""
+    from pipeshell_filter.supervise import CONTINUED, PREFIX, Logs
+
+    with tempfile.TemporaryFile() as out:
+        logs = Logs(out.fileno())
+        logs.line_held, logs.held_behind = 4, 32
+        readers, writers = {}, {}
+        for role in ROLES:
+            readers[role], writers[role] = os.pipe()
+            logs.add(readers[role], role)
+        written = dict.fromkeys(ROLES + [PREFIX], b"")
+        for step in steps:
+            if step[0] == "note":
+                logs.note(step[1])
+                written[PREFIX] += step[1].encode() + b"\n"
+            elif step[1] in writers:
+                if step[0] == "write":
+                    os.write(writers[step[1]], step[2])
+                    written[step[1]] += step[2]
+                else:
+                    os.close(writers.pop(step[1]))
+                logs.read(readers[step[1]])
+            assert sum(len(source.pending) for source in logs.sources) <= 32
+        for writer in writers.values():
+            os.close(writer)
+        logs.close()
+        out.seek(0)
+        text = out.read()
+    assert text == b"" or text.endswith(b"\n")
+    assume(not any(CONTINUED in data for data in written.values()))  # the mark, written by a member
+    got = {name: [] for name in written}
+    for line in text.split(b"\n")[:-1]:
+        (name,) = [name for name in written if line.startswith(name.encode() + b": ")]
+        line = line[len(name) + 2:]
+        if line.startswith(CONTINUED):
+            got[name][-1] += line[len(CONTINUED):]
+        else:
+            got[name].append(line)
+    for name, data in written.items():
+        assert got[name] == ((data[:-1] if data.endswith(b"\n") else data).split(b"\n") if data else []), name
+
+
+def test_a_members_unfinished_long_line_holds_the_others_back_only_so_far(tmp_path, units, member):
+    """A member wrote 2 MB on stderr without a newline and ran on: every other member's line waited
+    behind it in the supervisor's memory (46 MB of them: 59 MB resident), and none reached the log
+    until it ended.  Past 8 MB waiting it is now cut: the others' lines come while it runs, and the
+    rest of its line, when it comes, is a line of its own marked as continued."""
+    out = tmp_path / "out.txt"
+    count = 100_000  # 11.4 MB of lines
+    unit = chain(units, tmp_path, [member("mumble", "a", 2_000_000), member("chatter", "b", count),
+                                   member("consume", "c", out)])
+    wait_until((tmp_path / "a.done").exists, "the long line was written")
+    wait_until((tmp_path / "b.done").exists, "the other lines were written")
+    last = f"member 2: chatter {count - 1} {'y' * 100}"
+    wait_until(lambda: last in unit.stderr(), "the other member's lines came while the long line was unfinished")
+    unit.process.send_signal(signal.SIGTERM)
+    assert unit.wait() == 0, unit.stderr()[-2000:]
+    lines = unit.stderr().splitlines()
+    assert [line for line in lines if line.startswith("member 1: ")] == ["member 1: " + "x" * 2_000_000,
+                                                                         "member 1: (continued)  end"]
+    assert [line for line in lines if not line.startswith("member 1: ")] == \
+        [f"member 2: chatter {i} {'y' * 100}" for i in range(count)]
 
 
 # ---------------------------------------------------------------------------------------------

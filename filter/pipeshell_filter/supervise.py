@@ -69,6 +69,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Blocked in the members: sent to every process of the unit, they are the unit's alone (``_die_with``).
 UNIT_SIGNALS = (signal.SIGINT, signal.SIGHUP)
 LINE_HELD = 1 << 20  # bytes of a member's unfinished stderr line held back (``Logs``); past that it is written
+HELD_BEHIND = 8 << 20  # bytes of the others' lines held behind a line written in part; past that it is cut
+CONTINUED = b"(continued) "  # after the role, in front of the rest of a line that was cut
 LOGS_DRAIN = 1.0  # seconds to read what the members left in their stderr once the last one ended
 _PR_SET_PDEATHSIG = 1
 _NAME_LIMIT = 160  # characters of a member's command line in a report
@@ -259,20 +261,25 @@ class _Source:
         self.prefix = prefix.encode("utf-8", "backslashreplace") + b": "
         self.pending = bytearray()
         self.ended = False  # its pipe reached its end: an unfinished last line gets its newline
+        self.continued = False  # its line was cut (``Logs._cut``): the rest is marked ``CONTINUED``
 
 
 class Logs:
     """The members' stderr, each line written to the unit's own with the member's role in front
     (``filter: ``): in the unit's journal the three wrote alike.  A line is written whole, its bytes
     as they came (not decoded: invalid UTF-8 stays as it is), and an unfinished last line gets its
-    newline when its member ends.  A line longer than ``LINE_HELD`` is written as it comes (so what is
-    held is bounded), and the other lines wait for its end: none is cut."""
+    newline when its member ends.  A line longer than ``LINE_HELD`` is written as it comes, and the
+    other lines wait for its end, up to ``HELD_BEHIND`` bytes: past that it is cut, and its rest comes
+    as a line of its own marked ``CONTINUED``.  So lines of a few MB come out whole, and what is held
+    is bounded: a member that wrote a long line without its end held every other line back, in
+    memory and out of the log, for as long as it ran."""
 
     def __init__(self, out: int = 2):
         self.out = out
         self.sources = [_Source(None, PREFIX)]
         self.owner: Optional[_Source] = None  # the source whose line is written in part
         self.line_held = LINE_HELD
+        self.held_behind = HELD_BEHIND
 
     def add(self, fd: int, role: str) -> None:
         os.set_blocking(fd, False)
@@ -319,13 +326,24 @@ class Logs:
         source.ended = True
 
     def _write(self) -> None:
-        """The line written in part first; then, unless it is still unfinished, each one's whole lines."""
-        if self.owner is not None:
-            self._write_from(self.owner)
-        for source in self.sources:
+        """The line written in part first; then, unless it is still unfinished, each one's whole lines;
+        it is cut when more than ``held_behind`` bytes wait for its end."""
+        while True:
             if self.owner is not None:
+                self._write_from(self.owner)
+            for source in self.sources:
+                if self.owner is not None:
+                    break
+                self._write_from(source)
+            if self.owner is None or sum(len(source.pending) for source in self.sources) <= self.held_behind:
                 return
-            self._write_from(source)
+            self._cut()
+
+    def _cut(self) -> None:
+        """The line written in part ends here; the rest of it will come as a line of its own."""
+        self._put(b"\n")
+        self.owner.continued = True
+        self.owner = None
 
     def _write_from(self, source: _Source) -> None:
         data = source.pending
@@ -341,13 +359,16 @@ class Logs:
             del data[:end]
             self.owner = None
         cut = data.rfind(b"\n") + 1
-        body = b"".join(source.prefix + line + b"\n" for line in data[:cut].split(b"\n")[:-1])
+        lines = [line + b"\n" for line in data[:cut].split(b"\n")[:-1]]
         del data[:cut]
         if data and (source.ended or len(data) > self.line_held):
-            body += source.prefix + bytes(data) + (b"\n" if source.ended else b"")
+            lines.append(bytes(data) + (b"\n" if source.ended else b""))
             data.clear()
             self.owner = None if source.ended else source
-        self._put(head + body)
+        if lines and source.continued:
+            lines[0] = CONTINUED + lines[0]
+            source.continued = False
+        self._put(head + b"".join(source.prefix + line for line in lines))
 
     def _put(self, data: bytes) -> None:
         view = memoryview(data)
