@@ -589,6 +589,92 @@ def test_what_waits_behind_an_unfinished_line_is_bounded_and_the_line_is_cut_not
         assert got[name] == ((data[:-1] if data.endswith(b"\n") else data).split(b"\n") if data else []), name
 
 
+class StallingOutput:
+    """The unit's stderr as ``Logs`` writes it: takes at most ``take`` bytes a call, none while stalled."""
+
+    def __init__(self):
+        self.fd, self.taken, self.take, self.stalled = None, bytearray(), 7, False
+
+    def send(self, data):
+        if self.stalled:
+            raise BlockingIOError
+        self.taken += data[:self.take]
+        return min(len(data), self.take)
+
+    def close(self):
+        pass
+
+
+DROP_NOTE = re.compile(rb"pipeshell-filter run: (\d+) bytes of log lines dropped: the unit's stderr was not read")
+
+
+@given(steps=st.lists(st.one_of(st.tuples(st.just("write"), st.sampled_from(ROLES), CHUNKS),
+                                st.tuples(st.just("end"), st.sampled_from(ROLES)),
+                                st.tuples(st.just("note"), st.text(max_size=10).filter(lambda t: "\n" not in t)),
+                                st.tuples(st.just("stall"), st.booleans()),
+                                st.tuples(st.just("flush"))), max_size=80))
+def test_a_stderr_that_stalls_costs_whole_lines_counted_never_more_than_the_bound(steps):
+    """The unit's stderr stalls and takes again, at any moment, a few bytes at a time; at most 24 bytes
+    wait for it.  What waits never passes that (and a line about the drop); what comes out is lines,
+    each behind its writer's name and holding a piece of what it wrote, in the order written; a drop
+    is said with its count; and when nothing was dropped everything came, as written."""
+    from pipeshell_filter.supervise import CONTINUED, PREFIX, Logs
+
+    with tempfile.TemporaryFile() as out:
+        logs = Logs(out.fileno())
+    output = logs.output = StallingOutput()
+    logs.line_held, logs.held_behind, logs.out_held = 4, 32, 24
+    readers, writers = {}, {}
+    for role in ROLES:
+        readers[role], writers[role] = os.pipe()
+        logs.add(readers[role], role)
+    written = dict.fromkeys(ROLES + [PREFIX], b"")
+    for step in steps:
+        if step[0] == "stall":
+            output.stalled = step[1]
+        elif step[0] == "flush":
+            logs.flush()
+        elif step[0] == "note":
+            logs.note(step[1])
+            written[PREFIX] += step[1].encode() + b"\n"
+        elif step[1] in writers:
+            if step[0] == "write":
+                os.write(writers[step[1]], step[2])
+                written[step[1]] += step[2]
+            else:
+                os.close(writers.pop(step[1]))
+            logs.read(readers[step[1]])
+        assert len(logs.unsent) <= 24 + 100
+    for writer in writers.values():
+        os.close(writer)
+    output.stalled = False
+    logs.close()
+    text = bytes(output.taken)
+    assume(not any(CONTINUED in data for data in written.values()))
+    assert text == b"" or text.endswith(b"\n")
+    dropped, got = 0, {name: [] for name in written}
+    for line in text.split(b"\n")[:-1]:
+        note = DROP_NOTE.fullmatch(line)
+        if note:
+            dropped += int(note.group(1))
+            continue
+        (name,) = [name for name in written if line.startswith(name.encode() + b": ")]
+        got[name].append(line)
+    for name, data in written.items():
+        lines = [line[len(name) + 2:] for line in got[name]]
+        at = 0
+        for line in lines:
+            line = line[len(CONTINUED):] if line.startswith(CONTINUED) else line
+            assert data.find(line, at) >= 0, (name, line)
+            at = data.find(line, at) + len(line)
+        for i in range(len(lines) - 1, 0, -1):
+            if lines[i].startswith(CONTINUED):
+                lines[i - 1] += lines.pop(i)[len(CONTINUED):]
+        if not dropped:
+            assert lines == ((data[:-1] if data.endswith(b"\n") else data).split(b"\n") if data else []), name
+    assert dropped or not logs.dropped
+
+
 def test_a_members_unfinished_long_line_holds_the_others_back_only_so_far(tmp_path, units, member):
     """A member wrote 2 MB on stderr without a newline and ran on: every other member's line waited
     behind it in the supervisor's memory (46 MB of them: 59 MB resident), and none reached the log
@@ -609,6 +695,73 @@ def test_a_members_unfinished_long_line_holds_the_others_back_only_so_far(tmp_pa
                                                                          "member 1: (continued)  end"]
     assert [line for line in lines if not line.startswith("member 1: ")] == \
         [f"member 2: chatter {i} {'y' * 100}" for i in range(count)]
+
+
+def test_a_stderr_nobody_reads_does_not_stop_the_supervision(tmp_path, member):
+    """The unit's stderr a pipe whose reader stopped (``2>`` a pipe, a stalled journal), a member
+    writing 34 MB of log lines: the supervisor blocked on the first line the pipe did not take, read
+    no member any more (the member blocked on its own stderr) and answered no signal.  It now holds
+    up to 16 MB and drops the rest: the member writes on, a SIGTERM stops the chain in order, and
+    once the pipe is read again one line says how many bytes were dropped; every line that came is
+    whole and in order, and with the dropped bytes they are all that was written.  The unit's
+    stderr is not made non-blocking for the others that share it."""
+    out = tmp_path / "out.txt"
+    count = 300_000
+    members = [member("produce", "a", 10, "wait"), member("chatter", "b", count), member("consume", "c", out)]
+    read_end, write_end = os.pipe()
+    unit = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(members), "20"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=write_end)
+    os.close(write_end)
+    received = bytearray()
+    reader = threading.Thread(target=lambda: [received.extend(chunk) for chunk in iter(
+        lambda: os.read(read_end, 1 << 16), b"")])
+    try:
+        wait_until((tmp_path / "b.done").exists, "the member wrote its log lines")
+        wait_until(lambda: len(lines_of(out)) == 10, "the lines went through")
+        unit.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        reader.start()
+        assert unit.wait(WAIT) == 0
+    finally:
+        if unit.poll() is None:
+            unit.kill()
+            unit.wait()
+        if reader.is_alive():
+            reader.join(WAIT)
+        os.close(read_end)
+    assert lines_of(out) == [f"line {i}" for i in range(10)] + ["EOF"]
+    lines = bytes(received).decode().splitlines()
+    notes = [line for line in lines if line.startswith("pipeshell-filter run:")]
+    dropped = sum(int(re.fullmatch(r"pipeshell-filter run: (\d+) bytes of log lines dropped: the unit's stderr was "
+                                   r"not read", note).group(1)) for note in notes)
+    assert len(notes) == 1  # once the unit's stderr took lines again
+    came = [line for line in lines if line not in notes]
+    numbers = [int(re.fullmatch(rf"member 2: chatter (\d+) {'y' * 100}", line).group(1)) for line in came]
+    assert numbers == sorted(numbers) and 0 < len(numbers) < count
+    assert sum(len(line) + 1 for line in came) + dropped == count * len(f"member 2: chatter 0 {'y' * 100}\n") + \
+        sum(len(str(i)) - 1 for i in range(count))
+
+
+def test_the_unit_leaves_its_stderr_blocking_for_the_others_that_share_it(tmp_path, member):
+    """``run ... 2>&1 | reader``: the last member's stdout and the unit's stderr are one pipe, one open
+    file.  Made non-blocking so that the unit could write without blocking, the member's writes
+    there would fail whenever the reader lagged: the unit writes through a description of its own."""
+    read_end, write_end = os.pipe()
+    members = [member("produce", "a", 10, "wait"), member("chatter", "b", 1000)]  # more than the pipe holds
+    unit = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(members), "20"], stdin=subprocess.DEVNULL,
+                            stdout=write_end, stderr=write_end)
+    try:
+        wait_until((tmp_path / "b.done").exists, "the member wrote its log lines")
+        time.sleep(0.2)
+        with open(f"/proc/{unit.pid}/fdinfo/2") as handle:
+            (flags,) = [int(line.split()[1], 8) for line in handle if line.startswith("flags:")]
+        assert not flags & os.O_NONBLOCK and os.get_blocking(write_end)
+        assert unit.poll() is None
+    finally:
+        unit.kill()
+        unit.wait()
+        os.close(write_end)
+        os.close(read_end)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ import select
 import shlex
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -71,6 +73,7 @@ UNIT_SIGNALS = (signal.SIGINT, signal.SIGHUP)
 LINE_HELD = 1 << 20  # bytes of a member's unfinished stderr line held back (``Logs``); past that it is written
 HELD_BEHIND = 8 << 20  # bytes of the others' lines held behind a line written in part; past that it is cut
 CONTINUED = b"(continued) "  # after the role, in front of the rest of a line that was cut
+OUT_HELD = 16 << 20  # bytes waiting for the unit's stderr to take them (``Logs``); past that, lines are dropped
 LOGS_DRAIN = 1.0  # seconds to read what the members left in their stderr once the last one ended
 _PR_SET_PDEATHSIG = 1
 _NAME_LIMIT = 160  # characters of a member's command line in a report
@@ -226,9 +229,11 @@ def _be_heir(life: int, logs: Sequence[tuple]) -> None:
         heir.add(fd, role)
     heir.note("the supervisor died: the chain stops from its front by itself; what its members still write follows")
     while heir.fds():
-        found, _, _ = select.select(heir.fds(), [], [])
+        found, writable, _ = select.select(heir.fds(), heir.waiting(), [])
         for fd in found:
             heir.read(fd)
+        if writable:
+            heir.flush()
     heir.close()
 
 
@@ -264,6 +269,39 @@ class _Source:
         self.continued = False  # its line was cut (``Logs._cut``): the rest is marked ``CONTINUED``
 
 
+class _Output:
+    """The unit's stderr, written without ever blocking (``send`` raises ``BlockingIOError``), and
+    without making it non-blocking for the others that share it: the shell's terminal, or the last
+    member's stdout under ``2>&1``, whose writes would then fail.  A pipe or a terminal is opened
+    anew (a description of our own), a socket (systemd's journal) is sent to with ``MSG_DONTWAIT``;
+    a file, or what cannot be reopened, is written as it is."""
+
+    def __init__(self, fd: int):
+        self.fd = fd  # to wait on
+        self._socket: Optional[socket.socket] = None
+        self._own: Optional[int] = None
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISSOCK(mode):
+                self._socket = socket.socket(fileno=os.dup(fd))
+            elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+                self._own = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            pass
+
+    def send(self, data) -> int:
+        if self._socket is not None:
+            return self._socket.send(data, socket.MSG_DONTWAIT)
+        return os.write(self.fd if self._own is None else self._own, data)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        if self._own is not None:
+            os.close(self._own)
+        self._socket = self._own = None
+
+
 class Logs:
     """The members' stderr, each line written to the unit's own with the member's role in front
     (``filter: ``): in the unit's journal the three wrote alike.  A line is written whole, its bytes
@@ -272,14 +310,26 @@ class Logs:
     other lines wait for its end, up to ``HELD_BEHIND`` bytes: past that it is cut, and its rest comes
     as a line of its own marked ``CONTINUED``.  So lines of a few MB come out whole, and what is held
     is bounded: a member that wrote a long line without its end held every other line back, in
-    memory and out of the log, for as long as it ran."""
+    memory and out of the log, for as long as it ran.
+
+    Writing never blocks the supervision (``_Output``): what the unit's stderr does not take at once
+    waits, up to ``OUT_HELD`` bytes, for the loop to see it writable (``waiting``, ``flush``); past
+    that, lines are dropped, and one line says how many bytes once it takes them again.  A stderr
+    nobody read (``2>`` a pipe whose reader stopped, a stalled journal) blocked the supervisor on
+    its first line too many: it stopped reading the members (who then blocked on theirs), stopping
+    them, and answering signals."""
 
     def __init__(self, out: int = 2):
-        self.out = out
+        self.output = _Output(out)
         self.sources = [_Source(None, PREFIX)]
         self.owner: Optional[_Source] = None  # the source whose line is written in part
         self.line_held = LINE_HELD
         self.held_behind = HELD_BEHIND
+        self.out_held = OUT_HELD
+        self.unsent = bytearray()  # taken for the unit's stderr, not written yet
+        self.open = False  # what was taken ends in the middle of a line
+        self.dropped = 0  # bytes dropped since the last line that said so
+        self.gone = False  # the unit's stderr is closed, or nobody will ever read it
 
     def add(self, fd: int, role: str) -> None:
         os.set_blocking(fd, False)
@@ -287,6 +337,25 @@ class Logs:
 
     def fds(self) -> List[int]:
         return [source.fd for source in self.sources if source.fd is not None]
+
+    def waiting(self) -> List[int]:
+        """What to wait on for writing: the unit's stderr while it has not taken everything."""
+        return [self.output.fd] if self.unsent and not self.gone else []
+
+    def flush(self) -> None:
+        """As much as the unit's stderr takes now."""
+        while self.unsent and not self.gone:
+            try:
+                written = self.output.send(self.unsent)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError:  # closed, or nobody reads it: the lines go nowhere, as a member's own would
+                self.gone = True
+                self.unsent.clear()
+                return
+            del self.unsent[:written]
 
     def note(self, message: str) -> None:
         """One line of the supervisor's own, after what the members wrote before it."""
@@ -311,12 +380,25 @@ class Logs:
             self._end(source)
         self._write()
 
-    def close(self) -> None:
+    def close(self, wait: float = 1.0) -> None:
         """Every pipe closed (a member's child that left its session may hold one open), every
-        unfinished line written."""
+        unfinished line written, and what the unit's stderr has not taken given to it for as long
+        as it takes some within ``wait`` seconds each time."""
         for source in self.sources[1:]:
             self._end(source)
         self._write()
+        if self.dropped:
+            self._say_dropped()
+        while True:
+            self.flush()
+            if not self.waiting():
+                break
+            left = len(self.unsent)
+            select.select([], self.waiting(), [], wait)
+            self.flush()
+            if len(self.unsent) == left:
+                break
+        self.output.close()
 
     @staticmethod
     def _end(source: _Source) -> None:
@@ -341,23 +423,28 @@ class Logs:
 
     def _cut(self) -> None:
         """The line written in part ends here; the rest of it will come as a line of its own."""
-        self._put(b"\n")
-        self.owner.continued = True
-        self.owner = None
+        self._put(b"\n", continues=True)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        if self.owner is not None:
+            self.owner.continued = True
+            self.owner = None
 
     def _write_from(self, source: _Source) -> None:
         data = source.pending
-        head = b""
         if self.owner is source:  # the rest of its line has no prefix
             end = data.find(b"\n") + 1
             if not end:
-                self._put(bytes(data) + (b"\n" if source.ended else b""))
+                rest = bytes(data) + (b"\n" if source.ended else b"")
                 data.clear()
                 self.owner = None if source.ended else source
+                self._put(rest, continues=True)
                 return
-            head = bytes(data[:end])
+            rest = bytes(data[:end])
             del data[:end]
             self.owner = None
+            self._put(rest, continues=True)
         cut = data.rfind(b"\n") + 1
         lines = [line + b"\n" for line in data[:cut].split(b"\n")[:-1]]
         del data[:cut]
@@ -368,17 +455,30 @@ class Logs:
         if lines and source.continued:
             lines[0] = CONTINUED + lines[0]
             source.continued = False
-        self._put(head + b"".join(source.prefix + line for line in lines))
+        self._put(b"".join(source.prefix + line for line in lines))
 
-    def _put(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self.out, view):]
-            except BlockingIOError:  # the unit's stderr was left non-blocking
-                select.select([], [self.out], [], 1.0)
-            except OSError:  # closed, or nobody reads it: the lines go nowhere, as a member's own would
-                return
+    def _put(self, data: bytes, continues: bool = False) -> None:
+        """``data`` for the unit's stderr: lines that start with their prefix, or (``continues``) the
+        rest of the line written in part.  Dropped when more than ``out_held`` bytes would wait, and
+        then until half of them are taken (one line about the drop, not one between each two lines
+        that would fit): the line written in part is then let go (its rest comes as a line of its own)."""
+        if not data or self.gone:
+            return
+        if len(self.unsent) + len(data) > self.out_held or self.dropped and len(self.unsent) > self.out_held // 2:
+            self.dropped += len(data)
+            self._let_go()
+            return
+        if not continues and self.dropped:  # and, if it ended in the middle of a line, its newline
+            self._say_dropped()
+        self.unsent += data
+        self.open = not data.endswith(b"\n")
+        self.flush()
+
+    def _say_dropped(self) -> None:
+        self.unsent += (b"\n" if self.open else b"") + self.sources[0].prefix + \
+            f"{self.dropped} bytes of log lines dropped: the unit's stderr was not read".encode() + b"\n"
+        self.dropped = 0
+        self.open = False
 
 
 def _signal_group(pid: int, number: int) -> None:
@@ -599,7 +699,10 @@ class Supervisor:
         ready, self._ready = self._ready, None
         try:
             while not self._requests:
-                found, _, _ = select.select([ready, self._wake[0]] + self.logs.fds(), [], [], 1.0)
+                found, writable, _ = select.select([ready, self._wake[0]] + self.logs.fds(), self.logs.waiting(),
+                                                   [], 1.0)
+                if writable:
+                    self.logs.flush()
                 if ready in found:
                     return os.read(ready, 1) == b"1"  # nothing: the filter ended first
                 self._read_logs(found)
@@ -758,9 +861,11 @@ class Supervisor:
         if self.deadline is not None and self.level < 3:
             timeout = max(0.0, min(timeout, self.deadline - time.monotonic()))
         try:
-            found, _, _ = select.select([self._wake[0]] + self.logs.fds(), [], [], timeout)
+            found, writable, _ = select.select([self._wake[0]] + self.logs.fds(), self.logs.waiting(), [], timeout)
         except InterruptedError:
-            found = []
+            found = writable = []
+        if writable:
+            self.logs.flush()
         self._read_logs(found)
         self._drain_wake()
 
@@ -775,9 +880,12 @@ class Supervisor:
         deadline = time.monotonic() + LOGS_DRAIN
         while self.logs.fds() and time.monotonic() < deadline:
             try:
-                found, _, _ = select.select(self.logs.fds(), [], [], max(0.0, deadline - time.monotonic()))
+                found, writable, _ = select.select(self.logs.fds(), self.logs.waiting(), [],
+                                                   max(0.0, deadline - time.monotonic()))
             except InterruptedError:
                 continue
+            if writable:
+                self.logs.flush()
             self._read_logs(found)
 
     def _drain_wake(self) -> None:
