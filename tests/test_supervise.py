@@ -1141,7 +1141,8 @@ def lines_written_steadily(real):
 @needs_fluent_bit
 def test_real_chain_supervisor_killed_while_lines_are_written_loses_none(tmp_path, units):
     """kill -9 of the unit itself with a line appended every 2 ms: the collector gets SIGTERM, the
-    filter and the shipper drain after it; the restart on the same db and state delivers the rest.
+    filter and the shipper drain after it, their log lines read by the supervisor's heir (they were
+    lost: their stderr had no reader); the restart on the same db and state delivers the rest.
     Every line arrives once.  With SIGTERM to all three at once the filter stopped reading with lines
     in its pipe that the collector had stored its position past: 14-53 lines lost in 3 of 3 runs."""
     real = RealUnit(tmp_path, units)
@@ -1150,6 +1151,11 @@ def test_real_chain_supervisor_killed_while_lines_are_written_loses_none(tmp_pat
         real.unit.process.kill()
         real.unit.wait()
         wait_until(lambda: not any(map(alive, pids.values())), "the members ended after their supervisor")
+        # what they said as they ended came through the supervisor's heir, the collector's SIGTERM first
+        wait_until(lambda: any(line.startswith("collector: ") and line.endswith("caught signal (SIGTERM)")
+                               for line in real.unit.stderr().splitlines()), "the collector's stop was logged")
+        assert "pipeshell-filter run: the supervisor died: the chain stops from its front by itself; what its " \
+            "members still write follows" in real.unit.stderr().splitlines()
         real.start()
         time.sleep(1)
     deadline = time.monotonic() + 10  # the restart reads what is left at once: lost lines never come
