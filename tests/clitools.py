@@ -37,3 +37,16 @@ def children(pid: int) -> list:
             return [int(child) for child in handle.read().split()]
     except OSError:
         return []
+
+
+def members(pid: int) -> list:
+    """The pids of a ``run`` unit's members: its children but its heir, a fork of the supervisor
+    (same command line) that reads the members' stderr if the supervisor dies."""
+    def command(of):
+        try:
+            with open(f"/proc/{of}/cmdline", "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None
+    own = command(pid)
+    return [child for child in children(pid) if command(child) not in (own, None)]

@@ -26,7 +26,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from clitools import COMMAND, REPO, children
+from clitools import COMMAND, REPO, members as unit_members
 from test_fleet_shards import comparable
 from test_fluentbit_real import (FLUENT_BIT, RECIPES, SAMPLE, SAMPLE_HOSTS, WAIT, is_alert, needs_fluent_bit,
                                  read_output, sample_lines, without_sigma)
@@ -500,7 +500,7 @@ def test_the_aggregator_unit_stops_when_its_correlate_stage_dies(tmp_path):
         deadline = time.monotonic() + WAIT
         while True:
             assert unit.poll() is None and time.monotonic() < deadline, unit.stderr.read() if unit.poll() else ""
-            members = children(unit.pid)
+            members = unit_members(unit.pid)
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 if len(members) == 2:
@@ -578,7 +578,7 @@ class AgentUnit:
         deadline = time.monotonic() + WAIT
         while True:
             found = {}
-            for pid in children(self.process.pid):
+            for pid in unit_members(self.process.pid):
                 try:
                     command = open(f"/proc/{pid}/cmdline", "rb").read()
                 except OSError:
