@@ -506,30 +506,12 @@ def test_each_members_stderr_line_arrives_whole_with_its_role_in_front(steps):
     is held back, here 16 bytes, a last line without its newline) and the supervisor's reports, in
     any order: each line comes out once, whole, its bytes as written, behind its writer's name, and
     in the order each writer wrote them; an unfinished last line gets its newline."""
-    from pipeshell_filter.supervise import PREFIX, Logs
+    from pipeshell_filter.supervise import Logs
 
     with tempfile.TemporaryFile() as out:
         logs = Logs(out.fileno())
         logs.line_held = 16
-        readers, writers = {}, {}
-        for role in ROLES:
-            readers[role], writers[role] = os.pipe()
-            logs.add(readers[role], role)
-        written = dict.fromkeys(ROLES + [PREFIX], b"")
-        for step in steps:
-            if step[0] == "note":
-                logs.note(step[1])
-                written[PREFIX] += step[1].encode() + b"\n"
-            elif step[1] in writers:
-                if step[0] == "write":
-                    os.write(writers[step[1]], step[2])
-                    written[step[1]] += step[2]
-                else:
-                    os.close(writers.pop(step[1]))
-                logs.read(readers[step[1]])
-        for writer in writers.values():
-            os.close(writer)
-        logs.close()
+        written = _feed(logs, steps)
         assert logs.fds() == []
         out.seek(0)
         text = out.read()
@@ -542,37 +524,46 @@ def test_each_members_stderr_line_arrives_whole_with_its_role_in_front(steps):
         assert got[name] == ((data[:-1] if data.endswith(b"\n") else data).split(b"\n") if data else []), name
 
 
+def _feed(logs, steps, holds=lambda: True) -> dict:
+    """Play ``steps`` (notes, members' writes and ends) into ``logs`` through real pipes, checking
+    ``holds`` after each; then every pipe ends and ``logs`` closes.  What each wrote, by name."""
+    from pipeshell_filter.supervise import PREFIX
+
+    readers, writers = {}, {}
+    for role in ROLES:
+        readers[role], writers[role] = os.pipe()
+        logs.add(readers[role], role)
+    written = dict.fromkeys(ROLES + [PREFIX], b"")
+    for step in steps:
+        if step[0] == "note":
+            logs.note(step[1])
+            written[PREFIX] += step[1].encode() + b"\n"
+        elif step[1] in writers:
+            if step[0] == "write":
+                os.write(writers[step[1]], step[2])
+                written[step[1]] += step[2]
+            else:
+                os.close(writers.pop(step[1]))
+            logs.read(readers[step[1]])
+        assert holds()
+    for writer in writers.values():
+        os.close(writer)
+    logs.close()
+    return written
+
+
 @given(steps=LOG_STEPS)
 def test_what_waits_behind_an_unfinished_line_is_bounded_and_the_line_is_cut_not_lost(steps):
     """As above, with at most 32 bytes held behind a line written in part (4 bytes held back): what
     is held never passes that, whatever is written, and every byte still comes out once, in order; a
     cut line's rest comes as a line of its own, marked as continued.  Before, a member's unfinished
     long line held every other line back, without bound."""
-    from pipeshell_filter.supervise import CONTINUED, PREFIX, Logs
+    from pipeshell_filter.supervise import CONTINUED, Logs
 
     with tempfile.TemporaryFile() as out:
         logs = Logs(out.fileno())
         logs.line_held, logs.held_behind = 4, 32
-        readers, writers = {}, {}
-        for role in ROLES:
-            readers[role], writers[role] = os.pipe()
-            logs.add(readers[role], role)
-        written = dict.fromkeys(ROLES + [PREFIX], b"")
-        for step in steps:
-            if step[0] == "note":
-                logs.note(step[1])
-                written[PREFIX] += step[1].encode() + b"\n"
-            elif step[1] in writers:
-                if step[0] == "write":
-                    os.write(writers[step[1]], step[2])
-                    written[step[1]] += step[2]
-                else:
-                    os.close(writers.pop(step[1]))
-                logs.read(readers[step[1]])
-            assert sum(len(source.pending) for source in logs.sources) <= 32
-        for writer in writers.values():
-            os.close(writer)
-        logs.close()
+        written = _feed(logs, steps, lambda: sum(len(source.pending) for source in logs.sources) <= 32)
         out.seek(0)
         text = out.read()
     assert text == b"" or text.endswith(b"\n")
