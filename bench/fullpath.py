@@ -9,8 +9,8 @@ routing, the rule's selections, enrichment, correlation.  The stream is the benc
 to every event's ``System`` object under a key the rule does not read, so every line is a
 candidate and the alerts stay the corpus's own.  Rows, timed in the same rounds (the machine
 is noisy): the filter as a user runs it (workers on a file), the same in one process
-(``--workers 0``), and the bare ``ujson.loads`` loop over the same lines, the floor of any
-Python filter that parses.  Events/s leaves start-up out (the same command on an empty input).
+(``--workers 0``), and the bare parse loops over the same lines (``ujson.loads``, and ``msgspec``,
+which the filter tries first), the floor of any Python filter that parses.  Events/s leaves start-up out (the same command on an empty input).
 ``--compare DIR`` adds the filter package in DIR (a copy of ``filter/``) in one process.
 """
 
@@ -28,8 +28,10 @@ sys.path.insert(0, HERE)
 from rulesets import rounds, run, source_filter  # noqa: E402
 
 NEEDLE = b'"System":{"PipeShellBench":"System.IO.Pipes.NamedPipeClientStream",'
-PARSE_LOOP = [sys.executable, "-c", "import sys, ujson\nfor line in sys.stdin.buffer: ujson.loads(line)\n"
-              "print(0, file=sys.stderr)"]
+PARSE_LOOPS = {  # the bare parse loops: ujson, and msgspec, which the filter reads a line with first
+    "ujson.loads loop": "import sys, ujson\nfor line in sys.stdin.buffer: ujson.loads(line)\n",
+    "msgspec decode loop": "import sys, msgspec\ndecode = msgspec.json.Decoder().decode\n"
+                           "for line in sys.stdin.buffer: decode(line)\n"}
 
 
 def candidates(events: int) -> str:
@@ -51,12 +53,12 @@ def candidates(events: int) -> str:
     return path
 
 
-def parse_loop(source: str) -> tuple:
-    """``run``'s tuple for the bare parse loop (its output is not a filter's)."""
+def parse_loop(source: str, loop: str) -> tuple:
+    """``run``'s tuple for a bare parse loop (its output is not a filter's)."""
     import time
     with open(source, "rb") as stdin:
         started = time.perf_counter()
-        child = subprocess.Popen(PARSE_LOOP, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen([sys.executable, "-c", loop], stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(child.pid, 0)
     if status != 0:
         raise SystemExit("fullpath: the parse loop failed")
@@ -74,7 +76,7 @@ def main() -> int:
     source = candidates(options.events)
     rows = {"pipeshell-filter (workers)": lambda path: run([], path),
             "pipeshell-filter --workers 0": lambda path: run(["--workers", "0"], path),
-            "ujson.loads loop": parse_loop}
+            **{name: lambda path, loop=loop: parse_loop(path, loop) for name, loop in PARSE_LOOPS.items()}}
     for path in options.compare:
         label = os.path.basename(os.path.normpath(os.path.dirname(os.path.abspath(path)))) or path
         rows[f"--workers 0 @{label}"] = lambda where, command=source_filter(path): run(["--workers", "0"], where,

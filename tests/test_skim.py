@@ -154,7 +154,7 @@ def test_nesting_at_ujsons_limit_is_never_vouched_for(monkeypatch, bounded):
     keeps it out, a line nested as deep as ujson refuses is not vouched for; one just short is.
     Counting the brackets is checked with a recursion limit above the depths tried: up to 3.11
     msgspec refused these lines by itself at the default limit, and the count went untested."""
-    monkeypatch.setattr(skim, "_nesting_bounded", lambda: bounded)
+    monkeypatch.setattr(skim, "nesting_bounded", lambda: bounded)
     if bounded and not (skim.sys.version_info < (3, 12) and skim.sys.getrecursionlimit() <= 1024):
         pytest.skip("msgspec's limit is not the recursion limit here")
     limit = skim.sys.getrecursionlimit()

@@ -192,13 +192,13 @@ DIGIT_RUN = 512
 UJSON_DEPTH = 1024  # ujson refuses a value nested this deep
 
 
-def _nesting_bounded() -> bool:
+def nesting_bounded() -> bool:
     """Whether msgspec stops short of ujson's depth limit by itself: up to Python 3.11 its limit
     is the recursion limit (later ones have a C recursion limit of their own, 1500 and more)."""
     return sys.version_info < (3, 12) and sys.getrecursionlimit() <= UJSON_DEPTH
 
 
-def _shallow(block: bytes) -> bool:
+def shallow(block: bytes) -> bool:
     """Whether each line has fewer opening brackets than ujson's depth limit, so nests less deep."""
     kept = block.translate(None, _NOT_OPENING)
     return len(kept) < UJSON_DEPTH or max(map(len, kept.split(b"\n"))) < UJSON_DEPTH
@@ -224,7 +224,7 @@ class ObjectLines:
             return None
         if self._window is not None and not self._short_lines(block):
             return None
-        if not _nesting_bounded() and not _shallow(block):
+        if not nesting_bounded() and not shallow(block):
             return None
         if not block.isascii():
             try:

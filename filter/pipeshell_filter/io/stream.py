@@ -25,6 +25,7 @@ from collections import Counter
 from itertools import repeat
 from typing import Callable, Iterable, Iterator, Optional
 
+import msgspec
 import ujson
 
 from ..correlate.state import encode as encode_state
@@ -40,6 +41,7 @@ from .inputs import LongLine
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
 from .signals import WRITING, StopRequest, Terminated
+from .skim import nesting_bounded, shallow
 
 BLOCK_SIZE = 1 << 20
 BOM = b"\xef\xbb\xbf"
@@ -332,10 +334,23 @@ def impersonates(text: bytes) -> bool:
 
 
 def load_event(text: bytes):
-    """``ujson.loads`` of an input line, unless it is too dense to parse in bounded memory (ValueError)."""
+    """``ujson.loads`` of an input line, unless it is too dense to parse in bounded memory (ValueError).
+
+    ``msgspec`` reads it first: it builds the same objects in about two thirds of the time, and
+    refuses more (numbers beyond a double, NaN, lone surrogates, raw control characters, nesting past
+    Python's recursion limit) but accepts nothing ujson refuses.  What it refuses goes to ujson, so
+    what is read, and every diagnostic, is ujson's (a property test holds the two to it)."""
     if len(text) >= DENSE_FROM and text.count(b",") + text.count(b"[") + text.count(b"{") > MAX_VALUES:
         raise ValueError(_TOO_COMPLEX)
+    if nesting_bounded() or shallow(text):  # else msgspec may read a line nested deeper than ujson reads
+        try:
+            return _decode(text)
+        except (ValueError, RecursionError):  # msgspec's DecodeError is a ValueError
+            pass
     return ujson.loads(text)
+
+
+_decode = msgspec.json.Decoder().decode
 
 
 def every_value(text: bytes, event: dict) -> dict:
