@@ -10,7 +10,8 @@ to every event's ``System`` object under a key the rule does not read, so every 
 candidate and the alerts stay the corpus's own.  Rows, timed in the same rounds (the machine
 is noisy): the filter as a user runs it (workers on a file), the same in one process
 (``--workers 0``), and the bare parse loops over the same lines (``ujson.loads``, and ``msgspec``,
-which the filter tries first), the floor of any Python filter that parses.  Events/s leaves start-up out (the same command on an empty input).
+which the filter tries first), the floor of any Python filter that parses.  Events/s leaves
+start-up out (the same command on an empty input).
 ``--compare DIR`` adds the filter package in DIR (a copy of ``filter/``) in one process.
 """
 
@@ -58,7 +59,8 @@ def parse_loop(source: str, loop: str) -> tuple:
     import time
     with open(source, "rb") as stdin:
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-c", loop], stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen([sys.executable, "-c", loop], stdin=stdin, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(child.pid, 0)
     if status != 0:
         raise SystemExit("fullpath: the parse loop failed")
