@@ -84,6 +84,7 @@ def _json(depth: int = 3):
 @example('{"a":"\\ud800"}', "")
 @example('{"a":"\ud800"}', "")  # a lone surrogate as raw bytes (ED A0 80)
 @example('{"a":1e400,"b":NaN}', "")
+@example('{"a":19933688932870350000,"b":19999999999999999999,"c":18446744073709551616}', "")  # msgspec < 0.19
 @example("[" * 1024 + "]" * 1024, "")
 @example("[" * 1025 + "]" * 1025, "")
 def test_load_event_reads_and_refuses_what_ujson_does(text: str, tail: str):
