@@ -179,9 +179,11 @@ def test_a_reference_an_alert_could_not_carry_is_one_line_and_skipped(rules, key
     jsonschema.validate(found[0], ALERT_SCHEMA)
 
 
-def test_a_detection_sent_again_with_keys_of_its_own_is_taken_once_with_state(tmp_path):
-    """With --state an event sent again counts once (README, "State across restarts"): a copy that
-    carries a key, a field or a repeated term of its own is the same event, and was counted again."""
+@pytest.mark.parametrize("with_state", [True, False])
+def test_a_detection_sent_again_with_keys_of_its_own_is_taken_once(tmp_path, with_state):
+    """An event sent again counts once (README, "State across restarts"; without --state too, the
+    correlate stage's input being at least once): a copy that carries a key, a field or a repeated
+    term of its own is the same event, and was counted again."""
     rule = tmp_path / "count.yml"
     rule.write_text(COUNT)
     first, second, third = wire_lines(str(rule), [flat_event(0, "dc01", "server", 4104, 1),
@@ -191,7 +193,8 @@ def test_a_detection_sent_again_with_keys_of_its_own_is_taken_once_with_state(tm
               dict(first, event=dict(first["event"], line=17, note="again")),
               dict(first, fields={"Computer": ["dc01"]}, terms=[0, 0])]
     for copy in copies:
-        result = run_cli(["--stage", "correlate", "--rule", str(rule), "--state", str(tmp_path / f"{id(copy)}.json")],
+        state = ["--state", str(tmp_path / f"{id(copy)}.json")] if with_state else []
+        result = run_cli(["--stage", "correlate", "--rule", str(rule), *state],
                          b"".join(encode(r) + b"\n" for r in (first, second, copy)))
         assert result.returncode == 0, result.stderr
         assert not alerts(result.stdout), (copy, result.stderr)

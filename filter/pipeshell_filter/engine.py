@@ -34,7 +34,7 @@ class Outcome:
 
 
 class Engine:
-    _alerted = None  # ``keep_state``: identities of the recent single-event alerts' events, oldest first
+    _alerted = None  # ``take_once``: identities of the recent single-event alerts' events, oldest first
     # ``explain --events`` (``explain.CorrelationTrace``): told of each event ``process`` matched (``matched``)
     # and of each of its detections once the correlate stage took it (``taken``); with ``--stage correlate``,
     # of each Detection record before and after ``observe`` takes it (``received``, ``taken``) and of each
@@ -215,12 +215,19 @@ class Engine:
 
     # ------------------------------------------------------------ state across restarts (``correlate.state``)
 
-    def keep_state(self) -> None:
-        """``--state``: each event is taken once (a replay after a restart alerts no more), and the
-        state can be saved (``snapshot``) and taken back (``restore``)."""
+    def take_once(self) -> None:
+        """Each event is taken once: a Detection the same as one taken (``state.identity``) counts in
+        no correlation again, nor alerts again on its own.  The correlate stage's input is at least
+        once (a redelivery, a shipper's retry, an agent restarted from an older offset), and so is
+        any input after a restart (``--state``)."""
         self.correlation.take_once()
         if self._alerted is None:
             self._alerted = {}
+
+    def keep_state(self) -> None:
+        """``--state``: each event is taken once (``take_once``: a replay after a restart alerts no
+        more), and the state can be saved (``snapshot``) and taken back (``restore``)."""
+        self.take_once()
 
     def _first_alert(self, detection: Detection) -> bool:
         """A single-event alert: False when the same event alerted already (among the last
@@ -235,7 +242,7 @@ class Engine:
         return True
 
     def duplicates(self) -> int:
-        """Events dropped because the same one was taken already (``keep_state``)."""
+        """Events dropped because the same one was taken already (``take_once``)."""
         return self.stats["duplicates"] + self.correlation.duplicates()
 
     def snapshot(self) -> dict:

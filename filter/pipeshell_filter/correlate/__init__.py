@@ -358,7 +358,8 @@ class Correlation:
 
     def take_once(self) -> None:
         """Each event is taken once: a Detection the same as one taken (``state.identity``) is
-        dropped, so an upstream that re-sends after a restart cannot make an alert twice."""
+        dropped, so an upstream that sends it again (at least once) cannot make an alert twice or
+        count in one twice.  An identity is kept while its event could be in a window (``state.Seen``)."""
         for correlator in self.correlators:
             if correlator.seen is None:
                 correlator.seen = _state.Seen(2 * correlator.max_held)  # what is held, and consumed episodes

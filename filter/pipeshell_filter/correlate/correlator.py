@@ -152,7 +152,7 @@ def _same_event(reference: dict) -> tuple:
 class Correlator:
     """One correlation: takes Detection records in arrival order, returns hits as they become final."""
 
-    seen = None  # ``state.Seen`` when each event is taken once (``--state``): the identities taken
+    seen = None  # ``state.Seen`` when each event is taken once (``--stage correlate``, ``--state``): their identities
     # ``explain --events``: called after each evaluation with (correlator, group, t, the Hit or None);
     # it may read (``window_of``), never change anything
     watch = None
@@ -233,7 +233,7 @@ class Correlator:
             return []
         if self.seen is not None:
             key = self.seen.key(detection)
-            if key in self.seen:  # sent again (an upstream that re-sends after a restart)
+            if key in self.seen:  # sent again (a redelivery, a retry, a re-send after a restart)
                 self.duplicates += 1
                 return []
             self.seen.add(key, c.time)

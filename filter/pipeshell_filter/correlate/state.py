@@ -66,7 +66,7 @@ def identity(detection: Detection) -> str:
     (which starts at 1 again in a new process): rule, event time, host, terms met, the field
     values correlations use, and the event reference (@timestamp, EventID, host, EventRecordID,
     selections).  96 bits of BLAKE2b over its canonical JSON."""
-    import hashlib  # here: OpenSSL costs every start 5 ms, and only --state needs it
+    import hashlib  # here: OpenSSL costs every start 5 ms, and only --state and --stage correlate need it
 
     event = detection.event
     if "line" in event:

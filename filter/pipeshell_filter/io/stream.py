@@ -796,6 +796,8 @@ class Filter:
             raise ValueError(f"unknown non-JSON handling {non_json!r}")
         self.engine = engine
         self.stage = stage
+        if stage == "correlate":  # its Detection records come at least once: a replay counts once
+            engine.take_once()
         self.output = output
         self.diagnostics = diagnostics
         self.emit = emit
