@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from sigmahq import SIGMAHQ
 
 from pipeshell_filter.io import database_cache
 
@@ -141,7 +142,7 @@ def test_the_cache_keeps_the_most_recently_used(cache, monkeypatch):
 
 
 def test_a_filter_run_gives_the_same_output_cold_warm_and_without_the_cache(tmp_path):
-    rules = os.path.join(HERE, "..", "..", "shared", "sigma", "sigmahq", "rules", "windows", "process_creation")
+    rules = os.path.join(SIGMAHQ, "rules", "windows", "process_creation")  # SIGMAHQ_DIR, as the other tests
     if not os.path.isdir(rules):
         pytest.skip("the shared SigmaHQ checkout is absent")
     events = tmp_path / "events.ndjson"

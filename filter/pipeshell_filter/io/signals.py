@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 
 class Terminated(BaseException):
@@ -43,7 +44,8 @@ class StopRequest:
     SIGHUP (a terminal or a session that went away) is one such request: killed by it, the
     filter lost its pending alerts and the state since its last snapshot.
     A second signal is that exception (``Terminated``): the way out when the
-    first cannot end the run, e.g. a consumer that stopped reading our output;
+    first cannot end the run, e.g. a consumer that stopped reading our output
+    (one within ``REPEAT`` of the first is that first stop, delivered twice);
     one that comes while a record is being written ends the run once that record
     is whole (``WRITING``), and a third ends it at once.
 
@@ -52,19 +54,26 @@ class StopRequest:
     the previous handlers come back on exit."""
 
     SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+    # Seconds after the first signal in which another is the same stop, not a second one: coreutils' timeout
+    # signals the process and then its own process group, the process in it (a person's second press is later).
+    REPEAT = 0.25
 
     def __init__(self):
         self.requested = False
+        self._first = float("-inf")  # when the first signal came (time.monotonic)
         self.fd = self._wake = None
         self._previous = None
 
     def set(self, *_signal_args) -> None:
         if self.requested:
+            if time.monotonic() - self._first < self.REPEAT:
+                return
             if WRITING.depth and not WRITING.exit_pending:
                 WRITING.exit_pending = True  # the record being written is finished first
                 return
             raise Terminated()
         self.requested = True
+        self._first = time.monotonic()
 
     def drain(self) -> None:
         """Empty the wakeup pipe: another signal than ours may have written to it."""
