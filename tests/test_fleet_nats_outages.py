@@ -54,10 +54,13 @@ def test_publishes_in_flight_when_the_server_is_killed_are_sent_again_as_soon_as
     with NatsServer(tmp_path / "nats") as server, bus_module.Bus(server.url, name="agent") as bus:
         bus.ensure_stream("T", ["t.>"])
         server.pause()
+        before = bus._nc.stats["out_msgs"]
         publishing = threading.Thread(target=bus.publish_many,
                                       args=([("t.x", b"%d" % i, f"id{i}") for i in range(100)],), daemon=True)
         publishing.start()
-        time.sleep(1.0)  # sent, unanswered
+        # sent, unanswered: every one handed to the socket (none left in the client's buffer)
+        assert wait_until(lambda: bus._nc.stats["out_msgs"] >= before + 100 and not bus._nc.pending_data_size,
+                          step=0.05), "the publishes were not sent"
         server.kill()
         server.start()
         publishing.join(20.0)
