@@ -66,3 +66,61 @@ class HoldingRelay:
     def close(self) -> None:
         self._closed = True
         self._listener.close()
+
+
+class DroppingRelay(HoldingRelay):
+    """A ``HoldingRelay`` that can also lose some of the client's requests: ``drop(*parts)``, and every
+    later publish whose subject contains one of ``parts`` never reaches the server (the server answers
+    everything else: a key-value bucket without a leader, say).  The client's bytes are cut into whole
+    protocol operations for that; a chunk is passed on only once its operations are complete."""
+
+    def __init__(self, port: int):
+        self._dropped: tuple = ()
+        self.drops = 0  # publishes lost so far
+        super().__init__(port)
+
+    def drop(self, *parts: bytes) -> None:
+        self._dropped = parts
+
+    def _pump(self, source, sink, outbound: bool) -> None:
+        if not outbound:
+            return super()._pump(source, sink, outbound)
+        pending = b""
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                pending += data
+                passed, pending = self._sift(pending)
+                if passed:
+                    sink.sendall(passed)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _sift(self, data: bytes) -> tuple:
+        """The complete operations at the start of ``data`` less the dropped publishes, and the rest."""
+        passed, at = [], 0
+        while True:
+            end = data.find(b"\r\n", at)
+            if end < 0:
+                break
+            words = data[at:end].split()
+            size = 0
+            if words and words[0].upper() in (b"PUB", b"HPUB"):
+                size = int(words[-1]) + 2  # the payload (headers included) and its line end
+            if end + 2 + size > len(data):
+                break
+            operation = data[at:end + 2 + size]
+            if size and any(part in words[1] for part in self._dropped):
+                self.drops += 1
+            else:
+                passed.append(operation)
+            at = end + 2 + size
+        return b"".join(passed), data[at:]

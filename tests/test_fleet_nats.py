@@ -22,7 +22,8 @@ import pytest
 
 from clitools import COMMAND, REPO, alerts, ndjson, run_cli
 from clitools import records as json_lines
-from fleettools import QUICK_BY_HOST, SAMPLE, WAIT, Fleet, bus_alerts, streams_made, unread, wait_for_alerts, wait_until
+from fleettools import (QUICK_BY_HOST, SAMPLE, WAIT, Fleet, bus_alerts, open_text, streams_made, unread,
+                        wait_for_alerts, wait_until)
 from natsserver import NatsServer, needs_nats
 from test_fleet_shards import comparable
 from test_stages import BY_HOST
@@ -318,15 +319,17 @@ def test_agents_and_correlators_that_disagree_on_partitions_are_told(tmp_path):
                                 "--quiet", *LATENESS], sample, timeout=WAIT)
                 assert sent.returncode == 0, sent.stderr
             late = correlator(server.url, tmp_path / "state3.json", tmp_path / "out3.ndjson", ["--partition", "3"])
-            time.sleep(3)
+            # each has read what it says (the first the agents' heartbeats, the late one partition 0's last)
+            assert wait_until(lambda: "agents disagree" in open_text(first) or first.poll() is not None)
+            assert wait_until(lambda: "(--partitions 3)" in open_text(late) or late.poll() is not None)
         finally:
             for process in (first, late):
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=WAIT)
-    said = first.stderr.read().decode()
+    said = open_text(first)
     assert said.count("agents disagree on --partitions: agent 'a2' publishes to 3 partitions, agent 'a1' to 2") == 1
     assert len([line for line in said.splitlines() if "--partitions" in line]) == 1, said
-    said = late.stderr.read().decode()  # partition 0's last heartbeat is a2's
+    said = open_text(late)  # partition 0's last heartbeat is a2's
     assert said.count("agent 'a2' publishes to 3 partition(s) (--partitions 3), and this correlator reads "
                       "partition 3") == 1, said
 
@@ -385,13 +388,16 @@ def test_a_stream_made_anew_is_read_from_its_start_and_said_so(tmp_path):
     assert json.loads(state.read_text())["bus_seq"] > 0
     with NatsServer(tmp_path / "second") as server:  # another store: the streams are new
         again = correlator(server.url, state, out, ["--agents", "1"])
-        time.sleep(1.0)  # its streams made before the agent sends
+        # its streams made, and found empty, before the agent sends
+        said = "past the last message of stream PIPESHELL (0): the stream was made anew"
+        assert wait_until(lambda: said in open_text(again) or again.poll() is not None), open_text(again)
         publish(server.url, b"2026-11-03")
         found = wait_for_alerts(out, 2, again)
         again.send_signal(signal.SIGTERM)
-        err = again.communicate(timeout=WAIT)[1].decode()
+        again.wait(timeout=WAIT)
+        err = open_text(again)
     assert len(found) == 2, err
-    assert "past the last message of stream PIPESHELL (0): the stream was made anew" in err
+    assert said in err
 
 
 def test_a_forged_heartbeat_under_a_real_agents_name_does_not_stop_its_later_alerts(tmp_path):
@@ -796,11 +802,21 @@ def test_a_stop_while_the_server_is_down_ends_the_correlator_at_once(tmp_path):
     assert state.exists()
 
 
+def saved_position(state):
+    """The bus position (``bus_seq``) of the correlator's last snapshot; None before there is one."""
+    try:
+        return json.loads(state.read_text()).get("bus_seq")
+    except (OSError, ValueError):
+        return None
+
+
 def test_a_stop_while_the_server_is_down_with_alerts_of_the_stop_waits_then_keeps_them_for_the_next_run(tmp_path):
     """The stop's flush alerts on an open window while the server is down: the alert cannot reach the
     bus, so the state that counts it as made is not saved (the README said the state is saved and the
     run ends at once): 10 s, one line, exit status 1, and the next run makes the alert for the bus."""
     import datetime
+
+    from pipeshell_filter.io.bus import Bus
 
     def line():
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -814,7 +830,9 @@ def test_a_stop_while_the_server_is_down_with_alerts_of_the_stop_waits_then_keep
         sent = run_cli(rules + ["--stage", "match", "--nats", server.url, "--agent", "a0", "--quiet"],
                        "".join(line() for _ in range(3)).encode(), timeout=WAIT)
         assert sent.returncode == 0, sent.stderr
-        time.sleep(2.0)
+        with Bus(server.url, name="reader") as bus:
+            last = bus.last_seq("PIPESHELL")
+        assert wait_until(lambda: saved_position(state) == last), "the correlator did not take the records"
         server.stop()
         time.sleep(0.5)
         started = time.monotonic()

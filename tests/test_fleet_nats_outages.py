@@ -2,6 +2,7 @@
 with the real ``nats-server`` (``natsserver``): what the correlator counts as the agents' silence,
 how soon an agent's publishes go on after a crash, what is said, and who alerts."""
 
+import datetime
 import signal
 import sys
 import threading
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from fleettools import QUICK_BY_HOST, WAIT, Fleet, hosts, open_text, wait_until
-from natsproxy import HoldingRelay
+from natsproxy import DroppingRelay, HoldingRelay
 from natsserver import NatsServer, needs_nats
 
 pytestmark = needs_nats
@@ -53,10 +54,13 @@ def test_publishes_in_flight_when_the_server_is_killed_are_sent_again_as_soon_as
     with NatsServer(tmp_path / "nats") as server, bus_module.Bus(server.url, name="agent") as bus:
         bus.ensure_stream("T", ["t.>"])
         server.pause()
+        before = bus._nc.stats["out_msgs"]
         publishing = threading.Thread(target=bus.publish_many,
                                       args=([("t.x", b"%d" % i, f"id{i}") for i in range(100)],), daemon=True)
         publishing.start()
-        time.sleep(1.0)  # sent, unanswered
+        # sent, unanswered: every one handed to the socket (none left in the client's buffer)
+        assert wait_until(lambda: bus._nc.stats["out_msgs"] >= before + 100 and not bus._nc.pending_data_size,
+                          step=0.05), "the publishes were not sent"
         server.kill()
         server.start()
         publishing.join(20.0)
@@ -248,3 +252,78 @@ def test_a_correlator_held_up_past_its_lease_after_a_fetch_leaves_what_it_fetche
     assert "its lease lapsed" in err and "took it over; this one stops" in err, err
     assert "leaves what it fetched and had not used to it, unacknowledged" in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+# What a correlator sends its lease's bucket: the key's writes, and the bucket's API requests.
+BUCKET_SUBJECTS = (b"$KV.", b"KV_PIPESHELL_CORRELATORS")
+
+
+def test_a_correlator_whose_lease_bucket_does_not_answer_stops_in_one_line_once_its_lease_lapsed(tmp_path):
+    """The server answers the correlator's pulls but not its lease's bucket (the relay drops those
+    requests): every record fetched once its last renewal was SURE seconds old waited for a renewal
+    without end, in silence.  Now it stops once its lease has certainly lapsed (another correlator may
+    hold it), in one line, exit status 1, as a correlator that finds its lease taken does."""
+    from pipeshell_filter.io.fleet import PartitionLease
+    with NatsServer(tmp_path / "nats") as server:
+        relay = DroppingRelay(server.port)
+        fleet = Fleet(tmp_path, server.url)
+        try:
+            first = fleet.correlator(relay.url, "first")
+            fleet.active(first)
+            relay.drop(*BUCKET_SUBJECTS)
+            dropped = time.monotonic()
+            while first.poll() is None and time.monotonic() - dropped < PartitionLease.LEASE + 20:
+                fleet.tick(1)  # records keep coming, and the pulls are answered
+            ended = first.poll()
+        finally:
+            fleet.stop()
+            relay.close()
+    err = first.stderr.read().decode()
+    assert relay.drops and ended == 1, (ended, err)
+    assert "its lease could not be renewed" in err and "this one stops" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def durable_info(url: str):
+    """The info of partition 0's durable, as the server has it now."""
+    from pipeshell_filter.io.bus import Bus
+    with Bus(url, name="test looker") as bus:
+        return bus._call(bus._js.consumer_info("PIPESHELL", "correlate-0"))
+
+
+def test_a_correlator_cut_off_from_its_lease_bucket_never_makes_the_new_holders_durable_anew(tmp_path):
+    """The first correlator's lease lapses while the server answers its pulls (the relay drops its
+    requests to the bucket), and the standby takes over.  The first pulled on from the durable: it took
+    some of the new holder's deliveries, saw the gap in their delivery sequence, and made the durable
+    anew under the new holder (which then lost its deliveries and made it anew in turn).  Now it pulls
+    only while its lease is certainly its own, and stops in one line once that is over."""
+    from pipeshell_filter.io.bus import Bus
+    with NatsServer(tmp_path / "nats") as server:
+        relay = DroppingRelay(server.port)
+        fleet = Fleet(tmp_path, server.url, agents=1)
+        try:
+            first = fleet.correlator(relay.url, "first")
+            fleet.active(first)
+            second = fleet.correlator(server.url, "second")
+            fleet.tick(2)
+            fleet.agents[0].stdin.close()  # from now on the test alone writes to the partition
+            assert fleet.agents[0].wait(timeout=WAIT) == 0
+            relay.drop(*BUCKET_SUBJECTS)
+            assert wait_until(lambda: "taken over" in open_text(second), timeout=WAIT)
+            assert wait_until(lambda: (tmp_path / "second.json").exists()), "the new holder did not start"
+            before = datetime.datetime.now(datetime.timezone.utc)
+            with Bus(server.url, name="test agent") as bus:
+                beat = bus.last_message("PIPESHELL", "pipeshell.records.0")
+                for i in range(20):  # one at a time, for any pull waiting on the durable to take
+                    bus.publish_many([("pipeshell.records.0", beat, f"beat {i}")])
+                    time.sleep(0.25)
+                last = bus.last_seq("PIPESHELL")
+            assert wait_until(lambda: durable_info(server.url).ack_floor.stream_seq == last), "not all acknowledged"
+            made = durable_info(server.url).created
+            assert first.wait(timeout=WAIT) == 1
+        finally:
+            fleet.stop()
+            relay.close()
+    err = first.stderr.read().decode()
+    assert made <= before, f"the durable was made anew at {made}, after the new holder began ({before}): {err}"
+    assert "its lease could not be renewed" in err and len(err.strip().splitlines()) == 1, err

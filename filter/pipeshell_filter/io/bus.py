@@ -849,6 +849,9 @@ class Consumer:
         self._stand_ins: List[Tuple[int, str]] = []
         self._stand_in_limit = 0
         self._discarded: List[Tuple[int, int]] = []  # stream sequences gone before they were delivered
+        # The durable is still this reader's to pull from and to make anew (``fetch`` returns [] at once
+        # when not: the caller makes sure first, ``fleet.PartitionLease``).
+        self.ours: Callable[[], bool] = lambda: True
         # The last fetch had no answer: the connection was down, or the server could not serve the pull
         # (``fetch``).  A fetch that waited in vain on a working connection is not away.
         self.away = False
@@ -982,6 +985,9 @@ class Consumer:
             if bus._closing.is_set():
                 raise _Final(f"{self._what()}: the NATS bus was closed")
             if remaining <= 0:
+                return []
+            if not self.ours():
+                self.away = False
                 return []
             nc = await bus._live()
             if not nc.is_connected:

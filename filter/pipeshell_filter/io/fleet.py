@@ -396,13 +396,20 @@ class PartitionLease:
                 return  # went away meanwhile: tried again once it is back
             raise
 
+    def certain(self) -> bool:
+        """The key is certainly still this correlator's: its last write was sent less than ``SURE`` ago."""
+        return time.monotonic() - self._written < self.SURE
+
     def held(self, stop) -> bool:
-        """Before a fetched record is used or acknowledged: True once the key is certainly this
-        correlator's, renewed first when ``SURE`` seconds have passed since its last write was sent,
-        waiting for a server that does not answer as long as it takes (the bus says so).  Taken by
-        another meanwhile: ``LeaseLost``, the record neither used nor acknowledged, so that the other
-        gets it.  False when stopped first."""
-        while time.monotonic() - self._written >= self.SURE:
+        """Before a fetched record is used or acknowledged, and before a pull: True once the key is
+        certainly this correlator's, renewed first when ``SURE`` seconds have passed since its last
+        write was sent, waiting for a server that does not answer as long as it takes (the bus says
+        so).  Taken by another meanwhile: ``LeaseLost``, the record neither used nor acknowledged, so
+        that the other gets it.  A server that answers the bus but not the lease's bucket: ``LeaseLost``
+        too, once the key has certainly lapsed (``LEASE`` seconds after its last write was stored),
+        since another correlator may hold it then (it waited without end).  False when stopped first."""
+        answering = False  # the bus answered since the last renewal left unanswered
+        while not self.certain():
             if stop.requested:
                 return False
             try:
@@ -412,7 +419,27 @@ class PartitionLease:
             except BusError:
                 if self._answering() or self.bus._closed:
                     raise  # refused by a server that answers, or the bus closed: no wait cures it
+                if time.monotonic() - self._renewed < self.LEASE:
+                    continue
+                # once more after the bus answered (a server back from a pause answers the bucket too)
+                was_answering, answering = answering, self._bus_answers()
+                if was_answering and answering:
+                    raise LeaseLost(f"partition {self.partition}: its lease could not be renewed for "
+                                    f"{self.LEASE:g} s, NATS at {self.bus.url} answering but not the key-value "
+                                    f"bucket {self.bucket}, and another correlator may hold it now; this one "
+                                    "stops, and leaves what it fetched and had not used, unacknowledged") from None
         return True
+
+    def _bus_answers(self) -> bool:
+        """JetStream answers a request that is not the bucket's (its account's info)."""
+        async def account(js):
+            return await js.account_info()
+
+        try:
+            self.bus._call(self.bus._retry(account, "JetStream", ATTEMPT_TIMEOUT), timeout=ATTEMPT_TIMEOUT + 5)
+            return True
+        except BusError:
+            return False
 
     def _renew(self) -> None:
         errors = self.bus._mod.js.errors
@@ -503,6 +530,10 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
                                        "anew; reading it from its first message")
         start_seq = 1
     consumer = bus.consumer(stream, durable, record_subject(prefix, partition), start_seq)
+    # No pull, and no reset of the durable, unless the key is certainly still this one's: a pull of a
+    # correlator whose lease had lapsed took deliveries of the one that took over, and the gap they left in
+    # its delivery sequence made the durable anew under the new holder (``Consumer.ours``).
+    consumer.ours = lease.certain
     last = [None, None]  # the last message taken, the last one acknowledged
     check = PartitionCheck(partition, lambda message: stream_filter.diagnostics.report("partitions", "bus", message))
     check.at_start(bus, stream, prefix)
@@ -542,6 +573,8 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     away = None  # since when the bus has not answered
     while not stop.requested:
         lease.renew()
+        if not lease.held(stop):
+            break
         clock.listen()
         asked = clock()
         messages = consumer.fetch(batch, wait)
