@@ -296,6 +296,19 @@ def test_idle_where_no_input_is_live_is_a_usage_error(args):
         assert err == [said]
 
 
+@pytest.mark.parametrize("args", [[], ["--input", "-"], ["--input", "/dev/stdin"]])
+def test_dev_null_as_input_is_finished_not_live(args):
+    """``< /dev/null`` (a job given no input) is a character device, and was taken for live input as a
+    terminal is: ``--idle 5`` was accepted there, doing nothing.  It ends at once, empty, as a file."""
+    with open(os.devnull, "rb") as stdin:
+        result = subprocess.run(COMMAND + args + ["--idle", "5"], stdin=stdin, capture_output=True, timeout=60)
+        assert result.returncode == 2 and result.stdout == b""
+        assert result.stderr.decode().startswith("pipeshell-filter: error: --idle needs live input"), result.stderr
+        result = subprocess.run(COMMAND + args + ["--idle", "0"], stdin=stdin, capture_output=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == b"", result.stderr
+    assert result.stderr == b"pipeshell-filter: 1 rule; 0 lines; 0 matched; 0 alerts\n"
+
+
 @pytest.mark.parametrize("args", [["--idle", "0"], ["--idle", "0", "--input", SAMPLE],
                                   ["run", "--collect", f"cat {SAMPLE}", "--", "--idle", "5"]])
 def test_idle_is_taken_where_it_acts_and_idle_0_everywhere(args):

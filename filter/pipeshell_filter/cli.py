@@ -385,7 +385,7 @@ def run(
                     fleet.consume(stream_filter, bus, nats_prefix, partition, stop, start, state)
                 elif not files:
                     stdin = sys.stdin.fileno()
-                    stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line,
+                    stream_filter.run(stdin, live=inputs_module.is_live(os.fstat(stdin)), max_line=max_line,
                                       stop=stop)
                 elif len(files) == 1 and not inputs_module.is_evtx(files[0]):
                     try:
@@ -393,7 +393,7 @@ def run(
                     except OSError as error:
                         raise inputs_module.InputError(f"cannot read input {files[0]}: {error.strerror}") from None
                     with handle:
-                        stream_filter.run(handle.fileno(), live=not stat.S_ISREG(os.fstat(handle.fileno()).st_mode),
+                        stream_filter.run(handle.fileno(), live=inputs_module.is_live(os.fstat(handle.fileno())),
                                           max_line=max_line, stop=stop)
                 else:
                     lines = _file_lines(files, stream_filter, diagnostics, max_line, walked, stop)
@@ -461,7 +461,7 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
 
 def _reads_live(files: List[str], nats: Optional[str], stage: Stage) -> bool:
     """The run reads live input, as the reading in ``run`` decides it: the bus, or standard input or
-    one NDJSON ``--input`` that is no regular file (a pipe, a terminal).  Several files (merged) and
+    one NDJSON ``--input`` that is no regular file (a pipe, a terminal) nor ``/dev/null`` (``inputs.is_live``).  Several files (merged) and
     an .evtx are read as files, whatever they are.  A path that cannot be looked at counts as live:
     its reading says what is wrong.  Only there does ``--idle`` act; ``--idle 0`` (never) is what a
     file gets anyway, so it is taken everywhere: one command line (a benchmark's) serves both."""
@@ -470,10 +470,10 @@ def _reads_live(files: List[str], nats: Optional[str], stage: Stage) -> bool:
     if len(files) > 1 or files and inputs_module.is_evtx(files[0]):
         return False
     try:
-        mode = os.stat(files[0]).st_mode if files else os.fstat(sys.stdin.fileno()).st_mode
+        status = os.stat(files[0]) if files else os.fstat(sys.stdin.fileno())
     except OSError:
         return True
-    return not stat.S_ISREG(mode)
+    return inputs_module.is_live(status)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
