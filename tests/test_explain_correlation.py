@@ -554,20 +554,29 @@ def test_explain_merges_several_inputs_by_event_time_as_the_filter_does(tmp_path
 @settings(max_examples=10, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 240), st.sampled_from(["h1", "h2", "h3"]), st.sampled_from(["amy", "bob"]),
                           st.sampled_from([4625, 4625, 4624])), min_size=2, max_size=25),
-       st.integers(0, 25), st.sampled_from(["0", "30"]), st.booleans())
+       st.integers(0, 25), st.sampled_from(["0", "30"]), st.booleans(), st.sampled_from(["all", "correlate"]))
 def test_explain_with_a_saved_state_says_fired_what_the_filters_next_run_alerts_on(tmp_path_factory, rows, split,
-                                                                                  lateness, early):
+                                                                                  lateness, early, stage):
     """A filter run with --state goes on from the windows its last run left open: explain had no
     --state, so a window that fired on events of two runs was said not to fire.  With the state file
     (a copy, as saved after the first run), what it says fired on the second run's events, with the
-    lines consumed (those of earlier runs too), is what that run alerts on; the file is only read."""
+    lines consumed (those of earlier runs too), is what that run alerts on; the file is only read.
+    The same for a correlate stage's state and its Detection records (the restored events are of no
+    line of this run's input: counted as restored)."""
     folder = tmp_path_factory.mktemp("state")
     (folder / "rules.yml").write_text(KINDS)
-    split = min(split, len(rows))
     events = [dict(failure(seconds, user, host), EventID=event_id) for seconds, host, user, event_id in rows]
-    (folder / "first.ndjson").write_bytes(ndjson(events[:split]))
-    (folder / "second.ndjson").write_bytes(ndjson(events[split:]))
-    options = ["--rule", str(folder / "rules.yml"), "--lateness", lateness] + (["--early-alerts"] if early else [])
+    lines = ndjson(events).splitlines(keepends=True)
+    if stage == "correlate":
+        matched = run_cli(["--stage", "match", "--heartbeat", "0", "--rule", str(folder / "rules.yml"), "--quiet"],
+                          ndjson(events))
+        assert matched.returncode == 0, matched.stderr
+        lines = matched.stdout.splitlines(keepends=True)
+    split = min(split, len(lines))
+    (folder / "first.ndjson").write_bytes(b"".join(lines[:split]))
+    (folder / "second.ndjson").write_bytes(b"".join(lines[split:]))
+    options = ["--rule", str(folder / "rules.yml"), "--lateness", lateness, "--stage", stage] \
+        + (["--early-alerts"] if early else [])
     state = folder / "run" / "state.json"
     state.parent.mkdir()
     for part in ("first", "second"):
@@ -581,7 +590,12 @@ def test_explain_with_a_saved_state_says_fired_what_the_filters_next_run_alerts_
     explained = run_cli(["explain", "--events", str(folder / "second.ndjson"), "--state", str(saved), *options])
     assert explained.returncode == 0, explained.stderr
     text = explained.stdout.decode()
-    assert said_fired(text) == alerted_events(written.stdout)
+    assert fired_windows(text) == alerted_windows(written.stdout)
+    if stage == "all":
+        assert said_fired(text) == alerted_events(written.stdout)
+    restored = [line for line in text.splitlines() if line.endswith(": restored from --state (an earlier run's)")]
+    named = "    line " if stage == "all" else "    restored (event line "  # no record of this run's input
+    assert all(line.startswith(named) for line in restored)
     assert text.splitlines()[1].startswith(f"state     {saved}: correlations restored, holding ")
     assert text.splitlines()[1].endswith(f"; lines numbered on from {split + 1}")
     assert saved.read_bytes() == before and os.listdir(saved.parent) == ["state.json"]  # no lock, no snapshot

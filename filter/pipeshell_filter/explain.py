@@ -293,11 +293,15 @@ def _plain(value) -> str:
 
 
 def _lines(numbers, unit: str = "line") -> str:
-    """``line 3`` or ``lines 3, 7``: the input lines (or .evtx records) of some events."""
+    """``line 3`` or ``lines 3, 7``: the input lines (or .evtx records) of some events; those of none
+    (``--stage correlate --state``: restored, read by an earlier run) are counted."""
+    numbers = list(numbers)
+    restored = sum(1 for n in numbers if n is None)
     numbers = sorted(set(n for n in numbers if n is not None))
     shown = ", ".join(map(str, numbers[:20]))
-    return unit + ("s " if len(numbers) > 1 else " ") + shown + (
-        f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
+    text = unit + ("s " if len(numbers) > 1 else " ") + shown + (
+        f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "") if numbers else ""
+    return text + (", " if text and restored else "") + (f"{restored} restored" if restored else "")
 
 
 def _events(count: int) -> str:
@@ -433,9 +437,14 @@ class CorrelationTrace:
             held = [detection for _, _, detection in saved["pending"]] + [d for _, d in saved["windows"]]
             for detection in held:
                 c = correlator.contribution(detection)
-                if c is not None:
-                    self.fed[id(correlator)].append(_Fed(detection.event.get("line"), c.time, detection.source,
-                                                         c.group, c.refs, "restored from --state (an earlier run's)"))
+                if c is None:
+                    continue
+                line = detection.event.get("line")  # stage correlate: of the match stage's input, not this one's
+                if self.stage == "correlate":
+                    self._records[id(detection)] = (detection, None)  # no record line of this run (``_line_of``)
+                self.fed[id(correlator)].append(_Fed(line if self.stage == "all" else None, c.time, detection.source,
+                                                     c.group, c.refs, "restored from --state (an earlier run's)",
+                                                     event_line=None if self.stage == "all" else line))
             self.fed[id(correlator)].sort(key=lambda entry: entry.time)
 
     def _origin(self, number: int) -> None:
@@ -669,8 +678,8 @@ class CorrelationTrace:
             where = [self.origins[entry.line]] if entry.line in self.origins else []
             where += [f"event line {entry.event_line}"] if entry.event_line is not None else []
             named = f" ({'; '.join(map(_plain, where))})" if where else ""
-            lines.append(f"    {self.unit} {entry.line}{named}  {format_time(entry.time)}{host}{group}  {met}: "
-                         f"{entry.status}")
+            name = "restored" if entry.line is None else f"{self.unit} {entry.line}"
+            lines.append(f"    {name}{named}  {format_time(entry.time)}{host}{group}  {met}: {entry.status}")
         if len(fed) > MAX_LISTED:
             lines.append(f"    ... and {len(fed) - MAX_LISTED} more")
         for hit in fired:
