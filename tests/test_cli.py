@@ -296,6 +296,19 @@ def test_idle_where_no_input_is_live_is_a_usage_error(args):
         assert err == [said]
 
 
+@pytest.mark.parametrize("args", [[], ["--input", "-"], ["--input", "/dev/stdin"]])
+def test_dev_null_as_input_is_finished_not_live(args):
+    """``< /dev/null`` (a job given no input) is a character device, and was taken for live input as a
+    terminal is: ``--idle 5`` was accepted there, doing nothing.  It ends at once, empty, as a file."""
+    with open(os.devnull, "rb") as stdin:
+        result = subprocess.run(COMMAND + args + ["--idle", "5"], stdin=stdin, capture_output=True, timeout=60)
+        assert result.returncode == 2 and result.stdout == b""
+        assert result.stderr.decode().startswith("pipeshell-filter: error: --idle needs live input"), result.stderr
+        result = subprocess.run(COMMAND + args + ["--idle", "0"], stdin=stdin, capture_output=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == b"", result.stderr
+    assert result.stderr == b"pipeshell-filter: 1 rule; 0 lines; 0 matched; 0 alerts\n"
+
+
 @pytest.mark.parametrize("args", [["--idle", "0"], ["--idle", "0", "--input", SAMPLE],
                                   ["run", "--collect", f"cat {SAMPLE}", "--", "--idle", "5"]])
 def test_idle_is_taken_where_it_acts_and_idle_0_everywhere(args):
@@ -887,6 +900,61 @@ def test_explain_options_for_a_stream_without_it_are_usage_errors(given, needs, 
     if needs != "--events":
         taken = run_cli(["explain", "--events", SAMPLE, "--stage", "correlate", *given])
         assert taken.returncode == 0 and taken.stdout.startswith(b"detections "), taken.stderr
+
+
+EVENTS_READ = "--event, or --events of events (not --stage correlate)"
+JUDGED = ("rules to describe or events to judge (not --events --stage correlate, whose Detection records the match "
+          "stage judged)")
+
+
+@pytest.mark.parametrize("given, mode, needs", [
+    (["--profile", "flat"], "plan", EVENTS_READ), (["--field-map", "FIELDMAP"], "plan", EVENTS_READ),
+    (["--time-field", "ts"], "plan", EVENTS_READ), (["--profile", "flat"], "correlate", EVENTS_READ),
+    (["--field-map", "FIELDMAP"], "correlate", EVENTS_READ), (["--time-field", "ts"], "correlate", EVENTS_READ),
+    (["--logsource-unknown", "skip"], "correlate", JUDGED), (["--state", "STATE"], "plan", "--events"),
+    (["--state", "STATE"], "event", "--events"),
+])
+def test_explain_options_that_would_do_nothing_are_usage_errors(tmp_path, given, mode, needs):
+    """The plan alone reads no event, nor does a correlate stage's file of Detection records (the match
+    stage resolved their fields, as --logsource-unknown told it): --profile, --field-map, --time-field
+    there printed the same report, exit 0.  Where they act they are taken."""
+    (tmp_path / "map.yml").write_text("name: mine\nfields: {}\n")
+    (tmp_path / "state.json").write_bytes(b"")
+    given = [{"FIELDMAP": str(tmp_path / "map.yml"), "STATE": str(tmp_path / "state.json")}.get(a, a) for a in given]
+    where = {"plan": [], "event": ["--event", SAMPLE], "correlate": ["--events", SAMPLE, "--stage", "correlate"]}
+    result = run_cli(["explain", *where[mode], *given])
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr.decode() == f"pipeshell-filter: error: {given[0]} needs {needs}: here it would do nothing\n"
+    if given[0] != "--state":
+        for taken in (["--event", SAMPLE], ["--events", SAMPLE]):
+            assert run_cli(["explain", *taken, *given]).returncode == 0
+    if given[0] == "--logsource-unknown":
+        assert run_cli(["explain", *given]).returncode == 0
+
+
+def test_explain_strict_refuses_a_rule_directory_with_a_rule_that_does_not_load(tmp_path):
+    """explain had no --strict: the plan of a directory whose rule failed to load was printed without
+    it (the rule named on stderr), with no way to make that an error as the filter makes it."""
+    (tmp_path / "good.yml").write_text("title: good\nlogsource: {product: windows}\n"
+                                       "detection: {sel: {EventID: 1}, condition: sel}\n")
+    (tmp_path / "bad.yml").write_text("title: bad\ndetection: {sel: {EventID: 1}, condition: nosuch}\n")
+    lenient = run_cli(["explain", "--rule", str(tmp_path)])
+    assert lenient.returncode == 0 and b"rule      good\n" in lenient.stdout
+    assert lenient.stderr.startswith(b"pipeshell-filter: skipped: ") and b"bad.yml" in lenient.stderr
+    for mode in ([], ["--events", SAMPLE]):
+        strict = run_cli(["explain", "--rule", str(tmp_path), "--strict", *mode])
+        assert strict.returncode == 2 and not strict.stdout and len(strict.stderr.splitlines()) == 1
+        assert strict.stderr.startswith(b"pipeshell-filter: error: ") and b"bad.yml" in strict.stderr
+
+
+def test_explain_state_file_that_cannot_be_read_is_a_usage_error(tmp_path):
+    for path, said in ((tmp_path / "none.json", "no such file"), (tmp_path, "not a regular file")):
+        result = run_cli(["explain", "--events", SAMPLE, "--state", str(path)])
+        assert result.returncode == 2 and not result.stdout
+        assert result.stderr.decode() == f"pipeshell-filter: error: --state {path}: {said}\n"
+    (tmp_path / "bad.json").write_bytes(b"not a state")
+    result = run_cli(["explain", "--events", SAMPLE, "--state", str(tmp_path / "bad.json")])
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and b"Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("args", [["explain"], ["explain", "--event", os.path.join(REPO, "examples",

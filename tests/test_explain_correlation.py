@@ -507,3 +507,95 @@ def test_explain_stage_correlate_says_fired_the_windows_the_correlate_stage_aler
     assert said == alerted_windows(whole.stdout)
     if all(row[4] == "a" for row in rows) and (heartbeat == "0" or ordered):
         assert said == fired_windows(text)
+
+
+def alerted_events(stdout: bytes) -> list:
+    """(correlation, window end, lines of its events) of each correlation alert the filter wrote."""
+    return sorted((a["rule"]["name"], a["@timestamp"], tuple(sorted(e["line"] for e in a["sigma"]["events"])))
+                  for a in alerts(stdout) if "timeframe_seconds" in a["sigma"])
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 240), st.sampled_from(["h1", "h2", "h3"]), st.sampled_from(["amy", "bob"]),
+                          st.sampled_from([4625, 4625, 4624]), st.sampled_from(["a", "b", "c"])),
+                min_size=2, max_size=25), st.sampled_from(["0", "30"]), st.booleans())
+def test_explain_merges_several_inputs_by_event_time_as_the_filter_does(tmp_path_factory, rows, lateness, directory):
+    """explain --events took one file: given twice, the last one alone was read, in silence.  It takes
+    several (or a directory of them), merged by event time as the filter merges its --input files: what
+    it says fired, with the lines consumed (numbered in merged order), is what the filter alerts on, and
+    each event listed is named by its own file and line too."""
+    folder = tmp_path_factory.mktemp("merged")
+    (folder / "rules.yml").write_text(KINDS)
+    (folder / "logs").mkdir()
+    paths = {name: folder / "logs" / f"{name}.ndjson" for name in "abc"}
+    for name, path in paths.items():
+        path.write_bytes(ndjson([dict(failure(seconds, user, host), EventID=event_id)
+                                 for seconds, host, user, event_id, where in rows if where == name]))
+    given_paths = [str(folder / "logs")] if directory else [str(path) for path in paths.values()]
+    options = ["--rule", str(folder / "rules.yml"), "--lateness", lateness]
+    written = run_cli([arg for path in given_paths for arg in ("--input", path)] + ["--quiet", *options])
+    assert written.returncode == 0, written.stderr
+    explained = run_cli(["explain", *[arg for path in given_paths for arg in ("--events", path)], *options])
+    assert explained.returncode == 0, explained.stderr
+    text = explained.stdout.decode()
+    assert said_fired(text) == alerted_events(written.stdout)
+    assert text.startswith(f"events    {len(rows)} read from 3 files merged by event time")
+    seconds = {}  # (file, its own line number) -> the event's time
+    for name in "abc":
+        mine = [row[0] for row in rows if row[4] == name]
+        seconds.update(((str(paths[name]), number), t) for number, t in enumerate(mine, 1))
+    listed = [line for line in text.splitlines() if line.startswith("    line ")]
+    for line in listed:
+        named, rest = line[len("    line "):].split(" (", 1)[1].split(")  ", 1)
+        file_name, number = named.rsplit(" line ", 1)
+        assert iso(seconds[file_name, int(number)])[:19] == rest.split()[0][:19]
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 240), st.sampled_from(["h1", "h2", "h3"]), st.sampled_from(["amy", "bob"]),
+                          st.sampled_from([4625, 4625, 4624])), min_size=2, max_size=25),
+       st.integers(0, 25), st.sampled_from(["0", "30"]), st.booleans(), st.sampled_from(["all", "correlate"]))
+def test_explain_with_a_saved_state_says_fired_what_the_filters_next_run_alerts_on(tmp_path_factory, rows, split,
+                                                                                  lateness, early, stage):
+    """A filter run with --state goes on from the windows its last run left open: explain had no
+    --state, so a window that fired on events of two runs was said not to fire.  With the state file
+    (a copy, as saved after the first run), what it says fired on the second run's events, with the
+    lines consumed (those of earlier runs too), is what that run alerts on; the file is only read.
+    The same for a correlate stage's state and its Detection records (the restored events are of no
+    line of this run's input: counted as restored)."""
+    folder = tmp_path_factory.mktemp("state")
+    (folder / "rules.yml").write_text(KINDS)
+    events = [dict(failure(seconds, user, host), EventID=event_id) for seconds, host, user, event_id in rows]
+    lines = ndjson(events).splitlines(keepends=True)
+    if stage == "correlate":
+        matched = run_cli(["--stage", "match", "--heartbeat", "0", "--rule", str(folder / "rules.yml"), "--quiet"],
+                          ndjson(events))
+        assert matched.returncode == 0, matched.stderr
+        lines = matched.stdout.splitlines(keepends=True)
+    split = min(split, len(lines))
+    (folder / "first.ndjson").write_bytes(b"".join(lines[:split]))
+    (folder / "second.ndjson").write_bytes(b"".join(lines[split:]))
+    options = ["--rule", str(folder / "rules.yml"), "--lateness", lateness, "--stage", stage] \
+        + (["--early-alerts"] if early else [])
+    state = folder / "run" / "state.json"
+    state.parent.mkdir()
+    for part in ("first", "second"):
+        if part == "second":
+            (folder / "saved").mkdir()
+            (folder / "saved" / "state.json").write_bytes(state.read_bytes())
+        written = run_cli(["--input", str(folder / f"{part}.ndjson"), "--state", str(state), "--quiet", *options])
+        assert written.returncode == 0, written.stderr
+    saved = folder / "saved" / "state.json"
+    before = saved.read_bytes()
+    explained = run_cli(["explain", "--events", str(folder / "second.ndjson"), "--state", str(saved), *options])
+    assert explained.returncode == 0, explained.stderr
+    text = explained.stdout.decode()
+    assert fired_windows(text) == alerted_windows(written.stdout)
+    if stage == "all":
+        assert said_fired(text) == alerted_events(written.stdout)
+    restored = [line for line in text.splitlines() if line.endswith(": restored from --state (an earlier run's)")]
+    named = "    line " if stage == "all" else "    restored (event line "  # no record of this run's input
+    assert all(line.startswith(named) for line in restored)
+    assert text.splitlines()[1].startswith(f"state     {saved}: correlations restored, holding ")
+    assert text.splitlines()[1].endswith(f"; lines numbered on from {split + 1}")
+    assert saved.read_bytes() == before and os.listdir(saved.parent) == ["state.json"]  # no lock, no snapshot

@@ -385,7 +385,7 @@ def run(
                     fleet.consume(stream_filter, bus, nats_prefix, partition, stop, start, state)
                 elif not files:
                     stdin = sys.stdin.fileno()
-                    stream_filter.run(stdin, live=not stat.S_ISREG(os.fstat(stdin).st_mode), max_line=max_line,
+                    stream_filter.run(stdin, live=inputs_module.is_live(os.fstat(stdin)), max_line=max_line,
                                       stop=stop)
                 elif len(files) == 1 and not inputs_module.is_evtx(files[0]):
                     try:
@@ -393,7 +393,7 @@ def run(
                     except OSError as error:
                         raise inputs_module.InputError(f"cannot read input {files[0]}: {error.strerror}") from None
                     with handle:
-                        stream_filter.run(handle.fileno(), live=not stat.S_ISREG(os.fstat(handle.fileno()).st_mode),
+                        stream_filter.run(handle.fileno(), live=inputs_module.is_live(os.fstat(handle.fileno())),
                                           max_line=max_line, stop=stop)
                 else:
                     lines = _file_lines(files, stream_filter, diagnostics, max_line, walked, stop)
@@ -461,7 +461,7 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
 
 def _reads_live(files: List[str], nats: Optional[str], stage: Stage) -> bool:
     """The run reads live input, as the reading in ``run`` decides it: the bus, or standard input or
-    one NDJSON ``--input`` that is no regular file (a pipe, a terminal).  Several files (merged) and
+    one NDJSON ``--input`` that is no regular file (a pipe, a terminal) nor ``/dev/null`` (``inputs.is_live``).  Several files (merged) and
     an .evtx are read as files, whatever they are.  A path that cannot be looked at counts as live:
     its reading says what is wrong.  Only there does ``--idle`` act; ``--idle 0`` (never) is what a
     file gets anyway, so it is taken everywhere: one command line (a benchmark's) serves both."""
@@ -470,10 +470,10 @@ def _reads_live(files: List[str], nats: Optional[str], stage: Stage) -> bool:
     if len(files) > 1 or files and inputs_module.is_evtx(files[0]):
         return False
     try:
-        mode = os.stat(files[0]).st_mode if files else os.fstat(sys.stdin.fileno()).st_mode
+        status = os.stat(files[0]) if files else os.fstat(sys.stdin.fileno())
     except OSError:
         return True
-    return not stat.S_ISREG(mode)
+    return inputs_module.is_live(status)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -764,9 +764,11 @@ def explain(
     placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
     logsource_unknown: UnknownLogsource = typer.Option(UnknownLogsource.match, "--logsource-unknown",
                                                        help="As for filtering: match or skip."),
-    events: Optional[str] = typer.Option(None, "--events", metavar="FILE", help="Run this NDJSON (or .evtx) file "
-                                         "through the filter's engine and show, per correlation, the events that "
-                                         "fed it, the windows that fired, and why the other groups did not."),
+    events: Optional[List[str]] = typer.Option(None, "--events", metavar="PATH", help="Run this NDJSON (or .evtx) "
+                                               "file or directory through the filter's engine and show, per "
+                                               "correlation, the events that fed it, the windows that fired, and "
+                                               "why the other groups did not. Repeatable: several are merged by "
+                                               "event time, as --input merges them."),
     stage: ExplainStage = typer.Option(ExplainStage.all, "--stage", help="With --events: all: the file holds "
                                        "events, read as the filter reads them; correlate: it holds a match stage's "
                                        "Detection and heartbeat records (what --stage match writes, or a "
@@ -781,6 +783,11 @@ def explain(
                                  help="With --events: as for filtering (longer lines are not read)."),
     line_field: Optional[str] = typer.Option(None, "--line-field", metavar="FIELD",
                                              help="With --events: as for filtering."),
+    state: Optional[str] = typer.Option(None, "--state", metavar="FILE", help="With --events: the correlations "
+                                        "start from this state file (saved by a filter run with --state), as the "
+                                        "filter's next run on these events would; it is only read."),
+    strict: bool = typer.Option(False, "--strict", help="As for filtering: a rule in a --rule directory that "
+                                "fails to load is an error (by default it is reported and skipped)."),
 ) -> None:
     """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
     With --event, show one event's profile, resolved fields and each selection's verdict; with
@@ -792,29 +799,39 @@ def explain(
     check_seconds(("--lateness", lateness), ("--max-skew", max_skew), ("--agent-idle", agent_idle))
     check_agents(agents)
     check_line_options(max_line, line_field)
-    _no_trace_option_without_events(ctx, events, stage)
-    event, events = (inputs_module.STDIN if path == "-" else path for path in (event, events))  # as for --input
-    plans = load_plans(rule, join, placeholders=read_placeholders(placeholders))
+    _no_trace_option_without_events(ctx, event, events, stage)
+    event = inputs_module.STDIN if event == "-" else event  # as for --input
+    plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
     if event is None and events is None:
         _print(describe_rule_set(plans, logsource_unknown.value))
         return
     if events is not None:
+        saved = _saved_state(state)
         engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
                         max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts)
-        _print(_trace_events(engine, events, max_line, line_field, stage.value))
+        _print(_trace_events(engine, events, max_line, line_field, stage.value, saved))
         return
     raw, parsed = _read_one_event(event)
     _print(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
 
 
-def _no_trace_option_without_events(ctx: typer.Context, events: Optional[str], stage: ExplainStage) -> None:
-    """``explain``'s options for running a stream (``--events``): without it, the plan or one event's
-    verdicts were printed as if ``--lateness`` or ``--early-alerts`` had been heeded, exit 0."""
+def _no_trace_option_without_events(ctx: typer.Context, event: Optional[str], events: Optional[List[str]],
+                                    stage: ExplainStage) -> None:
+    """``explain``'s options that act only in some of its modes: without ``--events`` the plan or one
+    event's verdicts were printed as if ``--lateness`` or ``--early-alerts`` had been heeded, exit 0;
+    ``--profile``, ``--field-map`` and ``--time-field`` read events, which the plan alone does not, nor
+    a correlate stage's Detection records (made by the match stage, as ``--logsource-unknown`` judged)."""
     streamed = ("--events", events is not None)
     correlating = ("--events --stage correlate", events is not None and stage is ExplainStage.correlate)
+    reading = ("--event, or --events of events (not --stage correlate)",
+               event is not None or events is not None and stage is ExplainStage.all)
+    judging = ("rules to describe or events to judge (not --events --stage correlate, whose Detection records "
+               "the match stage judged)", not correlating[1])
     needs = {"lateness": streamed, "max_skew": streamed, "early_alerts": streamed, "max_line": streamed,
-             "line_field": streamed, "stage": streamed, "agent_idle": correlating, "agents": correlating}
+             "line_field": streamed, "stage": streamed, "state": streamed, "agent_idle": correlating,
+             "agents": correlating, "profile": reading, "field_map": reading, "time_field": reading,
+             "logsource_unknown": judging}
     for param in ctx.command.params:
         if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):
             raise UsageProblem(f"{param.opts[0]} needs {needs[param.name][0]}: here it would do nothing")
@@ -868,19 +885,39 @@ def run_unit(
     sys.exit(supervise.supervise(collector + [member] + shipper, grace, usage_member=member))
 
 
-def _trace_events(engine: Engine, path: str, max_line: int = DEFAULT_MAX_LINE,
-                  line_field: Optional[str] = None, stage: str = "all") -> str:
-    """``explain --events``: the file's events (or, ``stage`` correlate, a match stage's records)
-    through the filter with ``engine``, as the filter runs a file (``explain.CorrelationTrace``)."""
-    unit = "record" if stage == "all" and inputs_module.is_evtx(path) else "line"
-    trace = CorrelationTrace(engine, unit, stage)
+def _trace_events(engine: Engine, paths: List[str], max_line: int = DEFAULT_MAX_LINE,
+                  line_field: Optional[str] = None, stage: str = "all", saved: Optional[tuple] = None) -> str:
+    """``explain --events``: the files' events (or, ``stage`` correlate, a match stage's records)
+    through the filter with ``engine``, as the filter runs its ``--input`` (``explain.CorrelationTrace``):
+    one file alone, several (or directories) merged by event time; ``saved``: ``_saved_state``."""
     try:
-        trace.read(path, max_line, line_field)
+        files, walked = inputs_module.expand(paths)
+        path = files[0] if len(files) == 1 else files
+        unit = "record" if stage == "all" and len(files) == 1 and inputs_module.is_evtx(path) else "line"
+        trace = CorrelationTrace(engine, unit, stage)
+        merged = None if len(files) == 1 else \
+            (lambda stream_filter: _file_lines(files, stream_filter, stream_filter.diagnostics, max_line, walked))
+        trace.read(path, max_line, line_field, saved, merged)
     except OSError as error:
-        raise UsageProblem(f"cannot read --events {path}: {error.strerror}") from None
+        raise UsageProblem(f"cannot read --events {error.filename or paths[0]}: {error.strerror}") from None
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
     return trace.report()
+
+
+def _saved_state(path: Optional[str]) -> Optional[tuple]:
+    """``explain --events --state FILE``: (the file, its document), read only (no lock: the filter
+    replaces the file whole, never writes it in place); the file must be there."""
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise UsageProblem(f"--state {path}: no such file" if not os.path.exists(path) else
+                           f"--state {path}: not a regular file")
+    try:
+        document = StateFile(path).load()
+    except StateError as error:
+        raise UsageProblem(str(error)) from None
+    return path, document
 
 
 def _read_one_event(path: str) -> tuple:

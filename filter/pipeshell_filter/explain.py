@@ -10,6 +10,7 @@ from typing import List, Optional
 import ujson
 
 from .correlate import alert_detection
+from .correlate.state import capture
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
 from .events.timeparse import NS, format_time
@@ -292,11 +293,15 @@ def _plain(value) -> str:
 
 
 def _lines(numbers, unit: str = "line") -> str:
-    """``line 3`` or ``lines 3, 7``: the input lines (or .evtx records) of some events."""
+    """``line 3`` or ``lines 3, 7``: the input lines (or .evtx records) of some events; those of none
+    (``--stage correlate --state``: restored, read by an earlier run) are counted."""
+    numbers = list(numbers)
+    restored = sum(1 for n in numbers if n is None)
     numbers = sorted(set(n for n in numbers if n is not None))
     shown = ", ".join(map(str, numbers[:20]))
-    return unit + ("s " if len(numbers) > 1 else " ") + shown + (
-        f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
+    text = unit + ("s " if len(numbers) > 1 else " ") + shown + (
+        f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "") if numbers else ""
+    return text + (", " if text and restored else "") + (f"{restored} restored" if restored else "")
 
 
 def _events(count: int) -> str:
@@ -364,26 +369,44 @@ class CorrelationTrace:
         self._records = {}  # stage correlate: id(Detection) -> (it, its input line)
         self._by_event = {}  # stage correlate: ``_reference`` of a Detection's event -> its first input line
         self._before = {}  # id(correlator) -> its counts before the detection being taken (``_counts``)
+        self.inputs = 1  # files read, merged by event time when several
+        self.origins = {}  # several files: line (in merged order) -> its file and line there
+        self.restored = None  # ``--state``: the state file's name, once its correlations are taken back
+        self.state_notes = []  # what of the saved state had to be discarded (``Filter.resume``)
+        self._filter = None
+        self._lines_before = 0
         engine.trace = self
         for correlator in self.correlators:
             correlator.watch = self._watch
 
     # ---------------------------------------------------------------- running
 
-    def read(self, path: str, max_line: int = DEFAULT_MAX_LINE, line_field: Optional[str] = None) -> None:
+    def read(self, path, max_line: int = DEFAULT_MAX_LINE, line_field: Optional[str] = None,
+             saved: Optional[tuple] = None, merged=None) -> None:
         """The whole file through a ``Filter``, as ``--input path`` reads it (``--max-line-bytes``,
         ``--line-field``), but never live: a pipe is read to its end as a file is, and the end makes
         every window final.  No prefilter: every line is parsed (the prefilter rules out only lines no
-        rule can match, so the alerts are the same), and workers would match out of sight."""
+        rule can match, so the alerts are the same), and workers would match out of sight.
+        ``merged``: ``path`` is a list of files, and this function of the Filter gives their lines merged
+        by event time, as the filter merges its ``--input`` files (``cli._file_lines``).
+        ``saved``: (file name, document) of a state ``--state`` saved: the correlations start from it,
+        as a run with ``--state`` does, and nothing is saved (a flush at the end alerts what the
+        filter's pause alerts, which keeps the windows open for its next run)."""
         with open(os.devnull, "w") as quiet:
             devnull = os.open(os.devnull, os.O_WRONLY)
             diagnostics = Diagnostics(quiet)
             try:
-                stream_filter = Filter(self.engine, Output(devnull), diagnostics, "alerts", None, workers=0,
-                                       stage=self.stage)
+                stream_filter = self._filter = Filter(self.engine, Output(devnull), diagnostics, "alerts", None,
+                                                      workers=0, stage=self.stage)
                 stream_filter.line_field = line_field
-                stream_filter.repeated_keys = inputs.is_evtx(path)
-                if inputs.is_evtx(path):
+                if saved is not None:
+                    self._restore(stream_filter, *saved)
+                if merged is not None:
+                    self.inputs = len(path)
+                    stream_filter.repeated_keys = any(map(inputs.is_evtx, path))
+                    stream_filter.process_labelled(merged(stream_filter), max_line)
+                elif inputs.is_evtx(path):
+                    stream_filter.repeated_keys = True
                     records = inputs.labelled_lines(path, self._lost, max_line)
                     stream_filter.process_labelled(inputs.judged(records, None), max_line)
                 else:
@@ -393,12 +416,41 @@ class CorrelationTrace:
             finally:
                 os.close(devnull)
                 self.engine.trace = None
+                self._filter = None
                 for correlator in self.correlators:
                     correlator.watch = None
         self.skipped = diagnostics.counts
+        self.lost += diagnostics.counts["bad_evtx"]  # of merged files (one alone reports to ``_lost``)
         taken = self.events + self.heartbeats + self.skipped["not_detection"] + self.skipped["unknown_rule"] \
             if self.stage == "correlate" else self.events
-        self.unusable = stream_filter.lines - taken
+        self.unusable = stream_filter.lines - stream_filter.lines_start - taken
+
+    def _restore(self, stream_filter, path: str, document: dict) -> None:
+        """``--state``: the correlations' saved windows and times taken back, as the filter takes them
+        (``cli.resume_state``), and the events they hold listed first, as restored."""
+        self.engine.keep_state()  # each event taken once, as with --state
+        self.state_notes = stream_filter.resume(document)
+        self._lines_before = stream_filter.lines
+        self.restored = path
+        for correlator in self.correlators:
+            saved = capture(correlator)
+            held = [detection for _, _, detection in saved["pending"]] + [d for _, d in saved["windows"]]
+            for detection in held:
+                c = correlator.contribution(detection)
+                if c is None:
+                    continue
+                line = detection.event.get("line")  # stage correlate: of the match stage's input, not this one's
+                if self.stage == "correlate":
+                    self._records[id(detection)] = (detection, None)  # no record line of this run (``_line_of``)
+                self.fed[id(correlator)].append(_Fed(line if self.stage == "all" else None, c.time, detection.source,
+                                                     c.group, c.refs, "restored from --state (an earlier run's)",
+                                                     event_line=None if self.stage == "all" else line))
+            self.fed[id(correlator)].sort(key=lambda entry: entry.time)
+
+    def _origin(self, number: int) -> None:
+        """Several files: which file and line the line ``number`` (in merged order) is."""
+        if self.inputs > 1 and self._filter is not None and self._filter.origin is not None:
+            self.origins[number] = self._filter.origin
 
     def _lost(self, where: str, message: str) -> None:  # a damaged EVTX file: why a correlation may not fire
         self.lost += 1
@@ -412,6 +464,7 @@ class CorrelationTrace:
         """``Engine.trace``: a parsed event, with its detections, before they are correlated."""
         self.events += 1
         self._number = number
+        self._origin(number)
         kind = event.get("type")
         if kind.__class__ is str and kind in OWN_TYPES:  # a match stage's output, read as an event
             self.wire += 1
@@ -424,6 +477,7 @@ class CorrelationTrace:
         before the correlate stage takes it."""
         self.events += 1
         self._number, self._event_line = number, detection.event.get("line")
+        self._origin(number)
         self._records[id(detection)] = (detection, number)
         self._by_event.setdefault(_reference(detection.event), number)
         self._before = {id(c): self._counts(c) for c in self.correlators}
@@ -522,6 +576,9 @@ class CorrelationTrace:
     def report(self) -> str:
         skipped = f", {self.unusable} not read (not a JSON object, or too long or dense to parse: skipped)"
         head = f"events    {self.events} read" if self.stage == "all" else self._records_read()
+        if self.inputs > 1:
+            head += (f" from {self.inputs} files merged by event time (lines numbered in that order, as the "
+                     "filter's alerts number them)")
         blocks = [head + (skipped if self.unusable else "")
                   + (f", records lost to {self.lost} EVTX problem{'' if self.lost == 1 else 's'} (--input says "
                      "which)" if self.lost else "")
@@ -530,7 +587,14 @@ class CorrelationTrace:
                      "completes it)" if any(c.early for c in self.correlators) else "")
                   + ("; the correlations' time follows the agents' heartbeats (the least time of the agents still "
                      "sending), not the detections' own sources" if self.heartbeats else "")
-                  + "; the end of input makes every window final"]
+                  + "; the end of input makes every window final"
+                  + (" (the filter with --state alerts the same, and keeps the windows open for its next run)"
+                     if self.restored else "")]
+        if self.restored:
+            held = sum(1 for entries in self.fed.values() for f in entries if f.status.startswith("restored"))
+            blocks.append(f"state     {_plain(self.restored)}: correlations restored, holding {_events(held)} of "
+                          f"earlier runs; lines numbered on from {self._lines_before + 1}")
+            blocks += [f"state     {_plain(note)}" for note in self.state_notes]
         if self.wire:
             blocks.append(f"note      {self.wire} of them {'is' if self.wire == 1 else 'are'} a match stage's "
                           "records (Detection, heartbeat), read here as events: explain what a correlate stage "
@@ -611,9 +675,11 @@ class CorrelationTrace:
             host = f"  host {_plain(entry.host)}" if entry.host else ""
             group = f"  {_group(spec, entry.group)}" if spec.group_by else ""
             met = ", ".join(self._label(spec, k, True) for k in entry.refs)
-            named = f" (event line {entry.event_line})" if entry.event_line is not None else ""
-            lines.append(f"    {self.unit} {entry.line}{named}  {format_time(entry.time)}{host}{group}  {met}: "
-                         f"{entry.status}")
+            where = [self.origins[entry.line]] if entry.line in self.origins else []
+            where += [f"event line {entry.event_line}"] if entry.event_line is not None else []
+            named = f" ({'; '.join(map(_plain, where))})" if where else ""
+            name = "restored" if entry.line is None else f"{self.unit} {entry.line}"
+            lines.append(f"    {name}{named}  {format_time(entry.time)}{host}{group}  {met}: {entry.status}")
         if len(fed) > MAX_LISTED:
             lines.append(f"    ... and {len(fed) - MAX_LISTED} more")
         for hit in fired:

@@ -83,6 +83,19 @@ def _check_readable(path: str) -> None:
         raise InputError(f"cannot read input {path}: permission denied")
 
 
+def is_live(status: os.stat_result) -> bool:
+    """Input that may wait for more (a pipe, a socket, a terminal), by its ``os.stat``: not a regular
+    file, nor ``/dev/null``, which ends at once, empty (``< /dev/null``: a job given no input)."""
+    if stat.S_ISREG(status.st_mode):
+        return False
+    if stat.S_ISCHR(status.st_mode):
+        try:
+            return status.st_rdev != os.stat(os.devnull).st_rdev
+        except OSError:
+            return True
+    return True
+
+
 def allow_open(count: int) -> None:
     """Merged inputs are all open at once: lift the soft open-file limit (often 1024) as far
     as needed within the hard one, or say plainly that they are too many."""
