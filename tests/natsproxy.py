@@ -57,11 +57,7 @@ class HoldingRelay:
         except OSError:
             pass
         finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shut(source, sink)
 
     def close(self) -> None:
         self._closed = True
@@ -98,11 +94,7 @@ class DroppingRelay(HoldingRelay):
         except OSError:
             pass
         finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shut(source, sink)
 
     def _sift(self, data: bytes) -> tuple:
         """The complete operations at the start of ``data`` less the dropped publishes, and the rest."""
@@ -124,3 +116,12 @@ class DroppingRelay(HoldingRelay):
                 passed.append(operation)
             at = end + 2 + size
         return b"".join(passed), data[at:]
+
+
+def _shut(*ends) -> None:
+    """Both directions of each socket shut, whichever of them is gone already: the pump's other half ends."""
+    for end in ends:
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
