@@ -664,9 +664,11 @@ def test_missing_input_is_a_usage_error(tmp_path):
     empty.mkdir()
     result = run_cli(["--input", str(empty)])
     assert result.returncode == 2 and b"holds no" in result.stderr
-    result = run_cli(["--input", "/dev/null"])  # a device: neither read for ever nor called missing
+    result = run_cli(["--input", "/dev/zero"])  # a device: neither read for ever nor called missing
     assert result.returncode == 2 and result.stderr.splitlines() == [
-        b"pipeshell-filter: error: cannot read input /dev/null: not a file, a directory or a named pipe"]
+        b"pipeshell-filter: error: cannot read input /dev/zero: not a file, a directory, a named pipe or /dev/null"]
+    result = run_cli(["--input", "/dev/null"])  # but /dev/null, empty, as ``< /dev/null``
+    assert result.returncode == 0 and result.stdout == b"" and b"0 lines" in result.stderr
 
 
 def test_a_named_pipe_in_a_rule_directory_is_skipped_not_waited_on(tmp_path):
@@ -1033,8 +1035,8 @@ def test_an_input_path_that_cannot_be_reached_is_said_with_the_systems_reason(tm
         f"pipeshell-filter: error: cannot read input {tmp_path / 'plain' / 'x'}: not a directory"
     missing = run_cli(["--input", str(tmp_path / "none")], b"")
     assert missing.returncode == 2 and missing.stderr.decode().strip().endswith(": no such file or directory")
-    device = run_cli(["--input", "/dev/null"], b"")
-    assert device.returncode == 2 and b"not a file, a directory or a named pipe" in device.stderr
+    device = run_cli(["--input", "/dev/zero"], b"")
+    assert device.returncode == 2 and b"not a file, a directory, a named pipe or /dev/null" in device.stderr
 
 
 @pytest.mark.parametrize("args", [["--input", "-"], ["explain", "--events", "-"], ["explain", "--event", "-"]])

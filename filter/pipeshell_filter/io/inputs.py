@@ -74,11 +74,12 @@ def _walk(top: str) -> List[str]:
 def _check_readable(path: str) -> None:
     if path != STDIN:
         try:
-            mode = os.stat(path).st_mode
+            status = os.stat(path)
         except OSError as error:  # the system's own reason: missing, or a directory on the way not searchable
             raise InputError(f"cannot read input {path}: {(error.strerror or str(error)).lower()}") from None
-        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-            raise InputError(f"cannot read input {path}: not a file, a directory or a named pipe")
+        mode = status.st_mode  # a device may be read for ever (/dev/zero), but /dev/null: empty, as ``< /dev/null``
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) and not is_live(status)):
+            raise InputError(f"cannot read input {path}: not a file, a directory, a named pipe or /dev/null")
     if not os.access(path, os.R_OK):
         raise InputError(f"cannot read input {path}: permission denied")
 
