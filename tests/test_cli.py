@@ -247,6 +247,10 @@ def test_bad_options_exit_2_with_one_line(args, message):
     (["--stage", "match", "--early-alerts"], "--early-alerts needs --stage all or --stage correlate"),
     (["--max-record-bytes", "4096"], "--max-record-bytes needs --non-json wrap or --fluentbit-time"),
     (["--stage", "correlate", "--non-json", "pass", "--max-record-bytes", "8192"], "--max-record-bytes needs"),
+    (["--strict"], "--strict needs a --rule directory"),
+    (["--strict", "--rule", os.path.join(REPO, "filter", "pipeshell_filter", "rules", "pipeshell_named_pipes.yml")],
+     "--strict needs a --rule directory"),
+    (["explain", "--strict"], "--strict needs a --rule directory"),
 ])
 def test_an_option_that_would_do_nothing_is_a_usage_error(args, message):
     """Given where it does nothing, an option ran in silence, exit 0: a correlator's --partition 1

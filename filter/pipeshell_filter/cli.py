@@ -316,6 +316,7 @@ def run(
     if not 0 <= partition < 1024:
         raise UsageProblem("--partition must be between 0 and 1023")
     _no_option_without_effect(ctx, stage, nats, state, heartbeat, non_json is NonJson.wrap or fluentbit_time)
+    _no_strict_without_a_directory(ctx, rule)
     check_state_path(state)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
@@ -457,6 +458,13 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
     for param in ctx.command.params:
         if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):
             raise UsageProblem(f"{param.opts[0]} needs {needs[param.name][0]}: here it would do nothing")
+
+
+def _no_strict_without_a_directory(ctx: typer.Context, rules: Optional[List[str]]) -> None:
+    """``--strict`` acts on the rules of a ``--rule`` directory: a file named on its own must load anyway."""
+    if _given(ctx, "strict") and not any(os.path.isdir(path) for path in rules or ()):
+        raise UsageProblem("--strict needs a --rule directory (a rule file named on its own must load anyway): "
+                           "here it would do nothing")
 
 
 def _reads_live(files: List[str], nats: Optional[str], stage: Stage) -> bool:
@@ -800,6 +808,7 @@ def explain(
     check_agents(agents)
     check_line_options(max_line, line_field)
     _no_trace_option_without_events(ctx, event, events, stage)
+    _no_strict_without_a_directory(ctx, rule)
     event = inputs_module.STDIN if event == "-" else event  # as for --input
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
     resolver = make_resolver(profile, field_map, time_field)
