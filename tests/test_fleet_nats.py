@@ -777,9 +777,11 @@ def test_a_stop_while_the_bus_is_being_set_up_is_said(tmp_path):
         url = f"nats://127.0.0.1:{silent.getsockname()[1]}"
         process = subprocess.Popen(COMMAND + ["--stage", "match", "--nats", url],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(2.0)
-        process.send_signal(signal.SIGTERM)
-        err = process.communicate(timeout=WAIT)[1].decode()
+        silent.settimeout(WAIT)
+        connection, _ = silent.accept()  # it is connecting: the server it reached says nothing
+        with connection:
+            process.send_signal(signal.SIGTERM)
+            err = process.communicate(timeout=WAIT)[1].decode()
     assert process.returncode == 0 and err == \
         "pipeshell-filter: stopped while connecting to the NATS bus and setting up its streams\n"
 
