@@ -524,9 +524,10 @@ def test_each_members_stderr_line_arrives_whole_with_its_role_in_front(steps):
         assert got[name] == ((data[:-1] if data.endswith(b"\n") else data).split(b"\n") if data else []), name
 
 
-def _feed(logs, steps, holds=lambda: True) -> dict:
+def _feed(logs, steps, holds=lambda: True, other=lambda step: False, before_close=lambda: None) -> dict:
     """Play ``steps`` (notes, members' writes and ends) into ``logs`` through real pipes, checking
-    ``holds`` after each; then every pipe ends and ``logs`` closes.  What each wrote, by name."""
+    ``holds`` after each; then every pipe ends and ``logs`` closes (``before_close`` first).  A step
+    ``other`` takes (True) is the caller's own.  What each wrote, by name."""
     from pipeshell_filter.supervise import PREFIX
 
     readers, writers = {}, {}
@@ -535,7 +536,9 @@ def _feed(logs, steps, holds=lambda: True) -> dict:
         logs.add(readers[role], role)
     written = dict.fromkeys(ROLES + [PREFIX], b"")
     for step in steps:
-        if step[0] == "note":
+        if other(step):
+            pass
+        elif step[0] == "note":
             logs.note(step[1])
             written[PREFIX] += step[1].encode() + b"\n"
         elif step[1] in writers:
@@ -548,6 +551,7 @@ def _feed(logs, steps, holds=lambda: True) -> dict:
         assert holds()
     for writer in writers.values():
         os.close(writer)
+    before_close()
     logs.close()
     return written
 
@@ -609,37 +613,24 @@ def test_a_stderr_that_stalls_costs_whole_lines_counted_never_more_than_the_boun
     wait for it.  What waits never passes that (and a line about the drop); what comes out is lines,
     each behind its writer's name and holding a piece of what it wrote, in the order written; a drop
     is said with its count; and when nothing was dropped everything came, as written."""
-    from pipeshell_filter.supervise import CONTINUED, PREFIX, Logs
+    from pipeshell_filter.supervise import CONTINUED, Logs
 
     with tempfile.TemporaryFile() as out:
         logs = Logs(out.fileno())
     output = logs.output = StallingOutput()
     logs.line_held, logs.held_behind, logs.out_held = 4, 32, 24
-    readers, writers = {}, {}
-    for role in ROLES:
-        readers[role], writers[role] = os.pipe()
-        logs.add(readers[role], role)
-    written = dict.fromkeys(ROLES + [PREFIX], b"")
-    for step in steps:
+
+    def stall_or_flush(step) -> bool:
         if step[0] == "stall":
             output.stalled = step[1]
         elif step[0] == "flush":
             logs.flush()
-        elif step[0] == "note":
-            logs.note(step[1])
-            written[PREFIX] += step[1].encode() + b"\n"
-        elif step[1] in writers:
-            if step[0] == "write":
-                os.write(writers[step[1]], step[2])
-                written[step[1]] += step[2]
-            else:
-                os.close(writers.pop(step[1]))
-            logs.read(readers[step[1]])
-        assert len(logs.unsent) <= 24 + 100
-    for writer in writers.values():
-        os.close(writer)
-    output.stalled = False
-    logs.close()
+        else:
+            return False
+        return True
+
+    written = _feed(logs, steps, lambda: len(logs.unsent) <= 24 + 100, stall_or_flush,
+                    lambda: setattr(output, "stalled", False))
     text = bytes(output.taken)
     assume(not any(CONTINUED in data for data in written.values()))
     assert text == b"" or text.endswith(b"\n")
