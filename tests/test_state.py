@@ -182,12 +182,12 @@ def test_events_sent_again_after_a_restore_never_alert_twice(tmp_path_factory, c
 @given(raw_events(max_size=30), st.sampled_from([0, 30, 400]))
 def test_a_snapshot_taken_back_is_the_same_snapshot(events, lateness):
     engine = Engine(PLANS, RESOLVER, lateness * NS)
-    engine.keep_state()
+    engine.take_once()
     for line in lines_of(events):
         engine.process(json.loads(line))
     saved = json.loads(state_module.encode(engine.snapshot()))
     again = Engine(PLANS, RESOLVER, lateness * NS)
-    again.keep_state()
+    again.take_once()
     assert again.restore(saved) == []
     assert json.loads(state_module.encode(again.snapshot())) == saved
 
@@ -200,7 +200,7 @@ def test_a_pause_leaves_the_state_a_trip_through_the_saved_form_leaves(events, l
     engines = []
     for _ in range(2):
         engine = Engine(PLANS, RESOLVER, lateness * NS)
-        engine.keep_state()
+        engine.take_once()
         for line in lines_of(events):
             engine.process(json.loads(line))
         engines.append(engine)

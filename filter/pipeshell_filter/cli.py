@@ -469,10 +469,11 @@ def _no_strict_without_a_directory(ctx: typer.Context, rules: Optional[List[str]
 
 def _reads_live(files: List[str], nats: Optional[str], stage: Stage) -> bool:
     """The run reads live input, as the reading in ``run`` decides it: the bus, or standard input or
-    one NDJSON ``--input`` that is no regular file (a pipe, a terminal) nor ``/dev/null`` (``inputs.is_live``).  Several files (merged) and
-    an .evtx are read as files, whatever they are.  A path that cannot be looked at counts as live:
-    its reading says what is wrong.  Only there does ``--idle`` act; ``--idle 0`` (never) is what a
-    file gets anyway, so it is taken everywhere: one command line (a benchmark's) serves both."""
+    one NDJSON ``--input`` that is no regular file (a pipe, a terminal) nor ``/dev/null``
+    (``inputs.is_live``).  Several files (merged) and an .evtx are read as files, whatever they are.
+    A path that cannot be looked at counts as live: its reading says what is wrong.  Only there does
+    ``--idle`` act; ``--idle 0`` (never) is what a file gets anyway, so it is taken everywhere: one
+    command line (a benchmark's) serves both."""
     if nats is not None and stage is Stage.correlate:
         return True
     if len(files) > 1 or files and inputs_module.is_evtx(files[0]):

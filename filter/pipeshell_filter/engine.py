@@ -224,11 +224,6 @@ class Engine:
         if self._alerted is None:
             self._alerted = {}
 
-    def keep_state(self) -> None:
-        """``--state``: each event is taken once (``take_once``: a replay after a restart alerts no
-        more), and the state can be saved (``snapshot``) and taken back (``restore``)."""
-        self.take_once()
-
     def _first_alert(self, detection: Detection) -> bool:
         """A single-event alert: False when the same event alerted already (among the last
         ``MAX_ALERTED``)."""

@@ -428,7 +428,7 @@ class CorrelationTrace:
     def _restore(self, stream_filter, path: str, document: dict) -> None:
         """``--state``: the correlations' saved windows and times taken back, as the filter takes them
         (``cli.resume_state``), and the events they hold listed first, as restored."""
-        self.engine.keep_state()  # each event taken once, as with --state
+        self.engine.take_once()  # each event taken once, as with --state
         self.state_notes = stream_filter.resume(document)
         self._lines_before = stream_filter.lines
         self.restored = path

@@ -1655,7 +1655,7 @@ class Filter:
         """Snapshot the correlation state to ``state_file`` (``correlate.state.StateFile``) every
         interval, and at the end, which becomes a pause (``Engine.pause``); events are taken once."""
         self.state = state_file
-        self.engine.keep_state()
+        self.engine.take_once()
         self._state_diagnostics = Diagnostics(self.diagnostics.stream, clock=self.diagnostics.clock)
 
     def resume(self, saved: dict) -> list:
