@@ -132,3 +132,39 @@ def test_a_replay_that_is_not_next_to_its_original_counts_once_on_the_command_li
         assert alerts(plain.stdout) == alerts(replayed.stdout) == []  # two events, not three: no alert
         assert b"; 1 sent again (taken once)" in replayed.stderr and replayed.stderr.count(b"\n") == 1, \
             replayed.stderr
+
+
+def one_process(data: bytes, lateness: int) -> bytes:
+    """The filter detecting and correlating in one process, without ``--state``: every line counts."""
+    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        stream_filter = Filter(Engine(RULES, RESOLVER, lateness * NS), Output(sink.fileno()),
+                               Diagnostics(io.StringIO()), "alerts", clock=lambda: 0)
+        source.write(data)
+        source.seek(0)
+        stream_filter.run(source.fileno(), live=False)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read()
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["h1", "h2"]), st.integers(0, 4)), min_size=1,
+                max_size=16),
+       st.sampled_from([0, 30]), st.booleans())
+def test_events_without_a_record_id_told_apart_by_their_line_count_each(events, lateness, with_state):
+    """Events without a record id, the same time, host and values of the fields their rules read,
+    that differ elsewhere (a source port): each counts (three in one second on one host fire
+    ``count() by Computer >= 3``); the same line again counts once.  They were one event to the
+    correlate stage and under ``--state``: ten failed logons in one second counted one."""
+    lines = [ujson.dumps(dict(flat_event(seconds, host, "server"), SourcePort=port)).encode() + b"\n"
+             for seconds, host, port in events]  # an event repeated is its line sent again
+    records = []
+    engine = Engine(RULES, RESOLVER)
+    for number, line in enumerate(lines, 1):
+        _, detections = engine.match(json.loads(line), number, None, line[:-1])
+        records += [ujson.dumps(d.to_wire()).encode() + b"\n" for d in detections]
+    with tempfile.TemporaryDirectory() as directory:
+        state = os.path.join(directory, "state.json") if with_state else None
+        correlated, _ = correlate(b"".join(records), lateness, state)
+    firsts = [line if line not in lines[:number] else b"{}\n" for number, line in enumerate(lines)]
+    assert correlated == one_process(b"".join(firsts), lateness)  # (a copy's place kept: lines keep their number)

@@ -95,7 +95,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(["@timestamp", "host", "event_id", "record_id", "line", "selections", "other"]), _JSON,
+@given(st.sampled_from(["@timestamp", "host", "event_id", "record_id", "digest", "line", "selections", "other"]), _JSON,
        st.integers(0, 2))
 def test_a_detection_with_any_event_reference_is_refused_or_alerts(key, value, which):
     """Whatever a record puts in its event reference, it is refused in one line or taken and the

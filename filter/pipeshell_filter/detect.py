@@ -20,6 +20,11 @@ from typing import Dict, List, Optional
 import attrs
 import ujson
 
+try:  # CPython's own BLAKE2 without OpenSSL (``records``)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import blake2b
+
 from .events.fields import FieldResolver
 from .events.timeparse import format_time
 from .sigma.compile import Plan
@@ -193,7 +198,7 @@ class Detection:
 # The keys of a Detection's fields, every one written (``Detection.to_wire``, the state file); of its
 # event reference (``_reference``), which a reader keeps only.
 FIELD_KEYS = ("rule", "time", "source", "terms", "fields", "event")
-REFERENCE_KEYS = frozenset(("@timestamp", "line", "event_id", "host", "record_id", "selections"))
+REFERENCE_KEYS = frozenset(("@timestamp", "line", "event_id", "host", "record_id", "digest", "selections"))
 
 
 def _check_reference(event: dict) -> None:
@@ -202,6 +207,8 @@ def _check_reference(event: dict) -> None:
         value = event.get(key, "")  # absent: fine; present: not null
         if type(value) not in (str, int) or key == "@timestamp" and type(value) is not str:
             raise WireError(f"'event.{key}' must be {'a string' if key == '@timestamp' else 'a string or an integer'}")
+    if type(event.get("digest", "")) is not str:
+        raise WireError("'event.digest' must be a string")
     line, selections = event.get("line", 0), event.get("selections", [])
     if type(line) is not int or line < 0:  # (a negative one went into alerts against their schema)
         raise WireError("'event.line' must be an integer, 0 or more")
@@ -323,11 +330,12 @@ class Detector:
                 self._route_fields[routed, event_ids] = found
         return found
 
-    def detect(self, event: dict, line: int = 0, only=None) -> List[Detection]:
-        """``only``: positions of the rules to try (the others cannot match), None for every rule."""
-        return self.detect_view(self.resolver.view(event), line, only)
+    def detect(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None) -> List[Detection]:
+        """``only``: positions of the rules to try (the others cannot match), None for every rule;
+        ``text``: the event's input line, which tells apart events without a record id (``line_digest``)."""
+        return self.detect_view(self.resolver.view(event), line, only, text)
 
-    def detect_view(self, view, line: int = 0, only=None) -> List[Detection]:
+    def detect_view(self, view, line: int = 0, only=None, text: Optional[bytes] = None) -> List[Detection]:
         """``only``: the rules to try (the others cannot match), None for every rule, or a
         function from the rules routed to this event to those of them to try."""
         found = []
@@ -353,7 +361,7 @@ class Detector:
                 if value is not MISSING and value is not None:
                     fields[field] = kept_values(list(leaves(value)))
             found.append(Detection(plan.rule.id, time, host, tuple(i for i in range(len(plan.terms)) if mask >> i & 1),
-                                   fields, _reference(view, time, line, plan, matched)))
+                                   fields, _reference(view, time, line, plan, matched, text)))
         return found
 
 
@@ -362,13 +370,24 @@ def event_facts(view) -> EventFacts:
     return EventFacts(view.profile.product, first_leaf(view.log_channel()), first_leaf(view.get("EventID")))
 
 
-def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozenset) -> dict:
-    """What an alert says about one contributing event."""
+def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozenset, text: Optional[bytes]) -> dict:
+    """What an alert says about one contributing event, and what tells it from another
+    (``correlate.state.identity``): its record id, else the digest of its line ``text``."""
     ref = {"@timestamp": format_time(time)} if time is not None else {}
     ref["line"] = line
     for key, field in (("event_id", "EventID"), ("host", "Computer"), ("record_id", "EventRecordID")):
         value = _scalar(view.get(field), key != "host")
         if value is not None:
             ref[key] = kept(value)
+    if text is not None and "record_id" not in ref:
+        ref["digest"] = line_digest(text)
     ref["selections"] = [s.name for s in plan.selections if s.name in matched]
     return ref
+
+
+def line_digest(text: bytes) -> str:
+    """What tells apart two events without a record id whose time, host and the values their
+    rules read are the same (ten failed logons in one second, from ten source ports): 64 bits of
+    BLAKE2b over the event's input line.  A record id tells Windows events apart instead: a
+    shipper sending one again may write other bytes (Winlogbeat's ``event.created``)."""
+    return blake2b(text, digest_size=8).hexdigest()

@@ -69,10 +69,11 @@ class Engine:
         # same values as two, so that alerts and their ids are the same either way
         self.carried = None
 
-    def process(self, event: dict, line: int = 0, only=None) -> Outcome:
+    def process(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None) -> Outcome:
         """The detect stage and then the correlate stage, for one parsed event; ``only``: the
-        positions of the rules that can match it (``io.rule_index.RuleIndex``), None for all."""
-        sigma, detections = self.match(event, line, only)
+        positions of the rules that can match it (``io.rule_index.RuleIndex``), None for all;
+        ``text``: its input line (``Detector.detect``)."""
+        sigma, detections = self.match(event, line, only, text)
         if self.trace is not None:
             self.trace.matched(event, line, detections)
         return Outcome(sigma, *self._correlate_all(detections))
@@ -99,9 +100,9 @@ class Engine:
             alerts += self._alerts(self.correlation.end_event())
         return alerts, untimed
 
-    def match(self, event: dict, line: int = 0, only=None) -> tuple:
+    def match(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None) -> tuple:
         """The detect stage alone: the enrichment and the Detection records (``--stage match``)."""
-        detections = self.detector.detect(event, line, only)
+        detections = self.detector.detect(event, line, only, text)
         if not detections:
             return None, []
         self.stats["matched"] += 1

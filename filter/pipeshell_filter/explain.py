@@ -330,7 +330,7 @@ class _Fed:
 def _reference(event: dict) -> tuple:
     """What tells one event from another in a Detection's reference (that of an inner correlation's
     alert is a copy of its last event's)."""
-    return tuple(str(event.get(key)) for key in ("line", "record_id", "event_id", "host", "@timestamp"))
+    return tuple(str(event.get(key)) for key in ("line", "record_id", "digest", "event_id", "host", "@timestamp"))
 
 
 class CorrelationTrace:

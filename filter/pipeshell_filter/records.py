@@ -38,7 +38,8 @@ def _capped(values: list, limit: int = MAX_LIST) -> list:
 
 
 def _ref(ref: dict) -> dict:
-    return {key: _clip(value) if key != "selections" else value for key, value in ref.items()}
+    """An event as an alert lists it: its ``digest`` tells it apart (``_event_id``), and says nothing to a reader."""
+    return {key: _clip(value) if key != "selections" else value for key, value in ref.items() if key != "digest"}
 
 
 def rule_summary(rule: Rule) -> dict:

@@ -64,8 +64,8 @@ class StateError(ValueError):
 def identity(detection: Detection) -> str:
     """What makes two Detection records the same event: everything but the input line number
     (which starts at 1 again in a new process): rule, event time, host, terms met, the field
-    values correlations use, and the event reference (@timestamp, EventID, host, EventRecordID,
-    selections).  96 bits of BLAKE2b over its canonical JSON."""
+    values correlations use, and the event reference (@timestamp, EventID, host, EventRecordID or
+    the digest of its line, selections).  96 bits of BLAKE2b over its canonical JSON."""
     import hashlib  # here: OpenSSL costs every start 5 ms, and only --state and --stage correlate need it
 
     event = detection.event

@@ -1169,7 +1169,7 @@ class Filter:
         if self.repeated_keys:
             event = every_value(text, event)
         if self.stage == "match":
-            sigma, detections = self.engine.match(event, number, only)
+            sigma, detections = self.engine.match(event, number, only, text)
             if sigma is not None and self.emit != "alerts":
                 self._write(enrich_line(line, event, sigma), event)
             elif keep:
@@ -1179,7 +1179,7 @@ class Filter:
             if self.progress is not None:  # after the detections: a heartbeat vouches for them
                 self._seen_time(detections[0].time if detections else self.engine.event_time(event))
             return
-        outcome = self.engine.process(event, number, only)
+        outcome = self.engine.process(event, number, only, text)
         if outcome.untimed:
             self.diagnostics.report("no_time", self._where(number),
                                     "matched event has no parsable time; left out of correlation")
@@ -1580,7 +1580,7 @@ class Filter:
         problem = self._event_data_map_problem(event) if "StringInserts" in event else None
         if self.repeated_keys:
             event = every_value(line, event)
-        sigma, detections = self.engine.match(event, 0, self._only(line))
+        sigma, detections = self.engine.match(event, 0, self._only(line), line)
         if not detections:
             return problem
         return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,
