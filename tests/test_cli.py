@@ -300,6 +300,77 @@ def test_idle_where_no_input_is_live_is_a_usage_error(args):
         assert err == [said]
 
 
+NOT_EVENTS = "--stage all or --stage match (a correlate stage reads Detection records, not events)"
+
+
+def _detection_records() -> bytes:
+    """What a match stage writes of the sample: the Detection and heartbeat records of one alert."""
+    matched = run_cli(["--stage", "match", "--input", SAMPLE])
+    assert matched.returncode == 0 and matched.stdout.count(b'"sigma.detection"') == 3, matched.stderr
+    return matched.stdout
+
+
+@pytest.mark.parametrize("given, needs", [
+    (["--emit", "all"], "--stage all or --stage match (a correlate stage writes alerts only)"),
+    (["--emit", "alerts"], "--stage all or --stage match (a correlate stage writes alerts only)"),  # given
+    (["--profile", "flat"], NOT_EVENTS), (["--profile", "auto"], NOT_EVENTS), (["--field-map", "FIELDMAP"], NOT_EVENTS),
+    (["--time-field", "ts"], NOT_EVENTS), (["--logsource-unknown", "skip"], NOT_EVENTS),
+    (["--no-prefilter"], NOT_EVENTS), (["--prefilter-engine", "python"], NOT_EVENTS), (["--workers", "2"], NOT_EVENTS),
+    (["--workers", "0"], NOT_EVENTS),
+    (["--max-record-bytes", "4096", "--fluentbit-time"],
+     "--non-json wrap (a correlate stage's alerts are never cut with --fluentbit-time alone)"),
+])
+def test_an_option_for_reading_events_is_a_usage_error_in_the_correlate_stage(tmp_path, given, needs):
+    """A correlate stage reads a match stage's Detection records, whose fields that stage resolved and
+    judged, and writes alerts only: the options about events (their shape, their time, their log
+    source, the prefilter and the workers that match them), --emit, and --max-record-bytes with
+    --fluentbit-time alone (which caps pipeline_error records, of which it writes none) ran, exit 0,
+    the same alert.  Where they act, they are taken."""
+    (tmp_path / "map.yml").write_text("name: mine\nfields: {}\n")
+    given = [str(tmp_path / "map.yml") if arg == "FIELDMAP" else arg for arg in given]
+    records = _detection_records()
+    result = run_cli(["--stage", "correlate", *given], records)
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr.decode() == f"pipeshell-filter: error: {given[0]} needs {needs}: here it would do nothing\n"
+    if given[0] == "--max-record-bytes":
+        taken = run_cli(["--stage", "correlate", "--non-json", "wrap", *given], records)
+    else:
+        taken = run_cli(["--stage", "match", "--input", SAMPLE, *given])
+    assert taken.returncode == 0, taken.stderr
+
+
+def test_the_fluent_bit_modes_and_the_line_options_act_in_the_correlate_stage():
+    """What a correlate stage's options do to its alerts and to the lines it reads: --fluentbit-time
+    frames each alert as [time, {alert}] at the alert's own time, and makes text of what Fluent Bit
+    cannot take (a lone surrogate in a host name); --non-json wrap does that too and keeps each alert
+    under --max-record-bytes; --line-field reads the records a collector wrapped; --max-line-bytes
+    skips longer records.  Each acts there, and is taken."""
+    records = _detection_records().replace(b'.corp.example"', b'.corp.example\\ud800' + b"x" * 3000 + b'"')
+    plain = run_cli(["--stage", "correlate"], records)
+    assert plain.returncode == 0 and len(plain.stdout) > 4096, plain.stderr
+    alert, = alerts(plain.stdout)
+    assert alert["related"]["hosts"][2].startswith("srv01.corp.example\ud800x")  # as the records give it
+
+    framed = run_cli(["--stage", "correlate", "--fluentbit-time"], records)
+    assert framed.returncode == 0 and len(framed.stdout.splitlines()) == 1, framed.stderr
+    when, alert = json.loads(framed.stdout)
+    assert alert["@timestamp"] == "2026-11-02T09:05:18.250Z" and f"{when:.3f}" == "1793610318.250"
+    assert alert["related"]["hosts"][2].startswith("srv01.corp.example\\ud800x")  # the escape as text
+
+    wrapped = run_cli(["--stage", "correlate", "--non-json", "wrap", "--max-record-bytes", "4096"], records)
+    assert wrapped.returncode == 0 and len(wrapped.stdout) < 4096, wrapped.stderr
+    alert, = alerts(wrapped.stdout)
+    assert alert["related"]["hosts"][2].startswith("srv01.corp.example\\ud800x")
+    assert alert["sigma"]["aggregation"]["count"] == 3
+
+    lines = records.splitlines()
+    collected = b"".join(json.dumps({"log": line.decode()}).encode() + b"\n" for line in lines)
+    unwrapped = run_cli(["--stage", "correlate", "--line-field", "log"], collected)
+    assert unwrapped.returncode == 0 and unwrapped.stdout == plain.stdout, unwrapped.stderr
+    short = run_cli(["--stage", "correlate", "--max-line-bytes", "2048"], records)
+    assert short.returncode == 0 and not short.stdout and b"line too long to inspect; skipped" in short.stderr
+
+
 @pytest.mark.parametrize("args", [[], ["--input", "-"], ["--input", "/dev/stdin"]])
 def test_dev_null_as_input_is_finished_not_live(args):
     """``< /dev/null`` (a job given no input) is a character device, and was taken for live input as a

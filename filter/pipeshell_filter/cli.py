@@ -315,7 +315,9 @@ def run(
         raise UsageProblem("--partitions must be between 1 and 1024")
     if not 0 <= partition < 1024:
         raise UsageProblem("--partition must be between 0 and 1023")
-    _no_option_without_effect(ctx, stage, nats, state, heartbeat, non_json is NonJson.wrap or fluentbit_time)
+    # a correlate stage writes alerts only, never cut into pipeline_error records with --fluentbit-time alone
+    wrapped = non_json is NonJson.wrap or fluentbit_time and stage is not Stage.correlate
+    _no_option_without_effect(ctx, stage, nats, state, heartbeat, wrapped)
     _no_strict_without_a_directory(ctx, rule)
     check_state_path(state)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
@@ -439,8 +441,14 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
     """An option given where it does nothing is a usage error, not ignored in silence: a correlator
     given ``--partition 1`` without ``--nats`` correlated every record it read, ``--state-interval``
     without ``--state`` saved nothing, ``--agents`` on a match stage waited for no one, and
-    ``--early-alerts`` there hastened no correlation.  Left at its default, an option is never
-    refused (``wrapped``: the output has records cut to a size)."""
+    ``--early-alerts`` there hastened no correlation.  A correlate stage reads Detection records,
+    not events: ``--profile``, ``--time-field``, ``--logsource-unknown``, the prefilter and the workers
+    had nothing to act on there, and ``--emit`` nothing to pass on.  Left at its default, an option is
+    never refused (``wrapped``: the output has records cut to a size)."""
+    events = ("--stage all or --stage match (a correlate stage reads Detection records, not events)",
+              stage is not Stage.correlate)
+    cut = "--non-json wrap" + (" (a correlate stage's alerts are never cut with --fluentbit-time alone)"
+                               if stage is Stage.correlate else " or --fluentbit-time")
     needs = {  # parameter -> what it needs, and whether this run has it
         "partitions": ("--stage match --nats", nats is not None and stage is Stage.match),
         "partition": ("--stage correlate --nats", nats is not None and stage is Stage.correlate),
@@ -453,7 +461,10 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
         "agent_idle": ("--stage correlate", stage is Stage.correlate),
         "agents": ("--stage correlate", stage is Stage.correlate),
         "early_alerts": ("--stage all or --stage correlate", stage is not Stage.match),
-        "max_record": ("--non-json wrap or --fluentbit-time", wrapped),
+        "max_record": (cut, wrapped),
+        "emit": ("--stage all or --stage match (a correlate stage writes alerts only)", events[1]),
+        "profile": events, "field_map": events, "time_field": events, "logsource_unknown": events,
+        "no_prefilter": events, "prefilter_engine": events, "workers": events,
     }
     for param in ctx.command.params:
         if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):
