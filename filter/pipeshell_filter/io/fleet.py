@@ -40,7 +40,7 @@ import ujson
 
 from ..detect import Heartbeat, smaller
 from ..records import shrink
-from .bus import ATTEMPT_TIMEOUT, RECONNECT_WAIT, Bus, BusError
+from .bus import ATTEMPT_TIMEOUT, RECONNECT_WAIT, Bus, BusError, Consumer
 from .stream import dumps
 
 STREAM = "PIPESHELL"  # the streams of the default prefix (``stream_names``)
@@ -92,10 +92,50 @@ def open_bus(url: str, prefix: str, name: str) -> Bus:
 
 
 def durable_name(prefix: str, partition: int, stream: str) -> str:
-    """``correlate-<p>``; on a stream that is not the prefix's own (one shared by prefixes, from
+    """``correlate-<p>``, the key of the partition's lease and the start of its durables' names
+    (``holder_durable``); on a stream that is not the prefix's own (one shared by prefixes, from
     before they had their own), with the prefix's stream name in front, so that fleets differ."""
     base, own = f"correlate-{partition}", stream_names(prefix)[0]
     return base if stream == own else f"{own}-{base}"
+
+
+def holder_durable(base: str, revision: int) -> str:
+    """The durable that the lease's holder reads: ``<base>-r<revision>``, the revision of the key that
+    it took.  Each holder has its own, and the next one deletes it: an ack sent by a former holder that
+    arrived late (held up in the network, its process paused past its lease) went to the durable of the
+    same name that the new holder had made anew, moved its ack floor past what the new holder had saved,
+    and set its delivery floor to the former's count, so that the new holder's acks were confirmed and
+    ignored (past ``max_ack_pending`` of them the server stopped delivering).  A late ack or pull now
+    finds no durable."""
+    return f"{base}-r{revision}"
+
+
+def _holder_revision(base: str, name: str) -> Optional[int]:
+    """The revision in the name of a durable of ``base`` (``holder_durable``); 0 for ``base`` itself, the
+    one durable of a partition before holders had their own; None for any other consumer."""
+    if name == base:
+        return 0
+    found = re.fullmatch(re.escape(base) + r"-r([0-9]+)", name)
+    return int(found.group(1)) if found else None
+
+
+def take_durable(bus: Bus, stream: str, base: str, revision: int, subject: str,
+                 start_seq: Optional[int]) -> Consumer:
+    """The new holder's own durable (``holder_durable``), delivering from ``start_seq`` or, when that is
+    None, after the acknowledged position of the latest former holder's (the highest revision: one that a
+    former holder made again late is older); then the former holders' durables are deleted."""
+    own = holder_durable(base, revision)
+    former = {}
+    for info in bus.consumers(stream):
+        found = _holder_revision(base, info.name)
+        if found is not None and info.name != own:
+            former[info.name] = (found, info.ack_floor.stream_seq if info.ack_floor else 0)
+    if start_seq is None and former:
+        start_seq = max(former.values())[1] + 1
+    consumer = bus.consumer(stream, own, subject, start_seq)
+    for name in former:
+        bus.delete_consumer(stream, name)
+    return consumer
 
 
 def partition_of(key: Optional[tuple], partitions: int) -> int:
@@ -314,6 +354,7 @@ class PartitionLease:
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "state": os.path.realpath(state_path)}
         self.value = ujson.dumps(self.owner).encode()
         self.revision: Optional[int] = None
+        self.taken_at: Optional[int] = None  # the revision at which ``take`` took the key (``holder_durable``)
         self._renewed = 0.0  # when the last write of the key went through
         self._written = 0.0  # when it was sent (``SURE``)
         self._kv = self._kv_js = None
@@ -369,6 +410,7 @@ class PartitionLease:
             holder = self._run("taking it", self._claim, self.bus.setup_timeout)
             if holder is None:
                 self._renewed, self._written = time.monotonic(), sent
+                self.taken_at = self.revision
                 if told:
                     say(f"partition {self.partition}: taken over, the other correlator gone")
                 return True
@@ -529,10 +571,11 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
                                        f"last message of stream {stream} ({last_seq}): the stream was made "
                                        "anew; reading it from its first message")
         start_seq = 1
-    consumer = bus.consumer(stream, durable, record_subject(prefix, partition), start_seq)
-    # No pull, and no reset of the durable, unless the key is certainly still this one's: a pull of a
-    # correlator whose lease had lapsed took deliveries of the one that took over, and the gap they left in
-    # its delivery sequence made the durable anew under the new holder (``Consumer.ours``).
+    consumer = take_durable(bus, stream, durable, lease.taken_at, record_subject(prefix, partition), start_seq)
+    # No pull, and no reset of the durable, unless the key is certainly still this one's: a correlator whose
+    # lease had lapsed pulled on (when one durable served every holder, it took deliveries of the one that took
+    # over, and the gap they left made the durable anew under it), and made its own durable again once the new
+    # holder had deleted it (``Consumer.ours``).
     consumer.ours = lease.certain
     last = [None, None]  # the last message taken, the last one acknowledged
     check = PartitionCheck(partition, lambda message: stream_filter.diagnostics.report("partitions", "bus", message))
