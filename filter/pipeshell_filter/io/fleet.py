@@ -40,7 +40,7 @@ import ujson
 
 from ..detect import Heartbeat, smaller
 from ..records import shrink
-from .bus import ATTEMPT_TIMEOUT, RECONNECT_WAIT, Bus, BusError, Consumer
+from .bus import ATTEMPT_TIMEOUT, RECONNECT_WAIT, STOP_GRACE, Bus, BusError, Consumer
 from .stream import dumps
 
 STREAM = "PIPESHELL"  # the streams of the default prefix (``stream_names``)
@@ -369,13 +369,14 @@ class PartitionLease:
             self._kv_js = js
         return self._kv
 
-    def _run(self, what: str, step, timeout: float):
-        """``step(kv)`` through the bus's retries, for at most ``timeout`` seconds (BusError)."""
+    def _run(self, what: str, step, timeout: float, grace: float = STOP_GRACE):
+        """``step(kv)`` through the bus's retries, for at most ``timeout`` seconds, or ``grace`` seconds
+        once the process is asked to stop (BusError)."""
         async def attempt(js):
             return await step(await self._bucket(js))
 
         return self.bus._call(self.bus._retry(attempt, f"the lease of partition {self.partition} ({what})",
-                                              timeout), timeout=timeout + 5)
+                                              timeout, grace), timeout=timeout + 5)
 
     async def _claim(self, kv) -> Optional[dict]:
         """Take the key if it is free, or ours; else the holder's value."""
@@ -407,7 +408,12 @@ class PartitionLease:
         told = False
         while not stop.requested:
             sent = time.monotonic()
-            holder = self._run("taking it", self._claim, self.bus.setup_timeout)
+            try:
+                holder = self._run("taking it", self._claim, self.bus.setup_timeout, grace=0)
+            except BusError:
+                if stop.requested:
+                    return False
+                raise
             if holder is None:
                 self._renewed, self._written = time.monotonic(), sent
                 self.taken_at = self.revision
@@ -455,10 +461,12 @@ class PartitionLease:
             if stop.requested:
                 return False
             try:
-                self._renew()
+                self._renew(grace=0)  # stopping: not waited for (the state holds the position)
             except LeaseLost:
                 raise
             except BusError:
+                if stop.requested:
+                    return False
                 if self._answering() or self.bus._closed:
                     raise  # refused by a server that answers, or the bus closed: no wait cures it
                 if time.monotonic() - self._renewed < self.LEASE:
@@ -478,12 +486,13 @@ class PartitionLease:
             return await js.account_info()
 
         try:
-            self.bus._call(self.bus._retry(account, "JetStream", ATTEMPT_TIMEOUT), timeout=ATTEMPT_TIMEOUT + 5)
+            self.bus._call(self.bus._retry(account, "JetStream", ATTEMPT_TIMEOUT, grace=0),
+                           timeout=ATTEMPT_TIMEOUT + 5)
             return True
         except BusError:
             return False
 
-    def _renew(self) -> None:
+    def _renew(self, grace: float = STOP_GRACE) -> None:
         errors = self.bus._mod.js.errors
 
         async def renew(kv):
@@ -494,7 +503,7 @@ class PartitionLease:
                 return await self._claim(kv)
 
         sent = time.monotonic()
-        holder = self._run("renewing it", renew, ATTEMPT_TIMEOUT)
+        holder = self._run("renewing it", renew, ATTEMPT_TIMEOUT, grace)
         if holder is not None:
             raise LeaseLost(f"partition {self.partition}: its lease lapsed (not renewed for {self.LEASE:g} s) and "
                             f"another correlator (pid {holder.get('pid')} on {holder.get('host')}) took it over; "
