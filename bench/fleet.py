@@ -545,7 +545,10 @@ def correlate_from_bus(options, lines: list, summary: dict, tmp: str, round_numb
                 outcome = f"correlate exited with {proc.returncode}"
                 break
             streams = server.streams()
-            consumer = streams.get(fleet.STREAM, {}).get("consumers", {}).get("correlate-0")
+            consumers = streams.get(fleet.STREAM, {}).get("consumers", {})
+            # the holder of partition 0's lease reads a durable of its own (``fleet.holder_durable``)
+            consumer = next((info for name, info in consumers.items()
+                             if re.fullmatch(r"correlate-0-r[0-9]+", name)), None)
             alerts_state = streams.get(fleet.ALERT_STREAM, {}).get("state", {})
             if consumer and consumer.get("num_pending") == 0 and alerts_state.get("messages", 0) >= expected:
                 outcome = "done"

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from typing import Optional
 
 
 class HoldingRelay:
     """Listens on a loopback port and relays each connection to ``port``.  ``hold_on(pattern, seconds)``:
-    the next client-to-server chunk that contains ``pattern`` and everything after it waits ``seconds``."""
+    the next client-to-server chunk that contains ``pattern`` and everything after it waits ``seconds``, or
+    until ``release()``."""
 
     def __init__(self, port: int):
         self.target = port
@@ -23,6 +23,7 @@ class HoldingRelay:
         self._pattern: Optional[bytes] = None
         self._seconds = 0.0
         self.held = threading.Event()  # set once a hold began
+        self._released = threading.Event()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -31,7 +32,12 @@ class HoldingRelay:
         return f"nats://127.0.0.1:{self.port}"
 
     def hold_on(self, pattern: bytes, seconds: float) -> None:
+        self._released.clear()
         self._seconds, self._pattern = seconds, pattern
+
+    def release(self) -> None:
+        """The hold ends now: what it kept goes on to the server."""
+        self._released.set()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -52,7 +58,7 @@ class HoldingRelay:
                 if outbound and self._pattern is not None and self._pattern in data:
                     self._pattern = None
                     self.held.set()
-                    time.sleep(self._seconds)
+                    self._released.wait(self._seconds)
                 sink.sendall(data)
         except OSError:
             pass

@@ -3,6 +3,8 @@ with the real ``nats-server`` (``natsserver``): what the correlator counts as th
 how soon an agent's publishes go on after a crash, what is said, and who alerts."""
 
 import datetime
+import json
+import re
 import signal
 import sys
 import threading
@@ -284,11 +286,13 @@ def test_a_correlator_whose_lease_bucket_does_not_answer_stops_in_one_line_once_
     assert len(err.strip().splitlines()) == 1, err
 
 
-def durable_info(url: str):
-    """The info of partition 0's durable, as the server has it now."""
+def holders_durable(url: str):
+    """The info of the durable that partition 0's holder reads: the newest of partition 0's."""
     from pipeshell_filter.io.bus import Bus
     with Bus(url, name="test looker") as bus:
-        return bus._call(bus._js.consumer_info("PIPESHELL", "correlate-0"))
+        found = bus._call(bus._js.consumers_info("PIPESHELL"))
+    ours = [info for info in found if re.fullmatch(r"correlate-0(-r\d+)?", info.name)]
+    return max(ours, key=lambda info: info.created) if ours else None
 
 
 def test_a_correlator_cut_off_from_its_lease_bucket_never_makes_the_new_holders_durable_anew(tmp_path):
@@ -318,8 +322,8 @@ def test_a_correlator_cut_off_from_its_lease_bucket_never_makes_the_new_holders_
                     bus.publish_many([("pipeshell.records.0", beat, f"beat {i}")])
                     time.sleep(0.25)
                 last = bus.last_seq("PIPESHELL")
-            assert wait_until(lambda: durable_info(server.url).ack_floor.stream_seq == last), "not all acknowledged"
-            made = durable_info(server.url).created
+            assert wait_until(lambda: holders_durable(server.url).ack_floor.stream_seq == last), "not all acknowledged"
+            made = holders_durable(server.url).created
             assert first.wait(timeout=WAIT) == 1
         finally:
             fleet.stop()
@@ -327,3 +331,87 @@ def test_a_correlator_cut_off_from_its_lease_bucket_never_makes_the_new_holders_
     err = first.stderr.read().decode()
     assert made <= before, f"the durable was made anew at {made}, after the new holder began ({before}): {err}"
     assert "its lease could not be renewed" in err and len(err.strip().splitlines()) == 1, err
+
+
+def saved_position(path):
+    """The bus position (``bus_seq``) of a correlator's last snapshot; 0 before there is one."""
+    try:
+        return json.loads(path.read_text()).get("bus_seq") or 0
+    except (OSError, ValueError):
+        return 0
+
+
+def test_a_late_ack_of_a_correlator_cut_off_past_its_lease_does_not_move_the_new_holders_position(tmp_path):
+    """The first correlator's acknowledgement is held up in the network (the relay) past its lease, and the
+    standby takes over and reads on from the durable's acknowledged position; then the ack arrives.  It
+    was for the durable of the same name, made anew by the new holder: the server took it, moved the ack
+    floor past what the new holder had saved, and set its delivery floor to the first's delivery count, so
+    that the new holder's own acks were confirmed and ignored until its deliveries outnumbered the first's
+    (past 100,000 unacknowledged the server stops delivering: the partition stalled).  Now each holder
+    reads a durable of its own, which the next one deletes: the late ack finds none."""
+    from pipeshell_filter.io.bus import Bus
+    with NatsServer(tmp_path / "nats") as server:
+        relay = HoldingRelay(server.port)
+        fleet = Fleet(tmp_path, server.url, agents=1)
+        try:
+            first = fleet.correlator(relay.url, "first")
+            fleet.active(first)
+            with Bus(server.url, name="test agent") as bus:  # many deliveries to the first
+                beat = bus.last_message("PIPESHELL", "pipeshell.records.0")
+                bus.publish_many([("pipeshell.records.0", beat, f"beat {i}") for i in range(300)])
+                last = bus.last_seq("PIPESHELL")
+            assert wait_until(lambda: saved_position(tmp_path / "first.json") >= last), "the first did not read"
+            # the standby snapshots (and acknowledges) 30 s after its start: not before the late ack came
+            second = fleet.correlator(server.url, "second", ["--state-interval", "30"])
+            assert wait_until(lambda: "standing by" in open_text(second), timeout=WAIT)
+            relay.hold_on(b"$JS.ACK", 120)
+            while not relay.held.is_set():
+                fleet.tick(1)
+            with Bus(server.url, name="test looker") as bus:
+                held = bus.last_seq("PIPESHELL")  # the held ack is of this record or one before
+            acknowledged = holders_durable(server.url).ack_floor.stream_seq  # the first's, from before the hold
+            assert wait_until(lambda: "taken over" in open_text(second), timeout=WAIT)
+            assert wait_until(lambda: holders_durable(server.url).delivered.stream_seq >= held), "not read on"
+            relay.release()
+            assert first.wait(timeout=WAIT) == 1
+            fleet.tick(1)
+            floor = holders_durable(server.url).ack_floor.stream_seq  # where the new holder began, or its own
+            assert floor <= max(acknowledged, saved_position(tmp_path / "second.json")), "moved under the new holder"
+            fleet.tick(2)
+            with Bus(server.url, name="test looker") as bus:
+                last = bus.last_seq("PIPESHELL")
+            # its own acks land: the durable's position follows its snapshots
+            assert wait_until(lambda: saved_position(tmp_path / "second.json") >= last), "the new holder stopped"
+            assert wait_until(lambda: holders_durable(server.url).ack_floor.stream_seq
+                              >= saved_position(tmp_path / "second.json"), timeout=WAIT), "its acks were ignored"
+        finally:
+            fleet.stop()
+            relay.close()
+    err = first.stderr.read().decode()
+    assert "its lease lapsed" in err and "took it over; this one stops" in err, err
+
+
+def test_a_new_holder_reads_on_after_the_latest_former_holders_durable_and_deletes_every_former_one(tmp_path):
+    """The new holder's durable starts after the acknowledged position of the former holder of the highest
+    revision (one a former holder made again late is older; ``correlate-0`` is from before holders had
+    their own), or at its saved position when it has one; every former one is deleted, other consumers
+    are left alone."""
+    from pipeshell_filter.io.bus import Bus
+    from pipeshell_filter.io.fleet import take_durable
+    with NatsServer(tmp_path / "nats") as server, Bus(server.url, name="test") as bus:
+        bus.ensure_stream("PIPESHELL", ["pipeshell.records.*"])
+        bus.publish_many([("pipeshell.records.0", b"{}", f"m{i}") for i in range(1, 21)])
+        for name, floor in [("correlate-0", 12), ("correlate-0-r7", 9), ("correlate-0-r3", 15),
+                            ("correlate-1-r8", 18), ("correlate-01-r9", 17), ("reader", 16)]:
+            former = bus.consumer("PIPESHELL", name, "pipeshell.records.0")
+            taken = []
+            while len(taken) < floor:
+                taken += former.fetch(floor - len(taken), 1.0)
+            former.ack(taken[-1])
+        consumer = take_durable(bus, "PIPESHELL", "correlate-0", 11, "pipeshell.records.0", None)
+        assert consumer.fetch(1, 5.0)[0].seq == 10
+        names = sorted(info.name for info in bus.consumers("PIPESHELL"))
+        assert names == ["correlate-0-r11", "correlate-01-r9", "correlate-1-r8", "reader"]
+        again = take_durable(bus, "PIPESHELL", "correlate-0", 12, "pipeshell.records.0", 4)
+        assert again.fetch(1, 5.0)[0].seq == 4
+        assert sorted(info.name for info in bus.consumers("PIPESHELL"))[:1] == ["correlate-0-r12"]

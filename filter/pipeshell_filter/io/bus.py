@@ -779,6 +779,32 @@ class Bus:
         self._call(consumer._open(start_seq), timeout=self.setup_timeout + CLOSE_TIMEOUT)
         return consumer
 
+    def consumers(self, stream: str) -> list:
+        """The info of every consumer of ``stream`` (the server lists them a page at a time)."""
+        async def every(js):
+            found: list = []
+            while True:
+                page = await js.consumers_info(stream, offset=len(found))
+                if not page:
+                    return found
+                found += page
+
+        return self._call(self._retry(every, f"the consumers of stream {stream}", self.setup_timeout),
+                          timeout=self.setup_timeout + CLOSE_TIMEOUT)
+
+    def delete_consumer(self, stream: str, durable: str) -> None:
+        """Delete a durable consumer of ``stream``; one that is gone already is no error."""
+        not_found = self._mod.js.errors.NotFoundError
+
+        async def delete(js):
+            try:
+                await js.delete_consumer(stream, durable)
+            except not_found:
+                pass
+
+        self._call(self._retry(delete, f"consumer {durable} on stream {stream}", self.setup_timeout),
+                   timeout=self.setup_timeout + CLOSE_TIMEOUT)
+
     # --- closing --------------------------------------------------------------------------------
 
     def close(self) -> None:

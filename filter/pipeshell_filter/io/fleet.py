@@ -40,7 +40,7 @@ import ujson
 
 from ..detect import Heartbeat, smaller
 from ..records import shrink
-from .bus import ATTEMPT_TIMEOUT, RECONNECT_WAIT, Bus, BusError
+from .bus import ATTEMPT_TIMEOUT, RECONNECT_WAIT, STOP_GRACE, Bus, BusError, Consumer
 from .stream import dumps
 
 STREAM = "PIPESHELL"  # the streams of the default prefix (``stream_names``)
@@ -92,10 +92,50 @@ def open_bus(url: str, prefix: str, name: str) -> Bus:
 
 
 def durable_name(prefix: str, partition: int, stream: str) -> str:
-    """``correlate-<p>``; on a stream that is not the prefix's own (one shared by prefixes, from
+    """``correlate-<p>``, the key of the partition's lease and the start of its durables' names
+    (``holder_durable``); on a stream that is not the prefix's own (one shared by prefixes, from
     before they had their own), with the prefix's stream name in front, so that fleets differ."""
     base, own = f"correlate-{partition}", stream_names(prefix)[0]
     return base if stream == own else f"{own}-{base}"
+
+
+def holder_durable(base: str, revision: int) -> str:
+    """The durable that the lease's holder reads: ``<base>-r<revision>``, the revision of the key that
+    it took.  Each holder has its own, and the next one deletes it: an ack sent by a former holder that
+    arrived late (held up in the network, its process paused past its lease) went to the durable of the
+    same name that the new holder had made anew, moved its ack floor past what the new holder had saved,
+    and set its delivery floor to the former's count, so that the new holder's acks were confirmed and
+    ignored (past ``max_ack_pending`` of them the server stopped delivering).  A late ack or pull now
+    finds no durable."""
+    return f"{base}-r{revision}"
+
+
+def _holder_revision(base: str, name: str) -> Optional[int]:
+    """The revision in the name of a durable of ``base`` (``holder_durable``); 0 for ``base`` itself, the
+    one durable of a partition before holders had their own; None for any other consumer."""
+    if name == base:
+        return 0
+    found = re.fullmatch(re.escape(base) + r"-r([0-9]+)", name)
+    return int(found.group(1)) if found else None
+
+
+def take_durable(bus: Bus, stream: str, base: str, revision: int, subject: str,
+                 start_seq: Optional[int]) -> Consumer:
+    """The new holder's own durable (``holder_durable``), delivering from ``start_seq`` or, when that is
+    None, after the acknowledged position of the latest former holder's (the highest revision: one that a
+    former holder made again late is older); then the former holders' durables are deleted."""
+    own = holder_durable(base, revision)
+    former = {}
+    for info in bus.consumers(stream):
+        found = _holder_revision(base, info.name)
+        if found is not None and info.name != own:
+            former[info.name] = (found, info.ack_floor.stream_seq if info.ack_floor else 0)
+    if start_seq is None and former:
+        start_seq = max(former.values())[1] + 1
+    consumer = bus.consumer(stream, own, subject, start_seq)
+    for name in former:
+        bus.delete_consumer(stream, name)
+    return consumer
 
 
 def partition_of(key: Optional[tuple], partitions: int) -> int:
@@ -314,6 +354,7 @@ class PartitionLease:
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "state": os.path.realpath(state_path)}
         self.value = ujson.dumps(self.owner).encode()
         self.revision: Optional[int] = None
+        self.taken_at: Optional[int] = None  # the revision at which ``take`` took the key (``holder_durable``)
         self._renewed = 0.0  # when the last write of the key went through
         self._written = 0.0  # when it was sent (``SURE``)
         self._kv = self._kv_js = None
@@ -328,13 +369,14 @@ class PartitionLease:
             self._kv_js = js
         return self._kv
 
-    def _run(self, what: str, step, timeout: float):
-        """``step(kv)`` through the bus's retries, for at most ``timeout`` seconds (BusError)."""
+    def _run(self, what: str, step, timeout: float, grace: float = STOP_GRACE):
+        """``step(kv)`` through the bus's retries, for at most ``timeout`` seconds, or ``grace`` seconds
+        once the process is asked to stop (BusError)."""
         async def attempt(js):
             return await step(await self._bucket(js))
 
         return self.bus._call(self.bus._retry(attempt, f"the lease of partition {self.partition} ({what})",
-                                              timeout), timeout=timeout + 5)
+                                              timeout, grace), timeout=timeout + 5)
 
     async def _claim(self, kv) -> Optional[dict]:
         """Take the key if it is free, or ours; else the holder's value."""
@@ -366,9 +408,15 @@ class PartitionLease:
         told = False
         while not stop.requested:
             sent = time.monotonic()
-            holder = self._run("taking it", self._claim, self.bus.setup_timeout)
+            try:
+                holder = self._run("taking it", self._claim, self.bus.setup_timeout, grace=0)
+            except BusError:
+                if stop.requested:
+                    return False
+                raise
             if holder is None:
                 self._renewed, self._written = time.monotonic(), sent
+                self.taken_at = self.revision
                 if told:
                     say(f"partition {self.partition}: taken over, the other correlator gone")
                 return True
@@ -413,10 +461,12 @@ class PartitionLease:
             if stop.requested:
                 return False
             try:
-                self._renew()
+                self._renew(grace=0)  # stopping: not waited for (the state holds the position)
             except LeaseLost:
                 raise
             except BusError:
+                if stop.requested:
+                    return False
                 if self._answering() or self.bus._closed:
                     raise  # refused by a server that answers, or the bus closed: no wait cures it
                 if time.monotonic() - self._renewed < self.LEASE:
@@ -436,12 +486,13 @@ class PartitionLease:
             return await js.account_info()
 
         try:
-            self.bus._call(self.bus._retry(account, "JetStream", ATTEMPT_TIMEOUT), timeout=ATTEMPT_TIMEOUT + 5)
+            self.bus._call(self.bus._retry(account, "JetStream", ATTEMPT_TIMEOUT, grace=0),
+                           timeout=ATTEMPT_TIMEOUT + 5)
             return True
         except BusError:
             return False
 
-    def _renew(self) -> None:
+    def _renew(self, grace: float = STOP_GRACE) -> None:
         errors = self.bus._mod.js.errors
 
         async def renew(kv):
@@ -452,7 +503,7 @@ class PartitionLease:
                 return await self._claim(kv)
 
         sent = time.monotonic()
-        holder = self._run("renewing it", renew, ATTEMPT_TIMEOUT)
+        holder = self._run("renewing it", renew, ATTEMPT_TIMEOUT, grace)
         if holder is not None:
             raise LeaseLost(f"partition {self.partition}: its lease lapsed (not renewed for {self.LEASE:g} s) and "
                             f"another correlator (pid {holder.get('pid')} on {holder.get('host')}) took it over; "
@@ -529,10 +580,11 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
                                        f"last message of stream {stream} ({last_seq}): the stream was made "
                                        "anew; reading it from its first message")
         start_seq = 1
-    consumer = bus.consumer(stream, durable, record_subject(prefix, partition), start_seq)
-    # No pull, and no reset of the durable, unless the key is certainly still this one's: a pull of a
-    # correlator whose lease had lapsed took deliveries of the one that took over, and the gap they left in
-    # its delivery sequence made the durable anew under the new holder (``Consumer.ours``).
+    consumer = take_durable(bus, stream, durable, lease.taken_at, record_subject(prefix, partition), start_seq)
+    # No pull, and no reset of the durable, unless the key is certainly still this one's: a correlator whose
+    # lease had lapsed pulled on (when one durable served every holder, it took deliveries of the one that took
+    # over, and the gap they left made the durable anew under it), and made its own durable again once the new
+    # holder had deleted it (``Consumer.ours``).
     consumer.ours = lease.certain
     last = [None, None]  # the last message taken, the last one acknowledged
     check = PartitionCheck(partition, lambda message: stream_filter.diagnostics.report("partitions", "bus", message))
