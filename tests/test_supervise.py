@@ -24,7 +24,7 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from clitools import COMMAND, REPO, run_cli
+from clitools import COMMAND, REPO, members as unit_members, run_cli
 from test_fluentbit_real import (FLUENT_BIT, HOSTILE, RECIPES, SAMPLE, needs_fluent_bit, recipe, read_output,
                                  sample_lines, ship_args, wait_for_lines)
 
@@ -1006,28 +1006,25 @@ class RealUnit:
             handle.write(b"".join(line + b"\n" for line in lines))
 
     def members(self):
-        """pid of each member by position, from /proc: the supervisor's children."""
-        found = {}
+        """pid of each member by position: the supervisor's children but its heir (a fork with the
+        supervisor's command line, which names the collector's configuration too).  Told apart by
+        /proc order, the heir, forked first, lost to the collector only while pids grew: after a
+        wrap (pid_max is 32768 on some machines) it was taken for the collector, and killed."""
         deadline = time.monotonic() + WAIT
-        while len(found) < 3 and time.monotonic() < deadline:
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
+        while True:
+            found = {}
+            for pid in unit_members(self.unit.process.pid):
                 try:
-                    with open(f"/proc/{entry}/stat") as handle:
-                        parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-                    with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
                         command = handle.read()
                 except OSError:
                     continue
-                if parent == self.unit.process.pid:
-                    number = 1 if str(self.collect).encode() in command else 3 if str(self.ship).encode() in command \
-                        else 2
-                    found[number] = int(entry)
-            if len(found) < 3:
-                time.sleep(0.05)
-        assert len(found) == 3, found
-        return found
+                found[1 if str(self.collect).encode() in command else 3 if str(self.ship).encode() in command
+                      else 2] = pid
+            if len(found) == 3:
+                return found
+            assert time.monotonic() < deadline, found
+            time.sleep(0.05)
 
     def state_lines(self):
         try:
