@@ -8,6 +8,7 @@ killed -9 in turn and the unit restarted on the same files.
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 
@@ -201,6 +203,11 @@ def wait_until(condition, what):
             return
         time.sleep(0.02)
     pytest.fail(f"after {WAIT}s: {what}")
+
+
+def unread(fd):
+    """Bytes in the pipe ``fd`` is an end of, not read yet (Linux: FIONREAD)."""
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4), "little")
 
 
 def lines_of(path):
@@ -1242,7 +1249,14 @@ def test_real_chain_a_collector_whose_reader_died_is_killed_after_the_drain_not_
     pids = real.members()
     os.kill(pids[2], signal.SIGSTOP)  # the filter reads no more: the collector fills the pipe (1 MiB, widened)
     real.append([b'{"n": %d, "pad": "%s"}' % (i, b"x" * 300) for i in range(12_000)])  # about 4 MB
-    time.sleep(3)
+    # Until the pipe is full (a fixed 3 s was the wait: a slow collector, still short of a pipe's worth
+    # at the kill, wrote the rest within its own grace and exited, and the drain was never needed).
+    pipe = os.open(f"/proc/{pids[2]}/fd/0", os.O_RDONLY | os.O_NONBLOCK)  # the filter's input, not read here
+    try:
+        room = fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ) - 4096  # full: not a page left (it fills to the byte)
+        wait_until(lambda: unread(pipe) > room, "the collector filled the filter's pipe")
+    finally:
+        os.close(pipe)
     os.kill(pids[2], signal.SIGKILL)
     started = time.monotonic()
     assert real.unit.wait(60) == 1, real.unit.stderr()
