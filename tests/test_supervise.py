@@ -918,30 +918,26 @@ def test_the_collector_starts_only_once_the_filter_is_ready_and_not_at_all_if_it
     assert len([line for line in started.stdout.splitlines() if b'"kind":"alert"' in line]) == 1
 
 
-def test_a_stop_while_the_filter_waits_for_its_state_leaves_the_collector_unstarted(tmp_path):
+def test_a_stop_while_the_filter_waits_for_its_state_leaves_the_collector_unstarted(tmp_path, units):
     """A second unit on the same --state: its filter waits for the first one's lock.  Its collector ran
     meanwhile, reading into a full pipe (and sharing the first's Fluent Bit db), and a SIGTERM took
     the whole grace.  It now starts only once the filter holds the state; a stop before that ends the
-    unit at once, the collector never started."""
-    import fcntl
+    unit at once, the collector never started.  (The stop waits for the filter to say it waits: after
+    a fixed 3 s a slow start could still be before the unit's own handlers, and SIGTERM killed it.)"""
     mark = tmp_path / "collector-started"
     state = tmp_path / "state.json"
     with open(f"{state}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # as the first unit's filter holds it
-        unit = subprocess.Popen(COMMAND + ["run", "--grace", "20", "--collect", f"sh -c 'touch {mark}; exec sleep 60'",
-                                           "--", "--state", str(state)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        try:
-            time.sleep(3)  # the filter is up and waiting for the lock
-            assert not mark.exists()
-            started = time.monotonic()
-            unit.send_signal(signal.SIGTERM)
-            assert unit.wait(timeout=WAIT) == 0, unit.stderr.read()
-            assert time.monotonic() - started < 10  # not the grace
-        finally:
-            if unit.poll() is None:
-                unit.kill()
-                unit.wait()
+        unit = units(tmp_path, COMMAND + ["run", "--grace", "20", "--collect", f"sh -c 'touch {mark}; exec sleep 60'",
+                                          "--", "--state", str(state)])
+        waits = f"filter: pipeshell-filter: state file {state}: in use by another pipeshell-filter; waiting for " \
+            "it to end"
+        wait_until(lambda: waits in unit.stderr().splitlines(), "the filter said it waits for the lock")
+        assert not mark.exists()
+        started = time.monotonic()
+        unit.process.send_signal(signal.SIGTERM)
+        assert unit.wait() == 0, unit.stderr()
+        assert time.monotonic() - started < 10  # not the grace
     assert not mark.exists()
 
 
