@@ -210,6 +210,15 @@ def unread(fd):
     return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4), "little")
 
 
+def taken(pid, number):
+    """Signal ``number`` sent to ``pid`` was delivered (pending no more) and the process sleeps again:
+    its handler, the Python one too, has run.  Sent again before that, the two would be taken as one."""
+    with open(f"/proc/{pid}/status") as handle:
+        fields = dict(line.split(":", 1) for line in handle)
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return fields["State"].split()[0] == "S" and not pending & (1 << (number - 1))
+
+
 def lines_of(path):
     return path.read_text().splitlines() if path.exists() else []
 
@@ -403,7 +412,7 @@ def test_a_second_signal_terminates_every_member_a_third_kills(tmp_path, units, 
     unit = chain(units, tmp_path, [member("produce", "a", 10, "ignore-term"), member("consume", "c", out)], grace=60)
     wait_until(lambda: len(lines_of(out)) == 10, "the lines arrived")
     unit.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    wait_until(lambda: taken(unit.process.pid, signal.SIGTERM), "the first SIGTERM was taken")  # not a fixed 0.3 s
     unit.process.send_signal(signal.SIGTERM)
     wait_until(lambda: "TERM" in lines_of(out), "the consumer got SIGTERM")
     unit.process.send_signal(signal.SIGTERM)
@@ -422,6 +431,7 @@ def test_after_a_failure_the_first_stop_signal_from_outside_is_no_second_one(tmp
     os.kill(unit.pid_of("b"), signal.SIGKILL)
     wait_until(lambda: any("stopping the chain" in r for r in unit.reports()), "the failure was seen")
     unit.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: taken(unit.process.pid, signal.SIGTERM), "the SIGTERM was taken")  # apart from the next one
     time.sleep(0.5)
     assert unit.process.poll() is None and "TERM" not in lines_of(out)  # the ordered stop goes on
     assert unit.reports() == ["pipeshell-filter run: member 2 (relay b) killed by SIGKILL; stopping the chain"]
