@@ -1164,7 +1164,7 @@ def test_real_chain_supervisor_killed_while_lines_are_written_loses_none(tmp_pat
             "members still write follows" in real.unit.stderr().splitlines()
         real.start()
         time.sleep(1)
-    deadline = time.monotonic() + 10  # the restart reads what is left at once: lost lines never come
+    deadline = time.monotonic() + WAIT  # read at once after a restart (about 1 s here); lost lines never come
     while len(lines_of(real.out / "events.ndjson")) < len(written) + 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     real.unit.process.send_signal(signal.SIGTERM)
