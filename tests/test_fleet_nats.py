@@ -20,10 +20,10 @@ import zlib
 
 import pytest
 
-from clitools import COMMAND, REPO, alerts, ndjson, run_cli
+from clitools import COMMAND, REPO, alerts, ndjson, run_cli, unread
 from clitools import records as json_lines
-from fleettools import (QUICK_BY_HOST, SAMPLE, WAIT, Fleet, bus_alerts, open_text, streams_made, unread,
-                        wait_for_alerts, wait_until)
+from fleettools import (QUICK_BY_HOST, SAMPLE, WAIT, Fleet, bus_alerts, open_text, streams_made, wait_for_alerts,
+                        wait_until)
 from natsserver import NatsServer, needs_nats
 from test_fleet_shards import comparable
 from test_stages import BY_HOST

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import termios
 import threading
 import time
 
@@ -26,7 +25,7 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from clitools import COMMAND, REPO, members as unit_members, run_cli
+from clitools import COMMAND, REPO, members as unit_members, run_cli, unread
 from test_fluentbit_real import (FLUENT_BIT, HOSTILE, RECIPES, SAMPLE, needs_fluent_bit, recipe, read_output,
                                  sample_lines, ship_args, wait_for_lines)
 
@@ -203,11 +202,6 @@ def wait_until(condition, what):
             return
         time.sleep(0.02)
     pytest.fail(f"after {WAIT}s: {what}")
-
-
-def unread(fd):
-    """Bytes in the pipe ``fd`` is an end of, not read yet (Linux: FIONREAD)."""
-    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4), "little")
 
 
 def taken(pid, number):
