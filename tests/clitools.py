@@ -1,8 +1,11 @@
 """Run the real CLI in a subprocess, as a pipeline would."""
 
+import fcntl
 import os
 import subprocess
 import sys
+import termios
+import time
 
 import ujson
 
@@ -28,6 +31,21 @@ def alerts(stdout: bytes):
 
 def ndjson(events) -> bytes:
     return b"".join(ujson.dumps(e, ensure_ascii=False).encode() + b"\n" for e in events)
+
+
+def unread(pipe) -> int:
+    """Bytes in ``pipe`` (a child's stdin, or a pipe's file descriptor) not read yet (Linux: FIONREAD)."""
+    fd = pipe if isinstance(pipe, int) else pipe.fileno()
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4), "little")
+
+
+def read_all(pipe, timeout: float = 60) -> None:
+    """Until the child has read everything written to ``pipe`` (its stdin): it is up and at work, so
+    a time measured from here is not its start-up's (a second or more on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while unread(pipe):
+        assert time.monotonic() < deadline, f"{unread(pipe)} bytes still unread after {timeout} s"
+        time.sleep(0.01)
 
 
 def children(pid: int) -> list:

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import termios
 import time
 
 from clitools import COMMAND, REPO, alerts
@@ -50,11 +49,6 @@ def open_text(process) -> str:
     chunk = process.stderr.read() or b""
     process.seen = getattr(process, "seen", b"") + chunk
     return process.seen.decode()
-
-
-def unread(pipe) -> int:
-    """Bytes written to ``pipe`` (a child's stdin) that the child has not read yet (Linux: FIONREAD)."""
-    return int.from_bytes(fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0" * 4), "little")
 
 
 def streams_made(url: str, prefix: str = "pipeshell") -> bool:

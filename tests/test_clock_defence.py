@@ -5,7 +5,7 @@ import time
 
 from hypothesis import given, strategies as st
 
-from clitools import COMMAND, alerts, ndjson, run_cli
+from clitools import COMMAND, alerts, ndjson, read_all, run_cli
 from eventgen import BASE, evtx_event, flat_event
 from pipeshell_filter.cli import Join, load_plans, make_resolver
 from pipeshell_filter.correlate.clock import NEVER, SourceClocks
@@ -75,6 +75,7 @@ def test_alerts_of_correct_hosts_come_out_within_lateness_and_idle_despite_a_ske
     try:
         process.stdin.write(ndjson([flat_event(YEAR_2099, "broken", "server", 4104)] + INCIDENT))
         process.stdin.flush()
+        read_all(process.stdin)  # the wait starts when the lines are read, not with the filter's start-up
         started = time.monotonic()
         line = process.stdout.readline()  # the input stays open
         waited = time.monotonic() - started
@@ -113,7 +114,8 @@ def test_one_line_ahead_then_a_pause_on_a_pipe_does_not_make_the_others_late():
     process = subprocess.Popen(COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdin.write(ahead)
     process.stdin.flush()
-    time.sleep(1.5)  # the filter has read the line and waits: it settles
+    read_all(process.stdin)  # the filter has read the line (on a slow start the pause came before it)
+    time.sleep(1.5)  # and waits: it settles
     out, err = process.communicate(ndjson(INCIDENT), timeout=30)
     assert process.returncode == 0
     assert [a["related"]["hosts"] for a in alerts(out)] == [["cli01", "cli02", "srv01"]], err
@@ -131,6 +133,7 @@ def test_one_host_alone_on_a_live_pipe_still_alerts_while_the_input_stays_open(t
     try:
         process.stdin.write(ndjson([flat_event(t, "dc01", "benign", 4104) for t in (0, 1, 2, 3)]))
         process.stdin.flush()
+        read_all(process.stdin)  # as above
         started = time.monotonic()
         line = process.stdout.readline()  # the input stays open
         assert b'"kind":"alert"' in line

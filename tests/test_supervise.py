@@ -8,6 +8,7 @@ killed -9 in turn and the unit restarted on the same files.
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from clitools import COMMAND, REPO, run_cli
+from clitools import COMMAND, REPO, members as unit_members, run_cli, unread
 from test_fluentbit_real import (FLUENT_BIT, HOSTILE, RECIPES, SAMPLE, needs_fluent_bit, recipe, read_output,
                                  sample_lines, ship_args, wait_for_lines)
 
@@ -201,6 +202,15 @@ def wait_until(condition, what):
             return
         time.sleep(0.02)
     pytest.fail(f"after {WAIT}s: {what}")
+
+
+def taken(pid, number):
+    """Signal ``number`` sent to ``pid`` was delivered (pending no more) and the process sleeps again:
+    its handler, the Python one too, has run.  Sent again before that, the two would be taken as one."""
+    with open(f"/proc/{pid}/status") as handle:
+        fields = dict(line.split(":", 1) for line in handle)
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return fields["State"].split()[0] == "S" and not pending & (1 << (number - 1))
 
 
 def lines_of(path):
@@ -396,7 +406,7 @@ def test_a_second_signal_terminates_every_member_a_third_kills(tmp_path, units, 
     unit = chain(units, tmp_path, [member("produce", "a", 10, "ignore-term"), member("consume", "c", out)], grace=60)
     wait_until(lambda: len(lines_of(out)) == 10, "the lines arrived")
     unit.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    wait_until(lambda: taken(unit.process.pid, signal.SIGTERM), "the first SIGTERM was taken")  # not a fixed 0.3 s
     unit.process.send_signal(signal.SIGTERM)
     wait_until(lambda: "TERM" in lines_of(out), "the consumer got SIGTERM")
     unit.process.send_signal(signal.SIGTERM)
@@ -415,6 +425,7 @@ def test_after_a_failure_the_first_stop_signal_from_outside_is_no_second_one(tmp
     os.kill(unit.pid_of("b"), signal.SIGKILL)
     wait_until(lambda: any("stopping the chain" in r for r in unit.reports()), "the failure was seen")
     unit.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: taken(unit.process.pid, signal.SIGTERM), "the SIGTERM was taken")  # apart from the next one
     time.sleep(0.5)
     assert unit.process.poll() is None and "TERM" not in lines_of(out)  # the ordered stop goes on
     assert unit.reports() == ["pipeshell-filter run: member 2 (relay b) killed by SIGKILL; stopping the chain"]
@@ -911,30 +922,26 @@ def test_the_collector_starts_only_once_the_filter_is_ready_and_not_at_all_if_it
     assert len([line for line in started.stdout.splitlines() if b'"kind":"alert"' in line]) == 1
 
 
-def test_a_stop_while_the_filter_waits_for_its_state_leaves_the_collector_unstarted(tmp_path):
+def test_a_stop_while_the_filter_waits_for_its_state_leaves_the_collector_unstarted(tmp_path, units):
     """A second unit on the same --state: its filter waits for the first one's lock.  Its collector ran
     meanwhile, reading into a full pipe (and sharing the first's Fluent Bit db), and a SIGTERM took
     the whole grace.  It now starts only once the filter holds the state; a stop before that ends the
-    unit at once, the collector never started."""
-    import fcntl
+    unit at once, the collector never started.  (The stop waits for the filter to say it waits: after
+    a fixed 3 s a slow start could still be before the unit's own handlers, and SIGTERM killed it.)"""
     mark = tmp_path / "collector-started"
     state = tmp_path / "state.json"
     with open(f"{state}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # as the first unit's filter holds it
-        unit = subprocess.Popen(COMMAND + ["run", "--grace", "20", "--collect", f"sh -c 'touch {mark}; exec sleep 60'",
-                                           "--", "--state", str(state)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        try:
-            time.sleep(3)  # the filter is up and waiting for the lock
-            assert not mark.exists()
-            started = time.monotonic()
-            unit.send_signal(signal.SIGTERM)
-            assert unit.wait(timeout=WAIT) == 0, unit.stderr.read()
-            assert time.monotonic() - started < 10  # not the grace
-        finally:
-            if unit.poll() is None:
-                unit.kill()
-                unit.wait()
+        unit = units(tmp_path, COMMAND + ["run", "--grace", "20", "--collect", f"sh -c 'touch {mark}; exec sleep 60'",
+                                          "--", "--state", str(state)])
+        waits = f"filter: pipeshell-filter: state file {state}: in use by another pipeshell-filter; waiting for " \
+            "it to end"
+        wait_until(lambda: waits in unit.stderr().splitlines(), "the filter said it waits for the lock")
+        assert not mark.exists()
+        started = time.monotonic()
+        unit.process.send_signal(signal.SIGTERM)
+        assert unit.wait() == 0, unit.stderr()
+        assert time.monotonic() - started < 10  # not the grace
     assert not mark.exists()
 
 
@@ -1006,28 +1013,25 @@ class RealUnit:
             handle.write(b"".join(line + b"\n" for line in lines))
 
     def members(self):
-        """pid of each member by position, from /proc: the supervisor's children."""
-        found = {}
+        """pid of each member by position: the supervisor's children but its heir (a fork with the
+        supervisor's command line, which names the collector's configuration too).  Told apart by
+        /proc order, the heir, forked first, lost to the collector only while pids grew: after a
+        wrap (pid_max is 32768 on some machines) it was taken for the collector, and killed."""
         deadline = time.monotonic() + WAIT
-        while len(found) < 3 and time.monotonic() < deadline:
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
+        while True:
+            found = {}
+            for pid in unit_members(self.unit.process.pid):
                 try:
-                    with open(f"/proc/{entry}/stat") as handle:
-                        parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-                    with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
                         command = handle.read()
                 except OSError:
                     continue
-                if parent == self.unit.process.pid:
-                    number = 1 if str(self.collect).encode() in command else 3 if str(self.ship).encode() in command \
-                        else 2
-                    found[number] = int(entry)
-            if len(found) < 3:
-                time.sleep(0.05)
-        assert len(found) == 3, found
-        return found
+                found[1 if str(self.collect).encode() in command else 3 if str(self.ship).encode() in command
+                      else 2] = pid
+            if len(found) == 3:
+                return found
+            assert time.monotonic() < deadline, found
+            time.sleep(0.05)
 
     def state_lines(self):
         try:
@@ -1154,7 +1158,7 @@ def test_real_chain_supervisor_killed_while_lines_are_written_loses_none(tmp_pat
             "members still write follows" in real.unit.stderr().splitlines()
         real.start()
         time.sleep(1)
-    deadline = time.monotonic() + 10  # the restart reads what is left at once: lost lines never come
+    deadline = time.monotonic() + WAIT  # read at once after a restart (about 1 s here); lost lines never come
     while len(lines_of(real.out / "events.ndjson")) < len(written) + 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     real.unit.process.send_signal(signal.SIGTERM)
@@ -1245,7 +1249,14 @@ def test_real_chain_a_collector_whose_reader_died_is_killed_after_the_drain_not_
     pids = real.members()
     os.kill(pids[2], signal.SIGSTOP)  # the filter reads no more: the collector fills the pipe (1 MiB, widened)
     real.append([b'{"n": %d, "pad": "%s"}' % (i, b"x" * 300) for i in range(12_000)])  # about 4 MB
-    time.sleep(3)
+    # Until the pipe is full (a fixed 3 s was the wait: a slow collector, still short of a pipe's worth
+    # at the kill, wrote the rest within its own grace and exited, and the drain was never needed).
+    pipe = os.open(f"/proc/{pids[2]}/fd/0", os.O_RDONLY | os.O_NONBLOCK)  # the filter's input, not read here
+    try:
+        room = fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ) - 4096  # full: not a page left (it fills to the byte)
+        wait_until(lambda: unread(pipe) > room, "the collector filled the filter's pipe")
+    finally:
+        os.close(pipe)
     os.kill(pids[2], signal.SIGKILL)
     started = time.monotonic()
     assert real.unit.wait(60) == 1, real.unit.stderr()
