@@ -5,9 +5,11 @@ correlating them in a second process gives byte-identical alerts to one
 process doing both.
 """
 
+import io
 import json
 import os
 import subprocess
+import tempfile
 
 import jsonschema
 import ujson
@@ -20,6 +22,7 @@ from pipeshell_filter.cli import load_plans, make_resolver
 from pipeshell_filter.detect import FIELD_BYTES, LONGEST_VALUE, MOST_VALUES, Detection, WireError, kept, \
     kept_values
 from pipeshell_filter.engine import Engine
+from pipeshell_filter.io.stream import Diagnostics, Filter, Output
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
 DETECTION_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "detection.schema.json")))
@@ -468,29 +471,40 @@ def test_a_named_rule_file_that_fails_is_an_error_and_duplicate_ids_are_refused(
     assert result.returncode == 2 and b"already the id of" in result.stderr
 
 
+def _filtered(plans, data: bytes) -> bytes:
+    """``--emit alerts`` on ``data``, in this process (a property's hundreds of runs, each a start of its own)."""
+    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        stream_filter = Filter(Engine(plans, make_resolver("auto", None, None)), Output(sink.fileno()),
+                               Diagnostics(io.StringIO()), "alerts", clock=lambda: 0)
+        source.write(data)
+        source.seek(0)
+        stream_filter.run(source.fileno(), live=False)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read()
+
+
+EITHER = ("title: either\nid: either\ndetection:\n  a: {X: one}\n  b: {X: two}\n  both: {X: both}\n"
+          "  condition: [a, b, both]\n")
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["one", "two", "both"]), st.integers(0, 3), st.sampled_from(["h1", "h2"])),
                 min_size=1, max_size=12),
        st.integers(0, 3))
-def test_alerts_the_filter_tells_apart_never_share_an_id(events, padding):
+def test_alerts_the_filter_tells_apart_never_share_an_id(tmp_path_factory, events, padding):
     """``event.id`` is the message id on the fleet bus, which keeps one message per id: two alerts
     of events that differ in their selections (a list condition: either) had the same one and the
     bus dropped the second.  And it does not depend on the line number (a replay from elsewhere)."""
-    import tempfile
-    rule = ("title: either\nid: either\ndetection:\n  a: {X: one}\n  b: {X: two}\n  both: {X: both}\n"
-            "  condition: [a, b, both]\n")
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as handle:
-        handle.write(rule)
+    plans = load_plans([write(tmp_path_factory.mktemp("either"), "either.yml", EITHER)], None)
     lines = [json.dumps({"X": x, "Computer": host, "@timestamp": f"2026-01-01T00:00:0{second}Z"})
              for x, second, host in events]
-    first = run_cli(["--rule", handle.name, "--emit", "alerts"], ("\n".join(lines) + "\n").encode())
-    shifted = run_cli(["--rule", handle.name, "--emit", "alerts"],
-                      ("\n".join(['{"other": 1}'] * padding + lines) + "\n").encode())
-    os.unlink(handle.name)
-    found = alerts(first.stdout)
+    first = _filtered(plans, ("\n".join(lines) + "\n").encode())
+    shifted = _filtered(plans, ("\n".join(['{"other": 1}'] * padding + lines) + "\n").encode())
+    found = alerts(first)
     distinct = {(x, second, host) for x, second, host in events}
     assert len(found) == len(events) and len({a["event"]["id"] for a in found}) == len(distinct)
-    assert [a["event"]["id"] for a in alerts(shifted.stdout)] == [a["event"]["id"] for a in found]
+    assert [a["event"]["id"] for a in alerts(shifted)] == [a["event"]["id"] for a in found]
 
 
 # ---------------------------------------------------------------- records of the filter's own kind in the input
