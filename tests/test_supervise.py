@@ -337,6 +337,13 @@ def state_of(pid):
         return handle.read().rsplit(")", 1)[1].split()[0]
 
 
+def foreground_is_own_group(pid) -> bool:
+    """The process's terminal has its process group in the foreground (``/proc/PID/stat``: pgrp, tpgid)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return fields[2] == fields[5]
+
+
 # A shell's job control, for a pseudo-terminal on stdin: the session leader, the command line
 # (argv[1:]) its foreground job in a process group of its own; waits for it, exits with its status.
 # (The unit as the session leader is no test: its process group is then orphaned, and the kernel
@@ -370,6 +377,8 @@ def test_ctrl_z_and_ctrl_c_in_a_terminal_reach_the_unit_alone(tmp_path, units, m
         with open(f"/proc/{shell.process.pid}/task/{shell.process.pid}/children") as handle:
             (supervisor,) = map(int, handle.read().split())
         wait_until((tmp_path / "a.done").exists, "the producer wrote its lines")
+        # the shell gives the terminal to its job after the fork: Ctrl-Z before that is the shell's
+        wait_until(lambda: foreground_is_own_group(supervisor), "the unit is the terminal's foreground job")
         os.write(primary, b"\x1a")  # Ctrl-Z
         time.sleep(0.5)
         states = [state_of(pid) for pid in [supervisor] + pids]
