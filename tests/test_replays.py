@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 from clitools import alerts, ndjson, run_cli
 from eventgen import flat_event, raw_events
-from test_stages import BY_HOST, SINGLE
+from test_stages import BY_HOST, SINGLE, filtered
 from pipeshell_filter.cli import load_plans
 from pipeshell_filter.correlate.state import StateFile
 from pipeshell_filter.engine import Engine
@@ -134,19 +134,6 @@ def test_a_replay_that_is_not_next_to_its_original_counts_once_on_the_command_li
             replayed.stderr
 
 
-def one_process(data: bytes, lateness: int) -> bytes:
-    """The filter detecting and correlating in one process, without ``--state``: every line counts."""
-    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
-        stream_filter = Filter(Engine(RULES, RESOLVER, lateness * NS), Output(sink.fileno()),
-                               Diagnostics(io.StringIO()), "alerts", clock=lambda: 0)
-        source.write(data)
-        source.seek(0)
-        stream_filter.run(source.fileno(), live=False)
-        stream_filter.finish()
-        sink.seek(0)
-        return sink.read()
-
-
 @settings(deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["h1", "h2"]), st.integers(0, 4)), min_size=1,
                 max_size=16),
@@ -167,4 +154,4 @@ def test_events_without_a_record_id_told_apart_by_their_line_count_each(events, 
         state = os.path.join(directory, "state.json") if with_state else None
         correlated, _ = correlate(b"".join(records), lateness, state)
     firsts = [line if line not in lines[:number] else b"{}\n" for number, line in enumerate(lines)]
-    assert correlated == one_process(b"".join(firsts), lateness)  # (a copy's place kept: lines keep their number)
+    assert correlated == filtered(RULES, b"".join(firsts), lateness)  # (a copy's place kept: lines keep their number)

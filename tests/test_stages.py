@@ -22,6 +22,7 @@ from pipeshell_filter.cli import load_plans, make_resolver
 from pipeshell_filter.detect import FIELD_BYTES, LONGEST_VALUE, MOST_VALUES, Detection, WireError, kept, \
     kept_values
 from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.timeparse import NS
 from pipeshell_filter.io.stream import Diagnostics, Filter, Output
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
@@ -98,7 +99,8 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(["@timestamp", "host", "event_id", "record_id", "digest", "line", "selections", "other"]), _JSON,
+@given(st.sampled_from(["@timestamp", "host", "event_id", "record_id", "digest", "line", "selections", "other"]),
+       _JSON,
        st.integers(0, 2))
 def test_a_detection_with_any_event_reference_is_refused_or_alerts(key, value, which):
     """Whatever a record puts in its event reference, it is refused in one line or taken and the
@@ -471,10 +473,11 @@ def test_a_named_rule_file_that_fails_is_an_error_and_duplicate_ids_are_refused(
     assert result.returncode == 2 and b"already the id of" in result.stderr
 
 
-def _filtered(plans, data: bytes) -> bytes:
-    """``--emit alerts`` on ``data``, in this process (a property's hundreds of runs, each a start of its own)."""
+def filtered(plans, data: bytes, lateness: int = 60) -> bytes:
+    """``--emit alerts`` on ``data`` without ``--state``, in this process (a property's hundreds of runs,
+    each a start of its own)."""
     with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
-        stream_filter = Filter(Engine(plans, make_resolver("auto", None, None)), Output(sink.fileno()),
+        stream_filter = Filter(Engine(plans, make_resolver("auto", None, None), lateness * NS), Output(sink.fileno()),
                                Diagnostics(io.StringIO()), "alerts", clock=lambda: 0)
         source.write(data)
         source.seek(0)
@@ -499,8 +502,8 @@ def test_alerts_the_filter_tells_apart_never_share_an_id(tmp_path_factory, event
     plans = load_plans([write(tmp_path_factory.mktemp("either"), "either.yml", EITHER)], None)
     lines = [json.dumps({"X": x, "Computer": host, "@timestamp": f"2026-01-01T00:00:0{second}Z"})
              for x, second, host in events]
-    first = _filtered(plans, ("\n".join(lines) + "\n").encode())
-    shifted = _filtered(plans, ("\n".join(['{"other": 1}'] * padding + lines) + "\n").encode())
+    first = filtered(plans, ("\n".join(lines) + "\n").encode())
+    shifted = filtered(plans, ("\n".join(['{"other": 1}'] * padding + lines) + "\n").encode())
     found = alerts(first)
     distinct = {(x, second, host) for x, second, host in events}
     assert len(found) == len(events) and len({a["event"]["id"] for a in found}) == len(distinct)
