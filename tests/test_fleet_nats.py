@@ -799,28 +799,13 @@ def test_a_stop_while_the_bus_is_being_set_up_is_said(tmp_path):
         "pipeshell-filter: stopped while connecting to the NATS bus and setting up its streams\n"
 
 
-def test_a_stop_while_the_server_is_down_ends_the_correlator_at_once(tmp_path):
+@pytest.mark.parametrize("outage", ["short", "past-the-lease"])
+def test_a_stop_while_the_server_is_down_ends_the_correlator_at_once_and_saves_its_state(tmp_path, outage):
     """Its state is saved on the way out; the acknowledgement is not worth waiting for (a restart
-    reads on from the state's position), so SIGTERM is not held up by a server that is down."""
-    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
-    with NatsServer(tmp_path / "nats") as server:
-        process = correlator(server.url, state, out, ["--agents", "1"])
-        sent = run_cli(["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet", *LATENESS],
-                       open(SAMPLE, "rb").read(), timeout=WAIT)
-        assert sent.returncode == 0 and len(wait_for_alerts(out, 1, process)) == 1
-        server.stop()
-        time.sleep(0.5)
-        started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=WAIT) == 0, process.stderr.read()
-        assert time.monotonic() - started < 8
-    assert state.exists()
-
-
-def test_a_stop_during_an_outage_past_the_lease_ends_the_correlator_promptly_and_saves_its_state(tmp_path):
-    """An outage past SURE seconds leaves the correlator renewing its lease, each attempt up to 2 s, and past
-    LEASE seconds also asking JetStream whether it answers, 2 s more: a SIGTERM then took up to 4 s to end
-    it.  Now a stop gives those up at once; the state keeps the position it had."""
+    reads on from the state's position), so SIGTERM is not held up by a server that is down.  An outage
+    past SURE seconds left the correlator renewing its lease, each attempt up to 2 s, and past LEASE
+    seconds also asking JetStream whether it answers, 2 s more: a SIGTERM then took up to 4 s to end it.
+    Now a stop gives those up at once; the state keeps the position it had."""
     from pipeshell_filter.io.bus import Bus
     from pipeshell_filter.io.fleet import PartitionLease
     state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
@@ -834,8 +819,9 @@ def test_a_stop_during_an_outage_past_the_lease_ends_the_correlator_promptly_and
         assert wait_until(lambda: saved_position(state) == last), "the correlator did not take the records"
         server.stop()
         down = time.monotonic()
-        assert wait_until(lambda: "unreachable since" in open_text(process) or process.poll() is not None)
-        while time.monotonic() - down < PartitionLease.LEASE + 3:  # the outage: past the lease
+        if outage == "past-the-lease":
+            assert wait_until(lambda: "unreachable since" in open_text(process) or process.poll() is not None)
+        while time.monotonic() - down < (PartitionLease.LEASE + 3 if outage == "past-the-lease" else 0.5):
             assert process.poll() is None, open_text(process)
             time.sleep(0.2)
         started = time.monotonic()
