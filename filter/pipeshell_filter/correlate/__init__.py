@@ -105,13 +105,14 @@ class Correlation:
     def _pushers(self) -> dict:
         """id(correlator) -> the chained correlators that depend on it, directly or through
         others: their time moves it on (``_push``)."""
-        pushed_by = {}
+        pushed_by, reached = {}, set()  # (inner, outer) ids: ``outer in list`` made a chain's start cubic
         for outer in self._chained:
             stack = list(outer.upstream)
             while stack:
                 inner = stack.pop()
-                if outer not in pushed_by.setdefault(id(inner), []):
-                    pushed_by[id(inner)].append(outer)
+                if (id(inner), id(outer)) not in reached:
+                    reached.add((id(inner), id(outer)))
+                    pushed_by.setdefault(id(inner), []).append(outer)
                     stack.extend(inner.upstream)
         return pushed_by
 

@@ -40,6 +40,10 @@ NEVER = float("-inf")
 
 
 class SourceClocks:
+    # Bumped each time a clock of any correlation may have become empty or stopped being so:
+    # ``Correlator.heard`` keeps its answer until then.
+    emptiness_changes = 0
+
     def __init__(self, max_skew_ns: int, cap: int = 10_000, horizon_ns: float = float("inf")):
         self.max_skew = max_skew_ns
         self.cap = cap
@@ -74,6 +78,8 @@ class SourceClocks:
             self._ranked.remove((old, repr(source), source))
         self._newest[source] = time
         self._ranked.add((time, repr(source), source))
+        if old is None and len(self._ranked) == 1:
+            SourceClocks.emptiness_changes += 1
         if len(self._ranked) > self.cap:  # the oldest sources cannot be among the top two
             _, _, gone = self._ranked.pop(0)
             del self._newest[gone]
@@ -119,6 +125,7 @@ class SourceClocks:
         forgotten: the source's next event gives its time."""
         self.wall = wall
         limit = wall() + self.max_skew
+        SourceClocks.emptiness_changes += 1
         while self._ranked and self._ranked[-1][0] > limit:
             time, _, source = self._ranked.pop(-1)
             del self._newest[source]
@@ -172,6 +179,7 @@ class SourceClocks:
         self._newest = newest
         self._ranked = SortedList((time, repr(source), source) for source, time in newest.items())
         self._second = NEVER
+        SourceClocks.emptiness_changes += 1
         if self.wall is not None:
             self.bound_by(self.wall)
 

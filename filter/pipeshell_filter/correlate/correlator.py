@@ -369,9 +369,17 @@ class Correlator:
         self._consumed_order = deque(item for item in self._consumed_order if item[0] < self.watermark)
         return True
 
+    _heard_at = -1  # ``SourceClocks.emptiness_changes`` when ``_heard`` was found
+
     def heard(self) -> bool:
-        """Whether any event reached this correlation, or one it is chained to."""
-        return len(self.clocks) > 0 or any(u.heard() for u in self.upstream)
+        """Whether any event reached this correlation, or one it is chained to.  Kept until some
+        clock may have become empty or stopped being so: asked of each inner correlation of each
+        outer one on every detection, it walked a chain 300 deep so often that one event took 13 s."""
+        changes = SourceClocks.emptiness_changes
+        if self._heard_at != changes:
+            self._heard = len(self.clocks) > 0 or any(u.heard() for u in self.upstream)
+            self._heard_at = changes
+        return self._heard
 
     def _advance(self, watermark) -> list:
         if watermark <= self.watermark:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
+import json
 import os
 import stat
 import tempfile
@@ -362,11 +363,17 @@ def encode(document: dict) -> bytes:
     """The snapshot file's bytes: ``{"format", "version", "lines", "correlations", "alerted"}``, and
     ``agents`` (the fleet's clocks) in a correlate stage fed by agents.  msgspec writes the events
     held (Detection objects) as they are: no dict made for each (3 times faster than ujson over
-    the wire records, and no second copy of the state)."""
+    the wire records, and no second copy of the state).  A lone surrogate (an event's ``"\\ud800"``,
+    which ujson reads as it is) has no UTF-8: such a state is written with JSON's escapes instead, so
+    that one forged host name never stops every snapshot (it made each save fail, and the last one a
+    traceback)."""
+    document = {"format": FORMAT, "version": VERSION, **document}
     try:
-        return _ENCODER.encode({"format": FORMAT, "version": VERSION, **document})
+        return _ENCODER.encode(document)
     except msgspec.EncodeError as error:
         raise ValueError(str(error)) from None
+    except UnicodeEncodeError:
+        return json.dumps(msgspec.to_builtins(document), separators=(",", ":"), allow_nan=False).encode()
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -378,7 +385,7 @@ def decode(data: bytes, where: str) -> dict:
     try:
         document = msgspec.json.decode(data)  # strict JSON, UTF-8 checked; dict keys shared, not one each
     except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
-        document = None
+        document = _with_surrogates(data)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise StateError(f"{where}: not a pipeshell-filter state file")
     if document.get("version") not in READABLE or type(document.get("version")) is not int:
@@ -395,6 +402,21 @@ def decode(data: bytes, where: str) -> dict:
     if "bus_seq" in document and (type(document["bus_seq"]) is not int or document["bus_seq"] < 0):
         raise StateError(f"{where}: damaged state file (bus_seq)")
     return document
+
+
+def _with_surrogates(data: bytes):
+    """The document of a state ``encode`` wrote with a lone surrogate escaped (msgspec refuses the
+    escape): read by the standard library, as strictly otherwise (no NaN); None when it is no JSON."""
+    if b"\\ud" not in data and b"\\uD" not in data:
+        return None
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    try:
+        return json.loads(data, parse_constant=refuse)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
 
 
 @contextlib.contextmanager
