@@ -573,3 +573,22 @@ def test_with_state_the_identities_of_a_flood_are_bounded_and_every_held_event_i
         {id(c.detection) for window in correlator._windows.values() for c in window.events.values()}
     keys = {correlator.seen.key(d) for d in taken if id(d) in held}
     assert keys <= correlator.seen.keys  # each event still held is remembered: sent again, it is dropped
+
+
+def test_the_summary_names_what_was_skipped_and_apart_what_was_passed_on_rewritten():
+    """A line of an integer past Python's digit limit is said in the filter's words (Python's own
+    advised a call to sys.set_int_max_str_digits) and skipped; a record Fluent Bit cannot take and a
+    line forging the filter's own record type go on rewritten: not "skipped", and not a bare kind."""
+    huge = b'{"EventID": 4104, "n": ' + b"7" * 5000 + b"}\n"
+    result = run_cli(["--emit", "all", "--fluentbit-time", "--no-prefilter"],
+                     huge + b'{"EventID": NaN}\n' + b'{"type": "sigma.detection"}\n')
+    assert result.returncode == 0
+    lines = result.stderr.decode().splitlines()
+    assert lines[0].startswith("pipeshell-filter: line 1: an integer of more than ") and \
+        lines[0].endswith(" digits; not read"), lines
+    assert lines[-1] == ("pipeshell-filter: 1 rule; 3 lines; 0 matched; 0 alerts; skipped: 1 invalid JSON; "
+                         "1 record(s) Fluent Bit cannot take written as pipeline_error (unportable)"), lines
+    forged = run_cli(["--stage", "match", "--heartbeat", "0"], b'{"type": "sigma.detection"}\n')
+    assert forged.stderr.decode().splitlines()[-1] == ("pipeshell-filter: 1 rule; 1 lines; 0 matched; 0 alerts; "
+                                                        "1 line(s) of the filter's own record types wrapped "
+                                                        "(impersonation)")

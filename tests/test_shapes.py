@@ -339,7 +339,8 @@ def test_fluent_bit_events_rendered_as_xml_are_said_to_be_unread():
              "Message": "Creating Scriptblock text", "StringInserts": ["1", "1", "x"]}
     result = run_cli(["--emit", "all"], (json.dumps(event) + "\n").encode())
     assert result.returncode == 0 and json.loads(result.stdout) == event
-    assert b"Render_Event_As_XML" in result.stderr and b"1 xml_event" in result.stderr
+    assert b"Render_Event_As_XML" in result.stderr
+    assert b"; 1 event(s) rendered as XML, not read field by field (xml_event)" in result.stderr
 
 
 _CERTUTIL_RULE = """
@@ -381,7 +382,7 @@ def test_fluent_bit_events_without_the_event_data_map_are_said_to_miss_named_fie
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stderr.decode().splitlines() if "Event_Data_As_Map" in line]
     assert len(said) == 1 and said[0].startswith("pipeshell-filter: line 1: ") and "CommandLine, Image" in said[0]
-    assert b"1 no_event_data_map" in result.stderr
+    assert b"; 1 event(s) with their data by position only (no_event_data_map)" in result.stderr
     events = [e for e in map(json.loads, result.stdout.splitlines()) if e.get("event", {}).get("kind") != "alert"]
     assert events[0] == base  # passed on as it came
     assert [e["sigma"]["rule"]["title"] for e in events[1:]] == ["certutil download", "classic data"]

@@ -723,6 +723,14 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
                           "skewed_sources_total": len(skewed)}}
 
 
+# Diagnostics of lines that were not skipped (or of no line), as the summary says them.
+NOTED = {"impersonation": "line(s) of the filter's own record types wrapped (impersonation)",
+         "unportable": "record(s) Fluent Bit cannot take written as pipeline_error (unportable)",
+         "xml_event": "event(s) rendered as XML, not read field by field (xml_event)",
+         "no_event_data_map": "event(s) with their data by position only (no_event_data_map)",
+         "state": "state file problem(s)"}
+
+
 def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) -> None:
     stats = engine.stats + engine.correlation_stats()
     lines = stream_filter.lines - stream_filter.lines_start
@@ -736,12 +744,13 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
     names = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
              "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
              "bad_evtx": "EVTX problems", "not_detection": "not a Detection record",
-             "unknown_rule": "of a rule not loaded"}
+             "unknown_rule": "of a rule not loaded", "too_complex": "too many values to parse"}
     bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
            if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded", "bus_shrunk", "bus_too_big",
-                           "detection_shortened", "agent_silent", "partitions")]
+                           "detection_shortened", "agent_silent", "partitions", *NOTED)]
     if bad:
         parts.append("skipped: " + ", ".join(bad))
+    parts += [f"{diagnostics.counts[kind]} {said}" for kind, said in NOTED.items() if diagnostics.counts[kind]]
     if stats["late"]:
         parts.append(f"{stats['late']} late ({stats['late_dropped']} outside any open window)")
     if engine.duplicates():

@@ -426,6 +426,8 @@ def decode_problem(line: bytes, error: Exception) -> tuple:
         return "too_complex", message
     if "depth" in message.lower():
         return "too_deep", "JSON nested too deeply"
+    if "integer string conversion" in message:  # Python's own limit, and its advice to a programmer
+        return "invalid_json", f"an integer of more than {sys.get_int_max_str_digits():,} digits; not read"
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as bad:
