@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from clitools import alerts, ndjson, run_cli
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import rule_index as ri
+from pipeshell_filter.sigma.collection import MAX_CHAIN
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, RuleError, load_rules, parse_rule, parse_rules
 
@@ -367,20 +368,36 @@ def test_a_linked_directory_of_a_rule_tree_is_read_as_an_input_tree_is(tmp_path)
     assert len(alerts(result.stdout)) == 1
 
 
-def test_a_chain_of_300_correlations_takes_each_event_in_bounded_time(tmp_path):
+def chain_of(depth: int, reversed_order: bool = False) -> str:
+    """A failed-logon rule and ``depth`` correlations, each of the one before (in either file order)."""
+    documents = [f"title: level {level}\nname: c{level}\ncorrelation: {{type: event_count, rules: "
+                 f"[c{level - 1}], group-by: [User], timespan: 5m, condition: {{gte: 1}}}}\n"
+                 for level in range(1, depth + 1)]
+    return "---\n".join(["title: failed logon\nname: c0\nlogsource: {product: windows}\n"
+                         "detection: {sel: {EventID: 4625}, condition: sel}\n"] +
+                        (documents[::-1] if reversed_order else documents))
+
+
+def test_a_chain_of_100_correlations_takes_each_event_in_bounded_time(tmp_path):
     """Each inner correlation asked whether its chain had heard an event, walking the chain, for
     each outer one on every detection: with 300 correlations each chained to the one before, one
-    event took 13 s (cubic in the depth) and five no longer fit a minute."""
-    documents = ["title: failed logon\nname: c0\nlogsource: {product: windows}\n"
-                 "detection: {sel: {EventID: 4625}, condition: sel}\n"]
-    for depth in range(1, 301):
-        documents.append(f"title: level {depth}\nname: c{depth}\ncorrelation: {{type: event_count, rules: "
-                         f"[c{depth - 1}], group-by: [User], timespan: 5m, condition: {{gte: 1}}}}\n")
+    event took 13 s (cubic in the depth) and five no longer fit a minute.  Chains stop at 100 deep."""
     path = tmp_path / "chain.yml"
-    path.write_text("---\n".join(documents))
+    path.write_text(chain_of(MAX_CHAIN))
     events = ndjson([{"EventID": 4625, "User": "bob", "@timestamp": f"2026-11-01T10:00:0{i}Z"} for i in range(5)])
     start = time.monotonic()
     result = run_cli(["--rule", str(path), "--lateness", "0"], events, timeout=60)
     assert time.monotonic() - start < 30
     assert result.returncode == 0, result.stderr[-600:]
-    assert [alert["rule"]["name"] for alert in alerts(result.stdout)] == ["level 300"] * 5
+    assert [alert["rule"]["name"] for alert in alerts(result.stdout)] == [f"level {MAX_CHAIN}"] * 5
+
+
+@pytest.mark.parametrize("reversed_order", [False, True])
+def test_a_chain_deeper_than_100_correlations_is_a_rule_error(tmp_path, reversed_order):
+    """In either order of the file (the outermost first: read by recursion, which a chain of
+    thousands would exhaust)."""
+    path = tmp_path / "chain.yml"
+    path.write_text(chain_of(3000 if reversed_order else MAX_CHAIN + 1, reversed_order))
+    result = run_cli(["--rule", str(path)], b"")
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1, result.stderr[-600:]
+    assert result.stderr.endswith(f"correlations of correlations more than {MAX_CHAIN} deep\n".encode())

@@ -32,6 +32,10 @@ from .compile import Plan
 from .correlation import CorrelationSpec, RuleRef, Threshold
 from .rule import CorrelationRule, RuleError, shown
 
+# Correlations of correlations of ... at most this deep (SigmaHQ's go two deep): each event of the
+# innermost moves the time of every one outside it, so a chain of thousands cost seconds an event.
+MAX_CHAIN = 100
+
 
 @attrs.frozen
 class Target:
@@ -88,7 +92,7 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
         if rule.name is not None:
             by_name.setdefault(rule.name, []).append(entry)
     by_uuid = {key: entry for key, entry in ((_uuid(rule_id), entry) for rule_id, entry in by_id.items()) if key}
-    done, failed, order = {}, {}, []
+    done, failed, order, depths = {}, {}, [], {}  # depths: a correlation's chain, 1 when it reads rules only
 
     def lookup(document: CorrelationRule, written: str):
         if written in by_id:
@@ -115,18 +119,24 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
             if document.id in path:
                 cycle = " -> ".join(shown(i) for i in path[path.index(document.id):] + (document.id,))
                 raise RuleError(f"rule {document.path}: correlations refer to each other in a cycle: {cycle}")
-            targets = []
+            targets, depth = [], 1
             for written in document.rules:
                 entry = lookup(document, written)
                 if isinstance(entry, Plan):
                     targets.append(Target(written, entry.rule.id, entry.rule.title, entry.correlation))
                     continue
+                deeper = f"rule {document.path}: correlations of correlations more than {MAX_CHAIN} deep"
+                if len(path) + 2 > MAX_CHAIN:  # those around it, it and the one it reads: not visited (recursion)
+                    raise RuleError(deeper)
                 inner = visit(entry, path + (document.id,))
                 if inner is None:
                     if document.id in failed:  # a cycle through this document: reported once, for it
                         return None
                     raise RuleError(f"rule {document.path}: refers to correlation {shown(written)}, which could "
                                     "not be loaded")
+                depth = max(depth, depths[entry.id] + 1)
+                if depth > MAX_CHAIN:
+                    raise RuleError(deeper)
                 targets.append(Target(written, inner.spec.id, inner.rule.title, inner.spec))
             plan = CorrelationPlan(document, _spec(document, tuple(targets), lambda w: lookup(document, w)),
                                    tuple(targets))
@@ -134,7 +144,7 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
             failed[document.id] = error
             on_error(document, error)
             return None
-        done[document.id] = plan
+        done[document.id], depths[document.id] = plan, depth
         order.append(plan)
         return plan
 
