@@ -316,16 +316,23 @@ def test_a_detection_no_smaller_form_fits_is_carried_whole_in_one_process():
 # ---------------------------------------------------------------- two processes = one
 
 
-def _stream_bytes(events):
-    return ndjson(flat_event(seconds, host, kind, event_id, record_id=ident)
+def _stream_bytes(events, without_ids=frozenset()):
+    """The events as lines; those in ``without_ids`` carry no record id, but a field no rule reads (a
+    source port): told apart by their lines' digests alone (``event.digest``), in both stages alike."""
+    return ndjson(dict(flat_event(seconds, host, kind, event_id), SourcePort=ident) if ident in without_ids
+                  else flat_event(seconds, host, kind, event_id, record_id=ident)
                   for seconds, host, kind, event_id, ident in events)
 
 
-def _stages(events, rules, lateness, tmp, heartbeat):
+# which events of ``raw_events`` have no record id
+WITHOUT_IDS = st.one_of(st.just(frozenset()), st.frozensets(st.integers(0, 29)), st.just(frozenset(range(30))))
+
+
+def _stages(events, rules, lateness, tmp, heartbeat, without_ids=frozenset()):
     rule_args = {"builtin": [], "single": ["--rule", write(tmp, "single.yml", SINGLE)],
                  "by_host": ["--rule", write(tmp, "by.yml", BY_HOST), "--rule", write(tmp, "s.yml", SINGLE)]}[rules]
     common = rule_args + ["--lateness", str(lateness), "--quiet"]
-    data = _stream_bytes(events)
+    data = _stream_bytes(events, without_ids)
     whole = run_cli(common, data)
     matched = run_cli(common + ["--stage", "match", "--heartbeat", str(heartbeat)], data)
     correlated = run_cli(common + ["--stage", "correlate"], matched.stdout)
@@ -341,12 +348,13 @@ def _stages(events, rules, lateness, tmp, heartbeat):
 
 @settings(max_examples=25, deadline=None)
 @given(raw_events(max_size=30), st.sampled_from(["builtin", "single", "by_host"]),
-       st.sampled_from([0, 30, 400]))
-def test_two_processes_give_byte_identical_alerts(tmp_path_factory, events, rules, lateness):
+       st.sampled_from([0, 30, 400]), WITHOUT_IDS)
+def test_two_processes_give_byte_identical_alerts(tmp_path_factory, events, rules, lateness, without_ids):
     """Detect in one process, correlate the Detection lines in another: the same alert bytes
     as one process running both stages, for random streams and rules (without heartbeats the
-    correlate stage keeps time as the single process does, from the detections' sources)."""
-    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), 0)
+    correlate stage keeps time as the single process does, from the detections' sources); events
+    without a record id too, whose alert ids hold their lines' digests."""
+    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), 0, without_ids)
     assert "sigma.heartbeat" not in kinds
     assert correlated.stdout == whole.stdout
 
@@ -363,13 +371,14 @@ def within_lateness(events, lateness):
 
 @settings(max_examples=25, deadline=None)
 @given(raw_events(max_size=30), st.sampled_from(["builtin", "single", "by_host"]),
-       st.sampled_from([0, 30, 400]), st.sampled_from([1, 5, 60]))
+       st.sampled_from([0, 30, 400]), st.sampled_from([1, 5, 60]), WITHOUT_IDS)
 def test_with_heartbeats_an_on_time_stream_gives_the_same_alerts(tmp_path_factory, events, rules, lateness,
-                                                                 heartbeat):
+                                                                 heartbeat, without_ids):
     """With heartbeats the correlate stage keeps the agent's time: on a stream whose disorder
     stays within the lateness (the watermark's promise) the alerts are the same."""
     events = within_lateness(events, lateness)
-    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), heartbeat)
+    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), heartbeat,
+                                       without_ids)
     assert ("sigma.heartbeat" in kinds) == bool(events)
     assert sorted(correlated.stdout.splitlines()) == sorted(whole.stdout.splitlines())
 
