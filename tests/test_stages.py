@@ -124,6 +124,34 @@ def test_a_detection_with_any_event_reference_is_refused_or_alerts(key, value, w
     assert len(made) == (len(taken) == 3)  # the incident, when every record was taken
 
 
+def test_a_hostile_event_digest_is_refused_in_one_line_and_one_beside_a_record_id_is_not_read(tmp_path):
+    """``event.digest`` is what ``line_digest`` writes or the record is refused, said in one line: a
+    megabyte of it, or any other text, was taken as is.  Beside a record id it is not read: records of
+    one Windows event with other digests were as many events (three made a count of three)."""
+    rule = write(tmp_path, "by.yml", BY_HOST)  # three pipe events on one host
+    lines = [dict(flat_event(0, "srv01", "server", 4104), SourcePort=port) for port in range(3)]
+    match = run_cli(["--rule", rule, "--stage", "match", "--heartbeat", "0"], ndjson(lines))
+    assert match.returncode == 0, match.stderr
+    wires = [json.loads(line) for line in match.stdout.splitlines()]
+    assert len({wire["event"]["digest"] for wire in wires}) == 3 and all("record_id" not in w["event"] for w in wires)
+    whole = run_cli(["--rule", rule, "--stage", "correlate"], ndjson(wires))
+    assert len(alerts(whole.stdout)) == 1, whole.stderr
+    for hostile in ["f" * 1_000_000, "0123456789ABCDEF", "0123456789abcde", "0123456789abcdeg", 12345, None, ""]:
+        wires[0]["event"]["digest"] = hostile
+        result = run_cli(["--rule", rule, "--stage", "correlate"], ndjson(wires))
+        assert result.returncode == 0 and alerts(result.stdout) == [], result.stderr  # two events left
+        said = [line for line in result.stderr.splitlines() if b"event.digest" in line]
+        assert len(said) == 1 and len(said[0]) < 200, result.stderr[:300]
+        assert b"must be 16 lowercase hexadecimal digits" in said[0]
+    for number, wire in enumerate(wires):
+        wire["event"].update(record_id=7, digest=f"{number:016x}", line=number + 1)
+    once = run_cli(["--rule", rule, "--stage", "correlate"], ndjson(wires))
+    assert once.returncode == 0 and alerts(once.stdout) == [], once.stderr
+    assert b"2 sent again (taken once)" in once.stderr
+    read = Detection.from_wire(wires[1])
+    assert "digest" not in read.event and read.event["record_id"] == 7
+
+
 def test_correlate_stage_diagnoses_lines_that_are_not_detections_and_goes_on(tmp_path):
     match = run_cli(["--stage", "match", "--lateness", "0"], ndjson([
         evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),
