@@ -314,13 +314,15 @@ def test_a_fitted_detection_fits_reads_back_and_tells_values_apart(host, fields,
     and counting read)."""
     from pipeshell_filter.io.stream import fitted
     kept_fields = {name: kept_values(values) for name, values in fields.items()}
-    detection = Detection("r", 10**18, kept(host), (0,), kept_fields, {"line": 1, "host": kept(host), "selections": []})
+    detection = Detection("r", 10**18, kept(host), (0,), kept_fields, {"line": 1, "host": kept(host),
+                                                                       "digest": "0123456789abcdef", "selections": []})
     found = fitted(detection.to_wire(), limit)
     if found is None:
         return
     record, encoded = found
     assert len(encoded) <= limit and ujson.loads(encoded) == record
     read = Detection.from_wire(record)
+    assert read.event["digest"] == "0123456789abcdef"  # what tells the event apart, as it was
     jsonschema.validate(record, DETECTION_SCHEMA)
     assert fitted(Detection.from_wire(detection.to_wire()).to_wire(), limit) == found
     changed = Detection("r", 10**18, kept(host + other), (0,), kept_fields, {"line": 1, "host": kept(host + other),
