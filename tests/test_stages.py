@@ -79,6 +79,28 @@ def test_detection_records_validate_and_round_trip():
     assert Detection.from_wire(older).event["host"] == "7"
 
 
+def test_an_event_digest_is_of_the_line_the_filter_parses(tmp_path):
+    """The same event, with a byte order mark or forwarded in a ``--line-field`` record with a read time
+    of its own, from stdin or a named file: one digest, as the README says (a line read again is the
+    same event); an event with a record id carries none."""
+    rule = write(tmp_path, "single.yml", SINGLE)
+    event = json.dumps(dict(flat_event(0, "srv01", "server", 4104), SourcePort=1)).encode()
+    with_id = json.dumps(flat_event(1, "srv01", "server", 4104, record_id=5)).encode()
+    digests, source = [], tmp_path / "in.ndjson"
+    for data, options in [(event + b"\n" + with_id + b"\n", []), (b"\xef\xbb\xbf" + event + b"\n", []),
+                          (b"".join(json.dumps({"date": 1.5 + i, "log": event.decode()}).encode() + b"\n"
+                                    for i in range(2)), ["--line-field", "log"])]:
+        source.write_bytes(data)
+        for stdin, named in ((data, []), (b"", ["--input", str(source)])):
+            result = run_cli(["--rule", rule, "--stage", "match", "--heartbeat", "0", *options, *named], stdin)
+            assert result.returncode == 0, result.stderr
+            for line in result.stdout.splitlines():
+                reference = json.loads(line)["event"]
+                assert ("digest" in reference) != ("record_id" in reference), reference
+                digests += [reference["digest"]] if "digest" in reference else []
+    assert len(digests) == 8 and len(set(digests)) == 1
+
+
 @pytest.mark.parametrize("record, message", [
     ({"type": "other"}, "not a sigma.detection"),
     ({"type": "sigma.detection", "version": 2}, "version 2"),
