@@ -155,3 +155,37 @@ def test_events_without_a_record_id_told_apart_by_their_line_count_each(events, 
         correlated, _ = correlate(b"".join(records), lateness, state)
     firsts = [line if line not in lines[:number] else b"{}\n" for number, line in enumerate(lines)]
     assert correlated == filtered(RULES, b"".join(firsts), lateness)  # (a copy's place kept: lines keep their number)
+
+
+def _without_lines(output: bytes) -> list:
+    """Alert records with every ``line`` left out: each agent numbers its own input lines."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {key: strip(item) for key, item in value.items() if key != "line"}
+        return [strip(item) for item in value] if isinstance(value, list) else value
+    return [strip(json.loads(line)) for line in output.splitlines()]
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["h1", "h2"]), st.integers(0, 4), st.integers(0, 1)),
+                min_size=1, max_size=16),
+       st.sampled_from([0, 30]), st.booleans())
+def test_events_of_two_agents_told_apart_by_their_line_count_each(events, lateness, with_state):
+    """Two match stages, each numbering its own lines from 1, read events of the same hosts without a
+    record id: their records, interleaved at the correlate stage, give the alerts of one process on
+    all the lines (a line both agents read counts once).  Two events of one host at one time, each
+    its agent's line N, told apart by their lines' digests only, were one event when they came one
+    after the other (``correlator._same_event``)."""
+    lines = [(ujson.dumps(dict(flat_event(seconds, host, "server"), SourcePort=port)).encode() + b"\n", agent)
+             for seconds, host, port, agent in events]
+    engines, numbers, records = (Engine(RULES, RESOLVER), Engine(RULES, RESOLVER)), [0, 0], []
+    for line, agent in lines:
+        numbers[agent] += 1
+        _, detections = engines[agent].match(json.loads(line), numbers[agent], None, line[:-1])
+        records += [ujson.dumps(d.to_wire()).encode() + b"\n" for d in detections]
+    with tempfile.TemporaryDirectory() as directory:
+        state = os.path.join(directory, "state.json") if with_state else None
+        correlated, _ = correlate(b"".join(records), lateness, state)
+    texts = [line for line, _ in lines]
+    firsts = [line if line not in texts[:number] else b"{}\n" for number, line in enumerate(texts)]
+    assert _without_lines(correlated) == _without_lines(filtered(RULES, b"".join(firsts), lateness))

@@ -79,6 +79,28 @@ def test_detection_records_validate_and_round_trip():
     assert Detection.from_wire(older).event["host"] == "7"
 
 
+def test_an_event_digest_is_of_the_line_the_filter_parses(tmp_path):
+    """The same event, with a byte order mark or forwarded in a ``--line-field`` record with a read time
+    of its own, from stdin or a named file: one digest, as the README says (a line read again is the
+    same event); an event with a record id carries none."""
+    rule = write(tmp_path, "single.yml", SINGLE)
+    event = json.dumps(dict(flat_event(0, "srv01", "server", 4104), SourcePort=1)).encode()
+    with_id = json.dumps(flat_event(1, "srv01", "server", 4104, record_id=5)).encode()
+    digests, source = [], tmp_path / "in.ndjson"
+    for data, options in [(event + b"\n" + with_id + b"\n", []), (b"\xef\xbb\xbf" + event + b"\n", []),
+                          (b"".join(json.dumps({"date": 1.5 + i, "log": event.decode()}).encode() + b"\n"
+                                    for i in range(2)), ["--line-field", "log"])]:
+        source.write_bytes(data)
+        for stdin, named in ((data, []), (b"", ["--input", str(source)])):
+            result = run_cli(["--rule", rule, "--stage", "match", "--heartbeat", "0", *options, *named], stdin)
+            assert result.returncode == 0, result.stderr
+            for line in result.stdout.splitlines():
+                reference = json.loads(line)["event"]
+                assert ("digest" in reference) != ("record_id" in reference), reference
+                digests += [reference["digest"]] if "digest" in reference else []
+    assert len(digests) == 8 and len(set(digests)) == 1
+
+
 @pytest.mark.parametrize("record, message", [
     ({"type": "other"}, "not a sigma.detection"),
     ({"type": "sigma.detection", "version": 2}, "version 2"),
@@ -122,6 +144,34 @@ def test_a_detection_with_any_event_reference_is_refused_or_alerts(key, value, w
     for alert in made:
         json.dumps(alert)
     assert len(made) == (len(taken) == 3)  # the incident, when every record was taken
+
+
+def test_a_hostile_event_digest_is_refused_in_one_line_and_one_beside_a_record_id_is_not_read(tmp_path):
+    """``event.digest`` is what ``line_digest`` writes or the record is refused, said in one line: a
+    megabyte of it, or any other text, was taken as is.  Beside a record id it is not read: records of
+    one Windows event with other digests were as many events (three made a count of three)."""
+    rule = write(tmp_path, "by.yml", BY_HOST)  # three pipe events on one host
+    lines = [dict(flat_event(0, "srv01", "server", 4104), SourcePort=port) for port in range(3)]
+    match = run_cli(["--rule", rule, "--stage", "match", "--heartbeat", "0"], ndjson(lines))
+    assert match.returncode == 0, match.stderr
+    wires = [json.loads(line) for line in match.stdout.splitlines()]
+    assert len({wire["event"]["digest"] for wire in wires}) == 3 and all("record_id" not in w["event"] for w in wires)
+    whole = run_cli(["--rule", rule, "--stage", "correlate"], ndjson(wires))
+    assert len(alerts(whole.stdout)) == 1, whole.stderr
+    for hostile in ["f" * 1_000_000, "0123456789ABCDEF", "0123456789abcde", "0123456789abcdeg", 12345, None, ""]:
+        wires[0]["event"]["digest"] = hostile
+        result = run_cli(["--rule", rule, "--stage", "correlate"], ndjson(wires))
+        assert result.returncode == 0 and alerts(result.stdout) == [], result.stderr  # two events left
+        said = [line for line in result.stderr.splitlines() if b"event.digest" in line]
+        assert len(said) == 1 and len(said[0]) < 200, result.stderr[:300]
+        assert b"must be 16 lowercase hexadecimal digits" in said[0]
+    for number, wire in enumerate(wires):
+        wire["event"].update(record_id=7, digest=f"{number:016x}", line=number + 1)
+    once = run_cli(["--rule", rule, "--stage", "correlate"], ndjson(wires))
+    assert once.returncode == 0 and alerts(once.stdout) == [], once.stderr
+    assert b"2 sent again (taken once)" in once.stderr
+    read = Detection.from_wire(wires[1])
+    assert "digest" not in read.event and read.event["record_id"] == 7
 
 
 def test_correlate_stage_diagnoses_lines_that_are_not_detections_and_goes_on(tmp_path):
@@ -286,13 +336,15 @@ def test_a_fitted_detection_fits_reads_back_and_tells_values_apart(host, fields,
     and counting read)."""
     from pipeshell_filter.io.stream import fitted
     kept_fields = {name: kept_values(values) for name, values in fields.items()}
-    detection = Detection("r", 10**18, kept(host), (0,), kept_fields, {"line": 1, "host": kept(host), "selections": []})
+    detection = Detection("r", 10**18, kept(host), (0,), kept_fields, {"line": 1, "host": kept(host),
+                                                                       "digest": "0123456789abcdef", "selections": []})
     found = fitted(detection.to_wire(), limit)
     if found is None:
         return
     record, encoded = found
     assert len(encoded) <= limit and ujson.loads(encoded) == record
     read = Detection.from_wire(record)
+    assert read.event["digest"] == "0123456789abcdef"  # what tells the event apart, as it was
     jsonschema.validate(record, DETECTION_SCHEMA)
     assert fitted(Detection.from_wire(detection.to_wire()).to_wire(), limit) == found
     changed = Detection("r", 10**18, kept(host + other), (0,), kept_fields, {"line": 1, "host": kept(host + other),
@@ -316,16 +368,23 @@ def test_a_detection_no_smaller_form_fits_is_carried_whole_in_one_process():
 # ---------------------------------------------------------------- two processes = one
 
 
-def _stream_bytes(events):
-    return ndjson(flat_event(seconds, host, kind, event_id, record_id=ident)
+def _stream_bytes(events, without_ids=frozenset()):
+    """The events as lines; those in ``without_ids`` carry no record id, but a field no rule reads (a
+    source port): told apart by their lines' digests alone (``event.digest``), in both stages alike."""
+    return ndjson(dict(flat_event(seconds, host, kind, event_id), SourcePort=ident) if ident in without_ids
+                  else flat_event(seconds, host, kind, event_id, record_id=ident)
                   for seconds, host, kind, event_id, ident in events)
 
 
-def _stages(events, rules, lateness, tmp, heartbeat):
+# which events of ``raw_events`` have no record id
+WITHOUT_IDS = st.one_of(st.just(frozenset()), st.frozensets(st.integers(0, 29)), st.just(frozenset(range(30))))
+
+
+def _stages(events, rules, lateness, tmp, heartbeat, without_ids=frozenset()):
     rule_args = {"builtin": [], "single": ["--rule", write(tmp, "single.yml", SINGLE)],
                  "by_host": ["--rule", write(tmp, "by.yml", BY_HOST), "--rule", write(tmp, "s.yml", SINGLE)]}[rules]
     common = rule_args + ["--lateness", str(lateness), "--quiet"]
-    data = _stream_bytes(events)
+    data = _stream_bytes(events, without_ids)
     whole = run_cli(common, data)
     matched = run_cli(common + ["--stage", "match", "--heartbeat", str(heartbeat)], data)
     correlated = run_cli(common + ["--stage", "correlate"], matched.stdout)
@@ -341,12 +400,13 @@ def _stages(events, rules, lateness, tmp, heartbeat):
 
 @settings(max_examples=25, deadline=None)
 @given(raw_events(max_size=30), st.sampled_from(["builtin", "single", "by_host"]),
-       st.sampled_from([0, 30, 400]))
-def test_two_processes_give_byte_identical_alerts(tmp_path_factory, events, rules, lateness):
+       st.sampled_from([0, 30, 400]), WITHOUT_IDS)
+def test_two_processes_give_byte_identical_alerts(tmp_path_factory, events, rules, lateness, without_ids):
     """Detect in one process, correlate the Detection lines in another: the same alert bytes
     as one process running both stages, for random streams and rules (without heartbeats the
-    correlate stage keeps time as the single process does, from the detections' sources)."""
-    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), 0)
+    correlate stage keeps time as the single process does, from the detections' sources); events
+    without a record id too, whose alert ids hold their lines' digests."""
+    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), 0, without_ids)
     assert "sigma.heartbeat" not in kinds
     assert correlated.stdout == whole.stdout
 
@@ -363,13 +423,14 @@ def within_lateness(events, lateness):
 
 @settings(max_examples=25, deadline=None)
 @given(raw_events(max_size=30), st.sampled_from(["builtin", "single", "by_host"]),
-       st.sampled_from([0, 30, 400]), st.sampled_from([1, 5, 60]))
+       st.sampled_from([0, 30, 400]), st.sampled_from([1, 5, 60]), WITHOUT_IDS)
 def test_with_heartbeats_an_on_time_stream_gives_the_same_alerts(tmp_path_factory, events, rules, lateness,
-                                                                 heartbeat):
+                                                                 heartbeat, without_ids):
     """With heartbeats the correlate stage keeps the agent's time: on a stream whose disorder
     stays within the lateness (the watermark's promise) the alerts are the same."""
     events = within_lateness(events, lateness)
-    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), heartbeat)
+    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), heartbeat,
+                                       without_ids)
     assert ("sigma.heartbeat" in kinds) == bool(events)
     assert sorted(correlated.stdout.splitlines()) == sorted(whole.stdout.splitlines())
 

@@ -188,6 +188,8 @@ class Detection:
         # the state cap: 150 records of 1 MB values took 580 MB), echoed into alerts and made a record sent
         # again another event.  A record this build wrote reads back unchanged.
         event = {key: kept(value) for key, value in event.items() if key in REFERENCE_KEYS}
+        if "record_id" in event:  # what tells this event apart, as ``_reference`` writes it: a digest beside it
+            event.pop("digest", None)  # made one event sent again with other digests as many events
         if type(event.get("host")) is int:  # an agent of an older build wrote a numeric host so
             event["host"] = str(event["host"])  # (hosts are text: alerts and their schema)
         fields = {name: values if len(values) <= MOST_VALUES and all(len(v) <= LONGEST_VALUE for v in values)
@@ -199,6 +201,7 @@ class Detection:
 # event reference (``_reference``), which a reader keeps only.
 FIELD_KEYS = ("rule", "time", "source", "terms", "fields", "event")
 REFERENCE_KEYS = frozenset(("@timestamp", "line", "event_id", "host", "record_id", "digest", "selections"))
+DIGEST_DIGITS = 16  # ``line_digest``: 64 bits as hex
 
 
 def _check_reference(event: dict) -> None:
@@ -207,8 +210,10 @@ def _check_reference(event: dict) -> None:
         value = event.get(key, "")  # absent: fine; present: not null
         if type(value) not in (str, int) or key == "@timestamp" and type(value) is not str:
             raise WireError(f"'event.{key}' must be {'a string' if key == '@timestamp' else 'a string or an integer'}")
-    if type(event.get("digest", "")) is not str:
-        raise WireError("'event.digest' must be a string")
+    digest = event.get("digest", "0" * DIGEST_DIGITS)
+    if type(digest) is not str or len(digest) != DIGEST_DIGITS or digest.strip("0123456789abcdef"):
+        # as ``line_digest`` writes it: any other text (a megabyte, each record its own) was taken as is
+        raise WireError(f"'event.digest' must be {DIGEST_DIGITS} lowercase hexadecimal digits")
     line, selections = event.get("line", 0), event.get("selections", [])
     if type(line) is not int or line < 0:  # (a negative one went into alerts against their schema)
         raise WireError("'event.line' must be an integer, 0 or more")
@@ -390,4 +395,4 @@ def line_digest(text: bytes) -> str:
     rules read are the same (ten failed logons in one second, from ten source ports): 64 bits of
     BLAKE2b over the event's input line.  A record id tells Windows events apart instead: a
     shipper sending one again may write other bytes (Winlogbeat's ``event.created``)."""
-    return blake2b(text, digest_size=8).hexdigest()
+    return blake2b(text, digest_size=DIGEST_DIGITS // 2).hexdigest()

@@ -144,9 +144,11 @@ def give_back_memory() -> None:
 
 
 def _same_event(reference: dict) -> tuple:
-    """What tells one event from another in a Detection's reference (its input line, record id,
-    EventID, host), whichever rule it met."""
-    return (reference.get("line"), reference.get("record_id"), reference.get("event_id"), reference.get("host"))
+    """What tells one event from another in a Detection's reference (its input line, record id or
+    the digest of its line, EventID, host), whichever rule it met: two agents' events of one host
+    at one time, each its agent's line 5, were one event to the correlate stage without the digest."""
+    return (reference.get("line"), reference.get("record_id"), reference.get("digest"), reference.get("event_id"),
+            reference.get("host"))
 
 
 class Correlator:
