@@ -16,6 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from clitools import alerts
+import resolvers
 from eventgen import CLIENT, HOSTS, SERVER, evtx_event, flat_event
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import rule_index as ri
@@ -32,7 +33,6 @@ from pipeshell_filter.io.stream import BlockReader, Diagnostics, Filter, LINES, 
 ENGINES = pf.available_engines()
 PLAN = compile_plan(load_rule(BUILTIN_RULE, builtin=True))
 NEEDLES = PLAN.prefilter_literals(pf.needle)
-PROFILES = builtin_profiles()  # read once: eight YAML files, 25 ms of each run of the filter below
 
 
 # ---------------------------------------------------------------- needles and triggers
@@ -532,7 +532,7 @@ def run_filter(data: bytes, emit: str, engine, block_size: int, non_json="pass",
     with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
         source.write(data)
         source.seek(0)
-        stream_filter = Filter(Engine(plans, FieldResolver(PROFILES), 0), Output(sink.fileno()),
+        stream_filter = Filter(Engine(plans, FieldResolver(resolvers.PROFILES), 0), Output(sink.fileno()),
                                Diagnostics(io.StringIO()), emit, prefilter=scanner, non_json=non_json,
                                fluentbit_time=fluentbit_time, clock=lambda: 0, index=index,
                                max_record=max_record, stage="all" if heartbeat is None else "match")
@@ -749,7 +749,7 @@ def run_files(paths, emit: str, engine) -> bytes:
     scanner = None if engine is None else pf.Prefilter(NEEDLES, engine)
     diagnostics = Diagnostics(io.StringIO())
     with tempfile.TemporaryFile() as sink:
-        stream_filter = Filter(Engine([PLAN], FieldResolver(PROFILES), 0), Output(sink.fileno()),
+        stream_filter = Filter(Engine([PLAN], FieldResolver(resolvers.PROFILES), 0), Output(sink.fileno()),
                                diagnostics, emit, prefilter=scanner, clock=lambda: 0)
         stream_filter.process_labelled(_file_lines(paths, stream_filter, diagnostics))
         stream_filter.finish()

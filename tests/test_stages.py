@@ -20,7 +20,8 @@ from hypothesis import given, settings, strategies as st
 
 from clitools import COMMAND, REPO, alerts, ndjson, records, run_cli
 from eventgen import evtx_event, flat_event, raw_events
-from pipeshell_filter.cli import build_prefilter, load_plans, make_resolver
+import resolvers
+from pipeshell_filter.cli import build_prefilter, load_plans
 from pipeshell_filter.detect import FIELD_BYTES, LONGEST_VALUE, MOST_VALUES, Detection, WireError, kept, \
     kept_values
 from pipeshell_filter.engine import Engine
@@ -81,7 +82,7 @@ def write(tmp_path, name, text):
 
 
 def test_detection_records_validate_and_round_trip():
-    engine = Engine(load_plans(None, None), make_resolver("auto", None, None))
+    engine = Engine(load_plans(None, None), resolvers.auto())
     _, detections = engine.match(evtx_event(5, "srv01", "server", 4104, record_id=3), 7)
     assert len(detections) == 1
     wire = json.loads(json.dumps(detections[0].to_wire()))
@@ -119,12 +120,12 @@ def test_a_detection_with_any_event_reference_is_refused_or_alerts(key, value, w
     """Whatever a record puts in its event reference, it is refused in one line or taken and the
     alerts it makes are built: the correlate stage never stops on it."""
     plans = load_plans(None, None)
-    engine = Engine(plans, make_resolver("auto", None, None), 0)
+    engine = Engine(plans, resolvers.auto(), 0)
     events = [evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),
               evtx_event(60, "cli02", "client", 4103, 3)]
     wires = [json.loads(json.dumps(d.to_wire())) for line, e in enumerate(events, 1) for d in engine.match(e, line)[1]]
     wires[which]["event"][key] = value
-    correlate = Engine(plans, make_resolver("auto", None, None), 0)
+    correlate = Engine(plans, resolvers.auto(), 0)
     taken = []
     for wire in wires:
         try:
@@ -368,7 +369,7 @@ def _stage(rule_paths, data: bytes, lateness: int, stage: str, heartbeat: float 
     plans = load_plans(rule_paths or None, None)
     prefilter, index = (None, None) if stage == "correlate" else \
         build_prefilter(plans, "auto", "match", OWN_TYPES if stage == "match" else ())
-    engine = Engine(plans, make_resolver("auto", None, None), lateness * NS, unknown_logsource="match",
+    engine = Engine(plans, resolvers.auto(), lateness * NS, unknown_logsource="match",
                     max_skew_ns=300 * NS)
     with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
         stream_filter = Filter(engine, Output(sink.fileno()), Diagnostics(io.StringIO()), "alerts",
@@ -542,7 +543,7 @@ def filtered(plans, data: bytes, lateness: int = 60) -> bytes:
     """``--emit alerts`` on ``data`` without ``--state``, in this process (a property's hundreds of runs,
     each a start of its own)."""
     with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
-        stream_filter = Filter(Engine(plans, make_resolver("auto", None, None), lateness * NS), Output(sink.fileno()),
+        stream_filter = Filter(Engine(plans, resolvers.auto(), lateness * NS), Output(sink.fileno()),
                                Diagnostics(io.StringIO()), "alerts", clock=lambda: 0)
         source.write(data)
         source.seek(0)
