@@ -11,7 +11,7 @@ import pytest
 import ujson
 from hypothesis import given, settings, strategies as st
 
-from clitools import COMMAND, alerts, records, run_cli
+from clitools import COMMAND, alerts, records, run_cli, run_cli_here
 from eventgen import flat_event
 from pipeshell_filter.cli import load_plans, make_resolver
 from pipeshell_filter.detect import Detection, Heartbeat, WireError, from_wire
@@ -378,8 +378,8 @@ def test_mutated_detection_records_are_each_diagnosed_or_used_and_the_incident_a
     after = data.draw(st.lists(mutated(single) | mutated(correlated), max_size=6))
     genuine = data.draw(st.permutations(incidents))
     lines = before + genuine + after
-    result = run_cli(["--stage", "correlate", "--rule", rules, "--max-line-bytes", "4096"],
-                     b"\n".join(lines) + b"\n")
+    result = run_cli_here(["--stage", "correlate", "--rule", rules, "--max-line-bytes", "4096"],
+                          b"\n".join(lines) + b"\n")
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
     assert all(text.startswith("pipeshell-filter: ") for text in stderr.splitlines()), stderr[-2000:]
