@@ -2,8 +2,10 @@
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 
@@ -19,6 +21,33 @@ COMMAND = [sys.executable, "-m", "pipeshell_filter"]
 
 def run_cli(args, data: bytes = b"", timeout=60):
     return subprocess.run(COMMAND + list(args), input=data, capture_output=True, timeout=timeout)
+
+
+def run_cli_here(args, data: bytes = b"") -> subprocess.CompletedProcess:
+    """``run_cli`` without starting a process (half a second each): the command line's own ``main`` in
+    this one, its standard streams files (stdin a file, not a pipe: no live input).  For properties
+    that compare what two commands write, many times over; the start-up itself is run_cli's."""
+    from pipeshell_filter import cli
+
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        stdin.write(data)
+        stdin.seek(0)
+        saved, on_term = (sys.stdin, sys.stdout, sys.stderr), signal.getsignal(signal.SIGTERM)
+        sys.stdin = open(stdin.fileno(), closefd=False)
+        sys.stdout, sys.stderr = open(stdout.fileno(), "w", closefd=False), open(stderr.fileno(), "w", closefd=False)
+        status = 0
+        try:
+            cli.main(list(args))
+        except SystemExit as exit:
+            status = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdin, sys.stdout, sys.stderr = saved
+            signal.signal(signal.SIGTERM, on_term)
+        stdout.seek(0)
+        stderr.seek(0)
+        return subprocess.CompletedProcess(args, status, stdout.read(), stderr.read())
 
 
 def records(stdout: bytes):

@@ -7,7 +7,8 @@ from hypothesis import given, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, read_all, run_cli
 from eventgen import BASE, evtx_event, flat_event
-from pipeshell_filter.cli import Join, load_plans, make_resolver
+import resolvers
+from pipeshell_filter.cli import Join, load_plans
 from pipeshell_filter.correlate.clock import NEVER, SourceClocks
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.timeparse import NS
@@ -145,7 +146,7 @@ def test_one_host_alone_on_a_live_pipe_still_alerts_while_the_input_stays_open(t
 
 def run_live(events, lateness, wall_ns):
     """``run`` on live input whose wall clock reads ``wall_ns`` (``Engine.live``)."""
-    engine = Engine(load_plans(None, Join("window")), make_resolver("auto", None, None), lateness * NS)
+    engine = Engine(load_plans(None, Join("window")), resolvers.auto(), lateness * NS)
     engine.correlation.wall = lambda: wall_ns
     engine.live()
     records = []

@@ -10,7 +10,8 @@ from hypothesis import given, strategies as st
 
 from eventgen import BASE, flat_event, raw_events
 from oracle import pipeshell_oracle
-from pipeshell_filter.cli import load_plans, make_resolver
+import resolvers
+from pipeshell_filter.cli import load_plans
 from pipeshell_filter.cli import Join
 from pipeshell_filter.correlate import Correlator
 from pipeshell_filter.detect import Detection
@@ -24,7 +25,7 @@ BASE_NS = int(BASE.timestamp()) * NS
 
 def run(events, lateness=0, join="window"):
     """Feed events in the given order; return [(t_seconds, frozenset(record ids))] and the engine."""
-    engine = Engine(load_plans(None, Join(join)), make_resolver("auto", None, None), lateness * NS)
+    engine = Engine(load_plans(None, Join(join)), resolvers.auto(), lateness * NS)
     records = []
     for seconds, host, kind, event_id, ident in events:
         records += engine.process(flat_event(seconds, host, kind, event_id, record_id=ident)).alerts

@@ -16,7 +16,8 @@ import json
 from hypothesis import given, settings, strategies as st
 
 from eventgen import flat_event, raw_events
-from pipeshell_filter.cli import load_plans, make_resolver
+import resolvers
+from pipeshell_filter.cli import load_plans
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.timeparse import parse_time
 from test_stages import BY_HOST, SINGLE, within_lateness, write
@@ -62,7 +63,7 @@ def plans_for(rules, tmp):
 
 
 def run(plans, events, lateness, early):
-    engine = Engine(plans, make_resolver("auto", None, None), lateness * 10**9, early=early)
+    engine = Engine(plans, resolvers.auto(), lateness * 10**9, early=early)
     during = []
     for line, (seconds, host, kind, event_id, ident) in enumerate(events, 1):
         during += engine.process(flat_event(seconds, host, kind, event_id, record_id=ident), line).alerts
@@ -197,7 +198,7 @@ def test_a_busy_correlation_still_alerts_early_on_a_quiet_group(tmp_path):
     busy = [(i // 100, f"busy{i}", "server", 4104, i) for i in range(600)]  # one event each, 600 hosts
     quiet = [(10, "srv01", "server", 4104, 1001), (11, "srv01", "client", 4104, 1002),
              (12, "srv01", "server", 4104, 1003)]
-    engine = Engine(plans, make_resolver("auto", None, None), 60 * 10**9, early=True)
+    engine = Engine(plans, resolvers.auto(), 60 * 10**9, early=True)
     for line, (seconds, host, kind, event_id, ident) in enumerate(busy + quiet[:-1], 1):
         engine.process(flat_event(seconds, host, kind, event_id, record_id=ident), line)
     last = quiet[-1]
@@ -227,7 +228,7 @@ def test_an_event_that_meets_several_rules_is_whole_in_its_early_alert(tmp_path_
                    **{"@timestamp": f"2024-01-01T00:{i // 60:02d}:{i % 60:02d}Z"}) for i, row in enumerate(rows)]
 
     def alerts_of(early):
-        engine = Engine(plans, make_resolver("auto", None, None), lateness * 10**9, early=early)
+        engine = Engine(plans, resolvers.auto(), lateness * 10**9, early=early)
         during = [a for line, e in enumerate(events, 1) for a in engine.process(e, line).alerts]
         return during, engine.flush()
 

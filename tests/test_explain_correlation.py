@@ -6,7 +6,7 @@ import ujson
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from clitools import REPO, alerts, ndjson, run_cli
+from clitools import REPO, alerts, ndjson, run_cli, run_cli_here
 from eventgen import flat_event, iso
 from pipeshell_filter.cli import load_plans, make_resolver
 from pipeshell_filter.detect import WIRE_TYPE
@@ -364,7 +364,8 @@ def test_explain_says_fired_the_windows_the_filter_alerts_on_with_the_same_optio
     lines itself: on out-of-order streams the windows it said fired were not the filter's alerts
     (early alerts fire sooner, on other events; a line the filter leaves uninspected, or reads
     unwrapped, fed explain's windows).  With the same options, what it says fired is exactly what
-    the filter (the real command) alerts on: the same correlations, window ends and events."""
+    the filter (the command line, here in this process) alerts on: the same correlations, window ends
+    and events."""
     directory = tmp_path_factory.mktemp("kinds")
     (directory / "rules.yml").write_text(KINDS)
     lines = []
@@ -378,11 +379,11 @@ def test_explain_says_fired_the_windows_the_filter_alerts_on_with_the_same_optio
     path.write_bytes(b"".join(lines))
     options = ["--rule", str(directory / "rules.yml"), "--lateness", lateness] + (["--early-alerts"] if early else []) \
         + (["--max-line-bytes", max_line] if max_line else []) + (["--line-field", line_field] if line_field else [])
-    written = run_cli(["--input", str(path), "--quiet", "--workers", "0", *options])
+    written = run_cli_here(["--input", str(path), "--quiet", "--workers", "0", *options])
     assert written.returncode == 0, written.stderr
     alerted = sorted((a["rule"]["name"], a["@timestamp"], tuple(sorted(e["line"] for e in a["sigma"]["events"])))
                      for a in alerts(written.stdout) if "timeframe_seconds" in a["sigma"])
-    explained = run_cli(["explain", "--events", str(path), *options])
+    explained = run_cli_here(["explain", "--events", str(path), *options])
     assert explained.returncode == 0, explained.stderr
     assert said_fired(explained.stdout.decode()) == alerted
 
@@ -476,16 +477,17 @@ def test_explain_stage_correlate_says_fired_the_windows_the_correlate_stage_aler
     for agent in ("a", "b"):
         mine = [event for event, row in zip(events, rows) if row[4] == agent]
         (directory / f"{agent}.ndjson").write_bytes(ndjson(mine))
-        matched = run_cli(["--input", str(directory / f"{agent}.ndjson"), "--quiet", "--stage", "match", "--workers",
-                           "0", "--heartbeat", heartbeat, *(["--agent", agent] if heartbeat != "0" else []), *matching])
+        matched = run_cli_here(["--input", str(directory / f"{agent}.ndjson"), "--quiet", "--stage", "match",
+                                "--workers", "0", "--heartbeat", heartbeat,
+                                *(["--agent", agent] if heartbeat != "0" else []), *matching])
         assert matched.returncode == 0, matched.stderr
         records += matched.stdout
     path = directory / "detections.ndjson"
     path.write_bytes(records)
     correlate_options = [*options, "--agents", agents]
-    correlated = run_cli(["--input", str(path), "--quiet", "--stage", "correlate", *correlate_options])
+    correlated = run_cli_here(["--input", str(path), "--quiet", "--stage", "correlate", *correlate_options])
     assert correlated.returncode == 0, correlated.stderr
-    explained = run_cli(["explain", "--events", str(path), "--stage", "correlate", *correlate_options])
+    explained = run_cli_here(["explain", "--events", str(path), "--stage", "correlate", *correlate_options])
     assert explained.returncode == 0, explained.stderr
     text = explained.stdout.decode()
     assert fired_windows(text) == alerted_windows(correlated.stdout)
@@ -498,12 +500,13 @@ def test_explain_stage_correlate_says_fired_the_windows_the_correlate_stage_aler
         if "correlation" in a["sigma"])
     assert text.startswith(f"detections {records.count(b'sigma.detection')} read")
     # the same file without --stage correlate: read as events, which none of them is, and said so
-    unstaged = run_cli(["explain", "--events", str(path), *options]).stdout.decode()
+    unstaged = run_cli_here(["explain", "--events", str(path), *options]).stdout.decode()
     assert fired_windows(unstaged) == [] and (not records or "--stage correlate" in unstaged.splitlines()[1])
     # the original events, through stage all, as the filter runs them: what it alerts on
-    whole = run_cli(["--input", str(directory / "events.ndjson"), "--quiet", "--workers", "0", *options])
+    whole = run_cli_here(["--input", str(directory / "events.ndjson"), "--quiet", "--workers", "0", *options])
     assert whole.returncode == 0, whole.stderr
-    said = fired_windows(run_cli(["explain", "--events", str(directory / "events.ndjson"), *options]).stdout.decode())
+    said = fired_windows(run_cli_here(["explain", "--events", str(directory / "events.ndjson"),
+                                       *options]).stdout.decode())
     assert said == alerted_windows(whole.stdout)
     if all(row[4] == "a" for row in rows) and (heartbeat == "0" or ordered):
         assert said == fired_windows(text)
@@ -533,9 +536,9 @@ def test_explain_merges_several_inputs_by_event_time_as_the_filter_does(tmp_path
                                  for seconds, host, user, event_id, where in rows if where == name]))
     given_paths = [str(folder / "logs")] if directory else [str(path) for path in paths.values()]
     options = ["--rule", str(folder / "rules.yml"), "--lateness", lateness]
-    written = run_cli([arg for path in given_paths for arg in ("--input", path)] + ["--quiet", *options])
+    written = run_cli_here([arg for path in given_paths for arg in ("--input", path)] + ["--quiet", *options])
     assert written.returncode == 0, written.stderr
-    explained = run_cli(["explain", *[arg for path in given_paths for arg in ("--events", path)], *options])
+    explained = run_cli_here(["explain", *[arg for path in given_paths for arg in ("--events", path)], *options])
     assert explained.returncode == 0, explained.stderr
     text = explained.stdout.decode()
     assert said_fired(text) == alerted_events(written.stdout)
@@ -562,14 +565,15 @@ def test_explain_with_a_saved_state_says_fired_what_the_filters_next_run_alerts_
     (a copy, as saved after the first run), what it says fired on the second run's events, with the
     lines consumed (those of earlier runs too), is what that run alerts on; the file is only read.
     The same for a correlate stage's state and its Detection records (the restored events are of no
-    line of this run's input: counted as restored)."""
+    line of this run's input: counted as restored).  The runs with --state are processes of their own
+    (a run holds its state file's lock until it exits); the others run in this process."""
     folder = tmp_path_factory.mktemp("state")
     (folder / "rules.yml").write_text(KINDS)
     events = [dict(failure(seconds, user, host), EventID=event_id) for seconds, host, user, event_id in rows]
     lines = ndjson(events).splitlines(keepends=True)
     if stage == "correlate":
-        matched = run_cli(["--stage", "match", "--heartbeat", "0", "--rule", str(folder / "rules.yml"), "--quiet"],
-                          ndjson(events))
+        matched = run_cli_here(["--stage", "match", "--heartbeat", "0", "--rule", str(folder / "rules.yml"), "--quiet"],
+                               ndjson(events))
         assert matched.returncode == 0, matched.stderr
         lines = matched.stdout.splitlines(keepends=True)
     split = min(split, len(lines))
@@ -587,7 +591,7 @@ def test_explain_with_a_saved_state_says_fired_what_the_filters_next_run_alerts_
         assert written.returncode == 0, written.stderr
     saved = folder / "saved" / "state.json"
     before = saved.read_bytes()
-    explained = run_cli(["explain", "--events", str(folder / "second.ndjson"), "--state", str(saved), *options])
+    explained = run_cli_here(["explain", "--events", str(folder / "second.ndjson"), "--state", str(saved), *options])
     assert explained.returncode == 0, explained.stderr
     text = explained.stdout.decode()
     assert fired_windows(text) == alerted_windows(written.stdout)

@@ -6,7 +6,7 @@ running both stages on the merged stream, for K = 1..4:
 
 * delivered in any interleaving that keeps each agent's own order (in process);
 * or as K files of Detection records merged by event time by ``--input`` (through the
-  CLI), against ``--stage all`` on the stream merged the same way.
+  CLI's main, in process), against ``--stage all`` on the stream merged the same way.
 
 Line numbers are each agent's own, so the comparison leaves out the ``line`` of event
 references and the alert ``id`` derived from them.
@@ -16,7 +16,7 @@ import json
 
 from hypothesis import given, settings, strategies as st
 
-from clitools import alerts, ndjson, run_cli
+from clitools import alerts, ndjson, run_cli_here
 from eventgen import HOSTS, flat_event, raw_events
 from pipeshell_filter.cli import load_plans, make_resolver
 from pipeshell_filter.detect import Detection
@@ -94,14 +94,14 @@ def test_k_detection_files_merged_by_time_alert_as_the_stream_merged_by_time(tmp
         event_file = tmp / f"agent{agent}.ndjson"
         event_file.write_bytes(stream)
         event_files.append(str(event_file))
-        matched = run_cli(common + ["--stage", "match", "--input", str(event_file)], b"")
+        matched = run_cli_here(common + ["--stage", "match", "--input", str(event_file)], b"")
         assert matched.returncode == 0, matched.stderr
         detection_file = tmp / f"agent{agent}.detections"
         detection_file.write_bytes(matched.stdout)
         detection_files.append(str(detection_file))
-    whole = run_cli(common + [arg for path in event_files for arg in ("--input", path)], b"")
-    correlated = run_cli(common + ["--stage", "correlate"] + [arg for p in detection_files for arg in ("--input", p)],
-                         b"")
+    whole = run_cli_here(common + [arg for path in event_files for arg in ("--input", path)], b"")
+    correlated = run_cli_here(common + ["--stage", "correlate"] +
+                              [arg for p in detection_files for arg in ("--input", p)], b"")
     assert whole.returncode == 0 and correlated.returncode == 0, (whole.stderr, correlated.stderr)
     # the same alerts; with heartbeats a window's alert may come out before or after a single-event alert
     # that one process writes in the other order

@@ -11,13 +11,13 @@ import pytest
 import ujson
 from hypothesis import given, settings, strategies as st
 
-from clitools import COMMAND, alerts, records, run_cli
+from clitools import COMMAND, alerts, records, run_cli, run_cli_here
 from eventgen import flat_event
 from pipeshell_filter.cli import load_plans, make_resolver
 from pipeshell_filter.detect import Detection, Heartbeat, WireError, from_wire
 from pipeshell_filter.engine import Engine
 from test_hostile_input import peak_rss_kb
-from test_stages import ALERT_SCHEMA, DETECTION_SCHEMA
+from test_stages import ALERT_SCHEMA, ALERTS, DETECTION_SCHEMA
 
 RULES = """title: Three pipe servers on one host
 id: pipes-by-host
@@ -354,24 +354,32 @@ def mutated(draw, base: dict) -> bytes:
     return text.replace(b"\n", b" ")
 
 
+@pytest.fixture(scope="module")
+def incident(rules):
+    """The records the property mutates (a single-event rule's, another host's of the correlation) and
+    the incident's own, made once: each example mutates copies."""
+    single, correlated = wire_lines(rules, [
+        {"Computer": "ws07", "CommandLine": "powershell -enc AAAA", "@timestamp": GENUINE[1]["@timestamp"],
+         "EventID": 4688, "EventRecordID": 7},
+        flat_event(45, "ws08", "server", 4104, 8)])
+    return single, correlated, [encode(r) for r in wire_lines(rules, GENUINE)]
+
+
 @settings(max_examples=int(os.environ.get("HOSTILE_DETECTION_EXAMPLES", "25")), deadline=None)
 @given(st.data())
-def test_mutated_detection_records_are_each_diagnosed_or_used_and_the_incident_alerts(rules, data):
+def test_mutated_detection_records_are_each_diagnosed_or_used_and_the_incident_alerts(rules, incident, data):
     """Any mutation of valid Detection records, among the genuine incident's own: exit 0, no
     traceback, every diagnostic one line, every line accounted for (a Detection, a heartbeat or
     skipped, in the summary), and the incident alerts once with its three events.  Mutations of
     the single-event rule's records come anywhere; those of the correlation's (other hosts) after
     the incident's, as a record that moves the time may well make later ones late."""
-    single, correlated = wire_lines(rules, [
-        {"Computer": "ws07", "CommandLine": "powershell -enc AAAA", "@timestamp": GENUINE[1]["@timestamp"],
-         "EventID": 4688, "EventRecordID": 7},
-        flat_event(45, "ws08", "server", 4104, 8)])
+    single, correlated, incidents = incident
     before = data.draw(st.lists(mutated(single), max_size=4))
     after = data.draw(st.lists(mutated(single) | mutated(correlated), max_size=6))
-    genuine = data.draw(st.permutations([encode(r) for r in wire_lines(rules, GENUINE)]))
+    genuine = data.draw(st.permutations(incidents))
     lines = before + genuine + after
-    result = run_cli(["--stage", "correlate", "--rule", rules, "--max-line-bytes", "4096"],
-                     b"\n".join(lines) + b"\n")
+    result = run_cli_here(["--stage", "correlate", "--rule", rules, "--max-line-bytes", "4096"],
+                          b"\n".join(lines) + b"\n")
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
     assert all(text.startswith("pipeshell-filter: ") for text in stderr.splitlines()), stderr[-2000:]
@@ -380,5 +388,5 @@ def test_mutated_detection_records_are_each_diagnosed_or_used_and_the_incident_a
     found = genuine_alerts(result.stdout)
     assert len(found) == 1 and sorted(e["record_id"] for e in found[0]["sigma"]["events"]) == [1, 2, 3], stderr
     for alert in alerts(result.stdout):
-        jsonschema.validate(alert, ALERT_SCHEMA)
+        ALERTS.validate(alert)
     assert all(isinstance(r, dict) for r in records(result.stdout))

@@ -22,13 +22,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eventgen import SERVER, flat_event
+import resolvers
 from pipeshell_filter.io import parallel
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import rule_index as ri
 from pipeshell_filter.io import stream as stream_module
 from pipeshell_filter.cli import build_prefilter
 from pipeshell_filter.engine import Engine
-from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.events.fields import FieldResolver
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
 from pipeshell_filter.io.stream import Diagnostics, Filter, Output
@@ -51,7 +52,7 @@ def run(data: bytes, emit: str, engine: str, workers: int, block_size: int = 1 <
         if before is not None:
             before(source.name, source.fileno())
         diagnostics = Diagnostics(io.StringIO())
-        stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+        stream_filter = Filter(Engine([PLAN], FieldResolver(resolvers.PROFILES), 0), Output(sink.fileno()),
                                diagnostics, emit, prefilter=pf.Prefilter(PLAN.prefilter_literals(pf.needle), engine),
                                clock=lambda: 0, workers=workers, non_json=non_json, fluentbit_time=fluentbit_time)
         stream_filter.parallel_min = 0
@@ -134,7 +135,7 @@ def run_rules(data: bytes, emit: str, workers: int, block_size: int, chunk: int,
         source.flush()
         source.seek(0)
         diagnostics = Diagnostics(io.StringIO())
-        stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+        stream_filter = Filter(Engine(plans, FieldResolver(resolvers.PROFILES), 0), Output(sink.fileno()),
                                diagnostics, emit, prefilter=scanner, index=index, clock=lambda: 0, workers=workers)
         stream_filter.parallel_min = 0
         stream_filter.parallel_chunk = chunk
@@ -213,7 +214,7 @@ def run_piped(data: bytes, emit: str, workers: int, block_size: int, rules: list
             writer.start()
         try:
             diagnostics = Diagnostics(io.StringIO())
-            stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+            stream_filter = Filter(Engine(plans, FieldResolver(resolvers.PROFILES), 0), Output(sink.fileno()),
                                    diagnostics, emit, prefilter=scanner, index=index, clock=lambda: 0,
                                    workers=workers)
             stream_filter.run(read_end, live=True, block_size=block_size, max_line=MAX_LINE)
@@ -357,7 +358,7 @@ def test_frames_that_no_longer_fit_their_block_leave_it_to_be_read_again():
     with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
         source.write(data)
         source.flush()
-        stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+        stream_filter = Filter(Engine([PLAN], FieldResolver(resolvers.PROFILES), 0), Output(sink.fileno()),
                                Diagnostics(io.StringIO()), "all",
                                prefilter=pf.Prefilter(PLAN.prefilter_literals(pf.needle)),
                                clock=lambda: 0, fluentbit_time=True)
@@ -383,7 +384,7 @@ def test_workers_do_the_scanning(monkeypatch):
     assert (out, lines) == (data, 200)
     assert seen == []  # the chunks were scanned in the forked workers, not here
 
-    stream_filter = Filter(Engine([PLAN], FieldResolver(builtin_profiles()), 0), Output(os.open(os.devnull, os.O_WRONLY)),
+    stream_filter = Filter(Engine([PLAN], FieldResolver(resolvers.PROFILES), 0), Output(os.open(os.devnull, os.O_WRONLY)),
                            Diagnostics(io.StringIO()), "alerts", prefilter=pf.Prefilter([b"x"]), workers=2)
     assert stream_filter.parallel_min == 2 * parallel.CHUNK  # small files are not worth a fork
 
@@ -573,7 +574,7 @@ def test_workers_of_a_match_stage_never_pass_on_a_line_of_its_own_record_type(ki
             source.write(data)
             source.flush()
             source.seek(0)
-            stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+            stream_filter = Filter(Engine(plans, FieldResolver(resolvers.PROFILES), 0), Output(sink.fileno()),
                                    Diagnostics(io.StringIO()), "all", prefilter=scanner, index=index,
                                    clock=lambda: 0, workers=processes, stage="match")
             stream_filter.parallel_min = 0

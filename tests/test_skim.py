@@ -24,17 +24,18 @@ from hypothesis import strategies as st
 
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events import timeparse
-from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.events.fields import FieldResolver
 from pipeshell_filter.events.timeparse import parse_time
 from pipeshell_filter.io import frames, skim, stream
 from pipeshell_filter.io.skim import LineField, Skimmer
 from shapes import NS, SERVER, SHAPES, T_MAX, T_MIN, Logical, logical_events
+import resolvers
 
 LONGEST = 600  # a small --max-record-bytes, so that some lines are over it
 RESOLVERS = {
-    "auto": lambda: FieldResolver(builtin_profiles()),
-    "fixed": lambda: FieldResolver(builtin_profiles(), fixed="flat"),
-    "time-field": lambda: FieldResolver(builtin_profiles(), time_field="meta.when"),
+    "auto": lambda: FieldResolver(resolvers.PROFILES),
+    "fixed": lambda: FieldResolver(resolvers.PROFILES, fixed="flat"),
+    "time-field": lambda: FieldResolver(resolvers.PROFILES, time_field="meta.when"),
 }
 
 # Lines against each clause of the module docstring's argument (``io/skim.py``).
@@ -161,7 +162,7 @@ def test_nesting_at_ujsons_limit_is_never_vouched_for(monkeypatch, bounded):
     if not bounded:
         skim.sys.setrecursionlimit(max(limit, 6000))
     try:
-        skimmer = Skimmer(FieldResolver(builtin_profiles()), True)
+        skimmer = Skimmer(FieldResolver(resolvers.PROFILES), True)
         for depth in (1023, 1024, 5000):
             line = b'{"d":' + b"[" * depth + b"]" * depth + b"}"
             assert skimmer.vouch(line + b"\n", 1) is None
@@ -177,7 +178,7 @@ def test_an_integer_longer_than_python_converts_is_never_vouched_for(limit):
     msgspec skips it unread.  Such a line is left to the line-by-line way, whatever the limit."""
     if not hasattr(skim.sys, "set_int_max_str_digits"):
         pytest.skip("no integer digit limit before Python 3.11")
-    skimmer = Skimmer(FieldResolver(builtin_profiles()), True)
+    skimmer = Skimmer(FieldResolver(resolvers.PROFILES), True)
     for digits in (limit + 1, limit + 100, 20_000):
         line = b'{"n":' + b"1" * digits + b"}"
         with _digit_limit(limit), pytest.raises(ValueError):
@@ -197,9 +198,9 @@ def _digit_limit(limit: int):
 
 
 def test_a_list_index_in_a_time_path_leaves_every_block_to_the_line_by_line_way(tmp_path):
-    skimmer = Skimmer(FieldResolver(builtin_profiles(), time_field="times.0"), True)
+    skimmer = Skimmer(FieldResolver(resolvers.PROFILES, time_field="times.0"), True)
     assert not skimmer.available and skimmer.vouch(b'{"times":["2021-06-03T13:00:00Z"]}\n', 1) is None
-    assert Skimmer(FieldResolver(builtin_profiles(), time_field="times.0"), False).available
+    assert Skimmer(FieldResolver(resolvers.PROFILES, time_field="times.0"), False).available
 
 
 # ---------------------------------------------------------------- the time's short cut
@@ -320,7 +321,7 @@ def test_a_block_of_one_shape_has_its_starts_made_by_column(shape):
     """Every collector shape: the starts of a block of one shape are those found item by item, and
     the column (``skim._column_finder``) finds the values, for a mixed block too when it can."""
     events = some_events(30, 11)
-    skimmer = Skimmer(FieldResolver(builtin_profiles()), True)
+    skimmer = Skimmer(FieldResolver(resolvers.PROFILES), True)
     lines = [shaped_line(event, shape) for event in events]
     for block_lines in (lines, lines + [shaped_line(events[0], other) for other in sorted(SHAPES)]):
         block = b"\n".join(block_lines) + b"\n"
@@ -337,8 +338,8 @@ def test_a_profile_that_applies_to_some_items_leaves_the_column_to_them():
     later profile's time) on every line: the column must not take the later profile for all."""
     lines = [b'{"Event":{"System":{"TimeCreated":{"#attributes":{"SystemTime":"2026-11-02T08:00:0%d.5Z"}}}},'
              b'"@timestamp":"2026-11-02T09:00:00.5Z"}' % second for second in range(5)]
-    skimmer = Skimmer(FieldResolver(builtin_profiles()), True)
-    resolver = FieldResolver(builtin_profiles())
+    skimmer = Skimmer(FieldResolver(resolvers.PROFILES), True)
+    resolver = FieldResolver(resolvers.PROFILES)
     for odd in (b'{"Event":{"Other":1},"@timestamp":"2026-11-02T09:00:00.5Z"}',  # the first profile's
                 b'{"@timestamp":"2026-11-02T09:00:00.5Z"}'):  # marker missing in one item only
         mixed = lines[:2] + [odd] + lines[2:]
@@ -368,7 +369,7 @@ def test_the_table_of_seconds_stays_bounded(monkeypatch):
 def test_the_skimmer_finds_the_times_collectors_write():
     rng = random.Random(7)
     events = some_events(20, 7)
-    resolver = FieldResolver(builtin_profiles())
+    resolver = FieldResolver(resolvers.PROFILES)
     skimmer = Skimmer(resolver, True)
     for shape in sorted(SHAPES):
         lines = [shaped_line(event, shape) for event in events]
@@ -414,7 +415,7 @@ def test_a_forwarded_line_too_dense_to_parse_is_not_unwrapped_in_a_block_either(
     commas = max(stream.MAX_VALUES, stream.DENSE_FROM) + 1
     dense = json.dumps({"log": '{"EventID": 7, "x": "' + "," * commas + '"}'}).encode()
     data = b'{"log": "{}"}\n' + dense + b"\n"
-    stream_filter = stream.Filter(Engine([], FieldResolver(builtin_profiles())), stream.Output(1),
+    stream_filter = stream.Filter(Engine([], FieldResolver(resolvers.PROFILES)), stream.Output(1),
                                   stream.Diagnostics(io.StringIO()))
     stream_filter.line_field = "log"
     assert stream_filter._unwrap_lines(data, 0, len(data)) == stream.unwrap_lines(data, 0, len(data), "log") == \

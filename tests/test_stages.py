@@ -2,12 +2,14 @@
 
 The central property: detecting, writing the Detection records as NDJSON and
 correlating them in a second process gives byte-identical alerts to one
-process doing both.
+process doing both (checked on the command line once, then for random streams
+with each stage a filter of its own in this process).
 """
 
 import io
 import json
 import os
+import socket
 import subprocess
 import tempfile
 
@@ -18,18 +20,30 @@ from hypothesis import given, settings, strategies as st
 
 from clitools import COMMAND, REPO, alerts, ndjson, records, run_cli
 from eventgen import evtx_event, flat_event, raw_events
-from pipeshell_filter.cli import load_plans, make_resolver
+import resolvers
+from pipeshell_filter.cli import build_prefilter, load_plans
 from pipeshell_filter.detect import FIELD_BYTES, LONGEST_VALUE, MOST_VALUES, Detection, WireError, kept, \
     kept_values
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.timeparse import NS
-from pipeshell_filter.io.stream import Diagnostics, Filter, Output
+from pipeshell_filter.io.stream import OWN_TYPES, Diagnostics, Filter, Output
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
 DETECTION_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "detection.schema.json")))
 HEARTBEAT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "heartbeat.schema.json")))
 ALERT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "alert.schema.json")))
 EVENT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "enriched-event.schema.json")))
+
+
+def checker(schema: dict):
+    """A validator of ``schema`` (``checker(s).validate(record)``), the schema checked once here:
+    ``jsonschema.validate`` checks it again on each call, 50 ms, most of a property's example."""
+    validator = jsonschema.validators.validator_for(schema)
+    validator.check_schema(schema)
+    return validator(schema)
+
+
+DETECTIONS, HEARTBEATS, ALERTS = checker(DETECTION_SCHEMA), checker(HEARTBEAT_SCHEMA), checker(ALERT_SCHEMA)
 
 SINGLE = """title: Script block with Invoke-Pipe
 id: single-4104
@@ -68,7 +82,7 @@ def write(tmp_path, name, text):
 
 
 def test_detection_records_validate_and_round_trip():
-    engine = Engine(load_plans(None, None), make_resolver("auto", None, None))
+    engine = Engine(load_plans(None, None), resolvers.auto())
     _, detections = engine.match(evtx_event(5, "srv01", "server", 4104, record_id=3), 7)
     assert len(detections) == 1
     wire = json.loads(json.dumps(detections[0].to_wire()))
@@ -128,12 +142,12 @@ def test_a_detection_with_any_event_reference_is_refused_or_alerts(key, value, w
     """Whatever a record puts in its event reference, it is refused in one line or taken and the
     alerts it makes are built: the correlate stage never stops on it."""
     plans = load_plans(None, None)
-    engine = Engine(plans, make_resolver("auto", None, None), 0)
+    engine = Engine(plans, resolvers.auto(), 0)
     events = [evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),
               evtx_event(60, "cli02", "client", 4103, 3)]
     wires = [json.loads(json.dumps(d.to_wire())) for line, e in enumerate(events, 1) for d in engine.match(e, line)[1]]
     wires[which]["event"][key] = value
-    correlate = Engine(plans, make_resolver("auto", None, None), 0)
+    correlate = Engine(plans, resolvers.auto(), 0)
     taken = []
     for wire in wires:
         try:
@@ -345,7 +359,7 @@ def test_a_fitted_detection_fits_reads_back_and_tells_values_apart(host, fields,
     assert len(encoded) <= limit and ujson.loads(encoded) == record
     read = Detection.from_wire(record)
     assert read.event["digest"] == "0123456789abcdef"  # what tells the event apart, as it was
-    jsonschema.validate(record, DETECTION_SCHEMA)
+    DETECTIONS.validate(record)
     assert fitted(Detection.from_wire(detection.to_wire()).to_wire(), limit) == found
     changed = Detection("r", 10**18, kept(host + other), (0,), kept_fields, {"line": 1, "host": kept(host + other),
                                                                            "selections": []})
@@ -380,35 +394,87 @@ def _stream_bytes(events, without_ids=frozenset()):
 WITHOUT_IDS = st.one_of(st.just(frozenset()), st.frozensets(st.integers(0, 29)), st.just(frozenset(range(30))))
 
 
+def _rule_args(rules, tmp):
+    return {"builtin": [], "single": ["--rule", write(tmp, "single.yml", SINGLE)],
+            "by_host": ["--rule", write(tmp, "by.yml", BY_HOST), "--rule", write(tmp, "s.yml", SINGLE)]}[rules]
+
+
 def _stages(events, rules, lateness, tmp, heartbeat, without_ids=frozenset()):
-    rule_args = {"builtin": [], "single": ["--rule", write(tmp, "single.yml", SINGLE)],
-                 "by_host": ["--rule", write(tmp, "by.yml", BY_HOST), "--rule", write(tmp, "s.yml", SINGLE)]}[rules]
-    common = rule_args + ["--lateness", str(lateness), "--quiet"]
+    """The alerts of one process and of a match stage's records correlated by another, on the command line."""
+    common = _rule_args(rules, tmp) + ["--lateness", str(lateness), "--quiet"]
     data = _stream_bytes(events, without_ids)
     whole = run_cli(common, data)
     matched = run_cli(common + ["--stage", "match", "--heartbeat", str(heartbeat)], data)
     correlated = run_cli(common + ["--stage", "correlate"], matched.stdout)
     for result in (whole, matched, correlated):
         assert result.returncode == 0, result.stderr
+    return whole.stdout, correlated.stdout, _kinds(matched.stdout)
+
+
+def _kinds(matched: bytes) -> list:
+    """The type of each record a match stage wrote, each checked against its schema."""
     kinds = []
-    for line in matched.stdout.splitlines():
+    for line in matched.splitlines():
         record = json.loads(line)
         kinds.append(record["type"])
-        jsonschema.validate(record, HEARTBEAT_SCHEMA if record["type"] == "sigma.heartbeat" else DETECTION_SCHEMA)
-    return whole, correlated, kinds
+        (HEARTBEATS if record["type"] == "sigma.heartbeat" else DETECTIONS).validate(record)
+    return kinds
+
+
+def _stage(rule_paths, data: bytes, lateness: int, stage: str, heartbeat: float = 0) -> bytes:
+    """What ``--stage <stage>`` (default options but these) writes of ``data``, built as the command line
+    builds it (its own rules, resolver, prefilter and engine: nothing shared with another stage's run),
+    in this process: a property's examples would each start three processes."""
+    plans = load_plans(rule_paths or None, None)
+    prefilter, index = (None, None) if stage == "correlate" else \
+        build_prefilter(plans, "auto", "match", OWN_TYPES if stage == "match" else ())
+    engine = Engine(plans, resolvers.auto(), lateness * NS, unknown_logsource="match",
+                    max_skew_ns=300 * NS)
+    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        stream_filter = Filter(engine, Output(sink.fileno()), Diagnostics(io.StringIO()), "alerts",
+                               prefilter=prefilter, clock=lambda: 0, stage=stage, index=index)
+        if stage == "match" and heartbeat:
+            stream_filter.send_heartbeats(socket.gethostname(), heartbeat, 300 * NS)
+        source.write(data)
+        source.seek(0)
+        stream_filter.run(source.fileno(), live=False)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read()
+
+
+def _stages_in_process(events, rules, lateness, tmp, heartbeat, without_ids=frozenset()):
+    """``_stages`` in this process."""
+    paths = _rule_args(rules, tmp)[1::2]
+    data = _stream_bytes(events, without_ids)
+    matched = _stage(paths, data, lateness, "match", heartbeat)
+    return _stage(paths, data, lateness, "all"), _stage(paths, matched, lateness, "correlate"), _kinds(matched)
+
+
+def test_two_processes_on_the_command_line_give_byte_identical_alerts(tmp_path):
+    """The properties below run each stage in a filter of its own in this process; here three processes
+    (the match stage with heartbeats), on a stream where each rule alerts on an event that is late but
+    within the lateness."""
+    events = [(0, "srv01", "server", 4104, 1), (20, "cli01", "client", 4104, 2), (25, "cli02", "client", 800, 3),
+              (40, "srv01", "server", 4104, 4), (15, "srv01", "server", 4104, 5)]
+    whole, correlated, kinds = _stages(events, "by_host", 30, tmp_path, 5, {5})  # the late one without a record id
+    assert "sigma.heartbeat" in kinds and correlated == whole
+    assert [alert["rule"]["id"] for alert in alerts(whole)] == ["single-4104"] * 4 + ["count-by-host"], whole
+    assert (whole, correlated, kinds) == _stages_in_process(events, "by_host", 30, tmp_path, 5, {5})
 
 
 @settings(max_examples=25, deadline=None)
 @given(raw_events(max_size=30), st.sampled_from(["builtin", "single", "by_host"]),
        st.sampled_from([0, 30, 400]), WITHOUT_IDS)
 def test_two_processes_give_byte_identical_alerts(tmp_path_factory, events, rules, lateness, without_ids):
-    """Detect in one process, correlate the Detection lines in another: the same alert bytes
-    as one process running both stages, for random streams and rules (without heartbeats the
+    """Detect in one filter, correlate the Detection lines in another: the same alert bytes
+    as one filter running both stages, for random streams and rules (without heartbeats the
     correlate stage keeps time as the single process does, from the detections' sources); events
     without a record id too, whose alert ids hold their lines' digests."""
-    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), 0, without_ids)
+    whole, correlated, kinds = _stages_in_process(events, rules, lateness, tmp_path_factory.mktemp("rules"), 0,
+                                                  without_ids)
     assert "sigma.heartbeat" not in kinds
-    assert correlated.stdout == whole.stdout
+    assert correlated == whole
 
 
 def within_lateness(events, lateness):
@@ -429,10 +495,10 @@ def test_with_heartbeats_an_on_time_stream_gives_the_same_alerts(tmp_path_factor
     """With heartbeats the correlate stage keeps the agent's time: on a stream whose disorder
     stays within the lateness (the watermark's promise) the alerts are the same."""
     events = within_lateness(events, lateness)
-    whole, correlated, kinds = _stages(events, rules, lateness, tmp_path_factory.mktemp("rules"), heartbeat,
-                                       without_ids)
+    whole, correlated, kinds = _stages_in_process(events, rules, lateness, tmp_path_factory.mktemp("rules"),
+                                                  heartbeat, without_ids)
     assert ("sigma.heartbeat" in kinds) == bool(events)
-    assert sorted(correlated.stdout.splitlines()) == sorted(whole.stdout.splitlines())
+    assert sorted(correlated.splitlines()) == sorted(whole.splitlines())
 
 
 # ---------------------------------------------------------------- single-event rules
@@ -538,7 +604,7 @@ def filtered(plans, data: bytes, lateness: int = 60) -> bytes:
     """``--emit alerts`` on ``data`` without ``--state``, in this process (a property's hundreds of runs,
     each a start of its own)."""
     with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
-        stream_filter = Filter(Engine(plans, make_resolver("auto", None, None), lateness * NS), Output(sink.fileno()),
+        stream_filter = Filter(Engine(plans, resolvers.auto(), lateness * NS), Output(sink.fileno()),
                                Diagnostics(io.StringIO()), "alerts", clock=lambda: 0)
         source.write(data)
         source.seek(0)
