@@ -430,11 +430,20 @@ def _stage(rule_paths, data: bytes, lateness: int, stage: str, heartbeat: float 
         build_prefilter(plans, "auto", "match", OWN_TYPES if stage == "match" else ())
     engine = Engine(plans, resolvers.auto(), lateness * NS, unknown_logsource="match",
                     max_skew_ns=300 * NS)
-    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
-        stream_filter = Filter(engine, Output(sink.fileno()), Diagnostics(io.StringIO()), "alerts",
-                               prefilter=prefilter, clock=lambda: 0, stage=stage, index=index)
+    def made(output):
+        stream_filter = Filter(engine, output, Diagnostics(io.StringIO()), "alerts", prefilter=prefilter,
+                               clock=lambda: 0, stage=stage, index=index)
         if stage == "match" and heartbeat:
             stream_filter.send_heartbeats(socket.gethostname(), heartbeat, 300 * NS)
+        return stream_filter
+
+    return run_through(made, data)
+
+
+def run_through(made, data: bytes) -> bytes:
+    """What the filter ``made(output)`` writes of ``data``, a finished input."""
+    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        stream_filter = made(Output(sink.fileno()))
         source.write(data)
         source.seek(0)
         stream_filter.run(source.fileno(), live=False)
@@ -603,15 +612,8 @@ def test_a_named_rule_file_that_fails_is_an_error_and_duplicate_ids_are_refused(
 def filtered(plans, data: bytes, lateness: int = 60) -> bytes:
     """``--emit alerts`` on ``data`` without ``--state``, in this process (a property's hundreds of runs,
     each a start of its own)."""
-    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
-        stream_filter = Filter(Engine(plans, resolvers.auto(), lateness * NS), Output(sink.fileno()),
-                               Diagnostics(io.StringIO()), "alerts", clock=lambda: 0)
-        source.write(data)
-        source.seek(0)
-        stream_filter.run(source.fileno(), live=False)
-        stream_filter.finish()
-        sink.seek(0)
-        return sink.read()
+    return run_through(lambda output: Filter(Engine(plans, resolvers.auto(), lateness * NS), output,
+                                             Diagnostics(io.StringIO()), "alerts", clock=lambda: 0), data)
 
 
 EITHER = ("title: either\nid: either\ndetection:\n  a: {X: one}\n  b: {X: two}\n  both: {X: both}\n"
