@@ -11,13 +11,8 @@ from __future__ import annotations
 
 from typing import List
 
-try:  # CPython's own BLAKE2, which ``hashlib`` hands out too, without loading OpenSSL (5 ms of start-up)
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - a Python built without it
-    from hashlib import blake2b
-
 from .correlate import Hit
-from .detect import Detection
+from .detect import Detection, blake2b
 from .events.timeparse import NS, format_time
 from .sigma.compile import Plan
 from .sigma.rule import Rule
