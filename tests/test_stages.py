@@ -188,6 +188,27 @@ def test_a_hostile_event_digest_is_refused_in_one_line_and_one_beside_a_record_i
     assert "digest" not in read.event and read.event["record_id"] == 7
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_record_id_tells_no_event_apart(tmp_path, blank):
+    """A shipper writing ``EventRecordID`` with nothing in it: three failed logons of one second from
+    three source ports were one event to the correlate stage and under ``--state`` (no alert); the
+    line's digest tells them apart as for events without the field.  A record an older build wrote
+    with an empty record id and no digest reads back without the record id."""
+    rule = write(tmp_path, "by.yml", BY_HOST)
+    lines = [dict(flat_event(0, "srv01", "server", 4104, record_id=blank), SourcePort=port) for port in range(3)]
+    match = run_cli(["--rule", rule, "--stage", "match", "--heartbeat", "0"], ndjson(lines))
+    assert match.returncode == 0, match.stderr
+    wires = [json.loads(line) for line in match.stdout.splitlines()]
+    assert all("record_id" not in w["event"] for w in wires) and len({w["event"]["digest"] for w in wires}) == 3
+    whole = run_cli(["--rule", rule, "--stage", "correlate"], ndjson(wires))
+    assert len(alerts(whole.stdout)) == 1, whole.stderr
+    kept_state = run_cli(["--rule", rule, "--state", str(tmp_path / "state")], ndjson(lines))
+    assert len(alerts(kept_state.stdout)) == 1, kept_state.stderr
+    older = dict(wires[0], event={k: v for k, v in wires[0]["event"].items() if k != "digest"})
+    older["event"]["record_id"] = blank
+    assert "record_id" not in Detection.from_wire(older).event
+
+
 def test_correlate_stage_diagnoses_lines_that_are_not_detections_and_goes_on(tmp_path):
     match = run_cli(["--stage", "match", "--lateness", "0"], ndjson([
         evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),

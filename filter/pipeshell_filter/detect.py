@@ -188,8 +188,11 @@ class Detection:
         # the state cap: 150 records of 1 MB values took 580 MB), echoed into alerts and made a record sent
         # again another event.  A record this build wrote reads back unchanged.
         event = {key: kept(value) for key, value in event.items() if key in REFERENCE_KEYS}
-        if "record_id" in event:  # what tells this event apart, as ``_reference`` writes it: a digest beside it
-            event.pop("digest", None)  # made one event sent again with other digests as many events
+        if "record_id" in event:  # what tells this event apart, as ``_reference`` writes it: a digest
+            if _tells_apart(event["record_id"]):  # beside it made one event sent again many events
+                event.pop("digest", None)
+            else:  # an empty one, as an older build wrote it, tells nothing apart
+                del event["record_id"]
         if type(event.get("host")) is int:  # an agent of an older build wrote a numeric host so
             event["host"] = str(event["host"])  # (hosts are text: alerts and their schema)
         fields = {name: values if len(values) <= MOST_VALUES and all(len(v) <= LONGEST_VALUE for v in values)
@@ -382,12 +385,18 @@ def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozen
     ref["line"] = line
     for key, field in (("event_id", "EventID"), ("host", "Computer"), ("record_id", "EventRecordID")):
         value = _scalar(view.get(field), key != "host")
-        if value is not None:
+        if value is not None and (key != "record_id" or _tells_apart(value)):
             ref[key] = kept(value)
     if text is not None and "record_id" not in ref:
         ref["digest"] = line_digest(text)
     ref["selections"] = [s.name for s in plan.selections if s.name in matched]
     return ref
+
+
+def _tells_apart(record_id) -> bool:
+    """A record id that names an event: not an empty or blank ``EventRecordID`` (a shipper writing
+    the field with nothing in it), which would make every event of a host's second one event."""
+    return record_id.__class__ is not str or bool(record_id.strip())
 
 
 def line_digest(text: bytes) -> str:
