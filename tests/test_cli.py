@@ -245,7 +245,8 @@ def test_bad_options_exit_2_with_one_line(args, message):
     (["--agents", "2"], "--agents needs --stage correlate"),
     (["--stage", "match", "--agent-idle", "30"], "--agent-idle needs --stage correlate"),
     (["--stage", "match", "--early-alerts"], "--early-alerts needs --stage all or --stage correlate"),
-    (["--max-record-bytes", "4096"], "--max-record-bytes needs --non-json wrap or --fluentbit-time"),
+    (["--max-record-bytes", "4096"], "--max-record-bytes needs --non-json wrap, or --fluentbit-time with --emit"),
+    (["--fluentbit-time", "--max-record-bytes", "4096"], "--max-record-bytes needs --non-json wrap, or"),
     (["--stage", "correlate", "--non-json", "pass", "--max-record-bytes", "8192"], "--max-record-bytes needs"),
     (["--strict"], "--strict needs a --rule directory"),
     (["--strict", "--rule", os.path.join(REPO, "filter", "pipeshell_filter", "rules", "pipeshell_named_pipes.yml")],
@@ -266,7 +267,9 @@ def test_an_option_that_would_do_nothing_is_a_usage_error(args, message):
     ["--stage", "match", "--heartbeat", "5", "--agent", "a1", "--emit", "all"],
     ["--stage", "correlate", "--agents", "1", "--agent-idle", "60"],
     ["--non-json", "wrap", "--max-record-bytes", "4096"],
-    ["--fluentbit-time", "--max-record-bytes", "4096"],  # its pipeline_error records are cut to it
+    ["--fluentbit-time", "--emit", "all", "--max-record-bytes", "4096"],  # its pipeline_error records are cut to it
+    ["--fluentbit-time", "--emit", "matches", "--max-record-bytes", "4096"],  # an event Fluent Bit cannot take too
+    ["--stage", "match", "--max-record-bytes", "4096"],  # lines of its own record types, wrapped in any mode
     ["--state", "STATE", "--state-interval", "1", "--state-reset", "--on-stop", "keep"],
     ["--stage", "correlate", "--early-alerts"],
     ["--early-alerts", "--idle", "5"],  # a pipe: live

@@ -315,8 +315,11 @@ def run(
         raise UsageProblem("--partitions must be between 1 and 1024")
     if not 0 <= partition < 1024:
         raise UsageProblem("--partition must be between 0 and 1023")
-    # a correlate stage writes alerts only, never cut into pipeline_error records with --fluentbit-time alone
-    wrapped = non_json is NonJson.wrap or fluentbit_time and stage is not Stage.correlate
+    # Records cut to --max-record-bytes: every one with wrap; a match stage's lines of its own record types
+    # (impersonation) in any mode; with --fluentbit-time alone, the lines it writes as pipeline_error
+    # records, which --emit alerts never writes (an alert is never cut then, nor in a correlate stage).
+    wrapped = non_json is NonJson.wrap or stage is Stage.match or \
+        fluentbit_time and stage is Stage.all and emit is not Emit.alerts
     _no_option_without_effect(ctx, stage, nats, state, heartbeat, wrapped)
     _no_strict_without_a_directory(ctx, rule)
     check_state_path(state)
@@ -448,7 +451,8 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
     events = ("--stage all or --stage match (a correlate stage reads Detection records, not events)",
               stage is not Stage.correlate)
     cut = "--non-json wrap" + (" (a correlate stage's alerts are never cut with --fluentbit-time alone)"
-                               if stage is Stage.correlate else " or --fluentbit-time")
+                               if stage is Stage.correlate else ", or --fluentbit-time with --emit matches or all "
+                               "(alerts are never cut with --fluentbit-time alone)")
     needs = {  # parameter -> what it needs, and whether this run has it
         "partitions": ("--stage match --nats", nats is not None and stage is Stage.match),
         "partition": ("--stage correlate --nats", nats is not None and stage is Stage.correlate),
