@@ -23,12 +23,8 @@ from typing import Optional
 
 from ..sigma import literals
 from . import database_cache
+from .database_cache import blake2b
 from .prefilter import hex_literal, hyperscan, trigger_patterns, triggers
-
-try:  # CPython's own BLAKE2, without loading OpenSSL (as ``records``)
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - a Python built without it
-    from hashlib import blake2b
 
 
 class RuleIndex:
