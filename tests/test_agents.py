@@ -366,14 +366,36 @@ def test_without_a_wall_clock_an_agent_far_past_every_other_gives_way_to_its_nex
 def test_progress_beats_every_so_often_in_event_time_and_says_the_last_time_at_the_end():
     progress = Progress("a", 10, SKEW)
     beats = [progress.see(t * S) for t in (0, 3, 9, 10, 25, 24, 31)]
-    assert [b.time // S for b in beats if b] == [0, 10, 25]
+    # the time two events reached: 0 once 3 is read, 10 once 25 is, 24 (and 25) once 24 is
+    assert [b.time // S for b in beats if b] == [0, 10, 24]
     assert progress.last() == Heartbeat("a", 31 * S)
     assert progress.last() is None
 
 
+def test_one_event_dated_ahead_does_not_carry_the_agents_time():
+    """With one agent the fleet's time is its time: one line a day ahead made every later event late."""
+    progress = Progress("a", 5, SKEW)
+    beats = [progress.see(t * S) for t in (0, 10, 86400, 20, 30)]
+    assert [b.time // S for b in beats if b] == [0, 10, 20, 30]
+    assert Progress("a", 5, SKEW).see(86400 * S) is None  # alone, nothing vouches for it
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=1, max_size=40), st.integers(0, 40),
+       st.integers(1, 10**9), st.sampled_from([1, 5, 60]))
+def test_no_single_event_moves_the_agents_heartbeats(times, at, ahead, every):
+    """Adding one event dated ahead never raises a heartbeat's time above what the events
+    without it reached (but the last one's, at the end of input)."""
+    progress = Progress("a", every, SKEW)
+    plain = [t * S for t in times]
+    sent = [b.time for b in map(progress.see, plain[:at] + [max(plain) + ahead * S] + plain[at:]) if b is not None]
+    assert all(time <= max(plain) for time in sent)
+
+
 def test_progress_believes_no_time_far_in_the_future_of_the_wall_clock_on_live_input():
     progress = Progress("a", 10, SKEW, wall=lambda: 1000 * S)
-    assert progress.see(1200 * S).time == 1200 * S
+    assert progress.see(1100 * S) is None  # alone, nothing vouches for it
+    assert progress.see(1200 * S).time == 1100 * S
     assert progress.see(2000 * S) is None  # 1000 s ahead of the wall clock
     assert progress.newest == 1200 * S
 

@@ -208,3 +208,18 @@ def test_an_incident_whose_hosts_are_all_past_the_wall_clock_still_alerts_at_the
     for extra in ([], ["--state", str(tmp_path / "state.json")]):
         result = run_cli(["--lateness", "60"] + extra, ndjson(future))  # stdin: a pipe
         assert [a["related"]["hosts"] for a in alerts(result.stdout)] == [["cli01", "cli02", "srv01"]], result.stderr
+
+
+def test_one_event_dated_a_day_ahead_does_not_blind_the_correlate_stage_of_one_agent(tmp_path):
+    """The agent's heartbeats are the fleet's time when it is the only agent: they followed its newest
+    event, so one line a day ahead made the incident's detections late (0 alerts, where one process
+    gives 1); they follow what two of its events reached now."""
+    future = flat_event(86400, "broken", "server", 4104, 100)
+    (tmp_path / "in.ndjson").write_bytes(ndjson([future] + INCIDENT))
+    match = run_cli(["--stage", "match", "--agent", "a1", "--input", str(tmp_path / "in.ndjson")])
+    assert match.returncode == 0, match.stderr
+    assert b'"sigma.heartbeat"' in match.stdout
+    correlate = run_cli(["--stage", "correlate"], match.stdout)
+    assert correlate.returncode == 0, correlate.stderr
+    assert [a["related"]["hosts"] for a in alerts(correlate.stdout)] == [["cli01", "cli02", "srv01"]], \
+        correlate.stderr

@@ -323,11 +323,17 @@ class AgentClocks:
 class Progress:
     """How far one agent's input has got, and when to say so (``--heartbeat``).
 
-    The agent's time is the newest event time it has read; on live input none further
-    than ``max_skew`` past the wall clock is believed (a host with a clock in the future
-    must not carry the fleet's time there).  Within one agent there is no telling a
-    host whose clock runs ahead from hosts that went quiet, so the judgement across
-    hosts is the fleet's: an agent ahead of the others cannot move their least time.
+    The agent's time is the newest time two of the event times it has read reached, as a
+    lone source's time is in ``SourceClocks``: one line dated in the future (a forged line, a
+    host's clock jump) must not carry it there, since with one agent the fleet's time is its
+    time (one line dated 280 s ahead on a live pipe, or a day ahead in a replay, made every
+    later event of a one-minute correlation late: 0 alerts, where ``--stage all`` gave them).
+    On live input none further than ``max_skew`` past the wall clock is believed at all.  At
+    the end and when idle, the newest time read: no later event of the agent can vouch for
+    it, and its lines read so far are on time whatever it is (one line in 64 KiB of skipped
+    input is read for the time, so two read times may be minutes apart).  Within one agent there is no telling a host whose clock runs ahead
+    from hosts that went quiet, so the judgement across hosts is the fleet's: an agent
+    ahead of the others cannot move their least time.
     A heartbeat is due when the agent's time has moved ``every`` seconds past the last
     one sent (deterministic on a file), and on live input also when ``every`` seconds
     of wall clock passed without one (``quiet``).
@@ -340,18 +346,23 @@ class Progress:
         self.max_skew = max_skew_ns
         self.wall = wall  # on live input: the wall clock in ns
         self.clock = clock
-        self.newest = None  # the agent's time
+        self.newest = None  # the newest event time read
+        self.vouched = None  # the newest time two of them reached: the agent's time
         self._sent = None  # time of the last heartbeat
         self._sent_at = self.clock()
 
     def see(self, time: Optional[int]) -> Optional[Heartbeat]:
-        if time is None or (self.newest is not None and time <= self.newest):
+        if time is None or (self.wall is not None and time > self.wall() + self.max_skew):
             return None
-        if self.wall is not None and time > self.wall() + self.max_skew:
+        if self.newest is None:
+            self.newest = time
             return None
-        self.newest = time
-        if self._sent is None or time - self._sent >= self.every_ns:
-            return self._beat()
+        reached, self.newest = min(self.newest, time), max(self.newest, time)
+        if self.vouched is not None and reached <= self.vouched:
+            return None
+        self.vouched = reached
+        if self._sent is None or reached - self._sent >= self.every_ns:
+            return self._beat(reached)
         return None
 
     def quiet(self) -> Optional[Heartbeat]:
@@ -359,12 +370,12 @@ class Progress:
         counted gone, nor holds the fleet's time back while it has nothing to say."""
         if self.newest is None or self.clock() - self._sent_at < self.every:
             return None
-        return self._beat(idle=True)
+        return self._beat(self.newest, idle=True)
 
     def last(self) -> Optional[Heartbeat]:
         """End of input: the agent's final time, when it moved since the last heartbeat."""
-        return self._beat() if self.newest is not None and self.newest != self._sent else None
+        return self._beat(self.newest) if self.newest is not None and self.newest != self._sent else None
 
-    def _beat(self, idle: bool = False) -> Heartbeat:
-        self._sent, self._sent_at = self.newest, self.clock()
-        return Heartbeat(self.agent, self.newest, idle)
+    def _beat(self, time: int, idle: bool = False) -> Heartbeat:
+        self._sent, self._sent_at = time, self.clock()
+        return Heartbeat(self.agent, time, idle)

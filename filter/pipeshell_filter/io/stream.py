@@ -1063,8 +1063,8 @@ class Filter:
     def _sample_time(self, block: bytes, start: int, end: int, every: int = 1 << 16) -> None:
         """Lines the prefilter skipped are not parsed, yet they carry the agent's time: one line
         in every ``every`` bytes is (the agent's time lags by at most that much input), and the
-        first line the agent reads (its correlators hear of it at once)."""
-        if self.progress.newest is None and start < end:
+        first lines the agent reads, until two vouch for a time (its correlators hear of it at once)."""
+        if self.progress.vouched is None and start < end:
             self._sample_line(block[start:block.find(b"\n", start, end)])
         while start < end:
             stop = block.rfind(b"\n", start, min(end, start + every)) if end - start > every else end - 1
@@ -1287,7 +1287,7 @@ class Filter:
                 continue
             if self.emit == "all":
                 self.output.write(line + b"\n")
-            if self.progress is not None and (self.lines % SAMPLE_EVERY == 0 or self.progress.newest is None):
+            if self.progress is not None and (self.lines % SAMPLE_EVERY == 0 or self.progress.vouched is None):
                 self._sample_line(line)  # the agent's time, from its first line and now and then
         self.origin = None
 
