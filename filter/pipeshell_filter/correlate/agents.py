@@ -331,9 +331,10 @@ class Progress:
     On live input none further than ``max_skew`` past the wall clock is believed at all.  At
     the end and when idle, the newest time read: no later event of the agent can vouch for
     it, and its lines read so far are on time whatever it is (one line in 64 KiB of skipped
-    input is read for the time, so two read times may be minutes apart).  Within one agent there is no telling a host whose clock runs ahead
-    from hosts that went quiet, so the judgement across hosts is the fleet's: an agent
-    ahead of the others cannot move their least time.
+    input is read for the time, so two read times may be minutes apart).  Within one agent
+    there is no telling a host whose clock runs ahead from hosts that went quiet, so the
+    judgement across hosts is the fleet's: an agent ahead of the others cannot move their
+    least time.
     A heartbeat is due when the agent's time has moved ``every`` seconds past the last
     one sent (deterministic on a file), and on live input also when ``every`` seconds
     of wall clock passed without one (``quiet``).
