@@ -223,3 +223,18 @@ def test_one_event_dated_a_day_ahead_does_not_blind_the_correlate_stage_of_one_a
     assert correlate.returncode == 0, correlate.stderr
     assert [a["related"]["hosts"] for a in alerts(correlate.stdout)] == [["cli01", "cli02", "srv01"]], \
         correlate.stderr
+
+
+def test_two_events_dated_ahead_on_the_only_agent_are_said_to_set_the_fleets_time(tmp_path):
+    """Two lines a day ahead do carry a lone agent's time (README), and the incident's detections are
+    late: the correlate stage said the honest hosts were "behind the other sources", as if their
+    clocks were wrong; it says they are behind the fleet's time, which the agents' heartbeats set."""
+    future = [flat_event(86400 + n, "broken", "server", 4104, 100 + n) for n in range(2)]
+    (tmp_path / "in.ndjson").write_bytes(ndjson(future + INCIDENT))
+    match = run_cli(["--stage", "match", "--agent", "a1", "--input", str(tmp_path / "in.ndjson")])
+    assert match.returncode == 0, match.stderr
+    correlate = run_cli(["--stage", "correlate"], match.stdout)
+    assert correlate.returncode == 0 and alerts(correlate.stdout) == [], correlate.stderr
+    said = [line for line in correlate.stderr.decode().splitlines() if "too late to count" in line]
+    assert said and all("is behind the fleet's time (the least of its agents' heartbeats" in line for line in said)
+    assert not any("behind the other sources" in line for line in correlate.stderr.decode().splitlines())

@@ -469,7 +469,9 @@ class Correlation:
                 if (id(correlator), source) not in self._behind_reported and len(self._behind_reported) < 100_000:
                     self._behind_reported.add((id(correlator), source))
                     self._note_skewed(source, "behind")
-                    lines.append(("skewed_source", f"source {source!r} is behind the other sources: {count} of its "
+                    behind = "the other sources" if self.agents is None else \
+                        "the fleet's time (the least of its agents' heartbeats; an agent's lines dated ahead carry it)"
+                    lines.append(("skewed_source", f"source {source!r} is behind {behind}: {count} of its "
                                   f"events came too late to count (rule {title})"))
             if correlator.shed and id(correlator) not in self._shed_reported:
                 self._shed_reported.add(id(correlator))
