@@ -10,6 +10,7 @@ from typing import List, Optional
 import ujson
 
 from .correlate import alert_detection
+from .correlate.correlator import event_key
 from .correlate.state import capture
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
@@ -328,9 +329,10 @@ class _Fed:
 
 
 def _reference(event: dict) -> tuple:
-    """What tells one event from another in a Detection's reference (that of an inner correlation's
-    alert is a copy of its last event's)."""
-    return tuple(str(event.get(key)) for key in ("line", "record_id", "digest", "event_id", "host", "@timestamp"))
+    """What tells one event from another in a Detection's reference, as the correlator tells them
+    (``event_key``), with its ``@timestamp``: that of an inner correlation's alert is a copy of its
+    last event's, but its time is its window end."""
+    return tuple(str(value) for value in (*event_key(event), event.get("@timestamp")))
 
 
 class CorrelationTrace:

@@ -143,10 +143,11 @@ def give_back_memory() -> None:
         _malloc_trim(0)
 
 
-def _same_event(reference: dict) -> tuple:
+def event_key(reference: dict) -> tuple:
     """What tells one event from another in a Detection's reference (its input line, record id or
     the digest of its line, EventID, host), whichever rule it met: two agents' events of one host
-    at one time, each its agent's line 5, were one event to the correlate stage without the digest."""
+    at one time, each its agent's line 5, were one event to the correlate stage without the digest.
+    Without the event's time, which its user adds (here the detection's; ``explain``: ``@timestamp``)."""
     return (reference.get("line"), reference.get("record_id"), reference.get("digest"), reference.get("event_id"),
             reference.get("host"))
 
@@ -240,7 +241,7 @@ class Correlator:
                 return []
             self.seen.add(key, c.time)
         if not self._counts_rules and clocked and detection.event.get("line"):  # one event's detections
-            event = (c.time, detection.source, _same_event(detection.event))  # come one after the other
+            event = (c.time, detection.source, event_key(detection.event))  # come one after the other
             if self._last_event == (event, c.group, c.value):
                 return []  # the same event, met by another of the rules: it counts once
             self._last_event = (event, c.group, c.value)
