@@ -1114,6 +1114,16 @@ def test_an_input_path_that_cannot_be_reached_is_said_with_the_systems_reason(tm
     assert device.returncode == 2 and b"not a file, a directory, a named pipe or /dev/null" in device.stderr
 
 
+def test_an_events_path_that_cannot_be_read_is_named_as_given(tmp_path):
+    """``explain --events`` with a missing file said "cannot read input X", as if --input were given:
+    it names --events, one line, exit status 2."""
+    for given, reason in ((tmp_path / "none.ndjson", "cannot read --events {}: no such file or directory"),
+                          (tmp_path, "--events directory {} holds no .evtx, .ndjson, .jsonl, .json files")):
+        result = run_cli(["explain", "--events", str(given)])
+        assert result.returncode == 2 and not result.stdout
+        assert result.stderr.decode() == f"pipeshell-filter: error: {reason.format(given)}\n"
+
+
 @pytest.mark.parametrize("args", [["--input", "-"], ["explain", "--events", "-"], ["explain", "--event", "-"]])
 def test_a_dash_is_standard_input(args):
     """``-`` reads standard input, as for every Unix tool (it was 'no such file or directory')."""

@@ -921,7 +921,7 @@ def _trace_events(engine: Engine, paths: List[str], max_line: int = DEFAULT_MAX_
     through the filter with ``engine``, as the filter runs its ``--input`` (``explain.CorrelationTrace``):
     one file alone, several (or directories) merged by event time; ``saved``: ``_saved_state``."""
     try:
-        files, walked = inputs_module.expand(paths)
+        files, walked = inputs_module.expand(paths, "--events")
         path = files[0] if len(files) == 1 else files
         unit = "record" if stage == "all" and len(files) == 1 and inputs_module.is_evtx(path) else "line"
         trace = CorrelationTrace(engine, unit, stage)
