@@ -917,8 +917,10 @@ def test_the_summary_line_says_how_many_rules_were_loaded(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--rule", "/nonexistent", "explain"], "--rule before 'explain' would be ignored: give the options after the subcommand"),
-    (["--emit", "all", "--quiet", "run", "--collect", "true"], "--emit, --quiet before 'run' would be ignored: give the options after '--'"),
+    (["--rule", "/nonexistent", "explain"],
+     "--rule before 'explain' would be ignored: give the options after the subcommand"),
+    (["--emit", "all", "--quiet", "run", "--collect", "true"],
+     "--emit, --quiet before 'run' would be ignored: give the options after '--'"),
 ])
 def test_filter_options_before_a_subcommand_are_refused_not_ignored(args, message):
     """Ignored, they made ``run`` filter with the defaults (every event dropped from the chain with
@@ -1095,7 +1097,8 @@ def test_an_alerts_threat_fields_follow_the_attack_tags_by_kind(tmp_path):
     rule = tmp_path / "tagged.yml"
     rule.write_text("title: tagged\ntags: [attack.credential-access, attack.s0002, attack.g0069, attack.t1059.1]\n"
                     "detection:\n  sel: {x: hit}\n  condition: sel\n")
-    [alert] = alerts(run_cli(["--rule", str(rule)], ndjson([{"x": "hit", "@timestamp": "2026-01-01T00:00:00Z"}])).stdout)
+    [alert] = alerts(run_cli(["--rule", str(rule)],
+                             ndjson([{"x": "hit", "@timestamp": "2026-01-01T00:00:00Z"}])).stdout)
     assert alert["threat"] == {"framework": "MITRE ATT&CK", "tactic": {"name": ["credential-access"]},
                                "technique": {"id": []}, "group": {"id": ["G0069"]}, "software": {"id": ["S0002"]}}
     jsonschema.validate(alert, ALERT_SCHEMA)

@@ -202,7 +202,8 @@ def run(
     join: Optional[Join] = typer.Option(None, "--join", help=_JOIN_HELP + " Default: window for the built-in rule, "
                                         "event for --rule."),
     lateness: float = typer.Option(60.0, "--lateness", metavar="SECONDS",
-                                   help="How far behind the newest event time an event may arrive and still be on time."),
+                                   help="How far behind the newest event time an event may arrive and still be on "
+                                   "time."),
     time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH",
                                              help="Dotted path of the event time, overriding the detected one."),
     max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="How far a source's events may "

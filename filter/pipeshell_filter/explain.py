@@ -208,7 +208,8 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
                      f"fires when {correlation.kind_meaning()} is {correlation.condition}"
                      + ("; every term must occur" if correlation.require_each and len(correlation.rules) > 1 else ""))
         if correlation.absent:
-            lines.append("near      no event meeting " + ", ".join(ref.label[len("not "):] for ref in correlation.absent)
+            lines.append("near      no event meeting "
+                         + ", ".join(ref.label[len("not "):] for ref in correlation.absent)
                          + " may be in the window")
         if quiet:
             lines.append("alerts    none of its own: it feeds another correlation without generate")

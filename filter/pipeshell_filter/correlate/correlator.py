@@ -186,7 +186,8 @@ class Correlator:
         self._held = SortedList()  # (time, seq, group) of every windowed event, for eviction
         self._consumed = {}  # group -> time of its last alert
         self._consumed_order = deque()  # (time, group) in alert order, which is time order
-        self._early_used = SortedList()  # ``early``: (time, seq) of the events in early alerts, while windows reach them
+        # ``early``: (time, seq) of the events in early alerts, while windows reach them
+        self._early_used = SortedList()
         self._early_done = {}  # ``early``: group -> end of its latest early alert (its events up to there are taken)
         self._early_order = deque()  # (end, group) of the early alerts, to forget them once no window reaches them
         # chaining (``Correlation``): the correlators whose alerts feed this one, whether it also
@@ -342,8 +343,8 @@ class Correlator:
         A correlation chained to others (``upstream``) is no further on than they are: its
         watermark is the least of theirs (of those that had an event: the first event of one
         that had none, if on time, is not behind our own sources' time), and of ``watermark``
-        (the one its own sources give) when it also takes rule detections (``own_inputs``).  An upstream hit is final when
-        made, at a time not before the upstream watermark, so it is on time here."""
+        (the one its own sources give) when it also takes rule detections (``own_inputs``).  An upstream
+        hit is final when made, at a time not before the upstream watermark, so it is on time here."""
         if self.upstream:
             self.wanted = max(self.wanted, watermark)
             bounds = [u.watermark for u in self.upstream if u.heard()]  # one that never had an event
