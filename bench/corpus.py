@@ -200,30 +200,53 @@ DOMAIN_SID = "S-1-5-21-3623811015-3361044348-30300820"
 MS = "Microsoft Corporation"
 WINOS = "Microsoft\u00ae Windows\u00ae Operating System"
 PROGRAMS = [
-    ("C:\\Windows\\System32\\svchost.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Host Process for Windows Services", WINOS, MS, "svchost.exe"),
-    ("C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe", "130.0.6723.92", "Google Chrome", "Google Chrome", "Google LLC", "chrome.exe"),
-    ("C:\\Program Files (x86)\\Microsoft\\Edge\\Application\\msedge.exe", "130.0.2849.68", "Microsoft Edge", "Microsoft Edge", MS, "msedge.exe"),
-    ("C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe", "10.0.19041.3996 (WinBuild.160101.0800)", "Windows PowerShell", WINOS, MS, "PowerShell.EXE"),
-    ("C:\\Windows\\System32\\cmd.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Windows Command Processor", WINOS, MS, "Cmd.Exe"),
-    ("C:\\Windows\\System32\\conhost.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Console Window Host", WINOS, MS, "CONHOST.EXE"),
-    ("C:\\Windows\\System32\\RuntimeBroker.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Runtime Broker", WINOS, MS, "RuntimeBroker.exe"),
-    ("C:\\Windows\\explorer.exe", "10.0.19041.4474 (WinBuild.160101.0800)", "Windows Explorer", WINOS, MS, "EXPLORER.EXE"),
-    ("C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE", "16.0.17928.20216", "Microsoft Outlook", "Microsoft Outlook", MS, "Outlook.exe"),
-    ("C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE", "16.0.17928.20216", "Microsoft Word", "Microsoft Office", MS, "WinWord.exe"),
-    ("C:\\Windows\\System32\\taskhostw.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Host Process for Windows Tasks", WINOS, MS, "taskhostw.exe"),
-    ("C:\\Windows\\System32\\wbem\\WmiPrvSE.exe", "10.0.19041.3636 (WinBuild.160101.0800)", "WMI Provider Host", WINOS, MS, "Wmiprvse.exe"),
-    ("C:\\ProgramData\\Microsoft\\Windows Defender\\Platform\\4.18.24090.11-0\\MsMpEng.exe", "4.18.24090.11", "Antimalware Service Executable", WINOS, MS, "MsMpEng.exe"),
-    ("C:\\Windows\\System32\\backgroundTaskHost.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Background Task Host", WINOS, MS, "backgroundTaskHost.exe"),
-    ("C:\\Windows\\System32\\SearchProtocolHost.exe", "7.0.19041.4355 (WinBuild.160101.0800)", "Microsoft Windows Search Protocol Host", "Windows\u00ae Search", MS, "SearchProtocolHost.exe"),
-    ("C:\\Windows\\System32\\msiexec.exe", "5.0.19041.4355 (WinBuild.160101.0800)", "Windows\u00ae installer", "Windows Installer - Unicode", MS, "msiexec.exe"),
-    ("C:\\Program Files\\Git\\mingw64\\bin\\git.exe", "2.47.0.windows.2", "Git for Windows", "Git", "The Git Development Community", "git.exe"),
-    ("C:\\Windows\\System32\\schtasks.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Task Scheduler Configuration Tool", WINOS, MS, "schtasks.exe"),
-    ("C:\\Windows\\System32\\sc.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Service Control Manager Configuration Tool", WINOS, MS, "sc.exe"),
-    ("C:\\Windows\\System32\\reg.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Registry Console Tool", WINOS, MS, "reg.exe"),
+    ("C:\\Windows\\System32\\svchost.exe", "10.0.19041.4355 (WinBuild.160101.0800)",
+     "Host Process for Windows Services", WINOS, MS, "svchost.exe"),
+    ("C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe", "130.0.6723.92", "Google Chrome", "Google Chrome",
+     "Google LLC", "chrome.exe"),
+    ("C:\\Program Files (x86)\\Microsoft\\Edge\\Application\\msedge.exe", "130.0.2849.68", "Microsoft Edge",
+     "Microsoft Edge", MS, "msedge.exe"),
+    ("C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe", "10.0.19041.3996 (WinBuild.160101.0800)",
+     "Windows PowerShell", WINOS, MS, "PowerShell.EXE"),
+    ("C:\\Windows\\System32\\cmd.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Windows Command Processor", WINOS, MS,
+     "Cmd.Exe"),
+    ("C:\\Windows\\System32\\conhost.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Console Window Host", WINOS, MS,
+     "CONHOST.EXE"),
+    ("C:\\Windows\\System32\\RuntimeBroker.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Runtime Broker", WINOS, MS,
+     "RuntimeBroker.exe"),
+    ("C:\\Windows\\explorer.exe", "10.0.19041.4474 (WinBuild.160101.0800)", "Windows Explorer", WINOS, MS,
+     "EXPLORER.EXE"),
+    ("C:\\Program Files\\Microsoft Office\\root\\Office16\\OUTLOOK.EXE", "16.0.17928.20216", "Microsoft Outlook",
+     "Microsoft Outlook", MS, "Outlook.exe"),
+    ("C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE", "16.0.17928.20216", "Microsoft Word",
+     "Microsoft Office", MS, "WinWord.exe"),
+    ("C:\\Windows\\System32\\taskhostw.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Host Process for Windows Tasks",
+     WINOS, MS, "taskhostw.exe"),
+    ("C:\\Windows\\System32\\wbem\\WmiPrvSE.exe", "10.0.19041.3636 (WinBuild.160101.0800)", "WMI Provider Host", WINOS,
+     MS, "Wmiprvse.exe"),
+    ("C:\\ProgramData\\Microsoft\\Windows Defender\\Platform\\4.18.24090.11-0\\MsMpEng.exe", "4.18.24090.11",
+     "Antimalware Service Executable", WINOS, MS, "MsMpEng.exe"),
+    ("C:\\Windows\\System32\\backgroundTaskHost.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Background Task Host",
+     WINOS, MS, "backgroundTaskHost.exe"),
+    ("C:\\Windows\\System32\\SearchProtocolHost.exe", "7.0.19041.4355 (WinBuild.160101.0800)",
+     "Microsoft Windows Search Protocol Host", "Windows\u00ae Search", MS, "SearchProtocolHost.exe"),
+    ("C:\\Windows\\System32\\msiexec.exe", "5.0.19041.4355 (WinBuild.160101.0800)", "Windows\u00ae installer",
+     "Windows Installer - Unicode", MS, "msiexec.exe"),
+    ("C:\\Program Files\\Git\\mingw64\\bin\\git.exe", "2.47.0.windows.2", "Git for Windows", "Git",
+     "The Git Development Community", "git.exe"),
+    ("C:\\Windows\\System32\\schtasks.exe", "10.0.19041.4355 (WinBuild.160101.0800)",
+     "Task Scheduler Configuration Tool", WINOS, MS, "schtasks.exe"),
+    ("C:\\Windows\\System32\\sc.exe", "10.0.19041.4355 (WinBuild.160101.0800)",
+     "Service Control Manager Configuration Tool", WINOS, MS, "sc.exe"),
+    ("C:\\Windows\\System32\\reg.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Registry Console Tool", WINOS, MS,
+     "reg.exe"),
     ("C:\\Windows\\System32\\net1.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Net Command", WINOS, MS, "net1.exe"),
-    ("C:\\Program Files\\Microsoft VS Code\\Code.exe", "1.95.1", "Visual Studio Code", "Visual Studio Code", MS, "electron.exe"),
-    ("C:\\Windows\\System32\\gpupdate.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Microsoft\u00ae Windows\u00ae GPUpdate Utility", WINOS, MS, "GPUpdate.exe"),
-    ("C:\\Windows\\System32\\wuauclt.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Windows Update", WINOS, MS, "wuauclt.exe"),
+    ("C:\\Program Files\\Microsoft VS Code\\Code.exe", "1.95.1", "Visual Studio Code", "Visual Studio Code", MS,
+     "electron.exe"),
+    ("C:\\Windows\\System32\\gpupdate.exe", "10.0.19041.4355 (WinBuild.160101.0800)",
+     "Microsoft\u00ae Windows\u00ae GPUpdate Utility", WINOS, MS, "GPUpdate.exe"),
+    ("C:\\Windows\\System32\\wuauclt.exe", "10.0.19041.4355 (WinBuild.160101.0800)", "Windows Update", WINOS, MS,
+     "wuauclt.exe"),
 ]
 P_SVCHOST, P_CHROME, P_EDGE, P_POWERSHELL, P_CMD, P_CONHOST = 0, 1, 2, 3, 4, 5
 P_EXPLORER, P_OUTLOOK, P_WORD, P_WMI, P_DEFENDER = 7, 8, 9, 11, 12
@@ -248,7 +271,8 @@ def command_line(rng: random.Random, program: int, user: str) -> str:
         return f"C:\\Windows\\system32\\svchost.exe -k {rng.choice(SERVICES)}"
     if program in (P_CHROME, P_EDGE):
         kind = rng.choice(["renderer", "gpu-process", "utility", "renderer", "renderer"])
-        extra = (f"--extension-process --renderer-client-id={rng.randrange(5, 400)} --launch-time-ticks={rng.randrange(10**9, 10**11)} "
+        extra = (f"--extension-process --renderer-client-id={rng.randrange(5, 400)} "
+                 f"--launch-time-ticks={rng.randrange(10**9, 10**11)} "
                  f"--time-ticks-at-unix-epoch=-{rng.randrange(10**15, 10**16)} --enable-main-frame-before-activation "
                  f"--lang=en-US --num-raster-threads=4 --enable-zero-copy --device-scale-factor=1 "
                  f"--enable-features=msEdgeFluentOverlayScrollbar,msOverlayScrollbarWinStyle:scrollbar_mode/full_mode,"
@@ -257,8 +281,10 @@ def command_line(rng: random.Random, program: int, user: str) -> str:
                  if kind == "renderer" else
                  "--utility-sub-type=network.mojom.NetworkService --lang=en-US --service-sandbox-type=none "
                  if kind == "utility" else
-                 f"--gpu-preferences=UAAAAAAAAADgAAAEAAAAAAAAAAAAAAAAAABgAAEAAAAAAAAAAAAAAAAAAAACAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA== "
-                 f"--gpu-vendor-id=0x{rng.randrange(4096, 65535):04x} --gpu-device-id=0x{rng.randrange(4096, 65535):04x} ")
+                 "--gpu-preferences=UAAAAAAAAADgAAAEAAAAAAAAAAAAAAAAAABgAAEAAAAAAAAAAAAAAAAAAAACAAAAAAAAAAAAAAAAAAAAAA"
+                 "AAAAAAAAAAAAAAA== "
+                 f"--gpu-vendor-id=0x{rng.randrange(4096, 65535):04x} "
+                 f"--gpu-device-id=0x{rng.randrange(4096, 65535):04x} ")
         return (f"\"{path}\" --type={kind} {extra}--field-trial-handle={rng.randrange(1000, 9999)},i,"
                 f"{rng.getrandbits(63)},{rng.getrandbits(63)},262144 "
                 f"--variations-seed-version=20241101-{rng.randrange(100000, 999999)}.{rng.randrange(10, 99)} "
@@ -267,13 +293,15 @@ def command_line(rng: random.Random, program: int, user: str) -> str:
         return rng.choice([
             f"\"{path}\" -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \"{rng.choice(BENIGN_PS_FILES)}\"",
             "powershell.exe -ExecutionPolicy Restricted -Command Write-Host 'Final result: 1';",
-            f"\"{path}\" -NoLogo -NoProfile -Command \"Get-CimInstance Win32_LogicalDisk | Select-Object DeviceID,FreeSpace | ConvertTo-Json -Compress\"",
+            f"\"{path}\" -NoLogo -NoProfile -Command \"Get-CimInstance Win32_LogicalDisk | Select-Object "
+            "DeviceID,FreeSpace | ConvertTo-Json -Compress\"",
             f"\"{path}\"",
         ])
     if program == P_CMD:
         return rng.choice([
             "C:\\Windows\\system32\\cmd.exe /c \"C:\\ProgramData\\IT\\logon.cmd\"",
-            f"\"C:\\Windows\\system32\\cmd.exe\" /c ipconfig /all > C:\\Users\\{user}\\AppData\\Local\\Temp\\net{rng.randrange(1000, 9999)}.txt",
+            f"\"C:\\Windows\\system32\\cmd.exe\" /c ipconfig /all > C:\\Users\\{user}\\AppData\\Local\\Temp\\"
+            f"net{rng.randrange(1000, 9999)}.txt",
             "C:\\Windows\\system32\\cmd.exe /d /c \"C:\\Program Files\\Git\\cmd\\git.exe\" fetch --all --prune",
         ])
     if program == P_CONHOST:
@@ -290,66 +318,102 @@ def command_line(rng: random.Random, program: int, user: str) -> str:
     if program == 18:
         return f"sc.exe query {rng.choice(['WinRM', 'Spooler', 'wuauserv', 'BITS', 'Sysmon64'])}"
     if program == 19:
-        return f"reg.exe query \"HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\" /v {rng.choice(['ProductName', 'CurrentBuild', 'UBR'])}"
+        return ("reg.exe query \"HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\" "
+                f"/v {rng.choice(['ProductName', 'CurrentBuild', 'UBR'])}")
     if program == 20:
         return f"C:\\Windows\\system32\\net1 user {user} /domain"
     if program == 16:
-        return f"\"{path}\" {rng.choice(['fetch origin --quiet', 'status --porcelain=v2 -z', 'log -n 20 --format=%H', 'rev-parse HEAD'])}"
+        return f"\"{path}\" " + rng.choice(['fetch origin --quiet', 'status --porcelain=v2 -z', 'log -n 20 --format=%H',
+                                            'rev-parse HEAD'])
     if program == 21:
-        return f"\"{path}\" --type=renderer --user-data-dir=\"C:\\Users\\{user}\\AppData\\Roaming\\Code\" --standard-schemes=vscode-webview,vscode-file --enable-sandbox --lang=en-US --js-flags=--nodecommit_pooled_pages --renderer-client-id={rng.randrange(5, 99)} --launch-time-ticks={rng.randrange(10**9, 10**11)} --mojo-platform-channel-handle={rng.randrange(1000, 9999)} /prefetch:1"
+        return (f"\"{path}\" --type=renderer --user-data-dir=\"C:\\Users\\{user}\\AppData\\Roaming\\Code\" "
+                "--standard-schemes=vscode-webview,vscode-file --enable-sandbox --lang=en-US "
+                f"--js-flags=--nodecommit_pooled_pages --renderer-client-id={rng.randrange(5, 99)} "
+                f"--launch-time-ticks={rng.randrange(10**9, 10**11)} "
+                f"--mojo-platform-channel-handle={rng.randrange(1000, 9999)} /prefetch:1")
     return f"\"{path}\""
 
 
 DLLS = [
-    ("C:\\Windows\\System32\\ntdll.dll", "NT Layer DLL"), ("C:\\Windows\\System32\\kernel32.dll", "Windows NT BASE API Client DLL"),
-    ("C:\\Windows\\System32\\KernelBase.dll", "Windows NT BASE API Client DLL"), ("C:\\Windows\\System32\\user32.dll", "Multi-User Windows USER API Client DLL"),
-    ("C:\\Windows\\System32\\advapi32.dll", "Advanced Windows 32 Base API"), ("C:\\Windows\\System32\\combase.dll", "Microsoft COM for Windows"),
-    ("C:\\Windows\\System32\\ole32.dll", "Microsoft OLE for Windows"), ("C:\\Windows\\System32\\oleaut32.dll", "OLEAUT32.DLL"),
-    ("C:\\Windows\\System32\\rpcrt4.dll", "Remote Procedure Call Runtime"), ("C:\\Windows\\System32\\sechost.dll", "Host for SCM/SDDL/LSA Lookup APIs"),
-    ("C:\\Windows\\System32\\bcrypt.dll", "Windows Cryptographic Primitives Library"), ("C:\\Windows\\System32\\crypt32.dll", "Crypto API32"),
-    ("C:\\Windows\\System32\\wintrust.dll", "Microsoft Trust Verification APIs"), ("C:\\Windows\\System32\\ws2_32.dll", "Windows Socket 2.0 32-Bit DLL"),
-    ("C:\\Windows\\System32\\winhttp.dll", "Windows HTTP Services"), ("C:\\Windows\\System32\\wininet.dll", "Internet Extensions for Win32"),
-    ("C:\\Windows\\System32\\amsi.dll", "Anti-Malware Scan Interface"), ("C:\\Windows\\System32\\dnsapi.dll", "DNS Client API DLL"),
-    ("C:\\Windows\\System32\\IPHLPAPI.DLL", "IP Helper API"), ("C:\\Windows\\System32\\netapi32.dll", "Net Win32 API DLL"),
-    ("C:\\Windows\\System32\\uxtheme.dll", "Microsoft UxTheme Library"), ("C:\\Windows\\System32\\version.dll", "Version Checking and File Installation Libraries"),
-    ("C:\\Windows\\System32\\shell32.dll", "Windows Shell Common Dll"), ("C:\\Windows\\System32\\windows.storage.dll", "Microsoft WinRT Storage API"),
-    ("C:\\Windows\\System32\\ucrtbase.dll", "Microsoft\u00ae C Runtime Library"), ("C:\\Windows\\System32\\profapi.dll", "User Profile Basic API"),
+    ("C:\\Windows\\System32\\ntdll.dll", "NT Layer DLL"),
+    ("C:\\Windows\\System32\\kernel32.dll", "Windows NT BASE API Client DLL"),
+    ("C:\\Windows\\System32\\KernelBase.dll", "Windows NT BASE API Client DLL"),
+    ("C:\\Windows\\System32\\user32.dll", "Multi-User Windows USER API Client DLL"),
+    ("C:\\Windows\\System32\\advapi32.dll", "Advanced Windows 32 Base API"),
+    ("C:\\Windows\\System32\\combase.dll", "Microsoft COM for Windows"),
+    ("C:\\Windows\\System32\\ole32.dll", "Microsoft OLE for Windows"),
+    ("C:\\Windows\\System32\\oleaut32.dll", "OLEAUT32.DLL"),
+    ("C:\\Windows\\System32\\rpcrt4.dll", "Remote Procedure Call Runtime"),
+    ("C:\\Windows\\System32\\sechost.dll", "Host for SCM/SDDL/LSA Lookup APIs"),
+    ("C:\\Windows\\System32\\bcrypt.dll", "Windows Cryptographic Primitives Library"),
+    ("C:\\Windows\\System32\\crypt32.dll", "Crypto API32"),
+    ("C:\\Windows\\System32\\wintrust.dll", "Microsoft Trust Verification APIs"),
+    ("C:\\Windows\\System32\\ws2_32.dll", "Windows Socket 2.0 32-Bit DLL"),
+    ("C:\\Windows\\System32\\winhttp.dll", "Windows HTTP Services"),
+    ("C:\\Windows\\System32\\wininet.dll", "Internet Extensions for Win32"),
+    ("C:\\Windows\\System32\\amsi.dll", "Anti-Malware Scan Interface"),
+    ("C:\\Windows\\System32\\dnsapi.dll", "DNS Client API DLL"),
+    ("C:\\Windows\\System32\\IPHLPAPI.DLL", "IP Helper API"),
+    ("C:\\Windows\\System32\\netapi32.dll", "Net Win32 API DLL"),
+    ("C:\\Windows\\System32\\uxtheme.dll", "Microsoft UxTheme Library"),
+    ("C:\\Windows\\System32\\version.dll", "Version Checking and File Installation Libraries"),
+    ("C:\\Windows\\System32\\shell32.dll", "Windows Shell Common Dll"),
+    ("C:\\Windows\\System32\\windows.storage.dll", "Microsoft WinRT Storage API"),
+    ("C:\\Windows\\System32\\ucrtbase.dll", "Microsoft\u00ae C Runtime Library"),
+    ("C:\\Windows\\System32\\profapi.dll", "User Profile Basic API"),
     ("C:\\Windows\\System32\\userenv.dll", "Userenv"), ("C:\\Windows\\System32\\wldp.dll", "Windows Lockdown Policy"),
-    ("C:\\Windows\\System32\\ncrypt.dll", "Windows NCrypt Router"), ("C:\\Windows\\System32\\schannel.dll", "TLS / SSL Security Provider"),
-    ("C:\\Windows\\System32\\mswsock.dll", "Microsoft Windows Sockets 2.0 Service Provider"), ("C:\\Windows\\System32\\dbghelp.dll", "Windows Image Helper"),
-    ("C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\clr.dll", "Microsoft .NET Runtime Common Language Runtime - WorkStation"),
+    ("C:\\Windows\\System32\\ncrypt.dll", "Windows NCrypt Router"),
+    ("C:\\Windows\\System32\\schannel.dll", "TLS / SSL Security Provider"),
+    ("C:\\Windows\\System32\\mswsock.dll", "Microsoft Windows Sockets 2.0 Service Provider"),
+    ("C:\\Windows\\System32\\dbghelp.dll", "Windows Image Helper"),
+    ("C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\clr.dll",
+     "Microsoft .NET Runtime Common Language Runtime - WorkStation"),
     ("C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\mscoreei.dll", "Microsoft .NET Runtime Execution Engine"),
-    ("C:\\Windows\\assembly\\NativeImages_v4.0.30319_64\\System.Manaa57fc8cc#\\5d2e30a4bde8a8b0f8e6f5b9b2f7c6a1\\System.Management.Automation.ni.dll", "System.Management.Automation"),
-    ("C:\\Windows\\assembly\\NativeImages_v4.0.30319_64\\Microsoft.Pb378ec07#\\3c1f0e6d9a2b7c4e5f60718293a4b5c6\\Microsoft.PowerShell.Commands.Management.ni.dll", "Microsoft.PowerShell.Commands.Management"),
-    ("C:\\Windows\\assembly\\NativeImages_v4.0.30319_64\\System.Core\\8e2d4a61c0b93f7d15e4a2b6c8d0f1e3\\System.Core.ni.dll", ".NET Framework"),
-    ("C:\\Windows\\WinSxS\\amd64_microsoft.windows.common-controls_6595b64144ccf1df_6.0.19041.4355_none_60b8b5d1bcd3e1b3\\comctl32.dll", "User Experience Controls Library"),
+    ("C:\\Windows\\assembly\\NativeImages_v4.0.30319_64\\System.Manaa57fc8cc#\\5d2e30a4bde8a8b0f8e6f5b9b2f7c6a1\\"
+     "System.Management.Automation.ni.dll", "System.Management.Automation"),
+    ("C:\\Windows\\assembly\\NativeImages_v4.0.30319_64\\Microsoft.Pb378ec07#\\3c1f0e6d9a2b7c4e5f60718293a4b5c6\\"
+     "Microsoft.PowerShell.Commands.Management.ni.dll", "Microsoft.PowerShell.Commands.Management"),
+    ("C:\\Windows\\assembly\\NativeImages_v4.0.30319_64\\System.Core\\8e2d4a61c0b93f7d15e4a2b6c8d0f1e3\\"
+     "System.Core.ni.dll", ".NET Framework"),
+    ("C:\\Windows\\WinSxS\\amd64_microsoft.windows.common-controls_6595b64144ccf1df_6.0.19041.4355_none_"
+     "60b8b5d1bcd3e1b3\\comctl32.dll", "User Experience Controls Library"),
 ]
 
 DESTINATIONS = [("10.20.0.10", "dc01.corp.example", 389, "ldap"), ("10.20.0.11", "dc02.corp.example", 88, "kerberos"),
-                ("10.20.0.10", "dc01.corp.example", 445, "microsoft-ds"), ("10.20.5.40", "fs01.corp.example", 445, "microsoft-ds"),
+                ("10.20.0.10", "dc01.corp.example", 445, "microsoft-ds"),
+                ("10.20.5.40", "fs01.corp.example", 445, "microsoft-ds"),
                 ("13.107.42.14", "-", 443, "https"), ("20.190.160.20", "login.microsoftonline.com", 443, "https"),
                 ("142.250.185.78", "-", 443, "https"), ("52.113.194.132", "-", 443, "https"),
-                ("10.20.7.15", "proxy01.corp.example", 8080, "http-alt"), ("10.20.0.12", "dc03.corp.example", 135, "epmap"),
-                ("10.20.9.30", "wsus01.corp.example", 8530, "-"), ("10.20.9.44", "siem-collector.corp.example", 5986, "-")]
-DNS = [("www.google.com", "::ffff:142.250.185.68;"), ("login.microsoftonline.com", "type:  5 login.mso.msidentity.com;::ffff:20.190.160.20;"),
+                ("10.20.7.15", "proxy01.corp.example", 8080, "http-alt"),
+                ("10.20.0.12", "dc03.corp.example", 135, "epmap"),
+                ("10.20.9.30", "wsus01.corp.example", 8530, "-"),
+                ("10.20.9.44", "siem-collector.corp.example", 5986, "-")]
+DNS = [("www.google.com", "::ffff:142.250.185.68;"),
+       ("login.microsoftonline.com", "type:  5 login.mso.msidentity.com;::ffff:20.190.160.20;"),
        ("outlook.office365.com", "type:  5 outlook.ha.office365.com;::ffff:52.97.146.178;::ffff:40.99.150.50;"),
        ("wsus01.corp.example", "::ffff:10.20.9.30;"), ("dc01.corp.example", "::ffff:10.20.0.10;"),
        ("settings-win.data.microsoft.com", "type:  5 atm-settingsfe-prod-geo2.trafficmanager.net;::ffff:20.42.73.29;"),
        ("github.com", "::ffff:140.82.121.4;"), ("update.googleapis.com", "::ffff:142.250.186.99;")]
-REGISTRY = ["HKLM\\System\\CurrentControlSet\\Services\\bam\\State\\UserSettings\\{sid}\\\\Device\\HarddiskVolume3\\Windows\\System32\\{exe}",
-            "HKU\\{sid}\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Explorer\\UserAssist\\{{CEBFF5CD-ACE2-4F4F-9178-9926F41749EA}}\\Count\\{rot}",
+REGISTRY = ["HKLM\\System\\CurrentControlSet\\Services\\bam\\State\\UserSettings\\{sid}\\\\Device\\HarddiskVolume3\\"
+            "Windows\\System32\\{exe}",
+            "HKU\\{sid}\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Explorer\\UserAssist\\"
+            "{{CEBFF5CD-ACE2-4F4F-9178-9926F41749EA}}\\Count\\{rot}",
             "HKLM\\SOFTWARE\\Microsoft\\Windows Defender\\Signature Updates\\SignaturesLastUpdated",
-            "HKU\\{sid}\\SOFTWARE\\Microsoft\\Office\\16.0\\Common\\Roaming\\Identities\\{hexid}_ADAL\\LastSwitchedTime",
+            "HKU\\{sid}\\SOFTWARE\\Microsoft\\Office\\16.0\\Common\\Roaming\\Identities\\"
+            "{hexid}_ADAL\\LastSwitchedTime",
             "HKLM\\System\\CurrentControlSet\\Services\\W32Time\\Config\\LastKnownGoodTime",
-            "HKU\\{sid}\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Internet Settings\\Connections\\SavedLegacySettings"]
+            "HKU\\{sid}\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Internet "
+            "Settings\\Connections\\SavedLegacySettings"]
 REG_DETAILS = ["Binary Data", "DWORD (0x00000001)", "DWORD (0x00000000)", "QWORD (0x01db2c4e-0x8a7f3c10)"]
 FILE_TARGETS = ["C:\\Users\\{user}\\AppData\\Local\\Temp\\{hex}.tmp", "C:\\Windows\\Prefetch\\{exeu}-{hex8}.pf",
                 "C:\\Users\\{user}\\AppData\\Local\\Google\\Chrome\\User Data\\Default\\Cache\\Cache_Data\\f_{hex6}",
                 "C:\\Users\\{user}\\AppData\\Local\\Microsoft\\Windows\\INetCache\\IE\\{hex8}\\update[1].json",
                 "C:\\ProgramData\\Microsoft\\Windows Defender\\Scans\\History\\Service\\DetectionHistory\\{hex}.bin",
                 "C:\\Users\\{user}\\AppData\\Roaming\\Microsoft\\Office\\Recent\\index.dat"]
-PIPES = ["\\srvsvc", "\\wkssvc", "\\lsass", "\\ntsvcs", "\\ProtectedPrefix\\LocalService\\FTHPIPE", "\\mojo.{n}.{m}.{big}",
-         "\\PSHost.{big}.{n}.DefaultAppDomain.powershell", "\\Winsock2\\CatalogChangeListener-{hexs}-0", "\\docker_engine"]
+PIPES = ["\\srvsvc", "\\wkssvc", "\\lsass", "\\ntsvcs", "\\ProtectedPrefix\\LocalService\\FTHPIPE",
+         "\\mojo.{n}.{m}.{big}",
+         "\\PSHost.{big}.{n}.DefaultAppDomain.powershell", "\\Winsock2\\CatalogChangeListener-{hexs}-0",
+         "\\docker_engine"]
 CALL_TRACE = ("C:\\Windows\\SYSTEM32\\ntdll.dll+9d4c4|C:\\Windows\\System32\\KERNELBASE.dll+2c13e|"
               "C:\\Windows\\system32\\lsasrv.dll+{a:x}|C:\\Windows\\SYSTEM32\\SspiSrv.dll+11a2|"
               "C:\\Windows\\System32\\RPCRT4.dll+{b:x}|C:\\Windows\\System32\\RPCRT4.dll+6a6b0|"
@@ -368,34 +432,95 @@ BENIGN_SCRIPTS = [
     "prompt",
     "$global:?",
     "Get-Service -Name WinRM, Spooler | Select-Object Name, Status, StartType",
-    "Get-ChildItem -Path $env:TEMP -Recurse -File | Where-Object { $_.LastWriteTime -lt (Get-Date).AddDays(-14) } | Remove-Item -Force -ErrorAction SilentlyContinue",
-    "Import-Module ActiveDirectory\r\nGet-ADUser -Filter 'Enabled -eq $true' -Properties LastLogonDate |\r\n    Where-Object { $_.LastLogonDate -lt (Get-Date).AddDays(-90) } |\r\n    Select-Object SamAccountName, LastLogonDate |\r\n    Export-Csv -NoTypeInformation -Path \\\\fs01\\reports\\stale-users.csv",
-    "$disk = Get-CimInstance -ClassName Win32_LogicalDisk -Filter \"DriveType=3\"\r\nforeach ($d in $disk) {\r\n    $free = [math]::Round($d.FreeSpace / 1GB, 1)\r\n    if ($free -lt 10) { Write-EventLog -LogName Application -Source 'IT-Health' -EventId 3001 -Message \"Low disk on $($d.DeviceID): $free GB\" }\r\n}",
-    "# Printer mapping for branch offices\r\nparam([string]$Site = $env:COMPUTERNAME.Substring(0, 3))\r\n$map = @{\r\n    'BER' = '\\\\print01\\BER-2OG-Color'\r\n    'MUC' = '\\\\print01\\MUC-EG-Mono'\r\n    'HAM' = '\\\\print02\\HAM-1OG-Color'\r\n}\r\nif ($map.ContainsKey($Site)) {\r\n    Add-Printer -ConnectionName $map[$Site] -ErrorAction SilentlyContinue\r\n    (New-Object -ComObject WScript.Network).SetDefaultPrinter($map[$Site])\r\n}",
-    "function Get-PendingReboot {\r\n    [CmdletBinding()]\r\n    param()\r\n    $keys = @(\r\n        'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\RebootPending',\r\n        'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\WindowsUpdate\\Auto Update\\RebootRequired'\r\n    )\r\n    foreach ($k in $keys) { if (Test-Path $k) { return $true } }\r\n    $pfro = Get-ItemProperty -Path 'HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Session Manager' -Name PendingFileRenameOperations -ErrorAction SilentlyContinue\r\n    return [bool]$pfro\r\n}\r\nGet-PendingReboot",
-    "$ErrorActionPreference = 'Stop'\r\n$body = @{ host = $env:COMPUTERNAME; os = (Get-CimInstance Win32_OperatingSystem).Caption; uptime = ((Get-Date) - (Get-CimInstance Win32_OperatingSystem).LastBootUpTime).TotalHours } | ConvertTo-Json\r\nInvoke-RestMethod -Uri 'https://inventory.corp.example/api/v2/checkin' -Method Post -Body $body -ContentType 'application/json' -UseDefaultCredentials",
-    "# Docker health probe used by the build agents\r\n$pipe = New-Object IO.Pipes.NamedPipeClientStream('.', 'docker_engine', [IO.Pipes.PipeDirection]::InOut)\r\ntry { $pipe.Connect(2000); 'docker engine reachable' } catch { 'docker engine not reachable' } finally { $pipe.Dispose() }",
-    "Get-WinEvent -FilterHashtable @{LogName='System'; Level=2; StartTime=(Get-Date).AddHours(-24)} -MaxEvents 50 | Format-Table TimeCreated, Id, ProviderName -AutoSize",
-    "<#\r\n.SYNOPSIS\r\n    Reports machine certificates that expire soon.\r\n.DESCRIPTION\r\n    Runs daily from the IT maintenance task. Writes one line per certificate that expires\r\n    within the warning period to the Application log and returns the list for the caller.\r\n#>\r\n"
-    "function Get-ExpiringCertificate {\r\n    [CmdletBinding()]\r\n    param(\r\n        [ValidateRange(1, 365)]\r\n        [int]$Days = 30,\r\n        [string[]]$Store = @('Cert:\\LocalMachine\\My', 'Cert:\\LocalMachine\\WebHosting')\r\n    )\r\n"
-    "    $limit = (Get-Date).AddDays($Days)\r\n    $found = foreach ($s in $Store) {\r\n        if (-not (Test-Path $s)) { continue }\r\n        Get-ChildItem -Path $s | Where-Object { $_.NotAfter -lt $limit -and $_.NotAfter -gt (Get-Date) } |\r\n"
-    "            ForEach-Object {\r\n                [pscustomobject]@{\r\n                    Store      = $s\r\n                    Subject    = $_.Subject\r\n                    Thumbprint = $_.Thumbprint\r\n                    NotAfter   = $_.NotAfter\r\n                    DaysLeft   = [int]($_.NotAfter - (Get-Date)).TotalDays\r\n                }\r\n            }\r\n    }\r\n"
-    "    foreach ($c in $found) {\r\n        $msg = '{0} ({1}) expires in {2} days' -f $c.Subject, $c.Thumbprint, $c.DaysLeft\r\n        Write-EventLog -LogName Application -Source 'IT-Health' -EventId 3010 -EntryType Warning -Message $msg\r\n    }\r\n    $found\r\n}\r\n"
+    "Get-ChildItem -Path $env:TEMP -Recurse -File | Where-Object { $_.LastWriteTime -lt (Get-Date).AddDays(-14) } | "
+    "Remove-Item -Force -ErrorAction SilentlyContinue",
+    "Import-Module ActiveDirectory\r\nGet-ADUser -Filter 'Enabled -eq $true' -Properties LastLogonDate |\r\n"
+    "    Where-Object { $_.LastLogonDate -lt (Get-Date).AddDays(-90) } |\r\n"
+    "    Select-Object SamAccountName, LastLogonDate |\r\n    Export-Csv -NoTypeInformation -Path "
+    "\\\\fs01\\reports\\stale-users.csv",
+    "$disk = Get-CimInstance -ClassName Win32_LogicalDisk -Filter \"DriveType=3\"\r\nforeach ($d in $disk) {\r\n"
+    "    $free = [math]::Round($d.FreeSpace / 1GB, 1)\r\n    if ($free -lt 10) { Write-EventLog -LogName Application "
+    "-Source 'IT-Health' -EventId 3001 -Message \"Low disk on $($d.DeviceID): $free GB\" }\r\n}",
+    "# Printer mapping for branch offices\r\nparam([string]$Site = $env:COMPUTERNAME.Substring(0, 3))\r\n$map = @{\r\n"
+    "    'BER' = '\\\\print01\\BER-2OG-Color'\r\n    'MUC' = '\\\\print01\\MUC-EG-Mono'\r\n"
+    "    'HAM' = '\\\\print02\\HAM-1OG-Color'\r\n}\r\nif ($map.ContainsKey($Site)) {\r\n"
+    "    Add-Printer -ConnectionName $map[$Site] -ErrorAction SilentlyContinue\r\n"
+    "    (New-Object -ComObject WScript.Network).SetDefaultPrinter($map[$Site])\r\n}",
+    "function Get-PendingReboot {\r\n    [CmdletBinding()]\r\n    param()\r\n    $keys = @(\r\n"
+    "        'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Component Based Servicing\\RebootPending',\r\n"
+    "        'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\WindowsUpdate\\Auto Update\\RebootRequired'\r\n"
+    "    )\r\n    foreach ($k in $keys) { if (Test-Path $k) { return $true } }\r\n"
+    "    $pfro = Get-ItemProperty -Path 'HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Session Manager' -Name "
+    "PendingFileRenameOperations -ErrorAction SilentlyContinue\r\n    return [bool]$pfro\r\n}\r\nGet-PendingReboot",
+    "$ErrorActionPreference = 'Stop'\r\n$body = @{ host = $env:COMPUTERNAME; os = (Get-CimInstance "
+    "Win32_OperatingSystem).Caption; uptime = ((Get-Date) - (Get-CimInstance "
+    "Win32_OperatingSystem).LastBootUpTime).TotalHours } | ConvertTo-Json\r\n"
+    "Invoke-RestMethod -Uri 'https://inventory.corp.example/api/v2/checkin' -Method Post -Body $body -ContentType "
+    "'application/json' -UseDefaultCredentials",
+    "# Docker health probe used by the build agents\r\n$pipe = New-Object IO.Pipes.NamedPipeClientStream('.', "
+    "'docker_engine', [IO.Pipes.PipeDirection]::InOut)\r\ntry { $pipe.Connect(2000); 'docker engine reachable' } catch "
+    "{ 'docker engine not reachable' } finally { $pipe.Dispose() }",
+    "Get-WinEvent -FilterHashtable @{LogName='System'; Level=2; StartTime=(Get-Date).AddHours(-24)} -MaxEvents 50 | "
+    "Format-Table TimeCreated, Id, ProviderName -AutoSize",
+    "<#\r\n.SYNOPSIS\r\n    Reports machine certificates that expire soon.\r\n.DESCRIPTION\r\n"
+    "    Runs daily from the IT maintenance task. Writes one line per certificate that expires\r\n"
+    "    within the warning period to the Application log and returns the list for the caller.\r\n#>\r\n"
+    "function Get-ExpiringCertificate {\r\n    [CmdletBinding()]\r\n    param(\r\n        [ValidateRange(1, 365)]\r\n"
+    "        [int]$Days = 30,\r\n        [string[]]$Store = @('Cert:\\LocalMachine\\My', "
+    "'Cert:\\LocalMachine\\WebHosting')\r\n    )\r\n"
+    "    $limit = (Get-Date).AddDays($Days)\r\n    $found = foreach ($s in $Store) {\r\n"
+    "        if (-not (Test-Path $s)) { continue }\r\n        Get-ChildItem -Path $s | Where-Object { $_.NotAfter -lt "
+    "$limit -and $_.NotAfter -gt (Get-Date) } |\r\n"
+    "            ForEach-Object {\r\n                [pscustomobject]@{\r\n                    Store      = $s\r\n"
+    "                    Subject    = $_.Subject\r\n                    Thumbprint = $_.Thumbprint\r\n"
+    "                    NotAfter   = $_.NotAfter\r\n                    DaysLeft   = [int]($_.NotAfter - "
+    "(Get-Date)).TotalDays\r\n                }\r\n            }\r\n    }\r\n"
+    "    foreach ($c in $found) {\r\n        $msg = '{0} ({1}) expires in {2} days' -f $c.Subject, $c.Thumbprint, "
+    "$c.DaysLeft\r\n        Write-EventLog -LogName Application -Source 'IT-Health' -EventId 3010 -EntryType Warning "
+    "-Message $msg\r\n    }\r\n    $found\r\n}\r\n"
     "Get-ExpiringCertificate -Days 45 | Sort-Object DaysLeft | Format-Table -AutoSize",
-    "#Requires -Version 5.1\r\n# Weekly inventory collected by the IT maintenance task; results go to the reports share.\r\n"
-    "[CmdletBinding()]\r\nparam(\r\n    [string]$ReportRoot = '\\\\fs01.corp.example\\reports\\inventory',\r\n    [switch]$IncludeUpdates\r\n)\r\n"
-    "$ErrorActionPreference = 'Continue'\r\n$computer = $env:COMPUTERNAME\r\n$os = Get-CimInstance -ClassName Win32_OperatingSystem\r\n$cs = Get-CimInstance -ClassName Win32_ComputerSystem\r\n$bios = Get-CimInstance -ClassName Win32_BIOS\r\n"
-    "$uninstall = @(\r\n    'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\*',\r\n    'HKLM:\\SOFTWARE\\WOW6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\*'\r\n)\r\n"
-    "$software = Get-ItemProperty -Path $uninstall -ErrorAction SilentlyContinue |\r\n    Where-Object { $_.DisplayName -and -not $_.SystemComponent } |\r\n    Select-Object DisplayName, DisplayVersion, Publisher, InstallDate |\r\n    Sort-Object DisplayName -Unique\r\n"
-    "$admins = Get-LocalGroupMember -Group 'Administrators' -ErrorAction SilentlyContinue |\r\n    Select-Object Name, ObjectClass, PrincipalSource\r\n"
-    "$report = [ordered]@{\r\n    computer     = $computer\r\n    collected    = (Get-Date).ToUniversalTime().ToString('o')\r\n    os           = $os.Caption\r\n    build        = $os.BuildNumber\r\n    lastBoot     = $os.LastBootUpTime\r\n    model        = $cs.Model\r\n    manufacturer = $cs.Manufacturer\r\n    serial       = $bios.SerialNumber\r\n    memoryGB     = [math]::Round($cs.TotalPhysicalMemory / 1GB, 1)\r\n    admins       = @($admins)\r\n    software     = @($software)\r\n}\r\n"
-    "if ($IncludeUpdates) {\r\n    $report.updates = Get-HotFix | Sort-Object InstalledOn -Descending | Select-Object -First 20 HotFixID, InstalledOn\r\n}\r\n"
-    "$target = Join-Path $ReportRoot ('{0}.json' -f $computer)\r\ntry {\r\n    $report | ConvertTo-Json -Depth 4 | Set-Content -Path $target -Encoding UTF8\r\n} catch {\r\n    Write-EventLog -LogName Application -Source 'IT-Health' -EventId 3020 -EntryType Error -Message \"Inventory upload failed: $($_.Exception.Message)\"\r\n}",
-    "# Rotate the monitoring agent logs (keeps 7 archives)\r\n$logDir = 'C:\\Program Files\\Monitoring\\agent\\logs'\r\n$keep = 7\r\n$now = Get-Date -Format 'yyyyMMdd-HHmmss'\r\n"
-    "Get-ChildItem -Path $logDir -Filter '*.log' | Where-Object { $_.Length -gt 10MB } | ForEach-Object {\r\n    $zip = Join-Path $logDir ('{0}-{1}.zip' -f $_.BaseName, $now)\r\n    Compress-Archive -Path $_.FullName -DestinationPath $zip -CompressionLevel Optimal\r\n    Clear-Content -Path $_.FullName\r\n}\r\n"
-    "Get-ChildItem -Path $logDir -Filter '*.zip' | Sort-Object LastWriteTime -Descending | Select-Object -Skip $keep | Remove-Item -Force\r\n"
-    "$status = [ordered]@{ host = $env:COMPUTERNAME; rotated = $now; archives = (Get-ChildItem -Path $logDir -Filter '*.zip').Count }\r\n$status | ConvertTo-Json | Set-Content -Path (Join-Path $logDir 'rotation.json') -Encoding UTF8",
-    "Set-StrictMode -Version Latest\r\n$cfg = Get-Content -Raw -Path 'C:\\Program Files\\Monitoring\\agent\\config.json' | ConvertFrom-Json\r\n$cfg.checks | ForEach-Object {\r\n    $result = & $_.command 2>&1\r\n    [pscustomobject]@{ check = $_.name; ok = ($LASTEXITCODE -eq 0); output = ($result | Out-String).Trim() }\r\n} | ConvertTo-Json -Depth 4 | Set-Content -Path 'C:\\Program Files\\Monitoring\\agent\\last.json'",
+    "#Requires -Version 5.1\r\n# Weekly inventory collected by the IT maintenance task; results go to the reports "
+    "share.\r\n"
+    "[CmdletBinding()]\r\nparam(\r\n    [string]$ReportRoot = '\\\\fs01.corp.example\\reports\\inventory',\r\n"
+    "    [switch]$IncludeUpdates\r\n)\r\n"
+    "$ErrorActionPreference = 'Continue'\r\n$computer = $env:COMPUTERNAME\r\n"
+    "$os = Get-CimInstance -ClassName Win32_OperatingSystem\r\n$cs = Get-CimInstance -ClassName "
+    "Win32_ComputerSystem\r\n$bios = Get-CimInstance -ClassName Win32_BIOS\r\n"
+    "$uninstall = @(\r\n    'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\*',\r\n"
+    "    'HKLM:\\SOFTWARE\\WOW6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\*'\r\n)\r\n"
+    "$software = Get-ItemProperty -Path $uninstall -ErrorAction SilentlyContinue |\r\n"
+    "    Where-Object { $_.DisplayName -and -not $_.SystemComponent } |\r\n"
+    "    Select-Object DisplayName, DisplayVersion, Publisher, InstallDate |\r\n    Sort-Object DisplayName -Unique\r\n"
+    "$admins = Get-LocalGroupMember -Group 'Administrators' -ErrorAction SilentlyContinue |\r\n"
+    "    Select-Object Name, ObjectClass, PrincipalSource\r\n"
+    "$report = [ordered]@{\r\n    computer     = $computer\r\n    collected    = "
+    "(Get-Date).ToUniversalTime().ToString('o')\r\n    os           = $os.Caption\r\n"
+    "    build        = $os.BuildNumber\r\n    lastBoot     = $os.LastBootUpTime\r\n    model        = $cs.Model\r\n"
+    "    manufacturer = $cs.Manufacturer\r\n    serial       = $bios.SerialNumber\r\n"
+    "    memoryGB     = [math]::Round($cs.TotalPhysicalMemory / 1GB, 1)\r\n    admins       = @($admins)\r\n"
+    "    software     = @($software)\r\n}\r\n"
+    "if ($IncludeUpdates) {\r\n    $report.updates = Get-HotFix | Sort-Object InstalledOn -Descending | Select-Object "
+    "-First 20 HotFixID, InstalledOn\r\n}\r\n"
+    "$target = Join-Path $ReportRoot ('{0}.json' -f $computer)\r\ntry {\r\n"
+    "    $report | ConvertTo-Json -Depth 4 | Set-Content -Path $target -Encoding UTF8\r\n} catch {\r\n"
+    "    Write-EventLog -LogName Application -Source 'IT-Health' -EventId 3020 -EntryType Error -Message \"Inventory "
+    "upload failed: $($_.Exception.Message)\"\r\n}",
+    "# Rotate the monitoring agent logs (keeps 7 archives)\r\n$logDir = 'C:\\Program "
+    "Files\\Monitoring\\agent\\logs'\r\n$keep = 7\r\n$now = Get-Date -Format 'yyyyMMdd-HHmmss'\r\n"
+    "Get-ChildItem -Path $logDir -Filter '*.log' | Where-Object { $_.Length -gt 10MB } | ForEach-Object {\r\n"
+    "    $zip = Join-Path $logDir ('{0}-{1}.zip' -f $_.BaseName, $now)\r\n"
+    "    Compress-Archive -Path $_.FullName -DestinationPath $zip -CompressionLevel Optimal\r\n"
+    "    Clear-Content -Path $_.FullName\r\n}\r\n"
+    "Get-ChildItem -Path $logDir -Filter '*.zip' | Sort-Object LastWriteTime -Descending | Select-Object -Skip $keep | "
+    "Remove-Item -Force\r\n"
+    "$status = [ordered]@{ host = $env:COMPUTERNAME; rotated = $now; archives = (Get-ChildItem -Path $logDir -Filter "
+    "'*.zip').Count }\r\n$status | ConvertTo-Json | Set-Content -Path (Join-Path $logDir 'rotation.json') -Encoding "
+    "UTF8",
+    "Set-StrictMode -Version Latest\r\n$cfg = Get-Content -Raw -Path 'C:\\Program "
+    "Files\\Monitoring\\agent\\config.json' | ConvertFrom-Json\r\n$cfg.checks | ForEach-Object {\r\n"
+    "    $result = & $_.command 2>&1\r\n    [pscustomobject]@{ check = $_.name; ok = ($LASTEXITCODE -eq 0); output = "
+    "($result | Out-String).Trim() }\r\n} | ConvertTo-Json -Depth 4 | Set-Content -Path 'C:\\Program "
+    "Files\\Monitoring\\agent\\last.json'",
 ]
 BENIGN_COMMANDS = [("Get-Service", "Name", "WinRM"), ("Get-ChildItem", "Path", "C:\\ProgramData\\IT"),
                    ("Test-Path", "Path", "HKLM:\\SOFTWARE\\Policies\\Microsoft\\Windows\\PowerShell"),
@@ -811,7 +936,8 @@ class Generator:
                  NewProcessName=self.programs_json[P_POWERSHELL if details else program][0],
                  TokenElevationType=rng.choice(['"%%1936"', '"%%1938"']),
                  ProcessId='"0x%x"' % rng.randrange(0x200, 0x8000),
-                 CommandLine=q(details["command_line"] if details else command_line(rng, program, host.user)), TargetUserSid='"S-1-0-0"',
+                 CommandLine=q(details["command_line"] if details else command_line(rng, program, host.user)),
+                 TargetUserSid='"S-1-0-0"',
                  TargetUserName='"-"', TargetDomainName='"-"', TargetLogonId='"0x0"',
                  ParentProcessName=self.programs_json[parent][0],
                  MandatoryLabel=rng.choice(['"S-1-16-8192"', '"S-1-16-12288"', '"S-1-16-16384"']))
@@ -999,8 +1125,10 @@ def main(argv=None) -> int:
             handle.write("\n")
     if not args.quiet:
         sys.stderr.write(
-            f"corpus: {summary['events']} events, {summary['bytes'] / 1e6:.1f} MB ({summary['bytes_per_event']:.0f} B/event), "
-            f"seed {args.seed}: {summary['incidents']} PipeShell incidents (expect {summary['expected_alerts']} alerts), "
+            f"corpus: {summary['events']} events, {summary['bytes'] / 1e6:.1f} MB ({summary['bytes_per_event']:.0f} "
+            "B/event), "
+            f"seed {args.seed}: {summary['incidents']} PipeShell incidents (expect {summary['expected_alerts']} "
+            "alerts), "
             f"{summary['decoys']} decoys, {summary['rule_matching_events']} rule-matching events, "
             f"{summary['grep_server_lines']} lines containing namedpipeserverstream; {summary['seconds']} s\n")
     return 0

@@ -851,11 +851,13 @@ def latency_fleet(options, share_lines: list, tmp: str, heartbeat: float, round_
             (["--early-alerts", "--lateness", "60"] if early else ["--lateness", "0"])
         matches = [FILTER + ["--stage", "match", "--nats", server.url, "--agent", f"agent{i}", "--lateness", "0",
                              "--heartbeat", f"{heartbeat:g}", "--quiet"] for i in range(2)]
-        CHILDREN.commands.setdefault("3 correlate" + (" early" if early else ""), display(correlate, tmp).replace(server.url, url_shown)
+        CHILDREN.commands.setdefault("3 correlate" + (" early" if early else ""),
+                                     display(correlate, tmp).replace(server.url, url_shown)
                                      .replace(f"latency-{round_id}", "<run>"))
         CHILDREN.commands.setdefault(label, " ; ".join(
             display(argv, tmp).replace(server.url, url_shown) + f" < PIPE{i}" for i, argv in enumerate(matches)))
-        procs = [CHILDREN.start("3 correlate" + (" early" if early else ""), correlate, stdout=open(os.path.join(run_dir, "alerts.ndjson"), "wb"),
+        procs = [CHILDREN.start("3 correlate" + (" early" if early else ""), correlate,
+                                stdout=open(os.path.join(run_dir, "alerts.ndjson"), "wb"),
                                 stderr=open(os.path.join(run_dir, "correlate.err"), "wb"), stdin=subprocess.DEVNULL)]
         for i, argv in enumerate(matches):
             procs.append(CHILDREN.start(label, argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,

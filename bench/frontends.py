@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import importlib
 import json
 import os
 import re
@@ -303,7 +304,7 @@ def main() -> int:
         child(args.child, args.sigma)
         return 0
     try:
-        import sigma.collection  # noqa: F401
+        importlib.import_module("sigma.collection")
     except ImportError:
         print("frontends.py: pysigma is not installed here (pip install pysigma; it needs Python >= 3.11)")
         return 2

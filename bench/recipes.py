@@ -55,8 +55,6 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-import yaml  # noqa: E402
-
 from run import cpu_model  # noqa: E402  (bench/run.py)
 import fleet  # noqa: E402  (bench/fleet.py: corpus cache, live events, feeder)
 from fleet import Feeder, background, client_event, ensure_corpus, server_event  # noqa: E402
@@ -350,7 +348,8 @@ def timed_run(name, with_filter, corpus_path, tmp, lines_expected, timeout):
             reached = arrival.stop()
             last_line = None if reached is None else reached - started
             # chain: the tail never ends, the unit is stopped at the last line: no exit time of its own
-        return {"seconds": seconds if name != "chain" else None, "last_line": last_line, "events": count_lines(out / "events.ndjson"), "alerts": alert_hosts(alerts_path),
+        return {"seconds": seconds if name != "chain" else None, "last_line": last_line,
+                "events": count_lines(out / "events.ndjson"), "alerts": alert_hosts(alerts_path),
                 "codes": codes}
     except subprocess.TimeoutExpired:
         return {"seconds": None, "last_line": None, "events": count_lines(tmp / "out" / "events.ndjson"),

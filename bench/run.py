@@ -319,7 +319,8 @@ def correctness(launcher: Launcher, path: str, meta: dict, filter_cmd: list, ext
             check(f"emit all: {total} lines (every event + alerts)", scan.lines == total, f"{scan.lines} lines")
             check("emit all: unmatched lines byte for byte, matched ones enriched in place",
                   scan.passthrough_mismatch is None,
-                  "ok" if scan.passthrough_mismatch is None else f"first difference at input line {scan.passthrough_mismatch}")
+                  "ok" if scan.passthrough_mismatch is None
+                  else f"first difference at input line {scan.passthrough_mismatch}")
         elif mode == "matches":
             check("emit matches: only enriched events and alerts", scan.other == 0, f"{scan.other} other lines")
 
@@ -393,7 +394,8 @@ def timing(launcher: Launcher, path: str, filter_cmd: list, extra: list, repeat:
     commands += [
         ("pipe grep", "cat FILE | grep -F -i -c namedpipeserverstream", [["cat", path], commands[1][2][:-1]], None,
          os.path.join(scratch, "pipe-grep.out")),
-        ("pipe emit alerts", f"cat FILE | pipeshell-filter --emit alerts{' ' + ' '.join(extra) if extra else ''} > /dev/null",
+        ("pipe emit alerts",
+         f"cat FILE | pipeshell-filter --emit alerts{' ' + ' '.join(extra) if extra else ''} > /dev/null",
          [["cat", path], filter_cmd + ["--emit", "alerts"] + extra], None, None),
     ] if "alerts" in modes else []
     runs = {name: [] for name, *_ in commands}
@@ -452,7 +454,8 @@ def rss_cell(mb: float, floor_mb: float) -> str:
 def table(results: dict, events: int, size: int, floor_mb: float) -> str:
     grep = results["grep"]["median"]
     base = results["baseline"]["median"]
-    rows = ["| command | median s | min s | CPU s | events/s | MB/s | time / grep | speedup vs baseline | peak RSS MB |",
+    rows = ["| command | median s | min s | CPU s | events/s | MB/s | time / grep | speedup vs baseline "
+            "| peak RSS MB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         m = r["median"]
@@ -528,7 +531,8 @@ def goals(results: dict, memory: list) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark pipeshell-filter against cat, grep and a hand-written baseline.")
+    parser = argparse.ArgumentParser(description="Benchmark pipeshell-filter against cat, grep and a hand-written "
+                                                 "baseline.")
     parser.add_argument("--events", type=int, default=400_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each command (default 5)")

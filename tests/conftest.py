@@ -7,6 +7,7 @@ HYPOTHESIS_PROFILE=ci (what .ci/run uses) bounds the run for 2-core CI machines;
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -37,3 +38,17 @@ def sigmahq_run():
     if not sigmahq.available():
         pytest.skip("the shared SigmaHQ checkout is absent")
     return sigmahq.run_rule_set()
+
+
+@pytest.fixture
+def sigint_not_ignored():
+    """SIGINT as Python sets it at start (KeyboardInterrupt), for a test that sends it.  A shell starts a
+    background job (``pytest ... &``) with SIGINT ignored; this process and the children it starts keep it
+    ignored, and so do the filter and ``pipeshell-filter run`` (POSIX: a background job's SIGINT is not its
+    own), so such a test waited for ever.  A child started meanwhile gets SIGINT's default at exec."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

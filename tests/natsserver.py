@@ -11,6 +11,7 @@ restart finds its streams and durable consumers again, as a restarted production
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import shutil
 import signal
@@ -46,7 +47,7 @@ def server_binary() -> Optional[str]:
 
 def client_installed() -> bool:
     try:
-        import nats  # noqa: F401
+        importlib.import_module("nats")
     except ImportError:
         return False
     return True
@@ -182,17 +183,3 @@ class NatsServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-@pytest.fixture
-def nats_server(tmp_path):
-    """A started JetStream server storing in a fresh temporary directory, stopped at teardown."""
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()

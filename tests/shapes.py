@@ -170,7 +170,8 @@ def winlogbeat_ecs(ev: Logical) -> dict:
     record["winlog"]["record_id"] = str(ev.record_id)
     details = [
         {"related_command": "New-Object", "type": "CommandInvocation", "value": '"New-Object"'},
-        {"name": '"TypeName"', "related_command": "New-Object", "type": "ParameterBinding", "value": f'"{_lf(ev.text)}"'},
+        {"name": '"TypeName"', "related_command": "New-Object", "type": "ParameterBinding",
+         "value": f'"{_lf(ev.text)}"'},
     ]
     if ev.event_id == 800:
         record["powershell"] = {"command": {"invocation_details": details, "value": COMMAND_LINE}}

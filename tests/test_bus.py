@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from natsserver import NatsServer, free_port, nats_server, needs_client, needs_nats  # noqa: F401 (a fixture)
+from natsserver import NatsServer, free_port, needs_client, needs_nats, skip_reason
 from pipeshell_filter.io import bus as busmod
 from pipeshell_filter.io.bus import Bus, BusError
 
@@ -43,6 +43,20 @@ def numbers(messages):
 def assert_stream_order(messages):
     seqs = [m.seq for m in messages]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    """A started JetStream server storing in a fresh temporary directory, stopped at teardown."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

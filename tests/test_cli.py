@@ -920,8 +920,10 @@ def test_the_summary_line_says_how_many_rules_were_loaded(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--rule", "/nonexistent", "explain"], "--rule before 'explain' would be ignored: give the options after the subcommand"),
-    (["--emit", "all", "--quiet", "run", "--collect", "true"], "--emit, --quiet before 'run' would be ignored: give the options after '--'"),
+    (["--rule", "/nonexistent", "explain"],
+     "--rule before 'explain' would be ignored: give the options after the subcommand"),
+    (["--emit", "all", "--quiet", "run", "--collect", "true"],
+     "--emit, --quiet before 'run' would be ignored: give the options after '--'"),
 ])
 def test_filter_options_before_a_subcommand_are_refused_not_ignored(args, message):
     """Ignored, they made ``run`` filter with the defaults (every event dropped from the chain with
@@ -1098,7 +1100,8 @@ def test_an_alerts_threat_fields_follow_the_attack_tags_by_kind(tmp_path):
     rule = tmp_path / "tagged.yml"
     rule.write_text("title: tagged\ntags: [attack.credential-access, attack.s0002, attack.g0069, attack.t1059.1]\n"
                     "detection:\n  sel: {x: hit}\n  condition: sel\n")
-    [alert] = alerts(run_cli(["--rule", str(rule)], ndjson([{"x": "hit", "@timestamp": "2026-01-01T00:00:00Z"}])).stdout)
+    [alert] = alerts(run_cli(["--rule", str(rule)],
+                             ndjson([{"x": "hit", "@timestamp": "2026-01-01T00:00:00Z"}])).stdout)
     assert alert["threat"] == {"framework": "MITRE ATT&CK", "tactic": {"name": ["credential-access"]},
                                "technique": {"id": []}, "group": {"id": ["G0069"]}, "software": {"id": ["S0002"]}}
     jsonschema.validate(alert, ALERT_SCHEMA)
@@ -1115,6 +1118,16 @@ def test_an_input_path_that_cannot_be_reached_is_said_with_the_systems_reason(tm
     assert missing.returncode == 2 and missing.stderr.decode().strip().endswith(": no such file or directory")
     device = run_cli(["--input", "/dev/zero"], b"")
     assert device.returncode == 2 and b"not a file, a directory, a named pipe or /dev/null" in device.stderr
+
+
+def test_an_events_path_that_cannot_be_read_is_named_as_given(tmp_path):
+    """``explain --events`` with a missing file said "cannot read input X", as if --input were given:
+    it names --events, one line, exit status 2."""
+    for given, reason in ((tmp_path / "none.ndjson", "cannot read --events {}: no such file or directory"),
+                          (tmp_path, "--events directory {} holds no .evtx, .ndjson, .jsonl, .json files")):
+        result = run_cli(["explain", "--events", str(given)])
+        assert result.returncode == 2 and not result.stdout
+        assert result.stderr.decode() == f"pipeshell-filter: error: {reason.format(given)}\n"
 
 
 @pytest.mark.parametrize("args", [["--input", "-"], ["explain", "--events", "-"], ["explain", "--event", "-"]])

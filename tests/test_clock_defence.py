@@ -93,10 +93,10 @@ def test_the_time_is_what_two_sources_vouch_for_and_two_events_of_the_only_one_a
     while there is one source, ``one_source_time`` is the second-newest of its event times, which
     the correlator takes only when too many events wait (``ONE_SOURCE_HELD``)."""
     clocks, seen = SourceClocks(300), {}
-    for source, time in reports:
+    for source, event_time in reports:
         before = clocks.reference
-        rose = clocks.see(source, time)
-        seen.setdefault(source, []).append(time)
+        rose = clocks.see(source, event_time)
+        seen.setdefault(source, []).append(event_time)
         if len(seen) > 1:
             assert clocks.reference == sorted(max(times) for times in seen.values())[-2]
             assert clocks.one_source_time == NEVER

@@ -364,7 +364,8 @@ def test_count_without_field_with_group_by():
 
 def test_count_with_field_and_group_by():
     agg = parse_aggregation("count(User) by Computer > 1")
-    assert (agg.function, agg.field, agg.group_by, agg.operator, agg.threshold) == ("count", "User", "Computer", ">", 1.0)
+    assert (agg.function, agg.field, agg.group_by, agg.operator, agg.threshold) == \
+        ("count", "User", "Computer", ">", 1.0)
 
 
 def test_no_aggregation_is_none():
@@ -386,7 +387,8 @@ def test_functions_and_operators(function, op):
 @pytest.mark.parametrize("op", ["==", "<", "<=", ">", ">="])
 def test_functions_with_group_by_no_spaces_around_operator(function, op):
     agg = parse_aggregation(f"{function}(Size) by Computer{op}7")
-    assert (agg.function, agg.field, agg.group_by, agg.operator, agg.threshold) == (function, "Size", "Computer", op, 7.0)
+    assert (agg.function, agg.field, agg.group_by, agg.operator, agg.threshold) == \
+        (function, "Size", "Computer", op, 7.0)
 
 
 def test_aggregation_case_insensitive_function_and_by():

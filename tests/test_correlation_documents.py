@@ -193,7 +193,8 @@ def test_unknown_reference_in_a_directory_is_skipped_and_strict_exits_2(tmp_path
     assert "worse.yml" in skipped[1] and "refers to correlation 'bad', which could not be loaded" in skipped[1]
     strict = run_cli(["--rule", str(tmp_path), "--strict"], b"")
     assert strict.returncode == 2
-    assert len(strict.stderr.splitlines()) == 1 and b"missing_rule" in strict.stderr and b"Traceback" not in strict.stderr
+    assert len(strict.stderr.splitlines()) == 1 and b"missing_rule" in strict.stderr \
+        and b"Traceback" not in strict.stderr
 
 
 def test_cycles_ambiguous_names_and_chains_on_ungrouped_fields_are_errors(tmp_path):
@@ -435,7 +436,8 @@ def expected(kind, refs, timespan, bounds, group_by, field, detections):
 
 KIND_NUMBERS = {"event_count": st.integers(0, 5), "value_count": st.integers(0, 4), "temporal": st.integers(0, 3),
                 "temporal_ordered": st.integers(0, 3), "value_sum": st.sampled_from([-1, 0, 1.5, 3, 4, 7]),
-                "value_avg": st.sampled_from([0, 1, 1.5, 2, 2.5]), "value_percentile": st.sampled_from([0, 25, 50, 100])}
+                "value_avg": st.sampled_from([0, 1, 1.5, 2, 2.5]),
+                "value_percentile": st.sampled_from([0, 25, 50, 100])}
 OPERATORS = ["gt", "gte", "lt", "lte", "eq", "neq"]
 EVENTS = st.lists(st.tuples(st.integers(0, 12), st.sampled_from([1, 2, 3, 4]), st.sampled_from([None, "alice", "bob"]),
                             st.sampled_from([None, "1", "2", "2.5", "-1", "x"]), st.sampled_from(["h1", "h2"])),
@@ -493,7 +495,8 @@ def alias_document(timespan, kind):
 
 
 @settings(max_examples=40, deadline=None)
-@given(rows=st.lists(st.tuples(st.integers(0, 10), st.sampled_from([1, 2]), st.sampled_from([None, "10.0.0.1", "10.0.0.2"]),
+@given(rows=st.lists(st.tuples(st.integers(0, 10), st.sampled_from([1, 2]),
+                               st.sampled_from([None, "10.0.0.1", "10.0.0.2"]),
                                st.sampled_from([None, "10.0.0.1", "10.0.0.2"])), min_size=1, max_size=12),
        timespan=st.integers(1, 5), kind=st.sampled_from(["temporal", "temporal_ordered"]))
 def test_aliases_are_the_same_as_renaming_the_field_in_the_events(rows, timespan, kind):
@@ -522,7 +525,8 @@ def chain_documents(inner_gte, inner_span, outer_kind, outer_span, generate=Fals
 
 
 @settings(max_examples=40, deadline=None)
-@given(rows=st.lists(st.tuples(st.integers(0, 14), st.sampled_from([1, 1, 2, 3]), st.sampled_from(["alice", "bob", None]),
+@given(rows=st.lists(st.tuples(st.integers(0, 14), st.sampled_from([1, 1, 2, 3]),
+                               st.sampled_from(["alice", "bob", None]),
                                st.sampled_from(["h1", "h2", "h3"])), min_size=1, max_size=16),
        inner_gte=st.integers(1, 3), inner_span=st.integers(1, 5), outer_span=st.integers(1, 6),
        outer_kind=st.sampled_from(["temporal", "temporal_ordered"]), lateness=st.integers(0, 3))
@@ -682,7 +686,8 @@ def test_near_is_a_temporal_correlation_over_its_terms(rows, timespan, terms):
     for alert in found:
         jsonschema.validate(alert, ALERT_SCHEMA)
         assert alert["sigma"]["join"] == "window" and "| near" in alert["sigma"]["condition"]
-        got.append((parse_time(alert["@timestamp"]) // NS - BASE, frozenset(r["line"] for r in alert["sigma"]["events"])))
+        got.append((parse_time(alert["@timestamp"]) // NS - BASE,
+                    frozenset(r["line"] for r in alert["sigma"]["events"])))
     assert got == want
 
 

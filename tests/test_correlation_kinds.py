@@ -258,11 +258,12 @@ def test_a_sum_beyond_a_double_is_the_largest_double_and_never_raises():
     """Two events of -1e308 bytes: the exact sum is -2e308, which ``float`` refuses (OverflowError, the
     stream stopped, and a saved state crashed every restart); the aggregate is the largest, signed."""
     big = sys.float_info.max
-    hits = case("value_sum", ["a"], 10, [("lt", -1.5e308)], [(0, "a", {"Val": ["-1e308"]}), (1, "a", {"Val": ["-1e308"]})],
-                field="Val")
+    hits = case("value_sum", ["a"], 10, [("lt", -1.5e308)],
+                [(0, "a", {"Val": ["-1e308"]}), (1, "a", {"Val": ["-1e308"]})], field="Val")
     assert hits == [(1, (), frozenset({0, 1}), -big)]
-    assert case("value_avg", ["a"], 10, [("lt", 1.2e308)], [(0, "a", {"Val": ["1.7e308"]}), (1, "a", {"Val": ["1.7e308"]}),
-                                                           (2, "a", {"Val": ["-1.7e308"]})], field="Val") == \
+    assert case("value_avg", ["a"], 10, [("lt", 1.2e308)],
+                [(0, "a", {"Val": ["1.7e308"]}), (1, "a", {"Val": ["1.7e308"]}), (2, "a", {"Val": ["-1.7e308"]})],
+                field="Val") == \
         [(2, (), frozenset({0, 1, 2}), 1.7e308 / 3)]  # through a sum beyond a double, exact
 
 

@@ -5,7 +5,6 @@ resolution, matching, correlation); the oracle in ``oracle.py`` is a separate
 brute-force reading of the same semantics.
 """
 
-import pytest
 from hypothesis import given, strategies as st
 
 from eventgen import BASE, flat_event, raw_events

@@ -208,7 +208,8 @@ def test_a_host_or_group_value_cannot_write_lines_of_the_report(tmp_path):
     plain, forged = ([failure(s, user, host) for s in (0, 10, 20)]
                      for user, host in (("u", "h"), (hostile, hostile)))
     shown, quoted = (explain_events(tmp_path, events, *rules(tmp_path)) for events in (plain, forged))
-    assert len(quoted.splitlines()) == len(shown.splitlines()) and [line.startswith("  fired at ") for line in quoted.splitlines()].count(True) == 1
+    assert len(quoted.splitlines()) == len(shown.splitlines())
+    assert [line.startswith("  fired at ") for line in quoted.splitlines()].count(True) == 1
     assert "host h\\u000a  fired at 2026-01-01T00:00:00Z (one group): faked\\u2028\\u0085  " in quoted
     assert "User=h\\u000a  fired at" in quoted
 

@@ -392,7 +392,8 @@ def test_a_rules_channel_in_event_104_is_the_log_cleared_and_the_event_still_rou
 def test_vector_level_and_keywords_are_the_rules_level_and_keywords():
     """Vector writes the level as a name and a number (level, level_value) and the keywords as hex
     text: unmapped, Level never found level (keys are case-sensitive) and SigmaHQ's rules on them missed."""
-    event = {"event_id": 42, "computer": "dc01", "channel": "System", "provider_name": "Microsoft-Windows-Kerberos-Key-Distribution-Center",
+    event = {"event_id": 42, "computer": "dc01", "channel": "System",
+             "provider_name": "Microsoft-Windows-Kerberos-Key-Distribution-Center",
              "timestamp": "2026-04-17T04:14:33.653Z", "level": "Error", "level_value": 2,
              "keywords": "0x8010000000000000", "record_id": 9, "event_data": {"AccountName": "svc"}}
     view = RESOLVER.view(event)

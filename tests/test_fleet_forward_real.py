@@ -65,8 +65,8 @@ def agent_command(agent):
 
 def correlate_command(tmp_path):
     """The correlate stage of fleet-aggregator.yaml's command line, its state file in tmp_path."""
-    args = recipe_command(AGGREGATOR_RECIPE,
-                          r"pipeshell-filter run --collect 'fluent-bit -c fleet-aggregator\.yaml' --\s+([^|>\n]+?)\s*>>")
+    args = recipe_command(AGGREGATOR_RECIPE, r"pipeshell-filter run --collect 'fluent-bit -c fleet-aggregator\.yaml' "
+                                             r"--\s+([^|>\n]+?)\s*>>")
     assert args[:2] == ["--stage", "correlate"]
     at = args.index("--state")
     args[at + 1] = str(tmp_path / "correlate.state.json")

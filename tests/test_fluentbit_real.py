@@ -146,8 +146,8 @@ class Chain:
 
     def __init__(self, tmp_path, config, relay=False, state=True, early=True):
         self.log = open(tmp_path / "stderr.log", "wb")
-        self.filter = subprocess.Popen(filter_command(tmp_path, state, early), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=self.log)
+        self.filter = subprocess.Popen(filter_command(tmp_path, state, early), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=self.log)
         self.fluent_bit = subprocess.Popen([FLUENT_BIT, "-c", config],
                                            stdin=subprocess.PIPE if relay else self.filter.stdout,
                                            stdout=subprocess.DEVNULL, stderr=self.log)

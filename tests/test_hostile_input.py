@@ -237,8 +237,10 @@ HOSTILE = st.one_of(
     st.binary(max_size=60),
     st.sampled_from([b"", b"\xef\xbb\xbf{}", b"{\"EventID\": NaN}", b"{\"EventID\": 1e400}", b"{\"a\": \"\\ud800\"}",
                      b"[" * 2000 + b"]" * 2000, b"{" + b"\"a\":{" * 1100 + b"}" * 1101, b"{\"a\":1,,}", b"null",
-                     b"{\"@timestamp\": \"0001-01-01T00:00:00+01:00\", \"ScriptBlockText\": \"" + SERVER.encode() + b"\"}",
-                     b"{\"Computer\": \"\\u00b2\", \"EventID\": 4104, \"ScriptBlockText\": \"" + CLIENT.encode() + b"\"}",
+                     b"{\"@timestamp\": \"0001-01-01T00:00:00+01:00\", \"ScriptBlockText\": \""
+                     + SERVER.encode() + b"\"}",
+                     b"{\"Computer\": \"\\u00b2\", \"EventID\": 4104, \"ScriptBlockText\": \""
+                     + CLIENT.encode() + b"\"}",
                      b"\x00" * 20, b"{}" * 50, b"\t", b"\r"]),
     st.builds(lambda e: json.dumps(e).encode(), st.builds(flat_event, st.integers(-10**6, 10**6),
                                                           st.sampled_from(["a", "b", "c", "\u00b2"]),
@@ -498,7 +500,8 @@ def test_a_passing_flood_gives_memory_back_at_each_quarter_and_once_more_between
 
 # ---------------------------------------------------------------- an event that has a "sigma" key already
 
-_MEMBER_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from(["1.50", "1e400", "-0"]),
+_MEMBER_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(),
+                                        st.sampled_from(["1.50", "1e400", "-0"]),
                                         st.text(alphabet='a"\\}{],/é\u2028', max_size=5)),
                               lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                       st.dictionaries(st.sampled_from(["a", "sigma", "}"]), inner,

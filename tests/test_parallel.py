@@ -384,8 +384,9 @@ def test_workers_do_the_scanning(monkeypatch):
     assert (out, lines) == (data, 200)
     assert seen == []  # the chunks were scanned in the forked workers, not here
 
-    stream_filter = Filter(Engine([PLAN], FieldResolver(resolvers.PROFILES), 0), Output(os.open(os.devnull, os.O_WRONLY)),
-                           Diagnostics(io.StringIO()), "alerts", prefilter=pf.Prefilter([b"x"]), workers=2)
+    stream_filter = Filter(Engine([PLAN], FieldResolver(resolvers.PROFILES), 0),
+                           Output(os.open(os.devnull, os.O_WRONLY)), Diagnostics(io.StringIO()), "alerts",
+                           prefilter=pf.Prefilter([b"x"]), workers=2)
     assert stream_filter.parallel_min == 2 * parallel.CHUNK  # small files are not worth a fork
 
 

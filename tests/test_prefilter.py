@@ -267,7 +267,8 @@ def test_a_block_dense_in_backslash_u_turns_the_thread_to_the_exact_database_for
     scanner.scan(few, 0, len(few))  # a few lines do not decide alone
     assert scanner._local.exact_left == 0
     seen = []  # each thread decides for itself
-    worker = threading.Thread(target=lambda: (scanner.scan(sparse, 0, len(sparse)), seen.append(scanner._local.exact_left)))
+    worker = threading.Thread(target=lambda: (scanner.scan(sparse, 0, len(sparse)),
+                                              seen.append(scanner._local.exact_left)))
     scanner.scan(dense, 0, len(dense))
     worker.start()
     worker.join()
@@ -650,7 +651,8 @@ def test_a_route_plan_scans_for_a_narrowing_literal_only_where_its_first_lines_s
 
 SHARED_FORMULAS = {0: [b"alpha"], 1: (literals.AND, (b"beta", b"gamma")), 2: [b"delta", b"zeta"]}
 SHARED_LINES = [_words_line(words) for words in ([b"alpha", b"beta"], [b"beta", b"gamma"], [b"beta", b"delta"],
-                                                  [b"zeta"], [b"other"], [b"\\u0061lpha"], [b"beta", b"gamma", b"zeta"])]
+                                                  [b"zeta"], [b"other"], [b"\\u0061lpha"],
+                                                  [b"beta", b"gamma", b"zeta"])]
 
 
 @pytest.mark.skipif("hyperscan" not in ENGINES, reason="route plans are made by the Hyperscan engine")
@@ -781,8 +783,8 @@ def test_files_merged_by_event_time_give_what_their_time_ordered_concatenation_g
 
 def test_the_merge_of_an_out_of_order_file_does_not_depend_on_emit_or_the_prefilter(tmp_path):
     # a file out of time order: its later event's time holds back its earlier one (late), in every mode
-    (tmp_path / "a.ndjson").write_bytes(b"\n".join(json.dumps(e).encode() for e in
-                                                   [flat_event(1000, "ws04", "benign"), flat_event(0, "srv01", "server")]))
+    (tmp_path / "a.ndjson").write_bytes(b"\n".join(
+        json.dumps(e).encode() for e in [flat_event(1000, "ws04", "benign"), flat_event(0, "srv01", "server")]))
     (tmp_path / "b.ndjson").write_bytes(b"\n".join(json.dumps(flat_event(t, h, "client")).encode()
                                                    for t, h in [(100, "cli01"), (110, "cli02"), (400, "cli03")]))
     paths = [str(tmp_path / "a.ndjson"), str(tmp_path / "b.ndjson")]
@@ -824,6 +826,7 @@ def test_a_stop_after_some_reads_gives_the_output_of_the_input_read_so_far(data,
         assert run_filter(data, emit, engine, block_size, stop=StopAfterReads(reads)) == expected, engine
 
 
+@pytest.mark.usefixtures("sigint_not_ignored")
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_a_wait_for_input_and_what_was_read_goes_out(number):
     read_end, write_end = os.pipe()

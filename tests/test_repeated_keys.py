@@ -61,7 +61,8 @@ _TREES = st.recursive(_SCALARS, lambda inner: st.one_of(
 
 
 @FAST
-@given(st.data(), st.lists(st.tuples(_KEYS, _TREES), min_size=1, max_size=5), st.sampled_from(["EventData", "UserData"]),
+@given(st.data(), st.lists(st.tuples(_KEYS, _TREES), min_size=1, max_size=5),
+       st.sampled_from(["EventData", "UserData"]),
        st.sampled_from(["", ',"RenderingInfo":{"a":1,"a":2}', ',"Other":"x\\":y"']))
 def test_every_value_keeps_each_member_a_key_gives_twice(data, pairs, where, after):
     """An XML-derived event's EventData or UserData (where EVTX repeats a Data name), written with blanks

@@ -175,7 +175,7 @@ def test_events_of_two_agents_told_apart_by_their_line_count_each(events, latene
     record id: their records, interleaved at the correlate stage, give the alerts of one process on
     all the lines (a line both agents read counts once).  Two events of one host at one time, each
     its agent's line N, told apart by their lines' digests only, were one event when they came one
-    after the other (``correlator._same_event``)."""
+    after the other (``correlator.event_key``)."""
     lines = [(ujson.dumps(dict(flat_event(seconds, host, "server"), SourcePort=port)).encode() + b"\n", agent)
              for seconds, host, port, agent in events]
     engines, numbers, records = (Engine(RULES, RESOLVER), Engine(RULES, RESOLVER)), [0, 0], []

@@ -213,7 +213,8 @@ def test_leading_and_trailing_document_markers_are_one_document():
         (yaml.safe_dump({"title": "t", "logsource": "windows", "detection": VALID}), "logsource"),
         (yaml.safe_dump({"title": "t", "tags": [1, 2], "detection": VALID}), "tags"),
         (
-            yaml.safe_dump({"title": "t", "detection": {"a": {"x": 1}, "b": {"y": 1}, "condition": ["a | count() > 1", "b"]}}),
+            yaml.safe_dump({"title": "t",
+                            "detection": {"a": {"x": 1}, "b": {"y": 1}, "condition": ["a | count() > 1", "b"]}}),
             "aggregation",
         ),
     ],
@@ -492,7 +493,8 @@ def test_flat_4103_with_string_event_id(plan, resolver):
         "Computer": "cli02.corp.example",
         "TimeCreated": "2021-06-03T13:01:05.731890Z",
         "ContextInfo": "Severity = Informational",
-        "Payload": f'CommandInvocation(New-Object): "New-Object"\r\nParameterBinding(New-Object): value="{CLIENT.upper()}"',
+        "Payload": 'CommandInvocation(New-Object): "New-Object"\r\n'
+                   f'ParameterBinding(New-Object): value="{CLIENT.upper()}"',
     }
     assert resolver.view(event).profile.name == "flat"
     assert matched(plan, resolver, event) == {"CLIENT_spowershell_modern"}
@@ -642,7 +644,8 @@ def test_field_matcher_is_compiled_with_its_modifiers(builtin):
 
 def test_selection_and_not_filter_matching(resolver):
     plan = make_plan(
-        {"selection": {"EventID": 4104}, "filter": {"ScriptBlockText|contains": "benign"}, "condition": "selection and not filter"},
+        {"selection": {"EventID": 4104}, "filter": {"ScriptBlockText|contains": "benign"},
+         "condition": "selection and not filter"},
         "window",
     )
     ok = matched(plan, resolver, {"EventID": 4104, "ScriptBlockText": "evil"})
@@ -670,7 +673,8 @@ def test_prefilter_none_for_not_filter():
 
 def test_prefilter_with_re_selection_uses_the_run_every_match_holds():
     plan = make_plan(
-        {"sel": {"ScriptBlockText|re": "Named.*Stream"}, "other": {"Payload|contains": SERVER}, "condition": "sel or other"}
+        {"sel": {"ScriptBlockText|re": "Named.*Stream"}, "other": {"Payload|contains": SERVER},
+         "condition": "sel or other"}
     )
     assert plan.prefilter_literals() == ["stream", SERVER.lower()]  # the longer of "Named" and "Stream"
     assert make_plan({"sel": {"a|re": "x+"}, "condition": "sel"}).prefilter_literals() is None  # too short

@@ -344,7 +344,8 @@ def test_a_profile_that_applies_to_some_items_leaves_the_column_to_them():
                 b'{"@timestamp":"2026-11-02T09:00:00.5Z"}'):  # marker missing in one item only
         mixed = lines[:2] + [odd] + lines[2:]
         block = b"\n".join(mixed) + b"\n"
-        assert skimmer.starts(block, len(mixed)) == [frames.start_at(resolver.time(ujson.loads(line))) for line in mixed]
+        assert skimmer.starts(block, len(mixed)) == \
+            [frames.start_at(resolver.time(ujson.loads(line))) for line in mixed]
         assert skimmer._column(skimmer._objects.decode(block, len(mixed))) is None
 
 

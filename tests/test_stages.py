@@ -130,7 +130,8 @@ def test_a_record_that_is_not_a_detection_is_refused_in_one_line(record, message
 
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
-                     lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=2), inner, max_size=2),
+                     lambda inner: st.lists(inner, max_size=2)
+                     | st.dictionaries(st.text(max_size=2), inner, max_size=2),
                      max_leaves=4)
 
 
@@ -538,7 +539,8 @@ def test_a_rule_without_correlation_alerts_on_each_event_at_once_even_without_ti
     rule = write(tmp_path, "single.yml", SINGLE)
     timeless = flat_event(0, "cli01", "client", 4104)
     del timeless["@timestamp"]
-    same_time = [flat_event(0, "srv01", "server", 4104, record_id=1), flat_event(0, "cli02", "client", 4104, record_id=2)]
+    same_time = [flat_event(0, "srv01", "server", 4104, record_id=1),
+                 flat_event(0, "cli02", "client", 4104, record_id=2)]
     result = run_cli(["--rule", rule, "--lateness", "60"], ndjson(same_time + [timeless]))
     assert result.returncode == 0, result.stderr
     found = alerts(result.stdout)

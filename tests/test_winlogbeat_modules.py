@@ -20,7 +20,6 @@ from pipeshell_filter.detect import Detector
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import parse_rule
-from pipeshell_filter.values import leaves
 
 PROFILES = builtin_profiles()
 RESOLVER = FieldResolver(PROFILES)
@@ -232,7 +231,8 @@ CASES = [
          "ProcessId": "0x0", "ProcessName": "-", "IpAddress": "203.0.113.50", "IpPort": "49152"}),
      module(4625, SECURITY, SECURITY_PROVIDER, "security", {
          "SubjectUserSid": "S-1-0-0", "SubjectUserName": "-", "SubjectDomainName": "-", "SubjectLogonId": "0x0",
-         "TargetUserSid": "S-1-0-0", "TargetUserName": "administrator", "TargetDomainName": "CORP", "Status": "0xc000006d",
+         "TargetUserSid": "S-1-0-0", "TargetUserName": "administrator", "TargetDomainName": "CORP",
+         "Status": "0xc000006d",
          "FailureReason": "%%2313", "SubStatus": "0xc000006a", "LogonType": "3", "LogonProcessName": "NtLmSsp ",
          "AuthenticationPackageName": "NTLM"},
             process={"pid": 0, "executable": "-", "name": "-"},

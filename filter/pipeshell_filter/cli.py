@@ -202,7 +202,8 @@ def run(
     join: Optional[Join] = typer.Option(None, "--join", help=_JOIN_HELP + " Default: window for the built-in rule, "
                                         "event for --rule."),
     lateness: float = typer.Option(60.0, "--lateness", metavar="SECONDS",
-                                   help="How far behind the newest event time an event may arrive and still be on time."),
+                                   help="How far behind the newest event time an event may arrive and still be on "
+                                   "time."),
     time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH",
                                              help="Dotted path of the event time, overriding the detected one."),
     max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="How far a source's events may "
@@ -925,7 +926,7 @@ def _trace_events(engine: Engine, paths: List[str], max_line: int = DEFAULT_MAX_
     through the filter with ``engine``, as the filter runs its ``--input`` (``explain.CorrelationTrace``):
     one file alone, several (or directories) merged by event time; ``saved``: ``_saved_state``."""
     try:
-        files, walked = inputs_module.expand(paths)
+        files, walked = inputs_module.expand(paths, "--events")
         path = files[0] if len(files) == 1 else files
         unit = "record" if stage == "all" and len(files) == 1 and inputs_module.is_evtx(path) else "line"
         trace = CorrelationTrace(engine, unit, stage)

@@ -91,8 +91,9 @@ def smaller(record: dict, fitting):
     """A Detection's wire record with its values kept to fewer bytes, in the first form that fits
     (a NATS server whose ``max_payload`` is under 1 MB, a small ``--max-record-bytes``): what
     ``fitting`` gives for it (its encoding; ``fitting`` gives None for a form that does not fit), or
-    None when none does.  Each form is encoded once, by ``fitting``.  Kept as the values always are (``kept_values``): equal values stay equal and different ones different, so grouping
-    and counting read the same (only a value cut here and whole in another Detection counts as two).
+    None when none does.  Each form is encoded once, by ``fitting``.  Kept as the values always are
+    (``kept_values``): equal values stay equal and different ones different, so grouping and counting
+    read the same (only a value cut here and whole in another Detection counts as two).
     Not ``records.shrink``, the alerts' smaller form: it cuts values to their head, making different
     values one, and the rule id and condition terms with them."""
     event = record.get("event") or {}
@@ -333,7 +334,8 @@ class Detector:
             plans, wanted = self.plans, self._wanted_ids
             found = frozenset().union(*(
                 plans[i].fields_read_by(event_ids) for i in routed
-                if wanted[i] is not None or plans[i].logsource is not None and plans[i].logsource.event_ids is not None))
+                if wanted[i] is not None
+                or plans[i].logsource is not None and plans[i].logsource.event_ids is not None))
             if sum(map(len, event_ids)) <= 64:  # as ``_route``: no hostile megabyte of EventID kept as a key
                 self._route_fields[routed, event_ids] = found
         return found

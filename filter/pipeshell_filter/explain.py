@@ -10,6 +10,7 @@ from typing import List, Optional
 import ujson
 
 from .correlate import alert_detection
+from .correlate.correlator import event_key
 from .correlate.state import capture
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
@@ -207,7 +208,8 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
                      f"fires when {correlation.kind_meaning()} is {correlation.condition}"
                      + ("; every term must occur" if correlation.require_each and len(correlation.rules) > 1 else ""))
         if correlation.absent:
-            lines.append("near      no event meeting " + ", ".join(ref.label[len("not "):] for ref in correlation.absent)
+            lines.append("near      no event meeting "
+                         + ", ".join(ref.label[len("not "):] for ref in correlation.absent)
                          + " may be in the window")
         if quiet:
             lines.append("alerts    none of its own: it feeds another correlation without generate")
@@ -328,9 +330,10 @@ class _Fed:
 
 
 def _reference(event: dict) -> tuple:
-    """What tells one event from another in a Detection's reference (that of an inner correlation's
-    alert is a copy of its last event's)."""
-    return tuple(str(event.get(key)) for key in ("line", "record_id", "digest", "event_id", "host", "@timestamp"))
+    """What tells one event from another in a Detection's reference, as the correlator tells them
+    (``event_key``), with its ``@timestamp``: that of an inner correlation's alert is a copy of its
+    last event's, but its time is its window end."""
+    return tuple(str(value) for value in (*event_key(event), event.get("@timestamp")))
 
 
 class CorrelationTrace:

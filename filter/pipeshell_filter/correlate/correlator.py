@@ -143,10 +143,11 @@ def give_back_memory() -> None:
         _malloc_trim(0)
 
 
-def _same_event(reference: dict) -> tuple:
+def event_key(reference: dict) -> tuple:
     """What tells one event from another in a Detection's reference (its input line, record id or
     the digest of its line, EventID, host), whichever rule it met: two agents' events of one host
-    at one time, each its agent's line 5, were one event to the correlate stage without the digest."""
+    at one time, each its agent's line 5, were one event to the correlate stage without the digest.
+    Without the event's time, which its user adds (here the detection's; ``explain``: ``@timestamp``)."""
     return (reference.get("line"), reference.get("record_id"), reference.get("digest"), reference.get("event_id"),
             reference.get("host"))
 
@@ -185,7 +186,8 @@ class Correlator:
         self._held = SortedList()  # (time, seq, group) of every windowed event, for eviction
         self._consumed = {}  # group -> time of its last alert
         self._consumed_order = deque()  # (time, group) in alert order, which is time order
-        self._early_used = SortedList()  # ``early``: (time, seq) of the events in early alerts, while windows reach them
+        # ``early``: (time, seq) of the events in early alerts, while windows reach them
+        self._early_used = SortedList()
         self._early_done = {}  # ``early``: group -> end of its latest early alert (its events up to there are taken)
         self._early_order = deque()  # (end, group) of the early alerts, to forget them once no window reaches them
         # chaining (``Correlation``): the correlators whose alerts feed this one, whether it also
@@ -240,7 +242,7 @@ class Correlator:
                 return []
             self.seen.add(key, c.time)
         if not self._counts_rules and clocked and detection.event.get("line"):  # one event's detections
-            event = (c.time, detection.source, _same_event(detection.event))  # come one after the other
+            event = (c.time, detection.source, event_key(detection.event))  # come one after the other
             if self._last_event == (event, c.group, c.value):
                 return []  # the same event, met by another of the rules: it counts once
             self._last_event = (event, c.group, c.value)
@@ -341,8 +343,8 @@ class Correlator:
         A correlation chained to others (``upstream``) is no further on than they are: its
         watermark is the least of theirs (of those that had an event: the first event of one
         that had none, if on time, is not behind our own sources' time), and of ``watermark``
-        (the one its own sources give) when it also takes rule detections (``own_inputs``).  An upstream hit is final when
-        made, at a time not before the upstream watermark, so it is on time here."""
+        (the one its own sources give) when it also takes rule detections (``own_inputs``).  An upstream
+        hit is final when made, at a time not before the upstream watermark, so it is on time here."""
         if self.upstream:
             self.wanted = max(self.wanted, watermark)
             bounds = [u.watermark for u in self.upstream if u.heard()]  # one that never had an event

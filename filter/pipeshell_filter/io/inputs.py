@@ -30,18 +30,19 @@ class InputError(ValueError):
 STDIN = "/dev/stdin"
 
 
-def expand(paths: List[str]) -> Tuple[List[str], Set[str]]:
+def expand(paths: List[str], given_as: str = "input") -> Tuple[List[str], Set[str]]:
     """Paths as given, with each directory replaced by its event files (sorted, recursive, through
     symbolic links); a file reached twice (a symbolic or hard link to another file of the tree) is
     read once.  Also the files only a directory named: one of them that is no EVTX file is skipped,
-    not refused.  ``-`` is standard input, as for every Unix tool."""
+    not refused.  ``-`` is standard input, as for every Unix tool.  ``given_as``: how an error names
+    the paths, as the user gave them (``explain --events``: "cannot read --events PATH")."""
     paths = [STDIN if path == "-" else path for path in paths]
     files, seen, walked = [], set(), set()
     named = {_identity(path) for path in paths if not os.path.isdir(path)}
     for path in paths:
-        found = _walk(path) if os.path.isdir(path) else [path]
+        found = _walk(path, given_as) if os.path.isdir(path) else [path]
         for name in found:
-            _check_readable(name)
+            _check_readable(name, given_as)
             identity = _identity(name)
             if identity not in seen or name == STDIN:
                 seen.add(identity)
@@ -61,27 +62,27 @@ def _identity(path: str):
     return status.st_dev, status.st_ino
 
 
-def _walk(top: str) -> List[str]:
+def _walk(top: str, given_as: str) -> List[str]:
     try:
         found = files_under(top, INPUT_SUFFIXES)
     except OSError as error:
-        raise InputError(f"cannot read input directory {error.filename}: {error.strerror}") from None
+        raise InputError(f"cannot read {given_as} directory {error.filename}: {error.strerror}") from None
     if not found:
-        raise InputError(f"input directory {top} holds no {', '.join(INPUT_SUFFIXES)} files")
+        raise InputError(f"{given_as} directory {top} holds no {', '.join(INPUT_SUFFIXES)} files")
     return found
 
 
-def _check_readable(path: str) -> None:
+def _check_readable(path: str, given_as: str) -> None:
     if path != STDIN:
         try:
             status = os.stat(path)
         except OSError as error:  # the system's own reason: missing, or a directory on the way not searchable
-            raise InputError(f"cannot read input {path}: {(error.strerror or str(error)).lower()}") from None
+            raise InputError(f"cannot read {given_as} {path}: {(error.strerror or str(error)).lower()}") from None
         mode = status.st_mode  # a device may be read for ever (/dev/zero), but /dev/null: empty, as ``< /dev/null``
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) and not is_live(status)):
-            raise InputError(f"cannot read input {path}: not a file, a directory, a named pipe or /dev/null")
+            raise InputError(f"cannot read {given_as} {path}: not a file, a directory, a named pipe or /dev/null")
     if not os.access(path, os.R_OK):
-        raise InputError(f"cannot read input {path}: permission denied")
+        raise InputError(f"cannot read {given_as} {path}: permission denied")
 
 
 def is_live(status: os.stat_result) -> bool:
