@@ -1122,10 +1122,13 @@ def test_an_input_path_that_cannot_be_reached_is_said_with_the_systems_reason(tm
 
 def test_an_events_path_that_cannot_be_read_is_named_as_given(tmp_path):
     """``explain --events`` with a missing file said "cannot read input X", as if --input were given:
-    it names --events, one line, exit status 2."""
-    for given, reason in ((tmp_path / "none.ndjson", "cannot read --events {}: no such file or directory"),
-                          (tmp_path, "--events directory {} holds no .evtx, .ndjson, .jsonl, .json files")):
-        result = run_cli(["explain", "--events", str(given)])
+    it names --events, one line, exit status 2; ``--event`` gives the system's reason as every other
+    such line does (it was "No such file or directory")."""
+    for option, given, reason in (
+            ("--events", tmp_path / "none.ndjson", "cannot read --events {}: no such file or directory"),
+            ("--events", tmp_path, "--events directory {} holds no .evtx, .ndjson, .jsonl, .json files"),
+            ("--event", tmp_path / "none.json", "cannot read --event {}: no such file or directory")):
+        result = run_cli(["explain", option, str(given)])
         assert result.returncode == 2 and not result.stdout
         assert result.stderr.decode() == f"pipeshell-filter: error: {reason.format(given)}\n"
 

@@ -398,7 +398,8 @@ def run(
                     try:
                         handle = open(files[0], "rb")  # a FIFO or /dev/stdin may block: live
                     except OSError as error:
-                        raise inputs_module.InputError(f"cannot read input {files[0]}: {error.strerror}") from None
+                        raise inputs_module.InputError(
+                            f"cannot read input {files[0]}: {inputs_module.why(error)}") from None
                     with handle:
                         stream_filter.run(handle.fileno(), live=inputs_module.is_live(os.fstat(handle.fileno())),
                                           max_line=max_line, stop=stop)
@@ -934,7 +935,7 @@ def _trace_events(engine: Engine, paths: List[str], max_line: int = DEFAULT_MAX_
             (lambda stream_filter: _file_lines(files, stream_filter, stream_filter.diagnostics, max_line, walked))
         trace.read(path, max_line, line_field, saved, merged)
     except OSError as error:
-        raise UsageProblem(f"cannot read --events {error.filename or paths[0]}: {error.strerror}") from None
+        raise UsageProblem(f"cannot read --events {error.filename or paths[0]}: {inputs_module.why(error)}") from None
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
     return trace.report()
@@ -967,7 +968,7 @@ def _read_one_event(path: str) -> tuple:
         with open(path, "rb") as handle:
             data = handle.read(64 << 20)
     except OSError as error:
-        raise UsageProblem(f"cannot read --event {path}: {error.strerror}") from None
+        raise UsageProblem(f"cannot read --event {path}: {inputs_module.why(error)}") from None
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
     if data.startswith(BOM):  # as the filter reads a line: the byte order mark is no part of it

@@ -66,10 +66,16 @@ def _walk(top: str, given_as: str) -> List[str]:
     try:
         found = files_under(top, INPUT_SUFFIXES)
     except OSError as error:
-        raise InputError(f"cannot read {given_as} directory {error.filename}: {error.strerror}") from None
+        raise InputError(f"cannot read {given_as} directory {error.filename}: {why(error)}") from None
     if not found:
         raise InputError(f"{given_as} directory {top} holds no {', '.join(INPUT_SUFFIXES)} files")
     return found
+
+
+def why(error: OSError) -> str:
+    """The system's own reason a path cannot be read, as the filter's one-line errors say it
+    (``no such file or directory``), whichever check or read met it."""
+    return (error.strerror or str(error)).lower()
 
 
 def _check_readable(path: str, given_as: str) -> None:
@@ -77,7 +83,7 @@ def _check_readable(path: str, given_as: str) -> None:
         try:
             status = os.stat(path)
         except OSError as error:  # the system's own reason: missing, or a directory on the way not searchable
-            raise InputError(f"cannot read {given_as} {path}: {(error.strerror or str(error)).lower()}") from None
+            raise InputError(f"cannot read {given_as} {path}: {why(error)}") from None
         mode = status.st_mode  # a device may be read for ever (/dev/zero), but /dev/null: empty, as ``< /dev/null``
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) and not is_live(status)):
             raise InputError(f"cannot read {given_as} {path}: not a file, a directory, a named pipe or /dev/null")
@@ -192,7 +198,7 @@ def ndjson_lines(path: str, max_line: int = 16 << 20) -> Iterator:
     try:
         handle = open(path, "rb")
     except OSError as error:
-        raise InputError(f"cannot read input {path}: {error.strerror}") from None
+        raise InputError(f"cannot read input {path}: {why(error)}") from None
     with handle:
         while True:
             line = handle.readline(max_line + 1)
