@@ -175,6 +175,80 @@ def test_late_events_joining_an_open_window_are_under_the_cap_too():
 
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 30), st.sampled_from(["now", "ahead"])),
+                min_size=1, max_size=300),
+       st.integers(4, 40), st.sampled_from([1, 2, 3]), st.sampled_from([0, 5]), st.booleans())
+def test_what_early_alerts_remember_is_bounded_as_the_events_held(steps, cap, least, lateness, live):
+    """``--early-alerts`` remembered each early alert's events until the watermark passed their time
+    plus the timeframe: a flood of groups that each alerted early within one window kept them all
+    (300,000 with ``count() >= 1`` by User, 161 MB against 77 without the option), and a flood dated
+    past the wall clock, none of it believed, kept them for good.  Now the events remembered are
+    events still held, and as many early alerts are remembered as consumed episodes; no event is in
+    two alerts."""
+    spec = CorrelationSpec("c", "c", "event_count", (RuleRef("r"),), 60 * 10**9, Threshold((("gte", least),)),
+                           group_by=("User",))
+    correlator = Correlator(spec, lateness * 10**9, max_held=cap)
+    correlator.early = True
+    if live:
+        correlator.clocks.wall = lambda: 10_000 * 10**9
+    hits, at = [], 1000
+    for i, (step, group, when) in enumerate(steps):
+        at += step % 3
+        seconds = at - step % 4 if when == "now" else 10**9 + i
+        hits += correlator.observe(Detection("r", seconds * 10**9, f"h{i % 3}" if when == "now" else f"f{i}", (0,),
+                                             {"User": [f"u{group}"]}, {"line": i + 1}))
+        held = {(t, seq) for t, seq, _ in correlator._held} | {(c.time, seq) for _, seq, c in correlator._pending}
+        assert set(correlator._early_used) <= held
+        assert len(correlator._early_done) <= len(correlator._early_order) <= cap
+    hits += correlator.flush()
+    taken = [c.detection.event["line"] for hit in hits for c in hit.contributions]
+    assert len(taken) == len(set(taken))
+
+
+def _quiet_and_flooded(flooded: int) -> list:
+    """A correlation of a few events (three logons of one user), and ``flooded`` over another rule
+    whose flood never fires (distinct users)."""
+    quiet = CorrelationSpec("q", "q", "event_count", (RuleRef("q"),), 60 * 10**9, Threshold((("gte", 3),)),
+                            group_by=("User",))
+    return [quiet] + [CorrelationSpec(f"f{i}", f"f{i}", "value_count", (RuleRef("f"),), 600 * 10**9,
+                                      Threshold((("gt", 10**9),)), field="User", group_by=("User",))
+                      for i in range(flooded)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["q", "f", "f", "f"]), st.integers(0, 2), st.sampled_from(["amy", "bob"])),
+                max_size=250), st.integers(2, 6), st.integers(24, 60))
+def test_the_correlations_together_hold_at_most_their_shared_cap(steps, flooded, cap):
+    """Each correlation had a cap of its own and no more: 200 correlations over one rule held 100,000
+    events each (20 held 50,000 each of a flood of distinct users: 2.7 GB).  The correlations together
+    now hold at most ``max_held_total`` (checked here after every detection), the largest dropping
+    their oldest first, so a quiet correlation below its share keeps every event and alert."""
+    stream, at, logons = [], 1000, 0
+    for i, (rule, step, user) in enumerate(steps):
+        at += step
+        if rule == "f" or logons < cap // 4 - 1:  # the quiet one holds less than its share
+            logons += rule == "q"
+            stream.append((rule, at * 10**9, user if rule == "q" else f"flood{i}"))
+
+    def run(stream):
+        correlation = Correlation(_quiet_and_flooded(flooded), 0)
+        correlation.max_held_total = cap
+        correlation._held_check_every = correlation._until_held_check = 1
+        hits = []
+        for i, (rule, time, user) in enumerate(stream):
+            hits += correlation.observe(Detection(rule, time, f"h{i % 2}", (0,), {"User": [user]}, {"line": i + 1}))
+            assert correlation.held() <= cap
+        hits += correlation.flush()
+        return [(hit.spec.id, hit.time, hit.group) for hit in hits], correlation
+
+    found, correlation = run(stream)
+    alone, _ = run([step for step in stream if step[0] == "q"])
+    assert found == alone
+    assert correlation.shed_shared == sum(c.shed for c in correlation.correlators)
+    assert not correlation.correlators[0].shed
+
+
 FLOOD_SPEC = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gte", 3),)),
                              field="Computer")
 YEAR_2099 = 4_070_908_800 * 10**9

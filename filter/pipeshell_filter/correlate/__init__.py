@@ -29,11 +29,17 @@ from ..events.timeparse import NS
 from ..sigma.correlation import CorrelationSpec
 from . import state as _state
 from .agents import AgentClocks
-from .correlator import DEFAULT_MAX_SKEW, NEVER, Correlator, Hit, give_back_memory
+from .correlator import DEFAULT_MAX_SKEW, MAX_HELD, NEVER, Correlator, Hit, give_back_memory
 from .windows import group_of
 
 # Seconds after which an agent that sent nothing counts as gone (``--agent-idle``).
 DEFAULT_AGENT_IDLE = 60.0
+# The correlations together hold at most this many events, each at most ``MAX_HELD``: 200 correlations
+# over one rule held 100,000 events each (20 of them, 50,000 each of a flood of distinct users: 2.7 GB).
+MAX_HELD_TOTAL = 2 * MAX_HELD
+# The total is checked every ``HELD_CHECK // correlations`` detections, so that it costs little per
+# detection, and goes past the cap by about this many events at most between checks.
+HELD_CHECK = 16_384
 
 __all__ = ["DEFAULT_AGENT_IDLE", "DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit", "alert_detection"]
 
@@ -101,6 +107,10 @@ class Correlation:
         self._push_route = [c for c in self.correlators if c.upstream or id(c) in self._pushed_by]
         self._route = {}  # rule id -> what a detection of it runs through, with chains: see ``observe``
         self._newest_wall = {id(c): 0.0 for c in self.correlators}  # wall clock when an event time last rose
+        self.max_held_total = MAX_HELD_TOTAL
+        self.shed_shared = 0  # events dropped because the correlations together held too many (``_share_cap``)
+        self._shared_reported = False
+        self._until_held_check = self._held_check_every = max(1, HELD_CHECK // max(1, len(self.correlators)))
 
     def _pushers(self) -> dict:
         """id(correlator) -> the chained correlators that depend on it, directly or through
@@ -205,7 +215,29 @@ class Correlation:
                 hits.extend(found)
             if correlator.flood_gone:
                 self._after_flood()
+        self._until_held_check -= 1
+        if not self._until_held_check:
+            self._until_held_check = self._held_check_every
+            self._share_cap()
         return hits + self._push()
+
+    def _share_cap(self) -> None:
+        """The correlations together hold more than ``max_held_total`` events: those holding the
+        most drop their oldest (``Correlator._shed``) down to the one level at which the total fits,
+        so a flood of one correlation takes no room from the quiet ones."""
+        counts = [correlator.held_count() for correlator in self.correlators]
+        if sum(counts) <= self.max_held_total:
+            return
+        level, room, left = 0, self.max_held_total, len(counts)
+        for count in sorted(counts):  # the most each may hold: all below it whole, the rest at it
+            if count * left > room:
+                level = room // left
+                break
+            room, left = room - count, left - 1
+        for correlator, count in zip(self.correlators, counts):
+            for _ in range(count - level):
+                correlator._shed()
+                self.shed_shared += 1
 
     def end_event(self) -> List[Hit]:
         """Every detection of an event was taken: the early evaluations it deferred (inner first,
@@ -473,10 +505,14 @@ class Correlation:
                         "the fleet's time (the least of its agents' heartbeats; an agent's lines dated ahead carry it)"
                     lines.append(("skewed_source", f"source {source!r} is behind {behind}: {count} of its "
                                   f"events came too late to count (rule {title})"))
-            if correlator.shed and id(correlator) not in self._shed_reported:
+            if correlator.capped and id(correlator) not in self._shed_reported:
                 self._shed_reported.add(id(correlator))
                 lines.append(("state_cap", f"rule {title}: more than {correlator.max_held} events held for "
                               "correlation; the oldest are dropped from it (a flood?)"))
+        if self.shed_shared and not self._shared_reported:
+            self._shared_reported = True
+            lines.append(("state_cap", f"the {len(self.correlators)} correlations together held more than "
+                          f"{self.max_held_total} events; those holding the most drop their oldest (a flood?)"))
         return lines
 
     MAX_SKEWED = 1000  # sources remembered by name for the stats record

@@ -173,7 +173,8 @@ class Correlator:
         self.clocks = SourceClocks(max_skew_ns, horizon_ns=max_skew_ns + spec.timespan_ns + lateness_ns)
         self.late_sources = {}  # source -> late events dropped from correlation (reported once each)
         self.max_held = max_held
-        self.shed = 0  # events dropped early because the state was at its cap
+        self.shed = 0  # events dropped early because the state was at its cap (or all correlations': ``Correlation``)
+        self.capped = False  # this correlation went past its own cap (``max_held``)
         self._peak = 0  # most events held since memory was last given back
         self._flooded = False  # a flood's state is shrinking: memory goes back at each quarter
         self.flood_gone = False  # the state shrank from a flood: ``give_back_memory`` is due
@@ -256,6 +257,7 @@ class Correlator:
             else:
                 self._wait((self.watermark, self._seq, c))
                 if len(self._pending) + len(self._held) > self.max_held:  # a flood of late events too
+                    self.capped = True
                     self._shed()
             return []
         if c.time <= self._consumed.get(c.group, NEVER):
@@ -271,6 +273,7 @@ class Correlator:
             held = len(self._pending) + len(self._held)
         rose = clocked and self.clocks.see(detection.source, c.time)  # before shedding: who is ahead
         if held > self.max_held:
+            self.capped = True
             self._shed()
         if rose and not self.driven:
             hits += self.advance(self.clocks.reference - self.lateness)
@@ -424,6 +427,7 @@ class Correlator:
             (time, seq), _ = window.events.peekitem(0)
             window.remove((time, seq))
             self._held.remove((time, seq, group))
+            self._gone_from_early((time, seq))
         if not window.complete():
             return None
         aggregate = window.aggregate()
@@ -434,6 +438,8 @@ class Correlator:
             self._held.remove((time, seq, group))
         if self._early_used and any(key in self._early_used for key in window.events):
             hit = None  # an episode already alerted early (in this run, or one before: --state) is not again
+            for key in window.events:
+                self._gone_from_early(key)
         del self._windows[group]
         self._mark_consumed(group, t)
         return hit
@@ -482,6 +488,10 @@ class Correlator:
         self._early_used.update(trial.events)
         self._early_done[group] = t
         self._early_order.append((t, group))
+        if len(self._early_order) > self.max_held:  # as many early alerts remembered as consumed episodes
+            old_t, old_group = self._early_order.popleft()
+            if self._early_done.get(old_group) == old_t:
+                del self._early_done[old_group]
         hit = Hit(self.spec, t, t - tf, group, tuple(trial.events.values()), aggregate, trial.distinct())
         if self.watch is not None:
             self.watch(self, group, t, hit)
@@ -498,14 +508,25 @@ class Correlator:
         ahead = now + self.clocks.max_skew if now != NEVER else NEVER
         if pending and ahead != NEVER and pending[-1][0] > ahead and \
                 len(pending) - pending.bisect_right((ahead, float("inf"))) > self.max_held // FUTURE_SHARE:
-            gone = pending[-1][2]
+            _, seq, gone = pending[-1]
             self._drop_newest_waiting()
         elif self._held:
-            gone = self._out_of_window(*self._held.pop(0))
+            held = self._held.pop(0)
+            seq, gone = held[1], self._out_of_window(*held)
         else:
-            gone = self._pop_waiting()[2]
+            _, seq, gone = self._pop_waiting()
+        self._gone_from_early((gone.time, seq))
         if self.seen is not None:  # no longer held: its identity goes too (``state.Seen``)
             self.seen.discard(self.seen.key(gone.detection), gone.time)
+
+    def _gone_from_early(self, key: tuple) -> None:
+        """An event (``(time, seq)``) left the correlation (consumed, slid out, shed): no window can
+        hold it any more, so whether an early alert had it no longer matters.  The events of early
+        alerts were kept until the watermark passed their time + timeframe: a flood of groups that
+        each alerted early within one window kept every one of them (300,000 held 300,000, past the
+        cap of events held)."""
+        if self._early_used:
+            self._early_used.discard(key)
 
     def _out_of_window(self, time, seq, group) -> Contribution:
         """An event held (taken out of ``_held`` by the caller) taken out of its group's window, the
@@ -521,7 +542,9 @@ class Correlator:
         """Drop everything older than ``horizon``: no future window can reach it."""
         held = self._held
         while held and held[0][0] < horizon:
-            self._out_of_window(*held.pop(0))
+            time, seq, group = held.pop(0)
+            self._out_of_window(time, seq, group)
+            self._gone_from_early((time, seq))
         order = self._consumed_order
         while order and order[0][0] < horizon:
             t, group = order.popleft()
