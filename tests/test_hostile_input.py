@@ -247,6 +247,10 @@ def test_the_correlations_together_hold_at_most_their_shared_cap(steps, flooded,
     assert found == alone
     assert correlation.shed_shared == sum(c.shed for c in correlation.correlators)
     assert not correlation.correlators[0].shed
+    said = [text for kind, text in correlation.skew_reports(final=True) if kind == "state_cap"]
+    shared = f"correlations together held more than {cap} events"
+    assert [shared in text for text in said].count(True) == (correlation.shed_shared > 0), said
+    assert not [kind for kind, _ in correlation.skew_reports(final=True) if kind == "state_cap"]  # said once
 
 
 FLOOD_SPEC = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gte", 3),)),
