@@ -366,6 +366,19 @@ def test_a_state_file_it_cannot_use_is_refused_in_one_line_and_reset_discards_it
     assert json.loads(path.read_bytes())["lines"] == 3
 
 
+def test_a_state_file_cut_short_is_called_damaged_not_another_kind_of_file(tmp_path):
+    """A snapshot cut short (copied from a full disk, a backup interrupted) was refused as "not a
+    pipeshell-filter state file", which sent its reader looking for a wrong path."""
+    path = str(tmp_path / "state.json")
+    assert run_cli(ARGS + ["--state", path], ndjson(INCIDENT[:2])).returncode == 0
+    whole = open(path, "rb").read()
+    for size in (40, len(whole) // 2, len(whole) - 1):
+        open(path, "wb").write(whole[:size])
+        refused = run_cli(ARGS + ["--state", path], ndjson(INCIDENT[2:]))
+        assert refused.returncode == 2 and refused.stderr.count(b"\n") == 1, refused.stderr
+        assert b"damaged state file (cut short" in refused.stderr and b"--state-reset" in refused.stderr
+
+
 def test_a_state_file_of_the_previous_format_is_read_and_its_windows_kept(tmp_path):
     """Version 1 kept each event as a whole wire record (type and version in each, 40 MB for a flood's
     100,000): an upgrade reads it, and the incident cut by the restart still alerts."""

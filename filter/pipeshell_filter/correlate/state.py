@@ -406,6 +406,8 @@ def decode(data: bytes, where: str) -> dict:
         document = msgspec.json.decode(data)  # strict JSON, UTF-8 checked; dict keys shared, not one each
     except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
         document = _with_surrogates(data)
+    if document is None and b'"%s"' % FORMAT.encode() in data[:100]:  # ours, but no JSON: cut short (a full disk)
+        raise StateError(f"{where}: damaged state file (cut short, or not JSON)")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise StateError(f"{where}: not a pipeshell-filter state file")
     if document.get("version") not in READABLE or type(document.get("version")) is not int:
