@@ -30,7 +30,7 @@ from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.events.timeparse import NS
 from pipeshell_filter.io.stream import Diagnostics, Filter, Output
 from pipeshell_filter.sigma.compile import compile_plan
-from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule, parse_rules
 
 # the built-in rule (window join), a count() by Computer rule and a single-event rule
 PLANS = [compile_plan(load_rule(BUILTIN_RULE, builtin=True)), compile_plan(parse_rule(BY_HOST, "by.yml")),
@@ -364,6 +364,19 @@ def test_a_state_file_it_cannot_use_is_refused_in_one_line_and_reset_discards_it
     reset = run_cli(ARGS + ["--state", str(path), "--state-reset"], ndjson(INCIDENT))
     assert reset.returncode == 0 and len(alerts(reset.stdout)) == 1
     assert json.loads(path.read_bytes())["lines"] == 3
+
+
+def test_a_state_file_cut_short_is_called_damaged_not_another_kind_of_file(tmp_path):
+    """A snapshot cut short (copied from a full disk, a backup interrupted) was refused as "not a
+    pipeshell-filter state file", which sent its reader looking for a wrong path."""
+    path = str(tmp_path / "state.json")
+    assert run_cli(ARGS + ["--state", path], ndjson(INCIDENT[:2])).returncode == 0
+    whole = open(path, "rb").read()
+    for size in (40, len(whole) // 2, len(whole) - 1):
+        open(path, "wb").write(whole[:size])
+        refused = run_cli(ARGS + ["--state", path], ndjson(INCIDENT[2:]))
+        assert refused.returncode == 2 and refused.stderr.count(b"\n") == 1, refused.stderr
+        assert b"damaged state file (cut short" in refused.stderr and b"--state-reset" in refused.stderr
 
 
 def test_a_state_file_of_the_previous_format_is_read_and_its_windows_kept(tmp_path):
@@ -703,6 +716,58 @@ def test_a_legacy_rule_whose_terms_changed_places_discards_its_state_and_an_olde
     older = run_cli(args, ndjson(INCIDENT[1:2]))  # the client event completes it
     assert older.returncode == 0 and b"discarded" not in older.stderr
     assert [e["record_id"] for e in alerts(older.stdout)[0]["sigma"]["events"]] == [1, 2]
+
+
+# A Sigma v1 collection: its rules share the global document's id, so each is numbered by its place in
+# the file (``<id>#3``); the rules differ only in the EventID they select.
+COLLECTION = """action: global
+title: numbered rules
+id: 33333333-4444-5555-6666-777777777777
+logsource: {product: windows}
+detection:
+  condition: sel | count() by Computer >= 2
+timeframe: 60s
+"""
+
+
+def collection_plans(event_ids) -> list:
+    text = COLLECTION + "".join(f"---\ndetection: {{sel: {{EventID: {n}}}}}\n" for n in event_ids)
+    return [compile_plan(rule) for rule in parse_rules(text, "collection.yml")]
+
+
+def run_with_plans(plans, events, state_path) -> list:
+    """One run of a fresh Filter with ``plans`` on ``events`` with ``--state``; its alert records."""
+    with tempfile.TemporaryFile() as sink:
+        stream_filter = Filter(Engine(plans, RESOLVER, 0), Output(sink.fileno()), Diagnostics(io.StringIO()),
+                               "alerts", clock=lambda: 0)
+        state_file = StateFile(state_path, 0)
+        stream_filter.keep_state(state_file)
+        saved = state_file.load()
+        if saved is not None:
+            stream_filter.resume(saved)
+        feed(stream_filter, b"".join(json.dumps(event).encode() + b"\n" for event in events))
+        sink.seek(0)
+        return alert_records(sink.read())
+
+
+@given(st.permutations([4104, 4103, 800]),
+       st.lists(st.tuples(st.integers(0, 100), st.sampled_from(["cli01", "cli02"]), st.sampled_from([4104, 4103, 800])),
+                max_size=12),
+       st.integers(0, 12))
+def test_a_collection_reordered_between_runs_never_gives_one_rules_windows_to_another(tmp_path_factory, order,
+                                                                                       raw, cut):
+    """Reordered, a collection's rules swap their numbered ids, and a rule's saved windows went to the
+    rule that took its id: it alerted on events it never matched (two 4104 events saved, then one 4103
+    event made an alert of the 4103 rule over all three).  The state now names the rules' selections
+    too, so such a window is discarded; every alert holds only events its own rule selects."""
+    path = str(tmp_path_factory.mktemp("reordered") / "state.json")
+    events = [flat_event(seconds, host, "benign", event_id, record_id=number)
+              for number, (seconds, host, event_id) in enumerate(sorted(raw), 1)]
+    first = run_with_plans(collection_plans([4104, 4103, 800]), events[:cut], path)
+    plans = collection_plans(order)
+    selects = {plan.rule.id: plan.rule.detection["sel"]["EventID"] for plan in plans}
+    for record in run_with_plans(plans, events[cut:], path):
+        assert {ref["event_id"] for ref in record["sigma"]["events"]} == {selects[record["rule"]["id"]]}, first
 
 
 def test_a_second_process_on_the_same_state_file_waits_for_the_first_and_goes_on_from_its_state(tmp_path):

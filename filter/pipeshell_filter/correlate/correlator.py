@@ -162,6 +162,8 @@ class Correlator:
     duplicates = 0  # events dropped because one the same was taken (``seen``)
     driven = False  # the watermark is moved from outside only (the fleet's time, ``agents``)
     early = False  # alert on the event that completes a window (a monotone condition, ``--early-alerts``)
+    # ``state.matched_by`` of the rules it counts (the engine's): a saved state is kept only by the same rules
+    matched_by = None
 
     def __init__(self, spec: CorrelationSpec, lateness_ns: int = 0, max_skew_ns: int = DEFAULT_MAX_SKEW,
                  max_held: int = MAX_HELD):

@@ -131,9 +131,26 @@ class Seen:
 # ------------------------------------------------------------ one correlation
 
 
-def describe(spec) -> dict:
+def matched_by(rules) -> str:
+    """What decides which events the windows of a correlation hold: the log source, selections
+    and condition of each rule it counts, in its order, as a digest.  Its spec names them by id
+    alone, and an id can change hands: a collection's rules are numbered by their place in the
+    file (``<id>#3``), so reordering it gave one rule's open windows to another, which then
+    alerted on events it never matched."""
+    import hashlib  # as in ``identity``
+
+    written = [[rule.logsource, rule.detection, rule.condition.text] for rule in rules]
+    try:  # keys sorted: the same rule written in another order is the same rule
+        text = json.dumps(written, default=repr, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    except TypeError:  # a key JSON cannot take, or keys of several types (YAML's ``2024-01-01:``, ``1:``)
+        text = ascii(written)
+    return hashlib.blake2b(text.encode("ascii"), digest_size=12).hexdigest()
+
+
+def describe(spec, rules_digest: Optional[str] = None) -> dict:
     """What a correlation's windows depend on, as plain data: a saved state is used only by a
-    correlation whose description is the same (titles and other metadata may change)."""
+    correlation whose description is the same (titles and other metadata may change);
+    ``rules_digest``: ``matched_by`` of the rules it counts."""
     described = {
         "kind": spec.kind,
         "inputs": [list(ref.key) for ref in spec.rules],
@@ -152,6 +169,8 @@ def describe(spec) -> dict:
     labels = [ref.label for ref in spec.rules + spec.absent if ref.term is not None]
     if labels:  # a legacy rule's terms are numbered in its condition's order: which term is which
         described["labels"] = labels
+    if rules_digest is not None:
+        described["matched_by"] = rules_digest
     return ujson.loads(ujson.dumps(described))
 
 
@@ -186,7 +205,7 @@ def capture(correlator) -> dict:
     consumed = sorted(((t, list(group)) for group, t in correlator._consumed.items()),
                       key=lambda item: (item[0], repr(item[1])))
     return {
-        "spec": describe(correlator.spec),
+        "spec": describe(correlator.spec, correlator.matched_by),
         "watermark": _time_out(correlator.watermark),
         "wanted": _time_out(correlator.wanted),
         "seq": correlator._seq,
@@ -204,9 +223,10 @@ def capture(correlator) -> dict:
 def same_spec(correlator, data) -> bool:
     if not isinstance(data, dict):
         return False
-    saved, now = data.get("spec"), describe(correlator.spec)
-    if isinstance(saved, dict) and "labels" not in saved:  # saved by a build that did not write them
-        now.pop("labels", None)
+    saved, now = data.get("spec"), describe(correlator.spec, correlator.matched_by)
+    for key in ("labels", "matched_by"):
+        if isinstance(saved, dict) and key not in saved:  # saved by a build that did not write it
+            now.pop(key, None)
     return saved == now
 
 
@@ -386,6 +406,8 @@ def decode(data: bytes, where: str) -> dict:
         document = msgspec.json.decode(data)  # strict JSON, UTF-8 checked; dict keys shared, not one each
     except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
         document = _with_surrogates(data)
+    if document is None and b'"%s"' % FORMAT.encode() in data[:100]:  # ours, but no JSON: cut short (a full disk)
+        raise StateError(f"{where}: damaged state file (cut short, or not JSON)")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise StateError(f"{where}: not a pipeshell-filter state file")
     if document.get("version") not in READABLE or type(document.get("version")) is not int:
