@@ -41,7 +41,7 @@ import msgspec
 import ujson
 from sortedcontainers import SortedList
 
-from ..detect import Detection, WireError
+from ..detect import Detection, WireError, blake2b
 
 FORMAT = "pipeshell-filter.state"
 VERSION = 2  # 2: events kept as their fields alone, without a wire record's type and version
@@ -67,14 +67,12 @@ def identity(detection: Detection) -> str:
     (which starts at 1 again in a new process): rule, event time, host, terms met, the field
     values correlations use, and the event reference (@timestamp, EventID, host, EventRecordID or
     the digest of its line, selections).  96 bits of BLAKE2b over its canonical JSON."""
-    import hashlib  # here: OpenSSL costs every start 5 ms, and only --state and --stage correlate need it
-
     event = detection.event
     if "line" in event:
         event = {key: value for key, value in event.items() if key != "line"}
     text = ujson.dumps([detection.rule, detection.time, detection.source, list(detection.terms),
                         detection.fields, event], sort_keys=True, ensure_ascii=True)
-    return hashlib.blake2b(text.encode("ascii"), digest_size=12).hexdigest()
+    return blake2b(text.encode("ascii"), digest_size=12).hexdigest()
 
 
 class Seen:
@@ -137,14 +135,12 @@ def matched_by(rules) -> str:
     alone, and an id can change hands: a collection's rules are numbered by their place in the
     file (``<id>#3``), so reordering it gave one rule's open windows to another, which then
     alerted on events it never matched."""
-    import hashlib  # as in ``identity``
-
     written = [[rule.logsource, rule.detection, rule.condition.text] for rule in rules]
     try:  # keys sorted: the same rule written in another order is the same rule
         text = json.dumps(written, default=repr, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     except TypeError:  # a key JSON cannot take, or keys of several types (YAML's ``2024-01-01:``, ``1:``)
         text = ascii(written)
-    return hashlib.blake2b(text.encode("ascii"), digest_size=12).hexdigest()
+    return blake2b(text.encode("ascii"), digest_size=12).hexdigest()
 
 
 def describe(spec, rules_digest: Optional[str] = None) -> dict:
@@ -590,9 +586,7 @@ class StateFile:
         except (TypeError, ValueError, OverflowError) as error:  # never expected; never the stream's end
             self.next_due = self.clock() + self.interval if self.interval else float("inf")
             return f"cannot encode it: {error}"
-        import hashlib
-
-        digest = hashlib.blake2b(data, digest_size=16).digest()
+        digest = blake2b(data, digest_size=16).digest()
         try:
             if digest != self._last:  # the same as the last one (nothing happened): not again
                 write_atomic(self.path, data)
