@@ -14,7 +14,6 @@ correlate stage fed by many agents can move its time on when nothing matches.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Dict, List, Optional
 
 import attrs
@@ -59,8 +58,7 @@ def kept(text, longest: int = LONGEST_VALUE):
     cap, NATS's 1 MB message, the correlate stage's windows."""
     if text.__class__ is not str or len(text) <= longest:
         return text
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{text[:longest // 4]}...[{len(text)} characters, sha256 {digest}]"
+    return f"{text[:longest // 4]}...[{len(text)} characters, sha256 {_sha256(text)}]"
 
 
 def kept_values(texts: list, field_bytes: int = FIELD_BYTES, longest: int = LONGEST_VALUE) -> list:
@@ -78,8 +76,15 @@ def kept_values(texts: list, field_bytes: int = FIELD_BYTES, longest: int = LONG
                 break
     if cut is None:
         return values
-    rest = hashlib.sha256("\0".join(texts[cut:]).encode("utf-8", "surrogatepass")).hexdigest()
-    return values[:cut] + [f"...[{len(texts) - cut} more values, sha256 {rest}]"]
+    return values[:cut] + [f"...[{len(texts) - cut} more values, sha256 {_sha256(chr(0).join(texts[cut:]))}]"]
+
+
+def _sha256(text: str) -> str:
+    """SHA-256 of a value too long to carry whole: imported here, on that rare path, since
+    ``hashlib`` loads OpenSSL (4 ms of every start)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # Ever smaller forms of a Detection for a transport whose messages are smaller than the one its values
