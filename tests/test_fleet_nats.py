@@ -664,11 +664,17 @@ def test_an_agent_says_it_is_idle_while_it_waits_and_never_after_records_came(tm
             agent.stdin.write(ndjson([flat_event(0, "srv01", "server")]))
             agent.stdin.flush()
             assert wait_until(lambda: sum(bool(r.get("idle")) for _, r in _stream_so_far(server.url)) >= 2)
+            # Paused, the agent makes nothing between what is stored now and its reading of the next event:
+            # a heartbeat falling due between the stream's last record and the server's stop was stored
+            # (or resent by the client on reconnection) after it, though made before the event was read.
+            agent.send_signal(signal.SIGSTOP)
+            time.sleep(0.5)  # what it sent before the pause is stored
             with Bus(server.url, name="test") as bus:
                 before = bus.last_seq("PIPESHELL")
             server.stop()
             agent.stdin.write(ndjson([flat_event(10, "srv01", "server")]))  # read while the server is down
             agent.stdin.flush()
+            agent.send_signal(signal.SIGCONT)  # its input is ready: read before any heartbeat falls due
             time.sleep(3.0)  # the outage: heartbeats fall due meanwhile
             server.start()
             # the event read during the outage is stored: whatever the agent made after the flush came before it
