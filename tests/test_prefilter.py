@@ -68,6 +68,23 @@ def test_needle_is_the_longest_run_json_spells_one_way(literal, expected):
     assert pf.needle(literal) == expected
 
 
+@given(st.text(alphabet=st.sampled_from("ab/ \\\"\x7f\x1f\u00e9\u2014\u02e3\u0149\U0001f600-.~0")))
+def test_a_needle_is_the_longest_run_of_characters_spelled_one_way(literal):
+    """Against a character-by-character reading (the ASCII text is split by a regular expression)."""
+    runs, run = [], ""
+    for ch in literal:
+        if ("\x20" <= ch <= "\x7e" and ch != "/") if ch < "\x80" else pf.caseless(ch):
+            run += ch
+        else:
+            runs, run = runs + [run], ""
+    spelled = [run.replace("\\", "\\\\").replace('"', '\\"').encode() for run in runs + [run] if run]
+    found = pf.needle(literal)
+    if set(literal) <= set("0123456789.+-e") and literal.count(".") < 2 or literal in "-inf":
+        assert found is None  # the text of a number: not in the line as the number is written
+    else:
+        assert found == max(spelled, key=len, default=None)
+
+
 NUMBER_SPELLINGS = st.one_of(
     st.sampled_from(["1e400", "-1e400", "NaN", "Infinity", "-Infinity", "8e2", "800.0", "-0.0", "1E5", "2.5e-7"]),
     st.integers(-10**30, 10**30).map(str), st.floats(allow_nan=False, allow_infinity=False).map(repr),

@@ -254,27 +254,25 @@ ANY, ONE, DASH = _Wildcard("*"), _Wildcard("?"), _Wildcard("-")
 _DASH_CLASS = "[" + "".join("\\" + d if d in "-/" else d for d in DASHES) + "]"
 
 
+# An escaped ``*``, ``?`` or backslash, a wildcard, a run of plain text, a lone backslash.
+_WILDCARD_TOKENS = re.compile(r"\\[*?\\]|[*?]|[^\\*?]+|\\")
+
+
 def _split_wildcards(value: str) -> list:
     """Split a Sigma string into literal chunks (str) and ANY / ONE tokens.
 
     A backslash escapes ``*``, ``?`` and itself; any other backslash is literal
     (Windows paths are written with single backslashes).
     """
-    parts, literal, i = [], [], 0
-    while i < len(value):
-        ch = value[i]
-        if ch == "\\" and i + 1 < len(value) and value[i + 1] in "*?\\":
-            literal.append(value[i + 1])
-            i += 2
-            continue
-        if ch in "*?":
+    parts, literal = [], []
+    for token in _WILDCARD_TOKENS.findall(value):
+        if token == "*" or token == "?":
             if literal:
                 parts.append("".join(literal))
                 literal = []
-            parts.append(ANY if ch == "*" else ONE)
+            parts.append(ANY if token == "*" else ONE)
         else:
-            literal.append(ch)
-        i += 1
+            literal.append(token[1] if token[0] == "\\" and len(token) == 2 else token)  # an escape
     if literal:
         parts.append("".join(literal))
     if sum(p is ANY for p in parts) > MAX_STARS:
