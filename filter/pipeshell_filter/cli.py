@@ -752,8 +752,8 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
              "bad_evtx": "EVTX problems", "not_detection": "not a Detection record",
              "unknown_rule": "of a rule not loaded", "too_complex": "too many values to parse"}
     bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
-           if kind not in ("skewed_source", "state_cap", "bom", "bus_discarded", "bus_shrunk", "bus_too_big",
-                           "detection_shortened", "agent_silent", "partitions", *NOTED)]
+           if kind not in ("skewed_source", "late_resent", "state_cap", "bom", "bus_discarded", "bus_shrunk",
+                           "bus_too_big", "detection_shortened", "agent_silent", "partitions", *NOTED)]
     if bad:
         parts.append("skipped: " + ", ".join(bad))
     parts += [f"{diagnostics.counts[kind]} {said}" for kind, said in NOTED.items() if diagnostics.counts[kind]]

@@ -93,6 +93,7 @@ class Correlation:
         self.wall = wall
         self.correlators = [Correlator(spec, lateness_ns, max_skew_ns) for spec in _inner_first(list(specs))]
         self._behind_reported = set()
+        self._resent_reported = set()  # correlations said to have taken late events sent again after a restart
         self._shed_reported = set()
         self._skewed = {}  # source -> "ahead" / "behind", as reported (for the stats record)
         self._by_rule = defaultdict(list)  # rule id -> correlators that refer to it (inner first)
@@ -505,6 +506,11 @@ class Correlation:
                         "the fleet's time (the least of its agents' heartbeats; an agent's lines dated ahead carry it)"
                     lines.append(("skewed_source", f"source {source!r} is behind {behind}: {count} of its "
                                   f"events came too late to count (rule {title})"))
+            if correlator.late_resent and id(correlator) not in self._resent_reported:
+                self._resent_reported.add(id(correlator))
+                lines.append(("late_resent", f"rule {title}: events dated before the time its saved state had "
+                              "reached came after the restart, too late to count (sent again by the shipper?); "
+                              "counted late, and no source named behind for them"))
             if correlator.capped and id(correlator) not in self._shed_reported:
                 self._shed_reported.add(id(correlator))
                 lines.append(("state_cap", f"rule {title}: more than {correlator.max_held} events held for "

@@ -293,7 +293,7 @@ def _restore(correlator, data: dict) -> None:
         seen = type(correlator.seen)(correlator.seen.cap)
         seen.restore(data["seen"])
     correlator.clocks.restore(data["clocks"])
-    correlator.watermark = watermark
+    correlator.watermark = correlator.resumed_at = watermark
     correlator.wanted = _time_in(data.get("wanted"))  # a chained one's own sources' (absent: none yet)
     correlator._seq = seq
     correlator._pending = pending
