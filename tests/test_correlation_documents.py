@@ -592,6 +592,28 @@ def test_chain_state_survives_a_restart(tmp_path):
 
 
 
+def test_a_changed_inner_correlation_discards_the_saved_state_of_the_chain_over_it(tmp_path):
+    """The outer correlation's windows hold the inner one's alerts: with the inner one's definition
+    changed (its own state discarded), they were kept and counted with the new definition's alerts,
+    an outer alert no run of either definition gives."""
+    def rules(inner_gte):
+        chain = yaml.safe_load_all(two_level(60, "event_count", ["many_a"], 600, {"gte": 2}))
+        inner, outer = chain
+        inner["correlation"]["condition"] = {"gte": inner_gte}
+        return write(tmp_path, f"rules{inner_gte}.yml", BASE_RULES + "---\n" + yaml.safe_dump_all([inner, outer]))
+    state = str(tmp_path / "state.json")
+    before = [event(0, 1, "alice"), event(1, 1, "alice")]  # an inner alert (gte 2), one outer event
+    after = [event(100, 1, "alice"), event(101, 1, "alice"), event(102, 1, "alice")]  # one inner alert (gte 3)
+    first = run_cli(["--rule", rules(2), "--state", state, "--lateness", "0"], ndjson(before))
+    assert first.returncode == 0 and not alerts(first.stdout), first.stderr
+    second = run_cli(["--rule", rules(3), "--state", state, "--lateness", "0"], ndjson(after))
+    assert second.returncode == 0, second.stderr
+    assert [a["rule"]["id"] for a in alerts(second.stdout)] == []  # as one run of the new rules gives
+    assert b"changed: 'inner', 'outer'" in second.stderr, second.stderr
+    whole = run_cli(["--rule", rules(3), "--lateness", "0"], ndjson(before + after))
+    assert [a["rule"]["id"] for a in alerts(whole.stdout)] == []
+
+
 def two_level(inner_span, outer_kind, outer_refs, outer_span, outer_condition=None, generate=False):
     inner = {"title": "inner", "id": "inner", "name": "many_a", "correlation": {
         "type": "event_count", "rules": ["a"], "group-by": ["User"], "timespan": f"{inner_span}s",

@@ -324,20 +324,21 @@ def test_a_replay_of_the_whole_input_after_a_restart_does_not_alert_again(tmp_pa
 def test_a_shipper_sending_again_what_the_last_run_passed_names_no_clock_behind(tmp_path):
     """Events re-sent after a restart that are older than the windows the state kept are late: each
     host was named "behind the other sources" (a wrong clock), though only the shipper went back.  One
-    line says so instead; a host whose events come late after the restored time is still named."""
+    line says so instead; a host whose events come late after its own time in the state is still named."""
     path = str(tmp_path / "state.json")
     hour = [flat_event(t, f"h{t // 30 % 3}", "server", record_id=t) for t in range(0, 3600, 30)]
     first = run_cli(["--lateness", "0", "--idle", "0", "--state", path], ndjson(hour))
     assert first.returncode == 0 and b"behind" not in first.stderr, first.stderr
     later = [flat_event(t, f"h{t // 30 % 3}", "server", record_id=t) for t in range(3600, 4200, 30)]
-    slow = [flat_event(3650, "slow", "server", record_id=1)]  # after the restored time, still too late
+    # late, and dated after the host's own last time in the state (or it had none): a clock behind
+    slow = [flat_event(3650, "slow", "server", record_id=1), flat_event(3550, "h0", "server", record_id=1)]
     again = run_cli(["--lateness", "0", "--idle", "0", "--state", path], ndjson(hour + later + slow))
     assert again.returncode == 0, again.stderr
     said = again.stderr.decode().splitlines()
     assert [line for line in said if "is behind" in line] == [
-        "pipeshell-filter: correlation: source 'slow' is behind the other sources: 1 of its events came too late "
-        "to count (rule PipeShell exfiltration over named pipes)"], said
-    assert sum("came after the restart, too late to count (sent again by the shipper?)" in line
+        f"pipeshell-filter: correlation: source {host!r} is behind the other sources: 1 of its events came too late "
+        "to count (rule PipeShell exfiltration over named pipes)" for host in ("slow", "h0")], said
+    assert sum("saved state came after the restart, too late to count (sent again by the shipper?)" in line
                for line in said) == 1, said
 
 

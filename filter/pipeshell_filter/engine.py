@@ -18,7 +18,7 @@ from typing import List, Optional
 import attrs
 
 from .correlate import DEFAULT_AGENT_IDLE, DEFAULT_MAX_SKEW, Correlation, Hit
-from .correlate.state import MAX_ALERTED, identity, matched_by
+from .correlate.state import MAX_ALERTED, describe, identity, matched_by
 from .detect import Detection, Detector, Heartbeat, WireError
 from .events.fields import FieldResolver
 from .events.timeparse import format_time
@@ -52,9 +52,12 @@ class Engine:
         self.meta = {**{plan.rule.id: plan.rule for plan in plans}, **{d.spec.id: d.rule for d in documents}}
         specs = [plan.correlation for plan in plans if plan.correlation is not None] + [d.spec for d in documents]
         self.correlation = Correlation(specs, lateness_ns, clock, max_skew_ns)
-        for correlator in self.correlation.correlators:  # with --state, which rules its saved windows hold
+        described = {}  # with --state, what its saved windows hold: which rules' events, which correlations' alerts
+        for correlator in self.correlation.correlators:  # inner ones first
             counted = dict.fromkeys(ref.rule for ref in correlator.spec.inputs if not ref.chained)
-            correlator.matched_by = matched_by(self.meta[rule] for rule in counted if rule in self.meta)
+            inner = [described[rule] for rule in correlator.spec.chained if rule in described]
+            correlator.matched_by = matched_by((self.meta[rule] for rule in counted if rule in self.meta), inner)
+            described[correlator.spec.id] = describe(correlator.spec, correlator.matched_by)
         if early:
             self.correlation.alert_early()
         needed = {}

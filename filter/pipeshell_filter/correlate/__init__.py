@@ -508,9 +508,9 @@ class Correlation:
                                   f"events came too late to count (rule {title})"))
             if correlator.late_resent and id(correlator) not in self._resent_reported:
                 self._resent_reported.add(id(correlator))
-                lines.append(("late_resent", f"rule {title}: events dated before the time its saved state had "
-                              "reached came after the restart, too late to count (sent again by the shipper?); "
-                              "counted late, and no source named behind for them"))
+                lines.append(("late_resent", f"rule {title}: events older than their host's last time in the "
+                              "saved state came after the restart, too late to count (sent again by the shipper?); "
+                              "counted late, their hosts not named behind"))
             if correlator.capped and id(correlator) not in self._shed_reported:
                 self._shed_reported.add(id(correlator))
                 lines.append(("state_cap", f"rule {title}: more than {correlator.max_held} events held for "

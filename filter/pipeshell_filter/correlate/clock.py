@@ -183,5 +183,9 @@ class SourceClocks:
         if self.wall is not None:
             self.bound_by(self.wall)
 
+    def times(self) -> dict:
+        """Source -> its newest time, a copy."""
+        return dict(self._newest)
+
     def __len__(self) -> int:
         return len(self._ranked)

@@ -174,8 +174,8 @@ class Correlator:
         self.watermark = NEVER
         self.clocks = SourceClocks(max_skew_ns, horizon_ns=max_skew_ns + spec.timespan_ns + lateness_ns)
         self.late_sources = {}  # source -> late events dropped from correlation (reported once each)
-        self.resumed_at = NEVER  # the watermark a saved state was restored with (``state``)
-        self.late_resent = 0  # late events dropped that were dated before it: sent again since the restart?
+        self.resumed_at = {}  # source -> its newest time in a saved state restored (``state``)
+        self.late_resent = 0  # late events dropped that their source had passed then: sent again since?
         self.max_held = max_held
         self.shed = 0  # events dropped early because the state was at its cap (or all correlations': ``Correlation``)
         self.capped = False  # this correlation went past its own cap (``max_held``)
@@ -256,8 +256,8 @@ class Correlator:
             self.late += 1
             if c.time < self.watermark - self.timeframe or c.time <= self._consumed.get(c.group, NEVER):
                 self.late_dropped += 1
-                if c.time <= self.resumed_at:  # the run before the restart had passed it: no wrong clock to name
-                    self.late_resent += 1
+                if c.time <= self.resumed_at.get(detection.source, NEVER):  # its source had passed it before
+                    self.late_resent += 1  # the restart: sent again, not a clock behind
                 elif len(self.late_sources) < 10_000 or detection.source in self.late_sources:
                     self.late_sources[detection.source] = self.late_sources.get(detection.source, 0) + 1
             else:

@@ -129,13 +129,17 @@ class Seen:
 # ------------------------------------------------------------ one correlation
 
 
-def matched_by(rules) -> str:
+def matched_by(rules, inner=()) -> str:
     """What decides which events the windows of a correlation hold: the log source, selections
     and condition of each rule it counts, in its order, as a digest.  Its spec names them by id
     alone, and an id can change hands: a collection's rules are numbered by their place in the
     file (``<id>#3``), so reordering it gave one rule's open windows to another, which then
-    alerted on events it never matched."""
+    alerted on events it never matched.  ``inner``: the ``describe`` of each correlation whose
+    alerts it counts, which a changed definition discards (its saved alerts were kept, and
+    counted with those of the new definition)."""
     written = [[rule.logsource, rule.detection, rule.condition.text] for rule in rules]
+    if inner:
+        written.append(list(inner))
     try:  # keys sorted: the same rule written in another order is the same rule
         text = json.dumps(written, default=repr, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     except TypeError:  # a key JSON cannot take, or keys of several types (YAML's ``2024-01-01:``, ``1:``)
@@ -293,7 +297,8 @@ def _restore(correlator, data: dict) -> None:
         seen = type(correlator.seen)(correlator.seen.cap)
         seen.restore(data["seen"])
     correlator.clocks.restore(data["clocks"])
-    correlator.watermark = correlator.resumed_at = watermark
+    correlator.watermark = watermark
+    correlator.resumed_at = correlator.clocks.times()
     correlator.wanted = _time_in(data.get("wanted"))  # a chained one's own sources' (absent: none yet)
     correlator._seq = seq
     correlator._pending = pending
