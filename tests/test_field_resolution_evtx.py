@@ -465,3 +465,40 @@ def test_a_field_value_still_leaves_the_attributes_out():
     event = _provider_shapes("P", "0")[0]
     rule = "title: f\nlogsource: {product: windows}\ndetection:\n    sel:\n        EventID: %s\n    condition: sel\n"
     assert matches(rule % 7045, event) and not matches(rule % 0, event)
+
+
+SYSTEM_ATTRIBUTES = {"Provider": {"Name": "Service Control Manager", "Guid": "{555908d1-a6d7-4695-8e1e-26931d2012f4}",
+                                  "EventSourceName": "Service Control Manager"},
+                     "EventID": {"Qualifiers": "16384"}, "TimeCreated": {"SystemTime": "2026-04-17T04:14:33.653414Z"},
+                     "Correlation": {"ActivityID": "{a1}", "RelatedActivityID": "{b2}"},
+                     "Execution": {"ProcessID": 788, "ThreadID": 792, "ProcessorID": 1, "SessionID": 0,
+                                   "KernelTime": 5, "UserTime": 6, "ProcessorTime": 7},
+                     "Security": {"UserID": "S-1-5-18"}}
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_system_attributes_are_element_underscore_attribute(separate):
+    """The specification names an attribute of a <System> element by the element, an underscore and
+    the attribute: ``<Execution ProcessID="788" ThreadID="792" />`` is ``Execution_ProcessID``, its own
+    example beside ``Provider_Name``.  Only ``Provider_Name`` was read: a rule on ``Execution_ProcessID``
+    or ``Security_UserID`` never matched a Windows event.  Both attribute layouts (``#attributes``, and
+    evtx_dump's ``<Name>_attributes``) hold them."""
+    event = evtx_event(7045, "System", data={"ServiceName": "svc"})
+    system = event["Event"]["System"]
+    for element, attributes in SYSTEM_ATTRIBUTES.items():
+        text = system.pop(element, None)
+        text = None if isinstance(text, dict) else text  # the Provider evtx_event gave: attributes only
+        if separate:
+            system[f"{element}_attributes"] = dict(attributes)
+            system[element] = text
+        else:
+            system[element] = {"#attributes": dict(attributes)} if text is None else \
+                {"#attributes": dict(attributes), "#text": text}
+    view = RESOLVER.view(event)
+    for element, attributes in SYSTEM_ATTRIBUTES.items():
+        for attribute, value in attributes.items():
+            assert view.get(f"{element}_{attribute}") == value, (element, attribute)
+    rule = ("title: x\nlogsource: {product: windows, service: system}\ndetection:\n    sel:\n"
+            "        Execution_ProcessID: %s\n        Security_UserID: S-1-5-18\n    condition: sel\n")
+    assert matches(rule % 788, event) and not matches(rule % 792, event)
+    assert view.leaves("EventID") == ("7045",)  # the element's text stays the field of its own name
