@@ -445,3 +445,17 @@ def test_fluent_bit_winlog_positional_events_say_what_they_miss(tmp_path):
     events = list(map(json.loads, result.stdout.splitlines()))
     assert events[0] == security
     assert events[1]["sigma"]["rule"]["title"] == "classic Data"
+
+
+def test_explain_says_a_time_without_a_zone_is_taken_as_utc(tmp_path):
+    """NXLog's older EventTime has no zone and is taken as UTC, right only on a host whose clock runs on
+    UTC: explain --event showed the time as if it were exact.  It now says so; times with a zone do not."""
+    said = {}
+    for shape in ("nxlog-legacy-time", "nxlog", "fluentbit-winevtlog"):
+        path = tmp_path / f"{shape}.json"
+        path.write_text(json.dumps(records(shape)[0]))
+        result = run_cli(["explain", "--event", str(path)])
+        assert result.returncode == 0, result.stderr
+        said[shape] = [line for line in result.stdout.decode().splitlines() if line.startswith("time ")][0]
+    assert said["nxlog-legacy-time"].endswith('(from EventTime = "2021-06-03 13:00:12"); no zone: taken as UTC')
+    assert "no zone" not in said["nxlog"] and "no zone" not in said["fluentbit-winevtlog"]

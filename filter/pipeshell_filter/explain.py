@@ -14,7 +14,7 @@ from .correlate.correlator import event_key
 from .correlate.state import capture
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
-from .events.timeparse import NS, format_time
+from .events.timeparse import NS, format_time, zoneless
 from .io import inputs
 from .io.prefilter import Prefilter, needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
@@ -63,7 +63,8 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
     found = next(((p, lookup(event, p)) for p in time_paths if lookup(event, p) is not MISSING), None)
     ns = view.time()
     if ns is not None:
-        lines.append(f"time      {format_time(ns)} (from {'.'.join(map(str, found[0]))} = {_show(found[1])})")
+        lines.append(f"time      {format_time(ns)} (from {'.'.join(map(str, found[0]))} = {_show(found[1])})"
+                     + ("; no zone: taken as UTC" if zoneless(found[1]) else ""))
     else:
         tried = ", ".join(".".join(map(str, p)) for p in time_paths) or "(no time paths)"
         lines.append(f"time      none parsable (tried {tried}): the event would be left out of correlation")
