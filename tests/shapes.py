@@ -219,6 +219,19 @@ def fluentbit_stdout(ev: Logical) -> dict:
     return _fluentbit(ev, stdout=True)
 
 
+def fluentbit_winlog(ev: Logical) -> dict:
+    """Fluent Bit's older winlog input (plugins/in_winlog/pack.c): classic logs only, so of these events
+    800 alone; its data only by position, ``Data`` the record's binary data in hex."""
+    assert ev.event_id == 800, "the classic event log API reads no Operational channel"
+    local = local_text(ev.time_ns, ev.offset_minutes, " ", 0, colon=False, space=True)
+    return {
+        "RecordNumber": ev.record_id, "TimeGenerated": local, "TimeWritten": local, "EventID": ev.event_id,
+        "Qualifiers": 0, "EventType": "Information", "EventCategory": 8, "Channel": ev.meta["channel"],
+        "SourceName": ev.meta["provider"], "ComputerName": ev.host, "Data": "", "Sid": "", "Message": ev.message,
+        "StringInserts": ev.data,
+    }
+
+
 def vector(ev: Logical) -> dict:
     """Vector trims each value and keeps event data as strings; unnamed data go to string_inserts."""
     record = {

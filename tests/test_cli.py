@@ -613,6 +613,35 @@ def test_explain_event_shows_profile_fields_and_verdicts(tmp_path):
     assert "profile   flat" in text and "MATCH" not in text and "would skip parsing" in text
 
 
+def test_explain_event_reads_a_wrapped_line_as_the_filter_does(tmp_path):
+    """A collector's wrapper (Fluent Bit's tail without a parser: ``{"log": "<line>"}``; Vector's file
+    source: ``message``) is read by the filter with --line-field, which explain --event refused ("needs
+    --events"): the one tool that says why an event did not match showed a flat event that no rule meets,
+    and did not say that its line was inside."""
+    event = evtx_event(30, "cli01", "client", 800)
+    wrapped = tmp_path / "wrapped.ndjson"
+    wrapped.write_text(json.dumps({"date": 1622725230.5, "log": json.dumps(event)}) + "\n")
+    plain = run_cli(["explain", "--event", str(wrapped)])
+    assert plain.returncode == 0, plain.stderr
+    assert "note      the text in log is an event (evtx): the filter reads it with --line-field log" \
+        in plain.stdout.decode()
+    assert b"MATCH" not in plain.stdout
+    unwrapped = run_cli(["explain", "--line-field", "log", "--event", str(wrapped)])
+    assert unwrapped.returncode == 0, unwrapped.stderr
+    text = unwrapped.stdout.decode()
+    assert "profile   evtx (built-in" in text and "CLIENT_powershell_native     MATCH" in text and "note" not in text
+    assert "the line is a candidate" in text
+    direct = tmp_path / "direct.json"
+    direct.write_text(json.dumps(event))
+    assert run_cli(["explain", "--event", str(direct)]).stdout == unwrapped.stdout.replace(
+        str(wrapped).encode(), str(direct).encode())
+    not_json = tmp_path / "text.json"
+    not_json.write_text(json.dumps({"log": "plain text"}))
+    refused = run_cli(["explain", "--line-field", "log", "--event", str(not_json)])
+    assert refused.returncode == 2 and refused.stderr.decode() == (
+        f"pipeshell-filter: error: --event {not_json}: the text in log is not a JSON object\n")
+
+
 @pytest.mark.parametrize("surrogate", [b"\\ud800", b"\xed\xa0\x80"])
 def test_explain_shows_a_lone_surrogate_as_its_escape(tmp_path, surrogate):
     """A host name holding a lone surrogate (escaped, or its raw bytes, both of which the filter
@@ -963,7 +992,7 @@ def test_explain_refuses_a_bad_option_it_would_not_use(args):
 
 @pytest.mark.parametrize("given, needs", [
     (["--lateness", "5"], "--events"), (["--max-skew", "5"], "--events"), (["--early-alerts"], "--events"),
-    (["--max-line-bytes", "5000"], "--events"), (["--line-field", "log"], "--events"),
+    (["--max-line-bytes", "5000"], "--events"), (["--line-field", "log"], "--event or --events"),
     (["--stage", "correlate"], "--events"), (["--stage", "all"], "--events"),
     (["--agents", "2"], "--events --stage correlate"), (["--agent-idle", "5"], "--events --stage correlate"),
 ])
@@ -974,12 +1003,13 @@ def test_explain_options_for_a_stream_without_it_are_usage_errors(given, needs, 
     records.  Given where they act, they are taken."""
     where = {"plan": [], "event": ["--event", SAMPLE], "events": ["--events", SAMPLE]}[mode]
     result = run_cli(["explain", *where, *given])
-    if mode == "events" and needs == "--events":
-        assert result.returncode == 0 and result.stdout.startswith((b"events ", b"detections ")), result.stderr
+    if mode in {"--events": {"events"}, "--event or --events": {"event", "events"}}.get(needs, ()):
+        assert result.returncode == 0 and result.stdout.startswith((b"events ", b"detections ", b"event ")), \
+            result.stderr
         return
     assert result.returncode == 2 and not result.stdout
     assert result.stderr.decode() == f"pipeshell-filter: error: {given[0]} needs {needs}: here it would do nothing\n"
-    if needs != "--events":
+    if "correlate" in needs:
         taken = run_cli(["explain", "--events", SAMPLE, "--stage", "correlate", *given])
         assert taken.returncode == 0 and taken.stdout.startswith(b"detections "), taken.stderr
 

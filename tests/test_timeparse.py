@@ -7,7 +7,7 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from pipeshell_filter.events.timeparse import NS, format_time, parse_time
+from pipeshell_filter.events.timeparse import NS, format_time, parse_time, zoneless
 from pipeshell_filter.sigma.rule import parse_duration
 
 UTC = datetime.timezone.utc
@@ -81,6 +81,15 @@ def test_zoneless_is_utc():
     assert parse_time("2021-06-03T13:06:00") == BASE * NS
     assert parse_time("2021-06-03 13:06:00") == BASE * NS
     assert parse_time("2021-06-03 13:06:00.5") == BASE * NS + 500_000_000
+
+
+def test_zoneless_tells_the_times_taken_as_utc():
+    for text in ("2021-06-03T13:06:00", "2021-06-03 13:06:00", " 2021-06-03 13:06:00.5 ",
+                 {"#text": "2021-06-03 13:06:00"}):
+        assert zoneless(text), text
+    for value in ("2021-06-03T13:06:00Z", "2021-06-03 15:06:00 +0200", "2021-06-03T15:06:00.5+02:00", 1622725560,
+                  "13:06", None, {"#text": "2021-06-03T13:06:00z"}):
+        assert not zoneless(value), value
 
 
 def test_z_and_zero_offsets_agree():

@@ -817,7 +817,7 @@ def explain(
     max_line: int = typer.Option(DEFAULT_MAX_LINE, "--max-line-bytes", metavar="BYTES",
                                  help="With --events: as for filtering (longer lines are not read)."),
     line_field: Optional[str] = typer.Option(None, "--line-field", metavar="FIELD",
-                                             help="With --events: as for filtering."),
+                                             help="With --event or --events: as for filtering."),
     state: Optional[str] = typer.Option(None, "--state", metavar="FILE", help="With --events: the correlations "
                                         "start from this state file (saved by a filter run with --state), as the "
                                         "filter's next run on these events would; it is only read."),
@@ -849,6 +849,8 @@ def explain(
         _print(_trace_events(engine, events, max_line, line_field, stage.value, saved))
         return
     raw, parsed = _read_one_event(event)
+    if line_field is not None:
+        raw, parsed = _unwrapped_event(raw, parsed, line_field, event)
     _print(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
 
 
@@ -864,8 +866,9 @@ def _no_trace_option_without_events(ctx: typer.Context, event: Optional[str], ev
                event is not None or events is not None and stage is ExplainStage.all)
     judging = ("rules to describe or events to judge (not --events --stage correlate, whose Detection records "
                "the match stage judged)", not correlating[1])
+    unwrapping = ("--event or --events", event is not None or events is not None)
     needs = {"lateness": streamed, "max_skew": streamed, "early_alerts": streamed, "max_line": streamed,
-             "line_field": streamed, "stage": streamed, "state": streamed, "agent_idle": correlating,
+             "line_field": unwrapping, "stage": streamed, "state": streamed, "agent_idle": correlating,
              "agents": correlating, "profile": reading, "field_map": reading, "time_field": reading,
              "logsource_unknown": judging}
     for param in ctx.command.params:
@@ -985,6 +988,21 @@ def _read_one_event(path: str) -> tuple:
         if isinstance(parsed, dict):
             return ujson.dumps(parsed, ensure_ascii=False).encode("utf-8", "surrogatepass"), parsed
     raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object{why}")
+
+
+def _unwrapped_event(raw: bytes, parsed: dict, field: str, path: str) -> tuple:
+    """``--line-field`` for ``explain --event``: the event's own line, the text in ``field``, as the
+    filter reads it; an event without that text is read as it is, as the filter reads it."""
+    line = unwrap_line(raw, field)
+    if line is raw:
+        return raw, parsed
+    try:
+        inner = load_event(line)
+    except (ValueError, OverflowError):
+        inner = None
+    if not isinstance(inner, dict):
+        raise UsageProblem(f"--event {path}: the text in {field} is not a JSON object")
+    return line, inner
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -28,7 +28,7 @@ from .events.fields import FieldResolver
 from .events.timeparse import format_time
 from .sigma.compile import Plan
 from .sigma.literals import required_values
-from .sigma.logsource import EventFacts
+from .sigma.logsource import EventFacts, LogsourceTable
 from .values import MISSING, first_leaf, leaves
 
 WIRE_TYPE = "sigma.detection"
@@ -381,8 +381,12 @@ class Detector:
 
 
 def event_facts(view) -> EventFacts:
-    """What an event tells of its own log source: its profile's product, its channel, its EventID."""
-    return EventFacts(view.profile.product, first_leaf(view.log_channel()), first_leaf(view.get("EventID")))
+    """What an event tells of its own log source: its product, its channel, its EventID.  The product is
+    the one the logsource table gives its channel, else its profile's: Sysmon for Linux writes Windows'
+    event XML, and its events in that shape (the evtx profile's, which says windows) are linux ones."""
+    channel = first_leaf(view.log_channel())
+    product = LogsourceTable.builtin().product_of_channel(channel) if channel.__class__ is str else None
+    return EventFacts(product or view.profile.product, channel, first_leaf(view.get("EventID")))
 
 
 def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozenset, text: Optional[bytes]) -> dict:

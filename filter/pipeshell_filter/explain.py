@@ -14,10 +14,10 @@ from .correlate.correlator import event_key
 from .correlate.state import capture
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
-from .events.timeparse import NS, format_time
+from .events.timeparse import NS, format_time, zoneless
 from .io import inputs
 from .io.prefilter import Prefilter, needle
-from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output
+from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
 from .sigma.compile import Plan
 from .sigma.matchers import FieldMatcher
 from .sigma.correlation import OPERATORS
@@ -57,11 +57,14 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         else "no other profile's paths present")
     origin = "built-in" if chosen.source.startswith(os.path.dirname(__file__)) else chosen.source
     lines = [f"event     {source}", f"profile   {chosen.name} ({origin}; {how})"]
+    if not chosen.detect and not resolver.fixed:
+        lines += _wrapped_hint(resolver, event)
     time_paths = (resolver.time_path,) if resolver.time_path else chosen.time
     found = next(((p, lookup(event, p)) for p in time_paths if lookup(event, p) is not MISSING), None)
     ns = view.time()
     if ns is not None:
-        lines.append(f"time      {format_time(ns)} (from {'.'.join(map(str, found[0]))} = {_show(found[1])})")
+        lines.append(f"time      {format_time(ns)} (from {'.'.join(map(str, found[0]))} = {_show(found[1])})"
+                     + ("; no zone: taken as UTC" if zoneless(found[1]) else ""))
     else:
         tried = ", ".join(".".join(map(str, p)) for p in time_paths) or "(no time paths)"
         lines.append(f"time      none parsable (tried {tried}): the event would be left out of correlation")
@@ -108,6 +111,22 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
                                          "the line holds no needle: it would skip parsing"))
     return "\n".join(lines)
+
+
+def _wrapped_hint(resolver: FieldResolver, event: dict) -> list:
+    """A collector's wrapper (Fluent Bit's ``{"log": "<line>"}``, Vector's ``message``) reads as a flat
+    event that no rule meets: name the key whose text is an event of a shape the filter knows."""
+    for key, value in event.items():
+        if type(value) is str and value.lstrip().startswith("{"):
+            try:
+                inner = load_event(value.encode("utf-8", "surrogatepass"))
+            except (ValueError, OverflowError):
+                continue
+            if isinstance(inner, dict) and resolver.profile_for(inner).detect:
+                shape = resolver.profile_for(inner).name
+                return [f"note      the text in {key} is an event ({shape}): the filter reads it with "
+                        f"--line-field {key}"]
+    return []
 
 
 def _outcome(plans, plan: Plan) -> str:

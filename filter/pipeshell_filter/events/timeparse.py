@@ -95,6 +95,15 @@ def _parse(value) -> Optional[int]:
     return ns
 
 
+def zoneless(value) -> bool:
+    """Whether ``value`` is a time text without a zone (NXLog's ``2021-06-03 13:00:12``): ``parse_time``
+    takes it as UTC, which it is only when its writer's clock runs on UTC (for ``explain`` to say so)."""
+    if isinstance(value, dict) and "#text" in value:
+        value = value["#text"]
+    match = _ISO.fullmatch(value.strip()) if isinstance(value, str) else None
+    return match is not None and match.group(8) is None and match.group(9) is None
+
+
 def _after_leap_second(seconds: int) -> bool:
     """Whether ``seconds`` (UTC epoch seconds of the instant a ``:60`` second ends) can follow a leap
     second: a leap second is inserted as 23:59:60 UTC on the last day of a month (ITU-R TF.460), so it

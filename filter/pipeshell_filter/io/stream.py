@@ -306,6 +306,10 @@ XML_EVENT = ("the event is an XML text in System (Fluent Bit winevtlog's Render_
 
 NO_EVENT_DATA_MAP = ("a Fluent Bit winevtlog event with its data only in StringInserts (by position): its rules' "
                      "fields {} cannot be read; set Event_Data_As_Map on")
+# Fluent Bit's older winlog input has no such option: its events' data never have names.
+NO_EVENT_DATA_NAMES = ("a Fluent Bit winlog event with its data only in StringInserts (by position): its rules' "
+                       "fields {} cannot be read; read the log with the winevtlog input, Event_Data_As_Map on")
+POSITIONAL_ONLY = {"fluentbit-winevtlog": NO_EVENT_DATA_MAP, "fluentbit-winlog": NO_EVENT_DATA_NAMES}
 
 # The records a match stage writes, by their "type": a shipper routes them to the correlate stage
 # on it (fleet-agent.yaml's grep, Vector's route), so an input line must not carry it.
@@ -1192,25 +1196,27 @@ class Filter:
         self.write_alerts(outcome.alerts)
 
     def _event_data_map_problem(self, event: dict) -> Optional[str]:
-        """Fluent Bit's winevtlog without ``Event_Data_As_Map`` writes an event's data only as the
-        positional ``StringInserts``: the fields its rules name (``Image``) are missing, and every rule
-        on them misses in silence.  What to say of an event lacking a field that the rules written for
-        its kind of event read (``Detector.fields_expected``), or None: events whose data have no names
-        (PowerShell's 800) get no map either way, and their rules read ``Data``, which is ``StringInserts``.
+        """Fluent Bit's winevtlog without ``Event_Data_As_Map``, and its older winlog input always, write
+        an event's data only as the positional ``StringInserts``: the fields its rules name (``Image``) are
+        missing, and every rule on them misses in silence.  What to say of an event lacking a field that the
+        rules written for its kind of event read (``Detector.fields_expected``), or None: events whose data have
+        no names (PowerShell's 800) get no map either way, and their rules read ``Data``, which is
+        ``StringInserts``.
         A detecting worker asks it too: the parent never sees a line that matched nothing."""
         if "StringInserts" not in event or "EventData" in event:
             return None
         inserts = event["StringInserts"]
-        if inserts.__class__ is not list or not inserts or "ProviderName" not in event:
+        if inserts.__class__ is not list or not inserts:
             return None
         view = self.engine.resolver.view(event)
-        if view.profile.name != "fluentbit-winevtlog":
+        problem = POSITIONAL_ONLY.get(view.profile.name)
+        if problem is None:
             return None
         unread = sorted(f for f in self.engine.detector.fields_expected(view) if view.get(f) is MISSING)
         if not unread:
             return None
         shown = ", ".join(unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
-        return NO_EVENT_DATA_MAP.format(shown)
+        return problem.format(shown)
 
     def _say_event_data_map(self, problem: Optional[str], number: int) -> None:
         if problem is not None:

@@ -16,7 +16,9 @@ Semantics:
   keys (``definition``, custom ones) are ignored.
 * product: the event's product must be one of the rule's.  An event that does
   not name its product gets the one the table gives its channel (every channel
-  of a Windows service is ``windows``); otherwise its product is unknown.
+  of a Windows service is ``windows``); otherwise its product is unknown.  (The
+  detect stage names an event's product from its channel too, before its shape's:
+  Sysmon for Linux writes Windows' event XML, in a channel the table gives to linux.)
 * service: the event's channel must be one of the service's channels.
 * category: the event must fit one of the category's alternatives: its EventID
   is in the alternative's EventIDs and, when the alternative names a service,
@@ -32,8 +34,9 @@ Semantics:
   ETW-only sources without a channel, and service microsoft-servicebus-client,
   which thor.yml calls servicebus-client: 16 rules) falls back to the product alone: any
   Windows event may apply, and the detection decides.  Only the event's facts
-  are subject to the policy, never the table's gaps.  The same holds for any
-  category or service of a product the table does not know (aws, linux, ...).
+  are subject to the policy, never the table's gaps.  The same holds for linux's
+  services (auditd, ...) and for any category or service of a product the table
+  does not know (aws, ...).
 * A rule without a product takes a category or service from the table when the
   table lists it (``antivirus``: thor.yml maps it with no product condition).
   One the table does not list (proxy, webserver, dns, firewall, ...) is taken
