@@ -61,10 +61,12 @@ class Engine:
         if early:
             self.correlation.alert_early()
         needed = {}
+        carried = {correlator.spec.id: correlator.carried for correlator in self.correlation.correlators}
         for spec in specs:
             for ref in spec.inputs:
                 if not ref.chained:
-                    needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + spec.needed_fields(ref.rule)))
+                    fields = spec.needed_fields(ref.rule, carried[spec.id])
+                    needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + fields))
         self.detector = Detector(plans, resolver, needed, unknown_logsource)
         self.resolver = resolver
         self.agent_idle = agent_idle

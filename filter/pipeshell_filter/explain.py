@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import ujson
 
-from .correlate import alert_detection
+from .correlate import alert_detections
 from .correlate.correlator import event_key
 from .correlate.state import capture
 from .detect import event_facts
@@ -162,8 +162,12 @@ def describe_correlation(correlation, quiet: bool = False) -> str:
         "rules" + (" (in this order)" if spec.kind == "temporal_ordered" else ""),
     ]
     for target in correlation.targets:
+        inner = target.correlation
+        own = [name for name in spec.group_by + ((spec.field,) if spec.field else ())
+               if inner is not None and spec.field_for(name, target.id) not in inner.group_by]
         what = ("a correlation: each of its alerts is one event here, at the time of its last event, with its "
-                "group values") if target.correlation is not None else "a rule: each event it matches"
+                "group values" + (f" and, one event per distinct value, its events' {', '.join(own)}" if own else "")) \
+            if inner is not None else "a rule: each event it matches"
         shown_id = "" if target.written == target.id else f" = {target.id}"
         lines.append(f"  {target.written}{shown_id} ({target.title!r}): {what}")
     if spec.group_by:
@@ -570,9 +574,12 @@ class CorrelationTrace:
             self.fired[id(correlator)].append(hit)
             self.alerted[id(correlator)].update(map(id, hit.contributions))
             self.best[id(correlator)].pop(group, None)  # what counts now is what comes after the alert
-            for outer in self.correlators:  # an inner correlation's alert is one event of the outer ones
-                c = outer.contribution(alert_detection(hit)) if correlator in outer.upstream else None
-                if c is not None:
+            for outer in self.correlators:  # an inner correlation's alert is an event of the outer ones
+                if correlator not in outer.upstream:
+                    continue
+                for c in map(outer.contribution, alert_detections(hit, correlator.carried)):
+                    if c is None:
+                        continue
                     named = c.detection.event.get("line") if self.stage == "correlate" else None
                     self.fed[id(outer)].append(_Fed(self._line_of(c.detection), c.time, None, c.group, c.refs,
                                                     f"the alert of {correlator.spec.title!r} (its last event)",

@@ -11,8 +11,10 @@ time is the fleet's (``agents``): the least time of the agents still sending,
 instead of the detections' own sources.
 
 Correlations of correlations (``RuleRef.chained``): each hit of an inner
-correlation is one detection for the outer ones (``alert_detection``): at its
-window end, with the inner group values as its fields.  The
+correlation is a detection for the outer ones (``alert_detections``): at its
+window end, with the inner group values as its fields, and the fields the
+outer ones need that the inner does not group by read from its events
+(``carried_fields``; one detection per distinct set of their values).  The
 correlators run inner first, and an outer one's watermark follows its inner
 ones' (``Correlator.advance``).  Every hit is returned, inner ones too; which
 become alerts is the engine's business (``generate``).
@@ -41,18 +43,54 @@ MAX_HELD_TOTAL = 2 * MAX_HELD
 # detection, and goes past the cap by about this many events at most between checks.
 HELD_CHECK = 16_384
 
-__all__ = ["DEFAULT_AGENT_IDLE", "DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit", "alert_detection"]
+__all__ = ["DEFAULT_AGENT_IDLE", "DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit", "alert_detections",
+           "carried_fields"]
 
 
-def alert_detection(hit: Hit) -> Detection:
-    """An inner correlation's hit as a detection for the correlations chained to it: rule = the
+def alert_detections(hit: Hit, carried: tuple = ()) -> List[Detection]:
+    """An inner correlation's hit as detections for the correlations chained to it: rule = the
     inner correlation's id, time = its window end (the time of its last event, but for a window a
     late event joined: the watermark it was evaluated at, which the outer one has not passed, so
-    the hit is on time there), fields = its group values (under its group-by names), the event
-    reference = that of its last event."""
-    last = hit.contributions[-1]  # in (time, arrival) order
-    fields = {name: [value] for name, value in zip(hit.spec.group_by, hit.group) if value is not None}
-    return Detection(hit.spec.id, hit.time, None, (0,), fields, dict(last.detection.event))
+    the hit is on time there), fields = its group values (under its group-by names).
+
+    ``carried`` (``carried_fields``): names the outer correlations group by (or count) that the
+    inner one does not group by; their values are its events' (the first value of each, as
+    group-by reads one).  The hit is one detection per distinct set of those values among its
+    events, so that it is in the outer group of each: the specification's failed logons grouped by
+    computer, then a successful logon of the same user.  Each refers to its last event with those
+    values; without ``carried``, one detection that refers to the hit's last event."""
+    spec = hit.spec
+    grouped = {name: [value] for name, value in zip(spec.group_by, hit.group) if value is not None}
+    last = {}  # the carried values -> the last event holding them, in the order they first occur
+    for c in hit.contributions:  # in (time, arrival) order
+        values = tuple(_first(c.detection.fields.get(spec.field_for(name, c.detection.rule))) for name in carried)
+        last[values] = c
+    return [Detection(spec.id, hit.time, None, (0,),
+                      dict(grouped, **{name: [value] for name, value in zip(carried, values) if value is not None}),
+                      dict(c.detection.event))
+            for values, c in last.items()]
+
+
+def _first(values):
+    return values[0] if values else None
+
+
+def carried_fields(specs: Iterable[CorrelationSpec]) -> dict:
+    """Correlation id -> the names its alerts carry from their events (``alert_detections``): those
+    the correlations chained to it group by or count (their aliases resolved) and it does not group
+    by, and those they carry in turn.  The specification: "Even if the rule many_failed_logins groups
+    by the "ComputerName" field, the correlation rule only uses its own group-by "User"."."""
+    specs = _inner_first(list(specs))
+    by_id = {spec.id: spec for spec in specs}
+    carried = {}
+    for spec in reversed(specs):  # outer first: what it carries is known before its inner ones are seen
+        names = spec.group_by + ((spec.field,) if spec.field else ()) + carried.get(spec.id, ())
+        for inner_id in spec.chained:
+            inner = by_id[inner_id]
+            wanted = (spec.field_for(name, inner_id) for name in names)
+            carried[inner_id] = tuple(dict.fromkeys(carried.get(inner_id, ()) + tuple(
+                name for name in wanted if name not in inner.group_by)))
+    return carried
 
 
 def _inner_first(specs: list) -> list:
@@ -98,7 +136,9 @@ class Correlation:
         self._skewed = {}  # source -> "ahead" / "behind", as reported (for the stats record)
         self._by_rule = defaultdict(list)  # rule id -> correlators that refer to it (inner first)
         by_id = {c.spec.id: c for c in self.correlators}
+        carried = carried_fields(c.spec for c in self.correlators)
         for correlator in self.correlators:
+            correlator.carried = carried.get(correlator.spec.id, ())
             for rule in dict.fromkeys(ref.rule for ref in correlator.spec.inputs if not ref.chained):
                 self._by_rule[rule].append(correlator)
             correlator.upstream = tuple(by_id[inner] for inner in correlator.spec.chained)
@@ -272,7 +312,8 @@ class Correlation:
         found = []
         for inner in correlator.upstream:
             for hit in made.get(inner.spec.id, ()):
-                found += correlator.observe(alert_detection(hit), clocked=False)
+                for detection in alert_detections(hit, inner.carried):
+                    found += correlator.observe(detection, clocked=False)
         return found
 
     def alert_early(self) -> None:

@@ -198,6 +198,7 @@ class Correlator:
         # chaining (``Correlation``): the correlators whose alerts feed this one, whether it also
         # takes rule detections, and the watermark its own sources ask for
         self.upstream = ()
+        self.carried = ()  # names its hits carry from their events for the correlations chained to it
         self.own_inputs = any(not ref.chained for ref in spec.inputs)
         self.wanted = NEVER
         # one event that meets several of the rules: counted once, unless the rules seen are counted

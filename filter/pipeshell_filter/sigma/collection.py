@@ -13,8 +13,11 @@ rule ids, and works out which rules alert on their own.
   with a pipe aggregation or ``near``) feeds its **alerts** to the referring
   correlation (``RuleRef.chained``): each alert is one input event there, at
   the time of the alert's last event, carrying the inner correlation's group
-  values under its group-by names.  So every group-by field (and the value
-  field) of the outer correlation must be one the inner groups by.
+  values under its group-by names.  A group-by field (or the value field) of
+  the outer correlation that the inner one does not group by is read from the
+  inner alert's events (``correlate.carried_fields``): the specification's
+  temporal_ordered example groups by ``User`` over a correlation grouped by
+  ``ComputerName``.
 * ``generate`` (default false, as the specification has it): the referenced
   rules do not alert on their own; their matches still enrich events and feed
   the correlation.  A rule referenced by several correlations alerts on its own
@@ -184,14 +187,4 @@ def _spec(document: CorrelationRule, targets: tuple, lookup) -> CorrelationSpec:
             field=document.field, aliases=tuple(aliases), generate=document.generate)
     except ValueError as error:
         raise RuleError(f"{where}: {error}") from None
-    for target in targets:
-        inner = target.correlation
-        if inner is None:
-            continue
-        names = spec.group_by + ((spec.field,) if spec.field else ())
-        for name in names:
-            if spec.field_for(name, target.id) not in inner.group_by:
-                grouped = ", ".join(inner.group_by) or "nothing"
-                raise RuleError(f"{where}: {shown(name)} is not among the group-by fields of the correlation "
-                                f"{shown(target.written)} it refers to ({grouped}): its alerts carry only those")
     return spec

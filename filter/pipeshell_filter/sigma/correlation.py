@@ -146,9 +146,10 @@ class CorrelationSpec:
                 return dict(mapping).get(rule, name)
         return name
 
-    def needed_fields(self, rule: str) -> tuple:
-        """Event fields the detections of ``rule`` must carry for this correlation."""
-        names = self.group_by + ((self.field,) if self.field else ())
+    def needed_fields(self, rule: str, carried: tuple = ()) -> tuple:
+        """Event fields the detections of ``rule`` must carry for this correlation, and for the
+        ``carried`` names its alerts take from their events (``correlate.carried_fields``)."""
+        names = self.group_by + ((self.field,) if self.field else ()) + carried
         return tuple(dict.fromkeys(self.field_for(name, rule) for name in names))
 
 
