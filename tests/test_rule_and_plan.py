@@ -635,6 +635,16 @@ def test_single_keyword_string(resolver):
     assert matched(plan, resolver, {"a": "Invoke-PIPESHELL"}) == {"kw"}
 
 
+@pytest.mark.parametrize("keyword", [1.5, 15, "1.5"])
+def test_a_single_keyword_is_taken_as_a_list_of_one_is(resolver, keyword):
+    """A lone number was refused when a float ("must be a mapping, ... or a list of keywords"), though
+    the same number in a list of one, or an int alone, was taken."""
+    alone, listed = (make_plan({"kw": value, "condition": "kw"}) for value in (keyword, [keyword]))
+    for event in ({"a": "x 1.5 y"}, {"a": 1.5}, {"a": 15}, {"a": "15"}, {"a": "2"}):
+        assert matched(alone, resolver, event) == matched(listed, resolver, event), event
+    assert matched(alone, resolver, {"a": f"x {keyword} y"}) == {"kw"}
+
+
 def test_field_matcher_is_compiled_with_its_modifiers(builtin):
     plan = compile_plan(builtin)
     group = plan.selections[0].alternatives[0]

@@ -119,7 +119,7 @@ def compile_selection(name: str, value, source: str, placeholders: Optional[dict
     if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
         tests = _spelled_out(_compile_value(v, _KEYWORDS, where) for v in value)
         return Selection(name, ((KeywordMatcher(tests),),))
-    if isinstance(value, (str, int)):
+    if isinstance(value, (str, int, float)):
         return Selection(name, ((KeywordMatcher(_spelled_out([_compile_value(value, _KEYWORDS, where)])),),))
     if value == []:  # pySigma keeps it, with no value: whether that holds always or never is anyone's guess
         raise RuleError(f"{where}: an empty list (of keywords or of mappings)")
