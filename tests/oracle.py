@@ -141,6 +141,12 @@ def correlation_oracle(kind, rules, timespan, bounds, group_by, field, require_e
     last alert; it fires when it is complete (if required) and every bound holds on the
     kind's aggregate, and firing consumes the group's candidates up to t.
 
+    But a count (event_count, value_count, temporal, temporal_ordered) with a bound that is
+    not gt or gte: there, at each distinct time s of the group's candidates after its last
+    alert, in increasing order, the window is every candidate with time in [s, s + timespan];
+    when it is complete (if required) and every bound holds, it fires at s + timespan and
+    consumes the group's candidates up to there; otherwise the next time is tried.
+
     Returns [(t, group, frozenset(idents), aggregate)] sorted by (t, repr(group)).
     """
     candidates = []
@@ -154,18 +160,23 @@ def correlation_oracle(kind, rules, timespan, bounds, group_by, field, require_e
                            "ident": ident, "group": group})
 
     alerts = []
+    from_start = kind in ("event_count", "value_count", "temporal", "temporal_ordered") and \
+        any(op not in ("gt", "gte") for op, _ in bounds)
     for group in {c["group"] for c in candidates}:
         mine = [c for c in candidates if c["group"] == group]
         consumed = float("-inf")
         for t in sorted({c["time"] for c in mine}):
-            window = [c for c in mine if consumed < c["time"] and t - timespan <= c["time"] <= t]
+            if from_start and t <= consumed:
+                continue
+            low, high = (t, t + timespan) if from_start else (t - timespan, t)
+            window = [c for c in mine if consumed < c["time"] and low <= c["time"] <= high]
             if require_each and not all(any(_feeds(ref, c["rule"], c["terms"]) for c in window)
                                         for ref in rules):
                 continue
             value = _aggregate(kind, rules, field, window)
             if value is None or not all(_OPS[op](value, number) for op, number in bounds):
                 continue
-            alerts.append((t, group, frozenset(c["ident"] for c in window), value))
-            consumed = t
+            alerts.append((high, group, frozenset(c["ident"] for c in window), value))
+            consumed = high
     alerts.sort(key=lambda a: (a[0], repr(a[1])))
     return alerts

@@ -285,7 +285,8 @@ def test_value_percentile_picks_the_rarest_value():
 def test_range_condition_rejects_too_many():
     hits = case("event_count", ["a"], 5, [("gt", 1), ("lt", 3)],
                 [(0, "a", {}), (0, "a", {}), (0, "a", {}), (10, "a", {}), (11, "a", {})])
-    assert hits == [(11, (), frozenset({3, 4}), 2)]  # three at t=0 is outside the range
+    # three in [0, 5] is outside the range; [10, 15] holds two: judged, and alerting, at its end
+    assert hits == [(15, (), frozenset({3, 4}), 2)]
 
 
 def test_consume_on_fire():
@@ -310,12 +311,61 @@ def test_require_each_and_window_edges():
 
 
 def test_group_is_evaluated_only_at_its_own_times():
-    # alice's window at t=3 would hold one event (fewer than 2), but t=3 is bob's time, not
+    # alice's window ending at t=3 would hold one event (2 or more), but t=3 is bob's time, not
     # hers: a group's windows end at its own event times, so other groups cannot make it fire
+    hits = case("event_count", ["a"], 2, [("gte", 2)],
+                [(0, "a", {"User": ["alice"]}), (2, "a", {"User": ["bob"]}), (3, "a", {"User": ["alice"]}),
+                 (3, "a", {"User": ["bob"]})], group_by=["User"])
+    assert hits == [(3, ("bob",), frozenset({1, 3}), 2)]
+    # an upper bound: a group's windows start at its own events; alice's from 0 holds three
     hits = case("event_count", ["a"], 2, [("lt", 2)],
                 [(0, "a", {"User": ["alice"]}), (0, "a", {"User": ["alice"]}), (2, "a", {"User": ["alice"]}),
                  (3, "a", {"User": ["bob"]})], group_by=["User"])
-    assert hits == [(3, ("bob",), frozenset({3}), 1)]
+    assert hits == [(4, ("alice",), frozenset({2}), 1), (5, ("bob",), frozenset({3}), 1)]
+
+
+def test_an_upper_bound_is_judged_on_the_whole_timespan_after_a_groups_first_event():
+    """"Fewer than 3 in 10 s": five events of one user within 5 s are not, though the window ending at
+    the first holds it alone (before: five alerts of count 1).  Each window starts at the group's
+    earliest event not yet taken, covers the timespan after it, and is judged once complete."""
+    burst = [(t, "a", {"User": ["amy"]}) for t in range(5)]
+    # [0, 10] holds five, [1, 11] four, [2, 12] three: none is fewer than 3; their first events leave,
+    # and the 10 s from the fourth event hold two (the fourth and fifth): one alert, at the window's end
+    assert case("event_count", ["a"], 10, [("lt", 3)], burst, group_by=["User"]) == \
+        [(13, ("amy",), frozenset({3, 4}), 2)]
+    apart = [(0, "a", {"User": ["amy"]}), (20, "a", {"User": ["amy"]})]
+    assert case("event_count", ["a"], 10, [("lt", 3)], apart, group_by=["User"]) == \
+        [(10, ("amy",), frozenset({0}), 1), (30, ("amy",), frozenset({1}), 1)]
+    # a range: [0, 10] holds four (too many); the events at 0 leave, and [1, 11] holds three
+    ranged = [(t, "a", {}) for t in (0, 1, 2, 3)] + [(30, "a", {})]
+    assert case("event_count", ["a"], 10, [("gte", 2), ("lte", 3)], ranged) == [(11, (), frozenset({1, 2, 3}), 3)]
+    # the same for distinct values and inputs: one value, two rules in 10 s
+    values = [(0, "a", {"Host": ["h1"]}), (4, "a", {"Host": ["h1"]}), (8, "a", {"Host": ["h2"]})]
+    assert case("value_count", ["a"], 10, [("eq", 1)], values, field="Host") == [(18, (), frozenset({2}), 1)]
+    assert case("value_count", ["a"], 3, [("eq", 1)], values, field="Host") == \
+        [(3, (), frozenset({0}), 1), (7, (), frozenset({1}), 1), (11, (), frozenset({2}), 1)]
+    assert case("temporal", ["a", "b"], 10, [("lt", 2)], [(0, "a", {}), (9, "b", {}), (20, "b", {})]) == \
+        [(19, (), frozenset({1}), 1), (30, (), frozenset({2}), 1)]
+
+
+def test_an_upper_bound_waits_for_the_watermark_to_pass_the_window_end():
+    """Streaming: a window from s is judged when the watermark passes s + timespan, not before; an
+    event of the group inside it that arrives until then is counted."""
+    spec = CorrelationSpec(id="c", title="c", kind="event_count", rules=(RuleRef("a"),), timespan_ns=10,
+                           condition=Threshold((("lt", 3),)), group_by=("User",))
+    correlator = Correlator(spec)
+    amy, other = {"User": ["amy"]}, {"User": ["zed"]}
+    assert correlator.observe(Detection("a", 0, "h1", (0,), amy, {"ident": 0})) == []
+    assert correlator.observe(Detection("a", 10, "h2", (0,), other, {"ident": 1})) == []
+    assert correlator.observe(Detection("a", 10, "h1", (0,), other, {"ident": 2})) == []  # time 10 vouched for
+    assert correlator.watermark == 10  # [0, 10] may still take an event at 10: not judged
+    assert correlator.observe(Detection("a", 10, "h2", (0,), amy, {"ident": 3})) == []
+    [hit] = correlator.observe(Detection("a", 11, "h1", (0,), other, {"ident": 4})) + \
+        correlator.observe(Detection("a", 11, "h2", (0,), other, {"ident": 5}))
+    assert (hit.time, hit.window_start, hit.group, hit.aggregate) == (10, 0, ("amy",), 2)
+    assert [c.detection.event["ident"] for c in hit.contributions] == [0, 3]
+    [zed] = correlator.flush()  # end of input: every window is complete
+    assert (zed.time, zed.group, zed.aggregate) == (21, ("zed",), 2)  # four in [10, 20]; two from 11
 
 
 def test_one_detection_feeds_several_terms():

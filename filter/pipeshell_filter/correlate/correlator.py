@@ -170,6 +170,7 @@ class Correlator:
         self.spec = spec
         self.shape = SHAPES[spec.kind]
         self.timeframe = spec.timespan_ns
+        self.anchored = spec.anchored  # windows start at a group's earliest event (``_judge``)
         self.lateness = lateness_ns
         self.watermark = NEVER
         self.clocks = SourceClocks(max_skew_ns, horizon_ns=max_skew_ns + spec.timespan_ns + lateness_ns)
@@ -403,6 +404,8 @@ class Correlator:
         pending = self._pending
         while pending and pending[0][0] < watermark:
             t = pending[0][0]
+            if self.anchored:  # the windows ending before t are complete: judged before t's events join one
+                hits += self._judge_due(t)
             touched = {}
             while pending and pending[0][0] == t:
                 _, seq, c = self._pop_waiting()
@@ -412,12 +415,16 @@ class Correlator:
                 window.add((c.time, seq), c)
                 self._held.add((c.time, seq, c.group))
                 touched[c.group] = True
+            if self.anchored:
+                continue
             for group in sorted(touched, key=repr):
                 hit = self._evaluate(group, t)
                 if hit is not None:
                     hits.append(hit)
                 if self.watch is not None:
                     self.watch(self, group, t, hit)
+        if self.anchored:
+            hits += self._judge_due(watermark)
         self._evict(watermark - self.timeframe)
         return hits
 
@@ -450,6 +457,45 @@ class Correlator:
         del self._windows[group]
         self._mark_consumed(group, t)
         return hit
+
+    def _judge_due(self, limit) -> list:
+        """``anchored``: the hits of every window that is complete before ``limit`` (its start +
+        timeframe is before it), earliest start first; groups of one start in a fixed order."""
+        hits, held = [], self._held
+        while held and held[0][0] + self.timeframe < limit:
+            start = held[0][0]
+            for group in sorted({group for _, _, group in held.irange((start,), (start, float("inf")))}, key=repr):
+                hit = self._judge(group, start)
+                if hit is not None:
+                    hits.append(hit)
+        return hits
+
+    def _judge(self, group, start: int) -> Optional[Hit]:
+        """``anchored``: the group's window from its earliest event (at ``start``) to start + timeframe,
+        complete now, holds the group's events up to its end and none after (``_judge_due`` judges it
+        before a later one joins).  If it meets the condition it fires, and its events are consumed;
+        if not, the events at ``start`` leave (no longer a possible start) and the next is the start."""
+        window = self._windows[group]
+        end = start + self.timeframe
+        aggregate = window.aggregate()
+        hit = None
+        if window.complete() and self.spec.condition.holds(aggregate):
+            hit = Hit(self.spec, end, start, group, tuple(window.events.values()), aggregate, window.distinct())
+        if self.watch is not None:  # before its events leave: ``explain`` reads the window judged
+            self.watch(self, group, end, hit)
+        if hit is not None:
+            for time, seq in window.events:
+                self._held.remove((time, seq, group))
+            del self._windows[group]
+            self._mark_consumed(group, end)
+            return hit
+        while window.events and window.events.peekitem(0)[0][0] == start:
+            (time, seq), _ = window.events.peekitem(0)
+            window.remove((time, seq))
+            self._held.remove((time, seq, group))
+        if not window.events:
+            del self._windows[group]
+        return None
 
     def _mark_consumed(self, group, t: int) -> None:
         self._consumed[group] = t

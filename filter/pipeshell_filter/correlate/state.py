@@ -345,7 +345,10 @@ def pause(correlator) -> list:
     """End of input with ``--state``: the hits of a final flush, while the correlator keeps the
     state from before it (windows open, watermark as it was), with each episode a hit
     consumed marked consumed: its events leave, and an event of its group up to the hit's time
-    is not taken again."""
+    is not taken again.  A window that starts at a group's earliest event (``Correlator.anchored``)
+    is judged only once complete, which the rest of the stream decides: none is judged here."""
+    if correlator.anchored:
+        return []
     before = _kept(correlator)
     hits = correlator.flush()
     _put_back(correlator, before)

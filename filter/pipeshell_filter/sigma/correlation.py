@@ -34,6 +34,8 @@ KINDS = {
 # the kinds a Sigma v2 correlation document may name (``type``)
 DOCUMENT_KINDS = ("event_count", "value_count", "temporal", "temporal_ordered", "value_sum", "value_avg",
                   "value_percentile")
+# kinds that count (events, distinct values, inputs): more events never lower the aggregate
+COUNTING_KINDS = ("event_count", "value_count", "temporal", "temporal_ordered")
 # kinds whose condition compares a field's values (``condition.field``)
 FIELD_KINDS = ("value_count", "value_sum", "value_avg", "value_percentile")
 
@@ -123,8 +125,15 @@ class CorrelationSpec:
         """More events in a window can only keep its condition holding: a count or a number of
         distinct values or inputs with lower bounds only, and no input that must be absent.
         Such a window can alert on the event that completes it (``--early-alerts``)."""
-        return self.kind in ("event_count", "value_count", "temporal", "temporal_ordered") \
-            and self.condition.lower_bounds_only and not self.absent
+        return self.kind in COUNTING_KINDS and self.condition.lower_bounds_only and not self.absent
+
+    @property
+    def anchored(self) -> bool:
+        """A count with an upper bound (``lt``, ``lte``, ``eq``, ``neq``, a range): the window ending
+        at a group's first event holds it alone, and "fewer than 3 in 10 s" must not hold of it.  So
+        a window starts at the group's earliest event not yet taken, s, covers ``[s, s + timespan]``,
+        and is judged once complete (``Correlator._judge``)."""
+        return self.kind in COUNTING_KINDS and not self.condition.lower_bounds_only
 
     @property
     def inputs(self) -> tuple:
