@@ -872,3 +872,43 @@ def test_a_saved_watermark_in_the_future_is_not_believed_on_live_input(tmp_path,
         assert live.returncode == 0, live.stderr
         assert len(expected) == 1 and _incident_events(alerts(live.stdout)) == expected
         assert (b"saved state's time is more than --max-skew past the wall clock" in live.stderr) == (offset == 0)
+
+
+FEW_LOGONS = """title: Few logons
+id: few-logons
+detection:
+  sel:
+    EventID: 4624
+  condition: sel | count() by User < 3
+  timeframe: 1m
+"""
+
+
+def test_a_pause_judges_no_window_of_an_upper_bound_that_the_rest_of_the_stream_could_change(tmp_path):
+    """``count() < 3``: a window starts at a user's earliest event and is judged once the minute after
+    it is over.  End of input with --state is a pause: amy's window from 0 s, holding two so far, must
+    not alert then (the next run brings her third event at 20 s); the next run judges it when the time
+    passes 60 s (three: no), and the one from 10 s at 70 s (two: the alert), as one run does."""
+    rules = tmp_path / "few.yml"
+    rules.write_text(FEW_LOGONS)
+
+    def logon(seconds, user, host):
+        return {"@timestamp": f"2026-01-05T10:{seconds // 60:02d}:{seconds % 60:02d}Z", "EventID": 4624,
+                "User": user, "Computer": host}
+
+    first = [logon(0, "amy", "h1"), logon(10, "amy", "h2")]
+    second = [logon(20, "amy", "h1"), logon(100, "bob", "h2"), logon(101, "bob", "h1")]
+    state = str(tmp_path / "state.json")
+    args = ["--rule", str(rules), "--lateness", "0", "--quiet", "--state", state]
+
+    def alerted(result):
+        assert result.returncode == 0, result.stderr
+        return [(a["@timestamp"], a["sigma"]["correlation"]["group"] if "correlation" in a["sigma"] else
+                 a["sigma"]["aggregation"]["group"], len(a["sigma"]["events"])) for a in alerts(result.stdout)]
+
+    assert alerted(run_cli(args, ndjson(first))) == []
+    resumed = alerted(run_cli(args, ndjson(second)))
+    whole = alerted(run_cli(args[:-2], ndjson(first + second)))
+    assert resumed == whole[:1] and len(resumed) == 1 and resumed[0][2] == 2
+    assert resumed[0][0].startswith("2026-01-05T10:01:10")
+    assert len(whole) == 2  # bob's window closes at the end of input without --state: a flush
