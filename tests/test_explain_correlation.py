@@ -607,3 +607,25 @@ def test_explain_with_a_saved_state_says_fired_what_the_filters_next_run_alerts_
     assert text.splitlines()[1].startswith(f"state     {saved}: correlations restored, holding ")
     assert text.splitlines()[1].endswith(f"; lines numbered on from {split + 1}")
     assert saved.read_bytes() == before and os.listdir(saved.parent) == ["state.json"]  # no lock, no snapshot
+
+
+def test_an_upper_bound_says_its_windows_start_at_the_first_event_and_when_each_was_judged(tmp_path):
+    """``eq: 3``: a window starts at a user's earliest event not yet taken and is judged once the 5 minutes
+    after it are over; explain says so, and names the window it judged, start and end, as the filter alerts."""
+    (tmp_path / "failed.yml").write_text(FAILED)
+    (tmp_path / "three.yml").write_text(MANY.replace("gte: 3", "eq: 3"))
+    args = ["--rule", str(tmp_path / "failed.yml"), "--rule", str(tmp_path / "three.yml")]
+    events = [failure(0, "amy", "h1"), failure(10, "amy", "h2"), failure(100, "bob", "h1"),
+              failure(101, "bob", "h2"), failure(102, "bob", "h1")]
+    text = explain_events(tmp_path, events, *args)
+
+    def at(seconds):  # as explain writes a time
+        return iso(seconds).replace(".000000", "")
+
+    assert "fires when count == 3 within 5m, per User; a window starts at the group's earliest event not yet " \
+           "taken and is judged once the timespan after it is over" in text
+    assert f"fired at {at(400)}  User=bob: count 3 == 3 within [{at(100)}, {at(400)}]" in text
+    assert f"did not fire  User=amy: best count 2 of needed == 3 within 5m, events at lines 1, 2 (window " \
+           f"[{at(0)}, {at(300)}], judged when complete)" in text
+    [alert] = filtered(tmp_path, events, *args)
+    assert alert["@timestamp"] == at(400) and len(alert["sigma"]["events"]) == 3

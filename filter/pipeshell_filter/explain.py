@@ -617,8 +617,9 @@ class CorrelationTrace:
                   + ("; the correlations' time follows the agents' heartbeats (the least time of the agents still "
                      "sending), not the detections' own sources" if self.heartbeats else "")
                   + "; the end of input makes every window final"
-                  + (" (the filter with --state alerts the same, and keeps the windows open for its next run)"
-                     if self.restored else "")]
+                  + (" (the filter with --state alerts the same, and keeps the windows open for its next run"
+                     + ("; a window of an upper bound whose timespan is not over waits for it" if any(
+                         c.anchored for c in self.correlators) else "") + ")" if self.restored else "")]
         if self.restored:
             held = sum(1 for entries in self.fed.values() for f in entries if f.status.startswith("restored"))
             blocks.append(f"state     {_plain(self.restored)}: correlations restored, holding {_events(held)} of "
@@ -680,7 +681,9 @@ class CorrelationTrace:
         per = ("per " + ", ".join(spec.group_by)) if spec.group_by else "one group"
         lines = [f"correlation {spec.title}",
                  f"  fires when {_measure(spec)} {_needs(spec.condition)} within {_span(spec.timespan_ns)}, {per}"
-                 + ("; every input must occur" if spec.require_each and len(spec.rules) > 1 else "")]
+                 + ("; every input must occur" if spec.require_each and len(spec.rules) > 1 else "")
+                 + ("; a window starts at the group's earliest event not yet taken and is judged once the "
+                    "timespan after it is over" if spec.anchored else "")]
         quiet = spec.id in self.engine.quiet  # as ``Engine._alerts``: its hits are events of the outer ones only
         if quiet:
             outer = ", ".join(repr(o.spec.title) for o in self.correlators if correlator in o.upstream)
@@ -752,7 +755,8 @@ class CorrelationTrace:
         text = (f"best {_measure(spec)} {_value(aggregate)} of needed {_needs(spec.condition)} within "
                 f"{_span(spec.timespan_ns)}, events at "
                 f"{_lines((self._line_of(c.detection) for c in events), self.unit)} "
-                f"(window ending {format_time(t)}): ")
+                + (f"(window [{format_time(t - spec.timespan_ns)}, {format_time(t)}], judged when complete): "
+                   if spec.anchored else f"(window ending {format_time(t)}): "))
         reasons = [] if not complete else ["condition not met within the timespan"]
         present = [ref for ref in spec.absent if ref.key in seen]
         if present:
