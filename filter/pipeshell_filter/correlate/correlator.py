@@ -17,6 +17,10 @@ Semantics (also in the README):
   window.  If it is not older than watermark - timeframe and not in a consumed
   episode, it joins the windows still open: it is evaluated at the watermark.
   Otherwise it is dropped from correlation (it is still counted and passed on).
+* A count with an upper bound (``spec.anchored``): a group's window starts at its
+  earliest event s not yet consumed and covers ``[s, s + timeframe]``; it is judged
+  once the watermark passes its end, fires at its end (consuming its events) or lets
+  the events at s leave, the next event being the next start (``_judge``).
 
 * Early alerts (``early``, for a monotone condition: a count or number of
   distinct values or inputs with lower bounds only): when an on-time event
