@@ -514,9 +514,10 @@ def test_aliases_are_the_same_as_renaming_the_field_in_the_events(rows, timespan
 
 
 def chain_documents(inner_gte, inner_span, outer_kind, outer_span, generate=False):
+    """``inner_gte``: the inner count's least number of events, or its whole condition."""
     inner = {"title": "inner", "id": "inner", "name": "many_a", "correlation": {
         "type": "event_count", "rules": ["a"], "group-by": ["User"], "timespan": f"{inner_span}s",
-        "condition": {"gte": inner_gte}}}
+        "condition": inner_gte if isinstance(inner_gte, dict) else {"gte": inner_gte}}}
     outer = {"title": "outer", "id": "outer", "correlation": {
         "type": outer_kind, "rules": ["many_a", "b"], "group-by": ["User"], "timespan": f"{outer_span}s",
         "generate": generate}}
@@ -527,24 +528,27 @@ def chain_documents(inner_gte, inner_span, outer_kind, outer_span, generate=Fals
 @given(rows=st.lists(st.tuples(st.integers(0, 14), st.sampled_from([1, 1, 2, 3]),
                                st.sampled_from(["alice", "bob", None]),
                                st.sampled_from(["h1", "h2", "h3"])), min_size=1, max_size=16),
-       inner_gte=st.integers(1, 3), inner_span=st.integers(1, 5), outer_span=st.integers(1, 6),
+       inner_gte=st.one_of(st.integers(1, 3), st.sampled_from([{"lt": 2}, {"lte": 2}, {"gte": 2, "lte": 3}])),
+       inner_span=st.integers(1, 5), outer_span=st.integers(1, 6),
        outer_kind=st.sampled_from(["temporal", "temporal_ordered"]), lateness=st.integers(0, 3))
 def test_a_chain_is_the_oracle_applied_twice(rows, inner_gte, inner_span, outer_kind, outer_span, lateness):
     """Inner alerts (event_count of rule a by User) are the outer correlation's events, at the time
-    of their last event with their group values; the outer's alerts are the oracle's over them and
-    rule b's events.  Only the outer alerts (generate false)."""
+    of the inner window's end (its last event's; with an upper bound, its start + timespan) with
+    their group values; the outer's alerts are the oracle's over them and rule b's events.  Only the
+    outer alerts (generate false)."""
     rows = sorted(rows, key=lambda r: r[0])
     events = [event(t, eid, user, host=host) for t, eid, user, host in rows]
     found = run_engine(rule_set_of(BASE_RULES, chain_documents(inner_gte, inner_span, outer_kind, outer_span)),
                        events, lateness)
     detections = detections_of(events, ("User",))
     times = {ident: t for t, _, _, ident in detections}
-    inner = correlation_oracle("event_count", ["a"], ns(inner_span) - ns(0), [("gte", inner_gte)], ["User"], None,
+    bounds = sorted(inner_gte.items()) if isinstance(inner_gte, dict) else [("gte", inner_gte)]
+    inner = correlation_oracle("event_count", ["a"], ns(inner_span) - ns(0), bounds, ["User"], None,
                                False, [(ns(t), r, f, i) for t, r, f, i in detections])
     fed = [(ns(t), r, f, i) for t, r, f, i in detections if r == "b"]
-    for _, group, idents, _ in inner:
+    for end, group, idents, _ in inner:
         last = max(idents, key=lambda i: (times[i], i))
-        fed.append((ns(times[last]), "inner", {"User": [group[0]]} if group[0] is not None else {}, last))
+        fed.append((end, "inner", {"User": [group[0]]} if group[0] is not None else {}, last))
     want = correlation_oracle(outer_kind, ["inner", "b"], ns(outer_span) - ns(0), [("gte", 2)], ["User"], None,
                               False, sorted(fed, key=lambda d: (d[0], d[3])))
     assert seen_alerts(found, "outer", ["User"]) == [(t, g, i, v) for t, g, i, v in want]
