@@ -107,12 +107,14 @@ def long_streams(draw):
     return list(zip(times, masks, hosts)), draw(st.integers(0, 60)), draw(st.integers(0, 300))
 
 
-@given(long_streams())
-def test_state_is_bounded(case):
+@given(long_streams(), st.sampled_from([">", "<"]))
+def test_state_is_bounded(case, operator):
     """Property 3: nothing older than watermark - timeframe is held, and the state is
-    bounded by what fits in the lateness + timeframe span, not by the input length."""
+    bounded by what fits in the lateness + timeframe span, not by the input length.  So too
+    under an upper bound, whose windows start at the earliest event and are judged when over."""
     stream, lateness, timeframe = case
-    correlator = legacy_correlator(2, timeframe * NS, Aggregation("count", "Computer", None, ">", 2), lateness * NS)
+    correlator = legacy_correlator(2, timeframe * NS, Aggregation("count", "Computer", None, operator, 2),
+                                   lateness * NS)
     for i, (t, mask, host) in enumerate(stream):
         correlator.observe(detection(t * NS, mask, host, i))
         held = correlator.held_times()
@@ -180,12 +182,13 @@ def test_late_events_never_crash_and_are_counted(stream, lateness):
 
 @given(st.lists(st.one_of(st.tuples(st.just("see"), st.integers(0, 600), st.integers(1, 3), st.sampled_from("abc")),
                           st.tuples(st.just("advance"), st.integers(-100, 700))), max_size=60),
-       st.integers(0, 60), st.integers(0, 120))
-def test_the_watermark_never_moves_back_and_what_it_returns_is_before_it(steps, lateness, timeframe):
+       st.integers(0, 60), st.integers(0, 120), st.sampled_from([">", "<="]))
+def test_the_watermark_never_moves_back_and_what_it_returns_is_before_it(steps, lateness, timeframe, operator):
     """Whatever calls it, in any order (events, and the idle pause's or the fleet's ``advance`` to a
     time that can be behind the sources' own): the watermark never moves back, so a window it has
     evaluated is never reopened; every hit returned is at a time before the watermark."""
-    correlator = legacy_correlator(2, timeframe * NS, Aggregation("count", "Computer", None, ">", 1), lateness * NS)
+    correlator = legacy_correlator(2, timeframe * NS, Aggregation("count", "Computer", None, operator, 1),
+                                   lateness * NS)
     before = correlator.watermark
     for i, step in enumerate(steps):
         if step[0] == "see":

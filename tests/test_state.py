@@ -47,8 +47,8 @@ def lines_of(events, without_ids=frozenset()):
             for seconds, host, kind, event_id, ident in events]
 
 
-def new_filter(sink, lateness, emit, state_path=None, early=False):
-    stream_filter = Filter(Engine(PLANS, RESOLVER, lateness * NS, early=early), Output(sink.fileno()),
+def new_filter(sink, lateness, emit, state_path=None, early=False, plans=PLANS):
+    stream_filter = Filter(Engine(plans, RESOLVER, lateness * NS, early=early), Output(sink.fileno()),
                            Diagnostics(io.StringIO()), emit, clock=lambda: 0)
     if state_path is not None:
         state_file = StateFile(state_path, 0)
@@ -77,10 +77,10 @@ def feed(stream_filter, data: bytes, stop_at=None, keep_open=False) -> int:
 
 
 def run_once(data: bytes, lateness: int, emit: str, state_path=None, stop_at=None, whole=None,
-             keep_open=False, early=False) -> tuple:
+             keep_open=False, early=False, plans=PLANS) -> tuple:
     """A fresh process, as it were: (output, alerts written at the end)."""
     with tempfile.TemporaryFile() as sink:
-        stream_filter = new_filter(sink, lateness, emit, state_path, early)
+        stream_filter = new_filter(sink, lateness, emit, state_path, early, plans)
         at_end = feed(stream_filter, whole if stop_at is not None else data, stop_at, keep_open)
         sink.seek(0)
         return sink.read(), at_end
@@ -912,3 +912,39 @@ def test_a_pause_judges_no_window_of_an_upper_bound_that_the_rest_of_the_stream_
     assert resumed == whole[:1] and len(resumed) == 1 and resumed[0][2] == 2
     assert resumed[0][0].startswith("2026-01-05T10:01:10")
     assert len(whole) == 2  # bob's window closes at the end of input without --state: a flush
+
+
+FEW_BY_HOST = """title: Few pipe events on one host
+id: few-by-host
+detection:
+  sel:
+    ScriptBlockText|contains: NamedPipe
+  condition: sel | count() by Computer <= 2
+  timeframe: 2m
+"""
+
+
+@given(cut_streams(), st.sampled_from([0, 30, 400]), st.sampled_from(["end", "stop", "stop-keep"]))
+def test_an_upper_bound_cut_anywhere_alerts_as_one_run_with_state(tmp_path_factory, case, lateness, how):
+    """``count() <= 2``: a window is judged once its timespan is over, which a pause (or a stop's flush)
+    with --state never decides, so a pause alerts on nothing: cut at any line and restored, the runs
+    write, byte for byte, what one run with --state writes."""
+    events, cuts, without_ids = case
+    lines = lines_of(events, without_ids)
+    plans = [compile_plan(parse_rule(FEW_BY_HOST, "few.yml"))]
+    folder = tmp_path_factory.mktemp("state")
+    whole, at_end = run_once(b"".join(lines), lateness, "alerts", str(folder / "whole.json"), plans=plans)
+    assert at_end == 0
+    path, outputs = str(folder / "state.json"), []
+    bounds = [0] + cuts + [len(lines)]
+    for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        part = b"".join(lines[start:end])
+        if how != "end" and i < len(bounds) - 2:
+            output, at_end = run_once(None, lateness, "alerts", path, len(part), part + b"".join(lines[end:]),
+                                      keep_open=how == "stop-keep", plans=plans)
+        else:
+            output, at_end = run_once(part, lateness, "alerts", path, plans=plans)
+        assert at_end == 0
+        outputs.append(output)
+    assert b"".join(outputs) == whole
+    event(f"alerts: {bool(alert_records(whole))}")
