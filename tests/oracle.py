@@ -142,10 +142,10 @@ def correlation_oracle(kind, rules, timespan, bounds, group_by, field, require_e
     kind's aggregate, and firing consumes the group's candidates up to t.
 
     But a count (event_count, value_count, temporal, temporal_ordered) with a bound that is
-    not gt or gte: there, at each distinct time s of the group's candidates after its last
-    alert, in increasing order, the window is every candidate with time in [s, s + timespan];
-    when it is complete (if required) and every bound holds, it fires at s + timespan and
-    consumes the group's candidates up to there; otherwise the next time is tried.
+    not gt or gte: there, the group's first candidate s starts a window of every candidate
+    with time in [s, s + timespan]; when it is complete (if required) and every bound holds,
+    it fires at s + timespan; either way it consumes the group's candidates up to there, and
+    the first candidate after that starts the next window.
 
     Returns [(t, group, frozenset(idents), aggregate)] sorted by (t, repr(group)).
     """
@@ -170,6 +170,8 @@ def correlation_oracle(kind, rules, timespan, bounds, group_by, field, require_e
                 continue
             low, high = (t, t + timespan) if from_start else (t - timespan, t)
             window = [c for c in mine if consumed < c["time"] and low <= c["time"] <= high]
+            if from_start:
+                consumed = high  # fired or not, the window's candidates are taken
             if require_each and not all(any(_feeds(ref, c["rule"], c["terms"]) for c in window)
                                         for ref in rules):
                 continue

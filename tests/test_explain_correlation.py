@@ -623,7 +623,7 @@ def test_an_upper_bound_says_its_windows_start_at_the_first_event_and_when_each_
         return iso(seconds).replace(".000000", "")
 
     assert "fires when count == 3 within 5m, per User; a window starts at the group's earliest event not yet " \
-           "taken and is judged once the timespan after it is over" in text
+           "taken, is judged once the timespan after it is over, and takes its events, fired or not" in text
     assert f"fired at {at(400)}  User=bob: count 3 == 3 within [{at(100)}, {at(400)}]" in text
     assert f"did not fire  User=amy: best count 2 of needed == 3 within 5m, events at lines 1, 2 (window " \
            f"[{at(0)}, {at(300)}], judged when complete)" in text

@@ -19,8 +19,8 @@ Semantics (also in the README):
   Otherwise it is dropped from correlation (it is still counted and passed on).
 * A count with an upper bound (``spec.anchored``): a group's window starts at its
   earliest event s not yet consumed and covers ``[s, s + timeframe]``; it is judged
-  once the watermark passes its end, fires at its end (consuming its events) or lets
-  the events at s leave, the next event being the next start (``_judge``).
+  once the watermark passes its end, fires or not at its end, and its events are
+  consumed either way: the group's next event starts the next window (``_judge``).
 
 * Early alerts (``early``, for a monotone condition: a count or number of
   distinct values or inputs with lower bounds only): when an on-time event
@@ -477,8 +477,10 @@ class Correlator:
     def _judge(self, group, start: int) -> Optional[Hit]:
         """``anchored``: the group's window from its earliest event (at ``start``) to start + timeframe,
         complete now, holds the group's events up to its end and none after (``_judge_due`` judges it
-        before a later one joins).  If it meets the condition it fires, and its events are consumed;
-        if not, the events at ``start`` leave (no longer a possible start) and the next is the start."""
+        before a later one joins).  It fires if it meets the condition; either way its events are
+        taken, and the group's next event starts the next window: one window after another, as a
+        SIEM's time buckets are, but each from the first event of its group (a burst of five events
+        in five seconds is not "fewer than 3 in 10 s", nor is its last two seconds)."""
         window = self._windows[group]
         end = start + self.timeframe
         aggregate = window.aggregate()
@@ -487,19 +489,11 @@ class Correlator:
             hit = Hit(self.spec, end, start, group, tuple(window.events.values()), aggregate, window.distinct())
         if self.watch is not None:  # before its events leave: ``explain`` reads the window judged
             self.watch(self, group, end, hit)
-        if hit is not None:
-            for time, seq in window.events:
-                self._held.remove((time, seq, group))
-            del self._windows[group]
-            self._mark_consumed(group, end)
-            return hit
-        while window.events and window.events.peekitem(0)[0][0] == start:
-            (time, seq), _ = window.events.peekitem(0)
-            window.remove((time, seq))
+        for time, seq in window.events:
             self._held.remove((time, seq, group))
-        if not window.events:
-            del self._windows[group]
-        return None
+        del self._windows[group]
+        self._mark_consumed(group, end)
+        return hit
 
     def _mark_consumed(self, group, t: int) -> None:
         self._consumed[group] = t
