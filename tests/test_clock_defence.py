@@ -107,6 +107,28 @@ def test_the_time_is_what_two_sources_vouch_for_and_two_events_of_the_only_one_a
         assert rose == (clocks.reference > before)
 
 
+@given(st.lists(st.one_of(st.tuples(st.just("see"), st.sampled_from("abcd"), st.integers(0, 2000)),
+                          st.tuples(st.just("bound"), st.just(""), st.integers(0, 2000)),
+                          st.tuples(st.just("restore"), st.just(""), st.integers(0, 3))), max_size=60),
+       st.integers(1, 3))
+def test_the_kept_top_two_follow_every_change_of_the_sources(steps, cap):
+    """``reference`` and ``newest`` are kept as the sources change (each correlation read them several
+    times per detection, from a SortedList): through events, a source pushed out by the cap or
+    forgotten behind the horizon, a wall clock that forgets the future, a state put back, they are
+    the second-newest and the newest source times."""
+    clocks = SourceClocks(100, cap=cap, horizon_ns=500)
+    for what, source, value in steps:
+        if what == "see":
+            clocks.see(source, value)
+        elif what == "bound":
+            clocks.bound_by(lambda: value)
+        else:
+            clocks.restore(clocks.saved()[:value])
+        times = sorted(time for _, time in clocks.saved())
+        assert clocks.reference == (times[-2] if len(times) > 1 else NEVER)
+        assert clocks.newest == (times[-1] if times else NEVER)
+
+
 def test_one_line_ahead_then_a_pause_on_a_pipe_does_not_make_the_others_late():
     """A replay on a pipe whose first line is one host's event dated 57 minutes ahead, then a
     pause: the one source's time was trusted at the pause (a replay of the past has no wall clock

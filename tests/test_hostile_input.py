@@ -144,6 +144,7 @@ def test_events_shed_or_evaluated_are_not_kept_by_the_early_alert_index(steps, c
     spec = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gt", 10**9),)),
                            field="User", group_by=("Group",))
     correlator = Correlator(spec, 0, max_held=cap)
+    correlator.early = True  # the index is kept for early alerts only
     wall = 10_000 * 10**9
     if live:
         correlator.clocks.wall = lambda: wall

@@ -165,7 +165,6 @@ class Correlator:
     watch = None
     duplicates = 0  # events dropped because one the same was taken (``seen``)
     driven = False  # the watermark is moved from outside only (the fleet's time, ``agents``)
-    early = False  # alert on the event that completes a window (a monotone condition, ``--early-alerts``)
     # ``state.matched_by`` of the rules it counts (the engine's): a saved state is kept only by the same rules
     matched_by = None
 
@@ -210,6 +209,20 @@ class Correlator:
         self._counts_rules = spec.kind in ("temporal", "temporal_ordered")
         self._last_event = None  # (event, group, value) of the last detection taken
         self._early_due = []  # ``early``: contributions whose early evaluation waits for their event's other detections
+
+    _early_on = False
+
+    @property
+    def early(self) -> bool:
+        """Alert on the event that completes a window (a monotone condition, ``--early-alerts``)."""
+        return self._early_on
+
+    @early.setter
+    def early(self, on: bool) -> None:
+        """``_waiting`` is read by early evaluations only, so it is kept only while they are on: its
+        upkeep was a sixth of each detection's cost to a correlation (200 correlations over one rule)."""
+        self._early_on = bool(on)
+        self.index_waiting()
 
     def compact(self) -> None:
         """After a flood (``flood_gone``): the tables that held it are copied afresh, at their
@@ -314,6 +327,8 @@ class Correlator:
     def _wait(self, entry) -> None:
         """An event waits for the watermark (``entry``: evaluation time, seq, contribution)."""
         self._pending.add(entry)
+        if not self._early_on:
+            return
         waiting = self._waiting.get(entry[2].group)
         if waiting is None:
             waiting = self._waiting[entry[2].group] = _Waiting()
@@ -322,6 +337,8 @@ class Correlator:
     def _drop_newest_waiting(self) -> None:
         """The last entry of ``_pending`` taken out, and of its group's (the newest of both)."""
         entry = self._pending.pop(-1)
+        if not self._early_on:
+            return
         group = entry[2].group
         waiting = self._waiting[group]
         waiting.entries.pop()
@@ -331,6 +348,8 @@ class Correlator:
     def _pop_waiting(self):
         """The first entry of ``_pending``, taken out (the first of its group's too)."""
         entry = self._pending.pop(0)
+        if not self._early_on:
+            return entry
         group = entry[2].group
         waiting = self._waiting[group]
         waiting.drop_first()
@@ -339,8 +358,11 @@ class Correlator:
         return entry
 
     def index_waiting(self) -> None:
-        """``_waiting`` made afresh from ``_pending`` (after it was set or changed wholesale: ``state``)."""
+        """``_waiting`` made afresh from ``_pending`` (after it was set or changed wholesale: ``state``),
+        empty without early alerts."""
         self._waiting = {}
+        if not self._early_on:
+            return
         for entry in self._pending:
             waiting = self._waiting.get(entry[2].group)
             if waiting is None:

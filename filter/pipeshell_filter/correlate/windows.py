@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 import sys
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections import Counter
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Optional
 
 import attrs
-from sortedcontainers import SortedDict, SortedList
+from sortedcontainers import SortedList
 
 from ..sigma.correlation import CorrelationSpec
 from ..sigma.typed import parse_number
@@ -35,6 +35,83 @@ class Contribution:
     detection: Any  # the Detection, handed back in alerts
 
 
+# A window's events keys stay in a plain list up to this many, in a SortedList beyond (``WindowEvents``).
+SMALL_WINDOW = 32
+
+
+class WindowEvents:
+    """A window's events, ``(time, seq) -> Contribution``, in key order: the part of a SortedDict's
+    interface windows use.  Most windows hold a few events; a flood of distinct users makes one per
+    event in every correlation, and a SortedDict each (a dozen objects, about 9 µs to make, all
+    walked by each full garbage collection) was a third of a detection's cost to 50 correlations
+    at their cap.  The keys are a plain list while there are few (appended: events come in time
+    order, but for late ones), a SortedList past ``SMALL_WINDOW``, so that a flood of one group
+    still costs O(log n) per event."""
+
+    __slots__ = ("_keys", "_values")
+
+    def __init__(self, items=()):
+        self._keys, self._values = [], {}
+        self.update(items)
+
+    def __setitem__(self, key: tuple, value) -> None:
+        if key not in self._values:
+            keys = self._keys
+            if type(keys) is not list:
+                keys.add(key)
+            else:
+                if not keys or keys[-1] < key:
+                    keys.append(key)
+                else:
+                    insort(keys, key)
+                if len(keys) > SMALL_WINDOW:
+                    self._keys = SortedList(keys)
+        self._values[key] = value
+
+    def update(self, items) -> None:
+        """Many at once (a state taken back): the keys sorted once."""
+        self._values.update(items)
+        keys = sorted(self._values)
+        self._keys = keys if len(keys) <= SMALL_WINDOW else SortedList(keys)
+
+    def pop(self, key: tuple):
+        value = self._values.pop(key)
+        self._keys.remove(key)  # most often the first: it slid out, or was shed as the oldest
+        return value
+
+    def peekitem(self, index: int) -> tuple:
+        key = self._keys[index]
+        return key, self._values[key]
+
+    def __getitem__(self, key: tuple):
+        return self._values[key]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, WindowEvents) and self._values == other._values
+
+    __hash__ = None
+
+    def __contains__(self, key) -> bool:
+        return key in self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def keys(self) -> list:
+        return list(self._keys)
+
+    def values(self) -> list:
+        values = self._values
+        return [values[key] for key in self._keys]
+
+    def items(self) -> list:
+        values = self._values
+        return [(key, values[key]) for key in self._keys]
+
+
 class Window:
     """Base shape: the events, and how many of them feed each input."""
 
@@ -42,7 +119,7 @@ class Window:
 
     def __init__(self, spec: CorrelationSpec):
         self.spec = spec
-        self.events = SortedDict()  # (time, seq) -> Contribution
+        self.events = WindowEvents()  # (time, seq) -> Contribution
         self.seen = Counter()  # input key -> events feeding it
 
     def compact(self) -> None:
@@ -50,8 +127,10 @@ class Window:
         this window is copied afresh (``Correlator.compact``)."""
         for name in (slot for cls in type(self).__mro__ for slot in getattr(cls, "__slots__", ())):
             value = getattr(self, name, None)
-            if type(value) in (dict, Counter, SortedDict):
+            if type(value) in (dict, Counter):
                 setattr(self, name, type(value)(value))
+            elif type(value) is WindowEvents:
+                setattr(self, name, WindowEvents(value.items()))
 
     @staticmethod
     def value_of(spec: CorrelationSpec, detection) -> Any:
