@@ -30,19 +30,12 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import FAILED_LOGON_RULE as BASE_RULE  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
 FILTER = [sys.executable, "-m", "pipeshell_filter"]
-BASE_RULE = """\
-title: Failed logon
-id: manycorr-failed-logon
-name: failed_logon
-logsource: {product: windows, service: security}
-detection:
-    selection:
-        EventID: 4625
-    condition: selection
-"""
 CORRELATION = """\
 ---
 title: Failed logons {n}

@@ -22,19 +22,11 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import compare_command, timed_run  # noqa: E402
+from run import FAILED_LOGON_RULE, compare_command, timed_run  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 FILTER = [sys.executable, "-m", "pipeshell_filter"]
-RULES = """\
-title: Failed logon
-id: bench-failed-logon
-name: failed_logon
-logsource: {product: windows, service: security}
-detection:
-    selection:
-        EventID: 4625
-    condition: selection
+RULES = FAILED_LOGON_RULE + """\
 ---
 title: Many failed logons
 id: bench-many-failed

@@ -39,6 +39,17 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The rule the correlation benchmarks count (pause.py, manycorr.py): one per failed logon.
+FAILED_LOGON_RULE = """\
+title: Failed logon
+id: bench-failed-logon
+name: failed_logon
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        EventID: 4625
+    condition: selection
+"""
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
