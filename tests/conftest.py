@@ -41,14 +41,16 @@ def sigmahq_run():
 
 
 @pytest.fixture
-def sigint_not_ignored():
-    """SIGINT as Python sets it at start (KeyboardInterrupt), for a test that sends it.  A shell starts a
-    background job (``pytest ... &``) with SIGINT ignored; this process and the children it starts keep it
-    ignored, and so do the filter and ``pipeshell-filter run`` (POSIX: a background job's SIGINT is not its
-    own), so such a test waited for ever.  A child started meanwhile gets SIGINT's default at exec."""
-    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+def stop_signals_not_ignored():
+    """SIGINT and SIGHUP as Python sets them at start, for a test that sends them.  A shell starts a
+    background job (``pytest ... &``) with SIGINT ignored, and ``nohup`` starts its command with SIGHUP
+    ignored; this process and the children it starts keep them ignored, and so do the filter and
+    ``pipeshell-filter run`` (POSIX: a background job's SIGINT is not its own, a nohup'd command's
+    hang-up neither), so such a test waited for ever.  A child started meanwhile gets the default."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGHUP: signal.SIG_DFL}
+    ignored = [number for number in defaults if signal.getsignal(number) is signal.SIG_IGN]
+    for number in ignored:
+        signal.signal(number, defaults[number])
     yield
-    if ignored:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for number in ignored:
+        signal.signal(number, signal.SIG_IGN)

@@ -843,7 +843,7 @@ def test_a_stop_after_some_reads_gives_the_output_of_the_input_read_so_far(data,
         assert run_filter(data, emit, engine, block_size, stop=StopAfterReads(reads)) == expected, engine
 
 
-@pytest.mark.usefixtures("sigint_not_ignored")
+@pytest.mark.usefixtures("stop_signals_not_ignored")
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_a_wait_for_input_and_what_was_read_goes_out(number):
     read_end, write_end = os.pipe()

@@ -279,7 +279,7 @@ def test_a_shipper_gone_with_status_0_is_named_not_the_filter_that_met_its_close
             "pipeshell-filter run: member 3 (true) exited with status 0; stopping the chain"]
 
 
-@pytest.mark.usefixtures("sigint_not_ignored")
+@pytest.mark.usefixtures("stop_signals_not_ignored")
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_stop_signal_stops_the_front_and_everything_written_drains(tmp_path, units, member, stop):
     """The producer wrote its lines and waits; the consumer has not read them yet (it sleeps).
@@ -310,7 +310,7 @@ def kill_the_cgroup(unit, members, stop, order):
             os.kill(pid, stop)
 
 
-@pytest.mark.usefixtures("sigint_not_ignored")
+@pytest.mark.usefixtures("stop_signals_not_ignored")
 @pytest.mark.parametrize("order", ["members-first", "unit-first"])
 @pytest.mark.parametrize("stop", [signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_a_sighup_or_sigint_to_every_process_of_the_unit_is_the_units_alone(tmp_path, units, member, stop, order):
@@ -364,6 +364,7 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 '''
 
 
+@pytest.mark.usefixtures("stop_signals_not_ignored")
 def test_ctrl_z_and_ctrl_c_in_a_terminal_reach_the_unit_alone(tmp_path, units, member):
     """The unit as a shell's foreground job in a terminal (a pseudo-terminal here).  Ctrl-Z (SIGTSTP
     to the foreground process group) stopped the supervisor alone, the members (each in a session of
@@ -1180,7 +1181,7 @@ def test_real_chain_supervisor_killed_while_lines_are_written_loses_none(tmp_pat
 
 
 @needs_fluent_bit
-@pytest.mark.usefixtures("sigint_not_ignored")
+@pytest.mark.usefixtures("stop_signals_not_ignored")
 @pytest.mark.parametrize("order", ["members-first", "unit-first"])
 @pytest.mark.parametrize("stop", [signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_real_chain_sighup_or_sigint_to_every_process_stops_it_in_order_and_loses_none(tmp_path, units, stop,
