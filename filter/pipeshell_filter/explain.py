@@ -163,7 +163,7 @@ def describe_correlation(correlation, quiet: bool = False) -> str:
     ]
     for target in correlation.targets:
         inner = target.correlation
-        own = [name for name in spec.group_by + ((spec.field,) if spec.field else ())
+        own = [name for name in spec.read_names
                if inner is not None and spec.field_for(name, target.id) not in inner.group_by]
         what = ("a correlation: each of its alerts is one event here, at the time of its last event, with its "
                 "group values" + (f" and, one event per distinct value, its events' {', '.join(own)}" if own else "")) \

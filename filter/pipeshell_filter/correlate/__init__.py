@@ -84,7 +84,7 @@ def carried_fields(specs: Iterable[CorrelationSpec]) -> dict:
     by_id = {spec.id: spec for spec in specs}
     carried = {}
     for spec in reversed(specs):  # outer first: what it carries is known before its inner ones are seen
-        names = spec.group_by + ((spec.field,) if spec.field else ()) + carried.get(spec.id, ())
+        names = spec.read_names + carried.get(spec.id, ())
         for inner_id in spec.chained:
             inner = by_id[inner_id]
             wanted = (spec.field_for(name, inner_id) for name in names)

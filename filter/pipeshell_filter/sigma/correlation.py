@@ -155,10 +155,15 @@ class CorrelationSpec:
                 return dict(mapping).get(rule, name)
         return name
 
+    @property
+    def read_names(self) -> tuple:
+        """The names it reads from its inputs' events: its group-by fields and its value field."""
+        return self.group_by + ((self.field,) if self.field else ())
+
     def needed_fields(self, rule: str, carried: tuple = ()) -> tuple:
         """Event fields the detections of ``rule`` must carry for this correlation, and for the
         ``carried`` names its alerts take from their events (``correlate.carried_fields``)."""
-        names = self.group_by + ((self.field,) if self.field else ()) + carried
+        names = self.read_names + carried
         return tuple(dict.fromkeys(self.field_for(name, rule) for name in names))
 
 
