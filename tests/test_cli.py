@@ -1174,3 +1174,23 @@ def test_a_dash_is_standard_input(args):
     assert result.stdout == expected.stdout and result.stdout
     if args[0] == "--input":
         assert len(alerts(result.stdout)) == 1
+
+
+def test_every_diagnostic_kind_is_said_by_the_summary_as_a_skipped_line_or_a_notice():
+    """The summary counts a diagnostic kind it does not know as skipped lines under its bare name: a
+    notice added without a place in ``cli.NOTICES`` would tell the user that lines were skipped."""
+    import ast
+
+    from pipeshell_filter.cli import NOTICES, SKIPPED
+
+    package = os.path.join(REPO, "filter", "pipeshell_filter")
+    kinds = set()
+    for root, _, names in os.walk(package):
+        for name in (name for name in names if name.endswith(".py")):
+            for node in ast.walk(ast.parse(open(os.path.join(root, name)).read())):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr == "report" and node.args and isinstance(node.args[0], ast.Constant):
+                    kinds.add(node.args[0].value)
+    assert len(kinds) > 10, kinds  # the scan found the reports
+    assert kinds - set(NOTICES) - set(SKIPPED) == set()
+    assert set(NOTICES).isdisjoint(SKIPPED)

@@ -729,12 +729,24 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
                           "skewed_sources_total": len(skewed)}}
 
 
-# Diagnostics of lines that were not skipped (or of no line), as the summary says them.
-NOTED = {"impersonation": "line(s) of the filter's own record types wrapped (impersonation)",
-         "unportable": "record(s) Fluent Bit cannot take written as pipeline_error (unportable)",
-         "xml_event": "event(s) rendered as XML, not read field by field (xml_event)",
-         "no_event_data_map": "event(s) with their data by position only (no_event_data_map)",
-         "state": "state file problem(s)"}
+# Diagnostics that are notices, not skipped lines: kind -> how the summary says them, or None for those said
+# once when they happened (a new notice joins here, or the summary counts it as skipped lines).
+NOTICES = {"impersonation": "line(s) of the filter's own record types wrapped (impersonation)",
+           "unportable": "record(s) Fluent Bit cannot take written as pipeline_error (unportable)",
+           "xml_event": "event(s) rendered as XML, not read field by field (xml_event)",
+           "no_event_data_map": "event(s) with their data by position only (no_event_data_map)",
+           "state": "state file problem(s)",
+           "bom": "byte order mark(s) ignored",
+           "skewed_source": "source(s) with a wrong clock",
+           "bus_discarded": "bus message(s) discarded by the stream's limits unread",
+           "bus_shrunk": "Detection(s) over the NATS server's max_payload published with their values cut short",
+           "detection_shortened": "Detection(s) over --max-record-bytes written with their values cut short",
+           "bus_too_big": "record(s) over the NATS server's max_payload not published",
+           "late_resent": None, "state_cap": None, "agent_silent": None, "partitions": None}
+SKIPPED = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
+           "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
+           "bad_evtx": "EVTX problems", "not_detection": "not a Detection record",
+           "unknown_rule": "of a rule not loaded", "too_complex": "too many values to parse"}
 
 
 def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) -> None:
@@ -747,37 +759,17 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
     else:
         parts += [f"{lines} lines", f"{stats['matched']} matched"]
     parts.append(f"{stats['alerts']} alert{'' if stats['alerts'] == 1 else 's'}")
-    names = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
-             "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
-             "bad_evtx": "EVTX problems", "not_detection": "not a Detection record",
-             "unknown_rule": "of a rule not loaded", "too_complex": "too many values to parse"}
-    bad = [f"{count} {names.get(kind, kind)}" for kind, count in sorted(diagnostics.counts.items())
-           if kind not in ("skewed_source", "late_resent", "state_cap", "bom", "bus_discarded", "bus_shrunk",
-                           "bus_too_big", "detection_shortened", "agent_silent", "partitions", *NOTED)]
+    counts = sorted(diagnostics.counts.items())
+    bad = [f"{count} {SKIPPED.get(kind, kind)}" for kind, count in counts if kind not in NOTICES]
     if bad:
         parts.append("skipped: " + ", ".join(bad))
-    parts += [f"{diagnostics.counts[kind]} {said}" for kind, said in NOTED.items() if diagnostics.counts[kind]]
     if stats["late"]:
         parts.append(f"{stats['late']} late ({stats['late_dropped']} outside any open window)")
     if engine.duplicates():
         parts.append(f"{engine.duplicates()} sent again (taken once)")
-    if diagnostics.counts["bom"]:
-        parts.append(f"{diagnostics.counts['bom']} byte order mark(s) ignored")
-    if diagnostics.counts["skewed_source"]:
-        parts.append(f"{diagnostics.counts['skewed_source']} source(s) with a wrong clock")
     if stats["shed"]:
         parts.append(f"{stats['shed']} dropped from correlation at the state cap")
-    if diagnostics.counts["bus_discarded"]:
-        parts.append(f"{diagnostics.counts['bus_discarded']} bus message(s) discarded by the stream's limits unread")
-    if diagnostics.counts["bus_shrunk"]:
-        parts.append(f"{diagnostics.counts['bus_shrunk']} Detection(s) over the NATS server's max_payload "
-                     "published with their values cut short")
-    if diagnostics.counts["detection_shortened"]:
-        parts.append(f"{diagnostics.counts['detection_shortened']} Detection(s) over --max-record-bytes written "
-                     "with their values cut short")
-    if diagnostics.counts["bus_too_big"]:
-        parts.append(f"{diagnostics.counts['bus_too_big']} record(s) over the NATS server's max_payload "
-                     "not published")
+    parts += [f"{count} {NOTICES[kind]}" for kind, count in counts if count and NOTICES.get(kind)]
     try:
         sys.stderr.write("pipeshell-filter: " + "; ".join(parts) + "\n")
     except (OSError, ValueError):
