@@ -15,6 +15,7 @@ from .correlate.state import capture
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
 from .events.timeparse import NS, format_time, zoneless
+from .events.xml_event import XmlEventProblem, carried_event, carries_xml
 from .io import inputs
 from .io.prefilter import Prefilter, needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
@@ -50,14 +51,23 @@ def _show(value, width: int = 70) -> str:
 def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event: dict, source: str,
                    unknown_logsource: str = "match") -> str:
     """How one event is read and judged, rule by rule: the answer to "why did it (not) match?"."""
+    carried = []
+    if carries_xml(raw):  # a collector's record of Sysmon for Linux's syslog line: its XML's event
+        try:
+            found = carried_event(event)
+        except XmlEventProblem as problem:
+            carried = [f"note      {problem}; the record is read as it is"]
+        else:
+            if found is not None:
+                event, carried = found, ["note      the record's text holds an event's XML: that event is read"]
     view = resolver.view(event)
     chosen = view.profile
     how = "fixed by --profile" if resolver.fixed else (
         "detected: " + ", ".join(".".join(map(str, p)) for p in chosen.detect) + " present" if chosen.detect
         else "no other profile's paths present")
     origin = "built-in" if chosen.source.startswith(os.path.dirname(__file__)) else chosen.source
-    lines = [f"event     {source}", f"profile   {chosen.name} ({origin}; {how})"]
-    if not chosen.detect and not resolver.fixed:
+    lines = [f"event     {source}", *carried, f"profile   {chosen.name} ({origin}; {how})"]
+    if not chosen.detect and not resolver.fixed and not carried:
         lines += _wrapped_hint(resolver, event)
     time_paths = (resolver.time_path,) if resolver.time_path else chosen.time
     found = next(((p, lookup(event, p)) for p in time_paths if lookup(event, p) is not MISSING), None)

@@ -26,6 +26,12 @@ of ``-inf``, the text of a number too large for a float (``1e400``).
 A JSON escape is ``\\u`` (lower case: JSON has no ``\\U``) and four hex digits
 in either case; only escapes of a needle character or of a look-alike count.
 
+A line that carries an event's XML in a text (``events.xml_event``: Sysmon for Linux) is read as
+that XML's event, whose values XML decoding may have changed: a line that also holds an ``&`` (an
+entity reference) or whitespace an attribute value loses, in any JSON spelling
+(``xml_event.hides_text``), goes to the full path too; and with an anchored needle (``cmd.exe"``),
+every line carrying XML does: a value there ends at ``</Data>``, not at a JSON string's quote.
+
 Two scanners give the same candidate lines: Hyperscan (caseless multi-literal
 matching, when the wheel is installed) and a pure-Python one built on ``bytes.find``
 over the lower-cased block (and a regex over the block itself for escapes).
@@ -40,6 +46,7 @@ from bisect import bisect_right
 from itertools import accumulate
 from typing import Callable, Iterable, Iterator, List, Optional
 
+from ..events.xml_event import HIDING, MARKS, hides_text
 from . import database_cache
 
 
@@ -201,6 +208,8 @@ class Prefilter:
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
         tails, escapes, self._non_ascii = trigger_patterns(self.needles)
         self._escape_tails = frozenset(tails)
+        self.xml_whole = anchored(self.needles)
+        self._xml_patterns = xml_patterns(self.xml_whole)
         if self.engine == "hyperscan":
             self._compile_hyperscan(escapes)
         else:
@@ -253,7 +262,7 @@ class Prefilter:
 
     def _compile_hyperscan(self, escapes: bytes) -> None:
         self._literal = [hex_literal(p) for p in self.needles + self._non_ascii]
-        self._n_literal = len(self._literal)  # pattern ids: literals, then the escape, then the shape
+        self._n_literal = len(self._literal)  # pattern ids: literals, the escape, the XML ones, the shape
         self._escape_pattern = escapes
         self._quick = self._database(rb"\\u")
         self._exact = None  # compiled when a thread first needs it: most inputs never do
@@ -262,9 +271,10 @@ class Prefilter:
 
     def _database(self, escape: bytes):
         shape = [rb"\n[^{]", rb"[^}]\n"]  # a line that does not start with '{' / end with '}'
-        expressions = self._literal + [escape] + shape
+        expressions = self._literal + [escape] + self._xml_patterns + shape
         return database_cache.compiled(expressions, list(range(len(expressions))),
-                                       [hyperscan.HS_FLAG_CASELESS] * self._n_literal + [0] * (1 + len(shape)))
+                                       [hyperscan.HS_FLAG_CASELESS] * self._n_literal +
+                                       [0] * (1 + len(self._xml_patterns) + len(shape)))
 
     def _exact_database(self):
         with self._compiling:
@@ -275,12 +285,15 @@ class Prefilter:
     def _scan_hyperscan(self, block: bytes, start: int, end: int) -> tuple:
         hits, odd, escapes = [], [], []
         n_literal = self._n_literal
+        shape = n_literal + 1 + len(self._xml_patterns)
 
         def on_match(pattern, _from, to, _flags, _context):
             if pattern < n_literal:
                 hits.append(start + to - 1)
             elif pattern == n_literal:
                 escapes.append(start + to)
+            elif pattern < shape:  # a line whose XML may hide text
+                hits.append(start + to - 1)
             else:
                 odd.append(start + to - 1)
 
@@ -314,6 +327,7 @@ class Prefilter:
                 at = lower.find(pattern, nl) if nl >= 0 else -1
         if b"\\u" in lower:
             hits.extend(m.start() for m in self._escapes.finditer(block, start, end))
+        hits.extend(_xml_hiding(block, start, end, self.xml_whole))
         if self._non_ascii and not lower.isascii():
             rest = lower.translate(None, _ASCII)  # the non-ASCII bytes only: a cheap first look
             for pattern in self._non_ascii:
@@ -327,6 +341,36 @@ class Prefilter:
         if lower.count(b"}\n{") != lines - 1 or not lower.endswith(b"}\n"):
             odd = [start + at for at in _odd_lines(lower)]
         return hits, odd
+
+
+def anchored(needles) -> bool:
+    """Whether a needle is looked for with a JSON string's quote (``needle``): XML's values end otherwise."""
+    return any(n.startswith(b'"') or n.endswith(b'"') for n in needles)
+
+
+def xml_patterns(whole: bool) -> List[bytes]:
+    """Hyperscan patterns for the lines carrying XML that go to the full path: every one (``whole``), else
+    those that ``hides_text`` (a mark and a hiding byte string on one line, in either order)."""
+    marks = b"(?:" + b"|".join(hex_literal(m) for m in MARKS) + b")"
+    if whole:
+        return [marks]
+    hiding = b"(?:" + b"|".join(hex_literal(h) for h in HIDING if h != b"\n") + b")"
+    return [marks + rb"[^\n]*" + hiding, hiding + rb"[^\n]*" + marks]
+
+
+def _xml_hiding(block: bytes, start: int, end: int, whole: bool) -> List[int]:
+    """An offset in each line of ``block[start:end]`` that carries XML and (unless ``whole``) ``hides_text``;
+    a mark is rare: looked for first."""
+    found = []
+    for mark in MARKS:
+        at = block.find(mark, start, end)
+        while at >= 0:
+            line_end = block.find(b"\n", at, end)
+            line_end = end if line_end < 0 else line_end
+            if whole or hides_text(block[max(block.rfind(b"\n", start, at) + 1, start):line_end]):
+                found.append(at)
+            at = block.find(mark, line_end, end)
+    return found
 
 
 def _odd_lines(lines: bytes) -> Iterator[int]:

@@ -21,10 +21,11 @@ import threading
 from collections import Counter
 from typing import Optional
 
+from ..events.xml_event import carries_xml, hides_text
 from ..sigma import literals
 from . import database_cache
 from .database_cache import blake2b
-from .prefilter import hex_literal, hyperscan, trigger_patterns, triggers
+from .prefilter import anchored, hex_literal, hyperscan, trigger_patterns, triggers
 
 
 class RuleIndex:
@@ -39,7 +40,9 @@ class RuleIndex:
     them cost a millisecond a line.)  The soundness argument is the block scan's
     (``Prefilter``): a line holding a trigger (a JSON escape of a needle letter,
     a look-alike) goes to every rule, since its decoded text may hold any
-    literal.  Rules ``always`` tried (no requirement) are in every answer.
+    literal; so does a line whose event is XML that may spell text otherwise
+    (``events.xml_event.hides_text``; any line carrying XML, with an anchored
+    needle).  Rules ``always`` tried (no requirement) are in every answer.
 
     A route (the rules an event's log source and EventID leave it, ``among``) seen
     often gets a plan of its own (``_Route``), made from what its first lines held:
@@ -65,6 +68,7 @@ class RuleIndex:
         self.needles = sorted({found.lower() for f in kept.values() for found in literals.leaves(f)})
         if not self.needles:
             raise ValueError("a rule index needs needles")
+        self.xml_whole = anchored(self.needles)
         ids = {found: i for i, found in enumerate(self.needles)}
         self._numbered = {rule: _numbered(f, ids) for rule, f in kept.items()}  # literals as their ids
         self._formulas = {rule: _renamed(f) for rule, f in self._numbered.items()}
@@ -83,6 +87,8 @@ class RuleIndex:
     def rules_for(self, line: bytes, among: Optional[frozenset] = None) -> Optional[frozenset]:
         """The rules this line may matter to (of ``among``, when given: the rules its log
         source routes it to); None: every rule (a trigger was found)."""
+        if (carries_xml(line) if self.xml_whole else hides_text(line)):  # its event is XML (``Prefilter``)
+            return among
         if self.engine == "python":
             present = self._python(line)
         else:

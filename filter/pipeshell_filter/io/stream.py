@@ -35,6 +35,7 @@ from ..engine import Engine
 from ..records import shrink
 from ..values import MISSING
 from ..events.timeparse import parse_time
+from ..events.xml_event import XmlEventProblem, carried_event, carries_xml
 from . import parallel
 from .frames import frame, start_at, start_or_clock
 from .inputs import LongLine
@@ -1174,8 +1175,9 @@ class Filter:
         only = self._only(line)
         if self.repeated_keys:
             event = every_value(text, event)
+        read = self._carried(text, event, number)  # the event matched; ``event`` is the line's own
         if self.stage == "match":
-            sigma, detections = self.engine.match(event, number, only, text)
+            sigma, detections = self.engine.match(read, number, only, text)
             if sigma is not None and self.emit != "alerts":
                 self._write(enrich_line(line, event, sigma), event)
             elif keep:
@@ -1185,7 +1187,7 @@ class Filter:
             if self.progress is not None:  # after the detections: a heartbeat vouches for them
                 self._seen_time(detections[0].time if detections else self.engine.event_time(event))
             return
-        outcome = self.engine.process(event, number, only, text)
+        outcome = self.engine.process(read, number, only, text)
         if outcome.untimed:
             self.diagnostics.report("no_time", self._where(number),
                                     "matched event has no parsable time; left out of correlation")
@@ -1194,6 +1196,18 @@ class Filter:
         elif keep:
             self._write(line, event)
         self.write_alerts(outcome.alerts)
+
+    def _carried(self, text: bytes, event: dict, number: int) -> dict:
+        """The event whose XML a text of the line holds (Sysmon for Linux in a collector's record,
+        ``xml_event``), else the line's own.  The line is written as it came, at its own time."""
+        if not carries_xml(text):  # one byte search: every other line's whole cost here
+            return event
+        try:
+            found = carried_event(event)
+        except XmlEventProblem as problem:
+            self.diagnostics.report("xml_unread", self._where(number), f"{problem}; the line is read as it is")
+            return event
+        return event if found is None else found
 
     def _event_data_map_problem(self, event: dict) -> Optional[str]:
         """Fluent Bit's winevtlog without ``Event_Data_As_Map``, and its older winlog input always, write
@@ -1588,7 +1602,13 @@ class Filter:
         problem = self._event_data_map_problem(event) if "StringInserts" in event else None
         if self.repeated_keys:
             event = every_value(line, event)
-        sigma, detections = self.engine.match(event, 0, self._only(line), line)
+        read = event
+        if carries_xml(line):
+            try:
+                read = carried_event(event) or event
+            except XmlEventProblem:  # diagnosed by the parent
+                return True
+        sigma, detections = self.engine.match(read, 0, self._only(line), line)
         if not detections:
             return problem
         return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,

@@ -1,0 +1,183 @@
+"""Events that arrive as Windows' event XML inside a text: Sysmon for Linux's syslog lines.
+
+Sysmon for Linux writes each event to syslog as one line of event XML after the syslog
+header (``... sysmon: <Event><System>...</System><EventData><Data Name="Image">...``).
+Collectors forward that line as text in a JSON record: Fluent Bit's ``tail`` in ``log``, its
+syslog parser and Vector's ``file`` source in ``message``, journald's in ``MESSAGE``.  Such a
+record is read as the event its XML holds, in the shape of the ``evtx`` profile
+(``Event.System``, ``Event.EventData``), so that the channel ``Linux-Sysmon/Operational`` routes it
+to the rules of ``product: linux``.
+
+Only a line whose bytes hold ``<Event`` (``carries_xml``; JSON may write ``<`` as ``\\u003c``) is
+looked at, so every other line costs one byte search.  The XML is untrusted: a document type
+declaration, comment, CDATA section or processing instruction is refused before parsing (no entity
+can be declared, so none can expand), and the parse stops at the first element nested deeper than
+``MAX_DEPTH`` or past ``MAX_ELEMENTS``.  A refused text is an ``XmlEventProblem``; the record is then
+read as it is.
+
+Why the raw-byte prefilter stays sound.  A value of the event is the text of one element (or one
+attribute), which, with none of the constructs above, is a piece of the JSON-decoded string as it
+is, except for entity and character references (``&amp;``, ``&#99;``) and the whitespace XML
+normalises in attribute values (a tab or line break read as a space).  A line that carries XML and
+holds an ``&`` or one of those characters, in any JSON spelling (``hides_text``), goes to the full
+path; in every other such line each value is a piece of a JSON string, which the prefilter's own
+argument covers.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+from xml.etree import ElementTree
+
+# Where a line may carry an event's XML: what the filter looks for in the raw bytes (JSON may write
+# ``<`` as an escape), the prefilter and the reading alike.
+MARKS = (b"<Event", b"\\u003cEvent", b"\\u003CEvent")
+# What XML decoding may turn into text the raw bytes do not hold (see the module docstring): an
+# entity or character reference, and a tab, CR or LF in an attribute value (read as a space).
+HIDING = (b"&", b"\\u0026", b"\\t", b"\\n", b"\\r", b"\\u0009", b"\\u000a", b"\\u000A", b"\\u000d", b"\\u000D",
+          b"\t", b"\r", b"\n")
+
+MAX_CHARS = 1 << 20  # Sysmon's events are a few KiB: a larger text is not parsed
+MAX_DEPTH = 16  # Event / UserData / <element> / <field>: four deep at most
+MAX_ELEMENTS = 1024  # Sysmon writes about forty
+_FEED = 1 << 14  # characters given to the parser at a time
+_REFUSED = ("<!", "<?")  # a DOCTYPE (entities), a comment or CDATA section, a processing instruction
+
+
+class XmlEventProblem(ValueError):
+    """A text that starts an event's XML but is not one the filter reads."""
+
+
+def carries_xml(raw: bytes) -> bool:
+    """Whether a raw line may carry an event's XML: the only lines ``carried_event`` reads."""
+    return b"<Event" in raw or b"u003cEvent" in raw or b"u003CEvent" in raw
+
+
+def hides_text(raw: bytes) -> bool:
+    """Whether XML decoding may give this line's event text its raw bytes do not hold: it then goes to
+    the prefilter's full path (``Prefilter``, ``RuleIndex``), as a line holding a JSON escape does."""
+    return carries_xml(raw) and any(mark in raw for mark in HIDING)
+
+
+def carried_event(event: dict) -> Optional[dict]:
+    """The event whose XML a top-level text of ``event`` holds (from ``<Event`` on: the syslog header
+    before it is the collector's), as the ``evtx`` profile reads it; None when no text holds one (an
+    ``<Event`` with no ``<System`` after it, in a web log's URL say, is no event's XML: read as it is).
+    Only for a line that ``carries_xml``.  XmlEventProblem when the text is not XML the filter reads."""
+    if event.get("Event").__class__ is dict or event.get("System").__class__ is str:
+        return None  # an event of a known shape (Fluent Bit's Render_Event_As_XML is said of elsewhere)
+    for value in event.values():
+        if value.__class__ is str:
+            start = _element_start(value)
+            if start >= 0 and value.find("<System", start) >= 0:  # else a text that names no event's XML
+                return parse_event_xml(value[start:].rstrip())
+    return None
+
+
+def _element_start(text: str) -> int:
+    """Where ``<Event`` opens an element in ``text`` (not ``<EventData``); -1 when nowhere."""
+    at = text.find("<Event")
+    while at >= 0:
+        following = text[at + 6:at + 7]
+        if following in (">", "/", " ", "\t", "\r", "\n"):
+            return at
+        at = text.find("<Event", at + 6)
+    return -1
+
+
+def parse_event_xml(text: str) -> dict:
+    """``{"Event": {"System": ..., "EventData": ...}}`` of one event's XML, as evtx renders it:
+    an element's attributes under ``#attributes`` (its text then under ``#text``), named ``Data``
+    as keys of ``EventData`` (a name given twice: the list of its values), unnamed ones as the list
+    ``Data.#text``, namespaces left out.  XmlEventProblem for what is refused or malformed."""
+    if len(text) > MAX_CHARS:
+        raise XmlEventProblem(f"event XML of more than {MAX_CHARS >> 20} MiB; not read")
+    for refused in _REFUSED:
+        if refused in text:
+            raise XmlEventProblem("event XML with a DOCTYPE, comment, CDATA section or processing instruction "
+                                  "(Sysmon writes none); not read")
+    builder = _Builder()
+    parser = ElementTree.XMLParser(target=builder)
+    try:
+        for at in range(0, len(text), _FEED):  # a problem found stops the parse within a piece
+            parser.feed(text[at:at + _FEED])
+        root = parser.close()
+    except ElementTree.ParseError as error:
+        raise XmlEventProblem(f"event XML not well-formed ({error}); not read") from None
+    name, value = root
+    if name != "Event" or value.__class__ is not dict or value.get("System").__class__ is not dict:
+        raise XmlEventProblem("event XML without <Event><System>; not read")
+    return {"Event": value}
+
+
+class _Builder:
+    """An ElementTree parser target that builds the evtx form as it goes, in bounded depth."""
+
+    def __init__(self):
+        self.stack = []  # per open element: [name, attributes, children (name, value), texts]
+        self.elements = 0
+        self.root = None
+
+    def start(self, tag: str, attributes: dict) -> None:
+        self.elements += 1
+        if len(self.stack) >= MAX_DEPTH:
+            raise XmlEventProblem(f"event XML nested deeper than {MAX_DEPTH} elements; not read")
+        if self.elements > MAX_ELEMENTS:
+            raise XmlEventProblem(f"event XML of more than {MAX_ELEMENTS} elements; not read")
+        self.stack.append([_local(tag), {_local(k): v for k, v in attributes.items()}, [], []])
+
+    def data(self, text: str) -> None:
+        if self.stack:
+            self.stack[-1][3].append(text)
+
+    def end(self, _tag: str) -> None:
+        name, attributes, children, texts = self.stack.pop()
+        if children:  # text between child elements is layout, not a value
+            value = _data_map(children) if name in ("EventData", "UserData") else _object(children)
+        else:
+            value = "".join(texts) if texts else None
+        if attributes:
+            value = {"#attributes": attributes, **({} if value is None else {"#text": value}
+                                                    if value.__class__ is str else value)}
+        if self.stack:
+            self.stack[-1][2].append((name, value))
+        else:
+            self.root = (name, value)
+
+    def close(self):
+        return self.root
+
+
+def _local(name: str) -> str:
+    """A tag or attribute name without its namespace (``{http://...}Event`` -> ``Event``)."""
+    return name.rsplit("}", 1)[-1]
+
+
+def _object(children: list) -> dict:
+    """Child elements by name; a name given twice holds the list of its values."""
+    found = {}
+    for name, value in children:
+        found.setdefault(name, []).append(value)
+    return {name: values[0] if len(values) == 1 else values for name, values in found.items()}
+
+
+def _data_map(children: list) -> dict:
+    """EventData's ``<Data Name="Image">/usr/bin/curl</Data>`` as ``{"Image": "/usr/bin/curl"}``."""
+    named, unnamed, other = {}, [], []
+    for name, value in children:
+        if name == "Data" and value.__class__ is dict and set(value) <= {"#attributes", "#text"} \
+                and "Name" in value["#attributes"]:
+            key, text = value["#attributes"]["Name"], value.get("#text", "")
+            if key in named:
+                named[key] = (named[key] if named[key].__class__ is list else [named[key]]) + [text]
+            else:
+                named[key] = text
+        elif name == "Data" and (value is None or value.__class__ is str):
+            unnamed.append(value or "")
+        else:
+            other.append((name, value))
+    found = _object(other)
+    found.update(named)
+    if unnamed:
+        found["Data"] = {"#text": unnamed}
+    return found

