@@ -46,7 +46,7 @@ from bisect import bisect_right
 from itertools import accumulate
 from typing import Callable, Iterable, Iterator, List, Optional
 
-from ..events.xml_event import HIDING, MARKS, hides_text
+from ..events.xml_event import MARKS, hides_text
 from . import database_cache
 
 
@@ -209,7 +209,6 @@ class Prefilter:
         tails, escapes, self._non_ascii = trigger_patterns(self.needles)
         self._escape_tails = frozenset(tails)
         self.xml_whole = anchored(self.needles)
-        self._xml_patterns = xml_patterns(self.xml_whole)
         if self.engine == "hyperscan":
             self._compile_hyperscan(escapes)
         else:
@@ -262,7 +261,7 @@ class Prefilter:
 
     def _compile_hyperscan(self, escapes: bytes) -> None:
         self._literal = [hex_literal(p) for p in self.needles + self._non_ascii]
-        self._n_literal = len(self._literal)  # pattern ids: literals, the escape, the XML ones, the shape
+        self._n_literal = len(self._literal)  # pattern ids: literals, the escape, the XML mark, the shape
         self._escape_pattern = escapes
         self._quick = self._database(rb"\\u")
         self._exact = None  # compiled when a thread first needs it: most inputs never do
@@ -271,10 +270,10 @@ class Prefilter:
 
     def _database(self, escape: bytes):
         shape = [rb"\n[^{]", rb"[^}]\n"]  # a line that does not start with '{' / end with '}'
-        expressions = self._literal + [escape] + self._xml_patterns + shape
+        marks = b"|".join(hex_literal(mark) for mark in MARKS)
+        expressions = self._literal + [escape, marks] + shape
         return database_cache.compiled(expressions, list(range(len(expressions))),
-                                       [hyperscan.HS_FLAG_CASELESS] * self._n_literal +
-                                       [0] * (1 + len(self._xml_patterns) + len(shape)))
+                                       [hyperscan.HS_FLAG_CASELESS] * self._n_literal + [0] * (2 + len(shape)))
 
     def _exact_database(self):
         with self._compiling:
@@ -283,17 +282,16 @@ class Prefilter:
         return self._exact
 
     def _scan_hyperscan(self, block: bytes, start: int, end: int) -> tuple:
-        hits, odd, escapes = [], [], []
+        hits, odd, escapes, marks = [], [], [], []
         n_literal = self._n_literal
-        shape = n_literal + 1 + len(self._xml_patterns)
 
         def on_match(pattern, _from, to, _flags, _context):
             if pattern < n_literal:
                 hits.append(start + to - 1)
             elif pattern == n_literal:
                 escapes.append(start + to)
-            elif pattern < shape:  # a line whose XML may hide text
-                hits.append(start + to - 1)
+            elif pattern == n_literal + 1:  # a line that may carry XML: rare, judged below
+                marks.append(start + to - 1)
             else:
                 odd.append(start + to - 1)
 
@@ -314,6 +312,8 @@ class Prefilter:
             hits.extend(at - 1 for at in escapes if block[at:at + 4].lower() in tails)
             if len(escapes) * self.DENSE > max(end - start, self.SAMPLE):
                 local.exact_left = self.EXACT_RUN
+        if marks:
+            hits.extend(_xml_hiding(block, start, end, marks, self.xml_whole))
         return hits, odd
 
     def _scan_python(self, block: bytes, start: int, end: int) -> tuple:
@@ -327,7 +327,9 @@ class Prefilter:
                 at = lower.find(pattern, nl) if nl >= 0 else -1
         if b"\\u" in lower:
             hits.extend(m.start() for m in self._escapes.finditer(block, start, end))
-        hits.extend(_xml_hiding(block, start, end, self.xml_whole))
+        marks = [at for mark in MARKS for at in _all_at(block, mark, start, end)]
+        if marks:
+            hits.extend(_xml_hiding(block, start, end, marks, self.xml_whole))
         if self._non_ascii and not lower.isascii():
             rest = lower.translate(None, _ASCII)  # the non-ASCII bytes only: a cheap first look
             for pattern in self._non_ascii:
@@ -348,28 +350,25 @@ def anchored(needles) -> bool:
     return any(n.startswith(b'"') or n.endswith(b'"') for n in needles)
 
 
-def xml_patterns(whole: bool) -> List[bytes]:
-    """Hyperscan patterns for the lines carrying XML that go to the full path: every one (``whole``), else
-    those that ``hides_text`` (a mark and a hiding byte string on one line, in either order)."""
-    marks = b"(?:" + b"|".join(hex_literal(m) for m in MARKS) + b")"
-    if whole:
-        return [marks]
-    hiding = b"(?:" + b"|".join(hex_literal(h) for h in HIDING if h != b"\n") + b")"
-    return [marks + rb"[^\n]*" + hiding, hiding + rb"[^\n]*" + marks]
+def _all_at(block: bytes, text: bytes, start: int, end: int) -> Iterator[int]:
+    at = block.find(text, start, end)
+    while at >= 0:
+        yield at
+        at = block.find(text, at + 1, end)
 
 
-def _xml_hiding(block: bytes, start: int, end: int, whole: bool) -> List[int]:
-    """An offset in each line of ``block[start:end]`` that carries XML and (unless ``whole``) ``hides_text``;
-    a mark is rare: looked for first."""
-    found = []
-    for mark in MARKS:
-        at = block.find(mark, start, end)
-        while at >= 0:
-            line_end = block.find(b"\n", at, end)
-            line_end = end if line_end < 0 else line_end
-            if whole or hides_text(block[max(block.rfind(b"\n", start, at) + 1, start):line_end]):
-                found.append(at)
-            at = block.find(mark, line_end, end)
+def _xml_hiding(block: bytes, start: int, end: int, marks: List[int], whole: bool) -> List[int]:
+    """Of the lines of ``block[start:end]`` holding an XML mark (at the offsets ``marks``), an offset in
+    each that goes to the full path: every one (``whole``), else those that ``hides_text``."""
+    found, judged = [], set()
+    for at in marks:
+        line_start = block.rfind(b"\n", start, at) + 1 or start
+        if line_start in judged:
+            continue
+        judged.add(line_start)
+        line_end = block.find(b"\n", at, end)
+        if whole or hides_text(block[line_start:end if line_end < 0 else line_end]):
+            found.append(at)
     return found
 
 
