@@ -50,7 +50,7 @@ class XmlEventProblem(ValueError):
 
 def carries_xml(raw: bytes) -> bool:
     """Whether a raw line may carry an event's XML: the only lines ``carried_event`` reads."""
-    return b"<Event" in raw or b"u003cEvent" in raw or b"u003CEvent" in raw
+    return b"<Event" in raw or b"u003" in raw and (b"u003cEvent" in raw or b"u003CEvent" in raw)
 
 
 def hides_text(raw: bytes) -> bool:
