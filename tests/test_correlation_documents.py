@@ -827,6 +827,20 @@ def test_explain_shows_the_correlation_plan(tmp_path):
     assert "near      no event meeting excluded may be in the window" in near.stdout.decode()
 
 
+def test_explain_writes_a_near_rule_with_its_negated_terms_negated(tmp_path):
+    """Its expression is the AND of the terms, a negated one without its ``not``: explain printed
+    ``expanded  primary and second and excluded`` and ``term 2: excluded``, an event that must occur."""
+    rule = write(tmp_path, "near.yml", NEAR_RULE.replace("primary: {EventID: 1}", "primary_1: {EventID: 1}")
+                 .replace("primary | near", "1 of primary* | near") % (5, "(second or third) and not excluded"))
+    result = run_cli(["explain", "--rule", rule])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert "expanded  primary_1 | near (second or third) and not excluded" in lines
+    assert "  term 2: not excluded (no event meeting it may be in the window)" in lines
+    assert any(line.startswith("correlate temporal") and line.endswith("every term must occur but the negated ones")
+               for line in lines)
+
+
 CHAIN = """title: A
 name: rule_a
 detection: {sel: {kind: a}, condition: sel}

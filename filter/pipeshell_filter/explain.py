@@ -19,6 +19,7 @@ from .io import inputs
 from .io.prefilter import Prefilter, needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
 from .sigma.compile import Plan
+from .sigma.condition import And, Not, Or, top_level_terms
 from .sigma.matchers import FieldMatcher
 from .sigma.correlation import OPERATORS
 
@@ -189,6 +190,18 @@ def describe_correlation(correlation, quiet: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _expanded(plan: Plan) -> str:
+    """The condition with its ``x of`` expanded.  A ``near`` rule's expression is the AND of its
+    terms, a negated one without its ``not``: written back as ``search | near a and not b``, not as
+    an AND that says the event that must be absent must occur."""
+    if plan.rule.near is None:
+        return str(plan.expression)
+    first, *terms = top_level_terms(plan.expression)
+    near = [str(Not(term)) if negated else f"({term})" if isinstance(term, (And, Or)) else str(term)
+            for term, negated in zip(terms, plan.rule.near[1:])]
+    return f"{first} | near {' and '.join(near)}"
+
+
 def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = False) -> str:
     """A compiled rule: selections, condition, logsource, correlation, prefilter."""
     rule = plan.rule
@@ -198,7 +211,7 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
         f"file      {'(built-in) ' if rule.builtin else ''}{rule.path}",
         f"level     {rule.level or '-'}    tags: {', '.join(rule.tags) or '-'}",
         f"condition {rule.condition.text}",
-        f"expanded  {plan.expression}",
+        f"expanded  {_expanded(plan)}",
         "selections:",
     ]
     for selection in plan.selections:
@@ -211,8 +224,11 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
         lines.append("  an alert needs, inside one window, at least one event meeting each term:")
     else:
         lines.append("  each event must satisfy the whole condition:")
+    negated = plan.rule.near or ()
     for i, term in enumerate(plan.terms):
-        lines.append(f"  term {i}: {term.label}")
+        absent = i < len(negated) and negated[i]
+        lines.append(f"  term {i}: not {term.label} (no event meeting it may be in the window)" if absent
+                     else f"  term {i}: {term.label}")
     for node in plan.filters:
         lines.append(f"  every event must also satisfy: {node}")
     lines.append("logsource " + (plan.logsource.describe() if plan.logsource is not None else "(any event)"))
@@ -229,7 +245,8 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
         group = ", ".join(correlation.group_by) or "(one group)"
         lines.append(f"correlate {correlation.kind} of {correlation.field or 'events'} per {group}, "
                      f"fires when {correlation.kind_meaning()} is {correlation.condition}"
-                     + ("; every term must occur" if correlation.require_each and len(correlation.rules) > 1 else ""))
+                     + ("; every term must occur" if correlation.require_each and len(correlation.rules) > 1 else "")
+                     + (" but the negated ones" if correlation.require_each and correlation.absent else ""))
         if correlation.absent:
             lines.append("near      no event meeting "
                          + ", ".join(ref.label[len("not "):] for ref in correlation.absent)
