@@ -454,7 +454,10 @@ def near_condition(text: str) -> tuple:
     primary = parse_condition(search).expression
     if isinstance(primary, Not):
         raise ConditionError("the search expression before '| near' cannot be a negation alone")
-    operands = top_level_terms(parse_condition(_NEAR.sub("", rest + " ", count=1)).expression)
+    terms_text = _NEAR.sub("", rest + " ", count=1)
+    if not terms_text.strip():
+        raise ConditionError("'| near' needs at least one term: near a [and b] [and not c]")
+    operands = top_level_terms(parse_condition(terms_text).expression)
     terms, negated = [primary], [False]
     for operand in operands:
         is_not = isinstance(operand, Not)
