@@ -363,6 +363,24 @@ def test_action_global_over_a_correlation_document(tmp_path):
     assert correlation.spec.group_by == ("User",) and correlation.spec.timespan_ns == 600 * NS
 
 
+def test_a_correlation_document_after_a_v1_collection_takes_no_rule_section(tmp_path):
+    """A legacy collection whose global document holds the shared detection and logsource, and a
+    correlation of its rules in the same file: the correlation took the global 'detection' too and
+    was refused as "a rule and a correlation" (in a directory, skipped)."""
+    text = ("action: global\ntitle: Logons\nlogsource: {product: windows}\ndetection:\n  condition: selection\n---\n"
+            "id: failed\ndetection:\n  selection: {EventID: 4625}\n---\n"
+            "id: success\ndetection:\n  selection: {EventID: 4624}\n---\n"
+            + yaml.safe_dump({"title": "failed then success", "id": "then", "correlation": {
+                "type": "temporal_ordered", "rules": ["failed", "success"], "group-by": ["User"], "timespan": "1m"}}))
+    failed, success, correlation = parse_rules(text, "c.yml")
+    assert isinstance(correlation, CorrelationRule), correlation
+    assert failed.logsource == success.logsource == {"product": "windows"}
+    assert failed.condition.text == "selection"
+    rule_set = load_plans([write(tmp_path, "c.yml", text)], None)
+    found = run_engine(rule_set, [event(0, 4625, "u1"), event(5, 4624, "u2"), event(9, 4624, "u1")])
+    assert [(a["rule"]["id"], a["@timestamp"]) for a in found] == [("then", iso(9))]
+
+
 # ------------------------------------------------------------------ running every kind against the oracle
 
 BASE_RULES = "---\n".join(yaml.safe_dump({"title": f"rule {name}", "id": name, "name": f"n_{name}",

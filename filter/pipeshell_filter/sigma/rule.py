@@ -248,7 +248,8 @@ def parse_rules(text: str, source: str) -> list:
     merged into every rule document after it (several accumulate), ``action: reset`` forgets
     it, and ``action: repeat`` is the previous rule document with this one's content merged
     in.  Merging is recursive for mappings; otherwise the global content wins over the
-    document's, and the repeat document's over the previous rule's (as sigmac did).
+    document's, and the repeat document's over the previous rule's (as sigmac did).  A v2
+    correlation document takes the global content but a rule's ``detection`` and ``logsource``.
     """
     documents = _documents(text, source)
     if not documents:
@@ -280,7 +281,7 @@ def parse_rules(text: str, source: str) -> list:
                 document = merged(previous, content)
                 check_size(document, where, budget)
             elif shared and isinstance(document, dict):
-                document = merged(document, shared)
+                document = merged(document, _for_document(shared, document))
                 check_size(document, where, budget)
             document = _own_id(document, own, used, number)
             previous = document if isinstance(document, dict) else None
@@ -290,6 +291,19 @@ def parse_rules(text: str, source: str) -> list:
     if not rules:
         raise RuleError(f"rule {source} holds only 'action' documents, no rule")
     return rules
+
+
+# What a v1 global document holds for its rules alone: a correlation document after it in the file
+# does not take them (its 'detection' made it "a rule and a correlation", refused).
+_RULE_SECTIONS = ("detection", "logsource")
+
+
+def _for_document(shared: dict, document: dict) -> dict:
+    """The global content a document takes: all of it for a rule, all but the rule sections for a
+    correlation document."""
+    if "correlation" not in document:
+        return shared
+    return {key: value for key, value in shared.items() if key not in _RULE_SECTIONS}
 
 
 def _own_id(document, own, used: dict, number: int):
