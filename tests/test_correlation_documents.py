@@ -858,6 +858,9 @@ def test_explain_writes_a_near_rule_with_its_negated_terms_negated(tmp_path):
     assert "  term 2: not excluded (no event meeting it may be in the window)" in lines
     assert any(line.startswith("correlate temporal") and line.endswith("every term must occur but the negated ones")
                for line in lines)
+    events = write(tmp_path, "e.ndjson", ndjson([event(0, 1), event(1, 2)]).decode())
+    result = run_cli(["explain", "--rule", rule, "--events", events])
+    assert "every input must occur but those that must be absent" in result.stdout.decode(), result.stdout
 
 
 CHAIN = """title: A

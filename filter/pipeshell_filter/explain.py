@@ -699,6 +699,7 @@ class CorrelationTrace:
         lines = [f"correlation {spec.title}",
                  f"  fires when {_measure(spec)} {_needs(spec.condition)} within {_span(spec.timespan_ns)}, {per}"
                  + ("; every input must occur" if spec.require_each and len(spec.rules) > 1 else "")
+                 + (" but those that must be absent" if spec.require_each and spec.absent else "")
                  + ("; a window starts at the group's earliest event not yet taken, is judged once the "
                     "timespan after it is over, and takes its events, fired or not" if spec.anchored else "")]
         quiet = spec.id in self.engine.quiet  # as ``Engine._alerts``: its hits are events of the outer ones only
