@@ -429,6 +429,10 @@ def _duration(value, what: str, source: str) -> int:
     ns = parse_duration(value)
     if ns is None and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[smhd]\s*", value, re.ASCII):
         ns = MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000 + 1  # too many digits: too long
+    if ns is None and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*M\s*", value, re.ASCII):
+        # Sigma v1 wrote a month as 'M' (3M); 'm' is minutes, and a month has no one length
+        raise RuleError(f"rule {source}: {what} {shown(value)} is in months, which have no fixed length: write "
+                        "it in days (e.g. 30d)")
     if ns is None:
         raise RuleError(f"rule {source}: cannot parse {what} {shown(value)} (use e.g. 30s, 5m, 1h, 2d)")
     if ns == 0:
