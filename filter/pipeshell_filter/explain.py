@@ -99,9 +99,11 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             for group in selection.alternatives:
                 parts = [f"{m.describe()} {'yes' if m.matches(view) else 'no'}" for m in group]
                 lines.append("      " + ", ".join(parts))
-        mask = plan.term_mask(matched)
+        mask, negated = plan.term_mask(matched), plan.rule.near or ()
         for i, term in enumerate(plan.terms):
-            lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: {term.label}")
+            absent = i < len(negated) and negated[i]
+            lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: "
+                         + term.label + (" (a near term that must be absent from the window)" if absent else ""))
         if mask and applies:
             lines.append("outcome   " + _outcome(plans, plan))
         elif mask:
