@@ -846,6 +846,23 @@ def test_explain_shows_the_correlation_plan(tmp_path):
     assert "near      no event meeting excluded may be in the window" in near.stdout.decode()
 
 
+def test_explain_says_a_count_with_an_upper_bound_is_judged_from_the_groups_first_event(tmp_path):
+    """Such a count runs on ``[s, s + timespan]`` after a group's earliest event; explain described the
+    windows ending at each event, legacy rule (``count() < 3``) and correlation document alike."""
+    legacy = write(tmp_path, "l.yml", "title: few\ndetection:\n  sel: {EventID: 1}\n  timeframe: 1m\n"
+                   "  condition: sel | count() by Computer < 3\n")
+    document = write(tmp_path, "d.yml", BASE_RULES + "---\ntitle: few\ncorrelation: {type: event_count, rules: [a], "
+                     "timespan: 1m, condition: {gte: 1, lte: 2}}\n")
+    for rules, other in ((legacy, "count() by Computer > 3"), (document, "{gte: 1}")):
+        text = run_cli(["explain", "--rule", rules]).stdout.decode()
+        assert "window    [s, s + 60s] from the group's earliest event not yet taken (s)" in text, text
+        assert "[t - 60s, t]" not in text
+        with open(rules) as handle:
+            changed = handle.read().replace("count() by Computer < 3", other).replace("{gte: 1, lte: 2}", other)
+        text = run_cli(["explain", "--rule", write(tmp_path, "m.yml", changed)]).stdout.decode()
+        assert "window    [t - 60s, t], both ends included" in text and "[s, s + 60s]" not in text, text
+
+
 def test_explain_writes_a_near_rule_with_its_negated_terms_negated(tmp_path):
     """Its expression is the AND of the terms, a negated one without its ``not``: explain printed
     ``expanded  primary and second and excluded`` and ``term 2: excluded``, an event that must occur."""

@@ -182,14 +182,25 @@ def describe_correlation(correlation, quiet: bool = False) -> str:
         lines.append(f"  alias {alias}: " + ", ".join(f"{field} in {rule_id}" for rule_id, field in mapping))
     if spec.field:
         lines.append(f"field     {spec.field}")
-    lines.append(f"window    [t - {spec.timespan_ns / NS:g}s, t], both ends included; evaluated at each event time "
-                 "once the watermark (newest event time - lateness) passes it; an alert consumes its events")
+    lines.append(_window(spec))
     lines.append("generate  " + ("true: the referenced rules also alert on their own" if spec.generate else
                                  "false: the referenced rules do not alert on their own (their matches still "
                                  "enrich events)"))
     if quiet:
         lines.append("alerts    none of its own: it feeds another correlation without generate")
     return "\n".join(lines)
+
+
+def _window(spec) -> str:
+    """Which windows a correlation judges, and when: a count with an upper bound (``anchored``) is
+    judged on the timespan after a group's earliest event, not on windows ending at each event."""
+    seconds = f"{spec.timespan_ns / NS:g}s"
+    if spec.anchored:
+        return (f"window    [s, s + {seconds}] from the group's earliest event not yet taken (s), both ends "
+                f"included; judged once complete (the watermark passes s + {seconds}), an alert at s + {seconds}; "
+                "its events are taken, fired or not")
+    return (f"window    [t - {seconds}, t], both ends included; evaluated at each event time once the watermark "
+            "(newest event time - lateness) passes it; an alert consumes its events")
 
 
 def _expanded(plan: Plan) -> str:
@@ -255,9 +266,7 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
                          + " may be in the window")
         if quiet:
             lines.append("alerts    none of its own: it feeds another correlation without generate")
-        seconds = correlation.timespan_ns / NS
-        lines.append(f"window    [t - {seconds:g}s, t], both ends included; evaluated at each event time once the "
-                     "watermark (newest event time - lateness) passes it; an alert consumes its events")
+        lines.append(_window(correlation))
     needles = rule_needles(plan, unknown_logsource)
     if needles and plan.prefilter_literals(needle) is None:
         lines.append("prefilter the rule has no literal: tried on lines holding its channels' names (any case): "
