@@ -470,6 +470,14 @@ def test_garbage_after_pipe_is_error(agg):
         parse_condition(f"sel | {agg}")
 
 
+@pytest.mark.parametrize("agg", ["count(ShareName) by SubjectUserName, IpAddress > 8",
+                                 "count() by Computer ,User > 2", "count() by Computer , User>2"])
+def test_several_group_fields_written_with_spaces_are_refused_as_several_fields(agg):
+    """A form rules in the wild use; it was 'cannot parse aggregation', which does not say what is wrong."""
+    with pytest.raises(ConditionError, match="takes one field"):
+        parse_condition(f"sel | {agg}")
+
+
 def test_bad_search_with_good_aggregation_is_error():
     with pytest.raises(ConditionError):
         parse_condition("sel and | count() > 1")

@@ -363,6 +363,24 @@ def test_action_global_over_a_correlation_document(tmp_path):
     assert correlation.spec.group_by == ("User",) and correlation.spec.timespan_ns == 600 * NS
 
 
+def test_a_correlation_document_after_a_v1_collection_takes_no_rule_section(tmp_path):
+    """A legacy collection whose global document holds the shared detection and logsource, and a
+    correlation of its rules in the same file: the correlation took the global 'detection' too and
+    was refused as "a rule and a correlation" (in a directory, skipped)."""
+    text = ("action: global\ntitle: Logons\nlogsource: {product: windows}\ndetection:\n  condition: selection\n---\n"
+            "id: failed\ndetection:\n  selection: {EventID: 4625}\n---\n"
+            "id: success\ndetection:\n  selection: {EventID: 4624}\n---\n"
+            + yaml.safe_dump({"title": "failed then success", "id": "then", "correlation": {
+                "type": "temporal_ordered", "rules": ["failed", "success"], "group-by": ["User"], "timespan": "1m"}}))
+    failed, success, correlation = parse_rules(text, "c.yml")
+    assert isinstance(correlation, CorrelationRule), correlation
+    assert failed.logsource == success.logsource == {"product": "windows"}
+    assert failed.condition.text == "selection"
+    rule_set = load_plans([write(tmp_path, "c.yml", text)], None)
+    found = run_engine(rule_set, [event(0, 4625, "u1"), event(5, 4624, "u2"), event(9, 4624, "u1")])
+    assert [(a["rule"]["id"], a["@timestamp"]) for a in found] == [("then", iso(9))]
+
+
 # ------------------------------------------------------------------ running every kind against the oracle
 
 BASE_RULES = "---\n".join(yaml.safe_dump({"title": f"rule {name}", "id": name, "name": f"n_{name}",
@@ -791,7 +809,8 @@ def test_near_is_a_temporal_correlation_over_its_terms(rows, timespan, terms):
 
 def test_near_needs_a_timeframe_and_plain_terms():
     for condition, message in [("a | near b", "needs a 'timeframe'"), ("not a | near b", "negation alone"),
-                               ("a | near not not b", "double negation"), ("a | near b | count() > 1", "one '|'")]:
+                               ("a | near not not b", "double negation"), ("a | near b | count() > 1", "one '|'"),
+                               ("a | near", "needs at least one term"), ("a | NEAR  ", "needs at least one term")]:
         text = yaml.safe_dump({"title": "t", "detection": {"a": {"x": 1}, "b": {"y": 1}, "condition": condition}})
         with pytest.raises(RuleError, match=re.escape(message)):
             [rule] = parse_rules(text, "n.yml")
@@ -825,6 +844,43 @@ def test_explain_shows_the_correlation_plan(tmp_path):
         assert expected_text in text, expected_text
     near = run_cli(["explain", "--rule", write(tmp_path, "near.yml", NEAR_RULE % (5, "second and not excluded"))])
     assert "near      no event meeting excluded may be in the window" in near.stdout.decode()
+
+
+def test_explain_says_a_count_with_an_upper_bound_is_judged_from_the_groups_first_event(tmp_path):
+    """Such a count runs on ``[s, s + timespan]`` after a group's earliest event; explain described the
+    windows ending at each event, legacy rule (``count() < 3``) and correlation document alike."""
+    legacy = write(tmp_path, "l.yml", "title: few\ndetection:\n  sel: {EventID: 1}\n  timeframe: 1m\n"
+                   "  condition: sel | count() by Computer < 3\n")
+    document = write(tmp_path, "d.yml", BASE_RULES + "---\ntitle: few\ncorrelation: {type: event_count, rules: [a], "
+                     "timespan: 1m, condition: {gte: 1, lte: 2}}\n")
+    for rules, other in ((legacy, "count() by Computer > 3"), (document, "{gte: 1}")):
+        text = run_cli(["explain", "--rule", rules]).stdout.decode()
+        assert "window    [s, s + 60s] from the group's earliest event not yet taken (s)" in text, text
+        assert "[t - 60s, t]" not in text
+        with open(rules) as handle:
+            changed = handle.read().replace("count() by Computer < 3", other).replace("{gte: 1, lte: 2}", other)
+        text = run_cli(["explain", "--rule", write(tmp_path, "m.yml", changed)]).stdout.decode()
+        assert "window    [t - 60s, t], both ends included" in text and "[s, s + 60s]" not in text, text
+
+
+def test_explain_writes_a_near_rule_with_its_negated_terms_negated(tmp_path):
+    """Its expression is the AND of the terms, a negated one without its ``not``: explain printed
+    ``expanded  primary and second and excluded`` and ``term 2: excluded``, an event that must occur."""
+    rule = write(tmp_path, "near.yml", NEAR_RULE.replace("primary: {EventID: 1}", "primary_1: {EventID: 1}")
+                 .replace("primary | near", "1 of primary* | near") % (5, "(second or third) and not excluded"))
+    result = run_cli(["explain", "--rule", rule])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert "expanded  primary_1 | near (second or third) and not excluded" in lines
+    assert "  term 2: not excluded (no event meeting it may be in the window)" in lines
+    assert any(line.startswith("correlate temporal") and line.endswith("every term must occur but the negated ones")
+               for line in lines)
+    events = write(tmp_path, "e.ndjson", ndjson([event(0, 1), event(1, 2)]).decode())
+    one = run_cli(["explain", "--rule", rule, "--event", write(tmp_path, "x.json", json.dumps(event(0, 4)))])
+    absent_term = "  term 2 met: excluded (a near term that must be absent from the window)"
+    assert absent_term in one.stdout.decode().splitlines()
+    result = run_cli(["explain", "--rule", rule, "--events", events])
+    assert "every input must occur but those that must be absent" in result.stdout.decode(), result.stdout
 
 
 CHAIN = """title: A

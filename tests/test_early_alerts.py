@@ -239,3 +239,39 @@ def test_an_event_that_meets_several_rules_is_whole_in_its_early_alert(tmp_path_
     early_during, early_end = alerts_of(True)
     assert not early_end
     assert sorted(map(key, early_during)) == sorted(map(key, sum(alerts_of(False), [])))
+
+
+# A legacy rule (a pipe aggregation, or ``near``) whose alerts feed a correlation that counts a field
+# the legacy rule does not group by: each inner alert is one outer event per distinct value, all at
+# the inner alert's time.
+LEGACY_INNERS = {
+    "count": "  timeframe: 20s\n  condition: a or b | count() > 1\n",
+    "near": "  timeframe: 20s\n  condition: a | near b\n",
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.sampled_from(["u1", "u2", "u3"]),
+                          st.sampled_from(["h1", "h2"])), min_size=1, max_size=30),
+       st.sampled_from(sorted(LEGACY_INNERS)), st.integers(1, 3), st.sampled_from([0, 5, 400]))
+def test_a_legacy_alert_split_by_a_carried_field_is_whole_in_the_outer_early_alert(tmp_path_factory, rows, inner,
+                                                                                   needed, lateness):
+    """The outer correlation's early evaluation ran on the first of those events: its alert lacked the
+    others (the watermark's had them), though the stream was time-sorted without ties."""
+    directory = tmp_path_factory.mktemp("rules")
+    rules = write(directory, "r.yml", "title: legacy\nid: legacy\ndetection:\n  a: {a: x}\n  b: {b: x}\n"
+                  + LEGACY_INNERS[inner] + "---\ntitle: users\nid: users\ncorrelation: {type: value_count, "
+                  f"rules: [legacy], group-by: [Computer], timespan: 2m, condition: {{gte: {needed}, field: User}}}}\n")
+    plans = load_plans([rules], None)
+    events = [dict({name: "x" for name, met in zip("ab", row[:2]) if met}, User=row[2], Computer=row[3],
+                   **{"@timestamp": f"2024-01-01T00:{i * 3 // 60:02d}:{i * 3 % 60:02d}Z"})
+              for i, row in enumerate(rows)]
+
+    def alerts_of(early):
+        engine = Engine(plans, resolvers.auto(), lateness * 10**9, early=early)
+        during = [a for line, e in enumerate(events, 1) for a in engine.process(e, line).alerts]
+        return during, engine.flush()
+
+    early_during, early_end = alerts_of(True)
+    assert not early_end
+    assert sorted(map(key, early_during)) == sorted(map(key, sum(alerts_of(False), [])))

@@ -169,6 +169,15 @@ def test_bad_timeframe(timeframe):
     assert_one_line_rule_error(excinfo, "timeframe", repr(timeframe))
 
 
+@pytest.mark.parametrize("timeframe", ["1M", "3M", " 12 M "])
+def test_a_timeframe_in_months_says_so(timeframe):
+    """Sigma v1 wrote a month as 'M'; it was refused as a timeframe that cannot be parsed, beside an example
+    of '5m', as if the case were the mistake."""
+    with pytest.raises(RuleError) as excinfo:
+        parse_rule(rule_text({**VALID, "timeframe": timeframe}), SOURCE)
+    assert_one_line_rule_error(excinfo, "timeframe", repr(timeframe), "months", "in days")
+
+
 def test_undefined_selection_in_condition():
     rule = parse_rule(rule_text({"sel": {"a": 1}, "condition": "sel and not filter_undefined"}), SOURCE)
     with pytest.raises(RuleError) as excinfo:

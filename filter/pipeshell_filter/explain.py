@@ -20,6 +20,7 @@ from .io import inputs
 from .io.prefilter import Prefilter, needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
 from .sigma.compile import Plan
+from .sigma.condition import And, Not, Or, top_level_terms
 from .sigma.matchers import FieldMatcher
 from .sigma.correlation import OPERATORS
 
@@ -108,9 +109,11 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             for group in selection.alternatives:
                 parts = [f"{m.describe()} {'yes' if m.matches(view) else 'no'}" for m in group]
                 lines.append("      " + ", ".join(parts))
-        mask = plan.term_mask(matched)
+        mask, negated = plan.term_mask(matched), plan.rule.near or ()
         for i, term in enumerate(plan.terms):
-            lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: {term.label}")
+            absent = i < len(negated) and negated[i]
+            lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: "
+                         + term.label + (" (a near term that must be absent from the window)" if absent else ""))
         if mask and applies:
             lines.append("outcome   " + _outcome(plans, plan))
         elif mask:
@@ -189,14 +192,37 @@ def describe_correlation(correlation, quiet: bool = False) -> str:
         lines.append(f"  alias {alias}: " + ", ".join(f"{field} in {rule_id}" for rule_id, field in mapping))
     if spec.field:
         lines.append(f"field     {spec.field}")
-    lines.append(f"window    [t - {spec.timespan_ns / NS:g}s, t], both ends included; evaluated at each event time "
-                 "once the watermark (newest event time - lateness) passes it; an alert consumes its events")
+    lines.append(_window(spec))
     lines.append("generate  " + ("true: the referenced rules also alert on their own" if spec.generate else
                                  "false: the referenced rules do not alert on their own (their matches still "
                                  "enrich events)"))
     if quiet:
         lines.append("alerts    none of its own: it feeds another correlation without generate")
     return "\n".join(lines)
+
+
+def _window(spec) -> str:
+    """Which windows a correlation judges, and when: a count with an upper bound (``anchored``) is
+    judged on the timespan after a group's earliest event, not on windows ending at each event."""
+    seconds = f"{spec.timespan_ns / NS:g}s"
+    if spec.anchored:
+        return (f"window    [s, s + {seconds}] from the group's earliest event not yet taken (s), both ends "
+                f"included; judged once complete (the watermark passes s + {seconds}), an alert at s + {seconds}; "
+                "its events are taken, fired or not")
+    return (f"window    [t - {seconds}, t], both ends included; evaluated at each event time once the watermark "
+            "(newest event time - lateness) passes it; an alert consumes its events")
+
+
+def _expanded(plan: Plan) -> str:
+    """The condition with its ``x of`` expanded.  A ``near`` rule's expression is the AND of its
+    terms, a negated one without its ``not``: written back as ``search | near a and not b``, not as
+    an AND that says the event that must be absent must occur."""
+    if plan.rule.near is None:
+        return str(plan.expression)
+    first, *terms = top_level_terms(plan.expression)
+    near = [str(Not(term)) if negated else f"({term})" if isinstance(term, (And, Or)) else str(term)
+            for term, negated in zip(terms, plan.rule.near[1:])]
+    return f"{first} | near {' and '.join(near)}"
 
 
 def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = False) -> str:
@@ -208,7 +234,7 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
         f"file      {'(built-in) ' if rule.builtin else ''}{rule.path}",
         f"level     {rule.level or '-'}    tags: {', '.join(rule.tags) or '-'}",
         f"condition {rule.condition.text}",
-        f"expanded  {plan.expression}",
+        f"expanded  {_expanded(plan)}",
         "selections:",
     ]
     for selection in plan.selections:
@@ -221,8 +247,11 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
         lines.append("  an alert needs, inside one window, at least one event meeting each term:")
     else:
         lines.append("  each event must satisfy the whole condition:")
+    negated = plan.rule.near or ()
     for i, term in enumerate(plan.terms):
-        lines.append(f"  term {i}: {term.label}")
+        absent = i < len(negated) and negated[i]
+        lines.append(f"  term {i}: not {term.label} (no event meeting it may be in the window)" if absent
+                     else f"  term {i}: {term.label}")
     for node in plan.filters:
         lines.append(f"  every event must also satisfy: {node}")
     lines.append("logsource " + (plan.logsource.describe() if plan.logsource is not None else "(any event)"))
@@ -239,16 +268,15 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
         group = ", ".join(correlation.group_by) or "(one group)"
         lines.append(f"correlate {correlation.kind} of {correlation.field or 'events'} per {group}, "
                      f"fires when {correlation.kind_meaning()} is {correlation.condition}"
-                     + ("; every term must occur" if correlation.require_each and len(correlation.rules) > 1 else ""))
+                     + ("; every term must occur" if correlation.require_each and len(correlation.rules) > 1 else "")
+                     + (" but the negated ones" if correlation.require_each and correlation.absent else ""))
         if correlation.absent:
             lines.append("near      no event meeting "
                          + ", ".join(ref.label[len("not "):] for ref in correlation.absent)
                          + " may be in the window")
         if quiet:
             lines.append("alerts    none of its own: it feeds another correlation without generate")
-        seconds = correlation.timespan_ns / NS
-        lines.append(f"window    [t - {seconds:g}s, t], both ends included; evaluated at each event time once the "
-                     "watermark (newest event time - lateness) passes it; an alert consumes its events")
+        lines.append(_window(correlation))
     needles = rule_needles(plan, unknown_logsource)
     if needles and plan.prefilter_literals(needle) is None:
         lines.append("prefilter the rule has no literal: tried on lines holding its channels' names (any case): "
@@ -692,6 +720,7 @@ class CorrelationTrace:
         lines = [f"correlation {spec.title}",
                  f"  fires when {_measure(spec)} {_needs(spec.condition)} within {_span(spec.timespan_ns)}, {per}"
                  + ("; every input must occur" if spec.require_each and len(spec.rules) > 1 else "")
+                 + (" but those that must be absent" if spec.require_each and spec.absent else "")
                  + ("; a window starts at the group's earliest event not yet taken, is judged once the "
                     "timespan after it is over, and takes its events, fired or not" if spec.anchored else "")]
         quiet = spec.id in self.engine.quiet  # as ``Engine._alerts``: its hits are events of the outer ones only

@@ -308,12 +308,16 @@ class Correlation:
     @staticmethod
     def _feed(correlator: Correlator, made: dict) -> List[Hit]:
         """Give a chained correlator the hits its inner correlations just made; its own hits that
-        this made (early alerts, ``Correlator.early``)."""
+        this made (early alerts, ``Correlator.early``).  A hit is one detection per distinct carried
+        value, all at its time: the early evaluations wait for the whole hit, as for one event's
+        detections (the first completed the outer window and alerted without the others)."""
         found = []
         for inner in correlator.upstream:
             for hit in made.get(inner.spec.id, ()):
+                before = len(correlator._early_due)  # an event's own detections may be waiting too
                 for detection in alert_detections(hit, inner.carried):
-                    found += correlator.observe(detection, clocked=False)
+                    found += correlator.observe(detection, clocked=False, defer=True)
+                found += correlator.early_due(before)
         return found
 
     def alert_early(self) -> None:

@@ -311,11 +311,12 @@ class Correlator:
                     hits.append(hit)
         return hits
 
-    def early_due(self) -> list:
-        """The early evaluations that waited for the rest of their event (``observe(defer=True)``).
-        An event meeting several rules of a temporal correlation is one detection per rule: the
-        first could complete a window, which then alerted without the event's other rules."""
-        due, self._early_due = self._early_due, []
+    def early_due(self, first: int = 0) -> list:
+        """The early evaluations that waited for the rest of their event (``observe(defer=True)``),
+        from the ``first`` deferred on.  An event meeting several rules of a temporal correlation is
+        one detection per rule: the first could complete a window, which then alerted without the
+        event's other rules."""
+        due, self._early_due = self._early_due[first:], self._early_due[:first]
         hits = []
         for c in due:
             if c.time > max(self._consumed.get(c.group, NEVER), self._early_done.get(c.group, NEVER)):

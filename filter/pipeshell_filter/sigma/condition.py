@@ -219,7 +219,9 @@ class _Parser:
 def parse_aggregation(text: str) -> Aggregation:
     # Runs of whitespace as one space: the pattern's neighbouring \s* then cannot backtrack
     # over a long run (quadratic time on 'count(   ...   x').
-    match = _AGGREGATION.match(" ".join(text.split()))
+    # ``by User, Computer`` (as rules in the wild write it) with its commas closed up, so that it is
+    # refused as several fields, not as an aggregation that cannot be parsed.
+    match = _AGGREGATION.match(" ".join(text.split()).replace(", ", ",").replace(" ,", ","))
     if not match:
         raise ConditionError(f"cannot parse aggregation {_short(text.strip())}")
     function = match.group("function").lower()

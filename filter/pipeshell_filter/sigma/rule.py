@@ -248,7 +248,8 @@ def parse_rules(text: str, source: str) -> list:
     merged into every rule document after it (several accumulate), ``action: reset`` forgets
     it, and ``action: repeat`` is the previous rule document with this one's content merged
     in.  Merging is recursive for mappings; otherwise the global content wins over the
-    document's, and the repeat document's over the previous rule's (as sigmac did).
+    document's, and the repeat document's over the previous rule's (as sigmac did).  A v2
+    correlation document takes the global content but a rule's ``detection`` and ``logsource``.
     """
     documents = _documents(text, source)
     if not documents:
@@ -280,7 +281,7 @@ def parse_rules(text: str, source: str) -> list:
                 document = merged(previous, content)
                 check_size(document, where, budget)
             elif shared and isinstance(document, dict):
-                document = merged(document, shared)
+                document = merged(document, _for_document(shared, document))
                 check_size(document, where, budget)
             document = _own_id(document, own, used, number)
             previous = document if isinstance(document, dict) else None
@@ -290,6 +291,19 @@ def parse_rules(text: str, source: str) -> list:
     if not rules:
         raise RuleError(f"rule {source} holds only 'action' documents, no rule")
     return rules
+
+
+# What a v1 global document holds for its rules alone: a correlation document after it in the file
+# does not take them (its 'detection' made it "a rule and a correlation", refused).
+_RULE_SECTIONS = ("detection", "logsource")
+
+
+def _for_document(shared: dict, document: dict) -> dict:
+    """The global content a document takes: all of it for a rule, all but the rule sections for a
+    correlation document."""
+    if "correlation" not in document:
+        return shared
+    return {key: value for key, value in shared.items() if key not in _RULE_SECTIONS}
 
 
 def _own_id(document, own, used: dict, number: int):
@@ -415,6 +429,10 @@ def _duration(value, what: str, source: str) -> int:
     ns = parse_duration(value)
     if ns is None and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[smhd]\s*", value, re.ASCII):
         ns = MAX_TIMEFRAME_DAYS * 86400 * 1_000_000_000 + 1  # too many digits: too long
+    if ns is None and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*M\s*", value, re.ASCII):
+        # Sigma v1 wrote a month as 'M' (3M); 'm' is minutes, and a month has no one length
+        raise RuleError(f"rule {source}: {what} {shown(value)} is in months, which have no fixed length: write "
+                        "it in days (e.g. 30d)")
     if ns is None:
         raise RuleError(f"rule {source}: cannot parse {what} {shown(value)} (use e.g. 30s, 5m, 1h, 2d)")
     if ns == 0:
@@ -454,7 +472,10 @@ def near_condition(text: str) -> tuple:
     primary = parse_condition(search).expression
     if isinstance(primary, Not):
         raise ConditionError("the search expression before '| near' cannot be a negation alone")
-    operands = top_level_terms(parse_condition(_NEAR.sub("", rest + " ", count=1)).expression)
+    terms_text = _NEAR.sub("", rest + " ", count=1)
+    if not terms_text.strip():
+        raise ConditionError("'| near' needs at least one term: near a [and b] [and not c]")
+    operands = top_level_terms(parse_condition(terms_text).expression)
     terms, negated = [primary], [False]
     for operand in operands:
         is_not = isinstance(operand, Not)
