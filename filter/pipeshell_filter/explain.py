@@ -19,6 +19,7 @@ from .io import inputs
 from .io.prefilter import Prefilter, needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
 from .sigma.compile import Plan
+from .sigma.condition import evaluate
 from .sigma.matchers import FieldMatcher
 from .sigma.correlation import OPERATORS
 
@@ -101,6 +102,12 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         mask = plan.term_mask(matched)
         for i, term in enumerate(plan.terms):
             lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: {term.label}")
+        for applied in plan.rule.filters:
+            if evaluate(applied.suppress, matched):
+                lines.append(f"filtered  out by {applied.title!r} ({applied.path}): "
+                             + (f"its condition {applied.written!r} fails here (it says which events to keep)"
+                                if applied.keeps else f"its condition {applied.written!r} holds here")
+                             + ": the rule does not match this event")
         if mask and applies:
             lines.append("outcome   " + _outcome(plans, plan))
         elif mask:
@@ -199,8 +206,13 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
         f"level     {rule.level or '-'}    tags: {', '.join(rule.tags) or '-'}",
         f"condition {rule.condition.text}",
         f"expanded  {plan.expression}",
-        "selections:",
     ]
+    for applied in rule.filters:
+        reading = (f"its condition {applied.written!r} says which events to keep (as pySigma reads a negation)"
+                   if applied.keeps else f"events where its condition {applied.written!r} holds are suppressed")
+        lines.append(f"filter    {applied.title!r} ({applied.path}): {reading}; its selections are named "
+                     f"filter:{applied.id}:<name> here")
+    lines.append("selections:")
     for selection in plan.selections:
         lines.append(f"  {selection.name}")
         for i, group in enumerate(selection.alternatives):
