@@ -39,7 +39,8 @@ from .sigma import literals
 from .sigma.compile import Plan, compile_plan
 from .sigma.collection import resolve
 from .sigma.placeholders import PlaceholderError, load_placeholders
-from .sigma.rule import BUILTIN_RULE, CorrelationRule, RuleError, load_rule, load_rules, rule_files
+from .sigma.filters import apply_filters, check_filter
+from .sigma.rule import BUILTIN_RULE, CorrelationRule, FilterRule, RuleError, load_rule, load_rules, rule_files
 
 
 class Emit(str, enum.Enum):
@@ -114,15 +115,18 @@ _JOIN_HELP = "window: each top-level AND term may be met by a different event in
 def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bool = False,
                report=None, placeholders: Optional[dict] = None) -> List[Plan]:
     """The compiled rules (a ``RuleSet``: with the correlation documents, resolved once every
-    file is read).  A rule that fails to load is a usage error, except in a directory (unless
-    ``strict``): there it is reported by name, in one line, and skipped."""
+    file is read, and the global filters applied to the rules they name).  A rule that fails to
+    load is a usage error, except in a directory (unless ``strict``): there it is reported by
+    name, in one line, and skipped.  A filter reference that applies to no rule is a warning
+    (``strict``: a usage error)."""
     join_mode = join.value if join else None
     if not rule_paths:
         try:
             return [compile_plan(load_rule(BUILTIN_RULE, builtin=True), join_mode, placeholders=placeholders)]
         except RuleError as error:
             raise UsageProblem(str(error)) from None
-    plans, seen, documents = [], {}, {}  # documents: correlation -> whether it came from a directory
+    # documents: correlation -> whether it came from a directory; loaded: (rule, from a directory)
+    seen, documents, filters, loaded = {}, {}, [], []
     for path in rule_paths:
         directory = os.path.isdir(path)
         try:
@@ -143,13 +147,32 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
                         raise RuleError(f"rule {rule.path}: its id {rule.id} is already the id of {seen[rule.id]}")
                     if isinstance(rule, CorrelationRule):
                         documents[rule] = directory
+                    elif isinstance(rule, FilterRule):
+                        check_filter(rule, placeholders)
+                        filters.append(rule)
                     else:
-                        plans.append(compile_plan(rule, join_mode, placeholders=placeholders))
+                        loaded.append((rule, directory))
                     seen[rule.id] = rule.path
                 except RuleError as error:
                     if strict or not directory:
                         raise UsageProblem(str(error)) from None
                     (report or _skipped)(str(error))
+
+    def unapplied(document, message):
+        if strict:
+            raise UsageProblem(message)
+        (report or _warned)(message)
+
+    # global filters first: the rules they name compile with them
+    filtered = apply_filters([rule for rule, _ in loaded], filters, list(documents), unapplied)
+    plans = []
+    for rule, (_, directory) in zip(filtered, loaded):
+        try:
+            plans.append(compile_plan(rule, join_mode, placeholders=placeholders))
+        except RuleError as error:
+            if strict or not directory:
+                raise UsageProblem(str(error)) from None
+            (report or _skipped)(str(error))
 
     def unresolved(document, error):
         if strict or not documents[document]:
@@ -157,6 +180,7 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
         (report or _skipped)(str(error))
 
     rule_set = resolve(plans, list(documents), unresolved)
+    rule_set.filters = filters
     if not plans:
         raise UsageProblem("no rule could be loaded from " + ", ".join(rule_paths))
     return rule_set
@@ -174,6 +198,13 @@ def read_placeholders(path: Optional[str]) -> Optional[dict]:
 
 _PLACEHOLDERS_HELP = ("YAML mapping of placeholder name to a string or a list of strings: the values of "
                       "|expand placeholders (%name%) in the rules. Without it a rule using |expand is not loaded.")
+
+
+def _warned(message: str) -> None:
+    try:
+        sys.stderr.write(f"pipeshell-filter: warning: {message}\n")
+    except (OSError, ValueError):
+        pass
 
 
 def _skipped(message: str) -> None:
@@ -322,9 +353,9 @@ def run(
     wrapped = non_json is NonJson.wrap or stage is Stage.match or \
         fluentbit_time and stage is Stage.all and emit is not Emit.alerts
     _no_option_without_effect(ctx, stage, nats, state, heartbeat, wrapped)
-    _no_strict_without_a_directory(ctx, rule)
     check_state_path(state)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
+    _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver(profile, field_map, time_field)
     try:
         files, walked = inputs_module.expand(inputs or [])
@@ -477,11 +508,13 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
             raise UsageProblem(f"{param.opts[0]} needs {needs[param.name][0]}: here it would do nothing")
 
 
-def _no_strict_without_a_directory(ctx: typer.Context, rules: Optional[List[str]]) -> None:
-    """``--strict`` acts on the rules of a ``--rule`` directory: a file named on its own must load anyway."""
-    if _given(ctx, "strict") and not any(os.path.isdir(path) for path in rules or ()):
-        raise UsageProblem("--strict needs a --rule directory (a rule file named on its own must load anyway): "
-                           "here it would do nothing")
+def _no_strict_without_a_directory(ctx: typer.Context, rules: Optional[List[str]], plans) -> None:
+    """``--strict`` acts on the rules of a ``--rule`` directory (a file named on its own must load
+    anyway) and on the references of global filters (``plans``, the rule set loaded)."""
+    if _given(ctx, "strict") and not any(os.path.isdir(path) for path in rules or ()) \
+            and not getattr(plans, "filters", ()):
+        raise UsageProblem("--strict needs a --rule directory or a global filter (a rule file named on its own "
+                           "must load anyway): here it would do nothing")
 
 
 def _reads_live(files: List[str], nats: Optional[str], stage: Stage) -> bool:
@@ -828,9 +861,9 @@ def explain(
     check_agents(agents)
     check_line_options(max_line, line_field)
     _no_trace_option_without_events(ctx, event, events, stage)
-    _no_strict_without_a_directory(ctx, rule)
     event = inputs_module.STDIN if event == "-" else event  # as for --input
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
+    _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver(profile, field_map, time_field)
     if event is None and events is None:
         _print(describe_rule_set(plans, logsource_unknown.value))

@@ -20,7 +20,7 @@ from .io import inputs
 from .io.prefilter import Prefilter, needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
 from .sigma.compile import Plan
-from .sigma.condition import And, Not, Or, top_level_terms
+from .sigma.condition import And, Not, Or, evaluate, top_level_terms
 from .sigma.matchers import FieldMatcher
 from .sigma.correlation import OPERATORS
 
@@ -114,6 +114,12 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             absent = i < len(negated) and negated[i]
             lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: "
                          + term.label + (" (a near term that must be absent from the window)" if absent else ""))
+        for applied in plan.rule.filters:
+            if evaluate(applied.suppress, matched):
+                lines.append(f"filtered  out by {applied.title!r} ({applied.path}): "
+                             + (f"its condition {applied.written!r} fails here (it says which events to keep)"
+                                if applied.keeps else f"its condition {applied.written!r} holds here")
+                             + ": the rule does not match this event")
         if mask and applies:
             lines.append("outcome   " + _outcome(plans, plan))
         elif mask:
@@ -235,8 +241,13 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
         f"level     {rule.level or '-'}    tags: {', '.join(rule.tags) or '-'}",
         f"condition {rule.condition.text}",
         f"expanded  {_expanded(plan)}",
-        "selections:",
     ]
+    for applied in rule.filters:
+        reading = (f"its condition {applied.written!r} says which events to keep (as pySigma reads a negation)"
+                   if applied.keeps else f"events where its condition {applied.written!r} holds are suppressed")
+        lines.append(f"filter    {applied.title!r} ({applied.path}): {reading}; its selections are named "
+                     f"filter:{applied.id}:<name> here")
+    lines.append("selections:")
     for selection in plan.selections:
         lines.append(f"  {selection.name}")
         for i, group in enumerate(selection.alternatives):

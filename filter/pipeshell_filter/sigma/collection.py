@@ -64,16 +64,18 @@ class RuleSet(list):
     """The compiled rules, a list of ``Plan`` as ever, with what the correlation documents
     loaded with them add: ``correlations`` (``CorrelationPlan``, inner ones first) and
     ``quiet``, the ids of rules (and correlations) that feed a correlation without
-    ``generate`` and so do not alert on their own."""
+    ``generate`` and so do not alert on their own; and ``filters``, the global filters loaded
+    (already applied to the rules they name, ``filters.apply_filters``)."""
 
     def __init__(self, plans: Iterable[Plan] = (), correlations: Iterable[CorrelationPlan] = (),
-                 quiet: Iterable[str] = ()):
+                 quiet: Iterable[str] = (), filters: Iterable = ()):
         super().__init__(plans)
         self.correlations = list(correlations)
         self.quiet = frozenset(quiet)
+        self.filters = list(filters)
 
 
-def _uuid(text: str) -> Optional[str]:
+def canonical_uuid(text: str) -> Optional[str]:
     """``text`` as a canonical UUID when it is one (any letter case, with or without braces), else None."""
     try:
         return str(uuid.UUID(text)) if isinstance(text, str) and len(text) >= 32 else None
@@ -94,13 +96,14 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
         (by_title if rule.name is None and rule.id == rule.title else by_id)[rule.id] = entry
         if rule.name is not None:
             by_name.setdefault(rule.name, []).append(entry)
-    by_uuid = {key: entry for key, entry in ((_uuid(rule_id), entry) for rule_id, entry in by_id.items()) if key}
+    by_uuid = {key: entry for key, entry in ((canonical_uuid(rule_id), entry) for rule_id, entry in by_id.items())
+               if key}
     done, failed, order, depths = {}, {}, [], {}  # depths: a correlation's chain, 1 when it reads rules only
 
     def lookup(document: CorrelationRule, written: str):
         if written in by_id:
             return by_id[written]
-        canonical = _uuid(written)
+        canonical = canonical_uuid(written)
         if canonical in by_uuid:  # a UUID in other letter case, as pySigma compares them
             return by_uuid[canonical]
         found = by_name.get(written, ()) or ([by_title[written]] if written in by_title else ())

@@ -1,5 +1,6 @@
-"""Sigma rule files -> a validated :class:`Rule` (metadata, detection, condition)
-or :class:`CorrelationRule` (a Sigma v2 correlation document, references unresolved).
+"""Sigma rule files -> a validated :class:`Rule` (metadata, detection, condition),
+:class:`CorrelationRule` (a Sigma v2 correlation document, references unresolved) or
+:class:`FilterRule` (a Sigma v2.1 global filter, references unresolved: ``filters``).
 
 Accepts legacy v1 rules as written in the wild: upper-case ``AND``, a list as
 ``logsource.category``, a pipe aggregation, ``| near``, ``timeframe`` inside
@@ -20,7 +21,7 @@ import attrs
 
 from ..dirwalk import files_under
 from ..yamlfile import YamlProblem, load_yaml, written as written_text
-from .condition import (MOST_THRESHOLD, And, Condition, ConditionError, Not, Or, parse_condition,
+from .condition import (MOST_THRESHOLD, And, Condition, ConditionError, Not, Or, expand, parse_condition,
                         top_level_terms)
 from .correlation import DOCUMENT_KINDS, FIELD_KINDS, OPERATORS
 
@@ -87,6 +88,21 @@ class Rule(RuleMetadata):
     # legacy ``search | near a and not b``: the condition is the AND of its terms (the search
     # expression first), and this says, per term, whether it is negated (must not occur)
     near: Optional[tuple] = None
+    # the global filters applied to it (``filters.AppliedFilter``), in load order: already part
+    # of ``detection`` and ``condition``, kept to say so (explain)
+    filters: tuple = ()
+
+
+@attrs.frozen
+class FilterRule(RuleMetadata):
+    """A Sigma v2.1 global filter ("meta filter") as written; ``filters`` applies it to the rules
+    it names once every file is read."""
+
+    name: Optional[str]
+    logsource: dict
+    rules: Optional[tuple]  # the rules it applies to as written (ids or names); None: ``any``
+    detection: dict  # its search identifiers (``selection``, and any other name)
+    condition: Condition  # expanded against ``detection``: names only its own identifiers
 
 
 @attrs.frozen
@@ -338,7 +354,14 @@ def merged(base: dict, update: dict) -> dict:
 
 
 def rule_or_correlation(data, source: str):
-    """A rule document, or a correlation document (one with a ``correlation`` section)."""
+    """A rule document, a correlation document (one with a ``correlation`` section) or a global
+    filter (one with a ``filter`` section)."""
+    kinds = [key for key in ("detection", "correlation", "filter") if isinstance(data, dict) and key in data]
+    if "filter" in kinds and len(kinds) > 1:
+        raise RuleError(f"rule {source}: a document is a rule ('detection'), a correlation ('correlation') or a "
+                        "filter ('filter'), not several")
+    if "filter" in kinds:
+        return filter_from_document(data, source)
     if isinstance(data, dict) and "correlation" in data:
         if "detection" in data:
             raise RuleError(f"rule {source}: a document is a rule ('detection') or a correlation "
@@ -487,6 +510,50 @@ def near_condition(text: str) -> tuple:
     return Condition(text=text, expression=And(tuple(terms)), aggregation=None), tuple(negated)
 
 
+def filter_from_document(data: dict, source: str) -> FilterRule:
+    """A Sigma v2.1 global filter, checked as far as it can be alone: its references are resolved,
+    and its selections compiled, by ``filters``."""
+    meta = _metadata(data, source)
+    logsource = data.get("logsource")
+    if not isinstance(logsource, dict) or not any(logsource.get(key) for key in _LOGSOURCE_KEYS):
+        raise RuleError(f"rule {source}: a filter needs a 'logsource' mapping with a category, product or service "
+                        "(the rules it applies to must be within it)")
+    section = data["filter"]
+    if not isinstance(section, dict):
+        raise RuleError(f"rule {source}: 'filter' must be a mapping (rules, selection, condition)")
+    if "rules" not in section:
+        raise RuleError(f"rule {source}: the filter has no 'rules' (the ids or names of the rules it applies to, "
+                        "or 'any')")
+    rules = section["rules"]
+    if isinstance(rules, str) and rules.strip().lower() == "any":
+        rules = None
+    else:
+        rules = _names(rules, "rules", source, "filter")
+        if not rules:
+            raise RuleError(f"rule {source}: filter 'rules' must name at least one rule (by id or name), or be 'any'")
+    if "condition" not in section:
+        raise RuleError(f"rule {source}: the filter has no 'condition'")
+    text = section["condition"]
+    if not isinstance(text, str):
+        raise RuleError(f"rule {source}: the filter's 'condition' must be a string")
+    if "|" in text:
+        raise RuleError(f"rule {source}: a filter's condition takes no '|' (aggregations and near belong to rules)")
+    detection = {name: value for name, value in section.items() if name not in ("rules", "condition")}
+    for name in detection:
+        if not isinstance(name, str):
+            raise RuleError(f"rule {source}: filter selection name {name!r} is not text; quote it")
+    if not detection:
+        raise RuleError(f"rule {source}: the filter has no selection")
+    try:
+        parsed = parse_condition(text)
+        condition = Condition(text, expand(parsed.expression, list(detection)), None)
+    except ConditionError as error:
+        raise RuleError(f"rule {source}: filter {error}") from None
+    return FilterRule(path=source, logsource=logsource, rules=rules, detection=detection, condition=condition,
+                      **meta)
+
+
+_LOGSOURCE_KEYS = ("category", "product", "service")
 _CORRELATION_KEYS = ("type", "rules", "group-by", "timespan", "condition", "aliases", "generate")
 
 
@@ -518,18 +585,18 @@ def correlation_from_document(data: dict, source: str) -> CorrelationRule:
                            condition=bounds, field=field, aliases=aliases, generate=generate, **meta)
 
 
-def _names(value, what: str, source: str) -> tuple:
+def _names(value, what: str, source: str, section: str = "correlation") -> tuple:
     """A list of names (a single string is a list of one); no name twice."""
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool)
                                               and str(v).strip() for v in items):
-        raise RuleError(f"rule {source}: correlation '{what}' must be a list of names")
+        raise RuleError(f"rule {source}: {section} '{what}' must be a list of names")
     names = tuple(written_text(v).strip() for v in items)
     twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if twice is not None:
-        raise RuleError(f"rule {source}: correlation '{what}' names {shown(twice)} twice")
+        raise RuleError(f"rule {source}: {section} '{what}' names {shown(twice)} twice")
     return names
 
 
