@@ -232,6 +232,41 @@ def fluentbit_winlog(ev: Logical) -> dict:
     }
 
 
+def _xml_text(value) -> str:
+    """A value as Windows' event XML writes it: ``&``, ``<``, ``>`` and the quotes as entity references."""
+    named = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;"}
+    return "".join(named.get(ch, ch) for ch in str(value))
+
+
+def event_xml(ev: Logical, line_break: str = "\r\n") -> str:
+    """The event as ``EvtRender(EvtRenderEventXml)`` writes it: single-quoted attributes, 7 fraction digits,
+    800's data unnamed.  A line break in a value is written ``line_break`` (raw, XML reads it as LF)."""
+    data = ev.data if ev.event_id == 800 else ev.named.values()
+    names = [""] * len(ev.data) if ev.event_id == 800 else [f" Name='{name}'" for name in ev.named]
+    items = "".join(f"<Data{name}>{_xml_text(value).replace(chr(13) + chr(10), line_break)}</Data>"
+                    for name, value in zip(names, data))
+    qualifiers = " Qualifiers='0'" if ev.event_id == 800 else ""
+    guid = "" if ev.event_id == 800 else f" Guid='{GUID}'"
+    return (f"<Event xmlns='{XMLNS}'><System><Provider Name='{ev.meta['provider']}'{guid}/>"
+            f"<EventID{qualifiers}>{ev.event_id}</EventID><Version>1</Version><Level>4</Level><Task>2</Task>"
+            f"<Opcode>15</Opcode><Keywords>0x0</Keywords><TimeCreated SystemTime='{utc_text(ev.time_ns, 7)}'/>"
+            f"<EventRecordID>{ev.record_id}</EventRecordID><Correlation/><Execution ProcessID='4242' ThreadID='17'/>"
+            f"<Channel>{ev.meta['channel']}</Channel><Computer>{_xml_text(ev.host)}</Computer>"
+            f"<Security UserID='S-1-5-21-1004336348-1177238915-682003330-1001'/></System>"
+            f"<EventData>{items}{'<Binary></Binary>' if ev.event_id == 800 else ''}</EventData></Event>")
+
+
+def fluentbit_xml(ev: Logical, event_data_as_map: bool = False, line_break: str = "\r\n") -> dict:
+    """Fluent Bit's winevtlog with ``Render_Event_As_XML`` (plugins/in_winevtlog/pack.c,
+    ``winevtlog_pack_xml_event``): the whole event's XML in ``System``, then ``Message``, the ``EventData``
+    map (``Event_Data_As_Map``) and ``StringInserts`` (on by default)."""
+    record = {"System": event_xml(ev, line_break), "Message": ev.message}
+    if event_data_as_map and ev.named:
+        record["EventData"] = ev.named
+    record["StringInserts"] = ev.data
+    return record
+
+
 def vector(ev: Logical) -> dict:
     """Vector trims each value and keeps event data as strings; unnamed data go to string_inserts."""
     record = {

@@ -329,18 +329,21 @@ def test_a_rule_on_the_classic_events_data_field_matches_in_every_shape(tmp_path
                                          [{k: v for k, v in m.items() if k != "sigma"} for m in matched]]
 
 
-def test_fluent_bit_events_rendered_as_xml_are_said_to_be_unread():
+def test_fluent_bit_events_rendered_as_xml_are_read_field_by_field():
     """Fluent Bit's winevtlog with Render_Event_As_XML writes the whole event as one XML text in
-    System (with Message and StringInserts): it fell to the flat profile, every rule missed, and
-    nothing was said."""
+    System (with Message and StringInserts): it fell to the flat profile and every rule missed; then it
+    was only said (``xml_event``).  Its XML's event is read now, and the record written as it came."""
     event = {"System": "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
-                       "<EventID>4104</EventID><Computer>srv01</Computer></System><EventData>"
-                       "<Data Name='ScriptBlockText'>System.IO.Pipes.NamedPipeServerStream</Data></EventData></Event>",
+                       "<EventID>4104</EventID><TimeCreated SystemTime='2021-06-03T13:00:12.0000000Z'/>"
+                       "<Channel>Microsoft-Windows-PowerShell/Operational</Channel><Computer>srv01</Computer>"
+                       "</System><EventData><Data Name='ScriptBlockText'>System.IO.Pipes.NamedPipeServerStream</Data>"
+                       "</EventData></Event>",
              "Message": "Creating Scriptblock text", "StringInserts": ["1", "1", "x"]}
     result = run_cli(["--emit", "all"], (json.dumps(event) + "\n").encode())
-    assert result.returncode == 0 and json.loads(result.stdout) == event
-    assert b"Render_Event_As_XML" in result.stderr
-    assert b"; 1 event(s) rendered as XML, not read field by field (xml_event)" in result.stderr
+    assert result.returncode == 0, result.stderr
+    written = json.loads(result.stdout)
+    assert written.pop("sigma")["selections"] == ["SERVER_powershell_block"] and written == event
+    assert b"xml" not in result.stderr.lower() and b"; 1 matched;" in result.stderr
 
 
 _CERTUTIL_RULE = """

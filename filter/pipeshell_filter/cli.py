@@ -766,7 +766,6 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
 # once when they happened (a new notice joins here, or the summary counts it as skipped lines).
 NOTICES = {"impersonation": "line(s) of the filter's own record types wrapped (impersonation)",
            "unportable": "record(s) Fluent Bit cannot take written as pipeline_error (unportable)",
-           "xml_event": "event(s) rendered as XML, not read field by field (xml_event)",
            "xml_unread": "line(s) whose event XML was not read (xml_unread)",
            "no_event_data_map": "event(s) with their data by position only (no_event_data_map)",
            "state": "state file problem(s)",

@@ -53,13 +53,17 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    unknown_logsource: str = "match") -> str:
     """How one event is read and judged, rule by rule: the answer to "why did it (not) match?"."""
     carried = []
-    if carries_xml(raw):  # a collector's record of Sysmon for Linux's syslog line: its XML's event
+    if carries_xml(raw):  # Sysmon for Linux's syslog line, Fluent Bit's Render_Event_As_XML: its XML's event
         try:
             found = carried_event(event)
         except XmlEventProblem as problem:
             carried = [f"note      {problem}; the record is read as it is"]
         else:
-            if found is not None:
+            if found is not None and event.get("System").__class__ is str:
+                carried = ["note      the record's System is its event's XML (Fluent Bit's Render_Event_As_XML): "
+                           "that event is read" + (", with the record's Message" if "Message" in found else "")]
+                event = found
+            elif found is not None:
                 event, carried = found, ["note      the record's text holds an event's XML: that event is read"]
     view = resolver.view(event)
     chosen = view.profile

@@ -1,4 +1,5 @@
-"""Events that arrive as Windows' event XML inside a text: Sysmon for Linux's syslog lines.
+"""Events that arrive as Windows' event XML inside a text: Sysmon for Linux's syslog lines, and
+Fluent Bit's ``winevtlog`` input with ``Render_Event_As_XML``.
 
 Sysmon for Linux writes each event to syslog as one line of event XML after the syslog
 header (``... sysmon: <Event><System>...</System><EventData><Data Name="Image">...``).
@@ -7,6 +8,15 @@ syslog parser and Vector's ``file`` source in ``message``, journald's in ``MESSA
 record is read as the event its XML holds, in the shape of the ``evtx`` profile
 (``Event.System``, ``Event.EventData``), so that the channel ``Linux-Sysmon/Operational`` routes it
 to the rules of ``product: linux``.
+
+Fluent Bit's ``winevtlog`` with ``Render_Event_As_XML`` writes the whole event (``EvtRenderEventXml``:
+System, EventData or UserData) as one XML text in the record's ``System`` key, beside ``Message`` (the
+rendered description) and, by its other options, ``StringInserts`` and an ``EventData`` map
+(``plugins/in_winevtlog/pack.c``, ``winevtlog_pack_xml_event``).  Such a record is read as the XML's
+event too, with the record's ``Message`` beside it: the one text the XML does not hold, which the
+record's of every other Fluent Bit mode is, for keyword searches and a rule's ``Message``.
+``StringInserts`` and the map are the XML's own data again (by position, by name) and are left out, as
+is anything else of the record (``date``, the time Fluent Bit read it).
 
 Only a line whose bytes hold ``<Event`` (``carries_xml``; JSON may write ``<`` as ``\\u003c``) is
 looked at, so every other line costs one byte search.  The XML is untrusted: a document type
@@ -37,9 +47,9 @@ MARKS = (b"<Event", b"\\u003cEvent", b"\\u003CEvent")
 HIDING = (b"&", b"\\u0026", b"\\t", b"\\n", b"\\r", b"\\u0009", b"\\u000a", b"\\u000A", b"\\u000d", b"\\u000D",
           b"\t", b"\r", b"\n")
 
-MAX_CHARS = 1 << 20  # Sysmon's events are a few KiB: a larger text is not parsed
+MAX_CHARS = 1 << 20  # events are a few KiB: a larger text is not parsed
 MAX_DEPTH = 16  # Event / UserData / <element> / <field>: four deep at most
-MAX_ELEMENTS = 1024  # Sysmon writes about forty
+MAX_ELEMENTS = 1024  # Sysmon writes about forty, Windows a few dozen
 _FEED = 1 << 14  # characters given to the parser at a time
 _REFUSED = ("<!", "<?")  # a DOCTYPE (entities), a comment or CDATA section, a processing instruction
 
@@ -63,14 +73,36 @@ def carried_event(event: dict) -> Optional[dict]:
     """The event whose XML a top-level text of ``event`` holds (from ``<Event`` on: the syslog header
     before it is the collector's), as the ``evtx`` profile reads it; None when no text holds one (an
     ``<Event`` with no ``<System`` after it, in a web log's URL say, is no event's XML: read as it is).
+    A text ``System`` is Fluent Bit's ``Render_Event_As_XML``: only it is looked at, and the record's
+    ``Message`` goes with its event (``rendered_event``).
     Only for a line that ``carries_xml``.  XmlEventProblem when the text is not XML the filter reads."""
-    if event.get("Event").__class__ is dict or event.get("System").__class__ is str:
-        return None  # an event of a known shape (Fluent Bit's Render_Event_As_XML is said of elsewhere)
+    if event.get("Event").__class__ is dict:
+        return None  # the evtx shape already
+    system = event.get("System")
+    if system.__class__ is str:
+        return rendered_event(event, system)
     for value in event.values():
         if value.__class__ is str:
-            start = _element_start(value)
-            if start >= 0 and value.find("<System", start) >= 0:  # else a text that names no event's XML
-                return parse_event_xml(value[start:].rstrip())
+            found = _xml_in(value)
+            if found is not None:
+                return found
+    return None
+
+
+def rendered_event(record: dict, system: str) -> Optional[dict]:
+    """A Fluent Bit ``Render_Event_As_XML`` record's event: its ``System`` text's XML, in the evtx shape,
+    with the record's ``Message`` (see the module docstring); None when that text holds no event's XML."""
+    found = _xml_in(system)
+    if found is not None and "Message" in record:
+        found["Message"] = record["Message"]
+    return found
+
+
+def _xml_in(text: str) -> Optional[dict]:
+    """``parse_event_xml`` of the ``<Event`` element in ``text``, if one with ``<System`` after it is there."""
+    start = _element_start(text)
+    if start >= 0 and text.find("<System", start) >= 0:  # else a text that names no event's XML
+        return parse_event_xml(text[start:].rstrip())
     return None
 
 
@@ -95,7 +127,7 @@ def parse_event_xml(text: str) -> dict:
     for refused in _REFUSED:
         if refused in text:
             raise XmlEventProblem("event XML with a DOCTYPE, comment, CDATA section or processing instruction "
-                                  "(Sysmon writes none); not read")
+                                  "(neither Windows nor Sysmon writes one); not read")
     builder = _Builder()
     parser = ElementTree.XMLParser(target=builder)
     try:

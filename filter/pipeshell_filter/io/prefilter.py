@@ -26,7 +26,7 @@ of ``-inf``, the text of a number too large for a float (``1e400``).
 A JSON escape is ``\\u`` (lower case: JSON has no ``\\U``) and four hex digits
 in either case; only escapes of a needle character or of a look-alike count.
 
-A line that carries an event's XML in a text (``events.xml_event``: Sysmon for Linux) is read as
+A line that carries an event's XML in a text (``events.xml_event``: Sysmon for Linux, Render_Event_As_XML) is read as
 that XML's event, whose values XML decoding may have changed: a line that also holds an ``&`` (an
 entity reference) or whitespace an attribute value loses, in any JSON spelling
 (``xml_event.hides_text``), goes to the full path too; and with an anchored needle (``cmd.exe"``),

@@ -299,12 +299,6 @@ MAX_VALUES = 1_000_000  # commas and opening brackets in a longer line (inside s
 _TOO_COMPLEX = f"more than {MAX_VALUES:,} JSON values on a line of {DENSE_FROM >> 20} MiB or more; not parsed"
 
 
-# A shape the filter does not read field by field: the whole event as one XML text, whose escapes
-# (&lt;, &amp;) the prefilter would also not see through.  Said, not guessed at.
-XML_EVENT = ("the event is an XML text in System (Fluent Bit winevtlog's Render_Event_As_XML): its "
-             "fields are not read; set Render_Event_As_XML off and Event_Data_As_Map on")
-
-
 NO_EVENT_DATA_MAP = ("a Fluent Bit winevtlog event with its data only in StringInserts (by position): its rules' "
                      "fields {} cannot be read; set Event_Data_As_Map on")
 # Fluent Bit's older winlog input has no such option: its events' data never have names.
@@ -1168,9 +1162,7 @@ class Filter:
         if self.stage == "correlate":
             self._correlate_line(line, event, number)
             return
-        if event.get("System").__class__ is str:  # Fluent Bit's winevtlog with Render_Event_As_XML
-            self.diagnostics.report("xml_event", self._where(number), XML_EVENT)
-        elif "StringInserts" in event:  # no call on every other event's way (the worker's guard too)
+        if "StringInserts" in event:  # no call on every other event's way (the worker's guard too)
             self._say_event_data_map(self._event_data_map_problem(event), number)
         only = self._only(line)
         if self.repeated_keys:
@@ -1198,8 +1190,9 @@ class Filter:
         self.write_alerts(outcome.alerts)
 
     def _carried(self, text: bytes, event: dict, number: int) -> dict:
-        """The event whose XML a text of the line holds (Sysmon for Linux in a collector's record,
-        ``xml_event``), else the line's own.  The line is written as it came, at its own time."""
+        """The event whose XML a text of the line holds (Sysmon for Linux in a collector's record, Fluent
+        Bit's ``Render_Event_As_XML``: ``events.xml_event``), else the line's own.  The line is written as it
+        came, at its own time."""
         if not carries_xml(text):  # one byte search: every other line's whole cost here
             return event
         try:
@@ -1217,8 +1210,8 @@ class Filter:
         no names (PowerShell's 800) get no map either way, and their rules read ``Data``, which is
         ``StringInserts``.
         A detecting worker asks it too: the parent never sees a line that matched nothing."""
-        if "StringInserts" not in event or "EventData" in event:
-            return None
+        if "StringInserts" not in event or "EventData" in event or event.get("System").__class__ is str:
+            return None  # Render_Event_As_XML: the names are in the XML
         inserts = event["StringInserts"]
         if inserts.__class__ is not list or not inserts:
             return None
@@ -1597,7 +1590,7 @@ class Filter:
             event = load_event(line)
         except (ValueError, OverflowError):
             return True
-        if not isinstance(event, dict) or event.get("System").__class__ is str:  # diagnosed by the parent
+        if not isinstance(event, dict):  # diagnosed by the parent
             return True
         problem = self._event_data_map_problem(event) if "StringInserts" in event else None
         if self.repeated_keys:

@@ -1,0 +1,257 @@
+"""Fluent Bit's winevtlog with Render_Event_As_XML: the whole event as one XML text in the record's System.
+
+Such records were said of (``xml_event``) and never matched: they are now read as the event their XML
+holds, in the evtx shape, with the record's Message beside it (``events.xml_event.rendered_event``).
+"""
+
+import io
+import json
+import os
+import tempfile
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from clitools import alerts, records, run_cli, run_cli_here
+from eventgen import CLIENT, HOSTS, SERVER, raw_events
+from shapes import NS, Logical, event_xml, fluentbit, fluentbit_map, fluentbit_xml
+from sigmahq import SIGMAHQ
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+from pipeshell_filter.events.xml_event import carried_event
+from pipeshell_filter.cli import build_prefilter
+from pipeshell_filter.io import parallel
+from pipeshell_filter.io.stream import Diagnostics, Filter, Output
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule
+
+T0 = 1622725200 * NS  # 2021-06-03T13:00:00Z
+CERTUTIL_RULE = os.path.join(SIGMAHQ, "rules", "windows", "process_creation", "proc_creation_win_certutil_download.yml")
+
+
+def ndjson(*events) -> bytes:
+    return b"".join(json.dumps(event).encode() + b"\n" for event in events)
+
+
+def test_the_record_is_read_as_its_xml_event_with_its_message():
+    event = Logical("srv01.corp", T0 + 12 * NS, 4104, f"$p = New-Object {SERVER}('x') & <y>")
+    record = json.loads(json.dumps(fluentbit_xml(event, event_data_as_map=True)))
+    read = carried_event(record)
+    assert set(read) == {"Event", "Message"} and read["Message"] == event.message  # not StringInserts, the map
+    system = read["Event"]["System"]
+    assert system["EventID"] == "4104" and system["Computer"] == "srv01.corp"
+    assert system["TimeCreated"]["#attributes"]["SystemTime"] == "2021-06-03T13:00:12.0000000Z"
+    assert system["Execution"]["#attributes"] == {"ProcessID": "4242", "ThreadID": "17"}
+    assert read["Event"]["EventData"]["ScriptBlockText"] == event.text  # the entity references read
+    assert carried_event({"System": "Linux", "Message": "<Event>"}) is None  # a text System that is no XML
+    assert "Message" not in carried_event({"System": event_xml(event)})
+
+
+# ---------------------------------------------------------------- the built-in rule, both renderings
+
+TEXTS = {"server": f"$p = New-Object {SERVER}('x')", "client": f"$c = New-Object {CLIENT}('.', 'x')",
+         "both": f"{SERVER} {CLIENT}", "benign": "Get-ChildItem C:\\ | Out-Null"}
+# Characters XML 1.0 can carry (no C0 control but tab and line breaks, no U+FFFE/U+FFFF), those it escapes too.
+XML_CHARS = st.one_of(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"),
+                      st.sampled_from("\t\r\n&<>'\""))
+
+
+def _stream(drawn, fillers) -> list:
+    return [Logical(host, T0 + seconds * NS, event_id, fillers[i % len(fillers)] + TEXTS[kind], record_id=i + 1)
+            for seconds, host, kind, event_id, i in drawn]
+
+
+def _read(result) -> tuple:
+    """(alerts, each other record's sigma or None, those records without it) of one run."""
+    assert result.returncode == 0, result.stderr
+    out = [r for r in records(result.stdout) if r.get("event", {}).get("kind") != "alert"]
+    return alerts(result.stdout), [r.get("sigma") for r in out], [{k: v for k, v in r.items() if k != "sigma"}
+                                                                  for r in out]
+
+
+@settings(max_examples=50)  # four runs of the command each
+@given(raw_events(max_size=24), st.lists(st.text(XML_CHARS, max_size=12), min_size=1, max_size=4),
+       st.sampled_from(["\r\n", "&#13;&#10;", "\n"]), st.booleans())
+@example([(0, "srv01", "server", 800, 0), (60, "cli01", "client", 4103, 1), (90, "cli02", "client", 4104, 2)],
+         ["a & b <c> 'd' \"e\""], "\r\n", False)
+def test_xml_rendered_events_alert_exactly_as_the_map_shaped_ones(events, fillers, line_break, with_map):
+    """The same random events, as Fluent Bit's map-shaped records and rendered as XML: the same alerts, the
+    same lines matched with the same selections; each XML record written as it came, with the prefilter
+    and without it byte for byte."""
+    stream = _stream(events, fillers)
+    shaped = ndjson(*[(fluentbit_map if with_map else fluentbit)(event) for event in stream])
+    rendered = ndjson(*[fluentbit_xml(event, with_map, line_break) for event in stream])
+    expected = _read(run_cli_here(["--emit", "all"], shaped))
+    got = run_cli_here(["--emit", "all"], rendered)
+    found = _read(got)
+    assert found[:2] == expected[:2]
+    assert found[2] == records(rendered)
+    assert b"xml_unread" not in got.stderr and b"no_event_data_map" not in got.stderr
+    unfiltered = run_cli_here(["--emit", "all", "--no-prefilter"], rendered)
+    assert (unfiltered.stdout, unfiltered.stderr) == (got.stdout, got.stderr)
+    python = run_cli_here(["--emit", "all", "--prefilter-engine", "python"], rendered)
+    assert python.stdout == got.stdout
+
+
+def test_the_incident_rendered_as_xml_alerts_through_the_command():
+    """Before: three events said ``xml_event``, no selection matched, no alert."""
+    incident = [Logical("srv01", T0 + 12 * NS, 800, f"New-Object {SERVER}"),
+                Logical("cli01", T0 + 65 * NS, 4103, CLIENT), Logical("cli02", T0 + 290 * NS, 4104, CLIENT.upper())]
+    result = run_cli(["--emit", "alerts"], ndjson(*map(fluentbit_xml, incident)))
+    assert result.returncode == 0, result.stderr
+    found = alerts(result.stdout)
+    assert len(found) == 1 and found[0]["related"]["hosts"] == ["cli01", "cli02", "srv01"]
+    assert found[0]["@timestamp"] == "2021-06-03T13:04:50Z"  # the XML's TimeCreated, not the read time
+    assert b"xml_event" not in result.stderr and b"3 matched; 1 alert" in result.stderr
+
+
+# ---------------------------------------------------------------- SigmaHQ's Windows rules, entities
+
+def sysmon_windows_xml(image_xml: str, command_xml: str, host: str = "ws01.corp") -> str:
+    """A Sysmon process creation (EventID 1) as EvtRender writes it; the values given already XML-escaped."""
+    return ("<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
+            "<Provider Name='Microsoft-Windows-Sysmon' Guid='{5770385f-c22a-43e0-bf4c-06f5698ffbd9}'/>"
+            "<EventID>1</EventID><Version>5</Version><Level>4</Level><Task>1</Task><Opcode>0</Opcode>"
+            "<Keywords>0x8000000000000000</Keywords><TimeCreated SystemTime='2026-12-04T10:00:00.1234567Z'/>"
+            "<EventRecordID>4711</EventRecordID><Correlation/><Execution ProcessID='3012' ThreadID='4072'/>"
+            f"<Channel>Microsoft-Windows-Sysmon/Operational</Channel><Computer>{host}</Computer>"
+            "<Security UserID='S-1-5-18'/></System><EventData><Data Name='RuleName'>-</Data>"
+            "<Data Name='UtcTime'>2026-12-04 10:00:00.120</Data><Data Name='ProcessId'>6252</Data>"
+            f"<Data Name='Image'>{image_xml}</Data><Data Name='OriginalFileName'>CertUtil.exe</Data>"
+            f"<Data Name='CommandLine'>{command_xml}</Data><Data Name='User'>CORP\\jdoe</Data>"
+            "<Data Name='ParentImage'>C:\\Windows\\System32\\cmd.exe</Data></EventData></Event>")
+
+
+def xml_record(xml: str) -> dict:
+    return {"System": xml, "Message": "Process Create:\r\nRuleName: -", "StringInserts": ["-", "x"]}
+
+
+IMAGE = "C:\\Windows\\System32\\certutil.exe"
+
+
+@pytest.mark.skipif(not os.path.isfile(CERTUTIL_RULE), reason="the shared SigmaHQ checkout is absent")
+@pytest.mark.parametrize("extra", [[], ["--no-prefilter"], ["--prefilter-engine", "python"]])
+def test_a_sigmahq_windows_rule_matches_an_xml_rendered_event_its_values_entity_escaped(extra):
+    """``&#99;ertutil.exe`` is certutil.exe and ``&quot;``/``&amp;`` quotes and an ampersand: the rule's
+    literals are not in the line's bytes as it spells them, so the line must be read to match.  The
+    positional StringInserts beside the XML are not said to lack named fields (the XML names them)."""
+    matching = xml_record(sysmon_windows_xml("C:\\Windows\\System32\\&#99;ertutil.exe",
+                                             "certutil -f -&#117;rlcache &quot;&#x68;ttp://x/a&amp;b&quot; a.exe"))
+    quiet = xml_record(sysmon_windows_xml(IMAGE.replace("certutil", "c&#101;rtutil"), "certutil -dump a.cer"))
+    result = run_cli(["--rule", CERTUTIL_RULE, "--emit", "all", *extra], ndjson(matching, quiet))
+    assert result.returncode == 0, result.stderr
+    found, sigma, written = _read(result)
+    assert sigma[0]["rule"]["title"] == "Suspicious Download Via Certutil.EXE" and sigma[1] is None
+    assert written == [matching, quiet]
+    assert found[0]["related"]["hosts"] == ["ws01.corp"] and found[0]["@timestamp"] == "2026-12-04T10:00:00.123456700Z"
+    assert b"no_event_data_map" not in result.stderr and b"StringInserts" not in result.stderr
+
+
+# ---------------------------------------------------------------- hostile XML in System
+
+BILLION_LAUGHS = ('<!DOCTYPE lolz [<!ENTITY lol "lol">' + "".join(
+    f'<!ENTITY lol{i} "{("&lol%s;" % (i - 1 if i > 1 else "")) * 10}">' for i in range(1, 10)) + ']>')
+HOSTILE = {
+    "billion laughs": BILLION_LAUGHS + "<Event><System/><EventData><Data Name='CommandLine'>&lol9; x</Data>"
+                                       "</EventData></Event>",
+    "deep": "<Event><System/>" + "<a>" * 100_000 + "x" + "</a>" * 100_000 + "</Event>",
+    "wide": "<Event><System/>" + "<a/>" * 200_000 + "</Event>",
+    "huge": "<Event><System/><EventData><Data Name='x'>" + "x" * (1 << 20) + "</Data></EventData></Event>",
+    "truncated": event_xml(Logical("srv01", T0, 4104, SERVER))[:600],
+    "external entity": "<Event><System/><Data>&xxe; x</Data></Event>",
+    "processing instruction": "<Event><?pi x?><System/></Event>",
+    "cdata": f"<Event><System/><EventData><Data Name='ScriptBlockText'><![CDATA[{SERVER}]]></Data></EventData></Event>",
+}
+
+
+@pytest.mark.parametrize("prefilter", [[], ["--no-prefilter"]])
+def test_hostile_xml_in_system_is_a_diagnostic_and_the_stream_goes_on(prefilter):
+    good = [fluentbit_xml(Logical(host, T0 + i * NS, 4104, f"{SERVER} {CLIENT}")) for i, host in enumerate(HOSTS[:3])]
+    lines = []
+    for name, payload in HOSTILE.items():
+        lines += [{"System": payload + f" {SERVER} {CLIENT}", "Message": name}]
+    lines += good
+    result = run_cli(["--emit", "all", *prefilter], ndjson(*lines), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr
+    found, sigma, written = _read(result)
+    assert written == lines and sigma == [None] * len(HOSTILE) + [sigma[-1]] * 3 and sigma[-1] is not None
+    assert len(found) == 1
+    said = [line for line in result.stderr.decode().splitlines() if "not read" in line and "line " in line]
+    assert len(said) == len(HOSTILE), result.stderr
+    assert f"{len(HOSTILE)} line(s) whose event XML was not read (xml_unread)" in result.stderr.decode()
+
+
+# ---------------------------------------------------------------- workers, explain
+
+def _filter_file(data: bytes, workers: int) -> tuple:
+    plans = [compile_plan(load_rule(BUILTIN_RULE, builtin=True))]
+    scanner, index = build_prefilter(plans, "auto")
+    with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.flush()
+        source.seek(0)
+        diagnostics = Diagnostics(io.StringIO())
+        stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                               diagnostics, "all", prefilter=scanner, index=index, clock=lambda: 0, workers=workers)
+        stream_filter.parallel_min, stream_filter.parallel_chunk = 0, 4096  # many chunks, however small
+        stream_filter.run(source.fileno(), live=False, block_size=1 << 16)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read(), dict(diagnostics.counts)
+
+
+@pytest.mark.skipif(not parallel.available(), reason="no os.fork / os.pread here")
+def test_worker_processes_read_render_event_as_xml_as_one_process_does():
+    """Detecting workers sent every record with a text System back to the parent; now they match its
+    XML's event, and leave a refused one to the parent, which says so."""
+    lines = []
+    for i in range(100):
+        lines += [fluentbit_xml(Logical(HOSTS[i % 3], T0 + i * 7 * NS, 4104, f"{SERVER} & {CLIENT}",
+                                        record_id=i)),
+                  {"System": HOSTILE["truncated"] + SERVER, "Message": "x"},
+                  fluentbit_xml(Logical(HOSTS[3], T0 + i * 7 * NS, 800, "Get-Date", record_id=i))]
+    data = ndjson(*lines)
+    alone, together = _filter_file(data, 0), _filter_file(data, 2)
+    assert together == alone
+    assert alone[1]["xml_unread"] == 100
+    assert sum(b'"sigma"' in line and b'"kind":"alert"' not in line for line in alone[0].splitlines()) == 100
+
+
+def test_explain_reads_the_xml_as_the_stream_does(tmp_path):
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps(fluentbit_xml(Logical("srv01", T0 + 12 * NS, 4104, f"x & {SERVER}"))))
+    result = run_cli(["explain", "--event", str(event)])
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert "Render_Event_As_XML): that event is read, with the record's Message" in text
+    assert "profile   evtx" in text and "time      2021-06-03T13:00:12Z" in text
+    assert "<- Event.EventData.ScriptBlockText" in text and "SERVER_powershell_block      MATCH" in text
+    event.write_text(json.dumps({"System": HOSTILE["billion laughs"], "Message": "x"}))
+    result = run_cli(["explain", "--event", str(event)])
+    assert result.returncode == 0 and b"Traceback" not in result.stderr
+    assert "; the record is read as it is" in result.stdout.decode()
+
+
+MESSAGE_RULE = """
+title: message and keyword
+id: 0b5f3c2a-9d4e-4f61-8a7b-1c2d3e4f5a6b
+logsource: {product: windows, service: powershell}
+detection:
+  message: {Message|contains: 'Creating Scriptblock text'}
+  keywords: ['ScriptBlock ID: 5c0e8a3d']
+  condition: message and keywords
+"""
+
+
+def test_a_rule_reads_the_records_message_beside_the_xml(tmp_path):
+    """The rendered Message is no part of the XML: kept beside its event, a rule's ``Message`` and a keyword
+    search see it as they do in every other Fluent Bit mode."""
+    rule = tmp_path / "m.yml"
+    rule.write_text(MESSAGE_RULE)
+    event = Logical("srv01", T0, 4104, "Get-Date")
+    lines = ndjson(fluentbit_xml(event), fluentbit(event))
+    result = run_cli(["--rule", str(rule), "--emit", "matches"], lines)
+    assert result.returncode == 0, result.stderr
+    assert [bool(sigma) for sigma in _read(result)[1]] == [True, True], result.stderr
