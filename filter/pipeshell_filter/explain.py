@@ -15,7 +15,7 @@ from .correlate.state import capture
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
 from .events.timeparse import NS, format_time, zoneless
-from .events.xml_event import XmlEventProblem, carried_event, carries_xml
+from .events.xml_event import XmlEventProblem, carried_event, may_carry
 from .io import inputs
 from .io.prefilter import Prefilter, needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
@@ -53,7 +53,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    unknown_logsource: str = "match") -> str:
     """How one event is read and judged, rule by rule: the answer to "why did it (not) match?"."""
     carried = []
-    if carries_xml(raw):  # Sysmon for Linux's syslog line, Fluent Bit's Render_Event_As_XML: its XML's event
+    if may_carry(raw, event):  # Sysmon for Linux's syslog line, Fluent Bit's Render_Event_As_XML: its XML's event
         try:
             found = carried_event(event)
         except XmlEventProblem as problem:

@@ -35,7 +35,7 @@ from ..engine import Engine
 from ..records import shrink
 from ..values import MISSING
 from ..events.timeparse import parse_time
-from ..events.xml_event import XmlEventProblem, carried_event, carries_xml
+from ..events.xml_event import XmlEventProblem, carried_event, may_carry
 from . import parallel
 from .frames import frame, start_at, start_or_clock
 from .inputs import LongLine
@@ -1193,7 +1193,7 @@ class Filter:
         """The event whose XML a text of the line holds (Sysmon for Linux in a collector's record, Fluent
         Bit's ``Render_Event_As_XML``: ``events.xml_event``), else the line's own.  The line is written as it
         came, at its own time."""
-        if not carries_xml(text):  # one byte search: every other line's whole cost here
+        if not may_carry(text, event):  # every other line's whole cost here
             return event
         try:
             found = carried_event(event)
@@ -1596,7 +1596,7 @@ class Filter:
         if self.repeated_keys:
             event = every_value(line, event)
         read = event
-        if carries_xml(line):
+        if may_carry(line, event):
             try:
                 read = carried_event(event) or event
             except XmlEventProblem:  # diagnosed by the parent
