@@ -97,3 +97,28 @@ def members(pid: int) -> list:
             return None
     own = command(pid)
     return [child for child in children(pid) if command(child) not in (own, None)]
+
+
+def filter_file(plans: list, data: bytes, workers: int) -> tuple:
+    """(output, diagnostic counts) of a Filter over ``data`` as a regular file, in many small chunks for
+    ``workers`` detecting processes (0: one process): what a worker reads must be what one process reads."""
+    import io
+
+    from pipeshell_filter.cli import build_prefilter
+    from pipeshell_filter.engine import Engine
+    from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
+    from pipeshell_filter.io.stream import Diagnostics, Filter, Output
+
+    scanner, index = build_prefilter(plans, "auto")
+    with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.flush()
+        source.seek(0)
+        diagnostics = Diagnostics(io.StringIO())
+        stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
+                               diagnostics, "all", prefilter=scanner, index=index, clock=lambda: 0, workers=workers)
+        stream_filter.parallel_min, stream_filter.parallel_chunk = 0, 4096  # many chunks, however small
+        stream_filter.run(source.fileno(), live=False, block_size=1 << 16)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read(), dict(diagnostics.counts)

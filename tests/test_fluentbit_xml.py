@@ -4,25 +4,19 @@ Such records were said of (``xml_event``) and never matched: they are now read a
 holds, in the evtx shape, with the record's Message beside it (``events.xml_event.rendered_event``).
 """
 
-import io
 import json
 import os
-import tempfile
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from clitools import alerts, records, run_cli, run_cli_here
+from clitools import filter_file, alerts, records, run_cli, run_cli_here
 from eventgen import CLIENT, HOSTS, SERVER, raw_events
 from shapes import NS, Logical, event_xml, fluentbit, fluentbit_map, fluentbit_xml
 from sigmahq import SIGMAHQ
-from pipeshell_filter.engine import Engine
-from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.events.xml_event import carried_event
-from pipeshell_filter.cli import build_prefilter
 from pipeshell_filter.io import parallel
-from pipeshell_filter.io.stream import Diagnostics, Filter, Output
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule
 
@@ -187,19 +181,7 @@ def test_hostile_xml_in_system_is_a_diagnostic_and_the_stream_goes_on(prefilter)
 
 def _filter_file(data: bytes, workers: int) -> tuple:
     plans = [compile_plan(load_rule(BUILTIN_RULE, builtin=True))]
-    scanner, index = build_prefilter(plans, "auto")
-    with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
-        source.write(data)
-        source.flush()
-        source.seek(0)
-        diagnostics = Diagnostics(io.StringIO())
-        stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
-                               diagnostics, "all", prefilter=scanner, index=index, clock=lambda: 0, workers=workers)
-        stream_filter.parallel_min, stream_filter.parallel_chunk = 0, 4096  # many chunks, however small
-        stream_filter.run(source.fileno(), live=False, block_size=1 << 16)
-        stream_filter.finish()
-        sink.seek(0)
-        return sink.read(), dict(diagnostics.counts)
+    return filter_file(plans, data, workers)
 
 
 @pytest.mark.skipif(not parallel.available(), reason="no os.fork / os.pread here")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from clitools import alerts, records, run_cli
+from clitools import filter_file, alerts, records, run_cli
 from sigmahq import SIGMAHQ
 from pipeshell_filter.cli import build_prefilter
 from pipeshell_filter.engine import Engine
@@ -249,19 +249,7 @@ def test_only_lines_carrying_xml_and_a_reference_or_blank_are_held_back():
 
 def _filter_file(data: bytes, workers: int) -> tuple:
     plans = [compile_plan(parse_rule(HAND_RULE.replace("a&b<c>", "curl"), "r.yml"))]
-    scanner, index = build_prefilter(plans, "auto")
-    with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
-        source.write(data)
-        source.flush()
-        source.seek(0)
-        diagnostics = Diagnostics(io.StringIO())
-        stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
-                               diagnostics, "all", prefilter=scanner, index=index, clock=lambda: 0, workers=workers)
-        stream_filter.parallel_min, stream_filter.parallel_chunk = 0, 4096  # many chunks, however small
-        stream_filter.run(source.fileno(), live=False, block_size=1 << 16)
-        stream_filter.finish()
-        sink.seek(0)
-        return sink.read(), dict(diagnostics.counts)
+    return filter_file(plans, data, workers)
 
 
 @pytest.mark.skipif(not parallel.available(), reason="no os.fork / os.pread here")
