@@ -132,6 +132,7 @@ HOSTILE = {
     "doctype": '<!DOCTYPE Event SYSTEM "file:///etc/passwd"><Event><System/>curl</Event>',
     "external entity": "<Event><System/><Data>&xxe; curl</Data></Event>",
     "not an event": "<Event x='1'><Evil><System/>curl</Evil></Event>",
+    "lone surrogate": sysmon_xml("/usr/bin/curl \ud800"),  # JSON's \\ud800: the parser takes UTF-8 only
 }
 
 

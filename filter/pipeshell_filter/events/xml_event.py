@@ -148,6 +148,8 @@ def parse_event_xml(text: str) -> dict:
         root = parser.close()
     except ElementTree.ParseError as error:
         raise XmlEventProblem(f"event XML not well-formed ({error}); not read") from None
+    except UnicodeEncodeError:  # a lone surrogate (JSON's ``\\ud800``): the parser takes UTF-8 only
+        raise XmlEventProblem("event XML holding a lone surrogate, which no XML text can; not read") from None
     name, value = root
     if name != "Event" or value.__class__ is not dict or value.get("System").__class__ is not dict:
         raise XmlEventProblem("event XML without <Event><System>; not read")
