@@ -275,3 +275,33 @@ def test_a_text_that_names_an_event_element_but_holds_no_event_xml_is_read_as_it
     assert result.returncode == 0, result.stderr
     assert records(result.stdout) == plain
     assert b"xml" not in result.stderr.lower() and b"not read" not in result.stderr
+
+
+TWO_CURLS = HAND_RULE.replace("a&b<c>", "curl") + """name: curl_hidden
+---
+title: two curls on a host
+id: 5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c
+correlation: {type: event_count, rules: [curl_hidden], group-by: [Computer], timespan: 5m, condition: {gte: 2}}
+"""
+
+
+@pytest.mark.parametrize("prefilter", [[], ["--no-prefilter"]])
+def test_a_match_stage_vouches_for_the_xml_time_not_the_collectors(tmp_path, prefilter):
+    """Vector's ``timestamp`` (an hour after the events here) is the record's time: a heartbeat of a line
+    that matched nothing took it, so the next Detection (dated by its XML) came too late for the correlate
+    stage, and the two stages missed the alert the single one gives."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(TWO_CURLS)
+    lines = []
+    for second, image in enumerate(["/usr/bin/curl", "/usr/bin/ls", "/usr/bin/curl"]):
+        xml = sysmon_xml(f"{image} x", record=second, image_xml=image, when=f"2026-12-04T10:00:0{second}.000000000Z")
+        record = WRAPPINGS["vector file"](xml)
+        lines.append(dict(record, timestamp=f"2026-12-04T11:00:0{second}.000000Z"))
+    single = run_cli(["--rule", str(rule), *prefilter], ndjson(*lines))
+    assert len(alerts(single.stdout)) == 1, single.stderr
+    matched = run_cli(["--rule", str(rule), "--stage", "match", *prefilter], ndjson(*lines))
+    beats = [r["time"] for r in records(matched.stdout) if r.get("type") == "sigma.heartbeat"]
+    assert beats and max(beats) < 1796382000 * 10 ** 9, matched.stdout  # before 11:00, the collector's time
+    correlated = run_cli(["--rule", str(rule), "--stage", "correlate"], matched.stdout)
+    assert correlated.returncode == 0, correlated.stderr
+    assert len(alerts(correlated.stdout)) == 1, correlated.stderr

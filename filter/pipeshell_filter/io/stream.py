@@ -1078,7 +1078,18 @@ class Filter:
         except (ValueError, OverflowError):
             return
         if isinstance(event, dict):
-            self._seen_time(self.engine.event_time(event))
+            self._seen_time(self._heartbeat_time(line, event))
+
+    def _heartbeat_time(self, line: bytes, event: dict) -> Optional[int]:
+        """The time a line vouches for in a match stage's heartbeat: that of the event whose XML it carries
+        (``_carried``), the time its Detections take, not the collector's record's, which is later: a
+        heartbeat at the collector's time made the next Detections late for the correlate stage."""
+        if may_carry(line, event):
+            try:
+                event = carried_event(event) or event
+            except XmlEventProblem:  # read as it is, and said where the line is matched
+                pass
+        return self.engine.event_time(event)
 
     def _seen_time(self, time_ns: Optional[int]) -> None:
         self._send(self.progress.see(time_ns))
@@ -1157,7 +1168,7 @@ class Filter:
             if keep:
                 self._write(line, event)
             if self.progress is not None:
-                self._seen_time(self.engine.event_time(event))
+                self._seen_time(self._heartbeat_time(text, event))
             return
         if self.stage == "correlate":
             self._correlate_line(line, event, number)
@@ -1177,7 +1188,7 @@ class Filter:
             for detection in detections:
                 self._send(detection)
             if self.progress is not None:  # after the detections: a heartbeat vouches for them
-                self._seen_time(detections[0].time if detections else self.engine.event_time(event))
+                self._seen_time(detections[0].time if detections else self.engine.event_time(read))
             return
         outcome = self.engine.process(read, number, only, text)
         if outcome.untimed:
