@@ -145,6 +145,27 @@ def test_a_condition_naming_every_selection_under_a_not_is_read_as_pysigma_reads
         [(RAR_ID, [2]), (RAR_ID, [3]), (RAR_ID, [4])]
 
 
+def test_a_keeping_condition_with_an_or_at_its_top_is_checked_on_every_event_of_a_window(tmp_path):
+    """With ``--join window`` each top-level term may be met by another event: ``not admin or not server``
+    was added as a term of its own, met by any event in the window that is not an admin's on a server, and
+    the admin's event that the filter drops alerted with it.  Added as ``not (admin and server)`` it is
+    checked on every event, as the condition's text now says too."""
+    windowed = rule()
+    windowed["detection"]["timeframe"] = "5m"
+    rules = write(tmp_path, "rules.yml", windowed)
+    mf = write(tmp_path, "mf.yml", {
+        "title": "admins on servers", "id": "mf-or", "logsource": {"product": "windows"},
+        "filter": {"rules": [RAR_ID], "admin": {"User|startswith": "adm_"}, "server": {"Computer|startswith": "srv"},
+                   "condition": "not admin or not server"}})
+    events = [event(0, "adm_a", host="srv1"), event(1, "carol", "C:\\Windows\\notepad.exe")]
+    for join in ("event", "window"):
+        assert users_alerted(run_cli(["--rule", rules, "--rule", mf, "--join", join], ndjson(events))) == [], join
+    events.append(event(2, "bob", host="srv1"))
+    found = alerts(run_cli(["--rule", rules, "--rule", mf, "--join", "window"], ndjson(events)).stdout)
+    assert [e["line"] for a in found for e in a["sigma"]["events"]] == [3]
+    assert found[0]["sigma"]["condition"] == "(selection) and not (filter:mf-or:admin and filter:mf-or:server)"
+
+
 def test_named_selections_other_than_selection_and_patterns_over_them(tmp_path):
     rules = write(tmp_path, "rules.yml", rule())
     mf = {"title": "admins but not on servers", "id": "mf-x", "logsource": {"product": "windows"},

@@ -30,7 +30,7 @@ import attrs
 
 from .collection import canonical_uuid
 from .compile import compile_selection
-from .condition import And, Condition, ConditionError, Node, Not, Ref, expand, top_level_terms
+from .condition import And, Condition, ConditionError, Node, Not, Or, Ref, expand, top_level_terms
 from .rule import FilterRule, Rule, RuleError, shown
 
 _LOGSOURCE_KEYS = ("category", "product", "service")
@@ -160,14 +160,17 @@ def filtered(rule: Rule, documents: list) -> Rule:
         detection.update(renamed)
         node = _renamed(document.condition.expression, prefix)
         terms = top_level_terms(node)
-        keeps = all(isinstance(term, Not) for term in terms) or _negated_throughout(node)
-        added = terms if keeps else (Not(node),)
+        negations = all(isinstance(term, Not) for term in terms)
+        keeps = negations or _negated_throughout(node)
+        # only negations are added: ``--join window`` checks each on every event (a top-level
+        # ``not a or not b`` would be a term of its own there, met by any other event in the window)
+        added = terms if negations else (Not(_complement(node) if keeps else node),)
         if rule.near is not None:  # its terms keep their places; each event met must pass the filter
             expression = And(tuple(term if negated else And(top_level_terms(term) + tuple(added))
                                    for term, negated in zip(top_level_terms(expression), rule.near)))
         else:
             expression = And(top_level_terms(expression) + tuple(added))
-        search = f"({search.strip()}) and " + (str(node) if keeps else f"not ({node})")
+        search = f"({search.strip()}) and " + (str(And(added)) if keeps else f"not ({node})")
         applied.append(AppliedFilter(document.id, document.title, document.path, document.condition.text, keeps,
                                      Not(node) if keeps else node))
     condition = Condition(search + (f" |{tail}" if bar else ""), expression, rule.condition.aggregation)
@@ -182,6 +185,15 @@ def _negated_throughout(node: Node, negated: bool = False) -> bool:
     if isinstance(node, Not):
         return _negated_throughout(node.operand, not negated)
     return all(_negated_throughout(operand, negated) for operand in node.operands)
+
+
+def _complement(node: Node) -> Node:
+    """The negation of ``node`` with its ``not`` pushed inwards (``not a or not b`` -> ``a and b``)."""
+    if isinstance(node, Ref):
+        return Not(node)
+    if isinstance(node, Not):
+        return node.operand
+    return (Or if isinstance(node, And) else And)(tuple(_complement(operand) for operand in node.operands))
 
 
 def _renamed(node: Node, prefix: str) -> Node:
