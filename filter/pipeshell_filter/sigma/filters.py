@@ -13,7 +13,8 @@ rule index, correlations, the two stages, ``--state``'s digest of a rule) sees t
   the rule's, so filters written for it say what to keep (``condition: not selection``).
   A condition every top-level AND term of which is a negation, or every selection of which
   is named under a ``not`` (``not a or not b``), is read as pySigma reads it (AND-ed to the
-  rule's); any other as the specification's example (``and not (...)``).  Either way the filter suppresses what its author meant.
+  rule's, as negations only: ``not (a and b)``); any other as the specification's example
+  (``and not (...)``).  Either way the filter suppresses what its author meant.
 * **Which rules.** A reference resolves as a correlation's does (``collection``).  pySigma
   skips in silence a reference to no loaded rule, to a correlation, or to a rule whose
   logsource is not within the filter's; here each is reported (``unapplied``: a warning,
