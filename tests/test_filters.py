@@ -177,6 +177,17 @@ def test_named_selections_other_than_selection_and_patterns_over_them(tmp_path):
         [(RAR_ID, [3]), (RAR_ID, [4])]
 
 
+def test_a_filter_after_a_v1_collection_takes_no_rule_section(tmp_path):
+    """A legacy collection (a global document with the shared logsource and detection) and a filter of its
+    rules in one file: the filter took the global 'detection' and was refused as a rule and a filter."""
+    path = tmp_path / "c.yml"
+    path.write_text("action: global\ntitle: rar\nlogsource: {category: process_creation, product: windows}\n"
+                    "detection:\n  condition: selection\n---\n"
+                    f"id: {RAR_ID}\ndetection:\n  selection: {{Image|endswith: 'rar.exe'}}\n---\n"
+                    + yaml.safe_dump(spec_filter([RAR_ID], logsource={"product": "windows"})))
+    assert users_alerted(run_cli(["--rule", str(path)], ndjson(EVENTS))) == [(RAR_ID, [2]), (RAR_ID, [5])]
+
+
 def test_a_filter_on_an_aggregation_and_on_every_event_a_near_rule_takes(tmp_path):
     logsource = {"category": "process_creation", "product": "windows"}
     near = {"title": "near", "id": "near", "logsource": logsource, "detection": {

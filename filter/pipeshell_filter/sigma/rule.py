@@ -265,7 +265,8 @@ def parse_rules(text: str, source: str) -> list:
     it, and ``action: repeat`` is the previous rule document with this one's content merged
     in.  Merging is recursive for mappings; otherwise the global content wins over the
     document's, and the repeat document's over the previous rule's (as sigmac did).  A v2
-    correlation document takes the global content but a rule's ``detection`` and ``logsource``.
+    correlation document, or a v2.1 filter, takes the global content but a rule's ``detection`` and
+    ``logsource``.
     """
     documents = _documents(text, source)
     if not documents:
@@ -309,15 +310,16 @@ def parse_rules(text: str, source: str) -> list:
     return rules
 
 
-# What a v1 global document holds for its rules alone: a correlation document after it in the file
-# does not take them (its 'detection' made it "a rule and a correlation", refused).
+# What a v1 global document holds for its rules alone: a correlation document or a global filter
+# after it in the file does not take them (its 'detection' made it "a rule and a correlation", or a
+# filter, refused; a filter's logsource is its own).
 _RULE_SECTIONS = ("detection", "logsource")
 
 
 def _for_document(shared: dict, document: dict) -> dict:
     """The global content a document takes: all of it for a rule, all but the rule sections for a
-    correlation document."""
-    if "correlation" not in document:
+    correlation document or a filter."""
+    if "correlation" not in document and "filter" not in document:
         return shared
     return {key: value for key, value in shared.items() if key not in _RULE_SECTIONS}
 
