@@ -169,6 +169,16 @@ def test_hostile_xml_is_refused_quickly():
         parse_event_xml("<Event><System/>" + "<a/>" * 300_000 + "</Event>")
 
 
+def test_a_line_of_xml_marks_is_scanned_in_linear_time():
+    """Each mark (``<E``, ``<Event``) was searched back to its line's start: a hostile line of 4 MiB of them
+    held the prefilter half a minute, one of 16 MiB (the default --max-line-bytes) some 20 minutes."""
+    line = b'{"log": "' + b"<Event" * ((1 << 22) // 6) + b'"}\n'
+    for engine in pf.available_engines():
+        started = time.monotonic()
+        assert pf.Prefilter([b"wget"], engine).scan(line, 0, len(line)) == ([], []), engine
+        assert time.monotonic() - started < 5, engine
+
+
 # ---------------------------------------------------------------- the prefilter stays sound
 
 RULES = [
