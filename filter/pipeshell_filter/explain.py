@@ -15,7 +15,7 @@ from .correlate.state import capture
 from .detect import event_facts
 from .events.fields import MISSING, FieldResolver, lookup
 from .events.timeparse import NS, format_time, zoneless
-from .events.xml_event import XmlEventProblem, carried_event, may_carry
+from .events.xml_event import event_to_read
 from .io import inputs
 from .io.prefilter import Prefilter, needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
@@ -53,18 +53,15 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    unknown_logsource: str = "match") -> str:
     """How one event is read and judged, rule by rule: the answer to "why did it (not) match?"."""
     carried = []
-    if may_carry(raw, event):  # Sysmon for Linux's syslog line, Fluent Bit's Render_Event_As_XML: its XML's event
-        try:
-            found = carried_event(event)
-        except XmlEventProblem as problem:
-            carried = [f"note      {problem}; the record is read as it is"]
-        else:
-            if found is not None and event.get("System").__class__ is str:
-                carried = ["note      the record's System is its event's XML (Fluent Bit's Render_Event_As_XML): "
-                           "that event is read" + (", with the record's Message" if "Message" in found else "")]
-                event = found
-            elif found is not None:
-                event, carried = found, ["note      the record's text holds an event's XML: that event is read"]
+    read, problem = event_to_read(raw, event)  # Sysmon for Linux's syslog line, Render_Event_As_XML: its XML's event
+    if problem is not None:
+        carried = [f"note      {problem}; the record is read as it is"]
+    elif read is not event and event.get("System").__class__ is str:
+        carried = ["note      the record's System is its event's XML (Fluent Bit's Render_Event_As_XML): "
+                   "that event is read" + (", with the record's Message" if "Message" in read else "")]
+    elif read is not event:
+        carried = ["note      the record's text holds an event's XML: that event is read"]
+    event = read
     view = resolver.view(event)
     chosen = view.profile
     how = "fixed by --profile" if resolver.fixed else (

@@ -37,7 +37,7 @@ argument covers.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Optional, Tuple
 from xml.etree import ElementTree
 
 # Where a line may carry an event's XML: what the filter looks for in the raw bytes (JSON may write
@@ -75,10 +75,26 @@ def hides_text(raw: bytes) -> bool:
     return carries_xml(raw) and any(mark in raw for mark in HIDING)
 
 
-def may_carry(raw: bytes, event: dict) -> bool:
-    """Whether ``carried_event`` may find an event's XML in this line's ``event``: not one in the evtx
-    shape already (a dictionary lookup, before any search of the bytes), and one that ``carries_xml``."""
-    return event.get("Event").__class__ is not dict and carries_xml(raw)
+def unsure_of_text(raw: bytes, anchored: bool) -> bool:
+    """Whether the raw-byte prefilter cannot vouch for this line's text, the event being read from its
+    XML: any line carrying XML when a needle is ``anchored`` (a value there ends at ``</Data>``, not at a
+    JSON string's quote), else one whose XML may spell its text otherwise (``hides_text``).  Such a line
+    goes to the full path, in the block scan (``Prefilter``) and the rule index (``RuleIndex``) alike."""
+    return carries_xml(raw) if anchored else hides_text(raw)
+
+
+def event_to_read(raw: bytes, event: dict) -> Tuple[dict, Optional[str]]:
+    """The event the filter reads for a line, ``event`` its JSON: that whose XML the line carries
+    (``carried_event``), else ``event`` itself; and, when the XML was refused, why (the line is then
+    read as it is).  A line in the evtx shape already is not searched: a dictionary lookup, then a
+    ``<`` (memchr), is every other line's whole cost."""
+    if event.get("Event").__class__ is dict or not carries_xml(raw):
+        return event, None
+    try:
+        found = carried_event(event)
+    except XmlEventProblem as problem:
+        return event, str(problem)
+    return (event if found is None else found), None
 
 
 def carried_event(event: dict) -> Optional[dict]:

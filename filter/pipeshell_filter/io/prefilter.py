@@ -46,7 +46,7 @@ from bisect import bisect_right
 from itertools import accumulate
 from typing import Callable, Iterable, Iterator, List, Optional
 
-from ..events.xml_event import MARKS, carries_xml, hides_text
+from ..events.xml_event import MARKS, unsure_of_text
 from . import database_cache
 
 
@@ -375,7 +375,7 @@ def _xml_hiding(block: bytes, start: int, end: int, marks: List[int], whole: boo
         line_end = block.find(b"\n", at, end)
         line_end = end if line_end < 0 else line_end
         line = block[line_start:line_end]
-        if hides_text(line) if not whole else carries_xml(line):
+        if unsure_of_text(line, anchored=whole):
             found.append(at)
         judged_to = line_end + 1
     return found

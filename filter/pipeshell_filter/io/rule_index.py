@@ -21,7 +21,7 @@ import threading
 from collections import Counter
 from typing import Optional
 
-from ..events.xml_event import carries_xml, hides_text
+from ..events.xml_event import unsure_of_text
 from ..sigma import literals
 from . import database_cache
 from .database_cache import blake2b
@@ -87,7 +87,7 @@ class RuleIndex:
     def rules_for(self, line: bytes, among: Optional[frozenset] = None) -> Optional[frozenset]:
         """The rules this line may matter to (of ``among``, when given: the rules its log
         source routes it to); None: every rule (a trigger was found)."""
-        if (carries_xml(line) if self.xml_whole else hides_text(line)):  # its event is XML (``Prefilter``)
+        if unsure_of_text(line, anchored=self.xml_whole):  # its event is read from XML
             return among
         if self.engine == "python":
             present = self._python(line)

@@ -35,7 +35,7 @@ from ..engine import Engine
 from ..records import shrink
 from ..values import MISSING
 from ..events.timeparse import parse_time
-from ..events.xml_event import XmlEventProblem, carried_event, may_carry
+from ..events.xml_event import event_to_read
 from . import parallel
 from .frames import frame, start_at, start_or_clock
 from .inputs import LongLine
@@ -1084,12 +1084,7 @@ class Filter:
         """The time a line vouches for in a match stage's heartbeat: that of the event whose XML it carries
         (``_carried``), the time its Detections take, not the collector's record's, which is later: a
         heartbeat at the collector's time made the next Detections late for the correlate stage."""
-        if may_carry(line, event):
-            try:
-                event = carried_event(event) or event
-            except XmlEventProblem:  # read as it is, and said where the line is matched
-                pass
-        return self.engine.event_time(event)
+        return self.engine.event_time(event_to_read(line, event)[0])  # a refused XML: said where it is matched
 
     def _seen_time(self, time_ns: Optional[int]) -> None:
         self._send(self.progress.see(time_ns))
@@ -1204,14 +1199,10 @@ class Filter:
         """The event whose XML a text of the line holds (Sysmon for Linux in a collector's record, Fluent
         Bit's ``Render_Event_As_XML``: ``events.xml_event``), else the line's own.  The line is written as it
         came, at its own time."""
-        if not may_carry(text, event):  # every other line's whole cost here
-            return event
-        try:
-            found = carried_event(event)
-        except XmlEventProblem as problem:
+        read, problem = event_to_read(text, event)
+        if problem is not None:
             self.diagnostics.report("xml_unread", self._where(number), f"{problem}; the line is read as it is")
-            return event
-        return event if found is None else found
+        return read
 
     def _event_data_map_problem(self, event: dict) -> Optional[str]:
         """Fluent Bit's winevtlog without ``Event_Data_As_Map``, and its older winlog input always, write
@@ -1606,12 +1597,9 @@ class Filter:
         problem = self._event_data_map_problem(event) if "StringInserts" in event else None
         if self.repeated_keys:
             event = every_value(line, event)
-        read = event
-        if may_carry(line, event):
-            try:
-                read = carried_event(event) or event
-            except XmlEventProblem:  # diagnosed by the parent
-                return True
+        read, unread = event_to_read(line, event)
+        if unread is not None:  # diagnosed by the parent
+            return True
         sigma, detections = self.engine.match(read, 0, self._only(line), line)
         if not detections:
             return problem
