@@ -228,7 +228,7 @@ def test_the_correlations_together_hold_at_most_their_shared_cap(steps, flooded,
     stream, at, logons = [], 1000, 0
     for i, (rule, step, user) in enumerate(steps):
         at += step
-        if rule == "f" or logons < cap // 4 - 1:  # the quiet one holds less than its share
+        if rule == "f" or logons < cap // (flooded + 1):  # the quiet one holds no more than its share
             logons += rule == "q"
             stream.append((rule, at * 10**9, user if rule == "q" else f"flood{i}"))
 
