@@ -246,7 +246,7 @@ class Correlation:
             if not correlator.upstream or correlator in takers:
                 before = correlator.clocks.newest, correlator.newest
                 found += correlator.observe(detection, defer=defer_early)
-                self._deferred = self._deferred or bool(correlator._early_due)
+                self._deferred = self._deferred or bool(correlator.deferred)
                 if (correlator.clocks.newest, correlator.newest) != before:
                     self._newest_wall[id(correlator)] = self.clock()
             if correlator.upstream:  # its inner correlations may have moved on
@@ -264,7 +264,7 @@ class Correlation:
 
     def _share_cap(self) -> None:
         """The correlations together hold more than ``max_held_total`` events: those holding the
-        most drop their oldest (``Correlator._shed``) down to the one level at which the total fits,
+        most drop their oldest (``Correlator.shed_one``) down to the one level at which the total fits,
         so a flood of one correlation takes no room from the quiet ones."""
         counts = [correlator.held_count() for correlator in self.correlators]
         if sum(counts) <= self.max_held_total:
@@ -277,7 +277,7 @@ class Correlation:
             room, left = room - count, left - 1
         for correlator, count in zip(self.correlators, counts):
             for _ in range(count - level):
-                correlator._shed()
+                correlator.shed_one()
                 self.shed_shared += 1
 
     def end_event(self) -> List[Hit]:
@@ -314,7 +314,7 @@ class Correlation:
         found = []
         for inner in correlator.upstream:
             for hit in made.get(inner.spec.id, ()):
-                before = len(correlator._early_due)  # an event's own detections may be waiting too
+                before = correlator.deferred  # an event's own detections may be waiting too
                 for detection in alert_detections(hit, inner.carried):
                     found += correlator.observe(detection, clocked=False, defer=True)
                 found += correlator.early_due(before)

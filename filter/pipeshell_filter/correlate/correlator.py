@@ -283,7 +283,7 @@ class Correlator:
                 self._wait((self.watermark, self._seq, c))
                 if len(self._pending) + len(self._held) > self.max_held:  # a flood of late events too
                     self.capped = True
-                    self._shed()
+                    self.shed_one()
             return []
         if c.time <= self._consumed.get(c.group, NEVER):
             # on time yet in a consumed episode: only right after a pause (``state.pause``), whose
@@ -299,7 +299,7 @@ class Correlator:
         rose = clocked and self.clocks.see(detection.source, c.time)  # before shedding: who is ahead
         if held > self.max_held:
             self.capped = True
-            self._shed()
+            self.shed_one()
         if rose and not self.driven:
             hits += self.advance(self.clocks.reference - self.lateness)
         if self.early and c.time > max(self._consumed.get(c.group, NEVER), self._early_done.get(c.group, NEVER)):
@@ -310,6 +310,11 @@ class Correlator:
                 if hit is not None:
                     hits.append(hit)
         return hits
+
+    @property
+    def deferred(self) -> int:
+        """How many early evaluations wait for the rest of their event (``observe(defer=True)``)."""
+        return len(self._early_due)
 
     def early_due(self, first: int = 0) -> list:
         """The early evaluations that waited for the rest of their event (``observe(defer=True)``),
@@ -571,7 +576,7 @@ class Correlator:
             self.watch(self, group, t, hit)
         return hit
 
-    def _shed(self) -> None:
+    def shed_one(self) -> None:
         """Over the cap: drop the newest event waiting when it is dated more than ``max_skew``
         past the stream's time and more than a share of the cap is (a clock in the future, or
         forged: a flood of it must not push the other hosts' windows out, blinding the rule,
