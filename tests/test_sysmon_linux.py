@@ -315,3 +315,65 @@ def test_a_match_stage_vouches_for_the_xml_time_not_the_collectors(tmp_path, pre
     correlated = run_cli(["--rule", str(rule), "--stage", "correlate"], matched.stdout)
     assert correlated.returncode == 0, correlated.stderr
     assert len(alerts(correlated.stdout)) == 1, correlated.stderr
+
+
+def _syslog_file() -> bytes:
+    """Sysmon for Linux's own syslog file: its lines among other daemons', none of them JSON.  The curl
+    is hidden behind a character reference in one, a backslash (doubled in JSON, single here) in another."""
+    lines = ["Dec  4 09:59:59 web1 systemd[1]: Started Session 3 of user root.",
+             syslog_line(sysmon_xml("/usr/bin/&#99;url -o /tmp/a", record=1, image_xml="/usr/bin/curl",
+                                    when="2026-12-04T10:00:01.000000000Z")),
+             "Dec  4 10:00:02 web1 CRON[99]: (root) CMD (run-parts /etc/cron.hourly)",
+             syslog_line(sysmon_xml("/usr/bin/ls \\tmp", record=2, image_xml="/usr/bin/ls",
+                                    when="2026-12-04T10:00:02.000000000Z")),
+             syslog_line(sysmon_xml("curl C:\\x\\y", record=3, image_xml="/usr/bin/curl",
+                                    when="2026-12-04T10:00:03.000000000Z"))]
+    return "".join(line + "\n" for line in lines).encode()
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-prefilter"], ["--prefilter-engine", "python"]])
+def test_sysmon_for_linuxs_own_syslog_file_is_read_line_by_line(tmp_path, extra):
+    """``cat /var/log/syslog | pipeshell-filter``: a line that is not JSON but holds an event's XML is read
+    as that event (it was one more line "not JSON"), matched against every rule whatever the prefilter's
+    JSON spellings, and passed on as it came; the other lines are still said to be no JSON."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(TWO_CURLS)
+    data = _syslog_file()
+    result = run_cli(["--rule", str(rule), "--emit", "all", *extra], data)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines(keepends=True)
+    assert out[:5] == data.splitlines(keepends=True)  # as it came, never enriched: text has no room for it
+    found = alerts(b"".join(out[5:]))
+    assert len(found) == 1 and [e["record_id"] for e in found[0]["sigma"]["events"]] == [1, 3], result.stdout
+    assert found[0]["@timestamp"] == "2026-12-04T10:00:03Z"
+    assert "5 lines; 2 matched; 1 alert; skipped: 2 invalid JSON" in result.stderr.decode(), result.stderr
+    assert b"xml" not in result.stderr.lower()
+    matched = run_cli(["--rule", str(rule), "--emit", "matches", *extra], data)
+    assert matched.stdout.splitlines()[:2] == [data.splitlines()[1], data.splitlines()[4]]
+    detections = run_cli(["--rule", str(rule), "--stage", "match", *extra], data)
+    assert detections.returncode == 0, detections.stderr
+    correlated = run_cli(["--rule", str(rule), "--stage", "correlate"], detections.stdout)
+    assert [a["sigma"]["events"] for a in alerts(correlated.stdout)] == [found[0]["sigma"]["events"]]
+
+
+def test_a_syslog_line_of_refused_xml_is_said_once_and_wrapped_lines_stay_json(tmp_path):
+    rule = tmp_path / "r.yml"
+    rule.write_text(TWO_CURLS)
+    data = _syslog_file() + (syslog_line(HOSTILE["billion laughs"]) + "\n").encode()
+    result = run_cli(["--rule", str(rule), "--emit", "all"], data)
+    assert result.stdout.splitlines()[:6] == data.splitlines()
+    assert len(alerts(b"\n".join(result.stdout.splitlines()[6:]))) == 1
+    assert "1 line(s) whose event XML was not read (xml_unread)" in result.stderr.decode(), result.stderr
+    wrapped = run_cli(["--rule", str(rule), "--emit", "all", "--non-json", "wrap"], data)
+    out = records(wrapped.stdout)  # every line JSON
+    assert [r["event"]["original"] for r in out[:6]] == data.decode().splitlines()
+    assert out[1]["error"]["message"] == "not JSON; read as the event its XML holds"
+    assert len(alerts(wrapped.stdout)) == 1
+
+
+@pytest.mark.skipif(not parallel.available(), reason="no os.fork / os.pread here")
+def test_worker_processes_leave_the_syslog_lines_to_the_filter_which_reads_them():
+    data = _syslog_file() * 100
+    alone, together = _filter_file(data, 0), _filter_file(data, 2)
+    assert together == alone
+    assert len(alerts(b"\n".join(line for line in alone[0].splitlines() if line.startswith(b"{")))) == 200  # two curls in each

@@ -7,7 +7,9 @@ Collectors forward that line as text in a JSON record: Fluent Bit's ``tail`` in 
 syslog parser and Vector's ``file`` source in ``message``, journald's in ``MESSAGE``.  Such a
 record is read as the event its XML holds, in the shape of the ``evtx`` profile
 (``Event.System``, ``Event.EventData``), so that the channel ``Linux-Sysmon/Operational`` routes it
-to the rules of ``product: linux``.
+to the rules of ``product: linux``.  The syslog file itself, read with ``cat``, is lines that are not JSON:
+such a line is read as its XML's event too (``event_in_text``, asked by ``io.stream`` of a line that
+``carries_xml`` and failed to parse).
 
 Fluent Bit's ``winevtlog`` with ``Render_Event_As_XML`` writes the whole event (``EvtRenderEventXml``:
 System, EventData or UserData) as one XML text in the record's ``System`` key, beside ``Message`` (the
@@ -111,7 +113,7 @@ def carried_event(event: dict) -> Optional[dict]:
         return rendered_event(event, system)
     for value in event.values():
         if value.__class__ is str:
-            found = _xml_in(value)
+            found = event_in_text(value)
             if found is not None:
                 return found
     return None
@@ -120,14 +122,15 @@ def carried_event(event: dict) -> Optional[dict]:
 def rendered_event(record: dict, system: str) -> Optional[dict]:
     """A Fluent Bit ``Render_Event_As_XML`` record's event: its ``System`` text's XML, in the evtx shape,
     with the record's ``Message`` (see the module docstring); None when that text holds no event's XML."""
-    found = _xml_in(system)
+    found = event_in_text(system)
     if found is not None and "Message" in record:
         found["Message"] = record["Message"]
     return found
 
 
-def _xml_in(text: str) -> Optional[dict]:
-    """``parse_event_xml`` of the ``<Event`` element in ``text``, if one with ``<System`` after it is there."""
+def event_in_text(text: str) -> Optional[dict]:
+    """``parse_event_xml`` of the ``<Event`` element in ``text``, if one with ``<System`` after it is there:
+    a collector's text, or a line of Sysmon for Linux's own syslog file."""
     start = _element_start(text)
     if start >= 0 and text.find("<System", start) >= 0:  # else a text that names no event's XML
         return parse_event_xml(text[start:].rstrip())

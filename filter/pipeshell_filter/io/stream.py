@@ -35,7 +35,7 @@ from ..engine import Engine
 from ..records import shrink
 from ..values import MISSING
 from ..events.timeparse import parse_time
-from ..events.xml_event import event_to_read
+from ..events.xml_event import XmlEventProblem, carries_xml, event_in_text, event_to_read
 from . import parallel
 from .frames import frame, start_at, start_or_clock
 from .inputs import LongLine
@@ -1144,8 +1144,9 @@ class Filter:
         try:
             event = load_event(text)
         except (ValueError, OverflowError) as error:
-            kind, message = decode_problem(line, error)
-            self._unusable(line, number, kind, message, keep)
+            if self.stage == "correlate" or not carries_xml(text) or not self._read_text_xml(line, text, number):
+                kind, message = decode_problem(line, error)
+                self._unusable(line, number, kind, message, keep)
             return
         # A pipeline_error record's ``original`` is the line as read, byte order mark included (as for
         # a line that is not JSON); an object goes on without it in wrap mode: Fluent Bit takes none.
@@ -1174,26 +1175,58 @@ class Filter:
         if self.repeated_keys:
             event = every_value(text, event)
         read = self._carried(text, event, number)  # the event matched; ``event`` is the line's own
+        sigma, following = self._judge(read, number, only, text)
+        if sigma is not None and self.emit != "alerts":
+            self._write(enrich_line(line, event, sigma), event)
+        elif keep:
+            self._write(line, event)
+        self._follow(read, following)
+
+    def _judge(self, read: dict, number: int, only, text: bytes) -> tuple:
+        """The detect stage, and in one process the correlate stage, on the event a line is read as:
+        its enrichment (None: it matched nothing), and what goes out after the line: its Detections
+        (``--stage match``) or the alerts it fired (``_follow``)."""
         if self.stage == "match":
-            sigma, detections = self.engine.match(read, number, only, text)
-            if sigma is not None and self.emit != "alerts":
-                self._write(enrich_line(line, event, sigma), event)
-            elif keep:
-                self._write(line, event)
-            for detection in detections:
-                self._send(detection)
-            if self.progress is not None:  # after the detections: a heartbeat vouches for them
-                self._seen_time(detections[0].time if detections else self.engine.event_time(read))
-            return
+            return self.engine.match(read, number, only, text)
         outcome = self.engine.process(read, number, only, text)
         if outcome.untimed:
             self.diagnostics.report("no_time", self._where(number),
                                     "matched event has no parsable time; left out of correlation")
-        if outcome.sigma is not None and self.emit != "alerts":
-            self._write(enrich_line(line, event, outcome.sigma), event)
-        elif keep:
-            self._write(line, event)
-        self.write_alerts(outcome.alerts)
+        return outcome.sigma, outcome.alerts
+
+    def _follow(self, read: dict, following: list) -> None:
+        """After a line: its Detections, then a heartbeat vouching for them (``--stage match``), or its alerts."""
+        if self.stage != "match":
+            self.write_alerts(following)
+            return
+        for detection in following:
+            self._send(detection)
+        if self.progress is not None:
+            self._seen_time(following[0].time if following else self.engine.event_time(read))
+
+    def _read_text_xml(self, line: bytes, text: bytes, number: int) -> bool:
+        """A line that is not JSON but holds an event's XML (a line of Sysmon for Linux's own syslog
+        file, read with ``cat``): read as that event and matched against every rule, since the prefilter's
+        needles and the rule index are JSON spellings (a backslash is doubled there).  The line goes on as it
+        came, not enriched (text has no place for it); wrapped as every line that is not JSON with
+        ``--non-json wrap``.  False: no event's XML there (or not UTF-8), for the caller to diagnose."""
+        try:
+            read = event_in_text(text.decode("utf-8"))
+        except UnicodeDecodeError:
+            return False
+        except XmlEventProblem as problem:
+            self._unusable(line, number, "xml_unread", f"{problem}; the line, not JSON, is passed on as it is",
+                           self.emit == "all")
+            return True
+        if read is None:
+            return False
+        sigma, following = self._judge(read, number, None, text)
+        if self.emit == "all" or sigma is not None and self.emit != "alerts":
+            message = "not JSON; read as the event its XML holds"
+            self._write(wrap_line(line, "invalid_json", message, number, self.max_record) if self.wrap_unusable else line,
+                        None)
+        self._follow(read, following)
+        return True
 
     def _carried(self, text: bytes, event: dict, number: int) -> dict:
         """The event whose XML a text of the line holds (Sysmon for Linux in a collector's record, Fluent
