@@ -2,7 +2,7 @@
 
 Sort by time; per distinct time t, the window is every candidate event with time
 in [t - timeframe, t] not consumed by an earlier alert; fire when it has a server
-event, a client event and more than two distinct hosts; firing consumes up to t.
+event, a client event and more than two distinct hosts (letter case aside); firing consumes up to t.
 """
 
 SERVER = "namedpipeserverstream"
@@ -28,7 +28,8 @@ def pipeshell_oracle(events, timeframe=300, threshold=2, join="window"):
     alerts, consumed = [], float("-inf")
     for t in sorted({c[0] for c in candidates}):
         window = [c for c in candidates if consumed < c[0] and t - timeframe <= c[0] <= t]
-        if any(c[2] for c in window) and any(c[3] for c in window) and len({c[1] for c in window}) > threshold:
+        hosts = {c[1].casefold() if isinstance(c[1], str) else c[1] for c in window}  # as Sigma compares
+        if any(c[2] for c in window) and any(c[3] for c in window) and len(hosts) > threshold:
             alerts.append((t, frozenset(c[4] for c in window)))
             consumed = t
     return alerts
@@ -98,7 +99,7 @@ def _aggregate(kind, rules, field, window):
     if kind == "value_count":
         if field is None:
             return len(window)
-        return len({v for d in window for v in (d["fields"].get(field) or [])})
+        return len({v.casefold() for d in window for v in (d["fields"].get(field) or [])})  # as Sigma compares
     if kind == "temporal":
         return sum(1 for ref in rules if any(_feeds(ref, d["rule"], d["terms"]) for d in window))
     if kind == "temporal_ordered":

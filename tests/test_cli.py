@@ -1104,6 +1104,26 @@ def test_host_names_that_look_like_numbers_stay_text_and_apart(tmp_path):
     jsonschema.validate(alert, ALERT_SCHEMA)
 
 
+@pytest.mark.parametrize("aggregation, message", [
+    ("sum(Bytes) > 1000", "sum(Bytes) = 1500 within 60s"),
+    ("avg(Bytes) > 400", "avg(Bytes) = 500 within 60s"),
+    ("count(User) > 2", "3 distinct User value(s) within 60s"),
+    ("count() by Computer > 2", "3 event(s) within 60s"),
+    ("count(Computer) > 0", "1 host(s) within 60s"),  # each event alone: three alerts
+])
+def test_a_legacy_aggregations_message_says_what_it_counted_or_summed(tmp_path, aggregation, message):
+    """Every legacy aggregation's message said "N host(s)", the hosts among its events: "1 host(s)"
+    for a sum of 1,500 bytes or three distinct users, all on one host."""
+    rule = tmp_path / "agg.yml"
+    rule.write_text(f"title: agg\ndetection:\n  sel: {{x: hit}}\n  condition: sel | {aggregation}\n"
+                    "  timeframe: 1m\n")
+    lines = [{"x": "hit", "@timestamp": f"2026-01-01T00:00:0{i}Z", "Computer": "srv", "User": user, "Bytes": size}
+             for i, (user, size) in enumerate((("ann", 200), ("bob", 300), ("cy", 1000)))]
+    found = alerts(run_cli(["--rule", str(rule)], ndjson(lines)).stdout)
+    assert [a["message"] for a in found] == [f"agg: {message}"] * (3 if "host" in message else 1)
+    jsonschema.validate(found[0], ALERT_SCHEMA)
+
+
 def test_single_event_alerts_of_hosts_apart_after_256_characters_have_ids_apart(tmp_path):
     """The id was hashed from the reference as the alert shows it, cut at 256 characters."""
     rule = tmp_path / "hit.yml"

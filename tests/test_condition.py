@@ -645,3 +645,16 @@ def test_a_compiled_selection_holds_when_every_matcher_of_one_alternative_does(a
     test = _selection_test(tuple(tuple(_Named(name) for name in group) for group in alternatives), None)
     for matched in stream:
         assert test(matched) == any(all(name in matched for name in group) for group in alternatives)
+
+
+@pytest.mark.parametrize("agg, field", [("count()by Computer > 2", None), ("count(User)by Computer > 2", "User"),
+                                        ("count(User)  by Computer>2", "User")])
+def test_by_closed_up_against_the_parenthesis_is_a_group(agg, field):
+    """sigmac's tokenizer read ``)by`` as two tokens; it was 'cannot parse aggregation' here."""
+    assert parse_condition(f"sel | {agg}").aggregation == Aggregation("count", field, "Computer", ">", 2.0)
+
+
+@pytest.mark.parametrize("agg", ["count()byComputer > 2", "count()by > 2"])
+def test_by_needs_its_group_after_a_space(agg):
+    with pytest.raises(ConditionError):
+        parse_condition(f"sel | {agg}")

@@ -381,6 +381,27 @@ def test_a_correlation_document_after_a_v1_collection_takes_no_rule_section(tmp_
     assert [(a["rule"]["id"], a["@timestamp"]) for a in found] == [("then", iso(9))]
 
 
+def test_a_correlation_documents_own_id_and_title_win_over_the_global_documents(tmp_path):
+    """The global document's id and title replaced a correlation document's own (its own id then
+    numbered from the global's: 'wannacry#3'), so alerts carried the rules' title and an id the
+    document never had. The global content is the correlation's defaults: level, tags here."""
+    text = ("action: global\ntitle: WannaCry\nid: wannacry\nlevel: high\ntags: [attack.t1486]\n"
+            "logsource: {product: windows}\ndetection:\n  condition: selection\n---\n"
+            "detection:\n  selection: {EventID: 4625}\n---\n"
+            + yaml.safe_dump({"title": "WannaCry burst", "id": "burst", "correlation": {
+                "type": "event_count", "rules": ["wannacry"], "timespan": "1m", "condition": {"gte": 2}}})
+            + "---\n" + yaml.safe_dump({"correlation": {
+                "type": "event_count", "rules": ["wannacry"], "timespan": "1m", "condition": {"gte": 3}}}))
+    rule, own, defaults = parse_rules(text, "w.yml")
+    assert isinstance(own, CorrelationRule) and isinstance(defaults, CorrelationRule), (own, defaults)
+    assert (rule.id, rule.title) == ("wannacry", "WannaCry")
+    assert (own.id, own.title, own.level, own.tags) == ("burst", "WannaCry burst", "high", ("attack.t1486",))
+    assert (defaults.id, defaults.title) == ("wannacry#4", "WannaCry")  # none of its own: the global's, numbered
+    rule_set = load_plans([write(tmp_path, "w.yml", text)], None, strict=True)
+    found = run_engine(rule_set, [event(0, 4625, "u1"), event(5, 4625, "u2")])
+    assert [(a["rule"]["id"], a["rule"]["name"]) for a in found] == [("burst", "WannaCry burst")]
+
+
 # ------------------------------------------------------------------ running every kind against the oracle
 
 BASE_RULES = "---\n".join(yaml.safe_dump({"title": f"rule {name}", "id": name, "name": f"n_{name}",

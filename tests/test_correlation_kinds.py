@@ -25,7 +25,7 @@ COUNT_KINDS = {"event_count", "value_count", "temporal", "temporal_ordered"}
 REF_POOL = [("a", None), ("b", None), ("c", None), ("r", None), ("r", 0), ("r", 1)]
 DETECTION_RULES = ["a", "b", "c", "r", "z"]  # "z" is referenced by nothing
 FIELD_POOLS = {
-    "User": ["alice", "bob"],
+    "User": ["alice", "bob", "Alice"],  # one user to a value_count, two groups to a group-by
     "Host": ["h1", "h2", "h3"],
     "Val": ["2", "1", "x", "2.5", "-1", "0.1", "10", "nan", "inf", "", "1_000", "\u0661\u0662", " 3 ", "1e400",
             "1e308", "-1.7e308", "1.7976931348623157e308"],  # sums beyond a double: the largest, signed
@@ -121,8 +121,10 @@ def run_correlator(s, records, lateness=0):
         assert hit.window_start == hit.time - s["timespan"]
         assert all(hit.window_start <= c.detection.time <= hit.time for c in hit.contributions)
         if s["kind"] == "value_count" and s["field"] is not None:
-            assert list(hit.distinct_values) == sorted(
-                {v for c in hit.contributions for v in c.detection.fields.get(s["field"]) or []})
+            spellings = {}
+            for v in sorted({v for c in hit.contributions for v in c.detection.fields.get(s["field"]) or []}):
+                spellings.setdefault(v.casefold(), v)  # each value by its least spelling
+            assert list(hit.distinct_values) == sorted(spellings.values())
     return [(h.time, h.group, frozenset(c.detection.event["ident"] for c in h.contributions), h.aggregate)
             for h in hits], correlator
 
@@ -245,6 +247,21 @@ def test_temporal_ordered_rejects_reversed_order():
     # the same time counts as in order (non-decreasing times)
     tied = case("temporal_ordered", ["a", "b"], 10, [("gte", 2)], [(3, "b", {}), (3, "a", {})])
     assert tied == [(3, (), frozenset({0, 1}), 2)]
+
+
+def test_value_count_counts_values_alike_but_for_letter_case_once():
+    """Sigma compares values without letter case, and a Windows account or host name has none:
+    'Admin', 'admin' and 'ADMIN' were three users (three hosts for the built-in rule's
+    count(Computer)). A value stays while any event of the window spells it some way."""
+    records = [(0, "a", {"User": ["Admin"]}), (1, "a", {"User": ["admin", "ADMIN"]}), (2, "a", {"User": ["bob"]}),
+               (11, "a", {"User": ["alice"]})]
+    hits = case("value_count", ["a"], 10, [("gte", 3)], records, field="User")
+    assert hits == [(11, (), frozenset({1, 2, 3}), 3)]  # 'Admin' left at 11; 'admin' stayed
+    correlator = Correlator(build_spec({"kind": "value_count", "rules": [("a", None)], "timespan": 10,
+                                        "bounds": (("gte", 3),), "group_by": (), "field": "User",
+                                        "require_each": False}))
+    found = [hit for r in records for hit in correlator.observe(to_detection((*r, records.index(r), (0,))))]
+    assert [hit.distinct_values for hit in found + correlator.flush()] == [("ADMIN", "alice", "bob")]
 
 
 def test_value_avg_over_three_numbers():

@@ -133,6 +133,27 @@ def test_two_filters_on_one_rule_and_the_pysigma_way_of_writing_one(tmp_path):
     assert users_alerted(both) == [(RAR_ID, [3])]
 
 
+def test_two_filters_whose_ids_differ_only_in_blanks_and_underscores_both_apply(tmp_path):
+    """Each filter's selections are renamed ``filter:<id>:`` with blanks as ``_``: 'mf admins' and
+    'mf_admins' took one prefix, clashed, and neither applied (one warning, blaming the rule)."""
+    rules = write(tmp_path, "rules.yml", rule())
+    events = [event(0, "adm_bob"), event(1, "alice", host="DC-1"), event(2, "alice"), event(3, "adm_x", host="DC-2")]
+    admins = write(tmp_path, "mf_admins.yml", dict(spec_filter([RAR_ID]), id="mf admins"))
+    dcs = write(tmp_path, "mf_dc.yml", {"title": "Filter Out Domain Controllers", "id": "mf_admins",
+                                        "logsource": {"product": "windows"},
+                                        "filter": {"rules": [RAR_ID], "selection": {"Computer|startswith": "DC-"},
+                                                   "condition": "selection"}})
+    both = run_cli(["--rule", rules, "--rule", admins, "--rule", dcs], ndjson(events))
+    assert users_alerted(both) == [(RAR_ID, [3])]
+    assert both.stderr.count(b"\n") == 1 and b"warning" not in both.stderr, both.stderr  # the summary line alone
+    [alert] = alerts(both.stdout)
+    assert alert["sigma"]["condition"] == ("((selection) and not (filter:mf_admins:selection)) and "
+                                           "not (filter:mf_admins#2:selection)")
+    again = write(tmp_path, "mf_again.yml", dict(spec_filter([RAR_ID]), id="mf_admins"))  # one id, two filters
+    refused = run_cli(["--rule", rules, "--rule", dcs, "--rule", again], ndjson(events))
+    assert refused.returncode == 2 and b"its id mf_admins is already the id of " in refused.stderr
+
+
 def test_a_condition_naming_every_selection_under_a_not_is_read_as_pysigma_reads_it(tmp_path):
     """``not admin or not server`` (pySigma's way: keep an event unless it is an admin's on a server) has
     an OR at its top: read the specification's way, it would keep only admins on servers."""

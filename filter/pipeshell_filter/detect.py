@@ -389,12 +389,16 @@ def event_facts(view) -> EventFacts:
     return EventFacts(product or view.profile.product, channel, first_leaf(view.get("EventID")))
 
 
+# The field an event's host is read from (through the profile's field names): ``related.hosts``.
+HOST_FIELD = "Computer"
+
+
 def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozenset, text: Optional[bytes]) -> dict:
     """What an alert says about one contributing event, and what tells it from another
     (``correlate.state.identity``): its record id, else the digest of its line ``text``."""
     ref = {"@timestamp": format_time(time)} if time is not None else {}
     ref["line"] = line
-    for key, field in (("event_id", "EventID"), ("host", "Computer"), ("record_id", "EventRecordID")):
+    for key, field in (("event_id", "EventID"), ("host", HOST_FIELD), ("record_id", "EventRecordID")):
         value = _scalar(view.get(field), key != "host")
         if value is not None and (key != "record_id" or _tells_apart(value)):
             ref[key] = kept(value)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import List
 
 from .correlate import Hit
-from .detect import Detection, blake2b
+from .detect import HOST_FIELD, Detection, blake2b
 from .events.timeparse import NS, format_time
 from .sigma.compile import Plan
 from .sigma.rule import Rule
@@ -193,7 +193,8 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
             "start": format_time(hit.window_start),
             "end": format_time(hit.time),
         },
-        "message": f"{spec.title}: {len(hosts)} host(s) within {spec.timespan_ns / NS:g}s",
+        "message": f"{spec.title}: {_measured(aggregation, hit.aggregate, len(hosts))} within "
+                   f"{spec.timespan_ns / NS:g}s",
     }
     record.update(_rule_fields(rule))
     # names apart only after MAX_TEXT characters are one name as cut: listed once (ECS's list is of
@@ -204,6 +205,19 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
         sigma["hosts_total"] = len(hosts)
     record["sigma"] = sigma
     return record
+
+
+def _measured(aggregation, aggregate, hosts: int) -> str:
+    """What an alert's message says the window held: what a legacy aggregation counted or summed (its
+    number, not the hosts', which it need not be about), else the hosts among the window's events."""
+    if aggregation is None or (aggregation.function == "count" and aggregation.field == HOST_FIELD):
+        return f"{hosts if aggregation is None else aggregate} host(s)"
+    if aggregation.function == "count":
+        return f"{aggregate} distinct {aggregation.field} value(s)" if aggregation.field else f"{aggregate} event(s)"
+    shown = aggregate
+    if isinstance(aggregate, float) and aggregate.is_integer() and abs(aggregate) < 1e15:
+        shown = int(aggregate)  # 1500, not 1500.0; a larger double as Python writes it (1e+300)
+    return f"{aggregation.function}({aggregation.field}) = {shown}"
 
 
 def shrink(record: dict) -> dict:

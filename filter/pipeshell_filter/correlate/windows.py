@@ -203,13 +203,17 @@ class EventCount(Window):
 
 
 class ValueCount(Window):
-    """Distinct values by reference count: a value leaves when its last event does."""
+    """Distinct values by reference count: a value leaves when its last event does.  Values are one
+    when they compare equal as Sigma's values do, case-folded (``Admin`` and ``admin`` are one user,
+    ``DC01`` and ``dc01`` one host: what a Windows name is); the alert shows each by its least
+    spelling among the window's events."""
 
-    __slots__ = ("values",)
+    __slots__ = ("values", "folded")
 
     def __init__(self, spec):
         super().__init__(spec)
-        self.values = Counter()
+        self.values = Counter()  # each spelling -> events holding it
+        self.folded = Counter()  # each value, case-folded -> its spellings in ``values``
 
     @staticmethod
     def value_of(spec, detection):
@@ -217,15 +221,24 @@ class ValueCount(Window):
 
     def _account(self, c, sign):
         for value in c.value:
-            self.values[value] += sign
-            if not self.values[value]:
-                del self.values[value]
+            held = self.values[value] = self.values[value] + sign
+            if held == (1 if sign > 0 else 0):  # a spelling came, or went
+                key = value.casefold()
+                key = value if key == value else key  # the one string in both: a flood's memory
+                self.folded[key] += sign
+                if not held:
+                    del self.values[value]
+                if not self.folded[key]:
+                    del self.folded[key]
 
     def aggregate(self):
-        return len(self.values) if self.spec.field else len(self.events)
+        return len(self.folded) if self.spec.field else len(self.events)
 
     def distinct(self):
-        return tuple(sorted(self.values))
+        least = {}
+        for value in sorted(self.values, reverse=True):
+            least[value.casefold()] = value
+        return tuple(sorted(least.values()))
 
 
 class Temporal(Window):

@@ -116,7 +116,7 @@ _TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
 _KEYWORDS = {"and", "or", "not", "of", "them", "all"}
 _AGGREGATION = re.compile(
     r"""^\s*(?P<function>count|min|max|avg|sum)\s*\(\s*(?P<field>[^\s()]*)\s*\)
-        (?:\s+by\s+(?P<group>[^\s]+))?
+        (?:\s*by\s+(?P<group>[^\s]+))?  # ')by' closed up: sigmac's tokenizer needed no space there
         \s*(?P<op>==|<=|>=|<|>)\s*(?P<threshold>-?\d+(?:\.\d+)?)\s*$""",
     re.IGNORECASE | re.VERBOSE | re.ASCII,  # a threshold's digits are 0-9: float() reads any script's
 )

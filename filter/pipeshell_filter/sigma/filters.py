@@ -3,10 +3,11 @@
 A filter document names rules (by ``id`` or ``name``, in any file of the set, or ``any``)
 and gives selections and a condition.  ``apply_filters`` runs once every file is read,
 before the rules compile: each rule a filter applies to becomes a rule of its own whose
-detection holds the filter's selections (renamed ``filter:<filter id>:<name>``, so that
-neither side's names nor ``x of`` patterns meet the other's) and whose condition is
-``(its condition) and not (the filter's)``.  Everything after it (the literal formula, the
-rule index, correlations, the two stages, ``--state``'s digest of a rule) sees that rule.
+detection holds the filter's selections (renamed ``filter:<filter id>:<name>``, numbered
+where two ids would give one prefix, so that no two sides' names nor ``x of`` patterns meet)
+and whose condition is ``(its condition) and not (the filter's)``.  Everything after it (the
+literal formula, the rule index, correlations, the two stages, ``--state``'s digest of a
+rule) sees that rule.
 
 * **Reading the condition.** The specification's example writes the events to suppress
   (``condition: selection``, users starting ``adm_``); pySigma ANDs a filter's condition to
@@ -32,7 +33,7 @@ import attrs
 from .collection import canonical_uuid
 from .compile import compile_selection
 from .condition import And, Condition, ConditionError, Node, Not, Or, Ref, expand, top_level_terms
-from .rule import FilterRule, Rule, RuleError, shown
+from .rule import FilterRule, Rule, shown
 
 _LOGSOURCE_KEYS = ("category", "product", "service")
 
@@ -103,14 +104,7 @@ def apply_filters(rules: list, filters: list, others: Iterable,
         for rule in targets:
             if document not in chosen[rule.id]:
                 chosen[rule.id].append(document)
-    out = []
-    for rule in rules:
-        try:
-            out.append(filtered(rule, chosen[rule.id]) if chosen[rule.id] else rule)
-        except RuleError as error:  # a selection name of its own is a filter's: the filter cannot apply
-            unapplied(chosen[rule.id][0], str(error))
-            out.append(rule)
-    return out
+    return [filtered(rule, chosen[rule.id]) if chosen[rule.id] else rule for rule in rules]
 
 
 def _lookup(written: str, by_id: dict, by_uuid: dict, by_name: dict, by_title: dict) -> list:
@@ -152,13 +146,8 @@ def filtered(rule: Rule, documents: list) -> Rule:
     detection, text, applied = dict(rule.detection), rule.condition.text, list(rule.filters)
     search, bar, tail = text.partition("|") if rule.near is not None or rule.condition.aggregation else (text, "", "")
     for document in documents:
-        prefix = "filter:" + re.sub(r"[\s()]+", "_", document.id) + ":"
-        renamed = {prefix + name: value for name, value in document.detection.items()}
-        clash = next((name for name in renamed if name in detection), None)
-        if clash is not None:
-            raise RuleError(f"rule {rule.path}: its selection {shown(clash)} has the name the filter "
-                            f"{document.path} gives its own")
-        detection.update(renamed)
+        prefix = _prefix(document.id, detection)
+        detection.update((prefix + name, value) for name, value in document.detection.items())
         node = _renamed(document.condition.expression, prefix)
         terms = top_level_terms(node)
         negations = all(isinstance(term, Not) for term in terms)
@@ -176,6 +165,19 @@ def filtered(rule: Rule, documents: list) -> Rule:
                                      Not(node) if keeps else node))
     condition = Condition(search + (f" |{tail}" if bar else ""), expression, rule.condition.aggregation)
     return attrs.evolve(rule, detection=detection, condition=condition, filters=tuple(applied))
+
+
+def _prefix(filter_id: str, detection: dict) -> str:
+    """``filter:<id>:``, the id's blanks and parentheses written ``_`` (a condition's name holds none);
+    ``filter:<id>#2:`` (``#3``, ...) when a name of the rule, or of a filter applied before, already
+    starts so: two filters whose ids differ only there (``a b``, ``a_b``) took one prefix, clashed,
+    and neither applied.  A filter's names keep their first form otherwise (``--state`` digests them)."""
+    base = "filter:" + re.sub(r"[\s()]+", "_", filter_id)
+    prefix, number = base + ":", 1
+    while any(name.startswith(prefix) for name in detection):
+        number += 1
+        prefix = f"{base}#{number}:"
+    return prefix
 
 
 def _negated_throughout(node: Node, negated: bool = False) -> bool:

@@ -266,7 +266,7 @@ def parse_rules(text: str, source: str) -> list:
     in.  Merging is recursive for mappings; otherwise the global content wins over the
     document's, and the repeat document's over the previous rule's (as sigmac did).  A v2
     correlation document, or a v2.1 filter, takes the global content but a rule's ``detection`` and
-    ``logsource``.
+    ``logsource``, as defaults: its own keys win (``_with_global``).
     """
     documents = _documents(text, source)
     if not documents:
@@ -298,7 +298,7 @@ def parse_rules(text: str, source: str) -> list:
                 document = merged(previous, content)
                 check_size(document, where, budget)
             elif shared and isinstance(document, dict):
-                document = merged(document, _for_document(shared, document))
+                document = _with_global(shared, document)
                 check_size(document, where, budget)
             document = _own_id(document, own, used, number)
             previous = document if isinstance(document, dict) else None
@@ -316,12 +316,14 @@ def parse_rules(text: str, source: str) -> list:
 _RULE_SECTIONS = ("detection", "logsource")
 
 
-def _for_document(shared: dict, document: dict) -> dict:
-    """The global content a document takes: all of it for a rule, all but the rule sections for a
-    correlation document or a filter."""
+def _with_global(shared: dict, document: dict) -> dict:
+    """A document with the global content merged in.  A rule takes all of it, and the global wins a
+    clash, as sigmac and pySigma merged.  A correlation document or a filter (v2 documents, which no
+    v1 tool merged) takes all but the rule sections, as defaults: its own keys win, so that its own
+    id, name and title, by which alerts and other documents know it, stay its own."""
     if "correlation" not in document and "filter" not in document:
-        return shared
-    return {key: value for key, value in shared.items() if key not in _RULE_SECTIONS}
+        return merged(document, shared)
+    return merged({key: value for key, value in shared.items() if key not in _RULE_SECTIONS}, document)
 
 
 def _own_id(document, own, used: dict, number: int):
