@@ -1124,6 +1124,28 @@ def test_a_legacy_aggregations_message_says_what_it_counted_or_summed(tmp_path, 
     jsonschema.validate(found[0], ALERT_SCHEMA)
 
 
+@pytest.mark.parametrize("correlation, message", [
+    ("{type: event_count, rules: [hit], group-by: [Computer], timespan: 1m, condition: {gte: 3}}", "3 event(s)"),
+    ("{type: value_count, rules: [hit], timespan: 1m, condition: {field: User, gte: 3}}",
+     "3 distinct User value(s)"),
+    ("{type: value_count, rules: [hit], timespan: 1m, condition: {field: Computer, gte: 1}}", "1 host(s)"),
+    ("{type: value_sum, rules: [hit], timespan: 1m, condition: {field: Bytes, gt: 1000}}", "sum(Bytes) = 1500"),
+    ("{type: value_avg, rules: [hit], timespan: 1m, condition: {field: Bytes, gt: 400}}", "avg(Bytes) = 500"),
+    ("{type: temporal, rules: [hit, other], timespan: 1m, condition: {gte: 2}}", "2 of 2 rules"),
+])
+def test_a_correlation_documents_message_says_what_it_measured(tmp_path, correlation, message):
+    """A v2 correlation's message said "N host(s)" whatever its kind, as legacy aggregations' did."""
+    rule = tmp_path / "corr.yml"
+    rule.write_text("title: hit\nname: hit\ndetection:\n  sel: {x: hit}\n  condition: sel\n---\n"
+                    "title: other\nname: other\ndetection:\n  sel: {User: cy}\n  condition: sel\n---\n"
+                    f"title: corr\ncorrelation: {correlation}\n")
+    lines = [{"x": "hit", "@timestamp": f"2026-01-01T00:00:0{i}Z", "Computer": "srv", "User": user, "Bytes": size}
+             for i, (user, size) in enumerate((("ann", 200), ("bob", 300), ("cy", 1000)))]
+    found = [a for a in alerts(run_cli(["--rule", str(rule)], ndjson(lines)).stdout) if a["rule"]["name"] == "corr"]
+    assert [a["message"] for a in found][:1] == [f"corr: {message} within 60s"]
+    jsonschema.validate(found[0], ALERT_SCHEMA)
+
+
 def test_single_event_alerts_of_hosts_apart_after_256_characters_have_ids_apart(tmp_path):
     """The id was hashed from the reference as the alert shows it, cut at 256 characters."""
     rule = tmp_path / "hit.yml"

@@ -193,7 +193,7 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
             "start": format_time(hit.window_start),
             "end": format_time(hit.time),
         },
-        "message": f"{spec.title}: {_measured(aggregation, hit.aggregate, len(hosts))} within "
+        "message": f"{spec.title}: {_measured(spec, aggregation, hit.aggregate, len(hosts))} within "
                    f"{spec.timespan_ns / NS:g}s",
     }
     record.update(_rule_fields(rule))
@@ -207,17 +207,31 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
     return record
 
 
-def _measured(aggregation, aggregate, hosts: int) -> str:
-    """What an alert's message says the window held: what a legacy aggregation counted or summed (its
-    number, not the hosts', which it need not be about), else the hosts among the window's events."""
-    if aggregation is None or (aggregation.function == "count" and aggregation.field == HOST_FIELD):
-        return f"{hosts if aggregation is None else aggregate} host(s)"
-    if aggregation.function == "count":
-        return f"{aggregate} distinct {aggregation.field} value(s)" if aggregation.field else f"{aggregate} event(s)"
+def _measured(spec, aggregation, aggregate, hosts: int) -> str:
+    """What an alert's message says the window held: the number its condition is about, by its kind or
+    legacy aggregation (a count of users all on one host said "1 host(s)"); a ``near`` join's hosts."""
+    if aggregation is not None:
+        function, field = aggregation.function, aggregation.field
+    elif spec.legacy is None:
+        function, field = _KIND_FUNCTIONS.get(spec.kind, spec.kind), spec.field
+    else:
+        return f"{hosts} host(s)"
+    if function == "temporal":
+        return f"{aggregate} of {len(spec.rules)} rules"
+    if function == "count":
+        if not field:
+            return f"{aggregate} event(s)"
+        return f"{aggregate} host(s)" if field == HOST_FIELD else f"{aggregate} distinct {field} value(s)"
     shown = aggregate
     if isinstance(aggregate, float) and aggregate.is_integer() and abs(aggregate) < 1e15:
         shown = int(aggregate)  # 1500, not 1500.0; a larger double as Python writes it (1e+300)
-    return f"{aggregation.function}({aggregation.field}) = {shown}"
+    return f"{function}({field}) = {shown}"
+
+
+# A v2 correlation's kind as the function its message names (``_measured``).
+_KIND_FUNCTIONS = {"event_count": "count", "value_count": "count", "temporal": "temporal",
+                   "temporal_ordered": "temporal", "value_sum": "sum", "value_avg": "avg",
+                   "value_percentile": "percentile", "value_min": "min", "value_max": "max"}
 
 
 def shrink(record: dict) -> dict:
