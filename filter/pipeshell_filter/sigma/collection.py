@@ -83,30 +83,43 @@ def canonical_uuid(text: str) -> Optional[str]:
         return None
 
 
+class References:
+    """Where a reference (a correlation's or a filter's ``rules``) finds the document it names, as pySigma
+    does: an id, a UUID in any letter case, else a name (several may share one: ambiguous to the caller),
+    else the title of a rule with neither id nor name (``rule._metadata`` made the title its id), which a
+    reference finds only when no document has the text as its id or name."""
+
+    def __init__(self, entries: Iterable, document_of: Callable = lambda entry: entry):
+        self._by_id, self._by_title, self._by_name = {}, {}, {}
+        for entry in entries:
+            document = document_of(entry)
+            (self._by_title if document.name is None and document.id == document.title
+             else self._by_id)[document.id] = entry
+            if document.name is not None:
+                self._by_name.setdefault(document.name, []).append(entry)
+        self._by_uuid = {key: entry for key, entry in
+                         ((canonical_uuid(rule_id), entry) for rule_id, entry in self._by_id.items()) if key}
+
+    def find(self, written: str) -> list:
+        """Every entry ``written`` names: one, none, or several (a name they share)."""
+        if written in self._by_id:
+            return [self._by_id[written]]
+        canonical = canonical_uuid(written)
+        if canonical in self._by_uuid:
+            return [self._by_uuid[canonical]]
+        return self._by_name.get(written) or ([self._by_title[written]] if written in self._by_title else [])
+
+
 def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, RuleError], None]) -> RuleSet:
     """Resolve ``documents`` (``CorrelationRule``) against ``plans`` and each other.
 
     A document that cannot be resolved is handed to ``on_error`` (which may raise) and left
     out; so, in turn, is every document that refers to it."""
-    by_id, by_title, by_name = {}, {}, {}
-    for entry in list(plans) + list(documents):
-        rule = entry.rule if isinstance(entry, Plan) else entry
-        # a rule with neither id nor name has its title as id (``rule._metadata``): a reference finds
-        # it by that only when no rule has the text as its id or name, which is what references mean
-        (by_title if rule.name is None and rule.id == rule.title else by_id)[rule.id] = entry
-        if rule.name is not None:
-            by_name.setdefault(rule.name, []).append(entry)
-    by_uuid = {key: entry for key, entry in ((canonical_uuid(rule_id), entry) for rule_id, entry in by_id.items())
-               if key}
+    references = References(list(plans) + list(documents), lambda e: e.rule if isinstance(e, Plan) else e)
     done, failed, order, depths = {}, {}, [], {}  # depths: a correlation's chain, 1 when it reads rules only
 
     def lookup(document: CorrelationRule, written: str):
-        if written in by_id:
-            return by_id[written]
-        canonical = canonical_uuid(written)
-        if canonical in by_uuid:  # a UUID in other letter case, as pySigma compares them
-            return by_uuid[canonical]
-        found = by_name.get(written, ()) or ([by_title[written]] if written in by_title else ())
+        found = references.find(written)
         if len(found) > 1:
             where = ", ".join(entry.rule.path if isinstance(entry, Plan) else entry.path for entry in found[:3])
             raise RuleError(f"rule {document.path}: the name {shown(written)} is ambiguous: several rules have it "

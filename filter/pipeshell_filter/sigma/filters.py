@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 
 import attrs
 
-from .collection import canonical_uuid
+from .collection import References
 from .compile import compile_selection
 from .condition import And, Condition, ConditionError, Node, Not, Or, Ref, expand, top_level_terms
 from .rule import FilterRule, Rule, shown
@@ -80,14 +80,7 @@ def apply_filters(rules: list, filters: list, others: Iterable,
     ``others`` are the other documents a reference may find (correlations, filters): a filter does
     not apply to them.  A reference that applies to nothing is handed to ``unapplied`` with a
     one-line reason (which may raise)."""
-    by_id, by_uuid, by_name, by_title = {}, {}, {}, {}
-    for entry in list(rules) + list(others) + list(filters):
-        # as ``collection.resolve``: an id, else a name; a title only when no id or name has the text
-        (by_title if entry.name is None and entry.id == entry.title else by_id)[entry.id] = entry
-        if canonical_uuid(entry.id):
-            by_uuid[canonical_uuid(entry.id)] = entry
-        if entry.name is not None:
-            by_name.setdefault(entry.name, []).append(entry)
+    references = References(list(rules) + list(others) + list(filters))
     chosen = {rule.id: [] for rule in rules}
     for document in filters:
         if document.rules is None:
@@ -95,7 +88,7 @@ def apply_filters(rules: list, filters: list, others: Iterable,
         else:
             targets = []
             for written in document.rules:
-                found = _lookup(written, by_id, by_uuid, by_name, by_title)
+                found = references.find(written)
                 why = _not_applied(document, written, found)
                 if why:
                     unapplied(document, f"filter {document.path}: {why}; not applied there")
@@ -105,14 +98,6 @@ def apply_filters(rules: list, filters: list, others: Iterable,
             if document not in chosen[rule.id]:
                 chosen[rule.id].append(document)
     return [filtered(rule, chosen[rule.id]) if chosen[rule.id] else rule for rule in rules]
-
-
-def _lookup(written: str, by_id: dict, by_uuid: dict, by_name: dict, by_title: dict) -> list:
-    if written in by_id:
-        return [by_id[written]]
-    if canonical_uuid(written) in by_uuid:
-        return [by_uuid[canonical_uuid(written)]]
-    return by_name.get(written) or ([by_title[written]] if written in by_title else [])
 
 
 def _not_applied(document: FilterRule, written: str, found: list):
