@@ -64,6 +64,10 @@ def _first(fields, name):
     return values[0] if values else None
 
 
+def _folded(value):
+    return value.casefold() if isinstance(value, str) else value
+
+
 _NUMBER = _re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")  # as events write one
 
 
@@ -136,7 +140,7 @@ def correlation_oracle(kind, rules, timespan, bounds, group_by, field, require_e
     fields mapping a name to a list of strings, terms defaulting to (0,).
 
     Candidates are the detections with a time that feed some referenced input.  Each
-    group (the first value of each group-by field, None where absent) is taken on its
+    group (the first value of each group-by field, letter case folded, None where absent) is taken on its
     own: at each distinct time t of its candidates, in increasing order, the window is
     every candidate of the group with time in [t - timespan, t] and after the group's
     last alert; it fires when it is complete (if required) and every bound holds on the
@@ -156,7 +160,7 @@ def correlation_oracle(kind, rules, timespan, bounds, group_by, field, require_e
         terms = tuple(record[4]) if len(record) > 4 else (0,)
         if time is None or not any(_feeds(ref, rule, terms) for ref in rules):
             continue
-        group = tuple(_first(fields, name) for name in group_by)
+        group = tuple(_folded(_first(fields, name)) for name in group_by)  # as Sigma compares values
         candidates.append({"time": time, "rule": rule, "terms": terms, "fields": fields,
                            "ident": ident, "group": group})
 

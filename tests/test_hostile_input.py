@@ -674,3 +674,36 @@ def test_the_summary_names_what_was_skipped_and_apart_what_was_passed_on_rewritt
     assert forged.stderr.decode().splitlines()[-1] == ("pipeshell-filter: 1 rule; 1 lines; 0 matched; 0 alerts; "
                                                         "1 line(s) of the filter's own record types wrapped "
                                                         "(impersonation)")
+
+
+BRUTE_FORCE = """title: failed logon
+name: failed_logon
+logsource: {product: windows, service: security}
+detection:
+  sel: {EventID: 4625}
+  condition: sel
+---
+title: brute force
+correlation: {type: event_count, rules: [failed_logon], group-by: [TargetUserName], timespan: 5m,
+              condition: {gte: 4}}
+"""
+
+
+@pytest.mark.parametrize("stages", ["one", "two"])
+def test_a_brute_force_that_varies_the_case_of_the_account_is_one_group(tmp_path, stages):
+    """A Windows account name has no letter case: ``admin``, ``Admin`` and ``ADMIN`` log on alike.  Each
+    was a group of its own, one or two tries each, so a brute force of any size stayed under every
+    threshold; the alert shows the account as its first event wrote it."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(BRUTE_FORCE)
+    names = ["Admin", "admin", "ADMIN", "aDmIn", "bob"]
+    lines = [{"EventID": 4625, "Channel": "Security", "Computer": "dc1", "TargetUserName": name,
+              "@timestamp": f"2026-12-04T10:00:0{i}Z"} for i, name in enumerate(names)]
+    if stages == "one":
+        out = run_cli(["--rule", str(rule), "--emit", "alerts"], ndjson(lines)).stdout
+    else:
+        matched = run_cli(["--rule", str(rule), "--stage", "match"], ndjson(lines))
+        out = run_cli(["--rule", str(rule), "--stage", "correlate"], matched.stdout).stdout
+    [alert] = alerts(out)
+    assert alert["sigma"]["correlation"]["group"] == {"TargetUserName": "Admin"}
+    assert alert["sigma"]["correlation"]["value"] == 4 and alert["sigma"]["events_total"] == 4

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import List
 
-from .correlate import Hit
+from .correlate import Hit, spelled_group
 from .detect import HOST_FIELD, Detection, blake2b
 from .events.timeparse import NS, format_time
 from .sigma.compile import Plan
@@ -157,6 +157,7 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
     sigma["events_total"] = len(refs)
     sigma["events_truncated"] = len(refs) > MAX_EVENT_REFS
     aggregation = spec.legacy.aggregation if spec.legacy is not None else None
+    spelled = spelled_group(spec, hit.group, hit.contributions)  # the group's letter case as its events wrote it
     if aggregation is not None:
         shown = {
             "function": aggregation.function,
@@ -172,11 +173,11 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
         shown["count" if aggregation.function == "count" else "value"] = hit.aggregate
         if aggregation.group_by:
             shown["group_by"] = aggregation.group_by
-            shown["group"] = hit.group[0]
+            shown["group"] = spelled[0]
         sigma["aggregation"] = shown
     elif spec.legacy is None:
         sigma["correlation"]["value"] = hit.aggregate
-        sigma["correlation"]["group"] = dict(zip(spec.group_by, hit.group))
+        sigma["correlation"]["group"] = dict(zip(spec.group_by, spelled))
         if hit.distinct_values:
             sigma["correlation"]["values"] = _capped(list(hit.distinct_values))
             if len(hit.distinct_values) > MAX_LIST:

@@ -32,7 +32,7 @@ from ..sigma.correlation import CorrelationSpec
 from . import state as _state
 from .agents import AgentClocks
 from .correlator import DEFAULT_MAX_SKEW, MAX_HELD, NEVER, Correlator, Hit, give_back_memory
-from .windows import group_of
+from .windows import group_of, spelled_group
 
 # Seconds after which an agent that sent nothing counts as gone (``--agent-idle``).
 DEFAULT_AGENT_IDLE = 60.0
@@ -44,7 +44,7 @@ MAX_HELD_TOTAL = 2 * MAX_HELD
 HELD_CHECK = 16_384
 
 __all__ = ["DEFAULT_AGENT_IDLE", "DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit", "alert_detections",
-           "carried_fields"]
+           "carried_fields", "spelled_group"]
 
 
 def alert_detections(hit: Hit, carried: tuple = ()) -> List[Detection]:
@@ -60,7 +60,8 @@ def alert_detections(hit: Hit, carried: tuple = ()) -> List[Detection]:
     computer, then a successful logon of the same user.  Each refers to its last event with those
     values; without ``carried``, one detection that refers to the hit's last event."""
     spec = hit.spec
-    grouped = {name: [value] for name, value in zip(spec.group_by, hit.group) if value is not None}
+    grouped = {name: [value] for name, value in zip(spec.group_by, spelled_group(spec, hit.group, hit.contributions))
+               if value is not None}
     last = {}  # the carried values -> the last event holding them, in the order they first occur
     for c in hit.contributions:  # in (time, arrival) order
         values = tuple(_first(c.detection.fields.get(spec.field_for(name, c.detection.rule))) for name in carried)

@@ -42,6 +42,7 @@ import ujson
 from sortedcontainers import SortedList
 
 from ..detect import Detection, WireError, blake2b
+from .windows import fold
 
 FORMAT = "pipeshell-filter.state"
 VERSION = 2  # 2: events kept as their fields alone, without a wire record's type and version
@@ -289,8 +290,8 @@ def _restore(correlator, data: dict) -> None:
         early_used.add((time, number))
     consumed, order = {}, deque()
     for t, group in data["consumed"]:
-        group = tuple(group)
-        consumed[group] = _event_time(t)
+        group = tuple(map(fold, group))  # as ``group_of`` makes it now (an older state's may differ in case)
+        consumed[group] = max(_event_time(t), consumed.get(group, NEVER))
         order.append((consumed[group], group))
     seen = None
     if data.get("seen") is not None and correlator.seen is not None:
@@ -312,8 +313,9 @@ def _restore(correlator, data: dict) -> None:
     for t, group in data.get("early_done", ()):
         if type(t) is not int:
             raise ValueError("'early_done' holds a non-integer time")
-        correlator._early_done[tuple(group)] = t
-        correlator._early_order.append((t, tuple(group)))
+        group = tuple(map(fold, group))
+        correlator._early_done[group] = max(t, correlator._early_done.get(group, NEVER))
+        correlator._early_order.append((t, group))
     if correlator.seen is not None:
         correlator.seen = seen if seen is not None else type(correlator.seen)(correlator.seen.cap)
 

@@ -393,10 +393,33 @@ SHAPES = {
 
 
 def group_of(spec: CorrelationSpec, detection) -> tuple:
-    """The group key: the first value of each group-by field (None where absent)."""
+    """The group key: the first value of each group-by field (None where absent), letter case folded
+    (``fold``): Sigma compares values without it and a Windows account or host name has none, so a brute
+    force that varied the case of the name it tried (``admin``, ``ADMIN``) was groups each under the
+    threshold.  ``spelled_group`` gives it back as the events wrote it."""
     key = []
     for name in spec.group_by:
         values = detection.fields.get(spec.field_for(name, detection.rule))
-        key.append(values[0] if values else None)
+        key.append(fold(values[0]) if values else None)
     return tuple(key)
 
+
+def fold(value):
+    """A group value as ``group_of`` compares it: a text case-folded (the very string when that changes
+    nothing: a flood's keys cost no second copy)."""
+    if value.__class__ is not str:
+        return value
+    folded = value.casefold()
+    return value if folded == value else folded
+
+
+def spelled_group(spec: CorrelationSpec, group: tuple, contributions) -> tuple:
+    """A window's ``group`` as its first event wrote it, for the alert to show."""
+    if not contributions:
+        return group
+    detection = contributions[0].detection
+    spelled = []
+    for name, key in zip(spec.group_by, group):
+        values = detection.fields.get(spec.field_for(name, detection.rule))
+        spelled.append(values[0] if values and fold(values[0]) == key else key)
+    return tuple(spelled)
