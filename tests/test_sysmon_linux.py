@@ -259,8 +259,9 @@ def test_only_lines_carrying_xml_and_a_reference_or_blank_are_held_back():
 
 
 def _json_spelled(text: str, choices: list) -> bytes:
-    """``text`` as a JSON string's bytes, each character as itself (when JSON allows), its short escape or
-    a ``\\u`` escape in either case of hex digit, as ``choices`` say: every spelling a JSON writer may use."""
+    """``text`` in a JSON string's bytes (no quotes), each character as itself (when JSON allows), its short
+    escape or a ``\\u`` escape in either case of hex digit, as ``choices`` say: every spelling a JSON writer
+    may use."""
     short = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"}
     out = []
     for ch, how in zip(text, choices + [0] * len(text)):
@@ -270,20 +271,30 @@ def _json_spelled(text: str, choices: list) -> bytes:
             out.append(f"\\u{ord(ch):04X}")
         else:
             out.append(short.get(ch, ch))
-    return ('"' + "".join(out) + '"').encode()
+    return "".join(out).encode()
 
 
-BACKSLASHED = st.text(st.sampled_from("\\\\\\tnru0926aAdD&\t\r\n x"), max_size=24)
+BACKSLASHED = st.text(st.sampled_from('\\\\\\tnru0926aAdD&\t\r\n "x'), max_size=24)
+SPELLINGS = st.lists(st.integers(0, 2), max_size=24)
 
 
-@given(BACKSLASHED, st.lists(st.integers(0, 2), max_size=24))
-@example("C:\\Windows\\temp\\rundll32 \\new", [])
-@example("\\\t", [])
-def test_a_line_hides_text_exactly_when_its_decoded_xml_holds_a_reference_or_blank(text, choices):
+@given(BACKSLASHED, BACKSLASHED, BACKSLASHED, st.lists(SPELLINGS, min_size=3, max_size=3), st.booleans())
+@example("C:\\Windows\\temp\\rundll32 \\new", "", "", [[], [], []], False)
+@example("\\\t", "", "", [[], [], []], False)
+@example("x", "a\tb & c ", "Process Create:\r\nRuleName: -", [[], [], []], True)
+def test_a_line_hides_text_exactly_when_its_decoded_xml_holds_a_reference_or_blank(text, header, message,
+                                                                                    spellings, message_first):
     """An escaped backslash before ``t``, ``n`` or ``r`` (``\\\\temp`` in the raw bytes of ``C:\\temp``) was
-    taken for a tab's escape: every XML line holding a Windows path went to the prefilter's full path."""
-    raw = b'{"System": ' + _json_spelled(sysmon_xml(text), choices) + b', "Message": "x"}'
-    assert json.loads(raw)["System"] == sysmon_xml(text)
+    taken for a tab's escape, and a CR LF in the record's ``Message`` (in every Windows event's) for one in
+    its XML: every Render_Event_As_XML line went to the prefilter's full path.  Only the XML's text counts,
+    from ``<Event`` on: not a syslog header before it, not the record's other values."""
+    xml = sysmon_xml(text)
+    at = xml.index(text, xml.index('"CommandLine">')) if text else 0
+    system = (_json_spelled(header, spellings[0]) + _json_spelled(xml[:at], []) + _json_spelled(text, spellings[1])
+              + _json_spelled(xml[at + len(text):], []))
+    fields = [b'"System": "' + system + b'"', b'"Message": "' + _json_spelled(message, spellings[2]) + b'"']
+    raw = b"{" + b", ".join(fields[::-1] if message_first else fields) + b"}"
+    assert json.loads(raw) == {"System": header + xml, "Message": message}
     assert hides_text(raw) == any(ch in text for ch in "&\t\r\n")
 
 
@@ -293,6 +304,7 @@ def test_windows_paths_in_xml_are_judged_by_their_bytes():
     path = sysmon_xml("C:\\Windows\\temp\\rundll32.exe C:\\new\\x.dll", image_xml="C:\\Windows\\rundll32.exe")
     line = json.dumps({"System": path, "Message": "Process Create"}).encode()
     assert b"\\\\temp" in line and not hides_text(line)
+    assert not hides_text(json.dumps({"System": path, "Message": "Process Create:\r\nRuleName: -"}).encode())
     assert hides_text(line.replace(b"\\\\temp", b"\\\\\\temp"))  # a backslash, then a tab
     for engine in pf.available_engines():
         assert pf.Prefilter([b"wget"], engine).judge([line]) == [pf.SKIP], engine
