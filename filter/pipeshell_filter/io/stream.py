@@ -1084,7 +1084,8 @@ class Filter:
         """The time a line vouches for in a match stage's heartbeat: that of the event whose XML it carries
         (``_carried``), the time its Detections take, not the collector's record's, which is later: a
         heartbeat at the collector's time made the next Detections late for the correlate stage."""
-        return self.engine.event_time(event_to_read(line, event)[0])  # a refused XML: said where it is matched
+        read = event_to_read(line, event)[0]  # a refused XML: said where it is matched
+        return self.engine.event_time(read, read is not event)
 
     def _seen_time(self, time_ns: Optional[int]) -> None:
         self._send(self.progress.see(time_ns))
@@ -1175,26 +1176,28 @@ class Filter:
         if self.repeated_keys:
             event = every_value(text, event)
         read = self._carried(text, event, number)  # the event matched; ``event`` is the line's own
-        sigma, following = self._judge(read, number, only, text)
+        carried = read is not event
+        sigma, following = self._judge(read, number, only, text, carried)
         if sigma is not None and self.emit != "alerts":
             self._write(enrich_line(line, event, sigma), event)
         elif keep:
             self._write(line, event)
-        self._follow(read, following)
+        self._follow(read, following, carried)
 
-    def _judge(self, read: dict, number: int, only, text: bytes) -> tuple:
+    def _judge(self, read: dict, number: int, only, text: bytes, carried: bool) -> tuple:
         """The detect stage, and in one process the correlate stage, on the event a line is read as:
         its enrichment (None: it matched nothing), and what goes out after the line: its Detections
-        (``--stage match``) or the alerts it fired (``_follow``)."""
+        (``--stage match``) or the alerts it fired (``_follow``).  ``carried``: ``read`` is the event of
+        the XML the line carries (``FieldResolver.carried`` reads it)."""
         if self.stage == "match":
-            return self.engine.match(read, number, only, text)
-        outcome = self.engine.process(read, number, only, text)
+            return self.engine.match(read, number, only, text, carried)
+        outcome = self.engine.process(read, number, only, text, carried)
         if outcome.untimed:
             self.diagnostics.report("no_time", self._where(number),
                                     "matched event has no parsable time; left out of correlation")
         return outcome.sigma, outcome.alerts
 
-    def _follow(self, read: dict, following: list) -> None:
+    def _follow(self, read: dict, following: list, carried: bool) -> None:
         """After a line: its Detections, then a heartbeat vouching for them (``--stage match``), or its alerts."""
         if self.stage != "match":
             self.write_alerts(following)
@@ -1202,7 +1205,7 @@ class Filter:
         for detection in following:
             self._send(detection)
         if self.progress is not None:
-            self._seen_time(following[0].time if following else self.engine.event_time(read))
+            self._seen_time(following[0].time if following else self.engine.event_time(read, carried))
 
     def _read_text_xml(self, line: bytes, text: bytes, number: int) -> bool:
         """A line that is not JSON but holds an event's XML (a line of Sysmon for Linux's own syslog
@@ -1220,12 +1223,12 @@ class Filter:
             return True
         if read is None:
             return False
-        sigma, following = self._judge(read, number, None, text)
+        sigma, following = self._judge(read, number, None, text, True)
         if self.emit == "all" or sigma is not None and self.emit != "alerts":
             message = "not JSON; read as the event its XML holds"
             self._write(wrap_line(line, "invalid_json", message, number, self.max_record) if self.wrap_unusable else line,
                         None)
-        self._follow(read, following)
+        self._follow(read, following, True)
         return True
 
     def _carried(self, text: bytes, event: dict, number: int) -> dict:
@@ -1633,7 +1636,7 @@ class Filter:
         read, unread = event_to_read(line, event)
         if unread is not None:  # diagnosed by the parent
             return True
-        sigma, detections = self.engine.match(read, 0, self._only(line), line)
+        sigma, detections = self.engine.match(read, 0, self._only(line), line, read is not event)
         if not detections:
             return problem
         return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,
