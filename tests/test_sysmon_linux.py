@@ -436,3 +436,18 @@ def test_worker_processes_leave_the_syslog_lines_to_the_filter_which_reads_them(
     alone, together = _filter_file(data, 0), _filter_file(data, 2)
     assert together == alone
     assert len(alerts(b"\n".join(line for line in alone[0].splitlines() if line.startswith(b"{")))) == 200  # two curls in each
+
+
+def test_several_inputs_are_merged_by_the_xml_time_not_the_collectors(tmp_path):
+    """The merge of ``--input`` files keyed a line carrying an event's XML by its collector's ``timestamp``:
+    here the second file's collector ran an hour late, and its events (dated by their XML between the
+    first file's) came after them all, as a correlation would have read them too."""
+    def line(second: int, late: int) -> dict:
+        xml = sysmon_xml("ls", record=second, when=f"2026-12-04T10:00:0{second}.000000000Z")
+        return dict(WRAPPINGS["vector file"](xml), timestamp=f"2026-12-04T1{late}:00:0{second}.000000Z")
+    (tmp_path / "a.ndjson").write_bytes(ndjson(line(1, 0), line(3, 0), line(5, 0)))
+    (tmp_path / "b.ndjson").write_bytes(ndjson(line(2, 1), line(4, 1)))
+    result = run_cli(["--emit", "all", "--input", str(tmp_path / "a.ndjson"), "--input", str(tmp_path / "b.ndjson")])
+    assert result.returncode == 0, result.stderr
+    assert [carried_event(r)["Event"]["System"]["EventRecordID"] for r in records(result.stdout)] == \
+        ["1", "2", "3", "4", "5"]
