@@ -266,3 +266,25 @@ def test_a_rule_reads_the_records_message_beside_the_xml(tmp_path):
     result = run_cli(["--rule", str(rule), "--emit", "matches"], lines)
     assert result.returncode == 0, result.stderr
     assert [bool(sigma) for sigma in _read(result)[1]] == [True, True], result.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-prefilter"], ["--prefilter-engine", "python"], ["--non-json", "wrap"],
+                                   ["--workers", "2", "--input", "FILE"]])
+def test_fluentbit_time_frames_an_xml_record_at_its_xml_time(tmp_path, extra):
+    """A Render_Event_As_XML record has no time at its top level: ``--fluentbit-time`` framed it at the
+    clock's, matched or not, while its alerts and Detections took its XML's.  Blocks of records the
+    prefilter rules out included (the skimmer's), and a record without XML beside them at its own time."""
+    stream = [Logical(HOSTS[i % 4], T0 + i * 7 * NS, (800, 4103, 4104)[i % 3], ("Get-Date", CLIENT)[i % 5 == 0],
+                      record_id=i + 1) for i in range(300)]
+    lines = [fluentbit_xml(event) for event in stream] + [fluentbit(stream[0])]
+    data = ndjson(*lines)
+    if "FILE" in extra:
+        (tmp_path / "in.ndjson").write_bytes(data)
+        extra, data = [str(tmp_path / "in.ndjson") if x == "FILE" else x for x in extra], b""
+    result = run_cli(["--fluentbit-time", "--emit", "all", *extra], data)
+    assert result.returncode == 0, result.stderr
+    framed = [(line[1:line.index(b",")].decode(), json.loads(line)[1]) for line in result.stdout.splitlines()]
+    out = [(when, record) for when, record in framed if record.get("event", {}).get("kind") != "alert"]
+    assert [{k: v for k, v in record.items() if k != "sigma"} for _, record in out] == lines
+    assert sum("sigma" in record for _, record in out) == 61  # matched ones and ruled out ones (the rest)
+    assert [when for when, _ in out] == [f"{e.time_ns // NS}.{e.time_ns % NS:09d}" for e in stream + stream[:1]]

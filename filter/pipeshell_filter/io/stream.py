@@ -1026,7 +1026,7 @@ class Filter:
         risky = iter(_maybe_unportable_ends(chunk) if self.wrap_unusable else ())
         next_risk = next(risky, len(chunk) + 1)
         out = []
-        loads, clock, time_of = load_event, self.clock, self.engine.event_time
+        loads, clock, time_of = load_event, self.clock, self.line_time
         framed, wrap, limit = self.fluentbit_time, self.wrap, self.max_record
         position = 0
         for line in chunk[:-1].split(b"\n"):
@@ -1043,7 +1043,7 @@ class Filter:
                 if event is not None:
                     record = line
                     if framed:
-                        when = time_of(event)
+                        when = time_of(line, event)
                         record = start_or_clock(when, clock) + line + b"]"
                     if wrap and len(record) > limit:
                         record = None
@@ -1164,8 +1164,8 @@ class Filter:
         if self.wrap_unusable:
             line = text
         if not candidate:
-            if keep:
-                self._write(line, event)
+            if keep:  # framed at the time the filter reads for it: a carried XML's (``line_time``)
+                self._write(line, event, self.line_time(text, event) if self.fluentbit_time else None)
             if self.progress is not None:
                 self._seen_time(self.line_time(text, event))
             return
@@ -1181,9 +1181,9 @@ class Filter:
         carried = read is not event
         sigma, following = self._judge(read, number, only, text, carried)
         if sigma is not None and self.emit != "alerts":
-            self._write(enrich_line(line, event, sigma), event)
+            self._write(enrich_line(line, event, sigma), read, carried=carried)
         elif keep:
-            self._write(line, event)
+            self._write(line, read, carried=carried)
         self._follow(read, following, carried)
 
     def _judge(self, read: dict, number: int, only, text: bytes, carried: bool) -> tuple:
@@ -1228,8 +1228,8 @@ class Filter:
         sigma, following = self._judge(read, number, None, text, True)
         if self.emit == "all" or sigma is not None and self.emit != "alerts":
             message = "not JSON; read as the event its XML holds"
-            self._write(wrap_line(line, "invalid_json", message, number, self.max_record) if self.wrap_unusable else line,
-                        None)
+            kept = wrap_line(line, "invalid_json", message, number, self.max_record) if self.wrap_unusable else line
+            self._write(kept, read, carried=True)  # --fluentbit-time: framed at its XML's time
         self._follow(read, following, True)
         return True
 
@@ -1346,8 +1346,10 @@ class Filter:
 
     # ------------------------------------------------------------ output
 
-    def _write(self, record: bytes, event: Optional[dict], time_ns: Optional[int] = None) -> None:
-        """One output record; ``event`` (or ``time_ns``) gives its time for ``--fluentbit-time``."""
+    def _write(self, record: bytes, event: Optional[dict], time_ns: Optional[int] = None,
+               carried: bool = False) -> None:
+        """One output record; ``event`` (or ``time_ns``) gives its time for ``--fluentbit-time``: the event
+        read from the XML the record carries (``carried``), if it does, as ``line_time`` says."""
         if self.wrap_unusable:  # --fluentbit-time alone too: Fluent Bit would drop the whole read
             problem = unportable_record(record)
             if problem is not None:  # the record as it would have gone out, kept as text
@@ -1356,7 +1358,7 @@ class Filter:
                 record = wrap_line(record, "unportable", problem, self.lines, self.max_record - 64)
         if self.fluentbit_time:
             if time_ns is None and event is not None:
-                time_ns = self.engine.event_time(event)
+                time_ns = self.engine.event_time(event, carried)
             start = start_or_clock(time_ns, self.clock)
             line = start + record + b"]"
         else:
