@@ -451,3 +451,12 @@ def test_several_inputs_are_merged_by_the_xml_time_not_the_collectors(tmp_path):
     assert result.returncode == 0, result.stderr
     assert [carried_event(r)["Event"]["System"]["EventRecordID"] for r in records(result.stdout)] == \
         ["1", "2", "3", "4", "5"]
+
+
+def test_fluentbit_time_frames_a_line_of_xml_at_its_xml_time():
+    """Sysmon for Linux's own syslog lines, not JSON, go out as pipeline_error records under
+    ``--fluentbit-time``: one read as its XML's event is framed at that event's time, not the clock's."""
+    result = run_cli(["--fluentbit-time", "--emit", "all"], _syslog_file())
+    assert result.returncode == 0, result.stderr
+    starts = [line[1:line.index(b",")] for line in result.stdout.splitlines()]
+    assert [starts[i] for i in (1, 3, 4)] == [b"%d.000000000" % (1796378400 + s) for s in (1, 2, 3)]
