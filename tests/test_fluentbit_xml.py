@@ -100,6 +100,31 @@ def test_the_incident_rendered_as_xml_alerts_through_the_command():
     assert b"xml_event" not in result.stderr and b"3 matched; 1 alert" in result.stderr
 
 
+@pytest.mark.parametrize("options", [["--profile", "fluentbit-winevtlog"], ["--time-field", "date"],
+                                     ["--profile", "flat", "--time-field", "date"], ["--profile", "evtx"]])
+def test_a_fixed_profile_or_time_field_reads_the_xml_event_in_its_own_shape(options):
+    """``--profile`` and ``--time-field`` say what the records are; an event read from the XML one carries is
+    in the evtx shape at its own TimeCreated whatever they say.  Before: a fixed profile read it through its
+    paths and matched nothing, and ``--time-field date`` found no time in it (no alert: left out of correlation).
+    A record read as it is goes on being read as they say (its ``date``, an hour later, is its time)."""
+    incident = [Logical("srv01", T0 + 12 * NS, 800, f"New-Object {SERVER}"),
+                Logical("cli01", T0 + 65 * NS, 4103, CLIENT), Logical("cli02", T0 + 290 * NS, 4104, CLIENT.upper())]
+    read_at = "2021-06-03 14:00:00 +0000"
+    lines = [dict(fluentbit_xml(event), date=read_at) for event in incident]
+    expected = run_cli(["--emit", "alerts"], ndjson(*lines))
+    result = run_cli(["--emit", "alerts", *options], ndjson(*lines))
+    assert result.returncode == 0, result.stderr
+    found = alerts(result.stdout)
+    assert found == alerts(expected.stdout) and len(found) == 1, result.stderr
+    assert found[0]["@timestamp"] == "2021-06-03T13:04:50Z"  # the XML's TimeCreated, not the record's date
+    assert b"3 matched; 1 alert" in result.stderr and b"no_time" not in result.stderr
+    if options == ["--time-field", "date"]:  # beside a record without XML, read at its date
+        both = ndjson(lines[0], dict(fluentbit(incident[0]), date=read_at))
+        matched = run_cli(["--stage", "match", "--heartbeat", "0", *options], both)
+        times = [r["time"] for r in records(matched.stdout) if r.get("type") == "sigma.detection"]
+        assert times == [T0 + 12 * NS, T0 + 3600 * NS], matched.stderr
+
+
 # ---------------------------------------------------------------- SigmaHQ's Windows rules, entities
 
 def sysmon_windows_xml(image_xml: str, command_xml: str, host: str = "ws01.corp") -> str:
@@ -210,6 +235,10 @@ def test_explain_reads_the_xml_as_the_stream_does(tmp_path):
     assert "Render_Event_As_XML): that event is read, with the record's Message" in text
     assert "profile   evtx" in text and "time      2021-06-03T13:00:12Z" in text
     assert "<- Event.EventData.ScriptBlockText" in text and "SERVER_powershell_block      MATCH" in text
+    fixed = run_cli(["explain", "--event", str(event), "--profile", "fluentbit-winevtlog", "--time-field", "date"])
+    assert fixed.returncode == 0, fixed.stderr
+    assert "profile   evtx (built-in; an event's XML, whatever --profile and --time-field say)" in fixed.stdout.decode()
+    assert "time      2021-06-03T13:00:12Z" in fixed.stdout.decode() and b"MATCH" in fixed.stdout
     event.write_text(json.dumps({"System": HOSTILE["billion laughs"], "Message": "x"}))
     result = run_cli(["explain", "--event", str(event)])
     assert result.returncode == 0 and b"Traceback" not in result.stderr
@@ -237,3 +266,25 @@ def test_a_rule_reads_the_records_message_beside_the_xml(tmp_path):
     result = run_cli(["--rule", str(rule), "--emit", "matches"], lines)
     assert result.returncode == 0, result.stderr
     assert [bool(sigma) for sigma in _read(result)[1]] == [True, True], result.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-prefilter"], ["--prefilter-engine", "python"], ["--non-json", "wrap"],
+                                   ["--workers", "2", "--input", "FILE"]])
+def test_fluentbit_time_frames_an_xml_record_at_its_xml_time(tmp_path, extra):
+    """A Render_Event_As_XML record has no time at its top level: ``--fluentbit-time`` framed it at the
+    clock's, matched or not, while its alerts and Detections took its XML's.  Blocks of records the
+    prefilter rules out included (the skimmer's), and a record without XML beside them at its own time."""
+    stream = [Logical(HOSTS[i % 4], T0 + i * 7 * NS, (800, 4103, 4104)[i % 3], ("Get-Date", CLIENT)[i % 5 == 0],
+                      record_id=i + 1) for i in range(300)]
+    lines = [fluentbit_xml(event) for event in stream] + [fluentbit(stream[0])]
+    data = ndjson(*lines)
+    if "FILE" in extra:
+        (tmp_path / "in.ndjson").write_bytes(data)
+        extra, data = [str(tmp_path / "in.ndjson") if x == "FILE" else x for x in extra], b""
+    result = run_cli(["--fluentbit-time", "--emit", "all", *extra], data)
+    assert result.returncode == 0, result.stderr
+    framed = [(line[1:line.index(b",")].decode(), json.loads(line)[1]) for line in result.stdout.splitlines()]
+    out = [(when, record) for when, record in framed if record.get("event", {}).get("kind") != "alert"]
+    assert [{k: v for k, v in record.items() if k != "sigma"} for _, record in out] == lines
+    assert sum("sigma" in record for _, record in out) == 61  # matched ones and ruled out ones (the rest)
+    assert [when for when, _ in out] == [f"{e.time_ns // NS}.{e.time_ns % NS:09d}" for e in stream + stream[:1]]

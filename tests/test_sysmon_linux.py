@@ -258,6 +258,65 @@ def test_only_lines_carrying_xml_and_a_reference_or_blank_are_held_back():
         assert scanner.judge(lines) == [pf.SKIP, pf.CANDIDATE, pf.SKIP], engine
 
 
+def _json_spelled(text: str, choices: list) -> bytes:
+    """``text`` in a JSON string's bytes (no quotes), each character as itself (when JSON allows), its short
+    escape or a ``\\u`` escape in either case of hex digit, as ``choices`` say: every spelling a JSON writer
+    may use."""
+    short = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+    out = []
+    for ch, how in zip(text, choices + [0] * len(text)):
+        if how == 1 or (how == 0 and ch < " "):
+            out.append(f"\\u{ord(ch):04x}" if ch not in short or how == 1 else short[ch])
+        elif how == 2:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(short.get(ch, ch))
+    return "".join(out).encode()
+
+
+BACKSLASHED = st.text(st.sampled_from('\\\\\\tnru0926aAdD&\t\r\n "x'), max_size=24)
+SPELLINGS = st.lists(st.integers(0, 2), max_size=24)
+
+
+@given(BACKSLASHED, BACKSLASHED, BACKSLASHED, st.lists(SPELLINGS, min_size=3, max_size=3), st.booleans())
+@example("C:\\Windows\\temp\\rundll32 \\new", "", "", [[], [], []], False)
+@example("\\\t", "", "", [[], [], []], False)
+@example("x", "a\tb & c ", "Process Create:\r\nRuleName: -", [[], [], []], True)
+def test_a_line_hides_text_exactly_when_its_decoded_xml_holds_a_reference_or_blank(text, header, message,
+                                                                                    spellings, message_first):
+    """An escaped backslash before ``t``, ``n`` or ``r`` (``\\\\temp`` in the raw bytes of ``C:\\temp``) was
+    taken for a tab's escape, and a CR LF in the record's ``Message`` (in every Windows event's) for one in
+    its XML: every Render_Event_As_XML line went to the prefilter's full path.  Only the XML's text counts,
+    from ``<Event`` on: not a syslog header before it, not the record's other values."""
+    xml = sysmon_xml(text)
+    at = xml.index(text, xml.index('"CommandLine">')) if text else 0
+    system = (_json_spelled(header, spellings[0]) + _json_spelled(xml[:at], []) + _json_spelled(text, spellings[1])
+              + _json_spelled(xml[at + len(text):], []))
+    fields = [b'"System": "' + system + b'"', b'"Message": "' + _json_spelled(message, spellings[2]) + b'"']
+    raw = b"{" + b", ".join(fields[::-1] if message_first else fields) + b"}"
+    assert json.loads(raw) == {"System": header + xml, "Message": message}
+    assert hides_text(raw) == any(ch in text for ch in "&\t\r\n")
+
+
+def test_windows_paths_in_xml_are_judged_by_their_bytes():
+    """A Render_Event_As_XML line whose paths hold ``\\temp``, ``\\rundll32``, ``\\new``: no tab, CR or LF in
+    its decoded text, so it is ruled out by its bytes; an odd run of backslashes before ``t`` is a tab."""
+    path = sysmon_xml("C:\\Windows\\temp\\rundll32.exe C:\\new\\x.dll", image_xml="C:\\Windows\\rundll32.exe")
+    line = json.dumps({"System": path, "Message": "Process Create"}).encode()
+    assert b"\\\\temp" in line and not hides_text(line)
+    assert not hides_text(json.dumps({"System": path, "Message": "Process Create:\r\nRuleName: -"}).encode())
+    assert hides_text(line.replace(b"\\\\temp", b"\\\\\\temp"))  # a backslash, then a tab
+    for engine in pf.available_engines():
+        assert pf.Prefilter([b"wget"], engine).judge([line]) == [pf.SKIP], engine
+    # a line that is a run of a million backslashes: the verdict by parity, in one pass (by hand: ms)
+    run = b"\\" * (1 << 20)
+    head = b'{"log": "<Event><System/>'
+    assert not hides_text(head + run + b't"}')
+    assert hides_text(head + run + b'\\t"}')
+    assert not hides_text(head + run + b'u0026"}')
+    assert hides_text(head + run + b'\\u0026"}')
+
+
 def _filter_file(data: bytes, workers: int) -> tuple:
     plans = [compile_plan(parse_rule(HAND_RULE.replace("a&b<c>", "curl"), "r.yml"))]
     return filter_file(plans, data, workers)
@@ -377,3 +436,27 @@ def test_worker_processes_leave_the_syslog_lines_to_the_filter_which_reads_them(
     alone, together = _filter_file(data, 0), _filter_file(data, 2)
     assert together == alone
     assert len(alerts(b"\n".join(line for line in alone[0].splitlines() if line.startswith(b"{")))) == 200  # two curls in each
+
+
+def test_several_inputs_are_merged_by_the_xml_time_not_the_collectors(tmp_path):
+    """The merge of ``--input`` files keyed a line carrying an event's XML by its collector's ``timestamp``:
+    here the second file's collector ran an hour late, and its events (dated by their XML between the
+    first file's) came after them all, as a correlation would have read them too."""
+    def line(second: int, late: int) -> dict:
+        xml = sysmon_xml("ls", record=second, when=f"2026-12-04T10:00:0{second}.000000000Z")
+        return dict(WRAPPINGS["vector file"](xml), timestamp=f"2026-12-04T1{late}:00:0{second}.000000Z")
+    (tmp_path / "a.ndjson").write_bytes(ndjson(line(1, 0), line(3, 0), line(5, 0)))
+    (tmp_path / "b.ndjson").write_bytes(ndjson(line(2, 1), line(4, 1)))
+    result = run_cli(["--emit", "all", "--input", str(tmp_path / "a.ndjson"), "--input", str(tmp_path / "b.ndjson")])
+    assert result.returncode == 0, result.stderr
+    assert [carried_event(r)["Event"]["System"]["EventRecordID"] for r in records(result.stdout)] == \
+        ["1", "2", "3", "4", "5"]
+
+
+def test_fluentbit_time_frames_a_line_of_xml_at_its_xml_time():
+    """Sysmon for Linux's own syslog lines, not JSON, go out as pipeline_error records under
+    ``--fluentbit-time``: one read as its XML's event is framed at that event's time, not the clock's."""
+    result = run_cli(["--fluentbit-time", "--emit", "all"], _syslog_file())
+    assert result.returncode == 0, result.stderr
+    starts = [line[1:line.index(b",")] for line in result.stdout.splitlines()]
+    assert [starts[i] for i in (1, 3, 4)] == [b"%d.000000000" % (1796378400 + s) for s in (1, 2, 3)]

@@ -732,7 +732,7 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
         if stream_filter.stage == "correlate":  # Detection records from several agents: their own time
             found = event.get("time")
             return found if type(found) is int else None
-        return stream_filter.engine.event_time(event)
+        return stream_filter.line_time(line, event)  # a line carrying an event's XML: that event's time
 
     return inputs_module.merged(streams, event_time)
 

@@ -345,10 +345,12 @@ class Detector:
                 self._route_fields[routed, event_ids] = found
         return found
 
-    def detect(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None) -> List[Detection]:
+    def detect(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None,
+               carried: bool = False) -> List[Detection]:
         """``only``: positions of the rules to try (the others cannot match), None for every rule;
-        ``text``: the event's input line, which tells apart events without a record id (``line_digest``)."""
-        return self.detect_view(self.resolver.view(event), line, only, text)
+        ``text``: the event's input line, which tells apart events without a record id (``line_digest``);
+        ``carried``: the event was read from the XML its record carries (``FieldResolver.carried`` reads it)."""
+        return self.detect_view((self.resolver.carried if carried else self.resolver).view(event), line, only, text)
 
     def detect_view(self, view, line: int = 0, only=None, text: Optional[bytes] = None) -> List[Detection]:
         """``only``: the rules to try (the others cannot match), None for every rule, or a

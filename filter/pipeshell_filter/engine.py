@@ -77,13 +77,14 @@ class Engine:
         # same values as two, so that alerts and their ids are the same either way
         self.carried = None
 
-    def process(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None) -> Outcome:
+    def process(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None,
+                carried: bool = False) -> Outcome:
         """The detect stage and then the correlate stage, for one parsed event; ``only``: the
         positions of the rules that can match it (``io.rule_index.RuleIndex``), None for all;
-        ``text``: its input line (``Detector.detect``)."""
-        sigma, detections = self.match(event, line, only, text)
+        ``text``: its input line; ``carried``: read from its record's XML (``Detector.detect``)."""
+        sigma, detections = self.match(event, line, only, text, carried)
         if self.trace is not None:
-            self.trace.matched(event, line, detections)
+            self.trace.matched(event, line, detections, carried)
         return Outcome(sigma, *self._correlate_all(detections))
 
     def take(self, detections: List[Detection]) -> Outcome:
@@ -108,9 +109,10 @@ class Engine:
             alerts += self._alerts(self.correlation.end_event())
         return alerts, untimed
 
-    def match(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None) -> tuple:
+    def match(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None,
+              carried: bool = False) -> tuple:
         """The detect stage alone: the enrichment and the Detection records (``--stage match``)."""
-        detections = self.detector.detect(event, line, only, text)
+        detections = self.detector.detect(event, line, only, text, carried)
         if not detections:
             return None, []
         self.stats["matched"] += 1
@@ -188,9 +190,10 @@ class Engine:
         self.stats["alerts"] += len(hits)
         return [correlation_alert(self.meta[hit.spec.id], hit) for hit in hits]
 
-    def event_time(self, event: dict) -> Optional[int]:
-        """The event's own time in ns (None when it has none we can parse)."""
-        return self.resolver.time(event)
+    def event_time(self, event: dict, carried: bool = False) -> Optional[int]:
+        """The event's own time in ns (None when it has none we can parse); ``carried``: the event was read
+        from the XML its record carries (``FieldResolver.carried``)."""
+        return (self.resolver.carried if carried else self.resolver).time(event)
 
     def release_memory(self) -> None:
         """Between blocks: memory a passed flood left behind goes back (``Correlation.release_memory``)."""

@@ -61,10 +61,14 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    "that event is read" + (", with the record's Message" if "Message" in read else "")]
     elif read is not event:
         carried = ["note      the record's text holds an event's XML: that event is read"]
+    given = resolver
+    if read is not event:  # in the evtx shape, at its own time, whatever --profile and --time-field say
+        resolver = resolver.carried
     event = read
     view = resolver.view(event)
     chosen = view.profile
-    how = "fixed by --profile" if resolver.fixed else (
+    how = "an event's XML, whatever --profile and --time-field say" if resolver is not given else \
+        "fixed by --profile" if resolver.fixed else (
         "detected: " + ", ".join(".".join(map(str, p)) for p in chosen.detect) + " present" if chosen.detect
         else "no other profile's paths present")
     origin = "built-in" if chosen.source.startswith(os.path.dirname(__file__)) else chosen.source
@@ -536,15 +540,16 @@ class CorrelationTrace:
         return (correlator.late, correlator.late_dropped, correlator.watermark, correlator.duplicates,
                 correlator.arrivals)
 
-    def matched(self, event: dict, number: int, detections: list) -> None:
-        """``Engine.trace``: a parsed event, with its detections, before they are correlated."""
+    def matched(self, event: dict, number: int, detections: list, carried: bool = False) -> None:
+        """``Engine.trace``: a parsed event, with its detections, before they are correlated (``carried``:
+        read from its record's XML, ``Engine.process``)."""
         self.events += 1
         self._number = number
         self._origin(number)
         kind = event.get("type")
         if kind.__class__ is str and kind in OWN_TYPES:  # a match stage's output, read as an event
             self.wire += 1
-        self._out_of_logsource(event, number, {d.rule for d in detections})
+        self._out_of_logsource(event, number, {d.rule for d in detections}, carried)
         if detections:
             self._before = {id(c): self._counts(c) for c in self.correlators}
 
@@ -598,7 +603,7 @@ class CorrelationTrace:
                             "joined the windows still open")
         return entry
 
-    def _out_of_logsource(self, event: dict, number: int, matched: set) -> None:
+    def _out_of_logsource(self, event: dict, number: int, matched: set, carried: bool) -> None:
         """Events that meet a correlated rule's condition but not its logsource: the detector
         never tries the rule on them."""
         view = None
@@ -606,7 +611,7 @@ class CorrelationTrace:
             if plan.rule.id in matched or plan.logsource is None or not self.engine.correlation.wants(plan.rule.id):
                 continue
             if view is None:
-                view = self.engine.resolver.view(event)
+                view = (self.engine.resolver.carried if carried else self.engine.resolver).view(event)
                 facts = event_facts(view)
             if plan.logsource.applies(facts, self.engine.detector.unknown_logsource):
                 continue

@@ -274,10 +274,14 @@ def builtin_profiles() -> list:
     return [load_profile_file(os.path.join(_PROFILE_DIR, f"{name}.yml")) for name in names]
 
 
+CARRIED_PROFILE = "evtx"  # the shape of an event read from its XML (``xml_event.parse_event_xml``)
+
+
 class FieldResolver:
     """Picks a profile per event and resolves Sigma field names through it."""
 
     def __init__(self, profiles: list, fixed: Optional[str] = None, time_field: Optional[str] = None):
+        every = list(profiles)
         if fixed not in (None, "auto"):
             chosen = [p for p in profiles if p.name == fixed]
             if not chosen:
@@ -287,6 +291,12 @@ class FieldResolver:
         self.profiles = list(profiles)
         self.fixed = fixed not in (None, "auto")
         self.time_path = parse_path(time_field) if time_field else None
+        # What reads an event taken from the XML a record carries (``xml_event``): it is in the evtx shape,
+        # at its own TimeCreated, whatever the records' shape, which ``--profile`` and ``--time-field`` say.
+        self.carried = self
+        evtx = [p for p in every if p.name == CARRIED_PROFILE]
+        if evtx and (self.time_path is not None or self.fixed and self.profiles != evtx):
+            self.carried = FieldResolver(evtx, CARRIED_PROFILE)
 
     def profile_for(self, event: dict) -> Profile:
         if self.fixed:

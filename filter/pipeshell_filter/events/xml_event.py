@@ -31,9 +31,10 @@ Why the raw-byte prefilter stays sound.  A value of the event is the text of one
 attribute), which, with none of the constructs above, is a piece of the JSON-decoded string as it
 is, except for entity and character references (``&amp;``, ``&#99;``) and the whitespace XML
 normalises in attribute values (a tab or line break read as a space).  A line that carries XML and
-holds an ``&`` or one of those characters, in any JSON spelling (``hides_text``), goes to the full
-path; in every other such line each value is a piece of a JSON string, which the prefilter's own
-argument covers.
+holds an ``&`` or one of those characters, in any JSON spelling, in its XML's text (``hides_text``: from
+the first ``<Event`` to the end of the string holding the last; not in ``Message``, whose CR LF every
+Windows event has) goes to the full path; in every other such line each value is a piece of a JSON
+string, which the prefilter's own argument covers.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ from xml.etree import ElementTree
 # ``<`` as an escape), the prefilter and the reading alike.
 MARKS = (b"<Event", b"\\u003cEvent", b"\\u003CEvent")
 # What XML decoding may turn into text the raw bytes do not hold (see the module docstring): an
-# entity or character reference, and a tab, CR or LF in an attribute value (read as a space).
-HIDING = (b"&", b"\\u0026", b"\\t", b"\\n", b"\\r", b"\\u0009", b"\\u000a", b"\\u000A", b"\\u000d", b"\\u000D",
-          b"\t", b"\r", b"\n")
+# entity or character reference, and a tab, CR or LF in an attribute value (read as a space); as raw
+# bytes, and as JSON escapes (``_ESCAPED_HIDING``).
+HIDING = (b"&", b"\t", b"\r", b"\n")
+# A JSON escape of one of those, where a backslash starts an escape (``_hiding_in_xml``).
+_ESCAPED_HIDING = re.compile(rb"\\(?:[tnr]|u00(?:0[9aAdD]|26))")
 
 MAX_CHARS = 1 << 20  # events are a few KiB: a larger text is not parsed
 MAX_DEPTH = 16  # Event / UserData / <element> / <field>: four deep at most
@@ -74,7 +77,27 @@ def carries_xml(raw: bytes) -> bool:
 def hides_text(raw: bytes) -> bool:
     """Whether XML decoding may give this line's event text its raw bytes do not hold: it then goes to
     the prefilter's full path (``Prefilter``, ``RuleIndex``), as a line holding a JSON escape does."""
-    return carries_xml(raw) and any(mark in raw for mark in HIDING)
+    if not carries_xml(raw) or not (any(mark in raw for mark in HIDING) or _ESCAPED_HIDING.search(raw)):
+        return False  # the search first: it finds a backslash faster than ``in`` finds ``\\t``
+    return _hiding_in_xml(raw)
+
+
+def _hiding_in_xml(raw: bytes) -> bool:
+    """Whether an ``&``, tab, CR or LF, as itself or as a JSON escape (``_ESCAPED_HIDING``), is where an
+    event's XML may be: from the first mark to the end of the JSON string that holds the last one.  Elsewhere
+    (``Message``, whose Windows text breaks its lines with CR LF, the syslog header) the text is JSON's alone.
+    A backslash JSON writes doubled starts no escape (``\\\\temp`` in a Windows path is no tab):
+    ``replace`` takes the pairs off each run of backslashes from its start, as JSON reads them, then the
+    escaped quotes, so every quote left ends a string.  Linear in the line, a run of a million backslashes
+    included."""
+    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    found = [at for at in (text.find(mark) for mark in MARKS) if at >= 0]
+    if not found:
+        return False  # each mark was an escaped backslash's ``\\u003cEvent``: no XML is read
+    last = max(text.rfind(mark) for mark in MARKS)
+    end = text.find(b'"', last)
+    xml = text[min(found):len(text) if end < 0 else end]
+    return any(mark in xml for mark in HIDING) or _ESCAPED_HIDING.search(xml) is not None
 
 
 def unsure_of_text(raw: bytes, anchored: bool) -> bool:
