@@ -461,3 +461,18 @@ def test_fluentbit_time_frames_a_line_of_xml_at_its_xml_time():
     assert result.returncode == 0, result.stderr
     starts = [line[1:line.index(b",")] for line in result.stdout.splitlines()]
     assert [starts[i] for i in (1, 3, 4)] == [b"%d.000000000" % (1796378400 + s) for s in (1, 2, 3)]
+
+
+def test_several_syslog_files_are_merged_by_their_xml_time(tmp_path):
+    """Lines of Sysmon for Linux's own syslog files, not JSON, had no merge key: the second file's events
+    all came after the first's, though dated between them, as a correlation would have read them too."""
+    def line(second: int) -> str:
+        return syslog_line(sysmon_xml("ls", record=second, when=f"2026-12-04T10:00:0{second}.000000000Z")) + "\n"
+    (tmp_path / "a.log").write_text("Dec  4 10:00:00 web1 CRON[9]: (root) CMD (true)\n" + line(1) + line(3) + line(5))
+    (tmp_path / "b.log").write_text(line(2) + line(4) + "<Event><System>not well-formed\n")
+    result = run_cli(["--emit", "all", "--input", str(tmp_path / "a.log"), "--input", str(tmp_path / "b.log")])
+    assert result.returncode == 0, result.stderr
+    read = [parse_event_xml(line[line.index(b"<Event"):].decode()) for line in result.stdout.splitlines()
+            if b"<Event><System><Provider" in line]
+    assert [event["Event"]["System"]["EventRecordID"] for event in read] == ["1", "2", "3", "4", "5"]
+    assert result.stdout.splitlines()[-2] == b"<Event><System>not well-formed"  # at record 4's time, its file's last

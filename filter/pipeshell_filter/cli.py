@@ -726,7 +726,7 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
         try:
             event = ujson.loads(line)
         except (ValueError, OverflowError):
-            return None
+            return stream_filter.text_time(line)  # a line of Sysmon for Linux's syslog file: its XML's time
         if not isinstance(event, dict):
             return None
         if stream_filter.stage == "correlate":  # Detection records from several agents: their own time

@@ -1089,6 +1089,18 @@ class Filter:
         read = event_to_read(line, event)[0]  # a refused XML: said where it is matched
         return self.engine.event_time(read, read is not event)
 
+    def text_time(self, text: bytes) -> Optional[int]:
+        """The time the filter reads for a line that is not JSON (no byte order mark): that of the event
+        whose XML it holds (``_read_text_xml``: Sysmon for Linux's own syslog file), else None.  The merge
+        key of several ``--input`` files, which kept such a file's lines after all of another's."""
+        if self.stage == "correlate" or not carries_xml(text):
+            return None
+        try:
+            read = event_in_text(text.decode("utf-8"))
+        except (UnicodeDecodeError, XmlEventProblem):  # said where the line is read
+            return None
+        return None if read is None else self.engine.event_time(read, True)
+
     def _seen_time(self, time_ns: Optional[int]) -> None:
         self._send(self.progress.see(time_ns))
 
