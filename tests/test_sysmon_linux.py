@@ -476,3 +476,20 @@ def test_several_syslog_files_are_merged_by_their_xml_time(tmp_path):
             if b"<Event><System><Provider" in line]
     assert [event["Event"]["System"]["EventRecordID"] for event in read] == ["1", "2", "3", "4", "5"]
     assert result.stdout.splitlines()[-2] == b"<Event><System>not well-formed"  # at record 4's time, its file's last
+
+
+def test_explain_reads_a_syslog_line_of_xml_as_the_filter_does(tmp_path):
+    """``explain --event`` refused such a line ("neither the file nor its first line is a JSON object")
+    and, given one, would have said the prefilter skips it: the filter parses every line that is not JSON."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(HAND_RULE.replace("a&b<c>", "curl"))
+    event = tmp_path / "syslog"
+    event.write_bytes(_syslog_file().splitlines()[4] + b"\n")  # curl C:\x\y: a needle-less line by its bytes
+    result = run_cli(["explain", "--rule", str(rule), "--event", str(event)])
+    assert result.returncode == 0, result.stderr
+    said = result.stdout.decode()
+    assert "holds an event's XML (Sysmon for Linux's syslog file)" in said and "profile   evtx" in said
+    assert "term 0 met" in said and "prefilter the line is not JSON: it is always parsed" in said
+    event.write_bytes(syslog_line(HOSTILE["truncated"]).encode())
+    refused = run_cli(["explain", "--rule", str(rule), "--event", str(event)])
+    assert refused.returncode == 2 and refused.stderr.count(b"\n") == 1 and b"not well-formed" in refused.stderr

@@ -25,6 +25,7 @@ from .engine import Engine
 from .startup import streaming
 from .events.fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
 from .events.timeparse import NS, format_time
+from .events.xml_event import XmlEventProblem, carries_xml, event_in_text
 from .io import inputs as inputs_module
 from .io import parallel
 from .io.prefilter import Prefilter, needle
@@ -1012,7 +1013,21 @@ def _read_one_event(path: str) -> tuple:
             continue
         if isinstance(parsed, dict):
             return ujson.dumps(parsed, ensure_ascii=False).encode("utf-8", "surrogatepass"), parsed
+    carried = _text_event(candidates[-1])
+    if carried is not None:
+        return candidates[-1], carried
     raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object{why}")
+
+
+def _text_event(line: bytes) -> Optional[dict]:
+    """The event a line that is not JSON holds as XML (Sysmon for Linux's syslog file), as the filter
+    reads it (``Filter._read_text_xml``); None when it holds none.  Refused XML is a usage error here."""
+    try:
+        return event_in_text(line.decode("utf-8")) if carries_xml(line) else None
+    except UnicodeDecodeError:
+        return None
+    except XmlEventProblem as problem:
+        raise UsageProblem(f"--event: {problem}") from None
 
 
 def _unwrapped_event(raw: bytes, parsed: dict, field: str, path: str) -> tuple:

@@ -54,7 +54,11 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
     """How one event is read and judged, rule by rule: the answer to "why did it (not) match?"."""
     carried = []
     read, problem = event_to_read(raw, event)  # Sysmon for Linux's syslog line, Render_Event_As_XML: its XML's event
-    if problem is not None:
+    text_line = not raw.lstrip().startswith(b"{")  # a line that is not JSON: ``event`` is its XML's (``cli._text_event``)
+    if text_line:
+        carried = ["note      the line is not JSON but holds an event's XML (Sysmon for Linux's syslog file): "
+                   "that event is read"]
+    elif problem is not None:
         carried = [f"note      {problem}; the record is read as it is"]
     elif read is not event and event.get("System").__class__ is str:
         carried = ["note      the record's System is its event's XML (Fluent Bit's Render_Event_As_XML): "
@@ -130,7 +134,9 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         elif mask:
             lines.append("outcome   none: the rule is not tried on this event (its logsource does not apply)")
         needles = plan.prefilter_literals(needle)
-        if needles:
+        if needles and text_line:
+            lines.append("prefilter the line is not JSON: it is always parsed (the needles are JSON spellings)")
+        elif needles:
             scan = Prefilter(needles, "python").spans(raw + b"\n")
             lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
                                          "the line holds no needle: it would skip parsing"))
