@@ -1104,6 +1104,11 @@ def test_host_names_that_look_like_numbers_stay_text_and_apart(tmp_path):
     jsonschema.validate(alert, ALERT_SCHEMA)
 
 
+# Three events of one host, three users, 1,500 bytes: what the aggregation messages below measure.
+THREE_HITS = [{"x": "hit", "@timestamp": f"2026-01-01T00:00:0{i}Z", "Computer": "srv", "User": user, "Bytes": size}
+              for i, (user, size) in enumerate((("ann", 200), ("bob", 300), ("cy", 1000)))]
+
+
 @pytest.mark.parametrize("aggregation, message", [
     ("sum(Bytes) > 1000", "sum(Bytes) = 1500 within 60s"),
     ("avg(Bytes) > 400", "avg(Bytes) = 500 within 60s"),
@@ -1117,8 +1122,7 @@ def test_a_legacy_aggregations_message_says_what_it_counted_or_summed(tmp_path, 
     rule = tmp_path / "agg.yml"
     rule.write_text(f"title: agg\ndetection:\n  sel: {{x: hit}}\n  condition: sel | {aggregation}\n"
                     "  timeframe: 1m\n")
-    lines = [{"x": "hit", "@timestamp": f"2026-01-01T00:00:0{i}Z", "Computer": "srv", "User": user, "Bytes": size}
-             for i, (user, size) in enumerate((("ann", 200), ("bob", 300), ("cy", 1000)))]
+    lines = THREE_HITS
     found = alerts(run_cli(["--rule", str(rule)], ndjson(lines)).stdout)
     assert [a["message"] for a in found] == [f"agg: {message}"] * (3 if "host" in message else 1)
     jsonschema.validate(found[0], ALERT_SCHEMA)
@@ -1139,8 +1143,7 @@ def test_a_correlation_documents_message_says_what_it_measured(tmp_path, correla
     rule.write_text("title: hit\nname: hit\ndetection:\n  sel: {x: hit}\n  condition: sel\n---\n"
                     "title: other\nname: other\ndetection:\n  sel: {User: cy}\n  condition: sel\n---\n"
                     f"title: corr\ncorrelation: {correlation}\n")
-    lines = [{"x": "hit", "@timestamp": f"2026-01-01T00:00:0{i}Z", "Computer": "srv", "User": user, "Bytes": size}
-             for i, (user, size) in enumerate((("ann", 200), ("bob", 300), ("cy", 1000)))]
+    lines = THREE_HITS
     found = [a for a in alerts(run_cli(["--rule", str(rule)], ndjson(lines)).stdout) if a["rule"]["name"] == "corr"]
     assert [a["message"] for a in found][:1] == [f"corr: {message} within 60s"]
     jsonschema.validate(found[0], ALERT_SCHEMA)
