@@ -1,7 +1,7 @@
 """A rule value YAML 1.1 reads as a number from a form it rewrites (``0755`` is 493, ``0x1F`` 31, ``1_000``
 1000, ``1:30`` 90, ``+5`` 5) is compared as the text its author wrote: ``FileMode: 0755`` matched an
-event's ``"493"``, never its ``"0755"``.  A decimal written with a point (``1.0``, ``1.10``) matches
-its text as written and its number (``1``, ``1.1``).  A number written as the text it compares by
+event's ``"493"``, never its ``"0755"``.  A decimal written with a point (``1.0``, ``1.10``, ``1.0e+16``)
+matches its text as written and its number (``1``, ``1.1``, ``1e16``).  A number written as the text it compares by
 (``EventID: 4104``, ``-5``, ``1.5``) is compared as before.  Under lt..gte and the date parts the
 written text is read as an event's text is (decimal), and a form that reads as no decimal number is
 a rule error."""
@@ -60,7 +60,7 @@ def test_a_number_matches_the_text_its_author_wrote(text):
     as_yaml_reads = first_leaf(value)
     if as_yaml_reads == text:  # written as it compares: as before, the JSON number too
         assert selects("F", text, {"F": value})
-    elif re.fullmatch(r"-?(?:0|[1-9][0-9]*)\.[0-9]+", text):  # 1.0, 1.10: the text as written, or the number
+    elif re.fullmatch(r"-?(?:0|[1-9][0-9]*)\.[0-9]+(?:[eE][-+]?[0-9]+)?", text):  # 1.10, 1.0e+16: text or number
         assert selects("F", text, {"F": as_yaml_reads}) and selects("F", text, {"F": value})
         assert not selects("F|neq", text, {"F": value}) and not selects("F|neq", text, {"F": text})
     else:  # a form YAML rewrites: its number's text is another value
@@ -173,3 +173,11 @@ def test_ids_and_names_are_kept_as_written(tmp_path):
     assert result.returncode == 0, result.stderr
     [alert] = alerts(result.stdout)
     assert alert["rule"]["id"] == alert["sigma"]["correlation"]["id"] == "0o17"
+
+
+@pytest.mark.parametrize("written, number", [("1.0e+16", 1e16), ("1.5e+0", 1.5), ("-2.50E-3", -0.0025)])
+def test_a_decimal_with_an_exponent_matches_its_number_too(written, number):
+    """Only its text matched: an event's ``1e16`` missed ``B: 1.0e+16``, which pySigma reads as that number
+    (found by the differential test against it)."""
+    assert selects("B", written, {"B": number}) and selects("B", written, {"B": written})
+    assert not selects("B", written, {"B": number * 2})

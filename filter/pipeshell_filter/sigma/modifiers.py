@@ -412,8 +412,9 @@ def _scalar_text(value) -> str:
     return str(value)
 
 
-# A float written in plain decimal notation: its author may mean the text (``"1.10"``) or the number.
-_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+# A float written in decimal notation, with a point and maybe an exponent (``1.10``, ``1.0e+16``): its
+# author may mean the text (``"1.10"``) or the number (pySigma reads the number alone).
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+(?:[eE][-+]?[0-9]+)?")
 
 
 def _written(value) -> Optional[str]:
