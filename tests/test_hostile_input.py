@@ -707,3 +707,26 @@ def test_a_brute_force_that_varies_the_case_of_the_account_is_one_group(tmp_path
     [alert] = alerts(out)
     assert alert["sigma"]["correlation"]["group"] == {"TargetUserName": "Admin"}
     assert alert["sigma"]["correlation"]["value"] == 4 and alert["sigma"]["events_total"] == 4
+
+
+def test_a_state_saved_before_group_values_were_folded_keeps_its_consumed_episodes(tmp_path):
+    """A state written before group-by values were case-folded holds a consumed episode under the
+    spelling of its first event (``Admin``): restored as it is, the episode's other events (``ADMIN``)
+    were a group of their own and alerted on it once more."""
+    rule, state = tmp_path / "r.yml", tmp_path / "state.json"
+    rule.write_text(BRUTE_FORCE)
+
+    def tries(names, first):
+        return ndjson([{"EventID": 4625, "Channel": "Security", "Computer": "dc1", "TargetUserName": name,
+                        "@timestamp": f"2026-12-04T10:00:{first + i:02d}Z"} for i, name in enumerate(names)])
+
+    args = ["--rule", str(rule), "--emit", "alerts", "--state", str(state)]
+    assert len(alerts(run_cli(args, tries(["Admin"] * 4, 0)).stdout)) == 1
+    document = json.loads(state.read_text())
+    [saved] = [c for c in document["correlations"].values() if c["consumed"]]
+    assert [group for _, group in saved["consumed"]] == [["admin"]]
+    saved["consumed"] = [[t, ["Admin"]] for t, _ in saved["consumed"]]  # as a state of the last build held it
+    state.write_text(json.dumps(document))
+    again = run_cli(args, tries(["ADMIN"] * 4, 1))  # the same episode, sent again in other letters
+    assert again.returncode == 0, again.stderr
+    assert alerts(again.stdout) == []
