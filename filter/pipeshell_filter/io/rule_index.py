@@ -21,7 +21,7 @@ import threading
 from collections import Counter
 from typing import Optional
 
-from ..events.xml_event import unsure_of_text
+from ..events.xml_event import carries_xml, hides_text
 from ..sigma import literals
 from . import database_cache
 from .database_cache import blake2b
@@ -41,8 +41,11 @@ class RuleIndex:
     (``Prefilter``): a line holding a trigger (a JSON escape of a needle letter,
     a look-alike) goes to every rule, since its decoded text may hold any
     literal; so does a line whose event is XML that may spell text otherwise
-    (``events.xml_event.hides_text``; any line carrying XML, with an anchored
-    needle).  Rules ``always`` tried (no requirement) are in every answer.
+    (``events.xml_event.hides_text``).  In any other line carrying XML a value ends
+    at ``</Data>`` or an attribute's quote, not at a JSON string's: its literals are
+    looked for without the quotes that anchor some of them (``cmd.exe"`` as
+    ``cmd.exe``), a scan of its own (``_xml_scan``).  Rules ``always`` tried (no
+    requirement) are in every answer.
 
     A route (the rules an event's log source and EventID leave it, ``among``) seen
     often gets a plan of its own (``_Route``), made from what its first lines held:
@@ -87,10 +90,13 @@ class RuleIndex:
     def rules_for(self, line: bytes, among: Optional[frozenset] = None) -> Optional[frozenset]:
         """The rules this line may matter to (of ``among``, when given: the rules its log
         source routes it to); None: every rule (a trigger was found)."""
-        if unsure_of_text(line, anchored=self.xml_whole):  # its event is read from XML
+        xml = carries_xml(line)  # its event is read from XML: that may hold text its bytes do not
+        if xml and hides_text(line):
             return among
-        if self.engine == "python":
-            present = self._python(line)
+        if xml and self.xml_whole:
+            present = self._xml_scan(line)
+        elif self.engine == "python":
+            present = self._python(line, self.needles)
         else:
             route = self._routes.get(among) if among.__class__ is frozenset else None
             if route.__class__ is _Route:
@@ -111,29 +117,46 @@ class RuleIndex:
         found = [rule for rule in indexed if formulas[rule] is None or _holds(formulas[rule], present)]
         return always.union(found)
 
-    def _python(self, line: bytes) -> Optional[set]:
+    def _python(self, line: bytes, needles: list) -> Optional[set]:
         lower = line.lower()
         if (b"\\u" in lower and self._escape_re.search(line)) or \
                 (not lower.isascii() and any(t in lower for t in self._non_ascii)):
             return None
-        return {at for at, found in enumerate(self.needles) if found in lower}
+        return {at for at, found in enumerate(needles) if found in lower}
 
-    def _compile(self, literal_ids, route: bool = False):
+    _xml_needles = _xml_database = None
+
+    def _xml_scan(self, line: bytes) -> Optional[set]:
+        """The literals a line carrying XML holds, each looked for without the JSON quote that anchors
+        it (``prefilter.needle``): as sound, a literal found so being one found anchored or more, and
+        no longer every rule for every such line with SigmaHQ's rules (whose ``endswith`` values are
+        anchored), a thousand tried on each Render_Event_As_XML record.  The database is made at the
+        first such line: a stream without XML never pays for it."""
+        if self._xml_needles is None:
+            self._xml_needles = [_unanchored(found) for found in self.needles]
+        if self.engine == "python":
+            return self._python(line, self._xml_needles)
+        if self._xml_database is None:
+            self._xml_database = self._compile(range(len(self.needles)), needles=self._xml_needles)
+        return self._scan(line, self._xml_database)
+
+    def _compile(self, literal_ids, route: bool = False, needles: Optional[list] = None):
         """A database of these literals (their ids as pattern ids) and their triggers (ids from
         ``len(self.needles)`` on).  The shared database spells the escapes as one pattern; a
         route's spells each as a caseless literal (``\\u00e9`` in any case, a few more lines
         sent to every rule), which Hyperscan compiles ten times faster beside few literals, and
         with nothing but literals, its literal compiler takes it (a quarter faster again)."""
-        count = len(self.needles)
+        needles = self.needles if needles is None else needles
+        count = len(needles)
         literal_ids = list(literal_ids)
         caseless, exact = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH, hyperscan.HS_FLAG_SINGLEMATCH
         if route:
-            found = triggers([self.needles[i] for i in literal_ids])
+            found = triggers([needles[i] for i in literal_ids])
             marks = [(t, caseless if t.isascii() else exact) for t in found]
-            expressions = [self.needles[i] for i in literal_ids] + [m for m, _ in marks]
+            expressions = [needles[i] for i in literal_ids] + [m for m, _ in marks]
         else:
             marks = [(self._escapes, exact)] + [(hex_literal(t), exact) for t in self._non_ascii]
-            expressions = [hex_literal(self.needles[i]) for i in literal_ids] + [m for m, _ in marks]
+            expressions = [hex_literal(needles[i]) for i in literal_ids] + [m for m, _ in marks]
         return database_cache.compiled(expressions, literal_ids + list(range(count, count + len(marks))),
                                        [caseless] * len(literal_ids) + [flag for _, flag in marks], literal=route)
 
@@ -261,6 +284,12 @@ class RuleIndex:
         except hyperscan.ScanTerminated:
             return None
         return present
+
+
+def _unanchored(found: bytes) -> bytes:
+    """A needle without the quotes ``prefilter.needle`` puts around a literal that starts or ends its
+    text: a piece of it, so found wherever it is (a needle of a literal's own ``\\"`` loses a byte more)."""
+    return found[found.startswith(b'"'):len(found) - found.endswith(b'"')] or found
 
 
 class _Sample:
