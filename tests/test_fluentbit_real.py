@@ -29,6 +29,8 @@ import eventgen
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import stream
 from clitools import COMMAND, REPO, run_cli
+from sigmahq import SIGMAHQ
+from test_sysmon_linux import DOWNLOAD, syslog_line, sysmon_xml
 
 # $FLUENT_BIT, for a checkout that has no ../shared beside it (a git worktree elsewhere)
 FLUENT_BIT = os.environ.get("FLUENT_BIT") or os.path.join(REPO, "..", "shared", "tools", "fluent-bit", "fluent-bit")
@@ -39,6 +41,8 @@ RECIPES = os.path.join(REPO, "integrations", "fluent-bit")
 SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
 SAMPLE_HOSTS = ["cli01.corp.example", "cli02.corp.example", "srv01.corp.example"]
 WAIT = 30  # seconds any one step may take on a loaded 2-core machine
+SIGMAHQ_LINUX = os.path.join(SIGMAHQ, "rules", "linux")
+CURL_RULE_TITLE = "Suspicious Download and Execute Pattern via Curl/Wget"
 
 # Lines Fluent Bit 5.1.1 cannot take as they are (NaN: the whole read dropped; -Infinity: 0;
 # 1e400: "inf", not JSON; lone surrogates: U+FFFD or removed; > 64-bit integers: a rounded float),
@@ -144,9 +148,9 @@ class Chain:
     """pipeshell-filter | fluent-bit, or with ``relay`` the test passing the bytes between them (to
     know exactly what the filter had written when Fluent Bit is stopped)."""
 
-    def __init__(self, tmp_path, config, relay=False, state=True, early=True):
+    def __init__(self, tmp_path, config, relay=False, state=True, early=True, command=None, stdin=subprocess.PIPE):
         self.log = open(tmp_path / "stderr.log", "wb")
-        self.filter = subprocess.Popen(filter_command(tmp_path, state, early), stdin=subprocess.PIPE,
+        self.filter = subprocess.Popen(command or filter_command(tmp_path, state, early), stdin=stdin,
                                        stdout=subprocess.PIPE, stderr=self.log)
         self.fluent_bit = subprocess.Popen([FLUENT_BIT, "-c", config],
                                            stdin=subprocess.PIPE if relay else self.filter.stdout,
@@ -536,6 +540,88 @@ def test_hostile_lines_in_one_read_lose_nothing(tmp_path, chains):
     assert [r["error"]["type"] for r in errors] == ["unportable"] * 7 + ["invalid_json"]
     assert [without_sigma(e) for e in events[:middle] + events[middle + len(HOSTILE):]] == \
         [json.loads(line) for line in lines[:middle] + ODD_TIMES + lines[middle:]]
+
+
+# ---------------------------------------------------------------------------------------------
+# collect-sysmon.yaml | pipeshell-filter ... | ship.yaml: Sysmon for Linux's syslog file
+
+
+def sysmon_collector(tmp_path):
+    """collect-sysmon.yaml tailing tmp_path/sysmon.log, its db in tmp_path, and the filter command
+    written at its top, with its state in tmp_path and SigmaHQ's rules/linux for its rule directory:
+    (collector config, log file, filter command)."""
+    with open(os.path.join(RECIPES, "collect-sysmon.yaml"), encoding="utf-8") as handle:
+        text = handle.read()
+    config = yaml.safe_load(text)
+    (tail,) = config["pipeline"]["inputs"]
+    assert tail["path"] == "/var/log/sysmon.log" and tail["db"] == "/var/lib/fluent-bit/pipeshell-sysmon.db"
+    tail["path"], tail["db"] = str(tmp_path / "sysmon.log"), str(tmp_path / "sysmon.db")
+    path = tmp_path / "collect-sysmon.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    (line,) = re.findall(r"collect-sysmon\.yaml \| pipeshell-filter ([^|\n]+?) \| fluent-bit -c ship\.yaml", text)
+    args = line.split()
+    args[args.index("--state") + 1] = str(tmp_path / "state.json")
+    args[args.index("--rule") + 1] = SIGMAHQ_LINUX
+    return str(path), tmp_path / "sysmon.log", COMMAND + args
+
+
+def sysmon_syslog(count=20):
+    """Sysmon for Linux process creations (every fifth SigmaHQ's curl-to-/tmp-and-run) among other
+    daemons' lines, one of them not UTF-8: (lines, how many downloads)."""
+    lines = []
+    for i in range(count):
+        lines.append(b"Dec  4 10:00:%02d web1 CRON[%d]: (root) CMD (run-parts /etc/cron.hourly)" % (i, 900 + i))
+        command = DOWNLOAD if i % 5 == 2 else "ls -la /root"
+        xml = sysmon_xml(command, record=i, when=f"2026-12-04T10:00:{i:02d}.500000000Z")
+        lines.append(syslog_line(xml).encode())
+    lines.insert(7, b"Dec  4 10:00:03 web1 kernel: \xff\xfe not UTF-8")
+    return lines, count // 5
+
+
+@needs_fluent_bit
+@pytest.mark.skipif(not os.path.isdir(SIGMAHQ_LINUX), reason=f"no SigmaHQ rules at {SIGMAHQ_LINUX}")
+def test_sysmon_for_linux_syslog_through_the_collector_filter_and_shipper(tmp_path, chains):
+    """The Sysmon for Linux recipe end to end: the collector tails the syslog file (half written before it
+    starts, half while it runs) and forwards each line as it is; the filter reads each Sysmon line as its
+    XML's event, with SigmaHQ's Linux rules; the shipper writes each download's alert to alerts.ndjson and
+    every line to events.ndjson, exactly what the filter alone writes on the file (the Sysmon lines as
+    ``{"message": <line>}``, enriched where matched, the others as pipeline_error records), and all of it
+    arrives when the collector stops and the filter meets the end of its input."""
+    collect, log, command = sysmon_collector(tmp_path)
+    lines, downloads = sysmon_syslog()
+    half = len(lines) // 2
+    log.write_bytes(b"".join(line + b"\n" for line in lines[:half]))
+    alone = run_cli(command[len(COMMAND):] + ["--state", str(tmp_path / "alone.json")],
+                    b"".join(line + b"\n" for line in lines))
+    assert alone.returncode == 0, alone.stderr
+    written = [json.loads(line)[1] for line in alone.stdout.splitlines()]
+    config, out = recipe("ship.yaml", tmp_path)
+    with open(tmp_path / "collector.log", "wb") as collector_log:
+        collector = subprocess.Popen([FLUENT_BIT, "-c", collect], stdout=subprocess.PIPE, stderr=collector_log)
+    try:
+        chain = chains(tmp_path, config, command=command, stdin=collector.stdout)
+        collector.stdout.close()  # the filter holds the read end
+        wait_for_lines(out, "events.ndjson", half)
+        with open(log, "ab") as handle:
+            handle.write(b"".join(line + b"\n" for line in lines[half:]))
+        wait_for_lines(out, "events.ndjson", len(lines))
+        collector.send_signal(signal.SIGTERM)
+        assert collector.wait(WAIT) == 0, (tmp_path / "collector.log").read_text(errors="replace")
+        assert chain.wait() == (0, 0), stderr_of(tmp_path)
+    finally:
+        if collector.poll() is None:
+            collector.kill()
+            collector.wait()
+    alerts, events = read_output(out, "alerts.ndjson"), read_output(out, "events.ndjson")
+    assert alerts == [record for record in written if is_alert(record)]
+    assert [a["rule"]["name"] for a in alerts].count(CURL_RULE_TITLE) == downloads
+    assert events == [record for record in written if not is_alert(record)]
+    assert [e.get("message") or e["event"]["original"] for e in events] == \
+        [line.decode("utf-8", "backslashreplace") for line in lines]
+    assert ["message" in e for e in events] == [b" sysmon: <Event>" in line for line in lines]
+    assert sum("sigma" in e for e in events) >= downloads
+    assert f"{len(lines)} lines; {downloads} matched; {len(alerts)} alerts; skipped: {len(lines) // 2} invalid JSON, " \
+        "1 invalid UTF-8" in stderr_of(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------

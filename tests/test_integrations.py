@@ -462,6 +462,7 @@ def test_command_lines_are_found_where_they_are_written():
     where = {r.where.split(":")[0] for r in RECIPES}
     assert where >= {"README.md", "vector/collect.yaml", "vector/collect-file.yaml", "vector/ship.yaml",
                      "vector/exec.yaml", "fluent-bit/collect.yaml", "fluent-bit/collect-tail.yaml",
+                     "fluent-bit/collect-sysmon.yaml",
                      "fluent-bit/ship.yaml", "fluent-bit/exec.yaml"}
     exec_values = [r for r in RECIPES if r.where.endswith("(value)")]
     assert {r.where.split(":")[0] for r in exec_values} == {"vector/exec.yaml", "fluent-bit/exec.yaml"}
@@ -524,12 +525,20 @@ def correlated(records, tmp_path):
     return [record for _, record in parse_output(result.stdout, False)]
 
 
+BUILT_IN_RULE = os.path.join(REPO, "filter", "pipeshell_filter", "rules", "pipeshell_named_pipes.yml")
+
+
 def own_state(args, tmp_path):
     """The recipe's command line with its state file, if any, in a fresh place of its own (the recipe's
-    directory, /var/lib/pipeshell-filter, is not there: a usage error)."""
+    directory, /var/lib/pipeshell-filter, is not there: a usage error), and its ``--rule`` (the user's rule
+    directory, not here either; collect-sysmon.yaml's) the built-in rule, read as it is by default (``--join
+    window``), so that every command line meets the incident."""
     args = list(args)
     if "--state" in args:
         args[args.index("--state") + 1] = str(tmp_path / "state.json")
+    if "--rule" in args:
+        at = args.index("--rule")
+        args[at + 1:at + 2] = [BUILT_IN_RULE, "--join", "window"]
     return args
 
 

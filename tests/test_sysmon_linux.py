@@ -424,9 +424,10 @@ def test_a_syslog_line_of_refused_xml_is_said_once_and_wrapped_lines_stay_json(t
     assert len(alerts(b"\n".join(result.stdout.splitlines()[6:]))) == 1
     assert "1 line(s) whose event XML was not read (xml_unread)" in result.stderr.decode(), result.stderr
     wrapped = run_cli(["--rule", str(rule), "--emit", "all", "--non-json", "wrap"], data)
-    out = records(wrapped.stdout)  # every line JSON
-    assert [r["event"]["original"] for r in out[:6]] == data.decode().splitlines()
-    assert out[1]["error"]["message"] == "not JSON; read as the event its XML holds"
+    out = records(wrapped.stdout)  # every line JSON: the lines read as their XML's events as ECS messages
+    assert [r.get("message") or r["event"]["original"] for r in out[:6]] == data.decode().splitlines()
+    assert [i for i, r in enumerate(out[:6]) if "message" in r] == [1, 3, 4]
+    assert out[5]["error"]["type"] == "xml_unread"
     assert len(alerts(wrapped.stdout)) == 1
 
 
@@ -455,8 +456,8 @@ def test_several_inputs_are_merged_by_the_xml_time_not_the_collectors(tmp_path):
 
 
 def test_fluentbit_time_frames_a_line_of_xml_at_its_xml_time():
-    """Sysmon for Linux's own syslog lines, not JSON, go out as pipeline_error records under
-    ``--fluentbit-time``: one read as its XML's event is framed at that event's time, not the clock's."""
+    """Sysmon for Linux's own syslog lines, not JSON, go out as JSON records under ``--fluentbit-time``:
+    one read as its XML's event is framed at that event's time, not the clock's."""
     result = run_cli(["--fluentbit-time", "--emit", "all"], _syslog_file())
     assert result.returncode == 0, result.stderr
     starts = [line[1:line.index(b",")] for line in result.stdout.splitlines()]
@@ -493,3 +494,54 @@ def test_explain_reads_a_syslog_line_of_xml_as_the_filter_does(tmp_path):
     event.write_bytes(syslog_line(HOSTILE["truncated"]).encode())
     refused = run_cli(["explain", "--rule", str(rule), "--event", str(event)])
     assert refused.returncode == 2 and refused.stderr.count(b"\n") == 1 and b"not well-formed" in refused.stderr
+
+
+FLUENT_BIT_MODES = [["--non-json", "wrap"], ["--fluentbit-time"], ["--non-json", "wrap", "--fluentbit-time"]]
+
+
+def _unframed(stdout: bytes, framed: bool) -> list:
+    return [record[1] if framed else record for record in records(stdout)]
+
+
+@pytest.mark.parametrize("modes", FLUENT_BIT_MODES, ids=" ".join)
+def test_the_fluent_bit_modes_write_a_line_read_as_its_xml_as_a_message_enriched_where_matched(tmp_path, modes):
+    """The Fluent Bit modes write JSON only: a syslog line read as its XML's event was a pipeline_error
+    record ("not JSON"), though read, and never enriched.  It is ECS ``{"message": <the line>}`` now, with
+    the ``sigma`` object a JSON event gets when it matched (a byte order mark left off, as for a JSON line);
+    the other daemons' lines are still pipeline_error records."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(TWO_CURLS)
+    lines = _syslog_file().splitlines()
+    data = b"".join(b"\xef\xbb\xbf" * (i == 1) + line + b"\n" for i, line in enumerate(lines))
+    framed = "--fluentbit-time" in modes
+    result = run_cli(["--rule", str(rule), "--emit", "all", *modes], data)
+    assert result.returncode == 0, result.stderr
+    out = _unframed(result.stdout, framed)
+    assert [r.get("message") or r["event"]["original"] for r in out[:5]] == [line.decode() for line in lines]
+    assert [i for i, r in enumerate(out[:5]) if r.get("event", {}).get("kind") == "pipeline_error"] == [0, 2]
+    assert [r["sigma"]["rule"]["title"] for r in out[:5] if "sigma" in r] == ["curl from a hidden path"] * 2
+    assert [i for i, r in enumerate(out[:5]) if "sigma" in r] == [1, 4]
+    assert set(out[3]) == {"message"}
+    (alert,) = alerts(b"\n".join(json.dumps(r).encode() for r in out[5:]))
+    assert [e["record_id"] for e in alert["sigma"]["events"]] == [1, 3]
+    assert "skipped: 2 invalid JSON" in result.stderr.decode(), result.stderr
+    matched = _unframed(run_cli(["--rule", str(rule), "--emit", "matches", *modes], data).stdout, framed)
+    assert [r["message"] for r in matched[:2]] == [lines[1].decode(), lines[4].decode()]
+
+
+@pytest.mark.parametrize("modes", FLUENT_BIT_MODES[::2], ids=" ".join)
+def test_a_line_read_as_its_xml_over_the_record_cap_is_cut_as_an_enriched_json_event_is(tmp_path, modes):
+    """Escaped into a record (each backslash and quote of the line doubled), a line under the cap may
+    outgrow it: written as a ``too_long`` pipeline_error record holding the record's start, as an enriched
+    JSON event over the cap is; its alert is whole."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(HAND_RULE.replace("a&b<c>", "curl"))
+    line = syslog_line(sysmon_xml("curl " + "\\" * 1600, image_xml="/usr/bin/curl")).encode()
+    assert len(line) < 3000 and len(json.dumps({"message": line.decode()})) > 4200
+    result = run_cli(["--rule", str(rule), "--emit", "all", "--max-record-bytes", "4096", *modes], line + b"\n")
+    assert result.returncode == 0, result.stderr
+    assert all(len(written) <= 4096 for written in result.stdout.splitlines())
+    cut, alert = _unframed(result.stdout, "--fluentbit-time" in modes)
+    assert cut["error"]["type"] == "too_long" and cut["pipeshell"]["truncated"] is True
+    assert cut["event"]["original"].startswith('{"message":"Dec  4 10:00:00 web1 sysmon: <Event>')
+    assert alert["event"]["kind"] == "alert" and alert["rule"]["name"] == "curl from a hidden path"

@@ -205,6 +205,15 @@ def enrich_line(raw: bytes, event: dict, sigma: dict) -> bytes:
     return body[:-1] + separator + b'"sigma":' + dumps(sigma) + b"}"
 
 
+def text_record(message: str, sigma: Optional[dict]) -> bytes:
+    """A line of text read as the event its XML holds (Sysmon for Linux's syslog file), as a record for the
+    Fluent Bit modes, which write JSON only: ECS ``message`` holding the line (a byte order mark left off, as
+    for a JSON line), with ``sigma`` when it matched, as a JSON event is enriched.  It was one more
+    ``pipeline_error`` record, though read, and never enriched.  Over the cap it is cut as an enriched JSON
+    event is (``Filter._write``)."""
+    return dumps({"message": message} if sigma is None else {"message": message, "sigma": sigma})
+
+
 _BLANK = b" \t\r\n"
 
 
@@ -1225,10 +1234,11 @@ class Filter:
         """A line that is not JSON but holds an event's XML (a line of Sysmon for Linux's own syslog
         file, read with ``cat``): read as that event and matched against every rule, since the prefilter's
         needles and the rule index are JSON spellings (a backslash is doubled there).  The line goes on as it
-        came, not enriched (text has no place for it); wrapped as every line that is not JSON with
-        ``--non-json wrap``.  False: no event's XML there (or not UTF-8), for the caller to diagnose."""
+        came, not enriched (text has no place for it); in the Fluent Bit modes, which write JSON only, as the
+        record ``text_record`` makes.  False: no event's XML there (or not UTF-8), for the caller to diagnose."""
         try:
-            read = event_in_text(text.decode("utf-8"))
+            message = text.decode("utf-8")
+            read = event_in_text(message)
         except UnicodeDecodeError:
             return False
         except XmlEventProblem as problem:
@@ -1239,8 +1249,7 @@ class Filter:
             return False
         sigma, following = self._judge(read, number, None, text, True)
         if self.emit == "all" or sigma is not None and self.emit != "alerts":
-            message = "not JSON; read as the event its XML holds"
-            kept = wrap_line(line, "invalid_json", message, number, self.max_record) if self.wrap_unusable else line
+            kept = text_record(message, sigma) if self.wrap_unusable else line
             self._write(kept, read, carried=True)  # --fluentbit-time: framed at its XML's time
         self._follow(read, following, True)
         return True
