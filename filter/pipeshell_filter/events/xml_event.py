@@ -100,14 +100,6 @@ def _hiding_in_xml(raw: bytes) -> bool:
     return any(mark in xml for mark in HIDING) or _ESCAPED_HIDING.search(xml) is not None
 
 
-def unsure_of_text(raw: bytes, anchored: bool) -> bool:
-    """Whether the raw-byte prefilter cannot vouch for this line's text, the event being read from its
-    XML: any line carrying XML when a needle is ``anchored`` (a value there ends at ``</Data>``, not at a
-    JSON string's quote), else one whose XML may spell its text otherwise (``hides_text``).  Such a line
-    goes to the full path, in the block scan (``Prefilter``) and the rule index (``RuleIndex``) alike."""
-    return carries_xml(raw) if anchored else hides_text(raw)
-
-
 def event_to_read(raw: bytes, event: dict) -> Tuple[dict, Optional[str]]:
     """The event the filter reads for a line, ``event`` its JSON: that whose XML the line carries
     (``carried_event``), else ``event`` itself; and, when the XML was refused, why (the line is then

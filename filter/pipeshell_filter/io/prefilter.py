@@ -29,8 +29,8 @@ in either case; only escapes of a needle character or of a look-alike count.
 A line that carries an event's XML in a text (``events.xml_event``: Sysmon for Linux, Render_Event_As_XML) is read as
 that XML's event, whose values XML decoding may have changed: a line that also holds an ``&`` (an
 entity reference) or whitespace an attribute value loses, in any JSON spelling
-(``xml_event.hides_text``), goes to the full path too; and with an anchored needle (``cmd.exe"``),
-every line carrying XML does: a value there ends at ``</Data>``, not at a JSON string's quote.
+(``xml_event.hides_text``), goes to the full path too; and since a value there ends at ``</Data>``, not at
+a JSON string's quote, a needle anchored by one (``cmd.exe"``) is looked for in such a line without it.
 
 Two scanners give the same candidate lines: Hyperscan (caseless multi-literal
 matching, when the wheel is installed) and a pure-Python one built on ``bytes.find``
@@ -46,7 +46,7 @@ from bisect import bisect_right
 from itertools import accumulate
 from typing import Callable, Iterable, Iterator, List, Optional
 
-from ..events.xml_event import MARKS, unsure_of_text
+from ..events.xml_event import MARKS, carries_xml, hides_text
 from . import database_cache
 
 
@@ -208,7 +208,10 @@ class Prefilter:
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
         tails, escapes, self._non_ascii = trigger_patterns(self.needles)
         self._escape_tails = frozenset(tails)
-        self.xml_whole = anchored(self.needles)
+        # with anchored needles, a line carrying XML is looked at for them unanchored (``_xml_candidates``)
+        self._xml_needles = [unanchored(n) for n in self.needles] if anchored(self.needles) else None
+        if self._xml_needles is not None and len(self._xml_needles) > XML_NEEDLES_JUDGED:
+            self._xml_needles = ()  # each such line a candidate
         if self.engine == "hyperscan":
             self._compile_hyperscan(escapes)
         else:
@@ -315,7 +318,7 @@ class Prefilter:
             if len(escapes) * self.DENSE > max(end - start, self.SAMPLE):
                 local.exact_left = self.EXACT_RUN
         if marks:
-            hits.extend(_xml_hiding(block, start, end, marks, self.xml_whole))
+            hits.extend(_xml_candidates(block, start, end, marks, self._xml_needles))
         return hits, odd
 
     def _scan_python(self, block: bytes, start: int, end: int) -> tuple:
@@ -331,7 +334,7 @@ class Prefilter:
             hits.extend(m.start() for m in self._escapes.finditer(block, start, end))
         marks = [at for mark in MARKS for at in _all_at(block, mark, start, end)]
         if marks:
-            hits.extend(_xml_hiding(block, start, end, marks, self.xml_whole))
+            hits.extend(_xml_candidates(block, start, end, marks, self._xml_needles))
         if self._non_ascii and not lower.isascii():
             rest = lower.translate(None, _ASCII)  # the non-ASCII bytes only: a cheap first look
             for pattern in self._non_ascii:
@@ -352,6 +355,17 @@ def anchored(needles) -> bool:
     return any(n.startswith(b'"') or n.endswith(b'"') for n in needles)
 
 
+def unanchored(found: bytes) -> bytes:
+    """A needle without the quotes ``needle`` puts around a literal that starts or ends its text: a piece
+    of it, so found wherever it is, in XML too (a needle of a literal's own ``\\"`` loses a byte more)."""
+    return found[found.startswith(b'"'):len(found) - found.endswith(b'"')] or found
+
+
+# Up to this many needles, a line carrying XML is judged by looking for each without its anchoring
+# quotes (``unanchored``); with more, every such line is a candidate (a rule set's index then judges it).
+XML_NEEDLES_JUDGED = 64
+
+
 _ESCAPED_MARKS = {mark[2:] for mark in MARKS if mark.startswith(b"\\u")}  # after the scan's ``\\u``
 
 
@@ -362,11 +376,13 @@ def _all_at(block: bytes, text: bytes, start: int, end: int) -> Iterator[int]:
         at = block.find(text, at + 1, end)
 
 
-def _xml_hiding(block: bytes, start: int, end: int, marks: List[int], whole: bool) -> List[int]:
+def _xml_candidates(block: bytes, start: int, end: int, marks: List[int], unanchored_needles) -> List[int]:
     """Of the lines of ``block[start:end]`` holding an XML mark (at the offsets ``marks``), an offset in
-    each that goes to the full path: every one (``whole``), else those that ``hides_text``.  Each line is
-    looked for once, at its first mark: a search back from every mark (a line of ``<E`` repeated) took
-    time quadratic in the line's length, 21 s for a line of 2 MiB."""
+    each that goes to the full path: those that ``hides_text``, and with anchored needles (None: there are
+    none) those holding one without its quotes, as a value in XML ends at ``</Data>``, not at a JSON quote
+    (``()``: too many to look for each, every such line).  Each line is looked for once, at its first mark:
+    a search back from every mark (a line of ``<E`` repeated) took time quadratic in the line's length,
+    21 s for a line of 2 MiB."""
     found, judged_to = [], start  # the lines before ``judged_to`` are judged
     for at in sorted(marks):
         if at < judged_to:
@@ -375,10 +391,15 @@ def _xml_hiding(block: bytes, start: int, end: int, marks: List[int], whole: boo
         line_end = block.find(b"\n", at, end)
         line_end = end if line_end < 0 else line_end
         line = block[line_start:line_end]
-        if unsure_of_text(line, anchored=whole):
+        if carries_xml(line) and (unanchored_needles == () or hides_text(line) or unanchored_needles is not None
+                                  and _holds_any(line.lower(), unanchored_needles)):
             found.append(at)
         judged_to = line_end + 1
     return found
+
+
+def _holds_any(lower: bytes, needles) -> bool:
+    return any(found in lower for found in needles)
 
 
 def _odd_lines(lines: bytes) -> Iterator[int]:

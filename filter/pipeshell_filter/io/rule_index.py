@@ -25,7 +25,7 @@ from ..events.xml_event import carries_xml, hides_text
 from ..sigma import literals
 from . import database_cache
 from .database_cache import blake2b
-from .prefilter import anchored, hex_literal, hyperscan, trigger_patterns, triggers
+from .prefilter import anchored, hex_literal, hyperscan, trigger_patterns, triggers, unanchored
 
 
 class RuleIndex:
@@ -71,7 +71,7 @@ class RuleIndex:
         self.needles = sorted({found.lower() for f in kept.values() for found in literals.leaves(f)})
         if not self.needles:
             raise ValueError("a rule index needs needles")
-        self.xml_whole = anchored(self.needles)
+        self.xml_anchored = anchored(self.needles)  # a line carrying XML is scanned apart (``_xml_scan``)
         ids = {found: i for i, found in enumerate(self.needles)}
         self._numbered = {rule: _numbered(f, ids) for rule, f in kept.items()}  # literals as their ids
         self._formulas = {rule: _renamed(f) for rule, f in self._numbered.items()}
@@ -93,7 +93,7 @@ class RuleIndex:
         xml = carries_xml(line)  # its event is read from XML: that may hold text its bytes do not
         if xml and hides_text(line):
             return among
-        if xml and self.xml_whole:
+        if xml and self.xml_anchored:
             present = self._xml_scan(line)
         elif self.engine == "python":
             present = self._python(line, self.needles)
@@ -128,12 +128,12 @@ class RuleIndex:
 
     def _xml_scan(self, line: bytes) -> Optional[set]:
         """The literals a line carrying XML holds, each looked for without the JSON quote that anchors
-        it (``prefilter.needle``): as sound, a literal found so being one found anchored or more, and
+        it (``prefilter.unanchored``): as sound, a literal found so being one found anchored or more, and
         no longer every rule for every such line with SigmaHQ's rules (whose ``endswith`` values are
         anchored), a thousand tried on each Render_Event_As_XML record.  The database is made at the
         first such line: a stream without XML never pays for it."""
         if self._xml_needles is None:
-            self._xml_needles = [_unanchored(found) for found in self.needles]
+            self._xml_needles = [unanchored(found) for found in self.needles]
         if self.engine == "python":
             return self._python(line, self._xml_needles)
         if self._xml_database is None:
@@ -284,12 +284,6 @@ class RuleIndex:
         except hyperscan.ScanTerminated:
             return None
         return present
-
-
-def _unanchored(found: bytes) -> bytes:
-    """A needle without the quotes ``prefilter.needle`` puts around a literal that starts or ends its
-    text: a piece of it, so found wherever it is (a needle of a literal's own ``\\"`` loses a byte more)."""
-    return found[found.startswith(b'"'):len(found) - found.endswith(b'"')] or found
 
 
 class _Sample:
