@@ -545,3 +545,17 @@ def test_a_line_read_as_its_xml_over_the_record_cap_is_cut_as_an_enriched_json_e
     assert cut["error"]["type"] == "too_long" and cut["pipeshell"]["truncated"] is True
     assert cut["event"]["original"].startswith('{"message":"Dec  4 10:00:00 web1 sysmon: <Event>')
     assert alert["event"]["kind"] == "alert" and alert["rule"]["name"] == "curl from a hidden path"
+
+
+def test_an_anchored_needle_is_looked_for_in_xml_without_its_quote():
+    """A value in XML ends at ``</Data>``, so ``curl"`` (``Image|endswith: /curl``) is never in an XML line's
+    bytes: every such line went to the full path and, in a rule set, to every rule its log source routes it
+    to (a thousand SigmaHQ process-creation rules on each Render_Event_As_XML record)."""
+    from pipeshell_filter.io.rule_index import RuleIndex
+
+    curl, other = (json.dumps({"log": syslog_line(sysmon_xml(command, image_xml=image))}).encode()
+                   for command, image in (("curl x", "/usr/bin/curl"), ("ls x", "/usr/bin/ls")))
+    for engine in pf.available_engines():
+        assert pf.Prefilter([b'curl"'], engine).judge([curl, other]) == [pf.CANDIDATE, pf.SKIP], engine
+        index = RuleIndex({0: [b'curl"'], 1: [b'"ls x']}, engine)
+        assert index.rules_for(curl) == {0} and index.rules_for(other) == {1}, engine
