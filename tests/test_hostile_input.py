@@ -730,3 +730,17 @@ def test_a_state_saved_before_group_values_were_folded_keeps_its_consumed_episod
     again = run_cli(args, tries(["ADMIN"] * 4, 1))  # the same episode, sent again in other letters
     assert again.returncode == 0, again.stderr
     assert alerts(again.stdout) == []
+
+
+def test_a_matched_record_cut_at_the_cap_is_said_as_such_not_as_a_skipped_line():
+    """The summary said "skipped: 1 too long" of an event that was matched and correlated, and whose
+    output record alone was cut under ``--max-record-bytes``."""
+    big = flat_event(0, "srv01", "server", 4104)
+    big["pad"] = "x" * 6000
+    result = run_cli(["--emit", "all", "--non-json", "wrap", "--max-record-bytes", "4096"], ndjson([big]))
+    assert result.returncode == 0, result.stderr
+    [record] = records(result.stdout)
+    assert record["error"]["type"] == "too_long"
+    said = result.stderr.decode()
+    assert "1 matched" in said and "too long" not in said.splitlines()[-1], said
+    assert "1 record(s) over --max-record-bytes written cut as pipeline_error (record_cut)" in said, said

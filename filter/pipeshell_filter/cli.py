@@ -775,6 +775,7 @@ NOTICES = {"impersonation": "line(s) of the filter's own record types wrapped (i
            "bus_discarded": "bus message(s) discarded by the stream's limits unread",
            "bus_shrunk": "Detection(s) over the NATS server's max_payload published with their values cut short",
            "detection_shortened": "Detection(s) over --max-record-bytes written with their values cut short",
+           "record_cut": "record(s) over --max-record-bytes written cut as pipeline_error (record_cut)",
            "bus_too_big": "record(s) over the NATS server's max_payload not published",
            "late_resent": None, "state_cap": None, "agent_silent": None, "partitions": None}
 SKIPPED = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",

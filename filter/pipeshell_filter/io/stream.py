@@ -1385,7 +1385,7 @@ class Filter:
         else:
             start, line = b"", record
         if self.wrap and len(line) > self.max_record:
-            self.diagnostics.report("too_long", self._where(self.lines), "record over --max-record-bytes; cut")
+            self.diagnostics.report("record_cut", self._where(self.lines), "record over --max-record-bytes; cut")
             record = wrap_line(record, "too_long", "record over --max-record-bytes; cut", self.lines,
                                self.max_record - len(start) - 1)
             line = start + record + b"]" if start else record
