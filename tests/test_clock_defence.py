@@ -260,3 +260,15 @@ def test_two_events_dated_ahead_on_the_only_agent_are_said_to_set_the_fleets_tim
     said = [line for line in correlate.stderr.decode().splitlines() if "too late to count" in line]
     assert said and all("is behind the fleet's time (the least of its agents' heartbeats" in line for line in said)
     assert not any("behind the other sources" in line for line in correlate.stderr.decode().splitlines())
+
+
+def test_the_last_host_of_a_file_after_a_quiet_spell_is_no_wrong_clock():
+    """Detections are few: a lone event of one host fifteen minutes after the rest, the file's last, was
+    said to be "ahead of the other sources" at the end (the bench corpus's last decoy did so).  Nothing
+    contradicts its clock; a host ahead whose events others follow, dated behind it, is still said."""
+    late = flat_event(900, "srv09", "server", 4104)
+    quiet = run_cli(["--lateness", "60"], ndjson(INCIDENT + [late]))
+    assert quiet.returncode == 0 and len(alerts(quiet.stdout)) == 1, quiet.stderr
+    assert b"ahead" not in quiet.stderr and b"wrong clock" not in quiet.stderr, quiet.stderr
+    followed = run_cli(["--lateness", "60"], ndjson([INCIDENT[0], late] + INCIDENT[1:]))
+    assert b"'srv09' is 8" in followed.stderr and b"ahead of the other sources" in followed.stderr, followed.stderr

@@ -56,11 +56,13 @@ class SourceClocks:
         self.wall = None  # on live input: the wall clock in ns (``bound_by``)
         self._future = {}  # sources whose time was not believed -> how far past the wall clock (ns)
         self._top = (NEVER, NEVER)  # (reference, newest) of ``_ranked``, kept by ``_ranked_changed``
+        self._arrivals = 0  # event times taken (``see``)
+        self._ahead_at = {}  # source -> [the arrival it went ahead at, its own arrivals since] (``ahead``)
 
     def compact(self) -> None:
         """After a flood: copy the per-source tables afresh (a dict never shrinks its table)."""
         self._newest, self._suspect, self.reported = dict(self._newest), dict(self._suspect), set(self.reported)
-        self._future = dict(self._future)
+        self._future, self._ahead_at = dict(self._future), dict(self._ahead_at)
 
     def see(self, source: Hashable, time: int) -> bool:
         """Take an event time of ``source``; True when the vouched-for time rose."""
@@ -69,6 +71,10 @@ class SourceClocks:
             if source not in self.reported and len(self.reported) + len(self._future) < self.cap:
                 self._future.setdefault(source, time - self.wall())
             return False  # a clock in the future, or a forged line: as if it had no time
+        self._arrivals += 1
+        mark = self._ahead_at.get(source)
+        if mark is not None:
+            mark[1] += 1
         before = self.reference
         old = self._newest.get(source)
         if old is not None and len(self._ranked) == 1:  # the only source: its events vouch for each other
@@ -89,6 +95,8 @@ class SourceClocks:
         while len(self._ranked) > 2 and self._ranked[0][0] < reference - self.horizon:
             _, _, gone = self._ranked.pop(0)  # it can matter again only by sending: then it is back
             del self._newest[gone]
+        if mark is None and time > reference + self.max_skew and len(self._ahead_at) < self.cap:
+            self._ahead_at[source] = [self._arrivals, 1]
         return reference > before
 
     def _ranked_changed(self) -> None:
@@ -155,7 +163,9 @@ class SourceClocks:
         """(source, how far ahead in ns) of the sources more than ``max_skew`` past the vouched-for
         time for ``patience`` seconds of wall clock (``now``), or at the end (``final``); each is
         reported once.  The first host to send after a quiet spell is ahead until a second one
-        follows: that is no wrong clock."""
+        follows: that is no wrong clock.  So at the end, too, a source is said to be ahead only when
+        other sources sent after it went ahead (dated behind it): the last host of a file whose
+        detections are few (a lone decoy fifteen minutes after the rest) was said to have a wrong clock."""
         if len(self._ranked) < 2:
             return []
         limit = self.reference + self.max_skew
@@ -165,6 +175,9 @@ class SourceClocks:
                 break
             if source in self.reported:
                 continue
+            mark = self._ahead_at.get(source)
+            if final and mark is not None and self._arrivals - mark[0] + 1 == mark[1]:
+                continue  # nobody else sent since it went ahead: no evidence against its clock
             since = self._suspect.get(source, now)
             if final or now - since >= patience:
                 self.reported.add(source)
@@ -172,6 +185,9 @@ class SourceClocks:
             else:
                 still[source] = since
         self._suspect = still
+        if self._ahead_at:
+            self._ahead_at = {source: mark for source, mark in self._ahead_at.items()
+                              if source not in self.reported and self._newest.get(source, NEVER) > limit}
         return found
 
     def saved(self) -> list:
