@@ -744,3 +744,16 @@ def test_a_matched_record_cut_at_the_cap_is_said_as_such_not_as_a_skipped_line()
     said = result.stderr.decode()
     assert "1 matched" in said and "too long" not in said.splitlines()[-1], said
     assert "1 record(s) over --max-record-bytes written cut as pipeline_error (record_cut)" in said, said
+
+
+@pytest.mark.parametrize("line", [b"x" * 10_000, "\u00e9".encode() * 5_000, b"\x01" * 10_000])
+@pytest.mark.parametrize("framed", [[], ["--fluentbit-time"]])
+def test_a_wrapped_line_keeps_as_much_of_its_text_as_the_cap_lets_it(line, framed):
+    """Cut for the worst growth of a byte as JSON (six), a line of plain text kept 597 of its characters
+    under a cap of 4,096; now it keeps what fits, at the rate its text grew, and a frame still fits."""
+    result = run_cli(["--emit", "all", "--non-json", "wrap", "--max-record-bytes", "4096", *framed], line + b"\n")
+    [out] = result.stdout.splitlines()
+    assert len(out) <= 4096
+    record = json.loads(out)[1] if framed else json.loads(out)
+    written = len(json.dumps(record["event"]["original"]))
+    assert record["pipeshell"]["truncated"] and written > 3000, written

@@ -279,16 +279,21 @@ def _value_end(text: bytes, at: int) -> int:
         at += 1
 
 
+FRAME_ROOM = 64  # bytes a frame adds to a record: ``[4294967292.999999999,`` and ``]``, with room to spare
+
+
 def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int, size: Optional[int] = None) -> bytes:
     """A line that is not a usable JSON object, as a record Fluent Bit accepts.
 
     ECS ``event.kind: pipeline_error``; the text keeps invalid UTF-8 visible as
-    ``\\xNN``; it is cut so that the record stays under ``max_record`` bytes.
+    ``\\xNN``; it is cut so that the record stays under ``max_record`` bytes, with room for a
+    ``--fluentbit-time`` frame around it (``FRAME_ROOM``).
     ``size``: the whole line's length, when ``raw`` is only its start.
     """
     size = len(raw) if size is None else size
+    max_record -= FRAME_ROOM
     keep = min(len(raw), max_record)  # a record is longer than the text it keeps
-    while True:
+    for attempt in range(64):
         text = raw[:keep].decode("utf-8", "backslashreplace")
         record = dumps({
             "event": {"kind": "pipeline_error", "original": text},
@@ -297,7 +302,12 @@ def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int, s
         })
         if len(record) < max_record or keep == 0:
             return record
-        keep = min(keep // 2, max(0, (max_record - 512) // 6))  # 6: worst JSON growth of one byte
+        if attempt < 3:  # as much of the text as fits, at the rate it grew as JSON (a third of it was kept)
+            written = len(dumps(text))
+            keep = max(0, min(keep - 1, keep * (max_record - 1 - (len(record) - written)) // max(written, 1)))
+        else:  # a text much denser in escapes at its start than on the whole
+            keep = min(keep // 2, max(0, (max_record - 512) // 6))  # 6: worst JSON growth of one byte
+    return record
 
 
 # A long line of small values would take far more memory parsed than as text (a list is 56 bytes in
@@ -1376,7 +1386,7 @@ class Filter:
             if problem is not None:  # the record as it would have gone out, kept as text
                 self.diagnostics.report("unportable", self._where(self.lines),
                                         f"{problem}; written as a pipeline_error record")
-                record = wrap_line(record, "unportable", problem, self.lines, self.max_record - 64)
+                record = wrap_line(record, "unportable", problem, self.lines, self.max_record)
         if self.fluentbit_time:
             if time_ns is None and event is not None:
                 time_ns = self.engine.event_time(event, carried)
@@ -1386,8 +1396,7 @@ class Filter:
             start, line = b"", record
         if self.wrap and len(line) > self.max_record:
             self.diagnostics.report("record_cut", self._where(self.lines), "record over --max-record-bytes; cut")
-            record = wrap_line(record, "too_long", "record over --max-record-bytes; cut", self.lines,
-                               self.max_record - len(start) - 1)
+            record = wrap_line(record, "too_long", "record over --max-record-bytes; cut", self.lines, self.max_record)
             line = start + record + b"]" if start else record
         self.output.write(line + b"\n")
 
