@@ -559,3 +559,33 @@ def test_an_anchored_needle_is_looked_for_in_xml_without_its_quote():
         assert pf.Prefilter([b'curl"'], engine).judge([curl, other]) == [pf.CANDIDATE, pf.SKIP], engine
         index = RuleIndex({0: [b'curl"'], 1: [b'"ls x']}, engine)
         assert index.rules_for(curl) == {0} and index.rules_for(other) == {1}, engine
+
+
+def _escaped_mark(how: list) -> str:
+    """``<Event`` in a JSON string's raw text, each character as itself or a ``\\u`` escape, as ``how`` says."""
+    return "".join(ch if way == 0 else f"\\u{ord(ch):04x}" if way == 1 else f"\\u{ord(ch):04X}"
+                   for ch, way in zip("<Event", how))
+
+
+@given(COMMANDS, st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 2), min_size=6, max_size=6),
+       st.booleans(), st.sampled_from([1, 3]))
+@example("wget -q", [1], [0, 1, 0, 0, 0, 0], False, 3)
+def test_xml_whose_marks_are_spelled_with_escapes_is_judged_as_it_is_read(command, choices, mark, raw_first,
+                                                                        rule_count):
+    """A record whose XML writes each ``<Event`` with an escape (``<\\u0045vent``) is read as that XML's event
+    when another of its texts holds a raw ``<Event``: ``hides_text`` looked only from the raw mark on, so a
+    ``&#119;get`` in the XML before it went unseen, and the prefilter ruled out a line that matches."""
+    xml = sysmon_xml(_spelled(command, choices), image_xml=_spelled("/usr/bin/curl", choices[::-1]))
+    fields = ['"log": ' + json.dumps(syslog_line(xml)).replace("<Event", _escaped_mark(mark)), '"note": "<Event"']
+    data = ("{" + ", ".join(fields[::-1] if raw_first else fields) + "}\n").encode()
+    rules = RULES[:rule_count]
+    expected = run_filter(data, None, rules)
+    for engine in pf.available_engines():
+        assert run_filter(data, engine, rules) == expected, engine
+
+
+def test_a_record_whose_xml_spells_its_marks_with_escapes_is_read_from_that_xml():
+    """What the property above relies on: the filter reads such a record's XML, and ``&#119;get`` is wget."""
+    line = '{"log": ' + json.dumps(syslog_line(sysmon_xml("&#119;get -q x"))).replace("<Event", "<\\u0045vent")
+    enriched, alert = records(run_filter((line + ', "note": "<Event"}\n').encode(), None, RULES))
+    assert enriched["sigma"]["rule"]["id"] == alert["rule"]["id"] == "9d3c9f5e-1b2a-4c6d-8e9f-0a1b2c3d4e5f"

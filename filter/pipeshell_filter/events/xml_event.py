@@ -82,20 +82,29 @@ def hides_text(raw: bytes) -> bool:
     return _hiding_in_xml(raw)
 
 
+# ``<Event`` in any JSON spelling, each character as itself or a ``\\u`` escape: a line holding one raw mark
+# (``carries_xml``) is read from the first text whose decoded value holds ``<Event``, which may spell it
+# otherwise (``<\\u0045vent``), before the raw mark.
+_ANY_MARK = re.compile(rb"(?:<|\\u003[cC])(?:E|\\u0045)(?:v|\\u0076)(?:e|\\u0065)(?:n|\\u006[eE])(?:t|\\u0074)")
+
+
 def _hiding_in_xml(raw: bytes) -> bool:
     """Whether an ``&``, tab, CR or LF, as itself or as a JSON escape (``_ESCAPED_HIDING``), is where an
-    event's XML may be: from the first mark to the end of the JSON string that holds the last one.  Elsewhere
-    (``Message``, whose Windows text breaks its lines with CR LF, the syslog header) the text is JSON's alone.
+    event's XML may be: from the first mark, in any JSON spelling (``_ANY_MARK``), to the end of the JSON string
+    that holds the last one.  Elsewhere (``Message``, whose Windows text breaks its lines with CR LF, the syslog
+    header) the text is JSON's alone.
     A backslash JSON writes doubled starts no escape (``\\\\temp`` in a Windows path is no tab):
     ``replace`` takes the pairs off each run of backslashes from its start, as JSON reads them, then the
     escaped quotes, so every quote left ends a string.  Linear in the line, a run of a million backslashes
     included."""
     text = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    found = [at for at in (text.find(mark) for mark in MARKS) if at >= 0]
+    if b"\\u" in text:  # an escape may spell any letter of a mark (``_ANY_MARK``)
+        found = [spelled.start() for spelled in _ANY_MARK.finditer(text)]
+    else:
+        found = [at for at in (text.find(MARKS[0]), text.rfind(MARKS[0])) if at >= 0]
     if not found:
         return False  # each mark was an escaped backslash's ``\\u003cEvent``: no XML is read
-    last = max(text.rfind(mark) for mark in MARKS)
-    end = text.find(b'"', last)
+    end = text.find(b'"', max(found))
     xml = text[min(found):len(text) if end < 0 else end]
     return any(mark in xml for mark in HIDING) or _ESCAPED_HIDING.search(xml) is not None
 
