@@ -197,6 +197,11 @@ class Prefilter:
     on every line, for lines whose bytes are passed on as they came.
     """
 
+    # Set when a line's time is wanted (``--fluentbit-time``, a match stage's heartbeats): a line that may
+    # carry an event's XML is a suspect too, parsed alone, its time its XML's, and the blocks of the lines
+    # ruled out, which a skimmer reads at their records' times, hold none.
+    xml_alone = False
+
     def __init__(self, needles: List[bytes], engine: str = "auto"):
         if not needles or any(not n for n in needles):
             raise ValueError("a prefilter needs non-empty needles")
@@ -318,7 +323,10 @@ class Prefilter:
             if len(escapes) * self.DENSE > max(end - start, self.SAMPLE):
                 local.exact_left = self.EXACT_RUN
         if marks:
-            hits.extend(_xml_candidates(block, start, end, marks, self._xml_needles))
+            found, carrying = _xml_candidates(block, start, end, marks, self._xml_needles)
+            hits.extend(found)
+            if self.xml_alone:
+                odd.extend(carrying)
         return hits, odd
 
     def _scan_python(self, block: bytes, start: int, end: int) -> tuple:
@@ -333,8 +341,10 @@ class Prefilter:
         if b"\\u" in lower:
             hits.extend(m.start() for m in self._escapes.finditer(block, start, end))
         marks = [at for mark in MARKS for at in _all_at(block, mark, start, end)]
+        carrying = []
         if marks:
-            hits.extend(_xml_candidates(block, start, end, marks, self._xml_needles))
+            found, carrying = _xml_candidates(block, start, end, marks, self._xml_needles)
+            hits.extend(found)
         if self._non_ascii and not lower.isascii():
             rest = lower.translate(None, _ASCII)  # the non-ASCII bytes only: a cheap first look
             for pattern in self._non_ascii:
@@ -347,6 +357,8 @@ class Prefilter:
         lines = lower.count(b"\n")
         if lower.count(b"}\n{") != lines - 1 or not lower.endswith(b"}\n"):
             odd = [start + at for at in _odd_lines(lower)]
+        if self.xml_alone:
+            odd.extend(carrying)
         return hits, odd
 
 
@@ -376,14 +388,14 @@ def _all_at(block: bytes, text: bytes, start: int, end: int) -> Iterator[int]:
         at = block.find(text, at + 1, end)
 
 
-def _xml_candidates(block: bytes, start: int, end: int, marks: List[int], unanchored_needles) -> List[int]:
+def _xml_candidates(block: bytes, start: int, end: int, marks: List[int], unanchored_needles) -> tuple:
     """Of the lines of ``block[start:end]`` holding an XML mark (at the offsets ``marks``), an offset in
     each that goes to the full path: those that ``hides_text``, and with anchored needles (None: there are
     none) those holding one without its quotes, as a value in XML ends at ``</Data>``, not at a JSON quote
-    (``()``: too many to look for each, every such line).  Each line is looked for once, at its first mark:
-    a search back from every mark (a line of ``<E`` repeated) took time quadratic in the line's length,
-    21 s for a line of 2 MiB."""
-    found, judged_to = [], start  # the lines before ``judged_to`` are judged
+    (``()``: too many to look for each, every such line); and an offset in each that carries XML at all
+    (``Prefilter.xml_alone``).  Each line is looked for once, at its first mark: a search back from every
+    mark (a line of ``<E`` repeated) took time quadratic in the line's length, 21 s for a line of 2 MiB."""
+    found, carrying, judged_to = [], [], start  # the lines before ``judged_to`` are judged
     for at in sorted(marks):
         if at < judged_to:
             continue
@@ -391,11 +403,13 @@ def _xml_candidates(block: bytes, start: int, end: int, marks: List[int], unanch
         line_end = block.find(b"\n", at, end)
         line_end = end if line_end < 0 else line_end
         line = block[line_start:line_end]
-        if carries_xml(line) and (unanchored_needles == () or hides_text(line) or unanchored_needles is not None
-                                  and _holds_any(line.lower(), unanchored_needles)):
-            found.append(at)
+        if carries_xml(line):
+            carrying.append(at)
+            if unanchored_needles == () or hides_text(line) or unanchored_needles is not None \
+                    and _holds_any(line.lower(), unanchored_needles):
+                found.append(at)
         judged_to = line_end + 1
-    return found
+    return found, carrying
 
 
 def _holds_any(lower: bytes, needles) -> bool:

@@ -29,10 +29,10 @@ ujson would have found (a JSON object, with the same time), only when:
 The time is then read from the decoded paths alone, as ``FieldResolver.time``
 reads it from the parsed event: the first profile whose detect paths are all
 there, then its first time path whose value parses (a test compares the two on
-every collector shape).  When times are wanted, a block holding a line that may
-carry an event's XML (``xml_event.carries_xml``) is not vouched for: that line's
-time is its XML event's.  A block that is not vouched for is left to the caller,
-line by line.  ``LineField`` uses the same checks for ``--line-field``: the text
+every collector shape).  A line that may carry an event's XML, whose time is its
+XML event's, never reaches the skimmer when times are wanted: the prefilter makes
+it a suspect, parsed alone (``prefilter.Prefilter.xml_alone``).  A block that is
+not vouched for is left to the caller, line by line.  ``LineField`` uses the same checks for ``--line-field``: the text
 each forwarded record holds, for a whole block at once.
 """
 
@@ -45,7 +45,6 @@ from typing import Any, Optional
 import msgspec
 
 from ..events.fields import FieldResolver, lookup
-from ..events.xml_event import carries_xml
 from ..events.timeparse import parse_time
 from ..values import MISSING
 from .frames import start_of, starts_of
@@ -286,8 +285,6 @@ class Skimmer:
         return self._each(block, lines, self._start, self._column)
 
     def _each(self, block: bytes, lines: int, find, column=None) -> Optional[list]:
-        if find is not None and carries_xml(block):
-            return None  # a line's time may be its XML's (``stream.Filter.line_time``): parsed alone
         decoded = self._objects.decode(block, lines) if self.available else None
         if decoded is None:
             return None

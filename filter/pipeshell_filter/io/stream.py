@@ -852,6 +852,8 @@ class Filter:
 
     def _make_skimmer(self, need_time: bool):
         from .skim import Skimmer  # msgspec: only the Fluent Bit modes need it
+        if need_time and self.prefilter is not None:  # a line carrying XML: parsed alone, at its XML's time
+            self.prefilter.xml_alone = True
         # what else it must refuse: in both modes, numbers Fluent Bit cannot take (msgspec checks the
         # syntax of those it skips, not their size; it refuses NaN, Infinity and a lone surrogate escape,
         # and Python's UTF-8 decoder an encoded surrogate), lines that may nest too deep; 64: room for
