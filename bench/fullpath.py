@@ -17,7 +17,6 @@ start-up out (the same command on an empty input).
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from rulesets import rounds, run, source_filter  # noqa: E402
+from rulesets import options_of, rounds, run, source_filter  # noqa: E402
 
 NEEDLE = b'"System":{"PipeShellBench":"System.IO.Pipes.NamedPipeClientStream",'
 PARSE_LOOPS = {  # the bare parse loops: ujson, and msgspec, which the filter reads a line with first
@@ -68,13 +67,7 @@ def parse_loop(source: str, loop: str) -> tuple:
 
 
 def main() -> int:
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the filter starts from cached bytecode, as installed
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--compare", metavar="DIR", action="append", default=[],
-                        help="also time the filter package in DIR (a copy of filter/ before a change), one process")
-    options = parser.parse_args()
+    options = options_of(__doc__, 100_000, ", one process")
     source = candidates(options.events)
     rows = {"pipeshell-filter (workers)": lambda path: run([], path),
             "pipeshell-filter --workers 0": lambda path: run(["--workers", "0"], path),

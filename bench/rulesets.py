@@ -101,14 +101,21 @@ def corpus(events: int) -> str:
     return path
 
 
-def main() -> int:
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the filter starts from cached bytecode, as installed
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=20_000)
+def options_of(doc: str, events: int, compare: str = "") -> argparse.Namespace:
+    """The options these side-by-side benches share: ``--events``, ``--repeat`` and ``--compare DIR``
+    (a copy of ``filter/`` as it was, timed in the same rounds); the filter starts from cached
+    bytecode, as installed."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=events)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--compare", metavar="DIR", action="append", default=[],
-                        help="also time the filter package in DIR (e.g. a copy of filter/ before a change)")
-    options = parser.parse_args()
+                        help="also time the filter package in DIR (e.g. a copy of filter/ before a change)" + compare)
+    return parser.parse_args()
+
+
+def main() -> int:
+    options = options_of(__doc__, 20_000)
     if not os.path.isdir(SIGMAHQ):
         print(f"rulesets: no SigmaHQ checkout at {SIGMAHQ} (set SIGMAHQ_DIR)", file=sys.stderr)
         return 2

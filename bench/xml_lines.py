@@ -14,7 +14,6 @@ package in each ``--compare DIR`` (a copy of ``filter/`` as it was).  Events/s l
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -24,7 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from rulesets import FILTER, SIGMAHQ, rounds, run, source_filter  # noqa: E402
+from rulesets import FILTER, SIGMAHQ, options_of, rounds, run, source_filter  # noqa: E402
 
 WINDOWS_RULES = os.path.join(SIGMAHQ, "rules", "windows", "process_creation")
 LINUX_RULES = os.path.join(SIGMAHQ, "rules", "linux", "process_creation")
@@ -92,13 +91,7 @@ def stream(shape: str, events: int) -> str:
 
 
 def main() -> int:
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--compare", metavar="DIR", action="append", default=[],
-                        help="also time the filter package in DIR (e.g. a copy of filter/ before a change)")
-    options = parser.parse_args()
+    options = options_of(__doc__, 10_000)
     commands = {"": FILTER}
     for path in options.compare:
         commands[" @" + os.path.basename(os.path.normpath(os.path.dirname(os.path.abspath(path))))] = \
