@@ -272,3 +272,43 @@ def test_the_last_host_of_a_file_after_a_quiet_spell_is_no_wrong_clock():
     assert b"ahead" not in quiet.stderr and b"wrong clock" not in quiet.stderr, quiet.stderr
     followed = run_cli(["--lateness", "60"], ndjson([INCIDENT[0], late] + INCIDENT[1:]))
     assert b"'srv09' is 8" in followed.stderr and b"ahead of the other sources" in followed.stderr, followed.stderr
+    first = run_cli(["--lateness", "60"], ndjson(INCIDENT + [flat_event(900, "srv01", "server", 4104)]))
+    assert b"ahead" not in first.stderr, first.stderr  # the file's first host: ahead until a second one sent
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 1000)), max_size=40), st.booleans())
+def test_at_the_end_a_source_is_said_ahead_only_when_others_sent_since_it_last_went_ahead(reports, midway):
+    """A source is ahead when its newest time is more than ``max_skew`` past the second-newest; at the
+    end it is said to be so only when another source sent after it last went ahead.  A source that went
+    ahead once, was caught up, and went ahead again as the file's lone last host (the first host of a
+    file, ahead of nobody before a second one sent) was said to be a wrong clock: its first mark stood."""
+    clocks, newest, went_ahead, followed = SourceClocks(100), {}, None, False
+    for n, (source, event_time) in enumerate(reports):
+        clocks.see(source, event_time)
+        if midway and n == len(reports) // 2:
+            clocks.ahead(0)  # a live check on the way: no patience spent, nothing said
+        newest[source] = max(newest.get(source, event_time), event_time)
+        ranked = sorted(newest, key=newest.get)
+        top = ranked[-1]
+        ahead = top if len(ranked) < 2 or newest[top] > newest[ranked[-2]] + 100 else None
+        if ahead != went_ahead:
+            went_ahead, followed = ahead, False
+        elif ahead is not None and source != ahead:
+            followed = True
+    said = [source for source, _ in clocks.ahead(0, final=True)]
+    assert said == ([went_ahead] if went_ahead is not None and followed and len(newest) > 1 else [])
+
+
+def test_a_source_ahead_in_a_restored_state_is_no_wrong_clock_unless_others_send():
+    """The state keeps each source's newest time, not who sent after whom: a host ahead at the end of one
+    run, unsaid there (nobody followed it), was said to be ahead at the end of the next one with no input."""
+    clocks = SourceClocks(100)
+    clocks.see("a", 0)
+    clocks.see("b", 1000)
+    assert clocks.ahead(0, final=True) == []
+    for later in ([], [("b", 1001)], [("a", 1)]):
+        again = SourceClocks(100)
+        again.restore(clocks.saved())
+        for source, event_time in later:
+            again.see(source, event_time)
+        assert [source for source, _ in again.ahead(0, final=True)] == (["b"] if ("a", 1) in later else [])

@@ -57,12 +57,14 @@ class SourceClocks:
         self._future = {}  # sources whose time was not believed -> how far past the wall clock (ns)
         self._top = (NEVER, NEVER)  # (reference, newest) of ``_ranked``, kept by ``_ranked_changed``
         self._arrivals = 0  # event times taken (``see``)
-        self._ahead_at = {}  # source -> [the arrival it went ahead at, its own arrivals since] (``ahead``)
+        # [source, the arrival it last went ahead at, its own arrivals since] (``ahead``): only the newest
+        # source can be ahead of the second-newest, so one is kept
+        self._went_ahead = None
 
     def compact(self) -> None:
         """After a flood: copy the per-source tables afresh (a dict never shrinks its table)."""
         self._newest, self._suspect, self.reported = dict(self._newest), dict(self._suspect), set(self.reported)
-        self._future, self._ahead_at = dict(self._future), dict(self._ahead_at)
+        self._future = dict(self._future)
 
     def see(self, source: Hashable, time: int) -> bool:
         """Take an event time of ``source``; True when the vouched-for time rose."""
@@ -72,9 +74,9 @@ class SourceClocks:
                 self._future.setdefault(source, time - self.wall())
             return False  # a clock in the future, or a forged line: as if it had no time
         self._arrivals += 1
-        mark = self._ahead_at.get(source)
-        if mark is not None:
-            mark[1] += 1
+        mark = self._went_ahead
+        if mark is not None and mark[0] == source:
+            mark[2] += 1
         before = self.reference
         old = self._newest.get(source)
         if old is not None and len(self._ranked) == 1:  # the only source: its events vouch for each other
@@ -95,8 +97,8 @@ class SourceClocks:
         while len(self._ranked) > 2 and self._ranked[0][0] < reference - self.horizon:
             _, _, gone = self._ranked.pop(0)  # it can matter again only by sending: then it is back
             del self._newest[gone]
-        if mark is None and time > reference + self.max_skew and len(self._ahead_at) < self.cap:
-            self._ahead_at[source] = [self._arrivals, 1]
+        if time > reference + self.max_skew and not (old is not None and old > before + self.max_skew):
+            self._went_ahead = [source, self._arrivals, 1]  # it goes ahead now (again: others caught it up)
         return reference > before
 
     def _ranked_changed(self) -> None:
@@ -175,8 +177,8 @@ class SourceClocks:
                 break
             if source in self.reported:
                 continue
-            mark = self._ahead_at.get(source)
-            if final and mark is not None and self._arrivals - mark[0] + 1 == mark[1]:
+            mark = self._went_ahead
+            if final and mark is not None and mark[0] == source and self._arrivals - mark[1] + 1 == mark[2]:
                 continue  # nobody else sent since it went ahead: no evidence against its clock
             since = self._suspect.get(source, now)
             if final or now - since >= patience:
@@ -185,9 +187,6 @@ class SourceClocks:
             else:
                 still[source] = since
         self._suspect = still
-        if self._ahead_at:
-            self._ahead_at = {source: mark for source, mark in self._ahead_at.items()
-                              if source not in self.reported and self._newest.get(source, NEVER) > limit}
         return found
 
     def saved(self) -> list:
@@ -205,6 +204,11 @@ class SourceClocks:
         self._ranked = SortedList((time, repr(source), source) for source, time in newest.items())
         self._ranked_changed()
         self._second = NEVER
+        # who sent after whom is not saved: a source ahead in the state went ahead with nobody after it
+        # (so said at that run's end when others had followed it), as its next events tell again
+        self._went_ahead = None
+        if len(self._ranked) > 1 and self.newest > self.reference + self.max_skew:
+            self._went_ahead = [self._ranked[-1][2], self._arrivals + 1, 0]
         SourceClocks.emptiness_changes += 1
         if self.wall is not None:
             self.bound_by(self.wall)
