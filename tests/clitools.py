@@ -99,9 +99,10 @@ def members(pid: int) -> list:
     return [child for child in children(pid) if command(child) not in (own, None)]
 
 
-def filter_file(plans: list, data: bytes, workers: int) -> tuple:
+def filter_file(plans: list, data: bytes, workers: int, engine: str = "auto", **options) -> tuple:
     """(output, diagnostic counts) of a Filter over ``data`` as a regular file, in many small chunks for
-    ``workers`` detecting processes (0: one process): what a worker reads must be what one process reads."""
+    ``workers`` detecting processes (0: one process): what a worker reads must be what one process reads.
+    ``options``: the Filter's (``fluentbit_time``...); ``engine``: the prefilter's."""
     import io
 
     from pipeshell_filter.cli import build_prefilter
@@ -109,14 +110,15 @@ def filter_file(plans: list, data: bytes, workers: int) -> tuple:
     from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
     from pipeshell_filter.io.stream import Diagnostics, Filter, Output
 
-    scanner, index = build_prefilter(plans, "auto")
+    scanner, index = build_prefilter(plans, engine)
     with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
         source.write(data)
         source.flush()
         source.seek(0)
         diagnostics = Diagnostics(io.StringIO())
         stream_filter = Filter(Engine(plans, FieldResolver(builtin_profiles()), 0), Output(sink.fileno()),
-                               diagnostics, "all", prefilter=scanner, index=index, clock=lambda: 0, workers=workers)
+                               diagnostics, "all", prefilter=scanner, index=index, clock=lambda: 0, workers=workers,
+                               **options)
         stream_filter.parallel_min, stream_filter.parallel_chunk = 0, 4096  # many chunks, however small
         stream_filter.run(source.fileno(), live=False, block_size=1 << 16)
         stream_filter.finish()

@@ -268,23 +268,54 @@ def test_a_rule_reads_the_records_message_beside_the_xml(tmp_path):
     assert [bool(sigma) for sigma in _read(result)[1]] == [True, True], result.stderr
 
 
+def _spelled(record: dict, index: int) -> bytes:
+    """The record's JSON with its XML's ``<`` as itself or as an escape (``\\u003c``, ``\\u003C``: Go's
+    encoding/json writes it so), one after the other: the prefilter finds each spelling its own way."""
+    text = json.dumps(record)
+    return (text, text.replace("<", "\\u003c"), text.replace("<", "\\u003C"))[index % 3].encode() + b"\n"
+
+
+XML_STREAM = [Logical(HOSTS[i % 4], T0 + i * 7 * NS, (800, 4103, 4104)[i % 3], ("Get-Date", CLIENT)[i % 5 == 0],
+                      record_id=i + 1) for i in range(300)]
+
+
 @pytest.mark.parametrize("extra", [[], ["--no-prefilter"], ["--prefilter-engine", "python"], ["--non-json", "wrap"],
-                                   ["--workers", "2", "--input", "FILE"]])
+                                   ["--workers", "2", "--input", "FILE"], ["--line-field", "log"],
+                                   ["--stage", "match", "--agent", "a1"]])
 def test_fluentbit_time_frames_an_xml_record_at_its_xml_time(tmp_path, extra):
     """A Render_Event_As_XML record has no time at its top level: ``--fluentbit-time`` framed it at the
     clock's, matched or not, while its alerts and Detections took its XML's.  Blocks of records the
-    prefilter rules out included (the skimmer's), and a record without XML beside them at its own time."""
-    stream = [Logical(HOSTS[i % 4], T0 + i * 7 * NS, (800, 4103, 4104)[i % 3], ("Get-Date", CLIENT)[i % 5 == 0],
-                      record_id=i + 1) for i in range(300)]
+    prefilter rules out included (the skimmer's), its XML's ``<`` escaped or not, and a record without XML
+    beside them at its own time; inside a forwarder's record (``--line-field``), and a match stage's."""
+    stream = XML_STREAM
     lines = [fluentbit_xml(event) for event in stream] + [fluentbit(stream[0])]
-    data = ndjson(*lines)
+    data = b"".join(_spelled(line, i) for i, line in enumerate(lines))
+    if "--line-field" in extra:
+        data = ndjson(*[{"log": line.decode(), "stream": "stdout"} for line in data.splitlines()])
     if "FILE" in extra:
         (tmp_path / "in.ndjson").write_bytes(data)
         extra, data = [str(tmp_path / "in.ndjson") if x == "FILE" else x for x in extra], b""
     result = run_cli(["--fluentbit-time", "--emit", "all", *extra], data)
     assert result.returncode == 0, result.stderr
     framed = [(line[1:line.index(b",")].decode(), json.loads(line)[1]) for line in result.stdout.splitlines()]
-    out = [(when, record) for when, record in framed if record.get("event", {}).get("kind") != "alert"]
+    out = [(when, record) for when, record in framed if record.get("event", {}).get("kind") != "alert"
+           and record.get("type") not in ("sigma.detection", "sigma.heartbeat")]
     assert [{k: v for k, v in record.items() if k != "sigma"} for _, record in out] == lines
     assert sum("sigma" in record for _, record in out) == 61  # matched ones and ruled out ones (the rest)
     assert [when for when, _ in out] == [f"{e.time_ns // NS}.{e.time_ns % NS:09d}" for e in stream + stream[:1]]
+
+
+@pytest.mark.skipif(not parallel.available(), reason="no os.fork / os.pread here")
+@pytest.mark.parametrize("engine", ["auto", "python"])
+def test_worker_processes_frame_each_xml_record_at_its_xml_time(engine):
+    """The command's workers take a file of 32 MiB or more: here many small chunks, each worker's prefilter
+    making the lines carrying XML suspects (``Prefilter.xml_alone``, set before they fork), the blocks it
+    rules out framed by its skimmer, each XML spelling; the very output of one process."""
+    plans = [compile_plan(load_rule(BUILTIN_RULE, builtin=True))]
+    lines = [fluentbit_xml(event) for event in XML_STREAM] + [fluentbit(XML_STREAM[0])]
+    data = b"".join(_spelled(line, i) for i, line in enumerate(lines))
+    alone, together = (filter_file(plans, data, workers, fluentbit_time=True, engine=engine) for workers in (0, 2))
+    assert together == alone
+    out = [line for line in alone[0].splitlines() if b'"kind":"alert"' not in line]
+    assert [line[1:line.index(b",")].decode() for line in out] == \
+        [f"{e.time_ns // NS}.{e.time_ns % NS:09d}" for e in XML_STREAM + XML_STREAM[:1]]
