@@ -15,7 +15,7 @@ import ujson
 from hypothesis import given, settings, strategies as st
 
 from clitools import REPO, alerts, ndjson, records, run_cli
-from eventgen import CLIENT, SERVER, evtx_event, flat_event
+from eventgen import CLIENT, SERVER, evtx_event, flat_event, iso
 from pipeshell_filter.cli import build_prefilter, load_plans, make_resolver
 from pipeshell_filter.correlate import Correlation, Correlator
 from pipeshell_filter.detect import Detection
@@ -312,6 +312,22 @@ def test_the_incident_after_a_flood_held_at_the_cap_still_alerts(times_the_cap, 
 
 # ---------------------------------------------------------------- the fuzz suite
 
+
+def _xml_line(seconds: int, host: str, kind: str, form: str) -> bytes:
+    """A PowerShell 4104 as event XML in a syslog line (not JSON: read from its XML), in a collector's record,
+    or cut short (refused XML, said ``xml_unread``)."""
+    text = flat_event(seconds, host, kind)["ScriptBlockText"].replace("&", "&amp;").replace("<", "&lt;")
+    xml = ("<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
+           "<Provider Name='Microsoft-Windows-PowerShell'/><EventID>4104</EventID>"
+           f"<TimeCreated SystemTime='{iso(seconds)}'/><EventRecordID>{seconds}</EventRecordID>"
+           f"<Channel>Microsoft-Windows-PowerShell/Operational</Channel><Computer>{host}</Computer></System>"
+           f"<EventData><Data Name='ScriptBlockText'>{text}</Data></EventData></Event>")
+    line = f"Dec  4 10:00:00 {host} pwsh: {xml}"
+    if form == "record":
+        return json.dumps({"log": line}).encode()
+    return (line[:len(line) // 2] if form == "cut" else line).encode()
+
+
 HOSTILE = st.one_of(
     st.binary(max_size=60),
     st.sampled_from([b"", b"\xef\xbb\xbf{}", b"{\"EventID\": NaN}", b"{\"EventID\": 1e400}", b"{\"a\": \"\\ud800\"}",
@@ -326,6 +342,8 @@ HOSTILE = st.one_of(
                                                           st.sampled_from(["server", "client", "both", "benign"]))),
     st.builds(lambda e: json.dumps(e).encode(), st.builds(evtx_event, st.integers(0, 900), st.sampled_from(["a", "b"]),
                                                           st.sampled_from(["server", "client"]))),
+    st.builds(_xml_line, st.integers(0, 900), st.sampled_from(["a", "b", "c"]), st.sampled_from(["server", "client"]),
+              st.sampled_from(["text", "record", "cut"])),
 )
 
 
