@@ -186,8 +186,9 @@ RULES = [
     HAND_RULE.replace("7d3c9f5e", "8d3c9f5e").replace("a&b<c>", "curl").replace("/curl", "h"),
     HAND_RULE.replace("7d3c9f5e", "9d3c9f5e").replace("a&b<c>", "wget -q").replace("Image|endswith: '/curl'",
                                                                                   "User: root"),
+    HAND_RULE.replace("7d3c9f5e", "6d3c9f5e").replace("a&b<c>", 'q"r\\s'),  # JSON escapes a quote, a backslash
 ]
-WORDS = ["curl", "a&b<c>", "wget -q", "/usr/bin/curl", "x", " ", "&", "<", ">", '"', "'", "\t", "é"]
+WORDS = ["curl", "a&b<c>", "wget -q", "/usr/bin/curl", "x", " ", "&", "<", ">", '"', "'", "\t", "é", 'q"r\\s', "\\"]
 
 
 def _spelled(text: str, choices: list) -> str:
@@ -208,7 +209,8 @@ def _spelled(text: str, choices: list) -> str:
 
 
 COMMANDS = st.lists(st.sampled_from(WORDS), max_size=6).map("".join)
-EVENT = st.tuples(COMMANDS, st.lists(st.integers(0, 3), max_size=40), st.sampled_from(sorted(WRAPPINGS)),
+EVENT = st.tuples(COMMANDS, st.lists(st.integers(0, 3), max_size=40),
+                  st.sampled_from(sorted(WRAPPINGS) + ["syslog file"]),
                   st.booleans())
 
 
@@ -227,14 +229,17 @@ def run_filter(data: bytes, engine, rules) -> bytes:
 
 
 def _line(command: str, choices: list, wrapping: str, go_escaped: bool) -> bytes:
-    line = json.dumps(WRAPPINGS[wrapping](sysmon_xml(_spelled(command, choices), image_xml=_spelled("/usr/bin/curl",
-                                                                                                 choices[::-1]))))
+    xml = sysmon_xml(_spelled(command, choices), image_xml=_spelled("/usr/bin/curl", choices[::-1]))
+    if wrapping == "syslog file":  # not JSON: the XML as the file holds it (``RuleIndex.rules_for_text``)
+        return syslog_line(xml).encode()
+    line = json.dumps(WRAPPINGS[wrapping](xml))
     return (line.replace("<", "\\u003c").replace("&", "\\u0026") if go_escaped else line).encode()  # Go's encoder
 
 
-@given(st.lists(EVENT, min_size=1, max_size=8), st.sampled_from([1, 3]))
+@given(st.lists(EVENT, min_size=1, max_size=8), st.sampled_from([1, 3, 4]))
 @example([("curl", [1], "fluent-bit tail", False)], 1)
 @example([("a&b<c>", [0], "vector file", True)], 3)
+@example([('q"r\\s', [0], "syslog file", False)], 4)
 def test_the_prefilter_never_changes_the_output_of_xml_lines(events, rule_count):
     """Without ``hides_text`` a line holding ``&#99;url`` was ruled out by its bytes (no "curl" in them)
     and its event never matched; with ``--no-prefilter`` it did."""

@@ -104,6 +104,33 @@ class RuleIndex:
             present = self._scan(line, self._database)
             if route is not _SHARED and among.__class__ is frozenset:
                 self._sampled(among, route, present)
+        return self._rules_holding(present, among)
+
+    def rules_for_text(self, line: bytes, among: Optional[frozenset] = None) -> Optional[frozenset]:
+        """``rules_for`` a line that is not JSON but an event's XML (Sysmon for Linux's syslog file):
+        its text is the XML's as it is, but for an entity reference and the whitespace an attribute's
+        value loses (such a line goes to every rule), so each literal is looked for as its own text
+        (``text_spelling``: no JSON escape, no anchoring quote), and a look-alike of a needle character
+        sends the line to every rule, as in JSON."""
+        if b"&" in line or b"\t" in line or b"\r" in line:
+            return among
+        lower = line.lower()
+        if not lower.isascii() and any(t in lower for t in self._non_ascii):
+            return among
+        if self._text_needles is None:
+            self._text_needles = [text_spelling(found) for found in self.needles]
+        if self.engine == "python":
+            present = {at for at, found in enumerate(self._text_needles) if found in lower}
+        else:
+            if self._text_database is None:  # its triggers (``\\u``) only send more lines to every rule
+                self._text_database = self._compile(range(len(self.needles)), needles=self._text_needles)
+            present = self._scan(line, self._text_database)
+        return self._rules_holding(present, among)
+
+    _text_needles = _text_database = None
+
+    def _rules_holding(self, present: Optional[set], among: Optional[frozenset]) -> Optional[frozenset]:
+        """The rules (of ``among``) whose literal formula the literals ``present`` satisfy; None: a trigger."""
         if present is None:
             return among
         always = self.always if among is None else self.always & among
@@ -284,6 +311,22 @@ class RuleIndex:
         except hyperscan.ScanTerminated:
             return None
         return present
+
+
+def text_spelling(found: bytes) -> bytes:
+    """A needle as text that is not JSON holds it: its JSON escapes (``\\\\``, ``\\"``) read, the quotes
+    that anchor it to a JSON string dropped (an unescaped quote is only ever one)."""
+    out, at = bytearray(), 0
+    while at < len(found):
+        byte = found[at]
+        if byte == 0x5C and at + 1 < len(found):  # a backslash: the escaped byte
+            out.append(found[at + 1])
+            at += 2
+            continue
+        if byte != 0x22:
+            out.append(byte)
+        at += 1
+    return bytes(out)
 
 
 class _Sample:

@@ -1244,10 +1244,10 @@ class Filter:
 
     def _read_text_xml(self, line: bytes, text: bytes, number: int) -> bool:
         """A line that is not JSON but holds an event's XML (a line of Sysmon for Linux's own syslog
-        file, read with ``cat``): read as that event and matched against every rule, since the prefilter's
-        needles and the rule index are JSON spellings (a backslash is doubled there).  The line goes on as it
-        came, not enriched (text has no place for it); in the Fluent Bit modes, which write JSON only, as the
-        record ``text_record`` makes.  False: no event's XML there (or not UTF-8), for the caller to diagnose."""
+        file, read with ``cat``): read as that event, always (the block prefilter's needles are JSON
+        spellings: a backslash is doubled there), and tried on the rules the index finds its literals for
+        as text (``RuleIndex.rules_for_text``).  The line goes on as it came, not enriched (text has no
+        place for it); in the Fluent Bit modes, which write JSON only, as the record ``text_record`` makes.  False: no event's XML there (or not UTF-8), for the caller to diagnose."""
         try:
             message = text.decode("utf-8")
             read = event_in_text(message)
@@ -1259,7 +1259,8 @@ class Filter:
             return True
         if read is None:
             return False
-        sigma, following = self._judge(read, number, None, text, True)
+        only = None if self.index is None else lambda routed: self.index.rules_for_text(text, routed)
+        sigma, following = self._judge(read, number, only, text, True)
         if self.emit == "all" or sigma is not None and self.emit != "alerts":
             kept = text_record(message, sigma) if self.wrap_unusable else line
             self._write(kept, read, carried=True)  # --fluentbit-time: framed at its XML's time
