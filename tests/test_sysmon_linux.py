@@ -433,7 +433,12 @@ def test_a_syslog_line_of_refused_xml_is_said_once_and_wrapped_lines_stay_json(t
     assert [r.get("message") or r["event"]["original"] for r in out[:6]] == data.decode().splitlines()
     assert [i for i, r in enumerate(out[:6]) if "message" in r] == [1, 3, 4]
     assert out[5]["error"]["type"] == "xml_unread"
+    assert out[5]["error"]["message"].endswith("; the line, not JSON, is written as a pipeline_error record")
+    assert b"passed on as it is" not in wrapped.stderr  # it was not: the record holds it
+    assert "passed on as it is" in result.stderr.decode()  # --non-json pass: it was
     assert len(alerts(wrapped.stdout)) == 1
+    alone = run_cli(["--rule", str(rule)], data)  # --emit alerts: the line is not written at all
+    assert "xml_unread" in alone.stderr.decode() and b"passed on" not in alone.stderr, alone.stderr
 
 
 @pytest.mark.skipif(not parallel.available(), reason="no os.fork / os.pread here")

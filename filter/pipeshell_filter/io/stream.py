@@ -1254,7 +1254,7 @@ class Filter:
         except UnicodeDecodeError:
             return False
         except XmlEventProblem as problem:
-            self._unusable(line, number, "xml_unread", f"{problem}; the line, not JSON, is passed on as it is",
+            self._unusable(line, number, "xml_unread", f"{problem}; the line, not JSON, {self._fate_of_text()}",
                            self.emit == "all")
             return True
         if read is None:
@@ -1266,6 +1266,12 @@ class Filter:
             self._write(kept, read, carried=True)  # --fluentbit-time: framed at its XML's time
         self._follow(read, following, True)
         return True
+
+    def _fate_of_text(self) -> str:
+        """What becomes of a line that is not JSON, for a diagnostic to say it truly in every mode."""
+        if self.emit != "all":
+            return "is not written"
+        return "is written as a pipeline_error record" if self.wrap_unusable else "is passed on as it is"
 
     def _carried(self, text: bytes, event: dict, number: int) -> dict:
         """The event whose XML a text of the line holds (Sysmon for Linux in a collector's record, Fluent
