@@ -25,7 +25,7 @@ from .engine import Engine
 from .startup import streaming
 from .events.fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
 from .events.timeparse import NS, format_time
-from .events.xml_event import XmlEventProblem, carries_xml, event_in_text
+from .events.xml_event import XmlEventProblem, event_in_line
 from .io import inputs as inputs_module
 from .io import parallel
 from .io.prefilter import Prefilter, needle
@@ -1024,9 +1024,7 @@ def _text_event(line: bytes) -> Optional[dict]:
     """The event a line that is not JSON holds as XML (Sysmon for Linux's syslog file), as the filter
     reads it (``Filter._read_text_xml``); None when it holds none.  Refused XML is a usage error here."""
     try:
-        return event_in_text(line.decode("utf-8")) if carries_xml(line) else None
-    except UnicodeDecodeError:
-        return None
+        return event_in_line(line)
     except XmlEventProblem as problem:
         raise UsageProblem(f"--event: {problem}") from None
 

@@ -8,8 +8,8 @@ syslog parser and Vector's ``file`` source in ``message``, journald's in ``MESSA
 record is read as the event its XML holds, in the shape of the ``evtx`` profile
 (``Event.System``, ``Event.EventData``), so that the channel ``Linux-Sysmon/Operational`` routes it
 to the rules of ``product: linux``.  The syslog file itself, read with ``cat``, is lines that are not JSON:
-such a line is read as its XML's event too (``event_in_text``, asked by ``io.stream`` of a line that
-``carries_xml`` and failed to parse).
+such a line is read as its XML's event too (``event_in_line``, asked by ``io.stream`` of a line that
+failed to parse).
 
 Fluent Bit's ``winevtlog`` with ``Render_Event_As_XML`` writes the whole event (``EvtRenderEventXml``:
 System, EventData or UserData) as one XML text in the record's ``System`` key, beside ``Message`` (the
@@ -141,6 +141,19 @@ def carried_event(event: dict) -> Optional[dict]:
             if found is not None:
                 return found
     return None
+
+
+def event_in_line(raw: bytes) -> Optional[dict]:
+    """The event whose XML a line that is not JSON holds (a line of Sysmon for Linux's own syslog file),
+    as the evtx profile reads it; None when the line ``carries_xml`` not, is not UTF-8, or holds no event's
+    XML.  XmlEventProblem when that XML is not one the filter reads."""
+    if not carries_xml(raw):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return event_in_text(text)
 
 
 def rendered_event(record: dict, system: str) -> Optional[dict]:

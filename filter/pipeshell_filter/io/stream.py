@@ -35,7 +35,7 @@ from ..engine import Engine
 from ..records import shrink
 from ..values import MISSING
 from ..events.timeparse import parse_time
-from ..events.xml_event import XmlEventProblem, carries_xml, event_in_text, event_to_read
+from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
 from . import parallel
 from .frames import frame, start_at, start_or_clock
 from .inputs import LongLine
@@ -205,12 +205,13 @@ def enrich_line(raw: bytes, event: dict, sigma: dict) -> bytes:
     return body[:-1] + separator + b'"sigma":' + dumps(sigma) + b"}"
 
 
-def text_record(message: str, sigma: Optional[dict]) -> bytes:
+def text_record(text: bytes, sigma: Optional[dict]) -> bytes:
     """A line of text read as the event its XML holds (Sysmon for Linux's syslog file), as a record for the
     Fluent Bit modes, which write JSON only: ECS ``message`` holding the line (a byte order mark left off, as
     for a JSON line), with ``sigma`` when it matched, as a JSON event is enriched.  It was one more
     ``pipeline_error`` record, though read, and never enriched.  Over the cap it is cut as an enriched JSON
     event is (``Filter._write``)."""
+    message = text.decode("utf-8")  # UTF-8: it was read (``event_in_line``)
     return dumps({"message": message} if sigma is None else {"message": message, "sigma": sigma})
 
 
@@ -1114,11 +1115,11 @@ class Filter:
         """The time the filter reads for a line that is not JSON (no byte order mark): that of the event
         whose XML it holds (``_read_text_xml``: Sysmon for Linux's own syslog file), else None.  The merge
         key of several ``--input`` files, which kept such a file's lines after all of another's."""
-        if self.stage == "correlate" or not carries_xml(text):
+        if self.stage == "correlate":
             return None
         try:
-            read = event_in_text(text.decode("utf-8"))
-        except (UnicodeDecodeError, XmlEventProblem):  # said where the line is read
+            read = event_in_line(text)
+        except XmlEventProblem:  # said where the line is read
             return None
         return None if read is None else self.engine.event_time(read, True)
 
@@ -1180,7 +1181,7 @@ class Filter:
         try:
             event = load_event(text)
         except (ValueError, OverflowError) as error:
-            if self.stage == "correlate" or not carries_xml(text) or not self._read_text_xml(line, text, number):
+            if self.stage == "correlate" or not self._read_text_xml(line, text, number):
                 kind, message = decode_problem(line, error)
                 self._unusable(line, number, kind, message, keep)
             return
@@ -1247,12 +1248,10 @@ class Filter:
         file, read with ``cat``): read as that event, always (the block prefilter's needles are JSON
         spellings: a backslash is doubled there), and tried on the rules the index finds its literals for
         as text (``RuleIndex.rules_for_text``).  The line goes on as it came, not enriched (text has no
-        place for it); in the Fluent Bit modes, which write JSON only, as the record ``text_record`` makes.  False: no event's XML there (or not UTF-8), for the caller to diagnose."""
+        place for it); in the Fluent Bit modes, which write JSON only, as the record ``text_record`` makes.
+        False: no event's XML there (or not UTF-8), for the caller to diagnose."""
         try:
-            message = text.decode("utf-8")
-            read = event_in_text(message)
-        except UnicodeDecodeError:
-            return False
+            read = event_in_line(text)
         except XmlEventProblem as problem:
             self._unusable(line, number, "xml_unread", f"{problem}; the line, not JSON, {self._fate_of_text()}",
                            self.emit == "all")
@@ -1262,7 +1261,7 @@ class Filter:
         only = None if self.index is None else lambda routed: self.index.rules_for_text(text, routed)
         sigma, following = self._judge(read, number, only, text, True)
         if self.emit == "all" or sigma is not None and self.emit != "alerts":
-            kept = text_record(message, sigma) if self.wrap_unusable else line
+            kept = text_record(text, sigma) if self.wrap_unusable else line
             self._write(kept, read, carried=True)  # --fluentbit-time: framed at its XML's time
         self._follow(read, following, True)
         return True
