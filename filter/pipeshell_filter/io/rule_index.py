@@ -80,6 +80,7 @@ class RuleIndex:
         self._by_literal = [indexed.get(at, _NONE) for at in range(len(self.needles))]
         self.engine = "hyperscan" if engine != "python" and hyperscan is not None else "python"
         _, self._escapes, self._non_ascii = trigger_patterns(self.needles)
+        self._spelled = {}  # a spelling of the needles (``_spelled_scan``) -> (its needles, its database)
         if self.engine == "hyperscan":
             self._routes = {}  # among -> its _Sample so far, its _Route, or _SHARED
             self._database = self._compile(range(len(self.needles)))
@@ -110,24 +111,12 @@ class RuleIndex:
         """``rules_for`` a line that is not JSON but an event's XML (Sysmon for Linux's syslog file):
         its text is the XML's as it is, but for an entity reference and the whitespace an attribute's
         value loses (such a line goes to every rule), so each literal is looked for as its own text
-        (``text_spelling``: no JSON escape, no anchoring quote), and a look-alike of a needle character
-        sends the line to every rule, as in JSON."""
+        (``text_spelling``: no JSON escape, no anchoring quote), and a trigger (a look-alike of a needle
+        character; text that looks like a JSON escape, too, though none is read here) sends the line to
+        every rule, as in JSON."""
         if b"&" in line or b"\t" in line or b"\r" in line:
             return among
-        lower = line.lower()
-        if not lower.isascii() and any(t in lower for t in self._non_ascii):
-            return among
-        if self._text_needles is None:
-            self._text_needles = [text_spelling(found) for found in self.needles]
-        if self.engine == "python":
-            present = {at for at, found in enumerate(self._text_needles) if found in lower}
-        else:
-            if self._text_database is None:  # its triggers (``\\u``) only send more lines to every rule
-                self._text_database = self._compile(range(len(self.needles)), needles=self._text_needles)
-            present = self._scan(line, self._text_database)
-        return self._rules_holding(present, among)
-
-    _text_needles = _text_database = None
+        return self._rules_holding(self._spelled_scan(line, text_spelling), among)
 
     def _rules_holding(self, present: Optional[set], among: Optional[frozenset]) -> Optional[frozenset]:
         """The rules (of ``among``) whose literal formula the literals ``present`` satisfy; None: a trigger."""
@@ -151,21 +140,24 @@ class RuleIndex:
             return None
         return {at for at, found in enumerate(needles) if found in lower}
 
-    _xml_needles = _xml_database = None
-
     def _xml_scan(self, line: bytes) -> Optional[set]:
         """The literals a line carrying XML holds, each looked for without the JSON quote that anchors
         it (``prefilter.unanchored``): as sound, a literal found so being one found anchored or more, and
         no longer every rule for every such line with SigmaHQ's rules (whose ``endswith`` values are
-        anchored), a thousand tried on each Render_Event_As_XML record.  The database is made at the
-        first such line: a stream without XML never pays for it."""
-        if self._xml_needles is None:
-            self._xml_needles = [unanchored(found) for found in self.needles]
-        if self.engine == "python":
-            return self._python(line, self._xml_needles)
-        if self._xml_database is None:
-            self._xml_database = self._compile(range(len(self.needles)), needles=self._xml_needles)
-        return self._scan(line, self._xml_database)
+        anchored), a thousand tried on each Render_Event_As_XML record."""
+        return self._spelled_scan(line, unanchored)
+
+    def _spelled_scan(self, line: bytes, spelling) -> Optional[set]:
+        """The literals the line holds, each looked for as ``spelling`` writes its needle (ids as the
+        needles'), with the triggers of the needles (None at one).  Each spelling's needles and database
+        are made at the first line that needs them: a stream without such lines never pays for them."""
+        made = self._spelled.get(spelling)
+        if made is None:
+            needles = [spelling(found) for found in self.needles]
+            database = self._compile(range(len(needles)), needles=needles) if self.engine == "hyperscan" else None
+            made = self._spelled[spelling] = (needles, database)
+        needles, database = made
+        return self._python(line, needles) if database is None else self._scan(line, database)
 
     def _compile(self, literal_ids, route: bool = False, needles: Optional[list] = None):
         """A database of these literals (their ids as pattern ids) and their triggers (ids from
