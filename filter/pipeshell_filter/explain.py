@@ -53,8 +53,8 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    unknown_logsource: str = "match") -> str:
     """How one event is read and judged, rule by rule: the answer to "why did it (not) match?"."""
     carried = []
-    read, problem = event_to_read(raw, event)  # Sysmon for Linux's syslog line, Render_Event_As_XML: its XML's event
-    text_line = not raw.lstrip().startswith(b"{")  # a line that is not JSON: ``event`` is its XML's (``cli._text_event``)
+    read, problem = event_to_read(raw, event)  # Sysmon for Linux in a record, Render_Event_As_XML: its XML's event
+    text_line = not raw.lstrip().startswith(b"{")  # not JSON: ``event`` is its XML's (``cli._text_event``)
     if text_line:
         carried = ["note      the line is not JSON but holds an event's XML (Sysmon for Linux's syslog file): "
                    "that event is read"]

@@ -1197,11 +1197,12 @@ class Filter:
             return
         if self.wrap_unusable:
             line = text
-        if not candidate:
-            if keep:  # framed at the time the filter reads for it: a carried XML's (``line_time``)
-                self._write(line, event, self.line_time(text, event) if self.fluentbit_time else None)
+        if not candidate:  # framed, and vouched for, at the time the filter reads for it: a carried XML's
+            when = self.line_time(text, event) if self.fluentbit_time or self.progress is not None else None
+            if keep:
+                self._write(line, event, when)
             if self.progress is not None:
-                self._seen_time(self.line_time(text, event))
+                self._seen_time(when)
             return
         if self.stage == "correlate":
             self._correlate_line(line, event, number)
