@@ -350,7 +350,7 @@ class Detector:
         """``only``: positions of the rules to try (the others cannot match), None for every rule;
         ``text``: the event's input line, which tells apart events without a record id (``line_digest``);
         ``carried``: the event was read from the XML its record carries (``FieldResolver.carried`` reads it)."""
-        return self.detect_view((self.resolver.carried if carried else self.resolver).view(event), line, only, text)
+        return self.detect_view(self.resolver.reading(carried).view(event), line, only, text)
 
     def detect_view(self, view, line: int = 0, only=None, text: Optional[bytes] = None) -> List[Detection]:
         """``only``: the rules to try (the others cannot match), None for every rule, or a

@@ -193,7 +193,7 @@ class Engine:
     def event_time(self, event: dict, carried: bool = False) -> Optional[int]:
         """The event's own time in ns (None when it has none we can parse); ``carried``: the event was read
         from the XML its record carries (``FieldResolver.carried``)."""
-        return (self.resolver.carried if carried else self.resolver).time(event)
+        return self.resolver.reading(carried).time(event)
 
     def release_memory(self) -> None:
         """Between blocks: memory a passed flood left behind goes back (``Correlation.release_memory``)."""

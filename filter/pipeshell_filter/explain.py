@@ -65,9 +65,8 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    "that event is read" + (", with the record's Message" if "Message" in read else "")]
     elif read is not event:
         carried = ["note      the record's text holds an event's XML: that event is read"]
-    given = resolver
-    if read is not event:  # in the evtx shape, at its own time, whatever --profile and --time-field say
-        resolver = resolver.carried
+    # in the evtx shape, at its own time, whatever --profile and --time-field say
+    given, resolver = resolver, resolver.reading(read is not event)
     event = read
     view = resolver.view(event)
     chosen = view.profile
@@ -617,7 +616,7 @@ class CorrelationTrace:
             if plan.rule.id in matched or plan.logsource is None or not self.engine.correlation.wants(plan.rule.id):
                 continue
             if view is None:
-                view = (self.engine.resolver.carried if carried else self.engine.resolver).view(event)
+                view = self.engine.resolver.reading(carried).view(event)
                 facts = event_facts(view)
             if plan.logsource.applies(facts, self.engine.detector.unknown_logsource):
                 continue

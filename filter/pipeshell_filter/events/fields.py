@@ -298,6 +298,10 @@ class FieldResolver:
         if evtx and (self.time_path is not None or self.fixed and self.profiles != evtx):
             self.carried = FieldResolver(evtx, CARRIED_PROFILE)
 
+    def reading(self, carried: bool) -> "FieldResolver":
+        """What reads an event: ``carried`` (taken from the XML its record carries) is ``self.carried``'s."""
+        return self.carried if carried else self
+
     def profile_for(self, event: dict) -> Profile:
         if self.fixed:
             return self.profiles[0]
