@@ -223,8 +223,7 @@ class ValueCount(Window):
         for value in c.value:
             held = self.values[value] = self.values[value] + sign
             if held == (1 if sign > 0 else 0):  # a spelling came, or went
-                key = value.casefold()
-                key = value if key == value else key  # the one string in both: a flood's memory
+                key = fold(value)
                 self.folded[key] += sign
                 if not held:
                     del self.values[value]
@@ -237,7 +236,7 @@ class ValueCount(Window):
     def distinct(self):
         least = {}
         for value in sorted(self.values, reverse=True):
-            least[value.casefold()] = value
+            least[fold(value)] = value
         return tuple(sorted(least.values()))
 
 
