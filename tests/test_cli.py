@@ -683,7 +683,7 @@ def test_explain_event_reads_the_event_as_the_filter_does(tmp_path):
     result = run_cli(["explain", "--event", str(deep)])
     assert result.returncode == 2 and result.stderr.decode().splitlines() == [
         f"pipeshell-filter: error: --event {deep}: neither the file nor its first line is a JSON object "
-        "(JSON nested too deeply)"]
+        "(JSON nested too deeply), nor a line holding an event's XML (Sysmon for Linux's syslog file)"]
     rule = tmp_path / "security.yml"
     rule.write_text("title: whoami in security\nlogsource: {product: windows, service: security}\n"
                     "detection:\n  sel: {Payload|contains: /c whoami}\n  condition: sel\n")

@@ -501,6 +501,10 @@ def test_explain_reads_a_syslog_line_of_xml_as_the_filter_does(tmp_path):
     said = result.stdout.decode()
     assert "holds an event's XML (Sysmon for Linux's syslog file)" in said and "profile   evtx" in said
     assert "term 0 met" in said and "prefilter the line is not JSON: it is always parsed" in said
+    event.write_bytes(b"{" + _syslog_file().splitlines()[4] + b"\n")  # text that starts as JSON does
+    braced = run_cli(["explain", "--rule", str(rule), "--event", str(event)])
+    assert braced.returncode == 0 and b"prefilter the line is not JSON" in braced.stdout, braced.stderr
+    assert b"holds an event's XML (Sysmon for Linux's syslog file)" in braced.stdout
     event.write_bytes(syslog_line(HOSTILE["truncated"]).encode())
     refused = run_cli(["explain", "--rule", str(rule), "--event", str(event)])
     assert refused.returncode == 2 and refused.stderr.count(b"\n") == 1 and b"not well-formed" in refused.stderr

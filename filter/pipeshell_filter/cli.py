@@ -1017,7 +1017,8 @@ def _read_one_event(path: str) -> tuple:
     carried = _text_event(candidates[-1])
     if carried is not None:
         return candidates[-1], carried
-    raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object{why}")
+    raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object{why}, "
+                       "nor a line holding an event's XML (Sysmon for Linux's syslog file)")
 
 
 def _text_event(line: bytes) -> Optional[dict]:

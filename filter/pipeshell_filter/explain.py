@@ -54,7 +54,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
     """How one event is read and judged, rule by rule: the answer to "why did it (not) match?"."""
     carried = []
     read, problem = event_to_read(raw, event)  # Sysmon for Linux in a record, Render_Event_As_XML: its XML's event
-    text_line = not raw.lstrip().startswith(b"{")  # not JSON: ``event`` is its XML's (``cli._text_event``)
+    text_line = not _json_object(raw)  # ``event`` is its XML's (``cli._text_event``), even if the line starts "{"
     if text_line:
         carried = ["note      the line is not JSON but holds an event's XML (Sysmon for Linux's syslog file): "
                    "that event is read"]
@@ -140,6 +140,14 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
                                          "the line holds no needle: it would skip parsing"))
     return "\n".join(lines)
+
+
+def _json_object(raw: bytes) -> bool:
+    """Whether a line is a JSON object, as the filter reads one; a line of text may start with a brace."""
+    try:
+        return isinstance(load_event(raw), dict)
+    except (ValueError, OverflowError):
+        return False
 
 
 def _wrapped_hint(resolver: FieldResolver, event: dict) -> list:
