@@ -38,8 +38,9 @@ from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Di
 from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
 from .sigma import literals
 from .sigma.compile import Plan, compile_plan
-from .sigma.collection import resolve
+from .sigma.collection import RuleSet, resolve
 from .sigma.placeholders import PlaceholderError, load_placeholders
+from .sigma.selection import Selection, SelectionError, parse_selection, select
 from .sigma.filters import apply_filters, check_filter
 from .sigma.rule import BUILTIN_RULE, CorrelationRule, FilterRule, RuleError, load_rule, load_rules, rule_files
 
@@ -114,18 +115,21 @@ _JOIN_HELP = "window: each top-level AND term may be met by a different event in
 
 
 def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bool = False,
-               report=None, placeholders: Optional[dict] = None) -> List[Plan]:
+               report=None, placeholders: Optional[dict] = None, selection: Selection = Selection()) -> List[Plan]:
     """The compiled rules (a ``RuleSet``: with the correlation documents, resolved once every
-    file is read, and the global filters applied to the rules they name).  A rule that fails to
+    file is read, and the global filters applied to the rules they name), of which ``selection``
+    (``--min-level``, ``--status``) chooses what alerts (``sigma.selection``).  A rule that fails to
     load is a usage error, except in a directory (unless ``strict``): there it is reported by
     name, in one line, and skipped.  A filter reference that applies to no rule is a warning
     (``strict``: a usage error)."""
     join_mode = join.value if join else None
     if not rule_paths:
         try:
-            return [compile_plan(load_rule(BUILTIN_RULE, builtin=True), join_mode, placeholders=placeholders)]
+            builtin = RuleSet([compile_plan(load_rule(BUILTIN_RULE, builtin=True), join_mode,
+                                            placeholders=placeholders)])
         except RuleError as error:
             raise UsageProblem(str(error)) from None
+        return _selected(builtin, selection, "the built-in rule")
     # documents: correlation -> whether it came from a directory; loaded: (rule, from a directory)
     seen, documents, filters, loaded = {}, {}, [], []
     for path in rule_paths:
@@ -184,7 +188,32 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
     rule_set.filters = filters
     if not plans:
         raise UsageProblem("no rule could be loaded from " + ", ".join(rule_paths))
-    return rule_set
+    return _selected(rule_set, selection, ", ".join(rule_paths))
+
+
+def _selected(rule_set: RuleSet, selection: Selection, where: str) -> RuleSet:
+    """``select``, and a usage error when the selection leaves no rule at all: a filter that could
+    never alert is a mistake in its options."""
+    chosen = select(rule_set, selection)
+    if not chosen:
+        raise UsageProblem(f"{selection.options()} leaves out every rule of {where} ({len(chosen.left_out)} "
+                           "left out)")
+    return chosen
+
+
+def read_selection(min_level: Optional[str], statuses: Optional[str]) -> Selection:
+    """``--min-level`` and ``--status``, checked before any rule is read."""
+    try:
+        return parse_selection(min_level, statuses)
+    except SelectionError as error:
+        raise UsageProblem(str(error)) from None
+
+
+_MIN_LEVEL_HELP = ("Only rules and correlations of this level or above alert (informational < low < medium < high "
+                   "< critical; a rule without a level, or with another, is kept). One left out that a kept "
+                   "correlation reads still feeds it, without alerting; one nothing kept reads is not loaded.")
+_STATUS_HELP = ("Only rules and correlations of these statuses alert (comma-separated: stable, test, experimental, "
+                "deprecated, unsupported; a rule without a status is kept); left out as for --min-level.")
 
 
 def read_placeholders(path: Optional[str]) -> Optional[dict]:
@@ -276,13 +305,17 @@ def run(
                                           f"{parallel.MAX_WORKERS}; none on a single CPU."),
     stage: Stage = typer.Option(Stage.all, "--stage", help="all: detect and correlate; match: detect only, writing "
                                 "Detection records (schema/detection.schema.json); correlate: read Detection "
-                                "records and write alerts. Both stages need the same --rule."),
+                                "records and write alerts. Both stages need the same --rule, --min-level and "
+                                "--status."),
     logsource_unknown: UnknownLogsource = typer.Option(
         UnknownLogsource.match, "--logsource-unknown", help="An event that does not tell what a rule's logsource "
         "asks (no channel, no product): match: the rule applies as far as the event tells; skip: it does not."),
     strict: bool = typer.Option(False, "--strict", help="A rule in a --rule directory that fails to load is an "
                                 "error (by default it is reported and skipped)."),
     placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
+    min_level: Optional[str] = typer.Option(None, "--min-level", metavar="LEVEL", help=_MIN_LEVEL_HELP + " Give "
+                                            "--stage match and --stage correlate the same --min-level and --status."),
+    status: Optional[str] = typer.Option(None, "--status", metavar="LIST", help=_STATUS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
     state: Optional[str] = typer.Option(None, "--state", metavar="FILE", help="Keep the correlation state in "
                                         "this file across restarts: restored at start, saved every "
@@ -355,7 +388,8 @@ def run(
         fluentbit_time and stage is Stage.all and emit is not Emit.alerts
     _no_option_without_effect(ctx, stage, nats, state, heartbeat, wrapped)
     check_state_path(state)
-    plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
+    selection = read_selection(min_level, status)
+    plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver(profile, field_map, time_field)
     try:
@@ -789,6 +823,10 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
     lines = stream_filter.lines - stream_filter.lines_start
     rules = len(engine.meta)  # the rules loaded, correlation documents too (not those a directory skipped)
     parts = [f"{rules} rule{'' if rules == 1 else 's'}"]
+    if engine.selection:
+        quiet = len(engine.deselected)
+        parts[0] += (f" ({len(engine.left_out)} left out by {engine.selection.options()}"
+                     + (f", {quiet} loaded only to feed correlations" if quiet else "") + ")")
     if stream_filter.stage == "correlate":  # its lines are records: no event is matched here
         parts.append(f"{lines} lines ({stats['detections']} detections, {stats['heartbeats']} heartbeats)")
     else:
@@ -850,6 +888,9 @@ def explain(
                                         "filter's next run on these events would; it is only read."),
     strict: bool = typer.Option(False, "--strict", help="As for filtering: a rule in a --rule directory that "
                                 "fails to load is an error (by default it is reported and skipped)."),
+    min_level: Optional[str] = typer.Option(None, "--min-level", metavar="LEVEL", help="As for filtering: "
+                                            + _MIN_LEVEL_HELP + " The rules left out are listed at the end."),
+    status: Optional[str] = typer.Option(None, "--status", metavar="LIST", help="As for filtering: " + _STATUS_HELP),
 ) -> None:
     """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
     With --event, show one event's profile, resolved fields and each selection's verdict; with
@@ -863,7 +904,8 @@ def explain(
     check_line_options(max_line, line_field)
     _no_trace_option_without_events(ctx, event, events, stage)
     event = inputs_module.STDIN if event == "-" else event  # as for --input
-    plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders))
+    selection = read_selection(min_level, status)
+    plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver(profile, field_map, time_field)
     if event is None and events is None:

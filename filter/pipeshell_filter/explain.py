@@ -173,20 +173,38 @@ def _outcome(plans, plan: Plan) -> str:
     named = "; feeds correlation " + ", ".join(repr(title) for title in feeds) if feeds else ""
     if plan.correlation is not None:
         return "a Detection for the correlation (see explain without --event)" + named
+    deselected = getattr(plans, "deselected", {}).get(plan.rule.id)
+    if deselected is not None:
+        return f"no alert of its own ({deselected})" + named + " (see explain without --event)"
     if plan.rule.id in getattr(plans, "quiet", ()):
         return "no alert of its own (generate: false)" + named + " (see explain without --event)"
     return "an alert, at once" + named
 
 
 def describe_rule_set(plans, unknown_logsource: str = "match") -> str:
-    """Every compiled rule (``describe_plan``), then every correlation document (``describe_correlation``)."""
+    """Every compiled rule (``describe_plan``), then every correlation document (``describe_correlation``),
+    then what ``--min-level`` and ``--status`` left out (``sigma.selection``)."""
     quiet = getattr(plans, "quiet", frozenset())
-    blocks = [describe_plan(plan, unknown_logsource, plan.rule.id in quiet) for plan in plans]
-    blocks += [describe_correlation(c, c.spec.id in quiet) for c in getattr(plans, "correlations", ())]
+    deselected = getattr(plans, "deselected", {})
+    blocks = [describe_plan(plan, unknown_logsource, plan.rule.id in quiet, deselected.get(plan.rule.id))
+              for plan in plans]
+    blocks += [describe_correlation(c, c.spec.id in quiet, deselected.get(c.spec.id))
+               for c in getattr(plans, "correlations", ())]
+    left_out = getattr(plans, "left_out", {})
+    if left_out:
+        blocks.append(f"left out by {plans.selection.options()}, not loaded (no correlation kept reads them): "
+                      f"{len(left_out)}\n"
+                      + "\n".join(f"  {gone.title!r} ({gone.id}, {gone.path}): {gone.why}"
+                                  for gone in left_out.values()))
     return "\n".join(blocks)
 
 
-def describe_correlation(correlation, quiet: bool = False) -> str:
+def _deselected_line(why: str, what: str) -> str:
+    """``explain``: a rule or correlation the selection left out, loaded only because a kept correlation reads it."""
+    return f"alerts    none of its own: {why}; loaded only because a kept correlation reads {what}"
+
+
+def describe_correlation(correlation, quiet: bool = False, deselected: Optional[str] = None) -> str:
     """A Sigma v2 correlation document as resolved against the rule set (``sigma.collection``):
     kind, referenced rules, group-by, timespan, condition, generate."""
     rule, spec = correlation.rule, correlation.spec
@@ -220,7 +238,9 @@ def describe_correlation(correlation, quiet: bool = False) -> str:
     lines.append("generate  " + ("true: the referenced rules also alert on their own" if spec.generate else
                                  "false: the referenced rules do not alert on their own (their matches still "
                                  "enrich events)"))
-    if quiet:
+    if deselected is not None:
+        lines.append(_deselected_line(deselected, "its alerts"))
+    elif quiet:
         lines.append("alerts    none of its own: it feeds another correlation without generate")
     return "\n".join(lines)
 
@@ -249,7 +269,8 @@ def _expanded(plan: Plan) -> str:
     return f"{first} | near {' and '.join(near)}"
 
 
-def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = False) -> str:
+def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = False,
+                  deselected: Optional[str] = None) -> str:
     """A compiled rule: selections, condition, logsource, correlation, prefilter."""
     rule = plan.rule
     lines = [
@@ -285,7 +306,9 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
         lines.append(f"  every event must also satisfy: {node}")
     lines.append("logsource " + (plan.logsource.describe() if plan.logsource is not None else "(any event)"))
     correlation = plan.correlation
-    if correlation is None and quiet:
+    if correlation is None and deselected is not None:
+        lines.append(_deselected_line(deselected, "its matches"))
+    elif correlation is None and quiet:
         lines.append("alerts    none of its own: its matches feed a correlation without generate")
     elif correlation is None:
         lines.append("alerts    on each event that meets the condition, at once (no correlation, no watermark)")
@@ -303,7 +326,9 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
             lines.append("near      no event meeting "
                          + ", ".join(ref.label[len("not "):] for ref in correlation.absent)
                          + " may be in the window")
-        if quiet:
+        if deselected is not None:
+            lines.append(_deselected_line(deselected, "its alerts"))
+        elif quiet:
             lines.append("alerts    none of its own: it feeds another correlation without generate")
         lines.append(_window(correlation))
     needles = rule_needles(plan, unknown_logsource)
@@ -756,8 +781,9 @@ class CorrelationTrace:
         quiet = spec.id in self.engine.quiet  # as ``Engine._alerts``: its hits are events of the outer ones only
         if quiet:
             outer = ", ".join(repr(o.spec.title) for o in self.correlators if correlator in o.upstream)
+            deselected = self.engine.deselected.get(spec.id)
             lines.append(f"  no alert of its own: a window that fires is an event of {outer or 'another correlation'}"
-                         " (referenced without generate)")
+                         + (f" ({deselected})" if deselected is not None else " (referenced without generate)"))
         for ref in spec.inputs:
             taken = [f.line for f in fed if ref.key in f.refs]
             text = f"  input {self._label(spec, ref.key)}: "

@@ -1325,9 +1325,12 @@ class Filter:
             self.write_alerts(self.engine.progress(detection))
             return
         if detection.rule not in self.engine.plans:  # the stages' --rule differ: say so, never drop in silence
+            left_out = self.engine.left_out.get(detection.rule)
+            why = "is not loaded here (both stages need the same --rule)" if left_out is None else \
+                f"{self.engine.selection.options()} leaves out here ({left_out.why}; both stages need the same " \
+                "--min-level and --status)"
             self.diagnostics.report("unknown_rule", self._where(number),
-                                    f"Detection of rule {detection.rule[:80]!r}, which is not loaded here "
-                                    "(both stages need the same --rule); dropped")
+                                    f"Detection of rule {detection.rule[:80]!r}, which {why}; dropped")
             return
         try:
             detection = self.engine.received(detection)

@@ -65,7 +65,13 @@ class RuleSet(list):
     loaded with them add: ``correlations`` (``CorrelationPlan``, inner ones first) and
     ``quiet``, the ids of rules (and correlations) that feed a correlation without
     ``generate`` and so do not alert on their own; and ``filters``, the global filters loaded
-    (already applied to the rules they name, ``filters.apply_filters``)."""
+    (already applied to the rules they name, ``filters.apply_filters``).  ``--min-level`` and
+    ``--status`` (``selection.select``) add ``selection``, ``deselected`` (id -> why, loaded quiet
+    to feed a kept correlation, and in ``quiet`` too) and ``left_out`` (id -> ``LeftOut``, not loaded)."""
+
+    selection = None
+    deselected: dict = {}
+    left_out: dict = {}
 
     def __init__(self, plans: Iterable[Plan] = (), correlations: Iterable[CorrelationPlan] = (),
                  quiet: Iterable[str] = (), filters: Iterable = ()):
