@@ -60,3 +60,23 @@ def raw_events(draw, max_size=40, span=900):
             i,
         ))
     return events
+
+
+# Fluent Bit's framings of a record (``io.framing``): its stdin form, the filter's own --fluentbit-time output,
+# its event format since 2.1 with metadata, and its file output's default format with the tag before it.
+FRAMINGS = ("plain", "tight", "meta", "tag")
+
+# Lines that open like a frame and are none, or not all of one (each diagnosed, or passed on as a line with a
+# syntax error is when it holds no needle and is shaped like a frame around a record).
+FRAME_GARBAGE = [b"[1, 2]", b"tag: [x", b'[1.5, {"a":1}', b"[1.5, [1]]", b'win: [1.5, {"a":1}', b'[[1.5], {"a":1}]',
+                 b'[true, {"a":1}]', b'["1.5", {"a":1}]', b'[1.5, {"a":1}, 2]', b'win: [1.5, {"a":1}] x',
+                 b'[1.5, {"a":1}, {"b":2}]', b"win: [1.5, {]", b"[1e400, {}]", b"[-3, {}]", b'[[1.5, {}], [1]]']
+
+
+def framed(record: bytes, seconds: float, framing: str) -> bytes:
+    """``record`` (a JSON object's line) in one of Fluent Bit's frames, at ``seconds`` after ``BASE``."""
+    stamp = b"%.9f" % (BASE.timestamp() + seconds)
+    return {"plain": b"[" + stamp + b", " + record + b"]",
+            "tight": b"[" + stamp + b"," + record + b"]",
+            "meta": b"[[" + stamp + b', {"src": "x"}], ' + record + b"]",
+            "tag": b"win: [" + stamp + b", " + record + b"]"}[framing]

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import tempfile
 import threading
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from clitools import alerts
 import resolvers
-from eventgen import CLIENT, HOSTS, SERVER, evtx_event, flat_event
+from eventgen import CLIENT, FRAME_GARBAGE, FRAMINGS, HOSTS, SERVER, evtx_event, flat_event, framed
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import rule_index as ri
 from pipeshell_filter.engine import Engine
@@ -169,19 +170,26 @@ def test_plan_needles(detection, expected):
 def test_suspects_are_the_lines_that_do_not_look_like_objects(engine):
     scanner = pf.Prefilter(NEEDLES, engine)
     lines = [b"not json", b'{"a": 1}', b"", b"[1, 2]", b'{"a":', b'{"b": 2}', b' {"c": 3}', b'{"d": 4}\r',
-             b'{"t": "System.IO.Pipes.NamedPipeServerStream"', b'{"e": 5}']
+             b'{"t": "System.IO.Pipes.NamedPipeServerStream"', b'{"e": 5}',
+             b'[1.5, {"a": 1}]', b'win: [1796431136.200271588, {"a": 1}]', b'[[1, {"m": 2}],{"a": 1}]',  # frames
+             b'[1.5, {"a": 1}', b"tag: [x", b"[1.5, [1]]", b'["1.5", {"a": 1}]', b'win : [1.5, {"a": 1}]']
     block = b"\n".join(lines) + b"\n"
     candidates, suspects = scanner.scan(block, 0, len(block))
     assert [block[s:e] for s, e in candidates] == [lines[8]]  # a candidate is never also a suspect
-    assert [block[s:e] for s, e in suspects] == [lines[i] for i in (0, 2, 3, 4, 6, 7)]
+    assert [block[s:e] for s, e in suspects] == [lines[i] for i in (0, 2, 3, 4, 6, 7, 13, 14, 15, 16, 17)]
     # a range inside a bigger block
     offset = block.index(b"[1, 2]")
     _, inner = scanner.scan(block, offset, len(block))
-    assert [block[s:e] for s, e in inner] == [lines[i] for i in (3, 4, 6, 7)]
+    assert [block[s:e] for s, e in inner] == [lines[i] for i in (3, 4, 6, 7, 13, 14, 15, 16, 17)]
+
+
+_FRAME_SHAPE = re.compile(rb'(?:[^\s"\[\]{}:]{1,512}: )?\[[ \t]*(?:\[[ \t]*)?-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?'
+                          rb'[ \t]*,[ \t]*\{.*\}\]', re.S)
 
 
 def _shaped_like_object(line: bytes) -> bool:
-    return line.startswith(b"{") and line.endswith(b"}")
+    """A JSON object's shape, or that of a Fluent Bit frame around one (``io.framing``)."""
+    return line.startswith(b"{") and line.endswith(b"}") or _FRAME_SHAPE.fullmatch(line) is not None
 
 
 _LINE_BYTES = st.one_of(st.binary(max_size=12), st.text(max_size=6).map(lambda t: t.encode("utf-8", "surrogatepass")),
@@ -479,7 +487,7 @@ def streams(draw):
         kind = draw(st.sampled_from(["event", "event", "event", "noise", "garbage"]))
         if kind == "garbage":
             lines.append(draw(st.sampled_from([b"", b"not json", b"[1,2]", b'{"a":', b"\xff\xfe{}", b'"x"',
-                                               b"{}", b'{"t": "ok"} trailing}'] + FLUENT_BIT_HAZARDS)))
+                                               b"{}", b'{"t": "ok"} trailing}'] + FLUENT_BIT_HAZARDS + FRAME_GARBAGE)))
             continue
         if kind == "noise":  # with the "\\u" of Windows paths, which the quick scan reports
             lines.append(json.dumps({"EventID": 7, "Computer": rng.choice(HOSTS),
@@ -503,6 +511,11 @@ def streams(draw):
         if rng.random() < 0.4:  # re-encode every string with random \u escapes
             event = json.loads(text)
             text = _reencode(event, rng)
+        framing = draw(st.sampled_from((None, None, None) + FRAMINGS))
+        if framing is not None:  # in a Fluent Bit frame, its own time kept or left to the frame's
+            if draw(st.booleans()):
+                text = text.replace('"@timestamp"', '"no_time"').replace('"SystemTime"', '"no_time"')
+            text = framed(text.encode("utf-8"), seconds + draw(st.sampled_from([0, 30])), framing).decode("utf-8")
         lines.append(text.encode("utf-8"))
     final_newline = draw(st.booleans())
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")

@@ -30,6 +30,7 @@ from pipeshell_filter.io import frames, skim, stream
 from pipeshell_filter.io.skim import LineField, Skimmer
 from shapes import NS, SERVER, SHAPES, T_MAX, T_MIN, Logical, logical_events
 import resolvers
+from eventgen import FRAME_GARBAGE, FRAMINGS, framed
 
 LONGEST = 600  # a small --max-record-bytes, so that some lines are over it
 RESOLVERS = {
@@ -65,7 +66,10 @@ CRAFTED = [
     b'"ProviderName":"p","EventRecordID":1}', b'{"@timestamp":"2021-06-03T13:00:00.\xd9\xa3Z"}',
     b'{"@times\\u0074amp":"2021-06-03T13:00:00Z"}', b'{"long":"' + b"x" * LONGEST + b'"}',
     b'\xef\xbb\xbf{"a":1}', b'[1,2]', b'"x"', b'', b'{"a":', b'{"a":1}}',
-]
+    # Fluent Bit's frames (``io.framing``): never vouched for as objects, read line by line
+    b'[1622725200.5, {"@timestamp":"2021-06-03T13:00:00Z"}]', b'win: [1622725200.5, {"a":1}]',
+    b'[[1622725200.5, {}], {"a":1}]', b'[1622725200.5,{"a":1}]',
+] + FRAME_GARBAGE
 
 
 def shaped_line(event, shape: str) -> bytes:
@@ -79,7 +83,9 @@ def blocks(draw, crafted: bool = True):
         if crafted and draw(st.integers(0, 3)) == 0:
             lines.append(draw(st.sampled_from(CRAFTED)))
         else:
-            lines.append(shaped_line(draw(logical_events()), draw(st.sampled_from(sorted(SHAPES)))))
+            line = shaped_line(draw(logical_events()), draw(st.sampled_from(sorted(SHAPES))))
+            framing = draw(st.sampled_from((None,) * 6 + FRAMINGS)) if crafted else None
+            lines.append(line if framing is None else framed(line, 0, framing))
     return b"\n".join(lines) + b"\n", len(lines)
 
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from clitools import COMMAND, REPO, alerts, ndjson, records, run_cli
-from eventgen import evtx_event, flat_event, raw_events
+from eventgen import FRAMINGS, evtx_event, flat_event, framed, raw_events
 import resolvers
 from pipeshell_filter.cli import build_prefilter, load_plans
 from pipeshell_filter.detect import FIELD_BYTES, LONGEST_VALUE, MOST_VALUES, Detection, WireError, kept, \
@@ -506,6 +506,33 @@ def test_two_processes_give_byte_identical_alerts(tmp_path_factory, events, rule
                                                   without_ids)
     assert "sigma.heartbeat" not in kinds
     assert correlated == whole
+
+
+def _framed_stream(events, framings, untimed) -> bytes:
+    """``_stream_bytes`` with each line in one of Fluent Bit's frames at the event's own time, and the
+    events in ``untimed`` without a time of their own: the frame's is theirs."""
+    lines = []
+    for (seconds, host, kind, event_id, ident), framing in zip(events, framings):
+        event = flat_event(seconds, host, kind, event_id, record_id=ident)
+        if ident in untimed:
+            del event["@timestamp"]
+        lines.append(framed(json.dumps(event).encode(), seconds, framing))
+    return b"".join(line + b"\n" for line in lines)
+
+
+@settings(max_examples=25, deadline=None)
+@given(raw_events(max_size=30), st.sampled_from(["builtin", "single", "by_host"]), st.sampled_from([0, 30, 400]),
+       st.lists(st.sampled_from(FRAMINGS), min_size=30, max_size=30), WITHOUT_IDS)
+def test_framed_lines_alert_as_the_plain_lines_in_one_process_and_in_two(tmp_path_factory, events, rules, lateness,
+                                                                          framings, untimed):
+    """An archive of Fluent Bit's framed lines gives the alerts of the plain lines, whether an event's time is
+    its own or its frame's; and a match stage's records of it correlated apart give them too."""
+    paths = _rule_args(rules, tmp_path_factory.mktemp("rules"))[1::2]
+    data = _framed_stream(events, framings, untimed)
+    matched = _stage(paths, data, lateness, "match")
+    whole = _stage(paths, data, lateness, "all")
+    assert whole == _stage(paths, _stream_bytes(events), lateness, "all")
+    assert _stage(paths, matched, lateness, "correlate") == whole
 
 
 def within_lateness(events, lateness):

@@ -34,7 +34,7 @@ from .io.signals import StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile
 from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
-                        decode_problem, every_value, load_event, unwrap_line)
+                        decode_problem, every_value, load_event, load_framed, unwrap_line)
 from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
 from .sigma import literals
 from .sigma.compile import Plan, compile_plan
@@ -759,7 +759,8 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
         if line.startswith(BOM):
             line = line[len(BOM):]
         try:
-            event = ujson.loads(line)
+            framed = load_framed(line) if stream_filter.stage != "correlate" else None  # a Fluent Bit frame
+            line, event = framed if framed is not None else (line, ujson.loads(line))
         except (ValueError, OverflowError):
             return stream_filter.text_time(line)  # a line of Sysmon for Linux's syslog file: its XML's time
         if not isinstance(event, dict):
@@ -1049,6 +1050,9 @@ def _read_one_event(path: str) -> tuple:
     why = ""
     for raw in candidates:
         try:
+            framed = load_framed(raw.strip())  # a line in a Fluent Bit frame: its record, as the filter reads it
+            if framed is not None:
+                return framed
             parsed = load_event(raw)
         except (ValueError, OverflowError) as error:
             kind, message = decode_problem(raw, error)

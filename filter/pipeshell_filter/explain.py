@@ -65,6 +65,9 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    "that event is read" + (", with the record's Message" if "Message" in read else "")]
     elif read is not event:
         carried = ["note      the record's text holds an event's XML: that event is read"]
+    if getattr(event, "frame_time", None) is not None:  # ``io.framing.FramedEvent``
+        carried.append("note      the line is a Fluent Bit frame [TIME, {record}]: its record is read, at TIME "
+                       "where the record has no time of its own")
     # in the evtx shape, at its own time, whatever --profile and --time-field say
     given, resolver = resolver, resolver.reading(read is not event)
     event = read
@@ -81,7 +84,11 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
     time_paths = (resolver.time_path,) if resolver.time_path else chosen.time
     found = next(((p, lookup(event, p)) for p in time_paths if lookup(event, p) is not MISSING), None)
     ns = view.time()
-    if ns is not None:
+    from_frame = ns is not None and getattr(event, "frame_time", None) is not None \
+        and resolver.time(dict(event), chosen) is None
+    if from_frame:  # none of its own: the frame's
+        lines.append(f"time      {format_time(ns)} (from the Fluent Bit frame's TIME: none parsable in the record)")
+    elif ns is not None:
         lines.append(f"time      {format_time(ns)} (from {'.'.join(map(str, found[0]))} = {_show(found[1])})"
                      + ("; no zone: taken as UTC" if zoneless(found[1]) else ""))
     else:

@@ -314,8 +314,9 @@ class FieldResolver:
         return EventView(event, self.profile_for(event), self)
 
     def time(self, event: dict, profile: Optional[Profile] = None) -> Optional[int]:
-        """Event time in ns: ``--time-field`` if given, else the time paths of the event's profile.
-        Needs no ``EventView``: the Fluent Bit modes ask it of every line."""
+        """Event time in ns: ``--time-field`` if given, else the time paths of the event's profile, else the
+        time of the frame the event came in (``io.framing``).  Needs no ``EventView``: the Fluent Bit modes
+        ask it of every line."""
         paths = (self.time_path,) if self.time_path else (profile or self.profile_for(event)).time
         for path in paths:
             value = lookup(event, path)
@@ -323,7 +324,8 @@ class FieldResolver:
                 parsed = parse_time(value)
                 if parsed is not None:
                     return parsed
-        return None
+        # none of its own: that of the Fluent Bit frame it came in, if it did (``io.framing.FramedEvent``)
+        return getattr(event, "frame_time", None)
 
 
 _UNSET = object()  # not looked up yet (MISSING is a cached answer: the event has no such field)

@@ -48,6 +48,7 @@ from typing import Callable, Iterable, Iterator, List, Optional
 
 from ..events.xml_event import MARKS, carries_xml, hides_text
 from . import database_cache
+from .framing import framed_shape
 
 
 try:  # the fast scanner is optional: the pure-Python one gives the same answers
@@ -190,8 +191,8 @@ class Prefilter:
     ``scan(block, start, end)`` returns two sorted lists of ``(start, end)`` line
     spans (``end`` at the line's newline): *candidates* may match and go to the
     full path; *suspects* cannot match but are not shaped like a JSON object
-    (they do not start with ``{`` or end with ``}``), so they are parsed to be
-    diagnosed.  Every other line is passed on untouched: its content (JSON
+    (they do not start with ``{`` or end with ``}``) nor like a Fluent Bit frame
+    around one (``framing.framed_shape``), so they are parsed to be diagnosed.  Every other line is passed on untouched: its content (JSON
     syntax, UTF-8) is checked only when a line is parsed, as ``--no-prefilter``
     does for every line.  Checking UTF-8 here would cost a third of the scan,
     on every line, for lines whose bytes are passed on as they came.
@@ -245,14 +246,19 @@ class Prefilter:
         if start >= end:
             return [], []
         if self.engine == "hyperscan":
-            hits, odd = self._scan_hyperscan(block, start, end)
+            hits, odd, alone = self._scan_hyperscan(block, start, end)
         else:
-            hits, odd = self._scan_python(block, start, end)
+            hits, odd, alone = self._scan_python(block, start, end)
         if block[start] != 0x7B:  # '{': the first line's start has no newline before it
             odd.append(start)
         candidates = _lines_at(block, start, end, hits)
         taken = {span[0] for span in candidates}
-        suspects = [span for span in _lines_at(block, start, end, odd) if span[0] not in taken]
+        # a line in a Fluent Bit frame (``framing``) is shaped as one around a record: ruled out as an object is
+        suspects = [span for span in _lines_at(block, start, end, odd)
+                    if span[0] not in taken and not framed_shape(block, *span)]
+        if alone:
+            suspects = sorted(set(suspects).union(span for span in _lines_at(block, start, end, alone)
+                                                  if span[0] not in taken))
         return candidates, suspects
 
     # ------------------------------------------------------------ scanners
@@ -326,8 +332,8 @@ class Prefilter:
             found, carrying = _xml_candidates(block, start, end, marks, self._xml_needles)
             hits.extend(found)
             if self.xml_alone:
-                odd.extend(carrying)
-        return hits, odd
+                return hits, odd, carrying
+        return hits, odd, ()
 
     def _scan_python(self, block: bytes, start: int, end: int) -> tuple:
         lower = block[start:end].lower()
@@ -357,9 +363,7 @@ class Prefilter:
         lines = lower.count(b"\n")
         if lower.count(b"}\n{") != lines - 1 or not lower.endswith(b"}\n"):
             odd = [start + at for at in _odd_lines(lower)]
-        if self.xml_alone:
-            odd.extend(carrying)
-        return hits, odd
+        return hits, odd, carrying if self.xml_alone else ()
 
 
 def anchored(needles) -> bool:

@@ -38,6 +38,7 @@ from ..events.timeparse import parse_time
 from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
 from . import parallel
 from .frames import frame, start_at, start_or_clock
+from .framing import FramedEvent, frame_of, opening, string_end, value_end
 from .inputs import LongLine
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
@@ -228,9 +229,9 @@ def _without_member(body: bytes, name: str) -> bytes:
             at += 1
         if at >= end:
             break
-        key_end = _string_end(body, at)
+        key_end = string_end(body, at)
         key = json.loads(body[at:key_end])
-        at = _value_end(body, body.index(b":", key_end) + 1)
+        at = value_end(body, body.index(b":", key_end) + 1)
         while at < end and body[at] in _BLANK:
             at += 1
         if at < end and body[at:at + 1] == b",":
@@ -241,43 +242,6 @@ def _without_member(body: bytes, name: str) -> bytes:
     if text.endswith(b","):  # the last member was dropped: its comma goes with it
         text = text[:-1]
     return body[:1] + text + body[end:]
-
-
-def _string_end(text: bytes, at: int) -> int:
-    """The index after the JSON string starting at ``at``."""
-    at += 1
-    while True:
-        quote = text.index(b'"', at)
-        backslashes = quote - at - len(text[at:quote].rstrip(b"\\"))
-        if backslashes % 2 == 0:
-            return quote + 1
-        at = quote + 1
-
-
-def _value_end(text: bytes, at: int) -> int:
-    """The index after the JSON value at or after ``at`` (blanks first)."""
-    while text[at] in _BLANK:
-        at += 1
-    first = text[at:at + 1]
-    if first == b'"':
-        return _string_end(text, at)
-    if first not in (b"{", b"["):
-        while at < len(text) and text[at:at + 1] not in (b",", b"}", b"]") and text[at] not in _BLANK:
-            at += 1
-        return at
-    depth = 0
-    while True:
-        char = text[at:at + 1]
-        if char == b'"':
-            at = _string_end(text, at)
-            continue
-        if char in (b"{", b"["):
-            depth += 1
-        elif char in (b"}", b"]"):
-            depth -= 1
-            if depth == 0:
-                return at + 1
-        at += 1
 
 
 FRAME_ROOM = 64  # bytes a frame adds to a record: ``[4294967292.999999999,`` and ``]``, with room to spare
@@ -326,6 +290,10 @@ NO_EVENT_DATA_NAMES = ("a Fluent Bit winlog event with its data only in StringIn
                        "fields {} cannot be read; read the log with the winevtlog input, Event_Data_As_Map on")
 POSITIONAL_ONLY = {"fluentbit-winevtlog": NO_EVENT_DATA_MAP, "fluentbit-winlog": NO_EVENT_DATA_NAMES}
 
+# What is said of a line that opens as a Fluent Bit frame (``framing``) but is none.
+FRAME_UNREAD = "a Fluent Bit frame [TIME, {record}] that is "
+NOT_FRAME = "neither an object nor a Fluent Bit frame [TIME, {record}] or [[TIME, {metadata}], {record}]"
+
 # The records a match stage writes, by their "type": a shipper routes them to the correlate stage
 # on it (fleet-agent.yaml's grep, Vector's route), so an input line must not carry it.
 OWN_TYPES = frozenset((WIRE_TYPE, HEARTBEAT_TYPE))
@@ -370,6 +338,20 @@ def load_event(text: bytes):
 
 
 _decode = msgspec.json.Decoder().decode
+
+
+def load_framed(text: bytes) -> Optional[tuple]:
+    """``(record's text, event)`` of a line in a Fluent Bit frame (``framing``), the event a ``FramedEvent``
+    when the frame has a time; None when the line does not open like a frame; ValueError (``load_event``'s,
+    or ``NOT_FRAME``) when it does but holds no frame around an object."""
+    at = opening(text)
+    if at is None:
+        return None
+    value = load_event(text[at:])
+    framed = frame_of(text, at, value)
+    if framed is None:
+        raise ValueError(NOT_FRAME)
+    return text[framed.start:framed.end], value[1] if framed.time is None else FramedEvent(value[1], framed.time)
 
 
 def every_value(text: bytes, event: dict) -> dict:
@@ -1096,7 +1078,8 @@ class Filter:
 
     def _sample_line(self, line: bytes) -> None:
         try:
-            event = load_event(line)
+            framed = load_framed(line)
+            line, event = framed if framed is not None else (line, load_event(line))
         except (ValueError, OverflowError):
             return
         if isinstance(event, dict):
@@ -1178,13 +1161,24 @@ class Filter:
         if line.startswith(BOM):  # an editor's or a Windows tool's byte order mark (files joined with cat)
             self.diagnostics.report("bom", self._where(number), "UTF-8 byte order mark before the line; ignored")
             text = line[len(BOM):]
+        at = opening(text) if self.stage != "correlate" else None  # a Fluent Bit frame around the record
         try:
-            event = load_event(text)
+            event = load_event(text if at is None else text[at:])
         except (ValueError, OverflowError) as error:
             if self.stage == "correlate" or not self._read_text_xml(line, text, number):
                 kind, message = decode_problem(line, error)
-                self._unusable(line, number, kind, message, keep)
+                self._unusable(line, number, kind, message if at is None else FRAME_UNREAD + message, keep)
             return
+        head = tail = b""
+        if at is not None:
+            framed = frame_of(text, at, event)
+            if framed is None:
+                self._unusable(line, number, "not_object", f"JSON {type(event).__name__}, {NOT_FRAME}", keep)
+                return
+            head, tail = line[:len(line) - len(text) + framed.start], text[framed.end:]
+            text, event = text[framed.start:framed.end], event[1]
+            if framed.time is not None:
+                event = FramedEvent(event, framed.time)
         # A pipeline_error record's ``original`` is the line as read, byte order mark included (as for
         # a line that is not JSON); an object goes on without it in wrap mode: Fluent Bit takes none.
         if not isinstance(event, dict):
@@ -1216,7 +1210,10 @@ class Filter:
         carried = read is not event
         sigma, following = self._judge(read, number, only, text, carried)
         if sigma is not None and self.emit != "alerts":
-            self._write(enrich_line(line, event, sigma), read, carried=carried)
+            if head and not self.wrap_unusable:  # in its own frame: the record enriched inside it
+                self._write(head + enrich_line(text, event, sigma) + tail, read, carried=carried)
+            else:
+                self._write(enrich_line(line, event, sigma), read, carried=carried)
         elif keep:
             self._write(line, read, carried=carried)
         self._follow(read, following, carried)
@@ -1674,7 +1671,7 @@ class Filter:
             event = load_event(line)
         except (ValueError, OverflowError):
             return True
-        if not isinstance(event, dict):  # diagnosed by the parent
+        if not isinstance(event, dict):  # diagnosed by the parent; or a Fluent Bit frame, which it reads
             return True
         problem = self._event_data_map_problem(event) if "StringInserts" in event else None
         if self.repeated_keys:
