@@ -803,3 +803,34 @@ def test_one_scan_of_a_block_marks_every_line_the_line_scan_would(kind, values, 
         marked = any(position < end <= position + len(line) for end in ends)
         assert marked or not (maybe(line) or deep(line)), line[:200]
         position += len(line) + 1
+
+
+@needs_fluent_bit
+def test_an_archive_of_fluent_bit_s_file_output_alerts_as_the_plain_file(tmp_path):
+    """Fluent Bit's ``file`` output in its default format writes ``TAG: [TIME, {record}]``: an archive of it
+    replayed through the filter (``< archive.log``) alerts as the sample itself does, and passes every
+    line it does not enrich on as it came."""
+    out = tmp_path / "out"
+    out.mkdir()
+    config = tmp_path / "archive.yaml"
+    config.write_text(yaml.safe_dump({
+        "service": {"flush": 0.2, "log_level": "error"},
+        "pipeline": {"inputs": [{"name": "stdin", "tag": "win"}],
+                     "outputs": [{"name": "file", "match": "*", "path": str(out), "file": "archive.log"}]}}))
+    with open(SAMPLE, "rb") as handle:
+        sample = handle.read()
+    # Fluent Bit's stdin cannot read a regular file: the sample is piped in, as ``cat sample | fluent-bit``
+    written = subprocess.run([FLUENT_BIT, "-c", str(config)], input=sample, capture_output=True, timeout=WAIT)
+    assert written.returncode == 0, written.stderr[-2000:]
+    archive = (out / "archive.log").read_bytes()
+    assert archive.count(b"\n") == sample.count(b"\n") and archive.startswith(b"win: [")
+    plain = run_cli(["--emit", "all", "--quiet"], sample)
+    replayed = run_cli(["--emit", "all"], archive)
+    assert replayed.returncode == 0 and b"not valid JSON" not in replayed.stderr, replayed.stderr
+    assert b"3 matched; 1 alert" in replayed.stderr
+    got = [ujson.loads(line) for line in replayed.stdout.splitlines() if line.startswith(b"{")]
+    expected = [ujson.loads(line) for line in plain.stdout.splitlines() if line.startswith(b'{"@timestamp"')]
+    assert [r for r in got if r.get("event", {}).get("kind") == "alert"] == expected
+    unchanged = [line for line in replayed.stdout.splitlines() if line.startswith(b"win: [")]
+    assert len(unchanged) == sample.count(b"\n")
+    assert sum(line in archive.splitlines() for line in unchanged) == sample.count(b"\n") - 3  # 3 enriched

@@ -792,12 +792,19 @@ def run_files(paths, emit: str, engine) -> bytes:
 
 @given(st.lists(st.tuples(st.integers(0, 900), st.sampled_from(HOSTS), st.sampled_from(["server", "client", "benign"]),
                           st.integers(0, 3)), max_size=30),
-       st.sampled_from(["alerts", "matches", "all"]))
-def test_files_merged_by_event_time_give_what_their_time_ordered_concatenation_gives(events, emit):
-    # each file in time order
-    files = [[] for _ in range(4)]
+       st.sampled_from(["alerts", "matches", "all"]),
+       st.lists(st.sampled_from((None,) + FRAMINGS), min_size=4, max_size=4), st.booleans())
+def test_files_merged_by_event_time_give_what_their_time_ordered_concatenation_gives(events, emit, framings,
+                                                                                       untimed):
+    """Files of Fluent Bit's framed lines too (``framings``: each file's), ``untimed``: their events at the
+    time of their frames alone."""
+    files = [[] for _ in range(4)]  # each file in time order
     for seconds, host, kind, index in sorted(events, key=lambda e: e[0]):
-        files[index].append((seconds, json.dumps(flat_event(seconds, host, kind)).encode()))
+        event = flat_event(seconds, host, kind)
+        if framings[index] is not None and untimed:
+            del event["@timestamp"]
+        line = json.dumps(event).encode()
+        files[index].append((seconds, line if framings[index] is None else framed(line, seconds, framings[index])))
     timeline = sorted((seconds, index, seq, line) for index, lines in enumerate(files)
                       for seq, (seconds, line) in enumerate(lines))
     expected = run_filter(b"".join(line + b"\n" for *_, line in timeline), emit, None, 1 << 20)

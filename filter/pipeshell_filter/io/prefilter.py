@@ -192,9 +192,9 @@ class Prefilter:
     spans (``end`` at the line's newline): *candidates* may match and go to the
     full path; *suspects* cannot match but are not shaped like a JSON object
     (they do not start with ``{`` or end with ``}``) nor like a Fluent Bit frame
-    around one (``framing.framed_shape``), so they are parsed to be diagnosed.  Every other line is passed on untouched: its content (JSON
-    syntax, UTF-8) is checked only when a line is parsed, as ``--no-prefilter``
-    does for every line.  Checking UTF-8 here would cost a third of the scan,
+    around one (``framing.framed_shape``), so they are parsed to be diagnosed.
+    Every other line is passed on untouched: its content (JSON syntax, UTF-8)
+    is checked only when a line is parsed, as ``--no-prefilter`` does for every line.  Checking UTF-8 here would cost a third of the scan,
     on every line, for lines whose bytes are passed on as they came.
     """
 

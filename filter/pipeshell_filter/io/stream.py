@@ -292,7 +292,7 @@ POSITIONAL_ONLY = {"fluentbit-winevtlog": NO_EVENT_DATA_MAP, "fluentbit-winlog":
 
 # What is said of a line that opens as a Fluent Bit frame (``framing``) but is none.
 FRAME_UNREAD = "a Fluent Bit frame [TIME, {record}] that is "
-NOT_FRAME = "neither an object nor a Fluent Bit frame [TIME, {record}] or [[TIME, {metadata}], {record}]"
+NOT_FRAME = "not an object, nor a Fluent Bit frame [TIME, {record}] or [[TIME, {metadata}], {record}]"
 
 # The records a match stage writes, by their "type": a shipper routes them to the correlate stage
 # on it (fleet-agent.yaml's grep, Vector's route), so an input line must not carry it.
