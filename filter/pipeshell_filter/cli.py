@@ -23,7 +23,7 @@ import ujson
 
 from .engine import Engine
 from .startup import streaming
-from .events.fields import FieldResolver, ProfileError, builtin_profiles, load_profile_file
+from .events.fields import LOGSOURCE_KEYS, FieldResolver, ProfileError, builtin_profiles, load_profile_file
 from .events.timeparse import NS, format_time
 from .events.xml_event import XmlEventProblem, event_in_line
 from .io import inputs as inputs_module
@@ -244,14 +244,50 @@ def _skipped(message: str) -> None:
         pass
 
 
-def make_resolver(profile: str, field_maps: Optional[List[str]], time_field: Optional[str]) -> FieldResolver:
+_LOGSOURCE_HELP = ("The logsource of every event that tells none of its own (no product by its channel or "
+                   "profile, no service or category by its field map): KEY=VALUE[,KEY=VALUE] with KEY product, "
+                   "service or category, e.g. product=aws,service=cloudtrail or category=proxy, for a stream of "
+                   "one kind of log.")
+
+
+def parse_logsource(text: Optional[str]) -> Optional[tuple]:
+    """``--logsource product=aws,service=cloudtrail`` as ``(product, service, category)``, None for each
+    not given; a usage error for anything else."""
+    if text is None:
+        return None
+    facts = {}
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    for part in text.split(","):
+        key, equals, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not equals or not value or "=" in value:
+            raise UsageProblem(f"--logsource {shown!r}: each part must be KEY=VALUE (e.g. category=proxy), "
+                               f"not {part.strip()[:40]!r}")
+        if key not in LOGSOURCE_KEYS:
+            raise UsageProblem(f"--logsource {shown!r}: unknown key {key[:40]!r} (known: product, service, category)")
+        if key in facts:
+            raise UsageProblem(f"--logsource {shown!r}: {key} given twice")
+        facts[key] = value
+    return tuple(facts.get(key) for key in LOGSOURCE_KEYS)
+
+
+def make_resolver(profile: str, field_maps: Optional[List[str]], time_field: Optional[str],
+                  logsource: Optional[str] = None) -> FieldResolver:
     if time_field is not None and (not time_field or "" in time_field.split(".")):
         raise UsageProblem(f"--time-field {time_field!r}: a dotted path of field names (e.g. event.created)")
+    declared = parse_logsource(logsource)
     try:
         custom = [load_profile_file(path) for path in field_maps or []]
-        return FieldResolver(custom + builtin_profiles(), profile, time_field)
+        return FieldResolver(custom + builtin_profiles(), profile, time_field, declared)
     except ProfileError as error:
         raise UsageProblem(str(error)) from None
+
+
+def declares(resolver: FieldResolver) -> bool:
+    """Whether some event may declare its service or category (a field map, ``--logsource``): its channel
+    then says nothing of the rules that apply to it, and cannot be what the prefilter looks for."""
+    given = resolver.logsource is not None and any(resolver.logsource[1:])
+    return given or any(p.service or p.category or any(f != "product" for f, _ in p.reads) for p in resolver.profiles)
 
 
 @app.callback(invoke_without_command=True)
@@ -310,6 +346,7 @@ def run(
     logsource_unknown: UnknownLogsource = typer.Option(
         UnknownLogsource.match, "--logsource-unknown", help="An event that does not tell what a rule's logsource "
         "asks (no channel, no product): match: the rule applies as far as the event tells; skip: it does not."),
+    logsource: Optional[str] = typer.Option(None, "--logsource", metavar="KEY=VALUE,...", help=_LOGSOURCE_HELP),
     strict: bool = typer.Option(False, "--strict", help="A rule in a --rule directory that fails to load is an "
                                 "error (by default it is reported and skipped)."),
     placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
@@ -391,7 +428,7 @@ def run(
     selection = read_selection(min_level, status)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
-    resolver = make_resolver(profile, field_map, time_field)
+    resolver = make_resolver(profile, field_map, time_field, logsource)
     try:
         files, walked = inputs_module.expand(inputs or [])
     except inputs_module.InputError as error:
@@ -403,7 +440,7 @@ def run(
                            "--nats): here it would do nothing")
     # The correlate stage reads Detection records: every line is one.
     prefilter, index = (None, None) if no_prefilter or stage is Stage.correlate else \
-        build_prefilter(plans, prefilter_engine.value, logsource_unknown.value,
+        build_prefilter(plans, prefilter_engine.value, "match" if declares(resolver) else logsource_unknown.value,
                         OWN_TYPES if stage is Stage.match else ())
 
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
@@ -535,7 +572,7 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
         "early_alerts": ("--stage all or --stage correlate", stage is not Stage.match),
         "max_record": (cut, wrapped),
         "emit": ("--stage all or --stage match (a correlate stage writes alerts only)", events[1]),
-        "profile": events, "field_map": events, "time_field": events, "logsource_unknown": events,
+        "profile": events, "field_map": events, "time_field": events, "logsource_unknown": events, "logsource": events,
         "no_prefilter": events, "prefilter_engine": events, "workers": events,
     }
     for param in ctx.command.params:
@@ -865,6 +902,8 @@ def explain(
     placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
     logsource_unknown: UnknownLogsource = typer.Option(UnknownLogsource.match, "--logsource-unknown",
                                                        help="As for filtering: match or skip."),
+    logsource: Optional[str] = typer.Option(None, "--logsource", metavar="KEY=VALUE,...",
+                                            help="As for filtering: " + _LOGSOURCE_HELP),
     events: Optional[List[str]] = typer.Option(None, "--events", metavar="PATH", help="Run this NDJSON (or .evtx) "
                                                "file or directory through the filter's engine and show, per "
                                                "correlation, the events that fed it, the windows that fired, and "
@@ -908,7 +947,7 @@ def explain(
     selection = read_selection(min_level, status)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
-    resolver = make_resolver(profile, field_map, time_field)
+    resolver = make_resolver(profile, field_map, time_field, logsource)
     if event is None and events is None:
         _print(describe_rule_set(plans, logsource_unknown.value))
         return
@@ -940,7 +979,7 @@ def _no_trace_option_without_events(ctx: typer.Context, event: Optional[str], ev
     needs = {"lateness": streamed, "max_skew": streamed, "early_alerts": streamed, "max_line": streamed,
              "line_field": unwrapping, "stage": streamed, "state": streamed, "agent_idle": correlating,
              "agents": correlating, "profile": reading, "field_map": reading, "time_field": reading,
-             "logsource_unknown": judging}
+             "logsource_unknown": judging, "logsource": reading}
     for param in ctx.command.params:
         if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):
             raise UsageProblem(f"{param.opts[0]} needs {needs[param.name][0]}: here it would do nothing")

@@ -24,7 +24,7 @@ try:  # CPython's own BLAKE2, without loading OpenSSL (5 ms of start-up); ``reco
 except ImportError:  # pragma: no cover - a Python built without it
     from hashlib import blake2b
 
-from .events.fields import FieldResolver
+from .events.fields import READ, FieldResolver
 from .events.timeparse import format_time
 from .sigma.compile import Plan
 from .sigma.literals import required_values
@@ -305,12 +305,16 @@ class Detector:
         # (EventFacts, its casefolded key) are built only for an answer not worked out yet.
         # Most events have a text channel and a number or a text EventID: those two values,
         # which are then their own leaves, are the key; any other shape is keyed by its leaves.
-        channel, event_id = view.log_channel(), view.get("EventID")
+        # The shape's logsource facts come first: its product as before (every Windows shape), or what
+        # it declares, which a shape reading them from the event has read (``Profile.tag``).
+        channel, event_id, tag = view.log_channel(), view.get("EventID"), view.profile.tag
+        if tag is READ:
+            tag = view.profile.declared(view.event)
         if channel.__class__ is str and (event_id.__class__ is int or event_id.__class__ is str):
-            key = (view.profile.product, channel, event_id)
+            key = (tag, channel, event_id)
         else:
             channel, event_id = () if channel is MISSING else tuple(leaves(channel)), view.leaves("EventID")
-            key = (view.profile.product, channel[0] if channel else None, event_id[0] if event_id else None,
+            key = (tag, channel[0] if channel else None, event_id[0] if event_id else None,
                    view.folded("EventID"))
         found = self._routes.get(key)
         if found is None:
@@ -321,8 +325,9 @@ class Detector:
                 i for i, plan in enumerate(self.plans)
                 if (plan.logsource is None or plan.logsource.applies(facts, self.unknown_logsource))
                 and (self._wanted_ids[i] is None or not self._wanted_ids[i].isdisjoint(event_ids)))
-            if sum(map(len, event_ids)) <= 64 and len(key[1] or "") <= 256:  # not a hostile megabyte to remember
-                self._routes[key] = found
+            if sum(map(len, event_ids)) <= 64 and len(key[1] or "") <= 256 and \
+                    (tag.__class__ is not tuple or sum(len(fact or "") for fact in tag[1:]) <= 256):
+                self._routes[key] = found  # not a hostile megabyte to remember
         return found
 
     def fields_expected(self, view) -> frozenset:
@@ -383,12 +388,23 @@ class Detector:
 
 
 def event_facts(view) -> EventFacts:
-    """What an event tells of its own log source: its product, its channel, its EventID.  The product is
-    the one the logsource table gives its channel, else its profile's: Sysmon for Linux writes Windows'
-    event XML, and its events in that shape (the evtx profile's, which says windows) are linux ones."""
+    """What an event tells of its own log source: its product, its channel, its EventID, and the service and
+    category its profile declares.  The product is the one the logsource table gives its channel, else its
+    profile's: Sysmon for Linux writes Windows' event XML, and its events in that shape (the evtx profile's,
+    which says windows) are linux ones.  An event that tells no product, service or category takes those of
+    ``--logsource`` (``FieldResolver.logsource``): the source of a stream of one kind of log."""
     channel = first_leaf(view.log_channel())
     product = LogsourceTable.builtin().product_of_channel(channel) if channel.__class__ is str else None
-    return EventFacts(product or view.profile.product, channel, first_leaf(view.get("EventID")))
+    profile = view.profile
+    if profile.tag.__class__ is str or profile.tag is None:  # every Windows shape: the product at most
+        declared, service, category, origin = profile.product, None, None, None
+    else:
+        declared, service, category = profile.declared(view.event)
+        origin = f"profile {profile.name}"
+    product = product or declared
+    if product is None and service is None and category is None and view.resolver.logsource is not None:
+        (product, service, category), origin = view.resolver.logsource, "--logsource"
+    return EventFacts(product, channel, first_leaf(view.get("EventID")), service, category, origin)
 
 
 # The field an event's host is read from (through the profile's field names): ``related.hosts``.

@@ -96,7 +96,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         lines.append(f"time      none parsable (tried {tried}): the event would be left out of correlation")
     facts = event_facts(view)
     lines.append(f"logsource product {facts.product or '(unknown)'}, channel {facts.channel or '(unknown)'}, "
-                 f"EventID {facts.event_id or '(unknown)'}")
+                 f"EventID {facts.event_id or '(unknown)'}" + _declared_facts(facts))
     for plan in plans:
         lines.append(f"rule      {plan.rule.title}")
         if plan.logsource is not None:
@@ -147,6 +147,15 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
                                          "the line holds no needle: it would skip parsing"))
     return "\n".join(lines)
+
+
+def _declared_facts(facts) -> str:
+    """The service and category an event declares (its field map, ``--logsource``), and who declared them."""
+    if facts.service is None and facts.category is None:
+        return f" (declared by {facts.origin})" if facts.origin and facts.product else ""
+    return (f", service {facts.service or '(unknown)'}, category {facts.category or '(unknown)'} (declared by "
+            f"{facts.origin}; "
+            "judged on these declared facts, not its channel or EventID)")
 
 
 def _json_object(raw: bytes) -> bool:

@@ -14,6 +14,8 @@ Table format (YAML or JSON)::
     description: free text           # optional
     detect: [my.event_id]            # the profile applies when all these exist
     product: windows                 # optional: the logsource product of its events
+    service: {path: my.log_type}     # optional: its logsource service, as product and category: a name,
+    category: proxy                  # or {path: P} / {path: [P, ...]}, read from the event (first present)
     time: ["@timestamp"]             # first present, parsable value wins
     channel: [my.channel]            # optional: the log the event is in, for routing (else the field
                                      # Channel): a rule's Channel may mean another (event 104's cleared log)
@@ -24,6 +26,11 @@ Table format (YAML or JSON)::
         - my.data.ScriptBlockText
         - {path: my.inserts.2, event_id: [4104]}   # positional, by EventID
       read_time: []                  # never resolves: hidden from rules
+
+``product``, ``service`` and ``category`` are what the events of the shape tell of their
+logsource (``sigma.logsource``), for a log with no channel or EventID to tell it by: a proxy's, a
+web server's, CloudTrail's.  Several shapes in one stream each tell their own, since the profile is
+detected per event.
 
 Paths are dotted; a segment of ASCII digits (``0``, ``12``; not ``01``) indexes a list.
 In ``roots`` only, a ``*`` segment stands for every child of the object there
@@ -166,6 +173,10 @@ class Plan:
             object.__setattr__(self, "only", self.candidates[0].path)
 
 
+LOGSOURCE_KEYS = ("product", "service", "category")  # the logsource facts a profile may declare
+READ = object()  # ``Profile.tag`` of a profile that reads a logsource fact from each event
+
+
 @attrs.frozen
 class Profile:
     name: str
@@ -176,7 +187,33 @@ class Profile:
     source: str = "built-in"
     product: Optional[str] = None  # the logsource product of every event of this shape (windows)
     channel: tuple = ()  # of paths: the event's own log (routing); none: the field Channel
+    service: Optional[str] = None  # the logsource service of every event of this shape
+    category: Optional[str] = None  # ... and its category
+    reads: tuple = ()  # ((fact, (path, ...)), ...): logsource facts read from each event, first path present
     _plans: dict = attrs.field(factory=dict, eq=False, repr=False)  # field -> Plan, filled on first use
+    # What the shape's logsource facts add to an event's routing key: the product alone when it declares
+    # nothing else (every Windows shape: the key is what it was), the constants, or READ (read per event).
+    tag: object = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self):
+        if self.reads:
+            tag = READ
+        elif self.service is None and self.category is None:
+            tag = self.product
+        else:
+            tag = ("declared", self.product, self.service, self.category)
+        object.__setattr__(self, "tag", tag)
+
+    def declared(self, event: dict) -> tuple:
+        """``(product, service, category)`` the shape says of this event: its constants, and what it reads."""
+        facts = {"product": self.product, "service": self.service, "category": self.category}
+        for fact, paths in self.reads:
+            for path in paths:
+                text = first_leaf(lookup(event, path))
+                if text is not None and text.strip():
+                    facts[fact] = text.strip()
+                    break
+        return facts["product"], facts["service"], facts["category"]
 
     def applies_to(self, event: dict) -> bool:
         for path in self.detect:
@@ -201,7 +238,7 @@ def profile_from_table(table, source: str) -> Profile:
     """Build a profile from its declarative table (see the module docstring)."""
     if not isinstance(table, dict):
         raise ProfileError(f"{source}: a field map must be a mapping")
-    unknown = set(table) - {"name", "detect", "time", "roots", "fields", "description", "product", "channel"}
+    unknown = set(table) - {"name", "detect", "time", "roots", "fields", "description", "channel", *LOGSOURCE_KEYS}
     if unknown:
         raise ProfileError(f"{source}: unknown key(s) {', '.join(sorted(map(repr, unknown)))[:200]}")
     name = table.get("name")
@@ -238,10 +275,25 @@ def profile_from_table(table, source: str) -> Profile:
             else:
                 raise ProfileError(f"{source}: field {field!r}: a candidate is a path or {{path, event_id}}")
         fields[str(field)] = tuple(compiled)
-    product = table.get("product")
-    if product is not None and (not isinstance(product, str) or not product):
-        raise ProfileError(f"{source}: 'product' must be a non-empty string")
-    return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source, product, paths("channel"))
+    facts, reads = {}, []
+    for fact in LOGSOURCE_KEYS:
+        value = table.get(fact)
+        if value is None:
+            continue
+        if isinstance(value, str) and value.strip() and "\n" not in value:
+            facts[fact] = value.strip()
+            continue
+        read = value.get("path") if isinstance(value, dict) and set(value) == {"path"} else None
+        read = [read] if isinstance(read, str) else read
+        if not isinstance(read, list) or not read:
+            raise ProfileError(f"{source}: '{fact}' must be a name (e.g. {fact}: {_EXAMPLES[fact]}) or "
+                               f"{{path: PATH}} / {{path: [PATH, ...]}} to read it from the event")
+        reads.append((fact, tuple(parse_path(p) for p in read)))
+    return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source, facts.get("product"),
+                   paths("channel"), facts.get("service"), facts.get("category"), tuple(reads))
+
+
+_EXAMPLES = {"product": "aws", "service": "cloudtrail", "category": "proxy"}  # for the error message
 
 
 MAX_FIELD_MAP_BYTES = 16 << 20  # as a rule file
@@ -280,8 +332,11 @@ CARRIED_PROFILE = "evtx"  # the shape of an event read from its XML (``xml_event
 class FieldResolver:
     """Picks a profile per event and resolves Sigma field names through it."""
 
-    def __init__(self, profiles: list, fixed: Optional[str] = None, time_field: Optional[str] = None):
+    def __init__(self, profiles: list, fixed: Optional[str] = None, time_field: Optional[str] = None,
+                 logsource: Optional[tuple] = None):
         every = list(profiles)
+        # ``--logsource``: (product, service, category) of every event that tells none of its own
+        self.logsource = logsource
         if fixed not in (None, "auto"):
             chosen = [p for p in profiles if p.name == fixed]
             if not chosen:
@@ -296,7 +351,7 @@ class FieldResolver:
         self.carried = self
         evtx = [p for p in every if p.name == CARRIED_PROFILE]
         if evtx and (self.time_path is not None or self.fixed and self.profiles != evtx):
-            self.carried = FieldResolver(evtx, CARRIED_PROFILE)
+            self.carried = FieldResolver(evtx, CARRIED_PROFILE, logsource=logsource)
 
     def reading(self, carried: bool) -> "FieldResolver":
         """What reads an event: ``carried`` (taken from the XML its record carries) is ``self.carried``'s."""

@@ -43,6 +43,15 @@ Semantics:
   as the logsource of no product the table knows: such a rule does not apply to
   Windows events, and applies to events of other or unknown products (the
   product fact, when unknown, under the policy).
+* An event that declares a service or a category (``EventFacts.service`` /
+  ``category``: its field map says so, or ``--logsource``) is judged on its
+  declared facts alone: each of product, service and category the rule names
+  must be the event's (any entry of a list), and one the event does not tell is
+  decided by the policy.  Its channel and EventID are not read then: a declared
+  ``category: proxy`` is what the event is, and a table of Windows EventIDs has
+  nothing to add (nor to take away: ``product: windows, category:
+  process_creation`` declared for an EDR's records lets SigmaHQ's rules apply).
+  An event that declares neither is judged by the table, as above.
 * A logsource with none of product, category, service constrains nothing:
   :func:`compile_logsource` returns None and the rule applies to every event.
 
@@ -93,16 +102,26 @@ def _folded(value) -> Optional[str]:
 
 @attrs.frozen
 class EventFacts:
-    """What an event tells about its own logsource; None = cannot tell."""
+    """What an event tells about its own logsource; None = cannot tell.
+
+    ``service`` and ``category`` are never inferred: only a field map or ``--logsource`` declares them
+    (a proxy's or a web server's log has no channel or EventID to tell them by)."""
 
     product: Optional[str] = None
     channel: Optional[str] = None
     event_id: Optional[str] = None  # the EventID as text, e.g. "4104"
+    service: Optional[str] = None
+    category: Optional[str] = None
+    origin: Optional[str] = attrs.field(default=None, eq=False)  # who declared them ("profile X"), for explain
     # (product, channel, EventID) casefolded/canonical, computed once per event.
     _key: tuple = attrs.field(init=False, repr=False, eq=False)
+    # (service, category) casefolded, or None when the event declares neither (then judged by the table)
+    _declared: Optional[tuple] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self):
         object.__setattr__(self, "_key", (_folded(self.product), _folded(self.channel), _event_id_text(self.event_id)))
+        declared = (_folded(self.service), _folded(self.category))
+        object.__setattr__(self, "_declared", None if declared == (None, None) else declared)
 
 
 def _skips(unknown: str) -> bool:
@@ -308,7 +327,7 @@ class LogsourceCheck:
     """One rule's logsource, compiled against a table: which events it applies to."""
 
     __slots__ = ("_subjects", "_notes", "_specs", "_rows", "_needs", "_channel_product", "_product_names",
-                 "_channels", "_event_ids", "_describe", "_verdicts")
+                 "_channels", "_event_ids", "_describe", "_verdicts", "_wants")
 
     # verdict() remembers this many (facts, policy) answers per rule: events repeat a few channel/EventID pairs.
     _VERDICT_CACHE = 512
@@ -316,6 +335,9 @@ class LogsourceCheck:
     def __init__(self, fields: dict, specs: tuple, notes: tuple, table: LogsourceTable):
         # fields: key -> tuple of names as written.  The subject of a message is the most specific part.
         self._subjects = {key: f"{key} {_text(fields[key])}" for key in _KEYS if key in fields}
+        # What an event that declares its facts is held to: per key, the rule's names casefolded (None: any).
+        self._wants = tuple((key, frozenset(n.casefold() for n in fields[key]) if key in fields else None)
+                            for key in _KEYS)
         self._notes = notes
         self._specs = specs
         # Per spec: (products or None, excluded products or None, EventIDs or None, channels or None).
@@ -348,7 +370,8 @@ class LogsourceCheck:
         """Every channel (casefolded) an applicable event can have, or None when any channel may do.
 
         An event whose channel is known and not in this set never applies, under either policy;
-        one without a channel is decided by the policy.
+        one without a channel is decided by the policy.  Not so an event that declares its service or
+        category (:class:`EventFacts`): its channel is not read.
         """
         return self._channels
 
@@ -383,6 +406,9 @@ class LogsourceCheck:
         product, channel, event_id = facts._key
         if product is None and channel is not None:
             product = self._channel_product.get(channel)
+        declared = facts._declared
+        if declared is not None:
+            return self._declared_fails(product, declared, skip) is None
         for products, excluded, event_ids, channels in self._rows:
             if products is not None:
                 if product is None:
@@ -413,7 +439,7 @@ class LogsourceCheck:
 
     def verdict(self, facts: EventFacts, unknown: str = "match") -> tuple:
         """(applies?, one-line reason for ``explain``)."""
-        key = (facts._key, facts.channel, unknown)
+        key = (facts._key, facts.channel, facts.product, facts.service, facts.category, facts.origin, unknown)
         found = self._verdicts.get(key)
         if found is None:
             found = self._verdict(facts, _skips(unknown))
@@ -422,8 +448,44 @@ class LogsourceCheck:
             self._verdicts[key] = found
         return found
 
+    def _declared_fails(self, product: Optional[str], declared: tuple, skip: bool) -> Optional[tuple]:
+        """For an event that declares its service or category: None when the rule applies, else
+        ``(key, what the event tells or None)`` of the first fact that fails."""
+        service, category = declared
+        for (key, wanted), told in zip(self._wants, (product, category, service)):  # in _KEYS' order
+            if wanted is None:
+                continue
+            if told is None:
+                if skip:
+                    return key, None
+            elif told not in wanted:
+                return key, told
+        return None
+
+    def _declared_verdict(self, facts: EventFacts, product: Optional[str], inferred: bool, skip: bool) -> tuple:
+        told = {"product": facts.product if product is None or not inferred else
+                self._product_names.get(product, product) + " (from its channel)",
+                "service": facts.service, "category": facts.category}
+        by = f" (by {facts.origin})" if facts.origin else ""
+        failed = self._declared_fails(product, facts._declared, skip)
+        if failed is None:
+            asked = [key for key, wanted in self._wants if wanted is not None]
+            fits = [f"{key} {told[key]}" for key in asked if told[key] is not None]
+            unknown = [key for key in asked if told[key] is None]
+            reason = f"{self._subject()} applies: the event declares " + (", ".join(fits) or "nothing it asks") + by
+            if unknown:
+                reason += f" ({_or(unknown)} unknown, taken as matching)"
+            return True, reason
+        key, value = failed
+        subject = self._subjects[key]
+        if value is None:
+            return False, f"{subject} needs the event's {key}, which it does not tell (policy skip){by}"
+        return False, f"{subject} does not fit: the event declares {key} {told[key]}{by}"
+
     def _verdict(self, facts: EventFacts, skip: bool) -> tuple:
         product, inferred, channel, event_id = self._facts(facts)
+        if facts._declared is not None:
+            return self._declared_verdict(facts, product, inferred, skip)
         failures = []  # (spec index, fact that failed)
         for index, spec in enumerate(self._specs):
             assumed = []
