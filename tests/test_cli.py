@@ -318,6 +318,7 @@ def _detection_records() -> bytes:
     (["--emit", "alerts"], "--stage all or --stage match (a correlate stage writes alerts only)"),  # given
     (["--profile", "flat"], NOT_EVENTS), (["--profile", "auto"], NOT_EVENTS), (["--field-map", "FIELDMAP"], NOT_EVENTS),
     (["--time-field", "ts"], NOT_EVENTS), (["--logsource-unknown", "skip"], NOT_EVENTS),
+    (["--logsource", "category=proxy"], NOT_EVENTS),
     (["--no-prefilter"], NOT_EVENTS), (["--prefilter-engine", "python"], NOT_EVENTS), (["--workers", "2"], NOT_EVENTS),
     (["--workers", "0"], NOT_EVENTS),
     (["--max-record-bytes", "4096", "--fluentbit-time"],
@@ -1024,7 +1025,8 @@ JUDGED = ("rules to describe or events to judge (not --events --stage correlate,
     (["--time-field", "ts"], "plan", EVENTS_READ), (["--profile", "flat"], "correlate", EVENTS_READ),
     (["--field-map", "FIELDMAP"], "correlate", EVENTS_READ), (["--time-field", "ts"], "correlate", EVENTS_READ),
     (["--logsource-unknown", "skip"], "correlate", JUDGED), (["--state", "STATE"], "plan", "--events"),
-    (["--state", "STATE"], "event", "--events"),
+    (["--state", "STATE"], "event", "--events"), (["--logsource", "category=proxy"], "plan", EVENTS_READ),
+    (["--logsource", "category=proxy"], "correlate", EVENTS_READ),
 ])
 def test_explain_options_that_would_do_nothing_are_usage_errors(tmp_path, given, mode, needs):
     """The plan alone reads no event, nor does a correlate stage's file of Detection records (the match
