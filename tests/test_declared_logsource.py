@@ -392,3 +392,15 @@ def test_sigmahq_web_and_cloud_rules_match_only_their_own_declared_logs(tmp_path
     strict = _matches(run_cli(args + maps + ["--logsource-unknown", "skip"]))
     assert strict == told - outside(told)
     assert {line for _, line in strict} == {1, 2, 3}  # each event still meets its own log's rules
+
+
+def test_a_megabyte_of_declared_fact_is_not_remembered_as_a_route():
+    """Facts read from the event are part of the routing key: a hostile value is judged, not kept."""
+    rule = parse_rule(json.dumps({"title": "t", "id": "r1", "logsource": {"category": "proxy"},
+                                  "detection": {"sel": {"x": "1"}, "condition": "sel"}}), "t.yml")
+    resolver = make_resolver("auto", None, None)
+    resolver.profiles.insert(0, profile_from_table({"name": "d", "detect": ["x"], "category": {"path": "c"}}, "t"))
+    detector = Detector([compile_plan(rule)], resolver)
+    assert not detector.detect({"x": "1", "c": "p" * (1 << 20)})
+    assert not detector._routes
+    assert detector.detect({"x": "1", "c": "Proxy"}) and len(detector._routes) == 1

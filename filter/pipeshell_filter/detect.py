@@ -326,7 +326,7 @@ class Detector:
                 if (plan.logsource is None or plan.logsource.applies(facts, self.unknown_logsource))
                 and (self._wanted_ids[i] is None or not self._wanted_ids[i].isdisjoint(event_ids)))
             if sum(map(len, event_ids)) <= 64 and len(key[1] or "") <= 256 and \
-                    (tag.__class__ is not tuple or sum(len(fact or "") for fact in tag[1:]) <= 256):
+                    (tag.__class__ is not tuple or sum(len(fact) for fact in tag if fact.__class__ is str) <= 256):
                 self._routes[key] = found  # not a hostile megabyte to remember
         return found
 
