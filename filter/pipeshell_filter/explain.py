@@ -65,7 +65,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    "that event is read" + (", with the record's Message" if "Message" in read else "")]
     elif read is not event:
         carried = ["note      the record's text holds an event's XML: that event is read"]
-    if getattr(event, "frame_time", None) is not None:  # ``io.framing.FramedEvent``
+    if getattr(event, "frame_time", None) is not None:  # ``io.frames.FramedEvent``
         carried.append("note      the line is a Fluent Bit frame [TIME, {record}]: its record is read, at TIME "
                        "where the record has no time of its own")
     # in the evtx shape, at its own time, whatever --profile and --time-field say
