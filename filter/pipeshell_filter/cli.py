@@ -72,6 +72,12 @@ class UnknownLogsource(str, enum.Enum):
     skip = "skip"
 
 
+class AlertFields(str, enum.Enum):
+    matched = "matched"
+    rule = "rule"
+    none = "none"
+
+
 class OnStop(str, enum.Enum):
     flush = "flush"
     keep = "keep"
@@ -348,6 +354,11 @@ def run(
                                       "stay true as events are added (count, distinct values or rules with > or "
                                       ">=) alerts on the event that completes its window, not when the watermark "
                                       "passes it (lateness + idle later)."),
+    alert_fields: AlertFields = typer.Option(
+        AlertFields.matched, "--alert-fields", help="Which values of each event an alert lists with it "
+        "(sigma.events[].fields): matched: the rule's Sigma 'fields' and the fields its matched selections read; "
+        "rule: the rule's 'fields' only; none: no values. A match stage's Detection records carry them; a "
+        "correlate stage shows those its own option names."),
     nats: Optional[str] = typer.Option(None, "--nats", metavar="URL", help="The fleet bus, NATS JetStream "
                                        "(needs nats-py): --stage match publishes its Detection and heartbeat "
                                        "records there instead of stdout; --stage correlate reads its partition "
@@ -407,7 +418,8 @@ def run(
                         OWN_TYPES if stage is Stage.match else ())
 
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
-                    max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts)
+                    max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts,
+                    alert_fields=alert_fields.value)
     diagnostics = Diagnostics()
     if sys.stdout is None:  # started with stdout closed (``>&-``)
         raise UsageProblem("standard output is closed")
