@@ -258,7 +258,8 @@ class Detection:
         # or field values, or reference keys of its own, were held with every event of a window (up to
         # the state cap: 150 records of 1 MB values took 580 MB), echoed into alerts and made a record sent
         # again another event.  A record this build wrote reads back unchanged.
-        event = {key: kept(value) if key != "fields" else value for key, value in event.items() if key in REFERENCE_KEYS}
+        event = {key: kept(value) if key != "fields" else value
+                 for key, value in event.items() if key in REFERENCE_KEYS}
         if "fields" in event:  # bounded as a detect stage shows them; a record this build wrote, unchanged
             event = bounded_shown(event)
         if "record_id" in event:  # what tells this event apart, as ``_reference`` writes it: a digest
