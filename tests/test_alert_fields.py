@@ -358,3 +358,23 @@ def test_yaml_fields_of_one_string_is_a_list_of_one():
     rule["fields"] = "ScriptBlockText"
     _, [detection] = _engine(yaml.safe_dump(rule), "rule").match(HOSTILE, 1)
     assert list(detection.event["fields"]) == ["ScriptBlockText"]
+
+
+def test_a_detection_over_a_small_record_cap_keeps_fewer_values_and_alerts_as_one_process(tmp_path):
+    """Values of control characters fill an event's 4,096 bytes of them, beside a long host name: its
+    Detection is over a 4,096-byte ``--max-record-bytes``, and is written in a smaller form (values cut
+    shorter), not cut into a pipeline_error record; the split run alerts as the one process does."""
+    names = [f"F{i}" for i in range(12)]
+    rule = write(tmp_path, "r.yml", WITH_FIELDS.replace("[ScriptBlockText, Path, NotThere]", json.dumps(names)))
+    events = [dict(flat_event(i, "srv-" + "\u6f22" * 400, "server", 4104, record_id=i),
+                   **{name: "\x01" * 300 for name in names}) for i in range(3)]
+    options = ["--rule", rule, "--non-json", "wrap", "--max-record-bytes", "4096"]
+    matched = run_cli(options + ["--stage", "match", "--heartbeat", "0"], ndjson(events))
+    assert matched.returncode == 0 and b"pipeline_error" not in matched.stdout, matched.stdout[:300]
+    assert b"cut short" in matched.stderr and max(len(line) for line in matched.stdout.splitlines()) < 4096
+    for record in records(matched.stdout):
+        DETECTIONS.validate(record)
+        assert record["event"]["fields"] and record["event"]["fields_truncated"] is True
+    correlated = run_cli(options + ["--stage", "correlate"], matched.stdout)
+    whole = run_cli(options, ndjson(events))
+    assert correlated.stdout == whole.stdout and len(alerts(whole.stdout)) == 3
