@@ -292,6 +292,8 @@ def bounded_shown(event: dict, longest: int = SHOWN_TEXT, budget: int = SHOWN_BY
     if cut:
         event["fields_truncated"] = True
     return event
+
+
 DIGEST_DIGITS = 16  # ``line_digest``: 64 bits as hex
 
 
@@ -379,6 +381,8 @@ class Detector:
     def __init__(self, plans: List[Plan], resolver: FieldResolver, needed: Optional[Dict[str, tuple]] = None,
                  unknown_logsource: str = "match", shown: str = "matched"):
         self.plans = list(plans)
+        if shown not in ALERT_FIELDS:
+            raise ValueError(f"alert fields {shown!r}: one of {', '.join(ALERT_FIELDS)}")
         self.shown = shown
         self._shown_names = {}
         self.resolver = resolver
