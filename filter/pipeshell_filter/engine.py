@@ -50,11 +50,13 @@ class Engine:
         # that feed them without ``generate`` and so do not alert on their own (``quiet``)
         documents = getattr(plans, "correlations", ())
         self.quiet = getattr(plans, "quiet", frozenset())
-        # ``--min-level``, ``--status`` (``sigma.selection``): the rules loaded quiet to feed a kept
-        # correlation (in ``quiet`` too), and those not loaded, id -> why (a correlate stage names them)
+        # ``--min-level``, ``--status``, ... (``sigma.selection``): the rules loaded quiet to feed a kept
+        # correlation (in ``quiet`` too), those not loaded, id -> why (a correlate stage names them), and
+        # the excluded ids that name no rule (the summary counts them)
         self.selection = getattr(plans, "selection", None)
         self.deselected = getattr(plans, "deselected", {})
         self.left_out = getattr(plans, "left_out", {})
+        self.unmatched = getattr(plans, "unmatched", ())
         self.meta = {**{plan.rule.id: plan.rule for plan in plans}, **{d.spec.id: d.rule for d in documents}}
         specs = [plan.correlation for plan in plans if plan.correlation is not None] + [d.spec for d in documents]
         self.correlation = Correlation(specs, lateness_ns, clock, max_skew_ns)

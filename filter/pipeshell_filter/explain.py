@@ -190,7 +190,7 @@ def _outcome(plans, plan: Plan) -> str:
 
 def describe_rule_set(plans, unknown_logsource: str = "match") -> str:
     """Every compiled rule (``describe_plan``), then every correlation document (``describe_correlation``),
-    then what ``--min-level`` and ``--status`` left out (``sigma.selection``)."""
+    then what the selection options (``--min-level``, ``--tag``, ...) left out (``sigma.selection``)."""
     quiet = getattr(plans, "quiet", frozenset())
     deselected = getattr(plans, "deselected", {})
     blocks = [describe_plan(plan, unknown_logsource, plan.rule.id in quiet, deselected.get(plan.rule.id))

@@ -1324,7 +1324,7 @@ class Filter:
             left_out = self.engine.left_out.get(detection.rule)
             why = "is not loaded here (both stages need the same --rule)" if left_out is None else \
                 f"{self.engine.selection.options()} leaves out here ({left_out.why}; both stages need the same " \
-                "--min-level and --status)"
+                f"{self.engine.selection.option_names_text()})"
             self.diagnostics.report("unknown_rule", self._where(number),
                                     f"Detection of rule {detection.rule[:80]!r}, which {why}; dropped")
             return
