@@ -181,18 +181,20 @@ def read_exclusions(path: str) -> list:
         raise SelectionError(f"cannot read --exclude-rules file {path}: {error.strerror}") from None
     if len(data) > MAX_EXCLUSIONS_BYTES:
         raise SelectionError(f"--exclude-rules file {path} is larger than {MAX_EXCLUSIONS_BYTES >> 20} MiB")
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a byte order mark (Windows editors)
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise SelectionError(f"--exclude-rules file {path} is not UTF-8 text (byte {error.start})") from None
+        line = data.count(b"\n", 0, error.start) + 1
+        raise SelectionError(f"--exclude-rules file {path} line {line} is not UTF-8 text") from None
     found = []
     for number, line in enumerate(text.splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if len(words) > 1:
-            raise SelectionError(f"--exclude-rules file {path} line {number}: {line.strip()[:80]!r} is not one "
+        written = line.split("#", 1)[0].strip()
+        if len(written.split()) > 1:
+            raise SelectionError(f"--exclude-rules file {path} line {number}: {written[:80]!r} is not one "
                                  "rule id (one id a line; '#' starts a comment)")
-        if words:
-            found.append(Exclusion(words[0], f"--exclude-rules {path} line {number}"))
+        if written:
+            found.append(Exclusion(written, f"--exclude-rules {path} line {number}"))
     return found
 
 
