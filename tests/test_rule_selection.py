@@ -467,7 +467,7 @@ def test_sigmahq_windows_rules_without_threat_hunting_alert_on_a_subset_with_few
     without = run_cli(args + ["--exclude-tag", "detection.threat-hunting"], timeout=300)
     assert without.returncode == 0, without.stderr[-500:]
     assert 0 < rules_loaded(without) < rules_loaded(every)
-    assert "left out by --exclude-tag detection.threat-hunting)".encode() in without.stderr
+    assert b"left out by --exclude-tag detection.threat-hunting)" in without.stderr
     found = alerts(without.stdout)
     expected = [a for a in alerts(every.stdout)
                 if "detection.threat-hunting" not in [tag.lower() for tag in a["rule"]["tags"]]]
