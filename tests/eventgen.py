@@ -62,7 +62,7 @@ def raw_events(draw, max_size=40, span=900):
     return events
 
 
-# Fluent Bit's framings of a record (``io.framing``): its stdin form, the filter's own --fluentbit-time output,
+# Fluent Bit's framings of a record (``io.frames``): its stdin form, the filter's own --fluentbit-time output,
 # its event format since 2.1 with metadata, and its file output's default format with the tag before it.
 FRAMINGS = ("plain", "tight", "meta", "tag")
 

@@ -60,8 +60,21 @@ def _read(result) -> tuple:
     """(alerts, each other record's sigma or None, those records without it) of one run."""
     assert result.returncode == 0, result.stderr
     out = [r for r in records(result.stdout) if r.get("event", {}).get("kind") != "alert"]
-    return alerts(result.stdout), [r.get("sigma") for r in out], [{k: v for k, v in r.items() if k != "sigma"}
-                                                                  for r in out]
+    return _xml_line_breaks(alerts(result.stdout)), [r.get("sigma") for r in out], \
+        [{k: v for k, v in r.items() if k != "sigma"} for r in out]
+
+
+def _xml_line_breaks(found: list) -> list:
+    """Alerts with the values they show of their events (``sigma.events[].fields``) as XML reads text:
+    a parser makes each line break in it one LF (XML 1.0, 2.11), so an XML-rendered event has them so."""
+    def read(value):
+        return value.replace("\r\n", "\n").replace("\r", "\n") if isinstance(value, str) else value
+
+    for alert in found:
+        for event in alert["sigma"]["events"]:
+            for name, value in event.get("fields", {}).items():
+                event["fields"][name] = [read(v) for v in value] if isinstance(value, list) else read(value)
+    return found
 
 
 @settings(max_examples=50)  # four runs of the command each

@@ -1,4 +1,4 @@
-"""Fluent Bit's framed lines (``io.framing``): ``[TIME, {record}]``, ``[[TIME, {metadata}], {record}]`` and its
+"""Fluent Bit's framed lines (``io.frames``): ``[TIME, {record}]``, ``[[TIME, {metadata}], {record}]`` and its
 file output's ``TAG: [TIME, {record}]``, read as the record they hold, in every mode."""
 
 import json
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from clitools import REPO, alerts, records, run_cli_here
 from eventgen import BASE, FRAME_GARBAGE, FRAMINGS, flat_event, framed
-from pipeshell_filter.io import framing
+from pipeshell_filter.io import frames as framing
 from pipeshell_filter.io.stream import load_framed
 
 SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")

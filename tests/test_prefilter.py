@@ -188,7 +188,7 @@ _FRAME_SHAPE = re.compile(rb'(?:[^\s"\[\]{}:]{1,512}: )?\[[ \t]*(?:\[[ \t]*)?-?[
 
 
 def _shaped_like_object(line: bytes) -> bool:
-    """A JSON object's shape, or that of a Fluent Bit frame around one (``io.framing``)."""
+    """A JSON object's shape, or that of a Fluent Bit frame around one (``io.frames``)."""
     return line.startswith(b"{") and line.endswith(b"}") or _FRAME_SHAPE.fullmatch(line) is not None
 
 

@@ -66,7 +66,7 @@ CRAFTED = [
     b'"ProviderName":"p","EventRecordID":1}', b'{"@timestamp":"2021-06-03T13:00:00.\xd9\xa3Z"}',
     b'{"@times\\u0074amp":"2021-06-03T13:00:00Z"}', b'{"long":"' + b"x" * LONGEST + b'"}',
     b'\xef\xbb\xbf{"a":1}', b'[1,2]', b'"x"', b'', b'{"a":', b'{"a":1}}',
-    # Fluent Bit's frames (``io.framing``): never vouched for as objects, read line by line
+    # Fluent Bit's frames (``io.frames``): never vouched for as objects, read line by line
     b'[1622725200.5, {"@timestamp":"2021-06-03T13:00:00Z"}]', b'win: [1622725200.5, {"a":1}]',
     b'[[1622725200.5, {}], {"a":1}]', b'[1622725200.5,{"a":1}]',
 ] + FRAME_GARBAGE

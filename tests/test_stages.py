@@ -443,7 +443,8 @@ def _kinds(matched: bytes) -> list:
     return kinds
 
 
-def _stage(rule_paths, data: bytes, lateness: int, stage: str, heartbeat: float = 0) -> bytes:
+def _stage(rule_paths, data: bytes, lateness: int, stage: str, heartbeat: float = 0,
+           alert_fields: str = "matched") -> bytes:
     """What ``--stage <stage>`` (default options but these) writes of ``data``, built as the command line
     builds it (its own rules, resolver, prefilter and engine: nothing shared with another stage's run),
     in this process: a property's examples would each start three processes."""
@@ -451,7 +452,7 @@ def _stage(rule_paths, data: bytes, lateness: int, stage: str, heartbeat: float 
     prefilter, index = (None, None) if stage == "correlate" else \
         build_prefilter(plans, "auto", "match", OWN_TYPES if stage == "match" else ())
     engine = Engine(plans, resolvers.auto(), lateness * NS, unknown_logsource="match",
-                    max_skew_ns=300 * NS)
+                    max_skew_ns=300 * NS, alert_fields=alert_fields)
     def made(output):
         stream_filter = Filter(engine, output, Diagnostics(io.StringIO()), "alerts", prefilter=prefilter,
                                clock=lambda: 0, stage=stage, index=index)

@@ -72,6 +72,12 @@ class UnknownLogsource(str, enum.Enum):
     skip = "skip"
 
 
+class AlertFields(str, enum.Enum):
+    matched = "matched"
+    rule = "rule"
+    none = "none"
+
+
 class OnStop(str, enum.Enum):
     flush = "flush"
     keep = "keep"
@@ -118,7 +124,7 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
                report=None, placeholders: Optional[dict] = None, selection: Selection = Selection()) -> List[Plan]:
     """The compiled rules (a ``RuleSet``: with the correlation documents, resolved once every
     file is read, and the global filters applied to the rules they name), of which ``selection``
-    (``--min-level``, ``--status``) chooses what alerts (``sigma.selection``).  A rule that fails to
+    (``--min-level``, ``--status``, ``--tag``, ...) chooses what alerts (``sigma.selection``).  A rule that fails to
     load is a usage error, except in a directory (unless ``strict``): there it is reported by
     name, in one line, and skipped.  A filter reference that applies to no rule is a warning
     (``strict``: a usage error)."""
@@ -129,7 +135,7 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
                                             placeholders=placeholders)])
         except RuleError as error:
             raise UsageProblem(str(error)) from None
-        return _selected(builtin, selection, "the built-in rule")
+        return _selected(builtin, selection, "the built-in rule", report)
     # documents: correlation -> whether it came from a directory; loaded: (rule, from a directory)
     seen, documents, filters, loaded = {}, {}, [], []
     for path in rule_paths:
@@ -188,23 +194,31 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
     rule_set.filters = filters
     if not plans:
         raise UsageProblem("no rule could be loaded from " + ", ".join(rule_paths))
-    return _selected(rule_set, selection, ", ".join(rule_paths))
+    return _selected(rule_set, selection, ", ".join(rule_paths), report)
 
 
-def _selected(rule_set: RuleSet, selection: Selection, where: str) -> RuleSet:
+def _selected(rule_set: RuleSet, selection: Selection, where: str, report=None) -> RuleSet:
     """``select``, and a usage error when the selection leaves no rule at all: a filter that could
-    never alert is a mistake in its options."""
+    never alert is a mistake in its options.  An excluded id that names no rule is a warning, even
+    with ``--strict``: an exclusion list is shared across versions of a rule set."""
     chosen = select(rule_set, selection)
+    for exclusion in chosen.unmatched:
+        (report or _warned)(f"{exclusion.where}: no rule or correlation of {where} has the id or name "
+                            f"{exclusion.id[:80]!r}")
     if not chosen:
         raise UsageProblem(f"{selection.options()} leaves out every rule of {where} ({len(chosen.left_out)} "
                            "left out)")
     return chosen
 
 
-def read_selection(min_level: Optional[str], statuses: Optional[str]) -> Selection:
-    """``--min-level`` and ``--status``, checked before any rule is read."""
+def read_selection(min_level: Optional[str], statuses: Optional[str], tags: Optional[List[str]] = None,
+                   exclude_tags: Optional[List[str]] = None, exclude_rules: Optional[List[str]] = None,
+                   exclusion_files: Optional[List[str]] = None) -> Selection:
+    """``--min-level``, ``--status``, ``--tag``, ``--exclude-tag``, ``--exclude-rule`` and ``--exclude-rules``
+    (the files read), checked before any rule is read."""
     try:
-        return parse_selection(min_level, statuses)
+        return parse_selection(min_level, statuses, tags or None, exclude_tags or (), exclude_rules or (),
+                               exclusion_files or ())
     except SelectionError as error:
         raise UsageProblem(str(error)) from None
 
@@ -214,6 +228,13 @@ _MIN_LEVEL_HELP = ("Only rules and correlations of this level or above alert (in
                    "correlation reads still feeds it, without alerting; one nothing kept reads is not loaded.")
 _STATUS_HELP = ("Only rules and correlations of these statuses alert (comma-separated: stable, test, experimental, "
                 "deprecated, unsupported; a rule without a status is kept); left out as for --min-level.")
+_TAG_HELP = ("Only rules and correlations having one of these tags alert (repeatable; any letter case; a trailing * "
+             "matches every tag it starts: attack.t1059*); left out as for --min-level.")
+_EXCLUDE_TAG_HELP = ("Rules and correlations having this tag do not alert (repeatable; as for --tag: "
+                     "detection.threat-hunting, detection.emerging-threats); left out as for --min-level.")
+_EXCLUDE_RULE_HELP = ("This rule or correlation, by id (or name), does not alert (repeatable); left out as for "
+                      "--min-level. An id no rule has is a warning.")
+_EXCLUDE_RULES_HELP = ("As --exclude-rule for each id in FILE (repeatable): one a line, '#' starts a comment.")
 
 
 def read_placeholders(path: Optional[str]) -> Optional[dict]:
@@ -341,8 +362,8 @@ def run(
                                           f"{parallel.MAX_WORKERS}; none on a single CPU."),
     stage: Stage = typer.Option(Stage.all, "--stage", help="all: detect and correlate; match: detect only, writing "
                                 "Detection records (schema/detection.schema.json); correlate: read Detection "
-                                "records and write alerts. Both stages need the same --rule, --min-level and "
-                                "--status."),
+                                "records and write alerts. Both stages need the same --rule and the same "
+                                "--min-level, --status, --tag, --exclude-tag, --exclude-rule and --exclude-rules."),
     logsource_unknown: UnknownLogsource = typer.Option(
         UnknownLogsource.match, "--logsource-unknown", help="An event that does not tell what a rule's logsource "
         "asks (no channel, no product): match: the rule applies as far as the event tells; skip: it does not."),
@@ -351,8 +372,13 @@ def run(
                                 "error (by default it is reported and skipped)."),
     placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
     min_level: Optional[str] = typer.Option(None, "--min-level", metavar="LEVEL", help=_MIN_LEVEL_HELP + " Give "
-                                            "--stage match and --stage correlate the same --min-level and --status."),
+                                            "--stage match and --stage correlate the same selection options."),
     status: Optional[str] = typer.Option(None, "--status", metavar="LIST", help=_STATUS_HELP),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", metavar="TAG", help=_TAG_HELP),
+    exclude_tag: Optional[List[str]] = typer.Option(None, "--exclude-tag", metavar="TAG", help=_EXCLUDE_TAG_HELP),
+    exclude_rule: Optional[List[str]] = typer.Option(None, "--exclude-rule", metavar="ID", help=_EXCLUDE_RULE_HELP),
+    exclude_rules: Optional[List[str]] = typer.Option(None, "--exclude-rules", metavar="FILE",
+                                                      help=_EXCLUDE_RULES_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No summary line on stderr at exit."),
     state: Optional[str] = typer.Option(None, "--state", metavar="FILE", help="Keep the correlation state in "
                                         "this file across restarts: restored at start, saved every "
@@ -385,6 +411,11 @@ def run(
                                       "stay true as events are added (count, distinct values or rules with > or "
                                       ">=) alerts on the event that completes its window, not when the watermark "
                                       "passes it (lateness + idle later)."),
+    alert_fields: AlertFields = typer.Option(
+        AlertFields.matched, "--alert-fields", help="Which values of each event an alert lists with it "
+        "(sigma.events[].fields): matched: the rule's Sigma 'fields' and the fields its matched selections read; "
+        "rule: the rule's 'fields' only; none: no values. A match stage's Detection records carry them; a "
+        "correlate stage shows those its own option names."),
     nats: Optional[str] = typer.Option(None, "--nats", metavar="URL", help="The fleet bus, NATS JetStream "
                                        "(needs nats-py): --stage match publishes its Detection and heartbeat "
                                        "records there instead of stdout; --stage correlate reads its partition "
@@ -425,7 +456,7 @@ def run(
         fluentbit_time and stage is Stage.all and emit is not Emit.alerts
     _no_option_without_effect(ctx, stage, nats, state, heartbeat, wrapped)
     check_state_path(state)
-    selection = read_selection(min_level, status)
+    selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver(profile, field_map, time_field, logsource)
@@ -444,7 +475,8 @@ def run(
                         OWN_TYPES if stage is Stage.match else ())
 
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
-                    max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts)
+                    max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts,
+                    alert_fields=alert_fields.value)
     diagnostics = Diagnostics()
     if sys.stdout is None:  # started with stdout closed (``>&-``)
         raise UsageProblem("standard output is closed")
@@ -863,8 +895,11 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
     parts = [f"{rules} rule{'' if rules == 1 else 's'}"]
     if engine.selection:
         quiet = len(engine.deselected)
+        unmatched = len(engine.unmatched)
         parts[0] += (f" ({len(engine.left_out)} left out by {engine.selection.options()}"
-                     + (f", {quiet} loaded only to feed correlations" if quiet else "") + ")")
+                     + (f", {quiet} loaded only to feed correlations" if quiet else "")
+                     + (f", {unmatched} excluded id{'' if unmatched == 1 else 's'} matching no rule" if unmatched
+                        else "") + ")")
     if stream_filter.stage == "correlate":  # its lines are records: no event is matched here
         parts.append(f"{lines} lines ({stats['detections']} detections, {stats['heartbeats']} heartbeats)")
     else:
@@ -931,6 +966,13 @@ def explain(
     min_level: Optional[str] = typer.Option(None, "--min-level", metavar="LEVEL", help="As for filtering: "
                                             + _MIN_LEVEL_HELP + " The rules left out are listed at the end."),
     status: Optional[str] = typer.Option(None, "--status", metavar="LIST", help="As for filtering: " + _STATUS_HELP),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", metavar="TAG", help="As for filtering: " + _TAG_HELP),
+    exclude_tag: Optional[List[str]] = typer.Option(None, "--exclude-tag", metavar="TAG",
+                                                    help="As for filtering: " + _EXCLUDE_TAG_HELP),
+    exclude_rule: Optional[List[str]] = typer.Option(None, "--exclude-rule", metavar="ID",
+                                                     help="As for filtering: " + _EXCLUDE_RULE_HELP),
+    exclude_rules: Optional[List[str]] = typer.Option(None, "--exclude-rules", metavar="FILE",
+                                                      help="As for filtering: " + _EXCLUDE_RULES_HELP),
 ) -> None:
     """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
     With --event, show one event's profile, resolved fields and each selection's verdict; with
@@ -944,7 +986,7 @@ def explain(
     check_line_options(max_line, line_field)
     _no_trace_option_without_events(ctx, event, events, stage)
     event = inputs_module.STDIN if event == "-" else event  # as for --input
-    selection = read_selection(min_level, status)
+    selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver(profile, field_map, time_field, logsource)

@@ -14,6 +14,7 @@ correlate stage fed by many agents can move its time on when nothing matches.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Dict, List, Optional
 
 import attrs
@@ -45,6 +46,68 @@ LONGEST_VALUE = 1024
 MOST_VALUES = 100
 FIELD_BYTES = 200_000
 _WORST_BYTES = 12  # JSON bytes of one character at most: a character past U+FFFF as two \uXXXX escapes
+
+
+# What an alert shows of each event it lists, ``fields`` of the event reference (``--alert-fields``):
+# the values of the fields the rule's Sigma ``fields`` names and (``matched``) of those its matched
+# selections read, as the event has them (a text, an integer, true/false, null; a list or an object as
+# its leaf strings).  Bounded as alerts bound what they take from events: a text cut at SHOWN_TEXT
+# characters (and an ellipsis), a list at SHOWN_VALUES values, at most SHOWN_FIELDS fields, and at most
+# SHOWN_BYTES of JSON per event, every escape counted, so that an alert's 50 events add at most 200 KB
+# and a Detection stays far under every transport's cap; ``fields_truncated`` says something was left
+# out.  Display only: not part of what makes two events the same (``correlate.state.identity``).
+ALERT_FIELDS = ("matched", "rule", "none")
+SHOWN_TEXT = 256
+SHOWN_VALUES = 10
+SHOWN_FIELDS = 32
+SHOWN_BYTES = 4096
+SHOWN_KEYS = ("fields", "fields_truncated")  # the reference's display keys
+# Fields the reference shows already (``_reference``): a selection reading them adds nothing.
+_REFERENCED = frozenset(("EventID", "Computer", "EventRecordID"))
+
+
+def clipped(text: str, longest: int = SHOWN_TEXT) -> str:
+    """A text as alerts show one taken from an event: its first ``longest`` characters and an
+    ellipsis when longer (the same again when cut again: a record read back stays as written)."""
+    return text[:longest] + "\u2026" if len(text) > longest else text
+
+
+def _shown_value(value, longest: int) -> tuple:
+    """``(value as an alert shows it, whether some of it was left out)``."""
+    kind = value.__class__
+    if kind is str:
+        return clipped(value, longest), False
+    if value is None or kind is bool or kind is int and -(1 << 63) <= value < 1 << 63:
+        return value, False
+    if kind is not list and kind is not dict:  # a float, a number beyond 64 bits: its text
+        return clipped(first_leaf(value), longest), False
+    texts = list(islice(leaves(value), SHOWN_VALUES + 1))
+    shown = [clipped(text, longest) for text in texts[:SHOWN_VALUES]]
+    if kind is dict and len(shown) == 1:  # an XML element ({"#text": ..., "#attributes": ...}): its text
+        return shown[0], False
+    return shown, len(texts) > SHOWN_VALUES
+
+
+def shown_fields(pairs, longest: int = SHOWN_TEXT, budget: int = SHOWN_BYTES) -> tuple:
+    """``(name -> value as shown, whether something was left out)`` of ``(name, value)`` pairs, in
+    their order, bounded as ``SHOWN_BYTES`` says; a field past the budget is left out whole."""
+    shown, cut, size = {}, False, 2
+    for count, (name, value) in enumerate(pairs):
+        if count == SHOWN_FIELDS:
+            return shown, True
+        value, lost = _shown_value(value, longest)
+        cut |= lost
+        chars = len(name) + (len(value) if value.__class__ is str else
+                             sum(map(len, value)) + 4 * len(value) if value.__class__ is list else 24)
+        entry = _WORST_BYTES * chars + 8  # a cheap bound; measured only when it does not fit
+        if size + entry > budget:
+            entry = len(ujson.dumps([name, value], ensure_ascii=True))
+            if size + entry > budget:
+                cut = True
+                continue
+        shown[name] = value
+        size += entry
+    return shown, cut
 
 
 class WireError(ValueError):
@@ -106,6 +169,8 @@ def smaller(record: dict, fitting):
         fields = {name: kept_values(values, field_bytes, longest) for name, values in record["fields"].items()}
         reference = {key: kept(value, longest) if key in ("host", "event_id", "record_id") else value
                      for key, value in event.items()}
+        if "fields" in reference:  # shown with fewer bytes too (a field past them left out)
+            reference = bounded_shown(reference, min(SHOWN_TEXT, longest // 4), min(SHOWN_BYTES, field_bytes))
         candidate = dict(record, source=kept(record.get("source"), longest), fields=fields, event=reference)
         found = fitting(candidate)
         if found is not None:
@@ -193,7 +258,10 @@ class Detection:
         # or field values, or reference keys of its own, were held with every event of a window (up to
         # the state cap: 150 records of 1 MB values took 580 MB), echoed into alerts and made a record sent
         # again another event.  A record this build wrote reads back unchanged.
-        event = {key: kept(value) for key, value in event.items() if key in REFERENCE_KEYS}
+        event = {key: kept(value) if key != "fields" else value
+                 for key, value in event.items() if key in REFERENCE_KEYS}
+        if "fields" in event:  # bounded as a detect stage shows them; a record this build wrote, unchanged
+            event = bounded_shown(event)
         if "record_id" in event:  # what tells this event apart, as ``_reference`` writes it: a digest
             if _tells_apart(event["record_id"]):  # beside it made one event sent again many events
                 event.pop("digest", None)
@@ -209,7 +277,23 @@ class Detection:
 # The keys of a Detection's fields, every one written (``Detection.to_wire``, the state file); of its
 # event reference (``_reference``), which a reader keeps only.
 FIELD_KEYS = ("rule", "time", "source", "terms", "fields", "event")
-REFERENCE_KEYS = frozenset(("@timestamp", "line", "event_id", "host", "record_id", "digest", "selections"))
+REFERENCE_KEYS = frozenset(("@timestamp", "line", "event_id", "host", "record_id", "digest", "selections",
+                            *SHOWN_KEYS))
+
+
+def bounded_shown(event: dict, longest: int = SHOWN_TEXT, budget: int = SHOWN_BYTES) -> dict:
+    """An event reference with its ``fields`` bounded as ``shown_fields`` bounds them (whoever wrote
+    them), ``fields_truncated`` set when something was left out, now or by its writer."""
+    shown, cut = shown_fields(event["fields"].items(), longest, budget)
+    cut |= event.get("fields_truncated") is True
+    event = {key: value for key, value in event.items() if key not in SHOWN_KEYS}
+    if shown:
+        event["fields"] = shown
+    if cut:
+        event["fields_truncated"] = True
+    return event
+
+
 DIGEST_DIGITS = 16  # ``line_digest``: 64 bits as hex
 
 
@@ -223,6 +307,14 @@ def _check_reference(event: dict) -> None:
     if type(digest) is not str or len(digest) != DIGEST_DIGITS or digest.strip("0123456789abcdef"):
         # as ``line_digest`` writes it: any other text (a megabyte, each record its own) was taken as is
         raise WireError(f"'event.digest' must be {DIGEST_DIGITS} lowercase hexadecimal digits")
+    shown, truncated = event.get("fields", {}), event.get("fields_truncated", False)
+    if not isinstance(shown, dict) or not all(
+            value is None or type(value) in (str, int, bool) or type(value) is list and all(
+                type(text) is str for text in value) for value in islice(shown.values(), SHOWN_FIELDS)):
+        raise WireError("'event.fields' must map field names to a string, an integer, true, false, null "
+                        "or a list of strings")
+    if type(truncated) is not bool:
+        raise WireError("'event.fields_truncated' must be true or false")
     line, selections = event.get("line", 0), event.get("selections", [])
     if type(line) is not int or line < 0:  # (a negative one went into alerts against their schema)
         raise WireError("'event.line' must be an integer, 0 or more")
@@ -282,12 +374,17 @@ class Detector:
     """Runs every compiled rule's condition on an event.
 
     ``needed`` names, per rule id, the fields its correlations group or
-    aggregate by; their values travel in the Detection.
+    aggregate by; their values travel in the Detection.  ``shown`` (``ALERT_FIELDS``): which
+    fields' values its event reference carries for alerts to show (``shown_names``).
     """
 
     def __init__(self, plans: List[Plan], resolver: FieldResolver, needed: Optional[Dict[str, tuple]] = None,
-                 unknown_logsource: str = "match"):
+                 unknown_logsource: str = "match", shown: str = "matched"):
         self.plans = list(plans)
+        if shown not in ALERT_FIELDS:
+            raise ValueError(f"alert fields {shown!r}: one of {', '.join(ALERT_FIELDS)}")
+        self.shown = shown
+        self._shown_names = {}
         self.resolver = resolver
         self.needed = needed or {}
         self.unknown_logsource = unknown_logsource
@@ -382,8 +479,32 @@ class Detector:
                 value = view.get(field)
                 if value is not MISSING and value is not None:
                     fields[field] = kept_values(list(leaves(value)))
+            reference = _reference(view, time, line, plan, matched, text)
+            if self.shown != "none":  # read for a rule that matched only: most events match none
+                names = self.shown_names(plan, matched)
+                if names:
+                    _show(view, names, reference)
             found.append(Detection(plan.rule.id, time, host, tuple(i for i in range(len(plan.terms)) if mask >> i & 1),
-                                   fields, _reference(view, time, line, plan, matched, text)))
+                                   fields, reference))
+        return found
+
+    def shown_names(self, plan: Plan, matched: frozenset) -> tuple:
+        """The fields whose values an alert shows of an event that met the selections ``matched`` of
+        ``plan``: the rule's Sigma ``fields``, then (``matched``) those the selections read, in the
+        rule's order, but for what the reference shows already (EventID, host, record id).  Worked
+        out once per rule and set of selections (a stream has a handful)."""
+        if self.shown == "none":
+            return ()
+        key = (plan.rule.id, matched)
+        found = self._shown_names.get(key)
+        if found is None:
+            found = plan.rule.fields
+            if self.shown == "matched":
+                found = tuple(dict.fromkeys(found + tuple(name for name in plan.fields_of(matched)
+                                                          if name not in _REFERENCED)))
+            if len(self._shown_names) >= self.MAX_ROUTES:
+                self._shown_names.clear()
+            self._shown_names[key] = found
         return found
 
 
@@ -424,6 +545,17 @@ def _reference(view, time: Optional[int], line: int, plan: Plan, matched: frozen
         ref["digest"] = line_digest(text)
     ref["selections"] = [s.name for s in plan.selections if s.name in matched]
     return ref
+
+
+def _show(view, names: tuple, reference: dict) -> None:
+    """The values of the fields ``names`` that the event has, into its ``reference`` (``shown_fields``)."""
+    get = view.get
+    shown, cut = shown_fields((name, value) for name, value in ((name, get(name)) for name in names)
+                              if value is not MISSING)
+    if shown:
+        reference["fields"] = shown
+    if cut:
+        reference["fields_truncated"] = True
 
 
 def _tells_apart(record_id) -> bool:

@@ -19,7 +19,7 @@ import attrs
 
 from .correlate import DEFAULT_AGENT_IDLE, DEFAULT_MAX_SKEW, Correlation, Hit
 from .correlate.state import MAX_ALERTED, describe, identity, matched_by
-from .detect import Detection, Detector, Heartbeat, WireError
+from .detect import SHOWN_KEYS, Detection, Detector, Heartbeat, WireError
 from .events.fields import FieldResolver
 from .events.timeparse import format_time
 from .records import correlation_alert, detection_alert, enrichment, sigma_field
@@ -43,17 +43,20 @@ class Engine:
 
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
                  unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW,
-                 agent_idle: float = DEFAULT_AGENT_IDLE, agents: int = 0, early: bool = False):
+                 agent_idle: float = DEFAULT_AGENT_IDLE, agents: int = 0, early: bool = False,
+                 alert_fields: str = "matched"):
         self.plans = {plan.rule.id: plan for plan in plans}
         # a rule set (``sigma.collection.RuleSet``) brings its correlation documents, and the rules
         # that feed them without ``generate`` and so do not alert on their own (``quiet``)
         documents = getattr(plans, "correlations", ())
         self.quiet = getattr(plans, "quiet", frozenset())
-        # ``--min-level``, ``--status`` (``sigma.selection``): the rules loaded quiet to feed a kept
-        # correlation (in ``quiet`` too), and those not loaded, id -> why (a correlate stage names them)
+        # ``--min-level``, ``--status``, ... (``sigma.selection``): the rules loaded quiet to feed a kept
+        # correlation (in ``quiet`` too), those not loaded, id -> why (a correlate stage names them), and
+        # the excluded ids that name no rule (the summary counts them)
         self.selection = getattr(plans, "selection", None)
         self.deselected = getattr(plans, "deselected", {})
         self.left_out = getattr(plans, "left_out", {})
+        self.unmatched = getattr(plans, "unmatched", ())
         self.meta = {**{plan.rule.id: plan.rule for plan in plans}, **{d.spec.id: d.rule for d in documents}}
         specs = [plan.correlation for plan in plans if plan.correlation is not None] + [d.spec for d in documents]
         self.correlation = Correlation(specs, lateness_ns, clock, max_skew_ns)
@@ -72,7 +75,7 @@ class Engine:
                 if not ref.chained:
                     fields = spec.needed_fields(ref.rule, carried[spec.id])
                     needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + fields))
-        self.detector = Detector(plans, resolver, needed, unknown_logsource)
+        self.detector = Detector(plans, resolver, needed, unknown_logsource, alert_fields)
         self.resolver = resolver
         self.agent_idle = agent_idle
         self.expected_agents = agents
@@ -147,12 +150,29 @@ class Engine:
         event = detection.event
         if not all(name in named for name in selections) or len(set(selections)) < len(selections):
             event = dict(event, selections=list(dict.fromkeys(name for name in selections if name in named)))
+        shown = event.get("fields")
+        if shown is not None or "fields_truncated" in event:
+            event = self._shown_here(plan, event, shown)
         fields = detection.fields
         if any(name not in needed for name in fields):
             fields = {name: values for name, values in fields.items() if name in needed}
         if terms == detection.terms and fields is detection.fields and event is detection.event:
             return detection
         return attrs.evolve(detection, terms=terms, fields=fields, event=event)
+
+    def _shown_here(self, plan: Plan, event: dict, shown: Optional[dict]) -> dict:
+        """An event reference with the field values this stage's ``--alert-fields`` shows of it, of
+        those its match stage wrote (``Detector.shown_names``): none, or the rule's own, or those
+        of its selections; a record of this build with the same option, unchanged."""
+        names = self.detector.shown_names(plan, frozenset(event.get("selections", ())))
+        if not names:
+            return {key: value for key, value in event.items() if key not in SHOWN_KEYS}
+        if shown is None or all(name in names for name in shown):
+            return event
+        event = dict(event, fields={name: value for name, value in shown.items() if name in names})
+        if not event["fields"]:
+            del event["fields"]
+        return event
 
     def observe(self, detection: Detection, line: int = 0) -> Outcome:
         """The correlate stage alone: one Detection record made by a detect stage (``line``: the

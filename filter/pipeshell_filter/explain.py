@@ -65,7 +65,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    "that event is read" + (", with the record's Message" if "Message" in read else "")]
     elif read is not event:
         carried = ["note      the record's text holds an event's XML: that event is read"]
-    if getattr(event, "frame_time", None) is not None:  # ``io.framing.FramedEvent``
+    if getattr(event, "frame_time", None) is not None:  # ``io.frames.FramedEvent``
         carried.append("note      the line is a Fluent Bit frame [TIME, {record}]: its record is read, at TIME "
                        "where the record has no time of its own")
     # in the evtx shape, at its own time, whatever --profile and --time-field say
@@ -199,7 +199,7 @@ def _outcome(plans, plan: Plan) -> str:
 
 def describe_rule_set(plans, unknown_logsource: str = "match") -> str:
     """Every compiled rule (``describe_plan``), then every correlation document (``describe_correlation``),
-    then what ``--min-level`` and ``--status`` left out (``sigma.selection``)."""
+    then what the selection options (``--min-level``, ``--tag``, ...) left out (``sigma.selection``)."""
     quiet = getattr(plans, "quiet", frozenset())
     deselected = getattr(plans, "deselected", {})
     blocks = [describe_plan(plan, unknown_logsource, plan.rule.id in quiet, deselected.get(plan.rule.id))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import List
 
 from .correlate import Hit, spelled_group
-from .detect import HOST_FIELD, Detection, blake2b
+from .detect import HOST_FIELD, SHOWN_KEYS, SHOWN_TEXT, Detection, blake2b
 from .events.timeparse import NS, format_time
 from .sigma.compile import Plan
 from .sigma.rule import Rule
@@ -21,7 +21,7 @@ from .sigma.rule import Rule
 # other list (hosts, values), with totals beside; strings taken from events are cut at MAX_TEXT.
 MAX_EVENT_REFS = 50
 MAX_LIST = 100
-MAX_TEXT = 256
+MAX_TEXT = SHOWN_TEXT
 
 
 def _clip(value, limit: int = MAX_TEXT):
@@ -33,8 +33,12 @@ def _capped(values: list, limit: int = MAX_LIST) -> list:
 
 
 def _ref(ref: dict) -> dict:
-    """An event as an alert lists it: its ``digest`` tells it apart (``_event_id``), and says nothing to a reader."""
-    return {key: _clip(value) if key != "selections" else value for key, value in ref.items() if key != "digest"}
+    """An event as an alert lists it: its ``digest`` tells it apart (``_event_id``), and says nothing to a reader;
+    its ``fields`` are bounded already (``detect.shown_fields``)."""
+    return {key: _clip(value) if key not in _WHOLE else value for key, value in ref.items() if key != "digest"}
+
+
+_WHOLE = frozenset(("selections", *SHOWN_KEYS))
 
 
 def rule_summary(rule: Rule) -> dict:
@@ -65,9 +69,14 @@ def _event_id(rule_id: str, group, time, refs) -> str:
     but the input line (which starts again at 1 in a new process): what ``correlate.state.identity`` calls the
     same event, selections included, so that two alerts the filter tells apart never share an id
     (a bus keeps one message per id); in any order of the events, so that a replay makes the same."""
-    events = sorted(repr(sorted((key, repr(value)) for key, value in r.items() if key != "line")) for r in refs)
+    events = sorted(repr(sorted((key, repr(value)) for key, value in r.items() if key not in _NOT_IDENTITY))
+                    for r in refs)
     parts = (rule_id, repr(group), str(time), *events, "")
     return blake2b("\0".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+# What does not make an event another (``correlate.state.identity``): its input line, the values it shows.
+_NOT_IDENTITY = frozenset(("line", *SHOWN_KEYS))
 
 
 def _rule_fields(rule: Rule) -> dict:
@@ -235,6 +244,9 @@ _KIND_FUNCTIONS = {"event_count": "count", "value_count": "count", "temporal": "
                    "value_percentile": "percentile", "value_min": "min", "value_max": "max"}
 
 
+SHRUNK_FIELDS = 4  # an event's field values a shrunk alert shows
+
+
 def shrink(record: dict) -> dict:
     """A smaller form of an alert record that is too big for its output: every list cut to a few
     entries and every string to a few dozen characters, ``sigma.truncated`` set.  Still an alert
@@ -251,6 +263,13 @@ def shrink(record: dict) -> dict:
     smaller = cut(record)
     sigma = smaller.setdefault("sigma", {})
     sigma["truncated"] = True
+    for event in sigma.get("events", ()) if isinstance(sigma.get("events"), list) else ():
+        shown = event.get("fields") if isinstance(event, dict) else None
+        if isinstance(shown, dict) and shown:  # an event's values: the first few, one value each
+            event["fields"] = {name: value[:1] if isinstance(value, list) else value
+                               for name, value in list(shown.items())[:SHRUNK_FIELDS]}
+            if event["fields"] != shown:
+                event["fields_truncated"] = True
     hosts = record.get("related", {}).get("hosts")
     if isinstance(hosts, list) and isinstance(smaller.get("related"), dict):
         # names alike in their first 64 characters are one as cut: listed once, and how many there were

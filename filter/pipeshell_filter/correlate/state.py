@@ -41,7 +41,7 @@ import msgspec
 import ujson
 from sortedcontainers import SortedList
 
-from ..detect import Detection, WireError, blake2b
+from ..detect import SHOWN_KEYS, Detection, WireError, blake2b
 from .windows import fold
 
 FORMAT = "pipeshell-filter.state"
@@ -67,13 +67,18 @@ def identity(detection: Detection) -> str:
     """What makes two Detection records the same event: everything but the input line number
     (which starts at 1 again in a new process): rule, event time, host, terms met, the field
     values correlations use, and the event reference (@timestamp, EventID, host, EventRecordID or
-    the digest of its line, selections).  96 bits of BLAKE2b over its canonical JSON."""
+    the digest of its line, selections), without the values it shows (``fields``: what a match
+    stage's ``--alert-fields`` chose, or an older build left out, is the same event).  96 bits of
+    BLAKE2b over its canonical JSON."""
     event = detection.event
-    if "line" in event:
-        event = {key: value for key, value in event.items() if key != "line"}
+    if "line" in event or "fields" in event or "fields_truncated" in event:
+        event = {key: value for key, value in event.items() if key not in _NOT_IDENTITY}
     text = ujson.dumps([detection.rule, detection.time, detection.source, list(detection.terms),
                         detection.fields, event], sort_keys=True, ensure_ascii=True)
     return blake2b(text.encode("ascii"), digest_size=12).hexdigest()
+
+
+_NOT_IDENTITY = frozenset(("line", *SHOWN_KEYS))
 
 
 class Seen:

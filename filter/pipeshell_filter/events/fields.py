@@ -370,7 +370,7 @@ class FieldResolver:
 
     def time(self, event: dict, profile: Optional[Profile] = None) -> Optional[int]:
         """Event time in ns: ``--time-field`` if given, else the time paths of the event's profile, else the
-        time of the frame the event came in (``io.framing``).  Needs no ``EventView``: the Fluent Bit modes
+        time of the frame the event came in (``io.frames``).  Needs no ``EventView``: the Fluent Bit modes
         ask it of every line."""
         paths = (self.time_path,) if self.time_path else (profile or self.profile_for(event)).time
         for path in paths:
@@ -379,7 +379,7 @@ class FieldResolver:
                 parsed = parse_time(value)
                 if parsed is not None:
                     return parsed
-        # none of its own: that of the Fluent Bit frame it came in, if it did (``io.framing.FramedEvent``)
+        # none of its own: that of the Fluent Bit frame it came in, if it did (``io.frames.FramedEvent``)
         return getattr(event, "frame_time", None)
 
 

@@ -48,7 +48,7 @@ from typing import Callable, Iterable, Iterator, List, Optional
 
 from ..events.xml_event import MARKS, carries_xml, hides_text
 from . import database_cache
-from .framing import framed_shape
+from .frames import framed_shape
 
 
 try:  # the fast scanner is optional: the pure-Python one gives the same answers
@@ -192,7 +192,7 @@ class Prefilter:
     spans (``end`` at the line's newline): *candidates* may match and go to the
     full path; *suspects* cannot match but are not shaped like a JSON object
     (they do not start with ``{`` or end with ``}``) nor like a Fluent Bit frame
-    around one (``framing.framed_shape``), so they are parsed to be diagnosed.
+    around one (``frames.framed_shape``), so they are parsed to be diagnosed.
     Every other line is passed on untouched: its content (JSON syntax, UTF-8)
     is checked only when a line is parsed, as ``--no-prefilter`` does for every line.  Checking UTF-8 here would cost a third of the scan,
     on every line, for lines whose bytes are passed on as they came.
@@ -253,7 +253,7 @@ class Prefilter:
             odd.append(start)
         candidates = _lines_at(block, start, end, hits)
         taken = {span[0] for span in candidates}
-        # a line in a Fluent Bit frame (``framing``) is shaped as one around a record: ruled out as an object is
+        # a line in a Fluent Bit frame (``frames``) is shaped as one around a record: ruled out as an object is
         suspects = [span for span in _lines_at(block, start, end, odd)
                     if span[0] not in taken and not framed_shape(block, *span)]
         if alone:

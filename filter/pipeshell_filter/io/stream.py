@@ -37,8 +37,7 @@ from ..values import MISSING
 from ..events.timeparse import parse_time
 from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
 from . import parallel
-from .frames import frame, start_at, start_or_clock
-from .framing import FramedEvent, frame_of, opening, string_end, value_end
+from .frames import FramedEvent, frame, frame_of, opening, start_at, start_or_clock, string_end, value_end
 from .inputs import LongLine
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
@@ -290,7 +289,7 @@ NO_EVENT_DATA_NAMES = ("a Fluent Bit winlog event with its data only in StringIn
                        "fields {} cannot be read; read the log with the winevtlog input, Event_Data_As_Map on")
 POSITIONAL_ONLY = {"fluentbit-winevtlog": NO_EVENT_DATA_MAP, "fluentbit-winlog": NO_EVENT_DATA_NAMES}
 
-# What is said of a line that opens as a Fluent Bit frame (``framing``) but is none.
+# What is said of a line that opens as a Fluent Bit frame (``frames``) but is none.
 FRAME_UNREAD = "a Fluent Bit frame [TIME, {record}] that is "
 NOT_FRAME = "not an object, nor a Fluent Bit frame [TIME, {record}] or [[TIME, {metadata}], {record}]"
 
@@ -341,7 +340,7 @@ _decode = msgspec.json.Decoder().decode
 
 
 def load_framed(text: bytes) -> Optional[tuple]:
-    """``(record's text, event)`` of a line in a Fluent Bit frame (``framing``), the event a ``FramedEvent``
+    """``(record's text, event)`` of a line in a Fluent Bit frame (``frames``), the event a ``FramedEvent``
     when the frame has a time; None when the line does not open like a frame; ValueError (``load_event``'s,
     or ``NOT_FRAME``) when it does but holds no frame around an object."""
     at = opening(text)
@@ -1325,7 +1324,7 @@ class Filter:
             left_out = self.engine.left_out.get(detection.rule)
             why = "is not loaded here (both stages need the same --rule)" if left_out is None else \
                 f"{self.engine.selection.options()} leaves out here ({left_out.why}; both stages need the same " \
-                "--min-level and --status)"
+                f"{self.engine.selection.option_names_text()})"
             self.diagnostics.report("unknown_rule", self._where(number),
                                     f"Detection of rule {detection.rule[:80]!r}, which {why}; dropped")
             return

@@ -66,12 +66,14 @@ class RuleSet(list):
     ``quiet``, the ids of rules (and correlations) that feed a correlation without
     ``generate`` and so do not alert on their own; and ``filters``, the global filters loaded
     (already applied to the rules they name, ``filters.apply_filters``).  ``--min-level`` and
-    ``--status`` (``selection.select``) add ``selection``, ``deselected`` (id -> why, loaded quiet
-    to feed a kept correlation, and in ``quiet`` too) and ``left_out`` (id -> ``LeftOut``, not loaded)."""
+    ``--status`` and the other selection options (``selection.select``) add ``selection``, ``deselected``
+    (id -> why, loaded quiet to feed a kept correlation, and in ``quiet`` too), ``left_out`` (id ->
+    ``LeftOut``, not loaded) and ``unmatched`` (the excluded ids that name no rule of the set)."""
 
     selection = None
     deselected: dict = {}
     left_out: dict = {}
+    unmatched: tuple = ()
 
     def __init__(self, plans: Iterable[Plan] = (), correlations: Iterable[CorrelationPlan] = (),
                  quiet: Iterable[str] = (), filters: Iterable = ()):

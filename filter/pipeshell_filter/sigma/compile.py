@@ -366,6 +366,20 @@ class Plan:
         found.discard("")
         return frozenset(found)
 
+    def fields_of(self, names) -> tuple:
+        """The event fields the selections ``names`` read (a ``|fieldref``'s other field too), in the
+        rule's order, once each: what an alert shows of an event that met them (``detect.Detector``)."""
+        found = {}
+        for selection in self.selections:
+            if selection.name in names:
+                for group in selection.alternatives:
+                    for matcher in group:
+                        found[getattr(matcher, "field", "")] = None
+                        if isinstance(matcher, FieldRefMatcher):
+                            found.update(dict.fromkeys(t.needle for t in matcher.tests))
+        found.pop("", None)
+        return tuple(found)
+
     def prefilter_literals(self, usable=lambda literal: literal) -> Optional[list]:
         """What a one-pass prefilter may look for: every event meeting one of the plan's
         terms holds one of these (the cover of its literal formula, ``sigma.literals``).

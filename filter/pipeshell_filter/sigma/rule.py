@@ -91,6 +91,8 @@ class Rule(RuleMetadata):
     # the global filters applied to it (``filters.AppliedFilter``), in load order: already part
     # of ``detection`` and ``condition``, kept to say so (explain)
     filters: tuple = ()
+    # Sigma's ``fields``: the event fields an analyst wants shown with an alert (``detect.Detector``)
+    fields: tuple = ()
 
 
 @attrs.frozen
@@ -423,6 +425,7 @@ def rule_from_document(data, source: str, builtin: bool = False) -> Rule:
         timeframe_ns=timeframe_ns,
         builtin=builtin,
         near=near,
+        fields=tuple(dict.fromkeys(_string_list(data.get("fields"), "fields", source))),
         **meta,
     )
 

@@ -1,7 +1,10 @@
-"""Which rules of a loaded rule set alert: ``--min-level`` and ``--status``.
+"""Which rules of a loaded rule set alert: ``--min-level``, ``--status``, ``--tag``, ``--exclude-tag``,
+``--exclude-rule`` and ``--exclude-rules``.
 
-Loading all of SigmaHQ alerts on many benign events through its low and informational rules;
-a user chooses what alerts, as Hayabusa's ``--min-level`` and Chainsaw's ``--status`` do.
+Loading all of SigmaHQ alerts on many benign events through its low and informational rules, and
+through parts of its tree a user does not want (threat hunting, emerging threats, rules known to be
+noisy somewhere); a user chooses what alerts, as Hayabusa's ``--min-level``, ``--include-tag``,
+``--exclude-tag`` and ``exclude_rules.txt``, and Chainsaw's ``--status``, do.
 
 The selection decides what **alerts**, never what a kept correlation sees:
 
@@ -12,14 +15,20 @@ The selection decides what **alerts**, never what a kept correlation sees:
 * one it leaves out that nothing kept reads is not loaded at all, so it costs no matching.
 
 A rule without a level, or with one that is none of Sigma's five, is kept by ``--min-level``
-(it cannot be placed below anything); one without a status is kept by ``--status``.  Both are
-compared without regard to letter case.  The selection never makes a rule alert that would not
-alert without it: a rule kept that feeds a correlation left out without ``generate`` stays quiet.
+(it cannot be placed below anything); one without a status is kept by ``--status``.  Levels,
+statuses, tags and ids are compared without regard to letter case; a tag given with a trailing
+``*`` stands for every tag it starts.  ``--tag`` keeps what has at least one of its tags (a rule
+without tags has none); ``--exclude-tag`` leaves out what has any of its tags; ``--exclude-rule``
+leaves out a rule or correlation by its id, or by its ``name``.  An excluded id that no rule has is
+no error (a list is shared across rule versions): ``select`` names it.  The selection never makes a
+rule alert that would not alert without it: a rule kept that feeds a correlation left out without
+``generate`` stays quiet.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Optional, Sequence
 
 import attrs
 
@@ -27,31 +36,88 @@ from .collection import RuleSet
 
 LEVELS = ("informational", "low", "medium", "high", "critical")  # lowest first
 STATUSES = ("stable", "test", "experimental", "deprecated", "unsupported")
+# an --exclude-rules file larger than this is refused (``/dev/zero`` must not eat the memory)
+MAX_EXCLUSIONS_BYTES = 16 << 20
 
 
 class SelectionError(ValueError):
-    """A bad ``--min-level`` or ``--status``; the message is one line."""
+    """A bad selection option (or ``--exclude-rules`` file); the message is one line."""
+
+
+@attrs.frozen
+class Exclusion:
+    """One rule id (or name) to leave out, and where the user gave it (to say so)."""
+
+    id: str  # as written
+    where: str  # ``--exclude-rule``, ``--exclude-rules FILE line N``
 
 
 @attrs.frozen
 class Selection:
-    """``--min-level`` (one of ``LEVELS``, None: any) and ``--status`` (a subset of ``STATUSES``, None: any)."""
+    """``--min-level`` (one of ``LEVELS``, None: any), ``--status`` (a subset of ``STATUSES``, None: any),
+    ``--tag`` (None: any) and ``--exclude-tag`` (tags as given, a trailing ``*`` a prefix),
+    ``--exclude-rule`` and ``--exclude-rules`` (the ``Exclusion`` read from both, and the files' paths)."""
 
     min_level: Optional[str] = None
     statuses: Optional[frozenset] = None
+    tags: Optional[tuple] = None
+    exclude_tags: tuple = ()
+    exclusions: tuple = ()
+    exclusion_files: tuple = ()
 
     def __bool__(self) -> bool:
-        return self.min_level is not None or self.statuses is not None
+        return bool(self.option_names())
+
+    def option_names(self) -> list:
+        """The selection's options given, in a fixed order (``["--min-level", "--tag"]``)."""
+        given = [("--min-level", self.min_level is not None), ("--status", self.statuses is not None),
+                 ("--tag", self.tags is not None), ("--exclude-tag", bool(self.exclude_tags)),
+                 ("--exclude-rule", any(e.where == "--exclude-rule" for e in self.exclusions)),
+                 ("--exclude-rules", bool(self.exclusion_files))]
+        return [name for name, present in given if present]
+
+    def option_names_text(self) -> str:
+        """The options given, named in a sentence (``--min-level, --tag and --exclude-rules``)."""
+        names = self.option_names()
+        return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
 
     def options(self) -> str:
-        """The options as a user writes them (``--min-level high --status stable,test``)."""
+        """The options as a user writes them (``--min-level high --status stable,test --exclude-tag x``)."""
         given = [f"--min-level {self.min_level}"] if self.min_level is not None else []
         if self.statuses is not None:
             given.append("--status " + ",".join(s for s in STATUSES if s in self.statuses))
-        return " ".join(given)
+        given += [f"--tag {tag}" for tag in self.tags or ()] + [f"--exclude-tag {tag}" for tag in self.exclude_tags]
+        given += [f"--exclude-rule {e.id}" for e in self.exclusions if e.where == "--exclude-rule"]
+        return " ".join(given + [f"--exclude-rules {path}" for path in self.exclusion_files])
+
+    @functools.cached_property
+    def _excluded(self) -> dict:
+        """Excluded id or name in lower case -> its ``Exclusion`` (the first given)."""
+        found = {}
+        for exclusion in self.exclusions:
+            found.setdefault(exclusion.id.lower(), exclusion)
+        return found
+
+    def exclusion_of(self, rule) -> Optional[Exclusion]:
+        """The ``Exclusion`` naming the rule or correlation (its metadata) by id or by name; None: none does."""
+        for key in (rule.id, getattr(rule, "name", None)):
+            if key and key.strip().lower() in self._excluded:
+                return self._excluded[key.strip().lower()]
+        return None
 
     def why_left_out(self, rule) -> Optional[str]:
         """Why the rule or correlation (its metadata) does not alert under this selection; None: it may."""
+        exclusion = self.exclusion_of(rule)
+        if exclusion is not None:
+            what = "id" if rule.id.strip().lower() == exclusion.id.lower() else "name"
+            return f"its {what} {exclusion.id} is excluded by {exclusion.where}"
+        for tag in rule.tags:
+            pattern = next((p for p in self.exclude_tags if _tag_matches(tag, p)), None)
+            if pattern is not None:
+                return f"its tag {tag} matches --exclude-tag {pattern}"
+        if self.tags is not None and not any(_tag_matches(tag, p) for tag in rule.tags for p in self.tags):
+            return ("none of its tags" if rule.tags else "it has no tag that") + " matches --tag " + \
+                ", ".join(self.tags)
         level = (rule.level or "").strip().lower()
         if self.min_level is not None and level in LEVELS and LEVELS.index(level) < LEVELS.index(self.min_level):
             return f"level {level} is below --min-level {self.min_level}"
@@ -61,8 +127,17 @@ class Selection:
         return None
 
 
-def parse_selection(min_level: Optional[str], statuses: Optional[str]) -> Selection:
-    """The options as given on the command line; SelectionError names a bad value."""
+def _tag_matches(tag: str, pattern: str) -> bool:
+    """A rule's tag against a ``--tag``/``--exclude-tag`` as given: equal, or (``x*``) starting with it."""
+    tag, pattern = tag.strip().lower(), pattern.lower()
+    return tag.startswith(pattern[:-1]) if pattern.endswith("*") else tag == pattern
+
+
+def parse_selection(min_level: Optional[str], statuses: Optional[str], tags: Optional[Sequence[str]] = None,
+                    exclude_tags: Sequence[str] = (), exclude_rules: Sequence[str] = (),
+                    exclusion_files: Sequence[str] = ()) -> Selection:
+    """The options as given on the command line (the ``--exclude-rules`` files read); SelectionError
+    names a bad value."""
     level = None
     if min_level is not None:
         level = min_level.strip().lower()
@@ -77,7 +152,50 @@ def parse_selection(min_level: Optional[str], statuses: Optional[str]) -> Select
             raise SelectionError(f"--status {statuses!r}: {what} is not a Sigma status (a comma-separated list of "
                                  f"{', '.join(STATUSES)})")
         kept = frozenset(names)
-    return Selection(level, kept)
+    exclusions = []
+    for rule_id in exclude_rules:
+        if not rule_id.strip():
+            raise SelectionError(f"--exclude-rule {rule_id!r}: an empty rule id")
+        exclusions.append(Exclusion(rule_id.strip(), "--exclude-rule"))
+    for path in exclusion_files:
+        exclusions += read_exclusions(path)
+    return Selection(level, kept, None if tags is None else _tags("--tag", tags), _tags("--exclude-tag", exclude_tags),
+                     tuple(exclusions), tuple(exclusion_files))
+
+
+def _tags(option: str, given: Sequence[str]) -> tuple:
+    """Tags as given (stripped), checked: none empty."""
+    for tag in given:
+        if not tag.strip():
+            raise SelectionError(f"{option} {tag!r}: an empty tag")
+    return tuple(tag.strip() for tag in given)
+
+
+def read_exclusions(path: str) -> list:
+    """An ``--exclude-rules`` file: one rule id (or name) a line; ``#`` starts a comment, blank lines
+    are skipped.  A line of more than one word is a mistake (two ids on a line, a title), not an id."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_EXCLUSIONS_BYTES + 1)
+    except OSError as error:
+        raise SelectionError(f"cannot read --exclude-rules file {path}: {error.strerror}") from None
+    if len(data) > MAX_EXCLUSIONS_BYTES:
+        raise SelectionError(f"--exclude-rules file {path} is larger than {MAX_EXCLUSIONS_BYTES >> 20} MiB")
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a byte order mark (Windows editors)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise SelectionError(f"--exclude-rules file {path} line {line} is not UTF-8 text") from None
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        written = line.split("#", 1)[0].strip()
+        if len(written.split()) > 1:
+            raise SelectionError(f"--exclude-rules file {path} line {number}: {written[:80]!r} is not one "
+                                 "rule id (one id a line; '#' starts a comment)")
+        if written:
+            found.append(Exclusion(written, f"--exclude-rules {path} line {number}"))
+    return found
 
 
 @attrs.frozen
@@ -93,7 +211,8 @@ class LeftOut:
 def select(rule_set: RuleSet, selection: Selection) -> RuleSet:
     """The rule set that alerts as ``selection`` says (see the module's docstring).  The result
     carries ``selection``, ``deselected`` (id -> why, of the rules and correlations loaded quiet only
-    to feed a kept correlation) and ``left_out`` (id -> ``LeftOut``, those not loaded)."""
+    to feed a kept correlation), ``left_out`` (id -> ``LeftOut``, those not loaded) and ``unmatched``
+    (the ``Exclusion`` that name no rule or correlation of the set)."""
     if not selection:
         return rule_set
     documents = {c.spec.id: c for c in rule_set.correlations}
@@ -114,4 +233,7 @@ def select(rule_set: RuleSet, selection: Selection) -> RuleSet:
     selected.selection, selected.deselected = selection, deselected
     selected.left_out = {rule_id: LeftOut(rule_id, rule.title, rule.path, why[rule_id])
                          for rule_id, rule in metadata.items() if rule_id not in loaded}
+    known = {key.strip().lower() for rule in metadata.values() for key in (rule.id, getattr(rule, "name", None))
+             if key}
+    selected.unmatched = tuple(e for e in selection.exclusions if e.id.lower() not in known)
     return selected
