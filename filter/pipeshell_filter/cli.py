@@ -7,6 +7,7 @@ lines never stop the stream (see ``io.stream``).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import fcntl
@@ -22,6 +23,7 @@ import typer
 import ujson
 
 from .engine import Engine
+from .records import MAX_RULES_SHOWN, rule_count
 from .startup import streaming
 from .events.fields import LOGSOURCE_KEYS, FieldResolver, ProfileError, builtin_profiles, load_profile_file
 from .events.timeparse import NS, format_time
@@ -31,7 +33,7 @@ from .io import parallel
 from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
-from .correlate.state import StateError, StateFile
+from .correlate.state import StateError, StateFile, write_atomic
 from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
                         decode_problem, every_value, load_event, load_framed, unwrap_line)
@@ -428,7 +430,12 @@ def run(
                                   "partition this process owns (0 also owns every rule that cannot be split)."),
     stats_interval: float = typer.Option(0.0, "--stats-interval", metavar="SECONDS", help="Write a stats record "
                                          "(event.kind metric: lines, matches, alerts, diagnostics, sources with a "
-                                         "wrong clock, events held) this often, and at the end (0: never)."),
+                                         "wrong clock, events held, the rules that matched most) this often, and at "
+                                         "the end (0: never)."),
+    rule_stats: Optional[str] = typer.Option(None, "--rule-stats", metavar="FILE", help="At exit (end of input, "
+                                             "SIGTERM, Ctrl-C), write to FILE one JSON line per rule or correlation "
+                                             "that matched or alerted in this run: id, title, level, type, path, "
+                                             "detections, alerts; the most alerts first."),
 ) -> None:
     """Filter NDJSON events from stdin (or --input) to stdout."""
     if ctx.invoked_subcommand is not None:
@@ -456,6 +463,7 @@ def run(
         fluentbit_time and stage is Stage.all and emit is not Emit.alerts
     _no_option_without_effect(ctx, stage, nats, state, heartbeat, wrapped)
     check_state_path(state)
+    check_output_path("--rule-stats", rule_stats)
     selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
@@ -518,7 +526,7 @@ def run(
     try:
         # From here SIGTERM and Ctrl-C end the input: what was read is processed and flushed,
         # and the exit status is 0, as at end of input.
-        with StopRequest() as stop:
+        with StopRequest() as stop, _rule_stats_at_exit(rule_stats, engine):
             if bus is not None:
                 bus.stopping = lambda: stop.requested
             try:
@@ -648,21 +656,27 @@ def check_state_path(path: Optional[str]) -> None:
     """``--state``: a file that can be saved, checked at start, before the bus or any input.  In a
     directory that did not exist or could not be written, the run went on without a state: each
     snapshot failed (one line on stderr), and a restart lost every window, exit status 0."""
+    check_output_path("--state", path)
+
+
+def check_output_path(option: str, path: Optional[str]) -> None:
+    """A file ``write_atomic`` can replace (``--state``, ``--rule-stats``), checked at start, before any
+    input: a run of hours should not learn at its end that its file cannot be written."""
     if path is None:
         return
     if path == "":
-        raise UsageProblem("--state needs a file name")
+        raise UsageProblem(f"{option} needs a file name")
     if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero, a pipe: never read, replaced or removed
-        raise UsageProblem(f"--state {path}: not a regular file")
-    folder = os.path.dirname(os.path.realpath(path))  # where the snapshots are written (``write_atomic``)
+        raise UsageProblem(f"{option} {path}: not a regular file")
+    folder = os.path.dirname(os.path.realpath(path))  # where the file is written (``write_atomic``)
     try:
         directory = stat.S_ISDIR(os.stat(folder).st_mode)
     except OSError as error:  # missing, or a directory on the way not searchable
-        raise UsageProblem(f"--state {path}: {folder}: {error.strerror}") from None
+        raise UsageProblem(f"{option} {path}: {folder}: {error.strerror}") from None
     if not directory:
-        raise UsageProblem(f"--state {path}: {folder} is not a directory")
+        raise UsageProblem(f"{option} {path}: {folder} is not a directory")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageProblem(f"--state {path}: cannot write in the directory {folder}")
+        raise UsageProblem(f"{option} {path}: cannot write in the directory {folder}")
 
 
 def check_seconds(*options: tuple) -> None:
@@ -864,7 +878,39 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
                           "diagnostics": dict(sorted(diagnostics.counts.items())),
                           "skewed_sources": [{"source": str(source)[:256], "clock": how}
                                              for source, how in sorted(skewed.items(), key=str)[:100]],
-                          "skewed_sources_total": len(skewed)}}
+                          "skewed_sources_total": len(skewed), **rules_shown(engine)}}
+
+
+def rules_shown(engine: Engine) -> dict:
+    """The stats record's rules: the ``MAX_RULES_SHOWN`` that alerted most (then matched most), and how
+    many rules or correlations matched or alerted in all (``--rule-stats`` writes each of them)."""
+    counts = engine.rule_counts()
+    return {"rules": [rule_count(*row) for row in counts[:MAX_RULES_SHOWN]], "rules_total": len(counts)}
+
+
+@contextlib.contextmanager
+def _rule_stats_at_exit(path: Optional[str], engine: Engine):
+    """``--rule-stats``: the table is written however the run ends once it started (end of input, a stop
+    signal, a closed output, the bus lost), after the last alerts, which it counts."""
+    try:
+        yield
+    finally:
+        if path is not None:
+            write_rule_stats(path, engine)
+
+
+def write_rule_stats(path: str, engine: Engine) -> None:
+    """One JSON line per rule or correlation that matched or alerted, replaced at once (``write_atomic``):
+    a reader never finds half a table.  A failure is one line on stderr; the run's status stays."""
+    data = "".join(ujson.dumps(rule_count(*row, whole=True), ensure_ascii=False, escape_forward_slashes=False)
+                   + "\n" for row in engine.rule_counts())
+    try:
+        write_atomic(path, data.encode("utf-8", "backslashreplace"))
+    except OSError as error:
+        try:
+            sys.stderr.write(f"pipeshell-filter: --rule-stats {path}: cannot write it: {error.strerror or error}\n")
+        except (OSError, ValueError):
+            pass
 
 
 # Diagnostics that are notices, not skipped lines: kind -> how the summary says them, or None for those said

@@ -80,6 +80,10 @@ class Engine:
         self.agent_idle = agent_idle
         self.expected_agents = agents
         self.stats = Counter()
+        # per rule or correlation id, in this run only (never saved with --state): the Detections
+        # made (or, in a correlate stage, received) and the alerts written; only a match touches them
+        self.rule_detections = Counter()
+        self.rule_alerts = Counter()
         # Detection -> the Detection the correlate stage would read of it after the wire, when a
         # mode rewrites it on the way (``io.stream``'s Fluent Bit modes): one process correlates the
         # same values as two, so that alerts and their ids are the same either way
@@ -99,6 +103,9 @@ class Engine:
         """The correlate half of ``process``, for the Detections another process's ``match`` made
         of one event (``io.parallel``'s detecting workers): the event counts as matched here."""
         self.stats["matched"] += 1
+        counts = self.rule_detections
+        for detection in detections:
+            counts[detection.rule] += 1
         return Outcome(None, *self._correlate_all(detections))
 
     def _correlate_all(self, detections: List[Detection]) -> tuple:
@@ -124,6 +131,9 @@ class Engine:
         if not detections:
             return None, []
         self.stats["matched"] += 1
+        counts = self.rule_detections
+        for detection in detections:
+            counts[detection.rule] += 1
         return sigma_field([enrichment(self.plans[d.rule], d) for d in detections]), detections
 
     def received(self, detection: Detection) -> Detection:
@@ -180,6 +190,7 @@ class Engine:
         self.stats["detections"] += 1
         if detection.rule not in self.plans:
             return Outcome(None, [])
+        self.rule_detections[detection.rule] += 1
         if self.trace is not None:
             self.trace.received(detection, line)
         alerts, untimed = self._correlate(detection)
@@ -202,6 +213,7 @@ class Engine:
         if plan.correlation is None and detection.rule not in self.quiet and \
                 (self._alerted is None or self._first_alert(detection)):
             self.stats["alerts"] += 1
+            self.rule_alerts[detection.rule] += 1
             alerts.append(detection_alert(plan, detection))
         if not self.correlation.wants(detection.rule):
             return alerts, False
@@ -213,7 +225,19 @@ class Engine:
     def _alerts(self, hits: List[Hit]) -> list:
         hits = [hit for hit in hits if hit.spec.id not in self.quiet]  # an inner correlation's, without generate
         self.stats["alerts"] += len(hits)
+        for hit in hits:
+            self.rule_alerts[hit.spec.id] += 1
         return [correlation_alert(self.meta[hit.spec.id], hit) for hit in hits]
+
+    def rule_counts(self) -> List[tuple]:
+        """``(rule metadata, detections, alerts)`` of each rule or correlation that matched or alerted
+        in this run, the most alerts first, then the most detections (``--rule-stats``, the stats
+        record): a rule that only feeds a correlation has Detections and no alerts."""
+        ids = set(self.rule_detections) | set(self.rule_alerts)
+        rows = [(self.meta[rule], self.rule_detections[rule], self.rule_alerts[rule]) for rule in ids
+                if rule in self.meta]
+        rows.sort(key=lambda row: (-row[2], -row[1], row[0].id))
+        return rows
 
     def event_time(self, event: dict, carried: bool = False) -> Optional[int]:
         """The event's own time in ns (None when it has none we can parse); ``carried``: the event was read

@@ -15,7 +15,7 @@ from .correlate import Hit, spelled_group
 from .detect import HOST_FIELD, SHOWN_KEYS, SHOWN_TEXT, Detection, blake2b
 from .events.timeparse import NS, format_time
 from .sigma.compile import Plan
-from .sigma.rule import Rule
+from .sigma.rule import CorrelationRule, Rule
 
 # Alert records list at most this many contributing events, and at most this many entries in any
 # other list (hosts, values), with totals beside; strings taken from events are cut at MAX_TEXT.
@@ -278,3 +278,20 @@ def shrink(record: dict) -> dict:
         if len(shown) < total:
             sigma["hosts_total"] = total
     return smaller
+
+
+# The stats record lists this many rules (``--stats-interval``), each with strings cut to RULE_TEXT:
+# a set of thousands of rules stays one bounded record; ``--rule-stats`` writes them all, whole.
+MAX_RULES_SHOWN = 20
+RULE_TEXT = 128
+
+
+def rule_count(rule, detections: int, alerts: int, whole: bool = False) -> dict:
+    """One rule's or correlation's counts of this run (``Engine.rule_counts``): ``whole`` (the
+    ``--rule-stats`` file) with its file and uncut, so that its ``id`` is one ``--exclude-rules`` takes."""
+    kind = "correlation" if isinstance(rule, CorrelationRule) else "rule"
+    if whole:
+        return {"id": rule.id, "title": rule.title, "level": rule.level, "type": kind, "path": rule.path,
+                "detections": detections, "alerts": alerts}
+    return {"id": _clip(rule.id, RULE_TEXT), "title": _clip(rule.title, RULE_TEXT), "level": rule.level,
+            "type": kind, "detections": detections, "alerts": alerts}
