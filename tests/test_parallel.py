@@ -142,7 +142,8 @@ def run_rules(data: bytes, emit: str, workers: int, block_size: int, chunk: int,
         stream_filter.run(source.fileno(), live=False, block_size=block_size, max_line=MAX_LINE)
         stream_filter.finish()
         sink.seek(0)
-        return sink.read(), stream_filter.lines, dict(diagnostics.counts), dict(stream_filter.engine.stats)
+        return sink.read(), stream_filter.lines, dict(diagnostics.counts), dict(stream_filter.engine.stats), \
+            rule_counts(stream_filter.engine)
 
 
 @given(files(), st.sampled_from(["alerts", "matches", "all"]), st.integers(1, 3), st.integers(16, 600),
@@ -190,6 +191,11 @@ def test_the_plans_left_by_a_killed_run_are_removed_by_the_next(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
 
 
+def rule_counts(engine: Engine) -> list:
+    """Each rule's Detections and alerts (``Engine.rule_counts``): the parent's, with what the workers matched."""
+    return [(rule.id, detections, alerts) for rule, detections, alerts in engine.rule_counts()]
+
+
 def run_piped(data: bytes, emit: str, workers: int, block_size: int, rules: list, pause=None) -> tuple:
     """``run_rules`` fed by a pipe.  The whole input is in the pipe before the filter starts, so
     every read finds a full block, as from a fast writer, and the output does not depend on when
@@ -220,7 +226,8 @@ def run_piped(data: bytes, emit: str, workers: int, block_size: int, rules: list
             stream_filter.run(read_end, live=True, block_size=block_size, max_line=MAX_LINE)
             stream_filter.finish()
             sink.seek(0)
-            return sink.read(), stream_filter.lines, dict(diagnostics.counts), dict(stream_filter.engine.stats)
+            return sink.read(), stream_filter.lines, dict(diagnostics.counts), dict(stream_filter.engine.stats), \
+                rule_counts(stream_filter.engine)
         finally:
             if writer is not None:
                 writer.join()
@@ -301,7 +308,7 @@ def test_blocks_held_by_pipe_workers_are_written_before_the_filter_waits_for_inp
         seen.append(output())
         write(_events(3))
 
-    out, lines, _, _ = run_piped(b"", "alerts", 2, 1 << 16, RULE_SET + [LITERAL_FREE], pause)
+    out, lines, *_ = run_piped(b"", "alerts", 2, 1 << 16, RULE_SET + [LITERAL_FREE], pause)
     assert b'"kind":"alert"' in seen[0] and lines == 9
     assert out.startswith(seen[0])
 
@@ -344,6 +351,7 @@ def test_workers_match_the_lines_and_the_parent_only_correlates(monkeypatch):
     data = _events(300)
     expected = run_rules(data, "all", 0, 1024, 4096, RULE_SET + [LITERAL_FREE])
     assert expected[3]["matched"] > 100 and expected[0].count(b'"kind":"alert"') >= 1
+    assert sum(detections for _, detections, _ in expected[4]) >= expected[3]["matched"]  # counted by the parent
     monkeypatch.setattr(Engine, "match", recording)
     assert run_rules(data, "all", 2, 1024, 4096, RULE_SET + [LITERAL_FREE]) == expected
     assert run_piped(data, "all", 2, 1024, RULE_SET + [LITERAL_FREE]) == expected

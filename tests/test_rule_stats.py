@@ -1,0 +1,252 @@
+"""Per-rule counts: each rule's and correlation's Detections and alerts, in the stats record (the most
+alerting ones) and in the ``--rule-stats`` file (all that matched), for finding the noisy rules."""
+
+import io
+import json
+import signal
+import subprocess
+import tempfile
+from collections import Counter
+
+from hypothesis import given, settings, strategies as st
+
+from clitools import COMMAND, alerts, ndjson, records, run_cli, run_cli_here
+from eventgen import flat_event, raw_events
+import resolvers
+from pipeshell_filter.cli import build_prefilter, load_plans
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.timeparse import NS
+from pipeshell_filter.io import parallel, stream
+from pipeshell_filter.io.stream import OWN_TYPES, Diagnostics, Filter, Output
+from test_stages import BY_HOST, SINGLE, _stream_bytes, write
+from test_stats import stats_records
+
+# A correlation document without ``generate``: the rule it counts matches, but alerts only through it.
+TWO_PER_HOST = """title: Two script blocks on one host
+id: two-per-host
+correlation:
+  type: event_count
+  rules: [single-4104]
+  group-by: [Computer]
+  timespan: 2m
+  condition: {gte: 2}
+level: critical
+"""
+
+RULE_SETS = {"builtin": (), "single": (("single.yml", SINGLE),),
+             "by_host": (("by.yml", BY_HOST), ("single.yml", SINGLE)),
+             "document": (("single.yml", SINGLE), ("two.yml", TWO_PER_HOST))}
+
+
+def _run_stage(paths, data: bytes, stage: str) -> tuple:
+    """``--stage <stage>`` of ``data`` (a finished input) as the command line builds it, in this process:
+    its output and its engine, whose counts are read."""
+    plans = load_plans(list(paths) or None, None)
+    prefilter, index = (None, None) if stage == "correlate" else \
+        build_prefilter(plans, "auto", "match", OWN_TYPES if stage == "match" else ())
+    engine = Engine(plans, resolvers.auto(), 30 * NS, unknown_logsource="match", max_skew_ns=300 * NS)
+    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        stream_filter = Filter(engine, Output(sink.fileno()), Diagnostics(io.StringIO()), "alerts",
+                               prefilter=prefilter, clock=lambda: 0, stage=stage, index=index)
+        source.write(data)
+        source.seek(0)
+        stream_filter.run(source.fileno(), live=False)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read(), engine
+
+
+def _counted(engine: Engine) -> tuple:
+    rows = engine.rule_counts()
+    return ({rule.id: detections for rule, detections, _ in rows if detections},
+            {rule.id: alerts for rule, _, alerts in rows if alerts})
+
+
+@settings(max_examples=30, deadline=None)
+@given(raw_events(max_size=30), st.sampled_from(sorted(RULE_SETS)))
+def test_each_rules_counts_are_its_detection_records_and_its_alerts(tmp_path_factory, events, rules):
+    """Each stage's counts, held against the records of the same run: a match stage's Detections are the
+    Detection records it writes (and it makes no alert); one process counts the same Detections and the
+    alerts it writes, by rule; a correlate stage fed the match stage's records counts them as received,
+    and its alerts, which are one process's."""
+    folder = tmp_path_factory.mktemp("rules")
+    paths = [write(folder, name, text) for name, text in RULE_SETS[rules]]
+    data = _stream_bytes(events)
+    matched, match_engine = _run_stage(paths, data, "match")
+    whole, whole_engine = _run_stage(paths, data, "all")
+    correlated, correlate_engine = _run_stage(paths, matched, "correlate")
+    detections = Counter(record["rule"] for record in records(matched) if record["type"] == "sigma.detection")
+    alerted = Counter(alert["rule"]["id"] for alert in alerts(whole))
+    assert _counted(match_engine) == (dict(detections), {})
+    assert _counted(whole_engine) == (dict(detections), dict(alerted))
+    assert _counted(correlate_engine) == (dict(detections), dict(Counter(a["rule"]["id"] for a in alerts(correlated))))
+    assert correlated == whole
+    ranked = [(alerts_made, made) for _, made, alerts_made in whole_engine.rule_counts()]
+    assert ranked == sorted(ranked, reverse=True)  # the most alerts first, then the most detections
+
+
+def _rule(number: int, needle: str) -> str:
+    return f"""title: Rule {number} {"x" * 300}
+id: rule-{number:02d}
+logsource: {{product: windows, category: ps_script}}
+detection:
+  selection:
+    ScriptBlockText|contains: '{needle}'
+  condition: selection
+level: low
+"""
+
+
+def _many_rules(folder, count: int) -> list:
+    """``count`` rules, rule N matching the events of ``_events_for`` N + 1 times, with long titles."""
+    for number in range(count):
+        write(folder, f"r{number:02d}.yml", _rule(number, f"marker{number:02d}"))
+    return ["--rule", str(folder)]
+
+
+def _events_for(count: int) -> bytes:
+    events = []
+    for number in range(count):
+        for repeat in range(number + 1):
+            event = flat_event(len(events), f"h{repeat}", "benign")
+            event["ScriptBlockText"] = f"echo marker{number:02d}"
+            events.append(event)
+    return ndjson(events)
+
+
+def test_the_stats_record_shows_the_twenty_most_alerting_rules_cut_short_and_the_file_all(tmp_path):
+    (tmp_path / "rules").mkdir()
+    table = tmp_path / "rules.ndjson"
+    result = run_cli(_many_rules(tmp_path / "rules", 30) + ["--stats-interval", "3600", "--rule-stats", str(table)],
+                     _events_for(30))
+    assert result.returncode == 0, result.stderr
+    stats = stats_records(result.stdout)[-1]["pipeshell"]
+    assert stats["rules_total"] == 30 and len(stats["rules"]) == 20
+    assert [entry["id"] for entry in stats["rules"]] == [f"rule-{n:02d}" for n in range(29, 9, -1)]
+    first = stats["rules"][0]
+    assert (first["detections"], first["alerts"], first["level"], first["type"]) == (30, 30, "low", "rule")
+    assert len(first["title"]) == 129 and "path" not in first  # 128 characters and an ellipsis
+    assert len(json.dumps(stats)) < 10_000
+    lines = [json.loads(line) for line in table.read_text().splitlines()]
+    assert [line["id"] for line in lines] == [f"rule-{n:02d}" for n in range(29, -1, -1)]
+    assert lines[0]["title"] == "Rule 29 " + "x" * 300 and lines[0]["path"] == str(tmp_path / "rules" / "r29.yml")
+    assert [(line["detections"], line["alerts"]) for line in lines] == [(n, n) for n in range(30, 0, -1)]
+
+
+def test_a_rule_that_feeds_a_correlation_has_detections_and_no_alerts_of_its_own(tmp_path):
+    table = tmp_path / "rules.ndjson"
+    events = [flat_event(seconds, "srv01", "server", 4104, record_id=seconds) for seconds in (0, 10, 20)]
+    args = ["--rule", write(tmp_path, "single.yml", SINGLE), "--rule", write(tmp_path, "two.yml", TWO_PER_HOST)]
+    result = run_cli(args + ["--rule-stats", str(table)], ndjson(events))
+    assert result.returncode == 0, result.stderr
+    counts = {line["id"]: (line["type"], line["detections"], line["alerts"])
+              for line in map(json.loads, table.read_text().splitlines())}
+    assert counts == {"single-4104": ("rule", 3, 0), "two-per-host": ("correlation", 0, len(alerts(result.stdout)))}
+    assert len(alerts(result.stdout)) == 1
+
+
+def test_the_stages_stats_records_count_what_each_did(tmp_path):
+    """A match stage counts its Detections (no alerts); a correlate stage the Detections it received and
+    its alerts."""
+    events = [flat_event(seconds, "srv01", "server", 4104, record_id=seconds) for seconds in (0, 10, 20)]
+    rule = ["--rule", write(tmp_path, "single.yml", SINGLE), "--stats-interval", "3600"]
+    matched = run_cli(rule + ["--stage", "match", "--heartbeat", "0"], ndjson(events))
+    entry = stats_records(matched.stdout)[-1]["pipeshell"]["rules"]
+    assert entry == [{"id": "single-4104", "title": "Script block with Invoke-Pipe", "level": "high", "type": "rule",
+                      "detections": 3, "alerts": 0}]
+    correlated = run_cli(rule + ["--stage", "correlate"], matched.stdout)
+    stats = stats_records(correlated.stdout)[-1]["pipeshell"]
+    assert [(r["id"], r["detections"], r["alerts"]) for r in stats["rules"]] == [("single-4104", 3, 3)]
+    assert stats["rules_total"] == 1
+
+
+def test_no_rule_matched_is_an_empty_file_and_an_empty_list(tmp_path):
+    table = tmp_path / "rules.ndjson"
+    table.write_text("left from the last run\n")
+    result = run_cli(["--rule-stats", str(table), "--stats-interval", "3600"],
+                     ndjson([flat_event(0, "h", "benign")]))
+    assert result.returncode == 0, result.stderr
+    assert table.read_text() == ""
+    stats = stats_records(result.stdout)[-1]["pipeshell"]
+    assert (stats["rules"], stats["rules_total"]) == ([], 0)
+
+
+def test_the_file_is_written_on_sigterm(tmp_path):
+    """A live input stopped by SIGTERM: the counts so far, the flushed windows' alerts too."""
+    table = tmp_path / "rules.ndjson"
+    process = subprocess.Popen(COMMAND + ["--rule-stats", str(table), "--quiet", "--emit", "all"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        events = [flat_event(0, "srv01", "server"), flat_event(30, "cli01", "client"),
+                  flat_event(60, "cli02", "client")]
+        process.stdin.write(ndjson(events))
+        process.stdin.flush()
+        for _ in events:  # passed on: read, while the input stays open
+            assert process.stdout.readline()
+        assert not table.exists()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    lines = [json.loads(line) for line in table.read_text().splitlines()]
+    assert [(line["id"], line["alerts"]) for line in lines] == [("55d5b9c0-ae28-59e1-b4ff-9a7278c173db", 1)]
+    assert lines[0]["detections"] == 3 and len(alerts(out)) == 1
+
+
+def test_a_file_that_cannot_be_written_is_a_usage_error_before_any_input(tmp_path):
+    for path, said in ((tmp_path / "missing" / "rules.ndjson", "No such file or directory"),
+                       (tmp_path, "not a regular file"), ("", "needs a file name")):
+        result = run_cli(["--rule-stats", str(path) if path != "" else "", "--emit", "all"],
+                         ndjson([flat_event(0, "h", "benign")]))
+        assert result.returncode == 2 and result.stdout == b"", result
+        assert result.stderr.count(b"\n") == 1 and said.encode() in result.stderr and b"--rule-stats" in result.stderr
+
+
+def test_counts_are_per_run_and_not_saved_with_the_state(tmp_path):
+    table, state = tmp_path / "rules.ndjson", tmp_path / "state.json"
+    args = ["--rule", write(tmp_path, "single.yml", SINGLE), "--state", str(state), "--rule-stats", str(table)]
+    for first in (0, 10):
+        events = [flat_event(first + seconds, "srv01", "server", 4104, record_id=first + seconds)
+                  for seconds in (0, 5)]
+        assert run_cli(args, ndjson(events)).returncode == 0
+        assert [json.loads(line)["detections"] for line in table.read_text().splitlines()] == [2]
+
+
+def test_worker_processes_count_as_one_process_does(tmp_path, monkeypatch):
+    """With --workers 2 the workers match and the parent correlates: the table is the same as without."""
+    monkeypatch.setattr(stream, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(parallel, "CHUNK", 4096)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(_events_for(25) * 3)
+    (tmp_path / "rules").mkdir()
+    rules = _many_rules(tmp_path / "rules", 25)
+    tables = []
+    for workers in ("0", "2"):
+        table = tmp_path / f"rules-{workers}.ndjson"
+        result = run_cli_here(rules + ["--input", str(path), "--workers", workers, "--rule-stats", str(table),
+                                       "--quiet"])
+        assert result.returncode == 0, result.stderr
+        tables.append(table.read_text())
+    assert tables[0] == tables[1] and len(tables[0].splitlines()) == 25
+    assert json.loads(tables[0].splitlines()[0])["detections"] == 75
+
+
+def test_the_readme_recipe_turns_the_noisy_rules_into_an_exclusion_file(tmp_path):
+    """What ``--rule-stats`` writes, its ids one a line with the counts as a comment (the README's jq
+    command, done here in Python), is an --exclude-rules file that leaves those rules out."""
+    (tmp_path / "rules").mkdir()
+    rules = _many_rules(tmp_path / "rules", 5)
+    table = tmp_path / "rules.ndjson"
+    data = _events_for(5)
+    assert run_cli(rules + ["--rule-stats", str(table)], data).returncode == 0
+    noisy = [json.loads(line) for line in table.read_text().splitlines()]
+    exclusions = tmp_path / "noisy.txt"
+    exclusions.write_text("".join(f"{line['id']}  # {line['alerts']} alerts: {json.dumps(line['title'])}\n"
+                                  for line in noisy if line["alerts"] > 3))
+    result = run_cli(rules + ["--exclude-rules", str(exclusions), "--rule-stats", str(table)], data)
+    assert result.returncode == 0, result.stderr
+    assert {json.loads(line)["id"] for line in table.read_text().splitlines()} == {"rule-00", "rule-01", "rule-02"}
+    assert {alert["rule"]["id"] for alert in alerts(result.stdout)} == {"rule-00", "rule-01", "rule-02"}
+
