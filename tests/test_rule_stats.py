@@ -222,6 +222,8 @@ def test_worker_processes_count_as_one_process_does(tmp_path, monkeypatch):
     path.write_bytes(_events_for(25) * 3)
     (tmp_path / "rules").mkdir()
     rules = _many_rules(tmp_path / "rules", 25)
+    taken, take = [], Engine.take
+    monkeypatch.setattr(Engine, "take", lambda self, found: taken.append(len(found)) or take(self, found))
     tables = []
     for workers in ("0", "2"):
         table = tmp_path / f"rules-{workers}.ndjson"
@@ -230,6 +232,7 @@ def test_worker_processes_count_as_one_process_does(tmp_path, monkeypatch):
         assert result.returncode == 0, result.stderr
         tables.append(table.read_text())
     assert tables[0] == tables[1] and len(tables[0].splitlines()) == 25
+    assert sum(taken) == 3 * 25 * 26 // 2  # every Detection was a worker's, taken by the parent
     assert json.loads(tables[0].splitlines()[0])["detections"] == 75
 
 
