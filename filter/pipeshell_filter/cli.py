@@ -902,10 +902,10 @@ def _rule_stats_at_exit(path: Optional[str], engine: Engine):
 def write_rule_stats(path: str, engine: Engine) -> None:
     """One JSON line per rule or correlation that matched or alerted, replaced at once (``write_atomic``):
     a reader never finds half a table.  A failure is one line on stderr; the run's status stays."""
-    data = "".join(ujson.dumps(rule_count(*row, whole=True), ensure_ascii=False, escape_forward_slashes=False)
-                   + "\n" for row in engine.rule_counts())
+    data = "".join(ujson.dumps(rule_count(*row, whole=True), escape_forward_slashes=False) + "\n"
+                   for row in engine.rule_counts())  # ASCII: a title's lone surrogate is escaped, never an error
     try:
-        write_atomic(path, data.encode("utf-8", "backslashreplace"))
+        write_atomic(path, data.encode("ascii"))
     except OSError as error:
         try:
             sys.stderr.write(f"pipeshell-filter: --rule-stats {path}: cannot write it: {error.strerror or error}\n")
