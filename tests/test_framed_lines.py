@@ -40,6 +40,13 @@ def frame_all(lines, framing_name, seconds=100.0) -> bytes:
     (b'[1.5e3, {"a":1}]', b'{"a":1}', 1_500 * NS),
     (b'[-1, {"a":1}]', b'{"a":1}', None),  # a time Fluent Bit cannot have written: the record's own or none
     (b'[1e400, {"a":1}]', b'{"a":1}', None),
+    # a TIME whose exact value is out of Decimal's default range (Overflow), or whose integer has a million
+    # digits (21 s of CPU to make for one line of 20 bytes): none, at once
+    (b'[1e999999, {"a":1}]', b'{"a":1}', None),
+    (b'[-1e99999999999, {"a":1}]', b'{"a":1}', None),
+    (b'[1e999990, {"a":1}]', b'{"a":1}', None),
+    (b'[1e-999999, {"a":1}]', b'{"a":1}', 0),
+    (b'[-0.0, {"a":1}]', b'{"a":1}', 0),
 ])
 def test_a_frame_is_read_as_its_record_at_its_time(line, record, seconds):
     text, event = load_framed(line)

@@ -20,7 +20,7 @@ line it cannot read.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from itertools import repeat
 from operator import add, itemgetter
 from typing import Optional
@@ -221,12 +221,20 @@ def frame_of(text: bytes, at: int, value) -> Optional[Frame]:
 
 
 def _seconds_ns(number: bytes) -> Optional[int]:
-    """Seconds, as the frame's text writes them, in ns (exactly: a double loses the nanoseconds)."""
+    """Seconds, as the frame's text writes them, in ns (exactly: a double loses the nanoseconds).  A number
+    of more digits before its point than any time in range is none before it is scaled: ``1e999999`` is
+    beyond Decimal's range, and ``1e999990``'s integer took 21 s to make."""
     try:
-        ns = int(Decimal(number.decode("ascii")).scaleb(9))
-    except (InvalidOperation, ValueError, OverflowError):
+        seconds = Decimal(number.decode("ascii"))
+        if seconds.adjusted() >= _SECONDS_DIGITS:
+            return None
+        ns = int(seconds.scaleb(9))
+    except (ArithmeticError, ValueError):  # decimal's signals are ArithmeticErrors
         return None
     return ns if in_range(ns) else None
+
+
+_SECONDS_DIGITS = len(str(END_NS // NS))  # the digits before the point of the last time in range
 
 
 def framed_shape(block: bytes, start: int, end: int) -> bool:
