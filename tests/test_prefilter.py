@@ -183,6 +183,16 @@ def test_suspects_are_the_lines_that_do_not_look_like_objects(engine):
     assert [block[s:e] for s, e in inner] == [lines[i] for i in (3, 4, 6, 7, 13, 14, 15, 16, 17)]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("line", [b'\xef\xbb\xbf{"a": 1}', b'\xef\xbb\xbf[1.5, {"a": 1}]', b'\xef\xbb\xbfwin: [1.5, {"a": 1}]'])
+def test_a_line_after_a_byte_order_mark_is_a_suspect_framed_or_not(engine, line):
+    """The full path strips the mark and says so: a tagged frame after one is not ruled out as if the mark
+    were its tag's first bytes (the summary's count of marks would differ with --no-prefilter)."""
+    block = b'{"b": 2}\n' + line + b"\n"
+    _, suspects = pf.Prefilter(NEEDLES, engine).scan(block, 0, len(block))
+    assert [block[s:e] for s, e in suspects] == [line]
+
+
 _FRAME_SHAPE = re.compile(rb'(?:[^\s"\[\]{}:]{1,512}: )?\[[ \t]*(?:\[[ \t]*)?-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?'
                           rb'[ \t]*,[ \t]*\{.*\}\]', re.S)
 

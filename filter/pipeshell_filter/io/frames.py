@@ -152,8 +152,9 @@ _TIME = re.compile(rb"\[[ \t]*(\[[ \t]*)?(" + _NUMBER + rb")[ \t]*,")
 # What the prefilter lets a framed line be ruled out by: it opens as a frame around a record (``[TIME, {``,
 # ``[[TIME, {``, with a tag or not) and ends ``}]``.  Such a line holding none of the needles cannot match
 # (its record is in it, byte for byte); one that is not a frame after all goes on as a ``{...}`` line with a
-# syntax error does, undiagnosed (README, "Bad input").
-_SHAPE = re.compile(rb"(?:" + _TAG + rb"|\[)[ \t]*(?:\[[ \t]*" + _NUMBER + rb"[ \t]*,[ \t]*\{|"
+# syntax error does, undiagnosed (README, "Bad input").  Not after a byte order mark, which the filter strips
+# from a line and says so: as the start of a tag it would rule the line out undiagnosed.
+_SHAPE = re.compile(rb"(?!\xef\xbb\xbf)(?:" + _TAG + rb"|\[)[ \t]*(?:\[[ \t]*" + _NUMBER + rb"[ \t]*,[ \t]*\{|"
                     + _NUMBER + rb"[ \t]*,[ \t]*\{)")
 
 
