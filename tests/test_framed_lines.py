@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from clitools import REPO, alerts, records, run_cli_here
 from eventgen import BASE, FRAME_GARBAGE, FRAMINGS, flat_event, framed
 from pipeshell_filter.io import frames as framing
-from pipeshell_filter.io.stream import load_framed
+from pipeshell_filter.io.stream import every_value, load_framed
 
 SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
 NS = 10 ** 9
@@ -175,3 +175,15 @@ def test_merged_inputs_of_frames_without_times_are_ordered_by_their_frames(tmp_p
     assert done.returncode == 0, done.stderr
     got = alerts(done.stdout)
     assert got and [a["@timestamp"] for a in got] == [a["@timestamp"] for a in plain]
+
+
+def test_a_framed_events_repeated_keys_keep_the_frames_time():
+    """EVTX's repeated Data names, read again keeping every value (an .evtx among the inputs), in a frame: the
+    event read again still has the frame's time where it has none of its own (it lost it: no time, no
+    correlation, an alert without @timestamp)."""
+    line = (b'win: [1767225600.5, {"Event":{"System":{"EventID":4732,"Computer":"h"},'
+            b'"EventData":{"Group":"Administrators","Group":"Users"}}}]')
+    text, event = load_framed(line)
+    merged = every_value(text, event)
+    assert merged["Event"]["EventData"]["Group"] == ["Administrators", "Users"]
+    assert merged.frame_time == 1767225600_500_000_000

@@ -364,7 +364,10 @@ def every_value(text: bytes, event: dict) -> dict:
         merged = json.loads(text, object_pairs_hook=_merged_members)
     except (ValueError, RecursionError):
         return event
-    return merged if isinstance(merged, dict) else event
+    if not isinstance(merged, dict):
+        return event
+    frame_time = getattr(event, "frame_time", None)  # a framed record's time goes with it (``frames.FramedEvent``)
+    return merged if frame_time is None else FramedEvent(merged, frame_time)
 
 
 _KEY_END = re.compile(rb'"[ \t\r\n]*:')  # the end of every key, and of a string holding ``":``
