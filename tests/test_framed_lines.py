@@ -187,3 +187,23 @@ def test_a_framed_events_repeated_keys_keep_the_frames_time():
     merged = every_value(text, event)
     assert merged["Event"]["EventData"]["Group"] == ["Administrators", "Users"]
     assert merged.frame_time == 1767225600_500_000_000
+
+
+_JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                            | st.text(alphabet=st.sampled_from('ab"\\{}[],: \t'), max_size=6),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                                        max_size=3), max_leaves=12)
+
+
+@given(_JSON_VALUES, st.sampled_from(["", " ", "\t \r\n", " " * 3000]), st.sampled_from([",", "]", "}", " ,", ""]))
+def test_value_end_finds_where_any_json_value_ends(value, blanks, after):
+    """``frames.value_end`` (where a frame's metadata ends, and ``stream._without_member``), on any value
+    spelled with any blanks before it and between its tokens."""
+    spelled = json.dumps(value, separators=(blanks + "," + blanks, ":" + blanks)).encode()
+    text = b"[" + blanks.encode() + spelled + after.encode()
+    assert framing.value_end(text, 1) == 1 + len(blanks) + len(spelled)
+
+
+def test_a_frames_metadata_of_many_blanks_is_read():
+    line = b'[[1.5, {"m":1' + b" " * 100_000 + b'}], {"a":1}]'
+    assert load_framed(line) == (b'{"a":1}', {"a": 1})

@@ -255,26 +255,28 @@ def string_end(text: bytes, at: int) -> int:
 
 
 def value_end(text: bytes, at: int) -> int:
-    """The index after the JSON value at or after ``at`` (blanks first), in a text the JSON parser took."""
-    while text[at] in _BLANK:
-        at += 1
+    """The index after the JSON value at or after ``at`` (blanks first), in a text the JSON parser took.
+    From one bracket, brace or quote to the next by a regular expression: a byte at a time, a frame's
+    metadata of 10 MB of blanks took 1.6 s (``frame_of``)."""
+    at = _BLANKS.match(text, at).end()
     first = text[at:at + 1]
     if first == b'"':
         return string_end(text, at)
     if first not in (b"{", b"["):
-        while at < len(text) and text[at:at + 1] not in (b",", b"}", b"]") and text[at] not in _BLANK:
-            at += 1
-        return at
+        return _SCALAR_END.search(text, at).start()
     depth = 0
     while True:
-        char = text[at:at + 1]
-        if char == b'"':
+        at = _STRUCTURE.search(text, at).start()
+        char = text[at]
+        if char == 0x22:  # '"'
             at = string_end(text, at)
             continue
-        if char in (b"{", b"["):
-            depth += 1
-        elif char in (b"}", b"]"):
-            depth -= 1
-            if depth == 0:
-                return at + 1
+        depth += 1 if char in b"{[" else -1
         at += 1
+        if depth == 0:
+            return at
+
+
+_BLANKS = re.compile(rb"[ \t\r\n]*")
+_SCALAR_END = re.compile(rb"[,}\] \t\r\n]|\Z")
+_STRUCTURE = re.compile(rb'["{}\[\]]')
