@@ -207,3 +207,19 @@ def test_value_end_finds_where_any_json_value_ends(value, blanks, after):
 def test_a_frames_metadata_of_many_blanks_is_read():
     line = b'[[1.5, {"m":1' + b" " * 100_000 + b'}], {"a":1}]'
     assert load_framed(line) == (b'{"a":1}', {"a": 1})
+
+
+@pytest.mark.parametrize("mode", [["--stage", "match"], ["--no-prefilter"], ["two inputs"]])
+def test_a_frame_time_beyond_decimals_range_goes_on_in_every_mode(mode, tmp_path):
+    """``[1e999999, {...}]`` crashed a match stage (its heartbeats sample lines), a merge of inputs (their
+    frames' times order them) and any line read in full."""
+    data = b'[1e999999, {"a":1}]\n' + framed(b'{"a":2}', 1, "plain") + b"\n"
+    if mode == ["two inputs"]:
+        paths = [tmp_path / "one.log", tmp_path / "two.log"]
+        for path in paths:
+            path.write_bytes(data)
+        done = run_cli_here(["--emit", "all", "--input", str(paths[0]), "--input", str(paths[1])])
+    else:
+        done = run_cli_here(mode + ["--emit", "all"], data)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+    assert done.stdout.count(b'{"a":1}') == (2 if mode == ["two inputs"] else 1)
