@@ -184,7 +184,8 @@ def test_suspects_are_the_lines_that_do_not_look_like_objects(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("line", [b'\xef\xbb\xbf{"a": 1}', b'\xef\xbb\xbf[1.5, {"a": 1}]', b'\xef\xbb\xbfwin: [1.5, {"a": 1}]'])
+@pytest.mark.parametrize("line", [b'\xef\xbb\xbf{"a": 1}', b'\xef\xbb\xbf[1.5, {"a": 1}]',
+                                  b'\xef\xbb\xbfwin: [1.5, {"a": 1}]'])
 def test_a_line_after_a_byte_order_mark_is_a_suspect_framed_or_not(engine, line):
     """The full path strips the mark and says so: a tagged frame after one is not ruled out as if the mark
     were its tag's first bytes (the summary's count of marks would differ with --no-prefilter)."""
