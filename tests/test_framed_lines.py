@@ -223,3 +223,16 @@ def test_a_frame_time_beyond_decimals_range_goes_on_in_every_mode(mode, tmp_path
         done = run_cli_here(mode + ["--emit", "all"], data)
     assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
     assert done.stdout.count(b'{"a":1}') == (2 if mode == ["two inputs"] else 1)
+
+
+@pytest.mark.parametrize("framing_name", FRAMINGS)
+def test_a_framed_collector_record_is_unwrapped_by_line_field(framing_name):
+    """Fluent Bit's file output archiving ``tail`` without a parser writes ``TAG: [TIME, {"log": "<line>"}]``:
+    ``--line-field log`` read nothing of it (every line left as it was, no alert), as a plain ``{"log": ...}``
+    record alerts."""
+    wrapped = [json.dumps({"log": line.decode()}).encode() for line in sample_lines()]
+    plain = run_cli_here(["--line-field", "log"], b"\n".join(wrapped) + b"\n")
+    archive = run_cli_here(["--line-field", "log"], frame_all(wrapped, framing_name))
+    assert plain.returncode == archive.returncode == 0, archive.stderr
+    assert len(alerts(plain.stdout)) == 1 and alerts(archive.stdout) == alerts(plain.stdout)
+    assert archive.stderr.splitlines()[-1] == plain.stderr.splitlines()[-1]

@@ -605,13 +605,14 @@ def _newlines(block: bytes, start: int, end: int) -> int:
 
 def unwrap_line(line: bytes, field: str) -> bytes:
     """The line a collector forwarded raw, as a JSON object holding it as text in ``field``
-    (``--line-field``).  A line that is not such an object (or whose text holds a newline, which a
-    line cannot) stays as it is."""
+    (``--line-field``), maybe in a Fluent Bit frame (its file output's archive of ``tail``: ``TAG: [TIME,
+    {"log": "<line>"}]``; the line is then read at its own time, the frame's is not kept).  A line that is
+    not such an object (or whose text holds a newline, which a line cannot) stays as it is."""
     try:
-        record = load_event(line)
+        record = load_event(line) if opening(line) is None else load_framed(line)[1]
     except (ValueError, OverflowError):
         return line
-    text = record.get(field) if type(record) is dict else None
+    text = record.get(field) if isinstance(record, dict) else None  # a FramedEvent is one
     return text.encode("utf-8", "surrogatepass") if type(text) is str and "\n" not in text else line
 
 
