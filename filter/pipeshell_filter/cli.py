@@ -435,7 +435,10 @@ def run(
     rule_stats: Optional[str] = typer.Option(None, "--rule-stats", metavar="FILE", help="At exit (end of input, "
                                              "SIGTERM, Ctrl-C), write to FILE one JSON line per rule or correlation "
                                              "that matched or alerted in this run: id, title, level, type, path, "
-                                             "detections, alerts; the most alerts first."),
+                                             "detections, alerts; the most alerts first.  Then each rule that "
+                                             "was routed events but never matched; a rule routed events also "
+                                             "has routed (how many) and fields_never_seen (fields its condition "
+                                             "needs that no sampled event routed to it carried)."),
 ) -> None:
     """Filter NDJSON events from stdin (or --input) to stdout."""
     if ctx.invoked_subcommand is not None:
@@ -485,6 +488,11 @@ def run(
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
                     max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts,
                     alert_fields=alert_fields.value)
+    if rule_stats is not None and stage is not Stage.correlate:
+        # which fields each route's events carry: every event is routed, so none is ruled out unread
+        # (the rule index still picks the rules each line is tried on)
+        engine.watch_fields()
+        prefilter = None
     diagnostics = Diagnostics()
     if sys.stdout is None:  # started with stdout closed (``>&-``)
         raise UsageProblem("standard output is closed")
@@ -899,11 +907,27 @@ def _rule_stats_at_exit(path: Optional[str], engine: Engine):
             write_rule_stats(path, engine)
 
 
+def rule_stats_records(engine: Engine) -> list:
+    """The ``--rule-stats`` lines: each rule or correlation that matched or alerted (the most alerts
+    first), then each rule routed events that never matched (the most events first), a rule routed
+    events with ``routed`` and ``fields_never_seen`` (``Engine.rule_coverage``)."""
+    coverage = engine.rule_coverage()
+    records = [rule_count(*row, whole=True) for row in engine.rule_counts()]
+    listed = {record["id"] for record in records}
+    blind = sorted((rule for rule in coverage if rule not in listed), key=lambda rule: (-coverage[rule][0], rule))
+    records += [rule_count(engine.meta[rule], 0, 0, whole=True) for rule in blind]
+    for record in records:
+        found = coverage.get(record["id"])
+        if found is not None:
+            record["routed"], record["fields_never_seen"] = found
+    return records
+
+
 def write_rule_stats(path: str, engine: Engine) -> None:
     """One JSON line per rule or correlation that matched or alerted, replaced at once (``write_atomic``):
     a reader never finds half a table.  A failure is one line on stderr; the run's status stays."""
-    data = "".join(ujson.dumps(rule_count(*row, whole=True), escape_forward_slashes=False) + "\n"
-                   for row in engine.rule_counts())  # ASCII: a title's lone surrogate is escaped, never an error
+    data = "".join(ujson.dumps(record, escape_forward_slashes=False) + "\n"
+                   for record in rule_stats_records(engine))  # ASCII: a title's lone surrogate is escaped
     try:
         write_atomic(path, data.encode("ascii"))
     except OSError as error:

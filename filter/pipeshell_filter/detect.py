@@ -395,9 +395,15 @@ class Detector:
         self._route_fields = {}
         self._tests = [plan.matters for plan in self.plans]
 
+    # ``--rule-stats``: which fields of its rules each route's events carry (``coverage.Coverage``)
+    coverage = None
     MAX_ROUTES = 4096  # distinct (log source, EventID) answers remembered; hostile input may invent more
 
-    def _route(self, view) -> tuple:
+    def _route(self, view) -> frozenset:
+        return self._routing(view)[1]
+
+    def _routing(self, view) -> tuple:
+        """``(routing key, positions of the rules routed)``; the key is None when too big to keep."""
         # Keyed by what the facts are made of, as the event has them: the facts themselves
         # (EventFacts, its casefolded key) are built only for an answer not worked out yet.
         # Most events have a text channel and a number or a text EventID: those two values,
@@ -414,18 +420,20 @@ class Detector:
             key = (tag, channel[0] if channel else None, event_id[0] if event_id else None,
                    view.folded("EventID"))
         found = self._routes.get(key)
-        if found is None:
-            facts, event_ids = event_facts(view), view.folded("EventID")
-            if len(self._routes) >= self.MAX_ROUTES:
-                self._routes.clear()
-            found = frozenset(
-                i for i, plan in enumerate(self.plans)
-                if (plan.logsource is None or plan.logsource.applies(facts, self.unknown_logsource))
-                and (self._wanted_ids[i] is None or not self._wanted_ids[i].isdisjoint(event_ids)))
-            if sum(map(len, event_ids)) <= 64 and len(key[1] or "") <= 256 and \
-                    (tag.__class__ is not tuple or sum(len(fact) for fact in tag if fact.__class__ is str) <= 256):
-                self._routes[key] = found  # not a hostile megabyte to remember
-        return found
+        if found is not None:
+            return key, found
+        facts, event_ids = event_facts(view), view.folded("EventID")
+        if len(self._routes) >= self.MAX_ROUTES:
+            self._routes.clear()
+        found = frozenset(
+            i for i, plan in enumerate(self.plans)
+            if (plan.logsource is None or plan.logsource.applies(facts, self.unknown_logsource))
+            and (self._wanted_ids[i] is None or not self._wanted_ids[i].isdisjoint(event_ids)))
+        if sum(map(len, event_ids)) <= 64 and len(key[1] or "") <= 256 and \
+                (tag.__class__ is not tuple or sum(len(fact) for fact in tag if fact.__class__ is str) <= 256):
+            self._routes[key] = found  # not a hostile megabyte to remember
+            return key, found
+        return None, found
 
     def fields_expected(self, view) -> frozenset:
         """The fields read by the rules routed to this event that were written for its kind of
@@ -459,7 +467,11 @@ class Detector:
         function from the rules routed to this event to those of them to try."""
         found = []
         time = host = MISSING
-        routed = self._route(view)
+        if self.coverage is None:
+            routed = self._route(view)
+        else:
+            key, routed = self._routing(view)
+            self.coverage.see(view, key, routed, text)
         if callable(only):
             only = only(routed)
         chosen = routed if only is None else routed & only

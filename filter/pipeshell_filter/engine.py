@@ -19,6 +19,7 @@ import attrs
 
 from .correlate import DEFAULT_AGENT_IDLE, DEFAULT_MAX_SKEW, Correlation, Hit
 from .correlate.state import MAX_ALERTED, describe, identity, matched_by
+from .coverage import Coverage
 from .detect import SHOWN_KEYS, Detection, Detector, Heartbeat, WireError
 from .events.fields import FieldResolver
 from .events.timeparse import format_time
@@ -238,6 +239,19 @@ class Engine:
                 if rule in self.meta]
         rows.sort(key=lambda row: (-row[2], -row[1], row[0].id))
         return rows
+
+    def watch_fields(self) -> None:
+        """Learn, per route, which fields its rules need its events carry (``coverage``; ``--rule-stats``)."""
+        self.detector.coverage = Coverage(self.detector.plans)
+
+    def rule_coverage(self) -> dict:
+        """Rule id -> ``(events routed to it, fields it needs never seen in them)``, for the rules routed
+        an event in this run (``watch_fields``); empty when not watched."""
+        coverage = self.detector.coverage
+        if coverage is None:
+            return {}
+        plans = self.detector.plans
+        return {plans[position].rule.id: found for position, found in coverage.by_rule().items()}
 
     def event_time(self, event: dict, carried: bool = False) -> Optional[int]:
         """The event's own time in ns (None when it has none we can parse); ``carried``: the event was read

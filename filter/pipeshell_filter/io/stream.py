@@ -1646,7 +1646,21 @@ class Filter:
         outcome of a line that matched is the line enriched (None under ``--emit alerts``), its
         Detections as tuples and what the parent says of it (``_event_data_map_problem``); that alone
         (a str) for a line that matched nothing; True or False, for a line the parent parses itself
-        (as a candidate or not), one to be diagnosed: diagnostics come from one process, in order."""
+        (as a candidate or not), one to be diagnosed: diagnostics come from one process, in order.
+        Returned with what the block's events told ``--rule-stats`` of their fields
+        (``Coverage.end_block``; None without it)."""
+        marked = []
+        coverage = self.engine.detector.coverage
+        if coverage is not None:
+            coverage.begin_block()
+            try:
+                marked = self._detected(block, end, candidates, suspects)
+            finally:
+                observed = coverage.end_block()
+            return marked, observed
+        return self._detected(block, end, candidates, suspects), None
+
+    def _detected(self, block: bytes, end: int, candidates: Optional[list], suspects: list) -> list:
         marked = []
         if candidates is None:
             position = 0
@@ -1688,9 +1702,12 @@ class Filter:
         return (enrich_line(line, event, sigma) if self.emit != "alerts" else None,
                 [(d.rule, d.time, d.source, d.terms, d.fields, d.event) for d in detections], problem)
 
-    def _take_detected(self, block: Optional[bytes], lines: int, marked: list) -> None:
+    def _take_detected(self, block: Optional[bytes], lines: int, result: tuple) -> None:
         """A detecting worker's result for one block: its lines in order, the marked ones as
         ``detected`` says.  ``block`` may be None when it is not needed (``_needs_block``)."""
+        marked, observed = result
+        if observed is not None:  # before the lines the parent reads itself, which come after them
+            self.engine.detector.coverage.merge(observed)
         first, position = self.lines, 0
         for index, start, stop, outcome in marked:
             if outcome.__class__ is str:  # matched nothing, but is said something of: passed on with the rest
@@ -1720,8 +1737,8 @@ class Filter:
             self.output.write(memoryview(block)[position:])
         self.lines = first + lines
 
-    def _needs_block(self, marked: list) -> bool:
-        return self.emit == "all" or any(outcome.__class__ is bool for *_, outcome in marked)
+    def _needs_block(self, result: tuple) -> bool:
+        return self.emit == "all" or any(outcome.__class__ is bool for *_, outcome in result[0])
 
     def _take_block(self, fd: int, kind: int, offset: int, found: list) -> bool:
         """A worker's record of one block (``parallel``): what the parent does with the block; False

@@ -366,6 +366,35 @@ class Plan:
         found.discard("")
         return frozenset(found)
 
+    @property
+    def guarded_by_event_id(self) -> bool:
+        """Whether a selection wants some EventIDs (``fields_read_by`` then depends on the event's)."""
+        return any(s.guard is not None and s.guard[0] == "EventID" for s in self.selections)
+
+    def fields_needed_by(self, event_ids: frozenset) -> frozenset:
+        """The fields of ``fields_read_by`` that an event must carry for the condition to hold as
+        written: those of the selections it names outside a ``not`` (a filter that excludes needs
+        nothing of the event), less those a matcher holds without (``|exists: false``, a null value,
+        ``|neq``).  A collector that never delivers one leaves that part of the rule blind (``--rule-stats``)."""
+        positive = self._compiled.get("positive")
+        if positive is None:
+            positive = self._compiled["positive"] = _positive_references(self.expression)
+        found = set()
+        for selection in self.selections:
+            guard = selection.guard
+            if selection.name not in positive or \
+                    guard is not None and guard[0] == "EventID" and guard[1].isdisjoint(event_ids):
+                continue
+            for group in selection.alternatives:
+                for matcher in group:
+                    if getattr(matcher, "exists", None) is False or getattr(matcher, "accepts_null", False) or \
+                            getattr(matcher, "neq", False):
+                        continue
+                    found.add(getattr(matcher, "field", ""))
+                    found.update(t.needle for t in matcher.tests if isinstance(matcher, FieldRefMatcher))
+        found.discard("")
+        return frozenset(found)
+
     def fields_of(self, names) -> tuple:
         """The event fields the selections ``names`` read (a ``|fieldref``'s other field too), in the
         rule's order, once each: what an alert shows of an event that met them (``detect.Detector``)."""
@@ -387,6 +416,15 @@ class Plan:
         filter`` alone, a regex, ``|exists``, a null value, only numbers)."""
         found = literals.cover(literals.of_plan(self, usable))
         return None if found is None else sorted(found)
+
+def _positive_references(node: Node, positive: bool = True) -> set:
+    """The selection names an expanded condition refers to under an even number of ``not``."""
+    if isinstance(node, Ref):
+        return {node.name} if positive else set()
+    if isinstance(node, Not):
+        return _positive_references(node.operand, not positive)
+    return set().union(*(_positive_references(o, positive) for o in node.operands))
+
 
 def compile_plan(rule: Rule, join: Optional[str] = None, placeholders: Optional[dict] = None) -> Plan:
     """Rule -> Plan.  ``join`` defaults to window for the built-in rule, event otherwise.
