@@ -160,12 +160,17 @@ def test_the_stages_stats_records_count_what_each_did(tmp_path):
     assert stats["rules_total"] == 1
 
 
-def test_no_rule_matched_is_an_empty_file_and_an_empty_list(tmp_path):
+def test_no_rule_matched_is_an_empty_list_and_a_file_of_the_rules_routed(tmp_path):
+    """Nothing matched: the stats record lists nothing; the file, the rules routed the event, with
+    nothing counted (a rule routed nothing, nothing at all)."""
     table = tmp_path / "rules.ndjson"
     table.write_text("left from the last run\n")
     result = run_cli(["--rule-stats", str(table), "--stats-interval", "3600"],
                      ndjson([flat_event(0, "h", "benign")]))
     assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    assert rows and all((row["detections"], row["alerts"], row["routed"]) == (0, 0, 1) for row in rows)
+    assert run_cli(["--rule-stats", str(table)], b"").returncode == 0
     assert table.read_text() == ""
     stats = stats_records(result.stdout)[-1]["pipeshell"]
     assert (stats["rules"], stats["rules_total"]) == ([], 0)
