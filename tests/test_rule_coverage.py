@@ -86,7 +86,8 @@ def _rule_text(number: int, selections: tuple, condition: str) -> str:
         body += f"  s{position}:\n" + (f"    EventID: {event_id}\n" if event_id is not None else "")
         body += {"value": f"    {field}|contains: 'x'\n", "absent": f"    {field}|exists: false\n",
                  "null": f"    {field}: null\n"}[how]
-    return f"title: r{number}\nid: r{number}\nlogsource: {{product: windows}}\ndetection:\n{body}  condition: {condition}\n"
+    return (f"title: r{number}\nid: r{number}\nlogsource: {{product: windows}}\ndetection:\n{body}"
+            f"  condition: {condition}\n")
 
 
 def _positive(condition: str) -> set:
