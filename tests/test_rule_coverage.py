@@ -41,7 +41,7 @@ def test_a_winlogbeat_module_stream_names_hashes_never_seen(tmp_path):
     sysmon_1 = json.dumps(CASES[0][2]).encode() + b"\n"
     table = tmp_path / "rules.ndjson"
     result = run_cli(["--rule", str(tmp_path / "hashes.yml"), "--rule", str(tmp_path / "image.yml"),
-                      "--rule", str(tmp_path / "dns.yml"), "--rule-stats", str(table), "--quiet"], sysmon_1 * 3)
+                      "--rule", str(tmp_path / "dns.yml"), "--rule-stats", str(table), "--field-coverage", "--quiet"], sysmon_1 * 3)
     assert result.returncode == 0, result.stderr
     rows = _table(table)
     assert list(rows) == ["image", "hashes"]  # matched first; routed and blind after; never routed: absent
@@ -66,7 +66,7 @@ def test_a_field_needed_only_for_other_eventids_is_not_blind(tmp_path):
     table = tmp_path / "rules.ndjson"
     for lines, never in ((events[:1], []), (events, ["Payload"])):
         data = b"".join(json.dumps(event).encode() + b"\n" for event in lines)
-        assert run_cli(["--rule", str(rule), "--rule-stats", str(table)], data).returncode == 0
+        assert run_cli(["--rule", str(rule), "--rule-stats", str(table), "--field-coverage"], data).returncode == 0
         assert (_table(table)["ps"]["routed"], _table(table)["ps"]["fields_never_seen"]) == (len(lines), never)
 
 
@@ -189,9 +189,21 @@ def test_past_the_first_events_a_route_is_sampled_and_workers_sample_as_one_proc
     for workers in ("0", "2"):
         table = tmp_path / f"rules-{workers}.ndjson"
         result = run_cli_here(["--rule", str(rule), "--input", str(path), "--workers", workers,
-                               "--rule-stats", str(table), "--quiet"])
+                               "--rule-stats", str(table), "--field-coverage", "--quiet"])
         assert result.returncode == 0, result.stderr
         tables.append(table.read_text())
     assert tables[0] == tables[1] and len(merged) >= 4  # the workers' blocks, each merged
     row = json.loads(tables[0])
     assert (row["routed"], row["fields_never_seen"]) == (600, ["Early", "Unsampled"])
+
+
+def test_field_coverage_needs_rule_stats_and_events(tmp_path):
+    """``--field-coverage`` parses every line (slow with few rules), so it is its own option: without
+    ``--rule-stats`` it would learn for no one, and a correlate stage reads no events."""
+    alone = run_cli(["--field-coverage"], b"")
+    assert alone.returncode == 2 and alone.stderr.decode() == (
+        "pipeshell-filter: error: --field-coverage needs --rule-stats and --stage all or --stage match "
+        "(a correlate stage reads no events): here it would do nothing\n")
+    correlate = run_cli(["--stage", "correlate", "--rule-stats", str(tmp_path / "t"), "--field-coverage"], b"")
+    assert correlate.returncode == 2 and correlate.stderr.count(b"\n") == 1 and b"--field-coverage needs" in \
+        correlate.stderr

@@ -161,12 +161,14 @@ def test_the_stages_stats_records_count_what_each_did(tmp_path):
 
 
 def test_no_rule_matched_is_an_empty_list_and_a_file_of_the_rules_routed(tmp_path):
-    """Nothing matched: the stats record lists nothing; the file, the rules routed the event, with
-    nothing counted (a rule routed nothing, nothing at all)."""
+    """Nothing matched: the stats record lists nothing, nor does the file; with ``--field-coverage``, the
+    file lists the rules routed the event, with nothing counted (a rule routed nothing, nothing at all)."""
     table = tmp_path / "rules.ndjson"
     table.write_text("left from the last run\n")
-    result = run_cli(["--rule-stats", str(table), "--stats-interval", "3600"],
-                     ndjson([flat_event(0, "h", "benign")]))
+    events = ndjson([flat_event(0, "h", "benign")])
+    assert run_cli(["--rule-stats", str(table)], events).returncode == 0
+    assert table.read_text() == ""
+    result = run_cli(["--rule-stats", str(table), "--field-coverage", "--stats-interval", "3600"], events)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in table.read_text().splitlines()]
     assert rows and all((row["detections"], row["alerts"], row["routed"]) == (0, 0, 1) for row in rows)
