@@ -207,3 +207,27 @@ def test_field_coverage_needs_rule_stats_and_events(tmp_path):
     correlate = run_cli(["--stage", "correlate", "--rule-stats", str(tmp_path / "t"), "--field-coverage"], b"")
     assert correlate.returncode == 2 and correlate.stderr.count(b"\n") == 1 and b"--field-coverage needs" in \
         correlate.stderr
+
+
+def test_a_worker_keeps_an_event_the_crc_samples_among_its_own_first_events(tmp_path, monkeypatch):
+    """The 301st event of a route, sampled by its CRC, is seen by one process; with --workers 2 it is
+    among its worker's own first 256 events, and the worker must still report it as sampled (it was
+    reported as one of the worker's first events only, which the parent dropped: 'Sampled' never seen)."""
+    monkeypatch.setattr(stream, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(parallel, "CHUNK", 8192)
+    lines = [_with_crc(n, {}, False) for n in range(600)]
+    lines[300] = _with_crc(300, {"Sampled": "x"}, True)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"".join(lines))
+    rule = tmp_path / "rule.yml"
+    rule.write_text("title: R\nid: r\n" + PROCESS_CREATION + "detection:\n  selection:\n"
+                    "    - Image|endswith: '\\b.exe'\n    - Sampled: y\n  condition: selection\n")
+    tables = []
+    for workers in ("0", "2"):
+        table = tmp_path / f"rules-{workers}.ndjson"
+        result = run_cli_here(["--rule", str(rule), "--input", str(path), "--workers", workers,
+                               "--rule-stats", str(table), "--field-coverage", "--quiet"])
+        assert result.returncode == 0, result.stderr
+        tables.append(table.read_text())
+    assert tables[0] == tables[1]
+    assert json.loads(tables[0])["fields_never_seen"] == []

@@ -89,9 +89,13 @@ class Coverage:
             noted[1] = ordinal + 1
         if not route.unseen:
             return
-        sampled = count >= FIRST and (count % EVERY == 0 if text is None else crc32(text) % EVERY == 0)
-        if count >= FIRST and not sampled:
-            return
+        if count >= FIRST:
+            sampled = count % EVERY == 0 if text is None else crc32(text) % EVERY == 0
+            if not sampled:
+                return
+        else:  # a worker's count is its own: an event among its first may be past the file's first
+            # FIRST, where one process takes it by its CRC only, which the parent must be told
+            sampled = block is not None and text is not None and crc32(text) % EVERY == 0
         get = view.get
         found = tuple(field for field in route.unseen if get(field) is not MISSING)
         if not found:
