@@ -231,3 +231,29 @@ def test_a_worker_keeps_an_event_the_crc_samples_among_its_own_first_events(tmp_
         tables.append(table.read_text())
     assert tables[0] == tables[1]
     assert json.loads(tables[0])["fields_never_seen"] == []
+
+
+def test_a_line_the_parent_reads_itself_keeps_its_place_among_the_workers_events(tmp_path, monkeypatch):
+    """A Fluent Bit frame among plain lines is read by the parent, not the detecting worker: its event is
+    the route's 101st, seen by one process; with --workers 2 the parent counted the block's worker events
+    first, made it the 600th, left it out of the sample and called its field never seen."""
+    monkeypatch.setattr(stream, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(parallel, "CHUNK", 1 << 20)
+    lines = [_with_crc(n, {}, False) for n in range(600)]
+    framed = next(line for line in (b"[1700000000, " + _line(100, {"Framed": "x", "pad": "q" * pad})[:-1] + b"]\n"
+                                    for pad in range(10_000)) if not _sampled(line))
+    lines[100] = framed
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"".join(lines))
+    rule = tmp_path / "rule.yml"
+    rule.write_text("title: R\nid: r\n" + PROCESS_CREATION + "detection:\n  selection:\n"
+                    "    - Image|endswith: '\\b.exe'\n    - Framed: y\n  condition: selection\n")
+    tables = []
+    for workers in ("0", "2"):
+        table = tmp_path / f"rules-{workers}.ndjson"
+        result = run_cli_here(["--rule", str(rule), "--input", str(path), "--workers", workers,
+                               "--rule-stats", str(table), "--field-coverage", "--quiet"])
+        assert result.returncode == 0, result.stderr
+        tables.append(table.read_text())
+    assert tables[0] == tables[1]
+    assert (json.loads(tables[0])["routed"], json.loads(tables[0])["fields_never_seen"]) == (600, [])

@@ -18,6 +18,7 @@ carry only rarely after its first 256 may be missed.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from typing import Dict, Optional
 from zlib import crc32
@@ -47,8 +48,12 @@ class Coverage:
         self.routes: Dict[object, _Route] = {}
         self.unkeyed = Counter()  # routed rules -> events of a route too big to key, or past MAX_ROUTES
         self._needed = {}  # (rule position, EventIDs or None) -> Plan.fields_needed_by
-        self._block = None  # a detecting worker's block: routing key -> [route, events, finds]
+        self._block = None  # a detecting worker's block: routing key -> [route, its events' lines, finds]
         self._block_unkeyed = None
+        self.line = 0  # a detecting worker's line being read, counted from its block's first (``io.stream``)
+        # a worker's block merged: its events, (line, [key, routed, EventIDs, finds, events of the route
+        # counted in]) in the block's order, and their lines; those before ``_settled`` are counted in
+        self._pending, self._pending_lines, self._settled = [], [], 0
 
     def needed(self, position: int, event_ids) -> frozenset:
         """The fields rule ``position`` needs of an event with these EventIDs, worked out once."""
@@ -84,9 +89,9 @@ class Coverage:
         if block is not None:
             noted = block.get(key)
             if noted is None:
-                noted = block[key] = [route, 0, []]
-            ordinal = noted[1]
-            noted[1] = ordinal + 1
+                noted = block[key] = [route, [], []]
+            ordinal = len(noted[1])
+            noted[1].append(self.line)
         if not route.unseen:
             return
         if count >= FIRST:
@@ -113,36 +118,60 @@ class Coverage:
 
     def end_block(self) -> list:
         """What a worker saw in the block since ``begin_block``, for the parent's ``merge``: per route,
-        ``(key, routed, EventIDs, events, [(its position among them, fields found, sampled by CRC)])``."""
-        observed = [(key, route.routed, route.event_ids, events, finds)
-                    for key, (route, events, finds) in self._block.items()]
+        ``(key, routed, EventIDs, the block's lines of its events, [(its position among them, fields found,
+        sampled by CRC)])``."""
+        observed = [(key, route.routed, route.event_ids, lines, finds)
+                    for key, (route, lines, finds) in self._block.items()]
         observed += [(None, routed, None, events, []) for routed, events in self._block_unkeyed.items()]
         self._block = self._block_unkeyed = None
         return observed
 
     def merge(self, observed: list) -> None:
-        """A worker's ``end_block``, taken in the file's order: its finds in an event that is among
-        its route's first ``FIRST`` here, or sampled by its CRC, count; the others were a worker's
-        first events only."""
-        for key, routed, event_ids, events, finds in observed:
-            route = self.routes.get(key) if key is not None else None
+        """A worker's ``end_block``, taken in the file's order.  Its events are counted in by ``settle``: the
+        lines of the block the parent reads itself (a Fluent Bit frame, a line after a byte order mark) come
+        among them, and each event must have the place in its route that it has in one process."""
+        self.settle()
+        events = []
+        for key, routed, event_ids, lines, finds in observed:
+            if key is None:
+                self.unkeyed[routed] += lines  # counted only: where they come does not matter
+                continue
+            entry = [key, routed, event_ids, {ordinal: (found, sampled) for ordinal, found, sampled in finds}, 0]
+            events += [(line, entry) for line in lines]
+        events.sort(key=lambda event: event[0])  # one event a line
+        self._pending, self._pending_lines, self._settled = events, [line for line, _ in events], 0
+
+    def settle(self, line: Optional[int] = None) -> None:
+        """Count in the events of the merged block before its line ``line`` (None: all of them), one by one
+        in the block's order: the fields found in an event that is among its route's first ``FIRST`` here,
+        or sampled by its CRC, count; the others were a worker's first events only."""
+        pending, at = self._pending, self._settled
+        end = len(pending) if line is None else bisect_left(self._pending_lines, line, at)
+        for _, entry in pending[at:end]:
+            key, routed, event_ids, finds, ordinal = entry
+            entry[4] = ordinal + 1
+            route = self.routes.get(key)
             if route is None:
                 route = self._route(key, routed, event_ids)
                 if route is None:
-                    self.unkeyed[routed] += events
+                    self.unkeyed[routed] += 1
                     continue
-            before = route.count
-            route.count = before + events
-            for ordinal, found, sampled in finds:
-                if sampled or before + ordinal < FIRST:
-                    route.seen.update(found)
-            route.unseen = tuple(field for field in route.fields if field not in route.seen)
+            place = route.count
+            route.count = place + 1
+            finding = finds.get(ordinal)
+            if finding is not None and (finding[1] or place < FIRST):
+                route.seen.update(finding[0])
+                route.unseen = tuple(field for field in route.fields if field not in route.seen)
+        self._settled = end
+        if end == len(pending):
+            self._pending, self._pending_lines, self._settled = [], [], 0
 
     # ------------------------------------------------------------ the report
 
     def by_rule(self) -> dict:
         """Rule position -> ``(events routed to it, sorted fields it needs that no sampled event of a
         route where it needs them carried)``, for each rule routed at least one event."""
+        self.settle()
         routed, needed, seen = Counter(), {}, {}
         for route in self.routes.values():
             for position in route.routed:

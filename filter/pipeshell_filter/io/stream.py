@@ -1662,9 +1662,12 @@ class Filter:
 
     def _detected(self, block: bytes, end: int, candidates: Optional[list], suspects: list) -> list:
         marked = []
+        coverage = self.engine.detector.coverage  # told each line's place: the parent reads some lines itself
         if candidates is None:
             position = 0
             for index, line in enumerate(block[:end - 1].split(b"\n")):
+                if coverage is not None:
+                    coverage.line = index
                 outcome = self._match_here(line)
                 if outcome is not None:
                     marked.append((index, position, position + len(line), outcome))
@@ -1675,6 +1678,8 @@ class Filter:
                                              [(s, e, False) for s, e in suspects]):
             index += block.count(b"\n", position, start)
             position = start
+            if coverage is not None:
+                coverage.line = index
             outcome = self._match_here(block[start:stop]) if candidate else False
             if outcome is not None:
                 marked.append((index, start, stop, outcome))
@@ -1706,8 +1711,10 @@ class Filter:
         """A detecting worker's result for one block: its lines in order, the marked ones as
         ``detected`` says.  ``block`` may be None when it is not needed (``_needs_block``)."""
         marked, observed = result
-        if observed is not None:  # before the lines the parent reads itself, which come after them
-            self.engine.detector.coverage.merge(observed)
+        coverage = None
+        if observed is not None:  # its events counted in around the lines the parent reads itself
+            coverage = self.engine.detector.coverage
+            coverage.merge(observed)
         first, position = self.lines, 0
         for index, start, stop, outcome in marked:
             if outcome.__class__ is str:  # matched nothing, but is said something of: passed on with the rest
@@ -1718,6 +1725,8 @@ class Filter:
             self.lines = first + index + 1
             position = stop + 1
             if outcome.__class__ is bool:
+                if coverage is not None:
+                    coverage.settle(index)
                 self.process_line(block[start:stop], self.lines, outcome)
                 continue
             enriched, found, problem = outcome
@@ -1733,6 +1742,8 @@ class Filter:
             if enriched is not None:
                 self._write(enriched, None)
             self.write_alerts(result.alerts)
+        if coverage is not None:
+            coverage.settle()
         if self.emit == "all":
             self.output.write(memoryview(block)[position:])
         self.lines = first + lines
