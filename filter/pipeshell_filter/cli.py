@@ -44,7 +44,8 @@ from .sigma.collection import RuleSet, resolve
 from .sigma.placeholders import PlaceholderError, load_placeholders
 from .sigma.selection import Selection, SelectionError, parse_selection, select
 from .sigma.filters import apply_filters, check_filter
-from .sigma.rule import BUILTIN_RULE, CorrelationRule, FilterRule, RuleError, load_rule, load_rules, rule_files
+from .sigma.rule import (BUILTIN_RULE, CorrelationRule, FilterRule, RuleError, load_rule, load_rules, parse_duration,
+                         rule_files)
 
 
 class Emit(str, enum.Enum):
@@ -441,6 +442,11 @@ def run(
                                         "routed (how many) and fields_never_seen (fields its condition needs that "
                                         "no sampled event routed to it carried). Every line is then parsed: "
                                         "slower with a few rules (about 4x with the built-in rule)."),
+    suppress: Optional[str] = typer.Option(None, "--suppress", metavar="DURATION", help="One alert per rule (or "
+                                           "correlation) and host (or group) per DURATION of event time (seconds, "
+                                           "or 30s, 10m, 1h, 2d): the first goes out, the others in its period are "
+                                           "counted, and the key's next alert after it says how many "
+                                           "(sigma.suppressed). 0: off."),
 ) -> None:
     """Filter NDJSON events from stdin (or --input) to stdout."""
     if ctx.invoked_subcommand is not None:
@@ -457,6 +463,7 @@ def run(
     if agent is not None and not agent.strip():
         raise UsageProblem("--agent must not be empty")
     check_seconds(("--stats-interval", stats_interval), ("--state-interval", state_interval))
+    suppress_ns = read_duration("--suppress", suppress)
     if not 1 <= partitions <= 1024:  # checked when unused too: a typo is told at once, not when --nats is added
         raise UsageProblem("--partitions must be between 1 and 1024")
     if not 0 <= partition < 1024:
@@ -489,7 +496,7 @@ def run(
 
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
                     max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts,
-                    alert_fields=alert_fields.value)
+                    alert_fields=alert_fields.value, suppress_ns=suppress_ns)
     if field_coverage:
         # which fields each route's events carry: every event is routed, so none is ruled out unread
         # (the rule index still picks the rules each line is tried on)
@@ -620,6 +627,8 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
         "agent_idle": ("--stage correlate", stage is Stage.correlate),
         "agents": ("--stage correlate", stage is Stage.correlate),
         "early_alerts": ("--stage all or --stage correlate", stage is not Stage.match),
+        "suppress": ("--stage all or --stage correlate (alerts are made where correlation runs)",
+                     stage is not Stage.match),
         "max_record": (cut, wrapped),
         "emit": ("--stage all or --stage match (a correlate stage writes alerts only)", events[1]),
         "profile": events, "field_map": events, "time_field": events, "logsource_unknown": events, "logsource": events,
@@ -696,6 +705,24 @@ def check_seconds(*options: tuple) -> None:
     for name, value in options:
         if not 0 <= value <= MAX_SECONDS:
             raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
+
+
+def read_duration(name: str, text: Optional[str]) -> int:
+    """A duration option in nanoseconds (0 when absent): seconds, or Sigma's ``30s``, ``10m``, ``1h``,
+    ``2d`` as a rule's ``timeframe`` writes it, from 0 to ``MAX_SECONDS``."""
+    if text is None:
+        return 0
+    ns = parse_duration(text)
+    if ns is None:
+        try:
+            seconds = float(text) if text.strip().isascii() else float("nan")
+        except ValueError:
+            seconds = float("nan")
+        ns = int(seconds * NS) if 0 <= seconds <= MAX_SECONDS else None
+    if ns is None or ns > MAX_SECONDS * NS:
+        raise UsageProblem(f"{name} {text[:40]!r}: a duration in seconds, or as 30s, 10m, 1h, 2d, from 0 to "
+                           f"{MAX_SECONDS} seconds")
+    return ns
 
 
 def check_agents(agents: int) -> None:
@@ -887,6 +914,7 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
                           "matched": stats["matched"], "alerts": stats["alerts"],
                           "late": stats["late"], "late_dropped": stats["late_dropped"], "shed": stats["shed"],
                           "duplicates": engine.duplicates(), "held": engine.held(),
+                          "suppressed": stats["suppressed"],
                           "diagnostics": dict(sorted(diagnostics.counts.items())),
                           "skewed_sources": [{"source": str(source)[:256], "clock": how}
                                              for source, how in sorted(skewed.items(), key=str)[:100]],
@@ -979,6 +1007,11 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
     else:
         parts += [f"{lines} lines", f"{stats['matched']} matched"]
     parts.append(f"{stats['alerts']} alert{'' if stats['alerts'] == 1 else 's'}")
+    if engine.suppressor is not None:
+        parts.append(f"{stats['suppressed']} alert{'' if stats['suppressed'] == 1 else 's'} suppressed")
+        if engine.suppressor.forgotten:
+            parts.append(f"{engine.suppressor.forgotten} suppression period(s) forgotten at the cap of "
+                         f"{engine.suppressor.cap} keys")
     counts = sorted(diagnostics.counts.items())
     bad = [f"{count} {SKIPPED.get(kind, kind)}" for kind, count in counts if kind not in NOTICES]
     if bad:

@@ -18,7 +18,8 @@ from typing import List, Optional
 import attrs
 
 from .correlate import DEFAULT_AGENT_IDLE, DEFAULT_MAX_SKEW, Correlation, Hit
-from .correlate.state import MAX_ALERTED, describe, identity, matched_by
+from .correlate.state import MAX_ALERTED, StateError, describe, identity, matched_by
+from .correlate.suppress import SuppressError, Suppressor, correlation_key, single_key
 from .coverage import Coverage
 from .detect import SHOWN_KEYS, Detection, Detector, Heartbeat, WireError
 from .events.fields import FieldResolver
@@ -34,7 +35,18 @@ class Outcome:
     untimed: bool = False  # a detection for a correlation had no event time: left out of it
 
 
+SUPPRESSED = -1  # ``Engine._suppression``: the alert does not go out
+
+
+def _counted(alert: dict, suppressed: Optional[int]) -> dict:
+    """With ``--suppress``, an alert that goes out says how many of its key it stands for (``sigma.suppressed``)."""
+    if suppressed is not None:
+        alert["sigma"]["suppressed"] = suppressed
+    return alert
+
+
 class Engine:
+    suppressor = None  # ``--suppress``: one alert per rule and group per period of event time
     _alerted = None  # ``take_once``: identities of the recent single-event alerts' events, oldest first
     # ``explain --events`` (``explain.CorrelationTrace``): told of each event ``process`` matched (``matched``)
     # and of each of its detections once the correlate stage took it (``taken``); with ``--stage correlate``,
@@ -45,7 +57,7 @@ class Engine:
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
                  unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW,
                  agent_idle: float = DEFAULT_AGENT_IDLE, agents: int = 0, early: bool = False,
-                 alert_fields: str = "matched"):
+                 alert_fields: str = "matched", suppress_ns: int = 0):
         self.plans = {plan.rule.id: plan for plan in plans}
         # a rule set (``sigma.collection.RuleSet``) brings its correlation documents, and the rules
         # that feed them without ``generate`` and so do not alert on their own (``quiet``)
@@ -85,6 +97,8 @@ class Engine:
         # made (or, in a correlate stage, received) and the alerts written; only a match touches them
         self.rule_detections = Counter()
         self.rule_alerts = Counter()
+        if suppress_ns:
+            self.suppressor = Suppressor(suppress_ns, lateness_ns, max_skew_ns)
         # Detection -> the Detection the correlate stage would read of it after the wire, when a
         # mode rewrites it on the way (``io.stream``'s Fluent Bit modes): one process correlates the
         # same values as two, so that alerts and their ids are the same either way
@@ -213,9 +227,12 @@ class Engine:
         # a rule alerts on its own unless it is a correlation, or feeds one without ``generate``
         if plan.correlation is None and detection.rule not in self.quiet and \
                 (self._alerted is None or self._first_alert(detection)):
-            self.stats["alerts"] += 1
-            self.rule_alerts[detection.rule] += 1
-            alerts.append(detection_alert(plan, detection))
+            count = None if self.suppressor is None else \
+                self._suppression(single_key(detection.rule, detection.source), detection.time, (detection.source,))
+            if count != SUPPRESSED:
+                self.stats["alerts"] += 1
+                self.rule_alerts[detection.rule] += 1
+                alerts.append(_counted(detection_alert(plan, detection), count))
         if not self.correlation.wants(detection.rule):
             return alerts, False
         if detection.time is None:
@@ -225,10 +242,26 @@ class Engine:
 
     def _alerts(self, hits: List[Hit]) -> list:
         hits = [hit for hit in hits if hit.spec.id not in self.quiet]  # an inner correlation's, without generate
-        self.stats["alerts"] += len(hits)
-        for hit in hits:
-            self.rule_alerts[hit.spec.id] += 1
-        return [correlation_alert(self.meta[hit.spec.id], hit) for hit in hits]
+        counts = [None] * len(hits) if self.suppressor is None else \
+            [self._suppression(correlation_key(hit.spec.id, hit.group), hit.time,
+                               dict.fromkeys(c.detection.source for c in hit.contributions)) for hit in hits]
+        alerts = [_counted(correlation_alert(self.meta[hit.spec.id], hit), count)
+                  for hit, count in zip(hits, counts) if count != SUPPRESSED]
+        self.stats["alerts"] += len(alerts)
+        for hit, count in zip(hits, counts):
+            if count != SUPPRESSED:
+                self.rule_alerts[hit.spec.id] += 1
+        return alerts
+
+    def _suppression(self, key: tuple, time: Optional[int], hosts):
+        """``--suppress``: SUPPRESSED for an alert its key's open period takes (counted, never built);
+        else how many of its key were suppressed since the key's last one.  Every alert made is
+        judged, in the order alerts are made (``Suppressor.admit``)."""
+        count = self.suppressor.admit(key, time, hosts)
+        if count is None:
+            self.stats["suppressed"] += 1
+            return SUPPRESSED
+        return count
 
     def rule_counts(self) -> List[tuple]:
         """``(rule metadata, detections, alerts)`` of each rule or correlation that matched or alerted
@@ -264,7 +297,10 @@ class Engine:
 
     def live(self) -> List[str]:
         """The input is live: the wall clock bounds the agents' times and the restored watermarks
-        (``Correlation.live``); the titles of the correlations whose watermark was not believed."""
+        (``Correlation.live``), and the hosts' times that ``--suppress`` keeps; the titles of the
+        correlations whose watermark was not believed."""
+        if self.suppressor is not None:
+            self.suppressor.bound_by(self.correlation.wall)
         return self.correlation.live()
 
     def listen_by(self, clock) -> None:
@@ -319,6 +355,8 @@ class Engine:
         saved = {"correlations": self.correlation.snapshot(), "alerted": list(self._alerted or ())}
         if self.correlation.agents is not None:
             saved["agents"] = self.correlation.agents.saved()
+        if self.suppressor is not None:
+            saved["suppress"] = self.suppressor.saved()
         return saved
 
     def restore(self, saved: dict) -> List[str]:
@@ -329,6 +367,11 @@ class Engine:
             self.correlation.agents.restore(saved["agents"])
         if self._alerted is not None:
             self._alerted = dict.fromkeys(saved.get("alerted", ())[-MAX_ALERTED:])
+        if self.suppressor is not None and saved.get("suppress") is not None:  # a state of a run without it: none
+            try:
+                self.suppressor.restore(saved["suppress"])
+            except SuppressError as error:
+                raise StateError(str(error)) from None
         return messages
 
     def pause(self) -> list:
