@@ -98,10 +98,10 @@ class Suppressor:
 
     def _make_room(self, watermark) -> None:
         """Forget the periods the watermark passed with nothing suppressed, in one pass once as many
-        periods were opened since the last pass as are held (each costs a constant share of the
+        periods were opened since the last pass as it left (each costs a constant share of the
         passes); past the cap, the period opened longest ago."""
         self._opened += 1
-        if self._opened >= max(_SWEEP_AFTER, len(self.open)):
+        if self._opened >= max(_SWEEP_AFTER, len(self.open) // 2):
             self.open = {key: entry for key, entry in self.open.items() if self._current(key, watermark) is not None}
             self._opened = 0
         while len(self.open) >= self.cap:
