@@ -11,7 +11,7 @@ PACKAGE = os.path.join(REPO, "filter", "pipeshell_filter")
 LAYERS = [
     ("values", "yamlfile", "dirwalk", "startup"),
     ("sigma", "events"),  # the rule language; events as collectors write them (neither imports the other)
-    ("detect",),
+    ("detect", "coverage"),  # coverage: which fields the routed rules need that events carry (--field-coverage)
     ("correlate",),
     ("records",),
     ("engine",),
