@@ -467,10 +467,8 @@ class Detector:
         function from the rules routed to this event to those of them to try."""
         found = []
         time = host = MISSING
-        if self.coverage is None:
-            routed = self._route(view)
-        else:
-            key, routed = self._routing(view)
+        key, routed = self._routing(view)
+        if self.coverage is not None:
             self.coverage.see(view, key, routed, text)
         if callable(only):
             only = only(routed)
