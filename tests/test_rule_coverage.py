@@ -209,6 +209,24 @@ def test_field_coverage_needs_rule_stats_and_events(tmp_path):
         correlate.stderr
 
 
+def _tables_by_workers(tmp_path, lines: list, field: str) -> list:
+    """The ``--rule-stats --field-coverage`` files of a rule on process creations whose ``Image`` ends
+    ``\\b.exe``, or whose ``field`` is ``y``, over ``lines``, with ``--workers 0`` and ``2``."""
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"".join(lines))
+    rule = tmp_path / "rule.yml"
+    rule.write_text("title: R\nid: r\n" + PROCESS_CREATION + "detection:\n  selection:\n"
+                    f"    - Image|endswith: '\\b.exe'\n    - {field}: y\n  condition: selection\n")
+    tables = []
+    for workers in ("0", "2"):
+        table = tmp_path / f"rules-{workers}.ndjson"
+        result = run_cli_here(["--rule", str(rule), "--input", str(path), "--workers", workers,
+                               "--rule-stats", str(table), "--field-coverage", "--quiet"])
+        assert result.returncode == 0, result.stderr
+        tables.append(table.read_text())
+    return tables
+
+
 def test_a_worker_keeps_an_event_the_crc_samples_among_its_own_first_events(tmp_path, monkeypatch):
     """The 301st event of a route, sampled by its CRC, is seen by one process; with --workers 2 it is
     among its worker's own first 256 events, and the worker must still report it as sampled (it was
@@ -217,18 +235,7 @@ def test_a_worker_keeps_an_event_the_crc_samples_among_its_own_first_events(tmp_
     monkeypatch.setattr(parallel, "CHUNK", 8192)
     lines = [_with_crc(n, {}, False) for n in range(600)]
     lines[300] = _with_crc(300, {"Sampled": "x"}, True)
-    path = tmp_path / "events.ndjson"
-    path.write_bytes(b"".join(lines))
-    rule = tmp_path / "rule.yml"
-    rule.write_text("title: R\nid: r\n" + PROCESS_CREATION + "detection:\n  selection:\n"
-                    "    - Image|endswith: '\\b.exe'\n    - Sampled: y\n  condition: selection\n")
-    tables = []
-    for workers in ("0", "2"):
-        table = tmp_path / f"rules-{workers}.ndjson"
-        result = run_cli_here(["--rule", str(rule), "--input", str(path), "--workers", workers,
-                               "--rule-stats", str(table), "--field-coverage", "--quiet"])
-        assert result.returncode == 0, result.stderr
-        tables.append(table.read_text())
+    tables = _tables_by_workers(tmp_path, lines, "Sampled")
     assert tables[0] == tables[1]
     assert json.loads(tables[0])["fields_never_seen"] == []
 
@@ -243,17 +250,6 @@ def test_a_line_the_parent_reads_itself_keeps_its_place_among_the_workers_events
     framed = next(line for line in (b"[1700000000, " + _line(100, {"Framed": "x", "pad": "q" * pad})[:-1] + b"]\n"
                                     for pad in range(10_000)) if not _sampled(line))
     lines[100] = framed
-    path = tmp_path / "events.ndjson"
-    path.write_bytes(b"".join(lines))
-    rule = tmp_path / "rule.yml"
-    rule.write_text("title: R\nid: r\n" + PROCESS_CREATION + "detection:\n  selection:\n"
-                    "    - Image|endswith: '\\b.exe'\n    - Framed: y\n  condition: selection\n")
-    tables = []
-    for workers in ("0", "2"):
-        table = tmp_path / f"rules-{workers}.ndjson"
-        result = run_cli_here(["--rule", str(rule), "--input", str(path), "--workers", workers,
-                               "--rule-stats", str(table), "--field-coverage", "--quiet"])
-        assert result.returncode == 0, result.stderr
-        tables.append(table.read_text())
+    tables = _tables_by_workers(tmp_path, lines, "Framed")
     assert tables[0] == tables[1]
     assert (json.loads(tables[0])["routed"], json.loads(tables[0])["fields_never_seen"]) == (600, [])
