@@ -205,6 +205,28 @@ def test_one_host_dated_in_the_future_does_not_end_the_other_hosts_periods():
     assert suppressor.admit(single_key("r", "a"), 600 * NS, ["a"]) == 199
 
 
+def test_on_live_input_an_alert_dated_past_the_wall_clock_opens_no_period_of_its_key():
+    """One line of a host dated 2099 (a forged line, a clock reset at boot) opened its key's period
+    in 2099: every later alert of that host and rule was dated before it and went out, until 2099
+    and across restarts.  On live input such a time is not believed (as ``SourceClocks`` does)."""
+    now = 1_700_000_000 * NS
+    year_2099 = 4_000_000_000 * NS
+    suppressor = Suppressor(3600 * NS, 0, 300 * NS)
+    suppressor.bound_by(lambda: now)
+    key = single_key("r", "a")
+    assert suppressor.admit(key, now - 10 * NS, ["a"]) == 0
+    assert suppressor.admit(key, year_2099, ["a"]) == 0  # goes out, as one without a time
+    assert suppressor.admit(key, now - 5 * NS, ["a"]) is None  # the period opened 10 s ago goes on
+    assert suppressor.admit(key, now + 3600 * NS, ["a"]) == 1
+    # a period saved at 2099 (by a replay, or an older build) is forgotten once the input is live
+    saved = Suppressor(3600 * NS, 0, 300 * NS)
+    assert saved.admit(key, year_2099, ["a"]) == 0
+    restarted = Suppressor(3600 * NS, 0, 300 * NS)
+    restarted.restore(json.loads(json.dumps(saved.saved())))
+    restarted.bound_by(lambda: now)
+    assert restarted.admit(key, now, ["a"]) == 0 and restarted.admit(key, now + NS, ["a"]) is None
+
+
 # ---------------------------------------------------------------- the command line
 
 NOISY = [flat_event(seconds, "srv01", "server", 4104, record_id=seconds + 1) for seconds in (0, 10, 20, 700, 710)]
@@ -219,7 +241,8 @@ def test_the_option_takes_seconds_or_sigma_durations_and_refuses_anything_else(t
     for value, out in (("10m", 2), ("600", 2), ("600.0", 2), ("1h", 1), ("0", 5), ("0s", 5), ("1", 5)):
         result = run_cli_here(["--rule", rule, "--suppress", value], ndjson(NOISY))
         assert result.returncode == 0 and len(alerts(result.stdout)) == out, (value, result.stderr)
-    for value in ("", "5x", "-1", "inf", "nan", "1e99", "3M", "\u0663", "99999999999d", "10 minutes"):
+    for value in ("", "5x", "-1", "inf", "nan", "1e99", "3M", "\u0663", "99999999999d", "10 minutes",
+                  "1e-10", "0.0000000001", "1e-300"):
         result = run_cli_here(["--rule", rule, "--suppress", value], ndjson(NOISY))
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and "--suppress" in lines[0], (value, lines)
