@@ -709,7 +709,7 @@ def check_seconds(*options: tuple) -> None:
 
 def read_duration(name: str, text: Optional[str]) -> int:
     """A duration option in nanoseconds (0 when absent): seconds, or Sigma's ``30s``, ``10m``, ``1h``,
-    ``2d`` as a rule's ``timeframe`` writes it, from 0 to ``MAX_SECONDS``."""
+    ``2d`` as a rule's ``timeframe`` writes it: 0, or from 1 ns to ``MAX_SECONDS``."""
     if text is None:
         return 0
     ns = parse_duration(text)
@@ -719,9 +719,11 @@ def read_duration(name: str, text: Optional[str]) -> int:
         except ValueError:
             seconds = float("nan")
         ns = int(seconds * NS) if 0 <= seconds <= MAX_SECONDS else None
+        if ns == 0 and seconds > 0:  # under a nanosecond: not 0, which turns it off unsaid
+            ns = None
     if ns is None or ns > MAX_SECONDS * NS:
-        raise UsageProblem(f"{name} {text[:40]!r}: a duration in seconds, or as 30s, 10m, 1h, 2d, from 0 to "
-                           f"{MAX_SECONDS} seconds")
+        raise UsageProblem(f"{name} {text[:40]!r}: a duration in seconds, or as 30s, 10m, 1h, 2d: 0 (off), or "
+                           f"from 1 ns to {MAX_SECONDS} seconds")
     return ns
 
 
