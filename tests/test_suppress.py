@@ -212,11 +212,13 @@ def test_on_live_input_an_alert_dated_past_the_wall_clock_opens_no_period_of_its
     now = 1_700_000_000 * NS
     year_2099 = 4_000_000_000 * NS
     suppressor = Suppressor(3600 * NS, 0, 300 * NS)
-    suppressor.bound_by(lambda: now)
+    wall = [now]
+    suppressor.bound_by(lambda: wall[0])
     key = single_key("r", "a")
     assert suppressor.admit(key, now - 10 * NS, ["a"]) == 0
     assert suppressor.admit(key, year_2099, ["a"]) == 0  # goes out, as one without a time
     assert suppressor.admit(key, now - 5 * NS, ["a"]) is None  # the period opened 10 s ago goes on
+    wall[0] = now + 3600 * NS
     assert suppressor.admit(key, now + 3600 * NS, ["a"]) == 1
     # a period saved at 2099 (by a replay, or an older build) is forgotten once the input is live
     saved = Suppressor(3600 * NS, 0, 300 * NS)
@@ -225,6 +227,10 @@ def test_on_live_input_an_alert_dated_past_the_wall_clock_opens_no_period_of_its
     restarted.restore(json.loads(json.dumps(saved.saved())))
     restarted.bound_by(lambda: now)
     assert restarted.admit(key, now, ["a"]) == 0 and restarted.admit(key, now + NS, ["a"]) is None
+    bound_first = Suppressor(3600 * NS, 0, 300 * NS)  # the state taken back once the input is known live
+    bound_first.bound_by(lambda: now)
+    bound_first.restore(json.loads(json.dumps(saved.saved())))
+    assert bound_first.admit(key, now, ["a"]) == 0 and bound_first.admit(key, now + NS, ["a"]) is None
 
 
 # ---------------------------------------------------------------- the command line

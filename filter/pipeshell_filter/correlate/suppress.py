@@ -9,7 +9,7 @@ suppressed and counted; the key's first alert dated at or after its end goes out
 carrying that count and opens the next period.  One dated before the open
 period's start (out of order) goes out with a count of 0 and leaves the period
 as it is: it repeats nothing the key alerted on since.  An alert without an
-event time is never suppressed.
+event time is never suppressed, nor on live input one dated past the wall clock by more than the skew.
 
 Event time, not the wall clock, so that a replay suppresses the same alerts, and
 a restart (``--state``) goes on with the periods saved.  Memory: a period whose
@@ -79,7 +79,7 @@ class Suppressor:
         """One alert made, in the order alerts are made: None when it is suppressed, else how many
         of its key were suppressed since the key's last alert that went out.  ``hosts``: those of
         its events, whose times move the watermark (every alert's, suppressed or not)."""
-        if time is None:
+        if time is None or self._future(time):
             return 0
         watermark = self.watermark()
         for host in hosts:
@@ -109,10 +109,18 @@ class Suppressor:
             self.forgotten += self._current(oldest, watermark) is not None
             del self.open[oldest]
 
+    def _future(self, time: int) -> bool:
+        """On live input, a time past the wall clock by more than the skew: its alert is judged as one
+        without a time.  Taken, one line dated 2099 opened its key's period then, and its host's alerts,
+        all dated before that period, went out (and on after a restart, the period saved)."""
+        wall = self.clocks.wall
+        return wall is not None and time > wall() + self.clocks.max_skew
+
     def bound_by(self, wall) -> None:
         """Live input: a host's time past the wall clock by more than the skew moves nothing
-        (``SourceClocks.bound_by``)."""
+        (``SourceClocks.bound_by``), nor opens a period; a period so dated (restored) is forgotten."""
         self.clocks.bound_by(wall)
+        self.open = {key: entry for key, entry in self.open.items() if not self._future(entry[0])}
 
     # ------------------------------------------------------------ state across restarts
 
@@ -147,8 +155,9 @@ class Suppressor:
                 raise ValueError("'opened' is not a count")
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise SuppressError(f"damaged state file (suppress: {error})".replace("\n", " ")) from None
-        if self.clocks.wall is not None:
-            clocks.bound_by(self.clocks.wall)
+        wall = self.clocks.wall
         self.clocks = clocks
         self.open = dict(list(periods.items())[-self.cap:])
         self._opened = opened
+        if wall is not None:
+            self.bound_by(wall)
