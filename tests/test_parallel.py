@@ -192,8 +192,9 @@ def test_the_plans_left_by_a_killed_run_are_removed_by_the_next(tmp_path, monkey
 
 
 def rule_counts(engine: Engine) -> list:
-    """Each rule's Detections and alerts (``Engine.rule_counts``): the parent's, with what the workers matched."""
-    return [(rule.id, detections, alerts) for rule, detections, alerts in engine.rule_counts()]
+    """Each rule's Detections, alerts, fires and suppressed (``Engine.rule_counts``): the parent's, with what
+    the workers matched."""
+    return [(rule.id, *counts) for rule, *counts in engine.rule_counts()]
 
 
 def run_piped(data: bytes, emit: str, workers: int, block_size: int, rules: list, pause=None) -> tuple:
@@ -351,7 +352,7 @@ def test_workers_match_the_lines_and_the_parent_only_correlates(monkeypatch):
     data = _events(300)
     expected = run_rules(data, "all", 0, 1024, 4096, RULE_SET + [LITERAL_FREE])
     assert expected[3]["matched"] > 100 and expected[0].count(b'"kind":"alert"') >= 1
-    assert sum(detections for _, detections, _ in expected[4]) >= expected[3]["matched"]  # counted by the parent
+    assert sum(detections for _, detections, *_ in expected[4]) >= expected[3]["matched"]  # counted by the parent
     monkeypatch.setattr(Engine, "match", recording)
     assert run_rules(data, "all", 2, 1024, 4096, RULE_SET + [LITERAL_FREE]) == expected
     assert run_piped(data, "all", 2, 1024, RULE_SET + [LITERAL_FREE]) == expected

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from collections import Counter
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import event, given, settings, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, records, run_cli, run_cli_here
 from eventgen import flat_event, raw_events
@@ -33,18 +33,45 @@ correlation:
 level: critical
 """
 
+# A chain: the inner correlation (two script blocks on a host in 2 minutes) fires to feed the outer one
+# (two of those in 10 minutes) and, without ``generate``, writes no alert of its own.
+CHAIN = """title: Two of those pairs on one host
+id: pairs-per-host
+correlation:
+  type: event_count
+  rules: [two_blocks]
+  group-by: [Computer]
+  timespan: 10m
+  condition: {gte: 2}
+  generate: false
+level: critical
+---
+title: Two script blocks on one host, fed on
+id: two-blocks
+name: two_blocks
+correlation:
+  type: event_count
+  rules: [single-4104]
+  group-by: [Computer]
+  timespan: 2m
+  condition: {gte: 2}
+level: high
+"""
+
 RULE_SETS = {"builtin": (), "single": (("single.yml", SINGLE),),
              "by_host": (("by.yml", BY_HOST), ("single.yml", SINGLE)),
-             "document": (("single.yml", SINGLE), ("two.yml", TWO_PER_HOST))}
+             "document": (("single.yml", SINGLE), ("two.yml", TWO_PER_HOST)),
+             "chain": (("single.yml", SINGLE), ("chain.yml", CHAIN))}
 
 
-def _run_stage(paths, data: bytes, stage: str) -> tuple:
-    """``--stage <stage>`` of ``data`` (a finished input) as the command line builds it, in this process:
-    its output and its engine, whose counts are read."""
+def _run_stage(paths, data: bytes, stage: str, suppress: int = 0) -> tuple:
+    """``--stage <stage>`` of ``data`` (a finished input) as the command line builds it, in this process
+    (``suppress``: ``--suppress`` in seconds): its output and its engine, whose counts are read."""
     plans = load_plans(list(paths) or None, None)
     prefilter, index = (None, None) if stage == "correlate" else \
         build_prefilter(plans, "auto", "match", OWN_TYPES if stage == "match" else ())
-    engine = Engine(plans, resolvers.auto(), 30 * NS, unknown_logsource="match", max_skew_ns=300 * NS)
+    engine = Engine(plans, resolvers.auto(), 30 * NS, unknown_logsource="match", max_skew_ns=300 * NS,
+                    suppress_ns=suppress * NS)
     with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
         stream_filter = Filter(engine, Output(sink.fileno()), Diagnostics(io.StringIO()), "alerts",
                                prefilter=prefilter, clock=lambda: 0, stage=stage, index=index)
@@ -56,19 +83,25 @@ def _run_stage(paths, data: bytes, stage: str) -> tuple:
         return sink.read(), engine
 
 
-def _counted(engine: Engine) -> tuple:
-    rows = engine.rule_counts()
-    return ({rule.id: detections for rule, detections, _ in rows if detections},
-            {rule.id: alerts for rule, _, alerts in rows if alerts})
+def _counted(engine: Engine) -> dict:
+    """Rule or correlation id -> (detections, alerts, fires, suppressed), as ``--rule-stats`` lists them."""
+    return {rule.id: tuple(counts) for rule, *counts in engine.rule_counts()}
+
+
+def _nonzero(counter: Counter) -> dict:
+    return {rule: count for rule, count in counter.items() if count}
 
 
 @settings(max_examples=30, deadline=None)
-@given(raw_events(max_size=30), st.sampled_from(sorted(RULE_SETS)))
-def test_each_rules_counts_are_its_detection_records_and_its_alerts(tmp_path_factory, events, rules):
+@given(raw_events(max_size=30), st.sampled_from(sorted(RULE_SETS)), st.sampled_from([30, 600]))
+def test_each_rules_counts_are_its_detection_records_and_its_alerts(tmp_path_factory, events, rules, period):
     """Each stage's counts, held against the records of the same run: a match stage's Detections are the
     Detection records it writes (and it makes no alert); one process counts the same Detections and the
     alerts it writes, by rule; a correlate stage fed the match stage's records counts them as received,
-    and its alerts, which are one process's."""
+    and its alerts, which are one process's.  A rule's or correlation's fires are its alerts, but for an
+    inner correlation without ``generate``, whose fires are the alerts it writes with ``generate`` (and a
+    rule that only feeds a correlation, which fires nothing); with ``--suppress``, the fires are the
+    same and each one's suppressed are its alerts without the option less those with it."""
     folder = tmp_path_factory.mktemp("rules")
     paths = [write(folder, name, text) for name, text in RULE_SETS[rules]]
     data = _stream_bytes(events)
@@ -77,12 +110,72 @@ def test_each_rules_counts_are_its_detection_records_and_its_alerts(tmp_path_fac
     correlated, correlate_engine = _run_stage(paths, matched, "correlate")
     detections = Counter(record["rule"] for record in records(matched) if record["type"] == "sigma.detection")
     alerted = Counter(alert["rule"]["id"] for alert in alerts(whole))
-    assert _counted(match_engine) == (dict(detections), {})
-    assert _counted(whole_engine) == (dict(detections), dict(alerted))
-    assert _counted(correlate_engine) == (dict(detections), dict(Counter(a["rule"]["id"] for a in alerts(correlated))))
+    assert _counted(match_engine) == {rule: (made, 0, 0, 0) for rule, made in detections.items()}
+    counted = _counted(whole_engine)
+    assert _nonzero(Counter({rule: made for rule, (made, *_) in counted.items()})) == dict(detections)
+    assert _nonzero(Counter({rule: made for rule, (_, made, *_) in counted.items()})) == dict(alerted)
+    assert _counted(correlate_engine) == counted
     assert correlated == whole
-    ranked = [(alerts_made, made) for _, made, alerts_made in whole_engine.rule_counts()]
+    ranked = [(alerts_made, made) for _, made, alerts_made, *_ in whole_engine.rule_counts()]
     assert ranked == sorted(ranked, reverse=True)  # the most alerts first, then the most detections
+    loud = Counter()
+    if rules == "chain":  # the same run with generate: the inner correlation alerts (and rule single-4104)
+        chain = write(folder, "chain.yml", CHAIN.replace("generate: false", "generate: true"))
+        loud = Counter(alert["rule"]["id"] for alert in alerts(_run_stage([paths[0], chain], data, "all")[0]))
+        event(f"chain: inner fired {bool(loud['two-blocks'])}, outer alerted {bool(alerted['pairs-per-host'])}")
+    kinds = {rule.id: type(rule).__name__ for rule, *_ in whole_engine.rule_counts()}
+    for rule, (_, made, fires, suppressed) in counted.items():
+        assert suppressed == 0
+        if rule not in whole_engine.quiet:
+            assert fires == made
+        elif kinds[rule] == "CorrelationRule":
+            assert fires == loud[rule] > 0  # listed because it fired
+        else:
+            assert (made, fires) == (0, 0)
+    assert rules != "chain" or ("two-blocks" in counted) == (loud["two-blocks"] > 0)
+    kept, kept_engine = _run_stage(paths, data, "all", suppress=period)
+    let_out = Counter(alert["rule"]["id"] for alert in alerts(kept))
+    with_option = _counted(kept_engine)
+    assert {rule: (made, fires) for rule, (made, _, fires, _) in with_option.items()} == \
+        {rule: (made, fires) for rule, (made, _, fires, _) in counted.items()}
+    assert {rule: (let_out[rule], alerted[rule] - let_out[rule]) for rule in counted} == \
+        {rule: (made, suppressed) for rule, (_, made, _, suppressed) in with_option.items()}
+    assert sum(suppressed for *_, suppressed in with_option.values()) == kept_engine.stats["suppressed"]
+    event(f"suppressed: {bool(kept_engine.stats['suppressed'])}")
+
+
+# (seconds, host, kind, EventID, record id): script blocks on two hosts over 10 minutes, dense enough for
+# two pairs on a host (the chain's outer correlation) to be common
+CHAIN_EVENTS = st.lists(st.tuples(st.integers(0, 600), st.sampled_from(["srv01", "cli01"]),
+                                  st.sampled_from(["server", "server", "benign"]), st.sampled_from([4104, 4104, 4103])),
+                        max_size=30).map(lambda rows: [(*row, i) for i, row in enumerate(rows)])
+
+
+@settings(max_examples=30, deadline=None)
+@given(CHAIN_EVENTS, st.sampled_from([30, 600]))
+def test_an_inner_correlation_fires_as_often_as_it_alerts_with_generate(tmp_path_factory, events, period):
+    """Events dense enough for the chain to fire: without ``generate`` the inner correlation writes no
+    alert and is listed with its fires, the alerts it writes with ``generate``; the outer one's fires are
+    its alerts, and with ``--suppress`` its alerts plus its suppressed (the inner one's fires stay)."""
+    folder = tmp_path_factory.mktemp("chain")
+    single = write(folder, "single.yml", SINGLE)
+    quiet, loud = write(folder, "quiet.yml", CHAIN), write(folder, "loud.yml", CHAIN.replace("false", "true"))
+    data = _stream_bytes(events)
+    written = {}
+    for name, chain in (("quiet", quiet), ("loud", loud)):
+        written[name] = Counter(alert["rule"]["id"] for alert in alerts(_run_stage([single, chain], data, "all")[0]))
+    inner = written["loud"]["two-blocks"]
+    event(f"inner fired: {bool(inner)}, outer alerted: {bool(written['quiet']['pairs-per-host'])}")
+    assert written["quiet"]["two-blocks"] == 0
+    assert written["loud"]["pairs-per-host"] == written["quiet"]["pairs-per-host"]
+    output, engine = _run_stage([single, quiet], data, "all", suppress=period)
+    counted = _counted(engine)
+    assert counted.get("two-blocks", (0, 0, 0, 0)) == (0, 0, inner, 0)
+    let_out = Counter(alert["rule"]["id"] for alert in alerts(output))
+    outer = written["quiet"]["pairs-per-host"]
+    event(f"outer alerts suppressed: {let_out['pairs-per-host'] < outer}")
+    assert counted.get("pairs-per-host", (0, 0, 0, 0)) == (0, let_out["pairs-per-host"], outer,
+                                                          outer - let_out["pairs-per-host"])
 
 
 def _rule(number: int, needle: str) -> str:
@@ -153,7 +246,7 @@ def test_the_stages_stats_records_count_what_each_did(tmp_path):
     matched = run_cli(rule + ["--stage", "match", "--heartbeat", "0"], ndjson(events))
     entry = stats_records(matched.stdout)[-1]["pipeshell"]["rules"]
     assert entry == [{"id": "single-4104", "title": "Script block with Invoke-Pipe", "level": "high", "type": "rule",
-                      "detections": 3, "alerts": 0}]
+                      "detections": 3, "alerts": 0, "fires": 0, "suppressed": 0}]
     correlated = run_cli(rule + ["--stage", "correlate"], matched.stdout)
     stats = stats_records(correlated.stdout)[-1]["pipeshell"]
     assert [(r["id"], r["detections"], r["alerts"]) for r in stats["rules"]] == [("single-4104", 3, 3)]

@@ -435,8 +435,10 @@ def run(
                                          "the end (0: never)."),
     rule_stats: Optional[str] = typer.Option(None, "--rule-stats", metavar="FILE", help="At exit (end of input, "
                                              "SIGTERM, Ctrl-C), write to FILE one JSON line per rule or correlation "
-                                             "that matched or alerted in this run: id, title, level, type, path, "
-                                             "detections, alerts; the most alerts first."),
+                                             "that matched, fired or alerted in this run: id, title, level, type, "
+                                             "path, detections, alerts, fires (alerts before --suppress, or a "
+                                             "correlation's hits, a quiet inner one's too), suppressed; the most "
+                                             "alerts first."),
     field_coverage: bool = typer.Option(False, "--field-coverage", help="With --rule-stats: also list each rule "
                                         "routed events but never matched, and give each rule routed events "
                                         "routed (how many) and fields_never_seen (fields its condition needs that "
@@ -925,7 +927,7 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
 
 def rules_shown(engine: Engine) -> dict:
     """The stats record's rules: the ``MAX_RULES_SHOWN`` that alerted most (then matched most), and how
-    many rules or correlations matched or alerted in all (``--rule-stats`` writes each of them)."""
+    many rules or correlations matched, fired or alerted in all (``--rule-stats`` writes each of them)."""
     counts = engine.rule_counts()
     return {"rules": [rule_count(*row) for row in counts[:MAX_RULES_SHOWN]], "rules_total": len(counts)}
 
@@ -942,7 +944,7 @@ def _rule_stats_at_exit(path: Optional[str], engine: Engine):
 
 
 def rule_stats_records(engine: Engine) -> list:
-    """The ``--rule-stats`` lines: each rule or correlation that matched or alerted (the most alerts
+    """The ``--rule-stats`` lines: each rule or correlation that matched, fired or alerted (the most alerts
     first), then each rule routed events that never matched (the most events first), a rule routed
     events with ``routed`` and ``fields_never_seen`` (``Engine.rule_coverage``)."""
     coverage = engine.rule_coverage()
@@ -958,7 +960,7 @@ def rule_stats_records(engine: Engine) -> list:
 
 
 def write_rule_stats(path: str, engine: Engine) -> None:
-    """One JSON line per rule or correlation that matched or alerted, replaced at once (``write_atomic``):
+    """One JSON line per rule or correlation that matched, fired or alerted, replaced at once (``write_atomic``):
     a reader never finds half a table.  A failure is one line on stderr; the run's status stays."""
     data = "".join(ujson.dumps(record, escape_forward_slashes=False) + "\n"
                    for record in rule_stats_records(engine))  # ASCII: a title's lone surrogate is escaped

@@ -94,9 +94,13 @@ class Engine:
         self.expected_agents = agents
         self.stats = Counter()
         # per rule or correlation id, in this run only (never saved with --state): the Detections
-        # made (or, in a correlate stage, received) and the alerts written; only a match touches them
+        # made (or, in a correlate stage, received), the times it fired (a rule's alerts before
+        # --suppress judged them, a correlation's hits, an inner one's without generate included),
+        # the alerts written and those --suppress held back; only a match, a hit or an alert touches them
         self.rule_detections = Counter()
+        self.rule_fires = Counter()
         self.rule_alerts = Counter()
+        self.rule_suppressed = Counter()
         if suppress_ns:
             self.suppressor = Suppressor(suppress_ns, lateness_ns, max_skew_ns)
         # Detection -> the Detection the correlate stage would read of it after the wire, when a
@@ -227,9 +231,12 @@ class Engine:
         # a rule alerts on its own unless it is a correlation, or feeds one without ``generate``
         if plan.correlation is None and detection.rule not in self.quiet and \
                 (self._alerted is None or self._first_alert(detection)):
+            self.rule_fires[detection.rule] += 1
             count = None if self.suppressor is None else \
                 self._suppression(single_key(detection.rule, detection.source), detection.time, (detection.source,))
-            if count != SUPPRESSED:
+            if count == SUPPRESSED:
+                self.rule_suppressed[detection.rule] += 1
+            else:
                 self.stats["alerts"] += 1
                 self.rule_alerts[detection.rule] += 1
                 alerts.append(_counted(detection_alert(plan, detection), count))
@@ -241,6 +248,8 @@ class Engine:
         return alerts + self._alerts(self.correlation.observe(detection, defer_early)), False
 
     def _alerts(self, hits: List[Hit]) -> list:
+        for hit in hits:
+            self.rule_fires[hit.spec.id] += 1
         hits = [hit for hit in hits if hit.spec.id not in self.quiet]  # an inner correlation's, without generate
         counts = [None] * len(hits) if self.suppressor is None else \
             [self._suppression(correlation_key(hit.spec.id, hit.group), hit.time,
@@ -249,7 +258,9 @@ class Engine:
                   for hit, count in zip(hits, counts) if count != SUPPRESSED]
         self.stats["alerts"] += len(alerts)
         for hit, count in zip(hits, counts):
-            if count != SUPPRESSED:
+            if count == SUPPRESSED:
+                self.rule_suppressed[hit.spec.id] += 1
+            else:
                 self.rule_alerts[hit.spec.id] += 1
         return alerts
 
@@ -264,13 +275,15 @@ class Engine:
         return count
 
     def rule_counts(self) -> List[tuple]:
-        """``(rule metadata, detections, alerts)`` of each rule or correlation that matched or alerted
-        in this run, the most alerts first, then the most detections (``--rule-stats``, the stats
-        record): a rule that only feeds a correlation has Detections and no alerts."""
-        ids = set(self.rule_detections) | set(self.rule_alerts)
-        rows = [(self.meta[rule], self.rule_detections[rule], self.rule_alerts[rule]) for rule in ids
-                if rule in self.meta]
-        rows.sort(key=lambda row: (-row[2], -row[1], row[0].id))
+        """``(rule metadata, detections, alerts, fires, suppressed)`` of each rule or correlation that
+        matched, fired or alerted in this run, the most alerts first, then the most detections, then the
+        most fires (``--rule-stats``, the stats record): a rule that only feeds a correlation has
+        Detections and nothing else; an inner correlation without ``generate``, fires and no alerts;
+        any other, alerts + suppressed = fires."""
+        ids = set(self.rule_detections) | set(self.rule_fires) | set(self.rule_alerts)
+        rows = [(self.meta[rule], self.rule_detections[rule], self.rule_alerts[rule], self.rule_fires[rule],
+                 self.rule_suppressed[rule]) for rule in ids if rule in self.meta]
+        rows.sort(key=lambda row: (-row[2], -row[1], -row[3], row[0].id))
         return rows
 
     def watch_fields(self) -> None:

@@ -286,12 +286,12 @@ MAX_RULES_SHOWN = 20
 RULE_TEXT = 128
 
 
-def rule_count(rule, detections: int, alerts: int, whole: bool = False) -> dict:
+def rule_count(rule, detections: int, alerts: int, fires: int = 0, suppressed: int = 0, whole: bool = False) -> dict:
     """One rule's or correlation's counts of this run (``Engine.rule_counts``): ``whole`` (the
     ``--rule-stats`` file) with its file and uncut, so that its ``id`` is one ``--exclude-rules`` takes."""
     kind = "correlation" if isinstance(rule, CorrelationRule) else "rule"
+    counts = {"detections": detections, "alerts": alerts, "fires": fires, "suppressed": suppressed}
     if whole:
-        return {"id": rule.id, "title": rule.title, "level": rule.level, "type": kind, "path": rule.path,
-                "detections": detections, "alerts": alerts}
+        return {"id": rule.id, "title": rule.title, "level": rule.level, "type": kind, "path": rule.path, **counts}
     return {"id": _clip(rule.id, RULE_TEXT), "title": _clip(rule.title, RULE_TEXT), "level": rule.level,
-            "type": kind, "detections": detections, "alerts": alerts}
+            "type": kind, **counts}
