@@ -63,6 +63,7 @@ from typing import Optional
 import attrs
 
 from ..values import MISSING, event_texts, first_leaf, fold, leaves
+from ..dirwalk import FileProblem, read_bounded
 from ..yamlfile import YamlProblem, load_yaml
 from .timeparse import parse_time
 
@@ -296,17 +297,11 @@ def profile_from_table(table, source: str) -> Profile:
 _EXAMPLES = {"product": "aws", "service": "cloudtrail", "category": "proxy"}  # for the error message
 
 
-MAX_FIELD_MAP_BYTES = 16 << 20  # as a rule file
-
-
 def load_profile_file(path: str) -> Profile:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FIELD_MAP_BYTES + 1)  # bounded: /dev/zero is a path too
-    except OSError as error:
-        raise ProfileError(f"cannot read field map {path}: {error.strerror}") from None
-    if len(data) > MAX_FIELD_MAP_BYTES:
-        raise ProfileError(f"field map {path} is larger than {MAX_FIELD_MAP_BYTES >> 20} MiB")
+        data = read_bounded(path, "field map")
+    except FileProblem as problem:
+        raise ProfileError(str(problem)) from None
     try:
         table = load_yaml(data.decode("utf-8"))  # a field listed twice is an error
     except UnicodeDecodeError as error:

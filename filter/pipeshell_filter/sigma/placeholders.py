@@ -13,6 +13,7 @@ import string
 from typing import Callable, Mapping, Optional
 
 
+from ..dirwalk import FileProblem, read_bounded
 from ..yamlfile import YamlProblem, load_yaml
 
 # A placeholder name: what SigmaHQ's rules use (``%DC-MACHINE-NAME%``, ``%dc_ip_addresses%``).
@@ -20,7 +21,6 @@ from ..yamlfile import YamlProblem, load_yaml
 _NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_-.")
 # One rule value may not expand into more values than this (several placeholders multiply).
 MAX_VALUES = 10_000
-MAX_FILE_BYTES = 16 << 20
 
 
 class PlaceholderError(ValueError):
@@ -30,12 +30,9 @@ class PlaceholderError(ValueError):
 def load_placeholders(path: str) -> dict:
     """The placeholders file at ``path``: name -> tuple of values."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as error:
-        raise PlaceholderError(f"cannot read placeholders file {path}: {error.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise PlaceholderError(f"placeholders file {path} is larger than {MAX_FILE_BYTES >> 20} MiB")
+        data = read_bounded(path, "placeholders file")
+    except FileProblem as problem:
+        raise PlaceholderError(str(problem)) from None
     try:
         loaded = load_yaml(data)
     except YamlProblem as problem:

@@ -32,12 +32,11 @@ from typing import Optional, Sequence
 
 import attrs
 
+from ..dirwalk import FileProblem, read_bounded
 from .collection import RuleSet
 
 LEVELS = ("informational", "low", "medium", "high", "critical")  # lowest first
 STATUSES = ("stable", "test", "experimental", "deprecated", "unsupported")
-# an --exclude-rules file larger than this is refused (``/dev/zero`` must not eat the memory)
-MAX_EXCLUSIONS_BYTES = 16 << 20
 
 
 class SelectionError(ValueError):
@@ -175,12 +174,9 @@ def read_exclusions(path: str) -> list:
     """An ``--exclude-rules`` file: one rule id (or name) a line; ``#`` starts a comment, blank lines
     are skipped.  A line of more than one word is a mistake (two ids on a line, a title), not an id."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_EXCLUSIONS_BYTES + 1)
-    except OSError as error:
-        raise SelectionError(f"cannot read --exclude-rules file {path}: {error.strerror}") from None
-    if len(data) > MAX_EXCLUSIONS_BYTES:
-        raise SelectionError(f"--exclude-rules file {path} is larger than {MAX_EXCLUSIONS_BYTES >> 20} MiB")
+        data = read_bounded(path, "--exclude-rules file")
+    except FileProblem as problem:
+        raise SelectionError(str(problem)) from None
     data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a byte order mark (Windows editors)
     try:
         text = data.decode("utf-8")
