@@ -35,7 +35,7 @@ class Outcome:
     untimed: bool = False  # a detection for a correlation had no event time: left out of it
 
 
-SUPPRESSED = -1  # ``Engine._suppression``: the alert does not go out
+SUPPRESSED = -1  # ``Engine._let_out``: the alert does not go out
 
 
 def _counted(alert: dict, suppressed: Optional[int]) -> dict:
@@ -232,13 +232,9 @@ class Engine:
         if plan.correlation is None and detection.rule not in self.quiet and \
                 (self._alerted is None or self._first_alert(detection)):
             self.rule_fires[detection.rule] += 1
-            count = None if self.suppressor is None else \
-                self._suppression(single_key(detection.rule, detection.source), detection.time, (detection.source,))
-            if count == SUPPRESSED:
-                self.rule_suppressed[detection.rule] += 1
-            else:
-                self.stats["alerts"] += 1
-                self.rule_alerts[detection.rule] += 1
+            count = self._let_out(detection.rule, single_key(detection.rule, detection.source), detection.time,
+                                  (detection.source,))
+            if count != SUPPRESSED:
                 alerts.append(_counted(detection_alert(plan, detection), count))
         if not self.correlation.wants(detection.rule):
             return alerts, False
@@ -248,30 +244,31 @@ class Engine:
         return alerts + self._alerts(self.correlation.observe(detection, defer_early)), False
 
     def _alerts(self, hits: List[Hit]) -> list:
+        alerts = []
         for hit in hits:
             self.rule_fires[hit.spec.id] += 1
-        hits = [hit for hit in hits if hit.spec.id not in self.quiet]  # an inner correlation's, without generate
-        counts = [None] * len(hits) if self.suppressor is None else \
-            [self._suppression(correlation_key(hit.spec.id, hit.group), hit.time,
-                               dict.fromkeys(c.detection.source for c in hit.contributions)) for hit in hits]
-        alerts = [_counted(correlation_alert(self.meta[hit.spec.id], hit), count)
-                  for hit, count in zip(hits, counts) if count != SUPPRESSED]
-        self.stats["alerts"] += len(alerts)
-        for hit, count in zip(hits, counts):
-            if count == SUPPRESSED:
-                self.rule_suppressed[hit.spec.id] += 1
-            else:
-                self.rule_alerts[hit.spec.id] += 1
+            if hit.spec.id in self.quiet:  # an inner correlation's, without generate
+                continue
+            hosts = () if self.suppressor is None else dict.fromkeys(c.detection.source for c in hit.contributions)
+            count = self._let_out(hit.spec.id, correlation_key(hit.spec.id, hit.group), hit.time, hosts)
+            if count != SUPPRESSED:
+                alerts.append(_counted(correlation_alert(self.meta[hit.spec.id], hit), count))
         return alerts
 
-    def _suppression(self, key: tuple, time: Optional[int], hosts):
-        """``--suppress``: SUPPRESSED for an alert its key's open period takes (counted, never built);
-        else how many of its key were suppressed since the key's last one.  Every alert made is
-        judged, in the order alerts are made (``Suppressor.admit``)."""
-        count = self.suppressor.admit(key, time, hosts)
-        if count is None:
-            self.stats["suppressed"] += 1
-            return SUPPRESSED
+    def _let_out(self, rule: str, key: tuple, time: Optional[int], hosts):
+        """Whether an alert of ``rule`` made goes out, counted either way: SUPPRESSED when its key's open
+        ``--suppress`` period takes it (never built); else how many of its key were suppressed since the
+        key's last one (None without ``--suppress``).  Every alert made is judged, in the order alerts
+        are made (``Suppressor.admit``)."""
+        count = None
+        if self.suppressor is not None:
+            count = self.suppressor.admit(key, time, hosts)
+            if count is None:
+                self.stats["suppressed"] += 1
+                self.rule_suppressed[rule] += 1
+                return SUPPRESSED
+        self.stats["alerts"] += 1
+        self.rule_alerts[rule] += 1
         return count
 
     def rule_counts(self) -> List[tuple]:
