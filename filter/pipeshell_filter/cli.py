@@ -26,7 +26,7 @@ from .engine import Engine
 from .records import MAX_RULES_SHOWN, rule_count
 from .startup import streaming
 from .events.fields import LOGSOURCE_KEYS, FieldResolver, ProfileError, builtin_profiles, load_profile_file
-from .events.timeparse import NS, format_time
+from .events.timeparse import NS, format_time, parse_instant
 from .events.xml_event import XmlEventProblem, event_in_line
 from .io import inputs as inputs_module
 from .io import parallel
@@ -444,6 +444,12 @@ def run(
                                         "routed (how many) and fields_never_seen (fields its condition needs that "
                                         "no sampled event routed to it carried). Every line is then parsed: "
                                         "slower with a few rules (about 4x with the built-in rule)."),
+    from_: Optional[str] = typer.Option(None, "--from", metavar="TIME", help="Only events of this event time "
+                                        "or later are detected (RFC 3339, a date for its midnight UTC, or epoch "
+                                        "seconds); the others go on unmatched. An event without a time is then "
+                                        "never detected."),
+    to: Optional[str] = typer.Option(None, "--to", metavar="TIME", help="Only events before this event time are "
+                                     "detected (as --from; the range is [--from, --to))."),
     suppress: Optional[str] = typer.Option(None, "--suppress", metavar="DURATION", help="One alert per rule (or "
                                            "correlation) and host (or group) per DURATION of event time (seconds, "
                                            "or 30s, 10m, 1h, 2d): the first goes out, the others in its period are "
@@ -466,6 +472,7 @@ def run(
         raise UsageProblem("--agent must not be empty")
     check_seconds(("--stats-interval", stats_interval), ("--state-interval", state_interval))
     suppress_ns = read_duration("--suppress", suppress)
+    between = read_range(from_, to)
     if not 1 <= partitions <= 1024:  # checked when unused too: a typo is told at once, not when --nats is added
         raise UsageProblem("--partitions must be between 1 and 1024")
     if not 0 <= partition < 1024:
@@ -498,7 +505,7 @@ def run(
 
     engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
                     max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts,
-                    alert_fields=alert_fields.value, suppress_ns=suppress_ns)
+                    alert_fields=alert_fields.value, suppress_ns=suppress_ns, between=between)
     if field_coverage:
         # which fields each route's events carry: every event is routed, so none is ruled out unread
         # (the rule index still picks the rules each line is tried on)
@@ -729,6 +736,22 @@ def read_duration(name: str, text: Optional[str]) -> int:
     return ns
 
 
+def read_range(first: Optional[str], end: Optional[str]) -> Optional[tuple]:
+    """``--from`` and ``--to`` as ``(first, end)`` in ns (None for one not given); None without either."""
+    if first is None and end is None:
+        return None
+    bounds = []
+    for name, text in (("--from", first), ("--to", end)):
+        ns = None if text is None else parse_instant(text)
+        if text is not None and ns is None:
+            raise UsageProblem(f"{name} {text[:40]!r}: a time as RFC 3339 (2026-11-02T08:00:00Z), a date "
+                               "(2026-11-02, its midnight UTC) or epoch seconds")
+        bounds.append(ns)
+    if None not in bounds and bounds[0] >= bounds[1]:
+        raise UsageProblem(f"--from {first[:40]!r} is not before --to {end[:40]!r}: no event could be detected")
+    return tuple(bounds)
+
+
 def check_agents(agents: int) -> None:
     """``--agents``, for the correlate stage and for ``explain --events --stage correlate``."""
     if not 0 <= agents <= 100_000:
@@ -918,7 +941,7 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
                           "matched": stats["matched"], "alerts": stats["alerts"],
                           "late": stats["late"], "late_dropped": stats["late_dropped"], "shed": stats["shed"],
                           "duplicates": engine.duplicates(), "held": engine.held(),
-                          "suppressed": stats["suppressed"],
+                          "suppressed": stats["suppressed"], "outside_range": engine.detector.outside,
                           "diagnostics": dict(sorted(diagnostics.counts.items())),
                           "skewed_sources": [{"source": str(source)[:256], "clock": how}
                                              for source, how in sorted(skewed.items(), key=str)[:100]],
@@ -1016,6 +1039,10 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
         if engine.suppressor.forgotten:
             parts.append(f"{engine.suppressor.forgotten} suppression period(s) forgotten at the cap of "
                          f"{engine.suppressor.cap} keys")
+    if engine.detector.between is not None:
+        outside = engine.detector.outside
+        parts.append(f"{outside} {'detection' if stream_filter.stage == 'correlate' else 'matched event'}"
+                     f"{'' if outside == 1 else 's'} outside --from/--to")
     counts = sorted(diagnostics.counts.items())
     bad = [f"{count} {SKIPPED.get(kind, kind)}" for kind, count in counts if kind not in NOTICES]
     if bad:
@@ -1062,6 +1089,8 @@ def explain(
     lateness: float = typer.Option(60.0, "--lateness", metavar="SECONDS", help="With --events: as for filtering."),
     max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="With --events: as for filtering."),
     early_alerts: bool = typer.Option(False, "--early-alerts", help="With --events: as for filtering."),
+    from_: Optional[str] = typer.Option(None, "--from", metavar="TIME", help="With --events: as for filtering."),
+    to: Optional[str] = typer.Option(None, "--to", metavar="TIME", help="With --events: as for filtering."),
     agent_idle: float = typer.Option(60.0, "--agent-idle", metavar="SECONDS",
                                      help="With --events --stage correlate: as for filtering."),
     agents: int = typer.Option(0, "--agents", metavar="N", help="With --events --stage correlate: as for filtering."),
@@ -1096,6 +1125,7 @@ def explain(
     check_agents(agents)
     check_line_options(max_line, line_field)
     _no_trace_option_without_events(ctx, event, events, stage)
+    between = read_range(from_, to)
     event = inputs_module.STDIN if event == "-" else event  # as for --input
     selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
@@ -1107,7 +1137,8 @@ def explain(
     if events is not None:
         saved = _saved_state(state)
         engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
-                        max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts)
+                        max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts,
+                        between=between)
         _print(_trace_events(engine, events, max_line, line_field, stage.value, saved))
         return
     raw, parsed = _read_one_event(event)
@@ -1131,7 +1162,7 @@ def _no_trace_option_without_events(ctx: typer.Context, event: Optional[str], ev
     unwrapping = ("--event or --events", event is not None or events is not None)
     needs = {"lateness": streamed, "max_skew": streamed, "early_alerts": streamed, "max_line": streamed,
              "line_field": unwrapping, "stage": streamed, "state": streamed, "agent_idle": correlating,
-             "agents": correlating, "profile": reading, "field_map": reading, "time_field": reading,
+             "agents": correlating, "from_": streamed, "to": streamed, "profile": reading, "field_map": reading, "time_field": reading,
              "logsource_unknown": judging, "logsource": reading}
     for param in ctx.command.params:
         if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):

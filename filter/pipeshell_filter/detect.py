@@ -379,8 +379,13 @@ class Detector:
     """
 
     def __init__(self, plans: List[Plan], resolver: FieldResolver, needed: Optional[Dict[str, tuple]] = None,
-                 unknown_logsource: str = "match", shown: str = "matched"):
+                 unknown_logsource: str = "match", shown: str = "matched", between: Optional[tuple] = None):
         self.plans = list(plans)
+        # ``--from``/``--to``: (first, end) in ns, either None when not given; a matched event whose own time
+        # is not in [first, end) (or that has none) makes no Detection, counted in ``outside``.  Looked at only
+        # once a rule matched: most events match none, and reading their time would cost every one of them.
+        self.between = between
+        self.outside = 0
         if shown not in ALERT_FIELDS:
             raise ValueError(f"alert fields {shown!r}: one of {', '.join(ALERT_FIELDS)}")
         self.shown = shown
@@ -483,6 +488,9 @@ class Detector:
                 continue
             if time is MISSING:
                 time = view.time()
+                if self.between is not None and not within(time, self.between):
+                    self.outside += 1
+                    return []
                 host = kept(first_leaf(view.get("Computer")))
             fields = {}
             for field in self.needed.get(plan.rule.id, ()):
@@ -516,6 +524,12 @@ class Detector:
                 self._shown_names.clear()
             self._shown_names[key] = found
         return found
+
+
+def within(time: Optional[int], between: tuple) -> bool:
+    """Whether an event time is in ``--from``/``--to``'s [first, end): an event without one is not."""
+    first, end = between
+    return time is not None and (first is None or time >= first) and (end is None or time < end)
 
 
 def event_facts(view) -> EventFacts:

@@ -21,7 +21,7 @@ from .correlate import DEFAULT_AGENT_IDLE, DEFAULT_MAX_SKEW, Correlation, Hit
 from .correlate.state import MAX_ALERTED, StateError, describe, identity, matched_by
 from .correlate.suppress import SuppressError, Suppressor, correlation_key, single_key
 from .coverage import Coverage
-from .detect import SHOWN_KEYS, Detection, Detector, Heartbeat, WireError
+from .detect import SHOWN_KEYS, Detection, Detector, Heartbeat, WireError, within
 from .events.fields import FieldResolver
 from .events.timeparse import format_time
 from .records import correlation_alert, detection_alert, enrichment, sigma_field
@@ -57,7 +57,7 @@ class Engine:
     def __init__(self, plans: List[Plan], resolver: FieldResolver, lateness_ns: int = 0, clock=_time.monotonic,
                  unknown_logsource: str = "match", max_skew_ns: int = DEFAULT_MAX_SKEW,
                  agent_idle: float = DEFAULT_AGENT_IDLE, agents: int = 0, early: bool = False,
-                 alert_fields: str = "matched", suppress_ns: int = 0):
+                 alert_fields: str = "matched", suppress_ns: int = 0, between: Optional[tuple] = None):
         self.plans = {plan.rule.id: plan for plan in plans}
         # a rule set (``sigma.collection.RuleSet``) brings its correlation documents, and the rules
         # that feed them without ``generate`` and so do not alert on their own (``quiet``)
@@ -88,7 +88,7 @@ class Engine:
                 if not ref.chained:
                     fields = spec.needed_fields(ref.rule, carried[spec.id])
                     needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + fields))
-        self.detector = Detector(plans, resolver, needed, unknown_logsource, alert_fields)
+        self.detector = Detector(plans, resolver, needed, unknown_logsource, alert_fields, between)
         self.resolver = resolver
         self.agent_idle = agent_idle
         self.expected_agents = agents
@@ -208,6 +208,9 @@ class Engine:
         record's own line of input)."""
         self.stats["detections"] += 1
         if detection.rule not in self.plans:
+            return Outcome(None, [])
+        if self.detector.between is not None and not within(detection.time, self.detector.between):
+            self.detector.outside += 1
             return Outcome(None, [])
         self.rule_detections[detection.rule] += 1
         if self.trace is not None:

@@ -95,6 +95,22 @@ def _parse(value) -> Optional[int]:
     return ns
 
 
+_DATE = re.compile(r"\d{4}-\d\d-\d\d", re.ASCII)
+_EPOCH = re.compile(r"\d{1,20}(?:\.\d{1,9})?", re.ASCII)
+
+
+def parse_instant(text: str) -> Optional[int]:
+    """A time a person gives on the command line (``--from``, ``--to``), in ns: what ``parse_time`` reads
+    in an event (RFC 3339, a zoneless time taken as UTC), a date alone (its midnight, UTC), or epoch
+    seconds (or milli-, micro-, nanoseconds, as in an event); None when it is none of these."""
+    text = text.strip()
+    if _DATE.fullmatch(text):
+        text += "T00:00:00Z"
+    elif _EPOCH.fullmatch(text):
+        return _from_number(Decimal(text))
+    return _parse(text) if text.isascii() else None
+
+
 def zoneless(value) -> bool:
     """Whether ``value`` is a time text without a zone (NXLog's ``2021-06-03 13:00:12``): ``parse_time``
     takes it as UTC, which it is only when its writer's clock runs on UTC (for ``explain`` to say so)."""

@@ -1648,17 +1648,19 @@ class Filter:
         (a str) for a line that matched nothing; True or False, for a line the parent parses itself
         (as a candidate or not), one to be diagnosed: diagnostics come from one process, in order.
         Returned with what the block's events told ``--rule-stats`` of their fields
-        (``Coverage.end_block``; None without it)."""
-        marked = []
-        coverage = self.engine.detector.coverage
+        (``Coverage.end_block``; None without it) and how many matched outside ``--from``/``--to``."""
+        marked, observed = [], None
+        detector = self.engine.detector
+        coverage, outside = detector.coverage, detector.outside
         if coverage is not None:
             coverage.begin_block()
             try:
                 marked = self._detected(block, end, candidates, suspects)
             finally:
                 observed = coverage.end_block()
-            return marked, observed
-        return self._detected(block, end, candidates, suspects), None
+        else:
+            marked = self._detected(block, end, candidates, suspects)
+        return marked, observed, detector.outside - outside
 
     def _detected(self, block: bytes, end: int, candidates: Optional[list], suspects: list) -> list:
         marked = []
@@ -1710,7 +1712,8 @@ class Filter:
     def _take_detected(self, block: Optional[bytes], lines: int, result: tuple) -> None:
         """A detecting worker's result for one block: its lines in order, the marked ones as
         ``detected`` says.  ``block`` may be None when it is not needed (``_needs_block``)."""
-        marked, observed = result
+        marked, observed, outside = result
+        self.engine.detector.outside += outside
         coverage = None
         if observed is not None:  # its events counted in around the lines the parent reads itself
             coverage = self.engine.detector.coverage
