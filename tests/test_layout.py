@@ -16,7 +16,7 @@ LAYERS = [
     ("records",),
     ("engine",),
     ("io",),
-    ("explain",),
+    ("explain", "regress"),  # regress: pipeshell-filter test, the rules' regression cases (neither imports the other)
     ("supervise",),  # pipeshell-filter run: imported by cli, imports nothing of the package
     ("cli",),
     ("launch",),

@@ -1,5 +1,6 @@
 """Command line: ``pipeshell-filter [options]`` filters stdin; ``pipeshell-filter explain`` shows the plan;
-``pipeshell-filter run`` supervises collector | filter | shipper (``supervise``).
+``pipeshell-filter run`` supervises collector | filter | shipper (``supervise``); ``pipeshell-filter test``
+runs the rules' regression cases (``regress``).
 
 Errors in rules or options print one line and exit with status 2; bad input
 lines never stop the stream (see ``io.stream``).
@@ -1178,6 +1179,69 @@ def _print(text: str) -> None:
     sys.stdout.flush()
     sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
     sys.stdout.buffer.flush()
+
+
+@app.command("test")
+def regression_test(
+    rule: Optional[List[str]] = typer.Option(None, "--rule", metavar="PATH", help="As for filtering (repeatable); "
+                                             "required. Every rule loaded whose regression_tests_path names an "
+                                             "info.yml has its cases run, with the whole rule set loaded."),
+    join: Optional[Join] = typer.Option(None, "--join", help="As for filtering: " + _JOIN_HELP),
+    strict: bool = typer.Option(False, "--strict", help="As for filtering: a rule in a --rule directory that "
+                                "fails to load is an error (by default it is reported and skipped)."),
+    placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
+    field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
+                                                  help="As for filtering: your own field-resolution table."),
+    logsource_unknown: UnknownLogsource = typer.Option(UnknownLogsource.match, "--logsource-unknown",
+                                                       help="As for filtering: match or skip."),
+    min_level: Optional[str] = typer.Option(None, "--min-level", metavar="LEVEL", help="As for filtering: "
+                                            + _MIN_LEVEL_HELP + " The cases of rules left out are not run."),
+    status: Optional[str] = typer.Option(None, "--status", metavar="LIST", help="As for filtering: " + _STATUS_HELP),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", metavar="TAG", help="As for filtering: " + _TAG_HELP),
+    exclude_tag: Optional[List[str]] = typer.Option(None, "--exclude-tag", metavar="TAG",
+                                                    help="As for filtering: " + _EXCLUDE_TAG_HELP),
+    exclude_rule: Optional[List[str]] = typer.Option(None, "--exclude-rule", metavar="ID",
+                                                     help="As for filtering: " + _EXCLUDE_RULE_HELP),
+    exclude_rules: Optional[List[str]] = typer.Option(None, "--exclude-rules", metavar="FILE",
+                                                      help="As for filtering: " + _EXCLUDE_RULES_HELP),
+    as_json: bool = typer.Option(False, "--json", help="One JSON record per case on stdout (verdict, rule, case, "
+                                 "evtx, match_count, matched, reason); the summary line goes to stderr."),
+) -> None:
+    """Run the rules' regression cases (SigmaHQ's layout: a rule's regression_tests_path names an info.yml
+    listing .evtx files and match_count) through the filter, and judge them as SigmaHQ's runner does:
+    PASS when the rule matches at least match_count records (any, without one), WARN when more, FAIL when
+    fewer or when a file is missing or the rule was skipped at load. Exit 0 when none fails, 1 otherwise."""
+    from . import regress
+
+    if not rule:
+        raise UsageProblem("test needs --rule: the rules whose regression cases to run")
+    selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
+    messages = []
+
+    def loading(message: str) -> None:  # said as the filter says it, and kept: a case names its rule's skip
+        messages.append(message)
+        _skipped(message)
+
+    plans = load_plans(rule, join, strict, report=loading, placeholders=read_placeholders(placeholders),
+                       selection=selection)
+    resolver = make_resolver("auto", field_map, None)
+    cases = regress.find_cases(rule)
+    if not cases:
+        sys.stderr.write(f"pipeshell-filter: no rule of {', '.join(rule)} has a {regress.KEY}\n")
+        sys.exit(1)
+    prefilter, index = build_prefilter(plans, PrefilterEngine.auto.value,
+                                       "match" if declares(resolver) else logsource_unknown.value)
+    regress.run(cases, plans, resolver, messages, prefilter, index, logsource_unknown.value)
+    if sys.stdout is None:
+        raise UsageProblem("standard output is closed")
+    lines = [ujson.dumps(case.record(), ensure_ascii=False, escape_forward_slashes=False) if as_json
+             else case.line() for case in cases]
+    if not as_json:
+        lines.append(regress.summary(cases))
+    _print("\n".join(lines))
+    if as_json:
+        sys.stderr.write(f"pipeshell-filter: {regress.summary(cases)}\n")
+    sys.exit(1 if regress.failed(cases) else 0)
 
 
 @app.command("run")
