@@ -182,3 +182,17 @@ def test_a_correlate_stage_leaves_out_the_detections_outside_its_range():
     assert ids(one_stage) == ids(two_stages) == [("client-any", "2021-06-03T13:00:10Z"),
                                                  ("client-any", "2021-06-03T13:00:20Z")]
     assert two_stages.stderr.decode().endswith("2 detections outside --from/--to\n")
+
+
+def test_explain_says_what_the_range_left_out(tmp_path):
+    events = tmp_path / "incident.ndjson"
+    events.write_bytes(ndjson(INCIDENT))
+    start = BASE.strftime("%Y-%m-%dT%H:%M:05Z")
+    result = run_cli_here(["explain", "--events", str(events), "--from", start])
+    text = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert f"range     only events from {start} are detected (--from/--to): 1 matched event outside it" in text
+    assert "did not fire" in text
+    whole = run_cli_here(["explain", "--events", str(events), "--to", "2100-01-01"]).stdout.decode()
+    assert "before 2100-01-01T00:00:00Z are detected (--from/--to): 0 matched events" in whole
+    assert "did not fire" not in whole

@@ -734,6 +734,16 @@ class CorrelationTrace:
             blocks.append(f"state     {_plain(self.restored)}: correlations restored, holding {_events(held)} of "
                           f"earlier runs; lines numbered on from {self._lines_before + 1}")
             blocks += [f"state     {_plain(note)}" for note in self.state_notes]
+        detector = self.engine.detector
+        if detector.between is not None:
+            first, end = detector.between
+            span = (f"from {format_time(first)}" if first is not None else "") + \
+                (" " if first is not None and end is not None else "") + \
+                (f"before {format_time(end)}" if end is not None else "")
+            left = detector.outside
+            blocks.append(f"range     only events {span} are detected (--from/--to): {left} "
+                          f"{'detection' if self.stage == 'correlate' else 'matched event'}{'' if left == 1 else 's'}"
+                          " outside it left out, as if they had matched nothing")
         if self.wire:
             blocks.append(f"note      {self.wire} of them {'is' if self.wire == 1 else 'are'} a match stage's "
                           "records (Detection, heartbeat), read here as events: explain what a correlate stage "
