@@ -339,18 +339,35 @@ def load_event(text: bytes):
 _decode = msgspec.json.Decoder().decode
 
 
-def load_framed(text: bytes) -> Optional[tuple]:
-    """``(record's text, event)`` of a line in a Fluent Bit frame (``frames``), the event a ``FramedEvent``
-    when the frame has a time; None when the line does not open like a frame; ValueError (``load_event``'s,
-    or ``NOT_FRAME``) when it does but holds no frame around an object."""
-    at = opening(text)
-    if at is None:
-        return None
+class NotAFrame(ValueError):
+    """A line that opens like a Fluent Bit frame and whose JSON is none: ``kind``, the JSON type it is."""
+
+    def __init__(self, kind: str):
+        super().__init__(NOT_FRAME)
+        self.kind = kind
+
+
+def read_frame(text: bytes, at: int) -> tuple:
+    """``(Frame, event)`` of a line that opens like a Fluent Bit frame at ``at`` (``frames.opening``): the
+    event is its record, a ``FramedEvent`` when the frame has a time.  What every reader of a framed line
+    reads it with.  ValueError or OverflowError (``load_event``'s) when it is no JSON the filter reads,
+    NotAFrame when it is JSON but no frame around an object."""
     value = load_event(text[at:])
     framed = frame_of(text, at, value)
     if framed is None:
-        raise ValueError(NOT_FRAME)
-    return text[framed.start:framed.end], value[1] if framed.time is None else FramedEvent(value[1], framed.time)
+        raise NotAFrame(type(value).__name__)
+    return framed, value[1] if framed.time is None else FramedEvent(value[1], framed.time)
+
+
+def load_framed(text: bytes) -> Optional[tuple]:
+    """``(record's text, event)`` of a line in a Fluent Bit frame (``read_frame``); None when the line does not
+    open like a frame; ValueError (``load_event``'s, or NotAFrame) when it does but holds no frame around an
+    object."""
+    at = opening(text)
+    if at is None:
+        return None
+    framed, event = read_frame(text, at)
+    return text[framed.start:framed.end], event
 
 
 def every_value(text: bytes, event: dict) -> dict:
@@ -1166,22 +1183,22 @@ class Filter:
             text = line[len(BOM):]
         at = opening(text) if self.stage != "correlate" else None  # a Fluent Bit frame around the record
         try:
-            event = load_event(text if at is None else text[at:])
+            if at is None:
+                event = load_event(text)
+            else:
+                framed, event = read_frame(text, at)
+        except NotAFrame as refused:
+            self._unusable(line, number, "not_object", f"JSON {refused.kind}, {NOT_FRAME}", keep)
+            return
         except (ValueError, OverflowError) as error:
             if self.stage == "correlate" or not self._read_text_xml(line, text, number):
                 kind, message = decode_problem(line, error)
                 self._unusable(line, number, kind, message if at is None else FRAME_UNREAD + message, keep)
             return
         head = tail = b""
-        if at is not None:
-            framed = frame_of(text, at, event)
-            if framed is None:
-                self._unusable(line, number, "not_object", f"JSON {type(event).__name__}, {NOT_FRAME}", keep)
-                return
+        if at is not None:  # the record goes on in its own frame: what is before and after it
             head, tail = line[:len(line) - len(text) + framed.start], text[framed.end:]
-            text, event = text[framed.start:framed.end], event[1]
-            if framed.time is not None:
-                event = FramedEvent(event, framed.time)
+            text = text[framed.start:framed.end]
         # A pipeline_error record's ``original`` is the line as read, byte order mark included (as for
         # a line that is not JSON); an object goes on without it in wrap mode: Fluent Bit takes none.
         if not isinstance(event, dict):
