@@ -536,6 +536,76 @@ def test_framed_lines_alert_as_the_plain_lines_in_one_process_and_in_two(tmp_pat
     assert _stage(paths, matched, lateness, "correlate") == whole
 
 
+def _framed_records(matched: bytes, framings: list, seconds: list) -> bytes:
+    """A match stage's records as an archive of Fluent Bit's (its ``file`` output, say) holds them: each in
+    a frame, at a time of the archive's own (the record's time is the one it carries)."""
+    return b"".join(framed(line, seconds[i % len(seconds)], framings[i % len(framings)]) + b"\n"
+                    for i, line in enumerate(matched.splitlines()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(raw_events(max_size=30), st.sampled_from(["builtin", "single", "by_host"]), st.sampled_from([0, 30, 400]),
+       st.sampled_from([0, 1, 60]), st.lists(st.sampled_from(FRAMINGS), min_size=1, max_size=4),
+       st.lists(st.integers(0, 10 ** 6), min_size=1, max_size=3))
+def test_a_match_stages_records_in_fluent_bit_frames_correlate_as_the_plain_records(tmp_path_factory, events, rules,
+                                                                                    lateness, heartbeat, framings,
+                                                                                    seconds):
+    """A match stage's Detections and heartbeats archived through Fluent Bit and replayed: the correlate stage
+    reads each frame's record as it reads the record alone (it said every framed line was no JSON object)."""
+    paths = _rule_args(rules, tmp_path_factory.mktemp("rules"))[1::2]
+    matched = _stage(paths, _stream_bytes(events), lateness, "match", heartbeat)
+    plain = _stage(paths, matched, lateness, "correlate")
+    assert _stage(paths, _framed_records(matched, framings, seconds), lateness, "correlate") == plain
+
+
+def _summary_and_diagnostics(result) -> list:
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    return result.stderr.decode().splitlines()
+
+
+def test_framed_records_that_are_no_detections_are_diagnosed_as_the_plain_ones(tmp_path):
+    """In a frame or not, a record that is no Detection (of a version unknown, a heartbeat's field wrong, an
+    event) is said so in the same words and counted alike; a frame that is none is said to be one that is not."""
+    match = run_cli(["--stage", "match", "--lateness", "0", "--heartbeat", "0"], ndjson([
+        evtx_event(0, "srv01", "server", 4104, 1), evtx_event(30, "cli01", "client", 800, 2),
+        evtx_event(60, "cli02", "client", 4103, 3)]))
+    assert match.returncode == 0, match.stderr
+    good = match.stdout.splitlines()
+    bad = [b'{"type": "sigma.detection", "version": 9}', b'{"type": "sigma.heartbeat", "version": 1}',
+           json.dumps(flat_event(0, "srv01", "server")).encode()]
+    lines = good[:2] + bad + good[2:]
+    plain = run_cli(["--stage", "correlate"], b"".join(line + b"\n" for line in lines))
+    said = _summary_and_diagnostics(plain)
+    assert len(alerts(plain.stdout)) == 1 and len(said) == len(bad) + 1
+    for framing in FRAMINGS:
+        archived = run_cli(["--stage", "correlate"], _framed_records(b"\n".join(lines), [framing], [5]))
+        assert alerts(archived.stdout) == alerts(plain.stdout)
+        assert _summary_and_diagnostics(archived) == said
+    broken = [b"[1, 2]", b"tag: [x", b'[1.5, {"a":1}', b"[1.5, [1]]"]
+    result = run_cli(["--stage", "correlate"], b"".join(line + b"\n" for line in broken + good))
+    said = _summary_and_diagnostics(result)
+    assert len(alerts(result.stdout)) == 1 and len(said) == len(broken) + 1
+    assert all("Fluent Bit frame" in line for line in said[:-1]), said
+
+
+def test_several_inputs_of_framed_records_are_merged_by_the_records_times(tmp_path):
+    """``--stage correlate --input a --input b``: framed records are merged by the times they carry, as plain
+    ones (the merge read none of a framed line's)."""
+    events = [(0, "srv01", "server", 4104, 1), (20, "cli01", "client", 4104, 2), (25, "cli02", "client", 800, 3),
+              (40, "srv01", "server", 4104, 4)]
+    matched = run_cli(["--stage", "match", "--lateness", "0", "--heartbeat", "0"], _stream_bytes(events))
+    assert matched.returncode == 0, matched.stderr
+    lines = matched.stdout.splitlines()
+    halves = {}
+    for name, framings in (("plain", None), ("framed", ["tag", "meta"])):
+        paths = [tmp_path / f"{name}{i}.log" for i in range(2)]
+        for i, path in enumerate(paths):  # the later records first, in the first file
+            part = b"\n".join(lines[1 - i::2][::-1 if i == 0 else 1])
+            path.write_bytes(part + b"\n" if framings is None else _framed_records(part, framings, [7]))
+        done = run_cli(["--stage", "correlate", "--lateness", "0", "--input", str(paths[0]), "--input", str(paths[1])])
+        halves[name] = (done.returncode, alerts(done.stdout), done.stderr.splitlines()[-1:])
+    assert halves["framed"] == halves["plain"] and halves["plain"][1]
+
 def within_lateness(events, lateness):
     """The events an on-time stream keeps: none older than the newest so far minus the lateness."""
     kept, newest = [], None

@@ -909,7 +909,7 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
         if line.startswith(BOM):
             line = line[len(BOM):]
         try:
-            framed = load_framed(line) if stream_filter.stage != "correlate" else None  # a Fluent Bit frame
+            framed = load_framed(line)  # a Fluent Bit frame: its record
             line, event = framed if framed is not None else (line, ujson.loads(line))
         except (ValueError, OverflowError):
             return stream_filter.text_time(line)  # a line of Sysmon for Linux's syslog file: its XML's time

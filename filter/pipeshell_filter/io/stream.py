@@ -1181,7 +1181,7 @@ class Filter:
         if line.startswith(BOM):  # an editor's or a Windows tool's byte order mark (files joined with cat)
             self.diagnostics.report("bom", self._where(number), "UTF-8 byte order mark before the line; ignored")
             text = line[len(BOM):]
-        at = opening(text) if self.stage != "correlate" else None  # a Fluent Bit frame around the record
+        at = opening(text)  # a Fluent Bit frame around the record (a match stage's too, archived and replayed)
         try:
             if at is None:
                 event = load_event(text)
