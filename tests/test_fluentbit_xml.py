@@ -6,13 +6,14 @@ holds, in the evtx shape, with the record's Message beside it (``events.xml_even
 
 import json
 import os
+import re
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from clitools import filter_file, alerts, records, run_cli, run_cli_here
-from eventgen import CLIENT, HOSTS, SERVER, raw_events
+from eventgen import CLIENT, FRAMINGS, HOSTS, SERVER, framed, raw_events
 from shapes import NS, Logical, event_xml, fluentbit, fluentbit_map, fluentbit_xml
 from sigmahq import SIGMAHQ
 from pipeshell_filter.events.xml_event import carried_event
@@ -332,3 +333,43 @@ def test_worker_processes_frame_each_xml_record_at_its_xml_time(engine):
     out = [line for line in alone[0].splitlines() if b'"kind":"alert"' not in line]
     assert [line[1:line.index(b",")].decode() for line in out] == \
         [f"{e.time_ns // NS}.{e.time_ns % NS:09d}" for e in XML_STREAM + XML_STREAM[:1]]
+
+
+# ---------------------------------------------------------------- in a Fluent Bit frame, without TimeCreated
+
+
+def _untimed(record: dict) -> dict:
+    """The record with its XML's TimeCreated taken out."""
+    return {key: re.sub(r"<TimeCreated [^>]*/>", "", value) if isinstance(value, str) else value
+            for key, value in record.items()}
+
+
+def _carrying(event: Logical, shape: str) -> dict:
+    """A record carrying the event's XML: Render_Event_As_XML's, or a collector's text holding it."""
+    return fluentbit_xml(event) if shape == "rendered" else {"message": "host sysmon: " + event_xml(event)}
+
+
+@settings(max_examples=20, deadline=None)  # two runs of the command each
+@given(raw_events(max_size=20), st.lists(st.sampled_from(FRAMINGS), min_size=1, max_size=4),
+       st.sampled_from(["rendered", "text"]), st.sampled_from([[], ["--stage", "match", "--heartbeat", "0"]]))
+def test_a_framed_xml_event_without_timecreated_takes_the_frames_time(events, framings, shape, stage):
+    """As a JSON record without a time of its own takes its frame's: the event an XML without TimeCreated holds,
+    in a frame at the event's time, alerts (and is detected) as the record of the XML with it, unframed.  It had
+    no time at all: left out of correlation, no alert."""
+    stream = _stream(events, [""])
+    plain = ndjson(*[_carrying(event, shape) for event in stream])
+    archive = b"".join(framed(json.dumps(_untimed(_carrying(event, shape))).encode(), seconds,
+                              framings[i % len(framings)]) + b"\n"
+                       for i, (event, (seconds, *_)) in enumerate(zip(stream, events)))
+    expected, got = (run_cli_here(["--quiet", *stage], data) for data in (plain, archive))
+    assert got.returncode == expected.returncode == 0, got.stderr
+    assert records(got.stdout) == records(expected.stdout) and got.stderr == expected.stderr
+
+
+def test_explain_says_a_framed_xml_event_without_timecreated_is_at_the_frames_time(tmp_path):
+    event = Logical("srv01", T0 + 12 * NS, 4104, SERVER)
+    path = tmp_path / "one.log"
+    path.write_bytes(framed(json.dumps(_untimed(fluentbit_xml(event))).encode(), 60, "tag") + b"\n")
+    result = run_cli(["explain", "--event", str(path)])
+    assert result.returncode == 0, result.stderr
+    assert "time      2021-06-03T13:01:00Z (from the Fluent Bit frame's TIME" in result.stdout.decode()

@@ -324,6 +324,18 @@ def builtin_profiles() -> list:
 CARRIED_PROFILE = "evtx"  # the shape of an event read from its XML (``xml_event.parse_event_xml``)
 
 
+class FramedEvent(dict):
+    """An event that came in a Fluent Bit frame (``io.frames``), with the frame's time (ns): the event's time
+    where it has none of its own by its profile (``FieldResolver.time``).  Here, not with the frames, so that
+    the event an XML in it holds (``xml_event.event_to_read``) keeps that time too."""
+
+    __slots__ = ("frame_time",)
+
+    def __init__(self, event: dict, frame_time: int):
+        super().__init__(event)
+        self.frame_time = frame_time
+
+
 class FieldResolver:
     """Picks a profile per event and resolves Sigma field names through it."""
 
@@ -374,7 +386,7 @@ class FieldResolver:
                 parsed = parse_time(value)
                 if parsed is not None:
                     return parsed
-        # none of its own: that of the Fluent Bit frame it came in, if it did (``io.frames.FramedEvent``)
+        # none of its own: that of the Fluent Bit frame it came in, if it did (``FramedEvent``)
         return getattr(event, "frame_time", None)
 
 

@@ -43,6 +43,8 @@ import re
 from typing import Optional, Tuple
 from xml.etree import ElementTree
 
+from .fields import FramedEvent
+
 # Where a line may carry an event's XML: what the filter looks for in the raw bytes (JSON may write
 # ``<`` as an escape), the prefilter and the reading alike.
 MARKS = (b"<Event", b"\\u003cEvent", b"\\u003CEvent")
@@ -112,15 +114,19 @@ def _hiding_in_xml(raw: bytes) -> bool:
 def event_to_read(raw: bytes, event: dict) -> Tuple[dict, Optional[str]]:
     """The event the filter reads for a line, ``event`` its JSON: that whose XML the line carries
     (``carried_event``), else ``event`` itself; and, when the XML was refused, why (the line is then
-    read as it is).  A line in the evtx shape already is not searched: a dictionary lookup, then a
-    ``<`` (memchr), is every other line's whole cost."""
+    read as it is).  The XML's event of a record in a Fluent Bit frame has the frame's time where it has no
+    ``TimeCreated`` of its own, as the record would (``FramedEvent``).  A line in the evtx shape already is
+    not searched: a dictionary lookup, then a ``<`` (memchr), is every other line's whole cost."""
     if event.get("Event").__class__ is dict or not carries_xml(raw):
         return event, None
     try:
         found = carried_event(event)
     except XmlEventProblem as problem:
         return event, str(problem)
-    return (event if found is None else found), None
+    if found is None:
+        return event, None
+    frame_time = getattr(event, "frame_time", None)
+    return (found if frame_time is None else FramedEvent(found, frame_time)), None
 
 
 def carried_event(event: dict) -> Optional[dict]:

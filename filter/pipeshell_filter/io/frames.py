@@ -12,9 +12,9 @@ which its stdin takes too), and, from its ``file`` output in the default format,
 An archive of such lines replayed through the filter is read record by record: the record is the event,
 the frame's bytes around it are kept (``Frame.head``, ``Frame.tail``) so that a line goes on in its own
 framing, and TIME (seconds, maybe with a fraction) is the event's time only where its profile finds none
-of its own (``FramedEvent``: ``FieldResolver.time`` falls back to it).  A line is *framed* when it opens
-like a frame (``opening``); it is then a frame or a bad one, which the filter diagnoses as it does any
-line it cannot read.
+of its own (``events.fields.FramedEvent``: ``FieldResolver.time`` falls back to it), the event an XML in the
+record holds included.  A line is *framed* when it opens like a frame (``opening``); it is then a frame or a
+bad one, which the filter diagnoses as it does any line it cannot read.
 """
 
 from __future__ import annotations
@@ -156,17 +156,6 @@ _TIME = re.compile(rb"\[[ \t]*(\[[ \t]*)?(" + _NUMBER + rb")[ \t]*,")
 # from a line and says so: as the start of a tag it would rule the line out undiagnosed.
 _SHAPE = re.compile(rb"(?!\xef\xbb\xbf)(?:" + _TAG + rb"|\[)[ \t]*(?:\[[ \t]*" + _NUMBER + rb"[ \t]*,[ \t]*\{|"
                     + _NUMBER + rb"[ \t]*,[ \t]*\{)")
-
-
-class FramedEvent(dict):
-    """An event that came in a frame, with the frame's time (ns): the event's time where it has none of
-    its own by its profile (``FieldResolver.time``)."""
-
-    __slots__ = ("frame_time",)
-
-    def __init__(self, event: dict, frame_time: int):
-        super().__init__(event)
-        self.frame_time = frame_time
 
 
 class Frame:

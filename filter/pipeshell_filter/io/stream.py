@@ -34,10 +34,11 @@ from ..detect import HEARTBEAT_TYPE, WIRE_TYPE, Detection, Heartbeat, WireError,
 from ..engine import Engine
 from ..records import shrink
 from ..values import MISSING
+from ..events.fields import FramedEvent
 from ..events.timeparse import parse_time
 from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
 from . import parallel
-from .frames import FramedEvent, frame, frame_of, opening, start_at, start_or_clock, string_end, value_end
+from .frames import frame, frame_of, opening, start_at, start_or_clock, string_end, value_end
 from .inputs import LongLine
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
@@ -383,7 +384,7 @@ def every_value(text: bytes, event: dict) -> dict:
         return event
     if not isinstance(merged, dict):
         return event
-    frame_time = getattr(event, "frame_time", None)  # a framed record's time goes with it (``frames.FramedEvent``)
+    frame_time = getattr(event, "frame_time", None)  # a framed record's time goes with it (``fields.FramedEvent``)
     return merged if frame_time is None else FramedEvent(merged, frame_time)
 
 
