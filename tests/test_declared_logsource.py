@@ -3,10 +3,11 @@ says of events that have no channel or EventID to tell their log source by (prox
 
 import json
 import os
+import re
 
 import pytest
 import yaml
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import sigmahq
@@ -404,3 +405,38 @@ def test_a_megabyte_of_declared_fact_is_not_remembered_as_a_route():
     assert not detector.detect({"x": "1", "c": "p" * (1 << 20)})
     assert not detector._routes
     assert detector.detect({"x": "1", "c": "Proxy"}) and len(detector._routes) == 1
+
+
+# Any character, control characters and line separators most often.
+_HOSTILE_TEXT = st.text(st.one_of(st.sampled_from("\n\r\x00\x1b\x85\u2028\u2029\x7f\t"), st.characters(blacklist_categories=("Cs",))),
+                        min_size=1, max_size=12).filter(lambda text: text.strip())
+
+
+@settings(max_examples=40, deadline=None)
+@given(_HOSTILE_TEXT, st.sampled_from(["category", "service", "channel", "EventID"]))
+def test_explain_event_prints_an_events_logsource_facts_escaped(tmp_path_factory, value, where):
+    """An event's declared service and category, its channel and EventID, are its own text: ``explain --event``
+    wrote them raw, so a line break in one forged lines of the report.  Whatever they hold, the report has the
+    lines it has for a plain value, and none holds a control character or line separator."""
+    tmp_path = tmp_path_factory.mktemp("explain")
+    paths, _ = _stream_setup(tmp_path)
+    (tmp_path / "map.yml").write_text("name: mine\ndetect: [c-ip]\ntime: [ts]\nproduct: zscaler\n"
+                                      "service: {path: svc}\ncategory: {path: cat}\n")
+
+    def report(told) -> list:
+        if where in ("category", "service"):
+            event = dict(EVENTS[0], **{"svc": "proxy", "cat": "proxy", where[:3]: told})
+            options = ["--field-map", str(tmp_path / "map.yml"), "--rule", paths["r_proxy.yml"]]
+        else:
+            system = {"Channel": "Microsoft-Windows-PowerShell/Operational", "EventID": 4104, "Computer": "h",
+                      "TimeCreated": {"#attributes": {"SystemTime": "2024-05-01T10:00:00Z"}}, where: told}
+            event = {"Event": {"System": system, "EventData": {"ScriptBlockText": "x"}}}
+            options = []
+        (tmp_path / "event.json").write_text(json.dumps(event))
+        done = run_cli_here(["explain", *options, "--event", str(tmp_path / "event.json")])
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode("utf-8", "surrogateescape").splitlines()
+
+    plain, got = report("plain"), report(value)
+    assert len(got) == len(plain), got
+    assert not any(re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", line) for line in got), got

@@ -95,13 +95,13 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         tried = ", ".join(".".join(map(str, p)) for p in time_paths) or "(no time paths)"
         lines.append(f"time      none parsable (tried {tried}): the event would be left out of correlation")
     facts = event_facts(view)
-    lines.append(f"logsource product {facts.product or '(unknown)'}, channel {facts.channel or '(unknown)'}, "
-                 f"EventID {facts.event_id or '(unknown)'}" + _declared_facts(facts))
+    lines.append(f"logsource product {_fact(facts.product)}, channel {_fact(facts.channel)}, "
+                 f"EventID {_fact(facts.event_id)}" + _declared_facts(facts))
     for plan in plans:
         lines.append(f"rule      {plan.rule.title}")
         if plan.logsource is not None:
             applies, reason = plan.logsource.verdict(facts, unknown_logsource)
-            lines.append(f"logsource {'applies' if applies else 'does not apply'}: {reason}"
+            lines.append(f"logsource {'applies' if applies else 'does not apply'}: {_plain(reason)}"
                          + ("" if applies else " (the rule is not tried on this event)"))
         fields = []
         for selection in plan.selections:
@@ -114,7 +114,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         lines.append("fields:")
         for field in fields:
             where = view.where(field)
-            lines.append(f"  {field:<18} {_show(view.get(field))}" + (f"   <- {where}" if where else ""))
+            lines.append(f"  {field:<18} {_show(view.get(field))}" + (f"   <- {_plain(where)}" if where else ""))
         applies = plan.logsource is None or plan.logsource.verdict(facts, unknown_logsource)[0]
         matched = plan.match(view)
         lines.append("selections:")
@@ -149,12 +149,18 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
     return "\n".join(lines)
 
 
+def _fact(value) -> str:
+    """A logsource fact of an event (its channel, EventID, a declared category): the event's own text, escaped
+    as ``_plain`` escapes it (a line break in it would forge a line of the report)."""
+    return _plain(value) if value else "(unknown)"
+
+
 def _declared_facts(facts) -> str:
     """The service and category an event declares (its field map, ``--logsource``), and who declared them."""
     if facts.service is None and facts.category is None:
-        return f" (declared by {facts.origin})" if facts.origin and facts.product else ""
-    return (f", service {facts.service or '(unknown)'}, category {facts.category or '(unknown)'} (declared by "
-            f"{facts.origin}; "
+        return f" (declared by {_plain(facts.origin)})" if facts.origin and facts.product else ""
+    return (f", service {_fact(facts.service)}, category {_fact(facts.category)} (declared by "
+            f"{_plain(facts.origin)}; "
             "judged on these declared facts, not its channel or EventID)")
 
 
@@ -177,8 +183,8 @@ def _wrapped_hint(resolver: FieldResolver, event: dict) -> list:
                 continue
             if isinstance(inner, dict) and resolver.profile_for(inner).detect:
                 shape = resolver.profile_for(inner).name
-                return [f"note      the text in {key} is an event ({shape}): the filter reads it with "
-                        f"--line-field {key}"]
+                return [f"note      the text in {_plain(key)} is an event ({shape}): the filter reads it with "
+                        f"--line-field {_plain(key)}"]
     return []
 
 
