@@ -408,8 +408,9 @@ def test_a_megabyte_of_declared_fact_is_not_remembered_as_a_route():
 
 
 # Any character, control characters and line separators most often.
-_HOSTILE_TEXT = st.text(st.one_of(st.sampled_from("\n\r\x00\x1b\x85\u2028\u2029\x7f\t"), st.characters(blacklist_categories=("Cs",))),
-                        min_size=1, max_size=12).filter(lambda text: text.strip())
+_HOSTILE_TEXT = st.text(st.one_of(st.sampled_from("\n\r\x00\x1b\x85\u2028\u2029\x7f\t"),
+                                  st.characters(blacklist_categories=("Cs",))),
+                        min_size=1, max_size=12).filter(str.strip)
 
 
 @settings(max_examples=40, deadline=None)
