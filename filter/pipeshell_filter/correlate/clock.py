@@ -68,7 +68,7 @@ class SourceClocks:
 
     def see(self, source: Hashable, time: int) -> bool:
         """Take an event time of ``source``; True when the vouched-for time rose."""
-        if self.wall is not None and time > self.wall() + self.max_skew:
+        if not self.believed(time):
             # named once, and not every name of a flood of them
             if source not in self.reported and len(self.reported) + len(self._future) < self.cap:
                 self._future.setdefault(source, time - self.wall())
@@ -152,6 +152,11 @@ class SourceClocks:
         self._ranked_changed()
         if len(self._ranked) != 1:
             self._second = NEVER
+
+    def believed(self, time: int) -> bool:
+        """Whether ``time`` is no more than ``max_skew`` past the wall clock (always, off live input):
+        one that is moves no clock (``see``), and makes no early alert (``Correlator._early``)."""
+        return self.wall is None or time <= self.wall() + self.max_skew
 
     def future(self) -> list:
         """(source, how far past the wall clock in ns) of the sources newly found with a time not
