@@ -312,3 +312,29 @@ def test_a_source_ahead_in_a_restored_state_is_no_wrong_clock_unless_others_send
         for source, event_time in later:
             again.see(source, event_time)
         assert [source for source, _ in again.ahead(0, final=True)] == (["b"] if ("a", 1) in later else [])
+
+
+def test_on_live_input_a_chatty_host_an_hour_behind_does_not_hold_back_the_other_hosts_alert(tmp_path):
+    """Two sources: the victim's, at the wall clock, and one whose clock runs an hour behind and that
+    keeps sending.  Neither vouched for the other, and each event of the one behind moved the time two
+    sources reached, which reset the idle timer: the victim's alert waited for the end of input (and
+    the victim was named as the wrong clock).  On live input the wall clock tells them apart: a time
+    not after it, and no more than ``--max-skew`` before it, has happened."""
+    rule = tmp_path / "by_host.yml"
+    rule.write_text("title: three on one host\nid: by-host\ndetection:\n  sel: {ScriptBlockText|contains: NamedPipe}\n"
+                    "  condition: sel | count() by Computer >= 3\n  timeframe: 2m\n")
+    now = [0.0]
+    engine = Engine(load_plans([str(rule)], None), resolvers.auto(), 2 * NS, clock=lambda: now[0])
+    wall = BASE_NS + 86400 * NS
+    engine.correlation.wall = lambda: wall + int(now[0] * NS)
+    engine.live()
+    alerts = []
+    for i in range(3):
+        alerts += engine.process(flat_event(86400, "victim", "server", 4104, i)).alerts
+    for second in range(1, 30):
+        now[0] = float(second)
+        alerts += engine.process(flat_event(86400 - 3600 + second, "behind", "client", 4104, 100 + second)).alerts
+        alerts += engine.settle() + engine.idle(1.0)
+    assert ["victim"] in [a["related"]["hosts"] for a in alerts]
+    named = " ".join(line for _, line in engine.correlation.skew_reports(final=True))
+    assert "'behind' is behind" in named and "'victim'" not in named

@@ -16,7 +16,8 @@ yet be a wrong clock that the next one contradicts.
 When the input pauses on a live pipe, the newest time that is not suspect
 becomes final too: no more than ``max_skew`` past the vouched-for time, and
 not in the future of the wall clock by more than that (with one source, what
-two of its events reached, within the wall clock's bound).
+two of its events reached, within the wall clock's bound); and the newest source time
+that the wall clock vouches for, not after it and no more than ``max_skew`` before it.
 
 Two sources can be wrong together (two hosts of one broken time server, or two
 forged lines under two host names): on live input (``bound_by``) a time more
@@ -128,14 +129,22 @@ class SourceClocks:
         and not in the future of ``wall_ns`` (the wall clock, on live input) by more than that.
         With one source, what two of its events reached (``one_source_time``): a single line
         dated an hour ahead, first on a pipe that then paused, made every other host's events
-        late (a replay of the past has no wall clock to check it against)."""
+        late (a replay of the past has no wall clock to check it against).  On live input (``bound_by``)
+        the wall clock vouches too, for the newest source time not after it and no more than
+        ``max_skew`` before it: that has happened.  Of two sources, one an hour behind that kept
+        sending held the other's alerts to the end of input, and was taken for the right clock."""
         limit = wall_ns + self.max_skew if wall_ns is not None else float("inf")
-        if len(self._ranked) == 1:
-            return self._second if self._second <= limit else NEVER
-        limit = min(limit, self.reference + self.max_skew)
         ranked = self._ranked
-        at = ranked.bisect_right((limit, "\U0010ffff"))
-        return ranked[at - 1][0] if at else NEVER
+        if len(ranked) == 1:
+            found = self._second if self._second <= limit else NEVER
+        else:
+            at = ranked.bisect_right((min(limit, self.reference + self.max_skew), "\U0010ffff"))
+            found = ranked[at - 1][0] if at else NEVER
+        if self.wall is not None and wall_ns is not None:
+            at = ranked.bisect_right((wall_ns, "\U0010ffff"))
+            if at and ranked[at - 1][0] >= wall_ns - self.max_skew:
+                found = max(found, ranked[at - 1][0])
+        return found
 
     def bound_by(self, wall) -> None:
         """Live input from now on: no time past ``wall()`` (ns) by more than ``max_skew`` moves a
@@ -177,11 +186,12 @@ class SourceClocks:
             return []
         limit = self.reference + self.max_skew
         found, still = [], {}
+        wall = self.wall() if self.wall is not None else None
         for time, _, source in reversed(self._ranked):
             if time <= limit:
                 break
-            if source in self.reported:
-                continue
+            if source in self.reported or (wall is not None and wall - self.max_skew <= time <= wall):
+                continue  # (the wall clock vouches for its time: ``trusted_newest``)
             mark = self._went_ahead
             if final and mark is not None and mark[0] == source and self._arrivals - mark[1] + 1 == mark[2]:
                 continue  # nobody else sent since it went ahead: no evidence against its clock
