@@ -6,7 +6,7 @@ import time
 from hypothesis import given, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, read_all, run_cli
-from eventgen import BASE, evtx_event, flat_event
+from eventgen import BASE, SERVER, evtx_event, flat_event
 import resolvers
 from pipeshell_filter.cli import Join, load_plans
 from pipeshell_filter.correlate.clock import NEVER, SourceClocks
@@ -338,3 +338,21 @@ def test_on_live_input_a_chatty_host_an_hour_behind_does_not_hold_back_the_other
     assert ["victim"] in [a["related"]["hosts"] for a in alerts]
     named = " ".join(line for _, line in engine.correlation.skew_reports(final=True))
     assert "'behind' is behind" in named and "'victim'" not in named
+
+
+def test_on_live_input_one_line_dated_now_does_not_make_the_hosts_of_a_pipeline_running_late_late():
+    """The wall clock breaks the tie of two sources only: with more, two of them vouch for the time, and
+    a single line dated now (the wall clock vouching for it too) must not carry it past them."""
+    engine = Engine(load_plans(None, Join("window")), resolvers.auto(), 60 * NS, clock=lambda: 0.0)
+    wall = BASE_NS + 86400 * NS
+    engine.correlation.wall = lambda: wall
+    engine.live()
+    running_late = [flat_event(86400 - 600 + s, h, k, 4104, i) for i, (s, h, k) in
+                    enumerate([(0, "srv01", "server"), (30, "cli01", "client")])]
+    for event in running_late:
+        engine.process(event)
+    engine.process(flat_event(86400, "forged", "benign", 4104, 99) | {"ScriptBlockText": f"{SERVER}"})
+    engine.settle()
+    alerts = engine.process(flat_event(86400 - 600 + 60, "cli02", "client", 4104, 3)).alerts + engine.flush()
+    assert [a["related"]["hosts"] for a in alerts] == [["cli01", "cli02", "srv01"]]
+    assert engine.correlation_stats()["late"] == 0

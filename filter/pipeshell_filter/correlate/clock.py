@@ -16,8 +16,9 @@ yet be a wrong clock that the next one contradicts.
 When the input pauses on a live pipe, the newest time that is not suspect
 becomes final too: no more than ``max_skew`` past the vouched-for time, and
 not in the future of the wall clock by more than that (with one source, what
-two of its events reached, within the wall clock's bound); and the newest source time
-that the wall clock vouches for, not after it and no more than ``max_skew`` before it.
+two of its events reached, within the wall clock's bound); and of two sources,
+the newest time that the wall clock vouches for, not after it and no more than
+``max_skew`` before it.
 
 Two sources can be wrong together (two hosts of one broken time server, or two
 forged lines under two host names): on live input (``bound_by``) a time more
@@ -131,8 +132,10 @@ class SourceClocks:
         dated an hour ahead, first on a pipe that then paused, made every other host's events
         late (a replay of the past has no wall clock to check it against).  On live input (``bound_by``)
         the wall clock vouches too, for the newest source time not after it and no more than
-        ``max_skew`` before it: that has happened.  Of two sources, one an hour behind that kept
-        sending held the other's alerts to the end of input, and was taken for the right clock."""
+        ``max_skew`` before it, when there are two sources only, which cannot tell each other wrong:
+        one an hour behind that kept sending held the other's alerts to the end of input, and was
+        taken for the right clock.  (With more, two of them vouch, and one line dated now must not
+        overrule them: the hosts of a pipeline running late would all be late.)"""
         limit = wall_ns + self.max_skew if wall_ns is not None else float("inf")
         ranked = self._ranked
         if len(ranked) == 1:
@@ -140,7 +143,7 @@ class SourceClocks:
         else:
             at = ranked.bisect_right((min(limit, self.reference + self.max_skew), "\U0010ffff"))
             found = ranked[at - 1][0] if at else NEVER
-        if self.wall is not None and wall_ns is not None:
+        if self.wall is not None and wall_ns is not None and len(ranked) == 2:
             at = ranked.bisect_right((wall_ns, "\U0010ffff"))
             if at and ranked[at - 1][0] >= wall_ns - self.max_skew:
                 found = max(found, ranked[at - 1][0])
@@ -186,7 +189,7 @@ class SourceClocks:
             return []
         limit = self.reference + self.max_skew
         found, still = [], {}
-        wall = self.wall() if self.wall is not None else None
+        wall = self.wall() if self.wall is not None and len(self._ranked) == 2 else None
         for time, _, source in reversed(self._ranked):
             if time <= limit:
                 break
