@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from collections import Counter
 
+import pytest
 from hypothesis import event, given, settings, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, records, run_cli, run_cli_here
@@ -85,7 +86,7 @@ def _run_stage(paths, data: bytes, stage: str, suppress: int = 0) -> tuple:
 
 def _counted(engine: Engine) -> dict:
     """Rule or correlation id -> (detections, alerts, fires, suppressed), as ``--rule-stats`` lists them."""
-    return {rule.id: tuple(counts) for rule, *counts in engine.rule_counts()}
+    return {rule.id: tuple(counts[:4]) for rule, *counts in engine.rule_counts()}
 
 
 def _nonzero(counter: Counter) -> dict:
@@ -353,3 +354,55 @@ def test_the_readme_recipe_turns_the_noisy_rules_into_an_exclusion_file(tmp_path
     assert {json.loads(line)["id"] for line in table.read_text().splitlines()} == {"rule-00", "rule-01", "rule-02"}
     assert {alert["rule"]["id"] for alert in alerts(result.stdout)} == {"rule-00", "rule-01", "rule-02"}
 
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(1, 25), st.sampled_from(["0", "2"]), st.booleans())
+def test_rule_cost_counts_the_events_each_rule_was_tried_on(tmp_path_factory, count, workers, prefilter):
+    """``--rule-cost``: rule N's literal ``markerNN`` is in N + 1 events, which the rule index alone sends it:
+    tried on exactly those; without the index (``--no-prefilter``) every rule is tried on every event.  The
+    same with worker processes, whose tries the parent adds up.  Each listed with the time its tries took."""
+    folder = tmp_path_factory.mktemp("cost")
+    (folder / "rules").mkdir()
+    events = folder / "events.ndjson"
+    events.write_bytes(_events_for(count))
+    table = folder / "rules.ndjson"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stream, "PARALLEL_MIN", 0)
+        patch.setattr(parallel, "CHUNK", 4096)
+        result = run_cli_here(_many_rules(folder / "rules", count) + [
+            "--input", str(events), "--workers", workers, "--rule-stats", str(table), "--rule-cost", "--quiet"]
+            + ([] if prefilter else ["--no-prefilter"]))
+    assert result.returncode == 0, result.stderr
+    rows = {row["id"]: row for row in map(json.loads, table.read_text().splitlines())}
+    total = count * (count + 1) // 2
+    assert sorted(rows) == [f"rule-{n:02d}" for n in range(count)]
+    for number in range(count):
+        row = rows[f"rule-{number:02d}"]
+        assert row["detections"] == number + 1
+        assert row["tried"] == (number + 1 if prefilter else total)
+        assert row["eval_ms"] >= 0 and isinstance(row["eval_ms"], float)
+
+
+def test_rule_cost_lists_the_rules_only_tried_after_those_that_matched(tmp_path):
+    """A rule tried and never matched is listed (after every rule that matched), one never tried is not;
+    the stats record stays without the costs."""
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    write(folder, "matches.yml", _rule(1, "marker01"))
+    write(folder, "tried.yml", _rule(2, "echo marker0").replace("|contains: 'echo marker0'", "|endswith: '9'"))
+    write(folder, "never.yml", _rule(3, "never-in-any-event"))
+    table = tmp_path / "rules.ndjson"
+    result = run_cli(["--rule", str(folder), "--rule-stats", str(table), "--rule-cost", "--stats-interval", "3600"],
+                     _events_for(3))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    assert [(row["id"], row["detections"], row["tried"]) for row in rows] == [("rule-01", 2, 2), ("rule-02", 0, 6)]
+    assert "tried" not in stats_records(result.stdout)[-1]["pipeshell"]["rules"][0]
+
+
+@pytest.mark.parametrize("args", [["--rule-cost"], ["--rule-cost", "--rule-stats", "x.ndjson", "--stage", "correlate"]])
+def test_rule_cost_needs_a_stage_that_tries_rules_and_a_table(args):
+    result = run_cli(args, b"")
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"--rule-cost needs --rule-stats" in \
+        result.stderr

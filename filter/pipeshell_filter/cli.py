@@ -445,6 +445,10 @@ def run(
                                         "routed (how many) and fields_never_seen (fields its condition needs that "
                                         "no sampled event routed to it carried). Every line is then parsed: "
                                         "slower with a few rules (about 4x with the built-in rule)."),
+    rule_cost: bool = typer.Option(False, "--rule-cost", help="With --rule-stats: also list each rule tried on "
+                                   "events, and give each rule tried (events its condition was tried on, after the "
+                                   "rule index) and eval_ms (the time those tries took, worker processes' too): "
+                                   "which rules the run's time goes to. A few per cent slower."),
     from_: Optional[str] = typer.Option(None, "--from", metavar="TIME", help="Only events of this event time "
                                         "or later are detected (RFC 3339, a date for its midnight UTC, or epoch "
                                         "seconds); the others go on unmatched. An event without a time is then "
@@ -512,6 +516,8 @@ def run(
         # (the rule index still picks the rules each line is tried on)
         engine.watch_fields()
         prefilter = None
+    if rule_cost:
+        engine.detector.time_rules()
     diagnostics = Diagnostics()
     if sys.stdout is None:  # started with stdout closed (``>&-``)
         raise UsageProblem("standard output is closed")
@@ -645,6 +651,8 @@ def _no_option_without_effect(ctx: typer.Context, stage: Stage, nats: Optional[s
         "no_prefilter": events, "prefilter_engine": events, "workers": events,
         "field_coverage": ("--rule-stats and --stage all or --stage match (a correlate stage reads no events)",
                            rule_stats is not None and events[1]),
+        "rule_cost": ("--rule-stats and --stage all or --stage match (a correlate stage tries no rule on events)",
+                      rule_stats is not None and events[1]),
     }
     for param in ctx.command.params:
         if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):
@@ -969,13 +977,16 @@ def _rule_stats_at_exit(path: Optional[str], engine: Engine):
 
 def rule_stats_records(engine: Engine) -> list:
     """The ``--rule-stats`` lines: each rule or correlation that matched, fired or alerted (the most alerts
-    first), then each rule routed events that never matched (the most events first), a rule routed
+    first), then (a detecting stage) each rule only tried on events, the most time first, each with ``tried``
+    and ``eval_ms``; then each rule routed events that never matched (the most events first), a rule routed
     events with ``routed`` and ``fields_never_seen`` (``Engine.rule_coverage``)."""
     coverage = engine.rule_coverage()
-    records = [rule_count(*row, whole=True) for row in engine.rule_counts()]
+    timed = engine.detector.timing is not None
+    records = [rule_count(*row, whole=True) for row in engine.rule_counts(timed)]
     listed = {record["id"] for record in records}
     blind = sorted((rule for rule in coverage if rule not in listed), key=lambda rule: (-coverage[rule][0], rule))
-    records += [rule_count(engine.meta[rule], 0, 0, whole=True) for rule in blind]
+    records += [rule_count(engine.meta[rule], 0, 0, 0, 0, *((0, 0) if timed else (None, None)), whole=True)
+                for rule in blind]
     for record in records:
         found = coverage.get(record["id"])
         if found is not None:

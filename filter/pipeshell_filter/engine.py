@@ -274,16 +274,27 @@ class Engine:
         self.rule_alerts[rule] += 1
         return count
 
-    def rule_counts(self) -> List[tuple]:
-        """``(rule metadata, detections, alerts, fires, suppressed)`` of each rule or correlation that
-        matched, fired or alerted in this run, the most alerts first, then the most detections, then the
+    def rule_counts(self, timed: bool = False) -> List[tuple]:
+        """``(rule metadata, detections, alerts, fires, suppressed, tried, eval_ns)`` of each rule or correlation
+        that matched, fired or alerted in this run, the most alerts first, then the most detections, then the
         most fires (``--rule-stats``, the stats record): a rule that only feeds a correlation has
         Detections and nothing else; an inner correlation without ``generate``, fires and no alerts;
-        any other, alerts + suppressed = fires."""
-        ids = set(self.rule_detections) | set(self.rule_fires) | set(self.rule_alerts)
+        any other, alerts + suppressed = fires.  ``timed`` (``Detector.time_rules``): every rule tried on an
+        event is listed too, with how many events and how long it took (the most time first, after those that
+        matched); else ``tried`` and ``eval_ns`` are None."""
+        timing = self.detector.timing if timed else None
+        tried = {}
+        if timing is not None:
+            plans = self.detector.plans
+            for position, (count, spent) in timing.items():
+                found = tried.setdefault(plans[position].rule.id, [0, 0])  # a rule id loaded twice: one row
+                found[0] += count
+                found[1] += spent
+        ids = set(self.rule_detections) | set(self.rule_fires) | set(self.rule_alerts) | set(tried)
         rows = [(self.meta[rule], self.rule_detections[rule], self.rule_alerts[rule], self.rule_fires[rule],
-                 self.rule_suppressed[rule]) for rule in ids if rule in self.meta]
-        rows.sort(key=lambda row: (-row[2], -row[1], -row[3], row[0].id))
+                 self.rule_suppressed[rule], *((tried.get(rule, (0, 0))) if timing is not None else (None, None)))
+                for rule in ids if rule in self.meta]
+        rows.sort(key=lambda row: (-row[2], -row[1], -row[3], -(row[6] or 0), row[0].id))
         return rows
 
     def watch_fields(self) -> None:

@@ -9,7 +9,7 @@ holds the JSON Schema of each record kind.
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 from .correlate import Hit, spelled_group
 from .detect import HOST_FIELD, SHOWN_KEYS, SHOWN_TEXT, Detection, blake2b
@@ -286,11 +286,15 @@ MAX_RULES_SHOWN = 20
 RULE_TEXT = 128
 
 
-def rule_count(rule, detections: int, alerts: int, fires: int = 0, suppressed: int = 0, whole: bool = False) -> dict:
+def rule_count(rule, detections: int, alerts: int, fires: int = 0, suppressed: int = 0, tried: Optional[int] = None,
+               eval_ns: Optional[int] = None, whole: bool = False) -> dict:
     """One rule's or correlation's counts of this run (``Engine.rule_counts``): ``whole`` (the
-    ``--rule-stats`` file) with its file and uncut, so that its ``id`` is one ``--exclude-rules`` takes."""
+    ``--rule-stats`` file) with its file and uncut, so that its ``id`` is one ``--exclude-rules`` takes;
+    ``tried`` and ``eval_ns`` (events its condition was tried on, and the time it took), when counted."""
     kind = "correlation" if isinstance(rule, CorrelationRule) else "rule"
     counts = {"detections": detections, "alerts": alerts, "fires": fires, "suppressed": suppressed}
+    if tried is not None:
+        counts.update(tried=tried, eval_ms=round(eval_ns / 1e6, 3))
     if whole:
         return {"id": rule.id, "title": rule.title, "level": rule.level, "type": kind, "path": rule.path, **counts}
     return {"id": _clip(rule.id, RULE_TEXT), "title": _clip(rule.title, RULE_TEXT), "level": rule.level,

@@ -1665,20 +1665,26 @@ class Filter:
         Detections as tuples and what the parent says of it (``_event_data_map_problem``); that alone
         (a str) for a line that matched nothing; True or False, for a line the parent parses itself
         (as a candidate or not), one to be diagnosed: diagnostics come from one process, in order.
-        Returned with what the block's events told ``--rule-stats`` of their fields
-        (``Coverage.end_block``; None without it) and how many matched outside ``--from``/``--to``."""
-        marked, observed = [], None
+        Returned with the block's tallies for the parent (``_take_tallies``): how many matched outside
+        ``--from``/``--to``, and with ``--rule-stats`` what its events told of their fields
+        (``Coverage.end_block``) and each rule's tries and their time."""
         detector = self.engine.detector
         coverage, outside = detector.coverage, detector.outside
+        tallies = {}
         if coverage is not None:
             coverage.begin_block()
             try:
                 marked = self._detected(block, end, candidates, suspects)
             finally:
-                observed = coverage.end_block()
+                tallies["coverage"] = coverage.end_block()
         else:
             marked = self._detected(block, end, candidates, suspects)
-        return marked, observed, detector.outside - outside
+        if detector.outside != outside:
+            tallies["outside"] = detector.outside - outside
+        if detector.timing:  # this worker's since its last block: the parent adds them to its own
+            tallies["timing"] = dict(detector.timing)
+            detector.timing.clear()
+        return marked, tallies
 
     def _detected(self, block: bytes, end: int, candidates: Optional[list], suspects: list) -> list:
         marked = []
@@ -1730,12 +1736,8 @@ class Filter:
     def _take_detected(self, block: Optional[bytes], lines: int, result: tuple) -> None:
         """A detecting worker's result for one block: its lines in order, the marked ones as
         ``detected`` says.  ``block`` may be None when it is not needed (``_needs_block``)."""
-        marked, observed, outside = result
-        self.engine.detector.outside += outside
-        coverage = None
-        if observed is not None:  # its events counted in around the lines the parent reads itself
-            coverage = self.engine.detector.coverage
-            coverage.merge(observed)
+        marked, tallies = result
+        coverage = self._take_tallies(tallies)
         first, position = self.lines, 0
         for index, start, stop, outcome in marked:
             if outcome.__class__ is str:  # matched nothing, but is said something of: passed on with the rest
@@ -1768,6 +1770,21 @@ class Filter:
         if self.emit == "all":
             self.output.write(memoryview(block)[position:])
         self.lines = first + lines
+
+    def _take_tallies(self, tallies: dict):
+        """A detecting worker's counts of one block (``detected``) added to this process's own; the coverage
+        that still has the block's events to count in, as the parent reaches them (None without it)."""
+        detector = self.engine.detector
+        detector.outside += tallies.get("outside", 0)
+        for position, (tried, spent) in tallies.get("timing", {}).items():
+            found = detector.timing.setdefault(position, [0, 0])
+            found[0] += tried
+            found[1] += spent
+        observed = tallies.get("coverage")
+        if observed is None:
+            return None
+        detector.coverage.merge(observed)  # its events counted in around the lines the parent reads itself
+        return detector.coverage
 
     def _needs_block(self, result: tuple) -> bool:
         return self.emit == "all" or any(outcome.__class__ is bool for *_, outcome in result[0])
