@@ -809,3 +809,26 @@ def test_a_match_stage_never_passes_on_an_input_line_its_shipper_would_take_for_
     assert result.stderr.count(b"impersonation") == 1  # the summary's count; each line diagnosed
     for decoy in decoys:
         assert decoy in result.stdout
+
+
+def test_an_alert_carries_the_rules_description_and_false_positives_bounded(tmp_path):
+    """What an analyst triages with: ``rule.description`` (cut at 2,048 characters) and
+    ``sigma.falsepositives`` (at most 10 texts of 256), on a rule's alerts and a correlation's; a rule
+    without them has neither, and entries that are no text are left out, never a reason to refuse it."""
+    described = SINGLE + "description: " + "d" * 3000 + "\nfalsepositives:\n" + \
+        "".join(f"  - fp{n} {'x' * 300}\n" for n in range(12)) + "  - 5\n  - ''\n"
+    correlation = BY_HOST + "description: three on one host\nfalsepositives: an admin's loop\n"
+    args = ["--rule", write(tmp_path, "single.yml", described), "--rule", write(tmp_path, "by.yml", correlation)]
+    events = [flat_event(seconds, "srv01", "server", 4104, record_id=seconds) for seconds in (0, 10, 20)]
+    found = alerts(run_cli(args, ndjson(events)).stdout)
+    single = [a for a in found if a["rule"]["id"] == "single-4104"]
+    counted = [a for a in found if a["rule"]["id"] == "count-by-host"]
+    assert len(single) == 3 and len(counted) == 1
+    for alert in found:
+        ALERTS.validate(alert)
+    assert single[0]["rule"]["description"] == "d" * 2048 + "\u2026"
+    assert single[0]["sigma"]["falsepositives"] == [f"fp{n} {'x' * 300}"[:256] + "\u2026" for n in range(10)]
+    assert counted[0]["rule"]["description"] == "three on one host"
+    assert counted[0]["sigma"]["falsepositives"] == ["an admin's loop"]
+    plain = alerts(run_cli(["--rule", write(tmp_path, "plain.yml", SINGLE)], ndjson(events)).stdout)
+    assert plain and all("description" not in a["rule"] and "falsepositives" not in a["sigma"] for a in plain)

@@ -79,8 +79,14 @@ def _event_id(rule_id: str, group, time, refs) -> str:
 _NOT_IDENTITY = frozenset(("line", *SHOWN_KEYS))
 
 
+# The rule's own words an alert carries for triage: its description, and up to MAX_FALSE_POSITIVES of its
+# falsepositives entries (``sigma.falsepositives``, not an ECS field), each cut at these lengths.
+MAX_DESCRIPTION = 2048
+MAX_FALSE_POSITIVES = 10
+
+
 def _rule_fields(rule: Rule) -> dict:
-    return {
+    fields = {
         "rule": {
             "id": rule.id,
             "name": rule.title,
@@ -91,6 +97,16 @@ def _rule_fields(rule: Rule) -> dict:
         },
         "threat": _threat(rule),
     }
+    if rule.description is not None:
+        fields["rule"]["description"] = _clip(rule.description, MAX_DESCRIPTION)
+    return fields
+
+
+def _triage(rule: Rule, sigma: dict) -> dict:
+    """``sigma`` with the rule's ``falsepositives`` (when it lists any): what to rule out before acting."""
+    if rule.falsepositives:
+        sigma["falsepositives"] = _capped(list(rule.falsepositives), MAX_FALSE_POSITIVES)
+    return sigma
 
 
 def _threat(rule: Rule) -> dict:
@@ -132,6 +148,7 @@ def detection_alert(plan: Plan, detection: Detection) -> dict:
         "events_total": 1,
         "events_truncated": False,
     }
+    _triage(rule, record["sigma"])
     return record
 
 
@@ -213,7 +230,7 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
     record["related"] = {"hosts": shown}
     if len(shown) < len(hosts):
         sigma["hosts_total"] = len(hosts)
-    record["sigma"] = sigma
+    record["sigma"] = _triage(rule, sigma)
     return record
 
 

@@ -57,6 +57,9 @@ class RuleMetadata:
     author: Optional[str]
     tags: tuple
     references: tuple
+    # What an analyst reads to triage an alert: the rule's ``description`` and its ``falsepositives``
+    description: Optional[str] = attrs.field(default=None, kw_only=True)
+    falsepositives: tuple = attrs.field(default=(), kw_only=True)
 
     # Worked out once per rule (every alert of a rule set carries them): tuples, so that no
     # record can change what the next one gets.
@@ -451,7 +454,16 @@ def _metadata(data: dict, source: str) -> dict:
         "author": data.get("author") if isinstance(data.get("author"), str) else None,
         "tags": _string_list(data.get("tags"), "tags", source),
         "references": _string_list(data.get("references"), "references", source),
+        "description": data.get("description") if isinstance(data.get("description"), str) else None,
+        "falsepositives": _texts(data.get("falsepositives")),
     }
+
+
+def _texts(value) -> tuple:
+    """A list of texts as a rule writes them (one text alone is a list of one); anything else, and the entries
+    that are no text, left out: metadata an alert shows, never a reason to refuse the rule."""
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return tuple(item for item in items if isinstance(item, str) and item.strip())
 
 
 def _duration(value, what: str, source: str) -> int:
