@@ -205,6 +205,83 @@ def test_a_rule_set_without_regression_data_is_a_failure(repo):
     assert "has a regression_tests_path" in result.stderr.decode()
 
 
+
+def cases_with_info(tmp_path, info, rule_id: str = IDS["a"]) -> list:
+    """The cases ``find_cases`` makes of one rule whose info.yml is ``info`` (bytes; None: none written)."""
+    from pipeshell_filter import regress
+
+    (tmp_path / "data").mkdir(exist_ok=True)
+    if info is not None:
+        (tmp_path / "data" / "info.yml").write_bytes(info)
+    rule = tmp_path / "rule.yml"
+    rule.write_text(rule_text("a", "a", "data/info.yml").replace(IDS["a"], rule_id))
+    return regress.find_cases([str(rule)])
+
+
+def test_a_case_file_that_is_no_regular_file_says_what_it_is(tmp_path):
+    (tmp_path / "logs").mkdir()
+    info = b"regression_tests_info:\n  - {name: zero, type: evtx, path: /dev/zero, match_count: 1}\n" \
+           b"  - {name: folder, type: evtx, path: logs, match_count: 1}\n"
+    cases = cases_with_info(tmp_path, info)
+    assert [(case.verdict, case.evtx) for case in cases] == [("fail", None), ("fail", None)]
+    assert cases[0].reason == "evtx /dev/zero is a character device, not a file"
+    assert cases[1].reason == f"evtx {tmp_path / 'logs'} is a directory, not a file"
+    (tmp_path / "data" / "info.yml").unlink()
+    (tmp_path / "data" / "info.yml").mkdir()
+    [case] = cases_with_info(tmp_path, None)
+    assert (case.verdict, case.reason) == ("fail", f"info.yml {tmp_path / 'data' / 'info.yml'} is a directory, "
+                                                   "not a file")
+
+
+@pytest.mark.parametrize("info, verdict, says", [
+    (b"regression_tests_info: 5\n", "fail", "regression_tests_info is a number, not a list of cases"),
+    (b"regression_tests_info: {name: x}\n", "fail", "regression_tests_info is a mapping, not a list of cases"),
+    (b"- 1\n", "fail", "is a list, not a mapping"),
+    (b"just text\n", "fail", "is a text, not a mapping"),
+    (b"regression_tests_info: []\n", "warn", "lists no regression_tests_info: no case run"),
+    (b"", "warn", "lists no regression_tests_info: no case run"),
+])
+def test_an_info_yml_that_lists_no_cases_says_how(tmp_path, info, verdict, says):
+    [case] = cases_with_info(tmp_path, info)
+    assert case.verdict == verdict and case.reason.endswith(says), case.reason
+
+
+@pytest.mark.parametrize("info, says", [
+    (b"a: [\n  b: {\n", "cannot be read (line 3): did not find expected node content"),
+    (b"#" * (16 << 20) + b"\n", "is larger than 16 MiB"),
+])
+def test_an_unreadable_info_yml_says_why_in_one_clean_line(tmp_path, info, says):
+    [case] = cases_with_info(tmp_path, info)
+    assert case.verdict == "fail" and case.reason == f"info.yml {tmp_path / 'data' / 'info.yml'} {says}"
+    [case] = cases_with_info(tmp_path, b"\xff\xfe bad\n")
+    assert case.reason == f"cannot read info.yml {tmp_path / 'data' / 'info.yml'}: 'utf-8' codec can't decode " \
+        "byte 0xff in position 0: invalid start byte"
+
+
+LAUGHS = "".join(f"{name}: &{name} [{', '.join([f'*{below}' if below else 'x'] * 10)}]\n"
+                 for below, name in zip([None, *"abcdefgh"], "abcdefghi"))  # 10^9 values once printed
+
+
+def test_a_billion_laughs_in_info_yml_is_quoted_short(tmp_path):
+    info = LAUGHS + ("regression_tests_info:\n  - {name: *i, type: evtx, path: gone.evtx}\n"
+                     "  - {name: n2, type: *i, path: gone.evtx}\n  - {name: n3, type: evtx, match_count: *i}\n"
+                     "  - {name: n4, type: evtx, path: *i}\n")
+    cases = cases_with_info(tmp_path, info.encode())
+    assert [case.verdict for case in cases] == ["fail"] * 4
+    assert cases[0].name == "case 1" and "gone.evtx not found" in cases[0].reason
+    assert all(len(case.line()) < 600 for case in cases), [case.line() for case in cases]
+    assert cases[2].reason.startswith("match_count '[[[") and "is not a whole number" in cases[2].reason
+
+
+def test_a_billion_laughs_as_a_rule_id_is_quoted_short(tmp_path):
+    cases = cases_with_info(tmp_path, b"regression_tests_info: []\n", rule_id="*i")
+    (tmp_path / "rule.yml").write_text(LAUGHS + (tmp_path / "rule.yml").read_text())
+    from pipeshell_filter import regress
+
+    [case] = regress.find_cases([str(tmp_path / "rule.yml")])
+    assert len(case.line()) < 600 and case.rule_id.startswith("[[[")
+
+
 # ------------------------------------------------------------------ SigmaHQ's own regression data
 
 @pytest.fixture(scope="module")

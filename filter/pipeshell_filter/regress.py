@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from typing import Callable, Dict, Iterator, List, Optional
 
 import attrs
@@ -23,7 +24,7 @@ from .io import inputs
 from .io.prefilter import Prefilter
 from .io.rule_index import RuleIndex
 from .io.stream import Diagnostics, Filter, Output
-from .sigma.rule import RuleError, read_text, rule_files
+from .sigma.rule import MAX_RULE_BYTES, RuleError, read_text, rule_files, shown
 from .yamlfile import YamlProblem, load_yaml, written
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
@@ -129,7 +130,7 @@ def find_cases(rule_paths: List[str]) -> List[Case]:
 
 
 def _cases_of(rule_path: str, document: dict) -> List[Case]:
-    rule_id = written(document.get("id", "")) or "(no id)"
+    rule_id = _text(document.get("id", "")) or "(no id)"
     title = document.get("title") if isinstance(document.get("title"), str) else None
     where = document.get(KEY)
     if not document:
@@ -137,39 +138,87 @@ def _cases_of(rule_path: str, document: dict) -> List[Case]:
     if not isinstance(where, str) or not where:
         return [Case(rule_id, rule_path, "-", title=title).fail(f"{KEY} is not a path")]
     info_path = found_path(rule_path, where)
-    if info_path is None or not os.path.isfile(info_path):
-        return [Case(rule_id, rule_path, "-", title=title).fail(
-            f"info.yml {where} not found (looked from the rule's directory up)")]
+    unusable = _not_a_file("info.yml", where, info_path)
+    if unusable is not None:
+        return [Case(rule_id, rule_path, "-", title=title).fail(unusable)]
     try:
-        info = load_yaml(read_text(info_path))
-    except (RuleError, YamlProblem) as problem:
-        return [Case(rule_id, rule_path, "-", title=title).fail(f"info.yml {info_path} cannot be read: {problem}")]
-    tests = info.get("regression_tests_info") if isinstance(info, dict) else None
-    if not tests or not isinstance(tests, list):  # SigmaHQ's runner warns and runs nothing
+        text = read_text(info_path, "info.yml")
+        if len(text) > MAX_RULE_BYTES:
+            return [Case(rule_id, rule_path, "-", title=title).fail(
+                f"info.yml {info_path} is larger than {MAX_RULE_BYTES >> 20} MiB")]
+        info = load_yaml(text)
+    except RuleError as problem:
+        return [Case(rule_id, rule_path, "-", title=title).fail(str(problem))]
+    except YamlProblem as problem:
+        return [Case(rule_id, rule_path, "-", title=title).fail(f"info.yml {info_path} cannot be read{problem}")]
+    info = {} if info is None else info  # an empty file
+    if not isinstance(info, dict):
+        return [Case(rule_id, rule_path, "-", title=title).fail(f"info.yml {info_path} is {_kind(info)}, "
+                                                                "not a mapping")]
+    tests = info.get("regression_tests_info")
+    if tests is None or tests == []:  # SigmaHQ's runner warns and runs nothing
         return [Case(rule_id, rule_path, "-", title=title).fail(
             f"info.yml {info_path} lists no regression_tests_info: no case run", WARN)]
+    if not isinstance(tests, list):
+        return [Case(rule_id, rule_path, "-", title=title).fail(
+            f"info.yml {info_path}: regression_tests_info is {_kind(tests)}, not a list of cases")]
     cases = []
     for number, test in enumerate(tests, 1):
         if not isinstance(test, dict):
             continue  # as SigmaHQ's runner: not a case
-        name = str(test.get("name") or f"case {number}")
-        case = Case(rule_id, rule_path, name, title=title)
+        name = test.get("name")
+        case = Case(rule_id, rule_path, _text(name) if name and not isinstance(name, (dict, list))
+                    else f"case {number}", title=title)
         count = test.get("match_count")
         if count is not None and (type(count) is not int or count < 0):
-            cases.append(case.fail(f"match_count {str(count)[:40]!r} is not a whole number"))
+            cases.append(case.fail(f"match_count {_text(count, 40)!r} is not a whole number"))
             continue
         case.match_count = count
         if test.get("type") != "evtx":
-            cases.append(case.fail(f"type {str(test.get('type'))[:40]!r}: only evtx cases can be run"))
+            cases.append(case.fail(f"type {_text(test.get('type'), 40)!r}: only evtx cases can be run"))
             continue
         evtx = test.get("path")
-        case.evtx = found_path(rule_path, evtx) if isinstance(evtx, str) and evtx else None
-        if case.evtx is None or not os.path.isfile(case.evtx):
-            case.evtx = None
-            cases.append(case.fail(f"evtx {str(evtx)[:200]} not found (looked from the rule's directory up)"))
+        found = found_path(rule_path, evtx) if isinstance(evtx, str) and evtx else None
+        unusable = _not_a_file("evtx", evtx, found)
+        if unusable is not None:
+            cases.append(case.fail(unusable))
             continue
+        case.evtx = found
         cases.append(case)
     return cases
+
+
+def _not_a_file(what: str, written_path, found: Optional[str]) -> Optional[str]:
+    """Why a case's ``info.yml`` or .evtx (``written_path`` as its YAML gives it, ``found`` where ``found_path``
+    found it) is no file to read, None when it is one: a directory or a device is said as what it is, not
+    "not found" (and never read: ``/dev/zero`` has no end)."""
+    if found is None:
+        return f"{what} {_text(written_path)} not found (looked from the rule's directory up)"
+    try:
+        mode = os.stat(found).st_mode
+    except OSError as error:
+        return f"{what} {found} cannot be read: {error.strerror}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "no regular file")
+    return f"{what} {found} is {kind}, not a file"
+
+
+def _text(value, limit: int = 200) -> str:
+    """A value of a YAML file as a line quotes it: a scalar as written, cut at ``limit``; a list or a mapping
+    shortened (``shown``): printed whole, a small file's aliases can make it a billion values."""
+    return shown(value) if isinstance(value, (dict, list)) else written(value)[:limit]
+
+
+def _kind(value) -> str:
+    """What a YAML value is, for a message saying it is not what was wanted."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {dict: "a mapping", list: "a list", str: "a text"}.get(type(value), f"a {type(value).__name__}")
 
 
 def _skip_reason(rule_path: str, messages: List[str]) -> Optional[str]:

@@ -209,13 +209,15 @@ def check_size(document, source: str, budget: Optional[_Budget] = None) -> None:
                 stack.extend((item, depth + 1) for item in pair)
 
 
-def read_text(path: str) -> str:
+def read_text(path: str, what: str = "rule") -> str:
+    """A rule file's text, a byte more than ``MAX_RULE_BYTES`` at most; RuleError naming the file as ``what``
+    when it cannot be read (``regress`` reads an info.yml so)."""
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read(MAX_RULE_BYTES + 1)
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
-        raise RuleError(f"cannot read rule {path}: {reason}") from None
+        raise RuleError(f"cannot read {what} {path}: {reason}") from None
 
 
 def load_rule(path: str, builtin: bool = False) -> Rule:
