@@ -258,6 +258,22 @@ def test_an_unreadable_info_yml_says_why_in_one_clean_line(tmp_path, info, says)
         "byte 0xff in position 0: invalid start byte"
 
 
+
+def test_each_document_of_a_rule_file_is_told_its_own_load_error(repo):
+    rules = repo / "rules" / "windows" / "two"  # a directory: a rule in it may fail to load
+    rules.mkdir()
+    info = "regression_data/rules/windows/a/info.yml"
+    first = rule_text("a", "a", info).replace("condition: selection", "condition: selection and nothere")
+    second = rule_text("b", "b", info).replace("Image|endswith", "Image|bogus")
+    (rules / "rule_two.yml").write_text(first + "---\n" + second)
+    (rules / "rule_h.yml").write_text(rule_text("h", "x"))
+    result, records = run_json(["--rule", str(rules)])
+    reasons = [record["reason"] for record in records]
+    assert [record["rule"]["id"] for record in records] == [IDS["a"], IDS["b"]]
+    assert "(document 1): condition refers to undefined selection 'nothere'" in reasons[0], reasons
+    assert "(document 2): selection 'selection', field 'Image': unknown modifier 'bogus'" in reasons[1], reasons
+
+
 LAUGHS = "".join(f"{name}: &{name} [{', '.join([f'*{below}' if below else 'x'] * 10)}]\n"
                  for below, name in zip([None, *"abcdefgh"], "abcdefghi"))  # 10^9 values once printed
 

@@ -45,6 +45,8 @@ class Case:
     matched: Optional[int] = None  # records the rule matched
     verdict: Optional[str] = None
     reason: Optional[str] = None
+    # how loading names the rule's document in what it reports: FILE, or ``FILE (document N)`` in a file of several
+    source: Optional[str] = None
 
     def judge(self, matched: int) -> None:
         """SigmaHQ's rule: fewer than ``match_count`` fails, more warns; no ``match_count``: at least one."""
@@ -96,8 +98,9 @@ def found_path(rule_path: str, relative: str) -> Optional[str]:
 
 
 def _documents_with_cases(path: str) -> Iterator:
-    """Each YAML document of a rule file that names ``regression_tests_path``; a file that cannot be read
-    as YAML but names it, as one document with no id (its load-time skip says why)."""
+    """``(source, document)`` of each YAML document of a rule file that names ``regression_tests_path``, its
+    source as loading names it (``Case.source``); a file that cannot be read as YAML but names it, as one
+    document with no id (its load-time skip says why)."""
     try:
         text = read_text(path)
     except RuleError:
@@ -107,11 +110,11 @@ def _documents_with_cases(path: str) -> Iterator:
     try:
         documents = load_yaml(text, every=True)
     except YamlProblem:
-        yield {}
+        yield path, {}
         return
-    for document in documents:
+    for number, document in enumerate(documents, 1):
         if isinstance(document, dict) and KEY in document:
-            yield document
+            yield (path if len(documents) == 1 else f"{path} (document {number})"), document
 
 
 def find_cases(rule_paths: List[str]) -> List[Case]:
@@ -124,8 +127,10 @@ def find_cases(rule_paths: List[str]) -> List[Case]:
         except RuleError:
             continue  # loading the rules said it already
         for path in files:
-            for document in _documents_with_cases(path):
-                cases += _cases_of(path, document)
+            for source, document in _documents_with_cases(path):
+                for case in _cases_of(path, document):
+                    case.source = source
+                    cases.append(case)
     return cases
 
 
@@ -221,11 +226,12 @@ def _kind(value) -> str:
     return {dict: "a mapping", list: "a list", str: "a text"}.get(type(value), f"a {type(value).__name__}")
 
 
-def _skip_reason(rule_path: str, messages: List[str]) -> Optional[str]:
-    """The load-time message that names this rule file (``rule FILE: ...``, ``rule FILE (document 2): ...``)."""
+def _skip_reason(source: str, messages: List[str]) -> Optional[str]:
+    """The load-time message that names this rule's document (``rule FILE: ...``, ``rule FILE (document 2): ...``;
+    ``source``: ``Case.source``)."""
     for message in messages:
-        at = message.find(f"rule {rule_path}")
-        end = at + len("rule ") + len(rule_path)
+        at = message.find(f"rule {source}")
+        end = at + len("rule ") + len(source)
         if at >= 0 and message[end:end + 1] in (":", " ", ""):
             return message
     return None
@@ -253,7 +259,7 @@ def run(cases: List[Case], plans, resolver: FieldResolver, messages: List[str],
         elif case.verdict is not None:
             continue
         elif not _same_file(loaded.get(case.rule_id), case.rule_path):  # skipped, or another file's id
-            why = _skip_reason(case.rule_path, messages)
+            why = _skip_reason(case.source or case.rule_path, messages)
             case.fail(f"the rule was skipped at load: {why}" if why else "the rule was not loaded")
         else:
             by_evtx.setdefault(case.evtx, []).append(case)
