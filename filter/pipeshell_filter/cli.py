@@ -1174,8 +1174,8 @@ def _no_trace_option_without_events(ctx: typer.Context, event: Optional[str], ev
     unwrapping = ("--event or --events", event is not None or events is not None)
     needs = {"lateness": streamed, "max_skew": streamed, "early_alerts": streamed, "max_line": streamed,
              "line_field": unwrapping, "stage": streamed, "state": streamed, "agent_idle": correlating,
-             "agents": correlating, "from_": streamed, "to": streamed, "profile": reading, "field_map": reading, "time_field": reading,
-             "logsource_unknown": judging, "logsource": reading}
+             "agents": correlating, "from_": streamed, "to": streamed, "profile": reading, "field_map": reading,
+             "time_field": reading, "logsource_unknown": judging, "logsource": reading}
     for param in ctx.command.params:
         if param.name in needs and not needs[param.name][1] and _given(ctx, param.name):
             raise UsageProblem(f"{param.opts[0]} needs {needs[param.name][0]}: here it would do nothing")
