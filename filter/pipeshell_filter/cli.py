@@ -38,7 +38,7 @@ from .correlate.state import StateError, StateFile, write_atomic
 from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
                         decode_problem, every_value, load_event, load_framed, unwrap_line)
-from .explain import CorrelationTrace, describe_event, describe_rule_set, rule_needles
+from .explain import CorrelationTrace, describe_event, describe_rule_set, left_out_of_range, rule_needles
 from .sigma import literals
 from .sigma.compile import Plan, compile_plan
 from .sigma.collection import RuleSet, resolve
@@ -1052,9 +1052,7 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
             parts.append(f"{engine.suppressor.forgotten} suppression period(s) forgotten at the cap of "
                          f"{engine.suppressor.cap} keys")
     if engine.detector.between is not None:
-        outside = engine.detector.outside
-        parts.append(f"{outside} {'detection' if stream_filter.stage == 'correlate' else 'matched event'}"
-                     f"{'' if outside == 1 else 's'} outside --from/--to")
+        parts.append(f"{left_out_of_range(engine.detector.outside, stream_filter.stage)} outside --from/--to")
     counts = sorted(diagnostics.counts.items())
     bad = [f"{count} {SKIPPED.get(kind, kind)}" for kind, count in counts if kind not in NOTICES]
     if bad:

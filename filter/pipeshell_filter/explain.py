@@ -149,6 +149,12 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
     return "\n".join(lines)
 
 
+def left_out_of_range(count: int, stage: str) -> str:
+    """How many ``--from``/``--to`` left out, as the summary line and ``explain --events`` say it: a correlate
+    stage leaves out Detection records, the others matched events."""
+    return f"{count} {'detection' if stage == 'correlate' else 'matched event'}{'' if count == 1 else 's'}"
+
+
 def _fact(value) -> str:
     """A logsource fact of an event (its channel, EventID, a declared category): the event's own text, escaped
     as ``_plain`` escapes it (a line break in it would forge a line of the report)."""
@@ -743,13 +749,11 @@ class CorrelationTrace:
         detector = self.engine.detector
         if detector.between is not None:
             first, end = detector.between
-            span = (f"from {format_time(first)}" if first is not None else "") + \
-                (" " if first is not None and end is not None else "") + \
-                (f"before {format_time(end)}" if end is not None else "")
-            left = detector.outside
-            blocks.append(f"range     only events {span} are detected (--from/--to): {left} "
-                          f"{'detection' if self.stage == 'correlate' else 'matched event'}{'' if left == 1 else 's'}"
-                          " outside it left out, as if they had matched nothing")
+            span = " ".join(part for part in (first is not None and f"from {format_time(first)}",
+                                              end is not None and f"before {format_time(end)}") if part)
+            blocks.append(f"range     only events {span} are detected (--from/--to): "
+                          f"{left_out_of_range(detector.outside, self.stage)} outside it left out, as if they had "
+                          "matched nothing")
         if self.wire:
             blocks.append(f"note      {self.wire} of them {'is' if self.wire == 1 else 'are'} a match stage's "
                           "records (Detection, heartbeat), read here as events: explain what a correlate stage "
