@@ -1241,8 +1241,6 @@ def regression_test(
     prefilter, index = build_prefilter(plans, PrefilterEngine.auto.value,
                                        "match" if declares(resolver) else logsource_unknown.value)
     regress.run(cases, plans, resolver, messages, prefilter, index, logsource_unknown.value)
-    if sys.stdout is None:
-        raise UsageProblem("standard output is closed")
     lines = [ujson.dumps(case.record(), ensure_ascii=False, escape_forward_slashes=False) if as_json
              else case.line() for case in cases]
     if not as_json:
