@@ -65,6 +65,7 @@ class Case:
                 (f", match_count {self.match_count}" if self.match_count is not None else "")
 
     def fail(self, reason: str, verdict: str = FAIL) -> "Case":
+        """Judged without being run (``reason``: why it could not be, or was not)."""
         self.verdict, self.reason = verdict, reason
         return self
 
@@ -135,38 +136,39 @@ def find_cases(rule_paths: List[str]) -> List[Case]:
 
 
 def _cases_of(rule_path: str, document: dict) -> List[Case]:
+    """The cases one rule document names; a single failed (or warned) one when its info.yml gives none."""
     rule_id = _text(document.get("id", "")) or "(no id)"
     title = document.get("title") if isinstance(document.get("title"), str) else None
+
+    def refused(reason: str, verdict: str = FAIL) -> List[Case]:
+        return [Case(rule_id, rule_path, "-", title=title).fail(reason, verdict)]
+
     where = document.get(KEY)
     if not document:
-        return [Case(rule_id, rule_path, "-").fail("the rule file is not valid YAML")]
+        return refused("the rule file is not valid YAML")
     if not isinstance(where, str) or not where:
-        return [Case(rule_id, rule_path, "-", title=title).fail(f"{KEY} is not a path")]
+        return refused(f"{KEY} is not a path")
     info_path = found_path(rule_path, where)
     unusable = _not_a_file("info.yml", where, info_path)
     if unusable is not None:
-        return [Case(rule_id, rule_path, "-", title=title).fail(unusable)]
+        return refused(unusable)
     try:
         text = read_text(info_path, "info.yml")
         if len(text) > MAX_RULE_BYTES:
-            return [Case(rule_id, rule_path, "-", title=title).fail(
-                f"info.yml {info_path} is larger than {MAX_RULE_BYTES >> 20} MiB")]
+            return refused(f"info.yml {info_path} is larger than {MAX_RULE_BYTES >> 20} MiB")
         info = load_yaml(text)
     except RuleError as problem:
-        return [Case(rule_id, rule_path, "-", title=title).fail(str(problem))]
+        return refused(str(problem))
     except YamlProblem as problem:
-        return [Case(rule_id, rule_path, "-", title=title).fail(f"info.yml {info_path} cannot be read{problem}")]
+        return refused(f"info.yml {info_path} cannot be read{problem}")
     info = {} if info is None else info  # an empty file
     if not isinstance(info, dict):
-        return [Case(rule_id, rule_path, "-", title=title).fail(f"info.yml {info_path} is {_kind(info)}, "
-                                                                "not a mapping")]
+        return refused(f"info.yml {info_path} is {_kind(info)}, not a mapping")
     tests = info.get("regression_tests_info")
     if tests is None or tests == []:  # SigmaHQ's runner warns and runs nothing
-        return [Case(rule_id, rule_path, "-", title=title).fail(
-            f"info.yml {info_path} lists no regression_tests_info: no case run", WARN)]
+        return refused(f"info.yml {info_path} lists no regression_tests_info: no case run", WARN)
     if not isinstance(tests, list):
-        return [Case(rule_id, rule_path, "-", title=title).fail(
-            f"info.yml {info_path}: regression_tests_info is {_kind(tests)}, not a list of cases")]
+        return refused(f"info.yml {info_path}: regression_tests_info is {_kind(tests)}, not a list of cases")
     cases = []
     for number, test in enumerate(tests, 1):
         if not isinstance(test, dict):
@@ -311,4 +313,5 @@ def summary(cases: List[Case]) -> str:
 
 
 def failed(cases: List[Case]) -> bool:
+    """Whether a case failed: the exit status 1 (a warned or skipped case is no failure)."""
     return any(case.verdict == FAIL for case in cases)
