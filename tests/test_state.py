@@ -822,6 +822,20 @@ def test_a_second_process_on_the_same_state_file_waits_for_the_first_and_goes_on
     assert alerts(out) == alerts(whole.stdout)  # the incident the first saw half of, whole
 
 
+def test_a_lock_that_cannot_be_taken_is_said(tmp_path):
+    """``FILE.lock`` that cannot be opened (a directory there, or a file another user left) or locked
+    (a file system without locks): the run went on with no lock and said nothing, so a second filter
+    started on the file wrote over the first one's state in silence.  Now one line says so."""
+    path = tmp_path / "state.json"
+    (tmp_path / "state.json.lock").mkdir()
+    result = run_cli(ARGS + ["--state", str(path)], ndjson(INCIDENT))
+    assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
+    said = result.stderr.decode().splitlines()
+    assert said == [f"pipeshell-filter: state file {path}: cannot lock {path}.lock (Is a directory): another "
+                    "filter started on this file would not wait for this one"], said
+    assert json.loads(path.read_bytes())["lines"] == 3  # the state itself is saved
+
+
 def test_a_state_file_reset_cannot_remove_is_a_usage_error(tmp_path, monkeypatch):
     """``--state-reset`` on a file it cannot remove (a read-only file system) said nothing and went on:
     the file stayed, and the next run took the old state back.  Now one line and exit 2."""

@@ -534,21 +534,29 @@ class StateFile:
         the last one winning in silence.  A second one waits for the first to end (a reload that
         starts the new filter before the old one has gone), said once through ``say``; a signal
         ends the wait as it ends start-up.  The lock is ``flock`` on ``FILE.lock`` beside the
-        file (of its target, through a link), left there; where it cannot be made (a directory
-        not writable), no lock, and the snapshot says what is wrong."""
+        file (of its target, through a link), left there; where it cannot be taken (a directory
+        or another user's file by that name, a file system without locks), no lock, said in one line."""
+        lock = os.path.realpath(self.path) + ".lock"
         try:
-            fd = os.open(os.path.realpath(self.path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            self._unlocked(say, lock, error)
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             say(f"state file {self.path}: in use by another pipeshell-filter; waiting for it to end")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # a file system without locks
+        except OSError as error:  # a file system without locks
             os.close(fd)
+            self._unlocked(say, lock, error)
             return
         self._lock = fd
+
+    def _unlocked(self, say, lock: str, error: OSError) -> None:
+        """Without the lock nothing keeps a second filter off this file: said, not left to be found."""
+        say(f"state file {self.path}: cannot lock {lock} ({error.strerror or error}): another filter started "
+            "on this file would not wait for this one")
 
     def release(self) -> None:
         """Let the next process have the file (``take``): a run that ends by refusing it."""
