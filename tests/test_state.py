@@ -822,6 +822,28 @@ def test_a_second_process_on_the_same_state_file_waits_for_the_first_and_goes_on
     assert alerts(out) == alerts(whole.stdout)  # the incident the first saw half of, whole
 
 
+def test_snapshots_that_could_not_be_written_are_in_the_summary(tmp_path):
+    """A snapshot that cannot be written (a full disk, the directory removed) is a diagnostic and the
+    stream goes on; but the summary line, which counts the other problems, said nothing of them, even
+    when the one at the end failed: the run exited 0 looking clean, and the next one started afresh."""
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    process = subprocess.Popen(COMMAND + ["--lateness", "0", "--idle", "0", "--emit", "all", "--state",
+                                          str(folder / "state.json")],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        send_and_see(process, INCIDENT[:2])
+        shutil.rmtree(folder)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    said = err.decode().splitlines()
+    assert said[0].endswith("state.json: cannot write it: No such file or directory; the stream goes on"), said
+    failed = sum("cannot write it" in line for line in said)
+    assert said[-1].endswith(f"; 2 lines; 2 matched; 0 alerts; {failed} state file problem(s)"), said
+
+
 def test_a_lock_that_cannot_be_taken_is_said(tmp_path):
     """``FILE.lock`` that cannot be opened (a directory there, or a file another user left) or locked
     (a file system without locks): the run went on with no lock and said nothing, so a second filter

@@ -1022,7 +1022,8 @@ NOTICES = {"impersonation": "line(s) of the filter's own record types wrapped (i
            "detection_shortened": "Detection(s) over --max-record-bytes written with their values cut short",
            "record_cut": "record(s) over --max-record-bytes written cut as pipeline_error (record_cut)",
            "bus_too_big": "record(s) over the NATS server's max_payload not published",
-           "late_resent": None, "state_cap": None, "agent_silent": None, "partitions": None}
+           "late_resent": None, "state_cap": None, "agent_silent": None, "partitions": None,
+           "stop_untaken": None}
 SKIPPED = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
            "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
            "bad_evtx": "EVTX problems", "not_detection": "not a Detection record",

@@ -806,7 +806,6 @@ class Filter:
     after_save = None
     bus_seq = None
     lines_start = 0  # the line counter taken back from a state file
-    _state_diagnostics = None
 
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
                  idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
@@ -1824,7 +1823,6 @@ class Filter:
         interval, and at the end, which becomes a pause (``Engine.pause``); events are taken once."""
         self.state = state_file
         self.engine.take_once()
-        self._state_diagnostics = Diagnostics(self.diagnostics.stream, clock=self.diagnostics.clock)
 
     def resume(self, saved: dict) -> list:
         """Take back a saved state (``StateFile.load``): the correlations' and the line counter, so
@@ -1853,8 +1851,8 @@ class Filter:
             raise
         self.save_state(None if taken else before)
         if not taken:
-            self._state_diagnostics.report("state", "output", f"{len(alerts)} alert(s) of the stop not taken by "
-                                           "the reader; kept in the state, to be made again by the next run")
+            self.diagnostics.report("stop_untaken", "output", f"{len(alerts)} alert(s) of the stop not taken by "
+                                    "the reader; kept in the state, to be made again by the next run")
 
     def _state_payload(self) -> bytes:
         position = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
@@ -1872,6 +1870,6 @@ class Filter:
             self.alert_sink.flush()
         error = self.state.save(self._state_payload if payload is None else lambda: payload)
         if error is not None:
-            self._state_diagnostics.report("state", f"state file {self.state.path}", f"{error}; the stream goes on")
+            self.diagnostics.report("state", f"state file {self.state.path}", f"{error}; the stream goes on")
         elif self.after_save is not None:
             self.after_save()
