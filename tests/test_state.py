@@ -167,6 +167,32 @@ def test_a_stop_anywhere_and_a_restore_give_the_uninterrupted_alerts(tmp_path_fa
     assert_no_event_alerts_twice(alert_records(b"".join(outputs)))
 
 
+@given(cut_streams(), st.sampled_from([0, 30, 400]), st.sampled_from([0, 30, 400]), st.booleans(), st.booleans(),
+       st.booleans())
+def test_a_restart_with_early_alerts_or_the_lateness_changed_alerts_no_event_twice(tmp_path_factory, case, lateness,
+                                                                                  lateness_after, early, early_after,
+                                                                                  keep_open):
+    """A restart is when options change: ``--early-alerts`` turned on or off (what the early alerts took
+    is in the state, and a run without the option must still keep it back from the watermark's alerts)
+    and ``--lateness`` changed.  Whatever the cut, the stop (end of input, or a stop that keeps the
+    windows open) and the options on each side, no event is in two alerts of one rule and group."""
+    events, cuts, without_ids = case
+    lines = lines_of(events, without_ids)
+    path = str(tmp_path_factory.mktemp("state") / "state.json")
+    cut = cuts[0]
+    first = b"".join(lines[:cut])
+    if keep_open:
+        output, _ = run_once(None, lateness, "alerts", path, len(first), b"".join(lines), keep_open=True,
+                             early=early)
+    else:
+        output, _ = run_once(first, lateness, "alerts", path, early=early)
+    rest, _ = run_once(b"".join(lines[cut:]), lateness_after, "alerts", path, early=early_after)
+    assert json.load(open(path))["lines"] == len(lines)
+    made = alert_records(output + rest)
+    event(f"alerts: {min(len(made), 3)}; before the cut: {bool(alert_records(output))}")
+    assert_no_event_alerts_twice(made)
+
+
 @given(cut_streams(), st.sampled_from([0, 30, 400]), st.integers(1, 10))
 def test_events_sent_again_after_a_restore_never_alert_twice(tmp_path_factory, case, lateness, again):
     events, cuts, without_ids = case
