@@ -303,6 +303,9 @@ def make_resolver(profile: str, field_maps: Optional[List[str]], time_field: Opt
     declared = parse_logsource(logsource)
     try:
         custom = [load_profile_file(path) for path in field_maps or []]
+        for loaded in custom:  # what a pySigma pipeline left out, a line each
+            for note in loaded.notes:
+                _warned(f"field map {loaded.source} (pySigma pipeline): {note}")
         return FieldResolver(custom + builtin_profiles(), profile, time_field, declared)
     except ProfileError as error:
         raise UsageProblem(str(error)) from None

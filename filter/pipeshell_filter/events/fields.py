@@ -65,6 +65,7 @@ import attrs
 from ..values import MISSING, event_texts, first_leaf, fold, leaves
 from ..dirwalk import FileProblem, read_bounded
 from ..yamlfile import YamlProblem, load_yaml
+from .pipelines import PipelineError, convert, is_pipeline
 from .timeparse import parse_time
 
 
@@ -191,6 +192,7 @@ class Profile:
     service: Optional[str] = None  # the logsource service of every event of this shape
     category: Optional[str] = None  # ... and its category
     reads: tuple = ()  # ((fact, (path, ...)), ...): logsource facts read from each event, first path present
+    notes: tuple = attrs.field(default=(), eq=False)  # what a pySigma pipeline it came from left out, a line each
     _plans: dict = attrs.field(factory=dict, eq=False, repr=False)  # field -> Plan, filled on first use
     # What the shape's logsource facts add to an event's routing key: the product alone when it declares
     # nothing else (every Windows shape: the key is what it was), the constants, or READ (read per event).
@@ -235,7 +237,7 @@ class Profile:
         return plan
 
 
-def profile_from_table(table, source: str) -> Profile:
+def profile_from_table(table, source: str, notes: tuple = ()) -> Profile:
     """Build a profile from its declarative table (see the module docstring)."""
     if not isinstance(table, dict):
         raise ProfileError(f"{source}: a field map must be a mapping")
@@ -291,24 +293,52 @@ def profile_from_table(table, source: str) -> Profile:
                                f"{{path: PATH}} / {{path: [PATH, ...]}} to read it from the event")
         reads.append((fact, tuple(parse_path(p) for p in read)))
     return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source, facts.get("product"),
-                   paths("channel"), facts.get("service"), facts.get("category"), tuple(reads))
+                   paths("channel"), facts.get("service"), facts.get("category"), tuple(reads), tuple(notes))
 
 
 _EXAMPLES = {"product": "aws", "service": "cloudtrail", "category": "proxy"}  # for the error message
 
 
-def load_profile_file(path: str) -> Profile:
+def _read_table(path: str):
     try:
         data = read_bounded(path, "field map")
     except FileProblem as problem:
         raise ProfileError(str(problem)) from None
     try:
-        table = load_yaml(data.decode("utf-8"))  # a field listed twice is an error
+        return load_yaml(data.decode("utf-8"))  # a field listed twice is an error
     except UnicodeDecodeError as error:
         raise ProfileError(f"field map {path} is not UTF-8 (byte {error.start})") from None
     except YamlProblem as problem:
         raise ProfileError(f"field map {path} is not valid YAML/JSON{problem}") from None
-    return profile_from_table(table, path)
+
+
+def load_profile_file(path: str) -> Profile:
+    """A field map, in our format or a pySigma pipeline's (``pipelines``); ours may name a pipeline
+    (``pipeline: FILE``, beside it) and give what it lacks or gets wrong: each key given replaces the
+    pipeline's, and each field listed its paths."""
+    table = _read_table(path)
+    try:
+        if is_pipeline(table):
+            conversion = convert(table, path)
+            return profile_from_table(conversion.table, path, tuple(conversion.notes))
+        if not isinstance(table, dict) or "pipeline" not in table:
+            return profile_from_table(table, path)
+        named = table["pipeline"]
+        if not isinstance(named, str) or not named:
+            raise ProfileError(f"{path}: 'pipeline' must name a pySigma pipeline file")
+        pipeline_path = os.path.join(os.path.dirname(path), named)
+        pipeline = _read_table(pipeline_path)
+        if not is_pipeline(pipeline):
+            raise ProfileError(f"{path}: {pipeline_path} is not a pySigma pipeline (it has no 'transformations')")
+        conversion = convert(pipeline, pipeline_path)
+    except PipelineError as error:
+        raise ProfileError(str(error)) from None
+    merged = dict(conversion.table)
+    own = {key: value for key, value in table.items() if key != "pipeline"}
+    if isinstance(own.get("fields"), dict):
+        own["fields"] = {**merged["fields"], **own["fields"]}
+    merged.update(own)
+    return profile_from_table(merged, path, tuple(conversion.notes))
 
 
 _PROFILE_DIR = os.path.join(os.path.dirname(__file__), "profiles")
