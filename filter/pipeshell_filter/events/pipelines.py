@@ -292,8 +292,8 @@ class Conversion:
             if kind in QUERY_ONLY:
                 continue
             if kind in RENAMING:
-                self.notes.append(f"ignored {len(group)} {kind} item(s) ({_short(i.id or i.position + 1 for i in group)}): "
-                                  f"{group[0].unread}")
+                named = _short(i.id or i.position + 1 for i in group)
+                self.notes.append(f"ignored {len(group)} {kind} item(s) ({named}): {group[0].unread}")
                 continue
             self.notes.append(f"ignored {len(group)} {kind} item(s), which change what matches: it "
                               + _CHANGES[kind].format(self._detail(kind, group)))

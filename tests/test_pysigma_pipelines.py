@@ -1,0 +1,319 @@
+"""A pySigma processing pipeline given as ``--field-map`` (events/pipelines.py): its field renames read as a
+profile, what it cannot honour said in one line per type, a file it cannot use refused in one line.
+
+The pipelines here are our own text, in the shape of SigmaHQ's community pipelines (elastic_pipelines/,
+splunk_pipelines/): field_name_mapping under a logsource condition, field_name_prefix for the fields it does
+not name, add_condition for the channel.
+"""
+
+import json
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clitools import alerts, records, run_cli, run_cli_here
+from pipeshell_filter.events.fields import load_profile_file
+from pipeshell_filter.events.pipelines import convert
+
+ECS_LIKE = """\
+name: test ECS-like mapping
+priority: 20
+transformations:
+  - id: channel_security
+    type: add_condition
+    conditions:
+      winlog.channel: Security
+    rule_conditions:
+      - type: logsource
+        product: windows
+        service: security
+  - id: map_common
+    type: field_name_mapping
+    mapping:
+      EventID: event.code
+      Image: process.executable
+      CommandLine: [process.command_line, process.args_text]
+      User: user.name
+    rule_conditions:
+      - type: logsource
+        product: windows
+  - id: others_under_event_data
+    type: field_name_prefix
+    prefix: "winlog.event_data."
+    field_name_cond_not: true
+    field_name_conditions:
+      - type: processing_item_applied
+        processing_item_id: map_common
+    rule_conditions:
+      - type: logsource
+        product: windows
+"""
+
+# Where ECS_LIKE puts each field of a flat event (CommandLine's second place: its alternative).
+RENAMED = {"EventID": ("event", "code"), "Image": ("process", "executable"), "User": ("user", "name"),
+           "CommandLine": ("process", "command_line")}
+UNNAMED_ROOT = ("winlog", "event_data")
+
+# Different paths for one field under different logsources, as the Splunk Windows pipeline has them.
+SPLUNK_LIKE = """\
+name: test Splunk-like mapping
+transformations:
+  - id: eventid
+    type: field_name_mapping
+    mapping:
+      EventID: EventCode
+    rule_conditions:
+      - type: logsource
+        product: windows
+  - id: security_process_creation
+    type: add_condition
+    conditions:
+      EventCode: 4688
+    rule_conditions:
+      - type: logsource
+        product: windows
+        category: process_creation
+  - id: security_process_creation_fields
+    type: field_name_mapping
+    mapping:
+      Image: NewProcessName
+      User: SubjectUserName
+    rule_conditions:
+      - type: logsource
+        product: windows
+        category: process_creation
+      - type: processing_item_applied
+        processing_item_id: security_process_creation
+  - id: state
+    type: set_state
+    key: index
+    val: win
+  - id: true_to_egress
+    type: replace_string
+    regex: "^true$"
+    replacement: egress
+  - id: keyword
+    type: field_name_suffix
+    suffix: .keyword
+postprocessing:
+  - type: simple_template
+    template: "index=win {query}"
+"""
+
+PIPELINES = {"ecs": ECS_LIKE, "splunk": SPLUNK_LIKE}
+
+
+def _write(tmp_path, text, name="pipeline.yml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_field_name_mapping_and_prefix_become_fields_and_roots(tmp_path):
+    profile = load_profile_file(_write(tmp_path, ECS_LIKE))
+    paths = {field: [".".join(map(str, c.path)) for c in candidates] for field, candidates in profile.fields.items()}
+    assert paths == {"EventID": ["event.code"], "Image": ["process.executable"], "User": ["user.name"],
+                     "CommandLine": ["process.command_line", "process.args_text"]}
+    assert profile.roots == (UNNAMED_ROOT,)
+    assert profile.detect == (("event", "code"),)  # EventID's one path
+    assert ("@timestamp",) in profile.time and ("_time",) in profile.time
+    assert profile.name == "pipeline"  # the file's name: what --profile takes
+
+
+def test_a_field_mapped_per_logsource_reads_every_path_first_present(tmp_path):
+    profile = load_profile_file(_write(tmp_path, SPLUNK_LIKE))
+    paths = {field: [".".join(map(str, c.path)) for c in candidates] for field, candidates in profile.fields.items()}
+    # in the windows context Image is unmapped (itself); under process_creation it is NewProcessName
+    assert paths == {"EventID": ["EventCode"], "Image": ["Image", "NewProcessName"],
+                     "User": ["User", "SubjectUserName"]}
+    assert profile.roots == ()
+
+
+def test_what_it_leaves_out_is_one_line_per_type(tmp_path):
+    path = _write(tmp_path, SPLUNK_LIKE)
+    result = run_cli(["--field-map", path, "--quiet"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode().splitlines()
+    prefix = f"pipeshell-filter: warning: field map {path} (pySigma pipeline): "
+    assert all(line.startswith(prefix) for line in lines), lines
+    said = [line[len(prefix):] for line in lines]
+    assert said == [
+        "ignored, as they only shape a backend's query or output: set_state, postprocessing (simple_template)",
+        "ignored 1 add_condition item(s), which change what matches: it adds conditions on EventCode to the rules "
+        "of its conditions (the filter routes by its own logsource table: see Log sources)",
+        "ignored 1 replace_string item(s), which change what matches: it rewrites values the rules compare (^true$)",
+        "ignored 1 field_name_suffix item(s), which change what matches: it adds the suffix .keyword to field names "
+        "(an index's sub-field such as .keyword is no path in the event)",
+        "mapped differently under different rule conditions, so read from each of their paths in the file's order, "
+        "the first present: Image, User",
+    ]
+
+
+def test_a_condition_linking_pysigma_does_not_know_is_said(tmp_path):
+    text = ECS_LIKE.replace("    field_name_cond_not: true\n", "    field_name_cond_not: true\n"
+                            "    field_name_cond_op: any\n")
+    notes = convert(yaml.safe_load(text), "p.yml").notes
+    assert notes[:1] == ["transformation others_under_event_data: field_name_cond_op 'any' is not 'and' or 'or', "
+                     "so pySigma links its conditions with 'and', and so does this reading (write 'or' if that is "
+                     "meant)"]
+
+
+def test_a_renaming_item_with_field_conditions_not_read_here_is_left_out_and_said():
+    text = ECS_LIKE + """\
+  - id: by_state
+    type: field_name_mapping
+    mapping: {Hashes: hash.all}
+    field_name_conditions:
+      - type: processing_state
+        key: index
+        val: win
+"""
+    conversion = convert(yaml.safe_load(text), "p.yml")
+    assert "Hashes" not in conversion.fields
+    assert "ignored 1 field_name_mapping item(s) (by_state): its field name conditions are of a kind not read " \
+           "here" in conversion.notes
+
+
+@pytest.mark.parametrize("body, message", [
+    ("transformations:\n  - type: add_condition\n    conditions: {a: b}\n", "renames no field (it has add_condition)"),
+    ("finalizers:\n  - type: concat\n", "renames no field (it has finalizers)"),
+    ("transformations:\n  - type: field_name_mapper\n    mapping: {a: b}\n",
+     "transformation 1: unknown transformation type 'field_name_mapper'"),
+    ("transformations: {a: b}\n", "'transformations' must be a list of mappings"),
+    ("transformations:\n  - mapping: {a: b}\n", "transformation 1: no 'type'"),
+    ("transformations:\n  - type: field_name_mapping\n    mapping: {a: 7}\n",
+     "a mapping's target must be a field name or a list of them"),
+    ("transformations:\n  - type: field_name_mapping\n    mapping: [a]\n", "needs 'mapping'"),
+    ("transformations:\n  - type: field_name_prefix\n    prefix: 3\n", "needs 'prefix'"),
+    ("transformations:\n  - type: field_name_mapping\n    mapping: {a: b}\n    rule_conditions: logsource\n",
+     "'rule_conditions' must be a list of conditions"),
+    ("transformations: []\nbackend: splunk\n", "not a pySigma pipeline: unknown key(s) 'backend'"),
+    ("transformations:\n  - type: field_name_mapping\n    mapping: {a: b}\n    field_name_conditions:\n"
+     "      - type: include_fields\n        fields: ['(']\n        mode: re\n", "bad regular expression"),
+    ("transformations:\n  - type: field_name_mapping\n    mapping: {a: b, a: c}\n", "duplicate key 'a'"),
+])
+def test_a_pipeline_it_cannot_use_is_a_one_line_usage_error(tmp_path, body, message):
+    path = _write(tmp_path, body)
+    result = run_cli(["--field-map", path])
+    err = result.stderr.decode().strip()
+    assert result.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert path in err and message in err, err
+
+
+def test_a_field_map_of_ours_may_name_a_pipeline_and_override_it(tmp_path):
+    _write(tmp_path, SPLUNK_LIKE, "splunk.yml")
+    own = _write(tmp_path, "pipeline: splunk.yml\nname: splunk-win\ntime: [when]\ndetect: []\n"
+                           "fields:\n  Image: [NewProcessName, process_path]\n", "mine.yml")
+    profile = load_profile_file(own)
+    assert (profile.name, profile.time, profile.detect) == ("splunk-win", (("when",),), ())
+    assert [c.path for c in profile.fields["Image"]] == [("NewProcessName",), ("process_path",)]
+    assert [c.path for c in profile.fields["User"]] == [("User",), ("SubjectUserName",)]  # the pipeline's
+    assert profile.notes  # what the pipeline left out is still said
+    bad = _write(tmp_path, "pipeline: mine.yml\nname: x\n", "loop.yml")
+    result = run_cli(["--field-map", bad])
+    assert result.returncode == 2 and "is not a pySigma pipeline" in result.stderr.decode()
+
+
+# The property: the pipeline on events renamed by its mapping matches as the filter without it on the
+# original flat events (the oracle: the flat profile reads a Sigma field where it is named).
+FIELDS = ["EventID", "Image", "CommandLine", "User", "ParentUser"]
+WORDS = ["ab", "b", "Ab", "x"]
+
+
+def _selection(draw):
+    fields = draw(st.lists(st.sampled_from(FIELDS[1:]), min_size=1, max_size=2, unique=True))
+    selection = {}
+    for field in fields:
+        modifier = draw(st.sampled_from(["", "|contains", "|endswith", "|startswith"]))
+        values = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=2))
+        selection[field + modifier] = values if len(values) > 1 else values[0]
+    if draw(st.booleans()):
+        selection["EventID"] = draw(st.sampled_from([1, 4688]))
+    return selection
+
+
+@st.composite
+def rules(draw):
+    condition = draw(st.sampled_from(["a", "a and b", "a or b", "a and not b", "1 of *"]))
+    rule = {"title": "generated", "id": "00000000-0000-4000-8000-000000000001", "status": "test",
+            "logsource": {"product": "windows", "category": "process_creation"}, "level": "high",
+            "detection": {"a": _selection(draw), "b": _selection(draw), "condition": condition}}
+    return yaml.safe_dump(rule, sort_keys=False)
+
+
+@st.composite
+def flat_events(draw):
+    event = {"@timestamp": f"2026-11-01T10:00:0{draw(st.integers(0, 9))}Z",
+             "EventID": draw(st.sampled_from([1, 4688])), "Computer": "ws1"}
+    for field in FIELDS[1:]:
+        if draw(st.booleans()):
+            event[field] = draw(st.sampled_from(["xab", "b", "ab", "AB x", "bx"]))
+    return event, draw(st.booleans())  # CommandLine in its alternative place
+
+
+def _renamed(event: dict, alternative: bool) -> dict:
+    """The event as the pipeline's logs hold it: each field where ECS_LIKE maps it."""
+    out = {"@timestamp": event["@timestamp"]}
+    for field, value in event.items():
+        if field == "@timestamp":
+            continue
+        path = RENAMED.get(field, UNNAMED_ROOT + (field,))
+        if field == "CommandLine" and alternative:
+            path = ("process", "args_text")
+        node = out
+        for step in path[:-1]:
+            node = node.setdefault(step, {})
+        node[path[-1]] = value
+    return out
+
+
+def _verdicts(stdout: bytes) -> list:
+    """Per input line, what matched on it (``--emit all``: one output line per input line, plus alerts)."""
+    lines = [r for r in records(stdout) if r.get("event", {}).get("kind") != "alert"]
+    found = [(json.dumps(r.get("sigma"), sort_keys=True)) for r in lines]
+    fired = [(a["rule"]["id"], a["message"], a["related"], a["sigma"]) for a in alerts(stdout)]  # fields: by Sigma name
+    return found + [json.dumps(fired, sort_keys=True)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(rules(), st.lists(flat_events(), min_size=1, max_size=6))
+def test_pipeline_on_renamed_events_matches_as_the_flat_events_without_it(tmp_path_factory, rule, drawn):
+    where = tmp_path_factory.mktemp("p")
+    rule_path = _write(where, rule, "rule.yml")
+    pipeline = _write(where, ECS_LIKE)
+    flat = b"".join(json.dumps(e).encode() + b"\n" for e, _ in drawn)
+    renamed = b"".join(json.dumps(_renamed(e, alt)).encode() + b"\n" for e, alt in drawn)
+    oracle = run_cli_here(["--rule", rule_path, "--emit", "all", "--quiet", "--profile", "flat"], flat)
+    mapped = run_cli_here(["--rule", rule_path, "--emit", "all", "--quiet", "--field-map", pipeline], renamed)
+    assert oracle.returncode == 0 and mapped.returncode == 0, (oracle.stderr, mapped.stderr)
+    assert _verdicts(mapped.stdout) == _verdicts(oracle.stdout)
+    assert mapped.stderr.decode().count("\n") == 1  # the ignored add_condition, said once
+
+
+def test_pysigma_reads_each_pipeline_and_maps_as_derived(tmp_path):
+    """pySigma's own reading of each test pipeline: its field_name_mapping items give the paths we derived,
+    and a rule it processes gets field names among those we read (where pySigma is installed)."""
+    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
+    rule_module = pytest.importorskip("sigma.rule")
+    for text in PIPELINES.values():
+        theirs = pipeline_module.ProcessingPipeline.from_yaml(text)
+        ours = convert(yaml.safe_load(text), "p.yml")
+        for item in theirs.items:
+            mapping = getattr(item.transformation, "mapping", None)
+            if type(item.transformation).__name__ != "FieldMappingTransformation":
+                continue
+            for field, targets in mapping.items():
+                targets = targets if isinstance(targets, list) else [targets]
+                assert [t for t in ours.fields[field] if t in targets] == targets, field
+        for category in ("process_creation", "image_load"):
+            rule = rule_module.SigmaRule.from_yaml(
+                f"title: t\nlogsource: {{product: windows, category: {category}}}\ndetection:\n  sel:\n"
+                "    EventID: 1\n    Image: a\n    User: b\n    ParentUser: c\n  condition: sel\n")
+            theirs.apply(rule)
+            named = [item.field for item in rule.detection.detections["sel"].detection_items]
+            for field, name in zip(["EventID", "Image", "User", "ParentUser"], named):
+                name = name.removesuffix(".keyword")  # field_name_suffix: left out here, and said so
+                ours_read = ours.fields.get(field) or [field] + [f"{root}.{field}" for root in ours.roots]
+                assert name in ours_read, (field, name, ours_read)
