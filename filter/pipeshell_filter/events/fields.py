@@ -6,7 +6,8 @@ names to candidate paths, a detector (paths that must exist), fallback roots for
 fields the table does not list, and the paths of the event time.  Profiles ship
 as YAML in ``profiles/`` (one per collector shape, tried in the order of
 ``profiles/order.txt``: the first whose detector holds wins, ``flat`` last);
-``--field-map FILE`` loads a user's own in the same format, tried first.
+``--field-map FILE`` loads a user's own in the same format, tried first, or one made of a pySigma
+processing pipeline (``pipelines``); a table of ours may name one (``pipeline: FILE``) and override it.
 
 Table format (YAML or JSON)::
 
