@@ -92,6 +92,8 @@ class _Item:
         self.context = None  # set by _read_context
         self.field_test: Optional[Callable] = None  # set by _read_field_test (renaming items)
         self.unread = None  # why the item cannot be honoured, if it cannot
+        self.mapping: dict = {}  # a renaming item's, read once
+        self.prefix = ""
 
 
 def _conditions(item: _Item, key: str) -> list:
@@ -196,6 +198,9 @@ def _prefix(item: _Item) -> str:
     return prefix
 
 
+# Each field is renamed by each item in each context: a hostile file of a few MiB must not take hours.
+_MOST_STEPS = 20_000_000
+
 _UNNAMED = "Field"  # a field the pipeline does not name, as its field conditions see it: a plain Sigma name
 
 
@@ -208,12 +213,12 @@ def _rename(item: _Item, names: list, renamed_by: set, unnamed: bool) -> list:
             result.append(name)
             continue
         if item.kind == "field_name_prefix":
-            renamed = [_prefix(item) + name]
+            renamed = [item.prefix + name]
         elif item.kind == "field_name_mapping":
-            renamed = None if unnamed else _mapping(item).get(name)
+            renamed = None if unnamed else item.mapping.get(name)
         else:  # field_name_prefix_mapping: the first prefix the name starts with
             renamed = None
-            for source, targets in ([] if unnamed else _mapping(item).items()):
+            for source, targets in ([] if unnamed else item.mapping.items()):
                 if name.startswith(source):
                     renamed = [t + name[len(source):] for t in targets]
                     break
@@ -255,7 +260,10 @@ class Conversion:
             if item.id:
                 contexts_by_id.setdefault(item.id, item.context)
             if item.kind in RENAMING:
-                _mapping(item) if item.kind != "field_name_prefix" else _prefix(item)
+                if item.kind == "field_name_prefix":
+                    item.prefix = _prefix(item)
+                else:
+                    item.mapping = _mapping(item)
                 item.field_test = _read_field_test(item)
                 if item.field_test is None:
                     item.unread = "its field name conditions are of a kind not read here"
@@ -323,7 +331,10 @@ class Conversion:
     def _merge(self, renaming: list):
         """Run the renaming items in each context; per field, its names in every context, in the file's order."""
         contexts = list(dict.fromkeys(i.context for i in renaming)) or [frozenset()]
-        named = list(dict.fromkeys(k for i in renaming if i.kind != "field_name_prefix" for k in _mapping(i)))
+        named = list(dict.fromkeys(k for i in renaming if i.kind != "field_name_prefix" for k in i.mapping))
+        if len(contexts) * len(named) * len(renaming) > _MOST_STEPS:
+            raise PipelineError(f"{self.source}: too large to read: {len(renaming)} renaming items over "
+                                f"{len(contexts)} sets of rule conditions and {len(named)} fields")
         per_field = {field: [] for field in named}  # field -> [(names in a context)]
         prefixes = []
         for context in contexts:
@@ -353,7 +364,7 @@ class Conversion:
         unnamed_prefix = [i for i in renaming if i.kind == "field_name_prefix_mapping"]
         if unnamed_prefix:
             self.notes.append("field_name_prefix_mapping renames only the fields the pipeline names here; any other "
-                              f"field starting with {_short(k for i in unnamed_prefix for k in _mapping(i))} "
+                              f"field starting with {_short(k for i in unnamed_prefix for k in i.mapping)} "
                               "is read as named")
         return fields, roots, differing
 
