@@ -193,6 +193,8 @@ def test_a_renaming_item_with_field_conditions_not_read_here_is_left_out_and_sai
     ("transformations:\n  - type: field_name_mapping\n    mapping: {a: b}\n    field_name_conditions:\n"
      "      - type: include_fields\n        fields: ['(']\n        mode: re\n", "bad regular expression"),
     ("transformations:\n  - type: field_name_mapping\n    mapping: {a: b, a: c}\n", "duplicate key 'a'"),
+    ("transformations:\n  - type: field_name_mapping\n    mapping: {a: b}\n    rule_conditions:\n"
+     "      - {type: processing_item_applied, processing_item_id: [x]}\n", "needs 'processing_item_id'"),
 ])
 def test_a_pipeline_it_cannot_use_is_a_one_line_usage_error(tmp_path, body, message):
     path = _write(tmp_path, body)
@@ -317,3 +319,25 @@ def test_pysigma_reads_each_pipeline_and_maps_as_derived(tmp_path):
                 name = name.removesuffix(".keyword")  # field_name_suffix: left out here, and said so
                 ours_read = ours.fields.get(field) or [field] + [f"{root}.{field}" for root in ours.roots]
                 assert name in ours_read, (field, name, ours_read)
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2, 5), st.sampled_from(
+    ["", "a", "a.b", "x.", ".", "EventID", "map_common", "field_name_mapping", "field_name_prefix",
+     "field_name_prefix_mapping", "logsource", "include_fields", "processing_item_applied", "re", "(", "or", "any"]))
+_KEYS = st.sampled_from(["type", "id", "mapping", "prefix", "rule_conditions", "field_name_conditions",
+                         "field_name_cond_not", "field_name_cond_op", "rule_cond_op", "detection_item_conditions",
+                         "fields", "mode", "product", "category", "processing_item_id", "EventID", "a"])
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner,
+                                                                                            max_size=4), max_leaves=12)
+
+
+@given(st.lists(st.dictionaries(_KEYS, _VALUES, max_size=5), max_size=4))
+def test_a_malformed_pipeline_is_refused_never_a_crash(transformations):
+    from pipeshell_filter.events.fields import ProfileError, profile_from_table
+    from pipeshell_filter.events.pipelines import PipelineError
+
+    try:
+        conversion = convert({"transformations": transformations}, "p.yml")
+        profile_from_table(conversion.table, "p.yml", tuple(conversion.notes))
+    except (PipelineError, ProfileError) as error:
+        assert "\n" not in str(error)

@@ -105,6 +105,13 @@ def _conditions(item: _Item, key: str) -> list:
     return found
 
 
+def _item_id(item: _Item, condition: dict) -> str:
+    ident = condition.get("processing_item_id")
+    if not isinstance(ident, str):
+        raise PipelineError(f"{item.where}: processing_item_applied needs 'processing_item_id', an item's id")
+    return ident
+
+
 def _read_context(item: _Item, contexts_by_id: dict):
     """The item's context: the frozenset of logsource (key, value) its rule conditions require, or
     ("rule", position) when they ask more of a rule than its logsource (a tag, a level, a value)."""
@@ -129,7 +136,7 @@ def _read_context(item: _Item, contexts_by_id: dict):
                     return opaque  # two logsources at once: the item applies to no rule
                 logsource[key] = value
         elif condition["type"] == "processing_item_applied":
-            after.append(condition.get("processing_item_id"))
+            after.append(_item_id(item, condition))
         else:
             return opaque
     context = frozenset((k, str(v)) for k, v in logsource.items())
@@ -166,7 +173,7 @@ def _read_field_test(item: _Item) -> Optional[Callable]:
                 test = (lambda name, applied, inner=test: not inner(name, applied))
             tests.append(test)
         elif kind == "processing_item_applied":
-            tests.append(lambda _, applied, ident=condition.get("processing_item_id"): ident in applied)
+            tests.append(lambda _, applied, ident=_item_id(item, condition): ident in applied)
         else:
             return None
     # pySigma links with any for 'or', with all for 'and' and for anything else (its default)
