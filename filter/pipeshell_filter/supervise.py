@@ -835,6 +835,9 @@ class Supervisor:
             self.logs.note(f"{self.cause.label()} {self.cause.how()}; stopping the chain")
             return
         if self.cause is None:  # a stop that was asked for: each member must end cleanly, in order
+            # settled as at level 0: the member killed upstream closes its output before it is seen
+            # ended, so the next one can end on that end of input first (a load made it look early)
+            ended = sorted(ended + self._settle(ended), key=lambda member: member.number)
             for member in ended:
                 if not member.by_end_of_input and not member.killed and not (member.terminated and member.clean()):
                     self.failed = True
