@@ -15,6 +15,7 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 from pipeshell_filter.sigma.matchers import AnyOf
+from pipeshell_filter.sigma.modifiers import PatternError
 from rulevalues import compile_string
 
 # Case-folding troublemakers: ß -> ss, İ -> i̇ (two characters), ſ -> s, K (Kelvin) -> k.
@@ -136,17 +137,14 @@ _FLAG_SETS = st.sampled_from([(), ("i",), ("m",), ("s",), ("i", "s"), ("ignoreca
 
 
 def python_reference(source: str, flags) -> "re.Pattern":
-    """Python re with Sigma's flags.  Two spellings differ from RE2 and are mapped here:
-    without m, '$' is the end of the text (Python also matches before a final newline);
-    and Python's IGNORECASE takes U+0130/U+0131 (İ, ı) as i, where Unicode case folding
+    """Python re with Sigma's flags.  Its '$' without m is Sigma's (PCRE's): the end, or before a final
+    newline.  Python's IGNORECASE takes U+0130/U+0131 (İ, ı) as i, where Unicode case folding
     (RE2) does not -- the reference texts and patterns with them avoid the i flag."""
     flag = 0
     if {"i", "ignorecase"} & set(flags):
         flag |= re.IGNORECASE
     if {"m", "multiline"} & set(flags):
         flag |= re.MULTILINE
-    else:
-        source = source.replace("$", r"\Z").replace(r"\\Z", r"\$")
     if {"s", "dotall"} & set(flags):
         flag |= re.DOTALL
     return re.compile(source, flag)
@@ -157,7 +155,11 @@ def test_re_agrees_with_python_re(pattern, flags, text):
     source, python_source = pattern
     if {"i", "ignorecase"} & set(flags):
         assume("\u0130" not in text + source and "\u0131" not in text + source)
-    test = compile_string(source, {"re", *flags})
+    try:
+        test = compile_string(source, {"re", *flags})
+    except PatternError as error:  # a '$' that more pattern follows (test_modifiers_v21 holds which those are)
+        assert "'$' that more pattern follows" in str(error) and not {"m", "multiline"} & set(flags)
+        assume(False)
     want = python_reference(python_source, flags).search(text) is not None
     assert test(text) == want, (source, flags, text)
 

@@ -845,14 +845,42 @@ _RE_PARTS = st.sampled_from(["a", "b", ".", "$", "^", "[ab]", "[$]", r"\$", "[^]
                              r"\(?", r"\)", "[(?m]", "(?m:a$)", "(?-m:b$)", "(?i:a$)", "(?s:.$)"])
 
 
+# Of the parts above, those holding a ``$`` read without ``m`` (by the flags given), and the one a ``$``
+# may be followed by and still end the match (another ``$``): any other part after such a ``$`` reads on.
+_NON_M_DOLLARS = {"": {"$", "(?:a|b$)", "(?-m:b$)", "(?i:a$)", "(?s:.$)"}, "m": {"(?-m:b$)"}}
+
+
 @FAST
-@given(st.lists(_RE_PARTS, min_size=1, max_size=5).map("".join), st.text("ab$\n", max_size=6),
-       st.sampled_from(["", "i", "m", "s"]))
-def test_re_dollar_is_pcres(pattern, text, flags):
+@given(st.lists(_RE_PARTS, min_size=1, max_size=5), st.text("ab$\n", max_size=6), st.sampled_from(["", "i", "m", "s"]))
+def test_re_dollar_is_pcres(parts, text, flags):
     """Sigma's regexes are PCRE: without ``m`` a ``$`` holds at the end or before a final newline
-    (RE2's only at the end).  Python's ``re`` reads these patterns as PCRE does."""
+    (RE2's only at the end).  Python's ``re`` reads these patterns as PCRE does.  A ``$`` that more
+    pattern follows is refused (RE2 cannot say "before a final newline" and go on reading), and only
+    such a one."""
+    pattern = "".join(parts)
+    dollars = _NON_M_DOLLARS["m" if flags == "m" else ""]
+    reads_on = any(part in dollars and any(after != "$" for after in parts[at + 1:]) for at, part in enumerate(parts))
+    try:
+        test = compiled(pattern, "re", *flags)
+    except PatternError as error:
+        assert reads_on and "'$' that more pattern follows" in str(error), (pattern, flags, error)
+        return
+    assert not reads_on, (pattern, flags)
     expected = re.search(f"(?{flags}){pattern}" if flags else pattern, text) is not None
-    assert compiled(pattern, "re", *flags)(text) == expected, (pattern, text, flags)
+    assert test(text) == expected, (pattern, text, flags)
+
+
+@pytest.mark.parametrize("pattern", ["$^", "a$.", "$(?s:.)", "(a$)+b", "((?s:.)$){2}", "a$\\n", "(a|b$)c"])
+def test_re_a_dollar_that_more_pattern_follows_is_a_named_load_error(pattern):
+    message = rule_error({"sel": {"F|re": pattern}, "condition": "sel"})
+    assert "a '$' that more pattern follows" in message and "RE2 cannot express" in message
+
+
+@pytest.mark.parametrize("pattern, text", [("(^a$)|(^b$)", "b\n"), ("(?:z|a$)", "a\n"), ("a$$", "a\n"),
+                                           ("b(a$)?$", "ba\n"), ("(a$)+", "a\n"), ("a$|c.", "a\n"), ("a$(?i)", "a\n")])
+def test_re_a_dollar_that_ends_the_match_holds_before_a_final_newline(pattern, text):
+    assert compiled(pattern, "re")(text) and compiled(pattern, "re")(text[:-1])
+    assert not compiled(pattern, "re")(text[:-1] + "\nx")
 
 
 def test_re_dollar_before_a_final_newline():

@@ -299,24 +299,45 @@ _FLAG_GROUP = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])")  # (?m) (?i-
 
 def pcre_dollar(pattern: str, flags: str) -> str:
     """``pattern`` with each ``$`` as PCRE (Sigma's flavour) reads it without ``m``: at the end, or
-    before a final newline.  RE2's ``$`` is the end only, so it becomes ``(?:\\n?\\z)``: the same
-    answer to whether the text holds a match, except for a ``$`` followed by a newline in the
-    pattern, which PCRE alone can match.  An escaped ``\\$``, one in a class and one quoted
-    (``\\Q$\\E``) are characters; a ``$`` where an inline ``m`` is in force (``(?m)`` to its group's
-    end, ``(?m:...)``) is left."""
+    before a final newline.  RE2's ``$`` is the end only, so it becomes ``(?:\\n?\\z)``, which gives the
+    same answer to whether the text holds a match where the ``$`` ends it: nothing but group ends (of
+    groups that need not repeat: ``?``, ``*``, ``+``), alternatives and other ``$`` follow.  A ``$`` that more pattern
+    follows (``$^``, ``a$.``, ``(a$)+b``) is a PatternError: PCRE's holds before a final newline that the
+    rest may still match or look at, which RE2 cannot say (it has no lookahead).  An escaped ``\\$``,
+    one in a class and one quoted (``\\Q$\\E``) are characters; a ``$`` where an inline ``m`` is in
+    force (``(?m)`` to its group's end, ``(?m:...)``) is left."""
     if "$" not in pattern:
         return pattern
-    out, at, end = [], 0, len(pattern)
-    multiline = ["m" in flags]  # per open group: whether m is in force
+    tokens = _regex_tokens(pattern, "m" in flags)
+    out = []
+    for at, (kind, text) in enumerate(tokens):
+        if kind == "end":
+            if not _ends_the_match(tokens, at + 1):
+                raise PatternError(f"a '$' that more pattern follows (at character {_offset(tokens, at)}): "
+                                   "PCRE reads it before a final newline, which RE2 cannot express; end the "
+                                   "pattern there, or use (?m)")
+            out.append("(?:\\n?\\z)")
+        else:
+            out.append(text)
+    return "".join(out)
+
+
+def _regex_tokens(pattern: str, multiline: bool) -> list:
+    """``(kind, text)`` pieces of a pattern, as far as ``pcre_dollar`` needs them: ``end`` (a ``$`` read
+    without ``m``), ``dollar`` (one read with it), ``open`` (a group), ``flags`` (``(?i)``: no group),
+    ``close``, ``bar``, ``repeat`` (``?``, ``*``, ``+``, ``{n,m}``, lazy or not) and ``text`` (anything
+    else: a character, an escape, a class, quoted text)."""
+    tokens, at, end = [], 0, len(pattern)
+    modes = [multiline]  # per open group: whether m is in force
     while at < end:
         char = pattern[at]
         if pattern.startswith("\\Q", at):  # quoted text up to \E (or the end): every $ in it a character
             close = pattern.find("\\E", at + 2)
             close = end if close < 0 else close + 2
-            out.append(pattern[at:close])
+            tokens.append(("text", pattern[at:close]))
             at = close
         elif char == "\\":  # an escape: the next character with it
-            out.append(pattern[at:at + 2])
+            tokens.append(("text", pattern[at:at + 2]))
             at += 2
         elif char == "[":  # a class, whole: a ``]`` first (after ``^``) is in it, so is ``[:name:]``
             close = at + 1 + (pattern[at + 1:at + 2] == "^")
@@ -327,29 +348,74 @@ def pcre_dollar(pattern: str, flags: str) -> str:
                 elif pattern.startswith("[:", close) and pattern.find(":]", close + 2) > 0:
                     close = pattern.find(":]", close + 2) + 1
                 close += 1
-            out.append(pattern[at:close + 1])
+            tokens.append(("text", pattern[at:close + 1]))
             at = close + 1
         elif char == "(":
             group = _FLAG_GROUP.match(pattern, at)
-            state = multiline[-1]
+            state = modes[-1]
             if group is not None:
                 state = True if "m" in group.group(1) else False if "m" in (group.group(2) or "") else state
                 if group.group(3) == ")":  # (?m): for the rest of the group it is in
-                    multiline[-1] = state
+                    modes[-1] = state
+                    tokens.append(("flags", group.group(0)))
                 else:
-                    multiline.append(state)
-                out.append(group.group(0))
+                    modes.append(state)
+                    tokens.append(("open", group.group(0)))
                 at = group.end()
             else:
-                multiline.append(state)
-                out.append(char)
+                modes.append(state)
+                tokens.append(("open", char))
                 at += 1
         else:
-            if char == ")" and len(multiline) > 1:
-                multiline.pop()
-            out.append("(?:\\n?\\z)" if char == "$" and not multiline[-1] else char)
+            repeat = _REPEAT.match(pattern, at)
+            if repeat is not None:
+                tokens.append(("repeat", repeat.group(0)))
+                at = repeat.end()
+                continue
+            if char == ")" and len(modes) > 1:
+                modes.pop()
+            kind = {")": "close", "|": "bar"}.get(char, "text")
+            if char == "$":
+                kind = "dollar" if modes[-1] else "end"
+            tokens.append((kind, char))
             at += 1
-    return "".join(out)
+    return tokens
+
+
+_REPEAT = re.compile(r"(?:[?*+]|\{\d+(?:,\d*)?\})[?+]?")  # a quantifier, lazy or possessive too
+
+
+def _ends_the_match(tokens: list, at: int) -> bool:
+    """Whether nothing that reads text, or looks at it, can follow ``tokens[at - 1]`` in a match: only
+    ``$`` (the same place), flags, ends of groups that are not repeated (``?`` at most), and other
+    alternatives, which are skipped to their group's end."""
+    while at < len(tokens):
+        kind, text = tokens[at]
+        if kind == "bar":  # the rest of this alternative is another way: on after its group's end
+            depth = 0
+            at += 1
+            while at < len(tokens) and not (tokens[at][0] == "close" and depth == 0):
+                depth += {"open": 1, "close": -1}.get(tokens[at][0], 0)
+                at += 1
+            continue
+        if kind == "repeat" and tokens[at - 1][0] == "close" and _least(text) > 1:
+            return False  # the group at least twice: its next turn reads on after the $
+        if kind not in ("end", "dollar", "flags", "close", "repeat"):
+            return False
+        at += 1
+    return True
+
+
+def _least(repeat: str) -> int:
+    """The fewest turns a quantifier allows: a text holds a match of ``(X)+`` where it holds one of
+    ``(X)``, so a group ending in ``$`` repeated from once on ends the match as the group alone does."""
+    if repeat[0] == "{":
+        return int(repeat[1:].split(",")[0].rstrip("}?+"))
+    return 1 if repeat[0] == "+" else 0
+
+
+def _offset(tokens: list, at: int) -> int:
+    return sum(len(text) for _, text in tokens[:at])
 
 
 def _regex(value: str, flags: str, cased: bool) -> _RegexTest:
