@@ -337,6 +337,31 @@ def test_agents_and_correlators_that_disagree_on_partitions_are_told(tmp_path):
                       "partition 3") == 1, said
 
 
+def test_heartbeats_forged_with_huge_agent_names_or_counts_stay_small_in_the_partition_check():
+    """Anyone who can publish on the subjects can send heartbeats of any agent name and count.  The
+    partition check held each name whole (10,000 of them, up to a megabyte each) and wrote it whole on
+    stderr (a 500 KB line); a count no agent can have (0, negative, past --partitions' 1024) was told as
+    an agent's.  Names are kept as the agents' table keeps them (head and digest); such counts are no agent's."""
+    from pipeshell_filter.io.fleet import PartitionCheck
+
+    said = []
+    check = PartitionCheck(1, said.append)
+
+    def beat(agent, count):
+        check.see(json.dumps({"type": "sigma.heartbeat", "version": 1, "agent": agent, "time": 1,
+                              "partitions": count}).encode())
+
+    for number in range(50):
+        beat(f"{number}" + "x" * 200_000, 1 + number % 2)
+    for count in (0, -1, 1025, 10**30):
+        beat("forged", count)
+    beat("a0", 2)
+    assert said and max(len(line) for line in said) < 2_000
+    assert sum(len(name) for name in check.counts) < 50 * 2_000
+    assert not any("forged" in line for line in said), said
+    assert check.counts["a0"] == 2
+
+
 # ---------------------------------------------------------------- fleets side by side, restarts, stops
 
 def test_each_prefix_has_its_own_streams():

@@ -38,7 +38,7 @@ from typing import Callable, List, Optional, Tuple
 
 import ujson
 
-from ..detect import Heartbeat, smaller
+from ..detect import Heartbeat, kept, smaller
 from ..records import shrink
 from .bus import ATTEMPT_TIMEOUT, RECONNECT_WAIT, STOP_GRACE, Bus, BusError, Consumer
 from .stream import dumps
@@ -52,6 +52,7 @@ UNACKED = 50_000  # a correlate process snapshots (and acknowledges) at least th
 AGENTS_BACK = RECONNECT_WAIT + ATTEMPT_TIMEOUT
 # A message's headers besides its id: ``NATS/1.0``, the header's name, the line ends (``_Batched.fits``).
 HEADER_BYTES = 64
+MOST_PARTITIONS = 1024  # --partitions' bound (cli)
 
 
 def record_subject(prefix: str, partition: int) -> str:
@@ -304,7 +305,12 @@ class PartitionCheck:
             agent, count = record["agent"], record["partitions"]
         except (ValueError, KeyError, TypeError):
             return
-        if not isinstance(count, int) or not isinstance(agent, str) or self.counts.get(agent) == count:
+        # a count no agent can have (--partitions is 1-1024) is no agent's; a name is held and said as the
+        # agents' table holds it (a megabyte each, 10,000 of them, and on stderr whole, from anyone publishing)
+        if not isinstance(count, int) or not 1 <= count <= MOST_PARTITIONS or not isinstance(agent, str):
+            return
+        agent = kept(agent)
+        if self.counts.get(agent) == count:
             return
         if self.partition >= count:
             self.report(f"agent {agent!r} publishes to {count} partition(s) (--partitions {count}), and this "
