@@ -413,6 +413,24 @@ def test_ensure_stream_updates_an_existing_stream(nats_server):
 
 
 @needs_nats
+def test_a_stream_whose_operator_set_a_max_age_under_the_duplicate_window_is_used(nats_server):
+    """An operator sizing the stream by age (``max_age`` 1 h) must lower its duplicate window with it (the
+    server refuses a window longer than the age).  The update to the two-hour window was refused, and
+    every agent and correlator stopped at start (exit 1) for as long as the limit stood.  The window is
+    now the age, the most that stream can hold (a message older than that is gone anyway)."""
+    with Bus(nats_server.url) as bus:
+        bus.ensure_stream(STREAM, [f"{DET}.>"], duplicate_window=7200)
+        config = bus._call(bus._js.stream_info(STREAM)).config
+        bus._call(bus._js.update_stream(config.evolve(max_age=3600.0, duplicate_window=600.0)))
+        bus.ensure_stream(STREAM, [f"{DET}.>", f"{HB}.>"], duplicate_window=7200)
+        config = bus._call(bus._js.stream_info(STREAM)).config
+        assert (config.max_age, config.duplicate_window) == (3600.0, 3600.0)
+        assert sorted(config.subjects) == sorted([f"{DET}.>", f"{HB}.>"])
+        bus.ensure_stream(STREAM, [f"{DET}.>", f"{HB}.>"], duplicate_window=7200)  # nothing to change
+        assert bus.publish(f"{HB}.a", b"2", "two") == 1
+
+
+@needs_nats
 def test_a_stream_that_forgets_acknowledged_records_is_refused(nats_server):
     with Bus(nats_server.url) as bus:
         bus._call(bus._js.add_stream(name="WORK", subjects=["work.>"], retention="workqueue"))

@@ -493,8 +493,8 @@ class Bus:
 
     def ensure_stream(self, stream: str, subjects: list, duplicate_window: float = 7200.0) -> None:
         """Create the stream (file storage, limits retention) or bring an existing one up to date:
-        its subjects then include ``subjects`` and its duplicate window is ``duplicate_window`` seconds.
-        Other settings an operator gave it (limits, replicas) are kept."""
+        its subjects then include ``subjects`` and its duplicate window is ``duplicate_window`` seconds, or
+        its ``max_age`` when that is less.  Other settings an operator gave it (limits, replicas) are kept."""
         self._call(self._ensure_stream(stream, list(subjects), float(duplicate_window)),
                    timeout=self.setup_timeout + CLOSE_TIMEOUT)
 
@@ -532,9 +532,12 @@ class Bus:
                                f"retention (acknowledged records must stay for replay)")
             have = list(config.subjects or [])
             missing = [s for s in subjects if s not in have]
-            if not missing and abs((config.duplicate_window or 0) - window) < 1e-6:
+            # an operator's max_age under the window: the server refuses a longer window (every process
+            # stopped at start), and a message older than the age is gone anyway
+            fits = min(window, config.max_age) if config.max_age else window
+            if not missing and abs((config.duplicate_window or 0) - fits) < 1e-6:
                 return
-            updated = config.evolve(subjects=have + missing, duplicate_window=window)
+            updated = config.evolve(subjects=have + missing, duplicate_window=fits)
 
             async def update(js, updated=updated):
                 await js.update_stream(updated)
