@@ -586,26 +586,33 @@ def test_an_agent_gone_silent_and_the_end_of_the_wait_for_agents_are_said_on_std
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.floats(0, 100)), max_size=30))
-def test_the_correlators_clock_of_silence_moves_only_while_it_listens(stretches):
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 100)), max_size=30), st.none() | st.floats(0.1, 30))
+def test_the_correlators_clock_of_silence_moves_only_while_it_listens(stretches, longest):
     """``fleet.ListeningClock``: the time spent outside a fetch (a blocked ack or publish, the work on
     what came) is no agent's silence: an agent heard before is silent only after ``idle`` seconds of
-    listening, however long the correlator was deaf in between."""
+    listening, however long the correlator was deaf in between.  A fetch listens ``longest`` seconds at
+    most (its wait): the rest of a longer one is the process held up (stopped, frozen), which counted
+    as the agents' silence, every agent silent after a pause of the correlator."""
     from pipeshell_filter.io import fleet
     now = Clock()
     real = fleet.time.monotonic
     fleet.time.monotonic = now
     try:
-        clock = fleet.ListeningClock()
+        clock = fleet.ListeningClock(longest)
         agents = AgentClocks(SKEW, idle=60, clock=clock)
         agents.see("a", 100 * S)
-        listened = 0.0
+        listened, listening_before, so_far = 0.0, False, 0.0
         for listening, seconds in stretches:
             before = clock()
             (clock.listen if listening else clock.deaf)()
+            # one fetch goes on across two listening stretches in a row
+            so_far = 0.0 if not (listening and listening_before) else so_far
+            heard = min(seconds, max(0.0, longest - so_far)) if listening and longest is not None else seconds
             now.now += seconds
-            assert clock() == pytest.approx(before + (seconds if listening else 0.0))
-            listened += seconds if listening else 0.0
+            so_far += seconds
+            assert clock() == pytest.approx(before + (heard if listening else 0.0))
+            listened += heard if listening else 0.0
+            listening_before = listening
             if abs(listened - 60) > 1e-6:  # not on the edge, where rounding decides
                 assert agents.active() == (["a"] if listened < 60 else []), (listened, stretches)
     finally:

@@ -213,6 +213,40 @@ def test_kills_at_random_points_of_the_correlator_and_an_agent_give_one_processs
     check(found, expected)
 
 
+def test_a_correlator_paused_mid_stream_gives_one_processs_alerts(tmp_path):
+    """The correlator stopped for about 5 s (SIGSTOP: a frozen container, a VM paused, swapping) while the
+    agents went on: its clock counted the pause, spent waiting on the bus, as listening, every agent was
+    declared silent (--agent-idle 3) once it went on, the fleet's time jumped to the agent furthest
+    ahead, and the records of the others that had piled up meanwhile came late, their alerts lost.  A
+    fetch listens for its wait (0.5 s), no more."""
+    (tmp_path / "pipes.yml").write_text(MANY_PIPES)
+    rules = ["--rule", str(tmp_path / "pipes.yml")]
+    parts = many_pipes_shares(2)
+    merged = sorted((line for part in parts for line in part), key=lambda line: json.loads(line)["n"])
+    expected = alerts(run_cli(rules + LATENESS + ["--quiet"], b"".join(merged)).stdout)
+    out = tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        correlate = correlator(server.url, tmp_path / "state.json", out, rules)
+        fleet = [subprocess.Popen(COMMAND + rules + LATENESS + ["--stage", "match", "--nats", server.url, "--agent",
+                                                                f"agent{i}", "--quiet"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for i in range(AGENTS)]
+
+        def pause(step):
+            if step in (2, 7):
+                correlate.send_signal(signal.SIGSTOP if step == 2 else signal.SIGCONT)
+
+        try:
+            feed(fleet, parts, pieces=10, pause=1.0, during=pause)
+            found = bus_alerts(server.url, len(expected))
+        finally:
+            correlate.send_signal(signal.SIGCONT)
+            correlate.send_signal(signal.SIGTERM)
+            correlate.wait(timeout=WAIT)
+    said = correlate.stderr.read().decode()
+    check(found, expected)
+    assert " late" not in said.replace("arrive late", ""), said
+
 def test_a_server_restart_mid_stream_loses_no_alert_and_delivers_none_twice(tmp_path, thinned):
     lines, expected = thinned
     with NatsServer(tmp_path / "nats") as server:

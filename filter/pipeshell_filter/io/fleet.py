@@ -542,24 +542,42 @@ class ListeningClock:
     spent on what was fetched, and above all waiting for an ack or an alert's publish (a server slow or
     gone for a moment), is no agent's silence: counted as such, every agent was declared silent after
     a wait longer than ``--agent-idle``, the fleet's time moved on without them, and the records that
-    had piled up meanwhile came late.  Starts at the monotonic time, so times taken before go on."""
+    had piled up meanwhile came late.  A fetch listens for ``longest`` seconds (its wait) at most: the
+    rest of one that took longer is the process held up (stopped, frozen, swapped out), which counted as
+    the agents' silence the same way.  Starts at the monotonic time, so times taken before go on."""
 
-    def __init__(self):
-        self._deaf = 0.0  # seconds spent outside a fetch
+    def __init__(self, longest: Optional[float] = None):
+        self.longest = longest
+        self._deaf = 0.0  # seconds that do not count: outside a fetch, or past ``longest`` in one
         self._since: Optional[float] = None  # when the current stretch outside a fetch began
+        self._heard: Optional[float] = None  # when the current fetch began
 
     def __call__(self) -> float:
         now = time.monotonic()
-        return now - self._deaf - (now - self._since if self._since is not None else 0.0)
+        return now - self._deaf - self._uncounted(now)
+
+    def _uncounted(self, now: float) -> float:
+        """What of the stretch going on does not count."""
+        if self._since is not None:
+            return now - self._since
+        if self._heard is not None and self.longest is not None:
+            return max(0.0, now - self._heard - self.longest)
+        return 0.0
 
     def listen(self) -> None:
+        now = time.monotonic()
         if self._since is not None:
-            self._deaf += time.monotonic() - self._since
+            self._deaf += now - self._since
             self._since = None
+            self._heard = now
+        elif self._heard is None:
+            self._heard = now
 
     def deaf(self) -> None:
         if self._since is None:
-            self._since = time.monotonic()
+            now = time.monotonic()
+            self._deaf += self._uncounted(now)
+            self._since, self._heard = now, None
 
 
 def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_seq: Optional[int],
@@ -625,7 +643,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
 
     stream_filter.after_save = acknowledge
     stream_filter.begin(live=True)
-    clock = ListeningClock()
+    clock = ListeningClock(wait)
     stream_filter.engine.listen_by(clock)
     taken = 0
     away = None  # since when the bus has not answered
