@@ -191,6 +191,8 @@ class AgentsModel:
         if old is None or time > old or (time < old and old > self.limit(agent)):
             self.time[agent] = time
             self.idle_set.discard(agent)
+        if idle or agent in self.idle_set:  # not active: its time behind starts again once it is
+            self.since.pop(agent, None)
         if idle and agent not in self.idle_set:
             self.idle_set.add(agent)
             old = float("-inf")
