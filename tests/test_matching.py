@@ -682,6 +682,7 @@ _PIECES = st.sampled_from(["ab", "Cd", "x.y", "\\.", "[ab]", "(ab|cd)", "(abc)+"
 @given(st.lists(_PIECES, min_size=1, max_size=6), st.sampled_from(["", "i"]),
        st.text(alphabet="abcdxyABCDXY.-0 \u212a\u017f", max_size=30))
 def test_every_text_a_regex_matches_holds_its_literal(pieces, flags, text):
+    assume("$" not in pieces[:-1])  # a '$' that more pattern follows is a rule error (test_modifiers_v21)
     test = compile_string("".join(pieces), {"re", *flags})
     found = test.literals()
     if found is not None and test(text):
