@@ -1075,6 +1075,18 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
         pass
 
 
+# The selection options of ``explain`` and ``test``, which act as for filtering (typer reads an option's
+# declaration, never changes it: one serves both commands).
+_STATUS_AS_FILTERING = typer.Option(None, "--status", metavar="LIST", help="As for filtering: " + _STATUS_HELP)
+_TAG_AS_FILTERING = typer.Option(None, "--tag", metavar="TAG", help="As for filtering: " + _TAG_HELP)
+_EXCLUDE_TAG_AS_FILTERING = typer.Option(None, "--exclude-tag", metavar="TAG",
+                                         help="As for filtering: " + _EXCLUDE_TAG_HELP)
+_EXCLUDE_RULE_AS_FILTERING = typer.Option(None, "--exclude-rule", metavar="ID",
+                                          help="As for filtering: " + _EXCLUDE_RULE_HELP)
+_EXCLUDE_RULES_AS_FILTERING = typer.Option(None, "--exclude-rules", metavar="FILE",
+                                           help="As for filtering: " + _EXCLUDE_RULES_HELP)
+
+
 @app.command()
 def explain(
     ctx: typer.Context,
@@ -1120,14 +1132,11 @@ def explain(
                                 "fails to load is an error (by default it is reported and skipped)."),
     min_level: Optional[str] = typer.Option(None, "--min-level", metavar="LEVEL", help="As for filtering: "
                                             + _MIN_LEVEL_HELP + " The rules left out are listed at the end."),
-    status: Optional[str] = typer.Option(None, "--status", metavar="LIST", help="As for filtering: " + _STATUS_HELP),
-    tag: Optional[List[str]] = typer.Option(None, "--tag", metavar="TAG", help="As for filtering: " + _TAG_HELP),
-    exclude_tag: Optional[List[str]] = typer.Option(None, "--exclude-tag", metavar="TAG",
-                                                    help="As for filtering: " + _EXCLUDE_TAG_HELP),
-    exclude_rule: Optional[List[str]] = typer.Option(None, "--exclude-rule", metavar="ID",
-                                                     help="As for filtering: " + _EXCLUDE_RULE_HELP),
-    exclude_rules: Optional[List[str]] = typer.Option(None, "--exclude-rules", metavar="FILE",
-                                                      help="As for filtering: " + _EXCLUDE_RULES_HELP),
+    status: Optional[str] = _STATUS_AS_FILTERING,
+    tag: Optional[List[str]] = _TAG_AS_FILTERING,
+    exclude_tag: Optional[List[str]] = _EXCLUDE_TAG_AS_FILTERING,
+    exclude_rule: Optional[List[str]] = _EXCLUDE_RULE_AS_FILTERING,
+    exclude_rules: Optional[List[str]] = _EXCLUDE_RULES_AS_FILTERING,
 ) -> None:
     """Print the compiled plan: selections, condition, join terms, aggregation, window, prefilter.
     With --event, show one event's profile, resolved fields and each selection's verdict; with
@@ -1210,14 +1219,11 @@ def regression_test(
                                                        help="As for filtering: match or skip."),
     min_level: Optional[str] = typer.Option(None, "--min-level", metavar="LEVEL", help="As for filtering: "
                                             + _MIN_LEVEL_HELP + " The cases of rules left out are not run."),
-    status: Optional[str] = typer.Option(None, "--status", metavar="LIST", help="As for filtering: " + _STATUS_HELP),
-    tag: Optional[List[str]] = typer.Option(None, "--tag", metavar="TAG", help="As for filtering: " + _TAG_HELP),
-    exclude_tag: Optional[List[str]] = typer.Option(None, "--exclude-tag", metavar="TAG",
-                                                    help="As for filtering: " + _EXCLUDE_TAG_HELP),
-    exclude_rule: Optional[List[str]] = typer.Option(None, "--exclude-rule", metavar="ID",
-                                                     help="As for filtering: " + _EXCLUDE_RULE_HELP),
-    exclude_rules: Optional[List[str]] = typer.Option(None, "--exclude-rules", metavar="FILE",
-                                                      help="As for filtering: " + _EXCLUDE_RULES_HELP),
+    status: Optional[str] = _STATUS_AS_FILTERING,
+    tag: Optional[List[str]] = _TAG_AS_FILTERING,
+    exclude_tag: Optional[List[str]] = _EXCLUDE_TAG_AS_FILTERING,
+    exclude_rule: Optional[List[str]] = _EXCLUDE_RULE_AS_FILTERING,
+    exclude_rules: Optional[List[str]] = _EXCLUDE_RULES_AS_FILTERING,
     as_json: bool = typer.Option(False, "--json", help="One JSON record per case on stdout (verdict, rule, case, "
                                  "evtx, match_count, matched, reason); the summary line goes to stderr."),
 ) -> None:
