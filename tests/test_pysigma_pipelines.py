@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from clitools import alerts, records, run_cli, run_cli_here
 from pipeshell_filter.events.fields import load_profile_file
-from pipeshell_filter.events.pipelines import convert
+from pipeshell_filter.events.pipelines import PipelineError, convert
 
 ECS_LIKE = """\
 name: test ECS-like mapping
@@ -334,10 +334,28 @@ _VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.
 @given(st.lists(st.dictionaries(_KEYS, _VALUES, max_size=5), max_size=4))
 def test_a_malformed_pipeline_is_refused_never_a_crash(transformations):
     from pipeshell_filter.events.fields import ProfileError, profile_from_table
-    from pipeshell_filter.events.pipelines import PipelineError
 
     try:
         conversion = convert({"transformations": transformations}, "p.yml")
         profile_from_table(conversion.table, "p.yml", tuple(conversion.notes))
     except (PipelineError, ProfileError) as error:
         assert "\n" not in str(error)
+
+
+def test_a_field_mapped_to_itself_twice_over_and_over_is_read_once():
+    """One-to-many mappings that repeat a name must not double the field's names at each item (40 items of
+    ``Image: [Image, Image]`` held 2**40 names and hung the load): a field's names are a set, in order."""
+    items = [{"type": "field_name_mapping", "mapping": {"Image": ["Image", "Image"], "User": ["user.name", "User"]}}
+             for _ in range(40)]
+    conversion = convert({"transformations": items}, "p.yml")
+    assert conversion.fields == {"Image": ["Image"], "User": ["user.name", "User"]}
+
+
+def test_a_pipeline_whose_renames_multiply_a_fields_names_is_refused_in_one_line():
+    """Prefix mappings can make each item double a field's distinct names (``I`` to ``II`` and ``IJ``): such a
+    pipeline is refused at load, quickly, not read for hours."""
+    items = [{"type": "field_name_mapping", "mapping": {"Image": "Image"}}] + \
+        [{"type": "field_name_prefix_mapping", "mapping": {"I": ["II", "IJ"]}} for _ in range(40)]
+    with pytest.raises(PipelineError) as refused:
+        convert({"transformations": items}, "p.yml")
+    assert "\n" not in str(refused.value) and "Image" in str(refused.value) and "names" in str(refused.value)

@@ -207,6 +207,9 @@ def _prefix(item: _Item) -> str:
 
 # Each field is renamed by each item in each context: a hostile file of a few MiB must not take hours.
 _MOST_STEPS = 20_000_000
+# A field's names after each item: one-to-many renames repeated item after item multiply them (each name is
+# tried on every event the field is read from, so a field with more is no map a run can use).
+MOST_NAMES = 256
 
 _UNNAMED = "Field"  # a field the pipeline does not name, as its field conditions see it: a plain Sigma name
 
@@ -343,13 +346,19 @@ class Conversion:
             raise PipelineError(f"{self.source}: too large to read: {len(renaming)} renaming items over "
                                 f"{len(contexts)} sets of rule conditions and {len(named)} fields")
         per_field = {field: [] for field in named}  # field -> [(names in a context)]
-        prefixes = []
+        prefixes, steps = [], 0
         for context in contexts:
             applying = [i for i in renaming if _applies(i.context, context)]
             for field in named:
                 names, renamed_by = [field], set()
                 for item in applying:
-                    names = _rename(item, names, renamed_by, False)
+                    names = list(dict.fromkeys(_rename(item, names, renamed_by, False)))  # a name once, in order
+                    if len(names) > MOST_NAMES:
+                        raise PipelineError(f"{self.source}: too large to read: its renames give the field "
+                                            f"{field[:60]!r} more than {MOST_NAMES} names")
+                    steps += len(names)
+                    if steps > _MOST_STEPS:  # the check above counted one name a field
+                        raise PipelineError(f"{self.source}: too large to read: over {_MOST_STEPS:,} renames")
                 per_field[field].append(tuple(names))
             unnamed, renamed_by = [""], set()  # a field the pipeline does not name: a prefix at most
             for item in applying:
