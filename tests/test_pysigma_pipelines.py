@@ -359,3 +359,21 @@ def test_a_pipeline_whose_renames_multiply_a_fields_names_is_refused_in_one_line
     with pytest.raises(PipelineError) as refused:
         convert({"transformations": items}, "p.yml")
     assert "\n" not in str(refused.value) and "Image" in str(refused.value) and "names" in str(refused.value)
+
+
+def test_a_field_condition_regex_runs_in_linear_time_as_pysigma_matches_it():
+    """``include_fields`` in mode ``re`` match a field's name from its start (pySigma's ``re.match``), on RE2: a
+    pattern such as ``(a+)+b`` against a long name of ``a`` hung the load on Python's backtracking."""
+    long_name = "a" * 60
+    items = [{"type": "field_name_mapping", "mapping": {long_name: "slow", "aab": "kept", "xaab": "unmatched"},
+              "field_name_conditions": [{"type": "include_fields", "fields": ["(a+)+b"], "mode": "re"}]}]
+    conversion = convert({"transformations": items}, "p.yml")
+    assert conversion.fields == {long_name: [long_name], "aab": ["kept"], "xaab": ["xaab"]}
+
+
+def test_a_field_condition_regex_re2_cannot_read_is_refused_in_one_line():
+    items = [{"type": "field_name_mapping", "mapping": {"a": "b"},
+              "field_name_conditions": [{"type": "include_fields", "fields": ["a(?=b)"], "mode": "re"}]}]
+    with pytest.raises(PipelineError) as refused:
+        convert({"transformations": items}, "p.yml")
+    assert "\n" not in str(refused.value) and "bad regular expression" in str(refused.value)
