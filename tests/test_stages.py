@@ -832,3 +832,12 @@ def test_an_alert_carries_the_rules_description_and_false_positives_bounded(tmp_
     assert counted[0]["sigma"]["falsepositives"] == ["an admin's loop"]
     plain = alerts(run_cli(["--rule", write(tmp_path, "plain.yml", SINGLE)], ndjson(events)).stdout)
     assert plain and all("description" not in a["rule"] and "falsepositives" not in a["sigma"] for a in plain)
+
+
+@pytest.mark.parametrize("description", ["''", "'   '", "\"\\n\\t\""])
+def test_a_blank_description_is_none_as_a_blank_false_positive_is(description):
+    """An alert carries no empty ``rule.description``: a blank one is left out, as blank falsepositives are."""
+    from pipeshell_filter.sigma.rule import parse_rule
+
+    rule = parse_rule(SINGLE + f"description: {description}\nfalsepositives: ['', ' ']\n", "blank.yml")
+    assert rule.description is None and rule.falsepositives == ()

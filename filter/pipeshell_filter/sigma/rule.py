@@ -456,16 +456,21 @@ def _metadata(data: dict, source: str) -> dict:
         "author": data.get("author") if isinstance(data.get("author"), str) else None,
         "tags": _string_list(data.get("tags"), "tags", source),
         "references": _string_list(data.get("references"), "references", source),
-        "description": data.get("description") if isinstance(data.get("description"), str) else None,
+        "description": _text(data.get("description")),
         "falsepositives": _texts(data.get("falsepositives")),
     }
+
+
+def _text(value) -> Optional[str]:
+    """A text an alert shows, None when it is none or blank (an alert then leaves it out)."""
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _texts(value) -> tuple:
     """A list of texts as a rule writes them (one text alone is a list of one); anything else, and the entries
     that are no text, left out: metadata an alert shows, never a reason to refuse the rule."""
     items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-    return tuple(item for item in items if isinstance(item, str) and item.strip())
+    return tuple(item for item in items if _text(item) is not None)
 
 
 def _duration(value, what: str, source: str) -> int:
