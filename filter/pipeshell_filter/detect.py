@@ -400,12 +400,12 @@ class Detector:
         self._routes = {}
         self._route_fields = {}
         self._tests = [plan.matters for plan in self.plans]
-        # ``--rule-stats``: rule position -> [events its condition was tried on, nanoseconds it took] (``time_rules``)
+        # ``--rule-cost``: rule position -> [events its condition was tried on, nanoseconds it took] (``time_rules``)
         self.timing = None
 
     def time_rules(self) -> None:
-        """Count and time each rule's condition on the events it is tried on (``--rule-stats``'s ``tried`` and
-        ``eval_ms``: which rules a run's time goes to).  Each rule's test is wrapped once, so that a run
+        """Count and time each rule's condition on the events it is tried on (``--rule-cost``: ``tried`` and
+        ``eval_ms`` in the ``--rule-stats`` file, which rules a run's time goes to).  Each rule's test is wrapped once, so that a run
         without the option pays nothing for it."""
         self.timing = {}
         self._tests = [_timed(position, test, self.timing) for position, test in enumerate(self._tests)]
