@@ -176,22 +176,10 @@ def test_past_the_first_events_a_route_is_sampled_and_workers_sample_as_one_proc
     lines[400] = _with_crc(400, {"Unsampled": "x"}, False)
     lines[500] = _with_crc(500, {"Sampled": "x"}, True)
     lines[10] = _with_crc(10, {"First": "x"}, False)  # among the first 256: seen
-    path = tmp_path / "events.ndjson"
-    path.write_bytes(b"".join(lines))
-    rule = tmp_path / "rule.yml"
-    rule.write_text("title: R\nid: r\n" + PROCESS_CREATION + "detection:\n  selection:\n"
-                    "    - Image|endswith: '\\b.exe'\n    - Early: x\n    - Unsampled: x\n    - Sampled: x\n"
-                    "    - First: x\n  condition: selection\n")
     merged, merge = [], coverage.Coverage.merge
     monkeypatch.setattr(coverage.Coverage, "merge",
                         lambda self, observed: merged.append(observed) or merge(self, observed))
-    tables = []
-    for workers in ("0", "2"):
-        table = tmp_path / f"rules-{workers}.ndjson"
-        result = run_cli_here(["--rule", str(rule), "--input", str(path), "--workers", workers,
-                               "--rule-stats", str(table), "--field-coverage", "--quiet"])
-        assert result.returncode == 0, result.stderr
-        tables.append(table.read_text())
+    tables = _tables_by_workers(tmp_path, lines, "Early: x", "Unsampled: x", "Sampled: x", "First: x")
     assert tables[0] == tables[1] and len(merged) >= 4  # the workers' blocks, each merged
     row = json.loads(tables[0])
     assert (row["routed"], row["fields_never_seen"]) == (600, ["Early", "Unsampled"])
@@ -209,14 +197,16 @@ def test_field_coverage_needs_rule_stats_and_events(tmp_path):
         correlate.stderr
 
 
-def _tables_by_workers(tmp_path, lines: list, field: str) -> list:
+def _tables_by_workers(tmp_path, lines: list, *alternatives: str) -> list:
     """The ``--rule-stats --field-coverage`` files of a rule on process creations whose ``Image`` ends
-    ``\\b.exe``, or whose ``field`` is ``y``, over ``lines``, with ``--workers 0`` and ``2``."""
+    ``\\b.exe``, or that meet one of ``alternatives`` (``Field: value``), over ``lines``, with ``--workers 0``
+    and ``2``."""
     path = tmp_path / "events.ndjson"
     path.write_bytes(b"".join(lines))
     rule = tmp_path / "rule.yml"
     rule.write_text("title: R\nid: r\n" + PROCESS_CREATION + "detection:\n  selection:\n"
-                    f"    - Image|endswith: '\\b.exe'\n    - {field}: y\n  condition: selection\n")
+                    "    - Image|endswith: '\\b.exe'\n" + "".join(f"    - {item}\n" for item in alternatives)
+                    + "  condition: selection\n")
     tables = []
     for workers in ("0", "2"):
         table = tmp_path / f"rules-{workers}.ndjson"
@@ -235,7 +225,7 @@ def test_a_worker_keeps_an_event_the_crc_samples_among_its_own_first_events(tmp_
     monkeypatch.setattr(parallel, "CHUNK", 8192)
     lines = [_with_crc(n, {}, False) for n in range(600)]
     lines[300] = _with_crc(300, {"Sampled": "x"}, True)
-    tables = _tables_by_workers(tmp_path, lines, "Sampled")
+    tables = _tables_by_workers(tmp_path, lines, "Sampled: y")
     assert tables[0] == tables[1]
     assert json.loads(tables[0])["fields_never_seen"] == []
 
@@ -250,6 +240,6 @@ def test_a_line_the_parent_reads_itself_keeps_its_place_among_the_workers_events
     framed = next(line for line in (b"[1700000000, " + _line(100, {"Framed": "x", "pad": "q" * pad})[:-1] + b"]\n"
                                     for pad in range(10_000)) if not _sampled(line))
     lines[100] = framed
-    tables = _tables_by_workers(tmp_path, lines, "Framed")
+    tables = _tables_by_workers(tmp_path, lines, "Framed: y")
     assert tables[0] == tables[1]
     assert (json.loads(tables[0])["routed"], json.loads(tables[0])["fields_never_seen"]) == (600, [])
