@@ -47,9 +47,11 @@ def lines_of(events, without_ids=frozenset()):
             for seconds, host, kind, event_id, ident in events]
 
 
-def new_filter(sink, lateness, emit, state_path=None, early=False, plans=PLANS):
-    stream_filter = Filter(Engine(plans, RESOLVER, lateness * NS, early=early), Output(sink.fileno()),
-                           Diagnostics(io.StringIO()), emit, clock=lambda: 0)
+def new_filter(sink, lateness, emit, state_path=None, early=False, plans=PLANS, suppress=0):
+    """A filter writing to ``sink``, its state restored from ``state_path`` when that holds one
+    (``suppress``: ``--suppress`` in seconds)."""
+    stream_filter = Filter(Engine(plans, RESOLVER, lateness * NS, early=early, suppress_ns=suppress * NS),
+                           Output(sink.fileno()), Diagnostics(io.StringIO()), emit, clock=lambda: 0)
     if state_path is not None:
         state_file = StateFile(state_path, 0)
         stream_filter.keep_state(state_file)

@@ -7,7 +7,6 @@ reads each alert's key, time and hosts from the records themselves.  A stream cu
 restarted with ``--state`` gives what one run gives.  Then the command line.
 """
 
-import io
 import json
 import tempfile
 from collections import Counter
@@ -17,13 +16,12 @@ from hypothesis import event, given, strategies as st
 from clitools import alerts, ndjson, records, run_cli, run_cli_here
 from eventgen import flat_event
 from test_stages import BY_HOST, SINGLE, write
+from test_state import new_filter
 from pipeshell_filter.correlate import state as state_module
-from pipeshell_filter.correlate.state import StateFile
 from pipeshell_filter.correlate.suppress import Suppressor, single_key
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.events.timeparse import NS, parse_time
-from pipeshell_filter.io.stream import Diagnostics, Filter, Output
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import parse_rule
 
@@ -55,14 +53,8 @@ def lines_of(events) -> list:
 def run(data: bytes, lateness: int, suppress: int = 0, state_path=None, plans=PLANS) -> tuple:
     """One process, as it were: (its output, the engine)."""
     with tempfile.TemporaryFile() as sink, tempfile.TemporaryFile() as source:
-        engine = Engine(plans, RESOLVER, lateness * NS, suppress_ns=suppress * NS)
-        stream_filter = Filter(engine, Output(sink.fileno()), Diagnostics(io.StringIO()), "alerts", clock=lambda: 0)
-        if state_path is not None:
-            state_file = StateFile(state_path, 0)
-            stream_filter.keep_state(state_file)
-            saved = state_file.load()
-            if saved is not None:
-                assert stream_filter.resume(saved) == []
+        stream_filter = new_filter(sink, lateness, "alerts", state_path, plans=plans, suppress=suppress)
+        engine = stream_filter.engine
         source.write(data)
         source.seek(0)
         stream_filter.run(source.fileno(), live=False)
