@@ -20,6 +20,7 @@ from pipeshell_filter.events.timeparse import NS
 from pipeshell_filter.io import parallel, stream
 from pipeshell_filter.io.stream import OWN_TYPES, Diagnostics, Filter, Output
 from test_stages import BY_HOST, SINGLE, _stream_bytes, write
+from test_state import feed
 from test_stats import stats_records
 
 # A correlation document without ``generate``: the rule it counts matches, but alerts only through it.
@@ -73,13 +74,10 @@ def _run_stage(paths, data: bytes, stage: str, suppress: int = 0) -> tuple:
         build_prefilter(plans, "auto", "match", OWN_TYPES if stage == "match" else ())
     engine = Engine(plans, resolvers.auto(), 30 * NS, unknown_logsource="match", max_skew_ns=300 * NS,
                     suppress_ns=suppress * NS)
-    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+    with tempfile.TemporaryFile() as sink:
         stream_filter = Filter(engine, Output(sink.fileno()), Diagnostics(io.StringIO()), "alerts",
                                prefilter=prefilter, clock=lambda: 0, stage=stage, index=index)
-        source.write(data)
-        source.seek(0)
-        stream_filter.run(source.fileno(), live=False)
-        stream_filter.finish()
+        feed(stream_filter, data)
         sink.seek(0)
         return sink.read(), engine
 

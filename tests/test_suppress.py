@@ -16,7 +16,7 @@ from hypothesis import event, given, strategies as st
 from clitools import alerts, ndjson, records, run_cli, run_cli_here
 from eventgen import flat_event
 from test_stages import BY_HOST, SINGLE, write
-from test_state import new_filter
+from test_state import feed, new_filter
 from pipeshell_filter.correlate import state as state_module
 from pipeshell_filter.correlate.suppress import Suppressor, single_key
 from pipeshell_filter.engine import Engine
@@ -52,15 +52,11 @@ def lines_of(events) -> list:
 
 def run(data: bytes, lateness: int, suppress: int = 0, state_path=None, plans=PLANS) -> tuple:
     """One process, as it were: (its output, the engine)."""
-    with tempfile.TemporaryFile() as sink, tempfile.TemporaryFile() as source:
+    with tempfile.TemporaryFile() as sink:
         stream_filter = new_filter(sink, lateness, "alerts", state_path, plans=plans, suppress=suppress)
-        engine = stream_filter.engine
-        source.write(data)
-        source.seek(0)
-        stream_filter.run(source.fileno(), live=False)
-        stream_filter.finish()
+        feed(stream_filter, data)
         sink.seek(0)
-        return sink.read(), engine
+        return sink.read(), stream_filter.engine
 
 
 def key_of(alert: dict) -> tuple:
