@@ -1672,12 +1672,11 @@ class Filter:
         tallies = {}
         if coverage is not None:
             coverage.begin_block()
-            try:
-                marked = self._detected(block, end, candidates, suspects)
-            finally:
-                tallies["coverage"] = coverage.end_block()
-        else:
+        try:
             marked = self._detected(block, end, candidates, suspects)
+        finally:
+            if coverage is not None:
+                tallies["coverage"] = coverage.end_block()
         if detector.outside != outside:
             tallies["outside"] = detector.outside - outside
         if detector.timing:  # this worker's since its last block: the parent adds them to its own
