@@ -582,7 +582,7 @@ def run(
                             f"cannot read input {files[0]}: {inputs_module.why(error)}") from None
                     with handle:
                         stream_filter.run(handle.fileno(), live=inputs_module.is_live(os.fstat(handle.fileno())),
-                                          max_line=max_line, stop=stop)
+                                          max_line=max_line, stop=stop, path=files[0])
                 else:
                     lines = _file_lines(files, stream_filter, diagnostics, max_line, walked, stop)
                     stream_filter.process_labelled(lines, max_line, stop)

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import msgspec
 import ujson
 
-from ..correlate.state import encode as encode_state
+from ..correlate.state import StateError, encode as encode_state
 from ..correlate.agents import Progress
 from ..detect import HEARTBEAT_TYPE, WIRE_TYPE, Detection, Heartbeat, WireError, from_wire, smaller
 from ..engine import Engine
@@ -40,6 +40,7 @@ from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
 from . import parallel
 from .frames import frame, frame_of, opening, start_at, start_or_clock, string_end, value_end
 from .inputs import LongLine
+from .position import Place, check_mark, file_path, regular
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
 from .signals import WRITING, StopRequest, Terminated
@@ -60,6 +61,8 @@ SKIM_LEAST = 32
 
 # Seconds the stop of a run with --state waits for the reader of its output to take the stop's alerts.
 TAKE_WAIT = 2.0
+# Seconds a stop waits for the rest of a line that a pipe has handed on only in part.
+STOP_LINE_WAIT = 1.0
 
 # What the reader hands the filter.
 LINES = "lines"  # one or more complete lines, each ending in b"\n"
@@ -656,17 +659,22 @@ class BlockReader:
     LINES / PIECE / PIECE_END).  A final line with no newline gets one.  ``live``
     input (a pipe) may block: before a read that would, ``before_block`` runs
     (it settles and flushes the output), and while nothing arrives ``on_idle`` runs every
-    ``idle`` seconds.  Once ``stop`` is requested, no more is read: what was read
-    is handed on, as at end of input.
+    ``idle`` seconds.  Once ``stop`` is requested, no more is read than the rest of the line
+    being read (a pipe's, if it comes within ``STOP_LINE_WAIT``): what was read is handed on, as at
+    end of input, but a regular file's line that was cut by the stop is left for a next run.
+    ``place`` (``position.Place``, a regular file's with ``--state``) follows the lines handed on.
     """
 
     def __init__(self, fd: int, live: bool, before_block: Callable[[], None],
                  on_idle: Optional[Callable[[], None]] = None, idle: Optional[float] = None,
                  block_size: int = BLOCK_SIZE, max_line: int = DEFAULT_MAX_LINE,
-                 stop: Optional[StopRequest] = None):
+                 stop: Optional[StopRequest] = None, place: Optional[Place] = None):
         self.fd = fd
         self.live = live
         self.stop = stop
+        self.place = place
+        self._at = os.lseek(fd, 0, os.SEEK_CUR) if place is not None else 0  # where the next read starts
+        self._line_deadline = None  # stopped: until when the rest of the line being read is waited for
         self.before_block = before_block
         self.on_idle = on_idle
         self.idle = idle
@@ -698,6 +706,7 @@ class BlockReader:
                 if self._stopped():  # unless ours came meanwhile (its handler ran by now)
                     return b""
         data = os.read(self.fd, self.block_size)
+        self._eof = not data
         if not self.live or not data or len(data) >= self.block_size // 2:
             return data
         # A pipe hands over what its writer has put in so far (64 KiB by default): gather what
@@ -715,12 +724,31 @@ class BlockReader:
     def _ready(self) -> bool:
         return bool(select.select([self.fd], [], [], 0)[0])
 
+    def _read_on(self) -> bytes:
+        """Stopped in the middle of a line: a block more, for its rest (a pipe's, if it comes in time)."""
+        if self._eof or self.live and not select.select([self.fd], [], [],
+                                                        max(0.0, self._line_deadline - time.monotonic()))[0]:
+            return b""
+        data = os.read(self.fd, self.block_size)
+        self._eof = not data
+        return data
+
+    @property
+    def _in_line(self) -> bool:
+        return bool(self._carry) or self._in_long_line
+
     def __iter__(self) -> Iterator[tuple]:
         """Whole blocks are handed on as ranges, not copied."""
+        read = self._read
         while True:
-            block = self._read()
+            block = read()
             if not block:
-                break
+                if self._eof or not self._in_line or read == self._read_on:
+                    break
+                # stopped in the middle of a line: read on to its end, for it to go on whole
+                read, self._line_deadline = self._read_on, time.monotonic() + STOP_LINE_WAIT
+                continue
+            base, self._at = self._at, self._at + len(block)
             cut = block.rfind(b"\n")
             if cut < 0:
                 self._carry.append(block)
@@ -728,6 +756,8 @@ class BlockReader:
                 if self._carried > self.max_line:
                     piece = b"".join(self._carry)
                     self._carry, self._carried, self._in_long_line = [], 0, True
+                    if self.place is not None:
+                        self.place.between_lines = False
                     yield PIECE, piece, 0, len(piece)
                 continue
             start = 0
@@ -738,21 +768,33 @@ class BlockReader:
                 start = first
                 if self._in_long_line:
                     self._in_long_line = False
+                    self._handed(base + first)
                     yield PIECE_END, head, 0, len(head) - 1
                 else:
-                    yield from self._lines(head, 0, len(head))
+                    yield from self._lines(head, 0, len(head), base + first - len(head))
+                if read == self._read_on and not self.live:
+                    break  # the line the stop cut is whole: the next ones are left in the file
             tail = block[cut + 1:]
             self._carry, self._carried = ([tail], len(tail)) if tail else ([], 0)
             if start <= cut:
-                yield from self._lines(block, start, cut + 1)
+                yield from self._lines(block, start, cut + 1, base)
+            if read == self._read_on and not tail:
+                break  # what the pipe held up to the line's end is handed on, whole lines
         yield from self.rest()
 
-    def _lines(self, block: bytes, start: int, end: int) -> Iterator[tuple]:
+    def _handed(self, offset: int, unterminated: int = 0) -> None:
+        if self.place is not None:
+            self.place.handed(offset, unterminated)
+
+    def _lines(self, block: bytes, start: int, end: int, base: Optional[int]) -> Iterator[tuple]:
         """``block[start:end]``, whole lines, as ``LINES``; but a line longer than ``max_line``, which
         one read holds whole when the limit is under the block size (or the line began in the read
-        before), goes on as a long line does, in one ``PIECE_END``."""
+        before), goes on as a long line does, in one ``PIECE_END``.  ``base``: where ``block`` begins
+        in the file, for the place (None: the place is set already)."""
         at = parallel.first_long_line(block, start, end, self.max_line)
         if at is None:
+            if base is not None:
+                self._handed(base + end)
             yield LINES, block, start, end
             return
         run = start
@@ -760,24 +802,36 @@ class BlockReader:
             newline = block.find(b"\n", at, end)  # every range ends with one
             if newline - at > self.max_line:
                 if run < at:
+                    if base is not None:
+                        self._handed(base + at)
                     yield LINES, block, run, at
+                if base is not None:
+                    self._handed(base + newline + 1)
                 yield PIECE_END, block, at, newline
                 run = newline + 1
             at = newline + 1
         if run < end:
+            if base is not None:
+                self._handed(base + end)
             yield LINES, block, run, end
 
     def rest(self) -> Iterator[tuple]:
         """What was read but not handed on (the unfinished last line), as at end of input;
-        also for a run that ends by an error, so that nothing read is lost."""
+        also for a run that ends by an error, so that nothing read is lost.  But a regular file's
+        line cut by a stop is not handed on cut: it is still in the file, for a next run."""
         carry, in_long_line = self._carry, self._in_long_line
         self._carry, self._carried, self._in_long_line = [], 0, False
+        if not self.live and self._stopped() and not self._eof:
+            return
         if in_long_line:
             piece = b"".join(carry)
+            if self.place is not None:
+                self._handed(self.place.offset, self._at - self.place.offset)
             yield PIECE_END, piece, 0, len(piece)
         elif carry:
             last = b"".join(carry) + b"\n"
-            yield from self._lines(last, 0, len(last))
+            self._handed(self._at - len(last) + 1, len(last) - 1)
+            yield from self._lines(last, 0, len(last), None)
 
 
 # Lines read one by one (``--input``) that the prefilter skips: one in this many is parsed for the
@@ -806,6 +860,8 @@ class Filter:
     after_save = None
     bus_seq = None
     lines_start = 0  # the line counter taken back from a state file
+    _place = None  # ``position.Place``: where a regular file input is read up to (``--state``)
+    _saved_place = None  # the state file's: where the last run left its file
 
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
                  idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
@@ -1553,14 +1609,44 @@ class Filter:
                 sink.flush()
 
     def run(self, fd: int, live: bool = True, max_line: int = DEFAULT_MAX_LINE, block_size: int = BLOCK_SIZE,
-            stop: Optional[StopRequest] = None) -> None:
+            stop: Optional[StopRequest] = None, path: Optional[str] = None) -> None:
         """Filter one input to its end, or until ``stop`` is requested.  ``live`` input (a pipe)
-        lets the wall clock advance the watermark when no newer event arrives; a file never does."""
+        lets the wall clock advance the watermark when no newer event arrives; a file never does.
+        ``path``: the file given (``--input``); with ``--state`` a regular file's place is kept, and
+        a restart on the same file reads on from there (``position``)."""
+        self._place = self._place_in(fd, live, path)
         # With a rule set and worker processes, the index's route plans are made once for the run
         # and shared by the workers (``RuleIndex.plans_shared``).
         sharing = self.index is not None and self.workers and parallel.available()
-        with self.index.plans_shared() if sharing else contextlib.nullcontext():
-            self._run(fd, live, max_line, block_size, stop)
+        try:
+            with self.index.plans_shared() if sharing else contextlib.nullcontext():
+                self._run(fd, live, max_line, block_size, stop)
+        finally:
+            if self._place is not None:
+                self._place.close()
+
+    def _place_in(self, fd: int, live: bool, path: Optional[str]) -> Optional[Place]:
+        """With ``--state``, the place in a regular file input, moved to where the saved state left
+        the same file (said in one line)."""
+        if self.state is None or live or not regular(fd):
+            return None
+        where = file_path(fd, path)
+        if where is None:
+            return None
+        place = Place(fd, where)
+        start, again, problem = place.resume(self._saved_place)
+        self.lines -= again
+        self.lines_start -= again
+        if start is not None:
+            self.diagnostics.note(f"input {where}: read on from line {self.lines + 1} (byte {start}), where the "
+                                  "saved state left it")
+        elif problem is not None:
+            self.diagnostics.note(problem)
+        return place
+
+    def _between_lines(self) -> bool:
+        """Whether a snapshot can be taken: not in the middle of a long line of a file whose place it keeps."""
+        return self._place is None or self._place.between_lines
 
     def _run(self, fd: int, live: bool, max_line: int, block_size: int, stop: Optional[StopRequest]) -> None:
         self.begin(live)
@@ -1574,13 +1660,13 @@ class Filter:
             if live and every:  # snapshots and stats records go on while input waits
                 wait = min(wait or every, every)
         reader = self._reader = BlockReader(fd, live, self.before_block, self.on_idle, wait,
-                                            block_size, max_line, stop)
+                                            block_size, max_line, stop, self._place)
         if live and self.workers and self.prefilter is None and self._detecting and parallel.available():
             self._start_block_workers()
         try:
             for item in reader:
                 self.process(*item)
-                if self.state is not None and self.state.due():
+                if self.state is not None and self.state.due() and self._between_lines():
                     self.drain()  # a snapshot covers every line read before it, as without workers
                     self.save_state()
                 if self._stats is not None:
@@ -1644,6 +1730,8 @@ class Filter:
                     if not self._take_block(fd, kind, offset, found):
                         break
                     position += found[0]
+                    if self._place is not None:
+                        self._place.handed(position)
                     if self.state is not None and self.state.due():
                         self.save_state()
         finally:
@@ -1827,9 +1915,12 @@ class Filter:
         """Take back a saved state (``StateFile.load``): the correlations' and the line counter, so
         that alert records name the lines as one uninterrupted run would.  Returns one-line
         messages about state that had to be discarded."""
+        if "input" in saved and not check_mark(saved["input"]):
+            raise StateError("damaged state file (input)")
         messages = self.engine.restore(saved)
         self.lines = self.lines_start = saved["lines"]
         self.bus_seq = saved.get("bus_seq")
+        self._saved_place = saved.get("input")
         return messages
 
     def _pause(self) -> None:
@@ -1854,8 +1945,10 @@ class Filter:
                                     "the reader; kept in the state, to be made again by the next run")
 
     def _state_payload(self) -> bytes:
-        position = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
-        return encode_state({"lines": self.lines, **position, **self.engine.snapshot()})
+        where = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
+        if self._place is not None:
+            where["input"] = self._place.mark()
+        return encode_state({"lines": self.lines, **where, **self.engine.snapshot()})
 
     def save_state(self, payload: Optional[bytes] = None) -> None:
         """One snapshot (``payload``: one made earlier).  The output goes first: an alert the state

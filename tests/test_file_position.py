@@ -1,0 +1,220 @@
+"""A file input read on where the last run left it (``--state``, ``io/position.py``), and a stop that
+ends at a line's end.
+
+In process: a file that grows between runs, cut anywhere (mid-line too), or runs stopped anywhere,
+each run a fresh filter with the state taken back: every line of the file goes out once, whole,
+as one run over the whole file writes it.  Then the real CLI: the same file read on, a file
+replaced or rewritten read from its start, ``< FILE``, a damaged place refused, and a stop whose
+cut line's rest a pipe brings a moment later.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+from hypothesis import event, given, settings, strategies as st
+
+from clitools import COMMAND, alerts, ndjson, run_cli
+from eventgen import flat_event
+from test_prefilter import StopAfterReads
+from test_state import alert_records, assert_no_event_alerts_twice, lines_of, new_filter, cut_streams
+
+
+def run_on(path: str, state_path: str, lateness: int, emit: str, workers: int, stop=None, block_size=None) -> tuple:
+    """A fresh process, as it were, on the file at ``path``: (output, alerts its end wrote)."""
+    with tempfile.TemporaryFile() as sink:
+        stream_filter = new_filter(sink, lateness, emit, state_path)
+        stream_filter.workers, stream_filter.parallel_min, stream_filter.parallel_chunk = workers, 0, 256
+        with open(path, "rb") as handle:
+            options = {} if block_size is None else {"block_size": block_size}
+            stream_filter.run(handle.fileno(), live=False, stop=stop, path=path, **options)
+        before = stream_filter.engine.stats["alerts"]
+        stream_filter.finish(keep_open=stop is not None)
+        sink.seek(0)
+        return sink.read(), stream_filter.engine.stats["alerts"] - before
+
+
+def whole_run(data: bytes, folder, lateness: int, emit: str) -> bytes:
+    path = str(folder / "whole.ndjson")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return run_on(path, None, lateness, emit, 0)[0]
+
+
+def cut_forms(output: bytes, data: bytes) -> tuple:
+    """``output`` without the lines that are a cut form of a line of ``data`` (an end of input that
+    met a line still being written passes it on as it was), and how many there were."""
+    lines = set(data.splitlines())
+    kept = [line for line in output.splitlines(keepends=True)
+            if line.rstrip(b"\n") in lines or not any(whole.startswith(line.rstrip(b"\n")) for whole in lines)]
+    return b"".join(kept), output.count(b"\n") - len(kept)
+
+
+@settings(max_examples=40)
+@given(cut_streams(), st.lists(st.tuples(st.floats(0, 1), st.booleans()), min_size=1, max_size=3),
+       st.sampled_from([0, 30, 400]),
+       st.sampled_from(["alerts", "all"]), st.sampled_from([0, 2]))
+def test_a_file_that_grows_between_runs_goes_out_once_as_one_run_writes_it(tmp_path_factory, case, growth, lateness,
+                                                                          emit, workers):
+    """The file grows between runs, cut at any byte (a writer's line half written at a run's end), or
+    not at all: every line goes out once, whole, with its line number in the file; the cut forms an
+    end of input met come besides, each once.  When no end of input alerted early, byte for byte one
+    run's output."""
+    events, _, without_ids = case
+    data = b"".join(lines_of(events, without_ids))
+    folder = tmp_path_factory.mktemp("grow")
+    path, state_path = str(folder / "events.ndjson"), str(folder / "state.json")
+    outputs, paused_with_alerts = [], False
+    cuts = sorted(int(share * len(data)) for share, twice in growth for _ in range(1 + twice)) + [len(data)]
+    written = 0
+    for i, cut in enumerate(cuts):
+        with open(path, "ab") as handle:
+            handle.write(data[written:cut])
+        written = cut
+        output, at_end = run_on(path, state_path, lateness, emit, workers)
+        outputs.append(output)
+        paused_with_alerts |= bool(at_end) and i < len(cuts) - 1
+        saved = json.load(open(state_path))
+        place = saved["input"]
+        assert place["offset"] + place["unterminated"] == cut and place["path"] == path
+        assert saved["lines"] == data[:cut].count(b"\n") + bool(place["unterminated"])
+    joined, cut_lines = cut_forms(b"".join(outputs), data)
+    whole = whole_run(data, folder, lateness, emit)
+    event(f"cut lines passed on: {bool(cut_lines)}; a pause alerted: {paused_with_alerts}")
+    if emit == "alerts":
+        assert cut_lines == 0
+    if not paused_with_alerts:
+        assert joined == whole
+    else:  # a pause's flush alerted early: the same events, each alerted on once
+        events_only = [line for line in joined.splitlines() if b'"kind":"alert"' not in line]
+        assert events_only == [line for line in whole.splitlines() if b'"kind":"alert"' not in line]
+        assert_no_event_alerts_twice(alert_records(joined))
+
+
+@settings(max_examples=40)
+@given(cut_streams(), st.integers(7, 300), st.integers(0, 6), st.sampled_from([0, 30, 400]),
+       st.sampled_from(["alerts", "all"]), st.sampled_from([0, 2]))
+def test_runs_stopped_anywhere_in_a_file_write_what_one_run_writes(tmp_path_factory, case, block_size, reads,
+                                                                  lateness, emit, workers):
+    """Each run stopped after a few reads (mid-line, mostly) with the windows left open (``--on-stop
+    keep``), the next one on the same file: together, byte for byte what one run writes."""
+    events, _, without_ids = case
+    data = b"".join(lines_of(events, without_ids))
+    folder = tmp_path_factory.mktemp("stops")
+    path, state_path = str(folder / "events.ndjson"), str(folder / "state.json")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    outputs = []
+    for _ in range(len(data) // block_size + 2):
+        outputs.append(run_on(path, state_path, lateness, emit, workers, StopAfterReads(reads), block_size)[0])
+        if json.load(open(state_path))["input"]["offset"] == len(data):
+            break
+    outputs.append(run_on(path, state_path, lateness, emit, 0)[0])  # the end of input
+    assert b"".join(outputs) == whole_run(data, folder, lateness, emit)
+
+
+# ------------------------------------------------------------ the real CLI
+
+ARGS = ["--emit", "all", "--lateness", "0"]
+INCIDENT = [flat_event(0, "srv01", "server", record_id=1), flat_event(30, "cli01", "client", record_id=2),
+            flat_event(60, "cli02", "client", record_id=3)]
+BENIGN = [dict(flat_event(t, "h", "server", record_id=100 + t), EventID=1) for t in range(5)]
+
+
+def passed_on(output: bytes) -> list:
+    """The events the output passed on, as objects, without what enriched them."""
+    records = [json.loads(line) for line in output.splitlines()]
+    return [{key: value for key, value in record.items() if key != "sigma"} for record in records
+            if not (isinstance(record.get("event"), dict) and record["event"].get("kind") == "alert")]
+
+
+def test_the_same_file_is_read_on_where_the_last_run_left_it(tmp_path):
+    path, state = tmp_path / "events.ndjson", str(tmp_path / "state.json")
+    path.write_bytes(ndjson(BENIGN + INCIDENT[:1]))
+    first = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert first.returncode == 0 and first.stdout.count(b"\n") == 6 and alerts(first.stdout) == []
+    again = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert again.returncode == 0 and again.stdout == b"", again.stderr
+    assert f"input {path}: read on from line 7 (byte {path.stat().st_size}), where the saved state left it" \
+        in again.stderr.decode()
+    with open(path, "ab") as handle:
+        handle.write(ndjson(INCIDENT[1:]))
+    rest = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert rest.returncode == 0 and passed_on(rest.stdout) == INCIDENT[1:], rest.stderr
+    [alert] = alerts(rest.stdout)  # the incident cut by the restarts, its lines named as in the file
+    assert [ref["line"] for ref in alert["sigma"]["events"]] == [6, 7, 8]
+    assert b"2 lines" in rest.stderr.splitlines()[-1]
+
+
+def test_standard_input_from_the_same_file_is_read_on_too(tmp_path):
+    path, state = tmp_path / "events.ndjson", str(tmp_path / "state.json")
+    path.write_bytes(ndjson(INCIDENT[:2]))
+    with open(path, "rb") as stdin:
+        first = subprocess.run(COMMAND + ARGS + ["--state", state], stdin=stdin, capture_output=True, timeout=60)
+    assert first.returncode == 0 and first.stdout.count(b"\n") == 2
+    with open(path, "ab") as handle:
+        handle.write(ndjson(INCIDENT[2:]))
+    with open(path, "rb") as stdin:
+        rest = subprocess.run(COMMAND + ARGS + ["--state", state], stdin=stdin, capture_output=True, timeout=60)
+    assert passed_on(rest.stdout) == INCIDENT[2:] and len(alerts(rest.stdout)) == 1
+
+
+def test_a_file_replaced_or_rewritten_is_read_from_its_start_and_its_events_taken_once(tmp_path):
+    path, state = tmp_path / "events.ndjson", str(tmp_path / "state.json")
+    path.write_bytes(ndjson(BENIGN + INCIDENT[:2]))
+    assert run_cli(ARGS + ["--input", str(path), "--state", state]).returncode == 0
+    os.rename(path, tmp_path / "events.ndjson.1")  # rotated: a new file under the same name
+    path.write_bytes(ndjson(INCIDENT))
+    rotated = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert f"input {path}: another file than the saved state's (replaced or rotated): read from its start" \
+        in rotated.stderr.decode()
+    assert passed_on(rotated.stdout) == INCIDENT and len(alerts(rotated.stdout)) == 1
+    assert b"2 sent again (taken once)" in rotated.stderr
+    with open(path, "r+b") as handle:  # the same file, written over from its start
+        handle.write(ndjson(BENIGN))
+    rewritten = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert f"input {path}: not the bytes the saved state read (rewritten or cut shorter): read from its start" \
+        in rewritten.stderr.decode()
+    assert rewritten.returncode == 0 and passed_on(rewritten.stdout)[:5] == BENIGN
+
+
+def test_another_file_is_the_rest_of_the_stream_and_read_whole_without_a_word(tmp_path):
+    state = str(tmp_path / "state.json")
+    (tmp_path / "monday.ndjson").write_bytes(ndjson(INCIDENT[:2]))
+    (tmp_path / "tuesday.ndjson").write_bytes(ndjson(INCIDENT[2:]))
+    assert run_cli(ARGS + ["--input", str(tmp_path / "monday.ndjson"), "--state", state]).returncode == 0
+    tuesday = run_cli(ARGS + ["--input", str(tmp_path / "tuesday.ndjson"), "--state", state])
+    assert len(alerts(tuesday.stdout)) == 1 and b"input " not in tuesday.stderr, tuesday.stderr
+
+
+def test_a_damaged_place_in_the_state_file_is_refused_in_one_line(tmp_path):
+    path, state = tmp_path / "events.ndjson", tmp_path / "state.json"
+    path.write_bytes(ndjson(BENIGN))
+    assert run_cli(ARGS + ["--input", str(path), "--state", str(state)]).returncode == 0
+    document = json.loads(state.read_bytes())
+    document["input"]["offset"] = -1
+    state.write_text(json.dumps(document))
+    result = run_cli(ARGS + ["--input", str(path), "--state", str(state)])
+    assert result.returncode == 2 and result.stderr.decode() == (
+        f"pipeshell-filter: error: state file {state}: damaged state file (input); --state-reset discards it\n")
+
+
+def test_a_stop_waits_a_moment_for_the_rest_of_a_line_a_pipe_brought_half_of(tmp_path):
+    """SIGTERM when the pipe has handed on half a line: its writer's next write brings the rest, and
+    the line goes out whole (it went out cut, its rest lost with the pipe)."""
+    line = json.dumps(dict(INCIDENT[0], EventData="x" * 200)).encode()
+    process = subprocess.Popen(COMMAND + ARGS, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(ndjson(BENIGN) + line[:100])
+    process.stdin.flush()
+    time.sleep(1.0)  # read, and waiting for the rest
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    process.stdin.write(line[100:] + b"\n" + ndjson(BENIGN))  # the rest (what comes with it goes out too)
+    process.stdin.flush()
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert passed_on(out)[:6] == BENIGN + [json.loads(line)], err
+    assert b"invalid JSON" not in err
