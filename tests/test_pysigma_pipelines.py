@@ -252,11 +252,12 @@ def flat_events(draw):
     for field in FIELDS[1:]:
         if draw(st.booleans()):
             event[field] = draw(st.sampled_from(["xab", "b", "ab", "AB x", "bx"]))
-    return event, draw(st.booleans())  # CommandLine in its alternative place
+    return event, draw(st.booleans()), draw(st.booleans())  # CommandLine in its alternative place; flattened
 
 
-def _renamed(event: dict, alternative: bool) -> dict:
-    """The event as the pipeline's logs hold it: each field where ECS_LIKE maps it."""
+def _renamed(event: dict, alternative: bool, flattened: bool = False) -> dict:
+    """The event as the pipeline's logs hold it: each field where ECS_LIKE maps it (``flattened``: a
+    mapped field's path as one key, as flattened ECS writes it, ``{"process.executable": ...}``)."""
     out = {"@timestamp": event["@timestamp"]}
     for field, value in event.items():
         if field == "@timestamp":
@@ -264,6 +265,8 @@ def _renamed(event: dict, alternative: bool) -> dict:
         path = RENAMED.get(field, UNNAMED_ROOT + (field,))
         if field == "CommandLine" and alternative:
             path = ("process", "args_text")
+        if flattened and field in RENAMED:
+            path = (".".join(path),)
         node = out
         for step in path[:-1]:
             node = node.setdefault(step, {})
@@ -285,8 +288,8 @@ def test_pipeline_on_renamed_events_matches_as_the_flat_events_without_it(tmp_pa
     where = tmp_path_factory.mktemp("p")
     rule_path = _write(where, rule, "rule.yml")
     pipeline = _write(where, ECS_LIKE)
-    flat = b"".join(json.dumps(e).encode() + b"\n" for e, _ in drawn)
-    renamed = b"".join(json.dumps(_renamed(e, alt)).encode() + b"\n" for e, alt in drawn)
+    flat = b"".join(json.dumps(e).encode() + b"\n" for e, _, _ in drawn)
+    renamed = b"".join(json.dumps(_renamed(e, alt, flattened)).encode() + b"\n" for e, alt, flattened in drawn)
     oracle = run_cli_here(["--rule", rule_path, "--emit", "all", "--quiet", "--profile", "flat"], flat)
     mapped = run_cli_here(["--rule", rule_path, "--emit", "all", "--quiet", "--field-map", pipeline], renamed)
     assert oracle.returncode == 0 and mapped.returncode == 0, (oracle.stderr, mapped.stderr)

@@ -462,3 +462,34 @@ def test_explain_says_a_time_without_a_zone_is_taken_as_utc(tmp_path):
         said[shape] = [line for line in result.stdout.decode().splitlines() if line.startswith("time ")][0]
     assert said["nxlog-legacy-time"].endswith('(from EventTime = "2021-06-03 13:00:12"); no zone: taken as UTC')
     assert "no zone" not in said["nxlog"] and "no zone" not in said["fluentbit-winevtlog"]
+
+
+def flattened(record: dict, prefix: str = "") -> dict:
+    """``record`` as flattened ECS writes it (Vector's ``flatten``, an Elasticsearch export): every
+    object's keys joined down to the values that are not objects, ``{"winlog.event_id": 4104}``."""
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and value:
+            flat.update(flattened(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+@given(logical_events(), st.sampled_from(sorted(SHAPES)))
+def test_a_shape_flattened_resolves_as_the_shape_does(event, shape):
+    """The same profile, EventID, Computer, time and selections, nested or flattened."""
+    record = json.loads(json.dumps(SHAPES[shape].render(event)))
+    assert resolved(flattened(record)) == resolved(record)
+
+
+def test_a_flattened_stream_alerts_as_the_nested_one_through_the_cli():
+    """Three hosts' Winlogbeat records, flattened: the same alert, its hosts and lines."""
+    stream = [SHAPES["winlogbeat-raw"].render(Logical(host, 1622725200 * NS + i * 30 * NS, 4104, text, record_id=i))
+              for i, (host, text) in enumerate([("srv01", SERVER), ("cli01", CLIENT), ("cli02", CLIENT)])]
+    found = []
+    for records_in in (stream, [flattened(json.loads(json.dumps(r))) for r in stream]):
+        result = run_cli(["--lateness", "0"], b"".join(json.dumps(r).encode() + b"\n" for r in records_in))
+        [alert] = [r for r in output_records(result.stdout) if r.get("event", {}).get("kind") == "alert"]
+        found.append((sorted(alert["related"]["hosts"]), [e["line"] for e in alert["sigma"]["events"]]))
+    assert found[0] == found[1] == (["cli01", "cli02", "srv01"], [1, 2, 3])

@@ -151,10 +151,20 @@ def lookup(event, path: tuple):
     return node
 
 
+def _flat_key(path: tuple) -> Optional[str]:
+    """A nested path's keys joined, as flattened ECS writes them as one key; None for one key or an index."""
+    return ".".join(path) if len(path) > 1 and all(key.__class__ is str for key in path) else None
+
+
 @attrs.frozen
 class Candidate:
     path: tuple
     event_ids: Optional[frozenset] = None  # only for events with one of these EventIDs
+    # a nested path's keys joined, as flattened ECS writes them as one key ({"process.pid": ...})
+    flat: Optional[str] = attrs.field(init=False, default=None, eq=False)
+
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "flat", _flat_key(self.path))
 
 
 @attrs.frozen
@@ -198,8 +208,16 @@ class Profile:
     # What the shape's logsource facts add to an event's routing key: the product alone when it declares
     # nothing else (every Windows shape: the key is what it was), the constants, or READ (read per event).
     tag: object = attrs.field(init=False, eq=False, repr=False)
+    # each detector path, and its keys joined as flattened ECS writes them as one key
+    _detectors: tuple = attrs.field(init=False, eq=False, repr=False)
+    # the roots' keys joined, each with a dot: the start of a flattened key under the root
+    flat_roots: tuple = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self):
+        object.__setattr__(self, "_detectors", tuple(
+            (path, _flat_key(path) or ".".join(map(str, path))) for path in self.detect))
+        object.__setattr__(self, "flat_roots", tuple(
+            ".".join(root) + "." for root in self.roots if all(key.__class__ is str and key != ANY for key in root)))
         if self.reads:
             tag = READ
         elif self.service is None and self.category is None:
@@ -223,6 +241,19 @@ class Profile:
         for path in self.detect:
             if lookup(event, path) is MISSING:
                 return False
+        return True
+
+    def applies_flattened(self, keys: tuple) -> bool:
+        """Whether an event of these top-level ``keys`` is this shape as flattened ECS writes it: each
+        detector path's keys joined into one key (``winlog.event_id``), or into the start of keys
+        (``powershell.file.script_block_text`` for ``powershell``)."""
+        if not self.detect:
+            return False
+        for _, flat in self._detectors:
+            if flat not in keys:
+                prefix = flat + "."
+                if not any(key.startswith(prefix) for key in keys):
+                    return False
         return True
 
     def plan(self, field: str) -> Plan:
@@ -383,6 +414,7 @@ class FieldResolver:
             profiles = chosen
         self.profiles = list(profiles)
         self.fixed = fixed not in (None, "auto")
+        self._flattened_shapes = {}  # top-level keys -> the profile whose flattened shape they are (or None)
         self.time_path = parse_path(time_field) if time_field else None
         # What reads an event taken from the XML a record carries (``xml_event``): it is in the evtx shape,
         # at its own TimeCreated, whatever the records' shape, which ``--profile`` and ``--time-field`` say.
@@ -400,8 +432,21 @@ class FieldResolver:
             return self.profiles[0]
         for profile in self.profiles:
             if profile.applies_to(event):
+                if not profile.detect and "." in "".join(event):  # the catch-all: a shape flattened?
+                    return self._flattened_shape(tuple(event)) or profile
                 return profile
         return self.profiles[-1]
+
+    def _flattened_shape(self, keys: tuple) -> Optional[Profile]:
+        """The profile whose shape, flattened, has these top-level keys (or None); remembered per set
+        of keys, which a stream repeats (each test a pass over the keys)."""
+        found = self._flattened_shapes.get(keys, _UNSET)
+        if found is _UNSET:
+            if len(self._flattened_shapes) >= 4096:
+                self._flattened_shapes.clear()
+            found = self._flattened_shapes[keys] = next(
+                (shape for shape in self.profiles if shape.applies_flattened(keys)), None)
+        return found
 
     def view(self, event: dict) -> "EventView":
         return EventView(event, self.profile_for(event), self)
@@ -413,6 +458,8 @@ class FieldResolver:
         paths = (self.time_path,) if self.time_path else (profile or self.profile_for(event)).time
         for path in paths:
             value = lookup(event, path)
+            if value is MISSING and len(path) > 1:  # flattened ECS: the path's keys joined into one
+                value = event.get(_flat_key(path), MISSING)
             if value is not MISSING:
                 parsed = parse_time(value)
                 if parsed is not None:
@@ -428,7 +475,7 @@ class EventView:
     """One event seen through its profile; resolved fields are memoised."""
 
     __slots__ = ("event", "profile", "resolver", "_cache", "_leaves", "_folded", "_everything", "_everything_folded",
-                 "_roots", "_spaced", "_places", "_flat", "_channel")
+                 "_roots", "_spaced", "_places", "_flat", "_has_dots", "_channel")
 
     def __init__(self, event: dict, profile: Profile, resolver: FieldResolver):
         self.event = event
@@ -438,7 +485,7 @@ class EventView:
         self._leaves = {}
         self._folded = {}
         self._everything = self._everything_folded = None
-        self._roots = self._spaced = self._places = self._flat = None
+        self._roots = self._spaced = self._places = self._flat = self._has_dots = None
         self._channel = _UNSET
 
     def log_channel(self):
@@ -449,6 +496,8 @@ class EventView:
             value = MISSING
             for path in self.profile.channel:
                 value = lookup(self.event, path)
+                if value is MISSING and self._dotted():
+                    value = self.event.get(_flat_key(path), MISSING)
                 if value is not MISSING:
                     break
             if not self.profile.channel:
@@ -526,12 +575,18 @@ class EventView:
                 value = lookup(self.event, candidate.path)
                 if value is not MISSING:
                     return candidate.path, value
+                if candidate.flat is not None and self._dotted():
+                    value = self._flattened().get(candidate.flat, MISSING)
+                    if value is MISSING:  # an object flattened: its keys gathered again
+                        value = self._gathered(candidate.flat + ".")
+                    if value is not MISSING:
+                        return (candidate.flat,), value
         elif plan.keyed:
             if field in self._flattened():  # then the first object holding it names the path
                 for path, node in self._objects():
                     if field in node:
                         return path + plan.own, node[field]
-            found = self._spaced_names().get(field)
+            found = self._spaced_names().get(field) or self._under_flat_roots(field)
             if found is not None:
                 return found
         else:
@@ -547,6 +602,9 @@ class EventView:
                 for path, node in self._objects():
                     if field in node:
                         return path + (field,), node[field]
+            found = self._under_flat_roots(field)
+            if found is not None:
+                return found
             if plan.bare:
                 found = self._spaced_names().get(field)
                 if found is not None:
@@ -602,6 +660,28 @@ class EventView:
                 flat.update(node)
             self._flat = flat
         return self._flat
+
+    def _under_flat_roots(self, name: str) -> Optional[tuple]:
+        """``(path, value)`` of ``name`` under a root whose keys flattened ECS joined into the event's
+        own (``{"winlog.event_data.Image": ...}``), or None."""
+        if self.profile.flat_roots and self._dotted():
+            event = self.event
+            for prefix in self.profile.flat_roots:
+                key = prefix + name
+                if key in event:
+                    return (key,), event[key]
+        return None
+
+    def _gathered(self, prefix: str):
+        """The object flattened ECS spread over the event's keys starting with ``prefix``, or MISSING."""
+        found = {key[len(prefix):]: value for key, value in self.event.items() if key.startswith(prefix)}
+        return found or MISSING
+
+    def _dotted(self) -> bool:
+        """Whether a key of the top level or of a root holds a dot (flattened ECS): most events have none."""
+        if self._has_dots is None:
+            self._has_dots = "." in "/".join(self._flattened())
+        return self._has_dots
 
     def _spaced_names(self) -> dict:
         """Name without spaces -> ``(path, value)`` for every key with a space at the top level
