@@ -377,7 +377,8 @@ def run(
         "asks (no channel, no product): match: the rule applies as far as the event tells; skip: it does not."),
     logsource: Optional[str] = typer.Option(None, "--logsource", metavar="KEY=VALUE,...", help=_LOGSOURCE_HELP),
     strict: bool = typer.Option(False, "--strict", help="A rule in a --rule directory that fails to load is an "
-                                "error (by default it is reported and skipped)."),
+                                "error (by default it is reported and skipped); so is a global filter's "
+                                "reference that applies to no rule."),
     placeholders: Optional[str] = typer.Option(None, "--placeholders", metavar="FILE", help=_PLACEHOLDERS_HELP),
     min_level: Optional[str] = typer.Option(None, "--min-level", metavar="LEVEL", help=_MIN_LEVEL_HELP + " Give "
                                             "--stage match and --stage correlate the same selection options."),
@@ -439,11 +440,11 @@ def run(
                                          "wrong clock, events held, the rules that matched most) this often, and at "
                                          "the end (0: never)."),
     rule_stats: Optional[str] = typer.Option(None, "--rule-stats", metavar="FILE", help="At exit (end of input, "
-                                             "SIGTERM, Ctrl-C), write to FILE one JSON line per rule or correlation "
-                                             "that matched, fired or alerted in this run: id, title, level, type, "
-                                             "path, detections, alerts, fires (alerts before --suppress, or a "
-                                             "correlation's hits, a quiet inner one's too), suppressed; the most "
-                                             "alerts first."),
+                                             "SIGTERM, SIGHUP, Ctrl-C), write to FILE one JSON line per rule or "
+                                             "correlation that matched, fired or alerted in this run: id, title, "
+                                             "level, type, path, detections, alerts, fires (alerts before "
+                                             "--suppress, or a correlation's hits, a quiet inner one's too), "
+                                             "suppressed; the most alerts first."),
     field_coverage: bool = typer.Option(False, "--field-coverage", help="With --rule-stats: also list each rule "
                                         "routed events but never matched, and give each rule routed events "
                                         "routed (how many) and fields_never_seen (fields its condition needs that "

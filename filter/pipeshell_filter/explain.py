@@ -1,4 +1,5 @@
-"""``pipeshell-filter explain``: what a compiled rule does, and why one event did or did not match."""
+"""``pipeshell-filter explain``: what a compiled rule does, why one event did or did not match (``--event``),
+and why a stream's correlation windows did or did not fire (``--events``)."""
 
 from __future__ import annotations
 
