@@ -4,6 +4,7 @@ command takes (and no other) with the defaults the code has, the paths it cites 
 it quotes are what the filter prints. A README drifts quietly as the code moves; these keep it honest."""
 
 import glob
+import json
 import os
 import re
 
@@ -277,3 +278,22 @@ def test_the_explain_example_is_what_explain_prints():
     result = run_cli([command, events, os.path.join(REPO, path)])
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode() == example.group(2)
+
+
+def _keys(listing: str) -> list:
+    """The keys of a README listing such as ``{"id", "type": "rule"\\|"correlation"}``, in order."""
+    return [key.split(":")[0].strip().strip('"') for key in listing.split(",")]
+
+
+def test_the_stats_record_and_rule_stats_hold_the_keys_the_readme_lists(tmp_path):
+    stats_row = next(row for row in _table_rows() if row.startswith("| `--stats-interval"))
+    rule_stats_row = next(row for row in _table_rows() if row.startswith("| `--rule-stats"))
+    table = tmp_path / "rules.ndjson"
+    result = run_cli(["--stats-interval", "100", "--rule-stats", str(table), "--input", os.path.join(REPO, SAMPLE)])
+    assert result.returncode == 0, result.stderr
+    stats = [json.loads(line) for line in result.stdout.splitlines() if b'"metric"' in line][-1]
+    assert list(stats["pipeshell"]) == _keys(re.search(r'"pipeshell": \{([^{}]+)\}', stats_row).group(1))
+    listed_rule = re.search(r"each `\{([^{}]+)\}`", stats_row).group(1)
+    assert list(stats["pipeshell"]["rules"][0]) == _keys(listed_rule)
+    line = json.loads(table.read_text().splitlines()[0])
+    assert list(line) == _keys(re.search(r"`\{([^{}]+)\}`", rule_stats_row).group(1))
