@@ -19,6 +19,7 @@ from hypothesis import event, given, settings, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, run_cli
 from eventgen import flat_event
+from pipeshell_filter.io import stream
 from test_prefilter import StopAfterReads
 from test_state import alert_records, assert_no_event_alerts_twice, lines_of, new_filter, cut_streams
 
@@ -218,3 +219,18 @@ def test_a_stop_waits_a_moment_for_the_rest_of_a_line_a_pipe_brought_half_of(tmp
     assert process.returncode == 0, err
     assert passed_on(out)[:6] == BENIGN + [json.loads(line)], err
     assert b"invalid JSON" not in err
+
+
+def test_a_stop_reads_a_pipe_no_longer_than_its_wait_however_full_the_pipe_is(tmp_path, monkeypatch):
+    """A writer faster than the filter keeps the pipe full, in writes that end mid-line: each read
+    after the stop brought the cut line's end and the start of another, and the stop read on as
+    long as the writer wrote.  Here a file read as a pipe is one that is always ready: with no wait,
+    the stop hands on what the first read gave, its cut line as read."""
+    monkeypatch.setattr(stream, "STOP_LINE_WAIT", 0.0)
+    line = b'{"EventID": 1, "message": "' + b"x" * 90 + b'"}\n'
+    path = tmp_path / "always-ready"
+    path.write_bytes(line * 2000)
+    with open(path, "rb") as handle:
+        reader = stream.BlockReader(handle.fileno(), True, lambda: None, block_size=1000, stop=StopAfterReads(1))
+        handed = b"".join(bytes(data[start:end]) for kind, data, start, end in reader)
+    assert handed == (line * 2000)[:1000] + b"\n"

@@ -725,10 +725,15 @@ class BlockReader:
         return bool(select.select([self.fd], [], [], 0)[0])
 
     def _read_on(self) -> bytes:
-        """Stopped in the middle of a line: a block more, for its rest (a pipe's, if it comes in time)."""
-        if self._eof or self.live and not select.select([self.fd], [], [],
-                                                        max(0.0, self._line_deadline - time.monotonic()))[0]:
+        """Stopped in the middle of a line: a block more, for its rest (a pipe's, if it comes in time).
+        The wait bounds every read of a pipe after the stop, not each one: a writer that keeps the pipe
+        full, in writes that end mid-line, brings another cut line with each end of one."""
+        if self._eof:
             return b""
+        if self.live:
+            left = self._line_deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return b""
         data = os.read(self.fd, self.block_size)
         self._eof = not data
         return data
