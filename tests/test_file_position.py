@@ -234,3 +234,18 @@ def test_a_stop_reads_a_pipe_no_longer_than_its_wait_however_full_the_pipe_is(tm
         reader = stream.BlockReader(handle.fileno(), True, lambda: None, block_size=1000, stop=StopAfterReads(1))
         handed = b"".join(bytes(data[start:end]) for kind, data, start, end in reader)
     assert handed == (line * 2000)[:1000] + b"\n"
+
+
+def test_a_last_line_whose_writer_ends_it_with_crlf_later_is_not_read_again(tmp_path):
+    """A CRLF writer that wrote a line and its end apart: the run between them passed the line on (no
+    newline yet); the next one reads on past its end, as past a newline alone, and does not pass the
+    line on again."""
+    lines = [json.dumps(event).encode() for event in BENIGN[:3]]
+    path, state_path = tmp_path / "events.ndjson", str(tmp_path / "state.json")
+    path.write_bytes(lines[0] + b"\r\n" + lines[1])
+    first = run_on(str(path), state_path, 0, "all", 0)[0]
+    with open(path, "ab") as handle:
+        handle.write(b"\r\n" + lines[2] + b"\r\n")
+    second = run_on(str(path), state_path, 0, "all", 0)[0]
+    assert passed_on(first + second) == BENIGN[:3]
+    assert json.load(open(state_path))["lines"] == 3

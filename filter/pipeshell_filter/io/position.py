@@ -90,11 +90,14 @@ class Place:
                 or saved["tail"] != _digest(self.fd, max(0, end - SAMPLE), end):
             return None, 0, (f"{where}: not the bytes the saved state read (rewritten or cut shorter): "
                              "read from its start")
-        again = 0
-        if saved["unterminated"] and size > end and os.pread(self.fd, 1, end) != b"\n":
-            start, again = saved["offset"], 1  # the last line read has grown since: read whole again
-        else:
-            start = end + (saved["unterminated"] > 0 and size > end)  # past the newline written since
+        start, again = end, 0
+        if saved["unterminated"] and size > end:
+            written = os.pread(self.fd, 2, end)  # the line's end written since: a newline, or CRLF's
+            ending = 1 if written.startswith(b"\n") else 2 if written == b"\r\n" else 0
+            if ending:
+                start = end + ending
+            else:
+                start, again = saved["offset"], 1  # the last line read has grown since: read whole again
         os.lseek(self.fd, start, os.SEEK_SET)
         self.offset = start
         if start == end:  # nothing past it yet: the place stays as it was, unterminated line and all
