@@ -17,7 +17,7 @@ import time
 
 from hypothesis import event, given, settings, strategies as st
 
-from clitools import COMMAND, alerts, ndjson, run_cli
+from clitools import COMMAND, alerts, ndjson, read_all, run_cli
 from eventgen import flat_event
 from pipeshell_filter.io import stream
 from test_prefilter import StopAfterReads
@@ -210,7 +210,7 @@ def test_a_stop_waits_a_moment_for_the_rest_of_a_line_a_pipe_brought_half_of(tmp
     process = subprocess.Popen(COMMAND + ARGS, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdin.write(ndjson(BENIGN) + line[:100])
     process.stdin.flush()
-    time.sleep(1.0)  # read, and waiting for the rest
+    read_all(process.stdin)  # read, and waiting for the rest (a start-up slower than a sleep: killed by the signal)
     process.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     process.stdin.write(line[100:] + b"\n" + ndjson(BENIGN))  # the rest (what comes with it goes out too)
