@@ -19,6 +19,7 @@ from hypothesis import event, given, settings, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, read_all, run_cli
 from eventgen import flat_event
+from pipeshell_filter import cli
 from pipeshell_filter.io import stream
 from test_prefilter import StopAfterReads
 from test_state import alert_records, assert_no_event_alerts_twice, lines_of, new_filter, cut_streams
@@ -117,6 +118,83 @@ def test_runs_stopped_anywhere_in_a_file_write_what_one_run_writes(tmp_path_fact
     assert b"".join(outputs) == whole_run(data, folder, lateness, emit)
 
 
+# ------------------------------------------------------------ several files merged (--input DIR)
+
+def run_merged(paths: list, state_path, lateness: int, emit: str, stop=None) -> bytes:
+    """A fresh process, as it were, on the files merged by event time, as ``--input DIR`` reads them."""
+    with tempfile.TemporaryFile() as sink:
+        stream_filter = new_filter(sink, lateness, emit, state_path)
+        stream_filter.process_labelled(cli._file_lines(paths, stream_filter, stream_filter.diagnostics),
+                                       stream.DEFAULT_MAX_LINE, stop)
+        stream_filter.finish(keep_open=stop is not None)
+        sink.seek(0)
+        return sink.read()
+
+
+@st.composite
+def files_of(draw):
+    """A stream's lines dealt to two or three files, each file in time order (as logs are written)."""
+    events, _, without_ids = draw(cut_streams())
+    count = draw(st.integers(2, 3))
+    dealt = [draw(st.integers(0, count - 1)) for _ in events]
+    lines = lines_of(events, without_ids)
+    files = [sorted((e for e, f in zip(zip(events, lines), dealt) if f == i), key=lambda pair: pair[0][0])
+             for i in range(count)]
+    return [b"".join(line for _, line in file) for file in files]
+
+
+@settings(max_examples=40)
+@given(files_of(), st.integers(0, 8), st.sampled_from([0, 30, 400]), st.sampled_from(["alerts", "all"]))
+def test_merged_files_stopped_anywhere_write_what_one_run_writes(tmp_path_factory, contents, lines_each,
+                                                                 lateness, emit):
+    """Runs on the same files stopped after a few lines each, the windows left open, then one to the
+    end: together, byte for byte what one run over them writes (each file read on where it was left,
+    the merge going on from there)."""
+    folder = tmp_path_factory.mktemp("merged")
+    paths = [str(folder / f"f{i}.ndjson") for i in range(len(contents))]
+    for path, content in zip(paths, contents):
+        with open(path, "wb") as handle:
+            handle.write(content)
+    state_path = str(folder / "state.json")
+    outputs = [run_merged(paths, state_path, lateness, emit, StopAfterReads(lines_each)) for _ in range(3)]
+    outputs.append(run_merged(paths, state_path, lateness, emit))
+    assert b"".join(outputs) == run_merged(paths, None, lateness, emit)
+
+
+@settings(max_examples=40)
+@given(files_of(), st.lists(st.floats(0, 1), min_size=1, max_size=2), st.sampled_from(["alerts", "all"]))
+def test_merged_files_that_grow_between_runs_go_out_once(tmp_path_factory, contents, growth, emit):
+    """Each file grows between runs, cut at any byte: every line of every file goes out once, whole,
+    in its file's order (the cut forms an end of input met besides), and no event is alerted on twice."""
+    folder = tmp_path_factory.mktemp("grown")
+    paths = [str(folder / f"f{i}.ndjson") for i in range(len(contents))]
+    state_path = str(folder / "state.json")
+    written = [0] * len(contents)
+    outputs = []
+    for share in sorted(growth) + [1.0]:
+        for i, (path, content) in enumerate(zip(paths, contents)):
+            cut = int(share * len(content))
+            with open(path, "ab") as handle:
+                handle.write(content[written[i]:cut])
+            written[i] = max(written[i], cut)
+        outputs.append(run_merged(paths, state_path, 30, emit))
+    joined, _ = cut_forms(b"".join(outputs), b"".join(contents))
+    passed = [_unenriched(line) for line in joined.splitlines() if b'"kind":"alert"' not in line]
+    if emit == "all":
+        assert sorted(passed) == sorted(line for content in contents for line in content.splitlines())
+        for content in contents:
+            own = content.splitlines()
+            if all(sum(line in other.splitlines() for other in contents) == 1 for line in own):
+                assert [line for line in passed if line in own] == own
+    assert_no_event_alerts_twice(alert_records(joined))
+
+
+def _unenriched(line: bytes) -> bytes:
+    """An output line as its input line was: without the ``sigma`` object spliced in before its end."""
+    at = line.rfind(b',"sigma":{')
+    return line[:at] + b"}" if at >= 0 else line
+
+
 # ------------------------------------------------------------ the real CLI
 
 ARGS = ["--emit", "all", "--lateness", "0"]
@@ -170,15 +248,15 @@ def test_a_file_replaced_or_rewritten_is_read_from_its_start_and_its_events_take
     os.rename(path, tmp_path / "events.ndjson.1")  # rotated: a new file under the same name
     path.write_bytes(ndjson(INCIDENT))
     rotated = run_cli(ARGS + ["--input", str(path), "--state", state])
-    assert f"input {path}: another file than the saved state's (replaced or rotated): read from its start" \
-        in rotated.stderr.decode()
+    assert f"input {path}: not the bytes the saved state read there (replaced, rotated, rewritten or cut shorter): " \
+        "read from its start" in rotated.stderr.decode()
     assert passed_on(rotated.stdout) == INCIDENT and len(alerts(rotated.stdout)) == 1
     assert b"2 sent again (taken once)" in rotated.stderr
     with open(path, "r+b") as handle:  # the same file, written over from its start
         handle.write(ndjson(BENIGN))
     rewritten = run_cli(ARGS + ["--input", str(path), "--state", state])
-    assert f"input {path}: not the bytes the saved state read (rewritten or cut shorter): read from its start" \
-        in rewritten.stderr.decode()
+    assert f"input {path}: not the bytes the saved state read there (replaced, rotated, rewritten or cut " \
+        "shorter): read from its start" in rewritten.stderr.decode()
     assert rewritten.returncode == 0 and passed_on(rewritten.stdout)[:5] == BENIGN
 
 
@@ -249,3 +327,39 @@ def test_a_last_line_whose_writer_ends_it_with_crlf_later_is_not_read_again(tmp_
     second = run_on(str(path), state_path, 0, "all", 0)[0]
     assert passed_on(first + second) == BENIGN[:3]
     assert json.load(open(state_path))["lines"] == 3
+
+
+def test_a_directory_whose_file_was_renamed_by_a_rotation_reads_it_on_and_the_new_one_whole(tmp_path):
+    """The saved place follows the file's inode to its new name: the lines written before the rename
+    go out once, the new file's from its start, and nothing is said about the old name's new file."""
+    logs, state = tmp_path / "logs", str(tmp_path / "state.json")
+    logs.mkdir()
+    (logs / "events.ndjson").write_bytes(ndjson(BENIGN[:2]))
+    (logs / "other.ndjson").write_bytes(ndjson(INCIDENT[:1]))
+    first = run_cli(ARGS + ["--input", str(logs), "--state", state])
+    assert first.returncode == 0 and len(passed_on(first.stdout)) == 3, first.stderr
+    with open(logs / "events.ndjson", "ab") as handle:
+        handle.write(ndjson(BENIGN[2:4]))
+    os.rename(logs / "events.ndjson", logs / "events-1.ndjson")
+    (logs / "events.ndjson").write_bytes(ndjson(INCIDENT[1:]))
+    rotated = run_cli(ARGS + ["--input", str(logs), "--state", state])
+    assert rotated.returncode == 0, rotated.stderr
+    assert sorted(map(json.dumps, passed_on(rotated.stdout))) == sorted(map(json.dumps, BENIGN[2:4] + INCIDENT[1:]))
+    assert len(alerts(rotated.stdout)) == 1
+    said = rotated.stderr.decode()
+    assert "inputs: 2 of 3 files read on where the saved state left them" in said and "read from its start" \
+        not in said, said
+
+
+def test_a_damaged_place_of_merged_files_is_refused_in_one_line(tmp_path):
+    logs, state = tmp_path / "logs", tmp_path / "state.json"
+    logs.mkdir()
+    for name in ("a.ndjson", "b.ndjson"):
+        (logs / name).write_bytes(ndjson(BENIGN))
+    assert run_cli(ARGS + ["--input", str(logs), "--state", str(state)]).returncode == 0
+    document = json.loads(state.read_bytes())
+    document["inputs"][1]["lines"] = "many"
+    state.write_text(json.dumps(document))
+    result = run_cli(ARGS + ["--input", str(logs), "--state", str(state)])
+    assert result.returncode == 2 and result.stderr.decode() == (
+        f"pipeshell-filter: error: state file {state}: damaged state file (inputs); --state-reset discards it\n")

@@ -31,6 +31,7 @@ from .events.timeparse import NS, format_time, parse_instant
 from .events.xml_event import XmlEventProblem, event_in_line
 from .io import inputs as inputs_module
 from .io import parallel
+from .io.position import FilePlaces
 from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
 from .io.signals import StopRequest, Terminated, on_sigterm
@@ -906,8 +907,10 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
 
     if len(files) > 1:
         inputs_module.allow_open(len(files))
+    opened = _open_placed(files, stream_filter) if stream_filter.state is not None and len(files) > 1 else {}
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
-    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked, stop),
+    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked, stop,
+                                                                 opened.get(path)),
                                     stream_filter.prefilter, budget) for path in files]
     if len(streams) == 1:
         return streams[0]
@@ -934,6 +937,24 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
         return stream_filter.line_time(line, event)  # a line carrying an event's XML: that event's time
 
     return inputs_module.merged(streams, event_time)
+
+
+def _open_placed(files: List[str], stream_filter: Filter) -> dict:
+    """With ``--state``, the NDJSON files merged opened where the saved state left them (``position``):
+    path -> (handle, place, lines before it); the places are saved with each snapshot."""
+    places = stream_filter.file_places = FilePlaces(stream_filter.saved_inputs)
+    opened = {}
+    for path in files:
+        if not inputs_module.is_evtx(path):
+            try:
+                opened[path] = places.open(path)
+            except OSError as error:
+                raise inputs_module.InputError(f"cannot read input {path}: {inputs_module.why(error)}") from None
+    stream_filter.lines -= places.again  # a line read again whole counts once
+    stream_filter.lines_start -= places.again
+    for note in places.notes():
+        stream_filter.diagnostics.note(note)
+    return opened
 
 
 def _silence_stdout() -> None:

@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ..dirwalk import files_under
 from .evtx_chunks import evtx_records
+from .position import Placed
 from .prefilter import CANDIDATE, SKIP, Prefilter
 
 INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
@@ -217,10 +218,38 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = True, stop=None) -> Iterator[tuple]:
+def placed_lines(path: str, opened: tuple, max_line: int = 16 << 20) -> Iterator[tuple]:
+    """``(label, line)`` for an NDJSON file opened by ``position.FilePlaces``: each label a ``Placed``,
+    which moves the file's place past its line once the line is processed."""
+    handle, place, number = opened
+    offset = place.offset
+    while True:
+        raw = handle.readline(max_line + 1)
+        if not raw:
+            return
+        number += 1
+        if raw.endswith(b"\n"):
+            offset += len(raw)
+            yield Placed(path, number, place, offset), raw[:-1]
+        elif len(raw) <= max_line:  # the last line, without a newline
+            yield Placed(path, number, place, offset, len(raw)), raw
+            offset += len(raw)
+        else:
+            line = LongLine(raw, handle)
+            end = handle.tell()
+            ended = end - offset > len(line)  # its newline read too
+            yield Placed(path, number, place, end if ended else offset, 0 if ended else end - offset), line
+            offset = end
+
+
+def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = True, stop=None,
+                   opened: Optional[tuple] = None) -> Iterator[tuple]:
     """``(label, line)`` for one file; the label names the file and the line or record.  ``named``:
-    the file was named, not found in a directory (see ``evtx_lines``)."""
-    if is_evtx(path):
+    the file was named, not found in a directory (see ``evtx_lines``); ``opened``: an NDJSON file's
+    handle, place and line count, from ``position.FilePlaces`` (``--state``)."""
+    if opened is not None:
+        yield from placed_lines(path, opened, max_line)
+    elif is_evtx(path):
         for number, line in enumerate(evtx_lines(path, report, named, stop), 1):
             yield f"{path} record {number}", line
     else:

@@ -1,13 +1,15 @@
 """Where a file input was read up to, saved with ``--state`` so that a restart reads on from there.
 
-A regular file (``--input FILE``, or ``< FILE``) is the one input whose place the filter itself
-keeps: a pipe's writer keeps its own (a shipper's offset), the bus its sequence.  Without it a
-restart read the file from its first line again: every event passed on twice, and line numbers
-past the file's end.  So a snapshot holds the file's path, device and inode, the byte offset after
-the last whole line handed on, and digests of the file's first and last 4 KiB before that offset.
-A restart reads on from that offset only when the same path names the same file and those bytes
-are still there; a file replaced (rotated), rewritten or cut shorter is read from its start, and
-the events it sends again are taken once, as any replay is.
+A regular file (``--input FILE``, ``< FILE``, or the files of ``--input DIR`` merged) is the input
+whose place the filter itself keeps: a pipe's writer keeps its own (a shipper's offset), the bus
+its sequence.  Without it a restart read the file from its first line again: every event passed on
+twice, and line numbers past the file's end.  So a snapshot holds the file's path, device and
+inode, the byte offset after the last whole line handed on, and digests of the file's first 4 KiB
+and of the 4 KiB before that offset.  A restart reads on from that offset when those bytes are
+still there, in a file at least that long; a file replaced (rotated), rewritten or cut shorter is
+read from its start, and the events it sends again are taken once, as any replay is.  A file is
+the saved one by its path; among files merged, by its inode first, so that a file renamed by a
+rotation is read on from where it was left under its old name.
 
 A last line without its newline at the end of the file is processed (nothing read is lost), and
 remembered as ``unterminated``: when a writer finishes it later, the next run reads the whole line
@@ -52,12 +54,15 @@ class Place:
         self.device, self.inode = status.st_dev, status.st_ino
         self.offset = os.lseek(fd, 0, os.SEEK_CUR)
         self.unterminated = 0
+        self.lines = None  # of a file merged with others: its lines up to the offset (the count is its own)
         self.between_lines = True
         self._mark = None  # taken while the file is open, for the snapshot at the end
 
-    def handed(self, offset: int, unterminated: int = 0) -> None:
+    def handed(self, offset: int, unterminated: int = 0, lines: Optional[int] = None) -> None:
         if self.fd is not None:  # once closed, the mark stays: a line handed on after is read again
             self.offset, self.unterminated, self.between_lines = offset, unterminated, True
+            if lines is not None:
+                self.lines = lines
             self._mark = None
 
     def close(self) -> None:
@@ -72,24 +77,23 @@ class Place:
             self._mark = {"path": self.path, "device": self.device, "inode": self.inode, "offset": self.offset,
                           "unterminated": self.unterminated, "head": _digest(self.fd, 0, min(SAMPLE, end)),
                           "tail": _digest(self.fd, max(0, end - SAMPLE), end)}
+            if self.lines is not None:
+                self._mark["lines"] = self.lines
         return self._mark
 
     def resume(self, saved: Optional[dict]) -> tuple:
-        """Seek to where ``saved`` (a snapshot's mark) left this file, if it is the same file with
-        the same bytes up to there.  Returns (the offset read on from, or None; the lines counted
-        there to take back: 1 for an unterminated last line read again whole; why the file is read
-        from its start instead, in one line, or None)."""
-        if not saved or self.offset != 0 or saved["path"] != self.path:
+        """Seek to where ``saved`` (a snapshot's mark of this file, the caller says) left it, if the
+        bytes read up to there are still there.  Returns (the offset read on from, or None; the lines
+        counted there to take back: 1 for an unterminated last line read again whole; why the file is
+        read from its start instead, in one line, or None)."""
+        if not saved or self.offset != 0:
             return None, 0, None
-        where = f"input {self.path}"
         end = saved["offset"] + saved["unterminated"]
         size = os.fstat(self.fd).st_size
-        if (saved["device"], saved["inode"]) != (self.device, self.inode):
-            return None, 0, f"{where}: another file than the saved state's (replaced or rotated): read from its start"
         if size < end or saved["head"] != _digest(self.fd, 0, min(SAMPLE, end)) \
                 or saved["tail"] != _digest(self.fd, max(0, end - SAMPLE), end):
-            return None, 0, (f"{where}: not the bytes the saved state read (rewritten or cut shorter): "
-                             "read from its start")
+            return None, 0, (f"input {self.path}: not the bytes the saved state read there (replaced, rotated, "
+                             "rewritten or cut shorter): read from its start")
         start, again = end, 0
         if saved["unterminated"] and size > end:
             written = os.pread(self.fd, 2, end)  # the line's end written since: a newline, or CRLF's
@@ -105,11 +109,83 @@ class Place:
         return start, again, None
 
 
-def check_mark(saved) -> bool:
-    """Whether a snapshot's ``input`` has the shape ``Place.mark`` writes."""
+def check_mark(saved, merged: bool = False) -> bool:
+    """Whether a snapshot's ``input`` (``merged``: an item of its ``inputs``) has the shape ``Place.mark``
+    writes."""
+    numbers = ("device", "inode", "offset", "unterminated") + (("lines",) if merged else ())
     return isinstance(saved, dict) and isinstance(saved.get("path"), str) and all(
-        type(saved.get(key)) is int and saved[key] >= 0 for key in ("device", "inode", "offset", "unterminated")) \
+        type(saved.get(key)) is int and saved[key] >= 0 for key in numbers) \
         and all(isinstance(saved.get(key), str) for key in ("head", "tail"))
+
+
+class Placed(str):
+    """A merged file's line label (``"a.ndjson line 7"``) that knows its file's place after the line:
+    the merge reads ahead of the lines processed, so each line carries where it ends."""
+
+    def __new__(cls, path: str, number: int, place: Place, end: int, unterminated: int = 0):
+        label = super().__new__(cls, f"{path} line {number}")
+        label.number, label.place, label.end, label.unterminated = number, place, end, unterminated
+        return label
+
+    def handed(self) -> None:
+        """The line was processed: its file's place moves past it."""
+        self.place.handed(self.end, self.unterminated, self.number)
+
+
+class FilePlaces:
+    """The places in the regular files merged by one run (``--input DIR`` with ``--state``): each file
+    opened here and kept open until the run's last snapshot; the saved ones matched by inode (a file
+    renamed by a rotation), then by path."""
+
+    def __init__(self, saved: Optional[list]):
+        saved = saved or []
+        self._by_inode = {(mark["device"], mark["inode"]): mark for mark in saved}
+        self._by_path = {mark["path"]: mark for mark in saved}
+        self._claimed = set()  # ids of the saved marks a file was read on from
+        self._problems = []  # (mark, one-line note): a file under a saved path read from its start
+        self.opened = []  # (place, handle)
+        self.read_on = 0  # files read on from past their start
+        self.again = 0  # unterminated last lines read again whole (counted before)
+
+    def open(self, path: str) -> tuple:
+        """``(handle, place, lines)`` of the file at ``path``, moved to where the saved state left it;
+        ``lines``: its lines before there (OSError when it cannot be opened)."""
+        handle = open(path, "rb")
+        fd = handle.fileno()
+        place = Place(fd, file_path(fd, path) or os.path.realpath(path))
+        place.lines = 0
+        by_inode, by_path = self._by_inode.get((place.device, place.inode)), self._by_path.get(place.path)
+        for saved in (by_inode, by_path if by_path is not by_inode else None):
+            if saved is None or id(saved) in self._claimed:
+                continue
+            start, again, problem = place.resume(saved)
+            if start is not None:
+                self._claimed.add(id(saved))
+                place.lines = saved["lines"] - again
+                self.again += again
+                self.read_on += start > 0
+                break
+            if saved["path"] == place.path:
+                self._problems.append((saved, problem))
+        self.opened.append((place, handle))
+        return handle, place, place.lines
+
+    def notes(self) -> list:
+        """One line for the files read on, and one per file under a saved path read from its start (but
+        where its saved place went on in a file renamed by a rotation)."""
+        notes = [problem for saved, problem in self._problems if id(saved) not in self._claimed]
+        if self.read_on:
+            notes.insert(0, f"inputs: {self.read_on} of {len(self.opened)} files read on where the saved state "
+                            "left them")
+        return notes
+
+    def marks(self) -> list:
+        return [place.mark() for place, _ in self.opened]
+
+    def close(self) -> None:
+        for place, handle in self.opened:
+            place.close()
+            handle.close()
 
 
 def regular(fd: int) -> bool:

@@ -40,7 +40,7 @@ from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
 from . import parallel
 from .frames import frame, frame_of, opening, start_at, start_or_clock, string_end, value_end
 from .inputs import LongLine
-from .position import Place, check_mark, file_path, regular
+from .position import Place, Placed, check_mark, file_path, regular
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
 from .signals import WRITING, StopRequest, Terminated
@@ -867,6 +867,8 @@ class Filter:
     lines_start = 0  # the line counter taken back from a state file
     _place = None  # ``position.Place``: where a regular file input is read up to (``--state``)
     _saved_place = None  # the state file's: where the last run left its file
+    file_places = None  # ``position.FilePlaces``: the places in the files merged (``--state``)
+    saved_inputs = None  # the state file's: where the last run left the files it merged
 
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
                  idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
@@ -1442,28 +1444,33 @@ class Filter:
             if self.state is not None and self.state.due():
                 self.save_state()
             self.origin = label
-            if isinstance(line, LongLine):  # passed on in pieces, never whole in memory
-                pieces = line.pieces()
-                piece = next(pieces, b"")
-                for following in pieces:
-                    self._process_long_piece(piece, False)
-                    piece = following
-                self._process_long_piece(piece, True)
-                continue
-            if len(line) > max_line:
-                self._process_long_piece(line, True)
-                continue
-            if self.line_field is not None:
-                line, verdict = unwrap_line(line, self.line_field), CANDIDATE
-            self.lines += 1
-            if verdict != SKIP or self._parse_every_line:
-                self.process_line(line, self.lines, verdict == CANDIDATE)
-                continue
-            if self.emit == "all":
-                self.output.write(line + b"\n")
-            if self.progress is not None and (self.lines % SAMPLE_EVERY == 0 or self.progress.vouched is None):
-                self._sample_line(line)  # the agent's time, from its first line and now and then
+            self._labelled_line(line, verdict, max_line)
+            if label.__class__ is Placed:  # a merged file's place moves past the line (``--state``)
+                label.handed()
         self.origin = None
+
+    def _labelled_line(self, line, verdict, max_line: int) -> None:
+        if isinstance(line, LongLine):  # passed on in pieces, never whole in memory
+            pieces = line.pieces()
+            piece = next(pieces, b"")
+            for following in pieces:
+                self._process_long_piece(piece, False)
+                piece = following
+            self._process_long_piece(piece, True)
+            return
+        if len(line) > max_line:
+            self._process_long_piece(line, True)
+            return
+        if self.line_field is not None:
+            line, verdict = unwrap_line(line, self.line_field), CANDIDATE
+        self.lines += 1
+        if verdict != SKIP or self._parse_every_line:
+            self.process_line(line, self.lines, verdict == CANDIDATE)
+            return
+        if self.emit == "all":
+            self.output.write(line + b"\n")
+        if self.progress is not None and (self.lines % SAMPLE_EVERY == 0 or self.progress.vouched is None):
+            self._sample_line(line)  # the agent's time, from its first line and now and then
 
     # ------------------------------------------------------------ output
 
@@ -1606,6 +1613,8 @@ class Filter:
         self.write_stats(final=True)  # after the last alerts, which it counts
         self._flush_sinks()
         self.output.flush()
+        if self.file_places is not None:  # kept open for the last snapshot's marks
+            self.file_places.close()
 
     def _flush_sinks(self) -> None:
         """What waits for the fleet bus goes now (``fleet``: stored by the server on return)."""
@@ -1639,10 +1648,11 @@ class Filter:
         if where is None:
             return None
         place = Place(fd, where)
-        start, again, problem = place.resume(self._saved_place)
+        saved = self._saved_place
+        start, again, problem = place.resume(saved if saved is not None and saved["path"] == where else None)
         self.lines -= again
         self.lines_start -= again
-        if start is not None:
+        if start:
             self.diagnostics.note(f"input {where}: read on from line {self.lines + 1} (byte {start}), where the "
                                   "saved state left it")
         elif problem is not None:
@@ -1922,6 +1932,10 @@ class Filter:
         messages about state that had to be discarded."""
         if "input" in saved and not check_mark(saved["input"]):
             raise StateError("damaged state file (input)")
+        if "inputs" in saved and not (isinstance(saved["inputs"], list) and all(
+                check_mark(mark, merged=True) for mark in saved["inputs"])):
+            raise StateError("damaged state file (inputs)")
+        self.saved_inputs = saved.get("inputs")
         messages = self.engine.restore(saved)
         self.lines = self.lines_start = saved["lines"]
         self.bus_seq = saved.get("bus_seq")
@@ -1953,6 +1967,8 @@ class Filter:
         where = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
         if self._place is not None:
             where["input"] = self._place.mark()
+        if self.file_places is not None:
+            where["inputs"] = self.file_places.marks()
         return encode_state({"lines": self.lines, **where, **self.engine.snapshot()})
 
     def save_state(self, payload: Optional[bytes] = None) -> None:
