@@ -41,7 +41,8 @@ def test_a_winlogbeat_module_stream_names_hashes_never_seen(tmp_path):
     sysmon_1 = json.dumps(CASES[0][2]).encode() + b"\n"
     table = tmp_path / "rules.ndjson"
     result = run_cli(["--rule", str(tmp_path / "hashes.yml"), "--rule", str(tmp_path / "image.yml"),
-                      "--rule", str(tmp_path / "dns.yml"), "--rule-stats", str(table), "--field-coverage", "--quiet"], sysmon_1 * 3)
+                      "--rule", str(tmp_path / "dns.yml"), "--rule-stats", str(table), "--field-coverage", "--quiet"],
+                     sysmon_1 * 3)
     assert result.returncode == 0, result.stderr
     rows = _table(table)
     assert list(rows) == ["image", "hashes"]  # matched first; routed and blind after; never routed: absent

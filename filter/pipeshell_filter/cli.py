@@ -342,8 +342,8 @@ def run(
     profile: str = typer.Option("auto", "--profile", metavar="auto|NAME",
                                 help="Event shape: auto (detected per event) or a profile name."),
     field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
-                                                  help="Your own field-resolution table (YAML/JSON), tried first, or a pySigma "
-                                                  "processing pipeline's YAML (its field renames)."),
+                                                  help="Your own field-resolution table (YAML/JSON), tried first, "
+                                                  "or a pySigma processing pipeline's YAML (its field renames)."),
     idle: float = typer.Option(2.0, "--idle", metavar="SECONDS", help="On live input, after this long with no newer "
                                "event time the watermark follows the wall clock (0: never)."),
     max_line: int = typer.Option(DEFAULT_MAX_LINE, "--max-line-bytes", metavar="BYTES",

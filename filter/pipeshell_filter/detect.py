@@ -405,8 +405,8 @@ class Detector:
 
     def time_rules(self) -> None:
         """Count and time each rule's condition on the events it is tried on (``--rule-cost``: ``tried`` and
-        ``eval_ms`` in the ``--rule-stats`` file, which rules a run's time goes to).  Each rule's test is wrapped once, so that a run
-        without the option pays nothing for it."""
+        ``eval_ms`` in the ``--rule-stats`` file, which rules a run's time goes to).  Each rule's test is
+        wrapped once, so that a run without the option pays nothing for it."""
         self.timing = {}
         self._tests = [_timed(position, test, self.timing) for position, test in enumerate(self._tests)]
 

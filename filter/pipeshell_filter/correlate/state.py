@@ -12,8 +12,8 @@ version, which the file has once; each window's aggregate is rebuilt by adding
 its events again, never stored), the consumed episodes, and the identities of
 the events taken (so a replay after a restart is not taken twice).  The stream
 adds its line counter, the engine the identities of its recent single-event
-alerts (and, with ``--suppress``, its open periods: ``suppress``).  One JSON document, integer nanoseconds exact, written and read by
-msgspec (no dict made per event to write it; keys shared when read), written
+alerts (and, with ``--suppress``, its open periods: ``suppress``).  One JSON document, integer
+nanoseconds exact, written and read by msgspec (no dict made per event to write it; keys shared when read), written
 atomically (temp file in the same directory, fsync, rename, fsync of the
 directory).
 

@@ -194,8 +194,8 @@ class Prefilter:
     (they do not start with ``{`` or end with ``}``) nor like a Fluent Bit frame
     around one (``frames.framed_shape``), so they are parsed to be diagnosed.
     Every other line is passed on untouched: its content (JSON syntax, UTF-8)
-    is checked only when a line is parsed, as ``--no-prefilter`` does for every line.  Checking UTF-8 here would cost a third of the scan,
-    on every line, for lines whose bytes are passed on as they came.
+    is checked only when a line is parsed, as ``--no-prefilter`` does for every line.  Checking UTF-8
+    here would cost a third of the scan, on every line, for lines whose bytes are passed on as they came.
     """
 
     # Set when a line's time is wanted (``--fluentbit-time``, a match stage's heartbeats): a line that may
