@@ -51,7 +51,8 @@ def script_block(host, when, record, text):
 
 def module_event(host, when, record, payload):
     return {"Event": {"System": system(4103, host, when, record),
-                      "EventData": {"ContextInfo": f"        Severity = Informational\r\n        Host Name = ConsoleHost\r\n"
+                      "EventData": {"ContextInfo": "        Severity = Informational\r\n"
+                                                   "        Host Name = ConsoleHost\r\n"
                                                    f"        Computer = {host}\r\n",
                                     "UserData": "", "Payload": payload}}}
 
