@@ -629,3 +629,68 @@ def test_an_upper_bound_says_its_windows_start_at_the_first_event_and_when_each_
            f"[{at(0)}, {at(300)}], judged when complete)" in text
     [alert] = filtered(tmp_path, events, *args)
     assert alert["@timestamp"] == at(400) and len(alert["sigma"]["events"]) == 3
+
+
+def test_the_state_of_a_run_on_the_same_file_is_read_on_from_where_that_run_left_it(tmp_path):
+    """A filter run with --state keeps its place in a regular file: its next run on the same, grown
+    file reads on from there.  explain --events read the file from its first line again: its old lines
+    counted as read, and every line numbered after the saved run's last (line 1 said to be line 3), so
+    the lines it said fired were not those the filter's alert names.  It reads on as the filter does."""
+    options = rules(tmp_path)
+    path, state, saved = tmp_path / "grows.ndjson", tmp_path / "state.json", tmp_path / "saved.json"
+    old = ndjson([failure(0, "amy", "h1"), failure(10, "amy", "h1")])
+    path.write_bytes(old)
+    assert run_cli(["--input", str(path), "--state", str(state), "--quiet", *options]).returncode == 0
+    with open(path, "ab") as handle:
+        handle.write(ndjson([failure(20, "amy", "h2"), failure(30, "bob", "h1")]))
+    saved.write_bytes(state.read_bytes())
+    explained = run_cli_here(["explain", "--events", str(path), "--state", str(saved), *options])
+    assert explained.returncode == 0, explained.stderr
+    text = explained.stdout.decode()
+    again = run_cli(["--input", str(path), "--state", str(state), "--quiet", *options])
+    [(_, _, consumed)] = alerted_events(again.stdout)
+    assert consumed == (1, 2, 3)
+    assert said_fired(text) == alerted_events(again.stdout)
+    assert text.startswith("events    2 read;")
+    assert f"state     input {path}: read on from line 3 (byte {len(old)}), where the saved state left it\n" in text
+    assert "line 4  " in text and "line 5" not in text
+
+
+def test_a_rules_own_text_cannot_write_lines_of_the_report_nor_control_the_terminal(tmp_path):
+    """A rule's title, tags, selection and field names, condition and group-by were printed raw: a
+    line break in them (YAML writes one as "\\n") started a line that read as the report's own, an
+    escape sequence reached the terminal.  They are written as an event's values are, as escapes:
+    the report has as many lines as with plain names, and no control character."""
+    def rule_set(odd: str) -> list:
+        (tmp_path / "odd.yml").write_text(yaml.safe_dump({
+            "title": f"Failed{odd}login", "name": "failed_login", "tags": [f"attack{odd}t1110"],
+            "logsource": {"product": "windows", "service": f"sec{odd}urity"},
+            "detection": {f"sel{odd}": {f"Event{odd}ID": 4625, "EventID": 4625}, "condition": "1 of sel*"}}))
+        (tmp_path / "corr.yml").write_text(yaml.safe_dump({"title": f"many{odd}failures", "id": "many",
+                                                           "correlation": {
+            "type": "event_count", "rules": ["failed_login"], "group-by": [f"Us{odd}er"], "timespan": "5m",
+            "condition": {"gte": 2}}}))
+        return ["--rule", str(tmp_path / "odd.yml"), "--rule", str(tmp_path / "corr.yml")]
+
+    (tmp_path / "one.json").write_text(ujson.dumps(failure(0, "amy", "h1")))
+    for mode in ([], ["--event", str(tmp_path / "one.json")], ["--events", str(tmp_path / "one.json")]):
+        plain, odd = (run_cli_here(["explain", *rule_set(odd), *mode]) for odd in ("_", "\n\x1b[2J\u2028\x85"))
+        assert plain.returncode == odd.returncode == 0, odd.stderr
+        assert len(odd.stdout.splitlines()) == len(plain.stdout.splitlines())
+        assert b"\x1b" not in odd.stdout and b"\\u001b[2J\\u2028\\u0085" in odd.stdout
+
+
+def test_a_state_file_whose_input_place_is_damaged_is_a_usage_error_not_a_traceback(tmp_path):
+    """The filter refuses a state file whose saved place in its input is damaged (exit 2, one line);
+    explain --events --state took it back in a traceback."""
+    options = rules(tmp_path)
+    path, state = tmp_path / "events.ndjson", tmp_path / "state.json"
+    path.write_bytes(ndjson([failure(0, "amy", "h1")]))
+    assert run_cli(["--input", str(path), "--state", str(state), "--quiet", *options]).returncode == 0
+    document = ujson.loads(state.read_bytes())
+    document["input"]["offset"] = -1
+    state.write_text(ujson.dumps(document))
+    result = run_cli_here(["explain", "--events", str(path), "--state", str(state), *options])
+    assert result.returncode == 2
+    assert result.stderr.decode() == f"pipeshell-filter: error: state file {state}: damaged state file (input)\n"
+    assert not result.stdout

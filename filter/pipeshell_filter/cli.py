@@ -1338,6 +1338,9 @@ def _trace_events(engine: Engine, paths: List[str], max_line: int = DEFAULT_MAX_
         raise UsageProblem(f"cannot read --events {error.filename or paths[0]}: {inputs_module.why(error)}") from None
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
+    except StateError as error:  # taken back as the filter takes it (``Filter.resume``), refused as it refuses it
+        text = str(error)
+        raise UsageProblem(text if text.startswith("state file") else f"state file {saved[0]}: {text}") from None
     return trace.report()
 
 

@@ -147,7 +147,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             scan = Prefilter(needles, "python").spans(raw + b"\n")
             lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
                                          "the line holds no needle: it would skip parsing"))
-    return "\n".join(lines)
+    return _joined(lines)
 
 
 def left_out_of_range(count: int, stage: str) -> str:
@@ -221,10 +221,10 @@ def describe_rule_set(plans, unknown_logsource: str = "match") -> str:
                for c in getattr(plans, "correlations", ())]
     left_out = getattr(plans, "left_out", {})
     if left_out:
-        blocks.append(f"left out by {plans.selection.options()}, not loaded (no correlation kept reads them): "
-                      f"{len(left_out)}\n"
-                      + "\n".join(f"  {gone.title!r} ({gone.id}, {gone.path}): {gone.why}"
-                                  for gone in left_out.values()))
+        blocks.append(_joined([f"left out by {plans.selection.options()}, not loaded (no correlation kept reads "
+                               f"them): {len(left_out)}"]
+                              + [f"  {gone.title!r} ({gone.id}, {gone.path}): {gone.why}"
+                                 for gone in left_out.values()]))
     return "\n".join(blocks)
 
 
@@ -271,7 +271,7 @@ def describe_correlation(correlation, quiet: bool = False, deselected: Optional[
         lines.append(_deselected_line(deselected, "its alerts"))
     elif quiet:
         lines.append("alerts    none of its own: it feeds another correlation without generate")
-    return "\n".join(lines)
+    return _joined(lines)
 
 
 def _window(spec) -> str:
@@ -374,7 +374,7 @@ def describe_plan(plan: Plan, unknown_logsource: str = "match", quiet: bool = Fa
                      + ("; with --logsource-unknown skip it would be tried on its channels' lines only"
                         if plan.logsource is not None and plan.logsource.channels and unknown_logsource != "skip"
                         else ""))
-    return "\n".join(lines)
+    return _joined(lines)
 
 
 def _describe_matcher(matcher) -> str:
@@ -436,6 +436,13 @@ def _plain(value) -> str:
     """A value from an event (a host, a group value) as one piece of one line of the report: a
     newline in a host name would otherwise start a line that looks like the report's own."""
     return _CONTROL.sub(lambda found: f"\\u{ord(found.group()):04x}", str(value))
+
+
+def _joined(lines: list) -> str:
+    """The report's lines, one per fact: text from a rule (a title, a field or selection name, a
+    group-by) holds what YAML lets it, line breaks and terminal controls too, escaped as ``_plain``
+    escapes an event's values (already escaped text is left as it is)."""
+    return "\n".join(map(_plain, lines))
 
 
 def _lines(numbers, unit: str = "line") -> str:
@@ -556,9 +563,9 @@ class CorrelationTrace:
                     stream_filter.repeated_keys = True
                     records = inputs.labelled_lines(path, self._lost, max_line)
                     stream_filter.process_labelled(inputs.judged(records, None), max_line)
-                else:
+                else:  # given its path, a saved state's place in it is read on from, as the filter does
                     with open(path, "rb") as handle:
-                        stream_filter.run(handle.fileno(), live=False, max_line=max_line)
+                        stream_filter.run(handle.fileno(), live=False, max_line=max_line, path=path)
                 stream_filter.finish()
             finally:
                 os.close(devnull)
@@ -567,6 +574,9 @@ class CorrelationTrace:
                 for correlator in self.correlators:
                     correlator.watch = None
         self.skipped = diagnostics.counts
+        if stream_filter.place_note is not None:
+            self.state_notes.append(stream_filter.place_note)
+        self._lines_before = stream_filter.lines_start  # less a last line read again whole, grown since
         self.lost += diagnostics.counts["bad_evtx"]  # of merged files (one alone reports to ``_lost``)
         taken = self.events + self.heartbeats + self.skipped["not_detection"] + self.skipped["unknown_rule"] \
             if self.stage == "correlate" else self.events
@@ -577,7 +587,6 @@ class CorrelationTrace:
         (``cli.resume_state``), and the events they hold listed first, as restored."""
         self.engine.take_once()  # each event taken once, as with --state
         self.state_notes = stream_filter.resume(document)
-        self._lines_before = stream_filter.lines
         self.restored = path
         for correlator in self.correlators:
             saved = capture(correlator)
@@ -833,7 +842,7 @@ class CorrelationTrace:
             lines.append(f"  no parsable event time: {_lines(self.untimed[key], self.unit)} (left out)")
         if not fed:
             lines.append(f"  did not fire: no {'event' if self.stage == 'all' else 'Detection'} fed it")
-            return "\n".join(lines)
+            return _joined(lines)
         lines.append(f"  events ({len(fed)}):")
         for entry in fed[:MAX_LISTED]:
             host = f"  host {_plain(entry.host)}" if entry.host else ""
@@ -870,7 +879,7 @@ class CorrelationTrace:
                 lines.append(f"  then did not fire again  {_group(spec, group)}: " + self._why_not(correlator, group))
         if not fired:
             lines.append("  no window fired")
-        return "\n".join(lines)
+        return _joined(lines)
 
     def _why_not(self, correlator, group) -> str:
         spec, key = correlator.spec, id(correlator)

@@ -869,6 +869,7 @@ class Filter:
     _saved_place = None  # the state file's: where the last run left its file
     file_places = None  # ``position.FilePlaces``: the places in the files merged (``--state``)
     saved_inputs = None  # the state file's: where the last run left the files it merged
+    place_note = None  # what became of that place: read on from it, or why the file is read from its start
 
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
                  idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
@@ -1641,8 +1642,9 @@ class Filter:
 
     def _place_in(self, fd: int, live: bool, path: Optional[str]) -> Optional[Place]:
         """With ``--state``, the place in a regular file input, moved to where the saved state left
-        the same file (said in one line)."""
-        if self.state is None or live or not regular(fd):
+        the same file (said in one line, kept in ``place_note``).  A state taken back without a state
+        file to write (``explain --events --state``) moves it too: that run reads what the next one would."""
+        if self.state is None and self._saved_place is None or live or not regular(fd):
             return None
         where = file_path(fd, path)
         if where is None:
@@ -1653,10 +1655,12 @@ class Filter:
         self.lines -= again
         self.lines_start -= again
         if start:
-            self.diagnostics.note(f"input {where}: read on from line {self.lines + 1} (byte {start}), where the "
-                                  "saved state left it")
-        elif problem is not None:
-            self.diagnostics.note(problem)
+            self.place_note = (f"input {where}: read on from line {self.lines + 1} (byte {start}), where the "
+                               "saved state left it")
+        else:
+            self.place_note = problem
+        if self.place_note is not None:
+            self.diagnostics.note(self.place_note)
         return place
 
     def _between_lines(self) -> bool:
