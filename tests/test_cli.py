@@ -614,6 +614,21 @@ def test_explain_event_shows_profile_fields_and_verdicts(tmp_path):
     assert "profile   flat" in text and "MATCH" not in text and "would skip parsing" in text
 
 
+def test_explain_event_shows_both_fields_a_fieldref_compares(tmp_path):
+    """``User|fieldref: TargetUser`` compares two fields of the event: its verdict hangs on both values,
+    but the fields explain --event listed were those of plain field matchers only, neither of these."""
+    rule = tmp_path / "same_user.yml"
+    rule.write_text("title: same user\nlogsource: {product: windows}\n"
+                    "detection: {sel: {EventID: 4624, User|fieldref: TargetUser}, condition: sel}\n")
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"EventID": 4624, "User": "amy", "TargetUser": "bob"}))
+    result = run_cli(["explain", "--rule", str(rule), "--event", str(path)])
+    assert result.returncode == 0, result.stderr
+    fields = result.stdout.decode().split("fields:\n")[1].split("selections:")[0].splitlines()
+    assert [line.split()[0] for line in fields] == ["EventID", "User", "TargetUser"]
+    assert '  User               "amy"   <- User' in fields and '  TargetUser         "bob"   <- TargetUser' in fields
+
+
 def test_explain_event_reads_a_wrapped_line_as_the_filter_does(tmp_path):
     """A collector's wrapper (Fluent Bit's tail without a parser: ``{"log": "<line>"}``; Vector's file
     source: ``message``) is read by the filter with --line-field, which explain --event refused ("needs

@@ -22,7 +22,7 @@ from .io.prefilter import Prefilter, needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
 from .sigma.compile import Plan
 from .sigma.condition import And, Not, Or, evaluate, top_level_terms
-from .sigma.matchers import FieldMatcher
+from .sigma.matchers import FieldMatcher, FieldRefMatcher
 from .sigma.correlation import OPERATORS
 
 
@@ -107,7 +107,8 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         fields = []
         for selection in plan.selections:
             for group in selection.alternatives:
-                fields += [m.field for m in group if isinstance(m, FieldMatcher) and m.field not in fields]
+                for matcher in group:
+                    fields += [name for name in _fields_read(matcher) if name not in fields]
         spec = plan.aggregation
         for extra in (spec.field, spec.group_by) if spec else ():
             if extra and extra not in fields:
@@ -148,6 +149,13 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
                                          "the line holds no needle: it would skip parsing"))
     return _joined(lines)
+
+
+def _fields_read(matcher) -> list:
+    """The event's fields a matcher's verdict hangs on: a ``|fieldref`` compares its field with others."""
+    if isinstance(matcher, FieldRefMatcher):
+        return [matcher.field] + [ref.needle for ref in matcher.tests]
+    return [matcher.field] if isinstance(matcher, FieldMatcher) else []
 
 
 def left_out_of_range(count: int, stage: str) -> str:
