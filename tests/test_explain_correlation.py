@@ -13,6 +13,7 @@ from pipeshell_filter.detect import WIRE_TYPE
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.timeparse import NS
 from pipeshell_filter.explain import CorrelationTrace
+from pipeshell_filter.io.stream import DEFAULT_MAX_LINE
 
 SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
 
@@ -694,3 +695,25 @@ def test_a_state_file_whose_input_place_is_damaged_is_a_usage_error_not_a_traceb
     assert result.returncode == 2
     assert result.stderr.decode() == f"pipeshell-filter: error: state file {state}: damaged state file (input)\n"
     assert not result.stdout
+
+
+def test_merged_files_keep_the_origin_of_the_events_that_fed_a_correlation_only(tmp_path):
+    """Several --events files: the file and line of every event read were kept, to name the few that
+    fed a correlation: memory grew with the archive (some 200 bytes a line: gigabytes for the tens of
+    millions of lines of a hunt), not with what the report shows.  Only fed events' origins are kept,
+    and each of them is still named by its own file and line."""
+    from pipeshell_filter.cli import _file_lines
+    from pipeshell_filter.io import inputs
+
+    plans = load_plans(rules(tmp_path)[1::2], None, False)
+    for name, offset in (("a", 0), ("b", 1)):
+        noise = [dict(failure(offset + 2 * i, "amy", "h1"), EventID=4624) for i in range(50)]
+        (tmp_path / f"{name}.ndjson").write_bytes(ndjson(noise + [failure(100 + offset, "amy", name)]))
+    files, walked = inputs.expand([str(tmp_path / "a.ndjson"), str(tmp_path / "b.ndjson")], "--events")
+    trace = CorrelationTrace(Engine(plans, make_resolver("auto", None, None), 0))
+    trace.read(files, merged=lambda f: _file_lines(files, f, f.diagnostics, DEFAULT_MAX_LINE, walked))
+    assert trace.events == 102
+    assert sorted(trace.origins) == [101, 102]
+    text = trace.report()
+    assert f"    line 101 ({tmp_path / 'a.ndjson'} line 51)  " in text
+    assert f"    line 102 ({tmp_path / 'b.ndjson'} line 51)  " in text

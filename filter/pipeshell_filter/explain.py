@@ -629,7 +629,8 @@ class CorrelationTrace:
         read from its record's XML, ``Engine.process``)."""
         self.events += 1
         self._number = number
-        self._origin(number)
+        if detections:  # the file and line of an event that may feed a correlation: not of every line read
+            self._origin(number)
         kind = event.get("type")
         if kind.__class__ is str and kind in OWN_TYPES:  # a match stage's output, read as an event
             self.wire += 1
