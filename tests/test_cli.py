@@ -629,6 +629,18 @@ def test_explain_event_shows_both_fields_a_fieldref_compares(tmp_path):
     assert '  User               "amy"   <- User' in fields and '  TargetUser         "bob"   <- TargetUser' in fields
 
 
+@pytest.mark.parametrize("unreadable", ['"garbage"', "null", "1e400", '{"x": 1}', '""'])
+def test_explain_event_names_the_path_its_time_was_read_from(tmp_path, unreadable):
+    """The filter takes an event's time from the first of its profile's time paths whose value is a
+    time; explain --event named the first path present, a value that is no time, as its source."""
+    path = tmp_path / "one.json"
+    path.write_text('{"@timestamp": %s, "EventTime": "2026-01-01T00:00:00Z"}' % unreadable)
+    result = run_cli(["explain", "--event", str(path)])
+    assert result.returncode == 0, result.stderr
+    [said] = [line for line in result.stdout.decode().splitlines() if line.startswith("time ")]
+    assert said == 'time      2026-01-01T00:00:00Z (from EventTime = "2026-01-01T00:00:00Z")'
+
+
 def test_explain_event_reads_a_wrapped_line_as_the_filter_does(tmp_path):
     """A collector's wrapper (Fluent Bit's tail without a parser: ``{"log": "<line>"}``; Vector's file
     source: ``message``) is read by the filter with --line-field, which explain --event refused ("needs
