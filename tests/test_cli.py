@@ -667,7 +667,8 @@ def test_explain_event_reads_a_wrapped_line_as_the_filter_does(tmp_path):
     not_json.write_text(json.dumps({"log": "plain text"}))
     refused = run_cli(["explain", "--line-field", "log", "--event", str(not_json)])
     assert refused.returncode == 2 and refused.stderr.decode() == (
-        f"pipeshell-filter: error: --event {not_json}: the text in log is not a JSON object\n")
+        f"pipeshell-filter: error: --event {not_json}: the text in log is not a JSON object, nor a line holding "
+        "an event's XML (Sysmon for Linux's syslog file)\n")
 
 
 @pytest.mark.parametrize("surrogate", [b"\\ud800", b"\xed\xa0\x80"])

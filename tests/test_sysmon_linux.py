@@ -510,6 +510,26 @@ def test_explain_reads_a_syslog_line_of_xml_as_the_filter_does(tmp_path):
     assert refused.returncode == 2 and refused.stderr.count(b"\n") == 1 and b"not well-formed" in refused.stderr
 
 
+def test_explain_event_with_line_field_reads_a_syslog_line_of_xml_in_it_as_the_filter_does(tmp_path):
+    """With ``--line-field log`` the filter reads the line in ``log`` as a line of its input: a syslog line
+    of Sysmon for Linux's XML is that event, and it alerts; explain --event refused it ("the text in log
+    is not a JSON object")."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(HAND_RULE.replace("a&b<c>", "curl"))
+    event = tmp_path / "one.json"
+    event.write_bytes(ndjson(WRAPPINGS["fluent-bit tail"](sysmon_xml(DOWNLOAD, image_xml="/usr/bin/curl"))))
+    filtered = run_cli(["--rule", str(rule), "--line-field", "log", "--emit", "alerts", "--input", str(event)])
+    assert filtered.returncode == 0 and len(alerts(filtered.stdout)) == 1, filtered.stderr
+    result = run_cli(["explain", "--rule", str(rule), "--line-field", "log", "--event", str(event)])
+    assert result.returncode == 0, result.stderr
+    said = result.stdout.decode()
+    assert "holds an event's XML (Sysmon for Linux's syslog file)" in said and "profile   evtx" in said
+    assert "outcome   an alert, at once" in said and "prefilter the line is not JSON: it is always parsed" in said
+    event.write_bytes(ndjson({"log": syslog_line(HOSTILE["truncated"])}))
+    refused = run_cli(["explain", "--rule", str(rule), "--line-field", "log", "--event", str(event)])
+    assert refused.returncode == 2 and refused.stderr.count(b"\n") == 1 and b"not well-formed" in refused.stderr
+
+
 FLUENT_BIT_MODES = [["--non-json", "wrap"], ["--fluentbit-time"], ["--non-json", "wrap", "--fluentbit-time"]]
 
 

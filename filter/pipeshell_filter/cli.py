@@ -1408,7 +1408,8 @@ def _text_event(line: bytes) -> Optional[dict]:
 
 def _unwrapped_event(raw: bytes, parsed: dict, field: str, path: str) -> tuple:
     """``--line-field`` for ``explain --event``: the event's own line, the text in ``field``, as the
-    filter reads it; an event without that text is read as it is, as the filter reads it."""
+    filter reads it (a JSON object, or a line of text holding an event's XML); an event without that
+    text is read as it is, as the filter reads it."""
     line = unwrap_line(raw, field)
     if line is raw:
         return raw, parsed
@@ -1416,9 +1417,13 @@ def _unwrapped_event(raw: bytes, parsed: dict, field: str, path: str) -> tuple:
         inner = load_event(line)
     except (ValueError, OverflowError):
         inner = None
-    if not isinstance(inner, dict):
-        raise UsageProblem(f"--event {path}: the text in {field} is not a JSON object")
-    return line, inner
+    if isinstance(inner, dict):
+        return line, inner
+    carried = _text_event(line)  # a line of text holding an event's XML, as the filter reads one
+    if carried is None:
+        raise UsageProblem(f"--event {path}: the text in {field} is not a JSON object, nor a line holding an "
+                           "event's XML (Sysmon for Linux's syslog file)")
+    return line, carried
 
 
 def main(argv: Optional[List[str]] = None) -> None:
