@@ -717,3 +717,27 @@ def test_merged_files_keep_the_origin_of_the_events_that_fed_a_correlation_only(
     text = trace.report()
     assert f"    line 101 ({tmp_path / 'a.ndjson'} line 51)  " in text
     assert f"    line 102 ({tmp_path / 'b.ndjson'} line 51)  " in text
+
+
+def test_the_state_of_a_run_on_merged_files_is_read_on_in_each_from_where_that_run_left_it(tmp_path):
+    """As for one file, so for the files of a directory merged: the filter's next run reads on in each
+    where its saved state left it, and explain --events read them all from their first lines again."""
+    options = rules(tmp_path)
+    folder, state, saved = tmp_path / "logs", tmp_path / "state.json", tmp_path / "saved.json"
+    folder.mkdir()
+    (folder / "a.ndjson").write_bytes(ndjson([failure(0, "amy", "h1")]))
+    (folder / "b.ndjson").write_bytes(ndjson([failure(5, "amy", "h2")]))
+    assert run_cli(["--input", str(folder), "--state", str(state), "--quiet", *options]).returncode == 0
+    for name, seconds in (("a", 20), ("b", 25)):
+        with open(folder / f"{name}.ndjson", "ab") as handle:
+            handle.write(ndjson([failure(seconds, "bob", name), failure(seconds + 10, "amy", name)]))
+    saved.write_bytes(state.read_bytes())
+    explained = run_cli_here(["explain", "--events", str(folder), "--state", str(saved), *options])
+    assert explained.returncode == 0, explained.stderr
+    text = explained.stdout.decode()
+    again = run_cli(["--input", str(folder), "--state", str(state), "--quiet", *options])
+    [(_, _, consumed)] = alerted_events(again.stdout)
+    assert consumed == (1, 2, 5)
+    assert said_fired(text) == alerted_events(again.stdout)
+    assert text.startswith("events    4 read from 2 files")
+    assert "state     inputs: 2 of 2 files read on where the saved state left them\n" in text

@@ -907,7 +907,8 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
 
     if len(files) > 1:
         inputs_module.allow_open(len(files))
-    opened = _open_placed(files, stream_filter) if stream_filter.state is not None and len(files) > 1 else {}
+    placed = stream_filter.state is not None or stream_filter.saved_inputs is not None  # explain: no state to write
+    opened = _open_placed(files, stream_filter) if placed and len(files) > 1 else {}
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
     streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked, stop,
                                                                  opened.get(path)),
@@ -952,8 +953,7 @@ def _open_placed(files: List[str], stream_filter: Filter) -> dict:
                 raise inputs_module.InputError(f"cannot read input {path}: {inputs_module.why(error)}") from None
     stream_filter.lines -= places.again  # a line read again whole counts once
     stream_filter.lines_start -= places.again
-    for note in places.notes():
-        stream_filter.diagnostics.note(note)
+    stream_filter.said_of_places(places.notes())
     return opened
 
 

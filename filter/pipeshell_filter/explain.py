@@ -583,8 +583,7 @@ class CorrelationTrace:
                 for correlator in self.correlators:
                     correlator.watch = None
         self.skipped = diagnostics.counts
-        if stream_filter.place_note is not None:
-            self.state_notes.append(stream_filter.place_note)
+        self.state_notes += stream_filter.place_notes
         self._lines_before = stream_filter.lines_start  # less a last line read again whole, grown since
         self.lost += diagnostics.counts["bad_evtx"]  # of merged files (one alone reports to ``_lost``)
         taken = self.events + self.heartbeats + self.skipped["not_detection"] + self.skipped["unknown_rule"] \

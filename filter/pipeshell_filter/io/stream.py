@@ -869,7 +869,7 @@ class Filter:
     _saved_place = None  # the state file's: where the last run left its file
     file_places = None  # ``position.FilePlaces``: the places in the files merged (``--state``)
     saved_inputs = None  # the state file's: where the last run left the files it merged
-    place_note = None  # what became of that place: read on from it, or why the file is read from its start
+    place_notes = ()  # what became of the saved places: read on from, or why a file is read from its start
 
     def __init__(self, engine: Engine, output: Output, diagnostics: Diagnostics, emit: str = "all",
                  idle: Optional[float] = None, prefilter: Optional[Prefilter] = None, non_json: str = "pass",
@@ -1642,8 +1642,8 @@ class Filter:
 
     def _place_in(self, fd: int, live: bool, path: Optional[str]) -> Optional[Place]:
         """With ``--state``, the place in a regular file input, moved to where the saved state left
-        the same file (said in one line, kept in ``place_note``).  A state taken back without a state
-        file to write (``explain --events --state``) moves it too: that run reads what the next one would."""
+        the same file (said in one line).  A state taken back without a state file to write (``explain
+        --events --state``) moves it too: that run reads what the filter's next one would."""
         if self.state is None and self._saved_place is None or live or not regular(fd):
             return None
         where = file_path(fd, path)
@@ -1655,13 +1655,17 @@ class Filter:
         self.lines -= again
         self.lines_start -= again
         if start:
-            self.place_note = (f"input {where}: read on from line {self.lines + 1} (byte {start}), where the "
-                               "saved state left it")
-        else:
-            self.place_note = problem
-        if self.place_note is not None:
-            self.diagnostics.note(self.place_note)
+            self.said_of_places([f"input {where}: read on from line {self.lines + 1} (byte {start}), where the "
+                                 "saved state left it"])
+        elif problem is not None:
+            self.said_of_places([problem])
         return place
+
+    def said_of_places(self, notes: list) -> None:
+        """Where the saved state's places led the input (one line each), kept for ``explain``."""
+        self.place_notes = list(self.place_notes) + notes
+        for note in notes:
+            self.diagnostics.note(note)
 
     def _between_lines(self) -> bool:
         """Whether a snapshot can be taken: not in the middle of a long line of a file whose place it keeps."""
