@@ -741,3 +741,17 @@ def test_the_state_of_a_run_on_merged_files_is_read_on_in_each_from_where_that_r
     assert said_fired(text) == alerted_events(again.stdout)
     assert text.startswith("events    4 read from 2 files")
     assert "state     inputs: 2 of 2 files read on where the saved state left them\n" in text
+
+
+def test_a_bidirectional_override_in_a_value_is_escaped(tmp_path):
+    """U+202E (right-to-left override) and its kin are no control characters, but a terminal shows the
+    rest of the line reversed: a host "h1\\u202e..." made the report say another line number and status
+    than it holds.  They are escaped, as line breaks are."""
+    hostile = "h\u202e1 enil\u2066x\u2069\u200f"
+    text = explain_events(tmp_path, [failure(s, hostile, hostile) for s in (0, 10, 20)], *rules(tmp_path))
+    assert not any(mark in text for mark in "\u202e\u2066\u2069\u200f")
+    assert "host h\\u202e1 enil\\u2066x\\u2069\\u200f  User=h\\u202e1 enil" in text
+    event = tmp_path / "one.json"
+    event.write_text(ujson.dumps(dict(failure(0, "u", "h"), EventID=hostile)))
+    said = run_cli_here(["explain", "--event", str(event), *rules(tmp_path)]).stdout.decode()
+    assert "\u202e" not in said and '"h\\u202e1 enil' in said

@@ -437,8 +437,9 @@ def _group(spec, group: tuple) -> str:
                      for name, value in zip(spec.group_by, group))
 
 
-# C0 and C1 controls, DEL, and the Unicode line and paragraph separators
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the bidirectional marks,
+# embeddings, overrides and isolates (a terminal shows the rest of a line reordered: another number)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _plain(value) -> str:
