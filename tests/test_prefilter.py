@@ -903,6 +903,30 @@ def test_a_signal_ends_a_wait_for_input_and_what_was_read_goes_out(number):
     assert signal.getsignal(number) == previous and signal.set_wakeup_fd(-1) == -1  # given back
 
 
+@pytest.mark.usefixtures("stop_signals_not_ignored")
+def test_a_stop_ends_the_wait_to_open_a_fifo_no_writer_opens(tmp_path):
+    """``open`` of a FIFO returns only once a writer opens it, and retries after each signal: a filter
+    given one no writer ever opened ignored SIGTERM, and only SIGKILL ended it.  A writer opens it five
+    seconds on, so that a filter that still waits fails this test rather than hanging it."""
+    from pipeshell_filter.io import inputs
+    from pipeshell_filter.io.signals import StoppedOpening
+
+    fifo = str(tmp_path / "events.ndjson")
+    os.mkfifo(fifo)
+    rescue = threading.Timer(5.0, lambda: os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)))
+    stop_signal = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    with stream_module.StopRequest() as stop:
+        rescue.start()
+        stop_signal.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(StoppedOpening):
+                inputs.open_input(fifo, stop).close()
+        finally:
+            rescue.cancel()
+        assert stop.requested and time.monotonic() - started < 5
+
+
 def test_a_second_signal_ends_the_run_at_once_and_an_ignored_signal_stays_ignored():
     from pipeshell_filter.io.signals import Terminated
 

@@ -34,7 +34,7 @@ from .io import parallel
 from .io.position import FilePlaces
 from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
-from .io.signals import StopRequest, Terminated, on_sigterm
+from .io.signals import StoppedOpening, StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile, write_atomic
 from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
@@ -577,12 +577,7 @@ def run(
                     stream_filter.run(stdin, live=inputs_module.is_live(os.fstat(stdin)), max_line=max_line,
                                       stop=stop)
                 elif len(files) == 1 and not inputs_module.is_evtx(files[0]):
-                    try:
-                        handle = open(files[0], "rb")  # a FIFO or /dev/stdin may block: live
-                    except OSError as error:
-                        raise inputs_module.InputError(
-                            f"cannot read input {files[0]}: {inputs_module.why(error)}") from None
-                    with handle:
+                    with inputs_module.open_input(files[0], stop) as handle:  # a FIFO, /dev/stdin: live
                         stream_filter.run(handle.fileno(), live=inputs_module.is_live(os.fstat(handle.fileno())),
                                           max_line=max_line, stop=stop, path=files[0])
                 else:
@@ -591,6 +586,8 @@ def run(
             except inputs_module.InputError as error:
                 stream_filter.finish()
                 raise UsageProblem(str(error)) from None
+            except StoppedOpening:  # a stop while an input waited to be opened: nothing was read
+                pass
             except bus_errors as error:
                 raise BusProblem(str(error)) from None
             try:
@@ -908,7 +905,7 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
     if len(files) > 1:
         inputs_module.allow_open(len(files))
     placed = stream_filter.state is not None or stream_filter.saved_inputs is not None  # explain: no state to write
-    opened = _open_placed(files, stream_filter) if placed and len(files) > 1 else {}
+    opened = _open_placed(files, stream_filter, stop) if placed and len(files) > 1 else {}
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
     streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked, stop,
                                                                  opened.get(path)),
@@ -940,17 +937,14 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
     return inputs_module.merged(streams, event_time)
 
 
-def _open_placed(files: List[str], stream_filter: Filter) -> dict:
+def _open_placed(files: List[str], stream_filter: Filter, stop=None) -> dict:
     """With ``--state``, the NDJSON files merged opened where the saved state left them (``position``):
     path -> (handle, place, lines before it); the places are saved with each snapshot."""
     places = stream_filter.file_places = FilePlaces(stream_filter.saved_inputs)
     opened = {}
     for path in files:
         if not inputs_module.is_evtx(path):
-            try:
-                opened[path] = places.open(path)
-            except OSError as error:
-                raise inputs_module.InputError(f"cannot read input {path}: {inputs_module.why(error)}") from None
+            opened[path] = places.take(path, inputs_module.open_input(path, stop))
     stream_filter.lines -= places.again  # a line read again whole counts once
     stream_filter.lines_start -= places.again
     stream_filter.said_of_places(places.notes())

@@ -10,6 +10,7 @@ lines are judged by the prefilter in batches as they are read, not one by one.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import stat
@@ -194,13 +195,19 @@ class LongLine:
                 yield piece
 
 
-def ndjson_lines(path: str, max_line: int = 16 << 20) -> Iterator:
-    """The lines of an NDJSON file (without newlines); one over ``max_line`` bytes as a LongLine."""
+def open_input(path: str, stop=None):
+    """``open(path, "rb")``, which the stop (a ``signals.StopRequest``) ends while it waits (a FIFO no
+    writer opens: ``StoppedOpening``); an error is an InputError naming the path."""
     try:
-        handle = open(path, "rb")
+        with stop.opening() if stop is not None else contextlib.nullcontext():
+            return open(path, "rb")
     except OSError as error:
         raise InputError(f"cannot read input {path}: {why(error)}") from None
-    with handle:
+
+
+def ndjson_lines(path: str, max_line: int = 16 << 20, stop=None) -> Iterator:
+    """The lines of an NDJSON file (without newlines); one over ``max_line`` bytes as a LongLine."""
+    with open_input(path, stop) as handle:
         while True:
             line = handle.readline(max_line + 1)
             if not line:
@@ -253,7 +260,7 @@ def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = Tr
         for number, line in enumerate(evtx_lines(path, report, named, stop), 1):
             yield f"{path} record {number}", line
     else:
-        for number, line in enumerate(ndjson_lines(path, max_line), 1):
+        for number, line in enumerate(ndjson_lines(path, max_line, stop), 1):
             yield f"{path} line {number}", line
 
 

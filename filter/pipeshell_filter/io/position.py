@@ -147,10 +147,9 @@ class FilePlaces:
         self.read_on = 0  # files read on from past their start
         self.again = 0  # unterminated last lines read again whole (counted before)
 
-    def open(self, path: str) -> tuple:
-        """``(handle, place, lines)`` of the file at ``path``, moved to where the saved state left it;
-        ``lines``: its lines before there (OSError when it cannot be opened)."""
-        handle = open(path, "rb")
+    def take(self, path: str, handle) -> tuple:
+        """``(handle, place, lines)`` of the file at ``path`` just opened as ``handle``, moved to where
+        the saved state left it; ``lines``: its lines before there."""
         fd = handle.fileno()
         place = Place(fd, file_path(fd, path) or os.path.realpath(path))
         place.lines = 0

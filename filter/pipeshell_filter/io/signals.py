@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -17,6 +18,11 @@ class Terminated(BaseException):
 
     A BaseException, so that no ``except Exception`` on the way (a rule error
     handler) mistakes it for a failure of its own."""
+
+
+class StoppedOpening(Exception):
+    """The stop came while an input was being opened (a FIFO waiting for its writer): nothing was
+    read, so the run ends as at end of input."""
 
 
 class _Writing:
@@ -63,6 +69,20 @@ class StopRequest:
         self._first = float("-inf")  # when the first signal came (time.monotonic)
         self.fd = self._wake = None
         self._previous = None
+        self._opening = False  # inside ``opening``: the handler raises StoppedOpening
+
+    @contextlib.contextmanager
+    def opening(self):
+        """An input being opened, which may block for good (a FIFO no writer opens: ``open`` only
+        returns when one does, and retries after each signal).  Nothing is read yet, so the stop may
+        end it with an exception (``StoppedOpening``), as it ends a wait for input."""
+        if self.requested:
+            raise StoppedOpening()
+        self._opening = True
+        try:
+            yield
+        finally:
+            self._opening = False
 
     def set(self, *_signal_args) -> None:
         if self.requested:
@@ -74,6 +94,9 @@ class StopRequest:
             raise Terminated()
         self.requested = True
         self._first = time.monotonic()
+        if self._opening:
+            self._opening = False
+            raise StoppedOpening()
 
     def drain(self) -> None:
         """Empty the wakeup pipe: another signal than ours may have written to it."""
