@@ -401,3 +401,12 @@ def test_a_chain_deeper_than_100_correlations_is_a_rule_error(tmp_path, reversed
     result = run_cli(["--rule", str(path)], b"")
     assert result.returncode == 2 and result.stderr.count(b"\n") == 1, result.stderr[-600:]
     assert result.stderr.endswith(f"correlations of correlations more than {MAX_CHAIN} deep\n".encode())
+
+
+@pytest.mark.parametrize("title, said", [("[a, b]", "'title' must be text, not list"), ("", "missing 'title'"),
+                                         ("{a: 1}", "'title' must be text, not dict"), ("'  '", "missing 'title'")])
+def test_a_title_that_is_no_text_is_named_as_such(title, said):
+    """A list given as the title was called missing."""
+    with pytest.raises(RuleError) as raised:
+        load(f"title: {title}\nlogsource: {{product: windows}}\ndetection: {{sel: {{EventID: 1}}, condition: sel}}\n")
+    assert str(raised.value).endswith(said), str(raised.value)

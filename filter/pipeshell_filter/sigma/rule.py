@@ -438,7 +438,9 @@ def rule_from_document(data, source: str, builtin: bool = False) -> Rule:
 def _metadata(data: dict, source: str) -> dict:
     """What rule and correlation documents share: title, stable id, name, level, tags, ..."""
     title = data.get("title")
-    if not isinstance(title, str) or not title.strip():
+    if title is not None and not isinstance(title, str):
+        raise RuleError(f"rule {source}: 'title' must be text, not {type(title).__name__}")
+    if title is None or not title.strip():
         raise RuleError(f"rule {source}: missing 'title'")
     rule_id = next((written_text(v).strip() for v in (data.get("id"), data.get("name"))
                     if v is not None and str(v).strip()),
