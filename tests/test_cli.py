@@ -793,6 +793,24 @@ def test_several_inputs_are_merged_by_event_time(tmp_path):
         assert f"{tmp_path / 'b.ndjson'} line 2: not valid JSON" in merged.stderr.decode()
 
 
+def test_a_named_pipe_found_in_a_directory_is_skipped_not_waited_on(tmp_path):
+    """A FIFO named ``*.ndjson`` in an input directory blocked the run until a writer opened it (for
+    ever, if none did); named on its own it is an input like a pipe on stdin."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.mkfifo(logs / "b.ndjson")
+    (logs / "a.ndjson").write_bytes(b'{"EventID": 1}\n')
+    result = run_cli(["--emit", "all", "--input", str(logs)], timeout=30)
+    assert result.returncode == 0 and result.stdout == b'{"EventID": 1}\n', result.stderr
+    assert result.stderr.decode().splitlines()[0] == (
+        f"pipeshell-filter: skipped: input {logs / 'b.ndjson'}: not a regular file (a named pipe found in a "
+        "directory is read only when named)")
+    os.remove(logs / "a.ndjson")
+    alone = run_cli(["--input", str(logs)], timeout=30)
+    assert alone.returncode == 2 and alone.stderr.decode() == (
+        f"pipeshell-filter: error: input directory {logs} holds no regular .evtx, .ndjson, .jsonl, .json files\n")
+
+
 def test_missing_input_is_a_usage_error(tmp_path):
     result = run_cli(["--input", str(tmp_path / "nope.ndjson")])
     assert result.returncode == 2 and b"nope.ndjson" in result.stderr and len(result.stderr.splitlines()) == 1

@@ -501,7 +501,7 @@ def run(
     _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver(profile, field_map, time_field, logsource)
     try:
-        files, walked = inputs_module.expand(inputs or [])
+        files, walked = inputs_module.expand(inputs or [], skipped=_skipped)
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
     if not files and not (nats is not None and stage is Stage.correlate):
@@ -1321,7 +1321,7 @@ def _trace_events(engine: Engine, paths: List[str], max_line: int = DEFAULT_MAX_
     through the filter with ``engine``, as the filter runs its ``--input`` (``explain.CorrelationTrace``):
     one file alone, several (or directories) merged by event time; ``saved``: ``_saved_state``."""
     try:
-        files, walked = inputs_module.expand(paths, "--events")
+        files, walked = inputs_module.expand(paths, "--events", _skipped)
         path = files[0] if len(files) == 1 else files
         unit = "record" if stage == "all" and len(files) == 1 and inputs_module.is_evtx(path) else "line"
         trace = CorrelationTrace(engine, unit, stage)

@@ -32,19 +32,31 @@ class InputError(ValueError):
 STDIN = "/dev/stdin"
 
 
-def expand(paths: List[str], given_as: str = "input") -> Tuple[List[str], Set[str]]:
+def expand(paths: List[str], given_as: str = "input", skipped: Optional[Callable[[str], None]] = None) \
+        -> Tuple[List[str], Set[str]]:
     """Paths as given, with each directory replaced by its event files (sorted, recursive, through
     symbolic links); a file reached twice (a symbolic or hard link to another file of the tree) is
     read once.  Also the files only a directory named: one of them that is no EVTX file is skipped,
-    not refused.  ``-`` is standard input, as for every Unix tool.  ``given_as``: how an error names
-    the paths, as the user gave them (``explain --events``: "cannot read --events PATH")."""
+    not refused, and so is one that is no regular file (a FIFO, which would wait for a writer for
+    ever), said through ``skipped``.  ``-`` is standard input, as for every Unix tool.  ``given_as``:
+    how an error names the paths, as the user gave them (``explain --events``: "cannot read --events
+    PATH")."""
     paths = [STDIN if path == "-" else path for path in paths]
     files, seen, walked = [], set(), set()
     named = {_identity(path) for path in paths if not os.path.isdir(path)}
     for path in paths:
-        found = _walk(path, given_as) if os.path.isdir(path) else [path]
+        directory = os.path.isdir(path)
+        found = _walk(path, given_as) if directory else [path]
+        pipes = [name for name in found if directory and not os.path.isfile(name)]
+        if pipes and len(pipes) == len(found):
+            raise InputError(f"{given_as} directory {path} holds no regular {', '.join(INPUT_SUFFIXES)} files")
         for name in found:
             _check_readable(name, given_as)
+            if name in pipes:
+                if skipped is not None:
+                    skipped(f"{given_as} {name}: not a regular file (a named pipe found in a directory is read "
+                            "only when named)")
+                continue
             identity = _identity(name)
             if identity not in seen or name == STDIN:
                 seen.add(identity)
