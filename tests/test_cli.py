@@ -808,7 +808,8 @@ def test_a_named_pipe_found_in_a_directory_is_skipped_not_waited_on(tmp_path):
     os.remove(logs / "a.ndjson")
     alone = run_cli(["--input", str(logs)], timeout=30)
     assert alone.returncode == 2 and alone.stderr.decode() == (
-        f"pipeshell-filter: error: input directory {logs} holds no regular .evtx, .ndjson, .jsonl, .json files\n")
+        f"pipeshell-filter: error: input directory {logs} holds only named pipes, no .evtx, .ndjson, .jsonl, "
+        ".json files\n")
 
 
 def test_missing_input_is_a_usage_error(tmp_path):

@@ -47,9 +47,9 @@ def expand(paths: List[str], given_as: str = "input", skipped: Optional[Callable
     for path in paths:
         directory = os.path.isdir(path)
         found = _walk(path, given_as) if directory else [path]
-        pipes = [name for name in found if directory and not os.path.isfile(name)]
+        pipes = [name for name in found if directory and _is_fifo(name)]
         if pipes and len(pipes) == len(found):
-            raise InputError(f"{given_as} directory {path} holds no regular {', '.join(INPUT_SUFFIXES)} files")
+            raise InputError(f"{given_as} directory {path} holds only named pipes, no {', '.join(INPUT_SUFFIXES)} files")
         for name in found:
             _check_readable(name, given_as)
             if name in pipes:
@@ -74,6 +74,13 @@ def _identity(path: str):
     except OSError:
         return os.path.realpath(path)
     return status.st_dev, status.st_ino
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:  # said as the file is checked (``_check_readable``)
+        return False
 
 
 def _walk(top: str, given_as: str) -> List[str]:
