@@ -363,3 +363,33 @@ def test_a_damaged_place_of_merged_files_is_refused_in_one_line(tmp_path):
     result = run_cli(ARGS + ["--input", str(logs), "--state", str(state)])
     assert result.returncode == 2 and result.stderr.decode() == (
         f"pipeshell-filter: error: state file {state}: damaged state file (inputs); --state-reset discards it\n")
+
+
+def test_a_directory_whose_one_file_a_rotation_makes_two_and_back_reads_each_line_once(tmp_path):
+    """A directory of one file is read as that file alone, of two merged: a rotation that renames its
+    file beside a new one, and the removal of the rotated file, change which; the place saved by one
+    kind of run is taken by the other, each line going out once, named as in its file."""
+    logs, state = tmp_path / "logs", str(tmp_path / "state.json")
+    logs.mkdir()
+    current = logs / "events.ndjson"
+    current.write_bytes(ndjson(BENIGN[:3]))
+    first = run_cli(ARGS + ["--input", str(logs), "--state", state])
+    assert first.returncode == 0 and passed_on(first.stdout) == BENIGN[:3], first.stderr
+    with open(current, "ab") as handle:
+        handle.write(ndjson(BENIGN[3:]))
+    os.rename(current, logs / "events-1.ndjson")
+    current.write_bytes(ndjson(INCIDENT[:2]))
+    rotated = run_cli(ARGS + ["--input", str(logs), "--state", state])
+    assert rotated.returncode == 0, rotated.stderr
+    assert sorted(map(json.dumps, passed_on(rotated.stdout))) == sorted(map(json.dumps, BENIGN[3:] + INCIDENT[:2]))
+    assert b"read from its start" not in rotated.stderr, rotated.stderr
+    os.remove(logs / "events-1.ndjson")
+    with open(current, "ab") as handle:
+        handle.write(ndjson(INCIDENT[2:]) + b"{not json\n")
+    alone = run_cli(ARGS + ["--input", str(logs), "--state", state])
+    kept = b"".join(line for line in alone.stdout.splitlines(keepends=True) if not line.startswith(b"{not json"))
+    assert alone.returncode == 0 and passed_on(kept) == INCIDENT[2:], alone.stderr
+    [alert] = alerts(kept)
+    assert [ref["line"] for ref in alert["sigma"]["events"]] == [4, 7, 8]  # the stream's lines, merged or not
+    assert f"input {current.resolve()}: read on from line 3 (byte " in alone.stderr.decode(), alone.stderr
+    assert b"line 9: not valid JSON" in alone.stderr and b"read from its start" not in alone.stderr, alone.stderr

@@ -940,7 +940,10 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
 def _open_placed(files: List[str], stream_filter: Filter, stop=None) -> dict:
     """With ``--state``, the NDJSON files merged opened where the saved state left them (``position``):
     path -> (handle, place, lines before it); the places are saved with each snapshot."""
-    places = stream_filter.file_places = FilePlaces(stream_filter.saved_inputs)
+    saved = stream_filter.saved_inputs
+    if saved is None and stream_filter.saved_place is not None:  # the last run read one file alone (a directory
+        saved = [dict(stream_filter.saved_place, lines=stream_filter.lines)]  # of one): its lines, the file's
+    places = stream_filter.file_places = FilePlaces(saved)
     opened = {}
     for path in files:
         if not inputs_module.is_evtx(path):

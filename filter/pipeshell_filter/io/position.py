@@ -152,7 +152,14 @@ class FilePlaces:
         the saved state left it; ``lines``: its lines before there."""
         fd = handle.fileno()
         place = Place(fd, file_path(fd, path) or os.path.realpath(path))
-        place.lines = 0
+        start, place.lines = self.resume(place)
+        self.read_on += bool(start)
+        self.opened.append((place, handle))
+        return handle, place, place.lines
+
+    def resume(self, place: Place) -> tuple:
+        """Move ``place`` to where a saved mark left its file (by inode, then by path): (the offset
+        read on from, or None; the file's lines before there)."""
         by_inode, by_path = self._by_inode.get((place.device, place.inode)), self._by_path.get(place.path)
         for saved in (by_inode, by_path if by_path is not by_inode else None):
             if saved is None or id(saved) in self._claimed:
@@ -160,19 +167,20 @@ class FilePlaces:
             start, again, problem = place.resume(saved)
             if start is not None:
                 self._claimed.add(id(saved))
-                place.lines = saved["lines"] - again
                 self.again += again
-                self.read_on += start > 0
-                break
+                return start, saved["lines"] - again
             if saved["path"] == place.path:
                 self._problems.append((saved, problem))
-        self.opened.append((place, handle))
-        return handle, place, place.lines
+        return None, 0
+
+    def problems(self) -> list:
+        """One line per file under a saved path read from its start (but where its saved place went on
+        in a file renamed by a rotation)."""
+        return [problem for saved, problem in self._problems if id(saved) not in self._claimed]
 
     def notes(self) -> list:
-        """One line for the files read on, and one per file under a saved path read from its start (but
-        where its saved place went on in a file renamed by a rotation)."""
-        notes = [problem for saved, problem in self._problems if id(saved) not in self._claimed]
+        """One line for the files read on, and the ``problems``."""
+        notes = self.problems()
         if self.read_on:
             notes.insert(0, f"inputs: {self.read_on} of {len(self.opened)} files read on where the saved state "
                             "left them")

@@ -40,7 +40,7 @@ from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
 from . import parallel
 from .frames import frame, frame_of, opening, start_at, start_or_clock, string_end, value_end
 from .inputs import LongLine
-from .position import Place, Placed, check_mark, file_path, regular
+from .position import FilePlaces, Place, Placed, check_mark, file_path, regular
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
 from .signals import WRITING, StopRequest, Terminated
@@ -866,7 +866,7 @@ class Filter:
     bus_seq = None
     lines_start = 0  # the line counter taken back from a state file
     _place = None  # ``position.Place``: where a regular file input is read up to (``--state``)
-    _saved_place = None  # the state file's: where the last run left its file
+    saved_place = None  # the state file's: where the last run left its file
     file_places = None  # ``position.FilePlaces``: the places in the files merged (``--state``)
     saved_inputs = None  # the state file's: where the last run left the files it merged
     place_notes = ()  # what became of the saved places: read on from, or why a file is read from its start
@@ -1644,18 +1644,24 @@ class Filter:
         """With ``--state``, the place in a regular file input, moved to where the saved state left
         the same file (said in one line).  A state taken back without a state file to write (``explain
         --events --state``) moves it too: that run reads what the filter's next one would."""
-        if self.state is None and self._saved_place is None or live or not regular(fd):
+        if self.state is None and self.saved_place is None and not self.saved_inputs or live or not regular(fd):
             return None
         where = file_path(fd, path)
         if where is None:
             return None
         place = Place(fd, where)
-        saved = self._saved_place
-        start, again, problem = place.resume(saved if saved is not None and saved["path"] == where else None)
+        saved = self.saved_place
+        if saved is None and self.saved_inputs:  # the last run merged files (a directory): this one among them?
+            places = FilePlaces(self.saved_inputs)
+            start, in_file = places.resume(place)  # the line counter goes on: the stream's, as the merge's was
+            again, problem = places.again, next(iter(places.problems()), None)
+        else:
+            start, again, problem = place.resume(saved if saved is not None and saved["path"] == where else None)
+            in_file = self.lines - again
         self.lines -= again
         self.lines_start -= again
         if start:
-            self.said_of_places([f"input {where}: read on from line {self.lines + 1} (byte {start}), where the "
+            self.said_of_places([f"input {where}: read on from line {in_file + 1} (byte {start}), where the "
                                  "saved state left it"])
         elif problem is not None:
             self.said_of_places([problem])
@@ -1947,7 +1953,7 @@ class Filter:
         messages = self.engine.restore(saved)
         self.lines = self.lines_start = saved["lines"]
         self.bus_seq = saved.get("bus_seq")
-        self._saved_place = saved.get("input")
+        self.saved_place = saved.get("input")
         return messages
 
     def _pause(self) -> None:
