@@ -393,3 +393,35 @@ def test_a_directory_whose_one_file_a_rotation_makes_two_and_back_reads_each_lin
     assert [ref["line"] for ref in alert["sigma"]["events"]] == [4, 7, 8]  # the stream's lines, merged or not
     assert f"input {current.resolve()}: read on from line 3 (byte " in alone.stderr.decode(), alone.stderr
     assert b"line 9: not valid JSON" in alone.stderr and b"read from its start" not in alone.stderr, alone.stderr
+
+
+def test_a_merged_file_ends_at_a_last_line_without_its_newline_even_when_its_writer_goes_on(tmp_path):
+    """A line read without its newline met the file's end: the rest its writer adds meanwhile is no
+    line of its own (passed on, the place moved past it, the line was never passed on whole), but
+    the next run's, which reads the whole line again."""
+    from pipeshell_filter.io.inputs import labelled_lines, ndjson_lines
+    from pipeshell_filter.io.position import FilePlaces
+
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b'{"a": 1}\n{"b": ')
+    places = FilePlaces(None)
+    lines = labelled_lines(str(path), None, 1024, opened=places.open(str(path)))
+    plain = ndjson_lines(str(path), 1024)
+    assert [line for _, line in (next(lines), next(lines))] == [b'{"a": 1}', b'{"b": ']
+    assert [next(plain), next(plain)] == [b'{"a": 1}', b'{"b": ']
+    with open(path, "ab") as handle:
+        handle.write(b'2}\n{"c": 3}\n')
+    assert list(lines) == [] and list(plain) == []
+    places.close()
+
+
+def test_a_long_last_line_without_its_newline_ends_the_file_too(tmp_path):
+    from pipeshell_filter.io.inputs import LongLine, ndjson_lines
+
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b'{"a": 1}\n' + b"x" * 3000)
+    plain = ndjson_lines(str(path), 1024)
+    assert next(plain) == b'{"a": 1}' and isinstance(next(plain), LongLine)
+    with open(path, "ab") as handle:
+        handle.write(b'y\n{"c": 3}\n')
+    assert list(plain) == []

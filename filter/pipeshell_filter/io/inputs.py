@@ -190,14 +190,15 @@ class LongLine:
         self.file = tempfile.TemporaryFile()
         self.file.write(start)
         self.size = len(start)
+        self.ended = False  # by its newline, not the file's end
         while True:  # the rest of the line, up to and without its newline
             chunk = handle.readline(self.CHUNK)
             if not chunk:
                 break
-            ended = chunk.endswith(b"\n")
-            self.file.write(chunk[:-1] if ended else chunk)
-            self.size += len(chunk) - ended
-            if ended:
+            self.ended = chunk.endswith(b"\n")
+            self.file.write(chunk[:-1] if self.ended else chunk)
+            self.size += len(chunk) - self.ended
+            if self.ended:
                 break
 
     def __len__(self) -> int:
@@ -233,10 +234,14 @@ def ndjson_lines(path: str, max_line: int = 16 << 20, stop=None) -> Iterator:
                 return
             if line.endswith(b"\n"):
                 yield line[:-1]
-            elif len(line) <= max_line:  # the last line, without a newline
+            elif len(line) <= max_line:  # the last line, without a newline: the file's end (``placed_lines``)
                 yield line
+                return
             else:
-                yield LongLine(line, handle)
+                line = LongLine(line, handle)
+                yield line
+                if not line.ended:
+                    return
 
 
 def _first_line(error: Exception) -> str:
@@ -257,14 +262,15 @@ def placed_lines(path: str, opened: tuple, max_line: int = 16 << 20) -> Iterator
         if raw.endswith(b"\n"):
             offset += len(raw)
             yield Placed(path, number, place, offset), raw[:-1]
-        elif len(raw) <= max_line:  # the last line, without a newline
-            yield Placed(path, number, place, offset, len(raw)), raw
-            offset += len(raw)
+        elif len(raw) <= max_line:  # the last line, without a newline: the file's end for this run, though
+            yield Placed(path, number, place, offset, len(raw)), raw  # its writer may add to it meanwhile (the
+            return  # rest is no line: the next run reads the whole line again)
         else:
             line = LongLine(raw, handle)
             end = handle.tell()
-            ended = end - offset > len(line)  # its newline read too
-            yield Placed(path, number, place, end if ended else offset, 0 if ended else end - offset), line
+            yield Placed(path, number, place, end if line.ended else offset, 0 if line.ended else end - offset), line
+            if not line.ended:
+                return
             offset = end
 
 
