@@ -425,3 +425,22 @@ def test_a_long_last_line_without_its_newline_ends_the_file_too(tmp_path):
     with open(path, "ab") as handle:
         handle.write(b'y\n{"c": 3}\n')
     assert list(plain) == []
+
+
+def test_many_merged_files_read_from_their_start_are_said_in_one_line(tmp_path):
+    """A rotation of a whole directory (every file cut shorter): one line, not one per file."""
+    logs, state = tmp_path / "logs", str(tmp_path / "state.json")
+    logs.mkdir()
+    for i in range(12):
+        (logs / f"f{i:02d}.ndjson").write_bytes(ndjson(BENIGN))
+    assert run_cli(ARGS + ["--input", str(logs), "--state", state]).returncode == 0
+    for i in range(10):
+        (logs / f"f{i:02d}.ndjson").write_bytes(ndjson(BENIGN[:1]))
+    again = run_cli(ARGS + ["--input", str(logs), "--state", state])
+    said = again.stderr.decode().splitlines()
+    assert again.returncode == 0 and len(passed_on(again.stdout)) == 10, again.stderr
+    assert said[:2] == ["pipeshell-filter: inputs: 2 of 12 files read on where the saved state left them",
+                        f"pipeshell-filter: inputs: 10 files not the bytes the saved state read there (replaced, "
+                        f"rotated, rewritten or cut shorter), read from their start: {logs.resolve()}/f00.ndjson, "
+                        f"{logs.resolve()}/f01.ndjson, {logs.resolve()}/f02.ndjson and 7 more"], said
+    assert len(said) == 3, said

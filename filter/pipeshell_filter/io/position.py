@@ -24,6 +24,7 @@ from hashlib import blake2b
 from typing import Optional
 
 SAMPLE = 4096  # bytes digested at each end of what was read
+NAMED = 3  # files read from their start named each in its line; more are said in one
 
 
 def file_path(fd: int, given: Optional[str] = None) -> Optional[str]:
@@ -170,17 +171,23 @@ class FilePlaces:
                 self.again += again
                 return start, saved["lines"] - again
             if saved["path"] == place.path:
-                self._problems.append((saved, problem))
+                self._problems.append((saved, place.path, problem))
         return None, 0
 
     def problems(self) -> list:
         """One line per file under a saved path read from its start (but where its saved place went on
         in a file renamed by a rotation)."""
-        return [problem for saved, problem in self._problems if id(saved) not in self._claimed]
+        return [problem for saved, _, problem in self._problems if id(saved) not in self._claimed]
 
     def notes(self) -> list:
-        """One line for the files read on, and the ``problems``."""
+        """One line for the files read on, and the ``problems``: in one line too when more than a few (a
+        whole directory rotated)."""
         notes = self.problems()
+        if len(notes) > NAMED:
+            paths = [path for saved, path, _ in self._problems if id(saved) not in self._claimed]
+            notes = [f"inputs: {len(paths)} files not the bytes the saved state read there (replaced, rotated, "
+                     f"rewritten or cut shorter), read from their start: {', '.join(paths[:NAMED])} and "
+                     f"{len(paths) - NAMED} more"]
         if self.read_on:
             notes.insert(0, f"inputs: {self.read_on} of {len(self.opened)} files read on where the saved state "
                             "left them")
