@@ -493,3 +493,29 @@ def test_a_flattened_stream_alerts_as_the_nested_one_through_the_cli():
         [alert] = [r for r in output_records(result.stdout) if r.get("event", {}).get("kind") == "alert"]
         found.append((sorted(alert["related"]["hosts"]), [e["line"] for e in alert["sigma"]["events"]]))
     assert found[0] == found[1] == (["cli01", "cli02", "srv01"], [1, 2, 3])
+
+
+def test_telling_flattened_shapes_apart_keeps_no_event_keys():
+    """Events of the catch-all shape whose many dotted keys differ from event to event (labels,
+    headers): picking their profile holds none of their keys (a memo of key sets held thousands of
+    them, hundreds of MB), and a flattened shape among them is still told."""
+    import gc
+    import tracemalloc
+
+    resolver = FieldResolver(PROFILES)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            event = {"@timestamp": "2026-11-02T08:00:00Z", "EventID": 1}
+            event.update((f"labels.key{k}.event{i}", "v") for k in range(1000))
+            assert resolver.profile_for(event).name == "flat"
+            del event
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2 << 20, held
+    flattened_event = {"winlog.event_id": 4104, "winlog.channel": "x", **{f"labels.k{k}": "v" for k in range(1000)}}
+    assert resolver.profile_for(flattened_event).name.startswith("winlogbeat")

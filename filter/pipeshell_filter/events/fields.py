@@ -208,14 +208,14 @@ class Profile:
     # What the shape's logsource facts add to an event's routing key: the product alone when it declares
     # nothing else (every Windows shape: the key is what it was), the constants, or READ (read per event).
     tag: object = attrs.field(init=False, eq=False, repr=False)
-    # each detector path, and its keys joined as flattened ECS writes them as one key
+    # each detector path's keys joined as flattened ECS writes them as one key, and the start of a key under it
     _detectors: tuple = attrs.field(init=False, eq=False, repr=False)
     # the roots' keys joined, each with a dot: the start of a flattened key under the root
     flat_roots: tuple = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self):
-        object.__setattr__(self, "_detectors", tuple(
-            (path, _flat_key(path) or ".".join(map(str, path))) for path in self.detect))
+        flats = [_flat_key(path) or ".".join(map(str, path)) for path in self.detect]
+        object.__setattr__(self, "_detectors", tuple((flat, "\n" + flat + ".") for flat in flats))
         object.__setattr__(self, "flat_roots", tuple(
             ".".join(root) + "." for root in self.roots if all(key.__class__ is str and key != ANY for key in root)))
         if self.reads:
@@ -243,17 +243,16 @@ class Profile:
                 return False
         return True
 
-    def applies_flattened(self, keys: tuple) -> bool:
-        """Whether an event of these top-level ``keys`` is this shape as flattened ECS writes it: each
-        detector path's keys joined into one key (``winlog.event_id``), or into the start of keys
-        (``powershell.file.script_block_text`` for ``powershell``)."""
+    def applies_flattened(self, event: dict, joined: str) -> bool:
+        """Whether ``event`` is this shape as flattened ECS writes it: each detector path's keys joined
+        into one key (``winlog.event_id``), or into the start of keys (``powershell.file.script_block_text``
+        for ``powershell``); ``joined``: the event's keys, each after a newline (searched in C, at no
+        cost per key; a key holding a newline itself may at worst pick this shape)."""
         if not self.detect:
             return False
-        for _, flat in self._detectors:
-            if flat not in keys:
-                prefix = flat + "."
-                if not any(key.startswith(prefix) for key in keys):
-                    return False
+        for flat, start in self._detectors:
+            if flat not in event and start not in joined:
+                return False
         return True
 
     def plan(self, field: str) -> Plan:
@@ -398,6 +397,10 @@ class FramedEvent(dict):
         self.frame_time = frame_time
 
 
+FLAT_MEMO_KEYS = 64  # events of up to this many keys have their flattened shape remembered by their keys,
+FLAT_MEMO_SIZE = 1024  # up to this many sets of keys: about 5 MB at most
+
+
 class FieldResolver:
     """Picks a profile per event and resolves Sigma field names through it."""
 
@@ -414,7 +417,7 @@ class FieldResolver:
             profiles = chosen
         self.profiles = list(profiles)
         self.fixed = fixed not in (None, "auto")
-        self._flattened_shapes = {}  # top-level keys -> the profile whose flattened shape they are (or None)
+        self._flattened_shapes = {}  # the top-level keys of a small event -> its flattened shape's profile (or None)
         self.time_path = parse_path(time_field) if time_field else None
         # What reads an event taken from the XML a record carries (``xml_event``): it is in the evtx shape,
         # at its own TimeCreated, whatever the records' shape, which ``--profile`` and ``--time-field`` say.
@@ -433,19 +436,23 @@ class FieldResolver:
         for profile in self.profiles:
             if profile.applies_to(event):
                 if not profile.detect and "." in "".join(event):  # the catch-all: a shape flattened?
-                    return self._flattened_shape(tuple(event)) or profile
+                    return self._flattened_shape(event) or profile
                 return profile
         return self.profiles[-1]
 
-    def _flattened_shape(self, keys: tuple) -> Optional[Profile]:
-        """The profile whose shape, flattened, has these top-level keys (or None); remembered per set
-        of keys, which a stream repeats (each test a pass over the keys)."""
-        found = self._flattened_shapes.get(keys, _UNSET)
+    def _flattened_shape(self, event: dict) -> Optional[Profile]:
+        """The profile whose shape, flattened, the event is (or None); remembered per set of keys, which
+        a stream repeats, for events of a few keys only: a memo of big ones would hold their keys (up to
+        hundreds of MB when they differ from event to event), and they are told apart in C anyway."""
+        keys = tuple(event) if len(event) <= FLAT_MEMO_KEYS else None
+        found = self._flattened_shapes.get(keys, _UNSET) if keys is not None else _UNSET
         if found is _UNSET:
-            if len(self._flattened_shapes) >= 4096:
-                self._flattened_shapes.clear()
-            found = self._flattened_shapes[keys] = next(
-                (shape for shape in self.profiles if shape.applies_flattened(keys)), None)
+            joined = "\n" + "\n".join(event)
+            found = next((shape for shape in self.profiles if shape.applies_flattened(event, joined)), None)
+            if keys is not None:
+                if len(self._flattened_shapes) >= FLAT_MEMO_SIZE:
+                    self._flattened_shapes.clear()
+                self._flattened_shapes[keys] = found
         return found
 
     def view(self, event: dict) -> "EventView":
