@@ -405,7 +405,7 @@ def test_a_merged_file_ends_at_a_last_line_without_its_newline_even_when_its_wri
     path = tmp_path / "events.ndjson"
     path.write_bytes(b'{"a": 1}\n{"b": ')
     places = FilePlaces(None)
-    lines = labelled_lines(str(path), None, 1024, opened=places.open(str(path)))
+    lines = labelled_lines(str(path), None, 1024, opened=places.take(str(path), open(path, "rb")))
     plain = ndjson_lines(str(path), 1024)
     assert [line for _, line in (next(lines), next(lines))] == [b'{"a": 1}', b'{"b": ']
     assert [next(plain), next(plain)] == [b'{"a": 1}', b'{"b": ']
@@ -444,3 +444,27 @@ def test_many_merged_files_read_from_their_start_are_said_in_one_line(tmp_path):
                         f"rotated, rewritten or cut shorter), read from their start: {logs.resolve()}/f00.ndjson, "
                         f"{logs.resolve()}/f01.ndjson, {logs.resolve()}/f02.ndjson and 7 more"], said
     assert len(said) == 3, said
+
+
+def test_a_directory_whose_file_was_copied_and_truncated_by_a_rotation_reads_the_copy_on(tmp_path):
+    """logrotate's copytruncate: the lines read are in a new file (another inode, another name), the
+    old one cut to nothing and written anew.  The copy is the saved file by its bytes: read on where
+    the saved state left it, each line once; a copy of a file whose own place is found is not."""
+    logs, state = tmp_path / "logs", str(tmp_path / "state.json")
+    logs.mkdir()
+    current = logs / "events.ndjson"
+    current.write_bytes(ndjson(BENIGN[:3]))
+    (logs / "other.ndjson").write_bytes(ndjson(INCIDENT[:1]))
+    assert run_cli(ARGS + ["--input", str(logs), "--state", state]).returncode == 0
+    with open(current, "ab") as handle:
+        handle.write(ndjson(BENIGN[3:]))
+    (logs / "events-1.ndjson").write_bytes(current.read_bytes())
+    (logs / "a-copy-of-other.ndjson").write_bytes((logs / "other.ndjson").read_bytes())
+    current.write_bytes(ndjson(INCIDENT[1:]))
+    rotated = run_cli(ARGS + ["--input", str(logs), "--state", state])
+    assert rotated.returncode == 0, rotated.stderr
+    assert sorted(map(json.dumps, passed_on(rotated.stdout))) == \
+        sorted(map(json.dumps, BENIGN[3:] + INCIDENT[1:] + INCIDENT[:1]))  # the copy of other.ndjson: whole
+    said = rotated.stderr.decode()
+    assert "inputs: 2 of 4 files read on where the saved state left them" in said and "read from its start" \
+        not in said, said

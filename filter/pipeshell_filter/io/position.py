@@ -9,7 +9,8 @@ and of the 4 KiB before that offset.  A restart reads on from that offset when t
 still there, in a file at least that long; a file replaced (rotated), rewritten or cut shorter is
 read from its start, and the events it sends again are taken once, as any replay is.  A file is
 the saved one by its path; among files merged, by its inode first, so that a file renamed by a
-rotation is read on from where it was left under its old name.
+rotation is read on from where it was left under its old name, and one found by neither by its
+bytes (a copy a rotation made).
 
 A last line without its newline at the end of the file is processed (nothing read is lost), and
 remembered as ``unterminated``: when a writer finishes it later, the next run reads the whole line
@@ -136,43 +137,92 @@ class Placed(str):
 class FilePlaces:
     """The places in the regular files merged by one run (``--input DIR`` with ``--state``): each file
     opened here and kept open until the run's last snapshot; the saved ones matched by inode (a file
-    renamed by a rotation), then by path."""
+    renamed by a rotation), then by path, and a file matched by neither by its bytes (a copy a
+    rotation made: logrotate's ``copytruncate``)."""
 
     def __init__(self, saved: Optional[list]):
-        saved = saved or []
-        self._by_inode = {(mark["device"], mark["inode"]): mark for mark in saved}
-        self._by_path = {mark["path"]: mark for mark in saved}
+        self._saved = saved or []
+        self._by_inode = {(mark["device"], mark["inode"]): mark for mark in self._saved}
+        self._by_path = {mark["path"]: mark for mark in self._saved}
         self._claimed = set()  # ids of the saved marks a file was read on from
-        self._problems = []  # (mark, one-line note): a file under a saved path read from its start
+        self._by_head = None  # the saved marks by their first bytes' digest, made when first needed
+        self._problems = []  # (mark, path, one-line note): a file under a saved path read from its start
         self.opened = []  # (place, handle)
         self.read_on = 0  # files read on from past their start
         self.again = 0  # unterminated last lines read again whole (counted before)
 
     def take(self, path: str, handle) -> tuple:
-        """``(handle, place, lines)`` of the file at ``path`` just opened as ``handle``, moved to where
-        the saved state left it; ``lines``: its lines before there."""
-        fd = handle.fileno()
-        place = Place(fd, file_path(fd, path) or os.path.realpath(path))
-        start, place.lines = self.resume(place)
-        self.read_on += bool(start)
-        self.opened.append((place, handle))
+        """``(handle, place, lines)`` of the file at ``path`` just opened as ``handle``, alone, moved to
+        where the saved state left it; ``lines``: its lines before there."""
+        place = self.add(path, handle)
+        self._place(place)
         return handle, place, place.lines
 
+    def place_all(self) -> None:
+        """Move the places ``add`` gave to where the saved state left their files: each by its inode or
+        path first, then the rest by their bytes, so that a copy never takes the place of its original."""
+        unknown = [place for place, _ in self.opened if self._place(place, self._known) is None]
+        for place in unknown:
+            self._place(place, self._by_bytes)
+
+    def add(self, path: str, handle) -> Place:
+        """The place in the file at ``path`` just opened as ``handle``, at its start (``place_all``)."""
+        fd = handle.fileno()
+        place = Place(fd, file_path(fd, path) or os.path.realpath(path))
+        place.lines = 0
+        self.opened.append((place, handle))
+        return place
+
+    def _place(self, place: Place, how=None) -> Optional[int]:
+        start, place.lines = (how or self.resume)(place)
+        self.read_on += bool(start)
+        return start
+
     def resume(self, place: Place) -> tuple:
-        """Move ``place`` to where a saved mark left its file (by inode, then by path): (the offset
-        read on from, or None; the file's lines before there)."""
+        """Move ``place`` to where a saved mark left its file (by inode, then by path, then by its bytes):
+        (the offset read on from, or None; the file's lines before there)."""
+        start, lines = self._known(place)
+        return (start, lines) if start is not None else self._by_bytes(place)
+
+    def _known(self, place: Place) -> tuple:
         by_inode, by_path = self._by_inode.get((place.device, place.inode)), self._by_path.get(place.path)
         for saved in (by_inode, by_path if by_path is not by_inode else None):
             if saved is None or id(saved) in self._claimed:
                 continue
-            start, again, problem = place.resume(saved)
+            start, lines, problem = self._take(place, saved)
             if start is not None:
-                self._claimed.add(id(saved))
-                self.again += again
-                return start, saved["lines"] - again
+                return start, lines
             if saved["path"] == place.path:
                 self._problems.append((saved, place.path, problem))
         return None, 0
+
+    def _by_bytes(self, place: Place) -> tuple:
+        """A saved mark not taken whose first bytes this file starts with (its other digest
+        checked by ``Place.resume``): the file's first 4 KiB digested once per length of them."""
+        if self._by_head is None:  # digest length -> digest -> the saved marks read that far
+            self._by_head = {}
+            for saved in self._saved:
+                end = saved["offset"] + saved["unterminated"]
+                if end:
+                    self._by_head.setdefault(min(SAMPLE, end), {}).setdefault(saved["head"], []).append(saved)
+        size, head = os.fstat(place.fd).st_size, None
+        for length, by_digest in self._by_head.items():
+            if length <= size:
+                head = os.pread(place.fd, SAMPLE, 0) if head is None else head
+                for saved in by_digest.get(blake2b(head[:length], digest_size=16).hexdigest(), ()):
+                    if id(saved) not in self._claimed:
+                        start, lines, _ = self._take(place, saved)
+                        if start is not None:
+                            return start, lines
+        return None, 0
+
+    def _take(self, place: Place, saved: dict) -> tuple:
+        start, again, problem = place.resume(saved)
+        if start is None:
+            return None, 0, problem
+        self._claimed.add(id(saved))
+        self.again += again
+        return start, saved["lines"] - again, None
 
     def problems(self) -> list:
         """One line per file under a saved path read from its start (but where its saved place went on
