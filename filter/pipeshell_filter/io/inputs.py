@@ -49,7 +49,8 @@ def expand(paths: List[str], given_as: str = "input", skipped: Optional[Callable
         found = _walk(path, given_as) if directory else [path]
         pipes = [name for name in found if directory and _is_fifo(name)]
         if pipes and len(pipes) == len(found):
-            raise InputError(f"{given_as} directory {path} holds only named pipes, no {', '.join(INPUT_SUFFIXES)} files")
+            raise InputError(f"{given_as} directory {path} holds only named pipes, "
+                             f"no {', '.join(INPUT_SUFFIXES)} files")
         for name in found:
             _check_readable(name, given_as)
             if name in pipes:
