@@ -740,7 +740,7 @@ def test_the_state_of_a_run_on_merged_files_is_read_on_in_each_from_where_that_r
     assert consumed == (1, 2, 5)
     assert said_fired(text) == alerted_events(again.stdout)
     assert text.startswith("events    4 read from 2 files")
-    assert "state     inputs: 2 of 2 files read on where the saved state left them\n" in text
+    assert "state     inputs: 2 of 2 NDJSON files read on where the saved state left them\n" in text
 
 
 def test_a_bidirectional_override_in_a_value_is_escaped(tmp_path):

@@ -347,7 +347,7 @@ def test_a_directory_whose_file_was_renamed_by_a_rotation_reads_it_on_and_the_ne
     assert sorted(map(json.dumps, passed_on(rotated.stdout))) == sorted(map(json.dumps, BENIGN[2:4] + INCIDENT[1:]))
     assert len(alerts(rotated.stdout)) == 1
     said = rotated.stderr.decode()
-    assert "inputs: 2 of 3 files read on where the saved state left them" in said and "read from its start" \
+    assert "inputs: 2 of 3 NDJSON files read on where the saved state left them" in said and "read from its start" \
         not in said, said
 
 
@@ -439,7 +439,7 @@ def test_many_merged_files_read_from_their_start_are_said_in_one_line(tmp_path):
     again = run_cli(ARGS + ["--input", str(logs), "--state", state])
     said = again.stderr.decode().splitlines()
     assert again.returncode == 0 and len(passed_on(again.stdout)) == 10, again.stderr
-    assert said[:2] == ["pipeshell-filter: inputs: 2 of 12 files read on where the saved state left them",
+    assert said[:2] == ["pipeshell-filter: inputs: 2 of 12 NDJSON files read on where the saved state left them",
                         f"pipeshell-filter: inputs: 10 files not the bytes the saved state read there (replaced, "
                         f"rotated, rewritten or cut shorter), read from their start: {logs.resolve()}/f00.ndjson, "
                         f"{logs.resolve()}/f01.ndjson, {logs.resolve()}/f02.ndjson and 7 more"], said
@@ -466,5 +466,5 @@ def test_a_directory_whose_file_was_copied_and_truncated_by_a_rotation_reads_the
     assert sorted(map(json.dumps, passed_on(rotated.stdout))) == \
         sorted(map(json.dumps, BENIGN[3:] + INCIDENT[1:] + INCIDENT[:1]))  # the copy of other.ndjson: whole
     said = rotated.stderr.decode()
-    assert "inputs: 2 of 4 files read on where the saved state left them" in said and "read from its start" \
+    assert "inputs: 2 of 4 NDJSON files read on where the saved state left them" in said and "read from its start" \
         not in said, said

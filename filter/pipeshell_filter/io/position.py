@@ -239,7 +239,7 @@ class FilePlaces:
                      f"rewritten or cut shorter), read from their start: {', '.join(paths[:NAMED])} and "
                      f"{len(paths) - NAMED} more"]
         if self.read_on:
-            notes.insert(0, f"inputs: {self.read_on} of {len(self.opened)} files read on where the saved state "
+            notes.insert(0, f"inputs: {self.read_on} of {len(self.opened)} NDJSON files read on where the saved state "
                             "left them")
         return notes
 
