@@ -468,3 +468,15 @@ def test_a_directory_whose_file_was_copied_and_truncated_by_a_rotation_reads_the
     said = rotated.stderr.decode()
     assert "inputs: 2 of 4 NDJSON files read on where the saved state left them" in said and "read from its start" \
         not in said, said
+
+
+def test_a_pipe_merged_with_a_file_is_read_as_it_comes_and_the_file_read_on(tmp_path):
+    """Standard input (a pipe) given beside a file: the file's place is kept, the pipe has none (the
+    run failed with "Illegal seek" when it was given a place)."""
+    path, state = tmp_path / "events.ndjson", str(tmp_path / "state.json")
+    path.write_bytes(ndjson(BENIGN[:2]))
+    first = run_cli(ARGS + ["--input", str(path), "--input", "-", "--state", state], ndjson(BENIGN[2:3]))
+    assert first.returncode == 0 and passed_on(first.stdout) == BENIGN[:3], first.stderr
+    again = run_cli(ARGS + ["--input", str(path), "--input", "-", "--state", state], ndjson(BENIGN[3:4]))
+    assert again.returncode == 0 and passed_on(again.stdout) == BENIGN[3:4], again.stderr
+    assert b"inputs: 1 of 1 NDJSON files read on where the saved state left them" in again.stderr

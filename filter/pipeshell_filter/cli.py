@@ -944,10 +944,13 @@ def _open_placed(files: List[str], stream_filter: Filter, stop=None) -> dict:
     if saved is None and stream_filter.saved_place is not None:  # the last run read one file alone (a directory
         saved = [dict(stream_filter.saved_place, lines=stream_filter.lines)]  # of one): its lines, the file's
     places = stream_filter.file_places = FilePlaces(saved)
-    handles = {path: inputs_module.open_input(path, stop) for path in files if not inputs_module.is_evtx(path)}
-    places_of = {path: places.add(path, handle) for path, handle in handles.items()}
+    added = {}  # each handle kept by ``places`` as soon as opened: ``finish`` closes them, after an error too
+    for path in files:  # a pipe named among them (a FIFO, ``-``) has no place to keep: it is read as it comes
+        if not inputs_module.is_evtx(path) and os.path.isfile(path):
+            handle = inputs_module.open_input(path, stop)
+            added[path] = handle, places.add(path, handle)
     places.place_all()
-    opened = {path: (handle, places_of[path], places_of[path].lines) for path, handle in handles.items()}
+    opened = {path: (handle, place, place.lines) for path, (handle, place) in added.items()}
     stream_filter.lines -= places.again  # a line read again whole counts once
     stream_filter.lines_start -= places.again
     stream_filter.said_of_places(places.notes())
