@@ -405,7 +405,10 @@ def test_a_merged_file_ends_at_a_last_line_without_its_newline_even_when_its_wri
     path = tmp_path / "events.ndjson"
     path.write_bytes(b'{"a": 1}\n{"b": ')
     places = FilePlaces(None)
-    lines = labelled_lines(str(path), None, 1024, opened=places.take(str(path), open(path, "rb")))
+    handle = open(path, "rb")
+    place = places.add(str(path), handle)
+    places.place_all()
+    lines = labelled_lines(str(path), None, 1024, opened=(handle, place, place.lines))
     plain = ndjson_lines(str(path), 1024)
     assert [line for _, line in (next(lines), next(lines))] == [b'{"a": 1}', b'{"b": ']
     assert [next(plain), next(plain)] == [b'{"a": 1}', b'{"b": ']

@@ -151,13 +151,6 @@ class FilePlaces:
         self.read_on = 0  # files read on from past their start
         self.again = 0  # unterminated last lines read again whole (counted before)
 
-    def take(self, path: str, handle) -> tuple:
-        """``(handle, place, lines)`` of the file at ``path`` just opened as ``handle``, alone, moved to
-        where the saved state left it; ``lines``: its lines before there."""
-        place = self.add(path, handle)
-        self._place(place)
-        return handle, place, place.lines
-
     def place_all(self) -> None:
         """Move the places ``add`` gave to where the saved state left their files: each by its inode or
         path first, then the rest by their bytes, so that a copy never takes the place of its original."""
@@ -173,8 +166,8 @@ class FilePlaces:
         self.opened.append((place, handle))
         return place
 
-    def _place(self, place: Place, how=None) -> Optional[int]:
-        start, place.lines = (how or self.resume)(place)
+    def _place(self, place: Place, how) -> Optional[int]:
+        start, place.lines = how(place)
         self.read_on += bool(start)
         return start
 
