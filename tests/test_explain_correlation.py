@@ -757,3 +757,25 @@ def test_a_bidirectional_override_in_a_value_is_escaped(tmp_path):
     event.write_text(ujson.dumps(dict(failure(0, "u", "h"), EventID=hostile)))
     said = run_cli_here(["explain", "--event", str(event), *rules(tmp_path)]).stdout.decode()
     assert "\u202e" not in said and '"h\\u202e1 enil' in said
+
+
+def test_the_state_of_a_run_on_one_file_is_read_on_when_a_rotation_makes_the_directory_two(tmp_path):
+    """A directory of one file is read as that file alone; a rotation adds a second, and the filter's
+    next run, merging the two, reads the first on where its saved state left it.  explain --events
+    read both from their first lines, the saved run's events counted again."""
+    options = rules(tmp_path)
+    folder, state, saved = tmp_path / "logs", tmp_path / "state.json", tmp_path / "saved.json"
+    folder.mkdir()
+    (folder / "a.ndjson").write_bytes(ndjson([failure(0, "amy", "h1")]))
+    assert run_cli(["--input", str(folder), "--state", str(state), "--quiet", *options]).returncode == 0
+    with open(folder / "a.ndjson", "ab") as handle:
+        handle.write(ndjson([failure(20, "bob", "a")]))
+    (folder / "b.ndjson").write_bytes(ndjson([failure(25, "amy", "b"), failure(30, "amy", "b")]))
+    saved.write_bytes(state.read_bytes())
+    explained = run_cli_here(["explain", "--events", str(folder), "--state", str(saved), *options])
+    assert explained.returncode == 0, explained.stderr
+    text = explained.stdout.decode()
+    again = run_cli(["--input", str(folder), "--state", str(state), "--quiet", *options])
+    assert said_fired(text) == alerted_events(again.stdout)
+    assert text.startswith("events    3 read from 2 files"), text
+    assert "state     inputs: 1 of 2 NDJSON files read on where the saved state left them\n" in text

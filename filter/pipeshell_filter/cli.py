@@ -904,7 +904,8 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
 
     if len(files) > 1:
         inputs_module.allow_open(len(files))
-    placed = stream_filter.state is not None or stream_filter.saved_inputs is not None  # explain: no state to write
+    placed = stream_filter.state is not None or stream_filter.saved_inputs is not None \
+        or stream_filter.saved_place is not None  # explain: a saved state taken back, none to write
     opened = _open_placed(files, stream_filter, stop) if placed and len(files) > 1 else {}
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
     streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked, stop,
