@@ -42,6 +42,8 @@ def test_a_field_map_reads_facts_from_the_event():
     # absent, empty or blank: not told; a list: its first value
     assert profile.declared({"event": {"dataset": " "}, "kind": ["a", "b"]}) == ("aws", None, "a")
     assert profile.declared({}) == ("aws", None, None)
+    # flattened ECS: a path's keys joined into one key, as its time and channel paths are read
+    assert profile.declared({"event.dataset": "cloudtrail", "other.kind": "x"}) == ("aws", "cloudtrail", "x")
 
 
 def test_a_windows_profile_keeps_its_product_as_routing_tag():

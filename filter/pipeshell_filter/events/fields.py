@@ -156,6 +156,15 @@ def _flat_key(path: tuple) -> Optional[str]:
     return ".".join(path) if len(path) > 1 and all(key.__class__ is str for key in path) else None
 
 
+def lookup_flattened(event: dict, path: tuple):
+    """``lookup``, and a nested path the event lacks also as one key, its keys joined: flattened ECS
+    (``{"winlog.channel": ...}``) holds there what a profile's time, channel and read paths name."""
+    value = lookup(event, path)
+    if value is MISSING and len(path) > 1:
+        return event.get(_flat_key(path), MISSING)
+    return value
+
+
 @attrs.frozen
 class Candidate:
     path: tuple
@@ -231,7 +240,7 @@ class Profile:
         facts = {"product": self.product, "service": self.service, "category": self.category}
         for fact, paths in self.reads:
             for path in paths:
-                text = first_leaf(lookup(event, path))
+                text = first_leaf(lookup_flattened(event, path))
                 if text is not None and text.strip():
                     facts[fact] = text.strip()
                     break
@@ -464,9 +473,7 @@ class FieldResolver:
         ask it of every line."""
         paths = (self.time_path,) if self.time_path else (profile or self.profile_for(event)).time
         for path in paths:
-            value = lookup(event, path)
-            if value is MISSING and len(path) > 1:  # flattened ECS: the path's keys joined into one
-                value = event.get(_flat_key(path), MISSING)
+            value = lookup_flattened(event, path)
             if value is not MISSING:
                 parsed = parse_time(value)
                 if parsed is not None:
@@ -502,9 +509,7 @@ class EventView:
         if value is _UNSET:
             value = MISSING
             for path in self.profile.channel:
-                value = lookup(self.event, path)
-                if value is MISSING and self._dotted():
-                    value = self.event.get(_flat_key(path), MISSING)
+                value = lookup_flattened(self.event, path)
                 if value is not MISSING:
                     break
             if not self.profile.channel:
