@@ -927,6 +927,41 @@ def test_a_stop_ends_the_wait_to_open_a_fifo_no_writer_opens(tmp_path):
         assert stop.requested and time.monotonic() - started < 5
 
 
+def test_a_stop_at_any_step_of_starting_an_open_ends_it():
+    """The signal comes at each step of entering ``opening`` in turn (its handler run there, as Python
+    runs one between two lines): each time the open is given up before it starts.  The flag was set
+    after the stop was looked at, and a signal between the two left the open waiting for a writer."""
+    import sys
+
+    from pipeshell_filter.io.signals import StoppedOpening, StopRequest
+
+    code = StopRequest.opening.__wrapped__.__code__
+    for step in range(20):
+        stop, steps, opened = StopRequest(), [0], []
+
+        def in_opening(frame, event, _arg):
+            if event == "line":
+                if steps[0] == step:
+                    stop.set()  # the signal's handler, between two lines
+                steps[0] += 1
+            return in_opening
+
+        previous = sys.gettrace()
+        sys.settrace(lambda frame, event, arg: in_opening if frame.f_code is code else None)
+        try:
+            with stop.opening():
+                opened.append(steps[0] > step)  # entered: whether the signal came on the way in
+        except StoppedOpening:
+            assert stop.requested
+        finally:
+            sys.settrace(previous)
+        if opened:
+            assert opened == [False], f"a signal at step {step} did not end the open"
+            break
+    else:
+        raise AssertionError("opening was never entered")
+
+
 def test_a_second_signal_ends_the_run_at_once_and_an_ignored_signal_stays_ignored():
     from pipeshell_filter.io.signals import Terminated
 

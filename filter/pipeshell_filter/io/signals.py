@@ -75,11 +75,12 @@ class StopRequest:
     def opening(self):
         """An input being opened, which may block for good (a FIFO no writer opens: ``open`` only
         returns when one does, and retries after each signal).  Nothing is read yet, so the stop may
-        end it with an exception (``StoppedOpening``), as it ends a wait for input."""
-        if self.requested:
-            raise StoppedOpening()
+        end it with an exception (``StoppedOpening``), as it ends a wait for input.  Marked before the
+        stop is looked at: a signal between the two would find neither, and the open would wait."""
         self._opening = True
         try:
+            if self.requested:
+                raise StoppedOpening()
             yield
         finally:
             self._opening = False
