@@ -229,20 +229,26 @@ def open_input(path: str, stop=None):
 def ndjson_lines(path: str, max_line: int = 16 << 20, stop=None) -> Iterator:
     """The lines of an NDJSON file (without newlines); one over ``max_line`` bytes as a LongLine."""
     with open_input(path, stop) as handle:
-        while True:
-            line = handle.readline(max_line + 1)
-            if not line:
-                return
-            if line.endswith(b"\n"):
-                yield line[:-1]
-            elif len(line) <= max_line:  # the last line, without a newline: the file's end (``placed_lines``)
-                yield line
-                return
-            else:
-                line = LongLine(line, handle)
-                yield line
-                if not line.ended:
-                    return
+        for line, _ended in _lines_of(handle, max_line):
+            yield line
+
+
+def _lines_of(handle, max_line: int) -> Iterator[tuple]:
+    """``(line, ended)`` for each line of an open file, without its newline; ``ended``: a newline ended
+    it.  A last line without one is the file's end for this run, though its writer may add to it
+    meanwhile: the rest would be no line of its own (``position``: the next run reads it whole)."""
+    while True:
+        raw = handle.readline(max_line + 1)
+        if not raw:
+            return
+        if raw.endswith(b"\n"):
+            yield raw[:-1], True
+            continue
+        line = raw if len(raw) <= max_line else LongLine(raw, handle)
+        ended = line.__class__ is LongLine and line.ended
+        yield line, ended
+        if not ended:
+            return
 
 
 def _first_line(error: Exception) -> str:
@@ -255,24 +261,12 @@ def placed_lines(path: str, opened: tuple, max_line: int = 16 << 20) -> Iterator
     which moves the file's place past its line once the line is processed."""
     handle, place, number = opened
     offset = place.offset
-    while True:
-        raw = handle.readline(max_line + 1)
-        if not raw:
-            return
-        number += 1
-        if raw.endswith(b"\n"):
-            offset += len(raw)
-            yield Placed(path, number, place, offset), raw[:-1]
-        elif len(raw) <= max_line:  # the last line, without a newline: the file's end for this run, though
-            yield Placed(path, number, place, offset, len(raw)), raw  # its writer may add to it meanwhile (the
-            return  # rest is no line: the next run reads the whole line again)
-        else:
-            line = LongLine(raw, handle)
-            end = handle.tell()
-            yield Placed(path, number, place, end if line.ended else offset, 0 if line.ended else end - offset), line
-            if not line.ended:
-                return
-            offset = end
+    for number, (line, ended) in enumerate(_lines_of(handle, max_line), number + 1):
+        if ended:
+            offset += len(line) + 1
+            yield Placed(path, number, place, offset), line
+        else:  # the last line read, without its newline: remembered as such (``Place.unterminated``)
+            yield Placed(path, number, place, offset, len(line)), line
 
 
 def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = True, stop=None,
