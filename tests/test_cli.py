@@ -641,6 +641,20 @@ def test_explain_event_names_the_path_its_time_was_read_from(tmp_path, unreadabl
     assert said == 'time      2026-01-01T00:00:00Z (from EventTime = "2026-01-01T00:00:00Z")'
 
 
+@pytest.mark.parametrize("options, event", [
+    (["--time-field", "event.created"], {"event.created": "2026-01-01T00:00:00Z", "EventID": 1}),
+    ([], {"TimeCreated.SystemTime": "2026-01-01T00:00:00Z", "EventID": 1})])
+def test_explain_event_names_a_time_read_from_a_flattened_key(tmp_path, options, event):
+    """A time path's keys joined into one (flattened ECS): the filter reads the time there, and explain
+    --event, which looked for the path nested only, ended in a traceback naming its source."""
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(event))
+    result = run_cli(["explain", *options, "--event", str(path)])
+    assert result.returncode == 0, result.stderr
+    [said] = [line for line in result.stdout.decode().splitlines() if line.startswith("time ")]
+    assert said.startswith("time      2026-01-01T00:00:00Z (from ") and said.endswith(' = "2026-01-01T00:00:00Z")')
+
+
 def test_explain_event_reads_a_wrapped_line_as_the_filter_does(tmp_path):
     """A collector's wrapper (Fluent Bit's tail without a parser: ``{"log": "<line>"}``; Vector's file
     source: ``message``) is read by the filter with --line-field, which explain --event refused ("needs

@@ -14,7 +14,7 @@ from .correlate import alert_detections
 from .correlate.correlator import event_key
 from .correlate.state import capture
 from .detect import event_facts
-from .events.fields import MISSING, FieldResolver, lookup
+from .events.fields import MISSING, FieldResolver, lookup_flattened
 from .events.timeparse import NS, format_time, parse_time, zoneless
 from .events.xml_event import event_to_read
 from .io import inputs
@@ -83,7 +83,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
     if not chosen.detect and not resolver.fixed and not carried:
         lines += _wrapped_hint(resolver, event)
     time_paths = (resolver.time_path,) if resolver.time_path else chosen.time
-    found = next(((p, value) for p in time_paths for value in (lookup(event, p),)  # the first that is a time,
+    found = next(((p, value) for p in time_paths for value in (lookup_flattened(event, p),)  # the first time,
                   if value is not MISSING and parse_time(value) is not None), None)  # as the resolver takes it
     ns = view.time()
     from_frame = ns is not None and getattr(event, "frame_time", None) is not None \
