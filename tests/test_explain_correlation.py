@@ -771,11 +771,7 @@ def test_the_state_of_a_run_on_one_file_is_read_on_when_a_rotation_makes_the_dir
     with open(folder / "a.ndjson", "ab") as handle:
         handle.write(ndjson([failure(20, "bob", "a")]))
     (folder / "b.ndjson").write_bytes(ndjson([failure(25, "amy", "b"), failure(30, "amy", "b")]))
-    saved.write_bytes(state.read_bytes())
-    explained = run_cli_here(["explain", "--events", str(folder), "--state", str(saved), *options])
-    assert explained.returncode == 0, explained.stderr
-    text = explained.stdout.decode()
-    again = run_cli(["--input", str(folder), "--state", str(state), "--quiet", *options])
-    assert said_fired(text) == alerted_events(again.stdout)
+    text, consumed = explained_then_run(folder, state, saved, options)
+    assert consumed == (1, 3, 4)
     assert text.startswith("events    3 read from 2 files"), text
     assert "state     inputs: 1 of 2 NDJSON files read on where the saved state left them\n" in text
