@@ -536,7 +536,7 @@ class CorrelationTrace:
         self.inputs = 1  # files read, merged by event time when several
         self.origins = {}  # several files: line (in merged order) -> its file and line there
         self.restored = None  # ``--state``: the state file's name, once its correlations are taken back
-        self.state_notes = []  # what of the saved state had to be discarded (``Filter.resume``)
+        self.state_notes = []  # what of the saved state was discarded (``Filter.resume``), where its files were read on
         self._filter = None
         self._lines_before = 0
         engine.trace = self
