@@ -103,3 +103,15 @@ def test_every_python_line_is_at_most_120_characters():
                         long += [f"{os.path.relpath(path, REPO)}:{number}" for number, line in enumerate(handle, 1)
                                  if len(line.rstrip("\n")) > 120]
     assert not long, long
+
+
+def test_the_command_line_loads_no_openssl():
+    """``hashlib`` loads OpenSSL (3 MB of peak RSS on every run): the digests use CPython's own BLAKE2
+    (``detect.blake2b``); a module of this session imported hashlib and the bench saw 3 MB more."""
+    import subprocess
+    import sys
+
+    found = subprocess.run([sys.executable, "-c", "import sys, pipeshell_filter.cli, pipeshell_filter.launch; "
+                            "print(sorted({'_hashlib', '_ssl'} & set(sys.modules)))"],
+                           capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stdout

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import os
 import stat
-from hashlib import blake2b
 from typing import Optional
+
+from ..detect import blake2b  # CPython's own BLAKE2: no OpenSSL loaded (3 MB) for a digest
 
 SAMPLE = 4096  # bytes digested at each end of what was read
 NAMED = 3  # files read from their start named each in its line; more are said in one
