@@ -297,6 +297,17 @@ def send_and_see(process, events):
         assert process.stdout.readline()
 
 
+def half_incident_then(process, then, timeout: float = 30) -> tuple:
+    """The incident's first two events sent and read, then ``then(process)``, then the filter's end:
+    its (stdout, stderr); killed if it does not end."""
+    try:
+        send_and_see(process, INCIDENT[:2])
+        then(process)
+        return process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=lambda number: number.name)
 def test_sigterm_mid_incident_then_a_restart_on_the_rest_gives_the_alert(tmp_path, stop):
     """SIGHUP (a hang-up, or what ``run`` itself takes as a stop) too: killed by it, the filter
@@ -305,12 +316,7 @@ def test_sigterm_mid_incident_then_a_restart_on_the_rest_gives_the_alert(tmp_pat
     whole = run_cli(ARGS, ndjson(INCIDENT))
     assert len(alerts(whole.stdout)) == 1
     process = start(path)
-    try:
-        send_and_see(process, INCIDENT[:2])
-        process.send_signal(stop)
-        out, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
+    out, err = half_incident_then(process, lambda started: started.send_signal(stop))
     assert process.returncode == 0, err
     assert alerts(out) == [] and json.load(open(path))["lines"] == 2
     rest = run_cli(ARGS + ["--state", path], ndjson(INCIDENT[2:]))
@@ -859,12 +865,7 @@ def test_snapshots_that_could_not_be_written_are_in_the_summary(tmp_path):
     process = subprocess.Popen(COMMAND + ["--lateness", "0", "--idle", "0", "--emit", "all", "--state",
                                           str(folder / "state.json")],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        send_and_see(process, INCIDENT[:2])
-        shutil.rmtree(folder)
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    out, err = half_incident_then(process, lambda _: shutil.rmtree(folder), timeout=60)
     assert process.returncode == 0, err
     said = err.decode().splitlines()
     assert said[0].endswith("state.json: cannot write it: No such file or directory; the stream goes on"), said

@@ -952,8 +952,7 @@ def _open_placed(files: List[str], stream_filter: Filter, stop=None) -> dict:
             added[path] = handle, places.add(path, handle)
     places.place_all()
     opened = {path: (handle, place, place.lines) for path, (handle, place) in added.items()}
-    stream_filter.lines -= places.again  # a line read again whole counts once
-    stream_filter.lines_start -= places.again
+    stream_filter.read_again(places.again)
     stream_filter.said_of_places(places.notes())
     return opened
 

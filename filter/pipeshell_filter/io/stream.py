@@ -1658,14 +1658,19 @@ class Filter:
         else:
             start, again, problem = place.resume(saved if saved is not None and saved["path"] == where else None)
             in_file = self.lines - again
-        self.lines -= again
-        self.lines_start -= again
+        self.read_again(again)
         if start:
             self.said_of_places([f"input {where}: read on from line {in_file + 1} (byte {start}), where the "
                                  "saved state left it"])
         elif problem is not None:
             self.said_of_places([problem])
         return place
+
+    def read_again(self, lines: int) -> None:
+        """Lines the saved run counted that this one reads again whole (a last line without its newline,
+        which its writer added to since): the counters go back, so that each counts once."""
+        self.lines -= lines
+        self.lines_start -= lines
 
     def said_of_places(self, notes: list) -> None:
         """Where the saved state's places led the input (one line each), kept for ``explain``."""
