@@ -10,6 +10,7 @@ cut line's rest a pipe brings a moment later.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -471,6 +472,58 @@ def test_a_directory_whose_file_was_copied_and_truncated_by_a_rotation_reads_the
     said = rotated.stderr.decode()
     assert "inputs: 2 of 4 NDJSON files read on where the saved state left them" in said and "read from its start" \
         not in said, said
+
+
+def rotate(path, how: str) -> None:
+    """As logrotate does: ``rename`` shifts ``events.ndjson.N`` up one and renames the log to ``.1``,
+    creating it anew; ``copytruncate`` copies it to a dated name and empties it in place."""
+    if how == "rename":
+        kept = sorted(int(name.rsplit(".", 1)[1]) for name in os.listdir(path.parent) if name.startswith(
+            path.name + "."))
+        for number in reversed(kept):
+            os.rename(f"{path}.{number}", f"{path}.{number + 1}")
+        os.rename(path, f"{path}.1")
+        path.write_bytes(b"")
+    else:
+        shutil.copyfile(path, path.parent / f"{path.name}-{len(os.listdir(path.parent))}")
+        with open(path, "r+b") as handle:
+            handle.truncate()
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from([None, "rename", "copytruncate"]), st.integers(0, 3)),
+                min_size=2, max_size=4))
+def test_a_log_rotated_between_runs_goes_out_line_by_line_once(tmp_path_factory, steps):
+    """A cron job on ``--input LOG --state``: lines written, the log perhaps rotated (renamed, or copied
+    and emptied), lines written to the new one, a run.  The lines written between a run and the
+    rotation are read where the rotation moved them: every line goes out once, in order."""
+    folder = tmp_path_factory.mktemp("rotate")
+    path, state = folder / "events.ndjson", str(folder / "state.json")
+    written, passed, numbers = [], [], iter(range(1 << 20))
+
+    def write(count: int) -> None:
+        events = [dict(flat_event(number, "h", "benign", record_id=number), EventID=1)
+                  for number in (next(numbers) for _ in range(count))]
+        with open(path, "ab") as handle:
+            handle.write(ndjson(events))
+        written.extend(events)
+
+    for step, (before, how, after) in enumerate(steps):
+        read_before = len(written)
+        write(before)
+        how = how if step else None  # before a first run, no state knows the file
+        if how is not None:
+            rotate(path, how)
+            event(how)
+            if how == "copytruncate" and not read_before:  # a copy of no bytes read is any file: not found
+                del written[read_before:]
+        write(after)
+        result = run_cli(ARGS + ["--input", str(path), "--state", state])  # a process each: it holds its state
+        assert result.returncode == 0, result.stderr
+        passed.extend(passed_on(result.stdout))
+        assert passed == written, result.stderr
+        moved = how is not None and before and (read_before or how == "rename")
+        assert result.stderr.count(b"since the saved state; its lines after byte") == bool(moved), result.stderr
 
 
 def test_a_pipe_merged_with_a_file_is_read_as_it_comes_and_the_file_read_on(tmp_path):

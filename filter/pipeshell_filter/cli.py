@@ -31,7 +31,7 @@ from .events.timeparse import NS, format_time, parse_instant
 from .events.xml_event import XmlEventProblem, event_in_line
 from .io import inputs as inputs_module
 from .io import parallel
-from .io.position import FilePlaces
+from .io.position import FilePlaces, rotated_away
 from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
 from .io.signals import StoppedOpening, StopRequest, Terminated, on_sigterm
@@ -559,6 +559,8 @@ def run(
         stream_filter.keep_stats(stats_interval, lambda: stats_record(stream_filter, engine, diagnostics))
     if state is not None:
         resume_state(stream_filter, state, state_interval, state_reset)
+        files, notes = _rotated_first(files, stream_filter.saved_place, stream_filter.saved_inputs)
+        stream_filter.said_of_places(notes)
 
     streaming()
     tell_ready()  # in ``run``'s chain, the collector starts now: a failure above lost what it read meanwhile
@@ -936,6 +938,14 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
         return stream_filter.line_time(line, event)  # a line carrying an event's XML: that event's time
 
     return inputs_module.merged(streams, event_time)
+
+
+def _rotated_first(files: List[str], place, places) -> tuple:
+    """With ``--state``: (``files`` after the files a rotation moved the saved run's unread lines to, one
+    line said of each): the saved ``place`` of one file, or ``places`` of files merged (``position``)."""
+    saved = ([place] if place is not None else []) + (places if isinstance(places, list) else [])
+    rotated = rotated_away(saved, [path for path in files if not inputs_module.is_evtx(path)]) if saved else []
+    return [path for path, _ in rotated] + files, [note for _, note in rotated]
 
 
 def _open_placed(files: List[str], stream_filter: Filter, stop=None) -> dict:
@@ -1328,12 +1338,17 @@ def _trace_events(engine: Engine, paths: List[str], max_line: int = DEFAULT_MAX_
     one file alone, several (or directories) merged by event time; ``saved``: ``_saved_state``."""
     try:
         files, walked = inputs_module.expand(paths, "--events", _skipped)
+        notes = []
+        if saved is not None:  # what the filter's next run would read, read
+            files, notes = _rotated_first(files, saved[1].get("input"), saved[1].get("inputs"))
         path = files[0] if len(files) == 1 else files
         unit = "record" if stage == "all" and len(files) == 1 and inputs_module.is_evtx(path) else "line"
         trace = CorrelationTrace(engine, unit, stage)
-        merged = None if len(files) == 1 else \
-            (lambda stream_filter: _file_lines(files, stream_filter, stream_filter.diagnostics, max_line, walked))
-        trace.read(path, max_line, line_field, saved, merged)
+
+        def merged(stream_filter):
+            stream_filter.said_of_places(notes)
+            return _file_lines(files, stream_filter, stream_filter.diagnostics, max_line, walked)
+        trace.read(path, max_line, line_field, saved, None if len(files) == 1 else merged)
     except OSError as error:
         raise UsageProblem(f"cannot read --events {error.filename or paths[0]}: {inputs_module.why(error)}") from None
     except inputs_module.InputError as error:

@@ -10,7 +10,9 @@ still there, in a file at least that long; a file replaced (rotated), rewritten 
 read from its start, and the events it sends again are taken once, as any replay is.  A file is
 the saved one by its path; among files merged, by its inode first, so that a file renamed by a
 rotation is read on from where it was left under its old name, and one found by neither by its
-bytes (a copy a rotation made).
+bytes (a copy a rotation made).  A file a rotation moved out of what a run reads (``events.ndjson.1``,
+which a directory's walk leaves out, or the file of ``--input FILE``) is looked for beside its old
+name and read on there too when it holds lines the saved run did not read (``rotated_away``).
 
 A last line without its newline at the end of the file is processed (nothing read is lost), and
 remembered as ``unterminated``: when a writer finishes it later, the next run reads the whole line
@@ -119,6 +121,64 @@ def check_mark(saved, merged: bool = False) -> bool:
     return isinstance(saved, dict) and isinstance(saved.get("path"), str) and all(
         type(saved.get(key)) is int and saved[key] >= 0 for key in numbers) \
         and all(isinstance(saved.get(key), str) for key in ("head", "tail"))
+
+
+def _holds(path: str, saved: dict, more: bool = False) -> bool:
+    """Whether the regular file at ``path`` holds the bytes a saved mark read (``more``: and bytes after)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO put there is no file, and no wait
+    except OSError:
+        return False
+    try:
+        end = saved["offset"] + saved["unterminated"]
+        return regular(fd) and os.fstat(fd).st_size >= end + more \
+            and saved["head"] == _digest(fd, 0, min(SAMPLE, end)) \
+            and saved["tail"] == _digest(fd, max(0, end - SAMPLE), end)
+    finally:
+        os.close(fd)
+
+
+def _inode(path: str) -> Optional[tuple]:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def rotated_away(saved: list, paths: list) -> list:
+    """The files a rotation moved saved places to, with lines the saved run did not read, for a run
+    that reads the files at those places' paths again: logrotate renames ``events.ndjson`` to
+    ``events.ndjson.1`` (found by its inode in the same directory) or copies it there and empties it
+    (``copytruncate``: found by its bytes among the files whose names begin as its name does).  Read
+    with ``paths``, on from where the saved state left them, the lines written between the last run
+    and the rotation are not lost.  Returns ``[(path, one-line note)]``."""
+    reads = {os.path.realpath(path) for path in paths}
+    found, listed = [], {}
+    for mark in saved or ():
+        if not check_mark(mark, "lines" in mark) or mark["path"] not in reads:
+            continue  # another run's file
+        end = mark["offset"] + mark["unterminated"]
+        if _holds(mark["path"], mark) and (end or _inode(mark["path"]) == (mark["device"], mark["inode"])):
+            continue  # read on where it is
+        directory = os.path.dirname(mark["path"])
+        if directory not in listed:
+            try:
+                with os.scandir(directory) as entries:
+                    listed[directory] = sorted((entry.path, entry.inode()) for entry in entries
+                                               if entry.is_file(follow_symlinks=False))
+            except OSError:
+                listed[directory] = []
+        stem = os.path.basename(mark["path"]).split(".")[0]
+        taken = reads | {path for path, _ in found}
+        candidates = [path for path, inode in listed[directory] if inode == mark["inode"]] + \
+            [path for path, _ in listed[directory] if end and os.path.basename(path).startswith(stem)]
+        for path in candidates:
+            if path not in taken and _holds(path, mark, more=True):
+                found.append((path, f"input {mark['path']}: rotated to {path} since the saved state; its lines "
+                                    f"after byte {end}, where the saved state left it, are read there"))
+                break
+    return found
 
 
 class Placed(str):
