@@ -462,6 +462,36 @@ def test_a_stream_made_anew_is_read_from_its_start_and_said_so(tmp_path):
     assert said in err
 
 
+def test_a_stream_made_anew_and_grown_past_the_states_position_is_read_from_its_start(tmp_path):
+    """The server's store is lost, and the agents fill the new stream past the position the state
+    saved before the correlator is back: its messages 1..N are not those the state took either (they
+    were skipped in silence, the incident in them lost); the stream's creation time tells them apart."""
+    sample = open(SAMPLE, "rb").read()
+    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
+
+    def publish(url, day):
+        sent = run_cli(["--stage", "match", "--nats", url, "--agent", "a1", "--quiet", *LATENESS],
+                       sample.replace(b"2026-11-02", day), timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+
+    with NatsServer(tmp_path / "first") as server:
+        first = correlator(server.url, state, out, ["--agents", "1"])
+        publish(server.url, b"2026-11-02")
+        assert len(wait_for_alerts(out, 1, first)) == 1
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=WAIT) == 0
+    with NatsServer(tmp_path / "second") as server:  # another store: the streams are new
+        publish(server.url, b"2026-11-03")  # as many messages as the state took, and more
+        publish(server.url, b"2026-11-04")
+        again = correlator(server.url, state, out, ["--agents", "1"])
+        found = wait_for_alerts(out, 3, again)
+        again.send_signal(signal.SIGTERM)
+        again.wait(timeout=WAIT)
+        err = open_text(again)
+    assert sorted(a["@timestamp"][:10] for a in found) == ["2026-11-02", "2026-11-03", "2026-11-04"], err
+    assert "the stream was made anew at" in err
+
+
 def test_a_forged_heartbeat_under_a_real_agents_name_does_not_stop_its_later_alerts(tmp_path):
     """One heartbeat dated 2100 under the name of the real agent a1, between two of its incidents:
     it is not believed (the bus is live input: the wall clock bounds an agent's time), so the second

@@ -1013,3 +1013,18 @@ def test_an_upper_bound_cut_anywhere_alerts_as_one_run_with_state(tmp_path_facto
         outputs.append(output)
     assert b"".join(outputs) == whole
     event(f"alerts: {bool(alert_records(whole))}")
+
+
+@pytest.mark.parametrize("position, good", [({"bus_seq": 8, "bus_stream": "2026-12-05T08:14:04.397659+00:00"}, True),
+                                            ({"bus_seq": 8, "bus_stream": 5}, False),
+                                            ({"bus_seq": 8, "bus_stream": "x" * 65}, False)])
+def test_the_bus_streams_creation_time_in_the_state_is_checked(position, good):
+    """A correlator on the bus saves when its stream was made, beside its position in it (a stream made
+    anew numbers from 1 again); a state file with anything else there is refused in one line."""
+    document = {"format": FORMAT, "version": VERSION, "lines": 3, "correlations": {}, **position}
+    data = json.dumps(document).encode()
+    if good:
+        assert state_module.decode(data, "s")["bus_stream"] == position["bus_stream"]
+    else:
+        with pytest.raises(state_module.StateError, match="damaged state file \\(bus_stream\\)"):
+            state_module.decode(data, "s")

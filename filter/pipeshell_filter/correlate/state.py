@@ -434,6 +434,8 @@ def decode(data: bytes, where: str) -> dict:
         raise StateError(f"{where}: damaged state file (agents)")
     if "bus_seq" in document and (type(document["bus_seq"]) is not int or document["bus_seq"] < 0):
         raise StateError(f"{where}: damaged state file (bus_seq)")
+    if "bus_stream" in document and not (isinstance(document["bus_stream"], str) and len(document["bus_stream"]) <= 64):
+        raise StateError(f"{where}: damaged state file (bus_stream)")
     return document
 
 

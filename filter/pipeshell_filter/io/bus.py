@@ -576,12 +576,21 @@ class Bus:
 
     def last_seq(self, stream: str) -> int:
         """The stream's last sequence number (0 when it is empty)."""
+        return self.stream_position(stream)[0]
+
+    def stream_position(self, stream: str) -> Tuple[int, Optional[str]]:
+        """The stream's last sequence number (0 when it is empty), and when the stream was made
+        (RFC 3339; None when the server does not say): a stream made anew (its store lost, deleted
+        and created again) numbers its messages from 1 again, and only this tells it apart."""
         async def info(js):
             return await js.stream_info(stream)
 
         found = self._call(self._retry(info, f"stream {stream}", self.setup_timeout),
                            timeout=self.setup_timeout + CLOSE_TIMEOUT)
-        return found.state.last_seq or 0
+        created = getattr(found, "created", None)
+        if created is not None and not isinstance(created, str):
+            created = created.isoformat()
+        return found.state.last_seq or 0, created
 
     def max_payload(self) -> int:
         """The largest message the server takes (its ``max_payload``, headers included; 1 MB by

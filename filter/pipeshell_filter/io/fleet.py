@@ -596,7 +596,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
     lease = bus.partition_lease = PartitionLease(bus, stream, durable, partition, state_path)
     if not lease.take(stop, stream_filter.diagnostics.note):
         return
-    last_seq = bus.last_seq(stream) if start_seq is not None else None
+    last_seq, made = bus.stream_position(stream)
     if start_seq is not None and start_seq - 1 > last_seq:
         # the saved position is past the end: the stream was made anew (its store lost, deleted and
         # created again), and its messages are not those the state took; from its first message
@@ -604,6 +604,13 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
                                        f"last message of stream {stream} ({last_seq}): the stream was made "
                                        "anew; reading it from its first message")
         start_seq = 1
+    elif start_seq is not None and None not in (made, stream_filter.bus_stream) and made != stream_filter.bus_stream:
+        # made anew, and grown past the saved position before this run: its first messages were skipped
+        stream_filter.diagnostics.note(f"the state's position on the bus (message {start_seq - 1}) is in stream "
+                                       f"{stream} as made at {stream_filter.bus_stream}, and the stream was made "
+                                       f"anew at {made}: reading it from its first message")
+        start_seq = 1
+    stream_filter.bus_stream = made
     consumer = take_durable(bus, stream, durable, lease.taken_at, record_subject(prefix, partition), start_seq)
     # No pull, and no reset of the durable, unless the key is certainly still this one's: a correlator whose
     # lease had lapsed pulled on (when one durable served every holder, it took deliveries of the one that took

@@ -859,11 +859,12 @@ class Filter:
     _live = False  # the input being read is a pipe
     # the fleet bus (``fleet``): where a match stage's records go instead of the output; what else
     # takes each alert (both with ``flush``); what follows each snapshot (the acknowledgement); the bus
-    # position it includes
+    # position it includes, and when the stream it is in was made (a stream made anew numbers from 1)
     publisher = None
     alert_sink = None
     after_save = None
     bus_seq = None
+    bus_stream = None
     lines_start = 0  # the line counter taken back from a state file
     _place = None  # ``position.Place``: where a regular file input is read up to (``--state``)
     saved_place = None  # the state file's: where the last run left its file
@@ -1958,6 +1959,7 @@ class Filter:
         messages = self.engine.restore(saved)
         self.lines = self.lines_start = saved["lines"]
         self.bus_seq = saved.get("bus_seq")
+        self.bus_stream = saved.get("bus_stream")
         self.saved_place = saved.get("input")
         return messages
 
@@ -1984,6 +1986,8 @@ class Filter:
 
     def _state_payload(self) -> bytes:
         where = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
+        if self.bus_stream is not None:
+            where["bus_stream"] = self.bus_stream
         if self._place is not None:
             where["input"] = self._place.mark()
         if self.file_places is not None:
