@@ -220,6 +220,11 @@ def test_final_line_without_newline_and_crlf():
     (["--max-record-bytes", str(1 << 63)], "--max-record-bytes"),
     (["--workers", "100000"], "--workers"),
     (["--line-field", ""], "--line-field"),  # an unset variable in a unit file: was read as the key ""
+    # a subject with an empty token or a control character: the server refused the stream, exit 1 (retried
+    # by a supervisor for ever), the message over two lines
+    (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "fleet..b"], "--nats-prefix"),
+    (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "fleet\nb"], "--nats-prefix"),
+    (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "fleet\rb"], "--nats-prefix"),
 ])
 def test_bad_options_exit_2_with_one_line(args, message):
     result = run_cli(args)

@@ -799,7 +799,8 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], fi
                            "saved state includes it")
     if stage is Stage.correlate and files:
         raise UsageProblem("--stage correlate reads either --nats or --input, not both")
-    if not prefix or any(c in prefix for c in " *>\t") or prefix.startswith(".") or prefix.endswith("."):
+    # tokens between dots, none empty (the server refused the stream: exit 1, which a supervisor retries)
+    if not all(prefix.split(".")) or any(c in "*>" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in prefix):
         raise UsageProblem(f"--nats-prefix {prefix!r} is not a NATS subject prefix")
     from .io import fleet
     from .io.bus import BusError, check_servers
