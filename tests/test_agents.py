@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from clitools import COMMAND, alerts, ndjson, run_cli
 from eventgen import flat_event
-from pipeshell_filter.correlate.agents import AgentClocks, Progress
+from pipeshell_filter.correlate.agents import NEVER, AgentClocks, Progress
 from pipeshell_filter.detect import Heartbeat, WireError, from_wire
 
 S = 10**9
@@ -188,9 +188,11 @@ class AgentsModel:
         if self.wall is not None and time > self.wall() + self.skew:
             return False
         old = self.time.get(agent)
-        if old is None or time > old or (time < old and old > self.limit(agent)):
+        newer = old is None or time > old or (time < old and old > self.limit(agent))
+        if newer:
             self.time[agent] = time
             self.idle_set.discard(agent)
+        idle = idle and (newer or time >= old)  # an idle report older than the agent's time: sent again
         if idle or agent in self.idle_set:  # not active: its time behind starts again once it is
             self.since.pop(agent, None)
         if idle and agent not in self.idle_set:
@@ -290,6 +292,49 @@ def test_the_agents_kept_in_order_agree_with_working_it_all_out_at_every_call(op
             else:
                 assert {name for name, _ in agents.lagging()} == model.lagging()
         assert agents.frontier() == model.frontier()
+
+
+def agent_reports(draw_steps):
+    """Reports as agents make them (``Progress``): each agent's times go up, an idle report says its
+    newest time again."""
+    reports, times = [], {}
+    for name, step, idle in draw_steps:
+        times[name] = times.get(name, 0) + (0 if idle else step)
+        reports.append((name, times[name], idle))
+    return reports
+
+
+STEPS = st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 50), st.booleans()), min_size=2, max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(STEPS, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), max_size=6))
+def test_a_heartbeat_sent_again_or_late_leaves_the_fleet_time_as_it_was(steps, copies):
+    """A shipper delivers at least once, and may deliver a retried chunk after newer ones: a report
+    sent again, at any later point, moves nothing.  An idle report older than its agent's time took
+    the agent out of the least time, and the records it still sent came late, their alerts lost."""
+    reports = agent_reports(steps)
+    after = {}  # report index -> the copies of earlier reports delivered right after it
+    for which, where in copies:
+        origin = which % len(reports)
+        after.setdefault(origin + where % (len(reports) - origin), []).append(reports[origin])
+    again = [(report, None if number == 0 else "copy") for index, original in enumerate(reports)
+             for number, report in enumerate([original] + after.get(index, []))]
+    once, twice = AgentClocks(10**9 * S, idle=60, clock=Clock()), AgentClocks(10**9 * S, idle=60, clock=Clock())
+    expected = []
+    for name, seconds, idle in reports:
+        once.see(name, seconds * S, idle)
+        expected.append(once.frontier())
+    found, last = [], NEVER
+    for (name, seconds, idle), copy in again:
+        twice.see(name, seconds * S, idle)
+        frontier = twice.frontier()
+        if copy:
+            assert frontier == last
+        else:
+            found.append(frontier)
+        last = frontier
+    assert found == expected
 
 
 FORGED = st.tuples(st.integers(0, 200), st.sampled_from(["a", "b", "c", "evil"]), st.integers(1, 10**9),

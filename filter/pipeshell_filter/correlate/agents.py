@@ -113,6 +113,9 @@ class AgentClocks:
         old = self._time.get(agent)
         # an agent time nothing vouches for (taken when nothing could check it) gives way to its next report
         newer = old is None or time > old or (time < old and old > self._limit(agent))
+        # an idle report older than the agent's time was sent again or came late (a shipper's retry): the
+        # agent has read on since, and may hold records (it took the agent out, and its records came late)
+        idle = idle and (newer or time >= old)
         self._leave(agent, waiting=idle or (agent in self._idle and not newer))  # idle: no longer active
         if newer:
             if old is not None:
