@@ -921,6 +921,44 @@ def test_a_filter_usage_error_stops_the_unit_with_status_2():
     assert b"Traceback" not in result.stderr
 
 
+# Started as the console script starts it, with a Ctrl-C (SIGINT) arriving while the modules load: the
+# import of the CLI is where it lands in practice (the first quarter of a second of any run).
+INTERRUPTED_START = """
+import os, signal, sys
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pipeshell_filter.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+from pipeshell_filter.launch import main
+sys.argv[0] = "pipeshell-filter"
+main()
+"""
+
+
+@pytest.mark.parametrize("args", [["run", "--", "--emit", "all"], ["--emit", "all"]], ids=["run", "filter"])
+def test_ctrl_c_while_the_modules_load_is_a_quiet_exit_130(args):
+    """A Ctrl-C in the first quarter of a second of ``run`` (or of the filter) ended in a
+    KeyboardInterrupt traceback: the launch handled SIGTERM during the imports, not SIGINT."""
+    result = subprocess.run([sys.executable, "-c", INTERRUPTED_START, *args], input=b"", capture_output=True,
+                            timeout=WAIT)
+    assert result.returncode == 130, result.stderr
+    assert b"Traceback" not in result.stderr and result.stderr.strip() == b"", result.stderr
+
+
+def test_a_command_line_holding_a_newline_is_still_named_on_one_line(tmp_path):
+    """The report naming a member quoted its command line as a shell would, a newline inside the
+    quotes left as it is: the one-line report came out on two lines, the second without a prefix."""
+    result = run_cli(["run", "--collect", "sh -c 'exit 3\n\x1b[31m'", "--", "--emit", "all"], timeout=WAIT)
+    assert result.returncode == 1
+    (report,) = [line for line in result.stderr.decode().splitlines() if not line.startswith("filter: ")]
+    assert report == ("pipeshell-filter run: member 1 (sh -c 'exit 3\\n\\x1b[31m') exited with status 3; "
+                      "stopping the chain"), report
+
+
 def test_the_collector_starts_only_once_the_filter_is_ready_and_not_at_all_if_it_fails(tmp_path):
     """The collector started with the filter and stored its position past what it read while the
     filter failed as it started (a rule that did not load): 89 lines lost for good.  It now starts

@@ -45,5 +45,7 @@ def main() -> None:
         cli_main()
     except Terminated:  # during the imports; later ones are handled by the CLI
         sys.exit(0)
+    except KeyboardInterrupt:  # a Ctrl-C during the imports: as the CLI's own (``typer.Abort``), no traceback
+        sys.exit(130)
     finally:
         startup.resume()

@@ -83,6 +83,13 @@ class CommandError(ValueError):
     """A member's command line that cannot be run: empty, badly quoted, no such program."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with its control characters written as escapes (``\\n``, ``\\x1b``): a command line is
+    quoted into one-line reports, and a newline in it split the report, an escape sequence drove
+    the terminal."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def parse_command(option: str, text: str) -> List[str]:
     """``text`` split as a shell splits words (no shell runs it); the program must exist now,
     so that a typo is a usage error before anything starts rather than a restart loop."""
@@ -95,9 +102,9 @@ def parse_command(option: str, text: str) -> List[str]:
     program = argv[0]
     if os.sep in program:
         if not (os.path.isfile(program) and os.access(program, os.X_OK)):
-            raise CommandError(f"{option}: {program} is not an executable file")
+            raise CommandError(f"{option}: {one_line(program)} is not an executable file")
     elif shutil.which(program) is None:
-        raise CommandError(f"{option}: {program} is not found on PATH")
+        raise CommandError(f"{option}: {one_line(program)} is not found on PATH")
     return argv
 
 
@@ -126,7 +133,7 @@ def check_configuration(option: str, argv: Sequence[str], timeout: float = DRY_R
     errors = [_LOG_PREFIX.sub("", line).strip() for line in
               _COLOURS.sub("", result.stdout.decode("utf-8", "replace")).splitlines() if _LOG_PREFIX.match(line)]
     if errors:
-        raise CommandError(f"{option}: {shlex.join(argv)} refuses its configuration ({name} --dry-run): {errors[0]}")
+        raise CommandError(f"{option}: {one_line(shlex.join(argv))} refuses its configuration ({name} --dry-run): {errors[0]}")
 
 
 class Member:
@@ -135,7 +142,7 @@ class Member:
     def __init__(self, argv: Sequence[str], name: Optional[str] = None, role: Optional[str] = None):
         self.argv = list(argv)
         self.role = role  # in front of each line it writes on stderr (``Logs``); else "member N"
-        name = name if name is not None else shlex.join(self.argv)
+        name = one_line(name if name is not None else shlex.join(self.argv))
         self.name = name if len(name) <= _NAME_LIMIT else name[:_NAME_LIMIT - 3] + "..."
         self.number = 0  # 1-based position, set by the supervisor
         self.process: Optional[subprocess.Popen] = None
