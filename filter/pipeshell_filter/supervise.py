@@ -133,7 +133,8 @@ def check_configuration(option: str, argv: Sequence[str], timeout: float = DRY_R
     errors = [_LOG_PREFIX.sub("", line).strip() for line in
               _COLOURS.sub("", result.stdout.decode("utf-8", "replace")).splitlines() if _LOG_PREFIX.match(line)]
     if errors:
-        raise CommandError(f"{option}: {one_line(shlex.join(argv))} refuses its configuration ({name} --dry-run): {errors[0]}")
+        command = one_line(shlex.join(argv))
+        raise CommandError(f"{option}: {command} refuses its configuration ({name} --dry-run): {errors[0]}")
 
 
 class Member:
