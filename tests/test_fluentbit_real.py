@@ -542,6 +542,24 @@ def test_hostile_lines_in_one_read_lose_nothing(tmp_path, chains):
         [json.loads(line) for line in lines[:middle] + ODD_TIMES + lines[middle:]]
 
 
+@needs_fluent_bit
+def test_an_event_kind_holding_alert_on_a_line_of_its_own_goes_with_the_events(tmp_path, chains):
+    """ship.yaml's grep rule was ``^alert$``, which Fluent Bit's regexes (Onigmo) match at any line of
+    the value: events whose ``event.kind`` was ``"note\\nalert"`` or ``"alert\\n"`` went to alerts.ndjson."""
+    config, out = recipe("ship.yaml", tmp_path)
+    kinds = ["note\nalert", "alert\n", "alert\nnote", "alerts", "Alert"]
+    near = [json.dumps({"event": {"kind": kind}, "n": n}).encode() for n, kind in enumerate(kinds)]
+    lines = sample_lines()
+    chain = chains(tmp_path, config)
+    chain.write(b"\n".join(lines + near) + b"\n")
+    chain.close_input()
+    assert chain.wait() == (0, 0), stderr_of(tmp_path)
+    alerts = read_output(out, "alerts.ndjson")
+    assert len(alerts) == 1 and alerts[0]["related"]["hosts"] == SAMPLE_HOSTS
+    events = read_output(out, "events.ndjson")
+    assert [event["event"]["kind"] for event in events[len(lines):]] == kinds
+
+
 # ---------------------------------------------------------------------------------------------
 # collect-sysmon.yaml | pipeshell-filter ... | ship.yaml: Sysmon for Linux's syslog file
 

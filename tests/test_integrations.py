@@ -896,6 +896,13 @@ def _lookup(record, path):
     return record
 
 
+def onigmo(regex):
+    """A Fluent Bit regex as Python reads it: Fluent Bit's Onigmo (Ruby syntax) makes ``^`` and ``$``
+    match at every line of the value, not only at its ends; its ``\\z`` (the very end) is Python's
+    ``\\Z``."""
+    return re.compile(regex.replace(r"\z", r"\Z"), re.MULTILINE)
+
+
 def _grep_keeps(plugin, record):
     """A grep filter or processor: does the record go on?"""
     assert plugin["name"] == "grep", plugin
@@ -904,7 +911,7 @@ def _grep_keeps(plugin, record):
         if option in plugin:
             key, regex = plugin[option].split(None, 1)
             value = _lookup(record, record_accessor("$" + key.lstrip("$")))
-            hit = isinstance(value, str) and re.search(regex, value) is not None
+            hit = isinstance(value, str) and onigmo(regex).search(value) is not None
             keep = keep and hit == wanted
     return keep
 
@@ -927,7 +934,7 @@ def fluent_bit_destinations(config, record, tag):
                 for rule in rules:
                     key, regex, new_tag, keep = rule.split()
                     value = _lookup(record, record_accessor(key))
-                    if isinstance(value, str) and re.search(regex, value):
+                    if isinstance(value, str) and onigmo(regex).search(value):
                         pending.append(new_tag)
                         alive = keep.lower() in ("true", "on")
                         break
@@ -961,6 +968,32 @@ def test_routing_sends_alerts_and_only_alerts_to_the_alert_file(rel, produced):
             assert destinations(record) == expected, (kind, record.get("event"))
 
 
+# Values that hold the routed one on a line of their own: an exact comparison tells them apart,
+# a regex anchored with ^ and $ in Fluent Bit (Onigmo: line anchors) did not.
+NEAR_MISSES = ["note\nalert", "alert\n", "alert\nnote", "x\nsigma.detection", "sigma.heartbeat\n"]
+
+
+@pytest.mark.parametrize("rel", ["fluent-bit/ship.yaml", "fluent-bit/exec.yaml", "fluent-bit/fleet-agent.yaml",
+                                 "fluent-bit/fleet-agent-nats.yaml"])
+def test_fluent_bit_routing_takes_a_value_with_a_newline_for_what_it_is(rel):
+    """An event whose ``event.kind`` was ``"note\\nalert"`` went to alerts.ndjson, and a line whose
+    ``type`` was ``"x\\nsigma.detection"`` to the aggregator instead of the agent's events file: the
+    grep rules' ``^...$`` matched any line of the value.  Each output's rules must keep the record
+    exactly when the documented comparison (``==``) says so."""
+    pipeline = load(rel)["pipeline"]
+    for value in NEAR_MISSES + ["alert", "sigma.detection", "sigma.heartbeat"]:
+        record = {"event": {"kind": value}, "type": value}
+        reached = {output["name"] + ":" + output.get("file", "") for output in pipeline["outputs"]
+                   if all(_grep_keeps(p, record) for p in (output.get("processors") or {}).get("logs", []))}
+        if "fleet-agent" in rel:
+            routed = value in ("sigma.detection", "sigma.heartbeat")
+            shipped = "forward:" if "nats" not in rel else "nats:"
+            assert reached == ({shipped} if routed else {"file:events.ndjson"}), (value, reached)
+        else:
+            expected = "file:alerts.ndjson" if value == "alert" else "file:events.ndjson"
+            assert reached == {expected}, (value, reached)
+
+
 def test_route_conditions_are_the_documented_single_field(produced):
     for rel in ("vector/ship.yaml", "vector/exec.yaml"):
         for transform in load(rel)["transforms"].values():
@@ -971,8 +1004,8 @@ def test_route_conditions_are_the_documented_single_field(produced):
         # no rewrite_tag: its emitter lost the alert at end of input (test_fluentbit_real.py)
         assert not pipeline.get("filters"), rel
         chosen = {output["file"]: output["processors"]["logs"] for output in pipeline["outputs"]}
-        assert chosen == {"alerts.ndjson": [{"name": "grep", "regex": "$event['kind'] ^alert$"}],
-                          "events.ndjson": [{"name": "grep", "exclude": "$event['kind'] ^alert$"}]}, rel
+        assert chosen == {"alerts.ndjson": [{"name": "grep", "regex": r"$event['kind'] \Aalert\z"}],
+                          "events.ndjson": [{"name": "grep", "exclude": r"$event['kind'] \Aalert\z"}]}, rel
 
 
 def test_exec_parser_takes_the_alert_time(produced):
