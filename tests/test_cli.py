@@ -1289,6 +1289,11 @@ def test_a_dash_is_standard_input(args):
         assert len(alerts(result.stdout)) == 1
 
 
+def test_a_dash_that_holds_no_event_is_named_as_given():
+    result = run_cli(["explain", "--event", "-"], b"not an event")
+    assert result.returncode == 2 and result.stderr.decode().startswith("pipeshell-filter: error: --event -: neither")
+
+
 def test_every_diagnostic_kind_is_said_by_the_summary_as_a_skipped_line_or_a_notice():
     """The summary counts a diagnostic kind it does not know as skipped lines under its bare name: a
     notice added without a place in ``cli.NOTICES`` would tell the user that lines were skipped."""

@@ -21,15 +21,20 @@ from hypothesis import event, given, settings, strategies as st
 from clitools import COMMAND, alerts, ndjson, read_all, run_cli
 from eventgen import flat_event
 from pipeshell_filter import cli
-from pipeshell_filter.io import stream
+from pipeshell_filter.io import position, stream
 from test_prefilter import StopAfterReads
 from test_state import alert_records, assert_no_event_alerts_twice, lines_of, new_filter, cut_streams
 
 
-def run_on(path: str, state_path: str, lateness: int, emit: str, workers: int, stop=None, block_size=None) -> tuple:
-    """A fresh process, as it were, on the file at ``path``: (output, alerts its end wrote)."""
+def run_on(path: str, state_path: str, lateness: int, emit: str, workers: int, stop=None, block_size=None,
+           then=None) -> tuple:
+    """A fresh process, as it were, on the file at ``path``: (output, alerts its end wrote); ``then``
+    runs once the place in the file was taken from the saved state, before the first read."""
     with tempfile.TemporaryFile() as sink:
         stream_filter = new_filter(sink, lateness, emit, state_path)
+        if then is not None:
+            place_in = stream_filter._place_in
+            stream_filter._place_in = lambda *args: (place_in(*args), then())[0]
         stream_filter.workers, stream_filter.parallel_min, stream_filter.parallel_chunk = workers, 0, 256
         with open(path, "rb") as handle:
             options = {} if block_size is None else {"block_size": block_size}
@@ -59,13 +64,13 @@ def cut_forms(output: bytes, data: bytes) -> tuple:
 @settings(max_examples=40)
 @given(cut_streams(), st.lists(st.tuples(st.floats(0, 1), st.booleans()), min_size=1, max_size=3),
        st.sampled_from([0, 30, 400]),
-       st.sampled_from(["alerts", "all"]), st.sampled_from([0, 2]))
+       st.sampled_from(["alerts", "all"]), st.sampled_from([0, 2]), st.booleans())
 def test_a_file_that_grows_between_runs_goes_out_once_as_one_run_writes_it(tmp_path_factory, case, growth, lateness,
-                                                                          emit, workers):
+                                                                          emit, workers, raced):
     """The file grows between runs, cut at any byte (a writer's line half written at a run's end), or
-    not at all: every line goes out once, whole, with its line number in the file; the cut forms an
-    end of input met come besides, each once.  When no end of input alerted early, byte for byte one
-    run's output."""
+    not at all, or (``raced``) just after a run looked where its saved state left the file: every line
+    goes out once, whole, with its line number in the file; the cut forms an end of input met come
+    besides, each once.  When no end of input alerted early, byte for byte one run's output."""
     events, _, without_ids = case
     data = b"".join(lines_of(events, without_ids))
     folder = tmp_path_factory.mktemp("grow")
@@ -74,10 +79,13 @@ def test_a_file_that_grows_between_runs_goes_out_once_as_one_run_writes_it(tmp_p
     cuts = sorted(int(share * len(data)) for share, twice in growth for _ in range(1 + twice)) + [len(data)]
     written = 0
     for i, cut in enumerate(cuts):
-        with open(path, "ab") as handle:
-            handle.write(data[written:cut])
+        def grow(piece=data[written:cut]):
+            with open(path, "ab") as handle:
+                handle.write(piece)
+        if not (raced and i):
+            grow()
         written = cut
-        output, at_end = run_on(path, state_path, lateness, emit, workers)
+        output, at_end = run_on(path, state_path, lateness, emit, workers, then=grow if raced and i else None)
         outputs.append(output)
         paused_with_alerts |= bool(at_end) and i < len(cuts) - 1
         saved = json.load(open(state_path))
@@ -121,15 +129,22 @@ def test_runs_stopped_anywhere_in_a_file_write_what_one_run_writes(tmp_path_fact
 
 # ------------------------------------------------------------ several files merged (--input DIR)
 
-def run_merged(paths: list, state_path, lateness: int, emit: str, stop=None) -> bytes:
-    """A fresh process, as it were, on the files merged by event time, as ``--input DIR`` reads them."""
-    with tempfile.TemporaryFile() as sink:
-        stream_filter = new_filter(sink, lateness, emit, state_path)
-        stream_filter.process_labelled(cli._file_lines(paths, stream_filter, stream_filter.diagnostics),
-                                       stream.DEFAULT_MAX_LINE, stop)
-        stream_filter.finish(keep_open=stop is not None)
-        sink.seek(0)
-        return sink.read()
+def run_merged(paths: list, state_path, lateness: int, emit: str, stop=None, then=None) -> bytes:
+    """A fresh process, as it were, on the files merged by event time, as ``--input DIR`` reads them;
+    ``then`` runs once the files' places were taken from the saved state, before the first read."""
+    place_all = position.FilePlaces.place_all
+    if then is not None:
+        position.FilePlaces.place_all = lambda places: (place_all(places), then())
+    try:
+        with tempfile.TemporaryFile() as sink:
+            stream_filter = new_filter(sink, lateness, emit, state_path)
+            stream_filter.process_labelled(cli._file_lines(paths, stream_filter, stream_filter.diagnostics),
+                                           stream.DEFAULT_MAX_LINE, stop)
+            stream_filter.finish(keep_open=stop is not None)
+            sink.seek(0)
+            return sink.read()
+    finally:
+        position.FilePlaces.place_all = place_all
 
 
 @st.composite
@@ -163,22 +178,33 @@ def test_merged_files_stopped_anywhere_write_what_one_run_writes(tmp_path_factor
 
 
 @settings(max_examples=40)
-@given(files_of(), st.lists(st.floats(0, 1), min_size=1, max_size=2), st.sampled_from(["alerts", "all"]))
-def test_merged_files_that_grow_between_runs_go_out_once(tmp_path_factory, contents, growth, emit):
-    """Each file grows between runs, cut at any byte: every line of every file goes out once, whole,
-    in its file's order (the cut forms an end of input met besides), and no event is alerted on twice."""
+@given(files_of(), st.lists(st.floats(0, 1), min_size=1, max_size=2), st.sampled_from(["alerts", "all"]),
+       st.booleans())
+def test_merged_files_that_grow_between_runs_go_out_once(tmp_path_factory, contents, growth, emit, raced):
+    """Each file grows between runs, cut at any byte, or (``raced``) just after a run looked where its
+    saved state left the files: every line of every file goes out once, whole, in its file's order
+    (the cut forms an end of input met besides), and no event is alerted on twice."""
     folder = tmp_path_factory.mktemp("grown")
     paths = [str(folder / f"f{i}.ndjson") for i in range(len(contents))]
     state_path = str(folder / "state.json")
     written = [0] * len(contents)
     outputs = []
-    for share in sorted(growth) + [1.0]:
-        for i, (path, content) in enumerate(zip(paths, contents)):
-            cut = int(share * len(content))
-            with open(path, "ab") as handle:
-                handle.write(content[written[i]:cut])
-            written[i] = max(written[i], cut)
-        outputs.append(run_merged(paths, state_path, 30, emit))
+    for run, share in enumerate(sorted(growth) + [1.0]):
+        def grow(share=share):
+            for i, (path, content) in enumerate(zip(paths, contents)):
+                cut = int(share * len(content))
+                with open(path, "ab") as handle:
+                    handle.write(content[written[i]:cut])
+                written[i] = max(written[i], cut)
+        if not (raced and run):
+            grow()
+        outputs.append(run_merged(paths, state_path, 30, emit, then=grow if raced and run else None))
+        saved = json.load(open(state_path))
+        marks = {mark["path"]: mark for mark in saved["inputs"]}
+        counted = [content[:end].count(b"\n") + bool(marks[os.path.realpath(path)]["unterminated"])
+                   for path, content, end in zip(paths, contents, written)]
+        assert [marks[os.path.realpath(path)]["lines"] for path in paths] == counted
+        assert saved["lines"] == sum(counted)
     joined, _ = cut_forms(b"".join(outputs), b"".join(contents))
     passed = [_unenriched(line) for line in joined.splitlines() if b'"kind":"alert"' not in line]
     if emit == "all":
@@ -500,6 +526,8 @@ def test_a_log_rotated_between_runs_goes_out_line_by_line_once(tmp_path_factory,
     folder = tmp_path_factory.mktemp("rotate")
     path, state = folder / "events.ndjson", str(folder / "state.json")
     written, passed, numbers = [], [], iter(range(1 << 20))
+    in_file = []  # the lines of the file at the log's path
+    read_there = 0  # how many of them the last run read
 
     def write(count: int) -> None:
         events = [dict(flat_event(number, "h", "benign", record_id=number), EventID=1)
@@ -507,23 +535,25 @@ def test_a_log_rotated_between_runs_goes_out_line_by_line_once(tmp_path_factory,
         with open(path, "ab") as handle:
             handle.write(ndjson(events))
         written.extend(events)
+        in_file.extend(events)
 
     for step, (before, how, after) in enumerate(steps):
-        read_before = len(written)
         write(before)
         how = how if step else None  # before a first run, no state knows the file
         if how is not None:
             rotate(path, how)
             event(how)
-            if how == "copytruncate" and not read_before:  # a copy of no bytes read is any file: not found
-                del written[read_before:]
+            if how == "copytruncate" and not read_there:  # a copy of no bytes read is any file: not found
+                del written[len(written) - before:]
+            in_file.clear()
         write(after)
         result = run_cli(ARGS + ["--input", str(path), "--state", state])  # a process each: it holds its state
         assert result.returncode == 0, result.stderr
         passed.extend(passed_on(result.stdout))
         assert passed == written, result.stderr
-        moved = how is not None and before and (read_before or how == "rename")
+        moved = how is not None and before and (read_there or how == "rename")
         assert result.stderr.count(b"since the saved state; its lines after byte") == bool(moved), result.stderr
+        read_there = len(in_file)
 
 
 def test_a_pipe_merged_with_a_file_is_read_as_it_comes_and_the_file_read_on(tmp_path):

@@ -961,6 +961,7 @@ def _open_placed(files: List[str], stream_filter: Filter, stop=None) -> dict:
         if not inputs_module.is_evtx(path) and os.path.isfile(path):
             handle = inputs_module.open_input(path, stop)
             added[path] = handle, places.add(path, handle)
+            added[path][1].on_again = stream_filter.read_again
     places.place_all()
     opened = {path: (handle, place, place.lines) for path, (handle, place) in added.items()}
     stream_filter.read_again(places.again)
@@ -1378,16 +1379,17 @@ def _saved_state(path: Optional[str]) -> Optional[tuple]:
 def _read_one_event(path: str) -> tuple:
     """(raw JSON bytes, object) of the event in ``path``: a whole-file JSON object,
     else the first non-empty line, or an .evtx file's first record."""
+    named = "-" if path == inputs_module.STDIN else path  # as the user wrote it
     try:
         if inputs_module.is_evtx(path):
             line = next(inputs_module.evtx_lines(path, lambda where, message: None), None)
             if line is None:
-                raise UsageProblem(f"--event {path}: no readable EVTX record")
+                raise UsageProblem(f"--event {named}: no readable EVTX record")
             return line, every_value(line, ujson.loads(line))  # a key given twice: all its values
         with open(path, "rb") as handle:
             data = handle.read(64 << 20)
     except OSError as error:
-        raise UsageProblem(f"cannot read --event {path}: {inputs_module.why(error)}") from None
+        raise UsageProblem(f"cannot read --event {named}: {inputs_module.why(error)}") from None
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
     if data.startswith(BOM):  # as the filter reads a line: the byte order mark is no part of it
@@ -1409,7 +1411,7 @@ def _read_one_event(path: str) -> tuple:
     carried = _text_event(candidates[-1])
     if carried is not None:
         return candidates[-1], carried
-    raise UsageProblem(f"--event {path}: neither the file nor its first line is a JSON object{why}, "
+    raise UsageProblem(f"--event {named}: neither the file nor its first line is a JSON object{why}, "
                        "nor a line holding an event's XML (Sysmon for Linux's syslog file)")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import os
 import stat
 from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
@@ -261,7 +262,26 @@ def placed_lines(path: str, opened: tuple, max_line: int = 16 << 20) -> Iterator
     which moves the file's place past its line once the line is processed."""
     handle, place, number = opened
     offset = place.offset
-    for number, (line, ended) in enumerate(_lines_of(handle, max_line), number + 1):
+    lines = _lines_of(handle, max_line)
+    if place.continued:  # read on from the end of a last line the saved run handed on without its newline
+        first = next(lines, None)
+        line = first[0] if first is not None else b""
+        end = offset + place.continued
+        probe = (line + b"\n" if first is not None and first[1] else line) if line.__class__ is bytes else b"-"
+        past, head = place.continue_line(probe)
+        if past:
+            offset = end + past
+            place.handed(offset, 0, number)
+        elif head:  # written on since: the whole line again, under its number (a long one from where it was)
+            number -= 1
+            if line.__class__ is bytes:
+                first = head + line, first[1]
+            else:
+                offset = end
+        else:
+            offset = end
+        lines = itertools.chain([first] if first is not None and not past else [], lines)
+    for number, (line, ended) in enumerate(lines, number + 1):
         if ended:
             offset += len(line) + 1
             yield Placed(path, number, place, offset), line

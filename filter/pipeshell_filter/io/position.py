@@ -62,6 +62,8 @@ class Place:
         self.lines = None  # of a file merged with others: its lines up to the offset (the count is its own)
         self.between_lines = True
         self._mark = None  # taken while the file is open, for the snapshot at the end
+        self.continued = 0  # read on from the end of a last line handed on without its newline (``continue_line``)
+        self.on_again = None  # the reader's line counters' step back for a line read again whole (``continue_line``)
 
     def handed(self, offset: int, unterminated: int = 0, lines: Optional[int] = None) -> None:
         if self.fd is not None:  # once closed, the mark stays: a line handed on after is read again
@@ -111,7 +113,23 @@ class Place:
         self.offset = start
         if start == end:  # nothing past it yet: the place stays as it was, unterminated line and all
             self.offset, self.unterminated = saved["offset"], saved["unterminated"]
+            self.continued = self.unterminated
         return start, again, None
+
+    def continue_line(self, first: bytes) -> tuple:
+        """Read on from the end of a last line handed on without its newline (``continued``): what the
+        first bytes read there make of it, since its writer may have gone on after ``resume`` looked.
+        Returns (bytes to read past: the line's end, a newline or CRLF, or 0; the line's start, to read
+        it again whole with what was written since, its count taken back through ``on_again``)."""
+        if not first:
+            return 0, b""  # nothing after it yet: the question stays for the first bytes read
+        length, self.continued = self.continued, 0
+        ending = 1 if first.startswith(b"\n") else 2 if first.startswith(b"\r\n") else 0
+        if ending:
+            return ending, b""
+        if self.on_again is not None:
+            self.on_again(1)
+        return 0, os.pread(self.fd, length, self.offset)
 
 
 def check_mark(saved, merged: bool = False) -> bool:

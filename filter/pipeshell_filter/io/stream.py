@@ -753,6 +753,16 @@ class BlockReader:
                 # stopped in the middle of a line: read on to its end, for it to go on whole
                 read, self._line_deadline = self._read_on, time.monotonic() + STOP_LINE_WAIT
                 continue
+            if self.place is not None and self.place.continued:  # the end of a line the saved run handed on
+                past, head = self.place.continue_line(block)
+                if past:
+                    self._at += past
+                    self._handed(self._at)
+                    block = block[past:]
+                    if not block:
+                        continue
+                elif head:
+                    self._carry, self._carried = [head], len(head)
             base, self._at = self._at, self._at + len(block)
             cut = block.rfind(b"\n")
             if cut < 0:
@@ -1631,6 +1641,8 @@ class Filter:
         ``path``: the file given (``--input``); with ``--state`` a regular file's place is kept, and
         a restart on the same file reads on from there (``position``)."""
         self._place = self._place_in(fd, live, path)
+        if self._place is not None:
+            self._place.on_again = self.read_again
         # With a rule set and worker processes, the index's route plans are made once for the run
         # and shared by the workers (``RuleIndex.plans_shared``).
         sharing = self.index is not None and self.workers and parallel.available()
@@ -1739,6 +1751,11 @@ class Filter:
         """The bulk of a regular file, prefiltered by worker processes (``parallel``) and handled
         here in file order; the file offset is then left where they got to, for ``run`` to read on."""
         start = os.lseek(fd, 0, os.SEEK_CUR)
+        if self._place is not None and self._place.continued:  # the end of a line the saved run handed on
+            past, head = self._place.continue_line(os.pread(fd, 2, start))
+            start = os.lseek(fd, start + past - len(head), os.SEEK_SET)
+            if past:
+                self._place.handed(start)
         size = os.fstat(fd).st_size
         chunk, least = self.parallel_chunk, self.parallel_min
         if self.prefilter is None:  # every line parsed and matched: a thousand times a scan's work per byte
