@@ -1289,6 +1289,24 @@ def test_a_dash_is_standard_input(args):
         assert len(alerts(result.stdout)) == 1
 
 
+def test_a_path_holding_a_line_break_or_a_terminal_escape_is_named_on_one_line(tmp_path):
+    """A usage error, or a diagnostic, that names a path: its line breaks and escape sequences are
+    escapes, so that the message stays one line and drives no terminal."""
+    odd = str(tmp_path / "a\nb\x1b[31m")
+    for args in (["--rule", odd], ["--input", odd], ["--field-map", odd]):
+        result = run_cli(args)
+        assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"\x1b" not in result.stderr, args
+        assert "a\\nb\\x1b[31m" in result.stderr.decode(), result.stderr
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "x\ny.ndjson").write_bytes(b"not json\n")
+    (folder / "other.ndjson").write_bytes(b"")  # two files: lines named by their file
+    result = run_cli(["--input", str(folder), "--quiet"])
+    said = result.stderr.decode()
+    assert result.returncode == 0 and said.count("\n") == 1
+    assert said.startswith(f"pipeshell-filter: {folder}/x\\ny.ndjson line 1: not valid JSON"), said
+
+
 def test_a_dash_that_holds_no_event_is_named_as_given():
     result = run_cli(["explain", "--event", "-"], b"not an event")
     assert result.returncode == 2 and result.stderr.decode().startswith("pipeshell-filter: error: --event -: neither")

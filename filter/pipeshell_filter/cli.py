@@ -26,6 +26,7 @@ import ujson
 from .engine import Engine
 from .records import MAX_RULES_SHOWN, rule_count
 from .startup import streaming
+from .values import one_line
 from .events.fields import LOGSOURCE_KEYS, FieldResolver, ProfileError, builtin_profiles, load_profile_file
 from .events.timeparse import NS, format_time, parse_instant
 from .events.xml_event import XmlEventProblem, event_in_line
@@ -258,14 +259,14 @@ _PLACEHOLDERS_HELP = ("YAML mapping of placeholder name to a string or a list of
 
 def _warned(message: str) -> None:
     try:
-        sys.stderr.write(f"pipeshell-filter: warning: {message}\n")
+        sys.stderr.write(f"pipeshell-filter: warning: {one_line(message)}\n")
     except (OSError, ValueError):
         pass
 
 
 def _skipped(message: str) -> None:
     try:
-        sys.stderr.write(f"pipeshell-filter: skipped: {message}\n")
+        sys.stderr.write(f"pipeshell-filter: skipped: {one_line(message)}\n")
     except (OSError, ValueError):
         pass
 
@@ -1041,7 +1042,8 @@ def write_rule_stats(path: str, engine: Engine) -> None:
         write_atomic(path, data.encode("ascii"))
     except OSError as error:
         try:
-            sys.stderr.write(f"pipeshell-filter: --rule-stats {path}: cannot write it: {error.strerror or error}\n")
+            why = error.strerror or error
+            sys.stderr.write(one_line(f"pipeshell-filter: --rule-stats {path}: cannot write it: {why}") + "\n")
         except (OSError, ValueError):
             pass
 
@@ -1453,7 +1455,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except UsageProblem as problem:
         _fail(str(problem))
     except BusProblem as problem:
-        sys.stderr.write(f"pipeshell-filter: error: {problem}\n")
+        sys.stderr.write(f"pipeshell-filter: error: {one_line(str(problem))}\n")
         sys.exit(1)
     except typer.Abort:
         sys.exit(130)
@@ -1465,7 +1467,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.exit(0)
         _silence_stdout()
         where = f" ({error.filename})" if error.filename else ""
-        sys.stderr.write(f"pipeshell-filter: error: {error.strerror or error}{where}\n")
+        sys.stderr.write(one_line(f"pipeshell-filter: error: {error.strerror or error}{where}") + "\n")
         sys.exit(1)
     except Exception as error:
         # Click's usage errors (bad option or value) carry exit_code 2 and a message;
@@ -1489,5 +1491,5 @@ def _output_closed(closed: OutputClosed) -> None:
 
 
 def _fail(message: str) -> None:
-    sys.stderr.write(f"pipeshell-filter: error: {message}\n")
+    sys.stderr.write(f"pipeshell-filter: error: {one_line(message)}\n")  # a path given may hold a line break
     sys.exit(2)

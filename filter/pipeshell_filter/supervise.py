@@ -58,6 +58,8 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
+from .values import one_line  # a member's command line in a report: one line
+
 DEFAULT_GRACE = 30.0
 SETTLE = 0.25  # seconds to wait for the ends one end brings about, before judging it
 DRAIN = 5.0  # seconds each member gets after the one before it was killed at the end of the grace
@@ -81,13 +83,6 @@ _NAME_LIMIT = 160  # characters of a member's command line in a report
 
 class CommandError(ValueError):
     """A member's command line that cannot be run: empty, badly quoted, no such program."""
-
-
-def one_line(text: str) -> str:
-    """``text`` with its control characters written as escapes (``\\n``, ``\\x1b``): a command line is
-    quoted into one-line reports, and a newline in it split the report, an escape sequence drove
-    the terminal."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def parse_command(option: str, text: str) -> List[str]:

@@ -87,3 +87,10 @@ def fold(text: str) -> str:
     what the prefilter's soundness argument is built on (see ``io.prefilter``).
     """
     return text.casefold()
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters (line breaks, escape sequences, bidirectional overrides)
+    written as escapes (``\\n``, ``\\x1b``, ``\\u202e``): what goes into a one-line message on stderr
+    (a path, a command line, a rule's name) must neither start a line of its own nor drive the terminal."""
+    return text if text.isprintable() else "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

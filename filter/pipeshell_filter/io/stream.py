@@ -33,7 +33,7 @@ from ..correlate.agents import Progress
 from ..detect import HEARTBEAT_TYPE, WIRE_TYPE, Detection, Heartbeat, WireError, from_wire, smaller
 from ..engine import Engine
 from ..records import shrink
-from ..values import MISSING
+from ..values import MISSING, one_line
 from ..events.fields import FramedEvent
 from ..events.timeparse import parse_time
 from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
@@ -177,7 +177,7 @@ class Diagnostics:
     def note(self, message: str) -> None:
         """One line about the run, not about a line of input: neither counted nor rate-limited."""
         try:
-            self.stream.write(f"pipeshell-filter: {message}\n")
+            self.stream.write(f"pipeshell-filter: {one_line(message)}\n")  # a path may hold a line break
             self.stream.flush()
         except (OSError, ValueError):
             pass
