@@ -654,6 +654,30 @@ def test_a_chain_on_a_field_the_inner_one_does_not_group_by_is_the_oracle_applie
     assert {a["rule"]["id"] for a in found} <= {"outer", "c"}  # c: referenced by nothing
 
 
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 12), st.sampled_from(["amy", "bob"]), st.sampled_from(["s1", "s2", "s3"]),
+                               st.sampled_from(["h1", "h2"])), min_size=1, max_size=12),
+       outer_kind=st.sampled_from(["event_count", "value_sum"]), sibling_kind=st.sampled_from(["group", "count"]))
+def test_an_outer_correlation_is_the_same_whatever_another_one_over_its_inner_one_reads(rows, outer_kind,
+                                                                                          sibling_kind):
+    """Two correlations over one inner one, each reading a field of its events that it does not group by:
+    the inner alert was split by the values of both (one outer event per distinct (User, Src)), so the
+    count by User took one inner alert with two Src values as two, and fired on a single one."""
+    outer, inner = (yaml.safe_load(text) for text in chain_on_another_field(2, 4, "event_count", 20).split("---\n"))
+    outer["correlation"]["rules"] = ["many_a"]
+    outer["correlation"]["type"] = outer_kind
+    outer["correlation"]["condition"] = {"gte": 2} if outer_kind == "event_count" else {"gte": 4, "field": "Val"}
+    sibling = {"title": "sibling", "id": "sibling", "correlation": {
+        "type": "event_count" if sibling_kind == "group" else "value_count", "rules": ["many_a"],
+        "group-by": ["Src"] if sibling_kind == "group" else [], "timespan": "20s",
+        "condition": {"gte": 3} if sibling_kind == "group" else {"gte": 3, "field": "Src"}}}
+    events = [event(t, 1, user, "2", host=host, Src=src) for t, user, src, host in sorted(rows)]
+    alone = run_engine(rule_set_of(BASE_RULES, yaml.safe_dump(outer), yaml.safe_dump(inner)), events)
+    beside = run_engine(rule_set_of(BASE_RULES, yaml.safe_dump(outer), yaml.safe_dump(inner), yaml.safe_dump(sibling)),
+                        events)
+    assert seen_alerts(beside, "outer", ["User"]) == seen_alerts(alone, "outer", ["User"])
+
+
 def test_a_chain_on_another_field_in_two_stages_is_as_in_one_process(tmp_path):
     """The match stage's Detection records carry the field the outer correlation reads from the inner
     one's events, though neither groups the rule's events by it directly."""

@@ -44,7 +44,7 @@ MAX_HELD_TOTAL = 2 * MAX_HELD
 HELD_CHECK = 16_384
 
 __all__ = ["DEFAULT_AGENT_IDLE", "DEFAULT_MAX_SKEW", "Correlation", "Correlator", "Hit", "alert_detections",
-           "carried_fields", "spelled_group"]
+           "carried_fields", "carried_into", "spelled_group"]
 
 
 def alert_detections(hit: Hit, carried: tuple = ()) -> List[Detection]:
@@ -85,13 +85,20 @@ def carried_fields(specs: Iterable[CorrelationSpec]) -> dict:
     by_id = {spec.id: spec for spec in specs}
     carried = {}
     for spec in reversed(specs):  # outer first: what it carries is known before its inner ones are seen
-        names = spec.read_names + carried.get(spec.id, ())
         for inner_id in spec.chained:
-            inner = by_id[inner_id]
-            wanted = (spec.field_for(name, inner_id) for name in names)
-            carried[inner_id] = tuple(dict.fromkeys(carried.get(inner_id, ()) + tuple(
-                name for name in wanted if name not in inner.group_by)))
+            carried[inner_id] = tuple(dict.fromkeys(
+                carried.get(inner_id, ()) + carried_into(spec, by_id[inner_id], carried.get(spec.id, ()))))
     return carried
+
+
+def carried_into(outer: CorrelationSpec, inner: CorrelationSpec, outer_carries: tuple = ()) -> tuple:
+    """The names an inner correlation's alerts carry for one outer correlation: those it reads and those
+    it carries in turn (``outer_carries``), as the inner alert's events name them, less the inner
+    group-by.  Its alerts are split by these alone (``alert_detections``): split by the union over every
+    correlation chained to the inner one, an outer one counted one inner alert once per value of a field
+    only another correlation read (two alerts where it had one, and it fired)."""
+    wanted = (outer.field_for(name, inner.id) for name in outer.read_names + outer_carries)
+    return tuple(dict.fromkeys(name for name in wanted if name not in inner.group_by))
 
 
 def _inner_first(specs: list) -> list:
@@ -143,6 +150,8 @@ class Correlation:
             for rule in dict.fromkeys(ref.rule for ref in correlator.spec.inputs if not ref.chained):
                 self._by_rule[rule].append(correlator)
             correlator.upstream = tuple(by_id[inner] for inner in correlator.spec.chained)
+            correlator.carried_from = {inner.spec.id: carried_into(correlator.spec, inner.spec, correlator.carried)
+                                       for inner in correlator.upstream}
         self._chained = [c for c in self.correlators if c.upstream]
         self._feeds_outer = {inner.spec.id for c in self._chained for inner in c.upstream}
         self._pushed_by = self._pushers()
@@ -316,7 +325,7 @@ class Correlation:
         for inner in correlator.upstream:
             for hit in made.get(inner.spec.id, ()):
                 before = correlator.deferred  # an event's own detections may be waiting too
-                for detection in alert_detections(hit, inner.carried):
+                for detection in alert_detections(hit, correlator.carried_from[inner.spec.id]):
                     found += correlator.observe(detection, clocked=False, defer=True)
                 found += correlator.early_due(before)
         return found

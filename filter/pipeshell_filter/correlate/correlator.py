@@ -203,6 +203,7 @@ class Correlator:
         # takes rule detections, and the watermark its own sources ask for
         self.upstream = ()
         self.carried = ()  # names its hits carry from their events for the correlations chained to it
+        self.carried_from = {}  # inner correlation id -> the names its hits carry for this one (``carried_into``)
         self.own_inputs = any(not ref.chained for ref in spec.inputs)
         self.wanted = NEVER
         # one event that meets several of the rules: counted once, unless the rules seen are counted
