@@ -678,6 +678,38 @@ def test_an_outer_correlation_is_the_same_whatever_another_one_over_its_inner_on
     assert seen_alerts(beside, "outer", ["User"]) == seen_alerts(alone, "outer", ["User"])
 
 
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 12), st.sampled_from(["amy", "bob"]), st.sampled_from(["s1", "s2", "s3"]),
+                               st.sampled_from(["h1", "h2"])), min_size=1, max_size=12),
+       top_gte=st.integers(1, 2))
+def test_a_middle_correlation_is_the_same_whatever_the_one_over_it_reads(rows, top_gte):
+    """Three levels: the inner alerts (rule a per Computer), counted per User by the middle correlation,
+    whose alerts the top one counts per Src.  The inner alert was split by Src for the middle one too, which
+    then counted one inner alert with two Src values as two; and the top one still sees every Src of the
+    events under the middle alert (here: as many alerts as a run of the middle one alone, split by Src)."""
+    outer, inner = (yaml.safe_load(text) for text in chain_on_another_field(2, 4, "event_count", 20).split("---\n"))
+    outer["correlation"].update(rules=["many_a"], condition={"gte": 2}, generate=True)
+    outer["name"] = "middle"
+    top = {"title": "top", "id": "top", "correlation": {
+        "type": "event_count", "rules": ["middle"], "group-by": ["Src"], "timespan": "60s",
+        "condition": {"gte": top_gte}, "generate": True}}
+    events = [event(t, 1, user, "2", host=host, Src=src) for t, user, src, host in sorted(rows)]
+    alone = run_engine(rule_set_of(BASE_RULES, yaml.safe_dump(outer), yaml.safe_dump(inner)), events)
+    under = run_engine(rule_set_of(BASE_RULES, yaml.safe_dump(outer), yaml.safe_dump(inner), yaml.safe_dump(top)),
+                       events)
+    assert seen_alerts(under, "outer", ["User"]) == seen_alerts(alone, "outer", ["User"])
+    if top_gte == 1:  # every Src of the events under a middle alert is a top event: it alerts in each
+        inner_of = {}  # an event -> the lines of the inner alert holding it
+        for alert in alone:
+            if alert["rule"]["id"] == "inner":
+                lines = [ref["line"] for ref in alert["sigma"]["events"]]
+                inner_of.update((line, lines) for line in lines)
+        under_middle = {events[line - 1]["Src"] for alert in alone if alert["rule"]["id"] == "outer"
+                        for ref in alert["sigma"]["events"] for line in inner_of[ref["line"]]
+                        if events[line - 1]["User"] == alert["sigma"]["correlation"]["group"]["User"]}
+        assert {a["sigma"]["correlation"]["group"]["Src"] for a in under if a["rule"]["id"] == "top"} == under_middle
+
+
 def test_a_chain_on_another_field_in_two_stages_is_as_in_one_process(tmp_path):
     """The match stage's Detection records carry the field the outer correlation reads from the inner
     one's events, though neither groups the rule's events by it directly."""

@@ -718,7 +718,8 @@ class CorrelationTrace:
             for outer in self.correlators:  # an inner correlation's alert is an event of the outer ones
                 if correlator not in outer.upstream:
                     continue
-                for c in map(outer.contribution, alert_detections(hit, outer.carried_from[correlator.spec.id])):
+                for c in map(outer.contribution, alert_detections(hit, outer.carried_from[correlator.spec.id],
+                                                                    outer.along_from[correlator.spec.id])):
                     if c is None:
                         continue
                     named = c.detection.event.get("line") if self.stage == "correlate" else None

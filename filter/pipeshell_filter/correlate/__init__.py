@@ -22,6 +22,7 @@ become alerts is the engine's business (``generate``).
 
 from __future__ import annotations
 
+import itertools
 import time as _time
 from collections import defaultdict
 from typing import Callable, Iterable, List, Optional
@@ -47,29 +48,43 @@ __all__ = ["DEFAULT_AGENT_IDLE", "DEFAULT_MAX_SKEW", "Correlation", "Correlator"
            "carried_fields", "carried_into", "spelled_group"]
 
 
-def alert_detections(hit: Hit, carried: tuple = ()) -> List[Detection]:
+def alert_detections(hit: Hit, carried: tuple = (), along: tuple = ()) -> List[Detection]:
     """An inner correlation's hit as detections for the correlations chained to it: rule = the
     inner correlation's id, time = its window end (the time of its last event, but for a window a
     late event joined: the watermark it was evaluated at, which the outer one has not passed, so
     the hit is on time there), fields = its group values (under its group-by names).
 
-    ``carried`` (``carried_fields``): names the outer correlations group by (or count) that the
+    ``carried`` (``carried_into``): names the outer correlation groups by (or counts) that the
     inner one does not group by; their values are its events' (the first value of each, as
-    group-by reads one).  The hit is one detection per distinct set of those values among its
-    events, so that it is in the outer group of each: the specification's failed logons grouped by
-    computer, then a successful logon of the same user.  Each refers to its last event with those
-    values; without ``carried``, one detection that refers to the hit's last event."""
+    group-by reads one; every value of an event that is itself an inner alert).  The hit is one
+    detection per distinct set of those values among its events, so that it is in the outer group of
+    each: the specification's failed logons grouped by computer, then a successful logon of the same
+    user.  Each refers to its last event with those values; without ``carried``, one detection that
+    refers to the hit's last event.  ``along``: names the outer correlation only passes on to those
+    chained to it; each detection holds every distinct value of them among its events, unsplit (split by
+    them, the outer correlation counted one hit once per value of a field it does not read)."""
     spec = hit.spec
     grouped = {name: [value] for name, value in zip(spec.group_by, spelled_group(spec, hit.group, hit.contributions))
                if value is not None}
-    last = {}  # the carried values -> the last event holding them, in the order they first occur
+    last, kept = {}, {}  # the carried values -> the last event holding them (first-seen order); ``along``'s values
     for c in hit.contributions:  # in (time, arrival) order
-        values = tuple(_first(c.detection.fields.get(spec.field_for(name, c.detection.rule))) for name in carried)
-        last[values] = c
+        for values in itertools.product(*(_values(spec, c, name) for name in carried)):
+            last[values] = c
+            held = kept.setdefault(values, {name: {} for name in along})
+            for name in along:
+                held[name].update(dict.fromkeys(value for value in _values(spec, c, name) if value is not None))
     return [Detection(spec.id, hit.time, None, (0,),
-                      dict(grouped, **{name: [value] for name, value in zip(carried, values) if value is not None}),
+                      dict(grouped, **{name: [value] for name, value in zip(carried, values) if value is not None},
+                           **{name: list(found) for name, found in kept[values].items() if found}),
                       dict(c.detection.event))
             for values, c in last.items()]
+
+
+def _values(spec: CorrelationSpec, c, name: str) -> list:
+    """What an event gives ``alert_detections`` for ``name``: its first value (None when it has none),
+    or every value, when the event is itself an inner alert (``along`` gave it all)."""
+    values = c.detection.fields.get(spec.field_for(name, c.detection.rule)) or [None]
+    return values if c.detection.rule in spec.chained else values[:1]
 
 
 def _first(values):
@@ -150,8 +165,12 @@ class Correlation:
             for rule in dict.fromkeys(ref.rule for ref in correlator.spec.inputs if not ref.chained):
                 self._by_rule[rule].append(correlator)
             correlator.upstream = tuple(by_id[inner] for inner in correlator.spec.chained)
-            correlator.carried_from = {inner.spec.id: carried_into(correlator.spec, inner.spec, correlator.carried)
+            correlator.carried_from = {inner.spec.id: carried_into(correlator.spec, inner.spec)
                                        for inner in correlator.upstream}
+            correlator.along_from = {
+                inner.spec.id: tuple(name for name in carried_into(correlator.spec, inner.spec, correlator.carried)
+                                     if name not in correlator.carried_from[inner.spec.id])
+                for inner in correlator.upstream}
         self._chained = [c for c in self.correlators if c.upstream]
         self._feeds_outer = {inner.spec.id for c in self._chained for inner in c.upstream}
         self._pushed_by = self._pushers()
@@ -325,7 +344,8 @@ class Correlation:
         for inner in correlator.upstream:
             for hit in made.get(inner.spec.id, ()):
                 before = correlator.deferred  # an event's own detections may be waiting too
-                for detection in alert_detections(hit, correlator.carried_from[inner.spec.id]):
+                for detection in alert_detections(hit, correlator.carried_from[inner.spec.id],
+                                                  correlator.along_from[inner.spec.id]):
                     found += correlator.observe(detection, clocked=False, defer=True)
                 found += correlator.early_due(before)
         return found
