@@ -58,9 +58,24 @@ correlation:
 """
 
 
+# A chain whose outer correlation also counts a rule its inner one counts: a client event is then one
+# detection of the outer one and, completing a server-then-client episode, an inner alert at its time too.
+# The inner alert was fed to the outer one, which alerted early on it before taking the client event itself.
+CHAIN_AND_RULE = TEMPORAL + """---
+title: pipe episodes and clients
+name: pipe_episodes_and_clients
+correlation:
+  type: event_count
+  rules: [server_then_client, pipe_client]
+  timespan: 10m
+  condition: {gte: 2}
+"""
+
+
 def plans_for(rules, tmp):
     paths = {"builtin": None, "by_host": [write(tmp, "by.yml", BY_HOST), write(tmp, "s.yml", SINGLE)],
-             "temporal": [write(tmp, "t.yml", TEMPORAL)], "chain": [write(tmp, "c.yml", CHAIN)]}[rules]
+             "temporal": [write(tmp, "t.yml", TEMPORAL)], "chain": [write(tmp, "c.yml", CHAIN)],
+             "chain_and_rule": [write(tmp, "cr.yml", CHAIN_AND_RULE)]}[rules]
     return load_plans(paths, None)
 
 
@@ -96,7 +111,7 @@ def episode(alert):
     return alert["rule"]["id"], alert["@timestamp"]
 
 
-RULES = st.sampled_from(["builtin", "by_host", "temporal", "chain"])
+RULES = st.sampled_from(["builtin", "by_host", "temporal", "chain", "chain_and_rule"])
 
 
 @settings(max_examples=80, deadline=None)
@@ -139,6 +154,19 @@ def test_under_disorder_within_the_lateness_every_watermark_alert_has_an_early_o
         rule, end, start = alert["rule"]["id"], parse_time(alert["event"]["end"]), parse_time(alert["event"]["start"])
         assert any(a["rule"]["id"] == rule and parse_time(a["event"]["start"]) <= end
                    and start <= parse_time(a["event"]["end"]) for a in early), alert["@timestamp"]
+
+
+def test_an_outer_correlation_takes_the_event_that_made_an_inner_alert_before_its_early_evaluation(tmp_path):
+    """A client at 0, a server at 100, a client at 200: the last client is one event of the outer
+    correlation and completes an inner episode at its time.  The inner alert, fed first, completed the
+    outer window with the first client, and the early alert lacked the client itself (2 events, the
+    watermark's 3)."""
+    plans = plans_for("chain_and_rule", tmp_path)
+    events = [(0, "h1", "client", 4104, 1), (100, "h2", "server", 4104, 2), (200, "h3", "client", 4104, 3)]
+    early_during, early_end = run(plans, events, 0, True)
+    late_during, late_end = run(plans, events, 0, False)
+    assert not early_end and [a["sigma"]["correlation"]["value"] for a in early_during] == [3]
+    assert list(map(key, early_during)) == list(map(key, late_during + late_end))
 
 
 def test_a_non_monotone_condition_waits_for_the_watermark(tmp_path):

@@ -271,10 +271,16 @@ class Correlation:
         hits, made = [], {}
         takers = self._by_rule.get(detection.rule, ())
         for correlator in self._routed(detection.rule, takers):
-            found = self._feed(correlator, made) if correlator.upstream else []
-            if not correlator.upstream or correlator in takers:
+            takes = not correlator.upstream or correlator in takers
+            # the inner alerts this detection made and the detection itself are one event here: all are
+            # taken before its early evaluation (fed first, an inner alert completed the window without it)
+            waiting = correlator.deferred
+            found = self._feed(correlator, made, evaluate=not takes) if correlator.upstream else []
+            if takes:
                 before = correlator.clocks.newest, correlator.newest
-                found += correlator.observe(detection, defer=defer_early)
+                found += correlator.observe(detection, defer=defer_early or bool(correlator.upstream))
+                if correlator.upstream and not defer_early:
+                    found += correlator.early_due(waiting)
                 self._deferred = self._deferred or bool(correlator.deferred)
                 if (correlator.clocks.newest, correlator.newest) != before:
                     self._newest_wall[id(correlator)] = self.clock()
@@ -335,11 +341,12 @@ class Correlation:
         return route
 
     @staticmethod
-    def _feed(correlator: Correlator, made: dict) -> List[Hit]:
+    def _feed(correlator: Correlator, made: dict, evaluate: bool = True) -> List[Hit]:
         """Give a chained correlator the hits its inner correlations just made; its own hits that
         this made (early alerts, ``Correlator.early``).  A hit is one detection per distinct carried
         value, all at its time: the early evaluations wait for the whole hit, as for one event's
-        detections (the first completed the outer window and alerted without the others)."""
+        detections (the first completed the outer window and alerted without the others).
+        ``evaluate=False``: they wait for the caller (``early_due``), which has more of the event to give."""
         found = []
         for inner in correlator.upstream:
             for hit in made.get(inner.spec.id, ()):
@@ -347,7 +354,8 @@ class Correlation:
                 for detection in alert_detections(hit, correlator.carried_from[inner.spec.id],
                                                   correlator.along_from[inner.spec.id]):
                     found += correlator.observe(detection, clocked=False, defer=True)
-                found += correlator.early_due(before)
+                if evaluate:
+                    found += correlator.early_due(before)
         return found
 
     def alert_early(self) -> None:
