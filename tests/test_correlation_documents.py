@@ -1114,3 +1114,88 @@ def test_one_event_that_meets_several_referenced_rules_counts_once(tmp_path, sta
     assert set(found) == {"two-failed", "bytes-sum", "both-rules"}
     assert found["bytes-sum"]["sigma"]["correlation"]["value"] == 1200
     assert [e["line"] for e in found["two-failed"]["sigma"]["events"]] == [1, 2]
+
+
+# ------------------------------------------------------------------ random chains
+
+# a rule that meets events of the other rules too (by User): one event, several detections
+AMY = yaml.safe_dump({"title": "rule d", "id": "d", "name": "n_d", "detection": {"sel": {"User": "amy"}, "condition": "sel"}})
+
+
+@st.composite
+def random_chains(draw):
+    """An inner correlation of any monotone count over rules a-d, an outer one over it and some of the
+    same rules (grouped or counting by a field the inner one may not group by), and sometimes a sibling
+    over the inner one reading another field."""
+    inner_kind = draw(st.sampled_from(["event_count", "value_count", "temporal"]))
+    inner = {"title": "inner", "id": "inner", "name": "inner_n", "correlation": {
+        "type": inner_kind, "rules": draw(st.lists(st.sampled_from(["a", "b", "n_d"]), min_size=1, max_size=3,
+                                                   unique=True)),
+        "group-by": draw(st.sampled_from([["User"], ["Computer"], []])), "timespan": f"{draw(st.integers(1, 9))}s",
+        "condition": {"gte": draw(st.integers(1, 2)), **({"field": "Val"} if inner_kind == "value_count" else {})}}}
+    outer_kind = draw(st.sampled_from(["event_count", "temporal", "temporal_ordered", "value_count"]))
+    rules = draw(st.lists(st.sampled_from(["a", "b", "n_d"]), max_size=2, unique=True))
+    rules.insert(draw(st.integers(0, len(rules))), "inner_n")
+    outer = {"title": "outer", "id": "outer", "correlation": {
+        "type": outer_kind, "rules": rules, "group-by": draw(st.sampled_from([["User"], ["Computer"], []])),
+        "timespan": f"{draw(st.integers(1, 20))}s",
+        "condition": {"gte": draw(st.integers(1, 3)), **({"field": "Val"} if outer_kind == "value_count" else {})}}}
+    documents = [yaml.safe_dump(inner), yaml.safe_dump(outer)]
+    if draw(st.booleans()):
+        documents.append(yaml.safe_dump({"title": "sibling", "id": "sibling", "correlation": {
+            "type": "event_count", "rules": ["inner_n"], "group-by": ["Val"], "timespan": "5s", "condition": {"gte": 1}}}))
+    return documents
+
+
+CHAIN_ROWS = st.lists(st.tuples(st.integers(0, 30), st.sampled_from([1, 2, 3]), st.sampled_from(["amy", "bob", None]),
+                                st.sampled_from(["1", "2", None]), st.sampled_from(["h1", "h2", "h3"])), max_size=20)
+
+
+def run_rows(rule_set, rows, order, lateness, early):
+    events = [event(t, eid, user, value, host, EventRecordID=i) for i, (t, eid, user, value, host) in enumerate(rows)]
+    engine = Engine(rule_set, RESOLVER, lateness * NS, early=early)
+    found = []
+    for i in order:
+        found += engine.process(events[i], i + 1).alerts
+    return found, engine.flush()
+
+
+def alert_summary(alert):
+    correlation = alert["sigma"].get("correlation", {})
+    return (alert["rule"]["id"], alert["@timestamp"], json.dumps(correlation.get("group"), sort_keys=True).casefold(),
+            json.dumps(correlation.get("value")), len(alert["sigma"]["events"]))
+
+
+@settings(max_examples=80, deadline=None)
+@given(documents=random_chains(), rows=CHAIN_ROWS, lateness=st.sampled_from([0, 5, 30]))
+def test_early_alerts_through_random_chains_are_the_watermarks_on_a_sorted_stream_without_ties(documents, rows,
+                                                                                             lateness):
+    """An event that is one detection of an outer correlation and completes an inner alert at its time:
+    the inner alert was fed first and completed the outer window alone (an early alert short of the event)."""
+    rule_set = rule_set_of(BASE_RULES, AMY, *documents)
+    times, distinct = set(), []
+    for row in sorted(rows, key=lambda row: row[0]):
+        if row[0] not in times:
+            times.add(row[0])
+            distinct.append(row)
+    order = range(len(distinct))
+    early_during, early_end = run_rows(rule_set, distinct, order, lateness, True)
+    late = sum(run_rows(rule_set, distinct, order, lateness, False), [])
+    assert sorted(map(alert_summary, early_during + early_end)) == sorted(map(alert_summary, late))
+    assert not [a for a in early_end if a["rule"]["id"] in ("inner", "outer")]  # each out on its last event
+
+
+@settings(max_examples=80, deadline=None)
+@given(documents=random_chains(), rows=CHAIN_ROWS, data=st.data())
+def test_random_chains_under_disorder_within_the_lateness_alert_as_on_the_sorted_stream(documents, rows, data):
+    rule_set = rule_set_of(BASE_RULES, AMY, *documents)
+    lateness = data.draw(st.integers(0, 10), label="lateness")
+    delays = data.draw(st.lists(st.integers(0, lateness), min_size=len(rows), max_size=len(rows)), label="delays")
+    arrival = sorted(range(len(rows)), key=lambda i: (rows[i][0] + delays[i], i))
+    in_time = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))
+    shuffled = sum(run_rows(rule_set, rows, arrival, lateness, False), [])
+    assert sorted(map(alert_summary, shuffled)) == sorted(map(alert_summary,
+                                                               sum(run_rows(rule_set, rows, in_time, lateness, False), [])))
+    early = sum(run_rows(rule_set, rows, arrival, lateness, True), [])
+    ids = [a["event"]["id"] for a in early]
+    assert len(ids) == len(set(ids))  # nothing twice
