@@ -1199,3 +1199,28 @@ def test_random_chains_under_disorder_within_the_lateness_alert_as_on_the_sorted
     early = sum(run_rows(rule_set, rows, arrival, lateness, True), [])
     ids = [a["event"]["id"] for a in early]
     assert len(ids) == len(set(ids))  # nothing twice
+
+
+def test_a_field_passed_through_a_middle_correlation_with_many_values_alerts_as_one_run_across_a_restart(tmp_path):
+    """The middle correlation passes on every Src of an inner alert's events for the top one; a restart
+    reads a Detection's values back bounded (100 at most), so they are bounded when made too: the top one
+    saw 150 Src values of the first inner alert in one run, 99 and a digest after a restart."""
+    from test_state import alert_records, run_once
+
+    inner = {"title": "inner", "id": "inner", "name": "inner_n", "correlation": {
+        "type": "event_count", "rules": ["a"], "group-by": ["User"], "timespan": "1s", "condition": {"gte": 150}}}
+    middle = {"title": "middle", "id": "middle", "name": "middle_n", "correlation": {
+        "type": "event_count", "rules": ["inner_n"], "group-by": ["User"], "timespan": "10s", "condition": {"gte": 2}}}
+    top = {"title": "top", "id": "top", "correlation": {
+        "type": "event_count", "rules": ["middle_n"], "group-by": ["Src"], "timespan": "60s", "condition": {"gte": 1}}}
+    rule_set = rule_set_of(BASE_RULES, *map(yaml.safe_dump, (inner, middle, top)))
+    lines = [json.dumps(event(t, 1, "amy", host=f"h{i % 3}", Src=f"s{i}", EventRecordID=n)).encode() + b"\n"
+             for n, (t, i) in enumerate([(0, i) for i in range(150)] + [(3, i) for i in range(150)])]
+    lines += [json.dumps(event(100, 2, host=host)).encode() + b"\n" for host in ("h1", "h2")]
+    whole, _ = run_once(b"".join(lines), 0, "alerts", str(tmp_path / "whole.json"), plans=rule_set)
+    assert len([a for a in alert_records(whole) if a["rule"]["id"] == "top"]) == 100  # 99 values, a digest of the rest
+    path = str(tmp_path / "state.json")
+    first, at_end = run_once(b"".join(lines[:152]), 0, "alerts", path, plans=rule_set)
+    assert not at_end and json.load(open(path))["correlations"]["middle"]["windows"]  # the first inner alert
+    rest, _ = run_once(b"".join(lines[152:]), 0, "alerts", path, plans=rule_set)
+    assert first + rest == whole

@@ -27,7 +27,7 @@ import time as _time
 from collections import defaultdict
 from typing import Callable, Iterable, List, Optional
 
-from ..detect import Detection
+from ..detect import Detection, kept_values
 from ..events.timeparse import NS
 from ..sigma.correlation import CorrelationSpec
 from . import state as _state
@@ -62,7 +62,8 @@ def alert_detections(hit: Hit, carried: tuple = (), along: tuple = ()) -> List[D
     user.  Each refers to its last event with those values; without ``carried``, one detection that
     refers to the hit's last event.  ``along``: names the outer correlation only passes on to those
     chained to it; each detection holds every distinct value of them among its events, unsplit (split by
-    them, the outer correlation counted one hit once per value of a field it does not read)."""
+    them, the outer correlation counted one hit once per value of a field it does not read), bounded as a
+    Detection's values are (``kept_values``: as a restart reads them back from the state)."""
     spec = hit.spec
     grouped = {name: [value] for name, value in zip(spec.group_by, spelled_group(spec, hit.group, hit.contributions))
                if value is not None}
@@ -75,7 +76,7 @@ def alert_detections(hit: Hit, carried: tuple = (), along: tuple = ()) -> List[D
                 held[name].update(dict.fromkeys(value for value in _values(spec, c, name) if value is not None))
     return [Detection(spec.id, hit.time, None, (0,),
                       dict(grouped, **{name: [value] for name, value in zip(carried, values) if value is not None},
-                           **{name: list(found) for name, found in kept[values].items() if found}),
+                           **{name: kept_values(list(found)) for name, found in kept[values].items() if found}),
                       dict(c.detection.event))
             for values, c in last.items()]
 
