@@ -1119,7 +1119,8 @@ def test_one_event_that_meets_several_referenced_rules_counts_once(tmp_path, sta
 # ------------------------------------------------------------------ random chains
 
 # a rule that meets events of the other rules too (by User): one event, several detections
-AMY = yaml.safe_dump({"title": "rule d", "id": "d", "name": "n_d", "detection": {"sel": {"User": "amy"}, "condition": "sel"}})
+AMY = yaml.safe_dump({"title": "rule d", "id": "d", "name": "n_d",
+                      "detection": {"sel": {"User": "amy"}, "condition": "sel"}})
 
 
 @st.composite
@@ -1143,7 +1144,8 @@ def random_chains(draw):
     documents = [yaml.safe_dump(inner), yaml.safe_dump(outer)]
     if draw(st.booleans()):
         documents.append(yaml.safe_dump({"title": "sibling", "id": "sibling", "correlation": {
-            "type": "event_count", "rules": ["inner_n"], "group-by": ["Val"], "timespan": "5s", "condition": {"gte": 1}}}))
+            "type": "event_count", "rules": ["inner_n"], "group-by": ["Val"], "timespan": "5s",
+            "condition": {"gte": 1}}}))
     return documents
 
 
@@ -1194,8 +1196,8 @@ def test_random_chains_under_disorder_within_the_lateness_alert_as_on_the_sorted
     arrival = sorted(range(len(rows)), key=lambda i: (rows[i][0] + delays[i], i))
     in_time = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))
     shuffled = sum(run_rows(rule_set, rows, arrival, lateness, False), [])
-    assert sorted(map(alert_summary, shuffled)) == sorted(map(alert_summary,
-                                                               sum(run_rows(rule_set, rows, in_time, lateness, False), [])))
+    in_order = sum(run_rows(rule_set, rows, in_time, lateness, False), [])
+    assert sorted(map(alert_summary, shuffled)) == sorted(map(alert_summary, in_order))
     early = sum(run_rows(rule_set, rows, arrival, lateness, True), [])
     ids = [a["event"]["id"] for a in early]
     assert len(ids) == len(set(ids))  # nothing twice

@@ -203,7 +203,8 @@ class Correlator:
         # takes rule detections, and the watermark its own sources ask for
         self.upstream = ()
         self.carried = ()  # names its hits carry from their events for the correlations chained to it
-        self.carried_from = {}  # inner correlation id -> the names its hits are split by for this one (``carried_into``)
+        # inner correlation id -> the names its hits are split by for this one (``carried_into``)
+        self.carried_from = {}
         self.along_from = {}  # ... and the names they pass on to those chained to this one, unsplit
         self.own_inputs = any(not ref.chained for ref in spec.inputs)
         self.wanted = NEVER

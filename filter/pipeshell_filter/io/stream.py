@@ -1641,8 +1641,6 @@ class Filter:
         ``path``: the file given (``--input``); with ``--state`` a regular file's place is kept, and
         a restart on the same file reads on from there (``position``)."""
         self._place = self._place_in(fd, live, path)
-        if self._place is not None:
-            self._place.on_again = self.read_again
         # With a rule set and worker processes, the index's route plans are made once for the run
         # and shared by the workers (``RuleIndex.plans_shared``).
         sharing = self.index is not None and self.workers and parallel.available()
@@ -1667,11 +1665,12 @@ class Filter:
         if saved is None and self.saved_inputs:  # the last run merged files (a directory): this one among them?
             places = FilePlaces(self.saved_inputs)
             start, in_file = places.resume(place)  # the line counter goes on: the stream's, as the merge's was
-            again, problem = places.again, next(iter(places.problems()), None)
+            problem = next(iter(places.problems()), None)
         else:
             start, again, problem = place.resume(saved if saved is not None and saved["path"] == where else None)
             in_file = self.lines - again
-        self.read_again(again)
+            self.read_again(again)
+            place.on_again = self.read_again
         if start:
             self.said_of_places([f"input {where}: read on from line {in_file + 1} (byte {start}), where the "
                                  "saved state left it"])
@@ -1681,7 +1680,10 @@ class Filter:
 
     def read_again(self, lines: int) -> None:
         """Lines the saved run counted that this one reads again whole (a last line without its newline,
-        which its writer added to since): the counters go back, so that each counts once."""
+        which its writer added to since): the counters go back, so that each counts once.  Only after
+        a run on one file, whose last line counted it was: after files merged, it may have been any
+        line, and stepping back would give a new line a number an earlier one has (events without a
+        record id are told apart by it)."""
         self.lines -= lines
         self.lines_start -= lines
 
