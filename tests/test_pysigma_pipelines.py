@@ -380,3 +380,47 @@ def test_a_field_condition_regex_re2_cannot_read_is_refused_in_one_line():
     with pytest.raises(PipelineError) as refused:
         convert({"transformations": items}, "p.yml")
     assert "\n" not in str(refused.value) and "bad regular expression" in str(refused.value)
+
+
+# Items under a product and under a category: a rule of both gets each, the second renaming what the first named.
+BY_PRODUCT_THEN_CATEGORY = """\
+name: renames by product, then a prefix by category
+transformations:
+  - id: by_product
+    type: field_name_mapping
+    mapping: {Image: proc.image}
+    rule_conditions: [{type: logsource, product: windows}]
+  - id: by_category
+    type: field_name_prefix
+    prefix: "winlog."
+    rule_conditions: [{type: logsource, category: process_creation}]
+"""
+
+
+def test_items_of_two_logsource_conditions_both_apply_to_a_rule_of_both(tmp_path):
+    """A windows process_creation rule gets the product's item and the category's, in turn: pySigma reads its
+    Image at winlog.proc.image.  Run per written set of conditions only, neither context had that path, and an
+    event laid out so was missed."""
+    pipeline = _write(tmp_path, BY_PRODUCT_THEN_CATEGORY)
+    conversion = convert(yaml.safe_load(BY_PRODUCT_THEN_CATEGORY), "p.yml")
+    assert "winlog.proc.image" in conversion.fields["Image"]
+    rule = _write(tmp_path, "title: t\nlogsource: {product: windows, category: process_creation}\ndetection:\n"
+                            "  sel: {Image: x.exe, CommandLine: y}\n  condition: sel\n", "rule.yml")
+    event = json.dumps({"winlog": {"proc": {"image": "x.exe"}, "CommandLine": "y"}}).encode() + b"\n"
+    result = run_cli_here(["--rule", rule, "--field-map", pipeline, "--quiet"], event)
+    assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
+    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
+    rule_module = pytest.importorskip("sigma.rule")
+    theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
+    pipeline_module.ProcessingPipeline.from_yaml(BY_PRODUCT_THEN_CATEGORY).apply(theirs)
+    assert [item.field for item in theirs.detection.detections["sel"].detection_items] == \
+        ["winlog.proc.image", "winlog.CommandLine"]
+
+
+def test_logsource_conditions_combining_into_too_many_logsources_are_refused_in_one_line():
+    items = [{"type": "field_name_mapping", "mapping": {"Image": f"i{n}"},
+              "rule_conditions": [{"type": "logsource", key: f"{key}{n}"}]}
+             for key in ("product", "category", "service") for n in range(30)]
+    with pytest.raises(PipelineError) as refused:
+        convert({"transformations": items}, "p.yml")
+    assert "\n" not in str(refused.value) and "logsources" in str(refused.value)

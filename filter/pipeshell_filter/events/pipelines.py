@@ -226,6 +226,8 @@ def _prefix(item: _Item) -> str:
 
 # Each field is renamed by each item in each context: a hostile file of a few MiB must not take hours.
 _MOST_STEPS = 20_000_000
+# Logsources the items' rule conditions combine into (each product with each category, ...).
+_MOST_CONTEXTS = 10_000
 # A field's names after each item: one-to-many renames repeated item after item multiply them (each name is
 # tried on every event the field is read from, so a field with more is no map a run can use).
 MOST_NAMES = 256
@@ -357,9 +359,32 @@ class Conversion:
             return _short(values("suffix"))
         return ""
 
+    def _with_unions(self, contexts: list) -> list:
+        """``contexts`` and every union of logsource contexts that one rule can be in at once: a rule of
+        ``{product: windows, category: process_creation}`` gets the items of ``{product: windows}`` and of
+        ``{category: process_creation}`` one after the other (a name the first gives, the second renames)."""
+        logsources = [c for c in contexts if isinstance(c, frozenset) and c]
+        result, frontier = list(contexts), logsources
+        seen = set(result)
+        while frontier:
+            grown = []
+            for context in frontier:
+                for other in logsources:
+                    union = context | other
+                    if union in seen or len({key for key, _ in union}) < len(union):  # one key, two values
+                        continue
+                    seen.add(union)
+                    grown.append(union)
+            if len(seen) > _MOST_CONTEXTS:
+                raise PipelineError(f"{self.source}: too large to read: its rule conditions combine into more than "
+                                    f"{_MOST_CONTEXTS:,} logsources")
+            result += grown
+            frontier = grown
+        return result
+
     def _merge(self, renaming: list):
         """Run the renaming items in each context; per field, its names in every context, in the file's order."""
-        contexts = list(dict.fromkeys(i.context for i in renaming)) or [frozenset()]
+        contexts = self._with_unions(list(dict.fromkeys(i.context for i in renaming)) or [frozenset()])
         named = list(dict.fromkeys(k for i in renaming if i.kind != "field_name_prefix" for k in i.mapping))
         if len(contexts) * len(named) * len(renaming) > _MOST_STEPS:
             raise PipelineError(f"{self.source}: too large to read: {len(renaming)} renaming items over "
