@@ -341,6 +341,18 @@ def test_a_collections_rules_sharing_the_global_id_or_title_each_get_one(tmp_pat
         load_plans([write(tmp_path, "twice.yml", twice + "---\n" + twice)], None)
 
 
+def test_one_uuid_written_in_two_letter_cases_is_one_id(tmp_path):
+    """A reference finds a UUID in any letter case (or in braces), so two rules whose ids are one UUID so written
+    are two rules of one id, refused: both loaded, a correlation's reference took the one written alike and
+    silenced it, while the other alerted on its own."""
+    rule = "title: {}\nid: {}\nlogsource: {{product: windows}}\ndetection:\n  s: {{f: 1}}\n  condition: s\n"
+    upper, lower = "5F5F5F5F-0000-4000-8000-00000000000A", "5f5f5f5f-0000-4000-8000-00000000000a"
+    for other in (lower, "'{" + lower + "}'"):
+        paths = [write(tmp_path, "a.yml", rule.format("a", upper)), write(tmp_path, "b.yml", rule.format("b", other))]
+        with pytest.raises(UsageProblem, match="is already the id of"):
+            load_plans(paths, None)
+
+
 @pytest.mark.parametrize("text, message", [
     ("action: repeat\nid: x\n", "needs a rule document before it"),
     ("action: merge\ntitle: x\n", "unknown 'action: 'merge''"),

@@ -43,7 +43,7 @@ from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Di
 from .explain import CorrelationTrace, describe_event, describe_rule_set, left_out_of_range, rule_needles
 from .sigma import literals
 from .sigma.compile import Plan, compile_plan
-from .sigma.collection import RuleSet, resolve
+from .sigma.collection import RuleSet, canonical_uuid, resolve
 from .sigma.placeholders import PlaceholderError, load_placeholders
 from .sigma.selection import Selection, SelectionError, parse_selection, select
 from .sigma.filters import apply_filters, check_filter
@@ -160,8 +160,9 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
                 try:
                     if isinstance(rule, RuleError):
                         raise rule
-                    if rule.id in seen:
-                        raise RuleError(f"rule {rule.path}: its id {rule.id} is already the id of {seen[rule.id]}")
+                    same = canonical_uuid(rule.id) or rule.id  # a UUID in any letter case is one (as referred to)
+                    if same in seen:
+                        raise RuleError(f"rule {rule.path}: its id {rule.id} is already the id of {seen[same]}")
                     if isinstance(rule, CorrelationRule):
                         documents[rule] = directory
                     elif isinstance(rule, FilterRule):
@@ -169,7 +170,7 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
                         filters.append(rule)
                     else:
                         loaded.append((rule, directory))
-                    seen[rule.id] = rule.path
+                    seen[same] = rule.path
                 except RuleError as error:
                     if strict or not directory:
                         raise UsageProblem(str(error)) from None
