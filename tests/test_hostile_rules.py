@@ -410,3 +410,20 @@ def test_a_title_that_is_no_text_is_named_as_such(title, said):
     with pytest.raises(RuleError) as raised:
         load(f"title: {title}\nlogsource: {{product: windows}}\ndetection: {{sel: {{EventID: 1}}, condition: sel}}\n")
     assert str(raised.value).endswith(said), str(raised.value)
+
+
+@pytest.mark.parametrize("rule_id, said", [("[a, b]", "list"), ("{5f5f5f5f-0000-4000-8000-00000000000a}", "dict"),
+                                           ("yes", "bool"), ("true", "bool")])
+def test_an_id_that_is_no_text_is_refused_not_shown_as_python(rule_id, said):
+    """An id written as a YAML list, a mapping (a UUID in braces, unquoted) or a boolean became its Python
+    text, ``{'5f5f...': None}`` or ``True``, as the rule's id in every alert."""
+    with pytest.raises(RuleError) as raised:
+        load(f"title: t\nid: {rule_id}\nlogsource: {{product: windows}}\n"
+             "detection: {sel: {EventID: 1}, condition: sel}\n")
+    assert str(raised.value).endswith(f"'id' must be text, not {said} (quote it)"), str(raised.value)
+
+
+def test_an_id_written_as_a_number_or_date_is_its_text():
+    for written in ("123", "0x1F", "1.0", "2024-01-01"):
+        assert parse_rule(f"title: t\nid: {written}\nlogsource: {{product: windows}}\n"
+                          "detection: {sel: {EventID: 1}, condition: sel}\n", SOURCE).id == written

@@ -442,7 +442,10 @@ def _metadata(data: dict, source: str) -> dict:
         raise RuleError(f"rule {source}: 'title' must be text, not {type(title).__name__}")
     if title is None or not title.strip():
         raise RuleError(f"rule {source}: missing 'title'")
-    rule_id = next((written_text(v).strip() for v in (data.get("id"), data.get("name"))
+    written_id = data.get("id")
+    if isinstance(written_id, (bool, dict, list)):  # its Python text (True, {'...': None}) is no id anyone wrote
+        raise RuleError(f"rule {source}: 'id' must be text, not {type(written_id).__name__} (quote it)")
+    rule_id = next((written_text(v).strip() for v in (written_id, data.get("name"))
                     if v is not None and str(v).strip()),
                    title.strip())
     name = data.get("name")
