@@ -114,8 +114,10 @@ def _write(tmp_path, text, name="pipeline.yml"):
 def test_field_name_mapping_and_prefix_become_fields_and_roots(tmp_path):
     profile = load_profile_file(_write(tmp_path, ECS_LIKE))
     paths = {field: [".".join(map(str, c.path)) for c in candidates] for field, candidates in profile.fields.items()}
-    assert paths == {"EventID": ["event.code"], "Image": ["process.executable"], "User": ["user.name"],
-                     "CommandLine": ["process.command_line", "process.args_text"]}
+    # each mapped path, then the name as written: a rule of no windows logsource, which no item applies to, reads it
+    assert paths == {"EventID": ["event.code", "EventID"], "Image": ["process.executable", "Image"],
+                     "User": ["user.name", "User"], "CommandLine": ["process.command_line", "process.args_text",
+                                                                   "CommandLine"]}
     assert profile.roots == (UNNAMED_ROOT,)
     assert profile.detect == (("event", "code"),)  # EventID's one path
     assert ("@timestamp",) in profile.time and ("_time",) in profile.time
@@ -126,7 +128,7 @@ def test_a_field_mapped_per_logsource_reads_every_path_first_present(tmp_path):
     profile = load_profile_file(_write(tmp_path, SPLUNK_LIKE))
     paths = {field: [".".join(map(str, c.path)) for c in candidates] for field, candidates in profile.fields.items()}
     # in the windows context Image is unmapped (itself); under process_creation it is NewProcessName
-    assert paths == {"EventID": ["EventCode"], "Image": ["Image", "NewProcessName"],
+    assert paths == {"EventID": ["EventCode", "EventID"], "Image": ["Image", "NewProcessName"],
                      "User": ["User", "SubjectUserName"]}
     assert profile.roots == ()
 
@@ -424,3 +426,32 @@ def test_logsource_conditions_combining_into_too_many_logsources_are_refused_in_
     with pytest.raises(PipelineError) as refused:
         convert({"transformations": items}, "p.yml")
     assert "\n" not in str(refused.value) and "logsources" in str(refused.value)
+
+
+ONLY_PROCESS_CREATION = """\
+name: renames for process_creation only
+transformations:
+  - id: security_4688
+    type: field_name_mapping
+    mapping: {Image: NewProcessName, EventID: EventCode}
+    rule_conditions: [{type: logsource, product: windows, category: process_creation}]
+"""
+
+
+def test_a_rule_no_item_applies_to_reads_its_fields_as_named(tmp_path):
+    """pySigma renames nothing in an image_load rule here, so its Image is Image; every context read had the item,
+    and Image was NewProcessName only: each image_load event was missed.  The name as written is the last path."""
+    conversion = convert(yaml.safe_load(ONLY_PROCESS_CREATION), "p.yml")
+    assert conversion.fields == {"Image": ["NewProcessName", "Image"], "EventID": ["EventCode", "EventID"]}
+    assert conversion.table["detect"] == ["EventCode"]  # what the pipeline maps EventID to, as before
+    pipeline = _write(tmp_path, ONLY_PROCESS_CREATION)
+    rule = _write(tmp_path, "title: t\nlogsource: {product: windows, category: image_load}\ndetection:\n"
+                            "  sel: {Image|endswith: '\\\\x.exe'}\n  condition: sel\n", "rule.yml")
+    event = json.dumps({"EventCode": 7, "Image": "C:\\x.exe"}).encode() + b"\n"
+    result = run_cli_here(["--rule", rule, "--field-map", pipeline, "--quiet", "--logsource-unknown", "match"], event)
+    assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
+    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
+    rule_module = pytest.importorskip("sigma.rule")
+    theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
+    pipeline_module.ProcessingPipeline.from_yaml(ONLY_PROCESS_CREATION).apply(theirs)
+    assert [item.field for item in theirs.detection.detections["sel"].detection_items] == ["Image"]

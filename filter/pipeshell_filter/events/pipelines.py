@@ -384,7 +384,10 @@ class Conversion:
 
     def _merge(self, renaming: list):
         """Run the renaming items in each context; per field, its names in every context, in the file's order."""
-        contexts = self._with_unions(list(dict.fromkeys(i.context for i in renaming)) or [frozenset()])
+        contexts = self._with_unions(list(dict.fromkeys(i.context for i in renaming)))
+        unconditioned = frozenset() not in contexts  # a rule no item's conditions hold for: its fields as named
+        if unconditioned:
+            contexts.append(frozenset())
         named = list(dict.fromkeys(k for i in renaming if i.kind != "field_name_prefix" for k in i.mapping))
         if len(contexts) * len(named) * len(renaming) > _MOST_STEPS:
             raise PipelineError(f"{self.source}: too large to read: {len(renaming)} renaming items over "
@@ -416,8 +419,13 @@ class Conversion:
             elif prefix:
                 self.notes.append(f"the prefix {prefix!r} is not a path (it must end in '.'): fields the pipeline "
                                   "does not name are read as named, without it")
+        if unconditioned:  # the fields as named: a fallback, after every mapped path, said nowhere
+            as_named = {field: seen.pop() for field, seen in per_field.items()}
         fields = {field: list(dict.fromkeys(n for names in seen for n in names)) for field, seen in per_field.items()}
+        self.mapped_event_id = list(fields.get("EventID", []))
         differing = [field for field, seen in per_field.items() if len(set(seen)) > 1]
+        if unconditioned:
+            fields = {field: list(dict.fromkeys(names + list(as_named[field]))) for field, names in fields.items()}
         if differing:
             self.notes.append(f"mapped differently under different rule conditions, so read from each of their paths "
                               f"in the file's order, the first present: {_short(differing, 12)}")
@@ -430,7 +438,7 @@ class Conversion:
 
     def _table(self, pipeline: dict) -> dict:
         name = os.path.splitext(os.path.basename(self.source))[0] or "pipeline"
-        event_id = self.fields.get("EventID", [])
+        event_id = self.mapped_event_id  # not its name as written, which only rules no item applies to read
         table = {"name": name, "detect": event_id[:1] if len(event_id) == 1 else [], "time": list(DEFAULT_TIME),
                  "roots": self.roots, "fields": self.fields}
         title = pipeline.get("name")
