@@ -427,3 +427,13 @@ def test_an_id_written_as_a_number_or_date_is_its_text():
     for written in ("123", "0x1F", "1.0", "2024-01-01"):
         assert parse_rule(f"title: t\nid: {written}\nlogsource: {{product: windows}}\n"
                           "detection: {sel: {EventID: 1}, condition: sel}\n", SOURCE).id == written
+
+
+@pytest.mark.parametrize("level", ["[high]", "{a: 1}"])
+def test_a_level_that_is_no_text_is_left_out_not_shown_as_python(level):
+    """A list or mapping as the level was the rule's level as Python printed it (``['high']``) in its alerts."""
+    rule = parse_rule(f"title: t\nlevel: {level}\nlogsource: {{product: windows}}\n"
+                      "detection: {sel: {EventID: 1}, condition: sel}\n", SOURCE)
+    assert rule.level is None
+    assert parse_rule("title: t\nlevel: ' High '\nlogsource: {product: windows}\n"
+                      "detection: {sel: {EventID: 1}, condition: sel}\n", SOURCE).level == " High "

@@ -456,7 +456,8 @@ def _metadata(data: dict, source: str) -> dict:
         "id": str(rule_id),
         "title": title.strip(),
         "name": written_text(name).strip() if name is not None else None,
-        "level": str(level) if level is not None else None,
+        # a list or mapping (or yes/no) is no level: left out, not shown as Python prints it (['high'])
+        "level": written_text(level) if isinstance(level, (str, int, float)) and not isinstance(level, bool) else None,
         "status": data.get("status") if isinstance(data.get("status"), str) else None,
         "author": data.get("author") if isinstance(data.get("author"), str) else None,
         "tags": _string_list(data.get("tags"), "tags", source),
