@@ -455,3 +455,52 @@ def test_a_rule_no_item_applies_to_reads_its_fields_as_named(tmp_path):
     theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
     pipeline_module.ProcessingPipeline.from_yaml(ONLY_PROCESS_CREATION).apply(theirs)
     assert [item.field for item in theirs.detection.detections["sel"].detection_items] == ["Image"]
+
+
+_LOGSOURCE_CONDITIONS = [{"product": "windows"}, {"product": "linux"}, {"category": "process_creation"},
+                         {"service": "security"}, {"product": "windows", "category": "process_creation"}]
+_RULE_LOGSOURCES = _LOGSOURCE_CONDITIONS[:1] + [{"product": "windows", "category": "process_creation"},
+                                                {"product": "windows", "service": "security"},
+                                                {"product": "linux", "category": "process_creation"},
+                                                {"category": "process_creation"}]
+_SIGMA_FIELDS = ["Image", "CommandLine", "User", "EventID"]
+
+
+@st.composite
+def _logsource_pipelines(draw):
+    """Renames and prefixes, each under logsource conditions or none: what pipelines mostly are."""
+    items = []
+    for number in range(draw(st.integers(1, 4))):
+        item = {"id": f"i{number}"}
+        if draw(st.booleans()):
+            item["type"] = "field_name_prefix"
+            item["prefix"] = draw(st.sampled_from(["w.", "x.", "evt."]))
+        else:
+            item["type"] = "field_name_mapping"
+            fields = draw(st.lists(st.sampled_from(_SIGMA_FIELDS), min_size=1, max_size=3, unique=True))
+            item["mapping"] = {field: draw(st.sampled_from([f"p.{field}", f"q.{field}", [f"a.{field}", f"b.{field}"]]))
+                               for field in fields}
+        conditions = draw(st.lists(st.sampled_from(_LOGSOURCE_CONDITIONS), max_size=2))
+        if conditions:
+            item["rule_conditions"] = [dict(type="logsource", **condition) for condition in conditions]
+        items.append(item)
+    return {"name": "drawn", "transformations": items}
+
+
+@settings(max_examples=60, deadline=None)
+@given(_logsource_pipelines())
+def test_every_name_pysigma_gives_a_field_is_one_we_read(pipeline):
+    """For a rule of each logsource, the name pySigma's run of the pipeline gives each field is among the paths
+    the profile reads it at (the fields as named where no item applies, a product's and a category's items in
+    turn on a rule of both)."""
+    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
+    rule_module = pytest.importorskip("sigma.rule")
+    ours = convert(json.loads(json.dumps(pipeline)), "p.yml")
+    for logsource in _RULE_LOGSOURCES:
+        rule = rule_module.SigmaRule.from_dict({"title": "t", "logsource": logsource, "detection": {
+            "sel": {field: "v" for field in _SIGMA_FIELDS}, "condition": "sel"}})
+        pipeline_module.ProcessingPipeline.from_dict(json.loads(json.dumps(pipeline))).apply(rule)
+        for field, item in zip(_SIGMA_FIELDS, rule.detection.detections["sel"].detection_items):
+            theirs = [i.field for i in getattr(item, "detection_items", [item])]
+            read = ours.fields.get(field) or [field] + [f"{root}.{field}" for root in ours.roots]
+            assert set(theirs) <= set(read), (logsource, field, theirs, read)
