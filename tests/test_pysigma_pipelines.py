@@ -504,3 +504,18 @@ def test_every_name_pysigma_gives_a_field_is_one_we_read(pipeline):
             theirs = [i.field for i in getattr(item, "detection_items", [item])]
             read = ours.fields.get(field) or [field] + [f"{root}.{field}" for root in ours.roots]
             assert set(theirs) <= set(read), (logsource, field, theirs, read)
+
+
+def test_a_renaming_item_with_a_key_pysigma_does_not_take_is_refused_as_pysigma_refuses_it(tmp_path):
+    """``rule_condition`` (misspelt) was read as no condition at all: the item renamed the fields of every rule,
+    where pySigma refuses the pipeline."""
+    text = ("transformations:\n  - type: field_name_mapping\n    mapping: {Image: NewProcessName}\n"
+            "    rule_condition: [{type: logsource, category: process_creation}]\n")
+    with pytest.raises(PipelineError) as refused:
+        convert(yaml.safe_load(text), "p.yml")
+    assert "\n" not in str(refused.value) and "'rule_condition'" in str(refused.value)
+    for kind, parameter in (("field_name_prefix", "prefix: x."), ("field_name_prefix_mapping", "mapping: {a: b}")):
+        convert(yaml.safe_load(f"transformations:\n  - {{type: {kind}, {parameter}, id: i, rule_cond_op: or}}\n"), "p")
+    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
+    with pytest.raises(Exception, match="rule_condition"):
+        pipeline_module.ProcessingPipeline.from_yaml(text)

@@ -61,6 +61,17 @@ KNOWN = frozenset(RENAMING) | frozenset(_CHANGES) | QUERY_ONLY
 DEFAULT_TIME = ("@timestamp", "_time", "timestamp", "TimeCreated.SystemTime", "TimeCreated", "EventTime", "UtcTime")
 
 
+# The keys pySigma reads of a processing item itself; the rest are its transformation's parameters.
+_ITEM_KEYS = frozenset({"id", "type", "rule_conditions", "rule_cond_expr", "rule_cond_op", "rule_cond_not",
+                        "detection_item_conditions", "detection_item_cond_expr", "detection_item_cond_op",
+                        "detection_item_cond_not", "field_name_conditions", "field_name_cond_expr",
+                        "field_name_cond_op", "field_name_cond_not", "allow_template_vars", "vars_allowed_paths",
+                        "allow_external_sources", "restrict_template_path", "policy"})
+# The parameters of the renaming transformations (pySigma refuses any other: a misspelt key is no condition).
+_PARAMETERS = {"field_name_mapping": {"mapping"}, "field_name_prefix": {"prefix"},
+               "field_name_prefix_mapping": {"mapping"}}
+
+
 class PipelineError(ValueError):
     """A pipeline file this filter cannot read; the message is one line."""
 
@@ -87,6 +98,9 @@ class _Item:
             raise PipelineError(f"{where}: no 'type'")
         if kind not in KNOWN:
             raise PipelineError(f"{where}: unknown transformation type {kind[:60]!r}")
+        unknown = [str(key) for key in raw if key not in _ITEM_KEYS and key not in _PARAMETERS.get(kind, (key,))]
+        if unknown:  # pySigma refuses them; read here, ``rule_condition:`` (misspelt) renamed for every rule
+            raise PipelineError(f"{where}: {kind} takes no key {_short(map(repr, unknown))}")
         ident = raw.get("id")
         self.position, self.kind, self.raw, self.where = position, kind, raw, where
         self.id = ident if isinstance(ident, str) else None
