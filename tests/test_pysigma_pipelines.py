@@ -516,6 +516,11 @@ def test_a_renaming_item_with_a_key_pysigma_does_not_take_is_refused_as_pysigma_
     assert "\n" not in str(refused.value) and "'rule_condition'" in str(refused.value)
     for kind, parameter in (("field_name_prefix", "prefix: x."), ("field_name_prefix_mapping", "mapping: {a: b}")):
         convert(yaml.safe_load(f"transformations:\n  - {{type: {kind}, {parameter}, id: i, rule_cond_op: or}}\n"), "p")
+    misspelt = text.replace("rule_condition:", "rule_conditions:").replace("category", "categroy")
+    with pytest.raises(PipelineError) as refused:
+        convert(yaml.safe_load(misspelt), "p.yml")
+    assert "\n" not in str(refused.value) and "'categroy'" in str(refused.value)
     pipeline_module = pytest.importorskip("sigma.processing.pipeline")
-    with pytest.raises(Exception, match="rule_condition"):
-        pipeline_module.ProcessingPipeline.from_yaml(text)
+    for refused_text, key in ((text, "rule_condition"), (misspelt, "categroy")):
+        with pytest.raises(Exception, match=key):
+            pipeline_module.ProcessingPipeline.from_yaml(refused_text)

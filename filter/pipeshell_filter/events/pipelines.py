@@ -143,6 +143,9 @@ def _read_context(item: _Item, contexts_by_id: dict):
     logsource, after = {}, []
     for condition in conditions:
         if condition["type"] == "logsource":
+            unknown = [str(key) for key in condition if key not in ("type", "product", "category", "service")]
+            if unknown:  # pySigma refuses them; read here, a misspelt category held for every rule
+                raise PipelineError(f"{item.where}: a logsource condition takes no key {_short(map(repr, unknown))}")
             for key in ("product", "category", "service"):
                 value = condition.get(key)
                 if value is None:
