@@ -298,6 +298,17 @@ def test_bad_filters_are_one_line_errors(tmp_path, case):
     assert "Traceback" not in line
 
 
+@pytest.mark.parametrize("logsource", [{"product": ["windows"]}, {"category": ["process_creation", "image_load"]},
+                                       {"product": "windows", "service": 5}])
+def test_a_filter_logsource_that_is_no_text_is_refused_as_pysigma_refuses_it(logsource):
+    """``product: [windows]`` in a filter covered no rule (a list is never a rule's text), so the filter applied to
+    nothing, in silence with ``rules: any``; pySigma refuses it (a log source's product must be a string)."""
+    from pipeshell_filter.sigma.rule import RuleError, parse_rules
+
+    [parsed] = parse_rules(yaml.safe_dump(spec_filter("any", logsource=logsource)), "mf.yml")
+    assert isinstance(parsed, RuleError) and "logsource" in str(parsed) and "must be text" in str(parsed), parsed
+
+
 def test_other_bad_filter_documents(tmp_path):
     rules = write(tmp_path, "rules.yml", rule())
     no_logsource = spec_filter([RAR_ID])

@@ -550,6 +550,10 @@ def filter_from_document(data: dict, source: str) -> FilterRule:
     if not isinstance(logsource, dict) or not any(logsource.get(key) for key in _LOGSOURCE_KEYS):
         raise RuleError(f"rule {source}: a filter needs a 'logsource' mapping with a category, product or service "
                         "(the rules it applies to must be within it)")
+    for key in _LOGSOURCE_KEYS:  # a list was within no rule's: the filter applied to nothing, in silence
+        if logsource.get(key) is not None and not isinstance(logsource[key], str):
+            raise RuleError(f"rule {source}: the filter's logsource '{key}' must be text, not "
+                            f"{type(logsource[key]).__name__} (a rule is within it when its {key} is that text)")
     section = data["filter"]
     if not isinstance(section, dict):
         raise RuleError(f"rule {source}: 'filter' must be a mapping (rules, selection, condition)")
