@@ -562,6 +562,10 @@ def test_keyword_keys_refuse_modifiers_that_need_a_field():
     ("a|wide|windash|base64offset|contains", "a-enc", ["windash", "before |wide"]),
     ("a|utf16be|windash|contains", "a-enc", ["windash", "before |utf16be"]),
     ("a|base64|windash", "a-enc", ["windash", "before |base64"]),
+    # in the order written, contains' wildcards would be base64-encoded (pySigma refuses it): it loaded as
+    # base64offset|contains, another rule than the one written
+    ("a|contains|base64offset", "hello", ["|contains must come after |base64offset"]),
+    ("a|startswith|wide|base64", "hello", ["|startswith must come after |base64"]),
     ("a|windash|wide|windash|base64", "/", ["windash", "before |wide"]),
     ("a|cidr", "10.0.0.300/8", ["cidr", "not an IP network"]),
     ("a|gte", "ten", ["gte", "needs a number"]),

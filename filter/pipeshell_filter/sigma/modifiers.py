@@ -546,6 +546,11 @@ class ModifierSpec:
         encoding = next((m for at, m in enumerate(names) if m in UTF16 + BASE64 and "windash" in names[at + 1:]), None)
         if encoding:  # its dashes are characters of the text: after an encoding there are none to find
             raise ModifierError(f"|windash must come before |{encoding} (it rewrites the text, not its encoding)")
+        encoded = next(((mode, m) for at, mode in enumerate(names) if mode in MATCH_MODES
+                        for m in names[at + 1:] if m in BASE64), None)
+        if encoded:  # in the order written its wildcards would be encoded, which pySigma refuses too
+            raise ModifierError(f"|{encoded[0]} must come after |{encoded[1]} (it matches the encoded text: "
+                                f"write |{encoded[1]}|{encoded[0]})")
         if keyword:
             if kind not in _KEYWORD_KINDS or "neq" in used:
                 raise ModifierError(f"|{types[0] if kind not in _KEYWORD_KINDS else 'neq'} needs a field name")
