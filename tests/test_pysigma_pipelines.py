@@ -516,11 +516,15 @@ def test_a_renaming_item_with_a_key_pysigma_does_not_take_is_refused_as_pysigma_
     assert "\n" not in str(refused.value) and "'rule_condition'" in str(refused.value)
     for kind, parameter in (("field_name_prefix", "prefix: x."), ("field_name_prefix_mapping", "mapping: {a: b}")):
         convert(yaml.safe_load(f"transformations:\n  - {{type: {kind}, {parameter}, id: i, rule_cond_op: or}}\n"), "p")
+    listed = text.replace("rule_condition:", "rule_conditions:").replace("process_creation", "[process_creation]")
+    with pytest.raises(PipelineError) as refused:
+        convert(yaml.safe_load(listed), "p.yml")
+    assert "\n" not in str(refused.value) and "category must be text" in str(refused.value)
     misspelt = text.replace("rule_condition:", "rule_conditions:").replace("category", "categroy")
     with pytest.raises(PipelineError) as refused:
         convert(yaml.safe_load(misspelt), "p.yml")
     assert "\n" not in str(refused.value) and "'categroy'" in str(refused.value)
     pipeline_module = pytest.importorskip("sigma.processing.pipeline")
-    for refused_text, key in ((text, "rule_condition"), (misspelt, "categroy")):
+    for refused_text, key in ((text, "rule_condition"), (misspelt, "categroy"), (listed, "must be string")):
         with pytest.raises(Exception, match=key):
             pipeline_module.ProcessingPipeline.from_yaml(refused_text)

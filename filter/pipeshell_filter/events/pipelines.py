@@ -150,6 +150,9 @@ def _read_context(item: _Item, contexts_by_id: dict):
                 value = condition.get(key)
                 if value is None:
                     continue
+                if not isinstance(value, str):  # a list was a logsource no rule has, as pySigma refuses it
+                    raise PipelineError(f"{item.where}: a logsource condition's {key} must be text, not "
+                                        f"{type(value).__name__}")
                 if logsource.get(key, value) != value:
                     return opaque  # two logsources at once: the item applies to no rule
                 logsource[key] = value
