@@ -399,6 +399,18 @@ def test_exclusion_files_read_ids_comments_and_blank_lines():
     assert selection.option_names_text() == "--tag, --exclude-tag and --exclude-rule"
 
 
+def test_an_exclusion_file_keeps_a_collection_rules_numbered_id(tmp_path):
+    """A v1 collection's rules after the first get ``<id>#<document>``, and README's jq line writes ``ID  # N
+    alerts``: ``#`` after the id was read as a comment, so the line excluded the collection's first rule instead."""
+    from pipeshell_filter.sigma.selection import read_exclusions
+
+    path = tmp_path / "noisy.txt"
+    path.write_text("4d9e1f2a-0000-4000-8000-000000000001#3  # 12 alerts: \"WannaCry\"\n# a comment\nplain#x\n"
+                    "  after # blank\nname\t# tab\n")
+    assert [e.id for e in read_exclusions(str(path))] == ["4d9e1f2a-0000-4000-8000-000000000001#3", "plain#x",
+                                                          "after", "name"]
+
+
 def test_two_stages_with_the_same_tags_and_exclusions_alert_as_one_process(tagged_file):
     options = ["--exclude-tag", "detection.threat-hunting", "--exclude-rule", SINGLE[1]]
     one = run_cli(["--rule", tagged_file, "--workers", "0"] + options, EVENTS.encode())

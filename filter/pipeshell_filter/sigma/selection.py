@@ -28,6 +28,7 @@ rule alert that would not alert without it: a rule kept that feeds a correlation
 from __future__ import annotations
 
 import functools
+import re
 from typing import Optional, Sequence
 
 import attrs
@@ -170,9 +171,13 @@ def _tags(option: str, given: Sequence[str]) -> tuple:
     return tuple(tag.strip() for tag in given)
 
 
+_COMMENT = re.compile(r"(?:^|\s)#")
+
+
 def read_exclusions(path: str) -> list:
-    """An ``--exclude-rules`` file: one rule id (or name) a line; ``#`` starts a comment, blank lines
-    are skipped.  A line of more than one word is a mistake (two ids on a line, a title), not an id."""
+    """An ``--exclude-rules`` file: one rule id (or name) a line; ``#`` starts a comment (at the start of
+    the line or after a blank), blank lines are skipped.  A line of more than one word is a mistake (two ids
+    on a line, a title), not an id."""
     try:
         data = read_bounded(path, "--exclude-rules file")
     except FileProblem as problem:
@@ -185,7 +190,8 @@ def read_exclusions(path: str) -> list:
         raise SelectionError(f"--exclude-rules file {path} line {line} is not UTF-8 text") from None
     found = []
     for number, line in enumerate(text.splitlines(), 1):
-        written = line.split("#", 1)[0].strip()
+        # a comment starts at a '#' that begins the line or follows a blank: a collection rule's id is <id>#<n>
+        written = _COMMENT.split(line, 1)[0].strip()
         if len(written.split()) > 1:
             raise SelectionError(f"--exclude-rules file {path} line {number}: {written[:80]!r} is not one "
                                  "rule id (one id a line; '#' starts a comment)")
