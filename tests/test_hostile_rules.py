@@ -437,3 +437,14 @@ def test_a_level_that_is_no_text_is_left_out_not_shown_as_python(level):
     assert rule.level is None
     assert parse_rule("title: t\nlevel: ' High '\nlogsource: {product: windows}\n"
                       "detection: {sel: {EventID: 1}, condition: sel}\n", SOURCE).level == " High "
+
+
+@pytest.mark.parametrize("key, read", [("~", "None"), ("yes", "True"), ("0x1F", "31"), ("1.5", "1.5"),
+                                       ("2024-01-01", "2024-01-01")])
+def test_a_field_name_yaml_reads_as_no_text_is_refused(key, read):
+    """``~: x`` in a selection compared a field called None (pySigma reads it as keywords), ``yes: x`` one called
+    True, ``0x1F: x`` one called 31: Python's text of what YAML read, as selection names are refused."""
+    with pytest.raises(RuleError) as raised:
+        load(f"title: t\nlogsource: {{product: windows}}\ndetection:\n  sel: {{{key}: x}}\n  condition: sel\n")
+    assert "field name" in str(raised.value) and "quote it" in str(raised.value), str(raised.value)
+    assert load(f"title: t\nlogsource: {{product: windows}}\ndetection:\n  sel: {{'{key}': x}}\n  condition: sel\n")

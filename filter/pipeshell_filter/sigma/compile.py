@@ -156,7 +156,11 @@ def _compile_map(mapping: dict, where: str, placeholders: Optional[dict] = None)
         raise RuleError(f"{where}: empty mapping")
     matchers = []
     for key, raw in mapping.items():
-        field, *mods = str(key).split("|")
+        if not isinstance(key, str):  # YAML read `~:`, `yes:`, `0x1F:` as null, true, 31: their text is none written
+            what = "null" if key is None else "boolean" if isinstance(key, bool) else \
+                "number" if isinstance(key, (int, float)) else type(key).__name__
+            raise RuleError(f"{where}: field name {shown(key)} is not text (YAML reads it as a {what}); quote it")
+        field, *mods = key.split("|")
         if not field and not mods:
             raise RuleError(f"{where}: empty field name in {shown(key)}")
         at = f"{where}, field {shown(field)}" if field else f"{where}, keywords {shown(key)}"
