@@ -911,7 +911,8 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
         inputs_module.allow_open(len(files))
     placed = stream_filter.state is not None or stream_filter.saved_inputs is not None \
         or stream_filter.saved_place is not None  # explain: a saved state taken back, none to write
-    opened = _open_placed(files, stream_filter, stop) if placed and len(files) > 1 else {}
+    opened = _open_placed(files, stream_filter, stop) \
+        if placed and (len(files) > 1 or files and inputs_module.is_evtx(files[0])) else {}
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
     streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked, stop,
                                                                  opened.get(path)),
@@ -952,15 +953,24 @@ def _rotated_first(files: List[str], place, places) -> tuple:
 
 
 def _open_placed(files: List[str], stream_filter: Filter, stop=None) -> dict:
-    """With ``--state``, the NDJSON files merged opened where the saved state left them (``position``):
-    path -> (handle, place, lines before it); the places are saved with each snapshot."""
+    """With ``--state``, the NDJSON files merged opened where the saved state left them, and the EVTX
+    files (merged, or one alone) placed after the records it read (``position``): path -> (handle or
+    None, place, lines before it); the places are saved with each snapshot."""
     saved = stream_filter.saved_inputs
     if saved is None and stream_filter.saved_place is not None:  # the last run read one file alone (a directory
-        saved = [dict(stream_filter.saved_place, lines=stream_filter.lines)]  # of one): its lines, the file's
+        # of one): its lines, the file's (an EVTX file's mark counts its own)
+        saved = [dict({"lines": stream_filter.lines}, **stream_filter.saved_place)]
     places = stream_filter.file_places = FilePlaces(saved)
+    places.alone = len(files) == 1
     added = {}  # each handle kept by ``places`` as soon as opened: ``finish`` closes them, after an error too
     for path in files:  # a pipe named among them (a FIFO, ``-``) has no place to keep: it is read as it comes
-        if not inputs_module.is_evtx(path) and os.path.isfile(path):
+        if inputs_module.is_evtx(path):
+            if os.path.isfile(path):
+                try:
+                    added[path] = None, places.add_records(path)
+                except OSError:  # gone since it was listed: its reading says so
+                    pass
+        elif os.path.isfile(path):
             handle = inputs_module.open_input(path, stop)
             added[path] = handle, places.add(path, handle)
             if stream_filter.saved_inputs is None:  # the last run read one file: its last line was counted last
@@ -1355,7 +1365,8 @@ def _trace_events(engine: Engine, paths: List[str], max_line: int = DEFAULT_MAX_
         def merged(stream_filter):
             stream_filter.said_of_places(notes)
             return _file_lines(files, stream_filter, stream_filter.diagnostics, max_line, walked)
-        trace.read(path, max_line, line_field, saved, None if len(files) == 1 else merged)
+        placed = saved is not None and unit == "record"  # one EVTX file read on after the records the state read
+        trace.read(path, max_line, line_field, saved, merged if len(files) > 1 or placed else None)
     except OSError as error:
         raise UsageProblem(f"cannot read --events {error.filename or paths[0]}: {inputs_module.why(error)}") from None
     except inputs_module.InputError as error:

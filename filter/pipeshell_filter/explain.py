@@ -551,8 +551,8 @@ class CorrelationTrace:
         ``--line-field``), but never live: a pipe is read to its end as a file is, and the end makes
         every window final.  No prefilter: every line is parsed (the prefilter rules out only lines no
         rule can match, so the alerts are the same), and workers would match out of sight.
-        ``merged``: ``path`` is a list of files, and this function of the Filter gives their lines merged
-        by event time, as the filter merges its ``--input`` files (``cli._file_lines``).
+        ``merged``: ``path`` is a list of files (or one EVTX file), and this function of the Filter gives
+        their lines merged by event time, as the filter merges its ``--input`` files (``cli._file_lines``).
         ``saved``: (file name, document) of a state ``--state`` saved: the correlations start from it,
         as a run with ``--state`` does, and nothing is saved (a flush at the end alerts what the
         filter's pause alerts, which keeps the windows open for its next run)."""
@@ -565,9 +565,10 @@ class CorrelationTrace:
                 stream_filter.line_field = line_field
                 if saved is not None:
                     self._restore(stream_filter, *saved)
-                if merged is not None:
-                    self.inputs = len(path)
-                    stream_filter.repeated_keys = any(map(inputs.is_evtx, path))
+                if merged is not None:  # several files, or one EVTX file read on from a saved state's place
+                    paths = path if isinstance(path, list) else [path]
+                    self.inputs = len(paths)
+                    stream_filter.repeated_keys = any(map(inputs.is_evtx, paths))
                     stream_filter.process_labelled(merged(stream_filter), max_line)
                 elif inputs.is_evtx(path):
                     stream_filter.repeated_keys = True

@@ -17,7 +17,8 @@ gives the child that chunk's records wholly present and zeros after them.
 Run as ``python -m pipeshell_filter.io.evtx_chunks``, it is the child: one
 request per line on stdin (``[path, chunk index]`` as JSON), and per request
 ``R`` (a record's JSON line), ``D`` (a damaged record) and one final ``E``
-messages on stdout, each a tag, a 4-byte length and the bytes.  The child
+messages on stdout, each a tag, a 4-byte length and the bytes (a record's: its
+EventRecordID in 8 bytes, then its line).  The child
 ignores SIGTERM and Ctrl-C (sent to the whole process group, they are the
 filter's to handle: it stops reading at once, and kills the child) and dies
 with the filter, which may not outlive a chunk the child spins on.
@@ -72,6 +73,21 @@ class Layout:
             return None
         count = self.next_id - 1 - int.from_bytes(head[32:40], "little")
         return count if 0 < count <= (self.said or 0) * MOST_RECORDS else None
+
+
+def first_record(path: str) -> bytes:
+    """The bytes of the first record of the file's first chunk (in file order): what an EVTX file
+    is known by across runs (``position.RecordPlace``).  Written once, they stay until a full log
+    wraps over its first chunk; the headers change with every record added.  A first chunk without
+    a whole record: its bytes as they are."""
+    with open(path, "rb") as handle:
+        handle.seek(EVTX_HEADER)
+        chunk = handle.read(EVTX_CHUNK)
+    if chunk[:8] == CHUNK_MAGIC and chunk[CHUNK_HEADER:CHUNK_HEADER + 4] == b"**\0\0":
+        size = int.from_bytes(chunk[CHUNK_HEADER + 4:CHUNK_HEADER + 8], "little")
+        if 28 <= size <= len(chunk) - CHUNK_HEADER:
+            return chunk[CHUNK_HEADER:CHUNK_HEADER + size]
+    return chunk
 
 
 def complete_end(chunk: bytes) -> int:
@@ -162,8 +178,9 @@ def _serve() -> None:  # pragma: no cover - runs in the child; tested through Ch
                 text = record["data"]
                 event = ujson.loads(text)  # what the filter cannot read is reported here, with its chunk
                 line = text if compact else ujson.dumps(event, ensure_ascii=False, escape_forward_slashes=False)
-                _send(out, b"R", line.encode("utf-8", "surrogatepass"))
-            except (ValueError, KeyError, TypeError) as error:
+                _send(out, b"R", int(record["event_record_id"]).to_bytes(8, "little") +
+                      line.encode("utf-8", "surrogatepass"))
+            except (ValueError, KeyError, TypeError, OverflowError) as error:
                 _send(out, b"D", f"not convertible to JSON ({error})"[:200].encode("utf-8", "replace"))
         _send(out, b"E", b"")
         out.flush()
@@ -197,8 +214,9 @@ class ChunkReader:
         child.stdout.close()
         return status
 
-    def chunk(self, path: str, index: int, stop=None) -> Tuple[List[bytes], List[str], str]:
-        """The chunk's records and damaged-record messages, and how it ended: "done"; "stuck" or "died"
+    def chunk(self, path: str, index: int, stop=None) -> Tuple[List[tuple], List[str], str]:
+        """The chunk's records, ``(EventRecordID, JSON line)``, and damaged-record messages, and how it
+        ended: "done"; "stuck" or "died"
         (the child killed: the next chunk gets a new one, ``self.died`` its status); "stopped", when
         ``stop`` (a ``signals.StopRequest``) was requested meanwhile."""
         child = self._start()
@@ -221,7 +239,7 @@ class ChunkReader:
             if tag == b"E":
                 return records, damaged, "done"
             if tag == b"R":
-                records.append(body)
+                records.append((int.from_bytes(body[:8], "little"), body[8:]))
             else:
                 damaged.append(body.decode("utf-8", "replace"))
 
@@ -255,9 +273,19 @@ _READER = ChunkReader()
 
 def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional[ChunkReader] = None,
                  stop=None) -> Iterator[bytes]:
-    """The records of an EVTX file as JSON lines, chunk by chunk; every record lost is reported:
-    a cut last chunk, damaged ones by the parser's word, and a chunk that yielded fewer than its
-    header numbers.  ``stop`` (a ``signals.StopRequest``) requested: the file ends there."""
+    """The records of an EVTX file as JSON lines (``numbered_records``, from the first)."""
+    for _, line in numbered_records(path, report, reader, stop):
+        yield line
+
+
+def numbered_records(path: str, report: Callable[[str, str], None], reader: Optional[ChunkReader] = None,
+                     stop=None, after: int = 0) -> Iterator[tuple]:
+    """The records of an EVTX file as ``(EventRecordID, JSON line)``, chunk by chunk in the order of
+    their records; every record lost is reported: a cut last chunk, damaged ones by the parser's word,
+    and a chunk that yielded fewer than its header numbers.  ``after``: the records up to that id were
+    read before (``position.RecordPlace``): the chunks whose header says they end there or before are
+    not parsed, and the records of the chunk holding it up to it not handed on.  ``stop`` (a
+    ``signals.StopRequest``) requested: the file ends there."""
     reader = reader or _READER
     layout = Layout(path)
     whole, said = layout.whole, layout.said
@@ -265,10 +293,10 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
     if said is not None and present < said:  # the parser skips missing chunks in silence
         missing = said - present
         ends = f", the file ends inside chunk {present}" if layout.tail else ""
-        after = layout.after(path)
+        following = layout.after(path)
         report(path, f"EVTX file truncated: {whole} of {said} chunks complete{ends}; the records of the "
                      f"{'missing chunk' if missing == 1 else f'{missing} missing chunks'}"
-                     f"{f' ({after} records)' if after else ''} are lost")
+                     f"{f' ({following} records)' if following else ''} are lost")
     chunks = []  # (first record number, index, last record number) of each chunk
     with open(path, "rb") as handle:
         heads = []
@@ -297,8 +325,13 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
     # and every older chunk's events were late.  The chunks are read in the order of their records.
     for first, index, last in sorted(chunks):
         where = f"{path} chunk {index + 1}"
-        expected = last - first + 1 if 0 <= last - first < MOST_RECORDS else None
+        believed = 0 <= last - first < MOST_RECORDS
+        if after and believed and last <= after:
+            continue  # read by an earlier run: not parsed again
+        expected = last - max(first, after + 1) + 1 if believed else None
         records, damaged, ended = reader.chunk(path, index, stop)
+        if after and records and records[0][0] <= after:
+            records = [record for record in records if record[0] > after]
         for message in damaged:  # each counted; the diagnostics limit how many are shown
             report(where, f"damaged EVTX record skipped ({message})")
         if ended == "stopped":  # the run is stopping: what was read goes on, nothing more is read
@@ -315,7 +348,7 @@ def evtx_records(path: str, report: Callable[[str, str], None], reader: Optional
             if expected is None or len(records) < expected:
                 report(where, f"the file ends inside this chunk, after {layout.tail} of its {EVTX_CHUNK} bytes; "
                               f"{lost} lost")
-        elif expected is not None and len(records) + len(damaged) < expected:
+        elif expected is not None and expected > 0 and len(records) + len(damaged) < expected:
             report(where, f"{expected - len(records)} of its {expected} records could not be read")
         yield from records
 

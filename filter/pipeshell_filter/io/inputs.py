@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
 
 from ..dirwalk import files_under
-from .evtx_chunks import evtx_records
-from .position import Placed
+from .evtx_chunks import numbered_records
+from .position import Placed, RecordPlace, RecordPlaced
 from .prefilter import CANDIDATE, SKIP, Prefilter
 
 INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
@@ -157,10 +157,18 @@ def is_evtx(path: str) -> bool:
 
 
 def evtx_lines(path: str, report: Callable[[str, str], None], named: bool = True, stop=None) -> Iterator[bytes]:
-    """The records of an EVTX file as JSON lines, parsed chunk by chunk in a child process that
-    is killed when the parser is stuck (``evtx_chunks``); every record lost is reported.  A file
-    whose header is unreadable is a usage error when ``named``, else reported and skipped.  ``stop``
-    (a ``signals.StopRequest``) requested: the file ends at once, even inside a chunk."""
+    """The records of an EVTX file as JSON lines (``numbered_evtx_lines``, from the first)."""
+    for _, line in numbered_evtx_lines(path, report, named, stop):
+        yield line
+
+
+def numbered_evtx_lines(path: str, report: Callable[[str, str], None], named: bool = True, stop=None,
+                        after: int = 0) -> Iterator[tuple]:
+    """The records of an EVTX file as ``(EventRecordID, JSON line)``, parsed chunk by chunk in a child
+    process that is killed when the parser is stuck (``evtx_chunks``); every record lost is reported.
+    A file whose header is unreadable is a usage error when ``named``, else reported and skipped.
+    ``stop`` (a ``signals.StopRequest``) requested: the file ends at once, even inside a chunk.
+    ``after``: the records up to that id are left out (read by an earlier run)."""
     try:
         from evtx import PyEvtxParser
     except ImportError:
@@ -175,7 +183,7 @@ def evtx_lines(path: str, report: Callable[[str, str], None], named: bool = True
         report(path, f"not a readable EVTX file ({why}); file skipped")
         return
     try:
-        yield from evtx_records(path, report, stop=stop)
+        yield from numbered_records(path, report, stop=stop, after=after)
     except OSError as error:  # the file went away or became unreadable while being read
         report(path, f"EVTX file no longer readable ({error.strerror or error}); rest of the file skipped")
 
@@ -293,8 +301,13 @@ def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = Tr
                    opened: Optional[tuple] = None) -> Iterator[tuple]:
     """``(label, line)`` for one file; the label names the file and the line or record.  ``named``:
     the file was named, not found in a directory (see ``evtx_lines``); ``opened``: an NDJSON file's
-    handle, place and line count, from ``position.FilePlaces`` (``--state``)."""
-    if opened is not None:
+    handle, place and line count, or an EVTX file's place, from ``position.FilePlaces`` (``--state``)."""
+    if opened is not None and opened[1].__class__ is RecordPlace:
+        place = opened[1]
+        for number, (record_id, line) in enumerate(numbered_evtx_lines(path, report, named, stop, place.record),
+                                                   place.lines + 1):
+            yield RecordPlaced(path, number, place, record_id), line
+    elif opened is not None:
         yield from placed_lines(path, opened, max_line)
     elif is_evtx(path):
         for number, line in enumerate(evtx_lines(path, report, named, stop), 1):

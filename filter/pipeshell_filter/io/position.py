@@ -14,6 +14,13 @@ bytes (a copy a rotation made).  A file a rotation moved out of what a run reads
 which a directory's walk leaves out, or the file of ``--input FILE``) is looked for beside its old
 name and read on there too when it holds lines the saved run did not read (``rotated_away``).
 
+An EVTX file (``.evtx``, read whole or among files merged) keeps its place as the highest
+EventRecordID handed on: its records come in id order (its chunks sorted by their first record,
+a chunk's records in id order), and each chunk's header numbers its first and last record, so a
+restart parses none of the chunks read before (``RecordPlace``).  It is the saved file by its path
+(merged: by its inode first) and the digest of its first record, written once and kept until a full
+log wraps over its first chunk; another file there is read from its start.
+
 A last line without its newline at the end of the file is processed (nothing read is lost), and
 remembered as ``unterminated``: when a writer finishes it later, the next run reads the whole line
 again rather than its rest alone.
@@ -26,6 +33,7 @@ import stat
 from typing import Optional
 
 from ..detect import blake2b  # CPython's own BLAKE2: no OpenSSL loaded (3 MB) for a digest
+from .evtx_chunks import first_record
 
 SAMPLE = 4096  # bytes digested at each end of what was read
 NAMED = 3  # files read from their start named each in its line; more are said in one
@@ -132,9 +140,58 @@ class Place:
         return 0, os.pread(self.fd, length, self.offset)
 
 
+class RecordPlace:
+    """The place in an EVTX file: ``record``, the highest EventRecordID handed on (0: none), and
+    ``lines``, the records handed on up to it (its labels' numbers go on from there).  The file is
+    known by its path, device and inode, and ``head``, the digest of its first record."""
+
+    between_lines = True  # a record is handed on whole: a snapshot can be taken between any two
+
+    def __init__(self, path: str):
+        self.path = os.path.realpath(path)
+        status = os.stat(path)
+        self.device, self.inode = status.st_dev, status.st_ino
+        self.head = blake2b(first_record(path), digest_size=16).hexdigest()
+        self.record = self.lines = 0
+
+    def handed(self, record: int, number: int) -> None:
+        if record > self.record:
+            self.record = record
+        self.lines = number
+
+    def mark(self) -> dict:
+        return {"kind": "evtx", "path": self.path, "device": self.device, "inode": self.inode, "head": self.head,
+                "record": self.record, "lines": self.lines}
+
+    def resume(self, saved: dict) -> Optional[str]:
+        """Go on after the records ``saved`` (a mark of this file, the caller says) read, if it is the
+        same file; else why the file is read from its start, in one line."""
+        if saved["head"] != self.head:
+            return (f"input {self.path}: not the EVTX file the saved state read there (another file, or a full "
+                    "log that wrapped over its first records): read from its start")
+        self.record, self.lines = saved["record"], saved["lines"]
+        return None
+
+
+class RecordPlaced(str):
+    """An EVTX record's label (``"a.evtx record 7"``) that moves its file's place past the record once
+    it was processed (``Placed``'s kin)."""
+
+    def __new__(cls, path: str, number: int, place: RecordPlace, record: int):
+        label = super().__new__(cls, f"{path} record {number}")
+        label.number, label.place, label.record = number, place, record
+        return label
+
+    def handed(self) -> None:
+        self.place.handed(self.record, self.number)
+
+
 def check_mark(saved, merged: bool = False) -> bool:
     """Whether a snapshot's ``input`` (``merged``: an item of its ``inputs``) has the shape ``Place.mark``
-    writes."""
+    (or, ``"kind": "evtx"``, ``RecordPlace.mark``) writes."""
+    if isinstance(saved, dict) and "kind" in saved:
+        return saved["kind"] == "evtx" and isinstance(saved.get("path"), str) and isinstance(saved.get("head"), str) \
+            and all(type(saved.get(key)) is int and saved[key] >= 0 for key in ("device", "inode", "record", "lines"))
     numbers = ("device", "inode", "offset", "unterminated") + (("lines",) if merged else ())
     return isinstance(saved, dict) and isinstance(saved.get("path"), str) and all(
         type(saved.get(key)) is int and saved[key] >= 0 for key in numbers) \
@@ -174,7 +231,7 @@ def rotated_away(saved: list, paths: list) -> list:
     reads = {os.path.realpath(path) for path in paths}
     found, listed = [], {}
     for mark in saved or ():
-        if not check_mark(mark, "lines" in mark) or mark["path"] not in reads:
+        if not check_mark(mark, "lines" in mark) or "kind" in mark or mark["path"] not in reads:
             continue  # another run's file
         end = mark["offset"] + mark["unterminated"]
         if _holds(mark["path"], mark) and (end or _inode(mark["path"]) == (mark["device"], mark["inode"])):
@@ -220,14 +277,20 @@ class FilePlaces:
     rotation made: logrotate's ``copytruncate``)."""
 
     def __init__(self, saved: Optional[list]):
-        self._saved = saved or []
+        self._saved = [mark for mark in saved or () if "kind" not in mark]
+        evtx = [mark for mark in saved or () if mark.get("kind") == "evtx"]
+        self._records_by_inode = {(mark["device"], mark["inode"]): mark for mark in evtx}
+        self._records_by_path = {mark["path"]: mark for mark in evtx}
         self._by_inode = {(mark["device"], mark["inode"]): mark for mark in self._saved}
         self._by_path = {mark["path"]: mark for mark in self._saved}
         self._claimed = set()  # ids of the saved marks a file was read on from
         self._by_head = None  # the saved marks by their first bytes' digest, made when first needed
         self._problems = []  # (mark, path, one-line note): a file under a saved path read from its start
         self.opened = []  # (place, handle)
+        self.records = []  # the RecordPlaces of the EVTX files
+        self.alone = False  # one EVTX file read alone: its mark is the snapshot's ``input``
         self.read_on = 0  # files read on from past their start
+        self.records_read_on = 0  # of them EVTX
         self.again = 0  # unterminated last lines read again whole (counted before)
 
     def place_all(self) -> None:
@@ -236,6 +299,28 @@ class FilePlaces:
         unknown = [place for place, _ in self.opened if self._place(place, self._known) is None]
         for place in unknown:
             self._place(place, self._by_bytes)
+        for place in self.records:
+            self._place_records(place)
+
+    def add_records(self, path: str) -> RecordPlace:
+        """The place in the EVTX file at ``path``, at its start (``place_all``)."""
+        place = RecordPlace(path)
+        self.records.append(place)
+        return place
+
+    def _place_records(self, place: RecordPlace) -> None:
+        by_inode = self._records_by_inode.get((place.device, place.inode))
+        by_path = self._records_by_path.get(place.path)
+        for saved in (by_inode, by_path if by_path is not by_inode else None):
+            if saved is None or id(saved) in self._claimed:
+                continue
+            problem = place.resume(saved)
+            if problem is None:
+                self._claimed.add(id(saved))
+                self.records_read_on += bool(place.record)
+                return
+            if saved["path"] == place.path:
+                self._problems.append((saved, place.path, problem))
 
     def add(self, path: str, handle) -> Place:
         """The place in the file at ``path`` just opened as ``handle``, at its start (``place_all``)."""
@@ -310,13 +395,17 @@ class FilePlaces:
             notes = [f"inputs: {len(paths)} files not the bytes the saved state read there (replaced, rotated, "
                      f"rewritten or cut shorter), read from their start: {', '.join(paths[:NAMED])} and "
                      f"{len(paths) - NAMED} more"]
-        if self.read_on:
-            notes.insert(0, f"inputs: {self.read_on} of {len(self.opened)} NDJSON files read on where the saved state "
-                            "left them")
+        if self.alone:
+            notes += [f"input {place.path}: read on from record {place.lines + 1} (after EventRecordID "
+                      f"{place.record}), where the saved state left it" for place in self.records if place.record]
+        elif self.read_on or self.records_read_on:
+            read = [f"{count} of {total} {kind} files" for count, total, kind in (
+                (self.read_on, len(self.opened), "NDJSON"), (self.records_read_on, len(self.records), "EVTX")) if total]
+            notes.insert(0, f"inputs: {' and '.join(read)} read on where the saved state left them")
         return notes
 
     def marks(self) -> list:
-        return [place.mark() for place, _ in self.opened]
+        return [place.mark() for place, _ in self.opened] + [place.mark() for place in self.records]
 
     def close(self) -> None:
         for place, handle in self.opened:

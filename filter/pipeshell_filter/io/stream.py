@@ -40,7 +40,7 @@ from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
 from . import parallel
 from .frames import frame, frame_of, opening, start_at, start_or_clock, string_end, value_end
 from .inputs import LongLine
-from .position import FilePlaces, Place, Placed, check_mark, file_path, regular
+from .position import FilePlaces, Place, Placed, RecordPlaced, check_mark, file_path, regular
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
 from .signals import WRITING, StopRequest, Terminated
@@ -63,6 +63,7 @@ SKIM_LEAST = 32
 TAKE_WAIT = 2.0
 # Seconds a stop waits for the rest of a line that a pipe has handed on only in part.
 STOP_LINE_WAIT = 1.0
+PLACED = (Placed, RecordPlaced)  # labels that move their file's place once their line is processed (``--state``)
 
 # What the reader hands the filter.
 LINES = "lines"  # one or more complete lines, each ending in b"\n"
@@ -1457,7 +1458,7 @@ class Filter:
                 self.save_state()
             self.origin = label
             self._labelled_line(line, verdict, max_line)
-            if label.__class__ is Placed:  # a merged file's place moves past the line (``--state``)
+            if label.__class__ in PLACED:  # a merged (or EVTX) file's place moves past the line (``--state``)
                 label.handed()
         self.origin = None
 
@@ -1661,7 +1662,7 @@ class Filter:
         if where is None:
             return None
         place = Place(fd, where)
-        saved = self.saved_place
+        saved = self.saved_place if self.saved_place is None or "kind" not in self.saved_place else None
         if saved is None and self.saved_inputs:  # the last run merged files (a directory): this one among them?
             places = FilePlaces(self.saved_inputs)
             start, in_file = places.resume(place)  # the line counter goes on: the stream's, as the merge's was
@@ -2010,7 +2011,11 @@ class Filter:
         if self._place is not None:
             where["input"] = self._place.mark()
         if self.file_places is not None:
-            where["inputs"] = self.file_places.marks()
+            marks = self.file_places.marks()
+            if self.file_places.alone and len(marks) == 1:
+                where["input"] = marks[0]  # one EVTX file read alone
+            else:
+                where["inputs"] = marks
         return encode_state({"lines": self.lines, **where, **self.engine.snapshot()})
 
     def save_state(self, payload: Optional[bytes] = None) -> None:
