@@ -18,10 +18,10 @@ Run as ``python -m pipeshell_filter.io.evtx_chunks``, it is the child: one
 request per line on stdin (``[path, chunk index]`` as JSON), and per request
 ``R`` (a record's JSON line), ``D`` (a damaged record) and one final ``E``
 messages on stdout, each a tag, a 4-byte length and the bytes (a record's: its
-EventRecordID in 8 bytes, then its line).  The child
-ignores SIGTERM and Ctrl-C (sent to the whole process group, they are the
-filter's to handle: it stops reading at once, and kills the child) and dies
-with the filter, which may not outlive a chunk the child spins on.
+EventRecordID in 8 bytes, then its line).  The child ignores SIGTERM and
+Ctrl-C (sent to the whole process group, they are the filter's to handle: it
+stops reading at once, and kills the child) and dies with the filter, which
+may not outlive a chunk the child spins on.
 """
 
 from __future__ import annotations
@@ -216,9 +216,8 @@ class ChunkReader:
 
     def chunk(self, path: str, index: int, stop=None) -> Tuple[List[tuple], List[str], str]:
         """The chunk's records, ``(EventRecordID, JSON line)``, and damaged-record messages, and how it
-        ended: "done"; "stuck" or "died"
-        (the child killed: the next chunk gets a new one, ``self.died`` its status); "stopped", when
-        ``stop`` (a ``signals.StopRequest``) was requested meanwhile."""
+        ended: "done"; "stuck" or "died" (the child killed: the next chunk gets a new one, ``self.died``
+        its status); "stopped", when ``stop`` (a ``signals.StopRequest``) was requested meanwhile."""
         child = self._start()
         try:
             child.stdin.write(ujson.dumps([path, index]).encode() + b"\n")

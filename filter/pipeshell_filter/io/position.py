@@ -289,8 +289,8 @@ class FilePlaces:
         self.opened = []  # (place, handle)
         self.records = []  # the RecordPlaces of the EVTX files
         self.alone = False  # one EVTX file read alone: its mark is the snapshot's ``input``
-        self.read_on = 0  # files read on from past their start
-        self.records_read_on = 0  # of them EVTX
+        self.read_on = 0  # NDJSON files read on from past their start
+        self.records_read_on = 0  # EVTX files read on after a record the saved state read
         self.again = 0  # unterminated last lines read again whole (counted before)
 
     def place_all(self) -> None:
