@@ -489,7 +489,9 @@ _UNPORTABLE_PATTERNS = [
     rb"\xed[\xa0-\xbf]",
 ]
 _INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # msgpack's integers
-_INFINITY = float("inf")
+# The largest double Fluent Bit writes back as one: it writes 16 digits, and the two above it come out
+# as 1.797693134862316e+308, beyond a double (Infinity, or an error, to whoever reads its output).
+_LARGEST = 1.7976931348623153e308
 
 
 _MAYBE_UNPORTABLE = None  # ``prefilter.any_of`` over the patterns, then over ``_DEEP``, built on first use
@@ -526,7 +528,7 @@ def _problem(value) -> Optional[str]:
         except UnicodeEncodeError:
             return "lone surrogate in a string"
     elif kind is float:
-        if value != value or value in (_INFINITY, -_INFINITY):
+        if not -_LARGEST <= value <= _LARGEST:  # NaN too
             return "NaN, Infinity or a number beyond a double"
     elif kind is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
         return "integer beyond 64 bits"
@@ -557,12 +559,35 @@ def _unportable(value) -> Optional[str]:
 def unportable_record(record: bytes) -> Optional[str]:
     """Why Fluent Bit could not take this output record (JSON bytes) as it is, or None."""
     (maybe, deep), _ = _scanners()
-    if not maybe(record) and not deep(record):
+    nested = deep(record)
+    if not maybe(record) and not nested:
         return None
     try:
-        return _unportable(ujson.loads(record))
+        problem = _unportable(ujson.loads(record))
     except (ValueError, OverflowError):
         return None
+    if problem is None and (nested or b"NaN" in record or b"Infinity" in record):
+        return _unportable_repeated(record)
+    return problem
+
+
+def _unportable_repeated(record: bytes) -> Optional[str]:
+    """Why Fluent Bit could not take a record that ujson finds nothing wrong with: a key given twice,
+    of which ujson keeps the last value, hides the first from it; Fluent Bit keeps the last too, but a
+    NaN, an Infinity or a nesting 64 deep in the first made it drop the whole read.  Read again with
+    every member kept (their keys and values, in a list); what Python's parser refuses (a leading
+    zero, which ujson takes) is not known to be fine."""
+    try:
+        every = json.loads(record.decode("utf-8", "surrogatepass"), object_pairs_hook=_members, strict=False)
+    except RecursionError:
+        return f"nested {FLUENT_BIT_DEPTH} deep or more"
+    except ValueError:
+        return "not read strictly, and holding what Fluent Bit may not take"
+    return _unportable(every)
+
+
+def _members(pairs: list) -> list:
+    return [item for pair in pairs for item in pair]
 
 
 def portable_form(record: dict) -> tuple:
