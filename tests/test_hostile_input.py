@@ -20,7 +20,7 @@ from pipeshell_filter.cli import build_prefilter, load_plans, make_resolver
 from pipeshell_filter.correlate import Correlation, Correlator
 from pipeshell_filter.detect import Detection
 from pipeshell_filter.engine import Engine
-from pipeshell_filter.io.stream import LINES, Diagnostics, Filter, Output, enrich_line
+from pipeshell_filter.io.stream import LINES, Diagnostics, Filter, Output, enrich_line, wrap_line
 from pipeshell_filter.records import MAX_LIST
 from pipeshell_filter.sigma.correlation import CorrelationSpec, RuleRef, Threshold
 
@@ -775,3 +775,17 @@ def test_a_wrapped_line_keeps_as_much_of_its_text_as_the_cap_lets_it(line, frame
     record = json.loads(out)[1] if framed else json.loads(out)
     written = len(json.dumps(record["event"]["original"]))
     assert record["pipeshell"]["truncated"] and written > 3000, written
+
+
+@pytest.mark.parametrize("char", ["\u00e9", "\u4e2d", "\U0001f600"])
+@pytest.mark.parametrize("cap", range(4096, 4104))
+def test_a_line_cut_to_fit_keeps_whole_characters(char, cap):
+    """Cut inside a character, a line's kept text ended in its first bytes shown as ``\\xNN``: invalid
+    UTF-8 the line did not hold."""
+    line = char.encode() * 5_000
+    record = json.loads(wrap_line(line, "too_long", "line too long", 1, cap))
+    kept = record["event"]["original"]
+    assert record["pipeshell"]["truncated"] and len(kept) > 100 and line.decode().startswith(kept), kept[-10:]
+    for whole in (b"", char.encode(), b"x" + char.encode(), b"\x80" * 5, b"\xc3"):  # within the cap: all of it
+        record = json.loads(wrap_line(whole, "invalid_json", "not JSON", 1, cap))
+        assert record["event"]["original"] == whole.decode("utf-8", "backslashreplace")
