@@ -789,3 +789,7 @@ def test_a_line_cut_to_fit_keeps_whole_characters(char, cap):
     for whole in (b"", char.encode(), b"x" + char.encode(), b"\x80" * 5, b"\xc3"):  # within the cap: all of it
         record = json.loads(wrap_line(whole, "invalid_json", "not JSON", 1, cap))
         assert record["event"]["original"] == whole.decode("utf-8", "backslashreplace")
+    head = line[:2047]  # the first --max-line-bytes of a longer line, cut where they end
+    record = json.loads(wrap_line(head, "too_long", "line too long", 1, cap, len(line)))
+    kept = record["event"]["original"]
+    assert len(kept) > 100 and line.decode().startswith(kept), kept[-10:]

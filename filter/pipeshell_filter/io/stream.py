@@ -12,6 +12,7 @@ pipeline an alert must not wait for the next event.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import json
@@ -263,8 +264,9 @@ def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int, s
     max_record -= FRAME_ROOM
     keep = min(len(raw), max_record)  # a record is longer than the text it keeps
     for attempt in range(64):
-        keep = _character_start(raw, keep)
-        text = raw[:keep].decode("utf-8", "backslashreplace")
+        # a text cut inside a character leaves it out: its first bytes alone read as invalid UTF-8,
+        # which the line did not hold (an incremental decoder keeps them back for the rest)
+        text = codecs.getincrementaldecoder("utf-8")("backslashreplace").decode(raw[:keep], keep >= size)
         record = dumps({
             "event": {"kind": "pipeline_error", "original": text},
             "error": {"type": kind, "message": message},
@@ -278,17 +280,6 @@ def wrap_line(raw: bytes, kind: str, message: str, line: int, max_record: int, s
         else:  # a text much denser in escapes at its start than on the whole
             keep = min(keep // 2, max(0, (max_record - 512) // 6))  # 6: worst JSON growth of one byte
     return record
-
-
-def _character_start(raw: bytes, at: int) -> int:
-    """``at``, or the start of the UTF-8 character it is inside of: a text cut there keeps whole
-    characters (its first bytes alone read as invalid UTF-8, which the line did not hold)."""
-    if at >= len(raw):
-        return at
-    start = at
-    while start > max(0, at - 3) and raw[start] & 0xC0 == 0x80:
-        start -= 1
-    return start if raw[start] >= 0xC0 else at
 
 
 # A long line of small values would take far more memory parsed than as text (a list is 56 bytes in
