@@ -809,6 +809,19 @@ def test_the_byte_scan_never_misses_what_fluent_bit_cannot_take(kind, value, asc
         assert (stream.unportable_record(record) is None) == fine, record[:300]
 
 
+@pytest.mark.parametrize("record, unportable", [
+    (b'{"a": NaN, "a": 1}', True), (b'{"a": {"b": [-Infinity]}, "a": 1}', True),
+    (b'{"a": ' + b"[" * 63 + b"]" * 63 + b', "a": 1}', True), (b'{"a": NaN, "a": 01}', True),  # not read strictly
+    (b'{"a": "x: NaN", "a": 1}', False), (b'{"a": ' + b"[" * 62 + b"]" * 62 + b', "a": 1}', False),
+    (b'{"a": 1.7976931348623157e308}', True), (b'{"a": -1.7976931348623155e308}', True),
+    (b'{"a": 1.7976931348623153e308}', False)])
+def test_what_a_repeated_key_hides_and_the_largest_doubles_are_unportable(record, unportable):
+    """ujson keeps a repeated key's last value, and Fluent Bit does too, but it first dropped the read for a
+    NaN, an Infinity or a nesting 64 deep in an earlier one; it writes back the two largest doubles as
+    1.797693134862316e+308, beyond a double."""
+    assert (stream.unportable_record(record) is not None) == unportable
+
+
 @pytest.mark.parametrize("kind", ["hyperscan", "re"])
 @given(values=st.lists(st.tuples(st.dictionaries(st.text(max_size=3), JSON_VALUES, max_size=4),
                                  st.sampled_from([0, 0, 0, 62, 63, 64])), max_size=6),
