@@ -4,6 +4,7 @@ to, is never read; the cache stays bounded; and a filter run gives the same outp
 without it, cold or warm."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -158,3 +159,69 @@ def test_a_filter_run_gives_the_same_output_cold_warm_and_without_the_cache(tmp_
         outputs.append(run.stdout)
     assert outputs[0] == outputs[1] == outputs[2] and outputs[0].count(b"\n") >= 3
     assert sum(name.endswith(database_cache.SUFFIX) for name in os.listdir(tmp_path / "cache")) >= 2
+
+
+def test_a_valid_file_of_other_rules_under_this_name_is_not_loaded(cache, monkeypatch):
+    """A file is the database of the inputs its name digests: another rule set's file copied or
+    synced over it (whole, its own digest right) loaded the other rules' database, which then
+    missed these rules' literals without a word."""
+    build([b"mimikatz"])
+    [theirs] = cache.iterdir()
+    build([b"rundll32"])
+    [ours] = [path for path in cache.iterdir() if path != theirs]
+    ours.write_bytes(theirs.read_bytes())
+    compiles = Compiles(monkeypatch)
+    assert found(build([b"rundll32"]), b"rundll32 here") == {0}
+    assert compiles.count == 1
+
+
+class Alarm(Exception):
+    """A read that waits for ever (a FIFO's writer) made a failure, not a stuck test run."""
+
+
+def _alarm(signum, frame):
+    raise Alarm()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_what_is_no_regular_file_where_a_database_should_be_is_compiled_again(cache, monkeypatch, kind):
+    """A FIFO there: the start-up waited for a writer that never came."""
+    build([b"mimikatz"])
+    [path] = cache.iterdir()
+    path.unlink()
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    if kind == "fifo":  # a writer that never writes: a blocking read of it never ends
+        writer = os.open(path, os.O_RDWR)
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(20)  # a guard, not a timing: a read that waited ends the test as a failure
+    try:
+        assert found(build([b"mimikatz"]), b"mimikatz") == {0}
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        if kind == "fifo":
+            os.close(writer)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user: only root can make one")
+def test_a_file_of_another_user_in_the_cache_is_not_loaded(cache, monkeypatch):
+    """Planted while the directory was open to others, or linked there: not this user's database."""
+    build([b"mimikatz"])
+    [path] = cache.iterdir()
+    os.chown(path, 4242, 4242)
+    compiles = Compiles(monkeypatch)
+    build([b"mimikatz"])
+    assert compiles.count == 1
+
+
+def test_an_entry_that_cannot_be_removed_leaves_the_cache_bounded(cache, monkeypatch):
+    """A directory named as a database (or as a partial file) made every eviction give up: the
+    cache then grew with each rule set, unbounded."""
+    monkeypatch.setattr(database_cache, "MAX_FILES", 3)
+    build([b"first"])
+    for name in ("0000.hsdb", "0000.hsdb.1.partial"):
+        (cache / name).mkdir()
+        os.utime(cache / name, (1000, 1000))
+    for number in range(6):
+        build([b"literal %d" % number])
+    assert sum(path.is_file() and path.name.endswith(database_cache.SUFFIX) for path in cache.iterdir()) == 3

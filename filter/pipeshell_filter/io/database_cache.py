@@ -8,9 +8,10 @@ unit restarted, a host booted), with the same rules.
 
 A database is filed under a digest of everything its compilation read (the expressions, their
 ids and flags, the mode, the Hyperscan release): a file is only ever the database those inputs
-give.  Each file holds a digest of its own content, checked before Hyperscan reads it, and the
-directory is used only when it is this user's and nobody else may write to it: a database put
-there by someone else could make rules miss.  Anything unusable (no home, a read-only disk, a
+give.  Each file holds a digest of its content keyed by its name, checked before Hyperscan reads
+it (another rule set's file copied over it is not whole), only a regular file of this user's is
+read (never a FIFO, which would wait for ever), and the directory is used only when it is this
+user's and nobody else may write to it: a database put there by someone else could make rules miss.  Anything unusable (no home, a read-only disk, a
 database for another CPU) means compiling, as without the cache.
 
 The directory is ``$PIPESHELL_FILTER_CACHE``, else ``$XDG_CACHE_HOME/pipeshell-filter``, else
@@ -54,13 +55,13 @@ def compiled(expressions: List[bytes], ids: List[int], flags: List[int], literal
         key = blake2b(marshal.dumps((_RELEASE, hyperscan.HS_MODE_BLOCK, literal, list(expressions), list(ids),
                                      list(flags))), digest_size=20).hexdigest()
         path = os.path.join(directory, key + SUFFIX)
-        found = _read(path)
+        found = _read(path, key)
         if found is not None:
             return found
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(expressions=expressions, ids=ids, flags=flags, literal=literal)
     if path is not None:
-        _write(path, hyperscan.dumpb(database))
+        _write(path, key, hyperscan.dumpb(database))
     return database
 
 
@@ -84,19 +85,28 @@ def cache_directory() -> Optional[str]:
     return chosen
 
 
-def _read(path: str):
-    """The database filed at ``path``; None when there is none or it is not whole."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+def _seal(key: str, payload: bytes) -> bytes:
+    """The digest a file holds: of its payload, keyed by the name it is filed under."""
+    return blake2b(payload, digest_size=_DIGEST, key=key.encode("ascii")).digest()
+
+
+def _read(path: str, key: str):
+    """The database filed at ``path`` under ``key``; None when there is none, it is not whole, or
+    it is no regular file of this user's."""
+    try:  # O_NONBLOCK: a FIFO there is opened without waiting for a writer, then refused
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
     try:
         with os.fdopen(descriptor, "rb") as source:
+            found = os.fstat(descriptor)
+            if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
+                return None
             data = source.read()
     except OSError:
         return None
     digest, payload = data[:_DIGEST], data[_DIGEST:]
-    if len(digest) != _DIGEST or blake2b(payload, digest_size=_DIGEST).digest() != digest:
+    if len(digest) != _DIGEST or _seal(key, payload) != digest:
         return None
     try:
         database = hyperscan.loadb(payload, hyperscan.HS_MODE_BLOCK)
@@ -109,12 +119,12 @@ def _read(path: str):
     return database
 
 
-def _write(path: str, payload: bytes) -> None:
+def _write(path: str, key: str, payload: bytes) -> None:
     """File a database (whole or not at all), then drop the least recently used beyond ``MAX_FILES``."""
     partial = f"{path}.{os.getpid()}.partial"
     try:
         with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-            out.write(blake2b(payload, digest_size=_DIGEST).digest() + payload)
+            out.write(_seal(key, payload) + payload)
         os.replace(partial, path)
     except OSError:  # a full or read-only disk: the database was compiled, nothing is lost
         try:
@@ -127,16 +137,34 @@ def _write(path: str, payload: bytes) -> None:
 
 def _evict(directory: str) -> None:
     """Beyond ``MAX_FILES`` databases, the least recently used go; so do the partial files of
-    runs killed while writing (an hour old)."""
+    runs killed while writing (an hour old).  Each entry on its own: one that cannot be removed
+    (a directory by such a name) made every eviction give up, and the cache grew unbounded."""
     try:
         names = os.listdir(directory)
-        partial = [os.path.join(directory, name) for name in names if name.endswith(".partial")]
-        for path in partial:
-            if os.path.getmtime(path) < time.time() - 3600:
-                os.unlink(path)
-        paths = sorted((os.path.join(directory, name) for name in names if name.endswith(SUFFIX)),
-                       key=os.path.getmtime)
-        for path in paths[:max(0, len(paths) - MAX_FILES)]:
-            os.unlink(path)
-    except OSError:  # another run evicting at the same time
+    except OSError:
+        return
+    filed = []
+    for name in names:
+        if not name.endswith((SUFFIX, ".partial")):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            found = os.stat(path, follow_symlinks=False)
+        except OSError:  # another run evicting at the same time
+            continue
+        if not stat.S_ISREG(found.st_mode):
+            continue
+        if name.endswith(SUFFIX):
+            filed.append((found.st_mtime, path))
+        elif found.st_mtime < time.time() - 3600:
+            _remove(path)
+    filed.sort()
+    for _, path in filed[:max(0, len(filed) - MAX_FILES)]:
+        _remove(path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:  # gone already (another run evicting), or not ours to remove
         pass
