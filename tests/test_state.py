@@ -908,6 +908,23 @@ def test_a_state_file_reset_cannot_remove_is_a_usage_error(tmp_path, monkeypatch
     assert reset.returncode == 0 and alerts(reset.stdout) == [] and json.loads(path.read_bytes())["lines"] == 1
 
 
+def test_a_reset_through_a_link_discards_its_target_and_the_link_stays(tmp_path):
+    """``--state-reset`` removed the link, not the state it pointed to: the next snapshot went into a
+    plain file in its place (off the mounted volume), and the discarded state stayed on the volume,
+    taken back by the next run that linked to it again."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "state.json").write_bytes(b"old")
+    link = tmp_path / "link.json"
+    link.symlink_to(volume / "state.json")
+    StateFile(str(link)).discard()
+    assert link.is_symlink() and not (volume / "state.json").exists()
+    assert StateFile(str(link)).load() is None
+    reset = run_cli(ARGS + ["--state", str(link), "--state-reset"], ndjson(INCIDENT[:2]))
+    assert reset.returncode == 0, reset.stderr
+    assert link.is_symlink() and json.loads((volume / "state.json").read_bytes())["lines"] == 2
+
+
 def _incident_events(alerts_found):
     """The events of the alerts dated now (not those of the clocks in the future), without line numbers."""
     return [[{k: v for k, v in e.items() if k != "line"} for e in a["sigma"]["events"]]

@@ -588,9 +588,10 @@ class StateFile:
     def discard(self) -> None:
         """``--state-reset``: forget what the file holds (a snapshot later writes a new one).  A file
         that cannot be removed (a read-only file system) is a StateError: left there, the next run
-        would take it back."""
+        would take it back.  Through a link, its target goes and the link stays: removing the link
+        left the state on the volume it points to, and moved the next snapshots off it."""
         try:
-            os.unlink(self.path)
+            os.unlink(os.path.realpath(self.path))
         except (FileNotFoundError, NotADirectoryError):
             pass
         except OSError as error:
