@@ -11,8 +11,9 @@ ids and flags, the mode, the Hyperscan release): a file is only ever the databas
 give.  Each file holds a digest of its content keyed by its name, checked before Hyperscan reads
 it (another rule set's file copied over it is not whole), only a regular file of this user's is
 read (never a FIFO, which would wait for ever), and the directory is used only when it is this
-user's and nobody else may write to it: a database put there by someone else could make rules miss.  Anything unusable (no home, a read-only disk, a
-database for another CPU) means compiling, as without the cache.
+user's and nobody else may write to it: a database put there by someone else could make rules
+miss.  Anything unusable (no home, a read-only disk, a database for another CPU) means compiling,
+as without the cache.
 
 The directory is ``$PIPESHELL_FILTER_CACHE``, else ``$XDG_CACHE_HOME/pipeshell-filter``, else
 ``~/.cache/pipeshell-filter``; ``PIPESHELL_FILTER_CACHE=`` (empty) turns the cache off.  It holds
