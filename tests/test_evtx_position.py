@@ -8,7 +8,9 @@ read whole, a damaged place is refused, and ``explain --events --state`` reads o
 """
 
 import json
+import struct
 import tempfile
+import zlib
 
 from hypothesis import event, given, settings, strategies as st
 
@@ -195,3 +197,67 @@ def test_explain_events_with_the_state_reads_an_evtx_file_on_as_the_filter_does(
     assert text.startswith("events    2 read;"), text
     assert f"state     input {path}: read on from record 3 (after EventRecordID 12), where the saved state " \
         "left it\n" in text
+
+
+def _rewrite_chunks(path, change) -> None:
+    """Each chunk of the file at ``path`` changed in place by ``change(chunk, records)`` (a bytearray and
+    the offsets of its records), its header checksum made right again."""
+    data = bytearray(path.read_bytes())
+    for start in range(4096, len(data), 65536):
+        chunk = data[start:start + 65536]
+        offsets, offset = [], 512
+        while chunk[offset:offset + 4] == b"**\0\0":
+            offsets.append(offset)
+            offset += int.from_bytes(chunk[offset + 4:offset + 8], "little")
+        change(chunk, offsets)
+        crc = zlib.crc32(bytes(chunk[:120] + chunk[128:512]))
+        data[start:start + 65536] = chunk[:124] + crc.to_bytes(4, "little") + chunk[128:]
+    path.write_bytes(bytes(data))
+
+
+def _exported(path, events) -> None:
+    """An export's file: its chunks number their records from 1 in the file (bytes 8-24 of a chunk's
+    header), each record keeping its EventRecordID (bytes 24-40, and the records')."""
+    write_evtx(str(path), events)
+    counted = [0]
+
+    def renumber(chunk, offsets):
+        chunk[8:24] = struct.pack("<QQ", counted[0] + 1, counted[0] + len(offsets))
+        counted[0] += len(offsets)
+    _rewrite_chunks(path, renumber)
+
+
+def test_an_export_whose_chunks_number_records_from_one_is_read_on_by_event_record_id(tmp_path):
+    """A chunk's header numbers its records twice: in the file (1, 2, ... in an export) and by their
+    EventRecordID.  The place is an EventRecordID: compared with the file's numbers, every chunk of a
+    grown export ended "before" it, and the records added were never passed on."""
+    path, state = tmp_path / "export.evtx", str(tmp_path / "state.json")
+    events = [dict(one, record_id=5000 + i) for i, one in enumerate(ATTACK)]
+    _exported(path, events[:2])
+    first = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert first.returncode == 0 and first.stdout.count(b'"EventRecordID"') == 2, first.stderr
+    _exported(path, events)
+    rest = run_cli(ARGS + ["--input", str(path), "--state", state])
+    records = [json.loads(line) for line in rest.stdout.splitlines()]
+    assert [r["Event"]["System"]["EventRecordID"] for r in records if "Event" in r] == [5002, 5003], rest.stderr
+    assert b"could not be read" not in rest.stderr and b"lost" not in rest.stderr, rest.stderr
+
+
+def test_a_record_whose_header_holds_a_damaged_id_does_not_move_the_place_past_the_log(tmp_path):
+    """A record's own header says its EventRecordID; one damaged there (a bit flipped: 2**40 more) is
+    still read, but its id lies outside those its chunk's header numbers: taken as the place, every
+    record the log gained after it was never passed on, run after run, without a word."""
+    path, state = tmp_path / "powershell.evtx", str(tmp_path / "state.json")
+
+    def damage(chunk, offsets):  # the second record's header: its id 2**40 greater
+        start = offsets[1] + 8
+        chunk[start:start + 8] = (int.from_bytes(chunk[start:start + 8], "little") + (1 << 40)).to_bytes(8, "little")
+    write_evtx(str(path), ATTACK[:3])
+    _rewrite_chunks(path, damage)
+    first = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert first.returncode == 0 and first.stdout.count(b'"EventRecordID"') == 3, first.stderr
+    write_evtx(str(path), ATTACK + [dict(ATTACK[2], record_id=15)])
+    _rewrite_chunks(path, damage)
+    rest = run_cli(ARGS + ["--input", str(path), "--state", state])
+    records = [json.loads(line) for line in rest.stdout.splitlines()]
+    assert [r["Event"]["System"]["EventRecordID"] for r in records if "Event" in r] == [14, 15], rest.stderr

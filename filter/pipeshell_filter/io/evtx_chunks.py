@@ -301,7 +301,7 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
         heads = []
         for index in range(present):
             handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
-            heads.append(handle.read(24))
+            heads.append(handle.read(CHUNK_HEADER))
     # a chunk before the last one used was written: not a chunk, it is a loss, whatever the header says
     # (a log in use, its header updated lazily, names fewer chunks than it holds)
     used = max((index for index, head in enumerate(heads) if head[:8] == CHUNK_MAGIC), default=-1)
@@ -311,26 +311,33 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
                 continue  # the file ends inside space not used yet
             if index == whole and CHUNK_MAGIC.startswith(head[:8]):  # a copy cut inside a chunk's header
                 first, last = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
-                which = f"its {last - first + 1} records" if len(head) == 24 and 0 <= last - first < MOST_RECORDS \
+                which = f"its {last - first + 1} records" if len(head) >= 24 and 0 <= last - first < MOST_RECORDS \
                     else "its records"
                 report(f"{path} chunk {index + 1}", f"the file ends inside this chunk's header, after "
                                                     f"{layout.tail} bytes; {which} are lost")
             elif index < used or (said is not None and index < said):  # written, yet not a chunk
                 report(f"{path} chunk {index + 1}", "not an EVTX chunk (damaged or zeroed); its records are lost")
             continue  # past the last chunk used: space not used yet
-        chunks.append((int.from_bytes(head[8:16], "little"), index, int.from_bytes(head[16:24], "little")))
+        chunks.append((int.from_bytes(head[8:16], "little"), index, int.from_bytes(head[16:24], "little"),
+                       int.from_bytes(head[24:32], "little"), int.from_bytes(head[32:40], "little"), head))
     # A full log wraps around: Windows overwrites its oldest chunk, so the newest records may come
     # first in the file.  Read in file order, a correlation's watermark jumped to the newest events
     # and every older chunk's events were late.  The chunks are read in the order of their records.
-    for first, index, last in sorted(chunks):
+    # A chunk's header numbers its records in the file (bytes 8-24: from 1 in an export) and by their
+    # EventRecordID (bytes 24-40): a count is the first's, a place (``after``) the second's.
+    for first, index, last, first_id, last_id, head in sorted(chunks):
         where = f"{path} chunk {index + 1}"
         believed = 0 <= last - first < MOST_RECORDS
-        if after and believed and last <= after:
+        if after and first_id <= last_id <= after and _header_holds(head):
             continue  # read by an earlier run: not parsed again
-        expected = last - max(first, after + 1) + 1 if believed else None
+        expected = last - first + 1 if believed else None
         records, damaged, ended = reader.chunk(path, index, stop)
+        if first_id <= last_id:
+            records = _ids_within(records, first_id, last_id)
         if after and records and records[0][0] <= after:
+            read_before = len(records)
             records = [record for record in records if record[0] > after]
+            expected = expected - (read_before - len(records)) if expected is not None else None
         for message in damaged:  # each counted; the diagnostics limit how many are shown
             report(where, f"damaged EVTX record skipped ({message})")
         if ended == "stopped":  # the run is stopping: what was read goes on, nothing more is read
@@ -350,6 +357,25 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
         elif expected is not None and expected > 0 and len(records) + len(damaged) < expected:
             report(where, f"{expected - len(records)} of its {expected} records could not be read")
         yield from records
+
+
+def _header_holds(head: bytes) -> bool:
+    """Whether a chunk's header is as written (its checksum holds): only then are the records its
+    EventRecordIDs end with taken as read by an earlier run without parsing the chunk."""
+    return len(head) >= CHUNK_HEADER and \
+        zlib.crc32(head[:120] + head[128:CHUNK_HEADER]) == int.from_bytes(head[124:128], "little")
+
+
+def _ids_within(records: List[tuple], first_id: int, last_id: int) -> List[tuple]:
+    """A chunk's records, each whose own EventRecordID lies outside those its chunk's header numbers
+    (that record's header damaged: a bit flipped) given the id of the record before it: taken as the
+    file's place (``position.RecordPlace``), it put the place past every record the log gained after."""
+    placed, previous = [], first_id - 1
+    for record_id, line in records:
+        if previous < record_id <= last_id:
+            previous = record_id
+        placed.append((previous, line))
+    return placed
 
 
 def _status(status: Optional[int]) -> str:
