@@ -150,7 +150,7 @@ def test_a_file_replaced_under_the_same_path_is_read_whole_and_its_events_taken_
     replaced = run_cli(ARGS + ["--input", str(path), "--state", state])
     assert replaced.returncode == 0 and len(replaced.stderr.splitlines()) == 2, replaced.stderr
     assert f"pipeshell-filter: input {path}: not the EVTX file the saved state read there (another file, or a full " \
-        "log that wrapped over its first records): read from its start\n" in replaced.stderr.decode()
+        "log that wrapped over the records read): read from its start\n" in replaced.stderr.decode()
     assert replaced.stdout.count(b'"EventRecordID"') == 5
     assert replaced.stderr.endswith(b"5 lines; 3 matched; 1 alert; 2 sent again (taken once)\n"), replaced.stderr
 
@@ -161,7 +161,8 @@ def test_a_damaged_evtx_place_in_the_state_file_is_refused_in_one_line(tmp_path)
     assert run_cli(ARGS + ["--input", str(path), "--state", str(state)]).returncode == 0
     document = json.loads(state.read_bytes())
     assert document["input"]["kind"] == "evtx"
-    for key, value in (("record", -1), ("head", None), ("kind", "xml")):
+    assert isinstance(document["input"]["last"], str)
+    for key, value in (("record", -1), ("head", None), ("kind", "xml"), ("last", 5)):
         state.write_text(json.dumps(dict(document, input=dict(document["input"], **{key: value}))))
         result = run_cli(ARGS + ["--input", str(path), "--state", str(state)])
         assert result.returncode == 2 and result.stderr.decode() == (
@@ -261,3 +262,30 @@ def test_a_record_whose_header_holds_a_damaged_id_does_not_move_the_place_past_t
     rest = run_cli(ARGS + ["--input", str(path), "--state", state])
     records = [json.loads(line) for line in rest.stdout.splitlines()]
     assert [r["Event"]["System"]["EventRecordID"] for r in records if "Event" in r] == [14, 15], rest.stderr
+
+
+def test_a_full_log_that_wrapped_over_its_first_chunk_is_read_on_after_the_records_read(tmp_path):
+    """A live log full, Windows writes its newest records over its oldest chunk, the file's first: the
+    first record the file was known by is gone, but the one the place was left after is still there,
+    the same bytes.  Taken for another file, every record read before was passed on again, once each
+    time the log wrapped round."""
+    path, state, whole = tmp_path / "live.evtx", str(tmp_path / "state.json"), tmp_path / "whole.evtx"
+    events = [powershell(21 + i, f"2026-11-01T10:00:{i:02d}Z", "srv01", KINDS[i % 3], 4104) for i in range(8)]
+    for one in events:
+        one["data"]["Path"] = "x" * 12000  # 24 KB in UTF-16
+    write_evtx(str(whole), events)  # two records to a chunk: 4 chunks
+    chunks = [whole.read_bytes()[4096 + start:4096 + start + 65536] for start in range(0, 4 * 65536, 65536)]
+    header = bytearray(whole.read_bytes()[:4096])
+    header[8:24], header[42:44] = struct.pack("<QQ", 1, 0), (3).to_bytes(2, "little")  # 3 chunks; wrapped
+    header[124:128] = zlib.crc32(bytes(header[:120])).to_bytes(4, "little")
+    path.write_bytes(whole.read_bytes()[:4096 + 3 * 65536])
+    first = run_cli(ARGS + ["--input", str(path), "--state", state])
+    read = [json.loads(line)["Event"]["System"]["EventRecordID"] for line in first.stdout.splitlines()
+            if line.startswith(b'{"Event"')]
+    assert first.returncode == 0 and read == [e["record_id"] for e in events][:len(read)], first.stderr
+    path.write_bytes(bytes(header) + chunks[3] + chunks[1] + chunks[2])  # chunk 4 written over chunk 1
+    rest = run_cli(ARGS + ["--input", str(path), "--state", state])
+    again = [json.loads(line)["Event"]["System"]["EventRecordID"] for line in rest.stdout.splitlines()
+             if line.startswith(b'{"Event"')]
+    assert again == [e["record_id"] for e in events][len(read):], rest.stderr
+    assert b"not the EVTX file" not in rest.stderr and b"sent again" not in rest.stderr, rest.stderr

@@ -90,6 +90,29 @@ def first_record(path: str) -> bytes:
     return chunk
 
 
+def record_at(path: str, record_id: int) -> Optional[bytes]:
+    """The bytes of the record with that EventRecordID, found by its chunk's header and its own, or None:
+    what a log that wrapped over its first chunk is still known by (``position.RecordPlace``)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        for start in range(EVTX_HEADER, size - CHUNK_HEADER + 1, EVTX_CHUNK):
+            handle.seek(start)
+            head = handle.read(40)
+            if head[:8] != CHUNK_MAGIC or not int.from_bytes(head[24:32], "little") <= record_id \
+                    <= int.from_bytes(head[32:40], "little"):
+                continue
+            chunk = head + handle.read(EVTX_CHUNK - 40)
+            offset = CHUNK_HEADER
+            while offset + 28 <= len(chunk) and chunk[offset:offset + 4] == b"**\0\0":
+                length = int.from_bytes(chunk[offset + 4:offset + 8], "little")
+                if length < 28 or offset + length > len(chunk):
+                    break
+                if int.from_bytes(chunk[offset + 8:offset + 16], "little") == record_id:
+                    return chunk[offset:offset + length]
+                offset += length
+    return None
+
+
 def complete_end(chunk: bytes) -> int:
     """Where the records wholly present in a chunk the file ends inside end: each record is
     walked by its size and checked by its magic and the copy of its size at its end, as far as

@@ -19,7 +19,9 @@ EventRecordID handed on: its records come in id order (its chunks sorted by thei
 a chunk's records in id order), and each chunk's header numbers its first and last record, so a
 restart parses none of the chunks read before (``RecordPlace``).  It is the saved file by its path
 (merged: by its inode first) and the digest of its first record, written once and kept until a full
-log wraps over its first chunk; another file there is read from its start.
+log wraps over its first chunk, or of the record the place was left after (a log that wrapped: it is
+still there, the same bytes, until the log wraps round once more); another file there is read from
+its start.
 
 A last line without its newline at the end of the file is processed (nothing read is lost), and
 remembered as ``unterminated``: when a writer finishes it later, the next run reads the whole line
@@ -33,7 +35,7 @@ import stat
 from typing import Optional
 
 from ..detect import blake2b  # CPython's own BLAKE2: no OpenSSL loaded (3 MB) for a digest
-from .evtx_chunks import first_record
+from .evtx_chunks import first_record, record_at
 
 SAMPLE = 4096  # bytes digested at each end of what was read
 NAMED = 3  # files read from their start named each in its line; more are said in one
@@ -153,6 +155,7 @@ class RecordPlace:
         self.device, self.inode = status.st_dev, status.st_ino
         self.head = blake2b(first_record(path), digest_size=16).hexdigest()
         self.record = self.lines = 0
+        self._last = None  # (record, the digest of its bytes) for ``mark``, made again when the place moves
 
     def handed(self, record: int, number: int) -> None:
         if record > self.record:
@@ -160,17 +163,33 @@ class RecordPlace:
         self.lines = number
 
     def mark(self) -> dict:
-        return {"kind": "evtx", "path": self.path, "device": self.device, "inode": self.inode, "head": self.head,
+        mark = {"kind": "evtx", "path": self.path, "device": self.device, "inode": self.inode, "head": self.head,
                 "record": self.record, "lines": self.lines}
+        if self.record:
+            if self._last is None or self._last[0] != self.record:
+                self._last = self.record, _record_digest(self.path, self.record)
+            if self._last[1] is not None:
+                mark["last"] = self._last[1]
+        return mark
 
     def resume(self, saved: dict) -> Optional[str]:
         """Go on after the records ``saved`` (a mark of this file, the caller says) read, if it is the
-        same file; else why the file is read from its start, in one line."""
-        if saved["head"] != self.head:
+        same file: its first record, or (a full log that wrapped over its first chunk) the record the
+        place was left after, as they were; else why the file is read from its start, in one line."""
+        if saved["head"] != self.head and ("last" not in saved or saved["record"] == 0
+                                           or saved["last"] != _record_digest(self.path, saved["record"])):
             return (f"input {self.path}: not the EVTX file the saved state read there (another file, or a full "
-                    "log that wrapped over its first records): read from its start")
+                    "log that wrapped over the records read): read from its start")
         self.record, self.lines = saved["record"], saved["lines"]
         return None
+
+
+def _record_digest(path: str, record_id: int) -> Optional[str]:
+    try:
+        found = record_at(path, record_id)
+    except OSError:
+        return None
+    return blake2b(found, digest_size=16).hexdigest() if found is not None else None
 
 
 class RecordPlaced(str):
@@ -191,6 +210,7 @@ def check_mark(saved, merged: bool = False) -> bool:
     (or, ``"kind": "evtx"``, ``RecordPlace.mark``) writes."""
     if isinstance(saved, dict) and "kind" in saved:
         return saved["kind"] == "evtx" and isinstance(saved.get("path"), str) and isinstance(saved.get("head"), str) \
+            and isinstance(saved.get("last", ""), str) \
             and all(type(saved.get(key)) is int and saved[key] >= 0 for key in ("device", "inode", "record", "lines"))
     numbers = ("device", "inode", "offset", "unterminated") + (("lines",) if merged else ())
     return isinstance(saved, dict) and isinstance(saved.get("path"), str) and all(
