@@ -90,13 +90,17 @@ def first_record(path: str) -> bytes:
     return chunk
 
 
-def record_at(path: str, record_id: int) -> Optional[bytes]:
-    """The bytes of the record with that EventRecordID, found by its chunk's header and its own, or None:
-    what a log that wrapped over its first chunk is still known by (``position.RecordPlace``)."""
+def record_at(path: str, record_id: int, near: Optional[int] = None) -> Tuple[Optional[bytes], int]:
+    """The bytes of the record with that EventRecordID (None: not there) and its chunk's index: what a
+    log that wrapped over its first chunk is still known by (``position.RecordPlace``).  The chunks'
+    headers are looked at from ``near`` on (by default the last: a file read to its end), round to
+    the one before it, until one numbers the id; that chunk's records are walked."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        for start in range(EVTX_HEADER, size - CHUNK_HEADER + 1, EVTX_CHUNK):
-            handle.seek(start)
+        count = max(0, size - EVTX_HEADER - CHUNK_HEADER) // EVTX_CHUNK + (size >= EVTX_HEADER + CHUNK_HEADER)
+        first = near if near is not None and 0 <= near < count else count - 1
+        for index in ((first + step) % count for step in range(count)):
+            handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
             head = handle.read(40)
             if head[:8] != CHUNK_MAGIC or not int.from_bytes(head[24:32], "little") <= record_id \
                     <= int.from_bytes(head[32:40], "little"):
@@ -108,9 +112,9 @@ def record_at(path: str, record_id: int) -> Optional[bytes]:
                 if length < 28 or offset + length > len(chunk):
                     break
                 if int.from_bytes(chunk[offset + 8:offset + 16], "little") == record_id:
-                    return chunk[offset:offset + length]
+                    return chunk[offset:offset + length], index
                 offset += length
-    return None
+    return None, 0
 
 
 def complete_end(chunk: bytes) -> int:

@@ -156,6 +156,7 @@ class RecordPlace:
         self.head = blake2b(first_record(path), digest_size=16).hexdigest()
         self.record = self.lines = 0
         self._last = None  # (record, the digest of its bytes) for ``mark``, made again when the place moves
+        self._near = None  # the index of the chunk it was found in: the next one is looked for from there
 
     def handed(self, record: int, number: int) -> None:
         if record > self.record:
@@ -167,7 +168,8 @@ class RecordPlace:
                 "record": self.record, "lines": self.lines}
         if self.record:
             if self._last is None or self._last[0] != self.record:
-                self._last = self.record, _record_digest(self.path, self.record)
+                digest, self._near = _record_digest(self.path, self.record, self._near)
+                self._last = self.record, digest
             if self._last[1] is not None:
                 mark["last"] = self._last[1]
         return mark
@@ -177,19 +179,22 @@ class RecordPlace:
         same file: its first record, or (a full log that wrapped over its first chunk) the record the
         place was left after, as they were; else why the file is read from its start, in one line."""
         if saved["head"] != self.head and ("last" not in saved or saved["record"] == 0
-                                           or saved["last"] != _record_digest(self.path, saved["record"])):
+                                           or saved["last"] != _record_digest(self.path, saved["record"])[0]):
             return (f"input {self.path}: not the EVTX file the saved state read there (another file, or a full "
                     "log that wrapped over the records read): read from its start")
         self.record, self.lines = saved["record"], saved["lines"]
+        if "last" in saved:  # the same record's, until the place moves
+            self._last = self.record, saved["last"]
         return None
 
 
-def _record_digest(path: str, record_id: int) -> Optional[str]:
+def _record_digest(path: str, record_id: int, near: Optional[int] = None) -> tuple:
+    """(The digest of the record's bytes, or None: not in the file; the index of its chunk)."""
     try:
-        found = record_at(path, record_id)
+        found, index = record_at(path, record_id, near)
     except OSError:
-        return None
-    return blake2b(found, digest_size=16).hexdigest() if found is not None else None
+        return None, near
+    return (blake2b(found, digest_size=16).hexdigest() if found is not None else None), index
 
 
 class RecordPlaced(str):
