@@ -404,3 +404,35 @@ def test_rule_cost_needs_a_stage_that_tries_rules_and_a_table(args):
     result = run_cli(args, b"")
     assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"--rule-cost needs --rule-stats" in \
         result.stderr
+
+
+def test_a_file_the_run_reads_or_the_state_file_is_refused_as_the_table(tmp_path):
+    """The table replaces its file at exit: named as an --input (or the file standard input reads), a rule
+    file, another option's file or the --state file, it destroyed that file (the input log lost, the state
+    refused by the next run).  A usage error at start, the file untouched."""
+    rule = tmp_path / "single.yml"
+    write(tmp_path, "single.yml", SINGLE)
+    events = ndjson([flat_event(0, "srv01", "server", 4104)])
+    log, state, exclusions = tmp_path / "events.ndjson", tmp_path / "state.json", tmp_path / "noisy.txt"
+    log.write_bytes(events)
+    exclusions.write_text("# none\n")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.ndjson").symlink_to(log)
+    for table, more, said in ((log, ["--input", str(log)], "--input"),
+                              (log, ["--input", str(tmp_path / "logs")], "--input"),
+                              (rule, [], "--rule"),
+                              (exclusions, ["--exclude-rules", str(exclusions)], "--exclude-rules"),
+                              (state, ["--state", str(state)], "--state")):
+        before = table.read_bytes() if table.exists() else None
+        result = run_cli(["--rule", str(rule), "--rule-stats", str(table)] + more, events)
+        assert result.returncode == 2 and result.stdout == b"", (table, result)
+        assert result.stderr.count(b"\n") == 1 and said.encode() in result.stderr, result.stderr
+        assert (table.read_bytes() if table.exists() else None) == before
+    with open(log, "rb") as stdin:  # ``< FILE``
+        result = subprocess.run(COMMAND + ["--rule", str(rule), "--rule-stats", str(log)], stdin=stdin,
+                                capture_output=True, timeout=60)
+    assert result.returncode == 2 and b"standard input" in result.stderr and log.read_bytes() == events
+    # --state replaces its file too: --state-reset on the input log removed it, then could not read it
+    result = run_cli(["--rule", str(rule), "--input", str(log), "--state", str(log), "--state-reset"])
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"--input" in result.stderr, result
+    assert log.read_bytes() == events

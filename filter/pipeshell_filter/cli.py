@@ -508,6 +508,13 @@ def run(
         raise UsageProblem(str(error)) from None
     if not files and not (nats is not None and stage is Stage.correlate):
         check_stdin()
+    if rule_stats is not None or state is not None:
+        check_not_read((("--rule-stats", rule_stats), ("--state", state)),
+                       [("--input", path) for path in files] + [("--rule", path) for path in rule_paths_read(rule)]
+                       + [("--field-map", path) for path in field_map or ()]
+                       + [("--exclude-rules", path) for path in exclude_rules or ()]
+                       + [("--placeholders", path) for path in ([placeholders] if placeholders else [])],
+                       stdin=not files and not (nats is not None and stage is Stage.correlate))
     if idle and _given(ctx, "idle") and not _reads_live(files, nats, stage):
         raise UsageProblem("--idle needs live input (a pipe or terminal as the only input, or --stage correlate "
                            "--nats): here it would do nothing")
@@ -723,6 +730,51 @@ def check_output_path(option: str, path: Optional[str]) -> None:
         raise UsageProblem(f"{option} {path}: {folder} is not a directory")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageProblem(f"{option} {path}: cannot write in the directory {folder}")
+
+
+def rule_paths_read(paths: Optional[List[str]]) -> List[str]:
+    """The files the ``--rule`` options name (a directory's rule files; one that cannot be listed, none:
+    loading the rules said so already)."""
+    found = []
+    for path in paths or ():
+        try:
+            found += rule_files(path)
+        except RuleError:
+            pass
+    return found
+
+
+def check_not_read(outputs: tuple, read: list, stdin: bool = False) -> None:
+    """``--rule-stats`` and ``--state`` replace their file: one this run also reads (an input, or the file
+    standard input is, a rule, a field map; ``read``: (option, path) pairs) was destroyed at the end (the
+    table) or at the first snapshot, and one file for both options lost the state.  Each a usage error."""
+    def identity(path: str) -> Optional[tuple]:
+        try:
+            status = os.stat(path)
+        except (OSError, ValueError):
+            return None
+        return (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None
+
+    given = [(option, path) for option, path in outputs if path]
+    if len(given) == 2 and os.path.realpath(given[0][1]) == os.path.realpath(given[1][1]):
+        raise UsageProblem(f"{given[0][0]} and {given[1][0]} name one file, {given[0][1]}: each would replace "
+                           "the other's")
+    targets = {}
+    for option, path in given:
+        found = identity(path)
+        if found is not None:
+            targets.setdefault(found, (option, path))
+    if not targets:
+        return
+    if stdin and sys.stdin is not None:
+        status = os.fstat(sys.stdin.fileno())
+        found = targets.get((status.st_dev, status.st_ino)) if stat.S_ISREG(status.st_mode) else None
+        if found is not None:
+            raise UsageProblem(f"{found[0]} {found[1]} is the file standard input reads: it would be replaced")
+    for option, path in read:
+        found = targets.get(identity(path))
+        if found is not None:
+            raise UsageProblem(f"{found[0]} {found[1]} is also read, as {option} {path}: it would be replaced")
 
 
 def check_seconds(*options: tuple) -> None:
