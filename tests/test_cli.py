@@ -257,6 +257,8 @@ def test_bad_options_exit_2_with_one_line(args, message):
     (["--strict", "--rule", os.path.join(REPO, "filter", "pipeshell_filter", "rules", "pipeshell_named_pipes.yml")],
      "--strict needs a --rule directory"),
     (["explain", "--strict"], "--strict needs a --rule directory"),
+    (["test", "--strict", "--rule", os.path.join(REPO, "filter", "pipeshell_filter", "rules",
+                                                 "pipeshell_named_pipes.yml")], "--strict needs a --rule directory"),
 ])
 def test_an_option_that_would_do_nothing_is_a_usage_error(args, message):
     """Given where it does nothing, an option ran in silence, exit 0: a correlator's --partition 1

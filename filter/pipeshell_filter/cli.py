@@ -1307,6 +1307,7 @@ def _print(text: str) -> None:
 
 @app.command("test")
 def regression_test(
+    ctx: typer.Context,
     rule: Optional[List[str]] = typer.Option(None, "--rule", metavar="PATH", help="As for filtering (repeatable); "
                                              "required. Every rule loaded whose regression_tests_path names an "
                                              "info.yml has its cases run, with the whole rule set loaded."),
@@ -1345,6 +1346,7 @@ def regression_test(
 
     plans = load_plans(rule, join, strict, report=loading, placeholders=read_placeholders(placeholders),
                        selection=selection)
+    _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver("auto", field_map, None)
     cases = regress.find_cases(rule)
     if not cases:
