@@ -340,3 +340,14 @@ def test_sigmahq_cases_without_their_files_fail_with_the_reason(sigmahq_cases):
             written = sigmahq._regression_path(handle.read())
         assert not os.path.isfile(os.path.join(sigmahq.SIGMAHQ, written)) or record["reason"].startswith("evtx")
     assert result.returncode == (1 if missing else 0)
+
+
+def test_a_rule_file_named_twice_has_its_cases_run_once(repo):
+    """A rule file reached through two --rule options (itself and its directory) is loaded once (the second is
+    a duplicate id, skipped): its cases were listed, run and counted twice."""
+    rule = repo / "rules" / "windows" / "process_creation" / "rule_a.yml"
+    result, records = run_json(["--rule", str(rule), "--rule", str(repo / "rules")])
+    assert result.returncode == 1, result.stderr
+    assert [case["verdict"] for case in by_rule(records)[IDS["a"]]] == ["pass"]
+    assert result.stderr.decode().splitlines()[-1] == \
+        "pipeshell-filter: 8 regression case(s): 2 passed, 1 warned (not failures), 5 failed"

@@ -121,13 +121,16 @@ def _documents_with_cases(path: str) -> Iterator:
 def find_cases(rule_paths: List[str]) -> List[Case]:
     """The regression cases of the rules under ``rule_paths``, unjudged, except those that cannot be run
     (no info.yml, no .evtx, a case that is no .evtx), which fail here with the reason."""
-    cases = []
+    cases, seen = [], set()
     for top in rule_paths:
         try:
             files = rule_files(top)
         except RuleError:
             continue  # loading the rules said it already
         for path in files:
+            if os.path.realpath(path) in seen:  # named and in a directory named too: loaded once, run once
+                continue
+            seen.add(os.path.realpath(path))
             for source, document in _documents_with_cases(path):
                 for case in _cases_of(path, document):
                     case.source = source
