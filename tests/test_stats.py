@@ -83,3 +83,18 @@ def test_in_wrap_mode_a_big_stats_record_stays_a_metric_and_is_no_input_problem(
     assert record["pipeshell"]["skewed_sources_total"] == 10
     assert record["pipeshell"]["diagnostics"].get("too_long") is None
     assert all(len(line) <= 4096 for line in result.stdout.splitlines())
+
+
+def test_a_stats_record_made_smaller_says_so_in_its_own_member():
+    """Over --max-record-bytes, a stats record is made smaller as an alert is; it said so with a top-level
+    sigma member, which is what marks an enriched event (an event some rule matched) to whatever routes them."""
+    events = [{"@timestamp": f"2024-01-01T01:00:0{i}Z", "EventID": 4104, "Computer": f"base{i % 3}",
+               "ScriptBlockText": "System.IO.Pipes.NamedPipeServerStream"} for i in range(4)]
+    events += [{"@timestamp": "2024-01-01T00:00:00Z", "EventID": 4104, "Computer": f"h{i:02d}" + "x" * 500,
+                "ScriptBlockText": "System.IO.Pipes.NamedPipeServerStream"} for i in range(20)]
+    result = run_cli(["--non-json", "wrap", "--max-record-bytes", "4096", "--stats-interval", "3600"], ndjson(events))
+    assert result.returncode == 0, result.stderr
+    (record,) = stats_records(result.stdout)
+    assert len(json.dumps(record)) <= 4096 and record["pipeshell"]["skewed_sources_total"] == 20
+    assert len(record["pipeshell"]["skewed_sources"]) < 20 and record["pipeshell"]["truncated"] is True
+    assert "sigma" not in record

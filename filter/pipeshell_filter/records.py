@@ -267,7 +267,8 @@ SHRUNK_FIELDS = 4  # an event's field values a shrunk alert shows
 def shrink(record: dict) -> dict:
     """A smaller form of an alert record that is too big for its output: every list cut to a few
     entries and every string to a few dozen characters, ``sigma.truncated`` set.  Still an alert
-    (``event.kind``, ids, times and the rule stay), so routing on it never fails."""
+    (``event.kind``, ids, times and the rule stay), so routing on it never fails.  A stats record
+    (``--stats-interval``) is cut alike, with ``pipeshell.truncated`` set instead."""
     def cut(value, depth=0):
         if isinstance(value, str):
             return _clip(value, 64)
@@ -278,6 +279,9 @@ def shrink(record: dict) -> dict:
         return value
 
     smaller = cut(record)
+    if "sigma" not in record and isinstance(smaller.get("pipeshell"), dict):  # a stats record: a top-level
+        smaller["pipeshell"]["truncated"] = True  # sigma would make it an enriched event to a router
+        return smaller
     sigma = smaller.setdefault("sigma", {})
     sigma["truncated"] = True
     for event in sigma.get("events", ()) if isinstance(sigma.get("events"), list) else ():
