@@ -373,6 +373,10 @@ def test_an_excluded_id_no_rule_has_is_a_warning_counted_in_the_summary(tagged_f
     (["--tag", ""], "--tag '': an empty tag"),
     (["--tag", "a", "--exclude-tag", "  "], "--exclude-tag '  ': an empty tag"),
     (["--exclude-rule", ""], "--exclude-rule '': an empty rule id"),
+    # a '*' elsewhere than at the end was a literal no tag has: the exclusion excluded nothing, in silence
+    (["--exclude-tag", "attack.*.001"], "--exclude-tag 'attack.*.001': '*' only ends a tag (attack.t1059*: every "
+                                        "tag it starts)"),
+    (["--tag", "**"], "--tag '**': '*' only ends a tag (attack.t1059*: every tag it starts)"),
     (["--exclude-rules", "/nonexistent/list.txt"], "cannot read --exclude-rules file /nonexistent/list.txt: No such "
                                                    "file or directory"),
     (["--exclude-rules", "."], "cannot read --exclude-rules file .: Is a directory"),

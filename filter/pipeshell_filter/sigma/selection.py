@@ -164,10 +164,13 @@ def parse_selection(min_level: Optional[str], statuses: Optional[str], tags: Opt
 
 
 def _tags(option: str, given: Sequence[str]) -> tuple:
-    """Tags as given (stripped), checked: none empty."""
+    """Tags as given (stripped), checked: none empty, and a ``*`` only at the end (elsewhere it would be a
+    literal no Sigma tag holds: the option would keep or exclude nothing, in silence)."""
     for tag in given:
         if not tag.strip():
             raise SelectionError(f"{option} {tag!r}: an empty tag")
+        if "*" in tag.strip()[:-1]:
+            raise SelectionError(f"{option} {tag[:80]!r}: '*' only ends a tag (attack.t1059*: every tag it starts)")
     return tuple(tag.strip() for tag in given)
 
 
