@@ -1332,3 +1332,16 @@ def test_every_diagnostic_kind_is_said_by_the_summary_as_a_skipped_line_or_a_not
     assert len(kinds) > 10, kinds  # the scan found the reports
     assert kinds - set(NOTICES) - set(SKIPPED) == set()
     assert set(NOTICES).isdisjoint(SKIPPED)
+
+
+def test_a_rule_file_reached_twice_is_loaded_once(tmp_path):
+    """A file named after a directory that holds it was refused as a duplicate of its own id (exit 2), and named
+    before it, said skipped: one file, loaded once, in either order."""
+    (tmp_path / "sub").mkdir()
+    rule = tmp_path / "sub" / "pipes.yml"
+    rule.write_bytes(open(os.path.join(REPO, "filter", "pipeshell_filter", "rules", "pipeshell_named_pipes.yml"),
+                          "rb").read())
+    for order in ([tmp_path, rule], [rule, tmp_path], [tmp_path, tmp_path / "sub"]):
+        result = run_cli(sum((["--rule", str(path)] for path in order), ["--join", "window"]), ndjson(ATTACK))
+        assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
+        assert result.stderr.decode().splitlines() == ["pipeshell-filter: 1 rule; 3 lines; 3 matched; 1 alert"]

@@ -144,6 +144,7 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
         return _selected(builtin, selection, "the built-in rule", report)
     # documents: correlation -> whether it came from a directory; loaded: (rule, from a directory)
     seen, documents, filters, loaded = {}, {}, [], []
+    read = set()  # each file once, however many --rule options reach it (a directory and a file in it)
     for path in rule_paths:
         directory = os.path.isdir(path)
         try:
@@ -153,6 +154,9 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
         if directory and not files:
             raise UsageProblem(f"rule directory {path} holds no .yml or .yaml files")
         for file in files:
+            if os.path.realpath(file) in read:
+                continue
+            read.add(os.path.realpath(file))
             # in a directory, a named pipe or a device is never opened: it could wait for ever
             rules = load_rules(file) if not directory or os.path.isfile(file) else \
                 [RuleError(f"rule {file}: not a regular file")]
