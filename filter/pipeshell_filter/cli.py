@@ -1029,12 +1029,10 @@ def _open_placed(files: List[str], stream_filter: Filter, stop=None) -> dict:
         elif os.path.isfile(path):
             handle = inputs_module.open_input(path, stop)
             added[path] = handle, places.add(path, handle)
-            if stream_filter.saved_inputs is None:  # the last run read one file: its last line was counted last
-                added[path][1].on_again = stream_filter.read_again
+            added[path][1].on_again = stream_filter.read_again
     places.place_all()
     opened = {path: (handle, place, place.lines) for path, (handle, place) in added.items()}
-    if stream_filter.saved_inputs is None:
-        stream_filter.read_again(places.again)
+    stream_filter.read_again(places.again)
     stream_filter.said_of_places(places.notes())
     return opened
 

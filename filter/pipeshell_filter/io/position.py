@@ -107,14 +107,12 @@ class Place:
             return None, 0, None
         end = saved["offset"] + saved["unterminated"]
         size = os.fstat(self.fd).st_size
-        if size < end or saved["head"] != _digest(self.fd, 0, min(SAMPLE, end)) \
-                or saved["tail"] != _digest(self.fd, max(0, end - SAMPLE), end):
+        if not _read_there(self.fd, saved, size):
             return None, 0, (f"input {self.path}: not the bytes the saved state read there (replaced, rotated, "
                              "rewritten or cut shorter): read from its start")
         start, again = end, 0
         if saved["unterminated"] and size > end:
-            written = os.pread(self.fd, 2, end)  # the line's end written since: a newline, or CRLF's
-            ending = 1 if written.startswith(b"\n") else 2 if written == b"\r\n" else 0
+            ending = _line_end(os.pread(self.fd, 2, end))  # the line's end written since: a newline, or CRLF
             if ending:
                 start = end + ending
             else:
@@ -134,12 +132,25 @@ class Place:
         if not first:
             return 0, b""  # nothing after it yet: the question stays for the first bytes read
         length, self.continued = self.continued, 0
-        ending = 1 if first.startswith(b"\n") else 2 if first.startswith(b"\r\n") else 0
+        ending = _line_end(first)
         if ending:
             return ending, b""
         if self.on_again is not None:
             self.on_again(1)
         return 0, os.pread(self.fd, length, self.offset)
+
+
+def _line_end(written: bytes) -> int:
+    """How many of the bytes written after a line without its newline end it: a newline, or CRLF."""
+    return 1 if written.startswith(b"\n") else 2 if written.startswith(b"\r\n") else 0
+
+
+def _read_there(fd: int, saved: dict, size: int, more: bool = False) -> bool:
+    """Whether the file open as ``fd`` (``size`` bytes) holds the bytes a saved mark read, by their
+    digests (``more``: and bytes after them)."""
+    end = saved["offset"] + saved["unterminated"]
+    return size >= end + more and saved["head"] == _digest(fd, 0, min(SAMPLE, end)) \
+        and saved["tail"] == _digest(fd, max(0, end - SAMPLE), end)
 
 
 class RecordPlace:
@@ -230,10 +241,7 @@ def _holds(path: str, saved: dict, more: bool = False) -> bool:
     except OSError:
         return False
     try:
-        end = saved["offset"] + saved["unterminated"]
-        return regular(fd) and os.fstat(fd).st_size >= end + more \
-            and saved["head"] == _digest(fd, 0, min(SAMPLE, end)) \
-            and saved["tail"] == _digest(fd, max(0, end - SAMPLE), end)
+        return regular(fd) and _read_there(fd, saved, os.fstat(fd).st_size, more)
     finally:
         os.close(fd)
 
@@ -333,12 +341,14 @@ class FilePlaces:
         self.records.append(place)
         return place
 
+    def _unclaimed(self, by_inode: dict, by_path: dict, place) -> list:
+        """The saved marks that may be ``place``'s file, by its inode then by its path, none taken yet."""
+        first, second = by_inode.get((place.device, place.inode)), by_path.get(place.path)
+        return [saved for saved in (first, second if second is not first else None)
+                if saved is not None and id(saved) not in self._claimed]
+
     def _place_records(self, place: RecordPlace) -> None:
-        by_inode = self._records_by_inode.get((place.device, place.inode))
-        by_path = self._records_by_path.get(place.path)
-        for saved in (by_inode, by_path if by_path is not by_inode else None):
-            if saved is None or id(saved) in self._claimed:
-                continue
+        for saved in self._unclaimed(self._records_by_inode, self._records_by_path, place):
             problem = place.resume(saved)
             if problem is None:
                 self._claimed.add(id(saved))
@@ -367,10 +377,7 @@ class FilePlaces:
         return (start, lines) if start is not None else self._by_bytes(place)
 
     def _known(self, place: Place) -> tuple:
-        by_inode, by_path = self._by_inode.get((place.device, place.inode)), self._by_path.get(place.path)
-        for saved in (by_inode, by_path if by_path is not by_inode else None):
-            if saved is None or id(saved) in self._claimed:
-                continue
+        for saved in self._unclaimed(self._by_inode, self._by_path, place):
             start, lines, problem = self._take(place, saved)
             if start is not None:
                 return start, lines

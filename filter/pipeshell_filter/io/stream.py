@@ -1713,6 +1713,8 @@ class Filter:
         a run on one file, whose last line counted it was: after files merged, it may have been any
         line, and stepping back would give a new line a number an earlier one has (events without a
         record id are told apart by it)."""
+        if self.saved_inputs is not None:
+            return
         self.lines -= lines
         self.lines_start -= lines
 
