@@ -369,6 +369,20 @@ def test_an_excluded_id_no_rule_has_is_a_warning_counted_in_the_summary(tagged_f
                "ids matching no rule); 6 lines" in lines[2]
 
 
+def test_a_tag_no_rule_has_is_a_warning_and_the_others_still_select(tagged_file):
+    rules = os.path.dirname(tagged_file)  # a warning even with --strict: a list of tags is shared as ids are
+    result = run_cli(["--rule", rules, "--workers", "0", "--tag", "attack.t1059*", "--tag", "attack.t1095",
+                      "--exclude-tag", "detection.threat-huntin", "--strict"], EVENTS.encode())
+    lines = result.stderr.decode().splitlines()
+    assert lines[:2] == [
+        f"pipeshell-filter: warning: --tag attack.t1095: no rule or correlation of {rules} has a tag it matches",
+        "pipeshell-filter: warning: --exclude-tag detection.threat-huntin: no rule or correlation of "
+        f"{rules} has a tag it matches"]
+    matched = run_cli(["--rule", rules, "--workers", "0", "--tag", "attack.t1059*"], EVENTS.encode())
+    assert fired(result) == fired(matched) and fired(matched)
+    assert b"warning" not in matched.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--tag", ""], "--tag '': an empty tag"),
     (["--tag", "a", "--exclude-tag", "  "], "--exclude-tag '  ': an empty tag"),

@@ -210,12 +210,14 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
 
 def _selected(rule_set: RuleSet, selection: Selection, where: str, report=None) -> RuleSet:
     """``select``, and a usage error when the selection leaves no rule at all: a filter that could
-    never alert is a mistake in its options.  An excluded id that names no rule is a warning, even
-    with ``--strict``: an exclusion list is shared across versions of a rule set."""
+    never alert is a mistake in its options.  An excluded id or a tag that names no rule is a warning,
+    even with ``--strict``: an exclusion list is shared across versions of a rule set."""
     chosen = select(rule_set, selection)
     for exclusion in chosen.unmatched:
         (report or _warned)(f"{exclusion.where}: no rule or correlation of {where} has the id or name "
                             f"{exclusion.id[:80]!r}")
+    for option, tag in chosen.unmatched_tags:
+        (report or _warned)(f"{option} {tag[:80]}: no rule or correlation of {where} has a tag it matches")
     if not chosen:
         raise UsageProblem(f"{selection.options()} leaves out every rule of {where} ({len(chosen.left_out)} "
                            "left out)")
@@ -240,7 +242,8 @@ _MIN_LEVEL_HELP = ("Only rules and correlations of this level or above alert (in
 _STATUS_HELP = ("Only rules and correlations of these statuses alert (comma-separated: stable, test, experimental, "
                 "deprecated, unsupported; a rule without a status is kept); left out as for --min-level.")
 _TAG_HELP = ("Only rules and correlations having one of these tags alert (repeatable; any letter case; a trailing * "
-             "matches every tag it starts: attack.t1059*); left out as for --min-level.")
+             "matches every tag it starts: attack.t1059*); left out as for --min-level. A tag no rule has is a "
+             "warning.")
 _EXCLUDE_TAG_HELP = ("Rules and correlations having this tag do not alert (repeatable; as for --tag: "
                      "detection.threat-hunting, detection.emerging-threats); left out as for --min-level.")
 _EXCLUDE_RULE_HELP = ("This rule or correlation, by id (or name), does not alert (repeatable); left out as for "

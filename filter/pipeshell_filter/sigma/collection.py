@@ -68,12 +68,14 @@ class RuleSet(list):
     (already applied to the rules they name, ``filters.apply_filters``).  ``--min-level`` and
     ``--status`` and the other selection options (``selection.select``) add ``selection``, ``deselected``
     (id -> why, loaded quiet to feed a kept correlation, and in ``quiet`` too), ``left_out`` (id ->
-    ``LeftOut``, not loaded) and ``unmatched`` (the excluded ids that name no rule of the set)."""
+    ``LeftOut``, not loaded), ``unmatched`` (the excluded ids that name no rule of the set) and
+    ``unmatched_tags`` (the ``--tag`` and ``--exclude-tag`` no rule of the set has)."""
 
     selection = None
     deselected: dict = {}
     left_out: dict = {}
     unmatched: tuple = ()
+    unmatched_tags: tuple = ()
 
     def __init__(self, plans: Iterable[Plan] = (), correlations: Iterable[CorrelationPlan] = (),
                  quiet: Iterable[str] = (), filters: Iterable = ()):

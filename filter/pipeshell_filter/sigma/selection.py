@@ -19,8 +19,9 @@ A rule without a level, or with one that is none of Sigma's five, is kept by ``-
 statuses, tags and ids are compared without regard to letter case; a tag given with a trailing
 ``*`` stands for every tag it starts.  ``--tag`` keeps what has at least one of its tags (a rule
 without tags has none); ``--exclude-tag`` leaves out what has any of its tags; ``--exclude-rule``
-leaves out a rule or correlation by its id, or by its ``name``.  An excluded id that no rule has is
-no error (a list is shared across rule versions): ``select`` names it.  The selection never makes a
+leaves out a rule or correlation by its id, or by its ``name``.  An excluded id, or a tag, that no
+rule has is no error (a list is shared across rule versions): ``select`` names it, since a misspelt
+one would otherwise keep or exclude nothing in silence.  The selection never makes a
 rule alert that would not alert without it: a rule kept that feeds a correlation left out without
 ``generate`` stays quiet.
 """
@@ -216,8 +217,9 @@ class LeftOut:
 def select(rule_set: RuleSet, selection: Selection) -> RuleSet:
     """The rule set that alerts as ``selection`` says (see the module's docstring).  The result
     carries ``selection``, ``deselected`` (id -> why, of the rules and correlations loaded quiet only
-    to feed a kept correlation), ``left_out`` (id -> ``LeftOut``, those not loaded) and ``unmatched``
-    (the ``Exclusion`` that name no rule or correlation of the set)."""
+    to feed a kept correlation), ``left_out`` (id -> ``LeftOut``, those not loaded), ``unmatched``
+    (the ``Exclusion`` that name no rule or correlation of the set) and ``unmatched_tags`` ((option,
+    tag) of each ``--tag`` and ``--exclude-tag`` that no rule or correlation of the set has)."""
     if not selection:
         return rule_set
     documents = {c.spec.id: c for c in rule_set.correlations}
@@ -241,4 +243,9 @@ def select(rule_set: RuleSet, selection: Selection) -> RuleSet:
     known = {key.strip().lower() for rule in metadata.values() for key in (rule.id, getattr(rule, "name", None))
              if key}
     selected.unmatched = tuple(e for e in selection.exclusions if e.id.lower() not in known)
+    held = {tag for rule in metadata.values() for tag in rule.tags}
+    given = [("--tag", tag) for tag in selection.tags or ()]
+    given += [("--exclude-tag", tag) for tag in selection.exclude_tags]
+    selected.unmatched_tags = tuple((option, pattern) for option, pattern in given
+                                    if not any(_tag_matches(tag, pattern) for tag in held))
     return selected
