@@ -154,9 +154,10 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
         if directory and not files:
             raise UsageProblem(f"rule directory {path} holds no .yml or .yaml files")
         for file in files:
-            if os.path.realpath(file) in read:
+            real = os.path.realpath(file)
+            if real in read:
                 continue
-            read.add(os.path.realpath(file))
+            read.add(real)
             # in a directory, a named pipe or a device is never opened: it could wait for ever
             rules = load_rules(file) if not directory or os.path.isfile(file) else \
                 [RuleError(f"rule {file}: not a regular file")]
