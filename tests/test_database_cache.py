@@ -225,3 +225,19 @@ def test_an_entry_that_cannot_be_removed_leaves_the_cache_bounded(cache, monkeyp
     for number in range(6):
         build([b"literal %d" % number])
     assert sum(path.is_file() and path.name.endswith(database_cache.SUFFIX) for path in cache.iterdir()) == 3
+
+
+def test_a_file_at_a_partial_name_is_never_written_through(cache, tmp_path):
+    """The partial file was named by process id: runs in two containers sharing a cache truncated each
+    other's, and whatever stood at that name (a link left there) was written through.  Each run's
+    partial file is new and its own."""
+    cache.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"keep me")
+    path, key = str(cache / ("ab" * 20 + database_cache.SUFFIX)), "ab" * 20
+    os.symlink(elsewhere, f"{path}.{os.getpid()}.partial")
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(expressions=[b"second"], ids=[0], flags=[CASELESS], literal=True)
+    database_cache._write(path, key, hyperscan.dumpb(database))
+    assert elsewhere.read_bytes() == b"keep me"
+    assert found(database_cache._read(path, key), b"a second look") == {0}

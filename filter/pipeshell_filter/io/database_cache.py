@@ -25,6 +25,7 @@ from __future__ import annotations
 import marshal
 import os
 import stat
+import tempfile
 import time
 from typing import List, Optional
 
@@ -122,14 +123,19 @@ def _read(path: str, key: str):
 
 def _write(path: str, key: str, payload: bytes) -> None:
     """File a database (whole or not at all), then drop the least recently used beyond ``MAX_FILES``."""
-    partial = f"{path}.{os.getpid()}.partial"
+    partial = None
     try:
-        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        # a new file of this run's alone (a name by process id was shared by runs in two containers
+        # with one cache, each truncating what the other wrote)
+        descriptor, partial = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".partial",
+                                               dir=os.path.dirname(path))
+        with open(descriptor, "wb") as out:
             out.write(_seal(key, payload) + payload)
         os.replace(partial, path)
     except OSError:  # a full or read-only disk: the database was compiled, nothing is lost
         try:
-            os.unlink(partial)
+            if partial is not None:
+                os.unlink(partial)
         except OSError:
             pass
         return
