@@ -4,7 +4,7 @@ Sigma leaves a placeholder's meaning to the site (``%Workstations%`` are this ne
 workstations) and says a tool that cannot fill one must reject the rule.  The file is a YAML
 mapping from name to a string or a list of strings; each string is a Sigma value (wildcards
 work) and a list means any of them, so a value with a placeholder becomes several values,
-OR-ed.  ``\\%`` writes a plain percent sign.
+OR-ed (an empty list: none, so the value matches nothing).  ``\\%`` writes a plain percent sign.
 """
 
 from __future__ import annotations
