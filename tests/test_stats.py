@@ -98,3 +98,19 @@ def test_a_stats_record_made_smaller_says_so_in_its_own_member():
     assert len(json.dumps(record)) <= 4096 and record["pipeshell"]["skewed_sources_total"] == 20
     assert len(record["pipeshell"]["skewed_sources"]) < 20 and record["pipeshell"]["truncated"] is True
     assert "sigma" not in record
+
+
+def test_a_match_stages_stats_record_is_passed_on_by_the_correlate_stage_it_feeds():
+    """``--stage match | --stage correlate``, both with --stats-interval: the match stage's record was
+    taken for a bad Detection record (a diagnostic, and lost to the SIEM)."""
+    matched = run_cli(["--stage", "match", "--stats-interval", "3600"], ndjson(INCIDENT))
+    assert matched.returncode == 0, matched.stderr
+    [upstream] = stats_records(matched.stdout)
+    assert upstream["pipeshell"]["stage"] == "match" and upstream["pipeshell"]["matched"] == 3
+    result = run_cli(["--stage", "correlate", "--stats-interval", "3600"], matched.stdout)
+    assert result.returncode == 0, result.stderr
+    assert [r["pipeshell"]["stage"] for r in stats_records(result.stdout)] == ["match", "correlate"]
+    assert stats_records(result.stdout)[0] == upstream and len(alerts(result.stdout)) == 1
+    assert b"not a Detection record" not in result.stderr
+    assert b"heartbeats, 1 stats record passed on)" in result.stderr
+    assert stats_records(result.stdout)[1]["pipeshell"]["diagnostics"] == {}

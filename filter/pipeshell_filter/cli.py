@@ -38,8 +38,8 @@ from .io.rule_index import RuleIndex
 from .io.signals import StoppedOpening, StopRequest, Terminated, on_sigterm
 from .correlate.state import StateError, StateFile, write_atomic
 from .supervise import SUPERVISED, tell_ready
-from .io.stream import (BOM, OWN_TYPES, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter, Output, OutputClosed,
-                        decode_problem, every_value, load_event, load_framed, unwrap_line)
+from .io.stream import (BOM, OWN_TYPES, STATS_DATASET, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter,
+                        Output, OutputClosed, decode_problem, every_value, load_event, load_framed, unwrap_line)
 from .explain import CorrelationTrace, describe_event, describe_rule_set, left_out_of_range, rule_needles
 from .sigma import literals
 from .sigma.compile import Plan, compile_plan
@@ -1055,8 +1055,8 @@ def stats_record(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics
     stats = engine.stats + engine.correlation_stats()
     skewed = engine.skewed_sources()
     return {"@timestamp": format_time(time.time_ns()),
-            "event": {"kind": "metric", "module": "pipeshell-filter", "dataset": "pipeshell.stats"},
-            "pipeshell": {"lines": stream_filter.lines - stream_filter.lines_start,
+            "event": {"kind": "metric", "module": "pipeshell-filter", "dataset": STATS_DATASET},
+            "pipeshell": {"stage": stream_filter.stage, "lines": stream_filter.lines - stream_filter.lines_start,
                           "matched": stats["matched"], "alerts": stats["alerts"],
                           "late": stats["late"], "late_dropped": stats["late_dropped"], "shed": stats["shed"],
                           "duplicates": engine.duplicates(), "held": engine.held(),
@@ -1154,7 +1154,9 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
                      + (f", {unmatched} excluded id{'' if unmatched == 1 else 's'} matching no rule" if unmatched
                         else "") + ")")
     if stream_filter.stage == "correlate":  # its lines are records: no event is matched here
-        parts.append(f"{lines} lines ({stats['detections']} detections, {stats['heartbeats']} heartbeats)")
+        passed = stream_filter.stats_passed
+        parts.append(f"{lines} lines ({stats['detections']} detections, {stats['heartbeats']} heartbeats"
+                     + (f", {passed} stats record{'' if passed == 1 else 's'} passed on" if passed else "") + ")")
     else:
         parts += [f"{lines} lines", f"{stats['matched']} matched"]
     parts.append(f"{stats['alerts']} alert{'' if stats['alerts'] == 1 else 's'}")

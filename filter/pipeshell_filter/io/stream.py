@@ -304,6 +304,14 @@ NOT_FRAME = "not an object, nor a Fluent Bit frame [TIME, {record}] or [[TIME, {
 # The records a match stage writes, by their "type": a shipper routes them to the correlate stage
 # on it (fleet-agent.yaml's grep, Vector's route), so an input line must not carry it.
 OWN_TYPES = frozenset((WIRE_TYPE, HEARTBEAT_TYPE))
+STATS_DATASET = "pipeshell.stats"  # a stats record's ``event.dataset`` (``--stats-interval``)
+
+
+def is_stats_record(record: dict) -> bool:
+    """Whether a record is the filter's own stats record (``--stats-interval``)."""
+    kind = record.get("event")
+    return isinstance(kind, dict) and kind.get("dataset") == STATS_DATASET and kind.get("kind") == "metric" \
+        and isinstance(record.get("pipeshell"), dict)
 
 
 def impersonates(text: bytes) -> bool:
@@ -905,6 +913,7 @@ class Filter:
     bus_seq = None
     bus_stream = None
     lines_start = 0  # the line counter taken back from a state file
+    stats_passed = 0  # ``--stage correlate``: a match stage's stats records passed on
     _place = None  # ``position.Place``: where a regular file input is read up to (``--state``)
     saved_place = None  # the state file's: where the last run left its file
     file_places = None  # ``position.FilePlaces``: the places in the files merged (``--state``)
@@ -1436,10 +1445,15 @@ class Filter:
         return None if self.index is None else lambda routed: self.index.rules_for(line, routed)
 
     def _correlate_line(self, line: bytes, event: dict, number: int) -> None:
-        """``--stage correlate``: a line is a Detection or a heartbeat record from a match stage."""
+        """``--stage correlate``: a line is a Detection or a heartbeat record from a match stage, or
+        its stats record (``--stats-interval``), passed on: it came piped with them, for the SIEM."""
         try:
             detection = from_wire(event)
         except WireError as error:
+            if is_stats_record(event):
+                self.stats_passed += 1
+                self._write(self.own_form(event, shrinkable=True)[1], None)
+                return
             self._unusable(line, number, "not_detection", f"not a Detection record: {error}", False)
             return
         if isinstance(detection, Heartbeat):
