@@ -93,6 +93,7 @@ class NatsServer:
         self.store_dir = os.fspath(store_dir)
         os.makedirs(self.store_dir, exist_ok=True)
         self.port = port or free_port()
+        self._port_given, self._started_once = port is not None, False
         self.log_path = os.path.join(self.store_dir, "nats-server.log")
         self.jetstream = jetstream
         self.config = config  # the text of a configuration file (``max_payload: 4096``), or none
@@ -107,9 +108,26 @@ class NatsServer:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> "NatsServer":
-        """Start (or restart) the server and wait until it accepts connections."""
+        """Start (or restart) the server and wait until it says it is ready.  Another test's server
+        may have taken the port ``free_port`` chose (two test processes given the same one): a port
+        accepting connections was then taken for this server's, and the test talked to the other.
+        A first start picks another port then; a restart keeps its port, or fails."""
         if self.running:
             return self
+        for _ in range(5):
+            if self._spawn():
+                return self
+            if self._started_once or self._port_given:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"nats-server could not listen on {self.port}: {self._log_tail()}")
+
+    def _spawn(self) -> bool:
+        """One start: True once this process said it is ready; False when its port was taken."""
+        try:
+            offset = os.path.getsize(self.log_path)
+        except OSError:
+            offset = 0
         # Append, so a restart keeps the earlier run's log for a failure report.
         log = open(self.log_path, "ab")
         try:
@@ -128,14 +146,27 @@ class NatsServer:
         _started.add(self)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
+            said = self._log_since(offset)
             if self.proc.poll() is not None:
+                _started.discard(self)
+                if "address already in use" in said:
+                    return False
                 raise RuntimeError(f"nats-server exited with {self.proc.returncode}: {self._log_tail()}")
-            if _accepts(self.port):
-                return self
+            if f"[{self.proc.pid}]" in said and "Server is ready" in said and _accepts(self.port):
+                self._started_once = True
+                return True
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"nats-server did not accept connections on {self.port} "
                            f"within {START_TIMEOUT:.0f} s: {self._log_tail()}")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def pause(self) -> None:
         """SIGSTOP: connections stay open but nothing is answered (a hung or overloaded server)."""
