@@ -351,6 +351,56 @@ def test_a_text_that_names_an_event_element_but_holds_no_event_xml_is_read_as_it
     assert b"xml" not in result.stderr.lower() and b"not read" not in result.stderr
 
 
+
+WHOAMI_RULE = """
+title: whoami all
+id: 0c8e2d4a-6b1f-4e3a-9d5c-7f2a1b3c4d5e
+logsource: {product: windows, category: process_creation}
+detection:
+  image: {Image|endswith: '\\\\whoami.exe'}
+  args: {CommandLine|contains: ' /all'}
+  condition: image and args
+"""
+DECOY = "<Event><System><EventID>1</EventID></System></Event>"  # an event's XML, as an attacker's text ends
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_a_windows_record_whose_own_text_ends_in_event_xml_is_read_as_itself(tmp_path, workers):
+    """NXLog's and flat records hold event data as top-level texts, which an attacker writes: a command line
+    or a script block ending in an event's XML (a last argument, a comment) was read as that XML's event
+    instead, and the record went unmatched, in silence.  A record that names an EventID of its own is that
+    event: its texts are its data."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(WHOAMI_RULE)
+    script = "$p = [System.IO.Pipes.NamedPipeServerStream]::new('x') # " + DECOY
+    events = [
+        {"EventTime": "2021-06-03T15:00:12+02:00", "Hostname": "nx1", "EventID": 1,
+         "Channel": "Microsoft-Windows-Sysmon/Operational", "Image": "C:\\Windows\\System32\\whoami.exe",
+         "CommandLine": "whoami /all " + DECOY},
+        {"@timestamp": "2021-06-03T13:00:13Z", "EventID": 1, "Computer": "flat1",
+         "Channel": "Microsoft-Windows-Sysmon/Operational", "Image": "C:\\Windows\\System32\\whoami.exe",
+         "CommandLine": "whoami /all " + DECOY},
+        {"EventTime": "2021-06-03T15:00:14+02:00", "Hostname": "nx2", "EventID": 4104,
+         "Channel": "Microsoft-Windows-PowerShell/Operational", "ScriptBlockText": script},
+        {"@timestamp": "2021-06-03T13:00:15Z", "EventID": 4104, "Computer": "flat2",
+         "Channel": "Microsoft-Windows-PowerShell/Operational", "ScriptBlockText": script},
+    ]
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(*events * 100))
+    for args in (["--rule", str(rule)], []):
+        for extra in ([], ["--no-prefilter"]):
+            result = run_cli([*args, "--emit", "matches", "--input", str(path), *extra, *workers])
+            assert result.returncode == 0, result.stderr
+            matched = [r for r in records(result.stdout) if r.get("event", {}).get("kind") != "alert"]
+            expected = events[:2] if args else events[2:]
+            assert [{k: v for k, v in r.items() if k != "sigma"} for r in matched] == expected * 100, (args, extra)
+            assert b"not read" not in result.stderr
+    explained = tmp_path / "one.json"
+    explained.write_text(json.dumps(events[0]))
+    result = run_cli(["explain", "--rule", str(rule), "--event", str(explained)])
+    assert result.returncode == 0, result.stderr
+    assert b"profile   nxlog" in result.stdout and b"outcome   an alert" in result.stdout, result.stdout
+
 TWO_CURLS = HAND_RULE.replace("a&b<c>", "curl") + """name: curl_hidden
 ---
 title: two curls on a host

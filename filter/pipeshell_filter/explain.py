@@ -54,7 +54,8 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
                    unknown_logsource: str = "match") -> str:
     """How one event is read and judged, rule by rule: the answer to "why did it (not) match?"."""
     carried = []
-    read, problem = event_to_read(raw, event)  # Sysmon for Linux in a record, Render_Event_As_XML: its XML's event
+    # Sysmon for Linux in a record, Render_Event_As_XML: its XML's event
+    read, problem = event_to_read(raw, event, resolver)
     text_line = not _json_object(raw)  # ``event`` is its XML's (``cli._text_event``), even if the line starts "{"
     if text_line:
         carried = ["note      the line is not JSON but holds an event's XML (Sysmon for Linux's syslog file): "

@@ -467,6 +467,12 @@ class FieldResolver:
     def view(self, event: dict) -> "EventView":
         return EventView(event, self.profile_for(event), self)
 
+    def own_event(self, record: dict) -> bool:
+        """Whether a record is an event itself, naming an EventID of its own (NXLog's, a flat record, any
+        collector's): its texts are then its own data, which an attacker writes (a command line, a script
+        block ending in an event's XML), never another event's XML to read in its place (``xml_event``)."""
+        return self.view(record).get("EventID") is not MISSING
+
     def time(self, event: dict, profile: Optional[Profile] = None) -> Optional[int]:
         """Event time in ns: ``--time-field`` if given, else the time paths of the event's profile, else the
         time of the frame the event came in (``io.frames``).  Needs no ``EventView``: the Fluent Bit modes

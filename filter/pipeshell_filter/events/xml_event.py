@@ -43,7 +43,7 @@ import re
 from typing import Optional, Tuple
 from xml.etree import ElementTree
 
-from .fields import FramedEvent
+from .fields import FieldResolver, FramedEvent, builtin_profiles
 
 # Where a line may carry an event's XML: what the filter looks for in the raw bytes (JSON may write
 # ``<`` as an escape), the prefilter and the reading alike.
@@ -111,16 +111,17 @@ def _hiding_in_xml(raw: bytes) -> bool:
     return any(mark in xml for mark in HIDING) or _ESCAPED_HIDING.search(xml) is not None
 
 
-def event_to_read(raw: bytes, event: dict) -> Tuple[dict, Optional[str]]:
+def event_to_read(raw: bytes, event: dict, resolver: Optional[FieldResolver] = None) -> Tuple[dict, Optional[str]]:
     """The event the filter reads for a line, ``event`` its JSON: that whose XML the line carries
-    (``carried_event``), else ``event`` itself; and, when the XML was refused, why (the line is then
-    read as it is).  The XML's event of a record in a Fluent Bit frame has the frame's time where it has no
-    ``TimeCreated`` of its own, as the record would (``FramedEvent``).  A line in the evtx shape already is
-    not searched: a dictionary lookup, then a ``<`` (memchr), is every other line's whole cost."""
+    (``carried_event``, ``resolver`` the filter's), else ``event`` itself; and, when the XML was refused, why
+    (the line is then read as it is).  The XML's event of a record in a Fluent Bit frame has the frame's
+    time where it has no ``TimeCreated`` of its own, as the record would (``FramedEvent``).  A line in the
+    evtx shape already is not searched: a dictionary lookup, then a ``<`` (memchr), is every other line's
+    whole cost."""
     if event.get("Event").__class__ is dict or not carries_xml(raw):
         return event, None
     try:
-        found = carried_event(event)
+        found = carried_event(event, resolver)
     except XmlEventProblem as problem:
         return event, str(problem)
     if found is None:
@@ -129,24 +130,37 @@ def event_to_read(raw: bytes, event: dict) -> Tuple[dict, Optional[str]]:
     return (found if frame_time is None else FramedEvent(found, frame_time)), None
 
 
-def carried_event(event: dict) -> Optional[dict]:
+def carried_event(event: dict, resolver: Optional[FieldResolver] = None) -> Optional[dict]:
     """The event whose XML a top-level text of ``event`` holds (from ``<Event`` on: the syslog header
     before it is the collector's), as the ``evtx`` profile reads it; None when no text holds one (an
     ``<Event`` with no ``<System`` after it, in a web log's URL say, is no event's XML: read as it is).
     A text ``System`` is Fluent Bit's ``Render_Event_As_XML``: only it is looked at, and the record's
-    ``Message`` goes with its event (``rendered_event``).
+    ``Message`` goes with its event (``rendered_event``).  A record that names an EventID of its own, as
+    ``resolver`` (by default the built-in shapes') reads it, is an event itself (``FieldResolver.own_event``):
+    its other texts are its data, never read as an event's XML.
     Only for a line that ``carries_xml``.  XmlEventProblem when the text is not XML the filter reads."""
     if event.get("Event").__class__ is dict:
         return None  # the evtx shape already
     system = event.get("System")
     if system.__class__ is str:
         return rendered_event(event, system)
+    if (resolver or _builtin_resolver()).own_event(event):
+        return None
     for value in event.values():
         if value.__class__ is str:
             found = event_in_text(value)
             if found is not None:
                 return found
     return None
+
+
+_BUILTIN = []  # the built-in shapes' resolver, made on first need
+
+
+def _builtin_resolver() -> FieldResolver:
+    if not _BUILTIN:
+        _BUILTIN.append(FieldResolver(builtin_profiles()))
+    return _BUILTIN[0]
 
 
 def event_in_line(raw: bytes) -> Optional[dict]:

@@ -1224,7 +1224,7 @@ class Filter:
         match stage's heartbeat vouches for (at the collector's time it made the next Detections late for
         the correlate stage), and the merge key of several ``--input`` files.  Every other line costs a
         dictionary lookup and a ``<`` (memchr) more than its own time (``event_to_read``)."""
-        read = event_to_read(line, event)[0]  # a refused XML: said where it is matched
+        read = event_to_read(line, event, self.engine.resolver)[0]  # a refused XML: said where it is matched
         return self.engine.event_time(read, read is not event)
 
     def text_time(self, text: bytes) -> Optional[int]:
@@ -1407,7 +1407,7 @@ class Filter:
         """The event whose XML a text of the line holds (Sysmon for Linux in a collector's record, Fluent
         Bit's ``Render_Event_As_XML``: ``events.xml_event``), else the line's own.  The line is written as it
         came, at its own time."""
-        read, problem = event_to_read(text, event)
+        read, problem = event_to_read(text, event, self.engine.resolver)
         if problem is not None:
             self.diagnostics.report("xml_unread", self._where(number), f"{problem}; the line is read as it is")
         return read
@@ -1909,7 +1909,7 @@ class Filter:
         problem = self._event_data_map_problem(event) if "StringInserts" in event else None
         if self.repeated_keys:
             event = every_value(line, event)
-        read, unread = event_to_read(line, event)
+        read, unread = event_to_read(line, event, self.engine.resolver)
         if unread is not None:  # diagnosed by the parent
             return True
         sigma, detections = self.engine.match(read, 0, self._only(line), line, read is not event)
