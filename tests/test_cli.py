@@ -747,6 +747,22 @@ def test_explain_event_reads_the_event_as_the_filter_does(tmp_path):
     assert run_cli(["--rule", str(rule), "--input", str(sysmon), "--emit", "matches"]).stdout == b""
 
 
+def test_explain_event_judges_a_lines_own_bytes_for_the_prefilter(tmp_path):
+    """A one-line event was parsed, written again and the prefilter's verdict given on that text: of a key
+    given twice only the last value was left (NDJSON lines are read as JSON readers read them), so a line
+    whose first value held a needle was said to be skipped, though the filter scans its bytes and parses it."""
+    line = ('{"EventID":4104,"Computer":"a","Channel":"Microsoft-Windows-PowerShell/Operational",'
+            '"@timestamp":"2021-06-03T13:00:12Z","ScriptBlockText":"[System.IO.Pipes.NamedPipeServerStream]",'
+            '"ScriptBlockText":"benign"}')
+    path = tmp_path / "twice.json"
+    path.write_text(line + "\n")
+    text = run_cli(["explain", "--event", str(path)]).stdout.decode()
+    assert 'ScriptBlockText    "benign"' in text and "MATCH" not in text
+    assert "prefilter the line is a candidate (parsed)" in text, text
+    result = run_cli(["--input", str(path), "--emit", "matches"])
+    assert result.returncode == 0 and result.stdout == b"", result.stderr
+
+
 def test_input_dev_stdin_loses_no_byte_and_sigterm_ends_its_wait():
     proc = subprocess.Popen(COMMAND + ["--emit", "all", "--idle", "0", "--input", "/dev/stdin"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -1485,6 +1485,9 @@ def _read_one_event(path: str) -> tuple:
             why = why or ("" if kind == "invalid_json" else f" ({message})")  # deep, dense, not UTF-8: said
             continue
         if isinstance(parsed, dict):
+            line = raw.strip()
+            if b"\n" not in line and b"\r" not in line:  # one line: its own bytes, as the filter scans them
+                return line, parsed
             return ujson.dumps(parsed, ensure_ascii=False).encode("utf-8", "surrogatepass"), parsed
     carried = _text_event(candidates[-1])
     if carried is not None:
