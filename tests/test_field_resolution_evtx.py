@@ -88,13 +88,15 @@ OBJECT = st.dictionaries(NAMES, st.one_of(st.text(max_size=3), st.integers(), st
 
 def _first_place(event: dict, field: str):
     """The value a field resolves to in the evtx shape, by the module docstring: the top level,
-    then each root in order (System, EventData, UserData, then each element UserData wraps)."""
+    then each root in order (EventData, UserData, each element UserData wraps, then System: the event's
+    data before a System element of the same name)."""
     places, inner = [event], event.get("Event")
     if isinstance(inner, dict):
-        places += [inner[key] for key in ("System", "EventData", "UserData") if isinstance(inner.get(key), dict)]
+        places += [inner[key] for key in ("EventData", "UserData") if isinstance(inner.get(key), dict)]
         wrapped = inner.get("UserData")
         if isinstance(wrapped, dict):
             places += [child for key, child in wrapped.items() if key != "#attributes" and isinstance(child, dict)]
+        places += [inner["System"]] if isinstance(inner.get("System"), dict) else []
     for place in places:
         if field in place:
             return place[field]
@@ -145,6 +147,49 @@ def test_userdata_that_is_not_an_element_is_harmless():
         view = RESOLVER.view(evtx_event(1, SYSMON, data={"Image": "a.exe"}, user_data=user_data))
         assert view.get("Image") == "a.exe"
         assert view.get("Nothing") is MISSING
+
+
+# ------------------------------------------------------------------ data named as a System element
+
+WMI = "Microsoft-Windows-WMI-Activity/Operational"
+SCM_PROVIDER = {"#attributes": {"xmlns": "http://manifests.microsoft.com/win/2006/windows/WMI"},
+                "Namespace": "//./root/CIMV2", "PossibleCause": "Permanent", "Provider": "SCM Event Provider",
+                "Query": "select * from MSFT_SCMEventLogEvent", "User": "S-1-5-32-544", "processid": "0"}
+# SigmaHQ's win_wmi_persistence.yml keeps out this registration by its UserData field Provider
+WMI_RULE = """
+title: wmi persistence
+logsource: {product: windows, service: wmi}
+detection:
+  registration: {EventID: 5859}
+  filter_scmevent: {Provider: 'SCM Event Provider', Query: 'select * from MSFT_SCMEventLogEvent',
+                    User: 'S-1-5-32-544', PossibleCause: 'Permanent'}
+  condition: registration and not filter_scmevent
+"""
+
+
+def test_an_events_data_named_as_a_system_element_is_the_data():
+    """Event 5859's UserData names a field Provider, as <System> names its own element (attributes only): the
+    rule's Provider was System's, which holds no text, so SigmaHQ's filter on it never held in the evtx shape
+    (an .evtx file, Render_Event_As_XML) where Winlogbeat's and Vector's held.  The data win, as there; a
+    System element no datum names is still read (Level, Version)."""
+    wmi = evtx_event(5859, WMI, user_data={"Operation_EssStarted": SCM_PROVIDER},
+                     provider="Microsoft-Windows-WMI-Activity")
+    wmi["Event"]["System"].update(Level=4, Version=0)
+    flat = {k: v for k, v in SCM_PROVIDER.items() if k != "#attributes"}
+    shapes = [wmi,
+              {"winlog": {"event_id": 5859, "channel": WMI, "user_data": dict(flat, xml_name="Operation_EssStarted")},
+               "@timestamp": "2026-04-17T04:14:33Z"},
+              {"event_id": 5859, "computer": "ws01", "channel": WMI, "user_data": flat}]
+    for event in shapes:
+        assert RESOLVER.view(event).get("Provider") == "SCM Event Provider"
+        assert not matches(WMI_RULE, event)
+        other = json.loads(json.dumps(event).replace("SCM Event Provider", "Evil Provider"))
+        assert matches(WMI_RULE, other)
+    view = RESOLVER.view(wmi)
+    assert view.where("Provider") == "Event.UserData.Operation_EssStarted.Provider"
+    assert (view.get("Level"), view.get("Version")) == (4, 0)
+    assert view.get("Provider_Name") == "Microsoft-Windows-WMI-Activity"
+    assert RESOLVER.view(evtx_event(1, SYSMON, data={"Image": "x"})).where("Provider") == "Event.System.Provider"
 
 
 # ------------------------------------------------------------------ names with spaces
