@@ -381,6 +381,56 @@ def test_any_dotted_name_is_a_path_to_its_keys(segments, value):
     assert lookup(nested, parse_path(text)) == value
 
 
+ECS_TASK = """
+title: task definition querying the credential endpoint
+logsource: {product: aws, service: cloudtrail}
+detection:
+  selection:
+    eventName: RegisterTaskDefinition
+    requestParameters.containerDefinitions.command|contains: '$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI'
+  condition: selection
+"""
+GCP_POLICY = """
+title: access policy deleted
+logsource: {product: gcp, service: gcp.audit}
+detection:
+  selection:
+    data.protoPayload.authorizationInfo.permission: accesscontextmanager.accessPolicies.delete
+    data.protoPayload.authorizationInfo.granted: 'true'
+  filter: {data.protoPayload.authorizationInfo.resource: trusted}
+  condition: selection and not filter
+"""
+
+
+def test_a_dotted_field_reaches_into_each_object_of_a_list():
+    """CloudTrail's containerDefinitions, GCP's authorizationInfo, Azure's targetResources are lists of objects:
+    SigmaHQ's rules name a key inside them as a plain path (as Elasticsearch and Splunk read one), which was
+    missing here, so those rules never matched.  A key segment at a list is looked up in each element: the field
+    is the list of what they hold, matched as any list value is (any element; ``not`` when none)."""
+    task = {"eventName": "RegisterTaskDefinition", "requestParameters": {"containerDefinitions": [
+        {"name": "side", "image": "envoy"},
+        {"name": "c", "command": ["sh", "-c", "curl 169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]}]}}
+    assert matches(ECS_TASK, task)
+    view = RESOLVER.view(task)
+    assert view.get("requestParameters.containerDefinitions.name") == ["side", "c"]
+    assert view.get("requestParameters.containerDefinitions.command") == [task["requestParameters"][
+        "containerDefinitions"][1]["command"]]
+    assert view.get("requestParameters.containerDefinitions.0.name") == "side"  # an index still indexes
+    assert view.get("requestParameters.containerDefinitions.missing") is MISSING
+    assert lookup({"a": [[{"b": 1}], {"b": 2}, "b", None]}, parse_path("a.b")) == [1, 2]
+    deep = {"a": [{"b": 1}]}
+    for _ in range(100_000):  # lists nested deeper than Python recurses
+        deep["a"] = [deep["a"]]
+    assert lookup(deep, parse_path("a.b")) == [1]
+    benign = json.loads(json.dumps(task).replace("$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/health"))
+    assert not matches(ECS_TASK, benign)
+    policy = {"data": {"protoPayload": {"authorizationInfo": [
+        {"permission": "accesscontextmanager.accessPolicies.delete", "granted": True, "resource": "org/1"}]}}}
+    assert matches(GCP_POLICY, policy)
+    policy["data"]["protoPayload"]["authorizationInfo"].append({"permission": "x", "resource": "trusted"})
+    assert not matches(GCP_POLICY, policy)
+
+
 def test_lookup_plans_are_worked_out_once_per_profile():
     profile = RESOLVER.profile_for(NEW_PROCESS)
     assert profile.plan("Image") is profile.plan("Image")

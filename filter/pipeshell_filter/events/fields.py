@@ -33,7 +33,8 @@ logsource (``sigma.logsource``), for a log with no channel or EventID to tell it
 web server's, CloudTrail's.  Several shapes in one stream each tell their own, since the profile is
 detected per event.
 
-Paths are dotted; a segment of ASCII digits (``0``, ``12``; not ``01``) indexes a list.
+Paths are dotted; a segment of ASCII digits (``0``, ``12``; not ``01``) indexes a list, and any other
+segment that meets a list is looked up in each of its objects (the field is the list of what they hold).
 In ``roots`` only, a ``*`` segment stands for every child of the object there
 (``Event.UserData.*``: the one element UserData wraps its fields in, whatever its
 name); elsewhere it is a plain key.
@@ -128,7 +129,8 @@ _ALIASES = _compile_aliases(ALIASES)
 
 
 def lookup(event, path: tuple):
-    """Follow ``path`` through dicts and lists; MISSING when any step is absent."""
+    """Follow ``path`` through dicts and lists; MISSING when any step is absent.  A key at a list is
+    looked up in each of its elements (``_through_list``)."""
     node = event
     for step in path:
         if type(node) is dict and type(step) is str:  # nearly every step: a key of a parsed object
@@ -146,9 +148,41 @@ def lookup(event, path: tuple):
             return MISSING
         if isinstance(node, dict) and step in node:
             node = node[step]
+        elif isinstance(node, list):
+            return _walk_into_lists(event, path)  # rare: walked again, minding where
         else:
             return MISSING
     return node
+
+
+def _walk_into_lists(event, path: tuple):
+    """``lookup`` of a path that meets a list at a key: from there, each element (``_through_list``)."""
+    node = event
+    for at, step in enumerate(path):
+        if isinstance(node, list) and not isinstance(step, int):
+            return _through_list(node, path[at:])
+        node = lookup(node, (step,))
+        if node is MISSING:
+            return MISSING
+    return node
+
+
+def _through_list(items: list, path: tuple):
+    """``path`` (a key first) looked up in each element of a list of objects, as Elasticsearch and Splunk read
+    a rule's ``requestParameters.containerDefinitions.command`` (CloudTrail's list of container definitions):
+    the list of what the elements hold, or MISSING when none holds it.  A list in the list is walked with a
+    stack of its own (JSON may nest lists deeper than Python recurses); each object takes a key of ``path``
+    before any list under it is reached, so ``lookup`` recurses at most once per key."""
+    found, stack = [], items[::-1]
+    while stack:
+        item = stack.pop()
+        if item.__class__ is list:
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            value = lookup(item, path)
+            if value is not MISSING:
+                found.append(value)
+    return found if found else MISSING
 
 
 def _flat_key(path: tuple) -> Optional[str]:
