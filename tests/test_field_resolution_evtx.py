@@ -417,7 +417,8 @@ def test_a_dotted_field_reaches_into_each_object_of_a_list():
         "containerDefinitions"][1]["command"]]
     assert view.get("requestParameters.containerDefinitions.0.name") == "side"  # an index still indexes
     assert view.get("requestParameters.containerDefinitions.missing") is MISSING
-    assert lookup({"a": [[{"b": 1}], {"b": 2}, "b", None]}, parse_path("a.b")) == [1, 2]
+    assert lookup({"a": [[{"b": 1}], {"b": 2}, "b", None, {"b": None}]}, parse_path("a.b")) == [1, 2]
+    assert lookup({"a": [{"b": None}, {"c": 1}]}, parse_path("a.b")) is MISSING
     deep = {"a": [{"b": 1}]}
     for _ in range(100_000):  # lists nested deeper than Python recurses
         deep["a"] = [deep["a"]]
