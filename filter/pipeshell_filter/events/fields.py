@@ -170,9 +170,9 @@ def _walk_into_lists(event, path: tuple):
 def _through_list(items: list, path: tuple):
     """``path`` (a key first) looked up in each element of a list of objects, as Elasticsearch and Splunk read
     a rule's ``requestParameters.containerDefinitions.command`` (CloudTrail's list of container definitions):
-    the list of what the elements hold, or MISSING when none holds a value (not null).  A list in the list is walked with a
-    stack of its own (JSON may nest lists deeper than Python recurses); each object takes a key of ``path``
-    before any list under it is reached, so ``lookup`` recurses at most once per key."""
+    the list of what the elements hold, or MISSING when none holds a value (not null).  A list in the list is
+    walked with a stack of its own (JSON may nest lists deeper than Python recurses); each object takes a key
+    of ``path`` before any list under it is reached, so ``lookup`` recurses at most once per key."""
     found, stack = [], items[::-1]
     while stack:
         item = stack.pop()
