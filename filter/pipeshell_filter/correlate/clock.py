@@ -11,7 +11,10 @@ second-newest unless it is all there is besides one other.  While there is
 one source only (one host's log) no time is vouched for; what two of its
 events reached (``one_source_time``) is taken only when its windows would
 otherwise hold too many events (``Correlator``): the first source seen may
-yet be a wrong clock that the next one contradicts.
+yet be a wrong clock that the next one contradicts.  So is that of the newest
+of two sources when as many of its events came and none of the other, which
+came behind it (``solo_time``): a line dated 1970 in one host's log must not
+hold that host's stream to the end of input.
 
 When the input pauses on a live pipe, the newest time that is not suspect
 becomes final too: no more than ``max_skew`` past the vouched-for time, and
@@ -62,11 +65,15 @@ class SourceClocks:
         # [source, the arrival it last went ahead at, its own arrivals since] (``ahead``): only the newest
         # source can be ahead of the second-newest, so one is kept
         self._went_ahead = None
+        # the run of event times taken from one source alone, how many, and the newest time two of them
+        # reached (``solo_time``)
+        self._solo_source, self._solo_count, self._solo_second = None, 0, NEVER
+        self._came_behind = set()  # sources whose first time was more than ``max_skew`` behind the newest
 
     def compact(self) -> None:
         """After a flood: copy the per-source tables afresh (a dict never shrinks its table)."""
         self._newest, self._suspect, self.reported = dict(self._newest), dict(self._suspect), set(self.reported)
-        self._future = dict(self._future)
+        self._future, self._came_behind = dict(self._future), set(self._came_behind)
 
     def see(self, source: Hashable, time: int) -> bool:
         """Take an event time of ``source``; True when the vouched-for time rose."""
@@ -81,10 +88,17 @@ class SourceClocks:
             mark[2] += 1
         before = self.reference
         old = self._newest.get(source)
+        if not self._solo_count or source != self._solo_source:
+            self._solo_source, self._solo_count, self._solo_second = source, 0, NEVER
+        self._solo_count += 1
+        if old is not None:
+            self._solo_second = max(self._solo_second, min(old, time))
         if old is not None and len(self._ranked) == 1:  # the only source: its events vouch for each other
             self._second = max(self._second, min(old, time))
         if old is not None and old >= time:
             return False
+        if old is None and self._ranked and time < self._ranked[-1][0] - self.max_skew:
+            self._came_behind.add(source)
         if old is not None:
             self._ranked.remove((old, repr(source), source))
         self._newest[source] = time
@@ -94,11 +108,13 @@ class SourceClocks:
         if len(self._ranked) > self.cap:  # the oldest sources cannot be among the top two
             _, _, gone = self._ranked.pop(0)
             del self._newest[gone]
+            self._came_behind.discard(gone)
         self._ranked_changed()
         reference = self.reference
         while len(self._ranked) > 2 and self._ranked[0][0] < reference - self.horizon:
             _, _, gone = self._ranked.pop(0)  # it can matter again only by sending: then it is back
             del self._newest[gone]
+            self._came_behind.discard(gone)
         if time > reference + self.max_skew and not (old is not None and old > before + self.max_skew):
             self._went_ahead = [source, self._arrivals, 1]  # it goes ahead now (again: others caught it up)
         return reference > before
@@ -119,6 +135,19 @@ class SourceClocks:
     def one_source_time(self):
         """With one source only: the newest time two of its events reached (else NEVER)."""
         return self._second if len(self._ranked) == 1 else NEVER
+
+    def solo_time(self, run: int):
+        """With two sources, the second of which came more than ``max_skew`` behind the first (a line
+        dated 1970 in one host's log): when the last ``run`` event times taken all came from the newest,
+        the newest time two of its events reached (else NEVER).  That line was the time two sources
+        vouch for for the rest of the run, and held the busy host's stream to its end (past the cap,
+        shed unevaluated).  The source that came behind the other is the suspect: a host that comes
+        ahead of the only other one (a burst dated 2099) is not believed so."""
+        ranked = self._ranked
+        if len(ranked) != 2 or ranked[0][2] not in self._came_behind or self._solo_count < run \
+                or ranked[1][2] != self._solo_source:
+            return NEVER
+        return self._solo_second
 
     @property
     def newest(self):
@@ -159,6 +188,7 @@ class SourceClocks:
         while self._ranked and self._ranked[-1][0] > limit:
             time, _, source = self._ranked.pop(-1)
             del self._newest[source]
+            self._came_behind.discard(source)
             if source not in self.reported and len(self.reported) + len(self._future) < self.cap:
                 self._future.setdefault(source, time - limit + self.max_skew)
         self._ranked_changed()
@@ -222,6 +252,8 @@ class SourceClocks:
         self._ranked = SortedList((time, repr(source), source) for source, time in newest.items())
         self._ranked_changed()
         self._second = NEVER
+        self._solo_source, self._solo_count, self._solo_second = None, 0, NEVER
+        self._came_behind = set()
         # who sent after whom is not saved: a source ahead in the state went ahead with nobody after it
         # (so said at that run's end when others had followed it), as its next events tell again
         self._went_ahead = None

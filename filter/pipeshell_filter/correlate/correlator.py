@@ -64,7 +64,9 @@ FUTURE_SHARE = 64
 # With one source so far, this many events may wait before what two of its events reached is taken as
 # the stream's time (``SourceClocks.one_source_time``): one host's log is then evaluated as it goes, not
 # held to its end (and past ``MAX_HELD`` shed unevaluated), while a first source whose clock is wrong
-# cannot move the time before a second one comes, unless it sends this many events alone.
+# cannot move the time before a second one comes, unless it sends this many events alone.  The same once
+# this many events came from the newer of two sources, the other of which came far behind it and sent
+# none of them (``SourceClocks.solo_time``: a line dated 1970 in one host's log).
 ONE_SOURCE_HELD = 10_000
 # An early evaluation gathers at most this many events of its group; past it (a flood of the group),
 # the window waits for the watermark as any other, so that the cost per event stays bounded.
@@ -296,9 +298,12 @@ class Correlator:
         self._wait((c.time, self._seq, c))
         hits = []
         held = len(self._pending) + len(self._held)
-        if held > ONE_SOURCE_HELD and clocked and not self.driven and self.clocks.one_source_time != NEVER:
-            hits = self.advance(self.clocks.one_source_time - self.lateness)  # one host's log: see ``clock``
-            held = len(self._pending) + len(self._held)
+        if held > ONE_SOURCE_HELD and clocked and not self.driven:
+            alone = self.clocks.one_source_time  # one host's log (``clock``), or one and a stray line
+            alone = alone if alone != NEVER else self.clocks.solo_time(ONE_SOURCE_HELD)
+            if alone != NEVER:
+                hits = self.advance(alone - self.lateness)
+                held = len(self._pending) + len(self._held)
         rose = clocked and self.clocks.see(detection.source, c.time)  # before shedding: who is ahead
         if held > self.max_held:
             self.capped = True
