@@ -402,3 +402,33 @@ def test_a_burst_of_one_host_dated_2099_does_not_carry_the_time_of_the_host_befo
         hits += correlator.observe(detection(when, 1, "dc01", 50 + i))
     hits += correlator.flush()
     assert [hit.time for hit in hits if hit.time < BASE_NS + YEAR_2099 * NS] == [incident[-1]]
+
+
+def test_a_line_far_behind_stays_the_suspect_across_a_restart_with_state():
+    """``--state`` keeps each source's newest time: the line dated 1970 was back as the time two sources
+    vouch for in every run after it (a cron job reading on from its state held the busy host's stream to
+    each run's end).  Which source came behind the other is kept with the clocks."""
+    from pipeshell_filter.correlate import state as state_module
+    from pipeshell_filter.correlate.correlator import ONE_SOURCE_HELD
+    from pipeshell_filter.detect import Detection
+    from test_correlation_properties import legacy_correlator
+
+    def detection(time, host, line):  # whole, as a state file holds it
+        return Detection("r", time, host, (0,), {"Computer": [host]}, {"line": line, "selections": ["sel"]})
+
+    def fresh():
+        return legacy_correlator(1, 60 * NS, Aggregation("count", None, None, ">", 2), 30 * NS)
+
+    first = fresh()
+    for i in range(10):
+        first.observe(detection(BASE_NS + i * NS, "dc01", i + 1))
+    first.observe(detection(0, "ws02", 10**6))
+    saved = state_module.decode(state_module.encode({"lines": 0, "correlations": {"r": state_module.capture(first)}}),
+                                "state")["correlations"]["r"]
+    correlator = fresh()
+    state_module.restore(correlator, saved)
+    worst = 0
+    for i in range(10, 3 * ONE_SOURCE_HELD):
+        correlator.observe(detection(BASE_NS + i * NS, "dc01", i + 1))
+        worst = max(worst, correlator.state_size())
+    assert worst <= ONE_SOURCE_HELD + 20 and correlator.shed == 0  # (the first run's 11 too)

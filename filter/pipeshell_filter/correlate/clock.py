@@ -241,19 +241,26 @@ class SourceClocks:
         """Each source's newest time, as plain data (``state``)."""
         return [[source, time] for time, _, source in self._ranked]
 
-    def restore(self, saved: list) -> None:
-        """Put back what ``saved`` gave (``state``), replacing what is known."""
+    def came_behind(self) -> list:
+        """The sources that came more than ``max_skew`` behind the newest (``solo_time``), as plain data
+        (``state``): a line dated 1970 stays the suspect in the runs after it."""
+        return [source for _, _, source in self._ranked if source in self._came_behind]
+
+    def restore(self, saved: list, came_behind: list = ()) -> None:
+        """Put back what ``saved`` and ``came_behind`` gave (``state``), replacing what is known."""
         newest = {}
         for source, time in saved:
             if not (source is None or isinstance(source, str)) or not isinstance(time, int):
                 raise ValueError(f"not a source clock: {source!r}, {time!r}")
             newest[source] = time
+        if not all(source is None or isinstance(source, str) for source in came_behind):
+            raise ValueError("'came_behind' holds a source that is not a string")
         self._newest = newest
         self._ranked = SortedList((time, repr(source), source) for source, time in newest.items())
         self._ranked_changed()
         self._second = NEVER
         self._solo_source, self._solo_count, self._solo_second = None, 0, NEVER
-        self._came_behind = set()
+        self._came_behind = {source for source in came_behind if source in newest}
         # who sent after whom is not saved: a source ahead in the state went ahead with nobody after it
         # (so said at that run's end when others had followed it), as its next events tell again
         self._went_ahead = None

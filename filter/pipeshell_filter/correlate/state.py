@@ -210,6 +210,7 @@ def capture(correlator) -> dict:
     held = [(seq, windows[group].events[(time, seq)].detection) for time, seq, group in correlator._held]
     consumed = sorted(((t, list(group)) for group, t in correlator._consumed.items()),
                       key=lambda item: (item[0], repr(item[1])))
+    behind = correlator.clocks.came_behind()
     return {
         "spec": describe(correlator.spec, correlator.matched_by),
         "watermark": _time_out(correlator.watermark),
@@ -223,6 +224,7 @@ def capture(correlator) -> dict:
         "early_used": [[time, seq] for time, seq in correlator._early_used],
         "early_done": [[t, list(group)] for t, group in correlator._early_order
                        if correlator._early_done.get(group) == t],
+        **({"came_behind": behind} if behind else {}),  # (absent: none, as an earlier build saved it)
     }
 
 
@@ -302,7 +304,10 @@ def _restore(correlator, data: dict) -> None:
     if data.get("seen") is not None and correlator.seen is not None:
         seen = type(correlator.seen)(correlator.seen.cap)
         seen.restore(data["seen"])
-    correlator.clocks.restore(data["clocks"])
+    came_behind = data.get("came_behind", [])
+    if not isinstance(came_behind, list):
+        raise ValueError("'came_behind' is not a list")
+    correlator.clocks.restore(data["clocks"], came_behind)
     correlator.watermark = watermark
     correlator.resumed_at = correlator.clocks.times()
     correlator.wanted = _time_in(data.get("wanted"))  # a chained one's own sources' (absent: none yet)
