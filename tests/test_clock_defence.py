@@ -117,7 +117,7 @@ def test_the_kept_top_two_follow_every_change_of_the_sources(steps, cap):
     """``reference`` and ``newest`` are kept as the sources change (each correlation read them several
     times per detection, from a SortedList): through events, a source pushed out by the cap or
     forgotten behind the horizon, a wall clock that forgets the future, a state put back, they are
-    the second-newest and the newest source times."""
+    the second-newest and the newest source times; the sources that came behind another are kept ones."""
     clocks = SourceClocks(100, cap=cap, horizon_ns=500)
     for what, source, value in steps:
         if what == "see":
@@ -125,10 +125,12 @@ def test_the_kept_top_two_follow_every_change_of_the_sources(steps, cap):
         elif what == "bound":
             clocks.bound_by(lambda: value)
         else:
-            clocks.restore(clocks.saved()[:value])
+            clocks.restore(clocks.saved()[:value], clocks.came_behind())
         times = sorted(time for _, time in clocks.saved())
         assert clocks.reference == (times[-2] if len(times) > 1 else NEVER)
         assert clocks.newest == (times[-1] if times else NEVER)
+        # which came behind another: of the sources kept only (``solo_time`` counts them)
+        assert clocks._came_behind <= {source for source, _ in clocks.saved()}
 
 
 def test_one_line_ahead_then_a_pause_on_a_pipe_does_not_make_the_others_late():
@@ -360,7 +362,7 @@ def test_on_live_input_one_line_dated_now_does_not_make_the_hosts_of_a_pipeline_
     assert engine.correlation_stats()["late"] == 0
 
 
-@pytest.mark.parametrize("other", ["1970", "an hour behind"])
+@pytest.mark.parametrize("other", ["1970", "an hour behind", "two hosts in 1970"])
 def test_a_line_of_another_host_far_behind_does_not_hold_a_busy_hosts_stream_to_its_end(other):
     """One line dated 1970 from a second host (or an hour behind) was the time two sources vouch for
     for the rest of the run: every later event of the one busy host waited for the end of input, and
@@ -375,8 +377,10 @@ def test_a_line_of_another_host_far_behind_does_not_hold_a_busy_hosts_stream_to_
     for i in range(3 * ONE_SOURCE_HELD):  # one event a second from one host: a hit every 3 events
         hits += len(correlator.observe(detection(BASE_NS + i * NS, 1, "dc01", i)))
         if i == 5:
-            when = 0 if other == "1970" else BASE_NS + (i - 3600) * NS
+            when = BASE_NS + (i - 3600) * NS if other == "an hour behind" else 0
             hits += len(correlator.observe(detection(when, 1, "ws02", -1)))
+            if other == "two hosts in 1970":  # (two of them: the second-newest time is theirs)
+                hits += len(correlator.observe(detection(when, 1, "ws03", -2)))
         worst = max(worst, correlator.state_size())
     assert worst <= ONE_SOURCE_HELD + 10 and correlator.shed == 0
     assert hits > 2 * ONE_SOURCE_HELD // 3  # the windows before the last ONE_SOURCE_HELD events came out

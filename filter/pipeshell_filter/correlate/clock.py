@@ -12,9 +12,9 @@ one source only (one host's log) no time is vouched for; what two of its
 events reached (``one_source_time``) is taken only when its windows would
 otherwise hold too many events (``Correlator``): the first source seen may
 yet be a wrong clock that the next one contradicts.  So is that of the newest
-of two sources when as many of its events came and none of the other, which
-came behind it (``solo_time``): a line dated 1970 in one host's log must not
-hold that host's stream to the end of input.
+source when as many of its events came and none of the others, which all came
+behind it (``solo_time``): a line dated 1970 in one host's log must not hold
+that host's stream to the end of input.
 
 When the input pauses on a live pipe, the newest time that is not suspect
 becomes final too: no more than ``max_skew`` past the vouched-for time, and
@@ -137,15 +137,15 @@ class SourceClocks:
         return self._second if len(self._ranked) == 1 else NEVER
 
     def solo_time(self, run: int):
-        """With two sources, the second of which came more than ``max_skew`` behind the first (a line
-        dated 1970 in one host's log): when the last ``run`` event times taken all came from the newest,
-        the newest time two of its events reached (else NEVER).  That line was the time two sources
-        vouch for for the rest of the run, and held the busy host's stream to its end (past the cap,
-        shed unevaluated).  The source that came behind the other is the suspect: a host that comes
-        ahead of the only other one (a burst dated 2099) is not believed so."""
+        """When every source but the newest came more than ``max_skew`` behind it (a line dated 1970 in
+        one host's log) and the last ``run`` event times taken all came from the newest: the newest time
+        two of its events reached (else NEVER).  That line was the time two sources vouch for for the
+        rest of the run, and held the busy host's stream to its end (past the cap, shed unevaluated).
+        The sources that came behind another are the suspects: a host that comes ahead of the others (a
+        burst dated 2099) is not believed so.  (``_came_behind`` holds sources of ``_newest`` only.)"""
         ranked = self._ranked
-        if len(ranked) != 2 or ranked[0][2] not in self._came_behind or self._solo_count < run \
-                or ranked[1][2] != self._solo_source:
+        if self._solo_count < run or len(ranked) < 2 or len(self._came_behind) != len(ranked) - 1 \
+                or ranked[-1][2] != self._solo_source or self._solo_source in self._came_behind:
             return NEVER
         return self._solo_second
 

@@ -65,8 +65,8 @@ FUTURE_SHARE = 64
 # the stream's time (``SourceClocks.one_source_time``): one host's log is then evaluated as it goes, not
 # held to its end (and past ``MAX_HELD`` shed unevaluated), while a first source whose clock is wrong
 # cannot move the time before a second one comes, unless it sends this many events alone.  The same once
-# this many events came from the newer of two sources, the other of which came far behind it and sent
-# none of them (``SourceClocks.solo_time``: a line dated 1970 in one host's log).
+# this many events came from the newest source and none from the others, which all came far behind it
+# (``SourceClocks.solo_time``: a line dated 1970 in one host's log).
 ONE_SOURCE_HELD = 10_000
 # An early evaluation gathers at most this many events of its group; past it (a flood of the group),
 # the window waits for the watermark as any other, so that the cost per event stays bounded.
