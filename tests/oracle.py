@@ -109,7 +109,7 @@ def _aggregate(kind, rules, field, window):
     if kind == "temporal_ordered":
         return _longest_ordered_prefix(rules, window)
     if kind == "value_percentile":
-        values = [v for v in (_first(d["fields"], field) for d in window) if v is not None]
+        values = [_folded(v) for v in (_first(d["fields"], field) for d in window) if v is not None]
         if not values:
             return None
         return 100.0 * min(values.count(v) for v in set(values)) / len(values)

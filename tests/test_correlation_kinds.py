@@ -299,6 +299,18 @@ def test_value_percentile_picks_the_rarest_value():
     assert hits == [(3, (), frozenset(range(5)), 25.0)]
 
 
+def test_value_percentile_takes_values_alike_but_for_letter_case_as_one():
+    """As value_count and group-by do: admin and Admin are one account, not two values each rarer."""
+    hits = case("value_percentile", ["a"], 10, [("lte", 30)],
+                [(0, "a", {"User": ["admin"]}), (1, "a", {"User": ["Admin"]}), (2, "a", {"User": ["ADMIN"]}),
+                 (3, "a", {"User": ["svc"]})], field="User")
+    assert hits == [(3, (), frozenset(range(4)), 25.0)]
+    spelled = case("value_percentile", ["a"], 10, [("lte", 30)],
+                   [(0, "a", {"User": ["admin"]}), (1, "a", {"User": ["Admin"]}), (2, "a", {"User": ["ADMIN"]}),
+                    (3, "a", {"User": ["ADMIN"]})], field="User")
+    assert spelled == []  # one value in every event: 100 %, where each spelling counted was 25 %
+
+
 def test_range_condition_rejects_too_many():
     hits = case("event_count", ["a"], 5, [("gt", 1), ("lt", 3)],
                 [(0, "a", {}), (0, "a", {}), (0, "a", {}), (10, "a", {}), (11, "a", {})])

@@ -345,7 +345,9 @@ class ValueMax(ValueExtreme):
 
 
 class ValuePercentile(Window):
-    """The rarest value's share of the events that hold one, in percent."""
+    """The rarest value's share of the events that hold one, in percent; values alike but for letter
+    case are one (``fold``), as for ``ValueCount``: ``admin`` and ``Admin`` are one account, not two
+    each rarer."""
 
     __slots__ = ("values", "counts", "held")
 
@@ -358,7 +360,7 @@ class ValuePercentile(Window):
     @staticmethod
     def value_of(spec, detection):
         values = _leaves(spec, detection)
-        return values[0] if values else None
+        return fold(values[0]) if values else None
 
     def _account(self, c, sign):
         if c.value is None:
