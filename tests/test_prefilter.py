@@ -742,6 +742,20 @@ def test_prefilter_never_changes_the_fluent_bit_output(data, block_size, mode, m
         assert run_filter(data, "all", engine, block_size, *mode, max_record=max_record) == expected, engine
 
 
+def test_a_line_ruled_out_in_a_fluent_bit_mode_has_the_time_of_its_flattened_keys():
+    """A key holding a dot (flattened ECS) is where the full parse finds a time path (``lookup_flattened``) and
+    the event's shape (``winlog.event_id``: Winlogbeat's, whose time is ``@timestamp`` alone): a line the
+    prefilter rules out, skimmed, must be framed with the same time."""
+    data = (b'{"EventID":1,"Computer":"a","TimeCreated.SystemTime":"2021-06-03T13:00:00Z"}\n'
+            b'{"winlog.event_id":4104,"TimeCreated":"2021-06-03T13:00:00Z"}\n'
+            b'{"winlog\\u002eevent_id":4104,"TimeCreated":"2021-06-03T13:00:00Z"}\n'
+            b'{"EventID":2,"@timestamp":"2021-06-03T13:00:05Z"}\n')
+    expected = run_filter(data, "all", None, 1 << 20, "wrap", True)
+    assert expected.startswith(b"[1622725200.000000000,")  # the first line's flattened time
+    for engine in ENGINES:
+        assert run_filter(data, "all", engine, 1 << 20, "wrap", True) == expected, engine
+
+
 @given(streams(), st.integers(7, 4096), st.sampled_from(["alerts", "all"]),
        st.sampled_from([("wrap", True), ("wrap", False), ("pass", True)]), st.sampled_from([0.5, 30.0]))
 @settings(max_examples=50)  # three runs of the filter each; the Fluent Bit property above covers more streams

@@ -29,7 +29,9 @@ ujson would have found (a JSON object, with the same time), only when:
 The time is then read from the decoded paths alone, as ``FieldResolver.time``
 reads it from the parsed event: the first profile whose detect paths are all
 there, then its first time path whose value parses (a test compares the two on
-every collector shape).  A line that may carry an event's XML, whose time is its
+every collector shape).  A block holding a key with a dot in it is not vouched for when
+times are wanted (``DOTTED_KEY``): the full parse reads a time path, and the event's shape,
+from such a top-level key too (flattened ECS), which the schema's nested keys miss.  A line that may carry an event's XML, whose time is its
 XML event's, never reaches the skimmer when times are wanted: the prefilter makes
 it a suspect, parsed alone (``prefilter.Prefilter.xml_alone``).  A block that is
 not vouched for is left to the caller, line by line.  ``LineField`` uses the same checks for ``--line-field``: the text
@@ -187,6 +189,12 @@ def _column_finder(plans: list, root: _Node):
     return values
 
 
+# A key holding a dot, written out or escaped (the escape anywhere, to be simple): the full parse reads a
+# nested time path from such a top-level key too, and takes the event for a flattened shape by such keys
+# (``fields.lookup_flattened``, ``FieldResolver.profile_for``), which the schema's nested keys do not see.
+# From a dot in a string, escape pairs and other bytes lead to that string's closing quote, a key's when a
+# colon follows.
+DOTTED_KEY = (rb'\.(?:[^"\\\n]|\\.)*"[ \t\r]*:', rb"\\u002[eE]")
 _NOT_OPENING = bytes(byte for byte in range(256) if byte not in b"[{\n")
 # A run of digits this long keeps a block out: under Python's least integer digit limit (640), and
 # long enough to be rare in logs and cheap to look for beside the line-shape patterns.
@@ -211,12 +219,13 @@ class ObjectLines:
     one item per line, when every line is a JSON object ujson reads (the module docstring's
     argument); else None.  ``refuse``: groups of byte patterns that keep a block out too (what the
     caller must see line by line), each group one scan (Hyperscan can be quicker on patterns apart);
-    ``longest``: so does a line this long or longer."""
+    ``longest``: so does a line this long or longer; ``shaped``: patterns that keep it out too, found in
+    the scan for the lines' shape (``DOTTED_KEY``: cheaper there than in a scan of their own)."""
 
-    def __init__(self, schema, refuse=(), longest: Optional[int] = None):
+    def __init__(self, schema, refuse=(), longest: Optional[int] = None, shaped=()):
         self._decode = msgspec.json.Decoder(schema).decode_lines
         # a line that does not start with "{" or does not end with "}", or a long run of digits; then each group
-        self._refused = [any_of([rb"\n[^{]", rb"[^}]\n", rb"[0-9]{%d}" % DIGIT_RUN])] + \
+        self._refused = [any_of([rb"\n[^{]", rb"[^}]\n", rb"[0-9]{%d}" % DIGIT_RUN, *shaped])] + \
             [any_of(list(group)) for group in refuse]
         self._longest = longest
         self._window = None if longest is None else max(1, longest // 2)
@@ -265,7 +274,7 @@ class Skimmer:
         self.available = trie is not None
         if trie is None:
             trie = _Node()
-        self._objects = ObjectLines(_schema(trie), refuse, longest)
+        self._objects = ObjectLines(_schema(trie), refuse, longest, DOTTED_KEY if need_time else ())
         self._time = self._start = self._column = None
         if need_time and self.available:
             plans = _plans(resolver)
