@@ -66,7 +66,7 @@ CRAFTED = [
     b'"ProviderName":"p","EventRecordID":1}', b'{"@timestamp":"2021-06-03T13:00:00.\xd9\xa3Z"}',
     b'{"@times\\u0074amp":"2021-06-03T13:00:00Z"}', b'{"long":"' + b"x" * LONGEST + b'"}',
     b'\xef\xbb\xbf{"a":1}', b'[1,2]', b'"x"', b'', b'{"a":', b'{"a":1}}',
-    # a key holding a dot: flattened ECS, whose time and shape the full parse reads from such keys (``lookup_flattened``)
+    # a key holding a dot: flattened ECS, whose time and shape the full parse reads from such keys
     b'{"EventID":1,"Computer":"a","TimeCreated.SystemTime":"2021-06-03T13:00:00Z"}',
     b'{"winlog.event_id":4104,"TimeCreated":"2021-06-03T13:00:00Z"}', b'{"meta.when":"2021-06-03T13:00:00Z"}',
     b'{"winlog\\u002Eevent_id":4104,"TimeCreated":"2021-06-03T13:00:00Z"}',

@@ -29,13 +29,15 @@ ujson would have found (a JSON object, with the same time), only when:
 The time is then read from the decoded paths alone, as ``FieldResolver.time``
 reads it from the parsed event: the first profile whose detect paths are all
 there, then its first time path whose value parses (a test compares the two on
-every collector shape).  A block holding a key with a dot in it is not vouched for when
-times are wanted (``DOTTED_KEY``): the full parse reads a time path, and the event's shape,
-from such a top-level key too (flattened ECS), which the schema's nested keys miss.  A line that may carry an event's XML, whose time is its
-XML event's, never reaches the skimmer when times are wanted: the prefilter makes
-it a suspect, parsed alone (``prefilter.Prefilter.xml_alone``).  A block that is
-not vouched for is left to the caller, line by line.  ``LineField`` uses the same checks for ``--line-field``: the text
-each forwarded record holds, for a whole block at once.
+every collector shape).  A block holding a key with a dot in it is not vouched
+for when times are wanted (``DOTTED_KEY``): the full parse reads a time path, and
+the event's shape, from such a top-level key too (flattened ECS), which the
+schema's nested keys miss.  A line that may carry an event's XML, whose time is
+its XML event's, never reaches the skimmer when times are wanted: the prefilter
+makes it a suspect, parsed alone (``prefilter.Prefilter.xml_alone``).  A block
+that is not vouched for is left to the caller, line by line.  ``LineField`` uses
+the same checks for ``--line-field``: the text each forwarded record holds, for a
+whole block at once.
 """
 
 from __future__ import annotations
