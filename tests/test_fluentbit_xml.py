@@ -319,6 +319,26 @@ def test_fluentbit_time_frames_an_xml_record_at_its_xml_time(tmp_path, extra):
     assert [when for when, _ in out] == [f"{e.time_ns // NS}.{e.time_ns % NS:09d}" for e in stream + stream[:1]]
 
 
+def test_a_record_is_read_as_xml_only_where_the_prefilter_finds_a_mark_of_it(tmp_path):
+    """Whether a line carries XML is decided on its bytes, by the reading and the prefilter alike: the text
+    ``u003cEvent`` with no backslash before it is no ``<`` escaped, and does not make the reading look for
+    the XML a ``System`` spells with an escaped letter (``\\u003c\\u0045vent``), which a line the prefilter
+    rules out (a rule with other letters than ``<Event``'s) is not read for either."""
+    rule = tmp_path / "rule.yml"
+    rule.write_text("title: q\nlogsource: {product: windows}\ndetection: {k: [qqqzzz], condition: k}\n")
+    event = "\\u0045vent"
+    xml = (f"\\u003c{event} xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
+           f"<Provider Name='x'/>\\u003c{event}ID>1\\u003c/{event}ID><TimeCreated SystemTime='2001-01-01T00:00:00Z'/>"
+           f"<Computer>h</Computer></System>\\u003c/{event}>")
+    data = "".join('{%s"System":"%s","TimeCreated":"2021-06-03T13:00:00Z"}\n' % (decoy, xml)
+                   for decoy in ('"a":"u003cEvent",', "")).encode()
+    outputs = [run_cli(["--rule", str(rule), "--fluentbit-time", "--emit", "all", *extra], data)
+               for extra in ([], ["--no-prefilter"])]
+    assert outputs[0].returncode == 0, outputs[0].stderr
+    assert outputs[0].stdout == outputs[1].stdout
+    assert [line[:line.index(b",")] for line in outputs[0].stdout.splitlines()] == [b"[1622725200.000000000"] * 2
+
+
 @pytest.mark.skipif(not parallel.available(), reason="no os.fork / os.pread here")
 @pytest.mark.parametrize("engine", ["auto", "python"])
 def test_worker_processes_frame_each_xml_record_at_its_xml_time(engine):

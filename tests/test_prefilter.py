@@ -27,6 +27,7 @@ from pipeshell_filter.sigma import literals
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
 from pipeshell_filter.values import leaves
+from pipeshell_filter.events.xml_event import carries_xml
 from pipeshell_filter.cli import build_prefilter
 from pipeshell_filter.io import stream as stream_module
 from pipeshell_filter.io.stream import BlockReader, Diagnostics, Filter, LINES, Output, PIECE, PIECE_END
@@ -740,6 +741,17 @@ def test_prefilter_never_changes_the_fluent_bit_output(data, block_size, mode, m
     expected = run_filter(data, "all", None, 1 << 20, *mode, max_record=max_record)
     for engine in ENGINES:
         assert run_filter(data, "all", engine, block_size, *mode, max_record=max_record) == expected, engine
+
+
+@pytest.mark.parametrize("line", [b'{"a":"u003cEvent"}', b'{"a":"\\\\u003cEvent"}', b'{"a":"\\u003CEvent"}',
+                                  b'{"a":"<Event"}', b'{"a":"x<Ev","b":"<\\u0045vent"}'])
+def test_a_line_the_reading_takes_for_one_carrying_xml_is_never_ruled_out_when_times_are_wanted(line):
+    """The reading looks for an event's XML in a line by ``carries_xml``, the prefilter by its marks: each line
+    the first takes, the second parses alone (``xml_alone``), whatever letters the rule's needles hold."""
+    for engine in ENGINES:
+        scanner = pf.Prefilter([b"qqqzzz"], engine)
+        scanner.xml_alone = True
+        assert not carries_xml(line) or scanner.judge([line]) != [pf.SKIP], engine
 
 
 def test_a_line_ruled_out_in_a_fluent_bit_mode_has_the_time_of_its_flattened_keys():
