@@ -71,6 +71,8 @@ CRAFTED = [
     b'{"winlog.event_id":4104,"TimeCreated":"2021-06-03T13:00:00Z"}', b'{"meta.when":"2021-06-03T13:00:00Z"}',
     b'{"winlog\\u002Eevent_id":4104,"TimeCreated":"2021-06-03T13:00:00Z"}',
     b'{"TimeCreated.SystemTime" :"2021-06-03T13:00:00Z","x.\\"":1}',
+    b'{"Event":{"System":{}},"Event.System.TimeCreated.#attributes.SystemTime":"2021-06-03T13:00:00Z"}',
+    b'{"Event":{"System":{"TimeCreated":{"#attributes":{"SystemTime":"2021-06-03T13:00:00Z"}}}},"winlog.event_id":1}',
     # Fluent Bit's frames (``io.frames``): never vouched for as objects, read line by line
     b'[1622725200.5, {"@timestamp":"2021-06-03T13:00:00Z"}]', b'win: [1622725200.5, {"a":1}]',
     b'[[1622725200.5, {}], {"a":1}]', b'[1622725200.5,{"a":1}]',
@@ -158,6 +160,17 @@ def test_a_block_of_clean_lines_is_vouched_for(block):
     for name, _, wrap, skimmer in SKIMMERS:
         if not wrap or max(map(len, data.split(b"\n"))) < LONGEST:
             assert skimmer.vouch(data, lines) is not None, name
+
+
+def test_a_block_whose_dotted_keys_place_no_line_otherwise_is_vouched_for():
+    """A key with a dot matters only to a line no profile's nested paths place (``DOTTED_KEY``) and as a time
+    path's joined name: evtx lines with dotted names in their data are still skimmed, not parsed one by one."""
+    lines = [b'{"Event":{"System":{"TimeCreated":{"#attributes":{"SystemTime":"2021-06-03T13:00:0%d.5Z"}}},'
+             b'"EventData":{"a.b":"c.d","Image":"C:\\\\x.exe"}},"host.name":"h"}' % second for second in range(5)]
+    block = b"\n".join(lines) + b"\n"
+    for name, resolver, wrap, skimmer in SKIMMERS:
+        if name == "auto" and skimmer._time is not None:
+            assert skimmer.vouch(block, len(lines)) == [resolver.time(ujson.loads(line)) for line in lines]
 
 
 @pytest.mark.parametrize("bounded", [True, False])
@@ -337,9 +350,9 @@ def test_a_block_of_one_shape_has_its_starts_made_by_column(shape):
     for block_lines in (lines, lines + [shaped_line(events[0], other) for other in sorted(SHAPES)]):
         block = b"\n".join(block_lines) + b"\n"
         decoded = skimmer._objects.decode(block, len(block_lines))
-        by_item = list(map(skimmer._start, decoded))
+        by_item = [skimmer._start(item, []) for item in decoded]
         assert skimmer.starts(block, len(block_lines)) == by_item
-        values = skimmer._column(decoded)
+        values = skimmer._column(decoded, [])
         if values is not None:
             assert [frames.start_of(value) for value in values] == by_item
 
@@ -357,7 +370,7 @@ def test_a_profile_that_applies_to_some_items_leaves_the_column_to_them():
         block = b"\n".join(mixed) + b"\n"
         assert skimmer.starts(block, len(mixed)) == \
             [frames.start_at(resolver.time(ujson.loads(line))) for line in mixed]
-        assert skimmer._column(skimmer._objects.decode(block, len(mixed))) is None
+        assert skimmer._column(skimmer._objects.decode(block, len(mixed)), []) is None
 
 
 def test_the_table_of_seconds_text_stays_bounded(monkeypatch):

@@ -29,20 +29,23 @@ ujson would have found (a JSON object, with the same time), only when:
 The time is then read from the decoded paths alone, as ``FieldResolver.time``
 reads it from the parsed event: the first profile whose detect paths are all
 there, then its first time path whose value parses (a test compares the two on
-every collector shape).  A block holding a key with a dot in it is not vouched
-for when times are wanted (``DOTTED_KEY``): the full parse reads a time path, and
-the event's shape, from such a top-level key too (flattened ECS), which the
-schema's nested keys miss.  A line that may carry an event's XML, whose time is
-its XML event's, never reaches the skimmer when times are wanted: the prefilter
-makes it a suspect, parsed alone (``prefilter.Prefilter.xml_alone``).  A block
-that is not vouched for is left to the caller, line by line.  ``LineField`` uses
-the same checks for ``--line-field``: the text each forwarded record holds, for a
-whole block at once.
+every collector shape).  The full parse also reads a nested time path from a
+top-level key of its joined name, and an event its profiles' nested paths do not
+place (the catch-all's) from keys holding dots (flattened ECS: ``winlog.event_id``,
+``fields.lookup_flattened``): a block is not vouched for when a line has such a
+time key (the schema names them), nor when a line reaches a catch-all profile and
+the block holds a key with a dot (``DOTTED_KEY``, scanned for those blocks only).
+A line that may carry an event's XML, whose time is its XML event's, never
+reaches the skimmer when times are wanted: the prefilter makes it a suspect,
+parsed alone (``prefilter.Prefilter.xml_alone``).  A block that is not vouched
+for is left to the caller, line by line.  ``LineField`` uses the same checks for
+``--line-field``: the text each forwarded record holds, for a whole block at once.
 """
 
 from __future__ import annotations
 
 import sys
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, Optional
 
@@ -68,6 +71,19 @@ class _Node:
         self.children = {}
         self.name = None
         self.raw = False
+
+
+def _flattened_keys(root: _Node, time_paths) -> dict:
+    """Top-level nodes (presence only) for the joined names of the time paths of several keys, which
+    ``fields.lookup_flattened`` reads where the nested path is missing: ``{"TimeCreated.SystemTime": ...}``.
+    Added to ``root`` before its schema is made; a name that is a key of the paths already is left alone
+    (no path's key holds a dot: ``parse_path`` splits there)."""
+    found = {}
+    for path in time_paths:
+        name = ".".join(path)
+        if len(path) > 1 and name not in root.children:
+            found[name] = root.children[name] = _Node()
+    return found
 
 
 def _trie(time_paths, detect_paths) -> Optional[_Node]:
@@ -110,13 +126,15 @@ def _step(root: _Node, path: tuple) -> tuple:
 
 
 def _plans(resolver: FieldResolver) -> list:
-    """``resolver.time``'s way, as paths: ``(detect paths, time paths)`` for each profile in the order
-    tried (the last one's detect paths left out: it applies when none before it does)."""
+    """``resolver.time``'s way, as paths: ``(detect paths, time paths, catch-all)`` for each profile in the
+    order tried (the last one's detect paths left out: it applies when none before it does); a catch-all
+    (a profile detecting nothing, in ``--profile auto``) is where ``profile_for`` looks at dotted keys."""
     if resolver.time_path is not None:
-        return [((), (resolver.time_path,))]
+        return [((), (resolver.time_path,), False)]
     profiles = resolver.profiles[:1] if resolver.fixed else resolver.profiles
-    plans = [(() if resolver.fixed else tuple(profile.detect), tuple(profile.time)) for profile in profiles]
-    plans[-1] = ((), plans[-1][1])
+    plans = [(() if resolver.fixed else tuple(profile.detect), tuple(profile.time),
+              not resolver.fixed and not profile.detect) for profile in profiles]
+    plans[-1] = ((), plans[-1][1], plans[-1][2])
     return plans
 
 
@@ -125,12 +143,12 @@ def _time_finder(plans: list, root: _Node, convert=parse_time):
     (or the last; or the one ``--profile`` fixes), then its first time path whose value
     parses.  ``--time-field``: that path alone.  What it returns is ``convert`` of that value
     (``parse_time``: its nanoseconds; ``frames.start_of``: its frame start), which is None
-    where the value is no time."""
-    plans = [(tuple(_step(root, path) for path in detect), tuple(_step(root, path) for path in times))
-             for detect, times in plans]
+    where the value is no time.  An item that reaches a catch-all plan puts a None in ``reached``."""
+    plans = [(tuple(_step(root, path) for path in detect), tuple(_step(root, path) for path in times), catch_all)
+             for detect, times, catch_all in plans]
 
-    def time(item) -> Optional[int]:  # each step written out here: this runs for every line
-        for detect, times in plans:
+    def time(item, reached: list) -> Optional[int]:  # each step written out here: this runs for every line
+        for detect, times, catch_all in plans:
             for chain, rest in detect:
                 try:
                     value = chain(item)
@@ -139,6 +157,8 @@ def _time_finder(plans: list, root: _Node, convert=parse_time):
                 if value is _UNSET or rest and lookup(value, rest) is MISSING:
                     break
             else:
+                if catch_all:
+                    reached.append(None)
                 for chain, rest in times:
                     try:
                         value = chain(item)
@@ -161,22 +181,23 @@ def _column_finder(plans: list, root: _Node):
     one shape.  ``values(items)`` is None when that is not so (shapes mixed, a path cut short, no
     value): the caller then goes item by item.  A profile applies to no item when the first key
     of one of its detect paths is missing in every item, and to every item when each of its detect
-    paths has a value in every item (an attribute missing on the way raises AttributeError)."""
+    paths has a value in every item (an attribute missing on the way raises AttributeError).  A
+    catch-all plan's column puts a None in ``reached``, as ``_time_finder`` does."""
     steps = []
-    for detect, times in plans:
+    for detect, times, catch_all in plans:
         chains = [_step(root, path) for path in detect]
         first = _step(root, times[0]) if times else None
         if first is None or first[1] or any(rest for _, rest in chains):
             steps.append(None)  # a path below a value decoded whole: item by item
         else:
             marker = attrgetter(root.children[detect[0][0]].name) if detect else None
-            steps.append((marker, [chain for chain, _ in chains], first[0]))
+            steps.append((marker, [chain for chain, _ in chains], first[0], catch_all))
 
-    def values(items: list) -> Optional[list]:
+    def values(items: list, reached: list) -> Optional[list]:
         for step in steps:
             if step is None:
                 return None
-            marker, detect, time = step
+            marker, detect, time, catch_all = step
             try:
                 if marker is not None and list(map(marker, items)).count(_UNSET) == len(items):
                     continue  # this profile applies to none of them
@@ -185,17 +206,20 @@ def _column_finder(plans: list, root: _Node):
                 found = list(map(time, items))
             except AttributeError:
                 return None
-            return None if _UNSET in found else found
+            if _UNSET in found:
+                return None
+            if catch_all:
+                reached.append(None)
+            return found
         return None  # pragma: no cover - the last plan always applies
 
     return values
 
 
-# A key holding a dot, written out or escaped (the escape anywhere, to be simple): the full parse reads a
-# nested time path from such a top-level key too, and takes the event for a flattened shape by such keys
-# (``fields.lookup_flattened``, ``FieldResolver.profile_for``), which the schema's nested keys do not see.
-# From a dot in a string, escape pairs and other bytes lead to that string's closing quote, a key's when a
-# colon follows.
+# A key holding a dot, written out or escaped (the escape anywhere, to be simple): ``profile_for`` takes an
+# event no profile's nested paths place for a flattened shape by such keys.  From a dot in a string, escape
+# pairs and other bytes lead to that string's closing quote, a key's when a colon follows.  A scan of its own
+# (about 1 ms a MiB of Windows events, dense in dots), for the blocks with a line at a catch-all only.
 DOTTED_KEY = (rb'\.(?:[^"\\\n]|\\.)*"[ \t\r]*:', rb"\\u002[eE]")
 _NOT_OPENING = bytes(byte for byte in range(256) if byte not in b"[{\n")
 # A run of digits this long keeps a block out: under Python's least integer digit limit (640), and
@@ -221,13 +245,12 @@ class ObjectLines:
     one item per line, when every line is a JSON object ujson reads (the module docstring's
     argument); else None.  ``refuse``: groups of byte patterns that keep a block out too (what the
     caller must see line by line), each group one scan (Hyperscan can be quicker on patterns apart);
-    ``longest``: so does a line this long or longer; ``shaped``: patterns that keep it out too, found in
-    the scan for the lines' shape (``DOTTED_KEY``: cheaper there than in a scan of their own)."""
+    ``longest``: so does a line this long or longer."""
 
-    def __init__(self, schema, refuse=(), longest: Optional[int] = None, shaped=()):
+    def __init__(self, schema, refuse=(), longest: Optional[int] = None):
         self._decode = msgspec.json.Decoder(schema).decode_lines
         # a line that does not start with "{" or does not end with "}", or a long run of digits; then each group
-        self._refused = [any_of([rb"\n[^{]", rb"[^}]\n", rb"[0-9]{%d}" % DIGIT_RUN, *shaped])] + \
+        self._refused = [any_of([rb"\n[^{]", rb"[^}]\n", rb"[0-9]{%d}" % DIGIT_RUN])] + \
             [any_of(list(group)) for group in refuse]
         self._longest = longest
         self._window = None if longest is None else max(1, longest // 2)
@@ -276,13 +299,18 @@ class Skimmer:
         self.available = trie is not None
         if trie is None:
             trie = _Node()
-        self._objects = ObjectLines(_schema(trie), refuse, longest, DOTTED_KEY if need_time else ())
+        flat = _flattened_keys(trie, time_paths) if need_time and self.available else {}
+        self._objects = ObjectLines(_schema(trie), refuse, longest)
         self._time = self._start = self._column = None
+        self._flat_keys = [attrgetter(node.name) for node in flat.values()]
+        self._dotted = None
         if need_time and self.available:
             plans = _plans(resolver)
             self._time = _time_finder(plans, trie)
             self._start = _time_finder(plans, trie, start_of)
             self._column = _column_finder(plans, trie)
+            if any(catch_all for _, _, catch_all in plans):
+                self._dotted = any_of(list(DOTTED_KEY))
 
     def vouch(self, block: bytes, lines: int) -> Optional[list]:
         """``block``: ``lines`` whole lines, each ending in a newline.  Their event times in ns (None
@@ -301,12 +329,20 @@ class Skimmer:
             return None
         if find is None:
             return [None] * lines
+        for flat_key in self._flat_keys:  # a time path's joined name as a key: read by the full parse alone
+            if list(map(flat_key, decoded)).count(_UNSET) != lines:
+                return None
+        reached = []
+        found = None
         if column is not None:
-            values = column(decoded)
-            starts = None if values is None else starts_of(values)
-            if starts is not None:
-                return starts
-        return list(map(find, decoded))
+            values = column(decoded, reached)
+            found = None if values is None else starts_of(values)
+        if found is None:
+            reached.clear()
+            found = list(map(find, decoded, repeat(reached, lines)))
+        if reached and self._dotted(block):  # a line at a catch-all, and a dotted key: maybe a flattened shape
+            return None
+        return found
 
 
 class LineField:
