@@ -362,6 +362,20 @@ def test_count_without_field_with_group_by():
     assert agg == Aggregation("count", None, "Computer", ">=", 3.0)
 
 
+def test_count_star_counts_events_as_sql_writes_it():
+    """``count(*)`` was a distinct count of a field named ``*``, which no event has: it never fired."""
+    assert parse_aggregation("count(*) by Computer > 1") == parse_aggregation("count() by Computer > 1")
+    with pytest.raises(ConditionError, match="needs a field"):
+        parse_aggregation("sum(*) > 1")
+
+
+@pytest.mark.parametrize("name", ["of", "them", "all", "and"])
+def test_a_keyword_where_a_name_is_due_says_a_selection_cannot_be_named_so(name):
+    with pytest.raises(ConditionError, match=f"unexpected keyword '{name}' in condition, where a selection's name "
+                                             "was due"):
+        parse_condition(f"sel or {name}")
+
+
 def test_count_with_field_and_group_by():
     agg = parse_aggregation("count(User) by Computer > 1")
     assert (agg.function, agg.field, agg.group_by, agg.operator, agg.threshold) == \

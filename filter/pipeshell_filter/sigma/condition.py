@@ -211,8 +211,9 @@ class _Parser:
             if pattern in ("(", ")") or pattern.lower() in _KEYWORDS - {"them"}:
                 raise ConditionError(f"'{quantifier} of' needs a name pattern or 'them', got {_short(pattern)}")
             return OfPattern(quantifier, "them" if pattern.lower() == "them" else pattern)
-        if quantifier in _KEYWORDS:
-            raise ConditionError(f"unexpected keyword {_short(token)} in condition")
+        if quantifier in _KEYWORDS:  # where a name is due: a selection named so (``of:``) is never reachable
+            raise ConditionError(f"unexpected keyword {_short(token)} in condition, where a selection's name was "
+                                 "due (and, or, not, of, them, all cannot name a selection)")
         return Ref(token)
 
 
@@ -225,7 +226,7 @@ def parse_aggregation(text: str) -> Aggregation:
     if not match:
         raise ConditionError(f"cannot parse aggregation {_short(text.strip())}")
     function = match.group("function").lower()
-    field = match.group("field") or None
+    field = match.group("field") if match.group("field") not in ("", "*") else None  # count(*): SQL's count of rows
     if function != "count" and field is None:
         raise ConditionError(f"{function}() needs a field")
     for name in (field, match.group("group")):  # 'by Computer,User' grouped every event under one absent field
