@@ -351,3 +351,28 @@ def test_a_rule_file_named_twice_has_its_cases_run_once(repo):
     assert [case["verdict"] for case in by_rule(records)[IDS["a"]]] == ["pass"]
     assert result.stderr.decode().splitlines()[-1] == \
         "pipeshell-filter: 8 regression case(s): 2 passed, 1 warned (not failures), 5 failed"
+
+
+def test_a_rule_without_an_id_has_its_cases_run(repo):
+    """A rule with no ``id`` loads (known by its title, as ``explain`` shows): its case said FAIL "the rule was
+    not loaded" though the filter matches its records."""
+    rules = repo / "rules" / "windows" / "process_creation"
+    text = (rules / "rule_a.yml").read_text().replace(f"id: {IDS['a']}\n", "")
+    (rules / "rule_a.yml").write_text(text)
+    result, records = run_json(["--rule", str(rules / "rule_a.yml")])
+    assert result.returncode == 0, result.stderr
+    assert [(case["verdict"], case["matched"], case["rule"]["id"]) for case in records] == \
+        [("pass", 2, "Starts a.exe")]
+
+
+def test_a_document_skipped_as_a_repeated_id_fails_its_case(repo):
+    """The second document of a file repeating the first's id is skipped at load: its case passed, judged by the
+    first document's matches."""
+    rules = repo / "rules" / "windows" / "two"
+    rules.mkdir()
+    info = "regression_data/rules/windows/a/info.yml"
+    (rules / "rule_two.yml").write_text(rule_text("a", "a", info) + "---\n" + rule_text("a", "b", info))
+    result, records = run_json(["--rule", str(rules)])
+    assert result.returncode == 1, result.stderr
+    assert [case["verdict"] for case in records] == ["pass", "fail"]
+    assert "skipped at load" in records[1]["reason"] and "(document 2): its id" in records[1]["reason"]

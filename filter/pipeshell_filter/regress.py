@@ -256,16 +256,23 @@ def run(cases: List[Case], plans, resolver: FieldResolver, messages: List[str],
     # the rules the selection leaves out (id -> path): those loaded only to feed a correlation, and the others
     left_out = {rule_id: loaded.get(rule_id) for rule_id in getattr(plans, "deselected", {})}
     left_out.update((rule_id, why.path) for rule_id, why in getattr(plans, "left_out", {}).items())
+    # the id each document loaded under, by the document's path: a rule without an id is known by its name or
+    # title, and one document's id may repeat another's (then it was skipped, and must not be judged by it)
+    id_of = {path: rule_id for rule_id, path in {**loaded, **left_out}.items() if path is not None}
     options = plans.selection.options() if getattr(plans, "selection", None) else "the selection"
     by_evtx: Dict[str, List[Case]] = {}
     for case in cases:
+        source = case.source or case.rule_path
+        case.rule_id = id_of.get(source, case.rule_id)
+        skipped = None if source in id_of else _skip_reason(source, messages)
         if case.rule_id in left_out and _same_file(left_out[case.rule_id], case.rule_path):
             case.fail(f"not run: the rule is left out by {options}", SKIP)
         elif case.verdict is not None:
             continue
+        elif skipped is not None:  # even when another document of its file has its id
+            case.fail(f"the rule was skipped at load: {skipped}")
         elif not _same_file(loaded.get(case.rule_id), case.rule_path):  # skipped, or another file's id
-            why = _skip_reason(case.source or case.rule_path, messages)
-            case.fail(f"the rule was skipped at load: {why}" if why else "the rule was not loaded")
+            case.fail("the rule was not loaded")
         else:
             by_evtx.setdefault(case.evtx, []).append(case)
     diagnostics = diagnostics or Diagnostics()
