@@ -376,3 +376,17 @@ def test_a_document_skipped_as_a_repeated_id_fails_its_case(repo):
     assert result.returncode == 1, result.stderr
     assert [case["verdict"] for case in records] == ["pass", "fail"]
     assert "skipped at load" in records[1]["reason"] and "(document 2): its id" in records[1]["reason"]
+
+
+def test_a_line_break_in_a_rule_id_or_path_does_not_forge_a_case_line(repo):
+    """A case is one line: a rule id or file name holding a line break (or a terminal control) is written as its
+    escape, as every other one-line message is; it started a line of its own, ``PASS ...`` as any text."""
+    rules = repo / "rules" / "windows" / "process_creation"
+    odd = rules / "rule_a\nPASS forged.yml"
+    odd.write_text((rules / "rule_a.yml").read_text().replace(f"id: {IDS['a']}", 'id: "a\\nPASS \\u001b[2J"'))
+    (rules / "rule_a.yml").unlink()
+    result = run_cli_here(["test", "--rule", str(odd)])
+    assert result.returncode == 0, result.stderr
+    [line, summary] = result.stdout.decode().splitlines()
+    assert line.startswith("PASS a\\nPASS \\x1b[2J 'Case 1' (") and "rule_a\\nPASS forged.yml)" in line
+    assert summary.startswith("1 regression case(s): 1 passed")

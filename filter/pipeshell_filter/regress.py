@@ -25,6 +25,7 @@ from .io.prefilter import Prefilter
 from .io.rule_index import RuleIndex
 from .io.stream import Diagnostics, Filter, Output
 from .sigma.rule import MAX_RULE_BYTES, RuleError, read_text, rule_files, shown
+from .values import one_line
 from .yamlfile import YamlProblem, load_yaml, written
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
@@ -76,8 +77,9 @@ class Case:
                 "reason": self.reason}
 
     def line(self) -> str:
-        """The text line of this case."""
-        return f"{self.verdict.upper()} {self.rule_id} {self.name!r} ({self.rule_path}): {self.reason}"
+        """The text line of this case: one line, whatever line breaks the rule's id, its path or a reason quoting
+        them hold (written as escapes, as every one-line message is)."""
+        return one_line(f"{self.verdict.upper()} {self.rule_id} {self.name!r} ({self.rule_path}): {self.reason}")
 
 
 def found_path(rule_path: str, relative: str) -> Optional[str]:
