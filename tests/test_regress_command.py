@@ -390,3 +390,12 @@ def test_a_line_break_in_a_rule_id_or_path_does_not_forge_a_case_line(repo):
     [line, summary] = result.stdout.decode().splitlines()
     assert line.startswith("PASS a\\nPASS \\x1b[2J 'Case 1' (") and "rule_a\\nPASS forged.yml)" in line
     assert summary.startswith("1 regression case(s): 1 passed")
+
+
+def test_a_selection_warning_is_said_as_a_warning_not_a_skip(repo):
+    """An excluded id no rule has is a warning, as the filter and explain say it; ``test`` said it as
+    ``skipped: --exclude-rule: ...``, though no rule was skipped."""
+    result = run_cli_here(["test", "--rule", str(repo / "rules"), "--exclude-rule", "no-such-rule"])
+    lines = result.stderr.decode().splitlines()
+    assert "pipeshell-filter: warning: --exclude-rule: no rule or correlation of " in "\n".join(lines)
+    assert not [line for line in lines if "skipped: --exclude-rule" in line]

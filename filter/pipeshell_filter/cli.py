@@ -132,8 +132,8 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
     file is read, and the global filters applied to the rules they name), of which ``selection``
     (``--min-level``, ``--status``, ``--tag``, ...) chooses what alerts (``sigma.selection``).  A rule that fails to
     load is a usage error, except in a directory (unless ``strict``): there it is reported by
-    name, in one line, and skipped.  A filter reference that applies to no rule is a warning
-    (``strict``: a usage error)."""
+    name, in one line, and skipped (through ``report`` when given: ``test`` keeps what it says).  A filter
+    reference that applies to no rule is a warning (``strict``: a usage error), said as one, never as a skip."""
     join_mode = join.value if join else None
     if not rule_paths:
         try:
@@ -141,7 +141,7 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
                                             placeholders=placeholders)])
         except RuleError as error:
             raise UsageProblem(str(error)) from None
-        return _selected(builtin, selection, "the built-in rule", report)
+        return _selected(builtin, selection, "the built-in rule")
     # documents: correlation -> whether it came from a directory; loaded: (rule, from a directory)
     seen, documents, filters, loaded = {}, {}, [], []
     read = set()  # each file once, however many --rule options reach it (a directory and a file in it)
@@ -184,7 +184,7 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
     def unapplied(document, message):
         if strict:
             raise UsageProblem(message)
-        (report or _warned)(message)
+        _warned(message)
 
     # global filters first: the rules they name compile with them
     filtered = apply_filters([rule for rule, _ in loaded], filters, list(documents), unapplied)
@@ -206,19 +206,19 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
     rule_set.filters = filters
     if not plans:
         raise UsageProblem("no rule could be loaded from " + ", ".join(rule_paths))
-    return _selected(rule_set, selection, ", ".join(rule_paths), report)
+    return _selected(rule_set, selection, ", ".join(rule_paths))
 
 
-def _selected(rule_set: RuleSet, selection: Selection, where: str, report=None) -> RuleSet:
+def _selected(rule_set: RuleSet, selection: Selection, where: str) -> RuleSet:
     """``select``, and a usage error when the selection leaves no rule at all: a filter that could
     never alert is a mistake in its options.  An excluded id or a tag that names no rule is a warning,
     even with ``--strict``: an exclusion list is shared across versions of a rule set."""
     chosen = select(rule_set, selection)
     for exclusion in chosen.unmatched:
-        (report or _warned)(f"{exclusion.where}: no rule or correlation of {where} has the id or name "
+        _warned(f"{exclusion.where}: no rule or correlation of {where} has the id or name "
                             f"{exclusion.id[:80]!r}")
     for option, tag in chosen.unmatched_tags:
-        (report or _warned)(f"{option} {tag[:80]}: no rule or correlation of {where} has a tag it matches")
+        _warned(f"{option} {tag[:80]}: no rule or correlation of {where} has a tag it matches")
     if not chosen:
         raise UsageProblem(f"{selection.options()} leaves out every rule of {where} ({len(chosen.left_out)} "
                            "left out)")
