@@ -399,3 +399,14 @@ def test_a_selection_warning_is_said_as_a_warning_not_a_skip(repo):
     lines = result.stderr.decode().splitlines()
     assert "pipeshell-filter: warning: --exclude-rule: no rule or correlation of " in "\n".join(lines)
     assert not [line for line in lines if "skipped: --exclude-rule" in line]
+
+
+@pytest.mark.parametrize("path, says", [("", "the case gives no evtx path"),
+                                        ("    path: null\n", "the case gives no evtx path"),
+                                        ("    path: ''\n", "the case gives no evtx path"),
+                                        ("    path: [a.evtx]\n", "the case's evtx path ['a.evtx'] is a list, not a path")])
+def test_a_case_without_an_evtx_path_says_so(tmp_path, path, says):
+    """A case naming no .evtx (no ``path``, an empty or null one, a list) fails saying so; it said
+    ``evtx None not found``, as if a file named None had been looked for."""
+    [case] = cases_with_info(tmp_path, f"regression_tests_info:\n  - name: n\n    type: evtx\n{path}".encode())
+    assert case.verdict == "fail" and case.reason == says, case.reason

@@ -190,7 +190,13 @@ def _cases_of(rule_path: str, document: dict) -> List[Case]:
             cases.append(case.fail(f"type {_text(test.get('type'), 40)!r}: only evtx cases can be run"))
             continue
         evtx = test.get("path")
-        found = found_path(rule_path, evtx) if isinstance(evtx, str) and evtx else None
+        if evtx is None or evtx == "":
+            cases.append(case.fail("the case gives no evtx path"))
+            continue
+        if not isinstance(evtx, str):
+            cases.append(case.fail(f"the case's evtx path {_text(evtx, 40)} is {_kind(evtx)}, not a path"))
+            continue
+        found = found_path(rule_path, evtx)
         unusable = _not_a_file("evtx", evtx, found)
         if unusable is not None:
             cases.append(case.fail(unusable))
