@@ -404,7 +404,8 @@ def test_a_selection_warning_is_said_as_a_warning_not_a_skip(repo):
 @pytest.mark.parametrize("path, says", [("", "the case gives no evtx path"),
                                         ("    path: null\n", "the case gives no evtx path"),
                                         ("    path: ''\n", "the case gives no evtx path"),
-                                        ("    path: [a.evtx]\n", "the case's evtx path ['a.evtx'] is a list, not a path")])
+                                        ("    path: [a.evtx]\n",
+                                         "the case's evtx path ['a.evtx'] is a list, not a path")])
 def test_a_case_without_an_evtx_path_says_so(tmp_path, path, says):
     """A case naming no .evtx (no ``path``, an empty or null one, a list) fails saying so; it said
     ``evtx None not found``, as if a file named None had been looked for."""
