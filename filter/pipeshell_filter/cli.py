@@ -215,8 +215,7 @@ def _selected(rule_set: RuleSet, selection: Selection, where: str) -> RuleSet:
     even with ``--strict``: an exclusion list is shared across versions of a rule set."""
     chosen = select(rule_set, selection)
     for exclusion in chosen.unmatched:
-        _warned(f"{exclusion.where}: no rule or correlation of {where} has the id or name "
-                            f"{exclusion.id[:80]!r}")
+        _warned(f"{exclusion.where}: no rule or correlation of {where} has the id or name {exclusion.id[:80]!r}")
     for option, tag in chosen.unmatched_tags:
         _warned(f"{option} {tag[:80]}: no rule or correlation of {where} has a tag it matches")
     if not chosen:
