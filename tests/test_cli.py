@@ -382,6 +382,21 @@ def test_the_fluent_bit_modes_and_the_line_options_act_in_the_correlate_stage():
     assert short.returncode == 0 and not short.stdout and b"line too long to inspect; skipped" in short.stderr
 
 
+@pytest.mark.parametrize("args", [["--input", "-", "--input", "-"], ["--input", "-", "--input", "/dev/stdin"],
+                                  ["explain", "--events", "-", "--events", "-"]])
+def test_standard_input_named_twice_is_read_once(args):
+    """Read twice, a redirected file's events were counted twice (two alerts of one incident's windows
+    cut in two), and two readers of a pipe split its lines between them."""
+    explain = args[0] == "explain"
+    with open(SAMPLE, "rb") as stdin:
+        twice = subprocess.run(COMMAND + args + ["--emit", "all"] * (not explain), stdin=stdin,
+                               capture_output=True, timeout=120)
+    with open(SAMPLE, "rb") as stdin:
+        once = subprocess.run(COMMAND + args[:2 + explain] + ["--emit", "all"] * (not explain), stdin=stdin,
+                              capture_output=True, timeout=120)
+    assert twice.returncode == 0 and twice.stdout == once.stdout and twice.stderr == once.stderr, twice.stderr
+
+
 @pytest.mark.parametrize("args", [[], ["--input", "-"], ["--input", "/dev/stdin"]])
 def test_dev_null_as_input_is_finished_not_live(args):
     """``< /dev/null`` (a job given no input) is a character device, and was taken for live input as a
