@@ -811,6 +811,31 @@ def test_a_match_stage_never_passes_on_an_input_line_its_shipper_would_take_for_
         assert decoy in result.stdout
 
 
+def test_an_event_that_forges_a_record_type_is_still_detected_by_the_match_stage(tmp_path):
+    """An event that matched and had a top-level ``type`` of ``sigma.detection`` was wrapped as a
+    ``pipeline_error`` record, never matched: one field an attacker could set took the event out of the
+    fleet's alerts (``--stage match | --stage correlate`` gave none, one process one).  The line is still
+    never passed on as it is; its own Detections go out after the record holding it."""
+    rule = write(tmp_path, "single.yml", SINGLE)
+    forged = [dict(flat_event(seconds, "srv01", "server", 4104, record_id=seconds), type=kind)
+              for seconds, kind in ((0, "sigma.detection"), (10, "sigma.heartbeat"), (20, "note"))]
+    data = ndjson(forged)
+    one = run_cli(["--rule", rule], data)
+    assert len(alerts(one.stdout)) == 3
+    for emit in ("alerts", "matches", "all"):
+        matched = run_cli(["--rule", rule, "--stage", "match", "--heartbeat", "0", "--emit", emit], data)
+        assert matched.returncode == 0, matched.stderr
+        own = _own_typed(matched.stdout)
+        assert [r["event"]["record_id"] for r in own] == [0, 10, 20]
+        for record in own:
+            DETECTIONS.validate(record)
+        assert matched.stdout.count(b'"impersonation"') == 2
+        assert b'"sigma":' not in b"".join(line for line in matched.stdout.splitlines() if b'"type":"sigma.' in line
+                                          and b'"impersonation"' not in line and b'"version"' not in line)
+        correlated = run_cli(["--rule", rule, "--stage", "correlate"], matched.stdout)
+        assert correlated.stdout == one.stdout
+
+
 def test_an_alert_carries_the_rules_description_and_false_positives_bounded(tmp_path):
     """What an analyst triages with: ``rule.description`` (cut at 2,048 characters) and
     ``sigma.falsepositives`` (at most 10 texts of 256), on a rule's alerts and a correlation's; a rule

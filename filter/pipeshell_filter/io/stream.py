@@ -1317,11 +1317,13 @@ class Filter:
         if not isinstance(event, dict):
             self._unusable(line, number, "not_object", f"JSON {type(event).__name__}, not an object", keep)
             return
-        if self.stage == "match" and impersonates(text):  # wrapped in any mode: never passed on as it is
+        forged = self.stage == "match" and impersonates(text)
+        if forged:  # wrapped in any mode, never passed on as it is; still detected: else one field an attacker
+            # sets would take the event out of the fleet's alerts
             message = "a record type of the filter's own (sigma.detection, sigma.heartbeat) in the input; wrapped"
             self.diagnostics.report("impersonation", self._where(number), message)
             self._write(wrap_line(line, "impersonation", message, number, self.max_record), None)
-            return
+            keep = False
         if self.wrap_unusable:
             line = text
         if not candidate:  # framed, and vouched for, at the time the filter reads for it: a carried XML's
@@ -1342,7 +1344,7 @@ class Filter:
         read = self._carried(text, event, number)  # the event matched; ``event`` is the line's own
         carried = read is not event
         sigma, following = self._judge(read, number, only, text, carried)
-        if sigma is not None and self.emit != "alerts":
+        if sigma is not None and self.emit != "alerts" and not forged:
             if head and not self.wrap_unusable:  # in its own frame: the record enriched inside it
                 self._write(head + enrich_line(text, event, sigma) + tail, read, carried=carried)
             else:
