@@ -122,6 +122,29 @@ def test_an_alert_made_smaller_lists_hosts_alike_in_their_first_64_characters_on
     assert alert["related"]["hosts"] == ["host-" + "x" * 59 + "\u2026"] and alert["sigma"]["hosts_total"] == 31
 
 
+@pytest.mark.parametrize("kind, mode", [("value_sum", ["--fluentbit-time"]),
+                                        ("value_avg", ["--non-json", "wrap"]),
+                                        ("value_sum", [])])
+def test_an_aggregate_beyond_what_fluent_bit_takes_still_validates(tmp_path, kind, mode):
+    """An event of the largest double's bytes makes an aggregate of it, which the Fluent Bit modes write as
+    its text (Fluent Bit writes it back beyond a double); the schema said a number, so the alert broke it."""
+    schema = json.load(open(os.path.join(REPO, "filter", "pipeshell_filter", "schema", "alert.schema.json")))
+    rule = tmp_path / "bytes.yml"
+    rule.write_text("title: bytes\nname: bytes\ndetection:\n  sel: {x: hit}\n  condition: sel\n---\n"
+                    f"title: many bytes\ncorrelation:\n  type: {kind}\n  rules: [bytes]\n  timespan: 5m\n"
+                    "  condition: {gte: 1.0e+300, field: Bytes}\n---\n"
+                    "title: legacy bytes\ndetection:\n  sel: {x: hit}\n  condition: sel | sum(Bytes) >= 1\n"
+                    "  timeframe: 5m\n")
+    event = {"@timestamp": "2020-01-01T00:00:00Z", "x": "hit", "Computer": "h", "Bytes": 1.7976931348623157e308}
+    result = run_cli(["--rule", str(rule), "--lateness", "0", *mode], ndjson([event]))
+    found = [a[1] if isinstance(a, list) else a for a in records(result.stdout)]
+    aggregates = [a["sigma"].get("correlation", a["sigma"].get("aggregation"))["value"] for a in found
+                  if "correlation" in a["sigma"] or "aggregation" in a["sigma"]]
+    assert len(aggregates) == 2 and all(float(value) > 1e308 for value in aggregates), result.stderr
+    for alert in found:
+        jsonschema.validate(alert, schema)
+
+
 def test_correlation_state_has_a_cap_and_sheds_the_oldest_first():
     spec = CorrelationSpec("c", "c", "value_count", (RuleRef("r"),), 300 * 10**9, Threshold((("gt", 10**9),)),
                            field="Computer")
