@@ -122,6 +122,26 @@ def test_an_alert_made_smaller_lists_hosts_alike_in_their_first_64_characters_on
     assert alert["related"]["hosts"] == ["host-" + "x" * 59 + "\u2026"] and alert["sigma"]["hosts_total"] == 31
 
 
+def test_an_alert_of_escape_heavy_values_stays_an_alert_at_the_smallest_cap(tmp_path):
+    """Made smaller, an alert's strings were cut to 64 characters: 64 control characters are 384 bytes of
+    JSON, and the hosts, values and commands of three events (each in several lists) kept it at 4.9 KB,
+    over a 4,096-byte cap: cut into a pipeline_error record, the alert was lost to its router."""
+    schema = json.load(open(os.path.join(REPO, "filter", "pipeshell_filter", "schema", "alert.schema.json")))
+    rule = tmp_path / "commands.yml"
+    rule.write_text("title: commands\ndetection:\n  sel: {x: hit}\n  condition: sel | count(CommandLine) by User > 1\n"
+                    "  timeframe: 5m\n")
+    events = [{"@timestamp": f"2020-01-01T00:00:0{i}Z", "x": "hit", "Computer": "\u0001" * 200 + str(i),
+               "User": "\u0001" * 300, "CommandLine": "\u0001" * 300 + str(i)} for i in range(4)]
+    result = run_cli(["--rule", str(rule), "--lateness", "0", "--non-json", "wrap", "--max-record-bytes", "4096"],
+                     ndjson(events))
+    assert b"pipeline_error" not in result.stdout, result.stderr
+    found = records(result.stdout)
+    assert len(found) == 2 and all(alert["sigma"]["truncated"] is True for alert in found)
+    assert max(len(line) for line in result.stdout.splitlines()) < 4096
+    for alert in found:
+        jsonschema.validate(alert, schema)
+
+
 @pytest.mark.parametrize("kind, mode", [("value_sum", ["--fluentbit-time"]),
                                         ("value_avg", ["--non-json", "wrap"]),
                                         ("value_sum", [])])

@@ -262,18 +262,51 @@ _KIND_FUNCTIONS = {"event_count": "count", "value_count": "count", "temporal": "
 
 
 SHRUNK_FIELDS = 4  # an event's field values a shrunk alert shows
+SHRUNK_TEXT = 64  # characters of each string in a shrunk record
+# Ever smaller forms of a record over its output's cap (``smallest_fitting``): (JSON bytes a string may
+# take at worst, entries kept of each list).  The first is ``shrink``'s own, strings of 64 characters;
+# 64 control characters are 384 bytes, and an alert's hosts and values of three events (each in several
+# lists) kept one at 4.9 KB, over the smallest cap.  40 bytes still hold a time, an event id, a level.
+SHRINK_FORMS = ((None, 3), (64, 3), (40, 1))
 
 
-def shrink(record: dict) -> dict:
+def _json_cost(char: str) -> int:
+    """The most bytes one character takes in a record's JSON: escaped (a control character, a
+    quote), or as ASCII escapes (``dumps`` writes a whole record so when it holds a lone surrogate)."""
+    code = ord(char)
+    if code < 0x20:
+        return 6
+    if code < 0x7f:
+        return 2 if char in '"\\' else 1
+    return 12 if code > 0xffff else 6
+
+
+def _cut(value: str, budget) -> str:
+    """``value`` cut at ``SHRUNK_TEXT`` characters and, given a ``budget``, at as many as take at most
+    that many bytes of JSON, the ellipsis included."""
+    value = _clip(value, SHRUNK_TEXT)
+    if budget is None or sum(map(_json_cost, value)) <= budget:
+        return value
+    kept, spent = [], 6  # the ellipsis, escaped
+    for char in value:
+        spent += _json_cost(char)
+        if spent > budget:
+            break
+        kept.append(char)
+    return "".join(kept) + "\u2026"
+
+
+def shrink(record: dict, budget=None, entries: int = 3) -> dict:
     """A smaller form of an alert record that is too big for its output: every list cut to a few
-    entries and every string to a few dozen characters, ``sigma.truncated`` set.  Still an alert
-    (``event.kind``, ids, times and the rule stay), so routing on it never fails.  A stats record
-    (``--stats-interval``) is cut alike, with ``pipeshell.truncated`` set instead."""
+    entries and every string to a few dozen characters (and, given a ``budget``, bytes of JSON),
+    ``sigma.truncated`` set.  Still an alert (``event.kind``, ids, times and the rule stay), so routing
+    on it never fails.  A stats record (``--stats-interval``) is cut alike, with ``pipeshell.truncated``
+    set instead."""
     def cut(value, depth=0):
         if isinstance(value, str):
-            return _clip(value, 64)
+            return _cut(value, budget)
         if isinstance(value, list):
-            return [cut(v, depth + 1) for v in value[:3]]
+            return [cut(v, depth + 1) for v in value[:entries]]
         if isinstance(value, dict):
             return {k: cut(v, depth + 1) for k, v in list(value.items())[:32]}
         return value
@@ -293,12 +326,21 @@ def shrink(record: dict) -> dict:
                 event["fields_truncated"] = True
     hosts = record.get("related", {}).get("hosts")
     if isinstance(hosts, list) and isinstance(smaller.get("related"), dict):
-        # names alike in their first 64 characters are one as cut: listed once, and how many there were
+        # names alike as cut are one: listed once, and how many there were
         shown = smaller["related"]["hosts"] = list(dict.fromkeys(smaller["related"]["hosts"]))
         total = record.get("sigma", {}).get("hosts_total", len(hosts))
         if len(shown) < total:
             sigma["hosts_total"] = total
     return smaller
+
+
+def smallest_fitting(record: dict, encode, fits) -> bytes:
+    """``record``'s first form (``SHRINK_FORMS``) whose encoding ``fits``, encoded; else its smallest."""
+    for budget, entries in SHRINK_FORMS:
+        encoded = encode(shrink(record, budget, entries))
+        if fits(encoded):
+            break
+    return encoded
 
 
 # The stats record lists this many rules (``--stats-interval``), each with strings cut to RULE_TEXT:

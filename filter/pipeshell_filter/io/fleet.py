@@ -40,7 +40,7 @@ from typing import Callable, List, Optional, Tuple
 import ujson
 
 from ..detect import Heartbeat, kept, smaller
-from ..records import shrink
+from ..records import smallest_fitting
 from .bus import ATTEMPT_TIMEOUT, RECONNECT_WAIT, STOP_GRACE, Bus, BusError, Consumer
 from .stream import dumps
 
@@ -271,7 +271,7 @@ class AlertPublisher(_Batched):
         stdout: refused, it stopped the correlator the same way."""
         msg_id = record.get("event", {}).get("id") or _record_id(payload)
         if not self.fits(payload, msg_id):
-            payload = dumps(shrink(record))
+            payload = smallest_fitting(record, dumps, lambda smaller: self.fits(smaller, msg_id))
             if not self.fits(payload, msg_id):
                 self.report("bus_too_big", "correlation", f"alert {msg_id} of rule "
                             f"{record.get('rule', {}).get('id')!r} is over the NATS server's max_payload "

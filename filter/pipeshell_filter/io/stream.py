@@ -33,7 +33,7 @@ from ..correlate.state import StateError, encode as encode_state
 from ..correlate.agents import Progress
 from ..detect import HEARTBEAT_TYPE, WIRE_TYPE, Detection, Heartbeat, WireError, from_wire, smaller
 from ..engine import Engine
-from ..records import shrink
+from ..records import smallest_fitting
 from ..values import MISSING, one_line
 from ..events.fields import FramedEvent
 from ..events.timeparse import parse_time
@@ -1557,12 +1557,12 @@ class Filter:
     def own_form(self, record: dict, shrinkable: bool = False) -> tuple:
         """A record of the filter's own (an alert, a Detection, a heartbeat, a metric) and its JSON:
         in the Fluent Bit modes, what Fluent Bit cannot take is made text (``portable``) and, when
-        ``shrinkable`` (an alert, a metric), one too long is made smaller (``shrink``), so that the
-        record stays what it is rather than becoming a pipeline_error record.  A Detection is never
+        ``shrinkable`` (an alert, a metric), one too long is made smaller (``records.smallest_fitting``), so
+        that the record stays what it is rather than becoming a pipeline_error record.  A Detection is never
         shrunk: cut, it would mislead the correlate stage; its values are bounded (``detect.kept``)."""
         record, encoded = portable_form(record) if self.wrap_unusable else (record, dumps(record))
         if shrinkable and self.wrap and len(encoded) > self.max_record - 64:
-            encoded = dumps(shrink(record))
+            encoded = smallest_fitting(record, dumps, lambda smaller: len(smaller) <= self.max_record - 64)
         return record, encoded
 
     def write_alerts(self, alerts: Iterable[dict]) -> None:
