@@ -161,11 +161,12 @@ def test_a_key_of_its_own_in_the_event_reference_never_reaches_an_alert(rules):
 
 @pytest.mark.parametrize("key, value, message", [
     ("line", -5, b"'event.line' must be an integer, 0 or more"),
+    ("line", 1 << 64, b"'event.line' must be an integer, 0 or more, within 64 bits"),  # its text in the Fluent Bit modes
     ("@timestamp", "garbage", b"'event.@timestamp' is not the record's 'time'"),
     ("@timestamp", "2021-06-03T13:00:01Z", b"'event.@timestamp' is not the record's 'time'"),
 ])
 def test_a_reference_an_alert_could_not_carry_is_one_line_and_skipped(rules, key, value, message):
-    """Taken, each made an alert against its schema (``line`` >= 0, ``@timestamp`` RFC 3339)."""
+    """Taken, each made an alert against its schema (``line`` >= 0 and within 64 bits, ``@timestamp`` RFC 3339)."""
     wires = wire_lines(rules, GENUINE)
     forged = json.loads(json.dumps(wires[0]))
     forged["event"][key] = value

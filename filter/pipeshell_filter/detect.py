@@ -317,8 +317,9 @@ def _check_reference(event: dict) -> None:
     if type(truncated) is not bool:
         raise WireError("'event.fields_truncated' must be true or false")
     line, selections = event.get("line", 0), event.get("selections", [])
-    if type(line) is not int or line < 0:  # (a negative one went into alerts against their schema)
-        raise WireError("'event.line' must be an integer, 0 or more")
+    if type(line) is not int or not 0 <= line < 1 << 63:  # (a negative one went into alerts against their
+        # schema; one beyond 64 bits too, as its text in the Fluent Bit modes)
+        raise WireError("'event.line' must be an integer, 0 or more, within 64 bits")
     if not isinstance(selections, list) or not all(isinstance(name, str) for name in selections):
         raise WireError("'event.selections' must be a list of strings")
 
