@@ -114,3 +114,11 @@ def test_a_match_stages_stats_record_is_passed_on_by_the_correlate_stage_it_feed
     assert b"not a Detection record" not in result.stderr
     assert b"heartbeats, 1 stats record passed on)" in result.stderr
     assert stats_records(result.stdout)[1]["pipeshell"]["diagnostics"] == {}
+
+
+def test_a_line_shaped_as_a_stats_record_with_a_type_or_sigma_is_not_passed_on_by_a_correlate_stage():
+    shaped = {"event": {"kind": "metric", "dataset": "pipeshell.stats"}, "pipeshell": {}}
+    lines = [dict(shaped, type="sigma.heartbeat"), dict(shaped, sigma={"rule": {"id": "x"}}), shaped]
+    result = run_cli(["--stage", "correlate"], ndjson(lines))
+    assert result.returncode == 0 and [json.loads(line) for line in result.stdout.splitlines()] == [shaped]
+    assert result.stderr.count(b": not a Detection record: ") == 2, result.stderr

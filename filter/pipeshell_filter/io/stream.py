@@ -308,10 +308,12 @@ STATS_DATASET = "pipeshell.stats"  # a stats record's ``event.dataset`` (``--sta
 
 
 def is_stats_record(record: dict) -> bool:
-    """Whether a record is the filter's own stats record (``--stats-interval``)."""
+    """Whether a record has the shape of the filter's own stats record (``--stats-interval``), and
+    nothing a shipper routes by (a ``type``, an enriched event's ``sigma``): a correlate stage passes it
+    on, so a line shaped so must not come out as a Detection, a heartbeat or a matched event."""
     kind = record.get("event")
     return isinstance(kind, dict) and kind.get("dataset") == STATS_DATASET and kind.get("kind") == "metric" \
-        and isinstance(record.get("pipeshell"), dict)
+        and isinstance(record.get("pipeshell"), dict) and "type" not in record and "sigma" not in record
 
 
 def impersonates(text: bytes) -> bool:
