@@ -289,3 +289,35 @@ def test_a_full_log_that_wrapped_over_its_first_chunk_is_read_on_after_the_recor
              if line.startswith(b'{"Event"')]
     assert again == [e["record_id"] for e in events][len(read):], rest.stderr
     assert b"not the EVTX file" not in rest.stderr and b"sent again" not in rest.stderr, rest.stderr
+
+
+def test_records_a_log_gains_while_its_chunk_is_read_move_the_place_past_them(tmp_path, monkeypatch):
+    """Windows adds records to a log's last chunk while the filter reads it: the chunk's header, read
+    before the chunk was parsed, numbers fewer records than the parser then finds.  Those found after
+    the last it numbered went out under that record's id: the place stayed before them, and the next
+    run passed them on again."""
+    from pipeshell_filter.io import evtx_chunks
+
+    path, state = str(tmp_path / "live.evtx"), str(tmp_path / "state.json")
+    events = [powershell(100 + i, f"2026-11-01T10:00:{i:02d}Z", "srv01", KINDS[i % 3], 4104) for i in range(20)]
+    write_evtx(path, events[:10])
+
+    class GrowingLog(evtx_chunks.ChunkReader):
+        """The log gains ten records in its chunk once the filter has looked at the chunks' headers."""
+        grown = False
+
+        def chunk(self, *args, **kwargs):
+            if not self.grown:
+                write_evtx(path, events)
+                self.grown = True
+            return super().chunk(*args, **kwargs)
+
+    reader = GrowingLog()
+    monkeypatch.setattr(evtx_chunks, "_READER", reader)
+    try:
+        first = run_files([path], state, "all")
+    finally:
+        reader.close()
+    assert first.count(b'"EventRecordID"') == 20
+    assert (_place(state)["record"], _place(state)["lines"]) == (119, 20)
+    assert run_files([path], state, "all").count(b'"EventRecordID"') == 0

@@ -16,8 +16,9 @@ gives the child that chunk's records wholly present and zeros after them.
 
 Run as ``python -m pipeshell_filter.io.evtx_chunks``, it is the child: one
 request per line on stdin (``[path, chunk index]`` as JSON), and per request
-``R`` (a record's JSON line), ``D`` (a damaged record) and one final ``E``
-messages on stdout, each a tag, a 4-byte length and the bytes (a record's: its
+``H`` (the EventRecordIDs its chunk's header numbers, as the child read it: a log
+in use may have gained records since the filter looked), ``R`` (a record's JSON line), ``D`` (a
+damaged record) and one final ``E`` messages on stdout, each a tag, a 4-byte length and the bytes (a record's: its
 EventRecordID in 8 bytes, then its line).  The child ignores SIGTERM and
 Ctrl-C (sent to the whole process group, they are the filter's to handle: it
 stops reading at once, and kills the child) and dies with the filter, which
@@ -188,6 +189,8 @@ def _serve() -> None:  # pragma: no cover - runs in the child; tested through Ch
         path, index = ujson.loads(request)
         try:
             data = _one_chunk_file(path, index)
+            if data:
+                _send(out, b"H", data[EVTX_HEADER + 24:EVTX_HEADER + 40])
             parser, compact = _parser(PyEvtxParser, data) if data else (None, True)
             records = iter(parser.records_json()) if data else iter(())
         except Exception as error:  # the parser refuses the chunk whole
@@ -222,6 +225,7 @@ class ChunkReader:
     def __init__(self, stuck: float = STUCK):
         self.stuck = stuck
         self.died: Optional[int] = None  # the exit status of the last child killed
+        self.numbered: Optional[Tuple[int, int]] = None  # the last chunk's EventRecordIDs, by the header parsed
         self._child: Optional[subprocess.Popen] = None
 
     def _start(self) -> subprocess.Popen:
@@ -244,7 +248,10 @@ class ChunkReader:
     def chunk(self, path: str, index: int, stop=None) -> Tuple[List[tuple], List[str], str]:
         """The chunk's records, ``(EventRecordID, JSON line)``, and damaged-record messages, and how it
         ended: "done"; "stuck" or "died" (the child killed: the next chunk gets a new one, ``self.died``
-        its status); "stopped", when ``stop`` (a ``signals.StopRequest``) was requested meanwhile."""
+        its status); "stopped", when ``stop`` (a ``signals.StopRequest``) was requested meanwhile.
+        ``self.numbered``: the first and last EventRecordID the chunk's header numbered when the child
+        read it (None: the child read no chunk header)."""
+        self.numbered = None
         child = self._start()
         try:
             child.stdin.write(ujson.dumps([path, index]).encode() + b"\n")
@@ -266,6 +273,8 @@ class ChunkReader:
                 return records, damaged, "done"
             if tag == b"R":
                 records.append((int.from_bytes(body[:8], "little"), body[8:]))
+            elif tag == b"H":
+                self.numbered = int.from_bytes(body[:8], "little"), int.from_bytes(body[8:16], "little")
             else:
                 damaged.append(body.decode("utf-8", "replace"))
 
@@ -359,6 +368,8 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
             continue  # read by an earlier run: not parsed again
         expected = last - first + 1 if believed else None
         records, damaged, ended = reader.chunk(path, index, stop)
+        if reader.numbered is not None and reader.numbered[0] == first_id and last_id <= reader.numbered[1]:
+            last_id = reader.numbered[1]  # the log gained records in this chunk since its header was read above
         if first_id <= last_id:
             records = _ids_within(records, first_id, last_id)
         if after and records and records[0][0] <= after:
