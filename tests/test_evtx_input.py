@@ -199,6 +199,17 @@ def test_not_an_evtx_file_with_the_suffix_is_a_usage_error(tmp_path):
     assert b"fake.evtx" in result.stderr and b"Traceback" not in result.stderr
 
 
+def test_a_named_pipe_named_as_an_evtx_file_is_a_usage_error_not_a_wait(tmp_path):
+    """An EVTX file is read chunk by chunk, at their places: a named pipe cannot be.  Opened to read
+    its header, the filter waited for a writer that would not come, deaf to SIGTERM (its open taken
+    up again after the signal), which only SIGKILL ended."""
+    path = tmp_path / "live.evtx"
+    os.mkfifo(path)
+    result = run_cli(["--input", str(path)], timeout=30)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert b"live.evtx" in result.stderr and b"regular file" in result.stderr
+
+
 def test_an_unreadable_evtx_file_in_a_directory_is_reported_and_the_others_read(tmp_path):
     """Named, a file that is no EVTX is a usage error; found in a directory (here one cut inside
     its 4096-byte header, and one that only has the suffix) it is reported and skipped: the

@@ -60,6 +60,9 @@ def expand(paths: List[str], given_as: str = "input", skipped: Optional[Callable
                     skipped(f"{given_as} {name}: not a regular file (a named pipe found in a directory is read "
                             "only when named)")
                 continue
+            if name.lower().endswith(".evtx") and not _is_regular(name):  # opened, a FIFO waits for a writer,
+                raise InputError(f"cannot read {given_as} {name}: an EVTX file is read chunk by chunk at their "
+                                 "places, so it must be a regular file")  # deaf to SIGTERM; no chunk has a place
             identity = _identity(name)
             if identity not in seen or name == STDIN and STDIN not in files:  # ``-`` twice: read once
                 seen.add(identity)
@@ -83,6 +86,13 @@ def _is_fifo(path: str) -> bool:
     try:
         return stat.S_ISFIFO(os.stat(path).st_mode)
     except OSError:  # said as the file is checked (``_check_readable``)
+        return False
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
         return False
 
 
