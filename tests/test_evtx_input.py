@@ -210,6 +210,32 @@ def test_a_named_pipe_named_as_an_evtx_file_is_a_usage_error_not_a_wait(tmp_path
     assert b"live.evtx" in result.stderr and b"regular file" in result.stderr
 
 
+def test_the_memory_a_file_takes_does_not_grow_with_its_size(tmp_path):
+    """Every chunk's 512-byte header was kept while the file was read: a log preallocated or carved
+    from a disk, gigabytes of zeros after its chunks, took 11 MB of memory per gigabyte."""
+    import tracemalloc
+
+    from pipeshell_filter.io.evtx_chunks import ChunkReader, numbered_records
+
+    path = tmp_path / "preallocated.evtx"
+    write_evtx(str(path), ATTACK)
+    os.truncate(path, 2 << 30)  # sparse: no disk taken
+
+    class NoParser(ChunkReader):
+        def chunk(self, path, index, stop=None):
+            return [], [], "done"
+
+    reports = []
+    tracemalloc.start()
+    try:
+        assert list(numbered_records(str(path), lambda *report: reports.append(report), NoParser())) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    assert len(reports) == 1 and "4 of its 4 records could not be read" in reports[0][1], reports
+
+
 def test_an_unreadable_evtx_file_in_a_directory_is_reported_and_the_others_read(tmp_path):
     """Named, a file that is no EVTX is a usage error; found in a directory (here one cut inside
     its 4096-byte header, and one that only has the suffix) it is reported and skipped: the

@@ -332,39 +332,51 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
         report(path, f"EVTX file truncated: {whole} of {said} chunks complete{ends}; the records of the "
                      f"{'missing chunk' if missing == 1 else f'{missing} missing chunks'}"
                      f"{f' ({following} records)' if following else ''} are lost")
-    chunks = []  # (first record number, index, last record number) of each chunk
+    # Each chunk's header is looked at once and only its numbers kept (a log preallocated or carved from a
+    # disk may be gigabytes of zeros: its headers kept took 11 MB a gigabyte); the places that hold no
+    # chunk are kept as runs of indexes, a loss when a chunk used was written after them.
+    chunks = []  # (first record number, index, last record number, first id, last id, header as written)
+    gaps: List[List[int]] = []  # [first index, index after] of places that hold no chunk
+    cut_head = None  # the header of a chunk the file ends inside, when it ends before the records
     with open(path, "rb") as handle:
-        heads = []
         for index in range(present):
             handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
-            heads.append(handle.read(CHUNK_HEADER))
+            head = handle.read(CHUNK_HEADER)
+            if head[:8] == CHUNK_MAGIC and not (index == whole and layout.tail < CHUNK_HEADER):
+                chunks.append((int.from_bytes(head[8:16], "little"), index, int.from_bytes(head[16:24], "little"),
+                               int.from_bytes(head[24:32], "little"), int.from_bytes(head[32:40], "little"),
+                               _header_holds(head)))
+            elif index == whole:
+                cut_head = head
+            elif gaps and gaps[-1][1] == index:
+                gaps[-1][1] = index + 1
+            else:
+                gaps.append([index, index + 1])
     # a chunk before the last one used was written: not a chunk, it is a loss, whatever the header says
     # (a log in use, its header updated lazily, names fewer chunks than it holds)
-    used = max((index for index, head in enumerate(heads) if head[:8] == CHUNK_MAGIC), default=-1)
-    for index, head in enumerate(heads):
-        if head[:8] != CHUNK_MAGIC or (index == whole and layout.tail < CHUNK_HEADER):
-            if index == whole and not head.strip(b"\0"):
-                continue  # the file ends inside space not used yet
-            if index == whole and CHUNK_MAGIC.startswith(head[:8]):  # a copy cut inside a chunk's header
-                first, last = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
-                which = f"its {last - first + 1} records" if len(head) >= 24 and 0 <= last - first < MOST_RECORDS \
-                    else "its records"
-                report(f"{path} chunk {index + 1}", f"the file ends inside this chunk's header, after "
-                                                    f"{layout.tail} bytes; {which} are lost")
-            elif index < used or (said is not None and index < said):  # written, yet not a chunk
-                report(f"{path} chunk {index + 1}", "not an EVTX chunk (damaged or zeroed); its records are lost")
-            continue  # past the last chunk used: space not used yet
-        chunks.append((int.from_bytes(head[8:16], "little"), index, int.from_bytes(head[16:24], "little"),
-                       int.from_bytes(head[24:32], "little"), int.from_bytes(head[32:40], "little"), head))
+    written = max(max((chunk[1] + 1 for chunk in chunks), default=0), said or 0,
+                  whole + 1 if cut_head is not None and cut_head[:8] == CHUNK_MAGIC else 0)
+    for first_gap, after_gap in gaps:
+        for index in range(first_gap, min(after_gap, written)):
+            report(f"{path} chunk {index + 1}", "not an EVTX chunk (damaged or zeroed); its records are lost")
+    if cut_head is not None and cut_head.strip(b"\0"):  # else the file ends inside space not used yet
+        if CHUNK_MAGIC.startswith(cut_head[:8]):  # a copy cut inside a chunk's header
+            first, last = int.from_bytes(cut_head[8:16], "little"), int.from_bytes(cut_head[16:24], "little")
+            which = f"its {last - first + 1} records" if len(cut_head) >= 24 and 0 <= last - first < MOST_RECORDS \
+                else "its records"
+            report(f"{path} chunk {whole + 1}", f"the file ends inside this chunk's header, after "
+                                                f"{layout.tail} bytes; {which} are lost")
+        elif whole < written:  # written, yet not a chunk
+            report(f"{path} chunk {whole + 1}", "not an EVTX chunk (damaged or zeroed); its records are lost")
     # A full log wraps around: Windows overwrites its oldest chunk, so the newest records may come
     # first in the file.  Read in file order, a correlation's watermark jumped to the newest events
     # and every older chunk's events were late.  The chunks are read in the order of their records.
     # A chunk's header numbers its records in the file (bytes 8-24: from 1 in an export) and by their
     # EventRecordID (bytes 24-40): a count is the first's, a place (``after``) the second's.
-    for first, index, last, first_id, last_id, head in sorted(chunks):
+    for first, index, last, first_id, last_id, as_written in sorted(chunks):
         where = f"{path} chunk {index + 1}"
         believed = 0 <= last - first < MOST_RECORDS
-        if after and first_id <= last_id <= after and _header_holds(head):
+        if after and first_id <= last_id <= after and as_written:
             continue  # read by an earlier run: not parsed again
         expected = last - first + 1 if believed else None
         records, damaged, ended = reader.chunk(path, index, stop)
