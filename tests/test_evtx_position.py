@@ -321,3 +321,21 @@ def test_records_a_log_gains_while_its_chunk_is_read_move_the_place_past_them(tm
     assert first.count(b'"EventRecordID"') == 20
     assert (_place(state)["record"], _place(state)["lines"]) == (119, 20)
     assert run_files([path], state, "all").count(b'"EventRecordID"') == 0
+
+
+def test_a_chunk_whose_record_numbers_are_damaged_is_read_in_its_place_and_runs_stopped_skip_none(tmp_path):
+    """Chunks were read in the order of the record numbers their headers give (bytes 8-24), the place
+    kept by EventRecordID: a flipped number sent the first chunk after the others, and a run stopped
+    between them left the place past its records, which no later run passed on."""
+    path, state = tmp_path / "rotted.evtx", str(tmp_path / "state.json")
+    events = [powershell(100 + i, f"2026-11-01T10:{i // 60:02d}:{i % 60:02d}Z", "srv01", "benign", 4104)
+              for i in range(90)]  # chunks of 41, 41 and 8 records
+    write_evtx(str(path), events)
+    data = bytearray(path.read_bytes())
+    data[4096 + 8:4096 + 16] = ((1 << 64) - 1).to_bytes(8, "little")  # the first chunk's first record number
+    path.write_bytes(bytes(data))
+    outputs = [run_files([str(path)], state, "all", StopAfterReads(30)) for _ in range(4)]
+    outputs.append(run_files([str(path)], state, "all"))
+    read = [json.loads(line)["Event"]["System"]["EventRecordID"] for output in outputs
+            for line in output.splitlines() if line.startswith(b'{"Event"')]
+    assert read == [event["record_id"] for event in events]

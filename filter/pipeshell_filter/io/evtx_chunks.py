@@ -335,17 +335,17 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
     # Each chunk's header is looked at once and only its numbers kept (a log preallocated or carved from a
     # disk may be gigabytes of zeros: its headers kept took 11 MB a gigabyte); the places that hold no
     # chunk are kept as runs of indexes, a loss when a chunk used was written after them.
-    chunks = []  # (first record number, index, last record number, first id, last id, header as written)
+    chunks = []  # (its place in the reading, index, first and last record number and id, header as written)
     gaps: List[List[int]] = []  # [first index, index after] of places that hold no chunk
     cut_head = None  # the header of a chunk the file ends inside, when it ends before the records
     with open(path, "rb") as handle:
         for index in range(present):
             handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
-            head = handle.read(CHUNK_HEADER)
+            head = handle.read(CHUNK_HEADER + 16)  # and the first record's header: its magic and id
             if head[:8] == CHUNK_MAGIC and not (index == whole and layout.tail < CHUNK_HEADER):
-                chunks.append((int.from_bytes(head[8:16], "little"), index, int.from_bytes(head[16:24], "little"),
-                               int.from_bytes(head[24:32], "little"), int.from_bytes(head[32:40], "little"),
-                               _header_holds(head)))
+                first_id, last_id = int.from_bytes(head[24:32], "little"), int.from_bytes(head[32:40], "little")
+                chunks.append((_reading_place(head, first_id, last_id), index, int.from_bytes(head[8:16], "little"),
+                               int.from_bytes(head[16:24], "little"), first_id, last_id, _header_holds(head)))
             elif index == whole:
                 cut_head = head
             elif gaps and gaps[-1][1] == index:
@@ -372,8 +372,8 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
     # first in the file.  Read in file order, a correlation's watermark jumped to the newest events
     # and every older chunk's events were late.  The chunks are read in the order of their records.
     # A chunk's header numbers its records in the file (bytes 8-24: from 1 in an export) and by their
-    # EventRecordID (bytes 24-40): a count is the first's, a place (``after``) the second's.
-    for first, index, last, first_id, last_id, as_written in sorted(chunks):
+    # EventRecordID (bytes 24-40): a count is the first's, a place (``after``) and the order the second's.
+    for _, index, first, last, first_id, last_id, as_written in sorted(chunks):
         where = f"{path} chunk {index + 1}"
         believed = 0 <= last - first < MOST_RECORDS
         if after and first_id <= last_id <= after and as_written:
@@ -407,6 +407,17 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
         elif expected is not None and expected > 0 and len(records) + len(damaged) < expected:
             report(where, f"{expected - len(records)} of its {expected} records could not be read")
         yield from records
+
+
+def _reading_place(head: bytes, first_id: int, last_id: int) -> int:
+    """Where a chunk comes in the reading: its first EventRecordID, as the place (``after``) counts, so
+    that every record is handed on after those of lower ids.  A header whose ids cannot be believed
+    (more records than fit): its first record's own id.  Ordered by the record numbers beside them, a
+    number damaged sent the first chunk after the others, and a run stopped between them left the
+    place past its records: no later run passed them on."""
+    if 0 <= last_id - first_id < MOST_RECORDS or head[CHUNK_HEADER:CHUNK_HEADER + 4] != b"**\0\0":
+        return first_id
+    return int.from_bytes(head[CHUNK_HEADER + 8:CHUNK_HEADER + 16], "little")
 
 
 def _header_holds(head: bytes) -> bool:
