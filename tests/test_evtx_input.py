@@ -236,6 +236,22 @@ def test_the_memory_a_file_takes_does_not_grow_with_its_size(tmp_path):
     assert len(reports) == 1 and "4 of its 4 records could not be read" in reports[0][1], reports
 
 
+def test_an_element_name_damaged_into_a_line_break_leaves_every_record_one_json_line(tmp_path):
+    """The parser writes an element's name as the chunk's string table holds it, a control character
+    unescaped: a name damaged into a line break split its record in two lines of the filter's output,
+    neither JSON, without a word."""
+    path = tmp_path / "damaged-name.evtx"
+    write_evtx(str(path), ATTACK)
+    data = bytearray(path.read_bytes())
+    name = data.index("EventRecordID".encode("utf-16-le"), 4096)
+    data[name + 2 * 7] = 0x0A  # EventRe\nordID
+    path.write_bytes(bytes(data))
+    result = run_cli(["--emit", "all", "--input", str(path)])
+    assert result.returncode == 0, result.stderr
+    written = [json.loads(line) for line in result.stdout.split(b"\n")[:-1]]  # each line JSON
+    assert sum("Event" in one for one in written) == len(ATTACK), result.stdout
+
+
 def test_an_unreadable_evtx_file_in_a_directory_is_reported_and_the_others_read(tmp_path):
     """Named, a file that is no EVTX is a usage error; found in a directory (here one cut inside
     its 4096-byte header, and one that only has the suffix) it is reported and skipped: the

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import select
 import signal
 import subprocess
@@ -182,6 +183,15 @@ def _parser(PyEvtxParser, data: bytes):
         return PyEvtxParser(io.BytesIO(data), number_of_threads=1), False
 
 
+# The parser writes an element's name as the chunk's string table holds it: a damaged one may hold a
+# control character, unescaped (its values it escapes).  Compact JSON has them nowhere but in strings.
+_RAW_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+def _escaped(found) -> str:
+    return f"\\u{ord(found.group()):04x}"
+
+
 def _serve() -> None:  # pragma: no cover - runs in the child; tested through ChunkReader
     from evtx import PyEvtxParser
     out = sys.stdout.buffer
@@ -206,6 +216,8 @@ def _serve() -> None:  # pragma: no cover - runs in the child; tested through Ch
                 continue
             try:
                 text = record["data"]
+                if compact and _RAW_CONTROL.search(text):  # a name damaged into a line break split the line
+                    text = _RAW_CONTROL.sub(_escaped, text)
                 event = ujson.loads(text)  # what the filter cannot read is reported here, with its chunk
                 line = text if compact else ujson.dumps(event, ensure_ascii=False, escape_forward_slashes=False)
                 _send(out, b"R", int(record["event_record_id"]).to_bytes(8, "little") +
