@@ -12,6 +12,7 @@ import struct
 import tempfile
 import zlib
 
+import pytest
 from hypothesis import event, given, settings, strategies as st
 
 from clitools import alerts, ndjson, run_cli
@@ -323,19 +324,47 @@ def test_records_a_log_gains_while_its_chunk_is_read_move_the_place_past_them(tm
     assert run_files([path], state, "all").count(b'"EventRecordID"') == 0
 
 
-def test_a_chunk_whose_record_numbers_are_damaged_is_read_in_its_place_and_runs_stopped_skip_none(tmp_path):
+@pytest.mark.parametrize("chunk, field, value", [(0, 8, (1 << 64) - 1), (1, 24, 0)])
+def test_a_chunk_whose_header_numbers_are_damaged_is_read_in_its_place_and_runs_stopped_skip_none(
+        tmp_path, chunk, field, value):
     """Chunks were read in the order of the record numbers their headers give (bytes 8-24), the place
     kept by EventRecordID: a flipped number sent the first chunk after the others, and a run stopped
-    between them left the place past its records, which no later run passed on."""
+    between them left the place past its records, which no later run passed on.  Ordered by the
+    EventRecordIDs (24-40) alone, one of those damaged did the same."""
     path, state = tmp_path / "rotted.evtx", str(tmp_path / "state.json")
     events = [powershell(100 + i, f"2026-11-01T10:{i // 60:02d}:{i % 60:02d}Z", "srv01", "benign", 4104)
               for i in range(90)]  # chunks of 41, 41 and 8 records
     write_evtx(str(path), events)
     data = bytearray(path.read_bytes())
-    data[4096 + 8:4096 + 16] = ((1 << 64) - 1).to_bytes(8, "little")  # the first chunk's first record number
+    start = 4096 + chunk * 65536 + field  # its first record number, or EventRecordID
+    data[start:start + 8] = value.to_bytes(8, "little")
     path.write_bytes(bytes(data))
     outputs = [run_files([str(path)], state, "all", StopAfterReads(30)) for _ in range(4)]
     outputs.append(run_files([str(path)], state, "all"))
     read = [json.loads(line)["Event"]["System"]["EventRecordID"] for output in outputs
             for line in output.splitlines() if line.startswith(b'{"Event"')]
     assert read == [event["record_id"] for event in events]
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 3), st.sampled_from([1 << 40, -12]), st.integers(1, 3))
+def test_a_record_whose_header_id_is_damaged_is_passed_on_once_by_runs_stopped_anywhere(
+        tmp_path_factory, damaged, change, records_each):
+    """A record whose own header holds an id outside those its chunk numbers took the id of the record
+    before it: a run stopped after that one left the place there, and the next took the damaged
+    record for read already, never to pass it on."""
+    folder = tmp_path_factory.mktemp("damaged-id")
+    path, state = folder / "powershell.evtx", str(folder / "state.json")
+
+    def damage(chunk, offsets):
+        start = offsets[damaged] + 8
+        chunk[start:start + 8] = ((int.from_bytes(chunk[start:start + 8], "little") + change) % (1 << 64)) \
+            .to_bytes(8, "little")
+    write_evtx(str(path), ATTACK)
+    _rewrite_chunks(path, damage)
+    read = []
+    for _ in range(len(ATTACK) + 1):
+        output = run_files([str(path)], state, "all", StopAfterReads(records_each))
+        read += [json.loads(line)["Event"]["System"]["EventRecordID"] for line in output.splitlines()
+                 if line.startswith(b'{"Event"')]
+    assert read == [event["record_id"] for event in ATTACK]

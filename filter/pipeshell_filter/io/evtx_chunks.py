@@ -422,14 +422,17 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
 
 
 def _reading_place(head: bytes, first_id: int, last_id: int) -> int:
-    """Where a chunk comes in the reading: its first EventRecordID, as the place (``after``) counts, so
-    that every record is handed on after those of lower ids.  A header whose ids cannot be believed
-    (more records than fit): its first record's own id.  Ordered by the record numbers beside them, a
-    number damaged sent the first chunk after the others, and a run stopped between them left the
-    place past its records: no later run passed them on."""
-    if 0 <= last_id - first_id < MOST_RECORDS or head[CHUNK_HEADER:CHUNK_HEADER + 4] != b"**\0\0":
-        return first_id
-    return int.from_bytes(head[CHUNK_HEADER + 8:CHUNK_HEADER + 16], "little")
+    """Where a chunk comes in the reading: at its first record's EventRecordID, as the place (``after``)
+    counts, so that every record is handed on after those of lower ids.  The id its own header gives,
+    when it lies within those its chunk's header numbers (else that header's first): ordered by the
+    record numbers of the chunks' headers, one damaged sent the first chunk after the others, and a
+    run stopped between them left the place past its records, which no later run passed on; by the
+    chunks' first ids, one damaged did the same."""
+    own = int.from_bytes(head[CHUNK_HEADER + 8:CHUNK_HEADER + 16], "little")
+    if head[CHUNK_HEADER:CHUNK_HEADER + 4] == b"**\0\0" and len(head) >= CHUNK_HEADER + 16 and \
+            (first_id <= own <= last_id or not 0 <= last_id - first_id < MOST_RECORDS):
+        return own
+    return first_id
 
 
 def _header_holds(head: bytes) -> bool:
@@ -441,13 +444,18 @@ def _header_holds(head: bytes) -> bool:
 
 def _ids_within(records: List[tuple], first_id: int, last_id: int) -> List[tuple]:
     """A chunk's records, each whose own EventRecordID lies outside those its chunk's header numbers
-    (that record's header damaged: a bit flipped) given the id of the record before it: taken as the
-    file's place (``position.RecordPlace``), it put the place past every record the log gained after."""
+    (that record's header damaged: a bit flipped) given the id after the record before it, when the
+    next record leaves that free (ids of a log follow each other), else the same id: taken as the
+    file's place (``position.RecordPlace``), a damaged id put the place past every record the log
+    gained after; given the id before it, a run stopped there took the record for read already."""
     placed, previous = [], first_id - 1
-    for record_id, line in records:
-        if previous < record_id <= last_id:
-            previous = record_id
-        placed.append((previous, line))
+    for at, (record_id, line) in enumerate(records):
+        if not previous < record_id <= last_id:
+            following = next((records[later][0] for later in range(at + 1, len(records))
+                              if previous < records[later][0] <= last_id), last_id + 1)
+            record_id = previous + 1 if previous + 1 < following else previous
+        previous = record_id
+        placed.append((record_id, line))
     return placed
 
 
