@@ -346,13 +346,14 @@ def test_a_chunk_whose_header_numbers_are_damaged_is_read_in_its_place_and_runs_
     assert read == [event["record_id"] for event in events]
 
 
-@settings(max_examples=6, deadline=None)
-@given(st.integers(0, 3), st.sampled_from([1 << 40, -12]), st.integers(1, 3))
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 3), st.sampled_from([1 << 40, -12]), st.integers(1, 3), st.sampled_from([None, 0]))
 def test_a_record_whose_header_id_is_damaged_is_passed_on_once_by_runs_stopped_anywhere(
-        tmp_path_factory, damaged, change, records_each):
+        tmp_path_factory, damaged, change, records_each, chunk_last_id):
     """A record whose own header holds an id outside those its chunk numbers took the id of the record
     before it: a run stopped after that one left the place there, and the next took the damaged
-    record for read already, never to pass it on."""
+    record for read already, never to pass it on.  Its chunk's last id damaged too (``chunk_last_id``),
+    the record's own id was taken as it was: the place went past every record after it."""
     folder = tmp_path_factory.mktemp("damaged-id")
     path, state = folder / "powershell.evtx", str(folder / "state.json")
 
@@ -360,11 +361,14 @@ def test_a_record_whose_header_id_is_damaged_is_passed_on_once_by_runs_stopped_a
         start = offsets[damaged] + 8
         chunk[start:start + 8] = ((int.from_bytes(chunk[start:start + 8], "little") + change) % (1 << 64)) \
             .to_bytes(8, "little")
+        if chunk_last_id is not None:
+            chunk[32:40] = chunk_last_id.to_bytes(8, "little")
     write_evtx(str(path), ATTACK)
     _rewrite_chunks(path, damage)
+    def record_ids(output):
+        return [json.loads(line)["Event"]["System"]["EventRecordID"] for line in output.splitlines()
+                if line.startswith(b'{"Event"')]
     read = []
     for _ in range(len(ATTACK) + 1):
-        output = run_files([str(path)], state, "all", StopAfterReads(records_each))
-        read += [json.loads(line)["Event"]["System"]["EventRecordID"] for line in output.splitlines()
-                 if line.startswith(b'{"Event"')]
-    assert read == [event["record_id"] for event in ATTACK]
+        read += record_ids(run_files([str(path)], state, "all", StopAfterReads(records_each)))
+    assert read == record_ids(run_files([str(path)], None, "all"))

@@ -385,7 +385,7 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
     # and every older chunk's events were late.  The chunks are read in the order of their records.
     # A chunk's header numbers its records in the file (bytes 8-24: from 1 in an export) and by their
     # EventRecordID (bytes 24-40): a count is the first's, a place (``after``) and the order the second's.
-    for _, index, first, last, first_id, last_id, as_written in sorted(chunks):
+    for place, index, first, last, first_id, last_id, as_written in sorted(chunks):
         where = f"{path} chunk {index + 1}"
         believed = 0 <= last - first < MOST_RECORDS
         if after and first_id <= last_id <= after and as_written:
@@ -394,8 +394,10 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
         records, damaged, ended = reader.chunk(path, index, stop)
         if reader.numbered is not None and reader.numbered[0] == first_id and last_id <= reader.numbered[1]:
             last_id = reader.numbered[1]  # the log gained records in this chunk since its header was read above
-        if first_id <= last_id:
+        if first_id <= last_id and (as_written or last_id - first_id < MOST_RECORDS):  # an export's may be far apart
             records = _ids_within(records, first_id, last_id)
+        else:  # the header's ids damaged: those that its first record's id and its count leave room for
+            records = _ids_within(records, place, place + (last - first if believed else MOST_RECORDS - 1))
         if after and records and records[0][0] <= after:
             read_before = len(records)
             records = [record for record in records if record[0] > after]
