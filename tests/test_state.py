@@ -627,6 +627,40 @@ def test_the_stops_alert_left_in_the_pipe_is_made_again_by_the_next_run(tmp_path
         assert len(again) == 1 and sorted(again[0]["related"]["hosts"]) == ["cli01", "cli02", "srv01"]
 
 
+def test_lines_passed_on_before_the_stop_that_never_reached_a_gone_reader_are_read_again(tmp_path):
+    """A file's lines are passed on through a buffer, written at the stop: a reader gone by then never
+    got them, nor the alert of the single-event rule among them.  The state saved was the one from
+    before the stop's flush, which counted those lines as read: the next run read on past them, and
+    they and that alert were lost for good."""
+    source = tmp_path / "events.ndjson"
+    source.write_bytes(ndjson([flat_event(seconds, "srv01", "server", record_id=seconds) for seconds in (1, 2, 3)]))
+    args = ["--idle", "0", "--quiet", "--emit", "all", "--rule", str(_rule_file(tmp_path)),
+            "--input", str(source), "--lateness", "3600"]
+    whole = run_cli(args + ["--state", str(tmp_path / "whole.json")])
+    # the lines, the single rule's alerts and the count's, made by the stop's flush
+    assert len(alerts(whole.stdout)) == 4 and whole.stdout.count(b"\n") == 7
+    path = str(tmp_path / "state.json")
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before anything is written
+    try:
+        first = subprocess.run(COMMAND + args + ["--state", path], stdout=writer, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(writer)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(args + ["--state", path])
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == whole.stdout
+
+
+def _rule_file(tmp_path):
+    """A count by host (its window held until the stop) and a single-event rule."""
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "single.yml").write_text(SINGLE)
+    (folder / "by.yml").write_text(BY_HOST)
+    return folder
+
+
 def test_on_stop_keep_needs_a_state_file():
     result = run_cli(["--on-stop", "keep"])
     assert result.returncode == 2

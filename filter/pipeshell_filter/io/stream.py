@@ -2037,6 +2037,9 @@ class Filter:
         reading, leaves them in the pipe: the state saved is then the one from before the flush, and
         the next run makes them again (at least once).  One that reads them and drops them at its own
         stop (Fluent Bit's ``exec`` input) cannot be told apart: ``--on-stop keep`` is for it."""
+        # What was passed on before the stop goes out first, as before any snapshot: the one from before
+        # the flush counts it as out (it sat in the buffer, and a reader gone lost it with the lines read).
+        self.output.flush()
         # the state from before the flush (a second snapshot: 1.7 s at the cap of 100,000 events),
         # only when the flush can alert and the output is one whose reader can leave them
         before = self._state_payload() if self.engine.held() and self.output.reader_can_drop() else None
@@ -2045,7 +2048,8 @@ class Filter:
             self.write_alerts(alerts)
             taken = not alerts or before is None or self.output.taken(TAKE_WAIT)
         except OutputClosed:
-            self.save_state(self._state_payload() if before is None else before)
+            if before is not None:  # else the last snapshot stands: the flush's alerts were not written
+                self.save_state(before)
             raise
         self.save_state(None if taken else before)
         if not taken:
