@@ -890,6 +890,28 @@ def test_a_second_process_on_the_same_state_file_waits_for_the_first_and_goes_on
     assert alerts(out) == alerts(whole.stdout)  # the incident the first saw half of, whole
 
 
+@pytest.mark.parametrize("stop", [signal.SIGHUP, signal.SIGINT], ids=lambda number: number.name)
+def test_a_hang_up_or_ctrl_c_ends_the_wait_for_the_state_file_as_sigterm_does(tmp_path, stop, stop_signals_not_ignored):
+    """SIGHUP, a stop everywhere else, killed the filter waiting for the lock (status 129): start-up
+    left it its default action.  Nothing is read yet: the run ends with status 0, the state left alone."""
+    path = str(tmp_path / "state.json")
+    first = start(path)
+    try:
+        send_and_see(first, INCIDENT[:2])
+        second = subprocess.Popen(COMMAND + ARGS + ["--state", path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        assert b"in use by another" in second.stderr.readline()
+        second.send_signal(stop)
+        out, err = second.communicate(timeout=30)
+        assert second.returncode == 0 and out == b"" and err == b"", (second.returncode, err)
+        first.stdin.close()
+        assert first.wait(timeout=30) == 0
+    finally:
+        first.kill()
+        second.kill()
+    assert json.load(open(path))["lines"] == 2
+
+
 def test_snapshots_that_could_not_be_written_are_in_the_summary(tmp_path):
     """A snapshot that cannot be written (a full disk, the directory removed) is a diagnostic and the
     stream goes on; but the summary line, which counts the other problems, said nothing of them, even

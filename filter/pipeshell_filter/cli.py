@@ -35,7 +35,7 @@ from .io import parallel
 from .io.position import FilePlaces, rotated_away
 from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
-from .io.signals import StoppedOpening, StopRequest, Terminated, on_sigterm
+from .io.signals import StoppedOpening, StopRequest, Terminated, stop_at_start
 from .correlate.state import StateError, StateFile, write_atomic
 from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, STATS_DATASET, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter,
@@ -1525,7 +1525,7 @@ def _unwrapped_event(raw: bytes, parsed: dict, field: str, path: str) -> tuple:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    signal.signal(signal.SIGTERM, on_sigterm)  # the console script's launch set it before the imports
+    stop_at_start()  # the console script's launch set it before the imports
     try:
         app(args=argv, prog_name="pipeshell-filter", standalone_mode=False)
     except Terminated:

@@ -1,7 +1,7 @@
 """Console-script entry point: what has to happen before the heavy imports.
 
-* A SIGTERM from the pipeline during start-up is a clean exit (nothing has
-  been read yet), so the handler is set before anything else is imported.
+* A SIGTERM (or SIGHUP) from the pipeline during start-up is a clean exit (nothing
+  has been read yet), so the handler is set before anything else is imported.
   Once the stream runs, ``io.signals.StopRequest`` owns the signal.
 * Start-up (imports, the rule, the plan, the scan database) creates many
   long-lived objects and little garbage, so the cyclic garbage collector is
@@ -16,11 +16,10 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from . import startup
-from .io.signals import Terminated, on_sigterm
+from .io.signals import Terminated, stop_at_start
 
 
 def _stderr_somewhere() -> None:
@@ -36,7 +35,7 @@ def _stderr_somewhere() -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, on_sigterm)
+    stop_at_start()
     _stderr_somewhere()
     startup.pause()
     try:

@@ -37,8 +37,22 @@ WRITING = _Writing()
 
 
 def on_sigterm(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the shutdown it starts runs to its end
+    for number in START_SIGNALS:  # one is enough: the shutdown it starts runs to its end
+        if signal.getsignal(number) is on_sigterm:
+            signal.signal(number, signal.SIG_IGN)
     raise Terminated()
+
+
+START_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def stop_at_start() -> None:
+    """SIGTERM and SIGHUP during start-up end the run at once, status 0: nothing is read yet.  Left
+    to its default, a SIGHUP killed the filter (status 129), one waiting for its state file's lock
+    for one.  A SIGHUP ignored at start (``nohup``, a ``run`` member) stays ignored."""
+    signal.signal(signal.SIGTERM, on_sigterm)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, on_sigterm)
 
 
 class StopRequest:
