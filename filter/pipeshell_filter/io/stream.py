@@ -714,6 +714,7 @@ class BlockReader:
         self.place = place
         self._at = os.lseek(fd, 0, os.SEEK_CUR) if place is not None else 0  # where the next read starts
         self._line_deadline = None  # stopped: until when the rest of the line being read is waited for
+        self._line_budget = None  # then: how many bytes more the rest of that line may take (``_line_there``)
         self.before_block = before_block
         self.on_idle = on_idle
         self.idle = idle
@@ -765,17 +766,48 @@ class BlockReader:
 
     def _read_on(self) -> bytes:
         """Stopped in the middle of a line: a block more, for its rest (a pipe's, if it comes in time).
-        The wait bounds every read of a pipe after the stop, not each one: a writer that keeps the pipe
-        full, in writes that end mid-line, brings another cut line with each end of one."""
+        A pipe's is read up to the line's end and no further (``_line_there``): a block read brought the
+        cut line's end and the start of another, and a writer that kept the pipe busy, in writes that end
+        mid-line, brought another cut line with each end of one, the last one handed on cut (invalid
+        JSON, lost) when the wait was over.  The wait bounds every read of a pipe after the stop."""
         if self._eof:
             return b""
-        if self.live:
-            left = self._line_deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+        if not self.live:
+            data = os.read(self.fd, self.block_size)
+            self._eof = not data
+            return data
+        left = self._line_deadline - time.monotonic()
+        if left > 0:
+            if not select.select([self.fd], [], [], left)[0]:
                 return b""
-        data = os.read(self.fd, self.block_size)
-        self._eof = not data
-        return data
+        elif self._line_budget is None:
+            self._line_budget = self.block_size  # past the wait: what is there already, one block at most
+        return self._line_there()
+
+    def _line_there(self) -> bytes:
+        """Of what the writer has put in the pipe, the rest of the line being read, up to its newline
+        and no further: byte by byte, as only the rest of one line is read so, without a wait (what is
+        there), at most a block at a time, and past the wait at most one block in all."""
+        limit = self.block_size if self._line_budget is None else self._line_budget
+        got = bytearray()
+        blocking = os.get_blocking(self.fd)
+        os.set_blocking(self.fd, False)
+        try:
+            while len(got) < limit:
+                byte = os.read(self.fd, 1)
+                if not byte:
+                    self._eof = True
+                    break
+                got += byte
+                if byte == b"\n":
+                    break
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(self.fd, blocking)
+        if self._line_budget is not None:
+            self._line_budget -= len(got)
+        return bytes(got)
 
     @property
     def _in_line(self) -> bool:
