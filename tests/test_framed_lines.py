@@ -236,3 +236,20 @@ def test_a_framed_collector_record_is_unwrapped_by_line_field(framing_name):
     assert plain.returncode == archive.returncode == 0, archive.stderr
     assert len(alerts(plain.stdout)) == 1 and alerts(archive.stdout) == alerts(plain.stdout)
     assert archive.stderr.splitlines()[-1] == plain.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("framing_name", (None,) + tuple(FRAMINGS))
+def test_a_collector_record_after_a_byte_order_mark_is_unwrapped_by_line_field(framing_name):
+    """A byte order mark before a ``{"log": "<line>"}`` record (a forwarder's file joined with cat) was said to be
+    ignored, yet the record was read as the event: the line in it never unwrapped, its alert missed."""
+    from pipeshell_filter.io.stream import BOM
+
+    wrapped = [json.dumps({"log": line.decode()}).encode() for line in sample_lines()]
+    lines = wrapped if framing_name is None else frame_all(wrapped, framing_name).splitlines()
+    marked = b"".join(BOM + line + b"\n" for line in lines)
+    plain = run_cli_here(["--line-field", "log"], b"".join(line + b"\n" for line in lines))
+    for mode in ([], ["--no-prefilter"], ["--non-json", "wrap"]):
+        done = run_cli_here(["--line-field", "log"] + mode, marked)
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+        assert len(alerts_among(done.stdout)) == 1 and alerts_among(done.stdout) == alerts_among(plain.stdout)
+        assert b"%d byte order mark(s) ignored" % len(lines) in done.stderr.splitlines()[-1]

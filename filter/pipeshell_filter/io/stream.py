@@ -667,13 +667,16 @@ def unwrap_line(line: bytes, field: str) -> bytes:
     """The line a collector forwarded raw, as a JSON object holding it as text in ``field``
     (``--line-field``), maybe in a Fluent Bit frame (its file output's archive of ``tail``: ``TAG: [TIME,
     {"log": "<line>"}]``; the line is then read at its own time, the frame's is not kept).  A line that is
-    not such an object (or whose text holds a newline, which a line cannot) stays as it is."""
+    not such an object (or whose text holds a newline, which a line cannot) stays as it is.  A byte order
+    mark before the record goes on before its line, for the filter to ignore and say so as for any line."""
+    mark = BOM if line.startswith(BOM) else b""
+    record_line = line[len(mark):]
     try:
-        record = load_event(line) if opening(line) is None else load_framed(line)[1]
+        record = load_event(record_line) if opening(record_line) is None else load_framed(record_line)[1]
     except (ValueError, OverflowError):
         return line
     text = record.get(field) if isinstance(record, dict) else None  # a FramedEvent is one
-    return text.encode("utf-8", "surrogatepass") if type(text) is str and "\n" not in text else line
+    return mark + text.encode("utf-8", "surrogatepass") if type(text) is str and "\n" not in text else line
 
 
 def unwrap_lines(block: bytes, start: int, end: int, field: str) -> bytes:
