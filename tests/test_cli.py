@@ -707,6 +707,24 @@ def test_explain_event_reads_a_wrapped_line_as_the_filter_does(tmp_path):
         "an event's XML (Sysmon for Linux's syslog file)\n")
 
 
+@pytest.mark.parametrize("form", ["frame", "tagged frame", "byte order mark"])
+def test_explain_event_reads_a_wrapped_frame_or_marked_line_as_the_filter_does(tmp_path, form):
+    """The line a collector wrapped may be a Fluent Bit frame (an archive tailed) or start with a byte order
+    mark: the filter reads its record and matches it, yet explain --event --line-field refused it (exit 2,
+    "the text in log is not a JSON object")."""
+    event = json.dumps(evtx_event(30, "cli01", "client", 800))
+    line = {"frame": f"[1796431136.5, {event}]", "tagged frame": f"win: [1796431136.5, {event}]",
+            "byte order mark": "\ufeff" + event}[form]
+    wrapped = tmp_path / "wrapped.ndjson"
+    wrapped.write_text(json.dumps({"log": line}) + "\n")
+    filtered = run_cli(["--line-field", "log", "--input", str(wrapped)])
+    assert filtered.returncode == 0 and b"; 1 matched;" in filtered.stderr, filtered.stderr
+    explained = run_cli(["explain", "--line-field", "log", "--event", str(wrapped)])
+    assert explained.returncode == 0, explained.stderr
+    assert "profile   evtx (built-in" in explained.stdout.decode()
+    assert "CLIENT_powershell_native     MATCH" in explained.stdout.decode()
+
+
 @pytest.mark.parametrize("surrogate", [b"\\ud800", b"\xed\xa0\x80"])
 def test_explain_shows_a_lone_surrogate_as_its_escape(tmp_path, surrogate):
     """A host name holding a lone surrogate (escaped, or its raw bytes, both of which the filter

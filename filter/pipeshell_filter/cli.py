@@ -1511,7 +1511,12 @@ def _unwrapped_event(raw: bytes, parsed: dict, field: str, path: str) -> tuple:
     line = unwrap_line(raw, field)
     if line is raw:
         return raw, parsed
+    if line.startswith(BOM):  # as the filter reads a line: the byte order mark is no part of it
+        line = line[len(BOM):]
     try:
+        framed = load_framed(line)  # a line in a Fluent Bit frame: its record, as the filter reads it
+        if framed is not None:
+            return framed
         inner = load_event(line)
     except (ValueError, OverflowError):
         inner = None
