@@ -1021,6 +1021,17 @@ def test_standard_input_open_for_writing_only_is_a_usage_error(tmp_path):
     assert result.stderr == b"pipeshell-filter: error: standard input is open for writing only\n"
 
 
+@pytest.mark.parametrize("arguments", [["--input", "-"], ["--input", "-", "--input", "-"],
+                                       ["explain", "--events", "-"], ["explain", "--event", "-"]])
+def test_standard_input_named_as_dash_and_open_for_writing_only_is_a_usage_error(tmp_path, arguments):
+    """``--input - 0>FILE`` read FILE afresh through /dev/stdin (here empty: 0 lines, exit 0), where
+    ``0>FILE`` alone was refused; ``-`` is standard input, the same refusal for both (and for explain)."""
+    with open(tmp_path / "out", "wb") as write_only:
+        result = subprocess.run(COMMAND + arguments, stdin=write_only, capture_output=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr == b"pipeshell-filter: error: standard input is open for writing only\n"
+
+
 def test_an_empty_input_directory_or_a_device_is_refused_and_a_named_pipe_is_read(tmp_path):
     (tmp_path / "empty").mkdir()
     for path in (tmp_path / "empty", "/dev/zero"):  # /dev/zero would be read for ever (/dev/null: empty)

@@ -513,8 +513,8 @@ def run(
         files, walked = inputs_module.expand(inputs or [], skipped=_skipped)
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
-    if not files and not (nats is not None and stage is Stage.correlate):
-        check_stdin()
+    if inputs_module.STDIN in files or not files and not (nats is not None and stage is Stage.correlate):
+        check_stdin()  # ``--input -`` too: it reopened a write-only stdin's file through /dev/stdin
     if rule_stats is not None or state is not None:
         check_not_read((("--rule-stats", rule_stats), ("--state", state)),
                        [("--input", path) for path in files] + [("--rule", path) for path in rule_paths_read(rule)]
@@ -1259,6 +1259,8 @@ def explain(
     _no_trace_option_without_events(ctx, event, events, stage)
     between = read_range(from_, to)
     event = inputs_module.STDIN if event == "-" else event  # as for --input
+    if event == inputs_module.STDIN or inputs_module.STDIN in (events or ()) or "-" in (events or ()):
+        check_stdin()
     selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
