@@ -513,7 +513,8 @@ def run(
         files, walked = inputs_module.expand(inputs or [], skipped=_skipped)
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
-    if inputs_module.STDIN in files or not files and not (nats is not None and stage is Stage.correlate):
+    reads_stdin = not files and not (nats is not None and stage is Stage.correlate)
+    if reads_stdin or inputs_module.STDIN in files:
         check_stdin()  # ``--input -`` too: it reopened a write-only stdin's file through /dev/stdin
     if rule_stats is not None or state is not None:
         check_not_read((("--rule-stats", rule_stats), ("--state", state)),
@@ -521,7 +522,7 @@ def run(
                        + [("--field-map", path) for path in field_map or ()]
                        + [("--exclude-rules", path) for path in exclude_rules or ()]
                        + [("--placeholders", path) for path in ([placeholders] if placeholders else [])],
-                       stdin=not files and not (nats is not None and stage is Stage.correlate))
+                       stdin=reads_stdin)
     if idle and _given(ctx, "idle") and not _reads_live(files, nats, stage):
         raise UsageProblem("--idle needs live input (a pipe or terminal as the only input, or --stage correlate "
                            "--nats): here it would do nothing")
