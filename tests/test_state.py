@@ -689,7 +689,14 @@ def test_the_state_before_the_stops_flush_is_made_only_where_the_reader_can_leav
             stream_filter.run(source.fileno(), live=False)
         assert stream_filter.engine.held() > 0
         taken = bytearray()
-        drain = threading.Thread(target=lambda: taken.extend(os.read(reader, 1 << 20)))
+
+        def drain_all():  # every write the stop makes, to the end (one read got only the first under load)
+            while True:
+                data = os.read(reader, 1 << 20)
+                if not data:
+                    return
+                taken.extend(data)
+        drain = threading.Thread(target=drain_all)
         drain.start()
         stream_filter.finish()
         os.close(writer)
