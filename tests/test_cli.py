@@ -12,7 +12,7 @@ import time
 import jsonschema
 import pytest
 
-from clitools import COMMAND, FLUENT_BIT_CAPTURES, REPO, alerts, ndjson, records, run_cli
+from clitools import COMMAND, FLUENT_BIT_CAPTURES, REPO, alerts, ndjson, records, run_cli, run_cli_here
 from eventgen import evtx_event, flat_event
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
@@ -594,6 +594,24 @@ def test_out_of_order_file_within_lateness_gives_the_sorted_result(tmp_path):
     ordered = run_cli(["--lateness", "60"], ndjson(sorted(events, key=lambda e: e["@timestamp"])))
     ids = [a["event"]["id"] for a in alerts(shuffled.stdout)]
     assert len(ids) == 2 and ids == [a["event"]["id"] for a in alerts(ordered.stdout)]
+
+
+def test_an_event_exactly_lateness_behind_is_on_time_whatever_the_fraction(tmp_path):
+    # 1.001 as a float times 1e9 is 1000999999.9999999: cut to an int, the watermark stood a nanosecond past
+    # newest - 1.001 s, and the event exactly at it, which the README calls on time, was counted late.
+    rule = tmp_path / "by-host.yml"
+    rule.write_text("title: two pipe events on one host\nid: two-by-host\ndetection:\n  sel:\n"
+                    "    ScriptBlockText|contains: NamedPipe\n  condition: sel | count() by Computer >= 2\n"
+                    "  timeframe: 10s\n")
+    events = [dict(flat_event(0, host, "server", record_id=i), **{"@timestamp": stamp})
+              for i, (host, stamp) in enumerate([("a", "2021-06-03T13:00:00Z"), ("b", "2021-06-03T13:00:00Z"),
+                                                 ("a", "2021-06-03T13:00:02.001Z"), ("b", "2021-06-03T13:00:02.001Z"),
+                                                 ("c", "2021-06-03T13:00:01Z")])]
+    for lateness in ("1.001", "1.0010"):
+        result = run_cli_here(["--rule", str(rule), "--lateness", lateness, "--emit", "alerts"], ndjson(events))
+        summary = result.stderr.decode().strip().splitlines()[-1]
+        assert result.returncode == 0 and len(alerts(result.stdout)) == 2, result.stderr
+        assert "late" not in summary, (lateness, summary)
 
 
 @pytest.mark.parametrize("burst", [True, False])

@@ -316,3 +316,18 @@ def test_a_damaged_suppression_state_is_refused_in_one_line(tmp_path):
         result = run_cli(["--rule", rule, "--suppress", "10m", "--state", state], ndjson(NOISY[2:]))
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and "suppress" in lines[0] and "--state-reset" in lines[0]
+
+
+def test_a_period_given_with_a_fraction_is_that_many_seconds_to_the_nanosecond(tmp_path):
+    # 1.001 as a float times 1e9 is 1000999999.9999999: cut to an int, the period ended a nanosecond early,
+    # and an alert dated 1.000999999 s after the first, inside [t, t + 1.001 s), went out.
+    rule = write(tmp_path, "single.yml", SINGLE)
+    first = flat_event(0, "srv01", "server", 4104, record_id=1)
+    inside = dict(flat_event(1, "srv01", "server", 4104, record_id=2),
+                  **{"@timestamp": "2021-06-03T13:00:01.000999999Z"})
+    after = dict(inside, EventRecordID=3, **{"@timestamp": "2021-06-03T13:00:01.001Z"})
+    for value in ("1.001", "1.0010"):
+        result = run_cli_here(["--rule", rule, "--suppress", value], ndjson([first, inside, after]))
+        assert result.returncode == 0, result.stderr
+        assert [(a["@timestamp"], a["sigma"]["suppressed"]) for a in alerts(result.stdout)] == [
+            ("2021-06-03T13:00:00Z", 0), ("2021-06-03T13:00:01.001Z", 1)], value

@@ -28,7 +28,7 @@ from .records import MAX_RULES_SHOWN, rule_count
 from .startup import streaming
 from .values import one_line
 from .events.fields import LOGSOURCE_KEYS, FieldResolver, ProfileError, builtin_profiles, load_profile_file
-from .events.timeparse import NS, format_time, parse_instant
+from .events.timeparse import NS, format_time, parse_instant, seconds_ns
 from .events.xml_event import XmlEventProblem, event_in_line
 from .io import inputs as inputs_module
 from .io import parallel
@@ -531,8 +531,8 @@ def run(
         build_prefilter(plans, prefilter_engine.value, "match" if declares(resolver) else logsource_unknown.value,
                         OWN_TYPES if stage is Stage.match else ())
 
-    engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
-                    max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts,
+    engine = Engine(plans, resolver, seconds_ns(lateness), unknown_logsource=logsource_unknown.value,
+                    max_skew_ns=seconds_ns(max_skew), agent_idle=agent_idle, agents=agents, early=early_alerts,
                     alert_fields=alert_fields.value, suppress_ns=suppress_ns, between=between)
     if field_coverage:
         # which fields each route's events carry: every event is routed, so none is ruled out unread
@@ -569,7 +569,7 @@ def run(
         else:
             stream_filter.alert_sink = fleet.AlertPublisher(bus, nats_prefix, diagnostics.report)
     if stage is Stage.match and heartbeat:
-        stream_filter.send_heartbeats(agent or socket.gethostname(), heartbeat, int(max_skew * NS))
+        stream_filter.send_heartbeats(agent or socket.gethostname(), heartbeat, seconds_ns(max_skew))
         if bus is not None:
             _check_heartbeat_size(stream_filter, bus)
     if stats_interval:
@@ -803,7 +803,7 @@ def read_duration(name: str, text: Optional[str]) -> int:
             seconds = float(text) if text.strip().isascii() else float("nan")
         except ValueError:
             seconds = float("nan")
-        ns = int(seconds * NS) if 0 <= seconds <= MAX_SECONDS else None
+        ns = seconds_ns(seconds) if 0 <= seconds <= MAX_SECONDS else None
         if ns == 0 and seconds > 0:  # under a nanosecond: not 0, which turns it off unsaid
             ns = None
     if ns is None or ns > MAX_SECONDS * NS:
@@ -1271,8 +1271,8 @@ def explain(
         return
     if events is not None:
         saved = _saved_state(state)
-        engine = Engine(plans, resolver, int(lateness * NS), unknown_logsource=logsource_unknown.value,
-                        max_skew_ns=int(max_skew * NS), agent_idle=agent_idle, agents=agents, early=early_alerts,
+        engine = Engine(plans, resolver, seconds_ns(lateness), unknown_logsource=logsource_unknown.value,
+                        max_skew_ns=seconds_ns(max_skew), agent_idle=agent_idle, agents=agents, early=early_alerts,
                         between=between)
         _print(_trace_events(engine, events, max_line, line_field, stage.value, saved))
         return

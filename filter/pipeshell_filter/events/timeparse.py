@@ -151,6 +151,13 @@ def _from_number(number) -> Optional[int]:
     return None
 
 
+def seconds_ns(seconds: float) -> int:
+    """Nanoseconds in a number of seconds an option gives, exact to the decimal it was written as (less than
+    a nanosecond cut off): ``int(1.001 * NS)`` is 1000999999, which ended a ``--suppress 1.001`` period a
+    nanosecond early and made an event exactly ``--lateness 1.001`` behind late."""
+    return int(Decimal(repr(float(seconds))) * NS)
+
+
 _last_second = (None, "")  # (seconds, their text) of the last time formatted
 
 
