@@ -241,7 +241,7 @@ def test_the_option_takes_seconds_or_sigma_durations_and_refuses_anything_else(t
         result = run_cli_here(["--rule", rule, "--suppress", value], ndjson(NOISY))
         assert result.returncode == 0 and len(alerts(result.stdout)) == out, (value, result.stderr)
     for value in ("", "5x", "-1", "inf", "nan", "1e99", "3M", "\u0663", "99999999999d", "10 minutes",
-                  "1e-10", "0.0000000001", "1e-300"):
+                  "1e-10", "0.0000000001", "1e-300", "1_0", "6_0_0"):
         result = run_cli_here(["--rule", rule, "--suppress", value], ndjson(NOISY))
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and "--suppress" in lines[0], (value, lines)

@@ -800,7 +800,8 @@ def read_duration(name: str, text: Optional[str]) -> int:
     ns = parse_duration(text)
     if ns is None:
         try:
-            seconds = float(text) if text.strip().isascii() else float("nan")
+            # float() reads Python's "1_0" as 10: no duration the README gives
+            seconds = float(text) if text.strip().isascii() and "_" not in text else float("nan")
         except ValueError:
             seconds = float("nan")
         ns = seconds_ns(seconds) if 0 <= seconds <= MAX_SECONDS else None
