@@ -394,6 +394,25 @@ def test_explain_shows_the_filter_and_why_an_event_was_filtered_out(tmp_path):
         assert ("outcome   an alert, at once" in explained) is not filtered, explained
 
 
+
+def test_explain_says_filtered_out_only_of_an_event_the_rule_itself_meets(tmp_path):
+    """An event the rule's own condition misses is not "filtered out", whatever the filter says of it: the
+    line sent an analyst to the filter for a rule that never matched (adm_bob running notepad)."""
+    rules = write(tmp_path, "rules.yml", rule())
+    one = tmp_path / "event.json"
+    for condition in ("selection", "not selection"):  # the specification's reading, and pySigma's
+        mf = write(tmp_path, "mf.yml", spec_filter([RAR_ID], condition=condition))
+        expected = ("adm_bob", "C:\\x\\rar.exe")  # read either way, the filter suppresses the adm_ users
+        for user, image in (("adm_bob", "C:\\Windows\\notepad.exe"), ("bob", "C:\\Windows\\notepad.exe"),
+                            ("adm_bob", "C:\\x\\rar.exe"), ("bob", "C:\\x\\rar.exe")):
+            one.write_text(json.dumps(event(0, user, image)))
+            explained = run_cli(["explain", "--rule", rules, "--rule", mf, "--event", str(one)])
+            assert explained.returncode == 0, explained.stderr
+            text = explained.stdout.decode()
+            filtered = (user, image) == expected
+            assert ("filtered  out by 'Filter Administrator account'" in text) is filtered, (condition, user, text)
+
+
 # ------------------------------------------------------------------ property: a filter is its rewritten condition
 
 FIELDS = ("User", "Image", "Computer")

@@ -133,7 +133,8 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             absent = i < len(negated) and negated[i]
             lines.append(f"  term {i} {'met' if mask >> i & 1 else 'not met'}: "
                          + term.label + (" (a near term that must be absent from the window)" if absent else ""))
-        for applied in plan.rule.filters:
+        suppressed = plan.rule.filters and _unfiltered_mask(plan, matched) & ~mask
+        for applied in plan.rule.filters if suppressed else ():  # not of an event the rule itself misses
             if evaluate(applied.suppress, matched):
                 lines.append(f"filtered  out by {applied.title!r} ({applied.path}): "
                              + (f"its condition {applied.written!r} fails here (it says which events to keep)"
@@ -151,6 +152,25 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
             lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
                                          "the line holds no needle: it would skip parsing"))
     return _joined(lines)
+
+
+def _unfiltered_mask(plan: Plan, matched: frozenset) -> int:
+    """The term mask of the rule without its global filters (the nodes they AND-ed to its terms taken as
+    true): the terms a filter suppressed are those set here and not in ``plan.term_mask``."""
+    added = {node for applied in plan.rule.filters for node in applied.added}
+
+    def holds(node) -> bool:
+        if node in added:
+            return True
+        if isinstance(node, Not):
+            return not holds(node.operand)
+        if isinstance(node, (And, Or)):
+            return (all if isinstance(node, And) else any)(holds(operand) for operand in node.operands)
+        return evaluate(node, matched)
+
+    if not all(holds(negative) for negative in plan.filters):
+        return 0
+    return sum(1 << i for i, term in enumerate(plan.terms) if holds(term.node))
 
 
 def _fields_read(matcher) -> list:

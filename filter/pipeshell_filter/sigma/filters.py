@@ -48,6 +48,8 @@ class AppliedFilter:
     written: str  # the filter's condition as written
     keeps: bool  # read as pySigma reads it: its condition says which events to keep
     suppress: Node  # over the renamed selections: the rule's event is dropped where this holds
+    # the nodes AND-ed to the rule's terms (``explain`` takes them as true to see what the rule alone meets)
+    added: tuple = ()
 
 
 def check_filter(document: FilterRule, placeholders=None) -> None:
@@ -147,7 +149,7 @@ def filtered(rule: Rule, documents: list) -> Rule:
             expression = And(top_level_terms(expression) + tuple(added))
         search = f"({search.strip()}) and " + (str(And(added)) if keeps else f"not ({node})")
         applied.append(AppliedFilter(document.id, document.title, document.path, document.condition.text, keeps,
-                                     Not(node) if keeps else node))
+                                     Not(node) if keeps else node, tuple(added)))
     condition = Condition(search + (f" |{tail}" if bar else ""), expression, rule.condition.aggregation)
     return attrs.evolve(rule, detection=detection, condition=condition, filters=tuple(applied))
 
