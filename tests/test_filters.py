@@ -250,6 +250,22 @@ def test_the_filters_logsource_must_cover_the_rules(tmp_path):
     assert users_alerted(result) == [("lin-1", [2])]
 
 
+
+def test_rules_any_within_no_loaded_rule_is_a_warning(tmp_path):
+    """``rules: any`` whose logsource covers no loaded rule (a misspelt product) suppressed nothing, in silence:
+    warned as a reference to no rule is (an error with --strict)."""
+    rules = write(tmp_path, "rules.yml", rule())
+    typo = write(tmp_path, "mf.yml", spec_filter("any", logsource={"product": "window"}))
+    result = run_cli(["--rule", rules, "--rule", typo], ndjson(EVENTS))
+    assert [line for _, [line] in users_alerted(result)] == [1, 2, 5]
+    [warning] = result.stderr.decode().splitlines()[:-1]
+    assert warning.startswith(f"pipeshell-filter: warning: filter {typo}: ") and "{product: window}" in warning, warning
+    strict = run_cli(["--rule", rules, "--rule", typo, "--strict"], ndjson(EVENTS))
+    assert strict.returncode == 2 and len(strict.stderr.splitlines()) == 1 and b"Traceback" not in strict.stderr
+    covering = write(tmp_path, "mf.yml", spec_filter("any", logsource={"product": "windows"}))
+    result = run_cli(["--rule", rules, "--rule", covering, "--strict"], ndjson(EVENTS))
+    assert [line for _, [line] in users_alerted(result)] == [2, 5] and b"warning" not in result.stderr
+
 def test_a_reference_to_no_loaded_rule_is_a_warning_and_the_rest_applies(tmp_path):
     rules = write(tmp_path, "rules.yml", rule())
     mf = write(tmp_path, "mf.yml", spec_filter([RAR_ID, "no_such_rule"]))

@@ -20,7 +20,8 @@ rule) sees that rule.
   skips in silence a reference to no loaded rule, to a correlation, or to a rule whose
   logsource is not within the filter's; here each is reported (``unapplied``: a warning,
   an error with ``--strict``) and the rest of the filter applies.  ``rules: any`` applies
-  to every detection rule within the filter's logsource (pySigma's extension).
+  to every detection rule within the filter's logsource (pySigma's extension); within none, it
+  is reported alike.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ def apply_filters(rules: list, filters: list, others: Iterable,
     for document in filters:
         if document.rules is None:
             targets = [rule for rule in rules if covers(document.logsource, rule.logsource)]
+            if not targets:  # a misspelt logsource suppressed nothing, in silence
+                unapplied(document, f"filter {document.path}: rules: any, but no loaded rule is within its "
+                                    f"logsource {_logsource(document.logsource)}; applied to none")
         else:
             targets = []
             for written in document.rules:
