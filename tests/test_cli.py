@@ -209,6 +209,10 @@ def test_final_line_without_newline_and_crlf():
 @pytest.mark.parametrize("args, message", [
     (["--emit", "everything"], "--emit"),
     (["--lateness", "-1"], "--lateness"),
+    # float() reads Python's 1_0 as 10 and other scripts' digits: no number of seconds the README writes
+    (["--lateness", "1_0"], "'1_0' is not a number of seconds"),
+    (["--max-skew", "\u0661"], "is not a number of seconds"),
+    (["--idle", "abc"], "'abc' is not a number of seconds"),
     (["--no-such-option"], "--no-such-option"),
     (["--rule", "/nonexistent/rule.yml"], "/nonexistent/rule.yml"),
     (["--input", "/nonexistent/events.ndjson"], "/nonexistent/events.ndjson"),

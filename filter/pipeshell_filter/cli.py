@@ -328,6 +328,20 @@ def declares(resolver: FieldResolver) -> bool:
     return given or any(p.service or p.category or any(f != "product" for f, _ in p.reads) for p in resolver.profiles)
 
 
+def seconds_value(value) -> float:
+    """A ``SECONDS`` option's number as the README writes them (``90``, ``1.5``, ``1e3``): ``float()`` alone
+    also read Python's ``1_0`` as 10 and other scripts' digits (``١``)."""
+    try:
+        if isinstance(value, str) and ("_" in value or not value.isascii()):
+            raise ValueError
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number of seconds") from None
+
+
+SECONDS = {"metavar": "SECONDS", "parser": seconds_value}  # how every option in seconds is read
+
+
 @app.callback(invoke_without_command=True)
 def run(
     ctx: typer.Context,
@@ -336,12 +350,12 @@ def run(
                               "(enriched) and alerts; all: every input line, enriched where matched, plus alerts."),
     join: Optional[Join] = typer.Option(None, "--join", help=_JOIN_HELP + " Default: window for the built-in rule, "
                                         "event for --rule."),
-    lateness: float = typer.Option(60.0, "--lateness", metavar="SECONDS",
+    lateness: float = typer.Option(60.0, "--lateness", **SECONDS,
                                    help="How far behind the newest event time an event may arrive and still be on "
                                    "time."),
     time_field: Optional[str] = typer.Option(None, "--time-field", metavar="PATH",
                                              help="Dotted path of the event time, overriding the detected one."),
-    max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="How far a source's events may "
+    max_skew: float = typer.Option(300.0, "--max-skew", **SECONDS, help="How far a source's events may "
                                    "run ahead of the others (or of the wall clock, on live input) before they are "
                                    "suspect: they never move the watermark when the input pauses; on live input, "
                                    "one that far past the wall clock never moves it."),
@@ -353,7 +367,7 @@ def run(
     field_map: Optional[List[str]] = typer.Option(None, "--field-map", metavar="FILE",
                                                   help="Your own field-resolution table (YAML/JSON), tried first, "
                                                   "or a pySigma processing pipeline's YAML (its field renames)."),
-    idle: float = typer.Option(2.0, "--idle", metavar="SECONDS", help="On live input, after this long with no newer "
+    idle: float = typer.Option(2.0, "--idle", **SECONDS, help="On live input, after this long with no newer "
                                "event time the watermark follows the wall clock (0: never)."),
     max_line: int = typer.Option(DEFAULT_MAX_LINE, "--max-line-bytes", metavar="BYTES",
                                  help="Longer lines are passed on uninspected."),
@@ -403,7 +417,7 @@ def run(
                                         "this file across restarts: restored at start, saved every "
                                         "--state-interval, on SIGTERM, SIGHUP or Ctrl-C and at end of input, which "
                                         "becomes a pause (windows stay open for the next run); events are taken once."),
-    state_interval: float = typer.Option(10.0, "--state-interval", metavar="SECONDS",
+    state_interval: float = typer.Option(10.0, "--state-interval", **SECONDS,
                                          help="With --state, snapshot this often (0: only on a signal and at "
                                          "the end)."),
     state_reset: bool = typer.Option(False, "--state-reset", help="With --state, discard the saved state "
@@ -413,14 +427,14 @@ def run(
                                    "of input; keep: they stay in the state and the next run alerts when its "
                                    "watermark passes them, as one run would have (for a shipper that stops reading "
                                    "when it is stopped: Fluent Bit's exec input)."),
-    heartbeat: float = typer.Option(5.0, "--heartbeat", metavar="SECONDS", help="With --stage match: write a "
+    heartbeat: float = typer.Option(5.0, "--heartbeat", **SECONDS, help="With --stage match: write a "
                                     "heartbeat record (the agent's time) each time the input's event time moved "
                                     "this far, and this often while live input waits, so that a correlate stage "
                                     "fed by many agents moves on when nothing matches (0: none)."),
     agent: Optional[str] = typer.Option(None, "--agent", metavar="NAME", help="With --stage match: this "
                                         "agent's name in heartbeats (default: the host name). Each match "
                                         "process feeding one correlate stage needs its own."),
-    agent_idle: float = typer.Option(60.0, "--agent-idle", metavar="SECONDS", help="With --stage correlate: "
+    agent_idle: float = typer.Option(60.0, "--agent-idle", **SECONDS, help="With --stage correlate: "
                                      "an agent that sent nothing for this long no longer holds the fleet's "
                                      "time back."),
     agents: int = typer.Option(0, "--agents", metavar="N", help="With --stage correlate: the fleet's time "
@@ -445,7 +459,7 @@ def run(
                                    "correlate processes share the rules that group by fields."),
     partition: int = typer.Option(0, "--partition", metavar="P", help="With --stage correlate --nats: the "
                                   "partition this process owns (0 also owns every rule that cannot be split)."),
-    stats_interval: float = typer.Option(0.0, "--stats-interval", metavar="SECONDS", help="Write a stats record "
+    stats_interval: float = typer.Option(0.0, "--stats-interval", **SECONDS, help="Write a stats record "
                                          "(event.kind metric: lines, matches, alerts, diagnostics, sources with a "
                                          "wrong clock, events held, the rules that matched most) this often, and at "
                                          "the end (0: never)."),
@@ -1223,12 +1237,12 @@ def explain(
                                        "events, read as the filter reads them; correlate: it holds a match stage's "
                                        "Detection and heartbeat records (what --stage match writes, or a "
                                        "correlator reads from NATS), read as --stage correlate reads them."),
-    lateness: float = typer.Option(60.0, "--lateness", metavar="SECONDS", help="With --events: as for filtering."),
-    max_skew: float = typer.Option(300.0, "--max-skew", metavar="SECONDS", help="With --events: as for filtering."),
+    lateness: float = typer.Option(60.0, "--lateness", **SECONDS, help="With --events: as for filtering."),
+    max_skew: float = typer.Option(300.0, "--max-skew", **SECONDS, help="With --events: as for filtering."),
     early_alerts: bool = typer.Option(False, "--early-alerts", help="With --events: as for filtering."),
     from_: Optional[str] = typer.Option(None, "--from", metavar="TIME", help="With --events: as for filtering."),
     to: Optional[str] = typer.Option(None, "--to", metavar="TIME", help="With --events: as for filtering."),
-    agent_idle: float = typer.Option(60.0, "--agent-idle", metavar="SECONDS",
+    agent_idle: float = typer.Option(60.0, "--agent-idle", **SECONDS,
                                      help="With --events --stage correlate: as for filtering."),
     agents: int = typer.Option(0, "--agents", metavar="N", help="With --events --stage correlate: as for filtering."),
     max_line: int = typer.Option(DEFAULT_MAX_LINE, "--max-line-bytes", metavar="BYTES",
@@ -1384,7 +1398,7 @@ def run_unit(
     ship: Optional[str] = typer.Option(None, "--ship", metavar="CMD", help="The shipper: a command line that "
                                        "reads the filter's output on its stdin. Without it, the filter writes to "
                                        "this command's stdout."),
-    grace: float = typer.Option(30.0, "--grace", metavar="SECONDS", help="Once the chain is stopping (a signal, "
+    grace: float = typer.Option(30.0, "--grace", **SECONDS, help="Once the chain is stopping (a signal, "
                                 "or a member that ended), how long the members have to drain and exit; then the "
                                 "first one still running is killed, and each later one 5 s after the one before."),
     options: Optional[List[str]] = typer.Argument(None, metavar="-- [FILTER OPTIONS]...",
