@@ -528,3 +528,66 @@ def test_a_renaming_item_with_a_key_pysigma_does_not_take_is_refused_as_pysigma_
     for refused_text, key in ((text, "rule_condition"), (misspelt, "categroy"), (listed, "must be string")):
         with pytest.raises(Exception, match=key):
             pipeline_module.ProcessingPipeline.from_yaml(refused_text)
+
+
+# A prefix for some fields only, named in its field name conditions and by no mapping (a common way to move
+# the event data of a few fields under the collector's root).
+PREFIX_FOR_NAMED_FIELDS = """\
+name: a prefix for the fields its conditions name
+transformations:
+  - id: eventid
+    type: field_name_mapping
+    mapping: {EventID: event.code}
+  - id: event_data
+    type: field_name_prefix
+    prefix: "winlog.event_data."
+    field_name_conditions:
+      - type: include_fields
+        fields: [Image, CommandLine]
+  - id: not_these
+    type: field_name_prefix
+    prefix: "other."
+    field_name_conditions:
+      - type: exclude_fields
+        fields: [EventID, event.code, User, winlog.event_data.Image, winlog.event_data.CommandLine]
+"""
+
+
+def test_a_prefix_for_fields_its_conditions_name_reads_them_there(tmp_path):
+    """pySigma reads the Image of ``include_fields: [Image]`` under the prefix, and an excluded User as written.
+    A field no mapping named was judged as one unnamed field, which include_fields never lists: the prefix was
+    dropped without a word and the Image of every event missed."""
+    conversion = convert(yaml.safe_load(PREFIX_FOR_NAMED_FIELDS), "p.yml")
+    assert conversion.fields["Image"] == ["winlog.event_data.Image"]
+    assert conversion.fields["CommandLine"] == ["winlog.event_data.CommandLine"]
+    assert conversion.fields["User"] == ["User"]  # excluded from the other prefix: as written, not other.User
+    assert conversion.roots == ["other"]  # every other field: other.<field>
+    rule = _write(tmp_path, "title: t\nlogsource: {product: windows, category: process_creation}\ndetection:\n"
+                            "  sel: {EventID: 1, Image|endswith: x.exe, User: bob, ParentImage: p.exe}\n"
+                            "  condition: sel\n", "rule.yml")
+    pipeline = _write(tmp_path, PREFIX_FOR_NAMED_FIELDS)
+    event = {"event": {"code": 1}, "winlog": {"event_data": {"Image": "c:\\x.exe"}}, "User": "bob",
+             "other": {"ParentImage": "p.exe"}}
+    result = run_cli_here(["--rule", rule, "--field-map", pipeline, "--quiet"], json.dumps(event).encode() + b"\n")
+    assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
+    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
+    rule_module = pytest.importorskip("sigma.rule")
+    theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
+    pipeline_module.ProcessingPipeline.from_yaml(PREFIX_FOR_NAMED_FIELDS).apply(theirs)
+    assert [item.field for item in theirs.detection.detections["sel"].detection_items] == \
+        ["event.code", "winlog.event_data.Image", "User", "other.ParentImage"]
+
+
+def test_a_prefix_for_field_patterns_reads_unnamed_fields_under_it_and_says_so():
+    """A pattern cannot be judged on the fields no item names (the rules' fields are not known at load): the
+    prefix is taken for them, after the name as written (a path more, never a field lost), and said."""
+    items = [{"id": "ed", "type": "field_name_prefix", "prefix": "winlog.event_data.",
+              "field_name_conditions": [{"type": "include_fields", "mode": "re", "fields": ["Image|Command"]}]}]
+    conversion = convert({"transformations": items}, "p.yml")
+    assert conversion.roots == ["winlog.event_data"]
+    assert any(note.startswith("field_name_prefix ed holds for field names matching its patterns") and
+               "under the prefix" in note for note in conversion.notes), conversion.notes
+    items[0]["field_name_conditions"][0]["mode"] = "plain"  # a list: exactly the fields it names
+    conversion = convert({"transformations": items}, "p.yml")
+    assert conversion.roots == [] and conversion.fields == {"Image|Command": ["winlog.event_data.Image|Command"]}
+    assert conversion.notes == []

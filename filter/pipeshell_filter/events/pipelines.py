@@ -106,6 +106,8 @@ class _Item:
         self.id = ident if isinstance(ident, str) else None
         self.context = None  # set by _read_context
         self.field_test: Optional[Callable] = None  # set by _read_field_test (renaming items)
+        self.condition_names: tuple = ()  # the names its plain include/exclude_fields list (_read_field_test)
+        self.guessed = False  # it prefixed the fields the pipeline does not name, though its patterns may not hold
         self.unread = None  # why the item cannot be honoured, if it cannot
         self.mapping: dict = {}  # a renaming item's, read once
         self.prefix = ""
@@ -169,12 +171,14 @@ def _read_context(item: _Item, contexts_by_id: dict):
 
 
 def _read_field_test(item: _Item) -> Optional[Callable]:
-    """``test(name, applied_ids) -> bool``: whether the item renames a field now called ``name`` that the
-    items ``applied_ids`` renamed; None when its field conditions are of a kind not read here."""
+    """``test(name, applied_ids) -> bool or None``: whether the item renames a field now called ``name`` that the
+    items ``applied_ids`` renamed; None when its field conditions are of a kind not read here.  ``name`` None is
+    a field the pipeline does not name (a prefix's): no name a plain list gives (those are named, ``_merge``), and
+    a pattern's verdict on it unknown (the test then gives None)."""
     conditions = _conditions(item, "field_name_conditions")
     if item.raw.get("field_name_cond_expr"):
         return None
-    tests = []
+    tests, listed = [], []
     for condition in conditions:
         kind = condition["type"]
         if kind in ("include_fields", "exclude_fields"):
@@ -184,22 +188,40 @@ def _read_field_test(item: _Item) -> Optional[Callable]:
                 raise PipelineError(f"{item.where}: {kind} needs 'fields', a list of names (mode plain or re)")
             if mode == "re":  # matched from the name's start, as pySigma does; on RE2, in linear time
                 patterns = [_field_pattern(n, f"{item.where}: {kind}") for n in names]
-                test = (lambda name, _, patterns=patterns: any(p.match(name) for p in patterns))
+                test = (lambda name, _, patterns=patterns:
+                        None if name is None else any(p.match(name) for p in patterns))
             else:
+                listed += names
                 test = (lambda name, _, names=frozenset(names): name in names)
             if kind == "exclude_fields":
-                test = (lambda name, applied, inner=test: not inner(name, applied))
+                test = (lambda name, applied, inner=test: _not(inner(name, applied)))
             tests.append(test)
         elif kind == "processing_item_applied":
             tests.append(lambda _, applied, ident=_item_id(item, condition): ident in applied)
         else:
             return None
+    item.condition_names = tuple(dict.fromkeys(listed))
     # pySigma links with any for 'or', with all for 'and' and for anything else (its default)
-    link = any if item.raw.get("field_name_cond_op") == "or" else all
+    link = _any if item.raw.get("field_name_cond_op") == "or" else _all
     negate = bool(item.raw.get("field_name_cond_not"))
     if not tests:
         return lambda name, applied: True
-    return lambda name, applied: link(t(name, applied) for t in tests) != negate
+    if negate:
+        return lambda name, applied: _not(link([t(name, applied) for t in tests]))
+    return lambda name, applied: link([t(name, applied) for t in tests])
+
+
+# Three-valued logic for the tests: None is "depends on the name", for a field the pipeline does not name.
+def _not(value: Optional[bool]) -> Optional[bool]:
+    return None if value is None else not value
+
+
+def _all(values: list) -> Optional[bool]:
+    return False if False in values else None if None in values else True
+
+
+def _any(values: list) -> Optional[bool]:
+    return True if True in values else None if None in values else False
 
 
 def _regex_options() -> "re2.Options":
@@ -252,15 +274,14 @@ _MOST_CONTEXTS = 10_000
 # tried on every event the field is read from, so a field with more is no map a run can use).
 MOST_NAMES = 256
 
-_UNNAMED = "Field"  # a field the pipeline does not name, as its field conditions see it: a plain Sigma name
-
-
 def _rename(item: _Item, names: list, renamed_by: set, unnamed: bool) -> list:
     """The names a field called ``names`` has after ``item`` (pySigma's order: each name on its own)."""
     result = []
     for name in names:
-        shown = _UNNAMED if unnamed else name
-        if not item.field_test(shown, renamed_by):
+        holds = item.field_test(None if unnamed else name, renamed_by)
+        if holds is None:  # a pattern on a name not known here: the prefix is taken, after the name as written
+            item.guessed = True
+        elif not holds:
             result.append(name)
             continue
         if item.kind == "field_name_prefix":
@@ -408,7 +429,10 @@ class Conversion:
         unconditioned = frozenset() not in contexts  # a rule no item's conditions hold for: its fields as named
         if unconditioned:
             contexts.append(frozenset())
-        named = list(dict.fromkeys(k for i in renaming if i.kind != "field_name_prefix" for k in i.mapping))
+        # the fields the items name: a mapping's, and those a prefix's plain field conditions list (the prefix
+        # holds for them alone, or for all but them), each run as its own field, as pySigma runs it
+        named = list(dict.fromkeys([k for i in renaming if i.kind != "field_name_prefix" for k in i.mapping]
+                                   + [n for i in renaming if i.kind == "field_name_prefix" for n in i.condition_names]))
         if len(contexts) * len(named) * len(renaming) > _MOST_STEPS:
             raise PipelineError(f"{self.source}: too large to read: {len(renaming)} renaming items over "
                                 f"{len(contexts)} sets of rule conditions and {len(named)} fields")
@@ -450,6 +474,11 @@ class Conversion:
             self.notes.append(f"mapped differently under different rule conditions, so read from each of their paths "
                               f"in the file's order, the first present: {_short(differing, 12)}")
         unnamed_prefix = [i for i in renaming if i.kind == "field_name_prefix_mapping"]
+        guessed = [i for i in renaming if i.guessed]
+        if guessed:
+            self.notes.append(f"field_name_prefix {_short(i.id or i.position + 1 for i in guessed)} holds for field "
+                              "names matching its patterns: a field the pipeline does not name is read as named, "
+                              "then under the prefix, whatever its name")
         if unnamed_prefix:
             self.notes.append("field_name_prefix_mapping renames only the fields the pipeline names here; any other "
                               f"field starting with {_short(k for i in unnamed_prefix for k in i.mapping)} "
