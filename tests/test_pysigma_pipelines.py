@@ -591,3 +591,45 @@ def test_a_prefix_for_field_patterns_reads_unnamed_fields_under_it_and_says_so()
     conversion = convert({"transformations": items}, "p.yml")
     assert conversion.roots == [] and conversion.fields == {"Image|Command": ["winlog.event_data.Image|Command"]}
     assert conversion.notes == []
+
+
+# Items for a few categories at once (rule_cond_op: or), as pySigma's community pipelines write them, and an item
+# for the product: a windows process_creation rule gets both, in turn.
+ANY_OF_CATEGORIES = """\
+name: an item for any of two categories, then one for the product
+transformations:
+  - id: process_fields
+    type: field_name_mapping
+    mapping: {Image: process.executable}
+    rule_cond_op: or
+    rule_conditions:
+      - {type: logsource, category: process_creation}
+      - {type: logsource, category: network_connection}
+  - id: under_winlog
+    type: field_name_prefix
+    prefix: "winlog."
+    rule_conditions: [{type: logsource, product: windows}]
+"""
+
+
+def test_an_item_for_any_of_several_logsources_meets_the_items_of_each(tmp_path):
+    """pySigma reads a windows process_creation rule's Image at winlog.process.executable.  Items whose logsource
+    conditions were linked with ``or`` were run in a context of their own, apart from the product's item: that
+    path was never read, and every event laid out so missed."""
+    conversion = convert(yaml.safe_load(ANY_OF_CATEGORIES), "p.yml")
+    assert "winlog.process.executable" in conversion.fields["Image"]
+    rule = _write(tmp_path, "title: t\nlogsource: {product: windows, category: process_creation}\ndetection:\n"
+                            "  sel: {Image: x.exe, CommandLine: y}\n  condition: sel\n", "rule.yml")
+    event = json.dumps({"winlog": {"process": {"executable": "x.exe"}, "CommandLine": "y"}}).encode() + b"\n"
+    result = run_cli_here(["--rule", rule, "--field-map", _write(tmp_path, ANY_OF_CATEGORIES), "--quiet"], event)
+    assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
+    misspelt = ANY_OF_CATEGORIES.replace("{type: logsource, category: network_connection}",
+                                         "{type: logsource, categroy: network_connection}")
+    with pytest.raises(PipelineError, match="a logsource condition takes no key 'categroy'"):
+        convert(yaml.safe_load(misspelt), "p.yml")
+    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
+    rule_module = pytest.importorskip("sigma.rule")
+    theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
+    pipeline_module.ProcessingPipeline.from_yaml(ANY_OF_CATEGORIES).apply(theirs)
+    assert [item.field for item in theirs.detection.detections["sel"].detection_items] == \
+        ["winlog.process.executable", "winlog.CommandLine"]

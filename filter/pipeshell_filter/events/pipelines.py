@@ -129,9 +129,42 @@ def _item_id(item: _Item, condition: dict) -> str:
     return ident
 
 
+class _AnyOf(tuple):
+    """The context of an item whose rule conditions are logsources linked with ``or``: each one (a frozenset
+    of (key, value)) is a logsource the item applies to."""
+
+
+def _logsource(item: _Item, condition: dict, into: dict) -> bool:
+    """Adds a logsource condition's (key, value) pairs to ``into``; False when one contradicts it (two
+    products at once: no rule has them)."""
+    unknown = [str(key) for key in condition if key not in ("type", "product", "category", "service")]
+    if unknown:  # pySigma refuses them; read here, a misspelt category held for every rule
+        raise PipelineError(f"{item.where}: a logsource condition takes no key {_short(map(repr, unknown))}")
+    consistent = True
+    for key in ("product", "category", "service"):
+        value = condition.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):  # a list was a logsource no rule has, as pySigma refuses it
+            raise PipelineError(f"{item.where}: a logsource condition's {key} must be text, not "
+                                f"{type(value).__name__}")
+        if into.get(key, value) != value:
+            consistent = False
+        into[key] = value
+    return consistent
+
+
+def _holds_in(item_context, context: frozenset) -> bool:
+    """Whether an item of ``item_context`` applies to every rule of the logsource ``context``."""
+    if isinstance(item_context, _AnyOf):
+        return any(alternative <= context for alternative in item_context)
+    return isinstance(item_context, frozenset) and item_context <= context
+
+
 def _read_context(item: _Item, contexts_by_id: dict):
-    """The item's context: the frozenset of logsource (key, value) its rule conditions require, or
-    ("rule", position) when they ask more of a rule than its logsource (a tag, a level, a value)."""
+    """The item's context: the frozenset of logsource (key, value) its rule conditions require, an ``_AnyOf``
+    such frozensets when they are logsources linked with ``or``, or ("rule", position) when they ask more of
+    a rule than its logsource (a tag, a level, a value)."""
     opaque = ("rule", item.position)
     conditions = _conditions(item, "rule_conditions")
     if item.raw.get("detection_item_conditions"):
@@ -139,33 +172,33 @@ def _read_context(item: _Item, contexts_by_id: dict):
         return opaque
     if not conditions:
         return frozenset()
-    if item.raw.get("rule_cond_expr") or item.raw.get("rule_cond_not") or \
-            (item.raw.get("rule_cond_op") == "or" and len(conditions) > 1):
+    if item.raw.get("rule_cond_expr") or item.raw.get("rule_cond_not"):
         return opaque
+    if item.raw.get("rule_cond_op") == "or" and len(conditions) > 1:
+        # several logsources, any of them (pySigma's community pipelines name a few categories so): each is
+        # a context of its own, where the items of its logsource apply too
+        if any(condition["type"] != "logsource" for condition in conditions):
+            return opaque
+        alternatives = []
+        for condition in conditions:
+            logsource = {}
+            if _logsource(item, condition, logsource):
+                alternatives.append(frozenset(logsource.items()))
+        if frozenset() in alternatives:
+            return frozenset()
+        return _AnyOf(dict.fromkeys(alternatives)) if alternatives else opaque
     logsource, after = {}, []
     for condition in conditions:
         if condition["type"] == "logsource":
-            unknown = [str(key) for key in condition if key not in ("type", "product", "category", "service")]
-            if unknown:  # pySigma refuses them; read here, a misspelt category held for every rule
-                raise PipelineError(f"{item.where}: a logsource condition takes no key {_short(map(repr, unknown))}")
-            for key in ("product", "category", "service"):
-                value = condition.get(key)
-                if value is None:
-                    continue
-                if not isinstance(value, str):  # a list was a logsource no rule has, as pySigma refuses it
-                    raise PipelineError(f"{item.where}: a logsource condition's {key} must be text, not "
-                                        f"{type(value).__name__}")
-                if logsource.get(key, value) != value:
-                    return opaque  # two logsources at once: the item applies to no rule
-                logsource[key] = value
+            if not _logsource(item, condition, logsource):
+                return opaque  # two logsources at once: the item applies to no rule
         elif condition["type"] == "processing_item_applied":
             after.append(_item_id(item, condition))
         else:
             return opaque
-    context = frozenset((k, str(v)) for k, v in logsource.items())
+    context = frozenset(logsource.items())
     for ident in after:  # an item applied to every rule of this context says nothing more
-        earlier = contexts_by_id.get(ident)
-        if not isinstance(earlier, frozenset) or not earlier <= context:
+        if not _holds_in(contexts_by_id.get(ident), context):
             return opaque
     return context
 
@@ -304,8 +337,8 @@ def _rename(item: _Item, names: list, renamed_by: set, unnamed: bool) -> list:
 
 
 def _applies(item_context, context) -> bool:
-    if isinstance(item_context, frozenset) and isinstance(context, frozenset):
-        return item_context <= context
+    if isinstance(context, frozenset):
+        return _holds_in(item_context, context)
     return item_context == context or item_context == frozenset()
 
 
@@ -425,7 +458,8 @@ class Conversion:
 
     def _merge(self, renaming: list):
         """Run the renaming items in each context; per field, its names in every context, in the file's order."""
-        contexts = self._with_unions(list(dict.fromkeys(i.context for i in renaming)))
+        contexts = self._with_unions(list(dict.fromkeys(
+            c for i in renaming for c in (i.context if isinstance(i.context, _AnyOf) else (i.context,)))))
         unconditioned = frozenset() not in contexts  # a rule no item's conditions hold for: its fields as named
         if unconditioned:
             contexts.append(frozenset())
