@@ -495,7 +495,8 @@ class Conversion:
             if prefix and prefix.endswith(".") and ".." not in prefix and not prefix.startswith("."):
                 roots.append(prefix[:-1])
             elif prefix:
-                self.notes.append(f"the prefix {prefix!r} is not a path (it must end in '.'): fields the pipeline "
+                self.notes.append(f"the prefix {prefix!r} is not a path (a dotted path ending in '.', as "
+                                  f"'winlog.event_data.'): fields the pipeline "
                                   "does not name are read as named, without it")
         if unconditioned:  # the fields as named: a fallback, after every mapped path, said nowhere
             as_named = {field: seen.pop() for field, seen in per_field.items()}
