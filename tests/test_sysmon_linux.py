@@ -121,6 +121,41 @@ def test_a_hand_written_rule_matches_values_escaped_as_entities(tmp_path):
         assert [a["sigma"]["events"][0]["line"] for a in alerts(result.stdout)] == [1], (extra, result.stdout)
 
 
+def test_control_characters_pugixml_writes_as_references_are_read_not_refused(tmp_path):
+    """Sysmon for Linux writes its XML with pugixml, which spells a C0 control character of a value as a
+    decimal reference (``&#27;``): XML 1.0 has no such character, so expat refused the whole event, and a
+    command line given an ESC or \\x01 slipped past every linux rule."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(HAND_RULE.replace("a&b<c>", "/tmp/a.sh"))
+    sneaky = {"log": syslog_line(sysmon_xml("curl -o /tmp/a.sh&#01; &#27;[0m", image_xml="/usr/bin/curl"))}
+    for extra in ([], ["--no-prefilter"]):
+        result = run_cli(["--rule", str(rule), "--emit", "alerts", *extra], ndjson(sneaky))
+        assert result.returncode == 0 and b"not read" not in result.stderr, result.stderr
+        assert len(alerts(result.stdout)) == 1, (extra, result.stdout)
+
+
+@given(st.text(st.characters(max_codepoint=0xE040, exclude_categories=["Cs"]), max_size=12),
+       st.lists(st.integers(0, 2), max_size=12))
+@example("\x01\ue000\ue001", [1, 1, 1])
+@example("\ue000\x1b\ue000\ue000", [0, 2, 0, 1])
+@example("\x00\ufffe", [0, 0])
+def test_every_character_a_writer_may_put_in_a_value_reads_back_as_itself(value, choices):
+    """A value's characters, each written raw (where XML keeps it as it is), as a decimal reference (pugixml's
+    ``&#NN;``) or a hexadecimal one, read back as written, in text and in an attribute alike."""
+    out = []
+    for ch, how in zip(value, choices + [0] * len(value)):
+        if how == 2:
+            out.append(f"&#x{ord(ch):X};")
+        elif how == 1 or ch in "&<>\"'\t\n\r" or ord(ch) < 32:
+            out.append(f"&#{ord(ch):02d};")
+        else:
+            out.append(ch)
+    written = "".join(out)
+    event = parse_event_xml(f'<Event><System><Computer a="{written}">{written}</Computer></System></Event>')
+    assert event["Event"]["System"]["Computer"] == {"#attributes": {"a": value}, "#text": value} if value else \
+        {"#attributes": {"a": ""}}
+
+
 BILLION_LAUGHS = ('<!DOCTYPE lolz [<!ENTITY lol "lol">' + "".join(
     f'<!ENTITY lol{i} "{("&lol%s;" % (i - 1 if i > 1 else "")) * 10}">' for i in range(1, 10)) + ']>')
 HOSTILE = {

@@ -25,7 +25,8 @@ looked at, so every other line costs one byte search.  The XML is untrusted: a d
 declaration, comment, CDATA section or processing instruction is refused before parsing (no entity
 can be declared, so none can expand), and the parse stops at the first element nested deeper than
 ``MAX_DEPTH`` or past ``MAX_ELEMENTS``.  A refused text is an ``XmlEventProblem``; the record is then
-read as it is.
+read as it is.  A character XML 1.0 cannot hold, raw or as a reference, is no reason to refuse one
+(``_TO_STAND_IN``): pugixml writes a command line's ESC as ``&#27;``.
 
 Why the raw-byte prefilter stays sound.  A value of the event is the text of one element (or one
 attribute), which, with none of the constructs above, is a piece of the JSON-decoded string as it
@@ -60,6 +61,32 @@ MAX_DEPTH = 16  # Event / UserData / <element> / <field>: four deep at most
 MAX_ELEMENTS = 1024  # Sysmon writes about forty, Windows a few dozen
 _FEED = 1 << 14  # characters given to the parser at a time
 _REFUSED = ("<!", "<?")  # a DOCTYPE (entities), a comment or CDATA section, a processing instruction
+
+
+# Characters XML 1.0 cannot hold, which writers put in values all the same: pugixml (Sysmon for Linux's
+# outputxml.cpp) spells a C0 control as ``&#27;``, so an ESC or \\x01 in a command line made expat refuse the
+# whole event, read then by no rule.  When a parse fails, each becomes ``_SHIFT`` and a stand-in (``_STAND_INS``),
+# a ``_SHIFT`` of the text doubled, and the text is parsed again, ``_restored`` turning them back in every text
+# and attribute value.
+_UNWRITABLE = [code for code in range(32) if code not in (9, 10, 13)] + [0xFFFE, 0xFFFF]
+_SHIFT = "\ue000"  # a private-use character: XML holds it, Windows and Sysmon never write it
+_STAND_INS = {code: _SHIFT + chr(0xE001 + at) for at, code in enumerate(_UNWRITABLE)}
+_STAND_INS[ord(_SHIFT)] = _SHIFT + _SHIFT
+_BACK = {stand_in[1]: chr(code) for code, stand_in in _STAND_INS.items()}
+_UNWRITABLE_RAW = "".join(chr(code) for code in _STAND_INS)
+_TO_STAND_IN = re.compile("&#(?:x0*([0-9a-fA-F]{1,6})|0*([0-9]{1,7}));|([" + re.escape(_UNWRITABLE_RAW) + "])")
+_STOOD_IN = re.compile(_SHIFT + "(.)", re.DOTALL)
+
+
+def _stand_in(found) -> str:
+    """The stand-in of a reference to, or a raw, character XML cannot hold; any other reference as written."""
+    hexadecimal, decimal, raw = found.groups()
+    code = ord(raw) if raw else int(hexadecimal, 16) if hexadecimal else int(decimal)
+    return _STAND_INS.get(code, found.group())
+
+
+def _restored(text: str) -> str:
+    return _STOOD_IN.sub(lambda found: _BACK.get(found.group(1), found.group()), text)
 
 
 class XmlEventProblem(ValueError):
@@ -219,26 +246,38 @@ def parse_event_xml(text: str) -> dict:
         if refused in text:
             raise XmlEventProblem("event XML with a DOCTYPE, comment, CDATA section or processing instruction "
                                   "(neither Windows nor Sysmon writes one); not read")
-    builder = _Builder()
-    parser = ElementTree.XMLParser(target=builder)
     try:
-        for at in range(0, len(text), _FEED):  # a problem found stops the parse within a piece
-            parser.feed(text[at:at + _FEED])
-        root = parser.close()
+        root = _parsed(text, None)
     except ElementTree.ParseError as error:
-        raise XmlEventProblem(f"event XML not well-formed ({error}); not read") from None
-    except UnicodeEncodeError:  # a lone surrogate (JSON's ``\\ud800``): the parser takes UTF-8 only
-        raise XmlEventProblem("event XML holding a lone surrogate, which no XML text can; not read") from None
+        stood_in = _TO_STAND_IN.sub(_stand_in, text)  # only now: the search cost a fifth of a parse
+        if stood_in == text:
+            raise XmlEventProblem(f"event XML not well-formed ({error}); not read") from None
+        try:
+            root = _parsed(stood_in, _restored)
+        except ElementTree.ParseError as error:
+            raise XmlEventProblem(f"event XML not well-formed ({error}); not read") from None
     name, value = root
     if name != "Event" or value.__class__ is not dict or value.get("System").__class__ is not dict:
         raise XmlEventProblem("event XML without <Event><System>; not read")
     return {"Event": value}
 
 
+def _parsed(text: str, restored) -> tuple:
+    """The root (name, value) of ``text``, ``restored`` undoing its stand-ins (``_TO_STAND_IN``) if it has them."""
+    parser = ElementTree.XMLParser(target=_Builder(restored))
+    try:
+        for at in range(0, len(text), _FEED):  # a problem found stops the parse within a piece
+            parser.feed(text[at:at + _FEED])
+        return parser.close()
+    except UnicodeEncodeError:  # a lone surrogate (JSON's ``\\ud800``): the parser takes UTF-8 only
+        raise XmlEventProblem("event XML holding a lone surrogate, which no XML text can; not read") from None
+
+
 class _Builder:
     """An ElementTree parser target that builds the evtx form as it goes, in bounded depth."""
 
-    def __init__(self):
+    def __init__(self, restored=None):
+        self.restored = restored  # what undoes the stand-ins of characters XML cannot hold, when there are some
         self.stack = []  # per open element: [name, attributes, children (name, value), texts]
         self.elements = 0
         self.root = None
@@ -249,6 +288,8 @@ class _Builder:
             raise XmlEventProblem(f"event XML nested deeper than {MAX_DEPTH} elements; not read")
         if self.elements > MAX_ELEMENTS:
             raise XmlEventProblem(f"event XML of more than {MAX_ELEMENTS} elements; not read")
+        if self.restored is not None:
+            attributes = {name: self.restored(value) for name, value in attributes.items()}
         self.stack.append([_local(tag), {_local(k): v for k, v in attributes.items()}, [], []])
 
     def data(self, text: str) -> None:
@@ -260,7 +301,7 @@ class _Builder:
         if children:  # text between child elements is layout, not a value
             value = _data_map(children) if name in ("EventData", "UserData") else _object(children)
         else:
-            value = "".join(texts) if texts else None
+            value = ("".join(texts) if self.restored is None else self.restored("".join(texts))) if texts else None
         if attributes:
             value = {"#attributes": attributes, **({} if value is None else {"#text": value}
                                                     if value.__class__ is str else value)}
