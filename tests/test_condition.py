@@ -17,6 +17,7 @@ from pipeshell_filter.sigma.condition import (
     Or,
     Ref,
     _tokenize,
+    conjuncts,
     evaluate,
     expand,
     is_negative,
@@ -559,6 +560,14 @@ def test_top_level_terms():
     assert top_level_terms(node) == (Ref("a"), Or((Ref("b"), Ref("c"))), Not(Ref("d")))
     assert top_level_terms(Ref("a")) == (Ref("a"),)
     assert top_level_terms(expanded("a or b", ["a", "b"])) == (Or((Ref("a"), Ref("b"))),)
+
+
+def test_conjuncts_open_up_every_and_among_the_top_level_terms():
+    names = ["a", "b", "c", "d"]
+    assert conjuncts(expanded("(a and (b and not c)) and (d or a)", names)) == \
+        (Ref("a"), Ref("b"), Not(Ref("c")), Or((Ref("d"), Ref("a"))))
+    assert conjuncts(expanded("not (a and b)", names)) == (Not(And((Ref("a"), Ref("b")))),)
+    assert conjuncts(expanded("all of them and not a", names)) == (*map(Ref, names), Not(Ref("a")))
 
 
 def test_is_negative():

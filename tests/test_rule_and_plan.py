@@ -427,6 +427,19 @@ def test_window_selection_and_not_filter_has_one_term_and_one_filter():
     assert plan.term_mask(frozenset({"filter"})) == 0
 
 
+@pytest.mark.parametrize("condition", ["all of sel_*", "sel_a and sel_b and sel_c", "(sel_a and sel_b and sel_c)",
+                                       "all of sel_* and not f", "(sel_a and sel_b and sel_c) and not f",
+                                       "sel_a and (sel_b and (sel_c and not f))", "not f and all of sel_*"])
+def test_window_terms_are_the_same_however_the_and_is_grouped(condition):
+    """AND is associative: ``all of sel_*`` alone was three terms (three events may meet them), and with
+    ``and not f`` one term (one event had to meet all three), so adding a filter changed what alerts."""
+    detection = {"sel_a": {"EventID": 1}, "sel_b": {"EventID": 2}, "sel_c": {"EventID": 3}, "f": {"User": "x"}}
+    plan = make_plan({**detection, "condition": condition, "timeframe": "5m"}, "window")
+    assert [t.node for t in plan.terms] == [Ref("sel_a"), Ref("sel_b"), Ref("sel_c")]
+    assert plan.filters == ((Not(Ref("f")),) if "not f" in condition else ())
+    assert plan.correlation is not None and len(plan.correlation.rules) == 3
+
+
 def test_window_only_negative_condition_is_one_term():
     plan = make_plan({"filter": {"a": 1}, "condition": "not filter"}, "window")
     assert len(plan.terms) == 1

@@ -15,8 +15,8 @@ from typing import Optional
 import attrs
 
 from ..values import fold
-from .condition import (And, ConditionError, Node, Not, Or, Ref, evaluate, expand, is_negative, references,
-                        top_level_terms)
+from .condition import (And, ConditionError, Node, Not, Or, Ref, conjuncts, evaluate, expand, is_negative,
+                        references, top_level_terms)
 from .correlation import CorrelationSpec, from_legacy
 from . import literals
 from .logsource import LogsourceCheck, LogsourceTable, compile_logsource
@@ -445,8 +445,10 @@ def compile_plan(rule: Rule, join: Optional[str] = None, placeholders: Optional[
     used = references(expression)
     selections = tuple(s for s in selections if s.name in used)
     if join == "window":
-        parts = top_level_terms(expression)
-        original = top_level_terms(rule.condition.expression)
+        # a near rule's terms are its search expression and each near term, as written (its flags say so)
+        terms_of = top_level_terms if rule.near is not None else conjuncts
+        parts = terms_of(expression)
+        original = terms_of(rule.condition.expression)
         labels = [str(o) for o in original] if len(original) == len(parts) else [str(p) for p in parts]
         positive = tuple(Term(label, p) for label, p in zip(labels, parts) if not is_negative(p))
         filters = tuple(p for p in parts if is_negative(p))

@@ -333,6 +333,15 @@ def top_level_terms(node: Node) -> tuple:
     return node.operands if isinstance(node, And) else (node,)
 
 
+def conjuncts(node: Node) -> tuple:
+    """The operands of a top-level AND, an AND among them opened up in place (AND being associative,
+    ``(a and b) and not f`` and ``all of x* and not f`` are ``a and b and not f``): the terms of a window
+    join, the same however the AND is grouped."""
+    if not isinstance(node, And):
+        return (node,)
+    return tuple(term for operand in node.operands for term in conjuncts(operand))
+
+
 def references(node: Node) -> set:
     """Every selection name the (expanded) tree refers to."""
     if isinstance(node, Ref):
