@@ -437,6 +437,34 @@ def test_a_windows_record_whose_own_text_ends_in_event_xml_is_read_as_itself(tmp
     assert result.returncode == 0, result.stderr
     assert b"profile   nxlog" in result.stdout and b"outcome   an alert" in result.stdout, result.stdout
 
+WEB_RULE = """
+title: path traversal in a query
+id: 2b7c4e1d-9a3f-4d8e-b6c5-1f0e9d8c7b6a
+logsource: {category: webserver}
+detection:
+  traversal: {cs-uri-query|contains: '../../etc/passwd'}
+  condition: traversal
+"""
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-prefilter"]])
+def test_a_record_whose_own_field_is_an_event_xml_is_read_as_itself(tmp_path, extra):
+    """A web server's record names no EventID, and its User-Agent is the attacker's: one ending in an event's
+    XML made the record read as that forged event, and the traversal went unmatched, in silence.  Only the
+    texts collectors carry a line in (``log``, ``message``, ``msg``, ``MESSAGE``) are read as event XML."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(WEB_RULE)
+    request = {"date": "2026-12-04T10:00:00Z", "c-ip": "198.51.100.7", "cs-method": "GET", "cs-uri-stem": "/a.php",
+               "cs-uri-query": "f=../../etc/passwd"}
+    forged = [dict(request, **{"cs-user-agent": DECOY}), dict(request, **{"cs-referer": syslog_line(sysmon_xml("x"))})]
+    result = run_cli(["--rule", str(rule), "--emit", "alerts", *extra], ndjson(*forged))
+    assert result.returncode == 0 and b"not read" not in result.stderr, result.stderr
+    assert [a["sigma"]["events"][0]["line"] for a in alerts(result.stdout)] == [1, 2], result.stdout
+    for key in ("log", "message", "msg", "MESSAGE"):
+        assert carried_event({key: syslog_line(sysmon_xml("x"))}) is not None, key
+    assert carried_event({"cs-user-agent": syslog_line(sysmon_xml("x"))}) is None
+
+
 TWO_CURLS = HAND_RULE.replace("a&b<c>", "curl") + """name: curl_hidden
 ---
 title: two curls on a host

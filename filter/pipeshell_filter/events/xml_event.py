@@ -169,7 +169,8 @@ def carried_event(event: dict, resolver: Optional[FieldResolver] = None) -> Opti
     before it is the collector's), as the ``evtx`` profile reads it; None when no text holds one (an
     ``<Event`` with no ``<System`` after it, in a web log's URL say, is no event's XML: read as it is).
     A text ``System`` is Fluent Bit's ``Render_Event_As_XML``: only it is looked at, and the record's
-    ``Message`` goes with its event (``rendered_event``).  A record that names an EventID of its own, as
+    ``Message`` goes with its event (``rendered_event``); else only the texts collectors carry a line in
+    (``CARRIERS``).  A record that names an EventID of its own, as
     ``resolver`` (by default the built-in shapes') reads it, is an event itself (``FieldResolver.own_event``):
     its other texts are its data, never read as an event's XML.
     Only for a line that ``carries_xml``.  XmlEventProblem when the text is not XML the filter reads."""
@@ -180,12 +181,20 @@ def carried_event(event: dict, resolver: Optional[FieldResolver] = None) -> Opti
         return rendered_event(event, system)
     if (resolver or _builtin_resolver()).own_event(event):
         return None
-    for value in event.values():
+    for key in CARRIERS:
+        value = event.get(key)
         if value.__class__ is str:
             found = event_in_text(value)
             if found is not None:
                 return found
     return None
+
+
+# The texts collectors carry a line in: Fluent Bit's tail ``log``; Vector's file source, syslog parsers,
+# Filebeat, Logstash ``message``; rsyslog's JSON templates ``msg``; journald ``MESSAGE``.  Any other text
+# is the record's own data, which an attacker may write: a web server's User-Agent ending in an event's XML
+# made the record read as that forged event, and its request went unmatched.
+CARRIERS = ("log", "message", "msg", "MESSAGE")
 
 
 _BUILTIN = []  # the built-in shapes' resolver, made on first need
