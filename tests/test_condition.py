@@ -238,6 +238,18 @@ def test_the_pattern_budget_counts_each_piece_of_a_pattern_tested():
     assert len(references(expanded(" or ".join(f"1 of *sel_{i}_*" for i in range(100)), many))) == 100
 
 
+def test_patterns_over_long_names_are_bounded_by_the_text_scanned_and_expanded():
+    """Patterns that each name one selection of a long name: 20,000 of them and a name of 4 MB (a 4 MB rule)
+    scanned the name 20,000 times for a minute, then labelled the plan with an 80 GB text: a MemoryError."""
+    long_name = "a" * 400_000 + "".join(f"b{i}" for i in range(200))
+    with pytest.raises(ConditionError, match="MiB of selection names"):
+        expanded(" or ".join(f"1 of *b{i}*" for i in range(100)), [long_name])
+    short = "s" + "".join(f"b{i}" for i in range(600))
+    with pytest.raises(ConditionError, match="too many distinct 'x of' patterns"):
+        expanded(" or ".join(f"1 of *b{i}*" for i in range(600)), ["a" * 200_000 + str(i) for i in range(10)] + [short])
+    assert expanded(" or ".join(f"1 of *b{i}*" for i in range(20)), [long_name]) == Or((Ref(long_name),) * 20)
+
+
 def test_one_of_them_excludes_underscore_names():
     names = ["sel", "_internal", "filter", "_x"]
     assert expanded("1 of them", names) == Or((Ref("sel"), Ref("filter")))

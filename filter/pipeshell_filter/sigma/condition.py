@@ -105,6 +105,12 @@ MAX_DEPTH = 100
 # per test, 1,000 patterns of 1,000 pieces against 1,000 names took a minute at start-up).
 MAX_TERMS = 100_000
 MAX_NAME_TESTS = 1_000_000
+# The names those references spell, in all: a plan is labelled with its expanded condition's text, and
+# 20,000 patterns naming one selection of 4 MB (a 4 MB rule) made that text 80 GB (a MemoryError traceback).
+MAX_EXPANDED_CHARS = 1 << 25
+# Characters of the names one test of a pattern costs as much as one of its pieces: the names' text is
+# scanned (``str.find``, in C) once per distinct pattern, 20,000 patterns over a 4 MB name took a minute.
+_CHARS_PER_TEST = 1000
 
 
 def _short(text: str) -> str:
@@ -286,17 +292,17 @@ def expand(node: Node, names: Iterable[str]) -> Node:
 
     ``them`` covers every name not starting with an underscore.  A pattern that
     matches nothing, or a reference to an undefined name, is an error; so is a
-    condition that expands to more than ``MAX_TERMS`` references.
+    condition that expands to more than ``MAX_TERMS`` references or ``MAX_EXPANDED_CHARS`` of names.
     """
     names = list(names)
-    return _expand(node, names, set(names), {}, [MAX_TERMS, MAX_NAME_TESTS])
+    return _expand(node, names, set(names), {}, [MAX_TERMS, MAX_NAME_TESTS, MAX_EXPANDED_CHARS])
 
 
 def _expand(node: Node, names: list, known: set, patterns: dict, left: list) -> Node:
     if isinstance(node, Ref):
         if node.name not in known:
             raise ConditionError(f"condition refers to undefined selection {_short(node.name)}")
-        _spend(left, 1)
+        _spend(left, (node,))
         return node
     if isinstance(node, Not):
         return Not(_expand(node.operand, names, known, patterns, left))
@@ -307,7 +313,7 @@ def _expand(node: Node, names: list, known: set, patterns: dict, left: list) -> 
         if node.pattern == "them":
             matched = [n for n in names if not n.startswith("_")]
         else:
-            left[1] -= len(names) * (node.pattern.count("*") + 1)
+            left[1] -= len(names) * (node.pattern.count("*") + 1) + sum(map(len, names)) // _CHARS_PER_TEST
             if left[1] < 0:
                 raise ConditionError(f"condition has too many distinct 'x of' patterns for {len(names)} selections")
             hidden = not node.pattern.startswith("_")  # '_' names only for a pattern that asks for them
@@ -316,17 +322,20 @@ def _expand(node: Node, names: list, known: set, patterns: dict, left: list) -> 
     if not matched:
         pattern = node.pattern if len(node.pattern) <= 60 else node.pattern[:57] + "..."
         raise ConditionError(f"'{node.quantifier} of {pattern}' matches no selection")
-    _spend(left, len(matched))
     refs = tuple(Ref(n) for n in matched)
+    _spend(left, refs)
     if len(refs) == 1:
         return refs[0]
     return Or(refs) if node.quantifier == "1" else And(refs)
 
 
-def _spend(left: list, count: int) -> None:
-    left[0] -= count
+def _spend(left: list, refs: tuple) -> None:
+    left[0] -= len(refs)
     if left[0] < 0:
         raise ConditionError(f"condition expands to more than {MAX_TERMS:,} selection references")
+    left[2] -= sum(len(ref.name) for ref in refs)
+    if left[2] < 0:
+        raise ConditionError(f"condition expands to more than {MAX_EXPANDED_CHARS >> 20} MiB of selection names")
 
 
 def top_level_terms(node: Node) -> tuple:
