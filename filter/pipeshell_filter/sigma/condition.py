@@ -368,6 +368,18 @@ def is_negative(node: Node) -> bool:
     return isinstance(node, Not)
 
 
+def holds_on_none(node: Node) -> bool:
+    """Whether the expression holds on an event that meets none of its selections (``not a``,
+    ``not a and not b``): an ``x of`` pattern names at least one selection, so it does not."""
+    if isinstance(node, Not):
+        return not holds_on_none(node.operand)
+    if isinstance(node, And):
+        return all(holds_on_none(o) for o in node.operands)
+    if isinstance(node, Or):
+        return any(holds_on_none(o) for o in node.operands)
+    return False
+
+
 def evaluate(node: Node, matched: frozenset) -> bool:
     """Truth of an expanded tree given the set of selections an event matched."""
     if isinstance(node, Ref):

@@ -21,7 +21,7 @@ import attrs
 
 from ..dirwalk import files_under
 from ..yamlfile import YamlProblem, load_yaml, written as written_text
-from .condition import (MOST_THRESHOLD, And, Condition, ConditionError, Not, Or, expand, parse_condition,
+from .condition import (MOST_THRESHOLD, And, Condition, ConditionError, Not, Or, expand, holds_on_none, parse_condition,
                         top_level_terms)
 from .correlation import DOCUMENT_KINDS, FIELD_KINDS, OPERATORS
 
@@ -525,8 +525,9 @@ def near_condition(text: str) -> tuple:
     if "|" in rest:
         raise ConditionError("only one '|' expression is supported")
     primary = parse_condition(search).expression
-    if isinstance(primary, Not):
-        raise ConditionError("the search expression before '| near' cannot be a negation alone")
+    if holds_on_none(primary):  # ``not a``, ``not a and not b``: nearly every event would be the primary
+        raise ConditionError("the search expression before '| near' cannot hold on an event that meets "
+                             "none of its selections (a negation)")
     terms_text = _NEAR.sub("", rest + " ", count=1)
     if not terms_text.strip():
         raise ConditionError("'| near' needs at least one term: near a [and b] [and not c]")
