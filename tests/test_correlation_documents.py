@@ -897,7 +897,8 @@ def test_near_is_a_temporal_correlation_over_its_terms(rows, timespan, terms):
 
 
 def test_near_needs_a_timeframe_and_plain_terms():
-    for condition, message in [("a | near b", "needs a 'timeframe'"), ("not a | near b", "meets none of its selections"),
+    for condition, message in [("a | near b", "needs a 'timeframe'"),
+                               ("not a | near b", "meets none of its selections"),
                                # as much a negation: the primary event was nearly any event
                                ("not a and not b | near b", "meets none"), ("a or not b | near b", "meets none"),
                                ("a | near not not b", "double negation"), ("a | near b | count() > 1", "one '|'"),
