@@ -244,3 +244,38 @@ def test_a_line_the_parent_reads_itself_keeps_its_place_among_the_workers_events
     tables = _tables_by_workers(tmp_path, lines, "Framed: y")
     assert tables[0] == tables[1]
     assert (json.loads(tables[0])["routed"], json.loads(tables[0])["fields_never_seen"]) == (600, [])
+
+
+def _fixed_line(event_id: int, extra: dict, size: int = 128) -> bytes:
+    """An event of ``event_id`` on the Security channel, padded to ``size`` bytes with its newline."""
+    event = {"EventID": event_id, "Channel": "Security", **extra, "pad": ""}
+    bare = len(json.dumps(event)) + 1
+    event["pad"] = "p" * (size - bare)
+    return json.dumps(event).encode() + b"\n"
+
+
+def test_a_worker_past_the_route_limit_still_names_routes_the_file_has_within_it(tmp_path, monkeypatch):
+    """Past ``MAX_ROUTES`` routes, the events of new ones are only counted.  One process keeps the file's first
+    routes; a worker reading every other chunk reaches its own limit with others, and an event of a route the
+    file has among its first (seen by the other worker) was sent as of no route: its field was never seen."""
+    monkeypatch.setattr(stream, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(parallel, "CHUNK", 8192)  # 64 lines of 128 bytes a chunk, every other chunk a worker's
+    monkeypatch.setattr(coverage, "MAX_ROUTES", 3)
+    chunks = [[_fixed_line(2, {})] + [_fixed_line(1, {})] * 63,  # routes 1 and 2: the file's first
+              [_fixed_line(3, {}), _fixed_line(4, {}), _fixed_line(5, {})] + [_fixed_line(3, {})] * 61,
+              [_fixed_line(1, {})] * 64,
+              [_fixed_line(2, {"Foo": "seen"})] * 64]  # the second worker's, which holds routes 3, 4 and 5
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"".join(line for chunk in chunks for line in chunk))
+    rule = tmp_path / "rule.yml"
+    rule.write_text("title: R\nid: r\nlogsource: {product: windows}\ndetection:\n  selection:\n"
+                    "    Foo: never\n  condition: selection\n")
+    tables = []
+    for workers in ("0", "2"):
+        table = tmp_path / f"rules-{workers}.ndjson"
+        result = run_cli_here(["--rule", str(rule), "--input", str(path), "--workers", workers,
+                               "--rule-stats", str(table), "--field-coverage", "--quiet"])
+        assert result.returncode == 0, result.stderr
+        tables.append(table.read_text())
+    assert (json.loads(tables[0])["routed"], json.loads(tables[0])["fields_never_seen"]) == (256, [])
+    assert tables[0] == tables[1]

@@ -50,23 +50,36 @@ class Coverage:
         self._needed = {}  # (rule position, EventIDs or None) -> Plan.fields_needed_by
         self._block = None  # a detecting worker's block: routing key -> [route, its events' lines, finds]
         self._block_unkeyed = None
+        # a detecting worker's routes past MAX_ROUTES, for its block only: the parent, which keeps the file's
+        # first routes, not this worker's, may have one (the other worker met it first)
+        self._block_routes = None
         self.line = 0  # a detecting worker's line being read, counted from its block's first (``io.stream``)
         # a worker's block merged: its events, (line, [key, routed, EventIDs, finds, events of the route
         # counted in]) in the block's order, and their lines; those before ``_settled`` are counted in
         self._pending, self._pending_lines, self._settled = [], [], 0
 
-    def needed(self, position: int, event_ids) -> frozenset:
-        """The fields rule ``position`` needs of an event with these EventIDs, worked out once."""
+    def needed(self, position: int, event_ids, keep: bool = True) -> frozenset:
+        """The fields rule ``position`` needs of an event with these EventIDs, worked out once (``keep``)."""
         plan = self.plans[position]
         key = (position, event_ids if plan.guarded_by_event_id else None)
         found = self._needed.get(key)
         if found is None:
-            found = self._needed[key] = plan.fields_needed_by(event_ids)
+            found = plan.fields_needed_by(event_ids)
+            if keep:
+                self._needed[key] = found
         return found
 
     def _route(self, key, routed: frozenset, event_ids) -> Optional[_Route]:
-        if key is None or len(self.routes) >= MAX_ROUTES:
+        if key is None:
             return None
+        if len(self.routes) >= MAX_ROUTES:
+            if self._block_routes is None:
+                return None
+            route = self._block_routes.get(key)  # past the limit: no EventIDs of hostile input kept beyond a block
+            if route is None:
+                fields = frozenset().union(*(self.needed(position, event_ids, False) for position in routed))
+                route = self._block_routes[key] = _Route(routed, event_ids, fields)
+            return route
         fields = frozenset().union(*(self.needed(position, event_ids) for position in routed))
         route = self.routes[key] = _Route(routed, event_ids, fields)
         return route
@@ -114,7 +127,7 @@ class Coverage:
     # ------------------------------------------------------------ detecting workers (``io.parallel``)
 
     def begin_block(self) -> None:
-        self._block, self._block_unkeyed = {}, Counter()
+        self._block, self._block_unkeyed, self._block_routes = {}, Counter(), {}
 
     def end_block(self) -> list:
         """What a worker saw in the block since ``begin_block``, for the parent's ``merge``: per route,
@@ -123,7 +136,7 @@ class Coverage:
         observed = [(key, route.routed, route.event_ids, lines, finds)
                     for key, (route, lines, finds) in self._block.items()]
         observed += [(None, routed, None, events, []) for routed, events in self._block_unkeyed.items()]
-        self._block = self._block_unkeyed = None
+        self._block = self._block_unkeyed = self._block_routes = None
         return observed
 
     def merge(self, observed: list) -> None:
