@@ -1,11 +1,20 @@
 """``--stats-interval``: a periodic stats record a pipeline can route, naming sources with a wrong clock."""
 
+import io
+import itertools
 import json
 import subprocess
 import time
 
 from clitools import COMMAND, alerts, ndjson, run_cli
 from eventgen import evtx_event, flat_event
+import resolvers
+from pipeshell_filter.engine import Engine
+from pipeshell_filter.events.fields import FieldResolver
+from pipeshell_filter.io import parallel
+from pipeshell_filter.io.stream import Diagnostics, Filter, Output
+from pipeshell_filter.sigma.compile import compile_plan
+from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule
 from test_clock_defence import INCIDENT, YEAR_2099
 
 
@@ -122,3 +131,29 @@ def test_a_line_shaped_as_a_stats_record_with_a_type_or_sigma_is_not_passed_on_b
     result = run_cli(["--stage", "correlate"], ndjson(lines))
     assert result.returncode == 0 and [json.loads(line) for line in result.stdout.splitlines()] == [shaped]
     assert result.stderr.count(b": not a Detection record: ") == 2, result.stderr
+
+
+def test_a_file_read_by_worker_processes_gets_stats_records_as_it_goes(tmp_path):
+    """The bulk of a regular file is handed over by worker processes (``--workers``): a stats record still
+    comes every interval, as when the filter reads the file alone (it came only at the end)."""
+    if not parallel.available():
+        return
+    plan = compile_plan(load_rule(BUILTIN_RULE, builtin=True))
+    source = tmp_path / "events.ndjson"
+    source.write_bytes(ndjson([flat_event(seconds, f"h{seconds % 7}", "benign") for seconds in range(300)]))
+    counted = {}
+    for workers in (0, 2):
+        with open(source, "rb") as events, open(tmp_path / f"out-{workers}", "w+b") as sink:
+            stream_filter = Filter(Engine([plan], FieldResolver(resolvers.PROFILES), 0), Output(sink.fileno()),
+                                   Diagnostics(io.StringIO()), "alerts", clock=lambda: 0, workers=workers)
+            stream_filter.parallel_min, stream_filter.parallel_chunk = 0, 1024
+            ticks = itertools.count()  # a clock one second on at each look: a record due at each check
+            stream_filter.keep_stats(1, lambda reading=stream_filter: {"event": {"kind": "metric"},
+                                                                       "pipeshell": {"lines": reading.lines}},
+                                     clock=lambda: next(ticks))
+            stream_filter.run(events.fileno(), live=False, block_size=1024, max_line=4096)
+            stream_filter.finish()
+            sink.seek(0)
+            counted[workers] = [record["pipeshell"]["lines"] for record in stats_records(sink.read())]
+    for workers, lines in counted.items():
+        assert lines[-1] == 300 and len(lines) > 3 and lines == sorted(lines), (workers, lines)

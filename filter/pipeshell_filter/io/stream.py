@@ -1872,6 +1872,8 @@ class Filter:
                         self._place.handed(position)
                     if self.state is not None and self.state.due():
                         self.save_state()
+                    if self._stats is not None:  # every interval, as when the file is read here
+                        self.write_stats()
         finally:
             os.lseek(fd, position, os.SEEK_SET)
 
