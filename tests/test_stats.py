@@ -6,7 +6,7 @@ import json
 import subprocess
 import time
 
-from clitools import COMMAND, alerts, ndjson, run_cli
+from clitools import COMMAND, alerts, ndjson, run_cli, run_cli_here
 from eventgen import evtx_event, flat_event
 import resolvers
 from pipeshell_filter.engine import Engine
@@ -157,3 +157,19 @@ def test_a_file_read_by_worker_processes_gets_stats_records_as_it_goes(tmp_path)
             counted[workers] = [record["pipeshell"]["lines"] for record in stats_records(sink.read())]
     for workers, lines in counted.items():
         assert lines[-1] == 300 and len(lines) > 3 and lines == sorted(lines), (workers, lines)
+
+
+def test_several_input_files_get_stats_records_as_they_are_read(tmp_path, monkeypatch):
+    """``--input`` twice (files merged by time, read line by line): a stats record every interval, not only
+    at the end."""
+    keep_stats, ticks = Filter.keep_stats, itertools.count()  # one second on at each look: always due
+    monkeypatch.setattr(Filter, "keep_stats", lambda self, interval, make_record:
+                        keep_stats(self, interval, make_record, lambda: next(ticks)))
+    paths = []
+    for name, first in (("a.ndjson", 0), ("b.ndjson", 1)):
+        paths += ["--input", str(tmp_path / name)]
+        (tmp_path / name).write_bytes(ndjson([flat_event(seconds, "h", "benign") for seconds in range(first, 40, 2)]))
+    result = run_cli_here(paths + ["--stats-interval", "1", "--quiet"])
+    assert result.returncode == 0, result.stderr
+    lines = [record["pipeshell"]["lines"] for record in stats_records(result.stdout)]
+    assert len(lines) > 3 and lines == sorted(lines) and lines[-1] == 40, lines

@@ -1541,6 +1541,8 @@ class Filter:
             self._labelled_line(line, verdict, max_line)
             if label.__class__ in PLACED:  # a merged (or EVTX) file's place moves past the line (``--state``)
                 label.handed()
+            if self._stats is not None:  # every interval, as when one file is read in blocks
+                self.write_stats()
         self.origin = None
 
     def _labelled_line(self, line, verdict, max_line: int) -> None:
