@@ -59,13 +59,15 @@ class Coverage:
         self._pending, self._pending_lines, self._settled = [], [], 0
 
     def needed(self, position: int, event_ids, keep: bool = True) -> frozenset:
-        """The fields rule ``position`` needs of an event with these EventIDs, worked out once (``keep``)."""
+        """The fields rule ``position`` needs of an event with these EventIDs, worked out once (but for
+        EventIDs past ``MAX_ROUTES`` routes, not ``keep``: hostile input may invent any number)."""
         plan = self.plans[position]
-        key = (position, event_ids if plan.guarded_by_event_id else None)
+        guarded = plan.guarded_by_event_id
+        key = (position, event_ids if guarded else None)
         found = self._needed.get(key)
         if found is None:
             found = plan.fields_needed_by(event_ids)
-            if keep:
+            if keep or not guarded:
                 self._needed[key] = found
         return found
 
