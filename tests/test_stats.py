@@ -16,6 +16,7 @@ from pipeshell_filter.io.stream import Diagnostics, Filter, Output
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule
 from test_clock_defence import INCIDENT, YEAR_2099
+from test_stages import SINGLE
 
 
 def stats_records(stdout: bytes) -> list:
@@ -173,3 +174,23 @@ def test_several_input_files_get_stats_records_as_they_are_read(tmp_path, monkey
     assert result.returncode == 0, result.stderr
     lines = [record["pipeshell"]["lines"] for record in stats_records(result.stdout)]
     assert len(lines) > 3 and lines == sorted(lines) and lines[-1] == 40, lines
+
+
+def test_the_summary_counts_a_source_behind_in_two_correlations_once(tmp_path):
+    """A source behind is reported once per correlation its events came too late to (two lines on stderr),
+    and is one source: the summary line says so, as the stats record's ``skewed_sources_total`` does."""
+    rule = tmp_path / "single.yml"
+    rule.write_text(SINGLE)
+    for name, count in (("two.yml", 2), ("three.yml", 3)):
+        (tmp_path / name).write_text(f"title: {count} on one host\nid: per-host-{count}\ncorrelation:\n"
+                                     "  type: event_count\n  rules: [single-4104]\n  group-by: [Computer]\n"
+                                     f"  timespan: 2m\n  condition: {{gte: {count}}}\nlevel: high\n")
+    events = [flat_event(seconds + offset, host, "server") for seconds in range(0, 600, 10)
+              for offset, host in ((0, "a"), (1, "b"))] + [flat_event(5, "late-host", "server")]
+    rules = ["--rule", str(rule), "--rule", str(tmp_path / "two.yml"), "--rule", str(tmp_path / "three.yml")]
+    result = run_cli_here(rules + ["--stats-interval", "3600"], ndjson(events))
+    assert result.returncode == 0, result.stderr
+    said = result.stderr.decode().splitlines()
+    assert sum("'late-host' is behind" in line for line in said) == 2
+    assert stats_records(result.stdout)[-1]["pipeshell"]["skewed_sources_total"] == 1
+    assert "; 1 source(s) with a wrong clock" in said[-1], said[-1]

@@ -1192,7 +1192,10 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
         parts.append(f"{engine.duplicates()} sent again (taken once)")
     if stats["shed"]:
         parts.append(f"{stats['shed']} dropped from correlation at the state cap")
-    parts += [f"{count} {NOTICES[kind]}" for kind, count in counts if count and NOTICES.get(kind)]
+    noticed = dict(counts)
+    if noticed.get("skewed_source"):  # reported once per correlation it is late to or ahead in: one source
+        noticed["skewed_source"] = len(engine.skewed_sources()) or noticed["skewed_source"]
+    parts += [f"{count} {NOTICES[kind]}" for kind, count in noticed.items() if count and NOTICES.get(kind)]
     try:
         sys.stderr.write("pipeshell-filter: " + "; ".join(parts) + "\n")
     except (OSError, ValueError):
