@@ -436,3 +436,17 @@ def test_a_file_the_run_reads_or_the_state_file_is_refused_as_the_table(tmp_path
     result = run_cli(["--rule", str(rule), "--input", str(log), "--state", str(log), "--state-reset"])
     assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"--input" in result.stderr, result
     assert log.read_bytes() == events
+
+
+def test_a_file_name_too_long_to_write_is_a_usage_error_before_any_input(tmp_path):
+    """The table is written beside its FILE first (a temp name 13 bytes longer): a name the directory cannot
+    hold, that one or its own, was found at the end of the run, the table lost.  Refused at start, as --state."""
+    for length in (250, 300):
+        path = str(tmp_path / ("x" * length))
+        for option in ("--rule-stats", "--state"):
+            result = run_cli([option, path, "--emit", "all"], ndjson([flat_event(0, "h", "benign")]))
+            assert result.returncode == 2 and result.stdout == b"", result
+            assert result.stderr.count(b"\n") == 1 and b"name too long" in result.stderr, result.stderr
+    table = tmp_path / ("x" * 200)  # short enough, with its temp name
+    assert run_cli(["--rule-stats", str(table)], ndjson([flat_event(0, "h", "benign")])).returncode == 0
+    assert table.exists()

@@ -36,7 +36,7 @@ from .io.position import FilePlaces, rotated_away
 from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
 from .io.signals import StoppedOpening, StopRequest, Terminated, stop_at_start
-from .correlate.state import StateError, StateFile, write_atomic
+from .correlate.state import TEMP_NAME_EXTRA, StateError, StateFile, write_atomic
 from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, STATS_DATASET, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter,
                         Output, OutputClosed, decode_problem, every_value, load_event, load_framed, unwrap_line)
@@ -752,6 +752,13 @@ def check_output_path(option: str, path: Optional[str]) -> None:
         raise UsageProblem(f"{option} {path}: {folder} is not a directory")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageProblem(f"{option} {path}: cannot write in the directory {folder}")
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    if len(os.fsencode(os.path.basename(os.path.realpath(path)))) + TEMP_NAME_EXTRA > longest:
+        raise UsageProblem(f"{option} {path}: file name too long (written first beside it, under a name "
+                           f"{TEMP_NAME_EXTRA} bytes longer: {longest - TEMP_NAME_EXTRA} bytes at most here)")
 
 
 def rule_paths_read(paths: Optional[List[str]]) -> List[str]:

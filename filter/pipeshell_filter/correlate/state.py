@@ -510,6 +510,7 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 _TEMP_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")  # ``tempfile.mkstemp``'s random names
+TEMP_NAME_EXTRA = len(".") + 8 + len(".tmp")  # what ``write_atomic``'s temp file adds to the file's name
 
 
 class StateFile:
