@@ -1080,3 +1080,28 @@ def test_a_fleet_made_when_prefixes_shared_one_stream_goes_on_there(tmp_path):
                 ["KV_PIPESHELL_CORRELATORS", "PIPESHELL", "PIPESHELL_ALERTS"]  # the leases' bucket
             consumers = bus._call(bus._js.consumers_info("PIPESHELL"))
             assert len(consumers) == 1 and re.fullmatch(r"FLEETB-correlate-0-r[0-9]+", consumers[0].name)
+
+
+def test_a_correlator_reading_a_backlog_writes_its_stats_records_as_they_fall_due(tmp_path):
+    """A backlog on the bus comes in full batches, one after the other, with no wait between: the stats
+    records (``--stats-interval``) came only once the correlator caught up, the first counting every record."""
+    from eventgen import flat_event
+    events = [flat_event(number // 10, f"h{number % 50}", "server", record_id=number) for number in range(3000)]
+    (tmp_path / "events.ndjson").write_bytes(ndjson(events))
+    with NatsServer(tmp_path / "nats") as server:
+        match = run_cli(["--stage", "match", "--nats", server.url, "--input", str(tmp_path / "events.ndjson"),
+                         "--quiet"])
+        assert match.returncode == 0, match.stderr
+        out = tmp_path / "c.ndjson"
+        process = subprocess.Popen(COMMAND + ["--stage", "correlate", "--nats", server.url, "--state",
+                                              str(tmp_path / "c.json"), "--stats-interval", "0.001", "--quiet"],
+                                   stdout=open(out, "wb"), stderr=subprocess.PIPE)
+        try:
+            def counted():
+                return [record["pipeshell"]["lines"] for record in json_lines(out.read_bytes())
+                        if record.get("event", {}).get("kind") == "metric"]
+            wait_until(lambda: counted() and counted()[-1] >= 3000)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=WAIT)
+    assert counted()[0] < 3000, counted()[:5]  # one after the first batch at the latest
