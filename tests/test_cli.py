@@ -229,6 +229,13 @@ def test_final_line_without_newline_and_crlf():
     (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "fleet..b"], "--nats-prefix"),
     (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "fleet\nb"], "--nats-prefix"),
     (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "fleet\rb"], "--nats-prefix"),
+    # names the server refuses: a stream name over 255 characters (exit 1, retried for ever), a subject over the
+    # server's control line (30 s of retries, "did not answer"), a subject of the server's own ($JS, $SYS: exit 1)
+    (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "a" * 250], "--nats-prefix"),
+    (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "a" * 5000], "--nats-prefix"),
+    (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "\u0390" * 80], "--nats-prefix"),
+    (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "$JS.API"], "--nats-prefix"),
+    (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "$SYS"], "--nats-prefix"),
 ])
 def test_bad_options_exit_2_with_one_line(args, message):
     result = run_cli(args)

@@ -883,11 +883,13 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], fi
                            "saved state includes it")
     if stage is Stage.correlate and files:
         raise UsageProblem("--stage correlate reads either --nats or --input, not both")
-    # tokens between dots, none empty (the server refused the stream: exit 1, which a supervisor retries)
-    if not all(prefix.split(".")) or any(c in "*>" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in prefix):
-        raise UsageProblem(f"--nats-prefix {prefix!r} is not a NATS subject prefix")
     from .io import fleet
     from .io.bus import BusError, check_servers
+
+    problem = fleet.prefix_problem(prefix)  # the server refused the stream: exit 1, which a supervisor retries
+    if problem is not None:
+        shown = prefix if len(prefix) <= 64 else f"{prefix[:64]}... ({len(prefix)} characters)"
+        raise UsageProblem(f"--nats-prefix {shown!r} {problem}")
 
     try:
         check_servers(url)

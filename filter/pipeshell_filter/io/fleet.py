@@ -76,6 +76,29 @@ def stream_names(prefix: str) -> Tuple[str, str]:
     return name, name + "_ALERTS"
 
 
+# The longest name of a prefix's stream (``stream_names``): NATS refuses a stream or consumer name over 255
+# characters, and the longest the fleet makes of it is its lease bucket's stream, ``KV_<name>_CORRELATORS``,
+# or a durable ``<name>-correlate-<p>-r<revision>`` (``durable_name``).
+MOST_STREAM_NAME = 200
+
+
+def prefix_problem(prefix: str) -> Optional[str]:
+    """Why ``--nats-prefix`` cannot name the fleet's subjects and streams, or None.  The server refused
+    each of these at start, exit status 1, which a supervisor retries for ever: a token that is empty,
+    holds a wildcard, a space or a control character; a subject of the server's own (``$JS``, ``$SYS``:
+    NATS keeps subjects starting with ``$``); names too long (a subject past the server's control line
+    went unanswered, 30 s of retries said as a server that did not answer)."""
+    if not all(prefix.split(".")) or any(c in "*>" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in prefix):
+        return "is not a NATS subject prefix"
+    if prefix.startswith("$"):
+        return "starts with '$': NATS keeps those subjects for itself ($JS, $SYS, $KV)"
+    name = stream_names(prefix)[0]
+    if len(name) > MOST_STREAM_NAME:
+        return (f"is too long: its stream's name would be {len(name)} characters, over {MOST_STREAM_NAME} "
+                f"(NATS takes names of up to 255, and the fleet adds to it)")
+    return None
+
+
 def open_bus(url: str, prefix: str, name: str) -> Bus:
     """Connect, and make sure both streams exist (file storage, a two-hour duplicate window).
 
