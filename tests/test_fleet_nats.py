@@ -705,9 +705,51 @@ def test_an_agent_on_a_server_with_a_small_max_payload_goes_on_and_its_detection
     passed = [{k: v for k, v in record.items() if k != "sigma"} for record in json_lines(sent.stdout)]
     assert passed == events  # every event passed on (the matched ones enriched)
     assert err.count("over the NATS server's max_payload (4096 bytes): published with its values cut short") == 3
-    assert "3 Detection(s) over the NATS server's max_payload published with their values cut short" in err
+    assert ("3 Detection(s) over the NATS server's max_payload (or the stream's max_msg_size) published with their "
+            "values cut short") in err
     assert [(a["rule"]["id"], a["@timestamp"]) for a in found] == [(a["rule"]["id"], a["@timestamp"]) for a in expected]
     assert process.returncode == 0, process.stderr.read()
+
+
+def test_streams_whose_operator_set_a_small_max_msg_size_take_the_agents_detections_and_the_alerts(tmp_path):
+    """The streams an operator made with a ``max_msg_size`` (4 KiB and 1,600 bytes here, the server's max_payload
+    1 MB), a setting the bus keeps: a Detection over it (5.6 KB) was refused ("message size exceeds maximum allowed"),
+    the agent stopped (exit 1) with none of its events passed on, again at every restart; an alert over it
+    stopped the correlator the same way, made again from the state at each restart.  Now both go in their
+    smaller forms, as under a small max_payload."""
+    from pipeshell_filter.io.bus import Bus
+    (tmp_path / "users.yml").write_text(MANY_USERS)
+    rules = ["--rule", str(tmp_path / "users.yml")]
+    events = [{"@timestamp": f"2026-11-02T09:00:0{i}Z", "Action": "login", "Computer": "srv01", "Target": "t",
+               "User": [f"{'u' * 100}{j}-{i}" for j in range(50)]} for i in range(3)]
+    events.append({"@timestamp": "2026-11-02T09:10:00Z", "Action": "other"})  # the agent's time past the window
+    data = ndjson(events)
+    expected = alerts(run_cli(rules + ["--quiet"], data).stdout)
+    assert len(expected) == 3 and all(len(json.dumps(a)) > 4096 for a in expected)
+    out = tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        with Bus(server.url, name="operator") as bus:
+            for stream, subject, largest in (("PIPESHELL", "pipeshell.records.*", 4096),
+                                             ("PIPESHELL_ALERTS", "pipeshell.alerts", 1600)):
+                bus._call(bus._js.add_stream(name=stream, subjects=[subject], max_msg_size=largest))
+        process = correlator(server.url, tmp_path / "state.json", out, rules + ["--agents", "1"])
+        try:
+            sent = run_cli(rules + ["--stage", "match", "--emit", "all", "--nats", server.url, "--agent", "a1"], data,
+                           timeout=WAIT)
+            found = wait_for_alerts(out, len(expected), process)
+            on_bus = bus_alerts(server.url, len(expected))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=WAIT)
+    err = sent.stderr.decode()
+    assert sent.returncode == 0, err
+    passed = [{k: v for k, v in record.items() if k != "sigma"} for record in json_lines(sent.stdout)]
+    assert passed == events  # every event passed on (the matched ones enriched)
+    assert err.count("over the max_msg_size of stream PIPESHELL (4096 bytes): published with its values cut") == 3
+    assert [(a["rule"]["id"], a["@timestamp"]) for a in found] == [(a["rule"]["id"], a["@timestamp"]) for a in expected]
+    assert process.returncode == 0, process.stderr.read()
+    assert sorted(a["event"]["id"] for a in on_bus) == sorted(a["event"]["id"] for a in expected)
+    assert all(a["sigma"]["truncated"] is True for a in on_bus)
 
 
 def test_an_agent_name_too_long_for_the_servers_max_payload_is_a_usage_error_at_start(tmp_path):

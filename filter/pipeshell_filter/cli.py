@@ -915,8 +915,8 @@ def _check_heartbeat_size(stream_filter: Filter, bus) -> None:
     size = stream_filter.publisher.heartbeat_over(beat, stream_filter.own_form(beat.to_wire())[1])
     if size is not None:
         raise UsageProblem(f"--agent: this agent's heartbeats (its name is {len(name.encode('utf-8', 'replace'))} "
-                           f"bytes) are messages of up to {size} bytes, over the NATS server's max_payload "
-                           f"({bus.max_payload()} bytes); give it a shorter name")
+                           f"bytes) are messages of up to {size} bytes, over "
+                           f"{stream_filter.publisher.limit_text()}; give it a shorter name")
 
 
 def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool) -> None:
@@ -1153,10 +1153,11 @@ NOTICES = {"impersonation": "line(s) of the filter's own record types wrapped (i
            "bom": "byte order mark(s) ignored",
            "skewed_source": "source(s) with a wrong clock",
            "bus_discarded": "bus message(s) discarded by the stream's limits unread",
-           "bus_shrunk": "Detection(s) over the NATS server's max_payload published with their values cut short",
+           "bus_shrunk": "Detection(s) over the NATS server's max_payload (or the stream's max_msg_size) published "
+                         "with their values cut short",
            "detection_shortened": "Detection(s) over --max-record-bytes written with their values cut short",
            "record_cut": "record(s) over --max-record-bytes written cut as pipeline_error (record_cut)",
-           "bus_too_big": "record(s) over the NATS server's max_payload not published",
+           "bus_too_big": "record(s) over the NATS server's max_payload (or the stream's max_msg_size) not published",
            "late_resent": None, "state_cap": None, "agent_silent": None, "partitions": None,
            "stop_untaken": None}
 SKIPPED = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",

@@ -491,14 +491,15 @@ class Bus:
 
     # --- streams and publishing -----------------------------------------------------------------
 
-    def ensure_stream(self, stream: str, subjects: list, duplicate_window: float = 7200.0) -> None:
+    def ensure_stream(self, stream: str, subjects: list, duplicate_window: float = 7200.0) -> Optional[int]:
         """Create the stream (file storage, limits retention) or bring an existing one up to date:
         its subjects then include ``subjects`` and its duplicate window is ``duplicate_window`` seconds, or
-        its ``max_age`` when that is less.  Other settings an operator gave it (limits, replicas) are kept."""
-        self._call(self._ensure_stream(stream, list(subjects), float(duplicate_window)),
+        its ``max_age`` when that is less.  Other settings an operator gave it (limits, replicas) are kept.
+        Returns the largest message the stream takes (its ``max_msg_size``), None when it sets none."""
+        return self._call(self._ensure_stream(stream, list(subjects), float(duplicate_window)),
                    timeout=self.setup_timeout + CLOSE_TIMEOUT)
 
-    async def _ensure_stream(self, stream: str, subjects: List[str], window: float) -> None:
+    async def _ensure_stream(self, stream: str, subjects: List[str], window: float) -> Optional[int]:
         api, js_errors = self._mod.js.api, self._mod.js.errors
         what = f"stream {stream}"
 
@@ -523,9 +524,10 @@ class Bus:
             current = await self._retry(info, what, self.setup_timeout)
             if current is None:
                 if await self._retry(create, what, self.setup_timeout):
-                    return
+                    return None
                 continue
             config = current.config
+            largest = config.max_msg_size if config.max_msg_size and config.max_msg_size > 0 else None
             retention = getattr(config.retention, "value", config.retention)
             if retention not in (None, "limits"):
                 raise BusError(f"stream {stream} exists with {retention} retention; the bus needs limits "
@@ -536,7 +538,7 @@ class Bus:
             # stopped at start), and a message older than the age is gone anyway
             fits = min(window, config.max_age) if config.max_age else window
             if not missing and abs((config.duplicate_window or 0) - fits) < 1e-6:
-                return
+                return largest
             updated = config.evolve(subjects=have + missing, duplicate_window=fits)
 
             async def update(js, updated=updated):
@@ -545,7 +547,7 @@ class Bus:
             # refused for good (a subject of another setup overlaps): one line at once, not 30 s of retries
             await self._retry(update, f"stream {stream}: adding {', '.join(missing)} to its subjects "
                                       f"{', '.join(have)}" if missing else what, self.setup_timeout)
-            return
+            return largest
         raise BusError(f"stream {stream}: could neither find nor create it")
 
     def stream_holding(self, subject: str) -> Optional[str]:

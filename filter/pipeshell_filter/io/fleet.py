@@ -105,14 +105,15 @@ def open_bus(url: str, prefix: str, name: str) -> Bus:
     A stream that already takes the prefix's subjects is kept: before each prefix had its own, every
     prefix's subjects went into ``PIPESHELL`` and ``PIPESHELL_ALERTS``, and a fleet made so goes on
     there (a second stream on the same subjects is refused by the server).  ``bus.fleet_streams``:
-    the two names in use."""
+    the two names in use; ``bus.stream_limits``: the largest message each takes, by name (its
+    ``max_msg_size``, an operator's setting; None: the server's ``max_payload`` alone)."""
     bus = Bus(url, name=name)
-    names = []
+    names, limits = [], {}
     for own, subject in zip(stream_names(prefix), (f"{prefix}.records.*", alert_subject(prefix))):
         stream = bus.stream_holding(subject) or own
-        bus.ensure_stream(stream, [subject])
+        limits[stream] = bus.ensure_stream(stream, [subject])
         names.append(stream)
-    bus.fleet_streams = tuple(names)
+    bus.fleet_streams, bus.stream_limits = tuple(names), limits
     return bus
 
 
@@ -177,21 +178,38 @@ def _record_id(payload: bytes) -> str:
 class _Batched:
     """Publishes in batches of ``BATCH``; ``flush`` returns once the server stored every one."""
 
-    def __init__(self, bus: Bus, report: Optional[Callable] = None):
+    def __init__(self, bus: Bus, report: Optional[Callable] = None, stream: Optional[str] = None):
         self.bus = bus
         self._pending = []
         self.published = 0
         self.report = report or (lambda kind, where, message: None)  # ``Diagnostics.report``
+        # the stream's own bound (``open_bus``): a message over it was refused for good, as one over the
+        # server's max_payload was, and the process stopped (exit 1) at every restart
+        self.stream = stream
+        self.stream_limit = getattr(bus, "stream_limits", {}).get(stream)
 
     @staticmethod
     def size(payload: bytes, msg_id: str) -> int:
         """A message's size as the server's ``max_payload`` counts it: the headers too."""
         return len(payload) + len(msg_id.encode("utf-8")) + HEADER_BYTES
 
+    def limit(self) -> int:
+        """The largest message the bus takes: the server's ``max_payload``, or the stream's
+        ``max_msg_size`` when that is less (both count the headers)."""
+        server = self.bus.max_payload()
+        return min(server, self.stream_limit) if self.stream_limit else server
+
+    def limit_text(self) -> str:
+        """What ``limit`` is, for a message."""
+        limit = self.limit()
+        if limit != self.bus.max_payload():
+            return f"the max_msg_size of stream {self.stream} ({limit} bytes)"
+        return f"the NATS server's max_payload ({limit} bytes)"
+
     def fits(self, payload: bytes, msg_id: str) -> bool:
-        """The message is within the server's ``max_payload`` (the server closes the connection on
-        one over it; the client refuses one whose payload alone is)."""
-        return self.size(payload, msg_id) <= self.bus.max_payload()
+        """The message is within ``limit`` (the server closes the connection on one over its
+        max_payload, the client refuses one whose payload alone is, the stream refuses one over its own)."""
+        return self.size(payload, msg_id) <= self.limit()
 
     def _add(self, subject: str, payload: bytes, msg_id: str) -> None:
         self._pending.append((subject, payload, msg_id))
@@ -210,7 +228,7 @@ class Publisher(_Batched):
 
     def __init__(self, bus: Bus, prefix: str, partitions: int, partition_key: Callable,
                  report: Optional[Callable] = None):
-        super().__init__(bus, report)
+        super().__init__(bus, report, getattr(bus, "fleet_streams", stream_names(prefix))[0])
         self.prefix = prefix
         self.partitions = partitions
         self.partition_key = partition_key  # Detection -> key or None (``Correlation.partition_key``)
@@ -234,19 +252,19 @@ class Publisher(_Batched):
         """A Detection over the server's ``max_payload`` (set under its 1 MB default) in a smaller form
         (``detect.smaller``), or None when even that is over it: said and counted either way.  It was
         refused, and the agent stopped (exit 1), its events not passed on."""
-        where, rule = record.event.get("line", "?"), record.rule
-        limit = self.bus.max_payload()
+        where, rule, limit = record.event.get("line", "?"), record.rule, self.limit_text()
+
         def fitting(wire: dict) -> Optional[bytes]:
             encoded = dumps(wire)
             return encoded if self.fits(encoded, _record_id(encoded)) else None
 
         smaller_payload = smaller(ujson.loads(payload), fitting)
         if smaller_payload is None:
-            self.report("bus_too_big", where, f"Detection of rule {rule!r} ({len(payload)} bytes) is over the NATS "
-                        f"server's max_payload ({limit} bytes) even with its values cut short: not published")
+            self.report("bus_too_big", where, f"Detection of rule {rule!r} ({len(payload)} bytes) is over {limit} "
+                        "even with its values cut short: not published")
             return None
-        self.report("bus_shrunk", where, f"Detection of rule {rule!r} ({len(payload)} bytes) is over the NATS "
-                    f"server's max_payload ({limit} bytes): published with its values cut short "
+        self.report("bus_shrunk", where, f"Detection of rule {rule!r} ({len(payload)} bytes) is over {limit}: "
+                    "published with its values cut short "
                     f"({len(smaller_payload)} bytes; equal values stay equal)")
         return smaller_payload
 
@@ -283,7 +301,7 @@ class AlertPublisher(_Batched):
     acknowledged before the alerts it made are stored."""
 
     def __init__(self, bus: Bus, prefix: str, report: Optional[Callable] = None):
-        super().__init__(bus, report)
+        super().__init__(bus, report, getattr(bus, "fleet_streams", stream_names(prefix))[1])
         self.subject = alert_subject(prefix)
 
     def __call__(self, record: dict, payload: bytes) -> None:
@@ -297,8 +315,8 @@ class AlertPublisher(_Batched):
             payload = smallest_fitting(record, dumps, lambda smaller: self.fits(smaller, msg_id))
             if not self.fits(payload, msg_id):
                 self.report("bus_too_big", "correlation", f"alert {msg_id} of rule "
-                            f"{record.get('rule', {}).get('id')!r} is over the NATS server's max_payload "
-                            f"({self.bus.max_payload()} bytes) even in its smaller form: on stdout only")
+                            f"{record.get('rule', {}).get('id')!r} is over {self.limit_text()} even in its smaller "
+                            "form: on stdout only")
                 return
         self._add(self.subject, payload, msg_id)
 
