@@ -439,6 +439,19 @@ def test_a_stream_that_forgets_acknowledged_records_is_refused(nats_server):
 
 
 @needs_nats
+def test_a_stream_that_does_not_acknowledge_publishes_is_refused(nats_server):
+    """An operator's stream with ``no_ack``: the server stores each publish and answers none, and an agent
+    retried every batch for ever, said as a hung server ("not answering ... still trying") while the
+    server answered everything else."""
+    with Bus(nats_server.url, setup_timeout=5) as bus:
+        bus._call(bus._js.add_stream(name="QUIET", subjects=["quiet.>"], no_ack=True))
+        started = time.monotonic()
+        with pytest.raises(BusError, match="no_ack"):
+            bus.ensure_stream("QUIET", ["quiet.>"])
+        assert time.monotonic() - started < 3
+
+
+@needs_nats
 def test_server_without_jetstream_is_a_prompt_error(tmp_path):
     with NatsServer(tmp_path / "plain", jetstream=False) as server, Bus(server.url) as bus:
         started = time.monotonic()

@@ -532,6 +532,9 @@ class Bus:
             if retention not in (None, "limits"):
                 raise BusError(f"stream {stream} exists with {retention} retention; the bus needs limits "
                                f"retention (acknowledged records must stay for replay)")
+            if config.no_ack:  # every publish stored and none answered: retried for ever, said as a hung server
+                raise BusError(f"stream {stream} exists with no_ack set; the bus needs the server to acknowledge "
+                               "each record it stores")
             have = list(config.subjects or [])
             missing = [s for s in subjects if s not in have]
             # an operator's max_age under the window: the server refuses a longer window (every process
