@@ -817,6 +817,41 @@ def stream_records(url, subject="pipeshell.records.0"):
             found += [(message.seq, json.loads(message.data)) for message in messages]
 
 
+def test_an_agent_killed_after_a_snapshot_has_published_every_detection_the_snapshot_reads_past(tmp_path):
+    """``--stage match --nats --state`` on a file: a snapshot saved the input's position while the Detections
+    before it still waited in the publish batch (a file never waits, and a batch goes at 512 records), so a
+    kill -9 after it lost them: the restart read on past their lines.  The batch now goes before the snapshot."""
+    sample = open(SAMPLE, "rb").read()
+    filler = b"".join(b'{"@timestamp":"2026-11-02T09:00:00Z","Computer":"h","msg":"%d"}\n' % i for i in range(200_000))
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(sample + filler)
+    expected = json_lines(run_cli(["--stage", "match", "--heartbeat", "0", "--input", str(path)]).stdout)
+    assert len(expected) == 3
+    state = tmp_path / "agent.json"
+    agent = COMMAND + ["--stage", "match", "--heartbeat", "0", "--input", str(path), "--state", str(state),
+                       "--state-interval", "0.01", "--no-prefilter", "--workers", "0", "--quiet"]
+
+    def offset():
+        try:
+            return json.loads(state.read_bytes())["input"]["offset"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    with NatsServer(tmp_path / "nats") as server:
+        first = subprocess.Popen(agent + ["--nats", server.url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            assert wait_until(lambda: offset() > len(sample) or first.poll() is not None, step=0.01)
+        finally:
+            first.kill()
+            first.wait(timeout=WAIT)
+        assert len(sample) < offset() < len(sample) + len(filler)  # killed after a snapshot past them, mid-file
+        again = subprocess.run(agent + ["--nats", server.url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               timeout=WAIT)
+        assert again.returncode == 0, again.stderr
+        found = [record for _, record in stream_records(server.url)]
+    assert sorted(r["event"]["line"] for r in found) == sorted(r["event"]["line"] for r in expected)
+
+
 def _stream_so_far(url) -> list:
     """``stream_records``, or none while the stream is not there yet (or the server not back)."""
     try:

@@ -2117,8 +2117,10 @@ class Filter:
         except OutputClosed:
             if payload is None:
                 raise
-        if self.alert_sink is not None:  # the alerts on the bus before the records that made them are acknowledged
-            self.alert_sink.flush()
+        # the bus's batches stored before the snapshot: a correlator's alerts before the records that made them
+        # are acknowledged; an agent's Detections before the input's position moves past their lines (a kill
+        # after a snapshot lost those still waiting in the batch, the restart reading on past them)
+        self._flush_sinks()
         error = self.state.save(self._state_payload if payload is None else lambda: payload)
         if error is not None:
             self.diagnostics.report("state", f"state file {self.state.path}", f"{error}; the stream goes on")
