@@ -507,6 +507,29 @@ def test_a_stream_made_anew_is_read_from_its_start_and_said_so(tmp_path):
     assert said in err
 
 
+def test_a_state_file_of_another_partition_or_prefix_is_a_usage_error(tmp_path):
+    """The state of partition 0's correlator given to partition 1's (or to another prefix's): its position,
+    a sequence of the stream the partitions share, was taken for partition 1's, whose records before it
+    were skipped in silence, and partition 0's windows were restored among partition 1's.  Now one line,
+    exit status 2, before anything is read."""
+    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
+    with NatsServer(tmp_path / "nats") as server:
+        first = correlator(server.url, state, out, ["--agents", "1"])
+        sent = run_cli(["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet", *LATENESS],
+                       open(SAMPLE, "rb").read(), timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+        assert len(wait_for_alerts(out, 1, first)) == 1
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=WAIT) == 0
+        assert json.loads(state.read_text())["bus_seq"] > 0
+        for other in (["--partition", "1"], ["--nats-prefix", "fleetb"]):
+            refused = subprocess.run(COMMAND + ["--stage", "correlate", "--nats", server.url, "--state", str(state),
+                                                *other], stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT)
+            err = refused.stderr.decode()
+            assert refused.returncode == 2 and len(err.strip().splitlines()) == 1, err
+            assert "--state" in err and "pipeshell.records.0" in err and refused.stdout == b""
+
+
 def test_a_stream_made_anew_and_grown_past_the_states_position_is_read_from_its_start(tmp_path):
     """The server's store is lost, and the agents fill the new stream past the position the state
     saved before the correlator is back: its messages 1..N are not those the state took either (they

@@ -592,6 +592,8 @@ def run(
         resume_state(stream_filter, state, state_interval, state_reset)
         files, notes = _rotated_first(files, stream_filter.saved_place, stream_filter.saved_inputs)
         stream_filter.said_of_places(notes)
+        if bus is not None and stage is Stage.correlate:
+            _check_state_subject(stream_filter, state, fleet.record_subject(nats_prefix, partition))
 
     streaming()
     tell_ready()  # in ``run``'s chain, the collector starts now: a failure above lost what it read meanwhile
@@ -917,6 +919,17 @@ def _check_heartbeat_size(stream_filter: Filter, bus) -> None:
         raise UsageProblem(f"--agent: this agent's heartbeats (its name is {len(name.encode('utf-8', 'replace'))} "
                            f"bytes) are messages of up to {size} bytes, over "
                            f"{stream_filter.publisher.limit_text()}; give it a shorter name")
+
+
+def _check_state_subject(stream_filter: Filter, path: str, subject: str) -> None:
+    """A correlator's state is of one partition of one fleet: the state of another (partition 0's given
+    to partition 1's, or to another prefix's) had its position in the stream the partitions share taken
+    for this one's, skipping this partition's records before it in silence, and its windows restored."""
+    saved = stream_filter.bus_subject
+    if saved is not None and saved != subject:
+        stream_filter.state.release()
+        raise UsageProblem(f"--state {path}: saved by the correlator of {saved!r}, and this one reads {subject!r} "
+                           "(another --partition or --nats-prefix): give each its own state file, or --state-reset")
 
 
 def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool) -> None:

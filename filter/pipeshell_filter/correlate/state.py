@@ -441,6 +441,9 @@ def decode(data: bytes, where: str) -> dict:
         raise StateError(f"{where}: damaged state file (bus_seq)")
     if "bus_stream" in document and not (isinstance(document["bus_stream"], str) and len(document["bus_stream"]) <= 64):
         raise StateError(f"{where}: damaged state file (bus_stream)")
+    if "bus_subject" in document and not (isinstance(document["bus_subject"], str)
+                                          and 0 < len(document["bus_subject"]) <= 1024):
+        raise StateError(f"{where}: damaged state file (bus_subject)")
     return document
 
 

@@ -663,7 +663,7 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
                                        f"{stream} as made at {stream_filter.bus_stream}, and the stream was made "
                                        f"anew at {made}: reading it from its first message")
         start_seq = 1
-    stream_filter.bus_stream = made
+    stream_filter.bus_stream, stream_filter.bus_subject = made, record_subject(prefix, partition)
     consumer = take_durable(bus, stream, durable, lease.taken_at, record_subject(prefix, partition), start_seq)
     # No pull, and no reset of the durable, unless the key is certainly still this one's: a correlator whose
     # lease had lapsed pulled on (when one durable served every holder, it took deliveries of the one that took

@@ -949,6 +949,7 @@ class Filter:
     after_save = None
     bus_seq = None
     bus_stream = None
+    bus_subject = None  # the subject the correlator on the bus reads (its prefix and partition)
     lines_start = 0  # the line counter taken back from a state file
     stats_passed = 0  # ``--stage correlate``: a match stage's stats records passed on
     _place = None  # ``position.Place``: where a regular file input is read up to (``--state``)
@@ -2067,6 +2068,7 @@ class Filter:
         self.lines = self.lines_start = saved["lines"]
         self.bus_seq = saved.get("bus_seq")
         self.bus_stream = saved.get("bus_stream")
+        self.bus_subject = saved.get("bus_subject")
         self.saved_place = saved.get("input")
         return messages
 
@@ -2099,6 +2101,8 @@ class Filter:
         where = {} if self.bus_seq is None else {"bus_seq": self.bus_seq}
         if self.bus_stream is not None:
             where["bus_stream"] = self.bus_stream
+        if self.bus_subject is not None:
+            where["bus_subject"] = self.bus_subject
         if self._place is not None:
             where["input"] = self._place.mark()
         if self.file_places is not None:
