@@ -502,6 +502,16 @@ def test_server_urls_are_checked_before_any_connection():
         assert "secret" not in str(caught.value)
 
 
+def test_a_password_holding_an_at_sign_is_not_shown():
+    """An ``@`` left unencoded in a password (the URL's parser takes the last ``@`` as the end of the
+    credentials, and the client connects with it): the part after it was shown in every message."""
+    assert busmod._redact("nats://alice:s3cr@tword@127.0.0.1:1") == "nats://***@127.0.0.1:1"
+    assert busmod._redact("nats://alice:s3cr@tword@h:4222,nats://bob:pw@h2:1") == "nats://***@h:4222,nats://***@h2:1"
+    with pytest.raises(ValueError) as caught:
+        busmod.check_servers("nats://alice:s3cr@tword@h:4222/path")
+    assert "tword" not in str(caught.value)
+
+
 def test_missing_nats_py_gives_the_install_hint(monkeypatch):
     def no_nats():
         raise ImportError("No module named 'nats'")

@@ -134,7 +134,7 @@ def check_servers(url: str) -> List[str]:
 
 
 def _redact(url: str) -> str:
-    return re.sub(r"(//)[^/@,]*@", r"\1***@", url)
+    return re.sub(r"(//)[^/,]*@", r"\1***@", url)  # to the last @ of the credentials, as URLs are parsed
 
 
 def _one_line(text: str) -> str:
