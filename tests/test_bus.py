@@ -451,6 +451,48 @@ def test_a_stream_that_does_not_acknowledge_publishes_is_refused(nats_server):
         assert time.monotonic() - started < 3
 
 
+PERMISSIONS = """authorization {
+  users = [
+    {user: admin, password: pw}
+    {user: reader, password: pw, permissions: {
+      publish: {allow: ["$JS.API.STREAM.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.CONSUMER.CREATE.>",
+                        "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.DURABLE.>"]},
+      subscribe: {allow: ["_INBOX.>"]}}}
+  ]
+}
+"""
+
+
+@needs_nats
+def test_a_request_the_users_permissions_refuse_is_final_in_one_line(tmp_path):
+    """A NATS user not allowed to publish on the records' subject, or to pull from its durable: the server
+    says so (a permissions violation, the connection kept up) and answers nothing, and every publish or
+    pull was retried for ever, said as a hung or overloaded server; a correlator read nothing and said
+    nothing.  The refusal is now final, in one line, as the server's other refusals are."""
+    with NatsServer(tmp_path / "nats", config=PERMISSIONS) as server:
+        admin, reader = (server.url.replace("//", f"//{user}:pw@") for user in ("admin", "reader"))
+        with Bus(admin) as bus:
+            bus.ensure_stream(STREAM, [f"{DET}.>"])
+            bus.publish(f"{DET}.a", b"1", "one")
+        with Bus(reader, setup_timeout=20) as bus:
+            guard = threading.Timer(30, bus.close)  # the retries for ever, ended (BusError "closed")
+            guard.daemon = True
+            guard.start()
+            for publish in (lambda: bus.publish(f"{DET}.a", b"2", "two"),
+                            lambda: bus.publish_many([(f"{DET}.a", b"3", "three")])):
+                started = time.monotonic()
+                with pytest.raises(BusError, match=f"(?i)permissions violation for publish to .{DET}.a") as caught:
+                    publish()
+                assert "\n" not in str(caught.value) and time.monotonic() - started < 10
+            consumer = bus.consumer(STREAM, "corr", f"{DET}.>")
+            started = time.monotonic()
+            with pytest.raises(BusError, match="(?i)permissions violation"):
+                while time.monotonic() - started < 20:
+                    assert consumer.fetch(timeout=0.5) == []
+            assert time.monotonic() - started < 10
+            guard.cancel()
+
+
 @needs_nats
 def test_server_without_jetstream_is_a_prompt_error(tmp_path):
     with NatsServer(tmp_path / "plain", jetstream=False) as server, Bus(server.url) as bus:

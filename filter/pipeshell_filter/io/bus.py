@@ -196,6 +196,8 @@ class Bus:
         self._last_error: Optional[BaseException] = None
         self._generation = 0  # goes up each time a new client replaces one that closed for good
         self._streamless: dict = {}  # subject -> when the API first said no stream takes it (``_check_stream_of``)
+        # (monotonic, what it said) of the server's last permissions violation (``_refused_since``)
+        self._denied: Optional[Tuple[float, str]] = None
         self.stopping: Callable[[], bool] = lambda: False  # the process was asked to stop (``STOP_GRACE``)
         # One line for the user, from the calling thread, while a call waits for a server that stays
         # unreachable (``UNREACHABLE_FIRST``, then every ``UNREACHABLE_EVERY``) and once it is back.
@@ -314,6 +316,15 @@ class Bus:
     def _answered(self) -> None:
         self._silent_since = None
 
+    def _refused_since(self, sent: float, what: str) -> None:
+        """_Final when the server said, since a request left unanswered was sent at ``sent``, that the
+        user may not publish or subscribe there: it keeps the connection up and answers nothing, so every
+        retry went unanswered for ever, said as a hung server (a correlator's pulls as an empty stream)."""
+        denied = self._denied
+        if denied is not None and denied[0] >= sent:
+            raise _Final(f"{what}: NATS at {self.url} refused it, the user's permissions not allowing it "
+                         f"(the server said: {denied[1]})")
+
     # --- connection -----------------------------------------------------------------------------
 
     def _client(self):
@@ -336,6 +347,8 @@ class Bus:
     def _connect_options(self) -> dict:
         async def on_error(exc):
             self._last_error = exc
+            if "permissions violation" in str(exc).lower():
+                self._denied = (time.monotonic(), _cause(exc))
             if isinstance(exc, ssl.SSLError) and hasattr(self, "_no_tls"):
                 self._no_tls.set()
 
@@ -476,6 +489,7 @@ class Bus:
                     raise
                 except Exception as exc:
                     if isinstance(exc, (asyncio.TimeoutError, self._mod.errors.TimeoutError)):
+                        self._refused_since(sent, what)
                         self._unanswered(sent)
                     if not self._transient(exc):
                         raise BusError(f"{what}: {_cause(exc)}") from None
@@ -689,7 +703,8 @@ class Bus:
                 if len(todo) < before:
                     delay = BACKOFF_FIRST
                     self._answered()
-                elif isinstance(last, asyncio.TimeoutError):
+                elif isinstance(last, (asyncio.TimeoutError, self._mod.errors.TimeoutError)):
+                    self._refused_since(sent, f"publish of {len(todo)} records")
                     self._unanswered(sent)
             if todo:
                 if await self._pause(delay):
@@ -1055,6 +1070,7 @@ class Consumer:
                 self.away = False
             except (asyncio.TimeoutError, errors.TimeoutError):
                 raws = []
+                bus._refused_since(sent, f"pull from {self._what()}")
                 self.away = not nc.is_connected or not await self._answers(sent)
             except Exception as exc:
                 if not bus._transient(exc):
