@@ -451,6 +451,19 @@ def test_each_prefix_has_its_own_streams():
     assert all(name.replace("_", "").replace("-", "").isalnum() and name.isupper() for name in names)
 
 
+def test_no_prefix_names_a_stream_of_another_prefix():
+    """``pipeshell_alerts`` named its records' stream ``PIPESHELL_ALERTS``, the alert stream of ``pipeshell``:
+    its Detections and heartbeats went there (the subjects added to it), among the alerts a SIEM reads; and
+    ``kv_pipeshell_correlators`` named the stream of ``pipeshell``'s lease bucket."""
+    from pipeshell_filter.io.fleet import stream_names
+    prefixes = ["pipeshell", "pipeshell_alerts", "pipeshell_alerts_alerts", "kv_pipeshell_correlators",
+                "kv_pipeshell_alerts_correlators", "fleet", "fleet-alerts", "fleet_alerts", "kv_fleet", "kv-fleet"]
+    names = [name for prefix in prefixes
+             for name in (*stream_names(prefix), f"KV_{stream_names(prefix)[0]}_CORRELATORS")]
+    assert len(set(names)) == len(names), sorted(names)
+    assert stream_names("fleetb") == ("FLEETB", "FLEETB_ALERTS")  # the plain names stay as they were
+
+
 def test_two_fleets_on_one_server_keep_to_their_own_records(tmp_path):
     """Two prefixes, a correlator each on partition 0: one durable ``correlate-0`` per fleet, so
     each reads its own records (one consumer name for both: each took the other's messages)."""

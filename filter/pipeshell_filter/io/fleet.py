@@ -69,9 +69,11 @@ def stream_names(prefix: str) -> Tuple[str, str]:
     ``pipeshell``.  Each fleet (prefix) has its own, so that the durable consumers ``correlate-<p>``
     of two fleets on one server are not one (each took the other's messages).  A prefix that is not
     lower-case letters, digits, ``-`` and ``_`` also gets a digest of itself (``a.b`` and ``a_b``,
-    ``Fleet`` and ``fleet`` are distinct subjects)."""
+    ``Fleet`` and ``fleet`` are distinct subjects), and so does one whose name is of the kind the fleet
+    makes of another (``pipeshell_alerts``: the alert stream of ``pipeshell``, its records went there;
+    ``kv_...``: a key-value bucket's stream, the lease's of another prefix)."""
     name = prefix.upper()
-    if not re.fullmatch(r"[a-z0-9_-]+", prefix):
+    if not re.fullmatch(r"[a-z0-9_-]+", prefix) or name.endswith("_ALERTS") or name.startswith("KV_"):
         name = re.sub(r"[^A-Z0-9_-]", "_", name) + "_" + format(zlib.crc32(prefix.encode("utf-8")), "08X")
     return name, name + "_ALERTS"
 
