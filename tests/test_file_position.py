@@ -589,3 +589,57 @@ def test_a_pipe_merged_with_a_file_is_read_as_it_comes_and_the_file_read_on(tmp_
     again = run_cli(ARGS + ["--input", str(path), "--input", "-", "--state", state], ndjson(BENIGN[3:4]))
     assert again.returncode == 0 and passed_on(again.stdout) == BENIGN[3:4], again.stderr
     assert b"inputs: 1 of 1 NDJSON files read on where the saved state left them" in again.stderr
+
+
+def _whole_events(output: bytes) -> list:
+    """``passed_on`` of the lines that are whole JSON (a cut last line is passed on as it was)."""
+    kept = []
+    for line in output.splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            continue
+        kept.append(line)
+    return passed_on(b"\n".join(kept))
+
+
+def test_a_log_renamed_after_a_run_read_part_of_its_first_line_is_read_on_where_it_went(tmp_path):
+    """The saved run read only the start of the log's first line (a writer that flushes in blocks), the
+    writer ended it and wrote on, and a rotation renamed the log: the new log under its name begins with
+    the same bytes (every line of a log starts alike), but it is not the file read.  It was taken for it,
+    and the renamed file's lines were lost."""
+    path, state = tmp_path / "events.ndjson", str(tmp_path / "state.json")
+    written = ndjson(BENIGN[:2])
+    path.write_bytes(written[:20])
+    assert run_cli(ARGS + ["--input", str(path), "--state", state]).returncode == 0
+    with open(path, "ab") as handle:
+        handle.write(written[20:])
+    os.rename(path, f"{path}.1")
+    path.write_bytes(ndjson(BENIGN[2:4]))
+    assert path.read_bytes()[:20] == written[:20]
+    rotated = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert rotated.returncode == 0, rotated.stderr
+    assert sorted(map(json.dumps, _whole_events(rotated.stdout))) == sorted(map(json.dumps, BENIGN[:4])), \
+        rotated.stderr
+    assert f"rotated to {path}.1 since the saved state" in rotated.stderr.decode()
+
+
+def test_a_copy_is_not_found_by_part_of_a_first_line_an_older_copy_holds_too(tmp_path):
+    """copytruncate after a run that read only the start of the log's first line: every copy of the log
+    begins with those bytes, an older one too, which was read on as if it were the copy just made (its
+    lines passed on twice).  A copy is found by whole lines read, as one of a log read empty is not."""
+    path, state = tmp_path / "events.ndjson", str(tmp_path / "state.json")
+    path.write_bytes(ndjson(BENIGN[:2]))
+    assert run_cli(ARGS + ["--input", str(path), "--state", state]).returncode == 0
+    shutil.copyfile(path, f"{path}-1")
+    written = ndjson(BENIGN[2:4])
+    path.write_bytes(written[:20])
+    assert run_cli(ARGS + ["--input", str(path), "--state", state]).returncode == 0
+    with open(path, "ab") as handle:
+        handle.write(written[20:])
+    shutil.copyfile(path, f"{path}-2")
+    path.write_bytes(ndjson(INCIDENT[:1]))
+    rotated = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert rotated.returncode == 0, rotated.stderr
+    assert _whole_events(rotated.stdout) == INCIDENT[:1], rotated.stderr
+    assert b"rotated to" not in rotated.stderr

@@ -267,7 +267,12 @@ def rotated_away(saved: list, paths: list) -> list:
         if not check_mark(mark, "lines" in mark) or "kind" in mark or mark["path"] not in reads:
             continue  # another run's file
         end = mark["offset"] + mark["unterminated"]
-        if _holds(mark["path"], mark) and (end or _inode(mark["path"]) == (mark["device"], mark["inode"])):
+        # No whole line read (none, or the start of the first): those bytes begin any log alike, so the file
+        # at the path is the saved one by its inode alone, and a copy (``copytruncate``) cannot be told
+        # from an older one: only a file renamed is looked for.
+        whole = mark["offset"] > 0
+        same = _inode(mark["path"]) == (mark["device"], mark["inode"])
+        if _holds(mark["path"], mark) and (whole or same):
             continue  # read on where it is
         directory = os.path.dirname(mark["path"])
         if directory not in listed:
@@ -280,7 +285,7 @@ def rotated_away(saved: list, paths: list) -> list:
         stem = os.path.basename(mark["path"]).split(".")[0]
         taken = reads | {path for path, _ in found}
         candidates = [path for path, inode in listed[directory] if inode == mark["inode"]] + \
-            [path for path, _ in listed[directory] if end and os.path.basename(path).startswith(stem)]
+            [path for path, _ in listed[directory] if whole and os.path.basename(path).startswith(stem)]
         for path in candidates:
             if path not in taken and _holds(path, mark, more=True):
                 found.append((path, f"input {mark['path']}: rotated to {path} since the saved state; its lines "
