@@ -394,10 +394,12 @@ def test_the_fluent_bit_modes_and_the_line_options_act_in_the_correlate_stage():
 
 
 @pytest.mark.parametrize("args", [["--input", "-", "--input", "-"], ["--input", "-", "--input", "/dev/stdin"],
-                                  ["explain", "--events", "-", "--events", "-"]])
+                                  ["explain", "--events", "-", "--events", "-"], ["--input", SAMPLE, "--input", "-"],
+                                  ["explain", "--events", SAMPLE, "--events", "-"]])
 def test_standard_input_named_twice_is_read_once(args):
     """Read twice, a redirected file's events were counted twice (two alerts of one incident's windows
-    cut in two), and two readers of a pipe split its lines between them."""
+    cut in two), and two readers of a pipe split its lines between them.  So with the file it is
+    redirected from named before it: ``-`` was read whatever came before it."""
     explain = args[0] == "explain"
     with open(SAMPLE, "rb") as stdin:
         twice = subprocess.run(COMMAND + args + ["--emit", "all"] * (not explain), stdin=stdin,

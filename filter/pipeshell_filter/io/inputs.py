@@ -39,8 +39,8 @@ def expand(paths: List[str], given_as: str = "input", skipped: Optional[Callable
     symbolic links); a file reached twice (a symbolic or hard link to another file of the tree) is
     read once.  Also the files only a directory named: one of them that is no EVTX file is skipped,
     not refused, and so is one that is no regular file (a FIFO, which would wait for a writer for
-    ever), said through ``skipped``.  ``-`` is standard input, as for every Unix tool (given twice, read
-    once: two readers of one pipe split its lines).  ``given_as``:
+    ever), said through ``skipped``.  ``-`` is standard input, as for every Unix tool (given twice, or
+    beside the file redirected to it, read once: two readers of one pipe split its lines).  ``given_as``:
     how an error names the paths, as the user gave them (``explain --events``: "cannot read --events
     PATH")."""
     paths = [STDIN if path == "-" else path for path in paths]
@@ -64,7 +64,7 @@ def expand(paths: List[str], given_as: str = "input", skipped: Optional[Callable
                 raise InputError(f"cannot read {given_as} {name}: an EVTX file is read chunk by chunk at their "
                                  "places, so it must be a regular file")  # deaf to SIGTERM; no chunk has a place
             identity = _identity(name)
-            if identity not in seen or name == STDIN and STDIN not in files:  # ``-`` twice: read once
+            if identity not in seen:  # ``-`` twice, or with the file it is redirected from: read once
                 seen.add(identity)
                 files.append(name)
                 if identity not in named:
