@@ -357,6 +357,36 @@ def test_a_last_line_whose_writer_ends_it_with_crlf_later_is_not_read_again(tmp_
     assert json.load(open(state_path))["lines"] == 3
 
 
+def test_a_last_line_whose_crlf_a_run_meets_half_written_is_not_read_again(tmp_path):
+    """The CR of a line's CRLF written, its LF not yet (a writer that flushes in blocks cut between
+    them): the run that meets the CR alone took the line for one its writer had added to, and passed
+    it on again, then its end the run after; the CR is half of the line's end, read past once whole."""
+    lines = [json.dumps(event).encode() for event in BENIGN[:2]]
+    path, state_path = tmp_path / "events.ndjson", str(tmp_path / "state.json")
+    path.write_bytes(lines[0])
+    first = run_on(str(path), state_path, 0, "all", 0)[0]
+    with open(path, "ab") as handle:
+        handle.write(b"\r")
+    second = run_on(str(path), state_path, 0, "all", 0)[0]
+    with open(path, "ab") as handle:
+        handle.write(b"\n" + lines[1] + b"\r\n")
+    third = run_on(str(path), state_path, 0, "all", 0)[0]
+    assert passed_on(first + second + third) == BENIGN[:2]
+    assert json.load(open(state_path))["lines"] == 2
+    merged = [tmp_path / "a.ndjson", tmp_path / "b.ndjson"]  # the same among files merged
+    merged_state = str(tmp_path / "merged.json")
+    merged[0].write_bytes(lines[0])
+    merged[1].write_bytes(b"")
+    outputs = [run_merged([str(name) for name in merged], merged_state, 0, "all")]
+    with open(merged[0], "ab") as handle:
+        handle.write(b"\r")
+    outputs.append(run_merged([str(name) for name in merged], merged_state, 0, "all"))
+    with open(merged[0], "ab") as handle:
+        handle.write(b"\n" + lines[1] + b"\r\n")
+    outputs.append(run_merged([str(name) for name in merged], merged_state, 0, "all"))
+    assert passed_on(b"".join(outputs)) == BENIGN[:2]
+
+
 def test_a_directory_whose_file_was_renamed_by_a_rotation_reads_it_on_and_the_new_one_whole(tmp_path):
     """The saved place follows the file's inode to its new name: the lines written before the rename
     go out once, the new file's from its start, and nothing is said about the old name's new file."""

@@ -110,17 +110,20 @@ class Place:
         if not _read_there(self.fd, saved, size):
             return None, 0, (f"input {self.path}: not the bytes the saved state read there (replaced, rotated, "
                              "rewritten or cut shorter): read from its start")
-        start, again = end, 0
+        start, again, half = end, 0, 0
         if saved["unterminated"] and size > end:
-            ending = _line_end(os.pread(self.fd, 2, end))  # the line's end written since: a newline, or CRLF
+            written = os.pread(self.fd, 2, end)
+            ending = _line_end(written)  # the line's end written since: a newline, or CRLF
             if ending:
                 start = end + ending
+            elif written == b"\r":  # the CR of a CRLF whose LF is not written yet: the line was not added to
+                start, half = end + 1, 1
             else:
                 start, again = saved["offset"], 1  # the last line read has grown since: read whole again
         os.lseek(self.fd, start, os.SEEK_SET)
         self.offset = start
-        if start == end:  # nothing past it yet: the place stays as it was, unterminated line and all
-            self.offset, self.unterminated = saved["offset"], saved["unterminated"]
+        if start == end + half:  # nothing past it yet: the place stays as it was, unterminated line and all
+            self.offset, self.unterminated = saved["offset"], saved["unterminated"] + half
             self.continued = self.unterminated
         return start, again, None
 
