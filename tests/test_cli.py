@@ -913,6 +913,25 @@ def test_a_named_pipe_found_in_a_directory_is_skipped_not_waited_on(tmp_path):
         ".json files\n")
 
 
+def test_a_stop_ends_the_wait_for_a_named_pipe_merged_with_a_file(tmp_path):
+    """A pipe named among files merged, whose writer keeps it open and writes nothing: SIGTERM set its
+    flag and the read of the pipe went on waiting, through the stop, until the supervisor's kill.  The
+    stop ends that wait as it ends a lone pipe's: exit 0, as at end of input."""
+    fifo, path = tmp_path / "events.pipe", tmp_path / "events.ndjson"
+    os.mkfifo(fifo)
+    path.write_bytes(ndjson(ATTACK))
+    process = subprocess.Popen(COMMAND + ["--emit", "all", "--input", str(fifo), "--input", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with open(fifo, "wb"):  # open once the filter opened it to read: its stop is in place then
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and out == b"", err
+    assert err.decode().endswith("0 lines; 0 matched; 0 alerts\n"), err
+
+
 def test_missing_input_is_a_usage_error(tmp_path):
     result = run_cli(["--input", str(tmp_path / "nope.ndjson")])
     assert result.returncode == 2 and b"nope.ndjson" in result.stderr and len(result.stderr.splitlines()) == 1

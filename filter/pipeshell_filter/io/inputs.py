@@ -14,6 +14,7 @@ import contextlib
 import heapq
 import itertools
 import os
+import select
 import stat
 from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
@@ -249,8 +250,59 @@ def open_input(path: str, stop=None):
 def ndjson_lines(path: str, max_line: int = 16 << 20, stop=None) -> Iterator:
     """The lines of an NDJSON file (without newlines); one over ``max_line`` bytes as a LongLine."""
     with open_input(path, stop) as handle:
-        for line, _ended in _lines_of(handle, max_line):
+        source = handle if stop is None or _is_regular_fd(handle.fileno()) else PipeLines(handle.fileno(), stop)
+        for line, _ended in _lines_of(source, max_line):
             yield line
+
+
+def _is_regular_fd(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+class PipeLines:
+    """A pipe (a FIFO, ``-``) read among files merged, for lines as a file's ``readline`` gives them,
+    but a stop requested while it waits for its writer is its end: a blocking read waited on through
+    the stop, its flag set, for as long as the writer kept the pipe open and silent."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, fd: int, stop):
+        self.fd, self.stop = fd, stop
+        self.buffer = bytearray()
+        self.ended = False
+
+    def readline(self, limit: int) -> bytes:
+        """Up to and with the next newline, at most ``limit`` bytes; what is left at the end; b"" after it."""
+        while True:
+            newline = self.buffer.find(b"\n", 0, limit)
+            if newline >= 0 or len(self.buffer) >= limit or self.ended:
+                cut = newline + 1 if newline >= 0 else min(limit, len(self.buffer))
+                line = bytes(self.buffer[:cut])
+                del self.buffer[:cut]
+                return line
+            if not self._wait():
+                self.ended = True
+                continue
+            data = os.read(self.fd, self.BLOCK)
+            self.ended = not data
+            self.buffer += data
+
+    def _wait(self) -> bool:
+        """Until the pipe can be read (bytes, or its end): False when the stop comes first.  ``poll``, not
+        ``select``: merged with a thousand files, the pipe's descriptor may be past select's limit."""
+        watch = select.poll()
+        for fd in (self.fd, self.stop.fd):
+            watch.register(fd, select.POLLIN)
+        while not self.stop.requested:
+            ready = {fd for fd, _ in watch.poll()}
+            if self.stop.fd in ready:
+                self.stop.drain()  # woken by another signal than ours: wait on, unless ours came too
+            elif self.fd in ready:
+                return not self.stop.requested
+        return False
 
 
 def _lines_of(handle, max_line: int) -> Iterator[tuple]:
