@@ -673,3 +673,28 @@ def test_a_copy_is_not_found_by_part_of_a_first_line_an_older_copy_holds_too(tmp
     assert rotated.returncode == 0, rotated.stderr
     assert _whole_events(rotated.stdout) == INCIDENT[:1], rotated.stderr
     assert b"rotated to" not in rotated.stderr
+
+
+def test_a_rotated_log_the_last_run_did_not_read_to_its_end_is_read_on(tmp_path):
+    """A log renamed by a rotation is read on with the new one; the run that found it may not read it to
+    its end: stopped halfway (a supervisor's SIGTERM, a kill after a snapshot), or its writer, which writes
+    on to the renamed file until it opens the new one (logrotate's postrotate), added to it since.  Its
+    place was saved, but the next run looked only beside the paths it reads, where the renamed file is
+    not: the rest of it was lost."""
+    path, state = tmp_path / "events.ndjson", str(tmp_path / "state.json")
+    path.write_bytes(ndjson(BENIGN[:1]))
+    assert run_cli(ARGS + ["--input", str(path), "--state", state]).returncode == 0
+    with open(path, "ab") as handle:
+        handle.write(ndjson(BENIGN[1:2]))
+    os.rename(path, f"{path}.1")
+    path.write_bytes(b"")
+    found = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert found.returncode == 0 and passed_on(found.stdout) == BENIGN[1:2], found.stderr
+    with open(f"{path}.1", "ab") as handle:  # the writer, not told yet
+        handle.write(ndjson(BENIGN[2:3]))
+    path.write_bytes(ndjson(BENIGN[3:4]))
+    rest = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert rest.returncode == 0 and passed_on(rest.stdout) == BENIGN[2:4], rest.stderr
+    assert f"input {path}.1: not read to its end by the saved run; its lines after byte" in rest.stderr.decode()
+    again = run_cli(ARGS + ["--input", str(path), "--state", state])
+    assert again.returncode == 0 and again.stdout == b"", again.stderr

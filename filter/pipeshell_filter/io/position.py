@@ -263,13 +263,21 @@ def rotated_away(saved: list, paths: list) -> list:
     ``events.ndjson.1`` (found by its inode in the same directory) or copies it there and empties it
     (``copytruncate``: found by its bytes among the files whose names begin as its name does).  Read
     with ``paths``, on from where the saved state left them, the lines written between the last run
-    and the rotation are not lost.  Returns ``[(path, one-line note)]``."""
+    and the rotation are not lost.  So is such a file the saved run read but not to its end (stopped, or
+    its writer wrote on there until it opened the new log), by its own place: its name begins with the
+    name of a file read beside it.  Returns ``[(path, one-line note)]``."""
     reads = {os.path.realpath(path) for path in paths}
     found, listed = [], {}
     for mark in saved or ():
-        if not check_mark(mark, "lines" in mark) or "kind" in mark or mark["path"] not in reads:
-            continue  # another run's file
+        if not check_mark(mark, "lines" in mark) or "kind" in mark:
+            continue
         end = mark["offset"] + mark["unterminated"]
+        if mark["path"] not in reads:
+            if _rotated_beside(mark["path"], reads) and mark["path"] not in {path for path, _ in found} \
+                    and _inode(mark["path"]) == (mark["device"], mark["inode"]) and _holds(mark["path"], mark, True):
+                found.append((mark["path"], f"input {mark['path']}: not read to its end by the saved run; its lines "
+                                            f"after byte {end}, where the saved state left it, are read"))
+            continue  # else another run's file
         # No whole line read (none, or the start of the first): those bytes begin any log alike, so the file
         # at the path is the saved one by its inode alone, and a copy (``copytruncate``) cannot be told
         # from an older one: only a file renamed is looked for.
@@ -295,6 +303,13 @@ def rotated_away(saved: list, paths: list) -> list:
                                     f"after byte {end}, where the saved state left it, are read there"))
                 break
     return found
+
+
+def _rotated_beside(path: str, reads: set) -> bool:
+    """Whether ``path`` is named as a rotation names a file it moved away from one of ``reads``
+    (``events.ndjson.1``, ``events.ndjson-20260101`` beside ``events.ndjson``)."""
+    directory, name = os.path.split(path)
+    return any(os.path.dirname(read) == directory and name.startswith(os.path.basename(read)) for read in reads)
 
 
 class Placed(str):
