@@ -932,6 +932,23 @@ def test_a_stop_ends_the_wait_for_a_named_pipe_merged_with_a_file(tmp_path):
     assert err.decode().endswith("0 lines; 0 matched; 0 alerts\n"), err
 
 
+def test_an_input_that_is_the_output_file_is_a_usage_error(tmp_path):
+    """``--input FILE --emit all >> FILE`` (or ``< FILE >> FILE``, or FILE in an input directory): the filter
+    read back what it wrote, for ever, until the disk was full (5 GB in 30 s); ``cat`` refuses as much."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "events.ndjson"
+    path.write_bytes(ndjson(ATTACK))
+    for args, stdin in ((["--input", str(path)], None), ([], path), (["--input", str(logs)], None)):
+        with open(path, "ab") as stdout, open(stdin or os.devnull, "rb") as source:
+            result = subprocess.run(COMMAND + ["--emit", "all"] + args, stdin=source, stdout=stdout,
+                                    stderr=subprocess.PIPE, timeout=60)
+        assert result.returncode == 2 and path.read_bytes() == ndjson(ATTACK), result.stderr
+        named = "standard input" if stdin else f"input {path}"
+        assert result.stderr.decode() == f"pipeshell-filter: error: {named} is the file standard output writes to: " \
+            "the filter would read back what it writes, for ever\n"
+
+
 def test_missing_input_is_a_usage_error(tmp_path):
     result = run_cli(["--input", str(tmp_path / "nope.ndjson")])
     assert result.returncode == 2 and b"nope.ndjson" in result.stderr and len(result.stderr.splitlines()) == 1

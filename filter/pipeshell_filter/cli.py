@@ -530,6 +530,7 @@ def run(
     reads_stdin = not files and not (nats is not None and stage is Stage.correlate)
     if reads_stdin or inputs_module.STDIN in files:
         check_stdin()  # ``--input -`` too: it reopened a write-only stdin's file through /dev/stdin
+    check_not_output(files, reads_stdin)
     if rule_stats is not None or state is not None:
         check_not_read((("--rule-stats", rule_stats), ("--state", state)),
                        [("--input", path) for path in files] + [("--rule", path) for path in rule_paths_read(rule)]
@@ -806,6 +807,28 @@ def check_not_read(outputs: tuple, read: list, stdin: bool = False) -> None:
         found = targets.get(identity(path))
         if found is not None:
             raise UsageProblem(f"{found[0]} {found[1]} is also read, as {option} {path}: it would be replaced")
+
+
+def check_not_output(files: List[str], stdin: bool) -> None:
+    """An input (or standard input) that is the regular file standard output writes to (``>> FILE``) is a
+    usage error: the filter read back what it wrote, for ever, until the disk was full."""
+    try:
+        status = os.fstat(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        return
+    if not stat.S_ISREG(status.st_mode):
+        return
+    output = status.st_dev, status.st_ino
+    named = [("standard input", 0)] if stdin else []
+    for what, path in named + [(f"input {path}" if path != inputs_module.STDIN else "standard input", path)
+                               for path in files]:
+        try:
+            found = os.fstat(path) if isinstance(path, int) else os.stat(path)
+        except (OSError, ValueError):  # closed, or gone: its reading says so
+            continue
+        if stat.S_ISREG(found.st_mode) and (found.st_dev, found.st_ino) == output:
+            raise UsageProblem(f"{what} is the file standard output writes to: the filter would read back what "
+                               "it writes, for ever")
 
 
 def check_seconds(*options: tuple) -> None:
