@@ -9,12 +9,14 @@ lateness bound, arrival order does not change the hits; and a few hand-computed 
 
 import itertools
 import sys
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, strategies as st
 
 from oracle import correlation_oracle
 from pipeshell_filter.correlate import Correlator
+from pipeshell_filter.correlate.windows import SHAPES
 from pipeshell_filter.detect import Detection
 from pipeshell_filter.sigma.correlation import KINDS, CorrelationSpec, RuleRef, Threshold
 
@@ -416,3 +418,21 @@ def test_sums_and_means_are_exact_on_the_numbers_as_written_in_decimal():
     assert case("value_sum", ["a"], 10, [("gte", 0.3), ("lte", 0.3)], tenths, field="Val") == \
         [(1, (), frozenset({0, 1}), 0.3)]
     assert case("value_avg", ["a"], 10, [("eq", 0.15)], tenths, field="Val") == [(1, (), frozenset({0, 1}), 0.15)]
+
+
+def test_a_number_finer_than_any_double_costs_no_more_than_a_plain_one():
+    """``1e-999999999`` is 12 bytes; summed exactly it was a fraction over 10**999999999, whose making
+    never ended (``1e-30000000`` alone took 31 s).  Its digits below 1e-1100, far finer than the least
+    double, are rounded off first: it is 0 to a sum, and still one number to a mean."""
+    s = {"kind": "value_sum", "rules": [("a", None)], "timespan": 10, "bounds": (("eq", 2.5),), "group_by": (),
+         "field": "Val", "require_each": False}
+
+    def value_of(text):
+        return SHAPES["value_sum"].value_of(build_spec(s), to_detection((0, "a", {"Val": [text]}, 0, (0,))))
+
+    for text in ("1e-100000", "0." + "0" * 5000 + "1", "-1e-100000"):
+        assert value_of(text) == 0 and value_of(text).denominator == 1
+    assert value_of("1.5e-1100") == Fraction(2, 10 ** 1100)  # rounded half to even at the 1100th place
+    assert value_of("0." + "0" * 1099 + "7") == Fraction(7, 10 ** 1100)  # as fine as that: as written
+    records = [(0, "a", {"Val": ["5"]}, 0, (0,)), (1, "a", {"Val": ["1e-999999999"]}, 1, (0,))]
+    assert run_correlator(dict(s, kind="value_avg"), records)[0] == [(1, (), frozenset({0, 1}), 2.5)]

@@ -13,7 +13,7 @@ import math
 import sys
 from bisect import bisect_left, insort
 from collections import Counter
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
 from typing import Any, Optional
 
@@ -272,11 +272,23 @@ class TemporalOrdered(Window):
         return done
 
 
+# The finest place a sum keeps: far below the least double (about 4.9e-324), so that rounding there never
+# moves the double nearest a sum, and a fraction's denominator is at most 10**1100 however a number is written.
+FINEST_PLACE = Decimal(1).scaleb(-1100)
+# digits enough for any finite double's integer part and those 1100 places
+_FINEST_CONTEXT = Context(prec=1500, rounding=ROUND_HALF_EVEN)
+
+
 def _exact_number(spec: CorrelationSpec, detection) -> Optional[Fraction]:
     """``_written_number`` exactly (``0.1`` is a tenth, not the double nearest it), so that
-    ``0.1 + 0.2`` sums to the ``0.3`` a rule writes."""
+    ``0.1 + 0.2`` sums to the ``0.3`` a rule writes; to 1100 places (``FINEST_PLACE``): ``1e-999999999``,
+    12 bytes, was a fraction over 10**999999999, which took for ever to make, and to add to."""
     number = _written_number(spec, detection)
-    return None if number is None else Fraction(number)
+    if number is None:
+        return None
+    if number.as_tuple().exponent < -1100:
+        number = number.quantize(FINEST_PLACE, context=_FINEST_CONTEXT)
+    return Fraction(number)
 
 
 class ValueSum(Window):
