@@ -43,13 +43,18 @@ import math as _math
 import sys as _sys
 import re as _re
 
+def _as_aggregate(a, b):
+    """A sum, mean or share is a double: the rule's number b is taken as the double nearest it."""
+    return float(b) if isinstance(a, float) else b
+
+
 _OPS = {
-    "gt": lambda a, b: a > b,
-    "gte": lambda a, b: a >= b,
-    "lt": lambda a, b: a < b,
-    "lte": lambda a, b: a <= b,
-    "eq": lambda a, b: a == b,
-    "neq": lambda a, b: a != b,
+    "gt": lambda a, b: a > _as_aggregate(a, b),
+    "gte": lambda a, b: a >= _as_aggregate(a, b),
+    "lt": lambda a, b: a < _as_aggregate(a, b),
+    "lte": lambda a, b: a <= _as_aggregate(a, b),
+    "eq": lambda a, b: a == _as_aggregate(a, b),
+    "neq": lambda a, b: a != _as_aggregate(a, b),
 }
 
 

@@ -436,3 +436,17 @@ def test_a_number_finer_than_any_double_costs_no_more_than_a_plain_one():
     assert value_of("0." + "0" * 1099 + "7") == Fraction(7, 10 ** 1100)  # as fine as that: as written
     records = [(0, "a", {"Val": ["5"]}, 0, (0,)), (1, "a", {"Val": ["1e-999999999"]}, 1, (0,))]
     assert run_correlator(dict(s, kind="value_avg"), records)[0] == [(1, (), frozenset({0, 1}), 2.5)]
+
+
+def test_a_sum_is_compared_with_the_double_nearest_the_rules_number():
+    """The aggregate of a sum or mean is the double nearest the exact one, so a rule's number is taken as the
+    double nearest it too: bytes summing to exactly 12345678901234567890123 did not meet ``eq`` or ``gte``
+    of that very number (the double is 12345678901234567741440, and Python compares it exactly)."""
+    big, apart = 12345678901234567890123, 2 ** 30  # far more than the doubles' step there (2 ** 21)
+    records = [(0, "a", {"Val": [str(big - apart)]}), (1, "a", {"Val": [str(big + apart)]})]
+    for kind, number in (("value_sum", 2 * big), ("value_avg", big)):
+        for bounds in ([("eq", number)], [("gte", number)], [("gte", number), ("lte", number)]):
+            assert case(kind, ["a"], 10, bounds, records, field="Val") == \
+                [(1, (), frozenset({0, 1}), float(number))], (kind, bounds)
+        assert case(kind, ["a"], 10, [("gt", number)], records, field="Val") == []
+    assert Threshold((("gte", 3),)).holds(3) and not Threshold((("gt", 3),)).holds(3)  # counts: ints, exact

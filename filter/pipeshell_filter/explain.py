@@ -23,7 +23,7 @@ from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output,
 from .sigma.compile import Plan
 from .sigma.condition import And, Not, Or, evaluate, top_level_terms
 from .sigma.matchers import FieldMatcher, FieldRefMatcher
-from .sigma.correlation import OPERATORS
+from .sigma.correlation import compare
 
 
 def rule_needles(plan: Plan, unknown_logsource: str = "match") -> Optional[list]:
@@ -497,7 +497,7 @@ def _shortfall(condition, aggregate) -> float:
     if aggregate is None:
         return float("inf")
     return sum(abs(aggregate - number) or 1.0 for name, number in condition.bounds
-               if not OPERATORS[name](aggregate, number))
+               if not compare(name, aggregate, number))
 
 
 class _Fed:

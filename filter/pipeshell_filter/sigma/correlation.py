@@ -52,7 +52,7 @@ class Threshold:
     bounds: tuple  # ((operator name, number), ...)
 
     def holds(self, value) -> bool:
-        return value is not None and all(OPERATORS[name](value, number) for name, number in self.bounds)
+        return value is not None and all(compare(name, value, number) for name, number in self.bounds)
 
     def __str__(self) -> str:
         return " and ".join(f"{name} {_number(number)}" for name, number in self.bounds) or "always"
@@ -61,6 +61,16 @@ class Threshold:
     def lower_bounds_only(self) -> bool:
         """Once it holds, more of what is counted keeps it holding."""
         return all(name in ("gt", "gte") for name, _ in self.bounds)
+
+
+def compare(name: str, aggregate, number) -> bool:
+    """One bound on an aggregate.  A sum, mean or share is a double (the nearest the exact one), so the
+    rule's number is taken as the double nearest it too: a sum of exactly 12345678901234567890123 met
+    neither ``eq`` nor ``gte`` of that number, which Python compares exactly with the double.  A count is
+    an int, compared exactly."""
+    if type(aggregate) is float:
+        number = float(number)
+    return OPERATORS[name](aggregate, number)
 
 
 def _number(value):
