@@ -18,6 +18,7 @@ from oracle import correlation_oracle
 from pipeshell_filter.correlate import Correlator
 from pipeshell_filter.correlate.windows import SHAPES
 from pipeshell_filter.detect import Detection
+from pipeshell_filter.sigma.condition import parse_condition
 from pipeshell_filter.sigma.correlation import KINDS, CorrelationSpec, RuleRef, Threshold
 
 ALL_KINDS = sorted(KINDS)
@@ -450,3 +451,12 @@ def test_a_sum_is_compared_with_the_double_nearest_the_rules_number():
                 [(1, (), frozenset({0, 1}), float(number))], (kind, bounds)
         assert case(kind, ["a"], 10, [("gt", number)], records, field="Val") == []
     assert Threshold((("gte", 3),)).holds(3) and not Threshold((("gt", 3),)).holds(3)  # counts: ints, exact
+
+
+def test_a_conditions_number_is_shown_as_the_rule_wrote_it():
+    """``lte: 1.0e+23`` was shown in the alert's condition as 99999999999999991611392, the digits of the
+    double nearest it, which no rule wrote; an integral double past 1e15 is shown as Python writes it."""
+    assert str(Threshold((("lte", 1.0e23), ("gt", 0.1), ("gte", 1500.0), ("neq", 12345678901234567890123)))) == \
+        "lte 1e+23 and gt 0.1 and gte 1500 and neq 12345678901234567890123"
+    aggregation = parse_condition("sel | sum(bytes) by host > 100000000000000000000000").aggregation
+    assert str(aggregation) == "sum(bytes) by host > 1e+23"

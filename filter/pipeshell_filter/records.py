@@ -15,6 +15,7 @@ from .correlate import Hit, spelled_group
 from .detect import HOST_FIELD, SHOWN_KEYS, SHOWN_TEXT, Detection, blake2b
 from .events.timeparse import NS, format_time
 from .sigma.compile import Plan
+from .sigma.condition import shown_number
 from .sigma.rule import CorrelationRule, Rule
 
 # Alert records list at most this many contributing events, and at most this many entries in any
@@ -189,8 +190,7 @@ def correlation_alert(rule: Rule, hit: Hit) -> dict:
             "function": aggregation.function,
             "field": aggregation.field,
             "operator": aggregation.operator,
-            "threshold": int(aggregation.threshold) if float(aggregation.threshold).is_integer()
-            else aggregation.threshold,
+            "threshold": shown_number(aggregation.threshold),
         }
         if aggregation.function == "count" and aggregation.field:
             shown["values"] = _capped(list(hit.distinct_values))

@@ -73,6 +73,14 @@ def _wrap(node: Node) -> str:
 MOST_THRESHOLD = 1e300  # the largest aggregation threshold taken, legacy or v2
 
 
+def shown_number(number):
+    """A condition's number as the rule wrote it: ``1500``, not ``1500.0``; an integral double past 1e15
+    as Python writes it (``1e+23``), not the digits of its binary value (99999999999999991611392)."""
+    if isinstance(number, float) and number.is_integer() and abs(number) < 1e15:
+        return int(number)
+    return number
+
+
 @attrs.frozen
 class Aggregation:
     """``| function(field) [by group] op threshold`` after the search expression."""
@@ -85,7 +93,7 @@ class Aggregation:
 
     def __str__(self) -> str:
         by = f" by {self.group_by}" if self.group_by else ""
-        threshold = int(self.threshold) if float(self.threshold).is_integer() else self.threshold
+        threshold = shown_number(self.threshold)
         return f"{self.function}({self.field or ''}){by} {self.operator} {threshold}"
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 import attrs
 
-from .condition import Aggregation
+from .condition import Aggregation, shown_number
 
 # kind -> what the condition is compared with, per group and window
 KINDS = {
@@ -55,7 +55,7 @@ class Threshold:
         return value is not None and all(compare(name, value, number) for name, number in self.bounds)
 
     def __str__(self) -> str:
-        return " and ".join(f"{name} {_number(number)}" for name, number in self.bounds) or "always"
+        return " and ".join(f"{name} {shown_number(number)}" for name, number in self.bounds) or "always"
 
     @property
     def lower_bounds_only(self) -> bool:
@@ -71,10 +71,6 @@ def compare(name: str, aggregate, number) -> bool:
     if type(aggregate) is float:
         number = float(number)
     return OPERATORS[name](aggregate, number)
-
-
-def _number(value):
-    return int(value) if float(value).is_integer() else value
 
 
 @attrs.frozen
