@@ -1241,3 +1241,19 @@ def test_a_field_passed_through_a_middle_correlation_with_many_values_alerts_as_
     assert not at_end and json.load(open(path))["correlations"]["middle"]["windows"]  # the first inner alert
     rest, _ = run_once(b"".join(lines[152:]), 0, "alerts", path, plans=rule_set)
     assert first + rest == whole
+
+
+def test_one_event_meeting_two_aliased_rules_is_summed_once(tmp_path):
+    """An alias may read another field of the event for each rule: one event meeting both rules, 5 in one
+    field and 7 in the other, was summed as 12 (the README: counted and summed once), and listed twice."""
+    rules = [{"title": name, "name": name, "logsource": {"product": "windows"},
+              "detection": {"sel": {"EventID": 1}, "condition": "sel"}} for name in ("r1", "r2")]
+    rules.append({"title": "sum", "id": "sum", "correlation": {
+        "type": "value_sum", "rules": ["r1", "r2"], "group-by": ["Computer"], "timespan": "1m",
+        "aliases": {"n": {"r1": "n1", "r2": "n2"}}, "condition": {"field": "n", "gte": 6}}})
+    path = write(tmp_path, "rules.yml", yaml.safe_dump_all(rules))
+    one = {"EventID": 1, "Computer": "h1", "@timestamp": iso(0), "n1": 5, "n2": 7}
+    result = run_cli(["--rule", path], ndjson([one, dict(one, **{"@timestamp": iso(1), "n1": 1, "n2": 100})]))
+    assert result.returncode == 0, result.stderr
+    [alert] = alerts(result.stdout)  # 5 + 1, each event once with its first detection's value
+    assert alert["message"] == "sum: sum(n) = 6 within 60s" and [e["line"] for e in alert["sigma"]["events"]] == [1, 2]

@@ -212,7 +212,7 @@ class Correlator:
         self.wanted = NEVER
         # one event that meets several of the rules: counted once, unless the rules seen are counted
         self._counts_rules = spec.kind in ("temporal", "temporal_ordered")
-        self._last_event = None  # (event, group, value) of the last detection taken
+        self._last_event = None  # (event, group) of the last detection taken
         self._early_due = []  # ``early``: contributions whose early evaluation waits for their event's other detections
 
     _early_on = False
@@ -272,9 +272,11 @@ class Correlator:
             self.seen.add(key, c.time)
         if not self._counts_rules and clocked and detection.event.get("line"):  # one event's detections
             event = (c.time, detection.source, event_key(detection.event))  # come one after the other
-            if self._last_event == (event, c.group, c.value):
-                return []  # the same event, met by another of the rules: it counts once
-            self._last_event = (event, c.group, c.value)
+            # the same event, met by another of the rules: it counts once, with the value its first detection
+            # gave (an alias may read another field of it for each rule: 5 and 7 were summed as 12)
+            if self._last_event == (event, c.group):
+                return []
+            self._last_event = (event, c.group)
         self._seq += 1
         if c.time < self.watermark:
             self.late += 1
