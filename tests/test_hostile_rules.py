@@ -13,9 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clitools import alerts, ndjson, run_cli
+from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
 from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import rule_index as ri
 from pipeshell_filter.sigma.collection import MAX_CHAIN
+from pipeshell_filter.sigma import modifiers
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, RuleError, load_rules, parse_rule, parse_rules
 
@@ -110,7 +112,6 @@ def test_thousands_of_star_wildcards_are_refused_and_a_few_hundred_match():
     assert_rule_error(rule_text(["sel: {f: '" + "*a" * 3000 + "*'}", "condition: sel"]), "more than 256 * wildcards")
     assert_rule_error(rule_text(["sel: {f|contains: '" + "a*" * 257 + "'}", "condition: sel"]), "256")
     plan = load(rule_text(["sel: {f: '" + "*a" * 255 + "*'}", "condition: sel"]))
-    from pipeshell_filter.events.fields import FieldResolver, builtin_profiles
     view = FieldResolver(builtin_profiles()).view
     assert plan.match(view({"f": "ab" * 300})) and not plan.match(view({"f": "ab" * 200}))
     assert load(rule_text(["sel: {f: '" + "\\*" * 3000 + "'}", "condition: sel"]))  # escaped: literal stars
@@ -184,6 +185,81 @@ def test_aliases_within_bounds_are_fine():
     text = ("title: shared\nvalues: &v [one, two, three]\ndetection:\n  a: {Payload|contains: *v}\n"
             "  b: {CommandLine|contains: *v}\n  condition: a or b\n")
     assert len(load(text).selections) == 2
+
+
+def _counted_tests(monkeypatch) -> list:
+    """How many string tests the compiler makes (each costs an object, often an RE2 pattern)."""
+    made = []
+    original = modifiers._compile_parts
+
+    def counted(*args):
+        made.append(1)
+        return original(*args)
+    monkeypatch.setattr(modifiers, "_compile_parts", counted)
+    return made
+
+
+def _expand_rule(references: int, modifiers_written: str = "expand") -> str:
+    return rule_text([f"sel: {{CommandLine|{modifiers_written}: [" + ", ".join(["'%hosts%'"] * references) + "]}",
+                      "condition: sel"])
+
+
+def test_placeholders_cannot_multiply_a_short_rule_past_the_rules_allowance_of_tests(monkeypatch):
+    """Each value may expand to 10,000, but a list of 100 of them made a million tests (11 s, 280 MB),
+    a thousand ten million, from a rule of a hundred lines: a rule's values together stand for at most
+    ``MAX_TESTS`` tests, the values a rule file may hold."""
+    monkeypatch.setattr(modifiers, "MAX_TESTS", 1_000)
+    made = _counted_tests(monkeypatch)
+    placeholders = {"hosts": tuple(f"host{i}" for i in range(100))}
+    plan = compile_plan(parse_rule(_expand_rule(10), SOURCE), placeholders=placeholders)  # 1,000: at the limit
+    assert len(made) == 1_000 and plan.selections
+    made.clear()
+    with pytest.raises(RuleError) as raised:
+        compile_plan(parse_rule(_expand_rule(11), SOURCE), placeholders=placeholders)
+    assert "more than 1,000 tests" in str(raised.value) and "\n" not in str(raised.value)
+    assert len(made) <= 1_000
+
+
+def test_windash_and_base64offset_under_a_placeholder_stop_at_the_allowance(monkeypatch):
+    """``|expand|windash|base64offset|contains`` over a list of 100 commands of four dashes each:
+    100 x 625 x 3 = 187,500 tests (15 s, 480 MB) from one value; the count stops at the allowance."""
+    made = _counted_tests(monkeypatch)
+    placeholders = {"hosts": tuple(f"cmd{i} -a -b -c -d" for i in range(100))}
+    with pytest.raises(RuleError) as raised:
+        compile_plan(parse_rule(_expand_rule(1, "expand|windash|base64offset|contains"), SOURCE),
+                     placeholders=placeholders)
+    assert f"more than {modifiers.MAX_TESTS:,} tests" in str(raised.value)
+    assert len(made) <= modifiers.MAX_TESTS
+
+
+def test_a_global_filter_is_compiled_once_for_all_the_rules_it_names(tmp_path, monkeypatch):
+    """A filter of 20,000 users with ``rules: any`` over 200 rules was compiled, and its literal
+    formula worked out, once per rule: 27 s and 580 MB at start.  Its selections are compiled once
+    (and once more to check the filter alone), and a selection named only under ``not`` needs no
+    literal formula."""
+    from pipeshell_filter.cli import build_prefilter, load_plans
+    from pipeshell_filter.sigma import literals
+    users = 50
+    for n in range(40):
+        (tmp_path / f"r{n}.yml").write_text(rule_text([f"sel: {{Image|endswith: 'tool{n}.exe'}}", "condition: sel"])
+                                            .replace("title: hostile", f"title: rule {n}"))
+    (tmp_path / "filter.yml").write_text(
+        "title: service users\nlogsource: {product: windows}\nfilter:\n  rules: any\n  selection:\n"
+        "    User|contains: [" + ", ".join(f"'svc{i}'" for i in range(users)) + "]\n  condition: selection\n")
+    made = _counted_tests(monkeypatch)
+    formulas = []
+    original = literals.of_selection
+    monkeypatch.setattr(literals, "of_selection", lambda selection, usable: formulas.append(selection.name) or
+                        original(selection, usable))
+    plans = load_plans([str(tmp_path)], None)
+    assert len(plans) == 40 and all(plan.rule.filters for plan in plans)
+    assert len(made) == 40 + 2 * users, len(made)
+    build_prefilter(list(plans), "python")
+    assert formulas == ["sel"] * 40
+    view = FieldResolver(builtin_profiles()).view
+    third = next(plan for plan in plans if plan.rule.title == "rule 3")
+    assert third.term_mask(third.match(view({"Image": "C:\\tool3.exe", "User": "alice"}))) == 1
+    assert third.term_mask(third.match(view({"Image": "C:\\tool3.exe", "User": "svc7"}))) == 0
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -188,10 +188,10 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
 
     # global filters first: the rules they name compile with them
     filtered = apply_filters([rule for rule, _ in loaded], filters, list(documents), unapplied)
-    plans = []
+    plans, shared = [], {}
     for rule, (_, directory) in zip(filtered, loaded):
         try:
-            plans.append(compile_plan(rule, join_mode, placeholders=placeholders))
+            plans.append(compile_plan(rule, join_mode, placeholders=placeholders, shared=shared))
         except RuleError as error:
             if strict or not directory:
                 raise UsageProblem(str(error)) from None

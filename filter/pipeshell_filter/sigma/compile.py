@@ -21,7 +21,7 @@ from .correlation import CorrelationSpec, from_legacy
 from . import literals
 from .logsource import LogsourceCheck, LogsourceTable, compile_logsource
 from .matchers import FieldMatcher, FieldRef, FieldRefMatcher, KeywordKeyMatcher, KeywordMatcher
-from .modifiers import AnyVariant, ModifierError, ModifierSpec, PatternError, compile_value
+from .modifiers import AnyVariant, ModifierError, ModifierSpec, PatternError, TestBudget, compile_value
 from .rule import Rule, RuleError, shown
 
 
@@ -107,20 +107,24 @@ def _guard(alternatives: tuple) -> Optional[tuple]:
     return field, frozenset().union(*(f[field] for f in fields))
 
 
-def compile_selection(name: str, value, source: str, placeholders: Optional[dict] = None) -> Selection:
-    """One search identifier -> a Selection.  ``placeholders`` fills ``|expand`` values (None: no file)."""
+def compile_selection(name: str, value, source: str, placeholders: Optional[dict] = None,
+                      budget: Optional[TestBudget] = None) -> Selection:
+    """One search identifier -> a Selection.  ``placeholders`` fills ``|expand`` values (None: no file);
+    ``budget``: what is left of the rule's allowance of tests (``modifiers.MAX_TESTS``)."""
     where = f"rule {source}: selection {shown(name)}"
+    budget = budget or TestBudget()
     if isinstance(value, dict):
-        alternatives = (_compile_map(value, where, placeholders),)
+        alternatives = (_compile_map(value, where, placeholders, budget),)
         return Selection(name, alternatives, _guard(alternatives))
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        alternatives = tuple(_compile_map(v, where, placeholders) for v in value)
+        alternatives = tuple(_compile_map(v, where, placeholders, budget) for v in value)
         return Selection(name, alternatives, _guard(alternatives))
     if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
-        tests = _spelled_out(_compile_value(v, _KEYWORDS, where) for v in value)
+        tests = _spelled_out(_compile_value(v, _KEYWORDS, where, None, budget) for v in value)
         return Selection(name, ((KeywordMatcher(tests),),))
     if isinstance(value, (str, int, float)):
-        return Selection(name, ((KeywordMatcher(_spelled_out([_compile_value(value, _KEYWORDS, where)])),),))
+        test = _compile_value(value, _KEYWORDS, where, None, budget)
+        return Selection(name, ((KeywordMatcher(_spelled_out([test])),),))
     if value == []:  # pySigma keeps it, with no value: whether that holds always or never is anyone's guess
         raise RuleError(f"{where}: an empty list (of keywords or of mappings)")
     raise RuleError(f"{where}: must be a mapping, a list of mappings or a list of keywords")
@@ -138,12 +142,13 @@ def _spelled_out(tests) -> tuple:
     return tuple(out)
 
 
-def _compile_value(value, spec: ModifierSpec, where: str, placeholders: Optional[dict] = None):
+def _compile_value(value, spec: ModifierSpec, where: str, placeholders: Optional[dict] = None,
+                   budget: Optional[TestBudget] = None):
     if isinstance(value, float) and not math.isfinite(value):  # YAML's .nan, .inf: no event writes one
         raise RuleError(f"{where}: value {shown(value)} is not a number (write it quoted to mean the text)")
     if isinstance(value, (str, int, float)):  # bool is an int
         try:
-            return compile_value(value, spec, placeholders)
+            return compile_value(value, spec, placeholders, budget)
         except PatternError as error:  # RE2 cannot run it: a backreference, a lookaround, a syntax error
             raise RuleError(f"{where}: bad pattern {shown(value)}: {error}") from None
         except ModifierError as error:
@@ -151,7 +156,7 @@ def _compile_value(value, spec: ModifierSpec, where: str, placeholders: Optional
     raise RuleError(f"{where}: unsupported value {shown(value)}")
 
 
-def _compile_map(mapping: dict, where: str, placeholders: Optional[dict] = None) -> tuple:
+def _compile_map(mapping: dict, where: str, placeholders: Optional[dict], budget: TestBudget) -> tuple:
     if not mapping:
         raise RuleError(f"{where}: empty mapping")
     matchers = []
@@ -188,7 +193,7 @@ def _compile_map(mapping: dict, where: str, placeholders: Optional[dict] = None)
         if spec.kind == "fieldref":
             matchers.append(_fieldref_matcher(field, tuple(mods), values, spec, at))
             continue
-        tests = tuple(_compile_value(v, spec, at, placeholders) for v in values if v is not None)
+        tests = tuple(_compile_value(v, spec, at, placeholders, budget) for v in values if v is not None)
         if not field:  # keywords: each must occur with |all, any of them otherwise
             groups = [(t,) for t in tests] if spec.all else [tests]
             matchers += [KeywordKeyMatcher(_spelled_out(group)) for group in groups]
@@ -430,13 +435,37 @@ def _positive_references(node: Node, positive: bool = True) -> set:
     return set().union(*(_positive_references(o, positive) for o in node.operands))
 
 
-def compile_plan(rule: Rule, join: Optional[str] = None, placeholders: Optional[dict] = None) -> Plan:
+def _shared_selection(name: str, value, source: str, placeholders: Optional[dict], budget: TestBudget,
+                      shared: Optional[dict]) -> Selection:
+    """A selection whose value is one object with another rule's (a global filter's, which each rule
+    it names holds) compiled once: a filter of 20,000 users over 200 rules was compiled 200 times
+    (27 s, 580 MB).  It still counts towards each rule's budget of tests."""
+    if shared is None or not isinstance(value, (dict, list)):
+        return compile_selection(name, value, source, placeholders, budget)
+    known = shared.get(id(value))
+    if known is None:
+        before = budget.left
+        selection = compile_selection(name, value, source, placeholders, budget)
+        shared[id(value)] = (value, selection, before - budget.left)  # the value kept: its id stays its own
+        return selection
+    _, selection, cost = known
+    try:
+        budget.take(cost)
+    except ModifierError as error:
+        raise RuleError(f"rule {source}: selection {shown(name)}: {error}") from None
+    return Selection(name, selection.alternatives, selection.guard)
+
+
+def compile_plan(rule: Rule, join: Optional[str] = None, placeholders: Optional[dict] = None,
+                 shared: Optional[dict] = None) -> Plan:
     """Rule -> Plan.  ``join`` defaults to window for the built-in rule, event otherwise.
-    ``placeholders`` (name -> values) fills ``|expand`` values; without it such a rule is an error."""
+    ``placeholders`` (name -> values) fills ``|expand`` values; without it such a rule is an error.
+    ``shared``: the selections compiled for the rules of one load (``_shared_selection``)."""
     join = "window" if rule.near is not None else join or ("window" if rule.builtin else "event")  # near: its terms
     if join not in ("window", "event"):
         raise RuleError(f"unknown join mode {join!r} (use window or event)")
-    selections = tuple(compile_selection(name, value, rule.path, placeholders)
+    budget = TestBudget()  # the rule's, its global filters' selections included
+    selections = tuple(_shared_selection(name, value, rule.path, placeholders, budget, shared)
                        for name, value in rule.detection.items())
     try:
         expression = expand(rule.condition.expression, [s.name for s in selections])

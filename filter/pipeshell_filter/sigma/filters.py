@@ -34,6 +34,7 @@ import attrs
 from .collection import References
 from .compile import compile_selection
 from .condition import And, Condition, ConditionError, Node, Not, Or, Ref, expand, top_level_terms
+from .modifiers import TestBudget
 from .rule import FilterRule, Rule, shown
 
 _LOGSOURCE_KEYS = ("category", "product", "service")
@@ -56,8 +57,9 @@ class AppliedFilter:
 def check_filter(document: FilterRule, placeholders=None) -> None:
     """Compile the filter's selections once, so that a malformed one is the filter's error (naming
     its file), not an error of each rule it applies to."""
+    budget = TestBudget()
     for name, value in document.detection.items():
-        compile_selection(name, value, document.path, placeholders)
+        compile_selection(name, value, document.path, placeholders, budget)
 
 
 def covers(outer: dict, inner: dict) -> bool:

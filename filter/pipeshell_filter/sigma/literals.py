@@ -134,8 +134,22 @@ def of_node(node, selections: dict, usable):
 
 def of_plan(plan, usable):
     """What an event must hold to meet one of the plan's terms (and so to matter at all)."""
-    selections = {s.name: of_selection(s, usable) for s in plan.selections}
-    return either(of_node(term.node, selections, usable) for term in plan.terms)
+    return either(of_node(term.node, _Formulas(plan.selections, usable), usable) for term in plan.terms)
+
+
+class _Formulas:
+    """Selection name -> its formula, worked out when the condition first reaches it outside a ``not``:
+    a selection named only under one needs none (a global filter's 20,000 users, in each of 200 rules
+    it applies to, took 20 s of start-up)."""
+
+    def __init__(self, selections, usable):
+        self._selections, self._usable, self._found = {s.name: s for s in selections}, usable, {}
+
+    def get(self, name: str):
+        if name not in self._found:
+            selection = self._selections.get(name)
+            self._found[name] = None if selection is None else of_selection(selection, self._usable)
+        return self._found[name]
 
 
 def required_values(plan, field: str = "EventID") -> Optional[frozenset]:

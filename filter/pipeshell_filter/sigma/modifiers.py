@@ -72,9 +72,28 @@ MAX_STARS = 256
 # How many variants one value may stand for once windash dashes are spelled out for an encoding.
 MAX_VARIANTS = 1000
 
+# The tests one rule's values may stand for once expanded: placeholders' lists, windash's dashes spelled
+# out for an encoding, base64offset's three forms.  As many as the values a rule file may hold
+# (``rule.MAX_RULE_NODES``): a short rule must not cost what no long one may (one value of
+# ``|expand|windash|base64offset`` over a placeholder of 100 entries made 187,500 tests, 15 s and 480 MB).
+MAX_TESTS = 100_000
+
 # A prefilter literal is at most this long (a prefix of the folded value: a text holding
 # the whole value holds its prefix).  Hyperscan refuses a literal of 4,000 bytes and more.
 MAX_LITERAL = 256
+
+
+class TestBudget:
+    """What is left of one rule's allowance of compiled tests (``MAX_TESTS``), taken before they are made."""
+
+    def __init__(self):
+        self.allowance = self.left = MAX_TESTS
+
+    def take(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise ModifierError(f"the rule's values stand for more than {self.allowance:,} tests once expanded "
+                                "(placeholders, windash and encoding variants)")
 
 
 class PatternError(ValueError):
@@ -562,13 +581,14 @@ class ModifierSpec:
                    "all" in used)
 
 
-def compile_value(value, spec: ModifierSpec, placeholders=None):
+def compile_value(value, spec: ModifierSpec, placeholders=None, budget: Optional[TestBudget] = None):
     """One rule value (str, number or bool) under its key's modifiers -> a test.
 
-    Raises ModifierError (wrong value for the modifiers, a placeholder that cannot be filled)
-    or PatternError (a pattern RE2 cannot run).  ``placeholders``: name -> values, from
-    ``--placeholders``; None when there is no such file.
+    Raises ModifierError (wrong value for the modifiers, a placeholder that cannot be filled, the
+    rule's ``budget`` of tests spent) or PatternError (a pattern RE2 cannot run).  ``placeholders``:
+    name -> values, from ``--placeholders``; None when there is no such file.
     """
+    budget = budget or TestBudget()
     _check_type(value, spec)
     raws = [value]
     if spec.kind == "string" and _DECIMAL.fullmatch(_written(value) or ""):
@@ -578,7 +598,8 @@ def compile_value(value, spec: ModifierSpec, placeholders=None):
             raws = expand(value, placeholders, _written_out if spec.kind == "string" else None)
         except PlaceholderError as error:
             raise ModifierError(str(error)) from None
-    tests = [_compile_one(raw, spec) for raw in raws]
+    budget.take(len(raws))
+    tests = [_compile_one(raw, spec, budget) for raw in raws]
     test = tests[0] if len(tests) == 1 else AnyVariant(tuple(tests))
     return Negated(test) if spec.neq else test
 
@@ -602,7 +623,7 @@ def _check_type(value, spec: ModifierSpec) -> None:
                             f" {shown}: quote the value (YAML reads 0755 as 493, yes as true)")
 
 
-def _compile_one(value, spec: ModifierSpec):
+def _compile_one(value, spec: ModifierSpec, budget: TestBudget):
     if spec.kind == "cidr":
         try:
             network = rule_network(value)
@@ -629,10 +650,10 @@ def _compile_one(value, spec: ModifierSpec):
     text = value if isinstance(value, str) else written or _scalar_text(value)
     if spec.kind == "re":
         return _regex(text, spec.flags, spec.cased)
-    return _compile_text(text if isinstance(value, str) else _escaped(text), spec)
+    return _compile_text(text if isinstance(value, str) else _escaped(text), spec, budget)
 
 
-def _compile_text(value: str, spec: ModifierSpec):
+def _compile_text(value: str, spec: ModifierSpec, budget: TestBudget):
     """A Sigma string through its transforms (in the order written), then its match mode.
 
     A value goes through the transforms as variants of parts (literal chunks and wildcard
@@ -647,9 +668,11 @@ def _compile_text(value: str, spec: ModifierSpec):
         if name == "windash":
             variants = [_mark_dashes(v) for v in variants]
             continue
+        spelled_out = len(variants)
         variants = [spelled for v in variants for spelled in _spell_dashes(v)]
         if len(variants) > MAX_VARIANTS:
             raise ModifierError(f"|windash|{name} gives more than {MAX_VARIANTS} variants of this value")
+        budget.take(len(variants) * (3 if name == "base64offset" else 1) - spelled_out)  # the value was taken once
         if name in UTF16:
             variants = [_utf16_parts(v, name) for v in variants]
             byte_chars = True
