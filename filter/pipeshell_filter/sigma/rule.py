@@ -591,6 +591,9 @@ def filter_from_document(data: dict, source: str) -> FilterRule:
 
 
 _LOGSOURCE_KEYS = ("category", "product", "service")
+# Fields one correlation groups by.  Each is a key of every Detection of its rules, held with each event of
+# its windows: 20,000 of them took 19 ms and 175 KB an event (38 s and 358 MB for 2,000 events).
+MAX_GROUP_BY = 32
 _CORRELATION_KEYS = ("type", "rules", "group-by", "timespan", "condition", "aliases", "generate")
 
 
@@ -612,6 +615,9 @@ def correlation_from_document(data: dict, source: str) -> CorrelationRule:
     if not rules:
         raise RuleError(f"rule {source}: correlation 'rules' must name at least one rule (by id or name)")
     group_by = _names(section.get("group-by"), "group-by", source)
+    if len(group_by) > MAX_GROUP_BY:
+        raise RuleError(f"rule {source}: correlation 'group-by' names {len(group_by):,} fields; at most "
+                        f"{MAX_GROUP_BY} (each is read, kept and sent with every detection of its rules)")
     if "timespan" not in section:
         raise RuleError(f"rule {source}: correlation has no 'timespan' (e.g. 5m)")
     timespan_ns = _duration(section["timespan"], "timespan", source)
@@ -630,8 +636,8 @@ def _names(value, what: str, source: str, section: str = "correlation") -> tuple
     if not isinstance(items, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool)
                                               and str(v).strip() for v in items):
         raise RuleError(f"rule {source}: {section} '{what}' must be a list of names")
-    names = tuple(written_text(v).strip() for v in items)
-    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    names, seen = tuple(written_text(v).strip() for v in items), set()
+    twice = next((n for n in names if n in seen or seen.add(n)), None)  # a set: 30,000 names took 17 s
     if twice is not None:
         raise RuleError(f"rule {source}: {section} '{what}' names {shown(twice)} twice")
     return names
