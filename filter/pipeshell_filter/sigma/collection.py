@@ -189,8 +189,8 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
 def _spec(document: CorrelationRule, targets: tuple, lookup) -> CorrelationSpec:
     """The ``CorrelationSpec`` of a document whose references resolved to ``targets``."""
     where = f"rule {document.path}"
-    ids = [target.id for target in targets]
-    twice = next((t for i, t in enumerate(targets) if t.id in ids[:i]), None)
+    ids = set()  # a set: the 20,000 rules one correlation named took seconds here, a list read once for each
+    twice = next((t for t in targets if t.id in ids or ids.add(t.id)), None)
     if twice is not None:
         raise RuleError(f"{where}: {shown(twice.written)} refers to rule {shown(twice.id)} a second time")
     aliases = []
