@@ -664,3 +664,28 @@ def test_the_correlators_clock_of_silence_moves_only_while_it_listens(stretches,
                 assert agents.active() == (["a"] if listened < 60 else []), (listened, stretches)
     finally:
         fleet.time.monotonic = real
+
+
+def test_a_flood_of_agent_names_left_out_behind_is_not_remembered_past_the_agents_kept(monkeypatch):
+    """Each agent named as left out behind was kept in a set for good, after the agent itself was
+    forgotten (past ``MAX_AGENTS``): a compromised agent sending heartbeats under fresh names, behind
+    the fleet's time, grew it without end.  What is remembered of an agent goes with it."""
+    from pipeshell_filter.correlate import agents as agents_module
+    monkeypatch.setattr(agents_module, "MAX_AGENTS", 40)
+    clock = Clock()
+    agents = AgentClocks(SKEW, idle=60, clock=clock)
+    named = []
+    for round_ in range(25):
+        fresh = [f"forged-{round_}-{n}" for n in range(30)]
+        for _ in range(2):  # heard twice, 61 s apart: waited for, then left out
+            for name in ("a", "b"):
+                agents.see(name, (1000 + clock.now) * S)
+            for name in fresh:
+                agents.see(name, 10 * S)
+            agents.frontier()
+            clock.now += 61
+        named += [name for name, _ in agents.lagging()]
+        remembered = len(agents._time)
+        assert remembered <= 40
+        assert len(agents._reported) <= remembered, round_
+    assert len(named) > 40  # the flood was named as it came

@@ -163,6 +163,7 @@ class AgentClocks:
         self._idle.discard(agent)
         self._changed.discard(agent)
         self._silent.pop(agent, None)
+        self._reported.discard(agent)  # a flood of names left out behind grew it for good
 
     def _limit(self, agent: str):
         """The newest time ``agent`` may count for: ``max_skew`` past the wall clock (live input), or
@@ -302,7 +303,7 @@ class AgentClocks:
     def lagging(self) -> List[tuple]:
         """(agent, how far behind in ns) of the agents newly seen far behind; each reported once."""
         found = list(self._behind.items())
-        self._reported.update(self._behind)
+        self._reported.update(agent for agent in self._behind if agent in self._time)  # (not one forgotten)
         self._behind = {}
         return found
 
