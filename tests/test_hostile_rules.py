@@ -18,6 +18,8 @@ from pipeshell_filter.io import prefilter as pf
 from pipeshell_filter.io import rule_index as ri
 from pipeshell_filter.sigma.collection import MAX_CHAIN
 from pipeshell_filter.sigma import modifiers
+from pipeshell_filter.sigma.modifiers import ModifierError, ModifierSpec
+from pipeshell_filter.sigma.placeholders import PlaceholderError, load_placeholders
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.correlation import CorrelationSpec, RuleRef, Threshold
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, RuleError, load_rules, parse_rule, parse_rules
@@ -231,6 +233,49 @@ def test_windash_and_base64offset_under_a_placeholder_stop_at_the_allowance(monk
                      placeholders=placeholders)
     assert f"more than {modifiers.MAX_TESTS:,} tests" in str(raised.value)
     assert len(made) <= modifiers.MAX_TESTS
+
+
+def test_a_long_value_under_windash_and_base64offset_is_refused_before_its_variants_are_made(monkeypatch):
+    """A 100 KB value with four dashes under ``|windash|base64offset|contains``: 625 variants, each in three
+    forms, 250 MB of text (480 MB resident) from one value.  Its text is counted before it is made."""
+    made = _counted_tests(monkeypatch)
+    spelled = []
+    original = modifiers._spell_dashes
+    monkeypatch.setattr(modifiers, "_spell_dashes", lambda parts: spelled.append(1) or original(parts))
+    value = "-a-b-c-d" + "x" * 100_000
+    message = assert_rule_error(rule_text([f"sel: {{CommandLine|windash|base64offset|contains: '{value}'}}",
+                                           "condition: sel"]), "more than 64 MiB of text")
+    assert len(message) < 400 and not made and not spelled
+    load(rule_text([f"sel: {{CommandLine|windash|base64offset|contains: '{value[:1000]}'}}", "condition: sel"]))
+
+
+def test_a_placeholders_file_of_aliases_is_refused_before_it_is_built(tmp_path):
+    """2,000 names aliasing one list of 100,000 (a file of 700 KB) took 23 s and 1.6 GB before any rule was
+    read; aliases count each time they are used, as in a rule file."""
+    path = tmp_path / "placeholders.yml"
+    path.write_text("big: &big [" + ",".join(f"v{i}" for i in range(100_000)) + "]\n" +
+                    "".join(f"k{j}: *big\n" for j in range(2000)))
+    with pytest.raises(PlaceholderError) as raised:
+        load_placeholders(str(path))
+    assert "more than 1,000,000 values (YAML aliases count each time they are used)" in str(raised.value)
+    path.write_text("long: &long '" + "x" * 1_000_000 + "'\n" + "".join(f"k{j}: *long\n" for j in range(20)))
+    with pytest.raises(PlaceholderError) as raised:
+        load_placeholders(str(path))
+    assert "more than 16 MiB of text" in str(raised.value)
+
+
+def test_expanding_a_long_placeholder_several_times_in_one_value_is_refused_before_it_is_made():
+    """Ten values of 1.6 MB written ``%a%%a%%a%%a%``: 10,000 values of 6.4 MB, 64 GB, within the count of
+    values one value may expand to.  Their text is worked out first."""
+    placeholders = {"a": tuple(f"{n}" + "x" * 1_600_000 for n in range(10))}
+    with pytest.raises(ModifierError) as raised:
+        modifiers.compile_value("%a%%a%%a%%a%", ModifierSpec.parse(["expand"]), placeholders)
+    assert "|expand gives more than 16 MiB of text" in str(raised.value)
+    one = {"a": ("x" * 1_000_000,)}
+    with pytest.raises(RuleError) as raised:  # one value is fine; eighty of them are the rule's 64 MiB
+        compile_plan(parse_rule(rule_text(["sel: {CommandLine|expand: [" + ", ".join(["'%a%'"] * 80) + "]}",
+                                           "condition: sel"]), SOURCE), placeholders=one)
+    assert "more than 64 MiB of text" in str(raised.value)
 
 
 def test_a_global_filter_is_compiled_once_for_all_the_rules_it_names(tmp_path, monkeypatch):

@@ -77,6 +77,9 @@ MAX_VARIANTS = 1000
 # (``rule.MAX_RULE_NODES``): a short rule must not cost what no long one may (one value of
 # ``|expand|windash|base64offset`` over a placeholder of 100 entries made 187,500 tests, 15 s and 480 MB).
 MAX_TESTS = 100_000
+# And their text (in characters or bytes), four times what a rule file may hold, room for base64offset's three
+# forms of its every value: a 100 KB value under |windash|base64offset, four dashes in it, made 250 MB of it.
+MAX_TEST_TEXT = 64 << 20
 
 # A prefilter literal is at most this long (a prefix of the folded value: a text holding
 # the whole value holds its prefix).  Hyperscan refuses a literal of 4,000 bytes and more.
@@ -88,12 +91,18 @@ class TestBudget:
 
     def __init__(self):
         self.allowance = self.left = MAX_TESTS
+        self.text_allowance = self.text_left = MAX_TEST_TEXT
 
-    def take(self, count: int) -> None:
+    def take(self, count: int, text: int = 0) -> None:
+        """``count`` tests more, of ``text`` characters together."""
         self.left -= count
+        self.text_left -= text
         if self.left < 0:
             raise ModifierError(f"the rule's values stand for more than {self.allowance:,} tests once expanded "
                                 "(placeholders, windash and encoding variants)")
+        if self.text_left < 0:
+            raise ModifierError(f"the rule's values stand for more than {self.text_allowance >> 20} MiB of text "
+                                "once expanded (placeholders, windash and encoding variants)")
 
 
 class PatternError(ValueError):
@@ -598,7 +607,7 @@ def compile_value(value, spec: ModifierSpec, placeholders=None, budget: Optional
             raws = expand(value, placeholders, _written_out if spec.kind == "string" else None)
         except PlaceholderError as error:
             raise ModifierError(str(error)) from None
-    budget.take(len(raws))
+    budget.take(len(raws), sum(len(raw) for raw in raws if isinstance(raw, str)))
     tests = [_compile_one(raw, spec, budget) for raw in raws]
     test = tests[0] if len(tests) == 1 else AnyVariant(tuple(tests))
     return Negated(test) if spec.neq else test
@@ -669,10 +678,15 @@ def _compile_text(value: str, spec: ModifierSpec, budget: TestBudget):
             variants = [_mark_dashes(v) for v in variants]
             continue
         spelled_out = len(variants)
-        variants = [spelled for v in variants for spelled in _spell_dashes(v)]
-        if len(variants) > MAX_VARIANTS:
+        counts = [_variant_count(v) for v in variants]
+        if sum(counts) > MAX_VARIANTS:
             raise ModifierError(f"|windash|{name} gives more than {MAX_VARIANTS} variants of this value")
-        budget.take(len(variants) * (3 if name == "base64offset" else 1) - spelled_out)  # the value was taken once
+        # the value was taken once; the variants' text, and at most four times it encoded (base64offset's three
+        # forms, a third longer; UTF-16's two bytes a character; base64's four characters for three), is
+        # taken before either is made
+        budget.take(sum(counts) * (3 if name == "base64offset" else 1) - spelled_out,
+                    5 * sum(count * len("".join(v)) for count, v in zip(counts, variants)))
+        variants = [spelled for v in variants for spelled in _spell_dashes(v)]
         if name in UTF16:
             variants = [_utf16_parts(v, name) for v in variants]
             byte_chars = True
@@ -710,15 +724,21 @@ def _split_on_dashes(text: str) -> list:
     return out
 
 
+def _variant_count(parts: tuple) -> int:
+    """How many variants ``_spell_dashes`` makes of ``parts`` (ModifierError past ``MAX_VARIANTS``)."""
+    count = 1
+    for part in parts:
+        if part is DASH:
+            count *= len(DASHES)
+            if count > MAX_VARIANTS:
+                raise ModifierError(f"|windash gives more than {MAX_VARIANTS} variants of this value")
+    return count
+
+
 def _spell_dashes(parts: tuple) -> list:
     """The variants of ``parts`` with each DASH token replaced by one dash, adjacent chunks joined."""
-    slots = [DASHES if p is DASH else (p,) for p in parts]
-    count = 1
-    for slot in slots:
-        count *= len(slot)
-        if count > MAX_VARIANTS:
-            raise ModifierError(f"|windash gives more than {MAX_VARIANTS} variants of this value")
-    return [_joined(choice) for choice in itertools.product(*slots)]
+    _variant_count(parts)
+    return [_joined(choice) for choice in itertools.product(*(DASHES if p is DASH else (p,) for p in parts))]
 
 
 def _joined(parts) -> tuple:

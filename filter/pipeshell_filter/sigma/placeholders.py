@@ -21,6 +21,12 @@ from ..yamlfile import YamlProblem, load_yaml
 _NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_-.")
 # One rule value may not expand into more values than this (several placeholders multiply).
 MAX_VALUES = 10_000
+# Nor into more text than a rule file may hold: 10 values of 1.6 MB written '%a%%a%%a%%a%' made 10,000 of 6.4 MB.
+MAX_CHARS = 16 << 20
+# A placeholders file's values and their text, YAML aliases counted each time they are used: 2,000 names
+# aliasing one list of 100,000 (a file of 700 KB) took 23 s and 1.6 GB before any rule was read.
+MAX_FILE_VALUES = 1_000_000
+MAX_FILE_CHARS = 16 << 20
 
 
 class PlaceholderError(ValueError):
@@ -46,7 +52,7 @@ def placeholders_from(loaded, where: str = "placeholders") -> dict:
         return {}
     if not isinstance(loaded, dict):
         raise PlaceholderError(f"{where}: must be a mapping of placeholder name to a string or a list of strings")
-    table = {}
+    table, values_left, chars_left = {}, MAX_FILE_VALUES, MAX_FILE_CHARS
     for key, value in loaded.items():
         name = str(key)
         if len(name) > 2 and name.startswith("%") and name.endswith("%"):
@@ -54,9 +60,17 @@ def placeholders_from(loaded, where: str = "placeholders") -> dict:
         if not name or not _NAME_CHARS.issuperset(name):
             raise PlaceholderError(f"{where}: {str(key)[:80]!r} is not a placeholder name (letters, digits, _ - .)")
         items = value if isinstance(value, list) else [value]
+        values_left -= len(items)
+        if values_left < 0:
+            raise PlaceholderError(f"{where}: more than {MAX_FILE_VALUES:,} values (YAML aliases count each time "
+                                   "they are used)")
         if not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in items):
             raise PlaceholderError(f"{where}: placeholder {name!r} must be a string or a list of strings")
         table[name] = tuple(item if isinstance(item, str) else str(item) for item in items)
+        chars_left -= sum(map(len, table[name]))
+        if chars_left < 0:
+            raise PlaceholderError(f"{where}: more than {MAX_FILE_CHARS >> 20} MiB of text (YAML aliases count "
+                                   "each time they are used)")
     return table
 
 
@@ -86,12 +100,15 @@ def expand(value: str, placeholders: Optional[Mapping], quote: Optional[Callable
         else:
             pieces[-1] += ch
             i += 1
-    values = [""]
+    values, chars = [""], 0  # chars: the values' text, summed, worked out before they are made
     for n, piece in enumerate(pieces):
         if n % 2 == 0:
-            values = [v + piece for v in values]
+            chars += len(values) * len(piece)
         else:
             if len(values) * len(piece) > MAX_VALUES:
                 raise PlaceholderError(f"|expand gives more than {MAX_VALUES} values")
-            values = [v + item for v in values for item in piece]
+            chars = chars * len(piece) + len(values) * sum(map(len, piece))
+        if chars > MAX_CHARS:
+            raise PlaceholderError(f"|expand gives more than {MAX_CHARS >> 20} MiB of text")
+        values = [v + piece for v in values] if n % 2 == 0 else [v + item for v in values for item in piece]
     return values
