@@ -1,5 +1,6 @@
 """End-to-end: the CLI in a subprocess, on real collector output and on bad input."""
 
+import fcntl
 import json
 import os
 import resource
@@ -12,7 +13,7 @@ import time
 import jsonschema
 import pytest
 
-from clitools import COMMAND, FLUENT_BIT_CAPTURES, REPO, alerts, ndjson, records, run_cli, run_cli_here
+from clitools import COMMAND, FLUENT_BIT_CAPTURES, REPO, alerts, ndjson, records, run_cli, run_cli_here, unread
 from eventgen import evtx_event, flat_event
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
@@ -1472,3 +1473,33 @@ def test_a_rule_file_reached_twice_is_loaded_once(tmp_path):
         result = run_cli(sum((["--rule", str(path)] for path in order), ["--join", "window"]), ndjson(ATTACK))
         assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
         assert result.stderr.decode().splitlines() == ["pipeshell-filter: 1 rule; 3 lines; 3 matched; 1 alert"]
+
+
+def test_a_non_blocking_output_pipe_that_fills_is_waited_on_not_a_failure():
+    """A parent that set O_NONBLOCK on the pipe it gave as stdout (a Node.js or asyncio parent's own
+    end, shared): the first write to the full pipe raised EAGAIN, and the run stopped with 'cannot
+    write the output: Resource temporarily unavailable', exit status 1, the rest of the output lost."""
+    expected = run_cli(["--emit", "all", "--input", SAMPLE])
+    assert expected.returncode == 0 and len(expected.stdout) > 4 * 4096, expected.stderr
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # filled by the first records
+        os.set_blocking(write_end, False)
+        proc = subprocess.Popen(COMMAND + ["--emit", "all", "--input", SAMPLE], stdout=write_end,
+                                stderr=subprocess.PIPE)
+        os.close(write_end)
+        write_end = None
+        deadline = time.monotonic() + 60
+        while unread(read_end) < 4096 and proc.poll() is None:  # the reader takes nothing until it is full
+            assert time.monotonic() < deadline, "the output pipe never filled"
+            time.sleep(0.01)
+        taken = bytearray()
+        while chunk := os.read(read_end, 1 << 16):
+            taken += chunk
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
+    assert proc.returncode == 0 and stderr.count(b"error") == 0, stderr
+    assert bytes(taken) == expected.stdout

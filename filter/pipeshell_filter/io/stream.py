@@ -106,7 +106,10 @@ class Output:
                 try:
                     while offset < len(whole):
                         with whole[offset:] as rest:
-                            offset += os.write(self.fd, rest)
+                            try:
+                                offset += os.write(self.fd, rest)
+                            except BlockingIOError:
+                                self._wait_writable()
                 except (BrokenPipeError, ConnectionResetError):
                     raise OutputClosed() from None
                 except OSError as error:
@@ -115,6 +118,13 @@ class Output:
             WRITING.depth -= 1
         if WRITING.exit_pending and not WRITING.depth:
             raise Terminated()
+
+    def _wait_writable(self) -> None:
+        """A descriptor its parent made non-blocking (O_NONBLOCK on a shared pipe or socket) is full:
+        wait as a blocking write would, until the reader takes more, or is gone (the write then fails)."""
+        watch = select.poll()
+        watch.register(self.fd, select.POLLOUT)
+        watch.poll()
 
     def flush(self) -> None:
         if self.buffer:
