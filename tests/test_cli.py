@@ -1081,6 +1081,16 @@ def test_closed_or_failing_standard_streams_are_one_line_errors(how):
             "stdin closed": b"standard input is closed"}[how] in result.stderr
 
 
+@pytest.mark.parametrize("arguments", [["--input", "-"], ["--input", SAMPLE, "--input", "-"]])
+def test_standard_input_named_as_dash_and_closed_is_said_so(arguments):
+    """``--input - <&-`` said 'cannot read input /dev/stdin: permission denied': the path the filter reads
+    standard input through, and a cause that is not the one; ``<&-`` alone says the stream is closed."""
+    result = subprocess.run(COMMAND + arguments, stdin=None, capture_output=True, timeout=60,
+                            preexec_fn=lambda: os.close(0))
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr == b"pipeshell-filter: error: standard input is closed\n"
+
+
 def test_standard_input_open_for_writing_only_is_a_usage_error(tmp_path):
     """``pipeshell-filter 0>FILE`` failed at its first read: 'Bad file descriptor', exit status 1."""
     with open(tmp_path / "out", "wb") as write_only:

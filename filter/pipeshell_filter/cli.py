@@ -523,6 +523,8 @@ def run(
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver(profile, field_map, time_field, logsource)
+    if any(path in ("-", inputs_module.STDIN) for path in inputs or ()):
+        check_stdin()  # before the inputs are opened: a closed one is said so, not as /dev/stdin's failure
     try:
         files, walked = inputs_module.expand(inputs or [], skipped=_skipped)
     except inputs_module.InputError as error:
