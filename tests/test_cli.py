@@ -1081,6 +1081,19 @@ def test_closed_or_failing_standard_streams_are_one_line_errors(how):
             "stdin closed": b"standard input is closed"}[how] in result.stderr
 
 
+@pytest.mark.parametrize("arguments", [["--emit", "alerts"], ["--emit", "all", "--workers", "2"], ["explain"]])
+def test_standard_output_open_for_reading_only_is_a_usage_error(tmp_path, arguments):
+    """``1<FILE``: the run read its input up to the first record it wrote (with --emit alerts, the first
+    alert, maybe hours in), then failed with 'cannot write the output: Bad file descriptor', exit status
+    1; as standard input open for writing only, it is refused at start."""
+    (tmp_path / "out").write_bytes(b"")
+    with open(tmp_path / "out", "rb") as read_only:
+        result = subprocess.run(COMMAND + ["--input", SAMPLE] * (arguments[0] != "explain") + arguments,
+                                stdin=subprocess.DEVNULL, stdout=read_only, stderr=subprocess.PIPE, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == b"pipeshell-filter: error: standard output is open for reading only\n"
+
+
 @pytest.mark.parametrize("arguments", [["--input", "-"], ["--input", SAMPLE, "--input", "-"]])
 def test_standard_input_named_as_dash_and_closed_is_said_so(arguments):
     """``--input - <&-`` said 'cannot read input /dev/stdin: permission denied': the path the filter reads

@@ -559,8 +559,7 @@ def run(
     if rule_cost:
         engine.detector.time_rules()
     diagnostics = Diagnostics()
-    if sys.stdout is None:  # started with stdout closed (``>&-``)
-        raise UsageProblem("standard output is closed")
+    check_stdout()
     output = Output(sys.stdout.fileno())
     # the correlate stage writes alerts only: its input lines (Detection records, or lines that are
     # none, which are diagnosed) are never passed on, whatever --emit says
@@ -899,6 +898,15 @@ def check_stdin() -> None:
         raise UsageProblem("standard input is closed")
     if fcntl.fcntl(sys.stdin.fileno(), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
         raise UsageProblem("standard input is open for writing only")
+
+
+def check_stdout() -> None:
+    """Standard output is one the filter can write: said at start, in one line.  Open for reading only
+    (``1<FILE``), the run read its input up to the first record it wrote, then failed, exit status 1."""
+    if sys.stdout is None:  # started with stdout closed (``>&-``)
+        raise UsageProblem("standard output is closed")
+    if fcntl.fcntl(sys.stdout.fileno(), fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+        raise UsageProblem("standard output is open for reading only")
 
 
 def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], files: bool):
@@ -1374,8 +1382,7 @@ def _print(text: str) -> None:
     """``explain``'s report on stdout.  It quotes the event's own text, which may hold a lone
     surrogate (a ``\\ud800`` escape, or its bytes, which the filter reads and passes on): written
     as its escape, as stderr writes one, instead of failing the whole report in a traceback."""
-    if sys.stdout is None:  # started with stdout closed (``>&-``): refused, as the filter refuses it
-        raise UsageProblem("standard output is closed")
+    check_stdout()  # refused as the filter refuses it
     sys.stdout.flush()
     sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
     sys.stdout.buffer.flush()
