@@ -1193,6 +1193,18 @@ def test_with_stderr_closed_the_stream_goes_on_and_exit_statuses_hold():
     assert closed_stderr(["--lateness", "nan"]).returncode == 2
 
 
+@pytest.mark.parametrize("args, status", [
+    (["--lateness", "nan"], 2), (["--rule", "/nonexistent"], 2), (["--bogus"], 2), (["--rule-stats", "/no/such/x"], 2),
+    (["explain", "--rule", "/nonexistent"], 2), (["--input", SAMPLE], 0), (["--input", SAMPLE, "--emit", "all"], 1)])
+def test_with_stderr_full_the_exit_statuses_hold(args, status):
+    """``2>/dev/full``: the error line failed to be written, and that failure (a traceback no one saw)
+    made a usage error's status 1, not 2.  The output full too (the last case): 1, as said."""
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(COMMAND + args, stdin=subprocess.DEVNULL, stderr=full, timeout=60,
+                                stdout=full if status == 1 else subprocess.DEVNULL)
+    assert result.returncode == status
+
+
 @pytest.mark.parametrize("args", [["--time-field="], ["--time-field=."], ["--time-field=a..b"], ["--state="]])
 def test_an_empty_path_option_is_a_usage_error(args):
     """--time-field '' was ignored (and '.' left every event without a time); --state '' never saved."""

@@ -935,7 +935,7 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], fi
     except BusError as error:
         raise BusProblem(str(error)) from None
     except Terminated:  # before the stream's stop handling: said, then out at once as at any start-up
-        sys.stderr.write("pipeshell-filter: stopped while connecting to the NATS bus and setting up its streams\n")
+        _say("pipeshell-filter: stopped while connecting to the NATS bus and setting up its streams\n")
         raise
 
 
@@ -1433,7 +1433,7 @@ def regression_test(
     resolver = make_resolver("auto", field_map, None)
     cases = regress.find_cases(rule)
     if not cases:
-        sys.stderr.write(f"pipeshell-filter: no rule of {', '.join(rule)} has a {regress.KEY}\n")
+        _say(f"pipeshell-filter: no rule of {', '.join(rule)} has a {regress.KEY}\n")
         sys.exit(1)
     prefilter, index = build_prefilter(plans, PrefilterEngine.auto.value,
                                        "match" if declares(resolver) else logsource_unknown.value)
@@ -1444,7 +1444,7 @@ def regression_test(
         lines.append(regress.summary(cases))
     _print("\n".join(lines))
     if as_json:
-        sys.stderr.write(f"pipeshell-filter: {regress.summary(cases)}\n")
+        _say(f"pipeshell-filter: {regress.summary(cases)}\n")
     sys.exit(1 if regress.failed(cases) else 0)
 
 
@@ -1614,7 +1614,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except UsageProblem as problem:
         _fail(str(problem))
     except BusProblem as problem:
-        sys.stderr.write(f"pipeshell-filter: error: {one_line(str(problem))}\n")
+        _say(f"pipeshell-filter: error: {one_line(str(problem))}\n")
         sys.exit(1)
     except typer.Abort:
         sys.exit(130)
@@ -1626,7 +1626,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.exit(0)
         _silence_stdout()
         where = f" ({error.filename})" if error.filename else ""
-        sys.stderr.write(one_line(f"pipeshell-filter: error: {error.strerror or error}{where}") + "\n")
+        _say(one_line(f"pipeshell-filter: error: {error.strerror or error}{where}") + "\n")
         sys.exit(1)
     except Exception as error:
         # Click's usage errors (bad option or value) carry exit_code 2 and a message;
@@ -1642,13 +1642,23 @@ def _output_closed(closed: OutputClosed) -> None:
     (a full disk): one line, exit status 1."""
     _silence_stdout()
     if closed.reason:
-        sys.stderr.write(f"pipeshell-filter: error: cannot write the output: {closed.reason}\n")
+        _say(f"pipeshell-filter: error: cannot write the output: {closed.reason}\n")
         sys.exit(1)
     if os.environ.get(SUPERVISED) == "1":  # in ``run``'s chain: end as a broken pipe ends a program,
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # so that the member after it is named the cause
         os.kill(os.getpid(), signal.SIGPIPE)
 
 
+def _say(line: str) -> None:
+    """A line on stderr that may not get there (``2>/dev/full``): the exit status still says what happened,
+    where the failed write raised and made every error status 1."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def _fail(message: str) -> None:
-    sys.stderr.write(f"pipeshell-filter: error: {one_line(message)}\n")  # a path given may hold a line break
+    _say(f"pipeshell-filter: error: {one_line(message)}\n")  # a path given may hold a line break
     sys.exit(2)
