@@ -6,7 +6,9 @@ import os
 import resource
 import select
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 
@@ -931,6 +933,45 @@ def test_a_stop_ends_the_wait_for_a_named_pipe_merged_with_a_file(tmp_path):
         process.kill()
     assert process.returncode == 0 and out == b"", err
     assert err.decode().endswith("0 lines; 0 matched; 0 alerts\n"), err
+
+
+def _bytes_in_pipe(fd: int) -> int:
+    """What a pipe holds that its reader has not taken yet (``FIONREAD``, either end)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+@pytest.mark.parametrize("through", ["fifo", "stdin"])
+def test_a_stop_hands_on_the_lines_read_ahead_from_a_pipe_merged_with_a_file(tmp_path, through):
+    """Merged with a file, a pipe's lines are read ahead (the prefilter's batch, the one waiting in the
+    merge): a stop dropped them, though a pipe cannot be read again.  Every line taken from the pipe goes
+    on; the file's are left to a next run (its place, with ``--state``)."""
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson([flat_event(seconds, "file01", "benign") for seconds in range(100, 105)]))
+    piped = [flat_event(seconds, f"pipe{seconds:02d}", "benign") for seconds in range(20)]
+    fifo = tmp_path / "events.pipe"
+    os.mkfifo(fifo)
+    reader, writer = os.pipe() if through == "stdin" else (None, None)
+    process = subprocess.Popen(COMMAND + ["--emit", "all", "--input", str(path),
+                                          "--input", str(fifo) if through == "fifo" else "-"],
+                               stdin=reader, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if through == "fifo":
+            writer = os.open(fifo, os.O_WRONLY)  # once the filter opened it to read
+        else:
+            os.close(reader)
+        os.write(writer, ndjson(piped))  # and kept open: the stop, not the end of input, ends the run
+        while _bytes_in_pipe(writer) and process.poll() is None:  # until the filter has read them all
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        if writer is not None:
+            os.close(writer)
+    assert process.returncode == 0, err
+    hosts = [json.loads(line)["Computer"] for line in out.splitlines()]
+    assert [host for host in hosts if host.startswith("pipe")] == [event["Computer"] for event in piped], err
+    assert hosts.count("file01") <= 5
 
 
 def test_an_input_that_is_the_output_file_is_a_usage_error(tmp_path):

@@ -619,7 +619,8 @@ def run(
                                           max_line=max_line, stop=stop, path=files[0])
                 else:
                     lines = _file_lines(files, stream_filter, diagnostics, max_line, walked, stop)
-                    stream_filter.process_labelled(lines, max_line, stop)
+                    # several merged: the merge heeds the stop itself, handing on what it read from pipes
+                    stream_filter.process_labelled(lines, max_line, stop if len(files) == 1 else None)
             except inputs_module.InputError as error:
                 stream_filter.finish()
                 raise UsageProblem(str(error)) from None
@@ -1071,7 +1072,8 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
             return found if type(found) is int else None
         return stream_filter.line_time(line, event)  # a line carrying an event's XML: that event's time
 
-    return inputs_module.merged(streams, event_time)
+    live = [not os.path.isfile(path) for path in files]  # a pipe (a FIFO, ``-``): its lines read ahead go on at a stop
+    return inputs_module.merged(streams, event_time, live, stop)
 
 
 def _rotated_first(files: List[str], place, places) -> tuple:

@@ -16,13 +16,14 @@ import itertools
 import os
 import select
 import stat
-from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 
 from ..dirwalk import files_under
 from .evtx_chunks import numbered_records
 from .position import Placed, RecordPlace, RecordPlaced
 from .prefilter import CANDIDATE, SKIP, Prefilter
+from .signals import StoppedOpening
 
 INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
 
@@ -404,11 +405,18 @@ def _judge(batch: List[tuple], prefilter: Prefilter) -> Iterator[tuple]:
         yield label, line, SKIP if isinstance(line, LongLine) else next(verdicts)
 
 
-def merged(streams: List[Iterable[tuple]], event_time: Callable[[bytes], Optional[int]]) -> Iterator[tuple]:
+def merged(streams: List[Iterable[tuple]], event_time: Callable[[bytes], Optional[int]],
+           live: Sequence[bool] = (), stop=None) -> Iterator[tuple]:
     """``(label, line, verdict)`` from each file's stream, interleaved by event time.
 
     A line without a readable time keeps its place after the previous line of
     its own file (it takes that line's time as its sort key).
+
+    Once ``stop`` (a ``signals.StopRequest``) is requested, the files are read no further, but what the
+    ``live`` streams (pipes) hold is merged on to its end: a pipe's lines read ahead (the one waiting in
+    the merge, the prefilter's batch, ``PipeLines``' buffer) cannot be read again, unlike a file's, which a
+    next run reads from its saved place (``--state``).  A pipe ends at the stop (``PipeLines``), and a
+    pipe not yet opened (``StoppedOpening``) has nothing read: the merge ends without waiting.
     """
     def keyed(index: int, stream: Iterable[tuple]):
         last = float("-inf")
@@ -418,5 +426,29 @@ def merged(streams: List[Iterable[tuple]], event_time: Callable[[bytes], Optiona
                 last = t
             yield (last, index, seq), label, line, verdict
 
-    for _, label, line, verdict in heapq.merge(*(keyed(i, s) for i, s in enumerate(streams))):
+    def following(iterator) -> Optional[tuple]:
+        try:
+            return next(iterator), iterator  # the key (last, index, seq) is unique: the iterators are never compared
+        except StopIteration:
+            return None
+        except StoppedOpening:  # a pipe that had no writer yet when the stop came
+            if stop is None or not stop.requested:
+                raise
+            return None
+
+    heap = [entry for entry in map(following, (keyed(i, s) for i, s in enumerate(streams))) if entry is not None]
+    heapq.heapify(heap)
+    stopped = False
+    while heap:
+        if not stopped and stop is not None and stop.requested:
+            stopped = True
+            heap = [entry for entry in heap if entry[0][0][1] < len(live) and live[entry[0][0][1]]]
+            heapq.heapify(heap)
+            continue
+        (_, label, line, verdict), iterator = heap[0]
         yield label, line, verdict
+        entry = following(iterator)
+        if entry is None:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, entry)
