@@ -943,8 +943,9 @@ def _bytes_in_pipe(fd: int) -> int:
 @pytest.mark.parametrize("through", ["fifo", "stdin"])
 def test_a_stop_hands_on_the_lines_read_ahead_from_a_pipe_merged_with_a_file(tmp_path, through):
     """Merged with a file, a pipe's lines are read ahead (the prefilter's batch, the one waiting in the
-    merge): a stop dropped them, though a pipe cannot be read again.  Every line taken from the pipe goes
-    on; the file's are left to a next run (its place, with ``--state``)."""
+    merge): a stop dropped them, though a pipe cannot be read again, and handed on cut the line it cut.
+    Every line taken from the pipe goes on, the cut one whole when its rest comes in time; the file's are
+    left to a next run (its place, with ``--state``)."""
     path = tmp_path / "events.ndjson"
     path.write_bytes(ndjson([flat_event(seconds, "file01", "benign") for seconds in range(100, 105)]))
     piped = [flat_event(seconds, f"pipe{seconds:02d}", "benign") for seconds in range(20)]
@@ -959,10 +960,12 @@ def test_a_stop_hands_on_the_lines_read_ahead_from_a_pipe_merged_with_a_file(tmp
             writer = os.open(fifo, os.O_WRONLY)  # once the filter opened it to read
         else:
             os.close(reader)
-        os.write(writer, ndjson(piped))  # and kept open: the stop, not the end of input, ends the run
+        cut = ndjson([flat_event(30, "pipe30", "benign")])
+        os.write(writer, ndjson(piped) + cut[:25])  # and kept open: the stop, not the end of input, ends the run
         while _bytes_in_pipe(writer) and process.poll() is None:  # until the filter has read them all
             time.sleep(0.01)
         process.send_signal(signal.SIGTERM)
+        os.write(writer, cut[25:])  # the rest of the line the stop cut, within the stop's wait for it
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()
@@ -970,7 +973,8 @@ def test_a_stop_hands_on_the_lines_read_ahead_from_a_pipe_merged_with_a_file(tmp
             os.close(writer)
     assert process.returncode == 0, err
     hosts = [json.loads(line)["Computer"] for line in out.splitlines()]
-    assert [host for host in hosts if host.startswith("pipe")] == [event["Computer"] for event in piped], err
+    assert [host for host in hosts if host.startswith("pipe")] == [event["Computer"] for event in piped] + ["pipe30"]
+    assert b"not valid JSON" not in err, err
     assert hosts.count("file01") <= 5
 
 

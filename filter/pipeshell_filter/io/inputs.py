@@ -16,6 +16,7 @@ import itertools
 import os
 import select
 import stat
+import time
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 
@@ -23,7 +24,7 @@ from ..dirwalk import files_under
 from .evtx_chunks import numbered_records
 from .position import Placed, RecordPlace, RecordPlaced
 from .prefilter import CANDIDATE, SKIP, Prefilter
-from .signals import StoppedOpening
+from .signals import STOP_LINE_WAIT, StoppedOpening
 
 INPUT_SUFFIXES = (".evtx", ".ndjson", ".jsonl", ".json")
 
@@ -286,10 +287,27 @@ class PipeLines:
                 return line
             if not self._wait():
                 self.ended = True
+                if self.buffer:
+                    self._rest_of_line(limit)
                 continue
             data = os.read(self.fd, self.BLOCK)
             self.ended = not data
             self.buffer += data
+
+    def _rest_of_line(self, limit: int) -> None:
+        """Stopped with part of a line read: its rest, if it comes within ``STOP_LINE_WAIT``, up to its
+        newline and no further (no next line begun and cut in turn), as a lone pipe's; else it goes on as read."""
+        deadline = time.monotonic() + STOP_LINE_WAIT
+        watch = select.poll()
+        watch.register(self.fd, select.POLLIN)
+        while len(self.buffer) < limit:
+            left = deadline - time.monotonic()
+            if left <= 0 or not watch.poll(left * 1000):
+                return
+            byte = os.read(self.fd, 1)
+            self.buffer += byte
+            if byte in (b"", b"\n"):
+                return
 
     def _wait(self) -> bool:
         """Until the pipe can be read (bytes, or its end): False when the stop comes first.  ``poll``, not

@@ -12,6 +12,10 @@ import signal
 import time
 
 
+# Seconds a stop waits for the rest of a line that a pipe has handed on only in part.
+STOP_LINE_WAIT = 1.0
+
+
 class Terminated(BaseException):
     """SIGTERM during start-up, or a second one while the stream runs (``StopRequest``):
     exit 0 at once.

@@ -44,6 +44,7 @@ from .inputs import LongLine
 from .position import FilePlaces, Place, Placed, RecordPlaced, check_mark, file_path, regular
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
+from . import signals
 from .signals import WRITING, StopRequest, Terminated
 from .skim import nesting_bounded, shallow
 
@@ -62,8 +63,7 @@ SKIM_LEAST = 32
 
 # Seconds the stop of a run with --state waits for the reader of its output to take the stop's alerts.
 TAKE_WAIT = 2.0
-# Seconds a stop waits for the rest of a line that a pipe has handed on only in part.
-STOP_LINE_WAIT = 1.0
+STOP_LINE_WAIT = signals.STOP_LINE_WAIT  # seconds a stop waits for the rest of a pipe's line (tests set it)
 PLACED = (Placed, RecordPlaced)  # labels that move their file's place once their line is processed (``--state``)
 
 # What the reader hands the filter.
