@@ -713,6 +713,20 @@ def _one_agent_one_correlator(tmp_path, rules, data, collect):
     return found, process
 
 
+
+def _one_agent_and_correlator(server, tmp_path, rules: list, data: bytes, count: int) -> tuple:
+    """An agent (``--agent a1``) sends ``data`` through the bus to a correlator writing alerts to a file:
+    the agent's run, the ``count`` alerts found, and the correlator's process (stopped)."""
+    process = correlator(server.url, tmp_path / "state.json", tmp_path / "alerts.ndjson", rules + ["--agents", "1"])
+    try:
+        sent = run_cli(rules + ["--stage", "match", "--emit", "all", "--nats", server.url, "--agent", "a1"], data,
+                       timeout=WAIT)
+        found = wait_for_alerts(tmp_path / "alerts.ndjson", count, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=WAIT)
+    return sent, found, process
+
 def test_an_agent_on_a_server_with_a_small_max_payload_goes_on_and_its_detections_are_correlated(tmp_path):
     """A server whose max_payload (4 KiB here) is under one Detection (a list of 50 long user names,
     5.6 KB): the agent's publish was refused and it stopped (exit 1, "maximum payload exceeded"),
@@ -726,16 +740,8 @@ def test_an_agent_on_a_server_with_a_small_max_payload_goes_on_and_its_detection
     data = ndjson(events)
     expected = alerts(run_cli(rules + ["--quiet"], data).stdout)
     assert len(expected) == 3  # 50 user names each: every event makes one
-    out = tmp_path / "alerts.ndjson"
     with NatsServer(tmp_path / "nats", config="max_payload: 4096\n") as server:
-        process = correlator(server.url, tmp_path / "state.json", out, rules + ["--agents", "1"])
-        try:
-            sent = run_cli(rules + ["--stage", "match", "--emit", "all", "--nats", server.url, "--agent", "a1"], data,
-                           timeout=WAIT)
-            found = wait_for_alerts(out, len(expected), process)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=WAIT)
+        sent, found, process = _one_agent_and_correlator(server, tmp_path, rules, data, len(expected))
     err = sent.stderr.decode()
     assert sent.returncode == 0, err
     passed = [{k: v for k, v in record.items() if k != "sigma"} for record in json_lines(sent.stdout)]
@@ -762,21 +768,13 @@ def test_streams_whose_operator_set_a_small_max_msg_size_take_the_agents_detecti
     data = ndjson(events)
     expected = alerts(run_cli(rules + ["--quiet"], data).stdout)
     assert len(expected) == 3 and all(len(json.dumps(a)) > 4096 for a in expected)
-    out = tmp_path / "alerts.ndjson"
     with NatsServer(tmp_path / "nats") as server:
         with Bus(server.url, name="operator") as bus:
             for stream, subject, largest in (("PIPESHELL", "pipeshell.records.*", 4096),
                                              ("PIPESHELL_ALERTS", "pipeshell.alerts", 1600)):
                 bus._call(bus._js.add_stream(name=stream, subjects=[subject], max_msg_size=largest))
-        process = correlator(server.url, tmp_path / "state.json", out, rules + ["--agents", "1"])
-        try:
-            sent = run_cli(rules + ["--stage", "match", "--emit", "all", "--nats", server.url, "--agent", "a1"], data,
-                           timeout=WAIT)
-            found = wait_for_alerts(out, len(expected), process)
-            on_bus = bus_alerts(server.url, len(expected))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=WAIT)
+        sent, found, process = _one_agent_and_correlator(server, tmp_path, rules, data, len(expected))
+        on_bus = bus_alerts(server.url, len(expected))
     err = sent.stderr.decode()
     assert sent.returncode == 0, err
     passed = [{k: v for k, v in record.items() if k != "sigma"} for record in json_lines(sent.stdout)]
