@@ -202,12 +202,18 @@ def _tables_by_workers(tmp_path, lines: list, *alternatives: str) -> list:
     """The ``--rule-stats --field-coverage`` files of a rule on process creations whose ``Image`` ends
     ``\\b.exe``, or that meet one of ``alternatives`` (``Field: value``), over ``lines``, with ``--workers 0``
     and ``2``."""
+    return _tables_of(tmp_path, lines, "title: R\nid: r\n" + PROCESS_CREATION + "detection:\n  selection:\n"
+                      "    - Image|endswith: '\\b.exe'\n" + "".join(f"    - {item}\n" for item in alternatives)
+                      + "  condition: selection\n")
+
+
+def _tables_of(tmp_path, lines: list, rule_text: str) -> list:
+    """The ``--rule-stats --field-coverage`` files of the rule ``rule_text`` over ``lines``, with
+    ``--workers 0`` and ``2``."""
     path = tmp_path / "events.ndjson"
     path.write_bytes(b"".join(lines))
     rule = tmp_path / "rule.yml"
-    rule.write_text("title: R\nid: r\n" + PROCESS_CREATION + "detection:\n  selection:\n"
-                    "    - Image|endswith: '\\b.exe'\n" + "".join(f"    - {item}\n" for item in alternatives)
-                    + "  condition: selection\n")
+    rule.write_text(rule_text)
     tables = []
     for workers in ("0", "2"):
         table = tmp_path / f"rules-{workers}.ndjson"
@@ -265,17 +271,8 @@ def test_a_worker_past_the_route_limit_still_names_routes_the_file_has_within_it
               [_fixed_line(3, {}), _fixed_line(4, {}), _fixed_line(5, {})] + [_fixed_line(3, {})] * 61,
               [_fixed_line(1, {})] * 64,
               [_fixed_line(2, {"Foo": "seen"})] * 64]  # the second worker's, which holds routes 3, 4 and 5
-    path = tmp_path / "events.ndjson"
-    path.write_bytes(b"".join(line for chunk in chunks for line in chunk))
-    rule = tmp_path / "rule.yml"
-    rule.write_text("title: R\nid: r\nlogsource: {product: windows}\ndetection:\n  selection:\n"
-                    "    Foo: never\n  condition: selection\n")
-    tables = []
-    for workers in ("0", "2"):
-        table = tmp_path / f"rules-{workers}.ndjson"
-        result = run_cli_here(["--rule", str(rule), "--input", str(path), "--workers", workers,
-                               "--rule-stats", str(table), "--field-coverage", "--quiet"])
-        assert result.returncode == 0, result.stderr
-        tables.append(table.read_text())
+    tables = _tables_of(tmp_path, [line for chunk in chunks for line in chunk],
+                        "title: R\nid: r\nlogsource: {product: windows}\ndetection:\n  selection:\n"
+                        "    Foo: never\n  condition: selection\n")
     assert (json.loads(tables[0])["routed"], json.loads(tables[0])["fields_never_seen"]) == (256, [])
     assert tables[0] == tables[1]
