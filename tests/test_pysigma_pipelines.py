@@ -105,6 +105,16 @@ postprocessing:
 PIPELINES = {"ecs": ECS_LIKE, "splunk": SPLUNK_LIKE}
 
 
+def _pysigma_fields(rule: str, pipeline_text: str) -> list:
+    """The field names pySigma gives the detection items of selection ``sel`` of the rule file once the
+    pipeline is applied (the test is skipped without pySigma)."""
+    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
+    rule_module = pytest.importorskip("sigma.rule")
+    theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
+    pipeline_module.ProcessingPipeline.from_yaml(pipeline_text).apply(theirs)
+    return [item.field for item in theirs.detection.detections["sel"].detection_items]
+
+
 def _write(tmp_path, text, name="pipeline.yml"):
     path = tmp_path / name
     path.write_text(text)
@@ -411,11 +421,7 @@ def test_items_of_two_logsource_conditions_both_apply_to_a_rule_of_both(tmp_path
     event = json.dumps({"winlog": {"proc": {"image": "x.exe"}, "CommandLine": "y"}}).encode() + b"\n"
     result = run_cli_here(["--rule", rule, "--field-map", pipeline, "--quiet"], event)
     assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
-    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
-    rule_module = pytest.importorskip("sigma.rule")
-    theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
-    pipeline_module.ProcessingPipeline.from_yaml(BY_PRODUCT_THEN_CATEGORY).apply(theirs)
-    assert [item.field for item in theirs.detection.detections["sel"].detection_items] == \
+    assert _pysigma_fields(rule, BY_PRODUCT_THEN_CATEGORY) == \
         ["winlog.proc.image", "winlog.CommandLine"]
 
 
@@ -450,11 +456,7 @@ def test_a_rule_no_item_applies_to_reads_its_fields_as_named(tmp_path):
     event = json.dumps({"EventCode": 7, "Image": "C:\\x.exe"}).encode() + b"\n"
     result = run_cli_here(["--rule", rule, "--field-map", pipeline, "--quiet", "--logsource-unknown", "match"], event)
     assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
-    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
-    rule_module = pytest.importorskip("sigma.rule")
-    theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
-    pipeline_module.ProcessingPipeline.from_yaml(ONLY_PROCESS_CREATION).apply(theirs)
-    assert [item.field for item in theirs.detection.detections["sel"].detection_items] == ["Image"]
+    assert _pysigma_fields(rule, ONLY_PROCESS_CREATION) == ["Image"]
 
 
 _LOGSOURCE_CONDITIONS = [{"product": "windows"}, {"product": "linux"}, {"category": "process_creation"},
@@ -570,11 +572,7 @@ def test_a_prefix_for_fields_its_conditions_name_reads_them_there(tmp_path):
              "other": {"ParentImage": "p.exe"}}
     result = run_cli_here(["--rule", rule, "--field-map", pipeline, "--quiet"], json.dumps(event).encode() + b"\n")
     assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
-    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
-    rule_module = pytest.importorskip("sigma.rule")
-    theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
-    pipeline_module.ProcessingPipeline.from_yaml(PREFIX_FOR_NAMED_FIELDS).apply(theirs)
-    assert [item.field for item in theirs.detection.detections["sel"].detection_items] == \
+    assert _pysigma_fields(rule, PREFIX_FOR_NAMED_FIELDS) == \
         ["event.code", "winlog.event_data.Image", "User", "other.ParentImage"]
 
 
@@ -627,9 +625,5 @@ def test_an_item_for_any_of_several_logsources_meets_the_items_of_each(tmp_path)
                                          "{type: logsource, categroy: network_connection}")
     with pytest.raises(PipelineError, match="a logsource condition takes no key 'categroy'"):
         convert(yaml.safe_load(misspelt), "p.yml")
-    pipeline_module = pytest.importorskip("sigma.processing.pipeline")
-    rule_module = pytest.importorskip("sigma.rule")
-    theirs = rule_module.SigmaRule.from_yaml(open(rule).read())
-    pipeline_module.ProcessingPipeline.from_yaml(ANY_OF_CATEGORIES).apply(theirs)
-    assert [item.field for item in theirs.detection.detections["sel"].detection_items] == \
+    assert _pysigma_fields(rule, ANY_OF_CATEGORIES) == \
         ["winlog.process.executable", "winlog.CommandLine"]
