@@ -727,18 +727,25 @@ def _one_agent_and_correlator(server, tmp_path, rules: list, data: bytes, count:
         process.wait(timeout=WAIT)
     return sent, found, process
 
-def test_an_agent_on_a_server_with_a_small_max_payload_goes_on_and_its_detections_are_correlated(tmp_path):
-    """A server whose max_payload (4 KiB here) is under one Detection (a list of 50 long user names,
-    5.6 KB): the agent's publish was refused and it stopped (exit 1, "maximum payload exceeded"),
-    none of its events passed on.  Now the Detection goes with its values cut short (equal values
-    equal, different ones different), said and counted; every event is passed on."""
+
+def _many_users(tmp_path) -> tuple:
+    """Three events of 50 long user names each (a Detection of 5.6 KB) and one past their window: the rule
+    options, the events, their lines, and the alerts one process makes of them."""
     (tmp_path / "users.yml").write_text(MANY_USERS)
     rules = ["--rule", str(tmp_path / "users.yml")]
     events = [{"@timestamp": f"2026-11-02T09:00:0{i}Z", "Action": "login", "Computer": "srv01", "Target": "t",
                "User": [f"{'u' * 100}{j}-{i}" for j in range(50)]} for i in range(3)]
     events.append({"@timestamp": "2026-11-02T09:10:00Z", "Action": "other"})  # the agent's time past the window
     data = ndjson(events)
-    expected = alerts(run_cli(rules + ["--quiet"], data).stdout)
+    return rules, events, data, alerts(run_cli(rules + ["--quiet"], data).stdout)
+
+
+def test_an_agent_on_a_server_with_a_small_max_payload_goes_on_and_its_detections_are_correlated(tmp_path):
+    """A server whose max_payload (4 KiB here) is under one Detection (a list of 50 long user names,
+    5.6 KB): the agent's publish was refused and it stopped (exit 1, "maximum payload exceeded"),
+    none of its events passed on.  Now the Detection goes with its values cut short (equal values
+    equal, different ones different), said and counted; every event is passed on."""
+    rules, events, data, expected = _many_users(tmp_path)
     assert len(expected) == 3  # 50 user names each: every event makes one
     with NatsServer(tmp_path / "nats", config="max_payload: 4096\n") as server:
         sent, found, process = _one_agent_and_correlator(server, tmp_path, rules, data, len(expected))
@@ -760,13 +767,7 @@ def test_streams_whose_operator_set_a_small_max_msg_size_take_the_agents_detecti
     stopped the correlator the same way, made again from the state at each restart.  Now both go in their
     smaller forms, as under a small max_payload."""
     from pipeshell_filter.io.bus import Bus
-    (tmp_path / "users.yml").write_text(MANY_USERS)
-    rules = ["--rule", str(tmp_path / "users.yml")]
-    events = [{"@timestamp": f"2026-11-02T09:00:0{i}Z", "Action": "login", "Computer": "srv01", "Target": "t",
-               "User": [f"{'u' * 100}{j}-{i}" for j in range(50)]} for i in range(3)]
-    events.append({"@timestamp": "2026-11-02T09:10:00Z", "Action": "other"})  # the agent's time past the window
-    data = ndjson(events)
-    expected = alerts(run_cli(rules + ["--quiet"], data).stdout)
+    rules, events, data, expected = _many_users(tmp_path)
     assert len(expected) == 3 and all(len(json.dumps(a)) > 4096 for a in expected)
     with NatsServer(tmp_path / "nats") as server:
         with Bus(server.url, name="operator") as bus:
