@@ -17,7 +17,11 @@ end the watermark passed with nothing suppressed in it counts as none (only a
 very late alert of its key is judged otherwise), and is forgotten at the next
 pass over the periods; the watermark is the newest alert time two hosts vouch
 for, less the lateness (``clock.SourceClocks``: one host's wrong clock cannot
-move it).  A period with alerts suppressed is kept for its count until the
+move it), and for a correlation's key the newest time of that correlation's own
+alerts, less the lateness: its alerts are made as its own windows close, in
+their time order, which may be long after other rules alerted on later events
+(two of its alerts in one period went out, the other rules' alerts having
+moved the first watermark past it meanwhile).  A period with alerts suppressed is kept for its count until the
 key's next alert.  Past ``MAX_KEYS`` keys the period opened longest ago is
 forgotten (its count stays in the run's total).
 """
@@ -61,6 +65,7 @@ class Suppressor:
         self.cap = cap
         self.clocks = SourceClocks(max_skew_ns)
         self.open = {}
+        self.newest = {}  # correlation id -> the newest time of its alerts (its own windows' order)
         self.forgotten = 0  # periods still open that the cap made this run forget
         self._opened = 0  # periods opened since the last pass (``_make_room``)
 
@@ -68,10 +73,18 @@ class Suppressor:
         reference = self.clocks.reference
         return NEVER if reference == NEVER else reference - self.lateness
 
+    def _watermark_of(self, key: tuple, watermark):
+        """The watermark a key's period is judged by: ``watermark`` (the alerts' own), or for a correlation's
+        key (its group a tuple) the newest time of that correlation's alerts, less the lateness."""
+        if key[1].__class__ is tuple:
+            newest = self.newest.get(key[0])
+            return NEVER if newest is None else newest - self.lateness
+        return watermark
+
     def _current(self, key: Hashable, watermark) -> Optional[list]:
         """The key's period, None when it has none or it passed the watermark with nothing suppressed."""
         entry = self.open.get(key)
-        if entry is None or entry[1] == 0 and entry[0] + self.period <= watermark:
+        if entry is None or entry[1] == 0 and entry[0] + self.period <= self._watermark_of(key, watermark):
             return None
         return entry
 
@@ -85,6 +98,8 @@ class Suppressor:
         for host in hosts:
             self.clocks.see(host, time)
         entry = self._current(key, watermark)
+        if key[1].__class__ is tuple and time > self.newest.get(key[0], NEVER):
+            self.newest[key[0]] = time
         if entry is not None and entry[0] <= time < entry[0] + self.period:
             entry[1] += 1
             return None
@@ -121,6 +136,7 @@ class Suppressor:
         (``SourceClocks.bound_by``), nor opens a period; a period so dated (restored) is forgotten."""
         self.clocks.bound_by(wall)
         self.open = {key: entry for key, entry in self.open.items() if not self._future(entry[0])}
+        self.newest = {rule: time for rule, time in self.newest.items() if not self._future(time)}
 
     # ------------------------------------------------------------ state across restarts
 
@@ -129,7 +145,8 @@ class Suppressor:
         the last pass: what a restart needs to go on as one run would, as plain data."""
         periods = [[key[0], list(key[1]) if isinstance(key[1], tuple) else key[1], start, count]
                    for key, (start, count) in self.open.items()]
-        return {"period_ns": self.period, "periods": periods, "clocks": self.clocks.saved(), "opened": self._opened}
+        return {"period_ns": self.period, "periods": periods, "clocks": self.clocks.saved(), "opened": self._opened,
+                "newest": dict(self.newest)}
 
     def restore(self, saved) -> None:
         """Take back ``saved``: its periods keep their starts and counts, measured with this run's
@@ -153,11 +170,15 @@ class Suppressor:
             opened = saved.get("opened", 0)
             if type(opened) is not int or opened < 0:
                 raise ValueError("'opened' is not a count")
+            newest = saved.get("newest", {})  # none in a state of an older build: its periods pass by the cap
+            if not isinstance(newest, dict) or not all(type(t) is int for t in newest.values()):
+                raise ValueError("'newest' is not correlation ids and times")
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise SuppressError(f"damaged state file (suppress: {error})".replace("\n", " ")) from None
         wall = self.clocks.wall
         self.clocks = clocks
         self.open = dict(list(periods.items())[-self.cap:])
         self._opened = opened
+        self.newest = dict(newest)
         if wall is not None:
             self.bound_by(wall)
