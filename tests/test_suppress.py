@@ -318,7 +318,7 @@ def test_a_damaged_suppression_state_is_refused_in_one_line(tmp_path):
     run_cli(["--rule", rule, "--suppress", "10m", "--state", state], ndjson(NOISY[:2]))
     saved = json.load(open(state))
     for damage in ({"periods": [["single-4104", 5, 0, 1]]}, {"periods": [["r", "h", 0, -1]]}, {"clocks": 3},
-                   {"periods": "x"}, {"opened": "x"}):
+                   {"periods": "x"}, {"opened": "x"}, {"newest": "x"}, {"newest": {"count-by-host": "1"}}):
         json.dump(dict(saved, suppress=dict(saved["suppress"], **damage)), open(state, "w"))
         result = run_cli(["--rule", rule, "--suppress", "10m", "--state", state], ndjson(NOISY[2:]))
         lines = result.stderr.decode().splitlines()
