@@ -978,6 +978,80 @@ def test_a_stop_hands_on_the_lines_read_ahead_from_a_pipe_merged_with_a_file(tmp
     assert hosts.count("file01") <= 5
 
 
+def _lines_within(stream, count: int, timeout: float = 60.0) -> list:
+    """The first ``count`` lines the filter writes, or those written within ``timeout`` seconds (a run held back)."""
+    fd, data, deadline = stream.fileno(), b"", time.monotonic() + timeout
+    while data.count(b"\n") < count and time.monotonic() < deadline:
+        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    return data.splitlines()[:count]
+
+
+@pytest.mark.parametrize("prefilter", [[], ["--no-prefilter"]])
+def test_a_slow_pipe_merged_with_a_file_hands_on_its_lines_while_its_writer_waits(tmp_path, prefilter):
+    """Merged with a file, a pipe's lines went on only once the prefilter's batch (up to 1 MiB) was full,
+    or at its end, and the output was not written while the pipe waited: a slow collector's events gave
+    nothing for hours.  Its batch is judged, and the output written, as soon as the pipe would wait; the
+    merge still waits for each input's next line (the file's later line stays behind the pipe's)."""
+    path, fifo = tmp_path / "events.ndjson", tmp_path / "events.pipe"
+    path.write_bytes(ndjson([flat_event(0, "file00", "benign"), flat_event(100, "file100", "benign")]))
+    os.mkfifo(fifo)
+    process = subprocess.Popen(COMMAND + ["--emit", "all", "--input", str(path), "--input", str(fifo)] + prefilter,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = None
+    try:
+        writer = os.open(fifo, os.O_WRONLY)  # kept open: no end of input
+        os.write(writer, ndjson([flat_event(1, "pipe01", "server"), flat_event(2, "pipe02", "benign")]))
+        hosts = [json.loads(line)["Computer"] for line in _lines_within(process.stdout, 3)]
+        assert hosts == ["file00", "pipe01", "pipe02"]
+        os.close(writer)
+        writer = None
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        if writer is not None:
+            os.close(writer)
+    assert process.returncode == 0, err
+    assert [json.loads(line)["Computer"] for line in out.splitlines()] == ["file100"]
+
+
+def test_two_pipes_merged_are_each_opened_while_the_other_waits(tmp_path):
+    """Two FIFOs merged: the second was opened only once the first's prefilter batch was full, so its
+    writer's ``open`` hung.  The first's lines go on as soon as it would wait; then the second is opened."""
+    first, second = tmp_path / "first.pipe", tmp_path / "second.pipe"
+    os.mkfifo(first)
+    os.mkfifo(second)
+    process = subprocess.Popen(COMMAND + ["--emit", "all", "--input", str(first), "--input", str(second)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writers = []
+    try:
+        writers.append(os.open(first, os.O_WRONLY))
+        os.write(writers[0], ndjson([flat_event(1, "first01", "benign"), flat_event(5, "first05", "benign")]))
+        deadline = time.monotonic() + 60
+        while len(writers) < 2 and process.poll() is None and time.monotonic() < deadline:
+            try:  # no reader yet: ENXIO, at once (a blocking open would hang this test with the bug)
+                writers.append(os.open(second, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                time.sleep(0.05)
+        assert len(writers) == 2, "the second pipe was not opened while the first waited"
+        os.write(writers[1], ndjson([flat_event(2, "second02", "benign")]))
+        hosts = [json.loads(line)["Computer"] for line in _lines_within(process.stdout, 2)]
+        assert hosts == ["first01", "second02"]
+        for writer in writers:
+            os.close(writer)
+        writers = []
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        for writer in writers:
+            os.close(writer)
+    assert process.returncode == 0, err
+    assert [json.loads(line)["Computer"] for line in out.splitlines()] == ["first05"]
+
+
 def test_an_input_that_is_the_output_file_is_a_usage_error(tmp_path):
     """``--input FILE --emit all >> FILE`` (or ``< FILE >> FILE``, or FILE in an input directory): the filter
     read back what it wrote, for ever, until the disk was full (5 GB in 30 s); ``cat`` refuses as much."""

@@ -1048,3 +1048,19 @@ def test_the_same_patterns_are_compiled_once():
     assert pf.any_of([b"x", rb"[0-9]{512}"]) is first and pf.any_of([b"x"]) is not first
     assert first(b"ax") and first(b"1" * 512) and not first(b"a" + b"1" * 511)
     assert pf.any_of([b"x", rb"[0-9]{512}"], "python") is not first
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([b'{"x": "New-Object Net.Sockets.TcpListener"}', b'{"x": "benign"}', b"", b"\xff{",
+                                 b'{"y": "tcplistener"}']), max_size=40),
+       st.lists(st.booleans(), max_size=40), st.integers(1, 200))
+def test_a_batch_judged_early_gives_the_verdicts_of_a_full_one(lines, answers, batch_bytes):
+    """A pipe among merged inputs has its batch judged as soon as it would wait (``ready`` False), not once
+    full: the lines and verdicts are the same however the batches were cut."""
+    from pipeshell_filter.io.inputs import judged
+
+    labelled = [(f"pipe line {number}", line) for number, line in enumerate(lines, 1)]
+    prefilter = pf.Prefilter(NEEDLES)
+    ready = iter(answers)
+    early = list(judged(iter(labelled), prefilter, batch_bytes, lambda: next(ready, True)))
+    assert early == list(judged(iter(labelled), prefilter, 1 << 20))

@@ -1045,9 +1045,12 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
     opened = _open_placed(files, stream_filter, stop) \
         if placed and (len(files) > 1 or files and inputs_module.is_evtx(files[0])) else {}
     budget = max(1 << 12, min(1 << 20, (16 << 20) // len(files)))  # the batches of all files open at once
-    streams = [inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked, stop,
-                                                                 opened.get(path)),
-                                    stream_filter.prefilter, budget) for path in files]
+    streams = []
+    for path in files:  # a pipe among them: its lines go on as soon as it would wait, the output written first
+        watch = inputs_module.PipeWatch(stream_filter.before_block)
+        streams.append(inputs_module.judged(inputs_module.labelled_lines(path, report, max_line, path not in walked,
+                                                                         stop, opened.get(path), watch),
+                                            stream_filter.prefilter, budget, watch.ready))
     if len(streams) == 1:
         return streams[0]
 

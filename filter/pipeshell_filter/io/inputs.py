@@ -5,7 +5,8 @@ record becomes one compact JSON line, exactly what ``evtx_dump -o jsonl`` would
 pipe in (the Windows-XML-as-JSON shape).  Several inputs are merged by event
 time: each file is taken in its own order and the files are interleaved by the
 time of their events (a merge, not a sort, so memory stays small).  Each file's
-lines are judged by the prefilter in batches as they are read, not one by one.
+lines are judged by the prefilter in batches as they are read, not one by one; a
+pipe's batch also as soon as the pipe has nothing more to read (``PipeWatch``).
 """
 
 from __future__ import annotations
@@ -249,10 +250,15 @@ def open_input(path: str, stop=None):
         raise InputError(f"cannot read input {path}: {why(error)}") from None
 
 
-def ndjson_lines(path: str, max_line: int = 16 << 20, stop=None) -> Iterator:
-    """The lines of an NDJSON file (without newlines); one over ``max_line`` bytes as a LongLine."""
+def ndjson_lines(path: str, max_line: int = 16 << 20, stop=None, watch: Optional["PipeWatch"] = None) -> Iterator:
+    """The lines of an NDJSON file (without newlines); one over ``max_line`` bytes as a LongLine.
+    ``watch``: told of the pipe read, if the file is one (``PipeWatch``)."""
     with open_input(path, stop) as handle:
-        source = handle if stop is None or _is_regular_fd(handle.fileno()) else PipeLines(handle.fileno(), stop)
+        source = handle
+        if stop is not None and not _is_regular_fd(handle.fileno()):
+            source = PipeLines(handle.fileno(), stop, watch.before_block if watch is not None else None)
+            if watch is not None:
+                watch.pipe = source
         for line, _ended in _lines_of(source, max_line):
             yield line
 
@@ -270,11 +276,27 @@ class PipeLines:
     the stop, its flag set, for as long as the writer kept the pipe open and silent."""
 
     BLOCK = 1 << 16
+    AHEAD = 1 << 20  # ``ready`` reads no further ahead than this for the end of a line
 
-    def __init__(self, fd: int, stop):
+    def __init__(self, fd: int, stop, before_block: Optional[Callable[[], None]] = None):
         self.fd, self.stop = fd, stop
+        self.before_block = before_block  # run when the pipe has nothing yet: what was read goes out first
         self.buffer = bytearray()
+        self.searched = 0  # the buffer holds no newline before this
         self.ended = False
+
+    def ready(self) -> bool:
+        """Whether a whole line (or the end) is there without waiting: what the pipe holds now is read
+        ahead, never blocking.  False may also mean a line longer than ``AHEAD`` still coming."""
+        while True:
+            if self.ended or self.stop.requested or self.buffer.find(b"\n", self.searched) >= 0:
+                return True
+            self.searched = len(self.buffer)
+            if self.searched >= self.AHEAD or not _readable_now(self.fd):
+                return False
+            data = os.read(self.fd, self.BLOCK)
+            self.ended = not data
+            self.buffer += data
 
     def readline(self, limit: int) -> bytes:
         """Up to and with the next newline, at most ``limit`` bytes; what is left at the end; b"" after it."""
@@ -284,6 +306,7 @@ class PipeLines:
                 cut = newline + 1 if newline >= 0 else min(limit, len(self.buffer))
                 line = bytes(self.buffer[:cut])
                 del self.buffer[:cut]
+                self.searched = 0
                 return line
             if not self._wait():
                 self.ended = True
@@ -312,6 +335,8 @@ class PipeLines:
     def _wait(self) -> bool:
         """Until the pipe can be read (bytes, or its end): False when the stop comes first.  ``poll``, not
         ``select``: merged with a thousand files, the pipe's descriptor may be past select's limit."""
+        if self.before_block is not None and not self.stop.requested and not _readable_now(self.fd):
+            self.before_block()
         watch = select.poll()
         for fd in (self.fd, self.stop.fd):
             watch.register(fd, select.POLLIN)
@@ -322,6 +347,27 @@ class PipeLines:
             elif self.fd in ready:
                 return not self.stop.requested
         return False
+
+
+def _readable_now(fd: int) -> bool:
+    """Bytes (or the end) in ``fd`` now: a read would not wait."""
+    watch = select.poll()
+    watch.register(fd, select.POLLIN)
+    return bool(watch.poll(0))
+
+
+class PipeWatch:
+    """What the merge knows of a pipe among merged inputs, once it is opened: whether its next line is
+    there (``judged`` judges the batch it holds before waiting for more), and what runs before the pipe
+    waits (``before_block``: the filter settles and writes what it has, as for a lone pipe)."""
+
+    def __init__(self, before_block: Optional[Callable[[], None]] = None):
+        self.before_block = before_block
+        self.pipe: Optional[PipeLines] = None
+
+    def ready(self) -> bool:
+        """No pipe (a regular file, or a pipe not opened yet): True, it never waits for a writer."""
+        return self.pipe is None or self.pipe.ready()
 
 
 def _lines_of(handle, max_line: int) -> Iterator[tuple]:
@@ -380,10 +426,11 @@ def placed_lines(path: str, opened: tuple, max_line: int = 16 << 20) -> Iterator
 
 
 def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = True, stop=None,
-                   opened: Optional[tuple] = None) -> Iterator[tuple]:
+                   opened: Optional[tuple] = None, watch: Optional[PipeWatch] = None) -> Iterator[tuple]:
     """``(label, line)`` for one file; the label names the file and the line or record.  ``named``:
     the file was named, not found in a directory (see ``evtx_lines``); ``opened``: an NDJSON file's
-    handle, place and line count, or an EVTX file's place, from ``position.FilePlaces`` (``--state``)."""
+    handle, place and line count, or an EVTX file's place, from ``position.FilePlaces`` (``--state``);
+    ``watch``: told of the pipe, if the file is one read among merged files (``ndjson_lines``)."""
     if opened is not None and opened[1].__class__ is RecordPlace:
         place = opened[1]
         for number, (record_id, line) in enumerate(numbered_evtx_lines(path, report, named, stop, place.record),
@@ -395,13 +442,16 @@ def labelled_lines(path: str, report, max_line: int = 16 << 20, named: bool = Tr
         for number, line in enumerate(evtx_lines(path, report, named, stop), 1):
             yield f"{path} record {number}", line
     else:
-        for number, line in enumerate(ndjson_lines(path, max_line, stop), 1):
+        for number, line in enumerate(ndjson_lines(path, max_line, stop, watch), 1):
             yield f"{path} line {number}", line
 
 
-def judged(labelled: Iterable[tuple], prefilter: Optional[Prefilter], batch_bytes: int = 1 << 20) -> Iterator[tuple]:
+def judged(labelled: Iterable[tuple], prefilter: Optional[Prefilter], batch_bytes: int = 1 << 20,
+           ready: Optional[Callable[[], bool]] = None) -> Iterator[tuple]:
     """``(label, line)`` -> ``(label, line, verdict)``, the prefilter judging about
-    ``batch_bytes`` of lines at a time (every line a candidate without a prefilter)."""
+    ``batch_bytes`` of lines at a time (every line a candidate without a prefilter).  ``ready``: whether
+    the next line is there without waiting (a pipe's, ``PipeWatch``); when not, the batch is judged and
+    handed on now, not once full: a slow pipe's lines are not held back for the lines still to come."""
     if prefilter is None:
         for label, line in labelled:
             yield label, line, CANDIDATE
@@ -410,7 +460,7 @@ def judged(labelled: Iterable[tuple], prefilter: Optional[Prefilter], batch_byte
     for item in labelled:
         batch.append(item)
         size += len(item[1]) + 1
-        if size >= batch_bytes:
+        if size >= batch_bytes or ready is not None and not ready():
             yield from _judge(batch, prefilter)
             batch, size = [], 0
     yield from _judge(batch, prefilter)
@@ -435,6 +485,9 @@ def merged(streams: List[Iterable[tuple]], event_time: Callable[[bytes], Optiona
     the merge, the prefilter's batch, ``PipeLines``' buffer) cannot be read again, unlike a file's, which a
     next run reads from its saved place (``--state``).  A pipe ends at the stop (``PipeLines``), and a
     pipe not yet opened (``StoppedOpening``) has nothing read: the merge ends without waiting.
+
+    The merge waits for each stream's next line; a pipe's stream hands on what it read as soon as the pipe
+    would wait (``judged``'s ``ready``), so a silent pipe holds back only the lines that may come after its next.
     """
     def keyed(index: int, stream: Iterable[tuple]):
         last = float("-inf")
