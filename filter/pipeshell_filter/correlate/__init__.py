@@ -174,6 +174,8 @@ class Correlation:
                 for inner in correlator.upstream}
         self._chained = [c for c in self.correlators if c.upstream]
         self._feeds_outer = {inner.spec.id for c in self._chained for inner in c.upstream}
+        for correlator in self.correlators:
+            correlator.feeds_outer = correlator.spec.id in self._feeds_outer
         self._pushed_by = self._pushers()
         self._push_route = [c for c in self.correlators if c.upstream or id(c) in self._pushed_by]
         self._route = {}  # rule id -> what a detection of it runs through, with chains: see ``observe``
@@ -216,9 +218,7 @@ class Correlation:
                          for outer in self._pushed_by.get(id(correlator), ())), default=NEVER)
             if correlator.upstream or (floor > correlator.watermark and correlator.heard()):
                 found += correlator.advance(floor)
-            if found:
-                made[correlator.spec.id] = found
-                hits.extend(found)
+            self._made(correlator, found, made, hits)
         return hits
 
     def partition_key(self, detection) -> Optional[tuple]:
@@ -287,9 +287,7 @@ class Correlation:
                     self._newest_wall[id(correlator)] = self.clock()
             if correlator.upstream:  # its inner correlations may have moved on
                 found += correlator.advance(NEVER)
-            if found:
-                made[correlator.spec.id] = found
-                hits.extend(found)
+            self._made(correlator, found, made, hits)
             if correlator.flood_gone:
                 self._after_flood()
         self._until_held_check -= 1
@@ -325,9 +323,7 @@ class Correlation:
         hits, made = [], {}
         for correlator in self.correlators:
             found = self._feed(correlator, made) + correlator.early_due()
-            if found:
-                made[correlator.spec.id] = found
-                hits.extend(found)
+            self._made(correlator, found, made, hits)
         return hits
 
     def _routed(self, rule: str, takers) -> list:
@@ -340,6 +336,15 @@ class Correlation:
             wanted = set(map(id, takers)) | set(map(id, self._chained))
             route = self._route[rule] = [c for c in self.correlators if id(c) in wanted]
         return route
+
+    @staticmethod
+    def _made(correlator: Correlator, found: List[Hit], made: dict, hits: List[Hit]) -> None:
+        """A correlator's hits: returned, and made for the correlations chained to it, with the events
+        that joined its episodes alerted early, which make no alert (``Correlator.take_joined``)."""
+        joined = correlator.take_joined() if correlator.feeds_outer else []
+        if found or joined:
+            made[correlator.spec.id] = found + joined
+            hits.extend(found)
 
     @staticmethod
     def _feed(correlator: Correlator, made: dict, evaluate: bool = True) -> List[Hit]:
@@ -516,9 +521,7 @@ class Correlation:
             found = self._feed(correlator, made)
             if len(correlator.clocks) or correlator.upstream or correlator.held_count():
                 found += _state.pause(correlator)
-            if found:
-                made[correlator.spec.id] = found
-                hits.extend(found)
+            self._made(correlator, found, made, hits)
         return hits
 
     def _advance(self, watermark_of, final: bool = False) -> List[Hit]:
@@ -539,9 +542,7 @@ class Correlation:
                         continue
                     watermark = NEVER
                 found += correlator.advance(watermark)
-            if found:
-                made[correlator.spec.id] = found
-                hits.extend(found)
+            self._made(correlator, found, made, hits)
         if not final:
             hits += self._push()
         self._after_flood()

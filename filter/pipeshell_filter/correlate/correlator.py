@@ -214,6 +214,8 @@ class Correlator:
         self._counts_rules = spec.kind in ("temporal", "temporal_ordered")
         self._last_event = None  # (event, group) of the last detection taken
         self._early_due = []  # ``early``: contributions whose early evaluation waits for their event's other detections
+        self.feeds_outer = False  # correlations are chained to it (``Correlation``): it keeps ``joined`` for them
+        self.joined = []  # ``early``: hits of the events that joined an episode alerted early (``_evaluate``)
 
     _early_on = False
 
@@ -494,11 +496,30 @@ class Correlator:
             self._held.remove((time, seq, group))
         if self._early_used and any(key in self._early_used for key in window.events):
             hit = None  # an episode already alerted early (in this run, or one before: --state) is not again
+            self._join_early(group, t, start, window)
             for key in window.events:
                 self._gone_from_early(key)
         del self._windows[group]
         self._mark_consumed(group, t)
         return hit
+
+    def _join_early(self, group, t: int, start: int, window) -> None:
+        """An episode alerted early, final now, holds events its early alert had not (one at its end
+        time that came after it, or one within the lateness): they are the correlations chained to this
+        one's as a further hit of the episode (``joined``), which makes no alert of its own here.  Passed
+        on only in the early alert, an event tied with it never reached them, and the outer episode the
+        watermark alone found (the inner alert holding both hosts) was lost."""
+        if not self.feeds_outer:
+            return
+        used = self._early_used
+        joined = tuple(c for key, c in window.events.items() if key not in used)
+        if joined:
+            self.joined.append(Hit(self.spec, t, start, group, joined, window.aggregate(), window.distinct()))
+
+    def take_joined(self) -> list:
+        """The hits of events that joined episodes alerted early (``_join_early``), taken out."""
+        joined, self.joined = self.joined, []
+        return joined
 
     def _judge_due(self, limit) -> list:
         """``anchored``: the hits of every window that is complete before ``limit`` (its start +
