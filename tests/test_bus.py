@@ -538,7 +538,8 @@ def test_server_urls_are_checked_before_any_connection():
                      ("nats://127.0.0.1:99999", "out of range"), ("nats://[::1", "IPv6"),
                      ("nats://127.0.0.1:abc", "integer"), ("http://h:4222", "nats:// or tls://"),
                      ("ws://h:4222", "nats:// or tls://"), ("nats://u:secret@:4222", "no host"),
-                     ("nats://h:0", "port 0"), ("nats://h:4222/path", "no path")):
+                     ("nats://h:0", "port 0"), ("nats://h:4222/path", "no path"),
+                     ("nats://exa mple:4222", "no space")):  # was a DNS failure, exit 1
         with pytest.raises(ValueError, match=why) as caught:
             busmod.check_servers(bad)
         assert "secret" not in str(caught.value)

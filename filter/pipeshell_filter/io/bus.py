@@ -125,6 +125,8 @@ def check_servers(url: str) -> List[str]:
             raise ValueError(f"{shown}: the scheme must be nats:// or tls://, not {found.scheme}://")
         if not found.hostname:
             raise ValueError(f"{shown}: no host")
+        if any(c.isspace() or ord(c) < 32 for c in found.hostname):  # no host name has one: a DNS failure, exit 1
+            raise ValueError(f"{shown}: a host name holds no space or control character")
         if port == 0:
             raise ValueError(f"{shown}: port 0")
         if found.path not in ("", "/") or found.query or found.fragment:
