@@ -524,14 +524,16 @@ def run(
     _no_strict_without_a_directory(ctx, rule, plans)
     resolver = make_resolver(profile, field_map, time_field, logsource)
     if any(path in ("-", inputs_module.STDIN) for path in inputs or ()):
-        check_stdin()  # before the inputs are opened: a closed one is said so, not as /dev/stdin's failure
+        # before the inputs are opened: a closed one is said so, not as /dev/stdin's failure; a write-only one
+        # was reopened through /dev/stdin and its file read
+        check_stdin()
     try:
         files, walked = inputs_module.expand(inputs or [], skipped=_skipped)
     except inputs_module.InputError as error:
         raise UsageProblem(str(error)) from None
     reads_stdin = not files and not (nats is not None and stage is Stage.correlate)
-    if reads_stdin or inputs_module.STDIN in files:
-        check_stdin()  # ``--input -`` too: it reopened a write-only stdin's file through /dev/stdin
+    if reads_stdin:
+        check_stdin()
     check_not_output(files, reads_stdin)
     if rule_stats is not None or state is not None:
         check_not_read((("--rule-stats", rule_stats), ("--state", state)),
