@@ -1257,3 +1257,18 @@ def test_one_event_meeting_two_aliased_rules_is_summed_once(tmp_path):
     assert result.returncode == 0, result.stderr
     [alert] = alerts(result.stdout)  # 5 + 1, each event once with its first detection's value
     assert alert["message"] == "sum: sum(n) = 6 within 60s" and [e["line"] for e in alert["sigma"]["events"]] == [1, 2]
+
+
+def test_a_percentile_alert_says_what_its_number_is(tmp_path):
+    """value_percentile's aggregate is the share of the window's events that hold its rarest value: the message
+    said ``percentile(Image) = 25``, which reads as a percentile of the values."""
+    rules = [{"title": "r", "name": "r", "logsource": {"product": "windows"},
+              "detection": {"sel": {"EventID": 1}, "condition": "sel"}},
+             {"title": "rare", "id": "rare", "correlation": {
+                 "type": "value_percentile", "rules": ["r"], "group-by": ["Computer"], "timespan": "1m",
+                 "condition": {"field": "Image", "lte": 25}}}]
+    path = write(tmp_path, "rules.yml", yaml.safe_dump_all(rules))
+    images = ["a.exe", "a.exe", "a.exe", "b.exe"]
+    events = [{"EventID": 1, "Computer": "h1", "@timestamp": iso(i), "Image": image} for i, image in enumerate(images)]
+    [alert] = alerts(run_cli(["--rule", path], ndjson(events)).stdout)
+    assert alert["message"] == "rare: rarest Image value in 25 % of events within 60s"
