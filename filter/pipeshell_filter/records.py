@@ -249,9 +249,7 @@ def _measured(spec, aggregation, aggregate, hosts: int) -> str:
         if not field:
             return f"{aggregate} event(s)"
         return f"{aggregate} host(s)" if field == HOST_FIELD else f"{aggregate} distinct {field} value(s)"
-    shown = aggregate
-    if isinstance(aggregate, float) and aggregate.is_integer() and abs(aggregate) < 1e15:
-        shown = int(aggregate)  # 1500, not 1500.0; a larger double as Python writes it (1e+300)
+    shown = shown_number(aggregate)  # 1500, not 1500.0; a larger double as Python writes it (1e+300)
     if function == "percentile":  # the share of the rarest value, not a percentile of the values
         return f"rarest {field} value in {shown} % of events"
     return f"{function}({field}) = {shown}"
