@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Set, 
 
 from ..dirwalk import files_under
 from .evtx_chunks import numbered_records
-from .position import Placed, RecordPlace, RecordPlaced
+from .position import Placed, RecordPlace, RecordPlaced, regular
 from .prefilter import CANDIDATE, SKIP, Prefilter
 from .signals import STOP_LINE_WAIT, StoppedOpening
 
@@ -255,19 +255,12 @@ def ndjson_lines(path: str, max_line: int = 16 << 20, stop=None, watch: Optional
     ``watch``: told of the pipe read, if the file is one (``PipeWatch``)."""
     with open_input(path, stop) as handle:
         source = handle
-        if stop is not None and not _is_regular_fd(handle.fileno()):
+        if stop is not None and not regular(handle.fileno()):
             source = PipeLines(handle.fileno(), stop, watch.before_block if watch is not None else None)
             if watch is not None:
                 watch.pipe = source
         for line, _ended in _lines_of(source, max_line):
             yield line
-
-
-def _is_regular_fd(fd: int) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
-    except OSError:
-        return False
 
 
 class PipeLines:
@@ -292,7 +285,7 @@ class PipeLines:
             if self.ended or self.stop.requested or self.buffer.find(b"\n", self.searched) >= 0:
                 return True
             self.searched = len(self.buffer)
-            if self.searched >= self.AHEAD or not _readable_now(self.fd):
+            if self.searched >= self.AHEAD or not readable_now(self.fd):
                 return False
             data = os.read(self.fd, self.BLOCK)
             self.ended = not data
@@ -327,15 +320,15 @@ class PipeLines:
             left = deadline - time.monotonic()
             if left <= 0 or not watch.poll(left * 1000):
                 return
-            byte = os.read(self.fd, 1)
-            self.buffer += byte
-            if byte in (b"", b"\n"):
+            got, ended = line_rest_now(self.fd, limit - len(self.buffer))
+            self.buffer += got
+            if ended or got.endswith(b"\n"):
                 return
 
     def _wait(self) -> bool:
         """Until the pipe can be read (bytes, or its end): False when the stop comes first.  ``poll``, not
         ``select``: merged with a thousand files, the pipe's descriptor may be past select's limit."""
-        if self.before_block is not None and not self.stop.requested and not _readable_now(self.fd):
+        if self.before_block is not None and not self.stop.requested and not readable_now(self.fd):
             self.before_block()
         watch = select.poll()
         for fd in (self.fd, self.stop.fd):
@@ -349,11 +342,34 @@ class PipeLines:
         return False
 
 
-def _readable_now(fd: int) -> bool:
-    """Bytes (or the end) in ``fd`` now: a read would not wait."""
+def readable_now(fd: int) -> bool:
+    """Bytes (or the end) in ``fd`` now: a read would not wait.  ``poll``, not ``select``: a descriptor
+    may be past select's limit (a pipe merged with a thousand files)."""
     watch = select.poll()
     watch.register(fd, select.POLLIN)
     return bool(watch.poll(0))
+
+
+def line_rest_now(fd: int, limit: int) -> tuple:
+    """``(bytes, ended)``: of what a pipe's writer has put in it so far, without waiting, the rest of the line
+    being read, up to and with its newline and no further (byte by byte: at a stop, no next line is begun
+    and cut in turn), at most ``limit`` bytes; ``ended``: the pipe's end was met."""
+    got = bytearray()
+    blocking = os.get_blocking(fd)
+    os.set_blocking(fd, False)
+    try:
+        while len(got) < limit:
+            byte = os.read(fd, 1)
+            if not byte:
+                return bytes(got), True
+            got += byte
+            if byte == b"\n":
+                break
+    except BlockingIOError:
+        pass
+    finally:
+        os.set_blocking(fd, blocking)
+    return bytes(got), False
 
 
 class PipeWatch:

@@ -40,7 +40,7 @@ from ..events.timeparse import parse_time
 from ..events.xml_event import XmlEventProblem, event_in_line, event_to_read
 from . import parallel
 from .frames import frame, frame_of, opening, start_at, start_or_clock, string_end, value_end
-from .inputs import LongLine
+from .inputs import LongLine, line_rest_now, readable_now
 from .position import FilePlaces, Place, Placed, RecordPlaced, check_mark, file_path, regular
 from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
@@ -775,7 +775,7 @@ class BlockReader:
         return b"".join(parts) if len(parts) > 1 else data
 
     def _ready(self) -> bool:
-        return bool(select.select([self.fd], [], [], 0)[0])
+        return readable_now(self.fd)
 
     def _read_on(self) -> bytes:
         """Stopped in the middle of a line: a block more, for its rest (a pipe's, if it comes in time).
@@ -801,26 +801,11 @@ class BlockReader:
         """Of what the writer has put in the pipe, the rest of the line being read, up to its newline
         and no further: byte by byte, as only the rest of one line is read so, without a wait (what is
         there), at most a block at a time, and past the wait at most one block in all."""
-        limit = self.block_size if self._line_budget is None else self._line_budget
-        got = bytearray()
-        blocking = os.get_blocking(self.fd)
-        os.set_blocking(self.fd, False)
-        try:
-            while len(got) < limit:
-                byte = os.read(self.fd, 1)
-                if not byte:
-                    self._eof = True
-                    break
-                got += byte
-                if byte == b"\n":
-                    break
-        except BlockingIOError:
-            pass
-        finally:
-            os.set_blocking(self.fd, blocking)
+        got, ended = line_rest_now(self.fd, self.block_size if self._line_budget is None else self._line_budget)
+        self._eof = self._eof or ended
         if self._line_budget is not None:
             self._line_budget -= len(got)
-        return bytes(got)
+        return got
 
     @property
     def _in_line(self) -> bool:
