@@ -14,9 +14,11 @@ import time
 
 import jsonschema
 import pytest
+from hypothesis import given as hypothesis_given, strategies as st
 
 from clitools import COMMAND, FLUENT_BIT_CAPTURES, REPO, alerts, ndjson, records, run_cli, run_cli_here, unread
 from eventgen import evtx_event, flat_event
+from pipeshell_filter.io import inputs as inputs_module
 
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
 ALERT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "alert.schema.json")))
@@ -1081,6 +1083,46 @@ def test_missing_input_is_a_usage_error(tmp_path):
         b"pipeshell-filter: error: cannot read input /dev/zero: not a file, a directory, a named pipe or /dev/null"]
     result = run_cli(["--input", "/dev/null"])  # but /dev/null, empty, as ``< /dev/null``
     assert result.returncode == 0 and result.stdout == b"" and b"0 lines" in result.stderr
+
+
+@pytest.mark.parametrize("packed, writer", [("gzip", "gzip"), ("bzip2", "bz2"), ("xz", "lzma")])
+def test_a_compressed_input_is_a_usage_error_naming_how_to_read_it(tmp_path, packed, writer):
+    """An archive's ``events.ndjson.gz`` was read as lines of compressed bytes: every one an invalid-JSON
+    diagnostic, ``--emit all`` handing the bytes on, no event detected, exit 0.  Now it is refused at start,
+    named (as file, in a directory, as standard input, through ``-`` and for explain), with the command
+    that reads it."""
+    import importlib
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "events.ndjson"
+    path.write_bytes(importlib.import_module(writer).compress(ndjson(ATTACK)))
+    tool = {"gzip": "zcat", "bzip2": "bzcat", "xz": "xzcat"}[packed]
+    for args, stdin, named in ((["--input", str(path)], None, f"input {path}"),
+                               (["--input", str(logs)], None, f"input {path}"),
+                               ([], path, "standard input"), (["--input", "-"], path, "standard input"),
+                               (["explain", "--events", str(path)], None, f"--events {path}")):
+        with open(stdin or os.devnull, "rb") as source:
+            result = subprocess.run(COMMAND + ["--emit", "all"] * (args[:1] != ["explain"]) + args, stdin=source,
+                                    capture_output=True, timeout=60)
+        file = path if stdin is None else "FILE"
+        assert (result.returncode, result.stdout) == (2, b""), result.stderr
+        assert result.stderr.decode() == f"pipeshell-filter: error: {'cannot read ' * (stdin is None)}{named}" \
+            f"{':' if stdin is None else ' is'} {packed}-compressed; decompress it into the filter " \
+            f"({tool} {file} | pipeshell-filter ...)\n"
+    decompressed = importlib.import_module(writer).decompress(path.read_bytes())  # read as it asks: the alert
+    result = subprocess.run(COMMAND, input=decompressed, capture_output=True, timeout=60)
+    assert result.returncode == 0 and len(alerts(result.stdout)) == 1, result.stderr
+
+
+@hypothesis_given(st.binary(max_size=12))
+def test_no_json_or_text_line_is_taken_for_a_compressed_file(tail):
+    """The magic numbers ``inputs.compression`` knows start with bytes no NDJSON, BOM or text line starts
+    with (a control byte, or ``BZh`` followed by a level and a bzip2 block's own six bytes)."""
+    for head in (b"{", b"\xef\xbb\xbf{", b" ", b"BZh9 ", b"BZh", b"<Event", b"2026-"):
+        assert inputs_module.compression(head + tail) is None
+    assert inputs_module.compression(b"\x1f\x8b\x08" + tail) == "gzip"
+    assert inputs_module.compression(b"\x28\xb5\x2f\xfd" + tail) == "zstd"
 
 
 def test_a_named_pipe_in_a_rule_directory_is_skipped_not_waited_on(tmp_path):

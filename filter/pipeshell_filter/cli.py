@@ -901,6 +901,12 @@ def check_stdin() -> None:
         raise UsageProblem("standard input is closed")
     if fcntl.fcntl(sys.stdin.fileno(), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
         raise UsageProblem("standard input is open for writing only")
+    fd = sys.stdin.fileno()
+    if stat.S_ISREG(os.fstat(fd).st_mode):  # ``< archive.ndjson.gz``; a pipe's first bytes cannot be looked at
+        packed = inputs_module.compression(os.pread(fd, inputs_module.HEAD, os.lseek(fd, 0, os.SEEK_CUR)))
+        if packed is not None:
+            raise UsageProblem(f"standard input is {packed}-compressed; decompress it into the filter "
+                               f"({inputs_module.DECOMPRESS[packed]} FILE | pipeshell-filter ...)")
 
 
 def check_stdout() -> None:

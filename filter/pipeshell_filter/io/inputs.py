@@ -127,6 +127,38 @@ def _check_readable(path: str, given_as: str) -> None:
             raise InputError(f"cannot read {given_as} {path}: not a file, a directory, a named pipe or /dev/null")
     if not os.access(path, os.R_OK):
         raise InputError(f"cannot read {given_as} {path}: permission denied")
+    if path != STDIN and stat.S_ISREG(status.st_mode):
+        try:
+            with open(path, "rb") as handle:
+                packed = compression(handle.read(HEAD))
+        except OSError:
+            return
+        if packed is not None:
+            raise InputError(f"cannot read {given_as} {path}: {packed}-compressed; decompress it into the filter "
+                             f"({DECOMPRESS[packed]} {path} | pipeshell-filter ...)")
+
+
+# The first bytes of each compressed stream a log archive may be: its lines read one by one are no events,
+# each said and counted as invalid JSON, and ``--emit all`` handed the compressed bytes on as lines.
+GZIP, BZIP2, XZ, ZSTD = b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd"
+BZIP2_BLOCKS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")  # first block, or end of stream
+HEAD = 10  # bytes ``compression`` looks at
+DECOMPRESS = {"gzip": "zcat", "bzip2": "bzcat", "xz": "xzcat", "zstd": "zstdcat"}
+
+
+def compression(head: bytes) -> Optional[str]:
+    """The compression a file starting with ``head`` (its first ten bytes) is in, or None: the magic
+    numbers of gzip (RFC 1952, deflate), bzip2 (with a level and its first block's or end's magic), xz
+    and zstd, none of which an NDJSON or text line starts with."""
+    if head.startswith(GZIP):
+        return "gzip"
+    if head.startswith(BZIP2) and head[3:4] in b"123456789" and len(head) > 4 and head[4:10] in BZIP2_BLOCKS:
+        return "bzip2"
+    if head.startswith(XZ):
+        return "xz"
+    if head.startswith(ZSTD):
+        return "zstd"
+    return None
 
 
 def is_live(status: os.stat_result) -> bool:
