@@ -586,3 +586,22 @@ def test_explain_events_says_a_damaged_evtx_file_lost_records(tmp_path):
     assert first.startswith("events    259 read, records lost to 1 EVTX problem (--input says which); "), first
     write_evtx(str(path), _many(300))
     assert run_cli(["explain", "--events", str(path)]).stdout.decode().startswith("events    300 read; lateness")
+
+
+def test_a_chunk_whose_header_counts_and_first_record_are_zeroed_reports_its_records_lost(tmp_path):
+    """A chunk that kept its magic, but whose header's record numbers and ids and first record were zeroed
+    (a zeroed run from byte 16), yielded nothing and its header's counts could not be believed: its
+    records were lost without a word."""
+    path = tmp_path / "zeroed.evtx"
+    write_evtx(str(path), _many(300))
+    data = bytearray(path.read_bytes())
+    start = 4096 + 2 * 65536
+    lost = int.from_bytes(data[start + 16:start + 24], "little") - int.from_bytes(data[start + 8:start + 16],
+                                                                                   "little") + 1
+    data[start + 16:start + 512 + 40] = bytes(512 + 24)
+    path.write_bytes(bytes(data))
+    reports = []
+    from pipeshell_filter.io.evtx_chunks import evtx_records
+    assert len(list(evtx_records(str(path), lambda where, message: reports.append((where, message))))) == 300 - lost
+    assert [where for where, _ in reports] == [f"{path} chunk 3"], reports
+    assert "lost" in reports[0][1]

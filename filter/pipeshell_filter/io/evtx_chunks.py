@@ -398,10 +398,10 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
             records = _ids_within(records, first_id, last_id)
         else:  # the header's ids damaged: those that its first record's id and its count leave room for
             records = _ids_within(records, place, place + (last - first if believed else MOST_RECORDS - 1))
+        parsed = len(records)  # before those read by an earlier run are left out
         if after and records and records[0][0] <= after:
-            read_before = len(records)
             records = [record for record in records if record[0] > after]
-            expected = expected - (read_before - len(records)) if expected is not None else None
+            expected = expected - (parsed - len(records)) if expected is not None else None
         for message in damaged:  # each counted; the diagnostics limit how many are shown
             report(where, f"damaged EVTX record skipped ({message})")
         if ended == "stopped":  # the run is stopping: what was read goes on, nothing more is read
@@ -420,6 +420,9 @@ def numbered_records(path: str, report: Callable[[str, str], None], reader: Opti
                               f"{lost} lost")
         elif expected is not None and expected > 0 and len(records) + len(damaged) < expected:
             report(where, f"{expected - len(records)} of its {expected} records could not be read")
+        elif expected is None and not parsed and not damaged:  # a chunk is written with a record at least
+            report(where, "its header's record numbers are damaged and none of its records could be read; "
+                          "they are lost")
         yield from records
 
 
