@@ -605,3 +605,22 @@ def test_a_chunk_whose_header_counts_and_first_record_are_zeroed_reports_its_rec
     assert len(list(evtx_records(str(path), lambda where, message: reports.append((where, message))))) == 300 - lost
     assert [where for where, _ in reports] == [f"{path} chunk 3"], reports
     assert "lost" in reports[0][1]
+
+
+@pytest.mark.parametrize("damage", [(0, 4096), (0, 8), (3, 5)])
+def test_a_damaged_file_header_loses_no_record_of_the_chunks_after_it(tmp_path, damage):
+    """A zeroed (or bit-flipped) file header made the whole file a usage error, and, in a directory, a
+    file skipped: every record of its whole chunks lost, though nothing of the header is needed to read
+    them (each chunk is handed to the parser with a header of its own)."""
+    good, path = tmp_path / "good.evtx", tmp_path / "header.evtx"
+    write_evtx(str(good), _many(100))
+    data = bytearray(good.read_bytes())
+    start, end = damage
+    data[start:end] = bytes(end - start)
+    path.write_bytes(bytes(data))
+    whole = run_cli(["--emit", "all", "--input", str(good)])
+    for named in (path, tmp_path):
+        result = run_cli(["--emit", "all", "--input", str(named)])
+        assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+        assert sorted(result.stdout.splitlines()) == sorted(whole.stdout.splitlines() * (1 if named == path else 2))
+        assert f"{path}: the EVTX file header is damaged".encode() in result.stderr, result.stderr

@@ -43,6 +43,7 @@ import ujson
 EVTX_HEADER, EVTX_CHUNK = 4096, 65536  # file header block; chunks of 64 KiB
 CHUNK_HEADER = 512  # a chunk's header and its string and template tables; its records follow
 CHUNK_MAGIC = b"ElfChnk\0"
+FILE_MAGIC = b"ElfFile\0"  # all the parser asks of the file header: its chunks are read by their own headers
 STUCK = 10.0  # seconds without a word from the child on one chunk: it is stuck (a chunk takes milliseconds)
 MOST_RECORDS = 65536 // 24  # a chunk's header claiming more records than fit is not believed
 
@@ -119,6 +120,21 @@ def record_at(path: str, record_id: int, near: Optional[int] = None) -> Tuple[Op
     return None, 0
 
 
+def holds_chunks(path: str) -> bool:
+    """Whether a file whose header the parser refuses (damaged, zeroed) holds a chunk at a chunk's place:
+    its chunks are then read on their own (``_one_chunk_file``), the header being no part of any record."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            for index in range(max(0, size - EVTX_HEADER - CHUNK_HEADER) // EVTX_CHUNK + 1):
+                handle.seek(EVTX_HEADER + index * EVTX_CHUNK)
+                if handle.read(8) == CHUNK_MAGIC:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 def complete_end(chunk: bytes) -> int:
     """Where the records wholly present in a chunk the file ends inside end: each record is
     walked by its size and checked by its magic and the copy of its size at its end, as far as
@@ -151,6 +167,7 @@ def _one_chunk_file(path: str, index: int) -> Optional[bytes]:
             return None
         chunk = chunk[:complete_end(chunk)].ljust(EVTX_CHUNK, b"\0")
     header[42:44] = (1).to_bytes(2, "little")  # one chunk follows
+    header[:8] = FILE_MAGIC  # a damaged header (``holds_chunks``)
     return bytes(header) + chunk
 
 

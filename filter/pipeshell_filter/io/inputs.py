@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Set, 
 
 
 from ..dirwalk import files_under
-from .evtx_chunks import numbered_records
+from .evtx_chunks import holds_chunks, numbered_records
 from .position import Placed, RecordPlace, RecordPlaced, regular
 from .prefilter import CANDIDATE, SKIP, Prefilter
 from .signals import STOP_LINE_WAIT, StoppedOpening
@@ -213,7 +213,8 @@ def numbered_evtx_lines(path: str, report: Callable[[str, str], None], named: bo
                         after: int = 0) -> Iterator[tuple]:
     """The records of an EVTX file as ``(EventRecordID, JSON line)``, parsed chunk by chunk in a child
     process that is killed when the parser is stuck (``evtx_chunks``); every record lost is reported.
-    A file whose header is unreadable is a usage error when ``named``, else reported and skipped.
+    A file whose header is unreadable is a usage error when ``named``, else reported and skipped; one whose
+    header alone is damaged (it holds chunks) is reported and its chunks read.
     ``stop`` (a ``signals.StopRequest``) requested: the file ends at once, even inside a chunk.
     ``after``: the records up to that id are left out (read by an earlier run)."""
     try:
@@ -225,10 +226,13 @@ def numbered_evtx_lines(path: str, report: Callable[[str, str], None], named: bo
             PyEvtxParser(handle)
     except (OSError, RuntimeError, ValueError) as error:
         why = error.strerror.lower() if isinstance(error, OSError) and error.strerror else _first_line(error)
-        if named:
+        if not isinstance(error, OSError) and holds_chunks(path):  # no record is in the header
+            report(path, f"the EVTX file header is damaged ({why}); its chunks are read on their own")
+        elif named:
             raise InputError(f"cannot read EVTX file {path}: {why}") from None
-        report(path, f"not a readable EVTX file ({why}); file skipped")
-        return
+        else:
+            report(path, f"not a readable EVTX file ({why}); file skipped")
+            return
     try:
         yield from numbered_records(path, report, stop=stop, after=after)
     except OSError as error:  # the file went away or became unreadable while being read
