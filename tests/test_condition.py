@@ -705,3 +705,13 @@ def test_by_closed_up_against_the_parenthesis_is_a_group(agg, field):
 def test_by_needs_its_group_after_a_space(agg):
     with pytest.raises(ConditionError):
         parse_condition(f"sel | {agg}")
+
+
+@pytest.mark.parametrize("agg", ["count() by X>>2", "count() by X> >2", "count() by X=>2", "count() by X<>2",
+                                 "count() by X>=<2", "count() by X<2>3", "count() by X>2>2", "count() by X=2 > 3",
+                                 "count() by >X > 2", "count(a>b) > 1", "count(=) > 2", "count(a) by b) > 1",
+                                 "count(a) by (b > 1"])
+def test_a_comparison_sign_or_parenthesis_in_a_field_or_group_is_refused(agg):
+    """``by X>>2`` grouped by a field named ``X>``: the regex let the group take the first '>'."""
+    with pytest.raises(ConditionError, match="cannot parse aggregation"):
+        parse_condition(f"sel | {agg}")

@@ -441,6 +441,16 @@ def test_a_threshold_past_a_double_is_refused_in_one_line(tmp_path, text, needle
     assert result.returncode == 2 and len(err.splitlines()) == 1 and needle in err and "beyond 1e300" in err, err
 
 
+def test_a_malformed_group_in_an_aggregation_is_refused_in_one_line(tmp_path):
+    """``by User>>2`` loaded, grouping by a field named ``User>`` that no event has: the rule never fired."""
+    path = tmp_path / "malformed.yml"
+    path.write_text("title: l\nlogsource: {product: windows}\ndetection:\n  sel: {EventID: 1}\n"
+                    "  condition: sel | count() by User>>2\ntimeframe: 1m\n")
+    result = run_cli(["--rule", str(path)], b'{"EventID": 1, "User": "u", "@timestamp": "2024-01-01T00:00:00Z"}\n')
+    err = result.stderr.decode()
+    assert result.returncode == 2 and len(err.splitlines()) == 1 and "cannot parse aggregation" in err, err
+
+
 COUNT_RULE = """title: three logon failures
 logsource: {product: windows, service: security}
 detection:

@@ -129,9 +129,10 @@ def _short(text: str) -> str:
 
 _TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
 _KEYWORDS = {"and", "or", "not", "of", "them", "all"}
+# A field or group never holds a comparison sign or a parenthesis: ``by X>>2`` grouped by a field named ``X>``.
 _AGGREGATION = re.compile(
-    r"""^\s*(?P<function>count|min|max|avg|sum)\s*\(\s*(?P<field>[^\s()]*)\s*\)
-        (?:\s*by\s+(?P<group>[^\s]+))?  # ')by' closed up: sigmac's tokenizer needed no space there
+    r"""^\s*(?P<function>count|min|max|avg|sum)\s*\(\s*(?P<field>[^\s()<>=]*)\s*\)
+        (?:\s*by\s+(?P<group>[^\s()<>=]+))?  # ')by' closed up: sigmac's tokenizer needed no space there
         \s*(?P<op>==|<=|>=|<|>)\s*(?P<threshold>-?\d+(?:\.\d+)?)\s*$""",
     re.IGNORECASE | re.VERBOSE | re.ASCII,  # a threshold's digits are 0-9: float() reads any script's
 )
