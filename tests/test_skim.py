@@ -382,6 +382,18 @@ def test_the_table_of_seconds_text_stays_bounded(monkeypatch):
         assert len(frames._SECONDS_TEXT) <= 3
 
 
+def test_a_leap_seconds_frame_start_is_its_parsed_time_whatever_the_fraction():
+    """A leap second reads as the last nanosecond before midnight, not its seconds plus its fraction: the
+    table of seconds text must not hold one, alone or in a column."""
+    frames._SECONDS_TEXT.clear()
+    leap = ["2016-12-31T23:59:60.8Z", "2016-12-31T23:59:60.3Z", "2016-12-31T23:59:60.8Z"]
+    expected = frames.start_at(parse_time(leap[0]))
+    assert expected == b"[1483228799.999999999,"
+    assert [frames.start_of(text) for text in leap] == [expected] * 3
+    column = frames.starts_of(leap)
+    assert column is None or column == [expected] * 3
+
+
 def test_the_table_of_seconds_stays_bounded(monkeypatch):
     monkeypatch.setattr(timeparse, "_SECONDS_KEPT", 3)
     timeparse._SECONDS.clear()

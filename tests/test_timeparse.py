@@ -417,7 +417,8 @@ def reference_time(year, month, day, hour, minute, second, fraction, offset_minu
         if utc_minute != 1439 or date[2] != _month_days(date[0], date[1]):
             return None
     seconds = _day_number(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset * 60
-    ns = seconds * NS + int((fraction + "0" * 9)[:9])
+    # a leap second, whatever its fraction: the last nanosecond before the midnight it ends at
+    ns = seconds * NS - 1 if second == 60 else seconds * NS + int((fraction + "0" * 9)[:9])
     first, last = _day_number(1, 1, 1) * 86400 * NS, _day_number(9999, 12, 31) * 86400 * NS + 86400 * NS - 1
     return ns if first <= ns <= last else None
 
@@ -466,14 +467,29 @@ def test_parse_time_agrees_with_reference(year, month, day, hour, minute, second
 @pytest.mark.parametrize("text, utc", [
     ("2016-12-31T23:59:60Z", (2017, 1, 1, 0, 0, 0)),  # the last leap second inserted
     ("2015-06-30T23:59:60.5Z", (2015, 7, 1, 0, 0, 0)),
+    ("2015-06-30T23:59:60.999999999999Z", (2015, 7, 1, 0, 0, 0)),
     ("2017-01-01T01:59:60+02:00", (2017, 1, 1, 0, 0, 0)),  # the same one, in a zone east
     ("2016-12-31T18:59:60-0500", (2017, 1, 1, 0, 0, 0)),
     ("2024-02-29T23:59:60Z", (2024, 3, 1, 0, 0, 0)),  # any month's end: ITU-R TF.460 allows it
+    ("9999-12-31T23:59:60Z", (10000, 1, 1, 0, 0, 0)),  # the latest time a record can carry
 ])
 def test_leap_second_at_the_end_of_a_utc_month(text, utc):
-    """A leap second reads as the instant it ends, the first of the next month (no 60th second in UTC ns)."""
-    fraction = 500_000_000 if ".5" in text else 0
-    assert parse_time(text) == calendar.timegm((*utc, 0, 0, 0)) * NS + fraction
+    """A leap second, whatever its fraction, reads as the last nanosecond before the midnight it ends at (UTC
+    ns have no 61st second): after every time of the second before it, before the midnight."""
+    midnight = calendar.timegm((*utc, 0, 0, 0)) if utc[0] < 10000 else 253402300800
+    assert parse_time(text) == midnight * NS - 1
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_leap_second_with_a_fraction_comes_before_the_next_day(first):
+    """``23:59:60.8`` read as 00:00:00.8 of the next day, after a real ``00:00:00.3`` event; and the short
+    cut's cache of seconds must not carry a leap second's reading to another fraction of it."""
+    leap = ["2016-12-31T23:59:60.8Z", "2016-12-31T23:59:60.3Z", "2016-12-31T23:59:60.8Z"]
+    before, after = parse_time("2016-12-31T23:59:59.9Z"), parse_time("2017-01-01T00:00:00.3Z")
+    times = [parse_time(text) for text in (leap if first else leap[::-1])]
+    midnight = parse_time("2017-01-01T00:00:00Z")
+    assert before < midnight - 1 == times[0] == times[1] == times[2] < midnight < after
+    assert parse_time("2016-12-31T23:59:60.3Z") == midnight - 1  # after the cache saw the second
 
 
 @pytest.mark.parametrize("text", [
@@ -482,6 +498,7 @@ def test_leap_second_at_the_end_of_a_utc_month(text, utc):
     "2016-12-31T23:59:60+02:00",  # 21:59:60 UTC
     "2016-12-30T23:59:60Z",  # not a month's last day
     "2016-12-31T23:58:60Z",
+    "0001-01-01T00:00:60Z", "0001-01-01T00:00:60+00:01",  # raised OverflowError (the day before year 1)
     "2024-01-01T12:00:0\u0663Z",  # Arabic-Indic 3
     "\uff12\uff10\uff12\uff14-01-01T12:00:03Z",  # full-width year
     "2024-01-01T12:00:03.\u0661Z",  # in the fraction

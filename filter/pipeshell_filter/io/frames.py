@@ -80,6 +80,8 @@ def start_of(value) -> Optional[bytes]:
                 return None
             if not in_range(ns):
                 return OUT_OF_RANGE
+            if value[17:19] == "60":  # a leap second: its every fraction reads as one time, not kept
+                return start_at(ns)
             if len(_SECONDS_TEXT) >= _SECONDS_KEPT:
                 _SECONDS_TEXT.clear()
             _SECONDS_TEXT[value[:20]] = b"[%d." % (ns // NS)
