@@ -136,6 +136,7 @@ def test_the_range_is_given_as_people_write_times():
 @pytest.mark.parametrize("args, says", [
     (["--from", "soon"], "--from 'soon': a time as RFC 3339"),
     (["--to", "2026-02-30"], "--to '2026-02-30': a time"),
+    (["--to", "253402300800"], "--to '253402300800': a time"),  # past year 9999 in seconds: was 1978 in ms
     (["--from", "2026-11-02", "--to", "2026-11-02"], "is not before --to"),
     (["--from", "2026-11-03", "--to", "2026-11-02"], "is not before --to"),
 ])

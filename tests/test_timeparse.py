@@ -7,7 +7,7 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from pipeshell_filter.events.timeparse import NS, format_time, parse_time, zoneless
+from pipeshell_filter.events.timeparse import NS, format_time, parse_instant, parse_time, zoneless
 from pipeshell_filter.sigma.rule import parse_duration
 
 UTC = datetime.timezone.utc
@@ -218,7 +218,7 @@ def test_epoch_float_seconds_is_the_decimal_it_prints_as(seconds, micros):
     assert abs(parse_time(value) - (seconds * NS + micros * 1000)) < 1000
 
 
-@given(st.integers(10**11, 4_102_444_800_000))
+@given(st.integers(10**12, 4_102_444_800_000))
 def test_epoch_integral_float_milliseconds_exact_property(millis):
     assert parse_time(float(millis)) == millis * 1_000_000
 
@@ -243,10 +243,27 @@ def test_epoch_microseconds_and_nanoseconds():
 
 def test_epoch_scale_boundaries():
     assert parse_time(99_999_999_999) == 99_999_999_999 * NS  # still seconds (year 5138)
-    assert parse_time(100_000_000_000) == 100_000_000_000 * 1_000_000  # milliseconds
+    assert parse_time(1_000_000_000_000) == 1_000_000_000_000 * 1_000_000  # milliseconds (2001-09-09)
+    assert parse_time(99_999_999_999_999) == 99_999_999_999_999 * 1_000_000
+    assert parse_time(10**15) == 10**15 * 1_000 and parse_time(10**18) == 10**18  # micro-, nanoseconds
+    assert parse_time(10**20 - 1) == 10**20 - 1
 
 
-@pytest.mark.parametrize("value", [-1, -0.5, float("nan"), float("inf"), float("-inf"), 10**21, 1e21])
+@pytest.mark.parametrize("value", [
+    253_402_300_800,  # the end of year 9999 in seconds: it was read as milliseconds, 1978-01-12
+    253_402_300_799_999,  # the same in milliseconds, read as microseconds (1978)
+    253_402_300_799_999_999,  # in microseconds, read as nanoseconds (1978)
+    253_402_300_800_000_000_000,  # in nanoseconds
+    100_000_000_000, 999_999_999_999, 10**14, 10**15 - 1, 10**17, 10**18 - 1, 10**20, 2e11, 5e14,
+])
+def test_a_number_past_one_unit_is_not_taken_as_an_early_time_of_the_next(value):
+    """Each unit reads 2001-09-09 to 5138 (seconds from 1970): a number between two units' ranges (the last second
+    of year 9999 as seconds, a millisecond time of 1978 or year 6000) is no time, not a wrong date."""
+    assert parse_time(value) is None
+    assert parse_instant(str(value)) is None
+
+
+@pytest.mark.parametrize("value", [-1, -0.5, -1622725560, float("nan"), float("inf"), float("-inf"), 10**21, 1e21])
 def test_invalid_numbers_are_none(value):
     assert parse_time(value) is None
 

@@ -6,8 +6,9 @@ truncated), ``T`` or a space between date and time, ``Z`` or an offset
 ``2021-06-03 15:06:00 +0200``).  A time with no zone (NXLog's
 ``2021-06-03 13:06:00``) is taken as UTC: the writer's zone is unknown.
 
-Numbers are Unix epoch seconds (milli-, micro- or nanoseconds when they are too
-large to be seconds).  A float is read as the decimal it prints as, so
+Numbers are Unix epoch seconds, milli-, micro- or nanoseconds, told by their size:
+each unit reads 2001-09-09 to year 5138 (seconds from 1970), and a number between
+two units' ranges, or past the last, is no time.  A float is read as the decimal it prints as, so
 ``1622725213.093305`` is exactly ...093305000 ns, not its binary approximation.
 """
 
@@ -151,14 +152,23 @@ def _minute_start(year: str, month: str, day: str, hour: str, minute: str) -> Op
     return calendar.timegm((*fields, 0, 0, 0, 0))
 
 
+# The unit an epoch number is in, told by its size: each unit reads the times 2001-09-09 (1e9 s) to 5138 (1e11 s),
+# seconds from 1970.  Between two units' ranges a number is no time: with ranges that touched, a number just past
+# one unit's (the end of year 9999 in seconds, 253402300800) was an early time in the next (1978-01-12).
+_EPOCH_UNITS = ((0, 100_000_000_000, NS),
+                (1e12, 1e14, NS // 1_000), (1e15, 1e17, NS // 1_000_000), (1e18, 1e20, 1))
+
+
 def _from_number(number) -> Optional[int]:
-    if number != number or number in (float("inf"), float("-inf")) or number < 0:
+    if number != number or number in (float("inf"), float("-inf")):
         return None
-    for scale in (1, 1_000, 1_000_000, 1_000_000_000):
-        if number < 1e11 * scale:
+    for lowest, beyond, ns_per_unit in _EPOCH_UNITS:
+        if number < lowest:  # a negative number too: no time (a log's -1 is no date, and no 1969 either)
+            return None
+        if number < beyond:
             if isinstance(number, float):
                 number = Decimal(repr(number))  # the shortest decimal that is this float
-            return round(number * (NS // scale))
+            return round(number * ns_per_unit)
     return None
 
 
