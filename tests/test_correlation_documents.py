@@ -341,6 +341,63 @@ def test_a_collections_rules_sharing_the_global_id_or_title_each_get_one(tmp_pat
         load_plans([write(tmp_path, "twice.yml", twice + "---\n" + twice)], None)
 
 
+# A v1 collection whose rules share the id 'kerb' (the second numbered 'kerb#3'), and a rule of its own
+KERB_COLLECTION = ("action: global\ntitle: Kerberos failures\nid: kerb\ndetection:\n  condition: sel\n"
+                   "---\ndetection: {sel: {EventID: 4625}}\n---\ndetection: {sel: {EventID: 4771}}\n---\n"
+                   "action: reset\n---\ntitle: success\nid: success\n"
+                   "detection: {sel: {EventID: 4624}, condition: sel}\n")
+
+
+@pytest.mark.parametrize("kind, rules, condition, events, fired", [
+    # one of each of the collection's rules: two failures of the collection
+    ("event_count", ["kerb"], {"gte": 2}, [(0, 4625), (5, 4771)], [5]),
+    ("event_count", ["kerb#3"], {"gte": 2}, [(0, 4625), (5, 4771), (9, 4771)], [9]),  # that one rule only
+    # a temporal input named by the shared id is met by any rule of the collection, not by each
+    ("temporal_ordered", ["kerb", "success"], None, [(0, 4771), (5, 4624)], [5]),
+    ("temporal", ["kerb", "success"], None, [(0, 4625), (5, 4624)], [5]),
+    ("temporal_ordered", ["kerb", "success"], None, [(0, 4624), (5, 4771)], []),
+])
+def test_a_correlation_naming_a_collections_shared_id_reads_each_of_its_rules(tmp_path, kind, rules, condition,
+                                                                             events, fired):
+    """A correlation naming a collection's shared id read its first rule alone (and the others alerted on their
+    own); it reads every rule of the collection as one input, ``<id>#N`` one rule."""
+    section = {"type": kind, "rules": rules, "group-by": ["User"], "timespan": "1m"}
+    if condition is not None:
+        section["condition"] = condition
+    text = KERB_COLLECTION + "---\n" + yaml.safe_dump({"title": "burst", "id": "burst", "correlation": section})
+    rule_set = load_plans([write(tmp_path, "k.yml", text)], None, strict=True)
+    found = run_engine(rule_set, [event(seconds, event_id, "u1") for seconds, event_id in events])
+    # without generate, the rules it reads do not alert on their own: each rule of the collection named by its id
+    named = {"kerb": {"kerb", "kerb#3"}, "kerb#3": {"kerb#3"}, "success": {"success"}}
+    quiet = set().union(*(named[written.lower()] for written in rules))
+    assert rule_set.quiet == quiet
+    assert [(a["rule"]["id"], a["@timestamp"]) for a in found if a["rule"]["id"] == "burst"] == \
+        [("burst", iso(seconds)) for seconds in fired]
+    assert not {a["rule"]["id"] for a in found} & quiet
+
+
+
+def test_a_collections_shared_id_in_an_alias_and_with_a_counting_rule(tmp_path):
+    """An alias naming the shared id gives the field of each rule of the collection; a collection one of whose
+    rules counts events itself is one input of two sorts (detections and alerts): refused, naming the way out."""
+    section = {"type": "value_count", "rules": ["kerb", "success"], "group-by": ["who"], "timespan": "1m",
+               "condition": {"gte": 2, "field": "Val"}, "aliases": {"who": {"kerb": "TargetUser", "success": "User"}}}
+    text = KERB_COLLECTION + "---\n" + yaml.safe_dump({"title": "spread", "id": "spread", "correlation": section})
+    rule_set = load_plans([write(tmp_path, "k.yml", text)], None, strict=True)
+    [correlation] = rule_set.correlations
+    assert correlation.spec.aliases == (("who", (("kerb", "TargetUser"), ("kerb#3", "TargetUser"),
+                                                 ("success", "User"))),)
+    events = [event(0, 4771, value=1, TargetUser="u1"), event(5, 4624, "u1", value=2)]
+    assert [a["rule"]["id"] for a in run_engine(rule_set, events)] == ["spread"]
+    counting = ("action: global\ntitle: Kerberos failures\nid: kerb\n---\ndetection: {sel: {EventID: 4625}, "
+                "condition: sel}\n---\ndetection: {sel: {EventID: 4771}, timeframe: 1m, condition: sel | count() > 3}\n")
+    text = counting + "---\n" + yaml.safe_dump({"title": "burst", "id": "burst", "correlation": {
+        "type": "event_count", "rules": ["kerb"], "timespan": "1m", "condition": {"gte": 2}}})
+    with pytest.raises(UsageProblem, match="'kerb' names the rules of a collection, and 'kerb#3' of them counts "
+                                           "events itself: name its rules one by one"):
+        load_plans([write(tmp_path, "k.yml", text)], None, strict=True)
+
+
 def test_one_uuid_written_in_two_letter_cases_is_one_id(tmp_path):
     """A reference finds a UUID in any letter case (or in braces), so two rules whose ids are one UUID so written
     are two rules of one id, refused: both loaded, a correlation's reference took the one written alike and

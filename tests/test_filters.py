@@ -492,3 +492,50 @@ def test_a_rule_plus_a_filter_is_the_rule_with_its_condition_rewritten(tmp_path_
             assert result.returncode == 0, result.stderr
             outputs.append(normalized(result.stdout))
     assert outputs[0] == outputs[1] == outputs[2] == outputs[3]
+
+
+def collection_of_two(tmp_path) -> str:
+    """A v1 collection: a global document with the shared id, title and logsource, and two rule documents
+    (``RAR_ID`` and ``RAR_ID#3``)."""
+    path = tmp_path / "collection.yml"
+    path.write_text(f"action: global\ntitle: rar or 7z\nid: {RAR_ID}\n"
+                    "logsource: {category: process_creation, product: windows}\ndetection:\n  condition: selection\n"
+                    "---\ndetection:\n  selection: {Image|endswith: 'rar.exe'}\n"
+                    "---\ndetection:\n  selection: {Image|endswith: '7z.exe'}\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("named, filtered", [(RAR_ID, [RAR_ID, f"{RAR_ID}#3"]),
+                                             (RAR_ID.upper(), [RAR_ID, f"{RAR_ID}#3"]),
+                                             (f"{RAR_ID}#3", [f"{RAR_ID}#3"])])
+def test_a_filter_naming_a_collections_shared_id_applies_to_each_of_its_rules(tmp_path, named, filtered):
+    """The rules of a v1 collection share its id (numbered ``<id>#N`` here after the first): a filter naming that
+    id applied to the first rule only, as pySigma's does to every rule of that id; ``<id>#N`` names one."""
+    from pipeshell_filter.cli import load_plans
+
+    mf = write(tmp_path, "mf.yml", spec_filter([named]))
+    rule_set = load_plans([collection_of_two(tmp_path), mf], None, strict=True)
+    assert sorted(plan.rule.id for plan in rule_set if plan.rule.filters) == filtered
+    events = [event(0, "adm_a"), event(1, "adm_a", "C:\\7z.exe"), event(2, "bob", "C:\\7z.exe")]
+    alerted = users_alerted(run_cli(["--rule", collection_of_two(tmp_path), "--rule", mf], ndjson(events)))
+    assert alerted == [(RAR_ID, [1])] * (RAR_ID not in filtered) + [(f"{RAR_ID}#3", [3])]
+
+
+
+def test_a_filter_naming_a_collection_applies_to_its_rules_within_its_logsource(tmp_path):
+    """A collection's rules often differ in logsource (sysmon, security): the filter applies to those within its
+    own, as ``rules: any`` does, and a warning (``--strict``: an error) says when none is."""
+    from pipeshell_filter.cli import UsageProblem, load_plans
+
+    path = tmp_path / "collection.yml"
+    path.write_text(f"action: global\ntitle: rar or 7z\nid: {RAR_ID}\ndetection:\n  condition: selection\n---\n"
+                    "logsource: {category: process_creation, product: windows}\n"
+                    "detection:\n  selection: {Image|endswith: 'rar.exe'}\n---\n"
+                    "logsource: {category: file_event, product: windows}\n"
+                    "detection:\n  selection: {TargetFilename|endswith: '.7z'}\n")
+    rule_set = load_plans([str(path), write(tmp_path, "mf.yml", spec_filter([RAR_ID]))], None, strict=True)
+    assert [(plan.rule.id, plan.rule.logsource["category"], bool(plan.rule.filters)) for plan in rule_set] == \
+        [(RAR_ID, "process_creation", True), (f"{RAR_ID}#3", "file_event", False)]
+    elsewhere = write(tmp_path, "mf.yml", spec_filter([RAR_ID], logsource={"category": "network_connection"}))
+    with pytest.raises(UsageProblem, match=f"no rule of the collection '{RAR_ID}' is within its logsource"):
+        load_plans([str(path), elsewhere], None, strict=True)

@@ -394,12 +394,9 @@ def test_a_tag_no_rule_has_is_a_warning_and_the_others_still_select(tagged_file)
     (["--exclude-rules", "/nonexistent/list.txt"], "cannot read --exclude-rules file /nonexistent/list.txt: No such "
                                                    "file or directory"),
     (["--exclude-rules", "."], "cannot read --exclude-rules file .: Is a directory"),
-    (["--exclude-rules", "BAD"], "--exclude-rules file BAD line 2: 'rule 01 two words' is not one rule id (one id a "
-                                 "line; '#' starts a comment)"),
     (["--exclude-rules", "LATIN1"], "--exclude-rules file LATIN1 line 2 is not UTF-8 text"),
 ])
 def test_a_bad_tag_or_exclusion_is_one_line_and_exit_2(tmp_path, args, message):
-    (tmp_path / "BAD").write_text("# ok\nrule 01 two words # a title is not an id\n")
     (tmp_path / "LATIN1").write_bytes(b"\xef\xbb\xbfid\nid\xe9\n")
     for command in ([], ["explain"]):
         result = subprocess.run(COMMAND + command + args, capture_output=True, cwd=str(tmp_path), timeout=60)
@@ -427,6 +424,33 @@ def test_an_exclusion_file_keeps_a_collection_rules_numbered_id(tmp_path):
                     "  after # blank\nname\t# tab\n")
     assert [e.id for e in read_exclusions(str(path))] == ["4d9e1f2a-0000-4000-8000-000000000001#3", "plain#x",
                                                           "after", "name"]
+
+
+COLLECTION = "00000000-0000-0000-0000-000000000040"  # a v1 collection's shared id: its rules read EventID 1 and 2
+
+
+def test_excluding_a_collections_shared_id_excludes_each_of_its_rules_and_a_title_is_one_line(tmp_path):
+    """The rules of a v1 collection share its id (numbered ``<id>#N`` here after the first): excluding that id
+    left out the first rule alone; it leaves out each, ``<id>#N`` one.  A rule without id nor name is known by its
+    title, which an exclusion file's line of several words was refused as (not one id)."""
+    documents = [f"action: global\ntitle: Two of one\nid: {COLLECTION}\ndetection:\n  condition: sel\n",
+                 "detection: {sel: {EventID: 1}}\n", "detection: {sel: {EventID: 2}}\n", "action: reset\n",
+                 "title: Encoded  PowerShell (base64)\ndetection: {sel: {EventID: 3}, condition: sel}\n"]
+    second, titled = f"{COLLECTION}#3", "Encoded  PowerShell (base64)"
+    rule_set = load(tmp_path, documents, exclude_rules=[COLLECTION.upper()])
+    assert [plan.rule.id for plan in rule_set] == [titled] and not rule_set.unmatched
+    assert {rule_id: left.why for rule_id, left in rule_set.left_out.items()} == {
+        COLLECTION: f"its id {COLLECTION.upper()} is excluded by --exclude-rule",
+        second: f"its collection's id {COLLECTION.upper()} is excluded by --exclude-rule"}
+    assert [plan.rule.id for plan in load(tmp_path, documents, exclude_rules=[second])] == [COLLECTION, titled]
+    rule_set = load(tmp_path, documents, exclusion_file=["encoded  powershell (BASE64)"])  # a comment after it
+    assert [plan.rule.id for plan in rule_set] == [COLLECTION, second] and not rule_set.unmatched
+    assert [plan.rule.id for plan in load(tmp_path, documents, exclusion_file=["Encoded PowerShell"])] == \
+        [COLLECTION, second, titled]  # the title as written, not another
+    (tmp_path / "titles.txt").write_text("# Encoded  PowerShell\n\tEncoded  PowerShell (base64)  \n")
+    rule_set = load_plans([str(tmp_path / "rules.yml")], None, strict=True, report=lambda message: None,
+                          selection=parse_selection(None, None, exclusion_files=[str(tmp_path / "titles.txt")]))
+    assert [plan.rule.id for plan in rule_set] == [COLLECTION, second]
 
 
 def test_two_stages_with_the_same_tags_and_exclusions_alert_as_one_process(tagged_file):

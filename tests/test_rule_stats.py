@@ -450,3 +450,37 @@ def test_a_file_name_too_long_to_write_is_a_usage_error_before_any_input(tmp_pat
     table = tmp_path / ("x" * 200)  # short enough, with its temp name
     assert run_cli(["--rule-stats", str(table)], ndjson([flat_event(0, "h", "benign")])).returncode == 0
     assert table.exists()
+
+
+PIPE_COLLECTION = """action: global
+title: Pipe script
+id: pipes
+logsource: {product: windows}
+detection:
+  condition: selection
+---
+detection: {selection: {EventID: 4104, ScriptBlockText|contains: NamedPipe}}
+---
+detection: {selection: {EventID: 4103, Payload|contains: NamedPipe}}
+---
+action: reset
+---
+""" + TWO_PER_HOST.replace("rules: [single-4104]", "rules: [pipes]")
+
+
+def test_a_collection_counted_by_its_shared_id_names_each_of_its_rules(tmp_path):
+    """A correlation naming a v1 collection's shared id reads each of its rules (``pipes``, ``pipes#3``);
+    ``--rule-stats`` and ``explain`` still name them one by one."""
+    table = tmp_path / "rules.ndjson"
+    events = [flat_event(0, "srv01", "server", 4104), flat_event(10, "srv01", "server", 4103)]
+    args = ["--rule", write(tmp_path, "pipes.yml", PIPE_COLLECTION)]
+    result = run_cli(args + ["--rule-stats", str(table)], ndjson(events))
+    assert result.returncode == 0, result.stderr
+    counts = {line["id"]: (line["type"], line["detections"], line["alerts"])
+              for line in map(json.loads, table.read_text().splitlines())}
+    assert counts == {"pipes": ("rule", 1, 0), "pipes#3": ("rule", 1, 0), "two-per-host": ("correlation", 0, 1)}
+    [alert] = alerts(result.stdout)
+    assert [term["term"] for term in alert["sigma"]["terms"]] == ["pipes"]
+    explained = run_cli(["explain"] + args)
+    assert explained.returncode == 0, explained.stderr
+    assert "  pipes = pipes, pipes#3 ('Pipe script'): a rule: each event it matches" in explained.stdout.decode()

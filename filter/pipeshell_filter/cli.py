@@ -247,8 +247,9 @@ _TAG_HELP = ("Only rules and correlations having one of these tags alert (repeat
 _EXCLUDE_TAG_HELP = ("Rules and correlations having this tag do not alert (repeatable; as for --tag: "
                      "detection.threat-hunting, detection.emerging-threats); left out as for --min-level.")
 _EXCLUDE_RULE_HELP = ("This rule or correlation, by id (or name), does not alert (repeatable); left out as for "
-                      "--min-level. An id no rule has is a warning.")
-_EXCLUDE_RULES_HELP = ("As --exclude-rule for each id in FILE (repeatable): one a line, '#' starts a comment.")
+                      "--min-level. A v1 collection's shared id: each of its rules. An id no rule has is a warning.")
+_EXCLUDE_RULES_HELP = ("As --exclude-rule for each id in FILE (repeatable): one a line (the whole line: a title "
+                       "may hold blanks), '#' starts a comment.")
 
 
 def read_placeholders(path: Optional[str]) -> Optional[dict]:

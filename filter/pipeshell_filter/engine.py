@@ -75,7 +75,7 @@ class Engine:
         self.correlation = Correlation(specs, lateness_ns, clock, max_skew_ns)
         described = {}  # with --state, what its saved windows hold: which rules' events, which correlations' alerts
         for correlator in self.correlation.correlators:  # inner ones first
-            counted = dict.fromkeys(ref.rule for ref in correlator.spec.inputs if not ref.chained)
+            counted = dict.fromkeys(i for ref in correlator.spec.inputs if not ref.chained for i in ref.rule_ids)
             inner = [described[rule] for rule in correlator.spec.chained if rule in described]
             correlator.matched_by = matched_by((self.meta[rule] for rule in counted if rule in self.meta), inner)
             described[correlator.spec.id] = describe(correlator.spec, correlator.matched_by)
@@ -85,9 +85,9 @@ class Engine:
         carried = {correlator.spec.id: correlator.carried for correlator in self.correlation.correlators}
         for spec in specs:
             for ref in spec.inputs:
-                if not ref.chained:
-                    fields = spec.needed_fields(ref.rule, carried[spec.id])
-                    needed[ref.rule] = tuple(dict.fromkeys(needed.get(ref.rule, ()) + fields))
+                for rule in ref.rule_ids if not ref.chained else ():
+                    fields = spec.needed_fields(rule, carried[spec.id])
+                    needed[rule] = tuple(dict.fromkeys(needed.get(rule, ()) + fields))
         self.detector = Detector(plans, resolver, needed, unknown_logsource, alert_fields, between)
         self.resolver = resolver
         self.agent_idle = agent_idle

@@ -228,7 +228,7 @@ def _wrapped_hint(resolver: FieldResolver, event: dict) -> list:
 def _outcome(plans, plan: Plan) -> str:
     """What a Detection of ``plan`` leads to, in a rule set that may hold correlation documents."""
     feeds = [c.rule.title for c in getattr(plans, "correlations", ()) if plan.rule.id in c.spec.chained
-             or any(ref.rule == plan.rule.id and not ref.chained for ref in c.spec.rules)]
+             or any(plan.rule.id in ref.rule_ids and not ref.chained for ref in c.spec.rules)]
     named = "; feeds correlation " + ", ".join(repr(title) for title in feeds) if feeds else ""
     if plan.correlation is not None:
         return "a Detection for the correlation (see explain without --event)" + named
@@ -282,7 +282,7 @@ def describe_correlation(correlation, quiet: bool = False, deselected: Optional[
         what = ("a correlation: each of its alerts is one event here, at the time of its last event, with its "
                 "group values" + (f" and, one event per distinct value, its events' {', '.join(own)}" if own else "")) \
             if inner is not None else "a rule: each event it matches"
-        shown_id = "" if target.written == target.id else f" = {target.id}"
+        shown_id = "" if target.written == target.id and not target.also else f" = {', '.join(target.ids)}"
         lines.append(f"  {target.written}{shown_id} ({target.title!r}): {what}")
     if spec.group_by:
         lines.append("group-by  " + ", ".join(spec.group_by) + "   (one window per distinct combination of values; "

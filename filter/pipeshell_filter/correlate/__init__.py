@@ -163,7 +163,7 @@ class Correlation:
         carried = carried_fields(c.spec for c in self.correlators)
         for correlator in self.correlators:
             correlator.carried = carried.get(correlator.spec.id, ())
-            for rule in dict.fromkeys(ref.rule for ref in correlator.spec.inputs if not ref.chained):
+            for rule in dict.fromkeys(i for ref in correlator.spec.inputs if not ref.chained for i in ref.rule_ids):
                 self._by_rule[rule].append(correlator)
             correlator.upstream = tuple(by_id[inner] for inner in correlator.spec.chained)
             correlator.carried_from = {inner.spec.id: carried_into(correlator.spec, inner.spec)

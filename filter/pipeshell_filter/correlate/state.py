@@ -172,6 +172,8 @@ def describe(spec, rules_digest: Optional[str] = None) -> dict:
         described["absent"] = [list(ref.key) for ref in spec.absent]
     if spec.chained:
         described["chained"] = list(spec.chained)
+    if any(ref.also for ref in spec.inputs):  # a collection named by its shared id: which rules it reads
+        described["also"] = [list(ref.also) for ref in spec.inputs]
     labels = [ref.label for ref in spec.rules + spec.absent if ref.term is not None]
     if labels:  # a legacy rule's terms are numbered in its condition's order: which term is which
         described["labels"] = labels

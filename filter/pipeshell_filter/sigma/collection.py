@@ -48,6 +48,12 @@ class Target:
     id: str  # the stable id it resolved to
     title: str
     correlation: Optional[CorrelationSpec]  # the referenced rule's own correlation; None: a plain rule
+    also: tuple = ()  # a collection's shared id: the ids of its other rules, read as this one input
+
+    @property
+    def ids(self) -> tuple:
+        """Every rule this reference reads."""
+        return (self.id,) + self.also
 
 
 @attrs.frozen
@@ -97,27 +103,47 @@ class References:
     """Where a reference (a correlation's or a filter's ``rules``) finds the document it names, as pySigma
     does: an id, a UUID in any letter case, else a name (several may share one: ambiguous to the caller),
     else the title of a rule with neither id nor name (``rule._metadata`` made the title its id), which a
-    reference finds only when no document has the text as its id or name."""
+    reference finds only when no document has the text as its id or name.  The id a v1 collection's rules
+    share (``Rule.collection``: they are ``<id>``, ``<id>#3``, ...) names every one of them, as pySigma's
+    filters take each rule of that id; ``<id>#3`` names one."""
 
     def __init__(self, entries: Iterable, document_of: Callable = lambda entry: entry):
-        self._by_id, self._by_title, self._by_name = {}, {}, {}
+        self._by_id, self._by_title, self._by_name, self._collections = {}, {}, {}, {}
+        self._document_of = document_of
         for entry in entries:
             document = document_of(entry)
             (self._by_title if document.name is None and document.id == document.title
              else self._by_id)[document.id] = entry
             if document.name is not None:
                 self._by_name.setdefault(document.name, []).append(entry)
+            if getattr(document, "collection", None) is not None:
+                self._collections.setdefault(document.collection, []).append(entry)
         self._by_uuid = {key: entry for key, entry in
                          ((canonical_uuid(rule_id), entry) for rule_id, entry in self._by_id.items()) if key}
 
     def find(self, written: str) -> list:
-        """Every entry ``written`` names: one, none, or several (a name they share)."""
+        """Every entry ``written`` names: one, none, the rules of a collection (its shared id), or several
+        (a name they share: ``ambiguous``)."""
         if written in self._by_id:
-            return [self._by_id[written]]
-        canonical = canonical_uuid(written)
-        if canonical in self._by_uuid:
-            return [self._by_uuid[canonical]]
-        return self._by_name.get(written) or ([self._by_title[written]] if written in self._by_title else [])
+            found = [self._by_id[written]]
+        else:
+            canonical = canonical_uuid(written)
+            found = [self._by_uuid[canonical]] if canonical in self._by_uuid else \
+                self._by_name.get(written) or ([self._by_title[written]] if written in self._by_title else [])
+        if len(found) == 1:  # the collection's first rule, named by the id its rules share: all of them
+            document = self._document_of(found[0])
+            if getattr(document, "collection", None) == document.id:
+                return list(self._collections[document.id])
+        return found
+
+    def ambiguous(self, found: list) -> bool:
+        """Whether ``find``'s entries are documents that share a name, not the rules of one collection."""
+        shared = {getattr(self._document_of(entry), "collection", None) for entry in found}
+        return len(found) > 1 and (len(shared) > 1 or None in shared)
+
+    def collection_of(self, found: list) -> Optional[str]:
+        """The id ``find``'s entries share as a collection's rules; None: they are one document."""
+        return None if len(found) < 2 or self.ambiguous(found) else self._document_of(found[0]).collection
 
 
 def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, RuleError], None]) -> RuleSet:
@@ -128,16 +154,22 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
     references = References(list(plans) + list(documents), lambda e: e.rule if isinstance(e, Plan) else e)
     done, failed, order, depths = {}, {}, [], {}  # depths: a correlation's chain, 1 when it reads rules only
 
-    def lookup(document: CorrelationRule, written: str):
+    def lookup(document: CorrelationRule, written: str) -> list:
+        """The entry ``written`` names, or the rules of the collection it names (one input of the correlation)."""
         found = references.find(written)
-        if len(found) > 1:
+        if references.ambiguous(found):
             where = ", ".join(entry.rule.path if isinstance(entry, Plan) else entry.path for entry in found[:3])
             raise RuleError(f"rule {document.path}: the name {shown(written)} is ambiguous: several rules have it "
                             f"({where})")
         if not found:
             raise RuleError(f"rule {document.path}: refers to unknown rule {shown(written)} (no loaded rule has "
                             "this id or name)")
-        return found[0]
+        chained = [entry.rule.id for entry in found if isinstance(entry, Plan) and entry.correlation is not None]
+        if len(found) > 1 and chained:  # one input reads either rules' detections or a correlation's alerts
+            raise RuleError(f"rule {document.path}: {shown(written)} names the rules of a collection, and "
+                            f"{shown(chained[0])} of them counts events itself: name its rules one by one "
+                            "(<id>#N)")
+        return found
 
     def visit(document: CorrelationRule, path: tuple) -> Optional[CorrelationPlan]:
         if document.id in done:
@@ -150,9 +182,10 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
                 raise RuleError(f"rule {document.path}: correlations refer to each other in a cycle: {cycle}")
             targets, depth = [], 1
             for written in document.rules:
-                entry = lookup(document, written)
+                entry, *others = lookup(document, written)
                 if isinstance(entry, Plan):
-                    targets.append(Target(written, entry.rule.id, entry.rule.title, entry.correlation))
+                    targets.append(Target(written, entry.rule.id, entry.rule.title, entry.correlation,
+                                          tuple(other.rule.id for other in others)))
                     continue
                 deeper = f"rule {document.path}: correlations of correlations more than {MAX_CHAIN} deep"
                 if len(path) + 2 > MAX_CHAIN:  # those around it, it and the one it reads: not visited (recursion)
@@ -181,7 +214,7 @@ def resolve(plans: list, documents: list, on_error: Callable[[CorrelationRule, R
         visit(document, ())
     referenced, generated = set(), set()
     for plan in order:
-        ids = {target.id for target in plan.targets}
+        ids = {rule_id for target in plan.targets for rule_id in target.ids}
         (generated if plan.rule.generate else referenced).update(ids)
     return RuleSet(plans, order, referenced - generated)
 
@@ -190,25 +223,26 @@ def _spec(document: CorrelationRule, targets: tuple, lookup) -> CorrelationSpec:
     """The ``CorrelationSpec`` of a document whose references resolved to ``targets``."""
     where = f"rule {document.path}"
     ids = set()  # a set: the 20,000 rules one correlation named took seconds here, a list read once for each
-    twice = next((t for t in targets if t.id in ids or ids.add(t.id)), None)
+    twice = next(((t, i) for t in targets for i in t.ids if i in ids or ids.add(i)), None)
     if twice is not None:
-        raise RuleError(f"{where}: {shown(twice.written)} refers to rule {shown(twice.id)} a second time")
+        raise RuleError(f"{where}: {shown(twice[0].written)} refers to rule {shown(twice[1])} a second time")
     aliases = []
     for alias, mapping in document.aliases:
         pairs = []
         for written, field in mapping:
-            entry = lookup(written)
-            rule_id = entry.rule.id if isinstance(entry, Plan) else entry.id
-            if rule_id not in ids:
-                raise RuleError(f"{where}: alias {shown(alias)} names rule {shown(written)}, which the correlation "
-                                "does not refer to")
-            pairs.append((rule_id, field))
+            for entry in lookup(written):  # a collection's shared id: the field of each of its rules
+                rule_id = entry.rule.id if isinstance(entry, Plan) else entry.id
+                if rule_id not in ids:
+                    raise RuleError(f"{where}: alias {shown(alias)} names rule {shown(written)}, which the "
+                                    "correlation does not refer to")
+                pairs.append((rule_id, field))
         aliases.append((alias, tuple(pairs)))
     bounds = document.condition or (("gte", len(targets)),)  # temporal kinds: every referenced rule
     try:
         spec = CorrelationSpec(
             id=document.id, title=document.title, kind=document.kind,
-            rules=tuple(RuleRef(t.id, None, t.written, chained=t.correlation is not None) for t in targets),
+            rules=tuple(RuleRef(t.id, None, t.written, chained=t.correlation is not None, also=t.also)
+                        for t in targets),
             timespan_ns=document.timespan_ns, condition=Threshold(tuple(bounds)), group_by=document.group_by,
             field=document.field, aliases=tuple(aliases), generate=document.generate)
     except ValueError as error:

@@ -81,14 +81,21 @@ class RuleRef:
     term: Optional[int] = None  # legacy window join: the condition term; None: the whole condition
     label: str = ""  # how alerts and ``explain`` name it
     chained: bool = False  # the input is another correlation's alerts, not a rule's detections
+    # a v1 collection named by the id its rules share: the ids of its other rules, whose detections are this input's
+    also: tuple = ()
 
     @property
     def key(self) -> tuple:
         """Plain data naming this input in window state and snapshots."""
         return (self.rule, self.term)
 
+    @property
+    def rule_ids(self) -> tuple:
+        """Every rule (or correlation) whose detections (or alerts) are this input."""
+        return (self.rule,) + self.also
+
     def hit(self, rule: str, terms: tuple) -> bool:
-        return rule == self.rule and (self.term is None or self.term in terms)
+        return (rule == self.rule or rule in self.also) and (self.term is None or self.term in terms)
 
 
 @attrs.frozen

@@ -16,7 +16,9 @@ rule) sees that rule.
   is named under a ``not`` (``not a or not b``), is read as pySigma reads it (AND-ed to the
   rule's, as negations only: ``not (a and b)``); any other as the specification's example
   (``and not (...)``).  Either way the filter suppresses what its author meant.
-* **Which rules.** A reference resolves as a correlation's does (``collection``).  pySigma
+* **Which rules.** A reference resolves as a correlation's does (``collection``); a v1 collection's shared
+  id applies the filter to each of its rules within the filter's logsource (reported when none is), as
+  ``rules: any`` does.  pySigma
   skips in silence a reference to no loaded rule, to a correlation, or to a rule whose
   logsource is not within the filter's; here each is reported (``unapplied``: a warning,
   an error with ``--strict``) and the rest of the filter applies.  ``rules: any`` applies
@@ -97,7 +99,15 @@ def apply_filters(rules: list, filters: list, others: Iterable,
             targets = []
             for written in document.rules:
                 found = references.find(written)
-                why = _not_applied(document, written, found)
+                shared = references.collection_of(found)
+                if shared is not None:  # a collection's id: each of its rules within the filter's logsource
+                    within = [rule for rule in found if covers(document.logsource, rule.logsource)]
+                    if not within:
+                        unapplied(document, f"filter {document.path}: no rule of the collection {shown(written)} is "
+                                            f"within its logsource {_logsource(document.logsource)}; not applied there")
+                    targets += within
+                    continue
+                why = _not_applied(document, written, found, references.ambiguous(found))
                 if why:
                     unapplied(document, f"filter {document.path}: {why}; not applied there")
                     continue
@@ -108,11 +118,11 @@ def apply_filters(rules: list, filters: list, others: Iterable,
     return [filtered(rule, chosen[rule.id]) if chosen[rule.id] else rule for rule in rules]
 
 
-def _not_applied(document: FilterRule, written: str, found: list):
+def _not_applied(document: FilterRule, written: str, found: list, ambiguous: bool):
     """Why a reference does not apply the filter (None: it does)."""
     if not found:
         return f"refers to unknown rule {shown(written)} (no loaded rule has this id or name)"
-    if len(found) > 1:
+    if ambiguous:
         return f"the name {shown(written)} is ambiguous: several rules have it"
     target = found[0]
     if not isinstance(target, Rule):

@@ -96,6 +96,9 @@ class Rule(RuleMetadata):
     filters: tuple = ()
     # Sigma's ``fields``: the event fields an analyst wants shown with an alert (``detect.Detector``)
     fields: tuple = ()
+    # the id a v1 collection's rules share (its first rule's), on each of them when the later ones were
+    # numbered ``<id>#N``: a reference or an exclusion naming it means every rule of the collection
+    collection: Optional[str] = None
 
 
 @attrs.frozen
@@ -281,6 +284,7 @@ def parse_rules(text: str, source: str) -> list:
     rules, budget = [], _Budget()
     shared, previous = {}, None  # the accumulated global content; the last rule document
     used = {}  # the stable ids of this file's rules so far -> the id they were numbered from
+    numbered = {}  # position in ``rules`` -> the id a document's own was numbered from
     for number, document in enumerate(documents, 1):
         where = source if len(documents) == 1 else f"{source} (document {number})"
         try:
@@ -307,13 +311,26 @@ def parse_rules(text: str, source: str) -> list:
             elif shared and isinstance(document, dict):
                 document = _with_global(shared, document)
                 check_size(document, where, budget)
-            document = _own_id(document, own, used, number)
+            document, base = _own_id(document, own, used, number)
             previous = document if isinstance(document, dict) else None
             rules.append(rule_or_correlation(document, where))
+            if base is not None:
+                numbered[len(rules) - 1] = base
         except RuleError as error:
             rules.append(error)
     if not rules:
         raise RuleError(f"rule {source} holds only 'action' documents, no rule")
+    return _collections(rules, numbered)
+
+
+def _collections(rules: list, numbered: dict) -> list:
+    """``rules`` with ``collection`` set on each detection rule of an id that later ones share numbered
+    (``<id>``, ``<id>#3``, ...): a correlation document or a filter numbered so is no rule of it."""
+    shared = {base for position, base in numbered.items() if isinstance(rules[position], Rule)}
+    for position, rule in enumerate(rules):
+        base = numbered.get(position, rule.id if isinstance(rule, Rule) else None)
+        if isinstance(rule, Rule) and base in shared:
+            rules[position] = attrs.evolve(rule, collection=base)
     return rules
 
 
@@ -336,9 +353,10 @@ def _with_global(shared: dict, document: dict) -> dict:
 def _own_id(document, own, used: dict, number: int):
     """A collection's rule documents share the global document's title and often its id: one whose
     id would repeat an earlier rule's, not by writing it itself, gets ``<id>#<document number>``
-    (else every rule after the first was refused as a duplicate, or skipped in a directory)."""
+    (else every rule after the first was refused as a duplicate, or skipped in a directory).  The
+    document, and the id it was numbered from (None: not numbered)."""
     if not isinstance(document, dict):
-        return document
+        return document, None
     stable = next((written_text(v).strip() for v in (document.get("id"), document.get("name"), document.get("title"))
                    if v is not None and str(v).strip()), None)
     base = stable
@@ -349,7 +367,7 @@ def _own_id(document, own, used: dict, number: int):
         stable = f"{base}#{number}"
         document = dict(document, id=stable)
     used[stable] = base
-    return document
+    return document, (base if stable != base else None)
 
 
 def merged(base: dict, update: dict) -> dict:

@@ -19,7 +19,8 @@ A rule without a level, or with one that is none of Sigma's five, is kept by ``-
 statuses, tags and ids are compared without regard to letter case; a tag given with a trailing
 ``*`` stands for every tag it starts.  ``--tag`` keeps what has at least one of its tags (a rule
 without tags has none); ``--exclude-tag`` leaves out what has any of its tags; ``--exclude-rule``
-leaves out a rule or correlation by its id, or by its ``name``.  An excluded id, or a tag, that no
+leaves out a rule or correlation by its id, or by its ``name`` (the id a v1 collection's rules share: each of
+them; ``<id>#3``: that one).  An excluded id, or a tag, that no
 rule has is no error (a list is shared across rule versions): ``select`` names it, since a misspelt
 one would otherwise keep or exclude nothing in silence.  The selection never makes a
 rule alert that would not alert without it: a rule kept that feeds a correlation left out without
@@ -100,9 +101,10 @@ class Selection:
         return found
 
     def exclusion_of(self, rule) -> Optional[Exclusion]:
-        """The ``Exclusion`` naming the rule or correlation (its metadata) by id or by name; None: none does."""
-        for key in (rule.id, getattr(rule, "name", None)):
-            if key and key.strip().lower() in self._excluded:
+        """The ``Exclusion`` naming the rule or correlation (its metadata) by id, by name, or by the id its v1
+        collection's rules share (``<id>#3`` names one of them); None: none does."""
+        for key in _names_of(rule):
+            if key.strip().lower() in self._excluded:
                 return self._excluded[key.strip().lower()]
         return None
 
@@ -110,7 +112,9 @@ class Selection:
         """Why the rule or correlation (its metadata) does not alert under this selection; None: it may."""
         exclusion = self.exclusion_of(rule)
         if exclusion is not None:
-            what = "id" if rule.id.strip().lower() == exclusion.id.lower() else "name"
+            written = exclusion.id.lower()
+            what = "id" if rule.id.strip().lower() == written else \
+                "name" if (getattr(rule, "name", None) or "").strip().lower() == written else "collection's id"
             return f"its {what} {exclusion.id} is excluded by {exclusion.where}"
         for tag in rule.tags:
             pattern = next((p for p in self.exclude_tags if _tag_matches(tag, p)), None)
@@ -126,6 +130,11 @@ class Selection:
         if self.statuses is not None and status and status not in self.statuses:
             return f"status {status} is not in --status {','.join(s for s in STATUSES if s in self.statuses)}"
         return None
+
+
+def _names_of(rule) -> tuple:
+    """What an exclusion may name a rule or correlation (its metadata) by: its id, its name, its collection's id."""
+    return tuple(key for key in (rule.id, getattr(rule, "name", None), getattr(rule, "collection", None)) if key)
 
 
 def _tag_matches(tag: str, pattern: str) -> bool:
@@ -179,9 +188,9 @@ _COMMENT = re.compile(r"(?:^|\s)#")
 
 
 def read_exclusions(path: str) -> list:
-    """An ``--exclude-rules`` file: one rule id (or name) a line; ``#`` starts a comment (at the start of
-    the line or after a blank), blank lines are skipped.  A line of more than one word is a mistake (two ids
-    on a line, a title), not an id."""
+    """An ``--exclude-rules`` file: one rule id (or name) a line, the whole line: a rule with neither id nor
+    name is known by its title, which may hold blanks; ``#`` starts a comment (at the start of the line or after
+    a blank), blank lines are skipped."""
     try:
         data = read_bounded(path, "--exclude-rules file")
     except FileProblem as problem:
@@ -196,9 +205,6 @@ def read_exclusions(path: str) -> list:
     for number, line in enumerate(text.splitlines(), 1):
         # a comment starts at a '#' that begins the line or follows a blank: a collection rule's id is <id>#<n>
         written = _COMMENT.split(line, 1)[0].strip()
-        if len(written.split()) > 1:
-            raise SelectionError(f"--exclude-rules file {path} line {number}: {written[:80]!r} is not one "
-                                 "rule id (one id a line; '#' starts a comment)")
         if written:
             found.append(Exclusion(written, f"--exclude-rules {path} line {number}"))
     return found
@@ -228,11 +234,11 @@ def select(rule_set: RuleSet, selection: Selection) -> RuleSet:
     kept = {rule_id for rule_id, reason in why.items() if reason is None}
     loaded, pending = set(kept), [rule_id for rule_id in kept if rule_id in documents]
     while pending:  # what kept correlations read, through correlations of correlations
-        for target in documents[pending.pop()].targets:
-            if target.id not in loaded:
-                loaded.add(target.id)
-                if target.id in documents:
-                    pending.append(target.id)
+        for target_id in (i for target in documents[pending.pop()].targets for i in target.ids):
+            if target_id not in loaded:
+                loaded.add(target_id)
+                if target_id in documents:
+                    pending.append(target_id)
     deselected = {rule_id: why[rule_id] for rule_id in loaded - kept}
     selected = RuleSet([plan for plan in rule_set if plan.rule.id in loaded],
                        [c for c in rule_set.correlations if c.spec.id in loaded],
@@ -240,8 +246,7 @@ def select(rule_set: RuleSet, selection: Selection) -> RuleSet:
     selected.selection, selected.deselected = selection, deselected
     selected.left_out = {rule_id: LeftOut(rule_id, rule.title, rule.path, why[rule_id])
                          for rule_id, rule in metadata.items() if rule_id not in loaded}
-    known = {key.strip().lower() for rule in metadata.values() for key in (rule.id, getattr(rule, "name", None))
-             if key}
+    known = {key.strip().lower() for rule in metadata.values() for key in _names_of(rule)}
     selected.unmatched = tuple(e for e in selection.exclusions if e.id.lower() not in known)
     held = {tag for rule in metadata.values() for tag in rule.tags}
     given = [("--tag", tag) for tag in selection.tags or ()]
