@@ -398,6 +398,22 @@ def test_a_collections_shared_id_in_an_alias_and_with_a_counting_rule(tmp_path):
         load_plans([write(tmp_path, "k.yml", text)], None, strict=True)
 
 
+
+def test_a_collections_shared_id_still_names_its_rules_when_its_first_failed_to_load(tmp_path):
+    """In a directory a rule that fails to load is skipped: the id the collection's other rules share still
+    names them (the reference found no document of that id, and the correlation was skipped too)."""
+    broken = KERB_COLLECTION.replace("detection: {sel: {EventID: 4625}}", "detection: {sel: {EventID|bad: 4625}}")
+    (tmp_path / "rules").mkdir()
+    burst = {"title": "burst", "id": "burst", "correlation": {"type": "event_count", "rules": ["kerb"],
+                                                              "timespan": "1m", "condition": {"gte": 2}}}
+    write(tmp_path / "rules", "k.yml", broken + "---\n" + yaml.safe_dump(burst))
+    skipped = []
+    rule_set = load_plans([str(tmp_path / "rules")], None, report=skipped.append)
+    assert len(skipped) == 1 and "document 2" in skipped[0], skipped
+    [correlation] = rule_set.correlations
+    assert [(ref.rule, ref.also) for ref in correlation.spec.rules] == [("kerb#3", ())]
+
+
 def test_one_uuid_written_in_two_letter_cases_is_one_id(tmp_path):
     """A reference finds a UUID in any letter case (or in braces), so two rules whose ids are one UUID so written
     are two rules of one id, refused: both loaded, a correlation's reference took the one written alike and

@@ -469,8 +469,8 @@ action: reset
 
 
 def test_a_collection_counted_by_its_shared_id_names_each_of_its_rules(tmp_path):
-    """A correlation naming a v1 collection's shared id reads each of its rules (``pipes``, ``pipes#3``);
-    ``--rule-stats`` and ``explain`` still name them one by one."""
+    """A correlation naming a v1 collection's shared id reads each of its rules (``pipes``, ``pipes#3``), in one
+    process and in two stages; ``--rule-stats`` and ``explain`` still name them one by one."""
     table = tmp_path / "rules.ndjson"
     events = [flat_event(0, "srv01", "server", 4104), flat_event(10, "srv01", "server", 4103)]
     args = ["--rule", write(tmp_path, "pipes.yml", PIPE_COLLECTION)]
@@ -481,6 +481,9 @@ def test_a_collection_counted_by_its_shared_id_names_each_of_its_rules(tmp_path)
     assert counts == {"pipes": ("rule", 1, 0), "pipes#3": ("rule", 1, 0), "two-per-host": ("correlation", 0, 1)}
     [alert] = alerts(result.stdout)
     assert [term["term"] for term in alert["sigma"]["terms"]] == ["pipes"]
+    match = run_cli(args + ["--stage", "match", "--heartbeat", "0"], ndjson(events))  # two stages alert alike
+    correlate = run_cli(args + ["--stage", "correlate"], match.stdout)
+    assert correlate.returncode == 0 and alerts(correlate.stdout) == [alert], correlate.stderr
     explained = run_cli(["explain"] + args)
     assert explained.returncode == 0, explained.stderr
     assert "  pipes = pipes, pipes#3 ('Pipe script'): a rule: each event it matches" in explained.stdout.decode()

@@ -120,6 +120,9 @@ class References:
                 self._collections.setdefault(document.collection, []).append(entry)
         self._by_uuid = {key: entry for key, entry in
                          ((canonical_uuid(rule_id), entry) for rule_id, entry in self._by_id.items()) if key}
+        self._collections.update({key: entries for key, entries in
+                                  ((canonical_uuid(shared), entries) for shared, entries in self._collections.items())
+                                  if key and key not in self._collections})
 
     def find(self, written: str) -> list:
         """Every entry ``written`` names: one, none, the rules of a collection (its shared id), or several
@@ -134,6 +137,8 @@ class References:
             document = self._document_of(found[0])
             if getattr(document, "collection", None) == document.id:
                 return list(self._collections[document.id])
+        if not found:  # its first rule failed to load: the others still share the id
+            found = list(self._collections.get(written) or self._collections.get(canonical_uuid(written), []))
         return found
 
     def ambiguous(self, found: list) -> bool:
