@@ -390,7 +390,8 @@ def test_a_collections_shared_id_in_an_alias_and_with_a_counting_rule(tmp_path):
     events = [event(0, 4771, value=1, TargetUser="u1"), event(5, 4624, "u1", value=2)]
     assert [a["rule"]["id"] for a in run_engine(rule_set, events)] == ["spread"]
     counting = ("action: global\ntitle: Kerberos failures\nid: kerb\n---\ndetection: {sel: {EventID: 4625}, "
-                "condition: sel}\n---\ndetection: {sel: {EventID: 4771}, timeframe: 1m, condition: sel | count() > 3}\n")
+                "condition: sel}\n---\n"
+                "detection: {sel: {EventID: 4771}, timeframe: 1m, condition: sel | count() > 3}\n")
     text = counting + "---\n" + yaml.safe_dump({"title": "burst", "id": "burst", "correlation": {
         "type": "event_count", "rules": ["kerb"], "timespan": "1m", "condition": {"gte": 2}}})
     with pytest.raises(UsageProblem, match="'kerb' names the rules of a collection, and 'kerb#3' of them counts "
