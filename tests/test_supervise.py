@@ -261,6 +261,18 @@ def test_the_last_member_ending_first_is_a_failure_even_with_status_0(tmp_path, 
     assert unit.reports() == ["pipeshell-filter run: member 3 (true) exited with status 0; stopping the chain"]
 
 
+def test_a_member_killed_is_named_not_the_one_after_it_that_failed_on_its_end_of_input(tmp_path, units, member):
+    """A member after the dead one that exits with an error at its end of input made the dead one look
+    like a member that met a closed pipe: the report named the member after it.  Killed by a signal
+    other than SIGPIPE, a member ended on its own."""
+    unit = chain(units, tmp_path, [member("produce", "a", 10, "wait"), member("relay", "b"), member("fail", "c", 3)])
+    victim = unit.pid_of("b")
+    unit.pid_of("c")
+    os.kill(victim, signal.SIGKILL)
+    assert unit.wait() == 1
+    assert unit.reports() == ["pipeshell-filter run: member 2 (relay b) killed by SIGKILL; stopping the chain"]
+
+
 # The filter's summary when a stop ends it before anything came (the members before it start once it is ready).
 SUMMARY_OF_NOTHING = "filter: pipeshell-filter: 1 rule; 0 lines; 0 matched; 0 alerts"
 
@@ -919,6 +931,18 @@ def test_a_filter_usage_error_stops_the_unit_with_status_2():
     assert lines[1] == ("pipeshell-filter run: member 2 (pipeshell-filter --emit bogus) exited with status 2; "
                         "stopping the chain")
     assert b"Traceback" not in result.stderr
+
+
+def test_a_filter_usage_error_is_status_2_though_the_shipper_then_fails_on_its_end_of_input(tmp_path):
+    """A shipper that exits with an error at end of input, as the filter refused its options: the
+    report named the shipper, and the unit exited 1, which systemd restarts for ever."""
+    ship = tmp_path / "ship"
+    ship.write_text("#!/bin/sh\ncat >/dev/null\nexit 3\n")
+    ship.chmod(0o755)
+    result = run_cli(["run", "--collect", "sleep 30", "--ship", str(ship), "--", "--emit", "bogus"], timeout=WAIT)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.decode().splitlines()[-1] == (
+        "pipeshell-filter run: member 2 (pipeshell-filter --emit bogus) exited with status 2; stopping the chain")
 
 
 # Started as the console script starts it, with a Ctrl-C (SIGINT) arriving while the modules load: the

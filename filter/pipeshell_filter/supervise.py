@@ -791,13 +791,22 @@ class Supervisor:
         others: the members downstream see end of input and exit cleanly, the one upstream
         meets a closed pipe (killed by SIGPIPE, or an exit of its own).  So the cause is the
         first, in chain order, that neither ended by end of input nor follows a member
-        downstream of it that did not; None when all ended by end of input."""
+        downstream of it that did not, unless its end cannot be a closed pipe's (``_own_end``):
+        the member after it may have failed on its end of input; None when all ended by end of input."""
         candidates = [member for member in ended if not member.by_end_of_input]
         for member in candidates:
             below = self.members[member.number] if member.number < len(self.members) else None
-            if below is None or below.running or below.by_end_of_input:
+            if below is None or below.running or below.by_end_of_input or self._own_end(member):
                 return member
         return candidates[0] if candidates else None
+
+    def _own_end(self, member: Member) -> bool:
+        """Killed by a signal a closed pipe does not send, or the filter's usage error (status 2,
+        before it wrote anything; a closed output ends it by SIGPIPE in the chain)."""
+        status = member.status
+        if os.WIFSIGNALED(status):
+            return os.WTERMSIG(status) != signal.SIGPIPE
+        return member is self.usage_member and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 2
 
     def _settle(self, ended: List[Member]) -> List[Member]:
         """The ends that come just after ``ended``, collected for up to ``SETTLE`` seconds, so
