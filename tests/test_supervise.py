@@ -868,6 +868,9 @@ def test_run_writes_each_members_stderr_lines_whole_behind_its_role(tmp_path):
     (["--ship", "no-such-program-here -c x"], "--ship: no-such-program-here is not found on PATH"),
     (["--collect", "/no/such/file"], "--collect: /no/such/file is not an executable file"),
     (["--emit", "all"], "No such option: --emit"),  # the filter's options go after --
+    # a subcommand after --: a nested run never said it was ready, and its collector never started
+    (["--collect", "true", "--", "run", "--", "--emit", "all"], "'run' after '--' is a subcommand"),
+    (["--", "explain", "--emit", "all"], "'explain' after '--' is a subcommand"),
 ])
 def test_run_usage_errors_are_one_line_and_exit_2(args, message):
     result = run_cli(["run"] + args)

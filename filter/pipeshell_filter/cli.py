@@ -1464,6 +1464,7 @@ def regression_test(
 
 @app.command("run")
 def run_unit(
+    ctx: typer.Context,
     collect: Optional[str] = typer.Option(None, "--collect", metavar="CMD", help="The collector: a command line "
                                           "(split into words as a shell would; no shell runs it) whose stdout "
                                           "feeds the filter. Without it, this command's stdin does."),
@@ -1484,6 +1485,8 @@ def run_unit(
 
     if not 0 < grace <= MAX_SECONDS:
         raise UsageProblem(f"--grace must be more than 0 and at most {MAX_SECONDS} seconds")
+    if options and options[0] in ctx.parent.command.commands:  # a nested run never tells it is ready
+        raise UsageProblem(f"'{options[0]}' after '--' is a subcommand: the filter's options go there")
     try:
         collector = [supervise.Member(supervise.parse_command("--collect", collect), role="collector")] \
             if collect is not None else []
