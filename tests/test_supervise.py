@@ -1376,6 +1376,31 @@ def test_a_clean_end_seen_before_the_failure_above_it_ended_by_end_of_input(monk
     assert reports == ["member 2 (fail) exited with status 3; stopping the chain"]
 
 
+@pytest.mark.parametrize("filter_status, cause", [
+    (1 << 8, 2),  # the filter's crash: in the chain a closed output ends it by SIGPIPE, never by an exit
+    (signal.SIGKILL, 2),  # no closed pipe sends SIGKILL
+    (signal.SIGPIPE, 3),  # it met the shipper's closed pipe
+])
+def test_the_member_blamed_when_the_filter_and_the_shipper_end_together(filter_status, cause):
+    """The shipper exits with an error at its end of input, seen with the filter's end: the shipper was
+    blamed whatever the filter's end, also for a filter that crashed or was killed."""
+    from pipeshell_filter import supervise as module
+
+    members = [module.Member(["collect"]), module.Member(["filter"]), module.Member(["ship"])]
+    unit = module.Supervisor(members, usage_member=members[1])
+    for pid, member in enumerate(members, 1000):
+        member.process = type("Process", (), {"pid": pid, "returncode": None})()
+    members[1].status, members[2].status = filter_status, 3 << 8
+    for member in members[1:]:
+        member.by_end_of_input = False
+    assert unit._cause_among(members[1:]) is members[cause - 1]
+    other = module.Supervisor([module.Member(["relay"]), module.Member(["fail"])])  # no filter: cannot tell
+    other.members[0].status, other.members[1].status = 1 << 8, 3 << 8
+    for member in other.members:
+        member.process, member.by_end_of_input = object(), False
+    assert other._cause_among(other.members) is other.members[1]
+
+
 @pytest.mark.parametrize("script, reason", [(b"echo no interpreter line\n", "Exec format error"),
                                             (b"#!/no/such/interpreter\necho x\n", "No such file or directory")])
 def test_a_member_the_system_cannot_run_is_exit_2_as_a_missing_one_is(tmp_path, script, reason):

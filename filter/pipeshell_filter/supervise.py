@@ -801,12 +801,12 @@ class Supervisor:
         return candidates[0] if candidates else None
 
     def _own_end(self, member: Member) -> bool:
-        """Killed by a signal a closed pipe does not send, or the filter's usage error (status 2,
-        before it wrote anything; a closed output ends it by SIGPIPE in the chain)."""
+        """Killed by a signal a closed pipe does not send, or the filter's exit with a status (its usage
+        error, 2, among them): in the chain a closed output ends it by SIGPIPE (``SUPERVISED``)."""
         status = member.status
         if os.WIFSIGNALED(status):
             return os.WTERMSIG(status) != signal.SIGPIPE
-        return member is self.usage_member and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 2
+        return member is self.usage_member
 
     def _settle(self, ended: List[Member]) -> List[Member]:
         """The ends that come just after ``ended``, collected for up to ``SETTLE`` seconds, so
