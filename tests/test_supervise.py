@@ -976,6 +976,35 @@ def test_ctrl_c_while_the_modules_load_is_a_quiet_exit_130(args):
     assert b"Traceback" not in result.stderr and result.stderr.strip() == b"", result.stderr
 
 
+# SIGTERM arriving while ujson loads: its module init imports decimal and swallows any exception from it
+TERMINATED_IN_AN_IMPORT = INTERRUPTED_START.replace('name == "pipeshell_filter.cli"', 'name == "decimal"').replace(
+    "signal.SIGINT", "signal.SIGTERM")
+
+
+@pytest.mark.parametrize("args", [["run", "--", "--emit", "all"], ["--emit", "all"]], ids=["run", "filter"])
+def test_a_sigterm_an_extension_swallows_while_the_modules_load_still_stops_the_start(args):
+    """The start-up handler raised its exit inside ujson's import, which dropped it, and had already set
+    SIGTERM ignored: the stop was lost, the filter then took SIGTERM for a signal ignored at start, and a
+    ``run`` member sent the chain's one SIGTERM ran until the grace was over, its stdin still open."""
+    with open(SAMPLE, "rb") as sample:
+        result = subprocess.run([sys.executable, "-c", TERMINATED_IN_AN_IMPORT, *args], stdin=sample,
+                                capture_output=True, timeout=WAIT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"" and b"Traceback" not in result.stderr, (result.stdout, result.stderr)
+
+
+def test_a_stop_at_start_whose_exit_was_dropped_makes_the_stream_start_stopped(monkeypatch):
+    """Dropped by an import later in the start (the rules' modules load after the CLI's own): the run
+    ends as at end of input before it reads, and the next run in this process starts afresh."""
+    from pipeshell_filter.io import signals
+
+    monkeypatch.setattr(signals.START, "stopped", True)
+    with signals.StopRequest() as stop:
+        assert stop.requested
+    with signals.StopRequest() as stop:
+        assert not stop.requested
+
+
 def test_a_command_line_holding_a_newline_is_still_named_on_one_line(tmp_path):
     """The report naming a member quoted its command line as a shell would, a newline inside the
     quotes left as it is: the one-line report came out on two lines, the second without a prefix."""

@@ -40,7 +40,19 @@ class _Writing:
 WRITING = _Writing()
 
 
+class _Start:
+    """Whether ``on_sigterm`` ran since the last look: what it raised may never have arrived, a C
+    extension's import can drop it (ujson's init drops what its ``import decimal`` raises), and SIGTERM
+    is ignored by then.  The stop is then lost: the run went on, and took SIGTERM for ignored at start."""
+
+    stopped = False
+
+
+START = _Start()
+
+
 def on_sigterm(signum, frame):
+    START.stopped = True
     for number in START_SIGNALS:  # one is enough: the shutdown it starts runs to its end
         if signal.getsignal(number) is on_sigterm:
             signal.signal(number, signal.SIG_IGN)
@@ -53,7 +65,11 @@ START_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if
 def stop_at_start() -> None:
     """SIGTERM and SIGHUP during start-up end the run at once, status 0: nothing is read yet.  Left
     to its default, a SIGHUP killed the filter (status 129), one waiting for its state file's lock
-    for one.  A SIGHUP ignored at start (``nohup``, a ``run`` member) stays ignored."""
+    for one.  A SIGHUP ignored at start (``nohup``, a ``run`` member) stays ignored.  A stop whose
+    exit was dropped on the way (``START``) is raised again here."""
+    stopped, START.stopped = START.stopped, False
+    if stopped:
+        raise Terminated()
     signal.signal(signal.SIGTERM, on_sigterm)
     if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         signal.signal(signal.SIGHUP, on_sigterm)
@@ -135,6 +151,9 @@ class StopRequest:
                               signal.set_wakeup_fd(self._wake))
             for number, _ in self._previous[0]:
                 signal.signal(number, self.set)
+            if START.stopped:  # a stop at start whose exit was dropped: the run ends before it reads
+                START.stopped = False
+                self.requested, self._first = True, time.monotonic()
         except BaseException:
             self.__exit__()
             raise
