@@ -1020,6 +1020,44 @@ def test_a_slow_pipe_merged_with_a_file_hands_on_its_lines_while_its_writer_wait
     assert [json.loads(line)["Computer"] for line in out.splitlines()] == ["file100"]
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_alert_goes_out_while_a_writer_keeps_the_pipe_full(tmp_path, workers):
+    """The output was written when the input paused: under a writer ahead of the filter (a backlog
+    replayed, a collector catching up) the pipe never paused, and ``--emit alerts``' alert sat in the
+    buffer until 64 KiB of records came after it: for as long as the flood lasted.  Now within a second."""
+    rule = tmp_path / "marker.yml"
+    rule.write_text("title: marker\nid: marker\nlogsource: {product: windows}\n"
+                    "detection:\n  sel:\n    CommandLine|contains: evilmarker\n  condition: sel\n")
+    flood = ndjson([dict(flat_event(1, "ws01", "benign"), CommandLine="notepad.exe " + "x" * 200)] * 4000)
+    process = subprocess.Popen(COMMAND + ["--rule", str(rule), "--no-prefilter", "--emit", "alerts", "--quiet",
+                                          "--workers", workers],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    flooding = threading.Event()
+    flooding.set()
+
+    def write() -> None:
+        try:
+            process.stdin.write(ndjson([dict(flat_event(0, "ws01", "benign"), CommandLine="run evilmarker")]))
+            while flooding.is_set():  # far faster than every line parsed: the pipe stays full
+                process.stdin.write(flood)
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        during = _lines_within(process.stdout, 1, timeout=20)  # while the writer still writes
+        assert flooding.is_set()
+    finally:
+        flooding.clear()
+        writer.join()
+        out, err = process.stdout.read(), process.stderr.read()  # stdin closed by the writer
+        process.wait(60)
+    assert [json.loads(line)["rule"]["id"] for line in during] == ["marker"], err
+    assert process.returncode == 0 and out == b"", err
+
+
 def test_two_pipes_merged_are_each_opened_while_the_other_waits(tmp_path):
     """Two FIFOs merged: the second was opened only once the first's prefilter batch was full, so its
     writer's ``open`` hung.  The first's lines go on as soon as it would wait; then the second is opened."""

@@ -744,8 +744,9 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
             stream_filter.save_state()
         if len(messages) < batch:  # caught up: the alerts out now, as before a pipe is waited on
             stream_filter.before_block()
-        else:  # a backlog, full batches with no wait between: the stats records as they fall due
-            stream_filter.write_stats()
+        else:  # a backlog, full batches with no wait between: the stats records as they fall due, and
+            stream_filter.write_stats()  # the alerts at least every half second
+            stream_filter.hand_on_due()
 
 
 # A shipper's framing (``consume``): Fluent Bit's nats output sends an array per flush.

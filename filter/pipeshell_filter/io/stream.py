@@ -72,6 +72,9 @@ PIECE = "piece"  # part of a line longer than the inspection limit; more follows
 PIECE_END = "piece_end"  # the last part of such a line (its newline stripped)
 
 
+HAND_ON_SECONDS = 0.5  # at most this long does busy live input hold records back in the output (``hand_on_due``)
+
+
 class OutputClosed(Exception):
     """The reader of our stdout went away (``| head -1``); or, with a ``reason``, writing to it
     failed (a full disk): the run stops as for a reader gone, but says so and fails."""
@@ -1708,6 +1711,20 @@ class Filter:
         if self.file_places is not None:  # kept open for the last snapshot's marks
             self.file_places.close()
 
+    _hand_on_at = 0.0  # monotonic time by which what the output and the sinks hold goes on (``hand_on_due``)
+
+    def hand_on_due(self) -> None:
+        """Live input read without a pause (a writer ahead of the filter, a backlog on the bus): what the
+        output's buffer and the sinks hold goes on at least every ``HAND_ON_SECONDS``.  Only a pause
+        (``before_block``) flushed them: under a writer that kept the pipe full, an alert sat in the
+        buffer until 64 KiB of records had come after it, with ``--emit alerts`` for as long as the
+        flood lasted."""
+        now = time.monotonic()
+        if now >= self._hand_on_at:
+            self._hand_on_at = now + HAND_ON_SECONDS
+            self.output.flush()
+            self._flush_sinks()
+
     def _flush_sinks(self) -> None:
         """What waits for the fleet bus goes now (``fleet``: stored by the server on return)."""
         for sink in (self.publisher, self.alert_sink):
@@ -1802,6 +1819,8 @@ class Filter:
                     self.save_state()
                 if self._stats is not None:
                     self.write_stats()
+                if live:
+                    self.hand_on_due()
         except BaseException:
             self._end_block_workers()  # what they held is read by ``finish``, as what the reader held
             raise
