@@ -9,7 +9,6 @@ through the exact arguments of the Fluent Bit recipes.
 """
 
 import calendar
-import datetime
 import fnmatch
 import json
 import os
@@ -1008,15 +1007,10 @@ def test_route_conditions_are_the_documented_single_field(produced):
                           "events.ndjson": [{"name": "grep", "exclude": r"$event['kind'] \Aalert\z"}]}, rel
 
 
-def test_exec_parser_takes_the_alert_time(produced):
-    """fluent-bit/exec.yaml parses each line with pipeshell_json; its time_format must read an alert's
-    @timestamp (%L is Fluent Bit's fraction, read here as Python's %f)."""
+def test_exec_parser_takes_no_record_time():
+    """fluent-bit/exec.yaml parses each line with pipeshell_json, a JSON parser with no time_key: with
+    one on ``@timestamp``, Fluent Bit 5.1.1 dropped every record whose time it could not encode (before
+    1970, a string that is no time), alerts among them (test_fluentbit_real.py)."""
     parsers = {p["name"]: p for p in load("fluent-bit/parsers.yaml")["parsers"]}
     (name,) = {p["parser"] for p in load("fluent-bit/exec.yaml")["pipeline"]["inputs"]}
-    parser = parsers[name]
-    assert parser["format"] == "json" and parser["time_key"] == "@timestamp"
-    python_format = parser["time_format"].replace("%L", "%f")
-    for alert in produced["alert"]:
-        stamp = alert[parser["time_key"]]
-        moment = datetime.datetime.strptime(stamp, python_format)
-        assert abs(moment.timestamp() - _epoch(stamp)) < 1e-3
+    assert parsers[name] == {"name": name, "format": "json"}
