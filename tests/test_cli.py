@@ -502,6 +502,12 @@ def test_closed_stdout_ends_quietly():
                            capture_output=True, timeout=60)
     assert shell.stdout.count(b"\n") == 1
     assert b"Traceback" not in shell.stderr and b"Error" not in shell.stderr
+    # but it says so, in its summary line: a shipper stopped first lost what was still to be written, unsaid
+    assert shell.stderr.decode().startswith("pipeshell-filter: 1 rule; ") and shell.stderr.decode().endswith(
+        "; output closed by its reader before the end: what was still to be written is lost\n"), shell.stderr
+    quiet = subprocess.run(" ".join(COMMAND) + " --quiet --emit all | head -1", shell=True, input=data,
+                           capture_output=True, timeout=60)
+    assert quiet.stdout.count(b"\n") == 1 and quiet.stderr == b""
 
 
 def _read_line(proc, timeout):

@@ -641,7 +641,7 @@ def run(
                         bus.partition_lease.release()  # after the last alerts: a standby goes on from here
                     bus.close()
     except OutputClosed as closed:
-        _output_closed(closed)
+        _output_closed(closed, None if quiet else lambda: _summary(stream_filter, engine, diagnostics, CLOSED_EARLY))
         return
     if not quiet:
         _summary(stream_filter, engine, diagnostics)
@@ -1226,7 +1226,12 @@ SKIPPED = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not
            "unknown_rule": "of a rule not loaded", "too_complex": "too many values to parse"}
 
 
-def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) -> None:
+# The summary line's last part when the output's reader went away before the end (a shipper stopped first):
+# the run ended quietly, as grep under head does, and what it had still to write was lost without a word.
+CLOSED_EARLY = "output closed by its reader before the end: what was still to be written is lost"
+
+
+def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics, ended: Optional[str] = None) -> None:
     stats = engine.stats + engine.correlation_stats()
     lines = stream_filter.lines - stream_filter.lines_start
     rules = len(engine.meta)  # the rules loaded, correlation documents too (not those a directory skipped)
@@ -1266,6 +1271,8 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics) ->
     if noticed.get("skewed_source"):  # reported once per correlation it is late to or ahead in: one source
         noticed["skewed_source"] = len(engine.skewed_sources()) or noticed["skewed_source"]
     parts += [f"{count} {NOTICES[kind]}" for kind, count in noticed.items() if count and NOTICES.get(kind)]
+    if ended:
+        parts.append(ended)
     try:
         sys.stderr.write("pipeshell-filter: " + "; ".join(parts) + "\n")
     except (OSError, ValueError):
@@ -1654,13 +1661,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     sys.exit(0)
 
 
-def _output_closed(closed: OutputClosed) -> None:
-    """The output's reader went away: stop quietly, as ``grep`` under ``head`` does; writing failed
-    (a full disk): one line, exit status 1."""
+def _output_closed(closed: OutputClosed, summary=None) -> None:
+    """The output's reader went away: stop, as ``grep`` under ``head`` does, status 0, but with the
+    summary line (``summary``, unless ``--quiet``) saying so; writing failed (a full disk): one line,
+    exit status 1."""
     _silence_stdout()
     if closed.reason:
         _say(f"pipeshell-filter: error: cannot write the output: {closed.reason}\n")
         sys.exit(1)
+    if summary is not None:
+        summary()
     if os.environ.get(SUPERVISED) == "1":  # in ``run``'s chain: end as a broken pipe ends a program,
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # so that the member after it is named the cause
         os.kill(os.getpid(), signal.SIGPIPE)
