@@ -1,0 +1,166 @@
+"""The output records against their JSON Schemas, and the schemas against what the README says of them.
+
+Every record a run writes validates; a schema refuses a key the README does not document (an alert is
+a new object, built from the rules and Detections only), so a field added to a record without its
+schema and README fails here.
+"""
+
+import copy
+import json
+import os
+
+import jsonschema
+import pytest
+
+from clitools import REPO, alerts, ndjson, records, run_cli
+
+SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
+ALERT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "alert.schema.json")))
+DETECTION_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "detection.schema.json")))
+
+RULES = """\
+title: Failed logon
+id: failed_logon
+name: failed_logon
+description: A failed logon.
+tags: [attack.credential-access, attack.t1110, attack.g0016, attack.s0002]
+falsepositives: [Typos]
+level: medium
+logsource: {product: windows, service: security}
+detection:
+  sel: {EventID: 4625}
+  condition: sel
+---
+title: Admin logon
+id: admin_logon
+name: admin_logon
+logsource: {product: windows, service: security}
+detection:
+  sel: {EventID: 4625, User|startswith: adm}
+  condition: sel
+---
+title: Count
+id: c-count
+correlation: {type: event_count, rules: [failed_logon], group-by: [User], timespan: 5m, condition: {gte: 2}}
+---
+title: Users
+id: c-users
+correlation: {type: value_count, rules: [failed_logon], timespan: 5m, condition: {field: User, gte: 120}}
+---
+title: Temporal
+id: c-temporal
+correlation: {type: temporal, rules: [failed_logon, admin_logon], group-by: [User], timespan: 5m}
+---
+title: Ordered
+id: c-ordered
+correlation: {type: temporal_ordered, rules: [failed_logon, admin_logon], timespan: 5m}
+---
+title: Sum
+id: c-sum
+correlation: {type: value_sum, rules: [failed_logon], timespan: 5m, condition: {field: Bytes, gt: 10}}
+---
+title: Avg
+id: c-avg
+correlation: {type: value_avg, rules: [failed_logon], timespan: 5m, condition: {field: Bytes, gt: 1}}
+---
+title: Rare
+id: c-rare
+correlation: {type: value_percentile, rules: [failed_logon], timespan: 5m, condition: {field: User, lte: 60}}
+---
+title: Chain
+id: c-chain
+correlation: {type: event_count, rules: [c-count, admin_logon], timespan: 10m, condition: {gte: 2}, generate: true}
+---
+title: Legacy hosts
+id: legacy-hosts
+logsource: {product: windows, service: security}
+detection:
+  sel: {EventID: 4625}
+  timeframe: 5m
+  condition: sel | count(Computer) > 110
+---
+title: Legacy near
+id: legacy-near
+logsource: {product: windows, service: security}
+detection:
+  a: {EventID: 4625}
+  b: {EventID: 4624}
+  timeframe: 5m
+  condition: a | near b
+---
+title: Single
+id: single
+logsource: {product: windows, service: security}
+detection:
+  sel: {EventID: 4624}
+  condition: sel
+"""
+
+
+def _events(users: int):
+    """150 failed logons (and a few successful ones) in one window: past the 100 values an alert lists."""
+    return [{"@timestamp": f"2024-01-01T00:0{i // 60}:{i % 60:02d}Z", "EventID": 4624 if i % 50 == 7 else 4625,
+             "Computer": f"h{i % 120}", "User": ("adm" if i % 3 else "user") + str(i % users), "Bytes": i % 9,
+             "EventRecordID": i} for i in range(150)]
+
+
+def _with_unknown_keys(alert: dict):
+    """The alert with one key the README does not name added to each of its objects, one at a time."""
+    paths = [()] + [(key,) for key, value in alert.items() if isinstance(value, dict)]
+    paths += [("sigma", key) for key, value in alert["sigma"].items() if isinstance(value, dict)]
+    paths += [("threat", key) for key, value in alert["threat"].items() if isinstance(value, dict)]
+    for path in paths:
+        changed = copy.deepcopy(alert)
+        target = changed
+        for key in path:
+            target = target[key]
+        target["undocumented"] = 1
+        yield path, changed
+
+
+@pytest.fixture(scope="module")
+def every_kind(tmp_path_factory):
+    rules = tmp_path_factory.mktemp("rules") / "rules.yml"
+    rules.write_text(RULES)
+    result = run_cli(["--rule", str(rules), "--emit", "alerts", "--suppress", "1m"], ndjson(_events(users=140)))
+    assert result.returncode == 0, result.stderr
+    return alerts(result.stdout)
+
+
+def test_every_kinds_alert_validates_with_its_lists_cut(every_kind):
+    """A value_count over 100 values wrote ``sigma.correlation.values_total``, a key neither its schema
+    nor the README named."""
+    kinds = {a["sigma"].get("correlation", {}).get("type", a["rule"]["id"]) for a in every_kind}
+    assert kinds >= {"event_count", "value_count", "temporal", "temporal_ordered", "value_sum", "value_avg",
+                     "value_percentile", "legacy-hosts", "legacy-near", "single"}, kinds
+    users = [a for a in every_kind if a["rule"]["id"] == "c-users"]
+    assert users and users[0]["sigma"]["correlation"]["values_total"] > 100
+    assert any(a["sigma"].get("hosts_total", 0) > 100 for a in every_kind)
+    for alert in every_kind:
+        jsonschema.validate(alert, ALERT_SCHEMA)
+
+
+def test_the_alert_schema_refuses_a_key_it_does_not_document(every_kind):
+    """The schema let any key through in every object of an alert: it could not tell a record with an
+    undocumented field (``sigma.correlation.values_total``) from one without."""
+    for alert in every_kind:
+        for path, changed in _with_unknown_keys(alert):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(changed, ALERT_SCHEMA)
+                pytest.fail(f"an unknown key in {'.'.join(path) or 'the record'} validated")
+
+
+def test_a_detection_references_time_is_what_a_match_stage_writes(tmp_path):
+    """A reader refuses an ``event.@timestamp`` that is not an RFC 3339 time as a match stage writes it;
+    the schema took any string."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    result = run_cli(["--rule", str(rules), "--stage", "match", "--heartbeat", "0"], ndjson(_events(users=3)[:5]))
+    detections = records(result.stdout)
+    assert detections, result.stderr
+    for detection in detections:
+        jsonschema.validate(detection, DETECTION_SCHEMA)
+    forged = copy.deepcopy(detections[0])
+    forged["event"]["@timestamp"] = "yesterday"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(forged, DETECTION_SCHEMA)
