@@ -164,3 +164,25 @@ def test_a_detection_references_time_is_what_a_match_stage_writes(tmp_path):
     forged["event"]["@timestamp"] = "yesterday"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(forged, DETECTION_SCHEMA)
+
+
+def test_a_shrunk_alert_says_what_its_lists_left_out(tmp_path):
+    """Made smaller for ``--max-record-bytes``, an alert listed 3 of its 10 events with
+    ``events_truncated: false``, and 3 of its 10 values and term hosts with no total beside them: as if
+    the window had held those 3."""
+    rule = tmp_path / "ten.yml"
+    rule.write_text("title: Ten\nid: ten\ndetection:\n  sel: {EventID: 4625}\n  timeframe: 5m\n"
+                    "  condition: sel | count(User) > 9\n")
+    events = [{"@timestamp": f"2024-01-01T00:00:{i:02d}Z", "EventID": 4625, "Computer": f"host{i}" + "\u0001" * 250,
+               "User": "u" * 250 + str(i)} for i in range(10)]
+    whole, = alerts(run_cli(["--rule", str(rule), "--emit", "alerts"], ndjson(events)).stdout)
+    result = run_cli(["--rule", str(rule), "--emit", "alerts", "--non-json", "wrap", "--max-record-bytes", "4096"],
+                     ndjson(events))
+    shrunk, = alerts(result.stdout)
+    jsonschema.validate(shrunk, ALERT_SCHEMA)
+    sigma = shrunk["sigma"]
+    assert sigma["truncated"] is True and len(sigma["events"]) < sigma["events_total"] == 10
+    assert sigma["events_truncated"] is True
+    assert sigma["aggregation"]["values_total"] == len(whole["sigma"]["aggregation"]["values"]) == 10
+    assert [term.get("hosts_total") for term in sigma["terms"]] == [10]
+    assert sigma["hosts_total"] == 10

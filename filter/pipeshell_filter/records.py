@@ -331,7 +331,26 @@ def shrink(record: dict, budget=None, entries: int = 3) -> dict:
         total = record.get("sigma", {}).get("hosts_total", len(hosts))
         if len(shown) < total:
             sigma["hosts_total"] = total
+    _totals(record.get("sigma"), sigma)
     return smaller
+
+
+def _totals(whole, sigma: dict) -> None:
+    """A shrunk alert's cut lists say so as those cut at MAX_LIST do: ``events_truncated``, and the total
+    beside a list of values or of a term's hosts (3 of 10 events listed with ``events_truncated: false``
+    read as a window of 3)."""
+    if not isinstance(whole, dict):
+        return
+    if isinstance(sigma.get("events"), list) and len(sigma["events"]) < whole.get("events_total", 0):
+        sigma["events_truncated"] = True
+    pairs = [(whole.get(key), sigma.get(key), "values") for key in ("aggregation", "correlation")]
+    if isinstance(whole.get("terms"), list) and isinstance(sigma.get("terms"), list):
+        pairs += [(term, cut, "hosts") for term, cut in zip(whole["terms"], sigma["terms"])]
+    for original, cut, key in pairs:
+        if isinstance(original, dict) and isinstance(cut, dict) and isinstance(cut.get(key), list):
+            total = original.get(f"{key}_total", len(original.get(key, ())))
+            if len(cut[key]) < total:
+                cut[f"{key}_total"] = total
 
 
 def smallest_fitting(record: dict, encode, fits) -> bytes:
