@@ -17,6 +17,10 @@ from clitools import REPO, alerts, ndjson, records, run_cli
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
 ALERT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "alert.schema.json")))
 DETECTION_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "detection.schema.json")))
+HEARTBEAT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "heartbeat.schema.json")))
+EVENT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "enriched-event.schema.json")))
+STATS_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "stats.schema.json")))
+PIPELINE_ERROR_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "pipeline-error.schema.json")))
 
 RULES = """\
 title: Failed logon
@@ -186,3 +190,53 @@ def test_a_shrunk_alert_says_what_its_lists_left_out(tmp_path):
     assert sigma["aggregation"]["values_total"] == len(whole["sigma"]["aggregation"]["values"]) == 10
     assert [term.get("hosts_total") for term in sigma["terms"]] == [10]
     assert sigma["hosts_total"] == 10
+
+
+# Lines a wrap run writes as pipeline_error records: not JSON, not an object, invalid UTF-8, NaN, a lone
+# surrogate in a matched event, one of the match stage's own types, a matched event over a 4,096-byte cap.
+BAD_LINES = [b"not json", b"[1, 2]", b"\xff\xfe{}", b'{"a": NaN}', b'{"EventID": 4625, "s": "\\ud800"}',
+             b'{"type": "sigma.heartbeat", "EventID": 4625}', b'{"EventID": 4625, "x": "' + b"a" * 5000 + b'"}']
+
+
+def _schema_of(record):
+    """The schema a record of the filter's says it follows, by what a router reads (an input line that
+    holds a match stage's ``type`` is matched and enriched by ``--stage all``: it has ``sigma``)."""
+    kind = record.get("event", {}).get("kind") if isinstance(record.get("event"), dict) else None
+    if "sigma" in record and kind != "alert":
+        return EVENT_SCHEMA
+    if record.get("type") in ("sigma.detection", "sigma.heartbeat"):
+        return DETECTION_SCHEMA if record["type"] == "sigma.detection" else HEARTBEAT_SCHEMA
+    return {"alert": ALERT_SCHEMA, "pipeline_error": PIPELINE_ERROR_SCHEMA, "metric": STATS_SCHEMA}.get(
+        kind, EVENT_SCHEMA)
+
+
+@pytest.mark.parametrize("stage", ["all", "match"])
+@pytest.mark.parametrize("mode", [["--non-json", "wrap", "--max-record-bytes", "4096"], ["--fluentbit-time"]])
+def test_every_record_of_the_fluent_bit_modes_follows_its_schema(tmp_path, stage, mode):
+    """The pipeline_error and stats records had no schema: their fields were a sentence of the README."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    data = ndjson(_events(users=3)[:40]) + b"\n".join(BAD_LINES) + b"\n"
+    emit = ["--emit", "all"] if stage == "all" else []
+    result = run_cli(["--rule", str(rules), "--stage", stage, *emit, "--stats-interval", "3600", *mode], data)
+    assert result.returncode == 0, result.stderr
+    written = [r[1] if isinstance(r, list) else r for r in records(result.stdout)]
+    kinds = set()
+    for record in written:
+        schema = _schema_of(record)
+        jsonschema.validate(record, schema)
+        kinds.add(schema["title"])
+    assert {PIPELINE_ERROR_SCHEMA["title"], STATS_SCHEMA["title"]} <= kinds
+    assert (ALERT_SCHEMA["title"] in kinds) == (stage == "all")
+    assert (DETECTION_SCHEMA["title"] in kinds) == (stage == "match")
+
+
+def test_a_shrunk_stats_record_follows_its_schema(tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text("".join(f"title: {'t' * 300}{i}\nid: r{i}\ndetection:\n  sel: {{EventID: 4625}}\n"
+                             "  condition: sel\n---\n" for i in range(40)))
+    result = run_cli(["--rule", str(rules), "--emit", "alerts", "--stats-interval", "3600", "--non-json", "wrap",
+                      "--max-record-bytes", "4096"], ndjson(_events(users=3)[:3]))
+    stats = [r for r in records(result.stdout) if r["event"]["kind"] == "metric"]
+    assert stats and stats[-1]["pipeshell"]["truncated"] is True, result.stderr
+    jsonschema.validate(stats[-1], STATS_SCHEMA)
