@@ -240,3 +240,28 @@ def test_a_shrunk_stats_record_follows_its_schema(tmp_path):
     stats = [r for r in records(result.stdout) if r["event"]["kind"] == "metric"]
     assert stats and stats[-1]["pipeshell"]["truncated"] is True, result.stderr
     jsonschema.validate(stats[-1], STATS_SCHEMA)
+
+
+def test_a_group_is_text_or_null_and_an_enrichments_rule_is_id_and_title(every_kind):
+    """A window's group is the text its first event wrote, or null where the event had none; the schemas
+    took any value there, and any key in an enriched event's ``sigma.rule``."""
+    grouped = [a for a in every_kind if a["sigma"].get("correlation", {}).get("group")]
+    assert grouped
+    for alert in grouped:
+        changed = copy.deepcopy(alert)
+        name = next(iter(changed["sigma"]["correlation"]["group"]))
+        for value in (["a", "b"], 5, {"x": "y"}):
+            changed["sigma"]["correlation"]["group"][name] = value
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(changed, ALERT_SCHEMA)
+    legacy = {"function": "count", "field": None, "operator": ">", "threshold": 1, "count": 2, "group_by": "User"}
+    aggregation = ALERT_SCHEMA["properties"]["sigma"]["properties"]["aggregation"]
+    for value in ("alice", None):
+        jsonschema.validate(dict(legacy, group=value), aggregation)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(dict(legacy, group=["alice"]), aggregation)
+    enriched = {"User": "x", "sigma": {"rule": {"id": "r", "title": "t"}, "selections": [], "terms": ["sel"]}}
+    jsonschema.validate(enriched, EVENT_SCHEMA)
+    enriched["sigma"]["rule"]["level"] = "high"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(enriched, EVENT_SCHEMA)
