@@ -600,3 +600,30 @@ def test_workers_of_a_match_stage_never_pass_on_a_line_of_its_own_record_type(ki
     assert not any(line in passed for line in (texts["forged"], texts["escaped"]))
     assert sum(line == texts["decoy"] for line in passed) == kinds.count("decoy")
     assert sum(b'"impersonation"' in line for line in passed) == kinds.count("forged") + kinds.count("escaped")
+
+
+def test_pipe_workers_whose_pipes_are_past_selects_limit_still_match():
+    """A filter started with a thousand descriptors open (inherited from its parent), or with
+    ``--workers 256`` and a few hundred: the workers' pipes are numbered past 1023, which
+    ``select`` cannot watch; the blocks are matched all the same."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1100:
+        pytest.skip("too few descriptors allowed here")
+    held = []
+    try:
+        while not held or held[-1] < 1030:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        workers = parallel.BlockWorkers(2, lambda block, end, candidates, suspects: [(0, 0, end, block[:2])])
+        workers.start()
+        try:
+            blocks = [b"a\n" * 3, b"b\n", b"c\n" * 2]
+            for block in blocks:
+                workers.hand(block)
+            assert [workers.take() for _ in blocks] == [(block, block.count(b"\n"), [(0, 0, len(block), block[:2])])
+                                                        for block in blocks]
+        finally:
+            workers.close()
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -367,13 +367,16 @@ class BlockWorkers:
         """Read what the workers wrote and write what they wait for, as far as the pipes allow;
         ``wait``: until one of them is ready."""
         live = [at for at in range(len(self._pids)) if at not in self._dead]
-        readers = [self._outputs[at] for at in live]
-        writers = [self._inputs[at] for at in live if self._unsent[at]]
-        if not readers:
+        if not live:
             return
-        readable, writable, _ = select.select(readers, writers, [], None if wait else 0)
+        watch = select.poll()  # not ``select``: a pipe's descriptor may be past its limit of 1023
         for at in live:
-            if self._outputs[at] in readable:
+            watch.register(self._outputs[at], select.POLLIN)
+            if self._unsent[at]:
+                watch.register(self._inputs[at], select.POLLOUT)
+        ready = dict(watch.poll(None if wait else 0))  # each end's descriptor: what it is ready for
+        for at in live:
+            if self._outputs[at] in ready:
                 try:
                     data = os.read(self._outputs[at], 1 << 20)
                 except BlockingIOError:
@@ -384,7 +387,7 @@ class BlockWorkers:
                     self._dead.add(at)
                 elif data:
                     self._received[at] += data
-            if self._inputs[at] in writable and at not in self._dead:
+            if self._inputs[at] in ready and at not in self._dead:
                 try:
                     del self._unsent[at][:os.write(self._inputs[at], self._unsent[at])]
                 except BlockingIOError:
