@@ -627,3 +627,42 @@ def test_pipe_workers_whose_pipes_are_past_selects_limit_still_match():
     finally:
         for fd in held:
             os.close(fd)
+
+
+def run_match_stage(data: bytes, workers: int, block_size: int, chunk: int) -> tuple:
+    """``run`` as a match stage with heartbeats (every 30 s of event time): its output and line count."""
+    scanner, index = build_prefilter([PLAN], ENGINES[0], also=stream_module.OWN_TYPES)
+    with tempfile.NamedTemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.flush()
+        source.seek(0)
+        stream_filter = Filter(Engine([PLAN], FieldResolver(resolvers.PROFILES), 0), Output(sink.fileno()),
+                               Diagnostics(io.StringIO()), "all", prefilter=scanner, index=index, clock=lambda: 0,
+                               workers=workers, stage="match")
+        stream_filter.send_heartbeats("agent", 30, 300 * 10 ** 9)
+        stream_filter.parallel_min = 0
+        stream_filter.parallel_chunk = chunk
+        stream_filter.run(source.fileno(), live=False, block_size=block_size, max_line=MAX_LINE)
+        stream_filter.finish()
+        sink.seek(0)
+        return sink.read(), stream_filter.lines
+
+
+@given(st.integers(0, 10 ** 6), st.integers(1, 3), st.integers(1 << 12, 1 << 16), st.integers(1 << 12, 1 << 17))
+@settings(max_examples=15, deadline=None)  # forks workers per example
+def test_workers_of_a_match_stage_send_the_heartbeats_one_process_sends(seed, workers, block_size, chunk):
+    """The event times of the lines the prefilter rules out are sampled (one line every 64 KiB of input)
+    for the agent's heartbeats: the same lines whatever blocks the file is read in, so a match stage
+    with workers sends the same heartbeats at the same places as one process."""
+    rng = random.Random(seed)
+    seconds, lines = 0, []
+    while sum(map(len, lines)) < 800_000:
+        seconds += rng.randint(0, 4)
+        kind = "server" if rng.random() < 0.01 else "benign"
+        event = flat_event(seconds, rng.choice(["ws1", "ws2", "ws3"]), kind)
+        event["pad"] = "p" * rng.randint(0, 3000)
+        lines.append(json.dumps(event).encode() + b"\n")
+    data = b"".join(lines)
+    expected = run_match_stage(data, 0, block_size, chunk)
+    assert expected[0].count(b'"sigma.heartbeat"') > 10
+    assert run_match_stage(data, workers, block_size, chunk) == expected

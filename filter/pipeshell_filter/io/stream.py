@@ -1036,6 +1036,7 @@ class Filter:
     def process(self, kind: str, data: bytes, start: int, end: int) -> None:
         """One item from ``BlockReader``."""
         self.engine.release_memory()
+        self._block_at, self._read_at = self._read_at - start, self._read_at + end - start
         if kind == LINES and self._block_workers is not None:
             if self._block_workers.full:
                 self._take_handed()
@@ -1050,6 +1051,8 @@ class Filter:
         else:
             self._process_long_piece(data[start:end], kind == PIECE_END)
 
+    _read_at = 0  # bytes of input handed on so far, and where the block being handled starts among them:
+    _block_at = 0  # a file's time samples are taken at fixed places in it, whatever its blocks (``_sample_time``)
     _block_workers = None  # ``parallel.BlockWorkers`` matching the blocks of a pipe (``run``)
     _handed = ()  # (worker, block) they held when they were closed, for the filter to read itself
 
@@ -1117,11 +1120,10 @@ class Filter:
         if self._parse_every_line:
             self._pass_framed(block, start, end, newlines)
             return
-        if self.progress is not None:
-            self._sample_time(block, start, end)
         self.lines += _newlines(block, start, end) if newlines is None else newlines
+        written = start if self.progress is None else self._sample_time(block, start, end)
         if self.emit == "all":
-            self.output.write(memoryview(block)[start:end])
+            self.output.write(memoryview(block)[written:end])
 
     def _pass_framed(self, block: bytes, start: int, end: int, lines: Optional[int] = None) -> None:
         """Lines that cannot match, in the Fluent Bit modes, which need each to be a JSON object
@@ -1232,10 +1234,28 @@ class Filter:
             out.append(b"")
             self.output.write(b"\n".join(out))
 
-    def _sample_time(self, block: bytes, start: int, end: int, every: int = 1 << 16) -> None:
+    def _sample_time(self, block: bytes, start: int, end: int, every: int = 1 << 16) -> int:
         """Lines the prefilter skipped are not parsed, yet they carry the agent's time: one line
-        in every ``every`` bytes is (the agent's time lags by at most that much input), and the
-        first lines the agent reads, until two vouch for a time (its correlators hear of it at once)."""
+        in every ``every`` bytes is (the agent's time lags by at most that much input), and on live
+        input the first lines the agent reads, until two vouch for a time (its correlators hear of it
+        at once).  A file's are the lines at each ``every``-th byte of it, whatever blocks it is read
+        in, and the heartbeat one makes due goes out after it (``--emit all``): worker processes read
+        other blocks than one process does, and send the same heartbeats at the same places.  Returns
+        where in ``block`` what is still to be passed on starts."""
+        if not self._live:
+            at, written, stop = self._block_at, start, None
+            mark = -((at + start) // -every) * every - at  # the first such byte at or after ``start``
+            while mark < end:
+                stop = block.find(b"\n", mark, end)
+                if self.emit == "all":
+                    self.output.write(memoryview(block)[written:stop + 1])
+                    written = stop + 1
+                self._sample_line(block[max(block.rfind(b"\n", start, mark) + 1, start):stop])
+                mark = ((at + stop) // every + 1) * every - at
+            self._last_skipped = None if stop == end - 1 else \
+                (block[max(block.rfind(b"\n", start, end - 1) + 1, start):end - 1], at + end)
+            return written
+        first = start
         if self.progress.vouched is None and start < end:
             self._sample_line(block[start:block.find(b"\n", start, end)])
         while start < end:
@@ -1244,6 +1264,15 @@ class Filter:
                 stop = block.find(b"\n", start, end)
             self._sample_line(block[max(block.rfind(b"\n", start, stop) + 1, start):stop])
             start = stop + 1
+        return first
+
+    _last_skipped = None  # (line, where its input ends): the last line of a file ``_sample_time`` saw, unsampled
+
+    def _sample_last(self) -> None:
+        """End of a file's input: its last line, when skipped, gives the agent's final time."""
+        if self._last_skipped is not None and self._last_skipped[1] == self._read_at:
+            self._sample_line(self._last_skipped[0])
+        self._last_skipped = None
 
     def _sample_line(self, line: bytes) -> None:
         try:
@@ -1696,6 +1725,7 @@ class Filter:
         if self._long_line is not None:
             self._process_long_piece(b"", True)
         if self.progress is not None:
+            self._sample_last()
             self._send(self.progress.last())
         self.report_skew(final=True)  # before the flush, which makes every source's events final
         if self.state is not None and keep_open:
@@ -1874,7 +1904,7 @@ class Filter:
             workers.start()
         except OSError:  # no processes to be had (the process limit): the file is read as usual
             return
-        position = start
+        position, base = start, self._read_at - start
         try:
             with workers:
                 for kind, offset, *found in workers.records():
@@ -1882,6 +1912,7 @@ class Filter:
                         break
                     if kind == parallel.CHUNK_END:
                         continue
+                    self._block_at = base + offset
                     if not self._take_block(fd, kind, offset, found):
                         break
                     position += found[0]
@@ -1893,6 +1924,7 @@ class Filter:
                         self.write_stats()
         finally:
             os.lseek(fd, position, os.SEEK_SET)
+            self._read_at = base + position
 
     @property
     def _detecting(self) -> bool:
