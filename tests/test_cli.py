@@ -1026,27 +1026,33 @@ def test_a_slow_pipe_merged_with_a_file_hands_on_its_lines_while_its_writer_wait
     assert [json.loads(line)["Computer"] for line in out.splitlines()] == ["file100"]
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
-def test_an_alert_goes_out_while_a_writer_keeps_the_pipe_full(tmp_path, workers):
+@pytest.mark.parametrize("reading", [["--workers", "0"], ["--workers", "2"], ["merged"]])
+def test_an_alert_goes_out_while_a_writer_keeps_the_pipe_full(tmp_path, reading):
     """The output was written when the input paused: under a writer ahead of the filter (a backlog
     replayed, a collector catching up) the pipe never paused, and ``--emit alerts``' alert sat in the
-    buffer until 64 KiB of records came after it: for as long as the flood lasted.  Now within a second."""
+    buffer until 64 KiB of records came after it: for as long as the flood lasted.  Now within a second;
+    standard input read alone or by workers, or a FIFO merged with a file."""
     rule = tmp_path / "marker.yml"
     rule.write_text("title: marker\nid: marker\nlogsource: {product: windows}\n"
                     "detection:\n  sel:\n    CommandLine|contains: evilmarker\n  condition: sel\n")
     flood = ndjson([dict(flat_event(1, "ws01", "benign"), CommandLine="notepad.exe " + "x" * 200)] * 4000)
-    process = subprocess.Popen(COMMAND + ["--rule", str(rule), "--no-prefilter", "--emit", "alerts", "--quiet",
-                                          "--workers", workers],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fifo, empty = tmp_path / "events.pipe", tmp_path / "empty.ndjson"
+    if reading == ["merged"]:
+        os.mkfifo(fifo)
+        empty.write_bytes(b"")
+        reading = ["--input", str(fifo), "--input", str(empty)]
+    process = subprocess.Popen(COMMAND + ["--rule", str(rule), "--no-prefilter", "--emit", "alerts", "--quiet"]
+                               + reading, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     flooding = threading.Event()
     flooding.set()
 
     def write() -> None:
         try:
-            process.stdin.write(ndjson([dict(flat_event(0, "ws01", "benign"), CommandLine="run evilmarker")]))
-            while flooding.is_set():  # far faster than every line parsed: the pipe stays full
-                process.stdin.write(flood)
-            process.stdin.close()
+            with (open(fifo, "wb") if "--input" in reading else process.stdin) as pipe:
+                fcntl.fcntl(pipe.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ: as the filter widens its stdin
+                pipe.write(ndjson([dict(flat_event(0, "ws01", "benign"), CommandLine="run evilmarker")]))
+                while flooding.is_set():  # far faster than every line parsed: the pipe stays full
+                    pipe.write(flood)
         except BrokenPipeError:
             pass
 
@@ -1058,7 +1064,8 @@ def test_an_alert_goes_out_while_a_writer_keeps_the_pipe_full(tmp_path, workers)
     finally:
         flooding.clear()
         writer.join()
-        out, err = process.stdout.read(), process.stderr.read()  # stdin closed by the writer
+        process.stdin.close()
+        out, err = process.stdout.read(), process.stderr.read()
         process.wait(60)
     assert [json.loads(line)["rule"]["id"] for line in during] == ["marker"], err
     assert process.returncode == 0 and out == b"", err

@@ -1571,6 +1571,7 @@ class Filter:
                 label.handed()
             if self._stats is not None:  # every interval, as when one file is read in blocks
                 self.write_stats()
+            self.hand_on_due()  # a pipe among them that never pauses
         self.origin = None
 
     def _labelled_line(self, line, verdict, max_line: int) -> None:
