@@ -580,6 +580,22 @@ def test_a_state_file_that_cannot_be_written_later_is_a_diagnostic_and_the_strea
     assert err.count(b"\n") == 1 and b"cannot write" in err and b"goes on" in err, err
 
 
+@pytest.mark.parametrize("option", ["--state", "--rule-stats"])
+def test_a_file_in_an_input_directory_under_a_name_its_walk_reads_is_refused_at_the_first_start(tmp_path, option):
+    """``--input DIR --state DIR/state.json``: the first run went on and wrote the file there, and every
+    restart was then refused (the file named as an input: exit 2, a restart loop).  Refused from the start;
+    a name the walk passes over is the user's to choose."""
+    logs = tmp_path / "logs"
+    (logs / "sub").mkdir(parents=True)
+    (logs / "a.ndjson").write_bytes(ndjson(INCIDENT))
+    for name in ("state.json", "sub/state.JSONL"):
+        result = run_cli(ARGS + ["--input", str(logs), option, str(logs / name)])
+        assert result.returncode == 2 and result.stdout == b"", result
+        assert result.stderr.count(b"\n") == 1 and b"--input" in result.stderr, result.stderr
+        assert not (logs / name).exists()
+    assert run_cli(ARGS + ["--input", str(logs), option, str(logs / "state")]).returncode == 0
+
+
 def test_state_options_are_checked(tmp_path):
     assert run_cli(["--state-reset"], b"").returncode == 2
     result = run_cli(["--state", str(tmp_path / "state.json"), "--state-interval", "-1"], b"")
