@@ -596,6 +596,18 @@ def test_a_file_in_an_input_directory_under_a_name_its_walk_reads_is_refused_at_
     assert run_cli(ARGS + ["--input", str(logs), option, str(logs / "state")]).returncode == 0
 
 
+@pytest.mark.parametrize("option", ["--state", "--rule-stats"])
+@pytest.mark.parametrize("name", ["state.json/", "new/", "state.json/."])
+def test_a_file_name_that_ends_as_a_directory_is_a_usage_error(tmp_path, option, name):
+    """``--state state.json/`` was written to ``state.json``, but read through the name as given: not a
+    directory, so no state, and every restart began from nothing, exit 0, without a word."""
+    (tmp_path / "state.json").write_bytes(b"")
+    result = run_cli(ARGS + [option, str(tmp_path) + os.sep + name], ndjson(INCIDENT))
+    assert result.returncode == 2 and result.stdout == b"", result
+    assert result.stderr.count(b"\n") == 1 and b"not a file name" in result.stderr, result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["state.json"]
+
+
 def test_state_options_are_checked(tmp_path):
     assert run_cli(["--state-reset"], b"").returncode == 2
     result = run_cli(["--state", str(tmp_path / "state.json"), "--state-interval", "-1"], b"")
