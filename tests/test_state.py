@@ -408,6 +408,10 @@ def test_a_correlate_stage_keeps_a_lone_surrogate_of_a_source_or_an_agent_in_its
 @pytest.mark.parametrize("content", [b"garbage", b'{"format": "other"}', b"[" * 100_000, b'{"format": "\xff"}',
                                      json.dumps({"format": FORMAT, "version": 99}).encode(),
                                      json.dumps({"format": FORMAT, "version": VERSION, "lines": -1,
+                                                 "correlations": {}}).encode(),
+                                     # a count no run reaches: every Detection record a match stage wrote was
+                                     # refused by its correlator ('event.line' beyond 64 bits)
+                                     json.dumps({"format": FORMAT, "version": VERSION, "lines": 1 << 64,
                                                  "correlations": {}}).encode()])
 def test_a_state_file_it_cannot_use_is_refused_in_one_line_and_reset_discards_it(tmp_path, content):
     path = tmp_path / "state.json"

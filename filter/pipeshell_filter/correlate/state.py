@@ -52,6 +52,11 @@ READABLE = (1, VERSION)
 
 NEVER = float("-inf")
 
+# The line counter a state may hold: far past any run's, with room for the lines the next runs read within
+# the 63 bits a Detection record's ``event.line`` has (a count beyond them made every record a match stage
+# wrote one its correlator refused).
+MOST_LINES = 1 << 62
+
 # Single-event alerts whose events are remembered, so that a replay does not alert again.
 MAX_ALERTED = 10_000
 
@@ -432,7 +437,8 @@ def decode(data: bytes, where: str) -> dict:
         raise StateError(f"{where}: state format version {str(document.get('version'))[:40]!r} (this build reads "
                          f"{' and '.join(map(str, READABLE))})")
     lines, correlations, alerted = document.get("lines"), document.get("correlations"), document.get("alerted", [])
-    if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0 or not isinstance(correlations, dict) \
+    if not isinstance(lines, int) or isinstance(lines, bool) or not 0 <= lines < MOST_LINES \
+            or not isinstance(correlations, dict) \
             or not isinstance(alerted, list) or not all(isinstance(key, str) for key in alerted):
         raise StateError(f"{where}: damaged state file (lines, correlations or alerted)")
     agents = document.get("agents", [])
