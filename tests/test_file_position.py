@@ -21,6 +21,7 @@ from hypothesis import event, given, settings, strategies as st
 from clitools import COMMAND, alerts, ndjson, read_all, run_cli
 from eventgen import flat_event
 from pipeshell_filter import cli
+from pipeshell_filter.correlate import state as state_module
 from pipeshell_filter.io import position, stream
 from test_prefilter import StopAfterReads
 from test_state import alert_records, assert_no_event_alerts_twice, lines_of, new_filter, cut_streams
@@ -698,3 +699,67 @@ def test_a_rotated_log_the_last_run_did_not_read_to_its_end_is_read_on(tmp_path)
     assert f"input {path}.1: not read to its end by the saved run; its lines after byte" in rest.stderr.decode()
     again = run_cli(ARGS + ["--input", str(path), "--state", state])
     assert again.returncode == 0 and again.stdout == b"", again.stderr
+
+
+@settings(max_examples=30)
+@given(cut_streams(), st.integers(7, 300), st.sampled_from([0, 30, 400]), st.sampled_from(["alerts", "all"]),
+       st.sampled_from([0, 2]), st.data())
+def test_a_kill_9_right_after_any_snapshot_and_a_restart_write_what_one_run_writes(tmp_path_factory, case, block_size,
+                                                                                   lateness, emit, workers, data):
+    """kill -9 loses what came after the last snapshot, no more: the output written up to a snapshot
+    taken mid-run (``--state-interval``), then a restart from that snapshot on the same file, are byte
+    for byte what one run writes (the line numbers, alerts and all)."""
+    events, _, without_ids = case
+    whole_data = b"".join(lines_of(events, without_ids))
+    folder = tmp_path_factory.mktemp("killed")
+    path, state_path = str(folder / "events.ndjson"), str(folder / "state.json")
+    with open(path, "wb") as handle:
+        handle.write(whole_data)
+    snapshots = []  # (the state file's bytes, the output written before it)
+    with tempfile.TemporaryFile() as sink:
+        stream_filter = new_filter(sink, lateness, emit)
+        stream_filter.keep_state(state_module.StateFile(state_path, 1))
+        stream_filter.state.due = lambda: True  # a snapshot at every check: after each block, or line merged
+        stream_filter.after_save = lambda: snapshots.append((open(state_path, "rb").read(), sink.tell()))
+        stream_filter.workers, stream_filter.parallel_min, stream_filter.parallel_chunk = workers, 0, 256
+        with open(path, "rb") as handle:
+            stream_filter.run(handle.fileno(), live=False, path=path, block_size=block_size)
+        sink.seek(0)
+        written = sink.read()
+    if not snapshots:
+        return
+    event(f"{len(snapshots)} snapshots")
+    saved, upto = snapshots[data.draw(st.integers(0, len(snapshots) - 1))]
+    with open(state_path, "wb") as handle:  # the last snapshot before the kill
+        handle.write(saved)
+    rest, _ = run_on(path, state_path, lateness, emit, 0)
+    assert written[:upto] + rest == whole_run(whole_data, folder, lateness, emit)
+
+
+@settings(max_examples=30)
+@given(files_of(), st.sampled_from([0, 30, 400]), st.sampled_from(["alerts", "all"]), st.data())
+def test_merged_files_killed_right_after_any_snapshot_write_what_one_run_writes(tmp_path_factory, contents, lateness,
+                                                                                emit, data):
+    """As above, for files merged (``--input DIR``): a snapshot before any line, the kill right after it."""
+    folder = tmp_path_factory.mktemp("merged-killed")
+    paths = [str(folder / f"f{i}.ndjson") for i in range(len(contents))]
+    for path, content in zip(paths, contents):
+        with open(path, "wb") as handle:
+            handle.write(content)
+    state_path = str(folder / "state.json")
+    snapshots = []
+    with tempfile.TemporaryFile() as sink:
+        stream_filter = new_filter(sink, lateness, emit)
+        stream_filter.keep_state(state_module.StateFile(state_path, 1))
+        stream_filter.state.due = lambda: True
+        stream_filter.after_save = lambda: snapshots.append((open(state_path, "rb").read(), sink.tell()))
+        stream_filter.process_labelled(cli._file_lines(paths, stream_filter, stream_filter.diagnostics))
+        sink.seek(0)
+        written = sink.read()
+        stream_filter.file_places.close()
+    if not snapshots:
+        return
+    saved, upto = snapshots[data.draw(st.integers(0, len(snapshots) - 1))]
+    with open(state_path, "wb") as handle:
+        handle.write(saved)
+    assert written[:upto] + run_merged(paths, state_path, lateness, emit) == run_merged(paths, None, lateness, emit)
