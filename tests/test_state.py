@@ -585,19 +585,23 @@ def test_a_state_file_that_cannot_be_written_later_is_a_diagnostic_and_the_strea
 
 
 @pytest.mark.parametrize("option", ["--state", "--rule-stats"])
-def test_a_file_in_an_input_directory_under_a_name_its_walk_reads_is_refused_at_the_first_start(tmp_path, option):
-    """``--input DIR --state DIR/state.json``: the first run went on and wrote the file there, and every
-    restart was then refused (the file named as an input: exit 2, a restart loop).  Refused from the start;
-    a name the walk passes over is the user's to choose."""
-    logs = tmp_path / "logs"
+def test_a_file_in_an_input_or_rule_directory_under_a_name_its_walk_reads_is_refused_at_the_first_start(
+        tmp_path, option):
+    """``--input DIR --state DIR/state.json`` (or ``--rule DIR --state DIR/state.yml``): the first run went
+    on and wrote the file there, and every restart was then refused (the file named as an input, or a
+    rule: exit 2, a restart loop).  Refused from the start; a name the walk passes over is the user's."""
+    logs, rules = tmp_path / "logs", tmp_path / "rules"
     (logs / "sub").mkdir(parents=True)
+    rules.mkdir()
     (logs / "a.ndjson").write_bytes(ndjson(INCIDENT))
-    for name in ("state.json", "sub/state.JSONL"):
-        result = run_cli(ARGS + ["--input", str(logs), option, str(logs / name)])
+    (rules / "by.yml").write_text(BY_HOST)
+    for reader, top, name in (("--input", logs, "state.json"), ("--input", logs, "sub/state.JSONL"),
+                              ("--rule", rules, "state.yml")):
+        result = run_cli(ARGS + ["--input", str(logs), "--rule", str(rules), option, str(top / name)])
         assert result.returncode == 2 and result.stdout == b"", result
-        assert result.stderr.count(b"\n") == 1 and b"--input" in result.stderr, result.stderr
-        assert not (logs / name).exists()
-    assert run_cli(ARGS + ["--input", str(logs), option, str(logs / "state")]).returncode == 0
+        assert result.stderr.count(b"\n") == 1 and reader.encode() in result.stderr, result.stderr
+        assert not (top / name).exists()
+    assert run_cli(ARGS + ["--input", str(logs), "--rule", str(rules), option, str(logs / "state")]).returncode == 0
 
 
 @pytest.mark.parametrize("option", ["--state", "--rule-stats"])

@@ -47,8 +47,8 @@ from .sigma.collection import RuleSet, canonical_uuid, resolve
 from .sigma.placeholders import PlaceholderError, load_placeholders
 from .sigma.selection import Selection, SelectionError, parse_selection, select
 from .sigma.filters import apply_filters, check_filter
-from .sigma.rule import (BUILTIN_RULE, CorrelationRule, FilterRule, RuleError, load_rule, load_rules, parse_duration,
-                         rule_files)
+from .sigma.rule import (BUILTIN_RULE, RULE_SUFFIXES, CorrelationRule, FilterRule, RuleError, load_rule, load_rules,
+                         parse_duration, rule_files)
 
 
 class Emit(str, enum.Enum):
@@ -542,7 +542,9 @@ def run(
                        + [("--field-map", path) for path in field_map or ()]
                        + [("--exclude-rules", path) for path in exclude_rules or ()]
                        + [("--placeholders", path) for path in ([placeholders] if placeholders else [])],
-                       stdin=reads_stdin, walked=tuple(path for path in inputs or () if os.path.isdir(path)))
+                       stdin=reads_stdin, walked=[("--input", path, inputs_module.INPUT_SUFFIXES)
+                                                  for path in inputs or () if os.path.isdir(path)]
+                       + [("--rule", path, RULE_SUFFIXES) for path in rule or () if os.path.isdir(path)])
     if idle and _given(ctx, "idle") and not _reads_live(files, nats, stage):
         raise UsageProblem("--idle needs live input (a pipe or terminal as the only input, or --stage correlate "
                            "--nats): here it would do nothing")
@@ -783,12 +785,12 @@ def rule_paths_read(paths: Optional[List[str]]) -> List[str]:
     return found
 
 
-def check_not_read(outputs: tuple, read: list, stdin: bool = False, walked: tuple = ()) -> None:
+def check_not_read(outputs: tuple, read: list, stdin: bool = False, walked: list = ()) -> None:
     """``--rule-stats`` and ``--state`` replace their file: one this run also reads (an input, or the file
     standard input is, a rule, a field map; ``read``: (option, path) pairs) was destroyed at the end (the
     table) or at the first snapshot, and one file for both options lost the state.  Each a usage error.
-    So is one not there yet that an ``--input`` directory (``walked``) would list: the first run wrote it,
-    and each restart read it as an input, or was refused."""
+    So is one not there yet that an ``--input`` or ``--rule`` directory would list (``walked``: (option,
+    directory, the file name endings it reads)): the first run wrote it, and each restart was refused."""
     def identity(path: str) -> Optional[tuple]:
         try:
             status = os.stat(path)
@@ -798,10 +800,10 @@ def check_not_read(outputs: tuple, read: list, stdin: bool = False, walked: tupl
 
     given = [(option, path) for option, path in outputs if path]
     for option, path in given:
-        for top in walked:
-            if _listed_under(path, top):
-                raise UsageProblem(f"{option} {path} is in the directory --input {top} reads: a next run "
-                                   "would read it as an input (name it otherwise, or keep it elsewhere)")
+        for reader, top, endings in walked:
+            if _listed_under(path, top, endings):
+                raise UsageProblem(f"{option} {path} is in the directory {reader} {top} reads: a next run "
+                                   f"would read it as {reader} (name it otherwise, or keep it elsewhere)")
     if len(given) == 2 and os.path.realpath(given[0][1]) == os.path.realpath(given[1][1]):
         raise UsageProblem(f"{given[0][0]} and {given[1][0]} name one file, {given[0][1]}: each would replace "
                            "the other's")
@@ -823,10 +825,10 @@ def check_not_read(outputs: tuple, read: list, stdin: bool = False, walked: tupl
             raise UsageProblem(f"{found[0]} {found[1]} is also read, as {option} {path}: it would be replaced")
 
 
-def _listed_under(path: str, top: str) -> bool:
+def _listed_under(path: str, top: str, endings: tuple) -> bool:
     """Whether the walk of the directory ``top`` would list the file ``path``, or the link to it that
-    ``path`` is: under it, by a name it reads (``inputs.INPUT_SUFFIXES``), there yet or not."""
-    return any(os.path.basename(name).lower().endswith(inputs_module.INPUT_SUFFIXES)
+    ``path`` is: under it, by a name it reads (``endings``), there yet or not."""
+    return any(os.path.basename(name).lower().endswith(endings)
                and name.startswith(os.path.join(folder, ""))
                for name in (os.path.abspath(path), os.path.realpath(path))
                for folder in (os.path.abspath(top), os.path.realpath(top)))
