@@ -1246,6 +1246,22 @@ def _write(tmp_path, event):
     ("name: [unclosed\n", "not valid YAML"),
     ("name: x\nfields:\n  Computer: [2001-13-45]\n", "not valid YAML/JSON: month must be in 1..12"),
     ("name: x\nfields:\n  Computer: [" + "7" * 5001 + "]\n", "not valid YAML/JSON: Exceeds the limit"),
+    # an EventID a candidate is for is a number or a text: any other value matched no event, in silence
+    ("name: x\nfields:\n  Payload: [{path: a, event_id: [4103.0]}]\n", "'Payload': an event_id is"),
+    ("name: x\nfields:\n  Payload: [{path: a, event_id: {x: 1}}]\n", "'Payload': an event_id is"),
+    ("name: x\nfields:\n  Payload: [{path: a, event_id: [true, null]}]\n", "'Payload': an event_id is"),
+    ("name: x\nfields:\n  Payload: [{path: a, event_id: &e [*e]}]\n", "deeper than"),
+    # a path that is no text is said with the file's name, and briefly however large it is
+    ("name: x\ndetect: [[a, b]]\n", "'detect': a path must be a non-empty string, got a list"),
+    ("name: x\nfields:\n  Payload: [{path: [a]}]\n", "'Payload': a path must be a non-empty string, got a list"),
+    # YAML aliases standing for a huge tree ("billion laughs"): refused, not expanded into the memory
+    ("name: x\nfields:\n  Payload: [{path: a, event_id: [&a0 [1,1,1,1,1,1,1,1,1]"
+     + "".join(f", &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)) + "]}]\n",
+     "values and keys"),
+    ("name: x\ndetect: [&a0 [x,x,x,x,x,x,x,x,x]"
+     + "".join(f", &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)) + "]\n",
+     "values and keys"),
+    ("name: x\ndescription: &t " + "a." * 400_000 + "b\ntime: [" + ", ".join(["*t"] * 200) + "]\n", "MiB of text"),
 ])
 def test_bad_field_map_is_a_one_line_usage_error(tmp_path, body, message):
     path = tmp_path / "bad.yml"

@@ -66,7 +66,7 @@ import attrs
 
 from ..values import MISSING, event_texts, first_leaf, fold, leaves
 from ..dirwalk import FileProblem, read_bounded
-from ..yamlfile import YamlProblem, load_yaml
+from ..yamlfile import YamlProblem, expanded_size_problem, load_yaml
 from .pipelines import PipelineError, convert, is_pipeline
 from .timeparse import parse_time
 
@@ -322,11 +322,25 @@ def profile_from_table(table, source: str, notes: tuple = ()) -> Profile:
     if not isinstance(name, str) or not name:
         raise ProfileError(f"{source}: 'name' must be a non-empty string")
 
+    def path(text, where: str) -> tuple:
+        if not isinstance(text, str) or not text:  # not parse_path's error: it would quote the whole value
+            got = "''" if text == "" else f"a {type(text).__name__}"
+            raise ProfileError(f"{source}: {where}: a path must be a non-empty string, got {got}")
+        return parse_path(text)
+
     def paths(key):
         value = table.get(key, [])
         if not isinstance(value, list):
             raise ProfileError(f"{source}: '{key}' must be a list of paths")
-        return tuple(parse_path(v) for v in value)
+        return tuple(path(v, repr(key)) for v in value)
+
+    def event_ids(ids, field: str) -> frozenset:
+        ids = ids if isinstance(ids, list) else [ids]
+        for event_id in ids:  # as an EventID reads (``first_leaf``): any other value would match no event
+            if isinstance(event_id, bool) or not isinstance(event_id, (int, str)) or event_id == "":
+                raise ProfileError(f"{source}: field {field!r}: an event_id is a number or a text, "
+                                   f"not {type(event_id).__name__}")
+        return frozenset(str(i) for i in ids)
 
     fields = {}
     raw_fields = table.get("fields", {})
@@ -342,13 +356,12 @@ def profile_from_table(table, source: str, notes: tuple = ()) -> Profile:
         compiled = []
         for candidate in candidates:
             if isinstance(candidate, str):
-                compiled.append(Candidate(parse_path(candidate)))
+                compiled.append(Candidate(path(candidate, repr(field))))
             elif isinstance(candidate, dict) and set(candidate) <= {"path", "event_id"} and "path" in candidate:
                 ids = candidate.get("event_id")
                 if ids is not None:
-                    ids = ids if isinstance(ids, list) else [ids]
-                    ids = frozenset(str(i) for i in ids)
-                compiled.append(Candidate(parse_path(candidate["path"]), ids))
+                    ids = event_ids(ids, field)
+                compiled.append(Candidate(path(candidate["path"], repr(field)), ids))
             else:
                 raise ProfileError(f"{source}: field {field!r}: a candidate is a path or {{path, event_id}}")
         fields[str(field)] = tuple(compiled)
@@ -365,12 +378,19 @@ def profile_from_table(table, source: str, notes: tuple = ()) -> Profile:
         if not isinstance(read, list) or not read:
             raise ProfileError(f"{source}: '{fact}' must be a name (e.g. {fact}: {_EXAMPLES[fact]}) or "
                                f"{{path: PATH}} / {{path: [PATH, ...]}} to read it from the event")
-        reads.append((fact, tuple(parse_path(p) for p in read)))
+        reads.append((fact, tuple(path(p, repr(fact)) for p in read)))
     return Profile(name, paths("detect"), fields, paths("roots"), paths("time"), source, facts.get("product"),
                    paths("channel"), facts.get("service"), facts.get("category"), tuple(reads), tuple(notes))
 
 
 _EXAMPLES = {"product": "aws", "service": "cloudtrail", "category": "proxy"}  # for the error message
+
+
+# A field map's size once its YAML aliases are expanded (``yamlfile.expanded_size_problem``): a pySigma
+# pipeline of thousands of mappings is far below these.
+MAX_MAP_NODES = 200_000
+MAX_MAP_CHARS = 16 << 20
+MAX_MAP_NESTING = 32
 
 
 def _read_table(path: str):
@@ -379,11 +399,15 @@ def _read_table(path: str):
     except FileProblem as problem:
         raise ProfileError(str(problem)) from None
     try:
-        return load_yaml(data.decode("utf-8"))  # a field listed twice is an error
+        table = load_yaml(data.decode("utf-8"))  # a field listed twice is an error
     except UnicodeDecodeError as error:
         raise ProfileError(f"field map {path} is not UTF-8 (byte {error.start})") from None
     except YamlProblem as problem:
         raise ProfileError(f"field map {path} is not valid YAML/JSON{problem}") from None
+    problem = expanded_size_problem(table, MAX_MAP_NODES, MAX_MAP_CHARS, MAX_MAP_NESTING)
+    if problem is not None:
+        raise ProfileError(f"field map {path} holds {problem}")
+    return table
 
 
 def load_profile_file(path: str) -> Profile:
