@@ -253,3 +253,21 @@ def test_a_collector_record_after_a_byte_order_mark_is_unwrapped_by_line_field(f
         assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
         assert len(alerts_among(done.stdout)) == 1 and alerts_among(done.stdout) == alerts_among(plain.stdout)
         assert b"%d byte order mark(s) ignored" % len(lines) in done.stderr.splitlines()[-1]
+
+
+
+def test_a_line_field_ending_in_its_newline_is_that_line(tmp_path):
+    """Docker's json-file driver (and Fluent Bit's tail with its docker parser) keeps each line's newline in
+    ``log`` (``{"log": "<line>\\n", "stream": "stdout", "time": ...}``): --line-field log read such a record as
+    it was, a flat event no rule meets, so none of the lines matched.  One newline at the end is the line's
+    end; a text holding another is no line, and stays as it is."""
+    records = [json.dumps({"log": line.decode() + "\n", "stream": "stdout", "time": "2021-06-03T13:00:00Z"})
+               for line in sample_lines()]
+    records.append(json.dumps({"log": sample_lines()[0].decode() + "\n\n"}))
+    plain = run_cli_here(["--emit", "all", "--input", SAMPLE])
+    docker = run_cli_here(["--emit", "all", "--line-field", "log"], "\n".join(records).encode() + b"\n")
+    assert plain.returncode == docker.returncode == 0, docker.stderr
+    assert alerts(docker.stdout) and alerts(docker.stdout) == alerts(plain.stdout)
+    lines = docker.stdout.splitlines()
+    lines.remove(records[-1].encode())  # two newlines: no line, passed on as it came
+    assert lines == plain.stdout.splitlines()

@@ -345,6 +345,17 @@ class Skimmer:
         return found
 
 
+def held_line(text) -> Optional[bytes]:
+    """The line a record holds as text (``--line-field``), without the newline that ends it in Docker's
+    json-file ``log`` (Fluent Bit's tail with its docker parser keeps it); None when it is no text, or
+    holds another newline (no line can)."""
+    if type(text) is not str:
+        return None
+    if text.endswith("\n"):
+        text = text[:-1]
+    return None if "\n" in text else text.encode("utf-8", "surrogatepass")
+
+
 class LineField:
     """``--line-field``: ``unwrap(block, lines)`` is each line's text held in ``field``, as
     ``stream.unwrap_line`` gives it, for a whole block at once; None when the block is not all
@@ -361,7 +372,7 @@ class LineField:
             return None
         out = []
         for item, line in zip(decoded, block[:-1].split(b"\n")):
-            text = item.f0
-            out.append(text.encode("utf-8", "surrogatepass") if type(text) is str and "\n" not in text else line)
+            held = held_line(item.f0)
+            out.append(line if held is None else held)
         out.append(b"")
         return b"\n".join(out)

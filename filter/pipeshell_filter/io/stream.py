@@ -46,7 +46,7 @@ from .prefilter import CANDIDATE, SKIP, Prefilter, any_of, ends_of
 from .rule_index import RuleIndex
 from . import signals
 from .signals import WRITING, StopRequest, Terminated
-from .skim import nesting_bounded, shallow
+from .skim import held_line, nesting_bounded, shallow
 
 BLOCK_SIZE = 1 << 20
 BOM = b"\xef\xbb\xbf"
@@ -680,7 +680,7 @@ def unwrap_line(line: bytes, field: str) -> bytes:
     """The line a collector forwarded raw, as a JSON object holding it as text in ``field``
     (``--line-field``), maybe in a Fluent Bit frame (its file output's archive of ``tail``: ``TAG: [TIME,
     {"log": "<line>"}]``; the line is then read at its own time, the frame's is not kept).  A line that is
-    not such an object (or whose text holds a newline, which a line cannot) stays as it is.  A byte order
+    not such an object (or whose text holds a newline but at its end, which a line cannot) stays as it is.  A byte order
     mark before the record goes on before its line, for the filter to ignore and say so as for any line."""
     mark = BOM if line.startswith(BOM) else b""
     record_line = line[len(mark):]
@@ -688,8 +688,8 @@ def unwrap_line(line: bytes, field: str) -> bytes:
         record = load_event(record_line) if opening(record_line) is None else load_framed(record_line)[1]
     except (ValueError, OverflowError):
         return line
-    text = record.get(field) if isinstance(record, dict) else None  # a FramedEvent is one
-    return mark + text.encode("utf-8", "surrogatepass") if type(text) is str and "\n" not in text else line
+    held = held_line(record.get(field)) if isinstance(record, dict) else None  # a FramedEvent is one
+    return line if held is None else mark + held
 
 
 def unwrap_lines(block: bytes, start: int, end: int, field: str) -> bytes:
