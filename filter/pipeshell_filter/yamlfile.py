@@ -110,25 +110,31 @@ def load_yaml(text, every: bool = False, written_numbers: bool = False):
         raise YamlProblem(f": {reason[:200]}") from None
 
 
-def expanded_size_problem(document, max_nodes: int, max_chars: int, max_depth: int):
-    """Why ``document`` is too large once its YAML aliases are expanded (each shared object counted each
-    time it is named, as every later walk meets it), or None: a small file may alias a huge tree ("billion
-    laughs") or itself.  Walked iteratively, stopping at the first limit passed, so the walk costs at
-    most the allowance."""
-    nodes, chars, stack = 0, 0, [(document, 0)]
+def expanded(document):
+    """``(value, depth)`` of every value and key of ``document`` with its YAML aliases expanded (a shared
+    object met each time it is named, as every later walk meets it), depth first.  A small file may alias
+    a huge tree ("billion laughs") or itself: the walk is iterative and lazy, so a caller that stops at its
+    first limit passed pays at most its allowance."""
+    stack = [(document, 0)]
     while stack:
         value, depth = stack.pop()
-        nodes += 1
+        yield value, depth
+        if isinstance(value, (dict, list, tuple, set)):
+            items = value.items() if isinstance(value, dict) else ((item,) for item in value)
+            for pair in items:
+                stack.extend((item, depth + 1) for item in pair)
+
+
+def expanded_size_problem(document, max_nodes: int, max_chars: int, max_depth: int):
+    """Why ``document`` is too large once its YAML aliases are expanded (``expanded``), or None."""
+    chars = 0
+    for nodes, (value, depth) in enumerate(expanded(document), 1):
         if nodes > max_nodes:
             return f"more than {max_nodes:,} values and keys (YAML aliases count each time they are used)"
         if isinstance(value, str):
             chars += len(value)
             if chars > max_chars:
                 return f"more than {max_chars >> 20} MiB of text (YAML aliases count each time they are used)"
-        elif isinstance(value, (dict, list)):
-            if depth >= max_depth:
-                return f"nesting deeper than {max_depth} levels"
-            items = value.items() if isinstance(value, dict) else ((item,) for item in value)
-            for pair in items:
-                stack.extend((item, depth + 1) for item in pair)
+        elif depth >= max_depth and isinstance(value, (dict, list, tuple, set)):
+            return f"nesting deeper than {max_depth} levels"
     return None

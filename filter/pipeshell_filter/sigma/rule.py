@@ -20,7 +20,7 @@ from typing import Optional
 import attrs
 
 from ..dirwalk import files_under
-from ..yamlfile import YamlProblem, load_yaml, written as written_text
+from ..yamlfile import YamlProblem, expanded, load_yaml, written as written_text
 from .condition import (MOST_THRESHOLD, And, Condition, ConditionError, Not, Or, expand, holds_on_none, parse_condition,
                         top_level_terms)
 from .correlation import DOCUMENT_KINDS, FIELD_KINDS, OPERATORS
@@ -185,15 +185,10 @@ class _Budget:
 
 
 def check_size(document, source: str, budget: Optional[_Budget] = None) -> None:
-    """Refuse a document too large or too deep once its aliases are expanded.
-
-    Walks the tree as every later step would, iteratively and stopping at the first
-    limit passed, so the walk itself costs at most the allowance."""
+    """Refuse a document too large or too deep once its aliases are expanded (``yamlfile.expanded``: it
+    stops at the first limit passed, so the walk itself costs at most the allowance)."""
     budget = budget or _Budget()
-    nodes, stack = 0, [(document, 0)]
-    while stack:
-        value, depth = stack.pop()
-        nodes += 1
+    for nodes, (value, depth) in enumerate(expanded(document), 1):
         budget.nodes -= 1
         if nodes > MAX_RULE_NODES or budget.nodes < 0:
             limit = (f"{MAX_RULE_NODES:,} per rule" if nodes > MAX_RULE_NODES else f"{MAX_FILE_NODES:,} per file")
@@ -204,12 +199,8 @@ def check_size(document, source: str, budget: Optional[_Budget] = None) -> None:
             if budget.chars < 0:
                 raise RuleError(f"rule {source} holds more than {MAX_FILE_CHARS >> 20} MiB of text "
                                 "(YAML aliases count each time they are used)")
-        elif isinstance(value, (dict, list, tuple, set)):
-            if depth >= MAX_NESTING:
-                raise RuleError(f"rule {source} nests deeper than {MAX_NESTING} levels")
-            items = value.items() if isinstance(value, dict) else ((item,) for item in value)
-            for pair in items:
-                stack.extend((item, depth + 1) for item in pair)
+        elif depth >= MAX_NESTING and isinstance(value, (dict, list, tuple, set)):
+            raise RuleError(f"rule {source} nests deeper than {MAX_NESTING} levels")
 
 
 def read_text(path: str, what: str = "rule") -> str:
