@@ -106,6 +106,26 @@ def test_a_file_that_grows_between_runs_goes_out_once_as_one_run_writes_it(tmp_p
         assert_no_event_alerts_twice(alert_records(joined))
 
 
+def _files_written(contents: list, folder) -> tuple:
+    """Each of ``contents`` written to a file of its own in ``folder``: (their paths, where the state goes)."""
+    paths = [str(folder / f"f{i}.ndjson") for i in range(len(contents))]
+    for path, content in zip(paths, contents):
+        with open(path, "wb") as handle:
+            handle.write(content)
+    return paths, str(folder / "state.json")
+
+
+def _written(case, folder) -> tuple:
+    """A stream's lines written to ``events.ndjson`` in ``folder``: (its bytes, the folder, its path, where
+    its state goes)."""
+    events, _, without_ids = case
+    data = b"".join(lines_of(events, without_ids))
+    path, state_path = str(folder / "events.ndjson"), str(folder / "state.json")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return data, folder, path, state_path
+
+
 @settings(max_examples=40)
 @given(cut_streams(), st.integers(7, 300), st.integers(0, 6), st.sampled_from([0, 30, 400]),
        st.sampled_from(["alerts", "all"]), st.sampled_from([0, 2]))
@@ -113,12 +133,7 @@ def test_runs_stopped_anywhere_in_a_file_write_what_one_run_writes(tmp_path_fact
                                                                   lateness, emit, workers):
     """Each run stopped after a few reads (mid-line, mostly) with the windows left open (``--on-stop
     keep``), the next one on the same file: together, byte for byte what one run writes."""
-    events, _, without_ids = case
-    data = b"".join(lines_of(events, without_ids))
-    folder = tmp_path_factory.mktemp("stops")
-    path, state_path = str(folder / "events.ndjson"), str(folder / "state.json")
-    with open(path, "wb") as handle:
-        handle.write(data)
+    data, folder, path, state_path = _written(case, tmp_path_factory.mktemp("stops"))
     outputs = []
     for _ in range(len(data) // block_size + 2):
         outputs.append(run_on(path, state_path, lateness, emit, workers, StopAfterReads(reads), block_size)[0])
@@ -168,11 +183,7 @@ def test_merged_files_stopped_anywhere_write_what_one_run_writes(tmp_path_factor
     end: together, byte for byte what one run over them writes (each file read on where it was left,
     the merge going on from there)."""
     folder = tmp_path_factory.mktemp("merged")
-    paths = [str(folder / f"f{i}.ndjson") for i in range(len(contents))]
-    for path, content in zip(paths, contents):
-        with open(path, "wb") as handle:
-            handle.write(content)
-    state_path = str(folder / "state.json")
+    paths, state_path = _files_written(contents, folder)
     outputs = [run_merged(paths, state_path, lateness, emit, StopAfterReads(lines_each)) for _ in range(3)]
     outputs.append(run_merged(paths, state_path, lateness, emit))
     assert b"".join(outputs) == run_merged(paths, None, lateness, emit)
@@ -709,12 +720,7 @@ def test_a_kill_9_right_after_any_snapshot_and_a_restart_write_what_one_run_writ
     """kill -9 loses what came after the last snapshot, no more: the output written up to a snapshot
     taken mid-run (``--state-interval``), then a restart from that snapshot on the same file, are byte
     for byte what one run writes (the line numbers, alerts and all)."""
-    events, _, without_ids = case
-    whole_data = b"".join(lines_of(events, without_ids))
-    folder = tmp_path_factory.mktemp("killed")
-    path, state_path = str(folder / "events.ndjson"), str(folder / "state.json")
-    with open(path, "wb") as handle:
-        handle.write(whole_data)
+    whole_data, folder, path, state_path = _written(case, tmp_path_factory.mktemp("killed"))
     snapshots = []  # (the state file's bytes, the output written before it)
     with tempfile.TemporaryFile() as sink:
         stream_filter = new_filter(sink, lateness, emit)
@@ -742,11 +748,7 @@ def test_merged_files_killed_right_after_any_snapshot_write_what_one_run_writes(
                                                                                 emit, data):
     """As above, for files merged (``--input DIR``): a snapshot before any line, the kill right after it."""
     folder = tmp_path_factory.mktemp("merged-killed")
-    paths = [str(folder / f"f{i}.ndjson") for i in range(len(contents))]
-    for path, content in zip(paths, contents):
-        with open(path, "wb") as handle:
-            handle.write(content)
-    state_path = str(folder / "state.json")
+    paths, state_path = _files_written(contents, folder)
     snapshots = []
     with tempfile.TemporaryFile() as sink:
         stream_filter = new_filter(sink, lateness, emit)
