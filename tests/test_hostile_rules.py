@@ -500,6 +500,46 @@ def test_a_linked_directory_of_a_rule_tree_is_read_as_an_input_tree_is(tmp_path)
     assert len(alerts(result.stdout)) == 1
 
 
+def test_a_link_to_itself_in_a_rule_tree_is_no_reason_to_refuse_the_tree(tmp_path):
+    """A symbolic link to itself (ELOOP) aborted the whole --rule directory, exit 2, whatever its name: one not
+    named as a rule is no rule and is passed over, one named as a rule is skipped in one line like any bad rule."""
+    tree = tmp_path / "rules"
+    tree.mkdir()
+    (tree / "count.yml").write_text(COUNT_RULE)
+    (tree / "notes").symlink_to("notes")
+    quiet = run_cli(["--rule", str(tree)], _failures())
+    assert quiet.returncode == 0 and quiet.stderr.count(b"skipped") == 0, quiet.stderr
+    assert len(alerts(quiet.stdout)) == 1
+    (tree / "self.yml").symlink_to("self.yml")
+    skipped = run_cli(["--rule", str(tree)], _failures())
+    assert skipped.returncode == 0 and b"Traceback" not in skipped.stderr, skipped.stderr
+    assert [line for line in skipped.stderr.splitlines() if b"skipped" in line] == \
+        [f"pipeshell-filter: skipped: rule {tree / 'self.yml'}: not a regular file".encode()]
+    assert len(alerts(skipped.stdout)) == 1
+
+
+def test_a_directory_vanishing_during_the_walk_holds_no_rule(tmp_path, monkeypatch):
+    """A subdirectory removed between being listed and being read (a rule set updated under the filter)
+    made the whole walk an error; it holds no file now, as if it had gone before the walk."""
+    from pipeshell_filter import dirwalk
+
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "a.yml").write_text(COUNT_RULE)
+    (tmp_path / "kept.yml").write_text(COUNT_RULE)
+    listed = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == "gone":
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return listed(path)
+
+    monkeypatch.setattr(dirwalk.os, "scandir", scandir)
+    assert dirwalk.files_under(str(tmp_path), (".yml",)) == [str(tmp_path / "kept.yml")]
+    monkeypatch.setattr(dirwalk.os, "scandir", listed)
+    with pytest.raises(FileNotFoundError):  # the top itself gone: the caller says so
+        dirwalk.files_under(str(tmp_path / "missing"), (".yml",))
+
+
 def chain_of(depth: int, reversed_order: bool = False) -> str:
     """A failed-logon rule and ``depth`` correlations, each of the one before (in either file order)."""
     documents = [f"title: level {level}\nname: c{level}\ncorrelation: {{type: event_count, rules: "

@@ -9,27 +9,45 @@ placeholders or an exclusions file) read whole but bounded, each refusal one lin
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import List, Tuple
 
 
 def files_under(top: str, suffixes: Tuple[str, ...]) -> List[str]:
     """The paths of the files under ``top`` whose names end in one of ``suffixes`` (any case),
-    sorted.  An unreadable directory raises its OSError, for the caller to say what it means."""
+    sorted.  An unreadable directory raises its OSError, for the caller to say what it means; one
+    removed during the walk (not ``top``) holds no file.  A link to itself is taken as a file: by its name,
+    passed over or left for its reader to refuse."""
     found, visited, waiting = [], set(), [top]
     while waiting:
         directory = waiting.pop()
-        status = os.stat(directory)  # the directory itself, however reached (realpath costs the depth)
-        if (status.st_dev, status.st_ino) in visited:
-            continue
-        visited.add((status.st_dev, status.st_ino))
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.is_dir():  # through a link too
-                    waiting.append(entry.path)
-                elif entry.name.lower().endswith(suffixes):
-                    found.append(entry.path)
+        try:
+            status = os.stat(directory)  # the directory itself, however reached (realpath costs the depth)
+            if (status.st_dev, status.st_ino) in visited:
+                continue
+            visited.add((status.st_dev, status.st_ino))
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if _is_directory(entry):  # through a link too
+                        waiting.append(entry.path)
+                    elif entry.name.lower().endswith(suffixes):
+                        found.append(entry.path)
+        except FileNotFoundError:
+            if directory == top:
+                raise
     return sorted(found)
+
+
+def _is_directory(entry: os.DirEntry) -> bool:
+    """Whether an entry is a directory, through a link; False for a link to itself (or a loop of links):
+    it is none.  Any other failure (a link into a directory not searchable) is the caller's to say."""
+    try:
+        return entry.is_dir()
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        return False
 
 
 MAX_FILE_BYTES = 16 << 20  # a field map, a placeholders or an exclusions file: as a rule file
