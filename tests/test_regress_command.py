@@ -240,6 +240,8 @@ def test_a_case_file_that_is_no_regular_file_says_what_it_is(tmp_path):
     (b"just text\n", "fail", "is a text, not a mapping"),
     (b"regression_tests_info: []\n", "warn", "lists no regression_tests_info: no case run"),
     (b"", "warn", "lists no regression_tests_info: no case run"),
+    # entries SigmaHQ's runner passes over as no case: this rule was said to have no regression_tests_path
+    (b"regression_tests_info: [1, two, ~]\n", "warn", "regression_tests_info holds no mapping: no case run"),
 ])
 def test_an_info_yml_that_lists_no_cases_says_how(tmp_path, info, verdict, says):
     [case] = cases_with_info(tmp_path, info)

@@ -203,6 +203,8 @@ def _cases_of(rule_path: str, document: dict) -> List[Case]:
             continue
         case.evtx = found
         cases.append(case)
+    if not cases:  # every entry passed over: the rule still names its cases, as an empty list does
+        return refused(f"info.yml {info_path}: regression_tests_info holds no mapping: no case run", WARN)
     return cases
 
 
