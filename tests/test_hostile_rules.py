@@ -184,6 +184,24 @@ def test_billion_laughs_in_a_multi_document_file_stops_at_the_file_budget():
     assert all("\n" not in str(r) for r in results)
 
 
+def test_the_documents_after_the_file_budget_are_one_error_not_one_each(monkeypatch):
+    """A file of 100,000 small rules passed the 1,000,000 values a file may hold at its 58,824th; in a --rule
+    directory each of the 41,177 after it was a line on stderr.  The rest of the file is one error."""
+    from pipeshell_filter.sigma import rule as rule_module
+
+    monkeypatch.setattr(rule_module, "MAX_FILE_NODES", 100)
+    text = "---\n".join(f"title: t{n}\ndetection: {{sel: {{EventID: {n}}}, condition: sel}}\n" for n in range(50))
+    results = parse_rules(text, SOURCE)
+    loaded = [r for r in results if not isinstance(r, RuleError)]
+    errors = [str(r) for r in results if isinstance(r, RuleError)]
+    assert [r.title for r in loaded] == [f"t{n}" for n in range(len(loaded))] and len(loaded) > 5
+    over = len(loaded) + 1
+    assert len(errors) == 2, errors[:3]
+    assert errors[0].startswith(f"rule {SOURCE} (document {over}) has more than 100 per file values and keys")
+    assert errors[1] == f"rule {SOURCE} (documents {over + 1}-50): skipped, the file is over its size limit " \
+        "(see the error above)"
+
+
 def test_aliases_within_bounds_are_fine():
     text = ("title: shared\nvalues: &v [one, two, three]\ndetection:\n  a: {Payload|contains: *v}\n"
             "  b: {CommandLine|contains: *v}\n  condition: a or b\n")

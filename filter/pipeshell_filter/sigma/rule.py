@@ -278,9 +278,12 @@ def parse_rules(text: str, source: str) -> list:
     numbered = {}  # position in ``rules`` -> the id a document's own was numbered from
     for number, document in enumerate(documents, 1):
         where = source if len(documents) == 1 else f"{source} (document {number})"
+        if budget.nodes <= 0 or budget.chars < 0:  # the rest of the file in one error: in a directory, a line
+            rest = f"document {number}" if number == len(documents) else f"documents {number}-{len(documents)}"
+            rules.append(RuleError(f"rule {source} ({rest}): skipped, the file is over its size limit (see the "
+                                   "error above)"))
+            break
         try:
-            if budget.nodes <= 0 or budget.chars < 0:
-                raise RuleError(f"rule {where}: skipped, the file is over its size limit (see the errors above)")
             check_size(document, where, budget)
             own = document  # what the document itself says, before any merge
             if isinstance(document, dict) and "action" in document:
