@@ -652,7 +652,8 @@ def test_a_title_that_is_no_text_is_named_as_such(title, said):
 
 
 @pytest.mark.parametrize("rule_id, said", [("[a, b]", "list"), ("{5f5f5f5f-0000-4000-8000-00000000000a}", "dict"),
-                                           ("yes", "bool"), ("true", "bool")])
+                                           ("yes", "bool"), ("true", "bool"), ("!!binary aGVsbG8=", "bytes"),
+                                           ("!!set {a}", "set")])
 def test_an_id_that_is_no_text_is_refused_not_shown_as_python(rule_id, said):
     """An id written as a YAML list, a mapping (a UUID in braces, unquoted) or a boolean became its Python
     text, ``{'5f5f...': None}`` or ``True``, as the rule's id in every alert."""

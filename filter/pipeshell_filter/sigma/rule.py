@@ -455,7 +455,7 @@ def _metadata(data: dict, source: str) -> dict:
     if title is None or not title.strip():
         raise RuleError(f"rule {source}: missing 'title'")
     written_id = data.get("id")
-    if isinstance(written_id, (bool, dict, list)):  # its Python text (True, {'...': None}) is no id anyone wrote
+    if isinstance(written_id, (bool, dict, list, bytes, set)):  # its Python text (True, b'...') is no id written
         raise RuleError(f"rule {source}: 'id' must be text, not {type(written_id).__name__} (quote it)")
     rule_id = next((written_text(v).strip() for v in (written_id, data.get("name"))
                     if v is not None and str(v).strip()),
