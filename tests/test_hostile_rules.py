@@ -518,6 +518,18 @@ def test_a_linked_directory_of_a_rule_tree_is_read_as_an_input_tree_is(tmp_path)
     assert len(alerts(result.stdout)) == 1
 
 
+def test_a_rule_file_reached_by_a_hard_link_too_is_read_once(tmp_path):
+    """A rule named by a hard link, with the --rule directory holding it, was read twice: the second its own
+    repeated id, exit 2 (a named file must load), where a symbolic link was read once."""
+    tree = tmp_path / "rules"
+    tree.mkdir()
+    (tree / "count.yml").write_text(COUNT_RULE)
+    os.link(tree / "count.yml", tmp_path / "linked.yml")
+    result = run_cli(["--rule", str(tree), "--rule", str(tmp_path / "linked.yml")], _failures())
+    assert result.returncode == 0 and b"skipped" not in result.stderr, result.stderr
+    assert len(alerts(result.stdout)) == 1
+
+
 def test_a_link_to_itself_in_a_rule_tree_is_no_reason_to_refuse_the_tree(tmp_path):
     """A symbolic link to itself (ELOOP) aborted the whole --rule directory, exit 2, whatever its name: one not
     named as a rule is no rule and is passed over, one named as a rule is skipped in one line like any bad rule."""

@@ -23,6 +23,7 @@ from typing import List, Optional
 import typer
 import ujson
 
+from .dirwalk import file_identity
 from .engine import Engine
 from .records import MAX_RULES_SHOWN, rule_count
 from .startup import streaming
@@ -144,7 +145,7 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
         return _selected(builtin, selection, "the built-in rule")
     # documents: correlation -> whether it came from a directory; loaded: (rule, from a directory)
     seen, documents, filters, loaded = {}, {}, [], []
-    read = set()  # each file once, however many --rule options reach it (a directory and a file in it)
+    read = set()  # each file once, however many --rule options reach it (a directory and a file in it, a hard link)
     for path in rule_paths:
         directory = os.path.isdir(path)
         try:
@@ -154,10 +155,10 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
         if directory and not files:
             raise UsageProblem(f"rule directory {path} holds no .yml or .yaml files")
         for file in files:
-            real = os.path.realpath(file)
-            if real in read:
+            identity = file_identity(file)
+            if identity in read:
                 continue
-            read.add(real)
+            read.add(identity)
             # in a directory, a named pipe or a device is never opened: it could wait for ever
             rules = load_rules(file) if not directory or os.path.isfile(file) else \
                 [RuleError(f"rule {file}: not a regular file")]

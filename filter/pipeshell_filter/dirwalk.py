@@ -50,6 +50,16 @@ def _is_directory(entry: os.DirEntry) -> bool:
         return False
 
 
+def file_identity(path: str):
+    """The file itself, however it is named: a hard link, as a symbolic one, is the same file (an input
+    read twice has its events counted twice by a correlation; a rule read twice is its own repeated id)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return status.st_dev, status.st_ino
+
+
 MAX_FILE_BYTES = 16 << 20  # a field map, a placeholders or an exclusions file: as a rule file
 
 

@@ -18,6 +18,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import attrs
 
+from .dirwalk import file_identity
 from .engine import Engine
 from .events.fields import FieldResolver
 from .io import inputs
@@ -130,9 +131,9 @@ def find_cases(rule_paths: List[str]) -> List[Case]:
         except RuleError:
             continue  # loading the rules said it already
         for path in files:
-            if os.path.realpath(path) in seen:  # named and in a directory named too: loaded once, run once
+            if file_identity(path) in seen:  # named and in a directory named too: loaded once, run once
                 continue
-            seen.add(os.path.realpath(path))
+            seen.add(file_identity(path))
             for source, document in _documents_with_cases(path):
                 for case in _cases_of(path, document):
                     case.source = source

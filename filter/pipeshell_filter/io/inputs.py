@@ -21,7 +21,7 @@ import time
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 
-from ..dirwalk import files_under
+from ..dirwalk import file_identity, files_under
 from .evtx_chunks import holds_chunks, numbered_records
 from .position import Placed, RecordPlace, RecordPlaced, regular
 from .prefilter import CANDIDATE, SKIP, Prefilter
@@ -49,7 +49,7 @@ def expand(paths: List[str], given_as: str = "input", skipped: Optional[Callable
     PATH")."""
     paths = [STDIN if path == "-" else path for path in paths]
     files, seen, walked = [], set(), set()
-    named = {_identity(path) for path in paths if not os.path.isdir(path)}
+    named = {file_identity(path) for path in paths if not os.path.isdir(path)}
     for path in paths:
         directory = os.path.isdir(path)
         found = _walk(path, given_as) if directory else [path]
@@ -67,23 +67,13 @@ def expand(paths: List[str], given_as: str = "input", skipped: Optional[Callable
             if name.lower().endswith(".evtx") and not _is_regular(name):  # opened, a FIFO waits for a writer,
                 raise InputError(f"cannot read {given_as} {name}: an EVTX file is read chunk by chunk at their "
                                  "places, so it must be a regular file")  # deaf to SIGTERM; no chunk has a place
-            identity = _identity(name)
+            identity = file_identity(name)
             if identity not in seen:  # ``-`` twice, or with the file it is redirected from: read once
                 seen.add(identity)
                 files.append(name)
                 if identity not in named:
                     walked.add(name)
     return files, walked
-
-
-def _identity(path: str):
-    """The file itself, however it is named: a hard link, as a symbolic one, is the same file (read
-    twice, its events counted twice by a correlation)."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return os.path.realpath(path)
-    return status.st_dev, status.st_ino
 
 
 def _is_fifo(path: str) -> bool:
