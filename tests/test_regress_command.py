@@ -199,6 +199,16 @@ def test_bad_options_are_one_line_and_exit_2(repo, args, message):
     assert result.stdout == b""
 
 
+def test_a_named_pipe_among_the_rules_is_not_opened_for_its_cases(repo):
+    """Loading skips a *.yml named pipe in a --rule directory (it would wait for a writer for ever); looking for
+    regression cases then opened it, and ``test`` hung."""
+    rules = repo / "rules" / "windows" / "process_creation"
+    os.mkfifo(rules / "pipe.yml")
+    result = run_cli(["test", "--json", "--rule", str(rules)], timeout=30)
+    assert f"skipped: rule {rules / 'pipe.yml'}: not a regular file".encode() in result.stderr
+    assert result.returncode == 1 and len(result.stdout.splitlines()) == 8, result.stderr[-400:]
+
+
 def test_a_rule_set_without_regression_data_is_a_failure(repo):
     result = run_cli_here(["test", "--rule", str(repo / "rules" / "windows" / "process_creation" / "rule_h.yml")])
     assert result.returncode == 1

@@ -131,6 +131,8 @@ def find_cases(rule_paths: List[str]) -> List[Case]:
         except RuleError:
             continue  # loading the rules said it already
         for path in files:
+            if not os.path.isfile(path):  # a named pipe would wait for ever: loading said what it is (or read it)
+                continue
             if file_identity(path) in seen:  # named and in a directory named too: loaded once, run once
                 continue
             seen.add(file_identity(path))
