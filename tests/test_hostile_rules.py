@@ -336,6 +336,19 @@ def test_yaml_python_cannot_build_or_too_deep(text, needle):
     assert_rule_error(text, needle)
 
 
+@pytest.mark.parametrize("tagged", ["!!timestamp tomorrow", "!!bool maybe", "!!int ''", "!!float _", "!!map [a]",
+                                    "!!set [a]"])
+def test_a_value_its_explicit_tag_cannot_read_is_one_line(tagged):
+    """PyYAML's constructors meet such a value with an AttributeError, a KeyError, an IndexError or a TypeError,
+    none of them a YAMLError: a traceback, from a rule, a field map, a placeholders file or an info.yml."""
+    from pipeshell_filter.yamlfile import YamlProblem, load_yaml
+
+    message = assert_rule_error(f"title: {tagged}\ndetection: {{sel: {{a: 1}}, condition: sel}}\n", "not valid YAML")
+    assert message.endswith("a value its explicit tag (such as !!bool or !!timestamp) cannot read"), message
+    with pytest.raises(YamlProblem):
+        load_yaml(f"x: {tagged}\n")
+
+
 def test_dev_zero_is_one_line(tmp_path):
     assert os.path.exists("/dev/zero")
     [error] = load_rules("/dev/zero")

@@ -92,9 +92,9 @@ class YamlProblem(ValueError):
 def load_yaml(text, every: bool = False, written_numbers: bool = False):
     """The YAML document of ``text`` (``every``: the list of its documents, empty ones left out;
     ``written_numbers``: numbers YAML rewrites keep their text, ``WrittenInt``),
-    or YamlProblem: its syntax, a key given twice, or a scalar YAML resolves but Python cannot
-    build (an integer of 5,000 digits, the date 2001-13-45), which would otherwise escape as a
-    traceback."""
+    or YamlProblem: its syntax, a key given twice, a scalar YAML resolves but Python cannot
+    build (an integer of 5,000 digits, the date 2001-13-45), or a value its explicit tag cannot read
+    (``!!timestamp tomorrow``), which would otherwise escape as a traceback."""
     loader = RuleLoader if written_numbers else UniqueKeyLoader
     try:
         if every:
@@ -108,6 +108,8 @@ def load_yaml(text, every: bool = False, written_numbers: bool = False):
     except (ValueError, OverflowError, RecursionError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise YamlProblem(f": {reason[:200]}") from None
+    except (AttributeError, KeyError, IndexError, TypeError):  # PyYAML's constructors, on `!!bool maybe`, `!!map [a]`
+        raise YamlProblem(": a value its explicit tag (such as !!bool or !!timestamp) cannot read") from None
 
 
 def expanded(document):
