@@ -399,7 +399,8 @@ def test_aggregator_down_past_the_agents_grace_loses_what_they_held(fleet):
 class AckSpy(threading.Thread):
     """A TCP relay between the agents and the aggregator: it calls ``on_ack(n)`` when the aggregator
     answers (with require_ack_response its only answer is the acknowledgement of a chunk), the
-    n-th time, before passing the answer on."""
+    n-th time, before passing the answer on; when it returns True the answer is lost instead, the
+    connection cut both ways (the aggregator took the chunk, the agent never hears so)."""
 
     def __init__(self, upstream, on_ack):
         super().__init__(daemon=True)
@@ -429,7 +430,10 @@ class AckSpy(threading.Thread):
                 if answers:
                     with self.lock:
                         self.answers += 1
-                        self.on_ack(self.answers)
+                        if self.on_ack(self.answers):
+                            for end in (source, sink):  # shutdown, not close: wakes the other pump's recv
+                                end.shutdown(socket.SHUT_RDWR)
+                            return
                 sink.sendall(data)
         except OSError:
             pass
@@ -485,6 +489,35 @@ def test_sigterm_to_the_aggregator_right_after_it_acknowledged_delivers_what_it_
             spy.close()
             fleet.kill()
     assert any(in_flight), in_flight
+
+
+@needs_fluent_bit
+def test_a_chunk_whose_acknowledgement_was_lost_is_sent_again_and_taken_once(fleet, expected_alerts):
+    """At least once: the aggregator takes agent-b's chunk, but the acknowledgement never reaches the
+    agent (the connection cut as it comes), whose Fluent Bit sends the chunk again: the correlate
+    stage reads agent-b's records twice before agent-a's complete the incident (with --early-alerts a
+    copy coming after the alert would fall in a consumed episode and prove nothing), and alerts once,
+    as one process on the whole sample."""
+    split = split_sample()
+    spy = AckSpy(fleet.port, lambda count: count == 1)
+    fleet.agent_env = dict(fleet.env, PIPESHELL_AGGREGATOR_PORT=str(spy.port))
+    try:
+        fleet.start_aggregator()
+        fleet.start_agent("agent-b", split["agent-b"], whole=True)  # one chunk: its one acknowledgement lost
+        assert fleet.agents["agent-b"][0].wait(WAIT) == 0
+        twice = 2 * len(fleet.written()["agent-b"])
+        fleet.wait_forwarded(twice)
+        fleet.start_agent("agent-a", split["agent-a"], whole=True)
+        codes, _ = fleet.wait_agents()
+        assert codes == {"agent-a": (0, 0), "agent-b": (0, 0)}, fleet.stderr()
+        written = fleet.written()
+        fleet.wait_forwarded(twice + len(written["agent-a"]))
+        assert fleet.stop_aggregator() == (0, 0), fleet.stderr()
+    finally:
+        spy.close()
+    assert "cannot get ack" in fleet.stderr()
+    assert Counter(map(key, fleet.received())) == Counter(key(r) for r in written["agent-a"] + 2 * written["agent-b"])
+    assert_the_alert(fleet, expected_alerts)
 
 
 @needs_fluent_bit
