@@ -287,6 +287,38 @@ def test_detection_records_in_the_fluent_bit_modes_stay_detections_and_alert_as_
     assert alerts(one.stdout) == alerts(two.stdout)
 
 
+def _through_vector(stdout: bytes) -> bytes:
+    """The match stage's records as Vector's fleet recipes hand them to the correlate stage: the Detection
+    and heartbeat records, each read by ``parse_json``, which makes a number outside 64-bit signed
+    integers a float (VRL has no other integers), and written again."""
+    def number(text):
+        value = int(text)
+        return value if -(1 << 63) <= value < 1 << 63 else float(text)
+    found = [json.loads(line, parse_int=number) for line in stdout.splitlines()]
+    return b"".join(json.dumps(record).encode() + b"\n" for record in found if record.get("type") in OWN_TYPES)
+
+
+@pytest.mark.parametrize("year", [2300, 3000, 1600])
+def test_detection_records_without_the_fluent_bit_modes_stay_detections_through_vector(tmp_path, year):
+    """Vector's fleet agent reads the match stage's plain JSON: a Detection time past 64 bits of signed
+    nanoseconds (after 2262, before 1678), which an attacker writes in the event's clock, was written as
+    a number, made a float by Vector, and refused by the correlate stage ('time' must be integer
+    nanoseconds): the event slipped past the fleet's correlation, where one process alerted."""
+    rule = write(tmp_path, "spray.yml", SPRAY)
+    events = b"".join(json.dumps({"EventID": 4625, "Computer": "dc01", "TargetUserName": f"admin{i}",
+                                  "@timestamp": f"{year}-11-02T10:00:0{i}Z"}).encode() + b"\n" for i in range(3))
+    whole = run_cli(["--rule", rule, "--quiet"], events)
+    matched = run_cli(["--rule", rule, "--stage", "match", "--emit", "all", "--agent", "a"], events)
+    assert matched.returncode == 0 and b"Traceback" not in matched.stderr
+    carried = _through_vector(matched.stdout)
+    for record in records(carried):
+        if record.get("type") == "sigma.detection":
+            jsonschema.validate(record, DETECTION_SCHEMA)
+    correlated = run_cli(["--rule", rule, "--stage", "correlate", "--quiet"], carried)
+    assert b"not a Detection record" not in correlated.stderr
+    assert len(alerts(whole.stdout)) == len(alerts(correlated.stdout)) == 1, correlated.stderr
+
+
 def test_a_long_value_is_carried_as_its_head_and_a_digest_that_tells_values_apart():
     assert kept("x" * LONGEST_VALUE) == "x" * LONGEST_VALUE
     long, other = "y" * (LONGEST_VALUE + 1), "y" * LONGEST_VALUE + "z"

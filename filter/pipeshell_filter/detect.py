@@ -190,6 +190,14 @@ def _shown(value) -> str:
 
 
 MOST_DIGITS = 10 ** 40  # a wire time has fewer digits than this, as a number or as a string
+_INT64 = (-(1 << 63), 1 << 63)
+
+
+def _time_written(time: Optional[int]):
+    """A time as a wire record writes it: a number within 64-bit signed integers, else its digits as
+    text, in every mode: a shipper made the number a float (Vector's ``parse_json`` keeps no larger
+    integer), which the correlate stage refuses, so an event dated after 2262 slipped past the fleet."""
+    return time if time is None or _INT64[0] <= time < _INT64[1] else str(time)
 
 
 def _wire_time(value, required: bool):
@@ -218,7 +226,7 @@ class Detection:
     event: Dict[str, object] = attrs.field(factory=dict)  # reference: @timestamp, line, event_id, host, ...
 
     def to_wire(self) -> dict:
-        return {"type": WIRE_TYPE, "version": WIRE_VERSION, "rule": self.rule, "time": self.time,
+        return {"type": WIRE_TYPE, "version": WIRE_VERSION, "rule": self.rule, "time": _time_written(self.time),
                 "source": self.source, "terms": list(self.terms), "fields": self.fields, "event": self.event}
 
     @classmethod
@@ -335,7 +343,8 @@ class Heartbeat:
     idle: bool = False
 
     def to_wire(self) -> dict:
-        record = {"type": HEARTBEAT_TYPE, "version": WIRE_VERSION, "agent": self.agent, "time": self.time}
+        record = {"type": HEARTBEAT_TYPE, "version": WIRE_VERSION, "agent": self.agent,
+                  "time": _time_written(self.time)}
         if self.idle:
             record["idle"] = True
         return record
