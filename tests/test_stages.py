@@ -9,6 +9,7 @@ with each stage a filter of its own in this process).
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -288,32 +289,57 @@ def test_detection_records_in_the_fluent_bit_modes_stay_detections_and_alert_as_
 
 
 def _through_vector(stdout: bytes) -> bytes:
-    """The match stage's records as Vector's fleet recipes hand them to the correlate stage: the Detection
-    and heartbeat records, each read by ``parse_json``, which makes a number outside 64-bit signed
-    integers a float (VRL has no other integers), and written again."""
+    """The match stage's records as Vector's fleet recipes hand them to the correlate stage: each line read
+    by ``parse_json`` (serde_json), which refuses a lone surrogate (the recipe's ``drop_on_error`` then
+    drops the line) and makes a number outside 64-bit signed integers a float; the Detection and heartbeat
+    records written again."""
     def number(text):
         value = int(text)
         return value if -(1 << 63) <= value < 1 << 63 else float(text)
-    found = [json.loads(line, parse_int=number) for line in stdout.splitlines()]
-    return b"".join(json.dumps(record).encode() + b"\n" for record in found if record.get("type") in OWN_TYPES)
+    carried = []
+    for line in stdout.splitlines():
+        record = json.loads(line, parse_int=number)
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: refused
+            continue
+        if record.get("type") in OWN_TYPES:
+            carried.append(json.dumps(record).encode() + b"\n")
+    return b"".join(carried)
 
 
-@pytest.mark.parametrize("year", [2300, 3000, 1600])
-def test_detection_records_without_the_fluent_bit_modes_stay_detections_through_vector(tmp_path, year):
-    """Vector's fleet agent reads the match stage's plain JSON: a Detection time past 64 bits of signed
-    nanoseconds (after 2262, before 1678), which an attacker writes in the event's clock, was written as
-    a number, made a float by Vector, and refused by the correlate stage ('time' must be integer
-    nanoseconds): the event slipped past the fleet's correlation, where one process alerted."""
+def vector_agent_options(recipe: str) -> list:
+    """The match stage's options in integrations/README.md's command line for a Vector fleet agent."""
+    with open(os.path.join(REPO, "integrations", "README.md"), encoding="utf-8") as handle:
+        pattern = r"\| pipeshell-filter (--stage match [^|\n]*?) *\| vector -q -c vector/" + re.escape(recipe)
+        (line,) = re.findall(pattern, handle.read())
+    return line.split()
+
+
+@pytest.mark.parametrize("recipe", ["fleet-agent.yaml", "fleet-agent-nats.yaml"])
+@pytest.mark.parametrize("user, host, year", [
+    ("admin", "dc01", 2300),  # a time past 64 bits of signed ns: a float in Vector
+    ("admin", "dc01", 1600),
+    ("admin", "dc01", 3000),
+    ("admin\ud800", "dc01", 2026),  # a lone surrogate: a line Vector refuses
+    ("admin", "dc01\udc00", 2026),
+])
+def test_detection_records_of_a_vector_fleet_agent_reach_the_correlate_stage(tmp_path, recipe, user, host, year):
+    """Vector's fleet agents read the match stage's output with ``parse_json``: a Detection of an event whose
+    clock (after 2262, before 1678), user or host name an attacker wrote was refused there, or its time made
+    a float that the correlate stage refused, and the event slipped past the fleet's correlation, where one
+    process alerted.  With the recipe's options every Detection arrives, and the alert is one process's."""
     rule = write(tmp_path, "spray.yml", SPRAY)
-    events = b"".join(json.dumps({"EventID": 4625, "Computer": "dc01", "TargetUserName": f"admin{i}",
+    events = b"".join(json.dumps({"EventID": 4625, "Computer": host, "TargetUserName": f"{user}{i}",
                                   "@timestamp": f"{year}-11-02T10:00:0{i}Z"}).encode() + b"\n" for i in range(3))
     whole = run_cli(["--rule", rule, "--quiet"], events)
-    matched = run_cli(["--rule", rule, "--stage", "match", "--emit", "all", "--agent", "a"], events)
+    matched = run_cli(["--rule", rule, *vector_agent_options(recipe), "--agent", "a"], events)
     assert matched.returncode == 0 and b"Traceback" not in matched.stderr
     carried = _through_vector(matched.stdout)
-    for record in records(carried):
-        if record.get("type") == "sigma.detection":
-            jsonschema.validate(record, DETECTION_SCHEMA)
+    detections = [record for record in records(carried) if record["type"] == "sigma.detection"]
+    assert len(detections) == 3
+    for record in detections:
+        jsonschema.validate(record, DETECTION_SCHEMA)
     correlated = run_cli(["--rule", rule, "--stage", "correlate", "--quiet"], carried)
     assert b"not a Detection record" not in correlated.stderr
     assert len(alerts(whole.stdout)) == len(alerts(correlated.stdout)) == 1, correlated.stderr
