@@ -567,6 +567,36 @@ def test_every_command_line_runs_on_the_incident(args, where, tmp_path):
         assert len(body) == len(incident_lines())
 
 
+VECTOR_RECIPES = [r for r in RECIPES if (r.where.startswith("vector/") or "Vector" in r.section)
+                  and "--stage" not in r.args]
+
+
+def vector_reads(line: bytes):
+    """The record Vector's JSON decoding (serde_json) makes of a line, or None where it drops the line: not
+    JSON, not an object, NaN or Infinity, or a string holding a lone surrogate (serde-rs/json#827)."""
+    try:
+        value = json.loads(line, parse_constant=lambda name: 1 / 0)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot be encoded
+    except (ValueError, ZeroDivisionError, UnicodeEncodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@pytest.mark.parametrize("args, where", _by_args(VECTOR_RECIPES))
+def test_every_vector_command_line_delivers_an_alert_whose_host_an_attacker_named(args, where, tmp_path):
+    """The incident with its server named with a lone surrogate (``"\\udc00"``, which the filter reads): the
+    alert went out holding the escape, which Vector's decoding refuses, and was dropped, as was every line of
+    that host.  Each Vector command line's output is read whole by Vector: the alert, and each line."""
+    data = b"\n".join(incident_lines()).replace(b'"srv01.corp.example"', b'"srv01.corp.example\\udc00"') + b"\n"
+    result = run_cli(own_state(args, tmp_path), data)
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, where
+    read = [vector_reads(line) for line in result.stdout.splitlines()]
+    assert None not in read, (where, result.stdout.splitlines()[read.index(None)][:200])
+    found = [record for record in read if is_alert(record)]
+    assert len(found) == 1 and "srv01.corp.example\\udc00" in found[0]["related"]["hosts"], where
+    assert len(read) - len(found) == len(incident_lines()), where
+
+
 # ---------------------------------------------------------------------------------------------
 # (d) what Fluent Bit needs from the filter (NOTES rules 1-4, 8-10, 13)
 
