@@ -775,3 +775,18 @@ def test_the_state_of_a_run_on_one_file_is_read_on_when_a_rotation_makes_the_dir
     assert consumed == (1, 3, 4)
     assert text.startswith("events    3 read from 2 files"), text
     assert "state     inputs: 1 of 2 NDJSON files read on where the saved state left them\n" in text
+
+
+def test_a_group_is_named_as_its_events_wrote_it_as_the_alert_names_it(tmp_path):
+    """Group-by values alike but for letter case are one group, and the alert names it as its window's
+    first event wrote it ("Amy"): explain named it by its folded key ("amy"), a group the alerts never
+    show, and gave each event that spelling instead of its own."""
+    events = [failure(0, "Amy", "h1"), failure(10, "AMY", "h2"), failure(20, "amy", "h3"), failure(30, "Bob", "h1"),
+              failure(400, "aMy", "h1")]
+    text = explain_events(tmp_path, events, *rules(tmp_path))
+    [alert] = filtered(tmp_path, events, *rules(tmp_path))
+    assert alert["sigma"]["correlation"]["group"] == {"User": "Amy"}
+    assert "  fired at 2021-06-03T13:00:20Z  User=Amy: count 3 >= 3" in text
+    assert "    line 2  2021-06-03T13:00:10Z  host h2  User=AMY  rule failed_login: on time\n" in text
+    assert "  did not fire  User=Bob: best count 1" in text
+    assert "  then did not fire again  User=aMy: best count 1" in text

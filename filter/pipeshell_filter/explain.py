@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import ujson
 
-from .correlate import alert_detections
+from .correlate import alert_detections, spelled_group
 from .correlate.correlator import event_key
 from .correlate.state import capture
 from .detect import event_facts
@@ -502,13 +502,15 @@ def _shortfall(condition, aggregate) -> float:
 
 class _Fed:
     """One input of one correlation: an event (or an inner correlation's alert) and what became of it;
-    ``event_line``: with ``--stage correlate``, the line its Detection names (of the match stage's input)."""
+    ``event_line``: with ``--stage correlate``, the line its Detection names (of the match stage's input);
+    ``spelled``: its group as the event wrote it (``group`` is the key, its letter case folded)."""
 
-    __slots__ = ("line", "time", "host", "group", "refs", "status", "taken", "dropped", "event_line")
+    __slots__ = ("line", "time", "host", "group", "refs", "status", "taken", "dropped", "event_line", "spelled")
 
-    def __init__(self, line, time, host, group, refs, status, taken=True, dropped=False, event_line=None):
-        self.line, self.time, self.host, self.group, self.refs = line, time, host, group, refs
+    def __init__(self, spec, line, c, host, status, taken=True, dropped=False, event_line=None):
+        self.line, self.time, self.host, self.group, self.refs = line, c.time, host, c.group, c.refs
         self.status, self.taken, self.dropped, self.event_line = status, taken, dropped, event_line
+        self.spelled = spelled_group(spec, c.group, [c])
 
 
 def _reference(event: dict) -> tuple:
@@ -629,8 +631,8 @@ class CorrelationTrace:
                 line = detection.event.get("line")  # stage correlate: of the match stage's input, not this one's
                 if self.stage == "correlate":
                     self._records[id(detection)] = (detection, None)  # no record line of this run (``_line_of``)
-                self.fed[id(correlator)].append(_Fed(line if self.stage == "all" else None, c.time, detection.source,
-                                                     c.group, c.refs, "restored from --state (an earlier run's)",
+                self.fed[id(correlator)].append(_Fed(correlator.spec, line if self.stage == "all" else None, c,
+                                                     detection.source, "restored from --state (an earlier run's)",
                                                      event_line=None if self.stage == "all" else line))
             self.fed[id(correlator)].sort(key=lambda entry: entry.time)
 
@@ -692,7 +694,7 @@ class CorrelationTrace:
         self._before = {id(c): self._counts(c) for c in self.correlators}
 
     def _judged(self, correlator, c, number, host, late, dropped, watermark, duplicates, arrivals) -> _Fed:
-        entry = _Fed(number, c.time, host, c.group, c.refs, "on time", event_line=self._event_line)
+        entry = _Fed(correlator.spec, number, c, host, "on time", event_line=self._event_line)
         if correlator.duplicates != duplicates:
             entry.status, entry.taken = "taken already (the same event): left out", False
         elif correlator.arrivals == arrivals:  # the correlator took none of it: the event met another of its rules
@@ -745,7 +747,7 @@ class CorrelationTrace:
                     if c is None:
                         continue
                     named = c.detection.event.get("line") if self.stage == "correlate" else None
-                    self.fed[id(outer)].append(_Fed(self._line_of(c.detection), c.time, None, c.group, c.refs,
+                    self.fed[id(outer)].append(_Fed(outer.spec, self._line_of(c.detection), c, None,
                                                     f"the alert of {correlator.spec.title!r} (its last event)",
                                                     event_line=named))
             return
@@ -879,7 +881,7 @@ class CorrelationTrace:
         lines.append(f"  events ({len(fed)}):")
         for entry in fed[:MAX_LISTED]:
             host = f"  host {_plain(entry.host)}" if entry.host else ""
-            group = f"  {_group(spec, entry.group)}" if spec.group_by else ""
+            group = f"  {_group(spec, entry.spelled)}" if spec.group_by else ""
             met = ", ".join(self._label(spec, k, True) for k in entry.refs)
             where = [self.origins[entry.line]] if entry.line in self.origins else []
             where += [f"event line {entry.event_line}"] if entry.event_line is not None else []
@@ -892,7 +894,8 @@ class CorrelationTrace:
             consumed = [self._line_of(c.detection) for c in hit.contributions]
             hosts = sorted({c.detection.event["host"] for c in hit.contributions if "host" in c.detection.event},
                            key=str)  # as the alert lists them (``records.correlation_alert``): an inner alert's too
-            text = (f"  fired at {format_time(hit.time)}  {_group(spec, hit.group)}: {_measure(spec)} "
+            spelled = spelled_group(spec, hit.group, hit.contributions)  # as the alert names the group
+            text = (f"  fired at {format_time(hit.time)}  {_group(spec, spelled)}: {_measure(spec)} "
                     f"{_value(hit.aggregate)} {_needs(spec.condition)} within [{format_time(hit.window_start)}, "
                     f"{format_time(hit.time)}]; consumed {_lines(consumed, self.unit)}")
             if hosts:
@@ -901,18 +904,28 @@ class CorrelationTrace:
                 text += "; values " + ", ".join(map(_plain, hit.distinct_values))
             lines.append(text + ("; no alert (not generated)" if quiet else ""))
         for t, group in self.kept_back[key]:
-            lines.append(f"  kept back at {format_time(t)}  {_group(spec, group)}: the window met the condition, "
-                         "but holds events of an early alert above (an episode alerts once): consumed, no alert")
+            lines.append(f"  kept back at {format_time(t)}  {self._named(correlator, group)}: the window met the "
+                         "condition, but holds events of an early alert above (an episode alerts once): consumed, "
+                         "no alert")
         groups = list(dict.fromkeys(f.group for f in fed))
         done = {hit.group for hit in fired}
         for group in groups:
             if group not in done:
-                lines.append(f"  did not fire  {_group(spec, group)}: " + self._why_not(correlator, group))
+                lines.append(f"  did not fire  {self._named(correlator, group)}: " + self._why_not(correlator, group))
             elif group in best:
-                lines.append(f"  then did not fire again  {_group(spec, group)}: " + self._why_not(correlator, group))
+                lines.append(f"  then did not fire again  {self._named(correlator, group)}: "
+                             + self._why_not(correlator, group))
         if not fired:
             lines.append("  no window fired")
         return _joined(lines)
+
+    def _named(self, correlator, group) -> str:
+        """A group that did not fire (or not again), as an alert of its best window would name it: as the
+        window's first event wrote it; without one, as the group's first event did."""
+        found = self.best[id(correlator)].get(group)
+        events = found[2][0] if found is not None else ()
+        first = next((f.spelled for f in self.fed[id(correlator)] if f.group == group), group)
+        return _group(correlator.spec, spelled_group(correlator.spec, group, events) if events else first)
 
     def _why_not(self, correlator, group) -> str:
         spec, key = correlator.spec, id(correlator)
