@@ -790,3 +790,21 @@ def test_a_group_is_named_as_its_events_wrote_it_as_the_alert_names_it(tmp_path)
     assert "    line 2  2021-06-03T13:00:10Z  host h2  User=AMY  rule failed_login: on time\n" in text
     assert "  did not fire  User=Bob: best count 1" in text
     assert "  then did not fire again  User=aMy: best count 1" in text
+
+
+def test_a_window_of_many_hosts_and_values_is_one_line_of_bounded_length(tmp_path):
+    """The line of a window that fired listed every host and distinct value it held: a window of
+    thousands of hosts was a line of hundreds of kilobytes.  It lists the first 20 of each, as it lists
+    lines, and says how many there were."""
+    (tmp_path / "failed.yml").write_text(FAILED)
+    (tmp_path / "wide.yml").write_text(yaml.safe_dump({"title": "wide", "id": "wide", "correlation": {
+        "type": "value_count", "rules": ["failed_login"], "timespan": "1h",
+        "condition": {"field": "User", "gte": 150}}}))
+    events = [failure(i, f"user{i:03d}", f"host-{i:03d}.corp.example") for i in range(150)]
+    text = explain_events(tmp_path, events, "--rule", str(tmp_path / "failed.yml"),
+                          "--rule", str(tmp_path / "wide.yml"))
+    [fired] = [line for line in text.splitlines() if line.startswith("  fired at ")]
+    assert len(fired) < 1500
+    assert "; hosts host-000.corp.example, host-001.corp.example, " in fired
+    assert ", host-019.corp.example, ... (150 in all); values user000, user001, " in fired
+    assert fired.endswith(", user019, ... (150 in all)")

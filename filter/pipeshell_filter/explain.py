@@ -488,6 +488,13 @@ def _lines(numbers, unit: str = "line") -> str:
     return text + (", " if text and restored else "") + (f"{restored} restored" if restored else "")
 
 
+def _listed(values) -> str:
+    """A window's hosts or distinct values, the first 20 (a window of thousands was a line of as many)."""
+    values = list(values)
+    more = f", ... ({len(values)} in all)" if len(values) > 20 else ""
+    return ", ".join(map(_plain, values[:20])) + more
+
+
 def _events(count: int) -> str:
     return f"{count} event" + ("" if count == 1 else "s")
 
@@ -899,9 +906,9 @@ class CorrelationTrace:
                     f"{_value(hit.aggregate)} {_needs(spec.condition)} within [{format_time(hit.window_start)}, "
                     f"{format_time(hit.time)}]; consumed {_lines(consumed, self.unit)}")
             if hosts:
-                text += "; hosts " + ", ".join(map(_plain, hosts))
+                text += "; hosts " + _listed(hosts)
             if hit.distinct_values and list(hit.distinct_values) != hosts:
-                text += "; values " + ", ".join(map(_plain, hit.distinct_values))
+                text += "; values " + _listed(hit.distinct_values)
             lines.append(text + ("; no alert (not generated)" if quiet else ""))
         for t, group in self.kept_back[key]:
             lines.append(f"  kept back at {format_time(t)}  {self._named(correlator, group)}: the window met the "
