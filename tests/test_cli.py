@@ -785,6 +785,23 @@ def test_explain_shows_a_lone_surrogate_as_its_escape(tmp_path, surrogate):
     assert b"fired at" in result.stdout
 
 
+@pytest.mark.parametrize("event", [
+    {"EventID": 4104, "Channel": "C" * 1_000_000, "ScriptBlockText": "x"},
+    {"EventID": "4" * 1_000_000, "Channel": "Microsoft-Windows-PowerShell/Operational"},
+    {"C" * 1_000_000: '{"Event": {"System": {"EventID": 1}}}'},
+], ids=["channel", "event_id", "wrapper_key"])
+def test_explain_event_quotes_a_long_value_of_the_event_cut_short(tmp_path, event):
+    """explain --event quotes a field's value cut to 70 characters, but wrote an event's channel, its
+    EventID and the key of a wrapped event whole: a 1 MB channel was three lines of 1 MB (the logsource
+    line, then each rule's verdict quoting it)."""
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(event))
+    result = run_cli_here(["explain", "--event", str(path)])
+    assert result.returncode == 0 and result.stderr == b""
+    assert len(result.stdout) < 5000 and b"C" * 100 not in result.stdout and b"4" * 100 not in result.stdout
+    assert b"CCC..." in result.stdout or b"444..." in result.stdout
+
+
 @pytest.mark.parametrize("content", [b"", b"not json\n", b"[1, 2]\n"])
 def test_explain_event_rejects_a_file_without_an_object(tmp_path, content):
     path = tmp_path / "bad.json"

@@ -46,8 +46,21 @@ def _needles_text(needles: list) -> str:
 def _show(value, width: int = 70) -> str:
     if value is MISSING:
         return "(missing)"
-    text = _plain(ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False))  # as the event has it
+    return _clip(_plain(ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)), width)  # as written
+
+
+def _clip(text: str, width: int = 70) -> str:
+    """An event's text cut short, as ``_show`` quotes a field: a 1 MB value is not a 1 MB line."""
     return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _clipped_facts(reason: str, facts) -> str:
+    """A logsource verdict, which quotes the event's facts (``event has <channel>``), with each cut as
+    ``_fact`` cuts it."""
+    for value in (facts.channel, facts.event_id, facts.product, facts.service, facts.category):
+        if value is not None and len(str(value)) > 70:
+            reason = reason.replace(str(value), _clip(str(value)))
+    return reason
 
 
 def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event: dict, source: str,
@@ -104,7 +117,8 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         lines.append(f"rule      {plan.rule.title}")
         if plan.logsource is not None:
             applies, reason = plan.logsource.verdict(facts, unknown_logsource)
-            lines.append(f"logsource {'applies' if applies else 'does not apply'}: {_plain(reason)}"
+            lines.append(f"logsource {'applies' if applies else 'does not apply'}: "
+                         f"{_plain(_clipped_facts(reason, facts))}"
                          + ("" if applies else " (the rule is not tried on this event)"))
         fields = []
         for selection in plan.selections:
@@ -189,7 +203,7 @@ def left_out_of_range(count: int, stage: str) -> str:
 def _fact(value) -> str:
     """A logsource fact of an event (its channel, EventID, a declared category): the event's own text, escaped
     as ``_plain`` escapes it (a line break in it would forge a line of the report)."""
-    return _plain(value) if value else "(unknown)"
+    return _plain(_clip(str(value))) if value else "(unknown)"
 
 
 def _declared_facts(facts) -> str:
@@ -220,8 +234,8 @@ def _wrapped_hint(resolver: FieldResolver, event: dict) -> list:
                 continue
             if isinstance(inner, dict) and resolver.profile_for(inner).detect:
                 shape = resolver.profile_for(inner).name
-                return [f"note      the text in {_plain(key)} is an event ({shape}): the filter reads it with "
-                        f"--line-field {_plain(key)}"]
+                return [f"note      the text in {_plain(_clip(key))} is an event ({shape}): the filter reads it "
+                        f"with --line-field {_plain(_clip(key))}"]
     return []
 
 
