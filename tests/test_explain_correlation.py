@@ -808,3 +808,26 @@ def test_a_window_of_many_hosts_and_values_is_one_line_of_bounded_length(tmp_pat
     assert "; hosts host-000.corp.example, host-001.corp.example, " in fired
     assert ", host-019.corp.example, ... (150 in all); values user000, user001, " in fired
     assert fired.endswith(", user019, ... (150 in all)")
+
+
+def test_with_a_saved_state_a_window_of_an_upper_bound_not_over_is_not_said_to_fire(tmp_path):
+    """The filter with --state ends its run with the windows open, and a count with an upper bound judges
+    none there: a window whose timespan the watermark has not passed waits for the next run.  explain
+    with the state made every window final, and said fired a window on which that run does not alert."""
+    (tmp_path / "failed.yml").write_text(FAILED)
+    (tmp_path / "few.yml").write_text(MANY.replace("gte: 3", "lte: 2"))
+    options = ["--rule", str(tmp_path / "failed.yml"), "--rule", str(tmp_path / "few.yml")]
+    first, second = tmp_path / "first.ndjson", tmp_path / "second.ndjson"
+    first.write_bytes(ndjson([failure(0, "amy", "h1")]))
+    second.write_bytes(ndjson([failure(10, "amy", "h2")]))
+    state, saved = tmp_path / "state.json", tmp_path / "saved.json"
+    assert run_cli(["--input", str(first), "--state", str(state), "--quiet", *options]).returncode == 0
+    saved.write_bytes(state.read_bytes())
+    explained = run_cli_here(["explain", "--events", str(second), "--state", str(saved), *options])
+    assert explained.returncode == 0, explained.stderr
+    again = run_cli(["--input", str(second), "--state", str(state), "--quiet", *options])
+    assert again.returncode == 0 and alerted_events(again.stdout) == []
+    text = explained.stdout.decode()
+    assert said_fired(text) == []
+    assert "  did not fire  User=amy: its window [2021-06-03T13:00:00Z, 2021-06-03T13:05:00Z], events at lines " \
+           "1, 2, was not complete when the input ended: the filter's next run with --state judges it\n" in text

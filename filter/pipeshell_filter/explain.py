@@ -621,7 +621,7 @@ class CorrelationTrace:
                 else:  # given its path, a saved state's place in it is read on from, as the filter does
                     with open(path, "rb") as handle:
                         stream_filter.run(handle.fileno(), live=False, max_line=max_line, path=path)
-                stream_filter.finish()
+                stream_filter.finish(pause=saved is not None)  # with --state, the run ends in a pause
             finally:
                 os.close(devnull)
                 self.engine.trace = None
@@ -803,10 +803,7 @@ class CorrelationTrace:
                      "completes it)" if any(c.early for c in self.correlators) else "")
                   + ("; the correlations' time follows the agents' heartbeats (the least time of the agents still "
                      "sending), not the detections' own sources" if self.heartbeats else "")
-                  + "; the end of input makes every window final"
-                  + (" (the filter with --state alerts the same, and keeps the windows open for its next run"
-                     + ("; a window of an upper bound whose timespan is not over waits for it" if any(
-                         c.anchored for c in self.correlators) else "") + ")" if self.restored else "")]
+                  + (self._pause_said() if self.restored else "; the end of input makes every window final")]
         if self.restored:
             held = sum(1 for entries in self.fed.values() for f in entries if f.status.startswith("restored"))
             blocks.append(f"state     {_plain(self.restored)}: correlations restored, holding {_events(held)} of "
@@ -831,6 +828,13 @@ class CorrelationTrace:
             blocks.append("no correlation in the rule set: every rule alerts on single events")
         blocks += [self._describe(c) for c in self.correlators]
         return "\n".join(blocks)
+
+    def _pause_said(self) -> str:
+        """``--state``: the end of input is a pause, as the filter's with ``--state`` (``Engine.pause``)."""
+        return ("; the end of input is a pause, as for the filter with --state: a window a flush finds met alerts, "
+                "the windows stay open for its next run" + ("; a window of an upper bound whose timespan is not over "
+                                                            "waits for it" if any(c.anchored for c in self.correlators)
+                                                            else ""))
 
     def _records_read(self) -> str:
         """``--stage correlate``: what the file held, as the filter took it."""
@@ -955,6 +959,12 @@ class CorrelationTrace:
         dropped = [f.line for f in mine if f.dropped]
         late = f"; {_lines(dropped, self.unit)} came too late behind the watermark (left out)" if dropped else ""
         found = self.best[key].get(group)
+        held = correlator.held_of(group) if found is None and self.restored and spec.anchored else ()
+        if held:  # not judged at the pause (``state.pause``): still open, for the next run
+            start = held[0].time
+            return (f"its window [{format_time(start)}, {format_time(start + spec.timespan_ns)}], events at "
+                    f"{_lines((self._line_of(c.detection) for c in held), self.unit)}, was not complete when the "
+                    "input ended: the filter's next run with --state judges it" + late)
         if found is None:
             if dropped:
                 return f"every event came too late behind the watermark ({_lines(dropped, self.unit)})"

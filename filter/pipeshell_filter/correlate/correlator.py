@@ -709,5 +709,13 @@ class Correlator:
         held = tuple(window.events.values()) if events else None
         return held, frozenset(window.seen), window.complete(), window.aggregate()
 
+    def held_of(self, group) -> list:
+        """Read-only, for ``explain``: a group's contributions held, in its window or waiting for the
+        watermark, in time order."""
+        window = self._windows.get(group)
+        held = list(window.events.values()) if window is not None else []
+        held += [c for _, _, c in self._pending if c.group == group]
+        return sorted(held, key=lambda c: c.time)
+
     def state_size(self) -> int:
         return len(self._pending) + len(self._held) + len(self._consumed)

@@ -1713,10 +1713,12 @@ class Filter:
         self._waiting()
         self.engine.release_memory()
 
-    def finish(self, keep_open: bool = False) -> None:
+    def finish(self, keep_open: bool = False, pause: bool = False) -> None:
         """End of input (or of what was read before a stop or an error): what was read is
         processed, then flushed; with ``keep_open`` (``--on-stop keep``, a stop signal) the windows
-        still open are not flushed but left in the state, for the next run to go on with."""
+        still open are not flushed but left in the state, for the next run to go on with.  ``pause``:
+        without a state to save (``explain --state``), the end is that of a run with ``--state``,
+        whose windows stay open (``Engine.pause``: an upper bound's window not complete is not judged)."""
         if self._reader is not None:
             for item in self._reader.rest():
                 self.process(*item)
@@ -1735,7 +1737,7 @@ class Filter:
             # end of input is a pause: the flush's alerts go out, the windows stay open in the state
             self._pause()
         else:
-            self.write_alerts(self.engine.flush())
+            self.write_alerts(self.engine.pause() if pause else self.engine.flush())
         self.write_stats(final=True)  # after the last alerts, which it counts
         self._flush_sinks()
         self.output.flush()
