@@ -675,7 +675,7 @@ def test_explain_event_shows_profile_fields_and_verdicts(tmp_path):
     benign = tmp_path / "benign.ndjson"
     benign.write_bytes(ndjson([flat_event(0, "ws04", "benign"), {"not": "read"}]))
     text = run_cli(["explain", "--event", str(benign)]).stdout.decode()
-    assert "profile   flat" in text and "MATCH" not in text and "would skip parsing" in text
+    assert "profile   flat" in text and "MATCH" not in text and "the filter skips parsing it" in text
 
 
 def test_explain_event_shows_both_fields_a_fieldref_compares(tmp_path):
@@ -853,6 +853,40 @@ def test_explain_event_judges_a_lines_own_bytes_for_the_prefilter(tmp_path):
     assert "prefilter the line is a candidate (parsed)" in text, text
     result = run_cli(["--input", str(path), "--emit", "matches"])
     assert result.returncode == 0 and result.stdout == b"", result.stderr
+
+
+def test_explain_event_gives_the_prefilter_verdict_of_the_whole_rule_set(tmp_path):
+    """The prefilter scans a line for the needles of every rule, and is off when one rule has none (a
+    comparison of numbers): explain --event judged each rule's needles alone, and said "it would skip
+    parsing" of a line the filter parses for another rule.  Whether the line is parsed is the rule set's
+    verdict; whether a rule is tried on it, the rule index's."""
+    from pipeshell_filter.cli import build_prefilter, load_plans
+
+    literal, numeric = tmp_path / "literal.yml", tmp_path / "numeric.yml"
+    literal.write_text("title: literal\nlogsource: {product: windows}\n"
+                       "detection: {sel: {CommandLine|contains: mimikatz}, condition: sel}\n")
+    numeric.write_text("title: numeric\nlogsource: {product: windows}\n"
+                       "detection: {sel: {Port|gte: 5}, condition: sel}\n")
+    other = tmp_path / "other.yml"
+    other.write_text("title: other\nlogsource: {product: windows}\n"
+                     "detection: {sel: {CommandLine|contains: rubeus}, condition: sel}\n")
+    event = tmp_path / "event.json"
+    event.write_text('{"EventID": 1, "CommandLine": "rubeus.exe"}\n')
+
+    def said(*rules):
+        result = run_cli_here(["explain", *[arg for rule in rules for arg in ("--rule", str(rule))],
+                               "--event", str(event)])
+        assert result.returncode == 0, result.stderr
+        return [line for line in result.stdout.decode().splitlines() if line.startswith("prefilter ")]
+
+    prefilter, _ = build_prefilter(load_plans([str(literal), str(numeric)], None), "python")
+    assert prefilter is None  # every line parsed
+    assert said(literal, numeric)[0] == ("prefilter the line is parsed (another rule has no needle: every line is), "
+                                       "but holds none of this rule's needles: the rule is not tried on it")
+    assert said(literal, other) == [
+        "prefilter the line is parsed (it holds another rule's needle), but holds none of this rule's needles: "
+        "the rule is not tried on it", "prefilter the line is a candidate (parsed)"]
+    assert said(literal) == ["prefilter the line holds no needle of any rule: the filter skips parsing it"]
 
 
 def test_input_dev_stdin_loses_no_byte_and_sigterm_ends_its_wait():

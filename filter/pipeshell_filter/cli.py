@@ -1395,7 +1395,9 @@ def explain(
     raw, parsed = _read_one_event(event)
     if line_field is not None:
         raw, parsed = _unwrapped_event(raw, parsed, line_field, event)
-    _print(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value))
+    gate = build_prefilter(plans, PrefilterEngine.python.value,
+                           "match" if declares(resolver) else logsource_unknown.value)  # as the filter's
+    _print(describe_event(plans, resolver, raw, parsed, event, logsource_unknown.value, gate))
 
 
 def _no_trace_option_without_events(ctx: typer.Context, event: Optional[str], events: Optional[List[str]],

@@ -18,7 +18,7 @@ from .events.fields import MISSING, FieldResolver, lookup_flattened
 from .events.timeparse import NS, format_time, parse_time, zoneless
 from .events.xml_event import event_to_read
 from .io import inputs
-from .io.prefilter import Prefilter, needle
+from .io.prefilter import needle
 from .io.stream import DEFAULT_MAX_LINE, OWN_TYPES, Diagnostics, Filter, Output, load_event
 from .sigma.compile import Plan
 from .sigma.condition import And, Not, Or, evaluate, top_level_terms
@@ -64,12 +64,17 @@ def _clipped_facts(reason: str, facts) -> str:
 
 
 def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event: dict, source: str,
-                   unknown_logsource: str = "match") -> str:
-    """How one event is read and judged, rule by rule: the answer to "why did it (not) match?"."""
+                   unknown_logsource: str = "match", gate: tuple = (None, None)) -> str:
+    """How one event is read and judged, rule by rule: the answer to "why did it (not) match?".  ``gate``:
+    the rule set's block prefilter and rule index (``cli.build_prefilter``), whose verdicts on the line
+    are the filter's: whether it is parsed at all, and which rules are tried on it."""
     carried = []
     # Sysmon for Linux in a record, Render_Event_As_XML: its XML's event
     read, problem = event_to_read(raw, event, resolver)
     text_line = not _json_object(raw)  # ``event`` is its XML's (``cli._text_event``), even if the line starts "{"
+    prefilter, index = gate  # a line of text is always parsed
+    parsed = text_line or prefilter is None or bool(prefilter.spans(raw + b"\n"))
+    tried_rules = index.rules_for(raw) if index is not None and parsed and not text_line else None  # None: all
     if text_line:
         carried = ["note      the line is not JSON but holds an event's XML (Sysmon for Linux's syslog file): "
                    "that event is read"]
@@ -113,7 +118,7 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
     facts = event_facts(view)
     lines.append(f"logsource product {_fact(facts.product)}, channel {_fact(facts.channel)}, "
                  f"EventID {_fact(facts.event_id)}" + _declared_facts(facts))
-    for plan in plans:
+    for position, plan in enumerate(plans):
         lines.append(f"rule      {plan.rule.title}")
         if plan.logsource is not None:
             applies, reason = plan.logsource.verdict(facts, unknown_logsource)
@@ -161,10 +166,14 @@ def describe_event(plans: List[Plan], resolver: FieldResolver, raw: bytes, event
         needles = plan.prefilter_literals(needle)
         if needles and text_line:
             lines.append("prefilter the line is not JSON: it is always parsed (the needles are JSON spellings)")
+        elif not parsed:
+            lines.append("prefilter the line holds no needle of any rule: the filter skips parsing it")
+        elif tried_rules is not None and position not in tried_rules:
+            lines.append("prefilter the line is parsed (" + ("another rule has no needle: every line is"
+                                                             if prefilter is None else "it holds another rule's needle")
+                         + "), but holds none of this rule's needles: the rule is not tried on it")
         elif needles:
-            scan = Prefilter(needles, "python").spans(raw + b"\n")
-            lines.append("prefilter " + ("the line is a candidate (parsed)" if scan else
-                                         "the line holds no needle: it would skip parsing"))
+            lines.append("prefilter the line is a candidate (parsed)")
     return _joined(lines)
 
 
