@@ -624,3 +624,8 @@ def test_a_damaged_file_header_loses_no_record_of_the_chunks_after_it(tmp_path, 
         assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
         assert sorted(result.stdout.splitlines()) == sorted(whole.stdout.splitlines() * (1 if named == path else 2))
         assert f"{path}: the EVTX file header is damaged".encode() in result.stderr, result.stderr
+        # no record lost: a notice, not an EVTX problem the summary counts as skipped, nor a loss explain names
+        summary = result.stderr.splitlines()[-1].decode()
+        assert "1 EVTX file(s) read past a damaged file header" in summary and "EVTX problem" not in summary
+    explained = run_cli(["explain", "--events", str(path)])
+    assert explained.returncode == 0 and b"records lost" not in explained.stdout, explained.stdout[:400]

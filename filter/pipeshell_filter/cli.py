@@ -1065,9 +1065,7 @@ def _file_lines(files: List[str], stream_filter: Filter, diagnostics: Diagnostic
                 walked: frozenset = frozenset(), stop=None):
     """``(label, line, verdict)`` from the files, merged by event time when several; ``walked``: those
     only a directory named; ``stop``: the run's StopRequest (an EVTX file's reading heeds it)."""
-    def report(where: str, message: str) -> None:
-        diagnostics.report("bad_evtx", where, message)
-
+    report = inputs_module.evtx_problems(diagnostics)
     if len(files) > 1:
         inputs_module.allow_open(len(files))
     placed = stream_filter.state is not None or stream_filter.saved_inputs is not None \
@@ -1232,6 +1230,7 @@ NOTICES = {"impersonation": "line(s) of the filter's own record types wrapped (i
            "no_event_data_map": "event(s) with their data by position only (no_event_data_map)",
            "state": "state file problem(s)",
            "bom": "byte order mark(s) ignored",
+           "evtx_recovered": "EVTX file(s) read past a damaged file header",
            "skewed_source": "source(s) with a wrong clock",
            "bus_discarded": "bus message(s) discarded by the stream's limits unread",
            "bus_shrunk": "Detection(s) over the NATS server's max_payload (or the stream's max_msg_size) published "

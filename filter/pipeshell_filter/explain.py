@@ -672,7 +672,8 @@ class CorrelationTrace:
             self.origins[number] = self._filter.origin
 
     def _lost(self, where: str, message: str) -> None:  # a damaged EVTX file: why a correlation may not fire
-        self.lost += 1
+        if not isinstance(message, inputs.Recovered):  # a damaged header alone lost no record
+            self.lost += 1
 
     @staticmethod
     def _counts(correlator) -> tuple:

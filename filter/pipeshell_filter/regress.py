@@ -318,10 +318,8 @@ def _read(engine: Engine, path: str, prefilter, index, diagnostics: Diagnostics)
                                workers=0, index=index)
         stream_filter.repeated_keys = True
 
-        def report(where: str, message: str) -> None:
-            diagnostics.report("bad_evtx", where, message)
-
-        stream_filter.process_labelled(inputs.judged(inputs.labelled_lines(path, report), prefilter))
+        stream_filter.process_labelled(inputs.judged(inputs.labelled_lines(path, inputs.evtx_problems(diagnostics)),
+                                                     prefilter))
         stream_filter.finish()
     finally:
         os.close(devnull)

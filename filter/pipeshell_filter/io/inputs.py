@@ -193,6 +193,18 @@ def is_evtx(path: str) -> bool:
         return False
 
 
+class Recovered(str):
+    """An EVTX file's problem that lost no record (its header damaged, its chunks read): said, and counted
+    apart from the problems that lost records (``evtx_problems``)."""
+
+
+def evtx_problems(diagnostics) -> Callable[[str, str], None]:
+    """The ``report`` of EVTX files' problems to a run's diagnostics: records lost (``bad_evtx``, an EVTX
+    problem the summary line counts as skipped), or none (``evtx_recovered``, a notice)."""
+    return lambda where, message: diagnostics.report(
+        "evtx_recovered" if isinstance(message, Recovered) else "bad_evtx", where, message)
+
+
 def evtx_lines(path: str, report: Callable[[str, str], None], named: bool = True, stop=None) -> Iterator[bytes]:
     """The records of an EVTX file as JSON lines (``numbered_evtx_lines``, from the first)."""
     for _, line in numbered_evtx_lines(path, report, named, stop):
@@ -217,7 +229,7 @@ def numbered_evtx_lines(path: str, report: Callable[[str, str], None], named: bo
     except (OSError, RuntimeError, ValueError) as error:
         why = error.strerror.lower() if isinstance(error, OSError) and error.strerror else _first_line(error)
         if not isinstance(error, OSError) and holds_chunks(path):  # no record is in the header
-            report(path, f"the EVTX file header is damaged ({why}); its chunks are read on their own")
+            report(path, Recovered(f"the EVTX file header is damaged ({why}); its chunks are read on their own"))
         elif named:
             raise InputError(f"cannot read EVTX file {path}: {why}") from None
         else:
