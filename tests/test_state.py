@@ -616,6 +616,18 @@ def test_a_file_name_that_ends_as_a_directory_is_a_usage_error(tmp_path, option,
     assert sorted(os.listdir(tmp_path)) == ["state.json"]
 
 
+@pytest.mark.parametrize("option", ["--state", "--rule-stats"])
+def test_a_dash_for_a_file_to_replace_is_a_usage_error(tmp_path, option):
+    """``--state -`` (or ``--rule-stats -``) wrote a file named ``-`` in the working directory, where every
+    Unix tool reads ``-`` as standard output (which carries the stream here)."""
+    result = subprocess.run(COMMAND + ARGS + [option, "-"], input=ndjson(INCIDENT), capture_output=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and result.stdout == b"", result
+    assert result.stderr == f"pipeshell-filter: error: {option} -: not a file name (standard output carries the " \
+        "stream; name a file)\n".encode()
+    assert os.listdir(tmp_path) == []
+
+
 def test_state_options_are_checked(tmp_path):
     assert run_cli(["--state-reset"], b"").returncode == 2
     result = run_cli(["--state", str(tmp_path / "state.json"), "--state-interval", "-1"], b"")

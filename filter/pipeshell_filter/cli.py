@@ -754,6 +754,8 @@ def check_output_path(option: str, path: Optional[str]) -> None:
         raise UsageProblem(f"{option} needs a file name")
     if os.path.basename(path) in ("", ".", ".."):  # ``state.json/`` was written to state.json, never read back
         raise UsageProblem(f"{option} {path}: not a file name (it ends as a directory's does)")
+    if path == "-":  # standard output, to every Unix tool: here a file named "-" in the working directory
+        raise UsageProblem(f"{option} -: not a file name (standard output carries the stream; name a file)")
     if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero, a pipe: never read, replaced or removed
         raise UsageProblem(f"{option} {path}: not a regular file")
     folder = os.path.dirname(os.path.realpath(path))  # where the file is written (``write_atomic``)
