@@ -241,3 +241,17 @@ def test_a_file_at_a_partial_name_is_never_written_through(cache, tmp_path):
     database_cache._write(path, key, hyperscan.dumpb(database))
     assert elsewhere.read_bytes() == b"keep me"
     assert found(database_cache._read(path, key), b"a second look") == {0}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="open descriptors counted in /proc")
+def test_a_directory_where_a_database_should_be_leaves_no_descriptor_open(cache):
+    """``fdopen`` refuses a directory and leaves the descriptor it was given open: each look-up
+    of that name (at each start, each frequent route) kept one more."""
+    build([b"mimikatz"])
+    [path] = cache.iterdir()
+    path.unlink()
+    path.mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        assert found(build([b"mimikatz"]), b"mimikatz") == {0}
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -99,14 +99,16 @@ def _read(path: str, key: str):
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
-    try:
-        with os.fdopen(descriptor, "rb") as source:
-            found = os.fstat(descriptor)
-            if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
-                return None
+    try:  # closed here whatever happens: ``fdopen`` refused a directory and left its descriptor open
+        found = os.fstat(descriptor)
+        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
+            return None
+        with os.fdopen(descriptor, "rb", closefd=False) as source:
             data = source.read()
     except OSError:
         return None
+    finally:
+        os.close(descriptor)
     digest, payload = data[:_DIGEST], data[_DIGEST:]
     if len(digest) != _DIGEST or _seal(key, payload) != digest:
         return None
