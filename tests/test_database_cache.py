@@ -255,3 +255,18 @@ def test_a_directory_where_a_database_should_be_leaves_no_descriptor_open(cache)
     for _ in range(5):
         assert found(build([b"mimikatz"]), b"mimikatz") == {0}
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_databases_dated_ahead_of_the_clock_do_not_hold_the_cache(cache, monkeypatch):
+    """Files dated in the future (filed while the clock was ahead, or copied with their times from a
+    host whose clock was) sorted as the most recently used: each database filed after them was the
+    oldest, evicted as soon as written, and every run compiled it again."""
+    monkeypatch.setattr(database_cache, "MAX_FILES", 3)
+    for number in range(3):
+        build([b"ahead %d" % number])
+    for path in cache.iterdir():
+        os.utime(path, (10 ** 10, 10 ** 10))  # the year 2286
+    build([b"mimikatz"])
+    compiles = Compiles(monkeypatch)
+    assert found(build([b"mimikatz"]), b"mimikatz") == {0}
+    assert compiles.count == 0

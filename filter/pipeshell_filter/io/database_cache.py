@@ -147,12 +147,14 @@ def _write(path: str, key: str, payload: bytes) -> None:
 def _evict(directory: str) -> None:
     """Beyond ``MAX_FILES`` databases, the least recently used go; so do the partial files of
     runs killed while writing (an hour old).  Each entry on its own: one that cannot be removed
-    (a directory by such a name) made every eviction give up, and the cache grew unbounded."""
+    (a directory by such a name) made every eviction give up, and the cache grew unbounded.  Files
+    dated in the future (the clock set back) counted as the most recent: each one filed after them
+    was evicted at once."""
     try:
         names = os.listdir(directory)
     except OSError:
         return
-    filed = []
+    now, filed = time.time(), []
     for name in names:
         if not name.endswith((SUFFIX, ".partial")):
             continue
@@ -163,9 +165,9 @@ def _evict(directory: str) -> None:
             continue
         if not stat.S_ISREG(found.st_mode):
             continue
-        if name.endswith(SUFFIX):
-            filed.append((found.st_mtime, path))
-        elif found.st_mtime < time.time() - 3600:
+        if name.endswith(SUFFIX):  # dated over an hour ahead of the clock: no use seen, it goes first
+            filed.append((found.st_mtime if found.st_mtime < now + 3600 else 0, path))
+        elif found.st_mtime < now - 3600:
             _remove(path)
     filed.sort()
     for _, path in filed[:max(0, len(filed) - MAX_FILES)]:
