@@ -23,7 +23,7 @@ from clitools import COMMAND, REPO, alerts, ndjson, records, run_cli
 from eventgen import FRAMINGS, evtx_event, flat_event, framed, raw_events
 import resolvers
 from pipeshell_filter.cli import build_prefilter, load_plans
-from pipeshell_filter.detect import FIELD_BYTES, LONGEST_VALUE, MOST_VALUES, Detection, WireError, kept, \
+from pipeshell_filter.detect import FIELD_BYTES, LONGEST_VALUE, MOST_VALUES, Detection, Heartbeat, WireError, kept, \
     kept_values
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.timeparse import NS
@@ -119,6 +119,7 @@ def test_an_event_digest_is_of_the_line_the_filter_parses(tmp_path):
 @pytest.mark.parametrize("record, message", [
     ({"type": "other"}, "not a sigma.detection"),
     ({"type": "sigma.detection", "version": 2}, "version 2"),
+    ({"type": "sigma.detection", "version": True, "rule": "r", "time": 1, "terms": [0]}, "version True"),
     ({"type": "sigma.detection", "version": 1, "rule": "", "time": 1, "terms": [0]}, "rule"),
     ({"type": "sigma.detection", "version": 1, "rule": "r", "time": 1.5, "terms": [0]}, "time"),
     ({"type": "sigma.detection", "version": 1, "rule": "r", "time": 1, "terms": []}, "terms"),
@@ -128,6 +129,12 @@ def test_a_record_that_is_not_a_detection_is_refused_in_one_line(record, message
     with pytest.raises(WireError, match=message) as error:
         Detection.from_wire(record)
     assert "\n" not in str(error.value)
+
+
+def test_a_heartbeat_whose_version_is_true_is_refused():
+    """JSON ``true`` is no version 1 (the schema's ``const`` tells them apart), though Python's ``True == 1``."""
+    with pytest.raises(WireError, match="version True"):
+        Heartbeat.from_wire({"type": "sigma.heartbeat", "version": True, "agent": "a", "time": 1})
 
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),

@@ -179,6 +179,12 @@ def smaller(record: dict, fitting):
     return None
 
 
+def _is_wire_version(version) -> bool:
+    """Whether a record's ``version`` is the one this build reads: JSON ``true`` is not 1, though Python's
+    ``True == 1`` took a record the schema refuses for one."""
+    return version == WIRE_VERSION and version.__class__ is not bool
+
+
 def _shown(value) -> str:
     """A record's value in a diagnostic: a scalar's repr, cut; a list or an object by its kind.  Its
     whole repr made a line as long as the record, and a list nested a thousand deep, which the
@@ -233,7 +239,7 @@ class Detection:
     def from_wire(cls, record) -> "Detection":
         if not isinstance(record, dict) or record.get("type") != WIRE_TYPE:
             raise WireError(f"not a {WIRE_TYPE} record")
-        if record.get("version") != WIRE_VERSION:
+        if not _is_wire_version(record.get("version")):
             raise WireError(f"{WIRE_TYPE} version {_shown(record.get('version'))} (this build reads {WIRE_VERSION})")
         return cls.from_fields(record)
 
@@ -351,7 +357,7 @@ class Heartbeat:
 
     @classmethod
     def from_wire(cls, record) -> "Heartbeat":
-        if record.get("version") != WIRE_VERSION:
+        if not _is_wire_version(record.get("version")):
             raise WireError(f"{HEARTBEAT_TYPE} version {_shown(record.get('version'))} "
                             f"(this build reads {WIRE_VERSION})")
         agent, time, idle = record.get("agent"), record.get("time"), record.get("idle", False)
