@@ -405,8 +405,7 @@ def test_a_correlate_stage_keeps_a_lone_surrogate_of_a_source_or_an_agent_in_its
     assert alert["related"]["hosts"] == ["cli01", "cli02", "srv01\ud800"]
 
 
-@pytest.mark.parametrize("content", [b"garbage", b'{"format": "other"}', b"[" * 100_000, b'{"format": "\xff"}',
-                                     json.dumps({"format": FORMAT, "version": 99}).encode(),
+@pytest.mark.parametrize("content", [json.dumps({"format": FORMAT, "version": 99}).encode(),
                                      json.dumps({"format": FORMAT, "version": VERSION, "lines": -1,
                                                  "correlations": {}}).encode(),
                                      # a count no run reaches: every Detection record a match stage wrote was
@@ -423,6 +422,35 @@ def test_a_state_file_it_cannot_use_is_refused_in_one_line_and_reset_discards_it
     reset = run_cli(ARGS + ["--state", str(path), "--state-reset"], ndjson(INCIDENT))
     assert reset.returncode == 0 and len(alerts(reset.stdout)) == 1
     assert json.loads(path.read_bytes())["lines"] == 3
+
+
+@pytest.mark.parametrize("content", [b"garbage", b'{"format": "other"}', b"[" * 100_000, b'{"format": "\xff"}',
+                                     b'{"EventID": 4104, "note": "pipeshell-filter.stat"}\n'])
+def test_a_file_no_filter_wrote_is_refused_and_never_removed_by_reset(tmp_path, content):
+    """``--state events.ndjson`` (a slip of the keyboard) was refused with "--state-reset discards
+    it", and --state-reset then deleted the user's log: reset removes only a file a filter wrote."""
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(content)
+    for extra in ([], ["--state-reset"]):
+        refused = run_cli(ARGS + ["--state", str(path)] + extra, ndjson(INCIDENT))
+        assert refused.returncode == 2 and refused.stdout == b"", refused.stderr
+        assert refused.stderr == (f"pipeshell-filter: error: state file {path}: not a pipeshell-filter state file"
+                                  + (", so --state-reset leaves it" if extra else "")
+                                  + "; name another file\n").encode(), refused.stderr
+        assert path.read_bytes() == content
+
+
+def test_an_empty_state_file_is_no_state_yet(tmp_path):
+    """A file made empty by ``touch`` or a unit's setup (a snapshot is never empty: written whole)
+    was refused as "not a pipeshell-filter state file": the run starts afresh and saves there."""
+    path = tmp_path / "state.json"
+    path.write_bytes(b"")
+    run = run_cli(ARGS + ["--state", str(path)], ndjson(INCIDENT))
+    assert run.returncode == 0 and run.stderr.count(b"\n") <= 1 and len(alerts(run.stdout)) == 1, run.stderr
+    assert json.loads(path.read_bytes())["lines"] == 3
+    path.write_bytes(b"")
+    explained = run_cli(["explain", "--events", "-", "--state", str(path)], ndjson(INCIDENT))
+    assert explained.returncode == 0, explained.stderr
 
 
 def test_a_state_file_cut_short_is_called_damaged_not_another_kind_of_file(tmp_path):
@@ -496,7 +524,12 @@ def test_a_truncated_or_corrupted_state_file_is_taken_or_refused_never_a_crash(t
             stream_filter = new_filter(sink, 0, "alerts")
             state_file = StateFile(path, 0)
             stream_filter.keep_state(state_file)
-            stream_filter.resume(state_file.load())
+            saved = state_file.load()
+            if saved is None:  # cut to nothing: no state yet, as ``resume_state`` takes it
+                assert content == b""
+                event("empty")
+                return
+            stream_filter.resume(saved)
         except state_module.StateError as error:
             assert "\n" not in str(error)
             event("refused")
@@ -1025,7 +1058,7 @@ def test_a_reset_through_a_link_discards_its_target_and_the_link_stays(tmp_path)
     taken back by the next run that linked to it again."""
     volume = tmp_path / "volume"
     volume.mkdir()
-    (volume / "state.json").write_bytes(b"old")
+    (volume / "state.json").write_bytes(b'{"format": "%s", "version": 0}' % FORMAT.encode())
     link = tmp_path / "link.json"
     link.symlink_to(volume / "state.json")
     StateFile(str(link)).discard()

@@ -37,7 +37,7 @@ from .io.position import FilePlaces, rotated_away
 from .io.prefilter import Prefilter, needle
 from .io.rule_index import RuleIndex
 from .io.signals import StoppedOpening, StopRequest, Terminated, stop_at_start
-from .correlate.state import TEMP_NAME_EXTRA, StateError, StateFile, write_atomic
+from .correlate.state import TEMP_NAME_EXTRA, NotAStateFile, StateError, StateFile, write_atomic
 from .supervise import SUPERVISED, tell_ready
 from .io.stream import (BOM, OWN_TYPES, STATS_DATASET, DEFAULT_MAX_LINE, DEFAULT_MAX_RECORD, Diagnostics, Filter,
                         Output, OutputClosed, decode_problem, every_value, load_event, load_framed, unwrap_line)
@@ -1020,7 +1020,8 @@ def resume_state(stream_filter: Filter, path: str, interval: float, reset: bool)
     except StateError as error:
         state_file.release()
         text = str(error) if str(error).startswith("state file") else f"state file {path}: {error}"
-        raise UsageProblem(f"{text}; --state-reset discards it") from None
+        advice = "name another file" if isinstance(error, NotAStateFile) else "--state-reset discards it"
+        raise UsageProblem(f"{text}; {advice}") from None
     for message in messages:
         say(f"state file {path}: {message}")
 
@@ -1564,7 +1565,8 @@ def _trace_events(engine: Engine, paths: List[str], max_line: int = DEFAULT_MAX_
 
 def _saved_state(path: Optional[str]) -> Optional[tuple]:
     """``explain --events --state FILE``: (the file, its document), read only (no lock: the filter
-    replaces the file whole, never writes it in place); the file must be there."""
+    replaces the file whole, never writes it in place); the file must be there.  An empty one holds
+    no state, as for the filter."""
     if path is None:
         return None
     if not os.path.isfile(path):
@@ -1574,7 +1576,7 @@ def _saved_state(path: Optional[str]) -> Optional[tuple]:
         document = StateFile(path).load()
     except StateError as error:
         raise UsageProblem(str(error)) from None
-    return path, document
+    return (path, document) if document is not None else None
 
 
 def _read_one_event(path: str) -> tuple:

@@ -65,6 +65,11 @@ class StateError(ValueError):
     """A state file this build cannot use; the message is one line."""
 
 
+class NotAStateFile(StateError):
+    """A file no pipeshell-filter wrote: never removed by ``--state-reset`` (a mistyped ``--state``
+    naming a log or a configuration file must not cost the user that file)."""
+
+
 # ------------------------------------------------------------ the same event
 
 
@@ -432,7 +437,7 @@ def decode(data: bytes, where: str) -> dict:
     if document is None and b'"%s"' % FORMAT.encode() in data[:100]:  # ours, but no JSON: cut short (a full disk)
         raise StateError(f"{where}: damaged state file (cut short, or not JSON)")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise StateError(f"{where}: not a pipeshell-filter state file")
+        raise NotAStateFile(f"{where}: not a pipeshell-filter state file")
     if document.get("version") not in READABLE or type(document.get("version")) is not int:
         raise StateError(f"{where}: state format version {str(document.get('version'))[:40]!r} (this build reads "
                          f"{' and '.join(map(str, READABLE))})")
@@ -536,15 +541,19 @@ class StateFile:
         self._last = None  # digest of the last snapshot written
 
     def load(self) -> Optional[dict]:
-        """The saved document; None when there is no file yet."""
+        """The saved document; None when there is no file yet, or an empty one (made by ``touch``
+        or a unit's setup: snapshots are written whole, so none is ever empty)."""
+        data = self._read()
+        return decode(data, f"state file {self.path}") if data else None
+
+    def _read(self) -> bytes:
         try:
             with open(self.path, "rb") as handle:
-                data = handle.read()
+                return handle.read()
         except (FileNotFoundError, NotADirectoryError):
-            return None
+            return b""
         except OSError as error:
             raise StateError(f"state file {self.path}: cannot read it: {error.strerror or error}") from None
-        return decode(data, f"state file {self.path}")
 
     _lock = None  # the open lock file, held while the process lives
 
@@ -606,7 +615,13 @@ class StateFile:
         """``--state-reset``: forget what the file holds (a snapshot later writes a new one).  A file
         that cannot be removed (a read-only file system) is a StateError: left there, the next run
         would take it back.  Through a link, its target goes and the link stays: removing the link
-        left the state on the volume it points to, and moved the next snapshots off it."""
+        left the state on the volume it points to, and moved the next snapshots off it.  Only a file
+        a filter wrote (damaged or of another version) or an empty one goes: ``NotAStateFile`` for
+        any other."""
+        data = self._read()
+        if data and FORMAT.encode() not in data[:100]:  # ``encode`` writes the format first
+            raise NotAStateFile(f"state file {self.path}: not a pipeshell-filter state file, so --state-reset "
+                                "leaves it; name another file")
         try:
             os.unlink(os.path.realpath(self.path))
         except (FileNotFoundError, NotADirectoryError):
