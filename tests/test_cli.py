@@ -225,6 +225,10 @@ def test_final_line_without_newline_and_crlf():
     (["--partitions", "0"], "--partitions"),  # the fleet's options, checked without --nats too
     (["--partition", "-1"], "--partition"),
     (["--state-interval", "-5"], "--state-interval"),
+    # every agent was silent between any two of its records: the fleet's time went on without each, and
+    # stderr said so twice a record
+    (["--stage", "correlate", "--agent-idle", "0"], "--agent-idle must be more than 0 seconds"),
+    (["explain", "--events", "-", "--stage", "correlate", "--agent-idle", "0"], "--agent-idle must be more than 0"),
     (["--max-line-bytes", "99999999999999999999"], "--max-line-bytes"),  # was a traceback with two --input
     (["--max-record-bytes", str(1 << 63)], "--max-record-bytes"),
     (["--workers", "100000"], "--workers"),

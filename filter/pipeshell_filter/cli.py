@@ -502,7 +502,8 @@ def run(
         raise UsageProblem(f"--max-record-bytes must be between 4096 and {MAX_BYTES_OPTION} (1 GiB)")
     if workers is not None and not 0 <= workers <= MAX_WORKERS_OPTION:
         raise UsageProblem(f"--workers must be between 0 and {MAX_WORKERS_OPTION}")
-    check_seconds(("--heartbeat", heartbeat), ("--agent-idle", agent_idle))
+    check_seconds(("--heartbeat", heartbeat))
+    check_agent_idle(agent_idle)
     check_agents(agents)
     if agent is not None and not agent.strip():
         raise UsageProblem("--agent must not be empty")
@@ -864,6 +865,14 @@ def check_seconds(*options: tuple) -> None:
     for name, value in options:
         if not 0 <= value <= MAX_SECONDS:
             raise UsageProblem(f"{name} must be between 0 and {MAX_SECONDS} seconds")
+
+
+def check_agent_idle(seconds: float) -> None:
+    """``--agent-idle``: seconds as ``check_seconds`` takes them, but not 0, with which every agent was
+    silent between any two of its records, and the fleet's time went on without each of them."""
+    check_seconds(("--agent-idle", seconds))
+    if seconds == 0:
+        raise UsageProblem("--agent-idle must be more than 0 seconds (how long an agent may send nothing)")
 
 
 def read_duration(name: str, text: Optional[str]) -> int:
@@ -1372,7 +1381,8 @@ def explain(
     if event is not None and events is not None:
         raise UsageProblem("give --event (one event's verdicts) or --events (a stream's correlations), not both")
     # every option is checked, whether or not this run uses it: a wrong one is said, not ignored
-    check_seconds(("--lateness", lateness), ("--max-skew", max_skew), ("--agent-idle", agent_idle))
+    check_seconds(("--lateness", lateness), ("--max-skew", max_skew))
+    check_agent_idle(agent_idle)
     check_agents(agents)
     check_line_options(max_line, line_field)
     _no_trace_option_without_events(ctx, event, events, stage)
