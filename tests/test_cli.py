@@ -1245,6 +1245,20 @@ def test_a_named_pipe_in_a_rule_directory_is_skipped_not_waited_on(tmp_path):
     assert strict.returncode == 2 and len(strict.stderr.splitlines()) == 1
 
 
+def test_two_rules_without_id_sharing_a_title_are_said_to_clash_by_their_title(tmp_path):
+    """A rule with neither id nor name is known by its title; the clash said "its id <title> is
+    already the id of ...", and its writer looked for an id the file never held."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for name, value in (("a.yml", 1), ("b.yml", 2)):
+        (rules / name).write_text(f"title: Same title\nlogsource: {{}}\ndetection:\n  sel:\n    a: {value}\n"
+                                  "  condition: sel\n")
+    result = run_cli(["--rule", str(rules), "--emit", "matches"], b'{"a": 1}\n')
+    assert result.returncode == 0 and b'"kind":"alert"' in result.stdout
+    assert (f"skipped: rule {rules / 'b.yml'}: its id (its title, where it has no id or name) 'Same title' "
+            f"already names {rules / 'a.yml'}: give each its own id\n") in result.stderr.decode()
+
+
 def test_a_named_pipe_is_read_as_input(tmp_path):
     """``mkfifo`` then ``--input`` (a collector writing into it): read like stdin, to its end."""
     fifo = tmp_path / "events.pipe"

@@ -337,7 +337,7 @@ def test_a_collections_rules_sharing_the_global_id_or_title_each_get_one(tmp_pat
     assert [r.id for r in parse_rules(without_id, "w.yml")][:4] == ["WannaCry", "WannaCry#3", "WannaCry#4", "own"]
     assert len(list(load_plans([write(tmp_path, "w.yml", SHARED_ID)], None))) == 6
     twice = "id: mine\n" + SHARED_ID.rsplit("---", 1)[1].lstrip("\n")  # an id written twice: still refused
-    with pytest.raises(UsageProblem, match="is already the id of"):
+    with pytest.raises(UsageProblem, match="already names"):
         load_plans([write(tmp_path, "twice.yml", twice + "---\n" + twice)], None)
 
 
@@ -423,7 +423,7 @@ def test_one_uuid_written_in_two_letter_cases_is_one_id(tmp_path):
     upper, lower = "5F5F5F5F-0000-4000-8000-00000000000A", "5f5f5f5f-0000-4000-8000-00000000000a"
     for other in (lower, "'{" + lower + "}'"):
         paths = [write(tmp_path, "a.yml", rule.format("a", upper)), write(tmp_path, "b.yml", rule.format("b", other))]
-        with pytest.raises(UsageProblem, match="is already the id of"):
+        with pytest.raises(UsageProblem, match="already names"):
             load_plans(paths, None)
 
 

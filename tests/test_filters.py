@@ -151,7 +151,7 @@ def test_two_filters_whose_ids_differ_only_in_blanks_and_underscores_both_apply(
                                            "not (filter:mf_admins#2:selection)")
     again = write(tmp_path, "mf_again.yml", dict(spec_filter([RAR_ID]), id="mf_admins"))  # one id, two filters
     refused = run_cli(["--rule", rules, "--rule", dcs, "--rule", again], ndjson(events))
-    assert refused.returncode == 2 and b"its id mf_admins is already the id of " in refused.stderr
+    assert refused.returncode == 2 and b"'mf_admins' already names " in refused.stderr
 
 
 def test_a_condition_naming_every_selection_under_a_not_is_read_as_pysigma_reads_it(tmp_path):

@@ -168,7 +168,7 @@ def load_plans(rule_paths: Optional[List[str]], join: Optional[Join], strict: bo
                         raise rule
                     same = canonical_uuid(rule.id) or rule.id  # a UUID in any letter case is one (as referred to)
                     if same in seen:
-                        raise RuleError(f"rule {rule.path}: its id {rule.id} is already the id of {seen[same]}")
+                        raise RuleError(_clash(rule, seen[same]))
                     if isinstance(rule, CorrelationRule):
                         documents[rule] = directory
                     elif isinstance(rule, FilterRule):
@@ -737,6 +737,13 @@ def _reads_live(files: List[str], nats: Optional[str], stage: Stage) -> bool:
 def _given(ctx: typer.Context, name: str) -> bool:
     """The option ``name`` was given by the user, not left at its default."""
     return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+
+
+def _clash(rule, other: str) -> str:
+    """Two rules known by one text: a rule with neither id nor name is known by its title, and "its id
+    <title>" sent its writer looking for an id it never wrote."""
+    return (f"rule {rule.path}: its id (its title, where it has no id or name) {rule.id!r} already names "
+            f"{other}: give each its own id")
 
 
 def check_state_path(path: Optional[str]) -> None:
