@@ -7,6 +7,7 @@ the fuzz property at the end sends streams of hostile lines through every mode.
 import io
 import json
 import os
+import subprocess
 import tempfile
 
 import jsonschema
@@ -14,7 +15,7 @@ import pytest
 import ujson
 from hypothesis import given, settings, strategies as st
 
-from clitools import REPO, alerts, ndjson, records, run_cli
+from clitools import COMMAND, REPO, alerts, ndjson, records, run_cli
 from eventgen import CLIENT, SERVER, evtx_event, flat_event, iso
 from pipeshell_filter.cli import build_prefilter, load_plans, make_resolver
 from pipeshell_filter.correlate import Correlation, Correlator
@@ -683,6 +684,30 @@ def test_an_events_own_sigma_members_are_cut_out_and_every_other_byte_kept(membe
     pairs = json.loads(enriched.replace(b"1e400", b"1"), object_pairs_hook=lambda items: items)
     assert [key for key, _ in pairs] == [key for key, _, _ in members if key != "sigma"] + ["sigma"]
     assert pairs[-1][1] == [("mine", True)]
+
+
+@given(st.text(" \t\r", max_size=4), st.booleans())
+def test_an_enriched_line_keeps_the_blanks_after_its_brace(after, sigma_of_its_own):
+    """They were cut off (a framed line's were kept): of a file with CRLF line ends, ``--emit all`` wrote the
+    matched lines without their CR among the others with theirs, and a reader splitting at CRLF joined each
+    matched line to the next."""
+    line = b'{"a": 1' + (b', "sigma": 2' if sigma_of_its_own else b"") + b"}" + after.encode()
+    enriched = enrich_line(line, ujson.loads(line), {"mine": True})
+    assert enriched == b'{"a": 1,"sigma":{"mine":true}}' + after.encode()
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_emit_all_of_a_file_with_crlf_line_ends_keeps_them_on_every_line(tmp_path, workers):
+    path = tmp_path / "crlf.ndjson"
+    path.write_bytes(ndjson(INCIDENT).replace(b"\n", b"\r\n"))
+    with open(path, "rb") as source:
+        result = subprocess.run(COMMAND + ["--emit", "all", "--lateness", "0", "--workers", workers], stdin=source,
+                                capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split(b"\n")[:-1]
+    events = [line for line in lines if b'"kind":"alert"' not in line]
+    assert len(events) == 3 and all(b'"sigma"' in line for line in events)
+    assert all(line.endswith(b"\r") for line in events), events
 
 
 @settings(max_examples=80, deadline=None)

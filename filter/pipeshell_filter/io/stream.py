@@ -209,19 +209,21 @@ def dumps(record) -> bytes:
 def enrich_line(raw: bytes, event: dict, sigma: dict) -> bytes:
     """The original line with ``"sigma": {...}`` spliced in before its closing brace.
 
-    Splicing keeps every original byte (number formats, key order, escapes).  An event
-    that already has a ``sigma`` key loses that member (each, if given twice), cut out of
+    Splicing keeps every original byte (number formats, key order, escapes), the blanks after
+    the brace too (a CRLF file's CR: cut, a reader splitting at CRLF joined the line to the next).
+    An event that already has a ``sigma`` key loses that member (each, if given twice), cut out of
     the line, and nothing else: re-serialised, its numbers and escapes changed, and a
     1e400 became Infinity, which is no JSON.
     """
     body = raw.rstrip()
+    after = raw[len(body):]
     start = body.find(b"{")  # the object's brace: a byte order mark or blanks may come before it
     if start < 0 or not body.endswith(b"}"):  # not reached for a line the JSON parser took: a safe way out
         return dumps({**event, "sigma": sigma})
     if "sigma" in event:
         body = body[:start] + _without_member(body[start:], "sigma")
     separator = b"," if body[start + 1:-1].strip() else b""
-    return body[:-1] + separator + b'"sigma":' + dumps(sigma) + b"}"
+    return body[:-1] + separator + b'"sigma":' + dumps(sigma) + b"}" + after
 
 
 def text_record(text: bytes, sigma: Optional[dict]) -> bytes:
