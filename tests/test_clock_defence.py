@@ -436,3 +436,35 @@ def test_a_line_far_behind_stays_the_suspect_across_a_restart_with_state():
         correlator.observe(detection(BASE_NS + i * NS, "dc01", i + 1))
         worst = max(worst, correlator.state_size())
     assert worst <= ONE_SOURCE_HELD + 20 and correlator.shed == 0  # (the first run's 11 too)
+
+
+@pytest.mark.parametrize("ahead", [100, 200, 290])
+def test_on_live_input_a_host_minutes_fast_does_not_make_the_others_late_at_a_pause(tmp_path, ahead):
+    """A host whose clock runs minutes fast (more than the lateness, less than ``--max-skew``) was taken at
+    each pause on live input, being within ``--max-skew`` of the wall clock: the watermark went to its time
+    minus the lateness, and the incident of a host on time that came after the pause was all late, out of
+    any window (0 alerts, 1 without the fast host).  A time past the wall clock is not final at a pause."""
+    rule = tmp_path / "three.yml"
+    rule.write_text("title: three blocks\nid: three\ndetection:\n  sel: {EventID: 4104}\n"
+                    "  condition: sel | count() >= 3\n  timeframe: 1m\n")
+    found = {}
+    for fast in (True, False):
+        now = [0.0]
+        engine = Engine(load_plans([str(rule)], None), resolvers.auto(), 60 * NS, clock=lambda: now[0])
+        engine.correlation.wall = lambda: BASE_NS + int(now[0] * NS)  # the hosts on time are at the wall clock
+        engine.live()
+        alerts = engine.process(flat_event(0, "srv01", "benign", 4104, 1)).alerts
+        if fast:
+            for i in range(2):
+                alerts += engine.process(flat_event(ahead + i, "fast", "benign", 4104, 10 + i)).alerts
+        alerts += engine.settle()
+        now[0] = 3.0
+        alerts += engine.idle(2.0)
+        for second in (5, 6, 7):  # the incident of a host on time, after the pause
+            now[0] = float(second)
+            alerts += engine.process(flat_event(second, "cli01", "benign", 4104, second)).alerts
+        alerts += engine.flush()
+        found[fast] = [a["related"]["hosts"] for a in alerts]
+        assert engine.correlation_stats()["late"] == 0, fast
+    assert found[False] == [["cli01", "srv01"]]
+    assert ["cli01", "srv01"] in found[True]

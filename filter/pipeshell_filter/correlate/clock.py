@@ -18,8 +18,8 @@ that host's stream to the end of input.
 
 When the input pauses on a live pipe, the newest time that is not suspect
 becomes final too: no more than ``max_skew`` past the vouched-for time, and
-not in the future of the wall clock by more than that (with one source, what
-two of its events reached, within the wall clock's bound); and of two sources,
+not in the future of the wall clock (with one source, what two of its events
+reached, within the wall clock's bound); and of two sources,
 the newest time that the wall clock vouches for, not after it and no more than
 ``max_skew`` before it.
 
@@ -156,7 +156,7 @@ class SourceClocks:
 
     def trusted_newest(self, wall_ns: Optional[int] = None):
         """The newest source time that is no more than ``max_skew`` past the vouched-for time,
-        and not in the future of ``wall_ns`` (the wall clock, on live input) by more than that.
+        and not in the future of ``wall_ns`` (the wall clock, on live input).
         With one source, what two of its events reached (``one_source_time``): a single line
         dated an hour ahead, first on a pipe that then paused, made every other host's events
         late (a replay of the past has no wall clock to check it against).  On live input (``bound_by``)
@@ -164,8 +164,11 @@ class SourceClocks:
         ``max_skew`` before it, when there are two sources only, which cannot tell each other wrong:
         one an hour behind that kept sending held the other's alerts to the end of input, and was
         taken for the right clock.  (With more, two of them vouch, and one line dated now must not
-        overrule them: the hosts of a pipeline running late would all be late.)"""
-        limit = wall_ns + self.max_skew if wall_ns is not None else float("inf")
+        overrule them: the hosts of a pipeline running late would all be late.)  None past the wall clock
+        itself, though believed: a host minutes fast (more than the lateness, within ``max_skew``) was taken
+        at every pause, and the incident of the hosts on time after it was all late.  A filter whose own
+        clock is slow only finalises later, as the wall clock catches up."""
+        limit = wall_ns if wall_ns is not None else float("inf")
         ranked = self._ranked
         if len(ranked) == 1:
             found = self._second if self._second <= limit else NEVER
