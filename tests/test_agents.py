@@ -1,13 +1,15 @@
 """The fleet's time (``correlate.agents``): each agent's heartbeats, the least agent time, and the
 agents that must not hold it back (silent, idle, far behind)."""
 
+import datetime
 import json
 import subprocess
+import time as _time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from clitools import COMMAND, alerts, ndjson, run_cli
+from clitools import COMMAND, alerts, ndjson, read_all, run_cli
 from eventgen import flat_event
 from pipeshell_filter.correlate.agents import NEVER, AgentClocks, Progress
 from pipeshell_filter.detect import Heartbeat, WireError, from_wire
@@ -442,7 +444,7 @@ def test_no_single_event_moves_the_agents_heartbeats(times, at, ahead, every):
 def test_progress_believes_no_time_far_in_the_future_of_the_wall_clock_on_live_input():
     progress = Progress("a", 10, SKEW, wall=lambda: 1000 * S)
     assert progress.see(1100 * S) is None  # alone, nothing vouches for it
-    assert progress.see(1200 * S).time == 1100 * S
+    assert progress.see(1200 * S).time == 1000 * S  # believed, but the agent's time stops at the wall clock
     assert progress.see(2000 * S) is None  # 1000 s ahead of the wall clock
     assert progress.newest == 1200 * S
 
@@ -689,3 +691,31 @@ def test_a_flood_of_agent_names_left_out_behind_is_not_remembered_past_the_agent
         assert remembered <= 40
         assert len(agents._reported) <= remembered, round_
     assert len(named) > 40  # the flood was named as it came
+
+
+def test_on_live_input_a_host_minutes_fast_does_not_carry_the_agents_time_past_the_wall_clock(tmp_path):
+    """Two lines of a host whose clock runs minutes fast (more than the lateness, within ``--max-skew``)
+    vouched for the agent's time on live input, being believed: with one agent the fleet's time is its
+    time, and the incident of a host on time after them was all late in ``--stage correlate`` (0 alerts,
+    1 from ``--stage all``).  The agent's time stops at the wall clock."""
+    rule = tmp_path / "three.yml"
+    rule.write_text("title: three blocks\nid: three\ndetection:\n  sel: {EventID: 4104}\n"
+                    "  condition: sel | count() by Computer >= 3\n  timeframe: 1m\n")
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def line(seconds, host):
+        stamp = (now + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return json.dumps({"EventID": 4104, "Computer": host, "@timestamp": stamp}).encode() + b"\n"
+
+    process = subprocess.Popen(COMMAND + ["--stage", "match", "--rule", str(rule), "--lateness", "60"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(line(0, "srv01") + line(200, "fast") + line(201, "fast"))
+    process.stdin.flush()
+    read_all(process.stdin)
+    _time.sleep(1)
+    out, err = process.communicate(line(2, "cli01") + line(3, "cli01") + line(4, "cli01"), timeout=60)
+    assert process.returncode == 0, err
+    (tmp_path / "detections.ndjson").write_bytes(out)
+    result = run_cli(["--stage", "correlate", "--rule", str(rule), "--lateness", "60",
+                      "--input", str(tmp_path / "detections.ndjson")])
+    assert [a["related"]["hosts"] for a in alerts(result.stdout)] == [["cli01"]], result.stderr

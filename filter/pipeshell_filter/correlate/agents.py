@@ -332,7 +332,8 @@ class Progress:
     host's clock jump) must not carry it there, since with one agent the fleet's time is its
     time (one line dated 280 s ahead on a live pipe, or a day ahead in a replay, made every
     later event of a one-minute correlation late: 0 alerts, where ``--stage all`` gave them).
-    On live input none further than ``max_skew`` past the wall clock is believed at all.  At
+    On live input none further than ``max_skew`` past the wall clock is believed at all, and none
+    past it carries the agent's time (two lines of a host minutes fast made the others late).  At
     the end and when idle, the newest time read: no later event of the agent can vouch for
     it, and its lines read so far are on time whatever it is (one line in 64 KiB of skipped
     input is read for the time, so two read times may be minutes apart).  Within one agent
@@ -363,6 +364,8 @@ class Progress:
             self.newest = time
             return None
         reached, self.newest = min(self.newest, time), max(self.newest, time)
+        if self.wall is not None:  # two lines of a host minutes fast (within max_skew) carried it past the
+            reached = min(reached, self.wall())  # wall clock: the hosts on time after them came late
         if self.vouched is not None and reached <= self.vouched:
             return None
         self.vouched = reached
@@ -375,7 +378,7 @@ class Progress:
         counted gone, nor holds the fleet's time back while it has nothing to say."""
         if self.newest is None or self.clock() - self._sent_at < self.every:
             return None
-        return self._beat(self.newest, idle=True)
+        return self._beat(self.newest if self.wall is None else min(self.newest, self.wall()), idle=True)
 
     def last(self) -> Optional[Heartbeat]:
         """End of input: the agent's final time, when it moved since the last heartbeat."""
