@@ -528,3 +528,50 @@ def test_no_time_for_a_misplaced_leap_second_or_other_digits(text):
 @pytest.mark.parametrize("text", ["\u0665m", "\uff15m", "1\u0660s", "\u0968h"])
 def test_parse_duration_takes_ascii_digits_only(text):
     assert parse_duration(text) is None
+
+
+# ---------------------------------------------------------------- every collector's rendering, any year
+
+
+def _civil(days: int) -> tuple:
+    """(year, month, day) of a day number from 1970-01-01 (H. Hinnant's civil_from_days: no datetime)."""
+    days += 719468
+    era, day_of_era = divmod(days, 146097)
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted = (5 * day_of_year + 2) // 153
+    month = shifted + 3 if shifted < 10 else shifted - 9
+    return year_of_era + era * 400 + (month <= 2), month, day_of_year - (153 * shifted + 2) // 5 + 1
+
+
+def _wall(ns: int, offset_minutes: int, digits: int) -> tuple:
+    """The date-and-time text of instant ``ns`` on a clock ``offset_minutes`` east of UTC, with ``digits``
+    fraction digits (truncated), and the instant that text stands for."""
+    seconds, nanos = divmod(ns, NS)
+    days, rest = divmod(seconds + offset_minutes * 60, 86400)
+    year, month, day = _civil(days)
+    fraction = f"{nanos:09d}"[:digits] if digits <= 9 else f"{nanos:09d}" + "7" * (digits - 9)
+    text = f"{year:04d}-{month:02d}-{day:02d}T{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+    kept = int((fraction[:9] + "0" * 9)[:9]) if digits else 0
+    return year, text + ("." + fraction if digits else ""), seconds * NS + kept
+
+
+def _zone(offset_minutes: int, colon: bool) -> str:
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    return f"{'-' if offset_minutes < 0 else '+'}{hours:02d}{':' if colon else ''}{minutes:02d}"
+
+
+@given(st.integers(-62135596800 * NS, 253402300800 * NS - 1), st.integers(-12 * 60, 14 * 60), st.integers(0, 12))
+def test_every_collectors_rendering_of_an_instant_reads_back_as_it(ns, offset, digits):
+    """evtx's SystemTime (7 digits, Z), Winlogbeat's @timestamp (3), Vector's timestamp (9), Fluent Bit
+    winevtlog's local time with ``+HHMM`` after a space, NXLog's zoneless EventTime (an agent on UTC) and
+    its ISO 8601 form with an offset, each of any instant of years 1 to 9999 and any fraction of 0 to 12
+    digits: each reads as the instant its text stands for, by calendar arithmetic written here."""
+    for zone, digits_of, separator, end in (
+            (0, 7, "T", "Z"), (0, 3, "T", "Z"), (0, 9, "T", "Z"), (0, digits, "t", "z"),
+            (offset, 0, " ", " " + _zone(offset, False)), (0, 0, " ", ""), (offset, 6, "T", _zone(offset, True)),
+            (offset, digits, "T", _zone(offset, digits % 2 == 0))):
+        year, text, expected = _wall(ns, zone, digits_of)
+        if 1 <= year <= 9999:  # the local date of year 1's first hours east of UTC is in year 0
+            text = text[:10] + separator + text[11:] + end
+            assert parse_time(text) == expected, text
