@@ -792,7 +792,7 @@ def test_a_named_rule_file_that_fails_is_an_error_and_duplicate_ids_are_refused(
     assert result.returncode == 2 and result.stderr.count(b"\n") == 1
     first, second = write(tmp_path, "a.yml", SINGLE), write(tmp_path, "b.yml", SINGLE)
     result = run_cli(["--rule", first, "--rule", second], b"")
-    assert result.returncode == 2 and b"already the id of" in result.stderr
+    assert result.returncode == 2 and b"already names" in result.stderr
 
 
 def filtered(plans, data: bytes, lateness: int = 60) -> bytes:
