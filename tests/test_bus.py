@@ -681,3 +681,31 @@ def test_no_traceback_reaches_stderr(nats_server, tmp_path):
     lines = out.stdout.split()
     assert lines[-1] == "closed"
     assert int(lines[0]) + int(lines[1]) == 41  # 40 left of the first 50, and the late one
+
+
+@needs_nats
+def test_a_stream_deleted_and_made_anew_under_a_consumer_is_read_from_its_first_message(bus, monkeypatch):
+    """An operator deletes the stream and makes it again (``nats stream rm``, ``nats stream add``) while a
+    consumer reads it: its durable is gone with it, and was made anew from the old stream's position, so
+    the new stream's first messages (as many as the old one had) were skipped in silence.  Now it is read
+    from its first message, and said (``remade``)."""
+    monkeypatch.setattr(busmod, "IDLE_CHECK", 0.5)
+    bus.publish_many(records("a", 5))
+    consumer = bus.consumer(STREAM, "corr", f"{DET}.>")
+    got = drain(consumer, 5)
+    consumer.ack(got[-1])
+    made = consumer.made
+    assert made is not None
+
+    async def remake():
+        config = (await bus._js.stream_info(STREAM)).config
+        await bus._js.delete_stream(STREAM)
+        await bus._js.add_stream(config)
+
+    bus._call(remake())
+    bus.publish_many(records("b", 8))
+    again = drain(consumer, 8)
+    assert numbers(again) == list(range(8)) and [m.seq for m in again] == list(range(1, 9))
+    assert consumer.remade() == [made] and consumer.made not in (None, made) and consumer.remade() == []
+    consumer.ack(again[-1])
+    assert consumer.fetch(timeout=0.3) == [] and consumer.pending() == 0

@@ -520,6 +520,48 @@ def test_a_stream_made_anew_is_read_from_its_start_and_said_so(tmp_path):
     assert said in err
 
 
+def test_a_stream_deleted_and_made_anew_while_the_correlator_runs_is_read_from_its_first_message(tmp_path):
+    """An operator deletes the stream and makes it again while the correlator reads it: the correlator's
+    durable went with it and was made anew from the old position, so the new stream's first messages,
+    the next incident among them, were skipped in silence.  Now they are read, it is said, and the state
+    names the new stream (a restart read it again from its start otherwise)."""
+    from pipeshell_filter.io.bus import Bus
+
+    sample = open(SAMPLE, "rb").read()
+    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
+
+    def publish(url, day):
+        sent = run_cli(["--stage", "match", "--nats", url, "--agent", "a1", "--quiet", *LATENESS],
+                       sample.replace(b"2026-11-02", day), timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+
+    async def remake(bus):
+        config = (await bus._js.stream_info("PIPESHELL")).config
+        await bus._js.delete_stream("PIPESHELL")
+        await bus._js.add_stream(config)
+        return (await bus._js.stream_info("PIPESHELL")).created
+
+    with NatsServer(tmp_path / "nats") as server:
+        running = correlator(server.url, state, out, ["--agents", "1"])
+        publish(server.url, b"2026-11-02")
+        assert len(wait_for_alerts(out, 1, running)) == 1
+        with Bus(server.url) as bus:
+            made = bus._call(remake(bus))
+        publish(server.url, b"2026-11-03")
+        found = wait_for_alerts(out, 2, running)
+        running.send_signal(signal.SIGTERM)
+        assert running.wait(timeout=WAIT) == 0
+        err = open_text(running)
+        again = correlator(server.url, state, out, ["--agents", "1"])
+        time.sleep(3)
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=WAIT) == 0
+    assert sorted(a["@timestamp"][:10] for a in found) == ["2026-11-02", "2026-11-03"], err
+    assert "was deleted and made anew" in err and "Traceback" not in err, err
+    assert json.loads(state.read_text())["bus_stream"][:19] == made.isoformat()[:19]
+    assert len(alerts(out.read_bytes())) == 2 and open_text(again) == ""
+
+
 def test_a_state_file_of_another_partition_or_prefix_is_a_usage_error(tmp_path):
     """The state of partition 0's correlator given to partition 1's (or to another prefix's): its position,
     a sequence of the stream the partitions share, was taken for partition 1's, whose records before it

@@ -608,10 +608,7 @@ class Bus:
 
         found = self._call(self._retry(info, f"stream {stream}", self.setup_timeout),
                            timeout=self.setup_timeout + CLOSE_TIMEOUT)
-        created = getattr(found, "created", None)
-        if created is not None and not isinstance(created, str):
-            created = created.isoformat()
-        return found.state.last_seq or 0, created
+        return found.state.last_seq or 0, _made(found)
 
     def max_payload(self) -> int:
         """The largest message the server takes (its ``max_payload``, headers included; 1 MB by
@@ -909,6 +906,10 @@ class Consumer:
         self._stand_ins: List[Tuple[int, str]] = []
         self._stand_in_limit = 0
         self._discarded: List[Tuple[int, int]] = []  # stream sequences gone before they were delivered
+        # When the stream was made (``Bus.stream_position``), and the earlier such times of a stream that was
+        # deleted and made anew under this reader (``remade``)
+        self.made: Optional[str] = None
+        self._remade: List[str] = []
         # The durable is still this reader's to pull from and to make anew (``fetch`` returns [] at once
         # when not: the caller makes sure first, ``fleet.PartitionLease``).
         self.ours: Callable[[], bool] = lambda: True
@@ -982,8 +983,15 @@ class Consumer:
         self._sub = await self.bus._retry(attempt, self._what(), timeout)
         self._sub_generation = self.bus._generation
 
+    async def _stream_made(self, timeout: Optional[float]) -> Optional[str]:
+        async def attempt(js):
+            return _made(await js.stream_info(self.stream))
+
+        return await self.bus._retry(attempt, f"stream {self.stream}", timeout)
+
     async def _open(self, start_seq: Optional[int]) -> None:
         timeout = self.bus.setup_timeout
+        self.made = await self._stream_made(timeout)
         if start_seq is not None:
             self._last_seq = self._acked_seq = start_seq - 1
             await self._recreate(start_seq, timeout)
@@ -1019,6 +1027,14 @@ class Consumer:
         floor = self._acked_seq
         if info is not None and info.ack_floor:
             floor = max(floor, info.ack_floor.stream_seq)
+        if info is None:
+            # The durable is gone.  With its stream deleted and made anew (an operator's rm and add), the new
+            # stream numbers from 1 again: made anew from the old position, its first messages were skipped.
+            made = await self._stream_made(max(0.1, deadline - time.monotonic()))
+            if None not in (made, self.made) and made != self.made:
+                self._remade.append(self.made)
+                self.made, floor = made, 0
+                self._last_seq = self._acked_seq = 0
         await self._recreate(floor + 1, max(0.1, deadline - time.monotonic()))
         self._stand_ins = []
         self._stand_in_limit = self._last_seq
@@ -1122,6 +1138,12 @@ class Consumer:
         first = await self._try(self.bus._retry(attempt, f"stream {self.stream}", ATTEMPT_TIMEOUT))
         if first is not _FAILED and first and first > first_unseen:
             self._discarded.append((first_unseen, min(first, delivered) - 1))
+
+    def remade(self) -> List[str]:
+        """When the stream was made, each time it was found deleted and made anew since the last call (read
+        again from its first message; ``made`` is when the current one was made)."""
+        found, self._remade = self._remade, []
+        return found
 
     def discarded(self) -> List[Tuple[int, int]]:
         """The ranges of stream sequences found gone before they were read since the last call."""
@@ -1236,6 +1258,14 @@ class Consumer:
 
 
 _FAILED = object()
+
+
+def _made(info) -> Optional[str]:
+    """When a stream was made (RFC 3339), from its info; None when the server does not say."""
+    created = getattr(info, "created", None)
+    if created is not None and not isinstance(created, str):
+        created = created.isoformat()
+    return created
 
 
 async def _discard(nc) -> None:

@@ -717,6 +717,11 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
         asked = clock()
         messages = consumer.fetch(batch, wait)
         clock.deaf()
+        for before in consumer.remade():  # the state names the new stream (a restart reads it from its start else)
+            stream_filter.bus_stream = consumer.made
+            stream_filter.diagnostics.note(f"stream {stream} (made at {before}) was deleted and made anew at "
+                                           f"{consumer.made} while this correlator read it: reading the new one "
+                                           "from its first message")
         for low, high in consumer.discarded():
             stream_filter.diagnostics.counts["bus_discarded"] += high - low + 1
             which = f"message {low}" if low == high else f"messages {low}-{high}"
