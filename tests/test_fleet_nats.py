@@ -562,6 +562,42 @@ def test_a_stream_deleted_and_made_anew_while_the_correlator_runs_is_read_from_i
     assert len(alerts(out.read_bytes())) == 2 and open_text(again) == ""
 
 
+def test_a_correlator_stopped_after_its_stream_was_made_anew_reads_the_new_one_from_its_first_message(tmp_path):
+    """The stream deleted and made again under a running correlator, which stops before the new stream's
+    first message came: its state kept the old stream's position beside the new stream's name, and the
+    restart read on from there, past the new stream's first messages, an incident among them."""
+    from pipeshell_filter.io.bus import Bus
+
+    sample = open(SAMPLE, "rb").read()
+    state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
+
+    async def remake(bus):
+        config = (await bus._js.stream_info("PIPESHELL")).config
+        await bus._js.delete_stream("PIPESHELL")
+        await bus._js.add_stream(config)
+
+    def publish(url, day):
+        sent = run_cli(["--stage", "match", "--nats", url, "--agent", "a1", "--quiet", *LATENESS],
+                       sample.replace(b"2026-11-02", day), timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+
+    with NatsServer(tmp_path / "nats") as server:
+        running = correlator(server.url, state, out, ["--agents", "1"])
+        publish(server.url, b"2026-11-02")
+        assert len(wait_for_alerts(out, 1, running)) == 1
+        with Bus(server.url) as bus:
+            bus._call(remake(bus))
+        assert wait_until(lambda: "made anew" in open_text(running) or running.poll() is not None), open_text(running)
+        running.send_signal(signal.SIGTERM)
+        assert running.wait(timeout=WAIT) == 0
+        publish(server.url, b"2026-11-03")  # as many messages as the old stream had
+        again = correlator(server.url, state, out, ["--agents", "1"])
+        found = wait_for_alerts(out, 2, again)
+        again.send_signal(signal.SIGTERM)
+        again.wait(timeout=WAIT)
+    assert sorted(a["@timestamp"][:10] for a in found) == ["2026-11-02", "2026-11-03"], open_text(again)
+
+
 def test_a_state_file_of_another_partition_or_prefix_is_a_usage_error(tmp_path):
     """The state of partition 0's correlator given to partition 1's (or to another prefix's): its position,
     a sequence of the stream the partitions share, was taken for partition 1's, whose records before it

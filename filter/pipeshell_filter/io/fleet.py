@@ -717,8 +717,8 @@ def consume(stream_filter, bus: Bus, prefix: str, partition: int, stop, start_se
         asked = clock()
         messages = consumer.fetch(batch, wait)
         clock.deaf()
-        for before in consumer.remade():  # the state names the new stream (a restart reads it from its start else)
-            stream_filter.bus_stream = consumer.made
+        for before in consumer.remade():  # the state names the new stream, before its first message
+            stream_filter.bus_stream, stream_filter.bus_seq = consumer.made, 0
             stream_filter.diagnostics.note(f"stream {stream} (made at {before}) was deleted and made anew at "
                                            f"{consumer.made} while this correlator read it: reading the new one "
                                            "from its first message")
