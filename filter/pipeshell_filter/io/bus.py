@@ -985,7 +985,10 @@ class Consumer:
 
     async def _stream_made(self, timeout: Optional[float]) -> Optional[str]:
         async def attempt(js):
-            return _made(await js.stream_info(self.stream))
+            try:
+                return _made(await js.stream_info(self.stream))
+            except self.bus._mod.js.errors.NotFoundError:
+                raise _Final(f"stream {self.stream} does not exist on NATS at {self.bus.url}") from None
 
         return await self.bus._retry(attempt, f"stream {self.stream}", timeout)
 
