@@ -709,3 +709,23 @@ def test_a_stream_deleted_and_made_anew_under_a_consumer_is_read_from_its_first_
     assert consumer.remade() == [made] and consumer.made not in (None, made) and consumer.remade() == []
     consumer.ack(again[-1])
     assert consumer.fetch(timeout=0.3) == [] and consumer.pending() == 0
+
+
+@needs_nats
+def test_a_server_restarted_without_jetstream_ends_a_publish_in_one_line(nats_server):
+    """The server restarted without ``-js`` under a running agent: its publishes were retried for ever in
+    silence (a correlator, and an agent at start, said at once that the server has no JetStream)."""
+    with Bus(nats_server.url) as bus:
+        bus.ensure_stream(STREAM, [f"{DET}.>"])
+        bus.publish_many(records("a", 3))
+        nats_server.stop()
+        nats_server.jetstream = False
+        nats_server.start()
+        failed = []
+        publishing = threading.Thread(target=lambda: failed.append(pytest.raises(BusError, bus.publish_many,
+                                                                                 records("a", 3, start=3))),
+                                      daemon=True)
+        publishing.start()
+        publishing.join(15.0)
+        assert not publishing.is_alive(), "the publish is retried for ever"
+    assert failed and "no JetStream" in str(failed[0].value) and "\n" not in str(failed[0].value)

@@ -646,7 +646,10 @@ class Bus:
                 raise _Final(f"publish to {subject}: no stream on NATS at {self.url} takes this subject any "
                              "more (deleted, or lost with the server's store)") from None
             return
-        except Exception:
+        except Exception as exc:
+            if self._jetstream_off(self._nc, exc):  # restarted without -js: retried for ever in silence
+                raise _Final(f"publish to {subject}: NATS at {self.url} has no JetStream "
+                             "(nats-server must run with -js)") from None
             return
         self._streamless.pop(subject, None)
 
