@@ -258,3 +258,15 @@ def test_one_subprocess_run_agrees_with_the_in_process_one():
         done = run_cli(["--rule", path, "--emit", "alerts", "--quiet"], ndjson(rows))
     assert [(a["sigma"]["correlation"]["value"], len(a["sigma"]["events"])) for a in alerts(done.stdout)] == [(13.5, 2)]
 
+
+def test_an_alias_giving_one_rule_two_fields_is_an_error():
+    """``ip: {a: Src, n_a: Dst}`` names rule a twice (by id and by name) with two fields: the last
+    written won in silence, so swapping the two lines changed which events were grouped together."""
+    with tempfile.TemporaryDirectory(prefix="corr-cli-") as directory:
+        path = os.path.join(directory, "rules.yml")
+        with open(path, "w") as handle:
+            handle.write(BASE_RULES + "---\n" + document("event_count", ["a"], ["ip"], 10, {"gte": 2},
+                                                         aliases={"ip": {"a": "Src", "n_a": "Dst"}}))
+        done = run_cli_here(["--rule", path, "--emit", "alerts"], b"")
+    assert done.returncode == 2
+    assert b"alias 'ip'" in done.stderr and b"two fields" in done.stderr, done.stderr

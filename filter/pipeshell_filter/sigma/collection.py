@@ -240,6 +240,10 @@ def _spec(document: CorrelationRule, targets: tuple, lookup) -> CorrelationSpec:
                 if rule_id not in ids:
                     raise RuleError(f"{where}: alias {shown(alias)} names rule {shown(written)}, which the "
                                     "correlation does not refer to")
+                other = next((f for i, f in pairs if i == rule_id and f != field), None)
+                if other is not None:  # by id and by name: the last written won in silence
+                    raise RuleError(f"{where}: alias {shown(alias)} gives rule {shown(rule_id)} two fields, "
+                                    f"{shown(other)} and {shown(field)}")
                 pairs.append((rule_id, field))
         aliases.append((alias, tuple(pairs)))
     bounds = document.condition or (("gte", len(targets)),)  # temporal kinds: every referenced rule
