@@ -151,7 +151,8 @@ USERS = st.sampled_from([None, "alice", "Alice", "bob"])
 def streams(draw, eids=(1, 2, 3, 4)):
     rows = []
     for t in sorted(draw(st.lists(st.integers(0, 16), min_size=1, max_size=16))):
-        row = {"@timestamp": stamp(t), "t": t, "EventID": draw(st.sampled_from(eids))}
+        # "seq": no two lines alike, which would be one event sent twice (README, State across restarts)
+        row = {"@timestamp": stamp(t), "t": t, "seq": len(rows), "EventID": draw(st.sampled_from(eids))}
         for name, values in (("User", USERS), ("Host", st.sampled_from([None, "h1", "h2"])),
                              ("Val", VALUES), ("Src", USERS), ("Dst", USERS)):
             value = draw(values)
