@@ -271,3 +271,28 @@ def test_an_alias_giving_one_rule_two_fields_is_an_error():
         done = run_cli_here(["--rule", path, "--emit", "alerts"], b"")
     assert done.returncode == 2
     assert b"alias 'ip'" in done.stderr and b"two fields" in done.stderr, done.stderr
+
+
+@settings(max_examples=15, deadline=None)
+@given(rows=streams((1, 1, 2, 3)), cut=st.integers(0, 16), generate=st.booleans(),
+       kind=st.sampled_from(["value_sum", "value_avg", "value_percentile", "temporal_ordered"]))
+def test_a_restart_through_the_state_file_alerts_as_one_run(rows, cut, generate, kind):
+    """An aliased value kind, and a chain, cut anywhere by a restart with ``--state``: one run's alerts."""
+    field = None if kind == "temporal_ordered" else "v"
+    aliases = {"ip": {"a": "Src", "b": "Dst"}, **({"v": {"a": "Val", "b": "Val"}} if field else {})}
+    bounds = {} if kind == "temporal_ordered" else {"lte": 50} if kind == "value_percentile" else {"gte": 2}
+    documents = [document(kind, ["a", "b"], ["ip"], 4, bounds, field, aliases=aliases),
+                 document("event_count", ["a"], ["User"], 3, {"gte": 2}, ident="inner"),
+                 document("temporal", ["name_inner", "c"], ["User"], 5, {}, ident="outer", generate=generate)]
+    whole = run(documents, rows)
+    with tempfile.TemporaryDirectory(prefix="corr-cli-") as directory:
+        path, state = os.path.join(directory, "rules.yml"), os.path.join(directory, "state.json")
+        with open(path, "w") as handle:
+            handle.write(BASE_RULES + "".join("---\n" + d for d in documents))
+        parts = []
+        for piece in (rows[:cut], rows[cut:]):
+            done = run_cli(["--rule", path, "--emit", "alerts", "--quiet", "--state", state], ndjson(piece))
+            assert done.returncode == 0, done.stderr.decode()
+            parts += alerts(done.stdout)
+    for ident, group_by in (("k", ["ip"]), ("outer", ["User"]), ("inner", ["User"])):
+        assert seen(parts, ident, group_by) == seen(whole, ident, group_by), ident
