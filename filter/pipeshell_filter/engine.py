@@ -401,7 +401,7 @@ class Engine:
     def pause(self) -> list:
         """End of input that is a pause (``--state``): the alerts a flush gives now, while the
         windows stay open for the next run (``Correlation.pause``)."""
-        return self._alerts(self.correlation.pause())
+        return self._alerts(self.correlation.pause(self.quiet))
 
     def skew_reports(self, final: bool = False) -> List[str]:
         """Sources newly seen with a wrong clock, one line each (``Correlation.skew_reports``)."""

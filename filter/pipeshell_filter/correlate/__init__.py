@@ -512,16 +512,26 @@ class Correlation:
         return [f"discarded the saved state of {len(discarded)} correlation(s) no longer in the rule set "
                 f"or changed: {named}"]
 
-    def pause(self) -> List[Hit]:
+    def pause(self, quiet=frozenset()) -> List[Hit]:
         """End of input that is a pause (``--state``): the hits a flush finds now, while the
         windows stay open and the watermark where it was, the episodes of those hits consumed
-        (``state.pause``)."""
+        (``state.pause``).  ``quiet``: the correlations that make no alert (inner, without
+        ``generate``).  When the chained correlations' hits are all quiet, the chains are left as they
+        were: an inner episode consumed at the pause, with no alert to show for it, left out an event
+        that came on time after the restart, and the outer alert differed from one run's."""
+        chained = [c for c in self.correlators if c.upstream or c.feeds_outer]
+        before = [(c, _state._kept(c)) for c in chained if len(c.clocks) or c.upstream or c.held_count()]
         hits, made = [], {}
         for correlator in self.correlators:  # inner first: their hits feed the outer ones
             found = self._feed(correlator, made)
             if len(correlator.clocks) or correlator.upstream or correlator.held_count():
                 found += _state.pause(correlator)
             self._made(correlator, found, made, hits)
+        ids = {c.spec.id for c in chained}
+        if not any(hit.spec.id in ids and hit.spec.id not in quiet for hit in hits):
+            for correlator, kept in before:
+                _state._put_back(correlator, kept)
+            hits = [hit for hit in hits if hit.spec.id not in ids]
         return hits
 
     def _advance(self, watermark_of, final: bool = False) -> List[Hit]:
