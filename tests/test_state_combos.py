@@ -8,13 +8,11 @@ that pauses at the same places and goes on.
 """
 
 import json
-import signal
-import subprocess
 import tempfile
 
-from hypothesis import assume, event, given, settings, strategies as st
+from hypothesis import event, given, strategies as st
 
-from clitools import COMMAND, alerts, ndjson, run_cli
+from clitools import alerts, ndjson, run_cli
 
 from eventgen import raw_events
 from test_stages import SINGLE
@@ -117,57 +115,6 @@ def test_pauses_then_restarts_are_one_filter_pausing_with_suppress_and_early_ale
     assert json.load(open(folder / "cut.json"))["lines"] == len(lines)
     made = alert_records(cut)
     assert_no_event_alerts_twice(made)
-
-
-def _stopped_by(signal_number, lines, state_path, args) -> bytes:
-    """The real CLI on a live pipe: ``lines`` written and passed on (``--emit all``), then the signal;
-    its output."""
-    process = subprocess.Popen(COMMAND + args + ["--emit", "all", "--state", state_path], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        process.stdin.write(b"".join(lines))
-        process.stdin.flush()
-        out = b""
-        while out.count(b"\n") - out.count(b'"kind":"alert"') < len(lines):
-            piece = process.stdout.readline()
-            assert piece, process.stderr.read()
-            out += piece
-        process.send_signal(signal_number)
-        rest, err = process.communicate(timeout=30)
-        assert process.returncode == 0, err
-        return out + rest
-    finally:
-        process.kill()
-
-
-@settings(max_examples=12, deadline=None)  # three runs of the CLI each
-@given(cut_streams(), st.sampled_from([0, 30]), st.sampled_from(["60", "10m"]), st.booleans(),
-       st.sampled_from([signal.SIGTERM, signal.SIGHUP]))
-def test_the_cli_stopped_by_a_signal_with_on_stop_keep_then_restarted_writes_what_one_run_writes(
-        tmp_path_factory, case, lateness, suppress, early, signal_number):
-    events, cuts = case
-    # no two events at one time: a live pipe's pauses make the times at the watermark final (``settle``), and
-    # an event tied with them that comes later is late there, not in a file
-    events = list({event[0]: event for event in reversed(events)}.values())[::-1]
-    assume(0 < cuts[0] < len(events))  # a line read first: the filter is past its start, its stop request set up
-    lines = lines_of(events)
-    folder = tmp_path_factory.mktemp("combo")
-    # --max-skew: a live pipe's pauses hold back a source ahead of the others by more (``Under attack``)
-    args = ["--lateness", str(lateness), "--idle", "0", "--max-skew", "100000", "--quiet", "--suppress", suppress,
-            *(["--early-alerts"] if early else [])]
-    whole = run_cli(args + ["--emit", "all"], b"".join(lines))
-    assert whole.returncode == 0, whole.stderr
-    path = str(folder / "state.json")
-    first = _stopped_by(signal_number, lines[:cuts[0]], path, args + ["--on-stop", "keep"])
-    rest = run_cli(args + ["--emit", "all", "--state", path], b"".join(lines[cuts[0]:]))
-    assert rest.returncode == 0, rest.stderr
-    # the events passed on in their order; the alerts the same, but for where among them: the stopped run read
-    # a live pipe, whose pauses make what is final go out before the filter waits (``settle``)
-    cut, one = (first + rest.stdout).splitlines(), whole.stdout.splitlines()
-    assert [line for line in cut if b'"kind":"alert"' not in line] == \
-        [line for line in one if b'"kind":"alert"' not in line]
-    assert sorted(line for line in cut if b'"kind":"alert"' in line) == \
-        sorted(line for line in one if b'"kind":"alert"' in line)
 
 
 CHAIN = """title: A
