@@ -79,6 +79,8 @@ def test_malformed_table_is_refused():
         LogsourceTable({"windows": {"categories": {"x": [{"event_ids": [1], "service": "nope"}]}}}, "t.yml")
     with pytest.raises(ValueError, match="listed under"):
         LogsourceTable({"a": {"services": {"s": ["C"]}}, "b": {"services": {"s": ["c"]}}}, "t.yml")
+    with pytest.raises(ValueError, match="partial must be true or false"):
+        LogsourceTable({"linux": {"partial": "yes"}}, "t.yml")
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -194,10 +196,25 @@ def test_productless_category_the_table_lacks_is_not_windows():
     logsource = {"category": "proxy"}
     for unknown in ("match", "skip"):
         applies, reason = check(logsource).verdict(EventFacts(channel="Security", event_id="4688"), unknown)
-        assert not applies and "other than linux or windows" in reason
+        assert not applies and "other than windows" in reason
         assert fits(logsource, unknown, product="zeek")
     assert fits(logsource, "match")
     assert not fits(logsource, "skip")
+
+
+def test_productless_source_the_table_lacks_applies_to_linux_events_other_than_sysmons():
+    """The table knows one log of linux, Sysmon for Linux's: a web server's, a proxy's or Apache's log on a
+    Linux host is a linux event too, and their rules (no product) were never applied to it, under either
+    policy (``--logsource product=linux`` on an nginx log met no webserver rule)."""
+    sysmon = dict(product="linux", channel="Linux-Sysmon/Operational", event_id="1")
+    for logsource in ({"category": "webserver"}, {"category": ["proxy", "dns"]}, {"service": "apache"}):
+        for unknown in ("match", "skip"):
+            assert fits(logsource, unknown, product="linux")
+            assert fits(logsource, unknown, product="Linux", channel="my-log")
+            applies, reason = check(logsource).verdict(EventFacts(**sysmon), unknown)
+            assert not applies and "Linux-Sysmon/Operational" in reason, reason
+            assert not fits(logsource, unknown, channel="Linux-Sysmon/Operational", event_id="3")
+            assert not fits(logsource, unknown, product="windows")
 
 
 def test_no_constraint_compiles_to_none():

@@ -42,7 +42,10 @@ Semantics:
   One the table does not list (proxy, webserver, dns, firewall, ...) is taken
   as the logsource of no product the table knows: such a rule does not apply to
   Windows events, and applies to events of other or unknown products (the
-  product fact, when unknown, under the policy).
+  product fact, when unknown, under the policy).  Of a product the table knows
+  some logs of only (``partial``: linux, Sysmon for Linux's), only the events
+  of those logs (their channel known) are kept from it: an nginx log on a
+  Linux host is a linux event, and SigmaHQ's webserver rules apply to it.
 * An event that declares a service or a category (``EventFacts.service`` /
   ``category``: its field map says so, or ``--logsource``) is judged on its
   declared facts alone: each of product, service and category the rule names
@@ -148,11 +151,16 @@ class LogsourceTable:
         self._services: dict = {}  # product -> service -> (channel display names, ...)
         self._channel_product: dict = {}  # casefolded channel -> product
         self._product_names: dict = {}  # casefolded product -> name as written
+        self._partial: set = set()  # casefolded products the table knows only some logs of (``partial: true``)
         for product, body in data.items():
             if not isinstance(product, str) or not isinstance(body, dict):
                 raise bad(f"product {product!r} must map to {{categories, services}}")
             key = product.casefold()
             self._product_names[key] = product
+            if body.get("partial", False) not in (True, False):
+                raise bad(f"{product} partial must be true or false")
+            if body.get("partial"):
+                self._partial.add(key)
             services = {}
             for service, channels in (body.get("services") or {}).items():
                 if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
@@ -195,6 +203,15 @@ class LogsourceTable:
     def products(self) -> frozenset:
         """The products the table knows, casefolded."""
         return frozenset(self._categories)
+
+    @property
+    def partial(self) -> frozenset:
+        """The products (casefolded) the table knows only some logs of: linux, Sysmon for Linux's alone."""
+        return frozenset(self._partial)
+
+    def all_channels(self, product: str) -> tuple:
+        """Every channel the table lists for ``product`` (as written)."""
+        return tuple(dict.fromkeys(c for cs in self._services.get(_folded(product), {}).values() for c in cs))
 
     def product_of_channel(self, channel: str) -> Optional[str]:
         """The product whose service lists ``channel`` (e.g. ``Security`` -> ``windows``), or None."""
@@ -244,13 +261,17 @@ class _Spec:
     event_ids: Optional[frozenset] = None
     channels: Optional[frozenset] = None  # casefolded
     channel_names: tuple = ()  # the same channels as written, for messages
+    # Channels (casefolded) an event must not be in (a known channel only: one not told is none of them)
+    not_channels: frozenset = frozenset()
+    not_channel_names: tuple = ()
 
     def constrains_product(self) -> bool:
         return self.products is not None or bool(self.not_products)
 
     def covers(self, other: "_Spec") -> bool:
         return (_superset(self.products, other.products) and self.not_products <= other.not_products
-                and _superset(self.event_ids, other.event_ids) and _superset(self.channels, other.channels))
+                and _superset(self.event_ids, other.event_ids) and _superset(self.channels, other.channels)
+                and self.not_channels <= other.not_channels)
 
 
 def _superset(mine: Optional[frozenset], theirs: Optional[frozenset]) -> bool:
@@ -273,11 +294,17 @@ def _combine(a: _Spec, b: _Spec) -> Optional[_Spec]:
         products -= not_products
     event_ids = _meet(a.event_ids, b.event_ids)
     channels = _meet(a.channels, b.channels)
+    not_channels = a.not_channels | b.not_channels
+    if channels is not None:
+        channels -= not_channels
+        not_channels = frozenset()
     if any(s is not None and not s for s in (products, event_ids, channels)):
         return None
     names = tuple(n for n in dict.fromkeys(a.channel_names + b.channel_names)
                   if channels is not None and n.casefold() in channels)
-    return _Spec(products, not_products, event_ids, channels, names)
+    not_names = tuple(n for n in dict.fromkeys(a.not_channel_names + b.not_channel_names)
+                      if n.casefold() in not_channels)
+    return _Spec(products, not_products, event_ids, channels, names, not_channels, not_names)
 
 
 def _simplify(specs: list) -> tuple:
@@ -285,7 +312,7 @@ def _simplify(specs: list) -> tuple:
     # PowerShell channels); then any spec another one covers goes.
     merged: dict = {}
     for spec in specs:
-        key = (spec.products, spec.not_products, spec.channels)
+        key = (spec.products, spec.not_products, spec.channels, spec.not_channels)
         if key in merged:
             old = merged[key]
             ids = None if old.event_ids is None or spec.event_ids is None else old.event_ids | spec.event_ids
@@ -316,6 +343,8 @@ def _need(spec: _Spec, names: dict) -> str:
         parts.append("EventID " + _or(_sorted_ids(spec.event_ids)))
     if spec.channels is not None:
         parts.append("channel " + _or(spec.channel_names))
+    if spec.not_channels:
+        parts.append("a channel other than " + _or(spec.not_channel_names))
     return ", ".join(parts) or "any event"
 
 
@@ -340,9 +369,10 @@ class LogsourceCheck:
                             for key in _KEYS)
         self._notes = notes
         self._specs = specs
-        # Per spec: (products or None, excluded products or None, EventIDs or None, channels or None).
+        # Per spec: (products or None, excluded products or None, EventIDs or None, channels or None,
+        # excluded channels or None).
         self._rows = tuple((s.products, None if s.products is not None or not s.not_products else s.not_products,
-                            s.event_ids, s.channels) for s in specs)
+                            s.event_ids, s.channels, s.not_channels or None) for s in specs)
         self._verdicts = {}
         self._product_names = dict(table._product_names)
         self._needs = tuple(_need(s, self._product_names) for s in specs)
@@ -409,7 +439,7 @@ class LogsourceCheck:
         declared = facts._declared
         if declared is not None:
             return self._declared_fails(product, declared, skip) is None
-        for products, excluded, event_ids, channels in self._rows:
+        for products, excluded, event_ids, channels, not_channels in self._rows:
             if products is not None:
                 if product is None:
                     if skip:
@@ -434,6 +464,8 @@ class LogsourceCheck:
                         continue
                 elif channel not in channels:
                     continue
+            if not_channels is not None and channel in not_channels:
+                continue
             return True
         return False
 
@@ -495,6 +527,9 @@ class LogsourceCheck:
                     spec.products is None or product in spec.products)),
                 ("EventID", spec.event_ids is not None, event_id, lambda: event_id in spec.event_ids),
                 ("channel", spec.channels is not None, channel, lambda: channel in spec.channels),
+                # a channel not told is none of the excluded ones: no policy to ask
+                ("channel", channel is not None and bool(spec.not_channels), channel,
+                 lambda: channel not in spec.not_channels),
             )
             for name, constrained, known, fits in asked:
                 if not constrained:
@@ -555,7 +590,14 @@ class LogsourceCheck:
             return " or ".join(wants)
         if kind == "EventID":
             return "EventID " + _or(_sorted_ids({e for s in specs for e in s.event_ids}))
-        return "channel " + _or(list(dict.fromkeys(n for s in specs for n in s.channel_names)))
+        wants = []
+        named = list(dict.fromkeys(n for s in specs for n in s.channel_names))
+        if named:
+            wants.append("channel " + _or(named))
+        unnamed = list(dict.fromkeys(n for s in specs for n in s.not_channel_names))
+        if unnamed:
+            wants.append("a channel other than " + _or(unnamed))
+        return " or ".join(wants)
 
 
 # --------------------------------------------------------------------------- compilation
@@ -621,13 +663,20 @@ def compile_logsource(logsource: dict, table: LogsourceTable, source: str) -> Op
                     specs.append(both)
     else:
         everywhere = table.products
+        # A source the table does not list is of no product it knows: not a Windows event, and of a product
+        # the table knows some logs of only (linux), not one of those logs (Sysmon for Linux's).
+        elsewhere = _Spec(not_products=everywhere - table.partial)
+        partial_channels = tuple(c for p in sorted(table.partial) for c in table.all_channels(p))
+        if partial_channels:
+            elsewhere = attrs.evolve(elsewhere, not_channels=frozenset(c.casefold() for c in partial_channels),
+                                     not_channel_names=partial_channels)
         category_specs = [_Spec()]
         if categories:
             category_specs = []
             for category in categories:
                 listed = [p for p in sorted(everywhere) if table.knows(p, category=category)]
                 if not listed:
-                    category_specs.append(_Spec(not_products=everywhere))
+                    category_specs.append(elsewhere)
                 for product in listed:
                     category_specs.extend(_category_specs(table, product, (category,)))
         service_specs = [_Spec()]
@@ -636,7 +685,7 @@ def compile_logsource(logsource: dict, table: LogsourceTable, source: str) -> Op
             for service in services:
                 listed = [p for p in sorted(everywhere) if table.knows(p, service=service)]
                 if not listed:
-                    service_specs.append(_Spec(not_products=everywhere))
+                    service_specs.append(elsewhere)
                 for product in listed:
                     service_specs.append(_service_spec(table, product, (service,)))
         for category_spec in category_specs:
