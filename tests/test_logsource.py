@@ -184,6 +184,17 @@ def test_unmapped_windows_category_falls_back_to_the_product():
     assert check({"product": "windows", "category": ["ps_script", "file_rename"]}).event_ids is None
 
 
+def test_servicebus_client_legacy_name_is_its_channels():
+    """SigmaHQ's one servicebus rule writes the service's legacy name (its comment: "Change to servicebus-client
+    once validators are up to date"), which pySigma's windows_logsource_mapping maps to the same channels; it
+    fell back to the product: its EventIDs 40300-40302 and keywords were tried on every Windows event."""
+    logsource = {"product": "windows", "service": "microsoft-servicebus-client"}
+    assert check(logsource).channels == check({"product": "windows", "service": "servicebus-client"}).channels
+    assert fits(logsource, "skip", channel="Microsoft-ServiceBus-Client/Operational", event_id="40300")
+    assert not fits(logsource, "match", channel="Security", event_id="40300")
+    assert "not in the logsource table" not in check(logsource).describe()
+
+
 def test_productless_category_from_the_table():
     logsource = {"category": "antivirus"}
     assert fits(logsource, channel=DEFENDER, event_id="1116")

@@ -31,8 +31,7 @@ Semantics:
   under both policies.
 * A category or service the table does not map for a product it knows
   (``windows``; in the SigmaHQ rule set: categories file_access and file_rename,
-  ETW-only sources without a channel, and service microsoft-servicebus-client,
-  which thor.yml calls servicebus-client: 16 rules) falls back to the product alone: any
+  ETW-only sources without a channel: 15 rules) falls back to the product alone: any
   Windows event may apply, and the detection decides.  Only the event's facts
   are subject to the policy, never the table's gaps.  The same holds for linux's
   services (auditd, ...) and for any category or service of a product the table
