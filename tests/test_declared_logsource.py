@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+import attrs
 import pytest
 import yaml
 from hypothesis import assume, given, settings
@@ -190,8 +191,18 @@ declared_events = st.builds(
 )
 
 
+def _service_channels(product, service) -> list:
+    """The channels of a declared service, for an event of ``product`` (None: of any product the table maps)."""
+    products = [product.lower()] if product else sorted(TABLE.products)
+    return [c for p in products if p in TABLE.products for c in TABLE.channels(p, service) or ()]
+
+
 def expected(logsource: dict, event: EventFacts, unknown: str) -> bool:
     product = event.product or (TABLE.product_of_channel(event.channel) if event.channel else None)
+    if event.category is None and event.service and _service_channels(product, event.service):
+        # a service the table knows, no category: as an event in one of that service's channels
+        return any(check(logsource).applies(EventFacts(product, channel, event.event_id), unknown)
+                   for channel in _service_channels(product, event.service))
     told = {"product": product, "service": event.service, "category": event.category}
     for key, names in logsource.items():
         names = [names] if isinstance(names, str) else names
@@ -234,6 +245,57 @@ def test_routing_keeps_the_declared_facts_apart(logsource, event, unknown):
         product, event.channel, category="nothing-like-it"), unknown)
     told = EventFacts(product, event.channel, event.event_id, event.service, event.category)
     assert bool(detector.detect({k: v for k, v in raw.items() if v is not None})) == expected(logsource, told, unknown)
+
+
+# --------------------------------------------------------------------------- a declared service the table knows
+
+SYSMON = "Microsoft-Windows-Sysmon/Operational"
+
+
+@pytest.mark.parametrize("unknown", ["match", "skip"])
+@pytest.mark.parametrize("product", ["windows", None])
+def test_a_declared_known_service_keeps_its_categories_eventids(unknown, product):
+    """``--logsource product=windows,service=sysmon`` on records without a channel: Sysmon 1 is a process
+    creation, Sysmon 3 is not (it was, under match; under skip neither was), as in Sysmon's channel."""
+    rule = check({"product": "windows", "category": "process_creation"})
+    for event_id, want in (("1", True), ("3", False), ("4688", False), (None, unknown == "match")):
+        facts = EventFacts(product, None, event_id, "Sysmon", origin="--logsource")
+        assert rule.applies(facts, unknown) == want, event_id
+        applies, reason = rule.verdict(facts, unknown)
+        assert applies == want and "declared service Sysmon" in reason and "--logsource" in reason, reason
+    assert check({"product": "windows", "category": "network_connection"}).applies(
+        EventFacts(product, None, "3", "sysmon"), unknown)
+    security = EventFacts(product, None, "4688", "security")
+    assert rule.applies(security, unknown) and not rule.applies(attrs.evolve(security, event_id="1"), unknown)
+    assert check({"product": "windows", "service": "sysmon"}).applies(EventFacts(product, None, "3", "sysmon"), unknown)
+    assert not check({"product": "windows", "service": "security"}).applies(EventFacts(product, None, "3", "sysmon"),
+                                                                            unknown)
+
+
+@pytest.mark.parametrize("unknown", ["match", "skip"])
+def test_a_declared_category_or_unknown_service_is_judged_as_before(unknown):
+    rule = check({"product": "windows", "category": "process_creation"})
+    # a declared category wins: the EventID is not read
+    assert rule.applies(EventFacts("windows", None, "3", "sysmon", "process_creation"), unknown)
+    assert not rule.applies(EventFacts("windows", None, "1", "sysmon", "network_connection"), unknown)
+    # a service the table does not know: the category is not told, decided by the policy
+    assert rule.applies(EventFacts("windows", None, "3", "my-edr"), unknown) == (unknown == "match")
+    # nor one the event's product does not have
+    assert rule.applies(EventFacts("aws", None, "1", "sysmon"), unknown) is False
+
+
+def test_a_declared_service_is_judged_as_its_channel_is():
+    """The declared service's channel, whatever channel the event carries (its field map says which
+    service it is): the same verdicts as an event in that channel."""
+    for logsource in ({"product": "windows", "category": "process_creation"}, {"product": "windows"},
+                      {"category": "proxy"}, {"product": "linux", "category": "process_creation"},
+                      {"product": "windows", "category": "file_access"}, {"service": "sysmon"}):
+        rule = check(logsource)
+        for event_id in ("1", "3", None):
+            for unknown in ("match", "skip"):
+                declared = EventFacts("windows", "other-log", event_id, "sysmon")
+                assert rule.applies(declared, unknown) == rule.applies(
+                    EventFacts("windows", SYSMON, event_id), unknown), (logsource, event_id, unknown)
 
 
 # --------------------------------------------------------------------------- the CLI, two shapes in one stream
@@ -326,6 +388,44 @@ def test_explain_event_shows_the_declared_facts_and_verdicts(tmp_path):
     told = run_cli_here(["explain", "--rule", paths["r_proxy.yml"], "--logsource", "product=zscaler,category=proxy",
                          "--event", str(tmp_path / "web.json")])
     assert "service (unknown), category proxy (declared by --logsource;" in told.stdout.decode()
+
+
+WHOAMI = os.path.join(sigmahq.SIGMAHQ, "rules", "windows", "process_creation",
+                      "proc_creation_win_whoami_all_execution.yml")
+
+
+@pytest.mark.skipif(not os.path.exists(WHOAMI), reason="SigmaHQ checkout not found")
+def test_explain_event_judges_a_declared_service_as_its_channel(tmp_path):
+    event = {"EventID": 3, "Computer": "h1", "TimeCreated": "2024-01-01T00:00:00Z",
+             "Image": "C:\\Windows\\System32\\whoami.exe", "CommandLine": "whoami /all"}
+    (tmp_path / "e.json").write_text(json.dumps(event))
+    result = run_cli_here(["explain", "--rule", WHOAMI, "--logsource", "product=windows,service=sysmon",
+                           "--logsource-unknown", "skip", "--event", str(tmp_path / "e.json")])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert ("logsource product windows, channel (unknown), EventID 3, service sysmon, category (unknown) (declared "
+            "by --logsource; judged as an event of that service's channel, with its EventID, not its own channel)"
+            ) in lines
+    assert ("logsource does not apply: category process_creation needs EventID 1 or 4688, event has 3 (as in the "
+            "channel of its declared service sysmon, by --logsource) (the rule is not tried on this event)") in lines
+
+
+@pytest.mark.skipif(not os.path.exists(WHOAMI), reason="SigmaHQ checkout not found")
+@pytest.mark.parametrize("unknown", ["match", "skip"])
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_declared_sysmon_stream_meets_process_creation_on_eventid_1_only(tmp_path, unknown, workers):
+    """The reviewer's reproducer: Sysmon 1 and 3 records of ``whoami /all`` without a channel."""
+    events = [{"EventID": event_id, "Computer": "h1", "TimeCreated": f"2024-01-01T00:00:0{at}Z",
+               "Image": "C:\\Windows\\System32\\whoami.exe", "CommandLine": "whoami /all",
+               "OriginalFileName": "whoami.exe"} for at, event_id in enumerate((3, 1, 4688))]
+    path = tmp_path / "sysmon.ndjson"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events) * 50)
+    result = run_cli_here(["--stage", "match", "--heartbeat", "0", "--rule", WHOAMI, "--input", str(path),
+                           "--logsource", "product=windows,service=sysmon", "--logsource-unknown", unknown,
+                           "--workers", workers])
+    assert result.returncode == 0, result.stderr
+    found = [json.loads(line)["event"]["event_id"] for line in result.stdout.decode().splitlines()]
+    assert found == [1] * 50
 
 
 # --------------------------------------------------------------------------- SigmaHQ's own web and cloud rules

@@ -64,9 +64,9 @@ def _shapes(event_id, channel, data, record) -> list:
     return shapes
 
 
-def _matches(rules: str, data: bytes, policy: str) -> set:
-    done = run_cli_here(["--stage", "match", "--heartbeat", "0", "--logsource-unknown", policy, "--rule", rules],
-                        data)
+def _matches(rules: str, data: bytes, policy: str, *more: str) -> set:
+    done = run_cli_here(["--stage", "match", "--heartbeat", "0", "--logsource-unknown", policy, "--rule", rules,
+                         *more], data)
     assert done.returncode == 0, done.stderr
     found = set()
     for line in done.stdout.splitlines():
@@ -76,19 +76,49 @@ def _matches(rules: str, data: bytes, policy: str) -> set:
     return found
 
 
+def _rule_ids() -> dict:
+    ids = {}
+    for path in sorted(glob.glob(os.path.join(FOLDER, "*.yml"))):
+        with open(path, encoding="utf-8") as handle:
+            ids[path] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("id:"))
+    return ids
+
+
 @pytest.mark.parametrize("policy", ["match", "skip"])
 def test_a_rule_alone_and_among_its_folder_match_the_same_lines(policy):
     events = [shape for event in _regression_events() for variant in _variants(*event) for shape in _shapes(*variant)]
     data = "".join(json.dumps(event) + "\n" for event in events).encode()
     together = _matches(FOLDER, data, policy)
     assert {event_id for _, _, event_id in together} == {1, 4688}  # never Sysmon 3; the others meet their rules
-    ids = {}
-    for path in sorted(glob.glob(os.path.join(FOLDER, "*.yml"))):
-        with open(path, encoding="utf-8") as handle:
-            ids[path] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("id:"))
+    ids = _rule_ids()
     matched = {rule for rule, _, _ in together}
     chosen = [path for path in ids if ids[path] in matched]
     chosen += random.Random(policy).sample(sorted(set(ids) - set(chosen)), 40)
     for path in chosen:
         alone = _matches(path, data, policy)
+        assert alone == {found for found in together if found[0] == ids[path]}, path
+
+
+@pytest.mark.parametrize("policy", ["match", "skip"])
+def test_a_declared_sysmon_service_routes_as_its_channel(policy):
+    """Flat records without a channel, ``--logsource product=windows,service=sysmon``: Sysmon 1 meets the
+    process_creation rules, Sysmon 3 and 4688 (Security's) do not, under both policies (under match every
+    EventID did; under skip none), alone as among the folder."""
+    events = []
+    for event_id, _, data, record in _regression_events():
+        if event_id == 1:
+            for variant in (1, 3, 4688):
+                events.append({"EventID": variant, "Computer": "h1", "TimeCreated": TIME, "EventRecordID": record,
+                               **data})
+    data = "".join(json.dumps(event) + "\n" for event in events).encode()
+    declared = ("--logsource", "product=windows,service=sysmon")
+    together = _matches(FOLDER, data, policy, *declared)
+    assert {event_id for _, _, event_id in together} == {1}
+    ids = _rule_ids()
+    matched = {rule for rule, _, _ in together}
+    assert len(matched) > 20
+    chosen = [path for path in ids if ids[path] in matched][:30]
+    chosen += random.Random(policy).sample(sorted(set(ids) - set(chosen)), 10)
+    for path in chosen:
+        alone = _matches(path, data, policy, *declared)
         assert alone == {found for found in together if found[0] == ids[path]}, path

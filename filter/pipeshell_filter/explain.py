@@ -24,6 +24,7 @@ from .sigma.compile import Plan
 from .sigma.condition import And, Not, Or, evaluate, top_level_terms
 from .sigma.matchers import FieldMatcher, FieldRefMatcher
 from .sigma.correlation import compare
+from .sigma.logsource import LogsourceTable
 
 
 def rule_needles(plan: Plan, unknown_logsource: str = "match") -> Optional[list]:
@@ -219,9 +220,13 @@ def _declared_facts(facts) -> str:
     """The service and category an event declares (its field map, ``--logsource``), and who declared them."""
     if facts.service is None and facts.category is None:
         return f" (declared by {_plain(facts.origin)})" if facts.origin and facts.product else ""
+    product = facts.product or (LogsourceTable.builtin().product_of_channel(facts.channel) if facts.channel else None)
+    if facts.category is None and facts.service and LogsourceTable.builtin().declared_channels(product, facts.service):
+        how = "judged as an event of that service's channel, with its EventID, not its own channel"
+    else:
+        how = "judged on these declared facts, not its channel or EventID"
     return (f", service {_fact(facts.service)}, category {_fact(facts.category)} (declared by "
-            f"{_plain(facts.origin)}; "
-            "judged on these declared facts, not its channel or EventID)")
+            f"{_plain(facts.origin)}; {how})")
 
 
 def _json_object(raw: bytes) -> bool:

@@ -45,7 +45,13 @@ Semantics:
   some logs of only (``partial``: linux, Sysmon for Linux's), only the events
   of those logs (their channel known) are kept from it: an nginx log on a
   Linux host is a linux event, and SigmaHQ's webserver rules apply to it.
-* An event that declares a service or a category (``EventFacts.service`` /
+* An event that declares a service the table knows (for its product; for any
+  product when it tells none) and no category is judged as an event in that
+  service's channel (any of them) would be, with its own EventID: a declared
+  ``service: sysmon`` keeps the categories' EventIDs (Sysmon 1 is a
+  process_creation, Sysmon 3 is not), under both policies.  Its own channel is
+  not read.
+* Any other event that declares a service or a category (``EventFacts.service`` /
   ``category``: its field map says so, or ``--logsource``) is judged on its
   declared facts alone: each of product, service and category the rule names
   must be the event's (any entry of a list), and one the event does not tell is
@@ -151,6 +157,9 @@ class LogsourceTable:
         self._channel_product: dict = {}  # casefolded channel -> product
         self._product_names: dict = {}  # casefolded product -> name as written
         self._partial: set = set()  # casefolded products the table knows only some logs of (``partial: true``)
+        # (casefolded product or None, casefolded service) -> ((casefolded channel, as written), ...): where an
+        # event that declares that service (and no category) is taken to be; None: of any product that has it
+        self._declared_channels: dict = {}
         for product, body in data.items():
             if not isinstance(product, str) or not isinstance(body, dict):
                 raise bad(f"product {product!r} must map to {{categories, services}}")
@@ -165,6 +174,10 @@ class LogsourceTable:
                 if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
                     raise bad(f"{product} service {service!r} must list channel names")
                 services[str(service).casefold()] = tuple(channels)
+                listed = tuple((c.casefold(), c) for c in channels)
+                self._declared_channels[key, str(service).casefold()] = listed
+                self._declared_channels[None, str(service).casefold()] = \
+                    self._declared_channels.get((None, str(service).casefold()), ()) + listed
                 for channel in channels:
                     owner = self._channel_product.setdefault(channel.casefold(), key)
                     if owner != key:
@@ -211,6 +224,11 @@ class LogsourceTable:
     def all_channels(self, product: str) -> tuple:
         """Every channel the table lists for ``product`` (as written)."""
         return tuple(dict.fromkeys(c for cs in self._services.get(_folded(product), {}).values() for c in cs))
+
+    def declared_channels(self, product: Optional[str], service: str) -> tuple:
+        """The channels (as written) an event that declares ``service`` and no category is taken to be in:
+        the service's of ``product``, of every product that has it when None; () when the table has none."""
+        return tuple(name for _, name in self._declared_channels.get((_folded(product), _folded(service)), ()))
 
     def product_of_channel(self, channel: str) -> Optional[str]:
         """The product whose service lists ``channel`` (e.g. ``Security`` -> ``windows``), or None."""
@@ -355,7 +373,7 @@ class LogsourceCheck:
     """One rule's logsource, compiled against a table: which events it applies to."""
 
     __slots__ = ("_subjects", "_notes", "_specs", "_rows", "_needs", "_channel_product", "_product_names",
-                 "_channels", "_event_ids", "_describe", "_verdicts", "_wants")
+                 "_channels", "_event_ids", "_describe", "_verdicts", "_wants", "_declared_channels")
 
     # verdict() remembers this many (facts, policy) answers per rule: events repeat a few channel/EventID pairs.
     _VERDICT_CACHE = 512
@@ -376,6 +394,7 @@ class LogsourceCheck:
         self._product_names = dict(table._product_names)
         self._needs = tuple(_need(s, self._product_names) for s in specs)
         self._channel_product = table._channel_product
+        self._declared_channels = table._declared_channels
         self._channels = self._union(s.channels for s in specs)
         self._event_ids = self._union(s.event_ids for s in specs)
         logsource = ", ".join(self._subjects.values())
@@ -400,7 +419,7 @@ class LogsourceCheck:
 
         An event whose channel is known and not in this set never applies, under either policy;
         one without a channel is decided by the policy.  Not so an event that declares its service or
-        category (:class:`EventFacts`): its channel is not read.
+        category (:class:`EventFacts`): its channel is not read (a known service stands for its channels).
         """
         return self._channels
 
@@ -437,7 +456,24 @@ class LogsourceCheck:
             product = self._channel_product.get(channel)
         declared = facts._declared
         if declared is not None:
-            return self._declared_fails(product, declared, skip) is None
+            places = self._service_channels(product, declared)
+            if places is None:
+                return self._declared_fails(product, declared, skip) is None
+            return any(self._fits(product or self._channel_product.get(place), place, event_id, skip)
+                       for place, _ in places)
+        return self._fits(product, channel, event_id, skip)
+
+    def _service_channels(self, product: Optional[str], declared: tuple) -> Optional[tuple]:
+        """Where an event that declares ``(service, category)`` is taken to be: its declared service's
+        channels, when it declares no category and the table knows the service (of its product, or of
+        any when it tells none); None: judged on its declared facts alone."""
+        service, category = declared
+        if category is not None or service is None:
+            return None
+        return self._declared_channels.get((product, service))
+
+    def _fits(self, product: Optional[str], channel: Optional[str], event_id: Optional[str], skip: bool) -> bool:
+        """Whether an event of these (casefolded) facts fits one of the specs."""
         for products, excluded, event_ids, channels, not_channels in self._rows:
             if products is not None:
                 if product is None:
@@ -516,7 +552,21 @@ class LogsourceCheck:
     def _verdict(self, facts: EventFacts, skip: bool) -> tuple:
         product, inferred, channel, event_id = self._facts(facts)
         if facts._declared is not None:
-            return self._declared_verdict(facts, product, inferred, skip)
+            places = self._service_channels(product, facts._declared)
+            if places is None:
+                return self._declared_verdict(facts, product, inferred, skip)
+            found = []
+            for place, name in places:
+                told = product if product is not None and not inferred else self._channel_product.get(place)
+                found.append(self._table_verdict(told, product is None or inferred, place, name, event_id, skip))
+            applies, reason = next((v for v in found if v[0]), found[0])
+            by = f", by {facts.origin}" if facts.origin else ""
+            return applies, f"{reason} (as in the channel of its declared service {facts.service}{by})"
+        return self._table_verdict(product, inferred, channel, facts.channel, event_id, skip)
+
+    def _table_verdict(self, product: Optional[str], inferred: bool, channel: Optional[str],
+                       channel_name: Optional[str], event_id: Optional[str], skip: bool) -> tuple:
+        """The verdict by the table, on the event's (casefolded) facts; ``channel_name`` as the event has it."""
         failures = []  # (spec index, fact that failed)
         for index, spec in enumerate(self._specs):
             assumed = []
@@ -550,7 +600,7 @@ class LogsourceCheck:
             "product": (self._product_names.get(product, product) + (" (from its channel)" if inferred else ""))
             if product is not None else None,
             "EventID": event_id,
-            "channel": facts.channel if channel is not None else None,
+            "channel": channel_name if channel is not None else None,
         }
         kinds = {kind for _, kind in failures}
         if len(kinds) == 1:
