@@ -143,6 +143,30 @@ def test_each_rules_counts_are_its_detection_records_and_its_alerts(tmp_path_fac
     event(f"suppressed: {bool(kept_engine.stats['suppressed'])}")
 
 
+def _twice(matched: bytes) -> bytes:
+    """A match stage's records, each Detection record sent twice in a row (a shipper's retry), heartbeats once."""
+    lines = []
+    for line in matched.splitlines(keepends=True):
+        lines += [line, line] if b'"sigma.detection"' in line else [line]
+    return b"".join(lines)
+
+
+@settings(max_examples=30, deadline=None)
+@given(raw_events(max_size=30), st.sampled_from(sorted(RULE_SETS)))
+def test_a_detection_record_sent_again_counts_once_in_the_correlate_stage(tmp_path_factory, events, rules):
+    """A correlate stage takes a Detection record sent again once (``take_once``): its rule's detections
+    count it once, as its alerts do.  The copy was counted as a detection of its own: at-least-once
+    delivery made a rule look twice as noisy in ``--rule-stats``."""
+    folder = tmp_path_factory.mktemp("rules")
+    paths = [write(folder, name, text) for name, text in RULE_SETS[rules]]
+    matched, _ = _run_stage(paths, _stream_bytes(events), "match")
+    once, once_engine = _run_stage(paths, matched, "correlate")
+    again, again_engine = _run_stage(paths, _twice(matched), "correlate")
+    assert again == once
+    assert _counted(again_engine) == _counted(once_engine)
+    event(f"sent again: {bool(again_engine.duplicates())}")
+
+
 # (seconds, host, kind, EventID, record id): script blocks on two hosts over 10 minutes, dense enough for
 # two pairs on a host (the chain's outer correlation) to be common
 CHAIN_EVENTS = st.lists(st.tuples(st.integers(0, 600), st.sampled_from(["srv01", "cli01"]),

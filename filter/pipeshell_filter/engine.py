@@ -212,10 +212,12 @@ class Engine:
         if self.detector.between is not None and not within(detection.time, self.detector.between):
             self.detector.outside += 1
             return Outcome(None, [])
-        self.rule_detections[detection.rule] += 1
         if self.trace is not None:
             self.trace.received(detection, line)
+        before = self._duplicates_of(detection.rule)
         alerts, untimed = self._correlate(detection)
+        if self._duplicates_of(detection.rule) == before:  # a record sent again is taken once, and counted once
+            self.rule_detections[detection.rule] += 1
         if self.trace is not None:
             self.trace.taken(detection)
         return Outcome(None, alerts, untimed)
@@ -370,6 +372,9 @@ class Engine:
         if len(self._alerted) > MAX_ALERTED:
             del self._alerted[next(iter(self._alerted))]
         return True
+
+    def _duplicates_of(self, rule: str) -> int:
+        return self.stats["duplicates"] + self.correlation.duplicates_of(rule)
 
     def duplicates(self) -> int:
         """Events dropped because the same one was taken already (``take_once``)."""

@@ -490,6 +490,11 @@ class Correlation:
     def duplicates(self) -> int:
         return sum(c.duplicates for c in self.correlators)
 
+    def duplicates_of(self, rule: str) -> int:
+        """Those of ``duplicates`` in the correlations ``rule`` feeds directly: a cheap look before and after
+        one of its Detections (``Engine.observe``)."""
+        return sum(c.duplicates for c in self._by_rule.get(rule, ()))
+
     def snapshot(self) -> dict:
         """Every correlation's state as plain data, keyed by its stable id."""
         return {c.spec.id: _state.capture(c) for c in self.correlators}
