@@ -757,7 +757,7 @@ def test_the_summary_names_what_was_skipped_and_apart_what_was_passed_on_rewritt
     assert lines[-1] == ("pipeshell-filter: 1 rule; 3 lines; 0 matched; 0 alerts; skipped: 1 invalid JSON; "
                          "1 record(s) Fluent Bit cannot take written as pipeline_error (unportable)"), lines
     forged = run_cli(["--stage", "match", "--heartbeat", "0"], b'{"type": "sigma.detection"}\n')
-    assert forged.stderr.decode().splitlines()[-1] == ("pipeshell-filter: 1 rule; 1 lines; 0 matched; 0 alerts; "
+    assert forged.stderr.decode().splitlines()[-1] == ("pipeshell-filter: 1 rule; 1 line; 0 matched; 0 alerts; "
                                                         "1 line(s) of the filter's own record types wrapped "
                                                         "(impersonation)")
 

@@ -194,3 +194,16 @@ def test_the_summary_counts_a_source_behind_in_two_correlations_once(tmp_path):
     assert sum("'late-host' is behind" in line for line in said) == 2
     assert stats_records(result.stdout)[-1]["pipeshell"]["skewed_sources_total"] == 1
     assert "; 1 source(s) with a wrong clock" in said[-1], said[-1]
+
+
+def test_the_summary_line_says_one_of_each_count_in_the_singular():
+    """One line, one Detection, one heartbeat: "1 line", not "1 lines" (as "1 alert" and "1 rule" were)."""
+    result = run_cli_here([], ndjson([flat_event(10, "cli03", "benign")]))
+    assert result.stderr.decode().splitlines()[-1] == "pipeshell-filter: 1 rule; 1 line; 0 matched; 0 alerts"
+    matched = run_cli_here(["--stage", "match", "--heartbeat", "3600"], ndjson(INCIDENT[:1]))
+    assert matched.returncode == 0, matched.stderr
+    [detection, heartbeat] = [line for line in matched.stdout.splitlines() if b'"sigma.heartbeat"' in line
+                              or b'"sigma.detection"' in line][:2]
+    correlated = run_cli_here(["--stage", "correlate"], detection + b"\n" + heartbeat + b"\n")
+    assert correlated.stderr.decode().splitlines()[-1].startswith(
+        "pipeshell-filter: 1 rule; 2 lines (1 detection, 1 heartbeat); "), correlated.stderr

@@ -857,7 +857,7 @@ def test_run_writes_each_members_stderr_lines_whole_behind_its_role(tmp_path):
     for role in ("collector", "shipper"):
         assert by_role[role] == [role.encode() + b" starts", b"long " + b"x" * 300_000, b"bytes \xff\xfe \xc3( kept",
                                  b"huge " + b"y" * 3_000_000 + b" end", b"last words, no newline"]
-    assert by_role["filter"] == [b"pipeshell-filter: 1 rule; 1 lines; 0 matched; 0 alerts"]
+    assert by_role["filter"] == [b"pipeshell-filter: 1 rule; 1 line; 0 matched; 0 alerts"]
 
 
 @pytest.mark.parametrize("args, message", [

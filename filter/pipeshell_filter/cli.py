@@ -1270,6 +1270,11 @@ SKIPPED = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not
 CLOSED_EARLY = "output closed by its reader before the end: what was still to be written is lost"
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 line``, ``2 lines``: the summary line's counts in the singular where one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics, ended: Optional[str] = None) -> None:
     stats = engine.stats + engine.correlation_stats()
     lines = stream_filter.lines - stream_filter.lines_start
@@ -1284,10 +1289,11 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics, en
                         else "") + ")")
     if stream_filter.stage == "correlate":  # its lines are records: no event is matched here
         passed = stream_filter.stats_passed
-        parts.append(f"{lines} lines ({stats['detections']} detections, {stats['heartbeats']} heartbeats"
-                     + (f", {passed} stats record{'' if passed == 1 else 's'} passed on" if passed else "") + ")")
+        parts.append(f"{counted(lines, 'line')} ({counted(stats['detections'], 'detection')}, "
+                     f"{counted(stats['heartbeats'], 'heartbeat')}"
+                     + (f", {counted(passed, 'stats record')} passed on" if passed else "") + ")")
     else:
-        parts += [f"{lines} lines", f"{stats['matched']} matched"]
+        parts += [counted(lines, "line"), f"{stats['matched']} matched"]
     parts.append(f"{stats['alerts']} alert{'' if stats['alerts'] == 1 else 's'}")
     if engine.suppressor is not None:
         parts.append(f"{stats['suppressed']} alert{'' if stats['suppressed'] == 1 else 's'} suppressed")
