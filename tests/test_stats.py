@@ -16,7 +16,7 @@ from pipeshell_filter.io.stream import Diagnostics, Filter, Output
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule
 from test_clock_defence import INCIDENT, YEAR_2099
-from test_stages import SINGLE
+from test_stages import BY_HOST, SINGLE
 
 
 def stats_records(stdout: bytes) -> list:
@@ -207,3 +207,25 @@ def test_the_summary_line_says_one_of_each_count_in_the_singular():
     correlated = run_cli_here(["--stage", "correlate"], detection + b"\n" + heartbeat + b"\n")
     assert correlated.stderr.decode().splitlines()[-1].startswith(
         "pipeshell-filter: 1 rule; 2 lines (1 detection, 1 heartbeat); "), correlated.stderr
+
+
+def test_a_matched_event_without_a_time_is_left_out_of_correlation_not_skipped(tmp_path):
+    """A matched event without a time alerts for a rule on its own and is enriched: only the correlation
+    leaves it out.  The summary listed it among the skipped lines ("skipped: 1 no event time"), beside
+    the alert it made; the stats record counts it as the diagnostic kind it is."""
+    (tmp_path / "single.yml").write_text(SINGLE)
+    (tmp_path / "by.yml").write_text(BY_HOST)
+    timeless = flat_event(0, "cli01", "server", 4104)
+    del timeless["@timestamp"]
+    rules = ["--rule", str(tmp_path / "single.yml"), "--rule", str(tmp_path / "by.yml")]
+    result = run_cli_here(rules + ["--stats-interval", "3600"], ndjson([timeless]))
+    assert len(alerts(result.stdout)) == 1 and stats_records(result.stdout)[-1]["pipeshell"]["diagnostics"] == \
+        {"no_time": 1}
+    summary = result.stderr.decode().splitlines()[-1]
+    assert "skipped" not in summary and summary.endswith(
+        "; 1 line; 1 matched; 1 alert; 1 matched event(s) without an event time left out of correlation"), summary
+    matched = run_cli_here(rules + ["--stage", "match"], ndjson([timeless]))
+    correlated = run_cli_here(rules + ["--stage", "correlate"], matched.stdout)
+    summary = correlated.stderr.decode().splitlines()[-1]
+    assert len(alerts(correlated.stdout)) == 1 and "skipped" not in summary and summary.endswith(
+        "; 1 alert; 1 Detection(s) without an event time left out of correlation"), summary

@@ -1258,9 +1258,11 @@ NOTICES = {"impersonation": "line(s) of the filter's own record types wrapped (i
            "record_cut": "record(s) over --max-record-bytes written cut as pipeline_error (record_cut)",
            "bus_too_big": "record(s) over the NATS server's max_payload (or the stream's max_msg_size) not published",
            "late_resent": None, "state_cap": None, "agent_silent": None, "partitions": None,
-           "stop_untaken": None}
+           "stop_untaken": None,
+           # matched, enriched and alerting on its own: only correlation leaves it out (said apart, by stage)
+           "no_time": "without an event time left out of correlation"}
 SKIPPED = {"invalid_json": "invalid JSON", "invalid_utf8": "invalid UTF-8", "not_object": "not an object",
-           "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long", "no_time": "no event time",
+           "empty": "empty", "too_deep": "nested too deeply", "too_long": "too long",
            "bad_evtx": "EVTX problems", "not_detection": "not a Detection record",
            "unknown_rule": "of a rule not loaded", "too_complex": "too many values to parse"}
 
@@ -1315,7 +1317,11 @@ def _summary(stream_filter: Filter, engine: Engine, diagnostics: Diagnostics, en
     noticed = dict(counts)
     if noticed.get("skewed_source"):  # reported once per correlation it is late to or ahead in: one source
         noticed["skewed_source"] = len(engine.skewed_sources()) or noticed["skewed_source"]
+    untimed = noticed.pop("no_time", 0)
     parts += [f"{count} {NOTICES[kind]}" for kind, count in noticed.items() if count and NOTICES.get(kind)]
+    if untimed:
+        parts.append(f"{untimed} {'Detection' if stream_filter.stage == 'correlate' else 'matched event'}(s) "
+                     + NOTICES["no_time"])
     if ended:
         parts.append(ended)
     try:
