@@ -6,8 +6,10 @@ import json
 import subprocess
 import time
 
+from hypothesis import given, settings
+
 from clitools import COMMAND, alerts, ndjson, run_cli, run_cli_here
-from eventgen import evtx_event, flat_event
+from eventgen import evtx_event, flat_event, raw_events
 import resolvers
 from pipeshell_filter.engine import Engine
 from pipeshell_filter.events.fields import FieldResolver
@@ -229,3 +231,31 @@ def test_a_matched_event_without_a_time_is_left_out_of_correlation_not_skipped(t
     summary = correlated.stderr.decode().splitlines()[-1]
     assert len(alerts(correlated.stdout)) == 1 and "skipped" not in summary and summary.endswith(
         "; 1 alert; 1 Detection(s) without an event time left out of correlation"), summary
+
+
+def _per_host(count: int) -> str:
+    return (f"title: {count} on one host\nid: per-host-{count}\ncorrelation:\n  type: event_count\n"
+            f"  rules: [single-4104]\n  group-by: [Computer]\n  timespan: 2m\n  condition: {{gte: {count}}}\n"
+            "level: high\n")
+
+
+@settings(max_examples=25, deadline=None)
+@given(raw_events(max_size=25))
+def test_a_late_event_counts_once_however_many_correlations_it_feeds(tmp_path_factory, events):
+    """``late`` and ``late_dropped`` count events: a second correlation over the same rule changes neither.
+    One late event fed to two correlations said "2 late", more late events than were matched."""
+    folder = tmp_path_factory.mktemp("rules")
+    (folder / "single.yml").write_text(SINGLE)
+    data = b"".join(json.dumps(flat_event(seconds, host, kind, event_id, record_id)).encode() + b"\n"
+                    for seconds, host, kind, event_id, record_id in events)
+    found = []
+    for count in (1, 2):
+        for number in range(2, 2 + count):
+            (folder / f"c{number}.yml").write_text(_per_host(number))
+        rules = [arg for number in range(2, 2 + count) for arg in ("--rule", str(folder / f"c{number}.yml"))]
+        run = run_cli_here(["--rule", str(folder / "single.yml"), *rules, "--stats-interval", "3600"], data)
+        assert run.returncode == 0, run.stderr
+        counted = stats_records(run.stdout)[-1]["pipeshell"]
+        assert counted["late_dropped"] <= counted["late"] <= counted["matched"], counted
+        found.append((counted["late"], counted["late_dropped"]))
+    assert found[0] == found[1]

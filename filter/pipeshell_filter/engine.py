@@ -93,6 +93,7 @@ class Engine:
         self.agent_idle = agent_idle
         self.expected_agents = agents
         self.stats = Counter()
+        self.late = Counter()  # events late to a correlation (``_count_late``): once each
         # per rule or correlation id, in this run only (never saved with --state): the Detections
         # made (or, in a correlate stage, received), the times it fired (a rule's alerts before
         # --suppress judged them, a correlation's hits, an inner one's without generate included),
@@ -131,6 +132,7 @@ class Engine:
         """One event's detections; an early alert waits for all of them (``Correlation.end_event``)."""
         alerts, untimed = [], False
         several = len(detections) > 1
+        before = self._late_so_far()
         for detection in detections:
             if self.carried is not None:
                 detection = self.carried(detection)
@@ -141,7 +143,25 @@ class Engine:
             untimed |= timeless
         if several:
             alerts += self._alerts(self.correlation.end_event())
+        self._count_late(before)
         return alerts, untimed
+
+    def _late_so_far(self) -> Optional[tuple]:
+        """The correlations' late and late-dropped counts, summed (None without correlations)."""
+        if not self.correlation.correlators:
+            return None
+        counts = self.correlation.late_counts()
+        return counts["late"], counts["late_dropped"]
+
+    def _count_late(self, before: Optional[tuple]) -> None:
+        """One event (one Detection record in the correlate stage) is late once however many correlations
+        it came late to, and outside any open window when it joined none of those."""
+        if before is None:
+            return
+        late, dropped = (now - then for now, then in zip(self._late_so_far(), before))
+        if late:
+            self.late["late"] += 1
+            self.late["late_dropped"] += dropped == late
 
     def match(self, event: dict, line: int = 0, only=None, text: Optional[bytes] = None,
               carried: bool = False) -> tuple:
@@ -214,8 +234,9 @@ class Engine:
             return Outcome(None, [])
         if self.trace is not None:
             self.trace.received(detection, line)
-        before = self._duplicates_of(detection.rule)
+        before, late = self._duplicates_of(detection.rule), self._late_so_far()
         alerts, untimed = self._correlate(detection)
+        self._count_late(late)
         if self._duplicates_of(detection.rule) == before:  # a record sent again is taken once, and counted once
             self.rule_detections[detection.rule] += 1
         if self.trace is not None:
@@ -419,4 +440,5 @@ class Engine:
         return self.correlation.held()
 
     def correlation_stats(self) -> Counter:
-        return Counter(self.correlation.late_counts())
+        """Late and late-dropped events (``_count_late``), and those shed at the cap."""
+        return Counter(self.late, shed=self.correlation.late_counts()["shed"])
