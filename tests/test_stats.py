@@ -259,3 +259,21 @@ def test_a_late_event_counts_once_however_many_correlations_it_feeds(tmp_path_fa
         assert counted["late_dropped"] <= counted["late"] <= counted["matched"], counted
         found.append((counted["late"], counted["late_dropped"]))
     assert found[0] == found[1]
+
+
+def test_an_event_sent_again_counts_once_however_many_rules_it_matched(tmp_path):
+    """An event read again after a restart (``--state``) that matched a rule alerting on its own and one
+    counted by a correlation is one event sent again: it was counted twice, 8 "sent again" of 4 lines."""
+    (tmp_path / "single.yml").write_text(SINGLE)
+    (tmp_path / "by.yml").write_text(BY_HOST)
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(ndjson([flat_event(seconds, "srv01", "server", 4104, seconds) for seconds in (0, 5, 10, 15)]))
+    args = ["--rule", str(tmp_path / "single.yml"), "--rule", str(tmp_path / "by.yml"), "--stats-interval", "3600",
+            "--state", str(tmp_path / "state.json")]
+    assert run_cli(args + ["--input", str(events)]).returncode == 0
+    other = ndjson([flat_event(1, "srv01", "benign")]) + events.read_bytes()  # another input: read from its start
+    again = run_cli(args, other)
+    assert again.returncode == 0, again.stderr
+    counted = stats_records(again.stdout)[-1]["pipeshell"]
+    assert (counted["lines"], counted["matched"], counted["duplicates"], counted["alerts"]) == (5, 4, 4, 0), counted
+    assert again.stderr.decode().splitlines()[-1].endswith("; 4 sent again (taken once)"), again.stderr

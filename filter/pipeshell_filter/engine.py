@@ -94,6 +94,7 @@ class Engine:
         self.expected_agents = agents
         self.stats = Counter()
         self.late = Counter()  # events late to a correlation (``_count_late``): once each
+        self._repeated = 0  # single-event alerts not made again (``_first_alert``)
         # per rule or correlation id, in this run only (never saved with --state): the Detections
         # made (or, in a correlate stage, received), the times it fired (a rule's alerts before
         # --suppress judged them, a correlation's hits, an inner one's without generate included),
@@ -132,7 +133,7 @@ class Engine:
         """One event's detections; an early alert waits for all of them (``Correlation.end_event``)."""
         alerts, untimed = [], False
         several = len(detections) > 1
-        before = self._late_so_far()
+        before, repeated = self._late_so_far(), self._duplicates_of()
         for detection in detections:
             if self.carried is not None:
                 detection = self.carried(detection)
@@ -144,6 +145,7 @@ class Engine:
         if several:
             alerts += self._alerts(self.correlation.end_event())
         self._count_late(before)
+        self.stats["duplicates"] += self._duplicates_of() != repeated
         return alerts, untimed
 
     def _late_so_far(self) -> Optional[tuple]:
@@ -239,6 +241,8 @@ class Engine:
         self._count_late(late)
         if self._duplicates_of(detection.rule) == before:  # a record sent again is taken once, and counted once
             self.rule_detections[detection.rule] += 1
+        else:
+            self.stats["duplicates"] += 1
         if self.trace is not None:
             self.trace.taken(detection)
         return Outcome(None, alerts, untimed)
@@ -387,19 +391,23 @@ class Engine:
         ``MAX_ALERTED``)."""
         key = identity(detection)
         if key in self._alerted:
-            self.stats["duplicates"] += 1
+            self._repeated += 1
             return False
         self._alerted[key] = None
         if len(self._alerted) > MAX_ALERTED:
             del self._alerted[next(iter(self._alerted))]
         return True
 
-    def _duplicates_of(self, rule: str) -> int:
-        return self.stats["duplicates"] + self.correlation.duplicates_of(rule)
+    def _duplicates_of(self, rule: Optional[str] = None) -> int:
+        """Detections dropped as sent again so far, by the single-event alerts and the correlations (those
+        ``rule`` feeds directly): one event may be dropped by several."""
+        found = self.correlation.duplicates() if rule is None else self.correlation.duplicates_of(rule)
+        return self._repeated + found
 
     def duplicates(self) -> int:
-        """Events dropped because the same one was taken already (``take_once``)."""
-        return self.stats["duplicates"] + self.correlation.duplicates()
+        """Events (Detection records in the correlate stage) dropped because the same one was taken
+        already (``take_once``): once each, however many rules and correlations dropped it."""
+        return self.stats["duplicates"]
 
     def snapshot(self) -> dict:
         saved = {"correlations": self.correlation.snapshot(), "alerted": list(self._alerted or ())}
