@@ -488,16 +488,26 @@ def test_two_fleets_on_one_server_keep_to_their_own_records(tmp_path):
         assert len(found[prefix]) == 1 and len(alerts(fleets[prefix].read_bytes())) == 1, prefix
 
 
+def publish(url, day: bytes = b"2026-11-02") -> None:
+    """The sample incident, dated ``day``, published by a match agent named a1."""
+    sample = open(SAMPLE, "rb").read()
+    sent = run_cli(["--stage", "match", "--nats", url, "--agent", "a1", "--quiet", *LATENESS],
+                   sample.replace(b"2026-11-02", day), timeout=WAIT)
+    assert sent.returncode == 0, sent.stderr
+
+
+async def _remake(bus):
+    """An operator's ``nats stream rm`` then ``add`` of the same stream: when the new one was made."""
+    config = (await bus._js.stream_info("PIPESHELL")).config
+    await bus._js.delete_stream("PIPESHELL")
+    await bus._js.add_stream(config)
+    return (await bus._js.stream_info("PIPESHELL")).created
+
+
 def test_a_stream_made_anew_is_read_from_its_start_and_said_so(tmp_path):
     """The state says message 8 was taken; the server's store is lost: the new stream's messages
     1..8 are not those, and are read (they were skipped silently)."""
-    sample = open(SAMPLE, "rb").read()
     state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
-
-    def publish(url, day=b"2026-11-02"):  # the next day's incident after the restart: no replay of the first
-        sent = run_cli(["--stage", "match", "--nats", url, "--agent", "a1", "--quiet", *LATENESS],
-                       sample.replace(b"2026-11-02", day), timeout=WAIT)
-        assert sent.returncode == 0, sent.stderr
 
     with NatsServer(tmp_path / "first") as server:
         first = correlator(server.url, state, out, ["--agents", "1"])
@@ -527,26 +537,14 @@ def test_a_stream_deleted_and_made_anew_while_the_correlator_runs_is_read_from_i
     names the new stream (a restart read it again from its start otherwise)."""
     from pipeshell_filter.io.bus import Bus
 
-    sample = open(SAMPLE, "rb").read()
     state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
-
-    def publish(url, day):
-        sent = run_cli(["--stage", "match", "--nats", url, "--agent", "a1", "--quiet", *LATENESS],
-                       sample.replace(b"2026-11-02", day), timeout=WAIT)
-        assert sent.returncode == 0, sent.stderr
-
-    async def remake(bus):
-        config = (await bus._js.stream_info("PIPESHELL")).config
-        await bus._js.delete_stream("PIPESHELL")
-        await bus._js.add_stream(config)
-        return (await bus._js.stream_info("PIPESHELL")).created
 
     with NatsServer(tmp_path / "nats") as server:
         running = correlator(server.url, state, out, ["--agents", "1"])
         publish(server.url, b"2026-11-02")
         assert len(wait_for_alerts(out, 1, running)) == 1
         with Bus(server.url) as bus:
-            made = bus._call(remake(bus))
+            made = bus._call(_remake(bus))
         publish(server.url, b"2026-11-03")
         found = wait_for_alerts(out, 2, running)
         running.send_signal(signal.SIGTERM)
@@ -569,25 +567,14 @@ def test_a_correlator_stopped_after_its_stream_was_made_anew_reads_the_new_one_f
     restart read on from there, past the new stream's first messages, an incident among them."""
     from pipeshell_filter.io.bus import Bus
 
-    sample = open(SAMPLE, "rb").read()
     state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
-
-    async def remake(bus):
-        config = (await bus._js.stream_info("PIPESHELL")).config
-        await bus._js.delete_stream("PIPESHELL")
-        await bus._js.add_stream(config)
-
-    def publish(url, day):
-        sent = run_cli(["--stage", "match", "--nats", url, "--agent", "a1", "--quiet", *LATENESS],
-                       sample.replace(b"2026-11-02", day), timeout=WAIT)
-        assert sent.returncode == 0, sent.stderr
 
     with NatsServer(tmp_path / "nats") as server:
         running = correlator(server.url, state, out, ["--agents", "1"])
         publish(server.url, b"2026-11-02")
         assert len(wait_for_alerts(out, 1, running)) == 1
         with Bus(server.url) as bus:
-            bus._call(remake(bus))
+            bus._call(_remake(bus))
         assert wait_until(lambda: "made anew" in open_text(running) or running.poll() is not None), open_text(running)
         running.send_signal(signal.SIGTERM)
         assert running.wait(timeout=WAIT) == 0
@@ -626,13 +613,7 @@ def test_a_stream_made_anew_and_grown_past_the_states_position_is_read_from_its_
     """The server's store is lost, and the agents fill the new stream past the position the state
     saved before the correlator is back: its messages 1..N are not those the state took either (they
     were skipped in silence, the incident in them lost); the stream's creation time tells them apart."""
-    sample = open(SAMPLE, "rb").read()
     state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
-
-    def publish(url, day):
-        sent = run_cli(["--stage", "match", "--nats", url, "--agent", "a1", "--quiet", *LATENESS],
-                       sample.replace(b"2026-11-02", day), timeout=WAIT)
-        assert sent.returncode == 0, sent.stderr
 
     with NatsServer(tmp_path / "first") as server:
         first = correlator(server.url, state, out, ["--agents", "1"])
@@ -657,23 +638,17 @@ def test_a_forged_heartbeat_under_a_real_agents_name_does_not_stop_its_later_ale
     it is not believed (the bus is live input: the wall clock bounds an agent's time), so the second
     incident still alerts and the state never holds that time (it stopped every later alert)."""
     from pipeshell_filter.io.bus import Bus
-    sample = open(SAMPLE, "rb").read()
     state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
     forged = b'{"type":"sigma.heartbeat","version":1,"agent":"a1","time":4102444800000000000}'
-
-    def publish(day):
-        sent = run_cli(["--stage", "match", "--nats", server.url, "--agent", "a1", "--quiet", *LATENESS],
-                       sample.replace(b"2026-11-02", day), timeout=WAIT)
-        assert sent.returncode == 0, sent.stderr
 
     with NatsServer(tmp_path / "nats") as server:
         process = correlator(server.url, state, out, ["--agents", "1"])
         try:
-            publish(b"2026-11-02")
+            publish(server.url, b"2026-11-02")
             assert len(wait_for_alerts(out, 1, process)) == 1
             with Bus(server.url, name="forger") as bus:
                 bus.publish("pipeshell.records.0", forged, "forged")
-            publish(b"2026-11-04")
+            publish(server.url, b"2026-11-04")
             found = wait_for_alerts(out, 2, process)
         finally:
             process.send_signal(signal.SIGTERM)

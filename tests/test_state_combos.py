@@ -80,6 +80,13 @@ def cut_streams(draw):
     return events, cuts
 
 
+def _cut(events, cuts) -> tuple:
+    """The events' lines, and the parts the cuts make of them."""
+    lines = lines_of(events)
+    bounds = [0] + cuts + [len(lines)]
+    return lines, [b"".join(lines[start:end]) for start, end in zip(bounds, bounds[1:])]
+
+
 # --lateness, --suppress (seconds), --early-alerts, the rules
 OPTIONS = (st.sampled_from([0, 30, 400]), st.sampled_from([1, 60, 600]), st.booleans(),
            st.sampled_from(sorted(PLAN_SETS)))
@@ -88,11 +95,8 @@ OPTIONS = (st.sampled_from([0, 30, 400]), st.sampled_from([1, 60, 600]), st.bool
 @given(cut_streams(), *OPTIONS)
 def test_stops_that_keep_the_windows_are_invisible_with_suppress_and_early_alerts(tmp_path_factory, case, lateness,
                                                                                   suppress, early, plans):
-    events, cuts = case
+    lines, parts = _cut(*case)
     plans = PLAN_SETS[plans]
-    lines = lines_of(events)
-    bounds = [0] + cuts + [len(lines)]
-    parts = [b"".join(lines[start:end]) for start, end in zip(bounds, bounds[1:])]
     folder = tmp_path_factory.mktemp("combo")
     whole = run_parts([b"".join(lines)], lateness, suppress, early, str(folder / "whole.json"), "end", plans)
     cut = run_parts(parts, lateness, suppress, early, str(folder / "cut.json"), "keep", plans)
@@ -104,11 +108,8 @@ def test_stops_that_keep_the_windows_are_invisible_with_suppress_and_early_alert
 @given(cut_streams(), *OPTIONS)
 def test_pauses_then_restarts_are_one_filter_pausing_with_suppress_and_early_alerts(tmp_path_factory, case, lateness,
                                                                                     suppress, early, plans):
-    events, cuts = case
+    lines, parts = _cut(*case)
     plans = PLAN_SETS[plans]
-    lines = lines_of(events)
-    bounds = [0] + cuts + [len(lines)]
-    parts = [b"".join(lines[start:end]) for start, end in zip(bounds, bounds[1:])]
     folder = tmp_path_factory.mktemp("combo")
     cut = run_parts(parts, lateness, suppress, early, str(folder / "cut.json"), "end", plans)
     assert cut == run_paused(parts, lateness, suppress, early, str(folder / "paused.json"), plans)
