@@ -488,6 +488,14 @@ def test_placeholders_file(tmp_path):
         load_placeholders(str(tmp_path / "absent.yml"))
 
 
+def test_a_placeholder_written_with_and_without_its_percent_signs_is_given_twice(tmp_path):
+    """``'%a%'`` and ``a`` are two YAML keys but one placeholder: the last one won, in silence."""
+    path = tmp_path / "placeholders.yml"
+    path.write_text("'%Admins%': [bob]\nAdmins: [carol]\n")
+    with pytest.raises(PlaceholderError, match="'Admins' is given twice"):
+        load_placeholders(str(path))
+
+
 # ---------------------------------------------------------------- fieldref
 
 

@@ -59,6 +59,8 @@ def placeholders_from(loaded, where: str = "placeholders") -> dict:
             name = name[1:-1]
         if not name or not _NAME_CHARS.issuperset(name):
             raise PlaceholderError(f"{where}: {str(key)[:80]!r} is not a placeholder name (letters, digits, _ - .)")
+        if name in table:  # ``'%a%'`` and ``a``: two YAML keys, one placeholder (the last won, in silence)
+            raise PlaceholderError(f"{where}: placeholder {name!r} is given twice (with and without its percent signs)")
         items = value if isinstance(value, list) else [value]
         values_left -= len(items)
         if values_left < 0:
