@@ -488,6 +488,17 @@ def test_placeholders_file(tmp_path):
         load_placeholders(str(tmp_path / "absent.yml"))
 
 
+def test_a_placeholders_files_numbers_are_values_as_written_as_a_rules_are(tmp_path):
+    """``0755`` in a rule compares as the text 0755; in the placeholders file it was YAML 1.1's 493
+    (``12:30`` was 750), so ``FileMode|expand: '%modes%'`` missed the very mode it named."""
+    path = tmp_path / "placeholders.yml"
+    path.write_text("modes: [0755, 0x1F, 12:30, 1.10, 7]\n")
+    table = load_placeholders(str(path))
+    assert table == {"modes": ("0755", "0x1F", "12:30", "1.10", "7")}
+    assert selects({"FileMode|expand": "%modes%"}, {"FileMode": "0755"}, table)
+    assert not selects({"FileMode|expand": "%modes%"}, {"FileMode": "493"}, table)
+
+
 def test_a_placeholder_written_with_and_without_its_percent_signs_is_given_twice(tmp_path):
     """``'%a%'`` and ``a`` are two YAML keys but one placeholder: the last one won, in silence."""
     path = tmp_path / "placeholders.yml"

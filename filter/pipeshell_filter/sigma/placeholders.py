@@ -40,7 +40,7 @@ def load_placeholders(path: str) -> dict:
     except FileProblem as problem:
         raise PlaceholderError(str(problem)) from None
     try:
-        loaded = load_yaml(data)
+        loaded = load_yaml(data, written_numbers=True)  # 0755 is the value 0755, as in a rule (YAML 1.1: 493)
     except YamlProblem as problem:
         raise PlaceholderError(f"placeholders file {path} is not valid YAML{problem}") from None
     return placeholders_from(loaded, f"placeholders file {path}")
@@ -68,7 +68,8 @@ def placeholders_from(loaded, where: str = "placeholders") -> dict:
                                    "they are used)")
         if not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in items):
             raise PlaceholderError(f"{where}: placeholder {name!r} must be a string or a list of strings")
-        table[name] = tuple(item if isinstance(item, str) else str(item) for item in items)
+        table[name] = tuple(item if isinstance(item, str) else getattr(item, "written", None) or str(item)
+                            for item in items)
         chars_left -= sum(map(len, table[name]))
         if chars_left < 0:
             raise PlaceholderError(f"{where}: more than {MAX_FILE_CHARS >> 20} MiB of text (YAML aliases count "
