@@ -519,3 +519,15 @@ def test_telling_flattened_shapes_apart_keeps_no_event_keys():
     assert held < 2 << 20, held
     flattened_event = {"winlog.event_id": 4104, "winlog.channel": "x", **{f"labels.k{k}": "v" for k in range(1000)}}
     assert resolver.profile_for(flattened_event).name.startswith("winlogbeat")
+
+
+def test_a_profile_name_two_profiles_share_is_refused_by_profile_and_xml_events_keep_the_builtin_evtx():
+    """A field map named as a built-in profile (or as another map) made ``--profile NAME`` take whichever
+    came first, in silence; and an event read from its XML, which the README says is read as the built-in
+    ``evtx`` profile reads it, was read by the field map named ``evtx`` instead."""
+    from pipeshell_filter.events.fields import ProfileError, profile_from_table
+    mine = profile_from_table({"name": "evtx", "detect": ["my.id"], "fields": {"EventID": ["my.id"]}}, "mine.yml")
+    with pytest.raises(ProfileError, match=r"--profile evtx: .*mine\.yml.*built-in"):
+        FieldResolver([mine] + builtin_profiles(), "evtx")
+    carried = FieldResolver([mine] + builtin_profiles(), "auto", "my.time").carried.profiles
+    assert [p.source for p in carried] == [os.path.join(_PROFILE_DIR, "evtx.yml")]

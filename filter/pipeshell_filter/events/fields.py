@@ -442,6 +442,10 @@ def load_profile_file(path: str) -> Profile:
 _PROFILE_DIR = os.path.join(os.path.dirname(__file__), "profiles")
 
 
+def _builtin(profile: Profile) -> bool:
+    return os.path.dirname(profile.source) == _PROFILE_DIR
+
+
 def builtin_profiles() -> list:
     """The shipped profiles, most specific first (``flat`` last: it applies to anything)."""
     with open(os.path.join(_PROFILE_DIR, "order.txt"), encoding="utf-8") as handle:
@@ -481,6 +485,10 @@ class FieldResolver:
             if not chosen:
                 names = ", ".join(p.name for p in profiles)
                 raise ProfileError(f"unknown profile {fixed!r} (known: auto, {names})")
+            if len(chosen) > 1:  # the first would win, in silence: a field map named as a built-in or another map
+                where = " and ".join("the built-in one" if _builtin(p) else p.source for p in chosen)
+                raise ProfileError(f"--profile {fixed}: several profiles have this name ({where}): "
+                                   "give the field map another 'name'")
             profiles = chosen
         self.profiles = list(profiles)
         self.fixed = fixed not in (None, "auto")
@@ -489,7 +497,7 @@ class FieldResolver:
         # What reads an event taken from the XML a record carries (``xml_event``): it is in the evtx shape,
         # at its own TimeCreated, whatever the records' shape, which ``--profile`` and ``--time-field`` say.
         self.carried = self
-        evtx = [p for p in every if p.name == CARRIED_PROFILE]
+        evtx = [p for p in every if p.name == CARRIED_PROFILE and _builtin(p)]  # not a field map of that name
         if evtx and (self.time_path is not None or self.fixed and self.profiles != evtx):
             self.carried = FieldResolver(evtx, CARRIED_PROFILE, logsource=logsource)
 
