@@ -488,6 +488,18 @@ def test_placeholders_file(tmp_path):
         load_placeholders(str(tmp_path / "absent.yml"))
 
 
+def test_an_expand_value_whose_only_placeholder_is_no_name_we_read_is_an_error():
+    """pySigma reads ``%Domain Admins%`` as a placeholder (and refuses it when undefined); here it was plain
+    text, so ``|expand: '%Domain Admins%'`` matched that literal text and never the admins, in silence."""
+    for value in ("%Domain Admins%", "CORP\\\\%Domain Admins%", "%a:b%x"):
+        with pytest.raises(ModifierError, match="is no placeholder name"):
+            compiled(value, "expand", placeholders={"Admins": ("root",)})
+    # a lone percent sign, an escaped one, or a placeholder we read beside it stay as they were
+    assert compiled("100%", "expand", "contains", placeholders={})("it is 100% done")
+    assert compiled("\\%Domain Admins\\%", "expand", placeholders={})("%Domain Admins%")
+    assert compiled("50 % or %Admins%", "expand", placeholders={"Admins": ("root",)})("50 % or root")
+
+
 def test_a_placeholders_files_numbers_are_values_as_written_as_a_rules_are(tmp_path):
     """``0755`` in a rule compares as the text 0755; in the placeholders file it was YAML 1.1's 493
     (``12:30`` was 750), so ``FileMode|expand: '%modes%'`` missed the very mode it named."""

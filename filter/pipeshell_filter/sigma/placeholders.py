@@ -85,7 +85,7 @@ def expand(value: str, placeholders: Optional[Mapping], quote: Optional[Callable
     if placeholders is None:
         raise PlaceholderError("|expand needs --placeholders FILE")
     pieces = [""]  # text, then alternately a placeholder's values and text
-    i = 0
+    i, unread = 0, None  # unread: the first %...% that pySigma would take for a placeholder and we do not
     while i < len(value):
         ch = value[i]
         if ch == "\\" and value[i + 1:i + 2] == "%":
@@ -101,8 +101,14 @@ def expand(value: str, placeholders: Optional[Mapping], quote: Optional[Callable
             pieces += [placeholders[name] if quote is None else tuple(map(quote, placeholders[name])), ""]
             i = end + 1
         else:
+            if ch == "%" and unread is None and (end := value.find("%", i + 1)) > i + 1 \
+                    and "\\" not in value[i + 1:end]:
+                unread = value[i:end + 1]
             pieces[-1] += ch
             i += 1
+    if unread is not None and len(pieces) == 1:  # |expand asked for one; plain text matched in silence
+        raise PlaceholderError(f"{unread[:80]!r} is no placeholder name (letters, digits, _ - .) and the value has "
+                               "no other placeholder: rename it, or write \\% for a plain percent sign")
     values, chars = [""], 0  # chars: the values' text, summed, worked out before they are made
     for n, piece in enumerate(pieces):
         if n % 2 == 0:
