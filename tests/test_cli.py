@@ -1320,6 +1320,8 @@ def _write(tmp_path, event):
     ("name: x\nfields:\n  Payload: [{path: a, event_id: {x: 1}}]\n", "'Payload': an event_id is"),
     ("name: x\nfields:\n  Payload: [{path: a, event_id: [true, null]}]\n", "'Payload': an event_id is"),
     ("name: x\nfields:\n  Payload: [{path: a, event_id: &e [*e]}]\n", "deeper than"),
+    # EventID read only for events of an EventID: it never resolved (it cannot be known before it is read)
+    ("name: x\nfields:\n  EventID: [{path: a, event_id: [1]}]\n", "'EventID': its candidates cannot be for some"),
     # a path that is no text is said with the file's name, and briefly however large it is
     ("name: x\ndetect: [[a, b]]\n", "'detect': a path must be a non-empty string, got a list"),
     ("name: x\nfields:\n  Payload: [{path: [a]}]\n", "'Payload': a path must be a non-empty string, got a list"),

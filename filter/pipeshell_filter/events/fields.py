@@ -360,6 +360,9 @@ def profile_from_table(table, source: str, notes: tuple = ()) -> Profile:
             elif isinstance(candidate, dict) and set(candidate) <= {"path", "event_id"} and "path" in candidate:
                 ids = candidate.get("event_id")
                 if ids is not None:
+                    if field == "EventID":  # it would need the EventID to read the EventID: it never resolved
+                        raise ProfileError(f"{source}: field 'EventID': its candidates cannot be for some EventIDs "
+                                           "only (event_id); list its paths alone")
                     ids = event_ids(ids, field)
                 compiled.append(Candidate(path(candidate["path"], repr(field)), ids))
             else:
