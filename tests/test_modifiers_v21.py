@@ -415,7 +415,8 @@ def test_expand_fills_placeholders_from_the_file():
     assert selects({"ComputerName|expand": "%Workstations%"}, {"ComputerName": "laptop1"}, PLACEHOLDERS)
     assert not selects({"ComputerName|expand": "%Workstations%"}, {"ComputerName": "srv1"}, PLACEHOLDERS)
     assert selects({"User|expand|contains": "\\\\%Admins%"}, {"User": "x\\ROOT y"}, PLACEHOLDERS)  # \\ then %Admins%
-    assert compiled("\\%Admins%", "expand", placeholders=PLACEHOLDERS)("%Admins%")  # \% is a plain percent sign
+    # \% is a plain percent sign (beside a placeholder: alone, see the escaped-only test below)
+    assert compiled("\\%Admins% %Admins%", "expand", placeholders=PLACEHOLDERS)("%Admins% root")
     assert not selects({"User|expand": "%none%"}, {"User": "x"}, PLACEHOLDERS)
     # the specification's example: \%plain%name% is '%plain' then the placeholder
     test = compiled("\\%plain%Admins%", "expand", placeholders=PLACEHOLDERS)
@@ -498,6 +499,17 @@ def test_an_expand_value_whose_only_placeholder_is_no_name_we_read_is_an_error()
     assert compiled("100%", "expand", "contains", placeholders={})("it is 100% done")
     assert compiled("\\%Domain Admins\\%", "expand", placeholders={})("%Domain Admins%")
     assert compiled("50 % or %Admins%", "expand", placeholders={"Admins": ("root",)})("50 % or root")
+
+
+def test_an_expand_value_whose_only_placeholder_is_escaped_is_an_error():
+    """``C:\\Users\\%admins%\\Desktop``: pySigma reads a backslash then the placeholder, the specification's
+    ``\\%`` a plain percent sign, so here the value had no placeholder and matched its own text, in silence."""
+    with pytest.raises(ModifierError, match=r"no placeholder: .*escaped"):
+        compiled("C:\\Users\\%admins%\\Desktop", "expand", placeholders={"admins": ("bob",)})
+    test = compiled("C:\\Users\\\\%admins%\\Desktop", "expand", placeholders={"admins": ("bob",)})
+    assert test("C:\\Users\\bob\\Desktop")
+    # the specification's example: an escaped percent sign beside a placeholder
+    assert compiled("\\%plain%admins%", "expand", placeholders={"admins": ("bob",)})("%plainbob")
 
 
 def test_a_placeholders_files_numbers_are_values_as_written_as_a_rules_are(tmp_path):

@@ -86,9 +86,13 @@ def expand(value: str, placeholders: Optional[Mapping], quote: Optional[Callable
         raise PlaceholderError("|expand needs --placeholders FILE")
     pieces = [""]  # text, then alternately a placeholder's values and text
     i, unread = 0, None  # unread: the first %...% that pySigma would take for a placeholder and we do not
+    escaped = None  # the first \\%name%: pySigma reads a backslash then the placeholder (``C:\\Users\\%admins%``)
     while i < len(value):
         ch = value[i]
         if ch == "\\" and value[i + 1:i + 2] == "%":
+            end = value.find("%", i + 2)
+            if escaped is None and end > i + 2 and _NAME_CHARS.issuperset(value[i + 2:end]):
+                escaped = value[i:end + 1]
             pieces[-1] += "%"
             i += 2
         elif ch == "\\" and value[i + 1:i + 2] in ("\\", "*", "?"):
@@ -109,6 +113,10 @@ def expand(value: str, placeholders: Optional[Mapping], quote: Optional[Callable
     if unread is not None and len(pieces) == 1:  # |expand asked for one; plain text matched in silence
         raise PlaceholderError(f"{unread[:80]!r} is no placeholder name (letters, digits, _ - .) and the value has "
                                "no other placeholder: rename it, or write \\% for a plain percent sign")
+    if escaped is not None and len(pieces) == 1:
+        raise PlaceholderError(f"|expand finds no placeholder: {escaped[:80]!r} is an escaped percent sign then text "
+                               "(pySigma reads a backslash then the placeholder); write \\\\% for a backslash "
+                               "before a placeholder")
     values, chars = [""], 0  # chars: the values' text, summed, worked out before they are made
     for n, piece in enumerate(pieces):
         if n % 2 == 0:
