@@ -145,7 +145,8 @@ class Engine:
         if several:
             alerts += self._alerts(self.correlation.end_event())
         self._count_late(before)
-        self.stats["duplicates"] += self._duplicates_of() != repeated
+        if self._duplicates_of() != repeated:  # no key made for 0: workers' stats have none
+            self.stats["duplicates"] += 1
         return alerts, untimed
 
     def _late_so_far(self) -> Optional[tuple]:
