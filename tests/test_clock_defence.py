@@ -1,5 +1,6 @@
 """One source with a wrong clock never blinds the filter to the others (per-source event time)."""
 
+import re
 import subprocess
 import time
 
@@ -468,3 +469,28 @@ def test_on_live_input_a_host_minutes_fast_does_not_make_the_others_late_at_a_pa
         assert engine.correlation_stats()["late"] == 0, fast
     assert found[False] == [["cli01", "srv01"]]
     assert ["cli01", "srv01"] in found[True]
+
+
+@pytest.mark.parametrize("behind", [600, 365 * 86400])
+def test_sources_that_agree_past_this_machines_clock_are_said_to_point_at_it(behind):
+    """Every host dated ``behind`` seconds past this machine's clock: each was named past the wall clock,
+    as a forged line would be, and nothing said that the one clock they all disagree with is this
+    machine's, nor that no correlation would alert before the end of input.  Said once, counted nowhere:
+    times past the wall clock stay unbelieved (two forged hosts can agree too)."""
+    base = time.time() - BASE.timestamp() + behind  # flat_event's seconds of this machine's clock, plus behind
+    process = subprocess.Popen(COMMAND + ["--lateness", "2", "--idle", "1"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for n, host in enumerate(["srv01", "srv02", "srv03"]):
+            process.stdin.write(ndjson([flat_event(base + n, host, "server", 4104, n)]))
+            process.stdin.flush()
+            time.sleep(0.5)
+    finally:
+        out, err = process.communicate(timeout=30)
+    [hint] = [line for line in err.decode().splitlines() if "past this machine's clock" in line]
+    low, high = re.fullmatch(r"pipeshell-filter: correlation: 2 sources are dated ([0-9.e+]+)-([0-9.e+]+) s past "
+                             r"this machine's clock: if it is this machine's clock that is behind \(check its time "
+                             r"sync\), their events wait and no correlation alerts before the end of input",
+                             hint).groups()
+    assert behind - 30 < float(low) <= float(high) < behind + 30, hint
+    assert "source(s) with a wrong clock" in err.decode().splitlines()[-1]  # the summary counts sources alone

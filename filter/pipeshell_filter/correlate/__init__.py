@@ -158,6 +158,7 @@ class Correlation:
         self._resent_reported = set()  # correlations said to have taken late events sent again after a restart
         self._shed_reported = set()
         self._skewed = {}  # source -> "ahead" / "behind", as reported (for the stats record)
+        self._past_wall = {}  # source -> how far past the wall clock it was found (``_own_clock_hint``)
         self._by_rule = defaultdict(list)  # rule id -> correlators that refer to it (inner first)
         by_id = {c.spec.id: c for c in self.correlators}
         carried = carried_fields(c.spec for c in self.correlators)
@@ -566,7 +567,8 @@ class Correlation:
     def skew_reports(self, final: bool = False) -> List[tuple]:
         """(kind, line): one per source newly seen to run ahead of the others (its events wait), or
         behind them (its events arrive too late to count), each reported once; and one per
-        correlation that reached its state cap."""
+        correlation that reached its state cap; once, a line of kind None when two sources are found past
+        the wall clock by about as much (``_own_clock_hint``)."""
         lines = []
         now = self.clock()
         for agent, ahead in self.agents.ahead() if self.agents is not None else ():
@@ -594,6 +596,7 @@ class Correlation:
                 self._note_skewed(source, "ahead")
                 lines.append(("skewed_source", f"source {source!r} is dated {ahead / NS:g} s past the wall clock: "
                               f"not believed, its events wait (a wrong clock or a forged line; rule {title})"))
+                lines += self._own_clock_hint(source, ahead)
             for source, ahead in correlator.clocks.ahead(now, final):
                 self._note_skewed(source, "ahead")
                 lines.append(("skewed_source", f"source {source!r} is {ahead / NS:g} s ahead of the other sources: "
@@ -622,6 +625,26 @@ class Correlation:
         return lines
 
     MAX_SKEWED = 1000  # sources remembered by name for the stats record
+
+    def _own_clock_hint(self, source, ahead: int) -> List[tuple]:
+        """Once, when a second source is found past the wall clock by about as much as another: perhaps
+        it is this machine's clock that is behind.  Said, not acted on: times past the wall clock are
+        not believed whoever is wrong, as two forged hosts could agree too, and until the clock is put
+        right no correlation alerts before the end of input.  (None: a line, not a counted kind.)"""
+        if self._past_wall is None:
+            return []
+        if len(self._past_wall) < self.MAX_SKEWED:
+            self._past_wall[source] = ahead
+        agreeing = sorted(t for other, t in self._past_wall.items()
+                          if other != source and abs(t - ahead) <= self.max_skew_ns)
+        if not agreeing:
+            return []
+        self._past_wall = None
+        low, high = min(agreeing[0], ahead), max(agreeing[-1], ahead)
+        return [(None, f"{len(agreeing) + 1} sources are dated {low / NS:g}-{high / NS:g} s past this machine's "
+                       "clock: if it is this machine's clock that is behind (check its time sync), their events wait "
+                       "and no correlation alerts before the end of input")]
+
 
     def _note_skewed(self, source, how: str) -> None:
         if source in self._skewed or len(self._skewed) < self.MAX_SKEWED:

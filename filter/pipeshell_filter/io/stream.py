@@ -1705,7 +1705,10 @@ class Filter:
 
     def report_skew(self, final: bool = False) -> None:
         for kind, message in self.engine.skew_reports(final):
-            self.diagnostics.report(kind, "correlation", message)
+            if kind is None:  # about the run, not counted (``Correlation._own_clock_hint``)
+                self.diagnostics.note(f"correlation: {message}")
+            else:
+                self.diagnostics.report(kind, "correlation", message)
 
     def before_block(self) -> None:
         """No input is ready: what is final now goes out now, before the reader waits."""
