@@ -48,7 +48,7 @@ from typing import Callable, Dict, List, Optional
 
 from sortedcontainers import SortedList
 
-from ..detect import Heartbeat
+from ..detect import Heartbeat, within
 
 NEVER = float("-inf")
 MAX_AGENTS = 100_000  # agents remembered; past it, the one silent longest is forgotten
@@ -340,13 +340,18 @@ class Progress:
     there is no telling a host whose clock runs ahead from hosts that went quiet, so the
     judgement across hosts is the fleet's: an agent ahead of the others cannot move their
     least time.
+    A line outside ``--from``/``--to`` (``between``) gives no time, matched or not, whatever the
+    prefilter let through: one process takes none from it (its clock moves on Detections in the
+    range), and two lines dated a day past ``--to`` made half the events after them late.
     A heartbeat is due when the agent's time has moved ``every`` seconds past the last
     one sent (deterministic on a file), and on live input also when ``every`` seconds
     of wall clock passed without one (``quiet``).
     """
 
-    def __init__(self, agent: str, every: float, max_skew_ns: int, wall=None, clock=_time.monotonic):
+    def __init__(self, agent: str, every: float, max_skew_ns: int, wall=None, clock=_time.monotonic,
+                 between: Optional[tuple] = None):
         self.agent = agent
+        self.between = between  # ``--from``/``--to``: (first, end) in ns, either None
         self.every = every
         self.every_ns = int(every * 1e9)
         self.max_skew = max_skew_ns
@@ -354,11 +359,15 @@ class Progress:
         self.clock = clock
         self.newest = None  # the newest event time read
         self.vouched = None  # the newest time two of them reached: the agent's time
+        self.read = 0  # event times read, in the range or not (``early``)
         self._sent = None  # time of the last heartbeat
         self._sent_at = self.clock()
 
     def see(self, time: Optional[int]) -> Optional[Heartbeat]:
         if time is None or (self.wall is not None and time > self.wall() + self.max_skew):
+            return None
+        self.read += 1
+        if self.between is not None and not within(time, self.between):
             return None
         if self.newest is None:
             self.newest = time
@@ -372,6 +381,13 @@ class Progress:
         if self._sent is None or reached - self._sent >= self.every_ns:
             return self._beat(reached)
         return None
+
+    @property
+    def early(self) -> bool:
+        """Fewer than two event times read yet: the lines the prefilter skips are read for them.  Those
+        outside the range count, so that a hunt starting past a long archive's head is not slower
+        (every line before ``--from`` was parsed)."""
+        return self.read < 2
 
     def quiet(self) -> Optional[Heartbeat]:
         """Live input that waits: an idle heartbeat every ``every`` seconds, so that the agent is not

@@ -1258,7 +1258,7 @@ class Filter:
                 (block[max(block.rfind(b"\n", start, end - 1) + 1, start):end - 1], at + end)
             return written
         first = start
-        if self.progress.vouched is None and start < end:
+        if self.progress.early and start < end:
             self._sample_line(block[start:block.find(b"\n", start, end)])
         while start < end:
             stop = block.rfind(b"\n", start, min(end, start + every)) if end - start > every else end - 1
@@ -1596,7 +1596,7 @@ class Filter:
             return
         if self.emit == "all":
             self.output.write(line + b"\n")
-        if self.progress is not None and (self.lines % SAMPLE_EVERY == 0 or self.progress.vouched is None):
+        if self.progress is not None and (self.lines % SAMPLE_EVERY == 0 or self.progress.early):
             self._sample_line(line)  # the agent's time, from its first line and now and then
 
     # ------------------------------------------------------------ output
@@ -1683,7 +1683,7 @@ class Filter:
         so that the correlate stage's time moves when nothing matches."""
         if self.stage != "match":
             raise ValueError("heartbeats come from a match stage")
-        self.progress = Progress(agent, every, max_skew_ns)
+        self.progress = Progress(agent, every, max_skew_ns, between=self.engine.detector.between)
         if self._skimmer is not None:  # the lines' times are needed now, whatever is written
             self._skimmer = self._make_skimmer(True)
 
