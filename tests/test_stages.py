@@ -931,3 +931,21 @@ def test_a_blank_description_is_none_as_a_blank_false_positive_is(description):
 
     rule = parse_rule(SINGLE + f"description: {description}\nfalsepositives: ['', ' ']\n", "blank.yml")
     assert rule.description is None and rule.falsepositives == ()
+
+
+def test_identical_lines_without_a_record_id_count_apart_in_one_process_and_once_in_the_stages(tmp_path):
+    """The exception the README's Heartbeats guarantees name: three identical matching lines without an
+    EventRecordID make ``count() > 2`` alert in one process (its input lines told apart), not through
+    ``--stage match | --stage correlate``, whose correlate stage takes a record sent again once."""
+    rule = tmp_path / "three.yml"
+    rule.write_text("title: three logons\nid: 11111111-2222-3333-4444-555555555555\nlevel: high\n"
+                    "logsource: {product: windows, service: security}\n"
+                    "detection:\n  sel: {EventID: 4625}\n  condition: sel | count() > 2\ntimeframe: 5m\n")
+    line = {"@timestamp": "2026-11-02T09:00:00Z", "EventID": 4625, "Computer": "h1", "Channel": "Security"}
+    data = ndjson([line] * 3)
+    one = run_cli(["--rule", str(rule)], data)
+    match = run_cli(["--rule", str(rule), "--stage", "match", "--heartbeat", "0"], data)
+    both = run_cli(["--rule", str(rule), "--stage", "correlate"], match.stdout)
+    assert one.returncode == match.returncode == both.returncode == 0, (one.stderr, match.stderr, both.stderr)
+    assert len(alerts(one.stdout)) == 1 and alerts(both.stdout) == []
+    assert b"2 sent again (taken once)" in both.stderr
