@@ -414,6 +414,13 @@ class Detector:
         # its EventID, worked out once per distinct answer (a stream has a few dozen).
         self._wanted_ids = [required_values(plan) for plan in self.plans]
         self._routes = {}
+        # The rules grouped by their log source as checked: a route not seen yet asks each log source once,
+        # not each rule (a flood of distinct channels or EventIDs asked all 3,141 SigmaHQ rules: 3 ms a line).
+        grouped = {}
+        for i, plan in enumerate(self.plans):
+            logsource = plan.logsource
+            grouped.setdefault(None if logsource is None else logsource.identity(), (logsource, []))[1].append(i)
+        self._by_logsource = [(logsource, tuple(positions)) for logsource, positions in grouped.values()]
         self._route_fields = {}
         self._tests = [plan.matters for plan in self.plans]
         # ``--rule-cost``: rule position -> [events its condition was tried on, nanoseconds it took] (``time_rules``)
@@ -456,10 +463,11 @@ class Detector:
         facts, event_ids = event_facts(view), view.folded("EventID")
         if len(self._routes) >= self.MAX_ROUTES:
             self._routes.clear()
+        wanted, unknown = self._wanted_ids, self.unknown_logsource
         found = frozenset(
-            i for i, plan in enumerate(self.plans)
-            if (plan.logsource is None or plan.logsource.applies(facts, self.unknown_logsource))
-            and (self._wanted_ids[i] is None or not self._wanted_ids[i].isdisjoint(event_ids)))
+            i for logsource, positions in self._by_logsource
+            if logsource is None or logsource.applies(facts, unknown)
+            for i in positions if wanted[i] is None or not wanted[i].isdisjoint(event_ids))
         if sum(map(len, event_ids)) <= 64 and len(key[1] or "") <= 256 and \
                 (tag.__class__ is not tuple or sum(len(fact) for fact in tag if fact.__class__ is str) <= 256):
             self._routes[key] = found  # not a hostile megabyte to remember

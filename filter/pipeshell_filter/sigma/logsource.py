@@ -428,6 +428,10 @@ class LogsourceCheck:
         """Every EventID (text) an applicable event can have, or None when unconstrained (as ``channels``)."""
         return self._event_ids
 
+    def identity(self) -> tuple:
+        """What ``applies`` depends on: two checks of the same identity give the same answers."""
+        return self._rows, self._wants, id(self._channel_product), id(self._declared_channels)
+
     def describe(self) -> str:
         """One line for ``explain``: the logsource and the events it covers."""
         return self._describe
