@@ -233,6 +233,10 @@ def test_final_line_without_newline_and_crlf():
     (["--max-record-bytes", str(1 << 63)], "--max-record-bytes"),
     (["--workers", "100000"], "--workers"),
     (["--line-field", ""], "--line-field"),  # an unset variable in a unit file: was read as the key ""
+    # a key the JSON decoder that finds it takes no name like: a traceback, exit 1, in the filter and in explain
+    (["--line-field", "a\nb"], "--line-field must not hold"),
+    (["--line-field", 'log"'], "--line-field must not hold"),
+    (["explain", "--events", "-", "--line-field", "a\\b"], "--line-field must not hold"),
     # a subject with an empty token or a control character: the server refused the stream, exit 1 (retried
     # by a supervisor for ever), the message over two lines
     (["--stage", "match", "--nats", "nats://127.0.0.1:9", "--nats-prefix", "fleet..b"], "--nats-prefix"),

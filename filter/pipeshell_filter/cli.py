@@ -931,6 +931,9 @@ def check_line_options(max_line: int, line_field: Optional[str]) -> None:
         raise UsageProblem(f"--max-line-bytes must be between 1024 and {MAX_BYTES_OPTION} (1 GiB)")
     if line_field == "":  # an unset variable in a unit's command line, not the key "" of any collector
         raise UsageProblem("--line-field must not be empty")
+    if line_field is not None and any(c in '\\"' or c < " " for c in line_field):
+        # the key is matched by a JSON decoder that takes no such name: a traceback, exit 1
+        raise UsageProblem("--line-field must not hold a backslash, a double quote or a control character")
 
 
 def check_stdin() -> None:
