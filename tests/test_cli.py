@@ -232,6 +232,9 @@ def test_final_line_without_newline_and_crlf():
     (["--max-line-bytes", "99999999999999999999"], "--max-line-bytes"),  # was a traceback with two --input
     (["--max-record-bytes", str(1 << 63)], "--max-record-bytes"),
     (["--workers", "100000"], "--workers"),
+    # a tag no rule has, alone: its warning came before the error, two lines
+    (["--tag", "attack.nosuch"], "--tag attack.nosuch leaves out every rule"),
+    (["explain", "--tag", "attack.nosuch"], "--tag attack.nosuch leaves out every rule"),
     (["--line-field", ""], "--line-field"),  # an unset variable in a unit file: was read as the key ""
     # a key the JSON decoder that finds it takes no name like: a traceback, exit 1, in the filter and in explain
     (["--line-field", "a\nb"], "--line-field must not hold"),

@@ -215,13 +215,13 @@ def _selected(rule_set: RuleSet, selection: Selection, where: str) -> RuleSet:
     never alert is a mistake in its options.  An excluded id or a tag that names no rule is a warning,
     even with ``--strict``: an exclusion list is shared across versions of a rule set."""
     chosen = select(rule_set, selection)
+    if not chosen:  # before the warnings: a usage error is one line
+        raise UsageProblem(f"{selection.options()} leaves out every rule of {where} ({len(chosen.left_out)} "
+                           "left out)")
     for exclusion in chosen.unmatched:
         _warned(f"{exclusion.where}: no rule or correlation of {where} has the id or name {exclusion.id[:80]!r}")
     for option, tag in chosen.unmatched_tags:
         _warned(f"{option} {tag[:80]}: no rule or correlation of {where} has a tag it matches")
-    if not chosen:
-        raise UsageProblem(f"{selection.options()} leaves out every rule of {where} ({len(chosen.left_out)} "
-                           "left out)")
     return chosen
 
 
