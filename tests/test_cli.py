@@ -8,6 +8,7 @@ import select
 import signal
 import struct
 import subprocess
+import tempfile
 import termios
 import threading
 import time
@@ -1844,3 +1845,48 @@ def test_a_non_blocking_output_pipe_that_fills_is_waited_on_not_a_failure():
             os.close(write_end)
     assert proc.returncode == 0 and stderr.count(b"error") == 0, stderr
     assert bytes(taken) == expected.stdout
+
+
+_HOSTILE_VALUES = ["", "-", "--", "1e309", "-1e309", "nan", "inf", "-0", "0x10", "\u0661", "\uff11", "a\nb",
+                   "a\\b", '"', "\t", "1_0", "99999999999999999999", str(1 << 64), "5e-324", "0", "1", "5", "match",
+                   "correlate", "all", "wrap", "keep", "event", "10m", "2026-11-02", "product=x", "=", ",",
+                   "attack.t1059*", "x" * 300, "/dev/null", "/nonexistent/x", REPO, SAMPLE]
+_FILTER_OPTIONS = None
+
+
+def _filter_options():
+    """The filter's own options, as its typer app declares them (the fleet bus and the worker processes
+    left out: a network connection and a process pool are not what this property is about)."""
+    global _FILTER_OPTIONS
+    if _FILTER_OPTIONS is None:
+        import typer.main
+        from pipeshell_filter import cli
+
+        params = typer.main.get_command(cli.app).params
+        _FILTER_OPTIONS = [(p.opts[0], getattr(p, "is_flag", False)) for p in params
+                           if p.opts[0].startswith("--") and p.opts[0] not in ("--nats", "--workers", "--help")]
+    return _FILTER_OPTIONS
+
+
+@hypothesis_given(st.data())
+def test_any_option_list_ends_in_a_status_and_a_usage_error_is_one_line(data):
+    """Options drawn from the real ones with hostile values (repeated, after ``--``, a subcommand misplaced):
+    the command ends 0, 1 or 2, never in a traceback; exit 2 is one line on stderr and nothing on stdout
+    (``--line-field 'a\\nb'`` was a traceback; a ``--tag`` no rule has, alone, two lines)."""
+    args = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        option, flag = data.draw(st.sampled_from(_filter_options()))
+        args += [option] if flag else [option, data.draw(st.sampled_from(_HOSTILE_VALUES))]
+    if data.draw(st.booleans()):
+        args.insert(data.draw(st.integers(0, len(args))), data.draw(st.sampled_from(["--", "explain", "-"])))
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as here:  # a relative --state or --rule-stats is written here
+        os.chdir(here)
+        try:
+            result = run_cli_here(args, ndjson(ATTACK))
+        finally:
+            os.chdir(cwd)
+    assert result.returncode in (0, 1, 2), (args, result.stderr)
+    assert b"Traceback" not in result.stderr, (args, result.stderr)
+    if result.returncode == 2:
+        assert len(result.stderr.decode().strip().splitlines()) == 1 and result.stdout == b"", (args, result)
