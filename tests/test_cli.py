@@ -24,6 +24,7 @@ from pipeshell_filter.io import inputs as inputs_module
 SCHEMA_DIR = os.path.join(REPO, "filter", "pipeshell_filter", "schema")
 ALERT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "alert.schema.json")))
 EVENT_SCHEMA = json.load(open(os.path.join(SCHEMA_DIR, "enriched-event.schema.json")))
+SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
 
 ATTACK = [
     evtx_event(0, "srv01", "server", 4104, record_id=11),
@@ -236,6 +237,10 @@ def test_final_line_without_newline_and_crlf():
     # a tag no rule has, alone: its warning came before the error, two lines
     (["--tag", "attack.nosuch"], "--tag attack.nosuch leaves out every rule"),
     (["explain", "--tag", "attack.nosuch"], "--tag attack.nosuch leaves out every rule"),
+    # and a warning of the rule load's before a usage error of an option that needs no rule
+    (["--exclude-tag", "nosuch", "--time-field", ""], "--time-field ''"),
+    (["--exclude-rule", "nosuch", "--input", "/nonexistent/x.ndjson"], "/nonexistent/x.ndjson"),
+    (["--exclude-rule", "nosuch", "--idle", "5", "--input", SAMPLE], "--idle needs live input"),
     (["--line-field", ""], "--line-field"),  # an unset variable in a unit file: was read as the key ""
     # a key the JSON decoder that finds it takes no name like: a traceback, exit 1, in the filter and in explain
     (["--line-field", "a\nb"], "--line-field must not hold"),
@@ -317,7 +322,6 @@ def test_an_option_given_where_it_acts_is_accepted(tmp_path, args):
     assert "--stage" in args or result.stdout.count(b'"kind":"alert"') == 1  # [time, {alert}] too
 
 
-SAMPLE = os.path.join(REPO, "examples", "pipeshell-sample.ndjson")
 
 
 @pytest.mark.parametrize("args", [[], ["--input", SAMPLE], ["--input", "-"], ["--input", SAMPLE, "--input", "-"],

@@ -522,9 +522,8 @@ def run(
     _no_option_without_effect(ctx, stage, nats, state, heartbeat, wrapped, rule_stats)
     check_state_path(state)
     check_output_path("--rule-stats", rule_stats)
-    selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
-    plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
-    _no_strict_without_a_directory(ctx, rule, plans)
+    # Every check of the options that needs no rule comes before the rules are read: a rule load's
+    # warnings (a tag no rule has, a rule skipped) went out before the usage error, which was then not one line.
     resolver = make_resolver(profile, field_map, time_field, logsource)
     if any(path in ("-", inputs_module.STDIN) for path in inputs or ()):
         # before the inputs are opened: a closed one is said so, not as /dev/stdin's failure; a write-only one
@@ -550,6 +549,9 @@ def run(
     if idle and _given(ctx, "idle") and not _reads_live(files, nats, stage):
         raise UsageProblem("--idle needs live input (a pipe or terminal as the only input, or --stage correlate "
                            "--nats): here it would do nothing")
+    selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
+    plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
+    _no_strict_without_a_directory(ctx, rule, plans)
     # The correlate stage reads Detection records: every line is one.
     prefilter, index = (None, None) if no_prefilter or stage is Stage.correlate else \
         build_prefilter(plans, prefilter_engine.value, "match" if declares(resolver) else logsource_unknown.value,
