@@ -1414,10 +1414,10 @@ def explain(
     event = inputs_module.STDIN if event == "-" else event  # as for --input
     if event == inputs_module.STDIN or inputs_module.STDIN in (events or ()) or "-" in (events or ()):
         check_stdin()
+    resolver = make_resolver(profile, field_map, time_field, logsource)  # before the rule load's warnings
     selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
-    resolver = make_resolver(profile, field_map, time_field, logsource)
     if event is None and events is None:
         _print(describe_rule_set(plans, logsource_unknown.value))
         return
