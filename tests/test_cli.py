@@ -242,6 +242,7 @@ def test_final_line_without_newline_and_crlf():
     (["--exclude-rule", "nosuch", "--input", "/nonexistent/x.ndjson"], "/nonexistent/x.ndjson"),
     (["--exclude-rule", "nosuch", "--idle", "5", "--input", SAMPLE], "--idle needs live input"),
     (["explain", "--exclude-tag", "nosuch", "--event", SAMPLE, "--field-map", "/nonexistent/m.yml"], "m.yml"),
+    (["--exclude-tag", "nosuch", "--nats", "nats://127.0.0.1:9"], "--nats needs --stage match"),
     (["--line-field", ""], "--line-field"),  # an unset variable in a unit file: was read as the key ""
     # a key the JSON decoder that finds it takes no name like: a traceback, exit 1, in the filter and in explain
     (["--line-field", "a\nb"], "--line-field must not hold"),

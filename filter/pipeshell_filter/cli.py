@@ -549,6 +549,8 @@ def run(
     if idle and _given(ctx, "idle") and not _reads_live(files, nats, stage):
         raise UsageProblem("--idle needs live input (a pipe or terminal as the only input, or --stage correlate "
                            "--nats): here it would do nothing")
+    if nats is not None:
+        check_fleet_bus(nats, nats_prefix, stage, state, bool(files))
     selection = read_selection(min_level, status, tag, exclude_tag, exclude_rule, exclude_rules)
     plans = load_plans(rule, join, strict, placeholders=read_placeholders(placeholders), selection=selection)
     _no_strict_without_a_directory(ctx, rule, plans)
@@ -586,7 +588,7 @@ def run(
         from .io import fleet
         from .io.bus import BusError
 
-        bus, bus_errors = open_fleet_bus(nats, nats_prefix, stage, state, bool(files)), BusError
+        bus, bus_errors = open_fleet_bus(nats, nats_prefix, stage), BusError
         bus.report = diagnostics.note  # a server that stays unreachable is said, not waited for in silence
         if stage is Stage.match:
             stream_filter.publisher = fleet.Publisher(bus, nats_prefix, partitions, engine.correlation.partition_key,
@@ -963,8 +965,8 @@ def check_stdout() -> None:
         raise UsageProblem("standard output is open for reading only")
 
 
-def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], files: bool):
-    """``--nats``: the checks, and the connection with both streams in place."""
+def check_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], files: bool) -> None:
+    """``--nats``: the checks, before the rules are read (their warnings made a usage error two lines)."""
     if stage is Stage.all:
         raise UsageProblem("--nats needs --stage match or --stage correlate")
     if stage is Stage.correlate and state is None:
@@ -973,7 +975,7 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], fi
     if stage is Stage.correlate and files:
         raise UsageProblem("--stage correlate reads either --nats or --input, not both")
     from .io import fleet
-    from .io.bus import BusError, check_servers
+    from .io.bus import check_servers
 
     problem = fleet.prefix_problem(prefix)  # the server refused the stream: exit 1, which a supervisor retries
     if problem is not None:
@@ -984,6 +986,13 @@ def open_fleet_bus(url: str, prefix: str, stage: Stage, state: Optional[str], fi
         check_servers(url)
     except ValueError as error:
         raise UsageProblem(f"--nats: {error}") from None
+
+
+def open_fleet_bus(url: str, prefix: str, stage: Stage):
+    """``--nats``: the connection with both streams in place (``check_fleet_bus`` passed)."""
+    from .io import fleet
+    from .io.bus import BusError
+
     try:
         return fleet.open_bus(url, prefix, f"pipeshell-filter {stage.value}")
     except BusError as error:
