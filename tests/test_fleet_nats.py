@@ -530,21 +530,27 @@ def test_a_stream_made_anew_is_read_from_its_start_and_said_so(tmp_path):
     assert said in err
 
 
+def _alerted_then_remade(server, state, out) -> tuple:
+    """A correlator that alerted on the first day's incident, and its stream deleted and made anew under it:
+    the running correlator and when the new stream was made."""
+    from pipeshell_filter.io.bus import Bus
+
+    running = correlator(server.url, state, out, ["--agents", "1"])
+    publish(server.url, b"2026-11-02")
+    assert len(wait_for_alerts(out, 1, running)) == 1
+    with Bus(server.url) as bus:
+        return running, bus._call(_remake(bus))
+
+
 def test_a_stream_deleted_and_made_anew_while_the_correlator_runs_is_read_from_its_first_message(tmp_path):
     """An operator deletes the stream and makes it again while the correlator reads it: the correlator's
     durable went with it and was made anew from the old position, so the new stream's first messages,
     the next incident among them, were skipped in silence.  Now they are read, it is said, and the state
     names the new stream (a restart read it again from its start otherwise)."""
-    from pipeshell_filter.io.bus import Bus
-
     state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
 
     with NatsServer(tmp_path / "nats") as server:
-        running = correlator(server.url, state, out, ["--agents", "1"])
-        publish(server.url, b"2026-11-02")
-        assert len(wait_for_alerts(out, 1, running)) == 1
-        with Bus(server.url) as bus:
-            made = bus._call(_remake(bus))
+        running, made = _alerted_then_remade(server, state, out)
         publish(server.url, b"2026-11-03")
         found = wait_for_alerts(out, 2, running)
         running.send_signal(signal.SIGTERM)
@@ -565,16 +571,10 @@ def test_a_correlator_stopped_after_its_stream_was_made_anew_reads_the_new_one_f
     """The stream deleted and made again under a running correlator, which stops before the new stream's
     first message came: its state kept the old stream's position beside the new stream's name, and the
     restart read on from there, past the new stream's first messages, an incident among them."""
-    from pipeshell_filter.io.bus import Bus
-
     state, out = tmp_path / "state.json", tmp_path / "alerts.ndjson"
 
     with NatsServer(tmp_path / "nats") as server:
-        running = correlator(server.url, state, out, ["--agents", "1"])
-        publish(server.url, b"2026-11-02")
-        assert len(wait_for_alerts(out, 1, running)) == 1
-        with Bus(server.url) as bus:
-            bus._call(_remake(bus))
+        running, _ = _alerted_then_remade(server, state, out)
         assert wait_until(lambda: "made anew" in open_text(running) or running.poll() is not None), open_text(running)
         running.send_signal(signal.SIGTERM)
         assert running.wait(timeout=WAIT) == 0
