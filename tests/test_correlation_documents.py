@@ -1063,11 +1063,11 @@ correlation: {type: event_count, rules: [rule_a], timespan: %s, condition: {%s}}
 ---
 title: outer
 id: outer
-correlation: {type: event_count, rules: [inner, rule_b], timespan: 10s, condition: {gte: 2}}
+correlation: {type: event_count, rules: [inner, rule_b], timespan: %s, condition: {gte: 2}}
 """
 
 
-def _kind(seconds, kind, host):
+def chain_event(seconds, kind, host):
     return {"@timestamp": f"2024-01-01T00:{seconds // 60:02d}:{seconds % 60:02d}Z", "kind": kind, "Computer": host}
 
 
@@ -1075,11 +1075,11 @@ def test_a_chained_correlation_is_not_held_back_by_an_inner_one_that_never_had_a
     """The outer's time was the least of its inner correlations', and one without any event had
     none: on a stream that never ends the outer never alerted (its events held to the state cap)."""
     rules = tmp_path / "chain.yml"
-    rules.write_text(CHAIN % ("10s", "gte: 5"))
+    rules.write_text(CHAIN % ("10s", "gte: 5", "10s"))
     process = subprocess.Popen(COMMAND + ["--rule", str(rules), "--lateness", "0", "--idle", "0"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        process.stdin.write(ndjson([_kind(0, "b", "h1"), _kind(1, "b", "h2"), _kind(100, "b", "h3")]))
+        process.stdin.write(ndjson([chain_event(0, "b", "h1"), chain_event(1, "b", "h2"), chain_event(100, "b", "h3")]))
         process.stdin.flush()
         ready, _, _ = select.select([process.stdout], [], [], 30)
         assert ready, "no alert while the input is still open"
@@ -1152,8 +1152,8 @@ def test_early_alerts_through_a_chain_wait_for_an_inner_correlation_that_alerts_
     """The outer (monotone) fired early before the inner's (eq: not monotone) alert for t=0 existed,
     and the right alert was then held back: on a time-sorted stream early alerts must be the same."""
     rules = tmp_path / "chain.yml"
-    rules.write_text(CHAIN % ("1s", "eq: 1"))
-    events = ndjson([_kind(0, "a", "h1"), _kind(1, "b", "h2"), _kind(2, "b", "h1")])
+    rules.write_text(CHAIN % ("1s", "eq: 1", "10s"))
+    events = ndjson([chain_event(0, "a", "h1"), chain_event(1, "b", "h2"), chain_event(2, "b", "h1")])
     plain = alerts(run_cli(["--rule", str(rules)], events).stdout)
     early = alerts(run_cli(["--rule", str(rules), "--early-alerts"], events).stdout)
     assert [[e["line"] for e in a["sigma"]["events"]] for a in plain] == [[1, 2]]

@@ -15,6 +15,7 @@ from hypothesis import event, given, strategies as st
 from clitools import alerts, ndjson, run_cli
 
 from eventgen import raw_events
+from test_correlation_documents import CHAIN, chain_event
 from test_stages import SINGLE
 from test_state import PLANS, StopAfterReads, alert_records, assert_no_event_alerts_twice, lines_of, new_filter
 from pipeshell_filter.sigma.compile import compile_plan
@@ -118,35 +119,14 @@ def test_pauses_then_restarts_are_one_filter_pausing_with_suppress_and_early_ale
     assert_no_event_alerts_twice(made)
 
 
-CHAIN = """title: A
-name: rule_a
-detection: {sel: {kind: a}, condition: sel}
----
-title: B
-name: rule_b
-detection: {sel: {kind: b}, condition: sel}
----
-title: inner
-id: inner
-correlation: {type: event_count, rules: [rule_a], timespan: 60s, condition: {gte: 2}}
----
-title: outer
-id: outer
-correlation: {type: event_count, rules: [inner, rule_b], timespan: 10m, condition: {gte: 2}}
-"""
-
-
-def _kind(seconds, kind, host):
-    return {"@timestamp": f"2024-01-01T00:00:{seconds:02d}Z", "kind": kind, "Computer": host}
-
-
 def test_a_pause_whose_flush_alerts_nothing_leaves_an_inner_correlation_of_a_chain_as_it_was(tmp_path):
     """The inner correlation (no ``generate``: it makes no alert) fired at the pause's flush on lines 1-2, and
     that episode was consumed: line 3, on time in one run (within the lateness), was left out, and the outer
     alert listed line 2 where one run lists line 3.  A pause that alerts on nothing changes nothing."""
     rules = tmp_path / "chain.yml"
-    rules.write_text(CHAIN)
-    events = [_kind(0, "a", "h1"), _kind(10, "a", "h2"), _kind(5, "a", "h3"), _kind(20, "b", "h1")]
+    rules.write_text(CHAIN % ("60s", "gte: 2", "10m"))
+    events = [chain_event(seconds, kind, host) for seconds, kind, host in
+              ((0, "a", "h1"), (10, "a", "h2"), (5, "a", "h3"), (20, "b", "h1"))]
     args = ["--rule", str(rules), "--lateness", "30", "--quiet"]
     whole = run_cli(args, ndjson(events))
     assert [[e["line"] for e in a["sigma"]["events"]] for a in alerts(whole.stdout)] == [[3, 4]]
