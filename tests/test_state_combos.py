@@ -17,7 +17,7 @@ from clitools import alerts, ndjson, run_cli
 from eventgen import raw_events
 from test_correlation_documents import CHAIN, chain_event
 from test_stages import SINGLE
-from test_state import PLANS, StopAfterReads, alert_records, assert_no_event_alerts_twice, lines_of, new_filter
+from test_state import PLANS, alert_records, assert_no_event_alerts_twice, feed, lines_of, new_filter
 from pipeshell_filter.sigma.compile import compile_plan
 from pipeshell_filter.sigma.rule import BUILTIN_RULE, load_rule, parse_rule
 
@@ -43,18 +43,12 @@ def run_parts(parts, lateness, suppress, early, state_path, how, plans=PLANS) ->
     a stop request with ``--on-stop keep`` while the rest of the stream is still to be read)."""
     outputs = []
     for i, part in enumerate(parts):
-        rest = b"".join(parts[i:])
-        with tempfile.TemporaryFile() as sink, tempfile.TemporaryFile() as source:
+        with tempfile.TemporaryFile() as sink:
             stream_filter = new_filter(sink, lateness, "alerts", state_path, early, plans, suppress)
-            last = i == len(parts) - 1
-            source.write(part if how == "end" or last else rest)
-            source.seek(0)
-            if how == "end" or last:
-                stream_filter.run(source.fileno(), live=False)
-            else:
-                stream_filter.run(source.fileno(), live=False, block_size=max(len(part), 1),
-                                  stop=StopAfterReads(1 if part else 0))
-            stream_filter.finish(keep_open=how == "keep" and not last)
+            if how == "end" or i == len(parts) - 1:
+                feed(stream_filter, part)
+            else:  # the stop comes once the part is read, the rest still to come
+                feed(stream_filter, b"".join(parts[i:]), stop_at=len(part), keep_open=True)
             sink.seek(0)
             outputs.append(sink.read())
     return b"".join(outputs)
@@ -65,11 +59,7 @@ def run_paused(parts, lateness, suppress, early, state_path, plans=PLANS) -> byt
     with tempfile.TemporaryFile() as sink:
         stream_filter = new_filter(sink, lateness, "alerts", state_path, early, plans, suppress)
         for part in parts:
-            with tempfile.TemporaryFile() as source:
-                source.write(part)
-                source.seek(0)
-                stream_filter.run(source.fileno(), live=False)
-                stream_filter.finish()
+            feed(stream_filter, part)
         sink.seek(0)
         return sink.read()
 
